@@ -1,0 +1,58 @@
+# zerospeed: the two set-up commands are `make demo` and `make test` (see README.md).
+# Each installs missing Debian packages, configures with CMake + Ninja, builds and runs.
+
+BUILD      ?= build
+ASAN_BUILD ?= build-asan
+CUDA_BUILD ?= build-cuda
+JOBS       ?= $(shell nproc)
+CMAKE      := cmake -G Ninja -DZS_WERROR=ON
+NVCC       ?= /usr/local/cuda/bin/nvcc
+
+.PHONY: all deps build demo test test-asan test-cuda-build bench format format-check clean
+
+all: build
+
+deps:
+	@tools/install_deps.sh
+
+build: deps
+	@$(CMAKE) -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=Release >/dev/null
+	@cmake --build $(BUILD) -j $(JOBS)
+
+# The main job on its bundled default.
+demo: build
+	@tools/demo.sh $(BUILD)
+
+# Build everything and run every test (what CI runs), then compile the CUDA build when nvcc
+# exists (no GPU here: its tests skip with the reason).
+test: build
+	@ctest --test-dir $(BUILD) --output-on-failure -j $(JOBS) --timeout 900
+	@$(MAKE) --no-print-directory test-cuda-build
+
+test-cuda-build:
+	@if [ -x "$(NVCC)" ]; then \
+	    $(CMAKE) -S . -B $(CUDA_BUILD) -DCMAKE_BUILD_TYPE=Release -DZS_CUDA=ON \
+	        -DZS_BUILD_BENCH=OFF >/dev/null && \
+	    cmake --build $(CUDA_BUILD) -j $(JOBS) && \
+	    ctest --test-dir $(CUDA_BUILD) -L cuda --output-on-failure; \
+	else echo "zerospeed: $(NVCC) not found; CUDA build skipped"; fi
+
+# Unit tests under AddressSanitizer + UndefinedBehaviorSanitizer.
+test-asan: deps
+	@$(CMAKE) -S . -B $(ASAN_BUILD) -DCMAKE_BUILD_TYPE=Debug -DCMAKE_CXX_FLAGS_DEBUG="-O1 -g" \
+	    -DZS_SANITIZE=address,undefined -DZS_BUILD_BENCH=OFF >/dev/null
+	@cmake --build $(ASAN_BUILD) -j $(JOBS)
+	@ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
+	    ctest --test-dir $(ASAN_BUILD) -L unit --output-on-failure -j $(JOBS) --timeout 1800
+
+bench: build
+	@tools/run_benchmarks.sh $(BUILD)
+
+format:
+	@git ls-files '*.h' '*.cpp' '*.cu' '*.cuh' | xargs clang-format -i
+
+format-check:
+	@git ls-files '*.h' '*.cpp' '*.cu' '*.cuh' | xargs clang-format --dry-run --Werror
+
+clean:
+	rm -rf $(BUILD) $(ASAN_BUILD) $(CUDA_BUILD)

@@ -1,0 +1,326 @@
+// Flash-style attention on the CPU (tiled, online softmax; FlashAttention-2's backward).
+//
+// Forward: one task per (batch, query head, block of kBq queries); each streams key/value blocks
+// of kBk, keeping a running max m, normaliser l and output accumulator in f32 scratch, so memory is
+// O(T) per head (the lse), not O(T^2). Backward: one task per (batch, query head); it walks key
+// blocks, recomputes P = exp(S - lse) per tile, accumulates dV, dK for its head in f32 scratch and
+// dQ directly; a second pass sums dK/dV over the query heads of each kv group (GQA) and writes
+// them. No atomics, fixed summation order: deterministic for a given thread count.
+//
+// Tiles are converted to f32 on load (bf16 inputs), K is also kept transposed so S = Q K^T runs as
+// rank-1 updates over 16-key vectors.
+#include <cmath>
+#include <vector>
+
+#include "backends/cpu/cpu_kernels.h"
+#include "backends/cpu/parallel.h"
+
+namespace zs::backends::cpu {
+
+namespace {
+
+constexpr int64_t kBq = 32;  // queries per tile
+constexpr int64_t kBk = 64;  // keys per tile (a multiple of kLanes)
+
+struct Geometry {
+    int64_t B, Tq, Tk, NH, NKV, HS, group;
+    float scale;
+    bool causal;
+    // Last key (inclusive) query i may see; -1 when none.
+    int64_t last_key(int64_t i) const { return causal ? std::min(Tk - 1, i + (Tk - Tq)) : Tk - 1; }
+};
+
+Geometry geometry(const Tensor& q, const Tensor& k, const ops::AttentionOptions& o) {
+    Geometry g{q.size(0), q.size(1), k.size(1), q.size(2), k.size(2),
+               q.size(3), 1,         o.scale,   o.causal};
+    g.group = g.NH / g.NKV;
+    if (g.scale == 0.0f) g.scale = 1.0f / std::sqrt(static_cast<float>(g.HS));
+    return g;
+}
+
+// A strided [B, T, H, HS] tensor's row pointer for (b, t, h).
+template <class T>
+struct Heads {
+    T* base;
+    int64_t sb, st, sh;
+    T* row(int64_t b, int64_t t, int64_t h) const { return base + b * sb + t * st + h * sh; }
+};
+
+template <class T>
+Heads<T> heads(const Tensor& x) {
+    return {static_cast<T*>(x.data_ptr()), x.stride(0), x.stride(1), x.stride(2)};
+}
+
+inline int lanes(int64_t c, int64_t n) {
+    return static_cast<int>(std::min<int64_t>(kLanes, n - c));
+}
+
+// Copy rows [t0, t0 + n) of head h into f32 dst [n, HS] (optionally scaled).
+template <class T>
+void load_rows(float* dst, const Heads<const T>& src, int64_t b, int64_t t0, int64_t n, int64_t h,
+               int64_t HS, float scale = 1.0f) {
+    for (int64_t r = 0; r < n; ++r) {
+        const T* s = src.row(b, t0 + r, h);
+        for (int64_t d = 0; d < HS; d += kLanes) {
+            int m = lanes(d, HS);
+            vstore(dst + r * HS + d, vload(s + d, m) * vset(scale), m);
+        }
+    }
+}
+
+// dst[HS][kBk] = transpose of src rows [n, HS] (columns >= n zeroed).
+void transpose_tile(float* dst, const float* src, int64_t n, int64_t HS) {
+    for (int64_t d = 0; d < HS; ++d) {
+        for (int64_t j = 0; j < kBk; ++j) dst[d * kBk + j] = j < n ? src[j * HS + d] : 0.0f;
+    }
+}
+
+// S[r][0..kBk) = sum_d A[r][d] * Bt[d][0..kBk) for r < rows. Four 16-key vectors per row.
+void tile_abt(float* S, const float* A, const float* Bt, int64_t rows, int64_t HS) {
+    static_assert(kBk == 4 * kLanes);
+    for (int64_t r = 0; r < rows; ++r) {
+        const float* a = A + r * HS;
+        VecF c0 = vzero(), c1 = vzero(), c2 = vzero(), c3 = vzero();
+        for (int64_t d = 0; d < HS; ++d) {
+            VecF av = vset(a[d]);
+            const float* bt = Bt + d * kBk;
+            c0 = vfma(av, vload(bt), c0);
+            c1 = vfma(av, vload(bt + 16), c1);
+            c2 = vfma(av, vload(bt + 32), c2);
+            c3 = vfma(av, vload(bt + 48), c3);
+        }
+        float* s = S + r * kBk;
+        vstore(s, c0);
+        vstore(s + 16, c1);
+        vstore(s + 32, c2);
+        vstore(s + 48, c3);
+    }
+}
+
+// C[m][:] += sum_k A(m, k) * Brows[k][:], A(m, k) = A[m * am + k * ak]; rows of HS floats.
+void rows_axpy(float* C, const float* A, int64_t am, int64_t ak, const float* Brows, int64_t M,
+               int64_t K, int64_t HS) {
+    for (int64_t m = 0; m < M; ++m) {
+        float* c = C + m * HS;
+        for (int64_t d0 = 0; d0 < HS; d0 += 8 * kLanes) {
+            int64_t dn = std::min<int64_t>(8 * kLanes, HS - d0);
+            VecF acc[8];
+            int nv = static_cast<int>((dn + kLanes - 1) / kLanes);
+            for (int v = 0; v < nv; ++v)
+                acc[v] = vload(c + d0 + v * kLanes, lanes(d0 + v * kLanes, HS));
+            for (int64_t k = 0; k < K; ++k) {
+                float a = A[m * am + k * ak];
+                if (a == 0.0f) continue;
+                VecF av = vset(a);
+                const float* b = Brows + k * HS + d0;
+                for (int v = 0; v < nv; ++v) {
+                    acc[v] = vfma(av, vload(b + v * kLanes, lanes(d0 + v * kLanes, HS)), acc[v]);
+                }
+            }
+            for (int v = 0; v < nv; ++v)
+                vstore(c + d0 + v * kLanes, acc[v], lanes(d0 + v * kLanes, HS));
+        }
+    }
+}
+
+template <class T, class TO>
+void forward_impl(const Tensor& out, const Tensor& lse, const Tensor& q, const Tensor& k,
+                  const Tensor& v, const Geometry& g) {
+    Heads<const T> Q = heads<const T>(q), K = heads<const T>(k), V = heads<const T>(v);
+    Heads<TO> O = heads<TO>(out);
+    float* L = lse.defined() ? lse.data<float>() : nullptr;
+    const int64_t HS = g.HS, nqb = (g.Tq + kBq - 1) / kBq;
+    const int64_t tasks = g.B * g.NH * nqb;
+#pragma omp parallel
+    {
+        std::vector<float> qt(kBq * HS), kt(kBk * HS), ktt(HS * kBk), vt(kBk * HS), s(kBq * kBk),
+            acc(kBq * HS), mrow(kBq), lrow(kBq);
+#pragma omp for schedule(dynamic, 1)
+        for (int64_t task = 0; task < tasks; ++task) {
+            int64_t qb = task % nqb, h = (task / nqb) % g.NH, b = task / (nqb * g.NH);
+            int64_t kh = h / g.group;
+            int64_t i0 = qb * kBq, nq = std::min(kBq, g.Tq - i0);
+            load_rows(qt.data(), Q, b, i0, nq, h, HS, g.scale);
+            std::fill(acc.begin(), acc.end(), 0.0f);
+            std::fill(mrow.begin(), mrow.end(), -INFINITY);
+            std::fill(lrow.begin(), lrow.end(), 0.0f);
+            int64_t kend = g.last_key(i0 + nq - 1) + 1;  // keys needed by the last query
+            for (int64_t j0 = 0; j0 < kend; j0 += kBk) {
+                int64_t nk = std::min(kBk, kend - j0);
+                load_rows(kt.data(), K, b, j0, nk, kh, HS);
+                transpose_tile(ktt.data(), kt.data(), nk, HS);
+                load_rows(vt.data(), V, b, j0, nk, kh, HS);
+                tile_abt(s.data(), qt.data(), ktt.data(), nq, HS);
+                for (int64_t r = 0; r < nq; ++r) {
+                    float* sr = s.data() + r * kBk;
+                    int64_t visible = std::min(nk, g.last_key(i0 + r) - j0 + 1);  // may be <= 0
+                    if (visible <= 0) {  // this query sees none of these keys: P = 0
+                        std::fill(sr, sr + kBk, 0.0f);
+                        continue;
+                    }
+                    for (int64_t j = visible; j < kBk; ++j) sr[j] = -INFINITY;
+                    VecF mx =
+                        vmax(vmax(vload(sr), vload(sr + 16)), vmax(vload(sr + 32), vload(sr + 48)));
+                    float mnew = std::max(mrow[r], vhmax(mx));
+                    float corr = std::exp(mrow[r] - mnew);
+                    VecF sum = vzero();
+                    for (int64_t j = 0; j < kBk; j += kLanes) {
+                        VecF p = vexp(vload(sr + j) - vset(mnew));
+                        vstore(sr + j, p);
+                        sum = sum + p;
+                    }
+                    lrow[r] = lrow[r] * corr + vsum(sum);
+                    mrow[r] = mnew;
+                    if (corr != 1.0f) {
+                        float* a = acc.data() + r * HS;
+                        for (int64_t d = 0; d < HS; d += kLanes) {
+                            int m = lanes(d, HS);
+                            vstore(a + d, vload(a + d, m) * vset(corr), m);
+                        }
+                    }
+                }
+                // acc[r] += P[r][j] * V[j] for all r, j (P = 0 on masked keys).
+                rows_axpy(acc.data(), s.data(), kBk, 1, vt.data(), nq, nk, HS);
+            }
+            for (int64_t r = 0; r < nq; ++r) {
+                TO* o = O.row(b, i0 + r, h);
+                bool none = lrow[r] == 0.0f;  // no visible key: output 0, lse -inf
+                VecF inv = vset(none ? 0.0f : 1.0f / lrow[r]);
+                for (int64_t d = 0; d < HS; d += kLanes) {
+                    int m = lanes(d, HS);
+                    vstore(o + d, vload(acc.data() + r * HS + d, m) * inv, m);
+                }
+                if (L)
+                    L[(b * g.NH + h) * g.Tq + i0 + r] =
+                        none ? -INFINITY : mrow[r] + std::log(lrow[r]);
+            }
+        }
+    }
+}
+
+template <class T, class TG>
+void backward_impl(const Tensor& dq, const Tensor& dk, const Tensor& dv, const Tensor& dout,
+                   const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out,
+                   const Tensor& lse, const Geometry& g) {
+    Heads<const T> Q = heads<const T>(q), K = heads<const T>(k), V = heads<const T>(v);
+    Heads<const TG> dO = heads<const TG>(dout), O = heads<const TG>(out);
+    const int64_t HS = g.HS;
+    const float* L = lse.data<float>();
+    // D[b, h, i] = sum_d dO * O (the softmax-backward row term).
+    std::vector<float> D(static_cast<size_t>(g.B * g.NH * g.Tq));
+    for_rows(g.B * g.NH * g.Tq, HS, [&](int64_t idx) {
+        int64_t i = idx % g.Tq, h = (idx / g.Tq) % g.NH, b = idx / (g.Tq * g.NH);
+        const TG* a = dO.row(b, i, h);
+        const TG* o = O.row(b, i, h);
+        VecF s = vzero();
+        for (int64_t d = 0; d < HS; d += kLanes)
+            s = vfma(vload(a + d, lanes(d, HS)), vload(o + d, lanes(d, HS)), s);
+        D[static_cast<size_t>(idx)] = vsum(s);
+    });
+    // Per query head f32 dK/dV partials [B, NH, Tk, HS], summed over each kv group afterwards.
+    const size_t part = static_cast<size_t>(g.Tk * HS);
+    std::vector<float> dkp(static_cast<size_t>(g.B * g.NH) * part, 0.0f);
+    std::vector<float> dvp(static_cast<size_t>(g.B * g.NH) * part, 0.0f);
+    Heads<T> dQ = heads<T>(dq);
+    const int64_t tasks = g.B * g.NH;
+#pragma omp parallel
+    {
+        std::vector<float> qt(kBq * HS), dot(kBq * HS), kt(kBk * HS), ktt(HS * kBk), vt(kBk * HS),
+            vtt(HS * kBk), p(kBq * kBk), dp(kBq * kBk), dqa(static_cast<size_t>(g.Tq * HS));
+#pragma omp for schedule(dynamic, 1)
+        for (int64_t task = 0; task < tasks; ++task) {
+            int64_t h = task % g.NH, b = task / g.NH, kh = h / g.group;
+            float* dkh = dkp.data() + static_cast<size_t>(task) * part;
+            float* dvh = dvp.data() + static_cast<size_t>(task) * part;
+            std::fill(dqa.begin(), dqa.end(), 0.0f);
+            for (int64_t j0 = 0; j0 < g.Tk; j0 += kBk) {
+                int64_t nk = std::min(kBk, g.Tk - j0);
+                load_rows(kt.data(), K, b, j0, nk, kh, HS);
+                transpose_tile(ktt.data(), kt.data(), nk, HS);
+                load_rows(vt.data(), V, b, j0, nk, kh, HS);
+                transpose_tile(vtt.data(), vt.data(), nk, HS);
+                // First query that sees key j0: i + (Tk - Tq) >= j0.
+                int64_t istart = g.causal ? std::max<int64_t>(0, j0 - (g.Tk - g.Tq)) : 0;
+                istart = istart / kBq * kBq;
+                for (int64_t i0 = istart; i0 < g.Tq; i0 += kBq) {
+                    int64_t nq = std::min(kBq, g.Tq - i0);
+                    load_rows(qt.data(), Q, b, i0, nq, h, HS, g.scale);
+                    load_rows(dot.data(), dO, b, i0, nq, h, HS);
+                    tile_abt(p.data(), qt.data(), ktt.data(), nq, HS);    // S (scaled)
+                    tile_abt(dp.data(), dot.data(), vtt.data(), nq, HS);  // dP = dO V^T
+                    for (int64_t r = 0; r < nq; ++r) {
+                        int64_t i = i0 + r;
+                        float li = L[(b * g.NH + h) * g.Tq + i];
+                        float Di = D[static_cast<size_t>((b * g.NH + h) * g.Tq + i)];
+                        int64_t visible = std::min(nk, g.last_key(i) - j0 + 1);
+                        float* pr = p.data() + r * kBk;
+                        float* dr = dp.data() + r * kBk;
+                        for (int64_t j = 0; j < kBk; j += kLanes) {
+                            VecF pv = vexp(vload(pr + j) - vset(li));
+                            int vis = static_cast<int>(std::clamp<int64_t>(visible - j, 0, kLanes));
+                            pv = vmask_fill(pv, vis, 0.0f);
+                            vstore(pr + j, pv);
+                            vstore(dr + j, pv * (vload(dr + j) - vset(Di)));  // dS
+                        }
+                    }
+                    // dV[j] += sum_r P[r][j] dO[r];  dK[j] += sum_r dS[r][j] Q[r] (Q pre-scaled);
+                    // dQ[r] += scale * sum_j dS[r][j] K[j].
+                    rows_axpy(dvh + j0 * HS, p.data(), 1, kBk, dot.data(), nk, nq, HS);
+                    rows_axpy(dkh + j0 * HS, dp.data(), 1, kBk, qt.data(), nk, nq, HS);
+                    rows_axpy(dqa.data() + i0 * HS, dp.data(), kBk, 1, kt.data(), nq, nk, HS);
+                }
+            }
+            for (int64_t i = 0; i < g.Tq; ++i) {
+                T* d = dQ.row(b, i, h);
+                for (int64_t c = 0; c < HS; c += kLanes) {
+                    int m = lanes(c, HS);
+                    vstore(d + c, vload(dqa.data() + i * HS + c, m) * vset(g.scale), m);
+                }
+            }
+        }
+    }
+    // Sum the group's partials into dk / dv.
+    Heads<T> dK = heads<T>(dk), dV = heads<T>(dv);
+    for_rows(g.B * g.NKV * g.Tk, HS * g.group, [&](int64_t idx) {
+        int64_t j = idx % g.Tk, kh = (idx / g.Tk) % g.NKV, b = idx / (g.Tk * g.NKV);
+        for (int64_t c = 0; c < HS; c += kLanes) {
+            int m = lanes(c, HS);
+            VecF sk = vzero(), sv = vzero();
+            for (int64_t h = kh * g.group; h < (kh + 1) * g.group; ++h) {
+                size_t off =
+                    static_cast<size_t>(b * g.NH + h) * part + static_cast<size_t>(j * HS + c);
+                sk = sk + vload(dkp.data() + off, m);
+                sv = sv + vload(dvp.data() + off, m);
+            }
+            vstore(dK.row(b, j, kh) + c, sk, m);
+            vstore(dV.row(b, j, kh) + c, sv, m);
+        }
+    });
+}
+
+}  // namespace
+
+void CpuKernels::attention_forward(const Tensor& out, const Tensor& lse, const Tensor& q,
+                                   const Tensor& k, const Tensor& v,
+                                   const ops::AttentionOptions& opts) {
+    Geometry g = geometry(q, k, opts);
+    dispatch_float(q.dtype(), [&](auto tq) {
+        dispatch_float(out.dtype(), [&](auto to) {
+            forward_impl<decltype(tq), decltype(to)>(out, lse, q, k, v, g);
+        });
+    });
+}
+
+void CpuKernels::attention_backward(const Tensor& dq, const Tensor& dk, const Tensor& dv,
+                                    const Tensor& dout, const Tensor& q, const Tensor& k,
+                                    const Tensor& v, const Tensor& out, const Tensor& lse,
+                                    const ops::AttentionOptions& opts) {
+    Geometry g = geometry(q, k, opts);
+    dispatch_float(q.dtype(), [&](auto tq) {
+        dispatch_float(dout.dtype(), [&](auto tg) {
+            backward_impl<decltype(tq), decltype(tg)>(dq, dk, dv, dout, q, k, v, out, lse, g);
+        });
+    });
+}
+
+}  // namespace zs::backends::cpu

@@ -1,0 +1,205 @@
+// Matmul on the CPU through oneDNN's matmul primitive: bf16 runs on AMX or AVX-512-BF16 where the
+// CPU has them, f32 on AVX-512 FMA. Strided views go straight into oneDNN memory descriptors, so
+// transposes and slices cost no copies. Primitives are cached by their full signature (creating
+// one costs far more than running a small one).
+#include <list>
+#include <mutex>
+#include <string>
+#include <unordered_map>
+
+#include <fmt/format.h>
+#include <omp.h>
+#include <oneapi/dnnl/dnnl.hpp>
+
+#include "backends/cpu/cpu_kernels.h"
+#include "backends/cpu/parallel.h"
+#include "ops/activation.h"
+
+namespace zs::backends::cpu {
+
+using core::DType;
+
+struct CpuKernels::MatmulCache {
+    dnnl::engine engine{dnnl::engine::kind::cpu, 0};
+    std::mutex mu;  // guards prims / lru
+    static constexpr size_t kCapacity = 512;
+    std::list<std::string> lru;  // front = most recent
+    std::unordered_map<std::string, std::pair<dnnl::matmul, std::list<std::string>::iterator>>
+        prims;
+};
+
+CpuKernels::CpuKernels() : mm_(std::make_unique<MatmulCache>()) {}
+CpuKernels::~CpuKernels() = default;
+
+namespace {
+
+dnnl::memory::data_type dnnl_type(DType t) {
+    return t == DType::bf16 ? dnnl::memory::data_type::bf16 : dnnl::memory::data_type::f32;
+}
+
+struct MatDesc {
+    dnnl::memory::dims dims, strides;
+};
+
+// Describe the logical matrix op(t) = [..., R, C] with t's strides (swapping the last two when
+// transposed). `batch` is the batch shape of the result; a 2-D operand broadcasts (dims of 1).
+MatDesc describe(const Tensor& t, bool trans, const core::Shape& batch) {
+    MatDesc d;
+    int n = t.dim();
+    for (int i = 0; i < batch.ndim(); ++i) {
+        if (n > 2) {
+            d.dims.push_back(t.size(i));
+            d.strides.push_back(t.stride(i));
+        } else {
+            d.dims.push_back(1);
+            d.strides.push_back(0);
+        }
+    }
+    int64_t r = t.size(-2), c = t.size(-1), sr = t.stride(-2), sc = t.stride(-1);
+    if (trans) {
+        std::swap(r, c);
+        std::swap(sr, sc);
+    }
+    // oneDNN wants a unit stride on the unit-length dims too; make degenerate strides canonical.
+    if (r == 1) sr = c == 1 ? 1 : c * sc;
+    if (c == 1) sc = sr == 1 && r > 1 ? r : 1;
+    if (r == 1 && c == 1) {
+        sr = 1;
+        sc = 1;
+    }
+    d.dims.push_back(r);
+    d.dims.push_back(c);
+    d.strides.push_back(sr);
+    d.strides.push_back(sc);
+    return d;
+}
+
+std::string key_of(const MatDesc& a, const MatDesc& b, const MatDesc& o, DType ta, DType to,
+                   int bias_type, float alpha, float beta) {
+    std::string k = fmt::format("{}{}{}|{}|{}|", static_cast<int>(ta), static_cast<int>(to),
+                                bias_type, alpha, beta);
+    for (const MatDesc* d : {&a, &b, &o}) {
+        for (size_t i = 0; i < d->dims.size(); ++i)
+            k += fmt::format("{}:{},", d->dims[i], d->strides[i]);
+        k += '|';
+    }
+    return k;
+}
+
+}  // namespace
+
+void CpuKernels::matmul(const Tensor& out, const Tensor& a, const Tensor& b,
+                        const ops::MatmulOptions& opts, const Tensor& bias) {
+    if (a.dtype() == DType::f32 && out.dtype() == DType::bf16) {
+        // oneDNN has no f32 x f32 -> bf16 matmul: compute in f32, then round once.
+        Tensor tmp = opts.beta != 0.0f ? out.to(DType::f32).contiguous()
+                                       : Tensor::empty(out.shape(), DType::f32, out.device(),
+                                                       core::MemCategory::buffers);
+        matmul(tmp, a, b, opts, bias);
+        out.copy_from(tmp);
+        return;
+    }
+    core::Shape batch;
+    for (int i = 0; i < out.dim() - 2; ++i) batch.push_back(out.size(i));
+    int64_t k = opts.trans_a ? a.size(-2) : a.size(-1);
+    if (k == 0) {
+        // Nothing to multiply: out = beta * out (+ bias), done on an f32 copy (a rare edge case).
+        Tensor t = Tensor::zeros(out.shape(), DType::f32, out.device(), core::MemCategory::buffers);
+        if (opts.beta != 0.0f) {
+            t.copy_from(out);
+            ops::scale(t, t, opts.beta);
+        }
+        if (bias.defined()) {
+            Tensor bf = bias.to(DType::f32);
+            float* tp = t.data<float>();
+            const float* bp = bf.data<float>();
+            int64_t n = out.size(-1);
+            for (int64_t i = 0; i < t.numel(); ++i) tp[i] += bp[i % n];
+        }
+        out.copy_from(t);
+        return;
+    }
+    MatDesc da = describe(a, opts.trans_a, batch);
+    MatDesc db = describe(b, opts.trans_b, batch);
+    MatDesc dout = describe(out, false, batch);
+    int bias_type = bias.defined() ? 1 + static_cast<int>(bias.dtype()) : 0;
+    std::string key =
+        key_of(da, db, dout, a.dtype(), out.dtype(), bias_type, opts.alpha, opts.beta);
+
+    dnnl::matmul prim;
+    {
+        std::lock_guard<std::mutex> lock(mm_->mu);
+        auto it = mm_->prims.find(key);
+        if (it != mm_->prims.end()) {
+            mm_->lru.splice(mm_->lru.begin(), mm_->lru, it->second.second);
+            prim = it->second.first;
+        }
+    }
+    using md = dnnl::memory::desc;
+    md a_md(da.dims, dnnl_type(a.dtype()), da.strides);
+    md b_md(db.dims, dnnl_type(b.dtype()), db.strides);
+    md o_md(dout.dims, dnnl_type(out.dtype()), dout.strides);
+    md bias_md;
+    if (bias.defined()) {
+        dnnl::memory::dims bd(dout.dims.size(), 1), bs(dout.dims.size(), out.size(-1));
+        bd.back() = out.size(-1);
+        bs.back() = 1;
+        bias_md = md(bd, dnnl_type(bias.dtype()), bs);
+    }
+    if (!prim) {
+        dnnl::primitive_attr attr;
+        if (opts.alpha != 1.0f) attr.set_output_scales(0, {opts.alpha});
+        if (opts.beta != 0.0f) {
+            dnnl::post_ops po;
+            po.append_sum(opts.beta);
+            attr.set_post_ops(po);
+        }
+        auto desc = bias.defined() ? dnnl::matmul::desc(a_md, b_md, bias_md, o_md)
+                                   : dnnl::matmul::desc(a_md, b_md, o_md);
+        prim = dnnl::matmul(dnnl::matmul::primitive_desc(desc, attr, mm_->engine));
+        std::lock_guard<std::mutex> lock(mm_->mu);
+        if (mm_->prims.find(key) == mm_->prims.end()) {
+            if (mm_->prims.size() >= MatmulCache::kCapacity) {
+                mm_->prims.erase(mm_->lru.back());
+                mm_->lru.pop_back();
+            }
+            mm_->lru.push_front(key);
+            mm_->prims.emplace(key, std::make_pair(prim, mm_->lru.begin()));
+        }
+    }
+    dnnl::stream stream(mm_->engine);
+    dnnl::memory am(a_md, mm_->engine, a.data_ptr());
+    dnnl::memory bm(b_md, mm_->engine, b.data_ptr());
+    dnnl::memory om(o_md, mm_->engine, out.data_ptr());
+    std::unordered_map<int, dnnl::memory> args{
+        {DNNL_ARG_SRC, am}, {DNNL_ARG_WEIGHTS, bm}, {DNNL_ARG_DST, om}};
+    if (bias.defined())
+        args.emplace(DNNL_ARG_BIAS, dnnl::memory(bias_md, mm_->engine, bias.data_ptr()));
+    prim.execute(stream, args);
+    stream.wait();
+}
+
+void CpuKernels::sum_rows(const Tensor& out, const Tensor& in, bool accumulate) {
+    Rows r = *ops::rows_of(in);
+    float* o = out.data<float>();
+    const int64_t C = r.cols;
+    // Column blocks in parallel, rows summed in order: deterministic and race-free.
+    constexpr int64_t kBlock = 256;
+    int64_t nb = (C + kBlock - 1) / kBlock;
+    dispatch_float(in.dtype(), [&](auto t) {
+        using T = decltype(t);
+        const T* base = static_cast<const T*>(in.data_ptr());
+#pragma omp parallel for schedule(static) if (r.n * C >= kParallelMinElems)
+        for (int64_t blk = 0; blk < nb; ++blk) {
+            int64_t c0 = blk * kBlock, c1 = std::min(C, c0 + kBlock);
+            for (int64_t c = c0; c < c1; c += kLanes) {
+                int n = static_cast<int>(std::min<int64_t>(kLanes, c1 - c));
+                VecF acc = accumulate ? vload(o + c, n) : vzero();
+                for (int64_t i = 0; i < r.n; ++i) acc = acc + vload(base + i * r.stride + c, n);
+                vstore(o + c, acc, n);
+            }
+        }
+    });
+}
+
+}  // namespace zs::backends::cpu

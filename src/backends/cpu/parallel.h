@@ -1,0 +1,67 @@
+// OpenMP helpers for the CPU kernels: dtype dispatch and blocked iteration over rows.
+#pragma once
+
+#include <algorithm>
+#include <cstdint>
+
+#include <omp.h>
+
+#include "backends/cpu/vec.h"
+#include "core/tensor.h"
+#include "ops/layout.h"
+
+namespace zs::backends::cpu {
+
+using ops::Rows;
+
+// Call f(T{}) with T = float or bf16 matching a float dtype (the op API has validated it).
+template <class F>
+inline void dispatch_float(core::DType t, F&& f) {
+    if (t == core::DType::bf16) {
+        f(bf16{});
+    } else {
+        f(float{});
+    }
+}
+
+// Below this many elements an op runs on one thread: the fork/join costs more than it saves.
+inline constexpr int64_t kParallelMinElems = 1 << 15;
+
+// A row-layout argument: base pointer (typed later) and row stride in elements.
+struct RowArg {
+    void* base;
+    int64_t stride;
+};
+
+inline RowArg row_arg(const core::Tensor& t) {
+    auto r = ops::rows_of(t);
+    return {t.data_ptr(), r ? r->stride : t.size(-1)};
+}
+
+// Split an [n_rows, cols] iteration space into blocks of at most `block` columns and run
+// fn(row, col_begin, col_end) over them in parallel (static schedule: deterministic per thread
+// count). When every argument is contiguous callers pass n_rows = 1, cols = numel, so a few long
+// rows still spread over all threads.
+template <class Fn>
+inline void for_blocks(int64_t n_rows, int64_t cols, Fn&& fn, int64_t block = 8192) {
+    if (n_rows <= 0 || cols <= 0) return;
+    int64_t per_row = (cols + block - 1) / block;
+    int64_t total = n_rows * per_row;
+    bool par = n_rows * cols >= kParallelMinElems;
+#pragma omp parallel for schedule(static) if (par)
+    for (int64_t b = 0; b < total; ++b) {
+        int64_t r = b / per_row;
+        int64_t c0 = (b % per_row) * block;
+        fn(r, c0, std::min(cols, c0 + block));
+    }
+}
+
+// Parallel loop over rows with a static schedule.
+template <class Fn>
+inline void for_rows(int64_t n_rows, int64_t cols, Fn&& fn) {
+    bool par = n_rows > 1 && n_rows * cols >= kParallelMinElems;
+#pragma omp parallel for schedule(static) if (par)
+    for (int64_t r = 0; r < n_rows; ++r) fn(r);
+}
+
+}  // namespace zs::backends::cpu

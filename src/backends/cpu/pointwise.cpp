@@ -1,0 +1,226 @@
+// Pointwise activations, residual add/scale and softmax on the CPU: 16-lane vector loops over
+// rows, bf16 or f32 in and out, f32 math.
+#include <cmath>
+
+#include "backends/cpu/cpu_kernels.h"
+#include "backends/cpu/parallel.h"
+
+namespace zs::backends::cpu {
+
+namespace {
+
+constexpr float kGeluK = 0.7978845608028654f;  // sqrt(2 / pi)
+constexpr float kGeluC = 0.044715f;
+
+// Iteration shape shared by all arguments of a pointwise op: rows (or one long row when every
+// argument is contiguous, so that few long rows still parallelise).
+struct Space {
+    int64_t n_rows, cols;
+    bool flat;
+};
+
+Space space_of(std::initializer_list<const Tensor*> ts) {
+    const Tensor& ref = **ts.begin();
+    bool flat = true;
+    for (const Tensor* t : ts) flat = flat && t->is_contiguous();
+    if (flat) return {1, ref.numel(), true};
+    auto r = ops::rows_of(ref);
+    return {r->n, r->cols, false};
+}
+
+inline int64_t stride_of(const Tensor& t, const Space& s) {
+    return s.flat ? s.cols : row_arg(t).stride;
+}
+
+// out = f(x), elementwise; f maps VecF -> VecF.
+template <class F>
+void unary(const Tensor& out, const Tensor& x, F f) {
+    Space sp = space_of({&out, &x});
+    int64_t so = stride_of(out, sp), sx = stride_of(x, sp);
+    dispatch_float(x.dtype(), [&](auto tx) {
+        dispatch_float(out.dtype(), [&](auto to) {
+            using TX = decltype(tx);
+            using TO = decltype(to);
+            auto* xb = static_cast<const TX*>(x.data_ptr());
+            auto* ob = static_cast<TO*>(out.data_ptr());
+            for_blocks(sp.n_rows, sp.cols, [&](int64_t r, int64_t c0, int64_t c1) {
+                const TX* xr = xb + r * sx;
+                TO* orow = ob + r * so;
+                for (int64_t c = c0; c < c1; c += kLanes) {
+                    int n = static_cast<int>(std::min<int64_t>(kLanes, c1 - c));
+                    vstore(orow + c, f(vload(xr + c, n)), n);
+                }
+            });
+        });
+    });
+}
+
+// out = f(a, b), elementwise.
+template <class F>
+void binary(const Tensor& out, const Tensor& a, const Tensor& b, F f) {
+    Space sp = space_of({&out, &a, &b});
+    int64_t so = stride_of(out, sp), sa = stride_of(a, sp), sb = stride_of(b, sp);
+    dispatch_float(a.dtype(), [&](auto ta) {
+        dispatch_float(b.dtype(), [&](auto tb) {
+            dispatch_float(out.dtype(), [&](auto to) {
+                using TA = decltype(ta);
+                using TB = decltype(tb);
+                using TO = decltype(to);
+                auto* ab = static_cast<const TA*>(a.data_ptr());
+                auto* bb = static_cast<const TB*>(b.data_ptr());
+                auto* ob = static_cast<TO*>(out.data_ptr());
+                for_blocks(sp.n_rows, sp.cols, [&](int64_t r, int64_t c0, int64_t c1) {
+                    const TA* ar = ab + r * sa;
+                    const TB* br = bb + r * sb;
+                    TO* orow = ob + r * so;
+                    for (int64_t c = c0; c < c1; c += kLanes) {
+                        int n = static_cast<int>(std::min<int64_t>(kLanes, c1 - c));
+                        vstore(orow + c, f(vload(ar + c, n), vload(br + c, n)), n);
+                    }
+                });
+            });
+        });
+    });
+}
+
+// Two outputs from three inputs (swiglu backward): (o1, o2) = f(a, b, c).
+template <class F>
+void ternary2(const Tensor& o1, const Tensor& o2, const Tensor& a, const Tensor& b, const Tensor& c,
+              F f) {
+    Space sp = space_of({&o1, &o2, &a, &b, &c});
+    int64_t s1 = stride_of(o1, sp), s2 = stride_of(o2, sp), sa = stride_of(a, sp),
+            sb = stride_of(b, sp), sc = stride_of(c, sp);
+    // The op API guarantees: inputs share one dtype, outputs share one dtype.
+    dispatch_float(a.dtype(), [&](auto ta) {
+        dispatch_float(o1.dtype(), [&](auto to) {
+            using TI = decltype(ta);
+            using TO = decltype(to);
+            auto* ab = static_cast<const TI*>(a.data_ptr());
+            auto* bb = static_cast<const TI*>(b.data_ptr());
+            auto* cb = static_cast<const TI*>(c.data_ptr());
+            auto* p1 = static_cast<TO*>(o1.data_ptr());
+            auto* p2 = static_cast<TO*>(o2.data_ptr());
+            for_blocks(sp.n_rows, sp.cols, [&](int64_t r, int64_t c0, int64_t c1) {
+                for (int64_t col = c0; col < c1; col += kLanes) {
+                    int n = static_cast<int>(std::min<int64_t>(kLanes, c1 - col));
+                    VecF r1, r2;
+                    f(vload(ab + r * sa + col, n), vload(bb + r * sb + col, n),
+                      vload(cb + r * sc + col, n), r1, r2);
+                    vstore(p1 + r * s1 + col, r1, n);
+                    vstore(p2 + r * s2 + col, r2, n);
+                }
+            });
+        });
+    });
+}
+
+inline VecF gelu_v(VecF x) {
+    VecF u = vset(kGeluK) * vfma(vset(kGeluC) * x, x * x, x);
+    return vset(0.5f) * x * (vset(1.0f) + vtanh(u));
+}
+
+inline VecF gelu_grad_v(VecF x) {
+    VecF x2 = x * x;
+    VecF u = vset(kGeluK) * vfma(vset(kGeluC) * x, x2, x);
+    VecF t = vtanh(u);
+    VecF du = vset(kGeluK) * vfma(vset(3.0f * kGeluC), x2, vset(1.0f));
+    VecF half = vset(0.5f);
+    return vfma(half * x * (vset(1.0f) - t * t), du, half * (vset(1.0f) + t));
+}
+
+inline VecF silu_v(VecF x) { return x * vsigmoid(x); }
+
+inline VecF silu_grad_v(VecF x) {
+    VecF s = vsigmoid(x);
+    return s * vfma(x, vset(1.0f) - s, vset(1.0f));
+}
+
+}  // namespace
+
+void CpuKernels::gelu_forward(const Tensor& out, const Tensor& x) { unary(out, x, gelu_v); }
+
+void CpuKernels::gelu_backward(const Tensor& dx, const Tensor& dout, const Tensor& x) {
+    binary(dx, dout, x, [](VecF g, VecF xv) { return g * gelu_grad_v(xv); });
+}
+
+void CpuKernels::silu_forward(const Tensor& out, const Tensor& x) { unary(out, x, silu_v); }
+
+void CpuKernels::silu_backward(const Tensor& dx, const Tensor& dout, const Tensor& x) {
+    binary(dx, dout, x, [](VecF g, VecF xv) { return g * silu_grad_v(xv); });
+}
+
+void CpuKernels::swiglu_forward(const Tensor& out, const Tensor& gate, const Tensor& up) {
+    binary(out, gate, up, [](VecF g, VecF u) { return silu_v(g) * u; });
+}
+
+void CpuKernels::swiglu_backward(const Tensor& dgate, const Tensor& dup, const Tensor& dout,
+                                 const Tensor& gate, const Tensor& up) {
+    ternary2(dgate, dup, dout, gate, up, [](VecF d, VecF g, VecF u, VecF& dg, VecF& du) {
+        dg = d * u * silu_grad_v(g);
+        du = d * silu_v(g);
+    });
+}
+
+void CpuKernels::add(const Tensor& out, const Tensor& a, const Tensor& b) {
+    binary(out, a, b, [](VecF x, VecF y) { return x + y; });
+}
+
+void CpuKernels::scale(const Tensor& out, const Tensor& a, float alpha) {
+    unary(out, a, [alpha](VecF x) { return vset(alpha) * x; });
+}
+
+void CpuKernels::softmax_forward(const Tensor& out, const Tensor& x) {
+    Rows rx = *ops::rows_of(x), ro = *ops::rows_of(out);
+    dispatch_float(x.dtype(), [&](auto tx) {
+        dispatch_float(out.dtype(), [&](auto to) {
+            using TX = decltype(tx);
+            using TO = decltype(to);
+            const int64_t C = rx.cols;
+            for_rows(rx.n, C, [&](int64_t r) {
+                const TX* xr = static_cast<const TX*>(x.data_ptr()) + r * rx.stride;
+                TO* orow = static_cast<TO*>(out.data_ptr()) + r * ro.stride;
+                VecF mx = vset(-INFINITY);
+                for (int64_t c = 0; c < C; c += kLanes) {
+                    int n = static_cast<int>(std::min<int64_t>(kLanes, C - c));
+                    mx = vmax(mx, vmask_fill(vload(xr + c, n), n, -INFINITY));
+                }
+                float m = vhmax(mx);
+                VecF sum = vzero();
+                for (int64_t c = 0; c < C; c += kLanes) {
+                    int n = static_cast<int>(std::min<int64_t>(kLanes, C - c));
+                    sum = sum + vmask_fill(vexp(vload(xr + c, n) - vset(m)), n, 0.0f);
+                }
+                VecF inv = vset(1.0f / vsum(sum));
+                for (int64_t c = 0; c < C; c += kLanes) {
+                    int n = static_cast<int>(std::min<int64_t>(kLanes, C - c));
+                    vstore(orow + c, vexp(vload(xr + c, n) - vset(m)) * inv, n);
+                }
+            });
+        });
+    });
+}
+
+void CpuKernels::softmax_backward(const Tensor& dx, const Tensor& dout, const Tensor& out) {
+    Rows rx = *ops::rows_of(dx), rd = *ops::rows_of(dout), ro = *ops::rows_of(out);
+    dispatch_float(out.dtype(), [&](auto t) {
+        using T = decltype(t);
+        const int64_t C = ro.cols;
+        for_rows(ro.n, C, [&](int64_t r) {
+            const T* o = static_cast<const T*>(out.data_ptr()) + r * ro.stride;
+            const T* g = static_cast<const T*>(dout.data_ptr()) + r * rd.stride;
+            T* d = static_cast<T*>(dx.data_ptr()) + r * rx.stride;
+            VecF dot = vzero();
+            for (int64_t c = 0; c < C; c += kLanes) {
+                int n = static_cast<int>(std::min<int64_t>(kLanes, C - c));
+                dot = vfma(vload(o + c, n), vload(g + c, n), dot);
+            }
+            VecF s = vset(vsum(dot));
+            for (int64_t c = 0; c < C; c += kLanes) {
+                int n = static_cast<int>(std::min<int64_t>(kLanes, C - c));
+                vstore(d + c, vload(o + c, n) * (vload(g + c, n) - s), n);
+            }
+        });
+    });
+}
+
+}  // namespace zs::backends::cpu

@@ -1,0 +1,102 @@
+#include "core/backend.h"
+
+#include <array>
+#include <cstdlib>
+#include <cstring>
+
+#include <sys/mman.h>
+
+#include "base/error.h"
+#include "base/log.h"
+
+namespace zs::core {
+
+const char* to_string(DeviceType t) {
+    switch (t) {
+        case DeviceType::cpu:
+            return "cpu";
+        case DeviceType::cuda:
+            return "cuda";
+    }
+    return "?";
+}
+
+std::string Device::str() const {
+    return type == DeviceType::cpu ? std::string("cpu")
+                                   : std::string(to_string(type)) + ":" + std::to_string(index);
+}
+
+namespace {
+
+constexpr size_t kAlign = 64;
+constexpr size_t kHugePage = size_t{2} << 20;
+
+class CpuBackend final : public Backend {
+public:
+    DeviceType type() const override { return DeviceType::cpu; }
+    const char* name() const override { return "cpu"; }
+
+    void* allocate(size_t bytes, const AllocOptions& opts) override {
+        size_t align = opts.huge_pages && bytes >= kHugePage ? kHugePage : kAlign;
+        size_t size = (bytes + align - 1) / align * align;
+        if (size == 0) size = align;
+        void* p = std::aligned_alloc(align, size);
+        if (p == nullptr) {
+            ZS_THROW(Error, "out of host memory: could not allocate {} bytes",
+                     static_cast<int64_t>(bytes));
+        }
+        if (align == kHugePage) madvise(p, size, MADV_HUGEPAGE);  // a hint; failure is harmless
+        if (opts.pinned && mlock(p, size) != 0) {
+            log_debug("mlock of {} bytes failed; buffer stays pageable", size);
+        }
+        return p;
+    }
+
+    void deallocate(void* p, size_t bytes, const AllocOptions& opts) override {
+        if (opts.pinned) {
+            size_t align = opts.huge_pages && bytes >= kHugePage ? kHugePage : kAlign;
+            munlock(p, (bytes + align - 1) / align * align);
+        }
+        std::free(p);
+    }
+
+    void copy_from_host(void* dst, const void* src, size_t n) override { std::memcpy(dst, src, n); }
+    void copy_to_host(void* dst, const void* src, size_t n) override { std::memcpy(dst, src, n); }
+    void copy_within(void* dst, const void* src, size_t n) override { std::memmove(dst, src, n); }
+    void memset_zero(void* dst, size_t n) override { std::memset(dst, 0, n); }
+};
+
+// NOTE(zs): the backend table is process-wide like a device's memory itself. It is written only
+// at start-up (register_backend) and read-only afterwards.
+struct Registry {
+    std::array<std::unique_ptr<Backend>, kNumDeviceTypes> slots;
+    Registry() { slots[static_cast<int>(DeviceType::cpu)] = std::make_unique<CpuBackend>(); }
+};
+
+Registry& registry() {
+    static Registry r;
+    return r;
+}
+
+}  // namespace
+
+Backend& backend(DeviceType t) {
+    auto& slot = registry().slots[static_cast<int>(t)];
+    if (!slot) {
+        ZS_THROW(NotSupported,
+                 "device '{}' is not available: this build or machine has no {} backend",
+                 to_string(t), to_string(t));
+    }
+    return *slot;
+}
+
+bool has_backend(DeviceType t) { return registry().slots[static_cast<int>(t)] != nullptr; }
+
+void register_backend(std::unique_ptr<Backend> b) {
+    ZS_ASSERT(b != nullptr);
+    registry().slots[static_cast<int>(b->type())] = std::move(b);
+}
+
+MemStats memory_stats(Device d) { return backend(d).memory().stats(); }
+
+}  // namespace zs::core

@@ -1,0 +1,34 @@
+// Causal (or full) scaled-dot-product attention with grouped-query heads, tiled with an online
+// softmax (flash-attention style): extra memory is O(T) per head (the log-sum-exp), never O(T^2).
+//
+//   q   [B, Tq, NH, HS]      f32 or bf16; any strides but the last dim contiguous, so q, k, v
+//   k,v [B, Tk, NKV, HS]     can be column views of one fused qkv projection [B, T, (NH+2NKV)*HS]
+//   out [B, Tq, NH, HS]      out's dtype may differ from q's
+//   lse [B, NH, Tq] f32      log-sum-exp of the scaled scores per query row (saved for backward;
+//                            undefined at inference)
+// NH must be a multiple of NKV (query head h reads kv head h / (NH / NKV)). Causal masking is
+// aligned bottom-right: query i sees keys j <= i + (Tk - Tq), so Tq == 1 decodes against a cache.
+#pragma once
+
+#include "core/tensor.h"
+
+namespace zs::ops {
+
+using core::Tensor;
+
+struct AttentionOptions {
+    bool causal = true;
+    float scale = 0.0f;  // 0 -> 1/sqrt(HS)
+};
+
+void attention_forward(const Tensor& out, const Tensor& lse, const Tensor& q, const Tensor& k,
+                       const Tensor& v, const AttentionOptions& opts = {});
+
+// dq, dk, dv are overwritten (dk/dv sum over the query heads of each kv group); they have q's
+// dtype, and out has dout's.
+//   dout [B, Tq, NH, HS]; out, lse from the forward.
+void attention_backward(const Tensor& dq, const Tensor& dk, const Tensor& dv, const Tensor& dout,
+                        const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out,
+                        const Tensor& lse, const AttentionOptions& opts = {});
+
+}  // namespace zs::ops

@@ -1,0 +1,90 @@
+// ops::Kernels: the per-device kernel table behind the op API.
+//
+// The free functions in ops/<family>.h validate their arguments (shapes, dtypes, devices) and then
+// call the Kernels of the output's device; a backend (backends/cpu, backends/cuda) overrides what
+// it implements, and every method it does not override throws NotSupported naming the backend and
+// the op. Kernels may therefore assume validated arguments. Kernel tables are registered once at
+// start-up by backends::register_all() and are read-only afterwards.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string_view>
+
+#include "core/tensor.h"
+#include "ops/attention.h"
+#include "ops/loss.h"
+#include "ops/matmul.h"
+#include "ops/moe.h"
+#include "ops/rope.h"
+
+namespace zs::ops {
+
+class Kernels {
+public:
+    virtual ~Kernels() = default;
+    virtual const char* name() const = 0;
+
+    virtual void matmul(const Tensor& out, const Tensor& a, const Tensor& b,
+                        const MatmulOptions& opts, const Tensor& bias);
+    virtual void sum_rows(const Tensor& out, const Tensor& in, bool accumulate);
+
+    virtual void layernorm_forward(const Tensor& out, const Tensor& mean, const Tensor& rstd,
+                                   const Tensor& x, const Tensor& w, const Tensor& b, float eps);
+    virtual void layernorm_backward(const Tensor& dx, const Tensor& dw, const Tensor& db,
+                                    const Tensor& dout, const Tensor& x, const Tensor& w,
+                                    const Tensor& mean, const Tensor& rstd);
+    virtual void rmsnorm_forward(const Tensor& out, const Tensor& rstd, const Tensor& x,
+                                 const Tensor& w, float eps);
+    virtual void rmsnorm_backward(const Tensor& dx, const Tensor& dw, const Tensor& dout,
+                                  const Tensor& x, const Tensor& w, const Tensor& rstd);
+
+    virtual void gelu_forward(const Tensor& out, const Tensor& x);
+    virtual void gelu_backward(const Tensor& dx, const Tensor& dout, const Tensor& x);
+    virtual void silu_forward(const Tensor& out, const Tensor& x);
+    virtual void silu_backward(const Tensor& dx, const Tensor& dout, const Tensor& x);
+    virtual void swiglu_forward(const Tensor& out, const Tensor& gate, const Tensor& up);
+    virtual void swiglu_backward(const Tensor& dgate, const Tensor& dup, const Tensor& dout,
+                                 const Tensor& gate, const Tensor& up);
+    virtual void add(const Tensor& out, const Tensor& a, const Tensor& b);
+    virtual void scale(const Tensor& out, const Tensor& a, float alpha);
+
+    virtual void softmax_forward(const Tensor& out, const Tensor& x);
+    virtual void softmax_backward(const Tensor& dx, const Tensor& dout, const Tensor& out);
+
+    // inverse == false: forward rotation; true: rotate by -angle (the backward).
+    virtual void rope(const Tensor& x, const Tensor& positions, const RopeTable& table,
+                      bool inverse);
+
+    virtual void attention_forward(const Tensor& out, const Tensor& lse, const Tensor& q,
+                                   const Tensor& k, const Tensor& v, const AttentionOptions& opts);
+    virtual void attention_backward(const Tensor& dq, const Tensor& dk, const Tensor& dv,
+                                    const Tensor& dout, const Tensor& q, const Tensor& k,
+                                    const Tensor& v, const Tensor& out, const Tensor& lse,
+                                    const AttentionOptions& opts);
+
+    virtual void embedding_forward(const Tensor& out, const Tensor& ids, const Tensor& table,
+                                   bool accumulate);
+    virtual void embedding_backward(const Tensor& dtable, const Tensor& dout, const Tensor& ids);
+
+    virtual int64_t cross_entropy(const Tensor& losses, const Tensor& dlogits, const Tensor& logits,
+                                  const Tensor& targets, const CrossEntropyOptions& opts);
+
+    virtual void topk_router_forward(const Tensor& weights, const Tensor& indices,
+                                     const Tensor& probs, const Tensor& logits,
+                                     const RouterOptions& opts);
+    virtual void topk_router_backward(const Tensor& dlogits, const Tensor& dweights,
+                                      const Tensor& dprobs, const Tensor& probs,
+                                      const Tensor& indices, const RouterOptions& opts);
+
+protected:
+    [[noreturn]] void not_supported(std::string_view op) const;
+};
+
+// The kernels for a device. Throws NotSupported when that device has none registered.
+Kernels& kernels_for(core::Device device);
+bool has_kernels(core::DeviceType type);
+// Start-up only (see backends::register_all()).
+void register_kernels(core::DeviceType type, std::unique_ptr<Kernels> kernels);
+
+}  // namespace zs::ops

@@ -1,0 +1,123 @@
+#include "ops/matmul.h"
+
+#include "ops/kernels.h"
+#include "ops/layout.h"
+
+namespace zs::ops {
+
+using core::DType;
+using core::Shape;
+
+namespace {
+
+bool unit_stride_2d(const Tensor& t) {
+    return t.stride(-1) == 1 || t.stride(-2) == 1 || t.size(-1) <= 1 || t.size(-2) <= 1;
+}
+
+// [rows, C] view of a row-layout tensor [..., C].
+Tensor as_2d(const char* op, const char* arg, const Tensor& t) {
+    Rows r = check::rows(op, arg, t);
+    return t.as_strided(Shape{r.n, r.cols}, Shape{r.stride, 1});
+}
+
+}  // namespace
+
+void matmul(const Tensor& out, const Tensor& a, const Tensor& b, const MatmulOptions& opts,
+            const Tensor& bias) {
+    const char* op = "matmul";
+    check::defined(op, "out", out);
+    check::defined(op, "a", a);
+    check::defined(op, "b", b);
+    check::same_device(op, {{"out", &out}, {"a", &a}, {"b", &b}, {"bias", &bias}});
+    check::dtype(op, "a", a, {DType::f32, DType::bf16});
+    check::dtype(op, "b", b, {a.dtype()});
+    check::dtype(op, "out", out, {DType::f32, DType::bf16});
+    ZS_CHECK_T(ShapeError, a.dim() >= 2 && b.dim() >= 2,
+               "matmul: 'a' {} and 'b' {} need at least 2 dims", a.shape().str(), b.shape().str());
+    ZS_CHECK_T(ShapeError, b.dim() == 2 || b.dim() == a.dim(),
+               "matmul: 'b' {} must be 2-D or have the batch dims of 'a' {}", b.shape().str(),
+               a.shape().str());
+    int64_t m = opts.trans_a ? a.size(-1) : a.size(-2);
+    int64_t k = opts.trans_a ? a.size(-2) : a.size(-1);
+    int64_t kb = opts.trans_b ? b.size(-1) : b.size(-2);
+    int64_t n = opts.trans_b ? b.size(-2) : b.size(-1);
+    ZS_CHECK_T(ShapeError, k == kb,
+               "matmul: inner dims differ: 'a' {}{} has K={}, 'b' {}{} has K={}", a.shape().str(),
+               opts.trans_a ? "^T" : "", k, b.shape().str(), opts.trans_b ? "^T" : "", kb);
+    Shape expect;
+    for (int i = 0; i < a.dim() - 2; ++i) expect.push_back(a.size(i));
+    if (b.dim() > 2) {
+        for (int i = 0; i < b.dim() - 2; ++i) {
+            ZS_CHECK_T(ShapeError, b.size(i) == a.size(i),
+                       "matmul: batch dims of 'b' {} differ from 'a' {}", b.shape().str(),
+                       a.shape().str());
+        }
+    }
+    expect.push_back(m);
+    expect.push_back(n);
+    check::shape(op, "out", out, expect);
+    for (auto [name, t] : {std::pair{"a", &a}, std::pair{"b", &b}, std::pair{"out", &out}}) {
+        ZS_CHECK_T(ShapeError, unit_stride_2d(*t),
+                   "matmul: argument '{}' ({}) needs a unit stride in one of its last two dims",
+                   name, t->str());
+    }
+    if (bias.defined()) {
+        check::dtype(op, "bias", bias, {DType::f32, a.dtype()});
+        check::shape(op, "bias", bias, Shape{n});
+        check::contiguous(op, "bias", bias);
+        ZS_CHECK_T(ShapeError, opts.alpha == 1.0f, "matmul: a bias needs alpha == 1 (got {})",
+                   opts.alpha);
+    }
+    if (out.numel() == 0) return;
+    kernels_for(out.device()).matmul(out, a, b, opts, bias);
+}
+
+void sum_rows(const Tensor& out, const Tensor& in, bool accumulate) {
+    const char* op = "sum_rows";
+    check::defined(op, "out", out);
+    check::defined(op, "in", in);
+    check::same_device(op, {{"out", &out}, {"in", &in}});
+    check::dtype(op, "out", out, {DType::f32});
+    check::dtype(op, "in", in, {DType::f32, DType::bf16});
+    Rows r = check::rows(op, "in", in);
+    check::shape(op, "out", out, Shape{r.cols});
+    check::contiguous(op, "out", out);
+    kernels_for(out.device()).sum_rows(out, in, accumulate);
+}
+
+void linear_forward(const Tensor& out, const Tensor& x, const Tensor& w, const Tensor& bias) {
+    const char* op = "linear_forward";
+    check::defined(op, "out", out);
+    check::defined(op, "x", x);
+    check::defined(op, "w", w);
+    check::ndim(op, "w", w, 2);
+    ZS_CHECK_T(ShapeError, x.dim() >= 1 && x.size(-1) == w.size(1),
+               "linear_forward: 'x' {} has {} input features; 'w' {} expects {}", x.shape().str(),
+               x.dim() ? x.size(-1) : 0, w.shape().str(), w.size(1));
+    ZS_CHECK_T(ShapeError, out.dim() == x.dim() && out.size(-1) == w.size(0),
+               "linear_forward: 'out' {} must be 'x' {} with last dim {}", out.shape().str(),
+               x.shape().str(), w.size(0));
+    matmul(as_2d(op, "out", out), as_2d(op, "x", x), w, {.trans_b = true}, bias);
+}
+
+void linear_backward(const Tensor& dx, const Tensor& dw, const Tensor& dbias, const Tensor& dout,
+                     const Tensor& x, const Tensor& w) {
+    const char* op = "linear_backward";
+    check::defined(op, "dout", dout);
+    check::defined(op, "w", w);
+    check::ndim(op, "w", w, 2);
+    Tensor dout2 = as_2d(op, "dout", dout);
+    ZS_CHECK_T(ShapeError, dout2.size(1) == w.size(0),
+               "linear_backward: 'dout' {} has {} features; 'w' {} has {} outputs",
+               dout.shape().str(), dout2.size(1), w.shape().str(), w.size(0));
+    if (dx.defined()) {
+        matmul(as_2d(op, "dx", dx), dout2, w, {});
+    }
+    if (dw.defined()) {
+        check::defined(op, "x", x);
+        matmul(dw, dout2, as_2d(op, "x", x), {.trans_a = true, .beta = 1.0f});
+    }
+    if (dbias.defined()) sum_rows(dbias, dout2, true);
+}
+
+}  // namespace zs::ops

@@ -1,0 +1,39 @@
+// Matrix multiplication and the linear layer built on it.
+//
+// matmul: out = alpha * op(a) @ op(b) + beta * out (+ bias), fp32 accumulation.
+//   a   [..., M, K]  ([..., K, M] when trans_a)      f32 or bf16
+//   b   [..., K, N]  ([..., N, K] when trans_b)      same dtype as a; batch dims equal a's or
+//   absent out [..., M, N]                                  f32 or bf16 bias [N] (optional) f32 or
+//   a's dtype; needs alpha == 1
+// Each matrix needs a unit stride in one of its two last dims (row- or column-major with any
+// leading dimension); batch strides are free. So views (slices, transposes) go in without copies.
+#pragma once
+
+#include "core/tensor.h"
+
+namespace zs::ops {
+
+using core::Tensor;
+
+struct MatmulOptions {
+    bool trans_a = false;
+    bool trans_b = false;
+    float alpha = 1.0f;
+    float beta = 0.0f;  // 0: out is overwritten (its old contents may be NaN); 1: accumulate
+};
+
+void matmul(const Tensor& out, const Tensor& a, const Tensor& b, const MatmulOptions& opts = {},
+            const Tensor& bias = {});
+
+// Linear layer in the Hugging Face weight layout.
+//   x [..., IC], w [OC, IC], bias [OC] (optional) -> out [..., OC]
+void linear_forward(const Tensor& out, const Tensor& x, const Tensor& w, const Tensor& bias = {});
+// dx = dout @ w (overwritten; skipped when dx is undefined), dw += dout^T @ x, dbias += sum(dout).
+//   dout [..., OC]; dx [..., IC]; dw [OC, IC] (f32 or w's dtype); dbias [OC] f32 (optional)
+void linear_backward(const Tensor& dx, const Tensor& dw, const Tensor& dbias, const Tensor& dout,
+                     const Tensor& x, const Tensor& w);
+
+// out[j] (+)= sum_i in[i, j]: the bias gradient. in [..., N] -> out [N] f32.
+void sum_rows(const Tensor& out, const Tensor& in, bool accumulate);
+
+}  // namespace zs::ops
