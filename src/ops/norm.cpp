@@ -75,7 +75,7 @@ void layernorm_backward(const Tensor& dx, const Tensor& dw, const Tensor& db, co
                         const Tensor& x, const Tensor& w, const Tensor& mean, const Tensor& rstd) {
     const char* op = "layernorm_backward";
     Rows r = check_rows_and_param(op, x, w);
-    check_like_x(op, "dout", dout, x, true);
+    check_like_x(op, "dout", dout, x, false);
     check_like_x(op, "dx", dx, x, true);
     check_param_grad(op, "dw", dw, w);
     check_param_grad(op, "db", db, w);
@@ -110,7 +110,7 @@ void rmsnorm_backward(const Tensor& dx, const Tensor& dw, const Tensor& dout, co
                       const Tensor& w, const Tensor& rstd) {
     const char* op = "rmsnorm_backward";
     Rows r = check_rows_and_param(op, x, w);
-    check_like_x(op, "dout", dout, x, true);
+    check_like_x(op, "dout", dout, x, false);
     check_like_x(op, "dx", dx, x, true);
     check_param_grad(op, "dw", dw, w);
     check::defined(op, "rstd", rstd);

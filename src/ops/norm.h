@@ -3,7 +3,7 @@
 // Shapes: x, out, dout, dx [..., C] (last dim contiguous, rows may be strided); w, b, dw, db [C];
 // mean, rstd [...] f32 (one per row; pass undefined tensors at inference to skip saving them).
 // Statistics and accumulation are f32 whatever the input dtype (f32 or bf16). out may differ in
-// dtype from x; in backward dx and dout have x's dtype; b has w's dtype.
+// dtype from x, and so may dout from x in backward; dx has x's dtype; b has w's dtype.
 //
 // Backward follows the residual-stream convention (llm.c): dx += (it sits on the residual path),
 // dw += and db += (parameter gradients accumulate).

@@ -47,7 +47,7 @@ void layernorm_fwd(const Tensor& out, const Tensor& mean, const Tensor& rstd, co
     });
 }
 
-template <class TX, class TW>
+template <class TX, class TG, class TW>
 void layernorm_bwd(const Tensor& dx, const Tensor& dw, const Tensor& db, const Tensor& dout,
                    const Tensor& x, const Tensor& w, const Tensor& mean, const Tensor& rstd) {
     Rows rx = *ops::rows_of(x), rg = *ops::rows_of(dout), rd = *ops::rows_of(dx);
@@ -66,7 +66,7 @@ void layernorm_bwd(const Tensor& dx, const Tensor& dw, const Tensor& db, const T
 #pragma omp for schedule(static)
         for (int64_t r = 0; r < N; ++r) {
             const TX* xr = static_cast<const TX*>(x.data_ptr()) + r * rx.stride;
-            const TX* gr = static_cast<const TX*>(dout.data_ptr()) + r * rg.stride;
+            const TG* gr = static_cast<const TG*>(dout.data_ptr()) + r * rg.stride;
             TX* dr = static_cast<TX*>(dx.data_ptr()) + r * rd.stride;
             VecF m = vset(mp[r]), rs = vset(rp[r]);
             VecF s1 = vzero(), s2 = vzero();  // sum(dnorm), sum(dnorm * xhat)
@@ -126,7 +126,7 @@ void rmsnorm_fwd(const Tensor& out, const Tensor& rstd, const Tensor& x, const T
     });
 }
 
-template <class TX, class TW>
+template <class TX, class TG, class TW>
 void rmsnorm_bwd(const Tensor& dx, const Tensor& dw, const Tensor& dout, const Tensor& x,
                  const Tensor& w, const Tensor& rstd) {
     Rows rx = *ops::rows_of(x), rg = *ops::rows_of(dout), rd = *ops::rows_of(dx);
@@ -142,7 +142,7 @@ void rmsnorm_bwd(const Tensor& dx, const Tensor& dw, const Tensor& dout, const T
 #pragma omp for schedule(static)
         for (int64_t r = 0; r < N; ++r) {
             const TX* xr = static_cast<const TX*>(x.data_ptr()) + r * rx.stride;
-            const TX* gr = static_cast<const TX*>(dout.data_ptr()) + r * rg.stride;
+            const TG* gr = static_cast<const TG*>(dout.data_ptr()) + r * rg.stride;
             TX* dr = static_cast<TX*>(dx.data_ptr()) + r * rd.stride;
             VecF rs = vset(rp[r]);
             VecF s2 = vzero();
@@ -189,8 +189,11 @@ void CpuKernels::layernorm_backward(const Tensor& dx, const Tensor& dw, const Te
                                     const Tensor& dout, const Tensor& x, const Tensor& w,
                                     const Tensor& mean, const Tensor& rstd) {
     dispatch_float(x.dtype(), [&](auto tx) {
-        dispatch_float(w.dtype(), [&](auto tw) {
-            layernorm_bwd<decltype(tx), decltype(tw)>(dx, dw, db, dout, x, w, mean, rstd);
+        dispatch_float(dout.dtype(), [&](auto tg) {
+            dispatch_float(w.dtype(), [&](auto tw) {
+                layernorm_bwd<decltype(tx), decltype(tg), decltype(tw)>(dx, dw, db, dout, x, w,
+                                                                        mean, rstd);
+            });
         });
     });
 }
@@ -209,8 +212,10 @@ void CpuKernels::rmsnorm_forward(const Tensor& out, const Tensor& rstd, const Te
 void CpuKernels::rmsnorm_backward(const Tensor& dx, const Tensor& dw, const Tensor& dout,
                                   const Tensor& x, const Tensor& w, const Tensor& rstd) {
     dispatch_float(x.dtype(), [&](auto tx) {
-        dispatch_float(w.dtype(), [&](auto tw) {
-            rmsnorm_bwd<decltype(tx), decltype(tw)>(dx, dw, dout, x, w, rstd);
+        dispatch_float(dout.dtype(), [&](auto tg) {
+            dispatch_float(w.dtype(), [&](auto tw) {
+                rmsnorm_bwd<decltype(tx), decltype(tg), decltype(tw)>(dx, dw, dout, x, w, rstd);
+            });
         });
     });
 }

@@ -1,0 +1,33 @@
+// ContiguousKvCache: the simplest KvAttention, one contiguous [max_T, NKV, HS] K and V buffer per
+// layer for a single sequence. `zerospeed generate` and the model tests use it; the serving
+// engine (infer/) uses a paged cache instead.
+//
+// attend() appends the new tokens' k/v at positions [len, len + N) and attends the N queries to
+// keys [0, len + N) causally (bottom-right aligned), so one prefill call and then one call per
+// decoded token give the same results as a full forward. commit() advances len after all layers.
+#pragma once
+
+#include <vector>
+
+#include "models/transformer.h"
+
+namespace zs::models {
+
+class ContiguousKvCache final : public KvAttention {
+public:
+    ContiguousKvCache(const ModelConfig& cfg, int64_t max_tokens, DType dtype);
+    void attend(int layer, const Tensor& q, const Tensor& k, const Tensor& v,
+                const Tensor& out) override;
+    // Call after a forward over N new tokens.
+    void commit(int64_t n_new);
+    int64_t length() const { return len_; }
+    int64_t capacity() const { return max_; }
+    void clear() { len_ = 0; }
+
+private:
+    const ModelConfig& cfg_;
+    int64_t max_, len_ = 0;
+    std::vector<Tensor> k_, v_;  // per layer [max_T, NKV, HS]
+};
+
+}  // namespace zs::models

@@ -1,0 +1,175 @@
+#include "models/layers/layers.h"
+
+#include "base/error.h"
+#include "ops/activation.h"
+#include "ops/attention.h"
+#include "ops/matmul.h"
+#include "ops/norm.h"
+
+namespace zs::models {
+
+void ensure(Tensor& t, const Shape& shape, DType dtype, core::MemCategory cat) {
+    if (t.defined() && t.shape() == shape && t.dtype() == dtype && t.is_contiguous()) return;
+    t = Tensor();  // release first, so peak memory does not hold both
+    t = Tensor::empty(shape, dtype, core::Device::cpu(), cat);
+}
+
+namespace {
+
+// The compute-dtype view of an f32 gradient: itself when ct is f32, else a converted copy.
+Tensor as_compute(const Tensor& t, DType ct, Tensor& scratch) {
+    if (t.dtype() == ct) return t;
+    ensure(scratch, t.shape(), ct, core::MemCategory::buffers);
+    scratch.copy_from(t);
+    return scratch;
+}
+
+const Tensor& opt(const ParamBinding& p, ParamId id) {
+    static const Tensor kNone;
+    return id == kNoParam ? kNone : p.w(id);
+}
+const Tensor& opt_grad(const ParamBinding& p, ParamId id) {
+    static const Tensor kNone;
+    return id == kNoParam ? kNone : p.g(id);
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------------- Norm
+
+void Norm::forward(const ParamBinding& p, const Tensor& out, const Tensor& mean,
+                   const Tensor& rstd, const Tensor& x) const {
+    switch (kind_) {
+        case NormKind::layernorm:
+            ops::layernorm_forward(out, mean, rstd, x, p.w(w_), p.w(b_), eps_);
+            return;
+        case NormKind::rmsnorm:
+            ops::rmsnorm_forward(out, rstd, x, p.w(w_), eps_);
+            return;
+    }
+}
+
+void Norm::backward(const ParamBinding& p, const Tensor& dx, const Tensor& dout, const Tensor& x,
+                    const Tensor& mean, const Tensor& rstd) const {
+    switch (kind_) {
+        case NormKind::layernorm:
+            ops::layernorm_backward(dx, p.g(w_), p.g(b_), dout, x, p.w(w_), mean, rstd);
+            return;
+        case NormKind::rmsnorm:
+            ops::rmsnorm_backward(dx, p.g(w_), dout, x, p.w(w_), rstd);
+            return;
+    }
+}
+
+// ----------------------------------------------------------------------------------- Attention
+
+Tensor Attention::q_view(const Tensor& qkv, int64_t B, int64_t T) const {
+    int64_t W = qkv.size(1), HS = cfg_->head_dim;
+    return qkv.as_strided({B, T, cfg_->n_heads, HS}, {T * W, W, HS, 1}, 0);
+}
+Tensor Attention::k_view(const Tensor& qkv, int64_t B, int64_t T) const {
+    int64_t W = qkv.size(1), HS = cfg_->head_dim;
+    return qkv.as_strided({B, T, cfg_->n_kv_heads, HS}, {T * W, W, HS, 1}, cfg_->q_dim());
+}
+Tensor Attention::v_view(const Tensor& qkv, int64_t B, int64_t T) const {
+    int64_t W = qkv.size(1), HS = cfg_->head_dim;
+    return qkv.as_strided({B, T, cfg_->n_kv_heads, HS}, {T * W, W, HS, 1},
+                          cfg_->q_dim() + cfg_->kv_dim());
+}
+
+void Attention::forward(const ParamBinding& p, Saved& s, const Tensor& residual, const Tensor& x,
+                        int64_t B, int64_t T, const Tensor& positions) const {
+    const int64_t N = B * T;
+    DType ct = x.dtype();
+    ensure(s.qkv, {N, cfg_->qkv_dim()}, ct);
+    ops::linear_forward(s.qkv, x, p.w(p_.wqkv), opt(p, p_.bqkv));
+    if (rope_) {
+        int64_t W = cfg_->qkv_dim(), HS = cfg_->head_dim;
+        ops::rope_forward(s.qkv.as_strided({N, cfg_->n_heads, HS}, {W, HS, 1}, 0), positions, *rope_);
+        ops::rope_forward(s.qkv.as_strided({N, cfg_->n_kv_heads, HS}, {W, HS, 1}, cfg_->q_dim()),
+                          positions, *rope_);
+    }
+    ensure(s.att, {N, cfg_->q_dim()}, ct);
+    ensure(s.lse, {B, cfg_->n_heads, T}, DType::f32);
+    ops::attention_forward(s.att.view({B, T, cfg_->n_heads, cfg_->head_dim}), s.lse,
+                           q_view(s.qkv, B, T), k_view(s.qkv, B, T), v_view(s.qkv, B, T));
+    ops::matmul(residual, s.att, p.w(p_.wo), {.trans_b = true, .beta = 1.0f}, opt(p, p_.bo));
+}
+
+void Attention::backward(const ParamBinding& p, const Saved& s, const Tensor& dx,
+                         const Tensor& dres, const Tensor& x, int64_t B, int64_t T,
+                         const Tensor& positions) const {
+    const int64_t N = B * T;
+    DType ct = x.dtype();
+    Tensor scratch;
+    Tensor d = as_compute(dres, ct, scratch);
+    Tensor datt = Tensor::empty({N, cfg_->q_dim()}, ct);
+    ops::linear_backward(datt, p.g(p_.wo), opt_grad(p, p_.bo), d, s.att, p.w(p_.wo));
+    Tensor dqkv = Tensor::empty({N, cfg_->qkv_dim()}, ct);
+    Shape heads{B, T, cfg_->n_heads, cfg_->head_dim};
+    ops::attention_backward(q_view(dqkv, B, T), k_view(dqkv, B, T), v_view(dqkv, B, T),
+                            datt.view(heads), q_view(s.qkv, B, T), k_view(s.qkv, B, T),
+                            v_view(s.qkv, B, T), s.att.view(heads), s.lse);
+    if (rope_) {
+        int64_t W = cfg_->qkv_dim(), HS = cfg_->head_dim;
+        ops::rope_backward(dqkv.as_strided({N, cfg_->n_heads, HS}, {W, HS, 1}, 0), positions, *rope_);
+        ops::rope_backward(dqkv.as_strided({N, cfg_->n_kv_heads, HS}, {W, HS, 1}, cfg_->q_dim()),
+                           positions, *rope_);
+    }
+    ops::linear_backward(dx, p.g(p_.wqkv), opt_grad(p, p_.bqkv), dqkv, x, p.w(p_.wqkv));
+}
+
+// ----------------------------------------------------------------------------------------- Mlp
+
+void Mlp::run(const ParamBinding& p, Saved& s, const Tensor& out, const Tensor& x, float beta) const {
+    const int64_t N = x.size(0);
+    DType ct = x.dtype();
+    switch (kind_) {
+        case MlpKind::gelu:
+            ensure(s.h, {N, ff_}, ct);
+            ensure(s.a, {N, ff_}, ct);
+            ops::linear_forward(s.h, x, p.w(p_.up), opt(p, p_.up_bias));
+            ops::gelu_forward(s.a, s.h);
+            break;
+        case MlpKind::swiglu:
+        case MlpKind::moe:
+            ensure(s.h, {N, 2 * ff_}, ct);
+            ensure(s.a, {N, ff_}, ct);
+            ops::linear_forward(s.h, x, p.w(p_.up), opt(p, p_.up_bias));
+            ops::swiglu_forward(s.a, s.h.slice(1, 0, ff_), s.h.slice(1, ff_, 2 * ff_));
+            break;
+    }
+    ops::matmul(out, s.a, p.w(p_.down), {.trans_b = true, .beta = beta}, opt(p, p_.down_bias));
+}
+
+void Mlp::run_backward(const ParamBinding& p, const Saved& s, const Tensor& dx, const Tensor& dout,
+                       const Tensor& x) const {
+    const int64_t N = x.size(0);
+    DType ct = x.dtype();
+    Tensor da = Tensor::empty({N, ff_}, ct);
+    ops::linear_backward(da, p.g(p_.down), opt_grad(p, p_.down_bias), dout, s.a, p.w(p_.down));
+    Tensor dh = Tensor::empty(s.h.shape(), ct);
+    switch (kind_) {
+        case MlpKind::gelu:
+            ops::gelu_backward(dh, da, s.h);
+            break;
+        case MlpKind::swiglu:
+        case MlpKind::moe:
+            ops::swiglu_backward(dh.slice(1, 0, ff_), dh.slice(1, ff_, 2 * ff_), da,
+                                 s.h.slice(1, 0, ff_), s.h.slice(1, ff_, 2 * ff_));
+            break;
+    }
+    ops::linear_backward(dx, p.g(p_.up), opt_grad(p, p_.up_bias), dh, x, p.w(p_.up));
+}
+
+void Mlp::forward(const ParamBinding& p, Saved& s, const Tensor& residual, const Tensor& x) const {
+    run(p, s, residual, x, 1.0f);
+}
+
+void Mlp::backward(const ParamBinding& p, const Saved& s, const Tensor& dx, const Tensor& dres,
+                   const Tensor& x) const {
+    Tensor scratch;
+    run_backward(p, s, dx, as_compute(dres, x.dtype(), scratch), x);
+}
+
+}  // namespace zs::models

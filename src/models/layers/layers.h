@@ -1,0 +1,155 @@
+// The transformer's layers, each with forward and backward side by side (llm.c style, DESIGN
+// decision 1): Norm, Attention, Mlp (GELU or SwiGLU), Moe (top-k routed SwiGLU experts).
+//
+// Conventions, for N = B*T tokens (rows):
+// - The residual stream is f32 [N, C]; a layer's forward *adds* its output into it
+//   (residual += f(x)), and its backward *reads* the residual gradient dres [N, C] f32.
+// - Everything else (normed inputs x, projections, activations) is in the compute dtype `ct`
+//   (f32 or bf16) with f32 accumulation inside the kernels.
+// - Backward writes dx (=) and accumulates parameter gradients (+=) into the bound grads.
+// - `Saved` structs hold what backward needs; activation checkpointing simply does not keep them
+//   and re-runs forward before backward.
+#pragma once
+
+#include <vector>
+
+#include "models/config.h"
+#include "models/params.h"
+#include "ops/moe.h"
+#include "ops/rope.h"
+
+namespace zs::models {
+
+// (Re)allocate t unless it already has this shape and dtype (activation buffers are reused
+// across steps, so steady-state training does not allocate).
+void ensure(Tensor& t, const Shape& shape, DType dtype,
+            core::MemCategory cat = core::MemCategory::activations);
+
+class Norm {
+public:
+    Norm() = default;
+    Norm(NormKind kind, float eps, ParamId w, ParamId b) : kind_(kind), eps_(eps), w_(w), b_(b) {}
+    // out [N, C] = norm(x [N, C]); mean/rstd [N] f32 saved when defined (mean: LayerNorm only).
+    void forward(const ParamBinding& p, const Tensor& out, const Tensor& mean, const Tensor& rstd,
+                 const Tensor& x) const;
+    // dx [N, C] += d/dx (accumulates: x is on the residual stream).
+    void backward(const ParamBinding& p, const Tensor& dx, const Tensor& dout, const Tensor& x,
+                  const Tensor& mean, const Tensor& rstd) const;
+    NormKind kind() const { return kind_; }
+
+private:
+    NormKind kind_ = NormKind::rmsnorm;
+    float eps_ = 1e-5f;
+    ParamId w_ = kNoParam, b_ = kNoParam;
+};
+
+struct AttentionParams {
+    ParamId wqkv = kNoParam, bqkv = kNoParam;  // [QKV, C], [QKV]: q, k, v rows fused
+    ParamId wo = kNoParam, bo = kNoParam;      // [C, NH*HS], [C]
+};
+
+class Attention {
+public:
+    struct Saved {
+        Tensor qkv;  // [N, QKV] ct, after RoPE
+        Tensor att;  // [N, NH*HS] ct
+        Tensor lse;  // [B, NH, T] f32
+    };
+    Attention() = default;
+    Attention(const ModelConfig& cfg, AttentionParams p, const ops::RopeTable* rope)
+        : cfg_(&cfg), p_(p), rope_(rope) {}
+
+    // residual [N, C] f32 += attention(x [N, C] ct) over B sequences of T tokens;
+    // positions [N] i32 (RoPE).
+    void forward(const ParamBinding& p, Saved& s, const Tensor& residual, const Tensor& x,
+                 int64_t B, int64_t T, const Tensor& positions) const;
+    // dx [N, C] ct (=) from dres [N, C] f32.
+    void backward(const ParamBinding& p, const Saved& s, const Tensor& dx, const Tensor& dres,
+                  const Tensor& x, int64_t B, int64_t T, const Tensor& positions) const;
+
+    // Views of q, k, v inside a fused [N, QKV] tensor as [B, T, H, HS].
+    Tensor q_view(const Tensor& qkv, int64_t B, int64_t T) const;
+    Tensor k_view(const Tensor& qkv, int64_t B, int64_t T) const;
+    Tensor v_view(const Tensor& qkv, int64_t B, int64_t T) const;
+    const AttentionParams& params() const { return p_; }
+    const ops::RopeTable* rope() const { return rope_; }
+
+private:
+    const ModelConfig* cfg_ = nullptr;
+    AttentionParams p_;
+    const ops::RopeTable* rope_ = nullptr;
+};
+
+struct MlpParams {
+    ParamId up = kNoParam, up_bias = kNoParam;      // [FF, C] (gelu) or [2FF, C] gate|up (swiglu)
+    ParamId down = kNoParam, down_bias = kNoParam;  // [C, FF], [C]
+};
+
+class Mlp {
+public:
+    struct Saved {
+        Tensor h;  // [N, FF] (gelu) or [N, 2FF] (swiglu: gate | up) ct
+        Tensor a;  // [N, FF] ct: activation output
+    };
+    Mlp() = default;
+    Mlp(MlpKind kind, int64_t ff, MlpParams p) : kind_(kind), ff_(ff), p_(p) {}
+    // residual [N, C] f32 += mlp(x [N, C] ct)
+    void forward(const ParamBinding& p, Saved& s, const Tensor& residual, const Tensor& x) const;
+    // dx [N, C] ct (=)
+    void backward(const ParamBinding& p, const Saved& s, const Tensor& dx, const Tensor& dres,
+                  const Tensor& x) const;
+    // Used by the MoE layer for one expert: out [M, C] (= or +=) from x [M, C].
+    void run(const ParamBinding& p, Saved& s, const Tensor& out, const Tensor& x, float beta) const;
+    // dx (=) from dout [M, C] ct.
+    void run_backward(const ParamBinding& p, const Saved& s, const Tensor& dx, const Tensor& dout,
+                      const Tensor& x) const;
+
+private:
+    MlpKind kind_ = MlpKind::swiglu;
+    int64_t ff_ = 0;
+    MlpParams p_;
+};
+
+struct MoeParams {
+    ParamId router = kNoParam;       // [E, C]
+    std::vector<MlpParams> experts;  // SwiGLU experts
+};
+
+// Router statistics a step accumulates over all MoE layers, for the load-balancing loss
+// (HF Mixtral's load_balancing_loss_func: one loss over every layer's routing).
+struct RouterStats {
+    std::vector<double> sel_count;  // [E] tokens routed to each expert (over k and layers)
+    std::vector<double> prob_sum;   // [E] sum of router probabilities
+    int64_t n_rows = 0;             // tokens x layers
+    void reset(int64_t n_experts);
+    // Auxiliary loss E * sum_e (sel_count_e / n_rows) * (prob_sum_e / n_rows).
+    double aux_loss(int64_t n_experts) const;
+};
+
+class Moe {
+public:
+    struct Saved {
+        Tensor logits, probs;         // [N, E] f32
+        Tensor weights, indices;      // [N, k] f32 / i32
+        std::vector<std::vector<int64_t>> rows;  // per expert: flat (token * k + slot) routed in
+        std::vector<Tensor> xe;       // per expert: gathered inputs [Ne, C] ct
+        std::vector<Mlp::Saved> mlp;  // per expert
+        std::vector<Tensor> ye;       // per expert: outputs [Ne, C] f32 (before gate weight)
+    };
+    Moe() = default;
+    Moe(const ModelConfig& cfg, MoeParams p);
+    // residual += sum_j w_j * expert_{idx_j}(x); adds routing counts to `stats` when non-null.
+    void forward(const ParamBinding& p, Saved& s, const Tensor& residual, const Tensor& x,
+                 RouterStats* stats) const;
+    // dx (=). `aux_scale` = d(total loss)/d(aux loss) * coefficient terms (see transformer.cpp):
+    // dprobs[n, e] = aux_scale * sel_count_e; 0 disables the auxiliary gradient.
+    void backward(const ParamBinding& p, const Saved& s, const Tensor& dx, const Tensor& dres,
+                  const Tensor& x, const RouterStats* stats, double aux_scale) const;
+
+private:
+    const ModelConfig* cfg_ = nullptr;
+    MoeParams p_;
+    std::vector<Mlp> experts_;
+};
+
+}  // namespace zs::models

@@ -1,0 +1,124 @@
+#include "models/params.h"
+
+#include <random>
+
+#include "base/error.h"
+
+namespace zs::models {
+
+void ParamLayout::add_group(std::string name) { groups_.push_back(GroupInfo{std::move(name), 0, {}}); }
+
+ParamId ParamLayout::add(int group, std::string name, const Shape& shape, Init init,
+                         float init_std, bool weight_decay) {
+    ZS_ASSERT(group >= 0 && group < n_groups(), "group {} not declared", group);
+    ZS_ASSERT(by_name_.count(name) == 0, "parameter {} declared twice", name);
+    GroupInfo& g = groups_[static_cast<size_t>(group)];
+    ParamInfo p;
+    p.name = std::move(name);
+    p.shape = shape;
+    p.group = group;
+    p.offset = (g.numel + kAlign - 1) / kAlign * kAlign;
+    p.init = init;
+    p.init_std = init_std;
+    p.weight_decay = weight_decay;
+    g.numel = p.offset + p.numel();
+    auto id = static_cast<ParamId>(params_.size());
+    g.params.push_back(id);
+    by_name_.emplace(p.name, id);
+    params_.push_back(std::move(p));
+    return id;
+}
+
+ParamId ParamLayout::id(const std::string& name) const {
+    auto it = by_name_.find(name);
+    ZS_CHECK(it != by_name_.end(), "model has no parameter '{}'", name);
+    return it->second;
+}
+
+int64_t ParamLayout::total_numel() const {
+    int64_t n = 0;
+    for (const ParamInfo& p : params_) n += p.numel();
+    return n;
+}
+
+void ParamBinding::reset(const ParamLayout& layout) {
+    layout_ = &layout;
+    w_.assign(layout.params().size(), Tensor());
+    g_.assign(layout.params().size(), Tensor());
+}
+
+void ParamBinding::bind_group(int group, const Tensor& weights, const Tensor& grads) {
+    const GroupInfo& gi = layout_->group(group);
+    for (ParamId id : gi.params) {
+        const ParamInfo& p = layout_->param(id);
+        auto& w = w_[static_cast<size_t>(id)];
+        auto& g = g_[static_cast<size_t>(id)];
+        w = weights.defined()
+                ? weights.as_strided(p.shape, core::contiguous_strides(p.shape), p.offset)
+                : Tensor();
+        g = grads.defined() ? grads.as_strided(p.shape, core::contiguous_strides(p.shape), p.offset)
+                            : Tensor();
+    }
+}
+
+DenseParams::DenseParams(const ParamLayout& layout, DType dtype, bool with_grads,
+                         core::Device device)
+    : layout_(layout) {
+    for (const GroupInfo& g : layout.groups()) {
+        Tensor w = Tensor::empty({g.numel}, dtype, device, core::MemCategory::params);
+        w.zero();  // alignment gaps stay zero (checksums and exports are deterministic)
+        w_.push_back(w);
+        g_.push_back(with_grads ? Tensor::zeros({g.numel}, DType::f32, device, core::MemCategory::grads)
+                                : Tensor());
+    }
+}
+
+void DenseParams::bind(ParamBinding& binding) const {
+    for (int g = 0; g < layout_.n_groups(); ++g) {
+        binding.bind_group(g, w_[static_cast<size_t>(g)], g_[static_cast<size_t>(g)]);
+    }
+}
+
+Tensor DenseParams::weight(ParamId id) const {
+    const ParamInfo& p = layout_.param(id);
+    return w_[static_cast<size_t>(p.group)].as_strided(p.shape, core::contiguous_strides(p.shape),
+                                                        p.offset);
+}
+
+Tensor DenseParams::grad(ParamId id) const {
+    const ParamInfo& p = layout_.param(id);
+    const Tensor& g = g_[static_cast<size_t>(p.group)];
+    ZS_ASSERT(g.defined(), "gradients were not allocated");
+    return g.as_strided(p.shape, core::contiguous_strides(p.shape), p.offset);
+}
+
+void DenseParams::zero_grads() const {
+    for (const Tensor& g : g_) {
+        if (g.defined()) g.zero();
+    }
+}
+
+void DenseParams::init(uint64_t seed) const {
+    std::mt19937_64 gen(seed);
+    for (size_t i = 0; i < layout_.params().size(); ++i) {
+        const ParamInfo& p = layout_.params()[i];
+        Tensor f = Tensor::empty(p.shape, DType::f32, core::Device::cpu(), core::MemCategory::buffers);
+        float* d = f.data<float>();
+        switch (p.init) {
+            case Init::normal: {
+                std::normal_distribution<float> n(0.0f, p.init_std);
+                for (int64_t j = 0; j < f.numel(); ++j) d[j] = n(gen);
+                break;
+            }
+            case Init::zeros:
+                f.zero();
+                break;
+            case Init::ones:
+                f.fill(1.0);
+                break;
+        }
+        weight(static_cast<ParamId>(i)).copy_from(f);
+    }
+}
+
+}  // namespace zs::models

@@ -1,0 +1,323 @@
+#include "models/transformer.h"
+
+#include <cmath>
+
+#include "base/error.h"
+#include "ops/embedding.h"
+#include "ops/loss.h"
+#include "ops/matmul.h"
+
+namespace zs::models {
+
+struct Transformer::BlockState {
+    Tensor xn1, mean1, rstd1;  // [N, C] ct, [N] f32
+    Attention::Saved attn;
+    Tensor r1;                 // [N, C] f32: residual after attention (ln2's input)
+    Tensor xn2, mean2, rstd2;
+    Mlp::Saved mlp;
+    Moe::Saved moe;
+};
+
+Transformer::Transformer(ModelConfig cfg, RunConfig run)
+    : cfg_(std::move(cfg)), run_(run) {
+    ZS_CHECK_T(ConfigError, run_.compute_dtype == DType::f32 || run_.compute_dtype == DType::bf16,
+               "compute dtype must be f32 or bf16, got {}", to_string(run_.compute_dtype));
+    if (cfg_.pos == PosKind::rope) {
+        rope_ = std::make_unique<ops::RopeTable>(cfg_.max_positions, cfg_.rope_inv_freq());
+    }
+    build_layout();
+    binding_.reset(layout_);
+}
+
+Transformer::~Transformer() = default;
+
+void Transformer::build_layout() {
+    const ModelConfig& c = cfg_;
+    const int64_t C = c.hidden_size, FF = c.intermediate;
+    // GPT-2's scaled init for the projections into the residual stream.
+    const float proj_std = c.arch == Arch::gpt2 ? 0.02f / std::sqrt(2.0f * static_cast<float>(c.n_layers))
+                                                : 0.02f;
+    layout_.add_group("embed");
+    wte_ = layout_.add(0, "embed.tokens", {c.vocab_size, C}, Init::normal);
+    if (c.pos == PosKind::learned) {
+        wpe_ = layout_.add(0, "embed.positions", {c.max_positions, C}, Init::normal, 0.01f);
+    }
+    auto norm = [&](int g, const std::string& name) {
+        ParamId w = layout_.add(g, name + ".weight", {C}, Init::ones, 0, false);
+        ParamId b = c.norm_bias ? layout_.add(g, name + ".bias", {C}, Init::zeros, 0, false) : kNoParam;
+        return Norm(c.norm, c.norm_eps, w, b);
+    };
+    for (int64_t l = 0; l < c.n_layers; ++l) {
+        std::string pre = "blocks." + std::to_string(l);
+        int g = static_cast<int>(l) + 1;
+        layout_.add_group(pre);
+        norm1_.push_back(norm(g, pre + ".ln1"));
+        AttentionParams ap;
+        ap.wqkv = layout_.add(g, pre + ".attn.qkv.weight", {c.qkv_dim(), C}, Init::normal);
+        if (c.qkv_bias) ap.bqkv = layout_.add(g, pre + ".attn.qkv.bias", {c.qkv_dim()}, Init::zeros, 0, false);
+        ap.wo = layout_.add(g, pre + ".attn.out.weight", {C, c.q_dim()}, Init::normal, proj_std);
+        if (c.proj_bias) ap.bo = layout_.add(g, pre + ".attn.out.bias", {C}, Init::zeros, 0, false);
+        attn_.emplace_back(cfg_, ap, rope_.get());
+        norm2_.push_back(norm(g, pre + ".ln2"));
+        auto mlp_params = [&](const std::string& mp, int64_t up_rows) {
+            MlpParams m;
+            m.up = layout_.add(g, mp + ".up.weight", {up_rows, C}, Init::normal);
+            if (c.mlp_bias) m.up_bias = layout_.add(g, mp + ".up.bias", {up_rows}, Init::zeros, 0, false);
+            m.down = layout_.add(g, mp + ".down.weight", {C, FF}, Init::normal, proj_std);
+            if (c.mlp_bias) m.down_bias = layout_.add(g, mp + ".down.bias", {C}, Init::zeros, 0, false);
+            return m;
+        };
+        switch (c.mlp) {
+            case MlpKind::gelu:
+                mlp_.emplace_back(MlpKind::gelu, FF, mlp_params(pre + ".mlp", FF));
+                break;
+            case MlpKind::swiglu:
+                mlp_.emplace_back(MlpKind::swiglu, FF, mlp_params(pre + ".mlp", 2 * FF));
+                break;
+            case MlpKind::moe: {
+                MoeParams mp;
+                mp.router = layout_.add(g, pre + ".moe.router.weight", {c.moe.n_experts, C}, Init::normal);
+                for (int64_t e = 0; e < c.moe.n_experts; ++e) {
+                    mp.experts.push_back(mlp_params(pre + ".moe.experts." + std::to_string(e), 2 * FF));
+                }
+                moe_.emplace_back(cfg_, std::move(mp));
+                break;
+            }
+        }
+    }
+    int hg = static_cast<int>(c.n_layers) + 1;
+    layout_.add_group("head");
+    final_norm_ = norm(hg, "head.norm");
+    lm_head_ = c.tied_embeddings ? wte_ : layout_.add(hg, "head.out.weight", {c.vocab_size, C}, Init::normal);
+}
+
+void Transformer::embed_forward(const Tensor& ids, const Tensor& positions, const Tensor& out) const {
+    ops::embedding_forward(out, ids, binding_.w(wte_));
+    if (wpe_ != kNoParam) ops::embedding_forward(out, positions, binding_.w(wpe_), true);
+}
+
+void Transformer::block_forward(int64_t l, BlockState& st, const Tensor& in, const Tensor& out,
+                                int64_t B, int64_t T, RouterStats* stats) {
+    const int64_t N = B * T, C = cfg_.hidden_size;
+    const DType ct = run_.compute_dtype;
+    const auto li = static_cast<size_t>(l);
+    const bool ln = cfg_.norm == NormKind::layernorm;
+    ensure(st.xn1, {N, C}, ct);
+    ensure(st.rstd1, {N}, DType::f32);
+    if (ln) ensure(st.mean1, {N}, DType::f32);
+    norm1_[li].forward(binding_, st.xn1, st.mean1, st.rstd1, in);
+    ensure(st.r1, {N, C}, DType::f32);
+    st.r1.copy_from(in);
+    attn_[li].forward(binding_, st.attn, st.r1, st.xn1, B, T, positions_);
+    ensure(st.xn2, {N, C}, ct);
+    ensure(st.rstd2, {N}, DType::f32);
+    if (ln) ensure(st.mean2, {N}, DType::f32);
+    norm2_[li].forward(binding_, st.xn2, st.mean2, st.rstd2, st.r1);
+    out.copy_from(st.r1);
+    if (cfg_.mlp == MlpKind::moe) {
+        moe_[li].forward(binding_, st.moe, out, st.xn2, stats);
+    } else {
+        mlp_[li].forward(binding_, st.mlp, out, st.xn2);
+    }
+}
+
+void Transformer::block_backward(int64_t l, BlockState& st, const Tensor& in, const Tensor& dres,
+                                 int64_t B, int64_t T, double aux_scale) {
+    const int64_t N = B * T, C = cfg_.hidden_size;
+    const DType ct = run_.compute_dtype;
+    const auto li = static_cast<size_t>(l);
+    Tensor dxn = Tensor::empty({N, C}, ct);
+    if (cfg_.mlp == MlpKind::moe) {
+        moe_[li].backward(binding_, st.moe, dxn, dres, st.xn2, &router_stats_, aux_scale);
+    } else {
+        mlp_[li].backward(binding_, st.mlp, dxn, dres, st.xn2);
+    }
+    norm2_[li].backward(binding_, dres, dxn, st.r1, st.mean2, st.rstd2);
+    attn_[li].backward(binding_, st.attn, dxn, dres, st.xn1, B, T, positions_);
+    norm1_[li].backward(binding_, dres, dxn, in, st.mean1, st.rstd1);
+}
+
+LossStats Transformer::run(const TrainBatch& batch, bool backward, float ce_scale,
+                           float loss_scale, GroupHooks* hooks, Tensor* logits_out) {
+    GroupHooks none;
+    GroupHooks& h = hooks ? *hooks : none;
+    const Tensor& ids = batch.input_ids;
+    ZS_CHECK_T(ShapeError, ids.dim() == 2, "input_ids must be [B, T], got {}", ids.shape().str());
+    const int64_t B = ids.size(0), T = ids.size(1), N = B * T, C = cfg_.hidden_size;
+    const int64_t V = cfg_.vocab_size, L = cfg_.n_layers;
+    const DType ct = run_.compute_dtype;
+    ZS_CHECK_T(ShapeError, T <= cfg_.max_positions,
+               "sequence length {} exceeds the model's max_position_embeddings {}", T,
+               cfg_.max_positions);
+    if (batch.targets.defined()) {
+        ZS_CHECK_T(ShapeError, batch.targets.shape() == ids.shape(),
+                   "targets {} must have the shape of input_ids {}", batch.targets.shape().str(),
+                   ids.shape().str());
+    }
+    ensure(positions_, {N}, DType::i32, core::MemCategory::buffers);
+    for (int64_t i = 0; i < N; ++i) positions_.data<int32_t>()[i] = static_cast<int32_t>(i % T);
+    Tensor flat_ids = ids.contiguous().view({N});
+
+    residuals_.resize(static_cast<size_t>(L + 1));
+    for (Tensor& r : residuals_) ensure(r, {N, C}, DType::f32);
+    if (cfg_.mlp == MlpKind::moe) router_stats_.reset(cfg_.moe.n_experts);
+    RouterStats* stats = cfg_.mlp == MlpKind::moe ? &router_stats_ : nullptr;
+    const bool ckpt = run_.activation_checkpointing;
+    if (ckpt) {
+        if (!scratch_) scratch_ = std::make_unique<BlockState>();
+        blocks_.clear();
+    } else {
+        while (static_cast<int64_t>(blocks_.size()) < L) blocks_.push_back(std::make_unique<BlockState>());
+    }
+    auto state = [&](int64_t l) -> BlockState& { return ckpt ? *scratch_ : *blocks_[static_cast<size_t>(l)]; };
+
+    h.before_forward(embed_group());
+    embed_forward(flat_ids, positions_, residuals_[0]);
+    h.after_forward(embed_group());
+    for (int64_t l = 0; l < L; ++l) {
+        h.before_forward(block_group(l));
+        block_forward(l, state(l), residuals_[static_cast<size_t>(l)], residuals_[static_cast<size_t>(l + 1)], B, T, stats);
+        h.after_forward(block_group(l));
+    }
+
+    // Head: final norm, then the vocabulary projection and loss in row chunks.
+    h.before_forward(head_group());
+    if (cfg_.tied_embeddings) h.before_forward(embed_group());
+    const Tensor& rL = residuals_[static_cast<size_t>(L)];
+    Tensor xf = Tensor::empty({N, C}, ct), meanf, rstdf = Tensor::empty({N}, DType::f32);
+    if (cfg_.norm == NormKind::layernorm) meanf = Tensor::empty({N}, DType::f32);
+    final_norm_.forward(binding_, xf, meanf, rstdf, rL);
+    const Tensor& wout = binding_.w(lm_head_);
+    LossStats stats_out;
+    Tensor dxf = backward ? Tensor::empty({N, C}, ct) : Tensor();
+    Tensor flat_tgt = batch.targets.defined() ? batch.targets.contiguous().view({N}) : Tensor();
+    if (logits_out) *logits_out = Tensor::empty({N, V}, DType::f32);
+    const int64_t chunk = std::max<int64_t>(1, run_.logits_chunk);
+    Tensor losses = Tensor::empty({N}, DType::f32, core::Device::cpu(), core::MemCategory::buffers);
+    for (int64_t a = 0; a < N; a += chunk) {
+        int64_t b = std::min(N, a + chunk);
+        Tensor logits = logits_out ? logits_out->slice(0, a, b)
+                                   : Tensor::empty({b - a, V}, DType::f32, core::Device::cpu(),
+                                                   core::MemCategory::activations);
+        ops::linear_forward(logits, xf.slice(0, a, b), wout);
+        if (!flat_tgt.defined()) continue;
+        ops::CrossEntropyOptions co{-100, ce_scale * loss_scale};
+        stats_out.n_tokens += ops::cross_entropy(losses.slice(0, a, b), backward ? logits : Tensor(),
+                                                 logits, flat_tgt.slice(0, a, b), co);
+        if (backward) {
+            Tensor dl = logits.dtype() == ct ? logits : logits.to(ct);
+            ops::linear_backward(dxf.slice(0, a, b), binding_.g(lm_head_), Tensor(), dl,
+                                 xf.slice(0, a, b), wout);
+        }
+    }
+    if (flat_tgt.defined()) {
+        const float* lp = losses.data<float>();
+        for (int64_t i = 0; i < N; ++i) stats_out.loss_sum += lp[i];
+    }
+    if (stats) stats_out.aux_loss = router_stats_.aux_loss(cfg_.moe.n_experts);
+    if (!backward) {
+        if (cfg_.tied_embeddings) h.after_forward(embed_group());
+        h.after_forward(head_group());
+        return stats_out;
+    }
+
+    // Backward: head, blocks in reverse, embedding. dres carries d(loss)/d(residual).
+    h.before_backward(head_group());
+    Tensor dres = Tensor::zeros({N, C}, DType::f32);
+    final_norm_.backward(binding_, dres, dxf, rL, meanf, rstdf);
+    if (cfg_.tied_embeddings) h.after_forward(embed_group());
+    h.after_backward(head_group());
+    // d(total)/d(p[n, e]) of loss_scale * coef * aux: E * sel_count_e / n_rows^2 per unit.
+    double aux_scale = 0;
+    if (stats && cfg_.moe.aux_loss_coef != 0.0f) {
+        double rows = static_cast<double>(router_stats_.n_rows);
+        aux_scale = static_cast<double>(loss_scale) * cfg_.moe.aux_loss_coef *
+                    static_cast<double>(cfg_.moe.n_experts) / (rows * rows);
+    }
+    for (int64_t l = L - 1; l >= 0; --l) {
+        h.before_backward(block_group(l));
+        const Tensor& in = residuals_[static_cast<size_t>(l)];
+        if (ckpt) {
+            // Re-run this block's forward to rebuild its activations (its output is discarded;
+            // the router statistics were already counted in the first forward).
+            Tensor out = Tensor::empty({N, C}, DType::f32, core::Device::cpu(), core::MemCategory::buffers);
+            block_forward(l, *scratch_, in, out, B, T, nullptr);
+        }
+        block_backward(l, state(l), in, dres, B, T, aux_scale);
+        h.after_backward(block_group(l));
+    }
+    h.before_backward(embed_group());
+    ops::embedding_backward(binding_.g(wte_), dres, flat_ids);
+    if (wpe_ != kNoParam) ops::embedding_backward(binding_.g(wpe_), dres, positions_);
+    h.after_backward(embed_group());
+    return stats_out;
+}
+
+LossStats Transformer::forward_backward(const TrainBatch& batch, float ce_scale, float loss_scale,
+                                        GroupHooks* hooks) {
+    ZS_CHECK_T(ShapeError, batch.targets.defined(), "forward_backward needs targets");
+    return run(batch, true, ce_scale, loss_scale, hooks, nullptr);
+}
+
+LossStats Transformer::forward_loss(const TrainBatch& batch, GroupHooks* hooks) {
+    return run(batch, false, 1.0f, 1.0f, hooks, nullptr);
+}
+
+Tensor Transformer::forward_logits(const Tensor& input_ids, GroupHooks* hooks) {
+    Tensor logits;
+    run(TrainBatch{input_ids, Tensor()}, false, 1.0f, 1.0f, hooks, &logits);
+    return logits;
+}
+
+Tensor Transformer::forward_tokens(const Tensor& ids, const Tensor& positions, KvAttention& kv,
+                                   const std::vector<int64_t>& logit_rows) {
+    const int64_t N = ids.numel(), C = cfg_.hidden_size, HS = cfg_.head_dim;
+    const DType ct = run_.compute_dtype;
+    ZS_CHECK_T(ShapeError, positions.numel() == N, "positions ({}) must match ids ({})",
+               positions.numel(), N);
+    Tensor r = Tensor::empty({N, C}, DType::f32, core::Device::cpu(), core::MemCategory::buffers);
+    embed_forward(ids, positions, r);
+    Tensor xn = Tensor::empty({N, C}, ct, core::Device::cpu(), core::MemCategory::buffers);
+    Tensor qkv = Tensor::empty({N, cfg_.qkv_dim()}, ct, core::Device::cpu(), core::MemCategory::buffers);
+    Tensor att = Tensor::empty({N, cfg_.q_dim()}, ct, core::Device::cpu(), core::MemCategory::buffers);
+    const int64_t W = cfg_.qkv_dim();
+    Tensor q = qkv.as_strided({N, cfg_.n_heads, HS}, {W, HS, 1}, 0);
+    Tensor k = qkv.as_strided({N, cfg_.n_kv_heads, HS}, {W, HS, 1}, cfg_.q_dim());
+    Tensor v = qkv.as_strided({N, cfg_.n_kv_heads, HS}, {W, HS, 1}, cfg_.q_dim() + cfg_.kv_dim());
+    Mlp::Saved ms;
+    Moe::Saved moes;
+    for (int64_t l = 0; l < cfg_.n_layers; ++l) {
+        const auto li = static_cast<size_t>(l);
+        norm1_[li].forward(binding_, xn, Tensor(), Tensor(), r);
+        const AttentionParams& ap = attn_[li].params();
+        ops::linear_forward(qkv, xn, binding_.w(ap.wqkv),
+                            ap.bqkv == kNoParam ? Tensor() : binding_.w(ap.bqkv));
+        if (rope_) {
+            ops::rope_forward(q, positions, *rope_);
+            ops::rope_forward(k, positions, *rope_);
+        }
+        kv.attend(static_cast<int>(l), q, k, v, att.view({N, cfg_.n_heads, HS}));
+        ops::matmul(r, att, binding_.w(ap.wo), {.trans_b = true, .beta = 1.0f},
+                    ap.bo == kNoParam ? Tensor() : binding_.w(ap.bo));
+        norm2_[li].forward(binding_, xn, Tensor(), Tensor(), r);
+        if (cfg_.mlp == MlpKind::moe) {
+            moe_[li].forward(binding_, moes, r, xn, nullptr);
+        } else {
+            mlp_[li].forward(binding_, ms, r, xn);
+        }
+    }
+    auto M = static_cast<int64_t>(logit_rows.size());
+    Tensor rows = Tensor::empty({M, C}, DType::f32, core::Device::cpu(), core::MemCategory::buffers);
+    for (int64_t i = 0; i < M; ++i) {
+        int64_t src = logit_rows[static_cast<size_t>(i)];
+        ZS_CHECK_T(ShapeError, src >= 0 && src < N, "logit row {} outside [0, {})", src, N);
+        rows.select(0, i).copy_from(r.select(0, src));
+    }
+    Tensor xf = Tensor::empty({M, C}, ct, core::Device::cpu(), core::MemCategory::buffers);
+    final_norm_.forward(binding_, xf, Tensor(), Tensor(), rows);
+    Tensor logits = Tensor::empty({M, cfg_.vocab_size}, DType::f32);
+    ops::linear_forward(logits, xf, binding_.w(lm_head_));
+    return logits;
+}
+
+}  // namespace zs::models

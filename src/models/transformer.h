@@ -1,0 +1,116 @@
+// Transformer: the decoder-only model all families share (GPT-2, Llama/Mistral/SmolLM, Qwen2,
+// Mixtral), built from ModelConfig: embedding → L blocks (norm, attention, norm, MLP or MoE, each
+// added into an f32 residual stream) → final norm → LM head. Families differ only in config
+// (norm kind, positions, MLP kind, biases, tying) and in their HF weight names (weights.h).
+//
+// Training: forward_backward() runs one micro-batch, computing the loss in row chunks of the
+// vocabulary projection (logits of at most `logits_chunk` rows exist at once; the fused
+// cross-entropy writes dlogits in place and the head's backward consumes them immediately), and
+// accumulates gradients into the bound gradient views. GroupHooks are called around each group
+// (embed, blocks.i, head) so ZeRO-3 can gather/release weights and reduce gradients per block.
+//
+// Inference: forward_tokens() runs a flat batch of tokens from any number of sequences; attention
+// goes through a KvAttention that owns the cache layout (contiguous for `generate`, paged for the
+// serving engine).
+#pragma once
+
+#include <memory>
+#include <vector>
+
+#include "models/config.h"
+#include "models/layers/layers.h"
+#include "models/params.h"
+#include "ops/rope.h"
+
+namespace zs::models {
+
+struct RunConfig {
+    DType compute_dtype = DType::f32;   // activations and matmul inputs: f32 or bf16
+    bool activation_checkpointing = false;
+    int64_t logits_chunk = 1024;        // rows of logits materialised at once in training
+};
+
+struct TrainBatch {
+    Tensor input_ids;  // [B, T] i32 or i64
+    Tensor targets;    // [B, T] i32 or i64; -100 (ignore_index) rows add no loss
+};
+
+struct LossStats {
+    double loss_sum = 0;   // sum of token losses (cross-entropy)
+    int64_t n_tokens = 0;  // non-ignored targets
+    double aux_loss = 0;   // MoE load-balancing loss (unweighted), 0 for dense models
+    double mean() const { return n_tokens ? loss_sum / static_cast<double>(n_tokens) : 0.0; }
+};
+
+// Attention over a KV cache for inference. attend() stores k/v of the new tokens and writes
+// attention outputs: q [N, NH, HS], k, v [N, NKV, HS], out [N, NH, HS] (ct), for layer `layer`.
+class KvAttention {
+public:
+    virtual ~KvAttention() = default;
+    virtual void attend(int layer, const Tensor& q, const Tensor& k, const Tensor& v,
+                        const Tensor& out) = 0;
+};
+
+class Transformer {
+public:
+    Transformer(ModelConfig cfg, RunConfig run);
+    ~Transformer();
+    Transformer(const Transformer&) = delete;
+    Transformer& operator=(const Transformer&) = delete;
+
+    const ModelConfig& config() const { return cfg_; }
+    const RunConfig& run_config() const { return run_; }
+    const ParamLayout& layout() const { return layout_; }
+    ParamBinding& binding() { return binding_; }
+    int embed_group() const { return 0; }
+    int block_group(int64_t layer) const { return static_cast<int>(layer) + 1; }
+    int head_group() const { return static_cast<int>(cfg_.n_layers) + 1; }
+    // The parameter the output projection reads (the token embedding when tied).
+    ParamId lm_head_param() const { return lm_head_; }
+
+    // One micro-batch: forward, loss and backward. Gradients (+=) of
+    //   loss_scale * (sum of token losses * ce_scale + aux_loss_coef * aux_loss)
+    // go into the bound gradients; ce_scale is typically 1 / (tokens in the whole step).
+    LossStats forward_backward(const TrainBatch& batch, float ce_scale, float loss_scale = 1.0f,
+                               GroupHooks* hooks = nullptr);
+    // Forward and loss only (evaluation).
+    LossStats forward_loss(const TrainBatch& batch, GroupHooks* hooks = nullptr);
+    // Full logits [B*T, V] f32 for a batch (tests and tools; training never materialises them).
+    Tensor forward_logits(const Tensor& input_ids, GroupHooks* hooks = nullptr);
+
+    // Inference over a flat batch: ids, positions [N] i32. Returns logits [M, V] f32 for the
+    // rows listed in `logit_rows` (e.g. the last token of each sequence).
+    Tensor forward_tokens(const Tensor& ids, const Tensor& positions, KvAttention& attn,
+                          const std::vector<int64_t>& logit_rows);
+
+private:
+    struct BlockState;
+    void build_layout();
+    void embed_forward(const Tensor& ids, const Tensor& positions, const Tensor& out) const;
+    void block_forward(int64_t l, BlockState& st, const Tensor& in, const Tensor& out, int64_t B,
+                       int64_t T, RouterStats* stats);
+    void block_backward(int64_t l, BlockState& st, const Tensor& in, const Tensor& dres,
+                        int64_t B, int64_t T, double aux_scale);
+    LossStats run(const TrainBatch& batch, bool backward, float ce_scale, float loss_scale,
+                  GroupHooks* hooks, Tensor* logits_out);
+
+    ModelConfig cfg_;
+    RunConfig run_;
+    ParamLayout layout_;
+    ParamBinding binding_;
+    std::unique_ptr<ops::RopeTable> rope_;
+    ParamId wte_ = kNoParam, wpe_ = kNoParam, lm_head_ = kNoParam;
+    Norm final_norm_;
+    std::vector<Norm> norm1_, norm2_;
+    std::vector<Attention> attn_;
+    std::vector<Mlp> mlp_;
+    std::vector<Moe> moe_;
+    // Activations reused across steps.
+    std::vector<std::unique_ptr<BlockState>> blocks_;
+    std::unique_ptr<BlockState> scratch_;  // activation checkpointing: the one live block
+    std::vector<Tensor> residuals_;        // [L + 1] block inputs (f32 [N, C])
+    Tensor positions_;
+    RouterStats router_stats_;
+};
+
+}  // namespace zs::models

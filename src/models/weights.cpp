@@ -1,0 +1,87 @@
+#include "models/weights.h"
+
+#include <set>
+
+#include <fmt/format.h>
+
+#include "base/error.h"
+#include "models/transformer.h"
+
+namespace zs::models {
+
+std::vector<HfPart> hf_parts(const ModelConfig& cfg, const std::string& name) {
+    switch (cfg.arch) {
+        case Arch::gpt2:
+            return gpt2_hf_parts(cfg, name);
+        case Arch::llama:
+        case Arch::qwen2:
+        case Arch::mixtral:
+            return llama_hf_parts(cfg, name);
+    }
+    return {};
+}
+
+namespace {
+
+Shape part_shape(const ParamInfo& p, const HfPart& part) {
+    Shape s = p.shape;
+    if (part.row_end >= 0) s[0] = part.row_end - part.row_begin;
+    if (part.transpose) {
+        ZS_ASSERT(s.ndim() == 2);
+        std::swap(s[0], s[1]);
+    }
+    return s;
+}
+
+Tensor part_view(const Tensor& w, const HfPart& part) {
+    Tensor v = part.row_end >= 0 ? w.slice(0, part.row_begin, part.row_end) : w;
+    return part.transpose ? v.transpose(0, 1) : v;
+}
+
+}  // namespace
+
+std::vector<std::string> load_hf_weights(const Transformer& model, const DenseParams& params,
+                                         const WeightSource& src) {
+    const ModelConfig& cfg = model.config();
+    std::set<std::string> used;
+    const auto& infos = model.layout().params();
+    for (size_t i = 0; i < infos.size(); ++i) {
+        const ParamInfo& p = infos[i];
+        Tensor w = params.weight(static_cast<ParamId>(i));
+        for (const HfPart& part : hf_parts(cfg, p.name)) {
+            ZS_CHECK_T(IoError, src.has(part.hf_name), "{}: missing tensor '{}' (needed for {})",
+                       src.describe(), part.hf_name, p.name);
+            Tensor t = src.get(part.hf_name);
+            Shape want = part_shape(p, part);
+            ZS_CHECK_T(IoError, t.shape() == want,
+                       "{}: tensor '{}' has shape {}; the config ({} layers, hidden {}) expects {}",
+                       src.describe(), part.hf_name, t.shape().str(), cfg.n_layers, cfg.hidden_size,
+                       want.str());
+            ZS_CHECK_T(IoError, core::is_floating(t.dtype()),
+                       "{}: tensor '{}' has dtype {}; expected a float type", src.describe(),
+                       part.hf_name, to_string(t.dtype()));
+            part_view(w, part).copy_from(t);
+            used.insert(part.hf_name);
+        }
+    }
+    std::vector<std::string> unused;
+    for (const std::string& n : src.names()) {
+        if (!used.count(n)) unused.push_back(n);
+    }
+    return unused;
+}
+
+std::vector<std::pair<std::string, Tensor>> export_hf_weights(const Transformer& model,
+                                                              const DenseParams& params) {
+    std::vector<std::pair<std::string, Tensor>> out;
+    const auto& infos = model.layout().params();
+    for (size_t i = 0; i < infos.size(); ++i) {
+        Tensor w = params.weight(static_cast<ParamId>(i));
+        for (const HfPart& part : hf_parts(model.config(), infos[i].name)) {
+            out.emplace_back(part.hf_name, part_view(w, part).contiguous());
+        }
+    }
+    return out;
+}
+
+}  // namespace zs::models
