@@ -60,8 +60,8 @@ public:
     bool boolean(const char* key, bool def) const {
         if (!has(key)) return def;
         const json& v = j_.at(key);
-        ZS_CHECK_T(ConfigError, v.is_boolean(), "{}: field '{}' must be true or false, got {}", src_,
-                   key, v.dump());
+        ZS_CHECK_T(ConfigError, v.is_boolean(), "{}: field '{}' must be true or false, got {}",
+                   src_, key, v.dump());
         return v.get<bool>();
     }
 
@@ -91,8 +91,8 @@ public:
 
     const json& object(const char* key) const {
         const json& v = get(key);
-        ZS_CHECK_T(ConfigError, v.is_object(), "{}: field '{}' must be an object, got {}", src_, key,
-                   v.dump());
+        ZS_CHECK_T(ConfigError, v.is_object(), "{}: field '{}' must be an object, got {}", src_,
+                   key, v.dump());
         return v;
     }
     const std::string& source() const { return src_; }
@@ -138,11 +138,11 @@ ModelConfig parse_gpt2(const Fields& f) {
     c.norm_eps = static_cast<float>(f.number("layer_norm_epsilon", 1e-5));
     c.pos = PosKind::learned;
     std::string act = f.string("activation_function", "gelu_new");
-    ZS_CHECK_T(ConfigError,
-               act == "gelu_new" || act == "gelu_pytorch_tanh" || act == "gelu_fast" ||
-                   act == "gelu",
-               "{}: activation_function '{}' is not supported (gelu_new, gelu_pytorch_tanh)",
-               f.source(), act);
+    ZS_CHECK_T(
+        ConfigError,
+        act == "gelu_new" || act == "gelu_pytorch_tanh" || act == "gelu_fast" || act == "gelu",
+        "{}: activation_function '{}' is not supported (gelu_new, gelu_pytorch_tanh)", f.source(),
+        act);
     c.mlp = MlpKind::gelu;
     c.qkv_bias = c.proj_bias = c.mlp_bias = c.norm_bias = true;
     c.tied_embeddings = f.boolean("tie_word_embeddings", true);
@@ -176,8 +176,8 @@ ModelConfig parse_llama_like(const Fields& f, Arch arch) {
     c.rotary_dim = c.head_dim;
     if (f.has("partial_rotary_factor")) {
         double p = f.number("partial_rotary_factor");
-        ZS_CHECK_T(ConfigError, p > 0 && p <= 1, "{}: partial_rotary_factor must be in (0, 1], got {}",
-                   f.source(), p);
+        ZS_CHECK_T(ConfigError, p > 0 && p <= 1,
+                   "{}: partial_rotary_factor must be in (0, 1], got {}", f.source(), p);
         c.rotary_dim = static_cast<int64_t>(static_cast<double>(c.head_dim) * p) / 2 * 2;
     }
     if (f.has("rope_scaling")) {
@@ -228,9 +228,11 @@ int64_t ModelConfig::n_params() const {
     if (pos == PosKind::learned) n += max_positions * C;
     int64_t norm_p = norm_bias ? 2 * C : C;
     int64_t attn = C * qkv_dim() + q_dim() * C + (qkv_bias ? qkv_dim() : 0) + (proj_bias ? C : 0);
-    int64_t dense = mlp == MlpKind::gelu ? 2 * C * intermediate + (mlp_bias ? intermediate + C : 0)
-                                         : 3 * C * intermediate + (mlp_bias ? 2 * intermediate + C : 0);
-    int64_t ff = mlp == MlpKind::moe ? moe.n_experts * 3 * C * intermediate + moe.n_experts * C : dense;
+    int64_t dense = mlp == MlpKind::gelu
+                        ? 2 * C * intermediate + (mlp_bias ? intermediate + C : 0)
+                        : 3 * C * intermediate + (mlp_bias ? 2 * intermediate + C : 0);
+    int64_t ff =
+        mlp == MlpKind::moe ? moe.n_experts * 3 * C * intermediate + moe.n_experts * C : dense;
     n += n_layers * (2 * norm_p + attn + ff) + norm_p;
     if (!tied_embeddings) n += vocab_size * C;
     return n;
@@ -239,7 +241,8 @@ int64_t ModelConfig::n_params() const {
 std::vector<double> ModelConfig::rope_inv_freq() const {
     std::vector<double> f(static_cast<size_t>(rotary_dim / 2));
     for (size_t i = 0; i < f.size(); ++i) {
-        f[i] = 1.0 / std::pow(rope_theta, 2.0 * static_cast<double>(i) / static_cast<double>(rotary_dim));
+        f[i] = 1.0 /
+               std::pow(rope_theta, 2.0 * static_cast<double>(i) / static_cast<double>(rotary_dim));
     }
     switch (rope_scaling.kind) {
         case RopeScaling::Kind::none:
@@ -271,15 +274,15 @@ std::vector<double> ModelConfig::rope_inv_freq() const {
 
 void ModelConfig::validate(const std::string& source) const {
     ZS_CHECK_T(ConfigError, n_heads % n_kv_heads == 0,
-               "{}: num_attention_heads ({}) must be a multiple of num_key_value_heads ({})", source,
-               n_heads, n_kv_heads);
+               "{}: num_attention_heads ({}) must be a multiple of num_key_value_heads ({})",
+               source, n_heads, n_kv_heads);
     ZS_CHECK_T(ConfigError, head_dim % 2 == 0 || pos == PosKind::learned,
                "{}: head_dim ({}) must be even for rotary embeddings", source, head_dim);
     // Bound sizes so a hostile config cannot request absurd allocations (2^40 parameters).
-    ZS_CHECK_T(ConfigError, hidden_size <= (1 << 20) && vocab_size <= (1 << 24) &&
-                                n_layers <= 4096 && n_heads <= 4096 && head_dim <= 4096 &&
-                                intermediate <= (1 << 22) && max_positions <= (1 << 24) &&
-                                moe.n_experts <= 4096,
+    ZS_CHECK_T(ConfigError,
+               hidden_size <= (1 << 20) && vocab_size <= (1 << 24) && n_layers <= 4096 &&
+                   n_heads <= 4096 && head_dim <= 4096 && intermediate <= (1 << 22) &&
+                   max_positions <= (1 << 24) && moe.n_experts <= 4096,
                "{}: model dimensions are out of the supported range", source);
     ZS_CHECK_T(ConfigError, n_params() < (int64_t{1} << 40), "{}: {} parameters is too many",
                source, n_params());

@@ -27,12 +27,12 @@ struct RopeScaling {
 };
 
 struct MoeConfig {
-    int64_t n_experts = 0;        // E (0: dense MLP)
-    int top_k = 2;                // experts per token
-    bool renormalize = true;      // Mixtral: renormalise the top-k weights
-    float aux_loss_coef = 0.0f;   // router load-balancing loss weight (HF router_aux_loss_coef)
-    float capacity_factor = 0.0f; // DeepSpeed-MoE: 0 = no capacity limit (Mixtral, no dropping)
-    int64_t min_capacity = 4;     // DeepSpeed-MoE min_capacity
+    int64_t n_experts = 0;         // E (0: dense MLP)
+    int top_k = 2;                 // experts per token
+    bool renormalize = true;       // Mixtral: renormalise the top-k weights
+    float aux_loss_coef = 0.0f;    // router load-balancing loss weight (HF router_aux_loss_coef)
+    float capacity_factor = 0.0f;  // DeepSpeed-MoE: 0 = no capacity limit (Mixtral, no dropping)
+    int64_t min_capacity = 4;      // DeepSpeed-MoE min_capacity
 };
 
 struct ModelConfig {

@@ -6,10 +6,12 @@
 
 namespace zs::models {
 
-void ParamLayout::add_group(std::string name) { groups_.push_back(GroupInfo{std::move(name), 0, {}}); }
+void ParamLayout::add_group(std::string name) {
+    groups_.push_back(GroupInfo{std::move(name), 0, {}});
+}
 
-ParamId ParamLayout::add(int group, std::string name, const Shape& shape, Init init,
-                         float init_std, bool weight_decay) {
+ParamId ParamLayout::add(int group, std::string name, const Shape& shape, Init init, float init_std,
+                         bool weight_decay) {
     ZS_ASSERT(group >= 0 && group < n_groups(), "group {} not declared", group);
     ZS_ASSERT(by_name_.count(name) == 0, "parameter {} declared twice", name);
     GroupInfo& g = groups_[static_cast<size_t>(group)];
@@ -68,8 +70,9 @@ DenseParams::DenseParams(const ParamLayout& layout, DType dtype, bool with_grads
         Tensor w = Tensor::empty({g.numel}, dtype, device, core::MemCategory::params);
         w.zero();  // alignment gaps stay zero (checksums and exports are deterministic)
         w_.push_back(w);
-        g_.push_back(with_grads ? Tensor::zeros({g.numel}, DType::f32, device, core::MemCategory::grads)
-                                : Tensor());
+        g_.push_back(with_grads
+                         ? Tensor::zeros({g.numel}, DType::f32, device, core::MemCategory::grads)
+                         : Tensor());
     }
 }
 
@@ -82,7 +85,7 @@ void DenseParams::bind(ParamBinding& binding) const {
 Tensor DenseParams::weight(ParamId id) const {
     const ParamInfo& p = layout_.param(id);
     return w_[static_cast<size_t>(p.group)].as_strided(p.shape, core::contiguous_strides(p.shape),
-                                                        p.offset);
+                                                       p.offset);
 }
 
 Tensor DenseParams::grad(ParamId id) const {
@@ -102,7 +105,8 @@ void DenseParams::init(uint64_t seed) const {
     std::mt19937_64 gen(seed);
     for (size_t i = 0; i < layout_.params().size(); ++i) {
         const ParamInfo& p = layout_.params()[i];
-        Tensor f = Tensor::empty(p.shape, DType::f32, core::Device::cpu(), core::MemCategory::buffers);
+        Tensor f =
+            Tensor::empty(p.shape, DType::f32, core::Device::cpu(), core::MemCategory::buffers);
         float* d = f.data<float>();
         switch (p.init) {
             case Init::normal: {

@@ -29,7 +29,7 @@ inline constexpr ParamId kNoParam = -1;
 enum class Init { normal, zeros, ones };
 
 struct ParamInfo {
-    std::string name;   // internal name, e.g. "blocks.3.attn.qkv.weight"
+    std::string name;  // internal name, e.g. "blocks.3.attn.qkv.weight"
     Shape shape;
     int group = 0;
     int64_t offset = 0;  // elements from the start of the group's flat buffer

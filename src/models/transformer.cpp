@@ -12,14 +12,13 @@ namespace zs::models {
 struct Transformer::BlockState {
     Tensor xn1, mean1, rstd1;  // [N, C] ct, [N] f32
     Attention::Saved attn;
-    Tensor r1;                 // [N, C] f32: residual after attention (ln2's input)
+    Tensor r1;  // [N, C] f32: residual after attention (ln2's input)
     Tensor xn2, mean2, rstd2;
     Mlp::Saved mlp;
     Moe::Saved moe;
 };
 
-Transformer::Transformer(ModelConfig cfg, RunConfig run)
-    : cfg_(std::move(cfg)), run_(run) {
+Transformer::Transformer(ModelConfig cfg, RunConfig run) : cfg_(std::move(cfg)), run_(run) {
     ZS_CHECK_T(ConfigError, run_.compute_dtype == DType::f32 || run_.compute_dtype == DType::bf16,
                "compute dtype must be f32 or bf16, got {}", to_string(run_.compute_dtype));
     if (cfg_.pos == PosKind::rope) {
@@ -35,8 +34,8 @@ void Transformer::build_layout() {
     const ModelConfig& c = cfg_;
     const int64_t C = c.hidden_size, FF = c.intermediate;
     // GPT-2's scaled init for the projections into the residual stream.
-    const float proj_std = c.arch == Arch::gpt2 ? 0.02f / std::sqrt(2.0f * static_cast<float>(c.n_layers))
-                                                : 0.02f;
+    const float proj_std =
+        c.arch == Arch::gpt2 ? 0.02f / std::sqrt(2.0f * static_cast<float>(c.n_layers)) : 0.02f;
     layout_.add_group("embed");
     wte_ = layout_.add(0, "embed.tokens", {c.vocab_size, C}, Init::normal);
     if (c.pos == PosKind::learned) {
@@ -44,7 +43,8 @@ void Transformer::build_layout() {
     }
     auto norm = [&](int g, const std::string& name) {
         ParamId w = layout_.add(g, name + ".weight", {C}, Init::ones, 0, false);
-        ParamId b = c.norm_bias ? layout_.add(g, name + ".bias", {C}, Init::zeros, 0, false) : kNoParam;
+        ParamId b =
+            c.norm_bias ? layout_.add(g, name + ".bias", {C}, Init::zeros, 0, false) : kNoParam;
         return Norm(c.norm, c.norm_eps, w, b);
     };
     for (int64_t l = 0; l < c.n_layers; ++l) {
@@ -54,7 +54,8 @@ void Transformer::build_layout() {
         norm1_.push_back(norm(g, pre + ".ln1"));
         AttentionParams ap;
         ap.wqkv = layout_.add(g, pre + ".attn.qkv.weight", {c.qkv_dim(), C}, Init::normal);
-        if (c.qkv_bias) ap.bqkv = layout_.add(g, pre + ".attn.qkv.bias", {c.qkv_dim()}, Init::zeros, 0, false);
+        if (c.qkv_bias)
+            ap.bqkv = layout_.add(g, pre + ".attn.qkv.bias", {c.qkv_dim()}, Init::zeros, 0, false);
         ap.wo = layout_.add(g, pre + ".attn.out.weight", {C, c.q_dim()}, Init::normal, proj_std);
         if (c.proj_bias) ap.bo = layout_.add(g, pre + ".attn.out.bias", {C}, Init::zeros, 0, false);
         attn_.emplace_back(cfg_, ap, rope_.get());
@@ -62,9 +63,11 @@ void Transformer::build_layout() {
         auto mlp_params = [&](const std::string& mp, int64_t up_rows) {
             MlpParams m;
             m.up = layout_.add(g, mp + ".up.weight", {up_rows, C}, Init::normal);
-            if (c.mlp_bias) m.up_bias = layout_.add(g, mp + ".up.bias", {up_rows}, Init::zeros, 0, false);
+            if (c.mlp_bias)
+                m.up_bias = layout_.add(g, mp + ".up.bias", {up_rows}, Init::zeros, 0, false);
             m.down = layout_.add(g, mp + ".down.weight", {C, FF}, Init::normal, proj_std);
-            if (c.mlp_bias) m.down_bias = layout_.add(g, mp + ".down.bias", {C}, Init::zeros, 0, false);
+            if (c.mlp_bias)
+                m.down_bias = layout_.add(g, mp + ".down.bias", {C}, Init::zeros, 0, false);
             return m;
         };
         switch (c.mlp) {
@@ -76,9 +79,11 @@ void Transformer::build_layout() {
                 break;
             case MlpKind::moe: {
                 MoeParams mp;
-                mp.router = layout_.add(g, pre + ".moe.router.weight", {c.moe.n_experts, C}, Init::normal);
+                mp.router =
+                    layout_.add(g, pre + ".moe.router.weight", {c.moe.n_experts, C}, Init::normal);
                 for (int64_t e = 0; e < c.moe.n_experts; ++e) {
-                    mp.experts.push_back(mlp_params(pre + ".moe.experts." + std::to_string(e), 2 * FF));
+                    mp.experts.push_back(
+                        mlp_params(pre + ".moe.experts." + std::to_string(e), 2 * FF));
                 }
                 moe_.emplace_back(cfg_, std::move(mp));
                 break;
@@ -88,10 +93,13 @@ void Transformer::build_layout() {
     int hg = static_cast<int>(c.n_layers) + 1;
     layout_.add_group("head");
     final_norm_ = norm(hg, "head.norm");
-    lm_head_ = c.tied_embeddings ? wte_ : layout_.add(hg, "head.out.weight", {c.vocab_size, C}, Init::normal);
+    lm_head_ = c.tied_embeddings
+                   ? wte_
+                   : layout_.add(hg, "head.out.weight", {c.vocab_size, C}, Init::normal);
 }
 
-void Transformer::embed_forward(const Tensor& ids, const Tensor& positions, const Tensor& out) const {
+void Transformer::embed_forward(const Tensor& ids, const Tensor& positions,
+                                const Tensor& out) const {
     ops::embedding_forward(out, ids, binding_.w(wte_));
     if (wpe_ != kNoParam) ops::embedding_forward(out, positions, binding_.w(wpe_), true);
 }
@@ -137,8 +145,8 @@ void Transformer::block_backward(int64_t l, BlockState& st, const Tensor& in, co
     norm1_[li].backward(binding_, dres, dxn, in, st.mean1, st.rstd1);
 }
 
-LossStats Transformer::run(const TrainBatch& batch, bool backward, float ce_scale,
-                           float loss_scale, GroupHooks* hooks, Tensor* logits_out) {
+LossStats Transformer::run(const TrainBatch& batch, bool backward, float ce_scale, float loss_scale,
+                           GroupHooks* hooks, Tensor* logits_out) {
     GroupHooks none;
     GroupHooks& h = hooks ? *hooks : none;
     const Tensor& ids = batch.input_ids;
@@ -167,16 +175,20 @@ LossStats Transformer::run(const TrainBatch& batch, bool backward, float ce_scal
         if (!scratch_) scratch_ = std::make_unique<BlockState>();
         blocks_.clear();
     } else {
-        while (static_cast<int64_t>(blocks_.size()) < L) blocks_.push_back(std::make_unique<BlockState>());
+        while (static_cast<int64_t>(blocks_.size()) < L)
+            blocks_.push_back(std::make_unique<BlockState>());
     }
-    auto state = [&](int64_t l) -> BlockState& { return ckpt ? *scratch_ : *blocks_[static_cast<size_t>(l)]; };
+    auto state = [&](int64_t l) -> BlockState& {
+        return ckpt ? *scratch_ : *blocks_[static_cast<size_t>(l)];
+    };
 
     h.before_forward(embed_group());
     embed_forward(flat_ids, positions_, residuals_[0]);
     h.after_forward(embed_group());
     for (int64_t l = 0; l < L; ++l) {
         h.before_forward(block_group(l));
-        block_forward(l, state(l), residuals_[static_cast<size_t>(l)], residuals_[static_cast<size_t>(l + 1)], B, T, stats);
+        block_forward(l, state(l), residuals_[static_cast<size_t>(l)],
+                      residuals_[static_cast<size_t>(l + 1)], B, T, stats);
         h.after_forward(block_group(l));
     }
 
@@ -202,8 +214,9 @@ LossStats Transformer::run(const TrainBatch& batch, bool backward, float ce_scal
         ops::linear_forward(logits, xf.slice(0, a, b), wout);
         if (!flat_tgt.defined()) continue;
         ops::CrossEntropyOptions co{-100, ce_scale * loss_scale};
-        stats_out.n_tokens += ops::cross_entropy(losses.slice(0, a, b), backward ? logits : Tensor(),
-                                                 logits, flat_tgt.slice(0, a, b), co);
+        stats_out.n_tokens +=
+            ops::cross_entropy(losses.slice(0, a, b), backward ? logits : Tensor(), logits,
+                               flat_tgt.slice(0, a, b), co);
         if (backward) {
             Tensor dl = logits.dtype() == ct ? logits : logits.to(ct);
             ops::linear_backward(dxf.slice(0, a, b), binding_.g(lm_head_), Tensor(), dl,
@@ -240,7 +253,8 @@ LossStats Transformer::run(const TrainBatch& batch, bool backward, float ce_scal
         if (ckpt) {
             // Re-run this block's forward to rebuild its activations (its output is discarded;
             // the router statistics were already counted in the first forward).
-            Tensor out = Tensor::empty({N, C}, DType::f32, core::Device::cpu(), core::MemCategory::buffers);
+            Tensor out =
+                Tensor::empty({N, C}, DType::f32, core::Device::cpu(), core::MemCategory::buffers);
             block_forward(l, *scratch_, in, out, B, T, nullptr);
         }
         block_backward(l, state(l), in, dres, B, T, aux_scale);
@@ -278,8 +292,10 @@ Tensor Transformer::forward_tokens(const Tensor& ids, const Tensor& positions, K
     Tensor r = Tensor::empty({N, C}, DType::f32, core::Device::cpu(), core::MemCategory::buffers);
     embed_forward(ids, positions, r);
     Tensor xn = Tensor::empty({N, C}, ct, core::Device::cpu(), core::MemCategory::buffers);
-    Tensor qkv = Tensor::empty({N, cfg_.qkv_dim()}, ct, core::Device::cpu(), core::MemCategory::buffers);
-    Tensor att = Tensor::empty({N, cfg_.q_dim()}, ct, core::Device::cpu(), core::MemCategory::buffers);
+    Tensor qkv =
+        Tensor::empty({N, cfg_.qkv_dim()}, ct, core::Device::cpu(), core::MemCategory::buffers);
+    Tensor att =
+        Tensor::empty({N, cfg_.q_dim()}, ct, core::Device::cpu(), core::MemCategory::buffers);
     const int64_t W = cfg_.qkv_dim();
     Tensor q = qkv.as_strided({N, cfg_.n_heads, HS}, {W, HS, 1}, 0);
     Tensor k = qkv.as_strided({N, cfg_.n_kv_heads, HS}, {W, HS, 1}, cfg_.q_dim());
@@ -307,7 +323,8 @@ Tensor Transformer::forward_tokens(const Tensor& ids, const Tensor& positions, K
         }
     }
     auto M = static_cast<int64_t>(logit_rows.size());
-    Tensor rows = Tensor::empty({M, C}, DType::f32, core::Device::cpu(), core::MemCategory::buffers);
+    Tensor rows =
+        Tensor::empty({M, C}, DType::f32, core::Device::cpu(), core::MemCategory::buffers);
     for (int64_t i = 0; i < M; ++i) {
         int64_t src = logit_rows[static_cast<size_t>(i)];
         ZS_CHECK_T(ShapeError, src >= 0 && src < N, "logit row {} outside [0, {})", src, N);

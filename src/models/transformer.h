@@ -25,9 +25,9 @@
 namespace zs::models {
 
 struct RunConfig {
-    DType compute_dtype = DType::f32;   // activations and matmul inputs: f32 or bf16
+    DType compute_dtype = DType::f32;  // activations and matmul inputs: f32 or bf16
     bool activation_checkpointing = false;
-    int64_t logits_chunk = 1024;        // rows of logits materialised at once in training
+    int64_t logits_chunk = 1024;  // rows of logits materialised at once in training
 };
 
 struct TrainBatch {
@@ -89,8 +89,8 @@ private:
     void embed_forward(const Tensor& ids, const Tensor& positions, const Tensor& out) const;
     void block_forward(int64_t l, BlockState& st, const Tensor& in, const Tensor& out, int64_t B,
                        int64_t T, RouterStats* stats);
-    void block_backward(int64_t l, BlockState& st, const Tensor& in, const Tensor& dres,
-                        int64_t B, int64_t T, double aux_scale);
+    void block_backward(int64_t l, BlockState& st, const Tensor& in, const Tensor& dres, int64_t B,
+                        int64_t T, double aux_scale);
     LossStats run(const TrainBatch& batch, bool backward, float ce_scale, float loss_scale,
                   GroupHooks* hooks, Tensor* logits_out);
 

@@ -3,10 +3,10 @@
 // inference with a KV cache equal to the training forward, bf16 close to f32, and config errors.
 #include "models/transformer.h"
 
-#include <gtest/gtest.h>
-
 #include <cmath>
 #include <random>
+
+#include <gtest/gtest.h>
 
 #include "models/kv_cache.h"
 #include "ops/activation.h"
@@ -92,7 +92,8 @@ void check_gradients(const char* json, float eps = 1e-3f) {
             for (int g = 0; g < s.model->layout().n_groups(); ++g) {
                 float* w = s.params->group_weights(g).data<float>();
                 const float* dp = dirs[static_cast<size_t>(g)].data<float>();
-                for (int64_t i = 0; i < dirs[static_cast<size_t>(g)].numel(); ++i) w[i] += sign * eps * dp[i];
+                for (int64_t i = 0; i < dirs[static_cast<size_t>(g)].numel(); ++i)
+                    w[i] += sign * eps * dp[i];
             }
         };
         shift(1.0f);
@@ -101,7 +102,8 @@ void check_gradients(const char* json, float eps = 1e-3f) {
         double lm = total();
         shift(1.0f);
         double fd = (lp - lm) / (2.0 * eps);
-        EXPECT_NEAR(fd, gd, 2e-2 * std::fabs(gd) + 2e-6 / eps) << c.model_type << " trial " << trial;
+        EXPECT_NEAR(fd, gd, 2e-2 * std::fabs(gd) + 2e-6 / eps)
+            << c.model_type << " trial " << trial;
     }
 }
 
@@ -145,15 +147,18 @@ TEST(Transformer, KvCacheDecodeEqualsFullForward) {
         for (int64_t i = 0; i < T; ++i) pos.data<int32_t>()[i] = static_cast<int32_t>(i);
         std::vector<int64_t> all(P);
         for (int64_t i = 0; i < P; ++i) all[static_cast<size_t>(i)] = i;
-        Tensor pre = s.model->forward_tokens(ids.view({T}).slice(0, 0, P), pos.slice(0, 0, P), kv, all);
+        Tensor pre =
+            s.model->forward_tokens(ids.view({T}).slice(0, 0, P), pos.slice(0, 0, P), kv, all);
         kv.commit(P);
         auto want = zs::ops::reference::from_tensor(full.slice(0, 0, P));
         EXPECT_TRUE(zs::test::all_close(pre, want, {1e-4, 1e-4}, c.model_type + " prefill"));
         for (int64_t t = P; t < T; ++t) {
-            Tensor step = s.model->forward_tokens(ids.view({T}).slice(0, t, t + 1), pos.slice(0, t, t + 1), kv, {0});
+            Tensor step = s.model->forward_tokens(ids.view({T}).slice(0, t, t + 1),
+                                                  pos.slice(0, t, t + 1), kv, {0});
             kv.commit(1);
-            EXPECT_TRUE(zs::test::all_close(step, zs::ops::reference::from_tensor(full.slice(0, t, t + 1)),
-                                            {1e-4, 1e-4}, c.model_type + " decode"));
+            EXPECT_TRUE(
+                zs::test::all_close(step, zs::ops::reference::from_tensor(full.slice(0, t, t + 1)),
+                                    {1e-4, 1e-4}, c.model_type + " decode"));
         }
     }
 }
@@ -182,11 +187,14 @@ TEST(Config, ErrorsNameTheField) {
             << e.what();
     }
     EXPECT_THROW(parse_hf_config(R"({"model_type": "bert"})", "c"), ConfigError);
-    EXPECT_THROW(parse_hf_config(R"({"model_type": "gpt2", "vocab_size": "many"})", "c"), ConfigError);
+    EXPECT_THROW(parse_hf_config(R"({"model_type": "gpt2", "vocab_size": "many"})", "c"),
+                 ConfigError);
     EXPECT_THROW(parse_hf_config("{not json", "c"), ConfigError);
     EXPECT_THROW(parse_hf_config(R"({"model_type": "llama", "vocab_size": 10, "hidden_size": 32,
         "num_hidden_layers": 1, "num_attention_heads": 4, "num_key_value_heads": 3,
-        "intermediate_size": 8, "max_position_embeddings": 8})", "c"), ConfigError);
+        "intermediate_size": 8, "max_position_embeddings": 8})",
+                                 "c"),
+                 ConfigError);
 }
 
 }  // namespace

@@ -37,8 +37,8 @@ const Tensor& opt_grad(const ParamBinding& p, ParamId id) {
 
 // ---------------------------------------------------------------------------------------- Norm
 
-void Norm::forward(const ParamBinding& p, const Tensor& out, const Tensor& mean,
-                   const Tensor& rstd, const Tensor& x) const {
+void Norm::forward(const ParamBinding& p, const Tensor& out, const Tensor& mean, const Tensor& rstd,
+                   const Tensor& x) const {
     switch (kind_) {
         case NormKind::layernorm:
             ops::layernorm_forward(out, mean, rstd, x, p.w(w_), p.w(b_), eps_);
@@ -85,7 +85,8 @@ void Attention::forward(const ParamBinding& p, Saved& s, const Tensor& residual,
     ops::linear_forward(s.qkv, x, p.w(p_.wqkv), opt(p, p_.bqkv));
     if (rope_) {
         int64_t W = cfg_->qkv_dim(), HS = cfg_->head_dim;
-        ops::rope_forward(s.qkv.as_strided({N, cfg_->n_heads, HS}, {W, HS, 1}, 0), positions, *rope_);
+        ops::rope_forward(s.qkv.as_strided({N, cfg_->n_heads, HS}, {W, HS, 1}, 0), positions,
+                          *rope_);
         ops::rope_forward(s.qkv.as_strided({N, cfg_->n_kv_heads, HS}, {W, HS, 1}, cfg_->q_dim()),
                           positions, *rope_);
     }
@@ -112,7 +113,8 @@ void Attention::backward(const ParamBinding& p, const Saved& s, const Tensor& dx
                             v_view(s.qkv, B, T), s.att.view(heads), s.lse);
     if (rope_) {
         int64_t W = cfg_->qkv_dim(), HS = cfg_->head_dim;
-        ops::rope_backward(dqkv.as_strided({N, cfg_->n_heads, HS}, {W, HS, 1}, 0), positions, *rope_);
+        ops::rope_backward(dqkv.as_strided({N, cfg_->n_heads, HS}, {W, HS, 1}, 0), positions,
+                           *rope_);
         ops::rope_backward(dqkv.as_strided({N, cfg_->n_kv_heads, HS}, {W, HS, 1}, cfg_->q_dim()),
                            positions, *rope_);
     }
@@ -121,7 +123,8 @@ void Attention::backward(const ParamBinding& p, const Saved& s, const Tensor& dx
 
 // ----------------------------------------------------------------------------------------- Mlp
 
-void Mlp::run(const ParamBinding& p, Saved& s, const Tensor& out, const Tensor& x, float beta) const {
+void Mlp::run(const ParamBinding& p, Saved& s, const Tensor& out, const Tensor& x,
+              float beta) const {
     const int64_t N = x.size(0);
     DType ct = x.dtype();
     switch (kind_) {

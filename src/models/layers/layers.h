@@ -129,12 +129,12 @@ struct RouterStats {
 class Moe {
 public:
     struct Saved {
-        Tensor logits, probs;         // [N, E] f32
-        Tensor weights, indices;      // [N, k] f32 / i32
+        Tensor logits, probs;                    // [N, E] f32
+        Tensor weights, indices;                 // [N, k] f32 / i32
         std::vector<std::vector<int64_t>> rows;  // per expert: flat (token * k + slot) routed in
-        std::vector<Tensor> xe;       // per expert: gathered inputs [Ne, C] ct
-        std::vector<Mlp::Saved> mlp;  // per expert
-        std::vector<Tensor> ye;       // per expert: outputs [Ne, C] f32 (before gate weight)
+        std::vector<Tensor> xe;                  // per expert: gathered inputs [Ne, C] ct
+        std::vector<Mlp::Saved> mlp;             // per expert
+        std::vector<Tensor> ye;  // per expert: outputs [Ne, C] f32 (before gate weight)
     };
     Moe() = default;
     Moe(const ModelConfig& cfg, MoeParams p);

@@ -27,7 +27,8 @@ double RouterStats::aux_loss(int64_t n_experts) const {
 }
 
 Moe::Moe(const ModelConfig& cfg, MoeParams p) : cfg_(&cfg), p_(std::move(p)) {
-    for (const MlpParams& e : p_.experts) experts_.emplace_back(MlpKind::swiglu, cfg.intermediate, e);
+    for (const MlpParams& e : p_.experts)
+        experts_.emplace_back(MlpKind::swiglu, cfg.intermediate, e);
 }
 
 void Moe::forward(const ParamBinding& p, Saved& s, const Tensor& residual, const Tensor& x,
@@ -61,8 +62,10 @@ void Moe::forward(const ParamBinding& p, Saved& s, const Tensor& residual, const
     if (stats) {
         const float* pr = s.probs.data<float>();
         for (int64_t n = 0; n < N; ++n) {
-            for (int64_t e = 0; e < E; ++e) stats->prob_sum[static_cast<size_t>(e)] += pr[n * E + e];
-            for (int j = 0; j < k; ++j) stats->sel_count[static_cast<size_t>(idx[n * k + j])] += 1.0;
+            for (int64_t e = 0; e < E; ++e)
+                stats->prob_sum[static_cast<size_t>(e)] += pr[n * E + e];
+            for (int j = 0; j < k; ++j)
+                stats->sel_count[static_cast<size_t>(idx[n * k + j])] += 1.0;
         }
         stats->n_rows += N;
     }
@@ -143,7 +146,8 @@ void Moe::backward(const ParamBinding& p, const Saved& s, const Tensor& dx, cons
         float* dp = dprobs.data<float>();
         for (int64_t n = 0; n < N; ++n) {
             for (int64_t e = 0; e < E; ++e) {
-                dp[n * E + e] = static_cast<float>(aux_scale * stats->sel_count[static_cast<size_t>(e)]);
+                dp[n * E + e] =
+                    static_cast<float>(aux_scale * stats->sel_count[static_cast<size_t>(e)]);
             }
         }
     }
