@@ -1,5 +1,6 @@
 #include "models/params.h"
 
+#include <algorithm>
 #include <random>
 
 #include "base/error.h"
@@ -101,26 +102,30 @@ void DenseParams::zero_grads() const {
     }
 }
 
+void init_param_values(const ParamInfo& p, ParamId id, uint64_t seed, float* out) {
+    const int64_t n = p.numel();
+    switch (p.init) {
+        case Init::normal: {
+            std::mt19937_64 gen(seed ^ (0x9e3779b97f4a7c15ull * static_cast<uint64_t>(id + 1)));
+            std::normal_distribution<float> nd(0.0f, p.init_std);
+            for (int64_t j = 0; j < n; ++j) out[j] = nd(gen);
+            return;
+        }
+        case Init::zeros:
+            std::fill(out, out + n, 0.0f);
+            return;
+        case Init::ones:
+            std::fill(out, out + n, 1.0f);
+            return;
+    }
+}
+
 void DenseParams::init(uint64_t seed) const {
-    std::mt19937_64 gen(seed);
     for (size_t i = 0; i < layout_.params().size(); ++i) {
         const ParamInfo& p = layout_.params()[i];
         Tensor f =
             Tensor::empty(p.shape, DType::f32, core::Device::cpu(), core::MemCategory::buffers);
-        float* d = f.data<float>();
-        switch (p.init) {
-            case Init::normal: {
-                std::normal_distribution<float> n(0.0f, p.init_std);
-                for (int64_t j = 0; j < f.numel(); ++j) d[j] = n(gen);
-                break;
-            }
-            case Init::zeros:
-                f.zero();
-                break;
-            case Init::ones:
-                f.fill(1.0);
-                break;
-        }
+        init_param_values(p, static_cast<ParamId>(i), seed, f.data<float>());
         weight(static_cast<ParamId>(i)).copy_from(f);
     }
 }

@@ -104,6 +104,10 @@ public:
     virtual void after_backward(int group) { (void)group; }
 };
 
+// The initial values of one parameter, f32 [numel], from its Init and a generator seeded by
+// (seed, id): a parameter's values do not depend on which rank or in which order it is built.
+void init_param_values(const ParamInfo& p, ParamId id, uint64_t seed, float* out);
+
 // Dense storage for every group: one flat weight buffer (and optionally one flat f32 gradient
 // buffer) per group, bound once. Inference and ZeRO stages 0-2 use this.
 class DenseParams {

@@ -98,6 +98,11 @@ void Transformer::build_layout() {
                    : layout_.add(hg, "head.out.weight", {c.vocab_size, C}, Init::normal);
 }
 
+std::vector<int> Transformer::grad_groups(int g) const {
+    if (g == head_group() && cfg_.tied_embeddings) return {g, embed_group()};
+    return {g};
+}
+
 void Transformer::embed_forward(const Tensor& ids, const Tensor& positions,
                                 const Tensor& out) const {
     ops::embedding_forward(out, ids, binding_.w(wte_));
@@ -192,8 +197,13 @@ LossStats Transformer::run(const TrainBatch& batch, bool backward, float ce_scal
         h.after_forward(block_group(l));
     }
 
-    // Head: final norm, then the vocabulary projection and loss in row chunks.
-    h.before_forward(head_group());
+    // Head: final norm, then the vocabulary projection and loss in row chunks. In training the
+    // head's forward and backward run back to back, so it is one backward-phase use.
+    if (backward) {
+        h.before_backward(head_group());
+    } else {
+        h.before_forward(head_group());
+    }
     if (cfg_.tied_embeddings) h.before_forward(embed_group());
     const Tensor& rL = residuals_[static_cast<size_t>(L)];
     Tensor xf = Tensor::empty({N, C}, ct), meanf, rstdf = Tensor::empty({N}, DType::f32);
@@ -235,7 +245,6 @@ LossStats Transformer::run(const TrainBatch& batch, bool backward, float ce_scal
     }
 
     // Backward: head, blocks in reverse, embedding. dres carries d(loss)/d(residual).
-    h.before_backward(head_group());
     Tensor dres = Tensor::zeros({N, C}, DType::f32);
     final_norm_.backward(binding_, dres, dxf, rL, meanf, rstdf);
     if (cfg_.tied_embeddings) h.after_forward(embed_group());

@@ -67,6 +67,11 @@ public:
     int head_group() const { return static_cast<int>(cfg_.n_layers) + 1; }
     // The parameter the output projection reads (the token embedding when tied).
     ParamId lm_head_param() const { return lm_head_; }
+    // Groups whose gradients the backward of group g writes (the head also writes the token
+    // embedding's when tied). Hook order per training micro-batch: BF/AF(embed), BF/AF(block i)
+    // ascending, BB(head) [BF(embed) .. AF(embed) when tied] AB(head), BB/AB(block i)
+    // descending, BB/AB(embed); every before_* is matched by its after_*.
+    std::vector<int> grad_groups(int g) const;
 
     // One micro-batch: forward, loss and backward. Gradients (+=) of
     //   loss_scale * (sum of token losses * ce_scale + aux_loss_coef * aux_loss)

@@ -1,0 +1,398 @@
+#include "zero/engine.h"
+
+#include <algorithm>
+
+#include "base/error.h"
+#include "base/log.h"
+
+namespace zs::zero {
+
+using core::MemCategory;
+
+struct Engine::Group {
+    Tensor master;      // f32 [S] (stage >= 1) or [P] (stage 0); may alias the compute weights
+    Tensor states[2];   // optimizer states, shaped like master
+    Tensor full_w;      // ct [P]: stages 0-2 always; stage 3 while gathered
+    Tensor shard_w;     // ct [S]: stage 3 (aliases master when ct is f32)
+    Tensor full_g;      // f32 [P]: stages 0-1 always; stages 2-3 during backward
+    Tensor shard_g;     // f32 [S]: reduced gradient shard (stages >= 1)
+    Tensor reduce_out;  // f32 [S]: in-flight reduce-scatter output
+    bool master_aliases_compute = false;
+    int refs = 0;
+    bool gathered = false, gather_pending = false, persistent = false;
+    comm::Work gather_work;
+    bool reduce_pending = false;
+    comm::Work reduce_work;
+};
+
+Engine::Engine(const models::ParamLayout& layout, models::ParamBinding& binding,
+               comm::Communicator& dp, Config cfg, DType compute_dtype, optim::Options opt,
+               std::function<std::vector<int>(int)> grad_groups)
+    : layout_(layout),
+      binding_(binding),
+      dp_(dp),
+      cfg_(cfg),
+      ct_(compute_dtype),
+      optimizer_(opt),
+      grad_groups_(std::move(grad_groups)),
+      rank_(dp.rank()),
+      world_(dp.size()) {
+    ZS_CHECK_T(ConfigError, cfg_.stage >= 0 && cfg_.stage <= 3,
+               "zero_optimization.stage must be 0, 1, 2 or 3 (got {})", cfg_.stage);
+    const bool f32 = ct_ == DType::f32;
+    for (int g = 0; g < layout.n_groups(); ++g) {
+        GroupShard s;
+        s.numel = layout.group(g).numel;
+        s.padded = (s.numel + world_ - 1) / world_ * world_;
+        s.size = s.padded / world_;
+        s.begin = cfg_.stage == 0 ? 0 : rank_ * s.size;
+        s.end = cfg_.stage == 0 ? s.numel : std::min(s.numel, s.begin + s.size);
+        s.end = std::max(s.end, s.begin);
+        if (cfg_.stage == 0) s.size = s.padded;
+        shards_.push_back(s);
+
+        auto gr = std::make_unique<Group>();
+        const int64_t P = s.padded, S = s.size;
+        auto zeros = [](int64_t n, DType t, MemCategory c) {
+            return Tensor::zeros({n}, t, core::Device::cpu(), c);
+        };
+        switch (cfg_.stage) {
+            case 0:
+                gr->full_w = zeros(P, ct_, MemCategory::params);
+                gr->master = f32 ? gr->full_w : zeros(P, DType::f32, MemCategory::optimizer);
+                gr->full_g = zeros(P, DType::f32, MemCategory::grads);
+                break;
+            case 1:
+            case 2:
+                gr->full_w = zeros(P, ct_, MemCategory::params);
+                gr->master = f32 ? gr->full_w.slice(0, s.begin, s.begin + S)
+                                 : zeros(S, DType::f32, MemCategory::optimizer);
+                if (cfg_.stage == 1) gr->full_g = zeros(P, DType::f32, MemCategory::grads);
+                gr->shard_g = zeros(S, DType::f32, MemCategory::grads);
+                break;
+            case 3:
+                gr->master = zeros(S, DType::f32, MemCategory::optimizer);
+                gr->shard_w = f32 ? gr->master : zeros(S, ct_, MemCategory::params);
+                gr->shard_g = zeros(S, DType::f32, MemCategory::grads);
+                gr->persistent = P <= cfg_.persistence_threshold;
+                break;
+            default:
+                ZS_ASSERT(false);
+        }
+        gr->master_aliases_compute = f32;
+        for (int i = 0; i < optimizer_.n_states(); ++i) {
+            gr->states[i] = zeros(gr->master.numel(), DType::f32, MemCategory::optimizer);
+        }
+        groups_.push_back(std::move(gr));
+        bind(g);
+    }
+}
+
+Engine::~Engine() {
+    // Complete what is in flight so no collective references freed buffers.
+    for (auto& gr : groups_) {
+        try {
+            if (gr->gather_pending) gr->gather_work.wait();
+            if (gr->reduce_pending) gr->reduce_work.wait();
+        } catch (const std::exception& e) {
+            log_warn("zero: a collective failed during shutdown: {}", e.what());
+        }
+    }
+}
+
+// ----------------------------------------------------------------------------------- weights
+
+void Engine::load_group(int g, const Tensor& full) {
+    const GroupShard& s = shards_[static_cast<size_t>(g)];
+    Group& gr = *groups_[static_cast<size_t>(g)];
+    ZS_CHECK_T(ShapeError, full.numel() == s.numel && full.dtype() == DType::f32,
+               "zero: group {} expects f32 [{}], got {}", layout_.group(g).name, s.numel,
+               full.str());
+    Tensor flat = full.contiguous().view({s.numel});
+    if (cfg_.stage == 0) {
+        gr.master.slice(0, 0, s.numel).copy_from(flat);
+    } else if (s.end > s.begin) {
+        gr.master.slice(0, 0, s.end - s.begin).copy_from(flat.slice(0, s.begin, s.end));
+    }
+    if (cfg_.stage <= 2) {
+        if (!gr.master_aliases_compute || cfg_.stage > 0)
+            gr.full_w.slice(0, 0, s.numel).copy_from(flat);
+    } else {
+        if (!gr.master_aliases_compute && s.end > s.begin) {
+            gr.shard_w.slice(0, 0, s.end - s.begin).copy_from(flat.slice(0, s.begin, s.end));
+        }
+        gr.gathered = false;
+        gr.full_w = Tensor();
+        bind(g);
+    }
+}
+
+void Engine::init_weights(uint64_t seed) {
+    for (int g = 0; g < layout_.n_groups(); ++g) {
+        const models::GroupInfo& gi = layout_.group(g);
+        Tensor full =
+            Tensor::zeros({gi.numel}, DType::f32, core::Device::cpu(), MemCategory::buffers);
+        float* p = full.data<float>();
+        for (models::ParamId id : gi.params) {
+            const models::ParamInfo& pi = layout_.param(id);
+            models::init_param_values(pi, id, seed, p + pi.offset);
+        }
+        load_group(g, full);
+    }
+}
+
+Tensor Engine::gather_group(int g) {
+    const GroupShard& s = shards_[static_cast<size_t>(g)];
+    Group& gr = *groups_[static_cast<size_t>(g)];
+    if (cfg_.stage == 0 || world_ == 1)
+        return gr.master.slice(0, 0, s.numel).clone(MemCategory::buffers);
+    Tensor full = Tensor::empty({s.padded}, DType::f32, core::Device::cpu(), MemCategory::buffers);
+    Tensor mine = gr.master.clone(MemCategory::buffers);  // [S]
+    dp_.allgather(full, mine).wait();
+    return full.slice(0, 0, s.numel);
+}
+
+Tensor Engine::master_shard(int g) const {
+    const GroupShard& s = shards_[static_cast<size_t>(g)];
+    return groups_[static_cast<size_t>(g)]->master.slice(0, 0, s.end - s.begin);
+}
+
+Tensor Engine::state_shard(int g, int i) const {
+    const GroupShard& s = shards_[static_cast<size_t>(g)];
+    return groups_[static_cast<size_t>(g)]->states[i].slice(0, 0, s.end - s.begin);
+}
+
+// ------------------------------------------------------------------------------------- hooks
+
+void Engine::bind(int g) {
+    Group& gr = *groups_[static_cast<size_t>(g)];
+    const GroupShard& s = shards_[static_cast<size_t>(g)];
+    Tensor w = gr.full_w.defined() ? gr.full_w.slice(0, 0, s.numel) : Tensor();
+    Tensor gd = gr.full_g.defined() ? gr.full_g.slice(0, 0, s.numel) : Tensor();
+    binding_.bind_group(g, w, gd);
+}
+
+void Engine::launch_gather(int g) {
+    Group& gr = *groups_[static_cast<size_t>(g)];
+    const GroupShard& s = shards_[static_cast<size_t>(g)];
+    gr.full_w = Tensor::empty({s.padded}, ct_, core::Device::cpu(), MemCategory::params);
+    gr.gather_work = dp_.allgather(gr.full_w, gr.shard_w);
+    gr.gather_pending = true;
+    live_numel_ += s.padded;
+}
+
+void Engine::wait_gather(int g) {
+    Group& gr = *groups_[static_cast<size_t>(g)];
+    if (!gr.gather_pending) return;
+    gr.gather_work.wait();
+    gr.gather_pending = false;
+    gr.gathered = true;
+}
+
+void Engine::prefetch() {
+    if (cfg_.stage != 3 || recording_) return;
+    int64_t budget = cfg_.prefetch_numel;
+    for (size_t i = cursor_; i < trace_.size() && budget > 0; ++i) {
+        int g = trace_[i];
+        Group& gr = *groups_[static_cast<size_t>(g)];
+        const GroupShard& s = shards_[static_cast<size_t>(g)];
+        if (gr.gathered || gr.gather_pending) continue;
+        if (live_numel_ + s.padded > cfg_.max_live_numel) break;
+        launch_gather(g);
+        budget -= s.padded;
+    }
+}
+
+void Engine::acquire(int g) {
+    Group& gr = *groups_[static_cast<size_t>(g)];
+    ++gr.refs;
+    if (cfg_.stage != 3) return;
+    if (recording_) {
+        trace_.push_back(g);
+    } else if (cursor_ < trace_.size() && trace_[cursor_] == g) {
+        ++cursor_;
+    } else {
+        // The execution order changed (it should not): stop prefetching rather than guess.
+        log_debug("zero: group {} out of the recorded order; prefetch disabled", g);
+        trace_.clear();
+        cursor_ = 0;
+    }
+    if (!gr.gathered) {
+        if (!gr.gather_pending) launch_gather(g);
+        wait_gather(g);
+        bind(g);
+    }
+    prefetch();
+}
+
+void Engine::release(int g) {
+    Group& gr = *groups_[static_cast<size_t>(g)];
+    ZS_ASSERT(gr.refs > 0, "zero: group {} released more often than acquired", g);
+    if (--gr.refs > 0 || cfg_.stage != 3 || gr.persistent) return;
+    // Keep it when it is used again next (e.g. the head's forward then backward).
+    if (!recording_ && cursor_ < trace_.size() && trace_[cursor_] == g) return;
+    gr.full_w = Tensor();
+    gr.gathered = false;
+    live_numel_ -= shards_[static_cast<size_t>(g)].padded;
+    bind(g);
+}
+
+void Engine::ensure_grads(int g) {
+    Group& gr = *groups_[static_cast<size_t>(g)];
+    if (cfg_.stage <= 1) return;  // permanent full gradients
+    if (gr.reduce_pending) complete_reduce(g);
+    if (!gr.full_g.defined()) {
+        gr.full_g = Tensor::zeros({shards_[static_cast<size_t>(g)].padded}, DType::f32,
+                                  core::Device::cpu(), MemCategory::grads);
+        bind(g);
+    }
+}
+
+void Engine::launch_reduce(int g) {
+    Group& gr = *groups_[static_cast<size_t>(g)];
+    const GroupShard& s = shards_[static_cast<size_t>(g)];
+    if (gr.reduce_pending) complete_reduce(g);
+    if (cfg_.stage == 0) {
+        if (world_ > 1) gr.reduce_work = dp_.allreduce(gr.full_g, comm::ReduceOp::sum);
+    } else {
+        gr.reduce_out =
+            Tensor::empty({s.size}, DType::f32, core::Device::cpu(), MemCategory::grads);
+        gr.reduce_work = dp_.reduce_scatter(gr.reduce_out, gr.full_g);
+    }
+    gr.reduce_pending = true;
+    if (!cfg_.overlap_comm) complete_reduce(g);
+}
+
+void Engine::complete_reduce(int g) {
+    Group& gr = *groups_[static_cast<size_t>(g)];
+    if (!gr.reduce_pending) return;
+    if (cfg_.stage == 0 && world_ == 1) {
+        gr.reduce_pending = false;
+        return;
+    }
+    gr.reduce_work.wait();
+    gr.reduce_pending = false;
+    if (cfg_.stage == 0) return;
+    if (cfg_.stage == 1) {
+        gr.shard_g.copy_from(gr.reduce_out);
+    } else {
+        // Stages 2-3: accumulate this micro-batch's reduced shard; drop the full gradients.
+        float* dst = gr.shard_g.data<float>();
+        const float* src = gr.reduce_out.data<float>();
+        for (int64_t i = 0; i < gr.shard_g.numel(); ++i) dst[i] += src[i];
+        gr.full_g = Tensor();
+        bind(g);
+    }
+    gr.reduce_out = Tensor();
+}
+
+void Engine::before_forward(int g) { acquire(g); }
+void Engine::after_forward(int g) { release(g); }
+
+void Engine::before_backward(int g) {
+    acquire(g);
+    for (int gg : grad_groups_(g)) ensure_grads(gg);
+}
+
+void Engine::after_backward(int g) {
+    release(g);
+    bool last = micro_ + 1 >= n_micro_;
+    if (cfg_.stage >= 2 || last) launch_reduce(g);
+}
+
+// -------------------------------------------------------------------------------------- step
+
+void Engine::begin_step(int n_micro) {
+    n_micro_ = std::max(1, n_micro);
+    micro_ = 0;
+    cursor_ = 0;
+    for (auto& gr : groups_) {
+        if (gr->full_g.defined() && cfg_.stage <= 1) gr->full_g.zero();
+        if (gr->shard_g.defined()) gr->shard_g.zero();
+    }
+}
+
+void Engine::end_micro_batch() { ++micro_; }
+
+void Engine::finish_grads() {
+    for (int g = 0; g < layout_.n_groups(); ++g) complete_reduce(g);
+}
+
+std::vector<optim::Segment> Engine::segments() {
+    std::vector<optim::Segment> segs;
+    for (int g = 0; g < layout_.n_groups(); ++g) {
+        const GroupShard& s = shards_[static_cast<size_t>(g)];
+        Group& gr = *groups_[static_cast<size_t>(g)];
+        const float* grad = cfg_.stage == 0 ? gr.full_g.data<float>() : gr.shard_g.data<float>();
+        for (models::ParamId id : layout_.group(g).params) {
+            const models::ParamInfo& p = layout_.param(id);
+            int64_t lo = std::max(p.offset, s.begin), hi = std::min(p.offset + p.numel(), s.end);
+            if (hi <= lo) continue;
+            int64_t local = lo - s.begin;  // index into shard-sized buffers
+            optim::Segment seg{};
+            seg.master = gr.master.data<float>() + local;
+            seg.grad = grad + local;
+            seg.state0 = optimizer_.n_states() > 0 ? gr.states[0].data<float>() + local : nullptr;
+            seg.state1 = optimizer_.n_states() > 1 ? gr.states[1].data<float>() + local : nullptr;
+            seg.n = hi - lo;
+            seg.decay = p.weight_decay;
+            seg.compute = nullptr;
+            seg.compute_dtype = ct_;
+            if (!gr.master_aliases_compute) {
+                size_t es = core::dtype_size(ct_);
+                if (cfg_.stage <= 2) {
+                    seg.compute =
+                        static_cast<char*>(gr.full_w.data_ptr()) + static_cast<size_t>(lo) * es;
+                } else {
+                    seg.compute =
+                        static_cast<char*>(gr.shard_w.data_ptr()) + static_cast<size_t>(local) * es;
+                }
+            }
+            segs.push_back(seg);
+        }
+    }
+    return segs;
+}
+
+double Engine::grad_sq_norm() {
+    auto segs = segments();
+    double local = optim::sum_squares(segs);
+    if (cfg_.stage == 0 || world_ == 1) return local;
+    Tensor t = Tensor::empty({1}, DType::f32, core::Device::cpu(), MemCategory::buffers);
+    t.data<float>()[0] = static_cast<float>(local);
+    dp_.allreduce(t, comm::ReduceOp::sum).wait();
+    return t.data<float>()[0];
+}
+
+bool Engine::grads_finite() {
+    auto segs = segments();
+    bool ok = optim::all_finite(segs);
+    if (cfg_.stage == 0 || world_ == 1) return ok;
+    Tensor t = Tensor::empty({1}, DType::f32, core::Device::cpu(), MemCategory::buffers);
+    t.data<float>()[0] = ok ? 0.0f : 1.0f;
+    dp_.allreduce(t, comm::ReduceOp::max).wait();
+    return t.data<float>()[0] == 0.0f;
+}
+
+void Engine::step(float lr, int64_t step, float grad_scale) {
+    auto segs = segments();
+    optimizer_.step(segs, lr, step, grad_scale);
+    for (int g = 0; g < layout_.n_groups(); ++g) {
+        Group& gr = *groups_[static_cast<size_t>(g)];
+        const GroupShard& s = shards_[static_cast<size_t>(g)];
+        if ((cfg_.stage == 1 || cfg_.stage == 2) && world_ > 1) {
+            Tensor mine = gr.full_w.slice(0, s.begin, s.begin + s.size).clone(MemCategory::buffers);
+            dp_.allgather(gr.full_w, mine).wait();
+        } else if (cfg_.stage == 3 && gr.full_w.defined()) {
+            // Gathered copies are stale now; they are gathered again on next use.
+            wait_gather(g);
+            gr.full_w = Tensor();
+            gr.gathered = false;
+            live_numel_ -= s.padded;
+            bind(g);
+        }
+    }
+    recording_ = false;
+}
+
+}  // namespace zs::zero

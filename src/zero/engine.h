@@ -1,0 +1,139 @@
+// zero::Engine: ZeRO stages 0-3 for one data-parallel rank, driven by the model's GroupHooks.
+//
+// Every parameter group (embed, blocks.i, head; see models/params.h) is one flat buffer of n_g
+// elements, padded to P_g = ceil(n_g / W) * W for W ranks; rank r owns the shard
+// [r * S_g, (r + 1) * S_g), S_g = P_g / W. What each rank keeps, per stage (Ψ = parameters,
+// compute dtype bf16 = 2 bytes; with f32 compute the master weights *are* the compute weights):
+//
+//   stage 0  compute weights (full)  f32 grads (full)   master+m+v (full)     2Ψ + 4Ψ + 12Ψ
+//   stage 1  compute weights (full)  f32 grads (full)   master+m+v (shard)    2Ψ + 4Ψ + 12Ψ/W
+//   stage 2  compute weights (full)  f32 grads (shard)  master+m+v (shard)    2Ψ + 16Ψ/W
+//   stage 3  compute weights (shard) f32 grads (shard)  master+m+v (shard)    18Ψ/W
+// plus transient buffers: stage 2-3 hold the full gradients of the group(s) in backward until
+// their reduce-scatter completes; stage 3 holds the gathered weights of the groups in use and
+// prefetched.
+//
+// Communication: stage 0 all-reduces and stage 1 reduce-scatters each group's gradients after its
+// last micro-batch's backward; stages 2-3 reduce-scatter each group as soon as its backward ends
+// (every micro-batch), overlapping with the backward of the groups before it. Stage 3 all-gathers
+// a group's weights before use and prefetches the next groups in the execution order recorded
+// during the first step (DeepSpeed's trace), within stage3_max_live_parameters. Collectives are
+// issued in the same order on every rank.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <vector>
+
+#include "comm/communicator.h"
+#include "core/tensor.h"
+#include "models/params.h"
+#include "optim/optimizer.h"
+
+namespace zs::zero {
+
+using core::DType;
+using core::Tensor;
+
+struct Config {
+    int stage = 0;
+    bool overlap_comm = true;
+    int64_t prefetch_numel = 50'000'000;      // stage3_prefetch_bucket_size (elements)
+    int64_t max_live_numel = 1'000'000'000;   // stage3_max_live_parameters
+    int64_t persistence_threshold = 100'000;  // stage3_param_persistence_threshold: groups this
+                                              // small stay gathered
+};
+
+struct GroupShard {
+    int64_t numel = 0;   // n_g
+    int64_t padded = 0;  // P_g
+    int64_t size = 0;    // S_g
+    int64_t begin = 0;   // r * S_g
+    int64_t end = 0;     // min(n_g, begin + S_g): elements of the group this rank owns
+};
+
+class Engine final : public models::GroupHooks {
+public:
+    // grad_groups(g): the groups whose gradients group g's backward writes
+    // (Transformer::grad_groups).
+    Engine(const models::ParamLayout& layout, models::ParamBinding& binding, comm::Communicator& dp,
+           Config cfg, DType compute_dtype, optim::Options opt,
+           std::function<std::vector<int>(int)> grad_groups);
+    ~Engine() override;
+    Engine(const Engine&) = delete;
+    Engine& operator=(const Engine&) = delete;
+
+    // ---- weights ----
+    // Initialise every parameter from its Init (models::init_param_values): same values at any
+    // world size and stage.
+    void init_weights(uint64_t seed);
+    // Set group g from full f32 values [n_g] (e.g. loaded from a checkpoint or an HF model).
+    void load_group(int g, const Tensor& full);
+    // The full f32 master weights of group g, gathered from all ranks (export, checkpoints).
+    Tensor gather_group(int g);
+
+    // ---- GroupHooks ----
+    void before_forward(int g) override;
+    void after_forward(int g) override;
+    void before_backward(int g) override;
+    void after_backward(int g) override;
+
+    // ---- step ----
+    // Before the first micro-batch of a step: zero gradient accumulators. `n_micro` tells the
+    // engine which micro-batch is the last (stages 0-1 reduce only then).
+    void begin_step(int n_micro);
+    void end_micro_batch();
+    // Complete every outstanding gradient reduction.
+    void finish_grads();
+    // Sum of squares of the (reduced) gradients over all ranks, and whether all are finite.
+    double grad_sq_norm();
+    bool grads_finite();
+    // Optimizer update of this rank's shard at learning rate lr (step is 1-based), gradients
+    // multiplied by grad_scale; then (stages 1-2) the updated compute weights are all-gathered.
+    void step(float lr, int64_t step, float grad_scale);
+
+    // ---- state (checkpoints) ----
+    int world_size() const { return world_; }
+    int rank() const { return rank_; }
+    int stage() const { return cfg_.stage; }
+    const GroupShard& shard(int g) const { return shards_[static_cast<size_t>(g)]; }
+    // This rank's owned elements [begin, end) of group g: master weights and optimizer states.
+    Tensor master_shard(int g) const;
+    Tensor state_shard(int g, int i) const;
+    int n_states() const { return optimizer_.n_states(); }
+    const models::ParamLayout& layout() const { return layout_; }
+
+private:
+    struct Group;
+    void acquire(int g);
+    void release(int g);
+    void launch_gather(int g);
+    void wait_gather(int g);
+    void bind(int g);
+    void ensure_grads(int g);
+    void launch_reduce(int g);
+    void complete_reduce(int g);
+    void prefetch();
+    void write_compute_copy(int g);
+    std::vector<optim::Segment> segments();
+
+    const models::ParamLayout& layout_;
+    models::ParamBinding& binding_;
+    comm::Communicator& dp_;
+    Config cfg_;
+    DType ct_;
+    optim::Optimizer optimizer_;
+    std::function<std::vector<int>(int)> grad_groups_;
+    int rank_ = 0, world_ = 1;
+    std::vector<GroupShard> shards_;
+    std::vector<std::unique_ptr<Group>> groups_;
+    // Execution trace (stage 3 prefetch): groups in acquire order, recorded during step 1.
+    std::vector<int> trace_;
+    bool recording_ = true;
+    size_t cursor_ = 0;
+    int micro_ = 0, n_micro_ = 1;
+    int64_t live_numel_ = 0;
+};
+
+}  // namespace zs::zero
