@@ -207,7 +207,10 @@ void backward_impl(const Tensor& dq, const Tensor& dk, const Tensor& dv, const T
     const int64_t HS = g.HS;
     const float* L = lse.data<float>();
     // D[b, h, i] = sum_d dO * O (the softmax-backward row term).
-    std::vector<float> D(static_cast<size_t>(g.B * g.NH * g.Tq));
+    // Scratch is allocated as tracked buffers so peak-memory reports include it.
+    Tensor Dt = Tensor::empty({g.B * g.NH * g.Tq}, core::DType::f32, core::Device::cpu(),
+                              core::MemCategory::buffers);
+    float* D = Dt.data<float>();
     for_rows(g.B * g.NH * g.Tq, HS, [&](int64_t idx) {
         int64_t i = idx % g.Tq, h = (idx / g.Tq) % g.NH, b = idx / (g.Tq * g.NH);
         const TG* a = dO.row(b, i, h);
@@ -215,12 +218,16 @@ void backward_impl(const Tensor& dq, const Tensor& dk, const Tensor& dv, const T
         VecF s = vzero();
         for (int64_t d = 0; d < HS; d += kLanes)
             s = vfma(vload(a + d, lanes(d, HS)), vload(o + d, lanes(d, HS)), s);
-        D[static_cast<size_t>(idx)] = vsum(s);
+        D[idx] = vsum(s);
     });
     // Per query head f32 dK/dV partials [B, NH, Tk, HS], summed over each kv group afterwards.
     const size_t part = static_cast<size_t>(g.Tk * HS);
-    std::vector<float> dkp(static_cast<size_t>(g.B * g.NH) * part, 0.0f);
-    std::vector<float> dvp(static_cast<size_t>(g.B * g.NH) * part, 0.0f);
+    Tensor dkt = Tensor::zeros({g.B * g.NH * g.Tk * HS}, core::DType::f32, core::Device::cpu(),
+                               core::MemCategory::buffers);
+    Tensor dvt = Tensor::zeros({g.B * g.NH * g.Tk * HS}, core::DType::f32, core::Device::cpu(),
+                               core::MemCategory::buffers);
+    float* dkp = dkt.data<float>();
+    float* dvp = dvt.data<float>();
     Heads<T> dQ = heads<T>(dq);
     const int64_t tasks = g.B * g.NH;
 #pragma omp parallel
@@ -230,8 +237,8 @@ void backward_impl(const Tensor& dq, const Tensor& dk, const Tensor& dv, const T
 #pragma omp for schedule(dynamic, 1)
         for (int64_t task = 0; task < tasks; ++task) {
             int64_t h = task % g.NH, b = task / g.NH, kh = h / g.group;
-            float* dkh = dkp.data() + static_cast<size_t>(task) * part;
-            float* dvh = dvp.data() + static_cast<size_t>(task) * part;
+            float* dkh = dkp + static_cast<size_t>(task) * part;
+            float* dvh = dvp + static_cast<size_t>(task) * part;
             std::fill(dqa.begin(), dqa.end(), 0.0f);
             for (int64_t j0 = 0; j0 < g.Tk; j0 += kBk) {
                 int64_t nk = std::min(kBk, g.Tk - j0);
@@ -251,7 +258,7 @@ void backward_impl(const Tensor& dq, const Tensor& dk, const Tensor& dv, const T
                     for (int64_t r = 0; r < nq; ++r) {
                         int64_t i = i0 + r;
                         float li = L[(b * g.NH + h) * g.Tq + i];
-                        float Di = D[static_cast<size_t>((b * g.NH + h) * g.Tq + i)];
+                        float Di = D[(b * g.NH + h) * g.Tq + i];
                         int64_t visible = std::min(nk, g.last_key(i) - j0 + 1);
                         float* pr = p.data() + r * kBk;
                         float* dr = dp.data() + r * kBk;
@@ -289,8 +296,8 @@ void backward_impl(const Tensor& dq, const Tensor& dk, const Tensor& dv, const T
             for (int64_t h = kh * g.group; h < (kh + 1) * g.group; ++h) {
                 size_t off =
                     static_cast<size_t>(b * g.NH + h) * part + static_cast<size_t>(j * HS + c);
-                sk = sk + vload(dkp.data() + off, m);
-                sv = sv + vload(dvp.data() + off, m);
+                sk = sk + vload(dkp + off, m);
+                sv = sv + vload(dvp + off, m);
             }
             vstore(dK.row(b, j, kh) + c, sk, m);
             vstore(dV.row(b, j, kh) + c, sv, m);
