@@ -112,7 +112,8 @@ private:
 };
 
 core::DType torch_dtype(const Fields& f) {
-    std::string s = f.string("torch_dtype", "float32");
+    // transformers 5 writes "dtype"; earlier versions "torch_dtype".
+    std::string s = f.string("torch_dtype", f.string("dtype", "float32"));
     if (s == "float32" || s == "float") return core::DType::f32;
     if (s == "bfloat16") return core::DType::bf16;
     if (s == "float16" || s == "half") return core::DType::f16;
@@ -173,6 +174,13 @@ ModelConfig parse_llama_like(const Fields& f, Arch arch) {
     c.norm_eps = static_cast<float>(f.number("rms_norm_eps", 1e-6));
     c.pos = PosKind::rope;
     c.rope_theta = f.number("rope_theta", 10000.0);
+    // transformers 5 moves RoPE settings into "rope_parameters" (theta and scaling together).
+    const char* scaling_key = "rope_scaling";
+    if (f.has("rope_parameters")) {
+        Fields rp(f.object("rope_parameters"), f.source() + ": rope_parameters");
+        c.rope_theta = rp.number("rope_theta", c.rope_theta);
+        scaling_key = "rope_parameters";
+    }
     c.rotary_dim = c.head_dim;
     if (f.has("partial_rotary_factor")) {
         double p = f.number("partial_rotary_factor");
@@ -180,8 +188,8 @@ ModelConfig parse_llama_like(const Fields& f, Arch arch) {
                    "{}: partial_rotary_factor must be in (0, 1], got {}", f.source(), p);
         c.rotary_dim = static_cast<int64_t>(static_cast<double>(c.head_dim) * p) / 2 * 2;
     }
-    if (f.has("rope_scaling")) {
-        Fields rs(f.object("rope_scaling"), f.source() + ": rope_scaling");
+    if (f.has(scaling_key)) {
+        Fields rs(f.object(scaling_key), f.source() + ": " + scaling_key);
         std::string type = rs.string("rope_type", rs.string("type", "default"));
         if (type == "llama3") {
             c.rope_scaling.kind = RopeScaling::Kind::llama3;
