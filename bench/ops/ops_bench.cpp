@@ -1,0 +1,198 @@
+// Kernel benchmarks: each checks its result against the reference once, then times.
+//   GEMM (f32, bf16) through ops::matmul, next to oneDNN's matmul primitive called directly and
+//   OpenBLAS sgemm on the same shapes (the ceilings); memory-bound ops (layernorm, rmsnorm,
+//   softmax, gelu, add) in GB/s (bytes read + written); attention forward/backward in tokens/s.
+// Run: build/bench/ops_bench --benchmark_format=json (see docs/BENCHMARKS.md).
+#include <cmath>
+#include <random>
+
+#include <benchmark/benchmark.h>
+#include <cblas.h>
+#include <omp.h>
+#include <oneapi/dnnl/dnnl.hpp>
+
+#include "backends/register.h"
+#include "core/tensor.h"
+#include "ops/activation.h"
+#include "ops/attention.h"
+#include "ops/matmul.h"
+#include "ops/norm.h"
+#include "ops/reference/reference.h"
+#include "ops/softmax.h"
+
+namespace {
+
+using zs::core::DType;
+using zs::core::Tensor;
+
+Tensor rnd(const zs::core::Shape& s, DType t, uint64_t seed = 1) {
+    Tensor f = Tensor::empty(s, DType::f32);
+    std::mt19937_64 g(seed);
+    std::uniform_real_distribution<float> u(-1, 1);
+    float* p = f.data<float>();
+    for (int64_t i = 0; i < f.numel(); ++i) p[i] = u(g);
+    return f.to(t);
+}
+
+void check_matmul_once(DType t) {
+    static bool done[2] = {false, false};
+    if (done[t == DType::bf16]) return;
+    done[t == DType::bf16] = true;
+    Tensor a = rnd({33, 47}, t), b = rnd({47, 29}, t), c = Tensor::empty({33, 29}, DType::f32);
+    zs::ops::matmul(c, a, b);
+    auto want = zs::ops::reference::matmul(zs::ops::reference::from_tensor(a),
+                                           zs::ops::reference::from_tensor(b), {}, {}, {});
+    auto got = zs::ops::reference::from_tensor(c);
+    for (int64_t i = 0; i < got.numel(); ++i) {
+        if (std::fabs(got[i] - want[i]) > 1e-3 * (1 + std::fabs(want[i]))) {
+            std::fprintf(stderr, "matmul self-check failed\n");
+            std::abort();
+        }
+    }
+}
+
+// args: M, K, N, dtype (0 f32, 1 bf16)
+void BM_matmul(benchmark::State& st) {
+    const int64_t M = st.range(0), K = st.range(1), N = st.range(2);
+    DType t = st.range(3) ? DType::bf16 : DType::f32;
+    check_matmul_once(t);
+    Tensor a = rnd({M, K}, t), b = rnd({K, N}, t), c = Tensor::empty({M, N}, DType::f32);
+    zs::ops::matmul(c, a, b);
+    for (auto _ : st) {
+        zs::ops::matmul(c, a, b);
+        benchmark::DoNotOptimize(c.data_ptr());
+    }
+    st.counters["GFLOP/s"] =
+        benchmark::Counter(2.0 * M * N * K * st.iterations() / 1e9, benchmark::Counter::kIsRate);
+}
+
+// The same GEMM through oneDNN's matmul primitive directly (created once, outside the loop).
+void BM_matmul_onednn_direct(benchmark::State& st) {
+    const int64_t M = st.range(0), K = st.range(1), N = st.range(2);
+    auto dt = st.range(3) ? dnnl::memory::data_type::bf16 : dnnl::memory::data_type::f32;
+    DType t = st.range(3) ? DType::bf16 : DType::f32;
+    Tensor a = rnd({M, K}, t), b = rnd({K, N}, t), c = Tensor::empty({M, N}, DType::f32);
+    dnnl::engine eng(dnnl::engine::kind::cpu, 0);
+    dnnl::stream s(eng);
+    using tag = dnnl::memory::format_tag;
+    dnnl::memory::desc amd({M, K}, dt, tag::ab), bmd({K, N}, dt, tag::ab),
+        cmd({M, N}, dnnl::memory::data_type::f32, tag::ab);
+    dnnl::matmul prim(dnnl::matmul::primitive_desc(dnnl::matmul::desc(amd, bmd, cmd), eng));
+    dnnl::memory am(amd, eng, a.data_ptr()), bm(bmd, eng, b.data_ptr()), cm(cmd, eng, c.data_ptr());
+    for (auto _ : st) {
+        prim.execute(s, {{DNNL_ARG_SRC, am}, {DNNL_ARG_WEIGHTS, bm}, {DNNL_ARG_DST, cm}});
+        s.wait();
+    }
+    st.counters["GFLOP/s"] =
+        benchmark::Counter(2.0 * M * N * K * st.iterations() / 1e9, benchmark::Counter::kIsRate);
+}
+
+void BM_sgemm_openblas(benchmark::State& st) {
+    const int64_t M = st.range(0), K = st.range(1), N = st.range(2);
+    Tensor a = rnd({M, K}, DType::f32), b = rnd({K, N}, DType::f32),
+           c = Tensor::empty({M, N}, DType::f32);
+    openblas_set_num_threads(omp_get_max_threads());
+    for (auto _ : st) {
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, static_cast<int>(M),
+                    static_cast<int>(N), static_cast<int>(K), 1.0f, a.data<float>(),
+                    static_cast<int>(K), b.data<float>(), static_cast<int>(N), 0.0f,
+                    c.data<float>(), static_cast<int>(N));
+    }
+    st.counters["GFLOP/s"] =
+        benchmark::Counter(2.0 * M * N * K * st.iterations() / 1e9, benchmark::Counter::kIsRate);
+}
+
+void gemm_args(benchmark::internal::Benchmark* b) {
+    for (int dt : {0, 1}) {
+        b->Args({2048, 2048, 2048, dt});
+        b->Args({4096, 768, 3072, dt});  // GPT-2 MLP up: tokens x C -> 4C
+        b->Args({4096, 3072, 768, dt});  // MLP down
+        b->Args({4096, 768, 2304, dt});  // fused qkv
+    }
+}
+
+// Memory-bound ops over rows of C: args rows, C, dtype. Bytes = read + written.
+template <int Op>
+void BM_rowwise(benchmark::State& st) {
+    const int64_t R = st.range(0), C = st.range(1);
+    DType t = st.range(2) ? DType::bf16 : DType::f32;
+    Tensor x = rnd({R, C}, t), out = Tensor::empty({R, C}, t), y = rnd({R, C}, t, 2);
+    Tensor w = rnd({C}, t, 3), bb = rnd({C}, t, 4), rstd = Tensor::empty({R}, DType::f32),
+           mean = Tensor::empty({R}, DType::f32);
+    double bytes_per = 2.0 * static_cast<double>(x.nbytes());
+    for (auto _ : st) {
+        if constexpr (Op == 0) zs::ops::layernorm_forward(out, mean, rstd, x, w, bb, 1e-5f);
+        if constexpr (Op == 1) zs::ops::rmsnorm_forward(out, rstd, x, w, 1e-5f);
+        if constexpr (Op == 2) zs::ops::softmax_forward(out, x);
+        if constexpr (Op == 3) zs::ops::gelu_forward(out, x);
+        if constexpr (Op == 4) zs::ops::add(out, x, y);
+        benchmark::DoNotOptimize(out.data_ptr());
+    }
+    if (Op == 4) bytes_per *= 1.5;
+    st.counters["GB/s"] =
+        benchmark::Counter(bytes_per * st.iterations() / 1e9, benchmark::Counter::kIsRate);
+}
+
+void row_args(benchmark::internal::Benchmark* b) {
+    b->Args({8192, 768, 0})->Args({8192, 768, 1})->Args({1024, 50257, 0});
+}
+
+// args: T, dtype; B = 4, NH = 12, HS = 64 (GPT-2 small); causal.
+template <bool Backward>
+void BM_attention(benchmark::State& st) {
+    const int64_t B = 4, T = st.range(0), NH = 12, HS = 64;
+    DType t = st.range(1) ? DType::bf16 : DType::f32;
+    Tensor q = rnd({B, T, NH, HS}, t, 1), k = rnd({B, T, NH, HS}, t, 2),
+           v = rnd({B, T, NH, HS}, t, 3);
+    Tensor o = Tensor::empty({B, T, NH, HS}, t), lse = Tensor::empty({B, NH, T}, DType::f32);
+    Tensor dout = rnd({B, T, NH, HS}, t, 4), dq = Tensor::empty(q.shape(), t),
+           dk = Tensor::empty(k.shape(), t), dv = Tensor::empty(v.shape(), t);
+    zs::ops::attention_forward(o, lse, q, k, v);
+    for (auto _ : st) {
+        if constexpr (Backward) {
+            zs::ops::attention_backward(dq, dk, dv, dout, q, k, v, o, lse);
+        } else {
+            zs::ops::attention_forward(o, lse, q, k, v);
+        }
+    }
+    st.counters["tokens/s"] = benchmark::Counter(static_cast<double>(B * T) * st.iterations(),
+                                                 benchmark::Counter::kIsRate);
+    // Causal: half the T^2 score matrix; 4 * HS flops per score forward (QK^T and PV).
+    double flops = (Backward ? 2.5 : 1.0) * 4.0 * B * NH * HS * T * T / 2.0;
+    st.counters["GFLOP/s"] =
+        benchmark::Counter(flops * st.iterations() / 1e9, benchmark::Counter::kIsRate);
+}
+
+}  // namespace
+
+BENCHMARK(BM_matmul)->Apply(gemm_args)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_matmul_onednn_direct)->Apply(gemm_args)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_sgemm_openblas)
+    ->Args({2048, 2048, 2048, 0})
+    ->Args({4096, 768, 3072, 0})
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
+BENCHMARK(BM_rowwise<0>)->Name("BM_layernorm")->Apply(row_args)->UseRealTime();
+BENCHMARK(BM_rowwise<1>)->Name("BM_rmsnorm")->Apply(row_args)->UseRealTime();
+BENCHMARK(BM_rowwise<2>)->Name("BM_softmax")->Apply(row_args)->UseRealTime();
+BENCHMARK(BM_rowwise<3>)->Name("BM_gelu")->Apply(row_args)->UseRealTime();
+BENCHMARK(BM_rowwise<4>)->Name("BM_add")->Apply(row_args)->UseRealTime();
+BENCHMARK(BM_attention<false>)
+    ->Name("BM_attention_fwd")
+    ->Args({1024, 0})
+    ->Args({1024, 1})
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
+BENCHMARK(BM_attention<true>)
+    ->Name("BM_attention_bwd")
+    ->Args({1024, 0})
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
+
+int main(int argc, char** argv) {
+    zs::backends::register_all();
+    benchmark::Initialize(&argc, argv);
+    benchmark::RunSpecifiedBenchmarks();
+    benchmark::Shutdown();
+    return 0;
+}
