@@ -2,6 +2,7 @@
 // row is in cache after the first), then loss and dlogits written in a third. dlogits may alias
 // logits: each element is read before it is overwritten.
 #include <cmath>
+#include <type_traits>
 
 #include "backends/cpu/cpu_kernels.h"
 #include "backends/cpu/parallel.h"
@@ -56,21 +57,26 @@ int64_t CpuKernels::cross_entropy(const Tensor& losses, const Tensor& dlogits, c
                     mx = vmax(mx, vmask_fill(vload(x + c, n), n, -INFINITY));
                 }
                 float m = vhmax(mx);
+                const float xt = to_f32(x[t]);  // read before g (which may alias x) is written
                 VecF sum = vzero();
+                // With an f32 gradient row, exp(x - max) is stored there in the same pass that
+                // sums it, and only scaled afterwards: one exp per logit.
+                const bool keep = g != nullptr && std::is_same_v<TG, float>;
                 for (int64_t c = 0; c < V; c += kLanes) {
                     int n = static_cast<int>(std::min<int64_t>(kLanes, V - c));
-                    sum = sum + vmask_fill(vexp(vload(x + c, n) - vset(m)), n, 0.0f);
+                    VecF ev = vmask_fill(vexp(vload(x + c, n) - vset(m)), n, 0.0f);
+                    if (keep) vstore(g + c, ev, n);
+                    sum = sum + ev;
                 }
                 float s = vsum(sum);
-                float xt = to_f32(x[t]);
                 loss[i] = (m - xt) + std::log(s);  // m - xt first: exact when they are close
                 if (g) {
                     VecF scale = vset(opts.grad_scale / s);
                     for (int64_t c = 0; c < V; c += kLanes) {
                         int n = static_cast<int>(std::min<int64_t>(kLanes, V - c));
-                        vstore(g + c, vexp(vload(x + c, n) - vset(m)) * scale, n);
+                        VecF ev = keep ? vload(g + c, n) : vexp(vload(x + c, n) - vset(m));
+                        vstore(g + c, ev * scale, n);
                     }
-                    // The target's term: p - 1 (computed from the saved value, as g may alias x).
                     g[t] = from_f32<TG>(to_f32(g[t]) - opts.grad_scale);
                 }
             });

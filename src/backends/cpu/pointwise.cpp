@@ -1,6 +1,8 @@
 // Pointwise activations, residual add/scale and softmax on the CPU: 16-lane vector loops over
 // rows, bf16 or f32 in and out, f32 math.
 #include <cmath>
+#include <type_traits>
+#include <vector>
 
 #include "backends/cpu/cpu_kernels.h"
 #include "backends/cpu/parallel.h"
@@ -176,24 +178,37 @@ void CpuKernels::softmax_forward(const Tensor& out, const Tensor& x) {
             using TX = decltype(tx);
             using TO = decltype(to);
             const int64_t C = rx.cols;
+            // Pass 1: max. Pass 2: e = exp(x - max) kept in f32 (the output row itself when it
+            // is f32, else a per-thread row buffer) with its sum. Pass 3: scale. One exp per
+            // element.
             for_rows(rx.n, C, [&](int64_t r) {
+                thread_local std::vector<float> row;
                 const TX* xr = static_cast<const TX*>(x.data_ptr()) + r * rx.stride;
                 TO* orow = static_cast<TO*>(out.data_ptr()) + r * ro.stride;
+                float* e;
+                if constexpr (std::is_same_v<TO, float>) {
+                    e = orow;
+                } else {
+                    if (row.size() < static_cast<size_t>(C)) row.resize(static_cast<size_t>(C));
+                    e = row.data();
+                }
                 VecF mx = vset(-INFINITY);
                 for (int64_t c = 0; c < C; c += kLanes) {
                     int n = static_cast<int>(std::min<int64_t>(kLanes, C - c));
                     mx = vmax(mx, vmask_fill(vload(xr + c, n), n, -INFINITY));
                 }
-                float m = vhmax(mx);
+                VecF m = vset(vhmax(mx));
                 VecF sum = vzero();
                 for (int64_t c = 0; c < C; c += kLanes) {
                     int n = static_cast<int>(std::min<int64_t>(kLanes, C - c));
-                    sum = sum + vmask_fill(vexp(vload(xr + c, n) - vset(m)), n, 0.0f);
+                    VecF ev = vmask_fill(vexp(vload(xr + c, n) - m), n, 0.0f);
+                    vstore(e + c, ev, n);
+                    sum = sum + ev;
                 }
                 VecF inv = vset(1.0f / vsum(sum));
                 for (int64_t c = 0; c < C; c += kLanes) {
                     int n = static_cast<int>(std::min<int64_t>(kLanes, C - c));
-                    vstore(orow + c, vexp(vload(xr + c, n) - vset(m)) * inv, n);
+                    vstore(orow + c, vload(e + c, n) * inv, n);
                 }
             });
         });
