@@ -195,11 +195,19 @@ GgufTensorInfo read_tensor_info(Cursor& c, const std::string& file, uint64_t i) 
                    ne);
         t.ne.push_back(ne);
     }
+    // The product of the non-zero dims must fit, so that no partial product in any order (shape
+    // strides, numel) can overflow even when another dim is 0.
+    bool has_zero = false;
     for (int64_t ne : t.ne) {
-        ZS_CHECK_T(IoError, ne == 0 || numel <= std::numeric_limits<int64_t>::max() / ne,
+        if (ne == 0) {
+            has_zero = true;
+            continue;
+        }
+        ZS_CHECK_T(IoError, numel <= std::numeric_limits<int64_t>::max() / ne,
                    "{}: tensor '{}': the element count overflows int64", file, t.name);
         numel *= ne;
     }
+    if (has_zero) numel = 0;
     uint32_t type = c.read<uint32_t>(what);
     std::optional<GgmlType> gt = ggml_type_from_u32(type);
     ZS_CHECK_T(IoError, gt.has_value(), "{}: tensor '{}': GGML type {} is unknown or removed", file,
@@ -522,6 +530,8 @@ core::Tensor unpermute_llama_qk(const core::Tensor& w, int64_t n_heads) {
         w.is_contiguous() && w.device().is_cpu() ? w : w.to(core::Device::cpu()).contiguous();
     core::Tensor dst = core::Tensor::empty(src.shape(), src.dtype(), core::Device::cpu(),
                                            core::MemCategory::params);
+    // Nothing to move; also keeps a huge row count over zero columns from looping for ages.
+    if (src.numel() == 0) return w.device().is_cpu() ? dst : dst.to(w.device());
     const size_t row_bytes = rows == 0 ? 0 : src.nbytes() / static_cast<size_t>(rows);
     const auto* s = static_cast<const uint8_t*>(src.data_ptr());
     auto* d = static_cast<uint8_t*>(dst.data_ptr());

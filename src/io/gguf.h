@@ -144,8 +144,9 @@ private:
     struct index_in<T, std::variant<Ts...>> {
         static constexpr bool found = (std::is_same_v<T, Ts> || ...);
         static constexpr size_t value = [] {
+            constexpr bool same[] = {std::is_same_v<T, Ts>...};
             size_t i = 0;
-            ((std::is_same_v<T, Ts> ? false : (++i, true)) && ...);
+            while (i < sizeof...(Ts) && !same[i]) ++i;
             return i;
         }();
     };

@@ -338,6 +338,9 @@ TEST(GgufRead, MalformedFilesAreRejectedNamingTheRule) {
         {"ne of 2^42+1 squared",
          gguf(3, 1, 0, no, tinfo("t", {(int64_t{1} << 42) + 1, (int64_t{1} << 42) + 1}, 0, 0), no),
          "element count overflows"},
+        {"ne [0, 2^42, 2^42]: empty, but shape strides overflow (gguf_fuzz UBSan regression)",
+         gguf(3, 1, 0, no, tinfo("t", {0, int64_t{1} << 42, int64_t{1} << 42}, 0, 0), no),
+         "element count overflows"},
         {"ne of 2^42+1 with no data",
          gguf(3, 1, 0, no, tinfo("t", {(int64_t{1} << 42) + 1}, 0, 0), one_f32),
          "extends past the end"},
@@ -424,6 +427,9 @@ TEST(UnpermuteLlamaQk, InvertsTheConvertScriptPermutation) {
     EXPECT_EQ(hf.dtype(), DType::bf16);
     const double want[] = {0, 2, 1, 3};
     for (int64_t i = 0; i < 4; ++i) EXPECT_EQ(hf.item({i, 0}), want[i]);
+    // Regression (gguf_fuzz timeout): 2^40 rows of zero columns return at once.
+    EXPECT_EQ(unpermute_llama_qk(Tensor::empty({int64_t{1} << 40, 0}, DType::f32), 2).shape(),
+              Shape({int64_t{1} << 40, 0}));
     EXPECT_THROW(unpermute_llama_qk(Tensor::empty({6, 2}, DType::f32), 2), ShapeError);
     EXPECT_THROW(unpermute_llama_qk(Tensor::empty({8, 2}, DType::f32), 3), ShapeError);
 }

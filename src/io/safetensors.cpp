@@ -385,11 +385,18 @@ uint64_t validate_offsets(const std::string& file, std::vector<SafetensorsTensor
                      file, t.name, t.begin, t.end, start);
         }
         start = t.end;
-        // Element count with every partial product checked (kept within int64 for core::Shape).
+        // Element count. NOTE(io): stricter than the reference's checked fold: the product of
+        // the non-zero dims must fit in int64, so no partial product in any order (core::Shape's
+        // numel and strides) can overflow, even for a zero-size tensor.
         uint64_t n = 1;
+        bool has_zero = false;
         for (int64_t d : t.shape) {
             uint64_t ud = static_cast<uint64_t>(d);
-            if (ud != 0 && n > static_cast<uint64_t>(std::numeric_limits<int64_t>::max()) / ud) {
+            if (ud == 0) {
+                has_zero = true;
+                continue;
+            }
+            if (n > static_cast<uint64_t>(std::numeric_limits<int64_t>::max()) / ud) {
                 ZS_THROW(IoError,
                          "{}: ValidationOverflow: tensor '{}': the element count of its shape "
                          "overflows",
@@ -397,6 +404,7 @@ uint64_t validate_offsets(const std::string& file, std::vector<SafetensorsTensor
             }
             n *= ud;
         }
+        if (has_zero) n = 0;
         uint64_t bits = static_cast<uint64_t>(bit_size(t.dtype));
         if (n > std::numeric_limits<uint64_t>::max() / bits) {
             ZS_THROW(IoError, "{}: ValidationOverflow: tensor '{}': its size in bits overflows",

@@ -229,6 +229,10 @@ TEST(SafetensorsRead, MalformedFilesAreRejectedNamingTheRule) {
          st_bytes(
              t(R"("a":{"dtype":"F32","shape":[4294967296,4294967296,0],"data_offsets":[0,0]})")),
          "ValidationOverflow: tensor 'a'"},
+        {"zero-size, but the other dims overflow in reverse order",
+         st_bytes(
+             t(R"("a":{"dtype":"F32","shape":[0,4294967296,4294967296],"data_offsets":[0,0]})")),
+         "ValidationOverflow: tensor 'a'"},
         {"bit size overflow",
          st_bytes(t(R"("a":{"dtype":"F64","shape":[2305843009213693952,4],"data_offsets":[0,0]})")),
          "ValidationOverflow"},
