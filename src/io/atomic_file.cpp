@@ -1,14 +1,12 @@
 #include "io/atomic_file.h"
 
-#include <atomic>
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
-#include <cstring>
-#include <filesystem>
 #include <fstream>
 #include <mutex>
 #include <sstream>
+#include <system_error>
 #include <unordered_map>
 
 #include <fcntl.h>
@@ -19,79 +17,117 @@
 
 namespace zs::io {
 
-AtomicFile::AtomicFile(std::string path) : path_(std::move(path)) {
-    tmp_ = path_ + ".tmp-" + std::to_string(getpid());
-    fd_ = ::open(tmp_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    ZS_CHECK_T(IoError, fd_ >= 0, "cannot create '{}': {}", tmp_, std::strerror(errno));
+namespace {
+
+std::string errno_text(int err) { return std::generic_category().message(err); }
+
+std::string parent_dir(const std::string& path) {
+    size_t slash = path.find_last_of('/');
+    if (slash == std::string::npos) return ".";
+    if (slash == 0) return "/";
+    return path.substr(0, slash);
+}
+
+}  // namespace
+
+AtomicFile::AtomicFile(std::string path) : path_(std::move(path)), tmp_path_(path_ + ".tmp") {
+    fd_ = ::open(tmp_path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd_ < 0) {
+        int err = errno;
+        ZS_THROW(IoError, "{}: cannot create: {}", tmp_path_, errno_text(err));
+    }
 }
 
 AtomicFile::~AtomicFile() {
     if (fd_ >= 0) ::close(fd_);
-    if (!committed_) ::unlink(tmp_.c_str());
+    if (!committed_) ::unlink(tmp_path_.c_str());
 }
 
 void AtomicFile::write(const void* data, size_t n) {
+    ZS_ASSERT(!committed_ && fd_ >= 0, "write after commit");
     const char* p = static_cast<const char*>(data);
     while (n > 0) {
         ssize_t w = ::write(fd_, p, n);
-        if (w < 0 && errno == EINTR) continue;
-        ZS_CHECK_T(IoError, w > 0, "write to '{}' failed: {}", tmp_, std::strerror(errno));
+        if (w < 0) {
+            int err = errno;
+            if (err == EINTR) continue;
+            ZS_THROW(IoError, "{}: write failed after {} bytes: {}", tmp_path_, written_,
+                     errno_text(err));
+        }
         p += w;
         n -= static_cast<size_t>(w);
+        written_ += static_cast<uint64_t>(w);
     }
 }
 
 void AtomicFile::commit() {
+    ZS_ASSERT(!committed_ && fd_ >= 0, "commit called twice");
     fault_point("file.before_fsync");
-    ZS_CHECK_T(IoError, ::fsync(fd_) == 0, "fsync of '{}' failed: {}", tmp_, std::strerror(errno));
-    ::close(fd_);
+    if (::fsync(fd_) != 0) {
+        int err = errno;
+        ZS_THROW(IoError, "{}: fsync failed: {}", tmp_path_, errno_text(err));
+    }
+    int fd = fd_;
     fd_ = -1;
+    if (::close(fd) != 0) {
+        int err = errno;
+        ZS_THROW(IoError, "{}: close failed: {}", tmp_path_, errno_text(err));
+    }
     fault_point("file.before_rename");
-    ZS_CHECK_T(IoError, std::rename(tmp_.c_str(), path_.c_str()) == 0, "rename '{}' -> '{}': {}",
-               tmp_, path_, std::strerror(errno));
+    if (::rename(tmp_path_.c_str(), path_.c_str()) != 0) {
+        int err = errno;
+        ZS_THROW(IoError, "{}: cannot rename to {}: {}", tmp_path_, path_, errno_text(err));
+    }
     committed_ = true;
-    fsync_dir(std::filesystem::path(path_).parent_path().string());
+    fsync_parent_dir(path_);
 }
 
 void write_file_atomic(const std::string& path, std::string_view contents) {
     AtomicFile f(path);
-    f.write(contents.data(), contents.size());
+    f.write(contents);
     f.commit();
 }
 
-void fsync_dir(const std::string& dir) {
-    std::string d = dir.empty() ? "." : dir;
-    int fd = ::open(d.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    ZS_CHECK_T(IoError, fd >= 0, "cannot open directory '{}': {}", d, std::strerror(errno));
+void fsync_parent_dir(const std::string& path) {
+    std::string dir = parent_dir(path);
+    int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0) {
+        int err = errno;
+        ZS_THROW(IoError, "{}: cannot open directory to fsync: {}", dir, errno_text(err));
+    }
     int rc = ::fsync(fd);
+    int err = errno;
     ::close(fd);
-    ZS_CHECK_T(IoError, rc == 0, "fsync of directory '{}' failed: {}", d, std::strerror(errno));
+    ZS_CHECK_T(IoError, rc == 0, "{}: directory fsync failed: {}", dir, errno_text(err));
 }
 
 std::string read_file(const std::string& path) {
     std::ifstream in(path, std::ios::binary);
-    ZS_CHECK_T(IoError, in.good(), "cannot open '{}': {}", path, std::strerror(errno));
+    if (!in.good()) {
+        int err = errno;
+        ZS_THROW(IoError, "{}: cannot open: {}", path, errno_text(err));
+    }
     std::stringstream ss;
     ss << in.rdbuf();
-    ZS_CHECK_T(IoError, !in.bad(), "error reading '{}'", path);
+    ZS_CHECK_T(IoError, !in.bad(), "{}: read error", path);
     return ss.str();
 }
 
 void fault_point(const char* site) {
     static const char* spec = std::getenv("ZS_FAULT");
     if (spec == nullptr) return;
-    // ZS_FAULT = "site:n"; the count of hits per site is process-wide (this is a test hook).
-    static std::mutex mu;
-    static std::unordered_map<std::string, int> hits;
     std::string s(spec);
     auto colon = s.rfind(':');
     if (colon == std::string::npos || s.compare(0, colon, site) != 0) return;
     int target = std::atoi(s.c_str() + colon + 1);
+    // NOTE(zs): a process-wide hit counter; this is a test hook, inert unless ZS_FAULT is set.
+    static std::mutex mu;
+    static std::unordered_map<std::string, int> hits;
     std::lock_guard<std::mutex> lock(mu);
     if (++hits[site] == target) {
         std::fprintf(stderr, "zerospeed: ZS_FAULT %s hit %d: killing this process\n", site, target);
         std::fflush(stderr);
-        ::kill(getpid(), SIGKILL);
+        ::kill(::getpid(), SIGKILL);
     }
 }
 

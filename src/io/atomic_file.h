@@ -1,9 +1,13 @@
-// Crash-safe file writes: write to `path.tmp-<pid>`, fsync, rename over `path`, fsync the
-// directory. A reader sees either the old file or the complete new one, never a partial write.
-// Also the fault hook `ZS_FAULT=<site>:<n>` (RELIABILITY.md): the n-th time a named site is
-// reached the process dies with SIGKILL, so tests can kill writes at exact points.
+// AtomicFile: write a file so that readers see either the old file or the complete new one.
+//
+// Data goes to "<path>.tmp"; commit() fsyncs it, renames it over <path>, and fsyncs the directory
+// so the rename itself is durable (the order checkpoint commits rely on: data fsync -> rename ->
+// directory fsync). Destroying an uncommitted AtomicFile removes the temporary file; <path> is
+// untouched. Not thread-safe; one writer per file.
 #pragma once
 
+#include <cstddef>
+#include <cstdint>
 #include <string>
 #include <string_view>
 
@@ -11,30 +15,41 @@ namespace zs::io {
 
 class AtomicFile {
 public:
+    // Creates (truncates) "<path>.tmp". Raises IoError naming it on failure.
     explicit AtomicFile(std::string path);
-    ~AtomicFile();  // not committed: the temporary file is removed
+    ~AtomicFile();
     AtomicFile(const AtomicFile&) = delete;
     AtomicFile& operator=(const AtomicFile&) = delete;
 
     void write(const void* data, size_t n);
-    // fsync + rename + directory fsync. After commit() the file is durable at `path`.
+    void write(std::string_view s) { write(s.data(), s.size()); }
+    uint64_t bytes_written() const { return written_; }
+    // Make the new contents visible at path(), durably. At most once.
     void commit();
+
     const std::string& path() const { return path_; }
+    const std::string& tmp_path() const { return tmp_path_; }
 
 private:
-    std::string path_, tmp_;
+    std::string path_;
+    std::string tmp_path_;
     int fd_ = -1;
+    uint64_t written_ = 0;
     bool committed_ = false;
 };
 
-// Write a whole file atomically.
+// Atomically replace the file at `path` with `contents`.
 void write_file_atomic(const std::string& path, std::string_view contents);
-// fsync a directory (after renames inside it).
-void fsync_dir(const std::string& dir);
+
+// fsync the directory holding `path` (after a rename or create inside it).
+void fsync_parent_dir(const std::string& path);
+
 // Read a whole file; IoError naming the path on failure.
 std::string read_file(const std::string& path);
 
-// Fault injection: if ZS_FAULT names `site` (e.g. "ckpt.write:3"), SIGKILL self on its n-th hit.
+// Fault injection (RELIABILITY.md): when the environment has ZS_FAULT=<site>:<n>, the n-th time
+// the named site is reached the process kills itself with SIGKILL, so tests can stop a write at
+// an exact point. AtomicFile::commit has the sites "file.before_fsync" and "file.before_rename".
 void fault_point(const char* site);
 
 }  // namespace zs::io

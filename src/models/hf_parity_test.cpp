@@ -2,9 +2,9 @@
 // save_pretrained, with logits, loss, per-parameter gradients and a greedy continuation recorded
 // by tools/reference/make_hf_fixtures.py. Required: max |logit diff| < 1e-4, loss to 1e-5,
 // gradient relative error < 1e-3 per tensor, greedy tokens identical.
-#include <gtest/gtest.h>
-
 #include <cmath>
+
+#include <gtest/gtest.h>
 
 #include "io/safetensors.h"
 #include "models/kv_cache.h"
@@ -26,7 +26,8 @@ struct Loaded {
 
 Loaded load(const std::string& name) {
     std::string dir = zs::test::source_path("tests/fixtures/hf/" + name);
-    Loaded l{open_model(dir), nullptr, nullptr, io::SafetensorsFile::open(dir + "/reference.safetensors")};
+    Loaded l{open_model(dir), nullptr, nullptr,
+             io::SafetensorsFile::open(dir + "/reference.safetensors")};
     l.model = std::make_unique<Transformer>(l.files.config, RunConfig{});
     l.params = std::make_unique<DenseParams>(l.model->layout(), DType::f32, true);
     std::vector<std::string> unused = load_hf_weights(*l.model, *l.params, *l.files.weights);
@@ -59,11 +60,13 @@ TEST_P(HfParity, LogitsLossGradientsAndGreedy) {
     Tensor targets = Tensor::empty({B, T}, DType::i64);
     for (int64_t b = 0; b < B; ++b) {
         for (int64_t t = 0; t < T; ++t) {
-            targets.data<int64_t>()[b * T + t] = t + 1 < T ? ids.data<int64_t>()[b * T + t + 1] : -100;
+            targets.data<int64_t>()[b * T + t] =
+                t + 1 < T ? ids.data<int64_t>()[b * T + t + 1] : -100;
         }
     }
     l.params->zero_grads();
-    LossStats st = l.model->forward_backward({ids, targets}, 1.0f / static_cast<float>(B * (T - 1)));
+    LossStats st =
+        l.model->forward_backward({ids, targets}, 1.0f / static_cast<float>(B * (T - 1)));
     double loss = st.mean() + c.moe.aux_loss_coef * st.aux_loss;
     EXPECT_NEAR(loss, l.fixture.tensor("loss").item(), 1e-5) << "loss";
     if (l.fixture.contains("aux_loss")) {

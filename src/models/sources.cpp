@@ -15,8 +15,9 @@ namespace fs = std::filesystem;
 SafetensorsSource::SafetensorsSource(const std::string& dir)
     : model_(io::SafetensorsModel::open_dir(dir)) {
     for (const std::string& n : model_.names()) {
-        if (n.rfind("transformer.", 0) != 0 && (n.rfind("h.", 0) == 0 || n.rfind("wte.", 0) == 0 ||
-                                                n.rfind("wpe.", 0) == 0 || n.rfind("ln_f.", 0) == 0)) {
+        if (n.rfind("transformer.", 0) != 0 &&
+            (n.rfind("h.", 0) == 0 || n.rfind("wte.", 0) == 0 || n.rfind("wpe.", 0) == 0 ||
+             n.rfind("ln_f.", 0) == 0)) {
             alias_.emplace("transformer." + n, n);
         }
     }
@@ -48,7 +49,8 @@ std::string SafetensorsSource::describe() const { return model_.dir(); }
 ModelConfig config_from_gguf(const io::GgufFile& f) {
     const std::string& arch = f.get_string("general.architecture");
     ZS_CHECK_T(NotSupported, arch == "llama",
-               "{}: general.architecture '{}' is not supported (GGUF models: llama)", f.path(), arch);
+               "{}: general.architecture '{}' is not supported (GGUF models: llama)", f.path(),
+               arch);
     auto key = [&](const char* k) { return fmt::format("{}.{}", arch, k); };
     ModelConfig c;
     c.model_type = "llama";
@@ -57,7 +59,8 @@ ModelConfig config_from_gguf(const io::GgufFile& f) {
     c.n_layers = f.get_int(key("block_count"));
     c.intermediate = f.get_int(key("feed_forward_length"));
     c.n_heads = f.get_int(key("attention.head_count"));
-    c.n_kv_heads = f.has(key("attention.head_count_kv")) ? f.get_int(key("attention.head_count_kv")) : c.n_heads;
+    c.n_kv_heads = f.has(key("attention.head_count_kv")) ? f.get_int(key("attention.head_count_kv"))
+                                                         : c.n_heads;
     c.max_positions = f.get_int(key("context_length"));
     c.norm_eps = static_cast<float>(f.get_float(key("attention.layer_norm_rms_epsilon")));
     c.rope_theta = f.has(key("rope.freq_base")) ? f.get_float(key("rope.freq_base")) : 10000.0;
@@ -66,7 +69,8 @@ ModelConfig config_from_gguf(const io::GgufFile& f) {
                c.hidden_size, key("attention.head_count"), c.n_heads);
     c.head_dim = f.has(key("attention.key_length")) ? f.get_int(key("attention.key_length"))
                                                     : c.hidden_size / c.n_heads;
-    c.rotary_dim = f.has(key("rope.dimension_count")) ? f.get_int(key("rope.dimension_count")) : c.head_dim;
+    c.rotary_dim =
+        f.has(key("rope.dimension_count")) ? f.get_int(key("rope.dimension_count")) : c.head_dim;
     const io::GgufTensorInfo* emb = f.find_tensor("token_embd.weight");
     ZS_CHECK_T(IoError, emb != nullptr, "{}: missing tensor 'token_embd.weight'", f.path());
     c.vocab_size = f.has(key("vocab_size")) ? f.get_int(key("vocab_size")) : emb->shape()[0];
@@ -74,8 +78,10 @@ ModelConfig config_from_gguf(const io::GgufFile& f) {
     c.norm = NormKind::rmsnorm;
     c.pos = PosKind::rope;
     c.mlp = MlpKind::swiglu;
-    if (f.has("tokenizer.ggml.bos_token_id")) c.bos_token_id = f.get_int("tokenizer.ggml.bos_token_id");
-    if (f.has("tokenizer.ggml.eos_token_id")) c.eos_token_ids = {f.get_int("tokenizer.ggml.eos_token_id")};
+    if (f.has("tokenizer.ggml.bos_token_id"))
+        c.bos_token_id = f.get_int("tokenizer.ggml.bos_token_id");
+    if (f.has("tokenizer.ggml.eos_token_id"))
+        c.eos_token_ids = {f.get_int("tokenizer.ggml.eos_token_id")};
     c.torch_dtype = core::DType::f32;
     c.validate(f.path());
     return c;

@@ -54,8 +54,8 @@ ModelConfig config_from_gguf(const io::GgufFile& file);
 struct ModelFiles {
     ModelConfig config;
     std::unique_ptr<WeightSource> weights;
-    std::string tokenizer_path;                  // directory or file for io::Tokenizer::load
-    std::shared_ptr<const io::GgufFile> gguf;    // set for GGUF models (its tokenizer lives here)
+    std::string tokenizer_path;                // directory or file for io::Tokenizer::load
+    std::shared_ptr<const io::GgufFile> gguf;  // set for GGUF models (its tokenizer lives here)
 };
 ModelFiles open_model(const std::string& path);
 

@@ -1,0 +1,139 @@
+#include "io/safetensors_writer.h"
+
+#include <algorithm>
+#include <filesystem>
+#include <set>
+
+#include <nlohmann/json.hpp>
+
+#include "base/error.h"
+#include "io/atomic_file.h"
+#include "io/safetensors.h"
+#include "io/utf8.h"
+
+namespace zs::io {
+
+namespace {
+
+void put_le64(uint8_t* p, uint64_t v) {
+    for (int i = 0; i < 8; ++i) p[i] = static_cast<uint8_t>(v >> (8 * i));
+}
+
+void check_inputs(const std::string& path, std::span<const NamedTensor> tensors,
+                  const SafetensorsMetadata& metadata) {
+    std::set<std::string_view> names;
+    for (const NamedTensor& nt : tensors) {
+        ZS_CHECK_T(IoError, nt.tensor.defined(), "{}: tensor '{}' is undefined", path, nt.name);
+        ZS_CHECK_T(IoError, nt.name != "__metadata__",
+                   "{}: '__metadata__' is reserved and cannot name a tensor", path);
+        ZS_CHECK_T(IoError, is_valid_utf8(nt.name), "{}: a tensor name is not valid UTF-8", path);
+        ZS_CHECK_T(IoError, names.insert(nt.name).second, "{}: duplicate tensor name '{}'", path,
+                   nt.name);
+    }
+    for (const auto& [k, v] : metadata) {
+        ZS_CHECK_T(IoError, is_valid_utf8(k) && is_valid_utf8(v),
+                   "{}: metadata key or value is not valid UTF-8", path);
+    }
+}
+
+}  // namespace
+
+void save_safetensors(const std::string& path, std::span<const NamedTensor> tensors,
+                      const SafetensorsMetadata& metadata) {
+    check_inputs(path, tensors, metadata);
+
+    // Data layout: decreasing element size (stable), so every tensor stays aligned.
+    std::vector<size_t> order(tensors.size());
+    for (size_t i = 0; i < order.size(); ++i) order[i] = i;
+    std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) {
+        return tensors[a].tensor.element_size() > tensors[b].tensor.element_size();
+    });
+    std::vector<uint64_t> begin(tensors.size());
+    uint64_t offset = 0;
+    for (size_t i : order) {
+        begin[i] = offset;
+        offset += tensors[i].tensor.nbytes();
+    }
+
+    nlohmann::ordered_json header = nlohmann::ordered_json::object();
+    if (!metadata.empty()) {
+        nlohmann::ordered_json m = nlohmann::ordered_json::object();
+        for (const auto& [k, v] : metadata) m[k] = v;
+        header["__metadata__"] = std::move(m);
+    }
+    for (size_t i = 0; i < tensors.size(); ++i) {
+        const core::Tensor& t = tensors[i].tensor;
+        nlohmann::ordered_json shape = nlohmann::ordered_json::array();
+        for (int64_t d : t.shape()) shape.push_back(d);
+        header[tensors[i].name] = {
+            {"dtype", to_string(to_safetensors_dtype(t.dtype()))},
+            {"shape", std::move(shape)},
+            {"data_offsets", {begin[i], begin[i] + t.nbytes()}},
+        };
+    }
+    std::string json = header.dump();
+    json.append((8 - json.size() % 8) % 8, ' ');  // 8 + N stays a multiple of 8
+
+    AtomicFile f(path);
+    uint8_t n[8];
+    put_le64(n, json.size());
+    f.write(n, 8);
+    f.write(json);
+    for (size_t i : order) {
+        core::Tensor t = tensors[i].tensor;
+        if (!t.device().is_cpu()) t = t.to(core::Device::cpu());
+        if (!t.is_contiguous()) t = t.contiguous();
+        if (t.nbytes() > 0) f.write(t.data_ptr(), t.nbytes());
+    }
+    f.commit();
+}
+
+std::vector<std::string> save_safetensors_sharded(const std::string& dir,
+                                                  std::span<const NamedTensor> tensors,
+                                                  uint64_t max_shard_bytes,
+                                                  const SafetensorsMetadata& metadata) {
+    ZS_CHECK_T(IoError, max_shard_bytes > 0, "{}: max shard size must be positive", dir);
+    check_inputs(dir, tensors, metadata);
+    std::error_code ec;
+    std::filesystem::create_directories(dir, ec);
+    ZS_CHECK_T(IoError, !ec, "{}: cannot create directory: {}", dir, ec.message());
+
+    // Greedy split in the caller's order.
+    std::vector<std::vector<NamedTensor>> shards;
+    uint64_t shard_bytes = 0, total = 0;
+    for (const NamedTensor& nt : tensors) {
+        uint64_t b = nt.tensor.nbytes();
+        if (shards.empty() || (shard_bytes > 0 && shard_bytes + b > max_shard_bytes)) {
+            shards.emplace_back();
+            shard_bytes = 0;
+        }
+        shards.back().push_back(nt);
+        shard_bytes += b;
+        total += b;
+    }
+    if (shards.empty()) shards.emplace_back();
+
+    std::vector<std::string> written;
+    if (shards.size() == 1) {
+        std::string path = dir + "/" + kSafetensorsSingleFile;
+        save_safetensors(path, shards[0], metadata);
+        written.push_back(path);
+        return written;
+    }
+    nlohmann::json weight_map = nlohmann::json::object();
+    for (size_t s = 0; s < shards.size(); ++s) {
+        std::string file = fmt::format("model-{:05d}-of-{:05d}.safetensors", s + 1, shards.size());
+        std::string path = dir + "/" + file;
+        save_safetensors(path, shards[s], metadata);
+        for (const NamedTensor& nt : shards[s]) weight_map[nt.name] = file;
+        written.push_back(path);
+    }
+    nlohmann::json index = {{"metadata", {{"total_size", total}}},
+                            {"weight_map", std::move(weight_map)}};
+    std::string index_path = dir + "/" + kSafetensorsIndexFile;
+    write_file_atomic(index_path, index.dump(2) + "\n");
+    written.push_back(index_path);
+    return written;
+}
+
+}  // namespace zs::io
