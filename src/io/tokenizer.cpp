@@ -76,23 +76,20 @@ Tokenizer Tokenizer::from_spec(TokenizerSpec spec) {
     return Tokenizer(std::make_unique<Impl>(std::move(spec)));
 }
 
-Tokenizer Tokenizer::load(const std::string& path, const TokenizerLoadOptions& options) {
+TokenizerSpec load_tokenizer_spec(const std::string& path, const TokenizerLoadOptions& options) {
     std::error_code ec;
     fs::path p(path);
     if (fs::is_directory(p, ec)) {
         auto has = [&](const char* f) { return fs::is_regular_file(p / f, ec); };
-        if (has("tokenizer.json"))
-            return from_spec(load_hf_tokenizer_json((p / "tokenizer.json").string()));
+        if (has("tokenizer.json")) return load_hf_tokenizer_json((p / "tokenizer.json").string());
         if (has("tokenizer.model")) {
-            return from_spec(load_sentencepiece_model((p / "tokenizer.model").string()));
+            return load_sentencepiece_model((p / "tokenizer.model").string());
         }
         if (has("vocab.json") && has("merges.txt")) {
-            return from_spec(
-                load_gpt2_vocab((p / "vocab.json").string(), (p / "merges.txt").string()));
+            return load_gpt2_vocab((p / "vocab.json").string(), (p / "merges.txt").string());
         }
         if (has("encoder.json") && has("vocab.bpe")) {
-            return from_spec(
-                load_gpt2_vocab((p / "encoder.json").string(), (p / "vocab.bpe").string()));
+            return load_gpt2_vocab((p / "encoder.json").string(), (p / "vocab.bpe").string());
         }
         ZS_THROW(IoError,
                  "{}: no tokenizer in this directory (looked for tokenizer.json, tokenizer.model, "
@@ -104,15 +101,19 @@ Tokenizer Tokenizer::load(const std::string& path, const TokenizerLoadOptions& o
     std::string file = p.filename().string();
     if (file == "encoder.json" || file == "vocab.json") {
         fs::path merges = p.parent_path() / (file == "encoder.json" ? "vocab.bpe" : "merges.txt");
-        return from_spec(load_gpt2_vocab(path, merges.string()));
+        return load_gpt2_vocab(path, merges.string());
     }
-    if (ext == ".json") return from_spec(load_hf_tokenizer_json(path));
-    if (ext == ".model") return from_spec(load_sentencepiece_model(path));
-    if (ext == ".tiktoken") return from_spec(load_tiktoken(path, options));
+    if (ext == ".json") return load_hf_tokenizer_json(path);
+    if (ext == ".model") return load_sentencepiece_model(path);
+    if (ext == ".tiktoken") return load_tiktoken(path, options);
     ZS_THROW(IoError,
              "{}: unknown tokenizer file type '{}' (expected a directory, *.json, *.model or "
              "*.tiktoken)",
              path, ext);
+}
+
+Tokenizer Tokenizer::load(const std::string& path, const TokenizerLoadOptions& options) {
+    return from_spec(load_tokenizer_spec(path, options));
 }
 
 std::vector<int32_t> Tokenizer::encode(std::string_view text, bool add_special,

@@ -36,6 +36,11 @@ struct TokenizerLoadOptions {
     std::vector<AddedToken> tiktoken_specials;
 };
 
+// Reads a tokenizer's files into a format-independent spec (what Tokenizer::load builds from);
+// same paths and errors as Tokenizer::load.
+TokenizerSpec load_tokenizer_spec(const std::string& path,
+                                  const TokenizerLoadOptions& options = {});
+
 class Tokenizer {
 public:
     // Loads by path. A directory: tokenizer.json (+ tokenizer_config.json) is preferred, else

@@ -195,6 +195,18 @@ void Tokenizer::Impl::build_vocab() {
                 break;
         }
     }
+    // Word-wise merging is exact when every mergeable piece is "▁"* then no "▁" (see spm_words).
+    spm_words = !byte_level;
+    for (size_t id = 0; id < n && spm_words; ++id) {
+        TokenType t = types[id];
+        if (added_at[id] >= 0 ||
+            (t != TokenType::kNormal && t != TokenType::kUserDefined && t != TokenType::kUnused)) {
+            continue;
+        }
+        std::string_view tok = spec.tokens[id];
+        while (tok.substr(0, kSpace.size()) == kSpace) tok.remove_prefix(kSpace.size());
+        spm_words = tok.find(kSpace) == std::string_view::npos;
+    }
     // An added token spelled like an ordinary token maps to the added id (HF prefers added).
     for (const AddedToken& a : spec.added_tokens) token_ids[a.content] = a.id;
 }

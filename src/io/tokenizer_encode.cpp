@@ -273,15 +273,7 @@ void Tokenizer::Impl::encode_bytes_piece(std::string_view piece, BpeWork& work,
             return;
         }
     }
-    const bool cacheable = piece.size() <= kCacheMaxPiece;
-    if (cacheable) {
-        std::lock_guard<std::mutex> lock(cache_mu);
-        auto it = cache.find(std::string(piece));
-        if (it != cache.end()) {
-            out.insert(out.end(), it->second.begin(), it->second.end());
-            return;
-        }
-    }
+    if (cache_get(piece, out)) return;
     std::vector<BpeSymbol> syms;
     syms.reserve(piece.size());
     for (char c : piece) {
@@ -292,12 +284,23 @@ void Tokenizer::Impl::encode_bytes_piece(std::string_view piece, BpeWork& work,
     bpe.merge(syms, work);
     size_t first = out.size();
     for (const BpeSymbol& s : syms) out.push_back(s.id);
-    if (cacheable) {
-        std::lock_guard<std::mutex> lock(cache_mu);
-        if (cache.size() >= kCacheMaxEntries) cache.clear();
-        cache.emplace(std::string(piece),
-                      std::vector<int32_t>(out.begin() + static_cast<ptrdiff_t>(first), out.end()));
-    }
+    cache_put(piece, out.data() + first, out.size() - first);
+}
+
+bool Tokenizer::Impl::cache_get(std::string_view piece, std::vector<int32_t>& out) const {
+    if (piece.size() > kCacheMaxPiece) return false;
+    std::lock_guard<std::mutex> lock(cache_mu);
+    auto it = cache.find(piece);
+    if (it == cache.end()) return false;
+    out.insert(out.end(), it->second.begin(), it->second.end());
+    return true;
+}
+
+void Tokenizer::Impl::cache_put(std::string_view piece, const int32_t* ids, size_t n) const {
+    if (piece.size() > kCacheMaxPiece) return;
+    std::lock_guard<std::mutex> lock(cache_mu);
+    if (cache.size() >= kCacheMaxEntries) cache.clear();
+    cache.emplace(std::string(piece), std::vector<int32_t>(ids, ids + n));
 }
 
 void Tokenizer::Impl::encode_spm_piece(std::string_view piece, BpeWork& work,
@@ -309,7 +312,31 @@ void Tokenizer::Impl::encode_spm_piece(std::string_view piece, BpeWork& work,
             out.push_back(it->second);
             return;
         }
+        encode_spm_word(piece, work, out);  // HF: the whole piece is one word
+        return;
     }
+    if (!spm_words) {
+        encode_spm_word(piece, work, out);
+        return;
+    }
+    // Words start where "▁" follows another character: "▁▁the▁cat" -> "▁▁the", "▁cat".
+    size_t start = 0;
+    for (size_t i = 1; i + kSpace.size() <= piece.size(); ++i) {
+        bool space_here = piece.compare(i, kSpace.size(), kSpace) == 0;
+        bool space_before =
+            i >= kSpace.size() && piece.compare(i - kSpace.size(), kSpace.size(), kSpace) == 0;
+        if (space_here && !space_before) {
+            encode_spm_word(piece.substr(start, i - start), work, out);
+            start = i;
+        }
+    }
+    encode_spm_word(piece.substr(start), work, out);
+}
+
+void Tokenizer::Impl::encode_spm_word(std::string_view piece, BpeWork& work,
+                                      std::vector<int32_t>& out) const {
+    if (cache_get(piece, out)) return;
+    const size_t first = out.size();
     std::vector<BpeSymbol> syms;
     syms.reserve(piece.size());
     size_t pos = 0;
@@ -354,6 +381,7 @@ void Tokenizer::Impl::encode_spm_piece(std::string_view piece, BpeWork& work,
             last_unk = true;
         }
     }
+    cache_put(piece, out.data() + first, out.size() - first);
 }
 
 void Tokenizer::Impl::resegment(int32_t id,

@@ -69,8 +69,13 @@ struct Tokenizer::Impl {
     std::vector<std::unique_ptr<Regex>> splits;  // one per spec.pre_splits entry
     TokenTrie raw_added, normalized_added;       // values index spec.added_tokens
 
+    // SentencePiece: every piece is "▁"* followed by non-"▁" characters, so no merge crosses a
+    // point where "▁" follows another character; text is merged word by word between them.
+    bool spm_words = false;
+
     mutable std::mutex cache_mu;
-    mutable std::unordered_map<std::string, std::vector<int32_t>> cache;  // GUARDED_BY(cache_mu)
+    mutable std::unordered_map<std::string, std::vector<int32_t>, StringHash, std::equal_to<>>
+        cache;  // GUARDED_BY(cache_mu): piece -> ids
 
     // Built in tokenizer_build.cpp.
     explicit Impl(TokenizerSpec s);
@@ -90,6 +95,9 @@ private:
     void pre_split(std::string_view text, std::vector<std::pair<size_t, size_t>>& pieces) const;
     void encode_bytes_piece(std::string_view piece, BpeWork& work, std::vector<int32_t>& out) const;
     void encode_spm_piece(std::string_view piece, BpeWork& work, std::vector<int32_t>& out) const;
+    void encode_spm_word(std::string_view word, BpeWork& work, std::vector<int32_t>& out) const;
+    bool cache_get(std::string_view piece, std::vector<int32_t>& out) const;
+    void cache_put(std::string_view piece, const int32_t* ids, size_t n) const;
     void resegment(int32_t id, const std::unordered_map<int32_t, std::pair<int32_t, int32_t>>& rev,
                    std::vector<int32_t>& out) const;
 };

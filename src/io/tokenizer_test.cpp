@@ -5,6 +5,7 @@
 #include "io/tokenizer.h"
 
 #include <algorithm>
+#include <thread>
 
 #include <gtest/gtest.h>
 
@@ -54,6 +55,39 @@ TEST_P(Golden, DecodesReferenceIds) {
 
 INSTANTIATE_TEST_SUITE_P(Families, Golden,
                          ::testing::Values("gpt2", "llama3", "mistral", "llama2", "r50k"));
+
+class Stress : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(Stress, MatchesReferenceOnRandomMultilineText) {
+    // Mixed scripts, emoji/ZWJ, odd whitespace, CRLF, literal special tokens. sentencepiece never
+    // parses "<s>" in text, so Llama-2 is compared with parse_special = false.
+    const std::string fam = GetParam();
+    const std::string ref = fam == "r50k" ? "gpt2" : fam;
+    const Tokenizer& tok = family(fam);
+    const bool parse_special = fam != "llama2";
+    int matched = 0;
+    for (size_t i = 0; i < stress().size(); ++i) {
+        const GoldenCase& c = stress()[i];
+        std::vector<int32_t> got = tok.encode(c.text, false, parse_special);
+        if (got == c.ids.at(ref)) {
+            ++matched;
+        } else {
+            EXPECT_EQ(got, c.ids.at(ref)) << fam << " stress case " << i;
+        }
+        // The reference ids decode as the reference decodes them (specials shown).
+        auto d = c.decoded.find(ref);
+        EXPECT_EQ(tok.decode(c.ids.at(ref)), d == c.decoded.end() ? c.text : d->second)
+            << fam << " stress case " << i;
+        // Without special-token parsing, decode inverts encode.
+        EXPECT_EQ(tok.decode(tok.encode(c.text, false, false)), c.text)
+            << fam << " stress case " << i;
+    }
+    std::printf("[ %s ] stress: %d/%zu exact\n", fam.c_str(), matched, stress().size());
+}
+
+INSTANTIATE_TEST_SUITE_P(Families, Stress,
+                         ::testing::Values("gpt2", "r50k", "cl100k", "llama3", "mistral",
+                                           "llama2"));
 
 TEST(Tokenizer, VocabularyAndSpecials) {
     const Tokenizer& gpt2 = family("gpt2");
@@ -179,6 +213,52 @@ TEST(Tokenizer, LoadPicksByPath) {
     EXPECT_EQ(Tokenizer::load(fixture("llama2")).vocab_size(), 32000);
     EXPECT_EQ(Tokenizer::load(fixture("gpt2/encoder.json")).vocab_size(), 50257);
     EXPECT_EQ(Tokenizer::load(fixture("tiktoken/r50k_base.tiktoken")).vocab_size(), 50257);
+}
+
+TEST(Tokenizer, SentencePieceWordSplitEqualsWholeTextMerge) {
+    // SentencePiece text is merged word by word when no piece has a "▁" after another character.
+    // Adding one such piece (which can never match here) forces whole-text merging: the ids of
+    // every golden text, and of all of them joined, must not change.
+    for (const char* fam : {"llama2", "mistral"}) {
+        TokenizerSpec spec = load_tokenizer_spec(family_path(fam));
+        Tokenizer words = Tokenizer::from_spec(spec);
+        spec.tokens.push_back("\x01▁\x01");
+        if (!spec.scores.empty()) spec.scores.push_back(-1e9f);
+        if (!spec.types.empty()) spec.types.push_back(TokenType::kNormal);
+        Tokenizer whole = Tokenizer::from_spec(spec);
+        std::string all;
+        for (const GoldenCase& c : golden()) {
+            EXPECT_EQ(words.encode(c.text), whole.encode(c.text)) << fam;
+            all += c.text + "  \n";
+        }
+        EXPECT_EQ(words.encode(all), whole.encode(all)) << fam;
+    }
+}
+
+TEST(Tokenizer, ConcurrentEncodesAgreeWithSerial) {
+    // encode/decode are const and thread-safe (the word cache and regex scratch are locked).
+    for (const char* fam : {"llama3", "llama2"}) {
+        const Tokenizer& tok = family(fam);
+        std::vector<std::vector<int32_t>> serial;
+        for (const GoldenCase& c : golden()) serial.push_back(c.ids.at(fam));
+        std::vector<std::thread> threads;
+        std::vector<int> mismatches(4, 0);
+        for (int t = 0; t < 4; ++t) {
+            threads.emplace_back([&, t] {
+                for (int rep = 0; rep < 3; ++rep) {
+                    for (size_t i = 0; i < golden().size(); ++i) {
+                        size_t k = (i * 7 + static_cast<size_t>(t)) % golden().size();
+                        if (tok.encode(golden()[k].text) != serial[k])
+                            ++mismatches[static_cast<size_t>(t)];
+                        if (tok.decode(serial[k]) != golden()[k].text)
+                            ++mismatches[static_cast<size_t>(t)];
+                    }
+                }
+            });
+        }
+        for (auto& th : threads) th.join();
+        for (int m : mismatches) EXPECT_EQ(m, 0) << fam;
+    }
 }
 
 TEST(Tokenizer, FromSpecSentencePieceByScore) {
