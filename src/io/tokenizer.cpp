@@ -63,6 +63,8 @@ const char* to_string(LeadingSpace s) {
             return "strip-output";
         case LeadingSpace::kStripFirstPiece:
             return "strip-first-piece";
+        case LeadingSpace::kStripFirstToken:
+            return "strip-first-token";
     }
     return "?";
 }
@@ -142,9 +144,15 @@ void Tokenizer::append_bytes(int32_t id, bool skip_special, DecodeState& state,
                 state.at_start = false;
             }
             break;
-        case LeadingSpace::kStripFirstPiece: {
-            // SentencePiece: the first piece that is not a control token loses its "▁".
-            if (!state.at_start || is_special_id) break;
+        case LeadingSpace::kStripFirstPiece:
+        case LeadingSpace::kStripFirstToken: {
+            // SentencePiece: the first piece that is not a control token loses its "▁"; HF's
+            // Metaspace decoder looks at the first token shown, whatever it is.
+            if (!state.at_start) break;
+            if (is_special_id) {
+                if (m.spec.leading_space == LeadingSpace::kStripFirstToken) state.at_start = false;
+                break;
+            }
             TokenType t = m.types[i];
             if ((t == TokenType::kNormal || t == TokenType::kUserDefined ||
                  t == TokenType::kUnused) &&

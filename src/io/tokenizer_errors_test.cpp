@@ -172,6 +172,12 @@ TEST_F(TokenizerErrors, BadTokenizerJson) {
             {"type": "ByteLevel", "add_prefix_space": false, "use_regex": false}]}})";
     EXPECT_NE(load_error<IoError>(write("i.json", bad_regex2)).find("does not compile"),
               std::string::npos);
+    std::string late_split = R"({"model": {"type": "BPE", "vocab": {"a": 0}, "merges": []},
+        "pre_tokenizer": {"type": "Sequence", "pretokenizers": [
+            {"type": "ByteLevel", "add_prefix_space": false, "use_regex": true},
+            {"type": "Digits", "individual_digits": true}]}})";
+    EXPECT_NE(load_error<NotSupported>(write("j.json", late_split)).find("only a final ByteLevel"),
+              std::string::npos);
 }
 
 TEST_F(TokenizerErrors, BadTiktoken) {

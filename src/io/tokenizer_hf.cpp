@@ -143,6 +143,11 @@ void parse_pre_tokenizer(const json& root, const Reader& r, TokenizerSpec& spec,
             s.invert = r.flag(step, "invert", where, false);
             spec.pre_splits.push_back(std::move(s));
         } else if (type == "ByteLevel") {
+            // Later steps would see GPT-2's byte alphabet, not the text ("²" is a digit there).
+            ZS_CHECK_T(NotSupported, i + 1 == steps.size(),
+                       "{}: {} is followed by another pre-tokenizer; only a final ByteLevel is "
+                       "supported",
+                       r.path, where);
             c.byte_level = true;
             if (r.flag(step, "add_prefix_space", where, true)) {
                 ZS_CHECK_T(NotSupported, i == 0,
@@ -213,7 +218,7 @@ void parse_decoder(const json& root, const Reader& r, TokenizerSpec& spec) {
             std::string scheme = r.str(*step, "prepend_scheme", where, "");
             bool prefix =
                 scheme.empty() ? r.flag(*step, "add_prefix_space", where, true) : scheme != "never";
-            if (prefix) spec.leading_space = LeadingSpace::kStripFirstPiece;
+            if (prefix) spec.leading_space = LeadingSpace::kStripFirstToken;
             continue;
         }
         ZS_THROW(NotSupported, "{}: {} of type '{}' is not supported", r.path, where, type);

@@ -54,7 +54,8 @@ struct AddedToken {
 enum class LeadingSpace {
     kKeep,             // byte-level: the text is exactly the bytes
     kStripOutput,      // HF Strip decoder: drop one ' ' at the start of the whole output
-    kStripFirstPiece,  // SentencePiece / HF Metaspace: drop the '▁' of the first non-control piece
+    kStripFirstPiece,  // SentencePiece: drop the '▁' of the first piece that is not control
+    kStripFirstToken,  // HF Metaspace decoder: drop the '▁' of the first token shown
 };
 const char* to_string(LeadingSpace s);
 

@@ -5,9 +5,13 @@
 #include "io/tokenizer.h"
 
 #include <algorithm>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
 #include <thread>
 
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include "base/error.h"
 #include "io/tokenizer_test_util.h"
@@ -88,6 +92,46 @@ TEST_P(Stress, MatchesReferenceOnRandomMultilineText) {
 INSTANTIATE_TEST_SUITE_P(Families, Stress,
                          ::testing::Values("gpt2", "r50k", "cl100k", "llama3", "mistral",
                                            "llama2"));
+
+class Variant : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(Variant, MatchesHuggingFaceOnStressText) {
+    // A real tokenizer.json with components replaced (Metaspace first/always/split, Digits,
+    // every Split behaviour and invert, ByteLevel add_prefix_space, Metaspace decoder), as
+    // stress.json's "variants" lists them; ids and decodes from HF tokenizers.
+    const std::string name = GetParam();
+    nlohmann::json v = stress_json().at("variants").at(name);
+    std::string base = v.at("base").get<std::string>();
+    std::ifstream f(fixture(base + "/tokenizer.json"), std::ios::binary);
+    std::stringstream ss;
+    ss << f.rdbuf();
+    nlohmann::json spec = nlohmann::json::parse(ss.str());
+    for (const auto& [key, value] : v.at("replace").items()) spec[key] = value;
+    std::string path = (std::filesystem::temp_directory_path() /
+                        ("zs_tok_variant_" + std::to_string(::getpid()) + "_" + name + ".json"))
+                           .string();
+    std::ofstream(path, std::ios::binary) << spec.dump();
+    Tokenizer tok = Tokenizer::load(path);
+    std::filesystem::remove(path);
+    int matched = 0;
+    for (size_t i = 0; i < stress().size(); ++i) {
+        const GoldenCase& c = stress()[i];
+        std::vector<int32_t> got = tok.encode(c.text);
+        if (got == c.ids.at(name)) {
+            ++matched;
+        } else {
+            EXPECT_EQ(got, c.ids.at(name)) << name << " stress case " << i;
+        }
+        auto d = c.decoded.find(name);
+        EXPECT_EQ(tok.decode(c.ids.at(name)), d == c.decoded.end() ? c.text : d->second)
+            << name << " stress case " << i;
+    }
+    std::printf("[ %s ] stress: %d/%zu exact\n", name.c_str(), matched, stress().size());
+}
+
+INSTANTIATE_TEST_SUITE_P(TokenizerJson, Variant,
+                         ::testing::Values("mistral_metaspace_first", "mistral_metaspace_split",
+                                           "llama3_splits", "llama3_prefix"));
 
 TEST(Tokenizer, VocabularyAndSpecials) {
     const Tokenizer& gpt2 = family("gpt2");

@@ -40,6 +40,45 @@ POOLS = [
 ]
 SEPARATORS = ["\n", "\r\n", "\n\n", " \n ", "\n\t", "   \n"]
 
+# tokenizer.json variants: a base file with top-level components replaced, to cover the
+# pre-tokenizers, split behaviours and decoders the two real files do not use.
+VARIANTS = {
+    "mistral_metaspace_first": ("mistral", {
+        "normalizer": None,
+        "pre_tokenizer": {"type": "Metaspace", "replacement": "\u2581",
+                          "prepend_scheme": "first", "split": False},
+    }),
+    "mistral_metaspace_split": ("mistral", {
+        "normalizer": None,
+        "pre_tokenizer": {"type": "Metaspace", "replacement": "\u2581",
+                          "prepend_scheme": "always", "split": True},
+        "decoder": {"type": "Sequence", "decoders": [
+            {"type": "Metaspace", "replacement": "\u2581", "prepend_scheme": "always",
+             "split": True},
+            {"type": "ByteFallback"}, {"type": "Fuse"}]},
+    }),
+    "llama3_splits": ("llama3", {
+        "pre_tokenizer": {"type": "Sequence", "pretokenizers": [
+            {"type": "Digits", "individual_digits": True},
+            {"type": "Split", "pattern": {"Regex": "\\s+"}, "behavior": "MergedWithPrevious",
+             "invert": False},
+            {"type": "Split", "pattern": {"String": "e"}, "behavior": "MergedWithNext",
+             "invert": False},
+            {"type": "Split", "pattern": {"Regex": "[aeiou]"}, "behavior": "Contiguous",
+             "invert": False},
+            {"type": "Split", "pattern": {"Regex": "\\p{L}+"}, "behavior": "Isolated",
+             "invert": True},
+            {"type": "Split", "pattern": {"String": "x"}, "behavior": "Removed",
+             "invert": False},
+            {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True,
+             "use_regex": False}]},
+    }),
+    "llama3_prefix": ("llama3", {
+        "pre_tokenizer": {"type": "ByteLevel", "add_prefix_space": True, "trim_offsets": True,
+                          "use_regex": True},
+    }),
+}
+
 
 def random_text(rng):
     lines = []
@@ -72,6 +111,11 @@ def main():
     )
     hf = {name: tokenizers.Tokenizer.from_file(os.path.join(FX, name, "tokenizer.json"))
           for name in ("llama3", "mistral")}
+    for name, (base, overrides) in VARIANTS.items():
+        with open(os.path.join(FX, base, "tokenizer.json"), encoding="utf-8") as f:
+            spec = json.load(f)
+        spec.update(overrides)
+        hf[name] = tokenizers.Tokenizer.from_str(json.dumps(spec))
     sp = sentencepiece.SentencePieceProcessor(
         model_file=os.path.join(FX, "llama2", "tokenizer.model"))
 
@@ -85,6 +129,8 @@ def main():
             "mistral": hf["mistral"].encode(text, add_special_tokens=False).ids,
             "llama2": sp.encode(text),
         }
+        for name in VARIANTS:
+            case[name] = hf[name].encode(text, add_special_tokens=False).ids
         # Each reference's own decode of its ids (special tokens shown), where it is not the text
         # (HF's legacy Prepend puts a "▁" after every special token, for one).
         decoded = {
@@ -94,6 +140,8 @@ def main():
             "mistral": hf["mistral"].decode(case["mistral"], skip_special_tokens=False),
             "llama2": sp.decode(case["llama2"]),
         }
+        for name in VARIANTS:
+            decoded[name] = hf[name].decode(case[name], skip_special_tokens=False)
         case["decoded"] = {k: v for k, v in decoded.items() if v != text}
         cases.append(case)
     meta = {
@@ -102,7 +150,9 @@ def main():
                        "sentencepiece": sentencepiece.__version__},
     }
     with open(os.path.join(FX, "stress.json"), "w", encoding="utf-8") as f:
-        json.dump({"meta": meta, "cases": cases}, f, ensure_ascii=False, separators=(",", ":"))
+        variants = {name: {"base": base, "replace": overrides}
+                    for name, (base, overrides) in VARIANTS.items()}
+        json.dump({"meta": meta, "variants": variants, "cases": cases}, f, ensure_ascii=False, separators=(",", ":"))
 
 
 if __name__ == "__main__":
