@@ -152,9 +152,18 @@ void Tokenizer::Impl::build_vocab() {
         auto iid = static_cast<int32_t>(id);
         token_ids.emplace(tok, iid);  // the first id wins for a repeated spelling
         if (added_at[id] >= 0) {
+            // Added tokens decode through the same per-token mapping as the rest (HF passes
+            // them through its decoder): byte-level alphabet, or "▁" -> ' ' of the (normalized)
+            // content.
             const AddedToken& a = spec.added_tokens[static_cast<size_t>(added_at[id])];
             special[id] = a.special ? 1 : 0;
-            out_bytes[id] = a.content;
+            if (byte_level) {
+                std::string raw;
+                out_bytes[id] = alphabet.decode(a.content, raw) ? raw : a.content;
+            } else {
+                out_bytes[id] = replace_all(a.normalized ? normalize(a.content, false) : a.content,
+                                            kSpace, " ");
+            }
             continue;
         }
         TokenType type = types[id];
@@ -298,6 +307,11 @@ void Tokenizer::Impl::build_merges() {
 void Tokenizer::Impl::build_added() {
     for (size_t i = 0; i < spec.added_tokens.size(); ++i) {
         const AddedToken& a = spec.added_tokens[i];
+        if (a.single_word && !word_char) {
+            word_char =
+                std::make_unique<Regex>(R"([\p{Alphabetic}\p{M}\p{Nd}\p{Pc}\x{200C}\x{200D}])",
+                                        "Unicode word character class");
+        }
         if (a.normalized) {
             normalized_added.insert(normalize(a.content, false), static_cast<int32_t>(i));
         } else {

@@ -40,11 +40,6 @@ size_t space_before(std::string_view s, size_t i) {
     return 0;
 }
 
-bool is_word_byte(char c) {
-    auto u = static_cast<unsigned char>(c);
-    return u >= 0x80 || std::isalnum(u) || c == '_';
-}
-
 // Applies a Split behaviour to one piece: `parts` lists the piece's consecutive ranges with
 // whether each is a delimiter (a regex match, or a gap when inverted).
 void apply_behavior(SplitBehavior behavior,
@@ -102,6 +97,25 @@ void apply_behavior(SplitBehavior behavior,
 
 }  // namespace
 
+bool Tokenizer::Impl::is_word_char(std::string_view s, size_t at, bool before) const {
+    // The character just before (or at) `at`, tested against Unicode's \w (UTS #18), which is
+    // what HF's single_word boundary uses: "²" is not a word character, "é", "٣", "_" are.
+    size_t b = at, e = at;
+    if (before) {
+        if (at == 0) return false;
+        b = at - 1;
+        while (b > 0 && (static_cast<uint8_t>(s[b]) & 0xC0) == 0x80 && at - b < 4) --b;
+    } else {
+        if (at >= s.size()) return false;
+        size_t n = utf8_valid_len(s, at);
+        e = at + (n == 0 ? 1 : n);
+    }
+    if (before) e = at;
+    std::vector<std::pair<size_t, size_t>> m;
+    word_char->find_all(s.substr(b, e - b), m);
+    return !m.empty();
+}
+
 void Tokenizer::Impl::split_added(std::string_view s, const TokenTrie& trie,
                                   std::vector<Segment>& out) const {
     size_t text_begin = 0, pos = 0;
@@ -114,8 +128,7 @@ void Tokenizer::Impl::split_added(std::string_view s, const TokenTrie& trie,
         }
         const AddedToken& a = spec.added_tokens[static_cast<size_t>(idx)];
         size_t b = pos, e = pos + len;
-        if (a.single_word &&
-            ((b > 0 && is_word_byte(s[b - 1])) || (e < s.size() && is_word_byte(s[e])))) {
+        if (a.single_word && (is_word_char(s, b, true) || is_word_char(s, e, false))) {
             ++pos;
             continue;
         }

@@ -385,6 +385,11 @@ TokenizerSpec load_hf_tokenizer_json(const std::string& path) {
         n = std::max(
             n, static_cast<size_t>(r.id(it.value(), "model.vocab[\"" + it.key() + "\"]")) + 1);
     }
+    // HF gives an added token that is already in the vocabulary the vocabulary's id.
+    for (AddedToken& a : added) {
+        auto it = vocab.find(a.content);
+        if (it != vocab.end()) a.id = static_cast<int32_t>(it.value().get<int64_t>());
+    }
     for (const AddedToken& a : added) n = std::max(n, static_cast<size_t>(a.id) + 1);
     // Ids come from the file: refuse a sparse id space before allocating it.
     ZS_CHECK_T(IoError, n <= vocab.size() + added.size(),

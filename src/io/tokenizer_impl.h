@@ -68,6 +68,7 @@ struct Tokenizer::Impl {
     Bpe bpe;
     std::vector<std::unique_ptr<Regex>> splits;  // one per spec.pre_splits entry
     TokenTrie raw_added, normalized_added;       // values index spec.added_tokens
+    std::unique_ptr<Regex> word_char;            // Unicode \w, when a token is single_word
 
     // SentencePiece: every piece is "▁"* followed by non-"▁" characters, so no merge crosses a
     // point where "▁" follows another character; text is merged word by word between them.
@@ -90,6 +91,7 @@ private:
     void build_merges();
     void build_added();
     void split_added(std::string_view s, const TokenTrie& trie, std::vector<Segment>& out) const;
+    bool is_word_char(std::string_view s, size_t at, bool before) const;
     void encode_segment(std::string_view segment, bool at_input_start, BpeWork& work,
                         std::vector<int32_t>& out) const;
     void pre_split(std::string_view text, std::vector<std::pair<size_t, size_t>>& pieces) const;

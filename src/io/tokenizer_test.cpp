@@ -131,7 +131,8 @@ TEST_P(Variant, MatchesHuggingFaceOnStressText) {
 
 INSTANTIATE_TEST_SUITE_P(TokenizerJson, Variant,
                          ::testing::Values("mistral_metaspace_first", "mistral_metaspace_split",
-                                           "llama3_splits", "llama3_prefix"));
+                                           "llama3_splits", "llama3_prefix", "llama3_added_flags",
+                                           "mistral_added_flags"));
 
 TEST(Tokenizer, VocabularyAndSpecials) {
     const Tokenizer& gpt2 = family("gpt2");

@@ -36,7 +36,8 @@ POOLS = [
     list("ᚠᚢᚦ𐍈𐌰ꯍ"),
     list("0123456789٣٤"),
     ["'s", "'t", "'re", "'S", "n't", "'LL", " ' "],
-    ["<s>", "</s>", "<|endoftext|>", "<|eot_id|>", "<unk>"],
+    ["<s>", "</s>", "<|endoftext|>", "<|eot_id|>", "<unk>", "<|start_header_id|>", "ello",
+     "x y"],
 ]
 SEPARATORS = ["\n", "\r\n", "\n\n", " \n ", "\n\t", "   \n"]
 
@@ -78,6 +79,29 @@ VARIANTS = {
                           "use_regex": True},
     }),
 }
+
+
+def added_token_variants():
+    """Added-token flags (lstrip, rstrip, single_word, normalized, special=false) on the real
+    added_tokens lists, plus one new normalized token per file."""
+    out = {}
+    for base, edits, extra in (
+        ("llama3", {128009: {"lstrip": True, "rstrip": True},
+                    128006: {"single_word": True}},
+         {"id": 128256, "content": "ello", "special": False, "normalized": True}),
+        ("mistral", {1: {"lstrip": True}, 2: {"rstrip": True, "single_word": True}},
+         {"id": 32000, "content": "x y", "special": False, "normalized": True}),
+    ):
+        with open(os.path.join(FX, base, "tokenizer.json"), encoding="utf-8") as f:
+            added = json.load(f)["added_tokens"]
+        for tok in added:
+            tok.update(edits.get(tok["id"], {}))
+        added.append(dict({"single_word": False, "lstrip": False, "rstrip": False}, **extra))
+        out[base + "_added_flags"] = (base, {"added_tokens": added})
+    return out
+
+
+VARIANTS.update(added_token_variants())
 
 
 def random_text(rng):
