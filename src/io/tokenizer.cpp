@@ -69,6 +69,19 @@ const char* to_string(LeadingSpace s) {
     return "?";
 }
 
+bool gguf_pre_tokenizer(std::string_view pre, TokenizerSpec& spec) {
+    if (pre == "default" || pre == "gpt-2" || pre == "gpt2") {
+        spec.pre_splits = {{kGpt2Pattern, SplitBehavior::kIsolated, false}};
+        return true;
+    }
+    if (pre == "llama3" || pre == "llama-v3" || pre == "llama-bpe") {
+        spec.pre_splits = {{kLlama3Pattern, SplitBehavior::kIsolated, false}};
+        spec.ignore_merges = true;
+        return true;
+    }
+    return false;
+}
+
 Tokenizer::Tokenizer(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 Tokenizer::Tokenizer(Tokenizer&&) noexcept = default;
 Tokenizer& Tokenizer::operator=(Tokenizer&&) noexcept = default;

@@ -1,9 +1,14 @@
 // TokenizerSpec: a tokenizer described independently of any file format.
 //
 // Every loader (tokenizer.json, tokenizer.model, encoder.json + vocab.bpe, *.tiktoken) produces
-// one of these, and Tokenizer::from_spec builds the runtime tables from it; a GGUF loader fills
-// it from tokenizer.ggml.* metadata (model "gpt2" -> kByteLevelBpe with merges and a pre-tokenizer
-// regex list, "llama" -> kSentencePieceBpe with scores and token types).
+// one of these, and Tokenizer::from_spec builds the runtime tables from it. From GGUF metadata:
+//   tokenizer.ggml.model "llama": kSentencePieceBpe; tokens, scores, types (token_type - 1);
+//     add_prefix_space = add_space_prefix (default true); byte_fallback = has byte tokens;
+//     leading_space = kStripFirstPiece; added_tokens = the control (and unknown) tokens.
+//   tokenizer.ggml.model "gpt2": kByteLevelBpe; tokens, types, merges ("a b" split at the space);
+//     pre_splits / ignore_merges from gguf_pre_tokenizer(tokenizer.ggml.pre); added_tokens = the
+//     control and user-defined tokens.
+//   Both: bos/eos/unk/padding_token_id, add_bos_token / add_eos_token, chat_template.
 //
 // Invariants (checked by from_spec, which names the field on failure): tokens.size() is the
 // vocabulary size; scores/types are empty or tokens.size() long; every id (added tokens, bos, eos,
@@ -13,6 +18,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -24,7 +30,7 @@ enum class TokenizerModel {
 };
 const char* to_string(TokenizerModel m);
 
-// SentencePiece's piece types (GGUF token_type uses the same numbering minus one).
+// SentencePiece's piece types, in the order of GGUF's token_type values 1-6 (0 is "undefined").
 enum class TokenType { kNormal, kUnknown, kControl, kUserDefined, kUnused, kByte };
 const char* to_string(TokenType t);
 
@@ -65,6 +71,12 @@ inline constexpr const char* kGpt2Pattern =
 // Llama-3's Split regex, which is also tiktoken's cl100k_base pattern.
 inline constexpr const char* kLlama3Pattern =
     R"((?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+)";
+
+// The pre-tokenizer of a GGUF tokenizer.ggml.pre name ("default", "gpt-2", "llama-bpe", ...):
+// sets spec.pre_splits (and ignore_merges, as Llama-3's tokenizer.json does). False when the
+// name is not one this build knows.
+struct TokenizerSpec;
+bool gguf_pre_tokenizer(std::string_view pre, TokenizerSpec& spec);
 
 struct TokenizerSpec {
     TokenizerModel model = TokenizerModel::kByteLevelBpe;

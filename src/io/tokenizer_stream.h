@@ -12,7 +12,8 @@
 //
 // When decoding continues a sequence whose start was already shown (the generated part after a
 // prompt), pass at_sequence_start = false so the first token keeps its leading space.
-// Not thread-safe; one per stream. The Tokenizer must outlive it.
+// Not thread-safe; one per stream. The Tokenizer must outlive it and stay where it is (not
+// moved from) while the decoder is in use.
 #pragma once
 
 #include <cstdint>

@@ -306,6 +306,29 @@ TEST(Tokenizer, ConcurrentEncodesAgreeWithSerial) {
     }
 }
 
+TEST(Tokenizer, GgufStyleSpecEqualsLlama3) {
+    // What a GGUF "gpt2" loader would hand over: tokens, types, merges and the "llama-bpe"
+    // pre-tokenizer name. It must encode the golden texts as Llama-3 does.
+    TokenizerSpec file = load_tokenizer_spec(family_path("llama3"));
+    TokenizerSpec gguf;
+    gguf.name = "gguf";
+    gguf.model = TokenizerModel::kByteLevelBpe;
+    gguf.tokens = file.tokens;
+    gguf.merges = file.merges;
+    ASSERT_TRUE(gguf_pre_tokenizer("llama-bpe", gguf));
+    EXPECT_FALSE(gguf_pre_tokenizer("no-such-pre", gguf));
+    gguf.types.assign(gguf.tokens.size(), TokenType::kNormal);
+    for (size_t id = 128000; id < gguf.tokens.size(); ++id) {
+        gguf.types[id] = TokenType::kControl;
+        gguf.added_tokens.push_back({static_cast<int32_t>(id), gguf.tokens[id]});
+    }
+    gguf.bos_id = 128000;
+    gguf.eos_id = 128001;
+    Tokenizer tok = Tokenizer::from_spec(std::move(gguf));
+    for (const GoldenCase& c : golden()) EXPECT_EQ(tok.encode(c.text), c.ids.at("llama3"));
+    EXPECT_EQ(tok.encode("<|eot_id|>"), (std::vector<int32_t>{128009}));
+}
+
 TEST(Tokenizer, FromSpecSentencePieceByScore) {
     // A GGUF-style "llama" vocabulary. Worked on paper: "ab abc" -> "▁ab▁abc" -> symbols
     // ▁ a b ▁ a b c; "bc" (-0.5) merges first, then "▁a" (-1) at 0 and at 3 (leftmost first);
