@@ -62,7 +62,8 @@ public:
     // Token ids of `text` (UTF-8; invalid bytes are kept losslessly as byte tokens where the
     // vocabulary allows). add_special: prepend bos / append eos as the files ask. parse_special:
     // added tokens written literally in the text become their ids (false for untrusted text that
-    // must not smuggle in control tokens such as "<|eot_id|>").
+    // must not smuggle in control tokens such as "<|eot_id|>"). Throws zs::Error naming the
+    // pattern when a pre-tokenizer regex from the files exceeds its backtracking limit.
     std::vector<int32_t> encode(std::string_view text, bool add_special = false,
                                 bool parse_special = true) const;
     // Text of `ids`. skip_special drops special added tokens (bos, eos, ...). Throws zs::Error

@@ -2,6 +2,7 @@
 // id maps, decode bytes, byte symbols, the BPE pair table, the added-token tries, the regexes).
 // Every inconsistency raises IoError naming spec.name and the field.
 #include <algorithm>
+#include <cmath>
 #include <numeric>
 
 #include "base/error.h"
@@ -91,6 +92,10 @@ Tokenizer::Impl::Impl(TokenizerSpec s) : spec(std::move(s)) {
                "{}: {} scores for {} tokens", name, spec.scores.size(), spec.tokens.size());
     ZS_CHECK_T(IoError, spec.types.empty() || spec.types.size() == spec.tokens.size(),
                "{}: {} token types for {} tokens", name, spec.types.size(), spec.tokens.size());
+    for (size_t i = 0; i < spec.scores.size(); ++i) {
+        ZS_CHECK_T(IoError, !std::isnan(spec.scores[i]), "{}: the score of token {} is NaN", name,
+                   i);
+    }
     auto check_id = [&](const std::optional<int32_t>& id, const char* what) {
         ZS_CHECK_T(IoError, !id || (*id >= 0 && *id < n_vocab),
                    "{}: {} id {} is outside the vocabulary [0, {})", name, what, id.value_or(0),

@@ -126,6 +126,12 @@ TEST_F(TokenizerErrors, UnsupportedSentencePieceModelType) {
                       field_bytes(3, field_varint(3, 0) + field_varint(4, 0));
     Tokenizer tok = Tokenizer::load(write("bpe.model", bpe));
     EXPECT_EQ(tok.encode("ab"), (std::vector<int32_t>{1, 0}));
+    // A NaN score would make the merge order undefined: refused.
+    std::string nan_score =
+        field_bytes(1, field_bytes(1, "a") + std::string("\x15\x00\x00\xc0\x7f", 5)) +
+        field_bytes(2, field_varint(3, 2));
+    EXPECT_NE(load_error<IoError>(write("nan.model", nan_score)).find("score of token 0 is NaN"),
+              std::string::npos);
     std::string bad_type = field_bytes(1, field_bytes(1, "a") + field_varint(3, 9)) +
                            field_bytes(2, field_varint(3, 2));
     EXPECT_NE(load_error<IoError>(write("t.model", bad_type)).find("pieces[0].type is 9"),
@@ -178,6 +184,62 @@ TEST_F(TokenizerErrors, BadTokenizerJson) {
             {"type": "Digits", "individual_digits": true}]}})";
     EXPECT_NE(load_error<NotSupported>(write("j.json", late_split)).find("only a final ByteLevel"),
               std::string::npos);
+}
+
+TEST_F(TokenizerErrors, MutatedTokenizerJsonNeverCrashes) {
+    // A small tokenizer.json using most components; seeded byte edits (flip, delete, duplicate)
+    // must each load and encode, or raise a zs::Error (never another exception, never a crash).
+    const std::string base = R"({
+  "added_tokens": [{"id": 0, "content": "<s>", "special": true, "lstrip": false,
+                    "rstrip": true, "single_word": false, "normalized": false}],
+  "normalizer": {"type": "Sequence", "normalizers": [{"type": "Prepend", "prepend": "\u2581"},
+      {"type": "Replace", "pattern": {"String": " "}, "content": "\u2581"}]},
+  "pre_tokenizer": {"type": "Sequence", "pretokenizers": [{"type": "Digits",
+      "individual_digits": true}, {"type": "Split", "pattern": {"Regex": "[a-c]+"},
+      "behavior": "MergedWithNext", "invert": false}]},
+  "post_processor": {"type": "TemplateProcessing", "single": [{"SpecialToken": {"id": "<s>",
+      "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}}], "special_tokens": {}},
+  "decoder": {"type": "Sequence", "decoders": [{"type": "Replace", "pattern": {"String":
+      "\u2581"}, "content": " "}, {"type": "ByteFallback"}, {"type": "Fuse"},
+      {"type": "Strip", "content": " ", "start": 1, "stop": 0}]},
+  "model": {"type": "BPE", "byte_fallback": true, "fuse_unk": true, "unk_token": "<unk>",
+    "vocab": {"<s>": 0, "<unk>": 1, "<0x41>": 2, "\u2581": 3, "a": 4, "b": 5, "ab": 6,
+              "\u2581ab": 7, "1": 8},
+    "merges": ["a b", "\u2581 ab"]}
+})";
+    Tokenizer ok = Tokenizer::load(write("base.json", base));
+    // Worked by hand: "ab A" -> "▁ab▁A"; the Split makes "▁" and "ab" + "▁A" (MergedWithNext);
+    // "ab" merges, "A" falls back to <0x41>.
+    EXPECT_EQ(ok.encode("ab A", true), (std::vector<int32_t>{0, 3, 6, 3, 2}));
+    std::mt19937 rng(301);
+    int rejected = 0;
+    for (int trial = 0; trial < 400; ++trial) {
+        std::string bad = base;
+        for (int k = 0; k < 1 + static_cast<int>(rng() % 3); ++k) {
+            size_t at = rng() % bad.size();
+            switch (rng() % 3) {
+                case 0:
+                    bad[at] = "{}[]\":,0123456789-ab tfn\\"[rng() % 28];
+                    break;
+                case 1:
+                    bad.erase(at, 1 + rng() % 8);
+                    break;
+                default:
+                    bad.insert(at, bad.substr(rng() % bad.size(), 1 + rng() % 12));
+                    break;
+            }
+        }
+        std::string p = write("mut.json", bad);
+        try {
+            Tokenizer tok = Tokenizer::load(p);
+            tok.decode(tok.encode("ab ab 12 A\xFF", true));
+        } catch (const Error&) {
+            ++rejected;
+        } catch (const std::exception& e) {
+            ADD_FAILURE() << "trial " << trial << ": not a zs::Error: " << e.what() << "\n" << bad;
+        }
+    }
+    std::printf("[ mutate ] %d of 400 mutated tokenizer.json files rejected\n", rejected);
 }
 
 TEST_F(TokenizerErrors, BadTiktoken) {

@@ -208,7 +208,7 @@ void parse_decoder(const json& root, const Reader& r, TokenizerSpec& spec) {
             const json* stop = r.get(*step, "stop");
             bool ok = r.str(*step, "content", where) == " " && start &&
                       start->is_number_integer() && start->get<int64_t>() <= 1 &&
-                      (!stop || stop->get<int64_t>() == 0);
+                      (!stop || (stop->is_number_integer() && stop->get<int64_t>() == 0));
             ZS_CHECK_T(NotSupported, ok, "{}: {} only Strip(' ', start <= 1, stop 0) is supported",
                        r.path, where);
             if (start->get<int64_t>() == 1) spec.leading_space = LeadingSpace::kStripOutput;
@@ -231,6 +231,7 @@ void parse_post_processor(const json& node, const std::string& where, const Read
     std::string type = r.str(node, "type", where);
     if (type == "Sequence") {
         const json& list = r.need(node, "processors", where);
+        ZS_CHECK_T(IoError, list.is_array(), "{}: {}.processors is not an array", r.path, where);
         for (size_t i = 0; i < list.size(); ++i) {
             parse_post_processor(list[i], fmt::format("{}.processors[{}]", where, i), r, ids, spec);
         }
