@@ -212,6 +212,7 @@ TEST_F(TokenizerErrors, MutatedTokenizerJsonNeverCrashes) {
     // "ab" merges, "A" falls back to <0x41>.
     EXPECT_EQ(ok.encode("ab A", true), (std::vector<int32_t>{0, 3, 6, 3, 2}));
     std::mt19937 rng(301);
+    const std::string_view kChars = "{}[]\":,0123456789-ab tfn\\";
     int rejected = 0;
     for (int trial = 0; trial < 400; ++trial) {
         std::string bad = base;
@@ -219,7 +220,7 @@ TEST_F(TokenizerErrors, MutatedTokenizerJsonNeverCrashes) {
             size_t at = rng() % bad.size();
             switch (rng() % 3) {
                 case 0:
-                    bad[at] = "{}[]\":,0123456789-ab tfn\\"[rng() % 28];
+                    bad[at] = kChars[rng() % kChars.size()];
                     break;
                 case 1:
                     bad.erase(at, 1 + rng() % 8);
