@@ -23,6 +23,18 @@ int main(int argc, char** argv) {
     doc->add_option("--size", doctor.size, "Square GEMM size for the throughput check")
         ->check(CLI::Range(16, 8192));
 
+    zs::cli::TokenizeOptions tokenize;
+    CLI::App* tkn = app.add_subcommand(
+        "tokenize", "Encode stdin text to token ids (JSON), or --decode a JSON id array to text");
+    tkn->add_option("--tokenizer", tokenize.tokenizer,
+                    "tokenizer.json / tokenizer.model / *.tiktoken file, or a model directory")
+        ->required();
+    tkn->add_flag("--add-special", tokenize.add_special, "Add bos/eos as the tokenizer asks");
+    tkn->add_flag("--decode", tokenize.decode, "Read a JSON array of ids, print the text");
+    tkn->add_flag("--skip-special", tokenize.skip_special, "With --decode: drop special tokens");
+    tkn->add_option("--pattern", tokenize.pattern,
+                    "Pre-tokenizer regex for a *.tiktoken file other than r50k/p50k/cl100k_base");
+
     try {
         app.parse(argc, argv);
     } catch (const CLI::ParseError& e) {
@@ -32,6 +44,7 @@ int main(int argc, char** argv) {
     try {
         zs::backends::register_all();
         if (doc->parsed()) return zs::cli::run_doctor(doctor);
+        if (tkn->parsed()) return zs::cli::run_tokenize(tokenize);
         return 0;
     } catch (const zs::Error& e) {
         std::fprintf(stderr, "zerospeed: error: %s\n", e.what());
