@@ -74,6 +74,12 @@ bool gguf_pre_tokenizer(std::string_view pre, TokenizerSpec& spec) {
         spec.pre_splits = {{kGpt2Pattern, SplitBehavior::kIsolated, false}};
         return true;
     }
+    if (pre == "smollm") {
+        // SmolLM's tokenizer.json: Digits(individual_digits) then ByteLevel's GPT-2 regex.
+        spec.pre_splits = {{R"(\p{N})", SplitBehavior::kIsolated, false},
+                           {kGpt2Pattern, SplitBehavior::kIsolated, false}};
+        return true;
+    }
     if (pre == "llama3" || pre == "llama-v3" || pre == "llama-bpe") {
         spec.pre_splits = {{kLlama3Pattern, SplitBehavior::kIsolated, false}};
         spec.ignore_merges = true;
