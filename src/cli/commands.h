@@ -2,7 +2,9 @@
 // the process exit code; errors in user input are thrown as zs::Error and reported by main.
 #pragma once
 
+#include <cstdint>
 #include <string>
+#include <vector>
 
 namespace zs::cli {
 
@@ -21,5 +23,29 @@ struct TokenizeOptions {
 };
 // Text on stdin -> JSON array of ids on stdout (or the reverse with --decode).
 int run_tokenize(const TokenizeOptions& opts);
+
+struct GenerateOptions {
+    std::string model;  // HF directory or .gguf file
+    std::string prompt;
+    int64_t max_tokens = 128;
+    float temperature = -1.0f;  // < 0: the model's generation_config.json (greedy without one)
+    int top_k = -1;
+    float top_p = -1.0f;
+    float min_p = -1.0f;
+    float repetition_penalty = -1.0f;
+    uint64_t seed = 0;
+    std::vector<std::string> stops;
+    bool chat = false;          // format the prompt with the model's chat template
+    std::string system;         // system message with --chat
+    std::string dtype = "f32";  // compute dtype: f32 or bf16
+};
+// Generate text from a prompt, streaming to stdout; throughput on stderr.
+int run_generate(const GenerateOptions& opts);
+
+struct InfoOptions {
+    std::string model;
+};
+// Architecture, parameter count, memory per dtype.
+int run_info(const InfoOptions& opts);
 
 }  // namespace zs::cli

@@ -35,6 +35,34 @@ int main(int argc, char** argv) {
     tkn->add_option("--pattern", tokenize.pattern,
                     "Pre-tokenizer regex for a *.tiktoken file other than r50k/p50k/cl100k_base");
 
+    zs::cli::GenerateOptions gen;
+    CLI::App* gn =
+        app.add_subcommand("generate", "Generate text from a prompt (HF directory or GGUF)");
+    gn->add_option("--model", gen.model, "Model directory (config.json + safetensors) or .gguf")
+        ->required();
+    gn->add_option("--prompt", gen.prompt, "Prompt text")->required();
+    gn->add_option("--max-tokens", gen.max_tokens, "Tokens to generate")
+        ->check(CLI::Range(int64_t{1}, int64_t{1} << 20));
+    gn->add_option("--temperature", gen.temperature,
+                   "0 = greedy (default: the model's generation_config)")
+        ->check(CLI::Range(0.0f, 100.0f));
+    gn->add_option("--top-k", gen.top_k, "Keep the k most likely tokens (0 = all)")
+        ->check(CLI::NonNegativeNumber);
+    gn->add_option("--top-p", gen.top_p, "Nucleus sampling mass")->check(CLI::Range(0.0f, 1.0f));
+    gn->add_option("--min-p", gen.min_p, "Drop tokens below min_p x the top probability")
+        ->check(CLI::Range(0.0f, 1.0f));
+    gn->add_option("--repetition-penalty", gen.repetition_penalty, "HF repetition penalty (> 0)");
+    gn->add_option("--seed", gen.seed, "Sampling seed");
+    gn->add_option("--stop", gen.stops, "Stop when this text appears (repeatable; not printed)");
+    gn->add_flag("--chat", gen.chat, "Wrap the prompt in the model's chat template");
+    gn->add_option("--system", gen.system, "System message (with --chat)");
+    gn->add_option("--dtype", gen.dtype, "Compute dtype: f32 or bf16");
+
+    zs::cli::InfoOptions info;
+    CLI::App* inf =
+        app.add_subcommand("info", "Architecture, parameter count and memory of a model");
+    inf->add_option("--model", info.model, "Model directory or .gguf")->required();
+
     try {
         app.parse(argc, argv);
     } catch (const CLI::ParseError& e) {
@@ -45,6 +73,8 @@ int main(int argc, char** argv) {
         zs::backends::register_all();
         if (doc->parsed()) return zs::cli::run_doctor(doctor);
         if (tkn->parsed()) return zs::cli::run_tokenize(tokenize);
+        if (gn->parsed()) return zs::cli::run_generate(gen);
+        if (inf->parsed()) return zs::cli::run_info(info);
         return 0;
     } catch (const zs::Error& e) {
         std::fprintf(stderr, "zerospeed: error: %s\n", e.what());

@@ -1,0 +1,161 @@
+// `zerospeed generate`: load a model (HF directory or GGUF), tokenize the prompt (optionally
+// through the model's chat format), prefill it in one forward, then decode token by token with a
+// KV cache, streaming text to stdout as whole UTF-8 characters. Stops at EOS / end-of-turn
+// tokens, at any --stop string (not printed), or after --max-tokens. The last line, on stderr,
+// reports prompt and generation throughput.
+#include <cstdio>
+#include <filesystem>
+#include <optional>
+
+#include <nlohmann/json.hpp>
+
+#include "base/error.h"
+#include "base/log.h"
+#include "base/timer.h"
+#include "cli/commands.h"
+#include "cli/model_loader.h"
+#include "infer/chat_template.h"
+#include "infer/sampler.h"
+#include "io/tokenizer_stream.h"
+#include "models/kv_cache.h"
+
+namespace zs::cli {
+
+namespace {
+
+// Text generated so far and how much of it has been printed; holds back any tail that could be
+// the start of a stop string so a stop string is never half printed.
+class StopFilter {
+public:
+    explicit StopFilter(std::vector<std::string> stops) : stops_(std::move(stops)) {}
+    // Append text; returns what may be printed now and sets `stopped` when a stop string appears.
+    std::string push(const std::string& s, bool& stopped) {
+        text_ += s;
+        for (const std::string& st : stops_) {
+            if (st.empty()) continue;
+            size_t from = printed_ > st.size() ? printed_ - st.size() : 0;
+            size_t at = text_.find(st, from);
+            if (at != std::string::npos) {
+                stopped = true;
+                return take(at);
+            }
+        }
+        size_t hold = 0;
+        for (const std::string& st : stops_) {
+            for (size_t k = std::min(st.size() - 1, text_.size()); k > hold; --k) {
+                if (text_.compare(text_.size() - k, k, st, 0, k) == 0) {
+                    hold = k;
+                    break;
+                }
+            }
+        }
+        return take(text_.size() - hold);
+    }
+    std::string flush() { return take(text_.size()); }
+
+private:
+    std::string take(size_t upto) {
+        if (upto <= printed_) return {};
+        std::string out = text_.substr(printed_, upto - printed_);
+        printed_ = upto;
+        return out;
+    }
+    std::vector<std::string> stops_;
+    std::string text_;
+    size_t printed_ = 0;
+};
+
+}  // namespace
+
+int run_generate(const GenerateOptions& o) {
+    LoadedModel lm = load_model(o.model, o.dtype, false);
+    const models::ModelConfig& c = lm.model->config();
+    const io::Tokenizer& tok = *lm.tokenizer;
+
+    infer::SamplingParams sp = lm.generation_defaults;
+    if (o.temperature >= 0) sp.temperature = o.temperature;
+    if (o.top_k >= 0) sp.top_k = o.top_k;
+    if (o.top_p >= 0) sp.top_p = o.top_p;
+    if (o.min_p >= 0) sp.min_p = o.min_p;
+    if (o.repetition_penalty > 0) sp.repetition_penalty = o.repetition_penalty;
+    sp.seed = o.seed;
+
+    std::vector<int32_t> ids;
+    if (o.chat) {
+        infer::ChatTemplate ct = infer::detect_chat_template(tok, lm.chat_template);
+        if (ct.format == infer::ChatFormat::plain) {
+            log_warn("{}: no chat template recognised; using plain 'role: content' lines", o.model);
+        }
+        std::vector<infer::ChatMessage> msgs;
+        if (!o.system.empty()) msgs.push_back({"system", o.system});
+        msgs.push_back({"user", o.prompt});
+        ids = tok.encode(infer::render_chat(ct, msgs), false, true);
+    } else {
+        ids = tok.encode(o.prompt, true, false);
+    }
+    ZS_CHECK_T(ConfigError, !ids.empty(), "--prompt: the prompt is empty after tokenization");
+    const auto n_prompt = static_cast<int64_t>(ids.size());
+    ZS_CHECK_T(ConfigError, n_prompt < c.max_positions,
+               "--prompt: {} tokens do not fit the model's context of {}", n_prompt, c.max_positions);
+    const int64_t ctx = std::min<int64_t>(c.max_positions, n_prompt + o.max_tokens);
+
+    std::vector<int32_t> stop_ids = tok.stop_ids();
+    for (int64_t e : c.eos_token_ids) stop_ids.push_back(static_cast<int32_t>(e));
+    for (int32_t e : lm.extra_stop_ids) stop_ids.push_back(e);
+
+    models::ContiguousKvCache kv(c, ctx, lm.model->run_config().compute_dtype);
+    infer::Sampler sampler(sp, c.vocab_size);
+    sampler.observe_prompt(ids.data(), n_prompt);
+    io::StreamDecoder stream(tok, true, true);
+    StopFilter filter(o.stops);
+    Tensor pos = Tensor::empty({ctx}, DType::i32);
+    for (int64_t i = 0; i < ctx; ++i) pos.data<int32_t>()[i] = static_cast<int32_t>(i);
+
+    Timer t_prompt;
+    Tensor logits = lm.model->forward_tokens(Tensor::wrap(ids.data(), {n_prompt}, DType::i32),
+                                             pos.slice(0, 0, n_prompt), kv, {n_prompt - 1});
+    kv.commit(n_prompt);
+    double prompt_s = t_prompt.seconds();
+
+    Timer t_gen;
+    int64_t generated = 0;
+    std::string reason = "length";
+    bool stopped = false;
+    while (generated < o.max_tokens && kv.length() < ctx) {
+        int32_t next = sampler.sample(logits.data<float>()).token;
+        if (std::find(stop_ids.begin(), stop_ids.end(), next) != stop_ids.end()) {
+            reason = "eos";
+            break;
+        }
+        sampler.observe_output(next);
+        ++generated;
+        std::string out = filter.push(stream.push(next), stopped);
+        std::fwrite(out.data(), 1, out.size(), stdout);
+        std::fflush(stdout);
+        if (stopped) {
+            reason = "stop string";
+            break;
+        }
+        if (generated == o.max_tokens || kv.length() >= ctx) break;
+        Tensor one = Tensor::wrap(&next, {1}, DType::i32);
+        logits = lm.model->forward_tokens(one, pos.slice(0, kv.length(), kv.length() + 1), kv, {0});
+        kv.commit(1);
+    }
+    if (!stopped) {
+        std::string rest = filter.push(stream.flush(), stopped);
+        rest += stopped ? "" : filter.flush();
+        std::fwrite(rest.data(), 1, rest.size(), stdout);
+    }
+    std::fputc('\n', stdout);
+    std::fflush(stdout);
+    double gen_s = t_gen.seconds();
+    std::fprintf(stderr,
+                 "prompt: %lld tokens in %.2f s (%.1f tokens/s) | generated: %lld tokens in %.2f s "
+                 "(%.1f tokens/s) | stop: %s\n",
+                 static_cast<long long>(n_prompt), prompt_s, static_cast<double>(n_prompt) / prompt_s,
+                 static_cast<long long>(generated), gen_s,
+                 gen_s > 0 ? static_cast<double>(generated) / gen_s : 0.0, reason.c_str());
+    return 0;
+}
+
+}  // namespace zs::cli

@@ -1,0 +1,84 @@
+#include "cli/model_loader.h"
+
+#include <filesystem>
+
+#include <nlohmann/json.hpp>
+
+#include "base/error.h"
+#include "base/log.h"
+#include "base/timer.h"
+#include "io/gguf_tokenizer.h"
+#include "io/json.h"
+
+namespace zs::cli {
+
+namespace fs = std::filesystem;
+
+DType parse_dtype_flag(const std::string& s, const char* flag) {
+    if (s == "f32" || s == "float32") return DType::f32;
+    if (s == "bf16" || s == "bfloat16") return DType::bf16;
+    ZS_THROW(ConfigError, "{}: '{}' is not a compute dtype (f32 or bf16)", flag, s);
+}
+
+namespace {
+
+// HF generation_config.json: do_sample/temperature/top_k/top_p/repetition_penalty, eos ids.
+void read_generation_config(const std::string& dir, LoadedModel& lm) {
+    lm.generation_defaults.temperature = 0.0f;  // HF's generate() is greedy unless do_sample
+    std::string path = dir + "/generation_config.json";
+    if (!fs::exists(path)) return;
+    nlohmann::json j = io::load_json(path);
+    if (!j.is_object()) return;
+    bool sample = j.value("do_sample", false);
+    if (sample) {
+        lm.generation_defaults.temperature = j.value("temperature", 1.0f);
+        lm.generation_defaults.top_k = j.value("top_k", 50);
+        lm.generation_defaults.top_p = j.value("top_p", 1.0f);
+    }
+    lm.generation_defaults.repetition_penalty = j.value("repetition_penalty", 1.0f);
+    if (j.contains("eos_token_id")) {
+        const auto& e = j["eos_token_id"];
+        if (e.is_number_integer()) lm.extra_stop_ids.push_back(e.get<int32_t>());
+        if (e.is_array()) {
+            for (const auto& x : e) {
+                if (x.is_number_integer()) lm.extra_stop_ids.push_back(x.get<int32_t>());
+            }
+        }
+    }
+}
+
+}  // namespace
+
+LoadedModel load_model(const std::string& path, const std::string& dtype, bool weights_only) {
+    Timer t;
+    LoadedModel lm;
+    lm.files = models::open_model(path);
+    DType ct = parse_dtype_flag(dtype, "--dtype");
+    lm.model = std::make_unique<models::Transformer>(lm.files.config, models::RunConfig{ct});
+    lm.params = std::make_unique<models::DenseParams>(lm.model->layout(), ct, false);
+    std::vector<std::string> unused = models::load_hf_weights(*lm.model, *lm.params, *lm.files.weights);
+    for (const std::string& n : unused) log_debug("{}: tensor '{}' is not used", path, n);
+    lm.params->bind(lm.model->binding());
+    if (!weights_only) {
+        if (lm.files.gguf) {
+            lm.tokenizer = std::make_unique<io::Tokenizer>(io::tokenizer_from_gguf(*lm.files.gguf));
+            lm.generation_defaults.temperature = 0.0f;
+        } else {
+            lm.tokenizer = std::make_unique<io::Tokenizer>(io::Tokenizer::load(path));
+            read_generation_config(path, lm);
+            std::string tc = path + "/tokenizer_config.json";
+            if (fs::exists(tc)) {
+                nlohmann::json j = io::load_json(tc);
+                if (j.is_object() && j.contains("chat_template") && j["chat_template"].is_string()) {
+                    lm.chat_template = j["chat_template"].get<std::string>();
+                }
+            }
+        }
+    }
+    const models::ModelConfig& c = lm.model->config();
+    log_info("loaded {} ({}, {:.1f} M parameters, {}) in {:.1f} s", path, to_string(c.arch),
+             static_cast<double>(c.n_params()) / 1e6, to_string(ct), t.seconds());
+    return lm;
+}
+
+}  // namespace zs::cli

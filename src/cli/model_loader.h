@@ -1,0 +1,36 @@
+// Loading a model for inference from a path (HF directory or .gguf): config, weights in the
+// chosen compute dtype, tokenizer, chat template and HF generation defaults. Shared by generate,
+// info, serve and bench.
+#pragma once
+
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "infer/sampler.h"
+#include "io/tokenizer.h"
+#include "models/params.h"
+#include "models/sources.h"
+#include "models/transformer.h"
+
+namespace zs::cli {
+
+using core::DType;
+using core::Tensor;
+
+struct LoadedModel {
+    models::ModelFiles files;
+    std::unique_ptr<models::Transformer> model;
+    std::unique_ptr<models::DenseParams> params;
+    std::unique_ptr<io::Tokenizer> tokenizer;
+    std::optional<std::string> chat_template;  // tokenizer_config.json's, when present
+    infer::SamplingParams generation_defaults;  // from generation_config.json (greedy without one)
+    std::vector<int32_t> extra_stop_ids;        // generation_config.json eos_token_id
+};
+
+// dtype: "f32" or "bf16". weights_only = false also loads the tokenizer.
+LoadedModel load_model(const std::string& path, const std::string& dtype, bool weights_only);
+DType parse_dtype_flag(const std::string& s, const char* flag);
+
+}  // namespace zs::cli
