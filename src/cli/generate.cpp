@@ -96,7 +96,8 @@ int run_generate(const GenerateOptions& o) {
     ZS_CHECK_T(ConfigError, !ids.empty(), "--prompt: the prompt is empty after tokenization");
     const auto n_prompt = static_cast<int64_t>(ids.size());
     ZS_CHECK_T(ConfigError, n_prompt < c.max_positions,
-               "--prompt: {} tokens do not fit the model's context of {}", n_prompt, c.max_positions);
+               "--prompt: {} tokens do not fit the model's context of {}", n_prompt,
+               c.max_positions);
     const int64_t ctx = std::min<int64_t>(c.max_positions, n_prompt + o.max_tokens);
 
     std::vector<int32_t> stop_ids = tok.stop_ids();
@@ -152,8 +153,8 @@ int run_generate(const GenerateOptions& o) {
     std::fprintf(stderr,
                  "prompt: %lld tokens in %.2f s (%.1f tokens/s) | generated: %lld tokens in %.2f s "
                  "(%.1f tokens/s) | stop: %s\n",
-                 static_cast<long long>(n_prompt), prompt_s, static_cast<double>(n_prompt) / prompt_s,
-                 static_cast<long long>(generated), gen_s,
+                 static_cast<long long>(n_prompt), prompt_s,
+                 static_cast<double>(n_prompt) / prompt_s, static_cast<long long>(generated), gen_s,
                  gen_s > 0 ? static_cast<double>(generated) / gen_s : 0.0, reason.c_str());
     return 0;
 }

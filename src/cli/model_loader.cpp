@@ -56,7 +56,8 @@ LoadedModel load_model(const std::string& path, const std::string& dtype, bool w
     DType ct = parse_dtype_flag(dtype, "--dtype");
     lm.model = std::make_unique<models::Transformer>(lm.files.config, models::RunConfig{ct});
     lm.params = std::make_unique<models::DenseParams>(lm.model->layout(), ct, false);
-    std::vector<std::string> unused = models::load_hf_weights(*lm.model, *lm.params, *lm.files.weights);
+    std::vector<std::string> unused =
+        models::load_hf_weights(*lm.model, *lm.params, *lm.files.weights);
     for (const std::string& n : unused) log_debug("{}: tensor '{}' is not used", path, n);
     lm.params->bind(lm.model->binding());
     if (!weights_only) {
@@ -69,7 +70,8 @@ LoadedModel load_model(const std::string& path, const std::string& dtype, bool w
             std::string tc = path + "/tokenizer_config.json";
             if (fs::exists(tc)) {
                 nlohmann::json j = io::load_json(tc);
-                if (j.is_object() && j.contains("chat_template") && j["chat_template"].is_string()) {
+                if (j.is_object() && j.contains("chat_template") &&
+                    j["chat_template"].is_string()) {
                     lm.chat_template = j["chat_template"].get<std::string>();
                 }
             }

@@ -24,7 +24,7 @@ struct LoadedModel {
     std::unique_ptr<models::Transformer> model;
     std::unique_ptr<models::DenseParams> params;
     std::unique_ptr<io::Tokenizer> tokenizer;
-    std::optional<std::string> chat_template;  // tokenizer_config.json's, when present
+    std::optional<std::string> chat_template;   // tokenizer_config.json's, when present
     infer::SamplingParams generation_defaults;  // from generation_config.json (greedy without one)
     std::vector<int32_t> extra_stop_ids;        // generation_config.json eos_token_id
 };

@@ -86,7 +86,8 @@ std::string render_chat(const ChatTemplate& t, const std::vector<ChatMessage>& m
         case ChatFormat::llama3:
             out += t.bos;
             for (const ChatMessage& m : messages) {
-                out += "<|start_header_id|>" + m.role + "<|end_header_id|>\n\n" + m.content + "<|eot_id|>";
+                out += "<|start_header_id|>" + m.role + "<|end_header_id|>\n\n" + m.content +
+                       "<|eot_id|>";
             }
             if (add_generation_prompt) out += "<|start_header_id|>assistant<|end_header_id|>\n\n";
             return out;
@@ -102,7 +103,8 @@ std::string render_chat(const ChatTemplate& t, const std::vector<ChatMessage>& m
             for (; i < messages.size(); ++i) {
                 const ChatMessage& m = messages[i];
                 if (m.role == "user") {
-                    std::string content = first && !system.empty() ? system + "\n\n" + m.content : m.content;
+                    std::string content =
+                        first && !system.empty() ? system + "\n\n" + m.content : m.content;
                     out += t.bos + "[INST] " + content + " [/INST]";
                     first = false;
                 } else if (m.role == "assistant") {
@@ -114,7 +116,8 @@ std::string render_chat(const ChatTemplate& t, const std::vector<ChatMessage>& m
             return out;
         }
         case ChatFormat::zephyr:
-            for (const ChatMessage& m : messages) out += "<|" + m.role + "|>\n" + m.content + t.eos + "\n";
+            for (const ChatMessage& m : messages)
+                out += "<|" + m.role + "|>\n" + m.content + t.eos + "\n";
             if (add_generation_prompt) out += "<|assistant|>\n";
             return out;
         case ChatFormat::plain:

@@ -1,0 +1,247 @@
+#include "optim/optimizer.h"
+
+#include <omp.h>
+
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+#include "base/error.h"
+#include "base/simd.h"
+#include "core/half.h"
+
+namespace zs::optim {
+
+const char* to_string(Kind k) {
+    switch (k) {
+        case Kind::adamw:
+            return "AdamW";
+        case Kind::adam:
+            return "Adam";
+        case Kind::sgd:
+            return "SGD";
+        case Kind::lion:
+            return "Lion";
+    }
+    return "?";
+}
+
+Optimizer::Optimizer(const Options& o) : o_(o) {
+    ZS_CHECK_T(ConfigError, o.beta1 >= 0 && o.beta1 < 1 && o.beta2 >= 0 && o.beta2 < 1,
+               "optimizer betas must be in [0, 1), got ({}, {})", o.beta1, o.beta2);
+    ZS_CHECK_T(ConfigError, o.eps >= 0, "optimizer eps must be >= 0, got {}", o.eps);
+}
+
+int Optimizer::n_states() const {
+    switch (o_.kind) {
+        case Kind::adamw:
+        case Kind::adam:
+            return 2;
+        case Kind::lion:
+            return 1;
+        case Kind::sgd:
+            return o_.momentum != 0.0f ? 1 : 0;
+    }
+    return 0;
+}
+
+namespace {
+
+// A unit of work: elements [begin, end) of segment `seg`.
+struct Chunk {
+    int seg;
+    int64_t begin, end;
+};
+
+constexpr int64_t kChunk = 16384;
+
+std::vector<Chunk> chunks_of(std::span<const Segment> segs) {
+    std::vector<Chunk> c;
+    for (size_t s = 0; s < segs.size(); ++s) {
+        for (int64_t b = 0; b < segs[s].n; b += kChunk) {
+            c.push_back({static_cast<int>(s), b, std::min(segs[s].n, b + kChunk)});
+        }
+    }
+    return c;
+}
+
+// Write the compute copy of master[i0, i1).
+void write_compute(const Segment& s, int64_t i0, int64_t i1) {
+    if (s.compute == nullptr) return;
+    const float* m = s.master + i0;
+    auto n = static_cast<size_t>(i1 - i0);
+    switch (s.compute_dtype) {
+        case core::DType::f32:
+            std::copy(m, m + n, static_cast<float*>(s.compute) + i0);
+            return;
+        case core::DType::bf16:
+            core::convert_f32_to_bf16(static_cast<core::bf16*>(s.compute) + i0, m, n);
+            return;
+        case core::DType::f16:
+            core::convert_f32_to_f16(static_cast<core::f16*>(s.compute) + i0, m, n);
+            return;
+        case core::DType::i8:
+        case core::DType::i32:
+        case core::DType::i64:
+            ZS_ASSERT(false, "compute copies are float");
+    }
+}
+
+// AdamW / Adam over [i0, i1): PyTorch's formulas, f32 arithmetic.
+//   adamw: p -= lr * wd * p;  adam: g += wd * p
+//   m = b1 m + (1 - b1) g;  v = b2 v + (1 - b2) g^2
+//   p -= (lr / bc1) * m / (sqrt(v) / sqrt(bc2) + eps)
+void adam_range(const Segment& s, int64_t i0, int64_t i1, const Options& o, float lr, float gs,
+                float step_size, float inv_sqrt_bc2, bool decoupled) {
+    const float wd = s.decay ? o.weight_decay : 0.0f;
+    const float b1 = o.beta1, b2 = o.beta2, eps = o.eps;
+    const float decay_mul = decoupled ? 1.0f - lr * wd : 1.0f;
+    const float l2 = decoupled ? 0.0f : wd;
+    float* p = s.master;
+    const float* g = s.grad;
+    float* m = s.state0;
+    float* v = s.state1;
+    int64_t i = i0;
+#if defined(__AVX512F__)
+    const __m512 vb1 = _mm512_set1_ps(b1), vb2 = _mm512_set1_ps(b2), vc1 = _mm512_set1_ps(1 - b1),
+                 vc2 = _mm512_set1_ps(1 - b2), vgs = _mm512_set1_ps(gs), vl2 = _mm512_set1_ps(l2),
+                 vdm = _mm512_set1_ps(decay_mul), vss = _mm512_set1_ps(step_size),
+                 vib = _mm512_set1_ps(inv_sqrt_bc2), veps = _mm512_set1_ps(eps);
+    for (; i + 16 <= i1; i += 16) {
+        __m512 pv = _mm512_loadu_ps(p + i);
+        __m512 gv = _mm512_mul_ps(_mm512_loadu_ps(g + i), vgs);
+        gv = _mm512_fmadd_ps(vl2, pv, gv);
+        pv = _mm512_mul_ps(pv, vdm);
+        __m512 mv = _mm512_fmadd_ps(vb1, _mm512_loadu_ps(m + i), _mm512_mul_ps(vc1, gv));
+        __m512 vv = _mm512_fmadd_ps(vb2, _mm512_loadu_ps(v + i), _mm512_mul_ps(vc2, _mm512_mul_ps(gv, gv)));
+        __m512 den = _mm512_fmadd_ps(_mm512_sqrt_ps(vv), vib, veps);
+        pv = _mm512_sub_ps(pv, _mm512_mul_ps(vss, _mm512_div_ps(mv, den)));
+        _mm512_storeu_ps(m + i, mv);
+        _mm512_storeu_ps(v + i, vv);
+        _mm512_storeu_ps(p + i, pv);
+    }
+#endif
+    for (; i < i1; ++i) {
+        float gv = g[i] * gs + l2 * p[i];
+        float pv = p[i] * decay_mul;
+        float mv = b1 * m[i] + (1 - b1) * gv;
+        float vv = b2 * v[i] + (1 - b2) * (gv * gv);
+        float den = std::sqrt(vv) * inv_sqrt_bc2 + eps;
+        p[i] = pv - step_size * (mv / den);
+        m[i] = mv;
+        v[i] = vv;
+    }
+}
+
+// SGD (torch): g += wd p; buf = momentum buf + g (first step: buf = g); g = nesterov ? g + mu buf
+// : buf; p -= lr g.
+void sgd_range(const Segment& s, int64_t i0, int64_t i1, const Options& o, float lr, float gs,
+               bool first) {
+    const float wd = s.decay ? o.weight_decay : 0.0f;
+    for (int64_t i = i0; i < i1; ++i) {
+        float g = s.grad[i] * gs + wd * s.master[i];
+        if (o.momentum != 0.0f) {
+            float b = first ? g : o.momentum * s.state0[i] + g;
+            s.state0[i] = b;
+            g = o.nesterov ? g + o.momentum * b : b;
+        }
+        s.master[i] -= lr * g;
+    }
+}
+
+// Lion (lion-pytorch): p *= 1 - lr wd; c = b1 m + (1 - b1) g; p -= lr sign(c);
+// m = b2 m + (1 - b2) g.
+void lion_range(const Segment& s, int64_t i0, int64_t i1, const Options& o, float lr, float gs) {
+    const float wd = s.decay ? o.weight_decay : 0.0f;
+    for (int64_t i = i0; i < i1; ++i) {
+        float g = s.grad[i] * gs;
+        float c = o.beta1 * s.state0[i] + (1 - o.beta1) * g;
+        float p = s.master[i] * (1 - lr * wd);
+        float sg = c > 0 ? 1.0f : (c < 0 ? -1.0f : 0.0f);
+        s.master[i] = p - lr * sg;
+        s.state0[i] = o.beta2 * s.state0[i] + (1 - o.beta2) * g;
+    }
+}
+
+}  // namespace
+
+void Optimizer::step(std::span<const Segment> segments, float lr, int64_t step, float grad_scale) const {
+    ZS_CHECK(step >= 1, "optimizer step counts from 1 (got {})", step);
+    for (const Segment& s : segments) {
+        ZS_ASSERT(s.master && s.grad, "segment without master or grad");
+        ZS_ASSERT(n_states() < 1 || s.state0, "segment without optimizer state 0");
+        ZS_ASSERT(n_states() < 2 || s.state1, "segment without optimizer state 1");
+    }
+    std::vector<Chunk> chunks = chunks_of(segments);
+    const auto t = static_cast<double>(step);
+    const float bc1 = o_.bias_correction ? static_cast<float>(1.0 - std::pow(o_.beta1, t)) : 1.0f;
+    const float bc2 = o_.bias_correction ? static_cast<float>(1.0 - std::pow(o_.beta2, t)) : 1.0f;
+    const float step_size = lr / bc1;
+    const float inv_sqrt_bc2 = 1.0f / std::sqrt(bc2);
+    const auto n = static_cast<int64_t>(chunks.size());
+#pragma omp parallel for schedule(static)
+    for (int64_t k = 0; k < n; ++k) {
+        const Chunk& c = chunks[static_cast<size_t>(k)];
+        const Segment& s = segments[static_cast<size_t>(c.seg)];
+        switch (o_.kind) {
+            case Kind::adamw:
+            case Kind::adam:
+                adam_range(s, c.begin, c.end, o_, lr, grad_scale, step_size, inv_sqrt_bc2,
+                           o_.kind == Kind::adamw);
+                break;
+            case Kind::sgd:
+                sgd_range(s, c.begin, c.end, o_, lr, grad_scale, step == 1);
+                break;
+            case Kind::lion:
+                lion_range(s, c.begin, c.end, o_, lr, grad_scale);
+                break;
+        }
+        write_compute(s, c.begin, c.end);
+    }
+}
+
+double sum_squares(std::span<const Segment> segments) {
+    std::vector<Chunk> chunks = chunks_of(segments);
+    const auto n = static_cast<int64_t>(chunks.size());
+    std::vector<double> part(chunks.size(), 0.0);
+#pragma omp parallel for schedule(static)
+    for (int64_t k = 0; k < n; ++k) {
+        const Chunk& c = chunks[static_cast<size_t>(k)];
+        const float* g = segments[static_cast<size_t>(c.seg)].grad;
+        double acc = 0;
+        int64_t i = c.begin;
+#if defined(__AVX512F__)
+        __m512d a0 = _mm512_setzero_pd(), a1 = _mm512_setzero_pd();
+        for (; i + 16 <= c.end; i += 16) {
+            __m512 x = _mm512_loadu_ps(g + i);
+            __m512d lo = _mm512_cvtps_pd(_mm512_castps512_ps256(x));
+            __m512d hi = _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(x), 1)));
+            a0 = _mm512_fmadd_pd(lo, lo, a0);
+            a1 = _mm512_fmadd_pd(hi, hi, a1);
+        }
+        acc = _mm512_reduce_add_pd(_mm512_add_pd(a0, a1));
+#endif
+        for (; i < c.end; ++i) acc += static_cast<double>(g[i]) * g[i];
+        part[static_cast<size_t>(k)] = acc;
+    }
+    double total = 0;
+    for (double p : part) total += p;  // fixed order: deterministic
+    return total;
+}
+
+bool all_finite(std::span<const Segment> segments) {
+    std::vector<Chunk> chunks = chunks_of(segments);
+    const auto n = static_cast<int64_t>(chunks.size());
+    int bad = 0;
+#pragma omp parallel for schedule(static) reduction(| : bad)
+    for (int64_t k = 0; k < n; ++k) {
+        const Chunk& c = chunks[static_cast<size_t>(k)];
+        const float* g = segments[static_cast<size_t>(c.seg)].grad;
+        float acc = 0.0f;
+        for (int64_t i = c.begin; i < c.end; ++i) acc += g[i] * 0.0f;  // NaN or Inf poison it
+        bad |= !std::isfinite(acc) ? 1 : 0;
+    }
+    return bad == 0;
+}
+
+}  // namespace zs::optim
