@@ -1,10 +1,10 @@
 #include "optim/optimizer.h"
 
-#include <omp.h>
-
 #include <algorithm>
 #include <cmath>
 #include <vector>
+
+#include <omp.h>
 
 #include "base/error.h"
 #include "base/simd.h"
@@ -113,7 +113,8 @@ void adam_range(const Segment& s, int64_t i0, int64_t i1, const Options& o, floa
         gv = _mm512_fmadd_ps(vl2, pv, gv);
         pv = _mm512_mul_ps(pv, vdm);
         __m512 mv = _mm512_fmadd_ps(vb1, _mm512_loadu_ps(m + i), _mm512_mul_ps(vc1, gv));
-        __m512 vv = _mm512_fmadd_ps(vb2, _mm512_loadu_ps(v + i), _mm512_mul_ps(vc2, _mm512_mul_ps(gv, gv)));
+        __m512 vv =
+            _mm512_fmadd_ps(vb2, _mm512_loadu_ps(v + i), _mm512_mul_ps(vc2, _mm512_mul_ps(gv, gv)));
         __m512 den = _mm512_fmadd_ps(_mm512_sqrt_ps(vv), vib, veps);
         pv = _mm512_sub_ps(pv, _mm512_mul_ps(vss, _mm512_div_ps(mv, den)));
         _mm512_storeu_ps(m + i, mv);
@@ -165,7 +166,8 @@ void lion_range(const Segment& s, int64_t i0, int64_t i1, const Options& o, floa
 
 }  // namespace
 
-void Optimizer::step(std::span<const Segment> segments, float lr, int64_t step, float grad_scale) const {
+void Optimizer::step(std::span<const Segment> segments, float lr, int64_t step,
+                     float grad_scale) const {
     ZS_CHECK(step >= 1, "optimizer step counts from 1 (got {})", step);
     for (const Segment& s : segments) {
         ZS_ASSERT(s.master && s.grad, "segment without master or grad");
@@ -215,7 +217,8 @@ double sum_squares(std::span<const Segment> segments) {
         for (; i + 16 <= c.end; i += 16) {
             __m512 x = _mm512_loadu_ps(g + i);
             __m512d lo = _mm512_cvtps_pd(_mm512_castps512_ps256(x));
-            __m512d hi = _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(x), 1)));
+            __m512d hi =
+                _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(x), 1)));
             a0 = _mm512_fmadd_pd(lo, lo, a0);
             a1 = _mm512_fmadd_pd(hi, hi, a1);
         }

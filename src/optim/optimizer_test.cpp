@@ -3,11 +3,11 @@
 // master; reductions against naive sums.
 #include "optim/optimizer.h"
 
-#include <gtest/gtest.h>
-
 #include <cmath>
 #include <random>
 #include <vector>
+
+#include <gtest/gtest.h>
 
 #include "core/half.h"
 
@@ -19,8 +19,8 @@ struct Ref {
 };
 
 // One reference step (double), per torch.optim.
-void ref_step(const Options& o, Ref& r, const std::vector<float>& g, double lr, int64_t t, double gs,
-              bool decay) {
+void ref_step(const Options& o, Ref& r, const std::vector<float>& g, double lr, int64_t t,
+              double gs, bool decay) {
     double wd = decay ? o.weight_decay : 0.0;
     for (size_t i = 0; i < r.p.size(); ++i) {
         double gi = g[i] * gs;
@@ -65,7 +65,8 @@ void ref_step(const Options& o, Ref& r, const std::vector<float>& g, double lr, 
     std::vector<float> g(sz);
     std::vector<core::bf16> cb(sz);
     for (float& x : p) x = nd(gen);
-    Ref r{std::vector<double>(p.begin(), p.end()), std::vector<double>(p.size(), 0), std::vector<double>(p.size(), 0)};
+    Ref r{std::vector<double>(p.begin(), p.end()), std::vector<double>(p.size(), 0),
+          std::vector<double>(p.size(), 0)};
     Optimizer opt(o);
     for (int64_t t = 1; t <= 10; ++t) {
         for (float& x : g) x = nd(gen);
@@ -131,8 +132,9 @@ TEST(Reductions, SumSquaresAndFinite) {
         x = nd(gen);
         want += static_cast<double>(x) * x;
     }
-    std::vector<Segment> segs = {{nullptr, a.data(), nullptr, nullptr, nullptr, core::DType::f32, 100003, true},
-                                 {nullptr, b.data(), nullptr, nullptr, nullptr, core::DType::f32, 17, true}};
+    std::vector<Segment> segs = {
+        {nullptr, a.data(), nullptr, nullptr, nullptr, core::DType::f32, 100003, true},
+        {nullptr, b.data(), nullptr, nullptr, nullptr, core::DType::f32, 17, true}};
     EXPECT_NEAR(sum_squares(segs), want, 1e-9 * want);
     EXPECT_TRUE(all_finite(segs));
     a[77777] = INFINITY;

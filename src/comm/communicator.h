@@ -1,0 +1,100 @@
+// Communicator: collectives and point-to-point messages among the ranks of a group, every one
+// non-blocking: it returns a Work whose wait() completes it or rethrows its error (c10d's model).
+//
+// A collective that does not complete within the timeout fails with a CommError naming the
+// collective, its sequence number on this communicator, the group, the bytes, and the ranks that
+// never arrived (when the backend can tell). After a failure the communicator is poisoned: later
+// calls fail at once, so a job ends instead of hanging.
+//
+// Backends: self (one rank), local (N threads of one process sharing memory: the test oracle),
+// mpi (OpenMPI; one process per rank). Every rank must issue the same collectives in the same
+// order. Tensors are contiguous CPU tensors; reductions of bf16/f16 accumulate in f32.
+#pragma once
+
+#include <chrono>
+#include <condition_variable>
+#include <exception>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "core/tensor.h"
+
+namespace zs::comm {
+
+using core::Tensor;
+
+enum class ReduceOp { sum, avg, max, min };
+const char* to_string(ReduceOp op);
+
+// Completion of one operation. Copyable handle to shared state; a default Work is complete.
+class Work {
+public:
+    Work() = default;
+    // Block until complete (or `timeout_s` passes: then the work fails with a CommError from
+    // on_timeout). Rethrows the stored error.
+    void wait();
+    bool test();  // completed (successfully or not) without blocking; rethrows on failure
+    bool defined() const { return state_ != nullptr; }
+
+    // ---- for backends ----
+    struct State {
+        std::mutex mu;
+        std::condition_variable cv;
+        bool done = false;
+        std::exception_ptr error;
+        std::function<bool()> poll;        // optional: advances the op; true when finished
+        std::function<void()> finish;      // optional: runs once on success (e.g. unpack)
+        std::function<std::exception_ptr()> on_timeout;  // builds the timeout error
+        std::chrono::steady_clock::time_point deadline;
+    };
+    explicit Work(std::shared_ptr<State> s) : state_(std::move(s)) {}
+    static Work failed(std::exception_ptr e);
+    static void complete(State& s, std::exception_ptr e = nullptr);
+
+private:
+    std::shared_ptr<State> state_;
+};
+
+class Communicator {
+public:
+    virtual ~Communicator() = default;
+    virtual int rank() const = 0;
+    virtual int size() const = 0;
+    // "world", "dp", "world.split(1)": for messages.
+    virtual std::string name() const = 0;
+
+    // t (in place) = op over ranks of t.
+    virtual Work allreduce(const Tensor& t, ReduceOp op) = 0;
+    // in [size * n] on every rank; out [n] on rank r = op over ranks of in[r*n, (r+1)*n).
+    virtual Work reduce_scatter(const Tensor& out, const Tensor& in, ReduceOp op = ReduceOp::sum) = 0;
+    // in [n]; out [size * n] = the ins in rank order.
+    virtual Work allgather(const Tensor& out, const Tensor& in) = 0;
+    virtual Work broadcast(const Tensor& t, int root) = 0;
+    // in, out [size * n]: chunk j of in goes to rank j, arriving as chunk r of its out.
+    virtual Work all_to_all(const Tensor& out, const Tensor& in) = 0;
+    virtual Work send(const Tensor& t, int peer, int tag) = 0;
+    virtual Work recv(const Tensor& t, int peer, int tag) = 0;
+    virtual void barrier() = 0;
+    // Sub-communicator of the ranks passing the same color, ordered by key (then rank).
+    virtual std::unique_ptr<Communicator> split(int color, int key) = 0;
+
+    void set_timeout(double seconds) { timeout_s_ = seconds; }
+    double timeout() const { return timeout_s_; }
+
+protected:
+    double timeout_s_ = 300.0;
+};
+
+std::unique_ptr<Communicator> make_self();
+// N thread-ranks of one process sharing memory (tests, the oracle).
+std::vector<std::unique_ptr<Communicator>> make_local_group(int n, double timeout_s = 300.0);
+// Run fn(rank, comm) on n threads with one local communicator each; rethrows the first error.
+void run_local(int n, const std::function<void(int, Communicator&)>& fn, double timeout_s = 300.0);
+
+// Element count and byte size helpers shared by the backends.
+void check_contiguous(const char* op, const char* arg, const Tensor& t);
+
+}  // namespace zs::comm

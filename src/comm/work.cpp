@@ -1,0 +1,90 @@
+#include "comm/communicator.h"
+
+#include <thread>
+
+#include "base/error.h"
+
+namespace zs::comm {
+
+const char* to_string(ReduceOp op) {
+    switch (op) {
+        case ReduceOp::sum:
+            return "sum";
+        case ReduceOp::avg:
+            return "avg";
+        case ReduceOp::max:
+            return "max";
+        case ReduceOp::min:
+            return "min";
+    }
+    return "?";
+}
+
+void check_contiguous(const char* op, const char* arg, const Tensor& t) {
+    ZS_CHECK_T(ShapeError, t.defined() && t.is_contiguous() && t.device().is_cpu(),
+               "{}: argument '{}' ({}) must be a contiguous CPU tensor", op, arg, t.str());
+}
+
+Work Work::failed(std::exception_ptr e) {
+    auto s = std::make_shared<State>();
+    s->done = true;
+    s->error = std::move(e);
+    return Work(s);
+}
+
+void Work::complete(State& s, std::exception_ptr e) {
+    {
+        std::lock_guard<std::mutex> lock(s.mu);
+        if (s.done) return;
+        s.done = true;
+        s.error = std::move(e);
+    }
+    s.cv.notify_all();
+}
+
+bool Work::test() {
+    if (!state_) return true;
+    State& s = *state_;
+    bool done;
+    {
+        std::lock_guard<std::mutex> lock(s.mu);
+        done = s.done;
+    }
+    if (!done && s.poll) {
+        try {
+            if (s.poll()) {
+                if (s.finish) s.finish();
+                complete(s);
+            }
+        } catch (...) {
+            complete(s, std::current_exception());
+        }
+    }
+    std::lock_guard<std::mutex> lock(s.mu);
+    if (s.done && s.error) std::rethrow_exception(s.error);
+    return s.done;
+}
+
+void Work::wait() {
+    if (!state_) return;
+    State& s = *state_;
+    if (s.poll) {
+        // Polled backends (MPI): spin on test() with a short sleep until done or the deadline.
+        auto pause = std::chrono::microseconds(5);
+        while (!test()) {
+            if (std::chrono::steady_clock::now() > s.deadline) {
+                complete(s, s.on_timeout ? s.on_timeout() : nullptr);
+                test();
+                return;
+            }
+            std::this_thread::sleep_for(pause);
+            if (pause < std::chrono::microseconds(200)) pause *= 2;
+        }
+        return;
+    }
+    std::unique_lock<std::mutex> lock(s.mu);
+    s.cv.wait(lock, [&] { return s.done; });
+    if (s.error) std::rethrow_exception(s.error);
+}
+
+}  // namespace zs::comm

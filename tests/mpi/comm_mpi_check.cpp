@@ -1,0 +1,110 @@
+// Run under mpirun: `comm_mpi_check collectives` checks every collective against values each
+// rank can compute for itself; `comm_mpi_check hang` has the last rank sleep past the timeout
+// instead of joining an allreduce: the others must fail with the op, sequence number, group and
+// missing rank named, and the job must end non-zero promptly (tests/mpi/run_mpi.sh checks it).
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstring>
+#include <string>
+
+#include "base/error.h"
+#include "comm/mpi.h"
+
+using namespace zs;
+using core::DType;
+using core::Tensor;
+
+namespace {
+
+float val(int r, int64_t i) { return static_cast<float>((r + 1) * 1000 + i % 97); }
+
+// v as stored in dtype t (bf16 rounds it).
+float in_dtype(float v, DType t) {
+    return static_cast<float>(Tensor::wrap(&v, {1}, DType::f32).to(t).to(DType::f32).item());
+}
+
+#define CHECK_OR_DIE(cond, ...)                                              \
+    do {                                                                     \
+        if (!(cond)) {                                                       \
+            std::fprintf(stderr, "rank check failed: %s\n", #cond);          \
+            comm::MpiRuntime::abort_job(3);                                  \
+        }                                                                    \
+    } while (0)
+
+void collectives(comm::Communicator& c) {
+    const int n = c.size(), r = c.rank();
+    for (int64_t len : {int64_t{1}, int64_t{1000}, int64_t{1 << 20}}) {
+        for (DType t : {DType::f32, DType::bf16, DType::i64}) {
+            Tensor f = Tensor::empty({len * n}, DType::f32);
+            for (int64_t i = 0; i < len * n; ++i) f.data<float>()[i] = val(r, i);
+            Tensor a = f.to(t).clone();
+            c.allreduce(a, comm::ReduceOp::sum).wait();
+            Tensor af = a.to(DType::f32);
+            for (int64_t i = 0; i < len * n; i += 997) {
+                double want = 0;
+                for (int q = 0; q < n; ++q) want += val(q, i);
+                CHECK_OR_DIE(std::abs(af.data<float>()[i] - want) <= (t == DType::bf16 ? 0.01 * want : 0));
+            }
+            Tensor out = Tensor::empty({len}, t);
+            c.reduce_scatter(out, f.to(t).clone(), comm::ReduceOp::max).wait();
+            Tensor of = out.to(DType::f32);
+            for (int64_t i = 0; i < len; i += 991) {
+                CHECK_OR_DIE(of.data<float>()[i] == in_dtype(val(n - 1, r * len + i), t));
+            }
+            Tensor mine = f.slice(0, 0, len).to(t).clone(), all = Tensor::empty({len * n}, t);
+            c.allgather(all, mine).wait();
+            Tensor gf = all.to(DType::f32);
+            for (int q = 0; q < n; ++q) CHECK_OR_DIE(gf.data<float>()[q * len + len - 1] == in_dtype(val(q, len - 1), t));
+        }
+    }
+    Tensor b = Tensor::empty({5}, DType::i32);
+    b.fill(c.rank() == 1 ? 42 : 0);
+    c.broadcast(b, 1).wait();
+    CHECK_OR_DIE(b.data<int32_t>()[4] == 42);
+    auto sub = c.split(r % 2, r);
+    Tensor s = Tensor::empty({1}, DType::f32);
+    s.fill(1.0);
+    sub->allreduce(s, comm::ReduceOp::sum).wait();
+    CHECK_OR_DIE(s.data<float>()[0] == static_cast<float>(sub->size()));
+    Tensor x = Tensor::empty({static_cast<int64_t>(n) * 3}, DType::i64), y = Tensor::empty({static_cast<int64_t>(n) * 3}, DType::i64);
+    for (int64_t i = 0; i < x.numel(); ++i) x.data<int64_t>()[i] = r * 100 + i;
+    c.all_to_all(y, x).wait();
+    for (int j = 0; j < n; ++j) CHECK_OR_DIE(y.data<int64_t>()[j * 3] == j * 100 + r * 3);
+    c.barrier();
+    if (r == 0) std::printf("comm_mpi_check: collectives ok on %d ranks\n", n);
+}
+
+int hang(comm::Communicator& c) {
+    c.set_timeout(2.0);
+    Tensor t = Tensor::zeros({256}, DType::f32);
+    c.allreduce(t, comm::ReduceOp::sum).wait();
+    if (c.rank() == c.size() - 1) {
+        sleep(30);  // never joins; mpirun ends the job when the others abort
+        return 0;
+    }
+    try {
+        c.allreduce(t, comm::ReduceOp::sum).wait();
+    } catch (const CommError& e) {
+        std::fprintf(stderr, "rank %d: %s\n", c.rank(), e.what());
+        std::fflush(stderr);
+        comm::MpiRuntime::abort_job(7);
+    }
+    std::fprintf(stderr, "rank %d: expected a timeout\n", c.rank());
+    return 1;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    comm::MpiRuntime mpi(&argc, &argv);
+    std::string mode = argc > 1 ? argv[1] : "collectives";
+    try {
+        if (mode == "hang") return hang(mpi.world());
+        collectives(mpi.world());
+    } catch (const std::exception& e) {
+        std::fprintf(stderr, "error: %s\n", e.what());
+        comm::MpiRuntime::abort_job(2);
+    }
+    return 0;
+}
