@@ -45,8 +45,8 @@ public:
         std::condition_variable cv;
         bool done = false;
         std::exception_ptr error;
-        std::function<bool()> poll;        // optional: advances the op; true when finished
-        std::function<void()> finish;      // optional: runs once on success (e.g. unpack)
+        std::function<bool()> poll;    // optional: advances the op; true when finished
+        std::function<void()> finish;  // optional: runs once on success (e.g. unpack)
         std::function<std::exception_ptr()> on_timeout;  // builds the timeout error
         std::chrono::steady_clock::time_point deadline;
     };
@@ -69,7 +69,8 @@ public:
     // t (in place) = op over ranks of t.
     virtual Work allreduce(const Tensor& t, ReduceOp op) = 0;
     // in [size * n] on every rank; out [n] on rank r = op over ranks of in[r*n, (r+1)*n).
-    virtual Work reduce_scatter(const Tensor& out, const Tensor& in, ReduceOp op = ReduceOp::sum) = 0;
+    virtual Work reduce_scatter(const Tensor& out, const Tensor& in,
+                                ReduceOp op = ReduceOp::sum) = 0;
     // in [n]; out [size * n] = the ins in rank order.
     virtual Work allgather(const Tensor& out, const Tensor& in) = 0;
     virtual Work broadcast(const Tensor& t, int root) = 0;

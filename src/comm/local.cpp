@@ -48,19 +48,23 @@ std::string rank_list(const std::vector<int>& r) {
 }
 
 // Elementwise reduction of n_in buffers of `count` elements of dtype t into f32/i64 then back.
-void reduce_into(void* out, DType t, const std::vector<const void*>& ins, int64_t count, size_t offset_elems,
-                 ReduceOp op) {
+void reduce_into(void* out, DType t, const std::vector<const void*>& ins, int64_t count,
+                 size_t offset_elems, ReduceOp op) {
     const size_t es = core::dtype_size(t);
     const int n = static_cast<int>(ins.size());
     if (t == DType::i32 || t == DType::i64 || t == DType::i8) {
         for (int64_t i = 0; i < count; ++i) {
             int64_t acc = 0;
             for (int r = 0; r < n; ++r) {
-                const char* p = static_cast<const char*>(ins[static_cast<size_t>(r)]) + (offset_elems + static_cast<size_t>(i)) * es;
-                int64_t v = t == DType::i64 ? *reinterpret_cast<const int64_t*>(p)
+                const char* p = static_cast<const char*>(ins[static_cast<size_t>(r)]) +
+                                (offset_elems + static_cast<size_t>(i)) * es;
+                int64_t v = t == DType::i64   ? *reinterpret_cast<const int64_t*>(p)
                             : t == DType::i32 ? *reinterpret_cast<const int32_t*>(p)
                                               : *reinterpret_cast<const int8_t*>(p);
-                acc = r == 0 ? v : op == ReduceOp::max ? std::max(acc, v) : op == ReduceOp::min ? std::min(acc, v) : acc + v;
+                acc = r == 0                ? v
+                      : op == ReduceOp::max ? std::max(acc, v)
+                      : op == ReduceOp::min ? std::min(acc, v)
+                                            : acc + v;
             }
             if (op == ReduceOp::avg) acc /= n;
             char* o = static_cast<char*>(out) + static_cast<size_t>(i) * es;
@@ -73,7 +77,8 @@ void reduce_into(void* out, DType t, const std::vector<const void*>& ins, int64_
     std::vector<float> acc(static_cast<size_t>(count)), tmp(static_cast<size_t>(count));
     for (int r = 0; r < n; ++r) {
         const char* p = static_cast<const char*>(ins[static_cast<size_t>(r)]) + offset_elems * es;
-        core::convert(r == 0 ? acc.data() : tmp.data(), DType::f32, p, t, static_cast<size_t>(count));
+        core::convert(r == 0 ? acc.data() : tmp.data(), DType::f32, p, t,
+                      static_cast<size_t>(count));
         if (r == 0) continue;
         for (size_t i = 0; i < acc.size(); ++i) {
             float& a = acc[i];
@@ -89,7 +94,8 @@ void reduce_into(void* out, DType t, const std::vector<const void*>& ins, int64_
 
 class LocalComm final : public Communicator {
 public:
-    LocalComm(std::shared_ptr<Shared> sh, int rank, double timeout) : sh_(std::move(sh)), rank_(rank) {
+    LocalComm(std::shared_ptr<Shared> sh, int rank, double timeout)
+        : sh_(std::move(sh)), rank_(rank) {
         timeout_s_ = timeout;
     }
     int rank() const override { return rank_; }
@@ -98,11 +104,14 @@ public:
 
     Work allreduce(const Tensor& t, ReduceOp op) override {
         check_contiguous("allreduce", "t", t);
-        return collective("allreduce", t.data_ptr(), t.nbytes(), 0, [&](Shared::Slot& s) {
-            std::vector<char> out(t.nbytes());
-            reduce_into(out.data(), t.dtype(), s.in, t.numel(), 0, op);
-            return out;
-        }, t.data_ptr());
+        return collective(
+            "allreduce", t.data_ptr(), t.nbytes(), 0,
+            [&](Shared::Slot& s) {
+                std::vector<char> out(t.nbytes());
+                reduce_into(out.data(), t.dtype(), s.in, t.numel(), 0, op);
+                return out;
+            },
+            t.data_ptr());
     }
 
     Work reduce_scatter(const Tensor& out, const Tensor& in, ReduceOp op) override {
@@ -110,11 +119,15 @@ public:
         check_contiguous("reduce_scatter", "in", in);
         ZS_CHECK_T(ShapeError, in.numel() == out.numel() * size() && in.dtype() == out.dtype(),
                    "reduce_scatter: 'in' {} must hold {} x 'out' {}", in.str(), size(), out.str());
-        return collective("reduce_scatter", in.data_ptr(), in.nbytes(), 0, [&](Shared::Slot& s) {
-            std::vector<char> o(out.nbytes());
-            reduce_into(o.data(), out.dtype(), s.in, out.numel(), static_cast<size_t>(rank_ * out.numel()), op);
-            return o;
-        }, out.data_ptr());
+        return collective(
+            "reduce_scatter", in.data_ptr(), in.nbytes(), 0,
+            [&](Shared::Slot& s) {
+                std::vector<char> o(out.nbytes());
+                reduce_into(o.data(), out.dtype(), s.in, out.numel(),
+                            static_cast<size_t>(rank_ * out.numel()), op);
+                return o;
+            },
+            out.data_ptr());
     }
 
     Work allgather(const Tensor& out, const Tensor& in) override {
@@ -122,38 +135,54 @@ public:
         check_contiguous("allgather", "in", in);
         ZS_CHECK_T(ShapeError, out.numel() == in.numel() * size() && in.dtype() == out.dtype(),
                    "allgather: 'out' {} must hold {} x 'in' {}", out.str(), size(), in.str());
-        return collective("allgather", in.data_ptr(), in.nbytes(), 0, [&](Shared::Slot& s) {
-            std::vector<char> o(out.nbytes());
-            for (int r = 0; r < size(); ++r) {
-                std::memcpy(o.data() + static_cast<size_t>(r) * in.nbytes(), s.in[static_cast<size_t>(r)], in.nbytes());
-            }
-            return o;
-        }, out.data_ptr());
+        return collective(
+            "allgather", in.data_ptr(), in.nbytes(), 0,
+            [&](Shared::Slot& s) {
+                std::vector<char> o(out.nbytes());
+                for (int r = 0; r < size(); ++r) {
+                    std::memcpy(o.data() + static_cast<size_t>(r) * in.nbytes(),
+                                s.in[static_cast<size_t>(r)], in.nbytes());
+                }
+                return o;
+            },
+            out.data_ptr());
     }
 
     Work broadcast(const Tensor& t, int root) override {
         check_contiguous("broadcast", "t", t);
-        ZS_CHECK_T(ShapeError, root >= 0 && root < size(), "broadcast: root {} outside [0, {})", root, size());
-        return collective("broadcast", t.data_ptr(), t.nbytes(), root, [&](Shared::Slot& s) {
-            const char* src = static_cast<const char*>(s.in[static_cast<size_t>(root)]);
-            return std::vector<char>(src, src + t.nbytes());
-        }, t.data_ptr());
+        ZS_CHECK_T(ShapeError, root >= 0 && root < size(), "broadcast: root {} outside [0, {})",
+                   root, size());
+        return collective(
+            "broadcast", t.data_ptr(), t.nbytes(), root,
+            [&](Shared::Slot& s) {
+                const char* src = static_cast<const char*>(s.in[static_cast<size_t>(root)]);
+                return std::vector<char>(src, src + t.nbytes());
+            },
+            t.data_ptr());
     }
 
     Work all_to_all(const Tensor& out, const Tensor& in) override {
         check_contiguous("all_to_all", "out", out);
         check_contiguous("all_to_all", "in", in);
-        ZS_CHECK_T(ShapeError, out.numel() == in.numel() && in.numel() % size() == 0 && in.dtype() == out.dtype(),
-                   "all_to_all: 'in' {} and 'out' {} must match and split into {} chunks", in.str(), out.str(), size());
+        ZS_CHECK_T(
+            ShapeError,
+            out.numel() == in.numel() && in.numel() % size() == 0 && in.dtype() == out.dtype(),
+            "all_to_all: 'in' {} and 'out' {} must match and split into {} chunks", in.str(),
+            out.str(), size());
         const size_t chunk = in.nbytes() / static_cast<size_t>(size());
-        return collective("all_to_all", in.data_ptr(), in.nbytes(), 0, [&](Shared::Slot& s) {
-            std::vector<char> o(out.nbytes());
-            for (int j = 0; j < size(); ++j) {
-                std::memcpy(o.data() + static_cast<size_t>(j) * chunk,
-                            static_cast<const char*>(s.in[static_cast<size_t>(j)]) + static_cast<size_t>(rank_) * chunk, chunk);
-            }
-            return o;
-        }, out.data_ptr());
+        return collective(
+            "all_to_all", in.data_ptr(), in.nbytes(), 0,
+            [&](Shared::Slot& s) {
+                std::vector<char> o(out.nbytes());
+                for (int j = 0; j < size(); ++j) {
+                    std::memcpy(o.data() + static_cast<size_t>(j) * chunk,
+                                static_cast<const char*>(s.in[static_cast<size_t>(j)]) +
+                                    static_cast<size_t>(rank_) * chunk,
+                                chunk);
+                }
+                return o;
+            },
+            out.data_ptr());
     }
 
     Work send(const Tensor& t, int peer, int tag) override {
@@ -169,52 +198,57 @@ public:
         check_contiguous("recv", "t", t);
         std::unique_lock<std::mutex> lock(sh_->mu);
         auto key = std::make_tuple(peer, rank_, tag);
-        bool ok = sh_->cv.wait_for(lock, std::chrono::duration<double>(timeout_s_), [&] {
-            return sh_->failed || !sh_->mail[key].empty();
-        });
+        bool ok = sh_->cv.wait_for(lock, std::chrono::duration<double>(timeout_s_),
+                                   [&] { return sh_->failed || !sh_->mail[key].empty(); });
         if (!ok || sh_->failed) {
             return Work::failed(std::make_exception_ptr(CommError(fmt::format(
-                "recv of {} bytes from rank {} (tag {}) on group '{}': nothing arrived within {} s", t.nbytes(),
-                peer, tag, name(), timeout_s_))));
+                "recv of {} bytes from rank {} (tag {}) on group '{}': nothing arrived within {} s",
+                t.nbytes(), peer, tag, name(), timeout_s_))));
         }
         std::vector<char> msg = std::move(sh_->mail[key].front());
         sh_->mail[key].pop_front();
         if (msg.size() != t.nbytes()) {
-            return Work::failed(std::make_exception_ptr(CommError(fmt::format(
-                "recv: message from rank {} has {} bytes; the receive buffer {} bytes", peer, msg.size(), t.nbytes()))));
+            return Work::failed(std::make_exception_ptr(CommError(
+                fmt::format("recv: message from rank {} has {} bytes; the receive buffer {} bytes",
+                            peer, msg.size(), t.nbytes()))));
         }
         std::memcpy(t.data_ptr(), msg.data(), msg.size());
         return Work();
     }
 
     void barrier() override {
-        collective("barrier", nullptr, 0, 0, [](Shared::Slot&) { return std::vector<char>(); }, nullptr).wait();
+        collective(
+            "barrier", nullptr, 0, 0, [](Shared::Slot&) { return std::vector<char>(); }, nullptr)
+            .wait();
     }
 
     std::unique_ptr<Communicator> split(int color, int key) override {
         std::shared_ptr<Shared> child;
         int my_rank = 0;
-        collective("split", nullptr, 0, (static_cast<int64_t>(color) << 32) | static_cast<uint32_t>(key),
-                   [&](Shared::Slot& s) {
-                       std::vector<std::pair<int64_t, int>> members;  // (key, rank) of my color
-                       for (int r = 0; r < size(); ++r) {
-                           int64_t a = s.arg[static_cast<size_t>(r)];
-                           if (static_cast<int>(a >> 32) == color) members.emplace_back(static_cast<int32_t>(a & 0xffffffff), r);
-                       }
-                       std::sort(members.begin(), members.end());
-                       for (size_t i = 0; i < members.size(); ++i) {
-                           if (members[i].second == rank_) my_rank = static_cast<int>(i);
-                       }
-                       std::lock_guard<std::mutex> lock(sh_->mu);
-                       auto& c = s.children[color];
-                       if (!c) {
-                           c = std::make_shared<Shared>();
-                           c->n = static_cast<int>(members.size());
-                           c->name = fmt::format("{}.split({})", name(), color);
-                       }
-                       child = c;
-                       return std::vector<char>();
-                   }, nullptr)
+        collective(
+            "split", nullptr, 0, (static_cast<int64_t>(color) << 32) | static_cast<uint32_t>(key),
+            [&](Shared::Slot& s) {
+                std::vector<std::pair<int64_t, int>> members;  // (key, rank) of my color
+                for (int r = 0; r < size(); ++r) {
+                    int64_t a = s.arg[static_cast<size_t>(r)];
+                    if (static_cast<int>(a >> 32) == color)
+                        members.emplace_back(static_cast<int32_t>(a & 0xffffffff), r);
+                }
+                std::sort(members.begin(), members.end());
+                for (size_t i = 0; i < members.size(); ++i) {
+                    if (members[i].second == rank_) my_rank = static_cast<int>(i);
+                }
+                std::lock_guard<std::mutex> lock(sh_->mu);
+                auto& c = s.children[color];
+                if (!c) {
+                    c = std::make_shared<Shared>();
+                    c->n = static_cast<int>(members.size());
+                    c->name = fmt::format("{}.split({})", name(), color);
+                }
+                child = c;
+                return std::vector<char>();
+            },
+            nullptr)
             .wait();
         return std::make_unique<LocalComm>(child, my_rank, timeout_s_);
     }
@@ -225,11 +259,13 @@ private:
                     const std::function<std::vector<char>(Shared::Slot&)>& compute, void* out) {
         const uint64_t seq = ++seq_;
         Shared& sh = *sh_;
-        auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(timeout_s_);
+        auto deadline =
+            std::chrono::steady_clock::now() + std::chrono::duration<double>(timeout_s_);
         std::unique_lock<std::mutex> lock(sh.mu);
         if (sh.failed) {
-            return Work::failed(std::make_exception_ptr(CommError(fmt::format(
-                "{} #{} on group '{}': the communicator already failed: {}", op, seq, name(), sh.failure))));
+            return Work::failed(std::make_exception_ptr(
+                CommError(fmt::format("{} #{} on group '{}': the communicator already failed: {}",
+                                      op, seq, name(), sh.failure))));
         }
         Shared::Slot& s = sh.slots[seq];
         if (s.in.empty()) {
@@ -240,7 +276,8 @@ private:
         }
         if (s.op != op) {
             sh.failed = true;
-            sh.failure = fmt::format("rank {} called {} as op #{} but another rank called {}", rank_, op, seq, s.op);
+            sh.failure = fmt::format("rank {} called {} as op #{} but another rank called {}",
+                                     rank_, op, seq, s.op);
             sh.cv.notify_all();
             return Work::failed(std::make_exception_ptr(CommError(sh.failure)));
         }
@@ -249,14 +286,16 @@ private:
         s.present[static_cast<size_t>(rank_)] = true;
         ++s.arrived;
         sh.cv.notify_all();
-        if (!sh.cv.wait_until(lock, deadline, [&] { return s.arrived == sh.n || sh.failed; }) || sh.failed) {
+        if (!sh.cv.wait_until(lock, deadline, [&] { return s.arrived == sh.n || sh.failed; }) ||
+            sh.failed) {
             std::vector<int> missing;
             for (int r = 0; r < sh.n; ++r) {
                 if (!s.present[static_cast<size_t>(r)]) missing.push_back(r);
             }
             std::string msg = fmt::format(
-                "{} #{} on group '{}' ({} ranks, {} bytes): rank(s) {} never arrived within {} s", op, seq, name(),
-                sh.n, bytes, missing.empty() ? std::string("?") : rank_list(missing), timeout_s_);
+                "{} #{} on group '{}' ({} ranks, {} bytes): rank(s) {} never arrived within {} s",
+                op, seq, name(), sh.n, bytes,
+                missing.empty() ? std::string("?") : rank_list(missing), timeout_s_);
             if (!sh.failed) {
                 sh.failed = true;
                 sh.failure = msg;

@@ -1,10 +1,10 @@
 // Collectives on the local backend for 1..8 ranks against serial computations; split groups;
 // send/recv; a rank that skips a collective makes the others fail, naming op, sequence, group
 // and the missing rank, within the timeout.
-#include <gtest/gtest.h>
-
 #include <atomic>
 #include <chrono>
+
+#include <gtest/gtest.h>
 
 #include "base/error.h"
 #include "comm/communicator.h"
@@ -33,32 +33,38 @@ TEST(Local, CollectivesMatchSerial) {
                     for (int64_t i = 0; i < len * n; ++i) {
                         double want = 0;
                         for (int q = 0; q < n; ++q) want += val(q, i);
-                        ASSERT_NEAR(a.to(DType::f32).data<float>()[i], want, t == DType::bf16 ? want * 0.02 : 0)
+                        ASSERT_NEAR(a.to(DType::f32).data<float>()[i], want,
+                                    t == DType::bf16 ? want * 0.02 : 0)
                             << "allreduce n=" << n;
                     }
                     Tensor in = filled(r, len * n, t), out = Tensor::empty({len}, t);
                     c.reduce_scatter(out, in, ReduceOp::max).wait();
                     for (int64_t i = 0; i < len; ++i) {
-                        ASSERT_EQ(out.to(DType::f32).data<float>()[i], filled(n - 1, len * n, t).to(DType::f32).data<float>()[r * len + i]);
+                        ASSERT_EQ(
+                            out.to(DType::f32).data<float>()[i],
+                            filled(n - 1, len * n, t).to(DType::f32).data<float>()[r * len + i]);
                     }
                     Tensor mine = filled(r, len, t), all = Tensor::empty({len * n}, t);
                     c.allgather(all, mine).wait();
                     for (int q = 0; q < n; ++q) {
                         for (int64_t i = 0; i < len; ++i) {
-                            ASSERT_EQ(all.to(DType::f32).data<float>()[q * len + i], filled(q, len, t).to(DType::f32).data<float>()[i]);
+                            ASSERT_EQ(all.to(DType::f32).data<float>()[q * len + i],
+                                      filled(q, len, t).to(DType::f32).data<float>()[i]);
                         }
                     }
                     Tensor b = filled(r, len, t);
                     c.broadcast(b, n - 1).wait();
                     for (int64_t i = 0; i < len; ++i) {
-                        ASSERT_EQ(b.to(DType::f32).data<float>()[i], filled(n - 1, len, t).to(DType::f32).data<float>()[i]);
+                        ASSERT_EQ(b.to(DType::f32).data<float>()[i],
+                                  filled(n - 1, len, t).to(DType::f32).data<float>()[i]);
                     }
                     Tensor x = filled(r, len * n, t), y = Tensor::empty({len * n}, t);
                     c.all_to_all(y, x).wait();
                     for (int j = 0; j < n; ++j) {
                         for (int64_t i = 0; i < len; ++i) {
-                            ASSERT_EQ(y.to(DType::f32).data<float>()[j * len + i],
-                                      filled(j, len * n, t).to(DType::f32).data<float>()[r * len + i]);
+                            ASSERT_EQ(
+                                y.to(DType::f32).data<float>()[j * len + i],
+                                filled(j, len * n, t).to(DType::f32).data<float>()[r * len + i]);
                         }
                     }
                 });

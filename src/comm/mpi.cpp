@@ -1,7 +1,5 @@
 #include "comm/mpi.h"
 
-#include <mpi.h>
-
 #include <atomic>
 #include <cstdlib>
 #include <cstring>
@@ -9,6 +7,7 @@
 #include <thread>
 
 #include <fmt/format.h>
+#include <mpi.h>
 
 #include "base/error.h"
 #include "base/log.h"
@@ -95,7 +94,8 @@ public:
         MPI_Comm_rank(comm_, &rank_);
         MPI_Comm_size(comm_, &size_);
         // Arrival counters: one int64 per rank, in a window everyone can read.
-        check_mpi(MPI_Win_allocate(sizeof(int64_t), sizeof(int64_t), MPI_INFO_NULL, comm_, &counter_, &win_),
+        check_mpi(MPI_Win_allocate(sizeof(int64_t), sizeof(int64_t), MPI_INFO_NULL, comm_,
+                                   &counter_, &win_),
                   "MPI_Win_allocate");
         *counter_ = 0;
         MPI_Win_lock_all(MPI_MODE_NOCHECK, win_);
@@ -112,9 +112,13 @@ public:
     Work allreduce(const Tensor& t, ReduceOp op) override {
         check_contiguous("allreduce", "t", t);
         Staged s = stage(t);
-        return start("allreduce", t.nbytes(), [&](MPI_Request* r) {
-            return MPI_Iallreduce(MPI_IN_PLACE, s.buf, static_cast<int>(s.count), s.type, mpi_op(op), comm_, r);
-        }, finisher(t, s, op));
+        return start(
+            "allreduce", t.nbytes(),
+            [&](MPI_Request* r) {
+                return MPI_Iallreduce(MPI_IN_PLACE, s.buf, static_cast<int>(s.count), s.type,
+                                      mpi_op(op), comm_, r);
+            },
+            finisher(t, s, op));
     }
 
     Work reduce_scatter(const Tensor& out, const Tensor& in, ReduceOp op) override {
@@ -123,9 +127,13 @@ public:
         ZS_CHECK_T(ShapeError, in.numel() == out.numel() * size_ && in.dtype() == out.dtype(),
                    "reduce_scatter: 'in' {} must hold {} x 'out' {}", in.str(), size_, out.str());
         Staged si = stage(in), so = stage(out);
-        return start("reduce_scatter", in.nbytes(), [&](MPI_Request* r) {
-            return MPI_Ireduce_scatter_block(si.buf, so.buf, static_cast<int>(so.count), so.type, mpi_op(op), comm_, r);
-        }, finisher(out, so, op, si.keep));
+        return start(
+            "reduce_scatter", in.nbytes(),
+            [&](MPI_Request* r) {
+                return MPI_Ireduce_scatter_block(si.buf, so.buf, static_cast<int>(so.count),
+                                                 so.type, mpi_op(op), comm_, r);
+            },
+            finisher(out, so, op, si.keep));
     }
 
     Work allgather(const Tensor& out, const Tensor& in) override {
@@ -133,52 +141,70 @@ public:
         check_contiguous("allgather", "in", in);
         ZS_CHECK_T(ShapeError, out.numel() == in.numel() * size_ && in.dtype() == out.dtype(),
                    "allgather: 'out' {} must hold {} x 'in' {}", out.str(), size_, in.str());
-        return start("allgather", out.nbytes(), [&](MPI_Request* r) {
-            return MPI_Iallgather(in.data_ptr(), static_cast<int>(in.nbytes()), MPI_BYTE, out.data_ptr(),
-                                  static_cast<int>(in.nbytes()), MPI_BYTE, comm_, r);
-        }, nullptr);
+        return start(
+            "allgather", out.nbytes(),
+            [&](MPI_Request* r) {
+                return MPI_Iallgather(in.data_ptr(), static_cast<int>(in.nbytes()), MPI_BYTE,
+                                      out.data_ptr(), static_cast<int>(in.nbytes()), MPI_BYTE,
+                                      comm_, r);
+            },
+            nullptr);
     }
 
     Work broadcast(const Tensor& t, int root) override {
         check_contiguous("broadcast", "t", t);
-        return start("broadcast", t.nbytes(), [&](MPI_Request* r) {
-            return MPI_Ibcast(t.data_ptr(), static_cast<int>(t.nbytes()), MPI_BYTE, root, comm_, r);
-        }, nullptr);
+        return start(
+            "broadcast", t.nbytes(),
+            [&](MPI_Request* r) {
+                return MPI_Ibcast(t.data_ptr(), static_cast<int>(t.nbytes()), MPI_BYTE, root, comm_,
+                                  r);
+            },
+            nullptr);
     }
 
     Work all_to_all(const Tensor& out, const Tensor& in) override {
         check_contiguous("all_to_all", "out", out);
         check_contiguous("all_to_all", "in", in);
         ZS_CHECK_T(ShapeError, out.numel() == in.numel() && in.numel() % size_ == 0,
-                   "all_to_all: 'in' {} and 'out' {} must match and split into {} chunks", in.str(), out.str(), size_);
+                   "all_to_all: 'in' {} and 'out' {} must match and split into {} chunks", in.str(),
+                   out.str(), size_);
         int chunk = static_cast<int>(in.nbytes() / static_cast<size_t>(size_));
-        return start("all_to_all", in.nbytes(), [&](MPI_Request* r) {
-            return MPI_Ialltoall(in.data_ptr(), chunk, MPI_BYTE, out.data_ptr(), chunk, MPI_BYTE, comm_, r);
-        }, nullptr);
+        return start(
+            "all_to_all", in.nbytes(),
+            [&](MPI_Request* r) {
+                return MPI_Ialltoall(in.data_ptr(), chunk, MPI_BYTE, out.data_ptr(), chunk,
+                                     MPI_BYTE, comm_, r);
+            },
+            nullptr);
     }
 
     Work send(const Tensor& t, int peer, int tag) override {
         check_contiguous("send", "t", t);
         return start_p2p("send", t.nbytes(), peer, [&](MPI_Request* r) {
-            return MPI_Isend(t.data_ptr(), static_cast<int>(t.nbytes()), MPI_BYTE, peer, tag, comm_, r);
+            return MPI_Isend(t.data_ptr(), static_cast<int>(t.nbytes()), MPI_BYTE, peer, tag, comm_,
+                             r);
         });
     }
 
     Work recv(const Tensor& t, int peer, int tag) override {
         check_contiguous("recv", "t", t);
         return start_p2p("recv", t.nbytes(), peer, [&](MPI_Request* r) {
-            return MPI_Irecv(t.data_ptr(), static_cast<int>(t.nbytes()), MPI_BYTE, peer, tag, comm_, r);
+            return MPI_Irecv(t.data_ptr(), static_cast<int>(t.nbytes()), MPI_BYTE, peer, tag, comm_,
+                             r);
         });
     }
 
     void barrier() override {
-        start("barrier", 0, [&](MPI_Request* r) { return MPI_Ibarrier(comm_, r); }, nullptr).wait();
+        start(
+            "barrier", 0, [&](MPI_Request* r) { return MPI_Ibarrier(comm_, r); }, nullptr)
+            .wait();
     }
 
     std::unique_ptr<Communicator> split(int color, int key) override {
         MPI_Comm sub;
         check_mpi(MPI_Comm_split(comm_, color, key, &sub), "MPI_Comm_split");
-        return std::make_unique<MpiComm>(sub, fmt::format("{}.split({})", name_, color), progress_, timeout_s_);
+        return std::make_unique<MpiComm>(sub, fmt::format("{}.split({})", name_, color), progress_,
+                                         timeout_s_);
     }
 
 private:
@@ -221,8 +247,9 @@ private:
                std::function<void()> finish) {
         const int64_t seq = ++seq_;
         if (failed_) {
-            return Work::failed(std::make_exception_ptr(CommError(fmt::format(
-                "{} #{} on group '{}': the communicator already failed: {}", op, seq, name_, failure_))));
+            return Work::failed(std::make_exception_ptr(
+                CommError(fmt::format("{} #{} on group '{}': the communicator already failed: {}",
+                                      op, seq, name_, failure_))));
         }
         // Record arrival (readable by every rank through the window).
         *counter_ = seq;
@@ -242,10 +269,12 @@ private:
         st->deadline = std::chrono::steady_clock::now() +
                        std::chrono::duration_cast<std::chrono::steady_clock::duration>(
                            std::chrono::duration<double>(timeout_s_));
-        std::string what = fmt::format("{} #{} on group '{}' ({} ranks, {} bytes)", op, seq, name_, size_, bytes);
+        std::string what =
+            fmt::format("{} #{} on group '{}' ({} ranks, {} bytes)", op, seq, name_, size_, bytes);
         st->on_timeout = [this, what, seq]() {
             std::string missing = missing_ranks(seq);
-            std::string msg = fmt::format("{}: did not complete within {} s; {}", what, timeout_s_, missing);
+            std::string msg =
+                fmt::format("{}: did not complete within {} s; {}", what, timeout_s_, missing);
             failed_ = true;
             failure_ = msg;
             return std::make_exception_ptr(CommError(msg));
@@ -253,8 +282,10 @@ private:
         return Work(st);
     }
 
-    Work start_p2p(const char* op, size_t bytes, int peer, const std::function<int(MPI_Request*)>& launch) {
-        ZS_CHECK_T(ShapeError, peer >= 0 && peer < size_, "{}: peer {} outside [0, {})", op, peer, size_);
+    Work start_p2p(const char* op, size_t bytes, int peer,
+                   const std::function<int(MPI_Request*)>& launch) {
+        ZS_CHECK_T(ShapeError, peer >= 0 && peer < size_, "{}: peer {} outside [0, {})", op, peer,
+                   size_);
         auto req = std::make_shared<MPI_Request>(MPI_REQUEST_NULL);
         check_mpi(launch(req.get()), op);
         progress_->add();
@@ -269,9 +300,11 @@ private:
         st->deadline = std::chrono::steady_clock::now() +
                        std::chrono::duration_cast<std::chrono::steady_clock::duration>(
                            std::chrono::duration<double>(timeout_s_));
-        std::string what = fmt::format("{} of {} bytes with rank {} on group '{}'", op, bytes, peer, name_);
+        std::string what =
+            fmt::format("{} of {} bytes with rank {} on group '{}'", op, bytes, peer, name_);
         st->on_timeout = [what, this]() {
-            return std::make_exception_ptr(CommError(fmt::format("{}: did not complete within {} s", what, timeout_s_)));
+            return std::make_exception_ptr(
+                CommError(fmt::format("{}: did not complete within {} s", what, timeout_s_)));
         };
         return Work(st);
     }
@@ -281,7 +314,8 @@ private:
         std::vector<int64_t> seen(static_cast<size_t>(size_), -1);
         std::vector<MPI_Request> reqs(static_cast<size_t>(size_), MPI_REQUEST_NULL);
         for (int r = 0; r < size_; ++r) {
-            MPI_Rget(&seen[static_cast<size_t>(r)], 1, MPI_INT64_T, r, 0, 1, MPI_INT64_T, win_, &reqs[static_cast<size_t>(r)]);
+            MPI_Rget(&seen[static_cast<size_t>(r)], 1, MPI_INT64_T, r, 0, 1, MPI_INT64_T, win_,
+                     &reqs[static_cast<size_t>(r)]);
         }
         auto until = std::chrono::steady_clock::now() + std::chrono::seconds(2);
         int all = 0;
@@ -293,10 +327,12 @@ private:
         std::string missing;
         for (int r = 0; r < size_; ++r) {
             if (seen[static_cast<size_t>(r)] < seq) {
-                missing += fmt::format("{}{} (last entered #{})", missing.empty() ? "" : ", ", r, seen[static_cast<size_t>(r)]);
+                missing += fmt::format("{}{} (last entered #{})", missing.empty() ? "" : ", ", r,
+                                       seen[static_cast<size_t>(r)]);
             }
         }
-        return missing.empty() ? "every rank entered it (a transport stall)" : "rank(s) never arrived: " + missing;
+        return missing.empty() ? "every rank entered it (a transport stall)"
+                               : "rank(s) never arrived: " + missing;
     }
 
     MPI_Comm comm_;
@@ -318,7 +354,8 @@ MpiRuntime::MpiRuntime(int* argc, char*** argv) {
     ZS_CHECK_T(CommError, provided >= MPI_THREAD_MULTIPLE,
                "this MPI library does not provide MPI_THREAD_MULTIPLE (got level {})", provided);
     MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
-    world_ = std::make_unique<MpiComm>(MPI_COMM_WORLD, "world", std::make_shared<Progress>(), 300.0);
+    world_ =
+        std::make_unique<MpiComm>(MPI_COMM_WORLD, "world", std::make_shared<Progress>(), 300.0);
 }
 
 MpiRuntime::~MpiRuntime() {

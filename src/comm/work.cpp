@@ -1,8 +1,7 @@
-#include "comm/communicator.h"
-
 #include <thread>
 
 #include "base/error.h"
+#include "comm/communicator.h"
 
 namespace zs::comm {
 

@@ -2,11 +2,11 @@
 // rank can compute for itself; `comm_mpi_check hang` has the last rank sleep past the timeout
 // instead of joining an allreduce: the others must fail with the op, sequence number, group and
 // missing rank named, and the job must end non-zero promptly (tests/mpi/run_mpi.sh checks it).
-#include <unistd.h>
-
 #include <cstdio>
 #include <cstring>
 #include <string>
+
+#include <unistd.h>
 
 #include "base/error.h"
 #include "comm/mpi.h"
@@ -24,12 +24,12 @@ float in_dtype(float v, DType t) {
     return static_cast<float>(Tensor::wrap(&v, {1}, DType::f32).to(t).to(DType::f32).item());
 }
 
-#define CHECK_OR_DIE(cond, ...)                                              \
-    do {                                                                     \
-        if (!(cond)) {                                                       \
-            std::fprintf(stderr, "rank check failed: %s\n", #cond);          \
-            comm::MpiRuntime::abort_job(3);                                  \
-        }                                                                    \
+#define CHECK_OR_DIE(cond, ...)                                     \
+    do {                                                            \
+        if (!(cond)) {                                              \
+            std::fprintf(stderr, "rank check failed: %s\n", #cond); \
+            comm::MpiRuntime::abort_job(3);                         \
+        }                                                           \
     } while (0)
 
 void collectives(comm::Communicator& c) {
@@ -44,7 +44,8 @@ void collectives(comm::Communicator& c) {
             for (int64_t i = 0; i < len * n; i += 997) {
                 double want = 0;
                 for (int q = 0; q < n; ++q) want += val(q, i);
-                CHECK_OR_DIE(std::abs(af.data<float>()[i] - want) <= (t == DType::bf16 ? 0.01 * want : 0));
+                CHECK_OR_DIE(std::abs(af.data<float>()[i] - want) <=
+                             (t == DType::bf16 ? 0.01 * want : 0));
             }
             Tensor out = Tensor::empty({len}, t);
             c.reduce_scatter(out, f.to(t).clone(), comm::ReduceOp::max).wait();
@@ -55,7 +56,8 @@ void collectives(comm::Communicator& c) {
             Tensor mine = f.slice(0, 0, len).to(t).clone(), all = Tensor::empty({len * n}, t);
             c.allgather(all, mine).wait();
             Tensor gf = all.to(DType::f32);
-            for (int q = 0; q < n; ++q) CHECK_OR_DIE(gf.data<float>()[q * len + len - 1] == in_dtype(val(q, len - 1), t));
+            for (int q = 0; q < n; ++q)
+                CHECK_OR_DIE(gf.data<float>()[q * len + len - 1] == in_dtype(val(q, len - 1), t));
         }
     }
     Tensor b = Tensor::empty({5}, DType::i32);
@@ -67,7 +69,8 @@ void collectives(comm::Communicator& c) {
     s.fill(1.0);
     sub->allreduce(s, comm::ReduceOp::sum).wait();
     CHECK_OR_DIE(s.data<float>()[0] == static_cast<float>(sub->size()));
-    Tensor x = Tensor::empty({static_cast<int64_t>(n) * 3}, DType::i64), y = Tensor::empty({static_cast<int64_t>(n) * 3}, DType::i64);
+    Tensor x = Tensor::empty({static_cast<int64_t>(n) * 3}, DType::i64),
+           y = Tensor::empty({static_cast<int64_t>(n) * 3}, DType::i64);
     for (int64_t i = 0; i < x.numel(); ++i) x.data<int64_t>()[i] = r * 100 + i;
     c.all_to_all(y, x).wait();
     for (int j = 0; j < n; ++j) CHECK_OR_DIE(y.data<int64_t>()[j * 3] == j * 100 + r * 3);

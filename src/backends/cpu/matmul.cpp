@@ -6,6 +6,7 @@
 #include <mutex>
 #include <string>
 #include <unordered_map>
+#include <vector>
 
 #include <fmt/format.h>
 #include <omp.h>
@@ -24,8 +25,12 @@ struct CpuKernels::MatmulCache {
     std::mutex mu;  // guards prims / lru
     static constexpr size_t kCapacity = 512;
     std::list<std::string> lru;  // front = most recent
-    std::unordered_map<std::string, std::pair<dnnl::matmul, std::list<std::string>::iterator>>
-        prims;
+    struct Entry {
+        dnnl::matmul prim;
+        dnnl::memory::desc scratch;  // user-managed scratchpad (see below)
+        std::list<std::string>::iterator lru_pos;
+    };
+    std::unordered_map<std::string, Entry> prims;
 };
 
 CpuKernels::CpuKernels() : mm_(std::make_unique<MatmulCache>()) {}
@@ -127,12 +132,14 @@ void CpuKernels::matmul(const Tensor& out, const Tensor& a, const Tensor& b,
         key_of(da, db, dout, a.dtype(), out.dtype(), bias_type, opts.alpha, opts.beta);
 
     dnnl::matmul prim;
+    dnnl::memory::desc scratch_md;
     {
         std::lock_guard<std::mutex> lock(mm_->mu);
         auto it = mm_->prims.find(key);
         if (it != mm_->prims.end()) {
-            mm_->lru.splice(mm_->lru.begin(), mm_->lru, it->second.second);
-            prim = it->second.first;
+            mm_->lru.splice(mm_->lru.begin(), mm_->lru, it->second.lru_pos);
+            prim = it->second.prim;
+            scratch_md = it->second.scratch;
         }
     }
     using md = dnnl::memory::desc;
@@ -148,6 +155,9 @@ void CpuKernels::matmul(const Tensor& out, const Tensor& a, const Tensor& b,
     }
     if (!prim) {
         dnnl::primitive_attr attr;
+        // User-managed scratchpad: the library's per-primitive scratchpad would be shared by
+        // concurrent executions of one cached primitive (thread-ranks, server threads).
+        attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
         if (opts.alpha != 1.0f) attr.set_output_scales(0, {opts.alpha});
         if (opts.beta != 0.0f) {
             dnnl::post_ops po;
@@ -156,7 +166,9 @@ void CpuKernels::matmul(const Tensor& out, const Tensor& a, const Tensor& b,
         }
         auto desc = bias.defined() ? dnnl::matmul::desc(a_md, b_md, bias_md, o_md)
                                    : dnnl::matmul::desc(a_md, b_md, o_md);
-        prim = dnnl::matmul(dnnl::matmul::primitive_desc(desc, attr, mm_->engine));
+        dnnl::matmul::primitive_desc pd(desc, attr, mm_->engine);
+        scratch_md = pd.scratchpad_desc();
+        prim = dnnl::matmul(pd);
         std::lock_guard<std::mutex> lock(mm_->mu);
         if (mm_->prims.find(key) == mm_->prims.end()) {
             if (mm_->prims.size() >= MatmulCache::kCapacity) {
@@ -164,7 +176,7 @@ void CpuKernels::matmul(const Tensor& out, const Tensor& a, const Tensor& b,
                 mm_->lru.pop_back();
             }
             mm_->lru.push_front(key);
-            mm_->prims.emplace(key, std::make_pair(prim, mm_->lru.begin()));
+            mm_->prims.emplace(key, MatmulCache::Entry{prim, scratch_md, mm_->lru.begin()});
         }
     }
     dnnl::stream stream(mm_->engine);
@@ -175,6 +187,12 @@ void CpuKernels::matmul(const Tensor& out, const Tensor& a, const Tensor& b,
         {DNNL_ARG_SRC, am}, {DNNL_ARG_WEIGHTS, bm}, {DNNL_ARG_DST, om}};
     if (bias.defined())
         args.emplace(DNNL_ARG_BIAS, dnnl::memory(bias_md, mm_->engine, bias.data_ptr()));
+    // Per-thread scratchpad, grown on demand.
+    thread_local std::vector<unsigned char> scratch;
+    if (scratch_md.get_size() > 0) {
+        if (scratch.size() < scratch_md.get_size()) scratch.resize(scratch_md.get_size());
+        args.emplace(DNNL_ARG_SCRATCHPAD, dnnl::memory(scratch_md, mm_->engine, scratch.data()));
+    }
     prim.execute(stream, args);
     stream.wait();
 }
