@@ -191,7 +191,10 @@ BlockHash KvBlockPool::cache_block(BlockId b, BlockHash parent, std::span<const 
     Meta& m = meta_[static_cast<size_t>(b)];
     ZS_ASSERT(m.ref > 0, "caching free block {}", b);
     const BlockHash h = hash_block(parent, tokens);
-    if (m.cached) return h;  // already indexed (shared from the cache)
+    if (m.cached) {  // already indexed (shared from the cache)
+        ZS_ASSERT(m.hash == h, "cached block {} re-registered with other content", b);
+        return h;
+    }
     if (find(h, parent, tokens) >= 0 || by_hash_.count(h)) return h;
     m.cached = true;
     m.hash = h;

@@ -1,13 +1,15 @@
 // Paged attention on the CPU. One task per (sequence, kv head, tile of up to kQTile queries):
 // it loads the tile's queries for every query head of the kv group (GQA: the group shares each
-// K/V block load), then walks the sequence's blocks in order, converting each block's K and V
-// rows to f32 and updating a running max m, normaliser l and output accumulator per query
-// (online softmax). Each query's arithmetic depends only on its position and the cached values,
-// never on how the batch was split into tiles, chunks or sequences, so outputs are the same for
-// any batch composition and thread count.
+// K/V load), then walks the sequence's keys in tiles of whole blocks (about kKeyTile keys),
+// gathering them through the block table as f32 (K transposed, so a row's scores for the tile are
+// one vectorised loop over keys) and updating a running max m, normaliser l and output
+// accumulator per query (online softmax). Each query's arithmetic depends only on its position
+// and the cached values, never on how the batch was split into tiles, chunks or sequences, so
+// outputs are the same for any batch composition and thread count.
 #include "infer/paged_attention.h"
 
 #include <algorithm>
+#include <bit>
 #include <cmath>
 #include <limits>
 
@@ -18,7 +20,8 @@ namespace zs::infer {
 
 namespace {
 
-constexpr int64_t kQTile = 16;
+constexpr int64_t kQTile = 16;    // queries per task
+constexpr int64_t kKeyTile = 64;  // keys per online-softmax step (rounded to whole blocks)
 // Below this many multiply-adds (query-key pairs x HS, twice) a forward runs on one thread: a
 // decode step of a small batch costs less than the fork/join.
 constexpr int64_t kParallelMinWork = int64_t{1} << 16;
@@ -60,11 +63,58 @@ void check_tables(std::span<const SeqSlice> seqs, int64_t N, int64_t bs, int64_t
     }
 }
 
-inline float dot(const float* a, const float* b, int64_t n) {
-    float s = 0.0f;
-#pragma omp simd reduction(+ : s)
-    for (int64_t i = 0; i < n; ++i) s += a[i] * b[i];
-    return s;
+// exp(x) for x <= 0 (a score minus its running max), in a form `omp simd` vectorises: x = k ln2
+// + r with |r| <= ln2 / 2, a degree-7 Taylor polynomial for e^r (relative error < 1e-8 on that
+// range, so f32 rounding dominates), and 2^k through the exponent bits. x is clamped to
+// [-87, 0] first (below -87 gives 2^-126, which nothing next to the row's max of weight 1 can
+// notice; the clamp also keeps the int conversion defined); a NaN stays NaN.
+inline float exp_nonpos(float x) {
+    const float xc = x > -87.0f ? (x < 0.0f ? x : 0.0f) : -87.0f;
+    const float k = std::floor(xc * 1.44269504f + 0.5f);
+    const float r = (xc - k * 0.693145752f) - k * 1.42860677e-6f;  // ln2 in two parts
+    float p = 1.0f / 5040.0f;
+    p = p * r + 1.0f / 720.0f;
+    p = p * r + 1.0f / 120.0f;
+    p = p * r + 1.0f / 24.0f;
+    p = p * r + 1.0f / 6.0f;
+    p = p * r + 0.5f;
+    p = p * r + 1.0f;
+    p = p * r + 1.0f;
+    const float e = p * std::bit_cast<float>((static_cast<int32_t>(k) + 127) << 23);
+    return x == x ? e : x;
+}
+
+// One query row against one key tile: scores s = q . k_j (q pre-scaled) for the tile's first
+// `kend` keys, then the online-softmax update of the row's max m, normaliser l and output
+// accumulator acc [HS]. kt [HS, KT] is the tile's K transposed, v [KT, HS].
+void online_softmax_step(const float* q, const float* kt, const float* v, int64_t KT, int64_t kend,
+                         int64_t HS, float* scores, float& m, float& l, float* acc) {
+    std::fill(scores, scores + KT, 0.0f);
+    for (int64_t d = 0; d < HS; ++d) {  // vectorised over the tile's keys
+        const float qd = q[d];
+        const float* kd = kt + d * KT;
+#pragma omp simd
+        for (int64_t j = 0; j < KT; ++j) scores[j] += qd * kd[j];
+    }
+    float mx = -std::numeric_limits<float>::infinity();
+    for (int64_t j = 0; j < kend; ++j) mx = std::max(mx, scores[j]);
+    const float m_new = std::max(m, mx);
+    const float corr = std::exp(m - m_new);  // 0 on the first tile (m = -inf)
+    float sum = 0.0f;
+#pragma omp simd reduction(+ : sum)
+    for (int64_t j = 0; j < kend; ++j) {
+        scores[j] = exp_nonpos(scores[j] - m_new);
+        sum += scores[j];
+    }
+    l = l * corr + sum;
+    m = m_new;
+    for (int64_t d = 0; d < HS; ++d) acc[d] *= corr;
+    for (int64_t j = 0; j < kend; ++j) {
+        const float p = scores[j];
+        const float* vr = v + j * HS;
+#pragma omp simd
+        for (int64_t d = 0; d < HS; ++d) acc[d] += p * vr[d];
+    }
 }
 
 }  // namespace
@@ -135,12 +185,17 @@ void paged_attention_forward(const Tensor& out, const Tensor& q, const Tensor& k
     auto* op = static_cast<char*>(out.data_ptr());
     const auto n_tasks = static_cast<int64_t>(tasks.size());
 
+    // Keys per tile: whole blocks, about kKeyTile of them.
+    const int64_t KT = bs * std::max<int64_t>(1, kKeyTile / bs);
+
 #pragma omp parallel if (n_tasks > 1 && work >= kParallelMinWork)
     {
         const auto rows = static_cast<size_t>(kQTile * G);
         std::vector<float> qf(rows * static_cast<size_t>(HS)), acc(qf.size());
-        std::vector<float> m(rows), l(rows), sc(static_cast<size_t>(bs));
-        std::vector<float> kf(static_cast<size_t>(bs * HS)), vf(kf.size());
+        std::vector<float> m(rows), l(rows), sc(static_cast<size_t>(KT));
+        // K of the current key tile transposed [HS, KT] (columns past its keys zero), V [KT, HS].
+        std::vector<float> kt(static_cast<size_t>(KT * HS)), vf(kt.size());
+        std::vector<float> krow(static_cast<size_t>(HS));
 #pragma omp for schedule(dynamic)
         for (int64_t t = 0; t < n_tasks; ++t) {
             const Task& task = tasks[static_cast<size_t>(t)];
@@ -162,45 +217,32 @@ void paged_attention_forward(const Tensor& out, const Tensor& q, const Tensor& k
             std::fill(m.begin(), m.end(), -std::numeric_limits<float>::infinity());
             std::fill(l.begin(), l.end(), 0.0f);
             std::fill(acc.begin(), acc.end(), 0.0f);
-            for (int64_t bi = 0; bi * bs <= last_key; ++bi) {
-                const int64_t j0 = bi * bs, nk = std::min(bs, last_key + 1 - j0);
-                const int64_t base = static_cast<int64_t>(s.blocks[static_cast<size_t>(bi)]) * bs;
+            for (int64_t j0 = 0; j0 <= last_key; j0 += KT) {
+                // Gather the tile's keys and values through the block table, as f32.
+                const int64_t nk = std::min(KT, last_key + 1 - j0);
                 for (int64_t j = 0; j < nk; ++j) {
-                    const auto src = static_cast<size_t>(((base + j) * NKV + task.kv_head) * HS);
-                    core::convert(kf.data() + j * HS, DType::f32, kc + src * ce, ct,
+                    const int64_t p = j0 + j;
+                    const int64_t slot =
+                        static_cast<int64_t>(s.blocks[static_cast<size_t>(p / bs)]) * bs + p % bs;
+                    const auto src = static_cast<size_t>((slot * NKV + task.kv_head) * HS);
+                    core::convert(krow.data(), DType::f32, kc + src * ce, ct,
                                   static_cast<size_t>(HS));
+                    for (int64_t d = 0; d < HS; ++d)
+                        kt[static_cast<size_t>(d * KT + j)] = krow[static_cast<size_t>(d)];
                     core::convert(vf.data() + j * HS, DType::f32, vc + src * ce, ct,
                                   static_cast<size_t>(HS));
                 }
+                for (int64_t d = 0; d < HS; ++d) {
+                    std::fill(kt.begin() + d * KT + nk, kt.begin() + (d + 1) * KT, 0.0f);
+                }
                 for (int64_t r = 0; r < nq; ++r) {
-                    const int64_t kend = std::min(nk, first_pos + r + 1 - j0);
+                    const int64_t kend = std::min(nk, first_pos + r + 1 - j0);  // causal
                     if (kend <= 0) continue;
                     for (int64_t hh = 0; hh < G; ++hh) {
                         const auto i = static_cast<size_t>(r * G + hh);
-                        const float* qrow = qf.data() + static_cast<int64_t>(i) * HS;
-                        float mx = -std::numeric_limits<float>::infinity();
-                        for (int64_t j = 0; j < kend; ++j) {
-                            sc[static_cast<size_t>(j)] = dot(qrow, kf.data() + j * HS, HS);
-                            mx = std::max(mx, sc[static_cast<size_t>(j)]);
-                        }
-                        const float m_new = std::max(m[i], mx);
-                        const float corr = std::exp(m[i] - m_new);  // 0 on the first block
-                        float sum = 0.0f;
-                        for (int64_t j = 0; j < kend; ++j) {
-                            float p = std::exp(sc[static_cast<size_t>(j)] - m_new);
-                            sc[static_cast<size_t>(j)] = p;
-                            sum += p;
-                        }
-                        l[i] = l[i] * corr + sum;
-                        m[i] = m_new;
-                        float* a = acc.data() + static_cast<int64_t>(i) * HS;
-                        for (int64_t d = 0; d < HS; ++d) a[d] *= corr;
-                        for (int64_t j = 0; j < kend; ++j) {
-                            const float p = sc[static_cast<size_t>(j)];
-                            const float* vr = vf.data() + j * HS;
-#pragma omp simd
-                            for (int64_t d = 0; d < HS; ++d) a[d] += p * vr[d];
-                        }
+                        online_softmax_step(qf.data() + static_cast<int64_t>(i) * HS, kt.data(),
+                                            vf.data(), KT, kend, HS, sc.data(), m[i], l[i],
+                                            acc.data() + static_cast<int64_t>(i) * HS);
                     }
                 }
             }

@@ -83,7 +83,8 @@ void Scheduler::schedule_running_prefills(Batch& b, int64_t& budget) {
         // one token fits.
         if (fit_tokens(s) <= 0 && !make_room(s, 1, b, budget)) break;
         const int64_t n = std::min({s.n_pending(), budget, fit_tokens(s)});
-        ZS_ASSERT(n > 0 && reserve(s, n, 0));
+        const bool reserved = n > 0 && reserve(s, n, 0);
+        ZS_ASSERT(reserved, "a chunk of {} tokens that fits could not be reserved", n);
         push(b, s, n, false);
         budget -= n;
     }
@@ -214,7 +215,6 @@ std::unique_ptr<Sequence> Scheduler::finish(RequestId id, FinishReason reason) {
         waiting_.erase(w);
     }
     release_blocks(*s);
-    s->num_computed = 0;
     s->status = SeqStatus::finished;
     s->finish_reason = reason;
     return s;
