@@ -1,0 +1,171 @@
+// Engine: request validation, the ragged batch build, sampling and stop conditions.
+#include "infer/engine.h"
+
+#include <algorithm>
+#include <exception>
+
+#include "base/error.h"
+#include "base/log.h"
+#include "base/timer.h"
+
+namespace zs::infer {
+
+Engine::Engine(models::Transformer& model, const EngineConfig& cfg) : model_(model), cfg_(cfg) {
+    const models::ModelConfig& mc = model.config();
+    KvCacheSpec spec =
+        cfg.kv_blocks > 0
+            ? KvCacheSpec::for_blocks(mc, cfg.kv_blocks, cfg.block_size, cfg.kv_dtype)
+            : KvCacheSpec::for_memory(mc, cfg.kv_cache_bytes, cfg.block_size, cfg.kv_dtype);
+    pool_ = std::make_unique<KvBlockPool>(spec);
+    scheduler_ = std::make_unique<Scheduler>(cfg.scheduler, *pool_);
+    attn_ = std::make_unique<PagedKvAttention>(*pool_);
+    for (int64_t e : mc.eos_token_ids) eos_ids_.push_back(static_cast<int32_t>(e));
+}
+
+Engine::~Engine() = default;
+
+RequestId Engine::add_request(std::vector<int32_t> prompt, RequestOptions opts) {
+    const models::ModelConfig& mc = model_.config();
+    const auto n = static_cast<int64_t>(prompt.size());
+    ZS_CHECK_T(ConfigError, n > 0, "prompt: must hold at least one token");
+    for (int64_t i = 0; i < n; ++i) {
+        const int32_t t = prompt[static_cast<size_t>(i)];
+        ZS_CHECK_T(ConfigError, t >= 0 && t < mc.vocab_size,
+                   "prompt: token {} at index {} is outside the vocabulary [0, {})", t, i,
+                   mc.vocab_size);
+    }
+    ZS_CHECK_T(ConfigError, opts.max_tokens >= 1, "max_tokens: must be >= 1 (got {})",
+               opts.max_tokens);
+    ZS_CHECK_T(ConfigError, n + opts.max_tokens <= mc.max_positions,
+               "max_tokens: prompt ({} tokens) + max_tokens ({}) exceed the model's context of {} "
+               "tokens",
+               n, opts.max_tokens, mc.max_positions);
+    const int64_t capacity = pool_->n_blocks() * pool_->block_size();
+    ZS_CHECK_T(ConfigError, n + opts.max_tokens <= capacity,
+               "max_tokens: prompt ({} tokens) + max_tokens ({}) exceed the KV cache's {} tokens",
+               n, opts.max_tokens, capacity);
+    const RequestId id = next_id_++;
+    // The Sampler constructor validates the sampling parameters (ConfigError).
+    auto seq = std::make_unique<Sequence>(id, std::move(prompt), std::move(opts), mc.vocab_size);
+    seq->tokens.reserve(static_cast<size_t>(n + seq->opts.max_tokens));
+    scheduler_->add(std::move(seq));
+    ++totals_.n_requests;
+    return id;
+}
+
+bool Engine::finish(RequestId id, FinishReason reason) {
+    std::unique_ptr<Sequence> s = scheduler_->finish(id, reason);
+    if (!s) return false;
+    ++totals_.n_finished;
+    return true;
+}
+
+EngineCounters Engine::counters() const {
+    EngineCounters c = totals_;
+    c.n_preemptions = scheduler_->n_preemptions();
+    c.n_cached_prompt_tokens = scheduler_->n_prefix_hit_tokens();
+    return c;
+}
+
+RequestOutput Engine::output_of(const Sequence& s) const {
+    RequestOutput o;
+    o.id = s.id;
+    o.n_prompt_tokens = s.prompt_len;
+    o.n_output_tokens = s.n_output();
+    o.n_cached_prompt_tokens = s.n_cached_prompt;
+    return o;
+}
+
+RequestOutput Engine::finish_seq(Sequence& s, FinishReason reason) {
+    RequestOutput o = output_of(s);
+    o.finished = true;
+    o.finish_reason = reason;
+    finish(s.id, reason);
+    return o;
+}
+
+FinishReason Engine::stop_reason(const Sequence& s, int32_t token) const {
+    const RequestOptions& o = s.opts;
+    if (!o.ignore_eos && std::find(eos_ids_.begin(), eos_ids_.end(), token) != eos_ids_.end()) {
+        return FinishReason::stop;
+    }
+    if (std::find(o.stop_token_ids.begin(), o.stop_token_ids.end(), token) !=
+        o.stop_token_ids.end()) {
+        return FinishReason::stop;
+    }
+    if (s.n_output() >= o.max_tokens) return FinishReason::length;
+    return FinishReason::none;
+}
+
+std::vector<RequestOutput> Engine::step() {
+    Batch b = scheduler_->schedule();
+    last_ = StepStats{};
+    last_.n_seqs = static_cast<int64_t>(b.seqs.size());
+    last_.n_tokens = b.n_tokens;
+    last_.n_prefill_tokens = b.n_prefill_tokens;
+    last_.n_decode_tokens = b.n_decode_tokens;
+    last_.n_preempted = b.n_preempted;
+    std::vector<RequestOutput> outputs;
+    if (!b.empty()) {
+        ++totals_.n_steps;
+        totals_.n_prompt_tokens += b.n_prefill_tokens;
+        // The ragged batch: each sequence's tokens as one run of rows (paged_attention.h).
+        const int64_t N = b.n_tokens;
+        Tensor ids =
+            Tensor::empty({N}, DType::i32, core::Device::cpu(), core::MemCategory::buffers);
+        Tensor pos =
+            Tensor::empty({N}, DType::i32, core::Device::cpu(), core::MemCategory::buffers);
+        auto* idp = ids.data<int32_t>();
+        auto* pp = pos.data<int32_t>();
+        std::vector<SeqSlice> slices;
+        std::vector<int64_t> logit_rows;
+        int64_t row = 0;
+        for (const ScheduledSeq& e : b.seqs) {
+            for (int64_t i = 0; i < e.n_tokens; ++i) {
+                idp[row + i] = e.seq->tokens[static_cast<size_t>(e.pos + i)];
+                pp[row + i] = static_cast<int32_t>(e.pos + i);
+            }
+            slices.push_back({row, e.n_tokens, e.pos, e.seq->blocks});
+            if (e.sample) logit_rows.push_back(row + e.n_tokens - 1);
+            row += e.n_tokens;
+        }
+        attn_->set_batch(std::move(slices));
+        Tensor logits;
+        Timer timer;
+        try {
+            logits = model_.forward_tokens(ids, pos, *attn_, logit_rows);
+        } catch (const std::exception& ex) {
+            // The batch's KV state is now unknown: end its requests, keep the engine serving.
+            log_error("engine step failed for a batch of {} sequences: {}", b.seqs.size(),
+                      ex.what());
+            for (const ScheduledSeq& e : b.seqs) {
+                outputs.push_back(finish_seq(*e.seq, FinishReason::error));
+            }
+            return outputs;
+        }
+        last_.forward_seconds = timer.seconds();
+        scheduler_->commit(b);
+        const int64_t V = model_.config().vocab_size;
+        int64_t r = 0;
+        for (const ScheduledSeq& e : b.seqs) {
+            if (!e.sample) continue;
+            Sequence& s = *e.seq;
+            SampleResult sr = s.sampler.sample(logits.data<float>() + (r++) * V);
+            s.sampler.observe_output(sr.token);
+            s.tokens.push_back(sr.token);
+            ++totals_.n_generated_tokens;
+            const FinishReason reason = stop_reason(s, sr.token);
+            RequestOutput o = reason == FinishReason::none ? output_of(s) : finish_seq(s, reason);
+            o.new_tokens.push_back(sr.token);
+            o.new_samples.push_back(std::move(sr));
+            outputs.push_back(std::move(o));
+        }
+    }
+    last_.n_waiting = scheduler_->n_waiting();
+    last_.n_running = scheduler_->n_running();
+    last_.kv_blocks_used = pool_->n_used();
+    last_.kv_blocks_free = pool_->n_free();
+    return outputs;
+}
+
+}  // namespace zs::infer
