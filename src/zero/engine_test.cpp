@@ -5,10 +5,10 @@
 // as the formulas say.
 #include "zero/engine.h"
 
-#include <gtest/gtest.h>
-
 #include <cmath>
 #include <mutex>
+
+#include <gtest/gtest.h>
 
 #include "comm/communicator.h"
 #include "models/transformer.h"
@@ -36,7 +36,8 @@ std::vector<double> train(const char* json, int world, int stage, int64_t persis
     auto cfg = models::parse_hf_config(json, "test");
     // Fixed data: kSteps global batches of kGlobalSeqs sequences of kT + 1 tokens.
     zs::test::Rng rng(77);
-    Tensor data = zs::test::random_ints(rng, {kSteps, kGlobalSeqs, kT + 1}, DType::i32, 0, cfg.vocab_size - 1);
+    Tensor data = zs::test::random_ints(rng, {kSteps, kGlobalSeqs, kT + 1}, DType::i32, 0,
+                                        cfg.vocab_size - 1);
     std::vector<double> losses(kSteps);
     std::mutex mu;
     comm::run_local(world, [&](int r, comm::Communicator& c) {
@@ -56,7 +57,8 @@ std::vector<double> train(const char* json, int world, int stage, int64_t persis
                 int64_t first = (k * world + r) * kMicro;
                 // Two batches alternate, so a few steps visibly reduce the loss.
                 Tensor seqs = data.select(0, step % 2).slice(0, first, first + kMicro);
-                models::TrainBatch b{seqs.slice(1, 0, kT).contiguous(), seqs.slice(1, 1, kT + 1).contiguous()};
+                models::TrainBatch b{seqs.slice(1, 0, kT).contiguous(),
+                                     seqs.slice(1, 1, kT + 1).contiguous()};
                 const float ce = 1.0f / static_cast<float>(kMicro * kT * accum * world);
                 auto st = model.forward_backward(b, ce, 1.0f, &eng);
                 loss_sum += st.loss_sum + cfg.moe.aux_loss_coef * st.aux_loss * kMicro * kT;
@@ -71,7 +73,8 @@ std::vector<double> train(const char* json, int world, int stage, int64_t persis
             c.allreduce(l, comm::ReduceOp::sum).wait();
             if (r == 0) {
                 std::lock_guard<std::mutex> lock(mu);
-                losses[static_cast<size_t>(step)] = l.data<float>()[0] / static_cast<double>(kGlobalSeqs * kT);
+                losses[static_cast<size_t>(step)] =
+                    l.data<float>()[0] / static_cast<double>(kGlobalSeqs * kT);
             }
         }
     });
@@ -98,7 +101,8 @@ TEST(Zero, MixtralStagesAgree) {
     std::vector<double> base = train(kMixtral, 1, 0);
     for (int stage : {1, 3}) {
         std::vector<double> l = train(kMixtral, 2, stage);
-        for (size_t s = 0; s < l.size(); ++s) EXPECT_NEAR(l[s], base[s], 1e-5 * std::fabs(base[s])) << s;
+        for (size_t s = 0; s < l.size(); ++s)
+            EXPECT_NEAR(l[s], base[s], 1e-5 * std::fabs(base[s])) << s;
     }
 }
 
