@@ -328,6 +328,57 @@ ModelConfig parse_hf_config(const std::string& text, const std::string& source) 
     return c;
 }
 
+std::string to_hf_config_json(const ModelConfig& c) {
+    json j;
+    j["model_type"] = c.model_type;
+    j["vocab_size"] = c.vocab_size;
+    j["tie_word_embeddings"] = c.tied_embeddings;
+    j["torch_dtype"] = "float32";
+    if (c.bos_token_id >= 0) j["bos_token_id"] = c.bos_token_id;
+    if (c.eos_token_ids.size() == 1) j["eos_token_id"] = c.eos_token_ids[0];
+    if (c.eos_token_ids.size() > 1) j["eos_token_id"] = c.eos_token_ids;
+    switch (c.arch) {
+        case Arch::gpt2:
+            j["architectures"] = {"GPT2LMHeadModel"};
+            j["n_embd"] = c.hidden_size;
+            j["n_layer"] = c.n_layers;
+            j["n_head"] = c.n_heads;
+            j["n_inner"] = c.intermediate;
+            j["n_positions"] = c.max_positions;
+            j["n_ctx"] = c.max_positions;
+            j["layer_norm_epsilon"] = c.norm_eps;
+            j["activation_function"] = "gelu_new";
+            break;
+        case Arch::llama:
+        case Arch::qwen2:
+        case Arch::mixtral:
+            j["architectures"] = {c.arch == Arch::llama   ? "LlamaForCausalLM"
+                                  : c.arch == Arch::qwen2 ? "Qwen2ForCausalLM"
+                                                          : "MixtralForCausalLM"};
+            j["hidden_size"] = c.hidden_size;
+            j["num_hidden_layers"] = c.n_layers;
+            j["num_attention_heads"] = c.n_heads;
+            j["num_key_value_heads"] = c.n_kv_heads;
+            j["head_dim"] = c.head_dim;
+            j["intermediate_size"] = c.intermediate;
+            j["max_position_embeddings"] = c.max_positions;
+            j["rms_norm_eps"] = c.norm_eps;
+            j["rope_theta"] = c.rope_theta;
+            j["hidden_act"] = "silu";
+            if (c.arch == Arch::llama) {
+                j["attention_bias"] = c.qkv_bias;
+                j["mlp_bias"] = c.mlp_bias;
+            }
+            if (c.arch == Arch::mixtral) {
+                j["num_local_experts"] = c.moe.n_experts;
+                j["num_experts_per_tok"] = c.moe.top_k;
+                j["router_aux_loss_coef"] = c.moe.aux_loss_coef;
+            }
+            break;
+    }
+    return j.dump(2) + "\n";
+}
+
 ModelConfig load_hf_config(const std::string& path) {
     std::string file = path;
     std::ifstream probe(file + "/config.json");

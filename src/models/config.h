@@ -77,6 +77,10 @@ struct ModelConfig {
 // Read `dir/config.json` (or a config.json path) and build the config of its model_type.
 // Unknown model_type or missing required fields: ConfigError naming the file and field.
 ModelConfig load_hf_config(const std::string& path);
+// The config.json transformers expects for this model (family field names), so an exported
+// directory loads with AutoModelForCausalLM.from_pretrained.
+std::string to_hf_config_json(const ModelConfig& cfg);
+
 // Same from JSON text (used by the fuzz target and tests); `source` names it in errors.
 ModelConfig parse_hf_config(const std::string& json_text, const std::string& source);
 

@@ -38,6 +38,25 @@ Tensor part_view(const Tensor& w, const HfPart& part) {
     return part.transpose ? v.transpose(0, 1) : v;
 }
 
+void fill_param(const ModelConfig& cfg, const ParamInfo& p, const Tensor& w,
+                const WeightSource& src, std::set<std::string>* used) {
+    for (const HfPart& part : hf_parts(cfg, p.name)) {
+        ZS_CHECK_T(IoError, src.has(part.hf_name), "{}: missing tensor '{}' (needed for {})",
+                   src.describe(), part.hf_name, p.name);
+        Tensor t = src.get(part.hf_name);
+        Shape want = part_shape(p, part);
+        ZS_CHECK_T(IoError, t.shape() == want,
+                   "{}: tensor '{}' has shape {}; the config ({} layers, hidden {}) expects {}",
+                   src.describe(), part.hf_name, t.shape().str(), cfg.n_layers, cfg.hidden_size,
+                   want.str());
+        ZS_CHECK_T(IoError, core::is_floating(t.dtype()),
+                   "{}: tensor '{}' has dtype {}; expected a float type", src.describe(),
+                   part.hf_name, to_string(t.dtype()));
+        part_view(w, part).copy_from(t);
+        if (used) used->insert(part.hf_name);
+    }
+}
+
 }  // namespace
 
 std::vector<std::string> load_hf_weights(const Transformer& model, const DenseParams& params,
@@ -47,28 +66,39 @@ std::vector<std::string> load_hf_weights(const Transformer& model, const DensePa
     const auto& infos = model.layout().params();
     for (size_t i = 0; i < infos.size(); ++i) {
         const ParamInfo& p = infos[i];
-        Tensor w = params.weight(static_cast<ParamId>(i));
-        for (const HfPart& part : hf_parts(cfg, p.name)) {
-            ZS_CHECK_T(IoError, src.has(part.hf_name), "{}: missing tensor '{}' (needed for {})",
-                       src.describe(), part.hf_name, p.name);
-            Tensor t = src.get(part.hf_name);
-            Shape want = part_shape(p, part);
-            ZS_CHECK_T(IoError, t.shape() == want,
-                       "{}: tensor '{}' has shape {}; the config ({} layers, hidden {}) expects {}",
-                       src.describe(), part.hf_name, t.shape().str(), cfg.n_layers, cfg.hidden_size,
-                       want.str());
-            ZS_CHECK_T(IoError, core::is_floating(t.dtype()),
-                       "{}: tensor '{}' has dtype {}; expected a float type", src.describe(),
-                       part.hf_name, to_string(t.dtype()));
-            part_view(w, part).copy_from(t);
-            used.insert(part.hf_name);
-        }
+        fill_param(cfg, p, params.weight(static_cast<ParamId>(i)), src, &used);
     }
     std::vector<std::string> unused;
     for (const std::string& n : src.names()) {
         if (!used.count(n)) unused.push_back(n);
     }
     return unused;
+}
+
+Tensor load_hf_group(const Transformer& model, int g, const WeightSource& src) {
+    const GroupInfo& gi = model.layout().group(g);
+    Tensor full =
+        Tensor::zeros({gi.numel}, DType::f32, core::Device::cpu(), core::MemCategory::buffers);
+    for (ParamId id : gi.params) {
+        const ParamInfo& p = model.layout().param(id);
+        fill_param(model.config(), p,
+                   full.as_strided(p.shape, core::contiguous_strides(p.shape), p.offset), src,
+                   nullptr);
+    }
+    return full;
+}
+
+std::vector<std::pair<std::string, Tensor>> export_hf_group(const Transformer& model, int g,
+                                                            const Tensor& full) {
+    std::vector<std::pair<std::string, Tensor>> out;
+    for (ParamId id : model.layout().group(g).params) {
+        const ParamInfo& p = model.layout().param(id);
+        Tensor w = full.as_strided(p.shape, core::contiguous_strides(p.shape), p.offset);
+        for (const HfPart& part : hf_parts(model.config(), p.name)) {
+            out.emplace_back(part.hf_name, part_view(w, part).contiguous());
+        }
+    }
+    return out;
 }
 
 std::vector<std::pair<std::string, Tensor>> export_hf_weights(const Transformer& model,

@@ -52,6 +52,13 @@ public:
 std::vector<std::string> load_hf_weights(const Transformer& model, const DenseParams& params,
                                          const WeightSource& src);
 
+// Group g's values as one flat f32 tensor [numel(g)] in the layout's order (alignment gaps zero),
+// assembled from `src`: what each ZeRO rank keeps a shard of. Errors as load_hf_weights.
+Tensor load_hf_group(const Transformer& model, int g, const WeightSource& src);
+// The HF-named tensors of one group given its full f32 values (export after a ZeRO gather).
+std::vector<std::pair<std::string, Tensor>> export_hf_group(const Transformer& model, int g,
+                                                            const Tensor& full);
+
 // The HF-named tensors of the model (f32 or the params' dtype), ready for save_safetensors.
 std::vector<std::pair<std::string, Tensor>> export_hf_weights(const Transformer& model,
                                                               const DenseParams& params);
