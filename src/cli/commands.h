@@ -6,6 +6,8 @@
 #include <string>
 #include <vector>
 
+#include "comm/communicator.h"
+
 namespace zs::cli {
 
 struct DoctorOptions {
@@ -47,5 +49,48 @@ struct InfoOptions {
 };
 // Architecture, parameter count, memory per dtype.
 int run_info(const InfoOptions& opts);
+
+struct TrainOptions {
+    std::string model;         // HF directory to start from (or empty)
+    std::string model_config;  // config.json to train from scratch
+    std::string ds_config;     // DeepSpeed config
+    std::string data;          // token dataset directory
+    int64_t seq_len = 256;
+    int64_t steps = 100;
+    int64_t eval_interval = 0;
+    int64_t eval_batches = 8;
+    std::string save;
+    int64_t save_interval = 0;
+    bool resume = false;
+    std::string metrics;
+    uint64_t seed = 1234;
+    std::string export_hf;
+    bool no_progress = false;
+};
+// Train on the ranks of `world` (one process, or an MPI job).
+int run_train(const TrainOptions& opts, comm::Communicator& world);
+
+struct ConvertOptions {
+    std::string checkpoint;  // a checkpoint directory (or a save dir with `latest`)
+    std::string to = "hf";
+    std::string output;
+};
+int run_convert(const ConvertOptions& opts);
+
+struct DataPrepareOptions {
+    std::string tokenizer;
+    std::vector<std::string> inputs;
+    std::string output;
+    double val_fraction = 0.01;
+    int threads = 0;
+};
+// Tokenize text files into token shards with a train/validation split.
+int run_data_prepare(const DataPrepareOptions& opts);
+
+struct PlotOptions {
+    std::string metrics;  // .csv or .jsonl from zerospeed train
+    std::string output;   // .svg
+};
+int run_plot(const PlotOptions& opts);
 
 }  // namespace zs::cli

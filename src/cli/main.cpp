@@ -10,6 +10,7 @@
 #include "base/error.h"
 #include "base/log.h"
 #include "cli/commands.h"
+#include "comm/mpi.h"
 
 int main(int argc, char** argv) {
     CLI::App app{"zerospeed: DeepSpeed's training and serving system as one native C++ engine"};
@@ -58,6 +59,54 @@ int main(int argc, char** argv) {
     gn->add_option("--system", gen.system, "System message (with --chat)");
     gn->add_option("--dtype", gen.dtype, "Compute dtype: f32 or bf16");
 
+    zs::cli::TrainOptions tr;
+    CLI::App* trn = app.add_subcommand(
+        "train", "Train with a DeepSpeed config (one rank, or every rank of an mpirun job)");
+    trn->add_option("--model", tr.model, "HF model directory to start from");
+    trn->add_option("--model-config", tr.model_config, "HF config.json to train from scratch");
+    trn->add_option("--deepspeed_config,--ds-config", tr.ds_config,
+                    "DeepSpeed config (ds_config.json)")
+        ->required();
+    trn->add_option("--data", tr.data, "Token dataset directory (zerospeed data prepare)")
+        ->required();
+    trn->add_option("--seq-len", tr.seq_len, "Tokens per sequence")
+        ->check(CLI::Range(int64_t{1}, int64_t{1} << 20));
+    trn->add_option("--steps", tr.steps, "Optimizer steps to reach")->check(CLI::NonNegativeNumber);
+    trn->add_option("--eval-interval", tr.eval_interval, "Evaluate every N steps (0: at the end)");
+    trn->add_option("--eval-batches", tr.eval_batches, "Micro-batches per evaluation")
+        ->check(CLI::PositiveNumber);
+    trn->add_option("--save", tr.save, "Checkpoint directory");
+    trn->add_option("--save-interval", tr.save_interval, "Save every N steps (0: at the end)");
+    trn->add_flag("--resume", tr.resume, "Continue from the checkpoint in --save");
+    trn->add_option("--metrics", tr.metrics, "Write per-step metrics (.csv or .jsonl)");
+    trn->add_option("--seed", tr.seed, "Seed (ds_config 'seed' wins)");
+    trn->add_option("--export-hf", tr.export_hf, "Write an HF directory at the end");
+    trn->add_flag("--no-progress", tr.no_progress, "Log lines instead of a live progress line");
+
+    zs::cli::ConvertOptions conv;
+    CLI::App* cnv =
+        app.add_subcommand("convert", "Export a checkpoint as a Hugging Face model directory");
+    cnv->add_option("--checkpoint", conv.checkpoint, "Checkpoint directory (or a --save directory)")
+        ->required();
+    cnv->add_option("--to", conv.to, "Target format (hf)");
+    cnv->add_option("--output", conv.output, "Output directory")->required();
+
+    zs::cli::DataPrepareOptions dp;
+    CLI::App* data = app.add_subcommand("data", "Dataset tools");
+    CLI::App* prep = data->add_subcommand("prepare", "Tokenize text files into token shards");
+    data->require_subcommand(1);
+    prep->add_option("--tokenizer", dp.tokenizer, "Tokenizer file or model directory")->required();
+    prep->add_option("--input", dp.inputs, "Text files")->required();
+    prep->add_option("--output", dp.output, "Output directory")->required();
+    prep->add_option("--val-fraction", dp.val_fraction,
+                     "Share of each file held out for validation");
+    prep->add_option("--threads", dp.threads, "Tokenizer threads (default: all)");
+
+    zs::cli::PlotOptions pl;
+    CLI::App* plt = app.add_subcommand("plot", "Plot training metrics (CSV/JSONL) to SVG");
+    plt->add_option("metrics", pl.metrics, "Metrics file")->required();
+    plt->add_option("-o,--output", pl.output, "SVG file")->required();
+
     zs::cli::InfoOptions info;
     CLI::App* inf =
         app.add_subcommand("info", "Architecture, parameter count and memory of a model");
@@ -69,15 +118,36 @@ int main(int argc, char** argv) {
         return app.exit(e);
     }
     if (verbose) zs::set_log_level(zs::LogLevel::debug);
+    // Under mpirun (or zerospeed-run) every process is one rank of the MPI world.
+    std::unique_ptr<zs::comm::MpiRuntime> mpi;
+    try {
+        if (zs::comm::MpiRuntime::launched_by_mpirun()) {
+            mpi = std::make_unique<zs::comm::MpiRuntime>(&argc, &argv);
+            zs::set_log_rank(mpi->world().rank(), mpi->world().size());
+        }
+    } catch (const zs::Error& e) {
+        std::fprintf(stderr, "zerospeed: error: %s\n", e.what());
+        return 1;
+    }
     try {
         zs::backends::register_all();
         if (doc->parsed()) return zs::cli::run_doctor(doctor);
         if (tkn->parsed()) return zs::cli::run_tokenize(tokenize);
         if (gn->parsed()) return zs::cli::run_generate(gen);
         if (inf->parsed()) return zs::cli::run_info(info);
+        if (trn->parsed()) {
+            if (mpi) return zs::cli::run_train(tr, mpi->world());
+            auto self = zs::comm::make_self();
+            return zs::cli::run_train(tr, *self);
+        }
+        if (cnv->parsed()) return zs::cli::run_convert(conv);
+        if (prep->parsed()) return zs::cli::run_data_prepare(dp);
+        if (plt->parsed()) return zs::cli::run_plot(pl);
         return 0;
     } catch (const zs::Error& e) {
         std::fprintf(stderr, "zerospeed: error: %s\n", e.what());
+        // One failing rank stops the whole job rather than leaving the others waiting.
+        if (mpi && mpi->world().size() > 1) zs::comm::MpiRuntime::abort_job(1);
         return 1;
     } catch (const std::exception& e) {
         std::fprintf(stderr, "zerospeed: internal error: %s\n", e.what());

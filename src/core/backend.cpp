@@ -3,7 +3,9 @@
 #include <array>
 #include <cstdlib>
 #include <cstring>
+#include <limits>
 
+#include <malloc.h>
 #include <sys/mman.h>
 
 #include "base/error.h"
@@ -33,6 +35,14 @@ constexpr size_t kHugePage = size_t{2} << 20;
 
 class CpuBackend final : public Backend {
 public:
+    CpuBackend() {
+        // NOTE(zs): training frees and re-allocates the same large activation buffers every
+        // step. glibc serves blocks above 32 MiB with mmap and returns them with munmap, so each
+        // step would page-fault its activations in again (measured: a third of a step in the
+        // kernel). Serving everything from the heap and never trimming it keeps those pages.
+        mallopt(M_MMAP_MAX, 0);
+        mallopt(M_TRIM_THRESHOLD, std::numeric_limits<int>::max());
+    }
     DeviceType type() const override { return DeviceType::cpu; }
     const char* name() const override { return "cpu"; }
 

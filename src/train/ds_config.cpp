@@ -32,7 +32,8 @@ std::string did_you_mean(const std::string& key, const std::vector<std::string>&
         for (size_t i = 1; i <= a.size(); ++i) {
             cur[0] = i;
             for (size_t j = 1; j <= b.size(); ++j) {
-                size_t sub = prev[j - 1] + (std::tolower(a[i - 1]) == std::tolower(b[j - 1]) ? 0 : 1);
+                size_t sub =
+                    prev[j - 1] + (std::tolower(a[i - 1]) == std::tolower(b[j - 1]) ? 0 : 1);
                 cur[j] = std::min({prev[j] + 1, cur[j - 1] + 1, sub});
             }
             std::swap(prev, cur);
@@ -61,9 +62,10 @@ void check_keys(const JsonReader& r, const std::vector<std::string>& known,
     for (const std::string& k : r.keys()) {
         if (std::find(known.begin(), known.end(), k) != known.end()) continue;
         if (std::find(unimplemented.begin(), unimplemented.end(), k) != unimplemented.end()) {
-            warnings.push_back(fmt::format("{}: key '{}' is a DeepSpeed setting zerospeed does not "
-                                           "implement yet; it is ignored (docs/CONFIG.md)",
-                                           r.file(), r.path_of(k)));
+            warnings.push_back(
+                fmt::format("{}: key '{}' is a DeepSpeed setting zerospeed does not "
+                            "implement yet; it is ignored (docs/CONFIG.md)",
+                            r.file(), r.path_of(k)));
             continue;
         }
         std::string s = did_you_mean(k, all);
@@ -101,13 +103,35 @@ TrainConfig parse_ds_config(const std::string& text, const std::string& source, 
                 "zero_optimization", "activation_checkpointing", "steps_per_print",
                 "wall_clock_breakdown", "seed", "csv_monitor", "zero_allow_untested_optimizer",
                 "zero_force_ds_cpu_optimizer", "prescale_gradients", "gradient_predivide_factor"},
-               {"tensorboard", "wandb", "comet", "flops_profiler", "autotuning", "amp",
-                "communication_data_type", "data_types", "checkpoint", "elasticity",
-                "curriculum_learning", "data_efficiency", "compression_training", "dump_state",
-                "memory_breakdown", "sparse_attention", "pipeline", "aio", "nebula",
-                "sparse_gradients", "disable_allgather", "eigenvalue", "progressive_layer_drop",
-                "load_universal_checkpoint", "use_node_local_storage", "tensor_parallel",
-                "zero_quantized_weights", "zero_quantized_gradients", "gradient_checkpointing"},
+               {"tensorboard",
+                "wandb",
+                "comet",
+                "flops_profiler",
+                "autotuning",
+                "amp",
+                "communication_data_type",
+                "data_types",
+                "checkpoint",
+                "elasticity",
+                "curriculum_learning",
+                "data_efficiency",
+                "compression_training",
+                "dump_state",
+                "memory_breakdown",
+                "sparse_attention",
+                "pipeline",
+                "aio",
+                "nebula",
+                "sparse_gradients",
+                "disable_allgather",
+                "eigenvalue",
+                "progressive_layer_drop",
+                "load_universal_checkpoint",
+                "use_node_local_storage",
+                "tensor_parallel",
+                "zero_quantized_weights",
+                "zero_quantized_gradients",
+                "gradient_checkpointing"},
                w);
 
     // ---- batch sizes (DeepSpeed's _configure_train_batch_size) ----
@@ -143,18 +167,20 @@ TrainConfig parse_ds_config(const std::string& text, const std::string& source, 
         check_keys(*o, {"type", "params"}, {}, w);
         std::string type = o->get_string("type");
         std::string t = type;
-        std::transform(t.begin(), t.end(), t.begin(), [](unsigned char ch) { return std::tolower(ch); });
+        std::transform(t.begin(), t.end(), t.begin(),
+                       [](unsigned char ch) { return std::tolower(ch); });
         c.optimizer_type = type;
         static const nlohmann::json kEmpty = nlohmann::json::object();  // outlives the reader
         JsonReader p = o->opt_object("params").value_or(
             JsonReader(kEmpty, source, io::JsonErrorKind::config, o->path_of("params")));
-        std::vector<std::string> known = {"lr", "betas", "eps", "weight_decay", "adam_w_mode",
-                                          "bias_correction", "momentum", "nesterov", "torch_adam",
-                                          "fused", "amsgrad", "dampening"};
+        std::vector<std::string> known = {
+            "lr",       "betas",    "eps",        "weight_decay", "adam_w_mode", "bias_correction",
+            "momentum", "nesterov", "torch_adam", "fused",        "amsgrad",     "dampening"};
         check_keys(p, known, {}, w);
         c.lr = p.opt_number("lr").value_or(1e-3);
         optim::Options& op = c.optimizer;
-        op.weight_decay = static_cast<float>(p.opt_number("weight_decay").value_or(t == "sgd" ? 0.0 : 0.01));
+        op.weight_decay =
+            static_cast<float>(p.opt_number("weight_decay").value_or(t == "sgd" ? 0.0 : 0.01));
         if (t == "adam" || t == "adamw") {
             bool adamw_mode = p.opt_bool("adam_w_mode").value_or(true);
             op.kind = (t == "adamw" || adamw_mode) ? optim::Kind::adamw : optim::Kind::adam;
@@ -200,25 +226,42 @@ TrainConfig parse_ds_config(const std::string& text, const std::string& source, 
             sc.kind = ScheduleKind::one_cycle;
         } else {
             s->fail("type", fmt::format("\"{}\" is not supported (WarmupLR, WarmupDecayLR, "
-                                        "WarmupCosineLR, OneCycle)", type));
+                                        "WarmupCosineLR, OneCycle)",
+                                        type));
         }
         if (auto p = s->opt_object("params")) {
             check_keys(*p,
-                       {"warmup_min_lr", "warmup_max_lr", "warmup_num_steps", "warmup_type",
-                        "total_num_steps", "warmup_min_ratio", "cos_min_ratio", "cycle_min_lr",
-                        "cycle_max_lr", "decay_lr_rate", "cycle_first_step_size",
-                        "cycle_second_step_size", "cycle_first_stair_count",
-                        "cycle_second_stair_count", "decay_step_size", "cycle_momentum",
-                        "cycle_min_mom", "cycle_max_mom", "decay_mom_rate", "last_batch_iteration"},
+                       {"warmup_min_lr",
+                        "warmup_max_lr",
+                        "warmup_num_steps",
+                        "warmup_type",
+                        "total_num_steps",
+                        "warmup_min_ratio",
+                        "cos_min_ratio",
+                        "cycle_min_lr",
+                        "cycle_max_lr",
+                        "decay_lr_rate",
+                        "cycle_first_step_size",
+                        "cycle_second_step_size",
+                        "cycle_first_stair_count",
+                        "cycle_second_stair_count",
+                        "decay_step_size",
+                        "cycle_momentum",
+                        "cycle_min_mom",
+                        "cycle_max_mom",
+                        "decay_mom_rate",
+                        "last_batch_iteration"},
                        {}, w);
             sc.warmup_min_lr = p->opt_number("warmup_min_lr").value_or(0.0);
             sc.warmup_max_lr = p->opt_number("warmup_max_lr").value_or(1e-3);
             sc.warmup_num_steps = p->opt_int("warmup_num_steps", 0).value_or(1000);
             std::string wt = p->opt_string("warmup_type").value_or("log");
-            if (wt != "log" && wt != "linear") p->fail("warmup_type", "expected \"log\" or \"linear\"");
+            if (wt != "log" && wt != "linear")
+                p->fail("warmup_type", "expected \"log\" or \"linear\"");
             sc.warmup_log = wt == "log";
             sc.total_num_steps = p->opt_int("total_num_steps", 0).value_or(0);
-            if ((sc.kind == ScheduleKind::warmup_decay_lr || sc.kind == ScheduleKind::warmup_cosine_lr) &&
+            if ((sc.kind == ScheduleKind::warmup_decay_lr ||
+                 sc.kind == ScheduleKind::warmup_cosine_lr) &&
                 !p->has("total_num_steps")) {
                 p->fail("total_num_steps", "is required by " + type);
             }
@@ -258,12 +301,13 @@ TrainConfig parse_ds_config(const std::string& text, const std::string& source, 
     bool fp16 = false;
     if (auto f = r.opt_object("fp16")) {
         check_keys(*f,
-                   {"enabled", "auto_cast", "loss_scale", "initial_scale_power", "loss_scale_window",
-                    "hysteresis", "consecutive_hysteresis", "min_loss_scale"},
+                   {"enabled", "auto_cast", "loss_scale", "initial_scale_power",
+                    "loss_scale_window", "hysteresis", "consecutive_hysteresis", "min_loss_scale"},
                    {"fp16_master_weights_and_grads"}, w);
         fp16 = f->opt_bool("enabled").value_or(false);
         c.fp16.loss_scale = f->opt_number("loss_scale").value_or(0.0);
-        c.fp16.initial_scale_power = static_cast<int>(f->opt_int("initial_scale_power", 0, 63).value_or(16));
+        c.fp16.initial_scale_power =
+            static_cast<int>(f->opt_int("initial_scale_power", 0, 63).value_or(16));
         c.fp16.loss_scale_window = f->opt_int("loss_scale_window", 1).value_or(1000);
         c.fp16.hysteresis = static_cast<int>(f->opt_int("hysteresis", 1).value_or(2));
         c.fp16.consecutive_hysteresis = f->opt_bool("consecutive_hysteresis").value_or(false);
@@ -276,13 +320,27 @@ TrainConfig parse_ds_config(const std::string& text, const std::string& source, 
     // ---- ZeRO ----
     if (auto z = r.opt_object("zero_optimization")) {
         check_keys(*z,
-                   {"stage", "contiguous_gradients", "overlap_comm", "reduce_scatter",
-                    "reduce_bucket_size", "allgather_bucket_size", "allgather_partitions",
-                    "stage3_prefetch_bucket_size", "stage3_max_live_parameters",
-                    "stage3_max_reuse_distance", "stage3_param_persistence_threshold",
-                    "stage3_gather_16bit_weights_on_model_save", "stage3_gather_fp16_weights_on_model_save",
-                    "offload_optimizer", "offload_param", "sub_group_size", "round_robin_gradients",
-                    "load_from_fp32_weights", "elastic_checkpoint", "cpu_offload", "ignore_unused_parameters"},
+                   {"stage",
+                    "contiguous_gradients",
+                    "overlap_comm",
+                    "reduce_scatter",
+                    "reduce_bucket_size",
+                    "allgather_bucket_size",
+                    "allgather_partitions",
+                    "stage3_prefetch_bucket_size",
+                    "stage3_max_live_parameters",
+                    "stage3_max_reuse_distance",
+                    "stage3_param_persistence_threshold",
+                    "stage3_gather_16bit_weights_on_model_save",
+                    "stage3_gather_fp16_weights_on_model_save",
+                    "offload_optimizer",
+                    "offload_param",
+                    "sub_group_size",
+                    "round_robin_gradients",
+                    "load_from_fp32_weights",
+                    "elastic_checkpoint",
+                    "cpu_offload",
+                    "ignore_unused_parameters"},
                    {"zero_hpz_partition_size", "zero_quantized_weights", "zero_quantized_gradients",
                     "mics_shard_size", "mics_hierarchical_params_gather", "memory_efficient_linear",
                     "pipeline_loading_checkpoint", "override_module_apply", "zeropp_loco_param",
@@ -294,13 +352,17 @@ TrainConfig parse_ds_config(const std::string& text, const std::string& source, 
         s.overlap_comm = z->opt_bool("overlap_comm").value_or(s.stage == 3);
         s.reduce_scatter = z->opt_bool("reduce_scatter").value_or(true);
         s.reduce_bucket_size = z->opt_int("reduce_bucket_size", 1).value_or(s.reduce_bucket_size);
-        s.allgather_bucket_size = z->opt_int("allgather_bucket_size", 1).value_or(s.allgather_bucket_size);
+        s.allgather_bucket_size =
+            z->opt_int("allgather_bucket_size", 1).value_or(s.allgather_bucket_size);
         s.allgather_partitions = z->opt_bool("allgather_partitions").value_or(true);
-        s.stage3_prefetch_bucket_size = z->opt_int("stage3_prefetch_bucket_size", 0).value_or(s.stage3_prefetch_bucket_size);
-        s.stage3_max_live_parameters = z->opt_int("stage3_max_live_parameters", 0).value_or(s.stage3_max_live_parameters);
-        s.stage3_max_reuse_distance = z->opt_int("stage3_max_reuse_distance", 0).value_or(s.stage3_max_reuse_distance);
-        s.stage3_param_persistence_threshold =
-            z->opt_int("stage3_param_persistence_threshold", 0).value_or(s.stage3_param_persistence_threshold);
+        s.stage3_prefetch_bucket_size =
+            z->opt_int("stage3_prefetch_bucket_size", 0).value_or(s.stage3_prefetch_bucket_size);
+        s.stage3_max_live_parameters =
+            z->opt_int("stage3_max_live_parameters", 0).value_or(s.stage3_max_live_parameters);
+        s.stage3_max_reuse_distance =
+            z->opt_int("stage3_max_reuse_distance", 0).value_or(s.stage3_max_reuse_distance);
+        s.stage3_param_persistence_threshold = z->opt_int("stage3_param_persistence_threshold", 0)
+                                                   .value_or(s.stage3_param_persistence_threshold);
         s.stage3_gather_16bit_weights_on_model_save =
             z->opt_bool("stage3_gather_16bit_weights_on_model_save")
                 .value_or(z->opt_bool("stage3_gather_fp16_weights_on_model_save").value_or(false));
@@ -309,17 +371,21 @@ TrainConfig parse_ds_config(const std::string& text, const std::string& source, 
         s.offload_param = offload(*z, "offload_param", s);
         if (z->opt_bool("cpu_offload").value_or(false)) s.offload_optimizer = OffloadDevice::cpu;
         if (s.offload_param != OffloadDevice::none && s.stage != 3) {
-            z->fail("offload_param", "needs stage 3 (DeepSpeed: parameter offload is a ZeRO-3 feature)");
+            z->fail("offload_param",
+                    "needs stage 3 (DeepSpeed: parameter offload is a ZeRO-3 feature)");
         }
         if (s.offload_optimizer == OffloadDevice::nvme || s.offload_param == OffloadDevice::nvme) {
-            w.push_back(fmt::format("{}: NVMe offload is not implemented yet; optimizer states and "
-                                    "parameters stay in host memory", source));
+            w.push_back(
+                fmt::format("{}: NVMe offload is not implemented yet; optimizer states and "
+                            "parameters stay in host memory",
+                            source));
         }
     }
 
     if (auto a = r.opt_object("activation_checkpointing")) {
-        check_keys(*a, {"partition_activations", "cpu_checkpointing", "contiguous_memory_optimization",
-                        "number_checkpoints", "synchronize_checkpoint_boundary", "profile"},
+        check_keys(*a,
+                   {"partition_activations", "cpu_checkpointing", "contiguous_memory_optimization",
+                    "number_checkpoints", "synchronize_checkpoint_boundary", "profile"},
                    {}, w);
         c.activation_checkpointing = true;
     }

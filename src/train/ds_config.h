@@ -69,7 +69,8 @@ struct TrainConfig {
 };
 
 // world_size: ranks in the data-parallel group (resolves the batch-size triple).
-TrainConfig parse_ds_config(const std::string& json_text, const std::string& source, int world_size);
+TrainConfig parse_ds_config(const std::string& json_text, const std::string& source,
+                            int world_size);
 TrainConfig load_ds_config(const std::string& path, int world_size);
 
 // The closest of `candidates` to `key` within edit distance 3, or "".

@@ -6,7 +6,6 @@
 #include "train/ds_config.h"
 
 #include <gtest/gtest.h>
-
 #include <nlohmann/json.hpp>
 
 #include "base/error.h"
@@ -17,16 +16,18 @@ namespace zs::train {
 namespace {
 
 nlohmann::json fixture() {
-    return nlohmann::json::parse(io::read_file(zs::test::source_path("tests/fixtures/deepspeed/reference.json")));
+    return nlohmann::json::parse(
+        io::read_file(zs::test::source_path("tests/fixtures/deepspeed/reference.json")));
 }
 
 TEST(DeepSpeedSchedules, MatchDeepSpeedStepForStep) {
     nlohmann::json f = fixture();
     ASSERT_GE(f["schedules"].size(), 8u);
     for (const auto& s : f["schedules"]) {
-        nlohmann::json cfg = {{"train_batch_size", 1},
-                              {"optimizer", {{"type", "AdamW"}, {"params", {{"lr", s["optimizer_lr"]}}}}},
-                              {"scheduler", {{"type", s["type"]}, {"params", s["params"]}}}};
+        nlohmann::json cfg = {
+            {"train_batch_size", 1},
+            {"optimizer", {{"type", "AdamW"}, {"params", {{"lr", s["optimizer_lr"]}}}}},
+            {"scheduler", {{"type", s["type"]}, {"params", s["params"]}}}};
         TrainConfig c = parse_ds_config(cfg.dump(), "fixture", 1);
         LrSchedule sched(c.scheduler);
         const auto& lrs = s["lr"];
@@ -60,7 +61,8 @@ TEST(DeepSpeedLossScaler, MatchesDynamicLossScaler) {
                 break;
             }
             s.update(ov);
-            EXPECT_EQ(s.scale(), t["scale_after"][i].get<double>()) << "event " << i << " of " << t["config"].dump();
+            EXPECT_EQ(s.scale(), t["scale_after"][i].get<double>())
+                << "event " << i << " of " << t["config"].dump();
         }
     }
 }
@@ -97,7 +99,8 @@ TEST(DsConfig, RealisticConfigsParse) {
         "steps_per_print": 5, "wall_clock_breakdown": false})",
                                     "ds.json", 4);
     EXPECT_EQ(c.micro_batch, 2);
-    EXPECT_EQ(c.optimizer.kind, optim::Kind::adamw);  // "Adam" means AdamW unless adam_w_mode: false
+    EXPECT_EQ(c.optimizer.kind,
+              optim::Kind::adamw);  // "Adam" means AdamW unless adam_w_mode: false
     EXPECT_FLOAT_EQ(c.optimizer.beta2, 0.95f);
     EXPECT_EQ(c.precision, Precision::bf16);
     EXPECT_EQ(c.zero.stage, 3);
@@ -106,9 +109,10 @@ TEST(DsConfig, RealisticConfigsParse) {
     EXPECT_EQ(c.zero.offload_optimizer, OffloadDevice::cpu);
     EXPECT_TRUE(c.activation_checkpointing);
     EXPECT_TRUE(c.warnings.empty()) << c.warnings.front();
-    TrainConfig l2 = parse_ds_config(R"({"train_batch_size": 1, "optimizer": {"type": "Adam", "params": {"adam_w_mode": false}},
+    TrainConfig l2 = parse_ds_config(
+        R"({"train_batch_size": 1, "optimizer": {"type": "Adam", "params": {"adam_w_mode": false}},
                                          "fp16": {"enabled": true, "initial_scale_power": 12}})",
-                                     "ds.json", 1);
+        "ds.json", 1);
     EXPECT_EQ(l2.optimizer.kind, optim::Kind::adam);
     EXPECT_EQ(l2.precision, Precision::fp16);
     EXPECT_EQ(l2.fp16.initial_scale_power, 12);
@@ -120,14 +124,20 @@ TEST(DsConfig, BadValuesNameTheKeyPath) {
         const char* want;
     };
     Case cases[] = {
-        {R"({"train_batch_size": 8, "zero_optimization": {"stage": 4}})", "zero_optimization.stage"},
-        {R"({"train_batch_size": 8, "zero_optimization": {"stage": "three"}})", "zero_optimization.stage"},
+        {R"({"train_batch_size": 8, "zero_optimization": {"stage": 4}})",
+         "zero_optimization.stage"},
+        {R"({"train_batch_size": 8, "zero_optimization": {"stage": "three"}})",
+         "zero_optimization.stage"},
         {R"({"train_batch_size": 8, "optimizer": {"type": "Adagrad"}})", "optimizer.type"},
-        {R"({"train_batch_size": 8, "optimizer": {"type": "AdamW", "params": {"betas": [0.9]}}})", "optimizer.params.betas"},
-        {R"({"train_batch_size": 8, "scheduler": {"type": "WarmupDecayLR", "params": {}}})", "scheduler.params.total_num_steps"},
-        {R"({"train_batch_size": 8, "fp16": {"enabled": true}, "bf16": {"enabled": true}})", "bf16 and fp16"},
+        {R"({"train_batch_size": 8, "optimizer": {"type": "AdamW", "params": {"betas": [0.9]}}})",
+         "optimizer.params.betas"},
+        {R"({"train_batch_size": 8, "scheduler": {"type": "WarmupDecayLR", "params": {}}})",
+         "scheduler.params.total_num_steps"},
+        {R"({"train_batch_size": 8, "fp16": {"enabled": true}, "bf16": {"enabled": true}})",
+         "bf16 and fp16"},
         {R"({"train_batch_size": 8, "gradient_clipping": "high"})", "gradient_clipping"},
-        {R"({"train_batch_size": 8, "zero_optimization": {"offload_optimizer": {"device": "gpu"}}})", "offload_optimizer.device"},
+        {R"({"train_batch_size": 8, "zero_optimization": {"offload_optimizer": {"device": "gpu"}}})",
+         "offload_optimizer.device"},
         {R"({"gradient_accumulation_steps": 2})", "train_batch_size"},
         {R"({"train_batch_size": 8,})", "ds.json"},
     };
@@ -147,12 +157,18 @@ TEST(DsConfig, UnknownKeysWarnWithSuggestion) {
             "tensorboard": {"enabled": true}})",
         "ds.json", 1);
     ASSERT_EQ(c.warnings.size(), 3u);
-    EXPECT_NE(c.warnings[0].find("unknown key 'gradient_clippng' (did you mean 'gradient_clipping'?)"), std::string::npos)
+    EXPECT_NE(
+        c.warnings[0].find("unknown key 'gradient_clippng' (did you mean 'gradient_clipping'?)"),
+        std::string::npos)
         << c.warnings[0];
     bool saw_tb = false, saw_overlap = false;
     for (const std::string& w : c.warnings) {
-        saw_tb = saw_tb || w.find("'tensorboard' is a DeepSpeed setting zerospeed does not implement") != std::string::npos;
-        saw_overlap = saw_overlap || w.find("zero_optimization.overlap_com' (did you mean 'overlap_comm'?)") != std::string::npos;
+        saw_tb =
+            saw_tb || w.find("'tensorboard' is a DeepSpeed setting zerospeed does not implement") !=
+                          std::string::npos;
+        saw_overlap = saw_overlap ||
+                      w.find("zero_optimization.overlap_com' (did you mean 'overlap_comm'?)") !=
+                          std::string::npos;
     }
     EXPECT_TRUE(saw_tb);
     EXPECT_TRUE(saw_overlap);

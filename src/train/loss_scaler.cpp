@@ -17,10 +17,11 @@ void LossScaler::update(bool overflow) {
     if (!dynamic_) return;
     if (overflow) {
         if (c_.hysteresis == 1 || cur_hysteresis_ == 1) {
-            ZS_CHECK(scale_ != c_.min_loss_scale,
-                     "fp16: the loss scale is already at min_loss_scale ({}) and the gradients still "
-                     "overflow; stopping (as DeepSpeed does)",
-                     c_.min_loss_scale);
+            ZS_CHECK(
+                scale_ != c_.min_loss_scale,
+                "fp16: the loss scale is already at min_loss_scale ({}) and the gradients still "
+                "overflow; stopping (as DeepSpeed does)",
+                c_.min_loss_scale);
             scale_ = std::max(scale_ / 2.0, c_.min_loss_scale);
         } else {
             --cur_hysteresis_;

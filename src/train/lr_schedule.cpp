@@ -29,7 +29,8 @@ LrSchedule::LrSchedule(ScheduleConfig c) : c_(c) {
     if (c_.cycle_second_stair_count < 0) c_.cycle_second_stair_count = c_.cycle_first_stair_count;
     if (c_.kind == ScheduleKind::one_cycle) {
         ZS_CHECK_T(ConfigError, c_.cycle_first_step_size > 0,
-                   "scheduler.params.cycle_first_step_size must be positive, got {}", c_.cycle_first_step_size);
+                   "scheduler.params.cycle_first_step_size must be positive, got {}",
+                   c_.cycle_first_step_size);
     }
 }
 
@@ -60,7 +61,8 @@ double LrSchedule::one_cycle_scale(int64_t it) const {
 double LrSchedule::lr_at(int64_t it) const {
     const double W = static_cast<double>(c_.warmup_num_steps);
     auto warmup_gamma = [&](int64_t i) {
-        return c_.warmup_log ? std::log(static_cast<double>(i + 1)) / std::log(W) : static_cast<double>(i) / W;
+        return c_.warmup_log ? std::log(static_cast<double>(i + 1)) / std::log(W)
+                             : static_cast<double>(i) / W;
     };
     switch (c_.kind) {
         case ScheduleKind::constant:
@@ -75,7 +77,8 @@ double LrSchedule::lr_at(int64_t it) const {
                 gamma = 1.0;
             } else {
                 gamma = std::max(0.0, static_cast<double>(c_.total_num_steps - it) /
-                                          std::max(1.0, static_cast<double>(c_.total_num_steps - c_.warmup_num_steps)));
+                                          std::max(1.0, static_cast<double>(c_.total_num_steps -
+                                                                            c_.warmup_num_steps)));
             }
             return c_.warmup_min_lr + (c_.warmup_max_lr - c_.warmup_min_lr) * gamma;
         }
@@ -86,9 +89,11 @@ double LrSchedule::lr_at(int64_t it) const {
                 ratio = c_.warmup_min_ratio + warmup_gamma(it) * (1.0 - c_.warmup_min_ratio);
             } else {
                 double real_last = static_cast<double>(it - c_.warmup_num_steps + 1);
-                double real_total = std::max(1.0, static_cast<double>(c_.total_num_steps - c_.warmup_num_steps));
+                double real_total =
+                    std::max(1.0, static_cast<double>(c_.total_num_steps - c_.warmup_num_steps));
                 double prog = std::min(1.0, real_last / real_total);
-                ratio = std::max(0.0, c_.cos_min_ratio + (1.0 - c_.cos_min_ratio) * (1 + std::cos(M_PI * prog)) / 2);
+                ratio = std::max(0.0, c_.cos_min_ratio + (1.0 - c_.cos_min_ratio) *
+                                                             (1 + std::cos(M_PI * prog)) / 2);
             }
             return c_.lr * ratio;
         }

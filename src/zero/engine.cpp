@@ -162,6 +162,67 @@ Tensor Engine::state_shard(int g, int i) const {
     return groups_[static_cast<size_t>(g)]->states[i].slice(0, 0, s.end - s.begin);
 }
 
+std::pair<int64_t, int64_t> Engine::owned_range(int g) const {
+    const GroupShard& s = shards_[static_cast<size_t>(g)];
+    if (cfg_.stage == 0)
+        return rank_ == 0 ? std::make_pair(int64_t{0}, s.numel) : std::make_pair(s.numel, s.numel);
+    return {s.begin, s.end};
+}
+
+void Engine::set_state_range(int g, int64_t begin, const Tensor& master, const Tensor& state0,
+                             const Tensor& state1) {
+    const GroupShard& s = shards_[static_cast<size_t>(g)];
+    Group& gr = *groups_[static_cast<size_t>(g)];
+    const int64_t n = master.numel();
+    // This rank stores [s.begin, s.end) of the group (everything at stage 0).
+    int64_t lo = std::max(begin, s.begin), hi = std::min(begin + n, s.end);
+    if (hi <= lo) return;
+    const int64_t src = lo - begin, dst = lo - s.begin, len = hi - lo;
+    gr.master.slice(0, dst, dst + len).copy_from(master.view({n}).slice(0, src, src + len));
+    const Tensor* st[2] = {&state0, &state1};
+    for (int i = 0; i < optimizer_.n_states(); ++i) {
+        ZS_CHECK_T(IoError, st[i]->defined() && st[i]->numel() == n,
+                   "checkpoint: optimizer state {} of group {} is missing or has the wrong size", i,
+                   layout_.group(g).name);
+        gr.states[i].slice(0, dst, dst + len).copy_from(st[i]->view({n}).slice(0, src, src + len));
+    }
+}
+
+void Engine::refresh_compute_weights() {
+    for (int g = 0; g < layout_.n_groups(); ++g) {
+        Group& gr = *groups_[static_cast<size_t>(g)];
+        const GroupShard& s = shards_[static_cast<size_t>(g)];
+        switch (cfg_.stage) {
+            case 0:
+                if (!gr.master_aliases_compute) gr.full_w.copy_from(gr.master);
+                break;
+            case 1:
+            case 2: {
+                if (!gr.master_aliases_compute)
+                    gr.full_w.slice(0, s.begin, s.begin + s.size).copy_from(gr.master);
+                if (world_ > 1) {
+                    Tensor mine =
+                        gr.full_w.slice(0, s.begin, s.begin + s.size).clone(MemCategory::buffers);
+                    dp_.allgather(gr.full_w, mine).wait();
+                }
+                break;
+            }
+            case 3:
+                if (!gr.master_aliases_compute) gr.shard_w.copy_from(gr.master);
+                if (gr.full_w.defined()) {
+                    wait_gather(g);
+                    gr.full_w = Tensor();
+                    gr.gathered = false;
+                    live_numel_ -= s.padded;
+                    bind(g);
+                }
+                break;
+            default:
+                ZS_ASSERT(false);
+        }
+    }
+}
+
 // ------------------------------------------------------------------------------------- hooks
 
 void Engine::bind(int g) {

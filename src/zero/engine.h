@@ -102,6 +102,16 @@ public:
     Tensor master_shard(int g) const;
     Tensor state_shard(int g, int i) const;
     int n_states() const { return optimizer_.n_states(); }
+    // The elements of group g this rank saves in a checkpoint: its shard (stages 1-3), or the
+    // whole group on rank 0 only (stage 0, where every rank holds everything).
+    std::pair<int64_t, int64_t> owned_range(int g) const;
+    // Restore master weights and optimizer states for the elements [begin, begin + n) of group g
+    // (any range: the part this rank stores is taken). Call refresh_compute_weights() after the
+    // last one.
+    void set_state_range(int g, int64_t begin, const Tensor& master, const Tensor& state0,
+                         const Tensor& state1);
+    // Rebuild the compute weights from the master weights (collective for stages 1-2).
+    void refresh_compute_weights();
     const models::ParamLayout& layout() const { return layout_; }
 
 private:

@@ -1,0 +1,428 @@
+#include "train/trainer.h"
+
+#include <omp.h>
+
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include "base/error.h"
+#include "base/log.h"
+#include "base/progress.h"
+#include "base/timer.h"
+#include "core/backend.h"
+#include "io/atomic_file.h"
+#include "io/checksum.h"
+#include "io/json.h"
+#include "io/safetensors.h"
+#include "io/safetensors_writer.h"
+#include "ops/matmul.h"
+
+namespace zs::train {
+
+namespace fs = std::filesystem;
+using core::DType;
+using core::Tensor;
+
+namespace {
+
+DType compute_dtype(Precision p) {
+    switch (p) {
+        case Precision::bf16:
+            return DType::bf16;
+        case Precision::f32:
+        case Precision::fp16:  // CPU kernels have no fp16 path: f32 compute, DeepSpeed's scaling
+            return DType::f32;
+    }
+    return DType::f32;
+}
+
+// This rank's matmul throughput in the compute dtype: the denominator of MFU.
+double measure_peak_flops(DType t) {
+    const int64_t n = 768;
+    Tensor a = Tensor::empty({n, n}, t, core::Device::cpu(), core::MemCategory::buffers);
+    Tensor b = Tensor::empty({n, n}, t, core::Device::cpu(), core::MemCategory::buffers);
+    Tensor c = Tensor::empty({n, n}, DType::f32, core::Device::cpu(), core::MemCategory::buffers);
+    a.fill(0.5);
+    b.fill(0.25);
+    ops::matmul(c, a, b);
+    Timer tm;
+    int iters = 0;
+    while (tm.seconds() < 0.2) {
+        ops::matmul(c, a, b);
+        ++iters;
+    }
+    return 2.0 * static_cast<double>(n * n * n) * iters / tm.seconds();
+}
+
+}  // namespace
+
+Trainer::Trainer(models::ModelConfig model, TrainConfig cfg, RunOptions run, comm::Communicator& world)
+    : mcfg_(std::move(model)),
+      cfg_(std::move(cfg)),
+      run_(std::move(run)),
+      world_(world),
+      schedule_(cfg_.scheduler),
+      scaler_(cfg_.precision == Precision::fp16 ? cfg_.fp16 : LossScalerConfig{1.0}) {
+    ZS_CHECK_T(ConfigError, cfg_.world_size == world_.size(),
+               "{}: parsed for {} ranks but running on {}", cfg_.source, cfg_.world_size, world_.size());
+    ZS_CHECK_T(ConfigError, run_.seq_len > 0 && run_.seq_len <= mcfg_.max_positions,
+               "--seq-len {} must be in [1, {}] (the model's max positions)", run_.seq_len, mcfg_.max_positions);
+    if (cfg_.seed) run_.seed = *cfg_.seed;
+    models::RunConfig rc;
+    rc.compute_dtype = compute_dtype(cfg_.precision);
+    rc.activation_checkpointing = cfg_.activation_checkpointing;
+    model_ = std::make_unique<models::Transformer>(mcfg_, rc);
+    zero::Config zc;
+    zc.stage = cfg_.zero.stage;
+    zc.overlap_comm = cfg_.zero.overlap_comm || cfg_.zero.stage >= 2;
+    zc.prefetch_numel = cfg_.zero.stage3_prefetch_bucket_size;
+    zc.max_live_numel = cfg_.zero.stage3_max_live_parameters;
+    zc.persistence_threshold = cfg_.zero.stage3_param_persistence_threshold;
+    engine_ = std::make_unique<zero::Engine>(model_->layout(), model_->binding(), world_, zc, rc.compute_dtype,
+                                             cfg_.optimizer, [this](int g) { return model_->grad_groups(g); });
+    if (!run_.data_dir.empty()) {
+        train_ds_ = io::TokenDataset::open(run_.data_dir, "train");
+        ZS_CHECK_T(ConfigError, train_ds_->index().vocab_size <= mcfg_.vocab_size,
+                   "{}: dataset vocabulary {} exceeds the model's vocab_size {}", run_.data_dir,
+                   train_ds_->index().vocab_size, mcfg_.vocab_size);
+        if (!train_ds_->index().val.empty()) val_ds_ = io::TokenDataset::open(run_.data_dir, "val");
+        sampler_ = std::make_unique<io::SequenceSampler>(train_ds_->size(), run_.seq_len, run_.seed);
+    }
+    peak_flops_ = measure_peak_flops(rc.compute_dtype);
+    for (const std::string& w : cfg_.warnings) {
+        if (world_.rank() == 0) log_warn("{}", w);
+    }
+    if (cfg_.precision == Precision::fp16 && world_.rank() == 0) {
+        log_warn("{}: fp16 on CPU computes in f32 (no fp16 CPU kernels) with DeepSpeed's loss scaling",
+                 cfg_.source);
+    }
+}
+
+Trainer::~Trainer() = default;
+
+void Trainer::init_random() { engine_->init_weights(run_.seed); }
+
+void Trainer::init_from(const models::WeightSource& src) {
+    for (int g = 0; g < model_->layout().n_groups(); ++g) {
+        engine_->load_group(g, models::load_hf_group(*model_, g, src));
+    }
+}
+
+void Trainer::load_batch(int64_t first, int64_t count, const io::TokenDataset& ds,
+                         const io::SequenceSampler* sampler, int64_t base, models::TrainBatch& out) {
+    const int64_t T = run_.seq_len;
+    if (!out.input_ids.defined() || out.input_ids.size(0) != count) {
+        out.input_ids = Tensor::empty({count, T}, DType::i32, core::Device::cpu(), core::MemCategory::buffers);
+        out.targets = Tensor::empty({count, T}, DType::i32, core::Device::cpu(), core::MemCategory::buffers);
+    }
+    const int64_t n_seq = (ds.size() - 1) / T;
+    std::vector<int32_t> buf(static_cast<size_t>(T + 1));
+    for (int64_t i = 0; i < count; ++i) {
+        int64_t seq = sampler ? sampler->peek(base + first + i) : (first + i) % n_seq;
+        ds.read(seq * T, T + 1, buf.data());
+        std::copy(buf.begin(), buf.begin() + T, out.input_ids.data<int32_t>() + i * T);
+        std::copy(buf.begin() + 1, buf.end(), out.targets.data<int32_t>() + i * T);
+    }
+}
+
+StepStats Trainer::step() {
+    ZS_CHECK(train_ds_ != nullptr, "train: no dataset (--data)");
+    Timer tm;
+    const int W = world_.size(), r = world_.rank();
+    const int64_t micro = cfg_.micro_batch, accum = cfg_.grad_accum, T = run_.seq_len;
+    const double loss_scale = scaler_.scale();
+    engine_->begin_step(static_cast<int>(accum));
+    double loss_sum = 0;
+    models::TrainBatch batch;
+    for (int64_t k = 0; k < accum; ++k) {
+        load_batch((k * W + r) * micro, micro, *train_ds_, sampler_.get(), 0, batch);
+        const auto ce_scale = static_cast<float>(1.0 / static_cast<double>(micro * T * accum * W));
+        models::LossStats st = model_->forward_backward(batch, ce_scale, static_cast<float>(loss_scale), engine_.get());
+        loss_sum += st.loss_sum + mcfg_.moe.aux_loss_coef * st.aux_loss * static_cast<double>(micro * T);
+        engine_->end_micro_batch();
+    }
+    engine_->finish_grads();
+    // Unscaled gradient norm, overflow check, clipping (DeepSpeed's clip_grad_norm_).
+    double norm = std::sqrt(engine_->grad_sq_norm()) / loss_scale;
+    bool overflow = !std::isfinite(norm) || (cfg_.precision == Precision::fp16 && !engine_->grads_finite());
+    StepStats s;
+    s.loss_scale = loss_scale;
+    s.grad_norm = norm;
+    if (!overflow) {
+        double clip = 1.0;
+        if (cfg_.gradient_clipping > 0) {
+            double coef = cfg_.gradient_clipping / (norm + 1e-6);
+            if (coef < 1.0) clip = coef;
+        }
+        const int64_t applied = steps_done_ + 1;
+        s.lr = schedule_.lr_for_step(applied);
+        double b1 = schedule_.beta1_at(applied - 2);
+        if (b1 >= 0) {
+            log_debug("OneCycle momentum schedule: beta1 {} (zerospeed keeps the configured betas)", b1);
+        }
+        engine_->step(static_cast<float>(s.lr), applied, static_cast<float>(clip / loss_scale));
+        ++steps_done_;
+    } else {
+        ++skipped_;
+        s.skipped = true;
+        if (cfg_.precision != Precision::fp16) {
+            ZS_THROW(Error, "step {}: the gradient norm is not finite ({}) — the run diverged", steps_done_ + 1, norm);
+        }
+        if (world_.rank() == 0) {
+            log_warn("fp16 overflow at loss scale {}: skipping the step", loss_scale);
+        }
+    }
+    scaler_.update(overflow);
+    // The data always advances, as DeepSpeed's data loader does on a skipped step.
+    for (int64_t i = 0; i < cfg_.train_batch_size; ++i) sampler_->next();
+    tokens_seen_ += cfg_.train_batch_size * T;
+    Tensor l = Tensor::empty({1}, DType::f32, core::Device::cpu(), core::MemCategory::buffers);
+    l.data<float>()[0] = static_cast<float>(loss_sum);
+    world_.allreduce(l, comm::ReduceOp::sum).wait();
+    s.loss = l.data<float>()[0] / static_cast<double>(cfg_.train_batch_size * T);
+    s.step = steps_done_;
+    s.seconds = tm.seconds();
+    const double tokens = static_cast<double>(cfg_.train_batch_size * T);
+    s.tokens_per_s = tokens / s.seconds;
+    const double flops_per_token = 6.0 * static_cast<double>(mcfg_.n_params()) +
+                                   12.0 * static_cast<double>(mcfg_.n_layers * mcfg_.q_dim() * T);
+    s.mfu = s.tokens_per_s * flops_per_token / (peak_flops_ * W);
+    return s;
+}
+
+double Trainer::evaluate() {
+    if (!val_ds_) return NAN;
+    const int W = world_.size(), r = world_.rank();
+    const int64_t micro = cfg_.micro_batch;
+    double sum = 0, count = 0;
+    models::TrainBatch batch;
+    for (int64_t j = 0; j < run_.eval_batches; ++j) {
+        load_batch((j * W + r) * micro, micro, *val_ds_, nullptr, 0, batch);
+        models::LossStats st = model_->forward_loss(batch, engine_.get());
+        sum += st.loss_sum;
+        count += static_cast<double>(st.n_tokens);
+    }
+    Tensor t = Tensor::empty({2}, DType::f32, core::Device::cpu(), core::MemCategory::buffers);
+    t.data<float>()[0] = static_cast<float>(sum);
+    t.data<float>()[1] = static_cast<float>(count);
+    world_.allreduce(t, comm::ReduceOp::sum).wait();
+    return t.data<float>()[0] / std::max(1.0f, t.data<float>()[1]);
+}
+
+std::string Trainer::memory_report() const { return core::memory_stats().report(); }
+
+std::vector<StepStats> Trainer::train() {
+    const bool lead = world_.rank() == 0;
+    std::unique_ptr<std::ofstream> metrics;
+    bool jsonl = run_.metrics_path.size() > 6 && run_.metrics_path.ends_with(".jsonl");
+    if (lead && !run_.metrics_path.empty()) {
+        if (!fs::path(run_.metrics_path).parent_path().empty()) fs::create_directories(fs::path(run_.metrics_path).parent_path());
+        bool exists = fs::exists(run_.metrics_path) && run_.resume;
+        metrics = std::make_unique<std::ofstream>(run_.metrics_path, exists ? std::ios::app : std::ios::trunc);
+        ZS_CHECK_T(IoError, metrics->good(), "cannot write metrics to '{}'", run_.metrics_path);
+        if (!jsonl && !exists) {
+            *metrics << "step,loss,val_loss,lr,grad_norm,loss_scale,skipped,tokens,tokens_per_s,mfu,peak_bytes,elapsed_s\n";
+        }
+    }
+    std::vector<StepStats> out;
+    Timer total;
+    const int64_t start = steps_done_;
+    Progress progress("train", run_.steps - start, "step", 0.25);
+    double tok_rate = 0;
+    while (steps_done_ < run_.steps) {
+        StepStats s = step();
+        out.push_back(s);
+        tok_rate = tok_rate == 0 ? s.tokens_per_s : 0.8 * tok_rate + 0.2 * s.tokens_per_s;
+        double val = NAN;
+        bool last = steps_done_ >= run_.steps;
+        if ((run_.eval_interval > 0 && steps_done_ % run_.eval_interval == 0) || last) val = evaluate();
+        int64_t peak = core::memory_stats().peak_total;
+        if (lead) {
+            std::string extra = fmt::format("loss {:.4f} | lr {:.2e} | {:.0f} tok/s | MFU {:.1f}% | peak {}", s.loss,
+                                            s.lr, tok_rate, 100 * s.mfu, core::format_bytes(peak));
+            if (!std::isnan(val)) extra += fmt::format(" | val {:.4f} (ppl {:.1f})", val, std::exp(val));
+            if (run_.progress) progress.update(steps_done_ - start, extra);
+            if (cfg_.steps_per_print > 0 && steps_done_ % cfg_.steps_per_print == 0 && !run_.progress) {
+                log_info("step {} | {}", steps_done_, extra);
+            }
+            if (metrics) {
+                double el = total.seconds();
+                if (jsonl) {
+                    nlohmann::json j = {{"step", s.step}, {"loss", s.loss}, {"lr", s.lr}, {"grad_norm", s.grad_norm},
+                                        {"loss_scale", s.loss_scale}, {"skipped", s.skipped},
+                                        {"tokens", tokens_seen_}, {"tokens_per_s", s.tokens_per_s}, {"mfu", s.mfu},
+                                        {"peak_bytes", peak}, {"elapsed_s", el}};
+                    if (!std::isnan(val)) j["val_loss"] = val;
+                    *metrics << j.dump() << "\n";
+                } else {
+                    *metrics << fmt::format("{},{:.6f},{},{:.6e},{:.6f},{},{},{},{:.1f},{:.4f},{},{:.2f}\n", s.step, s.loss,
+                                            std::isnan(val) ? std::string() : fmt::format("{:.6f}", val), s.lr,
+                                            s.grad_norm, s.loss_scale, s.skipped ? 1 : 0, tokens_seen_,
+                                            s.tokens_per_s, s.mfu, peak, el);
+                }
+                metrics->flush();
+            }
+        }
+        if (!run_.save_dir.empty() && ((run_.save_interval > 0 && steps_done_ % run_.save_interval == 0) || last)) {
+            save_checkpoint();
+        }
+    }
+    if (lead && run_.progress) progress.finish(fmt::format("{:.0f} tok/s", tok_rate));
+    return out;
+}
+
+// ------------------------------------------------------------------------------ checkpoints
+
+void Trainer::save_checkpoint() {
+    const int r = world_.rank(), W = world_.size();
+    const std::string tag = fmt::format("step-{}", steps_done_);
+    const std::string final_dir = run_.save_dir + "/" + tag, tmp = final_dir + ".tmp";
+    if (r == 0) {
+        fs::remove_all(tmp);
+        fs::create_directories(tmp);
+    }
+    world_.barrier();
+    // Every rank writes the elements it owns: master weights and optimizer states per group.
+    std::vector<io::NamedTensor> tensors;
+    nlohmann::json ranges = nlohmann::json::array();
+    for (int g = 0; g < model_->layout().n_groups(); ++g) {
+        auto [b, e] = engine_->owned_range(g);
+        const zero::GroupShard& s = engine_->shard(g);
+        int64_t off = engine_->stage() == 0 ? 0 : b - s.begin;
+        tensors.push_back({fmt::format("master.{}", g), engine_->master_shard(g).slice(0, off, off + (e - b))});
+        for (int i = 0; i < engine_->n_states(); ++i) {
+            tensors.push_back({fmt::format("state{}.{}", i, g), engine_->state_shard(g, i).slice(0, off, off + (e - b))});
+        }
+        ranges.push_back({b, e});
+    }
+    io::fault_point("ckpt.write");
+    const std::string file = fmt::format("rank{:05d}-of-{:05d}.safetensors", r, W);
+    io::save_safetensors(tmp + "/" + file, tensors, {{"ranges", ranges.dump()}});
+    io::fault_point("ckpt.write");
+    world_.barrier();
+    if (r == 0) {
+        nlohmann::json m;
+        m["format"] = "zerospeed-checkpoint";
+        m["version"] = 1;
+        m["step"] = steps_done_;
+        m["skipped_steps"] = skipped_;
+        m["tokens_seen"] = tokens_seen_;
+        m["world_size"] = W;
+        m["zero_stage"] = engine_->stage();
+        m["optimizer_states"] = engine_->n_states();
+        m["model_config"] = nlohmann::json::parse(models::to_hf_config_json(mcfg_));
+        nlohmann::json groups = nlohmann::json::array();
+        for (const auto& g : model_->layout().groups()) groups.push_back({{"name", g.name}, {"numel", g.numel}});
+        m["groups"] = groups;
+        nlohmann::json shards = nlohmann::json::array();
+        for (int q = 0; q < W; ++q) {
+            std::string f = fmt::format("rank{:05d}-of-{:05d}.safetensors", q, W);
+            io::fault_point("ckpt.write");
+            shards.push_back({{"file", f}, {"sha256", io::sha256_file(tmp + "/" + f)}});
+        }
+        m["shards"] = shards;
+        if (sampler_) m["sampler"] = {{"epoch", sampler_->state().epoch}, {"position", sampler_->state().position}};
+        auto ss = scaler_.state();
+        m["loss_scaler"] = {{"scale", ss.scale}, {"cur_iter", ss.cur_iter}, {"last_overflow_iter", ss.last_overflow_iter},
+                            {"cur_hysteresis", ss.cur_hysteresis}};
+        m["seed"] = run_.seed;
+        io::write_file_atomic(tmp + "/manifest.json", m.dump(2) + "\n");
+        io::fault_point("ckpt.write");
+        // Commit: rename the directory, then point `latest` at it (the last write).
+        fs::remove_all(final_dir);
+        fs::rename(tmp, final_dir);
+        io::fsync_parent_dir(final_dir);
+        io::fault_point("ckpt.write");
+        io::write_file_atomic(run_.save_dir + "/latest", tag + "\n");
+        // Old checkpoints go only after the new one is committed.
+        std::vector<std::pair<int64_t, fs::path>> old;
+        for (const auto& e : fs::directory_iterator(run_.save_dir)) {
+            std::string n = e.path().filename().string();
+            if (e.is_directory() && n.rfind("step-", 0) == 0 && n.find(".tmp") == std::string::npos) {
+                old.emplace_back(std::stoll(n.substr(5)), e.path());
+            }
+        }
+        std::sort(old.begin(), old.end());
+        for (size_t i = 0; i + static_cast<size_t>(std::max(1, run_.keep_checkpoints)) < old.size(); ++i) {
+            fs::remove_all(old[i].second);
+        }
+        log_info("saved checkpoint {}", final_dir);
+    }
+    world_.barrier();
+}
+
+void Trainer::load_checkpoint(const std::string& path) {
+    std::string dir = path;
+    if (fs::exists(path + "/latest")) {
+        std::string tag = io::read_file(path + "/latest");
+        while (!tag.empty() && (tag.back() == '\n' || tag.back() == ' ')) tag.pop_back();
+        dir = path + "/" + tag;
+    }
+    ZS_CHECK_T(IoError, fs::exists(dir + "/manifest.json"),
+               "{}: not a complete checkpoint (no manifest.json; an interrupted save never commits one)", dir);
+    nlohmann::json m = io::load_json(dir + "/manifest.json");
+    ZS_CHECK_T(IoError, m.value("format", "") == "zerospeed-checkpoint", "{}/manifest.json: not a zerospeed checkpoint", dir);
+    const auto& groups = m.at("groups");
+    ZS_CHECK_T(IoError, static_cast<int>(groups.size()) == model_->layout().n_groups(),
+               "{}: checkpoint has {} parameter groups; this model has {}", dir, groups.size(), model_->layout().n_groups());
+    for (int g = 0; g < model_->layout().n_groups(); ++g) {
+        ZS_CHECK_T(IoError, groups[static_cast<size_t>(g)].at("numel").get<int64_t>() == model_->layout().group(g).numel,
+                   "{}: group {} has {} elements in the checkpoint but {} in this model (another model?)", dir,
+                   model_->layout().group(g).name, groups[static_cast<size_t>(g)].at("numel").get<int64_t>(),
+                   model_->layout().group(g).numel);
+    }
+    ZS_CHECK_T(IoError, m.at("optimizer_states").get<int>() == engine_->n_states(),
+               "{}: checkpoint has {} optimizer states per parameter; {} needs {}", dir,
+               m.at("optimizer_states").get<int>(), to_string(cfg_.optimizer.kind), engine_->n_states());
+    for (const auto& sh : m.at("shards")) {
+        std::string f = dir + "/" + sh.at("file").get<std::string>();
+        ZS_CHECK_T(IoError, fs::exists(f), "{}: shard is missing", f);
+        std::string want = sh.at("sha256").get<std::string>(), got = io::sha256_file(f);
+        ZS_CHECK_T(IoError, got == want, "{}: corrupt shard: sha256 {} but manifest.json expects {}", f, got, want);
+        io::SafetensorsFile sf = io::SafetensorsFile::open(f);
+        nlohmann::json ranges = nlohmann::json::parse(sf.metadata().at("ranges"));
+        for (int g = 0; g < model_->layout().n_groups(); ++g) {
+            int64_t b = ranges[static_cast<size_t>(g)][0], e = ranges[static_cast<size_t>(g)][1];
+            if (e <= b) continue;
+            Tensor s0 = engine_->n_states() > 0 ? sf.tensor(fmt::format("state0.{}", g)) : Tensor();
+            Tensor s1 = engine_->n_states() > 1 ? sf.tensor(fmt::format("state1.{}", g)) : Tensor();
+            engine_->set_state_range(g, b, sf.tensor(fmt::format("master.{}", g)), s0, s1);
+        }
+    }
+    engine_->refresh_compute_weights();
+    steps_done_ = m.at("step").get<int64_t>();
+    skipped_ = m.value("skipped_steps", int64_t{0});
+    tokens_seen_ = m.value("tokens_seen", int64_t{0});
+    if (sampler_ && m.contains("sampler")) {
+        sampler_->set_state({m["sampler"].at("epoch").get<int64_t>(), m["sampler"].at("position").get<int64_t>()});
+    }
+    const auto& ls = m.at("loss_scaler");
+    scaler_.set_state({ls.at("scale").get<double>(), ls.at("cur_iter").get<int64_t>(),
+                       ls.at("last_overflow_iter").get<int64_t>(), ls.at("cur_hysteresis").get<int>()});
+    if (world_.rank() == 0) {
+        log_info("resumed from {} (step {}, saved at world size {}, ZeRO stage {})", dir, steps_done_,
+                 m.at("world_size").get<int>(), m.at("zero_stage").get<int>());
+    }
+}
+
+void Trainer::export_hf(const std::string& dir) {
+    std::vector<io::NamedTensor> tensors;
+    for (int g = 0; g < model_->layout().n_groups(); ++g) {
+        Tensor full = engine_->gather_group(g);
+        if (world_.rank() != 0) continue;
+        for (auto& [name, t] : models::export_hf_group(*model_, g, full)) tensors.push_back({name, t.contiguous()});
+    }
+    if (world_.rank() == 0) {
+        fs::create_directories(dir);
+        io::save_safetensors(dir + "/model.safetensors", tensors, {{"format", "pt"}});
+        io::write_file_atomic(dir + "/config.json", models::to_hf_config_json(mcfg_));
+    }
+    world_.barrier();
+}
+
+}  // namespace zs::train

@@ -1,0 +1,107 @@
+// Trainer: one rank's training loop: data → micro-batches → forward/backward through the model
+// with the ZeRO engine's hooks → clipping, fp16 overflow checks, optimizer step at the scheduled
+// lr → metrics, progress, evaluation and checkpoints. DeepSpeed's semantics: each micro-batch's
+// loss is its token mean, averaged over gradient-accumulation steps and data-parallel ranks;
+// the scheduler advances only on applied (not skipped) steps.
+//
+// Data: sequence windows of seq_len + 1 tokens from a token dataset (io/token_dataset.h). Step s
+// consumes train_batch_size sequences of a seeded permutation: micro-batch k of rank r takes
+// sequences [(k * W + r) * micro, ... + micro) of the step's slice, so any world size sees the
+// same global batch (the ZeRO equivalence tests rely on it).
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "comm/communicator.h"
+#include "io/token_dataset.h"
+#include "models/transformer.h"
+#include "models/weights.h"
+#include "train/ds_config.h"
+#include "train/loss_scaler.h"
+#include "train/lr_schedule.h"
+#include "zero/engine.h"
+
+namespace zs::train {
+
+// Run parameters that are not part of ds_config.json (CLI flags).
+struct RunOptions {
+    std::string data_dir;          // token dataset (zerospeed data prepare)
+    int64_t seq_len = 256;
+    int64_t steps = 100;           // optimizer steps to reach (absolute, including resumed ones)
+    int64_t eval_interval = 0;     // 0: evaluate only at the end
+    int64_t eval_batches = 8;      // micro-batches of the validation split per evaluation
+    std::string save_dir;          // checkpoints (empty: none)
+    int64_t save_interval = 0;     // 0: save only at the end
+    int keep_checkpoints = 2;
+    bool resume = false;           // continue from save_dir/latest
+    std::string metrics_path;      // .csv or .jsonl (empty: none)
+    uint64_t seed = 1234;
+    bool progress = true;
+};
+
+struct StepStats {
+    int64_t step = 0;        // optimizer steps applied so far (after this one)
+    double loss = 0;         // mean token loss over the global batch
+    double grad_norm = 0;    // before clipping
+    double lr = 0;
+    bool skipped = false;    // fp16 overflow
+    double loss_scale = 1;
+    double seconds = 0;
+    double tokens_per_s = 0;
+    double mfu = 0;          // model FLOPs utilisation vs the measured peak
+};
+
+class Trainer {
+public:
+    Trainer(models::ModelConfig model, TrainConfig cfg, RunOptions run, comm::Communicator& world);
+    ~Trainer();
+    Trainer(const Trainer&) = delete;
+    Trainer& operator=(const Trainer&) = delete;
+
+    // Weights from the parameters' Init (seeded) or from an HF model (every rank reads it).
+    void init_random();
+    void init_from(const models::WeightSource& src);
+
+    // One optimizer step over train_batch_size sequences.
+    StepStats step();
+    // Train until run.steps, with evaluation, metrics, progress and checkpoints.
+    std::vector<StepStats> train();
+    // Mean validation loss over run.eval_batches micro-batches (every rank evaluates its share).
+    double evaluate();
+
+    void save_checkpoint();  // save_dir/step-N, then save_dir/latest
+    void load_checkpoint(const std::string& dir);  // a step-N directory (any world size)
+    // HF directory (config.json + model.safetensors): rank 0 writes; collective.
+    void export_hf(const std::string& dir);
+
+    int64_t steps_done() const { return steps_done_; }
+    const models::Transformer& model() const { return *model_; }
+    zero::Engine& engine() { return *engine_; }
+    const TrainConfig& config() const { return cfg_; }
+    // Peak memory of this rank by category (core::memory_stats).
+    std::string memory_report() const;
+
+private:
+    struct Impl;
+    void load_batch(int64_t first_seq, int64_t count, const io::TokenDataset& ds,
+                    const io::SequenceSampler* sampler, int64_t sampler_base, models::TrainBatch& out);
+
+    models::ModelConfig mcfg_;
+    TrainConfig cfg_;
+    RunOptions run_;
+    comm::Communicator& world_;
+    std::unique_ptr<models::Transformer> model_;
+    std::unique_ptr<zero::Engine> engine_;
+    std::unique_ptr<io::TokenDataset> train_ds_, val_ds_;
+    std::unique_ptr<io::SequenceSampler> sampler_;
+    LrSchedule schedule_;
+    LossScaler scaler_;
+    int64_t steps_done_ = 0, skipped_ = 0, tokens_seen_ = 0;
+    double peak_flops_ = 0;
+};
+
+}  // namespace zs::train
