@@ -2,10 +2,10 @@
 // parallel, with a progress line. Each input file is one document (an EOS token follows it when
 // the tokenizer has one); the last --val-fraction of each file's tokens goes to the validation
 // split, so validation text is never trained on.
-#include <omp.h>
-
 #include <algorithm>
 #include <atomic>
+
+#include <omp.h>
 
 #include "base/error.h"
 #include "base/log.h"
@@ -50,7 +50,8 @@ int run_data_prepare(const DataPrepareOptions& o) {
 #pragma omp parallel for schedule(dynamic, 1)
         for (int64_t c = 0; c < n_chunks; ++c) {
             auto a = cuts[static_cast<size_t>(c)], b = cuts[static_cast<size_t>(c) + 1];
-            parts[static_cast<size_t>(c)] = tok.encode(std::string_view(text).substr(a, b - a), false, false);
+            parts[static_cast<size_t>(c)] =
+                tok.encode(std::string_view(text).substr(a, b - a), false, false);
             int64_t d = done.fetch_add(static_cast<int64_t>(b - a)) + static_cast<int64_t>(b - a);
             if (omp_get_thread_num() == 0) progress.update(d);
         }
@@ -61,14 +62,16 @@ int run_data_prepare(const DataPrepareOptions& o) {
         auto n_train = static_cast<int64_t>(ids.size()) - n_val;
         writer.append("train", ids.data(), n_train);
         writer.append("val", ids.data() + n_train, n_val);
-        log_info("{}: {} bytes -> {} tokens ({:.2f} bytes/token)", o.inputs[fi], text.size(), ids.size(),
-                 static_cast<double>(text.size()) / static_cast<double>(std::max<size_t>(1, ids.size())));
+        log_info("{}: {} bytes -> {} tokens ({:.2f} bytes/token)", o.inputs[fi], text.size(),
+                 ids.size(),
+                 static_cast<double>(text.size()) /
+                     static_cast<double>(std::max<size_t>(1, ids.size())));
     }
     writer.finish();
     progress.finish();
-    std::printf("wrote %s: %lld train tokens, %lld validation tokens (vocabulary %d)\n", o.output.c_str(),
-                static_cast<long long>(writer.tokens("train")), static_cast<long long>(writer.tokens("val")),
-                tok.vocab_size());
+    std::printf("wrote %s: %lld train tokens, %lld validation tokens (vocabulary %d)\n",
+                o.output.c_str(), static_cast<long long>(writer.tokens("train")),
+                static_cast<long long>(writer.tokens("val")), tok.vocab_size());
     return 0;
 }
 

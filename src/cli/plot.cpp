@@ -24,7 +24,8 @@ struct Series {
 };
 
 // Read step and the named columns from CSV (header row) or JSONL.
-std::map<std::string, std::vector<std::pair<double, double>>> read_metrics(const std::string& path) {
+std::map<std::string, std::vector<std::pair<double, double>>> read_metrics(
+    const std::string& path) {
     std::string text = io::read_file(path);
     std::map<std::string, std::vector<std::pair<double, double>>> cols;
     std::istringstream in(text);
@@ -40,9 +41,11 @@ std::map<std::string, std::vector<std::pair<double, double>>> read_metrics(const
             } catch (const nlohmann::json::parse_error&) {
                 ZS_THROW(IoError, "{}: line {} is not JSON", path, n);
             }
-            ZS_CHECK_T(IoError, j.is_object() && j.contains("step"), "{}: line {} has no 'step'", path, n);
+            ZS_CHECK_T(IoError, j.is_object() && j.contains("step"), "{}: line {} has no 'step'",
+                       path, n);
             for (auto it = j.begin(); it != j.end(); ++it) {
-                if (it.value().is_number()) cols[it.key()].emplace_back(j["step"].get<double>(), it.value().get<double>());
+                if (it.value().is_number())
+                    cols[it.key()].emplace_back(j["step"].get<double>(), it.value().get<double>());
             }
         }
         return cols;
@@ -72,8 +75,8 @@ std::map<std::string, std::vector<std::pair<double, double>>> read_metrics(const
     return cols;
 }
 
-std::string panel(const std::vector<Series>& series, const std::string& title, double x0, double y0, double w, double h,
-                  bool log_y) {
+std::string panel(const std::vector<Series>& series, const std::string& title, double x0, double y0,
+                  double w, double h, bool log_y) {
     double xmin = 1e300, xmax = -1e300, ymin = 1e300, ymax = -1e300;
     auto yv = [&](double v) { return log_y ? std::log10(std::max(v, 1e-30)) : v; };
     for (const Series& s : series) {
@@ -82,9 +85,10 @@ std::string panel(const std::vector<Series>& series, const std::string& title, d
             ymin = std::min(ymin, yv(y)), ymax = std::max(ymax, yv(y));
         }
     }
-    std::string out = fmt::format(R"(<g><rect x="{}" y="{}" width="{}" height="{}" fill="white" stroke="#999"/>)"
-                                  R"(<text x="{}" y="{}" font-size="14" font-family="sans-serif">{}</text>)",
-                                  x0, y0, w, h, x0 + 6, y0 - 6, title);
+    std::string out =
+        fmt::format(R"(<g><rect x="{}" y="{}" width="{}" height="{}" fill="white" stroke="#999"/>)"
+                    R"(<text x="{}" y="{}" font-size="14" font-family="sans-serif">{}</text>)",
+                    x0, y0, w, h, x0 + 6, y0 - 6, title);
     if (xmax <= xmin) xmax = xmin + 1;
     if (ymax <= ymin) ymax = ymin + 1;
     auto px = [&](double x) { return x0 + 40 + (x - xmin) / (xmax - xmin) * (w - 50); };
@@ -92,21 +96,26 @@ std::string panel(const std::vector<Series>& series, const std::string& title, d
     for (int i = 0; i <= 4; ++i) {
         double t = ymin + (ymax - ymin) * i / 4;
         double yy = y0 + h - 20 - (t - ymin) / (ymax - ymin) * (h - 30);
-        out += fmt::format(R"(<line x1="{}" y1="{:.1f}" x2="{}" y2="{:.1f}" stroke="#eee"/>)"
-                           R"(<text x="{}" y="{:.1f}" font-size="10" font-family="sans-serif">{:.3g}</text>)",
-                           x0 + 40, yy, x0 + w - 10, yy, x0 + 2, yy + 3, log_y ? std::pow(10.0, t) : t);
+        out += fmt::format(
+            R"(<line x1="{}" y1="{:.1f}" x2="{}" y2="{:.1f}" stroke="#eee"/>)"
+            R"(<text x="{}" y="{:.1f}" font-size="10" font-family="sans-serif">{:.3g}</text>)",
+            x0 + 40, yy, x0 + w - 10, yy, x0 + 2, yy + 3, log_y ? std::pow(10.0, t) : t);
     }
-    out += fmt::format(R"(<text x="{}" y="{}" font-size="10" font-family="sans-serif">step {:.0f}</text>)"
-                       R"(<text x="{}" y="{}" font-size="10" font-family="sans-serif">{:.0f}</text>)",
-                       x0 + 40, y0 + h - 5, xmin, x0 + w - 40, y0 + h - 5, xmax);
+    out += fmt::format(
+        R"(<text x="{}" y="{}" font-size="10" font-family="sans-serif">step {:.0f}</text>)"
+        R"(<text x="{}" y="{}" font-size="10" font-family="sans-serif">{:.0f}</text>)",
+        x0 + 40, y0 + h - 5, xmin, x0 + w - 40, y0 + h - 5, xmax);
     int li = 0;
     for (const Series& s : series) {
         if (s.pts.empty()) continue;
         std::string d;
-        for (auto [x, y] : s.pts) d += fmt::format("{}{:.1f},{:.1f} ", d.empty() ? "M" : "L", px(x), py(y));
-        out += fmt::format(R"(<path d="{}" fill="none" stroke="{}" stroke-width="1.5"/>)", d, s.color);
-        out += fmt::format(R"(<text x="{}" y="{}" font-size="11" fill="{}" font-family="sans-serif">{}</text>)",
-                           x0 + w - 120, y0 + 16 + 14 * li++, s.color, s.name);
+        for (auto [x, y] : s.pts)
+            d += fmt::format("{}{:.1f},{:.1f} ", d.empty() ? "M" : "L", px(x), py(y));
+        out +=
+            fmt::format(R"(<path d="{}" fill="none" stroke="{}" stroke-width="1.5"/>)", d, s.color);
+        out += fmt::format(
+            R"(<text x="{}" y="{}" font-size="11" fill="{}" font-family="sans-serif">{}</text>)",
+            x0 + w - 120, y0 + 16 + 14 * li++, s.color, s.name);
     }
     return out + "</g>";
 }
@@ -117,12 +126,16 @@ int run_plot(const PlotOptions& o) {
     auto cols = read_metrics(o.metrics);
     ZS_CHECK_T(IoError, cols.count("loss"), "{}: no 'loss' values to plot", o.metrics);
     const double W = 900, H = 230;
-    std::string svg = fmt::format(R"(<svg xmlns="http://www.w3.org/2000/svg" width="{}" height="{}">)", W, 3 * H + 40);
+    std::string svg = fmt::format(
+        R"(<svg xmlns="http://www.w3.org/2000/svg" width="{}" height="{}">)", W, 3 * H + 40);
     svg += R"(<rect width="100%" height="100%" fill="#fafafa"/>)";
-    svg += panel({{"train loss", "#1f77b4", cols["loss"]}, {"validation loss", "#d62728", cols["val_loss"]}},
-                 "loss", 10, 30, W - 20, H - 30, false);
-    svg += panel({{"learning rate", "#2ca02c", cols["lr"]}}, "learning rate", 10, H + 30, W - 20, H - 30, false);
-    svg += panel({{"tokens/s", "#9467bd", cols["tokens_per_s"]}}, "throughput", 10, 2 * H + 30, W - 20, H - 30, false);
+    svg += panel(
+        {{"train loss", "#1f77b4", cols["loss"]}, {"validation loss", "#d62728", cols["val_loss"]}},
+        "loss", 10, 30, W - 20, H - 30, false);
+    svg += panel({{"learning rate", "#2ca02c", cols["lr"]}}, "learning rate", 10, H + 30, W - 20,
+                 H - 30, false);
+    svg += panel({{"tokens/s", "#9467bd", cols["tokens_per_s"]}}, "throughput", 10, 2 * H + 30,
+                 W - 20, H - 30, false);
     svg += "</svg>\n";
     io::write_file_atomic(o.output, svg);
     std::printf("wrote %s (%zu steps)\n", o.output.c_str(), cols["loss"].size());

@@ -21,9 +21,10 @@ namespace zs::cli {
 namespace fs = std::filesystem;
 
 int run_train(const TrainOptions& o, comm::Communicator& world) {
-    ZS_CHECK_T(ConfigError, !o.model.empty() || !o.model_config.empty(),
-               "train: give --model (an HF directory to start from) or --model-config (a config.json "
-               "to train from scratch)");
+    ZS_CHECK_T(
+        ConfigError, !o.model.empty() || !o.model_config.empty(),
+        "train: give --model (an HF directory to start from) or --model-config (a config.json "
+        "to train from scratch)");
     std::unique_ptr<models::ModelFiles> files;
     models::ModelConfig mc;
     if (!o.model.empty()) {
@@ -46,11 +47,13 @@ int run_train(const TrainOptions& o, comm::Communicator& world) {
     run.seed = o.seed;
     run.progress = !o.no_progress;
     if (world.rank() == 0) {
-        log_info("training {} ({:.2f} M parameters) on {} rank(s): ZeRO stage {}, {}, micro-batch {} x {} "
-                 "accumulation x {} ranks = {} sequences of {} tokens per step",
-                 models::to_string(mc.arch), static_cast<double>(mc.n_params()) / 1e6, world.size(),
-                 tc.zero.stage, train::to_string(tc.precision), tc.micro_batch, tc.grad_accum, world.size(),
-                 tc.train_batch_size, run.seq_len);
+        log_info(
+            "training {} ({:.2f} M parameters) on {} rank(s): ZeRO stage {}, {}, micro-batch {} x "
+            "{} "
+            "accumulation x {} ranks = {} sequences of {} tokens per step",
+            models::to_string(mc.arch), static_cast<double>(mc.n_params()) / 1e6, world.size(),
+            tc.zero.stage, train::to_string(tc.precision), tc.micro_batch, tc.grad_accum,
+            world.size(), tc.train_batch_size, run.seq_len);
     }
     train::Trainer trainer(mc, tc, run, world);
     bool resumed = false;
@@ -68,9 +71,11 @@ int run_train(const TrainOptions& o, comm::Communicator& world) {
     trainer.train();
     double val = trainer.evaluate();
     if (world.rank() == 0) {
-        if (!std::isnan(val)) std::printf("final validation loss %.4f (perplexity %.2f) after %lld steps\n", val, std::exp(val),
-                                          static_cast<long long>(trainer.steps_done()));
-        std::fprintf(stderr, "peak memory on rank 0 by category:\n%s", trainer.memory_report().c_str());
+        if (!std::isnan(val))
+            std::printf("final validation loss %.4f (perplexity %.2f) after %lld steps\n", val,
+                        std::exp(val), static_cast<long long>(trainer.steps_done()));
+        std::fprintf(stderr, "peak memory on rank 0 by category:\n%s",
+                     trainer.memory_report().c_str());
     }
     if (!o.export_hf.empty()) {
         trainer.export_hf(o.export_hf);
@@ -87,7 +92,8 @@ int run_convert(const ConvertOptions& o) {
         std::ifstream(dir + "/latest") >> tag;
         dir += "/" + tag;
     }
-    ZS_CHECK_T(IoError, fs::exists(dir + "/manifest.json"), "{}: not a zerospeed checkpoint (no manifest.json)", dir);
+    ZS_CHECK_T(IoError, fs::exists(dir + "/manifest.json"),
+               "{}: not a zerospeed checkpoint (no manifest.json)", dir);
     // The manifest carries the model's HF config; rebuild a one-rank trainer and load into it.
     std::string cfg_text;
     {
@@ -97,8 +103,9 @@ int run_convert(const ConvertOptions& o) {
         auto comm = comm::make_self();
         models::ModelConfig mc = models::parse_hf_config(cfg_text, dir + "/manifest.json");
         train::TrainConfig tc = train::parse_ds_config(
-            states == 2 ? R"({"train_batch_size": 1})"
-                        : R"({"train_batch_size": 1, "optimizer": {"type": "SGD", "params": {"momentum": 0.9}}})",
+            states == 2
+                ? R"({"train_batch_size": 1})"
+                : R"({"train_batch_size": 1, "optimizer": {"type": "SGD", "params": {"momentum": 0.9}}})",
             "convert", 1);
         train::Trainer t(mc, tc, {}, *comm);
         t.load_checkpoint(dir);

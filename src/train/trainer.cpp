@@ -1,7 +1,5 @@
 #include "train/trainer.h"
 
-#include <omp.h>
-
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
@@ -9,6 +7,7 @@
 
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
+#include <omp.h>
 
 #include "base/error.h"
 #include "base/log.h"
@@ -61,7 +60,8 @@ double measure_peak_flops(DType t) {
 
 }  // namespace
 
-Trainer::Trainer(models::ModelConfig model, TrainConfig cfg, RunOptions run, comm::Communicator& world)
+Trainer::Trainer(models::ModelConfig model, TrainConfig cfg, RunOptions run,
+                 comm::Communicator& world)
     : mcfg_(std::move(model)),
       cfg_(std::move(cfg)),
       run_(std::move(run)),
@@ -69,9 +69,11 @@ Trainer::Trainer(models::ModelConfig model, TrainConfig cfg, RunOptions run, com
       schedule_(cfg_.scheduler),
       scaler_(cfg_.precision == Precision::fp16 ? cfg_.fp16 : LossScalerConfig{1.0}) {
     ZS_CHECK_T(ConfigError, cfg_.world_size == world_.size(),
-               "{}: parsed for {} ranks but running on {}", cfg_.source, cfg_.world_size, world_.size());
+               "{}: parsed for {} ranks but running on {}", cfg_.source, cfg_.world_size,
+               world_.size());
     ZS_CHECK_T(ConfigError, run_.seq_len > 0 && run_.seq_len <= mcfg_.max_positions,
-               "--seq-len {} must be in [1, {}] (the model's max positions)", run_.seq_len, mcfg_.max_positions);
+               "--seq-len {} must be in [1, {}] (the model's max positions)", run_.seq_len,
+               mcfg_.max_positions);
     if (cfg_.seed) run_.seed = *cfg_.seed;
     models::RunConfig rc;
     rc.compute_dtype = compute_dtype(cfg_.precision);
@@ -83,23 +85,27 @@ Trainer::Trainer(models::ModelConfig model, TrainConfig cfg, RunOptions run, com
     zc.prefetch_numel = cfg_.zero.stage3_prefetch_bucket_size;
     zc.max_live_numel = cfg_.zero.stage3_max_live_parameters;
     zc.persistence_threshold = cfg_.zero.stage3_param_persistence_threshold;
-    engine_ = std::make_unique<zero::Engine>(model_->layout(), model_->binding(), world_, zc, rc.compute_dtype,
-                                             cfg_.optimizer, [this](int g) { return model_->grad_groups(g); });
+    zc.decay_all = run_.decay_all;
+    engine_ = std::make_unique<zero::Engine>(model_->layout(), model_->binding(), world_, zc,
+                                             rc.compute_dtype, cfg_.optimizer,
+                                             [this](int g) { return model_->grad_groups(g); });
     if (!run_.data_dir.empty()) {
         train_ds_ = io::TokenDataset::open(run_.data_dir, "train");
         ZS_CHECK_T(ConfigError, train_ds_->index().vocab_size <= mcfg_.vocab_size,
                    "{}: dataset vocabulary {} exceeds the model's vocab_size {}", run_.data_dir,
                    train_ds_->index().vocab_size, mcfg_.vocab_size);
         if (!train_ds_->index().val.empty()) val_ds_ = io::TokenDataset::open(run_.data_dir, "val");
-        sampler_ = std::make_unique<io::SequenceSampler>(train_ds_->size(), run_.seq_len, run_.seed);
+        sampler_ =
+            std::make_unique<io::SequenceSampler>(train_ds_->size(), run_.seq_len, run_.seed);
     }
     peak_flops_ = measure_peak_flops(rc.compute_dtype);
     for (const std::string& w : cfg_.warnings) {
         if (world_.rank() == 0) log_warn("{}", w);
     }
     if (cfg_.precision == Precision::fp16 && world_.rank() == 0) {
-        log_warn("{}: fp16 on CPU computes in f32 (no fp16 CPU kernels) with DeepSpeed's loss scaling",
-                 cfg_.source);
+        log_warn(
+            "{}: fp16 on CPU computes in f32 (no fp16 CPU kernels) with DeepSpeed's loss scaling",
+            cfg_.source);
     }
 }
 
@@ -114,11 +120,14 @@ void Trainer::init_from(const models::WeightSource& src) {
 }
 
 void Trainer::load_batch(int64_t first, int64_t count, const io::TokenDataset& ds,
-                         const io::SequenceSampler* sampler, int64_t base, models::TrainBatch& out) {
+                         const io::SequenceSampler* sampler, int64_t base,
+                         models::TrainBatch& out) {
     const int64_t T = run_.seq_len;
     if (!out.input_ids.defined() || out.input_ids.size(0) != count) {
-        out.input_ids = Tensor::empty({count, T}, DType::i32, core::Device::cpu(), core::MemCategory::buffers);
-        out.targets = Tensor::empty({count, T}, DType::i32, core::Device::cpu(), core::MemCategory::buffers);
+        out.input_ids =
+            Tensor::empty({count, T}, DType::i32, core::Device::cpu(), core::MemCategory::buffers);
+        out.targets =
+            Tensor::empty({count, T}, DType::i32, core::Device::cpu(), core::MemCategory::buffers);
     }
     const int64_t n_seq = (ds.size() - 1) / T;
     std::vector<int32_t> buf(static_cast<size_t>(T + 1));
@@ -132,24 +141,42 @@ void Trainer::load_batch(int64_t first, int64_t count, const io::TokenDataset& d
 
 StepStats Trainer::step() {
     ZS_CHECK(train_ds_ != nullptr, "train: no dataset (--data)");
-    Timer tm;
     const int W = world_.size(), r = world_.rank();
-    const int64_t micro = cfg_.micro_batch, accum = cfg_.grad_accum, T = run_.seq_len;
+    std::vector<models::TrainBatch> batches(static_cast<size_t>(cfg_.grad_accum));
+    for (int64_t k = 0; k < cfg_.grad_accum; ++k) {
+        load_batch((k * W + r) * cfg_.micro_batch, cfg_.micro_batch, *train_ds_, sampler_.get(), 0,
+                   batches[static_cast<size_t>(k)]);
+    }
+    StepStats s = step(batches);
+    // The data always advances, as DeepSpeed's data loader does on a skipped step.
+    for (int64_t i = 0; i < cfg_.train_batch_size; ++i) sampler_->next();
+    return s;
+}
+
+StepStats Trainer::step(const std::vector<models::TrainBatch>& batches) {
+    Timer tm;
+    const int W = world_.size();
+    const int64_t accum = static_cast<int64_t>(batches.size());
+    ZS_CHECK(accum == cfg_.grad_accum,
+             "step: {} micro-batches given; gradient_accumulation_steps is {}", accum,
+             cfg_.grad_accum);
+    const int64_t micro = batches.front().input_ids.size(0), T = batches.front().input_ids.size(1);
     const double loss_scale = scaler_.scale();
     engine_->begin_step(static_cast<int>(accum));
     double loss_sum = 0;
-    models::TrainBatch batch;
-    for (int64_t k = 0; k < accum; ++k) {
-        load_batch((k * W + r) * micro, micro, *train_ds_, sampler_.get(), 0, batch);
+    for (const models::TrainBatch& batch : batches) {
         const auto ce_scale = static_cast<float>(1.0 / static_cast<double>(micro * T * accum * W));
-        models::LossStats st = model_->forward_backward(batch, ce_scale, static_cast<float>(loss_scale), engine_.get());
-        loss_sum += st.loss_sum + mcfg_.moe.aux_loss_coef * st.aux_loss * static_cast<double>(micro * T);
+        models::LossStats st = model_->forward_backward(
+            batch, ce_scale, static_cast<float>(loss_scale), engine_.get());
+        loss_sum +=
+            st.loss_sum + mcfg_.moe.aux_loss_coef * st.aux_loss * static_cast<double>(micro * T);
         engine_->end_micro_batch();
     }
     engine_->finish_grads();
     // Unscaled gradient norm, overflow check, clipping (DeepSpeed's clip_grad_norm_).
     double norm = std::sqrt(engine_->grad_sq_norm()) / loss_scale;
-    bool overflow = !std::isfinite(norm) || (cfg_.precision == Precision::fp16 && !engine_->grads_finite());
+    bool overflow =
+        !std::isfinite(norm) || (cfg_.precision == Precision::fp16 && !engine_->grads_finite());
     StepStats s;
     s.loss_scale = loss_scale;
     s.grad_norm = norm;
@@ -163,7 +190,8 @@ StepStats Trainer::step() {
         s.lr = schedule_.lr_for_step(applied);
         double b1 = schedule_.beta1_at(applied - 2);
         if (b1 >= 0) {
-            log_debug("OneCycle momentum schedule: beta1 {} (zerospeed keeps the configured betas)", b1);
+            log_debug("OneCycle momentum schedule: beta1 {} (zerospeed keeps the configured betas)",
+                      b1);
         }
         engine_->step(static_cast<float>(s.lr), applied, static_cast<float>(clip / loss_scale));
         ++steps_done_;
@@ -171,15 +199,14 @@ StepStats Trainer::step() {
         ++skipped_;
         s.skipped = true;
         if (cfg_.precision != Precision::fp16) {
-            ZS_THROW(Error, "step {}: the gradient norm is not finite ({}) — the run diverged", steps_done_ + 1, norm);
+            ZS_THROW(Error, "step {}: the gradient norm is not finite ({}) — the run diverged",
+                     steps_done_ + 1, norm);
         }
         if (world_.rank() == 0) {
             log_warn("fp16 overflow at loss scale {}: skipping the step", loss_scale);
         }
     }
     scaler_.update(overflow);
-    // The data always advances, as DeepSpeed's data loader does on a skipped step.
-    for (int64_t i = 0; i < cfg_.train_batch_size; ++i) sampler_->next();
     tokens_seen_ += cfg_.train_batch_size * T;
     Tensor l = Tensor::empty({1}, DType::f32, core::Device::cpu(), core::MemCategory::buffers);
     l.data<float>()[0] = static_cast<float>(loss_sum);
@@ -221,12 +248,15 @@ std::vector<StepStats> Trainer::train() {
     std::unique_ptr<std::ofstream> metrics;
     bool jsonl = run_.metrics_path.size() > 6 && run_.metrics_path.ends_with(".jsonl");
     if (lead && !run_.metrics_path.empty()) {
-        if (!fs::path(run_.metrics_path).parent_path().empty()) fs::create_directories(fs::path(run_.metrics_path).parent_path());
+        if (!fs::path(run_.metrics_path).parent_path().empty())
+            fs::create_directories(fs::path(run_.metrics_path).parent_path());
         bool exists = fs::exists(run_.metrics_path) && run_.resume;
-        metrics = std::make_unique<std::ofstream>(run_.metrics_path, exists ? std::ios::app : std::ios::trunc);
+        metrics = std::make_unique<std::ofstream>(run_.metrics_path,
+                                                  exists ? std::ios::app : std::ios::trunc);
         ZS_CHECK_T(IoError, metrics->good(), "cannot write metrics to '{}'", run_.metrics_path);
         if (!jsonl && !exists) {
-            *metrics << "step,loss,val_loss,lr,grad_norm,loss_scale,skipped,tokens,tokens_per_s,mfu,peak_bytes,elapsed_s\n";
+            *metrics << "step,loss,val_loss,lr,grad_norm,loss_scale,skipped,tokens,tokens_per_s,"
+                        "mfu,peak_bytes,elapsed_s\n";
         }
     }
     std::vector<StepStats> out;
@@ -240,35 +270,48 @@ std::vector<StepStats> Trainer::train() {
         tok_rate = tok_rate == 0 ? s.tokens_per_s : 0.8 * tok_rate + 0.2 * s.tokens_per_s;
         double val = NAN;
         bool last = steps_done_ >= run_.steps;
-        if ((run_.eval_interval > 0 && steps_done_ % run_.eval_interval == 0) || last) val = evaluate();
+        if ((run_.eval_interval > 0 && steps_done_ % run_.eval_interval == 0) || last)
+            val = evaluate();
         int64_t peak = core::memory_stats().peak_total;
         if (lead) {
-            std::string extra = fmt::format("loss {:.4f} | lr {:.2e} | {:.0f} tok/s | MFU {:.1f}% | peak {}", s.loss,
-                                            s.lr, tok_rate, 100 * s.mfu, core::format_bytes(peak));
-            if (!std::isnan(val)) extra += fmt::format(" | val {:.4f} (ppl {:.1f})", val, std::exp(val));
+            std::string extra =
+                fmt::format("loss {:.4f} | lr {:.2e} | {:.0f} tok/s | MFU {:.1f}% | peak {}",
+                            s.loss, s.lr, tok_rate, 100 * s.mfu, core::format_bytes(peak));
+            if (!std::isnan(val))
+                extra += fmt::format(" | val {:.4f} (ppl {:.1f})", val, std::exp(val));
             if (run_.progress) progress.update(steps_done_ - start, extra);
-            if (cfg_.steps_per_print > 0 && steps_done_ % cfg_.steps_per_print == 0 && !run_.progress) {
+            if (cfg_.steps_per_print > 0 && steps_done_ % cfg_.steps_per_print == 0 &&
+                !run_.progress) {
                 log_info("step {} | {}", steps_done_, extra);
             }
             if (metrics) {
                 double el = total.seconds();
                 if (jsonl) {
-                    nlohmann::json j = {{"step", s.step}, {"loss", s.loss}, {"lr", s.lr}, {"grad_norm", s.grad_norm},
-                                        {"loss_scale", s.loss_scale}, {"skipped", s.skipped},
-                                        {"tokens", tokens_seen_}, {"tokens_per_s", s.tokens_per_s}, {"mfu", s.mfu},
-                                        {"peak_bytes", peak}, {"elapsed_s", el}};
+                    nlohmann::json j = {{"step", s.step},
+                                        {"loss", s.loss},
+                                        {"lr", s.lr},
+                                        {"grad_norm", s.grad_norm},
+                                        {"loss_scale", s.loss_scale},
+                                        {"skipped", s.skipped},
+                                        {"tokens", tokens_seen_},
+                                        {"tokens_per_s", s.tokens_per_s},
+                                        {"mfu", s.mfu},
+                                        {"peak_bytes", peak},
+                                        {"elapsed_s", el}};
                     if (!std::isnan(val)) j["val_loss"] = val;
                     *metrics << j.dump() << "\n";
                 } else {
-                    *metrics << fmt::format("{},{:.6f},{},{:.6e},{:.6f},{},{},{},{:.1f},{:.4f},{},{:.2f}\n", s.step, s.loss,
-                                            std::isnan(val) ? std::string() : fmt::format("{:.6f}", val), s.lr,
-                                            s.grad_norm, s.loss_scale, s.skipped ? 1 : 0, tokens_seen_,
-                                            s.tokens_per_s, s.mfu, peak, el);
+                    *metrics << fmt::format(
+                        "{},{:.6f},{},{:.6e},{:.6f},{},{},{},{:.1f},{:.4f},{},{:.2f}\n", s.step,
+                        s.loss, std::isnan(val) ? std::string() : fmt::format("{:.6f}", val), s.lr,
+                        s.grad_norm, s.loss_scale, s.skipped ? 1 : 0, tokens_seen_, s.tokens_per_s,
+                        s.mfu, peak, el);
                 }
                 metrics->flush();
             }
         }
-        if (!run_.save_dir.empty() && ((run_.save_interval > 0 && steps_done_ % run_.save_interval == 0) || last)) {
+        if (!run_.save_dir.empty() &&
+            ((run_.save_interval > 0 && steps_done_ % run_.save_interval == 0) || last)) {
             save_checkpoint();
         }
     }
@@ -294,9 +337,11 @@ void Trainer::save_checkpoint() {
         auto [b, e] = engine_->owned_range(g);
         const zero::GroupShard& s = engine_->shard(g);
         int64_t off = engine_->stage() == 0 ? 0 : b - s.begin;
-        tensors.push_back({fmt::format("master.{}", g), engine_->master_shard(g).slice(0, off, off + (e - b))});
+        tensors.push_back(
+            {fmt::format("master.{}", g), engine_->master_shard(g).slice(0, off, off + (e - b))});
         for (int i = 0; i < engine_->n_states(); ++i) {
-            tensors.push_back({fmt::format("state{}.{}", i, g), engine_->state_shard(g, i).slice(0, off, off + (e - b))});
+            tensors.push_back({fmt::format("state{}.{}", i, g),
+                               engine_->state_shard(g, i).slice(0, off, off + (e - b))});
         }
         ranges.push_back({b, e});
     }
@@ -317,7 +362,8 @@ void Trainer::save_checkpoint() {
         m["optimizer_states"] = engine_->n_states();
         m["model_config"] = nlohmann::json::parse(models::to_hf_config_json(mcfg_));
         nlohmann::json groups = nlohmann::json::array();
-        for (const auto& g : model_->layout().groups()) groups.push_back({{"name", g.name}, {"numel", g.numel}});
+        for (const auto& g : model_->layout().groups())
+            groups.push_back({{"name", g.name}, {"numel", g.numel}});
         m["groups"] = groups;
         nlohmann::json shards = nlohmann::json::array();
         for (int q = 0; q < W; ++q) {
@@ -326,9 +372,13 @@ void Trainer::save_checkpoint() {
             shards.push_back({{"file", f}, {"sha256", io::sha256_file(tmp + "/" + f)}});
         }
         m["shards"] = shards;
-        if (sampler_) m["sampler"] = {{"epoch", sampler_->state().epoch}, {"position", sampler_->state().position}};
+        if (sampler_)
+            m["sampler"] = {{"epoch", sampler_->state().epoch},
+                            {"position", sampler_->state().position}};
         auto ss = scaler_.state();
-        m["loss_scaler"] = {{"scale", ss.scale}, {"cur_iter", ss.cur_iter}, {"last_overflow_iter", ss.last_overflow_iter},
+        m["loss_scaler"] = {{"scale", ss.scale},
+                            {"cur_iter", ss.cur_iter},
+                            {"last_overflow_iter", ss.last_overflow_iter},
                             {"cur_hysteresis", ss.cur_hysteresis}};
         m["seed"] = run_.seed;
         io::write_file_atomic(tmp + "/manifest.json", m.dump(2) + "\n");
@@ -343,12 +393,14 @@ void Trainer::save_checkpoint() {
         std::vector<std::pair<int64_t, fs::path>> old;
         for (const auto& e : fs::directory_iterator(run_.save_dir)) {
             std::string n = e.path().filename().string();
-            if (e.is_directory() && n.rfind("step-", 0) == 0 && n.find(".tmp") == std::string::npos) {
+            if (e.is_directory() && n.rfind("step-", 0) == 0 &&
+                n.find(".tmp") == std::string::npos) {
                 old.emplace_back(std::stoll(n.substr(5)), e.path());
             }
         }
         std::sort(old.begin(), old.end());
-        for (size_t i = 0; i + static_cast<size_t>(std::max(1, run_.keep_checkpoints)) < old.size(); ++i) {
+        for (size_t i = 0; i + static_cast<size_t>(std::max(1, run_.keep_checkpoints)) < old.size();
+             ++i) {
             fs::remove_all(old[i].second);
         }
         log_info("saved checkpoint {}", final_dir);
@@ -363,27 +415,37 @@ void Trainer::load_checkpoint(const std::string& path) {
         while (!tag.empty() && (tag.back() == '\n' || tag.back() == ' ')) tag.pop_back();
         dir = path + "/" + tag;
     }
-    ZS_CHECK_T(IoError, fs::exists(dir + "/manifest.json"),
-               "{}: not a complete checkpoint (no manifest.json; an interrupted save never commits one)", dir);
+    ZS_CHECK_T(
+        IoError, fs::exists(dir + "/manifest.json"),
+        "{}: not a complete checkpoint (no manifest.json; an interrupted save never commits one)",
+        dir);
     nlohmann::json m = io::load_json(dir + "/manifest.json");
-    ZS_CHECK_T(IoError, m.value("format", "") == "zerospeed-checkpoint", "{}/manifest.json: not a zerospeed checkpoint", dir);
+    ZS_CHECK_T(IoError, m.value("format", "") == "zerospeed-checkpoint",
+               "{}/manifest.json: not a zerospeed checkpoint", dir);
     const auto& groups = m.at("groups");
     ZS_CHECK_T(IoError, static_cast<int>(groups.size()) == model_->layout().n_groups(),
-               "{}: checkpoint has {} parameter groups; this model has {}", dir, groups.size(), model_->layout().n_groups());
+               "{}: checkpoint has {} parameter groups; this model has {}", dir, groups.size(),
+               model_->layout().n_groups());
     for (int g = 0; g < model_->layout().n_groups(); ++g) {
-        ZS_CHECK_T(IoError, groups[static_cast<size_t>(g)].at("numel").get<int64_t>() == model_->layout().group(g).numel,
-                   "{}: group {} has {} elements in the checkpoint but {} in this model (another model?)", dir,
-                   model_->layout().group(g).name, groups[static_cast<size_t>(g)].at("numel").get<int64_t>(),
-                   model_->layout().group(g).numel);
+        ZS_CHECK_T(
+            IoError,
+            groups[static_cast<size_t>(g)].at("numel").get<int64_t>() ==
+                model_->layout().group(g).numel,
+            "{}: group {} has {} elements in the checkpoint but {} in this model (another model?)",
+            dir, model_->layout().group(g).name,
+            groups[static_cast<size_t>(g)].at("numel").get<int64_t>(),
+            model_->layout().group(g).numel);
     }
     ZS_CHECK_T(IoError, m.at("optimizer_states").get<int>() == engine_->n_states(),
                "{}: checkpoint has {} optimizer states per parameter; {} needs {}", dir,
-               m.at("optimizer_states").get<int>(), to_string(cfg_.optimizer.kind), engine_->n_states());
+               m.at("optimizer_states").get<int>(), to_string(cfg_.optimizer.kind),
+               engine_->n_states());
     for (const auto& sh : m.at("shards")) {
         std::string f = dir + "/" + sh.at("file").get<std::string>();
         ZS_CHECK_T(IoError, fs::exists(f), "{}: shard is missing", f);
         std::string want = sh.at("sha256").get<std::string>(), got = io::sha256_file(f);
-        ZS_CHECK_T(IoError, got == want, "{}: corrupt shard: sha256 {} but manifest.json expects {}", f, got, want);
+        ZS_CHECK_T(IoError, got == want,
+                   "{}: corrupt shard: sha256 {} but manifest.json expects {}", f, got, want);
         io::SafetensorsFile sf = io::SafetensorsFile::open(f);
         nlohmann::json ranges = nlohmann::json::parse(sf.metadata().at("ranges"));
         for (int g = 0; g < model_->layout().n_groups(); ++g) {
@@ -399,14 +461,16 @@ void Trainer::load_checkpoint(const std::string& path) {
     skipped_ = m.value("skipped_steps", int64_t{0});
     tokens_seen_ = m.value("tokens_seen", int64_t{0});
     if (sampler_ && m.contains("sampler")) {
-        sampler_->set_state({m["sampler"].at("epoch").get<int64_t>(), m["sampler"].at("position").get<int64_t>()});
+        sampler_->set_state(
+            {m["sampler"].at("epoch").get<int64_t>(), m["sampler"].at("position").get<int64_t>()});
     }
     const auto& ls = m.at("loss_scaler");
     scaler_.set_state({ls.at("scale").get<double>(), ls.at("cur_iter").get<int64_t>(),
-                       ls.at("last_overflow_iter").get<int64_t>(), ls.at("cur_hysteresis").get<int>()});
+                       ls.at("last_overflow_iter").get<int64_t>(),
+                       ls.at("cur_hysteresis").get<int>()});
     if (world_.rank() == 0) {
-        log_info("resumed from {} (step {}, saved at world size {}, ZeRO stage {})", dir, steps_done_,
-                 m.at("world_size").get<int>(), m.at("zero_stage").get<int>());
+        log_info("resumed from {} (step {}, saved at world size {}, ZeRO stage {})", dir,
+                 steps_done_, m.at("world_size").get<int>(), m.at("zero_stage").get<int>());
     }
 }
 
@@ -415,7 +479,8 @@ void Trainer::export_hf(const std::string& dir) {
     for (int g = 0; g < model_->layout().n_groups(); ++g) {
         Tensor full = engine_->gather_group(g);
         if (world_.rank() != 0) continue;
-        for (auto& [name, t] : models::export_hf_group(*model_, g, full)) tensors.push_back({name, t.contiguous()});
+        for (auto& [name, t] : models::export_hf_group(*model_, g, full))
+            tensors.push_back({name, t.contiguous()});
     }
     if (world_.rank() == 0) {
         fs::create_directories(dir);

@@ -29,30 +29,31 @@ namespace zs::train {
 
 // Run parameters that are not part of ds_config.json (CLI flags).
 struct RunOptions {
-    std::string data_dir;          // token dataset (zerospeed data prepare)
+    std::string data_dir;  // token dataset (zerospeed data prepare)
     int64_t seq_len = 256;
-    int64_t steps = 100;           // optimizer steps to reach (absolute, including resumed ones)
-    int64_t eval_interval = 0;     // 0: evaluate only at the end
-    int64_t eval_batches = 8;      // micro-batches of the validation split per evaluation
-    std::string save_dir;          // checkpoints (empty: none)
-    int64_t save_interval = 0;     // 0: save only at the end
+    int64_t steps = 100;        // optimizer steps to reach (absolute, including resumed ones)
+    int64_t eval_interval = 0;  // 0: evaluate only at the end
+    int64_t eval_batches = 8;   // micro-batches of the validation split per evaluation
+    std::string save_dir;       // checkpoints (empty: none)
+    int64_t save_interval = 0;  // 0: save only at the end
     int keep_checkpoints = 2;
-    bool resume = false;           // continue from save_dir/latest
-    std::string metrics_path;      // .csv or .jsonl (empty: none)
+    bool resume = false;       // continue from save_dir/latest
+    std::string metrics_path;  // .csv or .jsonl (empty: none)
     uint64_t seed = 1234;
     bool progress = true;
+    bool decay_all = true;  // weight decay on biases and norms too (DeepSpeed's default)
 };
 
 struct StepStats {
-    int64_t step = 0;        // optimizer steps applied so far (after this one)
-    double loss = 0;         // mean token loss over the global batch
-    double grad_norm = 0;    // before clipping
+    int64_t step = 0;      // optimizer steps applied so far (after this one)
+    double loss = 0;       // mean token loss over the global batch
+    double grad_norm = 0;  // before clipping
     double lr = 0;
-    bool skipped = false;    // fp16 overflow
+    bool skipped = false;  // fp16 overflow
     double loss_scale = 1;
     double seconds = 0;
     double tokens_per_s = 0;
-    double mfu = 0;          // model FLOPs utilisation vs the measured peak
+    double mfu = 0;  // model FLOPs utilisation vs the measured peak
 };
 
 class Trainer {
@@ -68,12 +69,14 @@ public:
 
     // One optimizer step over train_batch_size sequences.
     StepStats step();
+    // One optimizer step over given micro-batches (this rank's grad_accum of them).
+    StepStats step(const std::vector<models::TrainBatch>& micro_batches);
     // Train until run.steps, with evaluation, metrics, progress and checkpoints.
     std::vector<StepStats> train();
     // Mean validation loss over run.eval_batches micro-batches (every rank evaluates its share).
     double evaluate();
 
-    void save_checkpoint();  // save_dir/step-N, then save_dir/latest
+    void save_checkpoint();                        // save_dir/step-N, then save_dir/latest
     void load_checkpoint(const std::string& dir);  // a step-N directory (any world size)
     // HF directory (config.json + model.safetensors): rank 0 writes; collective.
     void export_hf(const std::string& dir);
@@ -88,7 +91,8 @@ public:
 private:
     struct Impl;
     void load_batch(int64_t first_seq, int64_t count, const io::TokenDataset& ds,
-                    const io::SequenceSampler* sampler, int64_t sampler_base, models::TrainBatch& out);
+                    const io::SequenceSampler* sampler, int64_t sampler_base,
+                    models::TrainBatch& out);
 
     models::ModelConfig mcfg_;
     TrainConfig cfg_;

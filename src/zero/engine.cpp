@@ -396,7 +396,7 @@ std::vector<optim::Segment> Engine::segments() {
             seg.state0 = optimizer_.n_states() > 0 ? gr.states[0].data<float>() + local : nullptr;
             seg.state1 = optimizer_.n_states() > 1 ? gr.states[1].data<float>() + local : nullptr;
             seg.n = hi - lo;
-            seg.decay = p.weight_decay;
+            seg.decay = cfg_.decay_all || p.weight_decay;
             seg.compute = nullptr;
             seg.compute_dtype = ct_;
             if (!gr.master_aliases_compute) {

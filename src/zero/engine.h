@@ -43,6 +43,8 @@ struct Config {
     int64_t max_live_numel = 1'000'000'000;   // stage3_max_live_parameters
     int64_t persistence_threshold = 100'000;  // stage3_param_persistence_threshold: groups this
                                               // small stay gathered
+    bool decay_all = true;  // weight decay on every parameter, as DeepSpeed does with
+                            // model.parameters(); false exempts biases and norm weights
 };
 
 struct GroupShard {
