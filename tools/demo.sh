@@ -1,6 +1,39 @@
 #!/usr/bin/env bash
-# `make demo`: the main job on its bundled default. Until the training stack lands this is the
-# machine check: backends, kernel correctness and matmul throughput.
+# `make demo`: the bundled default. Trains a byte-level BPE tokenizer (4096 tokens) on the bundled
+# public-domain corpora (Austen + King James Bible, data/corpora), tokenizes them, trains a
+# 12.3 M-parameter GPT across 2 ranks with ZeRO-3 (mpirun; one process when mpirun is absent),
+# exports it as a Hugging Face directory, plots the metrics and generates text from it.
 set -euo pipefail
 build=${1:-build}
-"$build/bin/zerospeed" doctor
+bin=$build/bin/zerospeed
+out=$build/demo
+steps=${ZS_DEMO_STEPS:-150}
+mkdir -p "$out"
+
+if [ ! -f "$out/tokenizer/tokenizer.json" ]; then
+    "$bin" tokenizer train --input data/corpora/austen.txt data/corpora/kjv.txt --vocab-size 4096 \
+        --output "$out/tokenizer"
+fi
+if [ ! -f "$out/data/index.json" ]; then
+    "$bin" data prepare --tokenizer "$out/tokenizer" --input data/corpora/austen.txt data/corpora/kjv.txt \
+        --output "$out/data" --val-fraction 0.01
+fi
+
+rm -rf "$out/ckpt" "$out/model"
+args=(train --model-config configs/demo_gpt.json --ds-config configs/demo_ds_config.json
+      --data "$out/data" --seq-len 128 --steps "$steps" --eval-interval 50 --eval-batches 8
+      --save "$out/ckpt" --metrics "$out/metrics.csv" --export-hf "$out/model")
+if command -v mpirun >/dev/null; then
+    flags=(--oversubscribe --bind-to none -np 2 -x OMP_NUM_THREADS=1)
+    [ "$(id -u)" = 0 ] && flags+=(--allow-run-as-root)
+    mpirun "${flags[@]}" "$bin" "${args[@]}"
+else
+    echo "demo: mpirun not found; training on one process" >&2
+    "$bin" "${args[@]}"
+fi
+cp "$out/tokenizer/tokenizer.json" "$out/model/"
+"$bin" plot "$out/metrics.csv" -o "$out/metrics.svg"
+echo
+echo "=== generating from the trained model ($out/model) ==="
+"$bin" generate --model "$out/model" --prompt "It is a truth universally acknowledged, that" \
+    --max-tokens 60 --temperature 0.8 --top-k 40 --seed 1

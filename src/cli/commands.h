@@ -87,6 +87,13 @@ struct DataPrepareOptions {
 // Tokenize text files into token shards with a train/validation split.
 int run_data_prepare(const DataPrepareOptions& opts);
 
+struct TokenizerTrainOptions {
+    std::vector<std::string> inputs;
+    int32_t vocab_size = 4096;
+    std::string output;  // directory; tokenizer.json is written there
+};
+int run_tokenizer_train(const TokenizerTrainOptions& opts);
+
 struct PlotOptions {
     std::string metrics;  // .csv or .jsonl from zerospeed train
     std::string output;   // .svg

@@ -102,6 +102,16 @@ int main(int argc, char** argv) {
                      "Share of each file held out for validation");
     prep->add_option("--threads", dp.threads, "Tokenizer threads (default: all)");
 
+    zs::cli::TokenizerTrainOptions tt;
+    CLI::App* tokz = app.add_subcommand("tokenizer", "Tokenizer tools");
+    tokz->require_subcommand(1);
+    CLI::App* ttrain =
+        tokz->add_subcommand("train", "Train a byte-level BPE tokenizer (tokenizer.json)");
+    ttrain->add_option("--input", tt.inputs, "Text files")->required();
+    ttrain->add_option("--vocab-size", tt.vocab_size, "Vocabulary size")
+        ->check(CLI::Range(257, 1000000));
+    ttrain->add_option("--output", tt.output, "Output directory")->required();
+
     zs::cli::PlotOptions pl;
     CLI::App* plt = app.add_subcommand("plot", "Plot training metrics (CSV/JSONL) to SVG");
     plt->add_option("metrics", pl.metrics, "Metrics file")->required();
@@ -143,6 +153,7 @@ int main(int argc, char** argv) {
         if (cnv->parsed()) return zs::cli::run_convert(conv);
         if (prep->parsed()) return zs::cli::run_data_prepare(dp);
         if (plt->parsed()) return zs::cli::run_plot(pl);
+        if (ttrain->parsed()) return zs::cli::run_tokenizer_train(tt);
         return 0;
     } catch (const zs::Error& e) {
         std::fprintf(stderr, "zerospeed: error: %s\n", e.what());

@@ -75,7 +75,7 @@ private:
                 int flag = 0;
                 // Any MPI call drives OpenMPI's progress engine for every outstanding request.
                 MPI_Iprobe(MPI_ANY_SOURCE, MPI_ANY_TAG, MPI_COMM_SELF, &flag, MPI_STATUS_IGNORE);
-                std::this_thread::sleep_for(std::chrono::microseconds(20));
+                std::this_thread::sleep_for(std::chrono::microseconds(100));
             } else {
                 std::this_thread::sleep_for(std::chrono::microseconds(500));
             }

@@ -4,11 +4,11 @@
 // Resume is bit-exact; a corrupt or incomplete checkpoint is refused naming the file.
 #include "train/trainer.h"
 
-#include <gtest/gtest.h>
-
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+
+#include <gtest/gtest.h>
 
 #include "io/safetensors.h"
 #include "models/sources.h"
@@ -49,7 +49,8 @@ TEST_P(TorchParity, TwentyAdamWStepsMatchPyTorch) {
     const float* lr = fx.tensor("lr").data<float>();
     for (int64_t k = 0; k < batches.size(0); ++k) {
         Tensor b = batches.select(0, k);
-        std::vector<models::TrainBatch> mb = {{b.slice(1, 0, 8).contiguous(), b.slice(1, 1, 9).contiguous()}};
+        std::vector<models::TrainBatch> mb = {
+            {b.slice(1, 0, 8).contiguous(), b.slice(1, 1, 9).contiguous()}};
         StepStats s = t.step(mb);
         EXPECT_NEAR(s.loss, loss[k], 1e-4 * loss[k]) << family << " step " << k + 1;
         EXPECT_NEAR(s.grad_norm, norm[k], 1e-4 * norm[k]) << family << " step " << k + 1;
@@ -61,7 +62,8 @@ TEST_P(TorchParity, TwentyAdamWStepsMatchPyTorch) {
         Tensor full = t.engine().gather_group(g);
         for (auto& [name, mine] : models::export_hf_group(t.model(), g, full)) {
             Tensor theirs = fx.tensor("param." + name);
-            auto a = zs::ops::reference::from_tensor(mine), bb = zs::ops::reference::from_tensor(theirs);
+            auto a = zs::ops::reference::from_tensor(mine),
+                 bb = zs::ops::reference::from_tensor(theirs);
             // The key bias has an exactly-zero true gradient (softmax ignores a shift shared by
             // all keys), so Adam amplifies rounding noise there in torch and here alike: skip it.
             const bool qkv_bias = name.find("c_attn.bias") != std::string::npos;
@@ -79,14 +81,16 @@ TEST_P(TorchParity, TwentyAdamWStepsMatchPyTorch) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Fixtures, TorchParity,
-                         ::testing::Combine(::testing::Values("llama", "gpt2"), ::testing::Values(0, 3)));
+                         ::testing::Combine(::testing::Values("llama", "gpt2"),
+                                            ::testing::Values(0, 3)));
 
 // A tiny dataset and model for resume tests.
 struct Scratch {
     std::string root;
     models::ModelConfig mc;
     explicit Scratch(const std::string& name) {
-        root = (fs::temp_directory_path() / ("zs_trainer_" + name + "_" + std::to_string(getpid()))).string();
+        root = (fs::temp_directory_path() / ("zs_trainer_" + name + "_" + std::to_string(getpid())))
+                   .string();
         fs::remove_all(root);
         zs::test::Rng rng(3);
         std::vector<int32_t> toks(6000);
@@ -118,7 +122,8 @@ TrainConfig small_config(int stage) {
         "optimizer": {"type": "AdamW", "params": {"lr": 3e-3}}, "gradient_clipping": 1.0,
         "scheduler": {"type": "WarmupDecayLR", "params": {"warmup_num_steps": 3, "total_num_steps": 12,
                                                          "warmup_max_lr": 3e-3}},
-        "zero_optimization": {"stage": )" + std::to_string(stage) + "}}",
+        "zero_optimization": {"stage": )" +
+                               std::to_string(stage) + "}}",
                            "small", 1);
 }
 
@@ -145,7 +150,8 @@ TEST(Resume, BitExactAfterSaveAndReload) {
         for (const StepStats& st : t.train()) resumed.push_back(st.loss);
     }
     ASSERT_EQ(resumed.size(), 5u);
-    for (size_t i = 0; i < 5; ++i) EXPECT_EQ(resumed[i], straight[5 + i]) << "step " << 6 + i;  // bitwise
+    for (size_t i = 0; i < 5; ++i)
+        EXPECT_EQ(resumed[i], straight[5 + i]) << "step " << 6 + i;  // bitwise
 }
 
 TEST(Resume, ReshardsAcrossStages) {
