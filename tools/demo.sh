@@ -20,13 +20,17 @@ if [ ! -f "$out/data/index.json" ]; then
 fi
 
 rm -rf "$out/ckpt" "$out/model"
-args=(train --model-config configs/demo_gpt.json --ds-config configs/demo_ds_config.json
+# bf16 where the CPU computes it natively (AMX or AVX-512-BF16), fp32 where bf16 is emulated.
+ds=configs/demo_ds_config.json
+if "$bin" doctor --size 64 2>/dev/null | grep -qE "avx512_core_amx|avx512_core_bf16"; then
+    ds=configs/demo_ds_config_bf16.json
+fi
+echo "demo: training with $ds"
+args=(train --model-config configs/demo_gpt.json --ds-config "$ds"
       --data "$out/data" --seq-len 128 --steps "$steps" --eval-interval 50 --eval-batches 8
       --save "$out/ckpt" --metrics "$out/metrics.csv" --export-hf "$out/model")
 if command -v mpirun >/dev/null; then
-    flags=(--oversubscribe --bind-to none -np 2 -x OMP_NUM_THREADS=1)
-    [ "$(id -u)" = 0 ] && flags+=(--allow-run-as-root)
-    mpirun "${flags[@]}" "$bin" "${args[@]}"
+    OMP_NUM_THREADS=1 "$build/bin/zerospeed-run" --num_procs 2 "$bin" "${args[@]}"
 else
     echo "demo: mpirun not found; training on one process" >&2
     "$bin" "${args[@]}"
