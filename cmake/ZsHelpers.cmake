@@ -5,10 +5,13 @@ function(zs_add_library name)
     target_link_libraries(${name} PUBLIC zs_options ${A_DEPS} PRIVATE ${A_PRIVATE_DEPS})
 endfunction()
 
-# zs_add_test(name SOURCES ... [DEPS ...] [LABELS unit|e2e|mpi|cuda|lint] [TIMEOUT s]):
+# zs_add_test(name SOURCES ... [DEPS ...] [LABELS unit|e2e|mpi|cuda|lint] [TIMEOUT s] [THREADS n]):
 # a GoogleTest binary registered with ctest, with a label and a timeout (every test has one).
 function(zs_add_test name)
-    cmake_parse_arguments(A "" "TIMEOUT" "SOURCES;DEPS;LABELS" ${ARGN})
+    cmake_parse_arguments(A "" "TIMEOUT;THREADS" "SOURCES;DEPS;LABELS" ${ARGN})
+    if(NOT A_THREADS)
+        set(A_THREADS 1)
+    endif()
     if(NOT A_LABELS)
         set(A_LABELS unit)
     endif()
@@ -18,6 +21,9 @@ function(zs_add_test name)
     add_executable(${name} ${A_SOURCES})
     target_link_libraries(${name} PRIVATE zs_test_main ${A_DEPS})
     add_test(NAME ${name} COMMAND ${name} --gtest_brief=1)
+    # ctest runs tests in parallel (-j); one OpenMP thread per test by default keeps the cores
+    # from being oversubscribed (spinning OpenMP barriers collapse then). Tests of threaded code
+    # paths ask for THREADS 2; PASSIVE waiting keeps them fair when they share the machine.
     set_tests_properties(${name} PROPERTIES LABELS "${A_LABELS}" TIMEOUT ${A_TIMEOUT}
-        ENVIRONMENT "OMP_NUM_THREADS=2")
+        ENVIRONMENT "OMP_NUM_THREADS=${A_THREADS};OMP_WAIT_POLICY=PASSIVE")
 endfunction()

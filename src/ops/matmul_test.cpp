@@ -60,6 +60,11 @@ TEST(Matmul, MatchesReference) {
         {{2, 3}, 4, 8, 6, false, true, true, true, 1, 0},
         {{4}, 1, 64, 80, false, true, false, false, 1, 1},  // broadcast weight (linear)
         {{}, 128, 96, 130, false, true, false, true, 1, 0},
+        // Decode shapes (the skinny-matmul path): a few rows against an [N, K] weight.
+        {{}, 1, 64, 80, false, true, false, true, 1, 1},
+        {{}, 3, 100, 7, false, true, false, false, 0.5f, 0},
+        {{}, 4, 576, 1536, false, true, false, true, 1, 0},
+        {{}, 2, 17, 33, false, true, false, false, 1, 0.25f},
     };
     for (core::Device dev : test_devices()) {
         for (DType dt : {DType::f32, DType::bf16}) {

@@ -5,7 +5,7 @@
 # losses equal an uninterrupted run bit for bit.
 source "$(dirname "$0")/train_common.sh" "$1" "$2"
 ds_config 2 "$work/ds.json"
-export OMP_NUM_THREADS=2
+export OMP_NUM_THREADS=1
 # shellcheck disable=SC2046
 "$bin" $(train_args "$work/ds.json" "$work/straight.csv" --steps 8 --save "$work/straight_ckpt" --save-interval 2) 2>/dev/null
 for fault in ckpt.write:6 ckpt.write:7 ckpt.write:8 ckpt.write:9 ckpt.write:10 file.before_rename:4 file.before_fsync:5; do

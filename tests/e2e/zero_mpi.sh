@@ -6,7 +6,7 @@ source "$(dirname "$0")/train_common.sh" "$1" "$2"
 steps=12
 ds_config 0 "$work/ds0.json"
 # shellcheck disable=SC2046
-OMP_NUM_THREADS=2 "$bin" $(train_args "$work/ds0.json" "$work/base.csv" --steps $steps) 2>"$work/base.log"
+OMP_NUM_THREADS=1 "$bin" $(train_args "$work/ds0.json" "$work/base.csv" --steps $steps) 2>"$work/base.log"
 for np in 2 4; do
     for stage in 0 1 2 3; do
         ds_config $stage "$work/ds$stage.json"

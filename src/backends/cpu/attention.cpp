@@ -75,10 +75,34 @@ void transpose_tile(float* dst, const float* src, int64_t n, int64_t HS) {
     }
 }
 
-// S[r][0..kBk) = sum_d A[r][d] * Bt[d][0..kBk) for r < rows. Four 16-key vectors per row.
+// S[r][0..kBk) = sum_d A[r][d] * Bt[d][0..kBk) for r < rows. Four rows at a time share each
+// load of Bt (16 accumulators), so the loop is FMA-bound rather than load-bound.
 void tile_abt(float* S, const float* A, const float* Bt, int64_t rows, int64_t HS) {
     static_assert(kBk == 4 * kLanes);
-    for (int64_t r = 0; r < rows; ++r) {
+    int64_t r = 0;
+    for (; r + 4 <= rows; r += 4) {
+        VecF c[4][4];
+        for (auto& row : c) {
+            for (auto& v : row) v = vzero();
+        }
+        const float* a0 = A + r * HS;
+        for (int64_t d = 0; d < HS; ++d) {
+            const float* bt = Bt + d * kBk;
+            VecF b0 = vload(bt), b1 = vload(bt + 16), b2 = vload(bt + 32), b3 = vload(bt + 48);
+            for (int i = 0; i < 4; ++i) {
+                VecF av = vset(a0[i * HS + d]);
+                c[i][0] = vfma(av, b0, c[i][0]);
+                c[i][1] = vfma(av, b1, c[i][1]);
+                c[i][2] = vfma(av, b2, c[i][2]);
+                c[i][3] = vfma(av, b3, c[i][3]);
+            }
+        }
+        for (int i = 0; i < 4; ++i) {
+            float* s = S + (r + i) * kBk;
+            for (int j = 0; j < 4; ++j) vstore(s + 16 * j, c[i][j]);
+        }
+    }
+    for (; r < rows; ++r) {
         const float* a = A + r * HS;
         VecF c0 = vzero(), c1 = vzero(), c2 = vzero(), c3 = vzero();
         for (int64_t d = 0; d < HS; ++d) {
@@ -98,27 +122,43 @@ void tile_abt(float* S, const float* A, const float* Bt, int64_t rows, int64_t H
 }
 
 // C[m][:] += sum_k A(m, k) * Brows[k][:], A(m, k) = A[m * am + k * ak]; rows of HS floats.
+// Rows are processed in blocks of R sharing each load of Brows[k] (R = 4 for HS <= 64, else 2).
+template <int R, int NV>
+void rows_axpy_block(float* C, const float* A, int64_t am, int64_t ak, const float* Brows,
+                     int64_t m0, int64_t K, int64_t HS, int64_t d0) {
+    VecF acc[R][NV];
+    const int nv = static_cast<int>(std::min<int64_t>(NV, (HS - d0 + kLanes - 1) / kLanes));
+    for (int i = 0; i < R; ++i) {
+        for (int v = 0; v < nv; ++v)
+            acc[i][v] = vload(C + (m0 + i) * HS + d0 + v * kLanes, lanes(d0 + v * kLanes, HS));
+    }
+    for (int64_t k = 0; k < K; ++k) {
+        const float* b = Brows + k * HS + d0;
+        VecF bv[NV];
+        for (int v = 0; v < nv; ++v) bv[v] = vload(b + v * kLanes, lanes(d0 + v * kLanes, HS));
+        for (int i = 0; i < R; ++i) {
+            float a = A[(m0 + i) * am + k * ak];
+            if (a == 0.0f) continue;
+            VecF av = vset(a);
+            for (int v = 0; v < nv; ++v) acc[i][v] = vfma(av, bv[v], acc[i][v]);
+        }
+    }
+    for (int i = 0; i < R; ++i) {
+        for (int v = 0; v < nv; ++v)
+            vstore(C + (m0 + i) * HS + d0 + v * kLanes, acc[i][v], lanes(d0 + v * kLanes, HS));
+    }
+}
+
 void rows_axpy(float* C, const float* A, int64_t am, int64_t ak, const float* Brows, int64_t M,
                int64_t K, int64_t HS) {
-    for (int64_t m = 0; m < M; ++m) {
-        float* c = C + m * HS;
-        for (int64_t d0 = 0; d0 < HS; d0 += 8 * kLanes) {
-            int64_t dn = std::min<int64_t>(8 * kLanes, HS - d0);
-            VecF acc[8];
-            int nv = static_cast<int>((dn + kLanes - 1) / kLanes);
-            for (int v = 0; v < nv; ++v)
-                acc[v] = vload(c + d0 + v * kLanes, lanes(d0 + v * kLanes, HS));
-            for (int64_t k = 0; k < K; ++k) {
-                float a = A[m * am + k * ak];
-                if (a == 0.0f) continue;
-                VecF av = vset(a);
-                const float* b = Brows + k * HS + d0;
-                for (int v = 0; v < nv; ++v) {
-                    acc[v] = vfma(av, vload(b + v * kLanes, lanes(d0 + v * kLanes, HS)), acc[v]);
-                }
-            }
-            for (int v = 0; v < nv; ++v)
-                vstore(c + d0 + v * kLanes, acc[v], lanes(d0 + v * kLanes, HS));
+    for (int64_t d0 = 0; d0 < HS; d0 += (HS <= 4 * kLanes ? 4 : 8) * kLanes) {
+        int64_t m = 0;
+        if (HS <= 4 * kLanes) {
+            for (; m + 4 <= M; m += 4) rows_axpy_block<4, 4>(C, A, am, ak, Brows, m, K, HS, d0);
+            for (; m < M; ++m) rows_axpy_block<1, 4>(C, A, am, ak, Brows, m, K, HS, d0);
+        } else {
+            for (; m + 2 <= M; m += 2) rows_axpy_block<2, 8>(C, A, am, ak, Brows, m, K, HS, d0);
+            for (; m < M; ++m) rows_axpy_block<1, 8>(C, A, am, ak, Brows, m, K, HS, d0);
         }
     }
 }

@@ -13,6 +13,7 @@
 #include <oneapi/dnnl/dnnl.hpp>
 
 #include "backends/cpu/cpu_kernels.h"
+#include "backends/cpu/gemv.h"
 #include "backends/cpu/parallel.h"
 #include "ops/activation.h"
 
@@ -102,6 +103,31 @@ void CpuKernels::matmul(const Tensor& out, const Tensor& a, const Tensor& b,
                                                        core::MemCategory::buffers);
         matmul(tmp, a, b, opts, bias);
         out.copy_from(tmp);
+        return;
+    }
+    // Decode-shaped products (a few rows against a row-major [N, K] weight, the linear layout):
+    // a bandwidth-bound kernel that reads each weight row once.
+    if (out.dim() == 2 && !opts.trans_a && opts.trans_b && out.size(0) <= kSkinnyMaxRows &&
+        a.stride(1) == 1 && b.stride(1) == 1 && out.stride(1) == 1 &&
+        (!bias.defined() || bias.dtype() == DType::f32 || bias.dtype() == DType::bf16)) {
+        SkinnyArgs g;
+        g.m = out.size(0);
+        g.n = out.size(1);
+        g.k = a.size(1);
+        g.a = a.data_ptr();
+        g.lda = a.stride(0);
+        g.w = b.data_ptr();
+        g.ldw = b.stride(0);
+        g.out = out.data_ptr();
+        g.ldo = out.stride(0);
+        g.bias = bias.defined() ? bias.data_ptr() : nullptr;
+        g.a_dtype = a.dtype();
+        g.w_dtype = b.dtype();
+        g.out_dtype = out.dtype();
+        g.bias_dtype = bias.defined() ? bias.dtype() : DType::f32;
+        g.alpha = opts.alpha;
+        g.beta = opts.beta;
+        skinny_matmul(g);
         return;
     }
     core::Shape batch;
