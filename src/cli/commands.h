@@ -87,6 +87,16 @@ struct DataPrepareOptions {
 // Tokenize text files into token shards with a train/validation split.
 int run_data_prepare(const DataPrepareOptions& opts);
 
+struct EstimateOptions {
+    std::string model, model_config, ds_config;
+    int ranks = 1;
+    int ranks_per_node = 1;
+    int64_t seq_len = 1024;
+    int64_t memory_per_rank = 0;  // bytes; 0 = this machine's RAM / ranks_per_node
+};
+// Predicted per-rank memory and communication for every ZeRO stage.
+int run_estimate(const EstimateOptions& opts);
+
 struct TokenizerTrainOptions {
     std::vector<std::string> inputs;
     int32_t vocab_size = 4096;

@@ -102,6 +102,20 @@ int main(int argc, char** argv) {
                      "Share of each file held out for validation");
     prep->add_option("--threads", dp.threads, "Tokenizer threads (default: all)");
 
+    zs::cli::EstimateOptions est;
+    CLI::App* esti =
+        app.add_subcommand("estimate", "Predict per-rank memory and communication before training");
+    esti->add_option("--model", est.model, "HF model directory or GGUF");
+    esti->add_option("--model-config", est.model_config, "HF config.json");
+    esti->add_option("--deepspeed_config,--ds-config,--config", est.ds_config, "DeepSpeed config")
+        ->required();
+    esti->add_option("--ranks", est.ranks, "Data-parallel ranks")->check(CLI::PositiveNumber);
+    esti->add_option("--ranks-per-node", est.ranks_per_node, "Ranks sharing a machine's memory")
+        ->check(CLI::PositiveNumber);
+    esti->add_option("--seq-len", est.seq_len, "Tokens per sequence")->check(CLI::PositiveNumber);
+    esti->add_option("--memory-per-rank", est.memory_per_rank,
+                     "Bytes per rank for the largest-model answer");
+
     zs::cli::TokenizerTrainOptions tt;
     CLI::App* tokz = app.add_subcommand("tokenizer", "Tokenizer tools");
     tokz->require_subcommand(1);
@@ -154,6 +168,7 @@ int main(int argc, char** argv) {
         if (prep->parsed()) return zs::cli::run_data_prepare(dp);
         if (plt->parsed()) return zs::cli::run_plot(pl);
         if (ttrain->parsed()) return zs::cli::run_tokenizer_train(tt);
+        if (esti->parsed()) return zs::cli::run_estimate(est);
         return 0;
     } catch (const zs::Error& e) {
         std::fprintf(stderr, "zerospeed: error: %s\n", e.what());

@@ -247,6 +247,8 @@ LossStats Transformer::run(const TrainBatch& batch, bool backward, float ce_scal
     // Backward: head, blocks in reverse, embedding. dres carries d(loss)/d(residual).
     Tensor dres = Tensor::zeros({N, C}, DType::f32);
     final_norm_.backward(binding_, dres, dxf, rL, meanf, rstdf);
+    // The head's buffers are done: release them before the blocks' backward (peak memory).
+    xf = dxf = meanf = rstdf = losses = Tensor();
     if (cfg_.tied_embeddings) h.after_forward(embed_group());
     h.after_backward(head_group());
     // d(total)/d(p[n, e]) of loss_scale * coef * aux: E * sel_count_e / n_rows^2 per unit.
@@ -290,6 +292,37 @@ Tensor Transformer::forward_logits(const Tensor& input_ids, GroupHooks* hooks) {
     Tensor logits;
     run(TrainBatch{input_ids, Tensor()}, false, 1.0f, 1.0f, hooks, &logits);
     return logits;
+}
+
+ActivationBytes Transformer::activation_bytes(int64_t B, int64_t T) const {
+    // Mirrors run() and the layers' allocations (dense MLP; MoE is approximated by its experts'
+    // share of tokens, as routing is data-dependent).
+    const int64_t N = B * T, C = cfg_.hidden_size, L = cfg_.n_layers, V = cfg_.vocab_size;
+    const int64_t ct = static_cast<int64_t>(core::dtype_size(run_.compute_dtype));
+    const bool ln = cfg_.norm == NormKind::layernorm;
+    const int64_t ff_in = cfg_.mlp == MlpKind::gelu ? cfg_.intermediate : 2 * cfg_.intermediate;
+    const int64_t k_share = cfg_.mlp == MlpKind::moe ? cfg_.moe.top_k : 1;
+    const int64_t stats = (ln ? 2 : 1) * N * 4;
+    // One block's saved activations (BlockState).
+    const int64_t block = N * C * ct + stats + N * cfg_.qkv_dim() * ct + N * cfg_.q_dim() * ct +
+                          B * cfg_.n_heads * T * 4 + N * C * 4 + N * C * ct + stats +
+                          k_share * N * (ff_in + cfg_.intermediate) * ct;
+    ActivationBytes a;
+    a.saved = (L + 1) * N * C * 4 + N * 4 + (run_.activation_checkpointing ? block : L * block);
+    // Head: xf, statistics, dxf, losses, one logits chunk (and its compute-dtype copy).
+    const int64_t chunk = std::min(N, std::max<int64_t>(1, run_.logits_chunk));
+    const int64_t head =
+        N * C * ct + stats + N * C * ct + N * 4 + chunk * V * 4 + (ct != 4 ? chunk * V * ct : 0);
+    // A block's backward: dres and dxn live; then the larger of the MLP's and the attention's
+    // temporaries (a compute-dtype copy of dres when ct is bf16; attention's kernel scratch).
+    const int64_t dres_copy = ct != 4 ? N * C * ct : 0;
+    const int64_t mlp = dres_copy + k_share * N * (cfg_.intermediate + ff_in) * ct;
+    const int64_t attn = dres_copy + N * cfg_.q_dim() * ct + N * cfg_.qkv_dim() * ct +
+                         B * cfg_.n_heads * T * 4 + 2 * B * cfg_.n_heads * T * cfg_.head_dim * 4;
+    const int64_t recompute = run_.activation_checkpointing ? block + N * C * 4 : 0;
+    const int64_t block_bwd = N * C * 4 + N * C * ct + std::max(mlp, attn) + recompute;
+    a.transient = std::max(head, block_bwd);
+    return a;
 }
 
 Tensor Transformer::forward_tokens(const Tensor& ids, const Tensor& positions, KvAttention& kv,

@@ -51,6 +51,14 @@ public:
                         const Tensor& out) = 0;
 };
 
+// Bytes of activations a training micro-batch needs (from the model's own allocation pattern):
+// `saved` stays allocated across steps (block activations, residual stream), `transient` is the
+// largest set alive at once on top of it (head or a block's backward).
+struct ActivationBytes {
+    int64_t saved = 0;
+    int64_t transient = 0;
+};
+
 class Transformer {
 public:
     Transformer(ModelConfig cfg, RunConfig run);
@@ -82,6 +90,10 @@ public:
     LossStats forward_loss(const TrainBatch& batch, GroupHooks* hooks = nullptr);
     // Full logits [B*T, V] f32 for a batch (tests and tools; training never materialises them).
     Tensor forward_logits(const Tensor& input_ids, GroupHooks* hooks = nullptr);
+
+    // Activation memory of forward_backward on [B, T] (zerospeed estimate; tests hold the
+    // measured peak to it).
+    ActivationBytes activation_bytes(int64_t B, int64_t T) const;
 
     // Inference over a flat batch: ids, positions [N] i32. Returns logits [M, V] f32 for the
     // rows listed in `logit_rows` (e.g. the last token of each sequence).

@@ -99,6 +99,8 @@ Trainer::Trainer(models::ModelConfig model, TrainConfig cfg, RunOptions run,
             std::make_unique<io::SequenceSampler>(train_ds_->size(), run_.seq_len, run_.seed);
     }
     peak_flops_ = measure_peak_flops(rc.compute_dtype);
+    // Peak memory reports cover training, not this start-up measurement.
+    core::backend(core::Device::cpu()).memory().reset_peak();
     for (const std::string& w : cfg_.warnings) {
         if (world_.rank() == 0) log_warn("{}", w);
     }

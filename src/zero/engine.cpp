@@ -313,6 +313,16 @@ void Engine::launch_reduce(int g) {
     Group& gr = *groups_[static_cast<size_t>(g)];
     const GroupShard& s = shards_[static_cast<size_t>(g)];
     if (gr.reduce_pending) complete_reduce(g);
+    // Bound the gradients in flight (stages 2-3 free a group's full gradients only when its
+    // reduce-scatter completes): finish the older ones, keep the newest overlapping with compute.
+    if (cfg_.stage >= 2) {
+        while (!in_flight_.empty()) {
+            int older = in_flight_.front();
+            in_flight_.pop_front();
+            complete_reduce(older);
+        }
+        in_flight_.push_back(g);
+    }
     if (cfg_.stage == 0) {
         if (world_ > 1) gr.reduce_work = dp_.allreduce(gr.full_g, comm::ReduceOp::sum);
     } else {
@@ -377,6 +387,7 @@ void Engine::end_micro_batch() { ++micro_; }
 
 void Engine::finish_grads() {
     for (int g = 0; g < layout_.n_groups(); ++g) complete_reduce(g);
+    in_flight_.clear();
 }
 
 std::vector<optim::Segment> Engine::segments() {

@@ -22,6 +22,7 @@
 #pragma once
 
 #include <cstdint>
+#include <deque>
 #include <functional>
 #include <memory>
 #include <vector>
@@ -142,6 +143,7 @@ private:
     std::vector<std::unique_ptr<Group>> groups_;
     // Execution trace (stage 3 prefetch): groups in acquire order, recorded during step 1.
     std::vector<int> trace_;
+    std::deque<int> in_flight_;  // groups with a reduce-scatter in flight (stages 2-3)
     bool recording_ = true;
     size_t cursor_ = 0;
     int micro_ = 0, n_micro_ = 1;

@@ -24,10 +24,23 @@ print(f"ranks {sys.argv[3]} stage {sys.argv[4]}: 12 losses match the single proc
 PY
     done
 done
+# Measured peak per rank (rank 0) against `zerospeed estimate` for every stage: within 10%.
+for stage in 0 1 2 3; do
+    "$bin" estimate --model-config "$work/model.json" --ds-config "$work/ds$stage.json" --ranks 4 --seq-len 32 \
+        > "$work/est$stage.txt"
+done
 python3 - "$work" <<'PY'
-import csv, sys
+import csv, re, sys
+units = {"B": 1, "KiB": 1024, "MiB": 1024**2, "GiB": 1024**3}
 peak = {s: int(list(csv.DictReader(open(f"{sys.argv[1]}/r4-s{s}.csv")))[-1]["peak_bytes"]) for s in range(4)}
 print("peak bytes per rank (4 ranks) by stage:", peak)
-assert peak[3] < peak[2] <= peak[1] < peak[0], peak
+assert peak[3] < peak[0] and peak[2] < peak[1] < peak[0], peak
+for s in range(4):
+    row = next(l for l in open(f"{sys.argv[1]}/est{s}.txt") if re.match(rf"^{s}\*? ", l))
+    cols = re.findall(r"([0-9.]+) (B|KiB|MiB|GiB)", row)
+    est = float(cols[5][0]) * units[cols[5][1]]
+    err = abs(peak[s] - est) / est
+    print(f"stage {s}: measured {peak[s]} bytes, estimated {est:.0f} ({100*err:.1f}% off)")
+    assert err <= 0.10, f"stage {s}: measured peak {peak[s]} vs estimate {est:.0f}"
 PY
 echo "zero_mpi: ok"

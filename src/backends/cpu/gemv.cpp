@@ -4,11 +4,12 @@
 // blocks, and accumulates in f32 with four independent rows in flight.
 //   out[m][n] = alpha * sum_k a[m][k] * w[n][k] + beta * out[m][n] + bias[n]
 //   a [M, K] rows (stride lda), w [N, K] rows (stride ldw), out [M, N] (stride ldo)
-#include <omp.h>
+#include "backends/cpu/gemv.h"
 
 #include <vector>
 
-#include "backends/cpu/gemv.h"
+#include <omp.h>
+
 #include "backends/cpu/parallel.h"
 
 namespace zs::backends::cpu {
@@ -25,7 +26,8 @@ void gemv_impl(const SkinnyArgs& g) {
     // Rows of a, converted to f32 once (they are reused for every output column).
     std::vector<float> af(static_cast<size_t>(M * K));
     for (int64_t m = 0; m < M; ++m) {
-        for (int64_t k = 0; k < K; ++k) af[static_cast<size_t>(m * K + k)] = to_f32(A[m * g.lda + k]);
+        for (int64_t k = 0; k < K; ++k)
+            af[static_cast<size_t>(m * K + k)] = to_f32(A[m * g.lda + k]);
     }
     const float* a = af.data();
     constexpr int64_t kNB = 4;  // output columns per inner iteration
@@ -39,7 +41,8 @@ void gemv_impl(const SkinnyArgs& g) {
             for (int64_t k = 0; k < K; k += kLanes) {
                 int c = static_cast<int>(std::min<int64_t>(kLanes, K - k));
                 VecF av = vload(am + k, c);
-                for (int64_t j = 0; j < nn; ++j) acc[j] = vfma(vload(W + (n0 + j) * g.ldw + k, c), av, acc[j]);
+                for (int64_t j = 0; j < nn; ++j)
+                    acc[j] = vfma(vload(W + (n0 + j) * g.ldw + k, c), av, acc[j]);
             }
             for (int64_t j = 0; j < nn; ++j) {
                 float v = g.alpha * vsum(acc[j]);

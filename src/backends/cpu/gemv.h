@@ -15,7 +15,7 @@ struct SkinnyArgs {
     int64_t lda = 0;
     const void* w = nullptr;  // [N, K], row stride ldw
     int64_t ldw = 0;
-    void* out = nullptr;      // [M, N], row stride ldo
+    void* out = nullptr;  // [M, N], row stride ldo
     int64_t ldo = 0;
     const void* bias = nullptr;  // [N] or null
     core::DType a_dtype = core::DType::f32, w_dtype = core::DType::f32,
