@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # `make demo`: the bundled default. Trains a byte-level BPE tokenizer (4096 tokens) on the bundled
 # public-domain corpora (Austen + King James Bible, data/corpora), tokenizes them, trains a
-# 12.3 M-parameter GPT across 2 ranks with ZeRO-3 (mpirun; one process when mpirun is absent),
-# exports it as a Hugging Face directory, plots the metrics and generates text from it.
+# 12.3 M-parameter GPT across 2 ranks with ZeRO-3 (zerospeed-run over mpirun; one process when
+# mpirun is absent), saves a checkpoint, converts it to a Hugging Face directory, plots the
+# metrics and generates text from it.
 set -euo pipefail
 build=${1:-build}
 bin=$build/bin/zerospeed
@@ -28,13 +29,15 @@ fi
 echo "demo: training with $ds"
 args=(train --model-config configs/demo_gpt.json --ds-config "$ds"
       --data "$out/data" --seq-len 128 --steps "$steps" --eval-interval 50 --eval-batches 8
-      --save "$out/ckpt" --metrics "$out/metrics.csv" --export-hf "$out/model")
+      --save "$out/ckpt" --metrics "$out/metrics.csv")
 if command -v mpirun >/dev/null; then
     OMP_NUM_THREADS=1 "$build/bin/zerospeed-run" --num_procs 2 "$bin" "${args[@]}"
 else
     echo "demo: mpirun not found; training on one process" >&2
     "$bin" "${args[@]}"
 fi
+# Consolidate the 2-rank ZeRO-3 checkpoint into a Hugging Face directory (streamed by group).
+"$bin" convert --checkpoint "$out/ckpt" --to hf --output "$out/model"
 cp "$out/tokenizer/tokenizer.json" "$out/model/"
 "$bin" plot "$out/metrics.csv" -o "$out/metrics.svg"
 echo

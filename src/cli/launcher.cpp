@@ -148,8 +148,8 @@ LaunchPlan plan_launch(const LaunchOptions& o, std::vector<HostSlots> hosts) {
                   "--oversubscribe",
                   "--tag-output"};
         if (getuid() == 0) p.argv.push_back("--allow-run-as-root");
-        for (const char* v :
-             {"PATH", "LD_LIBRARY_PATH", "OMP_NUM_THREADS", "ZS_FAULT", "ZS_CACHE", "HOME"}) {
+        for (const char* v : {"PATH", "LD_LIBRARY_PATH", "OMP_NUM_THREADS", "ZS_FAULT",
+                              "ZS_FAULT_RANK", "ZS_CACHE", "HOME"}) {
             if (std::getenv(v) == nullptr) continue;
             p.argv.push_back("-x");
             p.argv.push_back(v);

@@ -13,12 +13,19 @@
 #include "base/log.h"
 #include "cli/commands.h"
 #include "core/backend.h"
+#include "io/atomic_file.h"
+#include "io/checksum.h"
+#include "io/json.h"
+#include "io/safetensors.h"
+#include "io/safetensors_writer.h"
 #include "models/sources.h"
+#include "models/weights.h"
 #include "train/trainer.h"
 
 namespace zs::cli {
 
 namespace fs = std::filesystem;
+using core::Tensor;
 
 int run_train(const TrainOptions& o, comm::Communicator& world) {
     ZS_CHECK_T(
@@ -94,24 +101,57 @@ int run_convert(const ConvertOptions& o) {
     }
     ZS_CHECK_T(IoError, fs::exists(dir + "/manifest.json"),
                "{}: not a zerospeed checkpoint (no manifest.json)", dir);
-    // The manifest carries the model's HF config; rebuild a one-rank trainer and load into it.
-    std::string cfg_text;
-    {
-        nlohmann::json m = nlohmann::json::parse(std::ifstream(dir + "/manifest.json"));
-        cfg_text = m.at("model_config").dump();
-        int states = m.at("optimizer_states").get<int>();
-        auto comm = comm::make_self();
-        models::ModelConfig mc = models::parse_hf_config(cfg_text, dir + "/manifest.json");
-        train::TrainConfig tc = train::parse_ds_config(
-            states == 2
-                ? R"({"train_batch_size": 1})"
-                : R"({"train_batch_size": 1, "optimizer": {"type": "SGD", "params": {"momentum": 0.9}}})",
-            "convert", 1);
-        train::Trainer t(mc, tc, {}, *comm);
-        t.load_checkpoint(dir);
-        t.export_hf(o.output);
+    nlohmann::json m = io::load_json(dir + "/manifest.json");
+    models::ModelConfig mc =
+        models::parse_hf_config(m.at("model_config").dump(), dir + "/manifest.json");
+    models::Transformer model(mc, models::RunConfig{});  // layout only: allocates no weights
+    ZS_CHECK_T(IoError, static_cast<int>(m.at("groups").size()) == model.layout().n_groups(),
+               "{}: {} parameter groups in the manifest; the model it describes has {}", dir,
+               m.at("groups").size(), model.layout().n_groups());
+    // Streaming: one parameter group at a time (bounded memory), one HF shard file per group.
+    std::vector<io::SafetensorsFile> shards;
+    std::vector<nlohmann::json> ranges;
+    for (const auto& sh : m.at("shards")) {
+        std::string f = dir + "/" + sh.at("file").get<std::string>();
+        std::string got = io::sha256_file(f), want = sh.at("sha256").get<std::string>();
+        ZS_CHECK_T(IoError, got == want,
+                   "{}: corrupt shard: sha256 {} but manifest.json expects {}", f, got, want);
+        shards.push_back(io::SafetensorsFile::open(f));
+        ranges.push_back(nlohmann::json::parse(shards.back().metadata().at("ranges")));
     }
-    log_info("wrote {}/config.json and model.safetensors", o.output);
+    fs::create_directories(o.output);
+    const int G = model.layout().n_groups();
+    nlohmann::json weight_map = nlohmann::json::object();
+    int64_t total = 0;
+    for (int g = 0; g < G; ++g) {
+        const int64_t n = model.layout().group(g).numel;
+        Tensor full =
+            Tensor::zeros({n}, core::DType::f32, core::Device::cpu(), core::MemCategory::buffers);
+        int64_t covered = 0;
+        for (size_t q = 0; q < shards.size(); ++q) {
+            int64_t b = ranges[q][static_cast<size_t>(g)][0],
+                    e = ranges[q][static_cast<size_t>(g)][1];
+            if (e <= b) continue;
+            full.slice(0, b, e).copy_from(shards[q].tensor(fmt::format("master.{}", g)));
+            covered += e - b;
+        }
+        ZS_CHECK_T(IoError, covered == n, "{}: the shards cover {} of the {} elements of group {}",
+                   dir, covered, n, model.layout().group(g).name);
+        std::vector<io::NamedTensor> tensors;
+        for (auto& [name, t] : models::export_hf_group(model, g, full)) {
+            total += static_cast<int64_t>(t.nbytes());
+            tensors.push_back({name, t});
+        }
+        if (tensors.empty()) continue;
+        std::string file = fmt::format("model-{:05d}-of-{:05d}.safetensors", g + 1, G);
+        io::save_safetensors(o.output + "/" + file, tensors, {{"format", "pt"}});
+        for (const auto& t : tensors) weight_map[t.name] = file;
+    }
+    nlohmann::json index = {{"metadata", {{"total_size", total}}}, {"weight_map", weight_map}};
+    io::write_file_atomic(o.output + "/model.safetensors.index.json", index.dump(2) + "\n");
+    io::write_file_atomic(o.output + "/config.json", models::to_hf_config_json(mc));
+    log_info("wrote {} ({} tensors in {} shards, {}) from {}", o.output, weight_map.size(), G,
+             core::format_bytes(total), dir);
     return 0;
 }
 

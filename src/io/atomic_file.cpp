@@ -120,6 +120,12 @@ void fault_point(const char* site) {
     auto colon = s.rfind(':');
     if (colon == std::string::npos || s.compare(0, colon, site) != 0) return;
     int target = std::atoi(s.c_str() + colon + 1);
+    // ZS_FAULT_RANK=r limits the fault to one rank of a multi-process job.
+    if (const char* fr = std::getenv("ZS_FAULT_RANK")) {
+        const char* me = std::getenv("OMPI_COMM_WORLD_RANK");
+        if (me == nullptr) me = std::getenv("RANK");
+        if (me == nullptr || std::atoi(me) != std::atoi(fr)) return;
+    }
     // NOTE(zs): a process-wide hit counter; this is a test hook, inert unless ZS_FAULT is set.
     static std::mutex mu;
     static std::unordered_map<std::string, int> hits;

@@ -50,6 +50,7 @@ std::string read_file(const std::string& path);
 // Fault injection (RELIABILITY.md): when the environment has ZS_FAULT=<site>:<n>, the n-th time
 // the named site is reached the process kills itself with SIGKILL, so tests can stop a write at
 // an exact point. AtomicFile::commit has the sites "file.before_fsync" and "file.before_rename".
+// With ZS_FAULT_RANK=r only rank r of a multi-process job (OMPI_COMM_WORLD_RANK / RANK) dies.
 void fault_point(const char* site);
 
 }  // namespace zs::io

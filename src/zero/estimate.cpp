@@ -67,12 +67,14 @@ MemoryEstimate estimate(const models::Transformer& model, const EstimateInput& i
     // holds the gathered weights of the group in use and the one prefetched.
     int64_t engine = 0;
     const bool tied = model.config().tied_embeddings;
-    if (in.stage >= 2) engine += 2 * max_padded * 4 + max_padded / W * 4 + (tied ? embed_padded * 4 : 0);
+    if (in.stage >= 2)
+        engine += 2 * max_padded * 4 + max_padded / W * 4 + (tied ? embed_padded * 4 : 0);
     if (in.stage == 3) {
         // The group in use plus those prefetched (stage3_prefetch_bucket_size), at most
         // stage3_max_live_parameters, plus the persistent small groups.
         int64_t live = std::min({total_padded, max_padded + in.prefetch_numel, in.max_live_numel});
-        engine += (std::min(total_padded, live + persistent_padded) + (tied ? embed_padded : 0)) * ct;
+        engine +=
+            (std::min(total_padded, live + persistent_padded) + (tied ? embed_padded : 0)) * ct;
     }
     e.transient = act.transient + engine;
     e.peak = e.params + e.grads + e.optimizer + e.activations + e.transient;

@@ -21,7 +21,8 @@ struct EstimateInput {
     int n_states = 2;  // optimizer states per parameter (Adam 2, SGD/Lion 1)
     int64_t micro_batch = 1, seq_len = 128, grad_accum = 1;
     // Stage 3 (zero_optimization keys): how much is gathered at once.
-    int64_t prefetch_numel = 50'000'000, max_live_numel = 1'000'000'000, persistence_threshold = 100'000;
+    int64_t prefetch_numel = 50'000'000, max_live_numel = 1'000'000'000,
+            persistence_threshold = 100'000;
 };
 
 struct MemoryEstimate {

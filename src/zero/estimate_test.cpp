@@ -4,13 +4,13 @@
 // within 5%.
 #include "zero/estimate.h"
 
-#include <gtest/gtest.h>
-
 #include <filesystem>
 
+#include <gtest/gtest.h>
+
 #include "core/backend.h"
-#include "train/trainer.h"
 #include "tests/test_util.h"
+#include "train/trainer.h"
 
 namespace zs::zero {
 namespace {
@@ -18,7 +18,8 @@ namespace {
 namespace fs = std::filesystem;
 
 TEST(Estimate, PeakWithinTenPercentOfMeasured) {
-    const std::string root = (fs::temp_directory_path() / ("zs_est_" + std::to_string(getpid()))).string();
+    const std::string root =
+        (fs::temp_directory_path() / ("zs_est_" + std::to_string(getpid()))).string();
     fs::remove_all(root);
     {
         zs::test::Rng rng(5);
@@ -29,17 +30,19 @@ TEST(Estimate, PeakWithinTenPercentOfMeasured) {
         w.append("val", toks.data() + 36000, 4000);
         w.finish();
     }
-    auto mc = models::parse_hf_config(R"({"model_type": "llama", "vocab_size": 1000, "hidden_size": 128,
+    auto mc =
+        models::parse_hf_config(R"({"model_type": "llama", "vocab_size": 1000, "hidden_size": 128,
         "num_hidden_layers": 4, "num_attention_heads": 4, "num_key_value_heads": 2,
         "intermediate_size": 352, "max_position_embeddings": 128})",
-                                      "t");
+                                "t");
     auto comm = comm::make_self();
     for (bool bf16 : {false, true}) {
         for (bool ckpt : {false, true}) {
             for (int stage : {0, 1, 2, 3}) {
-                std::string ds = fmt::format(R"({{"train_batch_size": 4, "optimizer": {{"type": "AdamW"}},
+                std::string ds =
+                    fmt::format(R"({{"train_batch_size": 4, "optimizer": {{"type": "AdamW"}},
                     "bf16": {{"enabled": {}}}, "zero_optimization": {{"stage": {}}} {} }})",
-                                             bf16, stage, ckpt ? R"(, "activation_checkpointing": {})" : "");
+                                bf16, stage, ckpt ? R"(, "activation_checkpointing": {})" : "");
                 train::TrainConfig tc = train::parse_ds_config(ds, "t", 1);
                 train::RunOptions run;
                 run.data_dir = root;
@@ -55,13 +58,19 @@ TEST(Estimate, PeakWithinTenPercentOfMeasured) {
                 in.micro_batch = 4;
                 in.seq_len = 64;
                 MemoryEstimate e = estimate(t.model(), in);
-                std::string what = fmt::format("stage {} {} ckpt {}", stage, bf16 ? "bf16" : "f32", ckpt);
-                EXPECT_NEAR(static_cast<double>(m.peak_total), static_cast<double>(e.peak), 0.10 * e.peak)
-                    << what << "\nmeasured:\n" << m.report() << "estimate:\n" << e.report();
+                std::string what =
+                    fmt::format("stage {} {} ckpt {}", stage, bf16 ? "bf16" : "f32", ckpt);
+                EXPECT_NEAR(static_cast<double>(m.peak_total), static_cast<double>(e.peak),
+                            0.10 * e.peak)
+                    << what << "\nmeasured:\n"
+                    << m.report() << "estimate:\n"
+                    << e.report();
                 // Persistent model states vs the per-stage formula (bf16: 2 + 4 + 12/N style).
-                int64_t states = m.current_of(core::MemCategory::params) + m.current_of(core::MemCategory::grads) +
+                int64_t states = m.current_of(core::MemCategory::params) +
+                                 m.current_of(core::MemCategory::grads) +
                                  m.current_of(core::MemCategory::optimizer);
-                double formula = model_state_bytes_per_param(stage, 1, bf16 ? 2 : 4, 2) * static_cast<double>(e.n_params);
+                double formula = model_state_bytes_per_param(stage, 1, bf16 ? 2 : 4, 2) *
+                                 static_cast<double>(e.n_params);
                 if (stage < 2) {
                     EXPECT_NEAR(static_cast<double>(states), formula, 0.05 * formula) << what;
                 }

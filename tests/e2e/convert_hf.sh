@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# zerospeed convert --to hf: a checkpoint saved by 2 ranks at ZeRO-3 becomes an HF directory
+# (streamed group by group, sharded safetensors + index + config.json). Checks: zerospeed loads it
+# and generates exactly what the trainer's own export generates; when the reference venv
+# (tools/reference, ~/.cache/zerospeed/venv) is present, transformers loads it too and its greedy
+# continuation equals zerospeed's token for token.
+source "$(dirname "$0")/train_common.sh" "$1" "$2"
+ds_config 3 "$work/ds.json"
+# shellcheck disable=SC2046
+OMP_NUM_THREADS=1 "$run" --num_procs 2 "$bin" $(train_args "$work/ds.json" "$work/m.csv" --steps 6 --save "$work/ckpt" \
+    --export-hf "$work/exported") >"$work/train.log" 2>&1 || { cat "$work/train.log"; exit 1; }
+"$bin" convert --checkpoint "$work/ckpt" --to hf --output "$work/hf" 2>"$work/convert.log" || { cat "$work/convert.log"; exit 1; }
+test -f "$work/hf/model.safetensors.index.json" && test -f "$work/hf/config.json"
+cp "$work/tok/tokenizer.json" "$work/hf/"
+cp "$work/tok/tokenizer.json" "$work/exported/"
+a=$("$bin" generate --model "$work/hf" --prompt "It is a truth" --max-tokens 12 --temperature 0 2>/dev/null)
+b=$("$bin" generate --model "$work/exported" --prompt "It is a truth" --max-tokens 12 --temperature 0 2>/dev/null)
+[ "$a" = "$b" ] || { echo "converted: '$a' vs exported: '$b'"; exit 1; }
+echo "convert: zerospeed generates the same from the converted and the exported model"
+py=${ZS_REFERENCE_PYTHON:-$HOME/.cache/zerospeed/venv/bin/python}
+if [ -x "$py" ] && "$py" -c "import transformers, torch" 2>/dev/null; then
+    ids=$(printf '%s' "It is a truth" | "$bin" tokenize --tokenizer "$work/hf" | tr -d '[],')
+    hf_ids=$("$py" "$2/tools/reference/check_hf_export.py" "$work/hf" 12 $ids 2>/dev/null)
+    hf_text=$(printf '%s' "$hf_ids" | "$bin" tokenize --tokenizer "$work/hf" --decode)
+    [ "$hf_text" = "${a%$'\n'}" ] || [ "It is a truth$hf_text" = "${a%$'\n'}" ] || [ "$hf_text" = "$a" ] || {
+        echo "transformers: '$hf_text' vs zerospeed: '$a'"; exit 1; }
+    echo "convert: transformers loads the directory and generates the same tokens"
+else
+    echo "convert: reference venv absent; transformers check skipped"
+fi
+echo "convert_hf: ok"
