@@ -70,6 +70,8 @@ BENCHMARK_CAPTURE(run, encode_llama2, "llama2/tokenizer.model", false)
     ->Unit(benchmark::kMillisecond);
 BENCHMARK_CAPTURE(run, encode_r50k, "tiktoken/r50k_base.tiktoken", false)
     ->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(run, encode_cl100k, "tiktoken/cl100k_base.tiktoken", false)
+    ->Unit(benchmark::kMillisecond);
 BENCHMARK_CAPTURE(run, decode_llama3, "llama3", true)->Unit(benchmark::kMillisecond);
 BENCHMARK_CAPTURE(run, decode_llama2, "llama2/tokenizer.model", true)
     ->Unit(benchmark::kMillisecond);

@@ -1,7 +1,8 @@
 // Kernel benchmarks: each checks its result against the reference once, then times.
 //   GEMM (f32, bf16) through ops::matmul, next to oneDNN's matmul primitive called directly and
 //   OpenBLAS sgemm on the same shapes (the ceilings); memory-bound ops (layernorm, rmsnorm,
-//   softmax, gelu, add) in GB/s (bytes read + written); attention forward/backward in tokens/s.
+//   softmax, gelu, add) in GB/s (bytes read + written) next to STREAM copy/triad measured in the
+//   same process (bench/stream.h); attention forward/backward in tokens/s.
 // Run: build/bench/ops_bench --benchmark_format=json (see docs/BENCHMARKS.md).
 #include <cmath>
 #include <random>
@@ -19,6 +20,7 @@
 #include "ops/norm.h"
 #include "ops/reference/reference.h"
 #include "ops/softmax.h"
+#include "stream.h"
 
 namespace {
 
@@ -134,7 +136,8 @@ void BM_rowwise(benchmark::State& st) {
 }
 
 void row_args(benchmark::internal::Benchmark* b) {
-    b->Args({8192, 768, 0})->Args({8192, 768, 1})->Args({1024, 50257, 0});
+    // 32768 x 768 rows: 100 MB (f32) per tensor, well past the last-level cache.
+    b->Args({32768, 768, 0})->Args({32768, 768, 1})->Args({1024, 50257, 0});
 }
 
 // args: T, dtype; B = 4, NH = 12, HS = 64 (GPT-2 small); causal.
@@ -165,6 +168,8 @@ void BM_attention(benchmark::State& st) {
 
 }  // namespace
 
+BENCHMARK(zs::bench::BM_stream_triad)->Name("BM_stream_triad")->UseRealTime();
+BENCHMARK(zs::bench::BM_stream_copy)->Name("BM_stream_copy")->UseRealTime();
 BENCHMARK(BM_matmul)->Apply(gemm_args)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_matmul_onednn_direct)->Apply(gemm_args)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_sgemm_openblas)

@@ -8,6 +8,7 @@
 #include <fstream>
 
 #include <nlohmann/json.hpp>
+#include <sys/resource.h>
 
 #include "base/error.h"
 #include "base/log.h"
@@ -77,7 +78,16 @@ int run_train(const TrainOptions& o, comm::Communicator& world) {
     }
     trainer.train();
     double val = trainer.evaluate();
+    // Resident set size as the OS sees it (the tracked categories plus code, libraries and
+    // communication buffers), largest over the ranks: the figure to compare with other programs.
+    rusage ru{};
+    getrusage(RUSAGE_SELF, &ru);
+    core::Tensor rss = core::Tensor::empty({1}, core::DType::f32);
+    rss.data<float>()[0] = static_cast<float>(ru.ru_maxrss) * 1024.0f;
+    world.allreduce(rss, comm::ReduceOp::max).wait();
     if (world.rank() == 0) {
+        std::fprintf(stderr, "peak resident set size (largest over %d rank(s)): %.2f GiB\n",
+                     world.size(), static_cast<double>(rss.data<float>()[0]) / (1 << 30));
         if (!std::isnan(val))
             std::printf("final validation loss %.4f (perplexity %.2f) after %lld steps\n", val,
                         std::exp(val), static_cast<long long>(trainer.steps_done()));

@@ -319,7 +319,9 @@ ActivationBytes Transformer::activation_bytes(int64_t B, int64_t T) const {
     const int64_t mlp = dres_copy + k_share * N * (cfg_.intermediate + ff_in) * ct;
     const int64_t attn = dres_copy + N * cfg_.q_dim() * ct + N * cfg_.qkv_dim() * ct +
                          B * cfg_.n_heads * T * 4 + 2 * B * cfg_.n_heads * T * cfg_.head_dim * 4;
-    const int64_t recompute = run_.activation_checkpointing ? block + N * C * 4 : 0;
+    // Checkpointing re-runs the block into the one scratch BlockState (already in `saved`): only
+    // the discarded output is extra.
+    const int64_t recompute = run_.activation_checkpointing ? N * C * 4 : 0;
     const int64_t block_bwd = N * C * 4 + N * C * ct + std::max(mlp, attn) + recompute;
     a.transient = std::max(head, block_bwd);
     return a;

@@ -2,13 +2,13 @@
 // libonnx-testdata (/usr/share/libonnx-testdata/data/node/<case>/): LayerNormalization, Softmax,
 // MatMul and Gemm inputs/outputs as TensorProto files, attributes from each case's model.onnx.
 // A tiny protobuf reader below decodes just the fields needed.
-#include <gtest/gtest.h>
-
 #include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <map>
 #include <sstream>
+
+#include <gtest/gtest.h>
 
 #include "ops/matmul.h"
 #include "ops/norm.h"
@@ -142,9 +142,11 @@ std::vector<std::string> cases(const std::string& prefix) {
     return v;
 }
 
-fs::path data(const std::string& c, const char* f) { return fs::path(kRoot) / c / "test_data_set_0" / f; }
+fs::path data(const std::string& c, const char* f) {
+    return fs::path(kRoot) / c / "test_data_set_0" / f;
+}
 
-#define REQUIRE_ONNX_DATA()                                                                \
+#define REQUIRE_ONNX_DATA() \
     if (!fs::exists(kRoot)) GTEST_SKIP() << kRoot << " missing (Debian libonnx-testdata)";
 
 TEST(OnnxGolden, LayerNormalization) {
@@ -162,14 +164,18 @@ TEST(OnnxGolden, LayerNormalization) {
         int64_t cols = 1;
         for (int d = axis; d < x.dim(); ++d) cols *= x.size(d);
         const int64_t rows = x.numel() / cols;
-        Tensor out = Tensor::empty({rows, cols}, DType::f32), mean = Tensor::empty({rows}, DType::f32),
-               rstd = Tensor::empty({rows}, DType::f32);
-        layernorm_forward(out, mean, rstd, x.view({rows, cols}), w.reshape({cols}), b.reshape({cols}), eps);
-        EXPECT_TRUE(all_close(out.view(y.shape()), ops::reference::from_tensor(y), {1e-5, 1e-4}, c));
-        EXPECT_TRUE(all_close(mean, ops::reference::from_tensor(read_tensor(data(c, "output_1.pb")).reshape({rows})),
-                              {1e-6, 1e-5}, c + " mean"));
-        EXPECT_TRUE(all_close(rstd, ops::reference::from_tensor(read_tensor(data(c, "output_2.pb")).reshape({rows})),
-                              {1e-5, 1e-5}, c + " inv std"));
+        Tensor out = Tensor::empty({rows, cols}, DType::f32),
+               mean = Tensor::empty({rows}, DType::f32), rstd = Tensor::empty({rows}, DType::f32);
+        layernorm_forward(out, mean, rstd, x.view({rows, cols}), w.reshape({cols}),
+                          b.reshape({cols}), eps);
+        EXPECT_TRUE(
+            all_close(out.view(y.shape()), ops::reference::from_tensor(y), {1e-5, 1e-4}, c));
+        EXPECT_TRUE(all_close(
+            mean, ops::reference::from_tensor(read_tensor(data(c, "output_1.pb")).reshape({rows})),
+            {1e-6, 1e-5}, c + " mean"));
+        EXPECT_TRUE(all_close(
+            rstd, ops::reference::from_tensor(read_tensor(data(c, "output_2.pb")).reshape({rows})),
+            {1e-5, 1e-5}, c + " inv std"));
         ++n;
     }
     EXPECT_GE(n, 19);
@@ -187,7 +193,8 @@ TEST(OnnxGolden, Softmax) {
         Tensor xt = x.transpose(axis, -1).contiguous();
         Tensor out = Tensor::empty(xt.shape(), DType::f32);
         softmax_forward(out, xt);
-        EXPECT_TRUE(all_close(out.transpose(axis, -1), ops::reference::from_tensor(y), {1e-6, 1e-5}, c));
+        EXPECT_TRUE(
+            all_close(out.transpose(axis, -1), ops::reference::from_tensor(y), {1e-6, 1e-5}, c));
         ++n;
     }
     EXPECT_GE(n, 7);
@@ -221,7 +228,10 @@ TEST(OnnxGolden, MatMulAndGemm) {
             const int64_t M = y.size(0), N = y.size(1);
             for (int64_t i = 0; i < M; ++i) {
                 for (int64_t j = 0; j < N; ++j) {
-                    int64_t ci = cc.numel() == 1 ? 0 : cc.dim() == 1 ? j : (cc.size(0) == 1 ? 0 : i) * cc.size(-1) + (cc.size(-1) == 1 ? 0 : j);
+                    int64_t ci = cc.numel() == 1 ? 0
+                                 : cc.dim() == 1 ? j
+                                                 : (cc.size(0) == 1 ? 0 : i) * cc.size(-1) +
+                                                       (cc.size(-1) == 1 ? 0 : j);
                     out.data<float>()[i * N + j] = cc.data<float>()[ci];
                 }
             }

@@ -136,17 +136,36 @@ void adam_range(const Segment& s, int64_t i0, int64_t i1, const Options& o, floa
 
 // SGD (torch): g += wd p; buf = momentum buf + g (first step: buf = g); g = nesterov ? g + mu buf
 // : buf; p -= lr g.
+template <bool First, bool Nesterov>
+void sgd_momentum(float* __restrict p, const float* __restrict gr, float* __restrict buf,
+                  int64_t i0, int64_t i1, float lr, float gs, float wd, float mu) {
+    for (int64_t i = i0; i < i1; ++i) {
+        float g = gr[i] * gs + wd * p[i];
+        float b = First ? g : mu * buf[i] + g;
+        buf[i] = b;
+        p[i] -= lr * (Nesterov ? g + mu * b : b);
+    }
+}
+
 void sgd_range(const Segment& s, int64_t i0, int64_t i1, const Options& o, float lr, float gs,
                bool first) {
     const float wd = s.decay ? o.weight_decay : 0.0f;
-    for (int64_t i = i0; i < i1; ++i) {
-        float g = s.grad[i] * gs + wd * s.master[i];
-        if (o.momentum != 0.0f) {
-            float b = first ? g : o.momentum * s.state0[i] + g;
-            s.state0[i] = b;
-            g = o.nesterov ? g + o.momentum * b : b;
-        }
-        s.master[i] -= lr * g;
+    const float mu = o.momentum;
+    float* p = s.master;
+    const float* gr = s.grad;
+    // Branches hoisted out of the element loops so each loop vectorises.
+    if (mu == 0.0f) {
+        for (int64_t i = i0; i < i1; ++i) p[i] -= lr * (gr[i] * gs + wd * p[i]);
+    } else if (first) {
+        if (o.nesterov)
+            sgd_momentum<true, true>(p, gr, s.state0, i0, i1, lr, gs, wd, mu);
+        else
+            sgd_momentum<true, false>(p, gr, s.state0, i0, i1, lr, gs, wd, mu);
+    } else {
+        if (o.nesterov)
+            sgd_momentum<false, true>(p, gr, s.state0, i0, i1, lr, gs, wd, mu);
+        else
+            sgd_momentum<false, false>(p, gr, s.state0, i0, i1, lr, gs, wd, mu);
     }
 }
 
