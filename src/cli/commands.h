@@ -110,4 +110,51 @@ struct PlotOptions {
 };
 int run_plot(const PlotOptions& opts);
 
+// Engine flags shared by serve (and tests).
+struct ServeEngineOptions {
+    std::string kv_cache_memory = "1G";  // KV budget (bytes, or with K/M/G)
+    int64_t kv_blocks = 0;               // explicit block count (overrides the budget)
+    int64_t block_size = 16;
+    std::string kv_dtype;  // f32 / bf16; default: the compute dtype
+    int64_t max_batch_tokens = 768;
+    int64_t max_seqs = 64;
+    std::string policy = "split_fuse";  // or prefill_first
+    bool no_prefix_caching = false;
+};
+
+struct ServeOptions {
+    std::string model;  // HF directory or .gguf
+    std::string host = "127.0.0.1";
+    int port = 8000;
+    std::string dtype = "f32";
+    std::string api_key;
+    std::string served_model_name;  // default: the directory or file name
+    int64_t max_queued = 256;
+    double shutdown_timeout = 30;
+    ServeEngineOptions engine;
+};
+// Serve the model over an OpenAI-compatible HTTP API until SIGTERM/SIGINT.
+int run_serve(const ServeOptions& opts);
+
+struct BenchServeOptions {
+    std::string url = "http://127.0.0.1:8000";
+    std::string model;  // default: the first of /v1/models
+    std::string api_key;
+    std::string clients;      // "1,4,16": closed loop
+    std::string rates;        // "0.5,1,2": open loop, requests/s
+    double burstiness = 1.0;  // gamma shape (1 = Poisson)
+    int64_t requests = 32;    // per load point
+    int64_t prompt_tokens = 256, output_tokens = 64;
+    int64_t max_prompt_tokens = 1536, max_output_tokens = 512;
+    std::string text, tokenizer;   // prompts sliced from this text (else random ids)
+    double sla_prompt_rate = 512;  // first token within prompt_tokens / rate seconds
+    double sla_gen_rate = 4;       // generation EMA >= this many tokens/s
+    uint64_t seed = 1;
+    std::string label = "zerospeed";
+    std::string out;   // append JSON lines
+    std::string plot;  // SVG of every label in --out
+    bool plot_only = false;
+};
+int run_bench_serve(const BenchServeOptions& opts);
+
 }  // namespace zs::cli

@@ -16,56 +16,11 @@
 #include "cli/model_loader.h"
 #include "infer/chat_template.h"
 #include "infer/sampler.h"
+#include "infer/stop_filter.h"
 #include "io/tokenizer_stream.h"
 #include "models/kv_cache.h"
 
 namespace zs::cli {
-
-namespace {
-
-// Text generated so far and how much of it has been printed; holds back any tail that could be
-// the start of a stop string so a stop string is never half printed.
-class StopFilter {
-public:
-    explicit StopFilter(std::vector<std::string> stops) : stops_(std::move(stops)) {}
-    // Append text; returns what may be printed now and sets `stopped` when a stop string appears.
-    std::string push(const std::string& s, bool& stopped) {
-        text_ += s;
-        for (const std::string& st : stops_) {
-            if (st.empty()) continue;
-            size_t from = printed_ > st.size() ? printed_ - st.size() : 0;
-            size_t at = text_.find(st, from);
-            if (at != std::string::npos) {
-                stopped = true;
-                return take(at);
-            }
-        }
-        size_t hold = 0;
-        for (const std::string& st : stops_) {
-            for (size_t k = std::min(st.size() - 1, text_.size()); k > hold; --k) {
-                if (text_.compare(text_.size() - k, k, st, 0, k) == 0) {
-                    hold = k;
-                    break;
-                }
-            }
-        }
-        return take(text_.size() - hold);
-    }
-    std::string flush() { return take(text_.size()); }
-
-private:
-    std::string take(size_t upto) {
-        if (upto <= printed_) return {};
-        std::string out = text_.substr(printed_, upto - printed_);
-        printed_ = upto;
-        return out;
-    }
-    std::vector<std::string> stops_;
-    std::string text_;
-    size_t printed_ = 0;
-};
-
-}  // namespace
 
 int run_generate(const GenerateOptions& o) {
     LoadedModel lm = load_model(o.model, o.dtype, false);
@@ -108,7 +63,7 @@ int run_generate(const GenerateOptions& o) {
     infer::Sampler sampler(sp, c.vocab_size);
     sampler.observe_prompt(ids.data(), n_prompt);
     io::StreamDecoder stream(tok, true, true);
-    StopFilter filter(o.stops);
+    infer::StopFilter filter(o.stops);
     Tensor pos = Tensor::empty({ctx}, DType::i32);
     for (int64_t i = 0; i < ctx; ++i) pos.data<int32_t>()[i] = static_cast<int32_t>(i);
 

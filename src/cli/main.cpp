@@ -59,6 +59,75 @@ int main(int argc, char** argv) {
     gn->add_option("--system", gen.system, "System message (with --chat)");
     gn->add_option("--dtype", gen.dtype, "Compute dtype: f32 or bf16");
 
+    zs::cli::ServeOptions sv;
+    CLI::App* srv = app.add_subcommand(
+        "serve", "Serve a model over an OpenAI-compatible HTTP API (completions, chat, SSE)");
+    srv->add_option("--model", sv.model, "Model directory (config.json + safetensors) or .gguf")
+        ->required();
+    srv->add_option("--host", sv.host, "Address to bind (default 127.0.0.1: this machine only)");
+    srv->add_option("--port", sv.port, "Port (0: any free port)")->check(CLI::Range(0, 65535));
+    srv->add_option("--dtype", sv.dtype, "Compute dtype: f32 or bf16");
+    srv->add_option("--api-key", sv.api_key, "Require 'Authorization: Bearer KEY' (not /health)");
+    srv->add_option("--served-model-name", sv.served_model_name,
+                    "Model id clients use (default: the directory or file name)");
+    srv->add_option("--max-queued", sv.max_queued,
+                    "Requests beyond --max-seqs before answering 429")
+        ->check(CLI::Range(int64_t{0}, int64_t{100000}));
+    srv->add_option("--shutdown-timeout", sv.shutdown_timeout,
+                    "Seconds in-flight requests get to finish on SIGTERM (0: abort at once)")
+        ->check(CLI::NonNegativeNumber);
+    srv->add_option("--kv-cache-memory", sv.engine.kv_cache_memory,
+                    "KV-cache memory budget, e.g. 512M or 2G");
+    srv->add_option("--kv-blocks", sv.engine.kv_blocks, "KV blocks (overrides the budget)")
+        ->check(CLI::NonNegativeNumber);
+    srv->add_option("--block-size", sv.engine.block_size, "Tokens per KV block")
+        ->check(CLI::Range(int64_t{1}, int64_t{1024}));
+    srv->add_option("--kv-dtype", sv.engine.kv_dtype, "KV dtype: f32 or bf16 (default: --dtype)");
+    srv->add_option("--max-batch-tokens", sv.engine.max_batch_tokens,
+                    "Token budget per forward (Dynamic SplitFuse)")
+        ->check(CLI::Range(int64_t{1}, int64_t{1} << 20));
+    srv->add_option("--max-seqs", sv.engine.max_seqs, "Sequences running at once")
+        ->check(CLI::Range(int64_t{1}, int64_t{4096}));
+    srv->add_option("--policy", sv.engine.policy, "split_fuse (default) or prefill_first");
+    srv->add_flag("--no-prefix-caching", sv.engine.no_prefix_caching,
+                  "Do not reuse KV blocks of identical prompt prefixes");
+
+    zs::cli::BenchServeOptions bs;
+    CLI::App* bench = app.add_subcommand("bench", "Benchmarks against running services");
+    CLI::App* bsv = bench->add_subcommand(
+        "serve",
+        "Load-test an OpenAI-compatible server: throughput, TTFT/TPOT/ITL, effective "
+        "throughput under FastGen's SLA");
+    bench->require_subcommand(1);
+    bsv->add_option("--url", bs.url, "Server base URL");
+    bsv->add_option("--model", bs.model, "Model id (default: the first of /v1/models)");
+    bsv->add_option("--api-key", bs.api_key, "Bearer key");
+    bsv->add_option("--clients", bs.clients, "Closed loop: concurrent clients, e.g. 1,4,16");
+    bsv->add_option("--rates", bs.rates, "Open loop: arrival rates in requests/s, e.g. 0.5,1,2");
+    bsv->add_option("--burstiness", bs.burstiness, "Gamma shape of arrivals (1 = Poisson)")
+        ->check(CLI::PositiveNumber);
+    bsv->add_option("--requests", bs.requests, "Requests per load point")
+        ->check(CLI::Range(int64_t{1}, int64_t{100000}));
+    bsv->add_option("--prompt-tokens", bs.prompt_tokens, "Mean prompt length (sd 0.3x)")
+        ->check(CLI::Range(int64_t{1}, int64_t{1} << 20));
+    bsv->add_option("--output-tokens", bs.output_tokens, "Mean output length (sd 0.3x)")
+        ->check(CLI::Range(int64_t{1}, int64_t{1} << 20));
+    bsv->add_option("--max-prompt-tokens", bs.max_prompt_tokens, "Clamp prompt lengths");
+    bsv->add_option("--max-output-tokens", bs.max_output_tokens, "Clamp output lengths");
+    bsv->add_option("--text", bs.text, "Take prompts from this text (needs --tokenizer)");
+    bsv->add_option("--tokenizer", bs.tokenizer, "Tokenizer (or model dir / .gguf) for --text");
+    bsv->add_option("--sla-prompt-rate", bs.sla_prompt_rate,
+                    "SLA: first token within prompt_tokens / this many seconds")
+        ->check(CLI::PositiveNumber);
+    bsv->add_option("--sla-gen-rate", bs.sla_gen_rate,
+                    "SLA: generation-rate EMA must stay >= this many tokens/s")
+        ->check(CLI::PositiveNumber);
+    bsv->add_option("--seed", bs.seed, "Workload seed");
+    bsv->add_option("--label", bs.label, "Name of this system in --out and the plot");
+    bsv->add_option("--out", bs.out, "Append results as JSON lines to this file");
+    bsv->add_option("--plot", bs.plot, "Write an SVG of every label in --out");
+    bsv->add_flag("--plot-only", bs.plot_only, "Only draw --out into --plot");
+
     zs::cli::TrainOptions tr;
     CLI::App* trn = app.add_subcommand(
         "train", "Train with a DeepSpeed config (one rank, or every rank of an mpirun job)");
@@ -158,6 +227,8 @@ int main(int argc, char** argv) {
         if (doc->parsed()) return zs::cli::run_doctor(doctor);
         if (tkn->parsed()) return zs::cli::run_tokenize(tokenize);
         if (gn->parsed()) return zs::cli::run_generate(gen);
+        if (srv->parsed()) return zs::cli::run_serve(sv);
+        if (bsv->parsed()) return zs::cli::run_bench_serve(bs);
         if (inf->parsed()) return zs::cli::run_info(info);
         if (trn->parsed()) {
             if (mpi) return zs::cli::run_train(tr, mpi->world());

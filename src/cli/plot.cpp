@@ -12,16 +12,14 @@
 
 #include "base/error.h"
 #include "cli/commands.h"
+#include "cli/svg.h"
 #include "io/atomic_file.h"
 
 namespace zs::cli {
 
 namespace {
 
-struct Series {
-    std::string name, color;
-    std::vector<std::pair<double, double>> pts;
-};
+using Series = SvgSeries;
 
 // Read step and the named columns from CSV (header row) or JSONL.
 std::map<std::string, std::vector<std::pair<double, double>>> read_metrics(
@@ -75,8 +73,11 @@ std::map<std::string, std::vector<std::pair<double, double>>> read_metrics(
     return cols;
 }
 
-std::string panel(const std::vector<Series>& series, const std::string& title, double x0, double y0,
-                  double w, double h, bool log_y) {
+}  // namespace
+
+std::string svg_panel(const std::vector<SvgSeries>& series, const std::string& title,
+                      const std::string& xlabel, double x0, double y0, double w, double h,
+                      bool log_y) {
     double xmin = 1e300, xmax = -1e300, ymin = 1e300, ymax = -1e300;
     auto yv = [&](double v) { return log_y ? std::log10(std::max(v, 1e-30)) : v; };
     for (const Series& s : series) {
@@ -102,12 +103,17 @@ std::string panel(const std::vector<Series>& series, const std::string& title, d
             x0 + 40, yy, x0 + w - 10, yy, x0 + 2, yy + 3, log_y ? std::pow(10.0, t) : t);
     }
     out += fmt::format(
-        R"(<text x="{}" y="{}" font-size="10" font-family="sans-serif">step {:.0f}</text>)"
-        R"(<text x="{}" y="{}" font-size="10" font-family="sans-serif">{:.0f}</text>)",
-        x0 + 40, y0 + h - 5, xmin, x0 + w - 40, y0 + h - 5, xmax);
+        R"(<text x="{}" y="{}" font-size="10" font-family="sans-serif">{} {:.4g}</text>)"
+        R"(<text x="{}" y="{}" font-size="10" font-family="sans-serif">{:.4g}</text>)",
+        x0 + 40, y0 + h - 5, xlabel, xmin, x0 + w - 40, y0 + h - 5, xmax);
     int li = 0;
     for (const Series& s : series) {
         if (s.pts.empty()) continue;
+        for (auto [x, y] : s.pts) {
+            if (s.pts.size() > 64) break;
+            out += fmt::format(R"(<circle cx="{:.1f}" cy="{:.1f}" r="2" fill="{}"/>)", px(x), py(y),
+                               s.color);
+        }
         std::string d;
         for (auto [x, y] : s.pts)
             d += fmt::format("{}{:.1f},{:.1f} ", d.empty() ? "M" : "L", px(x), py(y));
@@ -120,8 +126,6 @@ std::string panel(const std::vector<Series>& series, const std::string& title, d
     return out + "</g>";
 }
 
-}  // namespace
-
 int run_plot(const PlotOptions& o) {
     auto cols = read_metrics(o.metrics);
     ZS_CHECK_T(IoError, cols.count("loss"), "{}: no 'loss' values to plot", o.metrics);
@@ -129,13 +133,13 @@ int run_plot(const PlotOptions& o) {
     std::string svg = fmt::format(
         R"(<svg xmlns="http://www.w3.org/2000/svg" width="{}" height="{}">)", W, 3 * H + 40);
     svg += R"(<rect width="100%" height="100%" fill="#fafafa"/>)";
-    svg += panel(
+    svg += svg_panel(
         {{"train loss", "#1f77b4", cols["loss"]}, {"validation loss", "#d62728", cols["val_loss"]}},
-        "loss", 10, 30, W - 20, H - 30, false);
-    svg += panel({{"learning rate", "#2ca02c", cols["lr"]}}, "learning rate", 10, H + 30, W - 20,
-                 H - 30, false);
-    svg += panel({{"tokens/s", "#9467bd", cols["tokens_per_s"]}}, "throughput", 10, 2 * H + 30,
-                 W - 20, H - 30, false);
+        "loss", "step", 10, 30, W - 20, H - 30, false);
+    svg += svg_panel({{"learning rate", "#2ca02c", cols["lr"]}}, "learning rate", "step", 10,
+                     H + 30, W - 20, H - 30, false);
+    svg += svg_panel({{"tokens/s", "#9467bd", cols["tokens_per_s"]}}, "throughput", "step", 10,
+                     2 * H + 30, W - 20, H - 30, false);
     svg += "</svg>\n";
     io::write_file_atomic(o.output, svg);
     std::printf("wrote %s (%zu steps)\n", o.output.c_str(), cols["loss"].size());

@@ -1,0 +1,117 @@
+// `zerospeed serve`: load a model (HF directory or GGUF), start the engine thread and the
+// OpenAI-compatible HTTP server, run until SIGTERM/SIGINT, then drain.
+#include <filesystem>
+
+#include "base/error.h"
+#include "base/log.h"
+#include "cli/commands.h"
+#include "cli/model_loader.h"
+#include "serve/server.h"
+
+namespace zs::cli {
+
+int64_t parse_byte_size(const std::string& s, const char* flag) {
+    size_t used = 0;
+    double v = 0;
+    try {
+        v = std::stod(s, &used);
+    } catch (const std::exception&) {
+        throw ConfigError(fmt::format("{}: expected a size such as 512M or 2G, got '{}'", flag, s));
+    }
+    std::string unit = s.substr(used);
+    double mult = 1;
+    if (unit == "" || unit == "B") {
+        mult = 1;
+    } else if (unit == "K" || unit == "KiB" || unit == "k") {
+        mult = 1024.0;
+    } else if (unit == "M" || unit == "MiB") {
+        mult = 1024.0 * 1024;
+    } else if (unit == "G" || unit == "GiB") {
+        mult = 1024.0 * 1024 * 1024;
+    } else {
+        throw ConfigError(
+            fmt::format("{}: unknown unit '{}' in '{}' (use K, M or G)", flag, unit, s));
+    }
+    ZS_CHECK_T(ConfigError, v > 0, "{}: must be positive, got '{}'", flag, s);
+    return static_cast<int64_t>(v * mult);
+}
+
+infer::EngineConfig engine_config(const ServeEngineOptions& o,
+                                  const std::string& kv_dtype_default) {
+    infer::EngineConfig ec;
+    ec.kv_cache_bytes = parse_byte_size(o.kv_cache_memory, "--kv-cache-memory");
+    ec.kv_blocks = o.kv_blocks;
+    ec.block_size = o.block_size;
+    ec.kv_dtype =
+        parse_dtype_flag(o.kv_dtype.empty() ? kv_dtype_default : o.kv_dtype, "--kv-dtype");
+    ec.scheduler.max_batch_tokens = o.max_batch_tokens;
+    ec.scheduler.max_seqs = o.max_seqs;
+    ec.scheduler.prefix_caching = !o.no_prefix_caching;
+    if (o.policy == "split_fuse" || o.policy == "splitfuse") {
+        ec.scheduler.policy = infer::SchedulePolicy::split_fuse;
+    } else if (o.policy == "prefill_first") {
+        ec.scheduler.policy = infer::SchedulePolicy::prefill_first;
+    } else {
+        throw ConfigError(
+            fmt::format("--policy: expected split_fuse or prefill_first, got '{}'", o.policy));
+    }
+    return ec;
+}
+
+int run_serve(const ServeOptions& o) {
+    serve::block_shutdown_signals();
+    LoadedModel lm = load_model(o.model, o.dtype, false);
+    const models::ModelConfig& c = lm.model->config();
+    const io::Tokenizer& tok = *lm.tokenizer;
+
+    serve::ModelInfo mi;
+    mi.tokenizer = &tok;
+    mi.chat = infer::detect_chat_template(tok, lm.chat_template);
+    if (mi.chat.format == infer::ChatFormat::plain) {
+        log_warn("{}: no chat template recognised; chat uses plain 'role: content' lines", o.model);
+    }
+    mi.stop_ids = tok.stop_ids();
+    for (int64_t e : c.eos_token_ids) mi.stop_ids.push_back(static_cast<int32_t>(e));
+    for (int32_t e : lm.extra_stop_ids) mi.stop_ids.push_back(e);
+    mi.context = c.max_positions;
+    mi.vocab_size = c.vocab_size;
+
+    serve::ServiceConfig sc;
+    sc.engine = engine_config(o.engine, o.dtype == "bf16" ? "bf16" : "f32");
+    serve::Metrics metrics;
+    serve::Service service(*lm.model, tok, sc, metrics);
+
+    serve::ServerConfig cfg;
+    cfg.host = o.host;
+    cfg.port = o.port;
+    cfg.api_key = o.api_key;
+    cfg.model_name = o.served_model_name;
+    if (cfg.model_name.empty()) {
+        std::filesystem::path p(o.model);
+        cfg.model_name = std::filesystem::is_directory(p)
+                             ? std::filesystem::weakly_canonical(p).filename().string()
+                             : p.stem().string();
+    }
+    cfg.max_running = o.engine.max_seqs;
+    cfg.max_queued = o.max_queued;
+    if (cfg.api_key.empty() && cfg.host != "127.0.0.1" && cfg.host != "localhost" &&
+        cfg.host != "::1") {
+        log_warn(
+            "serve: listening on {} WITHOUT an API key: anyone who can reach this address "
+            "can use the model (pass --api-key)",
+            cfg.host);
+    }
+    serve::Server server(service, mi, cfg, metrics);
+    int port = server.bind();
+    serve::EngineGauges g = service.gauges();
+    log_info(
+        "serve: '{}' on http://{}:{} ({} KV blocks of {} tokens, {} policy, max {} tokens "
+        "per step)",
+        cfg.model_name, cfg.host, port, g.kv_blocks_total, sc.engine.block_size,
+        infer::to_string(sc.engine.scheduler.policy), sc.engine.scheduler.max_batch_tokens);
+    serve::serve_until_signal(server, o.shutdown_timeout);
+    log_info("serve: stopped");
+    return 0;
+}
+
+}  // namespace zs::cli

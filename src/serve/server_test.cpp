@@ -1,0 +1,626 @@
+// The HTTP server on loopback over a tiny random Llama with the real GPT-2 tokenizer. Oracles:
+// a solo greedy run through models::ContiguousKvCache (tokens, text and logprobs), OpenAI's error
+// shape, and the KV pool's own accounting (free blocks == total once idle: no leaks).
+// Named RELIABILITY.md tests: serve_validation_400, serve_disconnect_soak (bounded: 200 streams,
+// 30% dropped), serve_overload_reject, serve_graceful_drain, serve_auth_bind.
+#include "serve/server.h"
+
+#include <atomic>
+#include <cmath>
+#include <random>
+#include <thread>
+
+#include <gtest/gtest.h>
+#include <httplib.h>
+
+#include "models/kv_cache.h"
+#include "models/params.h"
+#include "ops/activation.h"
+#include "serve/protocol.h"
+#include "tests/test_util.h"
+
+namespace zs::serve {
+namespace {
+
+using core::DType;
+using core::Tensor;
+using nlohmann::json;
+
+const char* kTiny = R"({"model_type": "llama", "vocab_size": 50257, "hidden_size": 32,
+    "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
+    "intermediate_size": 48, "max_position_embeddings": 256, "rms_norm_eps": 1e-6,
+    "eos_token_id": 50256})";
+
+struct Fixture {
+    std::unique_ptr<models::Transformer> model;
+    std::unique_ptr<models::DenseParams> params;
+    std::unique_ptr<io::Tokenizer> tok;
+    Fixture() {
+        model = std::make_unique<models::Transformer>(models::parse_hf_config(kTiny, "tiny"),
+                                                      models::RunConfig{});
+        params = std::make_unique<models::DenseParams>(model->layout(), DType::f32, false);
+        params->init(7);
+        for (int g = 0; g < model->layout().n_groups(); ++g) {
+            const Tensor& w = params->group_weights(g);
+            ops::scale(w, w, 12.0f);
+        }
+        params->bind(model->binding());
+        tok = std::make_unique<io::Tokenizer>(
+            io::Tokenizer::load(std::string(ZS_SOURCE_DIR) + "/tests/fixtures/tokenizers/gpt2"));
+    }
+};
+
+Fixture& fixture() {
+    static Fixture f;
+    return f;
+}
+
+struct Solo {
+    std::vector<int32_t> tokens;
+    std::vector<double> logprobs;
+};
+
+// Greedy decoding through the contiguous cache (argmax, lowest id on ties), no EOS stop.
+Solo solo(const std::vector<int32_t>& prompt, int64_t max_tokens) {
+    models::Transformer& m = *fixture().model;
+    const auto P = static_cast<int64_t>(prompt.size());
+    models::ContiguousKvCache kv(m.config(), P + max_tokens, DType::f32);
+    Tensor ids = Tensor::empty({P}, DType::i32), pos = Tensor::empty({P}, DType::i32);
+    for (int64_t i = 0; i < P; ++i) {
+        ids.data<int32_t>()[i] = prompt[static_cast<size_t>(i)];
+        pos.data<int32_t>()[i] = static_cast<int32_t>(i);
+    }
+    Tensor logits = m.forward_tokens(ids, pos, kv, {P - 1});
+    kv.commit(P);
+    Solo out;
+    const int64_t V = m.config().vocab_size;
+    for (int64_t t = 0; t < max_tokens; ++t) {
+        const float* l = logits.data<float>();
+        int32_t best = 0;
+        double mx = l[0];
+        for (int64_t v = 1; v < V; ++v) {
+            if (l[v] > mx) mx = l[v], best = static_cast<int32_t>(v);
+        }
+        double z = 0;
+        for (int64_t v = 0; v < V; ++v) z += std::exp(static_cast<double>(l[v]) - mx);
+        out.tokens.push_back(best);
+        out.logprobs.push_back(-std::log(z));
+        if (t + 1 == max_tokens) break;
+        Tensor one = Tensor::empty({1}, DType::i32), p1 = Tensor::empty({1}, DType::i32);
+        one.data<int32_t>()[0] = best;
+        p1.data<int32_t>()[0] = static_cast<int32_t>(P + t);
+        logits = m.forward_tokens(one, p1, kv, {0});
+        kv.commit(1);
+    }
+    return out;
+}
+
+std::string solo_text(const std::string& prompt, int64_t max_tokens) {
+    const io::Tokenizer& tok = *fixture().tok;
+    Solo s = solo(tok.encode(prompt, true, false), max_tokens);
+    return tok.decode(s.tokens, true);
+}
+
+// A server on a free loopback port, serving until destroyed.
+struct TestServer {
+    Metrics metrics;
+    std::unique_ptr<Service> service;
+    std::unique_ptr<Server> server;
+    std::thread thread;
+    int port = 0;
+
+    explicit TestServer(ServerConfig cfg = {}, int64_t kv_blocks = 512, int64_t max_seqs = 64) {
+        Fixture& f = fixture();
+        ServiceConfig sc;
+        sc.engine.kv_blocks = kv_blocks;
+        sc.engine.kv_dtype = DType::f32;
+        sc.engine.scheduler.max_seqs = max_seqs;
+        sc.engine.scheduler.max_batch_tokens = 256;
+        service = std::make_unique<Service>(*f.model, *f.tok, sc, metrics);
+        ModelInfo mi;
+        mi.tokenizer = f.tok.get();
+        mi.chat = infer::detect_chat_template(*f.tok);
+        mi.stop_ids = {50256};
+        mi.context = 256;
+        mi.vocab_size = 50257;
+        cfg.port = 0;
+        cfg.model_name = "tiny";
+        cfg.max_running = max_seqs;
+        server = std::make_unique<Server>(*service, mi, cfg, metrics);
+        port = server->bind();
+        thread = std::thread([this] { server->listen(); });
+    }
+    ~TestServer() {
+        server->stop();
+        thread.join();
+    }
+    httplib::Client client() const {
+        httplib::Client c("127.0.0.1", port);
+        c.set_read_timeout(60, 0);
+        return c;
+    }
+    // Wait until the engine holds nothing; then every KV block must be free.
+    void expect_idle_no_leak() {
+        for (int i = 0; i < 500 && (service->active() > 0 || server->inflight() > 0); ++i) {
+            std::this_thread::sleep_for(std::chrono::milliseconds(10));
+        }
+        EXPECT_EQ(service->active(), 0);
+        EXPECT_EQ(server->inflight(), 0);
+        // Gauges are published after the step that finished the last request.
+        EngineGauges g;
+        for (int i = 0; i < 100; ++i) {
+            g = service->gauges();
+            if (g.kv_blocks_free == g.kv_blocks_total && g.running == 0 && g.waiting == 0) break;
+            std::this_thread::sleep_for(std::chrono::milliseconds(10));
+        }
+        EXPECT_EQ(g.kv_blocks_free, g.kv_blocks_total) << "KV blocks leaked";
+        EXPECT_EQ(g.running, 0);
+        EXPECT_EQ(g.waiting, 0);
+    }
+};
+
+json post(httplib::Client& c, const std::string& path, const json& body, int* status,
+          const httplib::Headers& h = {}) {
+    auto res = c.Post(path, h, body.dump(), "application/json");
+    if (!res) {
+        *status = -1;
+        return json();
+    }
+    *status = res->status;
+    return json::parse(res->body, nullptr, false);
+}
+
+// The SSE events of a streamed response, and whether it ended with [DONE].
+struct Stream {
+    std::vector<json> chunks;
+    bool done = false;
+    int status = 0;
+};
+
+Stream stream(httplib::Client& c, const std::string& path, const json& body, int drop_after = -1) {
+    Stream s;
+    std::string buf;
+    httplib::Request req;
+    req.method = "POST";
+    req.path = path;
+    req.body = body.dump();
+    req.set_header("Content-Type", "application/json");
+    req.response_handler = [&](const httplib::Response& r) {
+        s.status = r.status;
+        return true;
+    };
+    req.content_receiver = [&](const char* d, size_t n, uint64_t, uint64_t) {
+        buf.append(d, n);
+        size_t p;
+        while ((p = buf.find("\n\n")) != std::string::npos) {
+            std::string ev = buf.substr(0, p);
+            buf.erase(0, p + 2);
+            if (ev.starts_with(":")) continue;
+            EXPECT_TRUE(ev.starts_with("data: ")) << ev;
+            std::string payload = ev.substr(6);
+            if (payload == "[DONE]") {
+                s.done = true;
+                continue;
+            }
+            s.chunks.push_back(json::parse(payload));
+            if (drop_after >= 0 && static_cast<int>(s.chunks.size()) > drop_after) return false;
+        }
+        return true;
+    };
+    httplib::Response res;
+    httplib::Error err;
+    c.send(req, res, err);
+    return s;
+}
+
+void expect_openai_error(const json& j, const std::string& param) {
+    ASSERT_TRUE(j.is_object()) << j;
+    ASSERT_TRUE(j.contains("error")) << j;
+    const json& e = j["error"];
+    EXPECT_TRUE(e["message"].is_string());
+    EXPECT_TRUE(e["type"].is_string());
+    EXPECT_TRUE(e.contains("param"));
+    EXPECT_TRUE(e.contains("code"));
+    if (!param.empty()) {
+        EXPECT_EQ(e["param"], param) << j;
+    }
+}
+
+TEST(Serve, CompletionEqualsSoloRunWithUsageAndLogprobs) {
+    TestServer ts;
+    auto c = ts.client();
+    const std::string prompt = "It is a truth universally acknowledged";
+    const io::Tokenizer& tok = *fixture().tok;
+    std::vector<int32_t> ids = tok.encode(prompt, true, false);
+    Solo want = solo(ids, 12);
+    int st = 0;
+    json r = post(c, "/v1/completions",
+                  {{"model", "tiny"},
+                   {"prompt", prompt},
+                   {"max_tokens", 12},
+                   {"temperature", 0},
+                   {"ignore_eos", true},
+                   {"logprobs", 2}},
+                  &st);
+    ASSERT_EQ(st, 200) << r;
+    EXPECT_EQ(r["object"], "text_completion");
+    EXPECT_EQ(r["choices"][0]["text"], tok.decode(want.tokens, true));
+    EXPECT_EQ(r["choices"][0]["finish_reason"], "length");
+    EXPECT_EQ(r["usage"]["prompt_tokens"], ids.size());
+    EXPECT_EQ(r["usage"]["completion_tokens"], 12);
+    const json& lp = r["choices"][0]["logprobs"];
+    ASSERT_EQ(lp["token_logprobs"].size(), 12u);
+    for (size_t i = 0; i < 12; ++i) {
+        EXPECT_NEAR(lp["token_logprobs"][i].get<double>(), want.logprobs[i], 1e-3);
+        EXPECT_EQ(lp["top_logprobs"][i].size(), 2u);
+    }
+    // Token-id prompt: same output.
+    json r2 = post(c, "/v1/completions",
+                   {{"model", "tiny"},
+                    {"prompt", ids},
+                    {"max_tokens", 12},
+                    {"temperature", 0},
+                    {"ignore_eos", true}},
+                   &st);
+    ASSERT_EQ(st, 200) << r2;
+    EXPECT_EQ(r2["choices"][0]["text"], r["choices"][0]["text"]);
+    ts.expect_idle_no_leak();
+}
+
+TEST(Serve, StreamsEqualNonStreamAndEndWithDone) {
+    TestServer ts;
+    auto c = ts.client();
+    json body = {{"model", "tiny"},
+                 {"messages", {{{"role", "user"}, {"content", "Tell me a story"}}}},
+                 {"max_tokens", 10},
+                 {"temperature", 0},
+                 {"ignore_eos", true}};
+    int st = 0;
+    json full = post(c, "/v1/chat/completions", body, &st);
+    ASSERT_EQ(st, 200) << full;
+    EXPECT_EQ(full["object"], "chat.completion");
+    EXPECT_EQ(full["choices"][0]["message"]["role"], "assistant");
+    body["stream"] = true;
+    body["stream_options"] = {{"include_usage", true}};
+    Stream s = stream(c, "/v1/chat/completions", body);
+    ASSERT_EQ(s.status, 200);
+    EXPECT_TRUE(s.done);
+    ASSERT_GE(s.chunks.size(), 3u);
+    EXPECT_EQ(s.chunks[0]["choices"][0]["delta"]["role"], "assistant");
+    std::string text, finish;
+    for (size_t i = 0; i + 1 < s.chunks.size(); ++i) {
+        const json& ch = s.chunks[i];
+        EXPECT_EQ(ch["object"], "chat.completion.chunk");
+        EXPECT_EQ(ch["id"], s.chunks[0]["id"]);
+        const json& d = ch["choices"][0]["delta"];
+        if (d.contains("content")) text += d["content"].get<std::string>();
+        if (!ch["choices"][0]["finish_reason"].is_null())
+            finish = ch["choices"][0]["finish_reason"];
+    }
+    EXPECT_EQ(text, full["choices"][0]["message"]["content"]);
+    EXPECT_EQ(finish, "length");
+    const json& last = s.chunks.back();
+    EXPECT_TRUE(last["choices"].empty());
+    EXPECT_EQ(last["usage"]["completion_tokens"], 10);
+    EXPECT_EQ(last["usage"], full["usage"]);
+    ts.expect_idle_no_leak();
+}
+
+TEST(Serve, StopStringsCutAtTheEarliestAndSeedsReproduce) {
+    TestServer ts;
+    auto c = ts.client();
+    const std::string prompt = "The quick brown fox";
+    std::string want = solo_text(prompt, 24);
+    ASSERT_GE(want.size(), 12u);
+    // Two stop strings from the solo text: the earlier one must win, whichever order.
+    std::string s1 = want.substr(8, 3), s2 = want.substr(4, 3);
+    size_t cut = std::min(want.find(s1), want.find(s2));
+    int st = 0;
+    json r = post(c, "/v1/completions",
+                  {{"model", "tiny"},
+                   {"prompt", prompt},
+                   {"max_tokens", 24},
+                   {"temperature", 0},
+                   {"ignore_eos", true},
+                   {"stop", {s1, s2}}},
+                  &st);
+    ASSERT_EQ(st, 200) << r;
+    EXPECT_EQ(r["choices"][0]["text"], want.substr(0, cut));
+    EXPECT_EQ(r["choices"][0]["finish_reason"], "stop");
+
+    // n = 3 with a seed: reproducible across requests; temperature 1 draws differ by choice.
+    json body = {{"model", "tiny"}, {"prompt", prompt}, {"max_tokens", 8},   {"temperature", 1.0},
+                 {"seed", 42},      {"n", 3},           {"ignore_eos", true}};
+    json a = post(c, "/v1/completions", body, &st);
+    ASSERT_EQ(st, 200) << a;
+    json b = post(c, "/v1/completions", body, &st);
+    ASSERT_EQ(a["choices"].size(), 3u);
+    for (int i = 0; i < 3; ++i) EXPECT_EQ(a["choices"][i]["text"], b["choices"][i]["text"]);
+    EXPECT_EQ(a["usage"]["completion_tokens"], 24);
+    ts.expect_idle_no_leak();
+}
+
+TEST(Serve, Validation400WithOpenAIErrorShape) {
+    ServerConfig cfg;
+    cfg.max_body_bytes = 64 << 10;
+    TestServer ts(cfg);
+    auto c = ts.client();
+    const json base = {{"model", "tiny"}, {"prompt", "hello"}, {"max_tokens", 4}};
+    struct Case {
+        const char* field;
+        json value;
+        const char* param;
+    };
+    const std::vector<Case> cases = {
+        {"temperature", -0.5, "temperature"},
+        {"temperature", "hot", "temperature"},
+        {"top_p", 1.5, "top_p"},
+        {"top_p", 0, "top_p"},
+        {"n", 0, "n"},
+        {"n", 1000000, "n"},
+        {"max_tokens", -1, "max_tokens"},
+        {"max_tokens", 1.5, "max_tokens"},
+        {"max_tokens", 100000, "max_tokens"},
+        {"model", "gpt-9", "model"},
+        {"model", 5, "model"},
+        {"prompt", json::array(), "prompt"},
+        {"prompt", json::array({-3}), "prompt"},
+        {"prompt", json::array({60000}), "prompt"},
+        {"prompt", 12, "prompt"},
+        {"stop", 7, "stop"},
+        {"logprobs", 50, "logprobs"},
+        {"frequency_penalty", 3, "frequency_penalty"},
+        {"seed", "x", "seed"},
+        {"stream", "yes", "stream"},
+        {"stream_options", json{{"include_usage", true}}, "stream_options"},
+        {"logit_bias", json{{"5", 10}}, "logit_bias"},
+        {"prompt",
+         [] {
+             std::string p;
+             for (int i = 0; i < 300; ++i) p += " hello";
+             return p;
+         }(),
+         "prompt"},  // longer than the context
+    };
+    for (const Case& k : cases) {
+        json body = base;
+        body[k.field] = k.value;
+        int st = 0;
+        json r = post(c, "/v1/completions", body, &st);
+        EXPECT_EQ(st, 400) << k.field << " = " << k.value.dump().substr(0, 40) << ": " << r;
+        expect_openai_error(r, k.param);
+    }
+    // Chat specifics.
+    for (const json& msgs :
+         {json::array(), json("hi"), json::array({{{"role", "wizard"}, {"content", "x"}}}),
+          json::array({{{"role", "user"}}})}) {
+        int st = 0;
+        json r = post(c, "/v1/chat/completions", {{"model", "tiny"}, {"messages", msgs}}, &st);
+        EXPECT_EQ(st, 400) << msgs;
+        expect_openai_error(r, "");
+        EXPECT_TRUE(r["error"]["param"].get<std::string>().starts_with("messages")) << r;
+    }
+    // Malformed JSON, deep nesting, 1e309, bad UTF-8: 400, never a crash.
+    for (const std::string& raw :
+         {std::string("{\"model\": \"tiny\", "), std::string(60000, '['),
+          std::string(R"({"model": "tiny", "prompt": "a", "temperature": 1e309})"),
+          std::string("{\"model\": \"tiny\", \"prompt\": \"\xff\xfe\"}"), std::string("[]")}) {
+        auto res = c.Post("/v1/completions", raw, "application/json");
+        ASSERT_TRUE(res);
+        EXPECT_EQ(res->status, 400) << raw.substr(0, 60);
+        expect_openai_error(json::parse(res->body), "");
+    }
+    // Body over the limit: 413 with the error shape.
+    auto big = c.Post("/v1/completions", std::string(100 << 10, ' '), "application/json");
+    ASSERT_TRUE(big);
+    EXPECT_EQ(big->status, 413);
+    expect_openai_error(json::parse(big->body), "");
+    auto nf = c.Get("/v1/nothing");
+    ASSERT_TRUE(nf);
+    EXPECT_EQ(nf->status, 404);
+    expect_openai_error(json::parse(nf->body), "");
+    ts.expect_idle_no_leak();
+    // The server still answers.
+    auto h = c.Get("/health");
+    ASSERT_TRUE(h);
+    EXPECT_EQ(h->status, 200);
+}
+
+TEST(Serve, ApiKeyGuardsEverythingButHealth) {
+    ServerConfig cfg;
+    cfg.api_key = "sekrit-key";
+    TestServer ts(cfg);
+    auto c = ts.client();
+    EXPECT_EQ(c.Get("/health")->status, 200);
+    EXPECT_EQ(c.Get("/v1/models")->status, 401);
+    EXPECT_EQ(c.Get("/metrics")->status, 401);
+    int st = 0;
+    json r = post(c, "/v1/completions", {{"model", "tiny"}, {"prompt", "a"}}, &st);
+    EXPECT_EQ(st, 401);
+    expect_openai_error(r, "");
+    post(c, "/v1/completions", {{"model", "tiny"}, {"prompt", "a"}}, &st,
+         {{"Authorization", "Bearer sekrit-kex"}});
+    EXPECT_EQ(st, 401);
+    post(c, "/v1/completions", {{"model", "tiny"}, {"prompt", "a"}, {"max_tokens", 2}}, &st,
+         {{"Authorization", "bearer sekrit-key"}});
+    EXPECT_EQ(st, 200);
+    auto m = c.Get("/v1/models", {{"Authorization", "Bearer sekrit-key"}});
+    EXPECT_EQ(m->status, 200);
+    EXPECT_EQ(json::parse(m->body)["data"][0]["id"], "tiny");
+}
+
+// serve_disconnect_soak (bounded): 200 concurrent streams, ~30% dropped at random moments, some
+// invalid requests mixed in. Kept requests get exactly max_tokens tokens and the solo text.
+TEST(Serve, DisconnectSoakNoLeaks) {
+    TestServer ts(ServerConfig{}, 256, 64);
+    const std::vector<std::string> prompts = {"Once upon a time", "In the beginning",
+                                              "The sea was calm", "She opened the door",
+                                              "Numbers: 1 2 3"};
+    std::vector<std::string> want;
+    for (const auto& p : prompts) want.push_back(solo_text(p, 8));
+    std::atomic<int> kept_ok{0}, kept{0}, invalid_ok{0}, invalid{0};
+    std::vector<std::thread> threads;
+    for (int i = 0; i < 200; ++i) {
+        threads.emplace_back([&, i] {
+            std::mt19937 rng(static_cast<uint32_t>(i));
+            auto c = ts.client();
+            const size_t pi = static_cast<size_t>(i) % prompts.size();
+            if (i % 10 == 3) {  // invalid
+                ++invalid;
+                int st = 0;
+                json r = post(c, "/v1/completions",
+                              {{"model", "tiny"}, {"prompt", prompts[pi]}, {"top_p", 7}}, &st);
+                if (st == 400 && r.contains("error")) {
+                    ++invalid_ok;
+                } else {
+                    ADD_FAILURE() << "invalid request got " << st << " " << r;
+                }
+                return;
+            }
+            json body = {{"model", "tiny"},
+                         {"prompt", prompts[pi]},
+                         {"max_tokens", 8},
+                         {"temperature", 0},
+                         {"ignore_eos", true},
+                         {"stream", true},
+                         {"stream_options", {{"include_usage", true}}}};
+            const bool drop = rng() % 10 < 3;
+            Stream s = stream(c, "/v1/completions", body, drop ? static_cast<int>(rng() % 5) : -1);
+            if (drop) return;
+            ++kept;
+            std::string text;
+            int64_t n = -1;
+            for (const json& ch : s.chunks) {
+                if (!ch["choices"].empty()) text += ch["choices"][0]["text"].get<std::string>();
+                if (ch.contains("usage") && ch["usage"].is_object()) {
+                    n = ch["usage"]["completion_tokens"];
+                }
+            }
+            if (s.done && n == 8 && text == want[pi]) {
+                ++kept_ok;
+            } else {
+                ADD_FAILURE() << "stream " << i << ": status " << s.status << " done " << s.done
+                              << " tokens " << n << " text '" << text << "' want '" << want[pi]
+                              << "'";
+            }
+        });
+    }
+    for (auto& t : threads) t.join();
+    EXPECT_EQ(kept_ok.load(), kept.load());
+    EXPECT_GT(kept.load(), 100);
+    EXPECT_EQ(invalid_ok.load(), invalid.load());
+    ts.expect_idle_no_leak();
+    auto c = ts.client();
+    EXPECT_EQ(c.Get("/health")->status, 200);
+    // /metrics reports what happened.
+    std::string m = c.Get("/metrics")->body;
+    EXPECT_NE(m.find("zerospeed_requests_total{route=\"/v1/completions\",status=\"400\"} "),
+              std::string::npos);
+    EXPECT_NE(m.find("zerospeed_time_to_first_token_seconds_count"), std::string::npos);
+    EXPECT_NE(m.find("zerospeed_kv_blocks_free 256"), std::string::npos) << m.substr(0, 2000);
+}
+
+// serve_overload_reject: capacity 2 running + 2 queued, a burst of 24 → the excess get 429 with
+// Retry-After quickly; every admitted request completes.
+TEST(Serve, OverloadRejectsWith429) {
+    ServerConfig cfg;
+    cfg.max_queued = 2;
+    TestServer ts(cfg, 256, 2);
+    std::atomic<int> ok{0}, rejected{0}, other{0};
+    std::atomic<double> worst_reject{0};
+    std::vector<std::thread> threads;
+    for (int i = 0; i < 24; ++i) {
+        threads.emplace_back([&] {
+            auto c = ts.client();
+            auto t0 = std::chrono::steady_clock::now();
+            auto res = c.Post("/v1/completions",
+                              json{{"model", "tiny"},
+                                   {"prompt", "hello there"},
+                                   {"max_tokens", 40},
+                                   {"ignore_eos", true}}
+                                  .dump(),
+                              "application/json");
+            double dt =
+                std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+            if (!res) {
+                ++other;
+            } else if (res->status == 200) {
+                ++ok;
+            } else if (res->status == 429 && res->has_header("Retry-After") &&
+                       json::parse(res->body).contains("error")) {
+                ++rejected;
+                double w = worst_reject.load();
+                while (dt > w && !worst_reject.compare_exchange_weak(w, dt)) {
+                }
+            } else {
+                ++other;
+            }
+        });
+    }
+    for (auto& t : threads) t.join();
+    EXPECT_EQ(other.load(), 0);
+    EXPECT_GE(ok.load(), 4);
+    EXPECT_GT(rejected.load(), 0);
+    EXPECT_EQ(ok.load() + rejected.load(), 24);
+    EXPECT_LT(worst_reject.load(), 0.5);
+    ts.expect_idle_no_leak();
+}
+
+// serve_graceful_drain: in-flight streams finish; new requests get 503; with timeout 0 the
+// streams end with an explicit error event.
+TEST(Serve, GracefulDrain) {
+    for (double timeout : {30.0, 0.0}) {
+        TestServer ts;
+        std::atomic<int> finished{0}, aborted{0};
+        std::vector<std::thread> streams;
+        for (int i = 0; i < 6; ++i) {
+            streams.emplace_back([&] {
+                auto c = ts.client();
+                Stream s = stream(c, "/v1/completions",
+                                  {{"model", "tiny"},
+                                   {"prompt", "drain me"},
+                                   {"max_tokens", 120},
+                                   {"ignore_eos", true},
+                                   {"stream", true}});
+                bool err = false;
+                std::string finish;
+                for (const json& ch : s.chunks) {
+                    if (ch.contains("error")) err = true;
+                    if (ch.contains("choices") && !ch["choices"].empty() &&
+                        !ch["choices"][0]["finish_reason"].is_null()) {
+                        finish = ch["choices"][0]["finish_reason"];
+                    }
+                }
+                if (s.done && finish == "length") ++finished;
+                if (s.done && err) ++aborted;
+            });
+        }
+        // Let them start.
+        for (int i = 0; i < 200 && ts.service->active() < 6; ++i) {
+            std::this_thread::sleep_for(std::chrono::milliseconds(5));
+        }
+        std::thread stopper([&] { ts.server->shutdown(timeout); });
+        for (int i = 0; i < 200 && !ts.server->draining(); ++i) {
+            std::this_thread::sleep_for(std::chrono::milliseconds(1));
+        }
+        if (timeout > 0) {
+            auto c = ts.client();
+            int st = 0;
+            json r = post(c, "/v1/completions", {{"model", "tiny"}, {"prompt", "late"}}, &st);
+            EXPECT_EQ(st, 503);
+            expect_openai_error(r, "");
+        }
+        stopper.join();
+        for (auto& t : streams) t.join();
+        if (timeout > 0) {
+            EXPECT_EQ(finished.load(), 6);
+        } else {
+            EXPECT_EQ(finished.load() + aborted.load(), 6);
+            EXPECT_GT(aborted.load(), 0);
+        }
+        EXPECT_EQ(ts.service->active(), 0);
+    }
+}
+
+}  // namespace
+}  // namespace zs::serve

@@ -1,0 +1,339 @@
+#include "serve/service.h"
+
+#include <algorithm>
+#include <unordered_map>
+
+#include <fmt/format.h>
+
+#include "base/error.h"
+#include "base/log.h"
+#include "infer/stop_filter.h"
+#include "io/tokenizer_stream.h"
+
+namespace zs::serve {
+
+bool Channel::wait(std::vector<Event>& out, std::chrono::milliseconds timeout) {
+    std::unique_lock<std::mutex> lk(mu_);
+    cv_.wait_for(lk, timeout, [&] { return !events_.empty() || open_ == 0; });
+    while (!events_.empty()) {
+        out.push_back(std::move(events_.front()));
+        events_.pop_front();
+    }
+    return open_ > 0 || !out.empty();
+}
+
+void Channel::push(Event e) {
+    {
+        std::lock_guard<std::mutex> lk(mu_);
+        if (!e.finish_reason.empty()) --open_;
+        events_.push_back(std::move(e));
+    }
+    cv_.notify_all();
+}
+
+void Channel::fail(std::string why) {
+    {
+        std::lock_guard<std::mutex> lk(mu_);
+        abort_reason_ = std::move(why);
+        aborted_ = true;
+        open_ = 0;
+    }
+    cv_.notify_all();
+}
+
+struct Service::Command {
+    enum Kind { submit, cancel, abort_all } kind = submit;
+    std::shared_ptr<Channel> channel;
+    std::vector<ChoiceSpec> choices;
+    Clock::time_point arrival;
+    std::string why;
+    // submit's answer
+    std::mutex mu;
+    std::condition_variable cv;
+    bool done = false;
+    std::optional<ApiError> error;
+};
+
+// One running choice, as the engine thread sees it.
+struct Service::Live {
+    std::shared_ptr<Channel> channel;
+    int choice = 0;
+    io::StreamDecoder decoder;
+    infer::StopFilter stops;
+    bool logprobs = false;
+    int64_t n_prompt = 0, n_output = 0;
+    Clock::time_point arrival, first_token{}, last_token{};
+    Live(const io::Tokenizer& tok, bool skip_special, std::vector<std::string> stop)
+        : decoder(tok, skip_special, false), stops(std::move(stop)) {}
+};
+
+Service::Service(models::Transformer& model, const io::Tokenizer& tok, const ServiceConfig& cfg,
+                 Metrics& metrics)
+    : model_(model),
+      tok_(tok),
+      metrics_(metrics),
+      engine_(std::make_unique<infer::Engine>(model, cfg.engine)) {
+    publish_gauges();
+    thread_ = std::thread([this] { loop(); });
+}
+
+Service::~Service() {
+    {
+        std::lock_guard<std::mutex> lk(mu_);
+        stop_ = true;
+    }
+    cv_.notify_all();
+    if (thread_.joinable()) thread_.join();
+}
+
+int64_t Service::kv_capacity_tokens() const {
+    return engine_->kv_pool().n_blocks() * engine_->kv_pool().block_size();
+}
+
+std::shared_ptr<Channel> Service::submit(std::vector<ChoiceSpec> choices,
+                                         Clock::time_point arrival) {
+    auto cmd = std::make_unique<Command>();
+    auto ch = std::make_shared<Channel>(static_cast<int>(choices.size()));
+    cmd->kind = Command::submit;
+    cmd->channel = ch;
+    cmd->choices = std::move(choices);
+    cmd->arrival = arrival;
+    Command* c = cmd.get();
+    active_ += 1;
+    {
+        std::lock_guard<std::mutex> lk(mu_);
+        if (stop_) {
+            active_ -= 1;
+            throw ApiException(
+                ApiError{503, "the server is shutting down", "server_error", "", ""});
+        }
+        commands_.push_back(std::move(cmd));
+    }
+    cv_.notify_all();
+    // The engine thread answers within one step; `c` stays alive until it sets done and we
+    // release it below (the engine thread hands ownership back through `done`).
+    std::unique_lock<std::mutex> lk(c->mu);
+    c->cv.wait(lk, [&] { return c->done; });
+    std::optional<ApiError> err = c->error;
+    lk.unlock();
+    delete c;
+    if (err) {
+        active_ -= 1;
+        throw ApiException(*err);
+    }
+    return ch;
+}
+
+void Service::cancel(const std::shared_ptr<Channel>& ch) {
+    auto cmd = std::make_unique<Command>();
+    cmd->kind = Command::cancel;
+    cmd->channel = ch;
+    {
+        std::lock_guard<std::mutex> lk(mu_);
+        commands_.push_back(std::move(cmd));
+    }
+    cv_.notify_all();
+}
+
+void Service::abort_all(const std::string& why) {
+    auto cmd = std::make_unique<Command>();
+    cmd->kind = Command::abort_all;
+    cmd->why = why;
+    {
+        std::lock_guard<std::mutex> lk(mu_);
+        commands_.push_back(std::move(cmd));
+    }
+    cv_.notify_all();
+}
+
+void Service::loop() {
+    for (;;) {
+        std::deque<std::unique_ptr<Command>> cmds;
+        {
+            std::unique_lock<std::mutex> lk(mu_);
+            cv_.wait(lk, [&] { return stop_ || !commands_.empty() || engine_->has_unfinished(); });
+            if (stop_ && commands_.empty()) break;
+            cmds.swap(commands_);
+        }
+        for (auto& c : cmds) {
+            if (c->kind == Command::submit) {
+                handle(*c);
+                // submit() owns the command from here on.
+                Command* raw = c.release();
+                {
+                    std::lock_guard<std::mutex> lk(raw->mu);
+                    raw->done = true;
+                }
+                raw->cv.notify_all();
+            } else {
+                handle(*c);
+            }
+        }
+        if (!engine_->has_unfinished()) {
+            publish_gauges();
+            continue;
+        }
+        std::vector<infer::RequestOutput> outs;
+        try {
+            outs = engine_->step();
+        } catch (const std::exception& e) {
+            // A failed forward ends every request with an error rather than the process.
+            log_error("engine step failed: {}", e.what());
+            fail_all(fmt::format("engine error: {}", e.what()));
+            publish_gauges();
+            continue;
+        }
+        const infer::StepStats& st = engine_->last_step();
+        if (st.n_tokens > 0) metrics_.step(st.n_tokens, st.n_seqs, st.forward_seconds);
+        for (const infer::RequestOutput& o : outs) on_output(o);
+        publish_gauges();
+    }
+    // Shutdown: nothing may wait forever on a channel.
+    for (auto& [id, l] : live_) l->channel->fail("the server stopped");
+    live_.clear();
+}
+
+void Service::handle(Command& c) {
+    if (c.kind == Command::submit) {
+        std::vector<infer::RequestId> added;
+        try {
+            for (size_t i = 0; i < c.choices.size(); ++i) {
+                ChoiceSpec& cs = c.choices[i];
+                auto live = std::make_unique<Live>(tok_, cs.skip_special, cs.stop);
+                live->channel = c.channel;
+                live->choice = static_cast<int>(i);
+                live->logprobs = cs.logprobs;
+                live->n_prompt = static_cast<int64_t>(cs.prompt.size());
+                live->arrival = c.arrival;
+                infer::RequestId id =
+                    engine_->add_request(std::move(cs.prompt), std::move(cs.options));
+                added.push_back(id);
+                c.channel->ids_.push_back(id);
+                live_[id] = std::move(live);
+            }
+        } catch (const ApiException& e) {
+            c.error = e.error();
+        } catch (const Error& e) {
+            // ConfigError messages start with the field: "max_tokens: ...".
+            std::string msg = e.what();
+            std::string param = msg.substr(0, msg.find(':'));
+            if (param.find(' ') != std::string::npos) param.clear();
+            c.error = ApiError{400, msg, "invalid_request_error", param, ""};
+        }
+        if (c.error) {
+            for (infer::RequestId id : added) {
+                engine_->abort(id);
+                live_.erase(id);
+            }
+        }
+        return;
+    }
+    if (c.kind == Command::cancel) {
+        bool any = false;
+        for (infer::RequestId id : c.channel->ids_) {
+            auto it = live_.find(id);
+            if (it == live_.end()) continue;
+            engine_->abort(id);
+            live_.erase(it);
+            any = true;
+        }
+        if (any) active_ -= 1;
+        c.channel->ids_.clear();
+        return;
+    }
+    fail_all(c.why);
+}
+
+void Service::fail_all(const std::string& why) {
+    std::vector<std::shared_ptr<Channel>> chans;
+    for (auto& [id, l] : live_) {
+        engine_->abort(id);
+        if (std::find(chans.begin(), chans.end(), l->channel) == chans.end()) {
+            chans.push_back(l->channel);
+        }
+    }
+    live_.clear();
+    for (auto& ch : chans) {
+        ch->fail(why);
+        active_ -= 1;
+    }
+}
+
+void Service::on_output(const infer::RequestOutput& out) {
+    auto it = live_.find(out.id);
+    if (it == live_.end()) return;
+    Live& l = *it->second;
+    Event ev;
+    ev.choice = l.choice;
+    const Clock::time_point now = Clock::now();
+    bool stopped = false;
+    for (size_t k = 0; k < out.new_tokens.size() && !stopped; ++k) {
+        const int32_t t = out.new_tokens[k];
+        if (l.n_output == 0) l.first_token = now;
+        l.last_token = now;
+        ++l.n_output;
+        std::string piece = l.decoder.push(t);
+        ev.text += l.stops.push(piece, stopped);
+        if (l.logprobs && k < out.new_samples.size()) {
+            const infer::SampleResult& s = out.new_samples[k];
+            TokenLogprob tl;
+            tl.token = tok_.decode(std::span<const int32_t>(&t, 1), false);
+            tl.logprob = s.logprob;
+            for (const auto& [id, lp] : s.top) {
+                tl.top.emplace_back(tok_.decode(std::span<const int32_t>(&id, 1), false), lp);
+            }
+            ev.logprobs.push_back(std::move(tl));
+        }
+    }
+    ev.n_prompt_tokens = l.n_prompt;
+    ev.n_output_tokens = l.n_output;
+    if (stopped) {
+        engine_->finish(out.id, infer::FinishReason::stop);
+        ev.finish_reason = "stop";
+    } else if (out.finished) {
+        ev.finish_reason = out.finish_reason == infer::FinishReason::length ? "length" : "stop";
+        std::string tail = l.decoder.flush();
+        bool s2 = false;
+        ev.text += l.stops.push(tail, s2);
+        if (!s2) ev.text += l.stops.flush();
+    }
+    const bool done = !ev.finish_reason.empty();
+    if (done) {
+        const double ttft =
+            l.n_output > 0 ? std::chrono::duration<double>(l.first_token - l.arrival).count() : -1;
+        const double tpot =
+            l.n_output > 1 ? std::chrono::duration<double>(l.last_token - l.first_token).count() /
+                                 static_cast<double>(l.n_output - 1)
+                           : 0;
+        metrics_.choice_done(l.n_prompt, l.n_output, ttft, tpot,
+                             std::chrono::duration<double>(now - l.arrival).count());
+    }
+    std::shared_ptr<Channel> ch = l.channel;
+    if (ev.text.empty() && ev.logprobs.empty() && !done) return;
+    if (done) {
+        live_.erase(it);
+        // The request leaves the engine once its last choice is done.
+        bool last = true;
+        for (infer::RequestId id : ch->ids_) last = last && !live_.count(id);
+        if (last) active_ -= 1;
+    }
+    ch->push(std::move(ev));
+}
+
+void Service::publish_gauges() {
+    EngineGauges g;
+    const infer::StepStats& st = engine_->last_step();
+    g.waiting = static_cast<int64_t>(engine_->scheduler().n_waiting());
+    g.running = static_cast<int64_t>(engine_->scheduler().n_running());
+    g.kv_blocks_total = engine_->kv_pool().n_blocks();
+    g.kv_blocks_free = engine_->kv_pool().n_free();
+    g.kv_blocks_used = engine_->kv_pool().n_used();
+    infer::EngineCounters c = engine_->counters();
+    g.steps = c.n_steps;
+    g.preemptions = c.n_preemptions;
+    g.prefix_cache_hit_tokens = c.n_cached_prompt_tokens;
+    (void)st;
+    metrics_.set_gauges(g);
+}
+
+}  // namespace zs::serve
