@@ -172,6 +172,7 @@ bool is_int(DType t) { return !is_floating(t); }
 }  // namespace
 
 void convert(void* dst, DType dst_type, const void* src, DType src_type, size_t n) {
+    if (n == 0) return;  // empty tensors may have null data
     if (dst_type == src_type) {
         std::memcpy(dst, src, n * dtype_size(dst_type));
         return;

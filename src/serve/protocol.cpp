@@ -466,7 +466,7 @@ json chat_response(const std::string& id, int64_t created, const std::string& mo
 
 json completion_chunk(const std::string& id, int64_t created, const std::string& model, int index,
                       const std::string& text, const std::vector<TokenLogprob>* logprobs,
-                      const std::string& finish_reason, bool include_usage) {
+                      const std::string& finish_reason) {
     json c = {{"index", index},
               {"text", text},
               {"logprobs", logprobs ? completion_logprobs(*logprobs, 0) : json()},
@@ -474,14 +474,12 @@ json completion_chunk(const std::string& id, int64_t created, const std::string&
     json out = {
         {"id", id},       {"object", "text_completion"}, {"created", created},
         {"model", model}, {"choices", json::array({c})}, {"system_fingerprint", "zerospeed"}};
-    if (include_usage) out["usage"] = nullptr;
     return out;
 }
 
 json chat_chunk(const std::string& id, int64_t created, const std::string& model, int index,
                 const std::optional<std::string>& text, bool first,
-                const std::vector<TokenLogprob>* logprobs, const std::string& finish_reason,
-                bool include_usage) {
+                const std::vector<TokenLogprob>* logprobs, const std::string& finish_reason) {
     json delta = json::object();
     if (first) delta["role"] = "assistant";
     if (text) delta["content"] = *text;
@@ -492,7 +490,6 @@ json chat_chunk(const std::string& id, int64_t created, const std::string& model
     json out = {
         {"id", id},       {"object", "chat.completion.chunk"}, {"created", created},
         {"model", model}, {"choices", json::array({c})},       {"system_fingerprint", "zerospeed"}};
-    if (include_usage) out["usage"] = nullptr;
     return out;
 }
 

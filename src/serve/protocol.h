@@ -118,15 +118,16 @@ nlohmann::json chat_response(const std::string& id, int64_t created, const std::
                              const std::vector<ChoiceResult>& choices, const Usage& usage,
                              bool with_logprobs);
 // One stream chunk for one choice: text delta (and logprobs of the tokens it covers), a finish
-// reason on the last one; `first` adds the chat role delta.
+// reason on the last one; `first` adds the chat role delta. Chunks carry no `usage` key (the
+// schema does not allow null there); with include_usage a usage_chunk() ends the stream.
 nlohmann::json completion_chunk(const std::string& id, int64_t created, const std::string& model,
                                 int index, const std::string& text,
                                 const std::vector<TokenLogprob>* logprobs,
-                                const std::string& finish_reason, bool include_usage);
+                                const std::string& finish_reason);
 nlohmann::json chat_chunk(const std::string& id, int64_t created, const std::string& model,
                           int index, const std::optional<std::string>& text, bool first,
                           const std::vector<TokenLogprob>* logprobs,
-                          const std::string& finish_reason, bool include_usage);
+                          const std::string& finish_reason);
 // The usage-only last chunk (choices: []) of stream_options.include_usage.
 nlohmann::json usage_chunk(Endpoint ep, const std::string& id, int64_t created,
                            const std::string& model, const Usage& usage);

@@ -382,7 +382,7 @@ void Server::routes() {
                         job->started[i] = true;
                         if (!write(sse(chat_chunk(job->id, job->created, job->model,
                                                   static_cast<int>(i), std::string(), true, nullptr,
-                                                  "", r.include_usage)))) {
+                                                  "")))) {
                             return false;
                         }
                     }
@@ -392,7 +392,7 @@ void Server::routes() {
                         job->started[i] = true;
                         if (!write(sse(completion_chunk(job->id, job->created, job->model,
                                                         static_cast<int>(i), job->results[i].text,
-                                                        nullptr, "", r.include_usage)))) {
+                                                        nullptr, "")))) {
                             return false;
                         }
                     }
@@ -403,14 +403,13 @@ void Server::routes() {
                     ChoiceResult& c = job->results[static_cast<size_t>(e.choice)];
                     c.n_output_tokens = e.n_output_tokens;
                     const std::vector<TokenLogprob>* lp = r.logprobs ? &e.logprobs : nullptr;
-                    json chunk =
-                        chat ? chat_chunk(job->id, job->created, job->model, e.choice,
-                                          e.text.empty() && !e.finish_reason.empty()
-                                              ? std::nullopt
-                                              : std::optional<std::string>(e.text),
-                                          false, lp, e.finish_reason, r.include_usage)
-                             : completion_chunk(job->id, job->created, job->model, e.choice, e.text,
-                                                lp, e.finish_reason, r.include_usage);
+                    json chunk = chat ? chat_chunk(job->id, job->created, job->model, e.choice,
+                                                   e.text.empty() && !e.finish_reason.empty()
+                                                       ? std::nullopt
+                                                       : std::optional<std::string>(e.text),
+                                                   false, lp, e.finish_reason)
+                                      : completion_chunk(job->id, job->created, job->model,
+                                                         e.choice, e.text, lp, e.finish_reason);
                     if (!write(sse(chunk))) return false;
                 }
                 if (job->channel->aborted()) {
