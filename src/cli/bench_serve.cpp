@@ -33,6 +33,8 @@
 #include "cli/commands.h"
 #include "cli/svg.h"
 #include "io/atomic_file.h"
+#include "io/gguf.h"
+#include "io/gguf_tokenizer.h"
 #include "io/tokenizer.h"
 
 namespace zs::cli {
@@ -69,7 +71,9 @@ public:
     Workload(const BenchServeOptions& o) : o_(o), rng_(o.seed) {
         if (!o.text.empty()) {
             ZS_CHECK_T(ConfigError, !o.tokenizer.empty(), "--text needs --tokenizer");
-            io::Tokenizer tok = io::Tokenizer::load(o.tokenizer);
+            io::Tokenizer tok = o.tokenizer.ends_with(".gguf")
+                                    ? io::tokenizer_from_gguf(io::GgufFile::open(o.tokenizer))
+                                    : io::Tokenizer::load(o.tokenizer);
             corpus_ = tok.encode(io::read_file(o.text), false, false);
             ZS_CHECK_T(ConfigError, corpus_.size() > 1024, "--text {}: too little text", o.text);
         }
@@ -135,7 +139,12 @@ ReqResult run_one(const BenchServeOptions& o, const std::string& model, std::vec
         status = res.status;
         return true;
     };
+    std::string error_body;
     req.content_receiver = [&](const char* data, size_t len, uint64_t, uint64_t) {
+        if (status != 200) {
+            error_body.append(data, std::min<size_t>(len, 4096));
+            return true;
+        }
         buf.append(data, len);
         size_t pos;
         while ((pos = buf.find("\n\n")) != std::string::npos) {
@@ -174,7 +183,8 @@ ReqResult run_one(const BenchServeOptions& o, const std::string& model, std::vec
     bool sent = cli.send(req, res, err);
     r.e2e = std::chrono::duration<double>(Clock::now() - t0).count();
     if (!sent || status != 200) {
-        r.error = fmt::format("HTTP {} ({}) {}", status, httplib::to_string(err), r.error);
+        r.error =
+            fmt::format("HTTP {} ({}) {}{}", status, httplib::to_string(err), r.error, error_body);
         return r;
     }
     r.output_tokens = usage_tokens >= 0 ? usage_tokens : chunks;

@@ -151,8 +151,8 @@ void parse_prompt(const json& p, GenRequest& r, const ParseLimits& lim) {
         r.prompt_texts.push_back(p.get<std::string>());
     } else if (p.is_array()) {
         if (p.empty()) bad_request("prompt", "'prompt' must not be empty");
-        too_many(p.size());
         if (p[0].is_string()) {
+            too_many(p.size());
             for (const json& s : p) {
                 if (!s.is_string()) {
                     bad_request("prompt", "'prompt' arrays must hold only strings or only ids");
@@ -160,6 +160,7 @@ void parse_prompt(const json& p, GenRequest& r, const ParseLimits& lim) {
                 r.prompt_texts.push_back(s.get<std::string>());
             }
         } else if (p[0].is_array()) {
+            too_many(p.size());
             for (const json& a : p) {
                 if (!a.is_array()) {
                     bad_request("prompt", "'prompt' must be an array of token-id arrays");

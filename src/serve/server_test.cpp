@@ -390,6 +390,15 @@ TEST(Serve, Validation400WithOpenAIErrorShape) {
         EXPECT_EQ(st, 400) << k.field << " = " << k.value.dump().substr(0, 40) << ": " << r;
         expect_openai_error(r, k.param);
     }
+    // A token-id prompt longer than the prompt-count limit is one prompt, not many (regression).
+    {
+        int st = 0;
+        json r =
+            post(c, "/v1/completions",
+                 {{"model", "tiny"}, {"prompt", std::vector<int32_t>(100, 318)}, {"max_tokens", 2}},
+                 &st);
+        EXPECT_EQ(st, 200) << r;
+    }
     // Chat specifics.
     for (const json& msgs :
          {json::array(), json("hi"), json::array({{{"role", "wizard"}, {"content", "x"}}}),
