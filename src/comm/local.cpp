@@ -139,7 +139,7 @@ public:
             "allgather", in.data_ptr(), in.nbytes(), 0,
             [&](Shared::Slot& s) {
                 std::vector<char> o(out.nbytes());
-                for (int r = 0; r < size(); ++r) {
+                for (int r = 0; r < size() && in.nbytes() > 0; ++r) {
                     std::memcpy(o.data() + static_cast<size_t>(r) * in.nbytes(),
                                 s.in[static_cast<size_t>(r)], in.nbytes());
                 }
@@ -174,7 +174,7 @@ public:
             "all_to_all", in.data_ptr(), in.nbytes(), 0,
             [&](Shared::Slot& s) {
                 std::vector<char> o(out.nbytes());
-                for (int j = 0; j < size(); ++j) {
+                for (int j = 0; j < size() && chunk > 0; ++j) {
                     std::memcpy(o.data() + static_cast<size_t>(j) * chunk,
                                 static_cast<const char*>(s.in[static_cast<size_t>(j)]) +
                                     static_cast<size_t>(rank_) * chunk,
@@ -212,7 +212,7 @@ public:
                 fmt::format("recv: message from rank {} has {} bytes; the receive buffer {} bytes",
                             peer, msg.size(), t.nbytes()))));
         }
-        std::memcpy(t.data_ptr(), msg.data(), msg.size());
+        if (!msg.empty()) std::memcpy(t.data_ptr(), msg.data(), msg.size());
         return Work();
     }
 
