@@ -1,0 +1,111 @@
+#!/usr/bin/env bash
+# `make bench`: every benchmark with its peer measured in the same run (this machine is noisy:
+# compare ratios, not absolute figures). Results land in BUILD/bench/results/<time>/, one file per
+# section; docs/BENCHMARKS.md records the figures with these commands.
+#
+# Usage: tools/run_benchmarks.sh [BUILD] [section...]
+#   sections: ops optim tokenizer comm train serve (default: all)
+# Peers: the Python ones (torch, deepspeed, tiktoken, HF tokenizers, sentencepiece) come from the
+# reference venv (ZS_REFERENCE_PYTHON, default ~/.cache/zerospeed/venv/bin/python; see
+# tools/reference/README.md) and are skipped, saying so, without it. llama.cpp's llama-server is
+# used when LLAMA_SERVER names its binary (built by you from llama.cpp's public source).
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+build=${1:-$root/build}
+shift || true
+sections=${*:-ops optim tokenizer comm train serve}
+py=${ZS_REFERENCE_PYTHON:-$HOME/.cache/zerospeed/venv/bin/python}
+out=$build/bench/results/$(date +%Y%m%d-%H%M%S)
+mkdir -p "$out"
+bin=$build/bin/zerospeed
+have_py() { [ -x "$py" ] && "$py" -c "import $1" 2>/dev/null; }
+note() { echo "== $*" | tee -a "$out/README.txt"; }
+
+note "machine: $(nproc) cores,$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2), $(date -u)"
+note "commit: $(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo unknown)"
+
+for s in $sections; do
+    case $s in
+    ops)
+        note "ops: GEMM (ours vs oneDNN direct vs OpenBLAS), kernels, STREAM triad"
+        OMP_NUM_THREADS=${OMP_NUM_THREADS:-2} "$build/bench/ops_bench" \
+            --benchmark_out="$out/ops.json" --benchmark_out_format=json | tee "$out/ops.txt"
+        ;;
+    optim)
+        note "optim: AdamW/Lion/SGD on 100M parameters; peers DeepSpeedCPUAdam and torch AdamW"
+        for round in 1 2; do  # interleaved: ours, peers, ours, peers
+            OMP_NUM_THREADS=2 "$build/bench/optim_bench" --benchmark_out="$out/optim.$round.json" \
+                --benchmark_out_format=json | tee -a "$out/optim.txt"
+            if have_py deepspeed; then
+                DS_ACCELERATOR=cpu "$py" "$root/bench/peers/adamw_peers.py" --threads 2 \
+                    | tee -a "$out/optim_peers.jsonl"
+            else
+                note "optim peers skipped: no deepspeed/torch in $py"
+            fi
+        done
+        ;;
+    tokenizer)
+        note "tokenizer: encode MB/s, one thread; peers tiktoken, HF tokenizers, sentencepiece"
+        "$build/bench/tokenizer_bench" --benchmark_out="$out/tokenizer.json" \
+            --benchmark_out_format=json | tee "$out/tokenizer.txt"
+        if have_py tiktoken; then
+            "$py" "$root/bench/peers/tokenizer_peers.py" | tee "$out/tokenizer_peers.jsonl"
+        else
+            note "tokenizer peers skipped: no tiktoken in $py"
+        fi
+        ;;
+    comm)
+        note "comm: our Communicator vs blocking MPI calls, 2 ranks"
+        mpirun --allow-run-as-root --oversubscribe -np 2 -x OMP_NUM_THREADS=1 \
+            "$build/bench/comm_bench" --iters 5 | tee "$out/comm.json"
+        ;;
+    train)
+        note "train: GPT-2 124M, B=4 T=64: ours fp32 (1 rank x 2 threads) vs PyTorch; ZeRO-2/3 on 2 ranks vs DeepSpeed"
+        data=$build/bench/train_data
+        if [ ! -f "$data/index.json" ]; then
+            "$bin" data prepare --tokenizer "$root/tests/fixtures/tokenizers/gpt2" \
+                --input "$root/data/corpora/austen.txt" --output "$data" >/dev/null
+        fi
+        train() {  # label ds ranks
+            local csv=$out/train_$1.csv
+            if [ "$3" = 1 ]; then
+                OMP_NUM_THREADS=2 "$bin" train --model-config "$root/bench/train/gpt2_124m.json" \
+                    --ds-config "$root/bench/train/$2" --data "$data" --seq-len 64 --steps 8 \
+                    --metrics "$csv" --no-progress 2>&1 | tail -3 | tee -a "$out/train.txt"
+            else
+                OMP_NUM_THREADS=1 "$build/bin/zerospeed-run" --num_procs "$3" "$bin" train \
+                    --model-config "$root/bench/train/gpt2_124m.json" \
+                    --ds-config "$root/bench/train/$2" --data "$data" --seq-len 64 --steps 8 \
+                    --metrics "$csv" --no-progress 2>&1 | tail -3 | tee -a "$out/train.txt"
+            fi
+            # tokens/s over the timed steps (the first two warm up)
+            awk -F, -v l="$1" 'NR>1 && $1>2 {s+=$9; n++} END {if (n) printf "{\"name\": \"zerospeed-%s\", \"tokens_per_s\": %.1f}\n", l, s/n}' \
+                "$csv" | tee -a "$out/train.jsonl"
+        }
+        train fp32 ds_fp32.json 1
+        if have_py transformers; then
+            OMP_NUM_THREADS=2 "$py" "$root/bench/peers/train_torch.py" \
+                --config "$root/bench/train/gpt2_124m.json" --batch 4 --seq 64 --steps 8 \
+                --precision fp32 | tee -a "$out/train.jsonl"
+        fi
+        train zero2 ds_zero2.json 2
+        train zero3 ds_zero3.json 2
+        if have_py deepspeed; then
+            OMP_NUM_THREADS=1 DS_ACCELERATOR=cpu "$(dirname "$py")/torchrun" --nproc_per_node 2 \
+                "$root/bench/peers/train_deepspeed.py" --config "$root/bench/train/gpt2_124m.json" \
+                --ds-config "$root/bench/train/ds_zero3.json" --seq 64 --steps 8 2>/dev/null \
+                | grep '^{' | tee -a "$out/train.jsonl"
+        fi
+        ;;
+    serve)
+        note "serve: zerospeed SplitFuse vs prefill-first${LLAMA_SERVER:+ vs llama.cpp ($LLAMA_SERVER)}"
+        "$root/tools/bench_serve_peers.sh" --out "$out/serve" \
+            ${LLAMA_SERVER:+--llama-server "$LLAMA_SERVER"} | tee "$out/serve.txt"
+        ;;
+    *)
+        echo "unknown section $s (ops optim tokenizer comm train serve)" >&2
+        exit 2
+        ;;
+    esac
+done
+note "results in $out"
