@@ -68,6 +68,48 @@ void BM_matmul(benchmark::State& st) {
         benchmark::Counter(2.0 * M * N * K * st.iterations() / 1e9, benchmark::Counter::kIsRate);
 }
 
+// The decode step's linear layers: M <= 4 rows times a weight matrix [N, K] (SmolLM2-135M's
+// lm_head 49152 x 576 and MLP 1536 x 576). Memory-bound: the figure is weight GB/s, to compare
+// with the STREAM triad of the same run; the peer is oneDNN's matmul primitive on the same shape.
+void BM_decode_linear(benchmark::State& st) {
+    const int64_t M = st.range(0), N = st.range(1), K = st.range(2);
+    DType t = st.range(3) ? DType::bf16 : DType::f32;
+    Tensor x = rnd({M, K}, t), w = rnd({N, K}, t), y = Tensor::empty({M, N}, t);
+    zs::ops::linear_forward(y, x, w);
+    for (auto _ : st) {
+        zs::ops::linear_forward(y, x, w);
+        benchmark::DoNotOptimize(y.data_ptr());
+    }
+    st.counters["weight_GB/s"] = benchmark::Counter(
+        static_cast<double>(w.nbytes()) * st.iterations() / 1e9, benchmark::Counter::kIsRate);
+}
+
+void BM_decode_linear_onednn(benchmark::State& st) {
+    const int64_t M = st.range(0), N = st.range(1), K = st.range(2);
+    auto dt = st.range(3) ? dnnl::memory::data_type::bf16 : dnnl::memory::data_type::f32;
+    DType t = st.range(3) ? DType::bf16 : DType::f32;
+    Tensor x = rnd({M, K}, t), w = rnd({N, K}, t), y = Tensor::empty({M, N}, DType::f32);
+    dnnl::engine eng(dnnl::engine::kind::cpu, 0);
+    dnnl::stream s(eng);
+    using tag = dnnl::memory::format_tag;
+    dnnl::memory::desc xmd({M, K}, dt, tag::ab), wmd({K, N}, dt, tag::ba),
+        ymd({M, N}, dnnl::memory::data_type::f32, tag::ab);
+    dnnl::matmul prim(dnnl::matmul::primitive_desc(dnnl::matmul::desc(xmd, wmd, ymd), eng));
+    dnnl::memory xm(xmd, eng, x.data_ptr()), wm(wmd, eng, w.data_ptr()), ym(ymd, eng, y.data_ptr());
+    for (auto _ : st) {
+        prim.execute(s, {{DNNL_ARG_SRC, xm}, {DNNL_ARG_WEIGHTS, wm}, {DNNL_ARG_DST, ym}});
+        s.wait();
+    }
+    st.counters["weight_GB/s"] = benchmark::Counter(
+        static_cast<double>(w.nbytes()) * st.iterations() / 1e9, benchmark::Counter::kIsRate);
+}
+
+void decode_args(benchmark::internal::Benchmark* b) {
+    for (int64_t dt : {0, 1}) {
+        b->Args({1, 49152, 576, dt})->Args({4, 49152, 576, dt})->Args({1, 1536, 576, dt});
+    }
+}
+
 // The same GEMM through oneDNN's matmul primitive directly (created once, outside the loop).
 void BM_matmul_onednn_direct(benchmark::State& st) {
     const int64_t M = st.range(0), K = st.range(1), N = st.range(2);
@@ -170,6 +212,8 @@ void BM_attention(benchmark::State& st) {
 
 BENCHMARK(zs::bench::BM_stream_triad)->Name("BM_stream_triad")->UseRealTime();
 BENCHMARK(zs::bench::BM_stream_copy)->Name("BM_stream_copy")->UseRealTime();
+BENCHMARK(BM_decode_linear)->Apply(decode_args)->UseRealTime();
+BENCHMARK(BM_decode_linear_onednn)->Apply(decode_args)->UseRealTime();
 BENCHMARK(BM_matmul)->Apply(gemm_args)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_matmul_onednn_direct)->Apply(gemm_args)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_sgemm_openblas)

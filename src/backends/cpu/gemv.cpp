@@ -6,8 +6,15 @@
 //   a [M, K] rows (stride lda), w [N, K] rows (stride ldw), out [M, N] (stride ldo)
 #include "backends/cpu/gemv.h"
 
+// GCC 12 reports the _mm512_undefined_* inside its own intrinsics as uninitialized once they are
+// inlined into these unrolled loops (a known false positive).
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
+
+#include <algorithm>
 #include <vector>
 
+#include <immintrin.h>
 #include <omp.h>
 
 #include "backends/cpu/parallel.h"
@@ -16,41 +23,100 @@ namespace zs::backends::cpu {
 
 namespace {
 
-template <class TA, class TW, class TO, class TB>
-void gemv_impl(const SkinnyArgs& g) {
-    const int64_t M = g.m, N = g.n, K = g.k;
-    const auto* A = static_cast<const TA*>(g.a);
+// MR rows of a (f32) times NB weight rows: every weight vector loaded once feeds MR FMAs, and
+// NB independent weight streams keep enough loads in flight to approach memory bandwidth. Rows
+// past `nn` repeat the last valid one (read, never stored).
+template <int MR, int NB, class TW>
+inline void gemv_block(const float* a, int64_t K, const TW* W, int64_t ldw, int64_t n0, int64_t nn,
+                       float* res) {
+    VecF acc[MR][NB];
+    for (int m = 0; m < MR; ++m) {
+        for (int j = 0; j < NB; ++j) acc[m][j] = vzero();
+    }
+    const TW* wr[NB];
+    for (int j = 0; j < NB; ++j) wr[j] = W + (n0 + std::min<int64_t>(j, nn - 1)) * ldw;
+    int64_t k = 0;
+    // The next block's rows, fetched a block ahead (rows are short: the hardware prefetcher
+    // alone restarts on every block).
+    const char* next = reinterpret_cast<const char*>(W + (n0 + NB) * ldw);
+    const int64_t row_bytes = ldw * static_cast<int64_t>(sizeof(TW));
+    for (; k + kLanes <= K; k += kLanes) {
+        VecF wv[NB];
+        for (int j = 0; j < NB; ++j) {
+            _mm_prefetch(next + j * row_bytes + k * static_cast<int64_t>(sizeof(TW)), _MM_HINT_T0);
+            wv[j] = vload(wr[j] + k);
+        }
+        for (int m = 0; m < MR; ++m) {
+            const VecF av = vload(a + m * K + k);
+            for (int j = 0; j < NB; ++j) acc[m][j] = vfma(wv[j], av, acc[m][j]);
+        }
+    }
+    if (k < K) {
+        const int c = static_cast<int>(K - k);
+        VecF wv[NB];
+        for (int j = 0; j < NB; ++j) wv[j] = vload(wr[j] + k, c);
+        for (int m = 0; m < MR; ++m) {
+            const VecF av = vload(a + m * K + k, c);
+            for (int j = 0; j < NB; ++j) acc[m][j] = vfma(wv[j], av, acc[m][j]);
+        }
+    }
+    for (int m = 0; m < MR; ++m) {
+        for (int j = 0; j < NB; ++j) res[m * NB + j] = vsum(acc[m][j]);
+    }
+}
+
+template <int MR, int NB, class TA, class TW, class TO, class TB>
+void gemv_rows(const SkinnyArgs& g, const float* a) {
+    const int64_t N = g.n, K = g.k;
     const auto* W = static_cast<const TW*>(g.w);
     auto* O = static_cast<TO*>(g.out);
     const auto* Bias = static_cast<const TB*>(g.bias);
+    const int64_t blocks = (N + NB - 1) / NB;
+#pragma omp parallel for schedule(static) if (N * K >= (1 << 16))
+    for (int64_t bi = 0; bi < blocks; ++bi) {
+        const int64_t n0 = bi * NB, nn = std::min<int64_t>(NB, N - n0);
+        float res[MR * NB];
+        gemv_block<MR, NB>(a, K, W, g.ldw, n0, nn, res);
+        for (int m = 0; m < MR; ++m) {
+            for (int64_t j = 0; j < nn; ++j) {
+                float v = g.alpha * res[m * NB + j];
+                TO* o = O + m * g.ldo + n0 + j;
+                if (g.beta != 0.0f) v += g.beta * to_f32(*o);
+                if (Bias) v += to_f32(Bias[n0 + j]);
+                *o = from_f32<TO>(v);
+            }
+        }
+    }
+}
+
+template <class TA, class TW, class TO, class TB>
+void gemv_impl(const SkinnyArgs& g) {
+    const int64_t M = g.m, K = g.k;
+    const auto* A = static_cast<const TA*>(g.a);
     // Rows of a, converted to f32 once (they are reused for every output column).
     std::vector<float> af(static_cast<size_t>(M * K));
     for (int64_t m = 0; m < M; ++m) {
         for (int64_t k = 0; k < K; ++k)
             af[static_cast<size_t>(m * K + k)] = to_f32(A[m * g.lda + k]);
     }
-    const float* a = af.data();
-    constexpr int64_t kNB = 4;  // output columns per inner iteration
-    const int64_t blocks = (N + kNB - 1) / kNB;
-#pragma omp parallel for schedule(static) if (N * K >= (1 << 16))
-    for (int64_t bi = 0; bi < blocks; ++bi) {
-        const int64_t n0 = bi * kNB, nn = std::min(kNB, N - n0);
-        for (int64_t m = 0; m < M; ++m) {
-            VecF acc[kNB] = {vzero(), vzero(), vzero(), vzero()};
-            const float* am = a + m * K;
-            for (int64_t k = 0; k < K; k += kLanes) {
-                int c = static_cast<int>(std::min<int64_t>(kLanes, K - k));
-                VecF av = vload(am + k, c);
-                for (int64_t j = 0; j < nn; ++j)
-                    acc[j] = vfma(vload(W + (n0 + j) * g.ldw + k, c), av, acc[j]);
-            }
-            for (int64_t j = 0; j < nn; ++j) {
-                float v = g.alpha * vsum(acc[j]);
-                TO* o = O + m * g.ldo + n0 + j;
-                if (g.beta != 0.0f) v += g.beta * to_f32(*o);
-                if (Bias) v += to_f32(Bias[n0 + j]);
-                *o = from_f32<TO>(v);
-            }
+    // Up to 4 rows per pass over the weights (the decode batch of a few sequences).
+    for (int64_t m0 = 0; m0 < M; m0 += 4) {
+        SkinnyArgs part = g;
+        part.out = static_cast<TO*>(g.out) + m0 * g.ldo;
+        const float* a = af.data() + m0 * K;
+        switch (std::min<int64_t>(4, M - m0)) {
+            case 1:
+                gemv_rows<1, 8, TA, TW, TO, TB>(part, a);
+                break;
+            case 2:
+                gemv_rows<2, 6, TA, TW, TO, TB>(part, a);
+                break;
+            case 3:
+                gemv_rows<3, 4, TA, TW, TO, TB>(part, a);
+                break;
+            default:
+                gemv_rows<4, 4, TA, TW, TO, TB>(part, a);
+                break;
         }
     }
 }
