@@ -6,7 +6,7 @@ ASAN_BUILD ?= build-asan
 CUDA_BUILD ?= build-cuda
 FUZZ_BUILD ?= build-fuzz
 FUZZ_TIME  ?= 60
-FUZZ_TARGETS := safetensors gguf json
+FUZZ_TARGETS := safetensors gguf json openai_request
 JOBS       ?= $(shell nproc)
 CMAKE      := cmake -G Ninja -DZS_WERROR=ON
 NVCC       ?= /usr/local/cuda/bin/nvcc
