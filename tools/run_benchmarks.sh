@@ -8,7 +8,8 @@
 # Peers: the Python ones (torch, deepspeed, tiktoken, HF tokenizers, sentencepiece) come from the
 # reference venv (ZS_REFERENCE_PYTHON, default ~/.cache/zerospeed/venv/bin/python; see
 # tools/reference/README.md) and are skipped, saying so, without it. llama.cpp's llama-server is
-# used when LLAMA_SERVER names its binary (built by you from llama.cpp's public source).
+# used when LLAMA_SERVER names its binary, llm.c's CPU trainer when LLMC_TRAIN names its
+# train_gpt2 (both built by you from their public source, outside this repository).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 build=${1:-$root/build}
@@ -87,6 +88,12 @@ for s in $sections; do
             OMP_NUM_THREADS=2 "$py" "$root/bench/peers/train_torch.py" \
                 --config "$root/bench/train/gpt2_124m.json" --batch 4 --seq 64 --steps 8 \
                 --precision fp32 | tee -a "$out/train.jsonl"
+        fi
+        if [ -n "${LLMC_TRAIN:-}" ] && have_py numpy; then  # llm.c's train_gpt2 (fp32, B=4 T=64)
+            OMP_NUM_THREADS=2 "$py" "$root/bench/peers/llmc_train.py" --llmc "$LLMC_TRAIN" \
+                --zerospeed "$bin" --steps 6 | tee -a "$out/train.jsonl"
+        else
+            note "llm.c skipped: set LLMC_TRAIN to its train_gpt2 binary"
         fi
         train zero2 ds_zero2.json 2
         train zero3 ds_zero3.json 2
