@@ -2,6 +2,7 @@
 // rank can compute for itself; `comm_mpi_check hang` has the last rank sleep past the timeout
 // instead of joining an allreduce: the others must fail with the op, sequence number, group and
 // missing rank named, and the job must end non-zero promptly (tests/mpi/run_mpi.sh checks it).
+#include <cmath>
 #include <cstdio>
 #include <cstring>
 #include <string>
@@ -58,6 +59,30 @@ void collectives(comm::Communicator& c) {
             Tensor gf = all.to(DType::f32);
             for (int q = 0; q < n; ++q)
                 CHECK_OR_DIE(gf.data<float>()[q * len + len - 1] == in_dtype(val(q, len - 1), t));
+        }
+    }
+    // A large allreduce (run by the blocking worker) in flight while other collectives are
+    // posted and completed first: no deadlock, both right.
+    {
+        const int64_t len = int64_t{1} << 18;
+        Tensor big = Tensor::empty({len * n}, DType::f32),
+               in = Tensor::empty({len * n}, DType::f32);
+        for (int64_t i = 0; i < len * n; ++i)
+            big.data<float>()[i] = in.data<float>()[i] = val(r, i);
+        Tensor out = Tensor::empty({len}, DType::f32);
+        comm::Work w1 = c.allreduce(big, comm::ReduceOp::avg);
+        comm::Work w2 = c.reduce_scatter(out, in, comm::ReduceOp::sum);
+        w2.wait();
+        w1.wait();
+        for (int64_t i = 0; i < len * n; i += 4099) {
+            double want = 0;
+            for (int q = 0; q < n; ++q) want += val(q, i);
+            CHECK_OR_DIE(std::abs(big.data<float>()[i] - want / n) <= 1e-3 * want);
+        }
+        for (int64_t i = 0; i < len; i += 4099) {
+            double want = 0;
+            for (int q = 0; q < n; ++q) want += val(q, r * len + i);
+            CHECK_OR_DIE(out.data<float>()[i] == static_cast<float>(want));
         }
     }
     Tensor b = Tensor::empty({5}, DType::i32);
