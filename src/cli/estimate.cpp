@@ -24,7 +24,7 @@ int run_estimate(const EstimateOptions& o) {
     models::RunConfig rc;
     rc.compute_dtype =
         tc.precision == train::Precision::bf16 ? core::DType::bf16 : core::DType::f32;
-    rc.activation_checkpointing = tc.activation_checkpointing;
+    rc.activation_checkpointing = tc.activation_checkpointing.given;
     models::Transformer model(mc, rc);
     const int n_states =
         tc.optimizer.kind == optim::Kind::adamw || tc.optimizer.kind == optim::Kind::adam ? 2
@@ -40,18 +40,20 @@ int run_estimate(const EstimateOptions& o) {
         "model: %s, %.2f M parameters; %d rank(s); micro-batch %lld x %lld tokens, %lld "
         "accumulation; %s%s\n",
         models::to_string(mc.arch), static_cast<double>(mc.n_params()) / 1e6, o.ranks,
-        static_cast<long long>(tc.micro_batch), static_cast<long long>(o.seq_len),
-        static_cast<long long>(tc.grad_accum), train::to_string(tc.precision),
-        tc.activation_checkpointing ? ", activation checkpointing" : "");
+        static_cast<long long>(tc.batch.train_micro_batch_size_per_gpu),
+        static_cast<long long>(o.seq_len),
+        static_cast<long long>(tc.batch.gradient_accumulation_steps),
+        train::to_string(tc.precision),
+        tc.activation_checkpointing.given ? ", activation checkpointing" : "");
     std::printf("\n%-6s %12s %12s %12s %12s %12s %12s %14s\n", "stage", "params", "grads",
                 "optimizer", "activations", "transient", "peak/rank", "comm/step");
     for (int stage = 0; stage <= 3; ++stage) {
         zero::EstimateInput in{o.ranks,
                                stage,
                                n_states,
-                               tc.micro_batch,
+                               tc.batch.train_micro_batch_size_per_gpu,
                                o.seq_len,
-                               tc.grad_accum,
+                               tc.batch.gradient_accumulation_steps,
                                tc.zero.stage3_prefetch_bucket_size,
                                tc.zero.stage3_max_live_parameters,
                                tc.zero.stage3_param_persistence_threshold};

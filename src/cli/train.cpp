@@ -60,8 +60,9 @@ int run_train(const TrainOptions& o, comm::Communicator& world) {
             "{} "
             "accumulation x {} ranks = {} sequences of {} tokens per step",
             models::to_string(mc.arch), static_cast<double>(mc.n_params()) / 1e6, world.size(),
-            tc.zero.stage, train::to_string(tc.precision), tc.micro_batch, tc.grad_accum,
-            world.size(), tc.train_batch_size, run.seq_len);
+            tc.zero.stage, train::to_string(tc.precision), tc.batch.train_micro_batch_size_per_gpu,
+            tc.batch.gradient_accumulation_steps, world.size(), tc.batch.train_batch_size,
+            run.seq_len);
     }
     train::Trainer trainer(mc, tc, run, world);
     bool resumed = false;

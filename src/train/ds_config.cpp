@@ -1,17 +1,527 @@
+// ds_config.json → TrainConfig, section by section, in the order DeepSpeedConfig reads them.
+// Each section's reader names the DeepSpeed source it mirrors; docs/CONFIG.md lists every key.
 #include "train/ds_config.h"
 
 #include <algorithm>
 #include <cctype>
+#include <cmath>
+#include <limits>
 
 #include <fmt/format.h>
+#include <nlohmann/json.hpp>
 
 #include "base/error.h"
+#include "base/log.h"
 #include "io/atomic_file.h"
 #include "io/json.h"
+#include "train/config_section.h"
+#include "train/ds_config_zero.h"
 
 namespace zs::train {
+namespace {
 
-using io::JsonReader;
+constexpr int64_t kI64Min = std::numeric_limits<int64_t>::min();
+constexpr int64_t kI64Max = std::numeric_limits<int64_t>::max();
+constexpr double kInf = std::numeric_limits<double>::infinity();
+
+// Python's floor division (DeepSpeed derives the batch triple with //).
+int64_t floor_div(int64_t a, int64_t b) {
+    int64_t q = a / b;
+    if ((a % b != 0) && ((a < 0) != (b < 0))) --q;
+    return q;
+}
+
+// runtime/config.py: _set_batch_related_parameters, then _batch_assertion.
+BatchConfig parse_batch(Section& root, int world) {
+    std::optional<int64_t> tbs = root.get_int("train_batch_size", kI64Min, kI64Max);
+    std::optional<int64_t> mbs = root.get_int("train_micro_batch_size_per_gpu", kI64Min, kI64Max);
+    std::optional<int64_t> gas = root.get_int("gradient_accumulation_steps", kI64Min, kI64Max);
+    const std::string& src = root.source();
+    auto div = [&](int64_t a, int64_t b, const char* what) {
+        ZS_CHECK_T(ConfigError, b != 0, "{}: {} is 0 (division by zero resolving the batch size)",
+                   src, what);
+        return floor_div(a, b);
+    };
+    BatchConfig b;
+    if (tbs && mbs && gas) {
+        b = {*tbs, *mbs, *gas};
+    } else if (tbs && mbs) {
+        b = {*tbs, *mbs, floor_div(div(*tbs, *mbs, "train_micro_batch_size_per_gpu"), world)};
+    } else if (tbs && gas) {
+        b = {*tbs, div(floor_div(*tbs, world), *gas, "gradient_accumulation_steps"), *gas};
+    } else if (mbs && gas) {
+        b = {*mbs * *gas * world, *mbs, *gas};
+    } else if (tbs) {
+        b = {*tbs, floor_div(*tbs, world), 1};
+    } else if (mbs) {
+        b = {*mbs * world, *mbs, 1};
+    } else {
+        ZS_THROW(ConfigError,
+                 "{}: either train_batch_size or train_micro_batch_size_per_gpu must be given "
+                 "(gradient_accumulation_steps alone does not determine the batch)",
+                 src);
+    }
+    ZS_CHECK_T(ConfigError, b.train_batch_size > 0, "{}: train_batch_size must be > 0, got {}", src,
+               b.train_batch_size);
+    ZS_CHECK_T(ConfigError, b.train_micro_batch_size_per_gpu > 0,
+               "{}: train_micro_batch_size_per_gpu must be > 0, got {}{}", src,
+               b.train_micro_batch_size_per_gpu,
+               mbs ? "" : " (train_batch_size / world size / gradient_accumulation_steps)");
+    ZS_CHECK_T(ConfigError, b.gradient_accumulation_steps > 0,
+               "{}: gradient_accumulation_steps must be > 0, got {}{}", src,
+               b.gradient_accumulation_steps,
+               gas ? "" : " (train_batch_size / train_micro_batch_size_per_gpu / world size)");
+    ZS_CHECK_T(ConfigError,
+               b.train_batch_size ==
+                   b.train_micro_batch_size_per_gpu * b.gradient_accumulation_steps * world,
+               "{}: train_batch_size must equal train_micro_batch_size_per_gpu * "
+               "gradient_accumulation_steps * world size: {} != {} * {} * {}",
+               src, b.train_batch_size, b.train_micro_batch_size_per_gpu,
+               b.gradient_accumulation_steps, world);
+    return b;
+}
+
+// runtime/engine.py _configure_basic_optimizer and the constructors it calls.
+OptimizerConfig parse_optimizer(Section& root) {
+    OptimizerConfig o;
+    std::optional<Section> s = root.get_section("optimizer", false);
+    if (!s) return o;
+    o.given = true;
+    std::optional<std::string> type = s->get_string("type");
+    if (!type) s->fail("type", "required: one of \"Adam\", \"AdamW\", \"SGD\", \"Lion\"");
+    o.type = *type;
+    s->known({"legacy_fusion"});
+    std::string t = *type;
+    for (char& ch : t) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+    const bool adam = t == "adam" || t == "adamw";
+    if (adam) {
+        o.kind = optim::Kind::adamw;
+    } else if (t == "sgd") {
+        o.kind = optim::Kind::sgd;
+    } else if (t == "lion") {
+        o.kind = optim::Kind::lion;
+    } else {
+        s->fail("type", fmt::format("\"{}\" is not supported by zerospeed; expected one of "
+                                    "\"Adam\", \"AdamW\", \"SGD\", \"Lion\"",
+                                    *type));
+    }
+    static const nlohmann::json kEmpty = nlohmann::json::object();
+    std::optional<Section> maybe = s->get_section("params", false);
+    Diagnostics scratch;  // only used when "params" is absent (nothing to warn about)
+    Section p =
+        maybe ? *maybe : Section(kEmpty, root.source(), s->path_of("params"), scratch, false);
+    if (p.has("max_grad_norm")) {
+        p.fail("max_grad_norm",
+               "is not an optimizer parameter in DeepSpeed; use the top-level "
+               "\"gradient_clipping\"");
+    }
+    // Keys each optimizer takes; a key of another optimizer is ignored with a warning (DeepSpeed
+    // would pass it to the constructor, which rejects it).
+    const std::vector<std::string> adam_keys = {
+        "lr",          "betas",      "eps",        "weight_decay",          "bias_correction",
+        "adam_w_mode", "torch_adam", "amsgrad",    "fp32_optimizer_states", "set_grad_none",
+        "foreach",     "fused",      "capturable", "differentiable",        "maximize"};
+    const std::vector<std::string> sgd_keys = {"lr",           "momentum",       "dampening",
+                                               "weight_decay", "nesterov",       "maximize",
+                                               "foreach",      "differentiable", "fused"};
+    const std::vector<std::string> lion_keys = {"lr", "betas", "weight_decay", "set_grad_none",
+                                                "fp32_optimizer_states"};
+    const std::vector<std::string>& mine =
+        adam ? adam_keys : (o.kind == optim::Kind::sgd ? sgd_keys : lion_keys);
+    for (const auto* list : {&adam_keys, &sgd_keys, &lion_keys}) {
+        for (const std::string& k : *list) {
+            if (std::find(mine.begin(), mine.end(), k) != mine.end()) continue;
+            if (p.has(k)) p.warn(k, fmt::format("not a parameter of {}; ignored", *type));
+        }
+    }
+    p.known({"fp32_optimizer_states", "set_grad_none", "foreach", "fused", "capturable",
+             "differentiable"});  // implementation choices with the same math
+    o.lr = p.get_number("lr", 0.0, kInf).value_or(1e-3);
+    o.weight_decay = p.get_number("weight_decay", 0.0, kInf).value_or(0.0);
+    if (adam || o.kind == optim::Kind::lion) {
+        if (p.has("betas")) {
+            const nlohmann::json& b = *p.get_raw("betas");
+            if (!b.is_array() || b.size() != 2 || !b[0].is_number() || !b[1].is_number() ||
+                b[0].get<double>() < 0 || b[0].get<double>() >= 1 || b[1].get<double>() < 0 ||
+                b[1].get<double>() >= 1) {
+                p.fail("betas",
+                       fmt::format("expected two numbers in [0, 1), got {}", describe_json(b)));
+            }
+            o.beta1 = b[0].get<double>();
+            o.beta2 = b[1].get<double>();
+        }
+    }
+    if (adam) {
+        const bool adam_w_mode = p.get_bool("adam_w_mode").value_or(true);
+        o.kind = (t == "adamw" || adam_w_mode) ? optim::Kind::adamw : optim::Kind::adam;
+        o.torch_adam = p.get_bool("torch_adam").value_or(false);
+        o.eps = p.get_number("eps", 0.0, kInf).value_or(1e-8);
+        std::optional<bool> bc = p.get_bool("bias_correction");
+        if (o.torch_adam && bc) {
+            p.fail("bias_correction",
+                   "torch.optim.Adam/AdamW (torch_adam: true) has no bias_correction "
+                   "parameter");
+        }
+        o.bias_correction = bc.value_or(true);
+        // torch.optim.AdamW's own default; FusedAdam and DeepSpeedCPUAdam default to 0.
+        if (o.torch_adam && o.kind == optim::Kind::adamw && !p.has("weight_decay")) {
+            o.weight_decay = 0.01;
+        }
+        if (p.get_bool("amsgrad").value_or(false)) {
+            p.fail("amsgrad", "AMSGrad is not supported (nor by DeepSpeed's FusedAdam)");
+        }
+    } else if (o.kind == optim::Kind::sgd) {
+        o.momentum = p.get_number("momentum", 0.0, kInf).value_or(0.0);
+        o.dampening = p.get_number("dampening", -kInf, kInf).value_or(0.0);
+        o.nesterov = p.get_bool("nesterov").value_or(false);
+        if (o.nesterov && (o.momentum <= 0 || o.dampening != 0)) {
+            p.fail("nesterov",
+                   "Nesterov momentum requires a momentum > 0 and zero dampening "
+                   "(torch.optim.SGD)");
+        }
+    }
+    if (p.get_bool("maximize").value_or(false)) p.fail("maximize", "maximize is not supported");
+    p.finish();
+    s->finish();
+    return o;
+}
+
+// runtime/lr_schedules.py: the constructor arguments of each scheduler (ds_config's "params"
+// are passed to it as keyword arguments).
+SchedulerConfig parse_scheduler(Section& root) {
+    SchedulerConfig c;
+    std::optional<Section> s = root.get_section("scheduler", false);
+    if (!s) return c;
+    std::optional<std::string> type = s->get_string("type");
+    if (!type) {
+        s->fail("type",
+                "required: one of \"WarmupLR\", \"WarmupDecayLR\", \"WarmupCosineLR\", "
+                "\"OneCycle\", \"LRRangeTest\"");
+    }
+    const std::vector<std::string> names = {"WarmupLR", "WarmupDecayLR", "WarmupCosineLR",
+                                            "OneCycle", "LRRangeTest"};
+    const SchedulerKind kinds[] = {SchedulerKind::warmup_lr, SchedulerKind::warmup_decay_lr,
+                                   SchedulerKind::warmup_cosine_lr, SchedulerKind::one_cycle,
+                                   SchedulerKind::lr_range_test};
+    size_t idx = names.size();
+    for (size_t i = 0; i < names.size(); ++i) {
+        if (*type == names[i]) idx = i;  // case-sensitive: DeepSpeed looks the class up by name
+    }
+    if (idx == names.size()) {
+        std::string hint = did_you_mean(*type, names);
+        s->fail(
+            "type",
+            fmt::format("\"{}\" is not supported by zerospeed (torch.optim.lr_scheduler "
+                        "classes are not either); expected one of \"WarmupLR\", "
+                        "\"WarmupDecayLR\", \"WarmupCosineLR\", \"OneCycle\", "
+                        "\"LRRangeTest\"{}",
+                        *type, hint.empty() ? "" : fmt::format(" (did you mean \"{}\"?)", hint)));
+    }
+    c.kind = kinds[idx];
+    static const nlohmann::json kEmpty = nlohmann::json::object();
+    Diagnostics scratch;
+    std::optional<Section> maybe = s->get_section("params", false);
+    Section p =
+        maybe ? *maybe : Section(kEmpty, root.source(), s->path_of("params"), scratch, false);
+    auto require = [&](const char* key) {
+        if (!p.has(key)) p.fail(key, fmt::format("required by {}", *type));
+    };
+    // Keys of the other schedulers: ignored with a warning (DeepSpeed's constructor rejects them).
+    const std::vector<std::vector<std::string>> keys = {
+        {"warmup_min_lr", "warmup_max_lr", "warmup_num_steps", "warmup_type"},
+        {"warmup_min_lr", "warmup_max_lr", "warmup_num_steps", "warmup_type", "total_num_steps"},
+        {"total_num_steps", "warmup_min_ratio", "warmup_num_steps", "cos_min_ratio", "warmup_type"},
+        {"cycle_min_lr", "cycle_max_lr", "decay_lr_rate", "cycle_first_step_size",
+         "cycle_second_step_size", "cycle_first_stair_count", "cycle_second_stair_count",
+         "decay_step_size", "cycle_momentum", "cycle_min_mom", "cycle_max_mom", "decay_mom_rate"},
+        {"lr_range_test_min_lr", "lr_range_test_step_size", "lr_range_test_step_rate",
+         "lr_range_test_staircase"}};
+    const std::vector<std::string>& mine = keys[idx];
+    for (const auto& list : keys) {
+        for (const std::string& k : list) {
+            if (std::find(mine.begin(), mine.end(), k) == mine.end() && p.has(k)) {
+                p.warn(k, fmt::format("not a parameter of {}; ignored", *type));
+            }
+        }
+    }
+    if (auto it = p.get_int("last_batch_iteration", -1, kI64Max); it && *it != -1) {
+        p.note_unsupported("last_batch_iteration",
+                           "resuming a schedule mid-way from ds_config is not supported; "
+                           "zerospeed checkpoints carry the step (ignored)");
+    }
+    auto warmup = [&] {
+        c.warmup_num_steps = p.get_int("warmup_num_steps", 1, kI64Max).value_or(1000);
+        c.warmup_type = p.get_choice("warmup_type", {"log", "linear"}, false).value_or(0) == 0
+                            ? WarmupType::log
+                            : WarmupType::linear;
+    };
+    switch (c.kind) {
+        case SchedulerKind::constant:
+            break;
+        case SchedulerKind::warmup_lr:
+        case SchedulerKind::warmup_decay_lr:
+            warmup();
+            c.warmup_min_lr = p.get_number("warmup_min_lr", 0.0, kInf).value_or(0.0);
+            c.warmup_max_lr = p.get_number("warmup_max_lr", 0.0, kInf);
+            if (c.kind == SchedulerKind::warmup_decay_lr) {
+                require("total_num_steps");
+                c.total_num_steps = *p.get_int("total_num_steps", 0, kI64Max);
+                if (!c.warmup_max_lr) c.warmup_max_lr = 1e-3;  // WarmupDecayLR's own default
+            }
+            break;
+        case SchedulerKind::warmup_cosine_lr:
+            warmup();
+            require("total_num_steps");
+            c.total_num_steps = *p.get_int("total_num_steps", 0, kI64Max);
+            c.warmup_min_ratio = p.get_number("warmup_min_ratio", 0.0, 1.0).value_or(0.0);
+            c.cos_min_ratio = p.get_number("cos_min_ratio", 0.0, 1.0).value_or(1e-4);
+            break;
+        case SchedulerKind::one_cycle:
+            require("cycle_min_lr");
+            require("cycle_max_lr");
+            c.cycle_min_lr = *p.get_number("cycle_min_lr", 0.0, kInf);
+            c.cycle_max_lr = *p.get_number("cycle_max_lr", 0.0, kInf);
+            c.decay_lr_rate = p.get_number("decay_lr_rate", 0.0, kInf).value_or(0.0);
+            c.cycle_first_step_size =
+                p.get_number("cycle_first_step_size", 0.0, kInf).value_or(2000);
+            if (c.cycle_first_step_size <= 0) {
+                p.fail("cycle_first_step_size", "must be positive, got 0");
+            }
+            c.cycle_second_step_size = p.get_number("cycle_second_step_size", 0.0, kInf);
+            c.cycle_first_stair_count =
+                p.get_int("cycle_first_stair_count", 0, kI64Max).value_or(0);
+            c.cycle_second_stair_count = p.get_int("cycle_second_stair_count", 0, kI64Max);
+            c.decay_step_size = p.get_number("decay_step_size", 0.0, kInf).value_or(0.0);
+            c.cycle_momentum = p.get_bool("cycle_momentum").value_or(true);
+            c.cycle_min_mom = p.get_number("cycle_min_mom", 0.0, 1.0).value_or(0.8);
+            c.cycle_max_mom = p.get_number("cycle_max_mom", 0.0, 1.0).value_or(0.9);
+            c.decay_mom_rate = p.get_number("decay_mom_rate", 0.0, kInf).value_or(0.0);
+            break;
+        case SchedulerKind::lr_range_test:
+            c.lr_range_test_min_lr = p.get_number("lr_range_test_min_lr", 0.0, kInf).value_or(1e-3);
+            c.lr_range_test_step_size =
+                p.get_int("lr_range_test_step_size", 1, kI64Max).value_or(2000);
+            c.lr_range_test_step_rate =
+                p.get_number("lr_range_test_step_rate", 0.0, kInf).value_or(1.0);
+            c.lr_range_test_staircase = p.get_bool("lr_range_test_staircase").value_or(false);
+            break;
+    }
+    p.finish();
+    s->finish();
+    return c;
+}
+
+// precision_config.py: DeepSpeedFP16Config (validated only when dynamic scaling is on).
+Fp16Config parse_fp16(Section& root) {
+    Fp16Config f;
+    std::optional<Section> s = root.get_section("fp16", true);
+    if (!s) return f;
+    f.enabled = s->get_bool("enabled").value_or(false);
+    f.auto_cast = s->get_bool("auto_cast").value_or(false);
+    f.loss_scale = s->get_number("loss_scale", 0.0, kInf).value_or(0.0);
+    f.initial_scale_power = static_cast<int>(s->get_int("initial_scale_power", 0, 64).value_or(16));
+    const bool dynamic = f.enabled && f.loss_scale == 0;
+    f.loss_scale_window =
+        s->get_int("loss_scale_window", dynamic ? 1 : kI64Min, kI64Max).value_or(1000);
+    f.hysteresis = static_cast<int>(s->get_int("hysteresis", 1, 1'000'000).value_or(2));
+    f.consecutive_hysteresis = s->get_bool("consecutive_hysteresis").value_or(false);
+    f.min_loss_scale = s->get_int("min_loss_scale", dynamic ? 1 : kI64Min, kI64Max).value_or(1);
+    f.fp16_master_weights_and_grads = s->get_bool("fp16_master_weights_and_grads").value_or(false);
+    if (f.fp16_master_weights_and_grads) {
+        s->note_unsupported("fp16_master_weights_and_grads",
+                            "fp16 master weights are not implemented (fp32 masters are kept)");
+    }
+    if (f.auto_cast) {
+        s->note_unsupported("auto_cast", "planned: zerospeed casts inputs with the model dtype");
+    }
+    s->finish();
+    return f;
+}
+
+// precision_config.py: "bf16", or the old name "bfloat16" when "bf16" is absent.
+Bf16Config parse_bf16(Section& root) {
+    Bf16Config b;
+    std::optional<Section> s = root.get_section("bf16", true);
+    if (s) {
+        if (root.has("bfloat16")) {
+            root.warn("bfloat16", "ignored: \"bf16\" is given too (DeepSpeed reads \"bf16\")");
+        }
+    } else {
+        s = root.get_section("bfloat16", true);
+    }
+    root.known({"bf16", "bfloat16"});
+    if (!s) return b;
+    b.enabled = s->get_bool("enabled").value_or(false);
+    b.immediate_grad_update = s->get_bool("immediate_grad_update").value_or(false);
+    b.check_grad_overflow = s->get_bool("check_grad_overflow").value_or(true);
+    b.bf16_master_weights_and_grads = s->get_bool("bf16_master_weights_and_grads").value_or(false);
+    b.bf16_optimizer_states = s->get_bool("bf16_optimizer_states").value_or(false);
+    if (b.bf16_optimizer_states && !b.bf16_master_weights_and_grads) {
+        s->fail("bf16_optimizer_states", "requires bf16_master_weights_and_grads: true");
+    }
+    if (b.bf16_master_weights_and_grads) {
+        s->note_unsupported("bf16_master_weights_and_grads",
+                            "bf16 master weights are not implemented (fp32 masters are kept)");
+    }
+    if (b.immediate_grad_update) {
+        s->note_unsupported("immediate_grad_update", "planned");
+    }
+    s->finish();
+    return b;
+}
+
+// activation_checkpointing/config.py (plain dict reads, no validation in DeepSpeed).
+ActivationCheckpointingConfig parse_activation_checkpointing(Section& root) {
+    ActivationCheckpointingConfig a;
+    std::optional<Section> s = root.get_section("activation_checkpointing", false);
+    if (!s) return a;
+    a.given = true;
+    a.partition_activations = s->get_bool("partition_activations").value_or(false);
+    a.cpu_checkpointing = s->get_bool("cpu_checkpointing").value_or(false);
+    a.contiguous_memory_optimization =
+        s->get_bool("contiguous_memory_optimization").value_or(false);
+    a.number_checkpoints = s->get_int("number_checkpoints", 1, kI64Max);
+    a.synchronize_checkpoint_boundary =
+        s->get_bool("synchronize_checkpoint_boundary").value_or(false);
+    a.profile = s->get_bool("profile").value_or(false);
+    s->finish();
+    return a;
+}
+
+// DtypeEnum's names (runtime/config.py).
+std::optional<DataType> parse_dtype(Section& s, const char* key) {
+    std::optional<size_t> i =
+        s.get_choice(key,
+                     {"fp32", "float32", "float", "torch.float32", "fp16", "float16", "half",
+                      "torch.float16", "bf16", "bfloat16", "torch.bfloat16"},
+                     false);
+    if (!i) return std::nullopt;
+    return *i < 4 ? DataType::fp32 : *i < 8 ? DataType::fp16 : DataType::bf16;
+}
+
+MonitorConfig parse_monitor(Section& root, const char* key) {
+    MonitorConfig m;
+    std::optional<Section> s = root.get_section(key, true);
+    if (!s) return m;
+    m.enabled = s->get_bool("enabled").value_or(false);
+    m.output_path = s->get_string("output_path").value_or("");
+    m.job_name = s->get_string("job_name").value_or("DeepSpeedJobName");
+    s->finish();
+    return m;
+}
+
+CheckpointConfig parse_checkpoint(Section& root) {
+    CheckpointConfig c;
+    std::optional<Section> s = root.get_section("checkpoint", false);
+    if (!s) return c;
+    switch (s->get_choice("tag_validation", {"WARN", "IGNORE", "FAIL"}, true).value_or(0)) {
+        case 1:
+            c.tag_validation = TagValidation::ignore;
+            break;
+        case 2:
+            c.tag_validation = TagValidation::fail;
+            break;
+        default:
+            c.tag_validation = TagValidation::warn;
+            break;
+    }
+    c.load_universal = s->get_bool("load_universal").value_or(false);
+    c.use_node_local_storage = s->get_bool("use_node_local_storage").value_or(false);
+    if (std::optional<Section> pw = s->get_section("parallel_write", false)) {
+        c.parallel_write_pipeline_stage = pw->get_bool("pipeline_stage").value_or(false);
+        pw->finish();
+    }
+    if (c.load_universal) {
+        s->note_unsupported("load_universal", "DeepSpeed universal checkpoints are not read");
+    }
+    if (c.parallel_write_pipeline_stage) {
+        s->note_unsupported("parallel_write", "no pipeline parallelism");
+    }
+    s->known({"checkpoint_serialization"});
+    s->unsupported("writer", "DeepSpeed's fast checkpoint writer is not implemented");
+    s->finish();
+    return c;
+}
+
+void parse_data_types(Section& root, TrainConfig& c) {
+    std::optional<Section> s = root.get_section("data_types", false);
+    if (!s) return;
+    c.grad_accum_dtype = parse_dtype(*s, "grad_accum_dtype");
+    s->unsupported("param_dtype", "not implemented");
+    s->unsupported("buffer_dtype", "not implemented");
+    s->known({"keep_in_fp32_modules"});
+    s->finish();
+}
+
+// Top-level DeepSpeed keys zerospeed does not implement, and the removed ones DeepSpeed 0.19
+// rejects outright (zerospeed ignores them with a note, so older configs still load).
+void note_unsupported_sections(Section& root) {
+    const char* const kNotImplemented[][2] = {
+        {"wandb", "Weights & Biases logging is not supported (use csv_monitor)"},
+        {"comet", "Comet logging is not supported (use csv_monitor)"},
+        {"torch_autocast", "not implemented (use bf16 or fp16)"},
+        {"flops_profiler", "not implemented (the progress line reports MFU)"},
+        {"autotuning", "not implemented"},
+        {"comms_logger", "not implemented"},
+        {"hybrid_engine", "not implemented"},
+        {"pipeline", "pipeline parallelism is not implemented"},
+        {"data_efficiency", "not implemented"},
+        {"aio", "planned (NVMe offload)"},
+        {"compile", "not implemented"},
+        {"timers", "not implemented"},
+        {"tensor_parallel", "tensor-parallel training is not implemented"},
+        {"expert_parallel", "AutoEP is not implemented"},
+        {"weight_quantization", "not implemented"},
+        {"datastates_ckpt", "not implemented"},
+        {"sequence_parallel_size", "sequence parallelism is not implemented"},
+        {"seq_parallel_communication_data_type", "sequence parallelism is not implemented"},
+        {"use_data_before_expert_parallelism", "not implemented"},
+        {"disable_allgather", "not implemented"},
+        {"memory_breakdown", "not implemented"},
+        {"zenflow", "ZenFlow is not implemented"},
+        {"nebula", "removed from DeepSpeed 0.19; ignored"},
+        {"compression_training", "removed from DeepSpeed 0.19; ignored"},
+        {"amp", "removed from DeepSpeed 0.19 (use bf16 or fp16); ignored"},
+        {"quantize_training", "removed from DeepSpeed 0.19; ignored"},
+        {"sparse_gradients", "removed from DeepSpeed 0.19; ignored"},
+        {"eigenvalue", "removed from DeepSpeed 0.19; ignored"},
+        {"sparse_attention", "removed from DeepSpeed 0.19; ignored"},
+        {"elasticity", "removed from DeepSpeed 0.19; ignored"},
+        {"graph_harvesting", "removed from DeepSpeed 0.19; ignored"},
+        {"curriculum_learning", "removed from DeepSpeed 0.19; ignored"},
+        {"progressive_layer_drop", "removed from DeepSpeed 0.19; ignored"},
+    };
+    for (const auto& [key, why] : kNotImplemented) root.unsupported(key, why);
+    // Accepted without effect: they tune DeepSpeed's Python side only.
+    root.known({"zero_allow_untested_optimizer", "zero_force_ds_cpu_optimizer", "vocabulary_size",
+                "disable_python_gc", "dataloader_drop_last", "log_level"});
+    if (root.get_bool("managed_gradient_accumulation").value_or(true) == false) {
+        root.note_unsupported("managed_gradient_accumulation", "false is not implemented");
+    }
+    if (root.get_choice("gradient_allreduce_op", {"mean", "sum"}, true).value_or(0) == 1) {
+        root.note_unsupported("gradient_allreduce_op", "\"sum\" is not implemented");
+    }
+}
+
+}  // namespace
+
+const char* to_string(SchedulerKind k) {
+    switch (k) {
+        case SchedulerKind::constant:
+            return "constant";
+        case SchedulerKind::warmup_lr:
+            return "WarmupLR";
+        case SchedulerKind::warmup_decay_lr:
+            return "WarmupDecayLR";
+        case SchedulerKind::warmup_cosine_lr:
+            return "WarmupCosineLR";
+        case SchedulerKind::one_cycle:
+            return "OneCycle";
+        case SchedulerKind::lr_range_test:
+            return "LRRangeTest";
+    }
+    return "?";
+}
 
 const char* to_string(Precision p) {
     switch (p) {
@@ -25,379 +535,106 @@ const char* to_string(Precision p) {
     return "?";
 }
 
-std::string did_you_mean(const std::string& key, const std::vector<std::string>& candidates) {
-    auto dist = [](const std::string& a, const std::string& b) {
-        std::vector<size_t> prev(b.size() + 1), cur(b.size() + 1);
-        for (size_t j = 0; j <= b.size(); ++j) prev[j] = j;
-        for (size_t i = 1; i <= a.size(); ++i) {
-            cur[0] = i;
-            for (size_t j = 1; j <= b.size(); ++j) {
-                size_t sub =
-                    prev[j - 1] + (std::tolower(a[i - 1]) == std::tolower(b[j - 1]) ? 0 : 1);
-                cur[j] = std::min({prev[j] + 1, cur[j - 1] + 1, sub});
-            }
-            std::swap(prev, cur);
-        }
-        return prev[b.size()];
-    };
-    std::string best;
-    size_t best_d = 4;
-    for (const std::string& c : candidates) {
-        size_t d = dist(key, c);
-        if (d < best_d) {
-            best_d = d;
-            best = c;
-        }
+const char* to_string(OffloadDevice d) {
+    switch (d) {
+        case OffloadDevice::none:
+            return "none";
+        case OffloadDevice::cpu:
+            return "cpu";
+        case OffloadDevice::nvme:
+            return "nvme";
     }
-    return best;
+    return "?";
 }
 
-namespace {
-
-// Keys a section knows: implemented ones, and DeepSpeed ones parsed but not implemented.
-void check_keys(const JsonReader& r, const std::vector<std::string>& known,
-                const std::vector<std::string>& unimplemented, std::vector<std::string>& warnings) {
-    std::vector<std::string> all = known;
-    all.insert(all.end(), unimplemented.begin(), unimplemented.end());
-    for (const std::string& k : r.keys()) {
-        if (std::find(known.begin(), known.end(), k) != known.end()) continue;
-        if (std::find(unimplemented.begin(), unimplemented.end(), k) != unimplemented.end()) {
-            warnings.push_back(
-                fmt::format("{}: key '{}' is a DeepSpeed setting zerospeed does not "
-                            "implement yet; it is ignored (docs/CONFIG.md)",
-                            r.file(), r.path_of(k)));
-            continue;
-        }
-        std::string s = did_you_mean(k, all);
-        warnings.push_back(fmt::format("{}: unknown key '{}'{}", r.file(), r.path_of(k),
-                                       s.empty() ? "" : fmt::format(" (did you mean '{}'?)", s)));
+const char* to_string(DataType t) {
+    switch (t) {
+        case DataType::fp32:
+            return "fp32";
+        case DataType::fp16:
+            return "fp16";
+        case DataType::bf16:
+            return "bf16";
     }
+    return "?";
 }
 
-OffloadDevice offload(const JsonReader& r, const char* section, ZeroSettings& z) {
-    auto o = r.opt_object(section);
-    if (!o) return OffloadDevice::none;
-    std::string d = o->opt_string("device").value_or("none");
-    std::transform(d.begin(), d.end(), d.begin(), [](unsigned char c) { return std::tolower(c); });
-    if (o->has("nvme_path")) z.nvme_path = o->get_string("nvme_path");
-    z.pin_memory = o->opt_bool("pin_memory").value_or(z.pin_memory);
-    if (d == "none") return OffloadDevice::none;
-    if (d == "cpu") return OffloadDevice::cpu;
-    if (d == "nvme") return OffloadDevice::nvme;
-    o->fail("device", fmt::format("expected \"none\", \"cpu\" or \"nvme\", got \"{}\"", d));
+optim::Options OptimizerConfig::options() const {
+    optim::Options o;
+    o.kind = kind;
+    o.beta1 = static_cast<float>(beta1);
+    o.beta2 = static_cast<float>(beta2);
+    o.eps = static_cast<float>(eps);
+    o.weight_decay = static_cast<float>(weight_decay);
+    o.bias_correction = bias_correction;
+    o.momentum = static_cast<float>(momentum);
+    o.nesterov = nesterov;
+    return o;
 }
 
-}  // namespace
-
-TrainConfig parse_ds_config(const std::string& text, const std::string& source, int world) {
-    nlohmann::json j = io::parse_json(text, source);
-    JsonReader r(j, source);
+TrainConfig parse_ds_config(const std::string& json_text, const std::string& source,
+                            int world_size) {
+    ZS_CHECK_T(ConfigError, world_size >= 1, "{}: world size must be >= 1, got {}", source,
+               world_size);
+    const nlohmann::json j = io::parse_json(json_text, source);
+    Diagnostics diag;
+    Section root(j, source, "", diag, false);
     TrainConfig c;
     c.source = source;
-    c.world_size = world;
-    ZS_CHECK_T(ConfigError, world >= 1, "world size must be >= 1 (got {})", world);
-    auto& w = c.warnings;
-    check_keys(r,
-               {"train_batch_size", "train_micro_batch_size_per_gpu", "gradient_accumulation_steps",
-                "optimizer", "scheduler", "gradient_clipping", "bf16", "bfloat16", "fp16",
-                "zero_optimization", "activation_checkpointing", "steps_per_print",
-                "wall_clock_breakdown", "seed", "csv_monitor", "zero_allow_untested_optimizer",
-                "zero_force_ds_cpu_optimizer", "prescale_gradients", "gradient_predivide_factor"},
-               {"tensorboard",
-                "wandb",
-                "comet",
-                "flops_profiler",
-                "autotuning",
-                "amp",
-                "communication_data_type",
-                "data_types",
-                "checkpoint",
-                "elasticity",
-                "curriculum_learning",
-                "data_efficiency",
-                "compression_training",
-                "dump_state",
-                "memory_breakdown",
-                "sparse_attention",
-                "pipeline",
-                "aio",
-                "nebula",
-                "sparse_gradients",
-                "disable_allgather",
-                "eigenvalue",
-                "progressive_layer_drop",
-                "load_universal_checkpoint",
-                "use_node_local_storage",
-                "tensor_parallel",
-                "zero_quantized_weights",
-                "zero_quantized_gradients",
-                "gradient_checkpointing"},
-               w);
+    c.world_size = world_size;
 
-    // ---- batch sizes (DeepSpeed's _configure_train_batch_size) ----
-    auto tbs = r.opt_int("train_batch_size", 1);
-    auto mbs = r.opt_int("train_micro_batch_size_per_gpu", 1);
-    auto gas = r.opt_int("gradient_accumulation_steps", 1);
-    if (tbs && mbs && gas) {
-        c.train_batch_size = *tbs, c.micro_batch = *mbs, c.grad_accum = *gas;
-    } else if (tbs && mbs) {
-        c.train_batch_size = *tbs, c.micro_batch = *mbs, c.grad_accum = *tbs / *mbs / world;
-    } else if (tbs && gas) {
-        c.train_batch_size = *tbs, c.grad_accum = *gas, c.micro_batch = *tbs / world / *gas;
-    } else if (mbs && gas) {
-        c.micro_batch = *mbs, c.grad_accum = *gas, c.train_batch_size = *mbs * *gas * world;
-    } else if (tbs) {
-        c.train_batch_size = *tbs, c.grad_accum = 1, c.micro_batch = *tbs / world;
-    } else if (mbs) {
-        c.micro_batch = *mbs, c.grad_accum = 1, c.train_batch_size = *mbs * world;
-    } else {
-        ZS_THROW(ConfigError,
-                 "{}: either 'train_batch_size' or 'train_micro_batch_size_per_gpu' must be given",
+    c.batch = parse_batch(root, world_size);
+    c.optimizer = parse_optimizer(root);
+    c.scheduler = parse_scheduler(root);
+    c.gradient_clipping = root.get_number("gradient_clipping", 0.0, kInf).value_or(1.0);
+    c.fp16 = parse_fp16(root);
+    c.bf16 = parse_bf16(root);
+    ZS_CHECK_T(ConfigError, !(c.fp16.enabled && c.bf16.enabled),
+               "{}: fp16.enabled and bf16.enabled cannot both be true", source);
+    c.precision = c.bf16.enabled   ? Precision::bf16
+                  : c.fp16.enabled ? Precision::fp16
+                                   : Precision::f32;
+    c.zero = parse_zero(root);
+    if (c.fp16.fp16_master_weights_and_grads && c.zero.stage == 0) {
+        ZS_THROW(ConfigError, "{}: fp16.fp16_master_weights_and_grads needs ZeRO stage 1, 2 or 3",
                  source);
     }
-    ZS_CHECK_T(ConfigError,
-               c.micro_batch > 0 && c.grad_accum > 0 &&
-                   c.train_batch_size == c.micro_batch * c.grad_accum * world,
-               "{}: train_batch_size ({}) must equal train_micro_batch_size_per_gpu ({}) x "
-               "gradient_accumulation_steps ({}) x world size ({})",
-               source, c.train_batch_size, c.micro_batch, c.grad_accum, world);
+    if (c.bf16.bf16_master_weights_and_grads && c.zero.stage == 0) {
+        ZS_THROW(ConfigError, "{}: bf16.bf16_master_weights_and_grads needs ZeRO stage 1, 2 or 3",
+                 source);
+    }
+    c.activation_checkpointing = parse_activation_checkpointing(root);
+    c.steps_per_print = root.get_int("steps_per_print", 1, kI64Max);
+    c.wall_clock_breakdown = root.get_bool("wall_clock_breakdown").value_or(false);
+    c.dump_state = root.get_bool("dump_state").value_or(false);
+    c.prescale_gradients = root.get_bool("prescale_gradients").value_or(false);
+    c.gradient_predivide_factor =
+        root.get_number("gradient_predivide_factor", 0.0, kInf).value_or(1.0);
+    if (c.gradient_predivide_factor == 0.0) {
+        root.fail("gradient_predivide_factor", "expected a number > 0, got 0");
+    }
+    // DeepSpeed lower-cases the value and takes fp32, fp16 or bf16.
+    if (std::optional<size_t> i =
+            root.get_choice("communication_data_type", {"fp32", "fp16", "bf16"}, true)) {
+        c.communication_data_type = *i == 0   ? DataType::fp32
+                                    : *i == 1 ? DataType::fp16
+                                              : DataType::bf16;
+    }
+    if (std::optional<int64_t> seed = root.get_int("seed", 0, kI64Max)) {
+        c.seed = static_cast<uint64_t>(*seed);
+    }
+    c.checkpoint = parse_checkpoint(root);
+    parse_data_types(root, c);
+    c.csv_monitor = parse_monitor(root, "csv_monitor");
+    c.tensorboard = parse_monitor(root, "tensorboard");
+    if (c.tensorboard.enabled) {
+        root.note_unsupported("tensorboard", "planned: use csv_monitor meanwhile");
+    }
+    note_unsupported_sections(root);
+    root.finish();
 
-    // ---- optimizer ----
-    if (auto o = r.opt_object("optimizer")) {
-        check_keys(*o, {"type", "params"}, {}, w);
-        std::string type = o->get_string("type");
-        std::string t = type;
-        std::transform(t.begin(), t.end(), t.begin(),
-                       [](unsigned char ch) { return std::tolower(ch); });
-        c.optimizer_type = type;
-        static const nlohmann::json kEmpty = nlohmann::json::object();  // outlives the reader
-        JsonReader p = o->opt_object("params").value_or(
-            JsonReader(kEmpty, source, io::JsonErrorKind::config, o->path_of("params")));
-        std::vector<std::string> known = {
-            "lr",       "betas",    "eps",        "weight_decay", "adam_w_mode", "bias_correction",
-            "momentum", "nesterov", "torch_adam", "fused",        "amsgrad",     "dampening"};
-        check_keys(p, known, {}, w);
-        c.lr = p.opt_number("lr").value_or(1e-3);
-        optim::Options& op = c.optimizer;
-        op.weight_decay =
-            static_cast<float>(p.opt_number("weight_decay").value_or(t == "sgd" ? 0.0 : 0.01));
-        if (t == "adam" || t == "adamw") {
-            bool adamw_mode = p.opt_bool("adam_w_mode").value_or(true);
-            op.kind = (t == "adamw" || adamw_mode) ? optim::Kind::adamw : optim::Kind::adam;
-        } else if (t == "sgd") {
-            op.kind = optim::Kind::sgd;
-        } else if (t == "lion") {
-            op.kind = optim::Kind::lion;
-        } else {
-            o->fail("type", fmt::format("\"{}\" is not supported (Adam, AdamW, SGD, Lion)", type));
-        }
-        if (p.has("betas")) {
-            std::vector<double> b = p.get_number_array("betas");
-            if (b.size() != 2 || b[0] < 0 || b[0] >= 1 || b[1] < 0 || b[1] >= 1) {
-                p.fail("betas", "expected two numbers in [0, 1)");
-            }
-            op.beta1 = static_cast<float>(b[0]);
-            op.beta2 = static_cast<float>(b[1]);
-        } else if (op.kind == optim::Kind::lion) {
-            op.beta1 = 0.9f;
-            op.beta2 = 0.99f;
-        }
-        op.eps = static_cast<float>(p.opt_number("eps").value_or(1e-8));
-        op.bias_correction = p.opt_bool("bias_correction").value_or(true);
-        op.momentum = static_cast<float>(p.opt_number("momentum").value_or(0.0));
-        op.nesterov = p.opt_bool("nesterov").value_or(false);
-        if (p.opt_bool("amsgrad").value_or(false)) p.fail("amsgrad", "amsgrad is not supported");
-        if (c.lr < 0) p.fail("lr", fmt::format("must be >= 0, got {}", c.lr));
-    }
-    c.scheduler.lr = c.lr;
-
-    // ---- scheduler ----
-    if (auto s = r.opt_object("scheduler")) {
-        check_keys(*s, {"type", "params"}, {}, w);
-        std::string type = s->get_string("type");
-        ScheduleConfig& sc = c.scheduler;
-        if (type == "WarmupLR") {
-            sc.kind = ScheduleKind::warmup_lr;
-        } else if (type == "WarmupDecayLR") {
-            sc.kind = ScheduleKind::warmup_decay_lr;
-        } else if (type == "WarmupCosineLR") {
-            sc.kind = ScheduleKind::warmup_cosine_lr;
-        } else if (type == "OneCycle") {
-            sc.kind = ScheduleKind::one_cycle;
-        } else {
-            s->fail("type", fmt::format("\"{}\" is not supported (WarmupLR, WarmupDecayLR, "
-                                        "WarmupCosineLR, OneCycle)",
-                                        type));
-        }
-        if (auto p = s->opt_object("params")) {
-            check_keys(*p,
-                       {"warmup_min_lr",
-                        "warmup_max_lr",
-                        "warmup_num_steps",
-                        "warmup_type",
-                        "total_num_steps",
-                        "warmup_min_ratio",
-                        "cos_min_ratio",
-                        "cycle_min_lr",
-                        "cycle_max_lr",
-                        "decay_lr_rate",
-                        "cycle_first_step_size",
-                        "cycle_second_step_size",
-                        "cycle_first_stair_count",
-                        "cycle_second_stair_count",
-                        "decay_step_size",
-                        "cycle_momentum",
-                        "cycle_min_mom",
-                        "cycle_max_mom",
-                        "decay_mom_rate",
-                        "last_batch_iteration"},
-                       {}, w);
-            sc.warmup_min_lr = p->opt_number("warmup_min_lr").value_or(0.0);
-            sc.warmup_max_lr = p->opt_number("warmup_max_lr").value_or(1e-3);
-            sc.warmup_num_steps = p->opt_int("warmup_num_steps", 0).value_or(1000);
-            std::string wt = p->opt_string("warmup_type").value_or("log");
-            if (wt != "log" && wt != "linear")
-                p->fail("warmup_type", "expected \"log\" or \"linear\"");
-            sc.warmup_log = wt == "log";
-            sc.total_num_steps = p->opt_int("total_num_steps", 0).value_or(0);
-            if ((sc.kind == ScheduleKind::warmup_decay_lr ||
-                 sc.kind == ScheduleKind::warmup_cosine_lr) &&
-                !p->has("total_num_steps")) {
-                p->fail("total_num_steps", "is required by " + type);
-            }
-            sc.warmup_min_ratio = p->opt_number("warmup_min_ratio").value_or(0.0);
-            sc.cos_min_ratio = p->opt_number("cos_min_ratio").value_or(1e-4);
-            if (sc.kind == ScheduleKind::one_cycle) {
-                sc.cycle_min_lr = p->get_number("cycle_min_lr");
-                sc.cycle_max_lr = p->get_number("cycle_max_lr");
-            }
-            sc.decay_lr_rate = p->opt_number("decay_lr_rate").value_or(0.0);
-            sc.cycle_first_step_size = p->opt_number("cycle_first_step_size").value_or(2000);
-            sc.cycle_second_step_size = p->opt_number("cycle_second_step_size").value_or(-1);
-            sc.cycle_first_stair_count = p->opt_int("cycle_first_stair_count", 0).value_or(0);
-            sc.cycle_second_stair_count = p->opt_int("cycle_second_stair_count", 0).value_or(-1);
-            sc.decay_step_size = p->opt_number("decay_step_size").value_or(0);
-            sc.cycle_momentum = p->opt_bool("cycle_momentum").value_or(true);
-            sc.cycle_min_mom = p->opt_number("cycle_min_mom").value_or(0.8);
-            sc.cycle_max_mom = p->opt_number("cycle_max_mom").value_or(0.9);
-            sc.decay_mom_rate = p->opt_number("decay_mom_rate").value_or(0.0);
-        } else if (sc.kind == ScheduleKind::one_cycle || sc.kind == ScheduleKind::warmup_decay_lr ||
-                   sc.kind == ScheduleKind::warmup_cosine_lr) {
-            s->fail("params", "is required by " + type);
-        }
-    }
-
-    c.gradient_clipping = r.opt_number("gradient_clipping").value_or(0.0);
-    if (c.gradient_clipping < 0) r.fail("gradient_clipping", "must be >= 0");
-
-    // ---- precision ----
-    bool bf16 = false;
-    for (const char* key : {"bf16", "bfloat16"}) {
-        if (auto b = r.opt_object(key)) {
-            check_keys(*b, {"enabled"}, {"immediate_grad_update", "check_grad_overflow"}, w);
-            bf16 = bf16 || b->opt_bool("enabled").value_or(false);
-        }
-    }
-    bool fp16 = false;
-    if (auto f = r.opt_object("fp16")) {
-        check_keys(*f,
-                   {"enabled", "auto_cast", "loss_scale", "initial_scale_power",
-                    "loss_scale_window", "hysteresis", "consecutive_hysteresis", "min_loss_scale"},
-                   {"fp16_master_weights_and_grads"}, w);
-        fp16 = f->opt_bool("enabled").value_or(false);
-        c.fp16.loss_scale = f->opt_number("loss_scale").value_or(0.0);
-        c.fp16.initial_scale_power =
-            static_cast<int>(f->opt_int("initial_scale_power", 0, 63).value_or(16));
-        c.fp16.loss_scale_window = f->opt_int("loss_scale_window", 1).value_or(1000);
-        c.fp16.hysteresis = static_cast<int>(f->opt_int("hysteresis", 1).value_or(2));
-        c.fp16.consecutive_hysteresis = f->opt_bool("consecutive_hysteresis").value_or(false);
-        c.fp16.min_loss_scale = f->opt_number("min_loss_scale").value_or(1.0);
-        if (c.fp16.loss_scale < 0) f->fail("loss_scale", "must be >= 0 (0 = dynamic)");
-    }
-    ZS_CHECK_T(ConfigError, !(bf16 && fp16), "{}: bf16 and fp16 cannot both be enabled", source);
-    c.precision = bf16 ? Precision::bf16 : fp16 ? Precision::fp16 : Precision::f32;
-
-    // ---- ZeRO ----
-    if (auto z = r.opt_object("zero_optimization")) {
-        check_keys(*z,
-                   {"stage",
-                    "contiguous_gradients",
-                    "overlap_comm",
-                    "reduce_scatter",
-                    "reduce_bucket_size",
-                    "allgather_bucket_size",
-                    "allgather_partitions",
-                    "stage3_prefetch_bucket_size",
-                    "stage3_max_live_parameters",
-                    "stage3_max_reuse_distance",
-                    "stage3_param_persistence_threshold",
-                    "stage3_gather_16bit_weights_on_model_save",
-                    "stage3_gather_fp16_weights_on_model_save",
-                    "offload_optimizer",
-                    "offload_param",
-                    "sub_group_size",
-                    "round_robin_gradients",
-                    "load_from_fp32_weights",
-                    "elastic_checkpoint",
-                    "cpu_offload",
-                    "ignore_unused_parameters"},
-                   {"zero_hpz_partition_size", "zero_quantized_weights", "zero_quantized_gradients",
-                    "mics_shard_size", "mics_hierarchical_params_gather", "memory_efficient_linear",
-                    "pipeline_loading_checkpoint", "override_module_apply", "zeropp_loco_param",
-                    "log_trace_cache_warnings", "stage3_module_granularity_threshold"},
-                   w);
-        ZeroSettings& s = c.zero;
-        s.stage = static_cast<int>(z->opt_int("stage", 0, 3).value_or(0));
-        s.contiguous_gradients = z->opt_bool("contiguous_gradients").value_or(true);
-        s.overlap_comm = z->opt_bool("overlap_comm").value_or(s.stage == 3);
-        s.reduce_scatter = z->opt_bool("reduce_scatter").value_or(true);
-        s.reduce_bucket_size = z->opt_int("reduce_bucket_size", 1).value_or(s.reduce_bucket_size);
-        s.allgather_bucket_size =
-            z->opt_int("allgather_bucket_size", 1).value_or(s.allgather_bucket_size);
-        s.allgather_partitions = z->opt_bool("allgather_partitions").value_or(true);
-        s.stage3_prefetch_bucket_size =
-            z->opt_int("stage3_prefetch_bucket_size", 0).value_or(s.stage3_prefetch_bucket_size);
-        s.stage3_max_live_parameters =
-            z->opt_int("stage3_max_live_parameters", 0).value_or(s.stage3_max_live_parameters);
-        s.stage3_max_reuse_distance =
-            z->opt_int("stage3_max_reuse_distance", 0).value_or(s.stage3_max_reuse_distance);
-        s.stage3_param_persistence_threshold = z->opt_int("stage3_param_persistence_threshold", 0)
-                                                   .value_or(s.stage3_param_persistence_threshold);
-        s.stage3_gather_16bit_weights_on_model_save =
-            z->opt_bool("stage3_gather_16bit_weights_on_model_save")
-                .value_or(z->opt_bool("stage3_gather_fp16_weights_on_model_save").value_or(false));
-        s.sub_group_size = z->opt_int("sub_group_size", 1).value_or(s.sub_group_size);
-        s.offload_optimizer = offload(*z, "offload_optimizer", s);
-        s.offload_param = offload(*z, "offload_param", s);
-        if (z->opt_bool("cpu_offload").value_or(false)) s.offload_optimizer = OffloadDevice::cpu;
-        if (s.offload_param != OffloadDevice::none && s.stage != 3) {
-            z->fail("offload_param",
-                    "needs stage 3 (DeepSpeed: parameter offload is a ZeRO-3 feature)");
-        }
-        if (s.offload_optimizer == OffloadDevice::nvme || s.offload_param == OffloadDevice::nvme) {
-            w.push_back(
-                fmt::format("{}: NVMe offload is not implemented yet; optimizer states and "
-                            "parameters stay in host memory",
-                            source));
-        }
-    }
-
-    if (auto a = r.opt_object("activation_checkpointing")) {
-        check_keys(*a,
-                   {"partition_activations", "cpu_checkpointing", "contiguous_memory_optimization",
-                    "number_checkpoints", "synchronize_checkpoint_boundary", "profile"},
-                   {}, w);
-        c.activation_checkpointing = true;
-    }
-    c.steps_per_print = r.opt_int("steps_per_print", 1).value_or(10);
-    c.wall_clock_breakdown = r.opt_bool("wall_clock_breakdown").value_or(false);
-    if (auto s = r.opt_int("seed", 0)) c.seed = static_cast<uint64_t>(*s);
-    if (auto m = r.opt_object("csv_monitor")) {
-        check_keys(*m, {"enabled", "output_path", "job_name"}, {}, w);
-        c.csv_monitor = m->opt_bool("enabled").value_or(false);
-        c.csv_output_path = m->opt_string("output_path").value_or("");
-        c.csv_job_name = m->opt_string("job_name").value_or("zerospeed");
-    }
+    c.warnings = std::move(diag.warnings);
+    c.unsupported = std::move(diag.unsupported);
     return c;
 }
 

@@ -1,79 +1,257 @@
 // DeepSpeed's ds_config.json, parsed once into typed structs with DeepSpeed's key names, defaults
-// and rules (batch-size triple, "Adam" meaning AdamW unless adam_w_mode is false, fp16/bf16,
-// zero_optimization, schedulers). Unknown keys produce a warning with a "did you mean" suggestion;
-// DeepSpeed keys zerospeed parses but does not implement yet are listed as warnings too
-// (docs/CONFIG.md). Wrong types or values raise ConfigError naming the key path, the value and
-// what is allowed. No JSON leaves this file.
+// and rules (DeepSpeed 0.19: runtime/config.py, zero/config.py, zero/offload_config.py,
+// precision_config.py, lr_schedules.py, activation_checkpointing/config.py, monitor/config.py).
+//
+// Errors: a wrong type or value raises ConfigError "<source>: <key.path>: expected ..., got ...".
+// Warnings: an unknown key is logged (zs::log_warn) and kept in TrainConfig::warnings with a
+// "did you mean" suggestion; a DeepSpeed setting zerospeed parses but does not implement is listed
+// in TrainConfig::unsupported (for the CLI to print). No JSON leaves ds_config.cpp.
+//
+//   TrainConfig c = load_ds_config("ds_config.json", /*world_size=*/8);
+//   c.batch.gradient_accumulation_steps;  // resolved as DeepSpeed does
+//   LrSchedule sched(c.scheduler, c.optimizer);  // train/lr_schedule.h
 #pragma once
 
 #include <cstdint>
+#include <limits>
 #include <optional>
 #include <string>
 #include <vector>
 
 #include "optim/optimizer.h"
-#include "train/loss_scaler.h"
-#include "train/lr_schedule.h"
 
 namespace zs::train {
+
+// train_batch_size = train_micro_batch_size_per_gpu * gradient_accumulation_steps * world_size.
+// Any two determine the third; one alone sets gradient_accumulation_steps = 1 (DeepSpeed's
+// _set_batch_related_parameters).
+struct BatchConfig {
+    int64_t train_batch_size = 0;
+    int64_t train_micro_batch_size_per_gpu = 0;
+    int64_t gradient_accumulation_steps = 0;
+};
+
+// "optimizer": {"type", "params"}. "Adam" means AdamW unless params.adam_w_mode is false;
+// "AdamW" is AdamW whatever adam_w_mode says. Defaults are those of the optimizer DeepSpeed
+// builds (FusedAdam / DeepSpeedCPUAdam, torch.optim.SGD, FusedLion).
+struct OptimizerConfig {
+    bool given = false;  // an "optimizer" section was present (else AdamW with these defaults)
+    std::string type;    // as written: "Adam", "adamw", "SGD", "Lion"
+    optim::Kind kind = optim::Kind::adamw;
+    double lr = 1e-3;
+    double beta1 = 0.9, beta2 = 0.999;  // Adam/AdamW/Lion
+    double eps = 1e-8;                  // Adam/AdamW
+    double weight_decay = 0.0;          // torch_adam + AdamW: torch's default 0.01
+    bool bias_correction = true;        // Adam/AdamW
+    double momentum = 0.0;              // SGD
+    double dampening = 0.0;             // SGD
+    bool nesterov = false;              // SGD
+    bool torch_adam = false;            // DeepSpeed: use torch.optim.Adam(W) (same math)
+
+    // The optim layer's options (floats) for these settings.
+    optim::Options options() const;
+};
+
+enum class SchedulerKind {
+    constant,
+    warmup_lr,
+    warmup_decay_lr,
+    warmup_cosine_lr,
+    one_cycle,
+    lr_range_test
+};
+const char* to_string(SchedulerKind k);  // DeepSpeed's type name ("WarmupLR"...), or "constant"
+
+enum class WarmupType { log, linear };
+
+// "scheduler": {"type", "params"}, with the defaults of DeepSpeed's scheduler constructors (the
+// ones ds_config reaches; the argparse defaults in lr_schedules.py differ and do not apply).
+struct SchedulerConfig {
+    SchedulerKind kind = SchedulerKind::constant;  // no "scheduler": the optimizer's lr
+    // WarmupLR, WarmupDecayLR, WarmupCosineLR
+    int64_t warmup_num_steps = 1000;  // DeepSpeed uses max(2, warmup_num_steps)
+    WarmupType warmup_type = WarmupType::log;
+    double warmup_min_lr = 0.0;           // WarmupLR, WarmupDecayLR
+    std::optional<double> warmup_max_lr;  // WarmupLR: optimizer lr; WarmupDecayLR: 0.001
+    int64_t total_num_steps = 0;          // WarmupDecayLR, WarmupCosineLR (required)
+    double warmup_min_ratio = 0.0;        // WarmupCosineLR
+    double cos_min_ratio = 1e-4;          // WarmupCosineLR
+    // OneCycle
+    double cycle_min_lr = 0.0, cycle_max_lr = 0.0;  // required
+    double decay_lr_rate = 0.0;
+    double cycle_first_step_size = 2000;
+    std::optional<double> cycle_second_step_size;     // default: cycle_first_step_size
+    int64_t cycle_first_stair_count = 0;              // 0: continuous
+    std::optional<int64_t> cycle_second_stair_count;  // default: cycle_first_stair_count
+    double decay_step_size = 0;                       // 0: no post-cycle decay
+    bool cycle_momentum = true;  // cycles beta1 (and sets beta2 = 0.99) for optimizers with betas
+    double cycle_min_mom = 0.8, cycle_max_mom = 0.9, decay_mom_rate = 0.0;
+    // LRRangeTest
+    double lr_range_test_min_lr = 1e-3;
+    int64_t lr_range_test_step_size = 2000;
+    double lr_range_test_step_rate = 1.0;
+    bool lr_range_test_staircase = false;
+};
 
 enum class Precision { f32, bf16, fp16 };
 const char* to_string(Precision p);
 
-enum class OffloadDevice { none, cpu, nvme };
+struct Fp16Config {
+    bool enabled = false;
+    bool auto_cast = false;
+    double loss_scale = 0;  // 0: dynamic loss scaling; > 0: this static scale
+    int initial_scale_power = 16;
+    int64_t loss_scale_window = 1000;
+    int hysteresis = 2;
+    bool consecutive_hysteresis = false;
+    int64_t min_loss_scale = 1;
+    bool fp16_master_weights_and_grads = false;
+};
 
-struct ZeroSettings {
+struct Bf16Config {  // "bf16" (or the old name "bfloat16")
+    bool enabled = false;
+    bool immediate_grad_update = false;
+    bool check_grad_overflow = true;
+    bool bf16_master_weights_and_grads = false;
+    bool bf16_optimizer_states = false;
+};
+
+enum class OffloadDevice { none, cpu, nvme };
+const char* to_string(OffloadDevice d);
+
+struct OffloadParamConfig {  // zero_optimization.offload_param (stage 3 only)
+    OffloadDevice device = OffloadDevice::none;
+    std::string nvme_path;
+    bool pin_memory = true;
+    int64_t buffer_count = 5;
+    int64_t buffer_size = 100'000'000;
+    int64_t max_in_cpu = 1'000'000'000;
+};
+
+struct OffloadOptimizerConfig {  // zero_optimization.offload_optimizer
+    OffloadDevice device = OffloadDevice::none;
+    std::string nvme_path;
+    bool pin_memory = true;
+    int64_t buffer_count = 4;
+    bool pipeline_read = false, pipeline_write = false;
+    bool fast_init = false;
+    double ratio = 1.0;  // < 1 (partial offload) needs stage 3
+    bool super_offload = false;
+    double cpuadam_cores_perc = 0.8;
+};
+
+// zero_optimization. Sizes count elements. The stage3_* keys are DeepSpeed's aliases of
+// prefetch_bucket_size, param_persistence_threshold... (both spellings are accepted).
+struct ZeroConfig {
     int stage = 0;
     bool contiguous_gradients = true;
-    bool overlap_comm = false;  // DeepSpeed: false, but true for stage 3
     bool reduce_scatter = true;
     int64_t reduce_bucket_size = 500'000'000;
-    int64_t allgather_bucket_size = 500'000'000;
+    bool use_multi_rank_bucket_allreduce = true;
     bool allgather_partitions = true;
+    int64_t allgather_bucket_size = 500'000'000;
+    bool overlap_comm = false;  // default: stage == 3
+    bool compute_grad_norm = true;
+    bool load_from_fp32_weights = true;
+    bool elastic_checkpoint = false;
+    OffloadParamConfig offload_param;
+    OffloadOptimizerConfig offload_optimizer;
+    int64_t sub_group_size = 1'000'000'000;
     int64_t stage3_prefetch_bucket_size = 50'000'000;
+    int64_t stage3_param_persistence_threshold = 100'000;
+    int64_t stage3_model_persistence_threshold = std::numeric_limits<int64_t>::max();
     int64_t stage3_max_live_parameters = 1'000'000'000;
     int64_t stage3_max_reuse_distance = 1'000'000'000;
-    int64_t stage3_param_persistence_threshold = 100'000;
     bool stage3_gather_16bit_weights_on_model_save = false;
-    OffloadDevice offload_optimizer = OffloadDevice::none;
-    OffloadDevice offload_param = OffloadDevice::none;
-    std::string nvme_path;
-    bool pin_memory = false;
-    int64_t sub_group_size = 1'000'000'000;
+    int64_t stage3_module_granularity_threshold = 0;
+    bool stage3_use_all_reduce_for_fetch_params = false;
+    bool stage3_allgather_sequential = false;
+    bool ignore_unused_parameters = true;
+    bool legacy_stage1 = false;
+    bool round_robin_gradients = false;
+    bool parameter_alignment = false;
+    int64_t zero_hpz_partition_size = 1;
+    bool zero_quantized_weights = false;
+    bool zero_quantized_nontrainable_weights = false;
+    bool zero_quantized_gradients = false;
+    bool memory_efficient_linear = true;
+    bool pipeline_loading_checkpoint = false;
+    bool override_module_apply = true;
+    bool log_trace_cache_warnings = false;
+    bool enable_sanity_checks = false;
+    int64_t mics_shard_size = -1;  // removed from DeepSpeed 0.19; parsed for older configs
+    bool mics_hierarchical_params_gather = false;
 };
+
+struct ActivationCheckpointingConfig {
+    bool given = false;  // an "activation_checkpointing" section was present
+    bool partition_activations = false;
+    bool cpu_checkpointing = false;
+    bool contiguous_memory_optimization = false;
+    std::optional<int64_t> number_checkpoints;
+    bool synchronize_checkpoint_boundary = false;
+    bool profile = false;
+};
+
+enum class TagValidation { warn, ignore, fail };
+
+struct CheckpointConfig {
+    TagValidation tag_validation = TagValidation::warn;  // "Warn" | "Ignore" | "Fail", any case
+    bool load_universal = false;
+    bool use_node_local_storage = false;
+    bool parallel_write_pipeline_stage = false;
+};
+
+struct MonitorConfig {  // csv_monitor, tensorboard
+    bool enabled = false;
+    std::string output_path;
+    std::string job_name = "DeepSpeedJobName";
+};
+
+// A dtype name as DeepSpeed accepts it ("fp16", "bf16", "fp32" and aliases).
+enum class DataType { fp32, fp16, bf16 };
+const char* to_string(DataType t);
 
 struct TrainConfig {
-    std::string source;
-    int world_size = 1;
-    int64_t train_batch_size = 0, micro_batch = 0, grad_accum = 0;
+    std::string source;  // file name, for messages
+    int world_size = 1;  // data-parallel ranks the batch triple was resolved for
 
-    std::string optimizer_type = "AdamW";  // as written (Adam, AdamW, SGD, Lion)
-    optim::Options optimizer;
-    double lr = 1e-3;
-    ScheduleConfig scheduler;
-    double gradient_clipping = 0.0;  // 0: off
+    BatchConfig batch;
+    OptimizerConfig optimizer;
+    SchedulerConfig scheduler;
+    double gradient_clipping = 1.0;  // DeepSpeed's default; 0 disables clipping
 
-    Precision precision = Precision::f32;
-    LossScalerConfig fp16;
+    Precision precision = Precision::f32;  // from fp16.enabled / bf16.enabled
+    Fp16Config fp16;
+    Bf16Config bf16;
+    ZeroConfig zero;
+    ActivationCheckpointingConfig activation_checkpointing;
 
-    ZeroSettings zero;
-    bool activation_checkpointing = false;  // any activation_checkpointing section present
-    int64_t steps_per_print = 10;
+    std::optional<int64_t> steps_per_print;  // DeepSpeed: none (no periodic progress report)
     bool wall_clock_breakdown = false;
-    std::optional<uint64_t> seed;
+    bool dump_state = false;
+    bool prescale_gradients = false;
+    double gradient_predivide_factor = 1.0;
+    std::optional<DataType> communication_data_type;  // none: the gradients' own dtype
+    std::optional<DataType> grad_accum_dtype;         // data_types.grad_accum_dtype
+    std::optional<uint64_t> seed;                     // zerospeed extension (DeepSpeed has none)
+    CheckpointConfig checkpoint;
+    MonitorConfig csv_monitor;
+    MonitorConfig tensorboard;
 
-    bool csv_monitor = false;
-    std::string csv_output_path, csv_job_name = "zerospeed";
-
-    std::vector<std::string> warnings;  // unknown keys (with suggestions), unimplemented keys
+    std::vector<std::string> warnings;     // unknown keys, with "did you mean" suggestions
+    std::vector<std::string> unsupported;  // DeepSpeed settings zerospeed does not implement
 };
 
-// world_size: ranks in the data-parallel group (resolves the batch-size triple).
+// Parse `json_text` (the contents of `source`) for `world_size` data-parallel ranks. Throws
+// ConfigError on invalid settings (IoError on malformed JSON); logs each warning.
 TrainConfig parse_ds_config(const std::string& json_text, const std::string& source,
                             int world_size);
+// Read and parse the file at `path` (IoError when it cannot be read).
 TrainConfig load_ds_config(const std::string& path, int world_size);
 
-// The closest of `candidates` to `key` within edit distance 3, or "".
+// The closest of `candidates` to `key` (case-insensitive edit distance, at most
+// max(2, |key| / 3)), or "" when none is close.
 std::string did_you_mean(const std::string& key, const std::vector<std::string>& candidates);
 
 }  // namespace zs::train

@@ -1,126 +1,146 @@
+// The schedules' formulas, written in DeepSpeed's operation order so results agree to the last
+// bit or two with deepspeed.runtime.lr_schedules (the test compares to 1e-12 relative).
 #include "train/lr_schedule.h"
 
 #include <algorithm>
 #include <cmath>
+#include <numbers>
 
 #include "base/error.h"
 
 namespace zs::train {
 
-const char* to_string(ScheduleKind k) {
-    switch (k) {
-        case ScheduleKind::constant:
-            return "constant";
-        case ScheduleKind::warmup_lr:
-            return "WarmupLR";
-        case ScheduleKind::warmup_decay_lr:
-            return "WarmupDecayLR";
-        case ScheduleKind::warmup_cosine_lr:
-            return "WarmupCosineLR";
-        case ScheduleKind::one_cycle:
-            return "OneCycle";
+LrSchedule::LrSchedule(const SchedulerConfig& c, double base_lr, bool has_betas)
+    : c_(c),
+      base_lr_(base_lr),
+      cycle_momentum_(c.kind == SchedulerKind::one_cycle && c.cycle_momentum && has_betas),
+      warmup_steps_(std::max<int64_t>(2, c.warmup_num_steps)),
+      warmup_max_lr_(c.warmup_max_lr.value_or(base_lr)),
+      first_(c.cycle_first_step_size),
+      second_(c.cycle_second_step_size.value_or(c.cycle_first_step_size)),
+      total_(first_ + second_),
+      first_stairs_(c.cycle_first_stair_count),
+      second_stairs_(c.cycle_second_stair_count.value_or(c.cycle_first_stair_count)) {
+    if (c_.kind == SchedulerKind::one_cycle) {
+        ZS_CHECK_T(ConfigError, first_ > 0 && second_ >= 0,
+                   "scheduler.params: OneCycle needs cycle_first_step_size > 0 and "
+                   "cycle_second_step_size >= 0, got {} and {}",
+                   first_, second_);
     }
-    return "?";
+    if (c_.kind == SchedulerKind::lr_range_test) {
+        ZS_CHECK_T(ConfigError, c_.lr_range_test_step_size > 0,
+                   "scheduler.params.lr_range_test_step_size must be > 0, got {}",
+                   c_.lr_range_test_step_size);
+    }
 }
 
-LrSchedule::LrSchedule(ScheduleConfig c) : c_(c) {
-    c_.warmup_num_steps = std::max<int64_t>(2, c_.warmup_num_steps);  // DeepSpeed: max(2, n)
-    if (c_.cycle_second_step_size < 0) c_.cycle_second_step_size = c_.cycle_first_step_size;
-    if (c_.cycle_second_stair_count < 0) c_.cycle_second_stair_count = c_.cycle_first_stair_count;
-    if (c_.kind == ScheduleKind::one_cycle) {
-        ZS_CHECK_T(ConfigError, c_.cycle_first_step_size > 0,
-                   "scheduler.params.cycle_first_step_size must be positive, got {}",
-                   c_.cycle_first_step_size);
+LrSchedule::LrSchedule(const SchedulerConfig& c, const OptimizerConfig& o)
+    : LrSchedule(c, o.lr, o.kind != optim::Kind::sgd) {}
+
+double LrSchedule::warmup_gamma(int64_t it) const {
+    const double inverse_log_warm_up = 1.0 / std::log(static_cast<double>(warmup_steps_));
+    if (c_.warmup_type == WarmupType::log) {
+        return inverse_log_warm_up * std::log(static_cast<double>(it + 1));
     }
+    return static_cast<double>(it) / static_cast<double>(warmup_steps_);
 }
 
 double LrSchedule::one_cycle_scale(int64_t it) const {
-    const double first = c_.cycle_first_step_size, second = c_.cycle_second_step_size;
-    const double total = first + second, step_ratio = first / total;
-    const double bi = static_cast<double>(it + 1);
-    const double cycle = std::floor(1 + bi / total);
-    const double x = 1.0 + bi / total - cycle;
+    const double batch_iteration = static_cast<double>(it + 1);
+    const double step_ratio = first_ / total_;
+    const double cycle = std::floor(1 + batch_iteration / total_);
+    const double x = 1. + batch_iteration / total_ - cycle;
     double scale;
     int64_t stairs;
     if (x <= step_ratio) {
         scale = x / step_ratio;
-        stairs = c_.cycle_first_stair_count;
+        stairs = first_stairs_;
     } else {
         scale = (x - 1) / (step_ratio - 1);
-        stairs = c_.cycle_second_stair_count;
+        stairs = second_stairs_;
     }
-    if (stairs > 0) {
-        double ci = std::fmod(bi, total);
-        double pos = ci <= first ? ci * static_cast<double>(stairs) / first
-                                 : (total - ci) * static_cast<double>(stairs) / second;
-        scale = std::floor(pos) / static_cast<double>(stairs);
+    if (stairs > 0) {  // quantised from the integer offset in the cycle, as DeepSpeed does
+        const double cycle_iteration = std::fmod(batch_iteration, total_);
+        const double position =
+            cycle_iteration <= first_
+                ? cycle_iteration * static_cast<double>(stairs) / first_
+                : (total_ - cycle_iteration) * static_cast<double>(stairs) / second_;
+        scale = std::floor(position) / static_cast<double>(stairs);
     }
     return scale;
 }
 
-double LrSchedule::lr_at(int64_t it) const {
-    const double W = static_cast<double>(c_.warmup_num_steps);
-    auto warmup_gamma = [&](int64_t i) {
-        return c_.warmup_log ? std::log(static_cast<double>(i + 1)) / std::log(W)
-                             : static_cast<double>(i) / W;
-    };
+double LrSchedule::lr(int64_t applied) const {
+    ZS_ASSERT(applied >= 0, "applied steps {} < 0", applied);
+    const int64_t it = applied - 1;  // DeepSpeed's last_batch_iteration
     switch (c_.kind) {
-        case ScheduleKind::constant:
-            return c_.lr;
-        case ScheduleKind::warmup_lr:
-        case ScheduleKind::warmup_decay_lr: {
+        case SchedulerKind::constant:
+            return base_lr_;
+        case SchedulerKind::warmup_lr:
+        case SchedulerKind::warmup_decay_lr: {
             if (it < 0) return c_.warmup_min_lr;
             double gamma;
-            if (it < c_.warmup_num_steps) {
+            if (it < warmup_steps_) {
                 gamma = warmup_gamma(it);
-            } else if (c_.kind == ScheduleKind::warmup_lr) {
+            } else if (c_.kind == SchedulerKind::warmup_lr) {
                 gamma = 1.0;
             } else {
                 gamma = std::max(0.0, static_cast<double>(c_.total_num_steps - it) /
                                           std::max(1.0, static_cast<double>(c_.total_num_steps -
-                                                                            c_.warmup_num_steps)));
+                                                                            warmup_steps_)));
             }
-            return c_.warmup_min_lr + (c_.warmup_max_lr - c_.warmup_min_lr) * gamma;
+            return c_.warmup_min_lr + ((warmup_max_lr_ - c_.warmup_min_lr) * gamma);
         }
-        case ScheduleKind::warmup_cosine_lr: {
+        case SchedulerKind::warmup_cosine_lr: {
             if (it < 0) return 0.0;
             double ratio;
-            if (it < c_.warmup_num_steps) {
-                ratio = c_.warmup_min_ratio + warmup_gamma(it) * (1.0 - c_.warmup_min_ratio);
+            if (it < warmup_steps_) {
+                ratio = c_.warmup_min_ratio + warmup_gamma(it) * (1. - c_.warmup_min_ratio);
             } else {
-                double real_last = static_cast<double>(it - c_.warmup_num_steps + 1);
-                double real_total =
-                    std::max(1.0, static_cast<double>(c_.total_num_steps - c_.warmup_num_steps));
-                double prog = std::min(1.0, real_last / real_total);
-                ratio = std::max(0.0, c_.cos_min_ratio + (1.0 - c_.cos_min_ratio) *
-                                                             (1 + std::cos(M_PI * prog)) / 2);
+                const double real_last_step = static_cast<double>(it - warmup_steps_ + 1);
+                const double real_total_steps =
+                    static_cast<double>(std::max<int64_t>(1, c_.total_num_steps - warmup_steps_));
+                const double progress = std::min(1.0, real_last_step / real_total_steps);
+                ratio = (1 + std::cos(std::numbers::pi * progress)) / 2;
+                ratio = std::max(0.0, c_.cos_min_ratio + (1. - c_.cos_min_ratio) * ratio);
             }
-            return c_.lr * ratio;
+            return base_lr_ * ratio;
         }
-        case ScheduleKind::one_cycle: {
+        case SchedulerKind::one_cycle: {
             if (it < 0) return c_.cycle_min_lr;
-            const double total = c_.cycle_first_step_size + c_.cycle_second_step_size;
-            if (static_cast<double>(it) < total) {
+            if (static_cast<double>(it) < total_) {
                 return c_.cycle_min_lr + (c_.cycle_max_lr - c_.cycle_min_lr) * one_cycle_scale(it);
             }
-            if (c_.decay_lr_rate == 0.0 || c_.decay_step_size == 0.0) return c_.cycle_min_lr;
-            double interval = (static_cast<double>(it) - total + 1) / c_.decay_step_size;
-            return c_.cycle_min_lr / (1 + c_.decay_lr_rate * interval);
+            if (c_.decay_step_size == 0 || c_.decay_lr_rate == 0) return c_.cycle_min_lr;
+            const double decay_interval =
+                (static_cast<double>(it) - total_ + 1) / c_.decay_step_size;
+            return c_.cycle_min_lr / (1 + c_.decay_lr_rate * decay_interval);
+        }
+        case SchedulerKind::lr_range_test: {
+            const double step_size = static_cast<double>(c_.lr_range_test_step_size);
+            double interval = static_cast<double>(it + 1) / step_size;
+            if (c_.lr_range_test_staircase) interval = std::floor(interval);
+            return c_.lr_range_test_min_lr * (1 + c_.lr_range_test_step_rate * interval);
         }
     }
-    return c_.lr;
+    return base_lr_;
 }
 
-double LrSchedule::beta1_at(int64_t it) const {
-    if (c_.kind != ScheduleKind::one_cycle || !c_.cycle_momentum) return -1.0;
-    if (it < 0) return c_.cycle_min_mom;
-    const double total = c_.cycle_first_step_size + c_.cycle_second_step_size;
-    if (static_cast<double>(it) < total) {
-        return c_.cycle_max_mom - (c_.cycle_max_mom - c_.cycle_min_mom) * one_cycle_scale(it);
+std::optional<Betas> LrSchedule::betas(int64_t applied) const {
+    ZS_ASSERT(applied >= 0, "applied steps {} < 0", applied);
+    if (!cycle_momentum_) return std::nullopt;
+    constexpr double kBeta2 = 0.99;  // DeepSpeed's OneCycle overwrites beta2 with 0.99
+    const int64_t it = applied - 1;
+    // At construction DeepSpeed writes cycle_min_mom, though the cycle formula at iteration -1
+    // would give cycle_max_mom.
+    if (it < 0) return Betas{c_.cycle_min_mom, kBeta2};
+    if (static_cast<double>(it) < total_) {
+        return Betas{c_.cycle_max_mom - (c_.cycle_max_mom - c_.cycle_min_mom) * one_cycle_scale(it),
+                     kBeta2};
     }
-    if (c_.decay_mom_rate == 0.0 || c_.decay_step_size == 0.0) return c_.cycle_max_mom;
-    double interval = (static_cast<double>(it) - total + 1) / c_.decay_step_size;
-    return c_.cycle_max_mom * (1 + c_.decay_mom_rate * interval);
+    if (c_.decay_step_size == 0 || c_.decay_mom_rate == 0) return Betas{c_.cycle_max_mom, kBeta2};
+    const double decay_interval = (static_cast<double>(it) - total_ + 1) / c_.decay_step_size;
+    return Betas{c_.cycle_max_mom * (1 + c_.decay_mom_rate * decay_interval), kBeta2};
 }
 
 }  // namespace zs::train

@@ -1,50 +1,55 @@
-// DeepSpeed's learning-rate schedules (deepspeed/runtime/lr_schedules.py) with its step indexing:
-// the scheduler is built with last_batch_iteration = -1 (which sets the initial lr) and stepped
-// after every *applied* optimizer step. So optimizer step k (1-based) runs at lr_at(k - 2):
-// lr_at(-1) is the construction-time value (WarmupLR / WarmupDecayLR / OneCycle: the minimum;
-// WarmupCosineLR: 0, as DeepSpeed's get_lr returns before it has started).
+// DeepSpeed's learning-rate schedules (deepspeed/runtime/lr_schedules.py: WarmupLR, WarmupDecayLR,
+// WarmupCosineLR, OneCycle, LRRangeTest) and a constant schedule when none is configured.
+//
+// Step indexing, exactly as DeepSpeedEngine drives them: the scheduler is built with
+// last_batch_iteration = -1, which already writes an lr into the optimizer, and scheduler.step()
+// runs after every *applied* optimizer step (a step skipped for an fp16 overflow does not advance
+// it). So `lr(n)` below, n = the number of optimizer steps applied so far, is the lr the next
+// optimizer step uses; DeepSpeed's last_batch_iteration is then n - 1. The first step (n = 0)
+// runs at the construction-time lr: WarmupLR / WarmupDecayLR: warmup_min_lr, and so does the
+// second (log(1) = 0, 0 / W = 0); WarmupCosineLR: 0 (its get_lr before the first step);
+// OneCycle: cycle_min_lr; LRRangeTest: lr_range_test_min_lr.
 #pragma once
 
 #include <cstdint>
-#include <string>
+#include <optional>
+
+#include "train/ds_config.h"
 
 namespace zs::train {
 
-enum class ScheduleKind { constant, warmup_lr, warmup_decay_lr, warmup_cosine_lr, one_cycle };
-const char* to_string(ScheduleKind k);
-
-struct ScheduleConfig {
-    ScheduleKind kind = ScheduleKind::constant;
-    double lr = 1e-3;  // the optimizer's lr (constant schedule; WarmupCosineLR's base)
-    // WarmupLR / WarmupDecayLR / WarmupCosineLR
-    double warmup_min_lr = 0.0, warmup_max_lr = 1e-3;
-    int64_t warmup_num_steps = 1000;
-    bool warmup_log = true;  // warmup_type: "log" (default) or "linear"
-    int64_t total_num_steps = 0;
-    double warmup_min_ratio = 0.0, cos_min_ratio = 1e-4;
-    // OneCycle
-    double cycle_min_lr = 0.0, cycle_max_lr = 0.0, decay_lr_rate = 0.0;
-    double cycle_first_step_size = 2000, cycle_second_step_size = -1;  // -1: = first
-    int64_t cycle_first_stair_count = 0, cycle_second_stair_count = -1;
-    double decay_step_size = 0;
-    bool cycle_momentum = true;
-    double cycle_min_mom = 0.8, cycle_max_mom = 0.9, decay_mom_rate = 0.0;
+// OneCycle with cycle_momentum writes (beta1, 0.99) into the optimizer's betas: beta1 cycles
+// inversely to the lr, and beta2 is set to 0.99 whatever the config said.
+struct Betas {
+    double beta1, beta2;
 };
 
 class LrSchedule {
 public:
-    explicit LrSchedule(ScheduleConfig c);
-    // The lr DeepSpeed's scheduler holds at last_batch_iteration = it (it >= -1).
-    double lr_at(int64_t it) const;
-    // The lr of the optimizer step `step` (1-based count of applied steps).
-    double lr_for_step(int64_t step) const { return lr_at(step - 2); }
-    // OneCycle's cycled beta1 (momentum) at iteration it, or < 0 when it does not cycle momentum.
-    double beta1_at(int64_t it) const;
-    const ScheduleConfig& config() const { return c_; }
+    // `base_lr`: the optimizer's lr (the constant schedule; WarmupLR's default warmup_max_lr;
+    // WarmupCosineLR scales it). `has_betas`: the optimizer has betas (Adam/AdamW/Lion); OneCycle
+    // cycles momentum only then, as DeepSpeed does.
+    LrSchedule(const SchedulerConfig& c, double base_lr, bool has_betas);
+    LrSchedule(const SchedulerConfig& c, const OptimizerConfig& o);
+
+    // The lr of the optimizer step that follows `applied` applied steps (applied >= 0).
+    double lr(int64_t applied) const;
+    // OneCycle's betas for that step, or nullopt when the schedule leaves the betas alone.
+    std::optional<Betas> betas(int64_t applied) const;
+
+    const SchedulerConfig& config() const { return c_; }
 
 private:
-    double one_cycle_scale(int64_t it) const;
-    ScheduleConfig c_;
+    double warmup_gamma(int64_t it) const;     // WarmupLR family, it = last_batch_iteration >= 0
+    double one_cycle_scale(int64_t it) const;  // OneCycle's scale factor at iteration it
+
+    SchedulerConfig c_;
+    double base_lr_;
+    bool cycle_momentum_;
+    int64_t warmup_steps_;  // max(2, warmup_num_steps)
+    double warmup_max_lr_;
+    double first_, second_, total_;                 // OneCycle half-cycle sizes (float, as DS)
+    int64_t first_stairs_ = 0, second_stairs_ = 0;  // OneCycle stair counts
 };
 
 }  // namespace zs::train

@@ -66,8 +66,8 @@ Trainer::Trainer(models::ModelConfig model, TrainConfig cfg, RunOptions run,
       cfg_(std::move(cfg)),
       run_(std::move(run)),
       world_(world),
-      schedule_(cfg_.scheduler),
-      scaler_(cfg_.precision == Precision::fp16 ? cfg_.fp16 : LossScalerConfig{1.0}) {
+      schedule_(cfg_.scheduler, cfg_.optimizer),
+      scaler_(cfg_.fp16) {
     ZS_CHECK_T(ConfigError, cfg_.world_size == world_.size(),
                "{}: parsed for {} ranks but running on {}", cfg_.source, cfg_.world_size,
                world_.size());
@@ -77,7 +77,7 @@ Trainer::Trainer(models::ModelConfig model, TrainConfig cfg, RunOptions run,
     if (cfg_.seed) run_.seed = *cfg_.seed;
     models::RunConfig rc;
     rc.compute_dtype = compute_dtype(cfg_.precision);
-    rc.activation_checkpointing = cfg_.activation_checkpointing;
+    rc.activation_checkpointing = cfg_.activation_checkpointing.given;
     model_ = std::make_unique<models::Transformer>(mcfg_, rc);
     zero::Config zc;
     zc.stage = cfg_.zero.stage;
@@ -87,7 +87,7 @@ Trainer::Trainer(models::ModelConfig model, TrainConfig cfg, RunOptions run,
     zc.persistence_threshold = cfg_.zero.stage3_param_persistence_threshold;
     zc.decay_all = run_.decay_all;
     engine_ = std::make_unique<zero::Engine>(model_->layout(), model_->binding(), world_, zc,
-                                             rc.compute_dtype, cfg_.optimizer,
+                                             rc.compute_dtype, cfg_.optimizer.options(),
                                              [this](int g) { return model_->grad_groups(g); });
     if (!run_.data_dir.empty()) {
         train_ds_ = io::TokenDataset::open(run_.data_dir, "train");
@@ -101,7 +101,7 @@ Trainer::Trainer(models::ModelConfig model, TrainConfig cfg, RunOptions run,
     peak_flops_ = measure_peak_flops(rc.compute_dtype);
     // Peak memory reports cover training, not this start-up measurement.
     core::backend(core::Device::cpu()).memory().reset_peak();
-    for (const std::string& w : cfg_.warnings) {
+    for (const std::string& w : cfg_.unsupported) {  // parse_ds_config logged the warnings
         if (world_.rank() == 0) log_warn("{}", w);
     }
     if (cfg_.precision == Precision::fp16 && world_.rank() == 0) {
@@ -144,14 +144,16 @@ void Trainer::load_batch(int64_t first, int64_t count, const io::TokenDataset& d
 StepStats Trainer::step() {
     ZS_CHECK(train_ds_ != nullptr, "train: no dataset (--data)");
     const int W = world_.size(), r = world_.rank();
-    std::vector<models::TrainBatch> batches(static_cast<size_t>(cfg_.grad_accum));
-    for (int64_t k = 0; k < cfg_.grad_accum; ++k) {
-        load_batch((k * W + r) * cfg_.micro_batch, cfg_.micro_batch, *train_ds_, sampler_.get(), 0,
+    std::vector<models::TrainBatch> batches(
+        static_cast<size_t>(cfg_.batch.gradient_accumulation_steps));
+    for (int64_t k = 0; k < cfg_.batch.gradient_accumulation_steps; ++k) {
+        load_batch((k * W + r) * cfg_.batch.train_micro_batch_size_per_gpu,
+                   cfg_.batch.train_micro_batch_size_per_gpu, *train_ds_, sampler_.get(), 0,
                    batches[static_cast<size_t>(k)]);
     }
     StepStats s = step(batches);
     // The data always advances, as DeepSpeed's data loader does on a skipped step.
-    for (int64_t i = 0; i < cfg_.train_batch_size; ++i) sampler_->next();
+    for (int64_t i = 0; i < cfg_.batch.train_batch_size; ++i) sampler_->next();
     return s;
 }
 
@@ -159,9 +161,9 @@ StepStats Trainer::step(const std::vector<models::TrainBatch>& batches) {
     Timer tm;
     const int W = world_.size();
     const int64_t accum = static_cast<int64_t>(batches.size());
-    ZS_CHECK(accum == cfg_.grad_accum,
+    ZS_CHECK(accum == cfg_.batch.gradient_accumulation_steps,
              "step: {} micro-batches given; gradient_accumulation_steps is {}", accum,
-             cfg_.grad_accum);
+             cfg_.batch.gradient_accumulation_steps);
     const int64_t micro = batches.front().input_ids.size(0), T = batches.front().input_ids.size(1);
     const double loss_scale = scaler_.scale();
     engine_->begin_step(static_cast<int>(accum));
@@ -189,11 +191,10 @@ StepStats Trainer::step(const std::vector<models::TrainBatch>& batches) {
             if (coef < 1.0) clip = coef;
         }
         const int64_t applied = steps_done_ + 1;
-        s.lr = schedule_.lr_for_step(applied);
-        double b1 = schedule_.beta1_at(applied - 2);
-        if (b1 >= 0) {
+        s.lr = schedule_.lr(steps_done_);
+        if (std::optional<Betas> b = schedule_.betas(steps_done_)) {
             log_debug("OneCycle momentum schedule: beta1 {} (zerospeed keeps the configured betas)",
-                      b1);
+                      b->beta1);
         }
         engine_->step(static_cast<float>(s.lr), applied, static_cast<float>(clip / loss_scale));
         ++steps_done_;
@@ -209,14 +210,14 @@ StepStats Trainer::step(const std::vector<models::TrainBatch>& batches) {
         }
     }
     scaler_.update(overflow);
-    tokens_seen_ += cfg_.train_batch_size * T;
+    tokens_seen_ += cfg_.batch.train_batch_size * T;
     Tensor l = Tensor::empty({1}, DType::f32, core::Device::cpu(), core::MemCategory::buffers);
     l.data<float>()[0] = static_cast<float>(loss_sum);
     world_.allreduce(l, comm::ReduceOp::sum).wait();
-    s.loss = l.data<float>()[0] / static_cast<double>(cfg_.train_batch_size * T);
+    s.loss = l.data<float>()[0] / static_cast<double>(cfg_.batch.train_batch_size * T);
     s.step = steps_done_;
     s.seconds = tm.seconds();
-    const double tokens = static_cast<double>(cfg_.train_batch_size * T);
+    const double tokens = static_cast<double>(cfg_.batch.train_batch_size * T);
     s.tokens_per_s = tokens / s.seconds;
     const double flops_per_token = 6.0 * static_cast<double>(mcfg_.n_params()) +
                                    12.0 * static_cast<double>(mcfg_.n_layers * mcfg_.q_dim() * T);
@@ -227,7 +228,7 @@ StepStats Trainer::step(const std::vector<models::TrainBatch>& batches) {
 double Trainer::evaluate() {
     if (!val_ds_) return NAN;
     const int W = world_.size(), r = world_.rank();
-    const int64_t micro = cfg_.micro_batch;
+    const int64_t micro = cfg_.batch.train_micro_batch_size_per_gpu;
     double sum = 0, count = 0;
     models::TrainBatch batch;
     for (int64_t j = 0; j < run_.eval_batches; ++j) {
@@ -282,8 +283,8 @@ std::vector<StepStats> Trainer::train() {
             if (!std::isnan(val))
                 extra += fmt::format(" | val {:.4f} (ppl {:.1f})", val, std::exp(val));
             if (run_.progress) progress.update(steps_done_ - start, extra);
-            if (cfg_.steps_per_print > 0 && steps_done_ % cfg_.steps_per_print == 0 &&
-                !run_.progress) {
+            // DeepSpeed prints nothing without steps_per_print; zerospeed every 10 steps.
+            if (steps_done_ % cfg_.steps_per_print.value_or(10) == 0 && !run_.progress) {
                 log_info("step {} | {}", steps_done_, extra);
             }
             if (metrics) {

@@ -1,0 +1,297 @@
+// ds_config.json parsing: DeepSpeed's rules that the fixture cannot exercise (the "Adam" means
+// AdamW rule lives in DeepSpeedEngine, not DeepSpeedConfig), a table of bad inputs that must raise
+// ConfigError naming the key path, unknown-key warnings with suggestions, the unsupported list,
+// "auto", duplicate keys and DeepSpeed's deprecated spellings. Expected values marked "DeepSpeed
+// source" are typed from deepspeed 0.19 (engine.py, zero/config.py, config.py), not computed.
+#include <string>
+
+#include <gtest/gtest.h>
+
+#include "base/error.h"
+#include "train/ds_config.h"
+#include "train/loss_scaler.h"
+#include "train/lr_schedule.h"
+
+namespace zs::train {
+namespace {
+
+TrainConfig parse(const std::string& body, int world = 1) {
+    return parse_ds_config(
+        R"({"train_batch_size": 8)" + std::string(body.empty() ? "" : ", ") + body + "}", "ds.json",
+        world);
+}
+
+bool contains(const std::vector<std::string>& v, const std::string& needle) {
+    for (const std::string& s : v) {
+        if (s.find(needle) != std::string::npos) return true;
+    }
+    return false;
+}
+
+TEST(DsConfigOptimizer, AdamMeansAdamWUnlessAdamWModeIsFalse) {
+    struct Case {
+        const char* type;
+        const char* params;
+        optim::Kind want;  // DeepSpeed source: adamw iff name == "adamw" or adam_w_mode (default)
+    };
+    const Case cases[] = {
+        {"Adam", "{}", optim::Kind::adamw},
+        {"adam", R"({"adam_w_mode": true})", optim::Kind::adamw},
+        {"Adam", R"({"adam_w_mode": false})", optim::Kind::adam},
+        {"AdamW", R"({"adam_w_mode": false})", optim::Kind::adamw},
+        {"ADAMW", "{}", optim::Kind::adamw},
+        {"Lion", "{}", optim::Kind::lion},
+        {"SGD", R"({"momentum": 0.9, "nesterov": true})", optim::Kind::sgd},
+    };
+    for (const Case& k : cases) {
+        TrainConfig c = parse(std::string(R"("optimizer": {"type": ")") + k.type +
+                              R"(", "params": )" + k.params + "}");
+        EXPECT_EQ(c.optimizer.kind, k.want) << k.type << " " << k.params;
+        EXPECT_EQ(c.optimizer.type, k.type);
+        EXPECT_TRUE(c.warnings.empty()) << c.warnings.front();
+    }
+}
+
+TEST(DsConfigOptimizer, DefaultsAreThoseOfTheOptimizerDeepSpeedBuilds) {
+    TrainConfig none = parse("");
+    EXPECT_FALSE(none.optimizer.given);
+    EXPECT_EQ(none.optimizer.kind, optim::Kind::adamw);
+    // DeepSpeed source: FusedAdam(lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0).
+    TrainConfig a = parse(R"("optimizer": {"type": "AdamW"})");
+    EXPECT_EQ(a.optimizer.lr, 1e-3);
+    EXPECT_EQ(a.optimizer.beta1, 0.9);
+    EXPECT_EQ(a.optimizer.beta2, 0.999);
+    EXPECT_EQ(a.optimizer.eps, 1e-8);
+    EXPECT_EQ(a.optimizer.weight_decay, 0.0);
+    EXPECT_TRUE(a.optimizer.bias_correction);
+    // torch_adam: torch.optim.AdamW, whose weight_decay defaults to 0.01.
+    TrainConfig t = parse(R"("optimizer": {"type": "AdamW", "params": {"torch_adam": true}})");
+    EXPECT_EQ(t.optimizer.weight_decay, 0.01);
+    // gradient_clipping: DeepSpeed's GRADIENT_CLIPPING_DEFAULT is 1.0; steps_per_print: None.
+    EXPECT_EQ(none.gradient_clipping, 1.0);
+    EXPECT_FALSE(none.steps_per_print.has_value());
+    EXPECT_EQ(none.scheduler.kind, SchedulerKind::constant);
+    EXPECT_EQ(LrSchedule(none.scheduler, none.optimizer).lr(5), 1e-3);
+    EXPECT_EQ(none.precision, Precision::f32);
+    EXPECT_EQ(LossScaler(none.fp16).scale(), 1.0);
+    EXPECT_FALSE(LossScaler(none.fp16).update(false));
+    // optimizer options handed to the optim layer
+    optim::Options o =
+        parse(R"("optimizer": {"type": "SGD", "params": {"momentum": 0.5}})").optimizer.options();
+    EXPECT_EQ(o.kind, optim::Kind::sgd);
+    EXPECT_EQ(o.momentum, 0.5f);
+}
+
+TEST(DsConfigPrecision, Fp16StaticAndBf16OldName) {
+    TrainConfig f = parse(R"("fp16": {"enabled": true, "loss_scale": 256})");
+    EXPECT_EQ(f.precision, Precision::fp16);
+    LossScaler s(f.fp16);
+    EXPECT_FALSE(s.dynamic());
+    EXPECT_EQ(s.scale(), 256.0);
+    EXPECT_TRUE(s.update(true));  // an overflowed step is skipped, the static scale stays
+    EXPECT_EQ(s.scale(), 256.0);
+    TrainConfig b = parse(R"("bfloat16": {"enabled": true})");
+    EXPECT_EQ(b.precision, Precision::bf16);
+    TrainConfig both = parse(R"("bf16": {"enabled": false}, "bfloat16": {"enabled": true})");
+    EXPECT_EQ(both.precision, Precision::f32);  // DeepSpeed reads "bf16" when present
+    EXPECT_TRUE(contains(both.warnings, "bfloat16"));
+}
+
+TEST(DsConfigZero, AliasesDeprecatedFormsAndAuto) {
+    TrainConfig a = parse(R"("zero_optimization": {"stage": 3, "prefetch_bucket_size": 1e6,
+        "max_live_parameters": 2e6, "reduce_bucket_size": "auto", "overlap_comm": "auto"})");
+    EXPECT_EQ(a.zero.stage3_prefetch_bucket_size, 1'000'000);
+    EXPECT_EQ(a.zero.stage3_max_live_parameters, 2'000'000);
+    EXPECT_EQ(a.zero.reduce_bucket_size, 500'000'000);  // "auto" = DeepSpeed's default
+    EXPECT_TRUE(a.zero.overlap_comm);                   // default: stage == 3
+    EXPECT_TRUE(a.warnings.empty()) << a.warnings.front();
+    TrainConfig d = parse(R"("zero_optimization": {"stage": 2, "cpu_offload": true,
+        "stage3_gather_fp16_weights_on_model_save": true})");
+    EXPECT_EQ(d.zero.offload_optimizer.device, OffloadDevice::cpu);
+    EXPECT_TRUE(d.zero.stage3_gather_16bit_weights_on_model_save);
+    EXPECT_FALSE(d.zero.overlap_comm);
+    EXPECT_TRUE(contains(d.warnings, "zero_optimization.cpu_offload: deprecated"));
+    TrainConfig old = parse(R"("zero_optimization": true, "allgather_size": 1e7)");
+    EXPECT_EQ(old.zero.stage, 1);
+    EXPECT_EQ(old.zero.allgather_bucket_size, 10'000'000);
+    TrainConfig off =
+        parse(R"("zero_optimization": {"stage": 1, "offload_param": {"device": "cpu"}})");
+    EXPECT_TRUE(contains(off.warnings, "applies to ZeRO stage 3 only"));
+}
+
+TEST(DsConfigErrors, BadInputsNameTheKeyPathAndValue) {
+    struct Case {
+        const char* body;  // inside {"train_batch_size": 8, ...}
+        const char* want;  // substring of the message
+    };
+    const Case cases[] = {
+        {R"("zero_optimization": {"stage": "three"})",
+         R"(zero_optimization.stage: expected an integer 0-3, got "three")"},
+        {R"("zero_optimization": {"stage": 4})",
+         "zero_optimization.stage: expected an integer 0-3, got 4"},
+        {R"("zero_optimization": {"reduce_bucket_size": 0})",
+         "zero_optimization.reduce_bucket_size: expected an integer >= 1, got 0"},
+        {R"("zero_optimization": {"allgather_bucket_size": 1.5})",
+         "zero_optimization.allgather_bucket_size: expected an integer >= 0, got 1.5"},
+        {R"("zero_optimization": {"contiguous_gradients": "yes"})",
+         R"(zero_optimization.contiguous_gradients: expected true or false, got "yes")"},
+        {R"("zero_optimization": {"offload_optimizer": {"device": "gpu"}})",
+         R"(zero_optimization.offload_optimizer.device: expected one of "none", "cpu", "nvme", got "gpu")"},
+        {R"("zero_optimization": {"offload_param": {"device": "nvme"}, "stage": 3})",
+         "zero_optimization.offload_param.nvme_path: required"},
+        {R"("zero_optimization": {"stage": 2, "offload_optimizer": {"device": "cpu", "ratio": 0.5}})",
+         "zero_optimization.offload_optimizer: partial offload"},
+        {R"("zero_optimization": {"stage": 0, "compute_grad_norm": false})",
+         "zero_optimization.compute_grad_norm"},
+        {R"("zero_optimization": {"stage3_prefetch_bucket_size": 1, "prefetch_bucket_size": 2})",
+         "zero_optimization.prefetch_bucket_size: given twice"},
+        {R"("zero_optimization": {"offload_optimizer": {"device": "cpu"}, "cpu_offload": true})",
+         "zero_optimization.cpu_offload: cannot be given together"},
+        {R"("zero_optimization": 3)", "zero_optimization: expected an object, got 3"},
+        {R"("optimizer": {"type": "Adagrad"})", R"(optimizer.type: "Adagrad" is not supported)"},
+        {R"("optimizer": {"params": {"lr": 1}})", "optimizer.type: required"},
+        {R"("optimizer": {"type": "AdamW", "params": {"betas": [0.9]}})",
+         "optimizer.params.betas: expected two numbers in [0, 1), got an array"},
+        {R"("optimizer": {"type": "AdamW", "params": {"lr": -1}})",
+         "optimizer.params.lr: expected a number >= 0, got -1"},
+        {R"("optimizer": {"type": "AdamW", "params": {"lr": "auto"}})",
+         R"(optimizer.params.lr: "auto" is a Hugging Face Trainer placeholder)"},
+        {R"("optimizer": {"type": "AdamW", "params": {"max_grad_norm": 1.0}})",
+         "optimizer.params.max_grad_norm"},
+        {R"("optimizer": {"type": "Adam", "params": {"amsgrad": true}})",
+         "optimizer.params.amsgrad"},
+        {R"("optimizer": {"type": "SGD", "params": {"nesterov": true}})",
+         "optimizer.params.nesterov: Nesterov momentum requires"},
+        {R"("optimizer": {"type": "AdamW", "params": {"torch_adam": true, "bias_correction": false}})",
+         "optimizer.params.bias_correction"},
+        {R"("scheduler": {"type": "WarmupDecayLR", "params": {}})",
+         "scheduler.params.total_num_steps: required by WarmupDecayLR"},
+        {R"("scheduler": {"type": "WarmupCosineLR", "params": {"warmup_num_steps": 5}})",
+         "scheduler.params.total_num_steps: required by WarmupCosineLR"},
+        {R"("scheduler": {"type": "OneCycle", "params": {"cycle_max_lr": 0.1}})",
+         "scheduler.params.cycle_min_lr: required by OneCycle"},
+        {R"("scheduler": {"type": "OneCycle", "params": {"cycle_min_lr": 0, "cycle_max_lr": 1, "cycle_first_step_size": 0}})",
+         "scheduler.params.cycle_first_step_size: must be positive"},
+        {R"("scheduler": {"type": "WarmupLR", "params": {"warmup_num_steps": 0}})",
+         "scheduler.params.warmup_num_steps: expected an integer >= 1, got 0"},
+        {R"("scheduler": {"type": "WarmupLR", "params": {"warmup_type": "cosine"}})",
+         R"(scheduler.params.warmup_type: expected one of "log", "linear", got "cosine")"},
+        {R"("scheduler": {"type": "warmuplr"})", R"(did you mean "WarmupLR"?)"},
+        {R"("scheduler": {"type": "CosineAnnealingLR"})", "scheduler.type"},
+        {R"("gradient_clipping": "high")",
+         R"(gradient_clipping: expected a number >= 0, got "high")"},
+        {R"("gradient_clipping": -1)", "gradient_clipping: expected a number >= 0, got -1"},
+        {R"("fp16": {"enabled": true, "loss_scale": -1})",
+         "fp16.loss_scale: expected a number >= 0"},
+        {R"("fp16": {"enabled": true, "loss_scale": true})", "fp16.loss_scale"},
+        {R"("fp16": {"enabled": true, "loss_scale_window": 0})",
+         "fp16.loss_scale_window: expected an integer >= 1, got 0"},
+        {R"("fp16": {"enabled": true, "min_loss_scale": 0})", "fp16.min_loss_scale"},
+        {R"("fp16": {"enabled": true, "hysteresis": 0})", "fp16.hysteresis"},
+        {R"("fp16": {"enabled": true}, "bf16": {"enabled": true})",
+         "fp16.enabled and bf16.enabled cannot both be true"},
+        {R"("bf16": {"enabled": true, "bf16_optimizer_states": true})",
+         "bf16.bf16_optimizer_states"},
+        {R"("bf16": {"enabled": true, "bf16_master_weights_and_grads": true})",
+         "bf16_master_weights_and_grads needs ZeRO stage 1, 2 or 3"},
+        {R"("communication_data_type": "fp8")",
+         R"(communication_data_type: expected one of "fp32", "fp16", "bf16", got "fp8")"},
+        {R"("data_types": {"grad_accum_dtype": "int8"})", "data_types.grad_accum_dtype"},
+        {R"("checkpoint": {"tag_validation": "strict"})", "checkpoint.tag_validation"},
+        {R"("steps_per_print": 0)", "steps_per_print: expected an integer >= 1, got 0"},
+        {R"("activation_checkpointing": {"number_checkpoints": "all"})",
+         "activation_checkpointing.number_checkpoints"},
+        {R"("csv_monitor": {"enabled": true, "output_path": 3})", "csv_monitor.output_path"},
+        {R"("gradient_predivide_factor": 0)", "gradient_predivide_factor"},
+        {R"("train_micro_batch_size_per_gpu": 3, "gradient_accumulation_steps": 1)",
+         "8 != 3 * 1 * 1"},
+        {R"("train_micro_batch_size_per_gpu": "auto")",
+         R"(train_micro_batch_size_per_gpu: "auto" is a Hugging Face Trainer placeholder)"},
+    };
+    for (const Case& k : cases) {
+        try {
+            parse(k.body);
+            ADD_FAILURE() << "accepted " << k.body;
+        } catch (const ConfigError& e) {
+            EXPECT_NE(std::string(e.what()).find(k.want), std::string::npos)
+                << "message: " << e.what() << "\nwanted: " << k.want;
+            EXPECT_EQ(std::string(e.what()).rfind("ds.json: ", 0), 0u) << e.what();
+        }
+    }
+    // Batch-size rules and malformed documents.
+    EXPECT_THROW(parse_ds_config(R"({"gradient_accumulation_steps": 2})", "ds.json", 1),
+                 ConfigError);
+    EXPECT_THROW(parse_ds_config(R"({"train_batch_size": 8})", "ds.json", 0), ConfigError);
+    EXPECT_THROW(parse_ds_config(R"({"train_batch_size": 8,})", "ds.json", 1), zs::Error);
+    EXPECT_THROW(parse_ds_config(R"({"train_batch_size": 8, "train_batch_size": 4})", "ds.json", 1),
+                 zs::Error);  // DeepSpeed rejects duplicate keys too
+    EXPECT_THROW(parse_ds_config("[1, 2]", "ds.json", 1), ConfigError);
+    EXPECT_THROW(load_ds_config("/nonexistent/ds_config.json", 1), zs::Error);
+}
+
+TEST(DsConfigWarnings, UnknownKeysAtEveryLevelSuggestTheClosestKey) {
+    TrainConfig c = parse(R"("gradient_clippng": 1.0,
+        "zero_optimization": {"stage": 2, "overlap_com": true,
+                              "offload_optimizer": {"device": "cpu", "pin_memroy": false}},
+        "optimizer": {"type": "AdamW", "params": {"weight_decy": 0.1}},
+        "scheduler": {"type": "WarmupLR", "params": {"warmup_max_l": 0.1}},
+        "fp16": {"enabled": false, "initial_scale_pow": 8},
+        "completely_unrelated_thing": 1)");
+    const std::pair<const char*, const char*> want[] = {
+        {"gradient_clippng", "gradient_clipping"},
+        {"zero_optimization.overlap_com", "overlap_comm"},
+        {"zero_optimization.offload_optimizer.pin_memroy", "pin_memory"},
+        {"optimizer.params.weight_decy", "weight_decay"},
+        {"scheduler.params.warmup_max_l", "warmup_max_lr"},
+        {"fp16.initial_scale_pow", "initial_scale_power"},
+    };
+    for (const auto& [key, suggestion] : want) {
+        EXPECT_TRUE(contains(c.warnings, std::string("unknown key '") + key +
+                                             "' (ignored); did you mean '" + suggestion + "'?"))
+            << key;
+    }
+    EXPECT_TRUE(contains(c.warnings, "unknown key 'completely_unrelated_thing' (ignored)"));
+    EXPECT_FALSE(contains(c.warnings, "completely_unrelated_thing' (ignored); did you mean"));
+    EXPECT_EQ(c.warnings.size(), 7u);
+    // Unknown keys leave the rest intact.
+    EXPECT_TRUE(c.zero.offload_optimizer.pin_memory);
+    EXPECT_FALSE(c.zero.overlap_comm);
+    // A key of another optimizer / scheduler is named as such.
+    TrainConfig o = parse(R"("optimizer": {"type": "Lion", "params": {"eps": 1e-6}},
+        "scheduler": {"type": "WarmupLR", "params": {"total_num_steps": 10}})");
+    EXPECT_TRUE(contains(o.warnings, "optimizer.params.eps: not a parameter of Lion"));
+    EXPECT_TRUE(
+        contains(o.warnings, "scheduler.params.total_num_steps: not a parameter of WarmupLR"));
+}
+
+TEST(DsConfigWarnings, UnsupportedDeepSpeedSettingsAreListed) {
+    TrainConfig c =
+        parse(R"("wandb": {"enabled": true, "project": "x"}, "comet": {"enabled": false},
+        "zero_optimization": {"stage": 3, "zero_quantized_weights": true, "mics_shard_size": 8,
+                              "zero_hpz_partition_size": 1},
+        "amp": {"enabled": true}, "flops_profiler": {"enabled": false}, "pipeline": {"stages": 2},
+        "tensorboard": {"enabled": true}, "checkpoint": {"load_universal": true})");
+    EXPECT_TRUE(c.warnings.empty()) << c.warnings.front();
+    for (const char* key :
+         {"wandb", "zero_optimization.zero_quantized_weights", "zero_optimization.mics_shard_size",
+          "amp", "pipeline", "tensorboard", "checkpoint.load_universal"}) {
+        EXPECT_TRUE(contains(c.unsupported, std::string("ds.json: ") + key + ":")) << key;
+    }
+    for (const char* key : {"comet", "flops_profiler", "zero_hpz_partition_size"}) {
+        EXPECT_FALSE(contains(c.unsupported, key)) << key;  // disabled or default: nothing asked
+    }
+    EXPECT_EQ(c.unsupported.size(), 7u);
+}
+
+TEST(DsConfigWarnings, DidYouMean) {
+    const std::vector<std::string> keys = {"train_batch_size", "train_micro_batch_size_per_gpu",
+                                           "gradient_accumulation_steps", "steps_per_print"};
+    EXPECT_EQ(did_you_mean("trian_batch_size", keys), "train_batch_size");
+    EXPECT_EQ(did_you_mean("Train_Batch_Size", keys), "train_batch_size");
+    EXPECT_EQ(did_you_mean("gradient_accumulation", keys), "gradient_accumulation_steps");
+    EXPECT_EQ(did_you_mean("seed", keys), "");
+    EXPECT_EQ(did_you_mean("", keys), "");
+}
+
+}  // namespace
+}  // namespace zs::train
