@@ -38,47 +38,54 @@ done
 mkdir -p "$out"
 results=$out/results.jsonl
 rm -f "$results"
-port=8311
 ctx=$(( (ptok * 2 + otok * 2 + 64) ))
-pid=""
-trap '[ -n "$pid" ] && kill "$pid" 2>/dev/null || true' EXIT
+pids=()
+trap 'for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done' EXIT
 
-wait_up() {  # url
+wait_up() {  # url pid
     for _ in $(seq 1 600); do
         curl -sf "$1/v1/models" >/dev/null 2>&1 && return 0
-        kill -0 "$pid" 2>/dev/null || { echo "server exited" >&2; return 1; }
+        kill -0 "$2" 2>/dev/null || { echo "server exited" >&2; return 1; }
         sleep 0.2
     done
     return 1
 }
 
-bench() {  # label
-    "$bin" bench serve --url "http://127.0.0.1:$port" --clients "$clients" --requests "$requests" \
-        --prompt-tokens "$ptok" --output-tokens "$otok" --max-prompt-tokens $((ptok * 2)) \
-        --max-output-tokens $((otok * 2)) --text "$root/data/corpora/austen.txt" \
-        --tokenizer "$model" --label "$1" --out "$results"
-}
-
-run_ours() {  # label policy
-    OMP_NUM_THREADS=$threads "$bin" serve --model "$model" --port $port --policy "$2" \
+# Every server runs at once (idle ones cost nothing) and the load points alternate between
+# them, so the machine's noise falls on all of them alike.
+labels=()
+ports=()
+start_ours() {  # label policy port
+    OMP_NUM_THREADS=$threads "$bin" serve --model "$model" --port "$3" --policy "$2" \
         --max-seqs "$slots" --kv-cache-memory 512M >"$out/$1.log" 2>&1 &
-    pid=$!
-    wait_up "http://127.0.0.1:$port"
-    bench "$1"
-    kill "$pid"; wait "$pid" || true; pid=""
+    pids+=($!)
+    wait_up "http://127.0.0.1:$3" $!
+    labels+=("$1")
+    ports+=("$3")
 }
 
 echo "== machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2)"
-run_ours zerospeed-splitfuse split_fuse
-run_ours zerospeed-prefill-first prefill_first
+start_ours zerospeed-splitfuse split_fuse 8311
+start_ours zerospeed-prefill-first prefill_first 8312
 if [ -n "$llama" ]; then
     echo "== llama.cpp: $("$llama" --version 2>&1 | head -2 | tr '\n' ' ')"
-    "$llama" -m "$model" --port $port -np "$slots" -cb -t "$threads" -c $((ctx * slots)) \
+    "$llama" -m "$model" --port 8313 -np "$slots" -cb -t "$threads" -c $((ctx * slots)) \
         --no-webui >"$out/llama.log" 2>&1 &
-    pid=$!
-    wait_up "http://127.0.0.1:$port"
-    bench llama.cpp
-    kill "$pid"; wait "$pid" || true; pid=""
+    pids+=($!)
+    wait_up "http://127.0.0.1:8313" $!
+    labels+=(llama.cpp)
+    ports+=(8313)
 fi
+IFS=, read -r -a levels <<<"$clients"
+for c in "${levels[@]}"; do
+    for i in "${!labels[@]}"; do
+        echo "-- ${labels[$i]}, $c client(s)"
+        "$bin" bench serve --url "http://127.0.0.1:${ports[$i]}" --clients "$c" \
+            --requests "$requests" --prompt-tokens "$ptok" --output-tokens "$otok" \
+            --max-prompt-tokens $((ptok * 2)) --max-output-tokens $((otok * 2)) \
+            --text "$root/data/corpora/austen.txt" --tokenizer "$model" --label "${labels[$i]}" \
+            --out "$results" | tail -1
+    done
+done
 "$bin" bench serve --plot-only --out "$results" --plot "$out/serve.svg"
 echo "results: $results, plot: $out/serve.svg"

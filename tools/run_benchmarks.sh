@@ -89,6 +89,12 @@ for s in $sections; do
                 --config "$root/bench/train/gpt2_124m.json" --batch 4 --seq 64 --steps 8 \
                 --precision fp32 | tee -a "$out/train.jsonl"
         fi
+        train bf16 ds_bf16.json 1
+        if have_py transformers; then
+            OMP_NUM_THREADS=2 "$py" "$root/bench/peers/train_torch.py" \
+                --config "$root/bench/train/gpt2_124m.json" --batch 4 --seq 64 --steps 8 \
+                --precision bf16 | tee -a "$out/train.jsonl"
+        fi
         if [ -n "${LLMC_TRAIN:-}" ] && have_py numpy; then  # llm.c's train_gpt2 (fp32, B=4 T=64)
             OMP_NUM_THREADS=2 "$py" "$root/bench/peers/llmc_train.py" --llmc "$LLMC_TRAIN" \
                 --zerospeed "$bin" --steps 6 | tee -a "$out/train.jsonl"

@@ -78,6 +78,12 @@ public:
             ZS_CHECK_T(ConfigError, corpus_.size() > 1024, "--text {}: too little text", o.text);
         }
     }
+    // Each load point draws its own prompts (the same for every server measured at that load),
+    // so a server's prefix cache cannot reuse the prompts of an earlier point.
+    void reseed(uint64_t seed) {
+        std::lock_guard<std::mutex> lk(mu_);
+        rng_.seed(seed);
+    }
     // The next request's prompt ids and max_tokens.
     std::pair<std::vector<int32_t>, int64_t> next() {
         std::lock_guard<std::mutex> lk(mu_);
@@ -372,10 +378,12 @@ int run_bench_serve(const BenchServeOptions& o) {
                    "ttft99", "tpot50", "tpot99", "itl50", "itl99", "e2e99");
         // Warm-up: one request so model loading or first-call costs are not measured.
         {
+            wl.reseed(o.seed + 7);
             auto [ids, mt] = wl.next();
             run_one(o, model, ids, std::min<int64_t>(mt, 4));
         }
         for (double load : loads) {
+            wl.reseed(o.seed * 1000003 + static_cast<uint64_t>(std::llround(load * 1000)));
             std::vector<ReqResult> results(static_cast<size_t>(o.requests));
             const Clock::time_point t0 = Clock::now();
             std::atomic<int64_t> next{0}, done{0};

@@ -65,7 +65,9 @@ TEST(Matmul, MatchesReference) {
         {{}, 3, 100, 7, false, true, false, false, 0.5f, 0},
         {{}, 4, 576, 1536, false, true, false, true, 1, 0},
         {{}, 2, 17, 33, false, true, false, false, 1, 0.25f},
-        {{}, 1, 33, 13, false, true, false, true, 1, 0},  // a partial block of 8 columns
+        {{}, 1, 33, 13, false, true, false, true, 1, 0},       // a partial block of 8 columns
+        {{}, 8, 40, 17, false, true, false, true, 1, 0},       // 8 rows, partial blocks of 3
+        {{}, 13, 64, 10, false, true, false, false, 1, 0.5f},  // two passes (8 + 5)
     };
     for (core::Device dev : test_devices()) {
         for (DType dt : {DType::f32, DType::bf16}) {

@@ -99,12 +99,13 @@ void gemv_impl(const SkinnyArgs& g) {
         for (int64_t k = 0; k < K; ++k)
             af[static_cast<size_t>(m * K + k)] = to_f32(A[m * g.lda + k]);
     }
-    // Up to 4 rows per pass over the weights (the decode batch of a few sequences).
-    for (int64_t m0 = 0; m0 < M; m0 += 4) {
+    // Up to 8 rows per pass over the weights (the decode batch of several sequences): MR x NB
+    // accumulators + NB weight vectors fit the 32 vector registers.
+    for (int64_t m0 = 0; m0 < M; m0 += 8) {
         SkinnyArgs part = g;
         part.out = static_cast<TO*>(g.out) + m0 * g.ldo;
         const float* a = af.data() + m0 * K;
-        switch (std::min<int64_t>(4, M - m0)) {
+        switch (std::min<int64_t>(8, M - m0)) {
             case 1:
                 gemv_rows<1, 8, TA, TW, TO, TB>(part, a);
                 break;
@@ -114,8 +115,20 @@ void gemv_impl(const SkinnyArgs& g) {
             case 3:
                 gemv_rows<3, 4, TA, TW, TO, TB>(part, a);
                 break;
-            default:
+            case 4:
                 gemv_rows<4, 4, TA, TW, TO, TB>(part, a);
+                break;
+            case 5:
+                gemv_rows<5, 3, TA, TW, TO, TB>(part, a);
+                break;
+            case 6:
+                gemv_rows<6, 3, TA, TW, TO, TB>(part, a);
+                break;
+            case 7:
+                gemv_rows<7, 3, TA, TW, TO, TB>(part, a);
+                break;
+            default:
+                gemv_rows<8, 3, TA, TW, TO, TB>(part, a);
                 break;
         }
     }

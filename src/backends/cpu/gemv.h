@@ -7,7 +7,7 @@
 
 namespace zs::backends::cpu {
 
-inline constexpr int64_t kSkinnyMaxRows = 4;
+inline constexpr int64_t kSkinnyMaxRows = 16;
 
 struct SkinnyArgs {
     int64_t m = 0, n = 0, k = 0;
