@@ -131,7 +131,9 @@ std::optional<int64_t> Section::get_int(std::string_view key, int64_t lo, int64_
     const json* v = lookup(key);
     if (!v) return std::nullopt;
     auto range = [&] {
+        constexpr int64_t kMin = std::numeric_limits<int64_t>::min();
         constexpr int64_t kMax = std::numeric_limits<int64_t>::max();
+        if (lo == kMin && hi == kMax) return std::string("an integer");
         if (hi == kMax) return fmt::format("an integer >= {}", lo);
         if (hi - lo <= 8) return fmt::format("an integer {}-{}", lo, hi);
         return fmt::format("an integer in [{}, {}]", lo, hi);

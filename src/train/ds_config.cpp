@@ -172,13 +172,14 @@ OptimizerConfig parse_optimizer(Section& root) {
         }
     } else if (o.kind == optim::Kind::sgd) {
         o.momentum = p.get_number("momentum", 0.0, kInf).value_or(0.0);
-        o.dampening = p.get_number("dampening", -kInf, kInf).value_or(0.0);
+        const double dampening = p.get_number("dampening", -kInf, kInf).value_or(0.0);
         o.nesterov = p.get_bool("nesterov").value_or(false);
-        if (o.nesterov && (o.momentum <= 0 || o.dampening != 0)) {
+        if (o.nesterov && (o.momentum <= 0 || dampening != 0)) {
             p.fail("nesterov",
                    "Nesterov momentum requires a momentum > 0 and zero dampening "
                    "(torch.optim.SGD)");
         }
+        if (dampening != 0) p.fail("dampening", "SGD dampening is not supported (only 0)");
     }
     if (p.get_bool("maximize").value_or(false)) p.fail("maximize", "maximize is not supported");
     p.finish();

@@ -43,8 +43,7 @@ struct OptimizerConfig {
     double eps = 1e-8;                  // Adam/AdamW
     double weight_decay = 0.0;          // torch_adam + AdamW: torch's default 0.01
     bool bias_correction = true;        // Adam/AdamW
-    double momentum = 0.0;              // SGD
-    double dampening = 0.0;             // SGD
+    double momentum = 0.0;              // SGD (dampening must be 0)
     bool nesterov = false;              // SGD
     bool torch_adam = false;            // DeepSpeed: use torch.optim.Adam(W) (same math)
 

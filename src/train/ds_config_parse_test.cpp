@@ -3,11 +3,15 @@
 // ConfigError naming the key path, unknown-key warnings with suggestions, the unsupported list,
 // "auto", duplicate keys and DeepSpeed's deprecated spellings. Expected values marked "DeepSpeed
 // source" are typed from deepspeed 0.19 (engine.py, zero/config.py, config.py), not computed.
+#include <random>
 #include <string>
 
 #include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
 
 #include "base/error.h"
+#include "io/atomic_file.h"
+#include "tests/test_util.h"
 #include "train/ds_config.h"
 #include "train/loss_scaler.h"
 #include "train/lr_schedule.h"
@@ -162,6 +166,8 @@ TEST(DsConfigErrors, BadInputsNameTheKeyPathAndValue) {
          "optimizer.params.amsgrad"},
         {R"("optimizer": {"type": "SGD", "params": {"nesterov": true}})",
          "optimizer.params.nesterov: Nesterov momentum requires"},
+        {R"("optimizer": {"type": "SGD", "params": {"momentum": 0.9, "dampening": 0.1}})",
+         "optimizer.params.dampening"},
         {R"("optimizer": {"type": "AdamW", "params": {"torch_adam": true, "bias_correction": false}})",
          "optimizer.params.bias_correction"},
         {R"("scheduler": {"type": "WarmupDecayLR", "params": {}})",
@@ -205,6 +211,8 @@ TEST(DsConfigErrors, BadInputsNameTheKeyPathAndValue) {
         {R"("gradient_predivide_factor": 0)", "gradient_predivide_factor"},
         {R"("train_micro_batch_size_per_gpu": 3, "gradient_accumulation_steps": 1)",
          "8 != 3 * 1 * 1"},
+        {R"("gradient_accumulation_steps": true)",
+         "gradient_accumulation_steps: expected an integer, got true"},
         {R"("train_micro_batch_size_per_gpu": "auto")",
          R"(train_micro_batch_size_per_gpu: "auto" is a Hugging Face Trainer placeholder)"},
     };
@@ -281,6 +289,57 @@ TEST(DsConfigWarnings, UnsupportedDeepSpeedSettingsAreListed) {
         EXPECT_FALSE(contains(c.unsupported, key)) << key;  // disabled or default: nothing asked
     }
     EXPECT_EQ(c.unsupported.size(), 7u);
+}
+
+// Seeded mutations of the example configs (a leaf replaced by a value of another type, or a byte
+// of the text changed): each parse either succeeds or raises zs::Error; nothing else escapes.
+TEST(DsConfigRobustness, MutatedConfigsRaiseOnlyZsErrors) {
+    std::mt19937_64 rng(301);
+    const nlohmann::json replacements[] = {"three",
+                                           -1,
+                                           0,
+                                           1e30,
+                                           -0.5,
+                                           true,
+                                           nullptr,
+                                           nlohmann::json::array(),
+                                           nlohmann::json::object(),
+                                           "auto",
+                                           18446744073709551615ull,
+                                           "",
+                                           3.5};
+    int ok = 0, rejected = 0;
+    for (const char* file :
+         {"zero2_offload.json", "zero3_offload.json", "fp16_dynamic.json", "bf16_lion.json"}) {
+        const std::string text = io::read_file(
+            zs::test::source_path(std::string("tests/fixtures/deepspeed/configs/") + file));
+        const nlohmann::json doc = nlohmann::json::parse(text);
+        std::vector<nlohmann::json::json_pointer> leaves;
+        const nlohmann::json flat = doc.flatten();  // named: items() does not extend its life
+        for (const auto& [ptr, v] : flat.items()) {
+            leaves.emplace_back(ptr);
+        }
+        for (int trial = 0; trial < 150; ++trial) {
+            std::string mutated;
+            if (trial % 3 == 2) {  // byte-level edit
+                mutated = text;
+                const size_t at = rng() % mutated.size();
+                mutated[at] = static_cast<char>("{}[]\",:0e-a\\"[rng() % 12]);
+            } else {
+                nlohmann::json d = doc;
+                d[leaves[rng() % leaves.size()]] = replacements[rng() % std::size(replacements)];
+                mutated = d.dump();
+            }
+            try {
+                parse_ds_config(mutated, file, 1 << (rng() % 4));  // worlds all four files fit
+                ++ok;
+            } catch (const zs::Error&) {
+                ++rejected;
+            }
+        }
+    }
+    EXPECT_GT(ok, 0);
+    EXPECT_GT(rejected, 100);
 }
 
 TEST(DsConfigWarnings, DidYouMean) {
