@@ -314,6 +314,25 @@ private:
         };
     }
 
+    // The collective's deadline and timeout diagnosis (missing ranks from the arrival counters;
+    // the communicator is poisoned), shared by every way of starting one.
+    Work armed(const std::shared_ptr<Work::State>& st, const char* op, int64_t seq, size_t bytes) {
+        st->deadline = std::chrono::steady_clock::now() +
+                       std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+                           std::chrono::duration<double>(timeout_s_));
+        std::string what =
+            fmt::format("{} #{} on group '{}' ({} ranks, {} bytes)", op, seq, name_, size_, bytes);
+        st->on_timeout = [this, what, seq]() {
+            std::string missing = missing_ranks(seq);
+            std::string msg =
+                fmt::format("{}: did not complete within {} s; {}", what, timeout_s_, missing);
+            failed_ = true;
+            failure_ = msg;
+            return std::make_exception_ptr(CommError(msg));
+        };
+        return Work(st);
+    }
+
     // A collective run as a blocking MPI call on the worker thread; the Work completes when it
     // returns. Arrival counters, timeout and poisoning as for start().
     Work start_blocking(const char* op, size_t bytes, std::function<int(MPI_Comm)> call,
@@ -347,20 +366,7 @@ private:
             return true;
         };
         st->finish = std::move(finish);
-        st->deadline = std::chrono::steady_clock::now() +
-                       std::chrono::duration_cast<std::chrono::steady_clock::duration>(
-                           std::chrono::duration<double>(timeout_s_));
-        std::string what =
-            fmt::format("{} #{} on group '{}' ({} ranks, {} bytes)", op, seq, name_, size_, bytes);
-        st->on_timeout = [this, what, seq]() {
-            std::string missing = missing_ranks(seq);
-            std::string msg =
-                fmt::format("{}: did not complete within {} s; {}", what, timeout_s_, missing);
-            failed_ = true;
-            failure_ = msg;
-            return std::make_exception_ptr(CommError(msg));
-        };
-        return Work(st);
+        return armed(st, op, seq, bytes);
     }
 
     Work start(const char* op, size_t bytes, const std::function<int(MPI_Request*)>& launch,
@@ -386,20 +392,7 @@ private:
             return flag != 0;
         };
         st->finish = std::move(finish);
-        st->deadline = std::chrono::steady_clock::now() +
-                       std::chrono::duration_cast<std::chrono::steady_clock::duration>(
-                           std::chrono::duration<double>(timeout_s_));
-        std::string what =
-            fmt::format("{} #{} on group '{}' ({} ranks, {} bytes)", op, seq, name_, size_, bytes);
-        st->on_timeout = [this, what, seq]() {
-            std::string missing = missing_ranks(seq);
-            std::string msg =
-                fmt::format("{}: did not complete within {} s; {}", what, timeout_s_, missing);
-            failed_ = true;
-            failure_ = msg;
-            return std::make_exception_ptr(CommError(msg));
-        };
-        return Work(st);
+        return armed(st, op, seq, bytes);
     }
 
     Work start_p2p(const char* op, size_t bytes, int peer,
