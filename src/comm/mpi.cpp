@@ -17,6 +17,7 @@
 
 #include "base/error.h"
 #include "base/log.h"
+#include "comm/mpi_ring.h"
 #include "core/half.h"
 
 namespace zs::comm {
@@ -45,8 +46,9 @@ MPI_Datatype mpi_type(DType t) {
             return MPI_INT8_T;
         case DType::bf16:
         case DType::f16:
-            return MPI_FLOAT;  // reduced through an f32 staging buffer
+            break;  // reduced through f32 staging
     }
+    ZS_ASSERT(false, "no MPI type for {}", core::to_string(t));
     return MPI_BYTE;
 }
 
@@ -97,6 +99,12 @@ void divide(void* p, DType t, int64_t count, int n) {
             return;  // i8: no average (as before); 16-bit floats are divided in f32 staging
     }
 }
+
+// Allreduce of at most this many bytes calls MPI_Allreduce; larger ones take the ring (mpi_ring.h:
+// OpenMPI's temporary of half the message, malloc'd on the worker thread, is page-faulted anew
+// every call once it no longer fits the thread's arena; up to here it stays and MPI's algorithm
+// measured as fast as the direct call).
+constexpr size_t kMpiAllreduceMaxBytes = size_t{16} << 20;
 
 // bf16/f16 reductions go through f32 staging in slices of this many elements (MPI has no
 // 16-bit float type): bounded memory instead of a full-size f32 copy of the tensor.
@@ -291,6 +299,8 @@ public:
                   "MPI_Win_allocate");
         *counter_ = 0;
         MPI_Win_lock_all(MPI_MODE_NOCHECK, win_);
+        check_mpi(MPI_Comm_dup(comm_, &ring_comm_), "MPI_Comm_dup");
+        ring_ = std::make_shared<Ring>(ring_comm_, rank_, size_);
     }
     ~MpiComm() override {
         if (health_->failure()) {
@@ -303,6 +313,7 @@ public:
         worker_.stop(/*abandon=*/false);
         MPI_Win_unlock_all(win_);
         MPI_Win_free(&win_);
+        MPI_Comm_free(&ring_comm_);
         if (comm_ != MPI_COMM_WORLD) MPI_Comm_free(&comm_);
     }
     int rank() const override { return rank_; }
@@ -313,8 +324,8 @@ public:
         check_contiguous("allreduce", "t", t);
         const int count = mpi_count("allreduce", t.numel());
         const MPI_Comm comm = comm_;
-        const int n = size_;
-        return start("allreduce", t.nbytes(), [t, op, count, comm, n] {
+        const int n = size_, rank = rank_;
+        return start("allreduce", t.nbytes(), [t, op, count, comm, n, rank, ring = ring_] {
             if (is_half(t.dtype())) {
                 std::vector<float> stage(
                     static_cast<size_t>(std::min<int64_t>(count, kStageElems)));
@@ -332,10 +343,23 @@ public:
                 }
                 return;
             }
-            check_mpi(MPI_Allreduce(MPI_IN_PLACE, t.data_ptr(), count, mpi_type(t.dtype()),
-                                    mpi_op(op), comm),
-                      "MPI_Allreduce");
-            if (op == ReduceOp::avg) divide(t.data_ptr(), t.dtype(), count, n);
+            if (t.nbytes() <= kMpiAllreduceMaxBytes) {
+                check_mpi(MPI_Allreduce(MPI_IN_PLACE, t.data_ptr(), count, mpi_type(t.dtype()),
+                                        mpi_op(op), comm),
+                          "MPI_Allreduce");
+                if (op == ReduceOp::avg) divide(t.data_ptr(), t.dtype(), count, n);
+                return;
+            }
+            // Ring reduce-scatter in place, then every rank's reduced block passed around the ring.
+            const std::vector<RingBlock> blocks = ring_blocks(count, n);
+            ring->reduce_scatter_in_place(t.data_ptr(), blocks, t.dtype(), op);
+            const RingBlock mine = blocks[static_cast<size_t>(rank)];
+            const size_t esz = core::dtype_size(t.dtype());
+            char* base = static_cast<char*>(t.data_ptr());
+            if (op == ReduceOp::avg) {
+                divide(base + static_cast<size_t>(mine.offset) * esz, t.dtype(), mine.count, n);
+            }
+            ring->allgather_in_place(base, blocks, t.dtype());
         });
     }
 
@@ -347,7 +371,7 @@ public:
         const int count = mpi_count("reduce_scatter", out.numel());
         const MPI_Comm comm = comm_;
         const int n = size_;
-        return start("reduce_scatter", in.nbytes(), [out, in, op, count, comm, n] {
+        return start("reduce_scatter", in.nbytes(), [out, in, op, count, comm, n, ring = ring_] {
             if (is_half(in.dtype())) {
                 // Slice [off, off + k) of every rank's block, gathered into f32 [n, k].
                 const int64_t step = std::max<int64_t>(1, kStageElems / (n + 1));
@@ -373,9 +397,10 @@ public:
                 }
                 return;
             }
-            check_mpi(MPI_Reduce_scatter_block(in.data_ptr(), out.data_ptr(), count,
-                                               mpi_type(out.dtype()), mpi_op(op), comm),
-                      "MPI_Reduce_scatter_block");
+            std::vector<RingBlock> blocks(static_cast<size_t>(n));
+            for (int b = 0; b < n; ++b)
+                blocks[static_cast<size_t>(b)] = {int64_t{b} * count, count};
+            ring->reduce_scatter(in.data_ptr(), out.data_ptr(), blocks, out.dtype(), op);
             if (op == ReduceOp::avg) divide(out.data_ptr(), out.dtype(), count, n);
         });
     }
@@ -544,7 +569,9 @@ private:
     int64_t seq_ = 0;  // collectives posted (the caller's thread only)
     int64_t* counter_ = nullptr;
     MPI_Win win_ = MPI_WIN_NULL;
-    Worker worker_;  // last: its thread stops before the members above go
+    MPI_Comm ring_comm_ = MPI_COMM_NULL;  // a duplicate of comm_ for the ring's messages
+    std::shared_ptr<Ring> ring_;          // used by the worker thread only
+    Worker worker_;                       // last: its thread stops before the members above go
 };
 
 }  // namespace

@@ -1,13 +1,15 @@
 // The MPI backend (OpenMPI): one process per rank, launched by mpirun / zerospeed-run.
 //
 // Threading: MPI is initialised with MPI_THREAD_MULTIPLE. Each communicator owns one worker
-// thread that runs its collectives in posting order as MPI's blocking calls (MPI_Allreduce,
-// MPI_Reduce_scatter_block, MPI_Allgather, MPI_Bcast, MPI_Alltoall, MPI_Barrier, MPI_Comm_split)
-// and completes their Work; the caller returns at once, and a reduce-scatter posted after a
-// block's backward runs while the next block computes. Work::wait() blocks on the op's completion
-// until its deadline. Send/recv stay non-blocking requests (MPI_Isend/MPI_Irecv, so paired
-// sends and receives cannot deadlock), polled by Work::wait() and a progress thread.
-// bf16/f16 reductions are staged through bounded f32 slices (MPI has no 16-bit float type).
+// thread that runs its collectives in posting order as blocking calls and completes their Work;
+// the caller returns at once, and a reduce-scatter posted after a block's backward runs while the
+// next block computes. Work::wait() blocks on the op's completion until its deadline.
+// - allgather, broadcast, all_to_all, barrier, split: MPI's blocking collective.
+// - reduce_scatter, and allreduce over 16 MiB: a ring over MPI point-to-point with a bounded
+//   scratch kept between calls (mpi_ring.h says why not MPI's own); smaller allreduce:
+//   MPI_Allreduce. bf16/f16 reduce through bounded f32 slices with MPI's call (sums in f32).
+// - send/recv: non-blocking requests (MPI_Isend/MPI_Irecv, so paired sends and receives cannot
+//   deadlock), polled by Work::wait() and a progress thread.
 //
 // Timeouts name the missing ranks: every rank keeps "the last collective I entered" in an MPI
 // window (MPI_Win_allocate; shared memory on one node); a rank that times out reads everyone's
