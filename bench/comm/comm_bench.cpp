@@ -1,11 +1,13 @@
 // Collective bus bandwidth through zerospeed's MPI communicator next to the plain blocking MPI
 // call on the same buffers in the same run (MPI_Allreduce, MPI_Reduce_scatter_block,
-// MPI_Allgather), 4 MiB to 256 MiB of fp32, plus the memory the call made the process grow by
-// (resident set high-water mark before and after: temporary buffers inside the MPI library).
-// Bus bandwidth follows nccl-tests: allreduce = bytes/t x 2(n-1)/n; reduce-scatter and
-// allgather = bytes/t x (n-1)/n, with bytes the full (unreduced / gathered) size.
+// MPI_Allgather, MPI_Bcast), 1 MiB to 256 MiB of fp32, plus the memory the call made the process
+// grow by (resident set high-water mark before and after: temporary buffers inside the MPI
+// library). Bus bandwidth follows nccl-tests: allreduce = bytes/t x 2(n-1)/n; reduce-scatter and
+// allgather = bytes/t x (n-1)/n, with bytes the full (unreduced / gathered) size; broadcast =
+// bytes/t. The two run alternately: median of --iters calls each (the slowest rank's time).
 //
-//   mpirun -np 2 build/bench/comm_bench [--iters 10] [--max-mib 256]
+//   mpirun -np 2 build/bench/comm_bench [--iters 10] [--min-mib 1] [--max-mib 256]
+//       [--mpi-first]
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -37,19 +39,18 @@ double max_rss_mib() {
     return static_cast<double>(ru.ru_maxrss) / 1024.0;
 }
 
-// Median over iters of the slowest rank's time.
+// The slowest rank's time for one call.
 template <class F>
-double time_it(int iters, F&& f) {
-    f();  // warm-up
-    std::vector<double> t;
-    for (int i = 0; i < iters; ++i) {
-        MPI_Barrier(MPI_COMM_WORLD);
-        double t0 = now();
-        f();
-        double dt = now() - t0, mx = 0;
-        MPI_Allreduce(&dt, &mx, 1, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
-        t.push_back(mx);
-    }
+double time_once(F&& f) {
+    MPI_Barrier(MPI_COMM_WORLD);
+    double t0 = now();
+    f();
+    double dt = now() - t0, mx = 0;
+    MPI_Allreduce(&dt, &mx, 1, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
+    return mx;
+}
+
+double median(std::vector<double> t) {
     std::sort(t.begin(), t.end());
     return t[t.size() / 2];
 }
@@ -60,9 +61,13 @@ int main(int argc, char** argv) {
     zs::backends::register_all();
     zs::comm::MpiRuntime rt(&argc, &argv);
     auto& world = rt.world();
-    int iters = 10, max_mib = 256;
-    for (int i = 1; i + 1 < argc; ++i) {
+    int iters = 10, min_mib = 1, max_mib = 256;
+    bool mpi_first = false;
+    for (int i = 1; i < argc; ++i) {
+        if (std::strcmp(argv[i], "--mpi-first") == 0) mpi_first = true;
+        if (i + 1 == argc) break;
         if (std::strcmp(argv[i], "--iters") == 0) iters = std::atoi(argv[i + 1]);
+        if (std::strcmp(argv[i], "--min-mib") == 0) min_mib = std::atoi(argv[i + 1]);
         if (std::strcmp(argv[i], "--max-mib") == 0) max_mib = std::atoi(argv[i + 1]);
     }
     const int n = world.size(), rank = world.rank();
@@ -70,7 +75,7 @@ int main(int argc, char** argv) {
         std::printf("{\"ranks\": %d, \"iters\": %d, \"results\": [\n", n, iters);
     }
     bool first = true;
-    for (int mib = 4; mib <= max_mib; mib *= 4) {
+    for (int mib = min_mib; mib <= max_mib; mib *= 4) {
         const int64_t count = static_cast<int64_t>(mib) * (1 << 20) / 4 / n * n;
         const double bytes = static_cast<double>(count) * 4;
         Tensor full = Tensor::empty({count}, DType::f32),
@@ -83,16 +88,15 @@ int main(int argc, char** argv) {
         };
         for (const Case c :
              {Case{"allreduce", 2.0 * (n - 1) / n}, Case{"reduce_scatter", 1.0 * (n - 1) / n},
-              Case{"allgather", 1.0 * (n - 1) / n}}) {
+              Case{"allgather", 1.0 * (n - 1) / n}, Case{"broadcast", 1.0}}) {
             std::string name = c.name;
-            double rss0 = max_rss_mib();
-            double ours = time_it(iters, [&] {
+            auto run_ours = [&] {
                 if (name == "allreduce") world.allreduce(full, zs::comm::ReduceOp::sum).wait();
                 if (name == "reduce_scatter") world.reduce_scatter(part, full).wait();
                 if (name == "allgather") world.allgather(full, part).wait();
-            });
-            double rss1 = max_rss_mib();
-            double mpi = time_it(iters, [&] {
+                if (name == "broadcast") world.broadcast(full, 0).wait();
+            };
+            auto run_mpi = [&] {
                 if (name == "allreduce")
                     MPI_Allreduce(MPI_IN_PLACE, full.data_ptr(), static_cast<int>(count), MPI_FLOAT,
                                   MPI_SUM, MPI_COMM_WORLD);
@@ -104,8 +108,36 @@ int main(int argc, char** argv) {
                     MPI_Allgather(part.data_ptr(), static_cast<int>(count / n), MPI_FLOAT,
                                   full.data_ptr(), static_cast<int>(count / n), MPI_FLOAT,
                                   MPI_COMM_WORLD);
-            });
-            double rss2 = max_rss_mib();
+                if (name == "broadcast")
+                    MPI_Bcast(full.data_ptr(), static_cast<int>(count), MPI_FLOAT, 0,
+                              MPI_COMM_WORLD);
+            };
+            // Warm-up, one after the other: the RSS high-water mark charges a temporary to
+            // whichever runs first (--mpi-first swaps the order to attribute it the other way).
+            // Then the timed calls alternate, so both see the same machine load.
+            double rss0 = max_rss_mib(), rss_ours = 0, rss_mpi = 0;
+            if (mpi_first) {
+                run_mpi();
+                rss_mpi = max_rss_mib() - rss0;
+                run_ours();
+                rss_ours = max_rss_mib() - rss0 - rss_mpi;
+            } else {
+                run_ours();
+                rss_ours = max_rss_mib() - rss0;
+                run_mpi();
+                rss_mpi = max_rss_mib() - rss0 - rss_ours;
+            }
+            std::vector<double> t_ours, t_mpi;
+            for (int i = 0; i < iters; ++i) {
+                if ((i % 2 == 0) != mpi_first) {
+                    t_ours.push_back(time_once(run_ours));
+                    t_mpi.push_back(time_once(run_mpi));
+                } else {
+                    t_mpi.push_back(time_once(run_mpi));
+                    t_ours.push_back(time_once(run_ours));
+                }
+            }
+            const double ours = median(t_ours), mpi = median(t_mpi);
             // Values grow without bound under repeated sums: reset between cases.
             std::fill_n(full.data<float>(), count, 1.0f);
             if (rank == 0) {
@@ -114,7 +146,7 @@ int main(int argc, char** argv) {
                     "\"mpi_busbw_GBs\": %.3f, \"ratio\": %.3f, \"zerospeed_rss_growth_MiB\": %.1f, "
                     "\"mpi_rss_growth_MiB\": %.1f}",
                     first ? "" : ",\n", c.name, mib, bytes / ours * c.factor / 1e9,
-                    bytes / mpi * c.factor / 1e9, mpi / ours, rss1 - rss0, rss2 - rss1);
+                    bytes / mpi * c.factor / 1e9, mpi / ours, rss_ours, rss_mpi);
                 std::fflush(stdout);
             }
             first = false;

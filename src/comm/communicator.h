@@ -45,9 +45,12 @@ public:
         std::condition_variable cv;
         bool done = false;
         std::exception_ptr error;
+        // Either `poll` drives the op from wait()/test(), or another thread calls complete().
         std::function<bool()> poll;    // optional: advances the op; true when finished
         std::function<void()> finish;  // optional: runs once on success (e.g. unpack)
-        std::function<std::exception_ptr()> on_timeout;  // builds the timeout error
+        // Optional: builds the timeout error when the op is not done by `deadline`; without
+        // it (and without poll), wait() waits as long as the op takes.
+        std::function<std::exception_ptr()> on_timeout;
         std::chrono::steady_clock::time_point deadline;
     };
     explicit Work(std::shared_ptr<State> s) : state_(std::move(s)) {}

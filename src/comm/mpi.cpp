@@ -1,21 +1,23 @@
 #include "comm/mpi.h"
 
+#include <algorithm>
 #include <atomic>
 #include <condition_variable>
 #include <cstdlib>
 #include <cstring>
 #include <deque>
-#include <functional>
-#include <list>
-#include <memory>
+#include <limits>
 #include <mutex>
+#include <optional>
 #include <thread>
+#include <vector>
 
 #include <fmt/format.h>
 #include <mpi.h>
 
 #include "base/error.h"
 #include "base/log.h"
+#include "comm/mpi_ring.h"
 #include "core/half.h"
 
 namespace zs::comm {
@@ -44,8 +46,9 @@ MPI_Datatype mpi_type(DType t) {
             return MPI_INT8_T;
         case DType::bf16:
         case DType::f16:
-            return MPI_FLOAT;  // reduced through an f32 staging buffer
+            break;  // reduced through f32 staging
     }
+    ZS_ASSERT(false, "no MPI type for {}", core::to_string(t));
     return MPI_BYTE;
 }
 
@@ -62,92 +65,231 @@ MPI_Op mpi_op(ReduceOp op) {
     return MPI_SUM;
 }
 
-// Outstanding requests polled by the progress thread (and by waiters).
+// An MPI element count: MPI takes `int`.
+int mpi_count(const char* op, int64_t n) {
+    ZS_CHECK_T(CommError, n <= std::numeric_limits<int>::max(),
+               "{}: {} elements exceed MPI's int count limit", op, n);
+    return static_cast<int>(n);
+}
+
+bool is_half(DType t) { return t == DType::bf16 || t == DType::f16; }
+
+// t /= n elementwise (ReduceOp::avg after an MPI_SUM); p holds `count` elements of type t.
+void divide(void* p, DType t, int64_t count, int n) {
+    switch (t) {
+        case DType::f32: {
+            float* f = static_cast<float*>(p);
+            const float inv = 1.0f / static_cast<float>(n);
+            for (int64_t i = 0; i < count; ++i) f[i] *= inv;
+            return;
+        }
+        case DType::i64: {
+            int64_t* v = static_cast<int64_t*>(p);
+            for (int64_t i = 0; i < count; ++i) v[i] /= n;
+            return;
+        }
+        case DType::i32: {
+            int32_t* v = static_cast<int32_t*>(p);
+            for (int64_t i = 0; i < count; ++i) v[i] /= n;
+            return;
+        }
+        case DType::i8:
+        case DType::bf16:
+        case DType::f16:
+            return;  // i8: no average (as before); 16-bit floats are divided in f32 staging
+    }
+}
+
+// Allreduce of at most this many bytes calls MPI_Allreduce; larger ones take the ring (mpi_ring.h:
+// OpenMPI's temporary of half the message, malloc'd on the worker thread, is page-faulted anew
+// every call once it no longer fits the thread's arena; up to here it stays and MPI's algorithm
+// measured as fast as the direct call).
+constexpr size_t kMpiAllreduceMaxBytes = size_t{16} << 20;
+
+// bf16/f16 reductions go through f32 staging in slices of this many elements (MPI has no
+// 16-bit float type): bounded memory instead of a full-size f32 copy of the tensor.
+constexpr int64_t kStageElems = int64_t{4} << 20;  // 16 MiB of f32
+
+// Point-to-point requests (send/recv stay non-blocking MPI requests polled by Work::wait): this
+// thread drives OpenMPI's progress engine while any is outstanding, so a send posted before
+// compute advances without a waiter. Idle, it sleeps on a condition variable.
 class Progress {
 public:
     Progress() : thread_([this] { loop(); }) {}
     ~Progress() {
-        stop_ = true;
-        thread_.join();
-    }
-    void add() { ++pending_; }
-    void done() { --pending_; }
-
-private:
-    void loop() {
-        while (!stop_) {
-            if (pending_.load() > 0) {
-                int flag = 0;
-                // Any MPI call drives OpenMPI's progress engine for every outstanding request.
-                MPI_Iprobe(MPI_ANY_SOURCE, MPI_ANY_TAG, MPI_COMM_SELF, &flag, MPI_STATUS_IGNORE);
-                std::this_thread::sleep_for(std::chrono::microseconds(100));
-            } else {
-                std::this_thread::sleep_for(std::chrono::microseconds(500));
-            }
-        }
-    }
-    std::atomic<bool> stop_{false};
-    std::atomic<int> pending_{0};
-    std::thread thread_;
-};
-
-// Runs blocking collectives in FIFO order on its own thread (over a duplicate of the group's
-// communicator, so they never interleave with the non-blocking ones posted by the caller).
-// OpenMPI's blocking MPI_Allreduce uses its tuned algorithms; the non-blocking MPI_Iallreduce
-// (libnbc) ran at 0.23-0.45x of it here and allocated a full-size temporary.
-class BlockingWorker {
-public:
-    BlockingWorker() : thread_([this] { loop(); }) {}
-    ~BlockingWorker() {
         {
-            std::lock_guard<std::mutex> lk(mu_);
+            std::lock_guard<std::mutex> lock(mu_);
             stop_ = true;
         }
         cv_.notify_all();
-        // A job stuck in a collective that never completes (a lost rank) cannot be joined; the
-        // job ends through the communicator's timeout error in that case.
-        if (busy_.load()) {
+        thread_.join();
+    }
+    void add() {
+        {
+            std::lock_guard<std::mutex> lock(mu_);
+            ++pending_;
+        }
+        cv_.notify_all();
+    }
+    void done() {
+        std::lock_guard<std::mutex> lock(mu_);
+        --pending_;
+    }
+
+private:
+    void loop() {
+        std::unique_lock<std::mutex> lock(mu_);
+        while (!stop_) {
+            if (pending_ == 0) {
+                cv_.wait(lock, [&] { return stop_ || pending_ > 0; });
+                continue;
+            }
+            lock.unlock();
+            int flag = 0;
+            // Any MPI call drives OpenMPI's progress engine for every outstanding request.
+            MPI_Iprobe(MPI_ANY_SOURCE, MPI_ANY_TAG, MPI_COMM_SELF, &flag, MPI_STATUS_IGNORE);
+            std::this_thread::sleep_for(std::chrono::microseconds(100));
+            lock.lock();
+        }
+    }
+    std::mutex mu_;
+    std::condition_variable cv_;
+    bool stop_ = false;  // GUARDED_BY(mu_)
+    int pending_ = 0;    // GUARDED_BY(mu_)
+    std::thread thread_;
+};
+
+// Whether a communicator has failed (poisoned). Shared by the communicator and its worker
+// thread, which may outlive it when detached; `any` is the runtime-wide flag that tells
+// ~MpiRuntime not to finalize.
+class Health {
+public:
+    explicit Health(std::shared_ptr<std::atomic<bool>> any) : any_(std::move(any)) {}
+    void fail(const std::string& why) {
+        std::lock_guard<std::mutex> lock(mu_);
+        if (!failed_) failure_ = why;
+        failed_ = true;
+        *any_ = true;
+    }
+    std::optional<std::string> failure() {
+        std::lock_guard<std::mutex> lock(mu_);
+        if (!failed_) return std::nullopt;
+        return failure_;
+    }
+
+private:
+    std::mutex mu_;
+    bool failed_ = false;  // GUARDED_BY(mu_)
+    std::string failure_;  // GUARDED_BY(mu_)
+    std::shared_ptr<std::atomic<bool>> any_;
+};
+
+// One thread per communicator running its collectives in the order they were posted, each as
+// the blocking MPI call (MPI_Allreduce, ...), and completing the op's Work. Posting order is the
+// same on every rank (the Communicator contract), so the MPI call order is too.
+//
+// NOTE: blocking calls rather than MPI_I* (libnbc): OpenMPI's blocking collectives use the tuned
+// algorithms, reduce in place and progress themselves; libnbc's allreduce measured 0.2-0.5x
+// their bandwidth with a full-size temporary. Only one collective per communicator is in
+// flight at a time, which libnbc's polling also never overlapped in practice.
+class Worker {
+public:
+    using Job = std::function<void()>;  // throws on failure
+
+    explicit Worker(std::shared_ptr<Health> health) : q_(std::make_shared<Queue>()) {
+        q_->health = std::move(health);
+        thread_ = std::thread([q = q_] { run(*q); });
+    }
+    ~Worker() { stop(false); }
+    Worker(const Worker&) = delete;
+    Worker& operator=(const Worker&) = delete;
+
+    // Queue `job`; the worker completes `state` with its outcome. `what` names the op in errors.
+    void post(std::shared_ptr<Work::State> state, std::string what, Job job) {
+        {
+            std::lock_guard<std::mutex> lock(q_->mu);
+            q_->jobs.push_back({std::move(state), std::move(what), std::move(job)});
+        }
+        q_->cv.notify_one();
+    }
+
+    // Run what is queued, then end the thread. `abandon`: the thread may be stuck in a call that
+    // never returns (a timed-out collective): detach it instead of joining, so process exit is
+    // not blocked. It owns what it touches (the queue, the job's tensors and MPI handles).
+    void stop(bool abandon) {
+        if (!thread_.joinable()) return;
+        {
+            std::lock_guard<std::mutex> lock(q_->mu);
+            q_->stop = true;
+        }
+        q_->cv.notify_one();
+        if (abandon) {
             thread_.detach();
         } else {
             thread_.join();
         }
     }
-    void post(std::function<void()> job) {
-        {
-            std::lock_guard<std::mutex> lk(mu_);
-            jobs_.push_back(std::move(job));
-        }
-        cv_.notify_all();
-    }
 
 private:
-    void loop() {
+    struct Item {
+        std::shared_ptr<Work::State> state;
+        std::string what;
+        Job job;
+    };
+    struct Queue {
+        std::mutex mu;
+        std::condition_variable cv;
+        std::deque<Item> jobs;  // GUARDED_BY(mu)
+        bool stop = false;      // GUARDED_BY(mu)
+        std::shared_ptr<Health> health;
+    };
+
+    static void run(Queue& q) {
         for (;;) {
-            std::function<void()> job;
+            Item it;
             {
-                std::unique_lock<std::mutex> lk(mu_);
-                cv_.wait(lk, [&] { return stop_ || !jobs_.empty(); });
-                if (jobs_.empty()) return;
-                job = std::move(jobs_.front());
-                jobs_.pop_front();
-                busy_ = true;
+                std::unique_lock<std::mutex> lock(q.mu);
+                q.cv.wait(lock, [&] { return q.stop || !q.jobs.empty(); });
+                if (q.jobs.empty()) return;
+                it = std::move(q.jobs.front());
+                q.jobs.pop_front();
             }
-            job();
-            busy_ = false;
+            std::exception_ptr error;
+            if (auto failure = q.health->failure()) {
+                // An earlier op failed: the ranks no longer agree on the call sequence.
+                error = std::make_exception_ptr(CommError(
+                    fmt::format("{}: the communicator already failed: {}", it.what, *failure)));
+            } else {
+                try {
+                    it.job();
+                } catch (const std::exception& e) {
+                    std::string msg = fmt::format("{}: {}", it.what, e.what());
+                    q.health->fail(msg);
+                    error = std::make_exception_ptr(CommError(msg));
+                } catch (...) {  // none escapes the thread
+                    q.health->fail(fmt::format("{}: unknown error", it.what));
+                    error = std::current_exception();
+                }
+            }
+            it.job = nullptr;  // release the op's tensors before waking the waiter
+            Work::complete(*it.state, error);
         }
     }
-    std::mutex mu_;
-    std::condition_variable cv_;
-    std::deque<std::function<void()>> jobs_;
-    bool stop_ = false;
-    std::atomic<bool> busy_{false};
+
+    std::shared_ptr<Queue> q_;
     std::thread thread_;
 };
 
 class MpiComm final : public Communicator {
 public:
-    MpiComm(MPI_Comm comm, std::string name, std::shared_ptr<Progress> progress, double timeout)
-        : comm_(comm), name_(std::move(name)), progress_(std::move(progress)) {
+    MpiComm(MPI_Comm comm, std::string name, std::shared_ptr<Progress> progress,
+            std::shared_ptr<std::atomic<bool>> any_failed, double timeout)
+        : comm_(comm),
+          name_(std::move(name)),
+          progress_(std::move(progress)),
+          any_failed_(any_failed),
+          health_(std::make_shared<Health>(std::move(any_failed))),
+          worker_(health_) {
         timeout_s_ = timeout;
         MPI_Comm_rank(comm_, &rank_);
         MPI_Comm_size(comm_, &size_);
@@ -157,12 +299,21 @@ public:
                   "MPI_Win_allocate");
         *counter_ = 0;
         MPI_Win_lock_all(MPI_MODE_NOCHECK, win_);
+        check_mpi(MPI_Comm_dup(comm_, &ring_comm_), "MPI_Comm_dup");
+        ring_ = std::make_shared<Ring>(ring_comm_, rank_, size_);
     }
     ~MpiComm() override {
-        worker_.reset();
-        if (worker_comm_ != MPI_COMM_NULL && !failed_) MPI_Comm_free(&worker_comm_);
+        if (health_->failure()) {
+            // NOTE: a failed group cannot be torn down collectively (MPI_Win_free and
+            // MPI_Comm_free would wait for the missing ranks) and the worker may be stuck in the
+            // timed-out call: abandon both; ~MpiRuntime then ends the job instead of finalizing.
+            worker_.stop(/*abandon=*/true);
+            return;
+        }
+        worker_.stop(/*abandon=*/false);
         MPI_Win_unlock_all(win_);
         MPI_Win_free(&win_);
+        MPI_Comm_free(&ring_comm_);
         if (comm_ != MPI_COMM_WORLD) MPI_Comm_free(&comm_);
     }
     int rank() const override { return rank_; }
@@ -171,25 +322,45 @@ public:
 
     Work allreduce(const Tensor& t, ReduceOp op) override {
         check_contiguous("allreduce", "t", t);
-        Staged s = stage(t);
-        if (size_ > 1 && t.nbytes() >= (size_t{1} << 20)) {
-            MPI_Datatype type = s.type;
-            MPI_Op mop = mpi_op(op);
-            return start_blocking(
-                "allreduce", t.nbytes(),
-                [s, type, mop](MPI_Comm c) {
-                    return MPI_Allreduce(MPI_IN_PLACE, s.buf, static_cast<int>(s.count), type, mop,
-                                         c);
-                },
-                finisher(t, s, op));
-        }
-        return start(
-            "allreduce", t.nbytes(),
-            [&](MPI_Request* r) {
-                return MPI_Iallreduce(MPI_IN_PLACE, s.buf, static_cast<int>(s.count), s.type,
-                                      mpi_op(op), comm_, r);
-            },
-            finisher(t, s, op));
+        const int count = mpi_count("allreduce", t.numel());
+        const MPI_Comm comm = comm_;
+        const int n = size_, rank = rank_;
+        return start("allreduce", t.nbytes(), [t, op, count, comm, n, rank, ring = ring_] {
+            if (is_half(t.dtype())) {
+                std::vector<float> stage(
+                    static_cast<size_t>(std::min<int64_t>(count, kStageElems)));
+                char* base = static_cast<char*>(t.data_ptr());
+                const size_t esz = core::dtype_size(t.dtype());
+                for (int64_t off = 0; off < count; off += kStageElems) {
+                    const int64_t k = std::min<int64_t>(kStageElems, count - off);
+                    void* p = base + static_cast<size_t>(off) * esz;
+                    core::convert(stage.data(), DType::f32, p, t.dtype(), static_cast<size_t>(k));
+                    check_mpi(MPI_Allreduce(MPI_IN_PLACE, stage.data(), static_cast<int>(k),
+                                            MPI_FLOAT, mpi_op(op), comm),
+                              "MPI_Allreduce");
+                    if (op == ReduceOp::avg) divide(stage.data(), DType::f32, k, n);
+                    core::convert(p, t.dtype(), stage.data(), DType::f32, static_cast<size_t>(k));
+                }
+                return;
+            }
+            if (t.nbytes() <= kMpiAllreduceMaxBytes) {
+                check_mpi(MPI_Allreduce(MPI_IN_PLACE, t.data_ptr(), count, mpi_type(t.dtype()),
+                                        mpi_op(op), comm),
+                          "MPI_Allreduce");
+                if (op == ReduceOp::avg) divide(t.data_ptr(), t.dtype(), count, n);
+                return;
+            }
+            // Ring reduce-scatter in place, then every rank's reduced block passed around the ring.
+            const std::vector<RingBlock> blocks = ring_blocks(count, n);
+            ring->reduce_scatter_in_place(t.data_ptr(), blocks, t.dtype(), op);
+            const RingBlock mine = blocks[static_cast<size_t>(rank)];
+            const size_t esz = core::dtype_size(t.dtype());
+            char* base = static_cast<char*>(t.data_ptr());
+            if (op == ReduceOp::avg) {
+                divide(base + static_cast<size_t>(mine.offset) * esz, t.dtype(), mine.count, n);
+            }
+            ring->allgather_in_place(base, blocks, t.dtype());
+        });
     }
 
     Work reduce_scatter(const Tensor& out, const Tensor& in, ReduceOp op) override {
@@ -197,14 +368,41 @@ public:
         check_contiguous("reduce_scatter", "in", in);
         ZS_CHECK_T(ShapeError, in.numel() == out.numel() * size_ && in.dtype() == out.dtype(),
                    "reduce_scatter: 'in' {} must hold {} x 'out' {}", in.str(), size_, out.str());
-        Staged si = stage(in), so = stage(out);
-        return start(
-            "reduce_scatter", in.nbytes(),
-            [&](MPI_Request* r) {
-                return MPI_Ireduce_scatter_block(si.buf, so.buf, static_cast<int>(so.count),
-                                                 so.type, mpi_op(op), comm_, r);
-            },
-            finisher(out, so, op, si.keep));
+        const int count = mpi_count("reduce_scatter", out.numel());
+        const MPI_Comm comm = comm_;
+        const int n = size_;
+        return start("reduce_scatter", in.nbytes(), [out, in, op, count, comm, n, ring = ring_] {
+            if (is_half(in.dtype())) {
+                // Slice [off, off + k) of every rank's block, gathered into f32 [n, k].
+                const int64_t step = std::max<int64_t>(1, kStageElems / (n + 1));
+                const int64_t m = std::min<int64_t>(count, step);
+                std::vector<float> stage(static_cast<size_t>(m * (n + 1)));
+                float* stage_out = stage.data() + m * n;
+                const char* src = static_cast<const char*>(in.data_ptr());
+                char* dst = static_cast<char*>(out.data_ptr());
+                const size_t esz = core::dtype_size(in.dtype());
+                for (int64_t off = 0; off < count; off += step) {
+                    const int64_t k = std::min<int64_t>(step, count - off);
+                    for (int q = 0; q < n; ++q) {
+                        core::convert(stage.data() + q * k, DType::f32,
+                                      src + static_cast<size_t>(q * int64_t{count} + off) * esz,
+                                      in.dtype(), static_cast<size_t>(k));
+                    }
+                    check_mpi(MPI_Reduce_scatter_block(stage.data(), stage_out, static_cast<int>(k),
+                                                       MPI_FLOAT, mpi_op(op), comm),
+                              "MPI_Reduce_scatter_block");
+                    if (op == ReduceOp::avg) divide(stage_out, DType::f32, k, n);
+                    core::convert(dst + static_cast<size_t>(off) * esz, out.dtype(), stage_out,
+                                  DType::f32, static_cast<size_t>(k));
+                }
+                return;
+            }
+            std::vector<RingBlock> blocks(static_cast<size_t>(n));
+            for (int b = 0; b < n; ++b)
+                blocks[static_cast<size_t>(b)] = {int64_t{b} * count, count};
+            ring->reduce_scatter(in.data_ptr(), out.data_ptr(), blocks, out.dtype(), op);
+            if (op == ReduceOp::avg) divide(out.data_ptr(), out.dtype(), count, n);
+        });
     }
 
     Work allgather(const Tensor& out, const Tensor& in) override {
@@ -212,25 +410,24 @@ public:
         check_contiguous("allgather", "in", in);
         ZS_CHECK_T(ShapeError, out.numel() == in.numel() * size_ && in.dtype() == out.dtype(),
                    "allgather: 'out' {} must hold {} x 'in' {}", out.str(), size_, in.str());
-        return start(
-            "allgather", out.nbytes(),
-            [&](MPI_Request* r) {
-                return MPI_Iallgather(in.data_ptr(), static_cast<int>(in.nbytes()), MPI_BYTE,
-                                      out.data_ptr(), static_cast<int>(in.nbytes()), MPI_BYTE,
-                                      comm_, r);
-            },
-            nullptr);
+        const int bytes = mpi_count("allgather", static_cast<int64_t>(in.nbytes()));
+        const MPI_Comm comm = comm_;
+        return start("allgather", out.nbytes(), [out, in, bytes, comm] {
+            check_mpi(MPI_Allgather(in.data_ptr(), bytes, MPI_BYTE, out.data_ptr(), bytes, MPI_BYTE,
+                                    comm),
+                      "MPI_Allgather");
+        });
     }
 
     Work broadcast(const Tensor& t, int root) override {
         check_contiguous("broadcast", "t", t);
-        return start(
-            "broadcast", t.nbytes(),
-            [&](MPI_Request* r) {
-                return MPI_Ibcast(t.data_ptr(), static_cast<int>(t.nbytes()), MPI_BYTE, root, comm_,
-                                  r);
-            },
-            nullptr);
+        ZS_CHECK_T(ShapeError, root >= 0 && root < size_, "broadcast: root {} outside [0, {})",
+                   root, size_);
+        const int bytes = mpi_count("broadcast", static_cast<int64_t>(t.nbytes()));
+        const MPI_Comm comm = comm_;
+        return start("broadcast", t.nbytes(), [t, root, bytes, comm] {
+            check_mpi(MPI_Bcast(t.data_ptr(), bytes, MPI_BYTE, root, comm), "MPI_Bcast");
+        });
     }
 
     Work all_to_all(const Tensor& out, const Tensor& in) override {
@@ -239,84 +436,61 @@ public:
         ZS_CHECK_T(ShapeError, out.numel() == in.numel() && in.numel() % size_ == 0,
                    "all_to_all: 'in' {} and 'out' {} must match and split into {} chunks", in.str(),
                    out.str(), size_);
-        int chunk = static_cast<int>(in.nbytes() / static_cast<size_t>(size_));
-        return start(
-            "all_to_all", in.nbytes(),
-            [&](MPI_Request* r) {
-                return MPI_Ialltoall(in.data_ptr(), chunk, MPI_BYTE, out.data_ptr(), chunk,
-                                     MPI_BYTE, comm_, r);
-            },
-            nullptr);
+        const int chunk = mpi_count(
+            "all_to_all", static_cast<int64_t>(in.nbytes()) / static_cast<int64_t>(size_));
+        const MPI_Comm comm = comm_;
+        return start("all_to_all", in.nbytes(), [out, in, chunk, comm] {
+            check_mpi(
+                MPI_Alltoall(in.data_ptr(), chunk, MPI_BYTE, out.data_ptr(), chunk, MPI_BYTE, comm),
+                "MPI_Alltoall");
+        });
     }
 
     Work send(const Tensor& t, int peer, int tag) override {
         check_contiguous("send", "t", t);
+        const int bytes = mpi_count("send", static_cast<int64_t>(t.nbytes()));
         return start_p2p("send", t.nbytes(), peer, [&](MPI_Request* r) {
-            return MPI_Isend(t.data_ptr(), static_cast<int>(t.nbytes()), MPI_BYTE, peer, tag, comm_,
-                             r);
+            return MPI_Isend(t.data_ptr(), bytes, MPI_BYTE, peer, tag, comm_, r);
         });
     }
 
     Work recv(const Tensor& t, int peer, int tag) override {
         check_contiguous("recv", "t", t);
+        const int bytes = mpi_count("recv", static_cast<int64_t>(t.nbytes()));
         return start_p2p("recv", t.nbytes(), peer, [&](MPI_Request* r) {
-            return MPI_Irecv(t.data_ptr(), static_cast<int>(t.nbytes()), MPI_BYTE, peer, tag, comm_,
-                             r);
+            return MPI_Irecv(t.data_ptr(), bytes, MPI_BYTE, peer, tag, comm_, r);
         });
     }
 
     void barrier() override {
-        start(
-            "barrier", 0, [&](MPI_Request* r) { return MPI_Ibarrier(comm_, r); }, nullptr)
-            .wait();
+        const MPI_Comm comm = comm_;
+        start("barrier", 0, [comm] { check_mpi(MPI_Barrier(comm), "MPI_Barrier"); }).wait();
     }
 
     std::unique_ptr<Communicator> split(int color, int key) override {
-        MPI_Comm sub;
-        check_mpi(MPI_Comm_split(comm_, color, key, &sub), "MPI_Comm_split");
-        return std::make_unique<MpiComm>(sub, fmt::format("{}.split({})", name_, color), progress_,
-                                         timeout_s_);
+        // Through the worker: MPI_Comm_split is a collective on comm_, ordered with the others.
+        auto sub = std::make_shared<MPI_Comm>(MPI_COMM_NULL);
+        const MPI_Comm comm = comm_;
+        start("split", 0, [sub, comm, color, key] {
+            check_mpi(MPI_Comm_split(comm, color, key, sub.get()), "MPI_Comm_split");
+        }).wait();
+        return std::make_unique<MpiComm>(*sub, fmt::format("{}.split({})", name_, color), progress_,
+                                         any_failed_, timeout_s_);
     }
 
 private:
-    // bf16/f16 reductions go through an f32 copy (MPI has no bf16 type).
-    struct Staged {
-        void* buf;
-        int64_t count;
-        MPI_Datatype type;
-        std::shared_ptr<Tensor> keep;  // the f32 staging tensor, if any
-    };
-    static Staged stage(const Tensor& t) {
-        if (t.dtype() != DType::bf16 && t.dtype() != DType::f16) {
-            return {t.data_ptr(), t.numel(), mpi_type(t.dtype()), nullptr};
+    // Post a collective: record arrival, queue `job` on the worker, return its Work.
+    Work start(const char* op, size_t bytes, Worker::Job job) {
+        const int64_t seq = ++seq_;
+        if (auto failure = health_->failure()) {
+            return Work::failed(std::make_exception_ptr(
+                CommError(fmt::format("{} #{} on group '{}': the communicator already failed: {}",
+                                      op, seq, name_, *failure))));
         }
-        auto f = std::make_shared<Tensor>(t.to(DType::f32));
-        return {f->data_ptr(), f->numel(), MPI_FLOAT, f};
-    }
-    std::function<void()> finisher(const Tensor& t, const Staged& s, ReduceOp op,
-                                   std::shared_ptr<Tensor> keep_in = nullptr) {
-        const int n = size_;
-        return [t, s, op, n, keep_in]() {
-            if (op == ReduceOp::avg) {
-                Tensor f = s.keep ? *s.keep : t;
-                if (f.dtype() == DType::f32) {
-                    float* p = f.data<float>();
-                    for (int64_t i = 0; i < f.numel(); ++i) p[i] /= static_cast<float>(n);
-                } else if (f.dtype() == DType::i64) {
-                    int64_t* p = f.data<int64_t>();
-                    for (int64_t i = 0; i < f.numel(); ++i) p[i] /= n;
-                } else if (f.dtype() == DType::i32) {
-                    int32_t* p = f.data<int32_t>();
-                    for (int64_t i = 0; i < f.numel(); ++i) p[i] /= n;
-                }
-            }
-            if (s.keep) t.copy_from(*s.keep);
-        };
-    }
-
-    // The collective's deadline and timeout diagnosis (missing ranks from the arrival counters;
-    // the communicator is poisoned), shared by every way of starting one.
-    Work armed(const std::shared_ptr<Work::State>& st, const char* op, int64_t seq, size_t bytes) {
+        // Record arrival (readable by every rank through the window).
+        *counter_ = seq;
+        MPI_Win_sync(win_);
+        auto st = std::make_shared<Work::State>();
         st->deadline = std::chrono::steady_clock::now() +
                        std::chrono::duration_cast<std::chrono::steady_clock::duration>(
                            std::chrono::duration<double>(timeout_s_));
@@ -326,73 +500,11 @@ private:
             std::string missing = missing_ranks(seq);
             std::string msg =
                 fmt::format("{}: did not complete within {} s; {}", what, timeout_s_, missing);
-            failed_ = true;
-            failure_ = msg;
+            health_->fail(msg);
             return std::make_exception_ptr(CommError(msg));
         };
+        worker_.post(st, std::move(what), std::move(job));
         return Work(st);
-    }
-
-    // A collective run as a blocking MPI call on the worker thread; the Work completes when it
-    // returns. Arrival counters, timeout and poisoning as for start().
-    Work start_blocking(const char* op, size_t bytes, std::function<int(MPI_Comm)> call,
-                        std::function<void()> finish) {
-        const int64_t seq = ++seq_;
-        if (failed_) {
-            return Work::failed(std::make_exception_ptr(
-                CommError(fmt::format("{} #{} on group '{}': the communicator already failed: {}",
-                                      op, seq, name_, failure_))));
-        }
-        if (!worker_) {
-            check_mpi(MPI_Comm_dup(comm_, &worker_comm_), "MPI_Comm_dup");
-            worker_ = std::make_unique<BlockingWorker>();
-        }
-        *counter_ = seq;
-        MPI_Win_sync(win_);
-        // 0: running, 1: done, otherwise the MPI error code + 2.
-        auto done = std::make_shared<std::atomic<int>>(0);
-        MPI_Comm wc = worker_comm_;
-        worker_->post([call = std::move(call), done, wc] {
-            int rc = call(wc);
-            done->store(rc == MPI_SUCCESS ? 1 : rc + 2);
-        });
-        // The worker's blocking call drives MPI's progress itself: the progress thread stays
-        // idle (its probes would contend for MPI's lock and, with a core per rank, the CPU).
-        auto st = std::make_shared<Work::State>();
-        st->poll = [done, op]() {
-            const int d = done->load();
-            if (d == 0) return false;
-            if (d != 1) check_mpi(d - 2, op);
-            return true;
-        };
-        st->finish = std::move(finish);
-        return armed(st, op, seq, bytes);
-    }
-
-    Work start(const char* op, size_t bytes, const std::function<int(MPI_Request*)>& launch,
-               std::function<void()> finish) {
-        const int64_t seq = ++seq_;
-        if (failed_) {
-            return Work::failed(std::make_exception_ptr(
-                CommError(fmt::format("{} #{} on group '{}': the communicator already failed: {}",
-                                      op, seq, name_, failure_))));
-        }
-        // Record arrival (readable by every rank through the window).
-        *counter_ = seq;
-        MPI_Win_sync(win_);
-        auto req = std::make_shared<MPI_Request>(MPI_REQUEST_NULL);
-        check_mpi(launch(req.get()), op);
-        progress_->add();
-        auto st = std::make_shared<Work::State>();
-        auto prog = progress_;
-        st->poll = [req, prog]() {
-            int flag = 0;
-            check_mpi(MPI_Test(req.get(), &flag, MPI_STATUS_IGNORE), "MPI_Test");
-            if (flag) prog->done();
-            return flag != 0;
-        };
-        st->finish = std::move(finish);
-        return armed(st, op, seq, bytes);
     }
 
     Work start_p2p(const char* op, size_t bytes, int peer,
@@ -451,14 +563,15 @@ private:
     MPI_Comm comm_;
     std::string name_;
     std::shared_ptr<Progress> progress_;
+    std::shared_ptr<std::atomic<bool>> any_failed_;  // set when any communicator fails
+    std::shared_ptr<Health> health_;
     int rank_ = 0, size_ = 1;
-    int64_t seq_ = 0;
+    int64_t seq_ = 0;  // collectives posted (the caller's thread only)
     int64_t* counter_ = nullptr;
     MPI_Win win_ = MPI_WIN_NULL;
-    bool failed_ = false;
-    std::string failure_;
-    MPI_Comm worker_comm_ = MPI_COMM_NULL;  // for the blocking worker's collectives
-    std::unique_ptr<BlockingWorker> worker_;
+    MPI_Comm ring_comm_ = MPI_COMM_NULL;  // a duplicate of comm_ for the ring's messages
+    std::shared_ptr<Ring> ring_;          // used by the worker thread only
+    Worker worker_;                       // last: its thread stops before the members above go
 };
 
 }  // namespace
@@ -469,12 +582,19 @@ MpiRuntime::MpiRuntime(int* argc, char*** argv) {
     ZS_CHECK_T(CommError, provided >= MPI_THREAD_MULTIPLE,
                "this MPI library does not provide MPI_THREAD_MULTIPLE (got level {})", provided);
     MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
-    world_ =
-        std::make_unique<MpiComm>(MPI_COMM_WORLD, "world", std::make_shared<Progress>(), 300.0);
+    any_failed_ = std::make_shared<std::atomic<bool>>(false);
+    world_ = std::make_unique<MpiComm>(MPI_COMM_WORLD, "world", std::make_shared<Progress>(),
+                                       any_failed_, 300.0);
 }
 
 MpiRuntime::~MpiRuntime() {
     world_.reset();
+    if (*any_failed_) {
+        // MPI_Finalize would wait for the ranks a failed collective is missing (and a worker
+        // thread may still be inside that collective): end the job instead of hanging.
+        log_error("a communicator failed earlier; ending the job instead of finalizing MPI");
+        abort_job(1);
+    }
     MPI_Finalize();
 }
 

@@ -1,16 +1,24 @@
 // The MPI backend (OpenMPI): one process per rank, launched by mpirun / zerospeed-run.
 //
-// Threading: MPI is initialised with MPI_THREAD_MULTIPLE; operations are MPI's non-blocking
-// collectives (MPI_Iallreduce, MPI_Ireduce_scatter_block, MPI_Iallgather, ...), completed by
-// polling MPI_Test from Work::wait(). A progress thread also polls outstanding requests every few
-// microseconds so a reduce-scatter launched after a block's backward advances while the next
-// block computes (OpenMPI has no asynchronous progress of its own for these).
+// Threading: MPI is initialised with MPI_THREAD_MULTIPLE. Each communicator owns one worker
+// thread that runs its collectives in posting order as blocking calls and completes their Work;
+// the caller returns at once, and a reduce-scatter posted after a block's backward runs while the
+// next block computes. Work::wait() blocks on the op's completion until its deadline.
+// - allgather, broadcast, all_to_all, barrier, split: MPI's blocking collective.
+// - reduce_scatter, and allreduce over 16 MiB: a ring over MPI point-to-point with a bounded
+//   scratch kept between calls (mpi_ring.h says why not MPI's own); smaller allreduce:
+//   MPI_Allreduce. bf16/f16 reduce through bounded f32 slices with MPI's call (sums in f32).
+// - send/recv: non-blocking requests (MPI_Isend/MPI_Irecv, so paired sends and receives cannot
+//   deadlock), polled by Work::wait() and a progress thread.
 //
 // Timeouts name the missing ranks: every rank keeps "the last collective I entered" in an MPI
 // window (MPI_Win_allocate; shared memory on one node); a rank that times out reads everyone's
 // counter without their cooperation (passive-target RMA), so a stopped or crashed peer is named.
+// A timed-out collective stays stuck in its worker thread: the communicator is poisoned, the
+// thread is detached rather than joined, and ~MpiRuntime ends the job instead of finalizing.
 #pragma once
 
+#include <atomic>
 #include <memory>
 
 #include "comm/communicator.h"
@@ -32,6 +40,7 @@ public:
     [[noreturn]] static void abort_job(int code);
 
 private:
+    std::shared_ptr<std::atomic<bool>> any_failed_;  // set when any communicator has failed
     std::unique_ptr<Communicator> world_;
 };
 

@@ -81,8 +81,18 @@ void Work::wait() {
         }
         return;
     }
+    // Completed by another thread (the MPI worker, a local rendezvous): block until then, or
+    // until the deadline when the op has one.
     std::unique_lock<std::mutex> lock(s.mu);
-    s.cv.wait(lock, [&] { return s.done; });
+    if (s.on_timeout) {
+        if (!s.cv.wait_until(lock, s.deadline, [&] { return s.done; })) {
+            lock.unlock();  // on_timeout may take seconds (it reads the peers' arrival counters)
+            complete(s, s.on_timeout());
+            lock.lock();
+        }
+    } else {
+        s.cv.wait(lock, [&] { return s.done; });
+    }
     if (s.error) std::rethrow_exception(s.error);
 }
 

@@ -85,6 +85,27 @@ void collectives(comm::Communicator& c) {
             CHECK_OR_DIE(out.data<float>()[i] == static_cast<float>(want));
         }
     }
+    // Allreduce over 16 MiB takes the ring (comm/mpi_ring.h): an element count that does not
+    // split evenly into blocks, several segments per block, sum/avg/max in f32 and sum in i64.
+    for (DType t : {DType::f32, DType::i64}) {
+        const int64_t len = (int64_t{5} << 20) * n + 7;  // > 16 MiB on any n >= 1
+        for (comm::ReduceOp op : {comm::ReduceOp::sum, comm::ReduceOp::avg, comm::ReduceOp::max}) {
+            if (t == DType::i64 && op != comm::ReduceOp::sum) continue;
+            Tensor f = Tensor::empty({len}, DType::f32);
+            for (int64_t i = 0; i < len; ++i) f.data<float>()[i] = val(r, i);
+            Tensor a = f.to(t).clone();
+            c.allreduce(a, op).wait();
+            Tensor af = a.to(DType::f32);
+            for (int64_t i : {int64_t{0}, len / 2 + 1, len - 1, int64_t{12345}}) {
+                double want = op == comm::ReduceOp::max ? val(n - 1, i) : 0;
+                if (op != comm::ReduceOp::max) {
+                    for (int q = 0; q < n; ++q) want += val(q, i);
+                    if (op == comm::ReduceOp::avg) want /= n;
+                }
+                CHECK_OR_DIE(std::abs(af.data<float>()[i] - want) <= 1e-3 * want);
+            }
+        }
+    }
     Tensor b = Tensor::empty({5}, DType::i32);
     b.fill(c.rank() == 1 ? 42 : 0);
     c.broadcast(b, 1).wait();
