@@ -6,7 +6,7 @@ set -euo pipefail
 pkgs=(
     build-essential cmake ninja-build pkg-config git
     libgtest-dev libgmock-dev libbenchmark-dev
-    libdnnl-dev libopenblas-dev libfmt-dev nlohmann-json3-dev libcli11-dev
+    libdnnl-dev libopenblas-openmp-dev libfmt-dev nlohmann-json3-dev libcli11-dev
     clang-format libonnx-testdata libssl-dev libpcre2-dev libopenmpi-dev openmpi-bin
 )
 pkgs+=("$@")

@@ -3,6 +3,7 @@
 #include <cmath>
 
 #include "base/error.h"
+#include "base/timer.h"
 #include "ops/embedding.h"
 #include "ops/loss.h"
 #include "ops/matmul.h"
@@ -187,6 +188,8 @@ LossStats Transformer::run(const TrainBatch& batch, bool backward, float ce_scal
         return ckpt ? *scratch_ : *blocks_[static_cast<size_t>(l)];
     };
 
+    Timer phase;
+    LossStats stats_out;
     h.before_forward(embed_group());
     embed_forward(flat_ids, positions_, residuals_[0]);
     h.after_forward(embed_group());
@@ -197,6 +200,8 @@ LossStats Transformer::run(const TrainBatch& batch, bool backward, float ce_scal
         h.after_forward(block_group(l));
     }
 
+    stats_out.forward_s = phase.seconds();
+    phase.reset();
     // Head: final norm, then the vocabulary projection and loss in row chunks. In training the
     // head's forward and backward run back to back, so it is one backward-phase use.
     if (backward) {
@@ -210,7 +215,6 @@ LossStats Transformer::run(const TrainBatch& batch, bool backward, float ce_scal
     if (cfg_.norm == NormKind::layernorm) meanf = Tensor::empty({N}, DType::f32);
     final_norm_.forward(binding_, xf, meanf, rstdf, rL);
     const Tensor& wout = binding_.w(lm_head_);
-    LossStats stats_out;
     Tensor dxf = backward ? Tensor::empty({N, C}, ct) : Tensor();
     Tensor flat_tgt = batch.targets.defined() ? batch.targets.contiguous().view({N}) : Tensor();
     if (logits_out) *logits_out = Tensor::empty({N, V}, DType::f32);
@@ -241,6 +245,7 @@ LossStats Transformer::run(const TrainBatch& batch, bool backward, float ce_scal
     if (!backward) {
         if (cfg_.tied_embeddings) h.after_forward(embed_group());
         h.after_forward(head_group());
+        stats_out.head_s = phase.seconds();
         return stats_out;
     }
 
@@ -251,6 +256,8 @@ LossStats Transformer::run(const TrainBatch& batch, bool backward, float ce_scal
     xf = dxf = meanf = rstdf = losses = Tensor();
     if (cfg_.tied_embeddings) h.after_forward(embed_group());
     h.after_backward(head_group());
+    stats_out.head_s = phase.seconds();
+    phase.reset();
     // d(total)/d(p[n, e]) of loss_scale * coef * aux: E * sel_count_e / n_rows^2 per unit.
     double aux_scale = 0;
     if (stats && cfg_.moe.aux_loss_coef != 0.0f) {
@@ -275,6 +282,7 @@ LossStats Transformer::run(const TrainBatch& batch, bool backward, float ce_scal
     ops::embedding_backward(binding_.g(wte_), dres, flat_ids);
     if (wpe_ != kNoParam) ops::embedding_backward(binding_.g(wpe_), dres, positions_);
     h.after_backward(embed_group());
+    stats_out.backward_s = phase.seconds();
     return stats_out;
 }
 

@@ -39,6 +39,10 @@ struct LossStats {
     double loss_sum = 0;   // sum of token losses (cross-entropy)
     int64_t n_tokens = 0;  // non-ignored targets
     double aux_loss = 0;   // MoE load-balancing loss (unweighted), 0 for dense models
+    // Wall-clock seconds per phase (wall_clock_breakdown): embedding + blocks forward; the head
+    // (final norm, logits, loss and, in training, the head's backward, run chunk by chunk);
+    // blocks + embedding backward. Hook waits (ZeRO-3 gathers) count in their phase.
+    double forward_s = 0, head_s = 0, backward_s = 0;
     double mean() const { return n_tokens ? loss_sum / static_cast<double>(n_tokens) : 0.0; }
 };
 

@@ -93,6 +93,36 @@ TEST(Matmul, StridedViewsWithoutCopies) {
     }
 }
 
+// f32 products big enough for the OpenBLAS path (B row-major [K, N], at least 2^27 multiply-adds):
+// every transpose combination, alpha/beta, and operands that are strided or transposed views.
+TEST(Matmul, LargeF32ProductsMatchReference) {
+    Rng rng(88);
+    const std::vector<Case> cases = {
+        {{}, 512, 520, 516, false, false, false, false, 1, 0},    // dX = dY W
+        {{}, 516, 512, 520, true, false, false, false, 1, 1},     // dW += dY^T X
+        {{}, 520, 516, 512, false, true, false, false, 0.5f, 0},  // oneDNN's layout
+        {{}, 512, 512, 520, true, true, false, false, 1, 0.25f},
+    };
+    for (const Case& c : cases) run_case(c, DType::f32, core::Device::cpu(), rng);
+    // A: a column slice (row stride > K) and a transposed view; B: a column slice.
+    Tensor abig = random_tensor(rng, {520, 530}, DType::f32);
+    Tensor bbig = random_tensor(rng, {520, 540}, DType::f32);
+    Tensor b = bbig.slice(1, 7, 527);  // [520, 520], row stride 540
+    for (bool transposed : {false, true}) {
+        Tensor a = transposed ? abig.slice(1, 3, 515).transpose(0, 1)    // [512, 520], col-major
+                              : abig.slice(0, 0, 512).slice(1, 5, 525);  // [512, 520]
+        Tensor outbig = Tensor::zeros({512, 530}, DType::f32);
+        Tensor out = outbig.slice(1, 4, 524);
+        matmul(out, a, b);
+        auto want = ref::matmul(ref::from_tensor(a), ref::from_tensor(b), {}, {}, {});
+        Tol tol = tol_for(DType::f32);
+        tol.atol *= std::sqrt(521.0);
+        EXPECT_TRUE(all_close(out, want, tol, fmt::format("strided, transposed {}", transposed)));
+        EXPECT_EQ(outbig.item({511, 3}), 0.0);
+        EXPECT_EQ(outbig.item({511, 524}), 0.0);
+    }
+}
+
 TEST(Matmul, ZeroInnerDimension) {
     Tensor a = Tensor::empty({3, 0}, DType::f32);
     Tensor b = Tensor::empty({0, 4}, DType::f32);

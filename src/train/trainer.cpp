@@ -175,20 +175,28 @@ StepStats Trainer::step(const std::vector<models::TrainBatch>& batches) {
     const double loss_scale = scaler_.scale();
     engine_->begin_step(static_cast<int>(accum));
     double loss_sum = 0;
+    StepStats s;
     for (const models::TrainBatch& batch : batches) {
         const auto ce_scale = static_cast<float>(1.0 / static_cast<double>(micro * T * accum * W));
         models::LossStats st = model_->forward_backward(
             batch, ce_scale, static_cast<float>(loss_scale), engine_.get());
         loss_sum +=
             st.loss_sum + mcfg_.moe.aux_loss_coef * st.aux_loss * static_cast<double>(micro * T);
+        s.forward_s += st.forward_s;
+        s.head_s += st.head_s;
+        s.backward_s += st.backward_s;
+        Timer em;
         engine_->end_micro_batch();
+        s.grad_sync_s += em.seconds();
     }
+    Timer phase;
     engine_->finish_grads();
+    s.grad_sync_s += phase.seconds();
+    phase.reset();
     // Unscaled gradient norm, overflow check, clipping (DeepSpeed's clip_grad_norm_).
     double norm = std::sqrt(engine_->grad_sq_norm()) / loss_scale;
     bool overflow =
         !std::isfinite(norm) || (cfg_.precision == Precision::fp16 && !engine_->grads_finite());
-    StepStats s;
     s.loss_scale = loss_scale;
     s.grad_norm = norm;
     if (!overflow) {
@@ -217,6 +225,7 @@ StepStats Trainer::step(const std::vector<models::TrainBatch>& batches) {
         }
     }
     scaler_.update(overflow);
+    s.optimizer_s = phase.seconds();
     tokens_seen_ += cfg_.batch.train_batch_size * T;
     Tensor l = Tensor::empty({1}, DType::f32, core::Device::cpu(), core::MemCategory::buffers);
     l.data<float>()[0] = static_cast<float>(loss_sum);
@@ -291,8 +300,17 @@ std::vector<StepStats> Trainer::train() {
                 extra += fmt::format(" | val {:.4f} (ppl {:.1f})", val, std::exp(val));
             if (run_.progress) progress.update(steps_done_ - start, extra);
             // DeepSpeed prints nothing without steps_per_print; zerospeed every 10 steps.
-            if (steps_done_ % cfg_.steps_per_print.value_or(10) == 0 && !run_.progress) {
-                log_info("step {} | {}", steps_done_, extra);
+            const bool print_step = steps_done_ % cfg_.steps_per_print.value_or(10) == 0;
+            if (print_step && !run_.progress) log_info("step {} | {}", steps_done_, extra);
+            if (print_step && cfg_.wall_clock_breakdown) {
+                const double other = s.seconds - s.forward_s - s.head_s - s.backward_s -
+                                     s.grad_sync_s - s.optimizer_s;
+                log_info(
+                    "step {} time (ms) | forward {:.1f} | head (logits, loss, its backward) {:.1f} "
+                    "| backward {:.1f} | gradient reduction wait {:.1f} | norm + optimizer step "
+                    "{:.1f} | other {:.1f} | total {:.1f}",
+                    steps_done_, 1e3 * s.forward_s, 1e3 * s.head_s, 1e3 * s.backward_s,
+                    1e3 * s.grad_sync_s, 1e3 * s.optimizer_s, 1e3 * other, 1e3 * s.seconds);
             }
             if (metrics) {
                 double el = total.seconds();
@@ -309,6 +327,14 @@ std::vector<StepStats> Trainer::train() {
                                         {"peak_bytes", peak},
                                         {"elapsed_s", el}};
                     if (!std::isnan(val)) j["val_loss"] = val;
+                    if (cfg_.wall_clock_breakdown) {
+                        j["forward_s"] = s.forward_s;
+                        j["head_s"] = s.head_s;
+                        j["backward_s"] = s.backward_s;
+                        j["grad_sync_s"] = s.grad_sync_s;
+                        j["optimizer_s"] = s.optimizer_s;
+                        j["step_s"] = s.seconds;
+                    }
                     *metrics << j.dump() << "\n";
                 } else {
                     *metrics << fmt::format(

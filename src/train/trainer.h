@@ -54,6 +54,10 @@ struct StepStats {
     double seconds = 0;
     double tokens_per_s = 0;
     double mfu = 0;  // model FLOPs utilisation vs the measured peak
+    // Where the step's time went (seconds; wall_clock_breakdown prints them): the model's phases
+    // summed over micro-batches, the gradient reduction left after backward (finish_grads), the
+    // norm + clipping + optimizer step, and the rest (data, loss allreduce).
+    double forward_s = 0, head_s = 0, backward_s = 0, grad_sync_s = 0, optimizer_s = 0;
 };
 
 class Trainer {

@@ -9,6 +9,7 @@
 #include <fstream>
 
 #include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
 
 #include "io/safetensors.h"
 #include "models/sources.h"
@@ -152,6 +153,39 @@ TEST(Resume, BitExactAfterSaveAndReload) {
     ASSERT_EQ(resumed.size(), 5u);
     for (size_t i = 0; i < 5; ++i)
         EXPECT_EQ(resumed[i], straight[5 + i]) << "step " << 6 + i;  // bitwise
+}
+
+// wall_clock_breakdown: every step's phases are in the JSONL metrics, non-negative, and add up to
+// no more than the step's own wall time (each phase is timed once, none twice).
+TEST(Metrics, WallClockBreakdownAddsUp) {
+    Scratch s("wcb");
+    auto comm = comm::make_self();
+    TrainConfig cfg = small_config(2);
+    cfg.wall_clock_breakdown = true;
+    RunOptions run = s.run(3);
+    run.save_dir.clear();
+    run.metrics_path = s.root + "/metrics.jsonl";
+    Trainer t(s.mc, cfg, run, *comm);
+    t.init_random();
+    std::vector<StepStats> steps = t.train();
+    std::ifstream in(run.metrics_path);
+    std::string line;
+    int n = 0;
+    while (std::getline(in, line)) {
+        nlohmann::json j = nlohmann::json::parse(line);
+        double sum = 0;
+        for (const char* k : {"forward_s", "head_s", "backward_s", "grad_sync_s", "optimizer_s"}) {
+            ASSERT_TRUE(j.contains(k)) << k << " missing from " << line;
+            EXPECT_GE(j[k].get<double>(), 0.0) << k;
+            sum += j[k].get<double>();
+        }
+        EXPECT_GT(j["forward_s"].get<double>(), 0.0);
+        EXPECT_GT(j["backward_s"].get<double>(), 0.0);
+        EXPECT_LE(sum, j["step_s"].get<double>() * (1 + 1e-9));
+        EXPECT_DOUBLE_EQ(j["step_s"].get<double>(), steps[static_cast<size_t>(n)].seconds);
+        ++n;
+    }
+    EXPECT_EQ(n, 3);
 }
 
 TEST(Resume, ReshardsAcrossStages) {

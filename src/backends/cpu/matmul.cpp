@@ -1,13 +1,19 @@
 // Matmul on the CPU through oneDNN's matmul primitive: bf16 runs on AMX or AVX-512-BF16 where the
-// CPU has them, f32 on AVX-512 FMA. Strided views go straight into oneDNN memory descriptors, so
-// transposes and slices cost no copies. Primitives are cached by their full signature (creating
-// one costs far more than running a small one).
+// CPU has them, f32 on AVX-512 FMA. f32 products whose right operand is row-major [K, N] (the
+// backward passes' dX = dY W and dW = dY^T X) go to OpenBLAS's sgemm instead, which measured
+// 1.1-2.5x oneDNN 2.6 there (docs/BENCHMARKS.md); the choice depends only on the shapes and
+// strides, so results stay deterministic run to run. Strided views go straight into oneDNN memory
+// descriptors, so transposes and slices cost no copies. Primitives are cached by their full
+// signature (creating one costs far more than running a small one).
+#include <algorithm>
+#include <limits>
 #include <list>
 #include <mutex>
 #include <string>
 #include <unordered_map>
 #include <vector>
 
+#include <cblas.h>
 #include <fmt/format.h>
 #include <omp.h>
 #include <oneapi/dnnl/dnnl.hpp>
@@ -92,6 +98,46 @@ std::string key_of(const MatDesc& a, const MatDesc& b, const MatDesc& o, DType t
     return k;
 }
 
+// out = alpha * op(a) op(b) + beta * out through OpenBLAS, for plain 2-D f32 products whose B is
+// row-major [K, N] and big enough to amortise OpenBLAS's packing. Returns false (nothing done)
+// for anything else.
+bool try_openblas(const Tensor& out, const Tensor& a, const Tensor& b,
+                  const ops::MatmulOptions& opts, const Tensor& bias) {
+    if (bias.defined() || out.dim() != 2 || a.dim() != 2 || b.dim() != 2) return false;
+    if (a.dtype() != DType::f32 || b.dtype() != DType::f32 || out.dtype() != DType::f32)
+        return false;
+    if (out.stride(1) != 1) return false;
+    const int64_t M = out.size(0), N = out.size(1), K = opts.trans_a ? a.size(0) : a.size(1);
+    if (std::min({M, N, K}) < 128 || M * N * K < (int64_t{1} << 27)) return false;
+    // op(b) as [K, N] must be row-major (unit stride along N): oneDNN's slow case.
+    const bool b_rows = opts.trans_b ? b.stride(0) == 1 : b.stride(1) == 1;
+    const int64_t ldb = opts.trans_b ? b.stride(1) : b.stride(0);
+    if (!b_rows || ldb < N) return false;
+    // op(a) as [M, K]: either layout; BLAS takes it as (possibly transposed) row-major.
+    const int64_t as_rows = opts.trans_a ? a.stride(0) : a.stride(1);  // stride along K
+    const int64_t as_cols = opts.trans_a ? a.stride(1) : a.stride(0);  // stride along M
+    CBLAS_TRANSPOSE ta;
+    int64_t lda;
+    if (as_rows == 1 && as_cols >= K) {
+        ta = CblasNoTrans;
+        lda = as_cols;
+    } else if (as_cols == 1 && as_rows >= M) {
+        ta = CblasTrans;
+        lda = as_rows;
+    } else {
+        return false;
+    }
+    const int64_t limit = std::numeric_limits<int>::max();
+    if (std::max({M, N, K, lda, ldb, out.stride(0)}) > limit) return false;
+    // OpenBLAS's OpenMP build sizes its team from omp_get_max_threads() at each call, so a
+    // thread-rank's own thread count holds.
+    cblas_sgemm(CblasRowMajor, ta, CblasNoTrans, static_cast<int>(M), static_cast<int>(N),
+                static_cast<int>(K), opts.alpha, a.data<float>(), static_cast<int>(lda),
+                b.data<float>(), static_cast<int>(ldb), opts.beta, out.data<float>(),
+                static_cast<int>(out.stride(0)));
+    return true;
+}
+
 }  // namespace
 
 void CpuKernels::matmul(const Tensor& out, const Tensor& a, const Tensor& b,
@@ -130,6 +176,7 @@ void CpuKernels::matmul(const Tensor& out, const Tensor& a, const Tensor& b,
         skinny_matmul(g);
         return;
     }
+    if (try_openblas(out, a, b, opts, bias)) return;
     core::Shape batch;
     for (int i = 0; i < out.dim() - 2; ++i) batch.push_back(out.size(i));
     int64_t k = opts.trans_a ? a.size(-2) : a.size(-1);
