@@ -74,6 +74,7 @@ struct ConvertOptions {
     std::string checkpoint;  // a checkpoint directory (or a save dir with `latest`)
     std::string to = "hf";
     std::string output;
+    std::string dtype = "f32";  // --to gguf: the matrices' type
 };
 int run_convert(const ConvertOptions& opts);
 

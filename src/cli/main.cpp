@@ -153,12 +153,16 @@ int main(int argc, char** argv) {
     trn->add_flag("--no-progress", tr.no_progress, "Log lines instead of a live progress line");
 
     zs::cli::ConvertOptions conv;
-    CLI::App* cnv =
-        app.add_subcommand("convert", "Export a checkpoint as a Hugging Face model directory");
-    cnv->add_option("--checkpoint", conv.checkpoint, "Checkpoint directory (or a --save directory)")
+    CLI::App* cnv = app.add_subcommand("convert",
+                                       "Export a checkpoint as a Hugging Face model directory, or "
+                                       "re-type a GGUF (--to gguf --dtype f32|f16|bf16)");
+    cnv->add_option("--checkpoint,--model", conv.checkpoint,
+                    "Checkpoint directory (or a --save directory); a .gguf file for --to gguf")
         ->required();
-    cnv->add_option("--to", conv.to, "Target format (hf)");
-    cnv->add_option("--output", conv.output, "Output directory")->required();
+    cnv->add_option("--to", conv.to, "Target format (hf, gguf)");
+    cnv->add_option("--dtype", conv.dtype, "--to gguf: type of the matrices (f32, f16, bf16)");
+    cnv->add_option("--output", conv.output, "Output directory (a .gguf file for --to gguf)")
+        ->required();
 
     zs::cli::DataPrepareOptions dp;
     CLI::App* data = app.add_subcommand("data", "Dataset tools");

@@ -16,6 +16,8 @@
 #include "core/backend.h"
 #include "io/atomic_file.h"
 #include "io/checksum.h"
+#include "io/gguf.h"
+#include "io/gguf_writer.h"
 #include "io/json.h"
 #include "io/safetensors.h"
 #include "io/safetensors_writer.h"
@@ -102,8 +104,65 @@ int run_train(const TrainOptions& o, comm::Communicator& world) {
     return 0;
 }
 
+namespace {
+
+// GGUF -> GGUF with every quantized or float matrix stored as `dtype` (f32, f16 or bf16):
+// llama.cpp's layout (its Q/K row order) and metadata are kept, 1-D tensors (norms) stay f32 as
+// llama.cpp writes them, integer tensors are copied. This makes the same weights runnable at the
+// same precision by zerospeed and llama.cpp (bench/peers). The output is assembled in memory
+// (about the model's size at `dtype`) and written atomically.
+int convert_gguf(const ConvertOptions& o) {
+    const io::GgufFile in = io::GgufFile::open(o.checkpoint);
+    core::DType dt;
+    uint32_t ftype;  // llama.cpp's general.file_type: ALL_F32, MOSTLY_F16, MOSTLY_BF16
+    if (o.dtype == "f32") {
+        dt = core::DType::f32;
+        ftype = 0;
+    } else if (o.dtype == "f16") {
+        dt = core::DType::f16;
+        ftype = 1;
+    } else if (o.dtype == "bf16") {
+        dt = core::DType::bf16;
+        ftype = 32;
+    } else {
+        ZS_THROW(ConfigError,
+                 "convert: --dtype '{}' is not supported for --to gguf (f32, f16, bf16)", o.dtype);
+    }
+    io::GgufWriter w(in.alignment(), in.version());
+    for (const io::GgufKv& kv : in.metadata()) {
+        if (kv.key == "general.alignment") continue;  // the writer's constructor sets it
+        if (kv.key == "general.file_type") {
+            w.set(kv.key, ftype);
+            continue;
+        }
+        w.set(kv.key, kv.value);
+    }
+    if (!in.has("general.file_type")) w.set("general.file_type", ftype);
+    for (const io::GgufTensorInfo& t : in.tensors()) {
+        const bool matrix = t.ne.size() >= 2;
+        const bool floating = t.type != io::GgmlType::i8 && t.type != io::GgmlType::i16 &&
+                              t.type != io::GgmlType::i32 && t.type != io::GgmlType::i64;
+        if (!floating) {
+            std::span<const uint8_t> raw = in.raw_bytes(t.name);
+            w.add_tensor(t.name, t.type, t.ne, std::vector<uint8_t>(raw.begin(), raw.end()));
+            continue;
+        }
+        w.add_tensor(t.name, in.tensor(t.name, matrix ? dt : core::DType::f32).contiguous());
+    }
+    w.save(o.output);
+    log_info("wrote {} ({} tensors, matrices as {})", o.output, in.tensors().size(), o.dtype);
+    return 0;
+}
+
+}  // namespace
+
 int run_convert(const ConvertOptions& o) {
-    ZS_CHECK_T(ConfigError, o.to == "hf", "convert: --to '{}' is not supported (hf)", o.to);
+    if (o.to == "gguf") {
+        ZS_CHECK_T(ConfigError, o.checkpoint.ends_with(".gguf"),
+                   "convert --to gguf: --model must be a .gguf file, got '{}'", o.checkpoint);
+        return convert_gguf(o);
+    }
+    ZS_CHECK_T(ConfigError, o.to == "hf", "convert: --to '{}' is not supported (hf, gguf)", o.to);
     std::string dir = o.checkpoint;
     if (fs::exists(dir + "/latest")) {
         std::string tag;

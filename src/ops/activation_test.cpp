@@ -2,6 +2,8 @@
 // against finite differences; bf16 and strided (column-slice) arguments.
 #include "ops/activation.h"
 
+#include <cmath>
+
 #include <gtest/gtest.h>
 
 #include "ops/softmax.h"
@@ -52,6 +54,17 @@ TEST(Activation, ExtremeInputsSaturate) {
         EXPECT_TRUE(all_close(out, ref::gelu(ref::from_tensor(x)), {1e-6, 1e-6}, "gelu extremes"));
         silu_forward(out, x.to(dev));
         EXPECT_TRUE(all_close(out, ref::silu(ref::from_tensor(x)), {1e-6, 1e-6}, "silu extremes"));
+    }
+    // NaN stays NaN (the saturation clamps must not swallow it).
+    float nan_in[16];
+    for (float& v : nan_in) v = std::nanf("");
+    Tensor xn = Tensor::wrap(nan_in, {16}, DType::f32);
+    for (core::Device dev : test_devices()) {
+        Tensor out = Tensor::empty({16}, DType::f32, dev);
+        gelu_forward(out, xn.to(dev));
+        EXPECT_TRUE(std::isnan(out.to(core::Device::cpu()).item({3})));
+        silu_forward(out, xn.to(dev));
+        EXPECT_TRUE(std::isnan(out.to(core::Device::cpu()).item({15})));
     }
 }
 
