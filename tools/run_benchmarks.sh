@@ -4,17 +4,17 @@
 # section; docs/BENCHMARKS.md records the figures with these commands.
 #
 # Usage: tools/run_benchmarks.sh [BUILD] [section...]
-#   sections: ops optim tokenizer comm train serve (default: all)
+#   sections: ops optim tokenizer comm train generate serve (default: all)
 # Peers: the Python ones (torch, deepspeed, tiktoken, HF tokenizers, sentencepiece) come from the
 # reference venv (ZS_REFERENCE_PYTHON, default ~/.cache/zerospeed/venv/bin/python; see
 # tools/reference/README.md) and are skipped, saying so, without it. llama.cpp's llama-server is
-# used when LLAMA_SERVER names its binary, llm.c's CPU trainer when LLMC_TRAIN names its
+# used when LLAMA_SERVER names its binary (llama-bench from LLAMA_BENCH), llm.c's CPU trainer when LLMC_TRAIN names its
 # train_gpt2 (both built by you from their public source, outside this repository).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 build=${1:-$root/build}
 shift || true
-sections=${*:-ops optim tokenizer comm train serve}
+sections=${*:-ops optim tokenizer comm train generate serve}
 py=${ZS_REFERENCE_PYTHON:-$HOME/.cache/zerospeed/venv/bin/python}
 out=$build/bench/results/$(date +%Y%m%d-%H%M%S)
 mkdir -p "$out"
@@ -110,13 +110,36 @@ for s in $sections; do
                 | grep '^{' | tee -a "$out/train.jsonl"
         fi
         ;;
+    generate)
+        # SmolLM2-135M at the same precision on both sides: the Q4_1 GGUF re-typed to f32 and
+        # bf16 by `zerospeed convert --to gguf`; a 557-token prompt, 64 greedy tokens, 1 and 2
+        # threads. llama-bench decodes its 64 tokens after 512 of context (-d 512), as ours do.
+        note "generate: zerospeed generate${LLAMA_BENCH:+ vs llama-bench ($LLAMA_BENCH)}, f32 and bf16"
+        gguf=$("$root/tools/fetch_smollm2.sh")
+        prompt=$(head -c 2500 "$root/data/corpora/austen.txt" | tail -c 2390)
+        for dt in f32 bf16; do
+            "$bin" convert --model "$gguf" --to gguf --dtype $dt --output "$out/smollm2-$dt.gguf" 2>/dev/null
+            for t in 1 2; do
+                echo "zerospeed $dt threads=$t: $(OMP_NUM_THREADS=$t "$bin" generate \
+                    --model "$out/smollm2-$dt.gguf" --prompt "$prompt" --max-tokens 64 \
+                    --temperature 0 --dtype $dt 2>&1 >/dev/null | tail -1)" | tee -a "$out/generate.txt"
+            done
+            if [ -n "${LLAMA_BENCH:-}" ]; then  # prefill of 512; 64 decodes after 512 tokens
+                "$LLAMA_BENCH" -m "$out/smollm2-$dt.gguf" -t 1,2 -p 512 -n 0 -r 3 2>/dev/null \
+                    | grep '^|' | tee -a "$out/generate.txt"
+                "$LLAMA_BENCH" -m "$out/smollm2-$dt.gguf" -t 1,2 -p 0 -n 64 -d 512 -r 3 2>/dev/null \
+                    | grep '^|' | tee -a "$out/generate.txt"
+            fi
+            rm -f "$out/smollm2-$dt.gguf"
+        done
+        ;;
     serve)
         note "serve: zerospeed SplitFuse vs prefill-first${LLAMA_SERVER:+ vs llama.cpp ($LLAMA_SERVER)}"
         "$root/tools/bench_serve_peers.sh" --out "$out/serve" \
             ${LLAMA_SERVER:+--llama-server "$LLAMA_SERVER"} | tee "$out/serve.txt"
         ;;
     *)
-        echo "unknown section $s (ops optim tokenizer comm train serve)" >&2
+        echo "unknown section $s (ops optim tokenizer comm train generate serve)" >&2
         exit 2
         ;;
     esac

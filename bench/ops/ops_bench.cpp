@@ -84,6 +84,39 @@ void BM_decode_linear(benchmark::State& st) {
         static_cast<double>(w.nbytes()) * st.iterations() / 1e9, benchmark::Counter::kIsRate);
 }
 
+// One decode token's worth of SmolLM2-135M's matrices, each read once per iteration as in
+// generation (30 layers of fused qkv 960 x 576, o 576 x 576, gate_up 3072 x 576, down 576 x 1536,
+// then the lm_head 49152 x 576): 540 MB in f32, so every weight comes from DRAM, and the cost of
+// starting each small product shows. args: dtype. The roofline is the STREAM triad.
+void BM_decode_token(benchmark::State& st) {
+    DType t = st.range(0) ? DType::bf16 : DType::f32;
+    struct Mat {
+        Tensor w, x, y;
+    };
+    std::vector<Mat> mats;
+    auto add = [&](int64_t n, int64_t k) {
+        mats.push_back(
+            {rnd({n, k}, t, mats.size() + 7), rnd({1, k}, t, 3), Tensor::empty({1, n}, t)});
+    };
+    for (int l = 0; l < 30; ++l) {
+        add(960, 576);
+        add(576, 576);
+        add(3072, 576);
+        add(576, 1536);
+    }
+    add(49152, 576);
+    double bytes = 0;
+    for (const Mat& m : mats) bytes += static_cast<double>(m.w.nbytes());
+    for (auto _ : st) {
+        for (const Mat& m : mats) zs::ops::linear_forward(m.y, m.x, m.w);
+        benchmark::DoNotOptimize(mats.back().y.data_ptr());
+    }
+    st.counters["weight_GB/s"] =
+        benchmark::Counter(bytes * st.iterations() / 1e9, benchmark::Counter::kIsRate);
+    st.counters["tokens/s"] =
+        benchmark::Counter(static_cast<double>(st.iterations()), benchmark::Counter::kIsRate);
+}
+
 void BM_decode_linear_onednn(benchmark::State& st) {
     const int64_t M = st.range(0), N = st.range(1), K = st.range(2);
     auto dt = st.range(3) ? dnnl::memory::data_type::bf16 : dnnl::memory::data_type::f32;
@@ -214,6 +247,7 @@ void BM_attention(benchmark::State& st) {
 BENCHMARK(zs::bench::BM_stream_triad)->Name("BM_stream_triad")->UseRealTime();
 BENCHMARK(zs::bench::BM_stream_copy)->Name("BM_stream_copy")->UseRealTime();
 BENCHMARK(BM_decode_linear)->Apply(decode_args)->UseRealTime();
+BENCHMARK(BM_decode_token)->Arg(0)->Arg(1)->UseRealTime();
 BENCHMARK(BM_decode_linear_onednn)->Apply(decode_args)->UseRealTime();
 BENCHMARK(BM_matmul)->Apply(gemm_args)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_matmul_onednn_direct)->Apply(gemm_args)->Unit(benchmark::kMillisecond)->UseRealTime();

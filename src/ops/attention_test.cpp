@@ -25,6 +25,7 @@ TEST(Attention, ForwardMatchesReference) {
         {1, 1, 1, 1, 1, 64, true},    {2, 7, 7, 4, 2, 64, true},    {1, 33, 33, 2, 1, 80, true},
         {1, 65, 65, 2, 2, 128, true}, {2, 1, 37, 4, 1, 64, true},   {1, 5, 70, 3, 3, 32, true},
         {1, 31, 31, 2, 2, 16, false}, {2, 17, 40, 6, 2, 80, false}, {1, 129, 129, 1, 1, 8, true},
+        {1, 3, 150, 9, 3, 64, true},  // a few queries (decode) over several key blocks, GQA
     };
     for (core::Device dev : test_devices()) {
         for (DType dt : {DType::f32, DType::bf16}) {

@@ -163,6 +163,55 @@ void rows_axpy(float* C, const float* A, int64_t am, int64_t ak, const float* Br
     }
 }
 
+// Up to this many queries in a tile take the dot-product path for S (scores_few).
+constexpr int64_t kFewQueries = 4;
+
+// S[r][j] = Qt[r] . K[j0 + j] for r < nq <= kFewQueries, j < nk: each K row is loaded once (and
+// converted from bf16 in registers) for all the tile's queries.
+template <class T>
+void scores_few(float* S, const float* Qt, int64_t nq, const Heads<const T>& K, int64_t b,
+                int64_t j0, int64_t nk, int64_t kh, int64_t HS) {
+    for (int64_t j = 0; j < nk; ++j) {
+        const T* kr = K.row(b, j0 + j, kh);
+        VecF acc[kFewQueries] = {vzero(), vzero(), vzero(), vzero()};
+        for (int64_t d = 0; d < HS; d += kLanes) {
+            const int m = lanes(d, HS);
+            const VecF kv = vload(kr + d, m);
+            for (int64_t r = 0; r < nq; ++r) acc[r] = vfma(vload(Qt + r * HS + d, m), kv, acc[r]);
+        }
+        for (int64_t r = 0; r < nq; ++r) S[r * kBk + j] = vsum(acc[r]);
+    }
+}
+
+// Acc[r] += sum_j P[r][j] * V[j0 + j] for r < nq <= kFewQueries: V rows read straight from the
+// cache (converted in registers), the accumulator row held in registers 8 vectors at a time.
+template <class T>
+void values_few(float* Acc, const float* P, int64_t nq, const Heads<const T>& V, int64_t b,
+                int64_t j0, int64_t nk, int64_t kh, int64_t HS) {
+    constexpr int kVecs = 8;
+    for (int64_t r = 0; r < nq; ++r) {
+        const float* pr = P + r * kBk;
+        float* ar = Acc + r * HS;
+        for (int64_t d0 = 0; d0 < HS; d0 += kVecs * kLanes) {
+            const int nv =
+                static_cast<int>(std::min<int64_t>(kVecs, (HS - d0 + kLanes - 1) / kLanes));
+            VecF acc[kVecs];
+            for (int v = 0; v < nv; ++v)
+                acc[v] = vload(ar + d0 + v * kLanes, lanes(d0 + v * kLanes, HS));
+            for (int64_t j = 0; j < nk; ++j) {
+                const float p = pr[j];
+                if (p == 0.0f) continue;
+                const T* vr = V.row(b, j0 + j, kh) + d0;
+                const VecF pv = vset(p);
+                for (int v = 0; v < nv; ++v)
+                    acc[v] = vfma(pv, vload(vr + v * kLanes, lanes(d0 + v * kLanes, HS)), acc[v]);
+            }
+            for (int v = 0; v < nv; ++v)
+                vstore(ar + d0 + v * kLanes, acc[v], lanes(d0 + v * kLanes, HS));
+        }
+    }
+}
+
 template <class T, class TO>
 void forward_impl(const Tensor& out, const Tensor& lse, const Tensor& q, const Tensor& k,
                   const Tensor& v, const Geometry& g) {
@@ -187,10 +236,16 @@ void forward_impl(const Tensor& out, const Tensor& lse, const Tensor& q, const T
             int64_t kend = g.last_key(i0 + nq - 1) + 1;  // keys needed by the last query
             for (int64_t j0 = 0; j0 < kend; j0 += kBk) {
                 int64_t nk = std::min(kBk, kend - j0);
-                load_rows(kt.data(), K, b, j0, nk, kh, HS);
-                transpose_tile(ktt.data(), kt.data(), nk, HS);
-                load_rows(vt.data(), V, b, j0, nk, kh, HS);
-                tile_abt(s.data(), qt.data(), ktt.data(), nq, HS);
+                if (nq <= kFewQueries) {
+                    // Decode: a few queries. S by dot products straight from the K rows (no
+                    // f32 copy, no transpose, which cost more than the products themselves).
+                    scores_few(s.data(), qt.data(), nq, K, b, j0, nk, kh, HS);
+                } else {
+                    load_rows(kt.data(), K, b, j0, nk, kh, HS);
+                    transpose_tile(ktt.data(), kt.data(), nk, HS);
+                    tile_abt(s.data(), qt.data(), ktt.data(), nq, HS);
+                }
+                if (nq > kFewQueries) load_rows(vt.data(), V, b, j0, nk, kh, HS);
                 for (int64_t r = 0; r < nq; ++r) {
                     float* sr = s.data() + r * kBk;
                     int64_t visible = std::min(nk, g.last_key(i0 + r) - j0 + 1);  // may be <= 0
@@ -220,7 +275,11 @@ void forward_impl(const Tensor& out, const Tensor& lse, const Tensor& q, const T
                     }
                 }
                 // acc[r] += P[r][j] * V[j] for all r, j (P = 0 on masked keys).
-                rows_axpy(acc.data(), s.data(), kBk, 1, vt.data(), nq, nk, HS);
+                if (nq <= kFewQueries) {
+                    values_few(acc.data(), s.data(), nq, V, b, j0, nk, kh, HS);
+                } else {
+                    rows_axpy(acc.data(), s.data(), kBk, 1, vt.data(), nq, nk, HS);
+                }
             }
             for (int64_t r = 0; r < nq; ++r) {
                 TO* o = O.row(b, i0 + r, h);
