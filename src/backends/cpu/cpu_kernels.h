@@ -67,6 +67,8 @@ public:
                               const ops::RouterOptions& opts) override;
 
 private:
+    bool matmul_bf16_via_f32(const Tensor& out, const Tensor& a, const Tensor& b,
+                             const ops::MatmulOptions& opts, const Tensor& bias);
     struct MatmulCache;  // oneDNN engine, stream and primitive cache (matmul.cpp)
     std::unique_ptr<MatmulCache> mm_;
 };

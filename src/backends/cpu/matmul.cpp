@@ -138,7 +138,80 @@ bool try_openblas(const Tensor& out, const Tensor& a, const Tensor& b,
     return true;
 }
 
+// Whether oneDNN multiplies bf16 natively here (AVX-512 BF16 or AMX); without it, its bf16
+// matmul emulates the products and ran at 0.3x of its f32 one on an Ice Lake server.
+bool native_bf16() {
+    static const bool native = [] {
+        const dnnl::cpu_isa isa = dnnl::get_effective_cpu_isa();
+        return isa == dnnl::cpu_isa::avx512_core_bf16 || isa == dnnl::cpu_isa::avx512_core_amx;
+    }();
+    return native;
+}
+
 }  // namespace
+
+// bf16 operands on a CPU without native bf16: bf16 operands are widened to f32 (whole when they
+// fit in 16 MiB of f32, else a block of output columns at a time; tracked as buffers) and the
+// product runs as an f32 matmul. bf16 x bf16 products are exact in f32 and accumulation is f32
+// either way, so this is the same computation at the f32 GEMM's speed. Layouts are kept (a
+// transposed operand stays transposed), so the f32 product takes the same oneDNN/OpenBLAS route
+// as an f32 model's.
+bool CpuKernels::matmul_bf16_via_f32(const Tensor& out, const Tensor& a, const Tensor& b,
+                                     const ops::MatmulOptions& opts, const Tensor& bias) {
+    if (native_bf16() || (a.dtype() != DType::bf16 && b.dtype() != DType::bf16)) return false;
+    if (a.dtype() == DType::f16 || b.dtype() == DType::f16) return false;
+    if (out.dim() != 2 || a.dim() != 2 || b.dim() != 2) return false;
+    if (a.stride(1) != 1 || b.stride(1) != 1) return false;  // rows convert as runs
+    const int64_t M = out.size(0), N = out.size(1), K = opts.trans_a ? a.size(0) : a.size(1);
+    if (K == 0 || M < 16) return false;
+    constexpr int64_t kBudget = int64_t{4} << 20;  // f32 elements (16 MiB) per widened operand
+    // A 2-D view with unit inner stride, widened into buf (rows in parallel).
+    auto widen = [](const Tensor& t, Tensor& buf) -> Tensor {
+        if (t.dtype() == DType::f32) return t;
+        const int64_t rows = t.size(0), cols = t.size(1);
+        if (!buf.defined() || buf.numel() < rows * cols)
+            buf = Tensor::empty({rows * cols}, DType::f32, core::Device::cpu(),
+                                core::MemCategory::buffers);
+        float* dst = buf.data<float>();
+        const auto* src = static_cast<const bf16*>(t.data_ptr());
+        const int64_t ld = t.stride(0);
+#pragma omp parallel for schedule(static) if (rows * cols >= kParallelMinElems)
+        for (int64_t r = 0; r < rows; ++r)
+            core::convert_bf16_to_f32(dst + r * cols, src + r * ld, static_cast<size_t>(cols));
+        return buf.slice(0, 0, rows * cols).view({rows, cols});
+    };
+    const Tensor bias32 = bias.defined() && bias.dtype() != DType::f32 ? bias.to(DType::f32) : bias;
+    Tensor abuf, bbuf;
+    // op(a) rows [m0, m1) are a's rows, or a's columns when transposed; likewise op(b) columns
+    // [n0, n1) are b's rows when transposed, else its columns.
+    auto a_rows = [&](int64_t m0, int64_t m1) {
+        return opts.trans_a ? a.slice(1, m0, m1) : a.slice(0, m0, m1);
+    };
+    auto b_cols = [&](int64_t n0, int64_t n1) {
+        return opts.trans_b ? b.slice(0, n0, n1) : b.slice(1, n0, n1);
+    };
+    const bool a_whole = a.dtype() == DType::f32 || M * K <= kBudget;
+    const bool b_whole = b.dtype() == DType::f32 || N * K <= kBudget;
+    const int64_t mb = a_whole ? M : std::max<int64_t>(16, kBudget / K);
+    const int64_t nb = b_whole ? N : std::max<int64_t>(16, kBudget / K);
+    // Each operand is widened once when whole; when both are blocked, b's blocks (the weights,
+    // usually) are widened once each and a's blocks once per b block.
+    const Tensor af = a_whole ? widen(a, abuf) : Tensor();
+    const Tensor bf = b_whole ? widen(b, bbuf) : Tensor();
+    for (int64_t n0 = 0; n0 < N; n0 += nb) {
+        const int64_t n1 = std::min(N, n0 + nb);
+        const Tensor bblk = b_whole ? (opts.trans_b ? bf.slice(0, n0, n1) : bf.slice(1, n0, n1))
+                                    : widen(b_cols(n0, n1), bbuf);
+        for (int64_t m0 = 0; m0 < M; m0 += mb) {
+            const int64_t m1 = std::min(M, m0 + mb);
+            const Tensor ablk = a_whole ? (opts.trans_a ? af.slice(1, m0, m1) : af.slice(0, m0, m1))
+                                        : widen(a_rows(m0, m1), abuf);
+            matmul(out.slice(0, m0, m1).slice(1, n0, n1), ablk, bblk, opts,
+                   bias32.defined() ? bias32.slice(0, n0, n1) : Tensor());
+        }
+    }
+    return true;
+}
 
 void CpuKernels::matmul(const Tensor& out, const Tensor& a, const Tensor& b,
                         const ops::MatmulOptions& opts, const Tensor& bias) {
@@ -176,6 +249,7 @@ void CpuKernels::matmul(const Tensor& out, const Tensor& a, const Tensor& b,
         skinny_matmul(g);
         return;
     }
+    if (matmul_bf16_via_f32(out, a, b, opts, bias)) return;
     if (try_openblas(out, a, b, opts, bias)) return;
     core::Shape batch;
     for (int i = 0; i < out.dim() - 2; ++i) batch.push_back(out.size(i));
