@@ -36,7 +36,7 @@ test-cuda-build:
 	@if [ -x "$(NVCC)" ]; then \
 	    $(CMAKE) -S . -B $(CUDA_BUILD) -DCMAKE_BUILD_TYPE=Release -DZS_CUDA=ON \
 	        -DZS_BUILD_BENCH=OFF >/dev/null && \
-	    cmake --build $(CUDA_BUILD) -j $(JOBS) --target zs_backends cuda_test ops_test && \
+	    cmake --build $(CUDA_BUILD) -j $(JOBS) --target zs_backends cuda_test ops_test nccl_test && \
 	    ctest --test-dir $(CUDA_BUILD) -L cuda --output-on-failure; \
 	else echo "zerospeed: $(NVCC) not found; CUDA build skipped"; fi
 

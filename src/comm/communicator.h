@@ -7,8 +7,9 @@
 // calls fail at once, so a job ends instead of hanging.
 //
 // Backends: self (one rank), local (N threads of one process sharing memory: the test oracle),
-// mpi (OpenMPI; one process per rank). Every rank must issue the same collectives in the same
-// order. Tensors are contiguous CPU tensors; reductions of bf16/f16 accumulate in f32.
+// mpi (OpenMPI; one process per rank), nccl (CUDA build; CUDA tensors, one GPU per process).
+// Every rank must issue the same collectives in the same order. Tensors are contiguous (CPU
+// tensors except for nccl); reductions of bf16/f16 accumulate in f32.
 #pragma once
 
 #include <chrono>
