@@ -116,13 +116,21 @@ for s in $sections; do
         # threads. llama-bench decodes its 64 tokens after 512 of context (-d 512), as ours do.
         note "generate: zerospeed generate${LLAMA_BENCH:+ vs llama-bench ($LLAMA_BENCH)}, f32 and bf16"
         gguf=$("$root/tools/fetch_smollm2.sh")
+        # The roofline's bandwidth: the STREAM triad at 1 and 2 threads, in this run.
+        for t in 1 2; do
+            echo "triad threads=$t: $(OMP_NUM_THREADS=$t "$build/bench/ops_bench" \
+                --benchmark_filter=BM_stream_triad --benchmark_min_time=0.5 2>/dev/null \
+                | grep -o 'GB/s=[0-9.]*')" | tee -a "$out/generate.txt"
+        done
         prompt=$(head -c 2500 "$root/data/corpora/austen.txt" | tail -c 2390)
         for dt in f32 bf16; do
             "$bin" convert --model "$gguf" --to gguf --dtype $dt --output "$out/smollm2-$dt.gguf" 2>/dev/null
             for t in 1 2; do
-                echo "zerospeed $dt threads=$t: $(OMP_NUM_THREADS=$t "$bin" generate \
-                    --model "$out/smollm2-$dt.gguf" --prompt "$prompt" --max-tokens 64 \
-                    --temperature 0 --dtype $dt 2>&1 >/dev/null | tail -1)" | tee -a "$out/generate.txt"
+                for rep in 1 2 3; do  # three runs, as llama-bench's -r 3
+                    echo "zerospeed $dt threads=$t run $rep: $(OMP_NUM_THREADS=$t "$bin" generate \
+                        --model "$out/smollm2-$dt.gguf" --prompt "$prompt" --max-tokens 64 \
+                        --temperature 0 --dtype $dt 2>&1 >/dev/null | tail -1)" | tee -a "$out/generate.txt"
+                done
             done
             if [ -n "${LLAMA_BENCH:-}" ]; then  # prefill of 512; 64 decodes after 512 tokens
                 "$LLAMA_BENCH" -m "$out/smollm2-$dt.gguf" -t 1,2 -p 512 -n 0 -r 3 2>/dev/null \

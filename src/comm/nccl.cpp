@@ -16,8 +16,8 @@ namespace zs::comm {
 
 namespace {
 
-using core::DType;
 using backends::cuda::CudaContext;
+using core::DType;
 
 void check_nccl(ncclResult_t r, const char* call, const std::string& where) {
     if (r != ncclSuccess && r != ncclInProgress) {
@@ -65,8 +65,8 @@ ncclRedOp_t nccl_op(ReduceOp op) {
 }
 
 void check_cuda_tensor(const char* op, const char* arg, const Tensor& t) {
-    ZS_CHECK_T(CommError, t.device().is_cuda(), "{}: {} must be a CUDA tensor for NCCL, got {}",
-               op, arg, t.device().str());
+    ZS_CHECK_T(CommError, t.device().is_cuda(), "{}: {} must be a CUDA tensor for NCCL, got {}", op,
+               arg, t.device().str());
     check_contiguous(op, arg, t);
 }
 
@@ -114,9 +114,9 @@ public:
                    in.shape().str(), core::to_string(in.dtype()), size_, out.shape().str(),
                    core::to_string(out.dtype()));
         return run("reduce_scatter", in.nbytes(), [&](cudaStream_t s) {
-            return ncclReduceScatter(in.data_ptr(), out.data_ptr(),
-                                     static_cast<size_t>(out.numel()),
-                                     nccl_type(in.dtype(), "reduce_scatter"), nccl_op(op), comm_, s);
+            return ncclReduceScatter(
+                in.data_ptr(), out.data_ptr(), static_cast<size_t>(out.numel()),
+                nccl_type(in.dtype(), "reduce_scatter"), nccl_op(op), comm_, s);
         });
     }
     Work allgather(const Tensor& out, const Tensor& in) override {
@@ -143,11 +143,11 @@ public:
     Work all_to_all(const Tensor& out, const Tensor& in) override {
         check_cuda_tensor("all_to_all", "out", out);
         check_cuda_tensor("all_to_all", "in", in);
-        ZS_CHECK_T(CommError,
-                   in.numel() == out.numel() && in.dtype() == out.dtype() &&
-                       in.numel() % size_ == 0,
-                   "all_to_all on group '{}': in {} and out {} must match and split into {} chunks",
-                   name_, in.shape().str(), out.shape().str(), size_);
+        ZS_CHECK_T(
+            CommError,
+            in.numel() == out.numel() && in.dtype() == out.dtype() && in.numel() % size_ == 0,
+            "all_to_all on group '{}': in {} and out {} must match and split into {} chunks", name_,
+            in.shape().str(), out.shape().str(), size_);
         const size_t chunk = static_cast<size_t>(in.numel() / size_);
         const size_t bytes = chunk * core::dtype_size(in.dtype());
         const ncclDataType_t dt = nccl_type(in.dtype(), "all_to_all");
@@ -179,8 +179,8 @@ public:
         });
     }
     void barrier() override {
-        Tensor one = Tensor::zeros({1}, DType::f32, core::Device::cuda(),
-                                   core::MemCategory::buffers);
+        Tensor one =
+            Tensor::zeros({1}, DType::f32, core::Device::cuda(), core::MemCategory::buffers);
         allreduce(one, ReduceOp::sum).wait();
         ctx_->synchronize();
     }
@@ -285,8 +285,8 @@ std::unique_ptr<Communicator> make_nccl(Communicator& bootstrap, const std::stri
     bootstrap.broadcast(idt, 0).wait();
     std::memcpy(&id, idt.data_ptr(), sizeof(id));
     ncclComm_t comm = nullptr;
-    check_nccl(ncclCommInitRank(&comm, bootstrap.size(), id, bootstrap.rank()),
-               "ncclCommInitRank", name);
+    check_nccl(ncclCommInitRank(&comm, bootstrap.size(), id, bootstrap.rank()), "ncclCommInitRank",
+               name);
     return std::make_unique<NcclComm>(comm, bootstrap.rank(), bootstrap.size(), name, ctx,
                                       bootstrap.timeout());
 }

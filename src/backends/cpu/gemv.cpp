@@ -26,6 +26,10 @@ namespace {
 // MR rows of a (f32) times NB weight rows: every weight vector loaded once feeds MR FMAs, and
 // NB independent weight streams keep enough loads in flight to approach memory bandwidth. Rows
 // past `nn` repeat the last valid one (read, never stored).
+// Blocks ahead to prefetch: two for 2-byte weights (a block of short rows is little data).
+template <class TW>
+inline constexpr int64_t kAheadFor = sizeof(TW) == 2 ? 2 : 1;
+
 template <int MR, int NB, class TW>
 inline void gemv_block(const float* a, int64_t K, const TW* W, int64_t ldw, int64_t n0, int64_t nn,
                        float* res) {
@@ -38,7 +42,7 @@ inline void gemv_block(const float* a, int64_t K, const TW* W, int64_t ldw, int6
     int64_t k = 0;
     // The next block's rows, fetched a block ahead (rows are short: the hardware prefetcher
     // alone restarts on every block).
-    const char* next = reinterpret_cast<const char*>(W + (n0 + NB) * ldw);
+    const char* next = reinterpret_cast<const char*>(W + (n0 + kAheadFor<TW> * NB) * ldw);
     const int64_t row_bytes = ldw * static_cast<int64_t>(sizeof(TW));
     for (; k + kLanes <= K; k += kLanes) {
         VecF wv[NB];
