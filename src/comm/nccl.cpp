@@ -7,17 +7,21 @@
 #include <fmt/format.h>
 #include <nccl.h>
 
-#include "backends/cuda/cuda_backend.h"
-#include "backends/cuda/cuda_register.h"
-#include "backends/register.h"
 #include "base/error.h"
+#include "core/backend.h"
 
 namespace zs::comm {
 
 namespace {
 
-using backends::cuda::CudaContext;
 using core::DType;
+
+// The CUDA backend's device and compute stream (core::Backend::native_stream()).
+struct Gpu {
+    int device = 0;
+    cudaStream_t compute = nullptr;
+    void bind() const { cudaSetDevice(device); }
+};
 
 void check_nccl(ncclResult_t r, const char* call, const std::string& where) {
     if (r != ncclSuccess && r != ncclInProgress) {
@@ -76,16 +80,15 @@ struct EventDeleter {
 
 class NcclComm final : public Communicator {
 public:
-    NcclComm(ncclComm_t comm, int rank, int size, std::string name,
-             std::shared_ptr<CudaContext> ctx, double timeout)
-        : comm_(comm), rank_(rank), size_(size), name_(std::move(name)), ctx_(std::move(ctx)) {
+    NcclComm(ncclComm_t comm, int rank, int size, std::string name, Gpu gpu, double timeout)
+        : comm_(comm), rank_(rank), size_(size), name_(std::move(name)), gpu_(gpu) {
         timeout_s_ = timeout;
-        ctx_->bind_thread();
+        gpu_.bind();
         check_cuda(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking),
                    "cudaStreamCreateWithFlags", name_);
     }
     ~NcclComm() override {
-        ctx_->bind_thread();
+        gpu_.bind();
         if (failed_) {
             ncclCommAbort(comm_);
         } else {
@@ -182,10 +185,10 @@ public:
         Tensor one =
             Tensor::zeros({1}, DType::f32, core::Device::cuda(), core::MemCategory::buffers);
         allreduce(one, ReduceOp::sum).wait();
-        ctx_->synchronize();
+        core::backend(core::DeviceType::cuda).synchronize();
     }
     std::unique_ptr<Communicator> split(int color, int key) override {
-        ctx_->bind_thread();
+        gpu_.bind();
         ncclComm_t sub = nullptr;
         const std::string where = fmt::format("split of group '{}'", name_);
         check_nccl(ncclCommSplit(comm_, color, key, &sub, nullptr), "ncclCommSplit", where);
@@ -193,7 +196,7 @@ public:
         check_nccl(ncclCommUserRank(sub, &r), "ncclCommUserRank", where);
         check_nccl(ncclCommCount(sub, &n), "ncclCommCount", where);
         return std::make_unique<NcclComm>(sub, r, n, fmt::format("{}.split({})", name_, color),
-                                          ctx_, timeout_s_);
+                                          gpu_, timeout_s_);
     }
 
 private:
@@ -207,8 +210,8 @@ private:
             return Work::failed(std::make_exception_ptr(
                 CommError(fmt::format("{}: the communicator already failed: {}", what, failure_))));
         }
-        ctx_->bind_thread();
-        cudaStream_t compute = ctx_->stream();
+        gpu_.bind();
+        cudaStream_t compute = gpu_.compute;
         cudaEvent_t ready = nullptr, done_raw = nullptr;
         check_cuda(cudaEventCreateWithFlags(&ready, cudaEventDisableTiming), "cudaEventCreate",
                    what);
@@ -222,10 +225,10 @@ private:
         check_cuda(cudaEventRecord(done.get(), stream_), "cudaEventRecord", what);
 
         auto st = std::make_shared<Work::State>();
-        std::shared_ptr<CudaContext> ctx = ctx_;
+        const Gpu gpu = gpu_;
         ncclComm_t comm = comm_;
-        st->poll = [done, ctx, comm, what]() {
-            ctx->bind_thread();
+        st->poll = [done, gpu, comm, what]() {
+            gpu.bind();
             const cudaError_t e = cudaEventQuery(done.get());
             if (e == cudaErrorNotReady) {
                 ncclResult_t async = ncclSuccess;
@@ -237,8 +240,9 @@ private:
             return true;
         };
         // Kernels queued after wait() run after the collective.
-        st->finish = [done, ctx, what]() {
-            check_cuda(cudaStreamWaitEvent(ctx->stream(), done.get(), 0), "cudaStreamWaitEvent",
+        st->finish = [done, gpu, what]() {
+            gpu.bind();
+            check_cuda(cudaStreamWaitEvent(gpu.compute, done.get(), 0), "cudaStreamWaitEvent",
                        what);
         };
         st->deadline = std::chrono::steady_clock::now() +
@@ -260,7 +264,7 @@ private:
     ncclComm_t comm_;
     int rank_, size_;
     std::string name_;
-    std::shared_ptr<CudaContext> ctx_;
+    Gpu gpu_;
     cudaStream_t stream_ = nullptr;
     int64_t seq_ = 0;
     bool failed_ = false;
@@ -270,12 +274,13 @@ private:
 }  // namespace
 
 std::unique_ptr<Communicator> make_nccl(Communicator& bootstrap, const std::string& name) {
-    backends::register_all();  // idempotent
-    std::shared_ptr<CudaContext> ctx = backends::cuda::registered_context();
-    ZS_CHECK_T(CommError, ctx != nullptr,
-               "NCCL communicator '{}': the CUDA backend is not available in this process: {}",
-               name, backends::cuda_unavailable_reason());
-    ctx->bind_thread();
+    ZS_CHECK_T(CommError, core::has_backend(core::DeviceType::cuda),
+               "NCCL communicator '{}': no CUDA backend is registered in this process (a build "
+               "without -DZS_CUDA=ON, or no usable GPU: see `zerospeed doctor`)",
+               name);
+    core::Backend& be = core::backend(core::DeviceType::cuda);
+    Gpu gpu{be.device_index(), static_cast<cudaStream_t>(be.native_stream())};
+    gpu.bind();
     // Rank 0's unique id reaches every rank over the bootstrap communicator (host memory).
     ncclUniqueId id;
     std::memset(&id, 0, sizeof(id));
@@ -287,7 +292,7 @@ std::unique_ptr<Communicator> make_nccl(Communicator& bootstrap, const std::stri
     ncclComm_t comm = nullptr;
     check_nccl(ncclCommInitRank(&comm, bootstrap.size(), id, bootstrap.rank()), "ncclCommInitRank",
                name);
-    return std::make_unique<NcclComm>(comm, bootstrap.rank(), bootstrap.size(), name, ctx,
+    return std::make_unique<NcclComm>(comm, bootstrap.rank(), bootstrap.size(), name, gpu,
                                       bootstrap.timeout());
 }
 

@@ -23,8 +23,9 @@
 namespace zs::comm {
 
 // A communicator over the ranks of `bootstrap` (collective: every rank of it calls this), using
-// the GPU of the CUDA backend registered in this process. Throws CommError naming the reason
-// when the CUDA backend is unavailable or NCCL fails to initialise.
+// the GPU of the CUDA backend registered in this process (backends::register_all() first; the
+// compute stream comes from core::Backend::native_stream()). Throws CommError when no CUDA
+// backend is registered or NCCL fails to initialise, naming the reason.
 std::unique_ptr<Communicator> make_nccl(Communicator& bootstrap, const std::string& name = "nccl");
 
 }  // namespace zs::comm

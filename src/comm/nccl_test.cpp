@@ -44,7 +44,8 @@ TEST(Nccl, WithoutGpuTheErrorSaysWhy) {
         make_nccl(*self, "t");
         FAIL() << "make_nccl succeeded without a GPU";
     } catch (const CommError& e) {
-        EXPECT_NE(std::string(e.what()).find(reason), std::string::npos) << e.what();
+        EXPECT_NE(std::string(e.what()).find("no CUDA backend is registered"), std::string::npos)
+            << e.what();
     }
 }
 

@@ -36,6 +36,11 @@ public:
     virtual void memset_zero(void* dst, size_t bytes) = 0;
     // Wait until all queued work on the device has finished.
     virtual void synchronize() {}
+    // The device's ordered work queue, for libraries that must order their work with ours
+    // (a cudaStream_t on CUDA, where every kernel of the backend runs; null where work is
+    // synchronous, as on the CPU), and the device ordinal it lives on.
+    virtual void* native_stream() const { return nullptr; }
+    virtual int device_index() const { return 0; }
 
     MemoryTracker& memory() { return memory_; }
 

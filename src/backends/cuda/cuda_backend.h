@@ -58,6 +58,8 @@ public:
     void copy_to_host(void* dst, const void* src, size_t bytes) override;
     void copy_within(void* dst, const void* src, size_t bytes) override;
     void memset_zero(void* dst, size_t bytes) override;
+    void* native_stream() const override { return ctx_->stream(); }
+    int device_index() const override { return ctx_->device(); }
     void synchronize() override;
 
 private:

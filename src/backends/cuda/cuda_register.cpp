@@ -25,15 +25,6 @@ std::string cuda_error_text(cudaError_t err) {
 
 }  // namespace
 
-namespace {
-std::shared_ptr<CudaContext>& context_slot() {
-    static std::shared_ptr<CudaContext> ctx;
-    return ctx;
-}
-}  // namespace
-
-std::shared_ptr<CudaContext> registered_context() { return context_slot(); }
-
 std::string try_register() {
     int count = 0;
     cudaError_t err = cudaGetDeviceCount(&count);
@@ -61,7 +52,6 @@ std::string try_register() {
     }
     try {
         auto ctx = std::make_shared<CudaContext>(kDevice);
-        context_slot() = ctx;
         core::register_backend(std::make_unique<CudaBackend>(ctx));
         ops::register_kernels(core::DeviceType::cuda, std::make_unique<CudaKernels>(ctx));
     } catch (const Error& e) {

@@ -2,20 +2,13 @@
 // DeviceType::cuda when this process can use a GPU. Called once by backends::register_all().
 #pragma once
 
-#include <memory>
 #include <string>
 
 namespace zs::backends::cuda {
-
-class CudaContext;
 
 // "" on success; otherwise a human-readable reason the CUDA backend is unavailable ("no GPU
 // found", "CUDA driver version is insufficient ...", "kernels built for sm_90 cannot run on ...").
 // Uses device 0 of those visible (one GPU per process: select it with CUDA_VISIBLE_DEVICES).
 std::string try_register();
-
-// The registered backend's context (device, compute stream); null before a successful
-// try_register(). The NCCL communicator orders its stream against this one.
-std::shared_ptr<CudaContext> registered_context();
 
 }  // namespace zs::backends::cuda
