@@ -99,7 +99,16 @@ std::vector<std::unique_ptr<Communicator>> make_local_group(int n, double timeou
 // Run fn(rank, comm) on n threads with one local communicator each; rethrows the first error.
 void run_local(int n, const std::function<void(int, Communicator&)>& fn, double timeout_s = 300.0);
 
-// Element count and byte size helpers shared by the backends.
-void check_contiguous(const char* op, const char* arg, const Tensor& t);
+// Argument checks shared by the backends: ShapeError naming the op and the argument.
+// `device` is where the backend's tensors live (CPU for self/local/mpi, CUDA for nccl).
+void check_contiguous(const char* op, const char* arg, const Tensor& t,
+                      core::DeviceType device = core::DeviceType::cpu);
+// reduce_scatter / allgather: `whole` holds `size` x `part` elements of the same dtype.
+void check_whole_part(const char* op, const char* whole_name, const Tensor& whole,
+                      const char* part_name, const Tensor& part, int size);
+// all_to_all: in and out match and split into `size` chunks.
+void check_all_to_all(const Tensor& out, const Tensor& in, int size);
+// broadcast: root is a rank of the group.
+void check_root(const char* op, int root, int size);
 
 }  // namespace zs::comm

@@ -117,8 +117,7 @@ public:
     Work reduce_scatter(const Tensor& out, const Tensor& in, ReduceOp op) override {
         check_contiguous("reduce_scatter", "out", out);
         check_contiguous("reduce_scatter", "in", in);
-        ZS_CHECK_T(ShapeError, in.numel() == out.numel() * size() && in.dtype() == out.dtype(),
-                   "reduce_scatter: 'in' {} must hold {} x 'out' {}", in.str(), size(), out.str());
+        check_whole_part("reduce_scatter", "in", in, "out", out, size());
         return collective(
             "reduce_scatter", in.data_ptr(), in.nbytes(), 0,
             [&](Shared::Slot& s) {
@@ -133,8 +132,7 @@ public:
     Work allgather(const Tensor& out, const Tensor& in) override {
         check_contiguous("allgather", "out", out);
         check_contiguous("allgather", "in", in);
-        ZS_CHECK_T(ShapeError, out.numel() == in.numel() * size() && in.dtype() == out.dtype(),
-                   "allgather: 'out' {} must hold {} x 'in' {}", out.str(), size(), in.str());
+        check_whole_part("allgather", "out", out, "in", in, size());
         return collective(
             "allgather", in.data_ptr(), in.nbytes(), 0,
             [&](Shared::Slot& s) {
@@ -150,8 +148,7 @@ public:
 
     Work broadcast(const Tensor& t, int root) override {
         check_contiguous("broadcast", "t", t);
-        ZS_CHECK_T(ShapeError, root >= 0 && root < size(), "broadcast: root {} outside [0, {})",
-                   root, size());
+        check_root("broadcast", root, size());
         return collective(
             "broadcast", t.data_ptr(), t.nbytes(), root,
             [&](Shared::Slot& s) {
@@ -164,11 +161,7 @@ public:
     Work all_to_all(const Tensor& out, const Tensor& in) override {
         check_contiguous("all_to_all", "out", out);
         check_contiguous("all_to_all", "in", in);
-        ZS_CHECK_T(
-            ShapeError,
-            out.numel() == in.numel() && in.numel() % size() == 0 && in.dtype() == out.dtype(),
-            "all_to_all: 'in' {} and 'out' {} must match and split into {} chunks", in.str(),
-            out.str(), size());
+        check_all_to_all(out, in, size());
         const size_t chunk = in.nbytes() / static_cast<size_t>(size());
         return collective(
             "all_to_all", in.data_ptr(), in.nbytes(), 0,

@@ -366,8 +366,7 @@ public:
     Work reduce_scatter(const Tensor& out, const Tensor& in, ReduceOp op) override {
         check_contiguous("reduce_scatter", "out", out);
         check_contiguous("reduce_scatter", "in", in);
-        ZS_CHECK_T(ShapeError, in.numel() == out.numel() * size_ && in.dtype() == out.dtype(),
-                   "reduce_scatter: 'in' {} must hold {} x 'out' {}", in.str(), size_, out.str());
+        check_whole_part("reduce_scatter", "in", in, "out", out, size_);
         const int count = mpi_count("reduce_scatter", out.numel());
         const MPI_Comm comm = comm_;
         const int n = size_;
@@ -408,8 +407,7 @@ public:
     Work allgather(const Tensor& out, const Tensor& in) override {
         check_contiguous("allgather", "out", out);
         check_contiguous("allgather", "in", in);
-        ZS_CHECK_T(ShapeError, out.numel() == in.numel() * size_ && in.dtype() == out.dtype(),
-                   "allgather: 'out' {} must hold {} x 'in' {}", out.str(), size_, in.str());
+        check_whole_part("allgather", "out", out, "in", in, size_);
         const int bytes = mpi_count("allgather", static_cast<int64_t>(in.nbytes()));
         const MPI_Comm comm = comm_;
         return start("allgather", out.nbytes(), [out, in, bytes, comm] {
@@ -421,8 +419,7 @@ public:
 
     Work broadcast(const Tensor& t, int root) override {
         check_contiguous("broadcast", "t", t);
-        ZS_CHECK_T(ShapeError, root >= 0 && root < size_, "broadcast: root {} outside [0, {})",
-                   root, size_);
+        check_root("broadcast", root, size_);
         const int bytes = mpi_count("broadcast", static_cast<int64_t>(t.nbytes()));
         const MPI_Comm comm = comm_;
         return start("broadcast", t.nbytes(), [t, root, bytes, comm] {
@@ -433,9 +430,7 @@ public:
     Work all_to_all(const Tensor& out, const Tensor& in) override {
         check_contiguous("all_to_all", "out", out);
         check_contiguous("all_to_all", "in", in);
-        ZS_CHECK_T(ShapeError, out.numel() == in.numel() && in.numel() % size_ == 0,
-                   "all_to_all: 'in' {} and 'out' {} must match and split into {} chunks", in.str(),
-                   out.str(), size_);
+        check_all_to_all(out, in, size_);
         const int chunk = mpi_count(
             "all_to_all", static_cast<int64_t>(in.nbytes()) / static_cast<int64_t>(size_));
         const MPI_Comm comm = comm_;

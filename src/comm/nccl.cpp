@@ -69,9 +69,7 @@ ncclRedOp_t nccl_op(ReduceOp op) {
 }
 
 void check_cuda_tensor(const char* op, const char* arg, const Tensor& t) {
-    ZS_CHECK_T(CommError, t.device().is_cuda(), "{}: {} must be a CUDA tensor for NCCL, got {}", op,
-               arg, t.device().str());
-    check_contiguous(op, arg, t);
+    check_contiguous(op, arg, t, core::DeviceType::cuda);
 }
 
 struct EventDeleter {
@@ -112,10 +110,7 @@ public:
     Work reduce_scatter(const Tensor& out, const Tensor& in, ReduceOp op) override {
         check_cuda_tensor("reduce_scatter", "out", out);
         check_cuda_tensor("reduce_scatter", "in", in);
-        ZS_CHECK_T(CommError, in.numel() == out.numel() * size_ && in.dtype() == out.dtype(),
-                   "reduce_scatter on group '{}': in {} {} must be {} x out {} {}", name_,
-                   in.shape().str(), core::to_string(in.dtype()), size_, out.shape().str(),
-                   core::to_string(out.dtype()));
+        check_whole_part("reduce_scatter", "in", in, "out", out, size_);
         return run("reduce_scatter", in.nbytes(), [&](cudaStream_t s) {
             return ncclReduceScatter(
                 in.data_ptr(), out.data_ptr(), static_cast<size_t>(out.numel()),
@@ -125,10 +120,7 @@ public:
     Work allgather(const Tensor& out, const Tensor& in) override {
         check_cuda_tensor("allgather", "out", out);
         check_cuda_tensor("allgather", "in", in);
-        ZS_CHECK_T(CommError, out.numel() == in.numel() * size_ && in.dtype() == out.dtype(),
-                   "allgather on group '{}': out {} {} must be {} x in {} {}", name_,
-                   out.shape().str(), core::to_string(out.dtype()), size_, in.shape().str(),
-                   core::to_string(in.dtype()));
+        check_whole_part("allgather", "out", out, "in", in, size_);
         return run("allgather", out.nbytes(), [&](cudaStream_t s) {
             return ncclAllGather(in.data_ptr(), out.data_ptr(), static_cast<size_t>(in.numel()),
                                  nccl_type(in.dtype(), "allgather"), comm_, s);
@@ -136,8 +128,7 @@ public:
     }
     Work broadcast(const Tensor& t, int root) override {
         check_cuda_tensor("broadcast", "t", t);
-        ZS_CHECK_T(CommError, root >= 0 && root < size_,
-                   "broadcast on group '{}': root {} is not a rank of {}", name_, root, size_);
+        check_root("broadcast", root, size_);
         return run("broadcast", t.nbytes(), [&](cudaStream_t s) {
             return ncclBroadcast(t.data_ptr(), t.data_ptr(), static_cast<size_t>(t.numel()),
                                  nccl_type(t.dtype(), "broadcast"), root, comm_, s);
@@ -146,11 +137,7 @@ public:
     Work all_to_all(const Tensor& out, const Tensor& in) override {
         check_cuda_tensor("all_to_all", "out", out);
         check_cuda_tensor("all_to_all", "in", in);
-        ZS_CHECK_T(
-            CommError,
-            in.numel() == out.numel() && in.dtype() == out.dtype() && in.numel() % size_ == 0,
-            "all_to_all on group '{}': in {} and out {} must match and split into {} chunks", name_,
-            in.shape().str(), out.shape().str(), size_);
+        check_all_to_all(out, in, size_);
         const size_t chunk = static_cast<size_t>(in.numel() / size_);
         const size_t bytes = chunk * core::dtype_size(in.dtype());
         const ncclDataType_t dt = nccl_type(in.dtype(), "all_to_all");

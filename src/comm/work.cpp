@@ -19,9 +19,28 @@ const char* to_string(ReduceOp op) {
     return "?";
 }
 
-void check_contiguous(const char* op, const char* arg, const Tensor& t) {
-    ZS_CHECK_T(ShapeError, t.defined() && t.is_contiguous() && t.device().is_cpu(),
-               "{}: argument '{}' ({}) must be a contiguous CPU tensor", op, arg, t.str());
+void check_contiguous(const char* op, const char* arg, const Tensor& t, core::DeviceType device) {
+    ZS_CHECK_T(ShapeError, t.defined() && t.is_contiguous() && t.device().type == device,
+               "{}: argument '{}' ({}) must be a contiguous {} tensor", op, arg, t.str(),
+               device == core::DeviceType::cpu ? "CPU" : "CUDA");
+}
+
+void check_whole_part(const char* op, const char* whole_name, const Tensor& whole,
+                      const char* part_name, const Tensor& part, int size) {
+    ZS_CHECK_T(ShapeError, whole.numel() == part.numel() * size && whole.dtype() == part.dtype(),
+               "{}: '{}' {} must hold {} x '{}' {}", op, whole_name, whole.str(), size, part_name,
+               part.str());
+}
+
+void check_all_to_all(const Tensor& out, const Tensor& in, int size) {
+    ZS_CHECK_T(ShapeError,
+               out.numel() == in.numel() && in.numel() % size == 0 && in.dtype() == out.dtype(),
+               "all_to_all: 'in' {} and 'out' {} must match and split into {} chunks", in.str(),
+               out.str(), size);
+}
+
+void check_root(const char* op, int root, int size) {
+    ZS_CHECK_T(ShapeError, root >= 0 && root < size, "{}: root {} outside [0, {})", op, root, size);
 }
 
 Work Work::failed(std::exception_ptr e) {

@@ -234,18 +234,20 @@ void forward_impl(const Tensor& out, const Tensor& lse, const Tensor& q, const T
             std::fill(mrow.begin(), mrow.end(), -INFINITY);
             std::fill(lrow.begin(), lrow.end(), 0.0f);
             int64_t kend = g.last_key(i0 + nq - 1) + 1;  // keys needed by the last query
+            const bool few = nq <= kFewQueries;
             for (int64_t j0 = 0; j0 < kend; j0 += kBk) {
                 int64_t nk = std::min(kBk, kend - j0);
-                if (nq <= kFewQueries) {
+                if (few) {
                     // Decode: a few queries. S by dot products straight from the K rows (no
-                    // f32 copy, no transpose, which cost more than the products themselves).
+                    // f32 copy, no transpose, which cost more than the products themselves);
+                    // V is read in place below.
                     scores_few(s.data(), qt.data(), nq, K, b, j0, nk, kh, HS);
                 } else {
                     load_rows(kt.data(), K, b, j0, nk, kh, HS);
                     transpose_tile(ktt.data(), kt.data(), nk, HS);
                     tile_abt(s.data(), qt.data(), ktt.data(), nq, HS);
+                    load_rows(vt.data(), V, b, j0, nk, kh, HS);
                 }
-                if (nq > kFewQueries) load_rows(vt.data(), V, b, j0, nk, kh, HS);
                 for (int64_t r = 0; r < nq; ++r) {
                     float* sr = s.data() + r * kBk;
                     int64_t visible = std::min(nk, g.last_key(i0 + r) - j0 + 1);  // may be <= 0
@@ -275,7 +277,7 @@ void forward_impl(const Tensor& out, const Tensor& lse, const Tensor& q, const T
                     }
                 }
                 // acc[r] += P[r][j] * V[j] for all r, j (P = 0 on masked keys).
-                if (nq <= kFewQueries) {
+                if (few) {
                     values_few(acc.data(), s.data(), nq, V, b, j0, nk, kh, HS);
                 } else {
                     rows_axpy(acc.data(), s.data(), kBk, 1, vt.data(), nq, nk, HS);

@@ -182,13 +182,14 @@ bool CpuKernels::matmul_bf16_via_f32(const Tensor& out, const Tensor& a, const T
     };
     const Tensor bias32 = bias.defined() && bias.dtype() != DType::f32 ? bias.to(DType::f32) : bias;
     Tensor abuf, bbuf;
-    // op(a) rows [m0, m1) are a's rows, or a's columns when transposed; likewise op(b) columns
-    // [n0, n1) are b's rows when transposed, else its columns.
-    auto a_rows = [&](int64_t m0, int64_t m1) {
-        return opts.trans_a ? a.slice(1, m0, m1) : a.slice(0, m0, m1);
+    // op(t) rows [m0, m1) of an a-operand are t's rows, or t's columns when transposed; op(t)
+    // columns [n0, n1) of a b-operand are t's rows when transposed, else its columns. The same
+    // slicing serves the operand and its widened copy (same layout).
+    auto op_a_rows = [&](const Tensor& t, int64_t m0, int64_t m1) {
+        return opts.trans_a ? t.slice(1, m0, m1) : t.slice(0, m0, m1);
     };
-    auto b_cols = [&](int64_t n0, int64_t n1) {
-        return opts.trans_b ? b.slice(0, n0, n1) : b.slice(1, n0, n1);
+    auto op_b_cols = [&](const Tensor& t, int64_t n0, int64_t n1) {
+        return opts.trans_b ? t.slice(0, n0, n1) : t.slice(1, n0, n1);
     };
     const bool a_whole = a.dtype() == DType::f32 || M * K <= kBudget;
     const bool b_whole = b.dtype() == DType::f32 || N * K <= kBudget;
@@ -200,12 +201,10 @@ bool CpuKernels::matmul_bf16_via_f32(const Tensor& out, const Tensor& a, const T
     const Tensor bf = b_whole ? widen(b, bbuf) : Tensor();
     for (int64_t n0 = 0; n0 < N; n0 += nb) {
         const int64_t n1 = std::min(N, n0 + nb);
-        const Tensor bblk = b_whole ? (opts.trans_b ? bf.slice(0, n0, n1) : bf.slice(1, n0, n1))
-                                    : widen(b_cols(n0, n1), bbuf);
+        const Tensor bblk = b_whole ? op_b_cols(bf, n0, n1) : widen(op_b_cols(b, n0, n1), bbuf);
         for (int64_t m0 = 0; m0 < M; m0 += mb) {
             const int64_t m1 = std::min(M, m0 + mb);
-            const Tensor ablk = a_whole ? (opts.trans_a ? af.slice(1, m0, m1) : af.slice(0, m0, m1))
-                                        : widen(a_rows(m0, m1), abuf);
+            const Tensor ablk = a_whole ? op_a_rows(af, m0, m1) : widen(op_a_rows(a, m0, m1), abuf);
             matmul(out.slice(0, m0, m1).slice(1, n0, n1), ablk, bblk, opts,
                    bias32.defined() ? bias32.slice(0, n0, n1) : Tensor());
         }
