@@ -28,6 +28,28 @@ TEST(Tensor, ContiguousBasics) {
     EXPECT_EQ(reinterpret_cast<uintptr_t>(x.data_ptr()) % 64, 0u);
 }
 
+TEST(Tensor, ZeroClearsLargeViewsExactly) {
+    // Past the size where zero() splits the buffer across threads: an odd-sized contiguous view
+    // in the middle of a larger tensor is cleared completely and its neighbours are untouched.
+    const int64_t rows = 4099, cols = 1031;  // ~16.9 MB of f32
+    Tensor t = Tensor::empty({rows, cols}, DType::f32);
+    t.fill(1.0);
+    Tensor mid = t.slice(0, 3, rows - 2);
+    mid.zero();
+    const float* p = t.data<float>();
+    int64_t zeros = 0, ones = 0;
+    for (int64_t i = 0; i < rows * cols; ++i) {
+        zeros += p[i] == 0.0f;
+        ones += p[i] == 1.0f;
+    }
+    EXPECT_EQ(zeros, (rows - 5) * cols);
+    EXPECT_EQ(ones, 5 * cols);
+    EXPECT_EQ(p[3 * cols - 1], 1.0f);
+    EXPECT_EQ(p[3 * cols], 0.0f);
+    EXPECT_EQ(p[(rows - 2) * cols - 1], 0.0f);
+    EXPECT_EQ(p[(rows - 2) * cols], 1.0f);
+}
+
 TEST(Tensor, ViewsShareMemory) {
     Tensor x = iota({4, 6});
     Tensor s = x.slice(1, 2, 5);  // [4, 3]

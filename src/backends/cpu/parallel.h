@@ -56,6 +56,15 @@ inline void for_blocks(int64_t n_rows, int64_t cols, Fn&& fn, int64_t block = 81
     }
 }
 
+// fn(c, n) over [c0, c1) in pairs of vectors (vec.h's vload2/vstore2): n = 32 but for a shorter
+// last pair.
+template <class Fn>
+inline void for_pairs(int64_t c0, int64_t c1, Fn&& fn) {
+    int64_t c = c0;
+    for (; c + 2 * kLanes <= c1; c += 2 * kLanes) fn(c, 2 * kLanes);
+    if (c < c1) fn(c, static_cast<int>(c1 - c));
+}
+
 // Parallel loop over rows with a static schedule.
 template <class Fn>
 inline void for_rows(int64_t n_rows, int64_t cols, Fn&& fn) {

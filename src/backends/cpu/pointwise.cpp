@@ -48,6 +48,14 @@ void unary(const Tensor& out, const Tensor& x, F f) {
             for_blocks(sp.n_rows, sp.cols, [&](int64_t r, int64_t c0, int64_t c1) {
                 const TX* xr = xb + r * sx;
                 TO* orow = ob + r * so;
+                if constexpr (std::is_same_v<TX, TO>) {
+                    for_pairs(c0, c1, [&](int64_t c, int n) {
+                        VecF a, b;
+                        vload2(xr + c, a, b, n);
+                        vstore2(orow + c, f(a), f(b), n);
+                    });
+                    return;
+                }
                 for (int64_t c = c0; c < c1; c += kLanes) {
                     int n = static_cast<int>(std::min<int64_t>(kLanes, c1 - c));
                     vstore(orow + c, f(vload(xr + c, n)), n);
@@ -75,6 +83,15 @@ void binary(const Tensor& out, const Tensor& a, const Tensor& b, F f) {
                     const TA* ar = ab + r * sa;
                     const TB* br = bb + r * sb;
                     TO* orow = ob + r * so;
+                    if constexpr (std::is_same_v<TA, TO> && std::is_same_v<TB, TO>) {
+                        for_pairs(c0, c1, [&](int64_t c, int n) {
+                            VecF a0, a1, b0, b1;
+                            vload2(ar + c, a0, a1, n);
+                            vload2(br + c, b0, b1, n);
+                            vstore2(orow + c, f(a0, b0), f(a1, b1), n);
+                        });
+                        return;
+                    }
                     for (int64_t c = c0; c < c1; c += kLanes) {
                         int n = static_cast<int>(std::min<int64_t>(kLanes, c1 - c));
                         vstore(orow + c, f(vload(ar + c, n), vload(br + c, n)), n);
@@ -103,6 +120,19 @@ void ternary2(const Tensor& o1, const Tensor& o2, const Tensor& a, const Tensor&
             auto* p1 = static_cast<TO*>(o1.data_ptr());
             auto* p2 = static_cast<TO*>(o2.data_ptr());
             for_blocks(sp.n_rows, sp.cols, [&](int64_t r, int64_t c0, int64_t c1) {
+                if constexpr (std::is_same_v<TI, TO>) {
+                    for_pairs(c0, c1, [&](int64_t col, int n) {
+                        VecF a0, a1, b0, b1, x0, x1, r1a, r1b, r2a, r2b;
+                        vload2(ab + r * sa + col, a0, a1, n);
+                        vload2(bb + r * sb + col, b0, b1, n);
+                        vload2(cb + r * sc + col, x0, x1, n);
+                        f(a0, b0, x0, r1a, r2a);
+                        f(a1, b1, x1, r1b, r2b);
+                        vstore2(p1 + r * s1 + col, r1a, r1b, n);
+                        vstore2(p2 + r * s2 + col, r2a, r2b, n);
+                    });
+                    return;
+                }
                 for (int64_t col = c0; col < c1; col += kLanes) {
                     int n = static_cast<int>(std::min<int64_t>(kLanes, c1 - col));
                     VecF r1, r2;
@@ -116,18 +146,21 @@ void ternary2(const Tensor& o1, const Tensor& o2, const Tensor& a, const Tensor&
     });
 }
 
-inline VecF gelu_v(VecF x) {
-    VecF u = vset(kGeluK) * vfma(vset(kGeluC) * x, x * x, x);
-    return vset(0.5f) * x * (vset(1.0f) + vtanh(u));
+// gelu(x) = 0.5 x (1 + tanh(u)) = x sigmoid(2u) with u = sqrt(2/pi) (x + 0.044715 x^3): one exp
+// and one reciprocal. s = sigmoid(2u) from x and x^2 (clamped so the reciprocal stays finite).
+inline VecF gelu_sig(VecF x, VecF x2) {
+    VecF m2u = x * vfma(x2, vset(-2.0f * kGeluK * kGeluC), vset(-2.0f * kGeluK));
+    return vrcp(vset(1.0f) + vexp_clamped(vmin(vset(80.0f), vmax(vset(-80.0f), m2u))));
 }
 
+inline VecF gelu_v(VecF x) { return x * gelu_sig(x, x * x); }
+
+// d/dx [x s(2u)] = s + x s (1 - s) 2u'.
 inline VecF gelu_grad_v(VecF x) {
     VecF x2 = x * x;
-    VecF u = vset(kGeluK) * vfma(vset(kGeluC) * x, x2, x);
-    VecF t = vtanh(u);
-    VecF du = vset(kGeluK) * vfma(vset(3.0f * kGeluC), x2, vset(1.0f));
-    VecF half = vset(0.5f);
-    return vfma(half * x * (vset(1.0f) - t * t), du, half * (vset(1.0f) + t));
+    VecF s = gelu_sig(x, x2);
+    VecF du2 = vfma(x2, vset(6.0f * kGeluK * kGeluC), vset(2.0f * kGeluK));
+    return vfma(x * s * (vset(1.0f) - s), du2, s);
 }
 
 inline VecF silu_v(VecF x) { return x * vsigmoid(x); }
@@ -135,6 +168,42 @@ inline VecF silu_v(VecF x) { return x * vsigmoid(x); }
 inline VecF silu_grad_v(VecF x) {
     VecF s = vsigmoid(x);
     return s * vfma(x, vset(1.0f) - s, vset(1.0f));
+}
+
+// One softmax row with every load and store in pairs (input and output of one dtype; e is the
+// f32 row of exponentials: the output row itself for f32, else a buffer of C rounded up to 32,
+// written whole so that bf16's pair order survives the round trip).
+// Pass 2 prefetches the next row (`next`), as LayerNorm's does.
+template <class T>
+void softmax_row_pairs(T* orow, float* e, const T* xr, const T* next, int64_t C) {
+    auto ne = [](int n) { return std::is_same_v<T, float> ? n : 2 * kLanes; };
+    VecF m0 = vset(-INFINITY), m1 = m0;
+    for_pairs(0, C, [&](int64_t c, int n) {
+        VecF a, b;
+        vload2(xr + c, a, b, n);
+        if (n < 2 * kLanes) vfill2<T>(a, b, n, -INFINITY);
+        m0 = vmax(m0, a);
+        m1 = vmax(m1, b);
+    });
+    VecF m = vset(vhmax(vmax(m0, m1)));
+    VecF s0 = vzero(), s1 = vzero();
+    for_pairs(0, C, [&](int64_t c, int n) {
+        VecF a, b;
+        vprefetch2(next + c);
+        vload2(xr + c, a, b, n);
+        a = vexp(a - m);
+        b = vexp(b - m);
+        if (n < 2 * kLanes) vfill2<T>(a, b, n, 0.0f);
+        vstore2(e + c, a, b, ne(n));
+        s0 = s0 + a;
+        s1 = s1 + b;
+    });
+    VecF inv = vset(1.0f / vsum(s0 + s1));
+    for_pairs(0, C, [&](int64_t c, int n) {
+        VecF a, b;
+        vload2(e + c, a, b, ne(n));
+        vstore2(orow + c, a * inv, b * inv, n);
+    });
 }
 
 }  // namespace
@@ -189,8 +258,14 @@ void CpuKernels::softmax_forward(const Tensor& out, const Tensor& x) {
                 if constexpr (std::is_same_v<TO, float>) {
                     e = orow;
                 } else {
-                    if (row.size() < static_cast<size_t>(C)) row.resize(static_cast<size_t>(C));
+                    size_t need =
+                        static_cast<size_t>((C + 2 * kLanes - 1) / (2 * kLanes) * 2 * kLanes);
+                    if (row.size() < need) row.resize(need);
                     e = row.data();
+                }
+                if constexpr (std::is_same_v<TX, TO>) {
+                    softmax_row_pairs(orow, e, xr, xr + rx.stride, C);
+                    return;
                 }
                 VecF mx = vset(-INFINITY);
                 for (int64_t c = 0; c < C; c += kLanes) {

@@ -4,9 +4,11 @@
 // every row is processed without scalar epilogues or out-of-bounds reads.
 #pragma once
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 
 #include "core/half.h"
 
@@ -28,7 +30,8 @@ struct VecF {
 };
 
 inline __mmask16 lane_mask(int n) {
-    return n >= 16 ? static_cast<__mmask16>(0xffff) : static_cast<__mmask16>((1u << n) - 1u);
+    return n >= 16 ? static_cast<__mmask16>(0xffff)
+                   : static_cast<__mmask16>((1u << std::max(n, 0)) - 1u);
 }
 
 inline VecF vload(const float* p, int n = kLanes) {
@@ -46,19 +49,74 @@ inline void vstore(float* p, VecF x, int n = kLanes) {
         _mm512_mask_storeu_ps(p, lane_mask(n), x.v);
     }
 }
+// f32 bits with the bf16 round-to-nearest-even applied to the high half (core/half.h's rule): a
+// NaN keeps its sign and high payload and gets the quiet bit, so rounding cannot carry it to inf.
+inline __m512i bf16_round_bits(__m512 x) {
+    const __m512i u = _mm512_castps_si512(x);
+    const __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1));
+    const __m512i r = _mm512_add_epi32(_mm512_add_epi32(u, _mm512_set1_epi32(0x7fff)), lsb);
+    return _mm512_mask_or_epi32(r, _mm512_cmp_ps_mask(x, x, _CMP_UNORD_Q), u,
+                                _mm512_set1_epi32(0x00400000));
+}
 inline void vstore(bf16* p, VecF x, int n = kLanes) {
-    __m512i u = _mm512_castps_si512(x.v);
-    __mmask16 nan = _mm512_cmpgt_epu32_mask(_mm512_and_si512(u, _mm512_set1_epi32(0x7fffffff)),
-                                            _mm512_set1_epi32(0x7f800000));
-    __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1));
-    __m512i r = _mm512_add_epi32(u, _mm512_add_epi32(_mm512_set1_epi32(0x7fff), lsb));
-    r = _mm512_mask_mov_epi32(r, nan, _mm512_or_si512(u, _mm512_set1_epi32(0x00400000)));
-    __m256i h = _mm512_cvtepi32_epi16(_mm512_srli_epi32(r, 16));
+    __m256i h = _mm512_cvtepi32_epi16(_mm512_srli_epi32(bf16_round_bits(x.v), 16));
     if (n >= kLanes) {
         _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), h);
     } else {
         _mm256_mask_storeu_epi16(p, lane_mask(n), h);
     }
+}
+
+// Pairs: 32 elements as two vectors, for elementwise loops whose operands all have one dtype.
+// f32 pairs are two consecutive vectors. bf16 pairs are the even elements (a) and the odd ones
+// (b) of a 64-byte block: one shift or one mask per vector to widen, and the store merges the
+// two rounded halves with one ternary-logic op, instead of a widening or narrowing shuffle per
+// vector (those ran on the one shuffle port and bounded the bf16 kernels). Any code that loads
+// and stores every operand as pairs of the same dtype sees the same lane order everywhere.
+// n < 32 loads zeros beyond the end and stores only the first n elements.
+inline __mmask32 pair_mask(int n) {
+    return n >= 32 ? static_cast<__mmask32>(0xffffffffu) : static_cast<__mmask32>((1u << n) - 1u);
+}
+inline void vload2(const float* p, VecF& a, VecF& b, int n = 2 * kLanes) {
+    a = vload(p, n);
+    b = n > kLanes ? vload(p + kLanes, n - kLanes) : VecF{_mm512_setzero_ps()};
+}
+inline void vload2(const bf16* p, VecF& a, VecF& b, int n = 2 * kLanes) {
+    __m512i v = n >= 2 * kLanes ? _mm512_loadu_si512(p) : _mm512_maskz_loadu_epi16(pair_mask(n), p);
+    a = {_mm512_castsi512_ps(_mm512_slli_epi32(v, 16))};
+    b = {
+        _mm512_castsi512_ps(_mm512_and_si512(v, _mm512_set1_epi32(static_cast<int>(0xffff0000u))))};
+}
+inline void vstore2(float* p, VecF a, VecF b, int n = 2 * kLanes) {
+    vstore(p, a, n);
+    if (n > kLanes) vstore(p + kLanes, b, n - kLanes);
+}
+inline void vstore2(bf16* p, VecF a, VecF b, int n = 2 * kLanes) {
+    // (a >> 16) | (b & 0xffff0000): the even element in the low half, the odd in the high.
+    __m512i v =
+        _mm512_ternarylogic_epi32(_mm512_srli_epi32(bf16_round_bits(a.v), 16), bf16_round_bits(b.v),
+                                  _mm512_set1_epi32(static_cast<int>(0xffff0000u)), 0xf8);
+    if (n >= 2 * kLanes) {
+        _mm512_storeu_si512(p, v);
+    } else {
+        _mm512_mask_storeu_epi16(p, pair_mask(n), v);
+    }
+}
+// Bring the cache lines of one pair of T at p towards L1 (a hint: never faults, any address).
+template <class T>
+inline void vprefetch2(const T* p) {
+    _mm_prefetch(reinterpret_cast<const char*>(p), _MM_HINT_T0);
+    if constexpr (sizeof(T) * 2 * kLanes > 64) {
+        _mm_prefetch(reinterpret_cast<const char*>(p) + 64, _MM_HINT_T0);
+    }
+}
+// Lanes of a pair of T holding elements >= n replaced by `fill`.
+template <class T>
+inline void vfill2(VecF& a, VecF& b, int n, float fill) {
+    int na = std::is_same_v<T, bf16> ? (n + 1) / 2 : std::min(n, kLanes);
+    int nb = std::is_same_v<T, bf16> ? n / 2 : std::max(n - kLanes, 0);
+    a = {_mm512_mask_mov_ps(_mm512_set1_ps(fill), lane_mask(na), a.v)};
+    b = {_mm512_mask_mov_ps(_mm512_set1_ps(fill), lane_mask(nb), b.v)};
 }
 
 inline VecF vset(float a) { return {_mm512_set1_ps(a)}; }
@@ -77,29 +135,22 @@ inline VecF vmask_fill(VecF a, int n, float fill) {
     return {_mm512_mask_mov_ps(_mm512_set1_ps(fill), lane_mask(n), a.v)};
 }
 
-// exp(x): range reduction x = k ln2 + r, |r| <= ln2/2, then a degree-6 polynomial; max rel.
-// error ~2e-7 over the f32 range; exact 0 below -88.4 and +inf above 88.7.
-inline VecF vexp(VecF x) {
-    const __m512 hi = _mm512_set1_ps(88.7228f), lo = _mm512_set1_ps(-88.3762f);
-    __m512 xc = _mm512_max_ps(_mm512_min_ps(x.v, hi), lo);
-    __m512 k = _mm512_roundscale_ps(_mm512_mul_ps(xc, _mm512_set1_ps(1.44269504088896341f)),
+// exp(x) for x in [-104, 89] or NaN: x = k ln2 + r with |r| <= ln2/2 (two-part ln2, exact
+// for these k), a degree-5 minimax polynomial for e^r (max rel. error 1.7e-7 in f32, exp(0) = 1
+// exactly) and a scalef by 2^k, which underflows to exactly 0 below -103.9 and overflows to inf
+// above 88.8. Callers clamp; vexp below does it for any input.
+inline VecF vexp_clamped(VecF x) {
+    __m512 k = _mm512_roundscale_ps(_mm512_mul_ps(x.v, _mm512_set1_ps(1.44269504088896341f)),
                                     _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m512 r = _mm512_fnmadd_ps(k, _mm512_set1_ps(0.693145751953125f), xc);
+    __m512 r = _mm512_fnmadd_ps(k, _mm512_set1_ps(0.693145751953125f), x.v);
     r = _mm512_fnmadd_ps(k, _mm512_set1_ps(1.428606765330187e-06f), r);
-    __m512 p = _mm512_set1_ps(1.0f / 720.0f);
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 120.0f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 24.0f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 6.0f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
+    __m512 p = _mm512_set1_ps(0.00829028058797121f);
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.041897863149642944f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.1666763573884964f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.4999915063381195f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.9999997019767761f));
     p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
-    __m512 res = _mm512_scalef_ps(p, k);
-    // Beyond the clamps: exp(-inf or very negative) = 0, exp(large) = inf; NaN stays NaN.
-    res = _mm512_mask_mov_ps(res, _mm512_cmp_ps_mask(x.v, lo, _CMP_LT_OQ), _mm512_setzero_ps());
-    res =
-        _mm512_mask_mov_ps(res, _mm512_cmp_ps_mask(x.v, hi, _CMP_GT_OQ), _mm512_set1_ps(INFINITY));
-    res = _mm512_mask_mov_ps(res, _mm512_cmp_ps_mask(x.v, x.v, _CMP_UNORD_Q), x.v);
-    return {res};
+    return {_mm512_scalef_ps(p, k)};
 }
 
 // 1 / x for finite x != 0: the 14-bit estimate and one Newton step (within 2 ulp of the
@@ -180,10 +231,30 @@ inline VecF vmask_fill(VecF a, int n, float fill) {
     for (int i = n; i < kLanes; ++i) a.v[i] = fill;
     return a;
 }
-inline VecF vexp(VecF x) {
+inline VecF vexp_clamped(VecF x) {
     VecF r;
     for (int i = 0; i < kLanes; ++i) r.v[i] = std::exp(x.v[i]);
     return r;
+}
+// Pairs are two consecutive vectors here, for both dtypes.
+template <class T>
+inline void vload2(const T* p, VecF& a, VecF& b, int n = 2 * kLanes) {
+    a = vload(p, n);
+    b = n > kLanes ? vload(p + kLanes, n - kLanes) : vzero();
+}
+template <class T>
+inline void vstore2(T* p, VecF a, VecF b, int n = 2 * kLanes) {
+    vstore(p, a, n);
+    if (n > kLanes) vstore(p + kLanes, b, n - kLanes);
+}
+template <class T>
+inline void vprefetch2(const T* p) {
+    __builtin_prefetch(p);
+}
+template <class T>
+inline void vfill2(VecF& a, VecF& b, int n, float fill) {
+    a = vmask_fill(a, std::min(n, kLanes), fill);
+    b = vmask_fill(b, std::max(n - kLanes, 0), fill);
 }
 inline VecF vrcp(VecF x) {
     VecF r;
@@ -193,14 +264,18 @@ inline VecF vrcp(VecF x) {
 
 #endif
 
-// Derived functions, identical on both paths.
-// The clamps keep vrcp's argument finite (vmax/vmin with the constant first pass NaN through):
-// sigmoid(-80) is 1.8e-35 and tanh(+-9) rounds to +-1 in f32.
-inline VecF vsigmoid(VecF x) { return vrcp(vset(1.0f) + vexp(vzero() - vmax(vset(-80.0f), x))); }
+// Derived functions, identical on both paths. vmax/vmin with the constant first pass NaN through.
+// exp(x) for any x: exact 0 below -104 (so exp(-inf) = 0), inf above 89, NaN stays NaN.
+inline VecF vexp(VecF x) { return vexp_clamped(vmin(vset(89.0f), vmax(vset(-104.0f), x))); }
+// The clamps keep vrcp's argument finite: sigmoid(-80) is 1.8e-35, and tanh(+-9) rounds to +-1
+// in f32.
+inline VecF vsigmoid(VecF x) {
+    return vrcp(vset(1.0f) + vexp_clamped(vmin(vset(80.0f), vmax(vset(-80.0f), vzero() - x))));
+}
 // tanh(x) = 1 - 2 / (exp(2x) + 1): saturates cleanly to +-1 at both ends.
 inline VecF vtanh(VecF x) {
     const VecF c = vmax(vset(-9.0f), vmin(vset(9.0f), x));
-    return vset(1.0f) - vset(2.0f) * vrcp(vexp(c + c) + vset(1.0f));
+    return vset(1.0f) - vset(2.0f) * vrcp(vexp_clamped(c + c) + vset(1.0f));
 }
 
 // Scalar loads/stores for element-at-a-time code.
