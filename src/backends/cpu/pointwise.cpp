@@ -13,6 +13,7 @@ namespace {
 
 constexpr float kGeluK = 0.7978845608028654f;  // sqrt(2 / pi)
 constexpr float kGeluC = 0.044715f;
+constexpr float kLog2e = 1.4426950408889634f;
 
 // Iteration shape shared by all arguments of a pointwise op: rows (or one long row when every
 // argument is contiguous, so that few long rows still parallelise).
@@ -148,24 +149,25 @@ void ternary2(const Tensor& o1, const Tensor& o2, const Tensor& a, const Tensor&
 
 // gelu(x) = 0.5 x (1 + tanh(u)) = x sigmoid(2u) with u = sqrt(2/pi) (x + 0.044715 x^3): one exp
 // and one reciprocal. s = sigmoid(2u) from x and x^2 (clamped so the reciprocal stays finite).
-inline VecF gelu_sig(VecF x, VecF x2) {
-    VecF m2u = x * vfma(x2, vset(-2.0f * kGeluK * kGeluC), vset(-2.0f * kGeluK));
-    return vrcp(vset(1.0f) + vexp_clamped(vmin(vset(80.0f), vmax(vset(-80.0f), m2u))));
+ZS_VINLINE VecF gelu_sig(VecF x, VecF x2) {
+    // t = -2u log2(e); |t| <= 115 keeps 1 + 2^t finite (2^-115 is 2.4e-35).
+    VecF t = x * vfma(x2, vset(-2.0f * kGeluK * kGeluC * kLog2e), vset(-2.0f * kGeluK * kLog2e));
+    return vrcp(vset(1.0f) + vexp2_clamped(vmin(vset(115.0f), vmax(vset(-115.0f), t))));
 }
 
-inline VecF gelu_v(VecF x) { return x * gelu_sig(x, x * x); }
+ZS_VINLINE VecF gelu_v(VecF x) { return x * gelu_sig(x, x * x); }
 
 // d/dx [x s(2u)] = s + x s (1 - s) 2u'.
-inline VecF gelu_grad_v(VecF x) {
+ZS_VINLINE VecF gelu_grad_v(VecF x) {
     VecF x2 = x * x;
     VecF s = gelu_sig(x, x2);
     VecF du2 = vfma(x2, vset(6.0f * kGeluK * kGeluC), vset(2.0f * kGeluK));
     return vfma(x * s * (vset(1.0f) - s), du2, s);
 }
 
-inline VecF silu_v(VecF x) { return x * vsigmoid(x); }
+ZS_VINLINE VecF silu_v(VecF x) { return x * vsigmoid(x); }
 
-inline VecF silu_grad_v(VecF x) {
+ZS_VINLINE VecF silu_grad_v(VecF x) {
     VecF s = vsigmoid(x);
     return s * vfma(x, vset(1.0f) - s, vset(1.0f));
 }
@@ -191,8 +193,9 @@ void softmax_row_pairs(T* orow, float* e, const T* xr, const T* next, int64_t C)
         VecF a, b;
         vprefetch2(next + c);
         vload2(xr + c, a, b, n);
-        a = vexp(a - m);
-        b = vexp(b - m);
+        // x - m <= 0 (or NaN): only the lower clamp is needed, at which 2^-150 rounds to 0.
+        a = vexp2_clamped(vmax(vset(-150.0f), (a - m) * vset(kLog2e)));
+        b = vexp2_clamped(vmax(vset(-150.0f), (b - m) * vset(kLog2e)));
         if (n < 2 * kLanes) vfill2<T>(a, b, n, 0.0f);
         vstore2(e + c, a, b, ne(n));
         s0 = s0 + a;
@@ -208,13 +211,17 @@ void softmax_row_pairs(T* orow, float* e, const T* xr, const T* next, int64_t C)
 
 }  // namespace
 
-void CpuKernels::gelu_forward(const Tensor& out, const Tensor& x) { unary(out, x, gelu_v); }
+void CpuKernels::gelu_forward(const Tensor& out, const Tensor& x) {
+    unary(out, x, [](VecF v) { return gelu_v(v); });
+}
 
 void CpuKernels::gelu_backward(const Tensor& dx, const Tensor& dout, const Tensor& x) {
     binary(dx, dout, x, [](VecF g, VecF xv) { return g * gelu_grad_v(xv); });
 }
 
-void CpuKernels::silu_forward(const Tensor& out, const Tensor& x) { unary(out, x, silu_v); }
+void CpuKernels::silu_forward(const Tensor& out, const Tensor& x) {
+    unary(out, x, [](VecF v) { return silu_v(v); });
+}
 
 void CpuKernels::silu_backward(const Tensor& dx, const Tensor& dout, const Tensor& x) {
     binary(dx, dout, x, [](VecF g, VecF xv) { return g * silu_grad_v(xv); });

@@ -23,6 +23,10 @@ using core::bf16;
 
 inline constexpr int kLanes = 16;
 
+// The math helpers below are forced inline: the kernels call them twice per pair in unrolled
+// loops, where an out-of-line call spills every vector register (they are all caller-saved).
+#define ZS_VINLINE inline __attribute__((always_inline))
+
 #ifdef ZS_VEC_AVX512
 
 struct VecF {
@@ -51,7 +55,7 @@ inline void vstore(float* p, VecF x, int n = kLanes) {
 }
 // f32 bits with the bf16 round-to-nearest-even applied to the high half (core/half.h's rule): a
 // NaN keeps its sign and high payload and gets the quiet bit, so rounding cannot carry it to inf.
-inline __m512i bf16_round_bits(__m512 x) {
+ZS_VINLINE __m512i bf16_round_bits(__m512 x) {
     const __m512i u = _mm512_castps_si512(x);
     const __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1));
     const __m512i r = _mm512_add_epi32(_mm512_add_epi32(u, _mm512_set1_epi32(0x7fff)), lsb);
@@ -139,7 +143,7 @@ inline VecF vmask_fill(VecF a, int n, float fill) {
 // for these k), a degree-5 minimax polynomial for e^r (max rel. error 1.7e-7 in f32, exp(0) = 1
 // exactly) and a scalef by 2^k, which underflows to exactly 0 below -103.9 and overflows to inf
 // above 88.8. Callers clamp; vexp below does it for any input.
-inline VecF vexp_clamped(VecF x) {
+ZS_VINLINE VecF vexp_clamped(VecF x) {
     __m512 k = _mm512_roundscale_ps(_mm512_mul_ps(x.v, _mm512_set1_ps(1.44269504088896341f)),
                                     _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
     __m512 r = _mm512_fnmadd_ps(k, _mm512_set1_ps(0.693145751953125f), x.v);
@@ -153,9 +157,26 @@ inline VecF vexp_clamped(VecF x) {
     return {_mm512_scalef_ps(p, k)};
 }
 
+// 2^t for finite t <= 127 or NaN (below -149 it underflows to 0 as it should): t = k + f with |f|
+// <= 1/2 from one reduce op, a degree-5 minimax polynomial for 2^f (max rel. error 1.9e-7 in f32,
+// 2^0 = 1) and a scalef. For callers whose argument is already a product they can fold log2(e) into
+// (gelu): two ops fewer than vexp_clamped, at the cost of t's own rounding (|t| * 6e-8 absolute) in
+// the result.
+ZS_VINLINE VecF vexp2_clamped(VecF t) {
+    const __m512 f = _mm512_reduce_ps(t.v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    const __m512 k = _mm512_sub_ps(t.v, f);
+    __m512 p = _mm512_set1_ps(0.001326467259787023f);
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(0.009671497158706188f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(0.05550733581185341f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(0.24022242426872253f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(0.6931470036506653f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.0f));
+    return {_mm512_scalef_ps(p, k)};
+}
+
 // 1 / x for finite x != 0: the 14-bit estimate and one Newton step (within 2 ulp of the
 // division; a tenth of vdivps's throughput cost, which bounded gelu/silu). Not for 0 or inf.
-inline VecF vrcp(VecF x) {
+ZS_VINLINE VecF vrcp(VecF x) {
     const __m512 r = _mm512_rcp14_ps(x.v);
     return {_mm512_fmadd_ps(r, _mm512_fnmadd_ps(x.v, r, _mm512_set1_ps(1.0f)), r)};
 }
@@ -231,9 +252,14 @@ inline VecF vmask_fill(VecF a, int n, float fill) {
     for (int i = n; i < kLanes; ++i) a.v[i] = fill;
     return a;
 }
-inline VecF vexp_clamped(VecF x) {
+ZS_VINLINE VecF vexp_clamped(VecF x) {
     VecF r;
     for (int i = 0; i < kLanes; ++i) r.v[i] = std::exp(x.v[i]);
+    return r;
+}
+inline VecF vexp2_clamped(VecF t) {
+    VecF r;
+    for (int i = 0; i < kLanes; ++i) r.v[i] = std::exp2(t.v[i]);
     return r;
 }
 // Pairs are two consecutive vectors here, for both dtypes.
@@ -256,7 +282,7 @@ inline void vfill2(VecF& a, VecF& b, int n, float fill) {
     a = vmask_fill(a, std::min(n, kLanes), fill);
     b = vmask_fill(b, std::max(n - kLanes, 0), fill);
 }
-inline VecF vrcp(VecF x) {
+ZS_VINLINE VecF vrcp(VecF x) {
     VecF r;
     for (int i = 0; i < kLanes; ++i) r.v[i] = 1.0f / x.v[i];
     return r;
@@ -266,14 +292,14 @@ inline VecF vrcp(VecF x) {
 
 // Derived functions, identical on both paths. vmax/vmin with the constant first pass NaN through.
 // exp(x) for any x: exact 0 below -104 (so exp(-inf) = 0), inf above 89, NaN stays NaN.
-inline VecF vexp(VecF x) { return vexp_clamped(vmin(vset(89.0f), vmax(vset(-104.0f), x))); }
+ZS_VINLINE VecF vexp(VecF x) { return vexp_clamped(vmin(vset(89.0f), vmax(vset(-104.0f), x))); }
 // The clamps keep vrcp's argument finite: sigmoid(-80) is 1.8e-35, and tanh(+-9) rounds to +-1
 // in f32.
-inline VecF vsigmoid(VecF x) {
+ZS_VINLINE VecF vsigmoid(VecF x) {
     return vrcp(vset(1.0f) + vexp_clamped(vmin(vset(80.0f), vmax(vset(-80.0f), vzero() - x))));
 }
 // tanh(x) = 1 - 2 / (exp(2x) + 1): saturates cleanly to +-1 at both ends.
-inline VecF vtanh(VecF x) {
+ZS_VINLINE VecF vtanh(VecF x) {
     const VecF c = vmax(vset(-9.0f), vmin(vset(9.0f), x));
     return vset(1.0f) - vset(2.0f) * vrcp(vexp_clamped(c + c) + vset(1.0f));
 }

@@ -1,7 +1,7 @@
 // The CPU vector layer against scalar references: bf16 stores (single and paired) round exactly
 // like core::f32_to_bf16 including NaN payloads, ties and tails; pairs round-trip; vexp is within
 // its stated error of the double exp and exact at the edges.
-#include <gtest/gtest.h>
+#include "backends/cpu/vec.h"
 
 #include <bit>
 #include <cmath>
@@ -10,7 +10,7 @@
 #include <random>
 #include <vector>
 
-#include "backends/cpu/vec.h"
+#include <gtest/gtest.h>
 
 namespace zs::backends::cpu {
 namespace {
@@ -33,7 +33,8 @@ TEST(Vec, Bf16StoresRoundLikeTheScalarConversion) {
         for (size_t base = 0; base + 32 <= x.size(); base += 32) {
             std::vector<bf16> single(33, bf16{0x1234}), paired(33, bf16{0x1234});
             vstore(single.data(), vload(x.data() + base, std::min(n, kLanes)), std::min(n, kLanes));
-            if (n > kLanes) vstore(single.data() + kLanes, vload(x.data() + base + kLanes), n - kLanes);
+            if (n > kLanes)
+                vstore(single.data() + kLanes, vload(x.data() + base + kLanes), n - kLanes);
             VecF a, b;
             vload2(x.data() + base, a, b, n);
             // vload2 of f32 is two consecutive vectors; a bf16 pair has its own lane order, so
@@ -70,7 +71,8 @@ TEST(Vec, PairsRoundTripAndRoundOnStore) {
         }
         // bf16 computed in f32: the store rounds the f32 result of each element.
         std::vector<bf16> in(32), res(32, bf16{0});
-        for (int i = 0; i < 32; ++i) in[i] = core::f32_to_bf16(static_cast<float>(i) * 1.37f - 9.0f);
+        for (int i = 0; i < 32; ++i)
+            in[i] = core::f32_to_bf16(static_cast<float>(i) * 1.37f - 9.0f);
         vload2(in.data(), a, b, n);
         vstore2(res.data(), a * vset(1.01f), b * vset(1.01f), n);
         for (int i = 0; i < n; ++i) {
@@ -100,8 +102,8 @@ TEST(Vec, ExpIsAccurateAndExactAtTheEdges) {
     }
     EXPECT_LT(worst, 5e-7) << "max relative error of vexp over [-87, 88]";
     const float inf = std::numeric_limits<float>::infinity();
-    float in[kLanes] = {0.0f, -inf, inf, std::nanf(""), -104.5f, 89.5f, -1e30f, 1e30f,
-                        1.0f, -1.0f, 0.5f,  -0.5f,      10.0f,   -10.0f, 80.0f, -80.0f};
+    float in[kLanes] = {0.0f, -inf,  inf,  std::nanf(""), -104.5f, 89.5f,  -1e30f, 1e30f,
+                        1.0f, -1.0f, 0.5f, -0.5f,         10.0f,   -10.0f, 80.0f,  -80.0f};
     float got[kLanes];
     vstore(got, vexp(vload(in)));
     EXPECT_EQ(got[0], 1.0f);
@@ -113,7 +115,8 @@ TEST(Vec, ExpIsAccurateAndExactAtTheEdges) {
     EXPECT_EQ(got[6], 0.0f);
     EXPECT_EQ(got[7], inf);
     for (int i = 8; i < kLanes; ++i) {
-        EXPECT_NEAR(got[i] / std::exp(static_cast<double>(in[i])), 1.0, 5e-7) << "exp(" << in[i] << ")";
+        EXPECT_NEAR(got[i] / std::exp(static_cast<double>(in[i])), 1.0, 5e-7)
+            << "exp(" << in[i] << ")";
     }
 }
 
