@@ -12,7 +12,6 @@
 #pragma GCC diagnostic ignored "-Wuninitialized"
 
 #include <algorithm>
-#include <type_traits>
 #include <vector>
 
 #include <immintrin.h>
@@ -70,45 +69,8 @@ inline void gemv_block(const float* a, int64_t K, const TW* W, int64_t ldw, int6
     }
 }
 
-#ifdef ZS_VEC_AVX512
-// The same for bf16 weights with at most 4 rows of a, 32 weights (one cache line) per step as a
-// pair (vec.h): one load and two single-op widenings instead of two widening shuffles, which
-// share one port with nothing else to spare in this loop. `a` is in pair order, each row padded
-// with zeros to Kp, a multiple of 32 (pair_order_rows).
-template <int MR, int NB>
-inline void gemv_block_pairs(const float* a, int64_t K, int64_t Kp, const bf16* W, int64_t ldw,
-                             int64_t n0, int64_t nn, float* res) {
-    VecF acc[MR][NB];
-    for (int m = 0; m < MR; ++m) {
-        for (int j = 0; j < NB; ++j) acc[m][j] = vzero();
-    }
-    const bf16* wr[NB];
-    for (int j = 0; j < NB; ++j) wr[j] = W + (n0 + std::min<int64_t>(j, nn - 1)) * ldw;
-    const char* next = reinterpret_cast<const char*>(W + (n0 + kAheadFor<bf16> * NB) * ldw);
-    const int64_t row_bytes = ldw * static_cast<int64_t>(sizeof(bf16));
-    for (int64_t k = 0; k < K; k += 2 * kLanes) {
-        const int n = static_cast<int>(std::min<int64_t>(2 * kLanes, K - k));
-        VecF a0[MR], a1[MR];
-        for (int m = 0; m < MR; ++m) {
-            a0[m] = vload(a + m * Kp + k);
-            a1[m] = vload(a + m * Kp + k + kLanes);
-        }
-        for (int j = 0; j < NB; ++j) {
-            _mm_prefetch(next + j * row_bytes + k * static_cast<int64_t>(sizeof(bf16)),
-                         _MM_HINT_T0);
-            VecF w0, w1;
-            vload2(wr[j] + k, w0, w1, n);
-            for (int m = 0; m < MR; ++m) acc[m][j] = vfma(w1, a1[m], vfma(w0, a0[m], acc[m][j]));
-        }
-    }
-    for (int m = 0; m < MR; ++m) {
-        for (int j = 0; j < NB; ++j) res[m * NB + j] = vsum(acc[m][j]);
-    }
-}
-#endif
-
 template <int MR, int NB, class TA, class TW, class TO, class TB>
-void gemv_rows(const SkinnyArgs& g, const float* a, int64_t Kp) {
+void gemv_rows(const SkinnyArgs& g, const float* a) {
     const int64_t N = g.n, K = g.k;
     const auto* W = static_cast<const TW*>(g.w);
     auto* O = static_cast<TO*>(g.out);
@@ -118,16 +80,7 @@ void gemv_rows(const SkinnyArgs& g, const float* a, int64_t Kp) {
     for (int64_t bi = 0; bi < blocks; ++bi) {
         const int64_t n0 = bi * NB, nn = std::min<int64_t>(NB, N - n0);
         float res[MR * NB];
-#ifdef ZS_VEC_AVX512
-        if constexpr (std::is_same_v<TW, bf16> && MR <= 4) {
-            gemv_block_pairs<MR, NB>(a, K, Kp, W, g.ldw, n0, nn, res);
-        } else {
-            gemv_block<MR, NB>(a, K, W, g.ldw, n0, nn, res);
-        }
-#else
-        (void)Kp;
         gemv_block<MR, NB>(a, K, W, g.ldw, n0, nn, res);
-#endif
         for (int m = 0; m < MR; ++m) {
             for (int64_t j = 0; j < nn; ++j) {
                 float v = g.alpha * res[m * NB + j];
@@ -144,57 +97,42 @@ template <class TA, class TW, class TO, class TB>
 void gemv_impl(const SkinnyArgs& g) {
     const int64_t M = g.m, K = g.k;
     const auto* A = static_cast<const TA*>(g.a);
-    // Rows of a, converted to f32 once (they are reused for every output column). For bf16
-    // weights and up to 4 rows (gemv_block_pairs) each row is in pair order: per 32 elements the
-    // 16 even ones, then the 16 odd ones, zero-padded to Kp.
-#ifdef ZS_VEC_AVX512
-    const bool pairs = std::is_same_v<TW, bf16> && M <= 4;
-#else
-    const bool pairs = false;
-#endif
-    const int64_t Kp = pairs ? (K + 2 * kLanes - 1) / (2 * kLanes) * 2 * kLanes : K;
-    std::vector<float> af(static_cast<size_t>(M * Kp), 0.0f);
+    // Rows of a, converted to f32 once (they are reused for every output column).
+    std::vector<float> af(static_cast<size_t>(M * K));
     for (int64_t m = 0; m < M; ++m) {
-        float* row = af.data() + m * Kp;
-        for (int64_t k = 0; k < K; ++k) {
-            int64_t at = k;
-            if (pairs) {
-                int64_t base = k / (2 * kLanes) * (2 * kLanes), i = k - base;
-                at = base + (i % 2) * kLanes + i / 2;
-            }
-            row[at] = to_f32(A[m * g.lda + k]);
-        }
+        for (int64_t k = 0; k < K; ++k)
+            af[static_cast<size_t>(m * K + k)] = to_f32(A[m * g.lda + k]);
     }
     // Up to 8 rows per pass over the weights (the decode batch of several sequences): MR x NB
     // accumulators + NB weight vectors fit the 32 vector registers.
     for (int64_t m0 = 0; m0 < M; m0 += 8) {
         SkinnyArgs part = g;
         part.out = static_cast<TO*>(g.out) + m0 * g.ldo;
-        const float* a = af.data() + m0 * Kp;
+        const float* a = af.data() + m0 * K;
         switch (std::min<int64_t>(8, M - m0)) {
             case 1:
-                gemv_rows<1, 8, TA, TW, TO, TB>(part, a, Kp);
+                gemv_rows<1, 8, TA, TW, TO, TB>(part, a);
                 break;
             case 2:
-                gemv_rows<2, 6, TA, TW, TO, TB>(part, a, Kp);
+                gemv_rows<2, 6, TA, TW, TO, TB>(part, a);
                 break;
             case 3:
-                gemv_rows<3, 4, TA, TW, TO, TB>(part, a, Kp);
+                gemv_rows<3, 4, TA, TW, TO, TB>(part, a);
                 break;
             case 4:
-                gemv_rows<4, 4, TA, TW, TO, TB>(part, a, Kp);
+                gemv_rows<4, 4, TA, TW, TO, TB>(part, a);
                 break;
             case 5:
-                gemv_rows<5, 3, TA, TW, TO, TB>(part, a, Kp);
+                gemv_rows<5, 3, TA, TW, TO, TB>(part, a);
                 break;
             case 6:
-                gemv_rows<6, 3, TA, TW, TO, TB>(part, a, Kp);
+                gemv_rows<6, 3, TA, TW, TO, TB>(part, a);
                 break;
             case 7:
-                gemv_rows<7, 3, TA, TW, TO, TB>(part, a, Kp);
+                gemv_rows<7, 3, TA, TW, TO, TB>(part, a);
                 break;
             default:
-                gemv_rows<8, 3, TA, TW, TO, TB>(part, a, Kp);
+                gemv_rows<8, 3, TA, TW, TO, TB>(part, a);
                 break;
         }
     }
