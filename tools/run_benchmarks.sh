@@ -31,6 +31,19 @@ for s in $sections; do
         note "ops: GEMM (ours vs oneDNN direct vs OpenBLAS), kernels, STREAM triad"
         OMP_NUM_THREADS=${OMP_NUM_THREADS:-2} "$build/bench/ops_bench" \
             --benchmark_out="$out/ops.json" --benchmark_out_format=json | tee "$out/ops.txt"
+        # Memory-bound ops as fractions of the triad measured in the same round, five rounds
+        # (this machine's bandwidth moves by tens of percent from minute to minute): the
+        # median of the per-round fractions is the figure.
+        note "ops: memory-bound ops / STREAM triad, 5 rounds"
+        for round in 1 2 3 4 5; do
+            OMP_NUM_THREADS=${OMP_NUM_THREADS:-2} "$build/bench/ops_bench" --benchmark_min_time=0.3 \
+                --benchmark_filter='BM_stream_triad|BM_(layernorm|rmsnorm|softmax|gelu|add)/32768' \
+                2>/dev/null | awk -v r="$round" '/^BM_/ { match($0, /GB\/s=[0-9.]+/); g = substr($0, RSTART + 5, RLENGTH - 5);
+                    if ($1 ~ /triad/) t = g; else { sub(/\/real_time/, "", $1); printf "round %s %s %.2f\n", r, $1, g / t } }'
+        done | tee "$out/ops_fractions.txt"
+        sort -k3,3 -k4,4n "$out/ops_fractions.txt" | awk '{ n[$3]++; v[$3, n[$3]] = $4 }
+            END { for (k in n) { c = n[k]; printf "%-28s median %.2f of triad (min %.2f, max %.2f)\n",
+                  k, v[k, int((c + 1) / 2)], v[k, 1], v[k, c] } }' | sort | tee -a "$out/ops_fractions.txt"
         ;;
     optim)
         note "optim: AdamW/Lion/SGD on 100M parameters; peers DeepSpeedCPUAdam and torch AdamW"

@@ -22,10 +22,20 @@ struct Case {
 TEST(Attention, ForwardMatchesReference) {
     Rng rng(301);
     std::vector<Case> cases = {
-        {1, 1, 1, 1, 1, 64, true},    {2, 7, 7, 4, 2, 64, true},    {1, 33, 33, 2, 1, 80, true},
-        {1, 65, 65, 2, 2, 128, true}, {2, 1, 37, 4, 1, 64, true},   {1, 5, 70, 3, 3, 32, true},
-        {1, 31, 31, 2, 2, 16, false}, {2, 17, 40, 6, 2, 80, false}, {1, 129, 129, 1, 1, 8, true},
+        {1, 1, 1, 1, 1, 64, true},
+        {2, 7, 7, 4, 2, 64, true},
+        {1, 33, 33, 2, 1, 80, true},
+        {1, 65, 65, 2, 2, 128, true},
+        {2, 1, 37, 4, 1, 64, true},
+        {1, 5, 70, 3, 3, 32, true},
+        {1, 31, 31, 2, 2, 16, false},
+        {2, 17, 40, 6, 2, 80, false},
+        {1, 129, 129, 1, 1, 8, true},
         {1, 3, 150, 9, 3, 64, true},  // a few queries (decode) over several key blocks, GQA
+        // Decode with the query heads of a kv head as one tile (group x queries <= 4).
+        {1, 1, 150, 9, 3, 80, true},
+        {1, 2, 100, 4, 2, 64, true},
+        {2, 2, 70, 4, 2, 16, false},
     };
     for (core::Device dev : test_devices()) {
         for (DType dt : {DType::f32, DType::bf16}) {

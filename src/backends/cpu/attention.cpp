@@ -184,30 +184,38 @@ void scores_few(float* S, const float* Qt, int64_t nq, const Heads<const T>& K, 
 }
 
 // Acc[r] += sum_j P[r][j] * V[j0 + j] for r < nq <= kFewQueries: V rows read straight from the
-// cache (converted in registers), the accumulator row held in registers 8 vectors at a time.
+// cache (converted in registers) once for all rows, with every row's accumulator for 64 dims held
+// in registers.
 template <class T>
 void values_few(float* Acc, const float* P, int64_t nq, const Heads<const T>& V, int64_t b,
                 int64_t j0, int64_t nk, int64_t kh, int64_t HS) {
-    constexpr int kVecs = 8;
-    for (int64_t r = 0; r < nq; ++r) {
-        const float* pr = P + r * kBk;
-        float* ar = Acc + r * HS;
-        for (int64_t d0 = 0; d0 < HS; d0 += kVecs * kLanes) {
-            const int nv =
-                static_cast<int>(std::min<int64_t>(kVecs, (HS - d0 + kLanes - 1) / kLanes));
-            VecF acc[kVecs];
-            for (int v = 0; v < nv; ++v)
-                acc[v] = vload(ar + d0 + v * kLanes, lanes(d0 + v * kLanes, HS));
-            for (int64_t j = 0; j < nk; ++j) {
-                const float p = pr[j];
-                if (p == 0.0f) continue;
-                const T* vr = V.row(b, j0 + j, kh) + d0;
-                const VecF pv = vset(p);
-                for (int v = 0; v < nv; ++v)
-                    acc[v] = vfma(pv, vload(vr + v * kLanes, lanes(d0 + v * kLanes, HS)), acc[v]);
+    constexpr int kVecs = 4;
+    for (int64_t d0 = 0; d0 < HS; d0 += kVecs * kLanes) {
+        const int nv = static_cast<int>(std::min<int64_t>(kVecs, (HS - d0 + kLanes - 1) / kLanes));
+        VecF acc[kFewQueries][kVecs];
+        for (int64_t r = 0; r < nq; ++r) {
+            for (int v = 0; v < nv; ++v) {
+                acc[r][v] = vload(Acc + r * HS + d0 + v * kLanes, lanes(d0 + v * kLanes, HS));
             }
-            for (int v = 0; v < nv; ++v)
-                vstore(ar + d0 + v * kLanes, acc[v], lanes(d0 + v * kLanes, HS));
+        }
+        for (int64_t j = 0; j < nk; ++j) {
+            // A key no row sees (causal mask) is skipped: its V row is never read, so P = 0
+            // cannot meet a non-finite value there.
+            bool seen = false;
+            for (int64_t r = 0; r < nq; ++r) seen = seen || P[r * kBk + j] != 0.0f;
+            if (!seen) continue;
+            const T* vr = V.row(b, j0 + j, kh) + d0;
+            VecF vv[kVecs];
+            for (int v = 0; v < nv; ++v) vv[v] = vload(vr + v * kLanes, lanes(d0 + v * kLanes, HS));
+            for (int64_t r = 0; r < nq; ++r) {
+                const VecF pv = vset(P[r * kBk + j]);  // 0 on masked keys
+                for (int v = 0; v < nv; ++v) acc[r][v] = vfma(pv, vv[v], acc[r][v]);
+            }
+        }
+        for (int64_t r = 0; r < nq; ++r) {
+            for (int v = 0; v < nv; ++v) {
+                vstore(Acc + r * HS + d0 + v * kLanes, acc[r][v], lanes(d0 + v * kLanes, HS));
+            }
         }
     }
 }
@@ -219,21 +227,31 @@ void forward_impl(const Tensor& out, const Tensor& lse, const Tensor& q, const T
     Heads<TO> O = heads<TO>(out);
     float* L = lse.defined() ? lse.data<float>() : nullptr;
     const int64_t HS = g.HS, nqb = (g.Tq + kBq - 1) / kBq;
-    const int64_t tasks = g.B * g.NH * nqb;
+    // Decode with grouped-query attention: one task per kv head takes all `group` query heads
+    // as the rows of one tile, so each K and V row is read and widened once for all of them
+    // instead of once per query head.
+    const bool grouped = g.group > 1 && g.group * std::min(kBq, g.Tq) <= kFewQueries;
+    const int64_t task_heads = grouped ? g.NKV : g.NH;
+    const int64_t tasks = g.B * task_heads * nqb;
 #pragma omp parallel
     {
         std::vector<float> qt(kBq * HS), kt(kBk * HS), ktt(HS * kBk), vt(kBk * HS), s(kBq * kBk),
             acc(kBq * HS), mrow(kBq), lrow(kBq);
 #pragma omp for schedule(dynamic, 1)
         for (int64_t task = 0; task < tasks; ++task) {
-            int64_t qb = task % nqb, h = (task / nqb) % g.NH, b = task / (nqb * g.NH);
-            int64_t kh = h / g.group;
-            int64_t i0 = qb * kBq, nq = std::min(kBq, g.Tq - i0);
-            load_rows(qt.data(), Q, b, i0, nq, h, HS, g.scale);
+            int64_t qb = task % nqb, th = (task / nqb) % task_heads, b = task / (nqb * task_heads);
+            int64_t kh = grouped ? th : th / g.group;
+            int64_t i0 = qb * kBq, nqi = std::min(kBq, g.Tq - i0);
+            // Tile row r is query i0 + r % nqi of query head head_of(r).
+            const int64_t nq = grouped ? g.group * nqi : nqi;
+            auto head_of = [&](int64_t r) { return grouped ? kh * g.group + r / nqi : th; };
+            auto query_of = [&](int64_t r) { return i0 + r % nqi; };
+            for (int64_t r0 = 0; r0 < nq; r0 += nqi)
+                load_rows(qt.data() + r0 * HS, Q, b, i0, nqi, head_of(r0), HS, g.scale);
             std::fill(acc.begin(), acc.end(), 0.0f);
             std::fill(mrow.begin(), mrow.end(), -INFINITY);
             std::fill(lrow.begin(), lrow.end(), 0.0f);
-            int64_t kend = g.last_key(i0 + nq - 1) + 1;  // keys needed by the last query
+            int64_t kend = g.last_key(i0 + nqi - 1) + 1;  // keys needed by the last query
             const bool few = nq <= kFewQueries;
             for (int64_t j0 = 0; j0 < kend; j0 += kBk) {
                 int64_t nk = std::min(kBk, kend - j0);
@@ -250,7 +268,8 @@ void forward_impl(const Tensor& out, const Tensor& lse, const Tensor& q, const T
                 }
                 for (int64_t r = 0; r < nq; ++r) {
                     float* sr = s.data() + r * kBk;
-                    int64_t visible = std::min(nk, g.last_key(i0 + r) - j0 + 1);  // may be <= 0
+                    int64_t visible =
+                        std::min(nk, g.last_key(query_of(r)) - j0 + 1);  // may be <= 0
                     if (visible <= 0) {  // this query sees none of these keys: P = 0
                         std::fill(sr, sr + kBk, 0.0f);
                         continue;
@@ -284,7 +303,8 @@ void forward_impl(const Tensor& out, const Tensor& lse, const Tensor& q, const T
                 }
             }
             for (int64_t r = 0; r < nq; ++r) {
-                TO* o = O.row(b, i0 + r, h);
+                const int64_t h = head_of(r), i = query_of(r);
+                TO* o = O.row(b, i, h);
                 bool none = lrow[r] == 0.0f;  // no visible key: output 0, lse -inf
                 VecF inv = vset(none ? 0.0f : 1.0f / lrow[r]);
                 for (int64_t d = 0; d < HS; d += kLanes) {
@@ -292,8 +312,7 @@ void forward_impl(const Tensor& out, const Tensor& lse, const Tensor& q, const T
                     vstore(o + d, vload(acc.data() + r * HS + d, m) * inv, m);
                 }
                 if (L)
-                    L[(b * g.NH + h) * g.Tq + i0 + r] =
-                        none ? -INFINITY : mrow[r] + std::log(lrow[r]);
+                    L[(b * g.NH + h) * g.Tq + i] = none ? -INFINITY : mrow[r] + std::log(lrow[r]);
             }
         }
     }

@@ -149,13 +149,19 @@ void ternary2(const Tensor& o1, const Tensor& o2, const Tensor& a, const Tensor&
 
 // gelu(x) = 0.5 x (1 + tanh(u)) = x sigmoid(2u) with u = sqrt(2/pi) (x + 0.044715 x^3): one exp
 // and one reciprocal. s = sigmoid(2u) from x and x^2 (clamped so the reciprocal stays finite).
+// kToBf16: the result is rounded to bf16 next, so the reciprocal's estimate is enough.
+template <bool kToBf16 = false>
 ZS_VINLINE VecF gelu_sig(VecF x, VecF x2) {
-    // t = -2u log2(e); |t| <= 115 keeps 1 + 2^t finite (2^-115 is 2.4e-35).
+    // t = -2u log2(e); t <= 115 keeps 1 + 2^t finite for the reciprocal (2^-115 is 2.4e-35).
     VecF t = x * vfma(x2, vset(-2.0f * kGeluK * kGeluC * kLog2e), vset(-2.0f * kGeluK * kLog2e));
-    return vrcp(vset(1.0f) + vexp2_clamped(vmin(vset(115.0f), vmax(vset(-115.0f), t))));
+    VecF d = vset(1.0f) + vexp2(vmin(vset(115.0f), t));
+    return kToBf16 ? vrcp_bf16(d) : vrcp(d);
 }
 
-ZS_VINLINE VecF gelu_v(VecF x) { return x * gelu_sig(x, x * x); }
+template <bool kToBf16 = false>
+ZS_VINLINE VecF gelu_v(VecF x) {
+    return x * gelu_sig<kToBf16>(x, x * x);
+}
 
 // d/dx [x s(2u)] = s + x s (1 - s) 2u'.
 ZS_VINLINE VecF gelu_grad_v(VecF x) {
@@ -193,9 +199,8 @@ void softmax_row_pairs(T* orow, float* e, const T* xr, const T* next, int64_t C)
         VecF a, b;
         vprefetch2(next + c);
         vload2(xr + c, a, b, n);
-        // x - m <= 0 (or NaN): only the lower clamp is needed, at which 2^-150 rounds to 0.
-        a = vexp2_clamped(vmax(vset(-150.0f), (a - m) * vset(kLog2e)));
-        b = vexp2_clamped(vmax(vset(-150.0f), (b - m) * vset(kLog2e)));
+        a = vexp2((a - m) * vset(kLog2e));  // exp(-inf) = 0 for masked logits
+        b = vexp2((b - m) * vset(kLog2e));
         if (n < 2 * kLanes) vfill2<T>(a, b, n, 0.0f);
         vstore2(e + c, a, b, ne(n));
         s0 = s0 + a;
@@ -212,7 +217,11 @@ void softmax_row_pairs(T* orow, float* e, const T* xr, const T* next, int64_t C)
 }  // namespace
 
 void CpuKernels::gelu_forward(const Tensor& out, const Tensor& x) {
-    unary(out, x, [](VecF v) { return gelu_v(v); });
+    if (out.dtype() == core::DType::bf16) {
+        unary(out, x, [](VecF v) { return gelu_v<true>(v); });
+    } else {
+        unary(out, x, [](VecF v) { return gelu_v(v); });
+    }
 }
 
 void CpuKernels::gelu_backward(const Tensor& dx, const Tensor& dout, const Tensor& x) {

@@ -95,11 +95,20 @@ inline void vstore2(float* p, VecF a, VecF b, int n = 2 * kLanes) {
     vstore(p, a, n);
     if (n > kLanes) vstore(p + kLanes, b, n - kLanes);
 }
+// Round to nearest even without vstore's NaN fix-up. A pair store only ever sees values computed
+// from bf16 operands (pairs need every operand in one dtype), and such NaNs, whether loaded or
+// made by arithmetic (the default NaN, or an operand's payload with the quiet bit set), have
+// zero low 16 bits: the rounding increment cannot carry into them, so they stay the same NaN.
+inline __m512i bf16_round_bits_from_bf16(__m512 x) {
+    const __m512i u = _mm512_castps_si512(x);
+    const __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1));
+    return _mm512_add_epi32(_mm512_add_epi32(u, _mm512_set1_epi32(0x7fff)), lsb);
+}
 inline void vstore2(bf16* p, VecF a, VecF b, int n = 2 * kLanes) {
     // (a >> 16) | (b & 0xffff0000): the even element in the low half, the odd in the high.
-    __m512i v =
-        _mm512_ternarylogic_epi32(_mm512_srli_epi32(bf16_round_bits(a.v), 16), bf16_round_bits(b.v),
-                                  _mm512_set1_epi32(static_cast<int>(0xffff0000u)), 0xf8);
+    __m512i v = _mm512_ternarylogic_epi32(_mm512_srli_epi32(bf16_round_bits_from_bf16(a.v), 16),
+                                          bf16_round_bits_from_bf16(b.v),
+                                          _mm512_set1_epi32(static_cast<int>(0xffff0000u)), 0xf8);
     if (n >= 2 * kLanes) {
         _mm512_storeu_si512(p, v);
     } else {
@@ -157,12 +166,12 @@ ZS_VINLINE VecF vexp_clamped(VecF x) {
     return {_mm512_scalef_ps(p, k)};
 }
 
-// 2^t for finite t <= 127 or NaN (below -149 it underflows to 0 as it should): t = k + f with |f|
-// <= 1/2 from one reduce op, a degree-5 minimax polynomial for 2^f (max rel. error 1.9e-7 in f32,
-// 2^0 = 1) and a scalef. For callers whose argument is already a product they can fold log2(e) into
-// (gelu): two ops fewer than vexp_clamped, at the cost of t's own rounding (|t| * 6e-8 absolute) in
-// the result.
-ZS_VINLINE VecF vexp2_clamped(VecF t) {
+// 2^t for any t: t = k + f with |f| <= 1/2 from one reduce op, a degree-5 minimax polynomial for
+// 2^f (max rel. error 1.9e-7 in f32, 2^0 = 1) and a scalef by 2^k, which underflows to 0 and
+// overflows to inf as it should. No clamps: reduce(+-inf) is 0, so 2^-inf = 0, 2^inf = inf, and
+// NaN stays NaN. For callers whose argument is a product they can fold log2(e) into (gelu,
+// softmax): fewer ops than vexp, at the cost of t's own rounding (|t| * 6e-8 absolute).
+ZS_VINLINE VecF vexp2(VecF t) {
     const __m512 f = _mm512_reduce_ps(t.v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
     const __m512 k = _mm512_sub_ps(t.v, f);
     __m512 p = _mm512_set1_ps(0.001326467259787023f);
@@ -173,6 +182,10 @@ ZS_VINLINE VecF vexp2_clamped(VecF t) {
     p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.0f));
     return {_mm512_scalef_ps(p, k)};
 }
+
+// 1 / x within 2^-14 relative (the hardware estimate alone): for results rounded to bf16 (8
+// bits) next, where vrcp's Newton step changes one rounding in about fifty.
+ZS_VINLINE VecF vrcp_bf16(VecF x) { return {_mm512_rcp14_ps(x.v)}; }
 
 // 1 / x for finite x != 0: the 14-bit estimate and one Newton step (within 2 ulp of the
 // division; a tenth of vdivps's throughput cost, which bounded gelu/silu). Not for 0 or inf.
@@ -257,7 +270,7 @@ ZS_VINLINE VecF vexp_clamped(VecF x) {
     for (int i = 0; i < kLanes; ++i) r.v[i] = std::exp(x.v[i]);
     return r;
 }
-inline VecF vexp2_clamped(VecF t) {
+inline VecF vexp2(VecF t) {
     VecF r;
     for (int i = 0; i < kLanes; ++i) r.v[i] = std::exp2(t.v[i]);
     return r;
@@ -287,6 +300,7 @@ ZS_VINLINE VecF vrcp(VecF x) {
     for (int i = 0; i < kLanes; ++i) r.v[i] = 1.0f / x.v[i];
     return r;
 }
+inline VecF vrcp_bf16(VecF x) { return vrcp(x); }
 
 #endif
 

@@ -79,6 +79,27 @@ TEST(Vec, PairsRoundTripAndRoundOnStore) {
             float want = core::bf16_to_f32(in[i]) * 1.01f;
             ASSERT_EQ(res[i].bits, core::f32_to_bf16(want).bits) << "bf16 lane " << i;
         }
+        // NaNs made from bf16 operands (a loaded NaN with a payload, inf * 0) stay NaNs, and
+        // infinities stay infinities, through the pair store's rounding.
+        std::vector<bf16> sp(32), sres(32);
+        const uint16_t specials[] = {0x7fc1, 0xffbf, 0x7f81, 0x7f80, 0xff80, 0x7f7f};
+        for (int i = 0; i < 32; ++i) sp[i] = bf16{specials[i % 6]};
+        vload2(sp.data(), a, b, n);
+        vstore2(sres.data(), a * vset(1.01f), b * vset(1.01f), n);
+        for (int i = 0; i < n; ++i) {
+            float want = core::bf16_to_f32(sp[i]) * 1.01f;
+            float got = core::bf16_to_f32(sres[i]);
+            if (std::isnan(want)) {
+                ASSERT_TRUE(std::isnan(got)) << "NaN lane " << i;
+            } else {
+                ASSERT_EQ(sres[i].bits, core::f32_to_bf16(want).bits) << "special lane " << i;
+            }
+        }
+        vstore2(sres.data(), a * vzero(), b * vzero(), n);
+        for (int i = 0; i < n; ++i) {
+            bool want_nan = (sp[i].bits & 0x7f80) == 0x7f80;  // NaN or inf times 0
+            ASSERT_EQ(std::isnan(core::bf16_to_f32(sres[i])), want_nan) << "x*0 lane " << i;
+        }
         // Fill: lanes holding elements >= n become the fill value, in either lane order.
         vload2(in.data(), a, b, 32);
         vfill2<bf16>(a, b, n, 0.0f);
@@ -117,6 +138,33 @@ TEST(Vec, ExpIsAccurateAndExactAtTheEdges) {
     for (int i = 8; i < kLanes; ++i) {
         EXPECT_NEAR(got[i] / std::exp(static_cast<double>(in[i])), 1.0, 5e-7)
             << "exp(" << in[i] << ")";
+    }
+}
+
+TEST(Vec, Exp2IsAccurateWithoutClamps) {
+    double worst = 0.0;
+    for (int i = 0; i <= 100000; ++i) {
+        float t = -125.0f + 252.0f * static_cast<float>(i) / 100000.0f;
+        float got[kLanes];
+        vstore(got, vexp2(vset(t)));
+        worst = std::max(worst, std::abs(got[0] / std::exp2(static_cast<double>(t)) - 1.0));
+    }
+    EXPECT_LT(worst, 3e-7) << "max relative error of vexp2 over [-125, 127]";
+    const float inf = std::numeric_limits<float>::infinity();
+    float in[kLanes] = {0.0f, -inf,  inf,  std::nanf(""), -151.0f, 128.5f, -1e30f, 1e30f,
+                        2.5f, -2.5f, 0.5f, -0.5f,         10.0f,   -10.0f, 1.0f,   -149.0f};
+    float got[kLanes];
+    vstore(got, vexp2(vload(in)));
+    EXPECT_EQ(got[0], 1.0f);
+    EXPECT_EQ(got[1], 0.0f);
+    EXPECT_EQ(got[2], inf);
+    EXPECT_TRUE(std::isnan(got[3]));
+    EXPECT_EQ(got[4], 0.0f);
+    EXPECT_EQ(got[5], inf);
+    EXPECT_EQ(got[6], 0.0f);
+    EXPECT_EQ(got[7], inf);
+    for (int i = 8; i < kLanes; ++i) {
+        EXPECT_NEAR(got[i] / std::exp2(static_cast<double>(in[i])), 1.0, 3e-7) << "2^" << in[i];
     }
 }
 
