@@ -167,11 +167,34 @@ void rows_axpy(float* C, const float* A, int64_t am, int64_t ak, const float* Br
 constexpr int64_t kFewQueries = 4;
 
 // S[r][j] = Qt[r] . K[j0 + j] for r < nq <= kFewQueries, j < nk: each K row is loaded once (and
-// converted from bf16 in registers) for all the tile's queries.
+// converted from bf16 in registers) for all the tile's queries. Four keys at a time, so that the
+// horizontal sums of their accumulators share one shuffle tree (vsum4) instead of a full
+// reduction each, which cost more than the products.
 template <class T>
 void scores_few(float* S, const float* Qt, int64_t nq, const Heads<const T>& K, int64_t b,
                 int64_t j0, int64_t nk, int64_t kh, int64_t HS) {
-    for (int64_t j = 0; j < nk; ++j) {
+    int64_t j = 0;
+    for (; j + 4 <= nk; j += 4) {
+        const T* kr[4];
+        for (int kk = 0; kk < 4; ++kk) kr[kk] = K.row(b, j0 + j + kk, kh);
+        VecF acc[kFewQueries][4];
+        for (int64_t r = 0; r < nq; ++r) {
+            for (int kk = 0; kk < 4; ++kk) acc[r][kk] = vzero();
+        }
+        for (int64_t d = 0; d < HS; d += kLanes) {
+            const int m = lanes(d, HS);
+            VecF kv[4];
+            for (int kk = 0; kk < 4; ++kk) kv[kk] = vload(kr[kk] + d, m);
+            for (int64_t r = 0; r < nq; ++r) {
+                const VecF qv = vload(Qt + r * HS + d, m);
+                for (int kk = 0; kk < 4; ++kk) acc[r][kk] = vfma(qv, kv[kk], acc[r][kk]);
+            }
+        }
+        for (int64_t r = 0; r < nq; ++r) {
+            vsum4(S + r * kBk + j, acc[r][0], acc[r][1], acc[r][2], acc[r][3]);
+        }
+    }
+    for (; j < nk; ++j) {
         const T* kr = K.row(b, j0 + j, kh);
         VecF acc[kFewQueries] = {vzero(), vzero(), vzero(), vzero()};
         for (int64_t d = 0; d < HS; d += kLanes) {

@@ -143,6 +143,21 @@ inline VecF vmax(VecF a, VecF b) { return {_mm512_max_ps(a.v, b.v)}; }
 inline VecF vmin(VecF a, VecF b) { return {_mm512_min_ps(a.v, b.v)}; }
 inline float vsum(VecF a) { return _mm512_reduce_add_ps(a.v); }
 inline float vhmax(VecF a) { return _mm512_reduce_max_ps(a.v); }
+// out[0..3] = the sums of a, b, c and d: one shuffle tree for all four (13 ops, against about
+// 32 for four vsum).
+inline void vsum4(float* out, VecF a, VecF b, VecF c, VecF d) {
+    // Per 128-bit lane: [a0+a2, b0+b2, a1+a3, b1+b3] and the same for c, d.
+    const __m512 ab = _mm512_add_ps(_mm512_unpacklo_ps(a.v, b.v), _mm512_unpackhi_ps(a.v, b.v));
+    const __m512 cd = _mm512_add_ps(_mm512_unpacklo_ps(c.v, d.v), _mm512_unpackhi_ps(c.v, d.v));
+    // Per 128-bit lane: [a, b, c, d] partial sums.
+    const __m512d abd = _mm512_castps_pd(ab), cdd = _mm512_castps_pd(cd);
+    const __m512 abcd = _mm512_add_ps(_mm512_castpd_ps(_mm512_unpacklo_pd(abd, cdd)),
+                                      _mm512_castpd_ps(_mm512_unpackhi_pd(abd, cdd)));
+    const __m256 h =
+        _mm256_add_ps(_mm512_castps512_ps256(abcd),
+                      _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(abcd), 1)));
+    _mm_storeu_ps(out, _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1)));
+}
 // Lanes >= n replaced by `fill` (so a masked tail does not disturb a max or a sum).
 inline VecF vmask_fill(VecF a, int n, float fill) {
     return {_mm512_mask_mov_ps(_mm512_set1_ps(fill), lane_mask(n), a.v)};
@@ -260,6 +275,12 @@ inline float vhmax(VecF a) {
     float m = a.v[0];
     for (float x : a.v) m = x > m ? x : m;
     return m;
+}
+inline void vsum4(float* out, VecF a, VecF b, VecF c, VecF d) {
+    out[0] = vsum(a);
+    out[1] = vsum(b);
+    out[2] = vsum(c);
+    out[3] = vsum(d);
 }
 inline VecF vmask_fill(VecF a, int n, float fill) {
     for (int i = n; i < kLanes; ++i) a.v[i] = fill;

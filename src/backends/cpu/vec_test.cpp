@@ -141,6 +141,21 @@ TEST(Vec, ExpIsAccurateAndExactAtTheEdges) {
     }
 }
 
+TEST(Vec, FourSumsAtOnce) {
+    float in[4][kLanes];
+    double want[4] = {0, 0, 0, 0};
+    for (int v = 0; v < 4; ++v) {
+        for (int i = 0; i < kLanes; ++i) {
+            in[v][i] =
+                static_cast<float>((v + 1) * 100 + i * (v + 3)) * (i % 3 == 0 ? -1.0f : 1.0f);
+            want[v] += in[v][i];
+        }
+    }
+    float got[4];
+    vsum4(got, vload(in[0]), vload(in[1]), vload(in[2]), vload(in[3]));
+    for (int v = 0; v < 4; ++v) EXPECT_EQ(got[v], static_cast<float>(want[v])) << "sum " << v;
+}
+
 TEST(Vec, Exp2IsAccurateWithoutClamps) {
     double worst = 0.0;
     for (int i = 0; i <= 100000; ++i) {
