@@ -36,6 +36,10 @@ TEST(Attention, ForwardMatchesReference) {
         {1, 1, 150, 9, 3, 80, true},
         {1, 2, 100, 4, 2, 64, true},
         {2, 2, 70, 4, 2, 16, false},
+        // Decode over a long cache with few tasks: key ranges split across threads and merged.
+        {1, 1, 300, 2, 1, 64, true},
+        {1, 2, 400, 4, 2, 80, true},
+        {1, 3, 260, 1, 1, 64, true},
     };
     for (core::Device dev : test_devices()) {
         for (DType dt : {DType::f32, DType::bf16}) {

@@ -256,28 +256,71 @@ void forward_impl(const Tensor& out, const Tensor& lse, const Tensor& q, const T
     const bool grouped = g.group > 1 && g.group * std::min(kBq, g.Tq) <= kFewQueries;
     const int64_t task_heads = grouped ? g.NKV : g.NH;
     const int64_t tasks = g.B * task_heads * nqb;
+    // Decode over a long cache with fewer than two tasks per thread (a few kv heads): each task's
+    // key blocks are split into ranges run as separate items, whose partial max, sum and
+    // accumulator are merged afterwards (flash-decoding), so no thread idles through most of
+    // the region. Split points depend only on the shape and the thread count.
+    const bool decode = grouped || g.Tq <= kFewQueries;
+    const int64_t nthreads = omp_get_max_threads();
+    const int64_t key_blocks = (g.Tk + kBk - 1) / kBk;
+    int64_t splits = 1;
+    if (decode && tasks < 2 * nthreads) {
+        splits = std::min((2 * nthreads + tasks - 1) / tasks, key_blocks / 2);
+        splits = std::max<int64_t>(splits, 1);
+    }
+    const int64_t items = tasks * splits;
+    std::vector<float> part_m, part_l, part_acc;  // [items][kBq], [items][kBq], [items][kBq][HS]
+    if (splits > 1) {
+        part_m.resize(static_cast<size_t>(items * kBq));
+        part_l.resize(static_cast<size_t>(items * kBq));
+        part_acc.resize(static_cast<size_t>(items * kBq * HS));
+    }
+    struct Tile {
+        int64_t b, kh, th, i0, nqi, nq;
+    };
+    auto tile_of = [&](int64_t task) {
+        int64_t qb = task % nqb, th = (task / nqb) % task_heads, b = task / (nqb * task_heads);
+        int64_t i0 = qb * kBq, nqi = std::min(kBq, g.Tq - i0);
+        // Tile row r is query i0 + r % nqi of query head head_of(r).
+        return Tile{b, grouped ? th : th / g.group, th, i0, nqi, grouped ? g.group * nqi : nqi};
+    };
+    auto head_of = [&](const Tile& t, int64_t r) {
+        return grouped ? t.kh * g.group + r / t.nqi : t.th;
+    };
+    auto query_of = [&](const Tile& t, int64_t r) { return t.i0 + r % t.nqi; };
+    // Normalised output row r of tile t from its accumulator, max and sum.
+    auto write_row = [&](const Tile& t, int64_t r, const float* a, float m, float l) {
+        const int64_t h = head_of(t, r), i = query_of(t, r);
+        TO* o = O.row(t.b, i, h);
+        bool none = l == 0.0f;  // no visible key: output 0, lse -inf
+        VecF inv = vset(none ? 0.0f : 1.0f / l);
+        for (int64_t d = 0; d < HS; d += kLanes) {
+            int n = lanes(d, HS);
+            vstore(o + d, vload(a + d, n) * inv, n);
+        }
+        if (L) L[(t.b * g.NH + h) * g.Tq + i] = none ? -INFINITY : m + std::log(l);
+    };
 #pragma omp parallel
     {
         std::vector<float> qt(kBq * HS), kt(kBk * HS), ktt(HS * kBk), vt(kBk * HS), s(kBq * kBk),
             acc(kBq * HS), mrow(kBq), lrow(kBq);
 #pragma omp for schedule(dynamic, 1)
-        for (int64_t task = 0; task < tasks; ++task) {
-            int64_t qb = task % nqb, th = (task / nqb) % task_heads, b = task / (nqb * task_heads);
-            int64_t kh = grouped ? th : th / g.group;
-            int64_t i0 = qb * kBq, nqi = std::min(kBq, g.Tq - i0);
-            // Tile row r is query i0 + r % nqi of query head head_of(r).
-            const int64_t nq = grouped ? g.group * nqi : nqi;
-            auto head_of = [&](int64_t r) { return grouped ? kh * g.group + r / nqi : th; };
-            auto query_of = [&](int64_t r) { return i0 + r % nqi; };
+        for (int64_t item = 0; item < items; ++item) {
+            const int64_t task = item / splits, split = item % splits;
+            const Tile t = tile_of(task);
+            const int64_t b = t.b, kh = t.kh, i0 = t.i0, nqi = t.nqi, nq = t.nq;
             for (int64_t r0 = 0; r0 < nq; r0 += nqi)
-                load_rows(qt.data() + r0 * HS, Q, b, i0, nqi, head_of(r0), HS, g.scale);
+                load_rows(qt.data() + r0 * HS, Q, b, i0, nqi, head_of(t, r0), HS, g.scale);
             std::fill(acc.begin(), acc.end(), 0.0f);
             std::fill(mrow.begin(), mrow.end(), -INFINITY);
             std::fill(lrow.begin(), lrow.end(), 0.0f);
             int64_t kend = g.last_key(i0 + nqi - 1) + 1;  // keys needed by the last query
+            const int64_t nb = (kend + kBk - 1) / kBk;
+            const int64_t jbeg = nb * split / splits * kBk,
+                          jend = std::min(kend, nb * (split + 1) / splits * kBk);
             const bool few = nq <= kFewQueries;
-            for (int64_t j0 = 0; j0 < kend; j0 += kBk) {
-                int64_t nk = std::min(kBk, kend - j0);
+            for (int64_t j0 = jbeg; j0 < jend; j0 += kBk) {
+                int64_t nk = std::min(kBk, jend - j0);
                 if (few) {
                     // Decode: a few queries. S by dot products straight from the K rows (no
                     // f32 copy, no transpose, which cost more than the products themselves);
@@ -292,7 +335,7 @@ void forward_impl(const Tensor& out, const Tensor& lse, const Tensor& q, const T
                 for (int64_t r = 0; r < nq; ++r) {
                     float* sr = s.data() + r * kBk;
                     int64_t visible =
-                        std::min(nk, g.last_key(query_of(r)) - j0 + 1);  // may be <= 0
+                        std::min(nk, g.last_key(query_of(t, r)) - j0 + 1);  // may be <= 0
                     if (visible <= 0) {  // this query sees none of these keys: P = 0
                         std::fill(sr, sr + kBk, 0.0f);
                         continue;
@@ -325,17 +368,43 @@ void forward_impl(const Tensor& out, const Tensor& lse, const Tensor& q, const T
                     rows_axpy(acc.data(), s.data(), kBk, 1, vt.data(), nq, nk, HS);
                 }
             }
-            for (int64_t r = 0; r < nq; ++r) {
-                const int64_t h = head_of(r), i = query_of(r);
-                TO* o = O.row(b, i, h);
-                bool none = lrow[r] == 0.0f;  // no visible key: output 0, lse -inf
-                VecF inv = vset(none ? 0.0f : 1.0f / lrow[r]);
-                for (int64_t d = 0; d < HS; d += kLanes) {
-                    int m = lanes(d, HS);
-                    vstore(o + d, vload(acc.data() + r * HS + d, m) * inv, m);
+            if (splits == 1) {
+                for (int64_t r = 0; r < nq; ++r)
+                    write_row(t, r, acc.data() + r * HS, mrow[r], lrow[r]);
+            } else {
+                std::copy(mrow.begin(), mrow.end(), part_m.begin() + item * kBq);
+                std::copy(lrow.begin(), lrow.end(), part_l.begin() + item * kBq);
+                std::copy(acc.begin(), acc.begin() + nq * HS, part_acc.begin() + item * kBq * HS);
+            }
+        }
+        if (splits > 1) {
+            // Merge each task's partials in split order: rescale to the common max and add.
+#pragma omp for schedule(static)
+            for (int64_t task = 0; task < tasks; ++task) {
+                const Tile t = tile_of(task);
+                for (int64_t r = 0; r < t.nq; ++r) {
+                    float m = -INFINITY;
+                    for (int64_t sp = 0; sp < splits; ++sp)
+                        m = std::max(m,
+                                     part_m[static_cast<size_t>((task * splits + sp) * kBq + r)]);
+                    float l = 0.0f;
+                    float* a = acc.data();
+                    std::fill(a, a + HS, 0.0f);
+                    for (int64_t sp = 0; sp < splits; ++sp) {
+                        const size_t it = static_cast<size_t>(task * splits + sp);
+                        const float ms = part_m[it * kBq + static_cast<size_t>(r)];
+                        if (ms == -INFINITY) continue;  // this range had no visible key
+                        const float w = std::exp(ms - m);
+                        l += w * part_l[it * kBq + static_cast<size_t>(r)];
+                        const float* pa =
+                            part_acc.data() + (it * kBq + static_cast<size_t>(r)) * HS;
+                        for (int64_t d = 0; d < HS; d += kLanes) {
+                            int n = lanes(d, HS);
+                            vstore(a + d, vfma(vset(w), vload(pa + d, n), vload(a + d, n)), n);
+                        }
+                    }
+                    write_row(t, r, a, m, l);
                 }
-                if (L)
-                    L[(b * g.NH + h) * g.Tq + i] = none ? -INFINITY : mrow[r] + std::log(lrow[r]);
             }
         }
     }
