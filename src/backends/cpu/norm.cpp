@@ -31,19 +31,20 @@ std::pair<float, float> layernorm_row_pairs(T* orow, const T* xr, const T* next,
         s1 = s1 + b;
     });
     const float m = vsum(s0 + s1) / static_cast<float>(C);
+    const VecF vm = vset(m);
     VecF v0 = vzero(), v1 = vzero();
     for_pairs(0, C, [&](int64_t c, int n) {
         VecF a, b;
         vprefetch2(next + c);
         vload2(xr + c, a, b, n);
-        a = a - vset(m);
-        b = b - vset(m);
+        a = a - vm;
+        b = b - vm;
         if (n < 2 * kLanes) vfill2<T>(a, b, n, 0.0f);
         v0 = vfma(a, a, v0);
         v1 = vfma(b, b, v1);
     });
     const float rs = 1.0f / std::sqrt(vsum(v0 + v1) / static_cast<float>(C) + eps);
-    const VecF vrs = vset(rs), vm = vset(m);
+    const VecF vrs = vset(rs);
     for_pairs(0, C, [&](int64_t c, int n) {
         VecF a, b, w0, w1, b0, b1;
         vload2(xr + c, a, b, n);

@@ -53,13 +53,18 @@ inline void vstore(float* p, VecF x, int n = kLanes) {
         _mm512_mask_storeu_ps(p, lane_mask(n), x.v);
     }
 }
-// f32 bits with the bf16 round-to-nearest-even applied to the high half (core/half.h's rule): a
-// NaN keeps its sign and high payload and gets the quiet bit, so rounding cannot carry it to inf.
-ZS_VINLINE __m512i bf16_round_bits(__m512 x) {
+// f32 bits with the bf16 round-to-nearest-even applied to the high half, without a NaN fix-up:
+// right for every value whose low 16 bits are zero when it is a NaN (see vstore2 for bf16).
+ZS_VINLINE __m512i bf16_round_bits_from_bf16(__m512 x) {
     const __m512i u = _mm512_castps_si512(x);
     const __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1));
-    const __m512i r = _mm512_add_epi32(_mm512_add_epi32(u, _mm512_set1_epi32(0x7fff)), lsb);
-    return _mm512_mask_or_epi32(r, _mm512_cmp_ps_mask(x, x, _CMP_UNORD_Q), u,
+    return _mm512_add_epi32(_mm512_add_epi32(u, _mm512_set1_epi32(0x7fff)), lsb);
+}
+// The same for any f32 (core/half.h's rule): a NaN keeps its sign and high payload and gets the
+// quiet bit, so rounding cannot carry it to inf.
+ZS_VINLINE __m512i bf16_round_bits(__m512 x) {
+    return _mm512_mask_or_epi32(bf16_round_bits_from_bf16(x),
+                                _mm512_cmp_ps_mask(x, x, _CMP_UNORD_Q), _mm512_castps_si512(x),
                                 _mm512_set1_epi32(0x00400000));
 }
 inline void vstore(bf16* p, VecF x, int n = kLanes) {
@@ -95,15 +100,10 @@ inline void vstore2(float* p, VecF a, VecF b, int n = 2 * kLanes) {
     vstore(p, a, n);
     if (n > kLanes) vstore(p + kLanes, b, n - kLanes);
 }
-// Round to nearest even without vstore's NaN fix-up. A pair store only ever sees values computed
-// from bf16 operands (pairs need every operand in one dtype), and such NaNs, whether loaded or
-// made by arithmetic (the default NaN, or an operand's payload with the quiet bit set), have
-// zero low 16 bits: the rounding increment cannot carry into them, so they stay the same NaN.
-inline __m512i bf16_round_bits_from_bf16(__m512 x) {
-    const __m512i u = _mm512_castps_si512(x);
-    const __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1));
-    return _mm512_add_epi32(_mm512_add_epi32(u, _mm512_set1_epi32(0x7fff)), lsb);
-}
+// Rounds without vstore's NaN fix-up. A pair store only ever sees values computed from bf16
+// operands (pairs need every operand in one dtype), and such NaNs, whether loaded or made by
+// arithmetic (the default NaN, or an operand's payload with the quiet bit set), have zero low
+// 16 bits: the rounding increment cannot carry into them, so they stay the same NaN.
 inline void vstore2(bf16* p, VecF a, VecF b, int n = 2 * kLanes) {
     // (a >> 16) | (b & 0xffff0000): the even element in the low half, the odd in the high.
     __m512i v = _mm512_ternarylogic_epi32(_mm512_srli_epi32(bf16_round_bits_from_bf16(a.v), 16),
@@ -328,15 +328,9 @@ inline VecF vrcp_bf16(VecF x) { return vrcp(x); }
 // Derived functions, identical on both paths. vmax/vmin with the constant first pass NaN through.
 // exp(x) for any x: exact 0 below -104 (so exp(-inf) = 0), inf above 89, NaN stays NaN.
 ZS_VINLINE VecF vexp(VecF x) { return vexp_clamped(vmin(vset(89.0f), vmax(vset(-104.0f), x))); }
-// The clamps keep vrcp's argument finite: sigmoid(-80) is 1.8e-35, and tanh(+-9) rounds to +-1
-// in f32.
+// The clamps keep vrcp's argument finite: sigmoid(-80) is 1.8e-35.
 ZS_VINLINE VecF vsigmoid(VecF x) {
     return vrcp(vset(1.0f) + vexp_clamped(vmin(vset(80.0f), vmax(vset(-80.0f), vzero() - x))));
-}
-// tanh(x) = 1 - 2 / (exp(2x) + 1): saturates cleanly to +-1 at both ends.
-ZS_VINLINE VecF vtanh(VecF x) {
-    const VecF c = vmax(vset(-9.0f), vmin(vset(9.0f), x));
-    return vset(1.0f) - vset(2.0f) * vrcp(vexp_clamped(c + c) + vset(1.0f));
 }
 
 // Scalar loads/stores for element-at-a-time code.
