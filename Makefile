@@ -6,7 +6,7 @@ ASAN_BUILD ?= build-asan
 CUDA_BUILD ?= build-cuda
 FUZZ_BUILD ?= build-fuzz
 FUZZ_TIME  ?= 60
-FUZZ_TARGETS := safetensors gguf json openai_request
+FUZZ_TARGETS := safetensors gguf json tokenizer_json config openai_request
 JOBS       ?= $(shell nproc)
 CMAKE      := cmake -G Ninja -DZS_WERROR=ON
 NVCC       ?= /usr/local/cuda/bin/nvcc
@@ -29,6 +29,7 @@ demo: build
 # Build everything and run every test (what CI runs), then compile the CUDA build when nvcc
 # exists (no GPU here: its tests skip with the reason).
 test: build
+	@$(BUILD)/bin/zerospeed doctor --brief
 	@ctest --test-dir $(BUILD) --output-on-failure -j $(JOBS) --timeout 900
 	@$(MAKE) --no-print-directory test-cuda-build
 

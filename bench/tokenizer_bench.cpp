@@ -1,5 +1,5 @@
 // Tokenizer encode/decode throughput, single thread, on a real corpus (Jane Austen's novels,
-// ../shared/data/corpora/austen.txt, or $ZS_BENCH_CORPUS). Each family is checked first:
+// data/corpora/austen.txt, or $ZS_BENCH_CORPUS). Each family is checked first:
 // decode(encode(corpus)) must give the corpus back, or the benchmark reports an error.
 //
 //   build/bench/tokenizer_bench --benchmark_format=json
@@ -20,8 +20,7 @@ std::string corpus() {
         std::string src = ZS_SOURCE_DIR;
         std::vector<std::string> paths;
         if (const char* env = std::getenv("ZS_BENCH_CORPUS")) paths.push_back(env);
-        paths.push_back(src + "/../shared/data/corpora/austen.txt");
-        paths.push_back(src + "/../../shared/data/corpora/austen.txt");
+        paths.push_back(src + "/data/corpora/austen.txt");
         for (const auto& p : paths) {
             std::ifstream f(p, std::ios::binary);
             if (!f) continue;

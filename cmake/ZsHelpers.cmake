@@ -27,3 +27,25 @@ function(zs_add_test name)
     set_tests_properties(${name} PROPERTIES LABELS "${A_LABELS}" TIMEOUT ${A_TIMEOUT}
         ENVIRONMENT "OMP_NUM_THREADS=${A_THREADS};OMP_WAIT_POLICY=PASSIVE")
 endfunction()
+
+# zs_add_fuzzer(name SOURCE file.cpp LIB library): a libFuzzer target `<name>_fuzz` in bin/ when
+# ZS_FUZZ is on (make test-fuzz runs it from tests/fuzz/corpus/<name>); in ordinary builds with
+# tests, `<name>_fuzz_replay` runs the same entry point over that corpus (seeds and past crash
+# inputs) as a unit test, without libFuzzer.
+function(zs_add_fuzzer name)
+    cmake_parse_arguments(A "" "SOURCE;LIB" "" ${ARGN})
+    if(ZS_FUZZ)
+        add_executable(${name}_fuzz ${A_SOURCE})
+        target_link_libraries(${name}_fuzz PRIVATE ${A_LIB})
+        target_link_options(${name}_fuzz PRIVATE -fsanitize=fuzzer)
+        set_target_properties(${name}_fuzz PROPERTIES RUNTIME_OUTPUT_DIRECTORY ${PROJECT_BINARY_DIR}/bin)
+    endif()
+    if(ZS_BUILD_TESTS)
+        add_executable(${name}_fuzz_replay ${PROJECT_SOURCE_DIR}/tests/fuzz/replay_main.cpp
+            ${A_SOURCE})
+        target_link_libraries(${name}_fuzz_replay PRIVATE ${A_LIB})
+        add_test(NAME ${name}_fuzz_replay COMMAND ${name}_fuzz_replay
+            ${PROJECT_SOURCE_DIR}/tests/fuzz/corpus/${name})
+        set_tests_properties(${name}_fuzz_replay PROPERTIES LABELS unit TIMEOUT 120)
+    endif()
+endfunction()

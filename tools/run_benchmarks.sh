@@ -6,8 +6,7 @@
 # Usage: tools/run_benchmarks.sh [BUILD] [section...]
 #   sections: ops optim tokenizer comm train generate serve (default: all)
 # Peers: the Python ones (torch, deepspeed, tiktoken, HF tokenizers, sentencepiece) come from the
-# reference venv (ZS_REFERENCE_PYTHON, default ~/.cache/zerospeed/venv/bin/python; see
-# tools/reference/README.md) and are skipped, saying so, without it. llama.cpp's llama-server is
+# reference venv, installed (once, cached) by tools/reference_venv.sh. llama.cpp's llama-server is
 # used when LLAMA_SERVER names its binary (llama-bench from LLAMA_BENCH), llm.c's CPU trainer when LLMC_TRAIN names its
 # train_gpt2 (both built by you from their public source, outside this repository).
 set -euo pipefail
@@ -15,7 +14,7 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 build=${1:-$root/build}
 shift || true
 sections=${*:-ops optim tokenizer comm train generate serve}
-py=${ZS_REFERENCE_PYTHON:-$HOME/.cache/zerospeed/venv/bin/python}
+py=$("$root/tools/reference_venv.sh")
 out=$build/bench/results/$(date +%Y%m%d-%H%M%S)
 mkdir -p "$out"
 bin=$build/bin/zerospeed
@@ -24,6 +23,7 @@ note() { echo "== $*" | tee -a "$out/README.txt"; }
 
 note "machine: $(nproc) cores,$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2), $(date -u)"
 note "commit: $(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo unknown)"
+"$bin" doctor --brief | sed -n 's/^\(cpu\|matmul routes\): /== \1: /p' | tee -a "$out/README.txt"
 
 for s in $sections; do
     case $s in

@@ -5,7 +5,7 @@ cl100k_base), Hugging Face tokenizers (Llama-3 and Mistral tokenizer.json) and s
 (Llama-2 tokenizer.model). Prints one JSON line per case with the token count, so the run also
 shows both sides produced the same number of tokens.
 
-  python bench/peers/tokenizer_peers.py [--corpus ../shared/data/corpora/austen.txt] [--reps 3]
+  python bench/peers/tokenizer_peers.py [--corpus data/corpora/austen.txt] [--reps 3]
 """
 import argparse
 import base64
@@ -63,7 +63,7 @@ def cases():
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--corpus", default=os.path.join(ROOT, "..", "shared", "data", "corpora", "austen.txt"))
+    ap.add_argument("--corpus", default=os.path.join(ROOT, "data", "corpora", "austen.txt"))
     ap.add_argument("--reps", type=int, default=3)
     a = ap.parse_args()
     os.environ["RAYON_NUM_THREADS"] = "1"

@@ -12,8 +12,10 @@ namespace zs::cli {
 
 struct DoctorOptions {
     int size = 1024;
+    bool brief = false;  // backends, CPU and matmul routes only: no checks, no timing
 };
-// Print backends, the CPU ISA oneDNN picked, and check/time the core kernels on random data.
+// Print backends, the CPU and the matmul kernels it gets, and check/time the core kernels on
+// random data.
 int run_doctor(const DoctorOptions& opts);
 
 struct TokenizeOptions {

@@ -3,11 +3,16 @@
 // whether bf16 runs on AMX / AVX-512-BF16 and what a matmul achieves here.
 #include <cmath>
 #include <cstdio>
+#include <fstream>
 #include <random>
+#include <set>
+#include <sstream>
+#include <string>
 
+#include <fmt/format.h>
 #include <omp.h>
-#include <oneapi/dnnl/dnnl.hpp>
 
+#include "backends/cpu/cpu_kernels.h"
 #include "backends/register.h"
 #include "base/timer.h"
 #include "cli/commands.h"
@@ -32,21 +37,34 @@ Tensor random(std::mt19937& g, const core::Shape& s, DType t) {
     return x.to(t);
 }
 
-const char* isa_name(dnnl::cpu_isa isa) {
-    switch (isa) {
-        case dnnl::cpu_isa::avx512_core_amx:
-            return "avx512_core_amx (AMX bf16/int8)";
-        case dnnl::cpu_isa::avx512_core_bf16:
-            return "avx512_core_bf16 (AVX-512 BF16)";
-        case dnnl::cpu_isa::avx512_core_vnni:
-            return "avx512_core_vnni (bf16 emulated in f32)";
-        case dnnl::cpu_isa::avx512_core:
-            return "avx512_core";
-        case dnnl::cpu_isa::avx2:
-            return "avx2";
-        default:
-            return "other";
+// The CPU as a benchmark table should name it: /proc/cpuinfo's model name (often just "Intel(R)
+// Xeon(R) Processor" in a VM), family/model, and the vector extensions that decide our kernels.
+std::string describe_cpu() {
+    std::ifstream f("/proc/cpuinfo");
+    std::string line, name = "unknown", family = "?", model = "?";
+    std::set<std::string> flags;
+    auto value = [](const std::string& l) {
+        auto colon = l.find(':');
+        if (colon == std::string::npos || colon + 2 > l.size()) return std::string();
+        return l.substr(colon + 2);
+    };
+    // The first processor's block (up to the first empty line) describes them all.
+    while (std::getline(f, line) && !line.empty()) {
+        if (line.rfind("model name", 0) == 0) name = value(line);
+        if (line.rfind("cpu family", 0) == 0) family = value(line);
+        if (line.rfind("model\t", 0) == 0) model = value(line);
+        if (line.rfind("flags", 0) == 0) {
+            std::istringstream words(value(line));
+            for (std::string w; words >> w;) flags.insert(w);
+        }
     }
+    auto has = [&](const char* flag) { return flags.count(flag) != 0; };
+    std::string ext = has("avx512f") ? "AVX-512" : has("avx2") ? "AVX2" : "no AVX2";
+    if (has("avx512_bf16")) ext += ", AVX512-BF16";
+    if (has("amx_bf16")) ext += ", AMX";
+    if (!has("avx512_bf16") && !has("amx_bf16")) ext += ", no AVX512-BF16, no AMX";
+    return fmt::format("{} (family {} model {}: {}), {} logical CPUs", name, family, model, ext,
+                       omp_get_num_procs());
 }
 
 double max_rel_err(const Tensor& got, const ops::reference::DTensor& want) {
@@ -64,7 +82,9 @@ int run_doctor(const DoctorOptions& opts) {
     std::printf("backends: %s\n", backends::describe().c_str());
     std::string why = backends::cuda_unavailable_reason();
     if (!why.empty()) std::printf("cuda: %s\n", why.c_str());
-    std::printf("oneDNN CPU ISA: %s\n", isa_name(dnnl::get_effective_cpu_isa()));
+    std::printf("cpu: %s\n", describe_cpu().c_str());
+    std::printf("matmul routes: %s\n", backends::cpu::describe_matmul_routes().c_str());
+    if (opts.brief) return 0;
 
     std::mt19937 g(301);
     bool ok = true;

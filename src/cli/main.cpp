@@ -23,6 +23,9 @@ int main(int argc, char** argv) {
     CLI::App* doc = app.add_subcommand("doctor", "Check this machine's backends and kernels");
     doc->add_option("--size", doctor.size, "Square GEMM size for the throughput check")
         ->check(CLI::Range(16, 8192));
+    doc->add_flag(
+        "--brief", doctor.brief,
+        "Only the backends, the CPU and the matmul kernels it gets (no checks, no timing)");
 
     zs::cli::TokenizeOptions tokenize;
     CLI::App* tkn = app.add_subcommand(

@@ -14,6 +14,7 @@
 #include "cli/commands.h"
 #include "cli/svg.h"
 #include "io/atomic_file.h"
+#include "io/json.h"
 
 namespace zs::cli {
 
@@ -33,12 +34,7 @@ std::map<std::string, std::vector<std::pair<double, double>>> read_metrics(
         while (std::getline(in, line)) {
             ++n;
             if (line.empty()) continue;
-            nlohmann::json j;
-            try {
-                j = nlohmann::json::parse(line);
-            } catch (const nlohmann::json::parse_error&) {
-                ZS_THROW(IoError, "{}: line {} is not JSON", path, n);
-            }
+            nlohmann::json j = io::parse_json(line, fmt::format("{}: line {}", path, n));
             ZS_CHECK_T(IoError, j.is_object() && j.contains("step"), "{}: line {} has no 'step'",
                        path, n);
             for (auto it = j.begin(); it != j.end(); ++it) {

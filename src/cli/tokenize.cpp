@@ -11,6 +11,7 @@
 
 #include "base/error.h"
 #include "cli/commands.h"
+#include "io/json.h"
 #include "io/tokenizer.h"
 
 namespace zs::cli {
@@ -26,9 +27,9 @@ std::string read_stdin() {
 std::vector<int32_t> parse_ids(const std::string& text) {
     nlohmann::json j;
     try {
-        j = nlohmann::json::parse(text);
-    } catch (const nlohmann::json::parse_error& e) {
-        ZS_THROW(ConfigError, "stdin: expected a JSON array of token ids: {}", e.what());
+        j = io::parse_json(text, "stdin");
+    } catch (const IoError& e) {
+        ZS_THROW(ConfigError, "expected a JSON array of token ids: {}", e.what());
     }
     ZS_CHECK_T(ConfigError, j.is_array(), "stdin: expected a JSON array of token ids, got {}",
                j.type_name());

@@ -187,7 +187,7 @@ int run_convert(const ConvertOptions& o) {
         ZS_CHECK_T(IoError, got == want,
                    "{}: corrupt shard: sha256 {} but manifest.json expects {}", f, got, want);
         shards.push_back(io::SafetensorsFile::open(f));
-        ranges.push_back(nlohmann::json::parse(shards.back().metadata().at("ranges")));
+        ranges.push_back(io::parse_json(shards.back().metadata().at("ranges"), f + " (ranges)"));
     }
     fs::create_directories(o.output);
     const int G = model.layout().n_groups();

@@ -16,6 +16,7 @@
 #include "base/error.h"
 #include "io/atomic_file.h"
 #include "io/checksum.h"
+#include "io/json.h"
 
 namespace zs::io {
 
@@ -51,12 +52,7 @@ std::vector<ShardInfo> parse_shards(const json& j, const std::string& where) {
 DatasetIndex read_dataset_index(const std::string& dir) {
     std::string path = dir + "/index.json";
     std::string text = read_file(path);
-    json j;
-    try {
-        j = json::parse(text);
-    } catch (const json::parse_error& e) {
-        ZS_THROW(IoError, "{}: not valid JSON (byte {})", path, e.byte);
-    }
+    json j = parse_json(text, path);
     ZS_CHECK_T(IoError, j.is_object() && j.value("format", "") == "zerospeed-tokens",
                "{}: not a zerospeed token dataset index (format != \"zerospeed-tokens\")", path);
     DatasetIndex idx;

@@ -231,7 +231,10 @@ void Tokenizer::Impl::build_merges() {
     PairTable& pairs = bpe.pairs();
     if (!spec.merges.empty()) {
         for (size_t i = 0; i < spec.merges.size(); ++i) {
-            const auto& [a, b] = spec.merges[i];
+            // Named references, not a structured binding: C++20 lambdas may not capture those
+            // (clang 14 refuses; the fuzz build uses it).
+            const std::string& a = spec.merges[i].first;
+            const std::string& b = spec.merges[i].second;
             auto find = [&](const std::string& t) {
                 auto it = token_ids.find(t);
                 ZS_CHECK_T(IoError, it != token_ids.end(),

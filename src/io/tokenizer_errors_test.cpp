@@ -143,7 +143,7 @@ TEST_F(TokenizerErrors, BadTokenizerJson) {
         "merges": ["a b"]}, "pre_tokenizer": {"type": "ByteLevel"}})";
     EXPECT_EQ(Tokenizer::load(write("ok.json", base)).encode("ab"), (std::vector<int32_t>{2}));
 
-    EXPECT_NE(load_error<IoError>(write("a.json", "{\"model\": ")).find("not valid JSON"),
+    EXPECT_NE(load_error<IoError>(write("a.json", "{\"model\": ")).find("invalid JSON"),
               std::string::npos);
     EXPECT_NE(load_error<IoError>(write("b.json", "{}")).find(".model is missing"),
               std::string::npos);

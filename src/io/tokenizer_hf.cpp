@@ -11,6 +11,7 @@
 #include <nlohmann/json.hpp>
 
 #include "base/error.h"
+#include "io/json.h"
 #include "io/tokenizer_impl.h"
 
 namespace zs::io {
@@ -21,14 +22,6 @@ using json = nlohmann::json;
 namespace fs = std::filesystem;
 
 constexpr std::string_view kSpace = "\xE2\x96\x81";  // U+2581 "▁"
-
-json parse_json(const std::string& text, const std::string& path) {
-    try {
-        return json::parse(text);
-    } catch (const json::parse_error& e) {
-        ZS_THROW(IoError, "{}: not valid JSON: {}", path, e.what());
-    }
-}
 
 // Typed accessors that name the file and the JSON path on a wrong type.
 struct Reader {
@@ -340,7 +333,17 @@ std::string read_tokenizer_file(const std::string& path) {
 }
 
 TokenizerSpec load_hf_tokenizer_json(const std::string& path) {
-    json root = parse_json(read_tokenizer_file(path), path);
+    fs::path config = fs::path(path).parent_path() / "tokenizer_config.json";
+    std::error_code ec;
+    const bool with_config =
+        fs::path(path).filename() == "tokenizer.json" && fs::is_regular_file(config, ec);
+    return parse_hf_tokenizer_json(read_tokenizer_file(path), path,
+                                   with_config ? config.string() : std::string());
+}
+
+TokenizerSpec parse_hf_tokenizer_json(const std::string& text, const std::string& path,
+                                      const std::string& config_path) {
+    json root = parse_json(text, path);
     Reader r{path};
     ZS_CHECK_T(IoError, root.is_object(), "{}: expected a JSON object at the top level", path);
     TokenizerSpec spec;
@@ -465,11 +468,7 @@ TokenizerSpec load_hf_tokenizer_json(const std::string& path) {
     if (const json* pp = r.get(root, "post_processor")) {
         parse_post_processor(*pp, "post_processor", r, ids, spec);
     }
-    fs::path config = fs::path(path).parent_path() / "tokenizer_config.json";
-    std::error_code ec;
-    if (fs::path(path).filename() == "tokenizer.json" && fs::is_regular_file(config, ec)) {
-        apply_config(config.string(), ids, spec);
-    }
+    if (!config_path.empty()) apply_config(config_path, ids, spec);
     guess_specials(ids, spec);
     return spec;
 }

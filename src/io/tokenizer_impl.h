@@ -107,6 +107,10 @@ private:
 // Loaders (one file each): each returns a spec or throws IoError / NotSupported naming the file.
 std::string read_tokenizer_file(const std::string& path);
 TokenizerSpec load_hf_tokenizer_json(const std::string& path);
+// A tokenizer.json's text (`path` names it in errors); config_path, when not empty, is the
+// tokenizer_config.json whose special tokens and chat template apply.
+TokenizerSpec parse_hf_tokenizer_json(const std::string& text, const std::string& path,
+                                      const std::string& config_path = {});
 TokenizerSpec load_gpt2_vocab(const std::string& vocab_json, const std::string& merges_txt);
 TokenizerSpec load_sentencepiece_model(const std::string& path);
 TokenizerSpec load_tiktoken(const std::string& path, const TokenizerLoadOptions& options);

@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 
 #include "base/error.h"
+#include "io/json.h"
 
 namespace zs::models {
 
@@ -299,9 +300,9 @@ void ModelConfig::validate(const std::string& source) const {
 ModelConfig parse_hf_config(const std::string& text, const std::string& source) {
     json j;
     try {
-        j = json::parse(text);
-    } catch (const json::parse_error& e) {
-        ZS_THROW(ConfigError, "{}: not valid JSON (byte {}): {}", source, e.byte, e.what());
+        j = io::parse_json(text, source);
+    } catch (const IoError& e) {  // a config that is not JSON is a configuration error
+        ZS_THROW(ConfigError, "{}", e.what());
     }
     ZS_CHECK_T(ConfigError, j.is_object(), "{}: expected a JSON object", source);
     Fields f(j, source);

@@ -6,7 +6,7 @@
 namespace zs::models {
 
 ContiguousKvCache::ContiguousKvCache(const ModelConfig& cfg, int64_t max_tokens, DType dtype)
-    : cfg_(cfg), max_(max_tokens) {
+    : max_(max_tokens) {
     for (int64_t l = 0; l < cfg.n_layers; ++l) {
         k_.push_back(Tensor::empty({max_tokens, cfg.n_kv_heads, cfg.head_dim}, dtype,
                                    core::Device::cpu(), core::MemCategory::kv_cache));

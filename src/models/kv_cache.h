@@ -25,7 +25,6 @@ public:
     void clear() { len_ = 0; }
 
 private:
-    const ModelConfig& cfg_;
     int64_t max_, len_ = 0;
     std::vector<Tensor> k_, v_;  // per layer [max_T, NKV, HS]
 };

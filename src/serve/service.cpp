@@ -42,7 +42,7 @@ void Channel::fail(std::string why) {
 }
 
 struct Service::Command {
-    enum Kind { submit, cancel, abort_all } kind = submit;
+    enum class Kind { submit, cancel, abort_all } kind = Kind::submit;
     std::shared_ptr<Channel> channel;
     std::vector<ChoiceSpec> choices;
     Clock::time_point arrival;
@@ -94,7 +94,7 @@ std::shared_ptr<Channel> Service::submit(std::vector<ChoiceSpec> choices,
                                          Clock::time_point arrival) {
     auto cmd = std::make_unique<Command>();
     auto ch = std::make_shared<Channel>(static_cast<int>(choices.size()));
-    cmd->kind = Command::submit;
+    cmd->kind = Command::Kind::submit;
     cmd->channel = ch;
     cmd->choices = std::move(choices);
     cmd->arrival = arrival;
@@ -126,7 +126,7 @@ std::shared_ptr<Channel> Service::submit(std::vector<ChoiceSpec> choices,
 
 void Service::cancel(const std::shared_ptr<Channel>& ch) {
     auto cmd = std::make_unique<Command>();
-    cmd->kind = Command::cancel;
+    cmd->kind = Command::Kind::cancel;
     cmd->channel = ch;
     {
         std::lock_guard<std::mutex> lk(mu_);
@@ -137,7 +137,7 @@ void Service::cancel(const std::shared_ptr<Channel>& ch) {
 
 void Service::abort_all(const std::string& why) {
     auto cmd = std::make_unique<Command>();
-    cmd->kind = Command::abort_all;
+    cmd->kind = Command::Kind::abort_all;
     cmd->why = why;
     {
         std::lock_guard<std::mutex> lk(mu_);
@@ -156,7 +156,7 @@ void Service::loop() {
             cmds.swap(commands_);
         }
         for (auto& c : cmds) {
-            if (c->kind == Command::submit) {
+            if (c->kind == Command::Kind::submit) {
                 handle(*c);
                 // submit() owns the command from here on.
                 Command* raw = c.release();
@@ -194,7 +194,7 @@ void Service::loop() {
 }
 
 void Service::handle(Command& c) {
-    if (c.kind == Command::submit) {
+    if (c.kind == Command::Kind::submit) {
         std::vector<infer::RequestId> added;
         try {
             for (size_t i = 0; i < c.choices.size(); ++i) {
@@ -228,7 +228,7 @@ void Service::handle(Command& c) {
         }
         return;
     }
-    if (c.kind == Command::cancel) {
+    if (c.kind == Command::Kind::cancel) {
         bool any = false;
         for (infer::RequestId id : c.channel->ids_) {
             auto it = live_.find(id);

@@ -396,7 +396,7 @@ void Trainer::save_checkpoint() {
         m["world_size"] = W;
         m["zero_stage"] = engine_->stage();
         m["optimizer_states"] = engine_->n_states();
-        m["model_config"] = nlohmann::json::parse(models::to_hf_config_json(mcfg_));
+        m["model_config"] = io::parse_json(models::to_hf_config_json(mcfg_), "model config");
         nlohmann::json groups = nlohmann::json::array();
         for (const auto& g : model_->layout().groups())
             groups.push_back({{"name", g.name}, {"numel", g.numel}});
@@ -483,7 +483,7 @@ void Trainer::load_checkpoint(const std::string& path) {
         ZS_CHECK_T(IoError, got == want,
                    "{}: corrupt shard: sha256 {} but manifest.json expects {}", f, got, want);
         io::SafetensorsFile sf = io::SafetensorsFile::open(f);
-        nlohmann::json ranges = nlohmann::json::parse(sf.metadata().at("ranges"));
+        nlohmann::json ranges = io::parse_json(sf.metadata().at("ranges"), f + " (ranges)");
         for (int g = 0; g < model_->layout().n_groups(); ++g) {
             int64_t b = ranges[static_cast<size_t>(g)][0], e = ranges[static_cast<size_t>(g)][1];
             if (e <= b) continue;

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # zerospeed convert --to hf: a checkpoint saved by 2 ranks at ZeRO-3 becomes an HF directory
 # (streamed group by group, sharded safetensors + index + config.json). Checks: zerospeed loads it
-# and generates exactly what the trainer's own export generates; when the reference venv
-# (tools/reference, ~/.cache/zerospeed/venv) is present, transformers loads it too and its greedy
-# continuation equals zerospeed's token for token.
+# and generates exactly what the trainer's own export generates; transformers (the reference venv,
+# tools/reference_venv.sh) loads it too and its greedy continuation equals zerospeed's token for
+# token.
 source "$(dirname "$0")/train_common.sh" "$1" "$2"
 ds_config 3 "$work/ds.json"
 # shellcheck disable=SC2046
@@ -17,15 +17,15 @@ a=$("$bin" generate --model "$work/hf" --prompt "It is a truth" --max-tokens 12 
 b=$("$bin" generate --model "$work/exported" --prompt "It is a truth" --max-tokens 12 --temperature 0 2>/dev/null)
 [ "$a" = "$b" ] || { echo "converted: '$a' vs exported: '$b'"; exit 1; }
 echo "convert: zerospeed generates the same from the converted and the exported model"
-py=${ZS_REFERENCE_PYTHON:-$HOME/.cache/zerospeed/venv/bin/python}
-if [ -x "$py" ] && "$py" -c "import transformers, torch" 2>/dev/null; then
-    ids=$(printf '%s' "It is a truth" | "$bin" tokenize --tokenizer "$work/hf" | tr -d '[],')
-    hf_ids=$("$py" "$2/tools/reference/check_hf_export.py" "$work/hf" 12 $ids 2>/dev/null)
-    hf_text=$(printf '%s' "$hf_ids" | "$bin" tokenize --tokenizer "$work/hf" --decode)
-    [ "$hf_text" = "${a%$'\n'}" ] || [ "It is a truth$hf_text" = "${a%$'\n'}" ] || [ "$hf_text" = "$a" ] || {
-        echo "transformers: '$hf_text' vs zerospeed: '$a'"; exit 1; }
-    echo "convert: transformers loads the directory and generates the same tokens"
-else
-    echo "convert: reference venv absent; transformers check skipped"
-fi
+# transformers (the reference venv, installed by tools/reference_venv.sh) loads the directory as
+# it is and continues the prompt greedily: the same tokens as zerospeed.
+py=$("$2/tools/reference_venv.sh")
+ids=$(printf '%s' "It is a truth" | "$bin" tokenize --tokenizer "$work/hf" | tr -d '[],')
+# shellcheck disable=SC2086
+hf_ids=$("$py" "$2/tools/reference/check_hf_export.py" "$work/hf" 12 $ids 2>"$work/hf.log") || {
+    cat "$work/hf.log"; exit 1; }
+hf_text=$(printf '%s' "$hf_ids" | "$bin" tokenize --tokenizer "$work/hf" --decode)
+[ "$hf_text" = "${a%$'\n'}" ] || [ "It is a truth$hf_text" = "${a%$'\n'}" ] || [ "$hf_text" = "$a" ] || {
+    echo "transformers: '$hf_text' vs zerospeed: '$a'"; exit 1; }
+echo "convert: transformers loads the directory and generates the same tokens"
 echo "convert_hf: ok"

@@ -1,7 +1,7 @@
 """Conformance of `zerospeed serve` with the OpenAI API, on a real model (SmolLM2-135M GGUF).
 
 1. Raw HTTP: every response body and every stream chunk validates against the schemas of the
-   OpenAI OpenAPI spec (../shared/data/openai/openapi.yaml): CreateCompletionResponse,
+   OpenAI OpenAPI spec (tests/fixtures/openai/openapi.yaml): CreateCompletionResponse,
    CreateChatCompletionResponse, CreateChatCompletionStreamResponse, ListModelsResponse,
    ErrorResponse.
 2. The official `openai` Python client drives completions and chat, streaming and not; the text

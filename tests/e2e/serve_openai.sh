@@ -9,7 +9,7 @@ bin=$1
 root=$2
 gguf=$("$root/tools/fetch_smollm2.sh")
 py=$("$root/tools/serve_venv.sh")
-spec=${ZS_OPENAPI_SPEC:-$root/../shared/data/openai/openapi.yaml}
+spec=$root/tests/fixtures/openai/openapi.yaml  # vendored, MIT (its README has the sha256)
 [ -f "$spec" ] || { echo "serve_openai: the OpenAI spec is missing: $spec"; exit 1; }
 work=$(mktemp -d)
 trap 'kill "$pid" 2>/dev/null || true; rm -rf "$work"' EXIT

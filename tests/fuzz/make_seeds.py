@@ -141,3 +141,116 @@ out("json", "deep", b"[" * 40 + b"]" * 40)
 out("json", "numbers", b'{"a": -0, "b": 1e308, "c": 18446744073709551616, "d": -9223372036854775809, "e": 0.1e-400}')
 out("json", "unicode", '{"k": "h\u00e9llo \\ud83d\\ude00", "\\u0000": 1}'.encode())
 out("json", "nul", b'{"a": 1}\x00{"b"')
+
+
+# ---- tokenizer.json ----
+def bytes_to_unicode():
+    """GPT-2's byte -> printable character map (the byte-level alphabet)."""
+    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + \
+        list(range(ord("®"), ord("ÿ") + 1))
+    cs = bs[:]
+    n = 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    return {b: chr(c) for b, c in zip(bs, cs)}
+
+
+def byte_level(merges, pre=None, extra=None):
+    alphabet = [bytes_to_unicode()[b] for b in range(256)]
+    vocab = {t: i for i, t in enumerate(alphabet)}
+    for a, b in merges:
+        vocab.setdefault(a + b, len(vocab))
+    tok = {"version": "1.0", "added_tokens": [
+        {"id": len(vocab), "content": "<|endoftext|>", "special": True, "single_word": False,
+         "lstrip": False, "rstrip": False, "normalized": False}],
+        "normalizer": None,
+        "pre_tokenizer": pre or {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True,
+                                 "use_regex": True},
+        "post_processor": {"type": "ByteLevel", "add_prefix_space": True, "trim_offsets": False,
+                           "use_regex": True},
+        "decoder": {"type": "ByteLevel", "add_prefix_space": True, "trim_offsets": True,
+                    "use_regex": True},
+        "model": {"type": "BPE", "dropout": None, "unk_token": None,
+                  "continuing_subword_prefix": None, "end_of_word_suffix": None, "fuse_unk": False,
+                  "byte_fallback": False, "ignore_merges": False, "vocab": vocab,
+                  "merges": [f"{a} {b}" for a, b in merges]}}
+    if extra:
+        tok.update(extra)
+    return json.dumps(tok, ensure_ascii=False).encode()
+
+
+gpt_merges = [("Ġ", "t"), ("h", "e"), ("Ġt", "he"), ("i", "n"), ("Ġ", "a"), ("e", "r"),
+              ("o", "n"), ("Ġ", "s"), ("r", "e"), ("e", "d")]
+out("tokenizer_json", "byte_level", byte_level(gpt_merges))
+out("tokenizer_json", "split_regex", byte_level(gpt_merges[:4], pre={"type": "Sequence", "pretokenizers": [
+    {"type": "Split", "pattern": {"Regex": r"(?i:'s|'t|'re)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"},
+     "behavior": "Isolated", "invert": False},
+    {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": False}]}))
+# A catastrophic-backtracking pattern: must be refused at load or bounded at encode.
+out("tokenizer_json", "regex_bomb", byte_level([], pre={"type": "Sequence", "pretokenizers": [
+    {"type": "Split", "pattern": {"Regex": "(a+)+$"}, "behavior": "Isolated", "invert": False},
+    {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": False}]}))
+spm_vocab = {"<unk>": 0, "<s>": 1, "</s>": 2}
+for b in range(256):
+    spm_vocab[f"<0x{b:02X}>"] = len(spm_vocab)
+for t in ["▁", "a", "b", "e", "h", "l", "o", "t", "▁t", "he", "▁the", "ll", "▁he", "llo", "▁hello"]:
+    spm_vocab[t] = len(spm_vocab)
+out("tokenizer_json", "sentencepiece", json.dumps({
+    "version": "1.0",
+    "added_tokens": [{"id": i, "content": c, "special": True, "single_word": False, "lstrip": False,
+                      "rstrip": False, "normalized": False} for c, i in list(spm_vocab.items())[:3]],
+    "normalizer": {"type": "Sequence", "normalizers": [{"type": "Prepend", "prepend": "▁"},
+                                                       {"type": "Replace", "pattern": {"String": " "}, "content": "▁"}]},
+    "pre_tokenizer": None,
+    "post_processor": {"type": "TemplateProcessing",
+                       "single": [{"SpecialToken": {"id": "<s>", "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}}],
+                       "pair": [{"Sequence": {"id": "A", "type_id": 0}}, {"Sequence": {"id": "B", "type_id": 1}}],
+                       "special_tokens": {"<s>": {"id": "<s>", "ids": [1], "tokens": ["<s>"]}}},
+    "decoder": {"type": "Sequence", "decoders": [
+        {"type": "Replace", "pattern": {"String": "▁"}, "content": " "}, {"type": "ByteFallback"},
+        {"type": "Fuse"}, {"type": "Strip", "content": " ", "start": 1, "stop": 0}]},
+    "model": {"type": "BPE", "dropout": None, "unk_token": "<unk>", "continuing_subword_prefix": None,
+              "end_of_word_suffix": None, "fuse_unk": True, "byte_fallback": True, "vocab": spm_vocab,
+              "merges": [["▁", "t"], ["h", "e"], ["▁t", "he"], ["l", "l"], ["▁", "he"], ["ll", "o"],
+                         ["▁he", "llo"]]}}, ensure_ascii=False).encode())
+out("tokenizer_json", "sparse_ids", b'{"model": {"type": "BPE", "vocab": {"a": 0, "b": 4000000000}, "merges": []}}')
+out("tokenizer_json", "bad_merge", b'{"model": {"type": "BPE", "vocab": {"a": 0}, "merges": ["a b"]}, "pre_tokenizer": {"type": "ByteLevel"}}')
+
+# ---- config (ds_config.json and a model's config.json, both through their parsers) ----
+out("config", "llama", json.dumps({
+    "architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": 64,
+    "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4,
+    "num_key_value_heads": 2, "vocab_size": 97, "max_position_embeddings": 64,
+    "rms_norm_eps": 1e-6, "rope_theta": 10000.0, "hidden_act": "silu",
+    "rope_scaling": {"factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                     "original_max_position_embeddings": 8192, "rope_type": "llama3"},
+    "tie_word_embeddings": False, "bos_token_id": 1, "eos_token_id": [2, 3],
+    "torch_dtype": "bfloat16"}).encode())
+out("config", "gpt2", json.dumps({
+    "model_type": "gpt2", "vocab_size": 97, "n_embd": 32, "n_layer": 2, "n_head": 4,
+    "n_positions": 64, "activation_function": "gelu_new", "layer_norm_epsilon": 1e-5,
+    "tie_word_embeddings": True, "bos_token_id": 96, "eos_token_id": 96}).encode())
+out("config", "mixtral", json.dumps({
+    "model_type": "mixtral", "hidden_size": 32, "intermediate_size": 48, "num_hidden_layers": 2,
+    "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 97,
+    "num_local_experts": 4, "num_experts_per_tok": 2, "router_aux_loss_coef": 0.02,
+    "sliding_window": None, "rope_theta": 1e6}).encode())
+out("config", "ds_zero3", json.dumps({
+    "train_batch_size": 16, "train_micro_batch_size_per_gpu": 4, "gradient_accumulation_steps": 4,
+    "optimizer": {"type": "AdamW", "params": {"lr": 3e-4, "betas": [0.9, 0.95], "eps": 1e-8,
+                                              "weight_decay": 0.1}},
+    "scheduler": {"type": "WarmupDecayLR", "params": {"warmup_min_lr": 0, "warmup_max_lr": 3e-4,
+                                                      "warmup_num_steps": 10, "total_num_steps": 100}},
+    "gradient_clipping": 1.0, "bf16": {"enabled": True},
+    "zero_optimization": {"stage": 3, "overlap_comm": True, "contiguous_gradients": True,
+                          "reduce_bucket_size": 5e8, "stage3_prefetch_bucket_size": 5e7,
+                          "stage3_param_persistence_threshold": 1e5},
+    "steps_per_print": 10, "wall_clock_breakdown": False}).encode())
+out("config", "ds_fp16", json.dumps({
+    "train_batch_size": "auto", "fp16": {"enabled": True, "loss_scale": 0, "initial_scale_power": 16,
+                                         "loss_scale_window": 1000, "hysteresis": 2, "min_loss_scale": 1},
+    "optimizer": {"type": "Adam", "params": {"lr": "auto"}},
+    "zero_optimization": {"stage": 2, "offload_optimizer": {"device": "cpu"}}}).encode())

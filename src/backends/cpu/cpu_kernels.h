@@ -3,12 +3,28 @@
 #pragma once
 
 #include <memory>
+#include <string>
 
 #include "ops/kernels.h"
 
 namespace zs::backends::cpu {
 
 using core::Tensor;
+
+// Which matmul kernels this CPU gets, decided at run time (the same binary serves an AMX machine
+// and an AVX-512-only one): oneDNN's ISA (ONEDNN_MAX_CPU_ISA can lower it, e.g. to test the
+// non-AMX path on an AMX machine), whether bf16 products are native there or widened to f32, and
+// whether OpenBLAS recognised this CPU (Debian's OpenBLAS falls back to slow generic kernels on
+// cores it does not know; then its route is not taken: OPENBLAS_CORETYPE=SkylakeX overrides).
+struct MatmulRoutes {
+    std::string onednn_isa;      // "avx512_core_amx (AMX bf16/int8)", ...
+    bool native_bf16 = false;    // AMX or AVX-512 BF16: bf16 GEMMs stay in bf16
+    std::string openblas_core;   // openblas_get_corename(): "SkylakeX", "Prescott", ...
+    bool openblas_used = false;  // f32 GEMMs with a row-major right operand go to OpenBLAS
+};
+const MatmulRoutes& matmul_routes();
+// One line for logs, `make test`, `make bench` and `zerospeed doctor`.
+std::string describe_matmul_routes();
 
 class CpuKernels final : public ops::Kernels {
 public:

@@ -27,6 +27,64 @@ namespace zs::backends::cpu {
 
 using core::DType;
 
+namespace {
+
+const char* isa_name(dnnl::cpu_isa isa) {
+    switch (isa) {
+        case dnnl::cpu_isa::avx512_core_amx:
+            return "avx512_core_amx (AMX bf16/int8)";
+        case dnnl::cpu_isa::avx512_core_bf16:
+            return "avx512_core_bf16 (AVX-512 BF16)";
+        case dnnl::cpu_isa::avx512_core_vnni:
+            return "avx512_core_vnni (no native bf16)";
+        case dnnl::cpu_isa::avx512_core:
+            return "avx512_core (no native bf16)";
+        case dnnl::cpu_isa::avx2_vnni:
+            return "avx2_vnni (no native bf16)";
+        case dnnl::cpu_isa::avx2:
+            return "avx2 (no native bf16)";
+        default:
+            return "older than avx2 (no native bf16)";
+    }
+}
+
+// OpenBLAS cores with AVX2 or AVX-512 sgemm kernels. Anything else (Debian's 0.3.21 calls CPUs it
+// does not know "Prescott" and runs SSE3 kernels, ~5x slower) keeps f32 GEMMs on oneDNN.
+bool fast_openblas_core(const std::string& core) {
+    for (const char* c : {"Haswell", "SkylakeX", "Cooperlake", "SapphireRapids", "Zen"}) {
+        if (core == c) return true;
+    }
+    return false;
+}
+
+}  // namespace
+
+const MatmulRoutes& matmul_routes() {
+    static const MatmulRoutes routes = [] {
+        MatmulRoutes r;
+        const dnnl::cpu_isa isa = dnnl::get_effective_cpu_isa();
+        r.onednn_isa = isa_name(isa);
+        // Without AVX-512 BF16 / AMX, oneDNN emulates bf16 products (0.3x of its f32 GEMM on an
+        // Ice Lake server); matmul_bf16_via_f32 widens them instead.
+        r.native_bf16 =
+            isa == dnnl::cpu_isa::avx512_core_bf16 || isa == dnnl::cpu_isa::avx512_core_amx;
+        const char* core = openblas_get_corename();
+        r.openblas_core = core ? core : "unknown";
+        r.openblas_used = fast_openblas_core(r.openblas_core);
+        return r;
+    }();
+    return routes;
+}
+
+std::string describe_matmul_routes() {
+    const MatmulRoutes& r = matmul_routes();
+    return fmt::format("oneDNN ISA {}: bf16 GEMMs {}; OpenBLAS core {}: {}", r.onednn_isa,
+                       r.native_bf16 ? "native" : "widened to f32", r.openblas_core,
+                       r.openblas_used
+                           ? "f32 GEMMs with a row-major right operand"
+                           : "not used (generic kernels; OPENBLAS_CORETYPE=SkylakeX names a core)");
+}
+
 struct CpuKernels::MatmulCache {
     dnnl::engine engine{dnnl::engine::kind::cpu, 0};
     std::mutex mu;  // guards prims / lru
@@ -103,6 +161,7 @@ std::string key_of(const MatDesc& a, const MatDesc& b, const MatDesc& o, DType t
 // for anything else.
 bool try_openblas(const Tensor& out, const Tensor& a, const Tensor& b,
                   const ops::MatmulOptions& opts, const Tensor& bias) {
+    if (!matmul_routes().openblas_used) return false;
     if (bias.defined() || out.dim() != 2 || a.dim() != 2 || b.dim() != 2) return false;
     if (a.dtype() != DType::f32 || b.dtype() != DType::f32 || out.dtype() != DType::f32)
         return false;
@@ -138,15 +197,7 @@ bool try_openblas(const Tensor& out, const Tensor& a, const Tensor& b,
     return true;
 }
 
-// Whether oneDNN multiplies bf16 natively here (AVX-512 BF16 or AMX); without it, its bf16
-// matmul emulates the products and ran at 0.3x of its f32 one on an Ice Lake server.
-bool native_bf16() {
-    static const bool native = [] {
-        const dnnl::cpu_isa isa = dnnl::get_effective_cpu_isa();
-        return isa == dnnl::cpu_isa::avx512_core_bf16 || isa == dnnl::cpu_isa::avx512_core_amx;
-    }();
-    return native;
-}
+bool native_bf16() { return matmul_routes().native_bf16; }
 
 }  // namespace
 
