@@ -31,6 +31,7 @@ std::string Progress::human(double v) {
 
 std::string Progress::duration(double s) {
     if (!std::isfinite(s) || s < 0) return "?";
+    if (s < 10) return fmt::format("{:.1f}s", s);
     auto t = static_cast<int64_t>(s + 0.5);
     if (t >= 3600) return fmt::format("{}h{:02d}m", t / 3600, (t % 3600) / 60);
     if (t >= 60) return fmt::format("{}m{:02d}s", t / 60, t % 60);
@@ -62,7 +63,13 @@ void Progress::print(bool final_line, const std::string& extra) {
     } else {
         line += fmt::format("{} {}", human(static_cast<double>(done_)), unit_);
     }
-    line += fmt::format(" | {} {}/s", human(rate), unit_);
+    // Under one unit a second (a training step of several seconds), seconds per unit read better
+    // than "0 step/s".
+    if (rate > 0 && rate < 1.0) {
+        line += fmt::format(" | {:.1f} s/{}", 1.0 / rate, unit_);
+    } else {
+        line += fmt::format(" | {} {}/s", human(rate), unit_);
+    }
     if (final_line) {
         line += fmt::format(" | took {}", duration(el));
     } else if (total_ > 0 && rate > 0) {

@@ -33,8 +33,6 @@
 #include "cli/commands.h"
 #include "cli/svg.h"
 #include "io/atomic_file.h"
-#include "io/gguf.h"
-#include "io/gguf_tokenizer.h"
 #include "io/tokenizer.h"
 
 namespace zs::cli {
@@ -71,9 +69,7 @@ public:
     Workload(const BenchServeOptions& o) : o_(o), rng_(o.seed) {
         if (!o.text.empty()) {
             ZS_CHECK_T(ConfigError, !o.tokenizer.empty(), "--text needs --tokenizer");
-            io::Tokenizer tok = o.tokenizer.ends_with(".gguf")
-                                    ? io::tokenizer_from_gguf(io::GgufFile::open(o.tokenizer))
-                                    : io::Tokenizer::load(o.tokenizer);
+            io::Tokenizer tok = io::Tokenizer::load(o.tokenizer);  // a .gguf included
             corpus_ = tok.encode(io::read_file(o.text), false, false);
             ZS_CHECK_T(ConfigError, corpus_.size() > 1024, "--text {}: too little text", o.text);
         }

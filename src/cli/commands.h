@@ -76,7 +76,8 @@ struct ConvertOptions {
     std::string checkpoint;  // a checkpoint directory (or a save dir with `latest`)
     std::string to = "hf";
     std::string output;
-    std::string dtype = "f32";  // --to gguf: the matrices' type
+    std::string dtype = "f32";  // --to gguf: the matrices' type; --to hf from a GGUF: f32/bf16
+    std::string tokenizer;      // --to hf: tokenizer to include (default: the one training used)
 };
 int run_convert(const ConvertOptions& opts);
 

@@ -31,7 +31,8 @@ int main(int argc, char** argv) {
     CLI::App* tkn = app.add_subcommand(
         "tokenize", "Encode stdin text to token ids (JSON), or --decode a JSON id array to text");
     tkn->add_option("--tokenizer", tokenize.tokenizer,
-                    "tokenizer.json / tokenizer.model / *.tiktoken file, or a model directory")
+                    "tokenizer.json / tokenizer.model / *.tiktoken / *.gguf file, or a model "
+                    "directory")
         ->required();
     tkn->add_flag("--add-special", tokenize.add_special, "Add bos/eos as the tokenizer asks");
     tkn->add_flag("--decode", tokenize.decode, "Read a JSON array of ids, print the text");
@@ -157,13 +158,19 @@ int main(int argc, char** argv) {
 
     zs::cli::ConvertOptions conv;
     CLI::App* cnv = app.add_subcommand("convert",
-                                       "Export a checkpoint as a Hugging Face model directory, or "
-                                       "re-type a GGUF (--to gguf --dtype f32|f16|bf16)");
+                                       "Export a checkpoint or a GGUF as a Hugging Face model "
+                                       "directory, or re-type a GGUF (--to gguf --dtype "
+                                       "f32|f16|bf16)");
     cnv->add_option("--checkpoint,--model", conv.checkpoint,
-                    "Checkpoint directory (or a --save directory); a .gguf file for --to gguf")
+                    "Checkpoint directory (or a --save directory), or a .gguf file")
         ->required();
     cnv->add_option("--to", conv.to, "Target format (hf, gguf)");
-    cnv->add_option("--dtype", conv.dtype, "--to gguf: type of the matrices (f32, f16, bf16)");
+    cnv->add_option("--dtype", conv.dtype,
+                    "--to gguf: type of the matrices (f32, f16, bf16); --to hf from a .gguf: type "
+                    "of the weights (f32, bf16)");
+    cnv->add_option("--tokenizer", conv.tokenizer,
+                    "--to hf: the tokenizer to include (default: the model or tokenizer the "
+                    "checkpoint was trained from)");
     cnv->add_option("--output", conv.output, "Output directory (a .gguf file for --to gguf)")
         ->required();
 
@@ -171,7 +178,8 @@ int main(int argc, char** argv) {
     CLI::App* data = app.add_subcommand("data", "Dataset tools");
     CLI::App* prep = data->add_subcommand("prepare", "Tokenize text files into token shards");
     data->require_subcommand(1);
-    prep->add_option("--tokenizer", dp.tokenizer, "Tokenizer file or model directory")->required();
+    prep->add_option("--tokenizer", dp.tokenizer, "Tokenizer file (or a .gguf), or model directory")
+        ->required();
     prep->add_option("--input", dp.inputs, "Text files")->required();
     prep->add_option("--output", dp.output, "Output directory")->required();
     prep->add_option("--val-fraction", dp.val_fraction,

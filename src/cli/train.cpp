@@ -13,6 +13,7 @@
 #include "base/error.h"
 #include "base/log.h"
 #include "cli/commands.h"
+#include "cli/hf_export.h"
 #include "core/backend.h"
 #include "io/atomic_file.h"
 #include "io/checksum.h"
@@ -21,6 +22,7 @@
 #include "io/json.h"
 #include "io/safetensors.h"
 #include "io/safetensors_writer.h"
+#include "io/token_dataset.h"
 #include "models/sources.h"
 #include "models/weights.h"
 #include "train/trainer.h"
@@ -56,6 +58,16 @@ int run_train(const TrainOptions& o, comm::Communicator& world) {
     run.metrics_path = o.metrics;
     run.seed = o.seed;
     run.progress = !o.no_progress;
+    // The tokenizer an export should carry: the model's own, else the one the data was prepared
+    // with (recorded in the dataset's index.json).
+    run.tokenizer_source = o.model;
+    if (run.tokenizer_source.empty() && !o.data.empty()) {
+        std::error_code ec;
+        if (fs::is_regular_file(o.data + "/index.json", ec))
+            run.tokenizer_source = io::read_dataset_index(o.data).tokenizer;
+    }
+    if (!run.tokenizer_source.empty())
+        run.tokenizer_source = fs::absolute(run.tokenizer_source).lexically_normal().string();
     if (world.rank() == 0) {
         log_info(
             "training {} ({:.2f} M parameters) on {} rank(s): ZeRO stage {}, {}, micro-batch {} x "
@@ -99,7 +111,10 @@ int run_train(const TrainOptions& o, comm::Communicator& world) {
     }
     if (!o.export_hf.empty()) {
         trainer.export_hf(o.export_hf);
-        if (world.rank() == 0) log_info("exported Hugging Face model to {}", o.export_hf);
+        if (world.rank() == 0) {
+            write_hf_extras(run.tokenizer_source, mc, o.export_hf);
+            log_info("exported Hugging Face model to {}", o.export_hf);
+        }
     }
     return 0;
 }
@@ -163,6 +178,7 @@ int run_convert(const ConvertOptions& o) {
         return convert_gguf(o);
     }
     ZS_CHECK_T(ConfigError, o.to == "hf", "convert: --to '{}' is not supported (hf, gguf)", o.to);
+    if (o.checkpoint.ends_with(".gguf")) return convert_gguf_to_hf(o);
     std::string dir = o.checkpoint;
     if (fs::exists(dir + "/latest")) {
         std::string tag;
@@ -219,7 +235,10 @@ int run_convert(const ConvertOptions& o) {
     }
     nlohmann::json index = {{"metadata", {{"total_size", total}}}, {"weight_map", weight_map}};
     io::write_file_atomic(o.output + "/model.safetensors.index.json", index.dump(2) + "\n");
+    mc.torch_dtype = core::DType::f32;  // the master weights, as stored
     io::write_file_atomic(o.output + "/config.json", models::to_hf_config_json(mc));
+    write_hf_extras(o.tokenizer.empty() ? m.value("tokenizer_source", std::string()) : o.tokenizer,
+                    mc, o.output);
     log_info("wrote {} ({} tensors in {} shards, {}) from {}", o.output, weight_map.size(), G,
              core::format_bytes(total), dir);
     return 0;

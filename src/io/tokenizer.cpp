@@ -5,6 +5,7 @@
 #include <filesystem>
 
 #include "base/error.h"
+#include "io/gguf_tokenizer.h"
 #include "io/tokenizer_impl.h"
 
 namespace zs::io {
@@ -127,9 +128,10 @@ TokenizerSpec load_tokenizer_spec(const std::string& path, const TokenizerLoadOp
     if (ext == ".json") return load_hf_tokenizer_json(path);
     if (ext == ".model") return load_sentencepiece_model(path);
     if (ext == ".tiktoken") return load_tiktoken(path, options);
+    if (ext == ".gguf") return tokenizer_spec_from_gguf(GgufFile::open(path));
     ZS_THROW(IoError,
-             "{}: unknown tokenizer file type '{}' (expected a directory, *.json, *.model or "
-             "*.tiktoken)",
+             "{}: unknown tokenizer file type '{}' (expected a directory, *.json, *.model, "
+             "*.tiktoken or *.gguf)",
              path, ext);
 }
 

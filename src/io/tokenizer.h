@@ -47,7 +47,8 @@ public:
     // tokenizer.model, else vocab.json + merges.txt, else encoder.json + vocab.bpe. A file:
     // *.json (a tokenizer.json; encoder.json / vocab.json pair with vocab.bpe / merges.txt
     // beside them), *.model (SentencePiece ModelProto), *.tiktoken (ranks; the pattern is known
-    // for r50k_base and cl100k_base, else options.tiktoken_pattern is required). Throws IoError
+    // for r50k_base and cl100k_base, else options.tiktoken_pattern is required), *.gguf (the
+    // tokenizer in its metadata). Throws IoError
     // (missing/truncated/malformed file, naming it and the field), NotSupported (a valid file
     // using a model, normalizer or pre-tokenizer this build does not implement).
     static Tokenizer load(const std::string& path, const TokenizerLoadOptions& options = {});

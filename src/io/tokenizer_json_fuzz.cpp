@@ -1,8 +1,9 @@
 // libFuzzer target (RELIABILITY.md fuzz_tokenizer_json): arbitrary bytes as a tokenizer.json,
 // parsed into a spec, built into a Tokenizer, then used: encode fixed texts and the input's own
 // first bytes (with and without specials), decode the ids back (with and without skipping
-// specials), and stream-decode them (which must equal decoding them whole). Only zs::Error may escape; a crash, an abort, a hang (a
-// pre-tokenizer regex that backtracks without bound) or any other exception is a bug.
+// specials), and stream-decode them (which must equal decoding them whole). Only zs::Error may
+// escape; a crash, an abort, a hang (a pre-tokenizer regex that backtracks without bound) or any
+// other exception is a bug.
 #include <cstdint>
 #include <cstdlib>
 #include <string>

@@ -334,7 +334,10 @@ std::string to_hf_config_json(const ModelConfig& c) {
     j["model_type"] = c.model_type;
     j["vocab_size"] = c.vocab_size;
     j["tie_word_embeddings"] = c.tied_embeddings;
-    j["torch_dtype"] = "float32";
+    // The dtype of the weights written beside it (transformers loads them in it by default).
+    j["torch_dtype"] = c.torch_dtype == core::DType::bf16  ? "bfloat16"
+                       : c.torch_dtype == core::DType::f16 ? "float16"
+                                                           : "float32";
     if (c.bos_token_id >= 0) j["bos_token_id"] = c.bos_token_id;
     if (c.eos_token_ids.size() == 1) j["eos_token_id"] = c.eos_token_ids[0];
     if (c.eos_token_ids.size() > 1) j["eos_token_id"] = c.eos_token_ids;

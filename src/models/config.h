@@ -78,7 +78,8 @@ struct ModelConfig {
 // Unknown model_type or missing required fields: ConfigError naming the file and field.
 ModelConfig load_hf_config(const std::string& path);
 // The config.json transformers expects for this model (family field names), so an exported
-// directory loads with AutoModelForCausalLM.from_pretrained.
+// directory loads with AutoModelForCausalLM.from_pretrained. torch_dtype is cfg.torch_dtype: set
+// it to the dtype of the weights written beside it.
 std::string to_hf_config_json(const ModelConfig& cfg);
 
 // Same from JSON text (used by the fuzz target and tests); `source` names it in errors.

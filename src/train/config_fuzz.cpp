@@ -1,7 +1,8 @@
 // libFuzzer target: arbitrary bytes through both configuration parsers a user hands zerospeed, a
 // DeepSpeed ds_config.json (for 1 and 4 data-parallel ranks) and a Hugging Face config.json
-// (models::parse_hf_config, whose accepted configs must survive export and re-parsing). Only zs::Error may escape: a crash, an abort or any other exception
-// (a std::out_of_range from a JSON accessor, say) is a bug.
+// (models::parse_hf_config, whose accepted configs must survive export and re-parsing). Only
+// zs::Error may escape: a crash, an abort or any other exception (a std::out_of_range from a JSON
+// accessor, say) is a bug.
 #include <cstdint>
 #include <cstdlib>
 #include <string>

@@ -394,6 +394,7 @@ void Trainer::save_checkpoint() {
         m["skipped_steps"] = skipped_;
         m["tokens_seen"] = tokens_seen_;
         m["world_size"] = W;
+        m["tokenizer_source"] = run_.tokenizer_source;
         m["zero_stage"] = engine_->stage();
         m["optimizer_states"] = engine_->n_states();
         m["model_config"] = io::parse_json(models::to_hf_config_json(mcfg_), "model config");
@@ -521,7 +522,9 @@ void Trainer::export_hf(const std::string& dir) {
     if (world_.rank() == 0) {
         fs::create_directories(dir);
         io::save_safetensors(dir + "/model.safetensors", tensors, {{"format", "pt"}});
-        io::write_file_atomic(dir + "/config.json", models::to_hf_config_json(mcfg_));
+        models::ModelConfig exported = mcfg_;
+        exported.torch_dtype = core::DType::f32;  // the gathered master weights
+        io::write_file_atomic(dir + "/config.json", models::to_hf_config_json(exported));
     }
     world_.barrier();
 }

@@ -42,6 +42,9 @@ struct RunOptions {
     uint64_t seed = 1234;
     bool progress = true;
     bool decay_all = true;  // weight decay on biases and norms too (DeepSpeed's default)
+    // Where the model's tokenizer comes from (a model directory, .gguf or tokenizer file):
+    // recorded in each checkpoint's manifest so `convert --to hf` can include it.
+    std::string tokenizer_source;
 };
 
 struct StepStats {
