@@ -35,6 +35,46 @@ int run_info(const InfoOptions& o) {
                 c.norm == models::NormKind::rmsnorm ? "RMSNorm" : "LayerNorm",
                 static_cast<double>(c.norm_eps));
     std::printf("tied embeddings:  %s\n", yn(c.tied_embeddings));
+    // The settings that change what the model computes.
+    if (c.mlp == models::MlpKind::gelu) {
+        std::printf("activation:       %s\n", ops::to_string(c.gelu));
+    } else {
+        std::printf("activation:       silu (SwiGLU%s)\n",
+                    c.mlp == models::MlpKind::moe ? " experts" : "");
+    }
+    std::printf("biases:           qkv %s, attention output %s, mlp %s, norms %s\n", yn(c.qkv_bias),
+                yn(c.proj_bias), yn(c.mlp_bias), yn(c.norm_bias));
+    if (c.pos == models::PosKind::rope) {
+        const char* kind = c.rope_scaling.kind == models::RopeScaling::Kind::llama3   ? "llama3"
+                           : c.rope_scaling.kind == models::RopeScaling::Kind::linear ? "linear"
+                                                                                      : "none";
+        std::printf("rope scaling:     %s", kind);
+        if (c.rope_scaling.kind != models::RopeScaling::Kind::none)
+            std::printf(" (factor %g, original context %lld)", c.rope_scaling.factor,
+                        static_cast<long long>(c.rope_scaling.original_max_positions));
+        std::printf("; rotary dims %lld of %lld\n", static_cast<long long>(c.rotary_dim),
+                    static_cast<long long>(c.head_dim));
+    }
+    if (c.sliding_window > 0) {
+        int64_t n = 0;
+        for (int64_t l = 0; l < c.n_layers; ++l) n += c.window(l) > 0;
+        std::printf("sliding window:   %lld tokens on %lld of %lld layers\n",
+                    static_cast<long long>(c.sliding_window), static_cast<long long>(n),
+                    static_cast<long long>(c.n_layers));
+    } else {
+        std::printf("sliding window:   none\n");
+    }
+    if (!c.scale_attn_weights || c.scale_attn_by_inverse_layer_idx) {
+        std::printf("attention scale:  %s%s\n", c.scale_attn_weights ? "1/sqrt(head dim)" : "1",
+                    c.scale_attn_by_inverse_layer_idx ? " / (layer + 1)" : "");
+    }
+    if (c.mlp == models::MlpKind::moe) {
+        std::printf("router aux loss:  %g%s\n", static_cast<double>(c.moe.aux_loss_coef),
+                    c.moe.output_router_logits ? "" : " (not added: output_router_logits false)");
+    }
+    if (c.dropout > 0) std::printf("dropout:          %g in the config (not applied)\n", c.dropout);
+    for (const std::string& k : c.unknown_keys)
+        std::printf("unknown key:      %s (ignored, as transformers ignores it)\n", k.c_str());
     const int64_t n = c.n_params();
     std::printf("parameters:       %lld (%.2f M)\n", static_cast<long long>(n),
                 static_cast<double>(n) / 1e6);

@@ -45,6 +45,12 @@ int run_train(const TrainOptions& o, comm::Communicator& world) {
     } else {
         mc = models::load_hf_config(o.model_config);
     }
+    if (mc.dropout > 0 && world.rank() == 0) {
+        log_warn(
+            "the model config asks for dropout (largest probability {}); zerospeed trains without "
+            "dropout",
+            mc.dropout);
+    }
     train::TrainConfig tc = train::load_ds_config(o.ds_config, world.size());
     train::RunOptions run;
     run.data_dir = o.data;

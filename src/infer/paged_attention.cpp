@@ -84,32 +84,32 @@ inline float exp_nonpos(float x) {
     return x == x ? e : x;
 }
 
-// One query row against one key tile: scores s = q . k_j (q pre-scaled) for the tile's first
-// `kend` keys, then the online-softmax update of the row's max m, normaliser l and output
+// One query row against one key tile: scores s = q . k_j (q pre-scaled) for the tile's keys
+// [kbeg, kend), then the online-softmax update of the row's max m, normaliser l and output
 // accumulator acc [HS]. kt [HS, KT] is the tile's K transposed, v [KT, HS].
-void online_softmax_step(const float* q, const float* kt, const float* v, int64_t KT, int64_t kend,
-                         int64_t HS, float* scores, float& m, float& l, float* acc) {
-    std::fill(scores, scores + KT, 0.0f);
+void online_softmax_step(const float* q, const float* kt, const float* v, int64_t KT, int64_t kbeg,
+                         int64_t kend, int64_t HS, float* scores, float& m, float& l, float* acc) {
+    std::fill(scores + kbeg, scores + kend, 0.0f);
     for (int64_t d = 0; d < HS; ++d) {  // vectorised over the tile's keys
         const float qd = q[d];
         const float* kd = kt + d * KT;
 #pragma omp simd
-        for (int64_t j = 0; j < KT; ++j) scores[j] += qd * kd[j];
+        for (int64_t j = kbeg; j < kend; ++j) scores[j] += qd * kd[j];
     }
     float mx = -std::numeric_limits<float>::infinity();
-    for (int64_t j = 0; j < kend; ++j) mx = std::max(mx, scores[j]);
+    for (int64_t j = kbeg; j < kend; ++j) mx = std::max(mx, scores[j]);
     const float m_new = std::max(m, mx);
     const float corr = std::exp(m - m_new);  // 0 on the first tile (m = -inf)
     float sum = 0.0f;
 #pragma omp simd reduction(+ : sum)
-    for (int64_t j = 0; j < kend; ++j) {
+    for (int64_t j = kbeg; j < kend; ++j) {
         scores[j] = exp_nonpos(scores[j] - m_new);
         sum += scores[j];
     }
     l = l * corr + sum;
     m = m_new;
     for (int64_t d = 0; d < HS; ++d) acc[d] *= corr;
-    for (int64_t j = 0; j < kend; ++j) {
+    for (int64_t j = kbeg; j < kend; ++j) {
         const float p = scores[j];
         const float* vr = v + j * HS;
 #pragma omp simd
@@ -152,7 +152,8 @@ void paged_kv_write(const Tensor& k_cache, const Tensor& v_cache, const Tensor& 
 }
 
 void paged_attention_forward(const Tensor& out, const Tensor& q, const Tensor& k_cache,
-                             const Tensor& v_cache, std::span<const SeqSlice> seqs, float scale) {
+                             const Tensor& v_cache, std::span<const SeqSlice> seqs,
+                             const ops::AttentionOptions& opts) {
     check_caches(k_cache, v_cache);
     const int64_t bs = k_cache.size(1), NKV = k_cache.size(2), HS = k_cache.size(3);
     ZS_CHECK_T(ShapeError, q.dim() == 3 && q.size(1) % NKV == 0,
@@ -164,7 +165,11 @@ void paged_attention_forward(const Tensor& out, const Tensor& q, const Tensor& k
     ZS_CHECK_T(ShapeError, out.size(0) == q.size(0), "out has {} rows, q {}", out.size(0),
                q.size(0));
     check_tables(seqs, q.size(0), bs, k_cache.size(0));
-    if (scale == 0.0f) scale = 1.0f / std::sqrt(static_cast<float>(HS));
+    ZS_CHECK_T(ShapeError, opts.causal && opts.window >= 0,
+               "paged attention is causal with a window >= 0, got causal {} window {}", opts.causal,
+               opts.window);
+    const float scale = opts.scale != 0.0f ? opts.scale : 1.0f / std::sqrt(static_cast<float>(HS));
+    const int64_t W = opts.window;
 
     std::vector<Task> tasks;
     int64_t work = 0;
@@ -217,7 +222,9 @@ void paged_attention_forward(const Tensor& out, const Tensor& q, const Tensor& k
             std::fill(m.begin(), m.end(), -std::numeric_limits<float>::infinity());
             std::fill(l.begin(), l.end(), 0.0f);
             std::fill(acc.begin(), acc.end(), 0.0f);
-            for (int64_t j0 = 0; j0 <= last_key; j0 += KT) {
+            // Keys from the first query's window start (sliding window) to the last query.
+            const int64_t jstart = W > 0 ? std::max<int64_t>(0, first_pos - W + 1) : 0;
+            for (int64_t j0 = jstart; j0 <= last_key; j0 += KT) {
                 // Gather the tile's keys and values through the block table, as f32.
                 const int64_t nk = std::min(KT, last_key + 1 - j0);
                 for (int64_t j = 0; j < nk; ++j) {
@@ -237,11 +244,13 @@ void paged_attention_forward(const Tensor& out, const Tensor& q, const Tensor& k
                 }
                 for (int64_t r = 0; r < nq; ++r) {
                     const int64_t kend = std::min(nk, first_pos + r + 1 - j0);  // causal
-                    if (kend <= 0) continue;
+                    const int64_t kbeg =                                        // window
+                        W > 0 ? std::max<int64_t>(0, first_pos + r - W + 1 - j0) : 0;
+                    if (kend <= kbeg) continue;
                     for (int64_t hh = 0; hh < G; ++hh) {
                         const auto i = static_cast<size_t>(r * G + hh);
                         online_softmax_step(qf.data() + static_cast<int64_t>(i) * HS, kt.data(),
-                                            vf.data(), KT, kend, HS, sc.data(), m[i], l[i],
+                                            vf.data(), KT, kbeg, kend, HS, sc.data(), m[i], l[i],
                                             acc.data() + static_cast<int64_t>(i) * HS);
                     }
                 }
@@ -275,8 +284,8 @@ void PagedKvAttention::set_batch(std::vector<SeqSlice> seqs) {
     n_rows_ = next;
 }
 
-void PagedKvAttention::attend(int layer, const Tensor& q, const Tensor& k, const Tensor& v,
-                              const Tensor& out) {
+void PagedKvAttention::attend(int layer, const ops::AttentionOptions& opts, const Tensor& q,
+                              const Tensor& k, const Tensor& v, const Tensor& out) {
     ZS_CHECK_T(ShapeError, q.dim() == 3 && q.size(0) == n_rows_,
                "attend got {} rows, the batch layout has {}", q.dim() ? q.size(0) : 0, n_rows_);
     ZS_CHECK_T(ShapeError, layer >= 0 && layer < pool_.spec().n_layers, "layer {} outside [0, {})",
@@ -284,7 +293,7 @@ void PagedKvAttention::attend(int layer, const Tensor& q, const Tensor& k, const
     const Tensor& kc = pool_.k_cache(layer);
     const Tensor& vc = pool_.v_cache(layer);
     paged_kv_write(kc, vc, k, v, seqs_);
-    paged_attention_forward(out, q, kc, vc, seqs_);
+    paged_attention_forward(out, q, kc, vc, seqs_, opts);
 }
 
 }  // namespace zs::infer

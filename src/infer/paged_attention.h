@@ -47,11 +47,12 @@ void paged_kv_write(const Tensor& k_cache, const Tensor& v_cache, const Tensor& 
                     std::span<const SeqSlice> seqs);
 
 // out [N, NH, HS] = causal attention of q [N, NH, HS] over the cached keys/values of each
-// slice's sequence, positions [0, pos + i] for its i-th row. Query head h reads kv head
-// h / (NH / NKV). scale 0 means 1/sqrt(HS). Rows outside every slice are left untouched.
+// slice's sequence, positions [0, pos + i] for its i-th row (with opts.window W > 0, only
+// (pos + i - W, pos + i]). Query head h reads kv head h / (NH / NKV). opts.scale 0 means
+// 1/sqrt(HS). Rows outside every slice are left untouched.
 void paged_attention_forward(const Tensor& out, const Tensor& q, const Tensor& k_cache,
                              const Tensor& v_cache, std::span<const SeqSlice> seqs,
-                             float scale = 0.0f);
+                             const ops::AttentionOptions& opts = {});
 
 class PagedKvAttention final : public models::KvAttention {
 public:
@@ -62,8 +63,8 @@ public:
     void set_batch(std::vector<SeqSlice> seqs);
     const std::vector<SeqSlice>& batch() const { return seqs_; }
 
-    void attend(int layer, const Tensor& q, const Tensor& k, const Tensor& v,
-                const Tensor& out) override;
+    void attend(int layer, const ops::AttentionOptions& opts, const Tensor& q, const Tensor& k,
+                const Tensor& v, const Tensor& out) override;
 
 private:
     KvBlockPool& pool_;

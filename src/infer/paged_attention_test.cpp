@@ -23,6 +23,8 @@ using zs::test::Rng;
 struct Case {
     int64_t NH, NKV, HS, block_size;
     DType kv_dtype, q_dtype;
+    int64_t window = 0;  // sliding window (0: none)
+    float scale = 0.0f;  // 0: 1/sqrt(HS)
 };
 
 // f32 copy of x with values rounded through `dtype` (what the cache stores).
@@ -90,7 +92,10 @@ void run_case(const Case& c, uint64_t seed) {
     PagedKvAttention attn(pool);
     attn.set_batch(slices);
     Tensor out = Tensor::empty({N, c.NH, c.HS}, c.q_dtype);
-    attn.attend(static_cast<int>(layer), q, k, v, out);
+    ops::AttentionOptions opts;
+    opts.window = c.window;
+    opts.scale = c.scale;
+    attn.attend(static_cast<int>(layer), opts, q, k, v, out);
 
     row = 0;
     for (const Seq& s : seqs) {
@@ -108,14 +113,15 @@ void run_case(const Case& c, uint64_t seed) {
         Tensor qs = q.slice(0, row, row + s.n).to(DType::f32).contiguous();
         Tensor ref = Tensor::empty({1, s.n, c.NH, c.HS}, DType::f32);
         ops::attention_forward(ref, Tensor(), qs.unsqueeze(0), want_k.unsqueeze(0),
-                               rounded(s.v, c.kv_dtype).unsqueeze(0));
+                               rounded(s.v, c.kv_dtype).unsqueeze(0), opts);
         zs::test::Tol tol =
             c.q_dtype == DType::bf16 ? zs::test::Tol{1e-2, 1e-2} : zs::test::Tol{2e-5, 2e-5};
-        EXPECT_TRUE(zs::test::all_close(out.slice(0, row, row + s.n),
-                                        ops::reference::from_tensor(ref.view({s.n, c.NH, c.HS})),
-                                        tol,
-                                        fmt::format("seq hist {} new {} (NH {} NKV {} HS {} bs {})",
-                                                    s.hist, s.n, c.NH, c.NKV, c.HS, bs)));
+        EXPECT_TRUE(zs::test::all_close(
+            out.slice(0, row, row + s.n), ops::reference::from_tensor(ref.view({s.n, c.NH, c.HS})),
+            tol,
+            fmt::format("seq hist {} new {} (NH {} NKV {} HS {} bs {} "
+                        "window {} scale {})",
+                        s.hist, s.n, c.NH, c.NKV, c.HS, bs, c.window, c.scale)));
         row += s.n;
     }
 }
@@ -127,6 +133,13 @@ TEST(PagedAttention, EqualsContiguousAttentionOnRaggedBatches) {
         {3, 1, 8, 4, DType::f32, DType::f32},     // MQA
         {2, 2, 20, 8, DType::bf16, DType::bf16},  // MHA, HS not a multiple of 16, bf16 compute
         {8, 2, 32, 16, DType::f32, DType::f32},
+        // Sliding windows (Mistral, Qwen2): shorter than a block, across blocks, one key;
+        // and GPT-2's explicit scales.
+        {4, 2, 16, 4, DType::f32, DType::f32, 3},
+        {4, 2, 16, 16, DType::bf16, DType::f32, 21},
+        {2, 2, 20, 8, DType::f32, DType::f32, 1},
+        {3, 1, 8, 4, DType::f32, DType::f32, 0, 1.0f},
+        {3, 1, 8, 4, DType::f32, DType::f32, 6, 0.125f},
     };
     uint64_t seed = 11;
     for (const Case& c : cases) {
@@ -173,10 +186,10 @@ TEST(PagedAttention, RejectsTablesThatDoNotCoverTheTokens) {
     std::vector<BlockId> one = {2};
     attn.set_batch({{0, 2, 3, one}});  // positions 3, 4 but the table covers [0, 4)
     Tensor q = Tensor::zeros({2, 1, 4}, DType::f32), out = Tensor::empty({2, 1, 4}, DType::f32);
-    EXPECT_THROW(attn.attend(0, q, q, q, out), ShapeError);
+    EXPECT_THROW(attn.attend(0, {}, q, q, q, out), ShapeError);
     EXPECT_THROW(attn.set_batch({{1, 2, 0, one}}), ShapeError);  // rows must start at 0
     attn.set_batch({{0, 1, 0, one}});
-    EXPECT_THROW(attn.attend(0, q, q, q, out), ShapeError);  // 2 rows for a 1-row layout
+    EXPECT_THROW(attn.attend(0, {}, q, q, q, out), ShapeError);  // 2 rows for a 1-row layout
 }
 
 }  // namespace

@@ -18,8 +18,8 @@ using json = nlohmann::json;
 constexpr const char* kSpace = "\xE2\x96\x81";  // U+2581 "▁"
 
 json added_token(const AddedToken& a) {
-    return {{"id", a.id},           {"content", a.content},     {"single_word", a.single_word},
-            {"lstrip", a.lstrip},   {"rstrip", a.rstrip},       {"normalized", a.normalized},
+    return {{"id", a.id},          {"content", a.content}, {"single_word", a.single_word},
+            {"lstrip", a.lstrip},  {"rstrip", a.rstrip},   {"normalized", a.normalized},
             {"special", a.special}};
 }
 
@@ -67,15 +67,15 @@ std::string hf_tokenizer_json(const TokenizerSpec& s) {
     for (const AddedToken& a : s.added_tokens) added.push_back(added_token(a));
     root["added_tokens"] = added;
 
-    json model = {{"type", "BPE"},
-                  {"dropout", nullptr},
-                  {"unk_token", s.unk_id ? json(s.tokens[static_cast<size_t>(*s.unk_id)])
-                                         : json(nullptr)},
-                  {"continuing_subword_prefix", nullptr},
-                  {"end_of_word_suffix", nullptr},
-                  {"fuse_unk", s.fuse_unk},
-                  {"byte_fallback", s.byte_fallback},
-                  {"ignore_merges", s.ignore_merges}};
+    json model = {
+        {"type", "BPE"},
+        {"dropout", nullptr},
+        {"unk_token", s.unk_id ? json(s.tokens[static_cast<size_t>(*s.unk_id)]) : json(nullptr)},
+        {"continuing_subword_prefix", nullptr},
+        {"end_of_word_suffix", nullptr},
+        {"fuse_unk", s.fuse_unk},
+        {"byte_fallback", s.byte_fallback},
+        {"ignore_merges", s.ignore_merges}};
     switch (s.model) {
         case TokenizerModel::kByteLevelBpe: {
             ZS_CHECK_T(NotSupported, !s.remove_extra_whitespaces && !s.split_on_space,
@@ -135,7 +135,8 @@ std::string hf_tokenizer_json(const TokenizerSpec& s) {
             root["pre_tokenizer"] = nullptr;
             root["post_processor"] = post_processor(s);
             json dec = json::array();
-            dec.push_back({{"type", "Replace"}, {"pattern", {{"String", kSpace}}}, {"content", " "}});
+            dec.push_back(
+                {{"type", "Replace"}, {"pattern", {{"String", kSpace}}}, {"content", " "}});
             if (s.byte_fallback) dec.push_back({{"type", "ByteFallback"}});
             dec.push_back({{"type", "Fuse"}});
             dec.push_back({{"type", "Strip"}, {"content", " "}, {"start", 1}, {"stop", 0}});

@@ -3,6 +3,8 @@
 // of the reference implementations (tiktoken, HF tokenizers) and decode them back, and keep the
 // special tokens. Families it cannot express are refused naming the reason, writing nothing.
 // (tests/e2e/convert_gguf_hf.sh checks the same files with transformers itself.)
+#include "io/tokenizer_writer.h"
+
 #include <filesystem>
 
 #include <gtest/gtest.h>
@@ -10,7 +12,6 @@
 #include "base/error.h"
 #include "io/test_files_test.h"
 #include "io/tokenizer_test_util.h"
-#include "io/tokenizer_writer.h"
 
 namespace zs::io::test {
 namespace {
@@ -42,7 +43,9 @@ void expect_round_trip(const TokenizerSpec& spec, const std::string& family_name
     EXPECT_EQ(bad, 0) << family_name << ": " << bad << " of " << n << " texts differ";
 }
 
-TEST(TokenizerWriter, Gpt2RoundTrips) { expect_round_trip(load_tokenizer_spec(family_path("gpt2")), "gpt2"); }
+TEST(TokenizerWriter, Gpt2RoundTrips) {
+    expect_round_trip(load_tokenizer_spec(family_path("gpt2")), "gpt2");
+}
 
 TEST(TokenizerWriter, Llama3RoundTrips) {
     expect_round_trip(load_tokenizer_spec(family_path("llama3")), "llama3");

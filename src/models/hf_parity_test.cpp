@@ -67,7 +67,7 @@ TEST_P(HfParity, LogitsLossGradientsAndGreedy) {
     l.params->zero_grads();
     LossStats st =
         l.model->forward_backward({ids, targets}, 1.0f / static_cast<float>(B * (T - 1)));
-    double loss = st.mean() + c.moe.aux_loss_coef * st.aux_loss;
+    double loss = st.mean() + c.moe.train_aux_coef() * st.aux_loss;
     EXPECT_NEAR(loss, l.fixture.tensor("loss").item(), 1e-5) << "loss";
     if (l.fixture.contains("aux_loss")) {
         EXPECT_NEAR(st.aux_loss, l.fixture.tensor("aux_loss").item(), 1e-5) << "aux loss";
@@ -121,7 +121,8 @@ TEST_P(HfParity, LogitsLossGradientsAndGreedy) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Families, HfParity,
-                         ::testing::Values("gpt2", "llama", "llama_tied_mqa", "qwen2", "mixtral"));
+                         ::testing::Values("gpt2", "llama", "llama_tied_mqa", "qwen2", "mixtral",
+                                           "gpt2_variants", "mistral_window", "qwen2_window"));
 
 }  // namespace
 }  // namespace zs::models

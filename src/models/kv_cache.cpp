@@ -15,8 +15,8 @@ ContiguousKvCache::ContiguousKvCache(const ModelConfig& cfg, int64_t max_tokens,
     }
 }
 
-void ContiguousKvCache::attend(int layer, const Tensor& q, const Tensor& k, const Tensor& v,
-                               const Tensor& out) {
+void ContiguousKvCache::attend(int layer, const ops::AttentionOptions& opts, const Tensor& q,
+                               const Tensor& k, const Tensor& v, const Tensor& out) {
     const int64_t n = q.size(0);
     ZS_CHECK_T(ShapeError, len_ + n <= max_, "KV cache full: {} + {} tokens exceed its {}", len_, n,
                max_);
@@ -25,7 +25,7 @@ void ContiguousKvCache::attend(int layer, const Tensor& q, const Tensor& k, cons
     v_[l].slice(0, len_, len_ + n).copy_from(v);
     ops::attention_forward(out.unsqueeze(0), Tensor(), q.unsqueeze(0),
                            k_[l].slice(0, 0, len_ + n).unsqueeze(0),
-                           v_[l].slice(0, 0, len_ + n).unsqueeze(0));
+                           v_[l].slice(0, 0, len_ + n).unsqueeze(0), opts);
 }
 
 void ContiguousKvCache::commit(int64_t n_new) { len_ += n_new; }

@@ -16,8 +16,8 @@ namespace zs::models {
 class ContiguousKvCache final : public KvAttention {
 public:
     ContiguousKvCache(const ModelConfig& cfg, int64_t max_tokens, DType dtype);
-    void attend(int layer, const Tensor& q, const Tensor& k, const Tensor& v,
-                const Tensor& out) override;
+    void attend(int layer, const ops::AttentionOptions& opts, const Tensor& q, const Tensor& k,
+                const Tensor& v, const Tensor& out) override;
     // Call after a forward over N new tokens.
     void commit(int64_t n_new);
     int64_t length() const { return len_; }

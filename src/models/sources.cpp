@@ -1,10 +1,13 @@
 #include "models/sources.h"
 
+#include <cmath>
 #include <filesystem>
+#include <set>
 
 #include <fmt/format.h>
 
 #include "base/error.h"
+#include "base/log.h"
 
 namespace zs::models {
 
@@ -51,7 +54,12 @@ ModelConfig config_from_gguf(const io::GgufFile& f) {
     ZS_CHECK_T(NotSupported, arch == "llama",
                "{}: general.architecture '{}' is not supported (GGUF models: llama)", f.path(),
                arch);
-    auto key = [&](const char* k) { return fmt::format("{}.{}", arch, k); };
+    std::set<std::string> read;  // the <arch>.* keys this function looks at
+    auto key = [&](const char* k) {
+        std::string full = fmt::format("{}.{}", arch, k);
+        read.insert(full);
+        return full;
+    };
     ModelConfig c;
     c.model_type = "llama";
     c.arch = Arch::llama;
@@ -83,6 +91,50 @@ ModelConfig config_from_gguf(const io::GgufFile& f) {
     if (f.has("tokenizer.ggml.eos_token_id"))
         c.eos_token_ids = {f.get_int("tokenizer.ggml.eos_token_id")};
     c.torch_dtype = core::DType::f32;
+    // RoPE scaling as llama.cpp applies it: rope.scaling.type linear (factor) or none; yarn and
+    // the rest are refused. Llama-3.1-style scaling comes as a rope_freqs.weight tensor of
+    // per-dimension divisors.
+    const std::string scaling =
+        f.has(key("rope.scaling.type")) ? f.get_string(key("rope.scaling.type")) : "none";
+    if (scaling == "linear") {
+        c.rope_scaling.kind = RopeScaling::Kind::linear;
+        c.rope_scaling.factor = f.get_float(key("rope.scaling.factor"));
+        ZS_CHECK_T(IoError, c.rope_scaling.factor > 0, "{}: {} = {} (expected > 0)", f.path(),
+                   key("rope.scaling.factor"), c.rope_scaling.factor);
+    } else {
+        ZS_CHECK_T(NotSupported, scaling == "none",
+                   "{}: {} '{}' is not supported (none, linear; Llama-3 scaling comes as the "
+                   "rope_freqs.weight tensor)",
+                   f.path(), key("rope.scaling.type"), scaling);
+    }
+    (void)key("rope.scaling.original_context_length");  // informational
+    (void)key("rope.scaling.finetuned");
+    if (f.find_tensor("rope_freqs.weight")) {
+        core::Tensor r = f.tensor("rope_freqs.weight", core::DType::f32);
+        ZS_CHECK_T(IoError, r.numel() == c.rotary_dim / 2,
+                   "{}: rope_freqs.weight has {} values; the model rotates {} dimensions, so {} "
+                   "were expected",
+                   f.path(), r.numel(), c.rotary_dim, c.rotary_dim / 2);
+        const float* p = r.contiguous().data<float>();
+        for (int64_t i = 0; i < r.numel(); ++i) {
+            ZS_CHECK_T(IoError, std::isfinite(p[i]) && p[i] > 0,
+                       "{}: rope_freqs.weight[{}] = {} (expected a positive factor)", f.path(), i,
+                       p[i]);
+            c.rope_freq_factors.push_back(p[i]);
+        }
+    }
+    if (f.has(key("attention.sliding_window"))) {
+        c.sliding_window = f.get_int(key("attention.sliding_window"));
+        ZS_CHECK_T(IoError, c.sliding_window >= 0, "{}: {} = {} (expected >= 0)", f.path(),
+                   key("attention.sliding_window"), c.sliding_window);
+    }
+    // Keys that describe the file, not the computation.
+    for (const char* k : {"vocab_size", "rope.dimension_count", "context_length"}) (void)key(k);
+    for (const io::GgufKv& kv : f.metadata()) {
+        if (!kv.key.starts_with(arch + ".") || read.count(kv.key)) continue;
+        c.unknown_keys.push_back(kv.key);
+        log_warn("{}: key '{}' is not used by zerospeed's {} model", f.path(), kv.key, arch);
+    }
     c.validate(f.path());
     return c;
 }
@@ -130,6 +182,16 @@ std::vector<std::string> GgufSource::names() const {
 
 std::string GgufSource::describe() const { return file_->path(); }
 
+std::vector<std::string> GgufSource::unused_tensors() const {
+    std::set<std::string> mapped;
+    for (const auto& [hf, gg] : hf_to_gguf_) mapped.insert(gg);
+    mapped.insert("rope_freqs.weight");  // read by config_from_gguf
+    std::vector<std::string> out;
+    for (const io::GgufTensorInfo& t : file_->tensors())
+        if (!mapped.count(t.name)) out.push_back(t.name);
+    return out;
+}
+
 // ------------------------------------------------------------------------------- open_model
 
 ModelFiles open_model(const std::string& path) {
@@ -138,7 +200,10 @@ ModelFiles open_model(const std::string& path) {
     if (fs::is_regular_file(path) && fs::path(path).extension() == ".gguf") {
         m.gguf = std::make_shared<io::GgufFile>(io::GgufFile::open(path));
         m.config = config_from_gguf(*m.gguf);
-        m.weights = std::make_unique<GgufSource>(m.gguf, m.config);
+        auto src = std::make_unique<GgufSource>(m.gguf, m.config);
+        for (const std::string& t : src->unused_tensors())
+            log_warn("{}: tensor '{}' is not used by zerospeed's model", path, t);
+        m.weights = std::move(src);
         m.tokenizer_path = path;
         return m;
     }

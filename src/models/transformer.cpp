@@ -59,7 +59,10 @@ void Transformer::build_layout() {
             ap.bqkv = layout_.add(g, pre + ".attn.qkv.bias", {c.qkv_dim()}, Init::zeros, 0, false);
         ap.wo = layout_.add(g, pre + ".attn.out.weight", {C, c.q_dim()}, Init::normal, proj_std);
         if (c.proj_bias) ap.bo = layout_.add(g, pre + ".attn.out.bias", {C}, Init::zeros, 0, false);
-        attn_.emplace_back(cfg_, ap, rope_.get());
+        ops::AttentionOptions ao;
+        ao.scale = c.attention_scale(l);
+        ao.window = c.window(l);
+        attn_.emplace_back(cfg_, ap, rope_.get(), ao);
         norm2_.push_back(norm(g, pre + ".ln2"));
         auto mlp_params = [&](const std::string& mp, int64_t up_rows) {
             MlpParams m;
@@ -73,7 +76,7 @@ void Transformer::build_layout() {
         };
         switch (c.mlp) {
             case MlpKind::gelu:
-                mlp_.emplace_back(MlpKind::gelu, FF, mlp_params(pre + ".mlp", FF));
+                mlp_.emplace_back(MlpKind::gelu, FF, mlp_params(pre + ".mlp", FF), c.gelu);
                 break;
             case MlpKind::swiglu:
                 mlp_.emplace_back(MlpKind::swiglu, FF, mlp_params(pre + ".mlp", 2 * FF));
@@ -260,9 +263,9 @@ LossStats Transformer::run(const TrainBatch& batch, bool backward, float ce_scal
     phase.reset();
     // d(total)/d(p[n, e]) of loss_scale * coef * aux: E * sel_count_e / n_rows^2 per unit.
     double aux_scale = 0;
-    if (stats && cfg_.moe.aux_loss_coef != 0.0f) {
+    if (stats && cfg_.moe.train_aux_coef() != 0.0f) {
         double rows = static_cast<double>(router_stats_.n_rows);
-        aux_scale = static_cast<double>(loss_scale) * cfg_.moe.aux_loss_coef *
+        aux_scale = static_cast<double>(loss_scale) * cfg_.moe.train_aux_coef() *
                     static_cast<double>(cfg_.moe.n_experts) / (rows * rows);
     }
     for (int64_t l = L - 1; l >= 0; --l) {
@@ -364,7 +367,8 @@ Tensor Transformer::forward_tokens(const Tensor& ids, const Tensor& positions, K
             ops::rope_forward(q, positions, *rope_);
             ops::rope_forward(k, positions, *rope_);
         }
-        kv.attend(static_cast<int>(l), q, k, v, att.view({N, cfg_.n_heads, HS}));
+        kv.attend(static_cast<int>(l), attn_[li].options(), q, k, v,
+                  att.view({N, cfg_.n_heads, HS}));
         ops::matmul(r, att, binding_.w(ap.wo), {.trans_b = true, .beta = 1.0f},
                     ap.bo == kNoParam ? Tensor() : binding_.w(ap.bo));
         norm2_[li].forward(binding_, xn, Tensor(), Tensor(), r);

@@ -47,12 +47,13 @@ struct LossStats {
 };
 
 // Attention over a KV cache for inference. attend() stores k/v of the new tokens and writes
-// attention outputs: q [N, NH, HS], k, v [N, NKV, HS], out [N, NH, HS] (ct), for layer `layer`.
+// attention outputs: q [N, NH, HS], k, v [N, NKV, HS], out [N, NH, HS] (ct), for layer `layer`,
+// with that layer's options (scale, sliding window; causal always).
 class KvAttention {
 public:
     virtual ~KvAttention() = default;
-    virtual void attend(int layer, const Tensor& q, const Tensor& k, const Tensor& v,
-                        const Tensor& out) = 0;
+    virtual void attend(int layer, const ops::AttentionOptions& opts, const Tensor& q,
+                        const Tensor& k, const Tensor& v, const Tensor& out) = 0;
 };
 
 // Bytes of activations a training micro-batch needs (from the model's own allocation pattern):

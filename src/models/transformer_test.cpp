@@ -29,7 +29,7 @@ const char* kQwen = R"({"model_type": "qwen2", "vocab_size": 47, "hidden_size": 
 const char* kMixtral = R"({"model_type": "mixtral", "vocab_size": 41, "hidden_size": 16,
     "num_hidden_layers": 2, "num_attention_heads": 2, "num_key_value_heads": 1,
     "intermediate_size": 24, "max_position_embeddings": 32, "num_local_experts": 4,
-    "num_experts_per_tok": 2, "router_aux_loss_coef": 0.05})";
+    "num_experts_per_tok": 2, "router_aux_loss_coef": 0.05, "output_router_logits": true})";
 
 struct Model {
     std::unique_ptr<Transformer> model;

@@ -24,14 +24,24 @@ void check_pointwise(const char* op,
 
 }  // namespace
 
-void gelu_forward(const Tensor& out, const Tensor& x) {
-    check_pointwise("gelu_forward", {{"x", &x}, {"out", &out}});
-    kernels_for(x.device()).gelu_forward(out, x);
+const char* to_string(GeluKind k) {
+    switch (k) {
+        case GeluKind::kTanh:
+            return "gelu (tanh approximation)";
+        case GeluKind::kErf:
+            return "gelu (exact, erf)";
+    }
+    return "?";
 }
 
-void gelu_backward(const Tensor& dx, const Tensor& dout, const Tensor& x) {
+void gelu_forward(const Tensor& out, const Tensor& x, GeluKind kind) {
+    check_pointwise("gelu_forward", {{"x", &x}, {"out", &out}});
+    kernels_for(x.device()).gelu_forward(out, x, kind);
+}
+
+void gelu_backward(const Tensor& dx, const Tensor& dout, const Tensor& x, GeluKind kind) {
     check_pointwise("gelu_backward", {{"x", &x}, {"dout", &dout}, {"dx", &dx}});
-    kernels_for(x.device()).gelu_backward(dx, dout, x);
+    kernels_for(x.device()).gelu_backward(dx, dout, x, kind);
 }
 
 void silu_forward(const Tensor& out, const Tensor& x) {

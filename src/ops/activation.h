@@ -10,9 +10,14 @@ namespace zs::ops {
 
 using core::Tensor;
 
-// GELU, tanh approximation (GPT-2's "gelu_new" / torch approximate="tanh").
-void gelu_forward(const Tensor& out, const Tensor& x);
-void gelu_backward(const Tensor& dx, const Tensor& dout, const Tensor& x);
+// GELU: x * Phi(x). kTanh is the tanh approximation (GPT-2's "gelu_new", "gelu_fast",
+// "gelu_pytorch_tanh"; torch approximate="tanh"); kErf the exact form (HF "gelu", torch's default)
+// with Phi(x) = (1 + erf(x / sqrt 2)) / 2.
+enum class GeluKind { kTanh, kErf };
+const char* to_string(GeluKind k);
+void gelu_forward(const Tensor& out, const Tensor& x, GeluKind kind = GeluKind::kTanh);
+void gelu_backward(const Tensor& dx, const Tensor& dout, const Tensor& x,
+                   GeluKind kind = GeluKind::kTanh);
 
 // SiLU: x * sigmoid(x).
 void silu_forward(const Tensor& out, const Tensor& x);

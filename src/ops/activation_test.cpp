@@ -26,6 +26,9 @@ TEST(Activation, ForwardsMatchReference) {
                 Tensor out = Tensor::empty(s, dt, dev);
                 gelu_forward(out, x.to(dev));
                 EXPECT_TRUE(all_close(out, ref::gelu(ref::from_tensor(x)), t, "gelu " + s.str()));
+                gelu_forward(out, x.to(dev), GeluKind::kErf);
+                EXPECT_TRUE(
+                    all_close(out, ref::gelu_erf(ref::from_tensor(x)), t, "gelu erf " + s.str()));
                 silu_forward(out, x.to(dev));
                 EXPECT_TRUE(all_close(out, ref::silu(ref::from_tensor(x)), t, "silu " + s.str()));
                 swiglu_forward(out, x.to(dev), y.to(dev));
@@ -52,6 +55,9 @@ TEST(Activation, ExtremeInputsSaturate) {
         Tensor out = Tensor::empty({11}, DType::f32, dev);
         gelu_forward(out, x.to(dev));
         EXPECT_TRUE(all_close(out, ref::gelu(ref::from_tensor(x)), {1e-6, 1e-6}, "gelu extremes"));
+        gelu_forward(out, x.to(dev), GeluKind::kErf);
+        EXPECT_TRUE(
+            all_close(out, ref::gelu_erf(ref::from_tensor(x)), {1e-6, 1e-6}, "gelu erf extremes"));
         silu_forward(out, x.to(dev));
         EXPECT_TRUE(all_close(out, ref::silu(ref::from_tensor(x)), {1e-6, 1e-6}, "silu extremes"));
     }
@@ -63,6 +69,8 @@ TEST(Activation, ExtremeInputsSaturate) {
         Tensor out = Tensor::empty({16}, DType::f32, dev);
         gelu_forward(out, xn.to(dev));
         EXPECT_TRUE(std::isnan(out.to(core::Device::cpu()).item({3})));
+        gelu_forward(out, xn.to(dev), GeluKind::kErf);
+        EXPECT_TRUE(std::isnan(out.to(core::Device::cpu()).item({5})));
         silu_forward(out, xn.to(dev));
         EXPECT_TRUE(std::isnan(out.to(core::Device::cpu()).item({15})));
     }
@@ -82,6 +90,10 @@ TEST(Activation, BackwardsMatchFiniteDifferences) {
         EXPECT_TRUE(all_close(
             dx, numeric_grad([&](const ref::DTensor& v) { return dot(ref::gelu(v), G); }, X),
             {1e-5, 1e-4}, "gelu'"));
+        gelu_backward(dx, g.to(dev), x.to(dev), GeluKind::kErf);
+        EXPECT_TRUE(all_close(
+            dx, numeric_grad([&](const ref::DTensor& v) { return dot(ref::gelu_erf(v), G); }, X),
+            {1e-5, 1e-4}, "gelu erf'"));
         silu_backward(dx, g.to(dev), x.to(dev));
         EXPECT_TRUE(all_close(
             dx, numeric_grad([&](const ref::DTensor& v) { return dot(ref::silu(v), G); }, X),

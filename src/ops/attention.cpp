@@ -31,6 +31,12 @@ Dims check_qkv(const char* op, const Tensor& q, const Tensor& k, const Tensor& v
     return d;
 }
 
+void check_options(const char* op, const AttentionOptions& o) {
+    ZS_CHECK_T(ShapeError, o.window >= 0 && (o.window == 0 || o.causal),
+               "{}: a sliding window ({}) needs causal attention and must not be negative", op,
+               o.window);
+}
+
 void check_lse(const char* op, const Tensor& lse, const Dims& d) {
     check::dtype(op, "lse", lse, {DType::f32});
     check::shape(op, "lse", lse, Shape{d.b, d.nh, d.tq});
@@ -50,6 +56,7 @@ void attention_forward(const Tensor& out, const Tensor& lse, const Tensor& q, co
                        const Tensor& v, const AttentionOptions& opts) {
     const char* op = "attention_forward";
     Dims d = check_qkv(op, q, k, v);
+    check_options(op, opts);
     check_like(op, "out", out, q.shape());
     if (lse.defined()) check_lse(op, lse, d);
     check::same_device(op, {{"out", &out}, {"lse", &lse}, {"q", &q}, {"k", &k}, {"v", &v}});
@@ -62,6 +69,7 @@ void attention_backward(const Tensor& dq, const Tensor& dk, const Tensor& dv, co
                         const Tensor& lse, const AttentionOptions& opts) {
     const char* op = "attention_backward";
     Dims d = check_qkv(op, q, k, v);
+    check_options(op, opts);
     check_like(op, "dout", dout, q.shape());
     check_like(op, "out", out, q.shape());
     check_like(op, "dq", dq, q.shape());

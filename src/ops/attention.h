@@ -8,6 +8,8 @@
 //                            undefined at inference)
 // NH must be a multiple of NKV (query head h reads kv head h / (NH / NKV)). Causal masking is
 // aligned bottom-right: query i sees keys j <= i + (Tk - Tq), so Tq == 1 decodes against a cache.
+// A sliding window W (Mistral, Qwen2; causal only) also hides keys j <= i + (Tk - Tq) - W: each
+// query sees the W keys ending at its own position (transformers' `kv_idx > q_idx - window`).
 #pragma once
 
 #include "core/tensor.h"
@@ -19,6 +21,7 @@ using core::Tensor;
 struct AttentionOptions {
     bool causal = true;
     float scale = 0.0f;  // 0 -> 1/sqrt(HS)
+    int64_t window = 0;  // sliding window in keys (0: none); needs causal
 };
 
 void attention_forward(const Tensor& out, const Tensor& lse, const Tensor& q, const Tensor& k,

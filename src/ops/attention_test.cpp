@@ -17,6 +17,7 @@ namespace ref = ops::reference;
 struct Case {
     int64_t b, tq, tk, nh, nkv, hs;
     bool causal;
+    int64_t window = 0;  // sliding window (0: none)
 };
 
 TEST(Attention, ForwardMatchesReference) {
@@ -40,6 +41,15 @@ TEST(Attention, ForwardMatchesReference) {
         {1, 1, 300, 2, 1, 64, true},
         {1, 2, 400, 4, 2, 80, true},
         {1, 3, 260, 1, 1, 64, true},
+        // Sliding windows: inside a tile, a whole key tile, one key, a prefill chunk against a
+        // cache (Tq < Tk), decode (grouped and split across threads).
+        {1, 100, 100, 2, 1, 64, true, 17},
+        {1, 150, 150, 4, 2, 80, true, 64},
+        {1, 5, 5, 1, 1, 8, true, 1},
+        {1, 40, 200, 2, 2, 32, true, 33},
+        {2, 1, 300, 9, 3, 64, true, 100},
+        {1, 3, 260, 1, 1, 64, true, 70},
+        {1, 2, 400, 4, 2, 80, true, 129},
     };
     for (core::Device dev : test_devices()) {
         for (DType dt : {DType::f32, DType::bf16}) {
@@ -47,15 +57,15 @@ TEST(Attention, ForwardMatchesReference) {
                 Tensor q = random_tensor(rng, {c.b, c.tq, c.nh, c.hs}, dt, -2, 2);
                 Tensor k = random_tensor(rng, {c.b, c.tk, c.nkv, c.hs}, dt, -2, 2);
                 Tensor v = random_tensor(rng, {c.b, c.tk, c.nkv, c.hs}, dt);
-                AttentionOptions o{c.causal, 0.0f};
+                AttentionOptions o{c.causal, 0.0f, c.window};
                 auto want = ref::attention(ref::from_tensor(q), ref::from_tensor(k),
                                            ref::from_tensor(v), o);
                 Tensor out = Tensor::empty({c.b, c.tq, c.nh, c.hs}, DType::f32, dev);
                 Tensor lse = Tensor::empty({c.b, c.nh, c.tq}, DType::f32, dev);
                 attention_forward(out, lse, q.to(dev), k.to(dev), v.to(dev), o);
                 std::string what =
-                    fmt::format("{} b{} tq{} tk{} nh{} nkv{} hs{} causal{}", to_string(dt), c.b,
-                                c.tq, c.tk, c.nh, c.nkv, c.hs, c.causal);
+                    fmt::format("{} b{} tq{} tk{} nh{} nkv{} hs{} causal{} window{}", to_string(dt),
+                                c.b, c.tq, c.tk, c.nh, c.nkv, c.hs, c.causal, c.window);
                 EXPECT_TRUE(all_close(out, want.out, {2e-5, 1e-4}, what + " out"));
                 EXPECT_TRUE(all_close(lse, want.lse, {2e-5, 1e-5}, what + " lse"));
             }
@@ -84,17 +94,17 @@ TEST(Attention, FusedQkvViews) {
 
 TEST(Attention, BackwardMatchesFiniteDifferences) {
     Rng rng(11);
-    std::vector<Case> cases = {{1, 5, 5, 2, 1, 8, true},
-                               {2, 3, 6, 2, 2, 4, true},
-                               {1, 4, 4, 3, 3, 5, false},
-                               {1, 70, 70, 2, 1, 4, true}};
+    std::vector<Case> cases = {{1, 5, 5, 2, 1, 8, true},      {2, 3, 6, 2, 2, 4, true},
+                               {1, 4, 4, 3, 3, 5, false},     {1, 70, 70, 2, 1, 4, true},
+                               {1, 9, 9, 2, 1, 4, true, 3},   {2, 4, 10, 2, 2, 4, true, 5},
+                               {1, 70, 70, 2, 1, 4, true, 20}};
     for (core::Device dev : test_devices()) {
         for (const Case& c : cases) {
             Tensor q = random_tensor(rng, {c.b, c.tq, c.nh, c.hs}, DType::f32);
             Tensor k = random_tensor(rng, {c.b, c.tk, c.nkv, c.hs}, DType::f32);
             Tensor v = random_tensor(rng, {c.b, c.tk, c.nkv, c.hs}, DType::f32);
             Tensor g = random_tensor(rng, {c.b, c.tq, c.nh, c.hs}, DType::f32);
-            AttentionOptions o{c.causal, 0.0f};
+            AttentionOptions o{c.causal, 0.0f, c.window};
             auto Q = ref::from_tensor(q), K = ref::from_tensor(k), V = ref::from_tensor(v),
                  G = ref::from_tensor(g);
             auto gq = numeric_grad(
@@ -110,8 +120,8 @@ TEST(Attention, BackwardMatchesFiniteDifferences) {
             Tensor dk = Tensor::empty(k.shape(), DType::f32, dev);
             Tensor dv = Tensor::empty(v.shape(), DType::f32, dev);
             attention_backward(dq, dk, dv, g.to(dev), q.to(dev), k.to(dev), v.to(dev), out, lse, o);
-            std::string what =
-                fmt::format("b{} tq{} tk{} nh{} nkv{} hs{}", c.b, c.tq, c.tk, c.nh, c.nkv, c.hs);
+            std::string what = fmt::format("b{} tq{} tk{} nh{} nkv{} hs{} window{}", c.b, c.tq,
+                                           c.tk, c.nh, c.nkv, c.hs, c.window);
             EXPECT_TRUE(all_close(dq, gq, {1e-4, 1e-3}, what + " dq"));
             EXPECT_TRUE(all_close(dk, gk, {1e-4, 1e-3}, what + " dk"));
             EXPECT_TRUE(all_close(dv, gv, {1e-4, 1e-3}, what + " dv"));

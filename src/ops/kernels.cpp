@@ -31,8 +31,10 @@ void Kernels::rmsnorm_backward(const Tensor&, const Tensor&, const Tensor&, cons
                                const Tensor&, const Tensor&) {
     not_supported("rmsnorm_backward");
 }
-void Kernels::gelu_forward(const Tensor&, const Tensor&) { not_supported("gelu_forward"); }
-void Kernels::gelu_backward(const Tensor&, const Tensor&, const Tensor&) {
+void Kernels::gelu_forward(const Tensor&, const Tensor&, GeluKind) {
+    not_supported("gelu_forward");
+}
+void Kernels::gelu_backward(const Tensor&, const Tensor&, const Tensor&, GeluKind) {
     not_supported("gelu_backward");
 }
 void Kernels::silu_forward(const Tensor&, const Tensor&) { not_supported("silu_forward"); }

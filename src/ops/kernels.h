@@ -12,6 +12,7 @@
 #include <string_view>
 
 #include "core/tensor.h"
+#include "ops/activation.h"
 #include "ops/attention.h"
 #include "ops/loss.h"
 #include "ops/matmul.h"
@@ -39,8 +40,9 @@ public:
     virtual void rmsnorm_backward(const Tensor& dx, const Tensor& dw, const Tensor& dout,
                                   const Tensor& x, const Tensor& w, const Tensor& rstd);
 
-    virtual void gelu_forward(const Tensor& out, const Tensor& x);
-    virtual void gelu_backward(const Tensor& dx, const Tensor& dout, const Tensor& x);
+    virtual void gelu_forward(const Tensor& out, const Tensor& x, GeluKind kind);
+    virtual void gelu_backward(const Tensor& dx, const Tensor& dout, const Tensor& x,
+                               GeluKind kind);
     virtual void silu_forward(const Tensor& out, const Tensor& x);
     virtual void silu_backward(const Tensor& dx, const Tensor& dout, const Tensor& x);
     virtual void swiglu_forward(const Tensor& out, const Tensor& gate, const Tensor& up);

@@ -181,7 +181,7 @@ StepStats Trainer::step(const std::vector<models::TrainBatch>& batches) {
         models::LossStats st = model_->forward_backward(
             batch, ce_scale, static_cast<float>(loss_scale), engine_.get());
         loss_sum +=
-            st.loss_sum + mcfg_.moe.aux_loss_coef * st.aux_loss * static_cast<double>(micro * T);
+            st.loss_sum + mcfg_.moe.train_aux_coef() * st.aux_loss * static_cast<double>(micro * T);
         s.forward_s += st.forward_s;
         s.head_s += st.head_s;
         s.backward_s += st.backward_s;

@@ -22,6 +22,7 @@ from transformers import (
     GenerationConfig,
     GPT2Config,
     LlamaConfig,
+    MistralConfig,
     MixtralConfig,
     Qwen2Config,
     AutoModelForCausalLM,
@@ -111,6 +112,8 @@ def configs() -> dict:
                 num_experts_per_tok=2,
                 router_aux_loss_coef=0.02,
                 router_jitter_noise=0.0,
+                # transformers adds the load-balancing loss to the loss only with this set.
+                output_router_logits=True,
                 rms_norm_eps=1e-5,
                 rope_theta=1000000.0,
                 tie_word_embeddings=False,
@@ -136,6 +139,66 @@ def configs() -> dict:
                 eos_token_id=2,
             ),
             105,
+        ),
+        # Settings that change the computation, each on: exact (erf) GELU, no 1/sqrt(HS)
+        # attention scaling but 1/(layer + 1) instead, the upcast/reordered attention path.
+        "gpt2_variants": (
+            GPT2Config(
+                vocab_size=VOCAB,
+                n_positions=64,
+                n_embd=32,
+                n_layer=3,
+                n_head=4,
+                activation_function="gelu",
+                scale_attn_weights=False,
+                scale_attn_by_inverse_layer_idx=True,
+                reorder_and_upcast_attn=True,
+                resid_pdrop=0.0,
+                embd_pdrop=0.0,
+                attn_pdrop=0.0,
+                initializer_range=INIT_RANGE,
+                tie_word_embeddings=True,
+                bos_token_id=96,
+                eos_token_id=96,
+            ),
+            106,
+        ),
+        # Sliding-window attention: every layer (Mistral, window 4 over 9-token inputs and a
+        # 17-token generation), and only the layers from max_window_layers on (Qwen2).
+        "mistral_window": (
+            MistralConfig(
+                hidden_size=32,
+                num_attention_heads=4,
+                num_key_value_heads=2,
+                intermediate_size=64,
+                rope_theta=10000.0,
+                rms_norm_eps=1e-5,
+                sliding_window=4,
+                tie_word_embeddings=False,
+                **common_llama,
+            ),
+            107,
+        ),
+        "qwen2_window": (
+            Qwen2Config(
+                hidden_size=32,
+                num_attention_heads=4,
+                num_key_value_heads=2,
+                intermediate_size=64,
+                rope_theta=10000.0,
+                rms_norm_eps=1e-6,
+                use_sliding_window=True,
+                sliding_window=3,
+                max_window_layers=1,
+                vocab_size=VOCAB,
+                num_hidden_layers=2,
+                max_position_embeddings=64,
+                initializer_range=INIT_RANGE,
+                attention_dropout=0.0,
+                bos_token_id=1,
+                eos_token_id=2,
+            ),
+            108,
         ),
     }
 
@@ -263,6 +326,9 @@ def make(name: str, config, seed: int) -> None:
         pad_token_id=0,
         use_cache=True,
     )
+    # generate() fills settings left at None from the model's own generation config (eos 2 here):
+    # clear it there too, or a greedy step that happens to pick eos would end the run early.
+    model.generation_config.eos_token_id = None
     with torch.no_grad():
         greedy = model.generate(prompt, attention_mask=torch.ones_like(prompt), generation_config=gcfg)
     assert greedy.shape == (1, PROMPT_LEN + NEW_TOKENS), greedy.shape

@@ -26,13 +26,18 @@ struct Geometry {
     int64_t B, Tq, Tk, NH, NKV, HS, group;
     float scale;
     bool causal;
+    int64_t window;  // sliding window (0: none)
     // Last key (inclusive) query i may see; -1 when none.
     int64_t last_key(int64_t i) const { return causal ? std::min(Tk - 1, i + (Tk - Tq)) : Tk - 1; }
+    // First key query i may see (the window's start).
+    int64_t first_key(int64_t i) const {
+        return window > 0 ? std::max<int64_t>(0, i + (Tk - Tq) - window + 1) : 0;
+    }
 };
 
 Geometry geometry(const Tensor& q, const Tensor& k, const ops::AttentionOptions& o) {
     Geometry g{q.size(0), q.size(1), k.size(1), q.size(2), k.size(2),
-               q.size(3), 1,         o.scale,   o.causal};
+               q.size(3), 1,         o.scale,   o.causal,  o.window};
     g.group = g.NH / g.NKV;
     if (g.scale == 0.0f) g.scale = 1.0f / std::sqrt(static_cast<float>(g.HS));
     return g;
@@ -315,9 +320,11 @@ void forward_impl(const Tensor& out, const Tensor& lse, const Tensor& q, const T
             std::fill(mrow.begin(), mrow.end(), -INFINITY);
             std::fill(lrow.begin(), lrow.end(), 0.0f);
             int64_t kend = g.last_key(i0 + nqi - 1) + 1;  // keys needed by the last query
-            const int64_t nb = (kend + kBk - 1) / kBk;
-            const int64_t jbeg = nb * split / splits * kBk,
-                          jend = std::min(kend, nb * (split + 1) / splits * kBk);
+            // Key blocks from the one holding the first query's first key (sliding window).
+            const int64_t kb0 = std::min(g.first_key(i0), std::max<int64_t>(kend, 0)) / kBk;
+            const int64_t nb = (kend + kBk - 1) / kBk - kb0;
+            const int64_t jbeg = (kb0 + nb * split / splits) * kBk,
+                          jend = std::min(kend, (kb0 + nb * (split + 1) / splits) * kBk);
             const bool few = nq <= kFewQueries;
             for (int64_t j0 = jbeg; j0 < jend; j0 += kBk) {
                 int64_t nk = std::min(kBk, jend - j0);
@@ -334,12 +341,14 @@ void forward_impl(const Tensor& out, const Tensor& lse, const Tensor& q, const T
                 }
                 for (int64_t r = 0; r < nq; ++r) {
                     float* sr = s.data() + r * kBk;
-                    int64_t visible =
-                        std::min(nk, g.last_key(query_of(t, r)) - j0 + 1);  // may be <= 0
-                    if (visible <= 0) {  // this query sees none of these keys: P = 0
+                    const int64_t qi = query_of(t, r);
+                    int64_t visible = std::min(nk, g.last_key(qi) - j0 + 1);  // may be <= 0
+                    int64_t hidden = std::clamp<int64_t>(g.first_key(qi) - j0, 0, kBk);  // window
+                    if (visible <= hidden) {  // this query sees none of these keys: P = 0
                         std::fill(sr, sr + kBk, 0.0f);
                         continue;
                     }
+                    for (int64_t j = 0; j < hidden; ++j) sr[j] = -INFINITY;
                     for (int64_t j = visible; j < kBk; ++j) sr[j] = -INFINITY;
                     VecF mx =
                         vmax(vmax(vload(sr), vload(sr + 16)), vmax(vload(sr + 32), vload(sr + 48)));
@@ -458,10 +467,13 @@ void backward_impl(const Tensor& dq, const Tensor& dk, const Tensor& dv, const T
                 transpose_tile(ktt.data(), kt.data(), nk, HS);
                 load_rows(vt.data(), V, b, j0, nk, kh, HS);
                 transpose_tile(vtt.data(), vt.data(), nk, HS);
-                // First query that sees key j0: i + (Tk - Tq) >= j0.
+                // First query that sees key j0: i + (Tk - Tq) >= j0; with a window, the last
+                // one that sees key j0 + nk - 1: i + (Tk - Tq) - W < j0 + nk - 1.
                 int64_t istart = g.causal ? std::max<int64_t>(0, j0 - (g.Tk - g.Tq)) : 0;
                 istart = istart / kBq * kBq;
-                for (int64_t i0 = istart; i0 < g.Tq; i0 += kBq) {
+                const int64_t iend =
+                    g.window > 0 ? std::min(g.Tq, j0 + nk - 1 - (g.Tk - g.Tq) + g.window) : g.Tq;
+                for (int64_t i0 = istart; i0 < iend; i0 += kBq) {
                     int64_t nq = std::min(kBq, g.Tq - i0);
                     load_rows(qt.data(), Q, b, i0, nq, h, HS, g.scale);
                     load_rows(dot.data(), dO, b, i0, nq, h, HS);
@@ -481,6 +493,10 @@ void backward_impl(const Tensor& dq, const Tensor& dk, const Tensor& dv, const T
                             vstore(pr + j, pv);
                             vstore(dr + j, pv * (vload(dr + j) - vset(Di)));  // dS
                         }
+                        // Keys before the window's start: P = dS = 0.
+                        const int64_t hidden = std::clamp<int64_t>(g.first_key(i) - j0, 0, kBk);
+                        std::fill(pr, pr + hidden, 0.0f);
+                        std::fill(dr, dr + hidden, 0.0f);
                     }
                     // dV[j] += sum_r P[r][j] dO[r];  dK[j] += sum_r dS[r][j] Q[r] (Q pre-scaled);
                     // dQ[r] += scale * sum_j dS[r][j] K[j].

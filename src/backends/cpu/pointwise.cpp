@@ -171,6 +171,41 @@ ZS_VINLINE VecF gelu_grad_v(VecF x) {
     return vfma(x * s * (vset(1.0f) - s), du2, s);
 }
 
+// Exact GELU, x Phi(x) with Phi(x) = (1 + erf(x / sqrt 2)) / 2. erf(z) for z = |x| / sqrt 2 >= 0
+// is Abramowitz & Stegun 7.1.26 (|error| <= 1.5e-7): 1 - poly(t) exp(-z^2), t = 1 / (1 + p z).
+// gelu(x) = x/2 + |x|/2 erf(|x|/sqrt 2) needs no sign; the gradient Phi(x) + x phi(x) takes it
+// as x / max(|x|, tiny) (0 at x = 0, where erf is 0 anyway); phi(x) = exp(-z^2) / sqrt(2 pi)
+// reuses the exponential.
+struct ErfParts {
+    VecF erf_abs;  // erf(|x| / sqrt 2)
+    VecF e;        // exp(-x^2 / 2)
+    VecF abs_x;
+};
+ZS_VINLINE ErfParts erf_parts(VecF x) {
+    const VecF ax = vmax(x, vzero() - x);
+    const VecF z = ax * vset(0.70710678118654752f);
+    const VecF t = vrcp(vfma(z, vset(0.3275911f), vset(1.0f)));
+    VecF poly = vfma(vset(1.061405429f), t, vset(-1.453152027f));
+    poly = vfma(poly, t, vset(1.421413741f));
+    poly = vfma(poly, t, vset(-0.284496736f));
+    poly = vfma(poly, t, vset(0.254829592f));
+    poly = poly * t;
+    const VecF e = vexp(vzero() - z * z);
+    return {vset(1.0f) - poly * e, e, ax};
+}
+
+ZS_VINLINE VecF gelu_erf_v(VecF x) {
+    const ErfParts p = erf_parts(x);
+    return vset(0.5f) * vfma(p.abs_x, p.erf_abs, x);
+}
+
+ZS_VINLINE VecF gelu_erf_grad_v(VecF x) {
+    const ErfParts p = erf_parts(x);
+    const VecF sign = x * vrcp(vmax(p.abs_x, vset(1e-30f)));
+    const VecF phi = vset(0.5f) * vfma(sign, p.erf_abs, vset(1.0f));
+    return vfma(x * p.e, vset(0.3989422804014327f), phi);
+}
+
 ZS_VINLINE VecF silu_v(VecF x) { return x * vsigmoid(x); }
 
 ZS_VINLINE VecF silu_grad_v(VecF x) {
@@ -216,16 +251,31 @@ void softmax_row_pairs(T* orow, float* e, const T* xr, const T* next, int64_t C)
 
 }  // namespace
 
-void CpuKernels::gelu_forward(const Tensor& out, const Tensor& x) {
-    if (out.dtype() == core::DType::bf16) {
-        unary(out, x, [](VecF v) { return gelu_v<true>(v); });
-    } else {
-        unary(out, x, [](VecF v) { return gelu_v(v); });
+void CpuKernels::gelu_forward(const Tensor& out, const Tensor& x, ops::GeluKind kind) {
+    switch (kind) {
+        case ops::GeluKind::kTanh:
+            if (out.dtype() == core::DType::bf16) {
+                unary(out, x, [](VecF v) { return gelu_v<true>(v); });
+            } else {
+                unary(out, x, [](VecF v) { return gelu_v(v); });
+            }
+            return;
+        case ops::GeluKind::kErf:
+            unary(out, x, [](VecF v) { return gelu_erf_v(v); });
+            return;
     }
 }
 
-void CpuKernels::gelu_backward(const Tensor& dx, const Tensor& dout, const Tensor& x) {
-    binary(dx, dout, x, [](VecF g, VecF xv) { return g * gelu_grad_v(xv); });
+void CpuKernels::gelu_backward(const Tensor& dx, const Tensor& dout, const Tensor& x,
+                               ops::GeluKind kind) {
+    switch (kind) {
+        case ops::GeluKind::kTanh:
+            binary(dx, dout, x, [](VecF g, VecF xv) { return g * gelu_grad_v(xv); });
+            return;
+        case ops::GeluKind::kErf:
+            binary(dx, dout, x, [](VecF g, VecF xv) { return g * gelu_erf_grad_v(xv); });
+            return;
+    }
 }
 
 void CpuKernels::silu_forward(const Tensor& out, const Tensor& x) {

@@ -10,8 +10,9 @@
 //   the forward that recomputes P = exp(S - lse) and dS = P (dP - Dvec) per key tile; (3) a dK/dV
 //   kernel where a block owns 16 keys of one query head and streams query tiles of 32, writing
 //   per-query-head f32 partials; (4) a reduction over each kv group (GQA) into dk / dv.
-// Causal masking is bottom-right aligned: query i sees keys j <= i + (Tk - Tq); a query that sees
-// no key outputs 0 with lse = -inf, and gets zero gradients.
+// Causal masking is bottom-right aligned: query i sees keys j <= i + (Tk - Tq) (and, with a
+// sliding window W, j > i + (Tk - Tq) - W); a query that sees no key outputs 0 with lse = -inf,
+// and gets zero gradients.
 #include <type_traits>
 
 #include "backends/cuda/device_common.cuh"
@@ -31,6 +32,10 @@ constexpr int kBqs = 32;                     // queries per streamed tile in dK/
 // Last key (inclusive) query i may see; negative when none.
 __device__ __forceinline__ int64_t last_key(const AttnGeom& g, int64_t i) {
     return g.causal ? min(g.tk - 1, i + (g.tk - g.tq)) : g.tk - 1;
+}
+// First key query i may see: the start of its sliding window (0 without one).
+__device__ __forceinline__ int64_t first_key(const AttnGeom& g, int64_t i) {
+    return g.window > 0 ? max(int64_t{0}, i + (g.tk - g.tq) - g.window + 1) : 0;
 }
 
 template <class T>
@@ -88,7 +93,7 @@ __global__ void __launch_bounds__(kThreads)
     }
     const int64_t last_q = min(i0 + kBq, g.tq) - 1;
     const int64_t kend = last_key(g, last_q) + 1;  // keys any query of this block sees
-    for (int64_t j0 = 0; j0 < kend; j0 += kBk) {
+    for (int64_t j0 = first_key(g, i0) / kBk * kBk; j0 < kend; j0 += kBk) {
         __syncthreads();  // the previous tile is no longer read (and Qs is complete)
         load_tile<D, T>(Ks, D + 1, k, b, j0, kBk, g.tk, kh, g.hs, 1.0f);
         load_tile<D, T>(Vs, D + 1, v, b, j0, kBk, g.tk, kh, g.hs, 1.0f);
@@ -99,17 +104,19 @@ __global__ void __launch_bounds__(kThreads)
             const int64_t i = i0 + r;
             if (i >= g.tq) continue;  // warp-uniform
             const int64_t visible = min(int64_t{kBk}, last_key(g, i) - j0 + 1);
-            if (visible <= 0) continue;  // warp-uniform
+            const int64_t hidden = first_key(g, i) - j0;      // keys before the window
+            if (visible <= 0 || visible <= hidden) continue;  // warp-uniform
+            const bool seen = lane < visible && lane >= hidden;
             float s = -INFINITY;
-            if (lane < visible) s = dot_rows<D>(Qs + r * D, Ks + lane * (D + 1));
+            if (seen) s = dot_rows<D>(Qs + r * D, Ks + lane * (D + 1));
             const float mnew = fmaxf(m[rr], warp_max(s));
             const float corr = expf(m[rr] - mnew);  // 0 on the first visible tile
-            const float p = lane < visible ? expf(s - mnew) : 0.0f;
+            const float p = seen ? expf(s - mnew) : 0.0f;
             l[rr] = l[rr] * corr + warp_sum(p);
             m[rr] = mnew;
 #pragma unroll
             for (int x = 0; x < NX; ++x) acc[rr][x] *= corr;
-            for (int jj = 0; jj < visible; ++jj) {
+            for (int jj = static_cast<int>(max(hidden, int64_t{0})); jj < visible; ++jj) {
                 const float pj = __shfl_sync(kFullMask, p, jj);
                 const float* vr = Vs + jj * (D + 1) + lane;
 #pragma unroll
@@ -184,7 +191,7 @@ __global__ void __launch_bounds__(kThreads)
     }
     const int64_t last_q = min(i0 + kBq, g.tq) - 1;
     const int64_t kend = last_key(g, last_q) + 1;
-    for (int64_t j0 = 0; j0 < kend; j0 += kBk) {
+    for (int64_t j0 = first_key(g, i0) / kBk * kBk; j0 < kend; j0 += kBk) {
         __syncthreads();
         load_tile<D, T>(Ks, D + 1, k, b, j0, kBk, g.tk, kh, g.hs, 1.0f);
         load_tile<D, T>(Vs, D + 1, v, b, j0, kBk, g.tk, kh, g.hs, 1.0f);
@@ -195,15 +202,16 @@ __global__ void __launch_bounds__(kThreads)
             const int64_t i = i0 + r;
             if (i >= g.tq) continue;
             const int64_t visible = min(int64_t{kBk}, last_key(g, i) - j0 + 1);
-            if (visible <= 0) continue;
+            const int64_t hidden = first_key(g, i) - j0;  // keys before the window
+            if (visible <= 0 || visible <= hidden) continue;
             float ds = 0.0f;
-            if (lane < visible) {
+            if (lane < visible && lane >= hidden) {
                 const float s = dot_rows<D>(Qs + r * D, Ks + lane * (D + 1));
                 const float p = expf(s - li[rr]);
                 const float dp = dot_rows<D>(dOs + r * D, Vs + lane * (D + 1));
                 ds = p * (dp - di[rr]);
             }
-            for (int jj = 0; jj < visible; ++jj) {
+            for (int jj = static_cast<int>(max(hidden, int64_t{0})); jj < visible; ++jj) {
                 const float dsj = __shfl_sync(kFullMask, ds, jj);
                 const float* kr = Ks + jj * (D + 1) + lane;
 #pragma unroll
@@ -255,7 +263,9 @@ __global__ void __launch_bounds__(kThreads)
     }
     // The first query that sees key j0: i + (Tk - Tq) >= j0.
     const int64_t istart = g.causal ? max(int64_t{0}, j0 - (g.tk - g.tq)) : 0;
-    for (int64_t qi0 = istart; qi0 < g.tq; qi0 += kBqs) {
+    // With a sliding window, the last query that sees key j0 + kBkv - 1.
+    const int64_t iend = g.window > 0 ? min(g.tq, j0 + kBkv - 1 - (g.tk - g.tq) + g.window) : g.tq;
+    for (int64_t qi0 = istart; qi0 < iend; qi0 += kBqs) {
         __syncthreads();
         load_tile<D, T>(Qs, D + 1, q, b, qi0, kBqs, g.tq, h, g.hs, g.scale);
         load_tile<D, TG>(dOs, D + 1, dout, b, qi0, kBqs, g.tq, h, g.hs, 1.0f);
@@ -273,7 +283,7 @@ __global__ void __launch_bounds__(kThreads)
             const int r = warp * kRowsPerWarp + rr;
             const int64_t j = j0 + r;
             if (j >= g.tk) continue;  // warp-uniform
-            const bool visible = lane < nq && j <= last_key(g, i);
+            const bool visible = lane < nq && j <= last_key(g, i) && j >= first_key(g, i);
             float p = 0.0f, ds = 0.0f;
             if (visible) {
                 const float s = dot_rows<D>(Qs + lane * (D + 1), Ks + r * D);

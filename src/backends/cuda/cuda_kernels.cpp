@@ -185,17 +185,21 @@ void CudaKernels::rmsnorm_backward(const Tensor& dx, const Tensor& dw, const Ten
 
 // ---- pointwise ----
 
-void CudaKernels::gelu_forward(const Tensor& out, const Tensor& x) {
+void CudaKernels::gelu_forward(const Tensor& out, const Tensor& x, ops::GeluKind kind) {
     const char* op = "gelu_forward";
     Space s = space_of({&out, &x});
-    launch_unary(stream(), UnaryOp::gelu, arg_in(op, out, s), arg_in(op, x, s), s.n, s.cols, 0.0f);
+    const UnaryOp u = kind == ops::GeluKind::kErf ? UnaryOp::gelu_erf : UnaryOp::gelu;
+    launch_unary(stream(), u, arg_in(op, out, s), arg_in(op, x, s), s.n, s.cols, 0.0f);
 }
 
-void CudaKernels::gelu_backward(const Tensor& dx, const Tensor& dout, const Tensor& x) {
+void CudaKernels::gelu_backward(const Tensor& dx, const Tensor& dout, const Tensor& x,
+                                ops::GeluKind kind) {
     const char* op = "gelu_backward";
     Space s = space_of({&dx, &dout, &x});
-    launch_binary(stream(), BinaryOp::gelu_backward, arg_in(op, dx, s), arg_in(op, dout, s),
-                  arg_in(op, x, s), s.n, s.cols);
+    const BinaryOp b =
+        kind == ops::GeluKind::kErf ? BinaryOp::gelu_erf_backward : BinaryOp::gelu_backward;
+    launch_binary(stream(), b, arg_in(op, dx, s), arg_in(op, dout, s), arg_in(op, x, s), s.n,
+                  s.cols);
 }
 
 void CudaKernels::silu_forward(const Tensor& out, const Tensor& x) {
@@ -304,6 +308,7 @@ AttnGeom geometry(const char* op, const Tensor& q, const Tensor& k,
     g.nkv = k.size(2);
     g.hs = q.size(3);
     g.causal = o.causal;
+    g.window = o.window;
     g.scale = o.scale != 0.0f ? o.scale : 1.0f / std::sqrt(static_cast<float>(g.hs));
     ZS_CHECK_T(NotSupported, g.hs <= kAttnMaxHeadSize,
                "{}: the cuda backend supports head sizes up to {} (got {})", op, kAttnMaxHeadSize,

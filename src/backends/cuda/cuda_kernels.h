@@ -36,8 +36,9 @@ public:
     void rmsnorm_backward(const Tensor& dx, const Tensor& dw, const Tensor& dout, const Tensor& x,
                           const Tensor& w, const Tensor& rstd) override;
 
-    void gelu_forward(const Tensor& out, const Tensor& x) override;
-    void gelu_backward(const Tensor& dx, const Tensor& dout, const Tensor& x) override;
+    void gelu_forward(const Tensor& out, const Tensor& x, ops::GeluKind kind) override;
+    void gelu_backward(const Tensor& dx, const Tensor& dout, const Tensor& x,
+                       ops::GeluKind kind) override;
     void silu_forward(const Tensor& out, const Tensor& x) override;
     void silu_backward(const Tensor& dx, const Tensor& dout, const Tensor& x) override;
     void swiglu_forward(const Tensor& out, const Tensor& gate, const Tensor& up) override;

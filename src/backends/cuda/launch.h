@@ -74,8 +74,14 @@ void launch_rmsnorm_backward(cudaStream_t stream, const RowsArg& dx, const RowsA
                              float* dw, int64_t n, int64_t cols, float* scratch);
 
 // ---- pointwise.cu ----
-enum class UnaryOp : unsigned char { gelu, silu, scale };
-enum class BinaryOp : unsigned char { gelu_backward, silu_backward, swiglu, add };
+enum class UnaryOp : unsigned char { gelu, gelu_erf, silu, scale };
+enum class BinaryOp : unsigned char {
+    gelu_backward,
+    gelu_erf_backward,
+    silu_backward,
+    swiglu,
+    add
+};
 // out = op(x) (scale: alpha * x).
 void launch_unary(cudaStream_t stream, UnaryOp op, const RowsArg& out, const RowsArg& x, int64_t n,
                   int64_t cols, float alpha);
@@ -114,6 +120,7 @@ struct AttnGeom {
     int64_t b = 0, tq = 0, tk = 0, nh = 0, nkv = 0, hs = 0;
     float scale = 0.0f;  // resolved (never 0)
     bool causal = true;
+    int64_t window = 0;  // sliding window in keys (0: none)
 };
 // Largest head size the kernels support.
 inline constexpr int64_t kAttnMaxHeadSize = 256;

@@ -28,6 +28,16 @@ __device__ __forceinline__ float gelu_grad(float x) {
     return fmaf(0.5f * x * (1.0f - t * t), du, 0.5f * (1.0f + t));
 }
 
+// Exact GELU: x Phi(x), Phi(x) = (1 + erf(x / sqrt 2)) / 2; gradient Phi(x) + x phi(x).
+__device__ __forceinline__ float gelu_erf(float x) {
+    return 0.5f * x * (1.0f + erff(x * 0.70710678118654752f));
+}
+
+__device__ __forceinline__ float gelu_erf_grad(float x) {
+    const float phi = 0.3989422804014327f * expf(-0.5f * x * x);
+    return fmaf(x, phi, 0.5f * (1.0f + erff(x * 0.70710678118654752f)));
+}
+
 __device__ __forceinline__ float silu(float x) { return x * sigmoid(x); }
 
 __device__ __forceinline__ float silu_grad(float x) {
@@ -38,6 +48,9 @@ __device__ __forceinline__ float silu_grad(float x) {
 struct GeluOp {
     __device__ float operator()(float x, float) const { return gelu(x); }
 };
+struct GeluErfOp {
+    __device__ float operator()(float x, float) const { return gelu_erf(x); }
+};
 struct SiluOp {
     __device__ float operator()(float x, float) const { return silu(x); }
 };
@@ -46,6 +59,9 @@ struct ScaleOp {
 };
 struct GeluBackwardOp {
     __device__ float operator()(float g, float x) const { return g * gelu_grad(x); }
+};
+struct GeluErfBackwardOp {
+    __device__ float operator()(float g, float x) const { return g * gelu_erf_grad(x); }
 };
 struct SiluBackwardOp {
     __device__ float operator()(float g, float x) const { return g * silu_grad(x); }
@@ -187,6 +203,9 @@ void launch_unary(cudaStream_t stream, UnaryOp op, const RowsArg& out, const Row
         case UnaryOp::gelu:
             unary_typed(stream, out, x, n, cols, alpha, GeluOp{});
             return;
+        case UnaryOp::gelu_erf:
+            unary_typed(stream, out, x, n, cols, alpha, GeluErfOp{});
+            return;
         case UnaryOp::silu:
             unary_typed(stream, out, x, n, cols, alpha, SiluOp{});
             return;
@@ -202,6 +221,9 @@ void launch_binary(cudaStream_t stream, BinaryOp op, const RowsArg& out, const R
     switch (op) {
         case BinaryOp::gelu_backward:
             binary_typed(stream, out, a, b, n, cols, GeluBackwardOp{});
+            return;
+        case BinaryOp::gelu_erf_backward:
+            binary_typed(stream, out, a, b, n, cols, GeluErfBackwardOp{});
             return;
         case BinaryOp::silu_backward:
             binary_typed(stream, out, a, b, n, cols, SiluBackwardOp{});

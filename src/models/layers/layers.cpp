@@ -93,7 +93,7 @@ void Attention::forward(const ParamBinding& p, Saved& s, const Tensor& residual,
     ensure(s.att, {N, cfg_->q_dim()}, ct);
     ensure(s.lse, {B, cfg_->n_heads, T}, DType::f32);
     ops::attention_forward(s.att.view({B, T, cfg_->n_heads, cfg_->head_dim}), s.lse,
-                           q_view(s.qkv, B, T), k_view(s.qkv, B, T), v_view(s.qkv, B, T));
+                           q_view(s.qkv, B, T), k_view(s.qkv, B, T), v_view(s.qkv, B, T), opts_);
     ops::matmul(residual, s.att, p.w(p_.wo), {.trans_b = true, .beta = 1.0f}, opt(p, p_.bo));
 }
 
@@ -110,7 +110,7 @@ void Attention::backward(const ParamBinding& p, const Saved& s, const Tensor& dx
     Shape heads{B, T, cfg_->n_heads, cfg_->head_dim};
     ops::attention_backward(q_view(dqkv, B, T), k_view(dqkv, B, T), v_view(dqkv, B, T),
                             datt.view(heads), q_view(s.qkv, B, T), k_view(s.qkv, B, T),
-                            v_view(s.qkv, B, T), s.att.view(heads), s.lse);
+                            v_view(s.qkv, B, T), s.att.view(heads), s.lse, opts_);
     if (rope_) {
         int64_t W = cfg_->qkv_dim(), HS = cfg_->head_dim;
         ops::rope_backward(dqkv.as_strided({N, cfg_->n_heads, HS}, {W, HS, 1}, 0), positions,
@@ -132,7 +132,7 @@ void Mlp::run(const ParamBinding& p, Saved& s, const Tensor& out, const Tensor& 
             ensure(s.h, {N, ff_}, ct);
             ensure(s.a, {N, ff_}, ct);
             ops::linear_forward(s.h, x, p.w(p_.up), opt(p, p_.up_bias));
-            ops::gelu_forward(s.a, s.h);
+            ops::gelu_forward(s.a, s.h, gelu_);
             break;
         case MlpKind::swiglu:
         case MlpKind::moe:
@@ -154,7 +154,7 @@ void Mlp::run_backward(const ParamBinding& p, const Saved& s, const Tensor& dx, 
     Tensor dh = Tensor::empty(s.h.shape(), ct);
     switch (kind_) {
         case MlpKind::gelu:
-            ops::gelu_backward(dh, da, s.h);
+            ops::gelu_backward(dh, da, s.h, gelu_);
             break;
         case MlpKind::swiglu:
         case MlpKind::moe:

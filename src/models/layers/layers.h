@@ -15,6 +15,7 @@
 
 #include "models/config.h"
 #include "models/params.h"
+#include "ops/attention.h"
 #include "ops/moe.h"
 #include "ops/rope.h"
 
@@ -56,8 +57,10 @@ public:
         Tensor lse;  // [B, NH, T] f32
     };
     Attention() = default;
-    Attention(const ModelConfig& cfg, AttentionParams p, const ops::RopeTable* rope)
-        : cfg_(&cfg), p_(p), rope_(rope) {}
+    // opts: this layer's scale and sliding window (causal always).
+    Attention(const ModelConfig& cfg, AttentionParams p, const ops::RopeTable* rope,
+              ops::AttentionOptions opts)
+        : cfg_(&cfg), p_(p), rope_(rope), opts_(opts) {}
 
     // residual [N, C] f32 += attention(x [N, C] ct) over B sequences of T tokens;
     // positions [N] i32 (RoPE).
@@ -73,11 +76,13 @@ public:
     Tensor v_view(const Tensor& qkv, int64_t B, int64_t T) const;
     const AttentionParams& params() const { return p_; }
     const ops::RopeTable* rope() const { return rope_; }
+    const ops::AttentionOptions& options() const { return opts_; }
 
 private:
     const ModelConfig* cfg_ = nullptr;
     AttentionParams p_;
     const ops::RopeTable* rope_ = nullptr;
+    ops::AttentionOptions opts_;
 };
 
 struct MlpParams {
@@ -92,7 +97,9 @@ public:
         Tensor a;  // [N, FF] ct: activation output
     };
     Mlp() = default;
-    Mlp(MlpKind kind, int64_t ff, MlpParams p) : kind_(kind), ff_(ff), p_(p) {}
+    // gelu: the GELU form of MlpKind::gelu (ignored by swiglu).
+    Mlp(MlpKind kind, int64_t ff, MlpParams p, ops::GeluKind gelu = ops::GeluKind::kTanh)
+        : kind_(kind), ff_(ff), p_(p), gelu_(gelu) {}
     // residual [N, C] f32 += mlp(x [N, C] ct)
     void forward(const ParamBinding& p, Saved& s, const Tensor& residual, const Tensor& x) const;
     // dx [N, C] ct (=)
@@ -108,6 +115,7 @@ private:
     MlpKind kind_ = MlpKind::swiglu;
     int64_t ff_ = 0;
     MlpParams p_;
+    ops::GeluKind gelu_ = ops::GeluKind::kTanh;
 };
 
 struct MoeParams {

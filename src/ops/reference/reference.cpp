@@ -119,6 +119,10 @@ DTensor gelu(const DTensor& x) {
         x, [&](double v) { return 0.5 * v * (1.0 + std::tanh(k * (v + 0.044715 * v * v * v))); });
 }
 
+DTensor gelu_erf(const DTensor& x) {
+    return map(x, [](double v) { return 0.5 * v * (1.0 + std::erf(v / std::sqrt(2.0))); });
+}
+
 DTensor silu(const DTensor& x) {
     return map(x, [](double v) { return v / (1.0 + std::exp(-v)); });
 }
@@ -177,9 +181,12 @@ AttentionResult attention(const DTensor& q, const DTensor& k, const DTensor& v,
             int64_t kh = h / (NH / NKV);
             for (int64_t i = 0; i < Tq; ++i) {
                 int64_t last = opts.causal ? i + (Tk - Tq) : Tk - 1;  // inclusive
+                // Sliding window: the `window` keys up to and including the query's own.
+                int64_t first = opts.window > 0 ? std::max<int64_t>(0, last - opts.window + 1) : 0;
+                if (opts.window > 0 && last < 0) first = 0;
                 double mx = -INFINITY;
                 for (int64_t j = 0; j < Tk; ++j) {
-                    if (j > last) {
+                    if (j > last || j < first) {
                         p[static_cast<size_t>(j)] = -INFINITY;
                         continue;
                     }
@@ -192,14 +199,14 @@ AttentionResult attention(const DTensor& q, const DTensor& k, const DTensor& v,
                     mx = std::max(mx, s * scale);
                 }
                 double sum = 0;
-                for (int64_t j = 0; j <= std::min(last, Tk - 1); ++j) {
+                for (int64_t j = first; j <= std::min(last, Tk - 1); ++j) {
                     sum += std::exp(p[static_cast<size_t>(j)] - mx);
                 }
                 // A row with no visible key (Tq > Tk, causal) outputs zeros and lse = -inf.
                 r.lse[(b * NH + h) * Tq + i] = last < 0 ? -INFINITY : mx + std::log(sum);
                 for (int64_t d = 0; d < HS; ++d) {
                     double o = 0;
-                    for (int64_t j = 0; j <= std::min(last, Tk - 1); ++j) {
+                    for (int64_t j = first; j <= std::min(last, Tk - 1); ++j) {
                         o += std::exp(p[static_cast<size_t>(j)] - mx) / sum *
                              v[((b * Tk + j) * NKV + kh) * HS + d];
                     }

@@ -43,7 +43,8 @@ struct NormResult {
 NormResult layernorm(const DTensor& x, const DTensor& w, const DTensor& b, double eps);
 NormResult rmsnorm(const DTensor& x, const DTensor& w, double eps);
 
-DTensor gelu(const DTensor& x);
+DTensor gelu(const DTensor& x);      // tanh approximation
+DTensor gelu_erf(const DTensor& x);  // exact: x Phi(x)
 DTensor silu(const DTensor& x);
 DTensor swiglu(const DTensor& gate, const DTensor& up);
 DTensor softmax(const DTensor& x);
