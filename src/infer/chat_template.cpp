@@ -27,12 +27,18 @@ std::string token_text(const io::Tokenizer& tok, std::optional<int32_t> id, cons
 }
 
 // A ChatML template that writes a system turn literally when the conversation has none:
-// '<|im_start|>system\nYou are ...<|im_end|>\n'. Jinja escapes the newline as "\n" in the source.
+// '<|im_start|>system\nYou are ...<|im_end|>\n'. The template source may hold the newline as
+// the escape "\n" or as a real newline inside the string literal (SmolLM2's does).
 std::string chatml_default_system(const std::string& tpl) {
-    const std::string marker = "<|im_start|>system\\n";
-    auto a = tpl.find(marker);
+    size_t a = std::string::npos;
+    for (const char* marker : {"<|im_start|>system\\n", "<|im_start|>system\n"}) {
+        a = tpl.find(marker);
+        if (a != std::string::npos) {
+            a += std::string_view(marker).size();
+            break;
+        }
+    }
     if (a == std::string::npos) return {};
-    a += marker.size();
     auto b = tpl.find("<|im_end|>", a);
     if (b == std::string::npos) return {};
     std::string s = tpl.substr(a, b - a);
@@ -48,6 +54,10 @@ ChatTemplate detect_chat_template(const io::Tokenizer& tok,
     std::string tpl = template_text ? *template_text : tok.chat_template().value_or("");
     t.bos = token_text(tok, tok.bos_id(), "");
     t.eos = token_text(tok, tok.eos_id(), "");
+    t.trim_content =
+        tpl.find("| trim") != std::string::npos || tpl.find("|trim") != std::string::npos;
+    t.always_generation_prompt =
+        !tpl.empty() && tpl.find("add_generation_prompt") == std::string::npos;
     if (tpl.find("<|im_start|>") != std::string::npos) {
         t.format = ChatFormat::chatml;
         t.default_system = chatml_default_system(tpl);
@@ -72,6 +82,15 @@ std::string render_chat(const ChatTemplate& t, const std::vector<ChatMessage>& m
         ZS_CHECK_T(ConfigError, m.role == "system" || m.role == "user" || m.role == "assistant",
                    "chat: role '{}' is not supported (system, user, assistant)", m.role);
     }
+    const bool gen = add_generation_prompt || t.always_generation_prompt;
+    auto content_of = [&](const ChatMessage& m) {
+        if (!t.trim_content) return m.content;
+        // Jinja's trim: Python's str.strip(), which removes Unicode whitespace; ASCII here.
+        const char* ws = " \t\n\r\f\v";
+        const size_t b = m.content.find_first_not_of(ws);
+        if (b == std::string::npos) return std::string();
+        return m.content.substr(b, m.content.find_last_not_of(ws) - b + 1);
+    };
     std::string out;
     switch (t.format) {
         case ChatFormat::chatml:
@@ -79,17 +98,17 @@ std::string render_chat(const ChatTemplate& t, const std::vector<ChatMessage>& m
                 out += "<|im_start|>system\n" + t.default_system + "<|im_end|>\n";
             }
             for (const ChatMessage& m : messages) {
-                out += "<|im_start|>" + m.role + "\n" + m.content + "<|im_end|>\n";
+                out += "<|im_start|>" + m.role + "\n" + content_of(m) + "<|im_end|>\n";
             }
-            if (add_generation_prompt) out += "<|im_start|>assistant\n";
+            if (gen) out += "<|im_start|>assistant\n";
             return out;
         case ChatFormat::llama3:
             out += t.bos;
             for (const ChatMessage& m : messages) {
-                out += "<|start_header_id|>" + m.role + "<|end_header_id|>\n\n" + m.content +
+                out += "<|start_header_id|>" + m.role + "<|end_header_id|>\n\n" + content_of(m) +
                        "<|eot_id|>";
             }
-            if (add_generation_prompt) out += "<|start_header_id|>assistant<|end_header_id|>\n\n";
+            if (gen) out += "<|start_header_id|>assistant<|end_header_id|>\n\n";
             return out;
         case ChatFormat::inst: {
             // Llama-2 / Mistral: a system prompt is folded into the first user turn.
@@ -104,11 +123,13 @@ std::string render_chat(const ChatTemplate& t, const std::vector<ChatMessage>& m
                 const ChatMessage& m = messages[i];
                 if (m.role == "user") {
                     std::string content =
-                        first && !system.empty() ? system + "\n\n" + m.content : m.content;
+                        first && !system.empty() ? system + "\n\n" + content_of(m) : content_of(m);
                     out += t.bos + "[INST] " + content + " [/INST]";
                     first = false;
                 } else if (m.role == "assistant") {
-                    out += " " + m.content + t.eos;
+                    out += ' ';  // appended piece by piece (GCC 12 -Wrestrict false positive)
+                    out += content_of(m);
+                    out += t.eos;
                 } else {
                     ZS_THROW(ConfigError, "chat: a system message must come first");
                 }
@@ -117,12 +138,12 @@ std::string render_chat(const ChatTemplate& t, const std::vector<ChatMessage>& m
         }
         case ChatFormat::zephyr:
             for (const ChatMessage& m : messages)
-                out += "<|" + m.role + "|>\n" + m.content + t.eos + "\n";
-            if (add_generation_prompt) out += "<|assistant|>\n";
+                out += "<|" + m.role + "|>\n" + content_of(m) + t.eos + "\n";
+            if (gen) out += "<|assistant|>\n";
             return out;
         case ChatFormat::plain:
-            for (const ChatMessage& m : messages) out += m.role + ": " + m.content + "\n";
-            if (add_generation_prompt) out += "assistant:";
+            for (const ChatMessage& m : messages) out += m.role + ": " + content_of(m) + "\n";
+            if (gen) out += "assistant:";
             return out;
     }
     return out;

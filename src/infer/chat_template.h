@@ -29,6 +29,11 @@ struct ChatTemplate {
     ChatFormat format = ChatFormat::plain;
     std::string default_system;  // ChatML templates that inject a system prompt when none is given
     std::string bos, eos;        // token texts used by the format
+    // Read off the template text: contents pass through Jinja's `| trim` (Llama-3), and the
+    // assistant header is written whether or not a generation prompt is asked for (templates
+    // that never test add_generation_prompt).
+    bool trim_content = false;
+    bool always_generation_prompt = false;
 };
 
 // Recognise the tokenizer's template (or `template_text` when given, e.g. from tokenizer_config).

@@ -10,10 +10,10 @@
 #include <gtest/gtest.h>
 
 #include "io/gguf_writer.h"
+#include "io/test_files_test.h"
 #include "models/sources.h"
 #include "models/transformer.h"
 #include "models/weights.h"
-#include "io/test_files_test.h"
 #include "tests/test_util.h"
 
 namespace zs::models {
