@@ -39,9 +39,9 @@ struct GenerateOptions {
     float repetition_penalty = -1.0f;
     uint64_t seed = 0;
     std::vector<std::string> stops;
-    bool chat = false;          // format the prompt with the model's chat template
-    std::string system;         // system message with --chat
-    std::string dtype = "f32";  // compute dtype: f32 or bf16
+    bool chat = false;           // format the prompt with the model's chat template
+    std::string system;          // system message with --chat
+    std::string dtype = "auto";  // compute dtype: auto, f32 or bf16 (model_loader.h)
 };
 // Generate text from a prompt, streaming to stdout; throughput on stderr.
 int run_generate(const GenerateOptions& opts);
@@ -130,7 +130,7 @@ struct ServeOptions {
     std::string model;  // HF directory or .gguf
     std::string host = "127.0.0.1";
     int port = 8000;
-    std::string dtype = "f32";
+    std::string dtype = "auto";  // compute dtype: auto, f32 or bf16 (model_loader.h)
     std::string api_key;
     std::string served_model_name;  // default: the directory or file name
     int64_t max_queued = 256;

@@ -61,7 +61,9 @@ int main(int argc, char** argv) {
     gn->add_option("--stop", gen.stops, "Stop when this text appears (repeatable; not printed)");
     gn->add_flag("--chat", gen.chat, "Wrap the prompt in the model's chat template");
     gn->add_option("--system", gen.system, "System message (with --chat)");
-    gn->add_option("--dtype", gen.dtype, "Compute dtype: f32 or bf16");
+    gn->add_option("--dtype", gen.dtype,
+                   "Compute dtype: auto (the checkpoint's, where this CPU runs it natively), f32 "
+                   "or bf16");
 
     zs::cli::ServeOptions sv;
     CLI::App* srv = app.add_subcommand(
@@ -70,7 +72,9 @@ int main(int argc, char** argv) {
         ->required();
     srv->add_option("--host", sv.host, "Address to bind (default 127.0.0.1: this machine only)");
     srv->add_option("--port", sv.port, "Port (0: any free port)")->check(CLI::Range(0, 65535));
-    srv->add_option("--dtype", sv.dtype, "Compute dtype: f32 or bf16");
+    srv->add_option("--dtype", sv.dtype,
+                    "Compute dtype: auto (the checkpoint's, where this CPU runs it natively), f32 "
+                    "or bf16");
     srv->add_option("--api-key", sv.api_key, "Require 'Authorization: Bearer KEY' (not /health)");
     srv->add_option("--served-model-name", sv.served_model_name,
                     "Model id clients use (default: the directory or file name)");

@@ -4,6 +4,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "backends/cpu/cpu_kernels.h"
 #include "base/error.h"
 #include "base/log.h"
 #include "base/timer.h"
@@ -53,7 +54,20 @@ LoadedModel load_model(const std::string& path, const std::string& dtype, bool w
     Timer t;
     LoadedModel lm;
     lm.files = models::open_model(path);
-    DType ct = parse_dtype_flag(dtype, "--dtype");
+    DType ct;
+    if (dtype == "auto") {
+        const DType saved = lm.files.config.torch_dtype;
+        const bool reduced = saved == DType::bf16 || saved == DType::f16;
+        const bool native = backends::cpu::matmul_routes().native_bf16;
+        ct = reduced && native ? DType::bf16 : DType::f32;
+        log_info("compute dtype {}: the checkpoint is {}{}", to_string(ct),
+                 reduced ? "reduced-precision" : "f32",
+                 reduced ? (native ? " and this CPU computes bf16 natively"
+                                   : ", but this CPU has no native bf16 (--dtype bf16 forces it)")
+                         : " (--dtype bf16 for faster, less exact decoding)");
+    } else {
+        ct = parse_dtype_flag(dtype, "--dtype");
+    }
     lm.model = std::make_unique<models::Transformer>(lm.files.config, models::RunConfig{ct});
     lm.params = std::make_unique<models::DenseParams>(lm.model->layout(), ct, false);
     std::vector<std::string> unused =

@@ -29,7 +29,11 @@ struct LoadedModel {
     std::vector<int32_t> extra_stop_ids;        // generation_config.json eos_token_id
 };
 
-// dtype: "f32" or "bf16". weights_only = false also loads the tokenizer.
+// dtype: "f32", "bf16" or "auto": the checkpoint's own precision where this CPU computes it
+// natively (a bf16/f16 checkpoint, or a GGUF with reduced-precision or quantized matrices, runs
+// in bf16 on a CPU with AMX or AVX-512-BF16), f32 otherwise, as vLLM follows torch_dtype and
+// llama.cpp the file's type. The choice and why is logged. weights_only = false also loads the
+// tokenizer.
 LoadedModel load_model(const std::string& path, const std::string& dtype, bool weights_only);
 DType parse_dtype_flag(const std::string& s, const char* flag);
 

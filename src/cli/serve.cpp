@@ -77,7 +77,7 @@ int run_serve(const ServeOptions& o) {
     mi.vocab_size = c.vocab_size;
 
     serve::ServiceConfig sc;
-    sc.engine = engine_config(o.engine, o.dtype == "bf16" ? "bf16" : "f32");
+    sc.engine = engine_config(o.engine, to_string(lm.model->run_config().compute_dtype));
     serve::Metrics metrics;
     serve::Service service(*lm.model, tok, sc, metrics);
 

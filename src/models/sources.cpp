@@ -90,7 +90,9 @@ ModelConfig config_from_gguf(const io::GgufFile& f) {
         c.bos_token_id = f.get_int("tokenizer.ggml.bos_token_id");
     if (f.has("tokenizer.ggml.eos_token_id"))
         c.eos_token_ids = {f.get_int("tokenizer.ggml.eos_token_id")};
-    c.torch_dtype = core::DType::f32;
+    // The precision the file keeps its matrices in: f32, or reduced (f16, bf16, quantized).
+    const io::GgufTensorInfo* q0 = f.find_tensor("blk.0.attn_q.weight");
+    c.torch_dtype = q0 && q0->type != io::GgmlType::f32 ? core::DType::bf16 : core::DType::f32;
     // RoPE scaling as llama.cpp applies it: rope.scaling.type linear (factor) or none; yarn and
     // the rest are refused. Llama-3.1-style scaling comes as a rope_freqs.weight tensor of
     // per-dimension divisors.

@@ -21,8 +21,8 @@ for f in config.json model.safetensors.index.json tokenizer.json tokenizer_confi
 done
 echo "ok   convert wrote $(ls "$work/hf" | wc -l) files"
 prompt="The capital of France is"
-a=$("$bin" generate --model "$gguf" --prompt "$prompt" --max-tokens 16 --temperature 0 2>/dev/null)
-b=$("$bin" generate --model "$work/hf" --prompt "$prompt" --max-tokens 16 --temperature 0 2>/dev/null)
+a=$("$bin" generate --model "$gguf" --dtype f32 --prompt "$prompt" --max-tokens 16 --temperature 0 2>/dev/null)
+b=$("$bin" generate --model "$work/hf" --dtype f32 --prompt "$prompt" --max-tokens 16 --temperature 0 2>/dev/null)
 [ "$a" = "$b" ] || { echo "FAIL generate: gguf '$a' vs hf '$b'"; exit 1; }
 echo "ok   zerospeed generates the same from the GGUF and the exported directory: '${a//$'\n'/ }'"
 "$py" "$root/tools/reference/check_gguf_hf.py" "$work/hf" "$gguf" \

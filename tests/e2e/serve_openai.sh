@@ -15,10 +15,10 @@ work=$(mktemp -d)
 trap 'kill "$pid" 2>/dev/null || true; rm -rf "$work"' EXIT
 
 prompt="The capital of France is"
-oracle=$("$bin" generate --model "$gguf" --prompt "$prompt" --max-tokens 16 --temperature 0 2>/dev/null)
+oracle=$("$bin" generate --model "$gguf" --dtype f32 --prompt "$prompt" --max-tokens 16 --temperature 0 2>/dev/null)
 oracle=${oracle%$'\n'}
 
-OMP_NUM_THREADS=${OMP_NUM_THREADS:-2} "$bin" serve --model "$gguf" --port 0 --max-seqs 8 \
+OMP_NUM_THREADS=${OMP_NUM_THREADS:-2} "$bin" serve --model "$gguf" --dtype f32 --port 0 --max-seqs 8 \
     --kv-cache-memory 256M --served-model-name smollm2 >"$work/serve.log" 2>&1 &
 pid=$!
 port=""
