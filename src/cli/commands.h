@@ -42,8 +42,11 @@ struct GenerateOptions {
     bool chat = false;           // format the prompt with the model's chat template
     std::string system;          // system message with --chat
     std::string dtype = "auto";  // compute dtype: auto, f32 or bf16 (model_loader.h)
+    int logprobs = -1;  // >= 0: stdout is JSON Lines, one per token (id, text, logprob, top N)
 };
-// Generate text from a prompt, streaming to stdout; throughput on stderr.
+// Generate text from a prompt, streaming to stdout; throughput on stderr. With logprobs >= 0,
+// stdout is JSON Lines instead: {"id", "token", "logprob", "top": [{"id", "token", "logprob"}]}
+// per generated token, then {"text", "finish_reason", "prompt_tokens", "completion_tokens"}.
 int run_generate(const GenerateOptions& opts);
 
 struct InfoOptions {

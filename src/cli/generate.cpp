@@ -28,6 +28,8 @@ int run_generate(const GenerateOptions& o) {
     const io::Tokenizer& tok = *lm.tokenizer;
 
     infer::SamplingParams sp = lm.generation_defaults;
+    const bool jsonl = o.logprobs >= 0;
+    if (jsonl) sp.top_logprobs = o.logprobs;
     if (o.temperature >= 0) sp.temperature = o.temperature;
     if (o.top_k >= 0) sp.top_k = o.top_k;
     if (o.top_p >= 0) sp.top_p = o.top_p;
@@ -77,17 +79,38 @@ int run_generate(const GenerateOptions& o) {
     int64_t generated = 0;
     std::string reason = "length";
     bool stopped = false;
+    std::string all_text;  // --logprobs: the text for the final line
+    auto token_json = [&](int32_t id, float lp) {
+        return nlohmann::json{{"id", id},
+                              {"token", tok.decode(std::span<const int32_t>(&id, 1), false)},
+                              {"logprob", lp}};
+    };
+    auto emit = [&](const std::string& text) {
+        if (jsonl) {
+            all_text += text;
+            return;
+        }
+        std::fwrite(text.data(), 1, text.size(), stdout);
+        std::fflush(stdout);
+    };
     while (generated < o.max_tokens && kv.length() < ctx) {
-        int32_t next = sampler.sample(logits.data<float>()).token;
+        const infer::SampleResult sr = sampler.sample(logits.data<float>());
+        int32_t next = sr.token;
         if (std::find(stop_ids.begin(), stop_ids.end(), next) != stop_ids.end()) {
             reason = "eos";
             break;
         }
+        if (jsonl) {
+            nlohmann::json line = token_json(next, sr.logprob);
+            line["top"] = nlohmann::json::array();
+            for (const auto& [id, lp] : sr.top) line["top"].push_back(token_json(id, lp));
+            std::printf(
+                "%s\n",
+                line.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
+        }
         sampler.observe_output(next);
         ++generated;
-        std::string out = filter.push(stream.push(next), stopped);
-        std::fwrite(out.data(), 1, out.size(), stdout);
-        std::fflush(stdout);
+        emit(filter.push(stream.push(next), stopped));
         if (stopped) {
             reason = "stop string";
             break;
@@ -98,11 +121,19 @@ int run_generate(const GenerateOptions& o) {
         kv.commit(1);
     }
     if (!stopped) {
-        std::string rest = filter.push(stream.flush(), stopped);
-        rest += stopped ? "" : filter.flush();
-        std::fwrite(rest.data(), 1, rest.size(), stdout);
+        stream.drop_incomplete();  // cut inside a character: end before it, not with U+FFFD
+        emit(filter.flush());
     }
-    std::fputc('\n', stdout);
+    if (jsonl) {
+        const nlohmann::json end = {{"text", all_text},
+                                    {"finish_reason", reason},
+                                    {"prompt_tokens", n_prompt},
+                                    {"completion_tokens", generated}};
+        std::printf("%s\n",
+                    end.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
+    } else {
+        std::fputc('\n', stdout);
+    }
     std::fflush(stdout);
     double gen_s = t_gen.seconds();
     std::fprintf(stderr,

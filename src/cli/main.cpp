@@ -60,6 +60,10 @@ int main(int argc, char** argv) {
     gn->add_option("--seed", gen.seed, "Sampling seed");
     gn->add_option("--stop", gen.stops, "Stop when this text appears (repeatable; not printed)");
     gn->add_flag("--chat", gen.chat, "Wrap the prompt in the model's chat template");
+    gn->add_option("--logprobs", gen.logprobs,
+                   "Print JSON Lines instead of text: each token's id, text and log-probability "
+                   "with the N most likely alternatives, then the whole text")
+        ->check(CLI::Range(0, 20));
     gn->add_option("--system", gen.system, "System message (with --chat)");
     gn->add_option("--dtype", gen.dtype,
                    "Compute dtype: auto (the checkpoint's, where this CPU runs it natively), f32 "

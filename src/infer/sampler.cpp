@@ -58,6 +58,9 @@ SampleResult Sampler::sample(const float* logits) {
     const double log_z = mx + std::log(z);
 
     std::copy(logits, logits + V, work_.begin());
+    for (const auto& [t, bias] : p_.logit_bias) {
+        if (t >= 0 && static_cast<size_t>(t) < V) work_[static_cast<size_t>(t)] += bias;
+    }
     if (p_.repetition_penalty != 1.0f) {
         for (int32_t t : seen_) {
             float& l = work_[static_cast<size_t>(t)];

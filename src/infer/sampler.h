@@ -1,7 +1,8 @@
 // Token sampling for generation and serving: penalties, temperature, top-k, top-p, min-p, and a
 // per-request seeded generator (same seed, same logits → same tokens).
 //
-// Order (as vLLM / HF apply them): repetition penalty (HF: positive logits of seen tokens divided
+// Order (as vLLM / HF apply them): logit bias (OpenAI's: added to the token's logit),
+// repetition penalty (HF: positive logits of seen tokens divided
 // by the penalty, negative ones multiplied), frequency and presence penalties (OpenAI: logit -=
 // frequency * count + presence * [count > 0], over generated tokens), then temperature 0 → greedy
 // (argmax, lowest id on ties); otherwise logits / temperature, top-k, softmax, min-p (drop tokens
@@ -27,6 +28,7 @@ struct SamplingParams {
     float presence_penalty = 0.0f;    // [-2, 2]; generated tokens
     uint64_t seed = 0;
     int top_logprobs = 0;  // also return this many most likely tokens with their logprobs
+    std::vector<std::pair<int32_t, float>> logit_bias;  // (token, bias in [-100, 100])
 };
 
 struct SampleResult {

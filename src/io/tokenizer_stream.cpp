@@ -21,6 +21,12 @@ std::string StreamDecoder::push(int32_t id) {
     return out;
 }
 
+size_t StreamDecoder::drop_incomplete() {
+    const size_t n = pending_.size();
+    pending_.clear();
+    return n;
+}
+
 std::string StreamDecoder::flush() {
     std::string out;
     append_utf8_lossy(out, pending_);

@@ -32,6 +32,10 @@ public:
     std::string push(int32_t id);
     // Whatever is still held (an incomplete sequence becomes U+FFFD); the stream may continue.
     std::string flush();
+    // The end of a generation cut short (max_tokens) in the middle of a character: the
+    // incomplete bytes are dropped, not shown as U+FFFD, as a stream that stopped there would
+    // have shown nothing of them. Returns how many bytes were dropped.
+    size_t drop_incomplete();
 
 private:
     const Tokenizer& tok_;

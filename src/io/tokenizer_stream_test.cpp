@@ -110,6 +110,20 @@ TEST(StreamDecoder, RandomBytesRepairLikeDecode) {
     }
 }
 
+TEST(StreamDecoder, AGenerationCutMidCharacterDropsTheIncompleteBytes) {
+    // "é" then the first two of the four bytes of U+1F600 as byte tokens (<0xXX> = id 3 + XX).
+    const Tokenizer& tok = family("mistral");
+    StreamDecoder sd(tok);
+    std::string shown;
+    for (int32_t b : {0xC3, 0xA9, 0xF0, 0x9F}) shown += sd.push(3 + b);
+    EXPECT_EQ(shown, "\xC3\xA9");  // "é", the emoji's bytes held back
+    EXPECT_EQ(sd.drop_incomplete(), 2u);
+    EXPECT_EQ(sd.flush(), "");  // nothing left to turn into U+FFFD
+    StreamDecoder whole(tok);
+    for (int32_t b : {0xF0, 0x9F}) whole.push(3 + b);
+    EXPECT_EQ(whole.flush(), "\xEF\xBF\xBD");  // flush repairs as decode does
+}
+
 TEST(StreamDecoder, ContinuationKeepsTheLeadingSpace) {
     const Tokenizer& mistral = family("mistral");
     auto id = mistral.token_to_id("▁leading");

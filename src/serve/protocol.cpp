@@ -238,7 +238,10 @@ void parse_messages(const json& m, GenRequest& r) {
 
 }  // namespace
 
-GenRequest parse_request(Endpoint ep, const std::string& body, const ParseLimits& lim) {
+namespace {
+
+// A request body as a JSON object (bounded size and depth), or a 400.
+json parse_body(const std::string& body, const ParseLimits& lim) {
     json j;
     try {
         io::JsonLimits jl;
@@ -251,6 +254,46 @@ GenRequest parse_request(Endpoint ep, const std::string& body, const ParseLimits
                     "invalid_json");
     }
     if (!j.is_object()) bad_request("", "the request body must be a JSON object");
+    return j;
+}
+
+}  // namespace
+
+TokenizeRequest parse_tokenize(const std::string& body, const ParseLimits& lim) {
+    const json j = parse_body(body, lim);
+    Body b(j);
+    TokenizeRequest t;
+    const json* m = b.get("messages");
+    const json* p = b.get("prompt");
+    if ((m == nullptr) == (p == nullptr))
+        bad_request(m ? "messages" : "prompt", "give either 'prompt' (text) or 'messages'");
+    if (p) {
+        if (!p->is_string()) bad_request("prompt", "'prompt' must be a string");
+        t.prompt = p->get<std::string>();
+        t.add_special_tokens = b.boolean("add_special_tokens").value_or(true);
+    } else {
+        GenRequest g;
+        parse_messages(*m, g);
+        t.messages = std::move(g.messages);
+        t.chat = true;
+        t.add_generation_prompt = b.boolean("add_generation_prompt").value_or(true);
+        t.add_special_tokens = b.boolean("add_special_tokens").value_or(false);
+    }
+    return t;
+}
+
+std::vector<int32_t> parse_detokenize(const std::string& body, const ParseLimits& lim) {
+    const json j = parse_body(body, lim);
+    Body b(j);
+    const json* t = b.get("tokens");
+    if (!t) bad_request("tokens", "'tokens' is required");
+    if (!t->is_array()) bad_request("tokens", "'tokens' must be an array of token ids");
+    if (t->empty()) return {};
+    return token_ids(*t, "tokens", lim.vocab_size);
+}
+
+GenRequest parse_request(Endpoint ep, const std::string& body, const ParseLimits& lim) {
+    const json j = parse_body(body, lim);
     Body b(j);
     GenRequest r;
     r.endpoint = ep;
@@ -351,12 +394,32 @@ GenRequest parse_request(Endpoint ep, const std::string& body, const ParseLimits
         if (!st->is_array()) bad_request("stop_token_ids", "'stop_token_ids' must be an array");
         if (!st->empty()) r.stop_token_ids = token_ids(*st, "stop_token_ids", lim.vocab_size);
     }
-    if (const json* lb = b.get("logit_bias")) {
-        if (!lb->is_object()) bad_request("logit_bias", "'logit_bias' must be an object");
-        if (!lb->empty()) bad_request("logit_bias", "'logit_bias' is not supported");
-    }
-
     infer::SamplingParams& s = r.sampling;
+    if (const json* lb = b.get("logit_bias")) {
+        // OpenAI: {"token id": bias}, bias in [-100, 100] added to the token's logit.
+        if (!lb->is_object()) bad_request("logit_bias", "'logit_bias' must be an object");
+        if (lb->size() > 1024) bad_request("logit_bias", "'logit_bias' has more than 1024 entries");
+        for (auto it = lb->begin(); it != lb->end(); ++it) {
+            const std::string& k = it.key();
+            int64_t id = -1;
+            const bool digits = !k.empty() && k.size() <= 10 &&
+                                k.find_first_not_of("0123456789") == std::string::npos;
+            if (digits) id = std::stoll(k);
+            if (!digits || id >= lim.vocab_size) {
+                bad_request("logit_bias", fmt::format("'logit_bias' key '{}' is not a token id "
+                                                      "of this model (0-{})",
+                                                      k.substr(0, 20), lim.vocab_size - 1));
+            }
+            if (!it.value().is_number() || !std::isfinite(it.value().get<double>()) ||
+                std::fabs(it.value().get<double>()) > 100.0) {
+                bad_request("logit_bias", fmt::format("'logit_bias' value for token {} must be "
+                                                      "a number in [-100, 100]",
+                                                      id));
+            }
+            s.logit_bias.emplace_back(static_cast<int32_t>(id),
+                                      static_cast<float>(it.value().get<double>()));
+        }
+    }
     s.temperature = static_cast<float>(b.number("temperature", 0.0, 2.0).value_or(1.0));
     s.top_p = static_cast<float>(b.number("top_p", 0.0, 1.0).value_or(1.0));
     if (s.top_p <= 0.0f) bad_request("top_p", "'top_p' must be in (0, 1]");
@@ -467,10 +530,10 @@ json chat_response(const std::string& id, int64_t created, const std::string& mo
 
 json completion_chunk(const std::string& id, int64_t created, const std::string& model, int index,
                       const std::string& text, const std::vector<TokenLogprob>* logprobs,
-                      const std::string& finish_reason) {
+                      size_t text_offset, const std::string& finish_reason) {
     json c = {{"index", index},
               {"text", text},
-              {"logprobs", logprobs ? completion_logprobs(*logprobs, 0) : json()},
+              {"logprobs", logprobs ? completion_logprobs(*logprobs, text_offset) : json()},
               {"finish_reason", finish_reason.empty() ? json() : json(finish_reason)}};
     json out = {
         {"id", id},       {"object", "text_completion"}, {"created", created},

@@ -89,6 +89,19 @@ struct ParseLimits {
 // Parse and validate a request body (throws ApiException).
 GenRequest parse_request(Endpoint ep, const std::string& body, const ParseLimits& limits);
 
+// POST /tokenize (vLLM's): {"prompt": text, "add_special_tokens": true} or {"messages": [...],
+// "add_generation_prompt": true} (rendered with the model's chat template, no specials added).
+struct TokenizeRequest {
+    std::string prompt;
+    std::vector<infer::ChatMessage> messages;
+    bool chat = false;
+    bool add_special_tokens = true;
+    bool add_generation_prompt = true;
+};
+TokenizeRequest parse_tokenize(const std::string& body, const ParseLimits& limits);
+// POST /detokenize: {"tokens": [ids]} -> the ids, each checked against the vocabulary.
+std::vector<int32_t> parse_detokenize(const std::string& body, const ParseLimits& limits);
+
 // One generated token with what logprobs report about it.
 struct TokenLogprob {
     std::string token;  // its text (bytes as decoded; invalid UTF-8 is replaced when serialised)
@@ -120,9 +133,11 @@ nlohmann::json chat_response(const std::string& id, int64_t created, const std::
 // One stream chunk for one choice: text delta (and logprobs of the tokens it covers), a finish
 // reason on the last one; `first` adds the chat role delta. Chunks carry no `usage` key (the
 // schema does not allow null there); with include_usage a usage_chunk() ends the stream.
+// text_offset: where this chunk's first token starts in the choice's text (the bytes of the tokens
+// streamed before it), so offsets continue across chunks as in a non-streamed response.
 nlohmann::json completion_chunk(const std::string& id, int64_t created, const std::string& model,
                                 int index, const std::string& text,
-                                const std::vector<TokenLogprob>* logprobs,
+                                const std::vector<TokenLogprob>* logprobs, size_t text_offset,
                                 const std::string& finish_reason);
 nlohmann::json chat_chunk(const std::string& id, int64_t created, const std::string& model,
                           int index, const std::optional<std::string>& text, bool first,

@@ -47,7 +47,8 @@ struct Job {
     std::vector<std::string> prompt_texts;  // for echo
     std::vector<int64_t> prompt_lens;
     std::vector<ChoiceResult> results;
-    std::vector<bool> started;  // stream: role chunk sent (chat)
+    std::vector<bool> started;        // stream: role chunk sent (chat)
+    std::vector<size_t> text_offset;  // stream: bytes of the tokens sent so far, per choice
     std::string id;
     int64_t created = 0;
     std::string model;
@@ -310,6 +311,7 @@ void Server::routes() {
             }
             job->results.resize(choices.size());
             job->started.assign(choices.size(), false);
+            job->text_offset.assign(choices.size(), 0);
             for (size_t i = 0; i < choices.size(); ++i) {
                 job->results[i].index = static_cast<int>(i);
                 job->results[i].n_prompt_tokens = job->prompt_lens[i / static_cast<size_t>(r.n)];
@@ -367,87 +369,143 @@ void Server::routes() {
         res.set_header("X-Accel-Buffering", "no");
         job->last_write = std::chrono::steady_clock::now();
         const int keepalive_ms = cfg_.keepalive_ms;
-        res.set_chunked_content_provider(
-            "text/event-stream",
-            [job, ep, keepalive_ms](size_t, httplib::DataSink& sink) {
-                auto write = [&](const std::string& text) {
-                    job->last_write = std::chrono::steady_clock::now();
-                    return sink.write(text.data(), text.size());
-                };
-                const GenRequest& r = job->req;
-                const bool chat = ep == Endpoint::chat;
-                if (chat) {
-                    for (size_t i = 0; i < job->started.size(); ++i) {
-                        if (job->started[i]) continue;
-                        job->started[i] = true;
-                        if (!write(sse(chat_chunk(job->id, job->created, job->model,
-                                                  static_cast<int>(i), std::string(), true, nullptr,
-                                                  "")))) {
-                            return false;
-                        }
-                    }
-                } else if (r.echo) {
-                    for (size_t i = 0; i < job->started.size(); ++i) {
-                        if (job->started[i]) continue;
-                        job->started[i] = true;
-                        if (!write(sse(completion_chunk(job->id, job->created, job->model,
-                                                        static_cast<int>(i), job->results[i].text,
-                                                        nullptr, "")))) {
-                            return false;
-                        }
-                    }
-                }
-                std::vector<Event> evs;
-                const bool more = job->channel->wait(evs, std::chrono::milliseconds(keepalive_ms));
-                for (Event& e : evs) {
-                    ChoiceResult& c = job->results[static_cast<size_t>(e.choice)];
-                    c.n_output_tokens = e.n_output_tokens;
-                    const std::vector<TokenLogprob>* lp = r.logprobs ? &e.logprobs : nullptr;
-                    json chunk = chat ? chat_chunk(job->id, job->created, job->model, e.choice,
-                                                   e.text.empty() && !e.finish_reason.empty()
-                                                       ? std::nullopt
-                                                       : std::optional<std::string>(e.text),
-                                                   false, lp, e.finish_reason)
-                                      : completion_chunk(job->id, job->created, job->model,
-                                                         e.choice, e.text, lp, e.finish_reason);
-                    if (!write(sse(chunk))) return false;
-                }
-                if (job->channel->aborted()) {
-                    ApiError err{503, "the request was aborted: the server is shutting down",
-                                 "server_error", "", ""};
-                    write("data: " + dump(err.to_json()) + "\n\n");
-                    write("data: [DONE]\n\n");
-                    job->finished = true;
-                    sink.done();
-                    return true;
-                }
-                if (!more) {
-                    if (r.include_usage && !write(sse(usage_chunk(ep, job->id, job->created,
-                                                                  job->model, job->usage())))) {
+        auto provider = [job, ep, keepalive_ms](size_t, httplib::DataSink& sink) {
+            auto write = [&](const std::string& text) {
+                job->last_write = std::chrono::steady_clock::now();
+                return sink.write(text.data(), text.size());
+            };
+            const GenRequest& r = job->req;
+            const bool chat = ep == Endpoint::chat;
+            if (chat) {
+                for (size_t i = 0; i < job->started.size(); ++i) {
+                    if (job->started[i]) continue;
+                    job->started[i] = true;
+                    if (!write(
+                            sse(chat_chunk(job->id, job->created, job->model, static_cast<int>(i),
+                                           std::string(), true, nullptr, "")))) {
                         return false;
                     }
-                    if (!write("data: [DONE]\n\n")) return false;
-                    job->finished = true;
-                    sink.done();
-                    return true;
                 }
-                if (evs.empty() && std::chrono::steady_clock::now() - job->last_write >=
-                                       std::chrono::milliseconds(keepalive_ms)) {
-                    // A comment line: clients ignore it; a vanished client makes it fail.
-                    if (!write(": keep-alive\n\n")) return false;
+            } else if (r.echo) {
+                for (size_t i = 0; i < job->started.size(); ++i) {
+                    if (job->started[i]) continue;
+                    job->started[i] = true;
+                    if (!write(sse(completion_chunk(job->id, job->created, job->model,
+                                                    static_cast<int>(i), job->results[i].text,
+                                                    nullptr, 0, "")))) {
+                        return false;
+                    }
                 }
+            }
+            std::vector<Event> evs;
+            const bool more = job->channel->wait(evs, std::chrono::milliseconds(keepalive_ms));
+            for (Event& e : evs) {
+                ChoiceResult& c = job->results[static_cast<size_t>(e.choice)];
+                c.n_output_tokens = e.n_output_tokens;
+                const std::vector<TokenLogprob>* lp = r.logprobs ? &e.logprobs : nullptr;
+                size_t& offset = job->text_offset[static_cast<size_t>(e.choice)];
+                const size_t chunk_offset = offset;
+                for (const TokenLogprob& t : e.logprobs) offset += t.token.size();
+                json chunk = chat ? chat_chunk(job->id, job->created, job->model, e.choice,
+                                               e.text.empty() && !e.finish_reason.empty()
+                                                   ? std::nullopt
+                                                   : std::optional<std::string>(e.text),
+                                               false, lp, e.finish_reason)
+                                  : completion_chunk(job->id, job->created, job->model, e.choice,
+                                                     e.text, lp, chunk_offset, e.finish_reason);
+                if (!write(sse(chunk))) return false;
+            }
+            if (job->channel->aborted()) {
+                ApiError err{503, "the request was aborted: the server is shutting down",
+                             "server_error", "", ""};
+                write("data: " + dump(err.to_json()) + "\n\n");
+                write("data: [DONE]\n\n");
+                job->finished = true;
+                sink.done();
                 return true;
-            },
-            [this, job, route](bool) {
-                if (!job->finished) {
-                    service_.cancel(job->channel);
-                    metrics_.request_done(route, 499);  // client closed the stream
-                } else {
-                    metrics_.request_done(route, 200);
+            }
+            if (!more) {
+                if (r.include_usage &&
+                    !write(sse(usage_chunk(ep, job->id, job->created, job->model, job->usage())))) {
+                    return false;
                 }
-                inflight_ -= 1;
-            });
+                if (!write("data: [DONE]\n\n")) return false;
+                job->finished = true;
+                sink.done();
+                return true;
+            }
+            if (evs.empty() && std::chrono::steady_clock::now() - job->last_write >=
+                                   std::chrono::milliseconds(keepalive_ms)) {
+                // A comment line: clients ignore it; a vanished client makes it fail.
+                if (!write(": keep-alive\n\n")) return false;
+            }
+            return true;
+        };
+        auto releaser = [this, job, route](bool) {
+            if (!job->finished) {
+                service_.cancel(job->channel);
+                metrics_.request_done(route, 499);  // client closed the stream
+            } else {
+                metrics_.request_done(route, 200);
+            }
+            inflight_ -= 1;
+        };
+        if (req.version == "HTTP/1.0") {
+            // HTTP/1.0 has no chunked encoding: the stream is the body up to the closed
+            // connection.
+            res.set_header("Connection", "close");
+            res.set_content_provider("text/event-stream", std::move(provider), std::move(releaser));
+        } else {
+            res.set_chunked_content_provider("text/event-stream", std::move(provider),
+                                             std::move(releaser));
+        }
     };
+    // vLLM's tokenizer endpoints: the model's own tokenizer and chat template.
+    auto with_limits = [this] {
+        ParseLimits lim;
+        lim.max_body_bytes = cfg_.max_body_bytes;
+        lim.vocab_size = model_.vocab_size;
+        return lim;
+    };
+    s.Post("/tokenize",
+           [this, unauthorized, with_limits](const httplib::Request& req, httplib::Response& res) {
+               if (!authorized(&req)) return unauthorized(res);
+               try {
+                   const TokenizeRequest t = parse_tokenize(req.body, with_limits());
+                   const io::Tokenizer& tok = *model_.tokenizer;
+                   std::vector<int32_t> ids =
+                       t.chat ? tok.encode(infer::render_chat(model_.chat, t.messages,
+                                                              t.add_generation_prompt),
+                                           t.add_special_tokens, true)
+                              : tok.encode(t.prompt, t.add_special_tokens, false);
+                   json strs = json::array();
+                   for (int32_t id : ids) strs.push_back(tok.id_to_token(id));
+                   res.set_content(dump(json{{"count", ids.size()},
+                                             {"max_model_len", model_.context},
+                                             {"tokens", ids},
+                                             {"token_strs", strs}}),
+                                   kJson);
+                   metrics_.request_done("/tokenize", 200);
+               } catch (const ApiException& e) {
+                   send_error(res, e.error());
+                   metrics_.request_done("/tokenize", e.error().status);
+               } catch (const Error& e) {
+                   send_error(res, ApiError{400, e.what(), "invalid_request_error", "", ""});
+                   metrics_.request_done("/tokenize", 400);
+               }
+           });
+    s.Post("/detokenize", [this, unauthorized, with_limits](const httplib::Request& req,
+                                                            httplib::Response& res) {
+        if (!authorized(&req)) return unauthorized(res);
+        try {
+            const std::vector<int32_t> ids = parse_detokenize(req.body, with_limits());
+            res.set_content(dump(json{{"prompt", model_.tokenizer->decode(ids, false)}}), kJson);
+            metrics_.request_done("/detokenize", 200);
+        } catch (const ApiException& e) {
+            send_error(res, e.error());
+            metrics_.request_done("/detokenize", e.error().status);
+        }
+    });
     s.Post("/v1/completions", [generate](const httplib::Request& req, httplib::Response& res) {
         generate(Endpoint::completions, req, res);
     });
@@ -465,6 +523,15 @@ void Server::routes() {
         } else if (res.status == 413) {
             e.message = "the request body is too large";
             e.code = "payload_too_large";
+        } else if (res.status == 400) {
+            // cpp-httplib answers 400 itself when the body cannot be read whole.
+            const std::string cl = req.get_header_value("Content-Length");
+            e.message = cl.empty() ? "the request could not be read (malformed HTTP)"
+                                   : fmt::format(
+                                         "the request body ended before the {} bytes its "
+                                         "Content-Length announced (or was not received in time)",
+                                         cl);
+            e.code = "invalid_request";
         } else {
             e.message = fmt::format("HTTP {}", res.status);
         }

@@ -6,12 +6,17 @@
 #include "serve/server.h"
 
 #include <atomic>
+#include <cctype>
 #include <cmath>
 #include <random>
 #include <thread>
 
+#include <arpa/inet.h>
 #include <gtest/gtest.h>
 #include <httplib.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include "models/kv_cache.h"
 #include "models/params.h"
@@ -213,6 +218,34 @@ Stream stream(httplib::Client& c, const std::string& path, const json& body, int
     return s;
 }
 
+// One raw HTTP exchange over a socket (for what httplib's client will not send): writes
+// `request`, optionally half-closes, and reads until the server closes or `timeout_s` passes.
+std::string raw_http(int port, const std::string& request, bool half_close, double timeout_s) {
+    int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_port = htons(static_cast<uint16_t>(port));
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) {
+        ::close(fd);
+        return {};
+    }
+    (void)!::write(fd, request.data(), request.size());
+    if (half_close) ::shutdown(fd, SHUT_WR);
+    timeval tv{static_cast<time_t>(timeout_s), 0};
+    ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    std::string out;
+    char buf[4096];
+    for (ssize_t n; (n = ::read(fd, buf, sizeof buf)) > 0;) out.append(buf, static_cast<size_t>(n));
+    ::close(fd);
+    return out;
+}
+
+std::string lower(std::string s) {
+    for (char& ch : s) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+    return s;
+}
+
 void expect_openai_error(const json& j, const std::string& param) {
     ASSERT_TRUE(j.is_object()) << j;
     ASSERT_TRUE(j.contains("error")) << j;
@@ -254,6 +287,25 @@ TEST(Serve, CompletionEqualsSoloRunWithUsageAndLogprobs) {
         EXPECT_NEAR(lp["token_logprobs"][i].get<double>(), want.logprobs[i], 1e-3);
         EXPECT_EQ(lp["top_logprobs"][i].size(), 2u);
     }
+    // Streamed, the same tokens and logprobs arrive in chunks whose text_offset values continue
+    // where the previous chunk's ended: together, the non-streamed offsets.
+    Stream sr = stream(c, "/v1/completions",
+                       {{"model", "tiny"},
+                        {"prompt", prompt},
+                        {"max_tokens", 12},
+                        {"temperature", 0},
+                        {"ignore_eos", true},
+                        {"logprobs", 2},
+                        {"stream", true}});
+    ASSERT_TRUE(sr.done);
+    std::vector<size_t> offsets;
+    for (const json& ch : sr.chunks) {
+        const json& l = ch["choices"][0]["logprobs"];
+        if (l.is_null()) continue;
+        for (const json& o : l["text_offset"]) offsets.push_back(o.get<size_t>());
+    }
+    EXPECT_GT(sr.chunks.size(), 2u);
+    EXPECT_EQ(offsets, lp["text_offset"].get<std::vector<size_t>>());
     // Token-id prompt: same output.
     json r2 = post(c, "/v1/completions",
                    {{"model", "tiny"},
@@ -373,7 +425,10 @@ TEST(Serve, Validation400WithOpenAIErrorShape) {
         {"seed", "x", "seed"},
         {"stream", "yes", "stream"},
         {"stream_options", json{{"include_usage", true}}, "stream_options"},
-        {"logit_bias", json{{"5", 10}}, "logit_bias"},
+        {"logit_bias", json{{"x5", 10}}, "logit_bias"},
+        {"logit_bias", json{{"99999999", 10}}, "logit_bias"},
+        {"logit_bias", json{{"5", 101}}, "logit_bias"},
+        {"logit_bias", json::array({5}), "logit_bias"},
         {"prompt",
          [] {
              std::string p;
@@ -433,6 +488,100 @@ TEST(Serve, Validation400WithOpenAIErrorShape) {
     auto h = c.Get("/health");
     ASSERT_TRUE(h);
     EXPECT_EQ(h->status, 200);
+}
+
+TEST(Serve, TokenizeAndDetokenize) {
+    TestServer ts;
+    auto c = ts.client();
+    const io::Tokenizer& tok = *fixture().tok;
+    const std::string text = "It is a truth universally acknowledged";
+    int st = 0;
+    json r = post(c, "/tokenize", {{"prompt", text}}, &st);
+    ASSERT_EQ(st, 200) << r;
+    EXPECT_EQ(r["tokens"].get<std::vector<int32_t>>(), tok.encode(text, true, false));
+    EXPECT_EQ(r["count"], r["tokens"].size());
+    EXPECT_EQ(r["max_model_len"], 256);
+    EXPECT_EQ(r["token_strs"][0], tok.id_to_token(r["tokens"][0].get<int32_t>()));
+    json d = post(c, "/detokenize", {{"tokens", r["tokens"]}}, &st);
+    ASSERT_EQ(st, 200) << d;
+    EXPECT_EQ(d["prompt"], tok.decode(r["tokens"].get<std::vector<int32_t>>(), false));
+    // Chat: the rendered prompt's ids, as /v1/chat/completions would see them.
+    const json msgs = json::array({{{"role", "user"}, {"content", "Hi"}}});
+    json rc = post(c, "/tokenize", {{"messages", msgs}}, &st);
+    ASSERT_EQ(st, 200) << rc;
+    const std::string rendered =
+        infer::render_chat(infer::detect_chat_template(tok), {{"user", "Hi"}}, true);
+    EXPECT_EQ(rc["tokens"].get<std::vector<int32_t>>(), tok.encode(rendered, false, true));
+    // Bad input: named 400s.
+    post(c, "/detokenize", {{"tokens", {1, 99999999}}}, &st);
+    EXPECT_EQ(st, 400);
+    json e = post(c, "/tokenize", {{"prompt", 5}}, &st);
+    EXPECT_EQ(st, 400);
+    expect_openai_error(e, "prompt");
+    e = post(c, "/tokenize", json::object(), &st);
+    EXPECT_EQ(st, 400);
+}
+
+TEST(Serve, LogitBiasSteersGeneration) {
+    TestServer ts;
+    auto c = ts.client();
+    int st = 0;
+    json r = post(c, "/v1/completions",
+                  {{"model", "tiny"},
+                   {"prompt", "Hello"},
+                   {"max_tokens", 6},
+                   {"temperature", 0},
+                   {"ignore_eos", true},
+                   {"logit_bias", {{"318", 100}}},
+                   {"logprobs", 0}},
+                  &st);
+    ASSERT_EQ(st, 200) << r;
+    const json& toks = r["choices"][0]["logprobs"]["tokens"];
+    ASSERT_EQ(toks.size(), 6u);
+    const std::string want = fixture().tok->decode(std::vector<int32_t>{318}, false);
+    for (const json& t : toks) EXPECT_EQ(t, want);
+    ts.expect_idle_no_leak();
+}
+
+TEST(Serve, Http10StreamsWithoutChunkedEncoding) {
+    // HTTP/1.0 has no chunked transfer encoding: the SSE stream is the body up to the close.
+    TestServer ts;
+    const std::string body =
+        json{{"model", "tiny"}, {"prompt", "Hello"}, {"max_tokens", 5}, {"stream", true}}.dump();
+    const std::string resp =
+        raw_http(ts.port,
+                 "POST /v1/completions HTTP/1.0\r\nContent-Type: application/json\r\n"
+                 "Content-Length: " +
+                     std::to_string(body.size()) + "\r\n\r\n" + body,
+                 false, 30);
+    const size_t head_end = resp.find("\r\n\r\n");
+    ASSERT_NE(head_end, std::string::npos) << resp;
+    const std::string head = lower(resp.substr(0, head_end));
+    EXPECT_NE(head.find(" 200"), std::string::npos) << head;
+    EXPECT_EQ(head.find("transfer-encoding"), std::string::npos) << head;
+    EXPECT_NE(head.find("connection: close"), std::string::npos) << head;
+    const std::string payload = resp.substr(head_end + 4);
+    EXPECT_NE(payload.find("data: [DONE]"), std::string::npos) << payload;
+    EXPECT_EQ(payload.find("\r\n0\r\n"), std::string::npos) << "chunk framing in the body";
+    ts.expect_idle_no_leak();
+}
+
+TEST(Serve, BodyShorterThanContentLengthGetsANamedError) {
+    ServerConfig cfg;
+    cfg.read_timeout_s = 1;
+    TestServer ts(cfg);
+    const std::string resp = raw_http(ts.port,
+                                      "POST /v1/completions HTTP/1.1\r\nContent-Type: "
+                                      "application/json\r\nContent-Length: 100\r\n\r\n"
+                                      "{\"model\": \"tiny\"",
+                                      false, 30);
+    const size_t head_end = resp.find("\r\n\r\n");
+    ASSERT_NE(head_end, std::string::npos) << resp;
+    EXPECT_NE(resp.substr(0, head_end).find(" 400"), std::string::npos) << resp;
+    json j = json::parse(resp.substr(head_end + 4), nullptr, false);
+    expect_openai_error(j, "");
+    EXPECT_NE(j["error"]["message"].get<std::string>().find("Content-Length"), std::string::npos)
+        << j;
 }
 
 TEST(Serve, ApiKeyGuardsEverythingButHealth) {

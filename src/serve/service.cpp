@@ -292,10 +292,9 @@ void Service::on_output(const infer::RequestOutput& out) {
         ev.finish_reason = "stop";
     } else if (out.finished) {
         ev.finish_reason = out.finish_reason == infer::FinishReason::length ? "length" : "stop";
-        std::string tail = l.decoder.flush();
-        bool s2 = false;
-        ev.text += l.stops.push(tail, s2);
-        if (!s2) ev.text += l.stops.flush();
+        // A generation cut by max_tokens inside a character ends before it (no U+FFFD).
+        l.decoder.drop_incomplete();
+        ev.text += l.stops.flush();
     }
     const bool done = !ev.finish_reason.empty();
     if (done) {

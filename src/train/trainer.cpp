@@ -351,7 +351,11 @@ std::vector<StepStats> Trainer::train() {
             save_checkpoint();
         }
     }
-    if (lead && run_.progress) progress.finish(fmt::format("{:.0f} tok/s", tok_rate));
+    // --steps 0 (or a target already reached at start-up, with nothing resumed) still writes the
+    // checkpoint asked for: the weights as loaded, to reshard or convert.
+    if (out.empty() && !run_.save_dir.empty() && steps_done_ == 0) save_checkpoint();
+    if (lead && run_.progress && !out.empty())
+        progress.finish(fmt::format("{:.0f} tok/s", tok_rate));
     return out;
 }
 
