@@ -71,6 +71,10 @@ struct TrainOptions {
     uint64_t seed = 1234;
     std::string export_hf;
     bool no_progress = false;
+    // Values for the ds_config's "auto" placeholders (train::AutoValues): -1 = not given (then
+    // the Hugging Face Trainer's defaults).
+    int64_t micro_batch = -1, grad_accum = -1, warmup = -1;
+    double lr = -1, weight_decay = -1, max_grad_norm = -1;
 };
 // Train on the ranks of `world` (one process, or an MPI job).
 int run_train(const TrainOptions& opts, comm::Communicator& world);

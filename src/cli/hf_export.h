@@ -1,6 +1,5 @@
-// What makes an exported Hugging Face directory usable as it is, besides config.json and the
-// weights: the tokenizer files and generation_config.json (zerospeed generate and transformers
-// both load the directory then), and GGUF -> HF conversion built on it.
+// GGUF -> Hugging Face conversion (the tokenizer and generation config through
+// train::write_hf_extras).
 #pragma once
 
 #include <string>
@@ -10,19 +9,9 @@
 
 namespace zs::cli {
 
-// Writes the tokenizer of `tokenizer_source` into `dir`: an HF model directory's tokenizer files
-// are copied as they are (tokenizer.json, tokenizer_config.json, tokenizer.model, vocab.json +
-// merges.txt, special_tokens_map.json); a tokenizer.json file is copied with its
-// tokenizer_config.json; a .gguf's (or any other) tokenizer is written as tokenizer.json +
-// tokenizer_config.json (io/tokenizer_writer.h). Then generation_config.json: the source
-// directory's, else bos/eos from `mc`. A tokenizer that cannot be written is a warning naming
-// why (the weights stay usable); an empty source warns that the directory has no tokenizer.
-void write_hf_extras(const std::string& tokenizer_source, const models::ModelConfig& mc,
-                     const std::string& dir);
-
 // `zerospeed convert --model M.gguf --to hf --output DIR [--dtype f32|bf16]`: the GGUF's weights
 // dequantized (one parameter group at a time), llama.cpp's Q/K row order undone, as safetensors
-// shards with an index, plus config.json and write_hf_extras. transformers loads the result.
+// shards with an index, plus config.json and train::write_hf_extras. transformers loads the result.
 int convert_gguf_to_hf(const ConvertOptions& o);
 
 }  // namespace zs::cli

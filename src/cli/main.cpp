@@ -162,6 +162,23 @@ int main(int argc, char** argv) {
     trn->add_option("--metrics", tr.metrics, "Write per-step metrics (.csv or .jsonl)");
     trn->add_option("--seed", tr.seed, "Seed (ds_config 'seed' wins)");
     trn->add_option("--export-hf", tr.export_hf, "Write an HF directory at the end");
+    // The Hugging Face Trainer's settings, for ds_config values written "auto".
+    trn->add_option("--micro-batch", tr.micro_batch,
+                    "ds_config \"auto\": train_micro_batch_size_per_gpu (default 8)")
+        ->check(CLI::PositiveNumber);
+    trn->add_option("--grad-accum", tr.grad_accum,
+                    "ds_config \"auto\": gradient_accumulation_steps (default 1)")
+        ->check(CLI::PositiveNumber);
+    trn->add_option("--lr", tr.lr, "ds_config \"auto\": learning rate (default 5e-5)")
+        ->check(CLI::PositiveNumber);
+    trn->add_option("--weight-decay", tr.weight_decay,
+                    "ds_config \"auto\": weight decay (default 0)")
+        ->check(CLI::NonNegativeNumber);
+    trn->add_option("--warmup", tr.warmup, "ds_config \"auto\": warmup steps (default 0)")
+        ->check(CLI::NonNegativeNumber);
+    trn->add_option("--max-grad-norm", tr.max_grad_norm,
+                    "ds_config \"auto\": gradient_clipping (default 1.0)")
+        ->check(CLI::NonNegativeNumber);
     trn->add_flag("--no-progress", tr.no_progress, "Log lines instead of a live progress line");
 
     zs::cli::ConvertOptions conv;

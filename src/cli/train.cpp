@@ -25,6 +25,7 @@
 #include "io/token_dataset.h"
 #include "models/sources.h"
 #include "models/weights.h"
+#include "train/hf_export.h"
 #include "train/trainer.h"
 
 namespace zs::cli {
@@ -51,7 +52,16 @@ int run_train(const TrainOptions& o, comm::Communicator& world) {
             "dropout",
             mc.dropout);
     }
-    train::TrainConfig tc = train::load_ds_config(o.ds_config, world.size());
+    train::AutoValues autos;
+    if (o.micro_batch > 0) autos.micro_batch = o.micro_batch;
+    if (o.grad_accum > 0) autos.grad_accum = o.grad_accum;
+    if (o.warmup >= 0) autos.warmup = o.warmup;
+    if (o.lr > 0) autos.lr = o.lr;
+    if (o.weight_decay >= 0) autos.weight_decay = o.weight_decay;
+    if (o.max_grad_norm >= 0) autos.max_grad_norm = o.max_grad_norm;
+    autos.steps = o.steps;
+    autos.hidden_size = mc.hidden_size;
+    train::TrainConfig tc = train::load_ds_config(o.ds_config, world.size(), &autos);
     train::RunOptions run;
     run.data_dir = o.data;
     run.seq_len = o.seq_len;
@@ -116,11 +126,8 @@ int run_train(const TrainOptions& o, comm::Communicator& world) {
                      trainer.memory_report().c_str());
     }
     if (!o.export_hf.empty()) {
-        trainer.export_hf(o.export_hf);
-        if (world.rank() == 0) {
-            write_hf_extras(run.tokenizer_source, mc, o.export_hf);
-            log_info("exported Hugging Face model to {}", o.export_hf);
-        }
+        trainer.export_hf(o.export_hf);  // with the tokenizer and generation config
+        if (world.rank() == 0) log_info("exported Hugging Face model to {}", o.export_hf);
     }
     return 0;
 }
@@ -243,8 +250,9 @@ int run_convert(const ConvertOptions& o) {
     io::write_file_atomic(o.output + "/model.safetensors.index.json", index.dump(2) + "\n");
     mc.torch_dtype = core::DType::f32;  // the master weights, as stored
     io::write_file_atomic(o.output + "/config.json", models::to_hf_config_json(mc));
-    write_hf_extras(o.tokenizer.empty() ? m.value("tokenizer_source", std::string()) : o.tokenizer,
-                    mc, o.output);
+    train::write_hf_extras(
+        o.tokenizer.empty() ? m.value("tokenizer_source", std::string()) : o.tokenizer, mc,
+        o.output);
     log_info("wrote {} ({} tensors in {} shards, {}) from {}", o.output, weight_map.size(), G,
              core::format_bytes(total), dir);
     return 0;

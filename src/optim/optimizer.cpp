@@ -22,6 +22,8 @@ const char* to_string(Kind k) {
             return "SGD";
         case Kind::lion:
             return "Lion";
+        case Kind::adagrad:
+            return "Adagrad";
     }
     return "?";
 }
@@ -38,6 +40,7 @@ int Optimizer::n_states() const {
         case Kind::adam:
             return 2;
         case Kind::lion:
+        case Kind::adagrad:
             return 1;
         case Kind::sgd:
             return o_.momentum != 0.0f ? 1 : 0;
@@ -183,6 +186,22 @@ void lion_range(const Segment& s, int64_t i0, int64_t i1, const Options& o, floa
     }
 }
 
+// Adagrad (torch.optim.Adagrad, DeepSpeedCPUAdagrad): g += wd p; sum += g^2;
+// p -= clr g / (sqrt(sum) + eps), clr = lr / (1 + (step - 1) lr_decay).
+void adagrad_range(const Segment& s, int64_t i0, int64_t i1, const Options& o, float clr,
+                   float gs) {
+    const float wd = s.decay ? o.weight_decay : 0.0f;
+    float* __restrict p = s.master;
+    const float* __restrict gr = s.grad;
+    float* __restrict sum = s.state0;
+    for (int64_t i = i0; i < i1; ++i) {
+        const float g = gr[i] * gs + wd * p[i];
+        const float acc = sum[i] + g * g;
+        sum[i] = acc;
+        p[i] -= clr * g / (std::sqrt(acc) + o.eps);
+    }
+}
+
 }  // namespace
 
 void Optimizer::step(std::span<const Segment> segments, float lr, int64_t step,
@@ -215,6 +234,10 @@ void Optimizer::step(std::span<const Segment> segments, float lr, int64_t step,
                 break;
             case Kind::lion:
                 lion_range(s, c.begin, c.end, o_, lr, grad_scale);
+                break;
+            case Kind::adagrad:
+                adagrad_range(s, c.begin, c.end, o_,
+                              lr / (1.0f + static_cast<float>(step - 1) * o_.lr_decay), grad_scale);
                 break;
         }
         write_compute(s, c.begin, c.end);

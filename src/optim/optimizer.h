@@ -1,6 +1,7 @@
 // Optimizers over flat fp32 partitions (a ZeRO shard is an offset + size of a flat buffer):
 // AdamW (decoupled weight decay), Adam (L2, DeepSpeed's adam_w_mode = false), SGD (momentum,
-// Nesterov) and Lion, matching torch.optim.AdamW / Adam / SGD and lion-pytorch.
+// Nesterov), Lion and Adagrad, matching torch.optim.AdamW / Adam / SGD / Adagrad (which
+// DeepSpeedCPUAdagrad also computes) and lion-pytorch.
 //
 // One fused pass per element: read grad (scaled on the fly by 1/loss_scale * clip coefficient),
 // master, states; write master, states and the bf16/f16/f32 compute copy. All segments of a step
@@ -16,7 +17,7 @@
 
 namespace zs::optim {
 
-enum class Kind { adamw, adam, sgd, lion };
+enum class Kind { adamw, adam, sgd, lion, adagrad };
 const char* to_string(Kind k);
 
 struct Options {
@@ -24,8 +25,10 @@ struct Options {
     float beta1 = 0.9f, beta2 = 0.999f, eps = 1e-8f;
     float weight_decay = 0.0f;
     bool bias_correction = true;
-    float momentum = 0.0f;  // sgd
-    bool nesterov = false;  // sgd
+    float momentum = 0.0f;                   // sgd
+    bool nesterov = false;                   // sgd
+    float lr_decay = 0.0f;                   // adagrad: lr / (1 + (step - 1) lr_decay)
+    float initial_accumulator_value = 0.0f;  // adagrad (the caller fills state0 with it)
 };
 
 // One contiguous run of parameters sharing a weight-decay flag.
@@ -43,7 +46,8 @@ struct Segment {
 class Optimizer {
 public:
     explicit Optimizer(const Options& o);
-    // States per element: adam/adamw 2, lion 1, sgd 1 with momentum else 0.
+    // States per element: adam/adamw 2, lion 1, adagrad 1 (the sum of squares), sgd 1 with
+    // momentum else 0.
     int n_states() const;
     const Options& options() const { return o_; }
     // One update at learning rate lr; `step` counts from 1 (bias correction); every gradient is

@@ -44,6 +44,13 @@ void ref_step(const Options& o, Ref& r, const std::vector<float>& g, double lr, 
                 r.p[i] -= lr * gi;
                 break;
             }
+            case Kind::adagrad: {  // torch.optim.Adagrad
+                gi += wd * r.p[i];
+                r.m[i] += gi * gi;
+                const double clr = lr / (1 + (t - 1) * o.lr_decay);
+                r.p[i] -= clr * gi / (std::sqrt(r.m[i]) + o.eps);
+                break;
+            }
             case Kind::lion: {
                 double c = o.beta1 * r.m[i] + (1 - o.beta1) * gi;
                 r.p[i] = r.p[i] * (1 - lr * wd) - lr * ((c > 0) - (c < 0));
@@ -95,6 +102,9 @@ TEST(Optimizer, MatchesPyTorchFormulas) {
             check_kind({Kind::sgd, 0.9f, 0.999f, 1e-8f, 0.01f, true, 0.9f, false}, n, decay);
             check_kind({Kind::sgd, 0.9f, 0.999f, 1e-8f, 0.0f, true, 0.9f, true}, n, decay);
             check_kind({Kind::lion, 0.9f, 0.99f, 1e-8f, 0.1f}, n, decay);
+            Options ada{Kind::adagrad, 0.9f, 0.999f, 1e-10f, 0.01f};
+            ada.lr_decay = 0.05f;
+            check_kind(ada, n, decay);
         }
     }
 }

@@ -109,7 +109,8 @@ const json* Section::lookup(std::string_view key) {
         if (auto_is_default_) return nullptr;
         fail(key,
              "\"auto\" is a Hugging Face Trainer placeholder that DeepSpeed itself does not "
-             "resolve; write the value");
+             "resolve; zerospeed train resolves it from its flags (--micro-batch, --grad-accum, "
+             "--lr, --weight-decay, --warmup, --max-grad-norm, --steps); here, write the value");
     }
     return &*it;
 }

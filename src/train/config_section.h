@@ -23,6 +23,7 @@ namespace zs::train {
 struct Diagnostics {
     std::vector<std::string> warnings;     // unknown keys
     std::vector<std::string> unsupported;  // DeepSpeed settings zerospeed does not implement
+    std::vector<std::string> notes;  // settings honoured in a form worth stating (offload to cpu)
 };
 
 // "\"three\"", "5.5", "true", "an object", ... for messages.

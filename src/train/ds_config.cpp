@@ -88,7 +88,9 @@ OptimizerConfig parse_optimizer(Section& root) {
     if (!s) return o;
     o.given = true;
     std::optional<std::string> type = s->get_string("type");
-    if (!type) s->fail("type", "required: one of \"Adam\", \"AdamW\", \"SGD\", \"Lion\"");
+    if (!type) {
+        s->fail("type", "required: one of \"Adam\", \"AdamW\", \"SGD\", \"Lion\", \"Adagrad\"");
+    }
     o.type = *type;
     s->known({"legacy_fusion"});
     std::string t = *type;
@@ -100,9 +102,16 @@ OptimizerConfig parse_optimizer(Section& root) {
         o.kind = optim::Kind::sgd;
     } else if (t == "lion") {
         o.kind = optim::Kind::lion;
+    } else if (t == "adagrad") {
+        o.kind = optim::Kind::adagrad;
+    } else if (t == "lamb" || t == "onebitadam" || t == "onebitlamb" || t == "zerooneadam") {
+        s->fail("type", fmt::format("\"{}\" is not implemented yet (LAMB's per-tensor trust ratio "
+                                    "and 1-bit compression are planned); supported: \"Adam\", "
+                                    "\"AdamW\", \"SGD\", \"Lion\", \"Adagrad\"",
+                                    *type));
     } else {
         s->fail("type", fmt::format("\"{}\" is not supported by zerospeed; expected one of "
-                                    "\"Adam\", \"AdamW\", \"SGD\", \"Lion\"",
+                                    "\"Adam\", \"AdamW\", \"SGD\", \"Lion\", \"Adagrad\"",
                                     *type));
     }
     static const nlohmann::json kEmpty = nlohmann::json::object();
@@ -126,9 +135,15 @@ OptimizerConfig parse_optimizer(Section& root) {
                                                "foreach",      "differentiable", "fused"};
     const std::vector<std::string> lion_keys = {"lr", "betas", "weight_decay", "set_grad_none",
                                                 "fp32_optimizer_states"};
-    const std::vector<std::string>& mine =
-        adam ? adam_keys : (o.kind == optim::Kind::sgd ? sgd_keys : lion_keys);
-    for (const auto* list : {&adam_keys, &sgd_keys, &lion_keys}) {
+    // torch.optim.Adagrad (DeepSpeed's Adagrad without offload) and DeepSpeedCPUAdagrad.
+    const std::vector<std::string> adagrad_keys = {
+        "lr",       "lr_decay",       "weight_decay", "initial_accumulator_value", "eps", "foreach",
+        "maximize", "differentiable", "fused",        "fp32_optimizer_states"};
+    const std::vector<std::string>& mine = adam                             ? adam_keys
+                                           : o.kind == optim::Kind::sgd     ? sgd_keys
+                                           : o.kind == optim::Kind::adagrad ? adagrad_keys
+                                                                            : lion_keys;
+    for (const auto* list : {&adam_keys, &sgd_keys, &lion_keys, &adagrad_keys}) {
         for (const std::string& k : *list) {
             if (std::find(mine.begin(), mine.end(), k) != mine.end()) continue;
             if (p.has(k)) p.warn(k, fmt::format("not a parameter of {}; ignored", *type));
@@ -136,7 +151,8 @@ OptimizerConfig parse_optimizer(Section& root) {
     }
     p.known({"fp32_optimizer_states", "set_grad_none", "foreach", "fused", "capturable",
              "differentiable"});  // implementation choices with the same math
-    o.lr = p.get_number("lr", 0.0, kInf).value_or(1e-3);
+    // torch.optim.Adagrad's (and DeepSpeedCPUAdagrad's) default lr is 1e-2.
+    o.lr = p.get_number("lr", 0.0, kInf).value_or(o.kind == optim::Kind::adagrad ? 1e-2 : 1e-3);
     o.weight_decay = p.get_number("weight_decay", 0.0, kInf).value_or(0.0);
     if (adam || o.kind == optim::Kind::lion) {
         if (p.has("betas")) {
@@ -180,6 +196,12 @@ OptimizerConfig parse_optimizer(Section& root) {
                    "(torch.optim.SGD)");
         }
         if (dampening != 0) p.fail("dampening", "SGD dampening is not supported (only 0)");
+    } else if (o.kind == optim::Kind::adagrad) {
+        o.eps = p.get_number("eps", 0.0, kInf).value_or(1e-10);
+        o.lr_decay = p.get_number("lr_decay", 0.0, kInf).value_or(0.0);
+        if (p.get_number("initial_accumulator_value", 0.0, kInf).value_or(0.0) != 0.0) {
+            p.fail("initial_accumulator_value", "only 0 (the default) is supported");
+        }
     }
     if (p.get_bool("maximize").value_or(false)) p.fail("maximize", "maximize is not supported");
     p.finish();
@@ -480,19 +502,41 @@ void note_unsupported_sections(Section& root) {
         {"disable_allgather", "not implemented"},
         {"memory_breakdown", "not implemented"},
         {"zenflow", "ZenFlow is not implemented"},
-        {"nebula", "removed from DeepSpeed 0.19; ignored"},
-        {"compression_training", "removed from DeepSpeed 0.19; ignored"},
-        {"amp", "removed from DeepSpeed 0.19 (use bf16 or fp16); ignored"},
-        {"quantize_training", "removed from DeepSpeed 0.19; ignored"},
-        {"sparse_gradients", "removed from DeepSpeed 0.19; ignored"},
-        {"eigenvalue", "removed from DeepSpeed 0.19; ignored"},
-        {"sparse_attention", "removed from DeepSpeed 0.19; ignored"},
-        {"elasticity", "removed from DeepSpeed 0.19; ignored"},
-        {"graph_harvesting", "removed from DeepSpeed 0.19; ignored"},
-        {"curriculum_learning", "removed from DeepSpeed 0.19; ignored"},
-        {"progressive_layer_drop", "removed from DeepSpeed 0.19; ignored"},
+        // Removed from DeepSpeed 0.19, whose config parser refuses the blocks; these do not change
+        // what is computed (a checkpoint backend, the reduction's sparse form, CUDA graphs).
+        {"nebula", "removed in DeepSpeed 0.19 (which refuses it); checkpoints are saved as usual"},
+        {"sparse_gradients",
+         "removed in DeepSpeed 0.19 (which refuses it); gradients are reduced dense, the same sum"},
+        {"graph_harvesting", "removed in DeepSpeed 0.19 (which refuses it); no effect on CPU"},
     };
     for (const auto& [key, why] : kNotImplemented) root.unsupported(key, why);
+    // Removed from DeepSpeed 0.19 too (its parser refuses them), and each would change what
+    // training computes: refused here as well when the block asks for anything.
+    const char* const kRemoved[][2] = {
+        {"compression_training", "the compression library is gone; train uncompressed"},
+        {"amp", "Apex AMP is gone; use the \"bf16\" or \"fp16\" section"},
+        {"quantize_training", "Mixture-of-Quantization is gone"},
+        {"eigenvalue", "eigenvalue-driven quantization is gone"},
+        {"sparse_attention", "sparse attention is gone; zerospeed computes dense attention"},
+        {"elasticity",
+         "elastic training is gone; write train_batch_size and "
+         "train_micro_batch_size_per_gpu for the ranks you run"},
+        {"curriculum_learning",
+         "use data_efficiency.data_sampling.curriculum_learning (not "
+         "implemented by zerospeed either)"},
+        {"progressive_layer_drop", "progressive layer dropping is gone"},
+    };
+    for (const auto& [key, hint] : kRemoved) {
+        const nlohmann::json* v = root.get_raw(key);
+        if (!v) continue;
+        const bool asks = !(v->is_object() && v->contains("enabled") && (*v)["enabled"] == false) &&
+                          !(v->is_boolean() && !v->get<bool>());
+        if (asks) {
+            root.fail(key, fmt::format("removed in DeepSpeed 0.19, whose config parser refuses it, "
+                                       "and it would change what training computes: {}",
+                                       hint));
+        }
+    }
     // Accepted without effect: they tune DeepSpeed's Python side only.
     root.known({"zero_allow_untested_optimizer", "zero_force_ds_cpu_optimizer", "vocabulary_size",
                 "disable_python_gc", "dataloader_drop_last", "log_level"});
@@ -570,14 +614,90 @@ optim::Options OptimizerConfig::options() const {
     o.bias_correction = bias_correction;
     o.momentum = static_cast<float>(momentum);
     o.nesterov = nesterov;
+    o.lr_decay = static_cast<float>(lr_decay);
     return o;
 }
 
-TrainConfig parse_ds_config(const std::string& json_text, const std::string& source,
-                            int world_size) {
+namespace {
+
+// The Trainer's resolution of "auto" (transformers' integrations/deepspeed.py
+// trainer_config_process and trainer_config_finalize), from the run's flags and the model: each
+// replaced value is recorded.
+std::vector<std::string> resolve_auto(nlohmann::json& j, const AutoValues& a, int world_size) {
+    std::vector<std::string> out;
+    if (!j.is_object()) return out;
+    auto is_auto = [](const nlohmann::json* v) {
+        return v && v->is_string() && v->get_ref<const std::string&>() == "auto";
+    };
+    auto at = [&](std::initializer_list<const char*> path) -> nlohmann::json* {
+        nlohmann::json* v = &j;
+        for (const char* k : path) {
+            if (!v->is_object() || !v->contains(k)) return nullptr;
+            v = &(*v)[k];
+        }
+        return v;
+    };
+    auto set = [&](std::initializer_list<const char*> path, const nlohmann::json& value,
+                   const char* from) {
+        nlohmann::json* v = at(path);
+        if (!is_auto(v)) return;
+        *v = value;
+        std::string name;
+        for (const char* k : path) {
+            if (!name.empty()) name += '.';
+            name += k;
+        }
+        out.push_back(fmt::format("{} = {} ({})", name, value.dump(), from));
+    };
+    const int64_t micro = a.micro_batch.value_or(8), accum = a.grad_accum.value_or(1);
+    set({"train_micro_batch_size_per_gpu"}, micro,
+        a.micro_batch ? "--micro-batch" : "the Trainer's default; --micro-batch sets it");
+    set({"gradient_accumulation_steps"}, accum,
+        a.grad_accum ? "--grad-accum" : "the Trainer's default; --grad-accum sets it");
+    // train_batch_size from the resolved (or written) micro-batch and accumulation.
+    auto number = [&](const char* k, int64_t def) {
+        const nlohmann::json* v = at({k});
+        return v && v->is_number_integer() ? v->get<int64_t>() : def;
+    };
+    set({"train_batch_size"},
+        number("train_micro_batch_size_per_gpu", micro) *
+            number("gradient_accumulation_steps", accum) * world_size,
+        "micro-batch x accumulation x ranks");
+    const double lr = a.lr.value_or(5e-5);
+    const char* lr_from = a.lr ? "--lr" : "the Trainer's default; --lr sets it";
+    set({"optimizer", "params", "lr"}, lr, lr_from);
+    set({"optimizer", "params", "betas"}, nlohmann::json::array({0.9, 0.999}),
+        "the Trainer's adam_beta1/2");
+    set({"optimizer", "params", "eps"}, 1e-8, "the Trainer's adam_epsilon");
+    set({"optimizer", "params", "weight_decay"}, a.weight_decay.value_or(0.0),
+        a.weight_decay ? "--weight-decay" : "the Trainer's default; --weight-decay sets it");
+    set({"scheduler", "params", "warmup_min_lr"}, 0.0, "the Trainer's");
+    set({"scheduler", "params", "warmup_max_lr"}, lr, lr_from);
+    set({"scheduler", "params", "warmup_num_steps"}, a.warmup.value_or(0),
+        a.warmup ? "--warmup" : "the Trainer's default; --warmup sets it");
+    if (a.steps) set({"scheduler", "params", "total_num_steps"}, *a.steps, "--steps");
+    set({"gradient_clipping"}, a.max_grad_norm.value_or(1.0),
+        a.max_grad_norm ? "--max-grad-norm" : "the Trainer's default; --max-grad-norm sets it");
+    if (a.hidden_size > 0) {
+        const int64_t h = a.hidden_size;
+        set({"zero_optimization", "reduce_bucket_size"}, h * h, "hidden_size^2");
+        set({"zero_optimization", "stage3_prefetch_bucket_size"},
+            static_cast<int64_t>(0.9 * static_cast<double>(h * h)), "0.9 x hidden_size^2");
+        set({"zero_optimization", "stage3_param_persistence_threshold"}, 10 * h,
+            "10 x hidden_size");
+    }
+    return out;
+}
+
+}  // namespace
+
+TrainConfig parse_ds_config(const std::string& json_text, const std::string& source, int world_size,
+                            const AutoValues* autos) {
     ZS_CHECK_T(ConfigError, world_size >= 1, "{}: world size must be >= 1, got {}", source,
                world_size);
-    const nlohmann::json j = io::parse_json(json_text, source);
+    nlohmann::json j = io::parse_json(json_text, source);
+    std::vector<std::string> resolved;
+    if (autos) resolved = resolve_auto(j, *autos, world_size);
     Diagnostics diag;
     Section root(j, source, "", diag, false);
     TrainConfig c;
@@ -631,16 +751,47 @@ TrainConfig parse_ds_config(const std::string& json_text, const std::string& sou
     if (c.tensorboard.enabled) {
         root.note_unsupported("tensorboard", "planned: use csv_monitor meanwhile");
     }
+    // Settings parsed and then applied in a form that computes the same: say exactly what
+    // happens instead of leaving them silent.
+    if (c.communication_data_type && *c.communication_data_type != DataType::fp32) {
+        root.note_unsupported("communication_data_type",
+                              fmt::format("gradients are reduced in fp32, not {}",
+                                          to_string(*c.communication_data_type)));
+    }
+    if (c.grad_accum_dtype && *c.grad_accum_dtype != DataType::fp32) {
+        root.note_unsupported("data_types.grad_accum_dtype",
+                              fmt::format("gradients are accumulated in fp32, not {}",
+                                          to_string(*c.grad_accum_dtype)));
+    }
+    for (const auto* o : {&c.zero.offload_optimizer.device, &c.zero.offload_param.device}) {
+        const char* key = o == &c.zero.offload_optimizer.device
+                              ? "zero_optimization.offload_optimizer"
+                              : "zero_optimization.offload_param";
+        if (*o == OffloadDevice::cpu) {
+            diag.notes.push_back(fmt::format(
+                "{}: {}.device \"cpu\": on CPU ranks these states already live in host memory; "
+                "nothing is moved",
+                source, key));
+        } else if (*o == OffloadDevice::nvme) {
+            root.note_unsupported(key,
+                                  "device \"nvme\" (ZeRO-Infinity) is not implemented yet: "
+                                  "the states stay in host memory (zerospeed estimate "
+                                  "gives the bytes per rank)");
+        }
+    }
     note_unsupported_sections(root);
     root.finish();
 
     c.warnings = std::move(diag.warnings);
     c.unsupported = std::move(diag.unsupported);
+    c.notes = std::move(diag.notes);
+    c.resolved_auto = std::move(resolved);
+    for (const std::string& r : c.resolved_auto) log_info("{}: \"auto\" resolved: {}", source, r);
     return c;
 }
 
-TrainConfig load_ds_config(const std::string& path, int world_size) {
-    return parse_ds_config(io::read_file(path), path, world_size);
+TrainConfig load_ds_config(const std::string& path, int world_size, const AutoValues* autos) {
+    return parse_ds_config(io::read_file(path), path, world_size, autos);
 }
 
 }  // namespace zs::train

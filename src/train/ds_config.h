@@ -40,7 +40,8 @@ struct OptimizerConfig {
     optim::Kind kind = optim::Kind::adamw;
     double lr = 1e-3;
     double beta1 = 0.9, beta2 = 0.999;  // Adam/AdamW/Lion
-    double eps = 1e-8;                  // Adam/AdamW
+    double eps = 1e-8;                  // Adam/AdamW (Adagrad: 1e-10)
+    double lr_decay = 0.0;              // Adagrad
     double weight_decay = 0.0;          // torch_adam + AdamW: torch's default 0.01
     bool bias_correction = true;        // Adam/AdamW
     double momentum = 0.0;              // SGD (dampening must be 0)
@@ -238,16 +239,36 @@ struct TrainConfig {
     MonitorConfig csv_monitor;
     MonitorConfig tensorboard;
 
-    std::vector<std::string> warnings;     // unknown keys, with "did you mean" suggestions
-    std::vector<std::string> unsupported;  // DeepSpeed settings zerospeed does not implement
+    std::vector<std::string> warnings;       // unknown keys, with "did you mean" suggestions
+    std::vector<std::string> unsupported;    // DeepSpeed settings zerospeed does not implement
+    std::vector<std::string> notes;          // how a setting is honoured, where worth stating
+    std::vector<std::string> resolved_auto;  // "optimizer.params.lr = 5e-05 (--lr)", ...
+};
+
+// What resolves the Hugging Face Trainer's "auto" placeholders, as the Trainer would: the run's
+// flags (unset: the Trainer's defaults) and the model. Each resolved value is logged and listed in
+// TrainConfig::resolved_auto.
+struct AutoValues {
+    std::optional<int64_t> micro_batch;   // --micro-batch (Trainer: per_device_train_batch_size 8)
+    std::optional<int64_t> grad_accum;    // --grad-accum (1)
+    std::optional<double> lr;             // --lr (learning_rate 5e-5)
+    std::optional<double> weight_decay;   // --weight-decay (0)
+    std::optional<int64_t> warmup;        // --warmup (warmup_steps 0)
+    std::optional<double> max_grad_norm;  // --max-grad-norm (1.0)
+    std::optional<int64_t> steps;         // --steps (total_num_steps)
+    int64_t hidden_size = 0;              // the model's (ZeRO bucket sizes); 0: unknown
 };
 
 // Parse `json_text` (the contents of `source`) for `world_size` data-parallel ranks. Throws
-// ConfigError on invalid settings (IoError on malformed JSON); logs each warning.
-TrainConfig parse_ds_config(const std::string& json_text, const std::string& source,
-                            int world_size);
+// ConfigError on invalid settings (IoError on malformed JSON); logs each warning. With `autos`,
+// "auto" values are resolved from it first (optimizer and scheduler params, batch sizes,
+// gradient_clipping, ZeRO bucket sizes); without, "auto" outside the sections where DeepSpeed
+// reads it as the default is an error naming the flag that would supply it.
+TrainConfig parse_ds_config(const std::string& json_text, const std::string& source, int world_size,
+                            const AutoValues* autos = nullptr);
 // Read and parse the file at `path` (IoError when it cannot be read).
-TrainConfig load_ds_config(const std::string& path, int world_size);
+TrainConfig load_ds_config(const std::string& path, int world_size,
+                           const AutoValues* autos = nullptr);
 
 // The closest of `candidates` to `key` (case-insensitive edit distance, at most
 // max(2, |key| / 3)), or "" when none is close.

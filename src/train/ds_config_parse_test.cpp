@@ -46,6 +46,7 @@ TEST(DsConfigOptimizer, AdamMeansAdamWUnlessAdamWModeIsFalse) {
         {"ADAMW", "{}", optim::Kind::adamw},
         {"Lion", "{}", optim::Kind::lion},
         {"SGD", R"({"momentum": 0.9, "nesterov": true})", optim::Kind::sgd},
+        {"Adagrad", R"({"lr_decay": 0.01, "initial_accumulator_value": 0})", optim::Kind::adagrad},
     };
     for (const Case& k : cases) {
         TrainConfig c = parse(std::string(R"("optimizer": {"type": ")") + k.type +
@@ -53,6 +54,23 @@ TEST(DsConfigOptimizer, AdamMeansAdamWUnlessAdamWModeIsFalse) {
         EXPECT_EQ(c.optimizer.kind, k.want) << k.type << " " << k.params;
         EXPECT_EQ(c.optimizer.type, k.type);
         EXPECT_TRUE(c.warnings.empty()) << c.warnings.front();
+    }
+}
+
+TEST(DsConfigOptimizer, AdagradAsTorchBuildsIt) {
+    TrainConfig c = parse(R"("optimizer": {"type": "Adagrad", "params": {"weight_decay": 0.1}})");
+    EXPECT_DOUBLE_EQ(c.optimizer.lr, 1e-2);  // torch.optim.Adagrad's default
+    EXPECT_DOUBLE_EQ(c.optimizer.eps, 1e-10);
+    EXPECT_EQ(c.optimizer.options().kind, optim::Kind::adagrad);
+    EXPECT_THROW(parse(R"("optimizer": {"type": "Adagrad", "params":
+        {"initial_accumulator_value": 0.1}})"),
+                 ConfigError);
+    // LAMB is named as not implemented yet, not as unknown.
+    try {
+        parse(R"("optimizer": {"type": "Lamb", "params": {"lr": 1e-3}})");
+        ADD_FAILURE() << "Lamb accepted";
+    } catch (const ConfigError& e) {
+        EXPECT_NE(std::string(e.what()).find("not implemented yet"), std::string::npos) << e.what();
     }
 }
 
@@ -123,6 +141,49 @@ TEST(DsConfigZero, AliasesDeprecatedFormsAndAuto) {
     EXPECT_TRUE(contains(off.warnings, "applies to ZeRO stage 3 only"));
 }
 
+TEST(DsConfigAuto, ResolvedAsTheTrainerWouldFromTheFlags) {
+    // The shape of the ds_config files transformers' docs publish (zero3 with "auto" throughout).
+    const std::string text = R"({
+        "train_batch_size": "auto", "train_micro_batch_size_per_gpu": "auto",
+        "gradient_accumulation_steps": "auto", "gradient_clipping": "auto",
+        "optimizer": {"type": "AdamW", "params": {"lr": "auto", "betas": "auto", "eps": "auto",
+                                                   "weight_decay": "auto"}},
+        "scheduler": {"type": "WarmupDecayLR", "params": {"warmup_min_lr": "auto",
+            "warmup_max_lr": "auto", "warmup_num_steps": "auto", "total_num_steps": "auto"}},
+        "bf16": {"enabled": "auto"},
+        "zero_optimization": {"stage": 3, "reduce_bucket_size": "auto",
+            "stage3_prefetch_bucket_size": "auto", "stage3_param_persistence_threshold": "auto"}})";
+    // Without the run's values, "auto" where DeepSpeed needs a number is refused, naming flags.
+    try {
+        parse_ds_config(text, "zero3.json", 2);
+        ADD_FAILURE() << "accepted";
+    } catch (const ConfigError& e) {
+        EXPECT_NE(std::string(e.what()).find("--micro-batch"), std::string::npos) << e.what();
+    }
+    AutoValues a;
+    a.micro_batch = 4;
+    a.lr = 3e-4;
+    a.warmup = 10;
+    a.steps = 200;
+    a.hidden_size = 64;
+    TrainConfig c = parse_ds_config(text, "zero3.json", 2, &a);
+    EXPECT_EQ(c.batch.train_micro_batch_size_per_gpu, 4);
+    EXPECT_EQ(c.batch.gradient_accumulation_steps, 1);  // the Trainer's default
+    EXPECT_EQ(c.batch.train_batch_size, 8);             // 4 x 1 x 2 ranks
+    EXPECT_DOUBLE_EQ(c.optimizer.lr, 3e-4);
+    EXPECT_DOUBLE_EQ(c.optimizer.beta2, 0.999);
+    EXPECT_DOUBLE_EQ(c.optimizer.eps, 1e-8);
+    EXPECT_DOUBLE_EQ(c.optimizer.weight_decay, 0.0);
+    EXPECT_DOUBLE_EQ(c.gradient_clipping, 1.0);
+    EXPECT_EQ(c.zero.reduce_bucket_size, 64 * 64);
+    EXPECT_EQ(c.zero.stage3_prefetch_bucket_size, static_cast<int64_t>(0.9 * 64 * 64));
+    EXPECT_EQ(c.zero.stage3_param_persistence_threshold, 640);
+    EXPECT_TRUE(contains(c.resolved_auto, "scheduler.params.total_num_steps = 200 (--steps)"));
+    EXPECT_TRUE(contains(c.resolved_auto, "optimizer.params.lr = 0.0003 (--lr)"));
+    EXPECT_TRUE(contains(c.resolved_auto, "train_batch_size = 8"));
+    EXPECT_TRUE(c.warnings.empty()) << c.warnings.front();
+}
+
 TEST(DsConfigErrors, BadInputsNameTheKeyPathAndValue) {
     struct Case {
         const char* body;  // inside {"train_batch_size": 8, ...}
@@ -152,7 +213,7 @@ TEST(DsConfigErrors, BadInputsNameTheKeyPathAndValue) {
         {R"("zero_optimization": {"offload_optimizer": {"device": "cpu"}, "cpu_offload": true})",
          "zero_optimization.cpu_offload: cannot be given together"},
         {R"("zero_optimization": 3)", "zero_optimization: expected an object, got 3"},
-        {R"("optimizer": {"type": "Adagrad"})", R"(optimizer.type: "Adagrad" is not supported)"},
+        {R"("optimizer": {"type": "Muon"})", R"(optimizer.type: "Muon" is not supported)"},
         {R"("optimizer": {"params": {"lr": 1}})", "optimizer.type: required"},
         {R"("optimizer": {"type": "AdamW", "params": {"betas": [0.9]}})",
          "optimizer.params.betas: expected two numbers in [0, 1), got an array"},
@@ -277,18 +338,59 @@ TEST(DsConfigWarnings, UnsupportedDeepSpeedSettingsAreListed) {
         parse(R"("wandb": {"enabled": true, "project": "x"}, "comet": {"enabled": false},
         "zero_optimization": {"stage": 3, "zero_quantized_weights": true, "mics_shard_size": 8,
                               "zero_hpz_partition_size": 1},
-        "amp": {"enabled": true}, "flops_profiler": {"enabled": false}, "pipeline": {"stages": 2},
+        "nebula": {"enabled": true}, "flops_profiler": {"enabled": false}, "pipeline": {"stages": 2},
         "tensorboard": {"enabled": true}, "checkpoint": {"load_universal": true})");
     EXPECT_TRUE(c.warnings.empty()) << c.warnings.front();
     for (const char* key :
          {"wandb", "zero_optimization.zero_quantized_weights", "zero_optimization.mics_shard_size",
-          "amp", "pipeline", "tensorboard", "checkpoint.load_universal"}) {
+          "nebula", "pipeline", "tensorboard", "checkpoint.load_universal"}) {
         EXPECT_TRUE(contains(c.unsupported, std::string("ds.json: ") + key + ":")) << key;
     }
     for (const char* key : {"comet", "flops_profiler", "zero_hpz_partition_size"}) {
         EXPECT_FALSE(contains(c.unsupported, key)) << key;  // disabled or default: nothing asked
     }
     EXPECT_EQ(c.unsupported.size(), 7u);
+}
+
+TEST(DsConfigErrors, RemovedFeaturesThatChangeTrainingAreRefused) {
+    // DeepSpeed 0.19's parser refuses these blocks; when one asks for something, training would
+    // differ from what it says, so zerospeed refuses it too, naming key and way out.
+    for (const char* block : {R"("amp": {"enabled": true})",
+                              R"("progressive_layer_drop": {"enabled": true, "theta": 0.5})",
+                              R"("elasticity": {"enabled": true, "max_train_batch_size": 64})",
+                              R"("curriculum_learning": {"enabled": true})",
+                              R"("sparse_attention": {"mode": "fixed"})"}) {
+        try {
+            parse(block);
+            ADD_FAILURE() << block << " accepted";
+        } catch (const ConfigError& e) {
+            EXPECT_NE(std::string(e.what()).find("removed in DeepSpeed 0.19"), std::string::npos)
+                << e.what();
+        }
+    }
+    // Disabled, they ask for nothing.
+    TrainConfig c = parse(R"("amp": {"enabled": false}, "elasticity": {"enabled": false})");
+    EXPECT_TRUE(c.unsupported.empty());
+}
+
+TEST(DsConfigWarnings, SettingsAppliedDifferentlyAreStated) {
+    // Offload to cpu: nothing to move on CPU ranks (a note); nvme: not implemented (listed);
+    // reductions and accumulation in another dtype than fp32: listed with what happens instead.
+    TrainConfig c = parse(R"("zero_optimization": {"stage": 3,
+        "offload_optimizer": {"device": "cpu"}, "offload_param": {"device": "nvme",
+        "nvme_path": "/tmp/x"}}, "communication_data_type": "bf16",
+        "data_types": {"grad_accum_dtype": "fp16"})");
+    ASSERT_EQ(c.notes.size(), 1u);
+    EXPECT_NE(c.notes[0].find("offload_optimizer.device \"cpu\""), std::string::npos) << c.notes[0];
+    EXPECT_TRUE(
+        contains(c.unsupported, "ds.json: zero_optimization.offload_param: device \"nvme\""));
+    EXPECT_TRUE(contains(c.unsupported, "communication_data_type: gradients are reduced in fp32"));
+    EXPECT_TRUE(contains(c.unsupported, "grad_accum_dtype: gradients are accumulated in fp32"));
+    // fp32 for both: nothing to say.
+    TrainConfig d = parse(R"("communication_data_type": "fp32",
+        "data_types": {"grad_accum_dtype": "fp32"})");
+    EXPECT_TRUE(d.unsupported.empty()) << d.unsupported.front();
+    EXPECT_TRUE(d.notes.empty());
 }
 
 // Seeded mutations of the example configs (a leaf replaced by a value of another type, or a byte

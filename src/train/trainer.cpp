@@ -21,6 +21,7 @@
 #include "io/safetensors.h"
 #include "io/safetensors_writer.h"
 #include "ops/matmul.h"
+#include "train/hf_export.h"
 
 namespace zs::train {
 
@@ -111,6 +112,13 @@ Trainer::Trainer(models::ModelConfig model, TrainConfig cfg, RunOptions run,
     for (const std::string& w : cfg_.unsupported) {  // parse_ds_config logged the warnings
         if (world_.rank() == 0) log_warn("{}", w);
     }
+    for (const std::string& n : cfg_.notes) {
+        if (world_.rank() == 0) log_info("{}", n);
+    }
+    if (cfg_.csv_monitor.enabled && world_.rank() == 0) {
+        csv_ = std::make_unique<CsvMonitor>(cfg_.csv_monitor);
+        log_info("csv_monitor: writing per-metric CSV files to {}", csv_->dir());
+    }
     if (cfg_.precision == Precision::fp16 && world_.rank() == 0) {
         log_warn(
             "{}: fp16 on CPU computes in f32 (no fp16 CPU kernels) with DeepSpeed's loss scaling",
@@ -176,8 +184,15 @@ StepStats Trainer::step(const std::vector<models::TrainBatch>& batches) {
     engine_->begin_step(static_cast<int>(accum));
     double loss_sum = 0;
     StepStats s;
+    // DeepSpeed's gradient averaging over the W data-parallel ranks: by default the sum is divided
+    // by W after the reduction (divided by gradient_predivide_factor before and multiplied by
+    // predivide / W after); prescale_gradients divides by W before. The pre-reduction part is
+    // folded into the loss scale, the post-reduction factor into the optimizer's gradient scale.
+    const double pre = cfg_.prescale_gradients ? W : cfg_.gradient_predivide_factor;
+    const double post = cfg_.prescale_gradients ? 1.0 : cfg_.gradient_predivide_factor / W;
     for (const models::TrainBatch& batch : batches) {
-        const auto ce_scale = static_cast<float>(1.0 / static_cast<double>(micro * T * accum * W));
+        const auto ce_scale =
+            static_cast<float>(1.0 / (static_cast<double>(micro * T * accum) * pre));
         models::LossStats st = model_->forward_backward(
             batch, ce_scale, static_cast<float>(loss_scale), engine_.get());
         loss_sum +=
@@ -194,7 +209,7 @@ StepStats Trainer::step(const std::vector<models::TrainBatch>& batches) {
     s.grad_sync_s += phase.seconds();
     phase.reset();
     // Unscaled gradient norm, overflow check, clipping (DeepSpeed's clip_grad_norm_).
-    double norm = std::sqrt(engine_->grad_sq_norm()) / loss_scale;
+    double norm = std::sqrt(engine_->grad_sq_norm()) * post / loss_scale;
     bool overflow =
         !std::isfinite(norm) || (cfg_.precision == Precision::fp16 && !engine_->grads_finite());
     s.loss_scale = loss_scale;
@@ -211,7 +226,8 @@ StepStats Trainer::step(const std::vector<models::TrainBatch>& batches) {
             log_debug("OneCycle momentum schedule: beta1 {} (zerospeed keeps the configured betas)",
                       b->beta1);
         }
-        engine_->step(static_cast<float>(s.lr), applied, static_cast<float>(clip / loss_scale));
+        engine_->step(static_cast<float>(s.lr), applied,
+                      static_cast<float>(clip * post / loss_scale));
         ++steps_done_;
     } else {
         ++skipped_;
@@ -292,6 +308,21 @@ std::vector<StepStats> Trainer::train() {
         if ((run_.eval_interval > 0 && steps_done_ % run_.eval_interval == 0) || last)
             val = evaluate();
         int64_t peak = core::memory_stats().peak_total;
+        if (csv_) {  // DeepSpeed's events, x = samples seen
+            const int64_t samples = steps_done_ * cfg_.batch.train_batch_size;
+            csv_->write("Train/Samples/train_loss", s.loss, samples);
+            csv_->write("Train/Samples/lr", s.lr, samples);
+            if (cfg_.precision == Precision::fp16)
+                csv_->write("Train/Samples/loss_scale", s.loss_scale, samples);
+            if (!std::isnan(val)) csv_->write("Train/Samples/eval_loss", val, samples);
+            if (cfg_.wall_clock_breakdown) {
+                csv_->write("Train/Samples/elapsed_time_ms_forward", 1e3 * s.forward_s, samples);
+                csv_->write("Train/Samples/elapsed_time_ms_backward", 1e3 * s.backward_s, samples);
+                csv_->write("Train/Samples/elapsed_time_ms_backward_allreduce", 1e3 * s.grad_sync_s,
+                            samples);
+                csv_->write("Train/Samples/elapsed_time_ms_step", 1e3 * s.optimizer_s, samples);
+            }
+        }
         if (lead) {
             std::string extra =
                 fmt::format("loss {:.4f} | lr {:.2e} | {:.0f} tok/s | MFU {:.1f}% | peak {}",
@@ -390,6 +421,14 @@ void Trainer::save_checkpoint() {
     io::save_safetensors(tmp + "/" + file, tensors, {{"ranges", ranges.dump()}});
     io::fault_point("ckpt.write");
     world_.barrier();
+    // stage3_gather_16bit_weights_on_model_save: the consolidated model in the training's 16-bit
+    // dtype (bf16 or fp16; f32 for an f32 run), as DeepSpeed's save_16bit_model writes it, inside
+    // the checkpoint so it is committed with it: <save>/<tag>/hf16/ (an HF directory).
+    if (cfg_.zero.stage3_gather_16bit_weights_on_model_save) {
+        export_hf(tmp + "/hf16", cfg_.precision == Precision::bf16   ? core::DType::bf16
+                                 : cfg_.precision == Precision::fp16 ? core::DType::f16
+                                                                     : core::DType::f32);
+    }
     if (r == 0) {
         nlohmann::json m;
         m["format"] = "zerospeed-checkpoint";
@@ -515,20 +554,21 @@ void Trainer::load_checkpoint(const std::string& path) {
     }
 }
 
-void Trainer::export_hf(const std::string& dir) {
+void Trainer::export_hf(const std::string& dir, core::DType dtype) {
     std::vector<io::NamedTensor> tensors;
     for (int g = 0; g < model_->layout().n_groups(); ++g) {
         Tensor full = engine_->gather_group(g);
         if (world_.rank() != 0) continue;
         for (auto& [name, t] : models::export_hf_group(*model_, g, full))
-            tensors.push_back({name, t.contiguous()});
+            tensors.push_back({name, t.to(dtype).contiguous()});
     }
     if (world_.rank() == 0) {
         fs::create_directories(dir);
         io::save_safetensors(dir + "/model.safetensors", tensors, {{"format", "pt"}});
         models::ModelConfig exported = mcfg_;
-        exported.torch_dtype = core::DType::f32;  // the gathered master weights
+        exported.torch_dtype = dtype;  // the weights as written
         io::write_file_atomic(dir + "/config.json", models::to_hf_config_json(exported));
+        write_hf_extras(run_.tokenizer_source, mcfg_, dir);
     }
     world_.barrier();
 }

@@ -23,6 +23,7 @@
 #include "train/ds_config.h"
 #include "train/loss_scaler.h"
 #include "train/lr_schedule.h"
+#include "train/monitor.h"
 #include "zero/engine.h"
 
 namespace zs::train {
@@ -86,7 +87,7 @@ public:
     void save_checkpoint();                        // save_dir/step-N, then save_dir/latest
     void load_checkpoint(const std::string& dir);  // a step-N directory (any world size)
     // HF directory (config.json + model.safetensors): rank 0 writes; collective.
-    void export_hf(const std::string& dir);
+    void export_hf(const std::string& dir, core::DType dtype = core::DType::f32);
 
     int64_t steps_done() const { return steps_done_; }
     const models::Transformer& model() const { return *model_; }
@@ -113,6 +114,7 @@ private:
     LossScaler scaler_;
     int64_t steps_done_ = 0, skipped_ = 0, tokens_seen_ = 0;
     double peak_flops_ = 0;
+    std::unique_ptr<CsvMonitor> csv_;  // ds_config csv_monitor (rank 0)
 };
 
 }  // namespace zs::train

@@ -5,6 +5,7 @@
 #include "train/trainer.h"
 
 #include <cmath>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 
@@ -186,6 +187,73 @@ TEST(Metrics, WallClockBreakdownAddsUp) {
         ++n;
     }
     EXPECT_EQ(n, 3);
+}
+
+// csv_monitor: DeepSpeed's per-metric files, one row per step at x = samples seen, the values
+// those of the steps.
+TEST(Metrics, CsvMonitorWritesDeepSpeedsFiles) {
+    Scratch s("csvmon");
+    auto comm = comm::make_self();
+    TrainConfig cfg = small_config(1);
+    cfg.csv_monitor.enabled = true;
+    cfg.csv_monitor.output_path = s.root + "/csv";
+    cfg.csv_monitor.job_name = "job";
+    RunOptions run = s.run(4);
+    run.save_dir.clear();
+    run.eval_interval = 2;
+    Trainer t(s.mc, cfg, run, *comm);
+    t.init_random();
+    std::vector<StepStats> steps = t.train();
+    auto rows = [&](const std::string& name) {
+        std::ifstream in(s.root + "/csv/job/" + name + ".csv");
+        std::vector<std::string> r;
+        for (std::string line; std::getline(in, line);) r.push_back(line);
+        return r;
+    };
+    std::vector<std::string> loss = rows("Train_Samples_train_loss");
+    ASSERT_EQ(loss.size(), 5u);
+    EXPECT_EQ(loss[0], "step,train_loss");
+    for (size_t i = 0; i < 4; ++i) {
+        const size_t comma = loss[i + 1].find(',');
+        EXPECT_EQ(loss[i + 1].substr(0, comma), std::to_string(4 * (i + 1)));  // samples
+        EXPECT_DOUBLE_EQ(std::stod(loss[i + 1].substr(comma + 1)), steps[i].loss);
+    }
+    std::vector<std::string> lr = rows("Train_Samples_lr");
+    ASSERT_EQ(lr.size(), 5u);
+    EXPECT_DOUBLE_EQ(std::stod(lr[4].substr(lr[4].find(',') + 1)), steps[3].lr);
+    EXPECT_EQ(rows("Train_Samples_eval_loss").size(), 3u);  // header + steps 2 and 4
+    EXPECT_TRUE(rows("Train_Samples_loss_scale").empty());  // fp16 only
+}
+
+// stage3_gather_16bit_weights_on_model_save: each checkpoint carries the consolidated model in the
+// run's 16-bit dtype (hf16/), equal to the master weights rounded to it.
+TEST(Checkpoint, Gathers16BitWeightsOnSave) {
+    Scratch s("hf16");
+    auto comm = comm::make_self();
+    TrainConfig cfg = small_config(3);
+    cfg.precision = Precision::bf16;
+    cfg.zero.stage3_gather_16bit_weights_on_model_save = true;
+    Trainer t(s.mc, cfg, s.run(2), *comm);
+    t.init_random();
+    t.train();
+    const std::string dir = s.root + "/ckpt/step-2/hf16";
+    ASSERT_TRUE(fs::exists(dir + "/model.safetensors"));
+    EXPECT_EQ(models::load_hf_config(dir).torch_dtype, DType::bf16);
+    t.export_hf(s.root + "/f32");
+    io::SafetensorsFile half = io::SafetensorsFile::open(dir + "/model.safetensors");
+    io::SafetensorsFile full = io::SafetensorsFile::open(s.root + "/f32/model.safetensors");
+    int n = 0;
+    for (const io::SafetensorsTensorInfo& info : full.tensors()) {
+        const std::string& name = info.name;
+        Tensor h = half.tensor(name);
+        EXPECT_EQ(h.dtype(), DType::bf16) << name;
+        Tensor want = full.tensor(name).to(DType::bf16);
+        EXPECT_EQ(
+            std::memcmp(h.contiguous().data_ptr(), want.contiguous().data_ptr(), want.nbytes()), 0)
+            << name;
+        ++n;
+    }
+    EXPECT_GT(n, 4);
 }
 
 TEST(Resume, ReshardsAcrossStages) {
