@@ -323,7 +323,7 @@ void write_plot(const std::string& results, const std::string& out) {
         std::sort(pts.begin(), pts.end(), [](const json& a, const json& b) {
             return a["output_tokens_per_s"].get<double>() < b["output_tokens_per_s"].get<double>();
         });
-        SvgSeries a{label + " p99", colors[ci % 6], {}}, b{label + " p50", colors[ci % 6], {}},
+        SvgSeries a{label + " p99", colors[ci % 6], {}}, b{label + " p99", colors[ci % 6], {}},
             c{label, colors[ci % 6], {}};
         for (const json& p : pts) {
             double x = p["output_tokens_per_s"].get<double>();
@@ -337,7 +337,7 @@ void write_plot(const std::string& results, const std::string& out) {
         eff.push_back(c);
         ++ci;
     }
-    const int W = 760, H = 260;
+    const int W = 760, H = 270;
     std::string svg = fmt::format(
         R"(<svg xmlns="http://www.w3.org/2000/svg" width="{}" height="{}">)", W, 3 * H + 40);
     svg += R"(<rect width="100%" height="100%" fill="#fafafa"/>)";

@@ -71,6 +71,39 @@ std::map<std::string, std::vector<std::pair<double, double>>> read_metrics(
 
 }  // namespace
 
+namespace {
+
+// Round tick spacing (1, 2 or 5 x 10^k) giving the number of intervals over [lo, hi] nearest `n`.
+double nice_step(double lo, double hi, int n) {
+    const double raw = (hi - lo) / n;
+    if (!(raw > 0) || !std::isfinite(raw)) return 1.0;
+    const double mag = std::pow(10.0, std::floor(std::log10(raw)));
+    double best = mag, best_err = 1e300;
+    for (double m : {1.0, 2.0, 5.0, 10.0}) {
+        const double err = std::fabs((hi - lo) / (m * mag) - n);
+        if (err < best_err) best = m * mag, best_err = err;
+    }
+    return best;
+}
+
+// SVG text: the few characters XML reserves, escaped.
+std::string xml(const std::string& s) {
+    std::string out;
+    for (char c : s) {
+        if (c == '<')
+            out += "&lt;";
+        else if (c == '>')
+            out += "&gt;";
+        else if (c == '&')
+            out += "&amp;";
+        else
+            out += c;
+    }
+    return out;
+}
+
+}  // namespace
+
 std::string svg_panel(const std::vector<SvgSeries>& series, const std::string& title,
                       const std::string& xlabel, double x0, double y0, double w, double h,
                       bool log_y) {
@@ -85,24 +118,63 @@ std::string svg_panel(const std::vector<SvgSeries>& series, const std::string& t
     std::string out =
         fmt::format(R"(<g><rect x="{}" y="{}" width="{}" height="{}" fill="white" stroke="#999"/>)"
                     R"(<text x="{}" y="{}" font-size="14" font-family="sans-serif">{}</text>)",
-                    x0, y0, w, h, x0 + 6, y0 - 6, title);
+                    x0, y0, w, h, x0 + 6, y0 - 6, xml(title));
     if (xmax <= xmin) xmax = xmin + 1;
     if (ymax <= ymin) ymax = ymin + 1;
-    auto px = [&](double x) { return x0 + 40 + (x - xmin) / (xmax - xmin) * (w - 50); };
-    auto py = [&](double y) { return y0 + h - 20 - (yv(y) - ymin) / (ymax - ymin) * (h - 30); };
-    for (int i = 0; i <= 4; ++i) {
-        double t = ymin + (ymax - ymin) * i / 4;
-        double yy = y0 + h - 20 - (t - ymin) / (ymax - ymin) * (h - 30);
-        out += fmt::format(
-            R"(<line x1="{}" y1="{:.1f}" x2="{}" y2="{:.1f}" stroke="#eee"/>)"
-            R"(<text x="{}" y="{:.1f}" font-size="10" font-family="sans-serif">{:.3g}</text>)",
-            x0 + 40, yy, x0 + w - 10, yy, x0 + 2, yy + 3, log_y ? std::pow(10.0, t) : t);
+    // The legend: a strip of "— name" entries across the top of the panel, wrapped into rows, so
+    // it never covers the data nor runs off the edge (~6.2 px a character at 11 px).
+    struct Entry {
+        const Series* s;
+        double x, y;
+    };
+    std::vector<Entry> legend;
+    double lx = x0 + 40, ly = y0 + 16;
+    for (const Series& s : series) {
+        if (s.pts.empty()) continue;
+        const double ew = 6.2 * static_cast<double>(s.name.size()) + 34;
+        if (lx + ew > x0 + w - 10 && lx > x0 + 40) lx = x0 + 40, ly += 14;
+        legend.push_back({&s, lx, ly});
+        lx += ew;
     }
-    out += fmt::format(
-        R"(<text x="{}" y="{}" font-size="10" font-family="sans-serif">{} {:.4g}</text>)"
-        R"(<text x="{}" y="{}" font-size="10" font-family="sans-serif">{:.4g}</text>)",
-        x0 + 40, y0 + h - 5, xlabel, xmin, x0 + w - 40, y0 + h - 5, xmax);
-    int li = 0;
+    const double top = legend.empty() ? y0 + 10 : ly + 8;  // the plot area starts below it
+    const double bottom = y0 + h - 20;
+    // Round y ticks (linear axes extend to the enclosing ticks); log axes tick at decades' spans.
+    double ystep = (ymax - ymin) / 4;
+    if (!log_y) {
+        ystep = nice_step(ymin, ymax, 4);
+        ymin = std::floor(ymin / ystep + 1e-9) * ystep;
+        ymax = std::ceil(ymax / ystep - 1e-9) * ystep;
+        if (ymax <= ymin) ymax = ymin + ystep;
+    }
+    auto px = [&](double x) { return x0 + 40 + (x - xmin) / (xmax - xmin) * (w - 50); };
+    auto py_raw = [&](double t) { return bottom - (t - ymin) / (ymax - ymin) * (bottom - top); };
+    auto py = [&](double y) { return py_raw(yv(y)); };
+    for (double t = ymin; t <= ymax + 1e-9 * ystep; t += ystep) {
+        const double yy = py_raw(t);
+        out += fmt::format(R"(<line x1="{}" y1="{:.1f}" x2="{}" y2="{:.1f}" stroke="#eee"/>)"
+                           R"(<text x="{}" y="{:.1f}" font-size="10" text-anchor="end" )"
+                           R"(font-family="sans-serif">{:.4g}</text>)",
+                           x0 + 40, yy, x0 + w - 10, yy, x0 + 36, yy + 3,
+                           log_y ? std::pow(10.0, t) : (std::fabs(t) < 1e-12 * ystep ? 0.0 : t));
+    }
+    // x ticks at round values, labelled, and the axis name centred under them.
+    const double step = nice_step(xmin, xmax, 6);
+    for (double t = std::ceil(xmin / step - 1e-9) * step; t <= xmax + 1e-9 * step; t += step) {
+        out += fmt::format(R"(<line x1="{:.1f}" y1="{}" x2="{:.1f}" y2="{}" stroke="#999"/>)"
+                           R"(<text x="{:.1f}" y="{}" font-size="10" text-anchor="middle" )"
+                           R"(font-family="sans-serif">{:.4g}</text>)",
+                           px(t), bottom, px(t), bottom + 4, px(t), y0 + h - 6, t);
+    }
+    out += fmt::format(R"(<text x="{:.1f}" y="{}" font-size="10" text-anchor="middle" fill="#555" )"
+                       R"(font-family="sans-serif">{}</text>)",
+                       x0 + w / 2, y0 + h + 10, xml(xlabel));
+    for (const Entry& e : legend) {
+        out += fmt::format(
+            R"(<line x1="{:.1f}" y1="{:.1f}" x2="{:.1f}" y2="{:.1f}" stroke="{}" )"
+            R"(stroke-width="2"/><text x="{:.1f}" y="{:.1f}" font-size="11" fill="#333" )"
+            R"(font-family="sans-serif">{}</text>)",
+            e.x, e.y - 4, e.x + 18, e.y - 4, e.s->color, e.x + 22, e.y, xml(e.s->name));
+    }
     for (const Series& s : series) {
         if (s.pts.empty()) continue;
         for (auto [x, y] : s.pts) {
@@ -115,9 +187,6 @@ std::string svg_panel(const std::vector<SvgSeries>& series, const std::string& t
             d += fmt::format("{}{:.1f},{:.1f} ", d.empty() ? "M" : "L", px(x), py(y));
         out +=
             fmt::format(R"(<path d="{}" fill="none" stroke="{}" stroke-width="1.5"/>)", d, s.color);
-        out += fmt::format(
-            R"(<text x="{}" y="{}" font-size="11" fill="{}" font-family="sans-serif">{}</text>)",
-            x0 + w - 120, y0 + 16 + 14 * li++, s.color, s.name);
     }
     return out + "</g>";
 }
