@@ -42,6 +42,17 @@ class CommError : public Error {  // collectives: timeouts, missing ranks, trans
 class NotSupported : public Error {  // a valid request this build/backend cannot serve
     using Error::Error;
 };
+// A bad value of one named field of a request (a sampling or generation option): the server
+// answers it with that field as OpenAI's `param`, without reading it out of the message.
+class FieldError : public ConfigError {
+public:
+    FieldError(std::string field, std::string msg, std::string where = {})
+        : ConfigError(std::move(msg), std::move(where)), field_(std::move(field)) {}
+    const std::string& field() const { return field_; }
+
+private:
+    std::string field_;
+};
 
 namespace detail {
 
@@ -72,6 +83,15 @@ std::string format_or_empty(fmt::format_string<Args...> f, Args&&... args) {
     } while (0)
 
 #define ZS_CHECK(cond, ...) ZS_CHECK_T(::zs::Error, cond, __VA_ARGS__)
+
+// Raise FieldError naming request field `field` unless `cond` holds.
+#define ZS_CHECK_FIELD(cond, field, ...)                                              \
+    do {                                                                              \
+        if (!(cond)) [[unlikely]] {                                                   \
+            throw ::zs::FieldError(field, ::zs::detail::format_or_empty(__VA_ARGS__), \
+                                   fmt::format("{}:{}", __FILE__, __LINE__));         \
+        }                                                                             \
+    } while (0)
 
 // Raise unconditionally.
 #define ZS_THROW(ErrType, ...) \

@@ -141,6 +141,8 @@ struct ServeOptions {
     std::string api_key;
     std::string served_model_name;  // default: the directory or file name
     int64_t max_queued = 256;
+    double request_timeout = 10;      // seconds for a whole request to arrive
+    int64_t max_connections = 16384;  // open connections held at once
     double shutdown_timeout = 30;
     ServeEngineOptions engine;
 };

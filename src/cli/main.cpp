@@ -85,6 +85,12 @@ int main(int argc, char** argv) {
     srv->add_option("--max-queued", sv.max_queued,
                     "Requests beyond --max-seqs before answering 429")
         ->check(CLI::Range(int64_t{0}, int64_t{100000}));
+    srv->add_option("--request-timeout", sv.request_timeout,
+                    "Seconds a request (head and body) has to arrive whole; slower ones get 408")
+        ->check(CLI::Range(0.1, 3600.0));
+    srv->add_option("--max-connections", sv.max_connections,
+                    "Open connections beyond this are closed at once")
+        ->check(CLI::Range(int64_t{1}, int64_t{10000000}));
     srv->add_option("--shutdown-timeout", sv.shutdown_timeout,
                     "Seconds in-flight requests get to finish on SIGTERM (0: abort at once)")
         ->check(CLI::NonNegativeNumber);

@@ -2,6 +2,8 @@
 // OpenAI-compatible HTTP server, run until SIGTERM/SIGINT, then drain.
 #include <filesystem>
 
+#include <sys/resource.h>
+
 #include "base/error.h"
 #include "base/log.h"
 #include "cli/commands.h"
@@ -94,6 +96,26 @@ int run_serve(const ServeOptions& o) {
     }
     cfg.max_running = o.engine.max_seqs;
     cfg.max_queued = o.max_queued;
+    cfg.request_timeout_s = o.request_timeout;
+    cfg.max_connections = o.max_connections;
+    // Each connection is a descriptor: raise the soft limit to the hard one (as nginx's
+    // worker_rlimit_nofile does), and hold fewer connections than the limit allows.
+    rlimit rl{};
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0) {
+        if (rl.rlim_cur < rl.rlim_max) {
+            rl.rlim_cur = rl.rlim_max;
+            setrlimit(RLIMIT_NOFILE, &rl);
+            getrlimit(RLIMIT_NOFILE, &rl);
+        }
+        const auto fit = static_cast<int64_t>(rl.rlim_cur > 256 ? rl.rlim_cur - 128 : 128);
+        if (cfg.max_connections > fit) {
+            log_warn(
+                "serve: --max-connections {} exceeds the descriptor limit ({}); holding at "
+                "most {}",
+                cfg.max_connections, static_cast<uint64_t>(rl.rlim_cur), fit);
+            cfg.max_connections = fit;
+        }
+    }
     if (cfg.api_key.empty() && cfg.host != "127.0.0.1" && cfg.host != "localhost" &&
         cfg.host != "::1") {
         log_warn(

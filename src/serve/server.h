@@ -1,4 +1,4 @@
-// Server: the OpenAI-compatible HTTP front end (cpp-httplib) over a Service.
+// Server: the OpenAI-compatible HTTP front end (serve/http.h, Boost.Beast) over a Service.
 //
 // Routes: POST /v1/completions, POST /v1/chat/completions (both with stream: true as SSE ending
 // "data: [DONE]"), GET /v1/models[/{id}], GET /health (liveness, never authenticated),
@@ -9,8 +9,12 @@
 // parsed or anything is tokenized) → body (400/413) → model name (400) → prompt vs context (400)
 // → the engine's own checks (400). A streaming client that goes away (a write fails, or the
 // keep-alive comment sent every second of silence fails) aborts its request, which frees its KV
-// blocks at once. begin_shutdown() drains: new requests get 503, in-flight ones finish within
-// the timeout, then the rest are aborted with an error event (streams) or a 503 (others).
+// blocks at once. shutdown() drains: new requests get 503, in-flight ones finish within the
+// timeout, then the rest are aborted with an error event (streams) or a 503 (others).
+//
+// Threads: the HTTP layer's one I/O thread reads every connection (a request must arrive whole
+// within request_timeout_s) and runs the cheap routes; a generation or tokenization runs on a
+// worker, so a slow or idle client costs a socket, never a thread.
 #pragma once
 
 #include <atomic>
@@ -24,9 +28,12 @@
 #include "serve/metrics.h"
 #include "serve/service.h"
 
-namespace httplib {
+namespace zs::serve::http {
 class Server;
-}
+class Exchange;
+struct Request;
+struct Response;
+}  // namespace zs::serve::http
 
 namespace zs::serve {
 
@@ -38,9 +45,9 @@ struct ServerConfig {
     int64_t max_running = 256;  // the scheduler's max_seqs
     int64_t max_queued = 256;   // generation requests beyond max_running before 429
     size_t max_body_bytes = size_t{8} << 20;
-    int http_threads = 0;     // 0: max_running + max_queued + 16 (one per stream)
-    int read_timeout_s = 10;  // header/body read timeout (slow clients)
-    int keepalive_ms = 1000;  // SSE keep-alive comment after this much silence
+    double request_timeout_s = 10;    // a whole request (head + body) must arrive within this
+    int64_t max_connections = 16384;  // open connections beyond this are closed at once
+    int keepalive_ms = 1000;          // SSE keep-alive comment after this much silence
 };
 
 // What the server needs to know about the model besides the Service.
@@ -72,16 +79,35 @@ public:
     int64_t inflight() const { return inflight_.load(); }
 
 private:
+    struct Job;
+    using ExchangePtr = std::shared_ptr<http::Exchange>;
     void routes();
-    bool authorized(const void* req) const;
+    bool authorized(const http::Request& req) const;
+    // Answer and count it under `route` in the metrics.
+    void answer(const ExchangePtr& ex, const char* route, http::Response r);
+    void answer_error(const ExchangePtr& ex, const char* route, const ApiError& e);
+    // Routes.
+    void on_ready(const ExchangePtr& ex);
+    void on_metrics(const ExchangePtr& ex);
+    void on_models(const ExchangePtr& ex);
+    void on_model(const ExchangePtr& ex);
+    void on_tokenize(const ExchangePtr& ex);
+    void on_detokenize(const ExchangePtr& ex);
+    void on_generate(Endpoint ep, const ExchangePtr& ex);
+    // Generation, on a worker: parse, tokenize, check against the context, submit (throws
+    // ApiException), then answer whole or as a stream.
+    void generate(const std::shared_ptr<Job>& job, const ExchangePtr& ex);
+    std::vector<ChoiceSpec> prepare(Job& job, const http::Request& req);
+    void respond_whole(Job& job, const ExchangePtr& ex);
+    void stream(Job& job, const ExchangePtr& ex);
+    ParseLimits limits() const;
 
     Service& service_;
     ModelInfo model_;
     ServerConfig cfg_;
     Metrics& metrics_;
-    std::unique_ptr<httplib::Server> http_;
+    std::unique_ptr<http::Server> http_;
     int port_ = 0;
-    int listen_fd_ = -1;
     int64_t created_ = 0;
     std::atomic<bool> draining_{false};
     std::atomic<int64_t> inflight_{0};

@@ -15,6 +15,7 @@
 #include <gtest/gtest.h>
 #include <httplib.h>
 #include <netinet/in.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -568,8 +569,25 @@ TEST(Serve, Http10StreamsWithoutChunkedEncoding) {
 
 TEST(Serve, BodyShorterThanContentLengthGetsANamedError) {
     ServerConfig cfg;
-    cfg.read_timeout_s = 1;
+    cfg.request_timeout_s = 1;
     TestServer ts(cfg);
+    // The client closes its side early: 400 at once, naming the announced length.
+    {
+        const std::string resp = raw_http(ts.port,
+                                          "POST /v1/completions HTTP/1.1\r\nContent-Type: "
+                                          "application/json\r\nContent-Length: 100\r\n\r\n"
+                                          "{\"model\": \"tiny\"",
+                                          true, 30);
+        const size_t head_end = resp.find("\r\n\r\n");
+        ASSERT_NE(head_end, std::string::npos) << resp;
+        EXPECT_NE(resp.substr(0, head_end).find(" 400"), std::string::npos) << resp;
+        json j = json::parse(resp.substr(head_end + 4), nullptr, false);
+        expect_openai_error(j, "");
+        EXPECT_NE(j["error"]["message"].get<std::string>().find("Content-Length"),
+                  std::string::npos)
+            << j;
+    }
+    // The client keeps the connection open: 408 when the whole-request deadline passes.
     const std::string resp = raw_http(ts.port,
                                       "POST /v1/completions HTTP/1.1\r\nContent-Type: "
                                       "application/json\r\nContent-Length: 100\r\n\r\n"
@@ -577,11 +595,107 @@ TEST(Serve, BodyShorterThanContentLengthGetsANamedError) {
                                       false, 30);
     const size_t head_end = resp.find("\r\n\r\n");
     ASSERT_NE(head_end, std::string::npos) << resp;
-    EXPECT_NE(resp.substr(0, head_end).find(" 400"), std::string::npos) << resp;
+    EXPECT_NE(resp.substr(0, head_end).find(" 408"), std::string::npos) << resp;
     json j = json::parse(resp.substr(head_end + 4), nullptr, false);
     expect_openai_error(j, "");
     EXPECT_NE(j["error"]["message"].get<std::string>().find("Content-Length"), std::string::npos)
         << j;
+}
+
+// serve_slow_clients: 1,000 connections trickling a request one byte a second cost no thread
+// and do not delay a normal request beyond 2x its idle latency (median of 9); each is answered
+// 408 and closed once its whole-request deadline passes.
+TEST(Serve, SlowClientsDoNotDelayOthersAndAreClosedAtTheDeadline) {
+    // Each slow client holds two descriptors here (its socket and the server's).
+    int n_slow = 1000;
+    rlimit rl{};
+    getrlimit(RLIMIT_NOFILE, &rl);
+    rl.rlim_cur = std::max<rlim_t>(rl.rlim_cur, std::min<rlim_t>(rl.rlim_max, 4096));
+    setrlimit(RLIMIT_NOFILE, &rl);
+    if (rl.rlim_cur < 2 * static_cast<rlim_t>(n_slow) + 200) {
+        n_slow = static_cast<int>((rl.rlim_cur - 200) / 2);
+        std::printf("descriptor limit %llu: %d slow clients\n",
+                    static_cast<unsigned long long>(rl.rlim_cur), n_slow);
+    }
+    ServerConfig cfg;
+    cfg.request_timeout_s = 4;
+    TestServer ts(cfg);
+    auto c = ts.client();
+    auto latency = [&] {
+        std::vector<double> v;
+        for (int i = 0; i < 9; ++i) {
+            const auto t0 = std::chrono::steady_clock::now();
+            int st = 0;
+            post(c, "/v1/completions",
+                 {{"model", "tiny"}, {"prompt", "hello"}, {"max_tokens", 4}, {"temperature", 0}},
+                 &st);
+            EXPECT_EQ(st, 200);
+            v.push_back(
+                std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+        }
+        std::sort(v.begin(), v.end());
+        return v[4];
+    };
+    latency();  // warm-up
+    const double idle = latency();
+
+    const std::string head =
+        "POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        "Content-Length: 100\r\n\r\n";
+    std::vector<int> fds;
+    for (int i = 0; i < n_slow; ++i) {
+        int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+        ASSERT_GE(fd, 0);
+        sockaddr_in a{};
+        a.sin_family = AF_INET;
+        a.sin_port = htons(static_cast<uint16_t>(ts.port));
+        a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        ASSERT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a), 0) << i;
+        fds.push_back(fd);
+    }
+    const auto t_connected = std::chrono::steady_clock::now();
+    std::atomic<bool> stop{false};
+    std::thread trickler([&] {
+        // One byte a second on every connection, never a whole head.
+        for (size_t k = 0; !stop && k < 3; ++k) {
+            for (int fd : fds) (void)!::send(fd, head.data() + k, 1, MSG_NOSIGNAL);
+            for (int i = 0; i < 100 && !stop; ++i) {
+                std::this_thread::sleep_for(std::chrono::milliseconds(10));
+            }
+        }
+    });
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));
+    const double busy = latency();
+    stop = true;
+    trickler.join();
+    std::printf("normal request, median of 9: idle %.2f ms, with %d slow clients %.2f ms\n",
+                idle * 1e3, n_slow, busy * 1e3);
+    EXPECT_LE(busy, 2 * idle + 0.002);
+    const double before_deadline =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - t_connected).count();
+    EXPECT_LT(before_deadline, 3.5) << "the latency was measured after the deadline";
+
+    // Every slow connection: 408 with OpenAI's error, then closed by the server.
+    int answered = 0, closed = 0;
+    for (int fd : fds) {
+        timeval tv{8, 0};
+        ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+        std::string out;
+        char buf[1024];
+        ssize_t n;
+        while ((n = ::read(fd, buf, sizeof buf)) > 0) out.append(buf, static_cast<size_t>(n));
+        if (n == 0) ++closed;
+        if (out.starts_with("HTTP/1.1 408") && out.find("\"error\"") != std::string::npos) {
+            ++answered;
+        }
+        ::close(fd);
+    }
+    const double at =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - t_connected).count();
+    EXPECT_EQ(answered, n_slow);
+    EXPECT_EQ(closed, n_slow);
+    EXPECT_LT(at, 4 + 3.0) << "closed long after the deadline";
+    ts.expect_idle_no_leak();
 }
 
 TEST(Serve, ApiKeyGuardsEverythingButHealth) {

@@ -1,6 +1,7 @@
 #include "serve/service.h"
 
 #include <algorithm>
+#include <future>
 #include <unordered_map>
 
 #include <fmt/format.h>
@@ -47,11 +48,9 @@ struct Service::Command {
     std::vector<ChoiceSpec> choices;
     Clock::time_point arrival;
     std::string why;
-    // submit's answer
-    std::mutex mu;
-    std::condition_variable cv;
-    bool done = false;
-    std::optional<ApiError> error;
+    // submit's answer: nullopt once every choice is queued, else why none runs. The command itself
+    // stays with the engine thread; submit() owns only the future.
+    std::promise<std::optional<ApiError>> accepted;
 };
 
 // One running choice, as the engine thread sees it.
@@ -98,7 +97,7 @@ std::shared_ptr<Channel> Service::submit(std::vector<ChoiceSpec> choices,
     cmd->channel = ch;
     cmd->choices = std::move(choices);
     cmd->arrival = arrival;
-    Command* c = cmd.get();
+    std::future<std::optional<ApiError>> accepted = cmd->accepted.get_future();
     active_ += 1;
     {
         std::lock_guard<std::mutex> lk(mu_);
@@ -110,13 +109,8 @@ std::shared_ptr<Channel> Service::submit(std::vector<ChoiceSpec> choices,
         commands_.push_back(std::move(cmd));
     }
     cv_.notify_all();
-    // The engine thread answers within one step; `c` stays alive until it sets done and we
-    // release it below (the engine thread hands ownership back through `done`).
-    std::unique_lock<std::mutex> lk(c->mu);
-    c->cv.wait(lk, [&] { return c->done; });
-    std::optional<ApiError> err = c->error;
-    lk.unlock();
-    delete c;
+    // The engine thread answers within one step (or fails every command when it stops).
+    std::optional<ApiError> err = accepted.get();
     if (err) {
         active_ -= 1;
         throw ApiException(*err);
@@ -156,18 +150,7 @@ void Service::loop() {
             cmds.swap(commands_);
         }
         for (auto& c : cmds) {
-            if (c->kind == Command::Kind::submit) {
-                handle(*c);
-                // submit() owns the command from here on.
-                Command* raw = c.release();
-                {
-                    std::lock_guard<std::mutex> lk(raw->mu);
-                    raw->done = true;
-                }
-                raw->cv.notify_all();
-            } else {
-                handle(*c);
-            }
+            handle(*c);
         }
         if (!engine_->has_unfinished()) {
             publish_gauges();
@@ -188,7 +171,16 @@ void Service::loop() {
         for (const infer::RequestOutput& o : outs) on_output(o);
         publish_gauges();
     }
-    // Shutdown: nothing may wait forever on a channel.
+    // Shutdown: nothing may wait forever on a channel or a submit.
+    {
+        std::lock_guard<std::mutex> lk(mu_);
+        for (auto& c : commands_) {
+            if (c->kind == Command::Kind::submit) {
+                c->accepted.set_value(ApiError{503, "the server stopped", "server_error", "", ""});
+            }
+        }
+        commands_.clear();
+    }
     for (auto& [id, l] : live_) l->channel->fail("the server stopped");
     live_.clear();
 }
@@ -196,6 +188,7 @@ void Service::loop() {
 void Service::handle(Command& c) {
     if (c.kind == Command::Kind::submit) {
         std::vector<infer::RequestId> added;
+        std::optional<ApiError> error;
         try {
             for (size_t i = 0; i < c.choices.size(); ++i) {
                 ChoiceSpec& cs = c.choices[i];
@@ -212,20 +205,19 @@ void Service::handle(Command& c) {
                 live_[id] = std::move(live);
             }
         } catch (const ApiException& e) {
-            c.error = e.error();
+            error = e.error();
+        } catch (const FieldError& e) {
+            error = ApiError{400, e.what(), "invalid_request_error", e.field(), ""};
         } catch (const Error& e) {
-            // ConfigError messages start with the field: "max_tokens: ...".
-            std::string msg = e.what();
-            std::string param = msg.substr(0, msg.find(':'));
-            if (param.find(' ') != std::string::npos) param.clear();
-            c.error = ApiError{400, msg, "invalid_request_error", param, ""};
+            error = ApiError{400, e.what(), "invalid_request_error", "", ""};
         }
-        if (c.error) {
+        if (error) {
             for (infer::RequestId id : added) {
                 engine_->abort(id);
                 live_.erase(id);
             }
         }
+        c.accepted.set_value(std::move(error));
         return;
     }
     if (c.kind == Command::Kind::cancel) {
