@@ -27,9 +27,11 @@ int run_estimate(const EstimateOptions& o) {
     rc.activation_checkpointing = tc.activation_checkpointing.given;
     models::Transformer model(mc, rc);
     const int n_states =
-        tc.optimizer.kind == optim::Kind::adamw || tc.optimizer.kind == optim::Kind::adam ? 2
-        : tc.optimizer.kind == optim::Kind::sgd && tc.optimizer.momentum == 0.0f          ? 0
-                                                                                          : 1;
+        tc.optimizer.kind == optim::Kind::adamw || tc.optimizer.kind == optim::Kind::adam ||
+                tc.optimizer.kind == optim::Kind::lamb
+            ? 2
+        : tc.optimizer.kind == optim::Kind::sgd && tc.optimizer.momentum == 0.0f ? 0
+                                                                                 : 1;
     int64_t budget = o.memory_per_rank;
     if (budget <= 0) {
         struct sysinfo si {};

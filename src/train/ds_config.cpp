@@ -89,7 +89,8 @@ OptimizerConfig parse_optimizer(Section& root) {
     o.given = true;
     std::optional<std::string> type = s->get_string("type");
     if (!type) {
-        s->fail("type", "required: one of \"Adam\", \"AdamW\", \"SGD\", \"Lion\", \"Adagrad\"");
+        s->fail("type",
+                "required: one of \"Adam\", \"AdamW\", \"SGD\", \"Lion\", \"Adagrad\", \"Lamb\"");
     }
     o.type = *type;
     s->known({"legacy_fusion"});
@@ -104,14 +105,17 @@ OptimizerConfig parse_optimizer(Section& root) {
         o.kind = optim::Kind::lion;
     } else if (t == "adagrad") {
         o.kind = optim::Kind::adagrad;
-    } else if (t == "lamb" || t == "onebitadam" || t == "onebitlamb" || t == "zerooneadam") {
-        s->fail("type", fmt::format("\"{}\" is not implemented yet (LAMB's per-tensor trust ratio "
-                                    "and 1-bit compression are planned); supported: \"Adam\", "
-                                    "\"AdamW\", \"SGD\", \"Lion\", \"Adagrad\"",
+    } else if (t == "lamb") {
+        o.kind = optim::Kind::lamb;
+    } else if (t == "onebitadam" || t == "onebitlamb" || t == "zerooneadam") {
+        s->fail("type", fmt::format("\"{}\" is not implemented yet (1-bit compression is "
+                                    "planned); supported: \"Adam\", \"AdamW\", \"SGD\", "
+                                    "\"Lion\", \"Adagrad\", \"Lamb\"",
                                     *type));
     } else {
         s->fail("type", fmt::format("\"{}\" is not supported by zerospeed; expected one of "
-                                    "\"Adam\", \"AdamW\", \"SGD\", \"Lion\", \"Adagrad\"",
+                                    "\"Adam\", \"AdamW\", \"SGD\", \"Lion\", \"Adagrad\", "
+                                    "\"Lamb\"",
                                     *type));
     }
     static const nlohmann::json kEmpty = nlohmann::json::object();
@@ -119,10 +123,12 @@ OptimizerConfig parse_optimizer(Section& root) {
     Diagnostics scratch;  // only used when "params" is absent (nothing to warn about)
     Section p =
         maybe ? *maybe : Section(kEmpty, root.source(), s->path_of("params"), scratch, false);
+    // DeepSpeedEngine._configure_basic_optimizer raises on this key for every optimizer, FusedLamb
+    // (which has a max_grad_norm argument) included.
     if (p.has("max_grad_norm")) {
         p.fail("max_grad_norm",
-               "is not an optimizer parameter in DeepSpeed; use the top-level "
-               "\"gradient_clipping\"");
+               "is refused by DeepSpeed as an optimizer parameter (for every optimizer, Lamb "
+               "included); use the top-level \"gradient_clipping\"");
     }
     // Keys each optimizer takes; a key of another optimizer is ignored with a warning (DeepSpeed
     // would pass it to the constructor, which rejects it).
@@ -139,11 +145,16 @@ OptimizerConfig parse_optimizer(Section& root) {
     const std::vector<std::string> adagrad_keys = {
         "lr",       "lr_decay",       "weight_decay", "initial_accumulator_value", "eps", "foreach",
         "maximize", "differentiable", "fused",        "fp32_optimizer_states"};
+    // FusedLamb's constructor (deepspeed/ops/lamb/fused_lamb.py).
+    const std::vector<std::string> lamb_keys = {
+        "lr",        "betas",     "eps",    "weight_decay", "bias_correction", "eps_inside_sqrt",
+        "max_coeff", "min_coeff", "amsgrad"};
     const std::vector<std::string>& mine = adam                             ? adam_keys
                                            : o.kind == optim::Kind::sgd     ? sgd_keys
                                            : o.kind == optim::Kind::adagrad ? adagrad_keys
+                                           : o.kind == optim::Kind::lamb    ? lamb_keys
                                                                             : lion_keys;
-    for (const auto* list : {&adam_keys, &sgd_keys, &lion_keys, &adagrad_keys}) {
+    for (const auto* list : {&adam_keys, &sgd_keys, &lion_keys, &adagrad_keys, &lamb_keys}) {
         for (const std::string& k : *list) {
             if (std::find(mine.begin(), mine.end(), k) != mine.end()) continue;
             if (p.has(k)) p.warn(k, fmt::format("not a parameter of {}; ignored", *type));
@@ -154,7 +165,7 @@ OptimizerConfig parse_optimizer(Section& root) {
     // torch.optim.Adagrad's (and DeepSpeedCPUAdagrad's) default lr is 1e-2.
     o.lr = p.get_number("lr", 0.0, kInf).value_or(o.kind == optim::Kind::adagrad ? 1e-2 : 1e-3);
     o.weight_decay = p.get_number("weight_decay", 0.0, kInf).value_or(0.0);
-    if (adam || o.kind == optim::Kind::lion) {
+    if (adam || o.kind == optim::Kind::lion || o.kind == optim::Kind::lamb) {
         if (p.has("betas")) {
             const nlohmann::json& b = *p.get_raw("betas");
             if (!b.is_array() || b.size() != 2 || !b[0].is_number() || !b[1].is_number() ||
@@ -201,6 +212,20 @@ OptimizerConfig parse_optimizer(Section& root) {
         o.lr_decay = p.get_number("lr_decay", 0.0, kInf).value_or(0.0);
         if (p.get_number("initial_accumulator_value", 0.0, kInf).value_or(0.0) != 0.0) {
             p.fail("initial_accumulator_value", "only 0 (the default) is supported");
+        }
+    } else if (o.kind == optim::Kind::lamb) {
+        o.eps = p.get_number("eps", 0.0, kInf).value_or(1e-8);
+        o.bias_correction = p.get_bool("bias_correction").value_or(true);
+        o.eps_inside_sqrt = p.get_bool("eps_inside_sqrt").value_or(false);
+        o.max_coeff = p.get_number("max_coeff", 0.0, kInf).value_or(10.0);
+        o.min_coeff = p.get_number("min_coeff", 0.0, kInf).value_or(0.01);
+        if (o.min_coeff > o.max_coeff) {
+            p.fail("min_coeff", fmt::format("must be <= max_coeff ({}), got {} (the trust ratio is "
+                                            "clamped to [min_coeff, max_coeff])",
+                                            o.max_coeff, o.min_coeff));
+        }
+        if (p.get_bool("amsgrad").value_or(false)) {
+            p.fail("amsgrad", "FusedLamb does not support the AMSGrad variant");
         }
     }
     if (p.get_bool("maximize").value_or(false)) p.fail("maximize", "maximize is not supported");
@@ -615,6 +640,9 @@ optim::Options OptimizerConfig::options() const {
     o.momentum = static_cast<float>(momentum);
     o.nesterov = nesterov;
     o.lr_decay = static_cast<float>(lr_decay);
+    o.max_coeff = static_cast<float>(max_coeff);
+    o.min_coeff = static_cast<float>(min_coeff);
+    o.eps_inside_sqrt = eps_inside_sqrt;
     return o;
 }
 

@@ -33,20 +33,24 @@ struct BatchConfig {
 
 // "optimizer": {"type", "params"}. "Adam" means AdamW unless params.adam_w_mode is false;
 // "AdamW" is AdamW whatever adam_w_mode says. Defaults are those of the optimizer DeepSpeed
-// builds (FusedAdam / DeepSpeedCPUAdam, torch.optim.SGD, FusedLion).
+// builds (FusedAdam / DeepSpeedCPUAdam, torch.optim.SGD, FusedLion, torch.optim.Adagrad,
+// FusedLamb).
 struct OptimizerConfig {
     bool given = false;  // an "optimizer" section was present (else AdamW with these defaults)
-    std::string type;    // as written: "Adam", "adamw", "SGD", "Lion"
+    std::string type;    // as written: "Adam", "adamw", "SGD", "Lion", "Lamb"
     optim::Kind kind = optim::Kind::adamw;
     double lr = 1e-3;
-    double beta1 = 0.9, beta2 = 0.999;  // Adam/AdamW/Lion
-    double eps = 1e-8;                  // Adam/AdamW (Adagrad: 1e-10)
+    double beta1 = 0.9, beta2 = 0.999;  // Adam/AdamW/Lion/Lamb
+    double eps = 1e-8;                  // Adam/AdamW/Lamb (Adagrad: 1e-10)
     double lr_decay = 0.0;              // Adagrad
     double weight_decay = 0.0;          // torch_adam + AdamW: torch's default 0.01
-    bool bias_correction = true;        // Adam/AdamW
+    bool bias_correction = true;        // Adam/AdamW/Lamb
     double momentum = 0.0;              // SGD (dampening must be 0)
     bool nesterov = false;              // SGD
     bool torch_adam = false;            // DeepSpeed: use torch.optim.Adam(W) (same math)
+    double max_coeff = 10.0;            // Lamb: trust ratio clamp (FusedLamb's defaults)
+    double min_coeff = 0.01;            // Lamb
+    bool eps_inside_sqrt = false;       // Lamb: sqrt(v + eps) instead of sqrt(v) + eps
 
     // The optim layer's options (floats) for these settings.
     optim::Options options() const;

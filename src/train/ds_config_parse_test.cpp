@@ -47,6 +47,8 @@ TEST(DsConfigOptimizer, AdamMeansAdamWUnlessAdamWModeIsFalse) {
         {"Lion", "{}", optim::Kind::lion},
         {"SGD", R"({"momentum": 0.9, "nesterov": true})", optim::Kind::sgd},
         {"Adagrad", R"({"lr_decay": 0.01, "initial_accumulator_value": 0})", optim::Kind::adagrad},
+        {"Lamb", R"({"max_coeff": 5})", optim::Kind::lamb},
+        {"LAMB", "{}", optim::Kind::lamb},
     };
     for (const Case& k : cases) {
         TrainConfig c = parse(std::string(R"("optimizer": {"type": ")") + k.type +
@@ -65,13 +67,54 @@ TEST(DsConfigOptimizer, AdagradAsTorchBuildsIt) {
     EXPECT_THROW(parse(R"("optimizer": {"type": "Adagrad", "params":
         {"initial_accumulator_value": 0.1}})"),
                  ConfigError);
-    // LAMB is named as not implemented yet, not as unknown.
-    try {
-        parse(R"("optimizer": {"type": "Lamb", "params": {"lr": 1e-3}})");
-        ADD_FAILURE() << "Lamb accepted";
-    } catch (const ConfigError& e) {
-        EXPECT_NE(std::string(e.what()).find("not implemented yet"), std::string::npos) << e.what();
+    // The 1-bit optimizers are named as not implemented yet, not as unknown.
+    for (const char* type : {"OneBitLamb", "OneBitAdam", "ZeroOneAdam"}) {
+        try {
+            parse(std::string(R"("optimizer": {"type": ")") + type + R"(", "params": {}})");
+            ADD_FAILURE() << type << " accepted";
+        } catch (const ConfigError& e) {
+            EXPECT_NE(std::string(e.what()).find("not implemented yet"), std::string::npos)
+                << e.what();
+        }
     }
+}
+
+// DeepSpeed source: FusedLamb(lr=1e-3, bias_correction=True, betas=(0.9, 0.999), eps=1e-8,
+// eps_inside_sqrt=False, weight_decay=0., max_grad_norm=0., max_coeff=10.0, min_coeff=0.01,
+// amsgrad=False) (deepspeed/ops/lamb/fused_lamb.py); DeepSpeedEngine raises on max_grad_norm.
+TEST(DsConfigOptimizer, LambAsDeepSpeedBuildsFusedLamb) {
+    TrainConfig d = parse(R"("optimizer": {"type": "Lamb"})");
+    EXPECT_EQ(d.optimizer.kind, optim::Kind::lamb);
+    EXPECT_EQ(d.optimizer.lr, 1e-3);
+    EXPECT_EQ(d.optimizer.beta1, 0.9);
+    EXPECT_EQ(d.optimizer.beta2, 0.999);
+    EXPECT_EQ(d.optimizer.eps, 1e-8);
+    EXPECT_EQ(d.optimizer.weight_decay, 0.0);
+    EXPECT_TRUE(d.optimizer.bias_correction);
+    EXPECT_FALSE(d.optimizer.eps_inside_sqrt);
+    EXPECT_EQ(d.optimizer.max_coeff, 10.0);
+    EXPECT_EQ(d.optimizer.min_coeff, 0.01);
+    TrainConfig c = parse(R"("optimizer": {"type": "lamb", "params": {"lr": 2e-3,
+        "betas": [0.8, 0.99], "eps": 1e-6, "weight_decay": 0.01, "bias_correction": false,
+        "eps_inside_sqrt": true, "max_coeff": 3, "min_coeff": 0.1, "amsgrad": false}})");
+    EXPECT_TRUE(c.warnings.empty()) << c.warnings.front();
+    optim::Options o = c.optimizer.options();
+    EXPECT_EQ(o.kind, optim::Kind::lamb);
+    EXPECT_EQ(c.optimizer.lr, 2e-3);
+    EXPECT_EQ(o.beta1, 0.8f);
+    EXPECT_EQ(o.beta2, 0.99f);
+    EXPECT_EQ(o.eps, 1e-6f);
+    EXPECT_EQ(o.weight_decay, 0.01f);
+    EXPECT_FALSE(o.bias_correction);
+    EXPECT_TRUE(o.eps_inside_sqrt);
+    EXPECT_EQ(o.max_coeff, 3.0f);
+    EXPECT_EQ(o.min_coeff, 0.1f);
+    // An Adam-only key is named as such; a misspelt one gets a suggestion.
+    TrainConfig w =
+        parse(R"("optimizer": {"type": "Lamb", "params": {"adam_w_mode": true, "max_coef": 5}})");
+    EXPECT_TRUE(contains(w.warnings, "optimizer.params.adam_w_mode: not a parameter of Lamb"));
+    EXPECT_TRUE(contains(w.warnings, "did you mean 'max_coeff'"));
+    EXPECT_EQ(w.optimizer.max_coeff, 10.0);
 }
 
 TEST(DsConfigOptimizer, DefaultsAreThoseOfTheOptimizerDeepSpeedBuilds) {
@@ -223,6 +266,16 @@ TEST(DsConfigErrors, BadInputsNameTheKeyPathAndValue) {
          R"(optimizer.params.lr: "auto" is a Hugging Face Trainer placeholder)"},
         {R"("optimizer": {"type": "AdamW", "params": {"max_grad_norm": 1.0}})",
          "optimizer.params.max_grad_norm"},
+        {R"("optimizer": {"type": "Lamb", "params": {"max_grad_norm": 1.0}})",
+         "optimizer.params.max_grad_norm: is refused by DeepSpeed"},
+        {R"("optimizer": {"type": "Lamb", "params": {"min_coeff": 2, "max_coeff": 1}})",
+         "optimizer.params.min_coeff: must be <= max_coeff"},
+        {R"("optimizer": {"type": "Lamb", "params": {"max_coeff": -1}})",
+         "optimizer.params.max_coeff: expected a number >= 0, got -1"},
+        {R"("optimizer": {"type": "Lamb", "params": {"amsgrad": true}})",
+         "optimizer.params.amsgrad: FusedLamb does not support"},
+        {R"("optimizer": {"type": "Lamb", "params": {"eps_inside_sqrt": "yes"}})",
+         R"(optimizer.params.eps_inside_sqrt: expected true or false, got "yes")"},
         {R"("optimizer": {"type": "Adam", "params": {"amsgrad": true}})",
          "optimizer.params.amsgrad"},
         {R"("optimizer": {"type": "SGD", "params": {"nesterov": true}})",

@@ -1,6 +1,7 @@
 #include "zero/engine.h"
 
 #include <algorithm>
+#include <cstring>
 
 #include "base/error.h"
 #include "base/log.h"
@@ -408,6 +409,7 @@ std::vector<optim::Segment> Engine::segments() {
             seg.state1 = optimizer_.n_states() > 1 ? gr.states[1].data<float>() + local : nullptr;
             seg.n = hi - lo;
             seg.decay = cfg_.decay_all || p.weight_decay;
+            seg.param = id;
             seg.compute = nullptr;
             seg.compute_dtype = ct_;
             if (!gr.master_aliases_compute) {
@@ -446,9 +448,39 @@ bool Engine::grads_finite() {
     return t.data<float>()[0] == 0.0f;
 }
 
+void Engine::lamb_step(std::span<const optim::Segment> segs, float lr, int64_t step,
+                       float grad_scale) {
+    // Per parameter: ||w||^2 and ||u||^2 over this rank's part of it (see optim/optimizer.h).
+    const size_t n = 2 * layout_.params().size();
+    std::vector<double> sq(n, 0.0);
+    optimizer_.lamb_moments(segs, grad_scale, sq);
+    if (cfg_.stage > 0 && world_ > 1) {
+        // Shards cut parameters: add the partial sums of every rank. NOTE(lamb): they travel as
+        // f64 bit patterns in an allgather (the comm layer reduces f32 at best, which would cost
+        // the norms 9 digits) and are added in rank order, so every rank gets the same sums.
+        Tensor mine = Tensor::empty({static_cast<int64_t>(n)}, DType::i64, core::Device::cpu(),
+                                    MemCategory::buffers);
+        Tensor all = Tensor::empty({static_cast<int64_t>(n) * world_}, DType::i64,
+                                   core::Device::cpu(), MemCategory::buffers);
+        std::memcpy(mine.data_ptr(), sq.data(), n * sizeof(double));
+        dp_.allgather(all, mine).wait();
+        const auto* parts = static_cast<const double*>(all.data_ptr());
+        for (size_t i = 0; i < n; ++i) {
+            double total = 0;
+            for (size_t r = 0; r < static_cast<size_t>(world_); ++r) total += parts[r * n + i];
+            sq[i] = total;
+        }
+    }
+    optimizer_.lamb_apply(segs, lr, step, sq);
+}
+
 void Engine::step(float lr, int64_t step, float grad_scale) {
     auto segs = segments();
-    optimizer_.step(segs, lr, step, grad_scale);
+    if (optimizer_.options().kind == optim::Kind::lamb) {
+        lamb_step(segs, lr, step, grad_scale);
+    } else {
+        optimizer_.step(segs, lr, step, grad_scale);
+    }
     for (int g = 0; g < layout_.n_groups(); ++g) {
         Group& gr = *groups_[static_cast<size_t>(g)];
         const GroupShard& s = shards_[static_cast<size_t>(g)];

@@ -25,6 +25,7 @@
 #include <deque>
 #include <functional>
 #include <memory>
+#include <span>
 #include <vector>
 
 #include "comm/communicator.h"
@@ -94,6 +95,9 @@ public:
     bool grads_finite();
     // Optimizer update of this rank's shard at learning rate lr (step is 1-based), gradients
     // multiplied by grad_scale; then (stages 1-2) the updated compute weights are all-gathered.
+    // LAMB's per-tensor trust ratio is exact at every stage: stages 1-3 add the norm sums of the
+    // parts of each parameter held by every rank (one small allgather) before the update, so
+    // with LAMB the step is collective at stage 3 too.
     void step(float lr, int64_t step, float grad_scale);
 
     // ---- state (checkpoints) ----
@@ -130,6 +134,8 @@ private:
     void prefetch();
     void write_compute_copy(int g);
     std::vector<optim::Segment> segments();
+    // LAMB: moments, the trust-ratio norms summed over the ranks sharing each parameter, update.
+    void lamb_step(std::span<const optim::Segment> segs, float lr, int64_t step, float grad_scale);
 
     const models::ParamLayout& layout_;
     models::ParamBinding& binding_;
