@@ -154,15 +154,11 @@ void Transformer::block_backward(int64_t l, BlockState& st, const Tensor& in, co
     norm1_[li].backward(binding_, dres, dxn, in, st.mean1, st.rstd1);
 }
 
-LossStats Transformer::run(const TrainBatch& batch, bool backward, float ce_scale, float loss_scale,
-                           GroupHooks* hooks, Tensor* logits_out) {
-    GroupHooks none;
-    GroupHooks& h = hooks ? *hooks : none;
+void Transformer::begin_micro_batch(const TrainBatch& batch) {
     const Tensor& ids = batch.input_ids;
     ZS_CHECK_T(ShapeError, ids.dim() == 2, "input_ids must be [B, T], got {}", ids.shape().str());
     const int64_t B = ids.size(0), T = ids.size(1), N = B * T, C = cfg_.hidden_size;
-    const int64_t V = cfg_.vocab_size, L = cfg_.n_layers;
-    const DType ct = run_.compute_dtype;
+    const int64_t L = cfg_.n_layers;
     ZS_CHECK_T(ShapeError, T <= cfg_.max_positions,
                "sequence length {} exceeds the model's max_position_embeddings {}", T,
                cfg_.max_positions);
@@ -171,42 +167,62 @@ LossStats Transformer::run(const TrainBatch& batch, bool backward, float ce_scal
                    "targets {} must have the shape of input_ids {}", batch.targets.shape().str(),
                    ids.shape().str());
     }
+    B_ = B;
+    T_ = T;
     ensure(positions_, {N}, DType::i32, core::MemCategory::buffers);
     for (int64_t i = 0; i < N; ++i) positions_.data<int32_t>()[i] = static_cast<int32_t>(i % T);
-    Tensor flat_ids = ids.contiguous().view({N});
-
+    flat_ids_ = ids.contiguous().view({N});
+    flat_tgt_ = batch.targets.defined() ? batch.targets.contiguous().view({N}) : Tensor();
     residuals_.resize(static_cast<size_t>(L + 1));
     for (Tensor& r : residuals_) ensure(r, {N, C}, DType::f32);
+    dres_ = Tensor();
     if (cfg_.mlp == MlpKind::moe) router_stats_.reset(cfg_.moe.n_experts);
-    RouterStats* stats = cfg_.mlp == MlpKind::moe ? &router_stats_ : nullptr;
-    const bool ckpt = run_.activation_checkpointing;
-    if (ckpt) {
+    if (run_.activation_checkpointing) {
         if (!scratch_) scratch_ = std::make_unique<BlockState>();
         blocks_.clear();
     } else {
         while (static_cast<int64_t>(blocks_.size()) < L)
             blocks_.push_back(std::make_unique<BlockState>());
     }
-    auto state = [&](int64_t l) -> BlockState& {
-        return ckpt ? *scratch_ : *blocks_[static_cast<size_t>(l)];
-    };
+}
 
-    Timer phase;
-    LossStats stats_out;
-    h.before_forward(embed_group());
-    embed_forward(flat_ids, positions_, residuals_[0]);
-    h.after_forward(embed_group());
-    for (int64_t l = 0; l < L; ++l) {
-        h.before_forward(block_group(l));
-        block_forward(l, state(l), residuals_[static_cast<size_t>(l)],
-                      residuals_[static_cast<size_t>(l + 1)], B, T, stats);
-        h.after_forward(block_group(l));
+Transformer::BlockState& Transformer::state(int64_t l) {
+    return run_.activation_checkpointing ? *scratch_ : *blocks_[static_cast<size_t>(l)];
+}
+
+void Transformer::check_range(GroupRange r, const char* what) const {
+    ZS_CHECK_T(ShapeError, r.begin >= 0 && r.begin <= r.end && r.end <= head_group(),
+               "{}: groups [{}, {}) must lie within [0, {}) (the head group {} runs in "
+               "head_loss)",
+               what, r.begin, r.end, head_group(), head_group());
+    ZS_CHECK_T(ShapeError, B_ > 0, "{}: call begin_micro_batch first", what);
+}
+
+void Transformer::forward_blocks(GroupRange r, GroupHooks& h) {
+    check_range(r, "forward_blocks");
+    RouterStats* stats = cfg_.mlp == MlpKind::moe ? &router_stats_ : nullptr;
+    for (int g = r.begin; g < r.end; ++g) {
+        h.before_forward(g);
+        if (g == embed_group()) {
+            embed_forward(flat_ids_, positions_, residuals_[0]);
+        } else {
+            const int64_t l = g - 1;
+            block_forward(l, state(l), residuals_[static_cast<size_t>(l)],
+                          residuals_[static_cast<size_t>(l + 1)], B_, T_, stats);
+        }
+        h.after_forward(g);
     }
+}
 
-    stats_out.forward_s = phase.seconds();
-    phase.reset();
-    // Head: final norm, then the vocabulary projection and loss in row chunks. In training the
-    // head's forward and backward run back to back, so it is one backward-phase use.
+LossStats Transformer::head_loss(bool backward, float ce_scale, float loss_scale, GroupHooks& h,
+                                 Tensor* logits_out) {
+    ZS_CHECK_T(ShapeError, B_ > 0, "head_loss: call begin_micro_batch first");
+    ZS_CHECK_T(ShapeError, !backward || flat_tgt_.defined(), "head_loss: backward needs targets");
+    const int64_t N = B_ * T_, C = cfg_.hidden_size, V = cfg_.vocab_size, L = cfg_.n_layers;
+    const DType ct = run_.compute_dtype;
+    LossStats out;
+    // The vocabulary projection and loss in row chunks. In training the head's forward and
+    // backward run back to back, so it is one backward-phase use.
     if (backward) {
         h.before_backward(head_group());
     } else {
@@ -219,7 +235,6 @@ LossStats Transformer::run(const TrainBatch& batch, bool backward, float ce_scal
     final_norm_.forward(binding_, xf, meanf, rstdf, rL);
     const Tensor& wout = binding_.w(lm_head_);
     Tensor dxf = backward ? Tensor::empty({N, C}, ct) : Tensor();
-    Tensor flat_tgt = batch.targets.defined() ? batch.targets.contiguous().view({N}) : Tensor();
     if (logits_out) *logits_out = Tensor::empty({N, V}, DType::f32);
     const int64_t chunk = std::max<int64_t>(1, run_.logits_chunk);
     Tensor losses = Tensor::empty({N}, DType::f32, core::Device::cpu(), core::MemCategory::buffers);
@@ -229,64 +244,92 @@ LossStats Transformer::run(const TrainBatch& batch, bool backward, float ce_scal
                                    : Tensor::empty({b - a, V}, DType::f32, core::Device::cpu(),
                                                    core::MemCategory::activations);
         ops::linear_forward(logits, xf.slice(0, a, b), wout);
-        if (!flat_tgt.defined()) continue;
+        if (!flat_tgt_.defined()) continue;
         ops::CrossEntropyOptions co{-100, ce_scale * loss_scale};
-        stats_out.n_tokens +=
-            ops::cross_entropy(losses.slice(0, a, b), backward ? logits : Tensor(), logits,
-                               flat_tgt.slice(0, a, b), co);
+        out.n_tokens += ops::cross_entropy(losses.slice(0, a, b), backward ? logits : Tensor(),
+                                           logits, flat_tgt_.slice(0, a, b), co);
         if (backward) {
             Tensor dl = logits.dtype() == ct ? logits : logits.to(ct);
             ops::linear_backward(dxf.slice(0, a, b), binding_.g(lm_head_), Tensor(), dl,
                                  xf.slice(0, a, b), wout);
         }
     }
-    if (flat_tgt.defined()) {
+    if (flat_tgt_.defined()) {
         const float* lp = losses.data<float>();
-        for (int64_t i = 0; i < N; ++i) stats_out.loss_sum += lp[i];
+        for (int64_t i = 0; i < N; ++i) out.loss_sum += lp[i];
     }
-    if (stats) stats_out.aux_loss = router_stats_.aux_loss(cfg_.moe.n_experts);
+    if (cfg_.mlp == MlpKind::moe) out.aux_loss = router_stats_.aux_loss(cfg_.moe.n_experts);
     if (!backward) {
         if (cfg_.tied_embeddings) h.after_forward(embed_group());
         h.after_forward(head_group());
-        stats_out.head_s = phase.seconds();
-        return stats_out;
+        return out;
     }
-
-    // Backward: head, blocks in reverse, embedding. dres carries d(loss)/d(residual).
-    Tensor dres = Tensor::zeros({N, C}, DType::f32);
-    final_norm_.backward(binding_, dres, dxf, rL, meanf, rstdf);
+    // d(loss)/d(residual L), which backward_blocks carries down.
+    dres_ = Tensor::zeros({N, C}, DType::f32);
+    final_norm_.backward(binding_, dres_, dxf, rL, meanf, rstdf);
     // The head's buffers are done: release them before the blocks' backward (peak memory).
     xf = dxf = meanf = rstdf = losses = Tensor();
     if (cfg_.tied_embeddings) h.after_forward(embed_group());
     h.after_backward(head_group());
-    stats_out.head_s = phase.seconds();
-    phase.reset();
+    return out;
+}
+
+Tensor& Transformer::residual_grad() {
+    const int64_t N = B_ * T_, C = cfg_.hidden_size;
+    if (!dres_.defined()) dres_ = Tensor::zeros({N, C}, DType::f32);
+    return dres_;
+}
+
+void Transformer::backward_blocks(GroupRange r, float loss_scale, GroupHooks& h) {
+    check_range(r, "backward_blocks");
+    const int64_t N = B_ * T_, C = cfg_.hidden_size;
+    Tensor& dres = residual_grad();
     // d(total)/d(p[n, e]) of loss_scale * coef * aux: E * sel_count_e / n_rows^2 per unit.
     double aux_scale = 0;
-    if (stats && cfg_.moe.train_aux_coef() != 0.0f) {
+    if (cfg_.mlp == MlpKind::moe && cfg_.moe.train_aux_coef() != 0.0f) {
         double rows = static_cast<double>(router_stats_.n_rows);
         aux_scale = static_cast<double>(loss_scale) * cfg_.moe.train_aux_coef() *
                     static_cast<double>(cfg_.moe.n_experts) / (rows * rows);
     }
-    for (int64_t l = L - 1; l >= 0; --l) {
-        h.before_backward(block_group(l));
-        const Tensor& in = residuals_[static_cast<size_t>(l)];
-        if (ckpt) {
-            // Re-run this block's forward to rebuild its activations (its output is discarded;
-            // the router statistics were already counted in the first forward).
-            Tensor out =
-                Tensor::empty({N, C}, DType::f32, core::Device::cpu(), core::MemCategory::buffers);
-            block_forward(l, *scratch_, in, out, B, T, nullptr);
+    for (int g = r.end - 1; g >= r.begin; --g) {
+        h.before_backward(g);
+        if (g == embed_group()) {
+            ops::embedding_backward(binding_.g(wte_), dres, flat_ids_);
+            if (wpe_ != kNoParam) ops::embedding_backward(binding_.g(wpe_), dres, positions_);
+        } else {
+            const int64_t l = g - 1;
+            const Tensor& in = residuals_[static_cast<size_t>(l)];
+            if (run_.activation_checkpointing) {
+                // Re-run this block's forward to rebuild its activations (its output is
+                // discarded; the router statistics were already counted in the first forward).
+                Tensor o = Tensor::empty({N, C}, DType::f32, core::Device::cpu(),
+                                         core::MemCategory::buffers);
+                block_forward(l, *scratch_, in, o, B_, T_, nullptr);
+            }
+            block_backward(l, state(l), in, dres, B_, T_, aux_scale);
         }
-        block_backward(l, state(l), in, dres, B, T, aux_scale);
-        h.after_backward(block_group(l));
+        h.after_backward(g);
     }
-    h.before_backward(embed_group());
-    ops::embedding_backward(binding_.g(wte_), dres, flat_ids);
-    if (wpe_ != kNoParam) ops::embedding_backward(binding_.g(wpe_), dres, positions_);
-    h.after_backward(embed_group());
-    stats_out.backward_s = phase.seconds();
-    return stats_out;
+}
+
+LossStats Transformer::run(const TrainBatch& batch, bool backward, float ce_scale, float loss_scale,
+                           GroupHooks* hooks, Tensor* logits_out) {
+    GroupHooks none;
+    GroupHooks& h = hooks ? *hooks : none;
+    begin_micro_batch(batch);
+    const GroupRange all{0, head_group()};
+    Timer phase;
+    forward_blocks(all, h);
+    const double forward_s = phase.seconds();
+    phase.reset();
+    LossStats out = head_loss(backward, ce_scale, loss_scale, h, logits_out);
+    out.forward_s = forward_s;
+    out.head_s = phase.seconds();
+    if (!backward) return out;
+    phase.reset();
+    backward_blocks(all, loss_scale, h);
+    out.backward_s = phase.seconds();
+    return out;
 }
 
 LossStats Transformer::forward_backward(const TrainBatch& batch, float ce_scale, float loss_scale,

@@ -100,6 +100,31 @@ public:
     // measured peak to it).
     ActivationBytes activation_bytes(int64_t B, int64_t T) const;
 
+    // ---- The step in pieces a pipeline stage can run (a stage is a range of groups) ----
+    // forward_backward() is begin_micro_batch; forward_blocks(all); head_loss;
+    // backward_blocks(all). Groups: embed_group() = 0, block_group(l) = l + 1; the head group runs
+    // in head_loss.
+    struct GroupRange {
+        int begin = 0, end = 0;  // [begin, end)
+    };
+    // Shapes, positions and buffers of a micro-batch [B, T] (targets optional); first call.
+    void begin_micro_batch(const TrainBatch& batch);
+    // Forward of the groups in `r`: the embedding (group 0) writes residual(0); block l reads
+    // residual(l) and writes residual(l + 1). A stage that starts after the embedding fills
+    // residual(first block) itself (the activation received from the previous stage).
+    void forward_blocks(GroupRange r, GroupHooks& h);
+    // Final norm, vocabulary projection and loss from residual(L) in row chunks; with `backward`
+    // also the head's backward, leaving d(loss)/d(residual(L)) in residual_grad().
+    LossStats head_loss(bool backward, float ce_scale, float loss_scale, GroupHooks& h,
+                        Tensor* logits_out = nullptr);
+    // Backward of the groups in `r`, last first: reads residual_grad() as the gradient of the
+    // range's output and leaves the gradient of its input there (a stage that ends before the head
+    // fills residual_grad() itself: the gradient received from the next stage).
+    void backward_blocks(GroupRange r, float loss_scale, GroupHooks& h);
+    // The residual stream entering block l ([B*T, C] f32; l = L: the head's input).
+    Tensor& residual(int64_t l) { return residuals_[static_cast<size_t>(l)]; }
+    Tensor& residual_grad();
+
     // Inference over a flat batch: ids, positions [N] i32. Returns logits [M, V] f32 for the
     // rows listed in `logit_rows` (e.g. the last token of each sequence).
     Tensor forward_tokens(const Tensor& ids, const Tensor& positions, KvAttention& attn,
@@ -115,6 +140,8 @@ private:
                         int64_t T, double aux_scale);
     LossStats run(const TrainBatch& batch, bool backward, float ce_scale, float loss_scale,
                   GroupHooks* hooks, Tensor* logits_out);
+    BlockState& state(int64_t l);
+    void check_range(GroupRange r, const char* what) const;
 
     ModelConfig cfg_;
     RunConfig run_;
@@ -133,6 +160,10 @@ private:
     std::vector<Tensor> residuals_;        // [L + 1] block inputs (f32 [N, C])
     Tensor positions_;
     RouterStats router_stats_;
+    // The micro-batch begin_micro_batch set up.
+    int64_t B_ = 0, T_ = 0;
+    Tensor flat_ids_, flat_tgt_;
+    Tensor dres_;  // d(loss)/d(residual) carried down by backward_blocks
 };
 
 }  // namespace zs::models

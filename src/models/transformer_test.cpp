@@ -141,6 +141,42 @@ TEST(Transformer, ActivationCheckpointingIsBitIdentical) {
     }
 }
 
+// The pipeline seam: two copies of a model as two stages (stage 0: embedding + the first blocks,
+// stage 1: the rest + head), the activation and its gradient handed over by hand, give the whole
+// model's loss and gradients. With tied embeddings both stages hold the embedding; its gradient
+// is the sum of theirs (DeepSpeed's tied-module all-reduce).
+TEST(Transformer, TwoStageSplitEqualsWholeModel) {
+    for (const char* json : {kGpt2, kLlama}) {
+        Model whole = make(json), s0 = make(json), s1 = make(json);
+        const ModelConfig& c = whole.model->config();
+        const TrainBatch bt = batch(c, 2, 7, 5);
+        const LossStats want = whole.model->forward_backward(bt, 0.1f, 2.0f);
+        const int L = static_cast<int>(c.n_layers), cut = 1 + L / 2;  // groups [0, cut), [cut, L]
+        GroupHooks none;
+        s0.model->begin_micro_batch(bt);
+        s1.model->begin_micro_batch(bt);
+        s0.model->forward_blocks({0, cut}, none);
+        s1.model->residual(cut - 1).copy_from(s0.model->residual(cut - 1));
+        s1.model->forward_blocks({cut, L + 1}, none);
+        const LossStats got = s1.model->head_loss(true, 0.1f, 2.0f, none);
+        s1.model->backward_blocks({cut, L + 1}, 2.0f, none);
+        s0.model->residual_grad().copy_from(s1.model->residual_grad());
+        s0.model->backward_blocks({0, cut}, 2.0f, none);
+        EXPECT_EQ(got.loss_sum, want.loss_sum) << c.model_type;
+        EXPECT_EQ(got.n_tokens, want.n_tokens);
+        for (int g = 0; g < whole.model->layout().n_groups(); ++g) {
+            const Tensor& w = whole.params->group_grads(g);
+            const Tensor& a = s0.params->group_grads(g);
+            const Tensor& b = s1.params->group_grads(g);
+            for (int64_t i = 0; i < w.numel(); ++i) {
+                const float sum = a.data<float>()[i] + b.data<float>()[i];
+                ASSERT_NEAR(sum, w.data<float>()[i], 1e-6f * (1 + std::fabs(w.data<float>()[i])))
+                    << c.model_type << " group " << g << " element " << i;
+            }
+        }
+    }
+}
+
 TEST(Transformer, KvCacheDecodeEqualsFullForward) {
     for (const char* json : {kGpt2, kLlama, kQwen, kMixtral}) {
         Model s = make(json);
