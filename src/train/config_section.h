@@ -51,6 +51,9 @@ public:
     std::optional<Section> get_section(std::string_view key, bool auto_is_default);
     // The raw value (null when absent, null or a default-meaning "auto"), for arrays.
     const nlohmann::json* get_raw(std::string_view key) { return lookup(key); }
+    // Whether the key is written at all, null included (Python's `key in dict`). Does not mark
+    // it known.
+    bool present(std::string_view key) const { return value_->contains(key); }
 
     // Keys this section accepts without reading them (for suggestions and the unknown check).
     void known(std::initializer_list<std::string_view> keys);

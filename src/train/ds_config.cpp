@@ -4,10 +4,16 @@
 
 #include <algorithm>
 #include <cctype>
+#include <charconv>
 #include <cmath>
+#include <iterator>
 #include <limits>
+#include <numeric>
+#include <set>
+#include <system_error>
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <nlohmann/json.hpp>
 
 #include "base/error.h"
@@ -15,6 +21,7 @@
 #include "io/atomic_file.h"
 #include "io/json.h"
 #include "train/config_section.h"
+#include "train/ds_config_elastic.h"
 #include "train/ds_config_zero.h"
 
 namespace zs::train {
@@ -31,11 +38,21 @@ int64_t floor_div(int64_t a, int64_t b) {
     return q;
 }
 
-// runtime/config.py: _set_batch_related_parameters, then _batch_assertion.
-BatchConfig parse_batch(Section& root, int world) {
-    std::optional<int64_t> tbs = root.get_int("train_batch_size", kI64Min, kI64Max);
-    std::optional<int64_t> mbs = root.get_int("train_micro_batch_size_per_gpu", kI64Min, kI64Max);
-    std::optional<int64_t> gas = root.get_int("gradient_accumulation_steps", kI64Min, kI64Max);
+// runtime/config.py: _set_batch_related_parameters, then _batch_assertion. With `elastic` (the
+// triple elasticity derived), DeepSpeed has written it over the three keys before reading them.
+BatchConfig parse_batch(Section& root, int world, const std::optional<BatchConfig>& elastic) {
+    std::optional<int64_t> tbs, mbs, gas;
+    if (elastic) {
+        root.known(
+            {"train_batch_size", "train_micro_batch_size_per_gpu", "gradient_accumulation_steps"});
+        tbs = elastic->train_batch_size;
+        mbs = elastic->train_micro_batch_size_per_gpu;
+        gas = elastic->gradient_accumulation_steps;
+    } else {
+        tbs = root.get_int("train_batch_size", kI64Min, kI64Max);
+        mbs = root.get_int("train_micro_batch_size_per_gpu", kI64Min, kI64Max);
+        gas = root.get_int("gradient_accumulation_steps", kI64Min, kI64Max);
+    }
     const std::string& src = root.source();
     auto div = [&](int64_t a, int64_t b, const char* what) {
         ZS_CHECK_T(ConfigError, b != 0, "{}: {} is 0 (division by zero resolving the batch size)",
@@ -501,8 +518,26 @@ void parse_data_types(Section& root, TrainConfig& c) {
     s->finish();
 }
 
-// Top-level DeepSpeed keys zerospeed does not implement, and the removed ones DeepSpeed 0.19
-// rejects outright (zerospeed ignores them with a note, so older configs still load).
+// Whether `v` (a JSON object) has `path` leading to a true flag (Python truthiness of a bool or
+// a number; DeepSpeed reads these flags with get_scalar_param and tests them with `if`).
+bool flag_on(const nlohmann::json* v, std::initializer_list<const char*> path) {
+    for (const char* k : path) {
+        if (!v || !v->is_object() || !v->contains(k)) return false;
+        v = &(*v)[k];
+    }
+    return (v->is_boolean() && v->get<bool>()) || (v->is_number() && v->get<double>() != 0);
+}
+
+// Top-level DeepSpeed keys zerospeed does not implement. Each entry of the last two tables says
+// what DeepSpeed does with the key, with the file and function, checked against the releases on
+// PyPI: 0.19.6, 0.19.7 and the newest, 0.19.8 (the version tools/reference pins). 0.19.7 and
+// 0.19.8 start DeepSpeedConfig.__init__ (runtime/config.py) with _reject_removed_config_keys,
+// which raises DeepSpeedConfigError for any key of _REMOVED_TOP_LEVEL_CONFIG_KEYS that is present,
+// "enabled": false included (deepspeedai/DeepSpeed#8489): 0.19.7 lists nebula,
+// compression_training, quantize_training and sparse_attention; 0.19.8 adds amp, elasticity,
+// eigenvalue, sparse_gradients, graph_harvesting, the top-level curriculum_learning and
+// progressive_layer_drop. zerospeed accepts a block that asks for nothing, as the releases that
+// read the key did; "elasticity" is implemented (parse_elasticity).
 void note_unsupported_sections(Section& root) {
     const char* const kNotImplemented[][2] = {
         {"wandb", "Weights & Biases logging is not supported (use csv_monitor)"},
@@ -513,7 +548,6 @@ void note_unsupported_sections(Section& root) {
         {"comms_logger", "not implemented"},
         {"hybrid_engine", "not implemented"},
         {"pipeline", "pipeline parallelism is not implemented"},
-        {"data_efficiency", "not implemented"},
         {"aio", "planned (NVMe offload)"},
         {"compile", "not implemented"},
         {"timers", "not implemented"},
@@ -527,40 +561,118 @@ void note_unsupported_sections(Section& root) {
         {"disable_allgather", "not implemented"},
         {"memory_breakdown", "not implemented"},
         {"zenflow", "ZenFlow is not implemented"},
-        // Removed from DeepSpeed 0.19, whose config parser refuses the blocks; these do not change
-        // what is computed (a checkpoint backend, the reduction's sparse form, CUDA graphs).
-        {"nebula", "removed in DeepSpeed 0.19 (which refuses it); checkpoints are saved as usual"},
+    };
+    // Not implemented, and training computes the same without them: in DeepSpeed they changed
+    // I/O, the reduction's form or the kernel launch, or were never acted on. Listed, then
+    // ignored.
+    const char* const kIgnored[][2] = {
+        // 0.19.6: checkpoint_engine/utils.py create_checkpoint_engine built a
+        // NebulaCheckpointEngine (torch_nebula) when nebula.enabled, else torch.save.
+        {"nebula",
+         "Nebula checkpointing is not implemented by zerospeed; checkpoints are written as usual "
+         "(DeepSpeed 0.19.6 saved through torch_nebula; 0.19.7 and later refuse the key)"},
+        // 0.19.7: runtime/engine.py DeepSpeedEngine.__init__ marks nn.Embedding weights in
+        // sparse_tensor_module_names; _get_gradients_for_reduction all-reduces them as
+        // SparseTensor (the same sum).
         {"sparse_gradients",
-         "removed in DeepSpeed 0.19 (which refuses it); gradients are reduced dense, the same sum"},
-        {"graph_harvesting", "removed in DeepSpeed 0.19 (which refuses it); no effect on CPU"},
+         "not implemented by zerospeed: embedding gradients are reduced dense, the same sum "
+         "(DeepSpeed 0.19.7 reduced them in sparse form; 0.19.8 refuses the key)"},
+        // 0.19.7: bf16_optimizer.py BF16_Optimizer.step / update_hp_grads run the gradient norm,
+        // clipping and the hp-grad update as CUDA graphs (use_graph), the same arithmetic.
+        {"graph_harvesting",
+         "not implemented by zerospeed (CUDA graph capture of the bf16 optimizer's norm and "
+         "clipping in DeepSpeed 0.19.7, the same arithmetic; 0.19.8 refuses the key)"},
+        // 0.19.6 and 0.19.7: runtime/config.py get_eigenvalue_config never reads a top-level
+        // "eigenvalue" (0.19.6 looks only in quantize_training, and only with compression
+        // weight quantization on; 0.19.7 returns the defaults), so the block had no effect.
+        {"eigenvalue",
+         "eigenvalue-based quantization is not implemented by zerospeed; training is unchanged, "
+         "as in DeepSpeed 0.19.6 and 0.19.7, which do not read a top-level \"eigenvalue\" "
+         "(0.19.8 refuses the key)"},
+        // 0.19.6: runtime/config.py get_eigenvalue_config reads only quantize_training.eigenvalue,
+        // only when compression_training weight quantization is on, and asserts it disabled;
+        // nothing else of the block is read, so MoQ lives in compression_training (refused here).
+        {"quantize_training",
+         "Mixture-of-Quantization is not implemented by zerospeed; training is unchanged, as in "
+         "DeepSpeed 0.19.6, which read only this block's eigenvalue part (0.19.7 and later "
+         "refuse the key)"},
     };
     for (const auto& [key, why] : kNotImplemented) root.unsupported(key, why);
-    // Removed from DeepSpeed 0.19 too (its parser refuses them), and each would change what
-    // training computes: refused here as well when the block asks for anything.
-    const char* const kRemoved[][2] = {
-        {"compression_training", "the compression library is gone; train uncompressed"},
-        {"amp", "Apex AMP is gone; use the \"bf16\" or \"fp16\" section"},
-        {"quantize_training", "Mixture-of-Quantization is gone"},
-        {"eigenvalue", "eigenvalue-driven quantization is gone"},
-        {"sparse_attention", "sparse attention is gone; zerospeed computes dense attention"},
-        {"elasticity",
-         "elastic training is gone; write train_batch_size and "
-         "train_micro_batch_size_per_gpu for the ranks you run"},
-        {"curriculum_learning",
-         "use data_efficiency.data_sampling.curriculum_learning (not "
-         "implemented by zerospeed either)"},
-        {"progressive_layer_drop", "progressive layer dropping is gone"},
+    for (const auto& [key, why] : kIgnored) root.unsupported(key, why);
+    // Not implemented, and each would change what training computes: refused when the block asks
+    // for something. `on` says when it does, as the last release that read the key tests it.
+    struct Refused {
+        const char* key;
+        bool (*on)(const nlohmann::json& v);
+        const char* why;
     };
-    for (const auto& [key, hint] : kRemoved) {
-        const nlohmann::json* v = root.get_raw(key);
-        if (!v) continue;
-        const bool asks = !(v->is_object() && v->contains("enabled") && (*v)["enabled"] == false) &&
-                          !(v->is_boolean() && !v->get<bool>());
-        if (asks) {
-            root.fail(key, fmt::format("removed in DeepSpeed 0.19, whose config parser refuses it, "
-                                       "and it would change what training computes: {}",
-                                       hint));
+    const Refused kRefused[] = {
+        // 0.19.7: engine.py _do_optimizer_sanity_check / _configure_optimizer wrap model and
+        // optimizer with apex amp.initialize when amp.enabled (get_amp_enabled).
+        {"amp", [](const nlohmann::json& v) { return flag_on(&v, {"enabled"}); },
+         "Apex AMP is not implemented by zerospeed; use the \"bf16\" or \"fp16\" section. "
+         "DeepSpeed 0.19.7 wrapped model and optimizer with apex amp.initialize; 0.19.8 refuses "
+         "the key"},
+        // 0.19.7: engine.py DeepSpeedEngine.forward adds ProgressiveLayerDrop.get_state()
+        // (pld_theta, pld_gamma) to the model's kwargs, updated each step (get_pld_enabled).
+        {"progressive_layer_drop", [](const nlohmann::json& v) { return flag_on(&v, {"enabled"}); },
+         "progressive layer dropping is not implemented by zerospeed. DeepSpeed 0.19.7 passed "
+         "the drop schedule (pld_theta) to the model's forward; 0.19.8 refuses the key"},
+        // 0.19.7: data_pipeline/config.py get_curriculum_enabled_legacy; engine.py forward passes
+        // curriculum_seqlen from a CurriculumScheduler (curriculum_type "seqlen").
+        {"curriculum_learning", [](const nlohmann::json& v) { return flag_on(&v, {"enabled"}); },
+         "the legacy curriculum is not implemented by zerospeed. DeepSpeed 0.19.7 passed a "
+         "growing curriculum_seqlen to the model's forward; 0.19.8 refuses the key and points to "
+         "data_efficiency.data_sampling.curriculum_learning, which zerospeed does not implement "
+         "either"},
+        // 0.19.6: compression/config.py get_compression_config; engine.py
+        // _configure_compression_scheduler and _configure_quantization (MoQ) act on each
+        // technique whose shared_parameters.enabled (layer_reduction.enabled) is true.
+        {"compression_training",
+         [](const nlohmann::json& v) {
+             for (const char* t :
+                  {"weight_quantization", "activation_quantization", "sparse_pruning",
+                   "row_pruning", "head_pruning", "channel_pruning"}) {
+                 if (flag_on(&v, {t, "shared_parameters", "enabled"})) return true;
+             }
+             return flag_on(&v, {"layer_reduction", "enabled"});
+         },
+         "compression (quantization, pruning, layer reduction) is not implemented by zerospeed. "
+         "DeepSpeed 0.19.6 ran its compression scheduler and MoQ quantizer; 0.19.7 and later "
+         "refuse the key"},
+        // 0.19.6: runtime/config.py get_sparse_attention parses it (no "enabled" flag) into
+        // DeepSpeedConfig.sparse_attention for model code to build SparseSelfAttention from; the
+        // engine itself never reads it.
+        {"sparse_attention", [](const nlohmann::json&) { return true; },
+         "sparse attention is not implemented by zerospeed, whose models compute dense "
+         "attention. DeepSpeed 0.19.6 parsed the block for the model's own SparseSelfAttention; "
+         "0.19.7 and later refuse the key"},
+    };
+    for (const Refused& r : kRefused) {
+        const nlohmann::json* v = root.get_raw(r.key);
+        if (v && r.on(*v)) root.fail(r.key, r.why);
+    }
+    // Read by every release, 0.19.8 included (data_pipeline/config.py
+    // get_data_efficiency_config). The engine acts on two flags of their own, whatever
+    // data_efficiency.enabled says: data_sampling.curriculum_learning.enabled (engine.py
+    // deepspeed_io hands DeepSpeedDataLoader a difficulty-ordered sampler) and
+    // data_routing.random_ltd.enabled (engine.py: a RandomLTDScheduler drops tokens in the layers
+    // convert_to_random_ltd wrapped).
+    if (const nlohmann::json* de = root.get_raw("data_efficiency")) {
+        if (flag_on(de, {"data_sampling", "curriculum_learning", "enabled"})) {
+            root.fail("data_efficiency",
+                      "data_sampling.curriculum_learning is not implemented by zerospeed; it "
+                      "would change which samples each step trains on (DeepSpeed 0.19.8's data "
+                      "sampler orders them by difficulty)");
         }
+        if (flag_on(de, {"data_routing", "random_ltd", "enabled"})) {
+            root.fail("data_efficiency",
+                      "data_routing.random_ltd is not implemented by zerospeed; it would change "
+                      "what the layers compute (DeepSpeed 0.19.8 drops tokens in them)");
+        }
+        root.unsupported("data_efficiency",
+                         "not implemented (its curriculum and random-LTD, the parts that change "
+                         "training, are off here)");
     }
     // Accepted without effect: they tune DeepSpeed's Python side only.
     root.known({"zero_allow_untested_optimizer", "zero_force_ds_cpu_optimizer", "vocabulary_size",
@@ -732,7 +844,9 @@ TrainConfig parse_ds_config(const std::string& json_text, const std::string& sou
     c.source = source;
     c.world_size = world_size;
 
-    c.batch = parse_batch(root, world_size);
+    // DeepSpeedConfig.__init__ resolves elasticity first: it writes the batch triple.
+    std::optional<BatchConfig> elastic = parse_elasticity(root, world_size, c.elasticity);
+    c.batch = parse_batch(root, world_size, elastic);
     c.optimizer = parse_optimizer(root);
     c.scheduler = parse_scheduler(root);
     c.gradient_clipping = root.get_number("gradient_clipping", 0.0, kInf).value_or(1.0);

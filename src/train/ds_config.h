@@ -24,11 +24,43 @@ namespace zs::train {
 
 // train_batch_size = train_micro_batch_size_per_gpu * gradient_accumulation_steps * world_size.
 // Any two determine the third; one alone sets gradient_accumulation_steps = 1 (DeepSpeed's
-// _set_batch_related_parameters).
+// _set_batch_related_parameters). With elasticity enabled, the "elasticity" block decides all
+// three instead (ElasticityConfig).
 struct BatchConfig {
     int64_t train_batch_size = 0;
     int64_t train_micro_batch_size_per_gpu = 0;
     int64_t gradient_accumulation_steps = 0;
+};
+
+// "elasticity": one global batch that splits evenly over many data-parallel sizes, so a job can
+// be restarted on another number of ranks without changing what it computes. The batch is the
+// candidate, among (highly composite number) x (a micro-batch size or their LCM), that fits the
+// most rank counts in [min_gpus, max_gpus], ties going to the larger batch (prefer_larger_batch)
+// or the smaller; the micro-batch is the largest of micro_batch_sizes that divides
+// batch / world_size, and accumulation is what is left. Version 0.2 works per node
+// (num_gpus_per_node / model_parallel_size data-parallel ranks each) and, for a world size
+// outside the list, falls back to the largest multiple of micro x world <= max_train_batch_size.
+// As DeepSpeed 0.19.6 and 0.19.7 compute it (elasticity/elasticity.py compute_elastic_config,
+// called by DeepSpeedConfig.__init__; before 0.19.6 the micro-batch sizes' LCM could exceed the
+// max, deepspeedai/DeepSpeed#8237). DeepSpeed 0.19.8 removed the feature and refuses the block.
+//
+//   max_train_batch_size 2000, micro_batch_sizes [2, 4, 6], version 0.2, 4 ranks:
+//   candidates 840*2 = 1680 and 360*4 = 240*6 = 120*12 (LCM) = 1440; 1680 fits more rank
+//   counts (32) -> batch 1680, micro 6 (1680 / 4 = 420 = 6 * 70), gradient_accumulation_steps 70.
+struct ElasticityConfig {
+    bool enabled = false;
+    int64_t max_train_batch_size = 2000;
+    std::vector<int64_t> micro_batch_sizes = {2, 4, 6};
+    int64_t min_gpus = 1, max_gpus = 10000;
+    int64_t num_gpus_per_node = 1;    // version 0.2
+    int64_t model_parallel_size = 1;  // version 0.2 (> 1 is refused for 0.1)
+    double min_time = 0;              // minutes; for the resource scheduler only
+    double version = 0.2;             // 0.1 or 0.2
+    bool prefer_larger_batch = true;
+    bool ignore_non_elastic_batch_info = false;  // else batch keys next to the block are an error
+    // Derived for the run's world size: the data-parallel sizes the batch fits (DeepSpeed's
+    // valid_gpus), sorted.
+    std::vector<int64_t> valid_world_sizes;
 };
 
 // "optimizer": {"type", "params"}. "Adam" means AdamW unless params.adam_w_mode is false;
@@ -183,7 +215,7 @@ struct ZeroConfig {
     bool override_module_apply = true;
     bool log_trace_cache_warnings = false;
     bool enable_sanity_checks = false;
-    int64_t mics_shard_size = -1;  // removed from DeepSpeed 0.19; parsed for older configs
+    int64_t mics_shard_size = -1;  // refused by DeepSpeed 0.19.7+; parsed for older configs
     bool mics_hierarchical_params_gather = false;
 };
 
@@ -221,6 +253,7 @@ struct TrainConfig {
     int world_size = 1;  // data-parallel ranks the batch triple was resolved for
 
     BatchConfig batch;
+    ElasticityConfig elasticity;  // when enabled, `batch` is what it derived for world_size
     OptimizerConfig optimizer;
     SchedulerConfig scheduler;
     double gradient_clipping = 1.0;  // DeepSpeed's default; 0 disables clipping

@@ -3,9 +3,12 @@
 // ConfigError naming the key path, unknown-key warnings with suggestions, the unsupported list,
 // "auto", duplicate keys and DeepSpeed's deprecated spellings. Expected values marked "DeepSpeed
 // source" are typed from deepspeed 0.19 (engine.py, zero/config.py, config.py), not computed.
+#include <algorithm>
 #include <random>
 #include <string>
+#include <vector>
 
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
@@ -405,25 +408,260 @@ TEST(DsConfigWarnings, UnsupportedDeepSpeedSettingsAreListed) {
     EXPECT_EQ(c.unsupported.size(), 7u);
 }
 
-TEST(DsConfigErrors, RemovedFeaturesThatChangeTrainingAreRefused) {
-    // DeepSpeed 0.19's parser refuses these blocks; when one asks for something, training would
-    // differ from what it says, so zerospeed refuses it too, naming key and way out.
-    for (const char* block : {R"("amp": {"enabled": true})",
-                              R"("progressive_layer_drop": {"enabled": true, "theta": 0.5})",
-                              R"("elasticity": {"enabled": true, "max_train_batch_size": 64})",
-                              R"("curriculum_learning": {"enabled": true})",
-                              R"("sparse_attention": {"mode": "fixed"})"}) {
+TEST(DsConfigErrors, UnimplementedBlocksThatChangeTrainingAreRefused) {
+    // Each changes what training computes in the DeepSpeed releases that read it; zerospeed
+    // does not implement it, and says so along with what DeepSpeed did and does.
+    struct Case {
+        const char* block;
+        const char* deepspeed;  // the DeepSpeed fact the message states
+    };
+    for (const Case& k : std::vector<Case>{
+             {R"("amp": {"enabled": true, "opt_level": "O1"})", "0.19.8 refuses the key"},
+             {R"("progressive_layer_drop": {"enabled": true, "theta": 0.5})",
+              "0.19.8 refuses the key"},
+             {R"("curriculum_learning": {"enabled": true, "curriculum_type": "seqlen"})",
+              "0.19.8 refuses the key"},
+             {R"("sparse_attention": {"mode": "fixed"})", "0.19.7 and later refuse the key"},
+             {R"("compression_training": {"weight_quantization": {"shared_parameters":
+                 {"enabled": true}}})",
+              "0.19.7 and later refuse the key"},
+             {R"("compression_training": {"layer_reduction": {"enabled": true}})",
+              "0.19.7 and later refuse the key"},
+             {R"("data_efficiency": {"data_sampling": {"curriculum_learning": {"enabled": true}}})",
+              "DeepSpeed 0.19.8's data sampler"},
+             {R"("data_efficiency": {"enabled": true, "data_routing": {"random_ltd":
+                 {"enabled": true}}})",
+              "DeepSpeed 0.19.8 drops tokens"},
+         }) {
         try {
-            parse(block);
-            ADD_FAILURE() << block << " accepted";
+            parse(k.block);
+            ADD_FAILURE() << k.block << " accepted";
         } catch (const ConfigError& e) {
-            EXPECT_NE(std::string(e.what()).find("removed in DeepSpeed 0.19"), std::string::npos)
+            const std::string what = e.what();
+            EXPECT_NE(what.find("not implemented by zerospeed"), std::string::npos) << what;
+            EXPECT_NE(what.find(k.deepspeed), std::string::npos) << what;
+        }
+    }
+    // Asking for nothing: "enabled" false or absent (DeepSpeed's default is false for each), a
+    // compression block whose techniques are all off.
+    TrainConfig c = parse(R"("amp": {"enabled": false}, "progressive_layer_drop": {"theta": 0.5},
+        "curriculum_learning": {"enabled": false}, "elasticity": {"enabled": false},
+        "compression_training": {"weight_quantization": {"shared_parameters": {"enabled": false}},
+                                 "layer_reduction": {"enabled": false}},
+        "data_efficiency": {"enabled": false, "data_sampling": {"curriculum_learning":
+                                                                {"enabled": false}}})");
+    EXPECT_TRUE(c.unsupported.empty()) << c.unsupported.front();
+}
+
+TEST(DsConfigWarnings, UnimplementedBlocksThatLeaveTrainingUnchangedAreListed) {
+    // In DeepSpeed these changed I/O, the reduction's form or kernel launches, or were not read.
+    TrainConfig c = parse(R"("nebula": {"enabled": true}, "sparse_gradients": true,
+        "graph_harvesting": true, "eigenvalue": {"enabled": true},
+        "quantize_training": {"enabled": true}, "data_efficiency": {"enabled": true})");
+    for (const char* key : {"nebula", "sparse_gradients", "graph_harvesting", "eigenvalue",
+                            "quantize_training", "data_efficiency"}) {
+        EXPECT_TRUE(contains(c.unsupported, std::string("ds.json: ") + key + ":")) << key;
+    }
+    EXPECT_EQ(c.unsupported.size(), 6u);
+    EXPECT_TRUE(contains(c.unsupported,
+                         "sparse_gradients: not implemented by zerospeed: "
+                         "embedding gradients are reduced dense, the same sum"));
+    EXPECT_TRUE(contains(c.unsupported, "which do not read a top-level \"eigenvalue\""));
+}
+
+// --- elasticity: hand-worked cases (the fixture test in ds_config_test.cpp compares ~3,000
+// (config, world size) pairs with DeepSpeed 0.19.7 itself), then properties. ---
+
+TrainConfig elastic(const std::string& block, int world, const std::string& extra = "") {
+    return parse_ds_config(R"({"elasticity": {"enabled": true, )" + block + "}" + extra + "}",
+                           "ds.json", world);
+}
+
+void expect_batch(const TrainConfig& c, int64_t tbs, int64_t mbs, int64_t gas) {
+    EXPECT_EQ(c.batch.train_batch_size, tbs);
+    EXPECT_EQ(c.batch.train_micro_batch_size_per_gpu, mbs);
+    EXPECT_EQ(c.batch.gradient_accumulation_steps, gas);
+}
+
+TEST(DsConfigElasticity, WorkedExamples) {
+    using V = std::vector<int64_t>;
+    // max 100, micro [8, 10, 12], version 0.1, 1..1500 ranks. Bases 8, 10, 12 (LCM 120 > 100 is
+    // dropped). 100 // 8 = 12 -> HCN 12 -> 96; 100 // 10 = 10 -> HCN 6 -> 60; 100 // 12 = 8 -> 6
+    // -> 72. Rank counts: 96 = 8 * 12 = 12 * 8 -> {12} + divisors of 12 up to 6, {8} + {1, 2, 4}:
+    // {1, 2, 3, 4, 6, 8, 12} (7); 72 -> {9, 1, 3} + {6, 1, 2, 3} (5); 60 -> {6, 1, 2, 3} +
+    // {5, 1} (5). Batch 96; on 4 ranks 96 / 4 = 24, the largest size dividing it is 12, 96 / (12
+    // * 4) = 2 steps.
+    const char* b1 = R"("max_train_batch_size": 100, "micro_batch_sizes": [8, 10, 12],
+                        "max_gpus": 1500, "version": 0.1)";
+    TrainConfig c = elastic(b1, 4);
+    expect_batch(c, 96, 12, 2);
+    EXPECT_EQ(c.elasticity.valid_world_sizes, (V{1, 2, 3, 4, 6, 8, 12}));
+    expect_batch(elastic(b1, 3), 96, 8, 4);  // 96 / 3 = 32: 12 no, 10 no, 8 yes
+    // 5 ranks: not a count 96 splits over.
+    try {
+        elastic(b1, 5);
+        ADD_FAILURE() << "5 ranks accepted";
+    } catch (const ConfigError& e) {
+        EXPECT_NE(std::string(e.what()).find("world size 5 is not one the elastic batch fits: "
+                                             "batch 96 (version 0.1) fits 1, 2, 3, 4, 6, 8, 12"),
+                  std::string::npos)
+            << e.what();
+    }
+    // max 15, micro [3, 5]: 15 // 3 = 5 -> HCN 4 -> 12; 15 // 5 = 3 -> 2 -> 10; LCM 15 = max ->
+    // 15. Counts: 12 -> {4, 1, 2}; 10 -> {2, 1}; 15 -> {5, 1} + {3, 1} = {1, 3, 5}. 12 and 15 tie
+    // at 3: the larger wins unless prefer_larger_batch is false.
+    const char* b2 = R"("max_train_batch_size": 15, "micro_batch_sizes": [3, 5], "version": 0.1)";
+    expect_batch(elastic(b2, 3), 15, 5, 1);
+    EXPECT_EQ(elastic(b2, 1).elasticity.valid_world_sizes, (V{1, 3, 5}));
+    const std::string b3 = std::string(b2) + R"(, "prefer_larger_batch": false)";
+    expect_batch(elastic(b3, 2), 12, 3, 2);  // 12 / 2 = 6: 5 no, 3 yes
+    EXPECT_EQ(elastic(b3, 2).elasticity.valid_world_sizes, (V{1, 2, 4}));
+    // Version 0.2, 8 GPUs a node, ranks 8..64 = 1..8 nodes; per node max 1000 // 8 = 125.
+    // 125 // 3 = 41 -> 36 -> 108 (counts {1, 2, 3, 4, 6}); 125 // 4 = 31 -> 24 -> 96 ({1, 2, 4,
+    // 8} + {1, 2, 3, 4, 6, 8}: 6); LCM 12: 10 -> 6 -> 72 (6). 96 beats 72 (larger): batch 96 * 8 =
+    // 768 for 8, 16, 24, 32, 48, 64 ranks. 8 ranks: 768 / 8 = 96 -> micro 4, 24 steps.
+    const char* b4 = R"("max_train_batch_size": 1000, "micro_batch_sizes": [3, 4],
+                        "num_gpus_per_node": 8, "min_gpus": 8, "max_gpus": 64)";
+    c = elastic(b4, 8);
+    expect_batch(c, 768, 4, 24);
+    EXPECT_EQ(c.elasticity.valid_world_sizes, (V{8, 16, 24, 32, 48, 64}));
+    // 3 ranks is off the list: the largest multiple of micro x 3 <= 1000 over the sizes, 111 *
+    // 9 = 999 (micro 3) or 83 * 12 = 996 (micro 4) -> 999, micro 3, 111 steps; valid: [3].
+    c = elastic(b4, 3);
+    expect_batch(c, 999, 3, 111);
+    EXPECT_EQ(c.elasticity.valid_world_sizes, (V{3}));
+}
+
+TEST(DsConfigElasticity, BatchKeysNextToTheBlock) {
+    const char* block = R"("max_train_batch_size": 100, "micro_batch_sizes": [8, 10, 12],
+                           "version": 0.1)";
+    // Refused unless ignore_non_elastic_batch_info (DeepSpeedConfig.__init__), even null.
+    for (const char* extra :
+         {R"(, "train_batch_size": 64)", R"(, "gradient_accumulation_steps": 2)",
+          R"(, "train_micro_batch_size_per_gpu": null)"}) {
+        try {
+            elastic(block, 4, extra);
+            ADD_FAILURE() << extra << " accepted";
+        } catch (const ConfigError& e) {
+            EXPECT_NE(std::string(e.what()).find("ignore_non_elastic_batch_info"),
+                      std::string::npos)
                 << e.what();
         }
     }
-    // Disabled, they ask for nothing.
-    TrainConfig c = parse(R"("amp": {"enabled": false}, "elasticity": {"enabled": false})");
-    EXPECT_TRUE(c.unsupported.empty());
+    const std::string ignoring = std::string(block) + R"(, "ignore_non_elastic_batch_info": true)";
+    TrainConfig c =
+        elastic(ignoring, 4, R"(, "train_batch_size": 64, "train_micro_batch_size_per_gpu": 2)");
+    expect_batch(c, 96, 12, 2);
+    EXPECT_TRUE(contains(c.warnings, "ds.json: train_batch_size: ignored: elasticity"));
+    EXPECT_TRUE(contains(c.warnings, "ds.json: train_micro_batch_size_per_gpu: ignored"));
+    // A disabled block is ignored, unchecked; one without "enabled" too, with a warning.
+    c = parse(R"("elasticity": {"enabled": false, "micro_batch_sizes": "junk"})", 2);
+    expect_batch(c, 8, 4, 1);
+    EXPECT_FALSE(c.elasticity.enabled);
+    c = parse(R"("elasticity": {"max_train_batch_size": 64, "micro_batch_sizes": [4]})", 2);
+    expect_batch(c, 8, 4, 1);
+    EXPECT_TRUE(contains(c.warnings, "elasticity: has no \"enabled\": true, so it is ignored"));
+}
+
+TEST(DsConfigElasticity, InvalidBlocksNameTheKey) {
+    struct Case {
+        const char* block;
+        const char* want;
+    };
+    for (const Case& k : std::vector<Case>{
+             {R"("micro_batch_sizes": [4])", "elasticity.max_train_batch_size: required"},
+             {R"("max_train_batch_size": 64)", "elasticity.micro_batch_sizes: required"},
+             {R"("max_train_batch_size": 64, "micro_batch_sizes": [4.5])",
+              "elasticity.micro_batch_sizes: expected a non-empty list of integers >= 1"},
+             {R"("max_train_batch_size": 64, "micro_batch_sizes": [])",
+              "elasticity.micro_batch_sizes: expected a non-empty list"},
+             {R"("max_train_batch_size": 64, "micro_batch_sizes": [4], "min_gpus": 0)",
+              "elasticity.min_gpus: expected an integer in [1, "},
+             {R"("max_train_batch_size": 64, "micro_batch_sizes": [4], "min_gpus": 8,
+                 "max_gpus": 4)",
+              "elasticity.max_gpus: must be >= min_gpus (8), got 4"},
+             {R"("max_train_batch_size": 64, "micro_batch_sizes": [4], "version": 0.15)",
+              "elasticity.version: expected 0.1 or 0.2, got 0.15"},
+             {R"("max_train_batch_size": 64, "micro_batch_sizes": [4], "version": "new")",
+              "elasticity.version: expected 0.1 or 0.2, got \"new\""},
+             {R"("max_train_batch_size": 64, "micro_batch_sizes": [4], "version": 0.1,
+                 "model_parallel_size": 2, "num_gpus_per_node": 2)",
+              "elasticity.model_parallel_size: 2 > 1 needs version 0.2"},
+             {R"("max_train_batch_size": 64, "micro_batch_sizes": [4], "num_gpus_per_node": 4,
+                 "model_parallel_size": 3)",
+              "elasticity.num_gpus_per_node: 4 is not divisible by model_parallel_size 3"},
+             {R"("max_train_batch_size": 6, "micro_batch_sizes": [4, 8], "version": 0.1)",
+              "elasticity.micro_batch_sizes: 8 exceeds max_train_batch_size (6)"},
+             {R"("max_train_batch_size": 64, "micro_batch_sizes": [16], "num_gpus_per_node": 8)",
+              "= 64 / 8 = 8 (version 0.2 searches per node)"},
+             {R"("max_train_batch_size": 64, "micro_batch_sizes": [4], "min_time": -1)",
+              "elasticity.min_time: expected a number >= 0"},
+         }) {
+        try {
+            elastic(k.block, 1);
+            ADD_FAILURE() << k.block << " accepted";
+        } catch (const ConfigError& e) {
+            EXPECT_NE(std::string(e.what()).find(k.want), std::string::npos) << e.what();
+        }
+    }
+}
+
+// Whatever the config, an accepted elastic batch splits as the triple says, stays within the max,
+// uses the largest listed micro-batch that divides the per-rank batch, and the run's world size is
+// one the batch fits (for version 0.1, inside [min_gpus, max_gpus]).
+TEST(DsConfigElasticity, PropertiesHoldForRandomConfigs) {
+    std::mt19937_64 rng(97);
+    auto pick = [&](int64_t lo, int64_t hi) {
+        return std::uniform_int_distribution<int64_t>(lo, hi)(rng);
+    };
+    int accepted = 0;
+    for (int n = 0; n < 400; ++n) {
+        std::vector<int64_t> micro(static_cast<size_t>(pick(1, 4)));
+        for (int64_t& m : micro) m = pick(1, 24);
+        const int64_t max_batch = pick(24, 5000), min_gpus = pick(1, 8);
+        const int64_t max_gpus = min_gpus + pick(0, 300);
+        const bool v01 = pick(0, 1) == 0;
+        const int64_t per_node = v01 ? 1 : std::vector<int64_t>{1, 2, 4, 8}[pick(0, 3)];
+        const std::string block = fmt::format(
+            R"("max_train_batch_size": {}, "micro_batch_sizes": {}, "min_gpus": {},
+               "max_gpus": {}, "prefer_larger_batch": {}, "version": {}, "num_gpus_per_node": {})",
+            max_batch, nlohmann::json(micro).dump(), min_gpus, max_gpus,
+            pick(0, 1) ? "true" : "false", v01 ? "0.1" : "0.2", per_node);
+        for (int world = 1; world <= 40; ++world) {
+            TrainConfig c;
+            try {
+                c = elastic(block, world);
+            } catch (const ConfigError&) {
+                continue;  // an incompatible world size, or a micro-batch above the max
+            }
+            ++accepted;
+            SCOPED_TRACE(block + ", world size " + std::to_string(world));
+            const BatchConfig& b = c.batch;
+            EXPECT_EQ(b.train_batch_size,
+                      b.train_micro_batch_size_per_gpu * b.gradient_accumulation_steps * world);
+            EXPECT_LE(b.train_batch_size, max_batch);
+            EXPECT_GE(b.gradient_accumulation_steps, 1);
+            for (int64_t m : micro) {
+                if (m > b.train_micro_batch_size_per_gpu) {
+                    EXPECT_NE((b.train_batch_size / world) % m, 0) << m;
+                }
+            }
+            EXPECT_NE(std::find(micro.begin(), micro.end(), b.train_micro_batch_size_per_gpu),
+                      micro.end());
+            const std::vector<int64_t>& valid = c.elasticity.valid_world_sizes;
+            EXPECT_NE(std::find(valid.begin(), valid.end(), world), valid.end());
+            if (v01) {
+                EXPECT_GE(world, min_gpus);
+                EXPECT_LE(world, max_gpus);
+                for (int64_t w : valid) {  // the batch splits over every listed count
+                    EXPECT_TRUE(std::any_of(micro.begin(), micro.end(), [&](int64_t m) {
+                        return c.batch.train_batch_size % (m * w) == 0;
+                    })) << w;
+                }
+            }
+        }
+    }
+    EXPECT_GE(accepted, 500);
 }
 
 TEST(DsConfigWarnings, SettingsAppliedDifferentlyAreStated) {

@@ -3,11 +3,13 @@
 // holds the lr (and OneCycle betas) of every step of DeepSpeed's scheduler objects, the scale and
 // skip decision of DeepSpeed's fp16 loss scaler over scripted overflow sequences, the batch
 // triple DeepSpeedConfig resolves (or rejects), and DeepSpeedConfig's view of four realistic
-// ds_config.json files (tests/fixtures/deepspeed/configs/), defaults included.
+// ds_config.json files (tests/fixtures/deepspeed/configs/), defaults included. Elasticity, which
+// DeepSpeed 0.19.8 removed, is checked against 0.19.7 (tests/fixtures/deepspeed/elasticity.json).
 #include "train/ds_config.h"
 
 #include <cmath>
 #include <string>
+#include <vector>
 
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
@@ -265,6 +267,47 @@ TEST(DeepSpeedConfigs, ExampleFilesResolveAsDeepSpeed) {
             EXPECT_EQ(mc.job_name, want.at(m).at("job_name").get<std::string>()) << m;
         }
     }
+}
+
+// Elasticity against DeepSpeed 0.19.7, the last release that has it:
+// tests/fixtures/deepspeed/elasticity.json, recorded by tools/reference/make_elastic_fixture.py
+// through DeepSpeedConfig (with a fake mpu for the world size) and compute_elastic_config, for
+// hand-picked and sampled configs (versions 0.1 and 0.2, node shapes, batch keys next to the
+// block, every error ElasticityConfig raises) at 17 world sizes each.
+TEST(DeepSpeedElasticity, BatchAndValidWorldSizesMatchDeepSpeed) {
+    const json f = json::parse(
+        io::read_file(zs::test::source_path("tests/fixtures/deepspeed/elasticity.json")));
+    EXPECT_EQ(f.at("meta").at("deepspeed_version").get<std::string>(), "0.19.7");
+    const json& worlds = f.at("worlds");
+    size_t resolved = 0, refused = 0;
+    for (const json& c : f.at("cases")) {
+        const std::string name = c.at("name").get<std::string>();
+        const std::string text = c.at("config").dump();
+        for (size_t i = 0; i < worlds.size(); ++i) {
+            const int world = worlds[i].get<int>();
+            const json& want = c.at("results")[i];
+            SCOPED_TRACE(name + " " + text + ", world size " + std::to_string(world));
+            if (want.is_string()) {  // DeepSpeed raised
+                EXPECT_THROW(parse_ds_config(text, "elastic.json", world), ConfigError)
+                    << "DeepSpeed: " << want.get<std::string>();
+                ++refused;
+                continue;
+            }
+            TrainConfig t = parse_ds_config(text, "elastic.json", world);
+            EXPECT_EQ(t.batch.train_batch_size, want[0].get<int64_t>());
+            EXPECT_EQ(t.batch.train_micro_batch_size_per_gpu, want[1].get<int64_t>());
+            EXPECT_EQ(t.batch.gradient_accumulation_steps, want[2].get<int64_t>());
+            const int v = want[3].get<int>();
+            EXPECT_EQ(t.elasticity.enabled, v >= 0);
+            if (v >= 0) {
+                EXPECT_EQ(t.elasticity.valid_world_sizes,
+                          c.at("valid")[static_cast<size_t>(v)].get<std::vector<int64_t>>());
+            }
+            ++resolved;
+        }
+    }
+    EXPECT_GE(resolved, 1000u);  // both outcomes are well covered
+    EXPECT_GE(refused, 1000u);
 }
 
 }  // namespace

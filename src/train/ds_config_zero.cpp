@@ -189,7 +189,8 @@ ZeroConfig parse_zero(Section& root) {
     z.log_trace_cache_warnings = s.get_bool("log_trace_cache_warnings").value_or(false);
     z.enable_sanity_checks = s.get_bool("enable_sanity_checks").value_or(false);
     s.known({"save_muon_momentum_buffer_in_memory"});
-    // MiCS left DeepSpeed in 0.19 (which rejects these keys); older configs still carry them.
+    // MiCS: DeepSpeed 0.19.7 and later refuse these keys (runtime/config.py
+    // _REMOVED_ZERO_CONFIG_KEYS); older configs still carry them.
     z.mics_shard_size = s.get_int("mics_shard_size", kI64Min, kI64Max).value_or(-1);
     z.mics_hierarchical_params_gather =
         s.get_bool("mics_hierarchical_params_gather").value_or(false);
@@ -213,9 +214,10 @@ ZeroConfig parse_zero(Section& root) {
     }
     if (z.mics_shard_size > 0) {
         s.note_unsupported("mics_shard_size",
-                           "MiCS is not implemented (and was removed from DeepSpeed 0.19)");
+                           "MiCS is not implemented (DeepSpeed 0.19.7 and later refuse the key)");
     }
-    s.unsupported("zeropp_loco_param", "LoCo-ZeRO++ is not implemented (removed from DeepSpeed)");
+    s.unsupported("zeropp_loco_param",
+                  "LoCo-ZeRO++ is not implemented (DeepSpeed 0.19.8 refuses the key)");
     s.unsupported("zenflow", "ZenFlow is not implemented");
     s.unsupported("leaf_module", "ZeRO-3 leaf modules are not implemented");
     s.finish();
