@@ -7,6 +7,7 @@
 #include "base/error.h"
 #include "base/log.h"
 #include "base/timer.h"
+#include "infer/json_constraint.h"
 
 namespace zs::infer {
 
@@ -44,6 +45,14 @@ RequestId Engine::add_request(std::vector<int32_t> prompt, RequestOptions opts) 
     ZS_CHECK_T(ConfigError, n + opts.max_tokens <= capacity,
                "max_tokens: prompt ({} tokens) + max_tokens ({}) exceed the KV cache's {} tokens",
                n, opts.max_tokens, capacity);
+    if (opts.sampling.grammar) {
+        ZS_CHECK_T(ConfigError, cfg_.token_index != nullptr,
+                   "response_format: this engine has no token bytes (EngineConfig::token_index), "
+                   "so it cannot constrain the output");
+        ZS_CHECK_T(ConfigError, cfg_.token_index->size() <= mc.vocab_size,
+                   "response_format: the token index has {} tokens, the model {}",
+                   cfg_.token_index->size(), mc.vocab_size);
+    }
     const RequestId id = next_id_++;
     // The Sampler constructor validates the sampling parameters (ConfigError).
     auto seq = std::make_unique<Sequence>(id, std::move(prompt), std::move(opts), mc.vocab_size);
@@ -84,17 +93,39 @@ RequestOutput Engine::finish_seq(Sequence& s, FinishReason reason) {
     return o;
 }
 
-FinishReason Engine::stop_reason(const Sequence& s, int32_t token) const {
+bool Engine::ends_sequence(const Sequence& s, int32_t token) const {
     const RequestOptions& o = s.opts;
     if (!o.ignore_eos && std::find(eos_ids_.begin(), eos_ids_.end(), token) != eos_ids_.end()) {
-        return FinishReason::stop;
+        return true;
     }
-    if (std::find(o.stop_token_ids.begin(), o.stop_token_ids.end(), token) !=
-        o.stop_token_ids.end()) {
-        return FinishReason::stop;
-    }
-    if (s.n_output() >= o.max_tokens) return FinishReason::length;
+    return std::find(o.stop_token_ids.begin(), o.stop_token_ids.end(), token) !=
+           o.stop_token_ids.end();
+}
+
+FinishReason Engine::stop_reason(const Sequence& s, int32_t token) const {
+    if (ends_sequence(s, token)) return FinishReason::stop;
+    // The constrained value is complete: nothing but EOS could follow, so end here.
+    if (s.matcher && s.matcher->done()) return FinishReason::stop;
+    if (s.n_output() >= s.opts.max_tokens) return FinishReason::length;
     return FinishReason::none;
+}
+
+bool Engine::constraint_mask(Sequence& s) {
+    const int64_t V = model_.config().vocab_size;
+    mask_.assign(static_cast<size_t>(V), 0);
+    int64_t n = s.matcher->fill_mask(*cfg_.token_index, mask_.data());
+    // Tokens that end the sequence: only once a complete value exists, whatever their bytes.
+    const uint8_t can_end = s.matcher->can_end() ? 1 : 0;
+    auto set_enders = [&](const std::vector<int32_t>& ids) {
+        for (int32_t t : ids) {
+            if (t < 0 || t >= V) continue;
+            n += static_cast<int64_t>(can_end) - mask_[static_cast<size_t>(t)];
+            mask_[static_cast<size_t>(t)] = can_end;
+        }
+    };
+    if (!s.opts.ignore_eos) set_enders(eos_ids_);
+    set_enders(s.opts.stop_token_ids);
+    return n > 0;
 }
 
 std::vector<RequestOutput> Engine::step() {
@@ -150,7 +181,16 @@ std::vector<RequestOutput> Engine::step() {
         for (const ScheduledSeq& e : b.seqs) {
             if (!e.sample) continue;
             Sequence& s = *e.seq;
-            SampleResult sr = s.sampler.sample(logits.data<float>() + (r++) * V);
+            const float* seq_logits = logits.data<float>() + (r++) * V;
+            if (s.matcher && !constraint_mask(s)) {
+                outputs.push_back(finish_seq(s, FinishReason::constraint));
+                continue;
+            }
+            SampleResult sr = s.sampler.sample(seq_logits, s.matcher ? mask_.data() : nullptr);
+            if (s.matcher && !ends_sequence(s, sr.token)) {
+                const bool ok = s.matcher->accept_bytes(cfg_.token_index->bytes(sr.token));
+                ZS_ASSERT(ok, "the sampler drew token {}, which the mask forbids", sr.token);
+            }
             s.sampler.observe_output(sr.token);
             s.tokens.push_back(sr.token);
             ++totals_.n_generated_tokens;

@@ -5,6 +5,11 @@
 //   → sample per sequence → append tokens, check stop conditions
 // and returns what each request produced in that step.
 //
+// response_format: a sequence whose sampling params carry a grammar samples under the mask its
+// JsonMatcher computes over EngineConfig::token_index (EOS and stop_token_ids only once a
+// complete value exists); it finishes with reason stop as soon as the value is complete, and
+// with reason constraint if the grammar leaves no token.
+//
 // Threading: single-threaded; one thread owns the engine, its scheduler, KV pool and model (the
 // HTTP server talks to it through queues). Stop *strings* need detokenized text, so the server
 // matches them and ends the request with finish(id, FinishReason::stop). n > 1 choices are left to
@@ -20,6 +25,7 @@
 #include "infer/paged_attention.h"
 #include "infer/scheduler.h"
 #include "infer/sequence.h"
+#include "infer/token_index.h"
 #include "models/transformer.h"
 
 namespace zs::infer {
@@ -30,6 +36,9 @@ struct EngineConfig {
     int64_t block_size = 16;                    // tokens per KV block
     DType kv_dtype = DType::bf16;               // f32 or bf16
     SchedulerConfig scheduler;
+    // Token bytes for response_format constraints (TokenIndex::from_tokenizer); null: requests
+    // with a grammar are refused.
+    std::shared_ptr<const TokenIndex> token_index;
 };
 
 // What one request produced in one step.
@@ -102,6 +111,10 @@ private:
     RequestOutput finish_seq(Sequence& s, FinishReason reason);
     // The finish reason after s emitted `token`, or none.
     FinishReason stop_reason(const Sequence& s, int32_t token) const;
+    // Tokens that end s (EOS unless ignore_eos, stop_token_ids).
+    bool ends_sequence(const Sequence& s, int32_t token) const;
+    // mask_ for s's matcher; false when no token is allowed.
+    bool constraint_mask(Sequence& s);
 
     models::Transformer& model_;
     EngineConfig cfg_;
@@ -109,6 +122,7 @@ private:
     std::unique_ptr<Scheduler> scheduler_;
     std::unique_ptr<PagedKvAttention> attn_;
     std::vector<int32_t> eos_ids_;
+    std::vector<uint8_t> mask_;  // [V] allowed tokens of the sequence being sampled
     RequestId next_id_ = 1;
     StepStats last_;
     EngineCounters totals_;

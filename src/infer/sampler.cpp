@@ -47,7 +47,7 @@ void Sampler::observe_output(int32_t token) {
     observe_prompt(&token, 1);
 }
 
-SampleResult Sampler::sample(const float* logits) {
+SampleResult Sampler::sample(const float* logits, const uint8_t* allowed) {
     const auto V = static_cast<size_t>(vocab_);
     SampleResult r;
     // Raw log-softmax normaliser, for reported log-probabilities.
@@ -60,6 +60,11 @@ SampleResult Sampler::sample(const float* logits) {
     std::copy(logits, logits + V, work_.begin());
     for (const auto& [t, bias] : p_.logit_bias) {
         if (t >= 0 && static_cast<size_t>(t) < V) work_[static_cast<size_t>(t)] += bias;
+    }
+    if (allowed) {
+        for (size_t i = 0; i < V; ++i) {
+            if (!allowed[i]) work_[i] = -INFINITY;
+        }
     }
     if (p_.repetition_penalty != 1.0f) {
         for (int32_t t : seen_) {

@@ -1,22 +1,28 @@
 // Token sampling for generation and serving: penalties, temperature, top-k, top-p, min-p, and a
 // per-request seeded generator (same seed, same logits → same tokens).
 //
-// Order (as vLLM / HF apply them): logit bias (OpenAI's: added to the token's logit),
-// repetition penalty (HF: positive logits of seen tokens divided
-// by the penalty, negative ones multiplied), frequency and presence penalties (OpenAI: logit -=
-// frequency * count + presence * [count > 0], over generated tokens), then temperature 0 → greedy
-// (argmax, lowest id on ties); otherwise logits / temperature, top-k, softmax, min-p (drop tokens
-// with p < min_p * p_max), top-p (smallest set of most likely tokens with mass >= top_p), draw.
-// Log-probabilities reported are log-softmax of the model's raw logits (before any processing).
+// Order (as vLLM / HF apply them): logit bias (OpenAI's: added to the token's logit), the
+// response_format mask (tokens the grammar forbids get -inf, so no later step can revive them;
+// the engine computes the mask from the sequence's JsonMatcher), repetition penalty (HF: positive
+// logits of seen tokens divided by the penalty, negative ones multiplied), frequency and presence
+// penalties (OpenAI: logit -= frequency * count + presence * [count > 0], over generated tokens),
+// then temperature 0 → greedy (argmax, lowest id on ties); otherwise logits / temperature, top-k,
+// softmax, min-p (drop tokens with p < min_p * p_max), top-p (smallest set of most likely tokens
+// with mass >= top_p), draw. Log-probabilities reported are log-softmax of the model's raw logits
+// (before any processing, the mask included: a constrained token's logprob is the model's own
+// belief in it).
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <random>
 #include <unordered_map>
 #include <utility>
 #include <vector>
 
 namespace zs::infer {
+
+class JsonGrammar;
 
 struct SamplingParams {
     float temperature = 1.0f;         // 0: greedy
@@ -29,6 +35,9 @@ struct SamplingParams {
     uint64_t seed = 0;
     int top_logprobs = 0;  // also return this many most likely tokens with their logprobs
     std::vector<std::pair<int32_t, float>> logit_bias;  // (token, bias in [-100, 100])
+    // response_format: output constrained to this grammar (json_grammar.h); null = free text.
+    // Immutable and shared by every choice of a request; each sequence runs its own matcher.
+    std::shared_ptr<const JsonGrammar> grammar;
 };
 
 struct SampleResult {
@@ -43,8 +52,9 @@ public:
     // Tokens of the prompt (repetition penalty only) and of the output (all penalties).
     void observe_prompt(const int32_t* tokens, int64_t n);
     void observe_output(int32_t token);
-    // Pick the next token from logits [V] (f32). Does not call observe_output.
-    SampleResult sample(const float* logits);
+    // Pick the next token from logits [V] (f32). allowed [V] (optional): tokens with 0 are never
+    // drawn; at least one must be 1. Does not call observe_output.
+    SampleResult sample(const float* logits, const uint8_t* allowed = nullptr);
     const SamplingParams& params() const { return p_; }
 
 private:

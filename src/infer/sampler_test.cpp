@@ -115,6 +115,44 @@ TEST(Sampler, LogitBiasIsAddedBeforeSelectionNotToLogprobs) {
     for (int i = 0; i < 50; ++i) EXPECT_EQ(t.sample(l.data()).token, 0);
 }
 
+// The response_format mask: masked tokens get -inf after logit bias (a bias cannot revive them),
+// the rest keep softmax(l / T) renormalised over the allowed set; logprobs stay the raw model's.
+TEST(Sampler, MaskRestrictsDrawsButNotLogprobs) {
+    const std::vector<uint8_t> allowed = {0, 1, 1, 0, 1, 0};
+    SamplingParams sp;
+    sp.logit_bias = {{0, 100.0f}};
+    sp.seed = 3;
+    Sampler s(sp, static_cast<int64_t>(kLogits.size()));
+    std::vector<float> l = kLogits;
+    std::vector<double> p = softmax({0, l[1], l[2], 0, l[4], 0}, 1.0);
+    const double z = p[1] + p[2] + p[4];
+    std::vector<int> count(l.size(), 0);
+    const int n = 100000;
+    double raw_z = 0;
+    for (float x : l) raw_z += std::exp(static_cast<double>(x));
+    for (int i = 0; i < n; ++i) {
+        SampleResult r = s.sample(l.data(), allowed.data());
+        ++count[static_cast<size_t>(r.token)];
+        ASSERT_NEAR(r.logprob, l[static_cast<size_t>(r.token)] - std::log(raw_z), 1e-5);
+    }
+    for (size_t t = 0; t < l.size(); ++t) {
+        if (!allowed[t]) {
+            EXPECT_EQ(count[t], 0) << "masked token " << t << " drawn";
+            continue;
+        }
+        const double want = p[t] / z, f = static_cast<double>(count[t]) / n;
+        EXPECT_NEAR(f, want, 5 * std::sqrt(want * (1 - want) / n) + 1e-4) << "token " << t;
+    }
+    // Greedy and top-k pick among the allowed tokens only.
+    for (int top_k : {0, 1}) {
+        SamplingParams g;
+        g.temperature = top_k ? 1.0f : 0.0f;
+        g.top_k = top_k;
+        Sampler gs(g, static_cast<int64_t>(l.size()));
+        EXPECT_EQ(gs.sample(l.data(), allowed.data()).token, 1);  // token 0 (2.0) is masked
+    }
+}
+
 TEST(Sampler, PenaltiesFollowTheirFormulas) {
     // Repetition penalty 2 on a seen token with logit 3 → 1.5 (still the max vs 1.4): greedy
     // keeps it; at 2.5 → 1.2 < 1.4 and the other wins.

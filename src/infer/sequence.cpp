@@ -3,6 +3,8 @@
 
 #include <utility>
 
+#include "infer/json_constraint.h"
+
 namespace zs::infer {
 
 const char* to_string(SeqStatus s) {
@@ -31,6 +33,8 @@ const char* to_string(FinishReason r) {
             return "abort";
         case FinishReason::error:
             return "error";
+        case FinishReason::constraint:
+            return "constraint";
     }
     return "?";
 }
@@ -43,6 +47,9 @@ Sequence::Sequence(RequestId id_, std::vector<int32_t> prompt, RequestOptions op
       prompt_len(static_cast<int64_t>(tokens.size())),
       sampler(opts.sampling, vocab_size) {
     sampler.observe_prompt(tokens.data(), prompt_len);
+    if (opts.sampling.grammar) matcher = std::make_unique<JsonMatcher>(opts.sampling.grammar);
 }
+
+Sequence::~Sequence() = default;
 
 }  // namespace zs::infer

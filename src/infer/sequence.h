@@ -7,9 +7,12 @@
 // logits are sampled and a token is appended. A preempted sequence drops its blocks and resets
 // num_computed to 0; its prompt and output so far are recomputed on readmission (the sampler
 // keeps its state, so the continuation is the same). Invariant: blocks cover [0, num_computed).
+// A request with a response_format grammar carries a JsonMatcher fed with every output token's
+// bytes (kept across preemption, like the sampler).
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <vector>
 
 #include "infer/block_pool.h"
@@ -17,10 +20,15 @@
 
 namespace zs::infer {
 
+class JsonMatcher;  // json_constraint.h
+
 using RequestId = uint64_t;
 
 enum class SeqStatus { waiting, running, preempted, finished };
-enum class FinishReason { none, stop, length, abort, error };
+// constraint: the response_format grammar allowed no token (a schema that needs more nesting
+// than kJsonMaxNesting, or a byte the vocabulary lacks); the output so far is a valid prefix, not
+// a complete document.
+enum class FinishReason { none, stop, length, abort, error, constraint };
 
 const char* to_string(SeqStatus s);
 const char* to_string(FinishReason r);
@@ -35,6 +43,9 @@ struct RequestOptions {
 
 struct Sequence {
     Sequence(RequestId id, std::vector<int32_t> prompt, RequestOptions opts, int64_t vocab_size);
+    ~Sequence();
+    Sequence(const Sequence&) = delete;
+    Sequence& operator=(const Sequence&) = delete;
 
     RequestId id;
     RequestOptions opts;
@@ -44,6 +55,7 @@ struct Sequence {
     std::vector<BlockId> blocks;          // block table: position p is in blocks[p / block_size]
     std::vector<BlockHash> block_hashes;  // hashes of the leading full blocks, for the prefix cache
     Sampler sampler;
+    std::unique_ptr<JsonMatcher> matcher;  // set when opts.sampling.grammar is
     SeqStatus status = SeqStatus::waiting;
     FinishReason finish_reason = FinishReason::none;
     int64_t admit_order = -1;  // when it last started running; higher = more recent

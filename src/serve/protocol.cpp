@@ -6,6 +6,7 @@
 #include <fmt/format.h>
 
 #include "base/error.h"
+#include "infer/json_grammar.h"
 #include "io/json.h"
 
 namespace zs::serve {
@@ -236,6 +237,67 @@ void parse_messages(const json& m, GenRequest& r) {
     }
 }
 
+// The body again, keeping object key order (a schema's properties are generated in its order);
+// it already passed io::parse_json's limits, so this non-throwing parse cannot fail on size.
+nlohmann::ordered_json ordered_body(const std::string& body) {
+    nlohmann::ordered_json j = nlohmann::ordered_json::parse(body, nullptr, false);
+    if (j.is_discarded()) bad_request("", "the request body is not valid JSON", "invalid_json");
+    return j;
+}
+
+// response_format -> r.sampling.grammar (null for text).
+void parse_response_format(const json& rf, const std::string& body, GenRequest& r) {
+    const char* kParam = "response_format";
+    if (!rf.is_object()) {
+        bad_request(kParam,
+                    fmt::format("'response_format' must be an object, got {}", type_name(rf)));
+    }
+    auto type = rf.find("type");
+    if (type == rf.end() || !type->is_string()) {
+        bad_request(kParam,
+                    "'response_format.type' must be a string: text, json_object or "
+                    "json_schema");
+    }
+    const std::string t = type->get<std::string>();
+    if (t == "text") return;
+    if (t == "json_object") {
+        r.sampling.grammar = infer::JsonGrammar::json_object();
+        return;
+    }
+    if (t != "json_schema") {
+        bad_request(kParam, fmt::format("'response_format.type' must be text, json_object or "
+                                        "json_schema, got '{}'",
+                                        t.substr(0, 40)));
+    }
+    auto js = rf.find("json_schema");
+    if (js == rf.end() || !js->is_object()) {
+        bad_request(kParam, "'response_format.json_schema' must be an object holding the 'schema'");
+    }
+    for (const char* k : {"name", "description"}) {
+        auto it = js->find(k);
+        if (it != js->end() && !it->is_null() && !it->is_string()) {
+            bad_request(kParam,
+                        fmt::format("'response_format.json_schema.{}' must be a string", k));
+        }
+    }
+    auto strict = js->find("strict");
+    if (strict != js->end() && !strict->is_null() && !strict->is_boolean()) {
+        bad_request(kParam, "'response_format.json_schema.strict' must be a boolean");
+    }
+    if (!js->contains("schema") || (*js)["schema"].is_null()) {
+        bad_request(kParam, "'response_format.json_schema.schema' is required");
+    }
+    const nlohmann::ordered_json ordered = ordered_body(body);
+    try {
+        r.sampling.grammar =
+            infer::JsonGrammar::from_schema(ordered.at(kParam).at("json_schema").at("schema"));
+    } catch (const ConfigError& e) {
+        bad_request(kParam, fmt::format("'response_format.json_schema.schema': {}", e.what()));
+    } catch (const nlohmann::json::exception& e) {
+        bad_request(kParam, fmt::format("'response_format.json_schema.schema': {}", e.what()));
+    }
+}
+
 }  // namespace
 
 namespace {
@@ -343,13 +405,8 @@ GenRequest parse_request(Endpoint ep, const std::string& body, const ParseLimits
                 bad_request(k, fmt::format("'{}' (tool calling) is not supported", k));
             }
         }
-        if (const json* rf = b.get("response_format")) {
-            if (!rf->is_object() || !rf->contains("type") || (*rf)["type"] != "text") {
-                bad_request("response_format",
-                            "only 'response_format': {\"type\": \"text\"} is supported");
-            }
-        }
     }
+    if (const json* rf = b.get("response_format")) parse_response_format(*rf, body, r);
 
     r.n = static_cast<int>(b.integer("n", 1, lim.max_n).value_or(1));
     if (auto bo = b.integer("best_of", 1, lim.max_n); bo && *bo != r.n) {

@@ -5,8 +5,13 @@
 // type- and range-checked, and a bad one raises ApiError (HTTP 400 with OpenAI's error JSON
 // {"error": {"message", "type", "param", "code"}}, `param` naming the field). Unknown fields are
 // ignored (clients send many: user, metadata, store), except features we do not implement
-// (tools, logit_bias, suffix, best_of != n, echo with logprobs, non-text response_format), which
-// are rejected by name rather than silently dropped.
+// (tools, suffix, best_of != n, echo with logprobs), which are rejected by name rather than
+// silently dropped.
+//
+// response_format (both endpoints): {"type": "text"}; {"type": "json_object"}; {"type":
+// "json_schema", "json_schema": {"name", "schema", "strict", "description"}}. The grammar is
+// compiled here (infer/json_grammar.h), so a schema outside the supported subset is a 400 naming
+// `response_format` and the keyword's location; it travels in GenRequest::sampling.grammar.
 //
 // Policies (docs/SERVING.md): prompt + max_tokens beyond the model's context is a 400 naming
 // max_tokens (not clamped); chat without max_tokens generates up to the context; completions

@@ -544,6 +544,84 @@ TEST(Serve, LogitBiasSteersGeneration) {
     ts.expect_idle_no_leak();
 }
 
+// response_format over HTTP: every choice of a sampled (temperature 1) chat completion under a
+// JSON schema parses and has the schema's shape; json_object gives an object.
+TEST(Serve, ResponseFormatOutputsParseAndFollowTheSchema) {
+    TestServer ts;
+    auto c = ts.client();
+    const json schema = {
+        {"type", "object"},
+        {"properties",
+         {{"name", {{"type", "string"}, {"maxLength", 6}}},
+          {"age", {{"type", "integer"}}},
+          {"tags", {{"type", "array"}, {"items", {{"enum", {"a", "b"}}}}, {"maxItems", 3}}}}},
+        {"required", {"name", "age", "tags"}},
+        {"additionalProperties", false}};
+    int st = 0;
+    json r = post(
+        c, "/v1/chat/completions",
+        {{"model", "tiny"},
+         {"messages", {{{"role", "user"}, {"content", "Who?"}}}},
+         {"n", 4},
+         {"temperature", 1.0},
+         {"seed", 3},
+         {"max_tokens", 200},
+         {"response_format",
+          {{"type", "json_schema"}, {"json_schema", {{"name", "person"}, {"schema", schema}}}}}},
+        &st);
+    ASSERT_EQ(st, 200) << r;
+    ASSERT_EQ(r["choices"].size(), 4u);
+    int parsed = 0;
+    for (const json& ch : r["choices"]) {
+        const std::string text = ch["message"]["content"];
+        if (ch["finish_reason"] != "stop") continue;  // cut by max_tokens: no claim
+        const json v = json::parse(text, nullptr, false);
+        ASSERT_FALSE(v.is_discarded()) << text;
+        ASSERT_TRUE(v.is_object()) << text;
+        EXPECT_EQ(v.size(), 3u) << text;
+        ASSERT_TRUE(v.contains("name") && v["name"].is_string()) << text;
+        // maxLength counts characters (code points), not bytes.
+        const std::string name = v["name"].get<std::string>();
+        EXPECT_LE(
+            std::count_if(name.begin(), name.end(),
+                          [](char b) { return (static_cast<unsigned char>(b) & 0xC0) != 0x80; }),
+            6)
+            << text;
+        ASSERT_TRUE(v.contains("age") && v["age"].is_number_integer()) << text;
+        ASSERT_TRUE(v.contains("tags") && v["tags"].is_array()) << text;
+        EXPECT_LE(v["tags"].size(), 3u);
+        for (const json& t : v["tags"]) EXPECT_TRUE(t == "a" || t == "b") << text;
+        ++parsed;
+    }
+    EXPECT_GE(parsed, 2) << r;
+    r = post(c, "/v1/completions",
+             {{"model", "tiny"},
+              {"prompt", "Data:"},
+              {"temperature", 1.0},
+              {"seed", 5},
+              {"max_tokens", 120},
+              {"response_format", {{"type", "json_object"}}}},
+             &st);
+    ASSERT_EQ(st, 200) << r;
+    if (r["choices"][0]["finish_reason"] == "stop") {
+        const json v = json::parse(r["choices"][0]["text"].get<std::string>(), nullptr, false);
+        EXPECT_TRUE(v.is_object()) << r;
+    }
+    // A schema keyword that would change validity and is not supported: refused, named.
+    r = post(
+        c, "/v1/chat/completions",
+        {{"model", "tiny"},
+         {"messages", {{{"role", "user"}, {"content", "x"}}}},
+         {"response_format",
+          {{"type", "json_schema"},
+           {"json_schema", {{"name", "n"}, {"schema", {{"type", "integer"}, {"minimum", 3}}}}}}}},
+        &st);
+    EXPECT_EQ(st, 400);
+    expect_openai_error(r, "response_format");
+    EXPECT_NE(r["error"]["message"].get<std::string>().find("minimum"), std::string::npos) << r;
+    ts.expect_idle_no_leak();
+}
+
 TEST(Serve, Http10StreamsWithoutChunkedEncoding) {
     // HTTP/1.0 has no chunked transfer encoding: the SSE stream is the body up to the close.
     TestServer ts;
