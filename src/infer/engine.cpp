@@ -28,30 +28,33 @@ Engine::~Engine() = default;
 RequestId Engine::add_request(std::vector<int32_t> prompt, RequestOptions opts) {
     const models::ModelConfig& mc = model_.config();
     const auto n = static_cast<int64_t>(prompt.size());
-    ZS_CHECK_T(ConfigError, n > 0, "prompt: must hold at least one token");
+    ZS_CHECK_FIELD(n > 0, "prompt", "prompt: must hold at least one token");
     for (int64_t i = 0; i < n; ++i) {
         const int32_t t = prompt[static_cast<size_t>(i)];
-        ZS_CHECK_T(ConfigError, t >= 0 && t < mc.vocab_size,
-                   "prompt: token {} at index {} is outside the vocabulary [0, {})", t, i,
-                   mc.vocab_size);
+        ZS_CHECK_FIELD(t >= 0 && t < mc.vocab_size, "prompt",
+                       "prompt: token {} at index {} is outside the vocabulary [0, {})", t, i,
+                       mc.vocab_size);
     }
-    ZS_CHECK_T(ConfigError, opts.max_tokens >= 1, "max_tokens: must be >= 1 (got {})",
-               opts.max_tokens);
-    ZS_CHECK_T(ConfigError, n + opts.max_tokens <= mc.max_positions,
-               "max_tokens: prompt ({} tokens) + max_tokens ({}) exceed the model's context of {} "
-               "tokens",
-               n, opts.max_tokens, mc.max_positions);
+    ZS_CHECK_FIELD(opts.max_tokens >= 1, "max_tokens", "max_tokens: must be >= 1 (got {})",
+                   opts.max_tokens);
+    ZS_CHECK_FIELD(
+        n + opts.max_tokens <= mc.max_positions, "max_tokens",
+        "max_tokens: prompt ({} tokens) + max_tokens ({}) exceed the model's context of {} "
+        "tokens",
+        n, opts.max_tokens, mc.max_positions);
     const int64_t capacity = pool_->n_blocks() * pool_->block_size();
-    ZS_CHECK_T(ConfigError, n + opts.max_tokens <= capacity,
-               "max_tokens: prompt ({} tokens) + max_tokens ({}) exceed the KV cache's {} tokens",
-               n, opts.max_tokens, capacity);
+    ZS_CHECK_FIELD(
+        n + opts.max_tokens <= capacity, "max_tokens",
+        "max_tokens: prompt ({} tokens) + max_tokens ({}) exceed the KV cache's {} tokens", n,
+        opts.max_tokens, capacity);
     if (opts.sampling.grammar) {
-        ZS_CHECK_T(ConfigError, cfg_.token_index != nullptr,
-                   "response_format: this engine has no token bytes (EngineConfig::token_index), "
-                   "so it cannot constrain the output");
-        ZS_CHECK_T(ConfigError, cfg_.token_index->size() <= mc.vocab_size,
-                   "response_format: the token index has {} tokens, the model {}",
-                   cfg_.token_index->size(), mc.vocab_size);
+        ZS_CHECK_FIELD(
+            cfg_.token_index != nullptr, "response_format",
+            "response_format: this engine has no token bytes (EngineConfig::token_index), "
+            "so it cannot constrain the output");
+        ZS_CHECK_FIELD(cfg_.token_index->size() <= mc.vocab_size, "response_format",
+                       "response_format: the token index has {} tokens, the model {}",
+                       cfg_.token_index->size(), mc.vocab_size);
     }
     const RequestId id = next_id_++;
     // The Sampler constructor validates the sampling parameters (ConfigError).

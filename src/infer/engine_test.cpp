@@ -479,15 +479,32 @@ TEST(Engine, StopsAtStopTokensEosAndMaxTokens) {
 TEST(Engine, InvalidRequestsAreRejectedNamingTheField) {
     Model m = make(kLlama);
     Engine e(*m.model, engine_config(8, 4, 32));  // 32 tokens of KV
+    // The message names the field, and so does the error itself (the server's `param`).
     auto message = [&](std::vector<int32_t> p, RequestOptions o) -> std::string {
         try {
             e.add_request(std::move(p), std::move(o));
-        } catch (const ConfigError& err) {
-            return err.what();
+        } catch (const FieldError& err) {
+            const std::string what = err.what();
+            EXPECT_NE(what.find(err.field()), std::string::npos) << what;
+            return err.field() + "|" + what;
         }
         return "accepted";
     };
-    EXPECT_NE(message({}, greedy(4)).find("prompt"), std::string::npos);
+    EXPECT_TRUE(message({}, greedy(4)).starts_with("prompt|"));
+    EXPECT_TRUE(message({1}, greedy(0)).starts_with("max_tokens|"));
+    for (auto [field, set] : std::vector<std::pair<std::string, void (*)(SamplingParams&)>>{
+             {"temperature", [](SamplingParams& p) { p.temperature = -1; }},
+             {"top_p", [](SamplingParams& p) { p.top_p = 2; }},
+             {"min_p", [](SamplingParams& p) { p.min_p = -0.5f; }},
+             {"top_k", [](SamplingParams& p) { p.top_k = -3; }},
+             {"repetition_penalty", [](SamplingParams& p) { p.repetition_penalty = 0; }},
+             {"frequency_penalty", [](SamplingParams& p) { p.frequency_penalty = 3; }},
+             {"presence_penalty", [](SamplingParams& p) { p.presence_penalty = -3; }},
+             {"top_logprobs", [](SamplingParams& p) { p.top_logprobs = 21; }}}) {
+        RequestOptions o = greedy(4);
+        set(o.sampling);
+        EXPECT_TRUE(message({1}, o).starts_with(field + "|")) << message({1}, o);
+    }
     EXPECT_NE(message({1, 64}, greedy(4)).find("outside the vocabulary"), std::string::npos);
     EXPECT_NE(message({1, -1}, greedy(4)).find("outside the vocabulary"), std::string::npos);
     EXPECT_NE(message({1}, greedy(0)).find("max_tokens"), std::string::npos);

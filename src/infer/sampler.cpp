@@ -13,20 +13,21 @@ Sampler::Sampler(const SamplingParams& params, int64_t vocab_size)
       vocab_(vocab_size),
       rng_(params.seed),
       seen_mask_(static_cast<size_t>(vocab_size), 0) {
-    ZS_CHECK_T(ConfigError, p_.temperature >= 0.0f && std::isfinite(p_.temperature),
-               "temperature must be >= 0 (got {})", p_.temperature);
-    ZS_CHECK_T(ConfigError, p_.top_p > 0.0f && p_.top_p <= 1.0f, "top_p must be in (0, 1] (got {})",
-               p_.top_p);
-    ZS_CHECK_T(ConfigError, p_.min_p >= 0.0f && p_.min_p <= 1.0f,
-               "min_p must be in [0, 1] (got {})", p_.min_p);
-    ZS_CHECK_T(ConfigError, p_.top_k >= 0, "top_k must be >= 0 (got {})", p_.top_k);
-    ZS_CHECK_T(ConfigError, p_.repetition_penalty > 0.0f, "repetition_penalty must be > 0 (got {})",
-               p_.repetition_penalty);
-    ZS_CHECK_T(ConfigError,
-               std::fabs(p_.frequency_penalty) <= 2.0f && std::fabs(p_.presence_penalty) <= 2.0f,
-               "frequency_penalty and presence_penalty must be in [-2, 2]");
-    ZS_CHECK_T(ConfigError, p_.top_logprobs >= 0 && p_.top_logprobs <= 20,
-               "top_logprobs must be in [0, 20] (got {})", p_.top_logprobs);
+    ZS_CHECK_FIELD(p_.temperature >= 0.0f && std::isfinite(p_.temperature), "temperature",
+                   "temperature must be >= 0 (got {})", p_.temperature);
+    ZS_CHECK_FIELD(p_.top_p > 0.0f && p_.top_p <= 1.0f, "top_p", "top_p must be in (0, 1] (got {})",
+                   p_.top_p);
+    ZS_CHECK_FIELD(p_.min_p >= 0.0f && p_.min_p <= 1.0f, "min_p",
+                   "min_p must be in [0, 1] (got {})", p_.min_p);
+    ZS_CHECK_FIELD(p_.top_k >= 0, "top_k", "top_k must be >= 0 (got {})", p_.top_k);
+    ZS_CHECK_FIELD(p_.repetition_penalty > 0.0f, "repetition_penalty",
+                   "repetition_penalty must be > 0 (got {})", p_.repetition_penalty);
+    ZS_CHECK_FIELD(std::fabs(p_.frequency_penalty) <= 2.0f, "frequency_penalty",
+                   "frequency_penalty must be in [-2, 2] (got {})", p_.frequency_penalty);
+    ZS_CHECK_FIELD(std::fabs(p_.presence_penalty) <= 2.0f, "presence_penalty",
+                   "presence_penalty must be in [-2, 2] (got {})", p_.presence_penalty);
+    ZS_CHECK_FIELD(p_.top_logprobs >= 0 && p_.top_logprobs <= 20, "top_logprobs",
+                   "top_logprobs must be in [0, 20] (got {})", p_.top_logprobs);
     work_.resize(static_cast<size_t>(vocab_));
     idx_.resize(static_cast<size_t>(vocab_));
 }
