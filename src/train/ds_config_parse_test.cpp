@@ -240,8 +240,8 @@ TEST(DsConfigErrors, BadInputsNameTheKeyPathAndValue) {
          R"(zero_optimization.stage: expected an integer 0-3, got "three")"},
         {R"("zero_optimization": {"stage": 4})",
          "zero_optimization.stage: expected an integer 0-3, got 4"},
-        {R"("zero_optimization": {"reduce_bucket_size": 0})",
-         "zero_optimization.reduce_bucket_size: expected an integer >= 1, got 0"},
+        {R"("zero_optimization": {"reduce_bucket_size": -1})",
+         "zero_optimization.reduce_bucket_size: expected an integer >= 0, got -1"},
         {R"("zero_optimization": {"allgather_bucket_size": 1.5})",
          "zero_optimization.allgather_bucket_size: expected an integer >= 0, got 1.5"},
         {R"("zero_optimization": {"contiguous_gradients": "yes"})",
@@ -387,6 +387,16 @@ TEST(DsConfigWarnings, UnknownKeysAtEveryLevelSuggestTheClosestKey) {
     EXPECT_TRUE(contains(o.warnings, "optimizer.params.eps: not a parameter of Lion"));
     EXPECT_TRUE(
         contains(o.warnings, "scheduler.params.total_num_steps: not a parameter of WarmupLR"));
+}
+
+// DeepSpeed 0.19.6 and earlier accept reduce_bucket_size 0 (ge=0), 0.19.7 refuses it (gt=0):
+// accepted, with the fact stated, since it changes nothing zerospeed computes.
+TEST(DsConfigWarnings, ReduceBucketSizeZeroAcceptedAsDeepSpeedAcceptedIt) {
+    TrainConfig c = parse(R"("zero_optimization": {"stage": 2, "reduce_bucket_size": 0})");
+    EXPECT_EQ(c.zero.reduce_bucket_size, 0);
+    EXPECT_TRUE(contains(c.warnings,
+                         "zero_optimization.reduce_bucket_size: 0 is accepted as "
+                         "DeepSpeed 0.19.6 and earlier accept it"));
 }
 
 TEST(DsConfigWarnings, UnsupportedDeepSpeedSettingsAreListed) {

@@ -98,7 +98,15 @@ ZeroConfig parse_zero(Section& root) {
     z.stage = static_cast<int>(s.get_int("stage", 0, 3).value_or(0));
     z.contiguous_gradients = s.get_bool("contiguous_gradients").value_or(true);
     z.reduce_scatter = s.get_bool("reduce_scatter").value_or(true);
-    z.reduce_bucket_size = s.get_int("reduce_bucket_size", 1, kI64Max).value_or(500'000'000);
+    // DeepSpeed 0.19.6 and earlier accept 0 (zero/config.py: ge=0); 0.19.7 refuses it (gt=0).
+    // The bucket size only groups reductions, which zerospeed runs per parameter group anyway.
+    z.reduce_bucket_size = s.get_int("reduce_bucket_size", 0, kI64Max).value_or(500'000'000);
+    if (z.reduce_bucket_size == 0) {
+        s.warn("reduce_bucket_size",
+               "0 is accepted as DeepSpeed 0.19.6 and earlier accept it (0.19.7 and later refuse "
+               "it); zerospeed reduces each parameter group whole, so the value does not change "
+               "what is computed");
+    }
     z.use_multi_rank_bucket_allreduce =
         s.get_bool("use_multi_rank_bucket_allreduce").value_or(true);
     z.allgather_partitions = s.get_bool("allgather_partitions").value_or(true);
