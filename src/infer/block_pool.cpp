@@ -65,6 +65,7 @@ KvPoolStats KvBlockPool::stats() const {
     s.n_blocks = spec_.n_blocks;
     s.n_free = n_free_;
     s.n_used = n_used();
+    s.n_used_peak = n_used_peak_;
     s.n_cached = static_cast<int64_t>(by_hash_.size());
     s.n_evictions = n_evictions_;
     s.prefix_queries = prefix_queries_;
@@ -120,6 +121,7 @@ std::optional<std::vector<BlockId>> KvBlockPool::allocate(int64_t n) {
         meta_[static_cast<size_t>(b)].ref = 1;
         out.push_back(b);
     }
+    n_used_peak_ = std::max(n_used_peak_, n_used());
     return out;
 }
 
@@ -183,6 +185,7 @@ std::vector<BlockId> KvBlockPool::acquire_prefix(std::span<const int32_t> tokens
         out.push_back(b);
         parent = h;
     }
+    n_used_peak_ = std::max(n_used_peak_, n_used());
     return out;
 }
 

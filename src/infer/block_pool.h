@@ -27,6 +27,10 @@ using core::Tensor;
 using BlockId = int32_t;
 using BlockHash = uint64_t;
 
+// A block-table slot whose block was returned to the pool: with a sliding window on every layer,
+// the leading blocks no future query can read (scheduler.h). Never passed to the pool.
+inline constexpr BlockId kNoBlock = -1;
+
 // The hash a chain of blocks starts from (the "parent" of a sequence's first block).
 inline constexpr BlockHash kRootBlockHash = 0x5a17'0b10'c4a5'e001ull;
 
@@ -53,9 +57,10 @@ struct KvCacheSpec {
 // Counters for metrics (gauges and totals since construction).
 struct KvPoolStats {
     int64_t n_blocks = 0;
-    int64_t n_used = 0;    // refcount > 0
-    int64_t n_free = 0;    // refcount 0 (including cached ones that may still be reused)
-    int64_t n_cached = 0;  // blocks findable by hash (used or free)
+    int64_t n_used = 0;       // refcount > 0
+    int64_t n_free = 0;       // refcount 0 (including cached ones that may still be reused)
+    int64_t n_cached = 0;     // blocks findable by hash (used or free)
+    int64_t n_used_peak = 0;  // the most blocks used at once
     int64_t n_evictions = 0;
     int64_t prefix_queries = 0;  // full blocks looked up by acquire_prefix
     int64_t prefix_hits = 0;     // of those, found in the cache
@@ -119,6 +124,7 @@ private:
     std::vector<Meta> meta_;     // [n_blocks]
     BlockId head_ = -1, tail_ = -1;
     int64_t n_free_ = 0;
+    int64_t n_used_peak_ = 0;
     std::unordered_map<BlockHash, BlockId> by_hash_;
     int64_t n_evictions_ = 0, prefix_queries_ = 0, prefix_hits_ = 0;
 };

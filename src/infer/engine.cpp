@@ -18,7 +18,7 @@ Engine::Engine(models::Transformer& model, const EngineConfig& cfg) : model_(mod
             ? KvCacheSpec::for_blocks(mc, cfg.kv_blocks, cfg.block_size, cfg.kv_dtype)
             : KvCacheSpec::for_memory(mc, cfg.kv_cache_bytes, cfg.block_size, cfg.kv_dtype);
     pool_ = std::make_unique<KvBlockPool>(spec);
-    scheduler_ = std::make_unique<Scheduler>(cfg.scheduler, *pool_);
+    scheduler_ = std::make_unique<Scheduler>(cfg.scheduler, *pool_, shared_kv_window(mc));
     attn_ = std::make_unique<PagedKvAttention>(*pool_);
     for (int64_t e : mc.eos_token_ids) eos_ids_.push_back(static_cast<int32_t>(e));
 }
@@ -42,11 +42,14 @@ RequestId Engine::add_request(std::vector<int32_t> prompt, RequestOptions opts) 
         "max_tokens: prompt ({} tokens) + max_tokens ({}) exceed the model's context of {} "
         "tokens",
         n, opts.max_tokens, mc.max_positions);
-    const int64_t capacity = pool_->n_blocks() * pool_->block_size();
+    const int64_t capacity = scheduler_->max_seq_tokens();
     ZS_CHECK_FIELD(
         n + opts.max_tokens <= capacity, "max_tokens",
         "max_tokens: prompt ({} tokens) + max_tokens ({}) exceed the KV cache's {} tokens", n,
         opts.max_tokens, capacity);
+    ZS_CHECK_FIELD(opts.prompt_logprobs <= 20, "logprobs",
+                   "logprobs: at most 20 alternatives per prompt token (got {})",
+                   opts.prompt_logprobs);
     if (opts.sampling.grammar) {
         ZS_CHECK_FIELD(
             cfg_.token_index != nullptr, "response_format",
@@ -153,8 +156,20 @@ std::vector<RequestOutput> Engine::step() {
         auto* pp = pos.data<int32_t>();
         std::vector<SeqSlice> slices;
         std::vector<int64_t> logit_rows;
+        // Prompt positions to score (prompt_logprobs): their logits rows follow the sampled ones.
+        struct PromptRow {
+            Sequence* seq;
+            int64_t pos;  // scores prompt token pos + 1
+            int64_t row;
+        };
+        std::vector<PromptRow> prompt_rows;
         int64_t row = 0;
         for (const ScheduledSeq& e : b.seqs) {
+            if (e.seq->opts.prompt_logprobs >= 0) {
+                for (int64_t p = e.pos; p < e.pos + e.n_tokens && p + 1 < e.seq->prompt_len; ++p) {
+                    prompt_rows.push_back({e.seq, p, row + (p - e.pos)});
+                }
+            }
             for (int64_t i = 0; i < e.n_tokens; ++i) {
                 idp[row + i] = e.seq->tokens[static_cast<size_t>(e.pos + i)];
                 pp[row + i] = static_cast<int32_t>(e.pos + i);
@@ -163,6 +178,8 @@ std::vector<RequestOutput> Engine::step() {
             if (e.sample) logit_rows.push_back(row + e.n_tokens - 1);
             row += e.n_tokens;
         }
+        const auto n_sampled = static_cast<int64_t>(logit_rows.size());
+        for (const PromptRow& pr : prompt_rows) logit_rows.push_back(pr.row);
         attn_->set_batch(std::move(slices));
         Tensor logits;
         Timer timer;
@@ -180,6 +197,14 @@ std::vector<RequestOutput> Engine::step() {
         last_.forward_seconds = timer.seconds();
         scheduler_->commit(b);
         const int64_t V = model_.config().vocab_size;
+        for (size_t i = 0; i < prompt_rows.size(); ++i) {
+            Sequence& s = *prompt_rows[i].seq;
+            s.prompt_samples.resize(static_cast<size_t>(s.prompt_len - 1));
+            const int64_t p = prompt_rows[i].pos;
+            s.prompt_samples[static_cast<size_t>(p)] =
+                score_token(logits.data<float>() + (n_sampled + static_cast<int64_t>(i)) * V, V,
+                            s.tokens[static_cast<size_t>(p + 1)], s.opts.prompt_logprobs);
+        }
         int64_t r = 0;
         for (const ScheduledSeq& e : b.seqs) {
             if (!e.sample) continue;
@@ -197,10 +222,18 @@ std::vector<RequestOutput> Engine::step() {
             s.sampler.observe_output(sr.token);
             s.tokens.push_back(sr.token);
             ++totals_.n_generated_tokens;
+            // The scored prompt goes out with the first token (before finish_seq, which may
+            // release the sequence).
+            std::vector<SampleResult> prompt_samples;
+            if (s.opts.prompt_logprobs >= 0 && s.n_output() == 1) {
+                s.prompt_samples.resize(static_cast<size_t>(s.prompt_len - 1));
+                prompt_samples = std::move(s.prompt_samples);
+            }
             const FinishReason reason = stop_reason(s, sr.token);
             RequestOutput o = reason == FinishReason::none ? output_of(s) : finish_seq(s, reason);
             o.new_tokens.push_back(sr.token);
             o.new_samples.push_back(std::move(sr));
+            o.prompt_samples = std::move(prompt_samples);
             outputs.push_back(std::move(o));
         }
     }

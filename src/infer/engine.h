@@ -46,6 +46,9 @@ struct RequestOutput {
     RequestId id = 0;
     std::vector<int32_t> new_tokens;        // 0 or 1 per step today
     std::vector<SampleResult> new_samples;  // logprob (and top_logprobs) of each new token
+    // With the first output token when RequestOptions::prompt_logprobs >= 0: entry i scores
+    // prompt token i + 1 (the first prompt token has nothing to be scored against).
+    std::vector<SampleResult> prompt_samples;
     bool finished = false;
     FinishReason finish_reason = FinishReason::none;
     int64_t n_prompt_tokens = 0;
@@ -86,9 +89,10 @@ public:
     Engine(const Engine&) = delete;
     Engine& operator=(const Engine&) = delete;
 
-    // Queue a request. Throws ConfigError naming the field for an invalid one: empty prompt, a
+    // Queue a request. Throws FieldError naming the field for an invalid one: empty prompt, a
     // token id outside the vocabulary, max_tokens < 1, prompt + max_tokens beyond the model's
-    // context or beyond the whole KV pool, bad sampling parameters.
+    // context or beyond what the KV pool can hold for one sequence (the whole pool; for a model
+    // whose every layer has a sliding window, the window's blocks), bad sampling parameters.
     RequestId add_request(std::vector<int32_t> prompt, RequestOptions opts);
     // End a request now in any state, freeing its blocks: reason abort (client gone) or stop (a
     // stop string the server matched). False for an unknown or already finished id.

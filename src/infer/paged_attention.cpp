@@ -48,7 +48,11 @@ void check_rows(const Tensor& t, const char* name, int64_t heads, int64_t HS) {
                t.str());
 }
 
-void check_tables(std::span<const SeqSlice> seqs, int64_t N, int64_t bs, int64_t n_blocks) {
+// first_pos(s): the first position the caller touches. Slots of blocks wholly below it may hold
+// kNoBlock (freed outside a sliding window); every other one must name a block.
+template <typename FirstPos>
+void check_tables(std::span<const SeqSlice> seqs, int64_t N, int64_t bs, int64_t n_blocks,
+                  FirstPos first_pos) {
     for (const SeqSlice& s : seqs) {
         ZS_CHECK_T(ShapeError, s.start >= 0 && s.n_tokens >= 0 && s.start + s.n_tokens <= N,
                    "slice rows [{}, {}) outside the batch of {}", s.start, s.start + s.n_tokens, N);
@@ -56,9 +60,13 @@ void check_tables(std::span<const SeqSlice> seqs, int64_t N, int64_t bs, int64_t
                    s.pos >= 0 && static_cast<int64_t>(s.blocks.size()) * bs >= s.pos + s.n_tokens,
                    "block table of {} blocks cannot hold positions [0, {})", s.blocks.size(),
                    s.pos + s.n_tokens);
-        for (BlockId b : s.blocks) {
-            ZS_CHECK_T(ShapeError, b >= 0 && b < n_blocks, "block id {} outside [0, {})", b,
-                       n_blocks);
+        const int64_t first_block = first_pos(s) / bs;
+        for (size_t i = 0; i < s.blocks.size(); ++i) {
+            const BlockId b = s.blocks[i];
+            if (b == kNoBlock && static_cast<int64_t>(i) < first_block) continue;
+            ZS_CHECK_T(ShapeError, b >= 0 && b < n_blocks,
+                       "block id {} in slot {} outside [0, {}) (slots from {} are read)", b, i,
+                       n_blocks, first_block);
         }
     }
 }
@@ -126,7 +134,7 @@ void paged_kv_write(const Tensor& k_cache, const Tensor& v_cache, const Tensor& 
     check_rows(k, "k", NKV, HS);
     check_rows(v, "v", NKV, HS);
     ZS_CHECK_T(ShapeError, k.size(0) == v.size(0), "k has {} rows, v {}", k.size(0), v.size(0));
-    check_tables(seqs, k.size(0), bs, k_cache.size(0));
+    check_tables(seqs, k.size(0), bs, k_cache.size(0), [](const SeqSlice& s) { return s.pos; });
     const DType ct = k_cache.dtype();
     const size_t ce = core::dtype_size(ct), ke = k.element_size(), ve = v.element_size();
     auto* kc = static_cast<char*>(k_cache.data_ptr());
@@ -164,12 +172,16 @@ void paged_attention_forward(const Tensor& out, const Tensor& q, const Tensor& k
     check_rows(out, "out", NH, HS);
     ZS_CHECK_T(ShapeError, out.size(0) == q.size(0), "out has {} rows, q {}", out.size(0),
                q.size(0));
-    check_tables(seqs, q.size(0), bs, k_cache.size(0));
     ZS_CHECK_T(ShapeError, opts.causal && opts.window >= 0,
                "paged attention is causal with a window >= 0, got causal {} window {}", opts.causal,
                opts.window);
     const float scale = opts.scale != 0.0f ? opts.scale : 1.0f / std::sqrt(static_cast<float>(HS));
     const int64_t W = opts.window;
+    // The earliest key read is the window start of the slice's first query (every tile starts at
+    // its own first query's, which is later).
+    check_tables(seqs, q.size(0), bs, k_cache.size(0), [W](const SeqSlice& s) {
+        return W > 0 ? std::max<int64_t>(0, s.pos - W + 1) : int64_t{0};
+    });
 
     std::vector<Task> tasks;
     int64_t work = 0;

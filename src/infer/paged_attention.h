@@ -22,7 +22,9 @@
 // Row 4 (A at position 8) writes its k/v into block 5 slot 0 and attends keys 0..8: all of
 // blocks 7 and 2, then slot 0 of block 5. Row 6 (B) attends keys 0..6 through blocks 3 and 9.
 // Block tables must cover [0, pos + n_tokens); blocks a sequence shares through the prefix cache
-// are full and lie below pos, so they are only read.
+// are full and lie below pos, so they are only read. With a sliding window W, slots of blocks
+// wholly below pos - W + 1 (the first key of the slice's first query) may hold kNoBlock: no query
+// of the slice reads them (a slot in range holding kNoBlock is a ShapeError, never a read).
 #pragma once
 
 #include <span>

@@ -55,12 +55,13 @@ void run_case(const Case& c, uint64_t seed) {
     struct Seq {
         int64_t hist, n;
         std::vector<BlockId> blocks;
-        Tensor k, v;  // [hist + n, NKV, HS] f32, the whole sequence
+        std::vector<BlockId> table;  // blocks, with kNoBlock for those wholly outside the window
+        Tensor k, v;                 // [hist + n, NKV, HS] f32, the whole sequence
     };
     std::vector<Seq> seqs;
     int64_t N = 0;
     for (auto [hist, n] : shape) {
-        Seq s{hist, n, {}, {}, {}};
+        Seq s{hist, n, {}, {}, {}, {}};
         for (int64_t b = 0; b < (hist + n + bs - 1) / bs; ++b)
             s.blocks.push_back(ids[next_block++]);
         s.k = zs::test::random_tensor(rng, {hist + n, c.NKV, c.HS}, DType::f32);
@@ -84,9 +85,13 @@ void run_case(const Case& c, uint64_t seed) {
     std::vector<SeqSlice> slices;
     int64_t row = 0;
     for (Seq& s : seqs) {
+        // As the scheduler frees them: blocks below the first query's window start are gone.
+        s.table = s.blocks;
+        const int64_t n_dead = c.window > 0 ? std::max<int64_t>(0, s.hist - c.window + 1) / bs : 0;
+        std::fill(s.table.begin(), s.table.begin() + n_dead, kNoBlock);
         s.k.slice(0, s.hist, s.hist + s.n).copy_from(k.slice(0, row, row + s.n));
         s.v.slice(0, s.hist, s.hist + s.n).copy_from(v.slice(0, row, row + s.n));
-        slices.push_back({row, s.n, s.hist, s.blocks});
+        slices.push_back({row, s.n, s.hist, s.table});
         row += s.n;
     }
     PagedKvAttention attn(pool);
@@ -190,6 +195,34 @@ TEST(PagedAttention, RejectsTablesThatDoNotCoverTheTokens) {
     EXPECT_THROW(attn.set_batch({{1, 2, 0, one}}), ShapeError);  // rows must start at 0
     attn.set_batch({{0, 1, 0, one}});
     EXPECT_THROW(attn.attend(0, {}, q, q, q, out), ShapeError);  // 2 rows for a 1-row layout
+}
+
+TEST(PagedAttention, FreedSlotsAreAllowedOnlyBelowTheWindow) {
+    KvCacheSpec spec;
+    spec.n_layers = 1;
+    spec.n_kv_heads = 1;
+    spec.head_dim = 4;
+    spec.block_size = 4;
+    spec.dtype = DType::f32;
+    spec.n_blocks = 4;
+    KvBlockPool pool(spec);
+    PagedKvAttention attn(pool);
+    Tensor q = Tensor::zeros({2, 1, 4}, DType::f32), out = Tensor::empty({2, 1, 4}, DType::f32);
+    // Positions 9, 10: with W = 6 the first query reads keys from 4, so block 0 may be gone...
+    std::vector<BlockId> table = {kNoBlock, 1, 2};
+    attn.set_batch({{0, 2, 9, table}});
+    ops::AttentionOptions w6;
+    w6.window = 6;
+    EXPECT_NO_THROW(attn.attend(0, w6, q, q, q, out));
+    // ...with W = 7 (from key 3) or full attention, it would be read: refused, never read.
+    ops::AttentionOptions w7;
+    w7.window = 7;
+    EXPECT_THROW(attn.attend(0, w7, q, q, q, out), ShapeError);
+    EXPECT_THROW(attn.attend(0, {}, q, q, q, out), ShapeError);
+    // A freed slot where the new tokens are written is refused too.
+    std::vector<BlockId> gone = {0, 1, kNoBlock};
+    attn.set_batch({{0, 2, 9, gone}});
+    EXPECT_THROW(attn.attend(0, w6, q, q, q, out), ShapeError);
 }
 
 }  // namespace

@@ -48,15 +48,48 @@ void Sampler::observe_output(int32_t token) {
     observe_prompt(&token, 1);
 }
 
-SampleResult Sampler::sample(const float* logits, const uint8_t* allowed) {
-    const auto V = static_cast<size_t>(vocab_);
-    SampleResult r;
-    // Raw log-softmax normaliser, for reported log-probabilities.
+namespace {
+
+// r.logprob of r.token and the top_n most likely tokens, from the raw logits and their
+// log-normaliser.
+void fill_logprobs(SampleResult& r, const float* logits, size_t V, double log_z, int top_n) {
+    r.logprob = static_cast<float>(logits[static_cast<size_t>(r.token)] - log_z);
+    if (top_n <= 0) return;
+    std::vector<int32_t> ids(V);
+    std::iota(ids.begin(), ids.end(), 0);
+    auto k = std::min<size_t>(static_cast<size_t>(top_n), V);
+    std::partial_sort(ids.begin(), ids.begin() + static_cast<std::ptrdiff_t>(k), ids.end(),
+                      [&](int32_t a, int32_t b) {
+                          return logits[a] > logits[b] || (logits[a] == logits[b] && a < b);
+                      });
+    for (size_t i = 0; i < k; ++i) {
+        r.top.emplace_back(ids[i], static_cast<float>(logits[static_cast<size_t>(ids[i])] - log_z));
+    }
+}
+
+double log_normaliser(const float* logits, size_t V) {
     float mx = -INFINITY;
     for (size_t i = 0; i < V; ++i) mx = std::max(mx, logits[i]);
     double z = 0;
     for (size_t i = 0; i < V; ++i) z += std::exp(static_cast<double>(logits[i]) - mx);
-    const double log_z = mx + std::log(z);
+    return mx + std::log(z);
+}
+
+}  // namespace
+
+SampleResult score_token(const float* logits, int64_t vocab_size, int32_t token, int top_n) {
+    const auto V = static_cast<size_t>(vocab_size);
+    SampleResult r;
+    r.token = token;
+    fill_logprobs(r, logits, V, log_normaliser(logits, V), top_n);
+    return r;
+}
+
+SampleResult Sampler::sample(const float* logits, const uint8_t* allowed) {
+    const auto V = static_cast<size_t>(vocab_);
+    SampleResult r;
+    // Raw log-softmax normaliser, for reported log-probabilities.
+    const double log_z = log_normaliser(logits, V);
 
     std::copy(logits, logits + V, work_.begin());
     for (const auto& [t, bias] : p_.logit_bias) {
@@ -143,20 +176,7 @@ SampleResult Sampler::sample(const float* logits, const uint8_t* allowed) {
         (void)found;  // rounding may leave u just past the end: the last kept token is drawn
         r.token = idx_[pick];
     }
-    r.logprob = static_cast<float>(logits[static_cast<size_t>(r.token)] - log_z);
-    if (p_.top_logprobs > 0) {
-        std::vector<int32_t> ids(V);
-        std::iota(ids.begin(), ids.end(), 0);
-        auto k = std::min<size_t>(static_cast<size_t>(p_.top_logprobs), V);
-        std::partial_sort(ids.begin(), ids.begin() + static_cast<std::ptrdiff_t>(k), ids.end(),
-                          [&](int32_t a, int32_t b) {
-                              return logits[a] > logits[b] || (logits[a] == logits[b] && a < b);
-                          });
-        for (size_t i = 0; i < k; ++i) {
-            r.top.emplace_back(ids[i],
-                               static_cast<float>(logits[static_cast<size_t>(ids[i])] - log_z));
-        }
-    }
+    fill_logprobs(r, logits, V, log_z, p_.top_logprobs);
     return r;
 }
 

@@ -46,6 +46,10 @@ struct SampleResult {
     std::vector<std::pair<int32_t, float>> top;  // top_logprobs entries, most likely first
 };
 
+// The raw model distribution's log-probability of `token` under logits [V] (f32), and the
+// `top_n` most likely tokens with theirs (ties: lower id first), as Sampler::sample reports them.
+SampleResult score_token(const float* logits, int64_t vocab_size, int32_t token, int top_n);
+
 class Sampler {
 public:
     Sampler(const SamplingParams& params, int64_t vocab_size);

@@ -2,6 +2,8 @@
 #include "infer/scheduler.h"
 
 #include <algorithm>
+#include <limits>
+#include <span>
 
 #include "base/error.h"
 
@@ -17,7 +19,19 @@ const char* to_string(SchedulePolicy p) {
     return "?";
 }
 
-Scheduler::Scheduler(const SchedulerConfig& cfg, KvBlockPool& pool) : cfg_(cfg), pool_(pool) {
+int64_t shared_kv_window(const models::ModelConfig& model) {
+    int64_t w = 0;
+    for (int64_t l = 0; l < model.n_layers; ++l) {
+        const int64_t wl = model.window(l);
+        if (wl == 0) return 0;  // this layer reads every key as long as the sequence lives
+        w = std::max(w, wl);
+    }
+    return w;
+}
+
+Scheduler::Scheduler(const SchedulerConfig& cfg, KvBlockPool& pool, int64_t kv_window)
+    : cfg_(cfg), pool_(pool), window_(cfg.free_outside_window ? kv_window : 0) {
+    ZS_CHECK_T(ConfigError, kv_window >= 0, "kv window must be >= 0 (got {})", kv_window);
     ZS_CHECK_T(ConfigError, cfg.max_batch_tokens > 0, "max_batch_tokens must be > 0 (got {})",
                cfg.max_batch_tokens);
     ZS_CHECK_T(ConfigError, cfg.max_seqs > 0 && cfg.max_seqs <= cfg.max_batch_tokens,
@@ -96,11 +110,15 @@ void Scheduler::admit_waiting(Batch& b, int64_t& budget) {
            static_cast<int64_t>(running_.size()) < cfg_.max_seqs) {
         Sequence& s = *waiting_.front();
         ZS_ASSERT(s.blocks.empty() && s.num_computed == 0);
-        if (cfg_.prefix_caching) {
+        if (cfg_.prefix_caching && s.opts.prompt_logprobs < 0) {
             // At least the last token is computed, so the last row has logits to sample from
             // (and shared blocks, all below num_computed, are never written).
             s.blocks = pool_.acquire_prefix(s.tokens, (s.num_tokens() - 1) / bs);
             s.num_computed = static_cast<int64_t>(s.blocks.size()) * bs;
+            if (window_ > 0) {  // shared blocks already outside the window go at once
+                cache_full_blocks(s);
+                drop_outside_window(s);
+            }
         }
         int64_t n = s.n_pending();
         if (n > budget) {
@@ -179,27 +197,69 @@ void Scheduler::preempt(Sequence& victim, Batch& b, int64_t& budget) {
 }
 
 void Scheduler::release_blocks(Sequence& s) {
-    pool_.free(s.blocks);
+    // Only the slots past the dropped ones hold references.
+    pool_.free(std::span<const BlockId>(s.blocks).subspan(static_cast<size_t>(s.n_dropped_blocks)));
     s.blocks.clear();
+    s.n_dropped_blocks = 0;
     s.block_hashes.clear();
     s.num_computed = 0;
 }
 
-void Scheduler::commit(const Batch& b) {
+int64_t Scheduler::max_seq_blocks(int64_t n_tokens) const {
     const int64_t bs = pool_.block_size();
+    const int64_t all = (n_tokens + bs - 1) / bs;
+    if (window_ == 0) return all;
+    // During a step: the blocks of keys [q - W + 1, q) for its first query q, then its chunk's.
+    return std::min(all, (window_ + cfg_.max_batch_tokens + bs - 1) / bs + 1);
+}
+
+int64_t Scheduler::max_seq_tokens() const {
+    constexpr int64_t kUnlimited = std::numeric_limits<int64_t>::max();
+    if (window_ > 0 && max_seq_blocks(kUnlimited / 2) <= pool_.n_blocks()) return kUnlimited;
+    return pool_.n_blocks() * pool_.block_size();
+}
+
+void Scheduler::cache_full_blocks(Sequence& s) {
+    const int64_t bs = pool_.block_size();
+    const std::span<const int32_t> toks(s.tokens);
+    for (auto k = static_cast<int64_t>(s.block_hashes.size()); (k + 1) * bs <= s.num_computed;
+         ++k) {
+        const BlockId blk = s.blocks[static_cast<size_t>(k)];
+        // Blocks are hashed before any is dropped (commit, admission), so never a freed slot.
+        ZS_ASSERT(blk != kNoBlock, "hashing dropped block slot {}", k);
+        const BlockHash parent = k == 0 ? kRootBlockHash : s.block_hashes.back();
+        s.block_hashes.push_back(pool_.cache_block(
+            blk, parent, toks.subspan(static_cast<size_t>(k * bs), static_cast<size_t>(bs))));
+    }
+}
+
+void Scheduler::drop_outside_window(Sequence& s) {
+    if (window_ == 0) return;
+    const int64_t bs = pool_.block_size();
+    // Every future query is at num_computed or later and reads keys from its position - W + 1 on
+    // (paged_attention.cpp starts each tile at its first query's window), so block k is never
+    // read again once (k + 1) * bs <= num_computed - W + 1.
+    const int64_t n_dead = std::max<int64_t>(0, s.num_computed - window_ + 1) / bs;
+    if (n_dead <= s.n_dropped_blocks) return;
+    ZS_ASSERT(n_dead <= static_cast<int64_t>(s.blocks.size()));
+    // A dropped block can no longer be hashed: with prefix caching, all of them already are.
+    ZS_ASSERT(!cfg_.prefix_caching || n_dead <= static_cast<int64_t>(s.block_hashes.size()),
+              "dropping {} blocks, {} hashed", n_dead, s.block_hashes.size());
+    const auto first = static_cast<size_t>(s.n_dropped_blocks);
+    const auto dead =
+        std::span<BlockId>(s.blocks).subspan(first, static_cast<size_t>(n_dead) - first);
+    pool_.free(dead);  // one call: a cached chain's tail is evicted before its head
+    std::fill(dead.begin(), dead.end(), kNoBlock);
+    s.n_dropped_blocks = n_dead;
+}
+
+void Scheduler::commit(const Batch& b) {
     for (const ScheduledSeq& e : b.seqs) {
         Sequence& s = *e.seq;
         ZS_ASSERT(s.num_computed == e.pos);
         s.num_computed += e.n_tokens;
-        if (!cfg_.prefix_caching) continue;
-        const std::span<const int32_t> toks(s.tokens);
-        for (auto k = static_cast<int64_t>(s.block_hashes.size()); (k + 1) * bs <= s.num_computed;
-             ++k) {
-            const BlockHash parent = k == 0 ? kRootBlockHash : s.block_hashes.back();
-            s.block_hashes.push_back(pool_.cache_block(
-                s.blocks[static_cast<size_t>(k)], parent,
-                toks.subspan(static_cast<size_t>(k * bs), static_cast<size_t>(bs))));
-        }
+        if (cfg_.prefix_caching) cache_full_blocks(s);
+        drop_outside_window(s);
     }
 }
 

@@ -6,6 +6,14 @@
 // tokens recomputed later). The oldest running sequence is never preempted while another one
 // runs, so it always progresses: no deadlock, no dropped request.
 //
+// Sliding window (vLLM): when every layer of the model attends only to the last W keys, a query at
+// position q reads keys [q - W + 1, q], and later queries read later keys. So after each commit
+// (and after a prefix-cache hit at admission) the blocks wholly below num_computed - W + 1 are
+// returned to the pool (one reference dropped: a block shared through the prefix cache stays while
+// others hold it) and their table slots set to kNoBlock. A sequence then holds at most
+// ceil((W + max_batch_tokens) / block_size) + 1 blocks at once (its window before the step's
+// first query plus the step's chunk), whatever its length (max_seq_blocks).
+//
 // schedule() is a few small named steps (TRT-LLM): schedule_decodes, schedule_running_prefills,
 // admit_waiting; the prefill-first policy (vLLM v0) orders them differently. Single-threaded.
 #pragma once
@@ -34,7 +42,16 @@ struct SchedulerConfig {
     // Free blocks an admission must leave for the sequences already running (vLLM v0's
     // watermark), so a new prompt does not immediately cause a preemption.
     int64_t admission_reserve_blocks = 0;
+    // With a model whose every layer has a sliding window: free the blocks outside it (false:
+    // keep every block for the sequence's life, as with full attention).
+    bool free_outside_window = true;
 };
+
+// The window W every layer of `model` attends within (the largest, should they differ), or 0 when
+// some layer attends to the whole context. One block holds the K/V of every layer, so a block can
+// go only when no layer will read it again: with mixed layers (Qwen2 max_window_layers below
+// num_hidden_layers, layer_types mixing full and sliding attention) nothing is ever freed early.
+int64_t shared_kv_window(const models::ModelConfig& model);
 
 // One sequence's share of a forward: tokens [pos, pos + n_tokens) of seq->tokens.
 struct ScheduledSeq {
@@ -56,12 +73,20 @@ struct Batch {
 
 class Scheduler {
 public:
-    // Throws ConfigError on an invalid config.
-    Scheduler(const SchedulerConfig& cfg, KvBlockPool& pool);
+    // kv_window: shared_kv_window(model), 0 for none. Throws ConfigError on an invalid config.
+    Scheduler(const SchedulerConfig& cfg, KvBlockPool& pool, int64_t kv_window = 0);
     Scheduler(const Scheduler&) = delete;
     Scheduler& operator=(const Scheduler&) = delete;
 
     const SchedulerConfig& config() const { return cfg_; }
+    // The window outside which blocks are freed (0: none).
+    int64_t kv_window() const { return window_; }
+    // The most blocks one sequence of n_tokens tokens holds at once: all of them, or with a
+    // window, at most ceil((W + max_batch_tokens) / block_size) + 1.
+    int64_t max_seq_blocks(int64_t n_tokens) const;
+    // The longest sequence the pool can hold: every slot, or with a window whose bound fits the
+    // pool, unlimited (INT64_MAX).
+    int64_t max_seq_tokens() const;
     // Queue a new sequence (FCFS, behind every waiting one). Ids must be unique.
     void add(std::unique_ptr<Sequence> seq);
     // The next batch; empty when nothing can run. Reserves the blocks its tokens need.
@@ -96,9 +121,14 @@ private:
     bool make_room(Sequence& s, int64_t n, Batch& b, int64_t& budget);
     void preempt(Sequence& victim, Batch& b, int64_t& budget);
     void release_blocks(Sequence& s);
+    // Register s's full blocks below num_computed with the prefix cache (block_hashes).
+    void cache_full_blocks(Sequence& s);
+    // Free s's leading blocks that lie wholly below num_computed - W + 1 (sliding window).
+    void drop_outside_window(Sequence& s);
 
     SchedulerConfig cfg_;
     KvBlockPool& pool_;
+    int64_t window_ = 0;  // kv_window when cfg_.free_outside_window, else 0
     std::unordered_map<RequestId, std::unique_ptr<Sequence>> seqs_;
     std::deque<Sequence*> waiting_;
     std::vector<Sequence*> running_;  // in admission order (the back is the preemption victim)

@@ -2,18 +2,30 @@
 // every sequence that samples. Expected batches are worked out by hand from the rules: decodes
 // first, prompt chunks fill the rest of the token budget, FCFS admission gated by free blocks and
 // max_seqs, preemption of the most recently admitted sequence, and the prefill-first policy.
+//
+// Sliding windows: the blocks dropped after each commit, by hand; block accounting through
+// preemption and aborts; then the engine end to end on tiny windowed models, against solo greedy
+// runs through models::ContiguousKvCache and against the same engine keeping every block.
 #include "infer/scheduler.h"
+
+#include <algorithm>
+#include <limits>
+#include <map>
 
 #include <gtest/gtest.h>
 
 #include "base/error.h"
+#include "infer/engine.h"
+#include "models/kv_cache.h"
+#include "ops/activation.h"
+#include "tests/test_util.h"
 
 namespace zs::infer {
 namespace {
 
 struct Harness {
-    Harness(int64_t n_blocks, int64_t block_size, SchedulerConfig cfg)
-        : pool(spec(n_blocks, block_size)), sched(cfg, pool) {}
+    Harness(int64_t n_blocks, int64_t block_size, SchedulerConfig cfg, int64_t window = 0)
+        : pool(spec(n_blocks, block_size)), sched(cfg, pool, window) {}
 
     static KvCacheSpec spec(int64_t n_blocks, int64_t block_size) {
         KvCacheSpec s;
@@ -240,6 +252,322 @@ TEST(Scheduler, FinishFreesBlocksInAnyState) {
     EXPECT_TRUE(h.sched.idle());
     EXPECT_EQ(h.sched.finish(2, FinishReason::abort), nullptr);
     EXPECT_TRUE(h.sched.schedule().empty());
+}
+
+// ---- sliding window ----
+
+// Blocks s still holds; its kNoBlock slots must be exactly the leading n_dropped_blocks.
+int64_t live_blocks(const Sequence& s) {
+    for (size_t k = 0; k < s.blocks.size(); ++k) {
+        EXPECT_EQ(s.blocks[k] == kNoBlock, static_cast<int64_t>(k) < s.n_dropped_blocks)
+            << "slot " << k << " of request " << s.id;
+    }
+    return static_cast<int64_t>(s.blocks.size()) - s.n_dropped_blocks;
+}
+
+TEST(Scheduler, SlidingWindowDropsExactlyTheBlocksNoFutureQueryReads) {
+    // W = 6, blocks of 4: after computing c tokens the next query (position c) reads keys from
+    // c - 5, so blocks wholly below c - 5 go: (c - 5) / 4 of them.
+    const int64_t W = 6, bs = 4;
+    Harness h(64, bs, config(8), W);
+    EXPECT_EQ(h.sched.kv_window(), W);
+    const RequestId id = h.add(10, 30);
+    Sequence* s = h.sched.find(id);
+    int64_t peak = 0, most_dropped = 0, steps = 0;
+    while (!h.sched.idle()) {
+        ASSERT_LT(++steps, 100);
+        Batch b = h.sched.schedule();
+        ASSERT_FALSE(b.empty());
+        peak = std::max(peak, h.pool.n_used());  // reserved for the step, nothing dropped yet
+        const int64_t c = s->num_computed + b.n_tokens;
+        h.complete(b);
+        if (h.sched.find(id) == nullptr) break;
+        EXPECT_EQ(s->n_dropped_blocks, std::max<int64_t>(0, c - W + 1) / bs) << "at " << c;
+        EXPECT_EQ(h.pool.n_used(), live_blocks(*s));
+        most_dropped = std::max(most_dropped, s->n_dropped_blocks);
+    }
+    EXPECT_EQ(most_dropped, (39 - W + 1) / bs);  // 40 tokens: the last step computes 39
+    EXPECT_LE(peak, h.sched.max_seq_blocks(40));
+    EXPECT_EQ(h.sched.max_seq_blocks(40), (W + 8 + bs - 1) / bs + 1);
+    EXPECT_EQ(h.sched.max_seq_tokens(), std::numeric_limits<int64_t>::max());  // any length
+    Harness tiny(4, bs, config(8), W);  // the bound (5 blocks) does not fit: every slot
+    EXPECT_EQ(tiny.sched.max_seq_tokens(), 4 * bs);
+    EXPECT_EQ(h.pool.n_free(), h.pool.n_blocks());
+
+    // Boundary: 8 computed, the next query reads from position 3: block 0 stays; at 9 it goes.
+    Harness g(64, bs, config(8), W);
+    g.add(8, 5);
+    Sequence* t = g.sched.find(1);
+    g.complete(g.sched.schedule());
+    EXPECT_EQ(t->num_computed, 8);
+    EXPECT_EQ(t->n_dropped_blocks, 0);
+    g.complete(g.sched.schedule());
+    EXPECT_EQ(t->num_computed, 9);
+    EXPECT_EQ(t->n_dropped_blocks, 1);
+    EXPECT_EQ(t->blocks[0], kNoBlock);
+}
+
+TEST(Scheduler, SlidingWindowOffOrWithoutAWindowKeepsEveryBlock) {
+    SchedulerConfig off = config(8);
+    off.free_outside_window = false;
+    Harness h(64, 4, off, 6);
+    EXPECT_EQ(h.sched.kv_window(), 0);
+    EXPECT_EQ(h.sched.max_seq_blocks(40), 10);
+    EXPECT_EQ(h.sched.max_seq_tokens(), 64 * 4);
+    h.add(10, 20);
+    Sequence* s = h.sched.find(1);
+    for (int i = 0; i < 15; ++i) h.complete(h.sched.schedule());
+    EXPECT_EQ(s->n_dropped_blocks, 0);
+    EXPECT_EQ(h.pool.n_used(), (s->num_computed + 3) / 4);
+}
+
+TEST(Scheduler, WindowedPreemptionAbortAndFinishReturnEveryBlockOnce) {
+    // 8 blocks of 4, W = 12, budget 8: a decoding sequence holds 4 or 5 blocks, so short prompts
+    // admitted together outgrow the pool and the most recent ones get preempted. The pool
+    // asserts on a double free; a leak shows as used blocks no sequence holds.
+    const int64_t W = 12, bs = 4;
+    SchedulerConfig cfg = config(8);
+    cfg.prefix_caching = true;
+    Harness h(8, bs, cfg, W);
+    for (int i = 0; i < 5; ++i) h.add(3 + i, 30);
+    bool aborted = false;
+    for (int steps = 0; !h.sched.idle(); ++steps) {
+        ASSERT_LT(steps, 500);
+        Batch b = h.sched.schedule();
+        ASSERT_FALSE(b.empty()) << "deadlock";
+        h.complete(b);
+        int64_t held = 0;
+        for (RequestId id = 1; id < h.next_id; ++id) {
+            if (const Sequence* s = h.sched.find(id)) held += live_blocks(*s);
+        }
+        ASSERT_EQ(h.pool.n_used(), held);  // distinct prompts: no block is shared
+        // Abort one mid-generation, with blocks already dropped.
+        Sequence* s3 = h.sched.find(3);
+        if (!aborted && s3 && s3->n_dropped_blocks > 0) {
+            ASSERT_TRUE(h.sched.finish(3, FinishReason::abort));
+            aborted = true;
+        }
+    }
+    EXPECT_TRUE(aborted);
+    EXPECT_GT(h.sched.n_preemptions(), 0);
+    EXPECT_EQ(h.pool.n_free(), h.pool.n_blocks());
+}
+
+TEST(Scheduler, SharedKvWindowNeedsAWindowOnEveryLayer) {
+    const std::string base = R"("vocab_size": 64, "hidden_size": 32, "num_hidden_layers": 2,
+        "num_attention_heads": 4, "num_key_value_heads": 2, "intermediate_size": 48,
+        "max_position_embeddings": 256, "rms_norm_eps": 1e-6)";
+    auto window = [&](const std::string& extra) {
+        return shared_kv_window(models::parse_hf_config("{" + base + ", " + extra + "}", "t"));
+    };
+    EXPECT_EQ(window(R"("model_type": "mistral", "sliding_window": 4096)"), 4096);
+    EXPECT_EQ(window(R"("model_type": "mistral", "sliding_window": null)"), 0);
+    EXPECT_EQ(window(R"("model_type": "llama")"), 0);
+    const std::string qwen = R"("model_type": "qwen2", "use_sliding_window": true,
+        "sliding_window": 512, )";
+    EXPECT_EQ(window(qwen + R"("max_window_layers": 0)"), 512);  // sliding from layer 0 on
+    EXPECT_EQ(window(qwen + R"("max_window_layers": 1)"), 0);    // layer 0 attends fully
+    EXPECT_EQ(window(qwen + R"("layer_types": ["sliding_attention", "full_attention"])"), 0);
+    EXPECT_EQ(window(qwen + R"("layer_types": ["sliding_attention", "sliding_attention"])"), 512);
+    EXPECT_EQ(window(R"("model_type": "qwen2", "use_sliding_window": false,
+        "sliding_window": 512, "max_window_layers": 0)"),
+              0);
+}
+
+// ---- the engine on tiny windowed models ----
+
+using models::Transformer;
+
+struct TinyModel {
+    std::unique_ptr<Transformer> model;
+    std::unique_ptr<models::DenseParams> params;
+};
+
+// As engine_test.cpp: weights scaled up so attention over the context, not a bigram table,
+// decides the next token; a wrong key or a block read after reuse changes the output.
+TinyModel tiny_model(const std::string& json) {
+    TinyModel m;
+    m.model = std::make_unique<Transformer>(models::parse_hf_config(json, "test config"),
+                                            models::RunConfig{.compute_dtype = DType::f32});
+    m.params = std::make_unique<models::DenseParams>(m.model->layout(), DType::f32, false);
+    m.params->init(5);
+    for (int g = 0; g < m.model->layout().n_groups(); ++g) {
+        const Tensor& w = m.params->group_weights(g);
+        zs::ops::scale(w, w, 12.0f);
+    }
+    m.params->bind(m.model->binding());
+    return m;
+}
+
+std::string tiny_json(const std::string& window_keys) {
+    return R"({"vocab_size": 64, "hidden_size": 32, "num_hidden_layers": 2,
+        "num_attention_heads": 4, "num_key_value_heads": 2, "intermediate_size": 48,
+        "max_position_embeddings": 512, "rms_norm_eps": 1e-6, )" +
+           window_keys + "}";
+}
+
+int32_t argmax(const float* l, int64_t V) {
+    return static_cast<int32_t>(std::max_element(l, l + V) - l);  // lowest id on ties
+}
+
+// Greedy decoding of one sequence through the contiguous cache (per-layer windows applied by
+// ops::attention_forward): the oracle.
+std::vector<int32_t> solo_greedy(Transformer& m, const std::vector<int32_t>& prompt, int64_t n) {
+    const auto P = static_cast<int64_t>(prompt.size());
+    const int64_t V = m.config().vocab_size;
+    models::ContiguousKvCache kv(m.config(), P + n, DType::f32);
+    Tensor ids = Tensor::empty({P}, DType::i32), pos = Tensor::empty({P}, DType::i32);
+    for (int64_t i = 0; i < P; ++i) {
+        ids.data<int32_t>()[i] = prompt[static_cast<size_t>(i)];
+        pos.data<int32_t>()[i] = static_cast<int32_t>(i);
+    }
+    Tensor logits = m.forward_tokens(ids, pos, kv, {P - 1});
+    kv.commit(P);
+    std::vector<int32_t> out;
+    for (int64_t t = 0; t < n; ++t) {
+        out.push_back(argmax(logits.data<float>(), V));
+        if (t + 1 == n) break;
+        Tensor one = Tensor::empty({1}, DType::i32), p1 = Tensor::empty({1}, DType::i32);
+        one.data<int32_t>()[0] = out.back();
+        p1.data<int32_t>()[0] = static_cast<int32_t>(P + t);
+        logits = m.forward_tokens(one, p1, kv, {0});
+        kv.commit(1);
+    }
+    return out;
+}
+
+std::vector<int32_t> random_tokens(zs::test::Rng& rng, int64_t n) {
+    std::vector<int32_t> p(static_cast<size_t>(n));
+    for (int32_t& t : p) t = static_cast<int32_t>(rng.integer(0, 63));
+    return p;
+}
+
+RequestOptions greedy_opts(int64_t max_tokens) {
+    RequestOptions o;
+    o.sampling.temperature = 0.0f;
+    o.max_tokens = max_tokens;
+    o.ignore_eos = true;
+    return o;
+}
+
+EngineConfig engine_config(int64_t kv_blocks, bool free_outside_window, bool prefix_caching) {
+    EngineConfig c;
+    c.kv_blocks = kv_blocks;
+    c.block_size = 4;
+    c.kv_dtype = DType::f32;
+    c.scheduler.max_batch_tokens = 16;
+    c.scheduler.max_seqs = 4;
+    c.scheduler.prefix_caching = prefix_caching;
+    c.scheduler.free_outside_window = free_outside_window;
+    return c;
+}
+
+struct EngineRun {
+    std::map<RequestId, std::vector<int32_t>> tokens;
+    std::map<RequestId, int64_t> cached_prompt;
+    std::map<RequestId, FinishReason> reason;
+    int64_t peak_used = 0;  // the pool's high-water mark
+};
+
+// Steps `e` until idle, adding `late` (prompt, max_tokens) after `late_after` steps.
+EngineRun drain(Engine& e, int64_t late_after = -1, const std::vector<int32_t>& late = {},
+                int64_t late_tokens = 0) {
+    EngineRun r;
+    for (int64_t step = 0; e.has_unfinished() || step <= late_after; ++step) {
+        if (step == late_after) e.add_request(late, greedy_opts(late_tokens));
+        for (const RequestOutput& o : e.step()) {
+            auto& t = r.tokens[o.id];
+            t.insert(t.end(), o.new_tokens.begin(), o.new_tokens.end());
+            r.cached_prompt[o.id] = o.n_cached_prompt_tokens;
+            if (o.finished) r.reason[o.id] = o.finish_reason;
+        }
+        EXPECT_LT(step, 2000) << "no progress";
+        if (step >= 2000) break;
+    }
+    r.peak_used = e.kv_pool().stats().n_used_peak;
+    return r;
+}
+
+TEST(SlidingWindowEngine, LongGenerationHoldsOnlyTheWindowAndMatchesTheReference) {
+    // W = 12, blocks of 4, 16 tokens per step: one sequence holds at most ceil(28 / 4) + 1 = 8
+    // blocks, against ceil(229 / 4) = 58 without freeing.
+    const int64_t W = 12, P = 30, T = 200;
+    TinyModel m = tiny_model(tiny_json(R"("model_type": "mistral", "sliding_window": 12)"));
+    zs::test::Rng rng(3);
+    const std::vector<int32_t> prompt = random_tokens(rng, P);
+    const std::vector<int32_t> want = solo_greedy(*m.model, prompt, T);
+
+    Engine windowed(*m.model, engine_config(64, true, false));
+    EXPECT_EQ(windowed.scheduler().kv_window(), W);
+    windowed.add_request(prompt, greedy_opts(T));
+    EngineRun a = drain(windowed);
+    EXPECT_EQ(a.tokens[1], want);
+    const int64_t bound = (W + 16 + 3) / 4 + 1;
+    EXPECT_LE(a.peak_used, bound);
+    EXPECT_EQ(windowed.kv_pool().n_free(), windowed.kv_pool().n_blocks());
+
+    Engine keep_all(*m.model, engine_config(64, false, false));
+    keep_all.add_request(prompt, greedy_opts(T));
+    EngineRun b = drain(keep_all);
+    EXPECT_EQ(b.tokens[1], want);
+    EXPECT_EQ(b.peak_used, (P + T - 1 + 3) / 4);
+    EXPECT_EQ(keep_all.kv_pool().n_free(), keep_all.kv_pool().n_blocks());
+    std::printf("max used blocks: window %lld, every block kept %lld (bound %lld)\n",
+                static_cast<long long>(a.peak_used), static_cast<long long>(b.peak_used),
+                static_cast<long long>(bound));
+
+    // A pool of 12 blocks (48 tokens) takes the 230-token request only because of the window.
+    Engine small(*m.model, engine_config(12, true, false));
+    small.add_request(prompt, greedy_opts(T));
+    EXPECT_EQ(drain(small).tokens[1], want);
+    Engine small_keep(*m.model, engine_config(12, false, false));
+    EXPECT_THROW(small_keep.add_request(prompt, greedy_opts(T)), ConfigError);
+}
+
+TEST(SlidingWindowEngine, PrefixSharingSurvivesTheOtherSequenceFreeing) {
+    // A and B share a 32-token prefix (8 blocks). B arrives after A has run k steps, so it
+    // takes the prefix from the cache: blocks A still holds (shared, refcount 2) and blocks A
+    // already dropped (cached, back from the free list). A keeps dropping blocks B still reads.
+    TinyModel m = tiny_model(tiny_json(R"("model_type": "mistral", "sliding_window": 16)"));
+    zs::test::Rng rng(8);
+    const std::vector<int32_t> prefix = random_tokens(rng, 32);
+    std::vector<int32_t> pa = prefix, pb = prefix;
+    for (int32_t t : random_tokens(rng, 5)) pa.push_back(t);
+    for (int32_t t : random_tokens(rng, 7)) pb.push_back(t);
+    const int64_t T = 48;
+    const std::vector<int32_t> want_a = solo_greedy(*m.model, pa, T);
+    const std::vector<int32_t> want_b = solo_greedy(*m.model, pb, T);
+    int64_t runs_with_hits = 0;
+    for (int64_t k = 0; k <= 8; ++k) {
+        Engine e(*m.model, engine_config(64, true, true));
+        e.add_request(pa, greedy_opts(T));
+        EngineRun r = drain(e, k, pb, T);
+        EXPECT_EQ(r.tokens[1], want_a) << "B after " << k << " steps";
+        EXPECT_EQ(r.tokens[2], want_b) << "B after " << k << " steps";
+        EXPECT_EQ(r.reason[1], FinishReason::length);
+        EXPECT_EQ(r.reason[2], FinishReason::length);
+        runs_with_hits += r.cached_prompt[2] > 0;
+        EXPECT_EQ(e.kv_pool().n_free(), e.kv_pool().n_blocks()) << "B after " << k << " steps";
+    }
+    EXPECT_GE(runs_with_hits, 5);
+}
+
+TEST(SlidingWindowEngine, MixedFullAndWindowedLayersFreeNothing) {
+    // Qwen2 with max_window_layers 1 of 2: layer 0 attends fully, so every block stays.
+    const int64_t P = 21, T = 60;
+    TinyModel m = tiny_model(tiny_json(R"("model_type": "qwen2", "use_sliding_window": true,
+        "sliding_window": 8, "max_window_layers": 1)"));
+    ASSERT_EQ(m.model->config().window(0), 0);
+    ASSERT_EQ(m.model->config().window(1), 8);
+    zs::test::Rng rng(4);
+    const std::vector<int32_t> prompt = random_tokens(rng, P);
+    Engine e(*m.model, engine_config(64, true, true));
+    EXPECT_EQ(e.scheduler().kv_window(), 0);
+    e.add_request(prompt, greedy_opts(T));
+    EngineRun r = drain(e);
+    EXPECT_EQ(r.tokens[1], solo_greedy(*m.model, prompt, T));
+    EXPECT_EQ(r.peak_used, (P + T - 1 + 3) / 4);
+    EXPECT_EQ(e.kv_pool().n_free(), e.kv_pool().n_blocks());
 }
 
 }  // namespace

@@ -7,6 +7,8 @@
 // logits are sampled and a token is appended. A preempted sequence drops its blocks and resets
 // num_computed to 0; its prompt and output so far are recomputed on readmission (the sampler
 // keeps its state, so the continuation is the same). Invariant: blocks cover [0, num_computed).
+// With a sliding window on every layer, the leading blocks no future query can read are returned
+// to the pool as the sequence advances; their slots hold kNoBlock (blocks[0, n_dropped_blocks)).
 // A request with a response_format grammar carries a JsonMatcher fed with every output token's
 // bytes (kept across preemption, like the sampler).
 #pragma once
@@ -39,6 +41,10 @@ struct RequestOptions {
     int64_t max_tokens = 16;              // output tokens, >= 1
     std::vector<int32_t> stop_token_ids;  // finish (reason stop) after emitting one of these
     bool ignore_eos = false;              // do not stop at the model's EOS ids
+    // >= 0: also score the prompt (OpenAI's echo + logprobs, vLLM's prompt_logprobs): the
+    // logprob of each prompt token after the first, with this many top alternatives. Every prompt
+    // position is computed (no prefix-cache hits) so each has its logits.
+    int prompt_logprobs = -1;
 };
 
 struct Sequence {
@@ -53,6 +59,7 @@ struct Sequence {
     int64_t prompt_len;
     int64_t num_computed = 0;             // tokens whose K/V are in this sequence's blocks
     std::vector<BlockId> blocks;          // block table: position p is in blocks[p / block_size]
+    int64_t n_dropped_blocks = 0;         // leading slots freed (kNoBlock), sliding window only
     std::vector<BlockHash> block_hashes;  // hashes of the leading full blocks, for the prefix cache
     Sampler sampler;
     std::unique_ptr<JsonMatcher> matcher;  // set when opts.sampling.grammar is
@@ -61,6 +68,8 @@ struct Sequence {
     int64_t admit_order = -1;  // when it last started running; higher = more recent
     int64_t n_preemptions = 0;
     int64_t n_cached_prompt = 0;  // prompt tokens served from the prefix cache (first admission)
+    // opts.prompt_logprobs >= 0: [prompt_len - 1], entry i scores prompt token i + 1.
+    std::vector<SampleResult> prompt_samples;
 
     int64_t num_tokens() const { return static_cast<int64_t>(tokens.size()); }
     int64_t n_output() const { return num_tokens() - prompt_len; }

@@ -368,7 +368,7 @@ GenRequest parse_request(Endpoint ep, const std::string& body, const ParseLimits
         const json* p = b.get("prompt");
         if (!p) bad_request("prompt", "'prompt' is required");
         parse_prompt(*p, r, lim);
-        if (auto x = b.integer("max_tokens", 1, std::numeric_limits<int32_t>::max())) {
+        if (auto x = b.integer("max_tokens", 0, std::numeric_limits<int32_t>::max())) {
             r.max_tokens = *x;
         }
         if (auto lp = b.integer("logprobs", 0, 20)) {
@@ -376,10 +376,12 @@ GenRequest parse_request(Endpoint ep, const std::string& body, const ParseLimits
             r.top_logprobs = static_cast<int>(*lp);
         }
         r.echo = b.boolean("echo").value_or(false);
-        if (r.echo && r.logprobs) {
-            bad_request("echo",
-                        "'echo' together with 'logprobs' (prompt logprobs) is not "
-                        "supported");
+        // echo + logprobs scores the prompt too (its first token has none: null); max_tokens 0
+        // with echo returns only the scored prompt, as OpenAI's legacy completions did.
+        if (r.max_tokens && *r.max_tokens == 0 && !r.echo) {
+            bad_request("max_tokens",
+                        "'max_tokens' must be >= 1 (0 only with 'echo': the prompt "
+                        "alone, scored when 'logprobs' is given)");
         }
         if (auto s = b.string("suffix"); s && !s->empty()) {
             bad_request("suffix", "'suffix' (insertion) is not supported");
@@ -533,10 +535,15 @@ json completion_logprobs(const std::vector<TokenLogprob>& lps, size_t text_offse
     json tokens = json::array(), lp = json::array(), top = json::array(), off = json::array();
     for (const TokenLogprob& t : lps) {
         tokens.push_back(t.token);
-        lp.push_back(t.logprob);
-        json m = json::object();
-        for (const auto& [tok, l] : t.top) m[tok] = l;
-        top.push_back(m);
+        if (t.unscored) {
+            lp.push_back(nullptr);
+            top.push_back(nullptr);
+        } else {
+            lp.push_back(t.logprob);
+            json m = json::object();
+            for (const auto& [tok, l] : t.top) m[tok] = l;
+            top.push_back(m);
+        }
         off.push_back(text_offset);
         text_offset += t.token.size();
     }

@@ -5,7 +5,7 @@
 // type- and range-checked, and a bad one raises ApiError (HTTP 400 with OpenAI's error JSON
 // {"error": {"message", "type", "param", "code"}}, `param` naming the field). Unknown fields are
 // ignored (clients send many: user, metadata, store), except features we do not implement
-// (tools, suffix, best_of != n, echo with logprobs), which are rejected by name rather than
+// (tools, suffix, best_of != n), which are rejected by name rather than
 // silently dropped.
 //
 // response_format (both endpoints): {"type": "text"}; {"type": "json_object"}; {"type":
@@ -111,6 +111,7 @@ std::vector<int32_t> parse_detokenize(const std::string& body, const ParseLimits
 struct TokenLogprob {
     std::string token;  // its text (bytes as decoded; invalid UTF-8 is replaced when serialised)
     float logprob = 0;
+    bool unscored = false;  // the first prompt token (echo + logprobs): null logprob and top
     std::vector<std::pair<std::string, float>> top;
 };
 

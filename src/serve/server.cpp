@@ -78,6 +78,7 @@ struct Server::Job {
     std::string id;
     int64_t created = 0;
     std::string model;
+    bool prompt_only = false;  // echo with max_tokens 0: the (scored) prompt, nothing generated
 
     Usage usage() const {
         Usage u;
@@ -367,8 +368,13 @@ std::vector<ChoiceSpec> Server::prepare(Job& job, const http::Request& req) {
                                     n, ctx),
                         "context_length_exceeded");
         }
+        // max_tokens 0 (echo only): one token is generated and dropped, so the engine runs the
+        // prompt's forward (and scores it).
+        job.prompt_only = r.max_tokens && *r.max_tokens == 0;
         const int64_t max_tokens =
-            r.max_tokens.value_or(ep == Endpoint::chat ? ctx - n : std::min<int64_t>(16, ctx - n));
+            job.prompt_only ? 1
+                            : r.max_tokens.value_or(
+                                  ep == Endpoint::chat ? ctx - n : std::min<int64_t>(16, ctx - n));
         if (n + max_tokens > ctx) {
             bad_request("max_tokens",
                         fmt::format("the prompt ({} tokens) + max_tokens ({}) exceed this model's "
@@ -384,6 +390,7 @@ std::vector<ChoiceSpec> Server::prepare(Job& job, const http::Request& req) {
             c.options.sampling.seed = base_seed + static_cast<uint64_t>(choices.size());
             c.options.max_tokens = max_tokens;
             c.options.ignore_eos = r.ignore_eos;
+            c.options.prompt_logprobs = r.echo && r.logprobs ? r.top_logprobs : -1;
             c.options.stop_token_ids = r.stop_token_ids;
             if (!r.ignore_eos) {
                 c.options.stop_token_ids.insert(c.options.stop_token_ids.end(),
@@ -419,6 +426,11 @@ void Server::respond_whole(Job& job, const ExchangePtr& ex) {
     while (job.channel->wait(evs, std::chrono::milliseconds(1000))) {
         for (Event& e : evs) {
             ChoiceResult& c = job.results[static_cast<size_t>(e.choice)];
+            for (auto& l : e.prompt_logprobs) c.logprobs.push_back(std::move(l));
+            if (job.prompt_only) {
+                if (!e.finish_reason.empty()) c.finish_reason = "length";
+                continue;
+            }
             c.text += e.text;
             for (auto& l : e.logprobs) c.logprobs.push_back(std::move(l));
             c.n_output_tokens = e.n_output_tokens;
@@ -452,12 +464,14 @@ void Server::stream(Job& job, const ExchangePtr& ex) {
                                           std::string(), true, nullptr, "")))) {
                 return gone();
             }
-        } else if (r.echo && !ex->write(sse(completion_chunk(
-                                 job.id, job.created, job.model, static_cast<int>(i),
-                                 job.results[i].text, nullptr, 0, "")))) {
+        } else if (r.echo && !r.logprobs &&
+                   !ex->write(
+                       sse(completion_chunk(job.id, job.created, job.model, static_cast<int>(i),
+                                            job.results[i].text, nullptr, 0, "")))) {
             return gone();
         }
     }
+    // (With logprobs the echoed prompt goes out with its scores, in the choice's first event.)
     const auto keepalive = std::chrono::milliseconds(cfg_.keepalive_ms);
     auto last_write = std::chrono::steady_clock::now();
     std::vector<Event> evs;
@@ -466,9 +480,23 @@ void Server::stream(Job& job, const ExchangePtr& ex) {
         const bool more = job.channel->wait(evs, keepalive);
         for (Event& e : evs) {
             ChoiceResult& c = job.results[static_cast<size_t>(e.choice)];
-            c.n_output_tokens = e.n_output_tokens;
-            const std::vector<TokenLogprob>* lp = r.logprobs ? &e.logprobs : nullptr;
             size_t& offset = job.text_offset[static_cast<size_t>(e.choice)];
+            if (r.echo && r.logprobs && !e.prompt_logprobs.empty()) {
+                if (!ex->write(sse(completion_chunk(job.id, job.created, job.model, e.choice,
+                                                    c.text, &e.prompt_logprobs, 0, "")))) {
+                    return gone();
+                }
+                for (const TokenLogprob& t : e.prompt_logprobs) offset += t.token.size();
+            }
+            if (job.prompt_only) {
+                e.text.clear();
+                e.logprobs.clear();
+                if (!e.finish_reason.empty()) e.finish_reason = "length";
+                if (e.finish_reason.empty()) continue;
+            } else {
+                c.n_output_tokens = e.n_output_tokens;
+            }
+            const std::vector<TokenLogprob>* lp = r.logprobs ? &e.logprobs : nullptr;
             const size_t chunk_offset = offset;
             for (const TokenLogprob& t : e.logprobs) offset += t.token.size();
             const json chunk = chat ? chat_chunk(job.id, job.created, job.model, e.choice,

@@ -622,6 +622,113 @@ TEST(Serve, ResponseFormatOutputsParseAndFollowTheSchema) {
     ts.expect_idle_no_leak();
 }
 
+// Prompt logprobs (echo + logprobs): each prompt token after the first scored as the model's
+// full forward over the prompt scores it (contiguous cache, log-softmax in double), the first
+// null; text_offset indexes the echoed text; streamed equals whole; max_tokens 0 returns the
+// scored prompt alone.
+std::vector<double> prompt_scores(const std::vector<int32_t>& prompt) {
+    models::Transformer& m = *fixture().model;
+    const auto P = static_cast<int64_t>(prompt.size());
+    models::ContiguousKvCache kv(m.config(), P, DType::f32);
+    Tensor ids = Tensor::empty({P}, DType::i32), pos = Tensor::empty({P}, DType::i32);
+    std::vector<int64_t> rows;
+    for (int64_t i = 0; i < P; ++i) {
+        ids.data<int32_t>()[i] = prompt[static_cast<size_t>(i)];
+        pos.data<int32_t>()[i] = static_cast<int32_t>(i);
+        if (i + 1 < P) rows.push_back(i);
+    }
+    Tensor logits = m.forward_tokens(ids, pos, kv, rows);
+    const int64_t V = m.config().vocab_size;
+    std::vector<double> out;
+    for (int64_t i = 0; i + 1 < P; ++i) {
+        const float* l = logits.data<float>() + i * V;
+        double mx = l[0];
+        for (int64_t v = 1; v < V; ++v) mx = std::max(mx, static_cast<double>(l[v]));
+        double z = 0;
+        for (int64_t v = 0; v < V; ++v) z += std::exp(static_cast<double>(l[v]) - mx);
+        out.push_back(static_cast<double>(l[prompt[static_cast<size_t>(i + 1)]]) - mx -
+                      std::log(z));
+    }
+    return out;
+}
+
+TEST(Serve, EchoWithLogprobsScoresThePrompt) {
+    TestServer ts;
+    auto c = ts.client();
+    const std::string prompt = "The quick brown fox jumps over the lazy dog";
+    const std::vector<int32_t> ids = fixture().tok->encode(prompt, true, false);
+    const std::vector<double> want = prompt_scores(ids);
+    const Solo gen = solo(ids, 3);
+    int st = 0;
+    const json body = {{"model", "tiny"}, {"prompt", prompt}, {"echo", true},
+                       {"logprobs", 2},   {"max_tokens", 3},  {"temperature", 0}};
+    json r = post(c, "/v1/completions", body, &st);
+    ASSERT_EQ(st, 200) << r;
+    const json& ch = r["choices"][0];
+    const std::string text = ch["text"];
+    const json& lp = ch["logprobs"];
+    ASSERT_EQ(lp["tokens"].size(), ids.size() + 3) << lp;
+    EXPECT_TRUE(lp["token_logprobs"][0].is_null());
+    EXPECT_TRUE(lp["top_logprobs"][0].is_null());
+    for (size_t i = 1; i < ids.size(); ++i) {
+        EXPECT_NEAR(lp["token_logprobs"][i].get<double>(), want[i - 1], 1e-4)
+            << "prompt token " << i;
+        EXPECT_EQ(lp["top_logprobs"][i].size(), 2u);
+    }
+    for (size_t k = 0; k < 3; ++k) {
+        EXPECT_NEAR(lp["token_logprobs"][ids.size() + k].get<double>(), gen.logprobs[k], 1e-4);
+    }
+    EXPECT_TRUE(text.starts_with(prompt)) << text;
+    for (size_t i = 0; i < lp["tokens"].size(); ++i) {
+        const std::string t = lp["tokens"][i];
+        const size_t off = lp["text_offset"][i];
+        EXPECT_EQ(text.substr(off, t.size()), t) << "token " << i;
+    }
+    EXPECT_EQ(r["usage"]["prompt_tokens"], ids.size());
+    EXPECT_EQ(r["usage"]["completion_tokens"], 3);
+
+    // Streamed: the same tokens and scores, offsets continuing across chunks.
+    json sb = body;
+    sb["stream"] = true;
+    Stream s = stream(c, "/v1/completions", sb);
+    ASSERT_TRUE(s.done);
+    std::vector<std::string> toks;
+    std::vector<size_t> offs;
+    std::string streamed;
+    for (const json& chunk : s.chunks) {
+        const json& cc = chunk["choices"][0];
+        streamed += cc["text"].get<std::string>();
+        if (cc["logprobs"].is_null()) continue;
+        for (size_t i = 0; i < cc["logprobs"]["tokens"].size(); ++i) {
+            toks.push_back(cc["logprobs"]["tokens"][i]);
+            offs.push_back(cc["logprobs"]["text_offset"][i]);
+        }
+    }
+    EXPECT_EQ(streamed, text);
+    ASSERT_EQ(toks.size(), lp["tokens"].size());
+    for (size_t i = 0; i < toks.size(); ++i) {
+        EXPECT_EQ(toks[i], lp["tokens"][i]);
+        EXPECT_EQ(offs[i], lp["text_offset"][i].get<size_t>()) << i;
+    }
+
+    // max_tokens 0: the scored prompt alone.
+    json pb = body;
+    pb["max_tokens"] = 0;
+    r = post(c, "/v1/completions", pb, &st);
+    ASSERT_EQ(st, 200) << r;
+    EXPECT_EQ(r["choices"][0]["text"], prompt);
+    EXPECT_EQ(r["choices"][0]["finish_reason"], "length");
+    EXPECT_EQ(r["choices"][0]["logprobs"]["tokens"].size(), ids.size());
+    EXPECT_EQ(r["usage"]["completion_tokens"], 0);
+    EXPECT_NEAR(r["choices"][0]["logprobs"]["token_logprobs"][ids.size() - 1].get<double>(),
+                want.back(), 1e-4);
+    pb.erase("echo");
+    r = post(c, "/v1/completions", pb, &st);
+    EXPECT_EQ(st, 400);
+    expect_openai_error(r, "max_tokens");
+    ts.expect_idle_no_leak();
+}
+
 TEST(Serve, Http10StreamsWithoutChunkedEncoding) {
     // HTTP/1.0 has no chunked transfer encoding: the SSE stream is the body up to the close.
     TestServer ts;

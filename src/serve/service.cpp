@@ -70,6 +70,7 @@ struct Service::Live {
     io::StreamDecoder decoder;
     infer::StopFilter stops;
     bool logprobs = false;
+    std::vector<int32_t> prompt;  // kept when the prompt is scored (prompt_logprobs)
     int64_t n_prompt = 0, n_output = 0;
     Clock::time_point arrival, first_token{}, last_token{};
     Live(const io::Tokenizer& tok, bool skip_special, std::vector<std::string> stop)
@@ -97,7 +98,8 @@ Service::~Service() {
 }
 
 int64_t Service::kv_capacity_tokens() const {
-    return engine_->kv_pool().n_blocks() * engine_->kv_pool().block_size();
+    // A sliding-window model holds only its window's blocks: unlimited when that fits the pool.
+    return engine_->scheduler().max_seq_tokens();
 }
 
 std::shared_ptr<Channel> Service::submit(std::vector<ChoiceSpec> choices,
@@ -208,6 +210,7 @@ void Service::handle(Command& c) {
                 live->choice = static_cast<int>(i);
                 live->logprobs = cs.logprobs;
                 live->n_prompt = static_cast<int64_t>(cs.prompt.size());
+                if (cs.options.prompt_logprobs >= 0) live->prompt = cs.prompt;
                 live->arrival = c.arrival;
                 infer::RequestId id =
                     engine_->add_request(std::move(cs.prompt), std::move(cs.options));
@@ -269,6 +272,26 @@ void Service::on_output(const infer::RequestOutput& out) {
     Event ev;
     ev.choice = l.choice;
     const Clock::time_point now = Clock::now();
+    auto token_logprob = [&](int32_t t, const infer::SampleResult* s) {
+        TokenLogprob tl;
+        tl.token = tok_.decode(std::span<const int32_t>(&t, 1), false);
+        if (!s) {
+            tl.unscored = true;
+            return tl;
+        }
+        tl.logprob = s->logprob;
+        for (const auto& [id, lp] : s->top) {
+            tl.top.emplace_back(tok_.decode(std::span<const int32_t>(&id, 1), false), lp);
+        }
+        return tl;
+    };
+    if (!l.prompt.empty() && l.n_output == 0) {  // the choice's first event
+        for (size_t i = 0; i < l.prompt.size(); ++i) {
+            ev.prompt_logprobs.push_back(token_logprob(
+                l.prompt[i],
+                i == 0 || i > out.prompt_samples.size() ? nullptr : &out.prompt_samples[i - 1]));
+        }
+    }
     bool stopped = false;
     for (size_t k = 0; k < out.new_tokens.size() && !stopped; ++k) {
         const int32_t t = out.new_tokens[k];
@@ -278,14 +301,7 @@ void Service::on_output(const infer::RequestOutput& out) {
         std::string piece = l.decoder.push(t);
         ev.text += l.stops.push(piece, stopped);
         if (l.logprobs && k < out.new_samples.size()) {
-            const infer::SampleResult& s = out.new_samples[k];
-            TokenLogprob tl;
-            tl.token = tok_.decode(std::span<const int32_t>(&t, 1), false);
-            tl.logprob = s.logprob;
-            for (const auto& [id, lp] : s.top) {
-                tl.top.emplace_back(tok_.decode(std::span<const int32_t>(&id, 1), false), lp);
-            }
-            ev.logprobs.push_back(std::move(tl));
+            ev.logprobs.push_back(token_logprob(t, &out.new_samples[k]));
         }
     }
     ev.n_prompt_tokens = l.n_prompt;
@@ -316,7 +332,7 @@ void Service::on_output(const infer::RequestOutput& out) {
                              std::chrono::duration<double>(now - l.arrival).count());
     }
     std::shared_ptr<Channel> ch = l.channel;
-    if (ev.text.empty() && ev.logprobs.empty() && !done) return;
+    if (ev.text.empty() && ev.logprobs.empty() && ev.prompt_logprobs.empty() && !done) return;
     if (done) {
         live_.erase(it);
         // The request leaves the engine once its last choice is done.

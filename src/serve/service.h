@@ -47,7 +47,10 @@ struct Event {
     int choice = 0;
     std::string text;                    // newly shown text
     std::vector<TokenLogprob> logprobs;  // of the tokens behind `text` (when asked)
-    std::string finish_reason;           // set on the choice's last event: stop, length, abort
+    // With the choice's first event when options.prompt_logprobs >= 0: every prompt token, the
+    // first unscored.
+    std::vector<TokenLogprob> prompt_logprobs;
+    std::string finish_reason;  // set on the choice's last event: stop, length, abort
     int64_t n_prompt_tokens = 0, n_output_tokens = 0;
 };
 
