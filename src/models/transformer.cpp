@@ -1,12 +1,16 @@
 #include "models/transformer.h"
 
+#include <algorithm>
 #include <cmath>
+#include <tuple>
 
 #include "base/error.h"
 #include "base/timer.h"
+#include "comm/communicator.h"
 #include "ops/embedding.h"
 #include "ops/loss.h"
 #include "ops/matmul.h"
+#include "parallel/tensor_parallel.h"
 
 namespace zs::models {
 
@@ -25,6 +29,30 @@ Transformer::Transformer(ModelConfig cfg, RunConfig run) : cfg_(std::move(cfg)),
     if (cfg_.pos == PosKind::rope) {
         rope_ = std::make_unique<ops::RopeTable>(cfg_.max_positions, cfg_.rope_inv_freq());
     }
+    lcfg_ = cfg_;
+    v1_ = cfg_.vocab_size;
+    if (run_.tp != nullptr && run_.tp->size() > 1) {
+        tp_ = run_.tp;
+        tp_rank_ = tp_->rank();
+        tp_size_ = tp_->size();
+        const int tp = tp_size_;
+        ZS_CHECK_T(ConfigError, cfg_.mlp != MlpKind::moe,
+                   "tensor parallelism: {} is a mixture of experts; tensor-parallel experts "
+                   "(TED) come with expert parallelism and are not implemented yet",
+                   cfg_.model_type);
+        ZS_CHECK_T(ConfigError, cfg_.n_heads % tp == 0 && cfg_.n_kv_heads % tp == 0,
+                   "tensor parallelism: tp = {} must divide the {} attention heads and the {} KV "
+                   "heads (replicating KV heads when tp > num_key_value_heads is not implemented "
+                   "yet)",
+                   tp, cfg_.n_heads, cfg_.n_kv_heads);
+        ZS_CHECK_T(ConfigError, cfg_.intermediate % tp == 0,
+                   "tensor parallelism: tp = {} must divide intermediate_size {}", tp,
+                   cfg_.intermediate);
+        lcfg_.n_heads /= tp;
+        lcfg_.n_kv_heads /= tp;
+        lcfg_.intermediate /= tp;
+        std::tie(v0_, v1_) = parallel::shard_range(cfg_.vocab_size, tp_rank_, tp);
+    }
     build_layout();
     binding_.reset(layout_);
 }
@@ -32,13 +60,15 @@ Transformer::Transformer(ModelConfig cfg, RunConfig run) : cfg_(std::move(cfg)),
 Transformer::~Transformer() = default;
 
 void Transformer::build_layout() {
-    const ModelConfig& c = cfg_;
-    const int64_t C = c.hidden_size, FF = c.intermediate;
+    // Shapes are this rank's (tensor parallelism): heads, intermediate size and vocabulary rows.
+    const ModelConfig& c = lcfg_;
+    const int64_t C = c.hidden_size, FF = c.intermediate, Vr = v1_ - v0_;
+    const bool out_bias = tp_rank_ == 0;  // row-parallel outputs: one rank adds the bias
     // GPT-2's scaled init for the projections into the residual stream.
     const float proj_std =
         c.arch == Arch::gpt2 ? 0.02f / std::sqrt(2.0f * static_cast<float>(c.n_layers)) : 0.02f;
     layout_.add_group("embed");
-    wte_ = layout_.add(0, "embed.tokens", {c.vocab_size, C}, Init::normal);
+    wte_ = layout_.add(0, "embed.tokens", {Vr, C}, Init::normal);
     if (c.pos == PosKind::learned) {
         wpe_ = layout_.add(0, "embed.positions", {c.max_positions, C}, Init::normal, 0.01f);
     }
@@ -62,7 +92,7 @@ void Transformer::build_layout() {
         ops::AttentionOptions ao;
         ao.scale = c.attention_scale(l);
         ao.window = c.window(l);
-        attn_.emplace_back(cfg_, ap, rope_.get(), ao);
+        attn_.emplace_back(lcfg_, ap, rope_.get(), ao, out_bias);
         norm2_.push_back(norm(g, pre + ".ln2"));
         auto mlp_params = [&](const std::string& mp, int64_t up_rows) {
             MlpParams m;
@@ -76,10 +106,12 @@ void Transformer::build_layout() {
         };
         switch (c.mlp) {
             case MlpKind::gelu:
-                mlp_.emplace_back(MlpKind::gelu, FF, mlp_params(pre + ".mlp", FF), c.gelu);
+                mlp_.emplace_back(MlpKind::gelu, FF, mlp_params(pre + ".mlp", FF), c.gelu,
+                                  out_bias);
                 break;
             case MlpKind::swiglu:
-                mlp_.emplace_back(MlpKind::swiglu, FF, mlp_params(pre + ".mlp", 2 * FF));
+                mlp_.emplace_back(MlpKind::swiglu, FF, mlp_params(pre + ".mlp", 2 * FF),
+                                  ops::GeluKind::kTanh, out_bias);
                 break;
             case MlpKind::moe: {
                 MoeParams mp;
@@ -97,9 +129,7 @@ void Transformer::build_layout() {
     int hg = static_cast<int>(c.n_layers) + 1;
     layout_.add_group("head");
     final_norm_ = norm(hg, "head.norm");
-    lm_head_ = c.tied_embeddings
-                   ? wte_
-                   : layout_.add(hg, "head.out.weight", {c.vocab_size, C}, Init::normal);
+    lm_head_ = c.tied_embeddings ? wte_ : layout_.add(hg, "head.out.weight", {Vr, C}, Init::normal);
 }
 
 std::vector<int> Transformer::grad_groups(int g) const {
@@ -109,7 +139,11 @@ std::vector<int> Transformer::grad_groups(int g) const {
 
 void Transformer::embed_forward(const Tensor& ids, const Tensor& positions,
                                 const Tensor& out) const {
-    ops::embedding_forward(out, ids, binding_.w(wte_));
+    if (tp_) {
+        parallel::vocab_embedding_forward(out, ids, binding_.w(wte_), v0_, *tp_);
+    } else {
+        ops::embedding_forward(out, ids, binding_.w(wte_));
+    }
     if (wpe_ != kNoParam) ops::embedding_forward(out, positions, binding_.w(wpe_), true);
 }
 
@@ -124,18 +158,29 @@ void Transformer::block_forward(int64_t l, BlockState& st, const Tensor& in, con
     if (ln) ensure(st.mean1, {N}, DType::f32);
     norm1_[li].forward(binding_, st.xn1, st.mean1, st.rstd1, in);
     ensure(st.r1, {N, C}, DType::f32);
-    st.r1.copy_from(in);
+    // Tensor parallelism: each rank adds its heads' share of the output projection; the residual
+    // enters the sum once (rank 0) and the all-reduce completes r1 = in + attention(x).
+    auto residual_into = [&](const Tensor& dst, const Tensor& src) {
+        if (tp_rank_ == 0) {
+            dst.copy_from(src);
+        } else {
+            std::fill_n(dst.data<float>(), dst.numel(), 0.0f);
+        }
+    };
+    residual_into(st.r1, in);
     attn_[li].forward(binding_, st.attn, st.r1, st.xn1, B, T, positions_);
+    if (tp_) tp_->allreduce(st.r1, comm::ReduceOp::sum).wait();
     ensure(st.xn2, {N, C}, ct);
     ensure(st.rstd2, {N}, DType::f32);
     if (ln) ensure(st.mean2, {N}, DType::f32);
     norm2_[li].forward(binding_, st.xn2, st.mean2, st.rstd2, st.r1);
-    out.copy_from(st.r1);
+    residual_into(out, st.r1);
     if (cfg_.mlp == MlpKind::moe) {
         moe_[li].forward(binding_, st.moe, out, st.xn2, stats);
     } else {
         mlp_[li].forward(binding_, st.mlp, out, st.xn2);
     }
+    if (tp_) tp_->allreduce(out, comm::ReduceOp::sum).wait();
 }
 
 void Transformer::block_backward(int64_t l, BlockState& st, const Tensor& in, const Tensor& dres,
@@ -149,8 +194,11 @@ void Transformer::block_backward(int64_t l, BlockState& st, const Tensor& in, co
     } else {
         mlp_[li].backward(binding_, st.mlp, dxn, dres, st.xn2);
     }
+    // Tensor parallelism: each rank's dx is its share (column-parallel up / QKV): summed.
+    if (tp_) tp_->allreduce(dxn, comm::ReduceOp::sum).wait();
     norm2_[li].backward(binding_, dres, dxn, st.r1, st.mean2, st.rstd2);
     attn_[li].backward(binding_, st.attn, dxn, dres, st.xn1, B, T, positions_);
+    if (tp_) tp_->allreduce(dxn, comm::ReduceOp::sum).wait();
     norm1_[li].backward(binding_, dres, dxn, in, st.mean1, st.rstd1);
 }
 
@@ -219,7 +267,11 @@ LossStats Transformer::head_loss(bool backward, float ce_scale, float loss_scale
     ZS_CHECK_T(ShapeError, B_ > 0, "head_loss: call begin_micro_batch first");
     ZS_CHECK_T(ShapeError, !backward || flat_tgt_.defined(), "head_loss: backward needs targets");
     const int64_t N = B_ * T_, C = cfg_.hidden_size, V = cfg_.vocab_size, L = cfg_.n_layers;
+    const int64_t Vr = v1_ - v0_;  // this rank's vocabulary columns (all without tp)
     const DType ct = run_.compute_dtype;
+    ZS_CHECK_T(NotSupported, !(tp_ && logits_out),
+               "full logits under tensor parallelism are not gathered (each rank holds its "
+               "vocabulary columns)");
     LossStats out;
     // The vocabulary projection and loss in row chunks. In training the head's forward and
     // backward run back to back, so it is one backward-phase use.
@@ -241,13 +293,19 @@ LossStats Transformer::head_loss(bool backward, float ce_scale, float loss_scale
     for (int64_t a = 0; a < N; a += chunk) {
         int64_t b = std::min(N, a + chunk);
         Tensor logits = logits_out ? logits_out->slice(0, a, b)
-                                   : Tensor::empty({b - a, V}, DType::f32, core::Device::cpu(),
+                                   : Tensor::empty({b - a, Vr}, DType::f32, core::Device::cpu(),
                                                    core::MemCategory::activations);
         ops::linear_forward(logits, xf.slice(0, a, b), wout);
         if (!flat_tgt_.defined()) continue;
-        ops::CrossEntropyOptions co{-100, ce_scale * loss_scale};
-        out.n_tokens += ops::cross_entropy(losses.slice(0, a, b), backward ? logits : Tensor(),
-                                           logits, flat_tgt_.slice(0, a, b), co);
+        if (tp_) {
+            out.n_tokens += parallel::vocab_cross_entropy(
+                losses.slice(0, a, b), backward ? logits : Tensor(), logits,
+                flat_tgt_.slice(0, a, b), v0_, V, *tp_, -100, ce_scale * loss_scale);
+        } else {
+            ops::CrossEntropyOptions co{-100, ce_scale * loss_scale};
+            out.n_tokens += ops::cross_entropy(losses.slice(0, a, b), backward ? logits : Tensor(),
+                                               logits, flat_tgt_.slice(0, a, b), co);
+        }
         if (backward) {
             Tensor dl = logits.dtype() == ct ? logits : logits.to(ct);
             ops::linear_backward(dxf.slice(0, a, b), binding_.g(lm_head_), Tensor(), dl,
@@ -264,6 +322,8 @@ LossStats Transformer::head_loss(bool backward, float ce_scale, float loss_scale
         h.after_forward(head_group());
         return out;
     }
+    // Each rank's dxf is its vocabulary columns' share (the LM head is vocabulary-parallel).
+    if (tp_) tp_->allreduce(dxf, comm::ReduceOp::sum).wait();
     // d(loss)/d(residual L), which backward_blocks carries down.
     dres_ = Tensor::zeros({N, C}, DType::f32);
     final_norm_.backward(binding_, dres_, dxf, rL, meanf, rstdf);
@@ -294,7 +354,11 @@ void Transformer::backward_blocks(GroupRange r, float loss_scale, GroupHooks& h)
     for (int g = r.end - 1; g >= r.begin; --g) {
         h.before_backward(g);
         if (g == embed_group()) {
-            ops::embedding_backward(binding_.g(wte_), dres, flat_ids_);
+            if (tp_) {
+                parallel::vocab_embedding_backward(binding_.g(wte_), dres, flat_ids_, v0_);
+            } else {
+                ops::embedding_backward(binding_.g(wte_), dres, flat_ids_);
+            }
             if (wpe_ != kNoParam) ops::embedding_backward(binding_.g(wpe_), dres, positions_);
         } else {
             const int64_t l = g - 1;
@@ -383,6 +447,8 @@ ActivationBytes Transformer::activation_bytes(int64_t B, int64_t T) const {
 
 Tensor Transformer::forward_tokens(const Tensor& ids, const Tensor& positions, KvAttention& kv,
                                    const std::vector<int64_t>& logit_rows) {
+    ZS_CHECK_T(NotSupported, tp_ == nullptr,
+               "tensor-parallel inference (generate/serve --tp) is not implemented yet");
     const int64_t N = ids.numel(), C = cfg_.hidden_size, HS = cfg_.head_dim;
     const DType ct = run_.compute_dtype;
     ZS_CHECK_T(ShapeError, positions.numel() == N, "positions ({}) must match ids ({})",
@@ -434,6 +500,56 @@ Tensor Transformer::forward_tokens(const Tensor& ids, const Tensor& positions, K
     Tensor logits = Tensor::empty({M, cfg_.vocab_size}, DType::f32);
     ops::linear_forward(logits, xf, binding_.w(lm_head_));
     return logits;
+}
+
+Tensor Transformer::tp_slice(ParamId id, const Tensor& full) const {
+    const ParamInfo& p = layout_.param(id);
+    auto ends = [&](const char* suffix) { return p.name.ends_with(suffix); };
+    const int r = tp_rank_;
+    const int64_t HS = cfg_.head_dim;
+    auto rows = [&](const std::vector<std::pair<int64_t, int64_t>>& ranges) {
+        int64_t n = 0;
+        for (const auto& [b, e] : ranges) n += e - b;
+        Shape s = full.shape();
+        s[0] = n;
+        Tensor out = Tensor::empty(s, full.dtype());
+        int64_t at = 0;
+        for (const auto& [b, e] : ranges) {
+            out.slice(0, at, at + (e - b)).copy_from(full.slice(0, b, e));
+            at += e - b;
+        }
+        return out;
+    };
+    Tensor out;
+    if (tp_size_ == 1) {
+        out = full.contiguous();
+    } else if (ends("embed.tokens") || ends("head.out.weight")) {
+        out = rows({{v0_, v1_}});
+    } else if (ends(".attn.qkv.weight") || ends(".attn.qkv.bias")) {
+        // Fused rows [q heads | k heads | v heads]: this rank's heads of each.
+        const int64_t q = lcfg_.q_dim(), kv = lcfg_.kv_dim();
+        out = rows(
+            {{r * q, (r + 1) * q},
+             {cfg_.q_dim() + r * kv, cfg_.q_dim() + (r + 1) * kv},
+             {cfg_.q_dim() + cfg_.kv_dim() + r * kv, cfg_.q_dim() + cfg_.kv_dim() + (r + 1) * kv}});
+    } else if (ends(".attn.out.weight")) {
+        const int64_t q = lcfg_.n_heads * HS;
+        out = full.slice(1, r * q, (r + 1) * q).contiguous();
+    } else if (ends(".mlp.up.weight") || ends(".mlp.up.bias")) {
+        const int64_t FF = cfg_.intermediate, f = lcfg_.intermediate;
+        out = cfg_.mlp == MlpKind::gelu
+                  ? rows({{r * f, (r + 1) * f}})
+                  : rows({{r * f, (r + 1) * f}, {FF + r * f, FF + (r + 1) * f}});
+    } else if (ends(".mlp.down.weight")) {
+        const int64_t f = lcfg_.intermediate;
+        out = full.slice(1, r * f, (r + 1) * f).contiguous();
+    } else {
+        out = full.contiguous();  // replicated: norms, positions, output biases
+    }
+    ZS_CHECK_T(ShapeError, out.shape() == p.shape,
+               "tp_slice: {} from {} gives {}, this rank's parameter is {}", p.name,
+               full.shape().str(), out.shape().str(), p.shape.str());
+    return out;
 }
 
 }  // namespace zs::models

@@ -15,6 +15,7 @@
 #pragma once
 
 #include <memory>
+#include <utility>
 #include <vector>
 
 #include "models/config.h"
@@ -22,12 +23,22 @@
 #include "models/params.h"
 #include "ops/rope.h"
 
+namespace zs::comm {
+class Communicator;
+}
+
 namespace zs::models {
 
 struct RunConfig {
     DType compute_dtype = DType::f32;  // activations and matmul inputs: f32 or bf16
     bool activation_checkpointing = false;
     int64_t logits_chunk = 1024;  // rows of logits materialised at once in training
+    // Tensor parallelism (Megatron-LM, parallel/tensor_parallel.h): this rank holds its share of
+    // the attention heads (QKV column-parallel, output row-parallel), of the MLP (up column-,
+    // down row-parallel) and of the vocabulary (embedding and LM head by rows, vocabulary-parallel
+    // cross-entropy); norms, positions and output biases are replicated. Two all-reduces per
+    // block forward and two backward, on the residual stream. nullptr or size 1: none.
+    comm::Communicator* tp = nullptr;
 };
 
 struct TrainBatch {
@@ -72,6 +83,16 @@ public:
     Transformer& operator=(const Transformer&) = delete;
 
     const ModelConfig& config() const { return cfg_; }
+    // This rank's dimensions under tensor parallelism (heads, KV heads, intermediate size); the
+    // whole model's otherwise.
+    const ModelConfig& local_config() const { return lcfg_; }
+    int tp_size() const { return tp_size_; }
+    // This rank's vocabulary rows [first, second) of the embedding and the LM head.
+    std::pair<int64_t, int64_t> vocab_range() const { return {v0_, v1_}; }
+    // This rank's part of parameter `id` cut from the whole parameter's values `full` (the
+    // tensor-parallel-free model's parameter of the same name): rows or columns by the rules in
+    // the RunConfig::tp comment; the whole tensor for a replicated one.
+    Tensor tp_slice(ParamId id, const Tensor& full) const;
     const RunConfig& run_config() const { return run_; }
     const ParamLayout& layout() const { return layout_; }
     ParamBinding& binding() { return binding_; }
@@ -145,6 +166,10 @@ private:
 
     ModelConfig cfg_;
     RunConfig run_;
+    ModelConfig lcfg_;                  // this rank's dimensions (tensor parallelism)
+    comm::Communicator* tp_ = nullptr;  // set when tp_size_ > 1
+    int tp_rank_ = 0, tp_size_ = 1;
+    int64_t v0_ = 0, v1_ = 0;
     ParamLayout layout_;
     ParamBinding binding_;
     std::unique_ptr<ops::RopeTable> rope_;

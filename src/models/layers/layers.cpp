@@ -94,7 +94,8 @@ void Attention::forward(const ParamBinding& p, Saved& s, const Tensor& residual,
     ensure(s.lse, {B, cfg_->n_heads, T}, DType::f32);
     ops::attention_forward(s.att.view({B, T, cfg_->n_heads, cfg_->head_dim}), s.lse,
                            q_view(s.qkv, B, T), k_view(s.qkv, B, T), v_view(s.qkv, B, T), opts_);
-    ops::matmul(residual, s.att, p.w(p_.wo), {.trans_b = true, .beta = 1.0f}, opt(p, p_.bo));
+    ops::matmul(residual, s.att, p.w(p_.wo), {.trans_b = true, .beta = 1.0f},
+                add_out_bias_ ? opt(p, p_.bo) : Tensor());
 }
 
 void Attention::backward(const ParamBinding& p, const Saved& s, const Tensor& dx,
@@ -142,7 +143,8 @@ void Mlp::run(const ParamBinding& p, Saved& s, const Tensor& out, const Tensor& 
             ops::swiglu_forward(s.a, s.h.slice(1, 0, ff_), s.h.slice(1, ff_, 2 * ff_));
             break;
     }
-    ops::matmul(out, s.a, p.w(p_.down), {.trans_b = true, .beta = beta}, opt(p, p_.down_bias));
+    ops::matmul(out, s.a, p.w(p_.down), {.trans_b = true, .beta = beta},
+                add_out_bias_ ? opt(p, p_.down_bias) : Tensor());
 }
 
 void Mlp::run_backward(const ParamBinding& p, const Saved& s, const Tensor& dx, const Tensor& dout,

@@ -58,9 +58,11 @@ public:
     };
     Attention() = default;
     // opts: this layer's scale and sliding window (causal always).
+    // Under tensor parallelism `cfg` holds this rank's heads, and only one rank adds the output
+    // bias (add_out_bias): the partial outputs are summed across ranks.
     Attention(const ModelConfig& cfg, AttentionParams p, const ops::RopeTable* rope,
-              ops::AttentionOptions opts)
-        : cfg_(&cfg), p_(p), rope_(rope), opts_(opts) {}
+              ops::AttentionOptions opts, bool add_out_bias = true)
+        : cfg_(&cfg), p_(p), rope_(rope), opts_(opts), add_out_bias_(add_out_bias) {}
 
     // residual [N, C] f32 += attention(x [N, C] ct) over B sequences of T tokens;
     // positions [N] i32 (RoPE).
@@ -83,6 +85,7 @@ private:
     AttentionParams p_;
     const ops::RopeTable* rope_ = nullptr;
     ops::AttentionOptions opts_;
+    bool add_out_bias_ = true;
 };
 
 struct MlpParams {
@@ -98,8 +101,10 @@ public:
     };
     Mlp() = default;
     // gelu: the GELU form of MlpKind::gelu (ignored by swiglu).
-    Mlp(MlpKind kind, int64_t ff, MlpParams p, ops::GeluKind gelu = ops::GeluKind::kTanh)
-        : kind_(kind), ff_(ff), p_(p), gelu_(gelu) {}
+    // Under tensor parallelism `ff` is this rank's share and only one rank adds the down bias.
+    Mlp(MlpKind kind, int64_t ff, MlpParams p, ops::GeluKind gelu = ops::GeluKind::kTanh,
+        bool add_out_bias = true)
+        : kind_(kind), ff_(ff), p_(p), gelu_(gelu), add_out_bias_(add_out_bias) {}
     // residual [N, C] f32 += mlp(x [N, C] ct)
     void forward(const ParamBinding& p, Saved& s, const Tensor& residual, const Tensor& x) const;
     // dx [N, C] ct (=)
@@ -116,6 +121,7 @@ private:
     int64_t ff_ = 0;
     MlpParams p_;
     ops::GeluKind gelu_ = ops::GeluKind::kTanh;
+    bool add_out_bias_ = true;
 };
 
 struct MoeParams {
