@@ -3,11 +3,13 @@
 // whole model's loss and, for every parameter, the matching slice of its gradient — GPT-2 (tied
 // embeddings, learned positions, biases, GELU, an uneven vocabulary split) and Llama (GQA,
 // SwiGLU, RoPE, untied head), in f32 and with activation checkpointing.
+#include <algorithm>
 #include <cmath>
 
 #include <gtest/gtest.h>
 
 #include "comm/communicator.h"
+#include "models/kv_cache.h"
 #include "models/transformer.h"
 #include "tests/test_util.h"
 
@@ -84,6 +86,63 @@ TEST(TensorParallelModel, LossAndGradientsEqualTheWholeModel) {
                     }
                 });
             }
+        }
+    }
+}
+
+// Inference: greedy decoding through a KV cache of each rank's heads equals the whole model's,
+// token for token, with the logits (all-gathered over the vocabulary) to 1e-5.
+TEST(TensorParallelModel, GreedyDecodingEqualsTheWholeModel) {
+    for (const char* json : {kGpt2, kLlama}) {
+        Transformer whole(parse_hf_config(json, "test"), RunConfig{});
+        DenseParams wp(whole.layout(), DType::f32, false);
+        wp.init(5);
+        wp.bind(whole.binding());
+        const std::vector<int32_t> prompt = {3, 17, 5, 40, 22, 9};
+        auto decode = [&](Transformer& m, std::vector<float>* first_logits) {
+            models::ContiguousKvCache kv(m.local_config(), 32, DType::f32);
+            std::vector<int32_t> toks = prompt;
+            int64_t done = 0;
+            const int64_t V = m.config().vocab_size;
+            while (toks.size() < prompt.size() + 12) {
+                const int64_t n = static_cast<int64_t>(toks.size()) - done;
+                Tensor ids = Tensor::empty({n}, DType::i32), pos = Tensor::empty({n}, DType::i32);
+                for (int64_t i = 0; i < n; ++i) {
+                    ids.data<int32_t>()[i] = toks[static_cast<size_t>(done + i)];
+                    pos.data<int32_t>()[i] = static_cast<int32_t>(done + i);
+                }
+                Tensor logits = m.forward_tokens(ids, pos, kv, {n - 1});
+                kv.commit(n);
+                done += n;
+                const float* l = logits.data<float>();
+                if (first_logits && first_logits->empty()) first_logits->assign(l, l + V);
+                toks.push_back(static_cast<int32_t>(std::max_element(l, l + V) - l));
+            }
+            return toks;
+        };
+        std::vector<float> want_logits;
+        const std::vector<int32_t> want = decode(whole, &want_logits);
+        for (int tp : {2, 4}) {
+            comm::run_local(tp, [&](int, comm::Communicator& g) {
+                RunConfig rc;
+                rc.tp = &g;
+                Transformer m(parse_hf_config(json, "test"), rc);
+                DenseParams p(m.layout(), DType::f32, false);
+                const auto& params = m.layout().params();
+                for (size_t i = 0; i < params.size(); ++i) {
+                    p.weight(static_cast<ParamId>(i))
+                        .copy_from(m.tp_slice(static_cast<ParamId>(i),
+                                              wp.weight(whole.layout().id(params[i].name))));
+                }
+                p.bind(m.binding());
+                std::vector<float> logits;
+                EXPECT_EQ(decode(m, &logits), want) << m.config().model_type << " tp " << tp;
+                ASSERT_EQ(logits.size(), want_logits.size());
+                for (size_t i = 0; i < logits.size(); ++i) {
+                    ASSERT_NEAR(logits[i], want_logits[i], 1e-5 * (1 + std::fabs(want_logits[i])))
+                        << "logit " << i;
+                }
+            });
         }
     }
 }

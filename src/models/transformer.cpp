@@ -7,6 +7,7 @@
 #include "base/error.h"
 #include "base/timer.h"
 #include "comm/communicator.h"
+#include "ops/activation.h"
 #include "ops/embedding.h"
 #include "ops/loss.h"
 #include "ops/matmul.h"
@@ -447,8 +448,10 @@ ActivationBytes Transformer::activation_bytes(int64_t B, int64_t T) const {
 
 Tensor Transformer::forward_tokens(const Tensor& ids, const Tensor& positions, KvAttention& kv,
                                    const std::vector<int64_t>& logit_rows) {
-    ZS_CHECK_T(NotSupported, tp_ == nullptr,
-               "tensor-parallel inference (generate/serve --tp) is not implemented yet");
+    // Under tensor parallelism the heads are this rank's (the KV cache is built from
+    // local_config()), each output projection's partial sum is all-reduced before it joins the
+    // residual, and the vocabulary-parallel logits are all-gathered so every rank samples alike.
+    const ModelConfig& lc = lcfg_;
     const int64_t N = ids.numel(), C = cfg_.hidden_size, HS = cfg_.head_dim;
     const DType ct = run_.compute_dtype;
     ZS_CHECK_T(ShapeError, positions.numel() == N, "positions ({}) must match ids ({})",
@@ -457,13 +460,21 @@ Tensor Transformer::forward_tokens(const Tensor& ids, const Tensor& positions, K
     embed_forward(ids, positions, r);
     Tensor xn = Tensor::empty({N, C}, ct, core::Device::cpu(), core::MemCategory::buffers);
     Tensor qkv =
-        Tensor::empty({N, cfg_.qkv_dim()}, ct, core::Device::cpu(), core::MemCategory::buffers);
+        Tensor::empty({N, lc.qkv_dim()}, ct, core::Device::cpu(), core::MemCategory::buffers);
     Tensor att =
-        Tensor::empty({N, cfg_.q_dim()}, ct, core::Device::cpu(), core::MemCategory::buffers);
-    const int64_t W = cfg_.qkv_dim();
-    Tensor q = qkv.as_strided({N, cfg_.n_heads, HS}, {W, HS, 1}, 0);
-    Tensor k = qkv.as_strided({N, cfg_.n_kv_heads, HS}, {W, HS, 1}, cfg_.q_dim());
-    Tensor v = qkv.as_strided({N, cfg_.n_kv_heads, HS}, {W, HS, 1}, cfg_.q_dim() + cfg_.kv_dim());
+        Tensor::empty({N, lc.q_dim()}, ct, core::Device::cpu(), core::MemCategory::buffers);
+    const int64_t W = lc.qkv_dim();
+    Tensor q = qkv.as_strided({N, lc.n_heads, HS}, {W, HS, 1}, 0);
+    Tensor k = qkv.as_strided({N, lc.n_kv_heads, HS}, {W, HS, 1}, lc.q_dim());
+    Tensor v = qkv.as_strided({N, lc.n_kv_heads, HS}, {W, HS, 1}, lc.q_dim() + lc.kv_dim());
+    // The row-parallel outputs' partial sums (tensor parallelism only).
+    Tensor part =
+        tp_ ? Tensor::empty({N, C}, DType::f32, core::Device::cpu(), core::MemCategory::buffers)
+            : Tensor();
+    auto reduce_into_residual = [&] {
+        tp_->allreduce(part, comm::ReduceOp::sum).wait();
+        ops::add(r, r, part);
+    };
     Mlp::Saved ms;
     Moe::Saved moes;
     for (int64_t l = 0; l < cfg_.n_layers; ++l) {
@@ -476,13 +487,21 @@ Tensor Transformer::forward_tokens(const Tensor& ids, const Tensor& positions, K
             ops::rope_forward(q, positions, *rope_);
             ops::rope_forward(k, positions, *rope_);
         }
-        kv.attend(static_cast<int>(l), attn_[li].options(), q, k, v,
-                  att.view({N, cfg_.n_heads, HS}));
-        ops::matmul(r, att, binding_.w(ap.wo), {.trans_b = true, .beta = 1.0f},
-                    ap.bo == kNoParam ? Tensor() : binding_.w(ap.bo));
+        kv.attend(static_cast<int>(l), attn_[li].options(), q, k, v, att.view({N, lc.n_heads, HS}));
+        const Tensor bo = ap.bo == kNoParam || tp_rank_ != 0 ? Tensor() : binding_.w(ap.bo);
+        if (tp_) {
+            ops::matmul(part, att, binding_.w(ap.wo), {.trans_b = true}, bo);
+            reduce_into_residual();
+        } else {
+            ops::matmul(r, att, binding_.w(ap.wo), {.trans_b = true, .beta = 1.0f}, bo);
+        }
         norm2_[li].forward(binding_, xn, Tensor(), Tensor(), r);
         if (cfg_.mlp == MlpKind::moe) {
             moe_[li].forward(binding_, moes, r, xn, nullptr);
+        } else if (tp_) {
+            std::fill_n(part.data<float>(), part.numel(), 0.0f);
+            mlp_[li].forward(binding_, ms, part, xn);
+            reduce_into_residual();
         } else {
             mlp_[li].forward(binding_, ms, r, xn);
         }
@@ -497,8 +516,24 @@ Tensor Transformer::forward_tokens(const Tensor& ids, const Tensor& positions, K
     }
     Tensor xf = Tensor::empty({M, C}, ct, core::Device::cpu(), core::MemCategory::buffers);
     final_norm_.forward(binding_, xf, Tensor(), Tensor(), rows);
-    Tensor logits = Tensor::empty({M, cfg_.vocab_size}, DType::f32);
-    ops::linear_forward(logits, xf, binding_.w(lm_head_));
+    const int64_t V = cfg_.vocab_size;
+    Tensor logits = Tensor::empty({M, V}, DType::f32);
+    if (!tp_) {
+        ops::linear_forward(logits, xf, binding_.w(lm_head_));
+        return logits;
+    }
+    // Each rank's columns, padded to the largest shard, all-gathered and laid side by side.
+    const int64_t per = (V + tp_size_ - 1) / tp_size_;
+    Tensor mine =
+        Tensor::zeros({M, per}, DType::f32, core::Device::cpu(), core::MemCategory::buffers);
+    ops::linear_forward(mine.slice(1, 0, v1_ - v0_), xf, binding_.w(lm_head_));
+    Tensor all = Tensor::empty({tp_size_, M, per}, DType::f32, core::Device::cpu(),
+                               core::MemCategory::buffers);
+    tp_->allgather(all, mine).wait();
+    for (int rk = 0; rk < tp_size_; ++rk) {
+        const auto [b, e] = parallel::shard_range(V, rk, tp_size_);
+        if (e > b) logits.slice(1, b, e).copy_from(all.select(0, rk).slice(1, 0, e - b));
+    }
     return logits;
 }
 
