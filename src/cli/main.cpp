@@ -168,6 +168,9 @@ int main(int argc, char** argv) {
     trn->add_option("--metrics", tr.metrics, "Write per-step metrics (.csv or .jsonl)");
     trn->add_option("--seed", tr.seed, "Seed (ds_config 'seed' wins)");
     trn->add_option("--export-hf", tr.export_hf, "Write an HF directory at the end");
+    trn->add_option("--tp", tr.tp,
+                    "Tensor-parallel ranks (Megatron-style; ds_config tensor_parallel.autotp_size)")
+        ->check(CLI::Range(1, 4096));
     // The Hugging Face Trainer's settings, for ds_config values written "auto".
     trn->add_option("--micro-batch", tr.micro_batch,
                     "ds_config \"auto\": train_micro_batch_size_per_gpu (default 8)")

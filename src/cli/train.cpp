@@ -60,6 +60,7 @@ int run_train(const TrainOptions& o, comm::Communicator& world) {
     if (o.weight_decay >= 0) autos.weight_decay = o.weight_decay;
     if (o.max_grad_norm >= 0) autos.max_grad_norm = o.max_grad_norm;
     autos.steps = o.steps;
+    if (o.tp > 0) autos.tp = o.tp;
     autos.hidden_size = mc.hidden_size;
     train::TrainConfig tc = train::load_ds_config(o.ds_config, world.size(), &autos);
     train::RunOptions run;
@@ -86,12 +87,14 @@ int run_train(const TrainOptions& o, comm::Communicator& world) {
         run.tokenizer_source = fs::absolute(run.tokenizer_source).lexically_normal().string();
     if (world.rank() == 0) {
         log_info(
-            "training {} ({:.2f} M parameters) on {} rank(s): ZeRO stage {}, {}, micro-batch {} x "
-            "{} "
-            "accumulation x {} ranks = {} sequences of {} tokens per step",
+            "training {} ({:.2f} M parameters) on {} rank(s){}: ZeRO stage {}, {}, micro-batch {} "
+            "x {} accumulation x {} data-parallel ranks = {} sequences of {} tokens per step",
             models::to_string(mc.arch), static_cast<double>(mc.n_params()) / 1e6, world.size(),
+            tc.tensor_parallel_size > 1 ? fmt::format(" ({} data-parallel x {} tensor-parallel)",
+                                                      tc.world_size, tc.tensor_parallel_size)
+                                        : std::string(),
             tc.zero.stage, train::to_string(tc.precision), tc.batch.train_micro_batch_size_per_gpu,
-            tc.batch.gradient_accumulation_steps, world.size(), tc.batch.train_batch_size,
+            tc.batch.gradient_accumulation_steps, tc.world_size, tc.batch.train_batch_size,
             run.seq_len);
     }
     train::Trainer trainer(mc, tc, run, world);

@@ -282,8 +282,14 @@ private:
 
 class MpiComm final : public Communicator {
 public:
+    // track_arrival: a window of per-rank arrival counters, for naming the ranks that never
+    // arrived at a timed-out collective. Only on the world communicator: OpenMPI's osc/rdma names
+    // a window's shared-memory segment after the communicator's context id, which the disjoint
+    // communicators of one MPI_Comm_split share, so two groups on one host (the tp groups of
+    // dp 2 x tp 2) would map and unlink each other's segment, and their collectives hang.
     MpiComm(MPI_Comm comm, std::string name, std::shared_ptr<Progress> progress,
-            std::shared_ptr<std::atomic<bool>> any_failed, double timeout)
+            std::shared_ptr<std::atomic<bool>> any_failed, double timeout,
+            bool track_arrival = true)
         : comm_(comm),
           name_(std::move(name)),
           progress_(std::move(progress)),
@@ -294,11 +300,13 @@ public:
         MPI_Comm_rank(comm_, &rank_);
         MPI_Comm_size(comm_, &size_);
         // Arrival counters: one int64 per rank, in a window everyone can read.
-        check_mpi(MPI_Win_allocate(sizeof(int64_t), sizeof(int64_t), MPI_INFO_NULL, comm_,
-                                   &counter_, &win_),
-                  "MPI_Win_allocate");
-        *counter_ = 0;
-        MPI_Win_lock_all(MPI_MODE_NOCHECK, win_);
+        if (track_arrival) {
+            check_mpi(MPI_Win_allocate(sizeof(int64_t), sizeof(int64_t), MPI_INFO_NULL, comm_,
+                                       &counter_, &win_),
+                      "MPI_Win_allocate");
+            *counter_ = 0;
+            MPI_Win_lock_all(MPI_MODE_NOCHECK, win_);
+        }
         check_mpi(MPI_Comm_dup(comm_, &ring_comm_), "MPI_Comm_dup");
         ring_ = std::make_shared<Ring>(ring_comm_, rank_, size_);
     }
@@ -311,8 +319,10 @@ public:
             return;
         }
         worker_.stop(/*abandon=*/false);
-        MPI_Win_unlock_all(win_);
-        MPI_Win_free(&win_);
+        if (win_ != MPI_WIN_NULL) {
+            MPI_Win_unlock_all(win_);
+            MPI_Win_free(&win_);
+        }
         MPI_Comm_free(&ring_comm_);
         if (comm_ != MPI_COMM_WORLD) MPI_Comm_free(&comm_);
     }
@@ -470,7 +480,7 @@ public:
             check_mpi(MPI_Comm_split(comm, color, key, sub.get()), "MPI_Comm_split");
         }).wait();
         return std::make_unique<MpiComm>(*sub, fmt::format("{}.split({})", name_, color), progress_,
-                                         any_failed_, timeout_s_);
+                                         any_failed_, timeout_s_, /*track_arrival=*/false);
     }
 
 private:
@@ -483,8 +493,10 @@ private:
                                       op, seq, name_, *failure))));
         }
         // Record arrival (readable by every rank through the window).
-        *counter_ = seq;
-        MPI_Win_sync(win_);
+        if (win_ != MPI_WIN_NULL) {
+            *counter_ = seq;
+            MPI_Win_sync(win_);
+        }
         auto st = std::make_shared<Work::State>();
         st->deadline = std::chrono::steady_clock::now() +
                        std::chrono::duration_cast<std::chrono::steady_clock::duration>(
@@ -531,6 +543,8 @@ private:
 
     // Read every rank's arrival counter (passive target: works when a peer is stopped).
     std::string missing_ranks(int64_t seq) {
+        if (win_ == MPI_WIN_NULL)
+            return "which ranks never arrived is tracked on the world group only";
         std::vector<int64_t> seen(static_cast<size_t>(size_), -1);
         std::vector<MPI_Request> reqs(static_cast<size_t>(size_), MPI_REQUEST_NULL);
         for (int r = 0; r < size_; ++r) {

@@ -551,7 +551,6 @@ void note_unsupported_sections(Section& root) {
         {"aio", "planned (NVMe offload)"},
         {"compile", "not implemented"},
         {"timers", "not implemented"},
-        {"tensor_parallel", "tensor-parallel training is not implemented"},
         {"expert_parallel", "AutoEP is not implemented"},
         {"weight_quantization", "not implemented"},
         {"datastates_ckpt", "not implemented"},
@@ -836,6 +835,28 @@ TrainConfig parse_ds_config(const std::string& json_text, const std::string& sou
     ZS_CHECK_T(ConfigError, world_size >= 1, "{}: world size must be >= 1, got {}", source,
                world_size);
     nlohmann::json j = io::parse_json(json_text, source);
+    // Tensor parallelism first: the batch triple is for the data-parallel ranks, world / tp
+    // (DeepSpeed's AutoTP: train_batch_size = micro x accumulation x dp). The key is validated
+    // with the rest below.
+    int tp = 1;
+    if (const auto t = j.find("tensor_parallel");
+        t != j.end() && t->is_object() && t->contains("autotp_size") &&
+        (*t)["autotp_size"].is_number_integer() && (*t)["autotp_size"].get<int64_t>() >= 1 &&
+        (*t)["autotp_size"].get<int64_t>() <= 4096) {
+        tp = static_cast<int>((*t)["autotp_size"].get<int64_t>());
+    }
+    if (autos && autos->tp) {
+        ZS_CHECK_T(ConfigError, tp == 1 || tp == *autos->tp,
+                   "{}: tensor_parallel.autotp_size {} and --tp {} disagree", source, tp,
+                   *autos->tp);
+        tp = *autos->tp;
+    }
+    ZS_CHECK_T(
+        ConfigError, tp >= 1 && world_size % tp == 0,
+        "{}: tensor parallelism {} does not divide the {} ranks (tensor_parallel.autotp_size "
+        "or --tp)",
+        source, tp, world_size);
+    world_size /= tp;
     std::vector<std::string> resolved;
     if (autos) resolved = resolve_auto(j, *autos, world_size);
     Diagnostics diag;
@@ -843,6 +864,10 @@ TrainConfig parse_ds_config(const std::string& json_text, const std::string& sou
     TrainConfig c;
     c.source = source;
     c.world_size = world_size;
+    c.tensor_parallel_size = tp;
+    if (std::optional<Section> t = root.get_section("tensor_parallel", false)) {
+        t->get_int("autotp_size", 1, 4096);
+    }
 
     // DeepSpeedConfig.__init__ resolves elasticity first: it writes the batch triple.
     std::optional<BatchConfig> elastic = parse_elasticity(root, world_size, c.elasticity);

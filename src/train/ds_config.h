@@ -251,6 +251,9 @@ const char* to_string(DataType t);
 struct TrainConfig {
     std::string source;  // file name, for messages
     int world_size = 1;  // data-parallel ranks the batch triple was resolved for
+    // tensor_parallel.autotp_size (DeepSpeed's AutoTP training key) or --tp: the ranks split into
+    // world_size (dp) x tensor_parallel_size (tp), tp fastest (parallel/topology.h).
+    int tensor_parallel_size = 1;
 
     BatchConfig batch;
     ElasticityConfig elasticity;  // when enabled, `batch` is what it derived for world_size
@@ -294,6 +297,7 @@ struct AutoValues {
     std::optional<double> max_grad_norm;  // --max-grad-norm (1.0)
     std::optional<int64_t> steps;         // --steps (total_num_steps)
     int64_t hidden_size = 0;              // the model's (ZeRO bucket sizes); 0: unknown
+    std::optional<int> tp;                // --tp (tensor_parallel.autotp_size; must agree)
 };
 
 // Parse `json_text` (the contents of `source`) for `world_size` data-parallel ranks. Throws

@@ -76,9 +76,10 @@ Trainer::Trainer(models::ModelConfig model, TrainConfig cfg, RunOptions run,
       world_(world),
       schedule_(cfg_.scheduler, cfg_.optimizer),
       scaler_(cfg_.fp16) {
-    ZS_CHECK_T(ConfigError, cfg_.world_size == world_.size(),
-               "{}: parsed for {} ranks but running on {}", cfg_.source, cfg_.world_size,
-               world_.size());
+    const int tp = cfg_.tensor_parallel_size;
+    ZS_CHECK_T(ConfigError, cfg_.world_size * tp == world_.size(),
+               "{}: parsed for {} data-parallel x {} tensor-parallel ranks but running on {}",
+               cfg_.source, cfg_.world_size, tp, world_.size());
     ZS_CHECK_T(ConfigError, run_.seq_len > 0 && run_.seq_len <= mcfg_.max_positions,
                "--seq-len {} must be in [1, {}] (the model's max positions)", run_.seq_len,
                mcfg_.max_positions);
@@ -86,7 +87,33 @@ Trainer::Trainer(models::ModelConfig model, TrainConfig cfg, RunOptions run,
     models::RunConfig rc;
     rc.compute_dtype = compute_dtype(cfg_.precision);
     rc.activation_checkpointing = cfg_.activation_checkpointing.given;
+    dp_ = &world_;
+    if (tp > 1) {
+        parallel::Sizes sz;
+        sz.tp = tp;
+        topo_ = std::make_unique<parallel::Topology>(world_, sz);
+        parallel::check_model(topo_->sizes(), {mcfg_.model_type, mcfg_.n_heads, mcfg_.n_kv_heads,
+                                               mcfg_.moe.n_experts, mcfg_.n_layers});
+        dp_ = &topo_->group(parallel::Group::dp);
+        tp_ = &topo_->group(parallel::Group::tp);
+        rc.tp = tp_;
+        ZS_CHECK_T(ConfigError, cfg_.optimizer.kind != optim::Kind::lamb,
+                   "{}: Lamb under tensor parallelism needs its trust-ratio norms summed over the "
+                   "tp group, which is not implemented yet",
+                   cfg_.source);
+        ZS_CHECK_T(ConfigError, run_.save_dir.empty() && !run_.resume,
+                   "tensor parallelism: checkpoints (--save, --resume) are not implemented yet "
+                   "for tp > 1");
+        full_model_ = std::make_unique<models::Transformer>(mcfg_, models::RunConfig{});
+    }
     model_ = std::make_unique<models::Transformer>(mcfg_, rc);
+    // Gradient norm over every parameter once: a replicated parameter (norms, positions, output
+    // biases) has the same gradient on every tensor-parallel rank, so each contributes 1 / tp.
+    for (size_t i = 0; i < model_->layout().params().size(); ++i) {
+        const bool replicated = !full_model_ || full_model_->layout().params()[i].shape ==
+                                                    model_->layout().params()[i].shape;
+        norm_weight_.push_back(tp > 1 && replicated ? 1.0 / tp : 1.0);
+    }
     zero::Config zc;
     zc.stage = cfg_.zero.stage;
     zc.overlap_comm = cfg_.zero.overlap_comm || cfg_.zero.stage >= 2;
@@ -94,7 +121,7 @@ Trainer::Trainer(models::ModelConfig model, TrainConfig cfg, RunOptions run,
     zc.max_live_numel = cfg_.zero.stage3_max_live_parameters;
     zc.persistence_threshold = cfg_.zero.stage3_param_persistence_threshold;
     zc.decay_all = run_.decay_all;
-    engine_ = std::make_unique<zero::Engine>(model_->layout(), model_->binding(), world_, zc,
+    engine_ = std::make_unique<zero::Engine>(model_->layout(), model_->binding(), *dp_, zc,
                                              rc.compute_dtype, cfg_.optimizer.options(),
                                              [this](int g) { return model_->grad_groups(g); });
     if (!run_.data_dir.empty()) {
@@ -128,11 +155,43 @@ Trainer::Trainer(models::ModelConfig model, TrainConfig cfg, RunOptions run,
 
 Trainer::~Trainer() = default;
 
-void Trainer::init_random() { engine_->init_weights(run_.seed); }
+Tensor Trainer::local_group(int g, const Tensor& full) const {
+    const models::ParamLayout& fl = full_model_->layout();
+    const models::ParamLayout& ll = model_->layout();
+    Tensor out = Tensor::zeros({ll.group(g).numel}, DType::f32, core::Device::cpu(),
+                               core::MemCategory::buffers);
+    for (models::ParamId id : ll.group(g).params) {
+        const models::ParamInfo& fp = fl.param(id);
+        const models::ParamInfo& lp = ll.param(id);
+        const Tensor whole = full.slice(0, fp.offset, fp.offset + fp.numel()).view(fp.shape);
+        out.slice(0, lp.offset, lp.offset + lp.numel())
+            .view(lp.shape)
+            .copy_from(model_->tp_slice(id, whole));
+    }
+    return out;
+}
+
+void Trainer::init_random() {
+    if (!full_model_) return engine_->init_weights(run_.seed);
+    // Tensor parallelism: each rank's part of the whole model's initial values, so any tp starts
+    // from the same weights.
+    const models::ParamLayout& fl = full_model_->layout();
+    for (int g = 0; g < fl.n_groups(); ++g) {
+        Tensor full = Tensor::zeros({fl.group(g).numel}, DType::f32, core::Device::cpu(),
+                                    core::MemCategory::buffers);
+        for (models::ParamId id : fl.group(g).params) {
+            models::init_param_values(fl.param(id), id, run_.seed,
+                                      full.data<float>() + fl.param(id).offset);
+        }
+        engine_->load_group(g, local_group(g, full));
+    }
+}
 
 void Trainer::init_from(const models::WeightSource& src) {
     for (int g = 0; g < model_->layout().n_groups(); ++g) {
-        engine_->load_group(g, models::load_hf_group(*model_, g, src));
+        engine_->load_group(g, full_model_
+                                   ? local_group(g, models::load_hf_group(*full_model_, g, src))
+                                   : models::load_hf_group(*model_, g, src));
     }
 }
 
@@ -158,7 +217,8 @@ void Trainer::load_batch(int64_t first, int64_t count, const io::TokenDataset& d
 
 StepStats Trainer::step() {
     ZS_CHECK(train_ds_ != nullptr, "train: no dataset (--data)");
-    const int W = world_.size(), r = world_.rank();
+    // Data-parallel ranks read different sequences; tensor-parallel ranks the same ones.
+    const int W = dp_->size(), r = dp_->rank();
     std::vector<models::TrainBatch> batches(
         static_cast<size_t>(cfg_.batch.gradient_accumulation_steps));
     for (int64_t k = 0; k < cfg_.batch.gradient_accumulation_steps; ++k) {
@@ -174,7 +234,7 @@ StepStats Trainer::step() {
 
 StepStats Trainer::step(const std::vector<models::TrainBatch>& batches) {
     Timer tm;
-    const int W = world_.size();
+    const int W = dp_->size();
     const int64_t accum = static_cast<int64_t>(batches.size());
     ZS_CHECK(accum == cfg_.batch.gradient_accumulation_steps,
              "step: {} micro-batches given; gradient_accumulation_steps is {}", accum,
@@ -209,9 +269,18 @@ StepStats Trainer::step(const std::vector<models::TrainBatch>& batches) {
     s.grad_sync_s += phase.seconds();
     phase.reset();
     // Unscaled gradient norm, overflow check, clipping (DeepSpeed's clip_grad_norm_).
-    double norm = std::sqrt(engine_->grad_sq_norm()) * post / loss_scale;
-    bool overflow =
-        !std::isfinite(norm) || (cfg_.precision == Precision::fp16 && !engine_->grads_finite());
+    double sq = tp_ ? engine_->grad_sq_norm(norm_weight_) : engine_->grad_sq_norm();
+    bool finite = cfg_.precision != Precision::fp16 || engine_->grads_finite();
+    if (tp_) {
+        Tensor t = Tensor::empty({2}, DType::f32, core::Device::cpu(), core::MemCategory::buffers);
+        t.data<float>()[0] = static_cast<float>(sq);
+        t.data<float>()[1] = finite ? 0.0f : 1.0f;
+        tp_->allreduce(t, comm::ReduceOp::sum).wait();
+        sq = t.data<float>()[0];
+        finite = t.data<float>()[1] == 0.0f;
+    }
+    double norm = std::sqrt(sq) * post / loss_scale;
+    bool overflow = !std::isfinite(norm) || !finite;
     s.loss_scale = loss_scale;
     s.grad_norm = norm;
     if (!overflow) {
@@ -245,7 +314,7 @@ StepStats Trainer::step(const std::vector<models::TrainBatch>& batches) {
     tokens_seen_ += cfg_.batch.train_batch_size * T;
     Tensor l = Tensor::empty({1}, DType::f32, core::Device::cpu(), core::MemCategory::buffers);
     l.data<float>()[0] = static_cast<float>(loss_sum);
-    world_.allreduce(l, comm::ReduceOp::sum).wait();
+    dp_->allreduce(l, comm::ReduceOp::sum).wait();  // tensor-parallel ranks hold the same loss
     s.loss = l.data<float>()[0] / static_cast<double>(cfg_.batch.train_batch_size * T);
     s.step = steps_done_;
     s.seconds = tm.seconds();
@@ -259,7 +328,7 @@ StepStats Trainer::step(const std::vector<models::TrainBatch>& batches) {
 
 double Trainer::evaluate() {
     if (!val_ds_) return NAN;
-    const int W = world_.size(), r = world_.rank();
+    const int W = dp_->size(), r = dp_->rank();
     const int64_t micro = cfg_.batch.train_micro_batch_size_per_gpu;
     double sum = 0, count = 0;
     models::TrainBatch batch;
@@ -272,7 +341,7 @@ double Trainer::evaluate() {
     Tensor t = Tensor::empty({2}, DType::f32, core::Device::cpu(), core::MemCategory::buffers);
     t.data<float>()[0] = static_cast<float>(sum);
     t.data<float>()[1] = static_cast<float>(count);
-    world_.allreduce(t, comm::ReduceOp::sum).wait();
+    dp_->allreduce(t, comm::ReduceOp::sum).wait();
     return t.data<float>()[0] / std::max(1.0f, t.data<float>()[1]);
 }
 
@@ -555,6 +624,10 @@ void Trainer::load_checkpoint(const std::string& path) {
 }
 
 void Trainer::export_hf(const std::string& dir, core::DType dtype) {
+    ZS_CHECK_T(NotSupported, !tp_,
+               "export to {}: gathering tensor-parallel shards into one HF directory is not "
+               "implemented yet (train with tp 1 to export)",
+               dir);
     std::vector<io::NamedTensor> tensors;
     for (int g = 0; g < model_->layout().n_groups(); ++g) {
         Tensor full = engine_->gather_group(g);

@@ -20,6 +20,7 @@
 #include "io/token_dataset.h"
 #include "models/transformer.h"
 #include "models/weights.h"
+#include "parallel/topology.h"
 #include "train/ds_config.h"
 #include "train/loss_scaler.h"
 #include "train/lr_schedule.h"
@@ -106,6 +107,15 @@ private:
     TrainConfig cfg_;
     RunOptions run_;
     comm::Communicator& world_;
+    // Tensor parallelism (cfg_.tensor_parallel_size > 1): the process grid and this rank's groups;
+    // without it dp_ is the world and tp_ is null.
+    std::unique_ptr<parallel::Topology> topo_;
+    comm::Communicator* dp_ = nullptr;
+    comm::Communicator* tp_ = nullptr;
+    std::unique_ptr<models::Transformer> full_model_;  // tp > 1: the whole model's layout
+    std::vector<double> norm_weight_;  // per parameter: 1 / tp for replicated ones, else 1
+    // A group's values for this rank from the whole model's group values (tp_slice per param).
+    core::Tensor local_group(int g, const core::Tensor& full) const;
     std::unique_ptr<models::Transformer> model_;
     std::unique_ptr<zero::Engine> engine_;
     std::unique_ptr<io::TokenDataset> train_ds_, val_ds_;

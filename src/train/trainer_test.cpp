@@ -321,3 +321,77 @@ TEST(Checkpoint, CorruptionAndIncompleteSavesAreRefused) {
 
 }  // namespace
 }  // namespace zs::train
+
+namespace zs::train {
+namespace {
+
+// Tensor parallelism in the trainer: tp = 2 (and dp 2 x tp 2) over threads give the single-rank
+// run's losses and gradient norms step for step (AdamW with clipping and a schedule, ZeRO 0 and
+// 2 over the data-parallel group), starting from the same whole-model initialisation.
+TEST(TensorParallelTraining, LossesEqualTheSingleRankRun) {
+    Scratch s("tp");
+    auto config = [](int stage, int world, int tp) {
+        return parse_ds_config(R"({"train_batch_size": 4, "train_micro_batch_size_per_gpu": 2,
+            "optimizer": {"type": "AdamW", "params": {"lr": 3e-3, "weight_decay": 0.01}},
+            "gradient_clipping": 0.5, "tensor_parallel": {"autotp_size": )" +
+                                   std::to_string(tp) + R"(},
+            "zero_optimization": {"stage": )" +
+                                   std::to_string(stage) + "}}",
+                               "tp", world);
+    };
+    RunOptions run = s.run(6);
+    run.save_dir.clear();
+    for (int stage : {0, 2}) {
+        std::vector<StepStats> want;
+        {
+            auto comm = comm::make_self();
+            Trainer t(s.mc, config(stage, 1, 1), run, *comm);
+            t.init_random();
+            want = t.train();
+        }
+        ASSERT_EQ(want.size(), 6u);
+        for (auto [world, tp] : {std::pair{2, 2}, std::pair{4, 2}}) {
+            comm::run_local(world, [&](int rank, comm::Communicator& c) {
+                Trainer t(s.mc, config(stage, world, tp), run, c);
+                t.init_random();
+                const std::vector<StepStats> got = t.train();
+                ASSERT_EQ(got.size(), want.size());
+                for (size_t i = 0; i < got.size(); ++i) {
+                    const std::string at = "stage " + std::to_string(stage) + " world " +
+                                           std::to_string(world) + " tp " + std::to_string(tp) +
+                                           " rank " + std::to_string(rank) + " step " +
+                                           std::to_string(i + 1);
+                    EXPECT_NEAR(got[i].loss, want[i].loss, 1e-5 * want[i].loss) << at;
+                    EXPECT_NEAR(got[i].grad_norm, want[i].grad_norm, 1e-4 * want[i].grad_norm)
+                        << at;
+                }
+            });
+        }
+    }
+}
+
+TEST(TensorParallelTraining, TpThatDoesNotDivideTheRanksOrTheModelIsRefused) {
+    EXPECT_THROW(parse_ds_config(
+                     R"({"train_batch_size": 4, "tensor_parallel": {"autotp_size": 3}})", "tp", 4),
+                 ConfigError);
+    Scratch s("tp_bad");
+    RunOptions run = s.run(1);
+    run.save_dir.clear();
+    comm::run_local(4, [&](int, comm::Communicator& c) {
+        // 4 ranks of tensor parallelism over a model with 2 KV heads.
+        try {
+            Trainer t(
+                s.mc,
+                parse_ds_config(R"({"train_batch_size": 2, "train_micro_batch_size_per_gpu": 2,
+                          "tensor_parallel": {"autotp_size": 4}})",
+                                "tp", 4),
+                run, c);
+            ADD_FAILURE() << "tp 4 accepted";
+        } catch (const ConfigError& e) {
+            EXPECT_NE(std::string(e.what()).find("KV heads"), std::string::npos) << e.what();
+        }
+    });
+}
+
+}  // namespace
+}  // namespace zs::train

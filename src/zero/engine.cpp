@@ -438,6 +438,21 @@ double Engine::grad_sq_norm() {
     return t.data<float>()[0];
 }
 
+double Engine::grad_sq_norm(std::span<const double> weight) {
+    auto segs = segments();
+    double local = 0;
+    for (const optim::Segment& s : segs) {
+        ZS_CHECK_T(ShapeError, s.param >= 0 && static_cast<size_t>(s.param) < weight.size(),
+                   "grad_sq_norm: no weight for parameter {}", s.param);
+        local += weight[static_cast<size_t>(s.param)] * optim::sum_squares({&s, 1});
+    }
+    if (cfg_.stage == 0 || world_ == 1) return local;
+    Tensor t = Tensor::empty({1}, DType::f32, core::Device::cpu(), MemCategory::buffers);
+    t.data<float>()[0] = static_cast<float>(local);
+    dp_.allreduce(t, comm::ReduceOp::sum).wait();
+    return t.data<float>()[0];
+}
+
 bool Engine::grads_finite() {
     auto segs = segments();
     bool ok = optim::all_finite(segs);

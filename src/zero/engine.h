@@ -92,6 +92,9 @@ public:
     void finish_grads();
     // Sum of squares of the (reduced) gradients over all ranks, and whether all are finite.
     double grad_sq_norm();
+    // The same with parameter i's squares weighted by weight[i] (tensor parallelism: replicated
+    // parameters count 1 / tp on each tp rank, so a sum over the tp group counts them once).
+    double grad_sq_norm(std::span<const double> weight);
     bool grads_finite();
     // Optimizer update of this rank's shard at learning rate lr (step is 1-based), gradients
     // multiplied by grad_scale; then (stages 1-2) the updated compute weights are all-gathered.
