@@ -1,8 +1,8 @@
 // svg_panel read as a person reads it: every legend entry inside the panel and clear of the data,
 // the x axis labelled at several round values, the y grid at round values. The estimates of
 // text width use the same 6.2 px a character (11 px sans-serif) a renderer gives on average.
+#include <algorithm>
 #include <cmath>
-#include <regex>
 #include <string>
 #include <vector>
 
@@ -18,25 +18,34 @@ struct Text {
     std::string anchor, body;
 };
 
+// The value of attribute `name` inside one element's text, "" when absent.
+std::string attr(const std::string& el, const std::string& name) {
+    const std::string key = " " + name + "=\"";
+    const size_t p = el.find(key);
+    if (p == std::string::npos) return {};
+    const size_t b = p + key.size();
+    return el.substr(b, el.find('"', b) - b);
+}
+
+// Every <text> element with this font size (string scanning: no std::regex, whose libstdc++ 12
+// code trips -Wmaybe-uninitialized under the sanitizer build).
 std::vector<Text> texts(const std::string& svg, const std::string& font_size) {
     std::vector<Text> out;
-    const std::regex re(R"re(<text x="([-0-9.]+)" y="([-0-9.]+)" font-size=")re" + font_size +
-                        R"re("([^>]*)>([^<]*)</text>)re");
-    for (std::sregex_iterator it(svg.begin(), svg.end(), re), end; it != end; ++it) {
-        const std::string attrs = (*it)[3];
-        std::string anchor = "start";
-        if (attrs.find("text-anchor=\"middle\"") != std::string::npos) anchor = "middle";
-        if (attrs.find("text-anchor=\"end\"") != std::string::npos) anchor = "end";
-        out.push_back({std::stod((*it)[1]), std::stod((*it)[2]), anchor, (*it)[4]});
+    for (size_t p = svg.find("<text "); p != std::string::npos; p = svg.find("<text ", p + 1)) {
+        const size_t close = svg.find('>', p), end = svg.find("</text>", p);
+        const std::string el = svg.substr(p, close - p);
+        if (attr(el, "font-size") != font_size) continue;
+        const std::string anchor = attr(el, "text-anchor");
+        out.push_back({std::stod(attr(el, "x")), std::stod(attr(el, "y")),
+                       anchor.empty() ? "start" : anchor, svg.substr(close + 1, end - close - 1)});
     }
     return out;
 }
 
 std::vector<double> circle_ys(const std::string& svg) {
     std::vector<double> ys;
-    const std::regex re(R"re(<circle cx="[-0-9.]+" cy="([-0-9.]+)")re");
-    for (std::sregex_iterator it(svg.begin(), svg.end(), re), end; it != end; ++it) {
-        ys.push_back(std::stod((*it)[1]));
+    for (size_t p = svg.find("<circle "); p != std::string::npos; p = svg.find("<circle ", p + 1)) {
+        ys.push_back(std::stod(attr(svg.substr(p, svg.find('>', p) - p), "cy")));
     }
     return ys;
 }
