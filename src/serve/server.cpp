@@ -18,8 +18,6 @@ using nlohmann::json;
 
 namespace {
 
-constexpr const char* kJson = "application/json";
-
 http::Response json_response(int status, std::string body) {
     http::Response r;
     r.status = status;
