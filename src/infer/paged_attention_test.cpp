@@ -178,7 +178,8 @@ TEST(PagedAttention, ChunkingDoesNotChangeAnyBit) {
     EXPECT_EQ(std::memcmp(a.data_ptr(), b.data_ptr(), a.nbytes()), 0);
 }
 
-TEST(PagedAttention, RejectsTablesThatDoNotCoverTheTokens) {
+// One layer, one KV head of size 4, four blocks of 4 tokens: for the table checks.
+KvCacheSpec one_head_spec() {
     KvCacheSpec spec;
     spec.n_layers = 1;
     spec.n_kv_heads = 1;
@@ -186,7 +187,11 @@ TEST(PagedAttention, RejectsTablesThatDoNotCoverTheTokens) {
     spec.block_size = 4;
     spec.dtype = DType::f32;
     spec.n_blocks = 4;
-    KvBlockPool pool(spec);
+    return spec;
+}
+
+TEST(PagedAttention, RejectsTablesThatDoNotCoverTheTokens) {
+    KvBlockPool pool(one_head_spec());
     PagedKvAttention attn(pool);
     std::vector<BlockId> one = {2};
     attn.set_batch({{0, 2, 3, one}});  // positions 3, 4 but the table covers [0, 4)
@@ -198,14 +203,7 @@ TEST(PagedAttention, RejectsTablesThatDoNotCoverTheTokens) {
 }
 
 TEST(PagedAttention, FreedSlotsAreAllowedOnlyBelowTheWindow) {
-    KvCacheSpec spec;
-    spec.n_layers = 1;
-    spec.n_kv_heads = 1;
-    spec.head_dim = 4;
-    spec.block_size = 4;
-    spec.dtype = DType::f32;
-    spec.n_blocks = 4;
-    KvBlockPool pool(spec);
+    KvBlockPool pool(one_head_spec());
     PagedKvAttention attn(pool);
     Tensor q = Tensor::zeros({2, 1, 4}, DType::f32), out = Tensor::empty({2, 1, 4}, DType::f32);
     // Positions 9, 10: with W = 6 the first query reads keys from 4, so block 0 may be gone...
