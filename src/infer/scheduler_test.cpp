@@ -16,6 +16,7 @@
 
 #include "base/error.h"
 #include "infer/engine.h"
+#include "infer/engine_test_util.h"
 #include "models/kv_cache.h"
 #include "ops/activation.h"
 #include "tests/test_util.h"
@@ -406,50 +407,6 @@ std::string tiny_json(const std::string& window_keys) {
            window_keys + "}";
 }
 
-int32_t argmax(const float* l, int64_t V) {
-    return static_cast<int32_t>(std::max_element(l, l + V) - l);  // lowest id on ties
-}
-
-// Greedy decoding of one sequence through the contiguous cache (per-layer windows applied by
-// ops::attention_forward): the oracle.
-std::vector<int32_t> solo_greedy(Transformer& m, const std::vector<int32_t>& prompt, int64_t n) {
-    const auto P = static_cast<int64_t>(prompt.size());
-    const int64_t V = m.config().vocab_size;
-    models::ContiguousKvCache kv(m.config(), P + n, DType::f32);
-    Tensor ids = Tensor::empty({P}, DType::i32), pos = Tensor::empty({P}, DType::i32);
-    for (int64_t i = 0; i < P; ++i) {
-        ids.data<int32_t>()[i] = prompt[static_cast<size_t>(i)];
-        pos.data<int32_t>()[i] = static_cast<int32_t>(i);
-    }
-    Tensor logits = m.forward_tokens(ids, pos, kv, {P - 1});
-    kv.commit(P);
-    std::vector<int32_t> out;
-    for (int64_t t = 0; t < n; ++t) {
-        out.push_back(argmax(logits.data<float>(), V));
-        if (t + 1 == n) break;
-        Tensor one = Tensor::empty({1}, DType::i32), p1 = Tensor::empty({1}, DType::i32);
-        one.data<int32_t>()[0] = out.back();
-        p1.data<int32_t>()[0] = static_cast<int32_t>(P + t);
-        logits = m.forward_tokens(one, p1, kv, {0});
-        kv.commit(1);
-    }
-    return out;
-}
-
-std::vector<int32_t> random_tokens(zs::test::Rng& rng, int64_t n) {
-    std::vector<int32_t> p(static_cast<size_t>(n));
-    for (int32_t& t : p) t = static_cast<int32_t>(rng.integer(0, 63));
-    return p;
-}
-
-RequestOptions greedy_opts(int64_t max_tokens) {
-    RequestOptions o;
-    o.sampling.temperature = 0.0f;
-    o.max_tokens = max_tokens;
-    o.ignore_eos = true;
-    return o;
-}
-
 EngineConfig engine_config(int64_t kv_blocks, bool free_outside_window, bool prefix_caching) {
     EngineConfig c;
     c.kv_blocks = kv_blocks;
@@ -474,7 +431,7 @@ EngineRun drain(Engine& e, int64_t late_after = -1, const std::vector<int32_t>& 
                 int64_t late_tokens = 0) {
     EngineRun r;
     for (int64_t step = 0; e.has_unfinished() || step <= late_after; ++step) {
-        if (step == late_after) e.add_request(late, greedy_opts(late_tokens));
+        if (step == late_after) e.add_request(late, greedy(late_tokens));
         for (const RequestOutput& o : e.step()) {
             auto& t = r.tokens[o.id];
             t.insert(t.end(), o.new_tokens.begin(), o.new_tokens.end());
@@ -494,12 +451,12 @@ TEST(SlidingWindowEngine, LongGenerationHoldsOnlyTheWindowAndMatchesTheReference
     const int64_t W = 12, P = 30, T = 200;
     TinyModel m = tiny_model(tiny_json(R"("model_type": "mistral", "sliding_window": 12)"));
     zs::test::Rng rng(3);
-    const std::vector<int32_t> prompt = random_tokens(rng, P);
-    const std::vector<int32_t> want = solo_greedy(*m.model, prompt, T);
+    const std::vector<int32_t> prompt = random_prompt(rng, P, 64);
+    const std::vector<int32_t> want = solo(*m.model, prompt, T).tokens;
 
     Engine windowed(*m.model, engine_config(64, true, false));
     EXPECT_EQ(windowed.scheduler().kv_window(), W);
-    windowed.add_request(prompt, greedy_opts(T));
+    windowed.add_request(prompt, greedy(T));
     EngineRun a = drain(windowed);
     EXPECT_EQ(a.tokens[1], want);
     const int64_t bound = (W + 16 + 3) / 4 + 1;
@@ -507,7 +464,7 @@ TEST(SlidingWindowEngine, LongGenerationHoldsOnlyTheWindowAndMatchesTheReference
     EXPECT_EQ(windowed.kv_pool().n_free(), windowed.kv_pool().n_blocks());
 
     Engine keep_all(*m.model, engine_config(64, false, false));
-    keep_all.add_request(prompt, greedy_opts(T));
+    keep_all.add_request(prompt, greedy(T));
     EngineRun b = drain(keep_all);
     EXPECT_EQ(b.tokens[1], want);
     EXPECT_EQ(b.peak_used, (P + T - 1 + 3) / 4);
@@ -518,10 +475,10 @@ TEST(SlidingWindowEngine, LongGenerationHoldsOnlyTheWindowAndMatchesTheReference
 
     // A pool of 12 blocks (48 tokens) takes the 230-token request only because of the window.
     Engine small(*m.model, engine_config(12, true, false));
-    small.add_request(prompt, greedy_opts(T));
+    small.add_request(prompt, greedy(T));
     EXPECT_EQ(drain(small).tokens[1], want);
     Engine small_keep(*m.model, engine_config(12, false, false));
-    EXPECT_THROW(small_keep.add_request(prompt, greedy_opts(T)), ConfigError);
+    EXPECT_THROW(small_keep.add_request(prompt, greedy(T)), ConfigError);
 }
 
 TEST(SlidingWindowEngine, PrefixSharingSurvivesTheOtherSequenceFreeing) {
@@ -530,17 +487,17 @@ TEST(SlidingWindowEngine, PrefixSharingSurvivesTheOtherSequenceFreeing) {
     // already dropped (cached, back from the free list). A keeps dropping blocks B still reads.
     TinyModel m = tiny_model(tiny_json(R"("model_type": "mistral", "sliding_window": 16)"));
     zs::test::Rng rng(8);
-    const std::vector<int32_t> prefix = random_tokens(rng, 32);
+    const std::vector<int32_t> prefix = random_prompt(rng, 32, 64);
     std::vector<int32_t> pa = prefix, pb = prefix;
-    for (int32_t t : random_tokens(rng, 5)) pa.push_back(t);
-    for (int32_t t : random_tokens(rng, 7)) pb.push_back(t);
+    for (int32_t t : random_prompt(rng, 5, 64)) pa.push_back(t);
+    for (int32_t t : random_prompt(rng, 7, 64)) pb.push_back(t);
     const int64_t T = 48;
-    const std::vector<int32_t> want_a = solo_greedy(*m.model, pa, T);
-    const std::vector<int32_t> want_b = solo_greedy(*m.model, pb, T);
+    const std::vector<int32_t> want_a = solo(*m.model, pa, T).tokens;
+    const std::vector<int32_t> want_b = solo(*m.model, pb, T).tokens;
     int64_t runs_with_hits = 0;
     for (int64_t k = 0; k <= 8; ++k) {
         Engine e(*m.model, engine_config(64, true, true));
-        e.add_request(pa, greedy_opts(T));
+        e.add_request(pa, greedy(T));
         EngineRun r = drain(e, k, pb, T);
         EXPECT_EQ(r.tokens[1], want_a) << "B after " << k << " steps";
         EXPECT_EQ(r.tokens[2], want_b) << "B after " << k << " steps";
@@ -560,12 +517,12 @@ TEST(SlidingWindowEngine, MixedFullAndWindowedLayersFreeNothing) {
     ASSERT_EQ(m.model->config().window(0), 0);
     ASSERT_EQ(m.model->config().window(1), 8);
     zs::test::Rng rng(4);
-    const std::vector<int32_t> prompt = random_tokens(rng, P);
+    const std::vector<int32_t> prompt = random_prompt(rng, P, 64);
     Engine e(*m.model, engine_config(64, true, true));
     EXPECT_EQ(e.scheduler().kv_window(), 0);
-    e.add_request(prompt, greedy_opts(T));
+    e.add_request(prompt, greedy(T));
     EngineRun r = drain(e);
-    EXPECT_EQ(r.tokens[1], solo_greedy(*m.model, prompt, T));
+    EXPECT_EQ(r.tokens[1], solo(*m.model, prompt, T).tokens);
     EXPECT_EQ(r.peak_used, (P + T - 1 + 3) / 4);
     EXPECT_EQ(e.kv_pool().n_free(), e.kv_pool().n_blocks());
 }
