@@ -21,6 +21,7 @@
 #include "io/safetensors.h"
 #include "io/safetensors_writer.h"
 #include "ops/matmul.h"
+#include "parallel/tensor_parallel.h"
 #include "train/hf_export.h"
 
 namespace zs::train {
@@ -101,9 +102,6 @@ Trainer::Trainer(models::ModelConfig model, TrainConfig cfg, RunOptions run,
                    "{}: Lamb under tensor parallelism needs its trust-ratio norms summed over the "
                    "tp group, which is not implemented yet",
                    cfg_.source);
-        ZS_CHECK_T(ConfigError, run_.save_dir.empty() && !run_.resume,
-                   "tensor parallelism: checkpoints (--save, --resume) are not implemented yet "
-                   "for tp > 1");
         full_model_ = std::make_unique<models::Transformer>(mcfg_, models::RunConfig{});
     }
     model_ = std::make_unique<models::Transformer>(mcfg_, rc);
@@ -169,6 +167,68 @@ Tensor Trainer::local_group(int g, const Tensor& full) const {
             .copy_from(model_->tp_slice(id, whole));
     }
     return out;
+}
+
+Tensor Trainer::tp_index(int g) const {
+    const models::ParamLayout& fl = full_model_->layout();
+    const models::ParamLayout& ll = model_->layout();
+    Tensor out = Tensor::empty({ll.group(g).numel}, DType::i64, core::Device::cpu(),
+                               core::MemCategory::buffers);
+    for (models::ParamId id : ll.group(g).params) {
+        const models::ParamInfo& fp = fl.param(id);
+        const models::ParamInfo& lp = ll.param(id);
+        Tensor whole =
+            Tensor::empty(fp.shape, DType::i64, core::Device::cpu(), core::MemCategory::buffers);
+        int64_t* w = whole.data<int64_t>();
+        for (int64_t k = 0; k < fp.numel(); ++k) w[k] = fp.offset + k;
+        out.slice(0, lp.offset, lp.offset + lp.numel())
+            .view(lp.shape)
+            .copy_from(model_->tp_slice(id, whole));
+    }
+    return out;
+}
+
+Tensor Trainer::gather_whole_group(int g, int state) {
+    Tensor local = engine_->gather_group(g, state);  // this rank's group, over dp
+    if (!tp_) return local;
+    const int T = tp_->size();
+    const int64_t nf = full_model_->layout().group(g).numel;
+    // The tp ranks' groups differ in size only by the vocabulary's shorter last shard: gather
+    // them padded to the largest, with each element's index in the whole group.
+    Tensor n = Tensor::empty({1}, DType::i64, core::Device::cpu(), core::MemCategory::buffers);
+    Tensor ns = Tensor::empty({T}, DType::i64, core::Device::cpu(), core::MemCategory::buffers);
+    n.data<int64_t>()[0] = local.numel();
+    tp_->allgather(ns, n).wait();
+    const int64_t* cnt = ns.data<int64_t>();
+    const int64_t nmax = *std::max_element(cnt, cnt + T);
+    Tensor vals =
+        Tensor::zeros({nmax}, DType::f32, core::Device::cpu(), core::MemCategory::buffers);
+    Tensor idx = Tensor::zeros({nmax}, DType::i64, core::Device::cpu(), core::MemCategory::buffers);
+    vals.slice(0, 0, local.numel()).copy_from(local);
+    idx.slice(0, 0, local.numel()).copy_from(tp_index(g));
+    Tensor all_v =
+        Tensor::empty({T * nmax}, DType::f32, core::Device::cpu(), core::MemCategory::buffers);
+    Tensor all_i =
+        Tensor::empty({T * nmax}, DType::i64, core::Device::cpu(), core::MemCategory::buffers);
+    tp_->allgather(all_v, vals).wait();
+    tp_->allgather(all_i, idx).wait();
+    Tensor whole = Tensor::empty({nf}, DType::f32, core::Device::cpu(), core::MemCategory::buffers);
+    std::vector<uint8_t> seen(static_cast<size_t>(nf), 0);
+    float* w = whole.data<float>();
+    for (int r = 0; r < T; ++r) {
+        const float* v = all_v.data<float>() + r * nmax;
+        const int64_t* ix = all_i.data<int64_t>() + r * nmax;
+        for (int64_t j = 0; j < cnt[r]; ++j) {
+            ZS_CHECK(ix[j] >= 0 && ix[j] < nf, "group {}: tp rank {} element {} maps to {} of {}",
+                     full_model_->layout().group(g).name, r, j, ix[j], nf);
+            w[ix[j]] = v[j];  // replicated parameters: every rank holds the same values
+            seen[static_cast<size_t>(ix[j])] = 1;
+        }
+    }
+    ZS_CHECK(std::find(seen.begin(), seen.end(), 0) == seen.end(),
+             "group {}: the tensor-parallel shards do not cover the whole group",
+             full_model_->layout().group(g).name);
+    return whole;
 }
 
 void Trainer::init_random() {
@@ -462,7 +522,14 @@ std::vector<StepStats> Trainer::train() {
 // ------------------------------------------------------------------------------ checkpoints
 
 void Trainer::save_checkpoint() {
-    const int r = world_.rank(), W = world_.size();
+    // A checkpoint holds the whole model's groups (the tensor-parallel-free layout) split into
+    // ranges, one file per data-parallel rank: the same at any tp, so it loads at any dp x tp.
+    // Without tensor parallelism each rank writes the elements it owns; with it, the groups are
+    // gathered whole and tp rank 0 of each data-parallel rank writes its dp share.
+    const int r = world_.rank();
+    const int W = tp_ ? dp_->size() : world_.size();  // files
+    const int q = tp_ ? dp_->rank() : r;              // this rank's file
+    const bool writer = !tp_ || tp_->rank() == 0;
     const std::string tag = fmt::format("step-{}", steps_done_);
     const std::string final_dir = run_.save_dir + "/" + tag, tmp = final_dir + ".tmp";
     if (r == 0) {
@@ -474,6 +541,18 @@ void Trainer::save_checkpoint() {
     std::vector<io::NamedTensor> tensors;
     nlohmann::json ranges = nlohmann::json::array();
     for (int g = 0; g < model_->layout().n_groups(); ++g) {
+        if (tp_) {
+            const auto [b, e] = parallel::shard_range(whole_model().layout().group(g).numel, q, W);
+            Tensor m = gather_whole_group(g, -1);
+            if (writer) tensors.push_back({fmt::format("master.{}", g), m.slice(0, b, e).clone()});
+            for (int i = 0; i < engine_->n_states(); ++i) {
+                Tensor st = gather_whole_group(g, i);
+                if (writer)
+                    tensors.push_back({fmt::format("state{}.{}", i, g), st.slice(0, b, e).clone()});
+            }
+            ranges.push_back({b, e});
+            continue;
+        }
         auto [b, e] = engine_->owned_range(g);
         const zero::GroupShard& s = engine_->shard(g);
         int64_t off = engine_->stage() == 0 ? 0 : b - s.begin;
@@ -486,9 +565,12 @@ void Trainer::save_checkpoint() {
         ranges.push_back({b, e});
     }
     io::fault_point("ckpt.write");
-    const std::string file = fmt::format("rank{:05d}-of-{:05d}.safetensors", r, W);
-    io::save_safetensors(tmp + "/" + file, tensors, {{"ranges", ranges.dump()}});
-    io::fault_point("ckpt.write");
+    if (writer) {
+        const std::string file = fmt::format("rank{:05d}-of-{:05d}.safetensors", q, W);
+        io::save_safetensors(tmp + "/" + file, tensors, {{"ranges", ranges.dump()}});
+        io::fault_point("ckpt.write");
+    }
+    tensors.clear();
     world_.barrier();
     // stage3_gather_16bit_weights_on_model_save: the consolidated model in the training's 16-bit
     // dtype (bf16 or fp16; f32 for an f32 run), as DeepSpeed's save_16bit_model writes it, inside
@@ -505,18 +587,19 @@ void Trainer::save_checkpoint() {
         m["step"] = steps_done_;
         m["skipped_steps"] = skipped_;
         m["tokens_seen"] = tokens_seen_;
-        m["world_size"] = W;
+        m["world_size"] = world_.size();
+        m["tensor_parallel_size"] = tp_ ? tp_->size() : 1;
         m["tokenizer_source"] = run_.tokenizer_source;
         m["zero_stage"] = engine_->stage();
         m["optimizer_states"] = engine_->n_states();
         m["model_config"] = io::parse_json(models::to_hf_config_json(mcfg_), "model config");
         nlohmann::json groups = nlohmann::json::array();
-        for (const auto& g : model_->layout().groups())
+        for (const auto& g : whole_model().layout().groups())
             groups.push_back({{"name", g.name}, {"numel", g.numel}});
         m["groups"] = groups;
         nlohmann::json shards = nlohmann::json::array();
-        for (int q = 0; q < W; ++q) {
-            std::string f = fmt::format("rank{:05d}-of-{:05d}.safetensors", q, W);
+        for (int k = 0; k < W; ++k) {
+            std::string f = fmt::format("rank{:05d}-of-{:05d}.safetensors", k, W);
             io::fault_point("ckpt.write");
             shards.push_back({{"file", f}, {"sha256", io::sha256_file(tmp + "/" + f)}});
         }
@@ -572,38 +655,85 @@ void Trainer::load_checkpoint(const std::string& path) {
     ZS_CHECK_T(IoError, m.value("format", "") == "zerospeed-checkpoint",
                "{}/manifest.json: not a zerospeed checkpoint", dir);
     const auto& groups = m.at("groups");
-    ZS_CHECK_T(IoError, static_cast<int>(groups.size()) == model_->layout().n_groups(),
+    const models::ParamLayout& wl = whole_model().layout();  // a checkpoint's layout
+    ZS_CHECK_T(IoError, static_cast<int>(groups.size()) == wl.n_groups(),
                "{}: checkpoint has {} parameter groups; this model has {}", dir, groups.size(),
-               model_->layout().n_groups());
-    for (int g = 0; g < model_->layout().n_groups(); ++g) {
+               wl.n_groups());
+    for (int g = 0; g < wl.n_groups(); ++g) {
         ZS_CHECK_T(
-            IoError,
-            groups[static_cast<size_t>(g)].at("numel").get<int64_t>() ==
-                model_->layout().group(g).numel,
+            IoError, groups[static_cast<size_t>(g)].at("numel").get<int64_t>() == wl.group(g).numel,
             "{}: group {} has {} elements in the checkpoint but {} in this model (another model?)",
-            dir, model_->layout().group(g).name,
-            groups[static_cast<size_t>(g)].at("numel").get<int64_t>(),
-            model_->layout().group(g).numel);
+            dir, wl.group(g).name, groups[static_cast<size_t>(g)].at("numel").get<int64_t>(),
+            wl.group(g).numel);
     }
     ZS_CHECK_T(IoError, m.at("optimizer_states").get<int>() == engine_->n_states(),
                "{}: checkpoint has {} optimizer states per parameter; {} needs {}", dir,
                m.at("optimizer_states").get<int>(), to_string(cfg_.optimizer.kind),
                engine_->n_states());
+    std::vector<io::SafetensorsFile> files;
+    std::vector<nlohmann::json> file_ranges;
     for (const auto& sh : m.at("shards")) {
         std::string f = dir + "/" + sh.at("file").get<std::string>();
         ZS_CHECK_T(IoError, fs::exists(f), "{}: shard is missing", f);
         std::string want = sh.at("sha256").get<std::string>(), got = io::sha256_file(f);
         ZS_CHECK_T(IoError, got == want,
                    "{}: corrupt shard: sha256 {} but manifest.json expects {}", f, got, want);
-        io::SafetensorsFile sf = io::SafetensorsFile::open(f);
-        nlohmann::json ranges = io::parse_json(sf.metadata().at("ranges"), f + " (ranges)");
-        for (int g = 0; g < model_->layout().n_groups(); ++g) {
-            int64_t b = ranges[static_cast<size_t>(g)][0], e = ranges[static_cast<size_t>(g)][1];
-            if (e <= b) continue;
-            Tensor s0 = engine_->n_states() > 0 ? sf.tensor(fmt::format("state0.{}", g)) : Tensor();
-            Tensor s1 = engine_->n_states() > 1 ? sf.tensor(fmt::format("state1.{}", g)) : Tensor();
-            engine_->set_state_range(g, b, sf.tensor(fmt::format("master.{}", g)), s0, s1);
+        files.push_back(io::SafetensorsFile::open(f));
+        file_ranges.push_back(
+            io::parse_json(files.back().metadata().at("ranges"), f + " (ranges)"));
+    }
+    const int ns = engine_->n_states();
+    for (int g = 0; g < wl.n_groups(); ++g) {
+        // The ranges of the whole group the files hold: [b, e) with its master and states.
+        struct Piece {
+            int64_t b = 0, e = 0;
+            Tensor m, s[2];
+        };
+        std::vector<Piece> pieces;
+        for (size_t q = 0; q < files.size(); ++q) {
+            const nlohmann::json& rg = file_ranges[q][static_cast<size_t>(g)];
+            Piece p{rg[0].get<int64_t>(), rg[1].get<int64_t>(), {}, {}};
+            if (p.e <= p.b) continue;
+            p.m = files[q].tensor(fmt::format("master.{}", g));
+            for (int i = 0; i < ns; ++i) p.s[i] = files[q].tensor(fmt::format("state{}.{}", i, g));
+            pieces.push_back(std::move(p));
         }
+        if (!tp_) {
+            for (const Piece& p : pieces) engine_->set_state_range(g, p.b, p.m, p.s[0], p.s[1]);
+            continue;
+        }
+        // Tensor parallelism: this rank's stored elements, each looked up in the whole group.
+        std::sort(pieces.begin(), pieces.end(),
+                  [](const Piece& a, const Piece& b) { return a.b < b.b; });
+        for (const Piece& p : pieces) {
+            ZS_CHECK_T(IoError, p.m.numel() == p.e - p.b,
+                       "{}: group {}: a shard's range [{}, {}) holds {} elements", dir,
+                       wl.group(g).name, p.b, p.e, p.m.numel());
+        }
+        const zero::GroupShard& sh = engine_->shard(g);
+        const int64_t n = sh.end - sh.begin;
+        if (n <= 0) continue;
+        const Tensor idx = tp_index(g);
+        auto buf = [&] {
+            return Tensor::empty({n}, DType::f32, core::Device::cpu(), core::MemCategory::buffers);
+        };
+        Tensor lm = buf(), ls[2];
+        for (int i = 0; i < ns; ++i) ls[i] = buf();
+        size_t at = 0;
+        for (int64_t j = 0; j < n; ++j) {
+            const int64_t f = idx.data<int64_t>()[sh.begin + j];
+            if (at >= pieces.size() || f < pieces[at].b || f >= pieces[at].e) {
+                auto it = std::upper_bound(pieces.begin(), pieces.end(), f,
+                                           [](int64_t v, const Piece& p) { return v < p.b; });
+                ZS_CHECK_T(IoError, it != pieces.begin() && f < std::prev(it)->e,
+                           "{}: element {} of group {} is in no shard", dir, f, wl.group(g).name);
+                at = static_cast<size_t>(std::prev(it) - pieces.begin());
+            }
+            const Piece& p = pieces[at];
+            lm.data<float>()[j] = p.m.data<float>()[f - p.b];
+            for (int i = 0; i < ns; ++i) ls[i].data<float>()[j] = p.s[i].data<float>()[f - p.b];
+        }
+        engine_->set_state_range(g, sh.begin, lm, ls[0], ls[1]);
     }
     engine_->refresh_compute_weights();
     steps_done_ = m.at("step").get<int64_t>();
@@ -618,21 +748,18 @@ void Trainer::load_checkpoint(const std::string& path) {
                        ls.at("last_overflow_iter").get<int64_t>(),
                        ls.at("cur_hysteresis").get<int>()});
     if (world_.rank() == 0) {
-        log_info("resumed from {} (step {}, saved at world size {}, ZeRO stage {})", dir,
-                 steps_done_, m.at("world_size").get<int>(), m.at("zero_stage").get<int>());
+        log_info("resumed from {} (step {}, saved at world size {} with tp {}, ZeRO stage {})", dir,
+                 steps_done_, m.at("world_size").get<int>(), m.value("tensor_parallel_size", 1),
+                 m.at("zero_stage").get<int>());
     }
 }
 
 void Trainer::export_hf(const std::string& dir, core::DType dtype) {
-    ZS_CHECK_T(NotSupported, !tp_,
-               "export to {}: gathering tensor-parallel shards into one HF directory is not "
-               "implemented yet (train with tp 1 to export)",
-               dir);
     std::vector<io::NamedTensor> tensors;
     for (int g = 0; g < model_->layout().n_groups(); ++g) {
-        Tensor full = engine_->gather_group(g);
+        Tensor full = gather_whole_group(g, -1);
         if (world_.rank() != 0) continue;
-        for (auto& [name, t] : models::export_hf_group(*model_, g, full))
+        for (auto& [name, t] : models::export_hf_group(whole_model(), g, full))
             tensors.push_back({name, t.to(dtype).contiguous()});
     }
     if (world_.rank() == 0) {

@@ -116,6 +116,14 @@ private:
     std::vector<double> norm_weight_;  // per parameter: 1 / tp for replicated ones, else 1
     // A group's values for this rank from the whole model's group values (tp_slice per param).
     core::Tensor local_group(int g, const core::Tensor& full) const;
+    // tp > 1: the index in the whole model's group g of each of this rank's group-g elements
+    // (i64 [local numel]; tp_slice of the whole group's element indices).
+    core::Tensor tp_index(int g) const;
+    // The whole model's group g, master weights (state < 0) or optimizer state `state`, from every
+    // rank: gathered over dp, then assembled over tp. Collective over the world.
+    core::Tensor gather_whole_group(int g, int state);
+    // The model a checkpoint or an HF export describes: the whole one (tp > 1) or this rank's.
+    const models::Transformer& whole_model() const { return full_model_ ? *full_model_ : *model_; }
     std::unique_ptr<models::Transformer> model_;
     std::unique_ptr<zero::Engine> engine_;
     std::unique_ptr<io::TokenDataset> train_ds_, val_ds_;

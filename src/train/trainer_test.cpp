@@ -370,6 +370,79 @@ TEST(TensorParallelTraining, LossesEqualTheSingleRankRun) {
     }
 }
 
+// Checkpoints hold the whole model's layout, so they reshard across tensor and data parallelism:
+// saved at dp 2 x tp 2 (ZeRO-3) and resumed at dp 4 x tp 1 or dp 1 x tp 2, or saved at dp 4 and
+// resumed at dp 2 x tp 2, the next losses equal the uninterrupted single-rank run's; the HF
+// export gathered from tp 2 equals the single rank's weights.
+TEST(TensorParallelTraining, CheckpointsReshardAcrossTpAndDp) {
+    Scratch s("tp_ckpt");
+    auto config = [](int stage, int world, int tp) {
+        return parse_ds_config(R"({"train_batch_size": 4, "train_micro_batch_size_per_gpu": 1,
+            "optimizer": {"type": "AdamW", "params": {"lr": 3e-3, "weight_decay": 0.01}},
+            "gradient_clipping": 0.5, "tensor_parallel": {"autotp_size": )" +
+                                   std::to_string(tp) + R"(},
+            "zero_optimization": {"stage": )" +
+                                   std::to_string(stage) + "}}",
+                               "tp", world);
+    };
+    std::vector<StepStats> want;
+    {
+        auto comm = comm::make_self();
+        RunOptions run = s.run(8);
+        run.save_dir.clear();
+        Trainer t(s.mc, config(0, 1, 1), run, *comm);
+        t.init_random();
+        want = t.train();
+        t.export_hf(s.root + "/hf_want");
+    }
+    ASSERT_EQ(want.size(), 8u);
+    struct Layout {
+        int world, tp, stage;
+    };
+    const std::pair<Layout, Layout> cases[] = {
+        {{4, 2, 3}, {4, 1, 1}}, {{4, 2, 3}, {2, 2, 0}}, {{4, 1, 2}, {4, 2, 2}}};
+    for (const auto& [save, load] : cases) {
+        const std::string at = "saved at world " + std::to_string(save.world) + " tp " +
+                               std::to_string(save.tp) + ", loaded at world " +
+                               std::to_string(load.world) + " tp " + std::to_string(load.tp);
+        fs::remove_all(s.root + "/ckpt");
+        comm::run_local(save.world, [&](int, comm::Communicator& c) {
+            Trainer t(s.mc, config(save.stage, save.world, save.tp), s.run(4), c);
+            t.init_random();
+            t.train();
+        });
+        ASSERT_TRUE(fs::exists(s.root + "/ckpt/step-4/manifest.json")) << at;
+        comm::run_local(load.world, [&](int rank, comm::Communicator& c) {
+            Trainer t(s.mc, config(load.stage, load.world, load.tp), s.run(8), c);
+            t.load_checkpoint(s.root + "/ckpt");
+            EXPECT_EQ(t.steps_done(), 4) << at;
+            const std::vector<StepStats> rest = t.train();
+            ASSERT_EQ(rest.size(), 4u) << at;
+            for (size_t i = 0; i < rest.size(); ++i) {
+                EXPECT_NEAR(rest[i].loss, want[4 + i].loss, 1e-5 * want[4 + i].loss)
+                    << at << " rank " << rank << " step " << 5 + i;
+            }
+            if (load.tp > 1) t.export_hf(s.root + "/hf_got");
+        });
+        if (load.tp == 1) continue;
+        io::SafetensorsFile w = io::SafetensorsFile::open(s.root + "/hf_want/model.safetensors");
+        io::SafetensorsFile g = io::SafetensorsFile::open(s.root + "/hf_got/model.safetensors");
+        ASSERT_EQ(g.tensors().size(), w.tensors().size()) << at;
+        for (const io::SafetensorsTensorInfo& info : w.tensors()) {
+            Tensor a = w.tensor(info.name).contiguous(), b = g.tensor(info.name).contiguous();
+            ASSERT_EQ(a.shape(), b.shape()) << at << " " << info.name;
+            double d = 0, n = 0;
+            for (int64_t k = 0; k < a.numel(); ++k) {
+                const double x = a.data<float>()[k], y = b.data<float>()[k];
+                d += (x - y) * (x - y);
+                n += x * x;
+            }
+            EXPECT_LE(std::sqrt(d / std::max(n, 1e-30)), 1e-5) << at << " " << info.name;
+        }
+        fs::remove_all(s.root + "/hf_got");
+    }
+}
+
 TEST(TensorParallelTraining, TpThatDoesNotDivideTheRanksOrTheModelIsRefused) {
     EXPECT_THROW(parse_ds_config(
                      R"({"train_batch_size": 4, "tensor_parallel": {"autotp_size": 3}})", "tp", 4),

@@ -142,13 +142,15 @@ void Engine::init_weights(uint64_t seed) {
     }
 }
 
-Tensor Engine::gather_group(int g) {
+Tensor Engine::gather_group(int g, int state) {
     const GroupShard& s = shards_[static_cast<size_t>(g)];
     Group& gr = *groups_[static_cast<size_t>(g)];
-    if (cfg_.stage == 0 || world_ == 1)
-        return gr.master.slice(0, 0, s.numel).clone(MemCategory::buffers);
+    ZS_CHECK(state < optimizer_.n_states(), "gather_group: state {} of {}", state,
+             optimizer_.n_states());
+    const Tensor& src = state < 0 ? gr.master : gr.states[state];
+    if (cfg_.stage == 0 || world_ == 1) return src.slice(0, 0, s.numel).clone(MemCategory::buffers);
     Tensor full = Tensor::empty({s.padded}, DType::f32, core::Device::cpu(), MemCategory::buffers);
-    Tensor mine = gr.master.clone(MemCategory::buffers);  // [S]
+    Tensor mine = src.clone(MemCategory::buffers);  // [S]
     dp_.allgather(full, mine).wait();
     return full.slice(0, 0, s.numel);
 }

@@ -74,8 +74,9 @@ public:
     void init_weights(uint64_t seed);
     // Set group g from full f32 values [n_g] (e.g. loaded from a checkpoint or an HF model).
     void load_group(int g, const Tensor& full);
-    // The full f32 master weights of group g, gathered from all ranks (export, checkpoints).
-    Tensor gather_group(int g);
+    // The full f32 master weights of group g (state < 0) or its optimizer state `state`, gathered
+    // from all ranks (export, checkpoints). Collective over the data-parallel group.
+    Tensor gather_group(int g, int state = -1);
 
     // ---- GroupHooks ----
     void before_forward(int g) override;
