@@ -43,11 +43,12 @@ struct GenerateOptions {
     std::string system;          // system message with --chat
     std::string dtype = "auto";  // compute dtype: auto, f32 or bf16 (model_loader.h)
     int logprobs = -1;  // >= 0: stdout is JSON Lines, one per token (id, text, logprob, top N)
+    int tp = 1;         // tensor-parallel ranks (the world must be this many: zerospeed-run)
 };
 // Generate text from a prompt, streaming to stdout; throughput on stderr. With logprobs >= 0,
 // stdout is JSON Lines instead: {"id", "token", "logprob", "top": [{"id", "token", "logprob"}]}
 // per generated token, then {"text", "finish_reason", "prompt_tokens", "completion_tokens"}.
-int run_generate(const GenerateOptions& opts);
+int run_generate(const GenerateOptions& opts, comm::Communicator& world);
 
 struct InfoOptions {
     std::string model;
@@ -101,8 +102,10 @@ int run_data_prepare(const DataPrepareOptions& opts);
 
 struct EstimateOptions {
     std::string model, model_config, ds_config;
-    int ranks = 1;
+    int ranks = 1;  // all ranks: data-parallel x tensor-parallel
     int ranks_per_node = 1;
+    int tp = 0;          // tensor-parallel ranks; 0: tensor_parallel.autotp_size (1 without)
+    bool sweep = false;  // also a table over 1, 2, 4, ..., 1024 ranks at this tp
     int64_t seq_len = 1024;
     int64_t memory_per_rank = 0;  // bytes; 0 = this machine's RAM / ranks_per_node
 };
@@ -141,6 +144,7 @@ struct ServeOptions {
     std::string dtype = "auto";  // compute dtype: auto, f32 or bf16 (model_loader.h)
     std::string api_key;
     std::string served_model_name;  // default: the directory or file name
+    int tp = 1;  // tensor-parallel ranks: rank 0 serves, the others run its forwards
     int64_t max_queued = 256;
     double request_timeout = 10;      // seconds for a whole request to arrive
     int64_t max_connections = 16384;  // open connections held at once
@@ -148,7 +152,7 @@ struct ServeOptions {
     ServeEngineOptions engine;
 };
 // Serve the model over an OpenAI-compatible HTTP API until SIGTERM/SIGINT.
-int run_serve(const ServeOptions& opts);
+int run_serve(const ServeOptions& opts, comm::Communicator& world);
 
 struct BenchServeOptions {
     std::string url = "http://127.0.0.1:8000";

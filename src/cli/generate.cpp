@@ -22,8 +22,13 @@
 
 namespace zs::cli {
 
-int run_generate(const GenerateOptions& o) {
-    LoadedModel lm = load_model(o.model, o.dtype, false);
+int run_generate(const GenerateOptions& o, comm::Communicator& world) {
+    // Tensor parallelism: every rank runs this loop on its shard (the forwards' collectives keep
+    // them in step; every rank gets the same logits); rank 0's sampled token is the one all
+    // ranks take, and only rank 0 prints.
+    comm::Communicator* tp = inference_tp_group(o.tp, world, "generate");
+    const bool lead = world.rank() == 0;
+    LoadedModel lm = load_model(o.model, o.dtype, false, tp);
     const models::ModelConfig& c = lm.model->config();
     const io::Tokenizer& tok = *lm.tokenizer;
 
@@ -61,7 +66,8 @@ int run_generate(const GenerateOptions& o) {
     for (int64_t e : c.eos_token_ids) stop_ids.push_back(static_cast<int32_t>(e));
     for (int32_t e : lm.extra_stop_ids) stop_ids.push_back(e);
 
-    models::ContiguousKvCache kv(c, ctx, lm.model->run_config().compute_dtype);
+    models::ContiguousKvCache kv(lm.model->local_config(), ctx,
+                                 lm.model->run_config().compute_dtype);
     infer::Sampler sampler(sp, c.vocab_size);
     sampler.observe_prompt(ids.data(), n_prompt);
     io::StreamDecoder stream(tok, true, true);
@@ -86,6 +92,7 @@ int run_generate(const GenerateOptions& o) {
                               {"logprob", lp}};
     };
     auto emit = [&](const std::string& text) {
+        if (!lead) return;
         if (jsonl) {
             all_text += text;
             return;
@@ -96,11 +103,15 @@ int run_generate(const GenerateOptions& o) {
     while (generated < o.max_tokens && kv.length() < ctx) {
         const infer::SampleResult sr = sampler.sample(logits.data<float>());
         int32_t next = sr.token;
+        if (tp) {
+            Tensor t = Tensor::wrap(&next, {1}, DType::i32);
+            tp->broadcast(t, 0).wait();
+        }
         if (std::find(stop_ids.begin(), stop_ids.end(), next) != stop_ids.end()) {
             reason = "eos";
             break;
         }
-        if (jsonl) {
+        if (jsonl && lead) {
             nlohmann::json line = token_json(next, sr.logprob);
             line["top"] = nlohmann::json::array();
             for (const auto& [id, lp] : sr.top) line["top"].push_back(token_json(id, lp));
@@ -124,6 +135,7 @@ int run_generate(const GenerateOptions& o) {
         stream.drop_incomplete();  // cut inside a character: end before it, not with U+FFFD
         emit(filter.flush());
     }
+    if (!lead) return 0;
     if (jsonl) {
         const nlohmann::json end = {{"text", all_text},
                                     {"finish_reason", reason},

@@ -58,6 +58,9 @@ int main(int argc, char** argv) {
         ->check(CLI::Range(0.0f, 1.0f));
     gn->add_option("--repetition-penalty", gen.repetition_penalty, "HF repetition penalty (> 0)");
     gn->add_option("--seed", gen.seed, "Sampling seed");
+    gn->add_option("--tp", gen.tp,
+                   "Tensor-parallel ranks (run under zerospeed-run --num_procs N; rank 0 prints)")
+        ->check(CLI::Range(1, 4096));
     gn->add_option("--stop", gen.stops, "Stop when this text appears (repeatable; not printed)");
     gn->add_flag("--chat", gen.chat, "Wrap the prompt in the model's chat template");
     gn->add_option("--logprobs", gen.logprobs,
@@ -80,6 +83,9 @@ int main(int argc, char** argv) {
                     "Compute dtype: auto (the checkpoint's, where this CPU runs it natively), f32 "
                     "or bf16");
     srv->add_option("--api-key", sv.api_key, "Require 'Authorization: Bearer KEY' (not /health)");
+    srv->add_option("--tp", sv.tp,
+                    "Tensor-parallel ranks (run under zerospeed-run --num_procs N; rank 0 serves)")
+        ->check(CLI::Range(1, 4096));
     srv->add_option("--served-model-name", sv.served_model_name,
                     "Model id clients use (default: the directory or file name)");
     srv->add_option("--max-queued", sv.max_queued,
@@ -227,7 +233,12 @@ int main(int argc, char** argv) {
     esti->add_option("--model-config", est.model_config, "HF config.json");
     esti->add_option("--deepspeed_config,--ds-config,--config", est.ds_config, "DeepSpeed config")
         ->required();
-    esti->add_option("--ranks", est.ranks, "Data-parallel ranks")->check(CLI::PositiveNumber);
+    esti->add_option("--ranks", est.ranks, "All ranks (data-parallel x tensor-parallel)")
+        ->check(CLI::PositiveNumber);
+    esti->add_option("--tp", est.tp,
+                     "Tensor-parallel ranks (ds_config tensor_parallel.autotp_size; must agree)")
+        ->check(CLI::Range(1, 4096));
+    esti->add_flag("--sweep", est.sweep, "Also tabulate 1, 2, 4, ..., 1024 ranks at this tp");
     esti->add_option("--ranks-per-node", est.ranks_per_node, "Ranks sharing a machine's memory")
         ->check(CLI::PositiveNumber);
     esti->add_option("--seq-len", est.seq_len, "Tokens per sequence")->check(CLI::PositiveNumber);
@@ -275,15 +286,14 @@ int main(int argc, char** argv) {
         zs::backends::register_all();
         if (doc->parsed()) return zs::cli::run_doctor(doctor);
         if (tkn->parsed()) return zs::cli::run_tokenize(tokenize);
-        if (gn->parsed()) return zs::cli::run_generate(gen);
-        if (srv->parsed()) return zs::cli::run_serve(sv);
+        // Commands that can run on many ranks get the MPI world (or this process alone).
+        std::unique_ptr<zs::comm::Communicator> self;
+        zs::comm::Communicator& world = mpi ? mpi->world() : *(self = zs::comm::make_self());
+        if (gn->parsed()) return zs::cli::run_generate(gen, world);
+        if (srv->parsed()) return zs::cli::run_serve(sv, world);
         if (bsv->parsed()) return zs::cli::run_bench_serve(bs);
         if (inf->parsed()) return zs::cli::run_info(info);
-        if (trn->parsed()) {
-            if (mpi) return zs::cli::run_train(tr, mpi->world());
-            auto self = zs::comm::make_self();
-            return zs::cli::run_train(tr, *self);
-        }
+        if (trn->parsed()) return zs::cli::run_train(tr, world);
         if (cnv->parsed()) return zs::cli::run_convert(conv);
         if (prep->parsed()) return zs::cli::run_data_prepare(dp);
         if (plt->parsed()) return zs::cli::run_plot(pl);

@@ -50,7 +50,17 @@ void read_generation_config(const std::string& dir, LoadedModel& lm) {
 
 }  // namespace
 
-LoadedModel load_model(const std::string& path, const std::string& dtype, bool weights_only) {
+comm::Communicator* inference_tp_group(int tp, comm::Communicator& world, const char* command) {
+    ZS_CHECK_T(ConfigError, tp >= 1, "{} --tp: must be >= 1 (got {})", command, tp);
+    ZS_CHECK_T(ConfigError, world.size() == tp,
+               "{} --tp {}: running on {} rank(s); tensor-parallel inference needs exactly {} "
+               "(zerospeed-run --num_procs {} zerospeed {} ... --tp {})",
+               command, tp, world.size(), tp, tp, command, tp);
+    return tp > 1 ? &world : nullptr;
+}
+
+LoadedModel load_model(const std::string& path, const std::string& dtype, bool weights_only,
+                       comm::Communicator* tp) {
     Timer t;
     LoadedModel lm;
     lm.files = models::open_model(path);
@@ -68,7 +78,9 @@ LoadedModel load_model(const std::string& path, const std::string& dtype, bool w
     } else {
         ct = parse_dtype_flag(dtype, "--dtype");
     }
-    lm.model = std::make_unique<models::Transformer>(lm.files.config, models::RunConfig{ct});
+    models::RunConfig rc{ct};
+    rc.tp = tp;
+    lm.model = std::make_unique<models::Transformer>(lm.files.config, rc);
     lm.params = std::make_unique<models::DenseParams>(lm.model->layout(), ct, false);
     std::vector<std::string> unused =
         models::load_hf_weights(*lm.model, *lm.params, *lm.files.weights);
@@ -92,8 +104,12 @@ LoadedModel load_model(const std::string& path, const std::string& dtype, bool w
         }
     }
     const models::ModelConfig& c = lm.model->config();
-    log_info("loaded {} ({}, {:.1f} M parameters, {}) in {:.1f} s", path, to_string(c.arch),
-             static_cast<double>(c.n_params()) / 1e6, to_string(ct), t.seconds());
+    log_info("loaded {} ({}, {:.1f} M parameters, {}{}) in {:.1f} s", path, to_string(c.arch),
+             static_cast<double>(c.n_params()) / 1e6, to_string(ct),
+             tp && tp->size() > 1
+                 ? fmt::format(", tensor-parallel shard {} of {}", tp->rank(), tp->size())
+                 : std::string(),
+             t.seconds());
     return lm;
 }
 

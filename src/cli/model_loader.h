@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "comm/communicator.h"
 #include "infer/sampler.h"
 #include "io/tokenizer.h"
 #include "models/params.h"
@@ -33,8 +34,12 @@ struct LoadedModel {
 // natively (a bf16/f16 checkpoint, or a GGUF with reduced-precision or quantized matrices, runs
 // in bf16 on a CPU with AMX or AVX-512-BF16), f32 otherwise, as vLLM follows torch_dtype and
 // llama.cpp the file's type. The choice and why is logged. weights_only = false also loads the
-// tokenizer.
-LoadedModel load_model(const std::string& path, const std::string& dtype, bool weights_only);
+// tokenizer. `tp` (size > 1): the tensor-parallel group; the model holds this rank's shard.
+LoadedModel load_model(const std::string& path, const std::string& dtype, bool weights_only,
+                       comm::Communicator* tp = nullptr);
+// generate/serve --tp N: the world must be exactly N ranks (inference runs no data parallelism);
+// the world when N > 1, else null. ConfigError naming the flag otherwise.
+comm::Communicator* inference_tp_group(int tp, comm::Communicator& world, const char* command);
 DType parse_dtype_flag(const std::string& s, const char* flag);
 
 }  // namespace zs::cli

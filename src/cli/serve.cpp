@@ -8,6 +8,7 @@
 #include "base/log.h"
 #include "cli/commands.h"
 #include "cli/model_loader.h"
+#include "infer/tp_forward.h"
 #include "serve/server.h"
 
 namespace zs::cli {
@@ -60,9 +61,20 @@ infer::EngineConfig engine_config(const ServeEngineOptions& o,
     return ec;
 }
 
-int run_serve(const ServeOptions& o) {
+int run_serve(const ServeOptions& o, comm::Communicator& world) {
+    // Tensor parallelism: rank 0 runs the server, the scheduler and sampling; the other ranks run
+    // each of its forwards on their shards (infer/tp_forward.h) until it stops. A rank that dies
+    // ends the job (mpirun stops every rank), so the server never waits on a lost rank.
+    comm::Communicator* tp = inference_tp_group(o.tp, world, "serve");
     serve::block_shutdown_signals();
-    LoadedModel lm = load_model(o.model, o.dtype, false);
+    LoadedModel lm = load_model(o.model, o.dtype, false, tp);
+    if (tp && tp->rank() != 0) {
+        const int64_t n = infer::follow_forwards(
+            *lm.model, engine_config(o.engine, to_string(lm.model->run_config().compute_dtype)),
+            *tp);
+        log_info("serve: tensor-parallel rank {} stopped after {} forwards", tp->rank(), n);
+        return 0;
+    }
     const models::ModelConfig& c = lm.model->config();
     const io::Tokenizer& tok = *lm.tokenizer;
 
@@ -80,6 +92,7 @@ int run_serve(const ServeOptions& o) {
 
     serve::ServiceConfig sc;
     sc.engine = engine_config(o.engine, to_string(lm.model->run_config().compute_dtype));
+    sc.engine.tp = tp;
     serve::Metrics metrics;
     serve::Service service(*lm.model, tok, sc, metrics);
 

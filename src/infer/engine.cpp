@@ -2,28 +2,48 @@
 #include "infer/engine.h"
 
 #include <algorithm>
+#include <cstdlib>
 #include <exception>
 
 #include "base/error.h"
 #include "base/log.h"
 #include "base/timer.h"
 #include "infer/json_constraint.h"
+#include "infer/tp_forward.h"
 
 namespace zs::infer {
 
+KvCacheSpec kv_cache_spec(const models::Transformer& model, const EngineConfig& cfg) {
+    const models::ModelConfig& mc = model.local_config();  // this rank's KV heads
+    return cfg.kv_blocks > 0
+               ? KvCacheSpec::for_blocks(mc, cfg.kv_blocks, cfg.block_size, cfg.kv_dtype)
+               : KvCacheSpec::for_memory(mc, cfg.kv_cache_bytes, cfg.block_size, cfg.kv_dtype);
+}
+
 Engine::Engine(models::Transformer& model, const EngineConfig& cfg) : model_(model), cfg_(cfg) {
     const models::ModelConfig& mc = model.config();
-    KvCacheSpec spec =
-        cfg.kv_blocks > 0
-            ? KvCacheSpec::for_blocks(mc, cfg.kv_blocks, cfg.block_size, cfg.kv_dtype)
-            : KvCacheSpec::for_memory(mc, cfg.kv_cache_bytes, cfg.block_size, cfg.kv_dtype);
+    if (cfg_.tp && cfg_.tp->size() == 1) cfg_.tp = nullptr;
+    ZS_CHECK_T(ConfigError,
+               !cfg_.tp || (cfg_.tp->rank() == 0 && model.tp_size() == cfg_.tp->size()),
+               "engine: tensor-parallel serving runs the engine on rank 0 of a model sharded "
+               "over the same group (rank {}, model tp {}, group of {})",
+               cfg_.tp ? cfg_.tp->rank() : 0, model.tp_size(), cfg_.tp ? cfg_.tp->size() : 1);
+    const KvCacheSpec spec = kv_cache_spec(model, cfg_);
     pool_ = std::make_unique<KvBlockPool>(spec);
+    if (cfg_.tp) tp_send_handshake(*cfg_.tp, spec);
     scheduler_ = std::make_unique<Scheduler>(cfg.scheduler, *pool_, shared_kv_window(mc));
     attn_ = std::make_unique<PagedKvAttention>(*pool_);
     for (int64_t e : mc.eos_token_ids) eos_ids_.push_back(static_cast<int32_t>(e));
 }
 
-Engine::~Engine() = default;
+Engine::~Engine() {
+    if (!cfg_.tp) return;
+    try {
+        tp_send_stop(*cfg_.tp);
+    } catch (const std::exception& e) {
+        log_error("engine: stopping the tensor-parallel ranks failed: {}", e.what());
+    }
+}
 
 RequestId Engine::add_request(std::vector<int32_t> prompt, RequestOptions opts) {
     const models::ModelConfig& mc = model_.config();
@@ -184,8 +204,14 @@ std::vector<RequestOutput> Engine::step() {
         Tensor logits;
         Timer timer;
         try {
+            if (cfg_.tp) tp_send_forward(*cfg_.tp, ids, pos, attn_->batch(), logit_rows);
             logits = model_.forward_tokens(ids, pos, *attn_, logit_rows);
         } catch (const std::exception& ex) {
+            if (cfg_.tp) {
+                // The other ranks are inside this forward's collectives: no step can follow.
+                log_error("engine step failed under tensor parallelism: {}; stopping", ex.what());
+                std::abort();
+            }
             // The batch's KV state is now unknown: end its requests, keep the engine serving.
             log_error("engine step failed for a batch of {} sequences: {}", b.seqs.size(),
                       ex.what());

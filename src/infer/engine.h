@@ -21,6 +21,7 @@
 #include <memory>
 #include <vector>
 
+#include "comm/communicator.h"
 #include "infer/block_pool.h"
 #include "infer/paged_attention.h"
 #include "infer/scheduler.h"
@@ -39,7 +40,15 @@ struct EngineConfig {
     // Token bytes for response_format constraints (TokenIndex::from_tokenizer); null: requests
     // with a grammar are refused.
     std::shared_ptr<const TokenIndex> token_index;
+    // Tensor parallelism (the model's RunConfig::tp): this engine is rank 0 of the group and
+    // sends every forward's inputs to the other ranks, which run infer::follow_forwards
+    // (tp_forward.h). Null or size 1: none.
+    comm::Communicator* tp = nullptr;
 };
+
+// The paged KV cache `model` needs under `cfg`: this rank's KV heads (tensor parallelism) and the
+// block count from cfg.kv_blocks or the memory budget.
+KvCacheSpec kv_cache_spec(const models::Transformer& model, const EngineConfig& cfg);
 
 // What one request produced in one step.
 struct RequestOutput {

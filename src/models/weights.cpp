@@ -64,9 +64,24 @@ std::vector<std::string> load_hf_weights(const Transformer& model, const DensePa
     const ModelConfig& cfg = model.config();
     std::set<std::string> used;
     const auto& infos = model.layout().params();
-    for (size_t i = 0; i < infos.size(); ++i) {
-        const ParamInfo& p = infos[i];
-        fill_param(cfg, p, params.weight(static_cast<ParamId>(i)), src, &used);
+    if (model.tp_size() > 1) {
+        // Tensor parallelism: each parameter is read whole (one at a time; a mapped file is not
+        // copied) and this rank keeps its slice, so a rank never holds more than its shard and
+        // the largest single tensor.
+        const Transformer whole(cfg, RunConfig{});
+        for (size_t i = 0; i < infos.size(); ++i) {
+            const auto id = static_cast<ParamId>(i);
+            const ParamInfo& wp = whole.layout().param(id);
+            Tensor w = Tensor::empty(wp.shape, params.weight(id).dtype(), core::Device::cpu(),
+                                     core::MemCategory::buffers);
+            fill_param(cfg, wp, w, src, &used);
+            params.weight(id).copy_from(model.tp_slice(id, w));
+        }
+    } else {
+        for (size_t i = 0; i < infos.size(); ++i) {
+            const ParamInfo& p = infos[i];
+            fill_param(cfg, p, params.weight(static_cast<ParamId>(i)), src, &used);
+        }
     }
     std::vector<std::string> unused;
     for (const std::string& n : src.names()) {

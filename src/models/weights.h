@@ -49,6 +49,7 @@ public:
 // Fill every parameter of `params` (laid out by `model`) from `src`, converting dtypes. A missing
 // tensor or a shape mismatch raises IoError naming the tensor, the source and both shapes.
 // Tensors of `src` that map to nothing are reported by the returned list (e.g. rotary caches).
+// Under tensor parallelism (model.tp_size() > 1) each parameter gets this rank's tp_slice.
 std::vector<std::string> load_hf_weights(const Transformer& model, const DenseParams& params,
                                          const WeightSource& src);
 

@@ -1,0 +1,98 @@
+// Tensor-parallel serving over threads: rank 0 runs the Engine on its shard and every forward's
+// inputs reach rank 1 (follow_forwards), which runs the same forward on its shard. Concurrent
+// requests with chunked prompts, prefix reuse and KV preemption give the tokens of the
+// unsharded engine (the whole model, same weights) token for token.
+#include "infer/tp_forward.h"
+
+#include <map>
+
+#include <gtest/gtest.h>
+
+#include "comm/communicator.h"
+#include "infer/engine_test_util.h"
+#include "ops/activation.h"
+
+namespace zs::infer {
+namespace {
+
+using models::Transformer;
+using zs::test::Rng;
+
+const char* kLlama = R"({"model_type": "llama", "vocab_size": 67, "hidden_size": 32,
+    "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
+    "intermediate_size": 48, "max_position_embeddings": 256, "rms_norm_eps": 1e-6})";
+
+std::map<RequestId, std::vector<int32_t>> run(Engine& e,
+                                              const std::vector<std::vector<int32_t>>& prompts) {
+    std::map<RequestId, std::vector<int32_t>> out;
+    for (size_t i = 0; i < prompts.size(); ++i) {
+        RequestOptions o = greedy(12 + static_cast<int64_t>(i) % 5);
+        e.add_request(prompts[i], o);
+    }
+    for (int steps = 0; e.has_unfinished() && steps < 5000; ++steps) {
+        for (const RequestOutput& r : e.step()) {
+            out[r.id].insert(out[r.id].end(), r.new_tokens.begin(), r.new_tokens.end());
+        }
+    }
+    EXPECT_FALSE(e.has_unfinished());
+    return out;
+}
+
+TEST(TensorParallelServing, EngineOverTwoRanksEqualsTheWholeModel) {
+    const models::ModelConfig cfg = models::parse_hf_config(kLlama, "test");
+    Transformer whole(cfg, models::RunConfig{});
+    models::DenseParams wp(whole.layout(), DType::f32, false);
+    wp.init(5);
+    for (int g = 0; g < whole.layout().n_groups(); ++g) {
+        const Tensor& w = wp.group_weights(g);
+        ops::scale(w, w, 12.0f);  // attention over the context decides the next token
+    }
+    wp.bind(whole.binding());
+    Rng rng(21);
+    std::vector<std::vector<int32_t>> prompts;
+    for (int i = 0; i < 7; ++i) prompts.push_back(random_prompt(rng, 5 + 9 * i, cfg.vocab_size));
+    prompts.push_back(prompts[3]);  // prefix reuse
+    EngineConfig ec;
+    ec.kv_blocks = 24;  // 96 tokens: the batch preempts
+    ec.block_size = 4;
+    ec.kv_dtype = DType::f32;
+    ec.scheduler.max_batch_tokens = 16;  // prompts in chunks, decodes beside them
+    ec.scheduler.max_seqs = 8;
+    std::map<RequestId, std::vector<int32_t>> want;
+    {
+        Engine e(whole, ec);
+        want = run(e, prompts);
+    }
+    ASSERT_EQ(want.size(), prompts.size());
+    // The unsharded engine itself against one sequence through the contiguous cache.
+    EXPECT_EQ(want.begin()->second, solo(whole, prompts[0], 12).tokens);
+    comm::run_local(2, [&](int rank, comm::Communicator& g) {
+        models::RunConfig rc;
+        rc.tp = &g;
+        Transformer m(cfg, rc);
+        models::DenseParams p(m.layout(), DType::f32, false);
+        for (size_t i = 0; i < m.layout().params().size(); ++i) {
+            const auto id = static_cast<models::ParamId>(i);
+            p.weight(id).copy_from(m.tp_slice(id, wp.weight(id)));
+        }
+        p.bind(m.binding());
+        if (rank != 0) {
+            EXPECT_GT(follow_forwards(m, ec, g), 0);
+            return;
+        }
+        EngineConfig tec = ec;
+        tec.tp = &g;
+        Engine e(m, tec);
+        EXPECT_EQ(e.kv_pool().n_blocks(), ec.kv_blocks);
+        const std::map<RequestId, std::vector<int32_t>> got = run(e, prompts);
+        EXPECT_GT(e.counters().n_preemptions, 0) << "the test means to preempt";
+        for (const auto& [id, toks] : want) {
+            auto it = got.find(id);
+            ASSERT_NE(it, got.end()) << "request " << id;
+            EXPECT_EQ(it->second, toks) << "request " << id;
+        }
+    });
+}
+
+}  // namespace
+}  // namespace zs::infer
