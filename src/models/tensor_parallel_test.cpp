@@ -1,10 +1,15 @@
 // Tensor-parallel training against the whole model: tp = 2 and 4 ranks (threads), each holding
 // its heads, MLP columns and vocabulary rows cut from the same whole weights (tp_slice), give the
 // whole model's loss and, for every parameter, the matching slice of its gradient — GPT-2 (tied
-// embeddings, learned positions, biases, GELU, an uneven vocabulary split) and Llama (GQA,
-// SwiGLU, RoPE, untied head), in f32 and with activation checkpointing.
+// embeddings, learned positions, biases, GELU, an uneven vocabulary split), Llama (GQA, SwiGLU,
+// RoPE, untied head), Llama with fewer KV heads than ranks (KV heads replicated, their gradient
+// rows summed over the ranks sharing them) and Mixtral (replicated router, split experts, the
+// load-balancing loss), in f32 and with activation checkpointing; in bf16 within a tolerance
+// derived from bf16's precision. Greedy decoding through each rank's KV cache equals the whole
+// model's.
 #include <algorithm>
 #include <cmath>
+#include <vector>
 
 #include <gtest/gtest.h>
 
@@ -24,6 +29,25 @@ const char* kGpt2 = R"({"model_type": "gpt2", "vocab_size": 61, "n_embd": 32, "n
 const char* kLlama = R"({"model_type": "llama", "vocab_size": 58, "hidden_size": 32,
     "num_hidden_layers": 2, "num_attention_heads": 8, "num_key_value_heads": 4,
     "intermediate_size": 48, "max_position_embeddings": 32, "rms_norm_eps": 1e-6})";
+// Two KV heads: split at tp 2, replicated at tp 4 (each shared by two ranks).
+const char* kLlamaKv2 = R"({"model_type": "llama", "vocab_size": 58, "hidden_size": 32,
+    "num_hidden_layers": 2, "num_attention_heads": 8, "num_key_value_heads": 2,
+    "intermediate_size": 48, "max_position_embeddings": 32, "rms_norm_eps": 1e-6})";
+// Multi-query attention with a QKV bias (Qwen2): the one KV head is on every rank.
+const char* kQwenMqa = R"({"model_type": "qwen2", "vocab_size": 47, "hidden_size": 32,
+    "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 1,
+    "intermediate_size": 40, "max_position_embeddings": 32})";
+// transformer_test.cpp's tiny Mixtral: 4 experts, top 2, the load-balancing loss in the total,
+// one KV head for two query heads (replicated at tp 2).
+const char* kMixtral = R"({"model_type": "mixtral", "vocab_size": 41, "hidden_size": 16,
+    "num_hidden_layers": 2, "num_attention_heads": 2, "num_key_value_heads": 1,
+    "intermediate_size": 24, "max_position_embeddings": 32, "num_local_experts": 4,
+    "num_experts_per_tok": 2, "router_aux_loss_coef": 0.05, "output_router_logits": true})";
+
+struct Case {
+    const char* json;
+    std::vector<int> tps;
+};
 
 // ||got - want|| / ||want|| (f32 sums in another order differ by rounding only).
 double rel_err(const Tensor& got, const Tensor& want) {
@@ -36,65 +60,159 @@ double rel_err(const Tensor& got, const Tensor& want) {
     return std::sqrt(d / std::max(n, 1e-30));
 }
 
-TEST(TensorParallelModel, LossAndGradientsEqualTheWholeModel) {
-    for (const char* json : {kGpt2, kLlama}) {
-        for (bool ckpt : {false, true}) {
-            const RunConfig run{.compute_dtype = DType::f32, .activation_checkpointing = ckpt};
-            Transformer whole(parse_hf_config(json, "test"), run);
-            DenseParams wp(whole.layout(), DType::f32, true);
-            wp.init(3);
-            // Biases and norms start at 0 and 1: perturb every parameter so that a bias added by
-            // every rank (instead of once) or a norm treated as split shows.
-            Rng prng(17);
-            for (size_t i = 0; i < whole.layout().params().size(); ++i) {
-                Tensor w = wp.weight(static_cast<ParamId>(i));
-                for (int64_t k = 0; k < w.numel(); ++k) {
-                    w.data<float>()[k] += static_cast<float>(prng.uniform(-0.1, 0.1));
-                }
-            }
-            wp.bind(whole.binding());
-            const ModelConfig& c = whole.config();
-            Rng rng(9);
-            TrainBatch bt{zs::test::random_ints(rng, {2, 9}, DType::i32, 0, c.vocab_size - 1),
-                          zs::test::random_ints(rng, {2, 9}, DType::i32, 0, c.vocab_size - 1)};
-            bt.targets.data<int32_t>()[4] = -100;
-            const LossStats want = whole.forward_backward(bt, 0.1f, 2.0f);
-            for (int tp : {2, 4}) {
-                comm::run_local(tp, [&](int rank, comm::Communicator& g) {
-                    RunConfig rc = run;
-                    rc.tp = &g;
-                    Transformer m(parse_hf_config(json, "test"), rc);
-                    DenseParams p(m.layout(), DType::f32, true);
-                    const auto& params = m.layout().params();
-                    for (size_t i = 0; i < params.size(); ++i) {
-                        const auto id = static_cast<ParamId>(i);
-                        p.weight(id).copy_from(
-                            m.tp_slice(id, wp.weight(whole.layout().id(params[i].name))));
-                    }
-                    p.bind(m.binding());
-                    p.zero_grads();
-                    const LossStats got = m.forward_backward(bt, 0.1f, 2.0f);
-                    const std::string at = c.model_type + " tp " + std::to_string(tp) + " rank " +
-                                           std::to_string(rank) + (ckpt ? " ckpt" : "");
-                    EXPECT_EQ(got.n_tokens, want.n_tokens) << at;
-                    EXPECT_NEAR(got.loss_sum, want.loss_sum, 1e-5 * std::fabs(want.loss_sum)) << at;
-                    for (size_t i = 0; i < params.size(); ++i) {
-                        const auto id = static_cast<ParamId>(i);
-                        const Tensor ref =
-                            m.tp_slice(id, wp.grad(whole.layout().id(params[i].name)));
-                        EXPECT_LT(rel_err(p.grad(id), ref), 1e-5) << at << " " << params[i].name;
-                    }
-                });
-            }
+double sum_squares(const Tensor& t, int64_t begin, int64_t end) {
+    double s = 0;
+    for (int64_t i = begin; i < end; ++i) s += double{t.data<float>()[i]} * t.data<float>()[i];
+    return s;
+}
+
+// The whole model's f32 weights, initialised and then perturbed: biases and norms start at 0
+// and 1, so a bias added by every rank (instead of once) or a norm treated as split shows.
+void init_perturbed(const DenseParams& wp, const ParamLayout& layout) {
+    wp.init(3);
+    Rng prng(17);
+    for (size_t i = 0; i < layout.params().size(); ++i) {
+        Tensor w = wp.weight(static_cast<ParamId>(i));
+        for (int64_t k = 0; k < w.numel(); ++k) {
+            w.data<float>()[k] += static_cast<float>(prng.uniform(-0.1, 0.1));
         }
     }
 }
 
-// Inference: greedy decoding through a KV cache of each rank's heads equals the whole model's,
-// token for token, with the logits (all-gathered over the vocabulary) to 1e-5.
-TEST(TensorParallelModel, GreedyDecodingEqualsTheWholeModel) {
+// This rank's parameters in `dtype`, cut from the whole model's (same dtype) by tp_slice.
+std::unique_ptr<DenseParams> rank_params(Transformer& m, const Transformer& whole,
+                                         const DenseParams& wp, DType dtype) {
+    auto p = std::make_unique<DenseParams>(m.layout(), dtype, true);
+    const auto& params = m.layout().params();
+    for (size_t i = 0; i < params.size(); ++i) {
+        const auto id = static_cast<ParamId>(i);
+        p->weight(id).copy_from(m.tp_slice(id, wp.weight(whole.layout().id(params[i].name))));
+    }
+    p->bind(m.binding());
+    p->zero_grads();
+    return p;
+}
+
+struct Tolerance {
+    double loss = 1e-5;  // relative, on the loss sum and the aux loss
+    double grad = 1e-5;  // relative 2-norm error of each parameter's gradient
+};
+
+// Two micro-batches of forward_backward on the whole model and on tp ranks of the same weights in
+// `run.compute_dtype`: the same loss, aux loss and (per parameter, this rank's slice of) the
+// whole model's gradient; and the gradient norm counted with tp_copies equals the whole model's.
+void expect_training_matches(const Case& cs, const RunConfig& run, Tolerance tol) {
+    Transformer whole(parse_hf_config(cs.json, "test"), run);
+    DenseParams init(whole.layout(), DType::f32, false);
+    init_perturbed(init, whole.layout());
+    DenseParams wp(whole.layout(), run.compute_dtype, true);
+    for (size_t i = 0; i < whole.layout().params().size(); ++i) {
+        const auto id = static_cast<ParamId>(i);
+        wp.weight(id).copy_from(init.weight(id));
+    }
+    wp.bind(whole.binding());
+    const ModelConfig& c = whole.config();
+    // Two micro-batches accumulate into the gradients (a rank must not sum the first one's
+    // share of a replicated KV head twice).
+    Rng rng(9);
+    std::vector<TrainBatch> batches;
+    std::vector<LossStats> want;
+    for (int b = 0; b < 2; ++b) {
+        batches.push_back({zs::test::random_ints(rng, {2, 9}, DType::i32, 0, c.vocab_size - 1),
+                           zs::test::random_ints(rng, {2, 9}, DType::i32, 0, c.vocab_size - 1)});
+        batches.back().targets.data<int32_t>()[4] = -100;
+        want.push_back(whole.forward_backward(batches.back(), 0.1f, 2.0f));
+    }
+    double want_sq = 0;
+    for (size_t i = 0; i < whole.layout().params().size(); ++i) {
+        const Tensor g = wp.grad(static_cast<ParamId>(i));
+        want_sq += sum_squares(g, 0, g.numel());
+    }
+    for (int tp : cs.tps) {
+        std::vector<double> rank_sq(static_cast<size_t>(tp), 0.0);
+        comm::run_local(tp, [&](int rank, comm::Communicator& g) {
+            RunConfig rc = run;
+            rc.tp = &g;
+            Transformer m(parse_hf_config(cs.json, "test"), rc);
+            auto p = rank_params(m, whole, wp, run.compute_dtype);
+            const std::string at = c.model_type + " (" + std::to_string(c.n_heads) + " heads, " +
+                                   std::to_string(c.n_kv_heads) + " KV) tp " + std::to_string(tp) +
+                                   " rank " + std::to_string(rank) +
+                                   (run.activation_checkpointing ? " ckpt" : "") + " " +
+                                   to_string(run.compute_dtype);
+            for (size_t b = 0; b < batches.size(); ++b) {
+                const LossStats got = m.forward_backward(batches[b], 0.1f, 2.0f);
+                const LossStats& w = want[b];
+                EXPECT_EQ(got.n_tokens, w.n_tokens) << at;
+                EXPECT_NEAR(got.loss_sum, w.loss_sum, tol.loss * std::fabs(w.loss_sum)) << at;
+                EXPECT_NEAR(got.aux_loss, w.aux_loss, tol.loss * std::fabs(w.aux_loss)) << at;
+            }
+            const auto& params = m.layout().params();
+            for (size_t i = 0; i < params.size(); ++i) {
+                const auto id = static_cast<ParamId>(i);
+                // Replicated KV rows: tp_slice gives this rank's KV head's rows of the whole
+                // gradient, which the ranks sharing the head summed their shares into.
+                const Tensor ref = m.tp_slice(id, wp.grad(whole.layout().id(params[i].name)));
+                EXPECT_LT(rel_err(p->grad(id), ref), tol.grad) << at << " " << params[i].name;
+                for (const Transformer::TpCopies& r : m.tp_copies(id)) {
+                    rank_sq[static_cast<size_t>(rank)] +=
+                        sum_squares(p->grad(id), r.begin, r.end) / r.copies;
+                }
+            }
+        });
+        double got_sq = 0;
+        for (double s : rank_sq) got_sq += s;
+        EXPECT_NEAR(std::sqrt(got_sq), std::sqrt(want_sq), tol.grad * std::sqrt(want_sq))
+            << c.model_type << " tp " << tp << ": gradient norm counted with tp_copies";
+    }
+}
+
+const std::vector<Case>& training_cases() {
+    static const std::vector<Case> cases = {{kGpt2, {2, 4}},
+                                            {kLlama, {2, 4}},
+                                            {kLlamaKv2, {2, 4}},
+                                            {kQwenMqa, {2, 4}},
+                                            {kMixtral, {2}}};
+    return cases;
+}
+
+TEST(TensorParallelModel, LossAndGradientsEqualTheWholeModel) {
+    for (const Case& cs : training_cases()) {
+        for (bool ckpt : {false, true}) {
+            expect_training_matches(
+                cs, RunConfig{.compute_dtype = DType::f32, .activation_checkpointing = ckpt}, {});
+        }
+    }
+}
+
+// bf16 compute: tp = 2 against the whole model, both in bf16 with the same bf16 weights. bf16
+// keeps 8 significant bits: one ulp is 2^-7 = 7.8e-3 relative, a rounding error at most 2^-8.
+// The runs differ only where an all-reduce adds partial sums that the whole model's matmul
+// accumulates in one f32 loop.
+// - Forward: the partial sums (row-parallel outputs into the residual stream) are f32, so they
+//   differ by f32 rounding (~1e-7 relative); a bf16 activation computed from such a value rounds
+//   one ulp apart only when it lies within ~1e-7 of a rounding boundary, a rare event. Even if
+//   every rounding landed one ulp apart in the same direction, the loss (a log-softmax of f32
+//   logits) would move by about one ulp relative: 2^-7, so the loss is held to 1e-2 relative
+//   (measured ~1e-8). 2e-2 would be too loose: a row-parallel bias added by both ranks moves
+//   GPT-2's loss by only ~3%.
+// - Backward: each rank's share of dx (column-parallel QKV / up) is rounded to bf16 (≤ 2^-8)
+//   before the all-reduce adds it, two all-reduces per block plus the head's: ~5 such roundings
+//   through this 2-block model, up to ~2e-2 relative where shares partly cancel. Gradients are
+//   held to 5e-2 relative (measured ≤ 7e-3; the doubled bias above gives 0.1-0.5).
+TEST(TensorParallelModel, Bf16LossAndGradientsTrackTheWholeBf16Model) {
     for (const char* json : {kGpt2, kLlama}) {
-        Transformer whole(parse_hf_config(json, "test"), RunConfig{});
+        expect_training_matches({json, {2}}, RunConfig{.compute_dtype = DType::bf16},
+                                {.loss = 1e-2, .grad = 5e-2});
+    }
+}
+
+// Inference: greedy decoding through a KV cache of each rank's heads (one replicated KV head
+// when tp exceeds the KV heads) equals the whole model's, token for token, with the logits
+// (all-gathered over the vocabulary) to 1e-5.
+TEST(TensorParallelModel, GreedyDecodingEqualsTheWholeModel) {
+    for (const Case& cs : training_cases()) {
+        Transformer whole(parse_hf_config(cs.json, "test"), RunConfig{});
         DenseParams wp(whole.layout(), DType::f32, false);
         wp.init(5);
         wp.bind(whole.binding());
@@ -122,11 +240,11 @@ TEST(TensorParallelModel, GreedyDecodingEqualsTheWholeModel) {
         };
         std::vector<float> want_logits;
         const std::vector<int32_t> want = decode(whole, &want_logits);
-        for (int tp : {2, 4}) {
+        for (int tp : cs.tps) {
             comm::run_local(tp, [&](int, comm::Communicator& g) {
                 RunConfig rc;
                 rc.tp = &g;
-                Transformer m(parse_hf_config(json, "test"), rc);
+                Transformer m(parse_hf_config(cs.json, "test"), rc);
                 DenseParams p(m.layout(), DType::f32, false);
                 const auto& params = m.layout().params();
                 for (size_t i = 0; i < params.size(); ++i) {
@@ -135,12 +253,18 @@ TEST(TensorParallelModel, GreedyDecodingEqualsTheWholeModel) {
                                               wp.weight(whole.layout().id(params[i].name))));
                 }
                 p.bind(m.binding());
+                const std::string at = m.config().model_type + " (" +
+                                       std::to_string(m.config().n_kv_heads) + " KV) tp " +
+                                       std::to_string(tp);
+                EXPECT_EQ(m.local_config().n_kv_heads,
+                          std::max<int64_t>(1, m.config().n_kv_heads / tp))
+                    << at;
                 std::vector<float> logits;
-                EXPECT_EQ(decode(m, &logits), want) << m.config().model_type << " tp " << tp;
+                EXPECT_EQ(decode(m, &logits), want) << at;
                 ASSERT_EQ(logits.size(), want_logits.size());
                 for (size_t i = 0; i < logits.size(); ++i) {
                     ASSERT_NEAR(logits[i], want_logits[i], 1e-5 * (1 + std::fabs(want_logits[i])))
-                        << "logit " << i;
+                        << at << " logit " << i;
                 }
             });
         }
@@ -148,18 +272,24 @@ TEST(TensorParallelModel, GreedyDecodingEqualsTheWholeModel) {
 }
 
 TEST(TensorParallelModel, SizesThatDoNotDivideTheModelAreRefused) {
-    comm::run_local(3, [&](int, comm::Communicator& g) {
-        RunConfig rc;
-        rc.tp = &g;
-        try {
-            Transformer m(parse_hf_config(kLlama, "test"), rc);
-            ADD_FAILURE() << "tp 3 accepted for 8 heads";
-        } catch (const ConfigError& e) {
-            EXPECT_NE(std::string(e.what()).find("tp = 3 must divide the 8 attention heads"),
-                      std::string::npos)
-                << e.what();
-        }
-    });
+    auto refused = [](const char* json, int tp, const std::string& expected) {
+        comm::run_local(tp, [&](int, comm::Communicator& g) {
+            RunConfig rc;
+            rc.tp = &g;
+            try {
+                Transformer m(parse_hf_config(json, "test"), rc);
+                ADD_FAILURE() << "tp " << tp << " accepted";
+            } catch (const ConfigError& e) {
+                EXPECT_NE(std::string(e.what()).find(expected), std::string::npos) << e.what();
+            }
+        });
+    };
+    refused(kLlama, 3, "tp = 3 must divide the 8 attention heads");
+    // 6 KV heads at tp 4: neither divides the other (neither split nor replicated).
+    refused(R"({"model_type": "llama", "vocab_size": 58, "hidden_size": 48,
+        "num_hidden_layers": 1, "num_attention_heads": 12, "num_key_value_heads": 6,
+        "intermediate_size": 48, "max_position_embeddings": 32})",
+            4, "divide the 6 KV heads or be a multiple of them");
 }
 
 }  // namespace

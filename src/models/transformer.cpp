@@ -37,21 +37,35 @@ Transformer::Transformer(ModelConfig cfg, RunConfig run) : cfg_(std::move(cfg)),
         tp_rank_ = tp_->rank();
         tp_size_ = tp_->size();
         const int tp = tp_size_;
-        ZS_CHECK_T(ConfigError, cfg_.mlp != MlpKind::moe,
-                   "tensor parallelism: {} is a mixture of experts; tensor-parallel experts "
-                   "(TED) come with expert parallelism and are not implemented yet",
-                   cfg_.model_type);
-        ZS_CHECK_T(ConfigError, cfg_.n_heads % tp == 0 && cfg_.n_kv_heads % tp == 0,
-                   "tensor parallelism: tp = {} must divide the {} attention heads and the {} KV "
-                   "heads (replicating KV heads when tp > num_key_value_heads is not implemented "
-                   "yet)",
-                   tp, cfg_.n_heads, cfg_.n_kv_heads);
+        const int64_t NKV = cfg_.n_kv_heads;
+        ZS_CHECK_T(ConfigError, cfg_.n_heads % tp == 0 && (NKV % tp == 0 || tp % NKV == 0),
+                   "tensor parallelism: tp = {} must divide the {} attention heads, and divide the "
+                   "{} KV heads or be a multiple of them (num_key_value_heads: split when tp "
+                   "divides them, replicated when they divide tp)",
+                   tp, cfg_.n_heads, NKV);
         ZS_CHECK_T(ConfigError, cfg_.intermediate % tp == 0,
-                   "tensor parallelism: tp = {} must divide intermediate_size {}", tp,
-                   cfg_.intermediate);
+                   "tensor parallelism: tp = {} must divide intermediate_size {}{}", tp,
+                   cfg_.intermediate, cfg_.mlp == MlpKind::moe ? " (of each expert)" : "");
         lcfg_.n_heads /= tp;
-        lcfg_.n_kv_heads /= tp;
         lcfg_.intermediate /= tp;
+        if (NKV % tp == 0) {
+            lcfg_.n_kv_heads /= tp;
+            kv_head0_ = tp_rank_ * lcfg_.n_kv_heads;
+        } else {
+            // NOTE(tp): KV heads replicated (vLLM): each rank holds one, the head its query heads
+            // attend to. With G = n_heads / NKV query heads per KV head and n_heads / tp per rank,
+            // rank r's heads [r * n_heads / tp, (r + 1) * n_heads / tp) lie in group
+            // r * (n_heads / tp) / G = r / (tp / NKV), since n_heads / tp divides G.
+            kv_copies_ = static_cast<int>(tp / NKV);
+            lcfg_.n_kv_heads = 1;
+            kv_head0_ = tp_rank_ / kv_copies_;
+            ZS_ASSERT(tp_rank_ * lcfg_.n_heads / (cfg_.n_heads / NKV) == kv_head0_ &&
+                          ((tp_rank_ + 1) * lcfg_.n_heads - 1) / (cfg_.n_heads / NKV) == kv_head0_,
+                      "rank {}'s query heads are not all in KV head {}'s group", tp_rank_,
+                      kv_head0_);
+            // Collective over the tp group: the ranks holding the same KV head.
+            kv_group_ = tp_->split(static_cast<int>(kv_head0_), tp_rank_);
+        }
         std::tie(v0_, v1_) = parallel::shard_range(cfg_.vocab_size, tp_rank_, tp);
     }
     build_layout();
@@ -122,7 +136,7 @@ void Transformer::build_layout() {
                     mp.experts.push_back(
                         mlp_params(pre + ".moe.experts." + std::to_string(e), 2 * FF));
                 }
-                moe_.emplace_back(cfg_, std::move(mp));
+                moe_.emplace_back(lcfg_, std::move(mp), tp_);
                 break;
             }
         }
@@ -198,9 +212,47 @@ void Transformer::block_backward(int64_t l, BlockState& st, const Tensor& in, co
     // Tensor parallelism: each rank's dx is its share (column-parallel up / QKV): summed.
     if (tp_) tp_->allreduce(dxn, comm::ReduceOp::sum).wait();
     norm2_[li].backward(binding_, dres, dxn, st.r1, st.mean2, st.rstd2);
+    // Replicated KV heads: the gradient already accumulated in their rows, before this backward.
+    std::vector<Tensor> kv_before;
+    if (kv_group_) {
+        for (const Tensor& g : replicated_kv_grads(l)) kv_before.push_back(g.clone());
+    }
     attn_[li].backward(binding_, st.attn, dxn, dres, st.xn1, B, T, positions_);
+    if (kv_group_) sum_replicated_kv_grads(l, kv_before);
     if (tp_) tp_->allreduce(dxn, comm::ReduceOp::sum).wait();
     norm1_[li].backward(binding_, dres, dxn, in, st.mean1, st.rstd1);
+}
+
+std::vector<Tensor> Transformer::replicated_kv_grads(int64_t l) const {
+    // This rank's fused rows are [q heads | its one k head | its one v head].
+    const AttentionParams& ap = attn_[static_cast<size_t>(l)].params();
+    const int64_t b = lcfg_.q_dim(), e = lcfg_.qkv_dim();
+    std::vector<Tensor> out{binding_.g(ap.wqkv).slice(0, b, e)};
+    if (ap.bqkv != kNoParam) out.push_back(binding_.g(ap.bqkv).slice(0, b, e));
+    return out;
+}
+
+void Transformer::sum_replicated_kv_grads(int64_t l, const std::vector<Tensor>& before) {
+    // NOTE(tp): each of the kv_copies_ ranks holding a KV head back-propagated only its own query
+    // heads' share of that head's gradient; the whole model's gradient is their sum. Only this
+    // micro-batch's share (after - before) is summed, since earlier micro-batches' are already
+    // whole, and the rows are rewritten as before + sum, the same bits on every copy: the
+    // replicas take identical optimizer steps and stay equal.
+    const std::vector<Tensor> grads = replicated_kv_grads(l);
+    for (size_t i = 0; i < grads.size(); ++i) {
+        const Tensor& g = grads[i];
+        ZS_ASSERT(g.dtype() == DType::f32 && g.is_contiguous(),
+                  "replicated KV gradient rows must be contiguous f32, got {}", g.str());
+        const int64_t n = g.numel();
+        Tensor delta =
+            Tensor::empty({n}, DType::f32, core::Device::cpu(), core::MemCategory::buffers);
+        float* d = delta.data<float>();
+        float* gp = g.data<float>();
+        const float* b = before[i].data<float>();
+        for (int64_t k = 0; k < n; ++k) d[k] = gp[k] - b[k];
+        kv_group_->allreduce(delta, comm::ReduceOp::sum).wait();
+        for (int64_t k = 0; k < n; ++k) gp[k] = b[k] + d[k];
+    }
 }
 
 void Transformer::begin_micro_batch(const TrainBatch& batch) {
@@ -496,15 +548,14 @@ Tensor Transformer::forward_tokens(const Tensor& ids, const Tensor& positions, K
             ops::matmul(r, att, binding_.w(ap.wo), {.trans_b = true, .beta = 1.0f}, bo);
         }
         norm2_[li].forward(binding_, xn, Tensor(), Tensor(), r);
+        const Tensor& mlp_out = tp_ ? part : r;
+        if (tp_) std::fill_n(part.data<float>(), part.numel(), 0.0f);
         if (cfg_.mlp == MlpKind::moe) {
-            moe_[li].forward(binding_, moes, r, xn, nullptr);
-        } else if (tp_) {
-            std::fill_n(part.data<float>(), part.numel(), 0.0f);
-            mlp_[li].forward(binding_, ms, part, xn);
-            reduce_into_residual();
+            moe_[li].forward(binding_, moes, mlp_out, xn, nullptr);
         } else {
-            mlp_[li].forward(binding_, ms, r, xn);
+            mlp_[li].forward(binding_, ms, mlp_out, xn);
         }
+        if (tp_) reduce_into_residual();
     }
     auto M = static_cast<int64_t>(logit_rows.size());
     Tensor rows =
@@ -537,9 +588,34 @@ Tensor Transformer::forward_tokens(const Tensor& ids, const Tensor& positions, K
     return logits;
 }
 
+namespace {
+
+// How a parameter is divided over the tensor-parallel ranks (the RunConfig::tp rules), from its
+// name.
+enum class TpSplit {
+    replicated,    // norms, positions, output biases, the MoE router: the whole tensor
+    vocab_rows,    // token embedding, LM head: rows [v0, v1)
+    qkv_heads,     // fused QKV rows: this rank's query heads and its KV heads
+    head_columns,  // attention output: the columns of this rank's heads
+    ff_rows,       // MLP / expert up (gelu: FF rows; gate|up: this rank's rows of each half)
+    ff_columns,    // MLP / expert down: this rank's intermediate columns
+};
+
+TpSplit tp_split(const std::string& name) {
+    auto ends = [&](const char* suffix) { return name.ends_with(suffix); };
+    if (ends("embed.tokens") || ends("head.out.weight")) return TpSplit::vocab_rows;
+    if (ends(".attn.qkv.weight") || ends(".attn.qkv.bias")) return TpSplit::qkv_heads;
+    if (ends(".attn.out.weight")) return TpSplit::head_columns;
+    // The dense MLP (blocks.i.mlp.up) and every expert (blocks.i.moe.experts.e.up).
+    if (ends(".up.weight") || ends(".up.bias")) return TpSplit::ff_rows;
+    if (ends(".down.weight")) return TpSplit::ff_columns;
+    return TpSplit::replicated;
+}
+
+}  // namespace
+
 Tensor Transformer::tp_slice(ParamId id, const Tensor& full) const {
     const ParamInfo& p = layout_.param(id);
-    auto ends = [&](const char* suffix) { return p.name.ends_with(suffix); };
     const int r = tp_rank_;
     const int64_t HS = cfg_.head_dim;
     auto rows = [&](const std::vector<std::pair<int64_t, int64_t>>& ranges) {
@@ -558,33 +634,66 @@ Tensor Transformer::tp_slice(ParamId id, const Tensor& full) const {
     Tensor out;
     if (tp_size_ == 1) {
         out = full.contiguous();
-    } else if (ends("embed.tokens") || ends("head.out.weight")) {
-        out = rows({{v0_, v1_}});
-    } else if (ends(".attn.qkv.weight") || ends(".attn.qkv.bias")) {
-        // Fused rows [q heads | k heads | v heads]: this rank's heads of each.
-        const int64_t q = lcfg_.q_dim(), kv = lcfg_.kv_dim();
-        out = rows(
-            {{r * q, (r + 1) * q},
-             {cfg_.q_dim() + r * kv, cfg_.q_dim() + (r + 1) * kv},
-             {cfg_.q_dim() + cfg_.kv_dim() + r * kv, cfg_.q_dim() + cfg_.kv_dim() + (r + 1) * kv}});
-    } else if (ends(".attn.out.weight")) {
-        const int64_t q = lcfg_.n_heads * HS;
-        out = full.slice(1, r * q, (r + 1) * q).contiguous();
-    } else if (ends(".mlp.up.weight") || ends(".mlp.up.bias")) {
-        const int64_t FF = cfg_.intermediate, f = lcfg_.intermediate;
-        out = cfg_.mlp == MlpKind::gelu
-                  ? rows({{r * f, (r + 1) * f}})
-                  : rows({{r * f, (r + 1) * f}, {FF + r * f, FF + (r + 1) * f}});
-    } else if (ends(".mlp.down.weight")) {
-        const int64_t f = lcfg_.intermediate;
-        out = full.slice(1, r * f, (r + 1) * f).contiguous();
     } else {
-        out = full.contiguous();  // replicated: norms, positions, output biases
+        const int64_t FF = cfg_.intermediate, f = lcfg_.intermediate;
+        switch (tp_split(p.name)) {
+            case TpSplit::replicated:
+                out = full.contiguous();
+                break;
+            case TpSplit::vocab_rows:
+                out = rows({{v0_, v1_}});
+                break;
+            case TpSplit::qkv_heads: {
+                // Fused rows [q heads | k heads | v heads]: this rank's query heads, and its KV
+                // heads from kv_head0_ (its own share, or the one replicated head).
+                const int64_t q = lcfg_.q_dim(), kv = lcfg_.kv_dim(), k0 = kv_head0_ * HS;
+                const int64_t Q = cfg_.q_dim(), KV = cfg_.kv_dim();
+                out = rows(
+                    {{r * q, (r + 1) * q}, {Q + k0, Q + k0 + kv}, {Q + KV + k0, Q + KV + k0 + kv}});
+                break;
+            }
+            case TpSplit::head_columns: {
+                const int64_t q = lcfg_.q_dim();
+                out = full.slice(1, r * q, (r + 1) * q).contiguous();
+                break;
+            }
+            case TpSplit::ff_rows:
+                out = cfg_.mlp == MlpKind::gelu
+                          ? rows({{r * f, (r + 1) * f}})
+                          : rows({{r * f, (r + 1) * f}, {FF + r * f, FF + (r + 1) * f}});
+                break;
+            case TpSplit::ff_columns:
+                out = full.slice(1, r * f, (r + 1) * f).contiguous();
+                break;
+        }
     }
     ZS_CHECK_T(ShapeError, out.shape() == p.shape,
                "tp_slice: {} from {} gives {}, this rank's parameter is {}", p.name,
                full.shape().str(), out.shape().str(), p.shape.str());
     return out;
+}
+
+std::vector<Transformer::TpCopies> Transformer::tp_copies(ParamId id) const {
+    const ParamInfo& p = layout_.param(id);
+    const int64_t n = p.numel();
+    if (tp_size_ == 1) return {{0, n, 1}};
+    switch (tp_split(p.name)) {
+        case TpSplit::replicated:
+            return {{0, n, tp_size_}};
+        case TpSplit::qkv_heads: {
+            if (kv_copies_ == 1) return {{0, n, 1}};
+            // The query rows are this rank's own; the KV rows (one head of k, one of v, all
+            // gradients whole after sum_replicated_kv_grads) are on kv_copies_ ranks.
+            const int64_t row = p.shape.ndim() == 2 ? p.shape[1] : 1, q = lcfg_.q_dim() * row;
+            return {{0, q, 1}, {q, n, kv_copies_}};
+        }
+        case TpSplit::vocab_rows:
+        case TpSplit::head_columns:
+        case TpSplit::ff_rows:
+        case TpSplit::ff_columns:
+            return {{0, n, 1}};
+    }
+    return {{0, n, 1}};
 }
 
 }  // namespace zs::models

@@ -38,6 +38,12 @@ struct RunConfig {
     // down row-parallel) and of the vocabulary (embedding and LM head by rows, vocabulary-parallel
     // cross-entropy); norms, positions and output biases are replicated. Two all-reduces per
     // block forward and two backward, on the residual stream. nullptr or size 1: none.
+    // KV heads: split when tp divides num_key_value_heads; replicated when they divide tp
+    // (vLLM): each rank then holds the one KV head its query heads attend to, and the
+    // tp / num_key_value_heads ranks holding a head sum its gradient rows after each block's
+    // backward (a sub-communicator split from this one: the Transformer constructor is then
+    // collective over tp). Mixture of experts: the router is replicated and every expert is split
+    // as the dense MLP (one more all-reduce backward per block: the gate weights' gradient).
     comm::Communicator* tp = nullptr;
 };
 
@@ -83,8 +89,8 @@ public:
     Transformer& operator=(const Transformer&) = delete;
 
     const ModelConfig& config() const { return cfg_; }
-    // This rank's dimensions under tensor parallelism (heads, KV heads, intermediate size); the
-    // whole model's otherwise.
+    // This rank's dimensions under tensor parallelism (heads, KV heads — 1 when they are
+    // replicated —, intermediate size, per expert for MoE); the whole model's otherwise.
     const ModelConfig& local_config() const { return lcfg_; }
     int tp_size() const { return tp_size_; }
     // This rank's vocabulary rows [first, second) of the embedding and the LM head.
@@ -93,6 +99,17 @@ public:
     // tensor-parallel-free model's parameter of the same name): rows or columns by the rules in
     // the RunConfig::tp comment; the whole tensor for a replicated one.
     Tensor tp_slice(ParamId id, const Tensor& full) const;
+    // How many tensor-parallel ranks hold each element of this rank's parameter `id` (with its
+    // whole-model gradient after backward), as ranges of its flat elements covering it in order:
+    // replicated parameters tp copies, split ones 1, the KV rows of the fused QKV parameter
+    // tp / num_key_value_heads when KV heads are replicated. Summing squared gradients / copies
+    // over the tp group counts every element of the whole model once (the gradient norm).
+    // Without tensor parallelism: one range, 1 copy.
+    struct TpCopies {
+        int64_t begin = 0, end = 0;  // flat elements [begin, end) of the parameter
+        int copies = 1;
+    };
+    std::vector<TpCopies> tp_copies(ParamId id) const;
     const RunConfig& run_config() const { return run_; }
     const ParamLayout& layout() const { return layout_; }
     ParamBinding& binding() { return binding_; }
@@ -162,6 +179,10 @@ private:
     LossStats run(const TrainBatch& batch, bool backward, float ce_scale, float loss_scale,
                   GroupHooks* hooks, Tensor* logits_out);
     BlockState& state(int64_t l);
+    // Replicated KV heads: views of block l's gradient rows of this rank's KV head (weight, and
+    // bias when present), and the sum of this backward's share of them over kv_group_.
+    std::vector<Tensor> replicated_kv_grads(int64_t l) const;
+    void sum_replicated_kv_grads(int64_t l, const std::vector<Tensor>& before);
     void check_range(GroupRange r, const char* what) const;
 
     ModelConfig cfg_;
@@ -169,6 +190,9 @@ private:
     ModelConfig lcfg_;                  // this rank's dimensions (tensor parallelism)
     comm::Communicator* tp_ = nullptr;  // set when tp_size_ > 1
     int tp_rank_ = 0, tp_size_ = 1;
+    int64_t kv_head0_ = 0;  // this rank's first KV head (of the whole model's)
+    int kv_copies_ = 1;     // ranks holding each KV head (tp / NKV when replicated)
+    std::unique_ptr<comm::Communicator> kv_group_;  // the kv_copies_ ranks sharing kv_head0_
     int64_t v0_ = 0, v1_ = 0;
     ParamLayout layout_;
     ParamBinding binding_;

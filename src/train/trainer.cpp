@@ -105,12 +105,16 @@ Trainer::Trainer(models::ModelConfig model, TrainConfig cfg, RunOptions run,
         full_model_ = std::make_unique<models::Transformer>(mcfg_, models::RunConfig{});
     }
     model_ = std::make_unique<models::Transformer>(mcfg_, rc);
-    // Gradient norm over every parameter once: a replicated parameter (norms, positions, output
-    // biases) has the same gradient on every tensor-parallel rank, so each contributes 1 / tp.
+    // Gradient norm over every element of the whole model once: an element held by c
+    // tensor-parallel ranks (norms, positions and output biases on all tp ranks, replicated KV
+    // heads on tp / num_key_value_heads) has the same gradient on each, so each counts 1 / c.
     for (size_t i = 0; i < model_->layout().params().size(); ++i) {
-        const bool replicated = !full_model_ || full_model_->layout().params()[i].shape ==
-                                                    model_->layout().params()[i].shape;
-        norm_weight_.push_back(tp > 1 && replicated ? 1.0 / tp : 1.0);
+        std::vector<zero::Engine::NormWeight> w;
+        for (const models::Transformer::TpCopies& c :
+             model_->tp_copies(static_cast<models::ParamId>(i))) {
+            w.push_back({c.begin, c.end, 1.0 / c.copies});
+        }
+        norm_weight_.push_back(std::move(w));
     }
     zero::Config zc;
     zc.stage = cfg_.zero.stage;

@@ -113,7 +113,8 @@ private:
     comm::Communicator* dp_ = nullptr;
     comm::Communicator* tp_ = nullptr;
     std::unique_ptr<models::Transformer> full_model_;  // tp > 1: the whole model's layout
-    std::vector<double> norm_weight_;  // per parameter: 1 / tp for replicated ones, else 1
+    // Per parameter: ranges of its elements weighted 1 / (tensor-parallel ranks holding them).
+    std::vector<std::vector<zero::Engine::NormWeight>> norm_weight_;
     // A group's values for this rank from the whole model's group values (tp_slice per param).
     core::Tensor local_group(int g, const core::Tensor& full) const;
     // tp > 1: the index in the whole model's group g of each of this rank's group-g elements

@@ -350,7 +350,8 @@ TEST(TensorParallelTraining, LossesEqualTheSingleRankRun) {
             want = t.train();
         }
         ASSERT_EQ(want.size(), 6u);
-        for (auto [world, tp] : {std::pair{2, 2}, std::pair{4, 2}}) {
+        // tp 4 over the model's 2 KV heads: each KV head replicated on 2 ranks.
+        for (auto [world, tp] : {std::pair{2, 2}, std::pair{4, 2}, std::pair{4, 4}}) {
             comm::run_local(world, [&](int rank, comm::Communicator& c) {
                 Trainer t(s.mc, config(stage, world, tp), run, c);
                 t.init_random();
@@ -450,11 +451,17 @@ TEST(TensorParallelTraining, TpThatDoesNotDivideTheRanksOrTheModelIsRefused) {
     Scratch s("tp_bad");
     RunOptions run = s.run(1);
     run.save_dir.clear();
+    // 4 ranks of tensor parallelism over 12 heads and 6 KV heads: 4 neither divides the KV
+    // heads (split) nor is a multiple of them (replicated).
+    const models::ModelConfig mc = models::parse_hf_config(
+        R"({"model_type": "llama", "vocab_size": 61, "hidden_size": 48, "num_hidden_layers": 2,
+            "num_attention_heads": 12, "num_key_value_heads": 6, "intermediate_size": 40,
+            "max_position_embeddings": 64})",
+        "test");
     comm::run_local(4, [&](int, comm::Communicator& c) {
-        // 4 ranks of tensor parallelism over a model with 2 KV heads.
         try {
             Trainer t(
-                s.mc,
+                mc,
                 parse_ds_config(R"({"train_batch_size": 2, "train_micro_batch_size_per_gpu": 2,
                           "tensor_parallel": {"autotp_size": 4}})",
                                 "tp", 4),

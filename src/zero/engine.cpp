@@ -440,13 +440,28 @@ double Engine::grad_sq_norm() {
     return t.data<float>()[0];
 }
 
-double Engine::grad_sq_norm(std::span<const double> weight) {
-    auto segs = segments();
+double Engine::grad_sq_norm(std::span<const std::vector<NormWeight>> weight) {
     double local = 0;
-    for (const optim::Segment& s : segs) {
-        ZS_CHECK_T(ShapeError, s.param >= 0 && static_cast<size_t>(s.param) < weight.size(),
-                   "grad_sq_norm: no weight for parameter {}", s.param);
-        local += weight[static_cast<size_t>(s.param)] * optim::sum_squares({&s, 1});
+    for (int g = 0; g < layout_.n_groups(); ++g) {
+        const GroupShard& s = shards_[static_cast<size_t>(g)];
+        Group& gr = *groups_[static_cast<size_t>(g)];
+        const float* grad = cfg_.stage == 0 ? gr.full_g.data<float>() : gr.shard_g.data<float>();
+        for (models::ParamId id : layout_.group(g).params) {
+            ZS_CHECK_T(ShapeError, static_cast<size_t>(id) < weight.size(),
+                       "grad_sq_norm: no weight for parameter {}", id);
+            const models::ParamInfo& p = layout_.param(id);
+            const int64_t lo = std::max(p.offset, s.begin);
+            const int64_t hi = std::min(p.offset + p.numel(), s.end);
+            for (const NormWeight& w : weight[static_cast<size_t>(id)]) {
+                const int64_t a = std::max(lo, p.offset + w.begin);
+                const int64_t b = std::min(hi, p.offset + w.end);
+                if (b <= a) continue;
+                optim::Segment seg{};
+                seg.grad = grad + (a - s.begin);
+                seg.n = b - a;
+                local += w.weight * optim::sum_squares({&seg, 1});
+            }
+        }
     }
     if (cfg_.stage == 0 || world_ == 1) return local;
     Tensor t = Tensor::empty({1}, DType::f32, core::Device::cpu(), MemCategory::buffers);

@@ -93,9 +93,15 @@ public:
     void finish_grads();
     // Sum of squares of the (reduced) gradients over all ranks, and whether all are finite.
     double grad_sq_norm();
-    // The same with parameter i's squares weighted by weight[i] (tensor parallelism: replicated
-    // parameters count 1 / tp on each tp rank, so a sum over the tp group counts them once).
-    double grad_sq_norm(std::span<const double> weight);
+    // The same with each element's square weighted: weight[i] lists ranges of parameter i's flat
+    // elements with their weight (tensor parallelism: an element held by c tensor-parallel ranks
+    // counts 1 / c on each, so a sum over the tp group counts it once). Elements outside every
+    // range count 0.
+    struct NormWeight {
+        int64_t begin = 0, end = 0;  // flat elements [begin, end) of the parameter
+        double weight = 1.0;
+    };
+    double grad_sq_norm(std::span<const std::vector<NormWeight>> weight);
     bool grads_finite();
     // Optimizer update of this rank's shard at learning rate lr (step is 1-based), gradients
     // multiplied by grad_scale; then (stages 1-2) the updated compute weights are all-gathered.

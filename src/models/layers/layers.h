@@ -19,6 +19,10 @@
 #include "ops/moe.h"
 #include "ops/rope.h"
 
+namespace zs::comm {
+class Communicator;
+}
+
 namespace zs::models {
 
 // (Re)allocate t unless it already has this shape and dtype (activation buffers are reused
@@ -151,12 +155,19 @@ public:
         std::vector<Tensor> ye;  // per expert: outputs [Ne, C] f32 (before gate weight)
     };
     Moe() = default;
-    Moe(const ModelConfig& cfg, MoeParams p);
+    // Tensor parallelism (tp non-null, size > 1): `cfg` holds this rank's intermediate size; the
+    // router is replicated (every rank routes alike), each expert is split as the dense MLP
+    // (gate|up rows column-, down columns row-parallel), so forward adds this rank's partial sum
+    // of every expert's output, which the caller's all-reduce of the residual completes.
+    Moe(const ModelConfig& cfg, MoeParams p, comm::Communicator* tp = nullptr);
     // residual += sum_j w_j * expert_{idx_j}(x); adds routing counts to `stats` when non-null.
     void forward(const ParamBinding& p, Saved& s, const Tensor& residual, const Tensor& x,
                  RouterStats* stats) const;
     // dx (=). `aux_scale` = d(total loss)/d(aux loss) * coefficient terms (see transformer.cpp):
     // dprobs[n, e] = aux_scale * sel_count_e; 0 disables the auxiliary gradient.
+    // Under tensor parallelism dx is this rank's share (the caller all-reduces it, as after the
+    // dense MLP): the experts' column-parallel part, plus the router's on tp rank 0 only. The
+    // gate weights' gradient needs the whole expert outputs: it is all-reduced over tp here.
     void backward(const ParamBinding& p, const Saved& s, const Tensor& dx, const Tensor& dres,
                   const Tensor& x, const RouterStats* stats, double aux_scale) const;
 
@@ -164,6 +175,8 @@ private:
     const ModelConfig* cfg_ = nullptr;
     MoeParams p_;
     std::vector<Mlp> experts_;
+    comm::Communicator* tp_ = nullptr;  // set when size > 1
+    bool tp_first_ = true;              // tp rank 0 (or no tp): adds the router's dx, biases
 };
 
 }  // namespace zs::models

@@ -5,9 +5,14 @@
 // max(min_capacity, ceil(k * N / E * capacity_factor)) assignments, first choices before second
 // choices and tokens in order (DeepSpeed's cumsum locations); the rest are dropped (their gate
 // contributes nothing). capacity_factor == 0 (Mixtral) drops nothing.
+//
+// Tensor parallelism: the router is replicated and routes identically on every rank (its input,
+// the normed residual, is the same all-reduced value everywhere); each expert holds its rows of
+// gate|up and columns of down (Megatron's MLP split), so the layer's output is a partial sum.
 #include <cmath>
 
 #include "base/error.h"
+#include "comm/communicator.h"
 #include "models/layers/layers.h"
 #include "ops/matmul.h"
 
@@ -26,9 +31,16 @@ double RouterStats::aux_loss(int64_t n_experts) const {
     return static_cast<double>(n_experts) * s;
 }
 
-Moe::Moe(const ModelConfig& cfg, MoeParams p) : cfg_(&cfg), p_(std::move(p)) {
-    for (const MlpParams& e : p_.experts)
-        experts_.emplace_back(MlpKind::swiglu, cfg.intermediate, e);
+Moe::Moe(const ModelConfig& cfg, MoeParams p, comm::Communicator* tp)
+    : cfg_(&cfg), p_(std::move(p)) {
+    if (tp != nullptr && tp->size() > 1) {
+        tp_ = tp;
+        tp_first_ = tp->rank() == 0;
+    }
+    for (const MlpParams& e : p_.experts) {
+        experts_.emplace_back(MlpKind::swiglu, cfg.intermediate, e, ops::GeluKind::kTanh,
+                              tp_first_);
+    }
 }
 
 void Moe::forward(const ParamBinding& p, Saved& s, const Tensor& residual, const Tensor& x,
@@ -139,6 +151,10 @@ void Moe::backward(const ParamBinding& p, const Saved& s, const Tensor& dx, cons
             for (int64_t c = 0; c < C; ++c) dst[c] += d[r * C + c];
         }
     }
+    // Tensor parallelism: each rank's y is its share of the expert outputs, so its dot products
+    // are partial sums of d(loss)/d(gate weight); summed, every rank holds the whole gradient
+    // and back-propagates the same router gradient (the router is replicated).
+    if (tp_) tp_->allreduce(dweights, comm::ReduceOp::sum).wait();
     // Router: gate weights' gradient plus the load-balancing loss's gradient on probs.
     Tensor dprobs;
     if (stats && aux_scale != 0.0) {
@@ -154,11 +170,15 @@ void Moe::backward(const ParamBinding& p, const Saved& s, const Tensor& dx, cons
     Tensor dlogits = Tensor::empty({N, E}, DType::f32);
     ops::topk_router_backward(dlogits, dweights, dprobs, s.probs, s.indices,
                               {k, cfg_->moe.renormalize});
-    Tensor dxr = Tensor::empty({N, C}, ct);
+    // The router's dx is the same on every tp rank: one adds it, so the caller's all-reduce of
+    // dx counts it once. Every rank accumulates the (identical) router weight gradient.
+    Tensor dxr = tp_first_ ? Tensor::empty({N, C}, ct) : Tensor();
     ops::linear_backward(dxr, p.g(p_.router), Tensor(), dlogits.to(ct), x, p.w(p_.router));
-    Tensor dxr32 = dxr.to(DType::f32);
-    const float* d = dxr32.data<float>();
-    for (int64_t i = 0; i < N * C; ++i) dxa[i] += d[i];
+    if (tp_first_) {
+        Tensor dxr32 = dxr.to(DType::f32);
+        const float* d = dxr32.data<float>();
+        for (int64_t i = 0; i < N * C; ++i) dxa[i] += d[i];
+    }
     dx.copy_from(dxf);
 }
 
