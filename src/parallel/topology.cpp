@@ -138,14 +138,26 @@ Topology::Topology(comm::Communicator& world, Sizes sizes)
     // One split per group, in the same order on every rank (split is collective over the world).
     // Colour: the first world rank of the group; key: this rank's world rank (the group-rank order
     // is the world-rank order, see members()).
+    // A group of one rank is a self communicator, a group of every rank the world itself (its
+    // collectives keep the world's diagnostics, e.g. naming the ranks missing from a timed-out
+    // collective); the sizes are the same on every rank, so every rank skips the same splits.
     for (Group g :
          {Group::tp, Group::sp, Group::dp, Group::pp, Group::ep, Group::edp, Group::dense_dp}) {
-        const int color = members(s_, world.rank(), g).front();
-        groups_.push_back(world.split(color, world.rank()));
+        const std::vector<int> m = members(s_, world.rank(), g);
+        if (static_cast<int>(m.size()) == world.size()) {
+            groups_.push_back(nullptr);
+        } else if (m.size() == 1) {
+            groups_.push_back(comm::make_self());
+        } else {
+            groups_.push_back(world.split(m.front(), world.rank()));
+        }
     }
 }
 
-comm::Communicator& Topology::group(Group g) const { return *groups_[static_cast<size_t>(g)]; }
+comm::Communicator& Topology::group(Group g) const {
+    const auto& c = groups_[static_cast<size_t>(g)];
+    return c ? *c : world_;
+}
 
 std::string Topology::describe() const {
     return fmt::format("rank {} of {}: dp {}/{} tp {}/{} sp {}/{} pp {}/{} ep {}/{}", world_.rank(),

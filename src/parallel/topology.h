@@ -87,7 +87,7 @@ private:
     comm::Communicator& world_;
     Sizes s_;
     Coords c_;
-    std::vector<std::unique_ptr<comm::Communicator>> groups_;  // indexed by Group
+    std::vector<std::unique_ptr<comm::Communicator>> groups_;  // by Group; null: the world
 };
 
 }  // namespace zs::parallel

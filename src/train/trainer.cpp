@@ -88,14 +88,14 @@ Trainer::Trainer(models::ModelConfig model, TrainConfig cfg, RunOptions run,
     models::RunConfig rc;
     rc.compute_dtype = compute_dtype(cfg_.precision);
     rc.activation_checkpointing = cfg_.activation_checkpointing.given;
-    dp_ = &world_;
+    // The process grid: ZeRO runs over the data-parallel group, the model over the tp group.
+    parallel::Sizes sz;
+    sz.tp = tp;
+    topo_ = std::make_unique<parallel::Topology>(world_, sz);
+    parallel::check_model(topo_->sizes(), {mcfg_.model_type, mcfg_.n_heads, mcfg_.n_kv_heads,
+                                           mcfg_.moe.n_experts, mcfg_.n_layers});
+    dp_ = &topo_->group(parallel::Group::dp);
     if (tp > 1) {
-        parallel::Sizes sz;
-        sz.tp = tp;
-        topo_ = std::make_unique<parallel::Topology>(world_, sz);
-        parallel::check_model(topo_->sizes(), {mcfg_.model_type, mcfg_.n_heads, mcfg_.n_kv_heads,
-                                               mcfg_.moe.n_experts, mcfg_.n_layers});
-        dp_ = &topo_->group(parallel::Group::dp);
         tp_ = &topo_->group(parallel::Group::tp);
         rc.tp = tp_;
         ZS_CHECK_T(ConfigError, cfg_.optimizer.kind != optim::Kind::lamb,

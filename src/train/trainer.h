@@ -107,8 +107,8 @@ private:
     TrainConfig cfg_;
     RunOptions run_;
     comm::Communicator& world_;
-    // Tensor parallelism (cfg_.tensor_parallel_size > 1): the process grid and this rank's groups;
-    // without it dp_ is the world and tp_ is null.
+    // The process grid and this rank's groups: dp_ (ZeRO's) and tp_ (null without tensor
+    // parallelism).
     std::unique_ptr<parallel::Topology> topo_;
     comm::Communicator* dp_ = nullptr;
     comm::Communicator* tp_ = nullptr;

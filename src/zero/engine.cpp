@@ -42,11 +42,16 @@ Engine::Engine(const models::ParamLayout& layout, models::ParamBinding& binding,
                "zero_optimization.stage must be 0, 1, 2 or 3 (got {})", cfg_.stage);
     const bool f32 = ct_ == DType::f32;
     for (int g = 0; g < layout.n_groups(); ++g) {
+        comm::Communicator* gc = cfg_.group_comm ? cfg_.group_comm(g) : nullptr;
+        group_comms_ = group_comms_ || (gc != nullptr && gc != &dp_);
+        comms_.push_back(gc ? gc : &dp_);
         GroupShard s;
+        s.rank = comms_.back()->rank();
+        s.world = comms_.back()->size();
         s.numel = layout.group(g).numel;
-        s.padded = (s.numel + world_ - 1) / world_ * world_;
-        s.size = s.padded / world_;
-        s.begin = cfg_.stage == 0 ? 0 : rank_ * s.size;
+        s.padded = (s.numel + s.world - 1) / s.world * s.world;
+        s.size = s.padded / s.world;
+        s.begin = cfg_.stage == 0 ? 0 : s.rank * s.size;
         s.end = cfg_.stage == 0 ? s.numel : std::min(s.numel, s.begin + s.size);
         s.end = std::max(s.end, s.begin);
         if (cfg_.stage == 0) s.size = s.padded;
@@ -87,6 +92,9 @@ Engine::Engine(const models::ParamLayout& layout, models::ParamBinding& binding,
         groups_.push_back(std::move(gr));
         bind(g);
     }
+    ZS_CHECK_T(ConfigError, !group_comms_ || optimizer_.options().kind != optim::Kind::lamb,
+               "zero: LAMB's per-parameter norms over groups with their own data-parallel "
+               "communicators (expert parameters) are not implemented");
 }
 
 Engine::~Engine() {
@@ -148,10 +156,11 @@ Tensor Engine::gather_group(int g, int state) {
     ZS_CHECK(state < optimizer_.n_states(), "gather_group: state {} of {}", state,
              optimizer_.n_states());
     const Tensor& src = state < 0 ? gr.master : gr.states[state];
-    if (cfg_.stage == 0 || world_ == 1) return src.slice(0, 0, s.numel).clone(MemCategory::buffers);
+    if (cfg_.stage == 0 || s.world == 1)
+        return src.slice(0, 0, s.numel).clone(MemCategory::buffers);
     Tensor full = Tensor::empty({s.padded}, DType::f32, core::Device::cpu(), MemCategory::buffers);
     Tensor mine = src.clone(MemCategory::buffers);  // [S]
-    dp_.allgather(full, mine).wait();
+    comm(g).allgather(full, mine).wait();
     return full.slice(0, 0, s.numel);
 }
 
@@ -168,7 +177,7 @@ Tensor Engine::state_shard(int g, int i) const {
 std::pair<int64_t, int64_t> Engine::owned_range(int g) const {
     const GroupShard& s = shards_[static_cast<size_t>(g)];
     if (cfg_.stage == 0)
-        return rank_ == 0 ? std::make_pair(int64_t{0}, s.numel) : std::make_pair(s.numel, s.numel);
+        return s.rank == 0 ? std::make_pair(int64_t{0}, s.numel) : std::make_pair(s.numel, s.numel);
     return {s.begin, s.end};
 }
 
@@ -203,10 +212,10 @@ void Engine::refresh_compute_weights() {
             case 2: {
                 if (!gr.master_aliases_compute)
                     gr.full_w.slice(0, s.begin, s.begin + s.size).copy_from(gr.master);
-                if (world_ > 1) {
+                if (s.world > 1) {
                     Tensor mine =
                         gr.full_w.slice(0, s.begin, s.begin + s.size).clone(MemCategory::buffers);
-                    dp_.allgather(gr.full_w, mine).wait();
+                    comm(g).allgather(gr.full_w, mine).wait();
                 }
                 break;
             }
@@ -240,7 +249,7 @@ void Engine::launch_gather(int g) {
     Group& gr = *groups_[static_cast<size_t>(g)];
     const GroupShard& s = shards_[static_cast<size_t>(g)];
     gr.full_w = Tensor::empty({s.padded}, ct_, core::Device::cpu(), MemCategory::params);
-    gr.gather_work = dp_.allgather(gr.full_w, gr.shard_w);
+    gr.gather_work = comm(g).allgather(gr.full_w, gr.shard_w);
     gr.gather_pending = true;
     live_numel_ += s.padded;
 }
@@ -327,11 +336,11 @@ void Engine::launch_reduce(int g) {
         in_flight_.push_back(g);
     }
     if (cfg_.stage == 0) {
-        if (world_ > 1) gr.reduce_work = dp_.allreduce(gr.full_g, comm::ReduceOp::sum);
+        if (s.world > 1) gr.reduce_work = comm(g).allreduce(gr.full_g, comm::ReduceOp::sum);
     } else {
         gr.reduce_out =
             Tensor::empty({s.size}, DType::f32, core::Device::cpu(), MemCategory::grads);
-        gr.reduce_work = dp_.reduce_scatter(gr.reduce_out, gr.full_g);
+        gr.reduce_work = comm(g).reduce_scatter(gr.reduce_out, gr.full_g);
     }
     gr.reduce_pending = true;
     if (!cfg_.overlap_comm) complete_reduce(g);
@@ -340,7 +349,7 @@ void Engine::launch_reduce(int g) {
 void Engine::complete_reduce(int g) {
     Group& gr = *groups_[static_cast<size_t>(g)];
     if (!gr.reduce_pending) return;
-    if (cfg_.stage == 0 && world_ == 1) {
+    if (cfg_.stage == 0 && shards_[static_cast<size_t>(g)].world == 1) {
         gr.reduce_pending = false;
         return;
     }
@@ -430,15 +439,7 @@ std::vector<optim::Segment> Engine::segments() {
     return segs;
 }
 
-double Engine::grad_sq_norm() {
-    auto segs = segments();
-    double local = optim::sum_squares(segs);
-    if (cfg_.stage == 0 || world_ == 1) return local;
-    Tensor t = Tensor::empty({1}, DType::f32, core::Device::cpu(), MemCategory::buffers);
-    t.data<float>()[0] = static_cast<float>(local);
-    dp_.allreduce(t, comm::ReduceOp::sum).wait();
-    return t.data<float>()[0];
-}
+double Engine::grad_sq_norm() { return grad_sq_norm({}); }
 
 double Engine::grad_sq_norm(std::span<const std::vector<NormWeight>> weight) {
     double local = 0;
@@ -446,24 +447,33 @@ double Engine::grad_sq_norm(std::span<const std::vector<NormWeight>> weight) {
         const GroupShard& s = shards_[static_cast<size_t>(g)];
         Group& gr = *groups_[static_cast<size_t>(g)];
         const float* grad = cfg_.stage == 0 ? gr.full_g.data<float>() : gr.shard_g.data<float>();
+        double part = 0;
         for (models::ParamId id : layout_.group(g).params) {
-            ZS_CHECK_T(ShapeError, static_cast<size_t>(id) < weight.size(),
-                       "grad_sq_norm: no weight for parameter {}", id);
             const models::ParamInfo& p = layout_.param(id);
             const int64_t lo = std::max(p.offset, s.begin);
             const int64_t hi = std::min(p.offset + p.numel(), s.end);
-            for (const NormWeight& w : weight[static_cast<size_t>(id)]) {
-                const int64_t a = std::max(lo, p.offset + w.begin);
-                const int64_t b = std::min(hi, p.offset + w.end);
-                if (b <= a) continue;
+            auto add = [&](int64_t a, int64_t b, double w) {
+                if (b <= a) return;
                 optim::Segment seg{};
                 seg.grad = grad + (a - s.begin);
                 seg.n = b - a;
-                local += w.weight * optim::sum_squares({&seg, 1});
+                part += w * optim::sum_squares({&seg, 1});
+            };
+            if (weight.empty()) {
+                add(lo, hi, 1.0);
+                continue;
+            }
+            ZS_CHECK_T(ShapeError, static_cast<size_t>(id) < weight.size(),
+                       "grad_sq_norm: no weight for parameter {}", id);
+            for (const NormWeight& w : weight[static_cast<size_t>(id)]) {
+                add(std::max(lo, p.offset + w.begin), std::min(hi, p.offset + w.end), w.weight);
             }
         }
+        // Stage 0 with groups of their own communicators: every rank of group g's communicator
+        // holds the same reduced gradients, and the sum below runs over the engine's ranks.
+        local += cfg_.stage == 0 && group_comms_ ? part / s.world : part;
     }
-    if (cfg_.stage == 0 || world_ == 1) return local;
+    if (world_ == 1 || (cfg_.stage == 0 && !group_comms_)) return local;
     Tensor t = Tensor::empty({1}, DType::f32, core::Device::cpu(), MemCategory::buffers);
     t.data<float>()[0] = static_cast<float>(local);
     dp_.allreduce(t, comm::ReduceOp::sum).wait();
@@ -473,7 +483,7 @@ double Engine::grad_sq_norm(std::span<const std::vector<NormWeight>> weight) {
 bool Engine::grads_finite() {
     auto segs = segments();
     bool ok = optim::all_finite(segs);
-    if (cfg_.stage == 0 || world_ == 1) return ok;
+    if (world_ == 1 || (cfg_.stage == 0 && !group_comms_)) return ok;
     Tensor t = Tensor::empty({1}, DType::f32, core::Device::cpu(), MemCategory::buffers);
     t.data<float>()[0] = ok ? 0.0f : 1.0f;
     dp_.allreduce(t, comm::ReduceOp::max).wait();
@@ -516,9 +526,9 @@ void Engine::step(float lr, int64_t step, float grad_scale) {
     for (int g = 0; g < layout_.n_groups(); ++g) {
         Group& gr = *groups_[static_cast<size_t>(g)];
         const GroupShard& s = shards_[static_cast<size_t>(g)];
-        if ((cfg_.stage == 1 || cfg_.stage == 2) && world_ > 1) {
+        if ((cfg_.stage == 1 || cfg_.stage == 2) && s.world > 1) {
             Tensor mine = gr.full_w.slice(0, s.begin, s.begin + s.size).clone(MemCategory::buffers);
-            dp_.allgather(gr.full_w, mine).wait();
+            comm(g).allgather(gr.full_w, mine).wait();
         } else if (cfg_.stage == 3 && gr.full_w.defined()) {
             // Gathered copies are stale now; they are gathered again on next use.
             wait_gather(g);

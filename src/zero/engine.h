@@ -47,14 +47,22 @@ struct Config {
                                               // small stay gathered
     bool decay_all = true;  // weight decay on every parameter, as DeepSpeed does with
                             // model.parameters(); false exempts biases and norm weights
+    // The data-parallel communicator of group g, when it is not the engine's: expert parameters
+    // are data-parallel over the ranks holding the same experts (DeepSpeed's expert data
+    // parallel group), dense ones over every data-parallel rank. Each such group must be a
+    // subgroup of the engine's communicator whose ranks that hold different values for group g
+    // (other experts) together cover it once, so sums over the engine's ranks (the gradient
+    // norm) count every element once. Unset or null: the engine's communicator. Not with LAMB.
+    std::function<comm::Communicator*(int g)> group_comm;
 };
 
 struct GroupShard {
-    int64_t numel = 0;   // n_g
-    int64_t padded = 0;  // P_g
-    int64_t size = 0;    // S_g
-    int64_t begin = 0;   // r * S_g
-    int64_t end = 0;     // min(n_g, begin + S_g): elements of the group this rank owns
+    int64_t numel = 0;        // n_g
+    int64_t padded = 0;       // P_g
+    int64_t size = 0;         // S_g
+    int64_t begin = 0;        // r * S_g
+    int64_t end = 0;          // min(n_g, begin + S_g): elements of the group this rank owns
+    int rank = 0, world = 1;  // this rank in the group's data-parallel communicator, its size
 };
 
 class Engine final : public models::GroupHooks {
@@ -150,6 +158,9 @@ private:
     const models::ParamLayout& layout_;
     models::ParamBinding& binding_;
     comm::Communicator& dp_;
+    std::vector<comm::Communicator*> comms_;  // per group: its data-parallel communicator
+    bool group_comms_ = false;                // some group has its own (Config::group_comm)
+    comm::Communicator& comm(int g) const { return *comms_[static_cast<size_t>(g)]; }
     Config cfg_;
     DType ct_;
     optim::Optimizer optimizer_;
