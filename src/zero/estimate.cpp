@@ -4,9 +4,202 @@
 
 #include <fmt/format.h>
 
+#include "base/error.h"
 #include "core/memory.h"
 
 namespace zs::zero {
+
+namespace {
+
+// Rank 0 of a size-n group that never communicates: enough for a Transformer to lay out its
+// tensor-parallel shard (it asks only rank() and size() when it is built).
+class ShapeOnlyGroup final : public comm::Communicator {
+public:
+    explicit ShapeOnlyGroup(int n) : n_(n) {}
+    int rank() const override { return 0; }
+    int size() const override { return n_; }
+    std::string name() const override { return fmt::format("estimate.tp({})", n_); }
+    comm::Work allreduce(const core::Tensor&, comm::ReduceOp) override { refuse("allreduce"); }
+    comm::Work reduce_scatter(const core::Tensor&, const core::Tensor&, comm::ReduceOp) override {
+        refuse("reduce_scatter");
+    }
+    comm::Work allgather(const core::Tensor&, const core::Tensor&) override { refuse("allgather"); }
+    comm::Work broadcast(const core::Tensor&, int) override { refuse("broadcast"); }
+    comm::Work all_to_all(const core::Tensor&, const core::Tensor&) override {
+        refuse("all_to_all");
+    }
+    comm::Work send(const core::Tensor&, int, int) override { refuse("send"); }
+    comm::Work recv(const core::Tensor&, int, int) override { refuse("recv"); }
+    void barrier() override { refuse("barrier"); }
+    std::unique_ptr<Communicator> split(int, int) override { refuse("split"); }
+
+private:
+    [[noreturn]] void refuse(const char* op) const {
+        ZS_THROW(NotSupported, "{}: {} on the estimate's stand-in group (it only lays out a model)",
+                 name(), op);
+    }
+    int n_;
+};
+
+// The rank's dimensions as a whole model: its heads, KV heads and intermediate size
+// (Transformer::local_config) and its vocabulary rows.
+models::ModelConfig rank_config(const models::Transformer& m) {
+    models::ModelConfig c = m.local_config();
+    const auto [v0, v1] = m.vocab_range();
+    c.vocab_size = v1 - v0;
+    return c;
+}
+
+models::RunConfig without_tp(models::RunConfig r) {
+    r.tp = nullptr;
+    return r;
+}
+
+// What the estimate models under tp > 1: KV heads and MLP columns split evenly, a dense MLP.
+void check_estimable(const models::ModelConfig& cfg, int tp) {
+    ZS_CHECK_T(ConfigError, cfg.n_kv_heads % tp == 0,
+               "estimate: tp = {} does not divide {}'s {} KV heads (num_key_value_heads); "
+               "replicated KV heads are not estimated",
+               tp, cfg.model_type, cfg.n_kv_heads);
+    ZS_CHECK_T(ConfigError, cfg.intermediate % tp == 0,
+               "estimate: tp = {} does not divide {}'s MLP intermediate size {} "
+               "(intermediate_size / n_inner)",
+               tp, cfg.model_type, cfg.intermediate);
+    ZS_CHECK_T(NotSupported, tp == 1 || cfg.mlp != models::MlpKind::moe,
+               "estimate: {} is a mixture of experts; tensor-parallel experts are not estimated",
+               cfg.model_type);
+}
+
+MemoryEstimate estimate_rank(const models::Transformer& model, const models::Transformer& local,
+                             const EstimateInput& in) {
+    const parallel::Sizes sz = parallel::resolve(in.sizes, in.world);
+    ZS_CHECK_T(NotSupported, sz.pp == 1 && sz.sp == 1 && sz.ep == 1,
+               "estimate: pipeline, sequence and expert parallelism are not estimated yet ({})",
+               sz.str());
+    ZS_CHECK_T(ConfigError, model.tp_size() == sz.tp,
+               "estimate: the model holds the shard of a tp = {} group, the sizes ask for tp = {}",
+               model.tp_size(), sz.tp);
+    check_estimable(model.config(), sz.tp);
+    ZS_CHECK_T(ConfigError, in.stage >= 0 && in.stage <= 3, "estimate: ZeRO stage {} is not 0-3",
+               in.stage);
+    ZS_CHECK_T(ConfigError, in.micro_batch >= 1 && in.seq_len >= 1 && in.grad_accum >= 1,
+               "estimate: micro-batch {}, sequence length {} and accumulation {} must be >= 1",
+               in.micro_batch, in.seq_len, in.grad_accum);
+    const models::ParamLayout& lay = model.layout();
+    const int W = sz.dp;  // ZeRO partitions over the data-parallel group only
+    const int64_t ct = static_cast<int64_t>(core::dtype_size(model.run_config().compute_dtype));
+    const int64_t A = in.grad_accum;
+    const bool alias = ct == 4;  // f32 compute: master weights are the compute weights
+    const bool tied = model.config().tied_embeddings;
+    MemoryEstimate e;
+    e.dp = W;
+    e.tp = sz.tp;
+    for (const models::ParamInfo& p : lay.params()) e.n_params += p.numel();
+    int64_t max_padded = 0, embed_padded = 0, total_padded = 0, persistent_padded = 0;
+    for (int g = 0; g < lay.n_groups(); ++g) {
+        const int64_t n = lay.group(g).numel;
+        const int64_t P = (n + W - 1) / W * W, S = P / W;
+        const bool persistent = P <= in.persistence_threshold;
+        max_padded = std::max(max_padded, P);
+        total_padded += P;
+        if (persistent) persistent_padded += P;
+        if (g == model.embed_group()) embed_padded = P;
+        switch (in.stage) {
+            case 0:
+                e.params += P * ct;
+                e.grads += P * 4;
+                e.master += alias ? 0 : P * 4;
+                e.optimizer += in.n_states * P * 4;
+                break;
+            case 1:
+                e.params += P * ct;
+                e.grads += P * 4 + S * 4;  // full gradients + the reduced shard
+                e.master += alias ? 0 : S * 4;
+                e.optimizer += in.n_states * S * 4;
+                break;
+            case 2:
+                e.params += P * ct;
+                e.grads += S * 4;
+                e.master += alias ? 0 : S * 4;
+                e.optimizer += in.n_states * S * 4;
+                break;
+            default:
+                e.params += alias ? 0 : S * ct;  // f32: the shard is the master shard
+                e.grads += S * 4;
+                e.master += S * 4;
+                e.optimizer += in.n_states * S * 4;
+                break;
+        }
+        // ZeRO's communication over the dp group, per rank and step (zero/engine.h); each
+        // collective moves a group's padded buffer of P = W S elements, so a ring sends
+        // (W - 1) S elements for a reduce-scatter or all-gather and twice that for an all-reduce.
+        // With A micro-batches per step:
+        //   stage 0  all-reduce of the f32 gradients after the last micro-batch   2 (W-1) S 4
+        //   stage 1  reduce-scatter of them, then all-gather of the updated        (W-1) S 4
+        //            weights                                                     + (W-1) S ct
+        //   stage 2  reduce-scatter after every micro-batch's backward, all-gather A (W-1) S 4
+        //            of the updated weights                                      + (W-1) S ct
+        //   stage 3  reduce-scatter after every micro-batch's backward, and an   A (W-1) S 4
+        //            all-gather before each use, k times per step:               + k (W-1) S ct
+        //            a block 2 A (forward, backward), the head A (its forward
+        //            and backward run back to back), the embedding 2 A (3 A
+        //            when the head reads it: tied) less A - 1 (its backward and
+        //            the next micro-batch's forward are consecutive uses: it
+        //            stays gathered); a persistent group (P <=
+        //            stage3_param_persistence_threshold) k = 1
+        // (DeepSpeed's 2Ψ / 3Ψ for stages 1-2 / 3 at one micro-batch, as bytes.) Stage 3 is the
+        // steady state: the first step, which records the order, gathers the embedding A - 1
+        // more times.
+        const int64_t ring = static_cast<int64_t>(W - 1) * S;
+        switch (in.stage) {
+            case 0:
+                e.comm.dp_allreduce += 2 * ring * 4;
+                break;
+            case 1:
+                e.comm.dp_reduce_scatter += ring * 4;
+                e.comm.dp_allgather += ring * ct;
+                break;
+            case 2:
+                e.comm.dp_reduce_scatter += A * ring * 4;
+                e.comm.dp_allgather += ring * ct;
+                break;
+            default: {
+                e.comm.dp_reduce_scatter += A * ring * 4;
+                const int64_t k = persistent                 ? 1
+                                  : g == model.head_group()  ? A
+                                  : g == model.embed_group() ? (tied ? 3 : 2) * A - (A - 1)
+                                                             : 2 * A;
+                e.comm.dp_allgather += k * ring * ct;
+                break;
+            }
+        }
+    }
+    // Activations at the rank's dimensions (the residual stream stays [N, C] on every rank).
+    models::ActivationBytes act = local.activation_bytes(in.micro_batch, in.seq_len);
+    e.activations = act.saved;
+    // Engine transients: stages 2-3 hold the full gradients of the group in backward plus one
+    // in flight (and the embedding's, written by a tied head, from the head to the end); stage 3
+    // holds the gathered weights of the group in use and the one prefetched.
+    int64_t engine = 0;
+    if (in.stage >= 2)
+        engine += 2 * max_padded * 4 + max_padded / W * 4 + (tied ? embed_padded * 4 : 0);
+    if (in.stage == 3) {
+        // The group in use plus those prefetched (stage3_prefetch_bucket_size), at most
+        // stage3_max_live_parameters, plus the persistent small groups.
+        int64_t live = std::min({total_padded, max_padded + in.prefetch_numel, in.max_live_numel});
+        engine +=
+            (std::min(total_padded, live + persistent_padded) + (tied ? embed_padded : 0)) * ct;
+    }
+    e.transient = act.transient + engine;
+    e.peak = e.params + e.grads + e.master + e.optimizer + e.activations + e.transient;
+    // Tensor parallelism: every micro-batch's all-reduces, 2 (tp - 1) / tp of each sent (ring).
+    const TpTraffic t = tp_micro_batch_traffic(model, in.micro_batch, in.seq_len);
+    e.comm.tp_allreduce_calls = A * t.calls;
+    e.comm.tp_allreduce = A * (2 * t.bytes * (sz.tp - 1) / sz.tp);
+    return e;
+}
+
+}  // namespace
 
 double model_state_bytes_per_param(int stage, int world, int ct, int n_states) {
     const double W = world, opt = 4.0 * n_states, master = ct == 4 ? 0.0 : 4.0;
@@ -22,99 +215,65 @@ double model_state_bytes_per_param(int stage, int world, int ct, int n_states) {
     }
 }
 
+RankModel::RankModel(const models::ModelConfig& cfg, const models::RunConfig& run, int tp) {
+    ZS_CHECK_T(ConfigError, tp >= 1, "estimate: tp must be >= 1, got {}", tp);
+    parallel::Sizes s;
+    s.tp = tp;
+    parallel::check_model(
+        s, {cfg.model_type, cfg.n_heads, cfg.n_kv_heads, cfg.moe.n_experts, cfg.n_layers});
+    check_estimable(cfg, tp);
+    models::RunConfig r = without_tp(run);
+    if (tp > 1) {
+        group_ = std::make_unique<ShapeOnlyGroup>(tp);
+        r.tp = group_.get();
+    }
+    model_ = std::make_unique<models::Transformer>(cfg, r);
+    if (tp > 1) local_ = std::make_unique<models::Transformer>(rank_config(*model_), without_tp(r));
+}
+
+RankModel::~RankModel() = default;
+
+MemoryEstimate estimate(const RankModel& model, const EstimateInput& in) {
+    return estimate_rank(model.model(), model.local_model(), in);
+}
+
 MemoryEstimate estimate(const models::Transformer& model, const EstimateInput& in) {
-    const models::ParamLayout& lay = model.layout();
-    const int W = in.world;
-    const int64_t ct = static_cast<int64_t>(core::dtype_size(model.run_config().compute_dtype));
-    const bool alias = ct == 4;  // f32 compute: master weights are the compute weights
-    MemoryEstimate e;
-    int64_t max_padded = 0, embed_padded = 0, total_padded = 0, persistent_padded = 0;
-    for (int g = 0; g < lay.n_groups(); ++g) {
-        const int64_t n = lay.group(g).numel;
-        const int64_t P = (n + W - 1) / W * W, S = P / W;
-        max_padded = std::max(max_padded, P);
-        total_padded += P;
-        if (P <= in.persistence_threshold) persistent_padded += P;
-        if (g == model.embed_group()) embed_padded = P;
-        e.n_params += n;
-        switch (in.stage) {
-            case 0:
-                e.params += P * ct;
-                e.grads += P * 4;
-                e.optimizer += (alias ? 0 : P * 4) + in.n_states * P * 4;
-                break;
-            case 1:
-                e.params += P * ct;
-                e.grads += P * 4 + S * 4;
-                e.optimizer += (alias ? 0 : S * 4) + in.n_states * S * 4;
-                break;
-            case 2:
-                e.params += P * ct;
-                e.grads += S * 4;
-                e.optimizer += (alias ? 0 : S * 4) + in.n_states * S * 4;
-                break;
-            default:
-                e.params += alias ? 0 : S * ct;
-                e.grads += S * 4;
-                e.optimizer += S * 4 + in.n_states * S * 4;
-                break;
-        }
-    }
-    models::ActivationBytes act = model.activation_bytes(in.micro_batch, in.seq_len);
-    e.activations = act.saved;
-    // Engine transients: stages 2-3 hold the full gradients of the group in backward plus one
-    // in flight (and the embedding's, written by a tied head, from the head to the end); stage 3
-    // holds the gathered weights of the group in use and the one prefetched.
-    int64_t engine = 0;
-    const bool tied = model.config().tied_embeddings;
-    if (in.stage >= 2)
-        engine += 2 * max_padded * 4 + max_padded / W * 4 + (tied ? embed_padded * 4 : 0);
-    if (in.stage == 3) {
-        // The group in use plus those prefetched (stage3_prefetch_bucket_size), at most
-        // stage3_max_live_parameters, plus the persistent small groups.
-        int64_t live = std::min({total_padded, max_padded + in.prefetch_numel, in.max_live_numel});
-        engine +=
-            (std::min(total_padded, live + persistent_padded) + (tied ? embed_padded : 0)) * ct;
-    }
-    e.transient = act.transient + engine;
-    e.peak = e.params + e.grads + e.optimizer + e.activations + e.transient;
-    // Communication per rank per optimizer step (ring algorithms: (W-1)/W of the data each way).
-    if (W > 1) {
-        const double f = static_cast<double>(W - 1) / W;
-        const double psi = static_cast<double>(e.n_params);
-        double bytes = 0;
-        switch (in.stage) {
-            case 0:
-                bytes = 2 * f * 4 * psi;  // all-reduce of f32 gradients
-                break;
-            case 1:
-                bytes = f * 4 * psi + f * ct * psi;  // reduce-scatter + all-gather of weights
-                break;
-            case 2:
-                bytes = static_cast<double>(in.grad_accum) * f * 4 * psi + f * ct * psi;
-                break;
-            default:  // gather for forward and backward, reduce-scatter, every micro-batch
-                bytes = static_cast<double>(in.grad_accum) * (2 * f * ct * psi + f * 4 * psi);
-                break;
-        }
-        e.comm_bytes = static_cast<int64_t>(bytes);
-    }
-    return e;
+    if (model.tp_size() == 1) return estimate_rank(model, model, in);
+    const models::Transformer local(rank_config(model), without_tp(model.run_config()));
+    return estimate_rank(model, local, in);
+}
+
+TpTraffic tp_micro_batch_traffic(const models::Transformer& model, int64_t B, int64_t T) {
+    if (model.tp_size() == 1) return {};
+    const models::ModelConfig& c = model.config();
+    const models::RunConfig& r = model.run_config();
+    const int64_t N = B * T, C = c.hidden_size, L = c.n_layers;
+    const int64_t ct = static_cast<int64_t>(core::dtype_size(r.compute_dtype));
+    const int64_t chunk = std::max<int64_t>(1, r.logits_chunk), chunks = (N + chunk - 1) / chunk;
+    const int64_t f32_blocks = (r.activation_checkpointing ? 2 : 1) * 2 * L;  // forward (+ rerun)
+    TpTraffic t;
+    t.calls = (1 + f32_blocks) + 2 * chunks + (1 + 2 * L);
+    t.bytes = (1 + f32_blocks) * N * C * 4 + 3 * N * 4 + (1 + 2 * L) * N * C * ct;
+    return t;
 }
 
 std::string MemoryEstimate::report() const {
     auto b = [](int64_t v) { return core::format_bytes(v); };
     return fmt::format(
-        "parameters      {:.2f} M\n"
+        "parameters      {:.2f} M per rank (dp {} x tp {})\n"
         "params          {}\n"
         "grads           {}\n"
+        "master weights  {}\n"
         "optimizer       {}\n"
         "activations     {} (saved across the step)\n"
         "transient       {} (largest extra set alive at once)\n"
         "peak per rank   {}\n"
-        "comm per step   {} sent per rank\n",
-        static_cast<double>(n_params) / 1e6, b(params), b(grads), b(optimizer), b(activations),
-        b(transient), b(peak), b(comm_bytes));
+        "comm per step   {} sent per rank (dp all-reduce {}, reduce-scatter {}, all-gather {}; "
+        "tp all-reduce {} in {} calls)\n",
+        static_cast<double>(n_params) / 1e6, dp, tp, b(params), b(grads), b(master), b(optimizer),
+        b(activations), b(transient), b(peak), b(comm.total()), b(comm.dp_allreduce),
+        b(comm.dp_reduce_scatter), b(comm.dp_allgather), b(comm.tp_allreduce),
+        comm.tp_allreduce_calls);
 }
 
 }  // namespace zs::zero

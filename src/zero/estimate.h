@@ -2,21 +2,31 @@
 // from the same layout and allocation pattern the engine and the model use (so it is exact by
 // construction up to allocator alignment), before anything runs.
 //
-// Model states (params, grads, optimizer) per stage are in zero/engine.h's table; activations come
-// from models::Transformer::activation_bytes; the engine's transients are the full gradients of
-// the groups in flight (stages 2-3) and the gathered weights of the groups in use (stage 3).
+// Model states (params, grads, master weights, optimizer states) per stage are in zero/engine.h's
+// table, over this rank's layout: under tensor parallelism the rank's shard (RankModel), and ZeRO
+// partitions over the data-parallel group only (dp = world / tp). Activations come from
+// models::Transformer::activation_bytes at the rank's dimensions; the engine's transients are the
+// full gradients of the groups in flight (stages 2-3) and the gathered weights of the groups in
+// use (stage 3). Communication is what one rank sends per optimizer step with ring algorithms,
+// by group and collective (CommEstimate).
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <string>
 
+#include "comm/communicator.h"
 #include "core/dtype.h"
 #include "models/transformer.h"
+#include "parallel/topology.h"
 
 namespace zs::zero {
 
 struct EstimateInput {
-    int world = 1;
+    int world = 1;  // every rank of the job
+    // How the ranks split (parallel/topology.h); dp 0: what the world leaves. tp must be the
+    // model's (RankModel). pp, sp and ep > 1 are refused (not estimated yet).
+    parallel::Sizes sizes;
     int stage = 0;
     int n_states = 2;  // optimizer states per parameter (Adam 2, SGD/Lion 1)
     int64_t micro_batch = 1, seq_len = 128, grad_accum = 1;
@@ -25,20 +35,83 @@ struct EstimateInput {
             persistence_threshold = 100'000;
 };
 
+// Bytes one rank sends per optimizer step, ring algorithms: an all-reduce of S bytes over n ranks
+// sends 2 (n - 1) / n x S, a reduce-scatter or all-gather whose whole is S bytes (n - 1) / n x S.
+struct CommEstimate {
+    // ZeRO over the data-parallel group (formulas in estimate.cpp).
+    int64_t dp_allreduce = 0;       // stage 0: f32 gradients
+    int64_t dp_reduce_scatter = 0;  // stages 1-3: f32 gradients
+    int64_t dp_allgather = 0;       // stages 1-3: compute weights
+    // Tensor parallelism over the tp group: activations and their gradients (TpTraffic), every
+    // micro-batch of the step.
+    int64_t tp_allreduce = 0;
+    int64_t tp_allreduce_calls = 0;
+    int64_t total() const { return dp_allreduce + dp_reduce_scatter + dp_allgather + tp_allreduce; }
+};
+
 struct MemoryEstimate {
-    int64_t params = 0, grads = 0, optimizer = 0;  // model states, per rank
-    int64_t activations = 0;                       // saved across the step
-    int64_t transient = 0;                         // largest extra set alive at once
-    int64_t peak = 0;                              // all of the above
-    int64_t comm_bytes = 0;                        // sent per rank per optimizer step
-    int64_t n_params = 0;
+    int dp = 1, tp = 1;
+    int64_t n_params = 0;  // parameters this rank holds (its tensor-parallel shard)
+    // Model states, per rank: compute weights, f32 gradients, f32 master weights (0 with f32
+    // compute: they are the compute weights), optimizer states.
+    int64_t params = 0, grads = 0, master = 0, optimizer = 0;
+    int64_t activations = 0;  // saved across the step
+    int64_t transient = 0;    // largest extra set alive at once
+    int64_t peak = 0;         // all of the above
+    CommEstimate comm;
     std::string report() const;
 };
 
+class RankModel;
+// `model` is the model one rank holds (RankModel for tensor parallelism; the trainer's model).
+// Throws ConfigError when the sizes do not fit the world or the model, NotSupported for pp, sp or
+// ep > 1.
+MemoryEstimate estimate(const RankModel& model, const EstimateInput& in);
 MemoryEstimate estimate(const models::Transformer& model, const EstimateInput& in);
 
-// Bytes of model states per parameter at a stage and world size (for "the largest model that
-// fits"): compute dtype bytes `ct`, Adam-style optimizer with n_states.
+// The all-reduces tensor parallelism issues over the tp group in one training micro-batch of
+// [B, T] tokens (N = B T), as models::Transformer runs them; bytes are the payload (before the
+// ring factor), ct the compute dtype:
+//   forward   vocabulary-parallel embedding         [N, C] f32    1
+//             each block: attention and MLP output  [N, C] f32    2 L
+//             vocabulary-parallel cross-entropy     [n] f32 (row max) and [2, n] f32 (sum of exps,
+//                                                   target logit) per logits chunk of n rows: 3 N
+//   backward  vocabulary-parallel LM head's dx      [N, C] ct     1
+//             each block: MLP and attention dx      [N, C] ct     2 L
+//             activation checkpointing re-runs each block's forward: 2 L more [N, C] f32
+// Zero for a model without tensor parallelism. (The trainer's per-step scalars, the gradient norm
+// and overflow flag, are not counted.)
+struct TpTraffic {
+    int64_t calls = 0;
+    int64_t bytes = 0;
+};
+TpTraffic tp_micro_batch_traffic(const models::Transformer& model, int64_t B, int64_t T);
+
+// The model rank 0 of a size-tp tensor-parallel group holds (the largest shard: the vocabulary's
+// last may be shorter), built on one process without communicating: the Transformer sees a
+// stand-in group that answers rank() and size() and refuses every collective. tp 1: the whole
+// model. Refuses a tp that does not divide the model's attention heads (parallel::check_model),
+// KV heads or intermediate size, or an MoE model under tp > 1, naming the size and the dimension.
+class RankModel {
+public:
+    RankModel(const models::ModelConfig& cfg, const models::RunConfig& run, int tp);
+    ~RankModel();
+    RankModel(const RankModel&) = delete;
+    RankModel& operator=(const RankModel&) = delete;
+    // The rank's shard: its parameter layout.
+    const models::Transformer& model() const { return *model_; }
+    // The same dimensions without tensor parallelism (the rank's heads, intermediate size and
+    // vocabulary rows as a whole model): its activation_bytes are the rank's. model() at tp 1.
+    const models::Transformer& local_model() const { return local_ ? *local_ : *model_; }
+
+private:
+    std::unique_ptr<comm::Communicator> group_;  // the stand-in tp group; outlives model_
+    std::unique_ptr<models::Transformer> model_;
+    std::unique_ptr<models::Transformer> local_;  // tp > 1 only
+};
+
+// Bytes of model states per parameter at a stage and data-parallel size (for "the largest model
+// that fits"): compute dtype bytes `ct`, Adam-style optimizer with n_states.
 double model_state_bytes_per_param(int stage, int world, int ct, int n_states);
 
 }  // namespace zs::zero

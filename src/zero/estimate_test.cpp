@@ -1,13 +1,20 @@
 // zerospeed estimate against measurement: the peak bytes the trainer's allocator records over a
 // few steps (one rank, stages 0-3, f32 and bf16, with and without activation checkpointing) are
 // within 10% of the estimate, and the persistent model-state bytes match the per-stage formulas
-// within 5%.
+// within 5%. Under tensor parallelism, against real tp-sized models over thread-ranks: each rank's
+// parameters are its shard by the Megatron rules, and the bytes the model and the trainer hand to
+// their communicators (counted by a decorator) are the estimate's, group by group.
 #include "zero/estimate.h"
 
 #include <filesystem>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
 
 #include <gtest/gtest.h>
 
+#include "comm/communicator.h"
 #include "core/backend.h"
 #include "tests/test_util.h"
 #include "train/trainer.h"
@@ -88,6 +95,356 @@ TEST(Estimate, StateBytesPerParamFollowZeroFormulas) {
     EXPECT_DOUBLE_EQ(model_state_bytes_per_param(3, 4, 2, 2), 18.0 / 4);
     // f32: master weights are the compute weights.
     EXPECT_DOUBLE_EQ(model_state_bytes_per_param(3, 2, 4, 2), 16.0 / 2);
+}
+
+// ---- tensor parallelism -----------------------------------------------------------------------
+
+const char* kGpt2 = R"({"model_type": "gpt2", "vocab_size": 61, "n_embd": 32, "n_layer": 2,
+    "n_head": 4, "n_positions": 32})";  // tied, biases, learned positions; 61 splits unevenly
+const char* kLlama = R"({"model_type": "llama", "vocab_size": 58, "hidden_size": 32,
+    "num_hidden_layers": 2, "num_attention_heads": 8, "num_key_value_heads": 4,
+    "intermediate_size": 48, "max_position_embeddings": 32})";  // GQA, SwiGLU, untied head
+
+// Forwards every call to a real communicator and records what each collective was handed.
+class CountingComm final : public comm::Communicator {
+public:
+    struct Call {
+        std::string op;
+        int64_t numel = 0, bytes = 0;  // the whole: all-reduce's tensor, reduce-scatter's in,
+                                       // all-gather's out
+    };
+    explicit CountingComm(comm::Communicator& inner) : inner_(inner) {}
+    CountingComm(std::unique_ptr<comm::Communicator> owned, std::vector<CountingComm*>* family)
+        : owned_(std::move(owned)), inner_(*owned_) {
+        family->push_back(this);
+    }
+
+    std::vector<Call> calls;
+    std::vector<CountingComm*> children;  // split() results (owned by their callers)
+
+    int rank() const override { return inner_.rank(); }
+    int size() const override { return inner_.size(); }
+    std::string name() const override { return "counting(" + inner_.name() + ")"; }
+    comm::Work allreduce(const core::Tensor& t, comm::ReduceOp op) override {
+        record("allreduce", t);
+        return inner_.allreduce(t, op);
+    }
+    comm::Work reduce_scatter(const core::Tensor& out, const core::Tensor& in,
+                              comm::ReduceOp op) override {
+        record("reduce_scatter", in);
+        return inner_.reduce_scatter(out, in, op);
+    }
+    comm::Work allgather(const core::Tensor& out, const core::Tensor& in) override {
+        record("allgather", out);
+        return inner_.allgather(out, in);
+    }
+    comm::Work broadcast(const core::Tensor& t, int root) override {
+        record("broadcast", t);
+        return inner_.broadcast(t, root);
+    }
+    comm::Work all_to_all(const core::Tensor& out, const core::Tensor& in) override {
+        record("all_to_all", in);
+        return inner_.all_to_all(out, in);
+    }
+    comm::Work send(const core::Tensor& t, int peer, int tag) override {
+        record("send", t);
+        return inner_.send(t, peer, tag);
+    }
+    comm::Work recv(const core::Tensor& t, int peer, int tag) override {
+        record("recv", t);
+        return inner_.recv(t, peer, tag);
+    }
+    void barrier() override { inner_.barrier(); }
+    std::unique_ptr<Communicator> split(int color, int key) override {
+        return std::make_unique<CountingComm>(inner_.split(color, key), &children);
+    }
+
+    // This communicator's calls and its split children's (recursively).
+    std::vector<std::pair<const CountingComm*, Call>> all_calls() const {
+        std::vector<std::pair<const CountingComm*, Call>> out;
+        for (const Call& c : calls) out.emplace_back(this, c);
+        for (const CountingComm* ch : children) {
+            for (auto& x : ch->all_calls()) out.push_back(std::move(x));
+        }
+        return out;
+    }
+    void clear() {
+        calls.clear();
+        for (CountingComm* ch : children) ch->clear();
+    }
+
+private:
+    void record(const char* op, const core::Tensor& t) {
+        calls.push_back({op, t.numel(), static_cast<int64_t>(t.nbytes())});
+    }
+    std::unique_ptr<comm::Communicator> owned_;
+    comm::Communicator& inner_;
+};
+
+// Parameters the Megatron split leaves whole on every tensor-parallel rank.
+bool replicated(const std::string& name) {
+    return name.find(".ln") != std::string::npos || name.starts_with("head.norm") ||
+           name == "embed.positions" || name.ends_with(".attn.out.bias") ||
+           name.ends_with(".mlp.down.bias");
+}
+
+// Rank r's parameter count by the rules, from the whole model's parameters: replicated ones whole,
+// the vocabulary's rows (embedding, LM head) ceil(V / tp) per rank with the last shorter,
+// everything else 1/tp.
+int64_t shard_numel_by_rule(const models::Transformer& whole, int r, int tp) {
+    const int64_t V = whole.config().vocab_size, per = (V + tp - 1) / tp;
+    const int64_t rows = std::max<int64_t>(0, std::min(per, V - r * per));
+    int64_t n = 0;
+    for (const models::ParamInfo& p : whole.layout().params()) {
+        if (replicated(p.name)) {
+            n += p.numel();
+        } else if (p.name == "embed.tokens" || p.name == "head.out.weight") {
+            n += rows * p.shape[1];
+        } else {
+            EXPECT_EQ(p.numel() % tp, 0) << p.name;
+            n += p.numel() / tp;
+        }
+    }
+    return n;
+}
+
+int64_t numel_of(const models::Transformer& m) {
+    int64_t n = 0;
+    for (const models::ParamInfo& p : m.layout().params()) n += p.numel();
+    return n;
+}
+
+TEST(EstimateTensorParallel, EachRankHoldsItsShard) {
+    for (const char* json : {kGpt2, kLlama}) {
+        const models::ModelConfig mc = models::parse_hf_config(json, "test");
+        const models::Transformer whole(mc, models::RunConfig{});
+        for (int tp : {2, 4}) {
+            const RankModel rank(mc, models::RunConfig{}, tp);
+            std::vector<int64_t> real(static_cast<size_t>(tp));
+            std::vector<MemoryEstimate> from_real(4);
+            comm::run_local(tp, [&](int r, comm::Communicator& g) {
+                models::RunConfig rc;
+                rc.tp = &g;
+                const models::Transformer m(mc, rc);
+                real[static_cast<size_t>(r)] = numel_of(m);
+                if (r != 0) return;
+                for (int stage = 0; stage <= 3; ++stage) {
+                    EstimateInput in;
+                    in.world = 3 * tp;
+                    in.sizes.tp = tp;
+                    in.stage = stage;
+                    in.micro_batch = 2;
+                    in.seq_len = 16;
+                    from_real[static_cast<size_t>(stage)] = estimate(m, in);
+                }
+            });
+            const std::string at = mc.model_type + " tp " + std::to_string(tp);
+            int64_t sum = 0, replicated_numel = 0;
+            for (int r = 0; r < tp; ++r) {
+                EXPECT_EQ(real[static_cast<size_t>(r)], shard_numel_by_rule(whole, r, tp))
+                    << at << " rank " << r;
+                sum += real[static_cast<size_t>(r)];
+            }
+            for (const models::ParamInfo& p : whole.layout().params()) {
+                if (replicated(p.name)) replicated_numel += p.numel();
+            }
+            // Every split element on one rank, every replicated one on all.
+            EXPECT_EQ(sum, numel_of(whole) + (tp - 1) * replicated_numel) << at;
+            // The stand-in group lays out rank 0's real shard; its estimate is the real model's.
+            for (int stage = 0; stage <= 3; ++stage) {
+                EstimateInput in;
+                in.world = 3 * tp;
+                in.sizes.tp = tp;
+                in.stage = stage;
+                in.micro_batch = 2;
+                in.seq_len = 16;
+                const MemoryEstimate e = estimate(rank, in);
+                const MemoryEstimate& w = from_real[static_cast<size_t>(stage)];
+                EXPECT_EQ(e.n_params, real[0]) << at;
+                EXPECT_EQ(e.dp, 3) << at;
+                EXPECT_EQ(e.params, w.params) << at << " stage " << stage;
+                EXPECT_EQ(e.grads, w.grads) << at << " stage " << stage;
+                EXPECT_EQ(e.master + e.optimizer, w.master + w.optimizer) << at;
+                EXPECT_EQ(e.peak, w.peak) << at << " stage " << stage;
+                EXPECT_EQ(e.comm.total(), w.comm.total()) << at << " stage " << stage;
+            }
+        }
+    }
+}
+
+// One micro-batch of a tp model through a counting communicator: the all-reduces it issues (count
+// and bytes) are tp_micro_batch_traffic's, for f32 and bf16, with and without activation
+// checkpointing, the logits in several chunks; and the step's bytes sent are the ring's share of
+// them per micro-batch.
+TEST(EstimateTensorParallel, TrafficEqualsTheModelsCollectives) {
+    const int64_t B = 2, T = 9;
+    for (const char* json : {kGpt2, kLlama}) {
+        const models::ModelConfig mc = models::parse_hf_config(json, "test");
+        for (int tp : {2, 4}) {
+            for (core::DType ct : {core::DType::f32, core::DType::bf16}) {
+                for (bool ckpt : {false, true}) {
+                    const models::RunConfig run{
+                        .compute_dtype = ct, .activation_checkpointing = ckpt, .logits_chunk = 7};
+                    zs::test::Rng rng(11);
+                    const models::TrainBatch bt{
+                        zs::test::random_ints(rng, {B, T}, core::DType::i32, 0, mc.vocab_size - 1),
+                        zs::test::random_ints(rng, {B, T}, core::DType::i32, 0, mc.vocab_size - 1)};
+                    comm::run_local(tp, [&](int r, comm::Communicator& g) {
+                        CountingComm counted(g);
+                        models::RunConfig rc = run;
+                        rc.tp = &counted;
+                        models::Transformer m(mc, rc);
+                        models::DenseParams p(m.layout(), ct, true);
+                        p.init(1);
+                        p.bind(m.binding());
+                        m.forward_backward(bt, 1.0f / static_cast<float>(B * T));
+                        const std::string at = mc.model_type + " tp " + std::to_string(tp) + " " +
+                                               core::to_string(ct) + (ckpt ? " ckpt" : "") +
+                                               " rank " + std::to_string(r);
+                        int64_t calls = 0, bytes = 0;
+                        for (const CountingComm::Call& c : counted.calls) {
+                            EXPECT_EQ(c.op, "allreduce") << at;
+                            ++calls;
+                            bytes += c.bytes;
+                        }
+                        const TpTraffic t = tp_micro_batch_traffic(m, B, T);
+                        EXPECT_EQ(t.calls, calls) << at;
+                        EXPECT_EQ(t.bytes, bytes) << at;
+                        EstimateInput in;
+                        in.world = tp;
+                        in.sizes.tp = tp;
+                        in.micro_batch = B;
+                        in.seq_len = T;
+                        in.grad_accum = 3;
+                        const MemoryEstimate e = estimate(m, in);
+                        EXPECT_EQ(e.comm.tp_allreduce_calls, 3 * calls) << at;
+                        EXPECT_DOUBLE_EQ(static_cast<double>(e.comm.tp_allreduce),
+                                         3.0 * 2.0 * (tp - 1) / tp * static_cast<double>(bytes))
+                            << at;
+                        EXPECT_EQ(
+                            e.comm.dp_allreduce + e.comm.dp_reduce_scatter + e.comm.dp_allgather, 0)
+                            << at;
+                    });
+                }
+            }
+        }
+    }
+}
+
+// A training step of the trainer (ZeRO 0-3 over dp, tp inside) through counting communicators:
+// the bytes a ring sends for every collective the engine and the model hand over equal the
+// estimate's, by collective. The trainer's scalar reductions (loss, gradient norm: at most 2
+// elements) are not counted. The second step is counted (the first records stage 3's order).
+TEST(EstimateTensorParallel, StepTrafficEqualsTheTrainersCollectives) {
+    const int64_t micro = 2, T = 16, accum = 2;
+    struct Case {
+        const char* json;
+        int world, tp, stage;
+        bool bf16;
+        int64_t persistence;  // stage3_param_persistence_threshold
+    };
+    std::vector<Case> cases;
+    for (int stage = 0; stage <= 3; ++stage) {
+        for (const char* json : {kGpt2, kLlama}) {
+            cases.push_back({json, 2, 1, stage, stage % 2 == 1, 0});
+            cases.push_back({json, 4, 2, stage, stage % 2 == 0, 0});
+        }
+    }
+    // Stage 3 with the small groups (embedding, head) persistent and the blocks not.
+    cases.push_back({kLlama, 4, 2, 3, true, 2000});
+    cases.push_back({kGpt2, 2, 1, 3, false, 2500});
+    for (const Case& c : cases) {
+        const models::ModelConfig mc = models::parse_hf_config(c.json, "test");
+        const std::string ds = fmt::format(
+            R"({{"train_batch_size": {}, "train_micro_batch_size_per_gpu": {},
+            "optimizer": {{"type": "AdamW"}}, "bf16": {{"enabled": {}}},
+            "tensor_parallel": {{"autotp_size": {}}},
+            "zero_optimization": {{"stage": {}, "stage3_param_persistence_threshold": {}}}}})",
+            micro * accum * (c.world / c.tp), micro, c.bf16, c.tp, c.stage, c.persistence);
+        const train::TrainConfig tc = train::parse_ds_config(ds, "t", c.world);
+        ASSERT_EQ(tc.batch.gradient_accumulation_steps, accum);
+        zs::test::Rng rng(5);
+        std::vector<models::TrainBatch> batches;
+        for (int64_t i = 0; i < accum; ++i) {
+            batches.push_back(
+                {zs::test::random_ints(rng, {micro, T}, core::DType::i32, 0, mc.vocab_size - 1),
+                 zs::test::random_ints(rng, {micro, T}, core::DType::i32, 0, mc.vocab_size - 1)});
+        }
+        comm::run_local(c.world, [&](int r, comm::Communicator& g) {
+            CountingComm world(g);
+            train::RunOptions run;
+            run.seq_len = T;
+            run.steps = 2;
+            run.progress = false;
+            train::Trainer t(mc, tc, run, world);
+            t.init_random();
+            t.step(batches);
+            world.clear();
+            t.step(batches);
+            const std::string at =
+                fmt::format("{} world {} tp {} stage {} {} persistence {} rank {}", mc.model_type,
+                            c.world, c.tp, c.stage, c.bf16 ? "bf16" : "f32", c.persistence, r);
+            // Bytes a ring sends over a group of n: 2 (n - 1) / n of an all-reduce's tensor,
+            // (n - 1) / n of a reduce-scatter's or all-gather's whole.
+            double allreduce = 0, reduce_scatter = 0, allgather = 0;
+            for (const auto& [from, call] : world.all_calls()) {
+                const double f = static_cast<double>(from->size() - 1) / from->size();
+                if (call.op == "allreduce" && call.numel > 2) {
+                    allreduce += 2 * f * static_cast<double>(call.bytes);
+                } else if (call.op == "reduce_scatter") {
+                    reduce_scatter += f * static_cast<double>(call.bytes);
+                } else if (call.op == "allgather") {
+                    allgather += f * static_cast<double>(call.bytes);
+                } else {
+                    EXPECT_TRUE((call.op == "allreduce" && call.numel <= 2) || from->size() == 1)
+                        << at << ": " << call.op << " of " << call.numel;
+                }
+            }
+            EstimateInput in;
+            in.world = c.world;
+            in.sizes.tp = c.tp;
+            in.stage = c.stage;
+            in.micro_batch = micro;
+            in.seq_len = T;
+            in.grad_accum = accum;
+            in.persistence_threshold = c.persistence;
+            const MemoryEstimate e = estimate(t.model(), in);
+            EXPECT_DOUBLE_EQ(allreduce,
+                             static_cast<double>(e.comm.dp_allreduce + e.comm.tp_allreduce))
+                << at;
+            EXPECT_DOUBLE_EQ(reduce_scatter, static_cast<double>(e.comm.dp_reduce_scatter)) << at;
+            EXPECT_DOUBLE_EQ(allgather, static_cast<double>(e.comm.dp_allgather)) << at;
+        });
+    }
+}
+
+TEST(EstimateTensorParallel, SizesThatDoNotFitAreRefusedByName) {
+    auto refused = [](const std::function<void()>& f, const std::string& want) {
+        try {
+            f();
+            ADD_FAILURE() << "accepted; wanted an error with: " << want;
+        } catch (const Error& e) {
+            EXPECT_NE(std::string(e.what()).find(want), std::string::npos) << e.what();
+        }
+    };
+    const models::ModelConfig llama = models::parse_hf_config(kLlama, "test");
+    refused([&] { RankModel m(llama, {}, 3); }, "tp = 3 does not divide llama's 8 attention heads");
+    refused([&] { RankModel m(llama, {}, 8); }, "tp = 8 does not divide llama's 4 KV heads");
+    models::ModelConfig odd = llama;
+    odd.intermediate = 50;
+    refused([&] { RankModel m(odd, {}, 4); },
+            "tp = 4 does not divide llama's MLP intermediate size 50");
+    const RankModel tp2(llama, {}, 2);
+    EstimateInput in;
+    in.world = 6;
+    in.sizes.tp = 4;
+    refused([&] { estimate(tp2, in); }, "does not divide the 6 ranks");
+    in.sizes.tp = 1;
+    refused([&] { estimate(tp2, in); }, "tp = 2 group, the sizes ask for tp = 1");
+    in.world = 8;
+    in.sizes.tp = 2;
+    in.sizes.pp = 2;
+    refused([&] { estimate(tp2, in); }, "pipeline, sequence and expert parallelism");
 }
 
 }  // namespace
