@@ -4,7 +4,7 @@
 # section; docs/BENCHMARKS.md records the figures with these commands.
 #
 # Usage: tools/run_benchmarks.sh [BUILD] [section...]
-#   sections: ops optim tokenizer comm train generate serve (default: all)
+#   sections: ops optim tokenizer comm train generate tp serve (default: all)
 # Peers: the Python ones (torch, deepspeed, tiktoken, HF tokenizers, sentencepiece) come from the
 # reference venv, installed (once, cached) by tools/reference_venv.sh. llama.cpp's llama-server is
 # used when LLAMA_SERVER names its binary (llama-bench from LLAMA_BENCH), llm.c's CPU trainer when LLMC_TRAIN names its
@@ -13,7 +13,7 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 build=${1:-$root/build}
 shift || true
-sections=${*:-ops optim tokenizer comm train generate serve}
+sections=${*:-ops optim tokenizer comm train generate tp serve}
 py=$("$root/tools/reference_venv.sh")
 out=$build/bench/results/$(date +%Y%m%d-%H%M%S)
 mkdir -p "$out"
@@ -154,13 +154,51 @@ for s in $sections; do
             rm -f "$out/smollm2-$dt.gguf"
         done
         ;;
+    tp)
+        # Tensor parallelism on one host over the MPI transport: GPT-2 124M (12 heads; random
+        # weights, --ignore-eos) decode and prefill at tp 2 (2 ranks x 1 thread) vs tp 1 (1 rank x
+        # 2 threads), 556-token prompt, 64 greedy tokens; training tokens/s of tp 2 vs dp 2 (2
+        # ranks x 1 thread, B=4 per data-parallel rank, T=64).
+        note "tp: generate tp 2 (2 ranks x 1 thread) vs tp 1 (1 rank x 2 threads); train tp 2 vs dp 2; GPT-2 124M"
+        data=$build/bench/train_data
+        if [ ! -f "$data/index.json" ]; then
+            "$bin" data prepare --tokenizer "$root/tests/fixtures/tokenizers/gpt2" \
+                --input "$root/data/corpora/austen.txt" --output "$data" >/dev/null
+        fi
+        "$bin" train --model-config "$root/bench/train/gpt2_124m.json" \
+            --ds-config "$root/bench/train/ds_fp32.json" --data "$data" --seq-len 64 --steps 0 \
+            --no-progress --export-hf "$out/gpt2-random" >/dev/null 2>&1
+        prompt=$(head -c 2500 "$root/data/corpora/austen.txt" | tail -c 2390)
+        for dt in f32 bf16; do
+            for rep in 1 2 3; do  # interleaved: tp 1, tp 2, tp 1, ...
+                echo "tp 1 $dt run $rep: $(OMP_NUM_THREADS=2 "$bin" generate --model "$out/gpt2-random" \
+                    --prompt "$prompt" --max-tokens 64 --temperature 0 --ignore-eos --dtype $dt \
+                    2>&1 >/dev/null | tail -1)" | tee -a "$out/tp.txt"
+                echo "tp 2 $dt run $rep: $(OMP_NUM_THREADS=1 "$build/bin/zerospeed-run" --num_procs 2 \
+                    "$bin" generate --model "$out/gpt2-random" --prompt "$prompt" --max-tokens 64 \
+                    --temperature 0 --ignore-eos --dtype $dt --tp 2 2>&1 >/dev/null \
+                    | grep -o 'prompt: .*' | tail -1)" | tee -a "$out/tp.txt"
+            done
+        done
+        for mode in dp tp; do
+            csv=$out/train_$mode.csv
+            OMP_NUM_THREADS=1 "$build/bin/zerospeed-run" --num_procs 2 "$bin" train \
+                --model-config "$root/bench/train/gpt2_124m.json" \
+                --ds-config "$root/bench/train/ds_fp32.json" --data "$data" --seq-len 64 --steps 8 \
+                --metrics "$csv" --no-progress $([ $mode = tp ] && echo --tp 2) 2>&1 | tail -2 \
+                | tee -a "$out/tp.txt"
+            awk -F, -v l="$mode" 'NR>1 && $1>2 {s+=$9; n++} END {if (n) printf "train %s 2: %.1f tokens/s\n", l, s/n}' \
+                "$csv" | tee -a "$out/tp.txt"
+        done
+        rm -rf "$out/gpt2-random"
+        ;;
     serve)
         note "serve: zerospeed SplitFuse vs prefill-first${LLAMA_SERVER:+ vs llama.cpp ($LLAMA_SERVER)}"
         "$root/tools/bench_serve_peers.sh" --out "$out/serve" \
             ${LLAMA_SERVER:+--llama-server "$LLAMA_SERVER"} | tee "$out/serve.txt"
         ;;
     *)
-        echo "unknown section $s (ops optim tokenizer comm train generate serve)" >&2
+        echo "unknown section $s (ops optim tokenizer comm train generate tp serve)" >&2
         exit 2
         ;;
     esac

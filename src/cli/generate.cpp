@@ -62,9 +62,12 @@ int run_generate(const GenerateOptions& o, comm::Communicator& world) {
                c.max_positions);
     const int64_t ctx = std::min<int64_t>(c.max_positions, n_prompt + o.max_tokens);
 
-    std::vector<int32_t> stop_ids = tok.stop_ids();
-    for (int64_t e : c.eos_token_ids) stop_ids.push_back(static_cast<int32_t>(e));
-    for (int32_t e : lm.extra_stop_ids) stop_ids.push_back(e);
+    std::vector<int32_t> stop_ids;
+    if (!o.ignore_eos) {
+        stop_ids = tok.stop_ids();
+        for (int64_t e : c.eos_token_ids) stop_ids.push_back(static_cast<int32_t>(e));
+        for (int32_t e : lm.extra_stop_ids) stop_ids.push_back(e);
+    }
 
     models::ContiguousKvCache kv(lm.model->local_config(), ctx,
                                  lm.model->run_config().compute_dtype);

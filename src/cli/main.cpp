@@ -58,6 +58,8 @@ int main(int argc, char** argv) {
         ->check(CLI::Range(0.0f, 1.0f));
     gn->add_option("--repetition-penalty", gen.repetition_penalty, "HF repetition penalty (> 0)");
     gn->add_option("--seed", gen.seed, "Sampling seed");
+    gn->add_flag("--ignore-eos", gen.ignore_eos,
+                 "Keep generating past end-of-sequence tokens (benchmarks)");
     gn->add_option("--tp", gen.tp,
                    "Tensor-parallel ranks (run under zerospeed-run --num_procs N; rank 0 prints)")
         ->check(CLI::Range(1, 4096));
