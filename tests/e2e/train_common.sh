@@ -29,3 +29,14 @@ train_args() {  # train_args CONFIG METRICS [extra...]
     echo train --model-config "$work/model.json" --ds-config "$cfg" --data "$work/data" --seq-len 32 \
         --eval-batches 2 --metrics "$metrics" --no-progress "$@"
 }
+same_losses() {  # same_losses BASE.csv GOT.csv LABEL: every step of GOT equals BASE's to 1e-5 relative
+    python3 - "$1" "$2" "$3" <<'PY'
+import csv, sys
+base = {int(r["step"]): float(r["loss"]) for r in csv.DictReader(open(sys.argv[1]))}
+got = {int(r["step"]): float(r["loss"]) for r in csv.DictReader(open(sys.argv[2]))}
+assert got and set(got) <= set(base), (sorted(base), sorted(got))
+for s in sorted(got):
+    assert abs(base[s] - got[s]) <= 1e-5 * abs(base[s]), f"{sys.argv[3]} step {s}: {got[s]} vs {base[s]}"
+print(f"{sys.argv[3]}: steps {min(got)}-{max(got)} match (last {got[max(got)]:.6f})")
+PY
+}

@@ -13,15 +13,7 @@ for np in 2 4; do
         # shellcheck disable=SC2046
         OMP_NUM_THREADS=1 "$run" --num_procs $np "$bin" $(train_args "$work/ds$stage.json" "$work/r$np-s$stage.csv" --steps $steps) \
             >"$work/r$np-s$stage.log" 2>&1 || { cat "$work/r$np-s$stage.log"; exit 1; }
-        python3 - "$work/base.csv" "$work/r$np-s$stage.csv" "$np" "$stage" <<'PY'
-import csv, sys
-base = [float(r["loss"]) for r in csv.DictReader(open(sys.argv[1]))]
-got = [float(r["loss"]) for r in csv.DictReader(open(sys.argv[2]))]
-assert len(base) == len(got) == 12, (len(base), len(got))
-for i, (b, g) in enumerate(zip(base, got)):
-    assert abs(b - g) <= 1e-5 * abs(b), f"ranks {sys.argv[3]} stage {sys.argv[4]} step {i+1}: {g} vs single-process {b}"
-print(f"ranks {sys.argv[3]} stage {sys.argv[4]}: 12 losses match the single process (last {got[-1]:.6f})")
-PY
+        same_losses "$work/base.csv" "$work/r$np-s$stage.csv" "ranks $np stage $stage"
     done
 done
 # Measured peak per rank (rank 0) against `zerospeed estimate` for every stage: within 10%.
