@@ -12,7 +12,6 @@
 #include "tests/test_util.h"
 
 namespace zs::infer {
-namespace {
 
 using core::DType;
 using core::Tensor;
@@ -24,8 +23,8 @@ struct Solo {
 
 // Greedy decoding of one sequence through the contiguous cache; argmax keeps the lowest id on
 // ties. Stops after max_tokens or at a token in `stop`.
-Solo solo(models::Transformer& m, const std::vector<int32_t>& prompt, int64_t max_tokens,
-          DType kv_dtype = DType::f32, const std::vector<int32_t>& stop = {}) {
+inline Solo solo(models::Transformer& m, const std::vector<int32_t>& prompt, int64_t max_tokens,
+                 DType kv_dtype = DType::f32, const std::vector<int32_t>& stop = {}) {
     const auto P = static_cast<int64_t>(prompt.size());
     models::ContiguousKvCache kv(m.config(), P + max_tokens, kv_dtype);
     Tensor ids = Tensor::empty({P}, DType::i32), pos = Tensor::empty({P}, DType::i32);
@@ -62,13 +61,13 @@ Solo solo(models::Transformer& m, const std::vector<int32_t>& prompt, int64_t ma
     return out;
 }
 
-std::vector<int32_t> random_prompt(zs::test::Rng& rng, int64_t n, int64_t vocab) {
+inline std::vector<int32_t> random_prompt(zs::test::Rng& rng, int64_t n, int64_t vocab) {
     std::vector<int32_t> p(static_cast<size_t>(n));
     for (int32_t& t : p) t = static_cast<int32_t>(rng.integer(0, vocab - 1));
     return p;
 }
 
-RequestOptions greedy(int64_t max_tokens) {
+inline RequestOptions greedy(int64_t max_tokens) {
     RequestOptions o;
     o.sampling.temperature = 0.0f;
     o.max_tokens = max_tokens;
@@ -76,5 +75,4 @@ RequestOptions greedy(int64_t max_tokens) {
     return o;
 }
 
-}  // namespace
 }  // namespace zs::infer

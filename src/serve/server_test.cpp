@@ -19,6 +19,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "infer/engine_test_util.h"
 #include "models/kv_cache.h"
 #include "models/params.h"
 #include "ops/activation.h"
@@ -61,49 +62,14 @@ Fixture& fixture() {
     return f;
 }
 
-struct Solo {
-    std::vector<int32_t> tokens;
-    std::vector<double> logprobs;
-};
-
 // Greedy decoding through the contiguous cache (argmax, lowest id on ties), no EOS stop.
-Solo solo(const std::vector<int32_t>& prompt, int64_t max_tokens) {
-    models::Transformer& m = *fixture().model;
-    const auto P = static_cast<int64_t>(prompt.size());
-    models::ContiguousKvCache kv(m.config(), P + max_tokens, DType::f32);
-    Tensor ids = Tensor::empty({P}, DType::i32), pos = Tensor::empty({P}, DType::i32);
-    for (int64_t i = 0; i < P; ++i) {
-        ids.data<int32_t>()[i] = prompt[static_cast<size_t>(i)];
-        pos.data<int32_t>()[i] = static_cast<int32_t>(i);
-    }
-    Tensor logits = m.forward_tokens(ids, pos, kv, {P - 1});
-    kv.commit(P);
-    Solo out;
-    const int64_t V = m.config().vocab_size;
-    for (int64_t t = 0; t < max_tokens; ++t) {
-        const float* l = logits.data<float>();
-        int32_t best = 0;
-        double mx = l[0];
-        for (int64_t v = 1; v < V; ++v) {
-            if (l[v] > mx) mx = l[v], best = static_cast<int32_t>(v);
-        }
-        double z = 0;
-        for (int64_t v = 0; v < V; ++v) z += std::exp(static_cast<double>(l[v]) - mx);
-        out.tokens.push_back(best);
-        out.logprobs.push_back(-std::log(z));
-        if (t + 1 == max_tokens) break;
-        Tensor one = Tensor::empty({1}, DType::i32), p1 = Tensor::empty({1}, DType::i32);
-        one.data<int32_t>()[0] = best;
-        p1.data<int32_t>()[0] = static_cast<int32_t>(P + t);
-        logits = m.forward_tokens(one, p1, kv, {0});
-        kv.commit(1);
-    }
-    return out;
+infer::Solo solo(const std::vector<int32_t>& prompt, int64_t max_tokens) {
+    return infer::solo(*fixture().model, prompt, max_tokens);
 }
 
 std::string solo_text(const std::string& prompt, int64_t max_tokens) {
     const io::Tokenizer& tok = *fixture().tok;
-    Solo s = solo(tok.encode(prompt, true, false), max_tokens);
+    infer::Solo s = solo(tok.encode(prompt, true, false), max_tokens);
     return tok.decode(s.tokens, true);
 }
 
@@ -266,7 +232,7 @@ TEST(Serve, CompletionEqualsSoloRunWithUsageAndLogprobs) {
     const std::string prompt = "It is a truth universally acknowledged";
     const io::Tokenizer& tok = *fixture().tok;
     std::vector<int32_t> ids = tok.encode(prompt, true, false);
-    Solo want = solo(ids, 12);
+    infer::Solo want = solo(ids, 12);
     int st = 0;
     json r = post(c, "/v1/completions",
                   {{"model", "tiny"},
@@ -658,7 +624,7 @@ TEST(Serve, EchoWithLogprobsScoresThePrompt) {
     const std::string prompt = "The quick brown fox jumps over the lazy dog";
     const std::vector<int32_t> ids = fixture().tok->encode(prompt, true, false);
     const std::vector<double> want = prompt_scores(ids);
-    const Solo gen = solo(ids, 3);
+    const infer::Solo gen = solo(ids, 3);
     int st = 0;
     const json body = {{"model", "tiny"}, {"prompt", prompt}, {"echo", true},
                        {"logprobs", 2},   {"max_tokens", 3},  {"temperature", 0}};
