@@ -29,6 +29,7 @@ import sys
 
 os.environ.setdefault("DS_ACCELERATOR", "cpu")
 import deepspeed  # noqa: E402
+from dscommon import FakeMpu  # noqa: E402
 import torch  # noqa: E402
 from deepspeed.runtime import lr_schedules  # noqa: E402
 from deepspeed.runtime.config import DeepSpeedConfig  # noqa: E402
@@ -106,22 +107,6 @@ def scaler_trace(fp16, events):
         after.append(float(scaler.cur_scale))
     return {"fp16": fp16, "overflow": events[:len(before) + (raised_at is not None)], "scale_before": before,
             "skip": skip, "scale_after": after, "raised_at": raised_at}
-
-
-class FakeMpu:
-    """DeepSpeedConfig reads the data-parallel world size from mpu.get_data_parallel_world_size()."""
-
-    def __init__(self, world):
-        self.world = world
-
-    def get_data_parallel_world_size(self):
-        return self.world
-
-    def get_data_parallel_rank(self):
-        return 0
-
-    def get_model_parallel_world_size(self):
-        return 1
 
 
 def batch_case(tbs, mbs, gas, world):

@@ -28,6 +28,7 @@ import sys
 
 os.environ.setdefault("DS_ACCELERATOR", "cpu")
 import deepspeed  # noqa: E402
+from dscommon import FakeMpu  # noqa: E402
 import torch  # noqa: E402
 
 try:
@@ -41,22 +42,6 @@ from deepspeed.runtime.config import DeepSpeedConfig  # noqa: E402
 REPO = pathlib.Path(__file__).resolve().parents[2]
 OUT = REPO / "tests" / "fixtures" / "deepspeed" / "elasticity.json"
 WORLDS = list(range(1, 13)) + [16, 24, 32, 48, 64]
-
-
-class FakeMpu:
-    """DeepSpeedConfig reads the data-parallel world size from mpu.get_data_parallel_world_size()."""
-
-    def __init__(self, world):
-        self.world = world
-
-    def get_data_parallel_world_size(self):
-        return self.world
-
-    def get_data_parallel_rank(self):
-        return 0
-
-    def get_model_parallel_world_size(self):
-        return 1
 
 
 def run(name, config, full_error):
