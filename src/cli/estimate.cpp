@@ -111,15 +111,21 @@ int run_estimate(const EstimateOptions& o) {
         const auto [v0, v1] = rank.model().vocab_range();
         int64_t n = 0;
         for (const models::ParamInfo& p : rank.model().layout().params()) n += p.numel();
+        const bool moe = mc.mlp == models::MlpKind::moe;
+        const std::string kv =
+            mc.n_kv_heads < tp ? fmt::format(" (each on {} ranks)", tp / mc.n_kv_heads) : "";
+        const std::string experts =
+            moe ? fmt::format(" of each of {} experts", mc.moe.n_experts) : "";
         std::printf(
-            "per tensor-parallel rank (rank 0): %.2f M parameters: %lld of %lld heads, %lld of "
-            "%lld KV heads,\n  %lld of %lld MLP columns, vocabulary rows [%lld, %lld) of %lld;\n"
-            "  norms, positions and output biases replicated\n",
+            "per tensor-parallel rank (rank 0): %.2f M parameters: %lld of %lld heads,\n"
+            "  %lld of %lld KV heads%s, %lld of %lld MLP columns%s,\n"
+            "  vocabulary rows [%lld, %lld) of %lld; norms, positions%s output biases replicated\n",
             static_cast<double>(n) / 1e6, static_cast<long long>(lc.n_heads),
             static_cast<long long>(mc.n_heads), static_cast<long long>(lc.n_kv_heads),
-            static_cast<long long>(mc.n_kv_heads), static_cast<long long>(lc.intermediate),
-            static_cast<long long>(mc.intermediate), static_cast<long long>(v0),
-            static_cast<long long>(v1), static_cast<long long>(mc.vocab_size));
+            static_cast<long long>(mc.n_kv_heads), kv.c_str(),
+            static_cast<long long>(lc.intermediate), static_cast<long long>(mc.intermediate),
+            experts.c_str(), static_cast<long long>(v0), static_cast<long long>(v1),
+            static_cast<long long>(mc.vocab_size), moe ? ", the router and" : " and");
     }
     std::printf("\n%-6s %12s %12s %12s %12s %12s %12s %14s\n", "stage", "params", "grads",
                 "optimizer", "activations", "transient", "peak/rank", "comm/step");
@@ -144,7 +150,7 @@ int run_estimate(const EstimateOptions& o) {
     std::printf("\nSent per rank per step at stage %d (ring algorithms, %lld micro-batch(es)):\n",
                 tc.zero.stage, static_cast<long long>(accum));
     auto line = [](const char* group, int n, const char* what, int64_t v) {
-        std::printf("  %-3s %4d ranks  %-58s %12s\n", group, n, what, bytes(v).c_str());
+        std::printf("  %-5s %4d ranks  %-66s %12s\n", group, n, what, bytes(v).c_str());
     };
     if (e.comm.dp_allreduce > 0)
         line("dp", dp, "all-reduce of f32 gradients (ZeRO 0)", e.comm.dp_allreduce);
@@ -157,11 +163,18 @@ int run_estimate(const EstimateOptions& o) {
              e.comm.dp_allgather);
     if (e.comm.tp_allreduce > 0) {
         const std::string what =
-            fmt::format("{} x {} all-reduces of activations and their gradients", accum,
-                        e.comm.tp_allreduce_calls / accum);
+            fmt::format("{} x {} all-reduces of activations and their gradients{}", accum,
+                        e.comm.tp_allreduce_calls / accum,
+                        mc.mlp == models::MlpKind::moe ? ", gate grads" : "");
         line("tp", tp, what.c_str(), e.comm.tp_allreduce);
     }
-    std::printf("  %-72s %12s\n", "total", bytes(e.comm.total()).c_str());
+    if (e.comm.tp_kv_allreduce > 0) {
+        const std::string what =
+            fmt::format("{} x {} all-reduces of replicated KV heads' gradient rows", accum,
+                        e.comm.tp_kv_allreduce_calls / accum);
+        line("tp-kv", e.comm.kv_ranks, what.c_str(), e.comm.tp_kv_allreduce);
+    }
+    std::printf("  %-84s %12s\n", "total", bytes(e.comm.total()).c_str());
 
     if (o.sweep) {
         std::printf(
@@ -181,7 +194,7 @@ int run_estimate(const EstimateOptions& o) {
                 bytes(s.master + s.optimizer).c_str(), bytes(s.activations).c_str(),
                 bytes(s.peak).c_str(),
                 bytes(s.comm.dp_allreduce + s.comm.dp_reduce_scatter + s.comm.dp_allgather).c_str(),
-                bytes(s.comm.tp_allreduce).c_str());
+                bytes(s.comm.tp_allreduce + s.comm.tp_kv_allreduce).c_str());
         }
     }
 

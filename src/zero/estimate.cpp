@@ -1,6 +1,7 @@
 #include "zero/estimate.h"
 
 #include <algorithm>
+#include <cmath>
 
 #include <fmt/format.h>
 
@@ -12,10 +13,13 @@ namespace zs::zero {
 namespace {
 
 // Rank 0 of a size-n group that never communicates: enough for a Transformer to lay out its
-// tensor-parallel shard (it asks only rank() and size() when it is built).
+// tensor-parallel shard (it asks only rank() and size() when it is built, and splits the group
+// once when KV heads are replicated). split() answers rank 0 of a stand-in of `split_n` ranks:
+// the size the caller's split gives rank 0's sub-group, which the stand-in cannot learn from the
+// colours of ranks it does not run.
 class ShapeOnlyGroup final : public comm::Communicator {
 public:
-    explicit ShapeOnlyGroup(int n) : n_(n) {}
+    ShapeOnlyGroup(int n, int split_n) : n_(n), split_n_(split_n) {}
     int rank() const override { return 0; }
     int size() const override { return n_; }
     std::string name() const override { return fmt::format("estimate.tp({})", n_); }
@@ -31,14 +35,16 @@ public:
     comm::Work send(const core::Tensor&, int, int) override { refuse("send"); }
     comm::Work recv(const core::Tensor&, int, int) override { refuse("recv"); }
     void barrier() override { refuse("barrier"); }
-    std::unique_ptr<Communicator> split(int, int) override { refuse("split"); }
+    std::unique_ptr<Communicator> split(int, int) override {
+        return std::make_unique<ShapeOnlyGroup>(split_n_, 1);
+    }
 
 private:
     [[noreturn]] void refuse(const char* op) const {
         ZS_THROW(NotSupported, "{}: {} on the estimate's stand-in group (it only lays out a model)",
                  name(), op);
     }
-    int n_;
+    int n_, split_n_;
 };
 
 // The rank's dimensions as a whole model: its heads, KV heads and intermediate size
@@ -55,19 +61,88 @@ models::RunConfig without_tp(models::RunConfig r) {
     return r;
 }
 
-// What the estimate models under tp > 1: KV heads and MLP columns split evenly, a dense MLP.
+// The ranks holding each KV head: tp / num_key_value_heads when tp exceeds them (replicated, the
+// size of the kv group), 1 when tp divides them (split).
+int kv_ranks(const models::ModelConfig& cfg, int tp) {
+    return tp > cfg.n_kv_heads ? static_cast<int>(tp / cfg.n_kv_heads) : 1;
+}
+
+// Elements of one block's gradient rows of a rank's replicated KV head: one head of k and one of
+// v, in the fused QKV weight (and its bias when present).
+int64_t kv_rows_numel(const models::ModelConfig& cfg) {
+    return 2 * cfg.head_dim * (cfg.hidden_size + (cfg.qkv_bias ? 1 : 0));
+}
+
+// The MLP columns must split evenly (the heads are parallel::check_model's).
 void check_estimable(const models::ModelConfig& cfg, int tp) {
-    ZS_CHECK_T(ConfigError, cfg.n_kv_heads % tp == 0,
-               "estimate: tp = {} does not divide {}'s {} KV heads (num_key_value_heads); "
-               "replicated KV heads are not estimated",
-               tp, cfg.model_type, cfg.n_kv_heads);
     ZS_CHECK_T(ConfigError, cfg.intermediate % tp == 0,
                "estimate: tp = {} does not divide {}'s MLP intermediate size {} "
-               "(intermediate_size / n_inner)",
-               tp, cfg.model_type, cfg.intermediate);
-    ZS_CHECK_T(NotSupported, tp == 1 || cfg.mlp != models::MlpKind::moe,
-               "estimate: {} is a mixture of experts; tensor-parallel experts are not estimated",
-               cfg.model_type);
+               "(intermediate_size / n_inner{})",
+               tp, cfg.model_type, cfg.intermediate,
+               cfg.mlp == models::MlpKind::moe ? ", of each expert" : "");
+}
+
+// Activation bytes of one training micro-batch on the rank `model` (tensor parallelism: `local`
+// has its dimensions as a whole model). Transformer::activation_bytes of `local`, completed where
+// the rank allocates more than it counts (estimate_test holds an MoE model's measured peak to it):
+//   MoE: each block also saves the router's logits and probabilities [N, E] f32, the gate
+//        weights [N, k] f32 and indices [N, k] i32, and the experts' gathered inputs [k N, C] ct
+//        and outputs [k N, C] f32 (activation_bytes counts their MLP states of k N rows). A
+//        block's backward (Moe::backward) holds the gate weights' gradient [N, k] f32 and an f32
+//        dx accumulator [N, C], then the larger of one expert's backward (at most N rows, a token
+//        picks an expert once, fewer under a capacity: an upper bound, as routing is
+//        data-dependent) and the router's.
+//   Replicated KV heads: a block's backward keeps an f32 copy of its KV head's gradient rows
+//        (kv_rows_numel) across the attention's backward (Transformer::block_backward).
+// The head and attention terms repeat activation_bytes' (the transient is their maximum).
+models::ActivationBytes rank_activations(const models::Transformer& model,
+                                         const models::Transformer& local, int64_t B, int64_t T) {
+    models::ActivationBytes a = local.activation_bytes(B, T);
+    const models::ModelConfig& c = local.config();
+    const bool moe = c.mlp == models::MlpKind::moe;
+    const int64_t kv_copy =
+        kv_ranks(model.config(), model.tp_size()) > 1 ? kv_rows_numel(c) * 4 : 0;
+    if (!moe && kv_copy == 0) return a;
+    const models::RunConfig& r = local.run_config();
+    const int64_t N = B * T, C = c.hidden_size, L = c.n_layers, V = c.vocab_size;
+    const int64_t FF = c.intermediate, E = c.moe.n_experts, k = c.moe.top_k;
+    const int64_t ct = static_cast<int64_t>(core::dtype_size(r.compute_dtype));
+    const int64_t stats = (c.norm == models::NormKind::layernorm ? 2 : 1) * N * 4;
+    const int64_t chunk = std::min(N, std::max<int64_t>(1, r.logits_chunk));
+    const int64_t head =
+        N * C * ct + stats + N * C * ct + N * 4 + chunk * V * 4 + (ct != 4 ? chunk * V * ct : 0);
+    const int64_t dres_copy = ct != 4 ? N * C * ct : 0;
+    const int64_t attn = dres_copy + N * c.q_dim() * ct + N * c.qkv_dim() * ct +
+                         B * c.n_heads * T * 4 + 2 * B * c.n_heads * T * c.head_dim * 4 + kv_copy;
+    const int64_t ff_in = c.mlp == models::MlpKind::gelu ? FF : 2 * FF;
+    int64_t mlp = dres_copy + N * (FF + ff_in) * ct;
+    if (moe) {
+        const int64_t saved_blocks = r.activation_checkpointing ? 1 : L;
+        a.saved += saved_blocks * (2 * N * E * 4 + N * k * (4 + 4) + k * N * C * (ct + 4));
+        int64_t rows = N;  // the busiest expert's
+        if (c.moe.capacity_factor > 0) {
+            const auto cap =
+                static_cast<int64_t>(std::ceil(static_cast<double>(k * N) / static_cast<double>(E) *
+                                               static_cast<double>(c.moe.capacity_factor)));
+            rows = std::min(rows, std::max(cap, c.moe.min_capacity));
+        }
+        // One expert: dy f32, dx ct (and dy's ct copy), then its MLP's backward (as the dense
+        // one's, on its rows) or dx's f32 copy.
+        const int64_t expert =
+            rows * C * (4 + ct) +
+            std::max(rows * ((ct != 4 ? C * ct : 0) + 3 * FF * ct), ct != 4 ? rows * C * 4 : 0);
+        // Router: d(probs) (with the load-balancing loss), d(logits) and its ct copy, dx ct, then
+        // dx's f32 copy.
+        const int64_t router = (c.moe.train_aux_coef() != 0.0f ? N * E * 4 : 0) + N * E * 4 +
+                               N * C * ct + (ct != 4 ? std::max(N * E * ct, N * C * 4) : 0);
+        mlp = N * k * 4 + N * C * 4 + std::max(expert, router);
+    }
+    // dres [N, C] f32 and dxn [N, C] ct live across a block's backward. Activation checkpointing's
+    // re-run forward writes a discarded [N, C] f32 output, freed before the block's backward
+    // (activation_bytes adds it to the backward: it is an upper bound there).
+    const int64_t recompute = r.activation_checkpointing ? 2 * N * C * 4 : 0;
+    a.transient = std::max({head, N * C * 4 + N * C * ct + std::max(mlp, attn), recompute});
+    return a;
 }
 
 MemoryEstimate estimate_rank(const models::Transformer& model, const models::Transformer& local,
@@ -175,7 +250,7 @@ MemoryEstimate estimate_rank(const models::Transformer& model, const models::Tra
         }
     }
     // Activations at the rank's dimensions (the residual stream stays [N, C] on every rank).
-    models::ActivationBytes act = local.activation_bytes(in.micro_batch, in.seq_len);
+    const models::ActivationBytes act = rank_activations(model, local, in.micro_batch, in.seq_len);
     e.activations = act.saved;
     // Engine transients: stages 2-3 hold the full gradients of the group in backward plus one
     // in flight (and the embedding's, written by a tied head, from the head to the end); stage 3
@@ -193,9 +268,13 @@ MemoryEstimate estimate_rank(const models::Transformer& model, const models::Tra
     e.transient = act.transient + engine;
     e.peak = e.params + e.grads + e.master + e.optimizer + e.activations + e.transient;
     // Tensor parallelism: every micro-batch's all-reduces, 2 (tp - 1) / tp of each sent (ring).
+    // Replicated KV heads: the kv group's, 2 (k - 1) / k of each over its k = kv_ranks ranks.
     const TpTraffic t = tp_micro_batch_traffic(model, in.micro_batch, in.seq_len);
     e.comm.tp_allreduce_calls = A * t.calls;
     e.comm.tp_allreduce = A * (2 * t.bytes * (sz.tp - 1) / sz.tp);
+    e.comm.kv_ranks = t.kv_ranks;
+    e.comm.tp_kv_allreduce_calls = A * t.kv_calls;
+    e.comm.tp_kv_allreduce = A * (2 * t.kv_bytes * (t.kv_ranks - 1) / t.kv_ranks);
     return e;
 }
 
@@ -224,7 +303,7 @@ RankModel::RankModel(const models::ModelConfig& cfg, const models::RunConfig& ru
     check_estimable(cfg, tp);
     models::RunConfig r = without_tp(run);
     if (tp > 1) {
-        group_ = std::make_unique<ShapeOnlyGroup>(tp);
+        group_ = std::make_unique<ShapeOnlyGroup>(tp, kv_ranks(cfg, tp));
         r.tp = group_.get();
     }
     model_ = std::make_unique<models::Transformer>(cfg, r);
@@ -251,9 +330,16 @@ TpTraffic tp_micro_batch_traffic(const models::Transformer& model, int64_t B, in
     const int64_t ct = static_cast<int64_t>(core::dtype_size(r.compute_dtype));
     const int64_t chunk = std::max<int64_t>(1, r.logits_chunk), chunks = (N + chunk - 1) / chunk;
     const int64_t f32_blocks = (r.activation_checkpointing ? 2 : 1) * 2 * L;  // forward (+ rerun)
+    const int64_t moe_blocks = c.mlp == models::MlpKind::moe ? L : 0;
     TpTraffic t;
-    t.calls = (1 + f32_blocks) + 2 * chunks + (1 + 2 * L);
-    t.bytes = (1 + f32_blocks) * N * C * 4 + 3 * N * 4 + (1 + 2 * L) * N * C * ct;
+    t.calls = (1 + f32_blocks) + 2 * chunks + (1 + 2 * L) + moe_blocks;
+    t.bytes = (1 + f32_blocks) * N * C * 4 + 3 * N * 4 + (1 + 2 * L) * N * C * ct +
+              moe_blocks * N * c.moe.top_k * 4;
+    t.kv_ranks = kv_ranks(c, model.tp_size());
+    if (t.kv_ranks > 1) {
+        t.kv_calls = (c.qkv_bias ? 2 : 1) * L;
+        t.kv_bytes = L * kv_rows_numel(c) * 4;
+    }
     return t;
 }
 
@@ -269,11 +355,15 @@ std::string MemoryEstimate::report() const {
         "transient       {} (largest extra set alive at once)\n"
         "peak per rank   {}\n"
         "comm per step   {} sent per rank (dp all-reduce {}, reduce-scatter {}, all-gather {}; "
-        "tp all-reduce {} in {} calls)\n",
+        "tp all-reduce {} in {} calls{})\n",
         static_cast<double>(n_params) / 1e6, dp, tp, b(params), b(grads), b(master), b(optimizer),
         b(activations), b(transient), b(peak), b(comm.total()), b(comm.dp_allreduce),
         b(comm.dp_reduce_scatter), b(comm.dp_allgather), b(comm.tp_allreduce),
-        comm.tp_allreduce_calls);
+        comm.tp_allreduce_calls,
+        comm.tp_kv_allreduce_calls > 0
+            ? fmt::format("; tp-kv all-reduce {} in {} calls over {} ranks",
+                          b(comm.tp_kv_allreduce), comm.tp_kv_allreduce_calls, comm.kv_ranks)
+            : std::string());
 }
 
 }  // namespace zs::zero

@@ -5,10 +5,11 @@
 // Model states (params, grads, master weights, optimizer states) per stage are in zero/engine.h's
 // table, over this rank's layout: under tensor parallelism the rank's shard (RankModel), and ZeRO
 // partitions over the data-parallel group only (dp = world / tp). Activations come from
-// models::Transformer::activation_bytes at the rank's dimensions; the engine's transients are the
-// full gradients of the groups in flight (stages 2-3) and the gathered weights of the groups in
-// use (stage 3). Communication is what one rank sends per optimizer step with ring algorithms,
-// by group and collective (CommEstimate).
+// models::Transformer::activation_bytes at the rank's dimensions, completed with what it leaves
+// out there (an MoE block's router and gathered expert rows, the copy of a replicated KV head's
+// gradient rows); the engine's transients are the full gradients of the groups in flight
+// (stages 2-3) and the gathered weights of the groups in use (stage 3). Communication is what one
+// rank sends per optimizer step with ring algorithms, by group and collective (CommEstimate).
 #pragma once
 
 #include <cstdint>
@@ -42,11 +43,19 @@ struct CommEstimate {
     int64_t dp_allreduce = 0;       // stage 0: f32 gradients
     int64_t dp_reduce_scatter = 0;  // stages 1-3: f32 gradients
     int64_t dp_allgather = 0;       // stages 1-3: compute weights
-    // Tensor parallelism over the tp group: activations and their gradients (TpTraffic), every
-    // micro-batch of the step.
+    // Tensor parallelism over the tp group: activations and their gradients, and MoE gate
+    // weights' gradients (TpTraffic), every micro-batch of the step.
     int64_t tp_allreduce = 0;
     int64_t tp_allreduce_calls = 0;
-    int64_t total() const { return dp_allreduce + dp_reduce_scatter + dp_allgather + tp_allreduce; }
+    // Replicated KV heads (num_key_value_heads < tp): over the kv group of the kv_ranks =
+    // tp / num_key_value_heads ranks holding one KV head (split from tp), the f32 gradient rows
+    // of that head, every micro-batch of the step. 0 otherwise.
+    int kv_ranks = 1;
+    int64_t tp_kv_allreduce = 0;
+    int64_t tp_kv_allreduce_calls = 0;
+    int64_t total() const {
+        return dp_allreduce + dp_reduce_scatter + dp_allgather + tp_allreduce + tp_kv_allreduce;
+    }
 };
 
 struct MemoryEstimate {
@@ -69,29 +78,42 @@ class RankModel;
 MemoryEstimate estimate(const RankModel& model, const EstimateInput& in);
 MemoryEstimate estimate(const models::Transformer& model, const EstimateInput& in);
 
-// The all-reduces tensor parallelism issues over the tp group in one training micro-batch of
-// [B, T] tokens (N = B T), as models::Transformer runs them; bytes are the payload (before the
-// ring factor), ct the compute dtype:
+// The all-reduces tensor parallelism issues in one training micro-batch of [B, T] tokens
+// (N = B T), as models::Transformer runs them; bytes are the payload (before the ring factor), ct
+// the compute dtype. Over the tp group:
 //   forward   vocabulary-parallel embedding         [N, C] f32    1
 //             each block: attention and MLP output  [N, C] f32    2 L
 //             vocabulary-parallel cross-entropy     [n] f32 (row max) and [2, n] f32 (sum of exps,
 //                                                   target logit) per logits chunk of n rows: 3 N
 //   backward  vocabulary-parallel LM head's dx      [N, C] ct     1
 //             each block: MLP and attention dx      [N, C] ct     2 L
+//             each MoE block: the gate weights'     [N, k] f32    L
+//             gradient (Moe::backward)
 //             activation checkpointing re-runs each block's forward: 2 L more [N, C] f32
-// Zero for a model without tensor parallelism. (The trainer's per-step scalars, the gradient norm
-// and overflow flag, are not counted.)
+// Over the kv group (replicated KV heads: num_key_value_heads < tp, kv_ranks = tp /
+// num_key_value_heads ranks per KV head), each block's backward sums this micro-batch's share of
+// its KV head's gradient rows (k and v, one head each: Transformer::sum_replicated_kv_grads):
+//             the QKV weight's rows                 [2 HS, C] f32  L
+//             the QKV bias's rows (when present)    [2 HS] f32     L
+// (the re-run forward of activation checkpointing adds none). Zero for a model without tensor
+// parallelism. (The trainer's per-step scalars, the gradient norm and overflow flag, are not
+// counted.)
 struct TpTraffic {
-    int64_t calls = 0;
+    int64_t calls = 0;  // over tp
     int64_t bytes = 0;
+    int kv_ranks = 1;      // the kv group's size; 1: KV heads are split, no kv group
+    int64_t kv_calls = 0;  // over the kv group
+    int64_t kv_bytes = 0;
 };
 TpTraffic tp_micro_batch_traffic(const models::Transformer& model, int64_t B, int64_t T);
 
 // The model rank 0 of a size-tp tensor-parallel group holds (the largest shard: the vocabulary's
 // last may be shorter), built on one process without communicating: the Transformer sees a
-// stand-in group that answers rank() and size() and refuses every collective. tp 1: the whole
-// model. Refuses a tp that does not divide the model's attention heads (parallel::check_model),
-// KV heads or intermediate size, or an MoE model under tp > 1, naming the size and the dimension.
+// stand-in group that answers rank() and size() and refuses every collective; its split() (the
+// kv group of replicated KV heads) answers a stand-in of tp / num_key_value_heads ranks. tp 1:
+// the whole model. Refuses a tp that does not divide the model's attention heads, nor divides or
+// is a multiple of its KV heads (parallel::check_model), or does not divide its intermediate size
+// (of each expert for MoE), naming the size and the dimension.
 class RankModel {
 public:
     RankModel(const models::ModelConfig& cfg, const models::RunConfig& run, int tp);

@@ -1,9 +1,11 @@
 // zerospeed estimate against measurement: the peak bytes the trainer's allocator records over a
 // few steps (one rank, stages 0-3, f32 and bf16, with and without activation checkpointing) are
 // within 10% of the estimate, and the persistent model-state bytes match the per-stage formulas
-// within 5%. Under tensor parallelism, against real tp-sized models over thread-ranks: each rank's
-// parameters are its shard by the Megatron rules, and the bytes the model and the trainer hand to
-// their communicators (counted by a decorator) are the estimate's, group by group.
+// within 5%; an MoE model's activations at a tensor-parallel rank's dimensions are the measured
+// ones. Under tensor parallelism (split and replicated KV heads, dense and MoE MLPs), against real
+// tp-sized models over thread-ranks: each rank's parameters are its shard by the Megatron rules,
+// and the bytes the model and the trainer hand to their communicators and to the sub-groups split
+// from them (counted by a decorator) are the estimate's, group by group.
 #include "zero/estimate.h"
 
 #include <filesystem>
@@ -104,6 +106,20 @@ const char* kGpt2 = R"({"model_type": "gpt2", "vocab_size": 61, "n_embd": 32, "n
 const char* kLlama = R"({"model_type": "llama", "vocab_size": 58, "hidden_size": 32,
     "num_hidden_layers": 2, "num_attention_heads": 8, "num_key_value_heads": 4,
     "intermediate_size": 48, "max_position_embeddings": 32})";  // GQA, SwiGLU, untied head
+// KV heads replicated at tp 4 (each on 2 ranks), split at tp 2.
+const char* kLlamaKv = R"({"model_type": "llama", "vocab_size": 58, "hidden_size": 32,
+    "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
+    "intermediate_size": 48, "max_position_embeddings": 32})";
+// One KV head, replicated on every tp rank, with a QKV bias (its rows are summed too); tied.
+const char* kQwenKv = R"({"model_type": "qwen2", "vocab_size": 47, "hidden_size": 32,
+    "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 1,
+    "intermediate_size": 40, "max_position_embeddings": 32, "tie_word_embeddings": true})";
+// Mixtral-shaped: 4 experts top-2 with the load-balancing loss; KV heads split at tp 2,
+// replicated at tp 4.
+const char* kMixtral = R"({"model_type": "mixtral", "vocab_size": 58, "hidden_size": 32,
+    "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
+    "intermediate_size": 24, "max_position_embeddings": 32, "num_local_experts": 4,
+    "num_experts_per_tok": 2, "router_aux_loss_coef": 0.02, "output_router_logits": true})";
 
 // Forwards every call to a real communicator and records what each collective was handed.
 class CountingComm final : public comm::Communicator {
@@ -185,14 +201,30 @@ private:
 bool replicated(const std::string& name) {
     return name.find(".ln") != std::string::npos || name.starts_with("head.norm") ||
            name == "embed.positions" || name.ends_with(".attn.out.bias") ||
-           name.ends_with(".mlp.down.bias");
+           name.ends_with(".mlp.down.bias") || name.ends_with(".moe.router.weight");
+}
+
+// Elements of the whole model's KV heads that replication adds over the tp ranks: each of the
+// NKV < tp KV heads (k and v rows of the fused QKV weight and bias) is on tp / NKV ranks.
+int64_t replicated_kv_extra(const models::Transformer& whole, int tp) {
+    const models::ModelConfig& c = whole.config();
+    if (c.n_kv_heads >= tp) return 0;
+    int64_t n = 0;
+    for (const models::ParamInfo& p : whole.layout().params()) {
+        if (p.name.find(".attn.qkv.") == std::string::npos) continue;
+        const int64_t row = p.shape.ndim() == 2 ? p.shape[1] : 1;
+        n += (tp - c.n_kv_heads) * 2 * c.head_dim * row;
+    }
+    return n;
 }
 
 // Rank r's parameter count by the rules, from the whole model's parameters: replicated ones whole,
-// the vocabulary's rows (embedding, LM head) ceil(V / tp) per rank with the last shorter,
-// everything else 1/tp.
+// the vocabulary's rows (embedding, LM head) ceil(V / tp) per rank with the last shorter, the
+// fused QKV rows 1/tp of the query heads and one KV head each when tp exceeds the KV heads,
+// everything else (experts included) 1/tp.
 int64_t shard_numel_by_rule(const models::Transformer& whole, int r, int tp) {
-    const int64_t V = whole.config().vocab_size, per = (V + tp - 1) / tp;
+    const models::ModelConfig& c = whole.config();
+    const int64_t V = c.vocab_size, per = (V + tp - 1) / tp;
     const int64_t rows = std::max<int64_t>(0, std::min(per, V - r * per));
     int64_t n = 0;
     for (const models::ParamInfo& p : whole.layout().params()) {
@@ -200,6 +232,9 @@ int64_t shard_numel_by_rule(const models::Transformer& whole, int r, int tp) {
             n += p.numel();
         } else if (p.name == "embed.tokens" || p.name == "head.out.weight") {
             n += rows * p.shape[1];
+        } else if (p.name.find(".attn.qkv.") != std::string::npos && c.n_kv_heads < tp) {
+            const int64_t row = p.shape.ndim() == 2 ? p.shape[1] : 1;
+            n += (c.q_dim() / tp + 2 * c.head_dim) * row;
         } else {
             EXPECT_EQ(p.numel() % tp, 0) << p.name;
             n += p.numel() / tp;
@@ -215,7 +250,7 @@ int64_t numel_of(const models::Transformer& m) {
 }
 
 TEST(EstimateTensorParallel, EachRankHoldsItsShard) {
-    for (const char* json : {kGpt2, kLlama}) {
+    for (const char* json : {kGpt2, kLlama, kLlamaKv, kQwenKv, kMixtral}) {
         const models::ModelConfig mc = models::parse_hf_config(json, "test");
         const models::Transformer whole(mc, models::RunConfig{});
         for (int tp : {2, 4}) {
@@ -248,8 +283,11 @@ TEST(EstimateTensorParallel, EachRankHoldsItsShard) {
             for (const models::ParamInfo& p : whole.layout().params()) {
                 if (replicated(p.name)) replicated_numel += p.numel();
             }
-            // Every split element on one rank, every replicated one on all.
-            EXPECT_EQ(sum, numel_of(whole) + (tp - 1) * replicated_numel) << at;
+            // Every split element on one rank, every replicated one on all, a replicated KV head
+            // on tp / NKV.
+            EXPECT_EQ(
+                sum, numel_of(whole) + (tp - 1) * replicated_numel + replicated_kv_extra(whole, tp))
+                << at;
             // The stand-in group lays out rank 0's real shard; its estimate is the real model's.
             for (int stage = 0; stage <= 3; ++stage) {
                 EstimateInput in;
@@ -272,13 +310,76 @@ TEST(EstimateTensorParallel, EachRankHoldsItsShard) {
     }
 }
 
-// One micro-batch of a tp model through a counting communicator: the all-reduces it issues (count
-// and bytes) are tp_micro_batch_traffic's, for f32 and bf16, with and without activation
-// checkpointing, the logits in several chunks; and the step's bytes sent are the ring's share of
-// them per micro-batch.
+// An MoE model at a tensor-parallel rank's dimensions (RankModel's local model: its share of each
+// expert's columns, of the heads and the vocabulary; the router, the gathered rows and the
+// residual stream whole): the activations saved across the step are the measured ones, and the
+// peak the allocator records in a micro-batch is the estimate's when every token picks the same
+// experts (a zero router: ties go to the lower index), the busiest expert's backward at its bound,
+// and within it otherwise (random routing).
+TEST(EstimateTensorParallel, MoeActivationsAtTheRanksDimensions) {
+    const int64_t B = 2, T = 32;
+    const models::ModelConfig mc = models::parse_hf_config(
+        R"({"model_type": "mixtral", "vocab_size": 58, "hidden_size": 64, "num_hidden_layers": 2,
+        "num_attention_heads": 4, "num_key_value_heads": 4, "intermediate_size": 96,
+        "max_position_embeddings": 32, "num_local_experts": 4, "num_experts_per_tok": 2,
+        "router_aux_loss_coef": 0.02, "output_router_logits": true})",
+        "test");
+    for (int tp : {1, 2, 4}) {
+        for (core::DType ct : {core::DType::f32, core::DType::bf16}) {
+            for (bool ckpt : {false, true}) {
+                for (bool zero_router : {true, false}) {
+                    const models::RunConfig run{
+                        .compute_dtype = ct, .activation_checkpointing = ckpt, .logits_chunk = 16};
+                    const RankModel rank(mc, run, tp);
+                    models::Transformer m(rank.local_model().config(), run);
+                    models::DenseParams p(m.layout(), ct, true);
+                    p.init(1);
+                    p.bind(m.binding());
+                    for (size_t i = 0; i < m.layout().params().size(); ++i) {
+                        if (zero_router &&
+                            m.layout().params()[i].name.ends_with(".moe.router.weight"))
+                            p.weight(static_cast<models::ParamId>(i)).zero();
+                    }
+                    zs::test::Rng rng(3);
+                    const int64_t V = m.config().vocab_size;  // the rank's rows
+                    const models::TrainBatch bt{
+                        zs::test::random_ints(rng, {B, T}, core::DType::i32, 0, V - 1),
+                        zs::test::random_ints(rng, {B, T}, core::DType::i32, 0, V - 1)};
+                    const int64_t before = core::memory_stats().current_total;
+                    core::backend(core::Device::cpu()).memory().reset_peak();
+                    m.forward_backward(bt, 1.0f);
+                    const core::MemStats s = core::memory_stats();
+                    EstimateInput in;
+                    in.world = tp;
+                    in.sizes.tp = tp;
+                    in.micro_batch = B;
+                    in.seq_len = T;
+                    const MemoryEstimate e = estimate(rank, in);
+                    const std::string at =
+                        fmt::format("tp {} {}{}{}", tp, core::to_string(ct), ckpt ? " ckpt" : "",
+                                    zero_router ? " zero router" : "");
+                    // What stays: the saved activations and the residual stream's gradient
+                    // (dres, counted in the transient).
+                    EXPECT_EQ(s.current_total - before, e.activations + B * T * mc.hidden_size * 4)
+                        << at;
+                    if (zero_router) {
+                        EXPECT_EQ(s.peak_total - before, e.activations + e.transient) << at;
+                    } else {
+                        EXPECT_LE(s.peak_total - before, e.activations + e.transient) << at;
+                    }
+                }
+            }
+        }
+    }
+}
+
+// One micro-batch of a tp model through a counting communicator: the all-reduces it issues over
+// tp and over the kv group it splits from tp (count and bytes) are tp_micro_batch_traffic's, for
+// f32 and bf16, with and without activation checkpointing, the logits in several chunks; and the
+// step's bytes sent are the ring's share of them per micro-batch, group by group.
 TEST(EstimateTensorParallel, TrafficEqualsTheModelsCollectives) {
     const int64_t B = 2, T = 9;
-    for (const char* json : {kGpt2, kLlama}) {
+    for (const char* json : {kGpt2, kLlama, kLlamaKv, kQwenKv, kMixtral}) {
         const models::ModelConfig mc = models::parse_hf_config(json, "test");
         for (int tp : {2, 4}) {
             for (core::DType ct : {core::DType::f32, core::DType::bf16}) {
@@ -301,15 +402,25 @@ TEST(EstimateTensorParallel, TrafficEqualsTheModelsCollectives) {
                         const std::string at = mc.model_type + " tp " + std::to_string(tp) + " " +
                                                core::to_string(ct) + (ckpt ? " ckpt" : "") +
                                                " rank " + std::to_string(r);
-                        int64_t calls = 0, bytes = 0;
-                        for (const CountingComm::Call& c : counted.calls) {
+                        // The tp group's calls, and the kv group's (split from it: replicated
+                        // KV heads).
+                        int64_t calls = 0, bytes = 0, kv_calls = 0, kv_bytes = 0;
+                        for (const auto& [from, c] : counted.all_calls()) {
                             EXPECT_EQ(c.op, "allreduce") << at;
-                            ++calls;
-                            bytes += c.bytes;
+                            ++(from == &counted ? calls : kv_calls);
+                            (from == &counted ? bytes : kv_bytes) += c.bytes;
                         }
+                        const bool kv_replicated = mc.n_kv_heads < tp;
+                        ASSERT_EQ(counted.children.size(), kv_replicated ? 1U : 0U) << at;
+                        const int kv_ranks = kv_replicated ? counted.children[0]->size() : 1;
+                        EXPECT_EQ(kv_ranks, kv_replicated ? tp / mc.n_kv_heads : 1) << at;
+                        EXPECT_EQ(kv_calls > 0, kv_replicated) << at;
                         const TpTraffic t = tp_micro_batch_traffic(m, B, T);
                         EXPECT_EQ(t.calls, calls) << at;
                         EXPECT_EQ(t.bytes, bytes) << at;
+                        EXPECT_EQ(t.kv_ranks, kv_ranks) << at;
+                        EXPECT_EQ(t.kv_calls, kv_calls) << at;
+                        EXPECT_EQ(t.kv_bytes, kv_bytes) << at;
                         EstimateInput in;
                         in.world = tp;
                         in.sizes.tp = tp;
@@ -321,6 +432,12 @@ TEST(EstimateTensorParallel, TrafficEqualsTheModelsCollectives) {
                         EXPECT_DOUBLE_EQ(static_cast<double>(e.comm.tp_allreduce),
                                          3.0 * 2.0 * (tp - 1) / tp * static_cast<double>(bytes))
                             << at;
+                        EXPECT_EQ(e.comm.kv_ranks, kv_ranks) << at;
+                        EXPECT_EQ(e.comm.tp_kv_allreduce_calls, 3 * kv_calls) << at;
+                        EXPECT_DOUBLE_EQ(
+                            static_cast<double>(e.comm.tp_kv_allreduce),
+                            3.0 * 2.0 * (kv_ranks - 1) / kv_ranks * static_cast<double>(kv_bytes))
+                            << at;
                         EXPECT_EQ(
                             e.comm.dp_allreduce + e.comm.dp_reduce_scatter + e.comm.dp_allgather, 0)
                             << at;
@@ -331,9 +448,10 @@ TEST(EstimateTensorParallel, TrafficEqualsTheModelsCollectives) {
     }
 }
 
-// A training step of the trainer (ZeRO 0-3 over dp, tp inside) through counting communicators:
-// the bytes a ring sends for every collective the engine and the model hand over equal the
-// estimate's, by collective. The trainer's scalar reductions (loss, gradient norm: at most 2
+// A training step of the trainer (ZeRO 0-3 over dp, tp inside; replicated KV heads and MoE
+// included) through counting communicators: the bytes a ring sends for every collective the
+// engine and the model hand over, on every group split from the world, equal the estimate's, by
+// collective. The trainer's scalar reductions (loss, gradient norm: at most 2
 // elements) are not counted. The second step is counted (the first records stage 3's order).
 TEST(EstimateTensorParallel, StepTrafficEqualsTheTrainersCollectives) {
     const int64_t micro = 2, T = 16, accum = 2;
@@ -349,7 +467,14 @@ TEST(EstimateTensorParallel, StepTrafficEqualsTheTrainersCollectives) {
             cases.push_back({json, 2, 1, stage, stage % 2 == 1, 0});
             cases.push_back({json, 4, 2, stage, stage % 2 == 0, 0});
         }
+        cases.push_back({kLlamaKv, 4, 4, stage, stage % 2 == 1, 0});  // each KV head on 2 ranks
+        cases.push_back({kMixtral, 4, 2, stage, stage % 2 == 0, 0});
     }
+    // dp 2 x tp 4: experts and replicated KV heads (a tp group that is not the world); one KV
+    // head with a bias on all 4 tp ranks.
+    cases.push_back({kMixtral, 8, 4, 1, true, 0});
+    cases.push_back({kMixtral, 8, 4, 3, false, 0});
+    cases.push_back({kQwenKv, 4, 4, 2, true, 0});
     // Stage 3 with the small groups (embedding, head) persistent and the blocks not.
     cases.push_back({kLlama, 4, 2, 3, true, 2000});
     cases.push_back({kGpt2, 2, 1, 3, false, 2500});
@@ -410,7 +535,8 @@ TEST(EstimateTensorParallel, StepTrafficEqualsTheTrainersCollectives) {
             in.persistence_threshold = c.persistence;
             const MemoryEstimate e = estimate(t.model(), in);
             EXPECT_DOUBLE_EQ(allreduce,
-                             static_cast<double>(e.comm.dp_allreduce + e.comm.tp_allreduce))
+                             static_cast<double>(e.comm.dp_allreduce + e.comm.tp_allreduce +
+                                                 e.comm.tp_kv_allreduce))
                 << at;
             EXPECT_DOUBLE_EQ(reduce_scatter, static_cast<double>(e.comm.dp_reduce_scatter)) << at;
             EXPECT_DOUBLE_EQ(allgather, static_cast<double>(e.comm.dp_allgather)) << at;
@@ -429,9 +555,15 @@ TEST(EstimateTensorParallel, SizesThatDoNotFitAreRefusedByName) {
     };
     const models::ModelConfig llama = models::parse_hf_config(kLlama, "test");
     refused([&] { RankModel m(llama, {}, 3); }, "tp = 3 does not divide llama's 8 attention heads");
-    refused([&] { RankModel m(llama, {}, 8); }, "tp = 8 does not divide llama's 4 KV heads");
     models::ModelConfig odd = llama;
+    odd.n_heads = 12;
+    refused([&] { RankModel m(odd, {}, 6); }, "tp = 6 and llama's 4 KV heads");
+    odd = llama;
     odd.intermediate = 50;
+    // Replicated KV heads (8 heads at tp 8: each of the 4 KV heads on 2 ranks) and experts are
+    // estimated.
+    EXPECT_EQ(RankModel(llama, {}, 8).model().local_config().n_kv_heads, 1);
+    EXPECT_EQ(RankModel(models::parse_hf_config(kMixtral, "test"), {}, 4).model().tp_size(), 4);
     refused([&] { RankModel m(odd, {}, 4); },
             "tp = 4 does not divide llama's MLP intermediate size 50");
     const RankModel tp2(llama, {}, 2);
