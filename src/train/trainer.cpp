@@ -752,8 +752,12 @@ void Trainer::load_checkpoint(const std::string& path) {
                        ls.at("last_overflow_iter").get<int64_t>(),
                        ls.at("cur_hysteresis").get<int>()});
     if (world_.rank() == 0) {
-        log_info("resumed from {} (step {}, saved at world size {} with tp {}, ZeRO stage {})", dir,
-                 steps_done_, m.at("world_size").get<int>(), m.value("tensor_parallel_size", 1),
+        const int saved_tp = m.value("tensor_parallel_size", 1);
+        log_info("resumed from {} (step {}, saved at world size {}{}, ZeRO stage {})", dir,
+                 steps_done_, m.at("world_size").get<int>(),
+                 saved_tp > 1 ? fmt::format(" = {} dp x {} tp",
+                                            m.at("world_size").get<int>() / saved_tp, saved_tp)
+                              : std::string(),
                  m.at("zero_stage").get<int>());
     }
 }

@@ -29,6 +29,8 @@ for pair in "2 1" "1 2"; do
     # shellcheck disable=SC2046
     OMP_NUM_THREADS=1 "$run" --num_procs $((2 * load_tp)) "$bin" $(train_args "$work/ds2.json" "$work/rest.csv" --steps $steps --save "$work/ckpt" --resume --tp "$load_tp") \
         >"$work/rest.log" 2>&1 || { cat "$work/rest.log"; exit 1; }
-    grep -q "with tp $save_tp" "$work/rest.log" || { cat "$work/rest.log"; exit 1; }
+    want="saved at world size $((2 * save_tp)), ZeRO"
+    [ "$save_tp" -eq 1 ] || want="saved at world size 4 = 2 dp x 2 tp"
+    grep -q "$want" "$work/rest.log" || { cat "$work/rest.log"; exit 1; }
     same_losses "$work/base.csv" "$work/rest.csv" "saved at dp 2 x tp $save_tp, resumed at dp 2 x tp $load_tp"
 done
