@@ -18,18 +18,20 @@
 
 #include "core/tensor.h"
 #include "models/config.h"
+#include "ops/paged_attention.h"
 
 namespace zs::infer {
 
 using core::DType;
 using core::Tensor;
 
-using BlockId = int32_t;
+// Block ids and kNoBlock are the paged-attention ops' (ops/paged_attention.h), which read the
+// tables. kNoBlock marks a block-table slot whose block was returned to the pool: with a sliding
+// window on every layer, the leading blocks no future query can read (scheduler.h). Never passed
+// to the pool.
+using ops::BlockId;
+using ops::kNoBlock;
 using BlockHash = uint64_t;
-
-// A block-table slot whose block was returned to the pool: with a sliding window on every layer,
-// the leading blocks no future query can read (scheduler.h). Never passed to the pool.
-inline constexpr BlockId kNoBlock = -1;
 
 // The hash a chain of blocks starts from (the "parent" of a sequence's first block).
 inline constexpr BlockHash kRootBlockHash = 0x5a17'0b10'c4a5'e001ull;

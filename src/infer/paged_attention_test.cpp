@@ -73,8 +73,8 @@ void run_case(const Case& c, uint64_t seed) {
     for (Seq& s : seqs) {
         if (s.hist == 0) continue;
         std::vector<SeqSlice> one = {{0, s.hist, 0, s.blocks}};
-        paged_kv_write(pool.k_cache(layer), pool.v_cache(layer), s.k.slice(0, 0, s.hist),
-                       s.v.slice(0, 0, s.hist), one);
+        ops::paged_kv_write(pool.k_cache(layer), pool.v_cache(layer), s.k.slice(0, 0, s.hist),
+                            s.v.slice(0, 0, s.hist), one);
     }
     // This step's fused projection [N, (NH + 2 NKV) * HS] and its q, k, v views.
     const int64_t W = (c.NH + 2 * c.NKV) * c.HS;
@@ -170,11 +170,11 @@ TEST(PagedAttention, ChunkingDoesNotChangeAnyBit) {
     Tensor q = zs::test::random_tensor(rng, {T, NH, HS}, DType::f32, -3.0, 3.0);
     Tensor kv = zs::test::random_tensor(rng, {T, NKV, HS}, DType::f32);
     std::vector<SeqSlice> whole = {{0, T, 0, blocks}};
-    paged_kv_write(pool.k_cache(0), pool.v_cache(0), kv, kv, whole);
+    ops::paged_kv_write(pool.k_cache(0), pool.v_cache(0), kv, kv, whole);
     Tensor a = Tensor::empty({T, NH, HS}, DType::f32), b = Tensor::empty({T, NH, HS}, DType::f32);
-    paged_attention_forward(a, q, pool.k_cache(0), pool.v_cache(0), whole);
+    ops::paged_attention_forward(a, q, pool.k_cache(0), pool.v_cache(0), whole);
     std::vector<SeqSlice> parts = {{0, 5, 0, blocks}, {5, 17, 5, blocks}, {22, 15, 22, blocks}};
-    paged_attention_forward(b, q, pool.k_cache(0), pool.v_cache(0), parts);
+    ops::paged_attention_forward(b, q, pool.k_cache(0), pool.v_cache(0), parts);
     EXPECT_EQ(std::memcmp(a.data_ptr(), b.data_ptr(), a.nbytes()), 0);
 }
 

@@ -30,6 +30,9 @@ Transformer::Transformer(ModelConfig cfg, RunConfig run) : cfg_(std::move(cfg)),
     if (cfg_.pos == PosKind::rope) {
         rope_ = std::make_unique<ops::RopeTable>(cfg_.max_positions, cfg_.rope_inv_freq());
     }
+    // NOTE(seam): the training attention core; sequence parallelism will choose a Ulysses or
+    // ring core wrapping this one here (attention_core.h).
+    core_ = std::make_unique<LocalAttention>();
     lcfg_ = cfg_;
     v1_ = cfg_.vocab_size;
     if (run_.tp != nullptr && run_.tp->size() > 1) {
@@ -107,7 +110,7 @@ void Transformer::build_layout() {
         ops::AttentionOptions ao;
         ao.scale = c.attention_scale(l);
         ao.window = c.window(l);
-        attn_.emplace_back(lcfg_, ap, rope_.get(), ao, out_bias);
+        attn_.emplace_back(lcfg_, static_cast<int>(l), ap, rope_.get(), ao, out_bias);
         norm2_.push_back(norm(g, pre + ".ln2"));
         auto mlp_params = [&](const std::string& mp, int64_t up_rows) {
             MlpParams m;
@@ -183,7 +186,7 @@ void Transformer::block_forward(int64_t l, BlockState& st, const Tensor& in, con
         }
     };
     residual_into(st.r1, in);
-    attn_[li].forward(binding_, st.attn, st.r1, st.xn1, B, T, positions_);
+    attn_[li].forward(binding_, st.attn, st.r1, st.xn1, B, T, positions_, *core_);
     if (tp_) tp_->allreduce(st.r1, comm::ReduceOp::sum).wait();
     ensure(st.xn2, {N, C}, ct);
     ensure(st.rstd2, {N}, DType::f32);
@@ -217,7 +220,7 @@ void Transformer::block_backward(int64_t l, BlockState& st, const Tensor& in, co
     if (kv_group_) {
         for (const Tensor& g : replicated_kv_grads(l)) kv_before.push_back(g.clone());
     }
-    attn_[li].backward(binding_, st.attn, dxn, dres, st.xn1, B, T, positions_);
+    attn_[li].backward(binding_, st.attn, dxn, dres, st.xn1, B, T, positions_, *core_);
     if (kv_group_) sum_replicated_kv_grads(l, kv_before);
     if (tp_) tp_->allreduce(dxn, comm::ReduceOp::sum).wait();
     norm1_[li].backward(binding_, dres, dxn, in, st.mean1, st.rstd1);
@@ -504,21 +507,18 @@ Tensor Transformer::forward_tokens(const Tensor& ids, const Tensor& positions, K
     // local_config()), each output projection's partial sum is all-reduced before it joins the
     // residual, and the vocabulary-parallel logits are all-gathered so every rank samples alike.
     const ModelConfig& lc = lcfg_;
-    const int64_t N = ids.numel(), C = cfg_.hidden_size, HS = cfg_.head_dim;
+    const int64_t N = ids.numel(), C = cfg_.hidden_size;
     const DType ct = run_.compute_dtype;
     ZS_CHECK_T(ShapeError, positions.numel() == N, "positions ({}) must match ids ({})",
                positions.numel(), N);
     Tensor r = Tensor::empty({N, C}, DType::f32, core::Device::cpu(), core::MemCategory::buffers);
     embed_forward(ids, positions, r);
     Tensor xn = Tensor::empty({N, C}, ct, core::Device::cpu(), core::MemCategory::buffers);
-    Tensor qkv =
-        Tensor::empty({N, lc.qkv_dim()}, ct, core::Device::cpu(), core::MemCategory::buffers);
-    Tensor att =
-        Tensor::empty({N, lc.q_dim()}, ct, core::Device::cpu(), core::MemCategory::buffers);
-    const int64_t W = lc.qkv_dim();
-    Tensor q = qkv.as_strided({N, lc.n_heads, HS}, {W, HS, 1}, 0);
-    Tensor k = qkv.as_strided({N, lc.n_kv_heads, HS}, {W, HS, 1}, lc.q_dim());
-    Tensor v = qkv.as_strided({N, lc.n_kv_heads, HS}, {W, HS, 1}, lc.q_dim() + lc.kv_dim());
+    // Training's attention blocks over the KV cache's core, as one flat batch (B = 1, T = N);
+    // their buffers (qkv, att) are this forward's, reused by every layer.
+    Attention::Saved as;
+    ensure(as.qkv, {N, lc.qkv_dim()}, ct, core::MemCategory::buffers);
+    ensure(as.att, {N, lc.q_dim()}, ct, core::MemCategory::buffers);
     // The row-parallel outputs' partial sums (tensor parallelism only).
     Tensor part =
         tp_ ? Tensor::empty({N, C}, DType::f32, core::Device::cpu(), core::MemCategory::buffers)
@@ -532,21 +532,10 @@ Tensor Transformer::forward_tokens(const Tensor& ids, const Tensor& positions, K
     for (int64_t l = 0; l < cfg_.n_layers; ++l) {
         const auto li = static_cast<size_t>(l);
         norm1_[li].forward(binding_, xn, Tensor(), Tensor(), r);
-        const AttentionParams& ap = attn_[li].params();
-        ops::linear_forward(qkv, xn, binding_.w(ap.wqkv),
-                            ap.bqkv == kNoParam ? Tensor() : binding_.w(ap.bqkv));
-        if (rope_) {
-            ops::rope_forward(q, positions, *rope_);
-            ops::rope_forward(k, positions, *rope_);
-        }
-        kv.attend(static_cast<int>(l), attn_[li].options(), q, k, v, att.view({N, lc.n_heads, HS}));
-        const Tensor bo = ap.bo == kNoParam || tp_rank_ != 0 ? Tensor() : binding_.w(ap.bo);
-        if (tp_) {
-            ops::matmul(part, att, binding_.w(ap.wo), {.trans_b = true}, bo);
-            reduce_into_residual();
-        } else {
-            ops::matmul(r, att, binding_.w(ap.wo), {.trans_b = true, .beta = 1.0f}, bo);
-        }
+        const Tensor& attn_out = tp_ ? part : r;
+        if (tp_) std::fill_n(part.data<float>(), part.numel(), 0.0f);
+        attn_[li].forward(binding_, as, attn_out, xn, 1, N, positions, kv);
+        if (tp_) reduce_into_residual();
         norm2_[li].forward(binding_, xn, Tensor(), Tensor(), r);
         const Tensor& mlp_out = tp_ ? part : r;
         if (tp_) std::fill_n(part.data<float>(), part.numel(), 0.0f);

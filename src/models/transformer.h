@@ -9,15 +9,17 @@
 // accumulates gradients into the bound gradient views. GroupHooks are called around each group
 // (embed, blocks.i, head) so ZeRO-3 can gather/release weights and reduce gradients per block.
 //
-// Inference: forward_tokens() runs a flat batch of tokens from any number of sequences; attention
-// goes through a KvAttention that owns the cache layout (contiguous for `generate`, paged for the
-// serving engine).
+// Inference: forward_tokens() runs a flat batch of tokens from any number of sequences through
+// the same blocks; attention goes through a KvAttention that owns the cache layout (contiguous for
+// `generate`, paged for the serving engine). Training attends through the core chosen at
+// construction (local). attention_core.h describes the seam.
 #pragma once
 
 #include <memory>
 #include <utility>
 #include <vector>
 
+#include "models/attention_core.h"
 #include "models/config.h"
 #include "models/layers/layers.h"
 #include "models/params.h"
@@ -61,16 +63,6 @@ struct LossStats {
     // blocks + embedding backward. Hook waits (ZeRO-3 gathers) count in their phase.
     double forward_s = 0, head_s = 0, backward_s = 0;
     double mean() const { return n_tokens ? loss_sum / static_cast<double>(n_tokens) : 0.0; }
-};
-
-// Attention over a KV cache for inference. attend() stores k/v of the new tokens and writes
-// attention outputs: q [N, NH, HS], k, v [N, NKV, HS], out [N, NH, HS] (ct), for layer `layer`,
-// with that layer's options (scale, sliding window; causal always).
-class KvAttention {
-public:
-    virtual ~KvAttention() = default;
-    virtual void attend(int layer, const ops::AttentionOptions& opts, const Tensor& q,
-                        const Tensor& k, const Tensor& v, const Tensor& out) = 0;
 };
 
 // Bytes of activations a training micro-batch needs (from the model's own allocation pattern):
@@ -197,6 +189,7 @@ private:
     ParamLayout layout_;
     ParamBinding binding_;
     std::unique_ptr<ops::RopeTable> rope_;
+    std::unique_ptr<AttentionCore> core_;  // training's attention core (LocalAttention)
     ParamId wte_ = kNoParam, wpe_ = kNoParam, lm_head_ = kNoParam;
     Norm final_norm_;
     std::vector<Norm> norm1_, norm2_;

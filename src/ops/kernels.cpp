@@ -64,6 +64,14 @@ void Kernels::attention_backward(const Tensor&, const Tensor&, const Tensor&, co
                                  const Tensor&, const AttentionOptions&) {
     not_supported("attention_backward");
 }
+void Kernels::paged_kv_write(const Tensor&, const Tensor&, const Tensor&, const Tensor&,
+                             std::span<const SeqSlice>) {
+    not_supported("paged_kv_write");
+}
+void Kernels::paged_attention_forward(const Tensor&, const Tensor&, const Tensor&, const Tensor&,
+                                      std::span<const SeqSlice>, const AttentionOptions&) {
+    not_supported("paged_attention_forward");
+}
 void Kernels::embedding_forward(const Tensor&, const Tensor&, const Tensor&, bool) {
     not_supported("embedding_forward");
 }

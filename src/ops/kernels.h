@@ -9,6 +9,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <span>
 #include <string_view>
 
 #include "core/tensor.h"
@@ -17,6 +18,7 @@
 #include "ops/loss.h"
 #include "ops/matmul.h"
 #include "ops/moe.h"
+#include "ops/paged_attention.h"
 #include "ops/rope.h"
 
 namespace zs::ops {
@@ -64,6 +66,12 @@ public:
                                     const Tensor& dout, const Tensor& q, const Tensor& k,
                                     const Tensor& v, const Tensor& out, const Tensor& lse,
                                     const AttentionOptions& opts);
+    // Paged KV cache (ops/paged_attention.h): block tables are host spans on every device.
+    virtual void paged_kv_write(const Tensor& k_cache, const Tensor& v_cache, const Tensor& k,
+                                const Tensor& v, std::span<const SeqSlice> seqs);
+    virtual void paged_attention_forward(const Tensor& out, const Tensor& q, const Tensor& k_cache,
+                                         const Tensor& v_cache, std::span<const SeqSlice> seqs,
+                                         const AttentionOptions& opts);
 
     virtual void embedding_forward(const Tensor& out, const Tensor& ids, const Tensor& table,
                                    bool accumulate);

@@ -346,6 +346,80 @@ void CudaKernels::attention_backward(const Tensor& dq, const Tensor& dk, const T
                               static_cast<float*>(tmp->data()));
 }
 
+// ---- paged attention ----
+
+namespace {
+
+// [N, H, HS] rows as the launchers' HeadsArg (no batch dim).
+HeadsArg rows_heads_arg(const char* op, const Tensor& t) {
+    return {t.data_ptr(), float_type(op, t), 0, t.stride(0), t.stride(1)};
+}
+
+PagedGeom paged_geometry(const char* op, const Tensor& k_cache, int64_t n_rows, int64_t nh) {
+    PagedGeom g;
+    g.n_rows = n_rows;
+    g.nh = nh;
+    g.block_size = k_cache.size(1);
+    g.nkv = k_cache.size(2);
+    g.hs = k_cache.size(3);
+    ZS_CHECK_T(NotSupported, g.hs <= kAttnMaxHeadSize,
+               "{}: the cuda backend supports head sizes up to {} (got {})", op, kAttnMaxHeadSize,
+               g.hs);
+    ZS_CHECK_T(NotSupported, (n_rows * nh + 3) / 4 < (int64_t{1} << 31),
+               "{}: {} rows x {} heads is too large a grid for the cuda kernel", op, n_rows, nh);
+    return g;
+}
+
+// The batch layout (launch.h's PagedGeom comment) copied to the device. The copy synchronises
+// the stream (core::Backend::copy_from_host), so the host vector may go right after.
+std::shared_ptr<core::Buffer> upload_layout(core::Device dev, int64_t n_rows,
+                                            std::span<const ops::SeqSlice> seqs) {
+    const auto info = static_cast<size_t>(n_rows);
+    size_t total = info + 3 * seqs.size();
+    for (const ops::SeqSlice& sl : seqs) total += sl.blocks.size();
+    std::vector<int64_t> h(total, -1);
+    size_t table = info + 3 * seqs.size();
+    for (size_t s = 0; s < seqs.size(); ++s) {
+        const ops::SeqSlice& sl = seqs[s];
+        for (int64_t r = sl.start; r < sl.start + sl.n_tokens; ++r)
+            h[static_cast<size_t>(r)] = static_cast<int64_t>(s);
+        h[info + 3 * s] = sl.start;
+        h[info + 3 * s + 1] = sl.pos;
+        h[info + 3 * s + 2] = static_cast<int64_t>(table);
+        std::copy(sl.blocks.begin(), sl.blocks.end(), h.begin() + static_cast<int64_t>(table));
+        table += sl.blocks.size();
+    }
+    auto buf = core::Buffer::allocate(h.size() * sizeof(int64_t), dev, core::MemCategory::buffers);
+    core::backend(dev).copy_from_host(buf->data(), h.data(), h.size() * sizeof(int64_t));
+    return buf;
+}
+
+}  // namespace
+
+void CudaKernels::paged_kv_write(const Tensor& k_cache, const Tensor& v_cache, const Tensor& k,
+                                 const Tensor& v, std::span<const ops::SeqSlice> seqs) {
+    const char* op = "paged_kv_write";
+    const PagedGeom g = paged_geometry(op, k_cache, k.size(0), k.size(1));
+    auto layout = upload_layout(k.device(), k.size(0), seqs);
+    launch_paged_kv_write(stream(), g, static_cast<const int64_t*>(layout->data()),
+                          k_cache.data_ptr(), v_cache.data_ptr(), float_type(op, k_cache),
+                          rows_heads_arg(op, k), rows_heads_arg(op, v));
+}
+
+void CudaKernels::paged_attention_forward(const Tensor& out, const Tensor& q, const Tensor& k_cache,
+                                          const Tensor& v_cache,
+                                          std::span<const ops::SeqSlice> seqs,
+                                          const ops::AttentionOptions& opts) {
+    const char* op = "paged_attention_forward";
+    PagedGeom g = paged_geometry(op, k_cache, q.size(0), q.size(1));
+    g.window = opts.window;
+    g.scale = opts.scale != 0.0f ? opts.scale : 1.0f / std::sqrt(static_cast<float>(g.hs));
+    auto layout = upload_layout(q.device(), q.size(0), seqs);
+    launch_paged_attention_forward(stream(), g, static_cast<const int64_t*>(layout->data()),
+                                   k_cache.data_ptr(), v_cache.data_ptr(), float_type(op, k_cache),
+                                   rows_heads_arg(op, out), rows_heads_arg(op, q));
+}
+
 // ---- embedding ----
 
 void CudaKernels::embedding_forward(const Tensor& out, const Tensor& ids, const Tensor& table,

@@ -59,6 +59,11 @@ public:
                             const Tensor& dout, const Tensor& q, const Tensor& k, const Tensor& v,
                             const Tensor& out, const Tensor& lse,
                             const ops::AttentionOptions& opts) override;
+    void paged_kv_write(const Tensor& k_cache, const Tensor& v_cache, const Tensor& k,
+                        const Tensor& v, std::span<const ops::SeqSlice> seqs) override;
+    void paged_attention_forward(const Tensor& out, const Tensor& q, const Tensor& k_cache,
+                                 const Tensor& v_cache, std::span<const ops::SeqSlice> seqs,
+                                 const ops::AttentionOptions& opts) override;
 
     void embedding_forward(const Tensor& out, const Tensor& ids, const Tensor& table,
                            bool accumulate) override;

@@ -134,6 +134,26 @@ void launch_attention_backward(cudaStream_t stream, const AttnGeom& g, const Hea
                                const HeadsArg& q, const HeadsArg& k, const HeadsArg& v,
                                const HeadsArg& out, const float* lse, float* scratch);
 
+// ---- paged_attention.cu ----
+// A ragged batch (ops/paged_attention.h) on the device, one int64 array `layout`:
+//   [0, n_rows)                      the slice owning each row, -1 for none
+//   [n_rows, n_rows + 3 * n_seqs)    per slice: first row, position of its first row, and the
+//                                    index in `layout` where its block table starts
+//   then every slice's block table (kNoBlock = -1 only in slots no query reads).
+struct PagedGeom {
+    int64_t n_rows = 0, nh = 0, nkv = 0, hs = 0, block_size = 0;
+    float scale = 0.0f;  // resolved (never 0)
+    int64_t window = 0;  // sliding window in keys (0: none)
+};
+// caches [n_blocks, block_size, nkv, hs] contiguous, of cache_type. k, v, q, out are [N, H, HS]
+// as HeadsArg with sb = 0 (st the row stride, sh the head stride).
+void launch_paged_kv_write(cudaStream_t stream, const PagedGeom& g, const int64_t* layout,
+                           void* k_cache, void* v_cache, FloatType cache_type, const HeadsArg& k,
+                           const HeadsArg& v);
+void launch_paged_attention_forward(cudaStream_t stream, const PagedGeom& g, const int64_t* layout,
+                                    const void* k_cache, const void* v_cache, FloatType cache_type,
+                                    const HeadsArg& out, const HeadsArg& q);
+
 // ---- embedding.cu ----
 // Reports the first id outside [0, v) in *bad.
 void launch_check_ids(cudaStream_t stream, const void* ids, IndexType id_type, int64_t n, int64_t v,

@@ -2,7 +2,6 @@
 
 #include "base/error.h"
 #include "ops/activation.h"
-#include "ops/attention.h"
 #include "ops/matmul.h"
 #include "ops/norm.h"
 
@@ -78,7 +77,7 @@ Tensor Attention::v_view(const Tensor& qkv, int64_t B, int64_t T) const {
 }
 
 void Attention::forward(const ParamBinding& p, Saved& s, const Tensor& residual, const Tensor& x,
-                        int64_t B, int64_t T, const Tensor& positions) const {
+                        int64_t B, int64_t T, const Tensor& positions, AttentionCore& core) const {
     const int64_t N = B * T;
     DType ct = x.dtype();
     ensure(s.qkv, {N, cfg_->qkv_dim()}, ct);
@@ -91,16 +90,18 @@ void Attention::forward(const ParamBinding& p, Saved& s, const Tensor& residual,
                           positions, *rope_);
     }
     ensure(s.att, {N, cfg_->q_dim()}, ct);
-    ensure(s.lse, {B, cfg_->n_heads, T}, DType::f32);
-    ops::attention_forward(s.att.view({B, T, cfg_->n_heads, cfg_->head_dim}), s.lse,
-                           q_view(s.qkv, B, T), k_view(s.qkv, B, T), v_view(s.qkv, B, T), opts_);
+    const bool save = core.supports_backward();
+    if (save) ensure(s.lse, {B, cfg_->n_heads, T}, DType::f32);
+    core.forward(layer_, opts_, s.att.view({B, T, cfg_->n_heads, cfg_->head_dim}),
+                 save ? s.lse : Tensor(), q_view(s.qkv, B, T), k_view(s.qkv, B, T),
+                 v_view(s.qkv, B, T));
     ops::matmul(residual, s.att, p.w(p_.wo), {.trans_b = true, .beta = 1.0f},
                 add_out_bias_ ? opt(p, p_.bo) : Tensor());
 }
 
 void Attention::backward(const ParamBinding& p, const Saved& s, const Tensor& dx,
                          const Tensor& dres, const Tensor& x, int64_t B, int64_t T,
-                         const Tensor& positions) const {
+                         const Tensor& positions, AttentionCore& core) const {
     const int64_t N = B * T;
     DType ct = x.dtype();
     Tensor scratch;
@@ -109,9 +110,9 @@ void Attention::backward(const ParamBinding& p, const Saved& s, const Tensor& dx
     ops::linear_backward(datt, p.g(p_.wo), opt_grad(p, p_.bo), d, s.att, p.w(p_.wo));
     Tensor dqkv = Tensor::empty({N, cfg_->qkv_dim()}, ct);
     Shape heads{B, T, cfg_->n_heads, cfg_->head_dim};
-    ops::attention_backward(q_view(dqkv, B, T), k_view(dqkv, B, T), v_view(dqkv, B, T),
-                            datt.view(heads), q_view(s.qkv, B, T), k_view(s.qkv, B, T),
-                            v_view(s.qkv, B, T), s.att.view(heads), s.lse, opts_);
+    core.backward(layer_, opts_, q_view(dqkv, B, T), k_view(dqkv, B, T), v_view(dqkv, B, T),
+                  datt.view(heads), q_view(s.qkv, B, T), k_view(s.qkv, B, T), v_view(s.qkv, B, T),
+                  s.att.view(heads), s.lse);
     if (rope_) {
         int64_t W = cfg_->qkv_dim(), HS = cfg_->head_dim;
         ops::rope_backward(dqkv.as_strided({N, cfg_->n_heads, HS}, {W, HS, 1}, 0), positions,

@@ -1,5 +1,6 @@
 // The transformer's layers, each with forward and backward side by side (llm.c style, DESIGN
-// decision 1): Norm, Attention, Mlp (GELU or SwiGLU), Moe (top-k routed SwiGLU experts).
+// decision 1): Norm, Attention (over an attention core), Mlp (GELU or SwiGLU), Moe (top-k routed
+// SwiGLU experts).
 //
 // Conventions, for N = B*T tokens (rows):
 // - The residual stream is f32 [N, C]; a layer's forward *adds* its output into it
@@ -13,6 +14,7 @@
 
 #include <vector>
 
+#include "models/attention_core.h"
 #include "models/config.h"
 #include "models/params.h"
 #include "ops/attention.h"
@@ -53,28 +55,32 @@ struct AttentionParams {
     ParamId wo = kNoParam, bo = kNoParam;      // [C, NH*HS], [C]
 };
 
+// The attention block of training and inference: QKV projection, RoPE, an attention core
+// (models/attention_core.h: local for training, a KV cache for inference; later Ulysses or ring),
+// output projection into the residual.
 class Attention {
 public:
     struct Saved {
         Tensor qkv;  // [N, QKV] ct, after RoPE
         Tensor att;  // [N, NH*HS] ct
-        Tensor lse;  // [B, NH, T] f32
+        Tensor lse;  // [B, NH, T] f32 (cores with a backward only)
     };
     Attention() = default;
-    // opts: this layer's scale and sliding window (causal always).
-    // Under tensor parallelism `cfg` holds this rank's heads, and only one rank adds the output
-    // bias (add_out_bias): the partial outputs are summed across ranks.
-    Attention(const ModelConfig& cfg, AttentionParams p, const ops::RopeTable* rope,
+    // layer: this block's index (KV caches are per layer). opts: its scale and sliding window
+    // (causal always). Under tensor parallelism `cfg` holds this rank's heads, and only one rank
+    // adds the output bias (add_out_bias): the partial outputs are summed across ranks.
+    Attention(const ModelConfig& cfg, int layer, AttentionParams p, const ops::RopeTable* rope,
               ops::AttentionOptions opts, bool add_out_bias = true)
-        : cfg_(&cfg), p_(p), rope_(rope), opts_(opts), add_out_bias_(add_out_bias) {}
+        : cfg_(&cfg), layer_(layer), p_(p), rope_(rope), opts_(opts), add_out_bias_(add_out_bias) {}
 
-    // residual [N, C] f32 += attention(x [N, C] ct) over B sequences of T tokens;
-    // positions [N] i32 (RoPE).
+    // residual [N, C] f32 += attention(x [N, C] ct) over B sequences of T tokens, through `core`;
+    // positions [N] i32 (RoPE). Inference passes one flat batch: B = 1, T = N.
     void forward(const ParamBinding& p, Saved& s, const Tensor& residual, const Tensor& x,
-                 int64_t B, int64_t T, const Tensor& positions) const;
-    // dx [N, C] ct (=) from dres [N, C] f32.
+                 int64_t B, int64_t T, const Tensor& positions, AttentionCore& core) const;
+    // dx [N, C] ct (=) from dres [N, C] f32, through the core forward ran on.
     void backward(const ParamBinding& p, const Saved& s, const Tensor& dx, const Tensor& dres,
-                  const Tensor& x, int64_t B, int64_t T, const Tensor& positions) const;
+                  const Tensor& x, int64_t B, int64_t T, const Tensor& positions,
+                  AttentionCore& core) const;
 
     // Views of q, k, v inside a fused [N, QKV] tensor as [B, T, H, HS].
     Tensor q_view(const Tensor& qkv, int64_t B, int64_t T) const;
@@ -86,6 +92,7 @@ public:
 
 private:
     const ModelConfig* cfg_ = nullptr;
+    int layer_ = 0;
     AttentionParams p_;
     const ops::RopeTable* rope_ = nullptr;
     ops::AttentionOptions opts_;

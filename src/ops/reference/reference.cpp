@@ -218,6 +218,29 @@ AttentionResult attention(const DTensor& q, const DTensor& k, const DTensor& v,
     return r;
 }
 
+DTensor paged_attention(const DTensor& q, const DTensor& k_cache, const DTensor& v_cache,
+                        std::span<const SeqSlice> seqs, const AttentionOptions& opts) {
+    const int64_t NH = q.shape[1], HS = q.shape[2];
+    const int64_t bs = k_cache.shape[1], NKV = k_cache.shape[2], row = NKV * HS;
+    DTensor out(q.shape);
+    for (const SeqSlice& s : seqs) {
+        const int64_t T = s.pos + s.n_tokens;
+        DTensor k(Shape{1, T, NKV, HS}, NAN), v(Shape{1, T, NKV, HS}, NAN),
+            qs(Shape{1, s.n_tokens, NH, HS});
+        for (int64_t p = 0; p < T; ++p) {
+            const BlockId b = s.blocks[static_cast<size_t>(p / bs)];
+            if (b == kNoBlock) continue;
+            const int64_t src = (b * bs + p % bs) * row;
+            std::copy_n(k_cache.data.begin() + src, row, k.data.begin() + p * row);
+            std::copy_n(v_cache.data.begin() + src, row, v.data.begin() + p * row);
+        }
+        std::copy_n(q.data.begin() + s.start * NH * HS, s.n_tokens * NH * HS, qs.data.begin());
+        const DTensor o = attention(qs, k, v, opts).out;
+        std::copy_n(o.data.begin(), o.numel(), out.data.begin() + s.start * NH * HS);
+    }
+    return out;
+}
+
 DTensor embedding(const std::vector<int64_t>& ids, const Shape& ids_shape, const DTensor& table) {
     int64_t c = table.shape[1];
     Shape s = ids_shape;

@@ -14,6 +14,7 @@
 #include "ops/loss.h"
 #include "ops/matmul.h"
 #include "ops/moe.h"
+#include "ops/paged_attention.h"
 #include "ops/rope.h"
 
 namespace zs::ops::reference {
@@ -58,6 +59,13 @@ struct AttentionResult {
 };
 AttentionResult attention(const DTensor& q, const DTensor& k, const DTensor& v,
                           const AttentionOptions& opts);
+
+// Paged attention (ops/paged_attention.h): each slice's queries q [N, NH, HS] against its
+// sequence's keys gathered through the block table from k_cache, v_cache [n_blocks, block_size,
+// NKV, HS], by attention() above. Rows outside every slice are 0; kNoBlock slots read as NaN, so
+// a result that used one shows it.
+DTensor paged_attention(const DTensor& q, const DTensor& k_cache, const DTensor& v_cache,
+                        std::span<const SeqSlice> seqs, const AttentionOptions& opts);
 
 DTensor embedding(const std::vector<int64_t>& ids, const core::Shape& ids_shape,
                   const DTensor& table);

@@ -1,0 +1,306 @@
+// Paged attention on the CPU (ops/paged_attention.h), beside the dense flash kernel
+// (attention.cpp) and built from the same vec.h pieces.
+//
+// One task per (slice, kv head, tile of queries). A task's rows are (query, query head) pairs:
+// all the kv group's query heads for up to kMaxRows / G queries, so each K and V row fetched
+// through the block table (converted in registers from bf16) serves all of them (GQA). Keys are
+// walked in tiles of kBk at absolute positions (multiples of kBk); per tile the task gathers row
+// pointers through the block table, computes scores as dot products straight from the cached
+// rows (four keys at a time sharing one horizontal-sum tree), updates each row's running max m,
+// normaliser l and f32 accumulator (online softmax, vexp), and adds P V from the cached V rows.
+//
+// Every row's arithmetic depends only on its query, its position and the cached values: the tile
+// boundaries are absolute, the score and value loops treat each row alike whatever else shares
+// the task, and no key range is split across threads. So outputs are bit-identical for any batch
+// composition, chunking and thread count (ops/paged_attention.h's contract).
+#include <algorithm>
+#include <cmath>
+#include <type_traits>
+#include <vector>
+
+#include "backends/cpu/cpu_kernels.h"
+#include "backends/cpu/parallel.h"
+#include "core/half.h"
+
+namespace zs::backends::cpu {
+
+namespace {
+
+using ops::BlockId;
+using ops::SeqSlice;
+
+constexpr int64_t kMaxRows = 32;  // (query, head) rows per task
+constexpr int64_t kBk = 64;       // keys per tile (a multiple of 4 and of kLanes)
+constexpr int kRowGroup = 4;      // rows sharing each K/V row load in registers
+// Below this many multiply-adds (query-key pairs x HS, twice) a forward runs on one thread: a
+// decode step of a small batch costs less than the fork/join.
+constexpr int64_t kParallelMinWork = int64_t{1} << 16;
+
+inline int lanes(int64_t c, int64_t n) {
+    return static_cast<int>(std::min<int64_t>(kLanes, n - c));
+}
+
+struct Task {
+    int64_t seq;      // slice index
+    int64_t kv_head;  // kv head
+    int64_t h0, nh;   // query heads [kv_head * G + h0, + nh) of the group
+    int64_t q0, nq;   // queries [q0, q0 + nq) of the slice; row r = (r / nh, r % nh)
+};
+
+// S[r * kBk + j] = Q[r] . K[j] for NQ rows and keys j < nk (nk a multiple of 4). Each K row is
+// loaded once for the NQ rows; four keys' accumulators are summed by one vsum4 tree. A score's
+// arithmetic is the same for any NQ and any other rows.
+template <int NQ, class TC>
+void scores_rows(float* S, const float* Q, const TC* const* K, int64_t nk, int64_t HS) {
+    for (int64_t j = 0; j < nk; j += 4) {
+        VecF acc[NQ][4];
+        for (auto& row : acc) {
+            for (auto& a : row) a = vzero();
+        }
+        for (int64_t d = 0; d < HS; d += kLanes) {
+            const int m = lanes(d, HS);
+            VecF kv[4];
+            for (int kk = 0; kk < 4; ++kk) kv[kk] = vload(K[j + kk] + d, m);
+            for (int r = 0; r < NQ; ++r) {
+                const VecF qv = vload(Q + r * HS + d, m);
+                for (int kk = 0; kk < 4; ++kk) acc[r][kk] = vfma(qv, kv[kk], acc[r][kk]);
+            }
+        }
+        for (int r = 0; r < NQ; ++r)
+            vsum4(S + r * kBk + j, acc[r][0], acc[r][1], acc[r][2], acc[r][3]);
+    }
+}
+
+// Acc[r] += sum_j P[r * kBk + j] * V[j] for NQ rows, j < nk: each V row is loaded (and widened)
+// once for the NQ rows, with their accumulators for 64 dims in registers. A key no row sees is
+// skipped (P = 0 for all of them, so the sum is the same).
+template <int NQ, class TC>
+void values_rows(float* Acc, const float* P, const TC* const* V, int64_t nk, int64_t HS) {
+    constexpr int kVecs = 4;
+    for (int64_t d0 = 0; d0 < HS; d0 += kVecs * kLanes) {
+        const int nv = static_cast<int>(std::min<int64_t>(kVecs, (HS - d0 + kLanes - 1) / kLanes));
+        VecF acc[NQ][kVecs];
+        for (int r = 0; r < NQ; ++r) {
+            for (int v = 0; v < nv; ++v)
+                acc[r][v] = vload(Acc + r * HS + d0 + v * kLanes, lanes(d0 + v * kLanes, HS));
+        }
+        for (int64_t j = 0; j < nk; ++j) {
+            bool seen = false;
+            for (int r = 0; r < NQ; ++r) seen = seen || P[r * kBk + j] != 0.0f;
+            if (!seen) continue;
+            const TC* vr = V[j] + d0;
+            VecF vv[kVecs];
+            for (int v = 0; v < nv; ++v) vv[v] = vload(vr + v * kLanes, lanes(d0 + v * kLanes, HS));
+            for (int r = 0; r < NQ; ++r) {
+                const VecF pv = vset(P[r * kBk + j]);
+                for (int v = 0; v < nv; ++v) acc[r][v] = vfma(pv, vv[v], acc[r][v]);
+            }
+        }
+        for (int r = 0; r < NQ; ++r) {
+            for (int v = 0; v < nv; ++v)
+                vstore(Acc + r * HS + d0 + v * kLanes, acc[r][v], lanes(d0 + v * kLanes, HS));
+        }
+    }
+}
+
+// Calls f(std::integral_constant<int, n>) for n in 1..kRowGroup.
+template <class F>
+void dispatch_rows(int64_t n, F&& f) {
+    switch (n) {
+        case 1:
+            f(std::integral_constant<int, 1>{});
+            return;
+        case 2:
+            f(std::integral_constant<int, 2>{});
+            return;
+        case 3:
+            f(std::integral_constant<int, 3>{});
+            return;
+        default:
+            f(std::integral_constant<int, 4>{});
+            return;
+    }
+}
+
+// dst[0, HS) = src row (f32 or bf16, per dtype) * scale.
+void load_row(float* dst, const void* src, core::DType dtype, int64_t HS, float scale) {
+    dispatch_float(dtype, [&](auto t) {
+        const auto* s = static_cast<const decltype(t)*>(src);
+        for (int64_t d = 0; d < HS; d += kLanes)
+            vstore(dst + d, vload(s + d, lanes(d, HS)) * vset(scale), lanes(d, HS));
+    });
+}
+
+void store_row(void* dst, core::DType dtype, const float* src, int64_t HS, float mul) {
+    dispatch_float(dtype, [&](auto t) {
+        auto* o = static_cast<decltype(t)*>(dst);
+        for (int64_t d = 0; d < HS; d += kLanes)
+            vstore(o + d, vload(src + d, lanes(d, HS)) * vset(mul), lanes(d, HS));
+    });
+}
+
+template <class TC>
+void paged_forward_impl(const Tensor& out, const Tensor& q, const Tensor& k_cache,
+                        const Tensor& v_cache, std::span<const SeqSlice> seqs,
+                        const ops::AttentionOptions& opts) {
+    const int64_t bs = k_cache.size(1), NKV = k_cache.size(2), HS = k_cache.size(3);
+    const int64_t NH = q.size(1), G = NH / NKV;
+    const float scale = opts.scale != 0.0f ? opts.scale : 1.0f / std::sqrt(static_cast<float>(HS));
+    const int64_t W = opts.window;
+    // Rows per task: every head of the group for as many queries as fit (a group wider than
+    // kMaxRows is cut into head ranges).
+    const int64_t heads = std::min(G, kMaxRows), queries = kMaxRows / heads;
+    std::vector<Task> tasks;
+    int64_t work = 0;
+    for (size_t s = 0; s < seqs.size(); ++s) {
+        const int64_t n = seqs[s].n_tokens;
+        work += n * (seqs[s].pos + (n + 1) / 2) * NH * HS * 2;
+        for (int64_t g = 0; g < NKV; ++g) {
+            for (int64_t h0 = 0; h0 < G; h0 += heads) {
+                for (int64_t q0 = 0; q0 < n; q0 += queries) {
+                    tasks.push_back({static_cast<int64_t>(s), g, h0, std::min(heads, G - h0), q0,
+                                     std::min(queries, n - q0)});
+                }
+            }
+        }
+    }
+    const auto* kc = static_cast<const TC*>(k_cache.data_ptr());
+    const auto* vc = static_cast<const TC*>(v_cache.data_ptr());
+    const auto* qp = static_cast<const char*>(q.data_ptr());
+    auto* op = static_cast<char*>(out.data_ptr());
+    const size_t qe = q.element_size(), oe = out.element_size();
+    const auto n_tasks = static_cast<int64_t>(tasks.size());
+
+#pragma omp parallel if (n_tasks > 1 && work >= kParallelMinWork)
+    {
+        std::vector<float> qf(static_cast<size_t>(kMaxRows * HS)), acc(qf.size());
+        std::vector<float> s(static_cast<size_t>(kMaxRows * kBk)), m(kMaxRows), l(kMaxRows);
+        std::vector<const TC*> krow(kBk), vrow(kBk);
+        const std::vector<TC> zero_row(static_cast<size_t>(HS));  // padding keys: never seen
+#pragma omp for schedule(dynamic)
+        for (int64_t t = 0; t < n_tasks; ++t) {
+            const Task& task = tasks[static_cast<size_t>(t)];
+            const SeqSlice& sl = seqs[static_cast<size_t>(task.seq)];
+            const int64_t rows = task.nq * task.nh;
+            auto pos_of = [&](int64_t r) { return sl.pos + task.q0 + r / task.nh; };
+            // The tile's queries for the group's heads, pre-scaled.
+            for (int64_t r = 0; r < rows; ++r) {
+                const int64_t row = sl.start + task.q0 + r / task.nh;
+                const int64_t h = task.kv_head * G + task.h0 + r % task.nh;
+                load_row(qf.data() + r * HS,
+                         qp + static_cast<size_t>(row * q.stride(0) + h * q.stride(1)) * qe,
+                         q.dtype(), HS, scale);
+            }
+            std::fill(m.begin(), m.end(), -INFINITY);
+            std::fill(l.begin(), l.end(), 0.0f);
+            std::fill(acc.begin(), acc.begin() + rows * HS, 0.0f);
+            // Keys from the first query's window start to the last query's own position.
+            const int64_t first_key = W > 0 ? std::max<int64_t>(0, pos_of(0) - W + 1) : 0;
+            const int64_t last_key = pos_of(rows - 1);
+            for (int64_t j0 = first_key / kBk * kBk; j0 <= last_key; j0 += kBk) {
+                const int64_t nk = std::min(kBk, last_key + 1 - j0), nk4 = (nk + 3) / 4 * 4;
+                // Row pointers through the block table; keys before first_key (their block may
+                // be freed) and the padding to a multiple of 4 read a zero row.
+                for (int64_t j = 0; j < nk4; ++j) {
+                    const int64_t p = j0 + j;
+                    if (j >= nk || p < first_key) {
+                        krow[static_cast<size_t>(j)] = vrow[static_cast<size_t>(j)] =
+                            zero_row.data();
+                        continue;
+                    }
+                    const BlockId b = sl.blocks[static_cast<size_t>(p / bs)];
+                    const int64_t off = ((int64_t{b} * bs + p % bs) * NKV + task.kv_head) * HS;
+                    krow[static_cast<size_t>(j)] = kc + off;
+                    vrow[static_cast<size_t>(j)] = vc + off;
+                }
+                for (int64_t r0 = 0; r0 < rows; r0 += kRowGroup) {
+                    dispatch_rows(rows - r0, [&](auto n) {
+                        scores_rows<decltype(n)::value>(s.data() + r0 * kBk, qf.data() + r0 * HS,
+                                                        krow.data(), nk4, HS);
+                    });
+                }
+                for (int64_t r = 0; r < rows; ++r) {
+                    float* sr = s.data() + r * kBk;
+                    const int64_t p = pos_of(r);
+                    const int64_t visible = std::min(nk, p - j0 + 1);  // causal; may be <= 0
+                    const int64_t hidden =                             // window
+                        W > 0 ? std::clamp<int64_t>(p - W + 1 - j0, 0, kBk) : 0;
+                    if (visible <= hidden) {  // this query sees none of these keys: P = 0
+                        std::fill(sr, sr + kBk, 0.0f);
+                        continue;
+                    }
+                    std::fill(sr, sr + hidden, -INFINITY);
+                    std::fill(sr + visible, sr + kBk, -INFINITY);
+                    const VecF mx =
+                        vmax(vmax(vload(sr), vload(sr + 16)), vmax(vload(sr + 32), vload(sr + 48)));
+                    const float mnew = std::max(m[static_cast<size_t>(r)], vhmax(mx));
+                    const float corr = std::exp(m[static_cast<size_t>(r)] - mnew);  // 0 at first
+                    VecF sum = vzero();
+                    for (int64_t j = 0; j < kBk; j += kLanes) {
+                        const VecF pj = vexp(vload(sr + j) - vset(mnew));
+                        vstore(sr + j, pj);
+                        sum = sum + pj;
+                    }
+                    l[static_cast<size_t>(r)] = l[static_cast<size_t>(r)] * corr + vsum(sum);
+                    m[static_cast<size_t>(r)] = mnew;
+                    if (corr != 1.0f) {
+                        float* a = acc.data() + r * HS;
+                        for (int64_t d = 0; d < HS; d += kLanes)
+                            vstore(a + d, vload(a + d, lanes(d, HS)) * vset(corr), lanes(d, HS));
+                    }
+                }
+                for (int64_t r0 = 0; r0 < rows; r0 += kRowGroup) {
+                    dispatch_rows(rows - r0, [&](auto n) {
+                        values_rows<decltype(n)::value>(acc.data() + r0 * HS, s.data() + r0 * kBk,
+                                                        vrow.data(), nk, HS);
+                    });
+                }
+            }
+            // Every query sees at least its own key, so l > 0.
+            for (int64_t r = 0; r < rows; ++r) {
+                const int64_t row = sl.start + task.q0 + r / task.nh;
+                const int64_t h = task.kv_head * G + task.h0 + r % task.nh;
+                store_row(op + static_cast<size_t>(row * out.stride(0) + h * out.stride(1)) * oe,
+                          out.dtype(), acc.data() + r * HS, HS, 1.0f / l[static_cast<size_t>(r)]);
+            }
+        }
+    }
+}
+
+}  // namespace
+
+void CpuKernels::paged_kv_write(const Tensor& k_cache, const Tensor& v_cache, const Tensor& k,
+                                const Tensor& v, std::span<const SeqSlice> seqs) {
+    const int64_t bs = k_cache.size(1), NKV = k_cache.size(2), HS = k_cache.size(3);
+    const core::DType ct = k_cache.dtype();
+    const size_t ce = core::dtype_size(ct), ke = k.element_size(), ve = v.element_size();
+    auto* kc = static_cast<char*>(k_cache.data_ptr());
+    auto* vc = static_cast<char*>(v_cache.data_ptr());
+    const auto* kp = static_cast<const char*>(k.data_ptr());
+    const auto* vp = static_cast<const char*>(v.data_ptr());
+    for (const SeqSlice& s : seqs) {
+        for (int64_t i = 0; i < s.n_tokens; ++i) {
+            const int64_t pos = s.pos + i, row = s.start + i;
+            const int64_t slot = int64_t{s.blocks[static_cast<size_t>(pos / bs)]} * bs + pos % bs;
+            for (int64_t h = 0; h < NKV; ++h) {
+                const auto dst = static_cast<size_t>((slot * NKV + h) * HS);
+                core::convert(kc + dst * ce, ct,
+                              kp + static_cast<size_t>(row * k.stride(0) + h * k.stride(1)) * ke,
+                              k.dtype(), static_cast<size_t>(HS));
+                core::convert(vc + dst * ce, ct,
+                              vp + static_cast<size_t>(row * v.stride(0) + h * v.stride(1)) * ve,
+                              v.dtype(), static_cast<size_t>(HS));
+            }
+        }
+    }
+}
+
+void CpuKernels::paged_attention_forward(const Tensor& out, const Tensor& q, const Tensor& k_cache,
+                                         const Tensor& v_cache, std::span<const SeqSlice> seqs,
+                                         const ops::AttentionOptions& opts) {
+    dispatch_float(k_cache.dtype(), [&](auto tc) {
+        paged_forward_impl<decltype(tc)>(out, q, k_cache, v_cache, seqs, opts);
+    });
+}
+
+}  // namespace zs::backends::cpu

@@ -1,0 +1,240 @@
+// Paged attention against the naive double reference (reference::paged_attention) on every
+// backend: ragged batches of cached histories, prompt chunks and decode tokens through shuffled
+// block tables; GQA, MQA, MHA and a kv group wider than one task's rows; head sizes that are and
+// are not multiples of 16; block sizes 1 to 32; histories over several key tiles; sliding windows
+// with the blocks below them freed (kNoBlock); f32 and bf16 caches, queries and outputs; q as a
+// view of a fused QKV projection; rows outside every slice left untouched. Also the KV write
+// (slots, rounding, nothing else touched), bit-identical outputs under any chunking, and the
+// argument checks.
+#include "ops/paged_attention.h"
+
+#include <algorithm>
+#include <cstring>
+#include <numeric>
+
+#include <gtest/gtest.h>
+
+#include "tests/test_util.h"
+
+namespace zs::ops {
+namespace {
+
+using namespace zs::test;
+namespace ref = ops::reference;
+
+struct Case {
+    int64_t NH, NKV, HS, bs;
+    DType cache, q, out;
+    int64_t window = 0;  // sliding window (0: none)
+    float scale = 0.0f;  // 0: 1/sqrt(HS)
+};
+
+std::string describe(const Case& c) {
+    return fmt::format("NH {} NKV {} HS {} bs {} cache {} q {} out {} window {} scale {}", c.NH,
+                       c.NKV, c.HS, c.bs, to_string(c.cache), to_string(c.q), to_string(c.out),
+                       c.window, c.scale);
+}
+
+// A ragged batch: sequences (cached history, new tokens) with shuffled block tables, one row left
+// outside every slice (`gap`). With a window, the blocks wholly below each slice's first key are
+// freed (kNoBlock), as the scheduler frees them.
+struct Batch {
+    std::vector<std::vector<BlockId>> tables;
+    std::vector<SeqSlice> slices;
+    int64_t N = 0, n_blocks = 0, gap = -1;
+};
+
+Batch make_batch(Rng& rng, int64_t bs, int64_t window) {
+    std::vector<std::pair<int64_t, int64_t>> shape = {
+        {0, 7},  {2 * bs, 1},     {bs + 3, 2 * bs + 1},
+        {5, 1},  {3 * bs - 1, 1}, {1, bs},
+        {0, 1},  {150, 1},        {70, 40},
+        {200, 3}};
+    std::shuffle(shape.begin(), shape.end(), rng.gen());
+    Batch b;
+    for (auto [hist, n] : shape) b.n_blocks += (hist + n + bs - 1) / bs;
+    std::vector<BlockId> ids(static_cast<size_t>(b.n_blocks));
+    std::iota(ids.begin(), ids.end(), 0);
+    std::shuffle(ids.begin(), ids.end(), rng.gen());
+    size_t next = 0;
+    for (auto [hist, n] : shape) {
+        std::vector<BlockId> t(ids.begin() + static_cast<int64_t>(next),
+                               ids.begin() + static_cast<int64_t>(next) + (hist + n + bs - 1) / bs);
+        next += t.size();
+        const int64_t dead = window > 0 ? std::max<int64_t>(0, hist - window + 1) / bs : 0;
+        std::fill(t.begin(), t.begin() + dead, kNoBlock);
+        b.tables.push_back(std::move(t));
+    }
+    for (size_t i = 0; i < shape.size(); ++i) {
+        if (i == shape.size() / 2) b.gap = b.N++;  // a row no slice owns
+        b.slices.push_back({b.N, shape[i].second, shape[i].first, b.tables[i]});
+        b.N += shape[i].second;
+    }
+    return b;
+}
+
+TEST(PagedAttention, ForwardMatchesReference) {
+    const std::vector<Case> cases = {
+        {4, 2, 16, 4, DType::f32, DType::f32, DType::f32},  // GQA, many block boundaries
+        {4, 2, 16, 16, DType::bf16, DType::f32, DType::f32},
+        {3, 1, 8, 4, DType::f32, DType::f32, DType::f32},       // MQA
+        {2, 2, 20, 8, DType::bf16, DType::bf16, DType::bf16},   // MHA, HS not a multiple of 16
+        {8, 2, 64, 16, DType::bf16, DType::f32, DType::f32},    // SmolLM2-like
+        {8, 2, 128, 16, DType::bf16, DType::bf16, DType::f32},  // Llama-like head size
+        {40, 1, 8, 5, DType::f32, DType::f32, DType::bf16},     // group wider than a task
+        {4, 4, 16, 1, DType::f32, DType::f32, DType::f32},      // one token per block
+        {6, 2, 24, 32, DType::f32, DType::bf16, DType::f32},
+        // Sliding windows (Mistral, Qwen2) with freed blocks below them: shorter than a block,
+        // across blocks, one key, longer than a key tile; and explicit scales (GPT-2).
+        {4, 2, 16, 4, DType::f32, DType::f32, DType::f32, 3},
+        {4, 2, 16, 16, DType::bf16, DType::f32, DType::f32, 21},
+        {2, 2, 20, 8, DType::f32, DType::f32, DType::f32, 1},
+        {8, 2, 64, 16, DType::bf16, DType::f32, DType::f32, 70},
+        {3, 1, 8, 4, DType::f32, DType::f32, DType::f32, 6, 0.125f},
+        {3, 1, 8, 4, DType::f32, DType::f32, DType::f32, 0, 1.0f},
+    };
+    Rng rng(301);
+    for (core::Device dev : test_devices()) {
+        for (const Case& c : cases) {
+            const Batch b = make_batch(rng, c.bs, c.window);
+            Tensor kc = random_tensor(rng, {b.n_blocks, c.bs, c.NKV, c.HS}, c.cache);
+            Tensor vc = random_tensor(rng, {b.n_blocks, c.bs, c.NKV, c.HS}, c.cache);
+            // q as the model passes it: a strided view of the fused projection.
+            const int64_t W = (c.NH + 2 * c.NKV) * c.HS;
+            Tensor qkv = random_tensor(rng, {b.N, W}, c.q, -2.0, 2.0);
+            Tensor q = qkv.as_strided({b.N, c.NH, c.HS}, {W, c.HS, 1}, 0);
+            AttentionOptions o;
+            o.window = c.window;
+            o.scale = c.scale;
+            ref::DTensor want = ref::paged_attention(ref::from_tensor(q), ref::from_tensor(kc),
+                                                     ref::from_tensor(vc), b.slices, o);
+            constexpr double kUntouched = 7.0;
+            for (int64_t i = b.gap * c.NH * c.HS; i < (b.gap + 1) * c.NH * c.HS; ++i)
+                want[i] = kUntouched;
+            Tensor out = from_dtensor(ref::DTensor(Shape{b.N, c.NH, c.HS}, kUntouched), c.out, dev);
+            Tensor qd = qkv.to(dev).as_strided({b.N, c.NH, c.HS}, {W, c.HS, 1}, 0);
+            paged_attention_forward(out, qd, kc.to(dev), vc.to(dev), b.slices, o);
+            const Tol tol = c.out == DType::bf16 ? Tol{1e-2, 1e-2} : Tol{2e-5, 1e-4};
+            EXPECT_TRUE(all_close(out, want, tol, dev.str() + " " + describe(c)));
+        }
+    }
+}
+
+// The serving engine relies on a query's result not depending on what shares its forward: one
+// 150-token slice and the same rows as four slices (as consecutive chunks would see them), next to
+// another sequence, give bit-identical outputs, with a window, GQA and a bf16 cache.
+TEST(PagedAttention, ChunkingDoesNotChangeAnyBit) {
+    Rng rng(5);
+    const int64_t NH = 6, NKV = 2, HS = 40, bs = 8, T = 150, n_blocks = 24;
+    std::vector<BlockId> table(static_cast<size_t>(n_blocks - 4));  // covers 160 positions
+    std::iota(table.begin(), table.end(), 4);
+    std::shuffle(table.begin(), table.end(), rng.gen());
+    std::vector<BlockId> other = {0, 1, 2, 3};
+    for (core::Device dev : test_devices()) {
+        Tensor kc = random_tensor(rng, {n_blocks, bs, NKV, HS}, DType::bf16).to(dev);
+        Tensor vc = random_tensor(rng, {n_blocks, bs, NKV, HS}, DType::bf16).to(dev);
+        Tensor q = random_tensor(rng, {T + 3, NH, HS}, DType::f32, -3.0, 3.0).to(dev);
+        AttentionOptions o;
+        o.window = 37;
+        std::vector<SeqSlice> whole = {{0, T, 0, table}, {T, 3, 20, other}};
+        std::vector<SeqSlice> parts = {{0, 3, 20, other},
+                                       {3, 5, 0, table},
+                                       {8, 1, 5, table},
+                                       {9, 95, 6, table},
+                                       {104, 49, 101, table}};
+        Tensor a = Tensor::empty({T + 3, NH, HS}, DType::f32, dev);
+        Tensor b = Tensor::empty({T + 3, NH, HS}, DType::f32, dev);
+        paged_attention_forward(a, q, kc, vc, whole, o);
+        // parts: the other sequence first, so the rows of `table` start at row 3.
+        Tensor q2 = Tensor::empty({T + 3, NH, HS}, DType::f32, dev);
+        q2.slice(0, 0, 3).copy_from(q.slice(0, T, T + 3));
+        q2.slice(0, 3, T + 3).copy_from(q.slice(0, 0, T));
+        paged_attention_forward(b, q2, kc, vc, parts, o);
+        Tensor ah = a.to(core::Device::cpu()), bh = b.to(core::Device::cpu());
+        EXPECT_EQ(std::memcmp(ah.slice(0, 0, T).data_ptr(), bh.slice(0, 3, T + 3).data_ptr(),
+                              static_cast<size_t>(T * NH * HS) * sizeof(float)),
+                  0);
+        EXPECT_EQ(std::memcmp(ah.slice(0, T, T + 3).data_ptr(), bh.data_ptr(),
+                              static_cast<size_t>(3 * NH * HS) * sizeof(float)),
+                  0);
+    }
+}
+
+TEST(PagedAttention, KvWriteStoresEachRowAtItsSlot) {
+    Rng rng(17);
+    const int64_t NKV = 2, HS = 20, bs = 4, n_blocks = 8, W = 3 * NKV * HS;
+    std::vector<BlockId> t0 = {5, 2}, t1 = {kNoBlock, 7, 0};
+    // Rows: 3 of sequence 0 at positions 2..4, a row no slice owns, 2 of sequence 1 at 8, 9.
+    std::vector<SeqSlice> slices = {{0, 3, 2, t0}, {4, 2, 8, t1}};
+    for (core::Device dev : test_devices()) {
+        for (DType cache : {DType::f32, DType::bf16}) {
+            Tensor fused = random_tensor(rng, {6, W}, DType::f32);
+            Tensor k = fused.as_strided({6, NKV, HS}, {W, HS, 1}, 0);
+            Tensor v = fused.as_strided({6, NKV, HS}, {W, HS, 1}, NKV * HS);
+            Tensor kc0 = random_tensor(rng, {n_blocks, bs, NKV, HS}, cache);
+            Tensor vc0 = random_tensor(rng, {n_blocks, bs, NKV, HS}, cache);
+            Tensor kc = kc0.to(dev), vc = vc0.to(dev);
+            Tensor fd = fused.to(dev);
+            paged_kv_write(kc, vc, fd.as_strided({6, NKV, HS}, {W, HS, 1}, 0),
+                           fd.as_strided({6, NKV, HS}, {W, HS, 1}, NKV * HS), slices);
+            // Expected: the old caches with each owned row at its slot, rounded to the cache dtype.
+            ref::DTensor want_k = ref::from_tensor(kc0), want_v = ref::from_tensor(vc0);
+            const ref::DTensor kr = ref::from_tensor(k.to(cache)),
+                               vr = ref::from_tensor(v.to(cache));
+            for (const SeqSlice& s : slices) {
+                for (int64_t i = 0; i < s.n_tokens; ++i) {
+                    const int64_t p = s.pos + i;
+                    const int64_t slot = s.blocks[static_cast<size_t>(p / bs)] * bs + p % bs;
+                    for (int64_t e = 0; e < NKV * HS; ++e) {
+                        want_k[slot * NKV * HS + e] = kr[(s.start + i) * NKV * HS + e];
+                        want_v[slot * NKV * HS + e] = vr[(s.start + i) * NKV * HS + e];
+                    }
+                }
+            }
+            const std::string what = dev.str() + " " + std::string(to_string(cache));
+            EXPECT_TRUE(all_close(kc, want_k, {0, 0}, what + " k_cache"));
+            EXPECT_TRUE(all_close(vc, want_v, {0, 0}, what + " v_cache"));
+        }
+    }
+}
+
+TEST(PagedAttention, BadArgumentsAreRefused) {
+    Tensor kc = Tensor::zeros({4, 4, 1, 4}, DType::f32),
+           vc = Tensor::zeros({4, 4, 1, 4}, DType::f32);
+    Tensor q = Tensor::zeros({2, 1, 4}, DType::f32), out = Tensor::empty({2, 1, 4}, DType::f32);
+    std::vector<BlockId> one = {2};
+    // Positions 3, 4 but the table covers [0, 4).
+    std::vector<SeqSlice> short_table = {{0, 2, 3, one}};
+    EXPECT_THROW(paged_attention_forward(out, q, kc, vc, short_table), ShapeError);
+    EXPECT_THROW(paged_kv_write(kc, vc, q, q, short_table), ShapeError);
+    std::vector<BlockId> bad = {4};
+    std::vector<SeqSlice> bad_id = {{0, 2, 0, bad}};
+    EXPECT_THROW(paged_attention_forward(out, q, kc, vc, bad_id), ShapeError);
+    std::vector<SeqSlice> past_end = {{1, 2, 0, one}};  // rows [1, 3) of 2
+    EXPECT_THROW(paged_attention_forward(out, q, kc, vc, past_end), ShapeError);
+    // Positions 9, 10: with W = 6 the first query reads keys from 4, so block 0 may be freed;
+    // with W = 7 (from key 3) or full attention it would be read: refused, never read.
+    std::vector<BlockId> freed = {kNoBlock, 1, 2};
+    std::vector<SeqSlice> late = {{0, 2, 9, freed}};
+    AttentionOptions w6, w7;
+    w6.window = 6;
+    w7.window = 7;
+    EXPECT_NO_THROW(paged_attention_forward(out, q, kc, vc, late, w6));
+    EXPECT_THROW(paged_attention_forward(out, q, kc, vc, late, w7), ShapeError);
+    EXPECT_THROW(paged_attention_forward(out, q, kc, vc, late), ShapeError);
+    // The write touches positions 9, 10 only: block 0 may be freed; a freed block there may not.
+    EXPECT_NO_THROW(paged_kv_write(kc, vc, q, q, late));
+    std::vector<BlockId> gone = {0, 1, kNoBlock};
+    std::vector<SeqSlice> gone_slot = {{0, 2, 9, gone}};
+    EXPECT_THROW(paged_kv_write(kc, vc, q, q, gone_slot), ShapeError);
+    // Not causal; query heads not a multiple of kv heads; caches of two dtypes.
+    std::vector<SeqSlice> ok = {{0, 2, 0, one}};
+    EXPECT_THROW(paged_attention_forward(out, q, kc, vc, ok, {.causal = false}), ShapeError);
+    Tensor kc2 = Tensor::zeros({4, 4, 2, 4}, DType::f32);
+    Tensor q3 = Tensor::zeros({2, 3, 4}, DType::f32), out3 = Tensor::empty({2, 3, 4}, DType::f32);
+    EXPECT_THROW(paged_attention_forward(out3, q3, kc2, kc2, ok), ShapeError);
+    EXPECT_THROW(paged_attention_forward(out, q, kc, vc.to(DType::bf16), ok), ShapeError);
+}
+
+}  // namespace
+}  // namespace zs::ops
