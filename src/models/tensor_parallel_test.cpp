@@ -9,13 +9,16 @@
 // model's.
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <vector>
 
 #include <gtest/gtest.h>
 
 #include "comm/communicator.h"
 #include "models/kv_cache.h"
+#include "models/sources.h"
 #include "models/transformer.h"
+#include "models/weights.h"
 #include "tests/test_util.h"
 
 namespace zs::models {
@@ -210,6 +213,49 @@ TEST(TensorParallelModel, Bf16LossAndGradientsTrackTheWholeBf16Model) {
 // Inference: greedy decoding through a KV cache of each rank's heads (one replicated KV head
 // when tp exceeds the KV heads) equals the whole model's, token for token, with the logits
 // (all-gathered over the vocabulary) to 1e-5.
+// Loading an HF checkpoint into a rank copies only its rows or columns of each file tensor
+// (tp_selection): for every HF fixture model (GPT-2's transposed Conv1D weights, Llama, Qwen2 with
+// QKV biases, Mixtral, tied and MQA variants) at every tp it admits, each rank's weights equal its
+// tp_slice of the whole model loaded from the same file, bit for bit, and the same file tensors
+// go unused.
+TEST(TensorParallelModel, LoadingSlicesEachRanksPartFromTheFile) {
+    int checked = 0;
+    for (const char* name : {"gpt2", "llama", "llama_tied_mqa", "qwen2", "mixtral"}) {
+        const std::string dir = std::string(ZS_SOURCE_DIR) + "/tests/fixtures/hf/" + name;
+        const ModelFiles files = open_model(dir);
+        Transformer whole(files.config, RunConfig{});
+        DenseParams wp(whole.layout(), DType::f32, false);
+        const std::vector<std::string> want_unused = load_hf_weights(whole, wp, *files.weights);
+        for (int tp : {2, 4}) {
+            const ModelConfig& c = files.config;
+            if (c.n_heads % tp != 0 || (c.n_kv_heads % tp != 0 && tp % c.n_kv_heads != 0) ||
+                c.intermediate % tp != 0) {
+                continue;
+            }
+            ++checked;
+            comm::run_local(tp, [&](int rank, comm::Communicator& g) {
+                RunConfig rc;
+                rc.tp = &g;
+                Transformer m(c, rc);
+                DenseParams p(m.layout(), DType::f32, false);
+                const std::vector<std::string> unused = load_hf_weights(m, p, *files.weights);
+                EXPECT_EQ(unused, want_unused) << name << " tp " << tp;
+                for (size_t i = 0; i < m.layout().params().size(); ++i) {
+                    const auto id = static_cast<ParamId>(i);
+                    const Tensor want = m.tp_slice(id, wp.weight(id));
+                    const Tensor got = p.weight(id);
+                    ASSERT_EQ(got.shape(), want.shape())
+                        << name << " " << m.layout().param(id).name;
+                    EXPECT_EQ(std::memcmp(got.data_ptr(), want.data_ptr(), want.nbytes()), 0)
+                        << name << " tp " << tp << " rank " << rank << " "
+                        << m.layout().param(id).name;
+                }
+            });
+        }
+    }
+    EXPECT_GE(checked, 5) << "the fixtures should admit tp 2 or 4 several times";
+}
+
 TEST(TensorParallelModel, GreedyDecodingEqualsTheWholeModel) {
     for (const Case& cs : training_cases()) {
         Transformer whole(parse_hf_config(cs.json, "test"), RunConfig{});

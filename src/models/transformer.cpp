@@ -603,57 +603,55 @@ TpSplit tp_split(const std::string& name) {
 
 }  // namespace
 
+Transformer::TpSelection Transformer::tp_selection(ParamId id) const {
+    const ParamInfo& p = layout_.param(id);
+    if (tp_size_ == 1) return {};
+    const int r = tp_rank_;
+    const int64_t FF = cfg_.intermediate, f = lcfg_.intermediate;
+    switch (tp_split(p.name)) {
+        case TpSplit::replicated:
+            return {};
+        case TpSplit::vocab_rows:
+            return {0, {{v0_, v1_}}};
+        case TpSplit::qkv_heads: {
+            // Fused rows [q heads | k heads | v heads]: this rank's query heads, and its KV heads
+            // from kv_head0_ (its own share, or the one replicated head).
+            const int64_t q = lcfg_.q_dim(), kv = lcfg_.kv_dim(), k0 = kv_head0_ * cfg_.head_dim;
+            const int64_t Q = cfg_.q_dim(), KV = cfg_.kv_dim();
+            return {0,
+                    {{r * q, (r + 1) * q}, {Q + k0, Q + k0 + kv}, {Q + KV + k0, Q + KV + k0 + kv}}};
+        }
+        case TpSplit::head_columns: {
+            const int64_t q = lcfg_.q_dim();
+            return {1, {{r * q, (r + 1) * q}}};
+        }
+        case TpSplit::ff_rows:
+            if (cfg_.mlp == MlpKind::gelu) return {0, {{r * f, (r + 1) * f}}};
+            return {0, {{r * f, (r + 1) * f}, {FF + r * f, FF + (r + 1) * f}}};
+        case TpSplit::ff_columns:
+            return {1, {{r * f, (r + 1) * f}}};
+    }
+    return {};
+}
+
 Tensor Transformer::tp_slice(ParamId id, const Tensor& full) const {
     const ParamInfo& p = layout_.param(id);
-    const int r = tp_rank_;
-    const int64_t HS = cfg_.head_dim;
-    auto rows = [&](const std::vector<std::pair<int64_t, int64_t>>& ranges) {
-        int64_t n = 0;
-        for (const auto& [b, e] : ranges) n += e - b;
-        Shape s = full.shape();
-        s[0] = n;
-        Tensor out = Tensor::empty(s, full.dtype());
-        int64_t at = 0;
-        for (const auto& [b, e] : ranges) {
-            out.slice(0, at, at + (e - b)).copy_from(full.slice(0, b, e));
-            at += e - b;
-        }
-        return out;
-    };
+    const TpSelection sel = tp_selection(id);
     Tensor out;
-    if (tp_size_ == 1) {
+    if (sel.dim < 0) {
         out = full.contiguous();
     } else {
-        const int64_t FF = cfg_.intermediate, f = lcfg_.intermediate;
-        switch (tp_split(p.name)) {
-            case TpSplit::replicated:
-                out = full.contiguous();
-                break;
-            case TpSplit::vocab_rows:
-                out = rows({{v0_, v1_}});
-                break;
-            case TpSplit::qkv_heads: {
-                // Fused rows [q heads | k heads | v heads]: this rank's query heads, and its KV
-                // heads from kv_head0_ (its own share, or the one replicated head).
-                const int64_t q = lcfg_.q_dim(), kv = lcfg_.kv_dim(), k0 = kv_head0_ * HS;
-                const int64_t Q = cfg_.q_dim(), KV = cfg_.kv_dim();
-                out = rows(
-                    {{r * q, (r + 1) * q}, {Q + k0, Q + k0 + kv}, {Q + KV + k0, Q + KV + k0 + kv}});
-                break;
-            }
-            case TpSplit::head_columns: {
-                const int64_t q = lcfg_.q_dim();
-                out = full.slice(1, r * q, (r + 1) * q).contiguous();
-                break;
-            }
-            case TpSplit::ff_rows:
-                out = cfg_.mlp == MlpKind::gelu
-                          ? rows({{r * f, (r + 1) * f}})
-                          : rows({{r * f, (r + 1) * f}, {FF + r * f, FF + (r + 1) * f}});
-                break;
-            case TpSplit::ff_columns:
-                out = full.slice(1, r * f, (r + 1) * f).contiguous();
-                break;
+        int64_t n = 0;
+        for (const auto& [b, e] : sel.ranges) n += e - b;
+        Shape s = full.shape();
+        ZS_CHECK_T(ShapeError, sel.dim < s.ndim(), "tp_slice: {} from {} has no dimension {}",
+                   p.name, s.str(), sel.dim);
+        s[sel.dim] = n;
+        out = Tensor::empty(s, full.dtype());
+        int64_t at = 0;
+        for (const auto& [b, e] : sel.ranges) {
+            out.slice(sel.dim, at, at + (e - b)).copy_from(full.slice(sel.dim, b, e));
+            at += e - b;
         }
     }
     ZS_CHECK_T(ShapeError, out.shape() == p.shape,

@@ -91,6 +91,14 @@ public:
     // tensor-parallel-free model's parameter of the same name): rows or columns by the rules in
     // the RunConfig::tp comment; the whole tensor for a replicated one.
     Tensor tp_slice(ParamId id, const Tensor& full) const;
+    // The same cut as a description: this rank's part is the concatenation, along dimension `dim`
+    // (0 rows, 1 columns), of the whole parameter's index ranges `ranges`; dim -1: the whole
+    // tensor (replicated, or no tensor parallelism). Loaders use it to copy only a rank's part.
+    struct TpSelection {
+        int dim = -1;
+        std::vector<std::pair<int64_t, int64_t>> ranges;
+    };
+    TpSelection tp_selection(ParamId id) const;
     // How many tensor-parallel ranks hold each element of this rank's parameter `id` (with its
     // whole-model gradient after backward), as ranges of its flat elements covering it in order:
     // replicated parameters tp copies, split ones 1, the KV rows of the fused QKV parameter

@@ -1,5 +1,6 @@
 #include "models/weights.h"
 
+#include <algorithm>
 #include <set>
 
 #include <fmt/format.h>
@@ -38,21 +39,27 @@ Tensor part_view(const Tensor& w, const HfPart& part) {
     return part.transpose ? v.transpose(0, 1) : v;
 }
 
+// HF tensor `part` of parameter p from src, its presence, shape and dtype checked.
+Tensor checked_part(const ModelConfig& cfg, const ParamInfo& p, const HfPart& part,
+                    const WeightSource& src) {
+    ZS_CHECK_T(IoError, src.has(part.hf_name), "{}: missing tensor '{}' (needed for {})",
+               src.describe(), part.hf_name, p.name);
+    Tensor t = src.get(part.hf_name);
+    Shape want = part_shape(p, part);
+    ZS_CHECK_T(IoError, t.shape() == want,
+               "{}: tensor '{}' has shape {}; the config ({} layers, hidden {}) expects {}",
+               src.describe(), part.hf_name, t.shape().str(), cfg.n_layers, cfg.hidden_size,
+               want.str());
+    ZS_CHECK_T(IoError, core::is_floating(t.dtype()),
+               "{}: tensor '{}' has dtype {}; expected a float type", src.describe(), part.hf_name,
+               to_string(t.dtype()));
+    return t;
+}
+
 void fill_param(const ModelConfig& cfg, const ParamInfo& p, const Tensor& w,
                 const WeightSource& src, std::set<std::string>* used) {
     for (const HfPart& part : hf_parts(cfg, p.name)) {
-        ZS_CHECK_T(IoError, src.has(part.hf_name), "{}: missing tensor '{}' (needed for {})",
-                   src.describe(), part.hf_name, p.name);
-        Tensor t = src.get(part.hf_name);
-        Shape want = part_shape(p, part);
-        ZS_CHECK_T(IoError, t.shape() == want,
-                   "{}: tensor '{}' has shape {}; the config ({} layers, hidden {}) expects {}",
-                   src.describe(), part.hf_name, t.shape().str(), cfg.n_layers, cfg.hidden_size,
-                   want.str());
-        ZS_CHECK_T(IoError, core::is_floating(t.dtype()),
-                   "{}: tensor '{}' has dtype {}; expected a float type", src.describe(),
-                   part.hf_name, to_string(t.dtype()));
-        part_view(w, part).copy_from(t);
+        part_view(w, part).copy_from(checked_part(cfg, p, part, src));
         if (used) used->insert(part.hf_name);
     }
 }
@@ -65,17 +72,39 @@ std::vector<std::string> load_hf_weights(const Transformer& model, const DensePa
     std::set<std::string> used;
     const auto& infos = model.layout().params();
     if (model.tp_size() > 1) {
-        // Tensor parallelism: each parameter is read whole (one at a time; a mapped file is not
-        // copied) and this rank keeps its slice, so a rank never holds more than its shard and
-        // the largest single tensor.
+        // Tensor parallelism: each rank copies only its rows or columns of each HF tensor (from a
+        // mapped safetensors file only the pages holding them are read; nothing is materialised
+        // whole).
         const Transformer whole(cfg, RunConfig{});
         for (size_t i = 0; i < infos.size(); ++i) {
             const auto id = static_cast<ParamId>(i);
             const ParamInfo& wp = whole.layout().param(id);
-            Tensor w = Tensor::empty(wp.shape, params.weight(id).dtype(), core::Device::cpu(),
-                                     core::MemCategory::buffers);
-            fill_param(cfg, wp, w, src, &used);
-            params.weight(id).copy_from(model.tp_slice(id, w));
+            const Tensor& w = params.weight(id);
+            const Transformer::TpSelection sel = model.tp_selection(id);
+            if (sel.dim < 0) {
+                fill_param(cfg, wp, w, src, &used);
+                continue;
+            }
+            for (const HfPart& part : hf_parts(cfg, wp.name)) {
+                const Tensor t = checked_part(cfg, wp, part, src);
+                const Tensor v = part.transpose ? t.transpose(0, 1) : t;  // whole-parameter rows
+                const int64_t pb = part.row_end >= 0 ? part.row_begin : 0;
+                const int64_t pe = part.row_end >= 0 ? part.row_end : wp.shape[0];
+                int64_t at = 0;
+                for (const auto& [b, e] : sel.ranges) {
+                    if (sel.dim == 0) {
+                        const int64_t lo = std::max(b, pb), hi = std::min(e, pe);
+                        if (lo < hi) {
+                            w.slice(0, at + lo - b, at + hi - b)
+                                .copy_from(v.slice(0, lo - pb, hi - pb));
+                        }
+                    } else {
+                        w.slice(0, pb, pe).slice(1, at, at + e - b).copy_from(v.slice(1, b, e));
+                    }
+                    at += e - b;
+                }
+                used.insert(part.hf_name);
+            }
         }
     } else {
         for (size_t i = 0; i < infos.size(); ++i) {
