@@ -5,13 +5,14 @@
 
 namespace zs::models {
 
-ContiguousKvCache::ContiguousKvCache(const ModelConfig& cfg, int64_t max_tokens, DType dtype)
+ContiguousKvCache::ContiguousKvCache(const ModelConfig& cfg, int64_t max_tokens, DType dtype,
+                                     core::Device device)
     : max_(max_tokens) {
     for (int64_t l = 0; l < cfg.n_layers; ++l) {
-        k_.push_back(Tensor::empty({max_tokens, cfg.n_kv_heads, cfg.head_dim}, dtype,
-                                   core::Device::cpu(), core::MemCategory::kv_cache));
-        v_.push_back(Tensor::empty({max_tokens, cfg.n_kv_heads, cfg.head_dim}, dtype,
-                                   core::Device::cpu(), core::MemCategory::kv_cache));
+        k_.push_back(Tensor::empty({max_tokens, cfg.n_kv_heads, cfg.head_dim}, dtype, device,
+                                   core::MemCategory::kv_cache));
+        v_.push_back(Tensor::empty({max_tokens, cfg.n_kv_heads, cfg.head_dim}, dtype, device,
+                                   core::MemCategory::kv_cache));
     }
 }
 

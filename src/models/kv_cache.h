@@ -15,7 +15,9 @@ namespace zs::models {
 
 class ContiguousKvCache final : public KvAttention {
 public:
-    ContiguousKvCache(const ModelConfig& cfg, int64_t max_tokens, DType dtype);
+    // K and V live on `device`, the model's (RunConfig::device).
+    ContiguousKvCache(const ModelConfig& cfg, int64_t max_tokens, DType dtype,
+                      core::Device device = core::Device::cpu());
     void attend(int layer, const ops::AttentionOptions& opts, const Tensor& q, const Tensor& k,
                 const Tensor& v, const Tensor& out) override;
     // Call after a forward over N new tokens.

@@ -171,26 +171,27 @@ void Transformer::block_forward(int64_t l, BlockState& st, const Tensor& in, con
     const DType ct = run_.compute_dtype;
     const auto li = static_cast<size_t>(l);
     const bool ln = cfg_.norm == NormKind::layernorm;
-    ensure(st.xn1, {N, C}, ct);
-    ensure(st.rstd1, {N}, DType::f32);
-    if (ln) ensure(st.mean1, {N}, DType::f32);
+    const core::Device dev = run_.device;
+    ensure(st.xn1, {N, C}, ct, dev);
+    ensure(st.rstd1, {N}, DType::f32, dev);
+    if (ln) ensure(st.mean1, {N}, DType::f32, dev);
     norm1_[li].forward(binding_, st.xn1, st.mean1, st.rstd1, in);
-    ensure(st.r1, {N, C}, DType::f32);
+    ensure(st.r1, {N, C}, DType::f32, dev);
     // Tensor parallelism: each rank adds its heads' share of the output projection; the residual
     // enters the sum once (rank 0) and the all-reduce completes r1 = in + attention(x).
     auto residual_into = [&](const Tensor& dst, const Tensor& src) {
         if (tp_rank_ == 0) {
             dst.copy_from(src);
         } else {
-            std::fill_n(dst.data<float>(), dst.numel(), 0.0f);
+            dst.zero();
         }
     };
     residual_into(st.r1, in);
     attn_[li].forward(binding_, st.attn, st.r1, st.xn1, B, T, positions_, *core_);
     if (tp_) tp_->allreduce(st.r1, comm::ReduceOp::sum).wait();
-    ensure(st.xn2, {N, C}, ct);
-    ensure(st.rstd2, {N}, DType::f32);
-    if (ln) ensure(st.mean2, {N}, DType::f32);
+    ensure(st.xn2, {N, C}, ct, dev);
+    ensure(st.rstd2, {N}, DType::f32, dev);
+    if (ln) ensure(st.mean2, {N}, DType::f32, dev);
     norm2_[li].forward(binding_, st.xn2, st.mean2, st.rstd2, st.r1);
     residual_into(out, st.r1);
     if (cfg_.mlp == MlpKind::moe) {
@@ -206,7 +207,7 @@ void Transformer::block_backward(int64_t l, BlockState& st, const Tensor& in, co
     const int64_t N = B * T, C = cfg_.hidden_size;
     const DType ct = run_.compute_dtype;
     const auto li = static_cast<size_t>(l);
-    Tensor dxn = Tensor::empty({N, C}, ct);
+    Tensor dxn = Tensor::empty({N, C}, ct, run_.device);
     if (cfg_.mlp == MlpKind::moe) {
         moe_[li].backward(binding_, st.moe, dxn, dres, st.xn2, &router_stats_, aux_scale);
     } else {
@@ -250,11 +251,13 @@ void Transformer::sum_replicated_kv_grads(int64_t l, const std::vector<Tensor>& 
         Tensor delta =
             Tensor::empty({n}, DType::f32, core::Device::cpu(), core::MemCategory::buffers);
         float* d = delta.data<float>();
-        float* gp = g.data<float>();
-        const float* b = before[i].data<float>();
+        const Tensor g_h = on_host(g), before_h = on_host(before[i]);
+        float* gp = g_h.data<float>();
+        const float* b = before_h.data<float>();
         for (int64_t k = 0; k < n; ++k) d[k] = gp[k] - b[k];
         kv_group_->allreduce(delta, comm::ReduceOp::sum).wait();
         for (int64_t k = 0; k < n; ++k) gp[k] = b[k] + d[k];
+        store_from_host(g, g_h);
     }
 }
 
@@ -273,12 +276,17 @@ void Transformer::begin_micro_batch(const TrainBatch& batch) {
     }
     B_ = B;
     T_ = T;
-    ensure(positions_, {N}, DType::i32, core::MemCategory::buffers);
-    for (int64_t i = 0; i < N; ++i) positions_.data<int32_t>()[i] = static_cast<int32_t>(i % T);
-    flat_ids_ = ids.contiguous().view({N});
-    flat_tgt_ = batch.targets.defined() ? batch.targets.contiguous().view({N}) : Tensor();
+    const core::Device dev = run_.device;
+    ensure(positions_, {N}, DType::i32, dev, core::MemCategory::buffers);
+    // Positions are built on the host (the tensor itself on the CPU) and copied to the device.
+    const Tensor pos = on_host(positions_);
+    for (int64_t i = 0; i < N; ++i) pos.data<int32_t>()[i] = static_cast<int32_t>(i % T);
+    store_from_host(positions_, pos);
+    // The caller's ids and targets, on the model's device (no copy when they are there already).
+    flat_ids_ = ids.contiguous().view({N}).to(dev);
+    flat_tgt_ = batch.targets.defined() ? batch.targets.contiguous().view({N}).to(dev) : Tensor();
     residuals_.resize(static_cast<size_t>(L + 1));
-    for (Tensor& r : residuals_) ensure(r, {N, C}, DType::f32);
+    for (Tensor& r : residuals_) ensure(r, {N, C}, DType::f32, dev);
     dres_ = Tensor();
     if (cfg_.mlp == MlpKind::moe) router_stats_.reset(cfg_.moe.n_experts);
     if (run_.activation_checkpointing) {
@@ -338,18 +346,19 @@ LossStats Transformer::head_loss(bool backward, float ce_scale, float loss_scale
     }
     if (cfg_.tied_embeddings) h.before_forward(embed_group());
     const Tensor& rL = residuals_[static_cast<size_t>(L)];
-    Tensor xf = Tensor::empty({N, C}, ct), meanf, rstdf = Tensor::empty({N}, DType::f32);
-    if (cfg_.norm == NormKind::layernorm) meanf = Tensor::empty({N}, DType::f32);
+    const core::Device dev = run_.device;
+    Tensor xf = Tensor::empty({N, C}, ct, dev), meanf, rstdf = Tensor::empty({N}, DType::f32, dev);
+    if (cfg_.norm == NormKind::layernorm) meanf = Tensor::empty({N}, DType::f32, dev);
     final_norm_.forward(binding_, xf, meanf, rstdf, rL);
     const Tensor& wout = binding_.w(lm_head_);
-    Tensor dxf = backward ? Tensor::empty({N, C}, ct) : Tensor();
-    if (logits_out) *logits_out = Tensor::empty({N, V}, DType::f32);
+    Tensor dxf = backward ? Tensor::empty({N, C}, ct, dev) : Tensor();
+    if (logits_out) *logits_out = Tensor::empty({N, V}, DType::f32, dev);
     const int64_t chunk = std::max<int64_t>(1, run_.logits_chunk);
-    Tensor losses = Tensor::empty({N}, DType::f32, core::Device::cpu(), core::MemCategory::buffers);
+    Tensor losses = Tensor::empty({N}, DType::f32, dev, core::MemCategory::buffers);
     for (int64_t a = 0; a < N; a += chunk) {
         int64_t b = std::min(N, a + chunk);
         Tensor logits = logits_out ? logits_out->slice(0, a, b)
-                                   : Tensor::empty({b - a, Vr}, DType::f32, core::Device::cpu(),
+                                   : Tensor::empty({b - a, Vr}, DType::f32, dev,
                                                    core::MemCategory::activations);
         ops::linear_forward(logits, xf.slice(0, a, b), wout);
         if (!flat_tgt_.defined()) continue;
@@ -369,7 +378,8 @@ LossStats Transformer::head_loss(bool backward, float ce_scale, float loss_scale
         }
     }
     if (flat_tgt_.defined()) {
-        const float* lp = losses.data<float>();
+        const Tensor losses_h = on_host(losses);
+        const float* lp = losses_h.data<float>();
         for (int64_t i = 0; i < N; ++i) out.loss_sum += lp[i];
     }
     if (cfg_.mlp == MlpKind::moe) out.aux_loss = router_stats_.aux_loss(cfg_.moe.n_experts);
@@ -381,7 +391,7 @@ LossStats Transformer::head_loss(bool backward, float ce_scale, float loss_scale
     // Each rank's dxf is its vocabulary columns' share (the LM head is vocabulary-parallel).
     if (tp_) tp_->allreduce(dxf, comm::ReduceOp::sum).wait();
     // d(loss)/d(residual L), which backward_blocks carries down.
-    dres_ = Tensor::zeros({N, C}, DType::f32);
+    dres_ = Tensor::zeros({N, C}, DType::f32, dev);
     final_norm_.backward(binding_, dres_, dxf, rL, meanf, rstdf);
     // The head's buffers are done: release them before the blocks' backward (peak memory).
     xf = dxf = meanf = rstdf = losses = Tensor();
@@ -392,7 +402,7 @@ LossStats Transformer::head_loss(bool backward, float ce_scale, float loss_scale
 
 Tensor& Transformer::residual_grad() {
     const int64_t N = B_ * T_, C = cfg_.hidden_size;
-    if (!dres_.defined()) dres_ = Tensor::zeros({N, C}, DType::f32);
+    if (!dres_.defined()) dres_ = Tensor::zeros({N, C}, DType::f32, run_.device);
     return dres_;
 }
 
@@ -422,8 +432,8 @@ void Transformer::backward_blocks(GroupRange r, float loss_scale, GroupHooks& h)
             if (run_.activation_checkpointing) {
                 // Re-run this block's forward to rebuild its activations (its output is
                 // discarded; the router statistics were already counted in the first forward).
-                Tensor o = Tensor::empty({N, C}, DType::f32, core::Device::cpu(),
-                                         core::MemCategory::buffers);
+                Tensor o =
+                    Tensor::empty({N, C}, DType::f32, run_.device, core::MemCategory::buffers);
                 block_forward(l, *scratch_, in, o, B_, T_, nullptr);
             }
             block_backward(l, state(l), in, dres, B_, T_, aux_scale);
@@ -465,7 +475,7 @@ LossStats Transformer::forward_loss(const TrainBatch& batch, GroupHooks* hooks) 
 Tensor Transformer::forward_logits(const Tensor& input_ids, GroupHooks* hooks) {
     Tensor logits;
     run(TrainBatch{input_ids, Tensor()}, false, 1.0f, 1.0f, hooks, &logits);
-    return logits;
+    return on_host(logits);
 }
 
 ActivationBytes Transformer::activation_bytes(int64_t B, int64_t T) const {
@@ -511,18 +521,20 @@ Tensor Transformer::forward_tokens(const Tensor& ids, const Tensor& positions, K
     const DType ct = run_.compute_dtype;
     ZS_CHECK_T(ShapeError, positions.numel() == N, "positions ({}) must match ids ({})",
                positions.numel(), N);
-    Tensor r = Tensor::empty({N, C}, DType::f32, core::Device::cpu(), core::MemCategory::buffers);
-    embed_forward(ids, positions, r);
-    Tensor xn = Tensor::empty({N, C}, ct, core::Device::cpu(), core::MemCategory::buffers);
+    const core::Device dev = run_.device;
+    Tensor r = Tensor::empty({N, C}, DType::f32, dev, core::MemCategory::buffers);
+    // The caller's ids and positions, on the model's device (no copy when already there).
+    const Tensor ids_d = ids.to(dev), positions_d = positions.to(dev);
+    embed_forward(ids_d, positions_d, r);
+    Tensor xn = Tensor::empty({N, C}, ct, dev, core::MemCategory::buffers);
     // Training's attention blocks over the KV cache's core, as one flat batch (B = 1, T = N);
     // their buffers (qkv, att) are this forward's, reused by every layer.
     Attention::Saved as;
-    ensure(as.qkv, {N, lc.qkv_dim()}, ct, core::MemCategory::buffers);
-    ensure(as.att, {N, lc.q_dim()}, ct, core::MemCategory::buffers);
+    ensure(as.qkv, {N, lc.qkv_dim()}, ct, dev, core::MemCategory::buffers);
+    ensure(as.att, {N, lc.q_dim()}, ct, dev, core::MemCategory::buffers);
     // The row-parallel outputs' partial sums (tensor parallelism only).
     Tensor part =
-        tp_ ? Tensor::empty({N, C}, DType::f32, core::Device::cpu(), core::MemCategory::buffers)
-            : Tensor();
+        tp_ ? Tensor::empty({N, C}, DType::f32, dev, core::MemCategory::buffers) : Tensor();
     auto reduce_into_residual = [&] {
         tp_->allreduce(part, comm::ReduceOp::sum).wait();
         ops::add(r, r, part);
@@ -533,12 +545,12 @@ Tensor Transformer::forward_tokens(const Tensor& ids, const Tensor& positions, K
         const auto li = static_cast<size_t>(l);
         norm1_[li].forward(binding_, xn, Tensor(), Tensor(), r);
         const Tensor& attn_out = tp_ ? part : r;
-        if (tp_) std::fill_n(part.data<float>(), part.numel(), 0.0f);
-        attn_[li].forward(binding_, as, attn_out, xn, 1, N, positions, kv);
+        if (tp_) part.zero();
+        attn_[li].forward(binding_, as, attn_out, xn, 1, N, positions_d, kv);
         if (tp_) reduce_into_residual();
         norm2_[li].forward(binding_, xn, Tensor(), Tensor(), r);
         const Tensor& mlp_out = tp_ ? part : r;
-        if (tp_) std::fill_n(part.data<float>(), part.numel(), 0.0f);
+        if (tp_) part.zero();
         if (cfg_.mlp == MlpKind::moe) {
             moe_[li].forward(binding_, moes, mlp_out, xn, nullptr);
         } else {
@@ -547,34 +559,31 @@ Tensor Transformer::forward_tokens(const Tensor& ids, const Tensor& positions, K
         if (tp_) reduce_into_residual();
     }
     auto M = static_cast<int64_t>(logit_rows.size());
-    Tensor rows =
-        Tensor::empty({M, C}, DType::f32, core::Device::cpu(), core::MemCategory::buffers);
+    Tensor rows = Tensor::empty({M, C}, DType::f32, dev, core::MemCategory::buffers);
     for (int64_t i = 0; i < M; ++i) {
         int64_t src = logit_rows[static_cast<size_t>(i)];
         ZS_CHECK_T(ShapeError, src >= 0 && src < N, "logit row {} outside [0, {})", src, N);
         rows.select(0, i).copy_from(r.select(0, src));
     }
-    Tensor xf = Tensor::empty({M, C}, ct, core::Device::cpu(), core::MemCategory::buffers);
+    Tensor xf = Tensor::empty({M, C}, ct, dev, core::MemCategory::buffers);
     final_norm_.forward(binding_, xf, Tensor(), Tensor(), rows);
     const int64_t V = cfg_.vocab_size;
-    Tensor logits = Tensor::empty({M, V}, DType::f32);
+    Tensor logits = Tensor::empty({M, V}, DType::f32, dev);
     if (!tp_) {
         ops::linear_forward(logits, xf, binding_.w(lm_head_));
-        return logits;
+        return on_host(logits);
     }
     // Each rank's columns, padded to the largest shard, all-gathered and laid side by side.
     const int64_t per = (V + tp_size_ - 1) / tp_size_;
-    Tensor mine =
-        Tensor::zeros({M, per}, DType::f32, core::Device::cpu(), core::MemCategory::buffers);
+    Tensor mine = Tensor::zeros({M, per}, DType::f32, dev, core::MemCategory::buffers);
     ops::linear_forward(mine.slice(1, 0, v1_ - v0_), xf, binding_.w(lm_head_));
-    Tensor all = Tensor::empty({tp_size_, M, per}, DType::f32, core::Device::cpu(),
-                               core::MemCategory::buffers);
+    Tensor all = Tensor::empty({tp_size_, M, per}, DType::f32, dev, core::MemCategory::buffers);
     tp_->allgather(all, mine).wait();
     for (int rk = 0; rk < tp_size_; ++rk) {
         const auto [b, e] = parallel::shard_range(V, rk, tp_size_);
         if (e > b) logits.slice(1, b, e).copy_from(all.select(0, rk).slice(1, 0, e - b));
     }
-    return logits;
+    return on_host(logits);
 }
 
 namespace {
@@ -647,7 +656,7 @@ Tensor Transformer::tp_slice(ParamId id, const Tensor& full) const {
         ZS_CHECK_T(ShapeError, sel.dim < s.ndim(), "tp_slice: {} from {} has no dimension {}",
                    p.name, s.str(), sel.dim);
         s[sel.dim] = n;
-        out = Tensor::empty(s, full.dtype());
+        out = Tensor::empty(s, full.dtype(), full.device());
         int64_t at = 0;
         for (const auto& [b, e] : sel.ranges) {
             out.slice(sel.dim, at, at + (e - b)).copy_from(full.slice(sel.dim, b, e));

@@ -35,6 +35,10 @@ struct RunConfig {
     DType compute_dtype = DType::f32;  // activations and matmul inputs: f32 or bf16
     bool activation_checkpointing = false;
     int64_t logits_chunk = 1024;  // rows of logits materialised at once in training
+    // Where activations, buffers and scratch live; the bound weights and gradients must be there
+    // too (DenseParams or zero::Engine on the same device). Inputs (ids, targets, positions) may
+    // be anywhere; what returns to the caller (LossStats, logits) is on the host.
+    core::Device device = core::Device::cpu();
     // Tensor parallelism (Megatron-LM, parallel/tensor_parallel.h): this rank holds its share of
     // the attention heads (QKV column-parallel, output row-parallel), of the MLP (up column-,
     // down row-parallel) and of the vocabulary (embedding and LM head by rows, vocabulary-parallel
@@ -131,7 +135,8 @@ public:
                                GroupHooks* hooks = nullptr);
     // Forward and loss only (evaluation).
     LossStats forward_loss(const TrainBatch& batch, GroupHooks* hooks = nullptr);
-    // Full logits [B*T, V] f32 for a batch (tests and tools; training never materialises them).
+    // Full logits [B*T, V] f32 on the host for a batch (tests and tools; training never
+    // materialises them).
     Tensor forward_logits(const Tensor& input_ids, GroupHooks* hooks = nullptr);
 
     // Activation memory of forward_backward on [B, T] (zerospeed estimate; tests hold the
@@ -163,8 +168,8 @@ public:
     Tensor& residual(int64_t l) { return residuals_[static_cast<size_t>(l)]; }
     Tensor& residual_grad();
 
-    // Inference over a flat batch: ids, positions [N] i32. Returns logits [M, V] f32 for the
-    // rows listed in `logit_rows` (e.g. the last token of each sequence).
+    // Inference over a flat batch: ids, positions [N] i32. Returns logits [M, V] f32, on the
+    // host, for the rows listed in `logit_rows` (e.g. the last token of each sequence).
     Tensor forward_tokens(const Tensor& ids, const Tensor& positions, KvAttention& attn,
                           const std::vector<int64_t>& logit_rows);
 

@@ -39,7 +39,8 @@ struct Model {
 Model make(const char* json, RunConfig run = {}, uint64_t seed = 1) {
     Model s;
     s.model = std::make_unique<Transformer>(parse_hf_config(json, "test config"), run);
-    s.params = std::make_unique<DenseParams>(s.model->layout(), run.compute_dtype, true);
+    s.params =
+        std::make_unique<DenseParams>(s.model->layout(), run.compute_dtype, true, run.device);
     s.params->init(seed);
     s.params->bind(s.model->binding());
     return s;
@@ -138,6 +139,35 @@ TEST(Transformer, ActivationCheckpointingIsBitIdentical) {
             EXPECT_EQ(std::memcmp(ga.data_ptr(), gb.data_ptr(), ga.nbytes()), 0)
                 << a.model->config().model_type << " group " << g;
         }
+    }
+}
+
+// RunConfig::device (issue 13): naming the CPU explicitly is the default path, bit for bit, in
+// training (loss and every gradient) and in inference (forward_tokens' logits, on the host). The
+// CUDA run of the same step is checked against the CPU in backends/cuda/cuda_test.cpp.
+TEST(Transformer, ExplicitCpuDeviceIsBitIdentical) {
+    for (const char* json : {kGpt2, kLlama, kMixtral}) {
+        Model a = make(json), b = make(json, {.device = core::Device::cpu()});
+        TrainBatch bt = batch(a.model->config(), 2, 9, 3);
+        LossStats la = a.model->forward_backward(bt, 0.1f);
+        LossStats lb = b.model->forward_backward(bt, 0.1f);
+        EXPECT_EQ(la.loss_sum, lb.loss_sum);
+        EXPECT_EQ(la.aux_loss, lb.aux_loss);
+        for (int g = 0; g < a.model->layout().n_groups(); ++g) {
+            const Tensor& ga = a.params->group_grads(g);
+            const Tensor& gb = b.params->group_grads(g);
+            EXPECT_EQ(std::memcmp(ga.data_ptr(), gb.data_ptr(), ga.nbytes()), 0)
+                << a.model->config().model_type << " group " << g;
+        }
+        const ModelConfig& c = a.model->config();
+        ContiguousKvCache ca(c, 16, DType::f32), cb(c, 16, DType::f32);
+        Tensor ids = bt.input_ids.select(0, 0).contiguous();
+        Tensor pos = Tensor::empty({ids.numel()}, DType::i32);
+        for (int64_t i = 0; i < ids.numel(); ++i) pos.data<int32_t>()[i] = static_cast<int32_t>(i);
+        Tensor oa = a.model->forward_tokens(ids, pos, ca, {0, ids.numel() - 1});
+        Tensor ob = b.model->forward_tokens(ids, pos, cb, {0, ids.numel() - 1});
+        ASSERT_TRUE(ob.device().is_cpu());
+        EXPECT_EQ(std::memcmp(oa.data_ptr(), ob.data_ptr(), oa.nbytes()), 0) << c.model_type;
     }
 }
 

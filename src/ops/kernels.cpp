@@ -49,6 +49,10 @@ void Kernels::swiglu_backward(const Tensor&, const Tensor&, const Tensor&, const
     not_supported("swiglu_backward");
 }
 void Kernels::add(const Tensor&, const Tensor&, const Tensor&) { not_supported("add"); }
+void Kernels::adam_update(const Tensor&, const Tensor&, const Tensor&, const Tensor&, const Tensor&,
+                          const AdamStep&) {
+    not_supported("adam_update");
+}
 void Kernels::scale(const Tensor&, const Tensor&, float) { not_supported("scale"); }
 void Kernels::softmax_forward(const Tensor&, const Tensor&) { not_supported("softmax_forward"); }
 void Kernels::softmax_backward(const Tensor&, const Tensor&, const Tensor&) {

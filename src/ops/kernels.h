@@ -14,6 +14,7 @@
 
 #include "core/tensor.h"
 #include "ops/activation.h"
+#include "ops/adam.h"
 #include "ops/attention.h"
 #include "ops/loss.h"
 #include "ops/matmul.h"
@@ -86,6 +87,11 @@ public:
     virtual void topk_router_backward(const Tensor& dlogits, const Tensor& dweights,
                                       const Tensor& dprobs, const Tensor& probs,
                                       const Tensor& indices, const RouterOptions& opts);
+
+    // ops/adam.h: one flat segment's AdamW / Adam update (device optimizers; the CPU runs
+    // optim::Optimizer instead).
+    virtual void adam_update(const Tensor& master, const Tensor& m, const Tensor& v,
+                             const Tensor& compute, const Tensor& grad, const AdamStep& step);
 
 protected:
     [[noreturn]] void not_supported(std::string_view op) const;

@@ -472,6 +472,27 @@ double sum_squares(std::span<const Segment> segments) {
     return total;
 }
 
+ops::AdamStep Optimizer::adam_step(float lr, int64_t step, float grad_scale, bool decay) const {
+    ZS_ASSERT(o_.kind == Kind::adamw || o_.kind == Kind::adam, "adam_step for {}",
+              to_string(o_.kind));
+    ZS_CHECK(step >= 1, "optimizer step counts from 1 (got {})", step);
+    // The expressions of step() and adam_range(), so the device update sees the same scalars.
+    const auto t = static_cast<double>(step);
+    const float bc1 = o_.bias_correction ? static_cast<float>(1.0 - std::pow(o_.beta1, t)) : 1.0f;
+    const float bc2 = o_.bias_correction ? static_cast<float>(1.0 - std::pow(o_.beta2, t)) : 1.0f;
+    ops::AdamStep a;
+    a.lr = lr;
+    a.beta1 = o_.beta1;
+    a.beta2 = o_.beta2;
+    a.eps = o_.eps;
+    a.weight_decay = decay ? o_.weight_decay : 0.0f;
+    a.decoupled = o_.kind == Kind::adamw;
+    a.step_size = lr / bc1;
+    a.inv_sqrt_bc2 = 1.0f / std::sqrt(bc2);
+    a.grad_scale = grad_scale;
+    return a;
+}
+
 bool all_finite(std::span<const Segment> segments) {
     std::vector<Chunk> chunks = chunks_of(segments);
     const auto n = static_cast<int64_t>(chunks.size());

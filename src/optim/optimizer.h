@@ -23,6 +23,7 @@
 #include <span>
 
 #include "core/dtype.h"
+#include "ops/adam.h"
 
 namespace zs::optim {
 
@@ -69,6 +70,10 @@ public:
     // One update at learning rate lr; `step` counts from 1 (bias correction); every gradient is
     // multiplied by grad_scale first.
     void step(std::span<const Segment> segments, float lr, int64_t step, float grad_scale) const;
+    // The scalars of the same AdamW / Adam step for a device kernel (ops::adam_update), computed
+    // as step() computes them; `decay` false for a segment exempt from weight decay. Kind must be
+    // adamw or adam.
+    ops::AdamStep adam_step(float lr, int64_t step, float grad_scale, bool decay) const;
 
     // LAMB phase 1: update m (state0) and v (state1) of every segment, gradients multiplied by
     // grad_scale, and ADD each segment's ||w||^2 and ||u||^2 (u = the update before lr and trust

@@ -304,6 +304,50 @@ TEST(Optimizer, ManySegmentsOneStepIsDeterministic) {
     EXPECT_EQ(run(), run());
 }
 
+// adam_step() (issue 13): the scalars a device kernel gets (ops/adam.h's formula, restated here in
+// f32 as the CUDA kernel computes it) reproduce step() on the CPU, for AdamW and Adam, with and
+// without decay and bias correction. The CUDA kernel itself is checked in cuda_test.
+TEST(Optimizer, AdamStepScalarsReproduceStep) {
+    std::mt19937 gen(11);
+    std::normal_distribution<float> nd(0.0f, 1.0f);
+    for (Kind kind : {Kind::adamw, Kind::adam}) {
+        for (bool decay : {true, false}) {
+            Options o;
+            o.kind = kind;
+            o.weight_decay = 0.1f;
+            o.bias_correction = decay;
+            const Optimizer opt(o);
+            const size_t n = 257;
+            std::vector<float> p(n), g(n), m(n, 0.0f), v(n, 0.0f);
+            for (size_t i = 0; i < n; ++i) p[i] = nd(gen);
+            std::vector<float> kp = p, km = m, kv = v;
+            for (int64_t t = 1; t <= 3; ++t) {
+                for (size_t i = 0; i < n; ++i) g[i] = nd(gen);
+                Segment seg{p.data(), g.data(), m.data(), v.data()};
+                seg.n = static_cast<int64_t>(n);
+                seg.decay = decay;
+                opt.step({&seg, 1}, 1e-2f, t, 0.5f);
+                const ops::AdamStep a = opt.adam_step(1e-2f, t, 0.5f, decay);
+                const float decay_mul = a.decoupled ? 1.0f - a.lr * a.weight_decay : 1.0f;
+                const float l2 = a.decoupled ? 0.0f : a.weight_decay;
+                for (size_t i = 0; i < n; ++i) {
+                    const float gv = std::fma(l2, kp[i], g[i] * a.grad_scale);
+                    const float pv = kp[i] * decay_mul;
+                    km[i] = std::fma(a.beta1, km[i], (1.0f - a.beta1) * gv);
+                    kv[i] = std::fma(a.beta2, kv[i], (1.0f - a.beta2) * (gv * gv));
+                    const float den = std::fma(std::sqrt(kv[i]), a.inv_sqrt_bc2, a.eps);
+                    kp[i] = pv - a.step_size * (km[i] / den);
+                }
+            }
+            for (size_t i = 0; i < n; ++i) {
+                EXPECT_NEAR(kp[i], p[i], 1e-6 + 1e-6 * std::fabs(p[i])) << to_string(kind) << i;
+                EXPECT_NEAR(km[i], m[i], 1e-6 + 1e-6 * std::fabs(m[i])) << to_string(kind) << i;
+                EXPECT_NEAR(kv[i], v[i], 1e-6 + 1e-6 * std::fabs(v[i])) << to_string(kind) << i;
+            }
+        }
+    }
+}
+
 TEST(Reductions, SumSquaresAndFinite) {
     std::vector<float> a(100003), b(17);
     std::mt19937 gen(7);

@@ -88,6 +88,7 @@ Trainer::Trainer(models::ModelConfig model, TrainConfig cfg, RunOptions run,
     models::RunConfig rc;
     rc.compute_dtype = compute_dtype(cfg_.precision);
     rc.activation_checkpointing = cfg_.activation_checkpointing.given;
+    rc.device = run_.device;
     // The process grid: ZeRO runs over the data-parallel group, the model over the tp group.
     parallel::Sizes sz;
     sz.tp = tp;
@@ -123,6 +124,7 @@ Trainer::Trainer(models::ModelConfig model, TrainConfig cfg, RunOptions run,
     zc.max_live_numel = cfg_.zero.stage3_max_live_parameters;
     zc.persistence_threshold = cfg_.zero.stage3_param_persistence_threshold;
     zc.decay_all = run_.decay_all;
+    zc.device = run_.device;
     engine_ = std::make_unique<zero::Engine>(model_->layout(), model_->binding(), *dp_, zc,
                                              rc.compute_dtype, cfg_.optimizer.options(),
                                              [this](int g) { return model_->grad_groups(g); });
@@ -560,11 +562,13 @@ void Trainer::save_checkpoint() {
         auto [b, e] = engine_->owned_range(g);
         const zero::GroupShard& s = engine_->shard(g);
         int64_t off = engine_->stage() == 0 ? 0 : b - s.begin;
-        tensors.push_back(
-            {fmt::format("master.{}", g), engine_->master_shard(g).slice(0, off, off + (e - b))});
+        // The engine's views, copied to the host when they live on a device.
+        const core::Device host = core::Device::cpu();
+        tensors.push_back({fmt::format("master.{}", g),
+                           engine_->master_shard(g).slice(0, off, off + (e - b)).to(host)});
         for (int i = 0; i < engine_->n_states(); ++i) {
             tensors.push_back({fmt::format("state{}.{}", i, g),
-                               engine_->state_shard(g, i).slice(0, off, off + (e - b))});
+                               engine_->state_shard(g, i).slice(0, off, off + (e - b)).to(host)});
         }
         ranges.push_back({b, e});
     }

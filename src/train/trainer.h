@@ -44,6 +44,9 @@ struct RunOptions {
     uint64_t seed = 1234;
     bool progress = true;
     bool decay_all = true;  // weight decay on biases and norms too (DeepSpeed's default)
+    // Where the model's activations and the ZeRO engine's buffers live (one device for both; no
+    // CLI flag yet). Off the CPU the optimizer must be AdamW or Adam (zero::Engine::step).
+    core::Device device = core::Device::cpu();
     // Where the model's tokenizer comes from (a model directory, .gguf or tokenizer file):
     // recorded in each checkpoint's manifest so `convert --to hf` can include it.
     std::string tokenizer_source;

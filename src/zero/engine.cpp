@@ -5,6 +5,8 @@
 
 #include "base/error.h"
 #include "base/log.h"
+#include "ops/activation.h"
+#include "ops/adam.h"
 
 namespace zs::zero {
 
@@ -59,8 +61,8 @@ Engine::Engine(const models::ParamLayout& layout, models::ParamBinding& binding,
 
         auto gr = std::make_unique<Group>();
         const int64_t P = s.padded, S = s.size;
-        auto zeros = [](int64_t n, DType t, MemCategory c) {
-            return Tensor::zeros({n}, t, core::Device::cpu(), c);
+        auto zeros = [this](int64_t n, DType t, MemCategory c) {
+            return Tensor::zeros({n}, t, cfg_.device, c);
         };
         switch (cfg_.stage) {
             case 0:
@@ -156,12 +158,13 @@ Tensor Engine::gather_group(int g, int state) {
     ZS_CHECK(state < optimizer_.n_states(), "gather_group: state {} of {}", state,
              optimizer_.n_states());
     const Tensor& src = state < 0 ? gr.master : gr.states[state];
+    // On the CPU the clone (or the gathered buffer) is returned itself; elsewhere it is copied.
     if (cfg_.stage == 0 || s.world == 1)
-        return src.slice(0, 0, s.numel).clone(MemCategory::buffers);
-    Tensor full = Tensor::empty({s.padded}, DType::f32, core::Device::cpu(), MemCategory::buffers);
+        return src.slice(0, 0, s.numel).clone(MemCategory::buffers).to(core::Device::cpu());
+    Tensor full = Tensor::empty({s.padded}, DType::f32, cfg_.device, MemCategory::buffers);
     Tensor mine = src.clone(MemCategory::buffers);  // [S]
     comm(g).allgather(full, mine).wait();
-    return full.slice(0, 0, s.numel);
+    return full.slice(0, 0, s.numel).to(core::Device::cpu());
 }
 
 Tensor Engine::master_shard(int g) const {
@@ -248,7 +251,7 @@ void Engine::bind(int g) {
 void Engine::launch_gather(int g) {
     Group& gr = *groups_[static_cast<size_t>(g)];
     const GroupShard& s = shards_[static_cast<size_t>(g)];
-    gr.full_w = Tensor::empty({s.padded}, ct_, core::Device::cpu(), MemCategory::params);
+    gr.full_w = Tensor::empty({s.padded}, ct_, cfg_.device, MemCategory::params);
     gr.gather_work = comm(g).allgather(gr.full_w, gr.shard_w);
     gr.gather_pending = true;
     live_numel_ += s.padded;
@@ -315,8 +318,8 @@ void Engine::ensure_grads(int g) {
     if (cfg_.stage <= 1) return;  // permanent full gradients
     if (gr.reduce_pending) complete_reduce(g);
     if (!gr.full_g.defined()) {
-        gr.full_g = Tensor::zeros({shards_[static_cast<size_t>(g)].padded}, DType::f32,
-                                  core::Device::cpu(), MemCategory::grads);
+        gr.full_g = Tensor::zeros({shards_[static_cast<size_t>(g)].padded}, DType::f32, cfg_.device,
+                                  MemCategory::grads);
         bind(g);
     }
 }
@@ -338,8 +341,7 @@ void Engine::launch_reduce(int g) {
     if (cfg_.stage == 0) {
         if (s.world > 1) gr.reduce_work = comm(g).allreduce(gr.full_g, comm::ReduceOp::sum);
     } else {
-        gr.reduce_out =
-            Tensor::empty({s.size}, DType::f32, core::Device::cpu(), MemCategory::grads);
+        gr.reduce_out = Tensor::empty({s.size}, DType::f32, cfg_.device, MemCategory::grads);
         gr.reduce_work = comm(g).reduce_scatter(gr.reduce_out, gr.full_g);
     }
     gr.reduce_pending = true;
@@ -360,9 +362,7 @@ void Engine::complete_reduce(int g) {
         gr.shard_g.copy_from(gr.reduce_out);
     } else {
         // Stages 2-3: accumulate this micro-batch's reduced shard; drop the full gradients.
-        float* dst = gr.shard_g.data<float>();
-        const float* src = gr.reduce_out.data<float>();
-        for (int64_t i = 0; i < gr.shard_g.numel(); ++i) dst[i] += src[i];
+        ops::add(gr.shard_g, gr.shard_g, gr.reduce_out);
         gr.full_g = Tensor();
         bind(g);
     }
@@ -402,7 +402,14 @@ void Engine::finish_grads() {
     in_flight_.clear();
 }
 
+Tensor Engine::host_grads(int g) const {
+    const Group& gr = *groups_[static_cast<size_t>(g)];
+    return (cfg_.stage == 0 ? gr.full_g : gr.shard_g).to(core::Device::cpu());
+}
+
 std::vector<optim::Segment> Engine::segments() {
+    // Raw host pointers, for optim::Optimizer on the CPU (step() uses device_step elsewhere).
+    ZS_ASSERT(cfg_.device.is_cpu(), "zero: optimizer segments on {}", cfg_.device.str());
     std::vector<optim::Segment> segs;
     for (int g = 0; g < layout_.n_groups(); ++g) {
         const GroupShard& s = shards_[static_cast<size_t>(g)];
@@ -445,8 +452,8 @@ double Engine::grad_sq_norm(std::span<const std::vector<NormWeight>> weight) {
     double local = 0;
     for (int g = 0; g < layout_.n_groups(); ++g) {
         const GroupShard& s = shards_[static_cast<size_t>(g)];
-        Group& gr = *groups_[static_cast<size_t>(g)];
-        const float* grad = cfg_.stage == 0 ? gr.full_g.data<float>() : gr.shard_g.data<float>();
+        const Tensor grads = host_grads(g);
+        const float* grad = grads.data<float>();
         double part = 0;
         for (models::ParamId id : layout_.group(g).params) {
             const models::ParamInfo& p = layout_.param(id);
@@ -481,7 +488,23 @@ double Engine::grad_sq_norm(std::span<const std::vector<NormWeight>> weight) {
 }
 
 bool Engine::grads_finite() {
-    auto segs = segments();
+    // The gradients of every parameter's owned part (padding excluded), on the host.
+    std::vector<Tensor> grads;
+    std::vector<optim::Segment> segs;
+    for (int g = 0; g < layout_.n_groups(); ++g) {
+        const GroupShard& s = shards_[static_cast<size_t>(g)];
+        grads.push_back(host_grads(g));
+        const float* grad = grads.back().data<float>();
+        for (models::ParamId id : layout_.group(g).params) {
+            const models::ParamInfo& p = layout_.param(id);
+            int64_t lo = std::max(p.offset, s.begin), hi = std::min(p.offset + p.numel(), s.end);
+            if (hi <= lo) continue;
+            optim::Segment seg{};
+            seg.grad = grad + (lo - s.begin);
+            seg.n = hi - lo;
+            segs.push_back(seg);
+        }
+    }
     bool ok = optim::all_finite(segs);
     if (world_ == 1 || (cfg_.stage == 0 && !group_comms_)) return ok;
     Tensor t = Tensor::empty({1}, DType::f32, core::Device::cpu(), MemCategory::buffers);
@@ -516,12 +539,41 @@ void Engine::lamb_step(std::span<const optim::Segment> segs, float lr, int64_t s
     optimizer_.lamb_apply(segs, lr, step, sq);
 }
 
+void Engine::device_step(float lr, int64_t step, float grad_scale) {
+    const optim::Kind kind = optimizer_.options().kind;
+    ZS_CHECK_T(NotSupported, kind == optim::Kind::adamw || kind == optim::Kind::adam,
+               "zero: the {} optimizer step on {} needs a device optimizer kernel; only AdamW "
+               "and Adam have one (ops::adam_update)",
+               optim::to_string(kind), cfg_.device.str());
+    // The runs of segments(), as tensor views on the device: one kernel per parameter part.
+    for (int g = 0; g < layout_.n_groups(); ++g) {
+        const GroupShard& s = shards_[static_cast<size_t>(g)];
+        Group& gr = *groups_[static_cast<size_t>(g)];
+        const Tensor& grads = cfg_.stage == 0 ? gr.full_g : gr.shard_g;
+        for (models::ParamId id : layout_.group(g).params) {
+            const models::ParamInfo& p = layout_.param(id);
+            int64_t lo = std::max(p.offset, s.begin), hi = std::min(p.offset + p.numel(), s.end);
+            if (hi <= lo) continue;
+            const int64_t a = lo - s.begin, b = hi - s.begin;  // indices into shard-sized buffers
+            Tensor compute;
+            if (!gr.master_aliases_compute) {
+                compute = cfg_.stage <= 2 ? gr.full_w.slice(0, lo, hi) : gr.shard_w.slice(0, a, b);
+            }
+            ops::adam_update(
+                gr.master.slice(0, a, b), gr.states[0].slice(0, a, b), gr.states[1].slice(0, a, b),
+                compute, grads.slice(0, a, b),
+                optimizer_.adam_step(lr, step, grad_scale, cfg_.decay_all || p.weight_decay));
+        }
+    }
+}
+
 void Engine::step(float lr, int64_t step, float grad_scale) {
-    auto segs = segments();
-    if (optimizer_.options().kind == optim::Kind::lamb) {
-        lamb_step(segs, lr, step, grad_scale);
+    if (!cfg_.device.is_cpu()) {
+        device_step(lr, step, grad_scale);
+    } else if (optimizer_.options().kind == optim::Kind::lamb) {
+        lamb_step(segments(), lr, step, grad_scale);
     } else {
-        optimizer_.step(segs, lr, step, grad_scale);
+        optimizer_.step(segments(), lr, step, grad_scale);
     }
     for (int g = 0; g < layout_.n_groups(); ++g) {
         Group& gr = *groups_[static_cast<size_t>(g)];

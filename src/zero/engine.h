@@ -19,6 +19,13 @@
 // a group's weights before use and prefetches the next groups in the execution order recorded
 // during the first step (DeepSpeed's trace), within stage3_max_live_parameters. Collectives are
 // issued in the same order on every rank.
+//
+// Devices: every flat buffer (compute weights, gradients, master weights, optimizer states,
+// gather and reduce buffers) lives on Config::device, the model's (RunConfig::device). What the
+// host reads (the gradient norm, the finite check, gathered groups for checkpoints and export)
+// goes through host copies, which are the buffers themselves on the CPU. The optimizer update
+// runs where the buffers are: optim::Optimizer on the CPU, ops::adam_update (AdamW and Adam;
+// other optimizers are NotSupported there) on another device.
 #pragma once
 
 #include <cstdint>
@@ -47,6 +54,7 @@ struct Config {
                                               // small stay gathered
     bool decay_all = true;  // weight decay on every parameter, as DeepSpeed does with
                             // model.parameters(); false exempts biases and norm weights
+    core::Device device = core::Device::cpu();  // where every flat buffer lives (the model's)
     // The data-parallel communicator of group g, when it is not the engine's: expert parameters
     // are data-parallel over the ranks holding the same experts (DeepSpeed's expert data
     // parallel group), dense ones over every data-parallel rank. Each such group must be a
@@ -83,7 +91,7 @@ public:
     // Set group g from full f32 values [n_g] (e.g. loaded from a checkpoint or an HF model).
     void load_group(int g, const Tensor& full);
     // The full f32 master weights of group g (state < 0) or its optimizer state `state`, gathered
-    // from all ranks (export, checkpoints). Collective over the data-parallel group.
+    // from all ranks (export, checkpoints), on the host. Collective over the data-parallel group.
     Tensor gather_group(int g, int state = -1);
 
     // ---- GroupHooks ----
@@ -113,6 +121,7 @@ public:
     bool grads_finite();
     // Optimizer update of this rank's shard at learning rate lr (step is 1-based), gradients
     // multiplied by grad_scale; then (stages 1-2) the updated compute weights are all-gathered.
+    // Off the CPU only AdamW and Adam have a device kernel; others throw NotSupported.
     // LAMB's per-tensor trust ratio is exact at every stage: stages 1-3 add the norm sums of the
     // parts of each parameter held by every rank (one small allgather) before the update, so
     // with LAMB the step is collective at stage 3 too.
@@ -123,7 +132,8 @@ public:
     int rank() const { return rank_; }
     int stage() const { return cfg_.stage; }
     const GroupShard& shard(int g) const { return shards_[static_cast<size_t>(g)]; }
-    // This rank's owned elements [begin, end) of group g: master weights and optimizer states.
+    // This rank's owned elements [begin, end) of group g: master weights and optimizer states,
+    // views on Config::device (callers copy them to the host to write them).
     Tensor master_shard(int g) const;
     Tensor state_shard(int g, int i) const;
     int n_states() const { return optimizer_.n_states(); }
@@ -151,7 +161,12 @@ private:
     void complete_reduce(int g);
     void prefetch();
     void write_compute_copy(int g);
+    // Group g's gradients this rank owns (full at stage 0, its reduced shard otherwise) on the
+    // host: the buffer itself on the CPU, else a copy.
+    Tensor host_grads(int g) const;
     std::vector<optim::Segment> segments();
+    // The AdamW / Adam update of this rank's shard on a device (ops::adam_update per run).
+    void device_step(float lr, int64_t step, float grad_scale);
     // LAMB: moments, the trust-ratio norms summed over the ranks sharing each parameter, update.
     void lamb_step(std::span<const optim::Segment> segs, float lr, int64_t step, float grad_scale);
 

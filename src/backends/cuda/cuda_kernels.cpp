@@ -510,4 +510,22 @@ void CudaKernels::topk_router_backward(const Tensor& dlogits, const Tensor& dwei
                                 opts.renormalize);
 }
 
+void CudaKernels::adam_update(const Tensor& master, const Tensor& m, const Tensor& v,
+                              const Tensor& compute, const Tensor& grad,
+                              const ops::AdamStep& step) {
+    AdamArgs a;
+    a.beta1 = step.beta1;
+    a.beta2 = step.beta2;
+    a.eps = step.eps;
+    a.decay_mul = step.decoupled ? 1.0f - step.lr * step.weight_decay : 1.0f;
+    a.l2 = step.decoupled ? 0.0f : step.weight_decay;
+    a.step_size = step.step_size;
+    a.inv_sqrt_bc2 = step.inv_sqrt_bc2;
+    a.grad_scale = step.grad_scale;
+    launch_adam_update(stream(), master.data<float>(), m.data<float>(), v.data<float>(),
+                       compute.defined() ? compute.data_ptr() : nullptr,
+                       compute.defined() ? float_type("adam_update", compute) : FloatType::f32,
+                       grad.data<float>(), master.numel(), a);
+}
+
 }  // namespace zs::backends::cuda

@@ -78,6 +78,9 @@ public:
                               const Tensor& probs, const Tensor& indices,
                               const ops::RouterOptions& opts) override;
 
+    void adam_update(const Tensor& master, const Tensor& m, const Tensor& v, const Tensor& compute,
+                     const Tensor& grad, const ops::AdamStep& step) override;
+
 private:
     // The stream, with the context's device made current on the calling thread.
     cudaStream_t stream() const;

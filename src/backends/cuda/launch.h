@@ -194,6 +194,19 @@ void launch_topk_router_backward(cudaStream_t stream, const RowsArg& dlogits, co
                                  const float* dprobs, const float* probs, const int32_t* indices,
                                  int64_t n, int64_t e, int k, bool renormalize);
 
+// ---- adam.cu ----
+// ops::AdamStep's scalars (ops/adam.h), without core types.
+struct AdamArgs {
+    float beta1 = 0, beta2 = 0, eps = 0;
+    float decay_mul = 1;  // adamw: 1 - lr * wd, else 1
+    float l2 = 0;         // adam: wd, else 0
+    float step_size = 0, inv_sqrt_bc2 = 1, grad_scale = 1;
+};
+// One flat segment of n elements: master, m, v updated in place from grad; compute (nullptr:
+// none) receives the new master in compute_type.
+void launch_adam_update(cudaStream_t stream, float* master, float* m, float* v, void* compute,
+                        FloatType compute_type, const float* grad, int64_t n, const AdamArgs& a);
+
 // ---- probe (matmul.cu) ----
 // cudaSuccess when this build's kernels have an image the current device can run.
 cudaError_t probe_kernel_image();

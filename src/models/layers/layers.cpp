@@ -7,10 +7,14 @@
 
 namespace zs::models {
 
-void ensure(Tensor& t, const Shape& shape, DType dtype, core::MemCategory cat) {
-    if (t.defined() && t.shape() == shape && t.dtype() == dtype && t.is_contiguous()) return;
+void ensure(Tensor& t, const Shape& shape, DType dtype, core::Device device,
+            core::MemCategory cat) {
+    if (t.defined() && t.shape() == shape && t.dtype() == dtype && t.device() == device &&
+        t.is_contiguous()) {
+        return;
+    }
     t = Tensor();  // release first, so peak memory does not hold both
-    t = Tensor::empty(shape, dtype, core::Device::cpu(), cat);
+    t = Tensor::empty(shape, dtype, device, cat);
 }
 
 namespace {
@@ -18,7 +22,7 @@ namespace {
 // The compute-dtype view of an f32 gradient: itself when ct is f32, else a converted copy.
 Tensor as_compute(const Tensor& t, DType ct, Tensor& scratch) {
     if (t.dtype() == ct) return t;
-    ensure(scratch, t.shape(), ct, core::MemCategory::buffers);
+    ensure(scratch, t.shape(), ct, t.device(), core::MemCategory::buffers);
     scratch.copy_from(t);
     return scratch;
 }
@@ -80,7 +84,7 @@ void Attention::forward(const ParamBinding& p, Saved& s, const Tensor& residual,
                         int64_t B, int64_t T, const Tensor& positions, AttentionCore& core) const {
     const int64_t N = B * T;
     DType ct = x.dtype();
-    ensure(s.qkv, {N, cfg_->qkv_dim()}, ct);
+    ensure(s.qkv, {N, cfg_->qkv_dim()}, ct, x.device());
     ops::linear_forward(s.qkv, x, p.w(p_.wqkv), opt(p, p_.bqkv));
     if (rope_) {
         int64_t W = cfg_->qkv_dim(), HS = cfg_->head_dim;
@@ -89,9 +93,9 @@ void Attention::forward(const ParamBinding& p, Saved& s, const Tensor& residual,
         ops::rope_forward(s.qkv.as_strided({N, cfg_->n_kv_heads, HS}, {W, HS, 1}, cfg_->q_dim()),
                           positions, *rope_);
     }
-    ensure(s.att, {N, cfg_->q_dim()}, ct);
+    ensure(s.att, {N, cfg_->q_dim()}, ct, x.device());
     const bool save = core.supports_backward();
-    if (save) ensure(s.lse, {B, cfg_->n_heads, T}, DType::f32);
+    if (save) ensure(s.lse, {B, cfg_->n_heads, T}, DType::f32, x.device());
     core.forward(layer_, opts_, s.att.view({B, T, cfg_->n_heads, cfg_->head_dim}),
                  save ? s.lse : Tensor(), q_view(s.qkv, B, T), k_view(s.qkv, B, T),
                  v_view(s.qkv, B, T));
@@ -106,9 +110,9 @@ void Attention::backward(const ParamBinding& p, const Saved& s, const Tensor& dx
     DType ct = x.dtype();
     Tensor scratch;
     Tensor d = as_compute(dres, ct, scratch);
-    Tensor datt = Tensor::empty({N, cfg_->q_dim()}, ct);
+    Tensor datt = Tensor::empty({N, cfg_->q_dim()}, ct, x.device());
     ops::linear_backward(datt, p.g(p_.wo), opt_grad(p, p_.bo), d, s.att, p.w(p_.wo));
-    Tensor dqkv = Tensor::empty({N, cfg_->qkv_dim()}, ct);
+    Tensor dqkv = Tensor::empty({N, cfg_->qkv_dim()}, ct, x.device());
     Shape heads{B, T, cfg_->n_heads, cfg_->head_dim};
     core.backward(layer_, opts_, q_view(dqkv, B, T), k_view(dqkv, B, T), v_view(dqkv, B, T),
                   datt.view(heads), q_view(s.qkv, B, T), k_view(s.qkv, B, T), v_view(s.qkv, B, T),
@@ -131,15 +135,15 @@ void Mlp::run(const ParamBinding& p, Saved& s, const Tensor& out, const Tensor& 
     DType ct = x.dtype();
     switch (kind_) {
         case MlpKind::gelu:
-            ensure(s.h, {N, ff_}, ct);
-            ensure(s.a, {N, ff_}, ct);
+            ensure(s.h, {N, ff_}, ct, x.device());
+            ensure(s.a, {N, ff_}, ct, x.device());
             ops::linear_forward(s.h, x, p.w(p_.up), opt(p, p_.up_bias));
             ops::gelu_forward(s.a, s.h, gelu_);
             break;
         case MlpKind::swiglu:
         case MlpKind::moe:
-            ensure(s.h, {N, 2 * ff_}, ct);
-            ensure(s.a, {N, ff_}, ct);
+            ensure(s.h, {N, 2 * ff_}, ct, x.device());
+            ensure(s.a, {N, ff_}, ct, x.device());
             ops::linear_forward(s.h, x, p.w(p_.up), opt(p, p_.up_bias));
             ops::swiglu_forward(s.a, s.h.slice(1, 0, ff_), s.h.slice(1, ff_, 2 * ff_));
             break;
@@ -152,9 +156,9 @@ void Mlp::run_backward(const ParamBinding& p, const Saved& s, const Tensor& dx, 
                        const Tensor& x) const {
     const int64_t N = x.size(0);
     DType ct = x.dtype();
-    Tensor da = Tensor::empty({N, ff_}, ct);
+    Tensor da = Tensor::empty({N, ff_}, ct, x.device());
     ops::linear_backward(da, p.g(p_.down), opt_grad(p, p_.down_bias), dout, s.a, p.w(p_.down));
-    Tensor dh = Tensor::empty(s.h.shape(), ct);
+    Tensor dh = Tensor::empty(s.h.shape(), ct, x.device());
     switch (kind_) {
         case MlpKind::gelu:
             ops::gelu_backward(dh, da, s.h, gelu_);

@@ -27,10 +27,20 @@ class Communicator;
 
 namespace zs::models {
 
-// (Re)allocate t unless it already has this shape and dtype (activation buffers are reused
-// across steps, so steady-state training does not allocate).
-void ensure(Tensor& t, const Shape& shape, DType dtype,
+// (Re)allocate t on `device` unless it already has this shape, dtype and device (activation
+// buffers are reused across steps, so steady-state training does not allocate). Layers allocate
+// on their input's device, the Transformer on RunConfig::device.
+void ensure(Tensor& t, const Shape& shape, DType dtype, core::Device device,
             core::MemCategory cat = core::MemCategory::activations);
+
+// `t` itself when it lives on the CPU, else a host copy. Every read or write of tensor data on
+// the host (routing counts, loss sums) goes through it, so the CPU path copies nothing; a write
+// into a device tensor's host copy is copied back with store_from_host.
+inline Tensor on_host(const Tensor& t) { return t.to(core::Device::cpu()); }
+// Copy `host` (from on_host(dst), then written) back into `dst`; nothing when they are one.
+inline void store_from_host(const Tensor& dst, const Tensor& host) {
+    if (!dst.device().is_cpu()) dst.copy_from(host);
+}
 
 class Norm {
 public:

@@ -9,6 +9,10 @@
 // Tensor parallelism: the router is replicated and routes identically on every rank (its input,
 // the normed residual, is the same all-reduced value everywhere); each expert holds its rows of
 // gate|up and columns of down (Megatron's MLP split), so the layer's output is a partial sum.
+//
+// Devices: the router and the experts run on the input's device; routing (which rows go to which
+// expert), the gate-weighted scatter and the gate weights' gradient run on the host, over host
+// copies (on_host) that are the tensors themselves on the CPU.
 #include <cmath>
 
 #include "base/error.h"
@@ -48,16 +52,18 @@ void Moe::forward(const ParamBinding& p, Saved& s, const Tensor& residual, const
     const int64_t N = x.size(0), C = x.size(1), E = cfg_->moe.n_experts;
     const int k = cfg_->moe.top_k;
     DType ct = x.dtype();
-    ensure(s.logits, {N, E}, DType::f32);
-    ensure(s.probs, {N, E}, DType::f32);
-    ensure(s.weights, {N, k}, DType::f32);
-    ensure(s.indices, {N, k}, DType::i32);
+    const core::Device dev = x.device();
+    ensure(s.logits, {N, E}, DType::f32, dev);
+    ensure(s.probs, {N, E}, DType::f32, dev);
+    ensure(s.weights, {N, k}, DType::f32, dev);
+    ensure(s.indices, {N, k}, DType::i32, dev);
     ops::linear_forward(s.logits, x, p.w(p_.router));
     ops::RouterOptions ro{k, cfg_->moe.renormalize};
     ops::topk_router_forward(s.weights, s.indices, s.probs, s.logits, ro);
 
     // Assignments per expert, slot-major (all first choices, then second...) as DeepSpeed ranks.
-    const int32_t* idx = s.indices.data<int32_t>();
+    const Tensor indices = on_host(s.indices);
+    const int32_t* idx = indices.data<int32_t>();
     s.rows.assign(static_cast<size_t>(E), {});
     int64_t cap = N * k;
     if (cfg_->moe.capacity_factor > 0) {
@@ -72,7 +78,8 @@ void Moe::forward(const ParamBinding& p, Saved& s, const Tensor& residual, const
         }
     }
     if (stats) {
-        const float* pr = s.probs.data<float>();
+        const Tensor probs = on_host(s.probs);
+        const float* pr = probs.data<float>();
         for (int64_t n = 0; n < N; ++n) {
             for (int64_t e = 0; e < E; ++e)
                 stats->prob_sum[static_cast<size_t>(e)] += pr[n * E + e];
@@ -85,8 +92,10 @@ void Moe::forward(const ParamBinding& p, Saved& s, const Tensor& residual, const
     s.xe.resize(static_cast<size_t>(E));
     s.ye.resize(static_cast<size_t>(E));
     s.mlp.resize(static_cast<size_t>(E));
-    const float* w = s.weights.data<float>();
-    float* res = residual.data<float>();
+    const Tensor weights = on_host(s.weights);
+    const float* w = weights.data<float>();
+    const Tensor residual_h = on_host(residual);
+    float* res = residual_h.data<float>();
     for (int64_t e = 0; e < E; ++e) {
         const auto& rows = s.rows[static_cast<size_t>(e)];
         auto ne = static_cast<int64_t>(rows.size());
@@ -97,13 +106,14 @@ void Moe::forward(const ParamBinding& p, Saved& s, const Tensor& residual, const
             ye = Tensor();
             continue;
         }
-        ensure(xe, {ne, C}, ct);
+        ensure(xe, {ne, C}, ct, dev);
         for (int64_t r = 0; r < ne; ++r) {
             xe.select(0, r).copy_from(x.select(0, rows[static_cast<size_t>(r)] / k));
         }
-        ensure(ye, {ne, C}, DType::f32);
+        ensure(ye, {ne, C}, DType::f32, dev);
         experts_[static_cast<size_t>(e)].run(p, s.mlp[static_cast<size_t>(e)], ye, xe, 0.0f);
-        const float* y = ye.data<float>();
+        const Tensor ye_h = on_host(ye);
+        const float* y = ye_h.data<float>();
         for (int64_t r = 0; r < ne; ++r) {
             int64_t flat = rows[static_cast<size_t>(r)];
             float g = w[flat];
@@ -111,6 +121,7 @@ void Moe::forward(const ParamBinding& p, Saved& s, const Tensor& residual, const
             for (int64_t c = 0; c < C; ++c) dst[c] += g * y[r * C + c];
         }
     }
+    store_from_host(residual, residual_h);
 }
 
 void Moe::backward(const ParamBinding& p, const Saved& s, const Tensor& dx, const Tensor& dres,
@@ -118,8 +129,12 @@ void Moe::backward(const ParamBinding& p, const Saved& s, const Tensor& dx, cons
     const int64_t N = x.size(0), C = x.size(1), E = cfg_->moe.n_experts;
     const int k = cfg_->moe.top_k;
     DType ct = x.dtype();
-    const float* w = s.weights.data<float>();
-    const float* dr = dres.data<float>();
+    const core::Device dev = x.device();
+    const Tensor weights = on_host(s.weights);
+    const float* w = weights.data<float>();
+    const Tensor dres_h = on_host(dres);
+    const float* dr = dres_h.data<float>();
+    // Host accumulators (the gate weights' gradient and dx in f32), moved to `dev` when used.
     Tensor dweights = Tensor::zeros({N, k}, DType::f32);
     float* dw = dweights.data<float>();
     Tensor dxf = Tensor::zeros({N, C}, DType::f32);  // f32 accumulator over experts and router
@@ -128,7 +143,8 @@ void Moe::backward(const ParamBinding& p, const Saved& s, const Tensor& dx, cons
         const auto& rows = s.rows[static_cast<size_t>(e)];
         auto ne = static_cast<int64_t>(rows.size());
         if (ne == 0) continue;
-        const float* y = s.ye[static_cast<size_t>(e)].data<float>();
+        const Tensor ye_h = on_host(s.ye[static_cast<size_t>(e)]);
+        const float* y = ye_h.data<float>();
         Tensor dye = Tensor::empty({ne, C}, DType::f32);
         float* dy = dye.data<float>();
         for (int64_t r = 0; r < ne; ++r) {
@@ -141,10 +157,11 @@ void Moe::backward(const ParamBinding& p, const Saved& s, const Tensor& dx, cons
             }
             dw[flat] = static_cast<float>(dot);
         }
-        Tensor dxe = Tensor::empty({ne, C}, ct);
+        Tensor dxe = Tensor::empty({ne, C}, ct, dev);
         experts_[static_cast<size_t>(e)].run_backward(p, s.mlp[static_cast<size_t>(e)], dxe,
-                                                      dye.to(ct), s.xe[static_cast<size_t>(e)]);
-        Tensor dxe32 = dxe.to(DType::f32);
+                                                      dye.to(ct).to(dev),
+                                                      s.xe[static_cast<size_t>(e)]);
+        Tensor dxe32 = on_host(dxe.to(DType::f32));
         const float* d = dxe32.data<float>();
         for (int64_t r = 0; r < ne; ++r) {
             float* dst = dxa + (rows[static_cast<size_t>(r)] / k) * C;
@@ -167,15 +184,15 @@ void Moe::backward(const ParamBinding& p, const Saved& s, const Tensor& dx, cons
             }
         }
     }
-    Tensor dlogits = Tensor::empty({N, E}, DType::f32);
-    ops::topk_router_backward(dlogits, dweights, dprobs, s.probs, s.indices,
-                              {k, cfg_->moe.renormalize});
+    Tensor dlogits = Tensor::empty({N, E}, DType::f32, dev);
+    ops::topk_router_backward(dlogits, dweights.to(dev), dprobs.defined() ? dprobs.to(dev) : dprobs,
+                              s.probs, s.indices, {k, cfg_->moe.renormalize});
     // The router's dx is the same on every tp rank: one adds it, so the caller's all-reduce of
     // dx counts it once. Every rank accumulates the (identical) router weight gradient.
-    Tensor dxr = tp_first_ ? Tensor::empty({N, C}, ct) : Tensor();
+    Tensor dxr = tp_first_ ? Tensor::empty({N, C}, ct, dev) : Tensor();
     ops::linear_backward(dxr, p.g(p_.router), Tensor(), dlogits.to(ct), x, p.w(p_.router));
     if (tp_first_) {
-        Tensor dxr32 = dxr.to(DType::f32);
+        Tensor dxr32 = on_host(dxr.to(DType::f32));
         const float* d = dxr32.data<float>();
         for (int64_t i = 0; i < N * C; ++i) dxa[i] += d[i];
     }
