@@ -4,7 +4,7 @@
 # section; docs/BENCHMARKS.md records the figures with these commands.
 #
 # Usage: tools/run_benchmarks.sh [BUILD] [section...]
-#   sections: ops optim tokenizer comm train generate tp serve (default: all)
+#   sections: ops optim tokenizer comm mpi-configs train generate tp serve (default: all but mpi-configs)
 # Peers: the Python ones (torch, deepspeed, tiktoken, HF tokenizers, sentencepiece) come from the
 # reference venv, installed (once, cached) by tools/reference_venv.sh. llama.cpp's llama-server is
 # used when LLAMA_SERVER names its binary (llama-bench from LLAMA_BENCH), llm.c's CPU trainer when LLMC_TRAIN names its
@@ -72,6 +72,32 @@ for s in $sections; do
         note "comm: our Communicator vs blocking MPI calls, 2 ranks"
         mpirun --allow-run-as-root --oversubscribe -np 2 -x OMP_NUM_THREADS=1 \
             "$build/bench/comm_bench" --iters 5 | tee "$out/comm.json"
+        ;;
+    mpi-configs)
+        # What OpenMPI itself can do on one host (the fast-collectives issue asks for this before a
+        # transport of our own): the plain MPI calls of comm_bench (bus bandwidth 1-256 MiB, and
+        # 8-64 KiB allreduce latency) under each documented configuration, with the STREAM triad
+        # of this run as the hardware's yardstick.
+        note "mpi-configs: OpenMPI configurations on 2 ranks, one host; STREAM triad for reference"
+        echo "triad threads=2: $(OMP_NUM_THREADS=2 "$build/bench/ops_bench" \
+            --benchmark_filter=BM_stream_triad --benchmark_min_time=0.5 2>/dev/null \
+            | grep -o 'GB/s=[0-9.]*')" | tee -a "$out/mpi_configs.txt"
+        while IFS='|' read -r label mca; do
+            [ -n "$label" ] || continue
+            for mode in "--iters 7" "--latency"; do
+                # shellcheck disable=SC2086
+                echo "$label ($mode): $(mpirun --allow-run-as-root --oversubscribe -np 2 \
+                    -x OMP_NUM_THREADS=1 $mca "$build/bench/comm_bench" $mode </dev/null 2>&1 \
+                    | tr -d '\n' | sed 's/  */ /g')" | tee -a "$out/mpi_configs.txt"
+            done
+        done <<'CONFIGS'
+default (vader BTL, CMA single copy, tuned)|
+vader without single copy|--mca btl_vader_single_copy_mechanism none
+tuned forced ring algorithms|--mca coll_tuned_use_dynamic_rules 1 --mca coll_tuned_allreduce_algorithm 4 --mca coll_tuned_reduce_scatter_block_algorithm 3 --mca coll_tuned_allgather_algorithm 4
+tuned ring allreduce, 1 MiB segments|--mca coll_tuned_use_dynamic_rules 1 --mca coll_tuned_allreduce_algorithm 5 --mca coll_tuned_allreduce_algorithm_segmentsize 1048576
+han hierarchical collectives|--mca coll_han_priority 100
+UCX point-to-point|--mca pml ucx
+CONFIGS
         ;;
     train)
         note "train: GPT-2 124M, B=4 T=64: ours fp32 (1 rank x 2 threads) vs PyTorch; ZeRO-2/3 on 2 ranks vs DeepSpeed"
@@ -198,7 +224,7 @@ for s in $sections; do
             ${LLAMA_SERVER:+--llama-server "$LLAMA_SERVER"} | tee "$out/serve.txt"
         ;;
     *)
-        echo "unknown section $s (ops optim tokenizer comm train generate tp serve)" >&2
+        echo "unknown section $s (ops optim tokenizer comm mpi-configs train generate tp serve)" >&2
         exit 2
         ;;
     esac

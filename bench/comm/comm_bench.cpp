@@ -8,6 +8,10 @@
 //
 //   mpirun -np 2 build/bench/comm_bench [--iters 10] [--min-mib 1] [--max-mib 256]
 //       [--mpi-first]
+//
+// --latency: instead, the time per allreduce of 8-64 KiB of fp32 (tensor-parallel decode sizes),
+// ours and MPI_Allreduce alternately, each the slowest rank's mean over `--iters` back-to-back
+// calls (default 2000), median of 5 such rounds, in microseconds.
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -71,6 +75,45 @@ int main(int argc, char** argv) {
         if (std::strcmp(argv[i], "--max-mib") == 0) max_mib = std::atoi(argv[i + 1]);
     }
     const int n = world.size(), rank = world.rank();
+    bool latency = false;
+    for (int i = 1; i < argc; ++i) latency = latency || std::strcmp(argv[i], "--latency") == 0;
+    if (latency) {
+        const bool iters_given = std::any_of(
+            argv + 1, argv + argc, [](const char* a) { return std::strcmp(a, "--iters") == 0; });
+        const int calls = iters_given ? iters : 2000;
+        if (rank == 0) std::printf("{\"ranks\": %d, \"calls\": %d, \"latency\": [\n", n, calls);
+        for (int kib = 8; kib <= 64; kib *= 2) {
+            const int64_t count = int64_t{kib} * 1024 / 4;
+            Tensor t = Tensor::empty({count}, DType::f32);
+            std::fill_n(t.data<float>(), count, 0.0f);  // sums of zeros stay finite
+            auto mean_us = [&](auto&& op) {
+                op();  // warm-up
+                return time_once([&] {
+                           for (int i = 0; i < calls; ++i) op();
+                       }) /
+                       calls * 1e6;
+            };
+            auto ours = [&] { world.allreduce(t, zs::comm::ReduceOp::sum).wait(); };
+            auto mpi = [&] {
+                MPI_Allreduce(MPI_IN_PLACE, t.data_ptr(), static_cast<int>(count), MPI_FLOAT,
+                              MPI_SUM, MPI_COMM_WORLD);
+            };
+            std::vector<double> a, b;
+            for (int round = 0; round < 5; ++round) {
+                a.push_back(mean_us(ours));
+                b.push_back(mean_us(mpi));
+            }
+            if (rank == 0) {
+                std::printf(
+                    "%s  {\"op\": \"allreduce\", \"KiB\": %d, \"zerospeed_us\": %.2f, "
+                    "\"mpi_us\": %.2f}",
+                    kib == 8 ? "" : ",\n", kib, median(a), median(b));
+                std::fflush(stdout);
+            }
+        }
+        if (rank == 0) std::printf("\n]}\n");
+        return 0;
+    }
     if (rank == 0) {
         std::printf("{\"ranks\": %d, \"iters\": %d, \"results\": [\n", n, iters);
     }
