@@ -343,18 +343,6 @@ __global__ void attn_bwd_group_sum_kernel(AttnGeom g, HeadsArg dk, HeadsArg dv,
     }
 }
 
-// Call f(std::integral_constant<int, D>) for the padded head dim.
-template <class F>
-void dispatch_head_dim(int64_t hs, F&& f) {
-    if (hs <= 64) {
-        f(std::integral_constant<int, 64>{});
-    } else if (hs <= 128) {
-        f(std::integral_constant<int, 128>{});
-    } else {
-        f(std::integral_constant<int, 256>{});
-    }
-}
-
 // Set the kernel's dynamic shared memory limit (needed above 48 KiB) and return the byte count.
 template <class K>
 size_t prepare_smem(K kernel, size_t floats) {

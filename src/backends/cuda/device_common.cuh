@@ -6,6 +6,7 @@
 #pragma once
 
 #include <cstdint>
+#include <type_traits>
 
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
@@ -107,6 +108,19 @@ inline void dispatch_index(IndexType t, F&& f) {
         case IndexType::i64:
             f(int64_t{});
             return;
+    }
+}
+
+// Host: call f(std::integral_constant<int, D>) for the head dim padded to D = 64, 128 or 256
+// (the attention kernels' register tiles).
+template <class F>
+inline void dispatch_head_dim(int64_t hs, F&& f) {
+    if (hs <= 64) {
+        f(std::integral_constant<int, 64>{});
+    } else if (hs <= 128) {
+        f(std::integral_constant<int, 128>{});
+    } else {
+        f(std::integral_constant<int, 256>{});
     }
 }
 

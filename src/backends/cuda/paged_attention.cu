@@ -117,18 +117,6 @@ __global__ void __launch_bounds__(kThreads)
     }
 }
 
-// Call f(std::integral_constant<int, D>) for the padded head dim.
-template <class F>
-void dispatch_head_dim(int64_t hs, F&& f) {
-    if (hs <= 64) {
-        f(std::integral_constant<int, 64>{});
-    } else if (hs <= 128) {
-        f(std::integral_constant<int, 128>{});
-    } else {
-        f(std::integral_constant<int, 256>{});
-    }
-}
-
 }  // namespace
 
 void launch_paged_kv_write(cudaStream_t stream, const PagedGeom& g, const int64_t* layout,
