@@ -325,20 +325,25 @@ TEST(Checkpoint, CorruptionAndIncompleteSavesAreRefused) {
 namespace zs::train {
 namespace {
 
+// The tensor-parallel tests' ds_config: 4 sequences per step in micro-batches of `micro`, AdamW
+// (weight decay 0.01) with clipping, `tp` tensor-parallel ranks of `world`, ZeRO `stage`.
+TrainConfig tp_config(int world, int tp, int stage, int micro, const char* lr = "3e-3",
+                      const char* clip = "0.5") {
+    return parse_ds_config(
+        std::string(R"({"train_batch_size": 4, "train_micro_batch_size_per_gpu": )") +
+            std::to_string(micro) + R"(, "optimizer": {"type": "AdamW", "params": {"lr": )" + lr +
+            R"(, "weight_decay": 0.01}}, "gradient_clipping": )" + clip +
+            R"(, "tensor_parallel": {"autotp_size": )" + std::to_string(tp) +
+            R"(}, "zero_optimization": {"stage": )" + std::to_string(stage) + "}}",
+        "tp", world);
+}
+
 // Tensor parallelism in the trainer: tp = 2 (and dp 2 x tp 2) over threads give the single-rank
 // run's losses and gradient norms step for step (AdamW with clipping and a schedule, ZeRO 0 and
 // 2 over the data-parallel group), starting from the same whole-model initialisation.
 TEST(TensorParallelTraining, LossesEqualTheSingleRankRun) {
     Scratch s("tp");
-    auto config = [](int stage, int world, int tp) {
-        return parse_ds_config(R"({"train_batch_size": 4, "train_micro_batch_size_per_gpu": 2,
-            "optimizer": {"type": "AdamW", "params": {"lr": 3e-3, "weight_decay": 0.01}},
-            "gradient_clipping": 0.5, "tensor_parallel": {"autotp_size": )" +
-                                   std::to_string(tp) + R"(},
-            "zero_optimization": {"stage": )" +
-                                   std::to_string(stage) + "}}",
-                               "tp", world);
-    };
+    auto config = [](int stage, int world, int tp) { return tp_config(world, tp, stage, 2); };
     RunOptions run = s.run(6);
     run.save_dir.clear();
     for (int stage : {0, 2}) {
@@ -386,13 +391,7 @@ TEST(TensorParallelTraining, FiftyStepsOfEachFamilyEqualTheSingleRank) {
             "num_attention_heads": 4, "num_key_value_heads": 2, "intermediate_size": 24,
             "max_position_embeddings": 64, "num_local_experts": 4, "num_experts_per_tok": 2,
             "router_aux_loss_coef": 0.02})"};
-    auto config = [](int world, int tp) {
-        return parse_ds_config(R"({"train_batch_size": 4, "train_micro_batch_size_per_gpu": 1,
-            "optimizer": {"type": "AdamW", "params": {"lr": 2e-3, "weight_decay": 0.01}},
-            "gradient_clipping": 1.0, "tensor_parallel": {"autotp_size": )" +
-                                   std::to_string(tp) + R"(}, "zero_optimization": {"stage": 1}})",
-                               "tp50", world);
-    };
+    auto config = [](int world, int tp) { return tp_config(world, tp, 1, 1, "2e-3", "1.0"); };
     RunOptions run = s.run(50);
     run.save_dir.clear();
     run.seq_len = 12;
@@ -429,15 +428,7 @@ TEST(TensorParallelTraining, FiftyStepsOfEachFamilyEqualTheSingleRank) {
 // export gathered from tp 2 equals the single rank's weights.
 TEST(TensorParallelTraining, CheckpointsReshardAcrossTpAndDp) {
     Scratch s("tp_ckpt");
-    auto config = [](int stage, int world, int tp) {
-        return parse_ds_config(R"({"train_batch_size": 4, "train_micro_batch_size_per_gpu": 1,
-            "optimizer": {"type": "AdamW", "params": {"lr": 3e-3, "weight_decay": 0.01}},
-            "gradient_clipping": 0.5, "tensor_parallel": {"autotp_size": )" +
-                                   std::to_string(tp) + R"(},
-            "zero_optimization": {"stage": )" +
-                                   std::to_string(stage) + "}}",
-                               "tp", world);
-    };
+    auto config = [](int stage, int world, int tp) { return tp_config(world, tp, stage, 1); };
     std::vector<StepStats> want;
     {
         auto comm = comm::make_self();

@@ -257,6 +257,16 @@ TEST(EstimateTensorParallel, EachRankHoldsItsShard) {
             const RankModel rank(mc, models::RunConfig{}, tp);
             std::vector<int64_t> real(static_cast<size_t>(tp));
             std::vector<MemoryEstimate> from_real(4);
+            // dp 3 x tp ranks, micro-batch 2 x 16 tokens, at a ZeRO stage.
+            auto input = [tp](int stage) {
+                EstimateInput in;
+                in.world = 3 * tp;
+                in.sizes.tp = tp;
+                in.stage = stage;
+                in.micro_batch = 2;
+                in.seq_len = 16;
+                return in;
+            };
             comm::run_local(tp, [&](int r, comm::Communicator& g) {
                 models::RunConfig rc;
                 rc.tp = &g;
@@ -264,13 +274,7 @@ TEST(EstimateTensorParallel, EachRankHoldsItsShard) {
                 real[static_cast<size_t>(r)] = numel_of(m);
                 if (r != 0) return;
                 for (int stage = 0; stage <= 3; ++stage) {
-                    EstimateInput in;
-                    in.world = 3 * tp;
-                    in.sizes.tp = tp;
-                    in.stage = stage;
-                    in.micro_batch = 2;
-                    in.seq_len = 16;
-                    from_real[static_cast<size_t>(stage)] = estimate(m, in);
+                    from_real[static_cast<size_t>(stage)] = estimate(m, input(stage));
                 }
             });
             const std::string at = mc.model_type + " tp " + std::to_string(tp);
@@ -290,13 +294,7 @@ TEST(EstimateTensorParallel, EachRankHoldsItsShard) {
                 << at;
             // The stand-in group lays out rank 0's real shard; its estimate is the real model's.
             for (int stage = 0; stage <= 3; ++stage) {
-                EstimateInput in;
-                in.world = 3 * tp;
-                in.sizes.tp = tp;
-                in.stage = stage;
-                in.micro_batch = 2;
-                in.seq_len = 16;
-                const MemoryEstimate e = estimate(rank, in);
+                const MemoryEstimate e = estimate(rank, input(stage));
                 const MemoryEstimate& w = from_real[static_cast<size_t>(stage)];
                 EXPECT_EQ(e.n_params, real[0]) << at;
                 EXPECT_EQ(e.dp, 3) << at;
