@@ -19,6 +19,17 @@ out=$build/bench/results/$(date +%Y%m%d-%H%M%S)
 mkdir -p "$out"
 bin=$build/bin/zerospeed
 have_py() { [ -x "$py" ] && "$py" -c "import $1" 2>/dev/null; }
+tokens_per_s() {  # a train --metrics CSV: mean tokens/s over steps 3.. (the first two warm up); nothing if none
+    awk -F, 'NR>1 && $1>2 {s+=$9; n++} END {if (n) printf "%.1f", s/n}' "$1"
+}
+train_data() {  # the training sections' dataset: Austen in GPT-2 tokens (prepared once per build)
+    local data=$build/bench/train_data
+    if [ ! -f "$data/index.json" ]; then
+        "$bin" data prepare --tokenizer "$root/tests/fixtures/tokenizers/gpt2" \
+            --input "$root/data/corpora/austen.txt" --output "$data" >/dev/null
+    fi
+    echo "$data"
+}
 note() { echo "== $*" | tee -a "$out/README.txt"; }
 
 note "machine: $(nproc) cores,$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2), $(date -u)"
@@ -101,11 +112,7 @@ CONFIGS
         ;;
     train)
         note "train: GPT-2 124M, B=4 T=64: ours fp32 (1 rank x 2 threads) vs PyTorch; ZeRO-2/3 on 2 ranks vs DeepSpeed"
-        data=$build/bench/train_data
-        if [ ! -f "$data/index.json" ]; then
-            "$bin" data prepare --tokenizer "$root/tests/fixtures/tokenizers/gpt2" \
-                --input "$root/data/corpora/austen.txt" --output "$data" >/dev/null
-        fi
+        data=$(train_data)
         train() {  # label ds ranks
             local csv=$out/train_$1.csv
             if [ "$3" = 1 ]; then
@@ -118,9 +125,9 @@ CONFIGS
                     --ds-config "$root/bench/train/$2" --data "$data" --seq-len 64 --steps 8 \
                     --metrics "$csv" --no-progress 2>&1 | tail -3 | tee -a "$out/train.txt"
             fi
-            # tokens/s over the timed steps (the first two warm up)
-            awk -F, -v l="$1" 'NR>1 && $1>2 {s+=$9; n++} END {if (n) printf "{\"name\": \"zerospeed-%s\", \"tokens_per_s\": %.1f}\n", l, s/n}' \
-                "$csv" | tee -a "$out/train.jsonl"
+            local t
+            t=$(tokens_per_s "$csv")
+            [ -z "$t" ] || echo "{\"name\": \"zerospeed-$1\", \"tokens_per_s\": $t}" | tee -a "$out/train.jsonl"
         }
         train fp32 ds_fp32.json 1
         if have_py transformers; then
@@ -186,11 +193,7 @@ CONFIGS
         # 2 threads), 556-token prompt, 64 greedy tokens; training tokens/s of tp 2 vs dp 2 (2
         # ranks x 1 thread, B=4 per data-parallel rank, T=64).
         note "tp: generate tp 2 (2 ranks x 1 thread) vs tp 1 (1 rank x 2 threads); train tp 2 vs dp 2; GPT-2 124M"
-        data=$build/bench/train_data
-        if [ ! -f "$data/index.json" ]; then
-            "$bin" data prepare --tokenizer "$root/tests/fixtures/tokenizers/gpt2" \
-                --input "$root/data/corpora/austen.txt" --output "$data" >/dev/null
-        fi
+        data=$(train_data)
         "$bin" train --model-config "$root/bench/train/gpt2_124m.json" \
             --ds-config "$root/bench/train/ds_fp32.json" --data "$data" --seq-len 64 --steps 0 \
             --no-progress --export-hf "$out/gpt2-random" >/dev/null 2>&1
@@ -213,8 +216,8 @@ CONFIGS
                 --ds-config "$root/bench/train/ds_fp32.json" --data "$data" --seq-len 64 --steps 8 \
                 --metrics "$csv" --no-progress $([ $mode = tp ] && echo --tp 2) 2>&1 | tail -2 \
                 | tee -a "$out/tp.txt"
-            awk -F, -v l="$mode" 'NR>1 && $1>2 {s+=$9; n++} END {if (n) printf "train %s 2: %.1f tokens/s\n", l, s/n}' \
-                "$csv" | tee -a "$out/tp.txt"
+            t=$(tokens_per_s "$csv")
+            [ -z "$t" ] || echo "train $mode 2: $t tokens/s" | tee -a "$out/tp.txt"
         done
         rm -rf "$out/gpt2-random"
         ;;
