@@ -7,7 +7,8 @@
 // calls fail at once, so a job ends instead of hanging.
 //
 // Backends: self (one rank), local (N threads of one process sharing memory: the test oracle),
-// mpi (OpenMPI; one process per rank), nccl (CUDA build; CUDA tensors, one GPU per process).
+// mpi (OpenMPI; one process per rank; collectives over shared memory when the group is on one
+// host: shm.h), nccl (CUDA build; CUDA tensors, one GPU per process).
 // Every rank must issue the same collectives in the same order. Tensors are contiguous (CPU
 // tensors except for nccl); reductions of bf16/f16 accumulate in f32.
 #pragma once

@@ -18,6 +18,7 @@
 #include "base/error.h"
 #include "base/log.h"
 #include "comm/mpi_ring.h"
+#include "comm/shm.h"
 #include "core/half.h"
 
 namespace zs::comm {
@@ -109,6 +110,29 @@ constexpr size_t kMpiAllreduceMaxBytes = size_t{16} << 20;
 // bf16/f16 reductions go through f32 staging in slices of this many elements (MPI has no
 // 16-bit float type): bounded memory instead of a full-size f32 copy of the tensor.
 constexpr int64_t kStageElems = int64_t{4} << 20;  // 16 MiB of f32
+
+// ZS_SHM=0 turns the shared-memory transport off (comparisons, debugging); default on.
+bool shm_wanted() {
+    const char* v = std::getenv("ZS_SHM");
+    if (v == nullptr || *v == '\0') return true;
+    const std::string s = v;
+    ZS_CHECK_T(ConfigError, s == "0" || s == "1",
+               "environment variable ZS_SHM='{}': expected 0 or 1", s);
+    return s == "1";
+}
+
+// Shared-memory collectives up to this size run on the caller's thread when the communicator's
+// worker is idle (ZS_SHM_INLINE_KIB, default 1 MiB): a small op then costs no thread handoff,
+// while a large one still runs on the worker, overlapping the caller's compute.
+size_t shm_inline_bytes() {
+    const char* v = std::getenv("ZS_SHM_INLINE_KIB");
+    if (v == nullptr || *v == '\0') return size_t{1} << 20;
+    char* end = nullptr;
+    const long long k = std::strtoll(v, &end, 10);
+    ZS_CHECK_T(ConfigError, end != nullptr && *end == '\0' && k >= 0 && k <= (1LL << 30),
+               "environment variable ZS_SHM_INLINE_KIB='{}': expected a size in KiB", v);
+    return static_cast<size_t>(k) << 10;
+}
 
 // Point-to-point requests (send/recv stay non-blocking MPI requests polled by Work::wait): this
 // thread drives OpenMPI's progress engine while any is outstanding, so a send posted before
@@ -213,6 +237,29 @@ public:
         q_->cv.notify_one();
     }
 
+    // Run `job` on the calling thread when nothing is queued or running (so posting order is kept):
+    // small shared-memory collectives skip the handoff to the worker and back (two wake-ups).
+    // Returns false, without running it, when the worker is busy.
+    bool run_inline(const std::function<void()>& job) {
+        {
+            std::lock_guard<std::mutex> lock(q_->mu);
+            if (!q_->jobs.empty() || q_->running || q_->stop) return false;
+            q_->running = true;
+        }
+        struct Done {
+            Queue& q;
+            ~Done() {
+                {
+                    std::lock_guard<std::mutex> lock(q.mu);
+                    q.running = false;
+                }
+                q.cv.notify_one();
+            }
+        } done{*q_};
+        job();
+        return true;
+    }
+
     // Run what is queued, then end the thread. `abandon`: the thread may be stuck in a call that
     // never returns (a timed-out collective): detach it instead of joining, so process exit is
     // not blocked. It owns what it touches (the queue, the job's tensors and MPI handles).
@@ -241,6 +288,7 @@ private:
         std::condition_variable cv;
         std::deque<Item> jobs;  // GUARDED_BY(mu)
         bool stop = false;      // GUARDED_BY(mu)
+        bool running = false;   // GUARDED_BY(mu): a job is running (here or inline)
         std::shared_ptr<Health> health;
     };
 
@@ -249,10 +297,11 @@ private:
             Item it;
             {
                 std::unique_lock<std::mutex> lock(q.mu);
-                q.cv.wait(lock, [&] { return q.stop || !q.jobs.empty(); });
+                q.cv.wait(lock, [&] { return (q.stop || !q.jobs.empty()) && !q.running; });
                 if (q.jobs.empty()) return;
                 it = std::move(q.jobs.front());
                 q.jobs.pop_front();
+                q.running = true;
             }
             std::exception_ptr error;
             if (auto failure = q.health->failure()) {
@@ -272,6 +321,10 @@ private:
                 }
             }
             it.job = nullptr;  // release the op's tensors before waking the waiter
+            {
+                std::lock_guard<std::mutex> lock(q.mu);
+                q.running = false;
+            }
             Work::complete(*it.state, error);
         }
     }
@@ -309,6 +362,7 @@ public:
         }
         check_mpi(MPI_Comm_dup(comm_, &ring_comm_), "MPI_Comm_dup");
         ring_ = std::make_shared<Ring>(ring_comm_, rank_, size_);
+        if (size_ > 1) shm_ = make_shm();
     }
     ~MpiComm() override {
         if (health_->failure()) {
@@ -335,42 +389,55 @@ public:
         const int count = mpi_count("allreduce", t.numel());
         const MPI_Comm comm = comm_;
         const int n = size_, rank = rank_;
-        return start("allreduce", t.nbytes(), [t, op, count, comm, n, rank, ring = ring_] {
-            if (is_half(t.dtype())) {
-                std::vector<float> stage(
-                    static_cast<size_t>(std::min<int64_t>(count, kStageElems)));
-                char* base = static_cast<char*>(t.data_ptr());
-                const size_t esz = core::dtype_size(t.dtype());
-                for (int64_t off = 0; off < count; off += kStageElems) {
-                    const int64_t k = std::min<int64_t>(kStageElems, count - off);
-                    void* p = base + static_cast<size_t>(off) * esz;
-                    core::convert(stage.data(), DType::f32, p, t.dtype(), static_cast<size_t>(k));
-                    check_mpi(MPI_Allreduce(MPI_IN_PLACE, stage.data(), static_cast<int>(k),
-                                            MPI_FLOAT, mpi_op(op), comm),
-                              "MPI_Allreduce");
-                    if (op == ReduceOp::avg) divide(stage.data(), DType::f32, k, n);
-                    core::convert(p, t.dtype(), stage.data(), DType::f32, static_cast<size_t>(k));
+        if (shm_) {
+            return start(
+                "allreduce", t.nbytes(),
+                [t, op, shm = shm_](const ShmTransport::Op& o) {
+                    shm->allreduce(t.data_ptr(), t.dtype(), t.numel(), op, o);
+                },
+                /*may_inline=*/true);
+        }
+        return start(
+            "allreduce", t.nbytes(),
+            [t, op, count, comm, n, rank, ring = ring_](const ShmTransport::Op&) {
+                if (is_half(t.dtype())) {
+                    std::vector<float> stage(
+                        static_cast<size_t>(std::min<int64_t>(count, kStageElems)));
+                    char* base = static_cast<char*>(t.data_ptr());
+                    const size_t esz = core::dtype_size(t.dtype());
+                    for (int64_t off = 0; off < count; off += kStageElems) {
+                        const int64_t k = std::min<int64_t>(kStageElems, count - off);
+                        void* p = base + static_cast<size_t>(off) * esz;
+                        core::convert(stage.data(), DType::f32, p, t.dtype(),
+                                      static_cast<size_t>(k));
+                        check_mpi(MPI_Allreduce(MPI_IN_PLACE, stage.data(), static_cast<int>(k),
+                                                MPI_FLOAT, mpi_op(op), comm),
+                                  "MPI_Allreduce");
+                        if (op == ReduceOp::avg) divide(stage.data(), DType::f32, k, n);
+                        core::convert(p, t.dtype(), stage.data(), DType::f32,
+                                      static_cast<size_t>(k));
+                    }
+                    return;
                 }
-                return;
-            }
-            if (t.nbytes() <= kMpiAllreduceMaxBytes) {
-                check_mpi(MPI_Allreduce(MPI_IN_PLACE, t.data_ptr(), count, mpi_type(t.dtype()),
-                                        mpi_op(op), comm),
-                          "MPI_Allreduce");
-                if (op == ReduceOp::avg) divide(t.data_ptr(), t.dtype(), count, n);
-                return;
-            }
-            // Ring reduce-scatter in place, then every rank's reduced block passed around the ring.
-            const std::vector<RingBlock> blocks = ring_blocks(count, n);
-            ring->reduce_scatter_in_place(t.data_ptr(), blocks, t.dtype(), op);
-            const RingBlock mine = blocks[static_cast<size_t>(rank)];
-            const size_t esz = core::dtype_size(t.dtype());
-            char* base = static_cast<char*>(t.data_ptr());
-            if (op == ReduceOp::avg) {
-                divide(base + static_cast<size_t>(mine.offset) * esz, t.dtype(), mine.count, n);
-            }
-            ring->allgather_in_place(base, blocks, t.dtype());
-        });
+                if (t.nbytes() <= kMpiAllreduceMaxBytes) {
+                    check_mpi(MPI_Allreduce(MPI_IN_PLACE, t.data_ptr(), count, mpi_type(t.dtype()),
+                                            mpi_op(op), comm),
+                              "MPI_Allreduce");
+                    if (op == ReduceOp::avg) divide(t.data_ptr(), t.dtype(), count, n);
+                    return;
+                }
+                // Ring reduce-scatter in place, then every rank's reduced block passed around the
+                // ring.
+                const std::vector<RingBlock> blocks = ring_blocks(count, n);
+                ring->reduce_scatter_in_place(t.data_ptr(), blocks, t.dtype(), op);
+                const RingBlock mine = blocks[static_cast<size_t>(rank)];
+                const size_t esz = core::dtype_size(t.dtype());
+                char* base = static_cast<char*>(t.data_ptr());
+                if (op == ReduceOp::avg) {
+                    divide(base + static_cast<size_t>(mine.offset) * esz, t.dtype(), mine.count, n);
+                }
+                ring->allgather_in_place(base, blocks, t.dtype());
+            });
     }
 
     Work reduce_scatter(const Tensor& out, const Tensor& in, ReduceOp op) override {
@@ -380,38 +447,50 @@ public:
         const int count = mpi_count("reduce_scatter", out.numel());
         const MPI_Comm comm = comm_;
         const int n = size_;
-        return start("reduce_scatter", in.nbytes(), [out, in, op, count, comm, n, ring = ring_] {
-            if (is_half(in.dtype())) {
-                // Slice [off, off + k) of every rank's block, gathered into f32 [n, k].
-                const int64_t step = std::max<int64_t>(1, kStageElems / (n + 1));
-                const int64_t m = std::min<int64_t>(count, step);
-                std::vector<float> stage(static_cast<size_t>(m * (n + 1)));
-                float* stage_out = stage.data() + m * n;
-                const char* src = static_cast<const char*>(in.data_ptr());
-                char* dst = static_cast<char*>(out.data_ptr());
-                const size_t esz = core::dtype_size(in.dtype());
-                for (int64_t off = 0; off < count; off += step) {
-                    const int64_t k = std::min<int64_t>(step, count - off);
-                    for (int q = 0; q < n; ++q) {
-                        core::convert(stage.data() + q * k, DType::f32,
-                                      src + static_cast<size_t>(q * int64_t{count} + off) * esz,
-                                      in.dtype(), static_cast<size_t>(k));
+        if (shm_) {
+            return start(
+                "reduce_scatter", in.nbytes(),
+                [out, in, op, shm = shm_](const ShmTransport::Op& o) {
+                    shm->reduce_scatter(in.data_ptr(), out.data_ptr(), out.dtype(), out.numel(), op,
+                                        o);
+                },
+                /*may_inline=*/true);
+        }
+        return start(
+            "reduce_scatter", in.nbytes(),
+            [out, in, op, count, comm, n, ring = ring_](const ShmTransport::Op&) {
+                if (is_half(in.dtype())) {
+                    // Slice [off, off + k) of every rank's block, gathered into f32 [n, k].
+                    const int64_t step = std::max<int64_t>(1, kStageElems / (n + 1));
+                    const int64_t m = std::min<int64_t>(count, step);
+                    std::vector<float> stage(static_cast<size_t>(m * (n + 1)));
+                    float* stage_out = stage.data() + m * n;
+                    const char* src = static_cast<const char*>(in.data_ptr());
+                    char* dst = static_cast<char*>(out.data_ptr());
+                    const size_t esz = core::dtype_size(in.dtype());
+                    for (int64_t off = 0; off < count; off += step) {
+                        const int64_t k = std::min<int64_t>(step, count - off);
+                        for (int q = 0; q < n; ++q) {
+                            core::convert(stage.data() + q * k, DType::f32,
+                                          src + static_cast<size_t>(q * int64_t{count} + off) * esz,
+                                          in.dtype(), static_cast<size_t>(k));
+                        }
+                        check_mpi(
+                            MPI_Reduce_scatter_block(stage.data(), stage_out, static_cast<int>(k),
+                                                     MPI_FLOAT, mpi_op(op), comm),
+                            "MPI_Reduce_scatter_block");
+                        if (op == ReduceOp::avg) divide(stage_out, DType::f32, k, n);
+                        core::convert(dst + static_cast<size_t>(off) * esz, out.dtype(), stage_out,
+                                      DType::f32, static_cast<size_t>(k));
                     }
-                    check_mpi(MPI_Reduce_scatter_block(stage.data(), stage_out, static_cast<int>(k),
-                                                       MPI_FLOAT, mpi_op(op), comm),
-                              "MPI_Reduce_scatter_block");
-                    if (op == ReduceOp::avg) divide(stage_out, DType::f32, k, n);
-                    core::convert(dst + static_cast<size_t>(off) * esz, out.dtype(), stage_out,
-                                  DType::f32, static_cast<size_t>(k));
+                    return;
                 }
-                return;
-            }
-            std::vector<RingBlock> blocks(static_cast<size_t>(n));
-            for (int b = 0; b < n; ++b)
-                blocks[static_cast<size_t>(b)] = {int64_t{b} * count, count};
-            ring->reduce_scatter(in.data_ptr(), out.data_ptr(), blocks, out.dtype(), op);
-            if (op == ReduceOp::avg) divide(out.data_ptr(), out.dtype(), count, n);
-        });
+                std::vector<RingBlock> blocks(static_cast<size_t>(n));
+                for (int b = 0; b < n; ++b)
+                    blocks[static_cast<size_t>(b)] = {int64_t{b} * count, count};
+                ring->reduce_scatter(in.data_ptr(), out.data_ptr(), blocks, out.dtype(), op);
+                if (op == ReduceOp::avg) divide(out.data_ptr(), out.dtype(), count, n);
+            });
     }
 
     Work allgather(const Tensor& out, const Tensor& in) override {
@@ -420,7 +499,16 @@ public:
         check_whole_part("allgather", "out", out, "in", in, size_);
         const int bytes = mpi_count("allgather", static_cast<int64_t>(in.nbytes()));
         const MPI_Comm comm = comm_;
-        return start("allgather", out.nbytes(), [out, in, bytes, comm] {
+        if (shm_) {
+            return start(
+                "allgather", out.nbytes(),
+                [out, in, shm = shm_](const ShmTransport::Op& o) {
+                    shm->allgather(in.data_ptr(), out.data_ptr(), static_cast<int64_t>(in.nbytes()),
+                                   o);
+                },
+                /*may_inline=*/true);
+        }
+        return start("allgather", out.nbytes(), [out, in, bytes, comm](const ShmTransport::Op&) {
             check_mpi(MPI_Allgather(in.data_ptr(), bytes, MPI_BYTE, out.data_ptr(), bytes, MPI_BYTE,
                                     comm),
                       "MPI_Allgather");
@@ -432,7 +520,15 @@ public:
         check_root("broadcast", root, size_);
         const int bytes = mpi_count("broadcast", static_cast<int64_t>(t.nbytes()));
         const MPI_Comm comm = comm_;
-        return start("broadcast", t.nbytes(), [t, root, bytes, comm] {
+        if (shm_) {
+            return start(
+                "broadcast", t.nbytes(),
+                [t, root, shm = shm_](const ShmTransport::Op& o) {
+                    shm->broadcast(t.data_ptr(), static_cast<int64_t>(t.nbytes()), root, o);
+                },
+                /*may_inline=*/true);
+        }
+        return start("broadcast", t.nbytes(), [t, root, bytes, comm](const ShmTransport::Op&) {
             check_mpi(MPI_Bcast(t.data_ptr(), bytes, MPI_BYTE, root, comm), "MPI_Bcast");
         });
     }
@@ -444,7 +540,16 @@ public:
         const int chunk = mpi_count(
             "all_to_all", static_cast<int64_t>(in.nbytes()) / static_cast<int64_t>(size_));
         const MPI_Comm comm = comm_;
-        return start("all_to_all", in.nbytes(), [out, in, chunk, comm] {
+        if (shm_) {
+            return start(
+                "all_to_all", in.nbytes(),
+                [out, in, shm = shm_, n = size_](const ShmTransport::Op& o) {
+                    shm->all_to_all(in.data_ptr(), out.data_ptr(),
+                                    static_cast<int64_t>(in.nbytes()) / n, o);
+                },
+                /*may_inline=*/true);
+        }
+        return start("all_to_all", in.nbytes(), [out, in, chunk, comm](const ShmTransport::Op&) {
             check_mpi(
                 MPI_Alltoall(in.data_ptr(), chunk, MPI_BYTE, out.data_ptr(), chunk, MPI_BYTE, comm),
                 "MPI_Alltoall");
@@ -469,14 +574,23 @@ public:
 
     void barrier() override {
         const MPI_Comm comm = comm_;
-        start("barrier", 0, [comm] { check_mpi(MPI_Barrier(comm), "MPI_Barrier"); }).wait();
+        if (shm_) {
+            start(
+                "barrier", 0, [shm = shm_](const ShmTransport::Op& o) { shm->barrier(o); },
+                /*may_inline=*/true)
+                .wait();
+            return;
+        }
+        start("barrier", 0, [comm](const ShmTransport::Op&) {
+            check_mpi(MPI_Barrier(comm), "MPI_Barrier");
+        }).wait();
     }
 
     std::unique_ptr<Communicator> split(int color, int key) override {
         // Through the worker: MPI_Comm_split is a collective on comm_, ordered with the others.
         auto sub = std::make_shared<MPI_Comm>(MPI_COMM_NULL);
         const MPI_Comm comm = comm_;
-        start("split", 0, [sub, comm, color, key] {
+        start("split", 0, [sub, comm, color, key](const ShmTransport::Op&) {
             check_mpi(MPI_Comm_split(comm, color, key, sub.get()), "MPI_Comm_split");
         }).wait();
         return std::make_unique<MpiComm>(*sub, fmt::format("{}.split({})", name_, color), progress_,
@@ -484,8 +598,12 @@ public:
     }
 
 private:
-    // Post a collective: record arrival, queue `job` on the worker, return its Work.
-    Work start(const char* op, size_t bytes, Worker::Job job) {
+    using Job = std::function<void(const ShmTransport::Op&)>;
+
+    // Post a collective: record arrival, queue `job` on the worker, return its Work. `may_inline`
+    // (shared-memory ops): up to kShmInlineBytes, run on the caller's thread when the worker is
+    // idle; such an op fails by itself at its deadline (the shared-memory waits check it).
+    Work start(const char* op, size_t bytes, Job job, bool may_inline = false) {
         const int64_t seq = ++seq_;
         if (auto failure = health_->failure()) {
             return Work::failed(std::make_exception_ptr(
@@ -503,6 +621,23 @@ private:
                            std::chrono::duration<double>(timeout_s_));
         std::string what =
             fmt::format("{} #{} on group '{}' ({} ranks, {} bytes)", op, seq, name_, size_, bytes);
+        ShmTransport::Op info{what, seq, timeout_s_, st->deadline};
+        if (may_inline && bytes <= inline_bytes_) {
+            std::exception_ptr error;
+            const bool ran = worker_.run_inline([&] {
+                try {
+                    job(info);
+                } catch (const CommError& e) {
+                    health_->fail(e.what());
+                    error = std::current_exception();
+                } catch (const std::exception& e) {
+                    std::string msg = fmt::format("{}: {}", what, e.what());
+                    health_->fail(msg);
+                    error = std::make_exception_ptr(CommError(msg));
+                }
+            });
+            if (ran) return error ? Work::failed(error) : Work();
+        }
         st->on_timeout = [this, what, seq]() {
             std::string missing = missing_ranks(seq);
             std::string msg =
@@ -510,8 +645,39 @@ private:
             health_->fail(msg);
             return std::make_exception_ptr(CommError(msg));
         };
-        worker_.post(st, std::move(what), std::move(job));
+        worker_.post(st, std::move(what),
+                     [job = std::move(job), info = std::move(info)] { job(info); });
         return Work(st);
+    }
+
+    // The shared-memory transport when every rank of the group is on this host and no rank set
+    // ZS_SHM=0 (nullptr otherwise: MPI carries the collectives). Collective over comm_.
+    std::shared_ptr<ShmTransport> make_shm() {
+        int want = shm_wanted() ? 1 : 0, all = 0;
+        check_mpi(MPI_Allreduce(&want, &all, 1, MPI_INT, MPI_MIN, comm_), "MPI_Allreduce");
+        if (all == 0) return nullptr;
+        MPI_Comm node = MPI_COMM_NULL;
+        check_mpi(MPI_Comm_split_type(comm_, MPI_COMM_TYPE_SHARED, rank_, MPI_INFO_NULL, &node),
+                  "MPI_Comm_split_type");
+        int node_size = 0;
+        MPI_Comm_size(node, &node_size);
+        MPI_Comm_free(&node);
+        if (node_size != size_) return nullptr;  // the group spans hosts (every rank sees it)
+        ShmTransport::Bootstrap boot;
+        boot.broadcast_name = [this](const std::string& s) {
+            char buf[256] = {};
+            std::memcpy(buf, s.data(), std::min(s.size(), sizeof(buf) - 1));
+            check_mpi(MPI_Bcast(buf, sizeof(buf), MPI_CHAR, 0, comm_), "MPI_Bcast");
+            return std::string(buf);
+        };
+        boot.all_ok = [this](bool ok) {
+            int v = ok ? 1 : 0, every = 0;
+            check_mpi(MPI_Allreduce(&v, &every, 1, MPI_INT, MPI_MIN, comm_), "MPI_Allreduce");
+            return every == 1;
+        };
+        auto shm = ShmTransport::create(rank_, size_, boot, ShmTransport::options_from_env());
+        if (shm) inline_bytes_ = shm_inline_bytes();
+        return shm;
     }
 
     Work start_p2p(const char* op, size_t bytes, int peer,
@@ -580,6 +746,8 @@ private:
     MPI_Win win_ = MPI_WIN_NULL;
     MPI_Comm ring_comm_ = MPI_COMM_NULL;  // a duplicate of comm_ for the ring's messages
     std::shared_ptr<Ring> ring_;          // used by the worker thread only
+    std::shared_ptr<ShmTransport> shm_;   // one host: the collectives' transport (shm.h)
+    size_t inline_bytes_ = 0;             // shared-memory ops up to this size may run inline
     Worker worker_;                       // last: its thread stops before the members above go
 };
 

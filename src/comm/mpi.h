@@ -4,6 +4,8 @@
 // thread that runs its collectives in posting order as blocking calls and completes their Work;
 // the caller returns at once, and a reduce-scatter posted after a block's backward runs while the
 // next block computes. Work::wait() blocks on the op's completion until its deadline.
+// - When every rank of the communicator is on this host, the collectives run over shared memory
+//   instead (shm.h), small ones on the caller's thread; what follows is the path otherwise.
 // - allgather, broadcast, all_to_all, barrier, split: MPI's blocking collective.
 // - reduce_scatter, and allreduce over 16 MiB: a ring over MPI point-to-point with a bounded
 //   scratch kept between calls (mpi_ring.h says why not MPI's own); smaller allreduce:

@@ -1,9 +1,12 @@
 // Run under mpirun: `comm_mpi_check collectives` checks every collective against values each
 // rank can compute for itself; `comm_mpi_check hang` has the last rank sleep past the timeout
 // instead of joining an allreduce: the others must fail with the op, sequence number, group and
-// missing rank named, and the job must end non-zero promptly (tests/mpi/run_mpi.sh checks it).
+// missing rank named, and the job must end non-zero promptly (tests/mpi/run_mpi.sh checks it);
+// `comm_mpi_check kill9 R` has rank R SIGKILL itself in the middle of the collectives.
 #include <cmath>
+#include <csignal>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <string>
 
@@ -143,6 +146,22 @@ int hang(comm::Communicator& c) {
     return 1;
 }
 
+// Collectives through the shared-memory transport until rank `victim` kills itself (SIGKILL) in
+// the middle of them: mpirun must end the job, and no segment may be left in /dev/shm
+// (tests/mpi/shm_kill.sh checks both).
+int kill9(comm::Communicator& c, int victim) {
+    const int64_t len = int64_t{1} << 20;
+    Tensor a = Tensor::empty({len * c.size()}, DType::f32), out = Tensor::empty({len}, DType::f32);
+    a.fill(1.0);
+    for (int i = 0; i < 1000; ++i) {
+        if (i == 5 && c.rank() == victim) raise(SIGKILL);
+        c.allreduce(a, comm::ReduceOp::avg).wait();
+        c.reduce_scatter(out, a, comm::ReduceOp::sum).wait();
+    }
+    std::fprintf(stderr, "rank %d: the job outlived its killed rank\n", c.rank());
+    return 1;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -150,6 +169,7 @@ int main(int argc, char** argv) {
     std::string mode = argc > 1 ? argv[1] : "collectives";
     try {
         if (mode == "hang") return hang(mpi.world());
+        if (mode == "kill9") return kill9(mpi.world(), argc > 2 ? std::atoi(argv[2]) : 0);
         collectives(mpi.world());
     } catch (const std::exception& e) {
         std::fprintf(stderr, "error: %s\n", e.what());
