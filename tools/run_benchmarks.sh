@@ -4,7 +4,8 @@
 # section; docs/BENCHMARKS.md records the figures with these commands.
 #
 # Usage: tools/run_benchmarks.sh [BUILD] [section...]
-#   sections: ops optim tokenizer comm mpi-configs train generate tp serve (default: all but mpi-configs)
+#   sections: ops optim tokenizer comm collectives mpi-configs train generate tp serve
+#   (default: all but collectives and mpi-configs)
 # Peers: the Python ones (torch, deepspeed, tiktoken, HF tokenizers, sentencepiece) come from the
 # reference venv, installed (once, cached) by tools/reference_venv.sh. llama.cpp's llama-server is
 # used when LLAMA_SERVER names its binary (llama-bench from LLAMA_BENCH), llm.c's CPU trainer when LLMC_TRAIN names its
@@ -83,6 +84,33 @@ for s in $sections; do
         note "comm: our Communicator vs blocking MPI calls, 2 ranks"
         mpirun --allow-run-as-root --oversubscribe -np 2 -x OMP_NUM_THREADS=1 \
             "$build/bench/comm_bench" --iters 5 | tee "$out/comm.json"
+        ;;
+    collectives)
+        # The shared-memory transport (comm/shm.h) against OpenMPI's calls (comm_bench alternates
+        # them in one run), our Communicator over MPI (ZS_SHM=0), and MPICH's calls (the peer
+        # bench/peers/mpi_coll_bench.c, compiled here with MPICH's mpicc), with the STREAM triad
+        # of this run as the hardware's yardstick.
+        "$root/tools/install_deps.sh" mpich libmpich-dev
+        note "collectives: shared memory vs OpenMPI vs MPICH, 2 ranks, one host"
+        triad() { OMP_NUM_THREADS=2 "$build/bench/ops_bench" --benchmark_filter=BM_stream_triad \
+            --benchmark_min_time=0.5 2>/dev/null | grep -o 'GB/s=[0-9.]*'; }
+        mpicc.mpich -O2 -o "$build/bench/mpich_coll_bench" "$root/bench/peers/mpi_coll_bench.c"
+        ompi=(mpirun --allow-run-as-root --oversubscribe -np 2 -x OMP_NUM_THREADS=1)
+        for round in 1 2 3; do
+            echo "round $round triad threads=2: $(triad)" | tee -a "$out/collectives.txt"
+            for mode in "--iters 7" "--latency"; do
+                # shellcheck disable=SC2086
+                echo "round $round ours+openmpi ($mode): $("${ompi[@]}" "$build/bench/comm_bench" \
+                    $mode </dev/null 2>&1 | tr -d '\n' | sed 's/  */ /g')" | tee -a "$out/collectives.txt"
+                # shellcheck disable=SC2086
+                echo "round $round ours-over-mpi ($mode): $("${ompi[@]}" -x ZS_SHM=0 \
+                    "$build/bench/comm_bench" $mode </dev/null 2>&1 | tr -d '\n' \
+                    | sed 's/  */ /g')" | tee -a "$out/collectives.txt"
+                # shellcheck disable=SC2086
+                echo "round $round mpich ($mode): $(mpiexec.mpich -n 2 "$build/bench/mpich_coll_bench" \
+                    $mode </dev/null 2>&1 | tr -d '\n' | sed 's/  */ /g')" | tee -a "$out/collectives.txt"
+            done
+        done
         ;;
     mpi-configs)
         # What OpenMPI itself can do on one host (the fast-collectives issue asks for this before a

@@ -17,6 +17,7 @@
 
 #include "base/error.h"
 #include "base/log.h"
+#include "comm/hierarchical.h"
 #include "comm/mpi_ring.h"
 #include "comm/shm.h"
 #include "core/half.h"
@@ -119,6 +120,48 @@ bool shm_wanted() {
     ZS_CHECK_T(ConfigError, s == "0" || s == "1",
                "environment variable ZS_SHM='{}': expected 0 or 1", s);
     return s == "1";
+}
+
+// Testing hierarchical collectives on one machine: ZS_SIMULATE_HOSTS=k places world rank w on
+// "host" w * k / world_size (shared memory only inside a simulated host, MPI across them).
+int simulated_hosts() {
+    const char* v = std::getenv("ZS_SIMULATE_HOSTS");
+    if (v == nullptr || *v == '\0') return 0;
+    char* end = nullptr;
+    const long k = std::strtol(v, &end, 10);
+    ZS_CHECK_T(ConfigError, end != nullptr && *end == '\0' && k >= 1 && k <= 1 << 20,
+               "environment variable ZS_SIMULATE_HOSTS='{}': expected a host count >= 1", v);
+    return static_cast<int>(k);
+}
+
+// The host of every rank of `comm` (collective): ids 0, 1, ... in order of first appearance.
+// Ranks share a host when MPI puts them in one shared-memory domain (MPI_COMM_TYPE_SHARED).
+std::vector<int> hosts_of(MPI_Comm comm) {
+    int world_rank = 0, world_size = 1, size = 1, rank = 0, key = 0;
+    MPI_Comm_rank(MPI_COMM_WORLD, &world_rank);
+    MPI_Comm_size(MPI_COMM_WORLD, &world_size);
+    MPI_Comm_size(comm, &size);
+    MPI_Comm_rank(comm, &rank);
+    if (const int k = simulated_hosts(); k > 0) {
+        key = static_cast<int>(int64_t{world_rank} * k / world_size);
+    } else {
+        // The host's key: the world rank of its first rank in this group.
+        MPI_Comm node = MPI_COMM_NULL;
+        check_mpi(MPI_Comm_split_type(comm, MPI_COMM_TYPE_SHARED, rank, MPI_INFO_NULL, &node),
+                  "MPI_Comm_split_type");
+        key = world_rank;
+        check_mpi(MPI_Bcast(&key, 1, MPI_INT, 0, node), "MPI_Bcast");
+        MPI_Comm_free(&node);
+    }
+    std::vector<int> keys(static_cast<size_t>(size));
+    check_mpi(MPI_Allgather(&key, 1, MPI_INT, keys.data(), 1, MPI_INT, comm), "MPI_Allgather");
+    std::vector<int> seen, hosts(keys.size());
+    for (size_t i = 0; i < keys.size(); ++i) {
+        auto it = std::find(seen.begin(), seen.end(), keys[i]);
+        hosts[i] = static_cast<int>(it - seen.begin());
+        if (it == seen.end()) seen.push_back(keys[i]);
+    }
+    return hosts;
 }
 
 // Shared-memory collectives up to this size run on the caller's thread when the communicator's
@@ -362,7 +405,12 @@ public:
         }
         check_mpi(MPI_Comm_dup(comm_, &ring_comm_), "MPI_Comm_dup");
         ring_ = std::make_shared<Ring>(ring_comm_, rank_, size_);
-        if (size_ > 1) shm_ = make_shm();
+        if (size_ > 1) {
+            hosts_ = hosts_of(comm_);
+            shm_ = make_shm();
+        } else {
+            hosts_ = {0};
+        }
     }
     ~MpiComm() override {
         if (health_->failure()) {
@@ -587,14 +635,54 @@ public:
     }
 
     std::unique_ptr<Communicator> split(int color, int key) override {
+        return with_hierarchy(split_mpi(color, key, fmt::format("{}.split({})", name_, color)));
+    }
+
+    // Where each rank of the group lives (host ids, hosts_of).
+    const std::vector<int>& hosts() const { return hosts_; }
+
+    // split() without the hierarchical wrapping: always an MPI communicator.
+    std::unique_ptr<MpiComm> split_mpi(int color, int key, std::string name) {
         // Through the worker: MPI_Comm_split is a collective on comm_, ordered with the others.
         auto sub = std::make_shared<MPI_Comm>(MPI_COMM_NULL);
         const MPI_Comm comm = comm_;
         start("split", 0, [sub, comm, color, key](const ShmTransport::Op&) {
             check_mpi(MPI_Comm_split(comm, color, key, sub.get()), "MPI_Comm_split");
         }).wait();
-        return std::make_unique<MpiComm>(*sub, fmt::format("{}.split({})", name_, color), progress_,
-                                         any_failed_, timeout_s_, /*track_arrival=*/false);
+        return std::make_unique<MpiComm>(*sub, std::move(name), progress_, any_failed_, timeout_s_,
+                                         /*track_arrival=*/false);
+    }
+
+    // `c` itself when its ranks share one host, each has its own, or hosts hold different
+    // numbers of them (logged) or ZS_HIERARCHICAL=0; otherwise hierarchical collectives
+    // (hierarchical.h) over three splits of it: the whole group, my host's ranks (shared
+    // memory), and my local index's ranks across hosts (MPI).
+    // `keep`: where `c` goes when it is not returned (the world's, whose arrival window must
+    // live); otherwise it is freed (the three splits are communicators of their own).
+    static std::unique_ptr<Communicator> with_hierarchy(
+        std::unique_ptr<MpiComm> c, std::unique_ptr<Communicator>* keep = nullptr) {
+        const std::vector<int>& hosts = c->hosts();
+        const int nhosts = *std::max_element(hosts.begin(), hosts.end()) + 1;
+        if (nhosts == 1 || nhosts == c->size()) return c;
+        const char* env = std::getenv("ZS_HIERARCHICAL");
+        if (env != nullptr && std::string(env) == "0") return c;
+        HostLayout layout;
+        try {
+            layout = HostLayout::from(hosts);
+        } catch (const Error& e) {
+            if (c->rank() == 0) log_warn("group '{}': flat collectives: {}", c->name(), e.what());
+            return c;
+        }
+        const int me = c->rank();
+        auto flat = c->split_mpi(0, me, c->name());
+        auto intra =
+            c->split_mpi(hosts[static_cast<size_t>(me)], me,
+                         fmt::format("{}.host({})", c->name(), hosts[static_cast<size_t>(me)]));
+        const int local = layout.local_of_rank[static_cast<size_t>(me)];
+        auto inter = c->split_mpi(local, me, fmt::format("{}.across_hosts({})", c->name(), local));
+        const std::vector<int> host_of_rank = hosts;
+        if (keep != nullptr) *keep = std::move(c);
+        return make_hierarchical(std::move(flat), std::move(intra), std::move(inter), host_of_rank);
     }
 
 private:
@@ -610,19 +698,12 @@ private:
                 CommError(fmt::format("{} #{} on group '{}': the communicator already failed: {}",
                                       op, seq, name_, *failure))));
         }
-        // Record arrival (readable by every rank through the window).
-        if (win_ != MPI_WIN_NULL) {
-            *counter_ = seq;
-            MPI_Win_sync(win_);
-        }
-        auto st = std::make_shared<Work::State>();
-        st->deadline = std::chrono::steady_clock::now() +
-                       std::chrono::duration_cast<std::chrono::steady_clock::duration>(
-                           std::chrono::duration<double>(timeout_s_));
-        std::string what =
-            fmt::format("{} #{} on group '{}' ({} ranks, {} bytes)", op, seq, name_, size_, bytes);
-        ShmTransport::Op info{what, seq, timeout_s_, st->deadline};
+        const auto deadline = std::chrono::steady_clock::now() +
+                              std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+                                  std::chrono::duration<double>(timeout_s_));
+        ShmTransport::Op info{op, seq, name_, size_, bytes, timeout_s_, deadline};
         if (may_inline && bytes <= inline_bytes_) {
+            // Arrival is recorded in the segment; a wait past the deadline throws by itself.
             std::exception_ptr error;
             const bool ran = worker_.run_inline([&] {
                 try {
@@ -631,13 +712,21 @@ private:
                     health_->fail(e.what());
                     error = std::current_exception();
                 } catch (const std::exception& e) {
-                    std::string msg = fmt::format("{}: {}", what, e.what());
+                    std::string msg = fmt::format("{}: {}", info.what(), e.what());
                     health_->fail(msg);
                     error = std::make_exception_ptr(CommError(msg));
                 }
             });
             if (ran) return error ? Work::failed(error) : Work();
         }
+        // Record arrival (readable by every rank through the window).
+        if (win_ != MPI_WIN_NULL) {
+            *counter_ = seq;
+            MPI_Win_sync(win_);
+        }
+        auto st = std::make_shared<Work::State>();
+        st->deadline = deadline;
+        std::string what = info.what();
         st->on_timeout = [this, what, seq]() {
             std::string missing = missing_ranks(seq);
             std::string msg =
@@ -656,13 +745,7 @@ private:
         int want = shm_wanted() ? 1 : 0, all = 0;
         check_mpi(MPI_Allreduce(&want, &all, 1, MPI_INT, MPI_MIN, comm_), "MPI_Allreduce");
         if (all == 0) return nullptr;
-        MPI_Comm node = MPI_COMM_NULL;
-        check_mpi(MPI_Comm_split_type(comm_, MPI_COMM_TYPE_SHARED, rank_, MPI_INFO_NULL, &node),
-                  "MPI_Comm_split_type");
-        int node_size = 0;
-        MPI_Comm_size(node, &node_size);
-        MPI_Comm_free(&node);
-        if (node_size != size_) return nullptr;  // the group spans hosts (every rank sees it)
+        if (*std::max_element(hosts_.begin(), hosts_.end()) != 0) return nullptr;  // spans hosts
         ShmTransport::Bootstrap boot;
         boot.broadcast_name = [this](const std::string& s) {
             char buf[256] = {};
@@ -746,6 +829,7 @@ private:
     MPI_Win win_ = MPI_WIN_NULL;
     MPI_Comm ring_comm_ = MPI_COMM_NULL;  // a duplicate of comm_ for the ring's messages
     std::shared_ptr<Ring> ring_;          // used by the worker thread only
+    std::vector<int> hosts_;              // the host of each rank (hosts_of)
     std::shared_ptr<ShmTransport> shm_;   // one host: the collectives' transport (shm.h)
     size_t inline_bytes_ = 0;             // shared-memory ops up to this size may run inline
     Worker worker_;                       // last: its thread stops before the members above go
@@ -760,12 +844,16 @@ MpiRuntime::MpiRuntime(int* argc, char*** argv) {
                "this MPI library does not provide MPI_THREAD_MULTIPLE (got level {})", provided);
     MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
     any_failed_ = std::make_shared<std::atomic<bool>>(false);
-    world_ = std::make_unique<MpiComm>(MPI_COMM_WORLD, "world", std::make_shared<Progress>(),
-                                       any_failed_, 300.0);
+    auto world = std::make_unique<MpiComm>(MPI_COMM_WORLD, "world", std::make_shared<Progress>(),
+                                           any_failed_, 300.0);
+    // When the world spans hosts with several ranks each, world_ is hierarchical and the
+    // MPI_COMM_WORLD communicator (its arrival window) lives beside it in world_flat_.
+    world_ = MpiComm::with_hierarchy(std::move(world), &world_flat_);
 }
 
 MpiRuntime::~MpiRuntime() {
     world_.reset();
+    world_flat_.reset();
     if (*any_failed_) {
         // MPI_Finalize would wait for the ranks a failed collective is missing (and a worker
         // thread may still be inside that collective): end the job instead of hanging.

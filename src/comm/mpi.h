@@ -44,6 +44,7 @@ public:
 private:
     std::shared_ptr<std::atomic<bool>> any_failed_;  // set when any communicator has failed
     std::unique_ptr<Communicator> world_;
+    std::unique_ptr<Communicator> world_flat_;  // MPI_COMM_WORLD's when world_ is hierarchical
 };
 
 }  // namespace zs::comm

@@ -230,8 +230,7 @@ size_t segment_bytes(int size, int64_t slot) {
 ShmTransport::Options ShmTransport::options_from_env() {
     Options o;
     o.slot_bytes = env_int("ZS_SHM_SLOT_KIB", o.slot_bytes >> 10, 4, int64_t{1} << 20) << 10;
-    o.spin_us = static_cast<double>(
-        env_int("ZS_SHM_SPIN_US", static_cast<int64_t>(o.spin_us), 0, 1'000'000));
+    o.spin_us = static_cast<double>(env_int("ZS_SHM_SPIN_US", -1, -1, 1'000'000));
     return o;
 }
 
@@ -325,7 +324,12 @@ std::unique_ptr<ShmTransport> ShmTransport::create(int rank, int size, const Boo
 
 ShmTransport::ShmTransport(int rank, int size, void* base, size_t bytes, std::string name,
                            const Options& opt)
-    : rank_(rank), size_(size), base_(base), bytes_(bytes), name_(std::move(name)), opt_(opt) {}
+    : rank_(rank), size_(size), base_(base), bytes_(bytes), name_(std::move(name)), opt_(opt) {
+    if (opt_.spin_us < 0) {
+        const long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+        opt_.spin_us = cpus > 0 && size > cpus ? 0.0 : 50.0;
+    }
+}
 
 ShmTransport::~ShmTransport() { munmap(base_, bytes_); }
 
@@ -393,7 +397,11 @@ void ShmTransport::fail(const Op& o, int who) {
         missing.empty()
             ? fmt::format("every rank entered it; rank {} stopped moving (a transport stall)", who)
             : "rank(s) never arrived: " + missing;
-    ZS_THROW(CommError, "{}: did not complete within {} s; {}", o.what, o.timeout_s, detail);
+    ZS_THROW(CommError, "{}: did not complete within {} s; {}", o.what(), o.timeout_s, detail);
+}
+
+std::string ShmTransport::Op::what() const {
+    return fmt::format("{} #{} on group '{}' ({} ranks, {} bytes)", name, seq, group, ranks, bytes);
 }
 
 void ShmTransport::enter(const Op& o) {

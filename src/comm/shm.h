@@ -27,7 +27,7 @@
 // only if its header (magic, nonce, rank count, slot size) matches what rank 0 announced, so a
 // stale segment is never mistaken for a live one.
 //
-// Failure: a wait that passes the op's deadline throws a CommError naming the op (`Op::what`),
+// Failure: a wait that passes the op's deadline throws a CommError naming the op (`Op::what()`),
 // and the ranks that never arrived at it (each rank stores the sequence number of the collective
 // it last entered), or the rank it was waiting for when every rank arrived.
 #pragma once
@@ -45,14 +45,18 @@ namespace zs::comm {
 
 class ShmTransport {
 public:
-    // The collective being run: `what` names it in errors ("allreduce #3 on group 'world' (2
-    // ranks, 4096 bytes)"), `seq` is its sequence number on the communicator (the same on every
-    // rank), and waits fail once `deadline` passes.
+    // The collective being run, for errors ("allreduce #3 on group 'world' (2 ranks, 4096
+    // bytes)": formatted only when one is raised); `seq` is its sequence number on the
+    // communicator (the same on every rank), and waits fail once `deadline` passes.
     struct Op {
-        std::string what;
+        const char* name = "";
         int64_t seq = 0;
+        std::string group;
+        int ranks = 0;
+        size_t bytes = 0;
         double timeout_s = 0;
         std::chrono::steady_clock::time_point deadline;
+        std::string what() const;
     };
 
     // Collective bootstrap over the group's other transport. `broadcast_name(name)`: rank 0's
@@ -65,7 +69,10 @@ public:
 
     struct Options {
         int64_t slot_bytes = int64_t{1} << 20;  // each of a rank's two staging buffers
-        double spin_us = 50;                    // spin before sleeping on the futex
+        // Spin this long before sleeping on the futex; < 0: 50 us, or 0 when the group has more
+        // ranks than the host has CPUs (a spinning waiter would hold the CPU the rank it waits
+        // for needs).
+        double spin_us = -1;
     };
     // Options from the environment: ZS_SHM_SLOT_KIB, ZS_SHM_SPIN_US (defaults above).
     static Options options_from_env();
