@@ -9,6 +9,7 @@ pkgs=(
     libdnnl-dev libopenblas-openmp-dev libfmt-dev nlohmann-json3-dev libcli11-dev
     libcpp-httplib-dev libboost-dev libssl-dev libpcre2-dev libopenmpi-dev openmpi-bin
     clang-format libonnx-testdata iproute2 curl
+    slurm-wlm munge
     python3 python3-venv python3-pip
 )
 pkgs+=("$@")

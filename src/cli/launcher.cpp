@@ -137,6 +137,10 @@ LaunchPlan plan_launch(const LaunchOptions& o, std::vector<HostSlots> hosts) {
         host_list += fmt::format("{}{}:{}", host_list.empty() ? "" : ",", h.host, h.slots.size());
     if (o.use_srun) {
         p.argv = {"srun", fmt::format("--ntasks={}", p.world_size), "--kill-on-bad-exit=1"};
+        // NOTE(launcher): OpenMPI 4.x joins an srun launch only through PMIx (Debian's build has
+        // no PMI2 client); under srun's usual default, --mpi=none, every rank would start alone as
+        // a world of 1. SLURM_MPI_TYPE is srun's own variable for --mpi: a site that sets it wins.
+        if (std::getenv("SLURM_MPI_TYPE") == nullptr) p.argv.push_back("--mpi=pmix");
     } else {
         p.argv = {"mpirun",
                   "-np",

@@ -1,6 +1,8 @@
 // zerospeed-run's hostfile and --include/--exclude handling against hand-worked expectations
-// (DeepSpeed's documented semantics), and the mpirun command it plans.
+// (DeepSpeed's documented semantics), and the mpirun / srun commands it plans.
 #include "cli/launcher.h"
+
+#include <cstdlib>
 
 #include <gtest/gtest.h>
 
@@ -66,6 +68,40 @@ TEST(Launcher, PlansMpirunWithWorkerEnvironment) {
                         "zerospeed train --steps 3"),
               std::string::npos)
         << line;
+}
+
+std::string joined(const LaunchPlan& p) {
+    std::string line;
+    for (const std::string& a : p.argv) line += a + " ";
+    return line;
+}
+
+// OpenMPI 4.x ranks find each other under srun only through PMIx, so the plan asks for it,
+// unless SLURM_MPI_TYPE (srun's own default for --mpi) says otherwise.
+TEST(Launcher, PlansSrunWithPmix) {
+    LaunchOptions o;
+    o.self_path = "/bin/zerospeed-run";
+    o.command = {"zerospeed", "train"};
+    o.num_procs = 2;
+    o.use_srun = true;
+    const char* saved = std::getenv("SLURM_MPI_TYPE");
+    const bool had_saved = saved != nullptr;
+    const std::string saved_value = had_saved ? saved : "";
+    unsetenv("SLURM_MPI_TYPE");
+    std::string line = joined(plan_launch(o, parse_hostfile("localhost slots=4\n", "hosts")));
+    EXPECT_EQ(line.rfind("srun --ntasks=2 --kill-on-bad-exit=1 --mpi=pmix /bin/zerospeed-run "
+                         "--worker --master_addr localhost --master_port 29500 -- zerospeed train",
+                         0),
+              0u)
+        << line;
+    setenv("SLURM_MPI_TYPE", "pmi2", 1);
+    line = joined(plan_launch(o, parse_hostfile("localhost slots=4\n", "hosts")));
+    EXPECT_EQ(line.find("--mpi"), std::string::npos) << line;
+    if (had_saved) {
+        setenv("SLURM_MPI_TYPE", saved_value.c_str(), 1);
+    } else {
+        unsetenv("SLURM_MPI_TYPE");
+    }
 }
 
 }  // namespace

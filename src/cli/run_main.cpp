@@ -1,5 +1,6 @@
 // zerospeed-run: the multi-process launcher (DeepSpeed's `deepspeed` command, over mpirun or
 // srun). See cli/launcher.h for the flags. mpirun stops every rank when one fails.
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
@@ -23,12 +24,32 @@ std::string env_or(const char* a, const char* b, const char* def) {
     return def;
 }
 
+// Ranks of this srun step on this node. SLURM_NTASKS_PER_NODE is set only when the user asked
+// for it, so read the step's layout: SLURM_STEP_TASKS_PER_NODE in srun's compressed form,
+// "4(x2),3" = 4 tasks on nodes 0 and 1, 3 on node 2, indexed by SLURM_NODEID. "1" outside srun.
+std::string slurm_step_tasks_here() {
+    const char* layout = std::getenv("SLURM_STEP_TASKS_PER_NODE");
+    const char* node = std::getenv("SLURM_NODEID");
+    if (layout == nullptr || node == nullptr) return "1";
+    int skip = std::atoi(node);
+    std::istringstream in(layout);
+    std::string group;
+    while (std::getline(in, group, ',')) {
+        auto times = group.find("(x");
+        int repeat = times == std::string::npos ? 1 : std::atoi(group.c_str() + times + 2);
+        if (skip < repeat) return std::to_string(std::max(1, std::atoi(group.c_str())));
+        skip -= repeat;
+    }
+    return "1";
+}
+
 // Inside each rank: DeepSpeed's environment, a fair share of the cores, then exec.
 int worker(const std::string& master_addr, int master_port, std::vector<std::string> cmd) {
     std::string rank = env_or("OMPI_COMM_WORLD_RANK", "SLURM_PROCID", "0");
     std::string local = env_or("OMPI_COMM_WORLD_LOCAL_RANK", "SLURM_LOCALID", "0");
     std::string world = env_or("OMPI_COMM_WORLD_SIZE", "SLURM_NTASKS", "1");
-    std::string local_size = env_or("OMPI_COMM_WORLD_LOCAL_SIZE", "SLURM_NTASKS_PER_NODE", "1");
+    std::string local_size = env_or("OMPI_COMM_WORLD_LOCAL_SIZE", nullptr, "");
+    if (local_size.empty()) local_size = slurm_step_tasks_here();
     setenv("RANK", rank.c_str(), 1);
     setenv("LOCAL_RANK", local.c_str(), 1);
     setenv("WORLD_SIZE", world.c_str(), 1);
