@@ -152,8 +152,11 @@ LaunchPlan plan_launch(const LaunchOptions& o, std::vector<HostSlots> hosts) {
                   "--oversubscribe",
                   "--tag-output"};
         if (getuid() == 0) p.argv.push_back("--allow-run-as-root");
-        for (const char* v : {"PATH", "LD_LIBRARY_PATH", "OMP_NUM_THREADS", "ZS_FAULT",
-                              "ZS_FAULT_RANK", "ZS_CACHE", "HOME"}) {
+        // The transports' settings (comm/README.md) too: remote ranks do not inherit them.
+        for (const char* v :
+             {"PATH", "LD_LIBRARY_PATH", "OMP_NUM_THREADS", "ZS_FAULT", "ZS_FAULT_RANK", "ZS_CACHE",
+              "HOME", "ZS_SHM", "ZS_SHM_SLOT_KIB", "ZS_SHM_SPIN_US", "ZS_SHM_INLINE_KIB",
+              "ZS_SIMULATE_HOSTS", "ZS_HIERARCHICAL"}) {
             if (std::getenv(v) == nullptr) continue;
             p.argv.push_back("-x");
             p.argv.push_back(v);
