@@ -63,6 +63,9 @@ private:
     std::shared_ptr<State> state_;
 };
 
+// Reserved for the base all_to_all_v's messages: user tags stay below it.
+inline constexpr int kAllToAllVTag = 32000;
+
 class Communicator {
 public:
     virtual ~Communicator() = default;
@@ -81,6 +84,15 @@ public:
     virtual Work broadcast(const Tensor& t, int root) = 0;
     // in, out [size * n]: chunk j of in goes to rank j, arriving as chunk r of its out.
     virtual Work all_to_all(const Tensor& out, const Tensor& in) = 0;
+    // Variable all-to-all (MoE dispatch): my part for rank j is in_counts[j] elements of `in`
+    // (the parts consecutive, in rank order); rank q's part for me lands in `out` at offset
+    // out_counts[0] + ... + out_counts[q-1]. out_counts[q] must equal rank q's in_counts[me]
+    // (exchange the counts first, e.g. all_to_all of one i64 per rank); a mismatch fails the op
+    // on every rank with a ShapeError naming the pair. The base version is the counts checked
+    // over all_to_all + allreduce, then the parts over send/recv with tag kAllToAllVTag;
+    // backends override it with their own.
+    virtual Work all_to_all_v(const Tensor& out, const std::vector<int64_t>& out_counts,
+                              const Tensor& in, const std::vector<int64_t>& in_counts);
     virtual Work send(const Tensor& t, int peer, int tag) = 0;
     virtual Work recv(const Tensor& t, int peer, int tag) = 0;
     virtual void barrier() = 0;
@@ -109,6 +121,13 @@ void check_whole_part(const char* op, const char* whole_name, const Tensor& whol
                       const char* part_name, const Tensor& part, int size);
 // all_to_all: in and out match and split into `size` chunks.
 void check_all_to_all(const Tensor& out, const Tensor& in, int size);
+// all_to_all_v: one count per rank, none negative, the parts fit in their tensors, same dtype.
+void check_all_to_all_v(const Tensor& out, const std::vector<int64_t>& out_counts, const Tensor& in,
+                        const std::vector<int64_t>& in_counts, int size);
+// all_to_all_v, after every rank's counts are known: sent[q][j] = rank q's in_counts[j],
+// expected[q][j] = rank q's out_counts[j]. Throws the ShapeError every rank raises alike.
+void check_all_to_all_v_pairs(const std::vector<std::vector<int64_t>>& sent,
+                              const std::vector<std::vector<int64_t>>& expected);
 // broadcast: root is a rank of the group.
 void check_root(const char* op, int root, int size);
 

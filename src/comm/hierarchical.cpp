@@ -231,6 +231,19 @@ public:
         });
     }
 
+    Work all_to_all_v(const Tensor& out, const std::vector<int64_t>& out_counts, const Tensor& in,
+                      const std::vector<int64_t>& in_counts) override {
+        check_all_to_all_v(out, out_counts, in, in_counts, size_);
+        int64_t total = 0;
+        for (int64_t c : in_counts) total += c;
+        return start("all_to_all_v", static_cast<size_t>(total) * core::dtype_size(in.dtype()),
+                     [this, out, in, out_counts, in_counts](Stages& st) {
+                         st.run("flat all_to_all_v", [&] {
+                             return flat_->all_to_all_v(out, out_counts, in, in_counts);
+                         });
+                     });
+    }
+
     // Point-to-point goes to flat directly from the caller's thread (matched by peer and tag,
     // not by order; routing it through the worker would serialize a recv before its send).
     Work send(const Tensor& t, int peer, int tag) override {

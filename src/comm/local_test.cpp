@@ -92,6 +92,59 @@ TEST(Local, SplitAndSendRecv) {
     });
 }
 
+// Rank q sends (q * 3 + j * 5) % 7 elements to rank j (zeros included), valued q * 1000 + j * 100
+// + i: each rank checks what arrives from every peer against that formula.
+int64_t a2av_count(int q, int j) { return (q * 3 + j * 5) % 7; }
+
+TEST(Local, AllToAllVMatchesTheFormula) {
+    for (int n : {1, 2, 3, 4}) {
+        run_local(n, [&](int r, Communicator& c) {
+            std::vector<int64_t> in_counts, out_counts;
+            int64_t in_total = 0, out_total = 0;
+            for (int j = 0; j < n; ++j) {
+                in_counts.push_back(a2av_count(r, j));
+                out_counts.push_back(a2av_count(j, r));
+                in_total += in_counts.back();
+                out_total += out_counts.back();
+            }
+            Tensor in = Tensor::empty({in_total}, DType::i64);
+            int64_t k = 0;
+            for (int j = 0; j < n; ++j) {
+                for (int64_t i = 0; i < in_counts[static_cast<size_t>(j)]; ++i)
+                    in.data<int64_t>()[k++] = r * 1000 + j * 100 + i;
+            }
+            Tensor out = Tensor::empty({out_total + 3}, DType::i64);  // 3 spare at the end
+            out.fill(-1.0);
+            c.all_to_all_v(out, out_counts, in, in_counts).wait();
+            k = 0;
+            for (int q = 0; q < n; ++q) {
+                for (int64_t i = 0; i < out_counts[static_cast<size_t>(q)]; ++i)
+                    ASSERT_EQ(out.data<int64_t>()[k++], q * 1000 + r * 100 + i) << "from " << q;
+            }
+            EXPECT_EQ(out.data<int64_t>()[out_total], -1) << "wrote past the parts";
+        });
+    }
+}
+
+TEST(Local, AllToAllVMismatchedCountsFailOnEveryRank) {
+    std::atomic<int> failures{0};
+    run_local(3, [&](int r, Communicator& c) {
+        std::vector<int64_t> in_counts = {2, 2, 2}, out_counts = {2, 2, 2};
+        if (r == 1) out_counts[2] = 3;  // rank 1 expects 3 from rank 2, which sends 2
+        Tensor in = Tensor::zeros({6}, DType::f32), out = Tensor::zeros({7}, DType::f32);
+        try {
+            c.all_to_all_v(out, out_counts, in, in_counts).wait();
+        } catch (const ShapeError& e) {
+            EXPECT_NE(
+                std::string(e.what()).find("rank 2 sends 2 elements to rank 1, which expects 3"),
+                std::string::npos)
+                << e.what();
+            ++failures;
+        }
+    });
+    EXPECT_EQ(failures, 3);
+}
+
 TEST(Local, MissingRankIsNamedWithinTimeout) {
     std::atomic<int> failures{0};
     auto t0 = std::chrono::steady_clock::now();

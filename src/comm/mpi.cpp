@@ -604,6 +604,59 @@ public:
         });
     }
 
+    Work all_to_all_v(const Tensor& out, const std::vector<int64_t>& out_counts, const Tensor& in,
+                      const std::vector<int64_t>& in_counts) override {
+        check_all_to_all_v(out, out_counts, in, in_counts, size_);
+        const auto es = static_cast<int64_t>(core::dtype_size(in.dtype()));
+        std::vector<int64_t> in_bytes(in_counts), out_bytes(out_counts);
+        for (int64_t& b : in_bytes) b *= es;
+        for (int64_t& b : out_bytes) b *= es;
+        int64_t total = 0;
+        for (int64_t b : in_bytes) total += b;
+        if (shm_) {
+            return start(
+                "all_to_all_v", static_cast<size_t>(total),
+                [out, in, in_bytes, out_bytes, shm = shm_](const ShmTransport::Op& o) {
+                    shm->all_to_all_v(in.data_ptr(), in_bytes, out.data_ptr(), out_bytes, o);
+                },
+                /*may_inline=*/true);
+        }
+        const MPI_Comm comm = comm_;
+        const int n = size_;
+        return start("all_to_all_v", static_cast<size_t>(total),
+                     [out, in, in_bytes, out_bytes, comm, n](const ShmTransport::Op&) {
+                         // Every rank's counts first, so every rank checks every pair.
+                         std::vector<int64_t> mine(in_bytes), all(static_cast<size_t>(2 * n * n));
+                         mine.insert(mine.end(), out_bytes.begin(), out_bytes.end());
+                         check_mpi(MPI_Allgather(mine.data(), 2 * n, MPI_INT64_T, all.data(), 2 * n,
+                                                 MPI_INT64_T, comm),
+                                   "MPI_Allgather");
+                         std::vector<std::vector<int64_t>> sent(static_cast<size_t>(n)),
+                             expected(sent.size());
+                         for (int q = 0; q < n; ++q) {
+                             const int64_t* row = all.data() + 2 * n * q;
+                             sent[static_cast<size_t>(q)].assign(row, row + n);
+                             expected[static_cast<size_t>(q)].assign(row + n, row + 2 * n);
+                         }
+                         check_all_to_all_v_pairs(sent, expected);
+                         std::vector<int> sc(static_cast<size_t>(n)), sd(sc.size()), rc(sc.size()),
+                             rd(sc.size());
+                         int64_t so = 0, ro = 0;
+                         for (size_t j = 0; j < sc.size(); ++j) {
+                             sc[j] = mpi_count("all_to_all_v", in_bytes[j]);
+                             rc[j] = mpi_count("all_to_all_v", out_bytes[j]);
+                             sd[j] = mpi_count("all_to_all_v", so);
+                             rd[j] = mpi_count("all_to_all_v", ro);
+                             so += in_bytes[j];
+                             ro += out_bytes[j];
+                         }
+                         check_mpi(
+                             MPI_Alltoallv(in.data_ptr(), sc.data(), sd.data(), MPI_BYTE,
+                                           out.data_ptr(), rc.data(), rd.data(), MPI_BYTE, comm),
+                             "MPI_Alltoallv");
+                     });
+    }
+
     Work send(const Tensor& t, int peer, int tag) override {
         check_contiguous("send", "t", t);
         const int bytes = mpi_count("send", static_cast<int64_t>(t.nbytes()));

@@ -153,6 +153,34 @@ public:
             return r != ncclSuccess ? r : e;
         });
     }
+    // The counts are trusted (the base version's host-side check would need host copies of
+    // device counts): a mismatched pair is NCCL's error or a hang until the timeout.
+    Work all_to_all_v(const Tensor& out, const std::vector<int64_t>& out_counts, const Tensor& in,
+                      const std::vector<int64_t>& in_counts) override {
+        check_cuda_tensor("all_to_all_v", "out", out);
+        check_cuda_tensor("all_to_all_v", "in", in);
+        check_all_to_all_v(out, out_counts, in, in_counts, size_);
+        const size_t es = core::dtype_size(in.dtype());
+        const ncclDataType_t dt = nccl_type(in.dtype(), "all_to_all_v");
+        int64_t total = 0;
+        for (int64_t c : in_counts) total += c;
+        return run("all_to_all_v", static_cast<size_t>(total) * es, [&](cudaStream_t s) {
+            ncclResult_t r = ncclGroupStart();
+            int64_t so = 0, ro = 0;
+            for (int p = 0; p < size_ && r == ncclSuccess; ++p) {
+                const auto sc = static_cast<size_t>(in_counts[static_cast<size_t>(p)]);
+                const auto rc = static_cast<size_t>(out_counts[static_cast<size_t>(p)]);
+                const char* src = static_cast<const char*>(in.data_ptr()) + so * es;
+                char* dst = static_cast<char*>(out.data_ptr()) + ro * es;
+                if (sc > 0) r = ncclSend(src, sc, dt, p, comm_, s);
+                if (r == ncclSuccess && rc > 0) r = ncclRecv(dst, rc, dt, p, comm_, s);
+                so += static_cast<int64_t>(sc);
+                ro += static_cast<int64_t>(rc);
+            }
+            ncclResult_t e = ncclGroupEnd();
+            return r != ncclSuccess ? r : e;
+        });
+    }
     // NCCL has no tags: point-to-point messages between two ranks match in posting order.
     Work send(const Tensor& t, int peer, int /*tag*/) override {
         check_cuda_tensor("send", "t", t);

@@ -555,6 +555,71 @@ void ShmTransport::all_to_all(const void* in, void* out, int64_t bytes, const Op
     }
 }
 
+void ShmTransport::all_to_all_v(const void* in, const std::vector<int64_t>& in_bytes, void* out,
+                                const std::vector<int64_t>& out_bytes, const Op& o) {
+    enter(o);
+    const auto n = static_cast<size_t>(size_);
+    const auto me = static_cast<size_t>(rank_);
+    ZS_ASSERT(static_cast<int64_t>(2 * n * sizeof(int64_t)) <= opt_.slot_bytes,
+              "a {}-byte slot cannot hold {} ranks' counts", opt_.slot_bytes, n);
+    // Round 0: every rank's counts (in_bytes then out_bytes) through the segment.
+    const uint64_t g0 = chunk_++;
+    wait_free(g0, o);
+    auto* row = reinterpret_cast<int64_t*>(buffer(rank_, g0));
+    std::copy(in_bytes.begin(), in_bytes.end(), row);
+    std::copy(out_bytes.begin(), out_bytes.end(), row + n);
+    publish(g0);
+    std::vector<std::vector<int64_t>> sent(n), expected(n);
+    int64_t most = 0;
+    for (size_t q = 0; q < n; ++q) {
+        if (q != me) wait_published(static_cast<int>(q), g0, o);
+        const auto* r = reinterpret_cast<const int64_t*>(buffer(static_cast<int>(q), g0));
+        sent[q].assign(r, r + n);
+        expected[q].assign(r + n, r + 2 * n);
+        for (size_t j = 0; j < n; ++j) {
+            if (j != q) most = std::max(most, sent[q][j]);
+        }
+    }
+    finish(g0);
+    check_all_to_all_v_pairs(sent, expected);
+    // Offsets of my parts in `in` and `out`.
+    std::vector<int64_t> in_off(n + 1, 0), out_off(n + 1, 0);
+    for (size_t j = 0; j < n; ++j) {
+        in_off[j + 1] = in_off[j] + in_bytes[j];
+        out_off[j + 1] = out_off[j] + out_bytes[j];
+    }
+    const char* src = static_cast<const char*>(in);
+    char* dst = static_cast<char*>(out);
+    std::memmove(dst + out_off[me], src + in_off[me], static_cast<size_t>(in_bytes[me]));
+    // Then rounds of at most `per` bytes per pair, as many as the largest pair anywhere needs
+    // (the same count on every rank: each derives it from the same table).
+    const int64_t per = std::max<int64_t>(1, opt_.slot_bytes / size_);
+    const int64_t rounds = (most + per - 1) / per;
+    for (int64_t k = 0; k < rounds; ++k) {
+        const int64_t a = k * per;
+        const uint64_t g = chunk_++;
+        wait_free(g, o);
+        char* buf = buffer(rank_, g);
+        for (size_t j = 0; j < n; ++j) {
+            const int64_t e = std::min(per, in_bytes[j] - a);
+            if (j != me && e > 0) {
+                std::memcpy(buf + static_cast<int64_t>(j) * per, src + in_off[j] + a,
+                            static_cast<size_t>(e));
+            }
+        }
+        publish(g);
+        for (int i = 1; i < size_; ++i) {
+            const auto q = static_cast<size_t>((rank_ + i) % size_);
+            const int64_t e = std::min(per, out_bytes[q] - a);
+            if (e <= 0) continue;
+            wait_published(static_cast<int>(q), g, o);
+            std::memcpy(dst + out_off[q] + a, buffer(static_cast<int>(q), g) + rank_ * per,
+                        static_cast<size_t>(e));
+        }
+        finish(g);
+    }
+}
+
 void ShmTransport::barrier(const Op& o) {
     enter(o);
     const uint64_t g = chunk_++;

@@ -100,6 +100,11 @@ public:
     void broadcast(void* data, int64_t bytes, int root, const Op& o);
     // in, out: size * bytes; block j of in goes to rank j, arriving as block r of its out.
     void all_to_all(const void* in, void* out, int64_t bytes, const Op& o);
+    // Variable parts: in_bytes[j] to rank j, out_bytes[q] from rank q, consecutive in rank
+    // order. Every rank's counts go through the segment first, so a mismatched pair is the same
+    // ShapeError on every rank.
+    void all_to_all_v(const void* in, const std::vector<int64_t>& in_bytes, void* out,
+                      const std::vector<int64_t>& out_bytes, const Op& o);
     void barrier(const Op& o);
 
     // Name of the segment while it exists (tests).

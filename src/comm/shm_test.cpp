@@ -127,6 +127,48 @@ TEST(Shm, EveryCollectiveEqualsTheLocalBackendBitForBit) {
 
 TEST(Shm, LargeMessagesAcrossManyChunks) { check_against_local(2, 64 << 10, {100'003}); }
 
+TEST(Shm, AllToAllVEqualsTheBaseVersion) {
+    // Random counts (zeros included; parts far over one slot's share, so many rounds), the same
+    // table on every rank; the base Communicator::all_to_all_v over the local backend is the
+    // reference.
+    for (int n : {2, 3, 4}) {
+        std::mt19937 gen(static_cast<uint32_t>(n));
+        std::uniform_int_distribution<int64_t> d(0, 900);
+        std::vector<std::vector<int64_t>> counts(static_cast<size_t>(n));
+        for (auto& row : counts) {
+            for (int j = 0; j < n; ++j) row.push_back(d(gen) % 5 == 0 ? 0 : d(gen));
+        }
+        run_local(n, [&](int r, Communicator& c) {
+            ShmTransport::Options opt;
+            opt.slot_bytes = 1024;
+            auto shm = ShmTransport::create(r, n, boot_over(c), opt);
+            ASSERT_NE(shm, nullptr);
+            std::vector<int64_t> in_counts = counts[static_cast<size_t>(r)], out_counts;
+            int64_t in_total = 0, out_total = 0;
+            for (int j = 0; j < n; ++j) {
+                out_counts.push_back(counts[static_cast<size_t>(j)][static_cast<size_t>(r)]);
+                in_total += in_counts[static_cast<size_t>(j)];
+                out_total += out_counts.back();
+            }
+            Tensor in = random_tensor(r, in_total, DType::f32, 21);
+            Tensor o1 = Tensor::zeros({out_total}, DType::f32), o2 = o1.clone();
+            std::vector<int64_t> in_bytes, out_bytes;
+            for (int64_t x : in_counts) in_bytes.push_back(x * 4);
+            for (int64_t x : out_counts) out_bytes.push_back(x * 4);
+            shm->all_to_all_v(in.data_ptr(), in_bytes, o1.data_ptr(), out_bytes,
+                              op_named("all_to_all_v", 1));
+            c.Communicator::all_to_all_v(o2, out_counts, in, in_counts).wait();
+            ASSERT_TRUE(same_bytes(o1, o2)) << "n=" << n << " rank " << r;
+            // A mismatched pair is the same error on every rank.
+            out_bytes[0] += 4;
+            if (r != 1) out_bytes[0] -= 4;
+            EXPECT_THROW(shm->all_to_all_v(in.data_ptr(), in_bytes, o1.data_ptr(), out_bytes,
+                                           op_named("all_to_all_v", 2)),
+                         ShapeError);
+        });
+    }
+}
+
 TEST(Shm, InPlaceAllgather) {
     const int n = 3;
     const int64_t len = 1000;

@@ -1,3 +1,4 @@
+#include <cstring>
 #include <thread>
 
 #include "base/error.h"
@@ -37,6 +38,88 @@ void check_all_to_all(const Tensor& out, const Tensor& in, int size) {
                out.numel() == in.numel() && in.numel() % size == 0 && in.dtype() == out.dtype(),
                "all_to_all: 'in' {} and 'out' {} must match and split into {} chunks", in.str(),
                out.str(), size);
+}
+
+void check_all_to_all_v(const Tensor& out, const std::vector<int64_t>& out_counts, const Tensor& in,
+                        const std::vector<int64_t>& in_counts, int size) {
+    check_contiguous("all_to_all_v", "out", out);
+    check_contiguous("all_to_all_v", "in", in);
+    ZS_CHECK_T(ShapeError, in.dtype() == out.dtype(), "all_to_all_v: 'in' is {} but 'out' is {}",
+               core::to_string(in.dtype()), core::to_string(out.dtype()));
+    auto check = [&](const char* name, const std::vector<int64_t>& counts, const Tensor& t) {
+        ZS_CHECK_T(ShapeError, static_cast<int>(counts.size()) == size,
+                   "all_to_all_v: {} has {} entries; the group has {} ranks", name, counts.size(),
+                   size);
+        int64_t total = 0;
+        for (size_t j = 0; j < counts.size(); ++j) {
+            ZS_CHECK_T(ShapeError, counts[j] >= 0, "all_to_all_v: {}[{}] = {} is negative", name, j,
+                       counts[j]);
+            total += counts[j];
+        }
+        ZS_CHECK_T(ShapeError, total <= t.numel(),
+                   "all_to_all_v: {} add up to {} elements; the tensor has {}", name, total,
+                   t.numel());
+    };
+    check("in_counts", in_counts, in);
+    check("out_counts", out_counts, out);
+}
+
+void check_all_to_all_v_pairs(const std::vector<std::vector<int64_t>>& sent,
+                              const std::vector<std::vector<int64_t>>& expected) {
+    for (size_t q = 0; q < sent.size(); ++q) {
+        for (size_t j = 0; j < sent.size(); ++j) {
+            ZS_CHECK_T(ShapeError, sent[q][j] == expected[j][q],
+                       "all_to_all_v: rank {} sends {} elements to rank {}, which expects {} "
+                       "(out_counts must equal the senders' in_counts)",
+                       q, sent[q][j], j, expected[j][q]);
+        }
+    }
+}
+
+Work Communicator::all_to_all_v(const Tensor& out, const std::vector<int64_t>& out_counts,
+                                const Tensor& in, const std::vector<int64_t>& in_counts) {
+    check_all_to_all_v(out, out_counts, in, in_counts, size());
+    const int n = size(), me = rank();
+    // Every rank's counts (2n per rank), so every rank checks every pair and all fail alike.
+    Tensor mine = Tensor::empty({2 * n}, core::DType::i64);
+    for (int j = 0; j < n; ++j) {
+        mine.data<int64_t>()[j] = in_counts[static_cast<size_t>(j)];
+        mine.data<int64_t>()[n + j] = out_counts[static_cast<size_t>(j)];
+    }
+    Tensor all = Tensor::empty({2 * n * n}, core::DType::i64);
+    allgather(all, mine).wait();
+    std::vector<std::vector<int64_t>> sent(static_cast<size_t>(n)), expected(sent.size());
+    for (int q = 0; q < n; ++q) {
+        const int64_t* row = all.data<int64_t>() + 2 * n * q;
+        sent[static_cast<size_t>(q)].assign(row, row + n);
+        expected[static_cast<size_t>(q)].assign(row + n, row + 2 * n);
+    }
+    check_all_to_all_v_pairs(sent, expected);
+    // Sends first (non-blocking everywhere), then the receives (the local backend's block).
+    const size_t es = core::dtype_size(in.dtype());
+    std::vector<Work> works;
+    const Tensor in1 = in.view({in.numel()}), out1 = out.view({out.numel()});
+    for (int pass = 0; pass < 2; ++pass) {
+        int64_t in_off = 0, out_off = 0;
+        for (int q = 0; q < n; ++q) {
+            const int64_t s = in_counts[static_cast<size_t>(q)];
+            const int64_t r = out_counts[static_cast<size_t>(q)];
+            if (q == me && pass == 0) {
+                std::memcpy(
+                    static_cast<char*>(out.data_ptr()) + static_cast<size_t>(out_off) * es,
+                    static_cast<const char*>(in.data_ptr()) + static_cast<size_t>(in_off) * es,
+                    static_cast<size_t>(s) * es);
+            } else if (q != me && pass == 0 && s > 0) {
+                works.push_back(send(in1.slice(0, in_off, in_off + s), q, kAllToAllVTag));
+            } else if (q != me && pass == 1 && r > 0) {
+                works.push_back(recv(out1.slice(0, out_off, out_off + r), q, kAllToAllVTag));
+            }
+            in_off += s;
+            out_off += r;
+        }
+    }
+    for (Work& w : works) w.wait();
+    return Work();
 }
 
 void check_root(const char* op, int root, int size) {

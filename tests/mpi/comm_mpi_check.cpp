@@ -9,6 +9,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <string>
+#include <vector>
 
 #include <unistd.h>
 
@@ -123,6 +124,31 @@ void collectives(comm::Communicator& c) {
     for (int64_t i = 0; i < x.numel(); ++i) x.data<int64_t>()[i] = r * 100 + i;
     c.all_to_all(y, x).wait();
     for (int j = 0; j < n; ++j) CHECK_OR_DIE(y.data<int64_t>()[j * 3] == j * 100 + r * 3);
+    // all_to_all_v: rank q sends (q * 3 + j * 5) % 7 elements (zeros too; times 1000 to span
+    // several shared-memory rounds) to rank j, valued q * 1e6 + j * 1e4 + i.
+    {
+        auto count = [](int q, int j) { return int64_t{(q * 3 + j * 5) % 7} * 1000; };
+        std::vector<int64_t> ic, oc;
+        int64_t it = 0, ot = 0;
+        for (int j = 0; j < n; ++j) {
+            ic.push_back(count(r, j));
+            oc.push_back(count(j, r));
+            it += ic.back();
+            ot += oc.back();
+        }
+        Tensor vin = Tensor::empty({it}, DType::i64), vout = Tensor::empty({ot}, DType::i64);
+        int64_t k = 0;
+        for (int j = 0; j < n; ++j) {
+            for (int64_t i = 0; i < count(r, j); ++i)
+                vin.data<int64_t>()[k++] = r * 1000000 + j * 10000 + i;
+        }
+        c.all_to_all_v(vout, oc, vin, ic).wait();
+        k = 0;
+        for (int q = 0; q < n; ++q) {
+            for (int64_t i = 0; i < count(q, r); ++i)
+                CHECK_OR_DIE(vout.data<int64_t>()[k++] == q * 1000000 + r * 10000 + i);
+        }
+    }
     c.barrier();
     if (r == 0) std::printf("comm_mpi_check: collectives ok on %d ranks\n", n);
 }
