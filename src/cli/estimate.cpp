@@ -96,6 +96,9 @@ int run_estimate(const EstimateOptions& o) {
         in.prefetch_numel = tc.zero.stage3_prefetch_bucket_size;
         in.max_live_numel = tc.zero.stage3_max_live_parameters;
         in.persistence_threshold = tc.zero.stage3_param_persistence_threshold;
+        in.quantized_weights = tc.zero.zero_quantized_weights;
+        in.quantized_gradient_bits =
+            tc.zero.zero_quantized_gradients ? tc.zero.zero_quantized_gradients_bits : 0;
         return in;
     };
     const std::string split = tp > 1 ? fmt::format(" = {} dp x {} tp", dp, tp) : std::string();
@@ -154,12 +157,19 @@ int run_estimate(const EstimateOptions& o) {
     };
     if (e.comm.dp_allreduce > 0)
         line("dp", dp, "all-reduce of f32 gradients (ZeRO 0)", e.comm.dp_allreduce);
+    // ZeRO++ (zero/engine.h): qgZ at stages 2-3, qwZ at stage 3, over more than one rank.
+    const bool qg = tc.zero.zero_quantized_gradients && tc.zero.stage >= 2 && dp > 1;
+    const bool qw = tc.zero.zero_quantized_weights && tc.zero.stage == 3 && dp > 1;
+    const std::string qg_what = fmt::format("all-to-all of int{} gradient codes + scales (qgZ)",
+                                            tc.zero.zero_quantized_gradients_bits);
     if (e.comm.dp_reduce_scatter > 0)
-        line("dp", dp, "reduce-scatter of f32 gradients", e.comm.dp_reduce_scatter);
+        line("dp", dp, qg ? qg_what.c_str() : "reduce-scatter of f32 gradients",
+             e.comm.dp_reduce_scatter);
     if (e.comm.dp_allgather > 0)
         line("dp", dp,
-             tc.zero.stage == 3 ? "all-gather of weights before each use"
-                                : "all-gather of updated weights",
+             qw                   ? "all-gather of int8 weight codes + scales before each use (qwZ)"
+             : tc.zero.stage == 3 ? "all-gather of weights before each use"
+                                  : "all-gather of updated weights",
              e.comm.dp_allgather);
     if (e.comm.tp_allreduce > 0) {
         const std::string what =

@@ -210,6 +210,9 @@ struct ZeroConfig {
     bool zero_quantized_weights = false;
     bool zero_quantized_nontrainable_weights = false;
     bool zero_quantized_gradients = false;
+    // zerospeed extension (DeepSpeed has no such key): qgZ's code width, 8 (int8, the default)
+    // or 4 (int4, two per byte: the width DeepSpeed's two-hop qgZ kernels use).
+    int zero_quantized_gradients_bits = 8;
     bool memory_efficient_linear = true;
     bool pipeline_loading_checkpoint = false;
     bool override_module_apply = true;

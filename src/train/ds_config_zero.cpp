@@ -1,5 +1,6 @@
 // zero_optimization → ZeroConfig: the stage, buckets, stage-3 knobs, offload sections, DeepSpeed's
-// aliases and deprecated spellings, and what zerospeed does not implement (ZeRO++, MiCS, ...).
+// aliases and deprecated spellings, ZeRO++'s quantized communication (qwZ, qgZ), and what
+// zerospeed does not implement (hpZ, MiCS, ...).
 #include "train/ds_config_zero.h"
 
 #include <limits>
@@ -191,6 +192,15 @@ ZeroConfig parse_zero(Section& root) {
     z.zero_quantized_nontrainable_weights =
         s.get_bool("zero_quantized_nontrainable_weights").value_or(false);
     z.zero_quantized_gradients = s.get_bool("zero_quantized_gradients").value_or(false);
+    // zerospeed's own key: qgZ's int8 (default) or int4 codes.
+    if (std::optional<int64_t> bits =
+            s.get_int("zero_quantized_gradients_bits", kI64Min, kI64Max)) {
+        if (*bits != 8 && *bits != 4) {
+            s.fail("zero_quantized_gradients_bits",
+                   fmt::format("expected 8 or 4 (int8 or int4 gradient codes), got {}", *bits));
+        }
+        z.zero_quantized_gradients_bits = static_cast<int>(*bits);
+    }
     z.memory_efficient_linear = s.get_bool("memory_efficient_linear").value_or(true);
     z.pipeline_loading_checkpoint = s.get_bool("pipeline_loading_checkpoint").value_or(false);
     z.override_module_apply = s.get_bool("override_module_apply").value_or(true);
@@ -203,7 +213,10 @@ ZeroConfig parse_zero(Section& root) {
     z.mics_hierarchical_params_gather =
         s.get_bool("mics_hierarchical_params_gather").value_or(false);
 
-    // What zerospeed does not implement (ZeRO++, MiCS, ZenFlow, ...), when asked for.
+    // ZeRO++ qwZ (zero_quantized_weights) and qgZ (zero_quantized_gradients) are implemented
+    // (zero/engine.h): qwZ at stage 3, qgZ at stages 2-3, over more than one rank; elsewhere they
+    // are accepted without effect (the engine logs so), as DeepSpeed ignores them below stage 3.
+    // What zerospeed does not implement (hpZ, MiCS, ZenFlow, ...), when asked for.
     if (z.elastic_checkpoint) s.note_unsupported("elastic_checkpoint", "not implemented");
     if (z.legacy_stage1) s.note_unsupported("legacy_stage1", "not implemented");
     if (z.zero_hpz_partition_size > 1) {
@@ -211,14 +224,8 @@ ZeroConfig parse_zero(Section& root) {
                            "ZeRO++ hierarchical partitioning (hpZ) is "
                            "not implemented");
     }
-    if (z.zero_quantized_weights) {
-        s.note_unsupported("zero_quantized_weights", "ZeRO++ qwZ is not implemented");
-    }
     if (z.zero_quantized_nontrainable_weights) {
         s.note_unsupported("zero_quantized_nontrainable_weights", "not implemented");
-    }
-    if (z.zero_quantized_gradients) {
-        s.note_unsupported("zero_quantized_gradients", "ZeRO++ qgZ is not implemented");
     }
     if (z.mics_shard_size > 0) {
         s.note_unsupported("mics_shard_size",

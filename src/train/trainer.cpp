@@ -125,6 +125,9 @@ Trainer::Trainer(models::ModelConfig model, TrainConfig cfg, RunOptions run,
     zc.persistence_threshold = cfg_.zero.stage3_param_persistence_threshold;
     zc.decay_all = run_.decay_all;
     zc.device = run_.device;
+    zc.quantized_weights = cfg_.zero.zero_quantized_weights;
+    zc.quantized_gradients = cfg_.zero.zero_quantized_gradients;
+    zc.quantized_gradients_bits = cfg_.zero.zero_quantized_gradients_bits;
     engine_ = std::make_unique<zero::Engine>(model_->layout(), model_->binding(), *dp_, zc,
                                              rc.compute_dtype, cfg_.optimizer.options(),
                                              [this](int g) { return model_->grad_groups(g); });

@@ -26,7 +26,16 @@ struct Engine::Group {
     comm::Work gather_work;
     bool reduce_pending = false;
     comm::Work reduce_work;
+    // ZeRO++ buffers of the collective in flight (i8, packed as zero/quantize.h describes):
+    Tensor gather_send, gather_recv;  // qwZ: this rank's packed shard [B], every rank's [W * B]
+    Tensor a2a_send, a2a_recv;        // qgZ: packed gradient chunks [W * B], sent and received
 };
+
+namespace {
+
+std::byte* bytes_of(const Tensor& t) { return static_cast<std::byte*>(t.data_ptr()); }
+
+}  // namespace
 
 Engine::Engine(const models::ParamLayout& layout, models::ParamBinding& binding,
                comm::Communicator& dp, Config cfg, DType compute_dtype, optim::Options opt,
@@ -97,6 +106,62 @@ Engine::Engine(const models::ParamLayout& layout, models::ParamBinding& binding,
     ZS_CHECK_T(ConfigError, !group_comms_ || optimizer_.options().kind != optim::Kind::lamb,
                "zero: LAMB's per-parameter norms over groups with their own data-parallel "
                "communicators (expert parameters) are not implemented");
+    check_quantization();
+}
+
+void Engine::check_quantization() {
+    ZS_CHECK_T(ConfigError,
+               cfg_.quantized_gradients_bits == 8 || cfg_.quantized_gradients_bits == 4,
+               "zero_optimization.zero_quantized_gradients_bits must be 8 or 4 (got {})",
+               cfg_.quantized_gradients_bits);
+    ZS_CHECK_T(ConfigError, cfg_.quant_block > 0 && cfg_.quant_block % 2 == 0,
+               "zero: the quantization block must be a positive even number of elements (got {})",
+               cfg_.quant_block);
+    bool qw = false, qg = false;
+    for (int g = 0; g < layout_.n_groups(); ++g) {
+        qw = qw || quantize_weights(g);
+        qg = qg || quantize_grads(g);
+    }
+    ZS_CHECK_T(NotSupported, (!qw && !qg) || cfg_.device.is_cpu(),
+               "zero: ZeRO++ quantized communication (zero_quantized_weights / "
+               "zero_quantized_gradients) on {}: the quantization kernels run on the CPU only",
+               cfg_.device.str());
+    if (rank_ != 0) return;
+    // DeepSpeed applies the ZeRO++ keys at stage 3 only and ignores them silently elsewhere;
+    // zerospeed says what it does with them.
+    if (cfg_.quantized_weights) {
+        if (qw) {
+            log_info(
+                "zero: qwZ: stage 3 gathers weights as int8 per block of {} (one f32 scale each)",
+                cfg_.quant_block);
+        } else {
+            log_info(
+                "zero: zero_quantized_weights has no effect here (it applies to stage 3 "
+                "weight all-gathers over more than one rank; stage {}, {} rank(s))",
+                cfg_.stage, world_);
+        }
+    }
+    if (cfg_.quantized_gradients) {
+        if (qg) {
+            log_info(
+                "zero: qgZ: gradients reduce-scatter as an all-to-all of int{} per block of {} "
+                "(one f32 scale each), summed in f32",
+                cfg_.quantized_gradients_bits, cfg_.quant_block);
+        } else {
+            log_info(
+                "zero: zero_quantized_gradients has no effect here (it applies to stage 2-3 "
+                "gradient reduce-scatters over more than one rank; stage {}, {} rank(s))",
+                cfg_.stage, world_);
+        }
+    }
+}
+
+bool Engine::quantize_weights(int g) const {
+    return cfg_.quantized_weights && cfg_.stage == 3 && shards_[static_cast<size_t>(g)].world > 1;
+}
+
+bool Engine::quantize_grads(int g) const {
+    return cfg_.quantized_gradients && cfg_.stage >= 2 && shards_[static_cast<size_t>(g)].world > 1;
 }
 
 Engine::~Engine() {
@@ -252,7 +317,18 @@ void Engine::launch_gather(int g) {
     Group& gr = *groups_[static_cast<size_t>(g)];
     const GroupShard& s = shards_[static_cast<size_t>(g)];
     gr.full_w = Tensor::empty({s.padded}, ct_, cfg_.device, MemCategory::params);
-    gr.gather_work = comm(g).allgather(gr.full_w, gr.shard_w);
+    if (quantize_weights(g)) {
+        // qwZ: this rank's shard as int8 codes + scales, one byte range; dequantized on arrival.
+        const QuantFormat f{8, cfg_.quant_block};
+        const int64_t nb = packed_bytes(s.size, f);
+        gr.gather_send = Tensor::empty({nb}, DType::i8, cfg_.device, MemCategory::buffers);
+        gr.gather_recv =
+            Tensor::empty({nb * s.world}, DType::i8, cfg_.device, MemCategory::buffers);
+        quantize(gr.shard_w, f, bytes_of(gr.gather_send));
+        gr.gather_work = comm(g).allgather(gr.gather_recv, gr.gather_send);
+    } else {
+        gr.gather_work = comm(g).allgather(gr.full_w, gr.shard_w);
+    }
     gr.gather_pending = true;
     live_numel_ += s.padded;
 }
@@ -262,6 +338,18 @@ void Engine::wait_gather(int g) {
     if (!gr.gather_pending) return;
     gr.gather_work.wait();
     gr.gather_pending = false;
+    if (gr.gather_recv.defined()) {
+        // Every rank's shard, its own included, from the same codes: identical weights on all.
+        const GroupShard& s = shards_[static_cast<size_t>(g)];
+        const QuantFormat f{8, cfg_.quant_block};
+        const int64_t nb = packed_bytes(s.size, f);
+        for (int r = 0; r < s.world; ++r) {
+            dequantize(bytes_of(gr.gather_recv) + r * nb, f,
+                       gr.full_w.slice(0, r * s.size, (r + 1) * s.size));
+        }
+        gr.gather_send = Tensor();
+        gr.gather_recv = Tensor();
+    }
     gr.gathered = true;
 }
 
@@ -340,6 +428,20 @@ void Engine::launch_reduce(int g) {
     }
     if (cfg_.stage == 0) {
         if (s.world > 1) gr.reduce_work = comm(g).allreduce(gr.full_g, comm::ReduceOp::sum);
+    } else if (quantize_grads(g)) {
+        // qgZ: chunk j (rank j's shard) of this rank's gradients, quantized, goes to rank j.
+        const QuantFormat f{cfg_.quantized_gradients_bits, cfg_.quant_block};
+        const int64_t nb = packed_bytes(s.size, f);
+        gr.a2a_send = Tensor::empty({nb * s.world}, DType::i8, cfg_.device, MemCategory::buffers);
+        gr.a2a_recv = Tensor::empty({nb * s.world}, DType::i8, cfg_.device, MemCategory::buffers);
+        for (int j = 0; j < s.world; ++j) {
+            quantize(gr.full_g.slice(0, j * s.size, (j + 1) * s.size), f,
+                     bytes_of(gr.a2a_send) + j * nb);
+        }
+        gr.reduce_work = comm(g).all_to_all(gr.a2a_recv, gr.a2a_send);
+        // The collective reads only the packed copy: the full gradients can go now.
+        gr.full_g = Tensor();
+        bind(g);
     } else {
         gr.reduce_out = Tensor::empty({s.size}, DType::f32, cfg_.device, MemCategory::grads);
         gr.reduce_work = comm(g).reduce_scatter(gr.reduce_out, gr.full_g);
@@ -358,6 +460,20 @@ void Engine::complete_reduce(int g) {
     gr.reduce_work.wait();
     gr.reduce_pending = false;
     if (cfg_.stage == 0) return;
+    if (gr.a2a_recv.defined()) {
+        // qgZ: the W chunks received for this rank's shard, dequantized and summed in f32 in
+        // rank order (the same order, so the same bits, on every rank).
+        const GroupShard& s = shards_[static_cast<size_t>(g)];
+        const QuantFormat f{cfg_.quantized_gradients_bits, cfg_.quant_block};
+        const int64_t nb = packed_bytes(s.size, f);
+        gr.reduce_out = Tensor::empty({s.size}, DType::f32, cfg_.device, MemCategory::grads);
+        dequantize(bytes_of(gr.a2a_recv), f, gr.reduce_out);
+        for (int r = 1; r < s.world; ++r) {
+            dequantize_add(bytes_of(gr.a2a_recv) + r * nb, f, gr.reduce_out);
+        }
+        gr.a2a_send = Tensor();
+        gr.a2a_recv = Tensor();
+    }
     if (cfg_.stage == 1) {
         gr.shard_g.copy_from(gr.reduce_out);
     } else {

@@ -18,7 +18,9 @@
 // (every micro-batch), overlapping with the backward of the groups before it. Stage 3 all-gathers
 // a group's weights before use and prefetches the next groups in the execution order recorded
 // during the first step (DeepSpeed's trace), within stage3_max_live_parameters. Collectives are
-// issued in the same order on every rank.
+// issued in the same order on every rank. ZeRO++ (Config::quantized_weights / _gradients)
+// replaces stage 3's weight all-gather by an all-gather of int8 codes and scales, and stages
+// 2-3's gradient reduce-scatter by an all-to-all of int8 / int4 codes and scales.
 //
 // Devices: every flat buffer (compute weights, gradients, master weights, optimizer states,
 // gather and reduce buffers) lives on Config::device, the model's (RunConfig::device). What the
@@ -39,6 +41,7 @@
 #include "core/tensor.h"
 #include "models/params.h"
 #include "optim/optimizer.h"
+#include "zero/quantize.h"
 
 namespace zs::zero {
 
@@ -62,6 +65,21 @@ struct Config {
     // (other experts) together cover it once, so sums over the engine's ranks (the gradient
     // norm) count every element once. Unset or null: the engine's communicator. Not with LAMB.
     std::function<comm::Communicator*(int g)> group_comm;
+    // ZeRO++ quantized communication (zero/quantize.h; ds_config zero_quantized_weights,
+    // zero_quantized_gradients, zero_quantized_gradients_bits), CPU buffers only. Each applies
+    // to a group whose data-parallel communicator has more than one rank, and has no effect
+    // otherwise (the engine logs which). qwZ, stage 3: each rank quantizes its shard of the
+    // compute weights to int8 per block, one all-gather carries every rank's codes and scales,
+    // and every rank computes with the dequantized values, its own shard's included, so all hold
+    // the same weights; master weights and optimizer states stay f32. qgZ, stages 2-3: each rank
+    // quantizes the W shard-sized chunks of its gradients (chunk j for rank j) to int8 or int4
+    // per block, one all-to-all exchanges them, and each rank sums the W chunks it receives,
+    // dequantized, in f32 in rank order: per element the sum is off the exact one by at most
+    // the sum over ranks of half a quantization step, blockmax / (2 * 127) for int8 (7 for int4).
+    bool quantized_weights = false;
+    bool quantized_gradients = false;
+    int quantized_gradients_bits = 8;   // 8 or 4
+    int64_t quant_block = kQuantBlock;  // elements per scale (even)
 };
 
 struct GroupShard {
@@ -161,6 +179,11 @@ private:
     void complete_reduce(int g);
     void prefetch();
     void write_compute_copy(int g);
+    // ZeRO++: whether group g's weight gathers (qwZ) / gradient reductions (qgZ) are quantized.
+    bool quantize_weights(int g) const;
+    bool quantize_grads(int g) const;
+    // Checks the ZeRO++ settings and logs (rank 0) what they do here.
+    void check_quantization();
     // Group g's gradients this rank owns (full at stage 0, its reduced shard otherwise) on the
     // host: the buffer itself on the CPU, else a copy.
     Tensor host_grads(int g) const;

@@ -7,6 +7,7 @@
 
 #include "base/error.h"
 #include "core/memory.h"
+#include "zero/quantize.h"
 
 namespace zs::zero {
 
@@ -224,27 +225,34 @@ MemoryEstimate estimate_rank(const models::Transformer& model, const models::Tra
         //            stage3_param_persistence_threshold) k = 1
         // (DeepSpeed's 2Ψ / 3Ψ for stages 1-2 / 3 at one micro-batch, as bytes.) Stage 3 is the
         // steady state: the first step, which records the order, gathers the embedding A - 1
-        // more times.
-        const int64_t ring = static_cast<int64_t>(W - 1) * S;
+        // more times. ZeRO++ replaces a shard's S ct (qwZ, stage 3 gathers) or S 4 (qgZ, stages
+        // 2-3 reductions: an all-to-all sends W - 1 of its W shard-sized chunks) bytes by its
+        // packed size, codes + 4 bytes per block of 256 (zero/quantize.h).
+        const int64_t ring = static_cast<int64_t>(W - 1);
+        const bool qw = in.quantized_weights && W > 1 && in.stage == 3;
+        const bool qg = in.quantized_gradient_bits > 0 && W > 1 && in.stage >= 2;
+        const int64_t weight_shard = qw ? packed_bytes(S, QuantFormat{8, kQuantBlock}) : S * ct;
+        const int64_t grad_shard =
+            qg ? packed_bytes(S, QuantFormat{in.quantized_gradient_bits, kQuantBlock}) : S * 4;
         switch (in.stage) {
             case 0:
-                e.comm.dp_allreduce += 2 * ring * 4;
+                e.comm.dp_allreduce += 2 * ring * S * 4;
                 break;
             case 1:
-                e.comm.dp_reduce_scatter += ring * 4;
-                e.comm.dp_allgather += ring * ct;
+                e.comm.dp_reduce_scatter += ring * S * 4;
+                e.comm.dp_allgather += ring * S * ct;
                 break;
             case 2:
-                e.comm.dp_reduce_scatter += A * ring * 4;
-                e.comm.dp_allgather += ring * ct;
+                e.comm.dp_reduce_scatter += A * ring * grad_shard;
+                e.comm.dp_allgather += ring * S * ct;
                 break;
             default: {
-                e.comm.dp_reduce_scatter += A * ring * 4;
+                e.comm.dp_reduce_scatter += A * ring * grad_shard;
                 const int64_t k = persistent                 ? 1
                                   : g == model.head_group()  ? A
                                   : g == model.embed_group() ? (tied ? 3 : 2) * A - (A - 1)
                                                              : 2 * A;
-                e.comm.dp_allgather += k * ring * ct;
+                e.comm.dp_allgather += k * ring * weight_shard;
                 break;
             }
         }
@@ -258,12 +266,22 @@ MemoryEstimate estimate_rank(const models::Transformer& model, const models::Tra
     int64_t engine = 0;
     if (in.stage >= 2)
         engine += 2 * max_padded * 4 + max_padded / W * 4 + (tied ? embed_padded * 4 : 0);
+    // qgZ: the reduction in flight also holds its packed chunks, sent and received (2 W packed
+    // shards of the largest group).
+    if (in.quantized_gradient_bits > 0 && W > 1 && in.stage >= 2) {
+        engine +=
+            2 * W *
+            packed_bytes(max_padded / W, QuantFormat{in.quantized_gradient_bits, kQuantBlock});
+    }
     if (in.stage == 3) {
         // The group in use plus those prefetched (stage3_prefetch_bucket_size), at most
         // stage3_max_live_parameters, plus the persistent small groups.
         int64_t live = std::min({total_padded, max_padded + in.prefetch_numel, in.max_live_numel});
         engine +=
             (std::min(total_padded, live + persistent_padded) + (tied ? embed_padded : 0)) * ct;
+        // qwZ: a gather in flight also holds its packed shard and every rank's, (W + 1) S codes
+        // plus scales: under 2 bytes per live element for W >= 2.
+        if (in.quantized_weights && W > 1) engine += 2 * live;
     }
     e.transient = act.transient + engine;
     e.peak = e.params + e.grads + e.master + e.optimizer + e.activations + e.transient;

@@ -34,15 +34,22 @@ struct EstimateInput {
     // Stage 3 (zero_optimization keys): how much is gathered at once.
     int64_t prefetch_numel = 50'000'000, max_live_numel = 1'000'000'000,
             persistence_threshold = 100'000;
+    // ZeRO++ (zero/engine.h, zero_quantized_weights / zero_quantized_gradients[_bits]): stage 3's
+    // weight all-gathers carry int8 codes + one f32 scale per 256 elements (qwZ); stages 2-3's
+    // gradient reduce-scatters become all-to-alls of int8 or int4 codes + scales (qgZ: bits 8 or
+    // 4; 0 off). No effect on one data-parallel rank.
+    bool quantized_weights = false;
+    int quantized_gradient_bits = 0;
 };
 
 // Bytes one rank sends per optimizer step, ring algorithms: an all-reduce of S bytes over n ranks
-// sends 2 (n - 1) / n x S, a reduce-scatter or all-gather whose whole is S bytes (n - 1) / n x S.
+// sends 2 (n - 1) / n x S, a reduce-scatter or all-gather whose whole is S bytes (n - 1) / n x S,
+// an all-to-all of S bytes (n - 1) / n x S (all chunks but its own).
 struct CommEstimate {
     // ZeRO over the data-parallel group (formulas in estimate.cpp).
     int64_t dp_allreduce = 0;       // stage 0: f32 gradients
-    int64_t dp_reduce_scatter = 0;  // stages 1-3: f32 gradients
-    int64_t dp_allgather = 0;       // stages 1-3: compute weights
+    int64_t dp_reduce_scatter = 0;  // stages 1-3: f32 gradients (qgZ: the all-to-all's codes)
+    int64_t dp_allgather = 0;       // stages 1-3: compute weights (qwZ: int8 codes)
     // Tensor parallelism over the tp group: activations and their gradients, and MoE gate
     // weights' gradients (TpTraffic), every micro-batch of the step.
     int64_t tp_allreduce = 0;
