@@ -292,11 +292,15 @@ public:
         struct Done {
             Queue& q;
             ~Done() {
+                bool queued;
                 {
                     std::lock_guard<std::mutex> lock(q.mu);
                     q.running = false;
+                    queued = !q.jobs.empty() || q.stop;
                 }
-                q.cv.notify_one();
+                // Only when the worker has something to do: waking it for nothing costs a
+                // context switch per op, most of a small op's time.
+                if (queued) q.cv.notify_one();
             }
         } done{*q_};
         job();
