@@ -68,13 +68,16 @@ public:
     };
 
     struct Options {
-        int64_t slot_bytes = int64_t{1} << 20;  // each of a rank's two staging buffers
+        int64_t slot_bytes = int64_t{256} << 10;  // each of a rank's two staging buffers
         // Spin this long before sleeping on the futex; < 0: 50 us, or 0 when the group has more
         // ranks than the host has CPUs (a spinning waiter would hold the CPU the rank it waits
         // for needs).
         double spin_us = -1;
+        // Ops whose output is at least this large write it with non-temporal stores.
+        int64_t stream_bytes = int64_t{8} << 20;
     };
-    // Options from the environment: ZS_SHM_SLOT_KIB, ZS_SHM_SPIN_US (defaults above).
+    // Options from the environment: ZS_SHM_SLOT_KIB, ZS_SHM_SPIN_US, ZS_SHM_STREAM_KIB (defaults
+    // above).
     static Options options_from_env();
 
     // Every rank of the group calls this together. Returns nullptr on every rank (and logs why

@@ -67,10 +67,12 @@ bool same_bytes(const Tensor& a, const Tensor& b) {
 
 // Run every collective through the shared-memory transport and through the local backend and
 // require the same bytes.
-void check_against_local(int n, int64_t slot_bytes, const std::vector<int64_t>& lens) {
+void check_against_local(int n, int64_t slot_bytes, const std::vector<int64_t>& lens,
+                         int64_t stream_bytes = int64_t{1} << 40) {
     run_local(n, [&](int r, Communicator& c) {
         ShmTransport::Options opt;
         opt.slot_bytes = slot_bytes;
+        opt.stream_bytes = stream_bytes;
         auto shm = ShmTransport::create(r, n, boot_over(c), opt);
         ASSERT_NE(shm, nullptr);
         int64_t seq = 0;
@@ -125,7 +127,11 @@ TEST(Shm, EveryCollectiveEqualsTheLocalBackendBitForBit) {
     for (int n : {2, 3, 4}) check_against_local(n, 1024, {1, 7, 300});
 }
 
-TEST(Shm, LargeMessagesAcrossManyChunks) { check_against_local(2, 64 << 10, {100'003}); }
+TEST(Shm, LargeMessagesAcrossManyChunks) {
+    check_against_local(2, 64 << 10, {100'003});
+    // Outputs written with non-temporal stores (any size; unaligned heads and tails).
+    check_against_local(3, 4096, {1, 333, 5'001}, /*stream_bytes=*/0);
+}
 
 TEST(Shm, AllToAllVEqualsTheBaseVersion) {
     // Random counts (zeros included; parts far over one slot's share, so many rounds), the same
