@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include <mpi.h>
 #include <unistd.h>
 
 #include "base/error.h"
@@ -153,6 +154,60 @@ void collectives(comm::Communicator& c) {
     if (r == 0) std::printf("comm_mpi_check: collectives ok on %d ranks\n", n);
 }
 
+// The communicator's results (shared memory on one host) against MPI's own calls on the same
+// inputs, bit for bit where the order cannot matter: every op of 2 ranks (a + b == b + a),
+// max/min, allgather, broadcast and all_to_all on any number.
+void versus_mpi(comm::Communicator& c) {
+    const int n = c.size(), r = c.rank();
+    const int64_t len = 100'003;  // several chunks, an odd tail
+    auto fill = [&](Tensor& t, int salt) {
+        float* p = t.data<float>();
+        for (int64_t i = 0; i < t.numel(); ++i)
+            p[i] = std::sin(static_cast<float>(i * (r + 3) + salt)) * 1000.f;
+    };
+    auto same = [](const Tensor& a, const void* b) {
+        return std::memcmp(a.data_ptr(), b, a.nbytes()) == 0;
+    };
+    for (comm::ReduceOp op : {comm::ReduceOp::sum, comm::ReduceOp::max, comm::ReduceOp::min}) {
+        if (op == comm::ReduceOp::sum && n != 2) continue;
+        const MPI_Op mop = op == comm::ReduceOp::sum   ? MPI_SUM
+                           : op == comm::ReduceOp::max ? MPI_MAX
+                                                       : MPI_MIN;
+        Tensor a = Tensor::empty({len * n}, DType::f32);
+        fill(a, 1);
+        std::vector<float> ref(static_cast<size_t>(len * n));
+        MPI_Allreduce(a.data_ptr(), ref.data(), static_cast<int>(len * n), MPI_FLOAT, mop,
+                      MPI_COMM_WORLD);
+        c.allreduce(a, op).wait();
+        CHECK_OR_DIE(same(a, ref.data()));
+        Tensor in = Tensor::empty({len * n}, DType::f32), out = Tensor::empty({len}, DType::f32);
+        fill(in, 2);
+        MPI_Reduce_scatter_block(in.data_ptr(), ref.data(), static_cast<int>(len), MPI_FLOAT, mop,
+                                 MPI_COMM_WORLD);
+        c.reduce_scatter(out, in, op).wait();
+        CHECK_OR_DIE(same(out, ref.data()));
+    }
+    Tensor mine = Tensor::empty({len}, DType::f32), all = Tensor::empty({len * n}, DType::f32);
+    fill(mine, 3);
+    std::vector<float> ref(static_cast<size_t>(len * n));
+    MPI_Allgather(mine.data_ptr(), static_cast<int>(len), MPI_FLOAT, ref.data(),
+                  static_cast<int>(len), MPI_FLOAT, MPI_COMM_WORLD);
+    c.allgather(all, mine).wait();
+    CHECK_OR_DIE(same(all, ref.data()));
+    Tensor x = Tensor::empty({len * n}, DType::f32), y = Tensor::empty({len * n}, DType::f32);
+    fill(x, 4);
+    MPI_Alltoall(x.data_ptr(), static_cast<int>(len), MPI_FLOAT, ref.data(), static_cast<int>(len),
+                 MPI_FLOAT, MPI_COMM_WORLD);
+    c.all_to_all(y, x).wait();
+    CHECK_OR_DIE(same(y, ref.data()));
+    fill(mine, 5);
+    std::memcpy(ref.data(), mine.data_ptr(), mine.nbytes());
+    MPI_Bcast(ref.data(), static_cast<int>(len), MPI_FLOAT, n - 1, MPI_COMM_WORLD);
+    c.broadcast(mine, n - 1).wait();
+    CHECK_OR_DIE(same(mine, ref.data()));
+    if (r == 0) std::printf("comm_mpi_check: equal to MPI's calls on %d ranks\n", n);
+}
+
 int hang(comm::Communicator& c) {
     c.set_timeout(2.0);
     Tensor t = Tensor::zeros({256}, DType::f32);
@@ -197,6 +252,7 @@ int main(int argc, char** argv) {
         if (mode == "hang") return hang(mpi.world());
         if (mode == "kill9") return kill9(mpi.world(), argc > 2 ? std::atoi(argv[2]) : 0);
         collectives(mpi.world());
+        versus_mpi(mpi.world());
     } catch (const std::exception& e) {
         std::fprintf(stderr, "error: %s\n", e.what());
         comm::MpiRuntime::abort_job(2);
