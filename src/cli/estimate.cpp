@@ -99,6 +99,7 @@ int run_estimate(const EstimateOptions& o) {
         in.quantized_weights = tc.zero.zero_quantized_weights;
         in.quantized_gradient_bits =
             tc.zero.zero_quantized_gradients ? tc.zero.zero_quantized_gradients_bits : 0;
+        in.hpz_partition_size = tc.zero.zero_hpz_partition_size;
         return in;
     };
     const std::string split = tp > 1 ? fmt::format(" = {} dp x {} tp", dp, tp) : std::string();
@@ -150,6 +151,12 @@ int run_estimate(const EstimateOptions& o) {
         o.ds_config.c_str(), tc.zero.stage, bytes(e.params).c_str(), bytes(e.grads).c_str(),
         bytes(e.master).c_str(), bytes(e.optimizer).c_str(), n_states, bytes(e.activations).c_str(),
         bytes(e.transient).c_str(), bytes(e.peak).c_str());
+    if (e.secondary > 0) {
+        std::printf(
+            "  hpZ secondary weight partition %s (in the compute weights: 1/%d of each gathered "
+            "group per rank)\n",
+            bytes(e.secondary).c_str(), e.comm.hpz);
+    }
     std::printf("\nSent per rank per step at stage %d (ring algorithms, %lld micro-batch(es)):\n",
                 tc.zero.stage, static_cast<long long>(accum));
     auto line = [](const char* group, int n, const char* what, int64_t v) {
@@ -165,12 +172,19 @@ int run_estimate(const EstimateOptions& o) {
     if (e.comm.dp_reduce_scatter > 0)
         line("dp", dp, qg ? qg_what.c_str() : "reduce-scatter of f32 gradients",
              e.comm.dp_reduce_scatter);
+    // hpZ (stage 3): the backward gathers run over the sub-groups, from the secondary partition.
+    const bool hpz = e.comm.hpz_allgather > 0;
     if (e.comm.dp_allgather > 0)
         line("dp", dp,
-             qw                   ? "all-gather of int8 weight codes + scales before each use (qwZ)"
+             qw && hpz ? "all-gather of int8 weight codes + scales before forward uses (qwZ)"
+             : qw      ? "all-gather of int8 weight codes + scales before each use (qwZ)"
+             : hpz     ? "all-gather of weights before forward uses"
              : tc.zero.stage == 3 ? "all-gather of weights before each use"
                                   : "all-gather of updated weights",
              e.comm.dp_allgather);
+    if (hpz)
+        line("hpz", e.comm.hpz, "all-gather of secondary weight shards before backward uses (hpZ)",
+             e.comm.hpz_allgather);
     if (e.comm.tp_allreduce > 0) {
         const std::string what =
             fmt::format("{} x {} all-reduces of activations and their gradients{}", accum,
@@ -197,14 +211,17 @@ int run_estimate(const EstimateOptions& o) {
                     "comm tp");
         for (int world = 1; world <= 1024; world *= 2) {
             if (world % tp != 0) continue;
+            const int64_t hpz = tc.zero.zero_hpz_partition_size;
+            if (hpz > 1 && (world / tp) % hpz != 0) continue;  // hpZ needs hpz | dp
             zero::MemoryEstimate s = zero::estimate(rank, input(world, tc.zero.stage));
-            std::printf(
-                "%5d %5d %3d %11s %11s %11s %11s %11s %11s %11s\n", world, s.dp, s.tp,
-                bytes(s.params).c_str(), bytes(s.grads).c_str(),
-                bytes(s.master + s.optimizer).c_str(), bytes(s.activations).c_str(),
-                bytes(s.peak).c_str(),
-                bytes(s.comm.dp_allreduce + s.comm.dp_reduce_scatter + s.comm.dp_allgather).c_str(),
-                bytes(s.comm.tp_allreduce + s.comm.tp_kv_allreduce).c_str());
+            std::printf("%5d %5d %3d %11s %11s %11s %11s %11s %11s %11s\n", world, s.dp, s.tp,
+                        bytes(s.params).c_str(), bytes(s.grads).c_str(),
+                        bytes(s.master + s.optimizer).c_str(), bytes(s.activations).c_str(),
+                        bytes(s.peak).c_str(),
+                        bytes(s.comm.dp_allreduce + s.comm.dp_reduce_scatter + s.comm.dp_allgather +
+                              s.comm.hpz_allgather)
+                            .c_str(),
+                        bytes(s.comm.tp_allreduce + s.comm.tp_kv_allreduce).c_str());
         }
     }
 
@@ -215,7 +232,8 @@ int run_estimate(const EstimateOptions& o) {
         bytes(budget).c_str(), o.ranks, split.c_str(),
         tp > 1 ? " (a tensor-parallel rank holds 1/tp of it, replicated norms aside)" : "");
     for (int stage = 0; stage <= 3; ++stage) {
-        double bpp = zero::model_state_bytes_per_param(stage, dp, ct, n_states);
+        double bpp = zero::model_state_bytes_per_param(stage, dp, ct, n_states,
+                                                       tc.zero.zero_hpz_partition_size);
         std::printf("  stage %d: %.2f B parameters (%.2f bytes per parameter per rank)\n", stage,
                     static_cast<double>(budget) / bpp * tp / 1e9, bpp / tp);
     }

@@ -1,6 +1,6 @@
 // zero_optimization → ZeroConfig: the stage, buckets, stage-3 knobs, offload sections, DeepSpeed's
-// aliases and deprecated spellings, ZeRO++'s quantized communication (qwZ, qgZ), and what
-// zerospeed does not implement (hpZ, MiCS, ...).
+// aliases and deprecated spellings, ZeRO++'s quantized communication (qwZ, qgZ) and hierarchical
+// partitioning (hpZ), and what zerospeed does not implement (MiCS, ...).
 #include "train/ds_config_zero.h"
 
 #include <limits>
@@ -187,6 +187,7 @@ ZeroConfig parse_zero(Section& root) {
     z.legacy_stage1 = s.get_bool("legacy_stage1").value_or(false);
     z.round_robin_gradients = s.get_bool("round_robin_gradients").value_or(false);
     z.parameter_alignment = s.get_bool("parameter_alignment").value_or(false);
+    // hpZ: the engine checks that it divides the data-parallel size (zero/engine.h).
     z.zero_hpz_partition_size = s.get_int("zero_hpz_partition_size", 0, kI64Max).value_or(1);
     z.zero_quantized_weights = s.get_bool("zero_quantized_weights").value_or(false);
     z.zero_quantized_nontrainable_weights =
@@ -213,17 +214,13 @@ ZeroConfig parse_zero(Section& root) {
     z.mics_hierarchical_params_gather =
         s.get_bool("mics_hierarchical_params_gather").value_or(false);
 
-    // ZeRO++ qwZ (zero_quantized_weights) and qgZ (zero_quantized_gradients) are implemented
-    // (zero/engine.h): qwZ at stage 3, qgZ at stages 2-3, over more than one rank; elsewhere they
-    // are accepted without effect (the engine logs so), as DeepSpeed ignores them below stage 3.
-    // What zerospeed does not implement (hpZ, MiCS, ZenFlow, ...), when asked for.
+    // ZeRO++ qwZ (zero_quantized_weights), qgZ (zero_quantized_gradients) and hpZ
+    // (zero_hpz_partition_size) are implemented (zero/engine.h): qwZ and hpZ at stage 3, qgZ at
+    // stages 2-3, over more than one rank; elsewhere they are accepted without effect (the engine
+    // logs so), as DeepSpeed ignores them below stage 3.
+    // What zerospeed does not implement (MiCS, ZenFlow, ...), when asked for.
     if (z.elastic_checkpoint) s.note_unsupported("elastic_checkpoint", "not implemented");
     if (z.legacy_stage1) s.note_unsupported("legacy_stage1", "not implemented");
-    if (z.zero_hpz_partition_size > 1) {
-        s.note_unsupported("zero_hpz_partition_size",
-                           "ZeRO++ hierarchical partitioning (hpZ) is "
-                           "not implemented");
-    }
     if (z.zero_quantized_nontrainable_weights) {
         s.note_unsupported("zero_quantized_nontrainable_weights", "not implemented");
     }

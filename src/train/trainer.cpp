@@ -128,6 +128,9 @@ Trainer::Trainer(models::ModelConfig model, TrainConfig cfg, RunOptions run,
     zc.quantized_weights = cfg_.zero.zero_quantized_weights;
     zc.quantized_gradients = cfg_.zero.zero_quantized_gradients;
     zc.quantized_gradients_bits = cfg_.zero.zero_quantized_gradients_bits;
+    // hpZ: the engine splits the dp group into sub-groups of consecutive dp ranks (one host under
+    // the topology's rank order) and refuses a size that does not divide dp.
+    zc.hpz_partition_size = cfg_.zero.zero_hpz_partition_size;
     engine_ = std::make_unique<zero::Engine>(model_->layout(), model_->binding(), *dp_, zc,
                                              rc.compute_dtype, cfg_.optimizer.options(),
                                              [this](int g) { return model_->grad_groups(g); });

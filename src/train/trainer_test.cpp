@@ -516,5 +516,54 @@ TEST(TensorParallelTraining, TpThatDoesNotDivideTheRanksOrTheModelIsRefused) {
     });
 }
 
+// ZeRO++ hpZ from ds_config: zero_hpz_partition_size 2 on 4 thread-ranks at stage 3 (two
+// micro-batches per step) reaches the engine (sub-groups of 2) and trains exactly as the run
+// without it: the same losses and gradient norms bit for bit (zero/hpz_test.cpp shows why); 3
+// does not divide the 4 data-parallel ranks and is refused naming the key.
+TEST(HpZTraining, DsConfigKeyReachesTheEngine) {
+    Scratch s("hpz");
+    RunOptions run = s.run(4);
+    run.save_dir.clear();
+    auto config = [](int hpz) {
+        return parse_ds_config(
+            R"({"train_batch_size": 8, "train_micro_batch_size_per_gpu": 1,
+                "optimizer": {"type": "AdamW", "params": {"lr": 3e-3}}, "gradient_clipping": 1.0,
+                "zero_optimization": {"stage": 3, "stage3_param_persistence_threshold": 0,
+                                      "zero_hpz_partition_size": )" +
+                std::to_string(hpz) + "}}",
+            "hpz", 4);
+    };
+    std::vector<StepStats> want;
+    for (int hpz : {1, 2}) {
+        comm::run_local(4, [&](int rank, comm::Communicator& c) {
+            Trainer t(s.mc, config(hpz), run, c);
+            EXPECT_EQ(t.engine().hpz_size(), hpz);
+            t.init_random();
+            const std::vector<StepStats> got = t.train();
+            if (rank != 0) return;
+            if (hpz == 1) {
+                want = got;
+                return;
+            }
+            ASSERT_EQ(got.size(), want.size());
+            for (size_t i = 0; i < got.size(); ++i) {
+                EXPECT_EQ(got[i].loss, want[i].loss) << "step " << i + 1;
+                EXPECT_EQ(got[i].grad_norm, want[i].grad_norm) << "step " << i + 1;
+            }
+        });
+    }
+    ASSERT_EQ(want.size(), 4u);
+    comm::run_local(4, [&](int, comm::Communicator& c) {
+        try {
+            Trainer t(s.mc, config(3), run, c);
+            ADD_FAILURE() << "zero_hpz_partition_size 3 accepted on 4 ranks";
+        } catch (const ConfigError& e) {
+            EXPECT_NE(std::string(e.what()).find("zero_optimization.zero_hpz_partition_size 3"),
+                      std::string::npos)
+                << e.what();
+        }
+    });
+}
+
 }  // namespace
 }  // namespace zs::train

@@ -5,6 +5,7 @@
 
 #include "base/error.h"
 #include "base/log.h"
+#include "core/memory.h"
 #include "ops/activation.h"
 #include "ops/adam.h"
 
@@ -29,6 +30,11 @@ struct Engine::Group {
     // ZeRO++ buffers of the collective in flight (i8, packed as zero/quantize.h describes):
     Tensor gather_send, gather_recv;  // qwZ: this rank's packed shard [B], every rank's [W * B]
     Tensor a2a_send, a2a_recv;        // qgZ: packed gradient chunks [W * B], sent and received
+    // hpZ: this rank's slice of the gathered weights within its sub-group of H ranks, ct [P / H],
+    // elements [j P / H, (j + 1) P / H) for sub-group rank j; valid from the first release after
+    // an update until the next.
+    Tensor sec_w;
+    bool sec_valid = false;
 };
 
 namespace {
@@ -107,6 +113,59 @@ Engine::Engine(const models::ParamLayout& layout, models::ParamBinding& binding,
                "zero: LAMB's per-parameter norms over groups with their own data-parallel "
                "communicators (expert parameters) are not implemented");
     check_quantization();
+    setup_hpz();
+}
+
+void Engine::setup_hpz() {
+    const int64_t H = cfg_.hpz_partition_size;
+    ZS_CHECK_T(ConfigError, H >= 0 && (H <= 1 || world_ % H == 0),
+               "zero_optimization.zero_hpz_partition_size {} must divide the data-parallel size "
+               "{} (hpZ keeps a secondary copy of the weights over sub-groups of that many "
+               "consecutive data-parallel ranks; 0 or 1 turns it off)",
+               H, world_);
+    if (H <= 1) return;
+    if (cfg_.stage != 3) {
+        if (rank_ == 0) {
+            log_info(
+                "zero: zero_hpz_partition_size has no effect here (ZeRO++ hpZ applies to stage 3 "
+                "weight gathers; stage {})",
+                cfg_.stage);
+        }
+        return;
+    }
+    // Collective over dp_, at construction on every rank: consecutive ranks form a sub-group.
+    const int h = static_cast<int>(H);
+    hpz_ = dp_.split(rank_ / h, rank_);
+    ZS_CHECK(hpz_->size() == h && hpz_->rank() == rank_ % h,
+             "zero: hpZ sub-group of rank {}: rank {} of {}, expected {} of {}", rank_,
+             hpz_->rank(), hpz_->size(), rank_ % h, h);
+    int64_t bytes = 0;
+    int n = 0, own = 0;
+    for (int g = 0; g < layout_.n_groups(); ++g) {
+        Group& gr = *groups_[static_cast<size_t>(g)];
+        own += comms_[static_cast<size_t>(g)] != &dp_ ? 1 : 0;
+        if (!hierarchical(g)) continue;
+        gr.sec_w = Tensor::zeros({shards_[static_cast<size_t>(g)].padded / h}, ct_, cfg_.device,
+                                 MemCategory::params);
+        bytes += static_cast<int64_t>(gr.sec_w.nbytes());
+        ++n;
+    }
+    if (rank_ != 0) return;
+    log_info(
+        "zero: hpZ: backward gathers run over {} sub-groups of {} ranks from a secondary "
+        "partition of {} group(s), {} per rank",
+        world_ / h, h, n, core::format_bytes(bytes));
+    if (own > 0) {
+        log_info(
+            "zero: hpZ does not apply to the {} group(s) with their own data-parallel "
+            "communicator (expert parameters): their gathers run over that communicator",
+            own);
+    }
+}
+
+bool Engine::hierarchical(int g) const {
+    return hpz_ != nullptr && comms_[static_cast<size_t>(g)] == &dp_ &&
+           !groups_[static_cast<size_t>(g)]->persistent;
 }
 
 void Engine::check_quantization() {
@@ -199,6 +258,7 @@ void Engine::load_group(int g, const Tensor& full) {
         }
         gr.gathered = false;
         gr.full_w = Tensor();
+        gr.sec_valid = false;
         bind(g);
     }
 }
@@ -289,6 +349,7 @@ void Engine::refresh_compute_weights() {
             }
             case 3:
                 if (!gr.master_aliases_compute) gr.shard_w.copy_from(gr.master);
+                gr.sec_valid = false;
                 if (gr.full_w.defined()) {
                     wait_gather(g);
                     gr.full_w = Tensor();
@@ -313,11 +374,14 @@ void Engine::bind(int g) {
     binding_.bind_group(g, w, gd);
 }
 
-void Engine::launch_gather(int g) {
+void Engine::launch_gather(int g, bool backward) {
     Group& gr = *groups_[static_cast<size_t>(g)];
     const GroupShard& s = shards_[static_cast<size_t>(g)];
     gr.full_w = Tensor::empty({s.padded}, ct_, cfg_.device, MemCategory::params);
-    if (quantize_weights(g)) {
+    if (backward && gr.sec_valid) {
+        // hpZ: the secondary shards of the sub-group, unquantized: the weights of the forward.
+        gr.gather_work = hpz_->allgather(gr.full_w, gr.sec_w);
+    } else if (quantize_weights(g)) {
         // qwZ: this rank's shard as int8 codes + scales, one byte range; dequantized on arrival.
         const QuantFormat f{8, cfg_.quant_block};
         const int64_t nb = packed_bytes(s.size, f);
@@ -357,23 +421,23 @@ void Engine::prefetch() {
     if (cfg_.stage != 3 || recording_) return;
     int64_t budget = cfg_.prefetch_numel;
     for (size_t i = cursor_; i < trace_.size() && budget > 0; ++i) {
-        int g = trace_[i];
+        const int g = trace_[i].g;
         Group& gr = *groups_[static_cast<size_t>(g)];
         const GroupShard& s = shards_[static_cast<size_t>(g)];
         if (gr.gathered || gr.gather_pending) continue;
         if (live_numel_ + s.padded > cfg_.max_live_numel) break;
-        launch_gather(g);
+        launch_gather(g, trace_[i].backward);
         budget -= s.padded;
     }
 }
 
-void Engine::acquire(int g) {
+void Engine::acquire(int g, bool backward) {
     Group& gr = *groups_[static_cast<size_t>(g)];
     ++gr.refs;
     if (cfg_.stage != 3) return;
     if (recording_) {
-        trace_.push_back(g);
-    } else if (cursor_ < trace_.size() && trace_[cursor_] == g) {
+        trace_.push_back({g, backward});
+    } else if (cursor_ < trace_.size() && trace_[cursor_].g == g) {
         ++cursor_;
     } else {
         // The execution order changed (it should not): stop prefetching rather than guess.
@@ -382,7 +446,7 @@ void Engine::acquire(int g) {
         cursor_ = 0;
     }
     if (!gr.gathered) {
-        if (!gr.gather_pending) launch_gather(g);
+        if (!gr.gather_pending) launch_gather(g, backward);
         wait_gather(g);
         bind(g);
     }
@@ -394,7 +458,13 @@ void Engine::release(int g) {
     ZS_ASSERT(gr.refs > 0, "zero: group {} released more often than acquired", g);
     if (--gr.refs > 0 || cfg_.stage != 3 || gr.persistent) return;
     // Keep it when it is used again next (e.g. the head's forward then backward).
-    if (!recording_ && cursor_ < trace_.size() && trace_[cursor_] == g) return;
+    if (!recording_ && cursor_ < trace_.size() && trace_[cursor_].g == g) return;
+    if (hierarchical(g) && !gr.sec_valid) {
+        // hpZ: keep this rank's slice of the weights just used, for the backward gathers.
+        const int64_t q = gr.sec_w.numel(), j = hpz_->rank();
+        gr.sec_w.copy_from(gr.full_w.slice(0, j * q, (j + 1) * q));
+        gr.sec_valid = true;
+    }
     gr.full_w = Tensor();
     gr.gathered = false;
     live_numel_ -= shards_[static_cast<size_t>(g)].padded;
@@ -485,11 +555,11 @@ void Engine::complete_reduce(int g) {
     gr.reduce_out = Tensor();
 }
 
-void Engine::before_forward(int g) { acquire(g); }
+void Engine::before_forward(int g) { acquire(g, false); }
 void Engine::after_forward(int g) { release(g); }
 
 void Engine::before_backward(int g) {
-    acquire(g);
+    acquire(g, true);
     for (int gg : grad_groups_(g)) ensure_grads(gg);
 }
 
@@ -697,7 +767,10 @@ void Engine::step(float lr, int64_t step, float grad_scale) {
         if ((cfg_.stage == 1 || cfg_.stage == 2) && s.world > 1) {
             Tensor mine = gr.full_w.slice(0, s.begin, s.begin + s.size).clone(MemCategory::buffers);
             comm(g).allgather(gr.full_w, mine).wait();
-        } else if (cfg_.stage == 3 && gr.full_w.defined()) {
+        }
+        // hpZ: the secondary shards are stale too; refreshed by the next forward's gathers.
+        gr.sec_valid = false;
+        if (cfg_.stage == 3 && gr.full_w.defined()) {
             // Gathered copies are stale now; they are gathered again on next use.
             wait_gather(g);
             gr.full_w = Tensor();

@@ -20,7 +20,9 @@
 // during the first step (DeepSpeed's trace), within stage3_max_live_parameters. Collectives are
 // issued in the same order on every rank. ZeRO++ (Config::quantized_weights / _gradients)
 // replaces stage 3's weight all-gather by an all-gather of int8 codes and scales, and stages
-// 2-3's gradient reduce-scatter by an all-to-all of int8 / int4 codes and scales.
+// 2-3's gradient reduce-scatter by an all-to-all of int8 / int4 codes and scales; hpZ
+// (Config::hpz_partition_size) runs stage 3's backward gathers over a sub-group of H ranks from a
+// secondary partition of P / H compute-dtype elements per group.
 //
 // Devices: every flat buffer (compute weights, gradients, master weights, optimizer states,
 // gather and reduce buffers) lives on Config::device, the model's (RunConfig::device). What the
@@ -80,6 +82,22 @@ struct Config {
     bool quantized_gradients = false;
     int quantized_gradients_bits = 8;   // 8 or 4
     int64_t quant_block = kQuantBlock;  // elements per scale (even)
+    // ZeRO++ hpZ (ds_config zero_hpz_partition_size), stage 3: H > 1 ranks per secondary
+    // partition; 0 or 1: off. H must divide the engine's communicator's size W (ConfigError at
+    // any stage otherwise). The engine splits its communicator into W / H sub-groups of H
+    // consecutive ranks (color rank / H: one host under parallel/topology.h's rank order) at
+    // construction. Besides its primary shard, each rank keeps a secondary one: its 1/H slice,
+    // P / H elements of the compute dtype, of each gathered group, within its sub-group. A
+    // forward use (before_forward) gathers from the primary shards over all W ranks (with qwZ,
+    // int8); the first release of the gathered group after an optimizer step copies the rank's
+    // slice into the secondary shard, and a backward use (before_backward) then gathers from the
+    // secondary shards over the H ranks of the sub-group, unquantized. step(), load_group() and
+    // refresh_compute_weights() invalidate the secondary shards. The gathered weights are the
+    // same bits either way (with qwZ too: the secondary holds the forward's dequantized values,
+    // which is what re-quantizing the unchanged primary shard gives), so training is bit for bit
+    // the run without hpZ. Groups with their own communicator (group_comm) and persistent groups
+    // have no secondary partition.
+    int64_t hpz_partition_size = 1;
 };
 
 struct GroupShard {
@@ -149,6 +167,8 @@ public:
     int world_size() const { return world_; }
     int rank() const { return rank_; }
     int stage() const { return cfg_.stage; }
+    // hpZ: the size of this rank's sub-group (1: hpZ off).
+    int hpz_size() const { return hpz_ ? hpz_->size() : 1; }
     const GroupShard& shard(int g) const { return shards_[static_cast<size_t>(g)]; }
     // This rank's owned elements [begin, end) of group g: master weights and optimizer states,
     // views on Config::device (callers copy them to the host to write them).
@@ -169,9 +189,10 @@ public:
 
 private:
     struct Group;
-    void acquire(int g);
+    void acquire(int g, bool backward);
     void release(int g);
-    void launch_gather(int g);
+    // backward: a backward use, gathered from the secondary shards (hpZ) when they are valid.
+    void launch_gather(int g, bool backward);
     void wait_gather(int g);
     void bind(int g);
     void ensure_grads(int g);
@@ -184,6 +205,9 @@ private:
     bool quantize_grads(int g) const;
     // Checks the ZeRO++ settings and logs (rank 0) what they do here.
     void check_quantization();
+    // hpZ: whether group g has a secondary partition; checks the size and splits the sub-group.
+    bool hierarchical(int g) const;
+    void setup_hpz();
     // Group g's gradients this rank owns (full at stage 0, its reduced shard otherwise) on the
     // host: the buffer itself on the CPU, else a copy.
     Tensor host_grads(int g) const;
@@ -206,8 +230,15 @@ private:
     int rank_ = 0, world_ = 1;
     std::vector<GroupShard> shards_;
     std::vector<std::unique_ptr<Group>> groups_;
-    // Execution trace (stage 3 prefetch): groups in acquire order, recorded during step 1.
-    std::vector<int> trace_;
+    // hpZ: this rank's sub-group of H consecutive ranks of dp_ (null: hpZ off).
+    std::unique_ptr<comm::Communicator> hpz_;
+    // Execution trace (stage 3 prefetch): groups in acquire order, recorded during step 1, and
+    // whether each use is a backward one (hpZ gathers those from the secondary shards).
+    struct Use {
+        int g = 0;
+        bool backward = false;
+    };
+    std::vector<Use> trace_;
     std::deque<int> in_flight_;  // groups with a reduce-scatter in flight (stages 2-3)
     bool recording_ = true;
     size_t cursor_ = 0;

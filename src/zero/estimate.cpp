@@ -167,9 +167,16 @@ MemoryEstimate estimate_rank(const models::Transformer& model, const models::Tra
     const int64_t A = in.grad_accum;
     const bool alias = ct == 4;  // f32 compute: master weights are the compute weights
     const bool tied = model.config().tied_embeddings;
+    const int64_t H = in.hpz_partition_size;
+    ZS_CHECK_T(ConfigError, H >= 0 && (H <= 1 || W % H == 0),
+               "zero_optimization.zero_hpz_partition_size {} must divide the data-parallel size "
+               "{} (hpZ keeps a secondary copy of the weights over sub-groups of that many "
+               "consecutive data-parallel ranks; 0 or 1 turns it off)",
+               H, W);
     MemoryEstimate e;
     e.dp = W;
     e.tp = sz.tp;
+    if (in.stage == 3 && H > 1) e.comm.hpz = static_cast<int>(H);
     for (const models::ParamInfo& p : lay.params()) e.n_params += p.numel();
     int64_t max_padded = 0, embed_padded = 0, total_padded = 0, persistent_padded = 0;
     for (int g = 0; g < lay.n_groups(); ++g) {
@@ -201,6 +208,8 @@ MemoryEstimate estimate_rank(const models::Transformer& model, const models::Tra
                 break;
             default:
                 e.params += alias ? 0 : S * ct;  // f32: the shard is the master shard
+                // hpZ: the secondary partition of a group that is released (not persistent).
+                if (H > 1 && !persistent) e.secondary += P / H * ct;
                 e.grads += S * 4;
                 e.master += S * 4;
                 e.optimizer += in.n_states * S * 4;
@@ -228,6 +237,13 @@ MemoryEstimate estimate_rank(const models::Transformer& model, const models::Tra
         // more times. ZeRO++ replaces a shard's S ct (qwZ, stage 3 gathers) or S 4 (qgZ, stages
         // 2-3 reductions: an all-to-all sends W - 1 of its W shard-sized chunks) bytes by its
         // packed size, codes + 4 bytes per block of 256 (zero/quantize.h).
+        // hpZ (stage 3, H > 1, a group that is not persistent): a use inside the backward
+        // (Engine::before_backward; the head's forward and backward are one) gathers from the
+        // secondary partition over the H ranks of the sub-group, (H - 1) P / H ct, once the
+        // partition is valid: from the first release after the step's update on. So of the k
+        // gathers, over the dp group stay: a block A (its forwards), the head 1 (its first
+        // micro-batch), the embedding 1 (A + 1 tied: the head's use is a forward one), and the
+        // rest, a block A, the head A - 1, the embedding A, run over the sub-group.
         const int64_t ring = static_cast<int64_t>(W - 1);
         const bool qw = in.quantized_weights && W > 1 && in.stage == 3;
         const bool qg = in.quantized_gradient_bits > 0 && W > 1 && in.stage >= 2;
@@ -252,7 +268,10 @@ MemoryEstimate estimate_rank(const models::Transformer& model, const models::Tra
                                   : g == model.head_group()  ? A
                                   : g == model.embed_group() ? (tied ? 3 : 2) * A - (A - 1)
                                                              : 2 * A;
-                e.comm.dp_allgather += k * ring * weight_shard;
+                const bool sub = H > 1 && !persistent;
+                const int64_t k_sub = !sub ? 0 : g == model.head_group() ? A - 1 : A;
+                e.comm.dp_allgather += (k - k_sub) * ring * weight_shard;
+                e.comm.hpz_allgather += k_sub * (H - 1) * (P / H) * ct;
                 break;
             }
         }
@@ -283,6 +302,7 @@ MemoryEstimate estimate_rank(const models::Transformer& model, const models::Tra
         // plus scales: under 2 bytes per live element for W >= 2.
         if (in.quantized_weights && W > 1) engine += 2 * live;
     }
+    e.params += e.secondary;
     e.transient = act.transient + engine;
     e.peak = e.params + e.grads + e.master + e.optimizer + e.activations + e.transient;
     // Tensor parallelism: every micro-batch's all-reduces, 2 (tp - 1) / tp of each sent (ring).
@@ -298,7 +318,7 @@ MemoryEstimate estimate_rank(const models::Transformer& model, const models::Tra
 
 }  // namespace
 
-double model_state_bytes_per_param(int stage, int world, int ct, int n_states) {
+double model_state_bytes_per_param(int stage, int world, int ct, int n_states, int64_t hpz) {
     const double W = world, opt = 4.0 * n_states, master = ct == 4 ? 0.0 : 4.0;
     switch (stage) {
         case 0:
@@ -308,7 +328,8 @@ double model_state_bytes_per_param(int stage, int world, int ct, int n_states) {
         case 2:
             return ct + (4 + master + opt) / W;
         default:
-            return (ct == 4 ? 0.0 : ct / W) + (4 + 4 + opt) / W;
+            return (ct == 4 ? 0.0 : ct / W) + (4 + 4 + opt) / W +
+                   (hpz > 1 ? static_cast<double>(ct) / static_cast<double>(hpz) : 0.0);
     }
 }
 
@@ -365,7 +386,7 @@ std::string MemoryEstimate::report() const {
     auto b = [](int64_t v) { return core::format_bytes(v); };
     return fmt::format(
         "parameters      {:.2f} M per rank (dp {} x tp {})\n"
-        "params          {}\n"
+        "params          {}{}\n"
         "grads           {}\n"
         "master weights  {}\n"
         "optimizer       {}\n"
@@ -374,10 +395,14 @@ std::string MemoryEstimate::report() const {
         "peak per rank   {}\n"
         "comm per step   {} sent per rank (dp all-reduce {}, reduce-scatter {}, all-gather {}; "
         "tp all-reduce {} in {} calls{})\n",
-        static_cast<double>(n_params) / 1e6, dp, tp, b(params), b(grads), b(master), b(optimizer),
-        b(activations), b(transient), b(peak), b(comm.total()), b(comm.dp_allreduce),
-        b(comm.dp_reduce_scatter), b(comm.dp_allgather), b(comm.tp_allreduce),
-        comm.tp_allreduce_calls,
+        static_cast<double>(n_params) / 1e6, dp, tp, b(params),
+        secondary > 0 ? fmt::format(" (hpZ secondary partition {})", b(secondary)) : std::string(),
+        b(grads), b(master), b(optimizer), b(activations), b(transient), b(peak), b(comm.total()),
+        b(comm.dp_allreduce), b(comm.dp_reduce_scatter),
+        comm.hpz_allgather > 0 ? fmt::format("{}, hpZ all-gather over {} ranks {}",
+                                             b(comm.dp_allgather), comm.hpz, b(comm.hpz_allgather))
+                               : b(comm.dp_allgather),
+        b(comm.tp_allreduce), comm.tp_allreduce_calls,
         comm.tp_kv_allreduce_calls > 0
             ? fmt::format("; tp-kv all-reduce {} in {} calls over {} ranks",
                           b(comm.tp_kv_allreduce), comm.tp_kv_allreduce_calls, comm.kv_ranks)

@@ -40,6 +40,11 @@ struct EstimateInput {
     // 4; 0 off). No effect on one data-parallel rank.
     bool quantized_weights = false;
     int quantized_gradient_bits = 0;
+    // ZeRO++ hpZ (zero_hpz_partition_size, Config::hpz_partition_size): at stage 3, H > 1
+    // consecutive data-parallel ranks share a secondary partition of each non-persistent group
+    // (P / H compute-dtype elements per rank, counted in params) and backward gathers run over
+    // them. 0 or 1: off; H must divide dp (ConfigError otherwise, at any stage).
+    int64_t hpz_partition_size = 1;
 };
 
 // Bytes one rank sends per optimizer step, ring algorithms: an all-reduce of S bytes over n ranks
@@ -50,6 +55,10 @@ struct CommEstimate {
     int64_t dp_allreduce = 0;       // stage 0: f32 gradients
     int64_t dp_reduce_scatter = 0;  // stages 1-3: f32 gradients (qgZ: the all-to-all's codes)
     int64_t dp_allgather = 0;       // stages 1-3: compute weights (qwZ: int8 codes)
+    // hpZ (stage 3): the backward gathers over the sub-groups of hpz ranks, from the secondary
+    // partition (compute weights, never quantized); dp_allgather keeps the forward ones.
+    int hpz = 1;
+    int64_t hpz_allgather = 0;
     // Tensor parallelism over the tp group: activations and their gradients, and MoE gate
     // weights' gradients (TpTraffic), every micro-batch of the step.
     int64_t tp_allreduce = 0;
@@ -61,7 +70,8 @@ struct CommEstimate {
     int64_t tp_kv_allreduce = 0;
     int64_t tp_kv_allreduce_calls = 0;
     int64_t total() const {
-        return dp_allreduce + dp_reduce_scatter + dp_allgather + tp_allreduce + tp_kv_allreduce;
+        return dp_allreduce + dp_reduce_scatter + dp_allgather + hpz_allgather + tp_allreduce +
+               tp_kv_allreduce;
     }
 };
 
@@ -71,6 +81,7 @@ struct MemoryEstimate {
     // Model states, per rank: compute weights, f32 gradients, f32 master weights (0 with f32
     // compute: they are the compute weights), optimizer states.
     int64_t params = 0, grads = 0, master = 0, optimizer = 0;
+    int64_t secondary = 0;    // hpZ's secondary weight partition (part of params)
     int64_t activations = 0;  // saved across the step
     int64_t transient = 0;    // largest extra set alive at once
     int64_t peak = 0;         // all of the above
@@ -140,7 +151,8 @@ private:
 };
 
 // Bytes of model states per parameter at a stage and data-parallel size (for "the largest model
-// that fits"): compute dtype bytes `ct`, Adam-style optimizer with n_states.
-double model_state_bytes_per_param(int stage, int world, int ct, int n_states);
+// that fits"): compute dtype bytes `ct`, Adam-style optimizer with n_states; at stage 3 with hpZ
+// over hpz > 1 ranks, plus the secondary partition's ct / hpz.
+double model_state_bytes_per_param(int stage, int world, int ct, int n_states, int64_t hpz = 1);
 
 }  // namespace zs::zero
