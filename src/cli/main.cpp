@@ -179,6 +179,10 @@ int main(int argc, char** argv) {
     trn->add_option("--tp", tr.tp,
                     "Tensor-parallel ranks (Megatron-style; ds_config tensor_parallel.autotp_size)")
         ->check(CLI::Range(1, 4096));
+    trn->add_option("--sp", tr.sp,
+                    "Sequence-parallel ranks (DeepSpeed-Ulysses: each trains on seq-len / sp "
+                    "tokens of every sequence; ds_config sequence_parallel_size)")
+        ->check(CLI::Range(1, 4096));
     // The Hugging Face Trainer's settings, for ds_config values written "auto".
     trn->add_option("--micro-batch", tr.micro_batch,
                     "ds_config \"auto\": train_micro_batch_size_per_gpu (default 8)")

@@ -8,16 +8,26 @@
 //                   ContiguousKvCache (models/kv_cache.h: one sequence, `generate`) or
 //                   infer::PagedKvAttention (a ragged batch over a paged block pool, the server).
 //
-// The Transformer holds its training core, chosen at construction (local); inference passes its
-// KvAttention to forward_tokens per call, since the cache belongs to the caller (generate's loop,
-// the engine). NOTE(seam): sequence parallelism slots in here, behind the same block: a Ulysses
-// core wraps the local one with all-to-alls (sequence-sharded q/k/v -> head-sharded, attend, and
-// back), a ring core rotates K/V blocks around the sp group and merges partial outputs by their
-// log-sum-exp. Their kernels, like the paged one, live behind ops::Kernels in backends/.
+// The Transformer holds its training core, chosen at construction (local, or Ulysses when
+// RunConfig::sp is set); inference passes its KvAttention to forward_tokens per call, since the
+// cache belongs to the caller (generate's loop, the engine). Sequence parallelism slots in here,
+// behind the same block:
+//
+//   UlyssesAttention  training over an sp group (DeepSpeed-Ulysses): wraps the local core with
+//                   all-to-alls (sequence-sharded q/k/v -> head-sharded, attend, and back); its
+//                   layout kernels live behind ops::Kernels (ops/ulysses.h), the exchange in
+//                   parallel/ulysses.h.
+//
+// NOTE(seam): a ring core (rotating K/V blocks around the sp group, merging partial outputs by
+// their log-sum-exp) is to wrap the local one the same way.
 #pragma once
+
+#include <memory>
+#include <vector>
 
 #include "core/tensor.h"
 #include "ops/attention.h"
+#include "parallel/ulysses.h"
 
 namespace zs::models {
 
@@ -55,6 +65,52 @@ public:
     void backward(int layer, const ops::AttentionOptions& opts, const Tensor& dq, const Tensor& dk,
                   const Tensor& dv, const Tensor& dout, const Tensor& q, const Tensor& k,
                   const Tensor& v, const Tensor& out, const Tensor& lse) override;
+};
+
+// Training under Ulysses sequence parallelism. q, k, v hold this rank's Tl tokens of every head
+// (rank s of the P ranks of `sp`: tokens [s*Tl, (s+1)*Tl) of each sequence); one all-to-all
+// swaps them for NH/P query heads, and the KV heads those read, of all T = P*Tl tokens; the local
+// core attends causally over the whole sequence; a second all-to-all returns the output to the
+// sequence shard. Backward mirrors it: dout to heads, the local backward, dq/dk/dv back.
+//
+// GQA rule (parallel/ulysses.h): the KV heads are split over the ranks when P divides NKV, and
+// otherwise each is repeated P / gcd(NKV, P) times before the exchange (P / NKV when NKV divides
+// P: one KV head per rank, replicated, as DeepSpeed's ulysses_sp does), its gradient summed over
+// the copies on the way back. P must divide NH (the Transformer refuses a model where it does
+// not, naming both).
+//
+// State: per layer, the head-sharded q, k, v [B, T, NH/P + 2 NKV R/P, HS] and output
+// [B, T, NH/P, HS] that backward reuses (DeepSpeed keeps them too), in `n_slots` slots: one per
+// layer, or 1 under activation checkpointing, where each block's backward directly follows the
+// recomputed forward of the same block. lse keeps the caller's buffer [B, NH, Tl] f32, filled as
+// [B, NH/P, T] (the same size). Every call is collective over `sp`. Not thread-safe.
+class UlyssesAttention final : public AttentionCore {
+public:
+    UlyssesAttention(comm::Communicator& sp, int64_t n_slots);
+    const char* name() const override { return "ulysses"; }
+    void forward(int layer, const ops::AttentionOptions& opts, const Tensor& out, const Tensor& lse,
+                 const Tensor& q, const Tensor& k, const Tensor& v) override;
+    bool supports_backward() const override { return true; }
+    void backward(int layer, const ops::AttentionOptions& opts, const Tensor& dq, const Tensor& dk,
+                  const Tensor& dv, const Tensor& dout, const Tensor& q, const Tensor& k,
+                  const Tensor& v, const Tensor& out, const Tensor& lse) override;
+    comm::Communicator& comm() const { return exchange_.comm(); }
+
+private:
+    struct Slot {
+        int layer = -1;  // whose forward the tensors hold
+        Tensor qkv;      // [B, T, NH/P + 2 NKV R/P, HS]: q, k, v head shards of the whole sequence
+        Tensor out;      // [B, T, NH/P, HS]
+    };
+    struct Dims {
+        int64_t B, Tl, T, NH, NKV, HS, R, NHl, NKVl;
+    };
+    Dims dims(const Tensor& q, const Tensor& k) const;
+
+    parallel::UlyssesExchange exchange_;
+    LocalAttention local_;
+    std::vector<Slot> slots_;
+    Tensor dout_h_, dqkv_h_;  // backward scratch, reused: [B, T, NH/P, HS], like Slot::qkv
 };
 
 // Inference over a KV cache. A forward is one flat batch of N tokens (B = 1, T = N; for a ragged

@@ -4,6 +4,8 @@
 #include <cmath>
 #include <tuple>
 
+#include <fmt/format.h>
+
 #include "base/error.h"
 #include "base/timer.h"
 #include "comm/communicator.h"
@@ -12,6 +14,7 @@
 #include "ops/loss.h"
 #include "ops/matmul.h"
 #include "parallel/tensor_parallel.h"
+#include "parallel/ulysses.h"
 
 namespace zs::models {
 
@@ -30,8 +33,8 @@ Transformer::Transformer(ModelConfig cfg, RunConfig run) : cfg_(std::move(cfg)),
     if (cfg_.pos == PosKind::rope) {
         rope_ = std::make_unique<ops::RopeTable>(cfg_.max_positions, cfg_.rope_inv_freq());
     }
-    // NOTE(seam): the training attention core; sequence parallelism will choose a Ulysses or
-    // ring core wrapping this one here (attention_core.h).
+    // The training attention core: local, or Ulysses under sequence parallelism (below, once
+    // this rank's heads are known). NOTE(seam): a ring core would be chosen there too.
     core_ = std::make_unique<LocalAttention>();
     lcfg_ = cfg_;
     v1_ = cfg_.vocab_size;
@@ -70,6 +73,16 @@ Transformer::Transformer(ModelConfig cfg, RunConfig run) : cfg_(std::move(cfg)),
             kv_group_ = tp_->split(static_cast<int>(kv_head0_), tp_rank_);
         }
         std::tie(v0_, v1_) = parallel::shard_range(cfg_.vocab_size, tp_rank_, tp);
+    }
+    if (run_.sp != nullptr && run_.sp->size() > 1) {
+        sp_ = run_.sp;
+        parallel::check_ulysses_heads(
+            lcfg_.n_heads, lcfg_.n_kv_heads, sp_->size(),
+            tp_ ? fmt::format("tensor-parallel rank {}'s", tp_rank_) : cfg_.model_type + "'s");
+        // One slot of head-sharded activations per layer; one under activation checkpointing,
+        // where backward_blocks re-runs each block's forward right before its backward.
+        core_ = std::make_unique<UlyssesAttention>(
+            *sp_, run_.activation_checkpointing ? 1 : cfg_.n_layers);
     }
     build_layout();
     binding_.reset(layout_);
@@ -266,8 +279,13 @@ void Transformer::begin_micro_batch(const TrainBatch& batch) {
     ZS_CHECK_T(ShapeError, ids.dim() == 2, "input_ids must be [B, T], got {}", ids.shape().str());
     const int64_t B = ids.size(0), T = ids.size(1), N = B * T, C = cfg_.hidden_size;
     const int64_t L = cfg_.n_layers;
-    ZS_CHECK_T(ShapeError, T <= cfg_.max_positions,
-               "sequence length {} exceeds the model's max_position_embeddings {}", T,
+    // Sequence parallelism: this rank's T tokens are positions [pos0, pos0 + T) of sequences
+    // of sp * T tokens.
+    const int64_t pos0 = sp_ ? int64_t{sp_->rank()} * T : 0;
+    ZS_CHECK_T(ShapeError, sp_size() * T <= cfg_.max_positions,
+               "sequence length {}{} exceeds the model's max_position_embeddings {}", sp_size() * T,
+               sp_ ? fmt::format(" ({} sequence-parallel ranks x {} tokens)", sp_size(), T)
+                   : std::string(),
                cfg_.max_positions);
     if (batch.targets.defined()) {
         ZS_CHECK_T(ShapeError, batch.targets.shape() == ids.shape(),
@@ -280,7 +298,7 @@ void Transformer::begin_micro_batch(const TrainBatch& batch) {
     ensure(positions_, {N}, DType::i32, dev, core::MemCategory::buffers);
     // Positions are built on the host (the tensor itself on the CPU) and copied to the device.
     const Tensor pos = on_host(positions_);
-    for (int64_t i = 0; i < N; ++i) pos.data<int32_t>()[i] = static_cast<int32_t>(i % T);
+    for (int64_t i = 0; i < N; ++i) pos.data<int32_t>()[i] = static_cast<int32_t>(pos0 + i % T);
     store_from_host(positions_, pos);
     // The caller's ids and targets, on the model's device (no copy when they are there already).
     flat_ids_ = ids.contiguous().view({N}).to(dev);
@@ -508,6 +526,17 @@ ActivationBytes Transformer::activation_bytes(int64_t B, int64_t T) const {
     const int64_t recompute = run_.activation_checkpointing ? N * C * 4 : 0;
     const int64_t block_bwd = N * C * 4 + N * C * ct + std::max(mlp, attn) + recompute;
     a.transient = std::max(head, block_bwd);
+    if (sp_) {
+        // The Ulysses core's head-sharded q, k, v and output per slot (one per layer, or one
+        // under checkpointing), its backward scratch (dout and dq, dk, dv head shards) and the
+        // all-to-all's send and receive chunks, all kept across steps: the rank's T tokens of
+        // every head in size, with the repeated KV heads counted R times.
+        const int64_t R = parallel::kv_repeat(cfg_.n_kv_heads, sp_->size());
+        const int64_t qkv_h = N * (cfg_.n_heads + 2 * cfg_.n_kv_heads * R) * cfg_.head_dim * ct;
+        const int64_t out_h = N * cfg_.q_dim() * ct;
+        const int64_t slots = run_.activation_checkpointing ? 1 : L;
+        a.saved += slots * (qkv_h + out_h) + (out_h + qkv_h) + 2 * qkv_h;
+    }
     return a;
 }
 

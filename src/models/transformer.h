@@ -12,7 +12,8 @@
 // Inference: forward_tokens() runs a flat batch of tokens from any number of sequences through
 // the same blocks; attention goes through a KvAttention that owns the cache layout (contiguous for
 // `generate`, paged for the serving engine). Training attends through the core chosen at
-// construction (local). attention_core.h describes the seam.
+// construction (local, or Ulysses under sequence parallelism). attention_core.h describes the
+// seam.
 #pragma once
 
 #include <memory>
@@ -51,6 +52,14 @@ struct RunConfig {
     // collective over tp). Mixture of experts: the router is replicated and every expert is split
     // as the dense MLP (one more all-reduce backward per block: the gate weights' gradient).
     comm::Communicator* tp = nullptr;
+    // Ulysses sequence parallelism (DeepSpeed-Ulysses): each of the sp ranks runs the model on its
+    // own T consecutive tokens of every sequence (rank s: positions [s*T, (s+1)*T), so RoPE and
+    // learned positions are the global ones) and attention goes through a UlyssesAttention core
+    // over this group (attention_core.h: two all-to-alls forward, two backward per layer). The
+    // weights are replicated over sp and each rank's gradients are its tokens' share: the caller
+    // sums them over the sp ranks (ZeRO over parallel::Group::dense_dp), and the loss sums over
+    // them too. Under tp as well, sp splits this rank's heads. nullptr or size 1: none.
+    comm::Communicator* sp = nullptr;
 };
 
 struct TrainBatch {
@@ -89,6 +98,7 @@ public:
     // replicated —, intermediate size, per expert for MoE); the whole model's otherwise.
     const ModelConfig& local_config() const { return lcfg_; }
     int tp_size() const { return tp_size_; }
+    int sp_size() const { return sp_ ? sp_->size() : 1; }
     // This rank's vocabulary rows [first, second) of the embedding and the LM head.
     std::pair<int64_t, int64_t> vocab_range() const { return {v0_, v1_}; }
     // This rank's part of parameter `id` cut from the whole parameter's values `full` (the
@@ -198,11 +208,12 @@ private:
     int64_t kv_head0_ = 0;  // this rank's first KV head (of the whole model's)
     int kv_copies_ = 1;     // ranks holding each KV head (tp / NKV when replicated)
     std::unique_ptr<comm::Communicator> kv_group_;  // the kv_copies_ ranks sharing kv_head0_
+    comm::Communicator* sp_ = nullptr;              // set when the sp group has > 1 rank
     int64_t v0_ = 0, v1_ = 0;
     ParamLayout layout_;
     ParamBinding binding_;
     std::unique_ptr<ops::RopeTable> rope_;
-    std::unique_ptr<AttentionCore> core_;  // training's attention core (LocalAttention)
+    std::unique_ptr<AttentionCore> core_;  // training's core: LocalAttention, or Ulysses (sp)
     ParamId wte_ = kNoParam, wpe_ = kNoParam, lm_head_ = kNoParam;
     Norm final_norm_;
     std::vector<Norm> norm1_, norm2_;

@@ -68,6 +68,16 @@ void Kernels::attention_backward(const Tensor&, const Tensor&, const Tensor&, co
                                  const Tensor&, const AttentionOptions&) {
     not_supported("attention_backward");
 }
+void Kernels::ulysses_pack_heads(const Tensor&, const Tensor&, int64_t, int64_t) {
+    not_supported("ulysses_pack_heads");
+}
+void Kernels::ulysses_unpack_heads(const Tensor&, const Tensor&, int64_t, int64_t) {
+    not_supported("ulysses_unpack_heads");
+}
+void Kernels::ulysses_pack_seq(const Tensor&, const Tensor&) { not_supported("ulysses_pack_seq"); }
+void Kernels::ulysses_unpack_seq(const Tensor&, const Tensor&) {
+    not_supported("ulysses_unpack_seq");
+}
 void Kernels::paged_kv_write(const Tensor&, const Tensor&, const Tensor&, const Tensor&,
                              std::span<const SeqSlice>) {
     not_supported("paged_kv_write");

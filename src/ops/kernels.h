@@ -21,6 +21,7 @@
 #include "ops/moe.h"
 #include "ops/paged_attention.h"
 #include "ops/rope.h"
+#include "ops/ulysses.h"
 
 namespace zs::ops {
 
@@ -73,6 +74,14 @@ public:
     virtual void paged_attention_forward(const Tensor& out, const Tensor& q, const Tensor& k_cache,
                                          const Tensor& v_cache, std::span<const SeqSlice> seqs,
                                          const AttentionOptions& opts);
+
+    // Ulysses sequence parallelism's layout moves around its all-to-alls (ops/ulysses.h).
+    virtual void ulysses_pack_heads(const Tensor& send, const Tensor& x, int64_t at,
+                                    int64_t repeat);
+    virtual void ulysses_unpack_heads(const Tensor& x, const Tensor& recv, int64_t at,
+                                      int64_t repeat);
+    virtual void ulysses_pack_seq(const Tensor& send, const Tensor& full);
+    virtual void ulysses_unpack_seq(const Tensor& full, const Tensor& recv);
 
     virtual void embedding_forward(const Tensor& out, const Tensor& ids, const Tensor& table,
                                    bool accumulate);

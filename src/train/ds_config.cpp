@@ -554,8 +554,6 @@ void note_unsupported_sections(Section& root) {
         {"expert_parallel", "AutoEP is not implemented"},
         {"weight_quantization", "not implemented"},
         {"datastates_ckpt", "not implemented"},
-        {"sequence_parallel_size", "sequence parallelism is not implemented"},
-        {"seq_parallel_communication_data_type", "sequence parallelism is not implemented"},
         {"use_data_before_expert_parallelism", "not implemented"},
         {"disable_allgather", "not implemented"},
         {"memory_breakdown", "not implemented"},
@@ -856,7 +854,24 @@ TrainConfig parse_ds_config(const std::string& json_text, const std::string& sou
         "{}: tensor parallelism {} does not divide the {} ranks (tensor_parallel.autotp_size "
         "or --tp)",
         source, tp, world_size);
-    world_size /= tp;
+    // Sequence parallelism (DeepSpeed-Ulysses) likewise: DeepSpeedConfig divides the world by
+    // sequence_parallel_size before resolving the batch triple.
+    int sp = 1;
+    if (const auto t = j.find("sequence_parallel_size"); t != j.end() && t->is_number_integer() &&
+                                                         t->get<int64_t>() >= 1 &&
+                                                         t->get<int64_t>() <= 4096) {
+        sp = static_cast<int>(t->get<int64_t>());
+    }
+    if (autos && autos->sp) {
+        ZS_CHECK_T(ConfigError, sp == 1 || sp == *autos->sp,
+                   "{}: sequence_parallel_size {} and --sp {} disagree", source, sp, *autos->sp);
+        sp = *autos->sp;
+    }
+    ZS_CHECK_T(ConfigError, sp >= 1 && world_size % (int64_t{tp} * sp) == 0,
+               "{}: sequence parallelism {} (sequence_parallel_size or --sp) x tensor parallelism "
+               "{} does not divide the {} ranks",
+               source, sp, tp, world_size);
+    world_size /= tp * sp;
     std::vector<std::string> resolved;
     if (autos) resolved = resolve_auto(j, *autos, world_size);
     Diagnostics diag;
@@ -865,9 +880,11 @@ TrainConfig parse_ds_config(const std::string& json_text, const std::string& sou
     c.source = source;
     c.world_size = world_size;
     c.tensor_parallel_size = tp;
+    c.sequence_parallel_size = sp;
     if (std::optional<Section> t = root.get_section("tensor_parallel", false)) {
         t->get_int("autotp_size", 1, 4096);
     }
+    root.get_int("sequence_parallel_size", 1, 4096);
 
     // DeepSpeedConfig.__init__ resolves elasticity first: it writes the batch triple.
     std::optional<BatchConfig> elastic = parse_elasticity(root, world_size, c.elasticity);
@@ -920,6 +937,16 @@ TrainConfig parse_ds_config(const std::string& json_text, const std::string& sou
     }
     // Settings parsed and then applied in a form that computes the same: say exactly what
     // happens instead of leaving them silent.
+    // DeepSpeed reduces the gradients of the sequence-data-parallel group in this dtype (fp32 by
+    // default); zerospeed reduces every gradient in fp32. The Ulysses all-to-alls move the
+    // compute dtype, as DeepSpeed's do.
+    if (std::optional<size_t> i =
+            root.get_choice("seq_parallel_communication_data_type", {"fp32", "fp16", "bf16"}, true);
+        i && *i != 0) {
+        root.note_unsupported(
+            "seq_parallel_communication_data_type",
+            fmt::format("gradients are reduced in fp32, not {}", *i == 1 ? "fp16" : "bf16"));
+    }
     if (c.communication_data_type && *c.communication_data_type != DataType::fp32) {
         root.note_unsupported("communication_data_type",
                               fmt::format("gradients are reduced in fp32, not {}",

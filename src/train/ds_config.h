@@ -257,6 +257,11 @@ struct TrainConfig {
     // tensor_parallel.autotp_size (DeepSpeed's AutoTP training key) or --tp: the ranks split into
     // world_size (dp) x tensor_parallel_size (tp), tp fastest (parallel/topology.h).
     int tensor_parallel_size = 1;
+    // sequence_parallel_size (DeepSpeed-Ulysses) or --sp: the ranks split into world_size (dp) x
+    // sequence_parallel_size (sp) x tensor_parallel_size (tp), tp fastest, then sp; the batch
+    // triple is for the dp ranks (DeepSpeed: world / sp), and each sp rank trains on seq_len / sp
+    // tokens of the same sequences.
+    int sequence_parallel_size = 1;
 
     BatchConfig batch;
     ElasticityConfig elasticity;  // when enabled, `batch` is what it derived for world_size
@@ -301,6 +306,7 @@ struct AutoValues {
     std::optional<int64_t> steps;         // --steps (total_num_steps)
     int64_t hidden_size = 0;              // the model's (ZeRO bucket sizes); 0: unknown
     std::optional<int> tp;                // --tp (tensor_parallel.autotp_size; must agree)
+    std::optional<int> sp;                // --sp (sequence_parallel_size; must agree)
 };
 
 // Parse `json_text` (the contents of `source`) for `world_size` data-parallel ranks. Throws

@@ -77,25 +77,37 @@ Trainer::Trainer(models::ModelConfig model, TrainConfig cfg, RunOptions run,
       world_(world),
       schedule_(cfg_.scheduler, cfg_.optimizer),
       scaler_(cfg_.fp16) {
-    const int tp = cfg_.tensor_parallel_size;
-    ZS_CHECK_T(ConfigError, cfg_.world_size * tp == world_.size(),
-               "{}: parsed for {} data-parallel x {} tensor-parallel ranks but running on {}",
-               cfg_.source, cfg_.world_size, tp, world_.size());
+    const int tp = cfg_.tensor_parallel_size, sp = cfg_.sequence_parallel_size;
+    ZS_CHECK_T(ConfigError, cfg_.world_size * tp * sp == world_.size(),
+               "{}: parsed for {} data-parallel x {} sequence-parallel x {} tensor-parallel ranks "
+               "but running on {}",
+               cfg_.source, cfg_.world_size, sp, tp, world_.size());
     ZS_CHECK_T(ConfigError, run_.seq_len > 0 && run_.seq_len <= mcfg_.max_positions,
                "--seq-len {} must be in [1, {}] (the model's max positions)", run_.seq_len,
                mcfg_.max_positions);
+    ZS_CHECK_T(ConfigError, run_.seq_len % sp == 0,
+               "--seq-len {} is not divisible by sequence_parallel_size {} (each of the sp ranks "
+               "takes an equal slice of every sequence)",
+               run_.seq_len, sp);
     if (cfg_.seed) run_.seed = *cfg_.seed;
     models::RunConfig rc;
     rc.compute_dtype = compute_dtype(cfg_.precision);
     rc.activation_checkpointing = cfg_.activation_checkpointing.given;
     rc.device = run_.device;
-    // The process grid: ZeRO runs over the data-parallel group, the model over the tp group.
+    // The process grid: ZeRO runs over the dense data-parallel group (dp x sp ranks: DeepSpeed's
+    // seq_data_parallel group), the model over the tp and sp groups.
     parallel::Sizes sz;
     sz.tp = tp;
+    sz.sp = sp;
     topo_ = std::make_unique<parallel::Topology>(world_, sz);
     parallel::check_model(topo_->sizes(), {mcfg_.model_type, mcfg_.n_heads, mcfg_.n_kv_heads,
                                            mcfg_.moe.n_experts, mcfg_.n_layers});
-    dp_ = &topo_->group(parallel::Group::dp);
+    dp_ = &topo_->group(parallel::Group::dense_dp);
+    data_dp_ = &topo_->group(parallel::Group::dp);
+    if (sp > 1) {
+        sp_ = &topo_->group(parallel::Group::sp);
+        rc.sp = sp_;
+    }
     if (tp > 1) {
         tp_ = &topo_->group(parallel::Group::tp);
         rc.tp = tp_;
@@ -271,26 +283,30 @@ void Trainer::load_batch(int64_t first, int64_t count, const io::TokenDataset& d
                          const io::SequenceSampler* sampler, int64_t base,
                          models::TrainBatch& out) {
     const int64_t T = run_.seq_len;
+    // Sequence parallelism: this rank's slice of each window (inputs [t0, t0 + Tl), targets one
+    // token later); the model places it at positions [t0, t0 + Tl).
+    const int64_t Tl = sp_ ? T / sp_->size() : T, t0 = sp_ ? Tl * sp_->rank() : 0;
     if (!out.input_ids.defined() || out.input_ids.size(0) != count) {
         out.input_ids =
-            Tensor::empty({count, T}, DType::i32, core::Device::cpu(), core::MemCategory::buffers);
+            Tensor::empty({count, Tl}, DType::i32, core::Device::cpu(), core::MemCategory::buffers);
         out.targets =
-            Tensor::empty({count, T}, DType::i32, core::Device::cpu(), core::MemCategory::buffers);
+            Tensor::empty({count, Tl}, DType::i32, core::Device::cpu(), core::MemCategory::buffers);
     }
     const int64_t n_seq = (ds.size() - 1) / T;
-    std::vector<int32_t> buf(static_cast<size_t>(T + 1));
+    std::vector<int32_t> buf(static_cast<size_t>(Tl + 1));
     for (int64_t i = 0; i < count; ++i) {
         int64_t seq = sampler ? sampler->peek(base + first + i) : (first + i) % n_seq;
-        ds.read(seq * T, T + 1, buf.data());
-        std::copy(buf.begin(), buf.begin() + T, out.input_ids.data<int32_t>() + i * T);
-        std::copy(buf.begin() + 1, buf.end(), out.targets.data<int32_t>() + i * T);
+        ds.read(seq * T + t0, Tl + 1, buf.data());
+        std::copy(buf.begin(), buf.begin() + Tl, out.input_ids.data<int32_t>() + i * Tl);
+        std::copy(buf.begin() + 1, buf.end(), out.targets.data<int32_t>() + i * Tl);
     }
 }
 
 StepStats Trainer::step() {
     ZS_CHECK(train_ds_ != nullptr, "train: no dataset (--data)");
-    // Data-parallel ranks read different sequences; tensor-parallel ranks the same ones.
-    const int W = dp_->size(), r = dp_->rank();
+    // Data-parallel ranks read different sequences; tensor- and sequence-parallel ranks the same
+    // ones (the latter each its own slice of them).
+    const int W = data_dp_->size(), r = data_dp_->rank();
     std::vector<models::TrainBatch> batches(
         static_cast<size_t>(cfg_.batch.gradient_accumulation_steps));
     for (int64_t k = 0; k < cfg_.batch.gradient_accumulation_steps; ++k) {
@@ -311,7 +327,10 @@ StepStats Trainer::step(const std::vector<models::TrainBatch>& batches) {
     ZS_CHECK(accum == cfg_.batch.gradient_accumulation_steps,
              "step: {} micro-batches given; gradient_accumulation_steps is {}", accum,
              cfg_.batch.gradient_accumulation_steps);
+    // T: this rank's tokens per sequence (seq_len / sp under sequence parallelism), T_all the
+    // sequence's.
     const int64_t micro = batches.front().input_ids.size(0), T = batches.front().input_ids.size(1);
+    const int64_t T_all = T * (sp_ ? sp_->size() : 1);
     const double loss_scale = scaler_.scale();
     engine_->begin_step(static_cast<int>(accum));
     double loss_sum = 0;
@@ -320,6 +339,9 @@ StepStats Trainer::step(const std::vector<models::TrainBatch>& batches) {
     // by W after the reduction (divided by gradient_predivide_factor before and multiplied by
     // predivide / W after); prescale_gradients divides by W before. The pre-reduction part is
     // folded into the loss scale, the post-reduction factor into the optimizer's gradient scale.
+    // Under sequence parallelism W counts the sp ranks too (DeepSpeed averages over its
+    // seq_data_parallel group) and each rank's loss is the mean over its own T tokens: the
+    // average over W is the mean over every token of the step, the unsharded loss.
     const double pre = cfg_.prescale_gradients ? W : cfg_.gradient_predivide_factor;
     const double post = cfg_.prescale_gradients ? 1.0 : cfg_.gradient_predivide_factor / W;
     for (const models::TrainBatch& batch : batches) {
@@ -383,24 +405,27 @@ StepStats Trainer::step(const std::vector<models::TrainBatch>& batches) {
     }
     scaler_.update(overflow);
     s.optimizer_s = phase.seconds();
-    tokens_seen_ += cfg_.batch.train_batch_size * T;
+    tokens_seen_ += cfg_.batch.train_batch_size * T_all;
     Tensor l = Tensor::empty({1}, DType::f32, core::Device::cpu(), core::MemCategory::buffers);
     l.data<float>()[0] = static_cast<float>(loss_sum);
-    dp_->allreduce(l, comm::ReduceOp::sum).wait();  // tensor-parallel ranks hold the same loss
-    s.loss = l.data<float>()[0] / static_cast<double>(cfg_.batch.train_batch_size * T);
+    // Over dp x sp: sequence-parallel ranks hold different tokens' losses, tensor-parallel ranks
+    // the same ones.
+    dp_->allreduce(l, comm::ReduceOp::sum).wait();
+    s.loss = l.data<float>()[0] / static_cast<double>(cfg_.batch.train_batch_size * T_all);
     s.step = steps_done_;
     s.seconds = tm.seconds();
-    const double tokens = static_cast<double>(cfg_.batch.train_batch_size * T);
+    const double tokens = static_cast<double>(cfg_.batch.train_batch_size * T_all);
     s.tokens_per_s = tokens / s.seconds;
-    const double flops_per_token = 6.0 * static_cast<double>(mcfg_.n_params()) +
-                                   12.0 * static_cast<double>(mcfg_.n_layers * mcfg_.q_dim() * T);
+    const double flops_per_token =
+        6.0 * static_cast<double>(mcfg_.n_params()) +
+        12.0 * static_cast<double>(mcfg_.n_layers * mcfg_.q_dim() * T_all);
     s.mfu = s.tokens_per_s * flops_per_token / (peak_flops_ * W);
     return s;
 }
 
 double Trainer::evaluate() {
     if (!val_ds_) return NAN;
-    const int W = dp_->size(), r = dp_->rank();
+    const int W = data_dp_->size(), r = data_dp_->rank();
     const int64_t micro = cfg_.batch.train_micro_batch_size_per_gpu;
     double sum = 0, count = 0;
     models::TrainBatch batch;
@@ -603,6 +628,7 @@ void Trainer::save_checkpoint() {
         m["tokens_seen"] = tokens_seen_;
         m["world_size"] = world_.size();
         m["tensor_parallel_size"] = tp_ ? tp_->size() : 1;
+        m["sequence_parallel_size"] = sp_ ? sp_->size() : 1;
         m["tokenizer_source"] = run_.tokenizer_source;
         m["zero_stage"] = engine_->stage();
         m["optimizer_states"] = engine_->n_states();

@@ -7,7 +7,9 @@
 // Data: sequence windows of seq_len + 1 tokens from a token dataset (io/token_dataset.h). Step s
 // consumes train_batch_size sequences of a seeded permutation: micro-batch k of rank r takes
 // sequences [(k * W + r) * micro, ... + micro) of the step's slice, so any world size sees the
-// same global batch (the ZeRO equivalence tests rely on it).
+// same global batch (the ZeRO equivalence tests rely on it). Under sequence parallelism (sp ranks,
+// DeepSpeed-Ulysses) W and r are the data-parallel ones and sp rank s reads only tokens
+// [s * seq_len / sp, (s + 1) * seq_len / sp] of each window (its inputs and their targets).
 #pragma once
 
 #include <cstdint>
@@ -81,7 +83,8 @@ public:
 
     // One optimizer step over train_batch_size sequences.
     StepStats step();
-    // One optimizer step over given micro-batches (this rank's grad_accum of them).
+    // One optimizer step over given micro-batches (this rank's grad_accum of them; under sequence
+    // parallelism each [micro, seq_len / sp]: this rank's slice of every sequence).
     StepStats step(const std::vector<models::TrainBatch>& micro_batches);
     // Train until run.steps, with evaluation, metrics, progress and checkpoints.
     std::vector<StepStats> train();
@@ -110,11 +113,15 @@ private:
     TrainConfig cfg_;
     RunOptions run_;
     comm::Communicator& world_;
-    // The process grid and this rank's groups: dp_ (ZeRO's) and tp_ (null without tensor
-    // parallelism).
+    // The process grid and this rank's groups: dp_ (ZeRO's: the dense data-parallel group, dp x
+    // sp ranks holding the same weights, over which gradients and losses are summed), data_dp_
+    // (the data-parallel ranks reading different sequences), tp_ and sp_ (null without tensor /
+    // sequence parallelism).
     std::unique_ptr<parallel::Topology> topo_;
     comm::Communicator* dp_ = nullptr;
+    comm::Communicator* data_dp_ = nullptr;
     comm::Communicator* tp_ = nullptr;
+    comm::Communicator* sp_ = nullptr;
     std::unique_ptr<models::Transformer> full_model_;  // tp > 1: the whole model's layout
     // Per parameter: ranges of its elements weighted 1 / (tensor-parallel ranks holding them).
     std::vector<std::vector<zero::Engine::NormWeight>> norm_weight_;

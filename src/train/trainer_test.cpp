@@ -8,7 +8,9 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <map>
 
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
@@ -317,6 +319,180 @@ TEST(Checkpoint, CorruptionAndIncompleteSavesAreRefused) {
     }
     fs::remove(dir + "/manifest.json");
     EXPECT_THROW(t.load_checkpoint(dir), zs::IoError);
+}
+
+// ---------------------------------------------------------------- sequence parallelism
+
+TrainConfig sp_config(int world, int sp, int tp, int stage, const char* precision = "") {
+    return parse_ds_config(
+        std::string(R"({"train_batch_size": 4, "train_micro_batch_size_per_gpu": 1,
+            "optimizer": {"type": "AdamW", "params": {"lr": 3e-3, "weight_decay": 0.01}},
+            "gradient_clipping": 0.5, "sequence_parallel_size": )") +
+            std::to_string(sp) + R"(, "tensor_parallel": {"autotp_size": )" + std::to_string(tp) +
+            R"(}, "zero_optimization": {"stage": )" + std::to_string(stage) + "}" + precision + "}",
+        "sp", world);
+}
+
+// The issue's equivalence bar for Ulysses sequence parallelism: a Llama-shaped model with GQA
+// (4 query heads, 2 KV heads: split at sp 2, each repeated on two ranks at sp 4) and GPT-2 (learned
+// positions, tied embeddings) at sp 2, sp 4, dp 2 x sp 2 under ZeRO-2 and ZeRO-3, and (Llama)
+// tp 2 x sp 2, each rank reading only its slice of every 32-token sequence: the losses equal the
+// single-rank run's at the same ZeRO stage to 1e-5 relative over 20 fp32 steps, the gradient
+// norms to 1e-4.
+TEST(SequenceParallelTraining, TwentyStepsEqualTheSingleRank) {
+    Scratch s("sp");
+    const char* models[] = {
+        R"({"model_type": "llama", "vocab_size": 61, "hidden_size": 32, "num_hidden_layers": 2,
+            "num_attention_heads": 4, "num_key_value_heads": 2, "intermediate_size": 40,
+            "max_position_embeddings": 64})",
+        R"({"model_type": "gpt2", "vocab_size": 61, "n_embd": 32, "n_layer": 2, "n_head": 4,
+            "n_positions": 64})"};
+    RunOptions run = s.run(20);
+    run.save_dir.clear();
+    run.seq_len = 32;
+    struct Layout {
+        int world, sp, tp, stage;
+    };
+    const Layout layouts[] = {{2, 2, 1, 0}, {4, 4, 1, 1}, {4, 2, 1, 2}, {4, 2, 1, 3}, {4, 2, 2, 0}};
+    for (const char* json : models) {
+        const models::ModelConfig mc = models::parse_hf_config(json, "test");
+        std::map<int, std::vector<StepStats>> want;  // by ZeRO stage
+        for (const Layout& l : layouts) {
+            if (want.count(l.stage)) continue;
+            auto comm = comm::make_self();
+            Trainer t(mc, sp_config(1, 1, 1, l.stage), run, *comm);
+            t.init_random();
+            want[l.stage] = t.train();
+            ASSERT_EQ(want[l.stage].size(), 20u);
+        }
+        for (const Layout& l : layouts) {
+            if (l.tp > 1 && mc.arch == models::Arch::gpt2) continue;
+            const std::string at =
+                fmt::format("{} world {} (dp {} x sp {} x tp {}) ZeRO-{}", mc.model_type, l.world,
+                            l.world / (l.sp * l.tp), l.sp, l.tp, l.stage);
+            const std::vector<StepStats>& w = want[l.stage];
+            comm::run_local(l.world, [&](int rank, comm::Communicator& c) {
+                Trainer t(mc, sp_config(l.world, l.sp, l.tp, l.stage), run, c);
+                t.init_random();
+                const std::vector<StepStats> got = t.train();
+                ASSERT_EQ(got.size(), w.size()) << at;
+                double worst = 0;
+                for (size_t i = 0; i < got.size(); ++i) {
+                    worst = std::max(worst, std::fabs(got[i].loss - w[i].loss) / w[i].loss);
+                    EXPECT_NEAR(got[i].grad_norm, w[i].grad_norm, 1e-4 * w[i].grad_norm)
+                        << at << " rank " << rank << " step " << i + 1;
+                }
+                EXPECT_LE(worst, 1e-5) << at << " rank " << rank;
+            });
+        }
+    }
+}
+
+// bf16 compute at sp 2 against the single bf16 rank. The Ulysses exchange only copies bf16 values
+// and, with the KV heads split, the attention kernel computes every head's rows as the single
+// rank does; what differs is the f32 summation order of the weight gradients (the sp ranks' shares
+// are summed by the reduction instead of inside one matmul) and the matmuls' blocking over half as
+// many rows, which can move a bf16 activation by one rounding (2^-8) where an f32 accumulator lies
+// near a boundary. As in the tensor-parallel bf16 test, the loss is held to 1e-2 relative over 10
+// steps: one bf16 ulp (2^-7) of drift, not a systematic error (a mis-placed position or token
+// slice moves these losses by several percent).
+TEST(SequenceParallelTraining, Bf16TracksTheSingleRank) {
+    Scratch s("sp_bf16");
+    RunOptions run = s.run(10);
+    run.save_dir.clear();
+    run.seq_len = 32;
+    const char* bf16 = R"(, "bf16": {"enabled": true})";
+    std::vector<StepStats> want;
+    {
+        auto comm = comm::make_self();
+        Trainer t(s.mc, sp_config(1, 1, 1, 2, bf16), run, *comm);
+        t.init_random();
+        want = t.train();
+    }
+    comm::run_local(2, [&](int rank, comm::Communicator& c) {
+        Trainer t(s.mc, sp_config(2, 2, 1, 2, bf16), run, c);
+        t.init_random();
+        const std::vector<StepStats> got = t.train();
+        ASSERT_EQ(got.size(), want.size());
+        for (size_t i = 0; i < got.size(); ++i) {
+            EXPECT_NEAR(got[i].loss, want[i].loss, 1e-2 * want[i].loss)
+                << "rank " << rank << " step " << i + 1;
+        }
+    });
+}
+
+// DeepSpeedConfig divides the world by sequence_parallel_size before resolving the batch triple:
+// 8 ranks at sp 2 (x tp 2) are 4 (2) data-parallel ranks. seq_parallel_communication_data_type
+// names the gradient reduction's dtype: fp32 is what zerospeed does; another value is listed as
+// unsupported; a wrong type is refused naming the key.
+TEST(SequenceParallelTraining, DsConfigSplitsTheWorldAsDeepSpeed) {
+    TrainConfig c = parse_ds_config(
+        R"({"train_micro_batch_size_per_gpu": 2, "gradient_accumulation_steps": 1,
+            "sequence_parallel_size": 2, "seq_parallel_communication_data_type": "fp32"})",
+        "sp", 8);
+    EXPECT_EQ(c.sequence_parallel_size, 2);
+    EXPECT_EQ(c.world_size, 4);
+    EXPECT_EQ(c.batch.train_batch_size, 8);
+    EXPECT_TRUE(c.unsupported.empty()) << c.unsupported.front();
+    EXPECT_TRUE(c.warnings.empty()) << c.warnings.front();
+    c = parse_ds_config(
+        R"({"train_batch_size": 4, "sequence_parallel_size": 2, "tensor_parallel": {"autotp_size": 2},
+            "seq_parallel_communication_data_type": "BF16"})",
+        "sp", 8);
+    EXPECT_EQ(c.world_size, 2);
+    EXPECT_EQ(c.batch.train_micro_batch_size_per_gpu, 2);
+    ASSERT_EQ(c.unsupported.size(), 1u);
+    EXPECT_NE(c.unsupported[0].find("seq_parallel_communication_data_type"), std::string::npos);
+    EXPECT_THROW(
+        parse_ds_config(R"({"train_batch_size": 4, "sequence_parallel_size": "2"})", "sp", 2),
+        ConfigError);
+    EXPECT_THROW(
+        parse_ds_config(R"({"train_batch_size": 4, "sequence_parallel_size": 0})", "sp", 2),
+        ConfigError);
+}
+
+TEST(SequenceParallelTraining, LayoutsThatDoNotDivideAreRefusedNamingBoth) {
+    // sp x tp must divide the world.
+    try {
+        sp_config(4, 3, 1, 0);
+        ADD_FAILURE() << "sp 3 over 4 ranks accepted";
+    } catch (const ConfigError& e) {
+        EXPECT_NE(std::string(e.what()).find("sequence parallelism 3"), std::string::npos)
+            << e.what();
+    }
+    // --sp and the config must agree.
+    AutoValues autos;
+    autos.sp = 4;
+    EXPECT_THROW(
+        parse_ds_config(R"({"train_batch_size": 4, "sequence_parallel_size": 2})", "sp", 4, &autos),
+        ConfigError);
+    Scratch s("sp_bad");
+    RunOptions run = s.run(1);
+    run.save_dir.clear();
+    // The sequence must split evenly: 30 tokens over 4 ranks.
+    run.seq_len = 30;
+    comm::run_local(4, [&](int, comm::Communicator& c) {
+        try {
+            Trainer t(s.mc, sp_config(4, 4, 1, 0), run, c);
+            ADD_FAILURE() << "seq-len 30 at sp 4 accepted";
+        } catch (const ConfigError& e) {
+            const std::string m = e.what();
+            EXPECT_NE(m.find("--seq-len 30"), std::string::npos) << m;
+            EXPECT_NE(m.find("sequence_parallel_size 4"), std::string::npos) << m;
+        }
+    });
+    // sp 3 does not divide the 4 heads (world 3: dp 1 x sp 3).
+    run.seq_len = 30;
+    comm::run_local(3, [&](int, comm::Communicator& c) {
+        try {
+            Trainer t(s.mc, sp_config(3, 3, 1, 0), run, c);
+            ADD_FAILURE() << "sp 3 over 4 heads accepted";
+        } catch (const ConfigError& e) {
+            const std::string m = e.what();
+            EXPECT_NE(m.find("sp = 1 x 3"), std::string::npos) << m;
+            EXPECT_NE(m.find("4 attention heads"), std::string::npos) << m;
+        }
+    });
 }
 
 }  // namespace

@@ -75,6 +75,13 @@ public:
                                  const Tensor& v_cache, std::span<const ops::SeqSlice> seqs,
                                  const ops::AttentionOptions& opts) override;
 
+    void ulysses_pack_heads(const Tensor& send, const Tensor& x, int64_t at,
+                            int64_t repeat) override;
+    void ulysses_unpack_heads(const Tensor& x, const Tensor& recv, int64_t at,
+                              int64_t repeat) override;
+    void ulysses_pack_seq(const Tensor& send, const Tensor& full) override;
+    void ulysses_unpack_seq(const Tensor& full, const Tensor& recv) override;
+
     void embedding_forward(const Tensor& out, const Tensor& ids, const Tensor& table,
                            bool accumulate) override;
     void embedding_backward(const Tensor& dtable, const Tensor& dout, const Tensor& ids) override;

@@ -86,6 +86,15 @@ RouterResult topk_router(const DTensor& logits, const RouterOptions& opts);
 DTensor router_weights_fixed(const DTensor& logits, const std::vector<int64_t>& indices,
                              const RouterOptions& opts);
 
+// Ulysses layouts (ops/ulysses.h) over P ranks. pack_heads: x [B, Tl, H, HS] -> chunks
+// [P, B, Tl, H * repeat / P, HS]; unpack_heads: chunks -> x [B, Tl, H, HS], each head the sum of
+// its repeat copies; pack_seq: full [B, T, Hc, HS] -> chunks [P, B, T / P, Hc, HS]; unpack_seq:
+// chunks -> full [B, P * Tl, Hc, HS].
+DTensor ulysses_pack_heads(const DTensor& x, int64_t P, int64_t repeat);
+DTensor ulysses_unpack_heads(const DTensor& chunks, int64_t H, int64_t repeat);
+DTensor ulysses_pack_seq(const DTensor& full, int64_t P);
+DTensor ulysses_unpack_seq(const DTensor& chunks);
+
 // Integer tensor contents (ids, targets, positions) as int64.
 std::vector<int64_t> int_values(const core::Tensor& t);
 
