@@ -113,26 +113,11 @@ constexpr size_t kMpiAllreduceMaxBytes = size_t{16} << 20;
 constexpr int64_t kStageElems = int64_t{4} << 20;  // 16 MiB of f32
 
 // ZS_SHM=0 turns the shared-memory transport off (comparisons, debugging); default on.
-bool shm_wanted() {
-    const char* v = std::getenv("ZS_SHM");
-    if (v == nullptr || *v == '\0') return true;
-    const std::string s = v;
-    ZS_CHECK_T(ConfigError, s == "0" || s == "1",
-               "environment variable ZS_SHM='{}': expected 0 or 1", s);
-    return s == "1";
-}
+bool shm_wanted() { return env_int("ZS_SHM", 1, 0, 1) == 1; }
 
 // Testing hierarchical collectives on one machine: ZS_SIMULATE_HOSTS=k places world rank w on
 // "host" w * k / world_size (shared memory only inside a simulated host, MPI across them).
-int simulated_hosts() {
-    const char* v = std::getenv("ZS_SIMULATE_HOSTS");
-    if (v == nullptr || *v == '\0') return 0;
-    char* end = nullptr;
-    const long k = std::strtol(v, &end, 10);
-    ZS_CHECK_T(ConfigError, end != nullptr && *end == '\0' && k >= 1 && k <= 1 << 20,
-               "environment variable ZS_SIMULATE_HOSTS='{}': expected a host count >= 1", v);
-    return static_cast<int>(k);
-}
+int simulated_hosts() { return static_cast<int>(env_int("ZS_SIMULATE_HOSTS", 0, 1, 1 << 20)); }
 
 // The host of every rank of `comm` (collective): ids 0, 1, ... in order of first appearance.
 // Ranks share a host when MPI puts them in one shared-memory domain (MPI_COMM_TYPE_SHARED).
@@ -168,13 +153,7 @@ std::vector<int> hosts_of(MPI_Comm comm) {
 // worker is idle (ZS_SHM_INLINE_KIB, default 1 MiB): a small op then costs no thread handoff,
 // while a large one still runs on the worker, overlapping the caller's compute.
 size_t shm_inline_bytes() {
-    const char* v = std::getenv("ZS_SHM_INLINE_KIB");
-    if (v == nullptr || *v == '\0') return size_t{1} << 20;
-    char* end = nullptr;
-    const long long k = std::strtoll(v, &end, 10);
-    ZS_CHECK_T(ConfigError, end != nullptr && *end == '\0' && k >= 0 && k <= (1LL << 30),
-               "environment variable ZS_SHM_INLINE_KIB='{}': expected a size in KiB", v);
-    return static_cast<size_t>(k) << 10;
+    return static_cast<size_t>(env_int("ZS_SHM_INLINE_KIB", 1024, 0, int64_t{1} << 30)) << 10;
 }
 
 // Point-to-point requests (send/recv stay non-blocking MPI requests polled by Work::wait): this
@@ -721,8 +700,7 @@ public:
         const std::vector<int>& hosts = c->hosts();
         const int nhosts = *std::max_element(hosts.begin(), hosts.end()) + 1;
         if (nhosts == 1 || nhosts == c->size()) return c;
-        const char* env = std::getenv("ZS_HIERARCHICAL");
-        if (env != nullptr && std::string(env) == "0") return c;
+        if (env_int("ZS_HIERARCHICAL", 1, 0, 1) == 0) return c;
         HostLayout layout;
         try {
             layout = HostLayout::from(hosts);

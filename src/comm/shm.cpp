@@ -48,6 +48,8 @@ long futex(std::atomic<uint32_t>* addr, int op, uint32_t val, const timespec* ts
 
 size_t round_up(size_t n, size_t a) { return (n + a - 1) / a * a; }
 
+}  // namespace
+
 int64_t env_int(const char* name, int64_t fallback, int64_t lo, int64_t hi) {
     const char* s = std::getenv(name);
     if (s == nullptr || *s == '\0') return fallback;
@@ -57,6 +59,8 @@ int64_t env_int(const char* name, int64_t fallback, int64_t lo, int64_t hi) {
                "environment variable {}='{}': expected an integer in [{}, {}]", name, s, lo, hi);
     return v;
 }
+
+namespace {
 
 // Remove segments left by creators that are no longer alive (a crash between create and unlink).
 void remove_stale_segments() {

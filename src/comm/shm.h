@@ -142,6 +142,10 @@ private:
     uint64_t chunk_ = 0;  // chunks this rank has run (the same on every rank between ops)
 };
 
+// The integer environment variable `name` (the transports' settings: comm/README.md), `fallback`
+// when unset or empty; ConfigError naming it, its value and [lo, hi] otherwise.
+int64_t env_int(const char* name, int64_t fallback, int64_t lo, int64_t hi);
+
 // Elementwise op over ins[0..n) in rank order into out (which may alias any input): the local
 // backend's arithmetic (f32 accumulation for 16-bit floats, i64 for integers, avg = sum / n).
 void reduce_rank_order(void* out, const std::vector<const void*>& ins, core::DType t, int64_t count,
