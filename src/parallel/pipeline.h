@@ -1,0 +1,49 @@
+// The pipeline interpreter: one loop that executes any PipeSchedule's instruction list
+// (pipeline_schedule.h) on one pipeline rank, calling the stage's compute and moving activations
+// and gradients over the pp communicator. The stage (the model's range of blocks, or a test's
+// toy) knows nothing of the schedule; the schedule knows nothing of the model.
+//
+// Transfers: sends are posted non-blocking and their buffers kept until the Work completes (the
+// last wait is before the optimizer step); a receive blocks until its message is in. Shapes are
+// agreed once: the stage states the activation shape of a micro-batch and every message of the
+// step has it (activations and their gradients alike), so nothing but the payload crosses the
+// wire. Messages are matched by their order on each (peer, kind) pair, which validate() checks;
+// tags: activations kPipeActTag, gradients kPipeGradTag.
+#pragma once
+
+#include "comm/communicator.h"
+#include "core/tensor.h"
+#include "parallel/pipeline_schedule.h"
+
+namespace zs::parallel {
+
+inline constexpr int kPipeActTag = 7101;
+inline constexpr int kPipeGradTag = 7102;
+
+class PipeStage {
+public:
+    virtual ~PipeStage() = default;
+    // The shape and dtype of every activation (and activation gradient) crossing a stage boundary.
+    virtual core::Shape boundary_shape() const = 0;
+    virtual core::DType boundary_dtype() const { return core::DType::f32; }
+    // F of (mb, chunk): `in` is the received activation (undefined on virtual stage 0, which reads
+    // its batch itself); writes the activation to send into `out` (allocated by the interpreter
+    // with boundary_shape; ignored on the last virtual stage).
+    virtual void forward(int mb, int chunk, const core::Tensor& in, const core::Tensor& out) = 0;
+    // Fused backward, or its input half B: `grad_out` is the received gradient of the output
+    // (undefined on the last virtual stage, which starts from its loss); writes the gradient of
+    // the input into `grad_in` (ignored on virtual stage 0).
+    virtual void backward(int mb, int chunk, const core::Tensor& grad_out,
+                          const core::Tensor& grad_in) = 0;
+    virtual void backward_input(int mb, int chunk, const core::Tensor& grad_out,
+                                const core::Tensor& grad_in);
+    // W: the weight gradient deferred by backward_input.
+    virtual void backward_weight(int mb, int chunk);
+    virtual void optimizer_step() = 0;
+};
+
+// Runs rank `pp.rank()`'s list of `s` on `stage`. Throws Error naming the instruction when the
+// schedule is not this rank's or a transfer fails.
+void run_schedule(const PipeSchedule& s, comm::Communicator& pp, PipeStage& stage);
+
+}  // namespace zs::parallel
