@@ -121,6 +121,17 @@ struct TokenizerTrainOptions {
 };
 int run_tokenizer_train(const TokenizerTrainOptions& opts);
 
+struct PlanPipelineOptions {
+    int stages = 4, micro_batches = 8, chunks = 1;
+    std::string policy = "1f1b";
+    double f = 1, b = 1, w = 1, comm = 0;  // costs of F, B (input gradient), W, a transfer
+    std::string svg;                       // timeline file
+    bool sweep = false;                    // also the bubble at 8..64 stages
+    bool show = false;                     // each rank's compute order
+};
+// Generate, validate and simulate a pipeline schedule (parallel/pipeline_schedule.h).
+int run_plan_pipeline(const PlanPipelineOptions& opts);
+
 struct PlotOptions {
     std::string metrics;  // .csv or .jsonl from zerospeed train
     std::string output;   // .svg

@@ -251,6 +251,26 @@ int main(int argc, char** argv) {
     esti->add_option("--memory-per-rank", est.memory_per_rank,
                      "Bytes per rank for the largest-model answer");
 
+    zs::cli::PlanPipelineOptions ppl;
+    CLI::App* plan = app.add_subcommand("plan", "Plan parallel training on paper");
+    plan->require_subcommand(1);
+    CLI::App* plpipe = plan->add_subcommand(
+        "pipeline", "Generate, validate and simulate a pipeline schedule (timeline SVG)");
+    plpipe->add_option("--stages", ppl.stages, "Pipeline stages (ranks)")
+        ->check(CLI::Range(1, 4096));
+    plpipe->add_option("--micro-batches", ppl.micro_batches, "Micro-batches per step")
+        ->check(CLI::Range(1, 1 << 20));
+    plpipe->add_option("--policy", ppl.policy, "gpipe, 1f1b, interleaved, zb-h1 or zb-h2");
+    plpipe->add_option("--chunks", ppl.chunks, "Model chunks per rank (interleaved)")
+        ->check(CLI::Range(1, 64));
+    plpipe->add_option("--f", ppl.f, "Forward time of one stage and micro-batch");
+    plpipe->add_option("--b", ppl.b, "Input-gradient backward time (B)");
+    plpipe->add_option("--w", ppl.w, "Weight-gradient backward time (W)");
+    plpipe->add_option("--comm", ppl.comm, "Transfer time of one activation");
+    plpipe->add_option("--svg", ppl.svg, "Write the timeline as SVG");
+    plpipe->add_flag("--sweep", ppl.sweep, "Also the bubble at 8, 16, 32, 64 stages");
+    plpipe->add_flag("--show", ppl.show, "Print each rank's compute order");
+
     zs::cli::TokenizerTrainOptions tt;
     CLI::App* tokz = app.add_subcommand("tokenizer", "Tokenizer tools");
     tokz->require_subcommand(1);
@@ -305,6 +325,7 @@ int main(int argc, char** argv) {
         if (plt->parsed()) return zs::cli::run_plot(pl);
         if (ttrain->parsed()) return zs::cli::run_tokenizer_train(tt);
         if (esti->parsed()) return zs::cli::run_estimate(est);
+        if (plpipe->parsed()) return zs::cli::run_plan_pipeline(ppl);
         return 0;
     } catch (const zs::Error& e) {
         std::fprintf(stderr, "zerospeed: error: %s\n", e.what());
