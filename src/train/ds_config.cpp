@@ -435,6 +435,56 @@ Bf16Config parse_bf16(Section& root) {
     return b;
 }
 
+// DeepSpeed's "pipeline" section (runtime/config.py get_pipeline_config: stages, partition,
+// seed_layers, activation_checkpoint_interval, pipe_partitioned, grad_partitioned, use_reentrant)
+// and zerospeed's schedule and virtual_stages. `pp` is the stage count already resolved with --pp.
+PipelineConfig parse_pipeline(Section& root, int pp) {
+    PipelineConfig c;
+    c.stages = pp;
+    std::optional<Section> s = root.get_section("pipeline", true);
+    if (!s) return c;
+    if (s->has("stages") && !s->get_raw("stages")->is_string()) s->get_int("stages", 1, 4096);
+    s->known({"stages"});
+    if (std::optional<std::string> part = s->get_string("partition")) {
+        std::string v = *part;
+        std::transform(v.begin(), v.end(), v.begin(),
+                       [](unsigned char ch) { return std::tolower(ch); });
+        if (v == "parameters" || v == "best") {
+            c.partition = PipelineConfig::Partition::parameters;
+            if (v == "best") {
+                s->warn("partition",
+                        "\"best\" is not a partition method of DeepSpeed's PipelineModule; "
+                        "partitioning by parameters (its default)");
+            }
+        } else if (v == "uniform") {
+            c.partition = PipelineConfig::Partition::uniform;
+        } else {
+            s->fail("partition", fmt::format("expected \"parameters\" or \"uniform\", got "
+                                             "\"{}\" (type:regex partitions are not implemented)",
+                                             *part));
+        }
+    }
+    if (std::optional<size_t> k =
+            s->get_choice("schedule", {"1f1b", "gpipe", "interleaved", "zb-h1", "zb-h2"}, true)) {
+        const char* names[] = {"1f1b", "gpipe", "interleaved", "zb-h1", "zb-h2"};
+        c.schedule = names[*k];
+    }
+    c.virtual_stages = static_cast<int>(s->get_int("virtual_stages", 1, 64).value_or(1));
+    if (s->get_bool("seed_layers").value_or(false)) {
+        s->note_unsupported("seed_layers", "layers are initialised from the run's seed by name");
+    }
+    if (s->get_int("activation_checkpoint_interval", 0, 1 << 20).value_or(0) > 0) {
+        s->note_unsupported("activation_checkpoint_interval",
+                            "each stage keeps only its input per micro-batch and recomputes its "
+                            "forward before the backward (interval = the stage)");
+    }
+    s->get_bool("pipe_partitioned");
+    s->get_bool("grad_partitioned");
+    s->get_bool("use_reentrant");
+    s->finish();
+    return c;
+}
+
 // activation_checkpointing/config.py (plain dict reads, no validation in DeepSpeed).
 ActivationCheckpointingConfig parse_activation_checkpointing(Section& root) {
     ActivationCheckpointingConfig a;
@@ -547,7 +597,6 @@ void note_unsupported_sections(Section& root) {
         {"autotuning", "not implemented"},
         {"comms_logger", "not implemented"},
         {"hybrid_engine", "not implemented"},
-        {"pipeline", "pipeline parallelism is not implemented"},
         {"aio", "planned (NVMe offload)"},
         {"compile", "not implemented"},
         {"timers", "not implemented"},
@@ -871,7 +920,25 @@ TrainConfig parse_ds_config(const std::string& json_text, const std::string& sou
                "{}: sequence parallelism {} (sequence_parallel_size or --sp) x tensor parallelism "
                "{} does not divide the {} ranks",
                source, sp, tp, world_size);
-    world_size /= tp * sp;
+    // Pipeline parallelism: pipeline.stages (an integer; "auto" or absent: --pp or 1).
+    int pp = 1;
+    if (const auto t = j.find("pipeline"); t != j.end() && t->is_object()) {
+        if (const auto st = t->find("stages"); st != t->end() && st->is_number_integer() &&
+                                               st->get<int64_t>() >= 1 &&
+                                               st->get<int64_t>() <= 4096) {
+            pp = static_cast<int>(st->get<int64_t>());
+        }
+    }
+    if (autos && autos->pp) {
+        ZS_CHECK_T(ConfigError, pp == 1 || pp == *autos->pp,
+                   "{}: pipeline.stages {} and --pp {} disagree", source, pp, *autos->pp);
+        pp = *autos->pp;
+    }
+    ZS_CHECK_T(ConfigError, pp >= 1 && world_size % (int64_t{tp} * sp * pp) == 0,
+               "{}: pipeline parallelism {} (pipeline.stages or --pp) x sequence parallelism {} x "
+               "tensor parallelism {} does not divide the {} ranks",
+               source, pp, sp, tp, world_size);
+    world_size /= tp * sp * pp;
     std::vector<std::string> resolved;
     if (autos) resolved = resolve_auto(j, *autos, world_size);
     Diagnostics diag;
@@ -909,6 +976,7 @@ TrainConfig parse_ds_config(const std::string& json_text, const std::string& sou
                  source);
     }
     c.activation_checkpointing = parse_activation_checkpointing(root);
+    c.pipeline = parse_pipeline(root, pp);
     c.steps_per_print = root.get_int("steps_per_print", 1, kI64Max);
     c.wall_clock_breakdown = root.get_bool("wall_clock_breakdown").value_or(false);
     c.dump_state = root.get_bool("dump_state").value_or(false);

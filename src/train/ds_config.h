@@ -232,6 +232,17 @@ struct ActivationCheckpointingConfig {
     bool profile = false;
 };
 
+// DeepSpeed's "pipeline" section (PipelineModule's settings) plus zerospeed's schedule keys.
+struct PipelineConfig {
+    int stages = 1;  // pipeline.stages or --pp: pipeline ranks (pp)
+    // pipeline.partition: DeepSpeed's partition_method — "parameters" (balance the blocks'
+    // parameter counts, the embedding counted with the first stage and the head with the last) or
+    // "uniform" (equal numbers of blocks).
+    enum class Partition { parameters, uniform } partition = Partition::parameters;
+    std::string schedule = "1f1b";  // pipeline.schedule (zerospeed): gpipe, 1f1b, interleaved
+    int virtual_stages = 1;         // pipeline.virtual_stages (zerospeed): chunks per rank
+};
+
 enum class TagValidation { warn, ignore, fail };
 
 struct CheckpointConfig {
@@ -262,6 +273,10 @@ struct TrainConfig {
     // triple is for the dp ranks (DeepSpeed: world / sp), and each sp rank trains on seq_len / sp
     // tokens of the same sequences.
     int sequence_parallel_size = 1;
+    // The "pipeline" section or --pp: the ranks split into dp x pp x sp x tp (pp outermost); the
+    // batch triple is for the dp ranks, and gradient_accumulation_steps is the number of
+    // micro-batches each pipeline step runs.
+    PipelineConfig pipeline;
 
     BatchConfig batch;
     ElasticityConfig elasticity;  // when enabled, `batch` is what it derived for world_size
@@ -307,6 +322,7 @@ struct AutoValues {
     int64_t hidden_size = 0;              // the model's (ZeRO bucket sizes); 0: unknown
     std::optional<int> tp;                // --tp (tensor_parallel.autotp_size; must agree)
     std::optional<int> sp;                // --sp (sequence_parallel_size; must agree)
+    std::optional<int> pp;                // --pp (pipeline.stages; must agree)
 };
 
 // Parse `json_text` (the contents of `source`) for `world_size` data-parallel ranks. Throws

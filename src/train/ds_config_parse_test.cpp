@@ -409,11 +409,11 @@ TEST(DsConfigWarnings, UnsupportedDeepSpeedSettingsAreListed) {
         parse(R"("wandb": {"enabled": true, "project": "x"}, "comet": {"enabled": false},
         "zero_optimization": {"stage": 3, "zero_quantized_nontrainable_weights": true,
                               "mics_shard_size": 8, "zero_hpz_partition_size": 1},
-        "nebula": {"enabled": true}, "flops_profiler": {"enabled": false}, "pipeline": {"stages": 2},
+        "nebula": {"enabled": true}, "flops_profiler": {"enabled": false}, "pipeline": {"seed_layers": true},
         "tensorboard": {"enabled": true}, "checkpoint": {"load_universal": true})");
     EXPECT_TRUE(c.warnings.empty()) << c.warnings.front();
     for (const char* key : {"wandb", "zero_optimization.zero_quantized_nontrainable_weights",
-                            "zero_optimization.mics_shard_size", "nebula", "pipeline",
+                            "zero_optimization.mics_shard_size", "nebula", "pipeline.seed_layers",
                             "tensorboard", "checkpoint.load_universal"}) {
         EXPECT_TRUE(contains(c.unsupported, std::string("ds.json: ") + key + ":")) << key;
     }

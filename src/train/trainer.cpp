@@ -21,8 +21,10 @@
 #include "io/safetensors.h"
 #include "io/safetensors_writer.h"
 #include "ops/matmul.h"
+#include "parallel/pipeline.h"
 #include "parallel/tensor_parallel.h"
 #include "train/hf_export.h"
+#include "train/pipeline_stage.h"
 
 namespace zs::train {
 
@@ -78,10 +80,11 @@ Trainer::Trainer(models::ModelConfig model, TrainConfig cfg, RunOptions run,
       schedule_(cfg_.scheduler, cfg_.optimizer),
       scaler_(cfg_.fp16) {
     const int tp = cfg_.tensor_parallel_size, sp = cfg_.sequence_parallel_size;
-    ZS_CHECK_T(ConfigError, cfg_.world_size * tp * sp == world_.size(),
-               "{}: parsed for {} data-parallel x {} sequence-parallel x {} tensor-parallel ranks "
-               "but running on {}",
-               cfg_.source, cfg_.world_size, sp, tp, world_.size());
+    const int pp = cfg_.pipeline.stages;
+    ZS_CHECK_T(ConfigError, cfg_.world_size * tp * sp * pp == world_.size(),
+               "{}: parsed for {} data-parallel x {} pipeline x {} sequence-parallel x {} "
+               "tensor-parallel ranks but running on {}",
+               cfg_.source, cfg_.world_size, pp, sp, tp, world_.size());
     ZS_CHECK_T(ConfigError, run_.seq_len > 0 && run_.seq_len <= mcfg_.max_positions,
                "--seq-len {} must be in [1, {}] (the model's max positions)", run_.seq_len,
                mcfg_.max_positions);
@@ -99,6 +102,7 @@ Trainer::Trainer(models::ModelConfig model, TrainConfig cfg, RunOptions run,
     parallel::Sizes sz;
     sz.tp = tp;
     sz.sp = sp;
+    sz.pp = pp;
     topo_ = std::make_unique<parallel::Topology>(world_, sz);
     parallel::check_model(topo_->sizes(), {mcfg_.model_type, mcfg_.n_heads, mcfg_.n_kv_heads,
                                            mcfg_.moe.n_experts, mcfg_.n_layers});
@@ -118,6 +122,7 @@ Trainer::Trainer(models::ModelConfig model, TrainConfig cfg, RunOptions run,
         full_model_ = std::make_unique<models::Transformer>(mcfg_, models::RunConfig{});
     }
     model_ = std::make_unique<models::Transformer>(mcfg_, rc);
+    if (pp > 1) setup_pipeline();
     // Gradient norm over every element of the whole model once: an element held by c
     // tensor-parallel ranks (norms, positions and output biases on all tp ranks, replicated KV
     // heads on tp / num_key_value_heads) has the same gradient on each, so each counts 1 / c.
@@ -128,6 +133,11 @@ Trainer::Trainer(models::ModelConfig model, TrainConfig cfg, RunOptions run,
             w.push_back({c.begin, c.end, 1.0 / c.copies});
         }
         norm_weight_.push_back(std::move(w));
+    }
+    if (tied_ && pp_->rank() == pp_->size() - 1) {
+        // The tied embedding counts once in the norm: on the first stage.
+        for (models::ParamId id : model_->layout().group(model_->embed_group()).params)
+            norm_weight_[static_cast<size_t>(id)].clear();
     }
     zero::Config zc;
     zc.stage = cfg_.zero.stage;
@@ -143,9 +153,15 @@ Trainer::Trainer(models::ModelConfig model, TrainConfig cfg, RunOptions run,
     // hpZ: the engine splits the dp group into sub-groups of consecutive dp ranks (one host under
     // the topology's rank order) and refuses a size that does not divide dp.
     zc.hpz_partition_size = cfg_.zero.zero_hpz_partition_size;
+    if (pp_) zc.owns = [this](int g) { return holds_group(g); };
     engine_ = std::make_unique<zero::Engine>(model_->layout(), model_->binding(), *dp_, zc,
                                              rc.compute_dtype, cfg_.optimizer.options(),
                                              [this](int g) { return model_->grad_groups(g); });
+    if (pp_) {
+        stage_ = std::make_unique<TransformerStage>(
+            *model_, *engine_, chunks_, pp, pp_->rank(),
+            cfg_.batch.train_micro_batch_size_per_gpu * run_.seq_len);
+    }
     if (!run_.data_dir.empty()) {
         train_ds_ = io::TokenDataset::open(run_.data_dir, "train");
         ZS_CHECK_T(ConfigError, train_ds_->index().vocab_size <= mcfg_.vocab_size,
@@ -176,6 +192,146 @@ Trainer::Trainer(models::ModelConfig model, TrainConfig cfg, RunOptions run,
 }
 
 Trainer::~Trainer() = default;
+
+// Contiguous blocks per piece: [bounds[v], bounds[v + 1]) for the P x V pieces. "uniform": equal
+// counts (the first L mod n pieces one more); "parameters": the split minimising the largest
+// piece's parameter count (the embedding counted with the first block, the head with the last),
+// DeepSpeed's partition_method="parameters".
+static std::vector<int64_t> partition_blocks(const models::ParamLayout& layout, int64_t L, int n,
+                                             PipelineConfig::Partition method) {
+    std::vector<int64_t> b(static_cast<size_t>(n) + 1, 0);
+    if (method == PipelineConfig::Partition::uniform) {
+        for (int v = 0; v < n; ++v)
+            b[static_cast<size_t>(v) + 1] = b[static_cast<size_t>(v)] + L / n + (v < L % n ? 1 : 0);
+        return b;
+    }
+    std::vector<double> w(static_cast<size_t>(L));
+    for (int64_t l = 0; l < L; ++l)
+        w[static_cast<size_t>(l)] =
+            static_cast<double>(layout.group(static_cast<int>(l) + 1).numel);
+    w.front() += static_cast<double>(layout.group(0).numel);
+    w.back() += static_cast<double>(layout.group(static_cast<int>(L) + 1).numel);
+    std::vector<double> pre(static_cast<size_t>(L) + 1, 0.0);
+    for (int64_t l = 0; l < L; ++l)
+        pre[static_cast<size_t>(l) + 1] = pre[static_cast<size_t>(l)] + w[static_cast<size_t>(l)];
+    // best[k][i]: the smallest largest piece over the first i blocks in k pieces.
+    constexpr double kInf = 1e300;
+    const size_t N = static_cast<size_t>(L);
+    std::vector<std::vector<double>> best(static_cast<size_t>(n) + 1,
+                                          std::vector<double>(N + 1, kInf));
+    std::vector<std::vector<int64_t>> cut(static_cast<size_t>(n) + 1,
+                                          std::vector<int64_t>(N + 1, 0));
+    best[0][0] = 0;
+    for (size_t k = 1; k <= static_cast<size_t>(n); ++k) {
+        for (size_t i = k; i <= N; ++i) {
+            for (size_t j = k - 1; j < i; ++j) {
+                const double c = std::max(best[k - 1][j], pre[i] - pre[j]);
+                if (c < best[k][i]) {
+                    best[k][i] = c;
+                    cut[k][i] = static_cast<int64_t>(j);
+                }
+            }
+        }
+    }
+    b[static_cast<size_t>(n)] = L;
+    for (size_t k = static_cast<size_t>(n); k > 0; --k)
+        b[k - 1] = cut[k][static_cast<size_t>(b[k])];
+    return b;
+}
+
+void Trainer::setup_pipeline() {
+    const int P = cfg_.pipeline.stages, V = cfg_.pipeline.virtual_stages;
+    const int64_t L = mcfg_.n_layers;
+    ZS_CHECK_T(ConfigError, cfg_.sequence_parallel_size == 1,
+               "{}: pipeline parallelism with sequence parallelism is not implemented yet "
+               "(pipeline.stages {} with sequence_parallel_size {})",
+               cfg_.source, P, cfg_.sequence_parallel_size);
+    ZS_CHECK_T(ConfigError, mcfg_.mlp != models::MlpKind::moe,
+               "{}: pipeline parallelism with a mixture-of-experts model is not implemented yet "
+               "(the load-balancing loss spans every stage's routers)",
+               cfg_.source);
+    const parallel::PipePolicy policy =
+        parallel::parse_pipe_policy(cfg_.pipeline.schedule, cfg_.source + ": pipeline.schedule");
+    ZS_CHECK_T(ConfigError,
+               policy != parallel::PipePolicy::zb_h1 && policy != parallel::PipePolicy::zb_h2,
+               "{}: pipeline.schedule {}: training runs fused backwards (gpipe, 1f1b, "
+               "interleaved); the Zero Bubble schedules split each backward into its input- and "
+               "weight-gradient halves, which the Transformer does not expose yet (plan them with "
+               "`zerospeed plan pipeline`)",
+               cfg_.source, cfg_.pipeline.schedule);
+    ZS_CHECK_T(ConfigError, int64_t{P} * V <= L,
+               "{}: {} pipeline stages x {} virtual stages need at least that many blocks; the "
+               "model has {}",
+               cfg_.source, P, V, L);
+    ZS_CHECK_T(ConfigError, !cfg_.zero.stage3_gather_16bit_weights_on_model_save,
+               "{}: stage3_gather_16bit_weights_on_model_save under pipeline parallelism is not "
+               "implemented (resume the checkpoint at pipeline.stages 1 to export)",
+               cfg_.source);
+    pipe_schedule_ = parallel::make_pipe_schedule(
+        policy, P, static_cast<int>(cfg_.batch.gradient_accumulation_steps), V);
+    parallel::validate(pipe_schedule_);
+    pp_ = &topo_->group(parallel::Group::pp);
+    const std::vector<int64_t> bounds =
+        partition_blocks(whole_model().layout(), L, P * V, cfg_.pipeline.partition);
+    chunks_.clear();
+    for (int c = 0; c < V; ++c) {
+        const int v = c * P + pp_->rank();
+        const int a = static_cast<int>(bounds[static_cast<size_t>(v)]);
+        const int b = static_cast<int>(bounds[static_cast<size_t>(v) + 1]);
+        chunks_.push_back({v == 0 ? 0 : a + 1, b + 1});
+    }
+    if (mcfg_.tied_embeddings) {
+        // Collective over pp: the first and the last stage share the embedding.
+        const bool ends = pp_->rank() == 0 || pp_->rank() == P - 1;
+        tied_ = pp_->split(ends ? 0 : 1, pp_->rank());
+        if (!ends) tied_.reset();
+    }
+    if (world_.rank() == 0) {
+        std::string plan;
+        for (int v = 0; v < P * V; ++v) {
+            plan += fmt::format("{}blocks [{}, {})", v ? ", " : "", bounds[static_cast<size_t>(v)],
+                                bounds[static_cast<size_t>(v) + 1]);
+        }
+        log_info("pipeline: {} stages{}, {} schedule over {} micro-batches: {}", P,
+                 V > 1 ? fmt::format(" x {} virtual", V) : std::string(), cfg_.pipeline.schedule,
+                 cfg_.batch.gradient_accumulation_steps, plan);
+    }
+}
+
+bool Trainer::holds_group(int g) const {
+    if (!pp_) return true;
+    for (const models::Transformer::GroupRange& r : chunks_) {
+        if (g >= r.begin && g < r.end) return true;
+    }
+    const bool last = pp_->rank() == pp_->size() - 1;
+    if (last && g == model_->head_group()) return true;
+    return last && mcfg_.tied_embeddings && g == model_->embed_group();
+}
+
+models::LossStats Trainer::pipeline_loss(const models::TrainBatch& batch) {
+    const int P = pp_->size(), r = pp_->rank(), V = static_cast<int>(chunks_.size());
+    models::LossStats out;
+    const int64_t N = batch.input_ids.numel();
+    Tensor buf = Tensor::empty({N, mcfg_.hidden_size}, DType::f32, core::Device::cpu(),
+                               core::MemCategory::buffers);
+    for (int v = 0; v < P * V; ++v) {
+        if (v % P != r) continue;
+        const models::Transformer::GroupRange& g = chunks_[static_cast<size_t>(v / P)];
+        model_->begin_micro_batch(batch);
+        if (v > 0) {
+            pp_->recv(buf, (r - 1 + P) % P, parallel::kPipeActTag).wait();
+            model_->residual(g.begin - 1).copy_from(buf);
+        }
+        model_->forward_blocks(g, *engine_);
+        if (v < P * V - 1) {
+            buf.copy_from(model_->residual(g.end - 1));
+            pp_->send(buf, (r + 1) % P, parallel::kPipeActTag).wait();
+        } else {
+            out = model_->head_loss(false, 1.0f, 1.0f, *engine_);
+        }
+    }
+    return out;
+}
 
 Tensor Trainer::local_group(int g, const Tensor& full) const {
     const models::ParamLayout& fl = full_model_->layout();
@@ -344,7 +500,20 @@ StepStats Trainer::step(const std::vector<models::TrainBatch>& batches) {
     // average over W is the mean over every token of the step, the unsharded loss.
     const double pre = cfg_.prescale_gradients ? W : cfg_.gradient_predivide_factor;
     const double post = cfg_.prescale_gradients ? 1.0 : cfg_.gradient_predivide_factor / W;
+    if (pp_) {
+        ZS_CHECK_T(ShapeError, micro * T == stage_->boundary_shape()[0],
+                   "step: micro-batches of {} x {} tokens; the pipeline was set up for {} rows",
+                   micro, T, stage_->boundary_shape()[0]);
+        stage_->begin_step(batches,
+                           static_cast<float>(1.0 / (static_cast<double>(micro * T * accum) * pre)),
+                           static_cast<float>(loss_scale));
+        Timer ph;
+        parallel::run_schedule(pipe_schedule_, *pp_, *stage_);
+        s.forward_s += ph.seconds();  // the whole schedule: forwards, backwards and transfers
+        loss_sum = stage_->loss().loss_sum;
+    }
     for (const models::TrainBatch& batch : batches) {
+        if (pp_) break;
         const auto ce_scale =
             static_cast<float>(1.0 / (static_cast<double>(micro * T * accum) * pre));
         models::LossStats st = model_->forward_backward(
@@ -360,16 +529,21 @@ StepStats Trainer::step(const std::vector<models::TrainBatch>& batches) {
     }
     Timer phase;
     engine_->finish_grads();
+    // Tied embeddings across pipeline stages: the first stage's gradient (the lookup's) and the
+    // last's (the output projection's) sum to the whole gradient, on both.
+    if (tied_)
+        tied_->allreduce(engine_->reduced_grads(model_->embed_group()), comm::ReduceOp::sum).wait();
     s.grad_sync_s += phase.seconds();
     phase.reset();
     // Unscaled gradient norm, overflow check, clipping (DeepSpeed's clip_grad_norm_).
-    double sq = tp_ ? engine_->grad_sq_norm(norm_weight_) : engine_->grad_sq_norm();
+    double sq = tp_ || pp_ ? engine_->grad_sq_norm(norm_weight_) : engine_->grad_sq_norm();
     bool finite = cfg_.precision != Precision::fp16 || engine_->grads_finite();
-    if (tp_) {
+    for (comm::Communicator* c : {tp_, pp_}) {
+        if (!c) continue;
         Tensor t = Tensor::empty({2}, DType::f32, core::Device::cpu(), core::MemCategory::buffers);
         t.data<float>()[0] = static_cast<float>(sq);
         t.data<float>()[1] = finite ? 0.0f : 1.0f;
-        tp_->allreduce(t, comm::ReduceOp::sum).wait();
+        c->allreduce(t, comm::ReduceOp::sum).wait();
         sq = t.data<float>()[0];
         finite = t.data<float>()[1] == 0.0f;
     }
@@ -411,6 +585,7 @@ StepStats Trainer::step(const std::vector<models::TrainBatch>& batches) {
     // Over dp x sp: sequence-parallel ranks hold different tokens' losses, tensor-parallel ranks
     // the same ones.
     dp_->allreduce(l, comm::ReduceOp::sum).wait();
+    if (pp_) pp_->allreduce(l, comm::ReduceOp::sum).wait();  // the last stage's
     s.loss = l.data<float>()[0] / static_cast<double>(cfg_.batch.train_batch_size * T_all);
     s.step = steps_done_;
     s.seconds = tm.seconds();
@@ -431,7 +606,8 @@ double Trainer::evaluate() {
     models::TrainBatch batch;
     for (int64_t j = 0; j < run_.eval_batches; ++j) {
         load_batch((j * W + r) * micro, micro, *val_ds_, nullptr, 0, batch);
-        models::LossStats st = model_->forward_loss(batch, engine_.get());
+        models::LossStats st =
+            pp_ ? pipeline_loss(batch) : model_->forward_loss(batch, engine_.get());
         sum += st.loss_sum;
         count += static_cast<double>(st.n_tokens);
     }
@@ -439,6 +615,7 @@ double Trainer::evaluate() {
     t.data<float>()[0] = static_cast<float>(sum);
     t.data<float>()[1] = static_cast<float>(count);
     dp_->allreduce(t, comm::ReduceOp::sum).wait();
+    if (pp_) pp_->allreduce(t, comm::ReduceOp::sum).wait();
     return t.data<float>()[0] / std::max(1.0f, t.data<float>()[1]);
 }
 
@@ -563,9 +740,13 @@ void Trainer::save_checkpoint() {
     // ranges, one file per data-parallel rank: the same at any tp, so it loads at any dp x tp.
     // Without tensor parallelism each rank writes the elements it owns; with it, the groups are
     // gathered whole and tp rank 0 of each data-parallel rank writes its dp share.
+    // Under pipeline parallelism each stage writes the groups it holds (empty ranges for the
+    // others; the tied embedding from the first stage only), so the files cover every group once
+    // and the checkpoint loads at any pp.
     const int r = world_.rank();
-    const int W = tp_ ? dp_->size() : world_.size();  // files
-    const int q = tp_ ? dp_->rank() : r;              // this rank's file
+    const int pp = pp_ ? pp_->size() : 1, pr = pp_ ? pp_->rank() : 0;
+    const int W = tp_ ? dp_->size() * pp : world_.size();    // files
+    const int q = tp_ ? pr * dp_->size() + dp_->rank() : r;  // this rank's file
     const bool writer = !tp_ || tp_->rank() == 0;
     const std::string tag = fmt::format("step-{}", steps_done_);
     const std::string final_dir = run_.save_dir + "/" + tag, tmp = final_dir + ".tmp";
@@ -578,8 +759,15 @@ void Trainer::save_checkpoint() {
     std::vector<io::NamedTensor> tensors;
     nlohmann::json ranges = nlohmann::json::array();
     for (int g = 0; g < model_->layout().n_groups(); ++g) {
+        const bool tied_copy = tied_ && pr == pp - 1 && g == model_->embed_group();
+        if (!holds_group(g) || tied_copy) {
+            const int64_t n = whole_model().layout().group(g).numel;
+            ranges.push_back({n, n});
+            continue;
+        }
         if (tp_) {
-            const auto [b, e] = parallel::shard_range(whole_model().layout().group(g).numel, q, W);
+            const auto [b, e] = parallel::shard_range(whole_model().layout().group(g).numel,
+                                                      dp_->rank(), dp_->size());
             Tensor m = gather_whole_group(g, -1);
             if (writer) tensors.push_back({fmt::format("master.{}", g), m.slice(0, b, e).clone()});
             for (int i = 0; i < engine_->n_states(); ++i) {
@@ -629,6 +817,7 @@ void Trainer::save_checkpoint() {
         m["world_size"] = world_.size();
         m["tensor_parallel_size"] = tp_ ? tp_->size() : 1;
         m["sequence_parallel_size"] = sp_ ? sp_->size() : 1;
+        m["pipeline_parallel_size"] = pp;
         m["tokenizer_source"] = run_.tokenizer_source;
         m["zero_stage"] = engine_->stage();
         m["optimizer_states"] = engine_->n_states();
@@ -799,6 +988,10 @@ void Trainer::load_checkpoint(const std::string& path) {
 }
 
 void Trainer::export_hf(const std::string& dir, core::DType dtype) {
+    ZS_CHECK_T(NotSupported, pp_ == nullptr,
+               "export to {}: under pipeline parallelism each stage holds only its blocks; resume "
+               "the checkpoint with pipeline.stages 1 (any world size) and export from there",
+               dir);
     std::vector<io::NamedTensor> tensors;
     for (int g = 0; g < model_->layout().n_groups(); ++g) {
         Tensor full = gather_whole_group(g, -1);

@@ -22,6 +22,7 @@
 #include "io/token_dataset.h"
 #include "models/transformer.h"
 #include "models/weights.h"
+#include "parallel/pipeline_schedule.h"
 #include "parallel/topology.h"
 #include "train/ds_config.h"
 #include "train/loss_scaler.h"
@@ -30,6 +31,8 @@
 #include "zero/engine.h"
 
 namespace zs::train {
+
+class TransformerStage;
 
 // Run parameters that are not part of ds_config.json (CLI flags).
 struct RunOptions {
@@ -122,6 +125,18 @@ private:
     comm::Communicator* data_dp_ = nullptr;
     comm::Communicator* tp_ = nullptr;
     comm::Communicator* sp_ = nullptr;
+    // Pipeline parallelism (null / empty without): the pp group, this rank's chunks of groups, the
+    // schedule every step runs, the stage, and the two-rank group of the first and last stages
+    // that sums the tied embedding's gradient.
+    comm::Communicator* pp_ = nullptr;
+    std::vector<models::Transformer::GroupRange> chunks_;
+    parallel::PipeSchedule pipe_schedule_;
+    std::unique_ptr<TransformerStage> stage_;
+    std::unique_ptr<comm::Communicator> tied_;
+    bool holds_group(int g) const;
+    void setup_pipeline();
+    // Forward-only loss of one micro-batch through the pipeline (evaluation); collective over pp.
+    models::LossStats pipeline_loss(const models::TrainBatch& batch);
     std::unique_ptr<models::Transformer> full_model_;  // tp > 1: the whole model's layout
     // Per parameter: ranges of its elements weighted 1 / (tensor-parallel ranks holding them).
     std::vector<std::vector<zero::Engine::NormWeight>> norm_weight_;

@@ -23,6 +23,7 @@ struct Engine::Group {
     Tensor reduce_out;  // f32 [S]: in-flight reduce-scatter output
     bool master_aliases_compute = false;
     int refs = 0;
+    int backwards = 0;  // backward uses this step (the last one reduces at stages 0-1)
     bool gathered = false, gather_pending = false, persistent = false;
     comm::Work gather_work;
     bool reduce_pending = false;
@@ -65,7 +66,7 @@ Engine::Engine(const models::ParamLayout& layout, models::ParamBinding& binding,
         GroupShard s;
         s.rank = comms_.back()->rank();
         s.world = comms_.back()->size();
-        s.numel = layout.group(g).numel;
+        s.numel = holds(g) ? layout.group(g).numel : 0;
         s.padded = (s.numel + s.world - 1) / s.world * s.world;
         s.size = s.padded / s.world;
         s.begin = cfg_.stage == 0 ? 0 : s.rank * s.size;
@@ -238,6 +239,7 @@ Engine::~Engine() {
 // ----------------------------------------------------------------------------------- weights
 
 void Engine::load_group(int g, const Tensor& full) {
+    if (!holds(g)) return;
     const GroupShard& s = shards_[static_cast<size_t>(g)];
     Group& gr = *groups_[static_cast<size_t>(g)];
     ZS_CHECK_T(ShapeError, full.numel() == s.numel && full.dtype() == DType::f32,
@@ -265,6 +267,7 @@ void Engine::load_group(int g, const Tensor& full) {
 
 void Engine::init_weights(uint64_t seed) {
     for (int g = 0; g < layout_.n_groups(); ++g) {
+        if (!holds(g)) continue;
         const models::GroupInfo& gi = layout_.group(g);
         Tensor full =
             Tensor::zeros({gi.numel}, DType::f32, core::Device::cpu(), MemCategory::buffers);
@@ -283,6 +286,7 @@ Tensor Engine::gather_group(int g, int state) {
     ZS_CHECK(state < optimizer_.n_states(), "gather_group: state {} of {}", state,
              optimizer_.n_states());
     const Tensor& src = state < 0 ? gr.master : gr.states[state];
+    if (s.numel == 0) return Tensor::zeros({0}, DType::f32, core::Device::cpu());
     // On the CPU the clone (or the gathered buffer) is returned itself; elsewhere it is copied.
     if (cfg_.stage == 0 || s.world == 1)
         return src.slice(0, 0, s.numel).clone(MemCategory::buffers).to(core::Device::cpu());
@@ -340,7 +344,7 @@ void Engine::refresh_compute_weights() {
             case 2: {
                 if (!gr.master_aliases_compute)
                     gr.full_w.slice(0, s.begin, s.begin + s.size).copy_from(gr.master);
-                if (s.world > 1) {
+                if (s.world > 1 && s.numel > 0) {
                     Tensor mine =
                         gr.full_w.slice(0, s.begin, s.begin + s.size).clone(MemCategory::buffers);
                     comm(g).allgather(gr.full_w, mine).wait();
@@ -369,8 +373,9 @@ void Engine::refresh_compute_weights() {
 void Engine::bind(int g) {
     Group& gr = *groups_[static_cast<size_t>(g)];
     const GroupShard& s = shards_[static_cast<size_t>(g)];
-    Tensor w = gr.full_w.defined() ? gr.full_w.slice(0, 0, s.numel) : Tensor();
-    Tensor gd = gr.full_g.defined() ? gr.full_g.slice(0, 0, s.numel) : Tensor();
+    // A group this rank's pipeline stage does not hold binds nothing.
+    Tensor w = gr.full_w.defined() && s.numel > 0 ? gr.full_w.slice(0, 0, s.numel) : Tensor();
+    Tensor gd = gr.full_g.defined() && s.numel > 0 ? gr.full_g.slice(0, 0, s.numel) : Tensor();
     binding_.bind_group(g, w, gd);
 }
 
@@ -565,7 +570,9 @@ void Engine::before_backward(int g) {
 
 void Engine::after_backward(int g) {
     release(g);
-    bool last = micro_ + 1 >= n_micro_;
+    // Counted per group: a pipeline stage interleaves micro-batches across its chunks, so the
+    // last backward of one group need not be in the last micro-batch the stage finishes.
+    const bool last = ++groups_[static_cast<size_t>(g)]->backwards >= n_micro_;
     if (cfg_.stage >= 2 || last) launch_reduce(g);
 }
 
@@ -576,6 +583,7 @@ void Engine::begin_step(int n_micro) {
     micro_ = 0;
     cursor_ = 0;
     for (auto& gr : groups_) {
+        gr->backwards = 0;
         if (gr->full_g.defined() && cfg_.stage <= 1) gr->full_g.zero();
         if (gr->shard_g.defined()) gr->shard_g.zero();
     }
@@ -586,6 +594,11 @@ void Engine::end_micro_batch() { ++micro_; }
 void Engine::finish_grads() {
     for (int g = 0; g < layout_.n_groups(); ++g) complete_reduce(g);
     in_flight_.clear();
+}
+
+Tensor Engine::reduced_grads(int g) const {
+    const Group& gr = *groups_[static_cast<size_t>(g)];
+    return cfg_.stage == 0 ? gr.full_g : gr.shard_g;
 }
 
 Tensor Engine::host_grads(int g) const {
@@ -764,7 +777,7 @@ void Engine::step(float lr, int64_t step, float grad_scale) {
     for (int g = 0; g < layout_.n_groups(); ++g) {
         Group& gr = *groups_[static_cast<size_t>(g)];
         const GroupShard& s = shards_[static_cast<size_t>(g)];
-        if ((cfg_.stage == 1 || cfg_.stage == 2) && s.world > 1) {
+        if ((cfg_.stage == 1 || cfg_.stage == 2) && s.world > 1 && s.numel > 0) {
             Tensor mine = gr.full_w.slice(0, s.begin, s.begin + s.size).clone(MemCategory::buffers);
             comm(g).allgather(gr.full_w, mine).wait();
         }

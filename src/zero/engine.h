@@ -98,6 +98,10 @@ struct Config {
     // the run without hpZ. Groups with their own communicator (group_comm) and persistent groups
     // have no secondary partition.
     int64_t hpz_partition_size = 1;
+    // Pipeline parallelism: the groups this rank's stage holds (unset: all). A group it does not
+    // hold has no storage here (a zero-element shard): its hooks are never called, load_group and
+    // set_state_range ignore it, and it adds nothing to the gradient norm or the step.
+    std::function<bool(int g)> owns;
 };
 
 struct GroupShard {
@@ -170,6 +174,12 @@ public:
     // hpZ: the size of this rank's sub-group (1: hpZ off).
     int hpz_size() const { return hpz_ ? hpz_->size() : 1; }
     const GroupShard& shard(int g) const { return shards_[static_cast<size_t>(g)]; }
+    // Whether this rank's stage holds group g (Config::owns).
+    bool holds(int g) const { return !cfg_.owns || cfg_.owns(g); }
+    // The reduced gradients of group g this rank holds (after finish_grads): the whole group at
+    // stage 0, the shard [begin, begin + size) otherwise; a view, so a caller may sum it in place
+    // with another rank's (tied weights held by two pipeline stages).
+    Tensor reduced_grads(int g) const;
     // This rank's owned elements [begin, end) of group g: master weights and optimizer states,
     // views on Config::device (callers copy them to the host to write them).
     Tensor master_shard(int g) const;
