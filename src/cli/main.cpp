@@ -188,6 +188,8 @@ int main(int argc, char** argv) {
                     "micro-batches per step; ds_config pipeline.stages, pipeline.schedule "
                     "1f1b|gpipe|interleaved)")
         ->check(CLI::Range(1, 4096));
+    trn->add_option("--pipeline-timeline", tr.pipeline_timeline,
+                    "With --pp: write the last step's measured timeline (SVG)");
     // The Hugging Face Trainer's settings, for ds_config values written "auto".
     trn->add_option("--micro-batch", tr.micro_batch,
                     "ds_config \"auto\": train_micro_batch_size_per_gpu (default 8)")

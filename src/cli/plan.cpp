@@ -9,6 +9,7 @@
 
 #include "base/error.h"
 #include "cli/commands.h"
+#include "cli/svg.h"
 #include "parallel/pipeline_schedule.h"
 
 namespace zs::cli {
@@ -36,17 +37,19 @@ const char* color_of(PipeOp op) {
     }
 }
 
-// The timeline: one row per rank, one box per compute instruction, time to the right.
-std::string timeline_svg(const PipeSchedule& s, const PipeTimeline& tl, const std::string& title) {
+}  // namespace
+
+std::string pipeline_timeline_svg(int stages, const PipeTimeline& tl, const std::string& title,
+                                  const std::string& time_unit) {
     const double W = 1100, row = 26, left = 70, top = 40;
-    const double H = top + row * s.stages + 50;
+    const double H = top + row * stages + 65;
     const double scale = tl.makespan > 0 ? (W - left - 20) / tl.makespan : 1.0;
     std::string svg = fmt::format(
         "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{}\" height=\"{}\" "
         "font-family=\"sans-serif\" font-size=\"11\">\n<rect width=\"100%\" height=\"100%\" "
         "fill=\"white\"/>\n<text x=\"{}\" y=\"20\" font-size=\"14\">{}</text>\n",
         W, H, left, title);
-    for (int r = 0; r < s.stages; ++r) {
+    for (int r = 0; r < stages; ++r) {
         svg += fmt::format("<text x=\"8\" y=\"{:.1f}\">rank {}</text>\n", top + r * row + 17, r);
     }
     for (const parallel::PipeSpan& sp : tl.spans) {
@@ -63,7 +66,7 @@ std::string timeline_svg(const PipeSchedule& s, const PipeTimeline& tl, const st
                 x + w / 2, y + 15, sp.instr.mb);
         }
     }
-    const double ly = top + row * s.stages + 25;
+    const double ly = top + row * stages + 25;
     double lx = left;
     for (PipeOp op :
          {PipeOp::forward, PipeOp::backward, PipeOp::backward_input, PipeOp::backward_weight}) {
@@ -73,11 +76,11 @@ std::string timeline_svg(const PipeSchedule& s, const PipeTimeline& tl, const st
             lx, ly - 10, color_of(op), lx + 16, ly, parallel::to_string(op));
         lx += 150;
     }
+    svg += fmt::format("<text x=\"{}\" y=\"{}\">time: 0 to {:.4g} {}</text>\n", left, ly + 22,
+                       tl.makespan, time_unit);
     svg += "</svg>\n";
     return svg;
 }
-
-}  // namespace
 
 int run_plan_pipeline(const PlanPipelineOptions& o) {
     const PipePolicy policy = parallel::parse_pipe_policy(o.policy, "--policy");
@@ -119,10 +122,11 @@ int run_plan_pipeline(const PlanPipelineOptions& o) {
     std::printf("\n");
     if (!o.svg.empty()) {
         std::ofstream f(o.svg);
-        f << timeline_svg(s, tl,
-                          fmt::format("{}: {} stages x {} micro-batches, bubble {:.1f}%",
-                                      parallel::to_string(policy), s.stages, s.micro_batches,
-                                      100.0 * tl.bubble()));
+        f << pipeline_timeline_svg(s.stages, tl,
+                                   fmt::format("{}: {} stages x {} micro-batches, bubble {:.1f}%",
+                                               parallel::to_string(policy), s.stages,
+                                               s.micro_batches, 100.0 * tl.bubble()),
+                                   "cost units");
         if (!f) throw Error(fmt::format("--svg: cannot write '{}'", o.svg));
         std::printf("timeline: %s\n", o.svg.c_str());
     }

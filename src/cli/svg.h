@@ -6,6 +6,8 @@
 #include <utility>
 #include <vector>
 
+#include "parallel/pipeline_schedule.h"
+
 namespace zs::cli {
 
 struct SvgSeries {
@@ -18,5 +20,10 @@ struct SvgSeries {
 std::string svg_panel(const std::vector<SvgSeries>& series, const std::string& title,
                       const std::string& xlabel, double x0, double y0, double w, double h,
                       bool log_y);
+
+// A pipeline timeline (simulated or measured): one row per rank, one box per compute instruction
+// coloured by kind (forward, fused backward, B, W) and labelled with its micro-batch.
+std::string pipeline_timeline_svg(int stages, const parallel::PipeTimeline& tl,
+                                  const std::string& title, const std::string& time_unit);
 
 }  // namespace zs::cli

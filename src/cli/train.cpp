@@ -14,6 +14,7 @@
 #include "base/log.h"
 #include "cli/commands.h"
 #include "cli/hf_export.h"
+#include "cli/svg.h"
 #include "core/backend.h"
 #include "io/atomic_file.h"
 #include "io/checksum.h"
@@ -32,6 +33,44 @@ namespace zs::cli {
 
 namespace fs = std::filesystem;
 using core::Tensor;
+
+namespace {
+
+// The last step's measured pipeline: each stage's idle share against the schedule's theory, and
+// the timeline as SVG when asked. Collective over the world (every stage contributes).
+void report_pipeline(train::Trainer& trainer, const std::string& svg_path,
+                     comm::Communicator& world) {
+    const parallel::PipeTimeline tl = trainer.pipeline_timeline();
+    const parallel::PipeSchedule& s = trainer.pipeline_schedule();
+    if (world.rank() != 0) return;
+    std::string per;
+    for (int r = 0; r < s.stages; ++r) {
+        per += fmt::format("{}{:.1f}%", r ? " " : "",
+                           100.0 * (1.0 - tl.busy[static_cast<size_t>(r)] / tl.makespan));
+    }
+    log_info(
+        "pipeline, last step measured: {} stages x {} micro-batches ({}), makespan {:.1f} ms, "
+        "idle per stage {} (theory (p-1)/(Vm+p-1) = {:.1f}% for equal stages)",
+        s.stages, s.micro_batches, parallel::to_string(s.policy), 1e3 * tl.makespan, per,
+        100.0 * parallel::pipe_theory_bubble(s.stages, s.micro_batches, s.chunks));
+    if (svg_path.empty()) return;
+    parallel::PipeTimeline ms = tl;
+    for (parallel::PipeSpan& sp : ms.spans) {
+        sp.start *= 1e3;
+        sp.end *= 1e3;
+    }
+    ms.makespan *= 1e3;
+    io::write_file_atomic(
+        svg_path,
+        pipeline_timeline_svg(s.stages, ms,
+                              fmt::format("measured: {}, {} stages x {} micro-batches "
+                                          "(last step)",
+                                          parallel::to_string(s.policy), s.stages, s.micro_batches),
+                              "ms"));
+    log_info("pipeline timeline: {}", svg_path);
+}
+
+}  // namespace
 
 int run_train(const TrainOptions& o, comm::Communicator& world) {
     ZS_CHECK_T(
@@ -122,6 +161,7 @@ int run_train(const TrainOptions& o, comm::Communicator& world) {
         }
     }
     trainer.train();
+    if (tc.pipeline.stages > 1) report_pipeline(trainer, o.pipeline_timeline, world);
     double val = trainer.evaluate();
     // Resident set size as the OS sees it (the tracked categories plus code, libraries and
     // communication buffers), largest over the ranks: the figure to compare with other programs.

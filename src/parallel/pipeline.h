@@ -11,6 +11,8 @@
 // tags: activations kPipeActTag, gradients kPipeGradTag.
 #pragma once
 
+#include <vector>
+
 #include "comm/communicator.h"
 #include "core/tensor.h"
 #include "parallel/pipeline_schedule.h"
@@ -42,8 +44,21 @@ public:
     virtual void optimizer_step() = 0;
 };
 
+// What one run measured on this rank: each compute instruction's span (seconds on the steady
+// clock, which every process of a host shares), in execution order.
+struct PipeRunStats {
+    std::vector<PipeSpan> spans;
+    double start = 0, end = 0;  // the run's first and last instant
+    double compute_s() const;
+};
+
 // Runs rank `pp.rank()`'s list of `s` on `stage`. Throws Error naming the instruction when the
-// schedule is not this rank's or a transfer fails.
-void run_schedule(const PipeSchedule& s, comm::Communicator& pp, PipeStage& stage);
+// schedule is not this rank's or a transfer fails. With `stats`, records the compute spans.
+void run_schedule(const PipeSchedule& s, comm::Communicator& pp, PipeStage& stage,
+                  PipeRunStats* stats = nullptr);
+
+// The measured timeline of every pp rank (collective over pp): each rank's spans, shifted so the
+// earliest start is 0, with busy time and makespan as simulate() reports them.
+PipeTimeline gather_timeline(const PipeRunStats& mine, comm::Communicator& pp);
 
 }  // namespace zs::parallel

@@ -458,8 +458,11 @@ PipelineConfig parse_pipeline(Section& root, int pp) {
             }
         } else if (v == "uniform") {
             c.partition = PipelineConfig::Partition::uniform;
+        } else if (v == "flops") {
+            c.partition = PipelineConfig::Partition::flops;
         } else {
-            s->fail("partition", fmt::format("expected \"parameters\" or \"uniform\", got "
+            s->fail("partition", fmt::format("expected \"parameters\", \"uniform\" or "
+                                             "\"flops\", got "
                                              "\"{}\" (type:regex partitions are not implemented)",
                                              *part));
         }

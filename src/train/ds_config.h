@@ -237,8 +237,9 @@ struct PipelineConfig {
     int stages = 1;  // pipeline.stages or --pp: pipeline ranks (pp)
     // pipeline.partition: DeepSpeed's partition_method — "parameters" (balance the blocks'
     // parameter counts, the embedding counted with the first stage and the head with the last) or
-    // "uniform" (equal numbers of blocks).
-    enum class Partition { parameters, uniform } partition = Partition::parameters;
+    // "uniform" (equal numbers of blocks), or zerospeed's "flops" (balance the estimated training
+    // compute, the LM head and the stages' recompute included: train/pipeline_stage.h).
+    enum class Partition { parameters, uniform, flops } partition = Partition::parameters;
     std::string schedule = "1f1b";  // pipeline.schedule (zerospeed): gpipe, 1f1b, interleaved
     int virtual_stages = 1;         // pipeline.virtual_stages (zerospeed): chunks per rank
 };

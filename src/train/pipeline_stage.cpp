@@ -5,6 +5,71 @@
 
 namespace zs::train {
 
+StageCosts stage_costs(const models::ParamLayout& layout, const models::ModelConfig& cfg,
+                       int64_t seq_len, PipelineConfig::Partition method) {
+    const int64_t L = cfg.n_layers;
+    StageCosts c;
+    c.block.assign(static_cast<size_t>(L), 1.0);
+    switch (method) {
+        case PipelineConfig::Partition::uniform:
+            break;
+        case PipelineConfig::Partition::parameters:
+            for (int64_t l = 0; l < L; ++l) {
+                c.block[static_cast<size_t>(l)] =
+                    static_cast<double>(layout.group(static_cast<int>(l) + 1).numel);
+            }
+            c.first = static_cast<double>(layout.group(0).numel);
+            c.head = static_cast<double>(layout.group(static_cast<int>(L) + 1).numel);
+            break;
+        case PipelineConfig::Partition::flops: {
+            const double T = static_cast<double>(seq_len), C = static_cast<double>(cfg.hidden_size);
+            for (int64_t l = 0; l < L; ++l) {
+                c.block[static_cast<size_t>(l)] =
+                    2.0 * static_cast<double>(layout.group(static_cast<int>(l) + 1).numel) +
+                    2.0 * T * C;
+            }
+            c.head = 3.0 * 2.0 * static_cast<double>(cfg.vocab_size) * C;
+            c.inner = 4.0;
+            c.last = 3.0;
+            break;
+        }
+    }
+    return c;
+}
+
+std::vector<int64_t> partition_blocks(const StageCosts& c, int n) {
+    const size_t N = c.block.size(), K = static_cast<size_t>(n);
+    ZS_CHECK(n >= 1 && K <= N, "partition_blocks: {} pieces of {} blocks", n, N);
+    std::vector<double> pre(N + 1, 0.0);
+    for (size_t l = 0; l < N; ++l) pre[l + 1] = pre[l] + c.block[l];
+    auto cost = [&](size_t k, size_t j, size_t i) {  // piece k (1-based) = blocks [j, i)
+        const bool last = k == K;
+        return (last ? c.last : c.inner) * (pre[i] - pre[j]) + (k == 1 ? c.first : 0.0) +
+               (last ? c.head : 0.0);
+    };
+    // best[k][i]: the cheapest most expensive piece over the first i blocks in k pieces.
+    constexpr double kInf = 1e300;
+    std::vector<std::vector<double>> best(K + 1, std::vector<double>(N + 1, kInf));
+    std::vector<std::vector<size_t>> cut(K + 1, std::vector<size_t>(N + 1, 0));
+    best[0][0] = 0;
+    for (size_t k = 1; k <= K; ++k) {
+        for (size_t i = k; i <= N; ++i) {
+            for (size_t j = k - 1; j < i; ++j) {
+                const double v = std::max(best[k - 1][j], cost(k, j, i));
+                if (v < best[k][i]) {
+                    best[k][i] = v;
+                    cut[k][i] = j;
+                }
+            }
+        }
+    }
+    std::vector<int64_t> b(K + 1, 0);
+    b[K] = static_cast<int64_t>(N);
+    for (size_t k = K; k > 0; --k)
+        b[k - 1] = static_cast<int64_t>(cut[k][static_cast<size_t>(b[k])]);
+    return b;
+}
+
 TransformerStage::TransformerStage(models::Transformer& model, models::GroupHooks& hooks,
                                    std::vector<models::Transformer::GroupRange> chunks, int stages,
                                    int rank, int64_t rows)

@@ -22,8 +22,29 @@
 
 #include "models/transformer.h"
 #include "parallel/pipeline.h"
+#include "train/ds_config.h"
 
 namespace zs::train {
+
+// What a pipeline piece costs, for the partition: per block a weight, and the extras of the first
+// and the last piece; a non-last piece's blocks cost `inner` times their weight, the last piece's
+// `last` times (plus `head`).
+struct StageCosts {
+    std::vector<double> block;
+    double first = 0, head = 0;  // added to the first / last piece
+    double inner = 1, last = 1;  // multipliers of a non-last / the last piece's block weights
+};
+// pipeline.partition's cost model: "parameters" (DeepSpeed's: each group's parameter count, the
+// embedding with the first piece, the head group with the last), "uniform" (one per block),
+// "flops" (the training FLOPs per token of this implementation: a block's forward 2 x its
+// parameters + 2 T C for causal attention, a backward twice that; every piece but the last
+// re-runs its forward before each backward (4 forwards' worth), the last does not (3), and the
+// last also runs the LM head, 3 x 2 V C, tied or not; the embedding lookup costs nothing).
+StageCosts stage_costs(const models::ParamLayout& layout, const models::ModelConfig& cfg,
+                       int64_t seq_len, PipelineConfig::Partition method);
+// The contiguous split of the blocks into n pieces minimising the most expensive piece: block
+// ranges [bounds[v], bounds[v + 1]), every piece non-empty (n <= blocks).
+std::vector<int64_t> partition_blocks(const StageCosts& c, int n);
 
 class TransformerStage final : public parallel::PipeStage {
 public:

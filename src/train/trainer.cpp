@@ -193,52 +193,6 @@ Trainer::Trainer(models::ModelConfig model, TrainConfig cfg, RunOptions run,
 
 Trainer::~Trainer() = default;
 
-// Contiguous blocks per piece: [bounds[v], bounds[v + 1]) for the P x V pieces. "uniform": equal
-// counts (the first L mod n pieces one more); "parameters": the split minimising the largest
-// piece's parameter count (the embedding counted with the first block, the head with the last),
-// DeepSpeed's partition_method="parameters".
-static std::vector<int64_t> partition_blocks(const models::ParamLayout& layout, int64_t L, int n,
-                                             PipelineConfig::Partition method) {
-    std::vector<int64_t> b(static_cast<size_t>(n) + 1, 0);
-    if (method == PipelineConfig::Partition::uniform) {
-        for (int v = 0; v < n; ++v)
-            b[static_cast<size_t>(v) + 1] = b[static_cast<size_t>(v)] + L / n + (v < L % n ? 1 : 0);
-        return b;
-    }
-    std::vector<double> w(static_cast<size_t>(L));
-    for (int64_t l = 0; l < L; ++l)
-        w[static_cast<size_t>(l)] =
-            static_cast<double>(layout.group(static_cast<int>(l) + 1).numel);
-    w.front() += static_cast<double>(layout.group(0).numel);
-    w.back() += static_cast<double>(layout.group(static_cast<int>(L) + 1).numel);
-    std::vector<double> pre(static_cast<size_t>(L) + 1, 0.0);
-    for (int64_t l = 0; l < L; ++l)
-        pre[static_cast<size_t>(l) + 1] = pre[static_cast<size_t>(l)] + w[static_cast<size_t>(l)];
-    // best[k][i]: the smallest largest piece over the first i blocks in k pieces.
-    constexpr double kInf = 1e300;
-    const size_t N = static_cast<size_t>(L);
-    std::vector<std::vector<double>> best(static_cast<size_t>(n) + 1,
-                                          std::vector<double>(N + 1, kInf));
-    std::vector<std::vector<int64_t>> cut(static_cast<size_t>(n) + 1,
-                                          std::vector<int64_t>(N + 1, 0));
-    best[0][0] = 0;
-    for (size_t k = 1; k <= static_cast<size_t>(n); ++k) {
-        for (size_t i = k; i <= N; ++i) {
-            for (size_t j = k - 1; j < i; ++j) {
-                const double c = std::max(best[k - 1][j], pre[i] - pre[j]);
-                if (c < best[k][i]) {
-                    best[k][i] = c;
-                    cut[k][i] = static_cast<int64_t>(j);
-                }
-            }
-        }
-    }
-    b[static_cast<size_t>(n)] = L;
-    for (size_t k = static_cast<size_t>(n); k > 0; --k)
-        b[k - 1] = cut[k][static_cast<size_t>(b[k])];
-    return b;
-}
-
 void Trainer::setup_pipeline() {
     const int P = cfg_.pipeline.stages, V = cfg_.pipeline.virtual_stages;
     const int64_t L = mcfg_.n_layers;
@@ -271,8 +225,8 @@ void Trainer::setup_pipeline() {
         policy, P, static_cast<int>(cfg_.batch.gradient_accumulation_steps), V);
     parallel::validate(pipe_schedule_);
     pp_ = &topo_->group(parallel::Group::pp);
-    const std::vector<int64_t> bounds =
-        partition_blocks(whole_model().layout(), L, P * V, cfg_.pipeline.partition);
+    const std::vector<int64_t> bounds = partition_blocks(
+        stage_costs(whole_model().layout(), mcfg_, run_.seq_len, cfg_.pipeline.partition), P * V);
     chunks_.clear();
     for (int c = 0; c < V; ++c) {
         const int v = c * P + pp_->rank();
@@ -296,6 +250,11 @@ void Trainer::setup_pipeline() {
                  V > 1 ? fmt::format(" x {} virtual", V) : std::string(), cfg_.pipeline.schedule,
                  cfg_.batch.gradient_accumulation_steps, plan);
     }
+}
+
+parallel::PipeTimeline Trainer::pipeline_timeline() {
+    if (!pp_) return {};
+    return parallel::gather_timeline(pipe_stats_, *pp_);
 }
 
 bool Trainer::holds_group(int g) const {
@@ -508,8 +467,11 @@ StepStats Trainer::step(const std::vector<models::TrainBatch>& batches) {
                            static_cast<float>(1.0 / (static_cast<double>(micro * T * accum) * pre)),
                            static_cast<float>(loss_scale));
         Timer ph;
-        parallel::run_schedule(pipe_schedule_, *pp_, *stage_);
+        parallel::run_schedule(pipe_schedule_, *pp_, *stage_, &pipe_stats_);
         s.forward_s += ph.seconds();  // the whole schedule: forwards, backwards and transfers
+        const double wall = pipe_stats_.end - pipe_stats_.start;
+        s.pipe_bubble = wall > 0 ? 1.0 - pipe_stats_.compute_s() / wall : 0.0;
+        s.pipe_recomputed = stage_->recomputed();
         loss_sum = stage_->loss().loss_sum;
     }
     for (const models::TrainBatch& batch : batches) {
@@ -594,7 +556,8 @@ StepStats Trainer::step(const std::vector<models::TrainBatch>& batches) {
     const double flops_per_token =
         6.0 * static_cast<double>(mcfg_.n_params()) +
         12.0 * static_cast<double>(mcfg_.n_layers * mcfg_.q_dim() * T_all);
-    s.mfu = s.tokens_per_s * flops_per_token / (peak_flops_ * W);
+    // Every rank computes a share of these FLOPs (data, sequence, tensor and pipeline ranks alike).
+    s.mfu = s.tokens_per_s * flops_per_token / (peak_flops_ * world_.size());
     return s;
 }
 

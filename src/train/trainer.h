@@ -22,7 +22,7 @@
 #include "io/token_dataset.h"
 #include "models/transformer.h"
 #include "models/weights.h"
-#include "parallel/pipeline_schedule.h"
+#include "parallel/pipeline.h"
 #include "parallel/topology.h"
 #include "train/ds_config.h"
 #include "train/loss_scaler.h"
@@ -71,6 +71,10 @@ struct StepStats {
     // summed over micro-batches, the gradient reduction left after backward (finish_grads), the
     // norm + clipping + optimizer step, and the rest (data, loss allreduce).
     double forward_s = 0, head_s = 0, backward_s = 0, grad_sync_s = 0, optimizer_s = 0;
+    // Pipeline parallelism: this rank's idle share of the schedule's wall time (waiting for
+    // activations or gradients), and the forwards it re-ran from a kept input.
+    double pipe_bubble = 0;
+    int pipe_recomputed = 0;
 };
 
 class Trainer {
@@ -103,6 +107,10 @@ public:
     const models::Transformer& model() const { return *model_; }
     zero::Engine& engine() { return *engine_; }
     const TrainConfig& config() const { return cfg_; }
+    // Pipeline parallelism: the last step's measured timeline over every stage (collective over
+    // the pp group; empty without a pipeline), and the schedule it ran.
+    parallel::PipeTimeline pipeline_timeline();
+    const parallel::PipeSchedule& pipeline_schedule() const { return pipe_schedule_; }
     // Peak memory of this rank by category (core::memory_stats).
     std::string memory_report() const;
 
@@ -131,6 +139,7 @@ private:
     comm::Communicator* pp_ = nullptr;
     std::vector<models::Transformer::GroupRange> chunks_;
     parallel::PipeSchedule pipe_schedule_;
+    parallel::PipeRunStats pipe_stats_;  // the last step's
     std::unique_ptr<TransformerStage> stage_;
     std::unique_ptr<comm::Communicator> tied_;
     bool holds_group(int g) const;

@@ -17,6 +17,7 @@
 #include "io/safetensors.h"
 #include "models/sources.h"
 #include "tests/test_util.h"
+#include "train/pipeline_stage.h"
 
 namespace zs::train {
 namespace {
@@ -923,6 +924,69 @@ TEST(PipelineTraining, UnsupportedLayoutsAreRefusedByName) {
     EXPECT_EQ(c.batch.gradient_accumulation_steps, 4);
     EXPECT_TRUE(c.warnings.empty()) << c.warnings.front();
     EXPECT_TRUE(c.unsupported.empty()) << c.unsupported.front();
+}
+
+}  // namespace
+}  // namespace zs::train
+
+namespace zs::train {
+namespace {
+
+// The partition against brute force: over every way to cut L blocks into n non-empty contiguous
+// pieces (L <= 9), the DP's most expensive piece is the cheapest possible, for random block
+// weights and first/head/inner/last terms; and on GPT-2 124M's shape at 2 stages the "flops"
+// split gives the last stage (LM head, no recompute) fewer blocks than "uniform".
+TEST(PipelinePartition, MinimisesTheLargestPieceAsBruteForce) {
+    zs::test::Rng rng(11);
+    for (int trial = 0; trial < 200; ++trial) {
+        StageCosts c;
+        const int L = static_cast<int>(rng.integer(1, 9));
+        for (int l = 0; l < L; ++l) c.block.push_back(rng.uniform(0.1, 3.0));
+        c.first = rng.uniform(0, 4);
+        c.head = rng.uniform(0, 4);
+        c.inner = rng.uniform(1, 4);
+        c.last = rng.uniform(1, 4);
+        const int n = static_cast<int>(rng.integer(1, L));
+        auto piece = [&](int k, int j, int i) {
+            double w = 0;
+            for (int l = j; l < i; ++l) w += c.block[static_cast<size_t>(l)];
+            return (k == n ? c.last : c.inner) * w + (k == 1 ? c.first : 0) + (k == n ? c.head : 0);
+        };
+        auto worst = [&](const std::vector<int64_t>& b) {
+            double m = 0;
+            for (int k = 1; k <= n; ++k) {
+                m = std::max(m, piece(k, static_cast<int>(b[static_cast<size_t>(k) - 1]),
+                                      static_cast<int>(b[static_cast<size_t>(k)])));
+            }
+            return m;
+        };
+        // Every cut set: n - 1 distinct cut points among 1..L-1, by bitmask.
+        double best = 1e300;
+        for (int mask = 0; mask < (1 << (L - 1)); ++mask) {
+            if (__builtin_popcount(static_cast<unsigned>(mask)) != n - 1) continue;
+            std::vector<int64_t> b{0};
+            for (int l = 1; l < L; ++l) {
+                if (mask & (1 << (l - 1))) b.push_back(l);
+            }
+            b.push_back(L);
+            best = std::min(best, worst(b));
+        }
+        const std::vector<int64_t> got = partition_blocks(c, n);
+        ASSERT_EQ(got.size(), static_cast<size_t>(n) + 1);
+        EXPECT_EQ(got.front(), 0);
+        EXPECT_EQ(got.back(), L);
+        for (int k = 0; k < n; ++k)
+            EXPECT_LT(got[static_cast<size_t>(k)], got[static_cast<size_t>(k) + 1]);
+        EXPECT_NEAR(worst(got), best, 1e-9 * best) << "trial " << trial;
+    }
+    const models::ModelConfig mc = models::parse_hf_config(
+        R"({"model_type": "gpt2", "vocab_size": 50257, "n_embd": 768, "n_layer": 12, "n_head": 12,
+            "n_positions": 1024})",
+        "gpt2");
+    models::Transformer m(mc, models::RunConfig{});
+    const auto flops =
+        partition_blocks(stage_costs(m.layout(), mc, 64, PipelineConfig::Partition::flops), 2);
+    EXPECT_LT(flops[2] - flops[1], 6) << "last stage blocks";
 }
 
 }  // namespace
