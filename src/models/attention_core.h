@@ -127,7 +127,8 @@ private:
 // go round the ring with the next block's transfer overlapping this block's attention, and
 // backward sends them round again with their dK/dV. Keeps nothing between calls (backward gets
 // q, k, v, out and lse back); lse [B, NH, Tl] holds each chunk's [B, NH, c] in turn. Any number
-// of heads; causal without a sliding window (NotSupported otherwise). Collective over `ring`.
+// of heads; causal, no sliding window shorter than the sequence (NotSupported). Collective over
+// `ring`.
 class RingAttention final : public AttentionCore {
 public:
     explicit RingAttention(comm::Communicator& ring) : ring_(ring) {}

@@ -72,10 +72,12 @@ RingVolume ring_volume(int64_t B, int64_t Tl, int64_t n_kv_heads, int64_t head_d
 RingAttention::Dims RingAttention::check(const char* op, const ops::AttentionOptions& opts,
                                          const Tensor& q, const Tensor& k,
                                          const Tensor& lse) const {
-    ZS_CHECK_T(NotSupported, opts.causal && opts.window == 0,
+    // A window covering the whole sequence hides nothing.
+    const int64_t T = int64_t{ring_.size()} * q.size(1);
+    ZS_CHECK_T(NotSupported, opts.causal && (opts.window == 0 || opts.window >= T),
                "{}: ring attention (ring group '{}') runs causal attention without a sliding "
-               "window; got causal = {}, window = {}",
-               op, ring_.name(), opts.causal, opts.window);
+               "window shorter than the sequence; got causal = {}, window = {} for {} tokens",
+               op, ring_.name(), opts.causal, opts.window, T);
     ZS_CHECK_T(ShapeError,
                q.dim() == 4 && k.dim() == 4 && q.size(0) == k.size(0) && q.size(1) == k.size(1) &&
                    q.size(1) % 2 == 0,

@@ -72,7 +72,8 @@ RingVolume ring_volume(int64_t B, int64_t Tl, int64_t n_kv_heads, int64_t head_d
 //   (last dim contiguous; q, k, v may be views of one fused projection); out/dout in f32 or bf16.
 //   lse [B, NH, Tl] f32 contiguous, used as [2, B, NH, c]: per chunk, contiguous (the layout
 //   ops::attention_backward reads), written by forward and read by backward.
-// opts: causal, no sliding window (refused, NotSupported); the scale is honoured.
+// opts: causal; a sliding window shorter than the R * Tl tokens is refused (NotSupported); the
+// scale is honoured.
 class RingAttention {
 public:
     explicit RingAttention(comm::Communicator& ring) : ring_(ring) {}

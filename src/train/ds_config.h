@@ -262,6 +262,11 @@ struct TrainConfig {
     // triple is for the dp ranks (DeepSpeed: world / sp), and each sp rank trains on seq_len / sp
     // tokens of the same sequences.
     int sequence_parallel_size = 1;
+    // ring_parallel_size (zerospeed's key; DeepSpeed has none) or --ring: ring attention's degree,
+    // composed with Ulysses as USP: the sequence-parallel ranks are sequence_parallel_size
+    // (Ulysses, fastest) x ring_parallel_size, the world dp x that x tp, and each rank trains on
+    // its seq_len / (sp x ring) tokens: the u-th slice of its ring rank's two zig-zag chunks.
+    int ring_parallel_size = 1;
 
     BatchConfig batch;
     ElasticityConfig elasticity;  // when enabled, `batch` is what it derived for world_size
@@ -307,6 +312,7 @@ struct AutoValues {
     int64_t hidden_size = 0;              // the model's (ZeRO bucket sizes); 0: unknown
     std::optional<int> tp;                // --tp (tensor_parallel.autotp_size; must agree)
     std::optional<int> sp;                // --sp (sequence_parallel_size; must agree)
+    std::optional<int> ring;              // --ring (ring_parallel_size; must agree)
 };
 
 // Parse `json_text` (the contents of `source`) for `world_size` data-parallel ranks. Throws
