@@ -539,8 +539,11 @@ ActivationBytes Transformer::activation_bytes(int64_t B, int64_t T) const {
     // temporaries (a compute-dtype copy of dres when ct is bf16; attention's kernel scratch).
     const int64_t dres_copy = ct != 4 ? N * C * ct : 0;
     const int64_t mlp = dres_copy + k_share * N * (cfg_.intermediate + ff_in) * ct;
+    // (The kernel's per-query-row f32 scratch covers one call's queries: under ring attention
+    // one zig-zag chunk, half of them.)
+    const int64_t rows = ring_ ? T / 2 : T;
     const int64_t attn = dres_copy + N * cfg_.q_dim() * ct + N * cfg_.qkv_dim() * ct +
-                         B * cfg_.n_heads * T * 4 + 2 * B * cfg_.n_heads * T * cfg_.head_dim * 4;
+                         B * cfg_.n_heads * rows * 4 + 2 * B * cfg_.n_heads * T * cfg_.head_dim * 4;
     // Checkpointing re-runs the block into the one scratch BlockState (already in `saved`): only
     // the discarded output is extra.
     const int64_t recompute = run_.activation_checkpointing ? N * C * 4 : 0;
@@ -556,6 +559,18 @@ ActivationBytes Transformer::activation_bytes(int64_t B, int64_t T) const {
         const int64_t out_h = N * cfg_.q_dim() * ct;
         const int64_t slots = run_.activation_checkpointing ? 1 : L;
         a.saved += slots * (qkv_h + out_h) + (out_h + qkv_h) + 2 * qkv_h;
+    }
+    if (ring_) {
+        // The ring core's buffers (parallel/ring.h), kept across steps. The block it attends
+        // over holds sp T tokens of NH / sp query heads and NKV R / sp KV heads under Ulysses (T,
+        // NH and NKV without): q-sized q_el = N NH HS elements, k+v-sized kv_el = 2 N NKV R HS.
+        // Forward: two K/V blocks (held, arriving) ct, the f32 output accumulator, one chunk's f32
+        // partial output and lse. Backward: two f32 dK/dV accumulators, one chunk's dq and a
+        // block's dk, dv in ct.
+        const int64_t R = sp_ ? parallel::kv_repeat(cfg_.n_kv_heads, sp_->size()) : 1;
+        const int64_t q_el = N * cfg_.q_dim(), kv_el = 2 * N * cfg_.n_kv_heads * R * cfg_.head_dim;
+        a.saved += 2 * kv_el * ct + q_el * 4 + q_el / 2 * 4 + B * cfg_.n_heads * T / 2 * 4 +
+                   2 * kv_el * 4 + q_el / 2 * ct + kv_el * ct;
     }
     return a;
 }
