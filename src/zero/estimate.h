@@ -164,6 +164,34 @@ private:
     std::unique_ptr<models::Transformer> local_;  // tp > 1 only
 };
 
+// A stand-in group of n ranks for measuring one rank's memory on one process: every collective
+// acts as if each rank held this rank's data (an all-to-all returns its input, an all-gather
+// repeats it, a receive zeros its buffer, reductions and sends leave theirs), so a model over it
+// allocates exactly what a real sp or ring rank does, with the allocator's counts its own
+// (thread-ranks share them). The values are not a real run's. split() gives another of n ranks.
+class MirrorGroup final : public comm::Communicator {
+public:
+    explicit MirrorGroup(int n) : n_(n) {}
+    int rank() const override { return 0; }
+    int size() const override { return n_; }
+    std::string name() const override;
+    comm::Work allreduce(const core::Tensor&, comm::ReduceOp) override { return {}; }
+    comm::Work reduce_scatter(const core::Tensor& out, const core::Tensor& in,
+                              comm::ReduceOp) override;
+    comm::Work allgather(const core::Tensor& out, const core::Tensor& in) override;
+    comm::Work broadcast(const core::Tensor&, int) override { return {}; }
+    comm::Work all_to_all(const core::Tensor& out, const core::Tensor& in) override;
+    comm::Work send(const core::Tensor&, int, int) override { return {}; }
+    comm::Work recv(const core::Tensor& t, int, int) override;
+    void barrier() override {}
+    std::unique_ptr<Communicator> split(int, int) override {
+        return std::make_unique<MirrorGroup>(n_);
+    }
+
+private:
+    int n_;
+};
+
 // Bytes of model states per parameter at a stage and data-parallel size (for "the largest model
 // that fits"): compute dtype bytes `ct`, Adam-style optimizer with n_states; at stage 3 with hpZ
 // over hpz > 1 ranks, plus the secondary partition's ct / hpz.

@@ -19,6 +19,7 @@
 
 #include "comm/communicator.h"
 #include "core/backend.h"
+#include "parallel/topology.h"
 #include "tests/test_util.h"
 #include "train/trainer.h"
 
@@ -593,47 +594,6 @@ TEST(EstimateTensorParallel, SizesThatDoNotFitAreRefusedByName) {
 
 // ---------------------------------------------------------------- sequence parallelism
 
-// A stand-in group of n ranks for measuring one rank's memory: every collective acts as if each
-// rank held this rank's data (an all-to-all returns its input, a receive zeros its buffer,
-// reductions and sends leave theirs), so the model allocates exactly what a real sp or ring rank
-// does, on one thread with its own allocator counts (thread-ranks would share them).
-class MirrorGroup final : public comm::Communicator {
-public:
-    explicit MirrorGroup(int n) : n_(n) {}
-    int rank() const override { return 0; }
-    int size() const override { return n_; }
-    std::string name() const override { return fmt::format("mirror({})", n_); }
-    comm::Work allreduce(const core::Tensor&, comm::ReduceOp) override { return {}; }
-    comm::Work reduce_scatter(const core::Tensor& out, const core::Tensor& in,
-                              comm::ReduceOp) override {
-        out.copy_from(in.view({-1}).slice(0, 0, out.numel()).view(out.shape()));
-        return {};
-    }
-    comm::Work allgather(const core::Tensor& out, const core::Tensor& in) override {
-        for (int i = 0; i < n_; ++i) {
-            out.view({n_, -1}).select(0, i).copy_from(in.view({-1}));
-        }
-        return {};
-    }
-    comm::Work broadcast(const core::Tensor&, int) override { return {}; }
-    comm::Work all_to_all(const core::Tensor& out, const core::Tensor& in) override {
-        out.copy_from(in);
-        return {};
-    }
-    comm::Work send(const core::Tensor&, int, int) override { return {}; }
-    comm::Work recv(const core::Tensor& t, int, int) override {
-        t.fill(0.0);
-        return {};
-    }
-    void barrier() override {}
-    std::unique_ptr<Communicator> split(int, int) override {
-        return std::make_unique<MirrorGroup>(n_);
-    }
-
-private:
-    int n_;
-};
-
 const char* kSpModel = R"({"model_type": "llama", "vocab_size": 64, "hidden_size": 64,
     "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
     "intermediate_size": 96, "max_position_embeddings": 8192})";
@@ -718,6 +678,52 @@ TEST(EstimateSequenceParallel, ActivationsPerRankAreTheMeasuredOnes) {
                     }
                 }
             }
+        }
+    }
+}
+
+// Sequence parallelism's traffic: one micro-batch of a model over real Ulysses and ring groups
+// (thread-ranks, the topology's sub-groups behind a counting decorator) hands the all-to-alls and
+// sends the bytes the estimate prints: (U - 1) / U of parallel::ulysses_volume's buffers (forward
+// twice under activation checkpointing) and parallel::ring_volume, per layer. At the same tokens
+// per rank the Ulysses bytes per rank stay constant in U (its per-link volume), the ring's grow
+// with R.
+TEST(EstimateSequenceParallel, TrafficEqualsTheCoresSends) {
+    const models::ModelConfig mc = models::parse_hf_config(kSpModel, "test");
+    const int64_t B = 2, Tl = 32;
+    for (auto [u, r] : {std::pair{2, 1}, {4, 1}, {1, 2}, {1, 4}, {2, 2}}) {
+        for (bool ckpt : {false, true}) {
+            const models::RunConfig base{.compute_dtype = core::DType::bf16,
+                                         .activation_checkpointing = ckpt};
+            const int64_t T = Tl * u * r;
+            const MemoryEstimate e = estimate_sp(mc, base, u, r, B, T);
+            const std::string at = fmt::format("ulysses {} ring {}{}", u, r, ckpt ? " ckpt" : "");
+            comm::run_local(u * r, [&](int, comm::Communicator& world) {
+                parallel::Sizes sz;
+                sz.sp = u * r;
+                sz.ring = r;
+                parallel::Topology topo(world, sz);
+                CountingComm uc(topo.group(parallel::Group::ulysses)),
+                    rc(topo.group(parallel::Group::ring));
+                models::RunConfig run = base;
+                run.sp = u > 1 ? &uc : nullptr;
+                run.ring = r > 1 ? &rc : nullptr;
+                models::Transformer m(mc, run);
+                models::DenseParams p(m.layout(), run.compute_dtype, true);
+                p.init(1);
+                p.bind(m.binding());
+                zs::test::Rng rng(3);
+                const models::TrainBatch bt{
+                    zs::test::random_ints(rng, {B, Tl}, core::DType::i32, 0, 63),
+                    zs::test::random_ints(rng, {B, Tl}, core::DType::i32, 0, 63)};
+                m.forward_backward(bt, 1.0f);
+                int64_t a2a = 0, sent = 0;
+                for (const auto& c : uc.calls) a2a += c.op == "all_to_all" ? c.bytes : 0;
+                for (const auto& c : rc.calls) sent += c.op == "send" ? c.bytes : 0;
+                EXPECT_EQ(a2a * (u - 1) / u, e.comm.sp_all_to_all) << at;
+                EXPECT_EQ(sent, e.comm.ring_send) << at;
+                EXPECT_GT(a2a + sent, 0) << at;
+            });
         }
     }
 }
