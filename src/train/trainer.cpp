@@ -87,7 +87,7 @@ Trainer::Trainer(models::ModelConfig model, TrainConfig cfg, RunOptions run,
     ZS_CHECK_T(ConfigError, run_.seq_len > 0 && run_.seq_len <= mcfg_.max_positions,
                "--seq-len {} must be in [1, {}] (the model's max positions)", run_.seq_len,
                mcfg_.max_positions);
-    ZS_CHECK_T(ConfigError, run_.seq_len % sp == 0,
+    ZS_CHECK_T(ConfigError, ring > 1 || run_.seq_len % sp == 0,
                "--seq-len {} is not divisible by sequence_parallel_size {} (each of the sp ranks "
                "takes an equal slice of every sequence)",
                run_.seq_len, sp);
