@@ -4,8 +4,8 @@
 # section; docs/BENCHMARKS.md records the figures with these commands.
 #
 # Usage: tools/run_benchmarks.sh [BUILD] [section...]
-#   sections: ops optim tokenizer comm collectives mpi-configs train generate tp pipeline serve
-#   (default: all but collectives and mpi-configs)
+#   sections: ops optim tokenizer comm collectives mpi-configs train generate tp pipeline serve sp
+#   (default: all but collectives, mpi-configs, pipeline and sp)
 # Peers: the Python ones (torch, deepspeed, tiktoken, HF tokenizers, sentencepiece) come from the
 # reference venv, installed (once, cached) by tools/reference_venv.sh. llama.cpp's llama-server is
 # used when LLAMA_SERVER names its binary (llama-bench from LLAMA_BENCH), llm.c's CPU trainer when LLMC_TRAIN names its
@@ -280,8 +280,13 @@ CONFIGS
         "$root/tools/bench_serve_peers.sh" --out "$out/serve" \
             ${LLAMA_SERVER:+--llama-server "$LLAMA_SERVER"} | tee "$out/serve.txt"
         ;;
+    sp)
+        note "sp: sequence parallelism at T=8192 (sp 1, Ulysses 2, ring 2, dp 2) and peak activations per rank vs T"
+        "$root/bench/train/sp_bench.sh" "$build/bin" 8192 1 4 | tee "$out/sp.txt"
+        "$build/bench/sp_memory_bench" "$out/sp_memory.svg" "$out/sp_memory.csv" 2048 | tee -a "$out/sp.txt"
+        ;;
     *)
-        echo "unknown section $s (ops optim tokenizer comm mpi-configs train generate tp serve)" >&2
+        echo "unknown section $s (ops optim tokenizer comm mpi-configs train generate tp pipeline serve sp)" >&2
         exit 2
         ;;
     esac

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# Ulysses sequence parallelism throughput: training tokens/s of one rank (sp 1), two ranks that
-# each take half of every sequence (sp 2) and, for scale, two data-parallel ranks (dp 2: each its
-# own whole sequences), all at the same threads per rank, on a Llama-shaped model (hidden 256,
-# 4 layers, 8 heads, 4 KV heads, bf16, ZeRO-1) at a long sequence. Prints the median tokens/s of
-# the steps after the first two, and sp 2 / sp 1 and sp 2 / dp 2.
+# Sequence parallelism throughput: training tokens/s of one rank (sp 1), two ranks that each take
+# half of every sequence, by Ulysses (sp 2: `--sp 2`) and by ring attention (ring 2: `--ring 2`,
+# zig-zag chunks) and, for scale, two data-parallel ranks (dp 2: each its own whole sequences),
+# all at the same threads per rank, on a Llama-shaped model (hidden 256, 4 layers, 8 heads, 4 KV
+# heads, bf16, ZeRO-1) at a long sequence. Prints the median tokens/s of the steps after the
+# first two, and each against sp 1 and dp 2.
 #
 # Usage: bench/train/sp_bench.sh BIN_DIR [SEQ_LEN=4096] [THREADS_PER_RANK=4] [STEPS=6]
 # (BIN_DIR holds zerospeed and zerospeed-run, e.g. build/bin.) docs/BENCHMARKS.md has a run.
@@ -45,8 +46,10 @@ PY
 }
 sp1=$(rate sp1 1)
 sp2=$(rate sp2 2 --sp 2)
+ring2=$(rate ring2 2 --ring 2)
 dp2=$(rate dp2 2)
 echo "seq-len $T, $threads threads per rank, $(nproc) CPUs:"
-echo "  sp 1 (1 rank):  $sp1 tokens/s"
-echo "  sp 2 (2 ranks): $sp2 tokens/s  ($(python3 -c "print(f'{$sp2 / $sp1:.2f}')") x sp 1)"
-echo "  dp 2 (2 ranks): $dp2 tokens/s  (sp 2 / dp 2 = $(python3 -c "print(f'{$sp2 / $dp2:.2f}')"))"
+echo "  sp 1 (1 rank):    $sp1 tokens/s"
+echo "  sp 2 (2 ranks):   $sp2 tokens/s  ($(python3 -c "print(f'{$sp2 / $sp1:.2f}')") x sp 1, $(python3 -c "print(f'{$sp2 / $dp2:.2f}')") x dp 2)"
+echo "  ring 2 (2 ranks): $ring2 tokens/s  ($(python3 -c "print(f'{$ring2 / $sp1:.2f}')") x sp 1, $(python3 -c "print(f'{$ring2 / $dp2:.2f}')") x dp 2)"
+echo "  dp 2 (2 ranks):   $dp2 tokens/s"

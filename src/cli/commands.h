@@ -80,6 +80,7 @@ struct TrainOptions {
     int sp = 0;                     // --sp (0: sequence_parallel_size or 1)
     int pp = 0;                     // --pp (0: pipeline.stages or 1)
     std::string pipeline_timeline;  // --pipeline-timeline: the last step's measured SVG
+    int ring = 0;                   // --ring (0: ring_parallel_size or 1)
     double lr = -1, weight_decay = -1, max_grad_norm = -1;
 };
 // Train on the ranks of `world` (one process, or an MPI job).

@@ -1,5 +1,6 @@
 // `zerospeed estimate`: per-rank memory and communication of a training configuration before a
-// run (zero/estimate.h), for every ZeRO stage, over dp x tp ranks (--ranks, --tp), what each rank
+// run (zero/estimate.h), for every ZeRO stage, over dp x sp x ring x tp ranks (--ranks, --tp; the
+// ds_config's sequence_parallel_size and ring_parallel_size), what each rank
 // sends per step by group and collective, optionally a sweep over 1-1024 ranks, and the largest
 // model whose states fit a per-rank memory budget at each stage.
 #include "zero/estimate.h"
@@ -69,19 +70,15 @@ int run_estimate(const EstimateOptions& o) {
     models::ModelConfig mc = !o.model.empty() ? models::open_model(o.model).config
                                               : models::load_hf_config(o.model_config);
     train::TrainConfig tc = load_config(o);
-    // NOTE(sp): the estimate does not model Ulysses yet (activations of seq-len / sp tokens plus
-    // the core's head shards, ZeRO over dp x sp, the all-to-all volume of
-    // parallel::ulysses_volume): refused rather than answered for the wrong layout.
-    ZS_CHECK_T(NotSupported, tc.sequence_parallel_size == 1,
-               "estimate: sequence_parallel_size {} is not modelled yet (train with it, or "
-               "estimate at sequence_parallel_size 1)",
-               tc.sequence_parallel_size);
     const int tp = tc.tensor_parallel_size, dp = tc.world_size;
+    // Sequence parallelism: Ulysses (sequence_parallel_size) x ring (ring_parallel_size) ranks
+    // share each sequence; ZeRO runs over dp x sp.
+    const int uly = tc.sequence_parallel_size, ring = tc.ring_parallel_size, sp = uly * ring;
     models::RunConfig rc;
     rc.compute_dtype =
         tc.precision == train::Precision::bf16 ? core::DType::bf16 : core::DType::f32;
     rc.activation_checkpointing = tc.activation_checkpointing.given;
-    const zero::RankModel rank(mc, rc, tp);
+    const zero::RankModel rank(mc, rc, tp, uly, ring);
     const int n_states = n_optimizer_states(tc);
     const int64_t micro = tc.batch.train_micro_batch_size_per_gpu;
     const int64_t accum = tc.batch.gradient_accumulation_steps;
@@ -95,6 +92,8 @@ int run_estimate(const EstimateOptions& o) {
         zero::EstimateInput in;
         in.world = world;
         in.sizes.tp = tp;
+        in.sizes.sp = sp;
+        in.sizes.ring = ring;
         in.stage = stage;
         in.n_states = n_states;
         in.micro_batch = micro;
@@ -109,7 +108,13 @@ int run_estimate(const EstimateOptions& o) {
         in.hpz_partition_size = tc.zero.zero_hpz_partition_size;
         return in;
     };
-    const std::string split = tp > 1 ? fmt::format(" = {} dp x {} tp", dp, tp) : std::string();
+    std::string split;
+    if (tp > 1 || sp > 1) {
+        split = fmt::format(" = {} dp", dp);
+        if (uly > 1) split += fmt::format(" x {} sp (Ulysses)", uly);
+        if (ring > 1) split += fmt::format(" x {} ring", ring);
+        if (tp > 1) split += fmt::format(" x {} tp", tp);
+    }
     std::printf(
         "model: %s, %.2f M parameters; %d rank(s)%s; micro-batch %lld x %lld tokens, %lld "
         "accumulation; %s%s\n",
@@ -137,6 +142,22 @@ int run_estimate(const EstimateOptions& o) {
             static_cast<long long>(lc.intermediate), static_cast<long long>(mc.intermediate),
             experts.c_str(), static_cast<long long>(v0), static_cast<long long>(v1),
             static_cast<long long>(mc.vocab_size), moe ? ", the router and" : " and");
+    }
+    if (sp > 1) {
+        ZS_CHECK_T(ConfigError,
+                   o.seq_len % sp == 0 && (ring == 1 || o.seq_len % (2 * int64_t{sp}) == 0),
+                   "estimate: --seq-len {} is not divisible by {} (sequence parallelism: {} "
+                   "Ulysses x {} ring ranks{})",
+                   o.seq_len, ring > 1 ? 2 * sp : sp, uly, ring,
+                   ring > 1 ? ", each sequence cut into 2 x ring zig-zag chunks" : "");
+        const models::ActivationBytes a =
+            rank.local_model().activation_bytes(micro, o.seq_len / sp);
+        std::printf(
+            "sequence parallelism: %d ranks per sequence (%d Ulysses x %d ring), %lld tokens per "
+            "rank;\n  activations per rank %s saved + %s transient (the model's own, at %lld "
+            "tokens, with the attention cores' buffers)\n",
+            sp, uly, ring, static_cast<long long>(o.seq_len / sp), bytes(a.saved).c_str(),
+            bytes(a.transient).c_str(), static_cast<long long>(o.seq_len / sp));
     }
     std::printf("\n%-6s %12s %12s %12s %12s %12s %12s %14s\n", "stage", "params", "grads",
                 "optimizer", "activations", "transient", "peak/rank", "comm/step");
@@ -170,19 +191,19 @@ int run_estimate(const EstimateOptions& o) {
         std::printf("  %-5s %4d ranks  %-66s %12s\n", group, n, what, bytes(v).c_str());
     };
     if (e.comm.dp_allreduce > 0)
-        line("dp", dp, "all-reduce of f32 gradients (ZeRO 0)", e.comm.dp_allreduce);
+        line("dp", e.dp, "all-reduce of f32 gradients (ZeRO 0)", e.comm.dp_allreduce);
     // ZeRO++ (zero/engine.h): qgZ at stages 2-3, qwZ at stage 3, over more than one rank.
-    const bool qg = tc.zero.zero_quantized_gradients && tc.zero.stage >= 2 && dp > 1;
-    const bool qw = tc.zero.zero_quantized_weights && tc.zero.stage == 3 && dp > 1;
+    const bool qg = tc.zero.zero_quantized_gradients && tc.zero.stage >= 2 && e.dp > 1;
+    const bool qw = tc.zero.zero_quantized_weights && tc.zero.stage == 3 && e.dp > 1;
     const std::string qg_what = fmt::format("all-to-all of int{} gradient codes + scales (qgZ)",
                                             tc.zero.zero_quantized_gradients_bits);
     if (e.comm.dp_reduce_scatter > 0)
-        line("dp", dp, qg ? qg_what.c_str() : "reduce-scatter of f32 gradients",
+        line("dp", e.dp, qg ? qg_what.c_str() : "reduce-scatter of f32 gradients",
              e.comm.dp_reduce_scatter);
     // hpZ (stage 3): the backward gathers run over the sub-groups, from the secondary partition.
     const bool hpz = e.comm.hpz_allgather > 0;
     if (e.comm.dp_allgather > 0)
-        line("dp", dp,
+        line("dp", e.dp,
              qw && hpz ? "all-gather of int8 weight codes + scales before forward uses (qwZ)"
              : qw      ? "all-gather of int8 weight codes + scales before each use (qwZ)"
              : hpz     ? "all-gather of weights before forward uses"
@@ -205,6 +226,16 @@ int run_estimate(const EstimateOptions& o) {
                         e.comm.tp_kv_allreduce_calls / accum);
         line("tp-kv", e.comm.kv_ranks, what.c_str(), e.comm.tp_kv_allreduce);
     }
+    if (e.comm.sp_all_to_all > 0) {
+        const std::string what = fmt::format(
+            "{} x {} layers x 4 all-to-alls of q, k, v and outputs (Ulysses)", accum, mc.n_layers);
+        line("sp", uly, what.c_str(), e.comm.sp_all_to_all);
+    }
+    if (e.comm.ring_send > 0) {
+        const std::string what = fmt::format(
+            "{} x {} layers of K/V blocks round the ring, and dK/dV back", accum, mc.n_layers);
+        line("ring", ring, what.c_str(), e.comm.ring_send);
+    }
     std::printf("  %-84s %12s\n", "total", bytes(e.comm.total()).c_str());
 
     if (o.sweep) {
@@ -217,7 +248,7 @@ int run_estimate(const EstimateOptions& o) {
                     "params", "grads", "optimizer", "activations", "peak/rank", "comm dp",
                     "comm tp");
         for (int world = 1; world <= 1024; world *= 2) {
-            if (world % tp != 0) continue;
+            if (world % (tp * sp) != 0) continue;
             const int64_t hpz_size = tc.zero.zero_hpz_partition_size;
             if (hpz_size > 1 && (world / tp) % hpz_size != 0) continue;  // hpZ needs hpz | dp
             zero::MemoryEstimate s = zero::estimate(rank, input(world, tc.zero.stage));
@@ -239,7 +270,7 @@ int run_estimate(const EstimateOptions& o) {
         bytes(budget).c_str(), o.ranks, split.c_str(),
         tp > 1 ? " (a tensor-parallel rank holds 1/tp of it, replicated norms aside)" : "");
     for (int stage = 0; stage <= 3; ++stage) {
-        double bpp = zero::model_state_bytes_per_param(stage, dp, ct, n_states,
+        double bpp = zero::model_state_bytes_per_param(stage, dp * sp, ct, n_states,
                                                        tc.zero.zero_hpz_partition_size);
         std::printf("  stage %d: %.2f B parameters (%.2f bytes per parameter per rank)\n", stage,
                     static_cast<double>(budget) / bpp * tp / 1e9, bpp / tp);

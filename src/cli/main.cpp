@@ -190,6 +190,12 @@ int main(int argc, char** argv) {
         ->check(CLI::Range(1, 4096));
     trn->add_option("--pipeline-timeline", tr.pipeline_timeline,
                     "With --pp: write the last step's measured timeline (SVG)");
+    trn->add_option("--ring", tr.ring,
+                    "Ring-attention ranks (K/V blocks rotate around them, zig-zag causal layout; "
+                    "with --sp: USP, sp x ring ranks per sequence, each training on seq-len / "
+                    "(sp x ring) tokens; seq-len divisible by 2 x sp x ring; ds_config "
+                    "ring_parallel_size)")
+        ->check(CLI::Range(1, 4096));
     // The Hugging Face Trainer's settings, for ds_config values written "auto".
     trn->add_option("--micro-batch", tr.micro_batch,
                     "ds_config \"auto\": train_micro_batch_size_per_gpu (default 8)")

@@ -102,6 +102,7 @@ int run_train(const TrainOptions& o, comm::Communicator& world) {
     if (o.tp > 0) autos.tp = o.tp;
     if (o.sp > 0) autos.sp = o.sp;
     if (o.pp > 0) autos.pp = o.pp;
+    if (o.ring > 0) autos.ring = o.ring;
     autos.hidden_size = mc.hidden_size;
     train::TrainConfig tc = train::load_ds_config(o.ds_config, world.size(), &autos);
     train::RunOptions run;
@@ -131,14 +132,17 @@ int run_train(const TrainOptions& o, comm::Communicator& world) {
             "training {} ({:.2f} M parameters) on {} rank(s){}: ZeRO stage {}, {}, micro-batch {} "
             "x {} accumulation x {} data-parallel ranks = {} sequences of {} tokens per step",
             models::to_string(mc.arch), static_cast<double>(mc.n_params()) / 1e6, world.size(),
-            tc.tensor_parallel_size > 1 || tc.sequence_parallel_size > 1 || tc.pipeline.stages > 1
+            tc.tensor_parallel_size > 1 || tc.sequence_parallel_size > 1 ||
+                    tc.ring_parallel_size > 1 || tc.pipeline.stages > 1
                 ? fmt::format(
-                      " ({} data-parallel{}{}{})", tc.world_size,
+                      " ({} data-parallel{}{}{}{})", tc.world_size,
                       tc.pipeline.stages > 1 ? fmt::format(" x {} pipeline", tc.pipeline.stages)
                                              : std::string(),
                       tc.sequence_parallel_size > 1
                           ? fmt::format(" x {} sequence-parallel", tc.sequence_parallel_size)
                           : std::string(),
+                      tc.ring_parallel_size > 1 ? fmt::format(" x {} ring", tc.ring_parallel_size)
+                                                : std::string(),
                       tc.tensor_parallel_size > 1
                           ? fmt::format(" x {} tensor-parallel", tc.tensor_parallel_size)
                           : std::string())

@@ -1,6 +1,7 @@
 #include "models/attention_core.h"
 
 #include <algorithm>
+#include <utility>
 
 #include "base/error.h"
 #include "models/layers/layers.h"
@@ -25,8 +26,11 @@ void LocalAttention::backward(int, const ops::AttentionOptions& opts, const Tens
     ops::attention_backward(dq, dk, dv, dout, q, k, v, out, lse, opts);
 }
 
-UlyssesAttention::UlyssesAttention(comm::Communicator& sp, int64_t n_slots)
-    : exchange_(sp), slots_(static_cast<size_t>(std::max<int64_t>(1, n_slots))) {}
+UlyssesAttention::UlyssesAttention(comm::Communicator& sp, int64_t n_slots,
+                                   std::unique_ptr<AttentionCore> inner)
+    : exchange_(sp),
+      inner_(inner ? std::move(inner) : std::make_unique<LocalAttention>()),
+      slots_(static_cast<size_t>(std::max<int64_t>(1, n_slots))) {}
 
 UlyssesAttention::Dims UlyssesAttention::dims(const Tensor& q, const Tensor& k) const {
     const int P = comm().size();
@@ -63,8 +67,8 @@ void UlyssesAttention::forward(int layer, const ops::AttentionOptions& opts, con
     exchange_.seq_to_heads(s.qkv, {{q, 1}, {k, d.R}, {v, d.R}});
     const Tensor qh = s.qkv.slice(2, 0, d.NHl), kh = s.qkv.slice(2, d.NHl, d.NHl + d.NKVl),
                  vh = s.qkv.slice(2, d.NHl + d.NKVl, d.NHl + 2 * d.NKVl);
-    local_.forward(layer, opts, s.out, lse.defined() ? lse.view({d.B, d.NHl, d.T}) : Tensor(), qh,
-                   kh, vh);
+    inner_->forward(layer, opts, s.out, lse.defined() ? lse.view({d.B, d.NHl, d.T}) : Tensor(), qh,
+                    kh, vh);
     exchange_.heads_to_seq({{out, 1}}, s.out);
 }
 
@@ -84,11 +88,23 @@ void UlyssesAttention::backward(int layer, const ops::AttentionOptions& opts, co
     ensure(dqkv_h_, s.qkv.shape(), dq.dtype(), dq.device(), core::MemCategory::buffers);
     exchange_.seq_to_heads(dout_h_, {{dout, 1}});
     const int64_t a = d.NHl, b = d.NHl + d.NKVl, c = d.NHl + 2 * d.NKVl;
-    local_.backward(layer, opts, dqkv_h_.slice(2, 0, a), dqkv_h_.slice(2, a, b),
-                    dqkv_h_.slice(2, b, c), dout_h_, s.qkv.slice(2, 0, a), s.qkv.slice(2, a, b),
-                    s.qkv.slice(2, b, c), s.out, lse.view({d.B, d.NHl, d.T}));
+    inner_->backward(layer, opts, dqkv_h_.slice(2, 0, a), dqkv_h_.slice(2, a, b),
+                     dqkv_h_.slice(2, b, c), dout_h_, s.qkv.slice(2, 0, a), s.qkv.slice(2, a, b),
+                     s.qkv.slice(2, b, c), s.out, lse.view({d.B, d.NHl, d.T}));
     // Back to the sequence shard; each repeated KV head's gradient is the sum of its copies'.
     exchange_.heads_to_seq({{dq, 1}, {dk, d.R}, {dv, d.R}}, dqkv_h_);
+}
+
+void RingAttention::forward(int, const ops::AttentionOptions& opts, const Tensor& out,
+                            const Tensor& lse, const Tensor& q, const Tensor& k, const Tensor& v) {
+    ring_.forward(opts, out, lse, q, k, v);
+}
+
+void RingAttention::backward(int, const ops::AttentionOptions& opts, const Tensor& dq,
+                             const Tensor& dk, const Tensor& dv, const Tensor& dout,
+                             const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out,
+                             const Tensor& lse) {
+    ring_.backward(opts, dq, dk, dv, dout, q, k, v, out, lse);
 }
 
 void KvAttention::forward(int layer, const ops::AttentionOptions& opts, const Tensor& out,

@@ -13,13 +13,16 @@
 // cache belongs to the caller (generate's loop, the engine). Sequence parallelism slots in here,
 // behind the same block:
 //
-//   UlyssesAttention  training over an sp group (DeepSpeed-Ulysses): wraps the local core with
-//                   all-to-alls (sequence-sharded q/k/v -> head-sharded, attend, and back); its
-//                   layout kernels live behind ops::Kernels (ops/ulysses.h), the exchange in
-//                   parallel/ulysses.h.
+//   UlyssesAttention  training over an sp group (DeepSpeed-Ulysses): wraps an inner core (local,
+//                   or ring under USP) with all-to-alls (sequence-sharded q/k/v -> head-sharded,
+//                   attend, and back); its layout kernels live behind ops::Kernels
+//                   (ops/ulysses.h), the exchange in parallel/ulysses.h.
+//   RingAttention   training over a ring group (ring attention, zig-zag causal layout): K/V
+//                   blocks rotate around the ring, partial outputs merged by log-sum-exp
+//                   (parallel/ring.h; the merge kernel is ops::attention_merge).
 //
-// NOTE(seam): a ring core (rotating K/V blocks around the sp group, merging partial outputs by
-// their log-sum-exp) is to wrap the local one the same way.
+// USP (Fang and Zhao 2024, "USP: a unified sequence parallelism approach"): Ulysses inside a group
+// of U ranks, ring across R such groups: UlyssesAttention whose inner core is a RingAttention.
 #pragma once
 
 #include <memory>
@@ -27,6 +30,7 @@
 
 #include "core/tensor.h"
 #include "ops/attention.h"
+#include "parallel/ring.h"
 #include "parallel/ulysses.h"
 
 namespace zs::models {
@@ -84,9 +88,14 @@ public:
 // layer, or 1 under activation checkpointing, where each block's backward directly follows the
 // recomputed forward of the same block. lse keeps the caller's buffer [B, NH, Tl] f32, filled as
 // [B, NH/P, T] (the same size). Every call is collective over `sp`. Not thread-safe.
+//
+// The inner core (default LocalAttention) attends over the gathered T tokens; under USP it is a
+// RingAttention over the ring group, and the T = P*Tl tokens this Ulysses group gathers are then
+// its ring rank's two zig-zag chunks.
 class UlyssesAttention final : public AttentionCore {
 public:
-    UlyssesAttention(comm::Communicator& sp, int64_t n_slots);
+    UlyssesAttention(comm::Communicator& sp, int64_t n_slots,
+                     std::unique_ptr<AttentionCore> inner = nullptr);
     const char* name() const override { return "ulysses"; }
     void forward(int layer, const ops::AttentionOptions& opts, const Tensor& out, const Tensor& lse,
                  const Tensor& q, const Tensor& k, const Tensor& v) override;
@@ -108,9 +117,32 @@ private:
     Dims dims(const Tensor& q, const Tensor& k) const;
 
     parallel::UlyssesExchange exchange_;
-    LocalAttention local_;
+    std::unique_ptr<AttentionCore> inner_;
     std::vector<Slot> slots_;
     Tensor dout_h_, dqkv_h_;  // backward scratch, reused: [B, T, NH/P, HS], like Slot::qkv
+};
+
+// Training under ring attention (parallel/ring.h): q, k, v hold this rank's two zig-zag chunks
+// of every sequence (ring rank r of R: chunks r and 2R-1-r of 2R, Tl = 2c tokens); the K/V blocks
+// go round the ring with the next block's transfer overlapping this block's attention, and
+// backward sends them round again with their dK/dV. Keeps nothing between calls (backward gets
+// q, k, v, out and lse back); lse [B, NH, Tl] holds each chunk's [B, NH, c] in turn. Any number
+// of heads; causal, no sliding window shorter than the sequence (NotSupported). Collective over
+// `ring`.
+class RingAttention final : public AttentionCore {
+public:
+    explicit RingAttention(comm::Communicator& ring) : ring_(ring) {}
+    const char* name() const override { return "ring"; }
+    void forward(int layer, const ops::AttentionOptions& opts, const Tensor& out, const Tensor& lse,
+                 const Tensor& q, const Tensor& k, const Tensor& v) override;
+    bool supports_backward() const override { return true; }
+    void backward(int layer, const ops::AttentionOptions& opts, const Tensor& dq, const Tensor& dk,
+                  const Tensor& dv, const Tensor& dout, const Tensor& q, const Tensor& k,
+                  const Tensor& v, const Tensor& out, const Tensor& lse) override;
+    comm::Communicator& comm() const { return ring_.comm(); }
+
+private:
+    parallel::RingAttention ring_;
 };
 
 // Inference over a KV cache. A forward is one flat batch of N tokens (B = 1, T = N; for a ragged

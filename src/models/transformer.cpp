@@ -13,6 +13,7 @@
 #include "ops/embedding.h"
 #include "ops/loss.h"
 #include "ops/matmul.h"
+#include "parallel/ring.h"
 #include "parallel/tensor_parallel.h"
 #include "parallel/ulysses.h"
 
@@ -33,8 +34,8 @@ Transformer::Transformer(ModelConfig cfg, RunConfig run) : cfg_(std::move(cfg)),
     if (cfg_.pos == PosKind::rope) {
         rope_ = std::make_unique<ops::RopeTable>(cfg_.max_positions, cfg_.rope_inv_freq());
     }
-    // The training attention core: local, or Ulysses under sequence parallelism (below, once
-    // this rank's heads are known). NOTE(seam): a ring core would be chosen there too.
+    // The training attention core: local, or Ulysses / ring / both under sequence parallelism
+    // (below, once this rank's heads are known).
     core_ = std::make_unique<LocalAttention>();
     lcfg_ = cfg_;
     v1_ = cfg_.vocab_size;
@@ -74,15 +75,21 @@ Transformer::Transformer(ModelConfig cfg, RunConfig run) : cfg_(std::move(cfg)),
         }
         std::tie(v0_, v1_) = parallel::shard_range(cfg_.vocab_size, tp_rank_, tp);
     }
+    if (run_.ring != nullptr && run_.ring->size() > 1) {
+        ring_ = run_.ring;
+        core_ = std::make_unique<RingAttention>(*ring_);
+    }
     if (run_.sp != nullptr && run_.sp->size() > 1) {
         sp_ = run_.sp;
         parallel::check_ulysses_heads(
             lcfg_.n_heads, lcfg_.n_kv_heads, sp_->size(),
             tp_ ? fmt::format("tensor-parallel rank {}'s", tp_rank_) : cfg_.model_type + "'s");
         // One slot of head-sharded activations per layer; one under activation checkpointing,
-        // where backward_blocks re-runs each block's forward right before its backward.
+        // where backward_blocks re-runs each block's forward right before its backward. Under
+        // USP the ring core attends inside it.
         core_ = std::make_unique<UlyssesAttention>(
-            *sp_, run_.activation_checkpointing ? 1 : cfg_.n_layers);
+            *sp_, run_.activation_checkpointing ? 1 : cfg_.n_layers,
+            ring_ ? std::move(core_) : nullptr);
     }
     build_layout();
     binding_.reset(layout_);
@@ -280,13 +287,23 @@ void Transformer::begin_micro_batch(const TrainBatch& batch) {
     const int64_t B = ids.size(0), T = ids.size(1), N = B * T, C = cfg_.hidden_size;
     const int64_t L = cfg_.n_layers;
     // Sequence parallelism: this rank's T tokens are positions [pos0, pos0 + T) of sequences
-    // of sp * T tokens.
+    // of sp * T tokens; under ring attention the u-th T-token slice of the ring rank's two
+    // zig-zag chunks of sequences of sp * ring * T tokens (RunConfig::ring).
     const int64_t pos0 = sp_ ? int64_t{sp_->rank()} * T : 0;
-    ZS_CHECK_T(ShapeError, sp_size() * T <= cfg_.max_positions,
-               "sequence length {}{} exceeds the model's max_position_embeddings {}", sp_size() * T,
-               sp_ ? fmt::format(" ({} sequence-parallel ranks x {} tokens)", sp_size(), T)
-                   : std::string(),
+    const int64_t n_seq = int64_t{sp_size()} * ring_size();
+    ZS_CHECK_T(ShapeError, n_seq * T <= cfg_.max_positions,
+               "sequence length {}{} exceeds the model's max_position_embeddings {}", n_seq * T,
+               n_seq > 1 ? fmt::format(" ({} sequence-parallel ranks x {} tokens)", n_seq, T)
+                         : std::string(),
                cfg_.max_positions);
+    std::vector<int64_t> ring_pos;
+    if (ring_) {
+        ZS_CHECK_T(ShapeError, (int64_t{sp_size()} * T) % 2 == 0,
+                   "ring attention: each ring rank's {} x {} tokens must split into two equal "
+                   "zig-zag chunks",
+                   sp_size(), T);
+        ring_pos = parallel::zigzag_positions(ring_->rank(), ring_->size(), n_seq * T);
+    }
     if (batch.targets.defined()) {
         ZS_CHECK_T(ShapeError, batch.targets.shape() == ids.shape(),
                    "targets {} must have the shape of input_ids {}", batch.targets.shape().str(),
@@ -298,7 +315,10 @@ void Transformer::begin_micro_batch(const TrainBatch& batch) {
     ensure(positions_, {N}, DType::i32, dev, core::MemCategory::buffers);
     // Positions are built on the host (the tensor itself on the CPU) and copied to the device.
     const Tensor pos = on_host(positions_);
-    for (int64_t i = 0; i < N; ++i) pos.data<int32_t>()[i] = static_cast<int32_t>(pos0 + i % T);
+    for (int64_t i = 0; i < N; ++i) {
+        const int64_t p = ring_ ? ring_pos[static_cast<size_t>(pos0 + i % T)] : pos0 + i % T;
+        pos.data<int32_t>()[i] = static_cast<int32_t>(p);
+    }
     store_from_host(positions_, pos);
     // The caller's ids and targets, on the model's device (no copy when they are there already).
     flat_ids_ = ids.contiguous().view({N}).to(dev);
@@ -519,8 +539,11 @@ ActivationBytes Transformer::activation_bytes(int64_t B, int64_t T) const {
     // temporaries (a compute-dtype copy of dres when ct is bf16; attention's kernel scratch).
     const int64_t dres_copy = ct != 4 ? N * C * ct : 0;
     const int64_t mlp = dres_copy + k_share * N * (cfg_.intermediate + ff_in) * ct;
+    // (The kernel's per-query-row f32 scratch covers one call's queries: under ring attention
+    // one zig-zag chunk, half of them.)
+    const int64_t rows = ring_ ? T / 2 : T;
     const int64_t attn = dres_copy + N * cfg_.q_dim() * ct + N * cfg_.qkv_dim() * ct +
-                         B * cfg_.n_heads * T * 4 + 2 * B * cfg_.n_heads * T * cfg_.head_dim * 4;
+                         B * cfg_.n_heads * rows * 4 + 2 * B * cfg_.n_heads * T * cfg_.head_dim * 4;
     // Checkpointing re-runs the block into the one scratch BlockState (already in `saved`): only
     // the discarded output is extra.
     const int64_t recompute = run_.activation_checkpointing ? N * C * 4 : 0;
@@ -536,6 +559,18 @@ ActivationBytes Transformer::activation_bytes(int64_t B, int64_t T) const {
         const int64_t out_h = N * cfg_.q_dim() * ct;
         const int64_t slots = run_.activation_checkpointing ? 1 : L;
         a.saved += slots * (qkv_h + out_h) + (out_h + qkv_h) + 2 * qkv_h;
+    }
+    if (ring_) {
+        // The ring core's buffers (parallel/ring.h), kept across steps. The block it attends
+        // over holds sp T tokens of NH / sp query heads and NKV R / sp KV heads under Ulysses (T,
+        // NH and NKV without): q-sized q_el = N NH HS elements, k+v-sized kv_el = 2 N NKV R HS.
+        // Forward: two K/V blocks (held, arriving) ct, the f32 output accumulator, one chunk's f32
+        // partial output and lse. Backward: two f32 dK/dV accumulators, one chunk's dq and a
+        // block's dk, dv in ct.
+        const int64_t R = sp_ ? parallel::kv_repeat(cfg_.n_kv_heads, sp_->size()) : 1;
+        const int64_t q_el = N * cfg_.q_dim(), kv_el = 2 * N * cfg_.n_kv_heads * R * cfg_.head_dim;
+        a.saved += 2 * kv_el * ct + q_el * 4 + q_el / 2 * 4 + B * cfg_.n_heads * T / 2 * 4 +
+                   2 * kv_el * 4 + q_el / 2 * ct + kv_el * ct;
     }
     return a;
 }

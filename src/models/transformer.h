@@ -60,6 +60,14 @@ struct RunConfig {
     // sums them over the sp ranks (ZeRO over parallel::Group::dense_dp), and the loss sums over
     // them too. Under tp as well, sp splits this rank's heads. nullptr or size 1: none.
     comm::Communicator* sp = nullptr;
+    // Ring attention (parallel/ring.h), alone or under Ulysses (USP: sp above is then the Ulysses
+    // group inside one ring rank): the R ring ranks hold the zig-zag chunks r and 2R-1-r (of 2R)
+    // of every sequence, and Ulysses rank u holds the u-th T-token slice of its ring rank's two
+    // chunks, at their global positions. Attention goes through a RingAttention core (under
+    // Ulysses: the Ulysses core's inner one). Gradients and losses as for sp: the caller sums
+    // them over every sequence-parallel rank. Needs the two chunks to split evenly (sp * T even)
+    // and no sliding window. nullptr or size 1: none.
+    comm::Communicator* ring = nullptr;
 };
 
 struct TrainBatch {
@@ -99,6 +107,7 @@ public:
     const ModelConfig& local_config() const { return lcfg_; }
     int tp_size() const { return tp_size_; }
     int sp_size() const { return sp_ ? sp_->size() : 1; }
+    int ring_size() const { return ring_ ? ring_->size() : 1; }
     // This rank's vocabulary rows [first, second) of the embedding and the LM head.
     std::pair<int64_t, int64_t> vocab_range() const { return {v0_, v1_}; }
     // This rank's part of parameter `id` cut from the whole parameter's values `full` (the
@@ -209,6 +218,7 @@ private:
     int kv_copies_ = 1;     // ranks holding each KV head (tp / NKV when replicated)
     std::unique_ptr<comm::Communicator> kv_group_;  // the kv_copies_ ranks sharing kv_head0_
     comm::Communicator* sp_ = nullptr;              // set when the sp group has > 1 rank
+    comm::Communicator* ring_ = nullptr;            // set when the ring group has > 1 rank
     int64_t v0_ = 0, v1_ = 0;
     ParamLayout layout_;
     ParamBinding binding_;

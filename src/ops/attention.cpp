@@ -94,4 +94,26 @@ void attention_backward(const Tensor& dq, const Tensor& dk, const Tensor& dv, co
     kernels_for(q.device()).attention_backward(dq, dk, dv, dout, q, k, v, out, lse, opts);
 }
 
+void attention_merge(const Tensor& out, const Tensor& lse, const Tensor& part_out,
+                     const Tensor& part_lse) {
+    const char* op = "attention_merge";
+    check::defined(op, "out", out);
+    check::ndim(op, "out", out, 4);
+    check::dtype(op, "out", out, {DType::f32});
+    check::last_dim_contiguous(op, "out", out);
+    check::defined(op, "part_out", part_out);
+    check::dtype(op, "part_out", part_out, {DType::f32});
+    check::shape(op, "part_out", part_out, out.shape());
+    check::last_dim_contiguous(op, "part_out", part_out);
+    const Dims d{out.size(0), out.size(1), out.size(1), out.size(2), out.size(2), out.size(3)};
+    check::defined(op, "lse", lse);
+    check_lse(op, lse, d);
+    check::defined(op, "part_lse", part_lse);
+    check_lse(op, part_lse, d);
+    check::same_device(
+        op, {{"out", &out}, {"lse", &lse}, {"part_out", &part_out}, {"part_lse", &part_lse}});
+    if (out.numel() == 0) return;
+    kernels_for(out.device()).attention_merge(out, lse, part_out, part_lse);
+}
+
 }  // namespace zs::ops

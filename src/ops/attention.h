@@ -34,4 +34,17 @@ void attention_backward(const Tensor& dq, const Tensor& dk, const Tensor& dv, co
                         const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out,
                         const Tensor& lse, const AttentionOptions& opts = {});
 
+// Merges a partial attention result into an accumulated one (ring attention's log-sum-exp merge):
+// (out, lse) is softmax attention of some queries over one set of keys, (part_out, part_lse) over a
+// disjoint set; afterwards (out, lse) is the attention over their union:
+//   lse' = log(exp(lse) + exp(part_lse))
+//   out' = out exp(lse - lse') + part_out exp(part_lse - lse')
+// A row whose part_lse is -inf (it saw no key) is left as it was; an accumulator row starts as
+// out = 0, lse = -inf. Attention backward needs no merge: given the final out and lse, each key
+// block's share of dq, dk, dv is attention_backward over that block alone.
+//   out, part_out [B, Tq, NH, HS] f32, last dim contiguous
+//   lse, part_lse [B, NH, Tq] f32, contiguous
+void attention_merge(const Tensor& out, const Tensor& lse, const Tensor& part_out,
+                     const Tensor& part_lse);
+
 }  // namespace zs::ops

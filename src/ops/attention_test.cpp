@@ -186,6 +186,39 @@ TEST(Attention, BackwardLargerShapesAgainstAnalyticReference) {
     }
 }
 
+// Ring attention's merge: attention over the keys cut into disjoint blocks, each attended alone
+// and merged by log-sum-exp in turn into an accumulator starting at out = 0, lse = -inf, equals
+// the reference over all keys; the accumulator may be a column view; a part row with lse = -inf
+// (no visible key) leaves its row alone.
+TEST(Attention, MergeOfKeyBlocksMatchesTheReferenceOverAllKeys) {
+    Rng rng(17);
+    const int64_t B = 2, Tq = 9, Tk = 23, NH = 4, NKV = 2, HS = 16;
+    const std::vector<int64_t> cuts = {0, 5, 6, 17, 23};
+    Tensor q = random_tensor(rng, {B, Tq, NH, HS}, DType::f32, -2, 2);
+    Tensor k = random_tensor(rng, {B, Tk, NKV, HS}, DType::f32, -2, 2);
+    Tensor v = random_tensor(rng, {B, Tk, NKV, HS}, DType::f32);
+    const AttentionOptions full{false, 0.0f, 0};
+    auto want = ref::attention(ref::from_tensor(q), ref::from_tensor(k), ref::from_tensor(v), full);
+    Tensor wide = Tensor::zeros({B, Tq, NH, 2 * HS}, DType::f32);
+    Tensor out = wide.slice(3, HS, 2 * HS);
+    Tensor lse = Tensor::empty({B, NH, Tq}, DType::f32);
+    lse.fill(-INFINITY);
+    Tensor part = Tensor::empty({B, Tq, NH, HS}, DType::f32);
+    Tensor part_lse = Tensor::empty({B, NH, Tq}, DType::f32);
+    for (size_t i = 0; i + 1 < cuts.size(); ++i) {
+        attention_forward(part, part_lse, q, k.slice(1, cuts[i], cuts[i + 1]),
+                          v.slice(1, cuts[i], cuts[i + 1]), full);
+        attention_merge(out, lse, part, part_lse);
+    }
+    EXPECT_TRUE(all_close(out, want.out, {1e-5, 1e-5}, "merged out"));
+    EXPECT_TRUE(all_close(lse, want.lse, {1e-5, 1e-5}, "merged lse"));
+
+    Tensor before = out.contiguous();
+    part_lse.fill(-INFINITY);
+    attention_merge(out, lse, random_tensor(rng, {B, Tq, NH, HS}, DType::f32), part_lse);
+    EXPECT_TRUE(all_close(out, ref::from_tensor(before), {0, 0}, "a part that saw no key"));
+}
+
 TEST(Attention, BadHeadCountsAreNamed) {
     Tensor q = Tensor::empty({1, 4, 3, 8}, DType::f32), k = Tensor::empty({1, 4, 2, 8}, DType::f32);
     Tensor out = Tensor::empty({1, 4, 3, 8}, DType::f32);

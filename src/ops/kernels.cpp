@@ -68,6 +68,9 @@ void Kernels::attention_backward(const Tensor&, const Tensor&, const Tensor&, co
                                  const Tensor&, const AttentionOptions&) {
     not_supported("attention_backward");
 }
+void Kernels::attention_merge(const Tensor&, const Tensor&, const Tensor&, const Tensor&) {
+    not_supported("attention_merge");
+}
 void Kernels::ulysses_pack_heads(const Tensor&, const Tensor&, int64_t, int64_t) {
     not_supported("ulysses_pack_heads");
 }

@@ -68,6 +68,8 @@ public:
                                     const Tensor& dout, const Tensor& q, const Tensor& k,
                                     const Tensor& v, const Tensor& out, const Tensor& lse,
                                     const AttentionOptions& opts);
+    virtual void attention_merge(const Tensor& out, const Tensor& lse, const Tensor& part_out,
+                                 const Tensor& part_lse);
     // Paged KV cache (ops/paged_attention.h): block tables are host spans on every device.
     virtual void paged_kv_write(const Tensor& k_cache, const Tensor& v_cache, const Tensor& k,
                                 const Tensor& v, std::span<const SeqSlice> seqs);

@@ -22,18 +22,28 @@ const char* to_string(Group g) {
             return "edp";
         case Group::dense_dp:
             return "dense_dp";
+        case Group::ulysses:
+            return "ulysses";
+        case Group::ring:
+            return "ring";
     }
     return "?";
 }
 
 std::string Sizes::str() const {
-    return fmt::format("dp={} tp={} pp={} ep={} sp={}", dp, tp, pp, ep, sp);
+    std::string out = fmt::format("dp={} tp={} pp={} ep={} sp={}", dp, tp, pp, ep, sp);
+    if (ring != 1) out += fmt::format(" (ulysses={} x ring={})", ulysses(), ring);
+    return out;
 }
 
 Sizes resolve(Sizes s, int world) {
     ZS_CHECK_T(ConfigError, world >= 1, "parallel: world size must be >= 1 (got {})", world);
     ZS_CHECK_T(ConfigError, s.tp >= 1 && s.pp >= 1 && s.ep >= 1 && s.sp >= 1 && s.dp >= 0,
                "parallel: sizes must be >= 1 ({})", s.str());
+    ZS_CHECK_T(ConfigError, s.ring >= 1 && s.sp % s.ring == 0,
+               "parallel: the ring degree {} must divide the sequence-parallel degree sp = {} "
+               "(sp = ulysses x ring)",
+               s.ring, s.sp);
     const int64_t model = int64_t{s.tp} * s.sp * s.pp;
     if (s.dp == 0) {
         ZS_CHECK_T(ConfigError, world % model == 0,
@@ -66,6 +76,8 @@ Coords coords_of(const Sizes& s, int rank) {
     c.pp = rank / s.dp;
     c.ep = c.dp % s.ep;
     c.edp = c.dp / s.ep;
+    c.ulysses = c.sp % s.ulysses();
+    c.ring = c.sp / s.ulysses();
     return c;
 }
 
@@ -89,6 +101,10 @@ bool same_group(const Sizes& s, const Coords& a, const Coords& b, Group g) {
             return a.tp == b.tp && a.sp == b.sp && a.pp == b.pp && a.dp % s.ep == b.dp % s.ep;
         case Group::dense_dp:
             return a.tp == b.tp && a.pp == b.pp;
+        case Group::ulysses:
+            return a.tp == b.tp && a.dp == b.dp && a.pp == b.pp && a.ring == b.ring;
+        case Group::ring:
+            return a.tp == b.tp && a.dp == b.dp && a.pp == b.pp && a.ulysses == b.ulysses;
     }
     return false;
 }
@@ -116,10 +132,13 @@ void check_model(const Sizes& s, const ModelDims& m) {
                "parallel: tp = {} and {}'s {} KV heads (num_key_value_heads): one must divide the "
                "other (KV heads are split when tp divides them, replicated when they divide tp)",
                s.tp, name, m.kv_heads);
-    ZS_CHECK_T(ConfigError, m.heads % (int64_t{s.tp} * s.sp) == 0,
+    ZS_CHECK_T(ConfigError, m.heads % (int64_t{s.tp} * s.ulysses()) == 0,
                "parallel: tp x sp = {} x {} does not divide {}'s {} attention heads (Ulysses "
-               "attention splits the heads of each tensor-parallel shard over sp)",
-               s.tp, s.sp, name, m.heads);
+               "attention splits the heads of each tensor-parallel shard over sp{})",
+               s.tp, s.ulysses(), name, m.heads,
+               s.ring > 1 ? fmt::format("; here the Ulysses part of sp = {} = {} x ring {}", s.sp,
+                                        s.ulysses(), s.ring)
+                          : std::string());
     if (s.ep > 1) {
         ZS_CHECK_T(ConfigError, m.experts > 0,
                    "parallel: ep = {} but {} has no experts (num_local_experts)", s.ep, name);
@@ -141,8 +160,8 @@ Topology::Topology(comm::Communicator& world, Sizes sizes)
     // A group of one rank is a self communicator, a group of every rank the world itself (its
     // collectives keep the world's diagnostics, e.g. naming the ranks missing from a timed-out
     // collective); the sizes are the same on every rank, so every rank skips the same splits.
-    for (Group g :
-         {Group::tp, Group::sp, Group::dp, Group::pp, Group::ep, Group::edp, Group::dense_dp}) {
+    for (Group g : {Group::tp, Group::sp, Group::dp, Group::pp, Group::ep, Group::edp,
+                    Group::dense_dp, Group::ulysses, Group::ring}) {
         const std::vector<int> m = members(s_, world.rank(), g);
         if (static_cast<int>(m.size()) == world.size()) {
             groups_.push_back(nullptr);
@@ -160,9 +179,14 @@ comm::Communicator& Topology::group(Group g) const {
 }
 
 std::string Topology::describe() const {
-    return fmt::format("rank {} of {}: dp {}/{} tp {}/{} sp {}/{} pp {}/{} ep {}/{}", world_.rank(),
-                       world_.size(), c_.dp, s_.dp, c_.tp, s_.tp, c_.sp, s_.sp, c_.pp, s_.pp, c_.ep,
-                       s_.ep);
+    std::string out = fmt::format("rank {} of {}: dp {}/{} tp {}/{} sp {}/{} pp {}/{} ep {}/{}",
+                                  world_.rank(), world_.size(), c_.dp, s_.dp, c_.tp, s_.tp, c_.sp,
+                                  s_.sp, c_.pp, s_.pp, c_.ep, s_.ep);
+    if (s_.ring > 1) {
+        out +=
+            fmt::format(" (ulysses {}/{} ring {}/{})", c_.ulysses, s_.ulysses(), c_.ring, s_.ring);
+    }
+    return out;
 }
 
 }  // namespace zs::parallel

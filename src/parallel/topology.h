@@ -14,6 +14,14 @@
 // Expert parallelism is carved out of data parallelism as DeepSpeed-MoE does: ep divides dp; an
 // expert-parallel group is ep consecutive data-parallel ranks (same tp, sp, pp) and experts are
 // data-parallel ("expert data parallel", dp / ep ranks) over the ranks holding the same experts.
+// USP (Ulysses x ring): the sp ranks split further into sp = ulysses x ring, Ulysses fastest
+//
+//     sp_rank = ulysses_rank + ulysses * ring_rank
+//
+// since its all-to-alls move more bytes per step than the ring's point-to-point hops and want the
+// nearer links; a Ulysses group holds the same ring rank, a ring group the same Ulysses rank. Sizes
+// give sp (the whole sequence-parallel degree) and ring (which divides it).
+//
 // Dense parameters are replicated over dp x sp ranks (sequence-parallel ranks hold the same
 // weights: DeepSpeed's seq_data_parallel group), which is the group ZeRO partitions them over.
 #pragma once
@@ -30,22 +38,27 @@ namespace zs::parallel {
 struct Sizes {
     int dp = 0;  // 0: whatever the world leaves (world / (tp * sp * pp))
     int tp = 1, pp = 1, ep = 1, sp = 1;
-    std::string str() const;  // "dp=2 tp=2 pp=1 ep=1 sp=1"
+    int ring = 1;  // ring attention's degree inside sp (divides sp); the rest is Ulysses'
+    int ulysses() const { return ring >= 1 && sp % ring == 0 ? sp / ring : 1; }
+    std::string str() const;  // "dp=2 tp=2 pp=1 ep=1 sp=1", then " (ulysses=2 x ring=2)" if ring
 };
 
 struct Coords {
     int dp = 0, tp = 0, pp = 0, ep = 0, sp = 0;
-    int edp = 0;  // rank among the ranks holding the same experts
+    int edp = 0;                // rank among the ranks holding the same experts
+    int ulysses = 0, ring = 0;  // sp = ulysses + Sizes::ulysses() * ring
 };
 
 enum class Group {
-    tp,       // same sp, dp, pp
-    sp,       // same tp, dp, pp
-    dp,       // same tp, sp, pp
-    pp,       // same tp, sp, dp
-    ep,       // same tp, sp, pp and dp / ep block
-    edp,      // expert data parallel: same tp, sp, pp and dp % ep
-    dense_dp  // ZeRO's group for dense parameters: same tp, pp (dp x sp ranks)
+    tp,        // same sp, dp, pp
+    sp,        // same tp, dp, pp
+    dp,        // same tp, sp, pp
+    pp,        // same tp, sp, dp
+    ep,        // same tp, sp, pp and dp / ep block
+    edp,       // expert data parallel: same tp, sp, pp and dp % ep
+    dense_dp,  // ZeRO's group for dense parameters: same tp, pp (dp x sp ranks)
+    ulysses,   // USP: the Ulysses part of sp: same tp, dp, pp and ring rank
+    ring       // USP: the ring part of sp: same tp, dp, pp and Ulysses rank
 };
 const char* to_string(Group g);
 
@@ -64,8 +77,8 @@ struct ModelDims {
     int64_t heads = 0, kv_heads = 0, experts = 0, layers = 0;
 };
 // Refuse sizes that do not divide the model: tp | attention heads (and KV heads, or KV heads |
-// tp: replicated), tp x sp | heads, ep | experts, pp <= layers. The error names the size and the
-// model dimension.
+// tp: replicated), tp x ulysses | heads (ring attention has no head constraint), ep | experts, pp
+// <= layers. The error names the size and the model dimension.
 void check_model(const Sizes& s, const ModelDims& m);
 
 class Topology {

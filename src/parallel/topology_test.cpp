@@ -128,6 +128,70 @@ TEST(Topology, CommunicatorsHoldTheirGroups) {
     });
 }
 
+// USP: the sp ranks split into ulysses x ring, Ulysses fastest. A naive nested enumeration (pp,
+// dp, ring, ulysses, tp from the outside in) gives each rank's coordinates and, by collecting the
+// ranks that share every other coordinate, the Ulysses and ring groups.
+TEST(Topology, UspSubGroupsMatchANaiveEnumeration) {
+    for (int world : {2, 4, 8, 12, 16}) {
+        for (Sizes s : all_sizes(world)) {
+            for (int ring = 1; ring <= s.sp; ++ring) {
+                if (s.sp % ring != 0) continue;
+                s.ring = ring;
+                const int U = s.sp / ring;
+                std::map<std::vector<int>, std::vector<int>> uly, rng;
+                std::vector<std::vector<int>> uly_key(static_cast<size_t>(world)),
+                    rng_key(static_cast<size_t>(world));
+                int r = 0;
+                for (int pp = 0; pp < s.pp; ++pp)
+                    for (int dp = 0; dp < s.dp; ++dp)
+                        for (int ri = 0; ri < ring; ++ri)
+                            for (int u = 0; u < U; ++u)
+                                for (int tp = 0; tp < s.tp; ++tp, ++r) {
+                                    const Coords c = coords_of(s, r);
+                                    ASSERT_EQ(c.ulysses, u) << s.str() << " rank " << r;
+                                    ASSERT_EQ(c.ring, ri) << s.str() << " rank " << r;
+                                    ASSERT_EQ(c.sp, u + U * ri) << s.str() << " rank " << r;
+                                    uly_key[static_cast<size_t>(r)] = {pp, dp, ri, tp};
+                                    rng_key[static_cast<size_t>(r)] = {pp, dp, u, tp};
+                                    uly[{pp, dp, ri, tp}].push_back(r);
+                                    rng[{pp, dp, u, tp}].push_back(r);
+                                }
+                for (int q = 0; q < world; ++q) {
+                    ASSERT_EQ(members(s, q, Group::ulysses), uly[uly_key[static_cast<size_t>(q)]])
+                        << s.str() << " rank " << q;
+                    ASSERT_EQ(members(s, q, Group::ring), rng[rng_key[static_cast<size_t>(q)]])
+                        << s.str() << " rank " << q;
+                    // Together they tile the sp group.
+                    ASSERT_EQ(
+                        members(s, q, Group::ulysses).size() * members(s, q, Group::ring).size(),
+                        members(s, q, Group::sp).size());
+                }
+            }
+        }
+    }
+}
+
+TEST(Topology, UspCommunicatorsHoldTheirGroups) {
+    Sizes want{0, 2, 1, 1, 4};  // tp 2 x sp 4 (ulysses 2 x ring 2) over 8 ranks
+    want.ring = 2;
+    comm::run_local(8, [&](int rank, comm::Communicator& world) {
+        Topology t(world, want);
+        for (Group g : {Group::sp, Group::ulysses, Group::ring}) {
+            comm::Communicator& c = t.group(g);
+            const std::vector<int> m = members(t.sizes(), rank, g);
+            ASSERT_EQ(c.size(), static_cast<int>(m.size())) << to_string(g);
+            Tensor in = Tensor::empty({1}, DType::i32);
+            in.data<int32_t>()[0] = rank;
+            Tensor out = Tensor::empty({c.size()}, DType::i32);
+            c.allgather(out, in).wait();
+            std::vector<int> got(out.data<int32_t>(), out.data<int32_t>() + c.size());
+            EXPECT_EQ(got, m) << "rank " << rank << " group " << to_string(g);
+        }
+        EXPECT_EQ(t.group(Group::ulysses).size(), 2);
+        EXPECT_EQ(t.group(Group::ring).size(), 2);
+    });
+}
+
 template <class F>
 std::string error_of(F f) {
     try {
@@ -163,6 +227,23 @@ TEST(Topology, BadSizesAreRefusedNamingThem) {
     EXPECT_NE(error_of([&] {
                   check_model(Sizes{1, 1, 1, 1, 64}, llama);
               }).find("tp x sp = 1 x 64"),
+              std::string::npos);
+    // USP: only the Ulysses part of sp splits the heads; the ring degree must divide sp.
+    Sizes usp{1, 1, 1, 1, 128};
+    usp.ring = 2;
+    EXPECT_NE(error_of([&] {
+                  check_model(usp, llama);
+              }).find("tp x sp = 1 x 64 does not divide llama's 32 attention heads"),
+              std::string::npos);
+    EXPECT_NE(
+        error_of([&] { check_model(usp, llama); }).find("Ulysses part of sp = 128 = 64 x ring 2"),
+        std::string::npos);
+    usp.ring = 4;
+    EXPECT_EQ(error_of([&] { check_model(usp, llama); }), "(no error)");
+    usp.ring = 3;
+    EXPECT_NE(error_of([&] {
+                  resolve(usp, 128);
+              }).find("ring degree 3 must divide the sequence-parallel degree sp = 128"),
               std::string::npos);
     EXPECT_NE(error_of([&] {
                   check_model(Sizes{2, 1, 1, 2, 1}, llama);

@@ -919,10 +919,25 @@ TrainConfig parse_ds_config(const std::string& json_text, const std::string& sou
                    "{}: sequence_parallel_size {} and --sp {} disagree", source, sp, *autos->sp);
         sp = *autos->sp;
     }
+    int ring = 1;
+    if (const auto t = j.find("ring_parallel_size"); t != j.end() && t->is_number_integer() &&
+                                                     t->get<int64_t>() >= 1 &&
+                                                     t->get<int64_t>() <= 4096) {
+        ring = static_cast<int>(t->get<int64_t>());
+    }
+    if (autos && autos->ring) {
+        ZS_CHECK_T(ConfigError, ring == 1 || ring == *autos->ring,
+                   "{}: ring_parallel_size {} and --ring {} disagree", source, ring, *autos->ring);
+        ring = *autos->ring;
+    }
     ZS_CHECK_T(ConfigError, sp >= 1 && world_size % (int64_t{tp} * sp) == 0,
                "{}: sequence parallelism {} (sequence_parallel_size or --sp) x tensor parallelism "
                "{} does not divide the {} ranks",
                source, sp, tp, world_size);
+    ZS_CHECK_T(ConfigError, ring >= 1 && world_size % (int64_t{tp} * sp * ring) == 0,
+               "{}: ring attention {} (ring_parallel_size or --ring) x sequence parallelism {} x "
+               "tensor parallelism {} does not divide the {} ranks",
+               source, ring, sp, tp, world_size);
     // Pipeline parallelism: pipeline.stages (an integer; "auto" or absent: --pp or 1).
     int pp = 1;
     if (const auto t = j.find("pipeline"); t != j.end() && t->is_object()) {
@@ -937,11 +952,11 @@ TrainConfig parse_ds_config(const std::string& json_text, const std::string& sou
                    "{}: pipeline.stages {} and --pp {} disagree", source, pp, *autos->pp);
         pp = *autos->pp;
     }
-    ZS_CHECK_T(ConfigError, pp >= 1 && world_size % (int64_t{tp} * sp * pp) == 0,
+    ZS_CHECK_T(ConfigError, pp >= 1 && world_size % (int64_t{tp} * sp * ring * pp) == 0,
                "{}: pipeline parallelism {} (pipeline.stages or --pp) x sequence parallelism {} x "
-               "tensor parallelism {} does not divide the {} ranks",
-               source, pp, sp, tp, world_size);
-    world_size /= tp * sp * pp;
+               "ring attention {} x tensor parallelism {} does not divide the {} ranks",
+               source, pp, sp, ring, tp, world_size);
+    world_size /= tp * sp * ring * pp;
     std::vector<std::string> resolved;
     if (autos) resolved = resolve_auto(j, *autos, world_size);
     Diagnostics diag;
@@ -951,10 +966,12 @@ TrainConfig parse_ds_config(const std::string& json_text, const std::string& sou
     c.world_size = world_size;
     c.tensor_parallel_size = tp;
     c.sequence_parallel_size = sp;
+    c.ring_parallel_size = ring;
     if (std::optional<Section> t = root.get_section("tensor_parallel", false)) {
         t->get_int("autotp_size", 1, 4096);
     }
     root.get_int("sequence_parallel_size", 1, 4096);
+    root.get_int("ring_parallel_size", 1, 4096);
 
     // DeepSpeedConfig.__init__ resolves elasticity first: it writes the batch triple.
     std::optional<BatchConfig> elastic = parse_elasticity(root, world_size, c.elasticity);

@@ -278,6 +278,11 @@ struct TrainConfig {
     // batch triple is for the dp ranks, and gradient_accumulation_steps is the number of
     // micro-batches each pipeline step runs.
     PipelineConfig pipeline;
+    // ring_parallel_size (zerospeed's key; DeepSpeed has none) or --ring: ring attention's degree,
+    // composed with Ulysses as USP: the sequence-parallel ranks are sequence_parallel_size
+    // (Ulysses, fastest) x ring_parallel_size, the world dp x that x tp, and each rank trains on
+    // its seq_len / (sp x ring) tokens: the u-th slice of its ring rank's two zig-zag chunks.
+    int ring_parallel_size = 1;
 
     BatchConfig batch;
     ElasticityConfig elasticity;  // when enabled, `batch` is what it derived for world_size
@@ -324,6 +329,7 @@ struct AutoValues {
     std::optional<int> tp;                // --tp (tensor_parallel.autotp_size; must agree)
     std::optional<int> sp;                // --sp (sequence_parallel_size; must agree)
     std::optional<int> pp;                // --pp (pipeline.stages; must agree)
+    std::optional<int> ring;              // --ring (ring_parallel_size; must agree)
 };
 
 // Parse `json_text` (the contents of `source`) for `world_size` data-parallel ranks. Throws

@@ -22,6 +22,7 @@
 #include "io/safetensors_writer.h"
 #include "ops/matmul.h"
 #include "parallel/pipeline.h"
+#include "parallel/ring.h"
 #include "parallel/tensor_parallel.h"
 #include "train/hf_export.h"
 #include "train/pipeline_stage.h"
@@ -79,7 +80,8 @@ Trainer::Trainer(models::ModelConfig model, TrainConfig cfg, RunOptions run,
       world_(world),
       schedule_(cfg_.scheduler, cfg_.optimizer),
       scaler_(cfg_.fp16) {
-    const int tp = cfg_.tensor_parallel_size, sp = cfg_.sequence_parallel_size;
+    const int tp = cfg_.tensor_parallel_size, ulysses = cfg_.sequence_parallel_size,
+              ring = cfg_.ring_parallel_size, sp = ulysses * ring;
     const int pp = cfg_.pipeline.stages;
     ZS_CHECK_T(ConfigError, cfg_.world_size * tp * sp * pp == world_.size(),
                "{}: parsed for {} data-parallel x {} pipeline x {} sequence-parallel x {} "
@@ -88,10 +90,15 @@ Trainer::Trainer(models::ModelConfig model, TrainConfig cfg, RunOptions run,
     ZS_CHECK_T(ConfigError, run_.seq_len > 0 && run_.seq_len <= mcfg_.max_positions,
                "--seq-len {} must be in [1, {}] (the model's max positions)", run_.seq_len,
                mcfg_.max_positions);
-    ZS_CHECK_T(ConfigError, run_.seq_len % sp == 0,
+    ZS_CHECK_T(ConfigError, ring > 1 || run_.seq_len % sp == 0,
                "--seq-len {} is not divisible by sequence_parallel_size {} (each of the sp ranks "
                "takes an equal slice of every sequence)",
                run_.seq_len, sp);
+    ZS_CHECK_T(ConfigError, ring == 1 || run_.seq_len % (2 * int64_t{sp}) == 0,
+               "--seq-len {} is not divisible by 2 x ring_parallel_size {} x "
+               "sequence_parallel_size {} = {} (ring attention cuts every sequence into 2 x ring "
+               "zig-zag chunks, each split evenly over the Ulysses ranks)",
+               run_.seq_len, ring, ulysses, 2 * sp);
     if (cfg_.seed) run_.seed = *cfg_.seed;
     models::RunConfig rc;
     rc.compute_dtype = compute_dtype(cfg_.precision);
@@ -102,6 +109,7 @@ Trainer::Trainer(models::ModelConfig model, TrainConfig cfg, RunOptions run,
     parallel::Sizes sz;
     sz.tp = tp;
     sz.sp = sp;
+    sz.ring = ring;
     sz.pp = pp;
     topo_ = std::make_unique<parallel::Topology>(world_, sz);
     parallel::check_model(topo_->sizes(), {mcfg_.model_type, mcfg_.n_heads, mcfg_.n_kv_heads,
@@ -109,8 +117,11 @@ Trainer::Trainer(models::ModelConfig model, TrainConfig cfg, RunOptions run,
     dp_ = &topo_->group(parallel::Group::dense_dp);
     data_dp_ = &topo_->group(parallel::Group::dp);
     if (sp > 1) {
+        // sp_: every sequence-parallel rank (loss and token counts); the model takes the Ulysses
+        // and ring parts.
         sp_ = &topo_->group(parallel::Group::sp);
-        rc.sp = sp_;
+        if (ulysses > 1) rc.sp = &topo_->group(parallel::Group::ulysses);
+        if (ring > 1) rc.ring = &topo_->group(parallel::Group::ring);
     }
     if (tp > 1) {
         tp_ = &topo_->group(parallel::Group::tp);
@@ -196,10 +207,10 @@ Trainer::~Trainer() = default;
 void Trainer::setup_pipeline() {
     const int P = cfg_.pipeline.stages, V = cfg_.pipeline.virtual_stages;
     const int64_t L = mcfg_.n_layers;
-    ZS_CHECK_T(ConfigError, cfg_.sequence_parallel_size == 1,
+    ZS_CHECK_T(ConfigError, cfg_.sequence_parallel_size == 1 && cfg_.ring_parallel_size == 1,
                "{}: pipeline parallelism with sequence parallelism is not implemented yet "
-               "(pipeline.stages {} with sequence_parallel_size {})",
-               cfg_.source, P, cfg_.sequence_parallel_size);
+               "(pipeline.stages {} with sequence_parallel_size {}, ring_parallel_size {})",
+               cfg_.source, P, cfg_.sequence_parallel_size, cfg_.ring_parallel_size);
     ZS_CHECK_T(ConfigError, mcfg_.mlp != models::MlpKind::moe,
                "{}: pipeline parallelism with a mixture-of-experts model is not implemented yet "
                "(the load-balancing loss spans every stage's routers)",
@@ -399,8 +410,25 @@ void Trainer::load_batch(int64_t first, int64_t count, const io::TokenDataset& d
                          models::TrainBatch& out) {
     const int64_t T = run_.seq_len;
     // Sequence parallelism: this rank's slice of each window (inputs [t0, t0 + Tl), targets one
-    // token later); the model places it at positions [t0, t0 + Tl).
+    // token later); the model places it at positions [t0, t0 + Tl). Under ring attention the
+    // slice is the Ulysses rank's part of its ring rank's two zig-zag chunks: one or two runs.
     const int64_t Tl = sp_ ? T / sp_->size() : T, t0 = sp_ ? Tl * sp_->rank() : 0;
+    std::vector<std::pair<int64_t, int64_t>> runs;  // [start, length) within the window
+    if (cfg_.ring_parallel_size > 1) {
+        const parallel::Coords& c = topo_->coords();
+        const std::vector<int64_t> pos =
+            parallel::zigzag_positions(c.ring, cfg_.ring_parallel_size, T);
+        for (int64_t i = c.ulysses * Tl; i < (c.ulysses + 1) * Tl; ++i) {
+            const int64_t p = pos[static_cast<size_t>(i)];
+            if (!runs.empty() && runs.back().first + runs.back().second == p) {
+                ++runs.back().second;
+            } else {
+                runs.push_back({p, 1});
+            }
+        }
+    } else {
+        runs.push_back({t0, Tl});
+    }
     if (!out.input_ids.defined() || out.input_ids.size(0) != count) {
         out.input_ids =
             Tensor::empty({count, Tl}, DType::i32, core::Device::cpu(), core::MemCategory::buffers);
@@ -411,9 +439,13 @@ void Trainer::load_batch(int64_t first, int64_t count, const io::TokenDataset& d
     std::vector<int32_t> buf(static_cast<size_t>(Tl + 1));
     for (int64_t i = 0; i < count; ++i) {
         int64_t seq = sampler ? sampler->peek(base + first + i) : (first + i) % n_seq;
-        ds.read(seq * T + t0, Tl + 1, buf.data());
-        std::copy(buf.begin(), buf.begin() + Tl, out.input_ids.data<int32_t>() + i * Tl);
-        std::copy(buf.begin() + 1, buf.end(), out.targets.data<int32_t>() + i * Tl);
+        int64_t at = i * Tl;
+        for (const auto& [start, len] : runs) {
+            ds.read(seq * T + start, len + 1, buf.data());
+            std::copy(buf.begin(), buf.begin() + len, out.input_ids.data<int32_t>() + at);
+            std::copy(buf.begin() + 1, buf.begin() + len + 1, out.targets.data<int32_t>() + at);
+            at += len;
+        }
     }
 }
 
@@ -779,7 +811,8 @@ void Trainer::save_checkpoint() {
         m["tokens_seen"] = tokens_seen_;
         m["world_size"] = world_.size();
         m["tensor_parallel_size"] = tp_ ? tp_->size() : 1;
-        m["sequence_parallel_size"] = sp_ ? sp_->size() : 1;
+        m["sequence_parallel_size"] = cfg_.sequence_parallel_size;
+        m["ring_parallel_size"] = cfg_.ring_parallel_size;
         m["pipeline_parallel_size"] = pp;
         m["tokenizer_source"] = run_.tokenizer_source;
         m["zero_stage"] = engine_->stage();

@@ -7,6 +7,8 @@
 
 #include "base/error.h"
 #include "core/memory.h"
+#include "parallel/ring.h"
+#include "parallel/ulysses.h"
 #include "zero/quantize.h"
 
 namespace zs::zero {
@@ -113,8 +115,10 @@ models::ActivationBytes rank_activations(const models::Transformer& model,
     const int64_t head =
         N * C * ct + stats + N * C * ct + N * 4 + chunk * V * 4 + (ct != 4 ? chunk * V * ct : 0);
     const int64_t dres_copy = ct != 4 ? N * C * ct : 0;
+    const int64_t q_rows = local.ring_size() > 1 ? T / 2 : T;  // as activation_bytes
     const int64_t attn = dres_copy + N * c.q_dim() * ct + N * c.qkv_dim() * ct +
-                         B * c.n_heads * T * 4 + 2 * B * c.n_heads * T * c.head_dim * 4 + kv_copy;
+                         B * c.n_heads * q_rows * 4 + 2 * B * c.n_heads * T * c.head_dim * 4 +
+                         kv_copy;
     const int64_t ff_in = c.mlp == models::MlpKind::gelu ? FF : 2 * FF;
     int64_t mlp = dres_copy + N * (FF + ff_in) * ct;
     if (moe) {
@@ -149,12 +153,22 @@ models::ActivationBytes rank_activations(const models::Transformer& model,
 MemoryEstimate estimate_rank(const models::Transformer& model, const models::Transformer& local,
                              const EstimateInput& in) {
     const parallel::Sizes sz = parallel::resolve(in.sizes, in.world);
-    ZS_CHECK_T(NotSupported, sz.pp == 1 && sz.sp == 1 && sz.ep == 1,
-               "estimate: pipeline, sequence and expert parallelism are not estimated yet ({})",
-               sz.str());
+    ZS_CHECK_T(NotSupported, sz.pp == 1 && sz.ep == 1,
+               "estimate: pipeline and expert parallelism are not estimated yet ({})", sz.str());
     ZS_CHECK_T(ConfigError, model.tp_size() == sz.tp,
                "estimate: the model holds the shard of a tp = {} group, the sizes ask for tp = {}",
                model.tp_size(), sz.tp);
+    ZS_CHECK_T(ConfigError,
+               model.sp_size() == sz.ulysses() && model.ring_size() == sz.ring &&
+                   local.sp_size() == sz.ulysses() && local.ring_size() == sz.ring,
+               "estimate: the model runs under ulysses {} x ring {}, the sizes ask for {}",
+               model.sp_size(), model.ring_size(), sz.str());
+    ZS_CHECK_T(ConfigError,
+               in.seq_len % sz.sp == 0 && (sz.ring == 1 || in.seq_len % (2 * sz.sp) == 0),
+               "estimate: --seq-len {} is not divisible by {} (sequence parallelism {}: {})",
+               in.seq_len, sz.ring > 1 ? 2 * sz.sp : sz.sp, sz.sp,
+               sz.ring > 1 ? "2 x ring zig-zag chunks, each split over the Ulysses ranks"
+                           : "an equal slice of every sequence per rank");
     check_estimable(model.config(), sz.tp);
     ZS_CHECK_T(ConfigError, in.stage >= 0 && in.stage <= 3, "estimate: ZeRO stage {} is not 0-3",
                in.stage);
@@ -162,7 +176,10 @@ MemoryEstimate estimate_rank(const models::Transformer& model, const models::Tra
                "estimate: micro-batch {}, sequence length {} and accumulation {} must be >= 1",
                in.micro_batch, in.seq_len, in.grad_accum);
     const models::ParamLayout& lay = model.layout();
-    const int W = sz.dp;  // ZeRO partitions over the data-parallel group only
+    // ZeRO partitions over the data-parallel group only: the dp x sp ranks holding the same
+    // weights (Group::dense_dp).
+    const int W = sz.dp * sz.sp;
+    const int64_t T = in.seq_len / sz.sp;  // this rank's tokens of every sequence
     const int64_t ct = static_cast<int64_t>(core::dtype_size(model.run_config().compute_dtype));
     const int64_t A = in.grad_accum;
     const bool alias = ct == 4;  // f32 compute: master weights are the compute weights
@@ -176,6 +193,9 @@ MemoryEstimate estimate_rank(const models::Transformer& model, const models::Tra
     MemoryEstimate e;
     e.dp = W;
     e.tp = sz.tp;
+    e.sp = sz.sp;
+    e.ring = sz.ring;
+    e.tokens_per_rank = T;
     if (in.stage == 3 && H > 1) e.comm.hpz = static_cast<int>(H);
     for (const models::ParamInfo& p : lay.params()) e.n_params += p.numel();
     int64_t max_padded = 0, embed_padded = 0, total_padded = 0, persistent_padded = 0;
@@ -277,7 +297,7 @@ MemoryEstimate estimate_rank(const models::Transformer& model, const models::Tra
         }
     }
     // Activations at the rank's dimensions (the residual stream stays [N, C] on every rank).
-    const models::ActivationBytes act = rank_activations(model, local, in.micro_batch, in.seq_len);
+    const models::ActivationBytes act = rank_activations(model, local, in.micro_batch, T);
     e.activations = act.saved;
     // Engine transients: stages 2-3 hold the full gradients of the group in backward plus one
     // in flight (and the embedding's, written by a tied head, from the head to the end); stage 3
@@ -307,12 +327,29 @@ MemoryEstimate estimate_rank(const models::Transformer& model, const models::Tra
     e.peak = e.params + e.grads + e.master + e.optimizer + e.activations + e.transient;
     // Tensor parallelism: every micro-batch's all-reduces, 2 (tp - 1) / tp of each sent (ring).
     // Replicated KV heads: the kv group's, 2 (k - 1) / k of each over its k = kv_ranks ranks.
-    const TpTraffic t = tp_micro_batch_traffic(model, in.micro_batch, in.seq_len);
+    const TpTraffic t = tp_micro_batch_traffic(model, in.micro_batch, T);
     e.comm.tp_allreduce_calls = A * t.calls;
     e.comm.tp_allreduce = A * (2 * t.bytes * (sz.tp - 1) / sz.tp);
     e.comm.kv_ranks = t.kv_ranks;
     e.comm.tp_kv_allreduce_calls = A * t.kv_calls;
     e.comm.tp_kv_allreduce = A * (2 * t.kv_bytes * (t.kv_ranks - 1) / t.kv_ranks);
+    // Sequence parallelism: per layer and micro-batch, forward (twice under checkpointing) and
+    // backward.
+    const models::ModelConfig& lc = local.config();
+    const int64_t L = lc.n_layers, U = sz.ulysses(), R = sz.ring;
+    const int64_t fwd = local.run_config().activation_checkpointing ? 2 : 1;
+    const auto ctu = static_cast<size_t>(ct);
+    if (U > 1) {
+        const parallel::UlyssesVolume v = parallel::ulysses_volume(
+            in.micro_batch, T, lc.n_heads, lc.n_kv_heads, lc.head_dim, static_cast<int>(U), ctu);
+        e.comm.sp_all_to_all = A * L * (fwd * v.forward + v.backward) * (U - 1) / U;
+    }
+    if (R > 1) {
+        const int64_t rep = U > 1 ? parallel::kv_repeat(lc.n_kv_heads, static_cast<int>(U)) : 1;
+        const parallel::RingVolume v = parallel::ring_volume(
+            in.micro_batch, U * T, lc.n_kv_heads * rep / U, lc.head_dim, static_cast<int>(R), ctu);
+        e.comm.ring_send = A * L * (fwd * v.forward + v.backward);
+    }
     return e;
 }
 
@@ -333,14 +370,26 @@ double model_state_bytes_per_param(int stage, int world, int ct, int n_states, i
     }
 }
 
-RankModel::RankModel(const models::ModelConfig& cfg, const models::RunConfig& run, int tp) {
-    ZS_CHECK_T(ConfigError, tp >= 1, "estimate: tp must be >= 1, got {}", tp);
+RankModel::RankModel(const models::ModelConfig& cfg, const models::RunConfig& run, int tp,
+                     int ulysses, int ring) {
+    ZS_CHECK_T(ConfigError, tp >= 1 && ulysses >= 1 && ring >= 1,
+               "estimate: tp, sp and ring must be >= 1, got {}, {}, {}", tp, ulysses, ring);
     parallel::Sizes s;
     s.tp = tp;
+    s.sp = ulysses * ring;
+    s.ring = ring;
     parallel::check_model(
         s, {cfg.model_type, cfg.n_heads, cfg.n_kv_heads, cfg.moe.n_experts, cfg.n_layers});
     check_estimable(cfg, tp);
     models::RunConfig r = without_tp(run);
+    if (ulysses > 1) {
+        sp_group_ = std::make_unique<ShapeOnlyGroup>(ulysses, 1);
+        r.sp = sp_group_.get();
+    }
+    if (ring > 1) {
+        ring_group_ = std::make_unique<ShapeOnlyGroup>(ring, 1);
+        r.ring = ring_group_.get();
+    }
     if (tp > 1) {
         group_ = std::make_unique<ShapeOnlyGroup>(tp, kv_ranks(cfg, tp));
         r.tp = group_.get();
@@ -350,6 +399,29 @@ RankModel::RankModel(const models::ModelConfig& cfg, const models::RunConfig& ru
 }
 
 RankModel::~RankModel() = default;
+
+std::string MirrorGroup::name() const { return fmt::format("mirror({})", n_); }
+
+comm::Work MirrorGroup::reduce_scatter(const core::Tensor& out, const core::Tensor& in,
+                                       comm::ReduceOp) {
+    out.copy_from(in.view({-1}).slice(0, 0, out.numel()).view(out.shape()));
+    return {};
+}
+
+comm::Work MirrorGroup::allgather(const core::Tensor& out, const core::Tensor& in) {
+    for (int i = 0; i < n_; ++i) out.view({n_, -1}).select(0, i).copy_from(in.view({-1}));
+    return {};
+}
+
+comm::Work MirrorGroup::all_to_all(const core::Tensor& out, const core::Tensor& in) {
+    out.copy_from(in);
+    return {};
+}
+
+comm::Work MirrorGroup::recv(const core::Tensor& t, int, int) {
+    t.fill(0.0);
+    return {};
+}
 
 MemoryEstimate estimate(const RankModel& model, const EstimateInput& in) {
     return estimate_rank(model.model(), model.local_model(), in);
@@ -385,7 +457,7 @@ TpTraffic tp_micro_batch_traffic(const models::Transformer& model, int64_t B, in
 std::string MemoryEstimate::report() const {
     auto b = [](int64_t v) { return core::format_bytes(v); };
     return fmt::format(
-        "parameters      {:.2f} M per rank (dp {} x tp {})\n"
+        "parameters      {:.2f} M per rank (dp {} x tp {}{})\n"
         "params          {}{}\n"
         "grads           {}\n"
         "master weights  {}\n"
@@ -395,7 +467,10 @@ std::string MemoryEstimate::report() const {
         "peak per rank   {}\n"
         "comm per step   {} sent per rank (dp all-reduce {}, reduce-scatter {}, all-gather {}; "
         "tp all-reduce {} in {} calls{})\n",
-        static_cast<double>(n_params) / 1e6, dp, tp, b(params),
+        static_cast<double>(n_params) / 1e6, dp, tp,
+        sp > 1 ? fmt::format("; sp {} (ring {}), {} tokens per rank", sp, ring, tokens_per_rank)
+               : std::string(),
+        b(params),
         secondary > 0 ? fmt::format(" (hpZ secondary partition {})", b(secondary)) : std::string(),
         b(grads), b(master), b(optimizer), b(activations), b(transient), b(peak), b(comm.total()),
         b(comm.dp_allreduce), b(comm.dp_reduce_scatter),

@@ -25,8 +25,10 @@ namespace zs::zero {
 
 struct EstimateInput {
     int world = 1;  // every rank of the job
-    // How the ranks split (parallel/topology.h); dp 0: what the world leaves. tp must be the
-    // model's (RankModel). pp, sp and ep > 1 are refused (not estimated yet).
+    // How the ranks split (parallel/topology.h); dp 0: what the world leaves. tp, and sp's
+    // Ulysses and ring parts, must be the model's (RankModel). pp and ep > 1 are refused (not
+    // estimated yet). Under sequence parallelism ZeRO partitions over dp x sp and each rank's
+    // activations are those of its seq_len / sp tokens plus the sp cores' buffers.
     parallel::Sizes sizes;
     int stage = 0;
     int n_states = 2;  // optimizer states per parameter (Adam 2, SGD/Lion 1)
@@ -69,15 +71,23 @@ struct CommEstimate {
     int kv_ranks = 1;
     int64_t tp_kv_allreduce = 0;
     int64_t tp_kv_allreduce_calls = 0;
+    // Sequence parallelism, per step (A micro-batches, L layers; forward counted twice under
+    // activation checkpointing, which re-runs it): Ulysses' all-to-alls, (U - 1) / U of the
+    // parallel::ulysses_volume buffers; ring attention's send/recv, parallel::ring_volume over the
+    // block the ring attends (under Ulysses: its head shard of U T tokens).
+    int64_t sp_all_to_all = 0;
+    int64_t ring_send = 0;
     int64_t total() const {
         return dp_allreduce + dp_reduce_scatter + dp_allgather + hpz_allgather + tp_allreduce +
-               tp_kv_allreduce;
+               tp_kv_allreduce + sp_all_to_all + ring_send;
     }
 };
 
 struct MemoryEstimate {
-    int dp = 1, tp = 1;
-    int64_t n_params = 0;  // parameters this rank holds (its tensor-parallel shard)
+    int dp = 1, tp = 1;           // dp: ZeRO's group (dp x sp ranks under sequence parallelism)
+    int sp = 1, ring = 1;         // sequence parallelism: all of it, and the ring part
+    int64_t tokens_per_rank = 0;  // seq_len / sp
+    int64_t n_params = 0;         // parameters this rank holds (its tensor-parallel shard)
     // Model states, per rank: compute weights, f32 gradients, f32 master weights (0 with f32
     // compute: they are the compute weights), optimizer states.
     int64_t params = 0, grads = 0, master = 0, optimizer = 0;
@@ -134,7 +144,10 @@ TpTraffic tp_micro_batch_traffic(const models::Transformer& model, int64_t B, in
 // (of each expert for MoE), naming the size and the dimension.
 class RankModel {
 public:
-    RankModel(const models::ModelConfig& cfg, const models::RunConfig& run, int tp);
+    // ulysses, ring > 1: the model also holds stand-in sp and ring groups of those sizes (its
+    // attention cores' buffers count in its activation_bytes; nothing communicates).
+    RankModel(const models::ModelConfig& cfg, const models::RunConfig& run, int tp, int ulysses = 1,
+              int ring = 1);
     ~RankModel();
     RankModel(const RankModel&) = delete;
     RankModel& operator=(const RankModel&) = delete;
@@ -146,8 +159,37 @@ public:
 
 private:
     std::unique_ptr<comm::Communicator> group_;  // the stand-in tp group; outlives model_
+    std::unique_ptr<comm::Communicator> sp_group_, ring_group_;  // stand-ins, likewise
     std::unique_ptr<models::Transformer> model_;
     std::unique_ptr<models::Transformer> local_;  // tp > 1 only
+};
+
+// A stand-in group of n ranks for measuring one rank's memory on one process: every collective
+// acts as if each rank held this rank's data (an all-to-all returns its input, an all-gather
+// repeats it, a receive zeros its buffer, reductions and sends leave theirs), so a model over it
+// allocates exactly what a real sp or ring rank does, with the allocator's counts its own
+// (thread-ranks share them). The values are not a real run's. split() gives another of n ranks.
+class MirrorGroup final : public comm::Communicator {
+public:
+    explicit MirrorGroup(int n) : n_(n) {}
+    int rank() const override { return 0; }
+    int size() const override { return n_; }
+    std::string name() const override;
+    comm::Work allreduce(const core::Tensor&, comm::ReduceOp) override { return {}; }
+    comm::Work reduce_scatter(const core::Tensor& out, const core::Tensor& in,
+                              comm::ReduceOp) override;
+    comm::Work allgather(const core::Tensor& out, const core::Tensor& in) override;
+    comm::Work broadcast(const core::Tensor&, int) override { return {}; }
+    comm::Work all_to_all(const core::Tensor& out, const core::Tensor& in) override;
+    comm::Work send(const core::Tensor&, int, int) override { return {}; }
+    comm::Work recv(const core::Tensor& t, int, int) override;
+    void barrier() override {}
+    std::unique_ptr<Communicator> split(int, int) override {
+        return std::make_unique<MirrorGroup>(n_);
+    }
+
+private:
+    int n_;
 };
 
 // Bytes of model states per parameter at a stage and data-parallel size (for "the largest model

@@ -12,12 +12,14 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include <gtest/gtest.h>
 
 #include "comm/communicator.h"
 #include "core/backend.h"
+#include "parallel/topology.h"
 #include "tests/test_util.h"
 #include "train/trainer.h"
 
@@ -574,7 +576,199 @@ TEST(EstimateTensorParallel, SizesThatDoNotFitAreRefusedByName) {
     in.world = 8;
     in.sizes.tp = 2;
     in.sizes.pp = 2;
-    refused([&] { estimate(tp2, in); }, "pipeline, sequence and expert parallelism");
+    refused([&] { estimate(tp2, in); }, "pipeline and expert parallelism");
+    // Sequence parallelism: the model must run under the sizes' Ulysses and ring degrees, and the
+    // sequence must cut evenly.
+    in.sizes.pp = 1;
+    in.sizes.sp = 2;
+    in.world = 8;
+    refused([&] { estimate(tp2, in); }, "the model runs under ulysses 1 x ring 1");
+    const RankModel ring2(llama, {}, 1, 1, 2);
+    EstimateInput rin;
+    rin.world = 2;
+    rin.sizes.sp = 2;
+    rin.sizes.ring = 2;
+    rin.seq_len = 34;
+    refused([&] { estimate(ring2, rin); }, "--seq-len 34 is not divisible by 4");
+}
+
+// ---------------------------------------------------------------- sequence parallelism
+
+const char* kSpModel = R"({"model_type": "llama", "vocab_size": 64, "hidden_size": 64,
+    "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
+    "intermediate_size": 96, "max_position_embeddings": 8192})";
+
+struct SpMeasure {
+    int64_t states = 0;  // bytes allocated before the micro-batches (weights, gradients)
+    int64_t saved = 0;   // what stays after one (less dres, the residual stream's gradient)
+    int64_t peak = 0;    // the second micro-batch's peak above `states`
+};
+
+// One rank of a ulysses x ring sequence-parallel group training on sequences of T tokens: two
+// micro-batches of B sequences (its T / (ulysses x ring) tokens of each) on a model over mirror
+// groups, with the allocator's counts around them.
+SpMeasure measure_sp(const models::ModelConfig& mc, const models::RunConfig& base, int ulysses,
+                     int ring, int64_t B, int64_t T) {
+    MirrorGroup sp(ulysses), rg(ring);
+    models::RunConfig run = base;
+    run.sp = ulysses > 1 ? &sp : nullptr;
+    run.ring = ring > 1 ? &rg : nullptr;
+    const int64_t before_model = core::memory_stats().current_total;
+    models::Transformer m(mc, run);
+    models::DenseParams p(m.layout(), run.compute_dtype, true);
+    p.init(1);
+    p.bind(m.binding());
+    zs::test::Rng rng(3);
+    const int64_t Tl = T / (ulysses * ring);
+    const models::TrainBatch bt{zs::test::random_ints(rng, {B, Tl}, core::DType::i32, 0, 63),
+                                zs::test::random_ints(rng, {B, Tl}, core::DType::i32, 0, 63)};
+    SpMeasure out;
+    const int64_t before = core::memory_stats().current_total;
+    out.states = before - before_model;
+    m.forward_backward(bt, 1.0f);
+    out.saved = core::memory_stats().current_total - before - B * Tl * mc.hidden_size * 4;
+    core::backend(core::Device::cpu()).memory().reset_peak();
+    m.forward_backward(bt, 1.0f);
+    out.peak = core::memory_stats().peak_total - before;
+    return out;
+}
+
+MemoryEstimate estimate_sp(const models::ModelConfig& mc, const models::RunConfig& run, int ulysses,
+                           int ring, int64_t B, int64_t T) {
+    const RankModel rank(mc, run, 1, ulysses, ring);
+    EstimateInput in;
+    in.world = ulysses * ring;
+    in.sizes.sp = ulysses * ring;
+    in.sizes.ring = ring;
+    in.micro_batch = B;
+    in.seq_len = T;
+    return estimate(rank, in);
+}
+
+// The estimate's per-rank activations under Ulysses, ring and USP against one rank's allocator:
+// what a micro-batch leaves allocated (block activations, the cores' buffers) and its peak are
+// the estimate's activations and activations + transient, byte for byte (under activation
+// checkpointing the peak is bounded by it within one [N, C] f32 tensor), across sequence lengths,
+// f32 and bf16; the tokens per rank are seq_len / sp.
+TEST(EstimateSequenceParallel, ActivationsPerRankAreTheMeasuredOnes) {
+    const models::ModelConfig mc = models::parse_hf_config(kSpModel, "test");
+    const int64_t B = 2;
+    for (auto [u, r] : {std::pair{1, 1}, {2, 1}, {4, 1}, {1, 2}, {1, 4}, {2, 2}}) {
+        for (int64_t T : {64, 256}) {
+            for (core::DType ct : {core::DType::f32, core::DType::bf16}) {
+                for (bool ckpt : {false, true}) {
+                    const models::RunConfig run{
+                        .compute_dtype = ct, .activation_checkpointing = ckpt, .logits_chunk = 64};
+                    const std::string at = fmt::format("ulysses {} ring {} T {} {}{}", u, r, T,
+                                                       core::to_string(ct), ckpt ? " ckpt" : "");
+                    const SpMeasure m = measure_sp(mc, run, u, r, B, T);
+                    const MemoryEstimate e = estimate_sp(mc, run, u, r, B, T);
+                    EXPECT_EQ(e.tokens_per_rank, T / (u * r)) << at;
+                    EXPECT_EQ(m.saved, e.activations) << at;
+                    if (!ckpt) {
+                        EXPECT_EQ(m.peak, e.activations + e.transient) << at;
+                    } else {
+                        // The re-run forward's discarded [N, C] f32 output is counted on top of
+                        // the block's backward, though it is freed before (rank_activations):
+                        // an upper bound by exactly that.
+                        EXPECT_LE(m.peak, e.activations + e.transient) << at;
+                        EXPECT_GE(m.peak, e.activations + e.transient -
+                                              B * (T / (u * r)) * mc.hidden_size * 4)
+                            << at;
+                    }
+                }
+            }
+        }
+    }
+}
+
+// Sequence parallelism's traffic: one micro-batch of a model over real Ulysses and ring groups
+// (thread-ranks, the topology's sub-groups behind a counting decorator) hands the all-to-alls and
+// sends the bytes the estimate prints: (U - 1) / U of parallel::ulysses_volume's buffers (forward
+// twice under activation checkpointing) and parallel::ring_volume, per layer. At the same tokens
+// per rank the Ulysses bytes per rank stay constant in U (its per-link volume), the ring's grow
+// with R.
+TEST(EstimateSequenceParallel, TrafficEqualsTheCoresSends) {
+    const models::ModelConfig mc = models::parse_hf_config(kSpModel, "test");
+    const int64_t B = 2, Tl = 32;
+    for (auto [u, r] : {std::pair{2, 1}, {4, 1}, {1, 2}, {1, 4}, {2, 2}}) {
+        for (bool ckpt : {false, true}) {
+            const models::RunConfig base{.compute_dtype = core::DType::bf16,
+                                         .activation_checkpointing = ckpt};
+            const int64_t T = Tl * u * r;
+            const MemoryEstimate e = estimate_sp(mc, base, u, r, B, T);
+            const std::string at = fmt::format("ulysses {} ring {}{}", u, r, ckpt ? " ckpt" : "");
+            comm::run_local(u * r, [&](int, comm::Communicator& world) {
+                parallel::Sizes sz;
+                sz.sp = u * r;
+                sz.ring = r;
+                parallel::Topology topo(world, sz);
+                CountingComm uc(topo.group(parallel::Group::ulysses)),
+                    rc(topo.group(parallel::Group::ring));
+                models::RunConfig run = base;
+                run.sp = u > 1 ? &uc : nullptr;
+                run.ring = r > 1 ? &rc : nullptr;
+                models::Transformer m(mc, run);
+                models::DenseParams p(m.layout(), run.compute_dtype, true);
+                p.init(1);
+                p.bind(m.binding());
+                zs::test::Rng rng(3);
+                const models::TrainBatch bt{
+                    zs::test::random_ints(rng, {B, Tl}, core::DType::i32, 0, 63),
+                    zs::test::random_ints(rng, {B, Tl}, core::DType::i32, 0, 63)};
+                m.forward_backward(bt, 1.0f);
+                int64_t a2a = 0, sent = 0;
+                for (const auto& c : uc.calls) a2a += c.op == "all_to_all" ? c.bytes : 0;
+                for (const auto& c : rc.calls) sent += c.op == "send" ? c.bytes : 0;
+                EXPECT_EQ(a2a * (u - 1) / u, e.comm.sp_all_to_all) << at;
+                EXPECT_EQ(sent, e.comm.ring_send) << at;
+                EXPECT_GT(a2a + sent, 0) << at;
+            });
+        }
+    }
+}
+
+// The issue's scale goal, with the tracked allocator: under a per-rank cap set to what one rank
+// needs for 256-token sequences (weights, gradients and activations; a Llama-shaped GQA model of
+// 8 layers, f32), the longest sequence 4 ranks train, in steps of 64 tokens, against the single
+// rank's. The longest is found from the estimate (exact here, above) and confirmed by measured
+// peaks: it fits under the cap and the next length does not. Ring 4 reaches >= 3.5x; Ulysses 2 x
+// ring 2 reaches 3x: the Ulysses core keeps a head-sharded copy of each layer's q, k, v and
+// output for backward (as DeepSpeed does) and its exchange buffers, on top of the ring's.
+TEST(EstimateSequenceParallel, FourRanksTrainSequencesOverThreePointFiveTimesLonger) {
+    const models::ModelConfig mc = models::parse_hf_config(
+        R"({"model_type": "llama", "vocab_size": 64, "hidden_size": 128, "num_hidden_layers": 8,
+        "num_attention_heads": 4, "num_key_value_heads": 2, "intermediate_size": 352,
+        "max_position_embeddings": 8192})",
+        "test");
+    const models::RunConfig run{.compute_dtype = core::DType::f32, .logits_chunk = 64};
+    const int64_t B = 1, step = 64;
+    const SpMeasure one = measure_sp(mc, run, 1, 1, B, 256);
+    const int64_t cap = one.states + one.peak;
+    auto longest = [&](int u, int r) {
+        int64_t T = step;
+        while (one.states + estimate_sp(mc, run, u, r, B, T + step).activations +
+                   estimate_sp(mc, run, u, r, B, T + step).transient <=
+               cap) {
+            T += step;
+        }
+        const SpMeasure fit = measure_sp(mc, run, u, r, B, T),
+                        over = measure_sp(mc, run, u, r, B, T + step);
+        EXPECT_LE(fit.states + fit.peak, cap) << "ulysses " << u << " ring " << r << " T " << T;
+        EXPECT_GT(over.states + over.peak, cap) << "ulysses " << u << " ring " << r << " T " << T;
+        return T;
+    };
+    const int64_t t1 = longest(1, 1);
+    EXPECT_EQ(t1, 256);
+    for (auto [u, r, want] : {std::tuple{1, 4, 3.5}, {2, 2, 3.0}}) {
+        const int64_t t4 = longest(u, r);
+        EXPECT_GE(static_cast<double>(t4), want * static_cast<double>(t1))
+            << "ulysses " << u << " ring " << r << ": " << t4 << " vs " << t1;
+        std::printf(
+            "cap %lld bytes: 1 rank %lld tokens, ulysses %d x ring %d: %lld tokens (%.2fx)\n",
+            static_cast<long long>(cap), static_cast<long long>(t1), u, r,
+            static_cast<long long>(t4), static_cast<double>(t4) / static_cast<double>(t1));
+    }
 }
 
 }  // namespace

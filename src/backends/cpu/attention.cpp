@@ -558,4 +558,37 @@ void CpuKernels::attention_backward(const Tensor& dq, const Tensor& dk, const Te
     });
 }
 
+// One task per (batch, head); each row of HS is rescaled and summed with the vector helpers.
+void CpuKernels::attention_merge(const Tensor& out, const Tensor& lse, const Tensor& part_out,
+                                 const Tensor& part_lse) {
+    const int64_t B = out.size(0), Tq = out.size(1), NH = out.size(2), HS = out.size(3);
+    float* O = out.data<float>();
+    const float* PO = part_out.data<float>();
+    float* L = lse.data<float>();
+    const float* PL = part_lse.data<float>();
+    const int64_t ob = out.stride(0), ot = out.stride(1), oh = out.stride(2);
+    const int64_t pb = part_out.stride(0), pt = part_out.stride(1), ph = part_out.stride(2);
+    for_rows(B * NH, Tq * HS, [&](int64_t bh) {
+        const int64_t b = bh / NH, h = bh % NH;
+        for (int64_t t = 0; t < Tq; ++t) {
+            const int64_t li = (b * NH + h) * Tq + t;
+            const float l1 = L[li], l2 = PL[li];
+            if (l2 == -INFINITY) continue;
+            const float m = std::max(l1, l2);
+            const float e1 = l1 == -INFINITY ? 0.0f : std::exp(l1 - m), e2 = std::exp(l2 - m);
+            const float inv = 1.0f / (e1 + e2);
+            const VecF w1 = vset(e1 * inv), w2 = vset(e2 * inv);
+            float* o = O + b * ob + t * ot + h * oh;
+            const float* p = PO + b * pb + t * pt + h * ph;
+            for_pairs(0, HS, [&](int64_t c, int n) {
+                VecF a0, a1, p0, p1;
+                vload2(o + c, a0, a1, n);
+                vload2(p + c, p0, p1, n);
+                vstore2(o + c, w1 * a0 + w2 * p0, w1 * a1 + w2 * p1, n);
+            });
+            L[li] = m + std::log(e1 + e2);
+        }
+    });
+}
+
 }  // namespace zs::backends::cpu

@@ -69,6 +69,8 @@ public:
                             const Tensor& dout, const Tensor& q, const Tensor& k, const Tensor& v,
                             const Tensor& out, const Tensor& lse,
                             const ops::AttentionOptions& opts) override;
+    void attention_merge(const Tensor& out, const Tensor& lse, const Tensor& part_out,
+                         const Tensor& part_lse) override;
     void paged_kv_write(const Tensor& k_cache, const Tensor& v_cache, const Tensor& k,
                         const Tensor& v, std::span<const ops::SeqSlice> seqs) override;
     void paged_attention_forward(const Tensor& out, const Tensor& q, const Tensor& k_cache,
