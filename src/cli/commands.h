@@ -78,6 +78,7 @@ struct TrainOptions {
     int64_t micro_batch = -1, grad_accum = -1, warmup = -1;
     int tp = 0;  // --tp (0: tensor_parallel.autotp_size or 1)
     int sp = 0;  // --sp (0: sequence_parallel_size or 1)
+    int ep = 0;  // --ep (0: expert_parallel_size or 1)
     double lr = -1, weight_decay = -1, max_grad_norm = -1;
 };
 // Train on the ranks of `world` (one process, or an MPI job).

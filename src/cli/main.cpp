@@ -183,6 +183,11 @@ int main(int argc, char** argv) {
                     "Sequence-parallel ranks (DeepSpeed-Ulysses: each trains on seq-len / sp "
                     "tokens of every sequence; ds_config sequence_parallel_size)")
         ->check(CLI::Range(1, 4096));
+    trn->add_option("--ep", tr.ep,
+                    "Expert-parallel ranks for MoE models (DeepSpeed-MoE: each holds experts / ep "
+                    "of every layer, out of the data-parallel ranks; ds_config "
+                    "expert_parallel_size)")
+        ->check(CLI::Range(1, 4096));
     // The Hugging Face Trainer's settings, for ds_config values written "auto".
     trn->add_option("--micro-batch", tr.micro_batch,
                     "ds_config \"auto\": train_micro_batch_size_per_gpu (default 8)")

@@ -62,6 +62,7 @@ int run_train(const TrainOptions& o, comm::Communicator& world) {
     autos.steps = o.steps;
     if (o.tp > 0) autos.tp = o.tp;
     if (o.sp > 0) autos.sp = o.sp;
+    if (o.ep > 0) autos.ep = o.ep;
     autos.hidden_size = mc.hidden_size;
     train::TrainConfig tc = train::load_ds_config(o.ds_config, world.size(), &autos);
     train::RunOptions run;
@@ -91,14 +92,19 @@ int run_train(const TrainOptions& o, comm::Communicator& world) {
             "training {} ({:.2f} M parameters) on {} rank(s){}: ZeRO stage {}, {}, micro-batch {} "
             "x {} accumulation x {} data-parallel ranks = {} sequences of {} tokens per step",
             models::to_string(mc.arch), static_cast<double>(mc.n_params()) / 1e6, world.size(),
-            tc.tensor_parallel_size > 1 || tc.sequence_parallel_size > 1
+            tc.tensor_parallel_size > 1 || tc.sequence_parallel_size > 1 ||
+                    tc.expert_parallel_size > 1
                 ? fmt::format(" ({} data-parallel{}{})", tc.world_size,
                               tc.sequence_parallel_size > 1 ? fmt::format(" x {} sequence-parallel",
                                                                           tc.sequence_parallel_size)
                                                             : std::string(),
                               tc.tensor_parallel_size > 1
                                   ? fmt::format(" x {} tensor-parallel", tc.tensor_parallel_size)
-                                  : std::string())
+                                  : std::string()) +
+                      (tc.expert_parallel_size > 1
+                           ? fmt::format(", experts over {} expert-parallel",
+                                         tc.expert_parallel_size)
+                           : std::string())
                 : std::string(),
             tc.zero.stage, train::to_string(tc.precision), tc.batch.train_micro_batch_size_per_gpu,
             tc.batch.gradient_accumulation_steps, tc.world_size, tc.batch.train_batch_size,

@@ -262,6 +262,12 @@ struct TrainConfig {
     // triple is for the dp ranks (DeepSpeed: world / sp), and each sp rank trains on seq_len / sp
     // tokens of the same sequences.
     int sequence_parallel_size = 1;
+    // expert_parallel_size (zerospeed's key for what DeepSpeed sets as the MoE layer's ep_size)
+    // or --ep: expert parallelism carved out of the world_size data-parallel ranks (ep consecutive
+    // dp ranks share one copy of the experts, E / ep each; parallel/topology.h). ep must divide
+    // world_size (and the model's experts: checked with the model). The batch triple is
+    // unchanged: every dp rank still reads its own micro-batches.
+    int expert_parallel_size = 1;
 
     BatchConfig batch;
     ElasticityConfig elasticity;  // when enabled, `batch` is what it derived for world_size
@@ -307,6 +313,7 @@ struct AutoValues {
     int64_t hidden_size = 0;              // the model's (ZeRO bucket sizes); 0: unknown
     std::optional<int> tp;                // --tp (tensor_parallel.autotp_size; must agree)
     std::optional<int> sp;                // --sp (sequence_parallel_size; must agree)
+    std::optional<int> ep;                // --ep (expert_parallel_size; must agree)
 };
 
 // Parse `json_text` (the contents of `source`) for `world_size` data-parallel ranks. Throws

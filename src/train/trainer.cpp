@@ -5,6 +5,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <map>
 
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
@@ -99,6 +100,7 @@ Trainer::Trainer(models::ModelConfig model, TrainConfig cfg, RunOptions run,
     parallel::Sizes sz;
     sz.tp = tp;
     sz.sp = sp;
+    sz.ep = cfg_.expert_parallel_size;
     topo_ = std::make_unique<parallel::Topology>(world_, sz);
     parallel::check_model(topo_->sizes(), {mcfg_.model_type, mcfg_.n_heads, mcfg_.n_kv_heads,
                                            mcfg_.moe.n_experts, mcfg_.n_layers});
@@ -116,6 +118,19 @@ Trainer::Trainer(models::ModelConfig model, TrainConfig cfg, RunOptions run,
                    "tp group, which is not implemented yet",
                    cfg_.source);
         full_model_ = std::make_unique<models::Transformer>(mcfg_, models::RunConfig{});
+    }
+    if (cfg_.expert_parallel_size > 1) {
+        // DeepSpeed-MoE: experts sharded over the ep group, their gradients reduced (and ZeRO
+        // partitioned) over the expert data-parallel group; dense parameters over dp_.
+        ZS_CHECK_T(ConfigError, mcfg_.mlp == models::MlpKind::moe,
+                   "{}: expert_parallel_size {} needs a mixture-of-experts model; {} is dense",
+                   cfg_.source, cfg_.expert_parallel_size, mcfg_.model_type);
+        ep_ = &topo_->group(parallel::Group::ep);
+        edp_ = &topo_->group(parallel::Group::edp);
+        rc.ep = ep_;
+        if (!full_model_) {
+            full_model_ = std::make_unique<models::Transformer>(mcfg_, models::RunConfig{});
+        }
     }
     model_ = std::make_unique<models::Transformer>(mcfg_, rc);
     // Gradient norm over every element of the whole model once: an element held by c
@@ -143,6 +158,12 @@ Trainer::Trainer(models::ModelConfig model, TrainConfig cfg, RunOptions run,
     // hpZ: the engine splits the dp group into sub-groups of consecutive dp ranks (one host under
     // the topology's rank order) and refuses a size that does not divide dp.
     zc.hpz_partition_size = cfg_.zero.zero_hpz_partition_size;
+    if (ep_) {
+        const int first_expert_group = model_->expert_group(0);
+        zc.group_comm = [this, first_expert_group](int g) {
+            return g >= first_expert_group ? edp_ : nullptr;
+        };
+    }
     engine_ = std::make_unique<zero::Engine>(model_->layout(), model_->binding(), *dp_, zc,
                                              rc.compute_dtype, cfg_.optimizer.options(),
                                              [this](int g) { return model_->grad_groups(g); });
@@ -255,8 +276,50 @@ Tensor Trainer::gather_whole_group(int g, int state) {
     return whole;
 }
 
+void Trainer::check_no_ep(const char* what) const {
+    ZS_CHECK_T(NotSupported, ep_ == nullptr,
+               "{}: {} under expert parallelism (expert_parallel_size {}) is not implemented yet "
+               "(train at expert_parallel_size 1 to save or export)",
+               cfg_.source, what, cfg_.expert_parallel_size);
+}
+
+void Trainer::load_by_name(const std::function<Tensor(int)>& full_group) {
+    const models::ParamLayout& fl = full_model_->layout();
+    const models::ParamLayout& ll = model_->layout();
+    std::map<int, Tensor> cache;  // the whole model's groups, as needed
+    for (int g = 0; g < ll.n_groups(); ++g) {
+        Tensor out = Tensor::zeros({ll.group(g).numel}, DType::f32, core::Device::cpu(),
+                                   core::MemCategory::buffers);
+        for (models::ParamId id : ll.group(g).params) {
+            const models::ParamInfo& lp = ll.param(id);
+            const models::ParamInfo& fp = fl.param(fl.id(lp.name));
+            auto it = cache.find(fp.group);
+            if (it == cache.end()) it = cache.emplace(fp.group, full_group(fp.group)).first;
+            const Tensor whole =
+                it->second.slice(0, fp.offset, fp.offset + fp.numel()).view(fp.shape);
+            out.slice(0, lp.offset, lp.offset + lp.numel())
+                .view(lp.shape)
+                .copy_from(model_->tp_slice(id, whole));
+        }
+        engine_->load_group(g, out);
+    }
+}
+
 void Trainer::init_random() {
     if (!full_model_) return engine_->init_weights(run_.seed);
+    if (ep_) {
+        // Expert parallelism: each parameter from the whole model's initial values by name.
+        const models::ParamLayout& fl = full_model_->layout();
+        return load_by_name([&](int fg) {
+            Tensor full = Tensor::zeros({fl.group(fg).numel}, DType::f32, core::Device::cpu(),
+                                        core::MemCategory::buffers);
+            for (models::ParamId id : fl.group(fg).params) {
+                models::init_param_values(fl.param(id), id, run_.seed,
+                                          full.data<float>() + fl.param(id).offset);
+            }
+            return full;
+        });
+    }
     // Tensor parallelism: each rank's part of the whole model's initial values, so any tp starts
     // from the same weights.
     const models::ParamLayout& fl = full_model_->layout();
@@ -272,6 +335,9 @@ void Trainer::init_random() {
 }
 
 void Trainer::init_from(const models::WeightSource& src) {
+    if (ep_) {
+        return load_by_name([&](int fg) { return models::load_hf_group(*full_model_, fg, src); });
+    }
     for (int g = 0; g < model_->layout().n_groups(); ++g) {
         engine_->load_group(g, full_model_
                                    ? local_group(g, models::load_hf_group(*full_model_, g, src))
@@ -347,8 +413,11 @@ StepStats Trainer::step(const std::vector<models::TrainBatch>& batches) {
     for (const models::TrainBatch& batch : batches) {
         const auto ce_scale =
             static_cast<float>(1.0 / (static_cast<double>(micro * T * accum) * pre));
-        models::LossStats st = model_->forward_backward(
-            batch, ce_scale, static_cast<float>(loss_scale), engine_.get());
+        // The load-balancing loss is per micro-batch (mean over this rank's tokens): weighted
+        // like the mean token loss, 1 / (accum x pre) of it per micro-batch.
+        models::LossStats st =
+            model_->forward_backward(batch, ce_scale, static_cast<float>(loss_scale), engine_.get(),
+                                     1.0 / (static_cast<double>(accum) * pre));
         loss_sum +=
             st.loss_sum + mcfg_.moe.train_aux_coef() * st.aux_loss * static_cast<double>(micro * T);
         s.forward_s += st.forward_s;
@@ -559,6 +628,7 @@ std::vector<StepStats> Trainer::train() {
 // ------------------------------------------------------------------------------ checkpoints
 
 void Trainer::save_checkpoint() {
+    check_no_ep("saving a checkpoint");
     // A checkpoint holds the whole model's groups (the tensor-parallel-free layout) split into
     // ranges, one file per data-parallel rank: the same at any tp, so it loads at any dp x tp.
     // Without tensor parallelism each rank writes the elements it owns; with it, the groups are
@@ -681,6 +751,7 @@ void Trainer::save_checkpoint() {
 }
 
 void Trainer::load_checkpoint(const std::string& path) {
+    check_no_ep("resuming from a checkpoint");
     std::string dir = path;
     if (fs::exists(path + "/latest")) {
         std::string tag = io::read_file(path + "/latest");
@@ -799,6 +870,7 @@ void Trainer::load_checkpoint(const std::string& path) {
 }
 
 void Trainer::export_hf(const std::string& dir, core::DType dtype) {
+    check_no_ep("the HF export");
     std::vector<io::NamedTensor> tensors;
     for (int g = 0; g < model_->layout().n_groups(); ++g) {
         Tensor full = gather_whole_group(g, -1);

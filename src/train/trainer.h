@@ -122,7 +122,16 @@ private:
     comm::Communicator* data_dp_ = nullptr;
     comm::Communicator* tp_ = nullptr;
     comm::Communicator* sp_ = nullptr;
-    std::unique_ptr<models::Transformer> full_model_;  // tp > 1: the whole model's layout
+    // Expert parallelism (null without): the ep group (experts sharded over it) and the expert
+    // data-parallel group (the ranks holding the same experts), ZeRO's for the expert groups.
+    comm::Communicator* ep_ = nullptr;
+    comm::Communicator* edp_ = nullptr;
+    // ep > 1: this rank's values of every group, each parameter cut (by name, tp_slice) from the
+    // whole model's group holding it; `full_group(fg)` gives the whole model's group fg.
+    void load_by_name(const std::function<core::Tensor(int)>& full_group);
+    // ep > 1: refuse what needs the whole model's groups gathered across ep (not implemented).
+    void check_no_ep(const char* what) const;
+    std::unique_ptr<models::Transformer> full_model_;  // tp or ep > 1: the whole model's layout
     // Per parameter: ranges of its elements weighted 1 / (tensor-parallel ranks holding them).
     std::vector<std::vector<zero::Engine::NormWeight>> norm_weight_;
     // A group's values for this rank from the whole model's group values (tp_slice per param).
