@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "comm/communicator.h"
+#include "io/safetensors.h"
 #include "io/token_dataset.h"
 #include "tests/test_util.h"
 #include "train/trainer.h"
@@ -19,6 +20,7 @@ namespace zs::train {
 namespace {
 
 namespace fs = std::filesystem;
+using core::Tensor;
 
 struct MoeScratch {
     std::string root;
@@ -181,6 +183,66 @@ TEST(ExpertParallelTraining, ExpertMemoryPerRankIsOneOverEp) {
                         0.01 * static_cast<double>(one.second))
                 << "ep " << ep;
         });
+    }
+}
+
+// Checkpoints hold the whole (ep-free) model, so they reshard across ep: saved at dp x ep 2 x 2
+// (ZeRO-3) and resumed at ep 1 (dp 2) or ep 4, or saved at ep 1 and resumed at tp x ep 2 x 2,
+// the next losses equal the uninterrupted single-rank run's; the HF export gathered at ep 2
+// equals the single rank's weights.
+TEST(ExpertParallelTraining, CheckpointsReshardAcrossEp) {
+    MoeScratch s("ckpt");
+    RunOptions full = s.run(8);
+    const std::vector<StepStats> want = single_rank(s.mc, full);
+    {
+        auto comm = comm::make_self();
+        Trainer t(s.mc, ep_config(1, 1, 1, 0), full, *comm);
+        t.init_random();
+        t.train();
+        t.export_hf(s.root + "/hf_want");
+    }
+    ASSERT_EQ(want.size(), 8u);
+    const std::pair<Case, Case> cases[] = {
+        {{4, 1, 2, 3}, {2, 1, 1, 1}}, {{4, 1, 2, 3}, {4, 1, 4, 2}}, {{2, 1, 1, 2}, {4, 2, 2, 0}}};
+    for (const auto& [save, load] : cases) {
+        const std::string at = "saved at " + save.str() + ", loaded at " + load.str();
+        fs::remove_all(s.root + "/ckpt");
+        RunOptions first = s.run(4);
+        first.save_dir = s.root + "/ckpt";
+        comm::run_local(save.world, [&](int, comm::Communicator& c) {
+            Trainer t(s.mc, ep_config(save.world, save.tp, save.ep, save.stage), first, c);
+            t.init_random();
+            t.train();
+        });
+        ASSERT_TRUE(fs::exists(s.root + "/ckpt/step-4/manifest.json")) << at;
+        comm::run_local(load.world, [&](int rank, comm::Communicator& c) {
+            Trainer t(s.mc, ep_config(load.world, load.tp, load.ep, load.stage), full, c);
+            t.load_checkpoint(s.root + "/ckpt");
+            EXPECT_EQ(t.steps_done(), 4) << at;
+            const std::vector<StepStats> rest = t.train();
+            ASSERT_EQ(rest.size(), 4u) << at;
+            for (size_t i = 0; i < rest.size(); ++i) {
+                EXPECT_NEAR(rest[i].loss, want[4 + i].loss, 1e-5 * want[4 + i].loss)
+                    << at << " rank " << rank << " step " << 5 + i;
+            }
+            if (load.ep > 1) t.export_hf(s.root + "/hf_got");
+        });
+        if (load.ep == 1) continue;
+        io::SafetensorsFile w = io::SafetensorsFile::open(s.root + "/hf_want/model.safetensors");
+        io::SafetensorsFile g = io::SafetensorsFile::open(s.root + "/hf_got/model.safetensors");
+        ASSERT_EQ(g.tensors().size(), w.tensors().size()) << at;
+        for (const io::SafetensorsTensorInfo& info : w.tensors()) {
+            Tensor a = w.tensor(info.name).contiguous(), b = g.tensor(info.name).contiguous();
+            ASSERT_EQ(a.shape(), b.shape()) << at << " " << info.name;
+            double d = 0, n = 0;
+            for (int64_t k = 0; k < a.numel(); ++k) {
+                const double x = a.data<float>()[k], y = b.data<float>()[k];
+                d += (x - y) * (x - y);
+                n += x * x;
+            }
+            EXPECT_LE(std::sqrt(d / std::max(n, 1e-30)), 1e-5) << at << " " << info.name;
+        }
+        fs::remove_all(s.root + "/hf_got");
     }
 }
 

@@ -214,14 +214,19 @@ Tensor Trainer::local_group(int g, const Tensor& full) const {
     return out;
 }
 
-Tensor Trainer::tp_index(int g) const {
+Tensor Trainer::whole_index(int g, int& whole_group) const {
     const models::ParamLayout& fl = full_model_->layout();
     const models::ParamLayout& ll = model_->layout();
     Tensor out = Tensor::empty({ll.group(g).numel}, DType::i64, core::Device::cpu(),
                                core::MemCategory::buffers);
+    std::fill_n(out.data<int64_t>(), out.numel(), int64_t{-1});
+    whole_group = -1;
     for (models::ParamId id : ll.group(g).params) {
-        const models::ParamInfo& fp = fl.param(id);
         const models::ParamInfo& lp = ll.param(id);
+        const models::ParamInfo& fp = fl.param(fl.id(lp.name));
+        ZS_ASSERT(whole_group < 0 || whole_group == fp.group,
+                  "group {} maps into two whole-model groups", ll.group(g).name);
+        whole_group = fp.group;
         Tensor whole =
             Tensor::empty(fp.shape, DType::i64, core::Device::cpu(), core::MemCategory::buffers);
         int64_t* w = whole.data<int64_t>();
@@ -233,7 +238,57 @@ Tensor Trainer::tp_index(int g) const {
     return out;
 }
 
+Tensor Trainer::gather_whole_group_ep(int fg, int state) {
+    // This rank's groups holding parts of whole group fg (block l: its dense group and its
+    // experts' group), gathered over their data-parallel groups, with each element's index in
+    // fg; then every rank's, over the world (each tp and ep rank holds other parts; data-parallel
+    // replicas send the same values twice, harmlessly).
+    std::vector<Tensor> vals, idxs;
+    int64_t n = 0;
+    for (int g = 0; g < model_->layout().n_groups(); ++g) {
+        int wg = -1;
+        Tensor idx = whole_index(g, wg);
+        if (wg != fg) continue;
+        vals.push_back(engine_->gather_group(g, state).contiguous());
+        idxs.push_back(idx);
+        n += idx.numel();
+    }
+    const int R = world_.size();
+    auto i64 = [](int64_t k) {
+        return Tensor::empty({k}, DType::i64, core::Device::cpu(), core::MemCategory::buffers);
+    };
+    Tensor cnt = i64(1), cnts = i64(R);
+    cnt.data<int64_t>()[0] = n;
+    world_.allgather(cnts, cnt).wait();
+    const int64_t* c = cnts.data<int64_t>();
+    const int64_t nmax = *std::max_element(c, c + R);
+    Tensor v = Tensor::zeros({nmax}, DType::f32, core::Device::cpu(), core::MemCategory::buffers);
+    Tensor ix = i64(nmax);
+    std::fill_n(ix.data<int64_t>(), nmax, int64_t{-1});
+    int64_t at = 0;
+    for (size_t i = 0; i < vals.size(); ++i) {
+        const int64_t k = idxs[i].numel();
+        v.slice(0, at, at + k).copy_from(vals[i].slice(0, 0, k));
+        ix.slice(0, at, at + k).copy_from(idxs[i]);
+        at += k;
+    }
+    Tensor all_v =
+        Tensor::empty({R * nmax}, DType::f32, core::Device::cpu(), core::MemCategory::buffers);
+    Tensor all_i = i64(R * nmax);
+    world_.allgather(all_v, v).wait();
+    world_.allgather(all_i, ix).wait();
+    const int64_t nf = full_model_->layout().group(fg).numel;
+    Tensor whole = Tensor::zeros({nf}, DType::f32, core::Device::cpu(), core::MemCategory::buffers);
+    float* w = whole.data<float>();
+    for (int64_t j = 0; j < R * nmax; ++j) {
+        const int64_t f = all_i.data<int64_t>()[j];
+        if (f >= 0 && f < nf) w[f] = all_v.data<float>()[j];
+    }
+    return whole;
+}
+
 Tensor Trainer::gather_whole_group(int g, int state) {
+    if (ep_) return gather_whole_group_ep(g, state);
     Tensor local = engine_->gather_group(g, state);  // this rank's group, over dp
     if (!tp_) return local;
     const int T = tp_->size();
@@ -250,7 +305,8 @@ Tensor Trainer::gather_whole_group(int g, int state) {
         Tensor::zeros({nmax}, DType::f32, core::Device::cpu(), core::MemCategory::buffers);
     Tensor idx = Tensor::zeros({nmax}, DType::i64, core::Device::cpu(), core::MemCategory::buffers);
     vals.slice(0, 0, local.numel()).copy_from(local);
-    idx.slice(0, 0, local.numel()).copy_from(tp_index(g));
+    int wg = -1;
+    idx.slice(0, 0, local.numel()).copy_from(whole_index(g, wg));
     Tensor all_v =
         Tensor::empty({T * nmax}, DType::f32, core::Device::cpu(), core::MemCategory::buffers);
     Tensor all_i =
@@ -264,6 +320,7 @@ Tensor Trainer::gather_whole_group(int g, int state) {
         const float* v = all_v.data<float>() + r * nmax;
         const int64_t* ix = all_i.data<int64_t>() + r * nmax;
         for (int64_t j = 0; j < cnt[r]; ++j) {
+            if (ix[j] == -1) continue;  // padding between parameters
             ZS_CHECK(ix[j] >= 0 && ix[j] < nf, "group {}: tp rank {} element {} maps to {} of {}",
                      full_model_->layout().group(g).name, r, j, ix[j], nf);
             w[ix[j]] = v[j];  // replicated parameters: every rank holds the same values
@@ -274,13 +331,6 @@ Tensor Trainer::gather_whole_group(int g, int state) {
              "group {}: the tensor-parallel shards do not cover the whole group",
              full_model_->layout().group(g).name);
     return whole;
-}
-
-void Trainer::check_no_ep(const char* what) const {
-    ZS_CHECK_T(NotSupported, ep_ == nullptr,
-               "{}: {} under expert parallelism (expert_parallel_size {}) is not implemented yet "
-               "(train at expert_parallel_size 1 to save or export)",
-               cfg_.source, what, cfg_.expert_parallel_size);
 }
 
 void Trainer::load_by_name(const std::function<Tensor(int)>& full_group) {
@@ -628,14 +678,14 @@ std::vector<StepStats> Trainer::train() {
 // ------------------------------------------------------------------------------ checkpoints
 
 void Trainer::save_checkpoint() {
-    check_no_ep("saving a checkpoint");
-    // A checkpoint holds the whole model's groups (the tensor-parallel-free layout) split into
-    // ranges, one file per data-parallel rank: the same at any tp, so it loads at any dp x tp.
-    // Without tensor parallelism each rank writes the elements it owns; with it, the groups are
-    // gathered whole and tp rank 0 of each data-parallel rank writes its dp share.
+    // A checkpoint holds the whole model's groups (the tensor- and expert-parallel-free layout)
+    // split into ranges, one file per data-parallel rank: the same at any tp and ep, so it loads
+    // at any dp x tp x ep. Without tensor or expert parallelism each rank writes the elements it
+    // owns; with them, the groups are gathered whole and tp rank 0 of each data-parallel rank
+    // writes its dp share.
     const int r = world_.rank();
-    const int W = tp_ ? dp_->size() : world_.size();  // files
-    const int q = tp_ ? dp_->rank() : r;              // this rank's file
+    const int W = full_model_ ? dp_->size() : world_.size();  // files
+    const int q = full_model_ ? dp_->rank() : r;              // this rank's file
     const bool writer = !tp_ || tp_->rank() == 0;
     const std::string tag = fmt::format("step-{}", steps_done_);
     const std::string final_dir = run_.save_dir + "/" + tag, tmp = final_dir + ".tmp";
@@ -647,8 +697,8 @@ void Trainer::save_checkpoint() {
     // Every rank writes the elements it owns: master weights and optimizer states per group.
     std::vector<io::NamedTensor> tensors;
     nlohmann::json ranges = nlohmann::json::array();
-    for (int g = 0; g < model_->layout().n_groups(); ++g) {
-        if (tp_) {
+    for (int g = 0; g < whole_model().layout().n_groups(); ++g) {
+        if (full_model_) {
             const auto [b, e] = parallel::shard_range(whole_model().layout().group(g).numel, q, W);
             Tensor m = gather_whole_group(g, -1);
             if (writer) tensors.push_back({fmt::format("master.{}", g), m.slice(0, b, e).clone()});
@@ -699,6 +749,7 @@ void Trainer::save_checkpoint() {
         m["world_size"] = world_.size();
         m["tensor_parallel_size"] = tp_ ? tp_->size() : 1;
         m["sequence_parallel_size"] = sp_ ? sp_->size() : 1;
+        m["expert_parallel_size"] = ep_ ? ep_->size() : 1;
         m["tokenizer_source"] = run_.tokenizer_source;
         m["zero_stage"] = engine_->stage();
         m["optimizer_states"] = engine_->n_states();
@@ -751,7 +802,6 @@ void Trainer::save_checkpoint() {
 }
 
 void Trainer::load_checkpoint(const std::string& path) {
-    check_no_ep("resuming from a checkpoint");
     std::string dir = path;
     if (fs::exists(path + "/latest")) {
         std::string tag = io::read_file(path + "/latest");
@@ -794,50 +844,54 @@ void Trainer::load_checkpoint(const std::string& path) {
             io::parse_json(files.back().metadata().at("ranges"), f + " (ranges)"));
     }
     const int ns = engine_->n_states();
+    // The ranges of each whole group the files hold: [b, e) with its master and states.
+    struct Piece {
+        int64_t b = 0, e = 0;
+        Tensor m, s[2];
+    };
+    std::vector<std::vector<Piece>> all(static_cast<size_t>(wl.n_groups()));
     for (int g = 0; g < wl.n_groups(); ++g) {
-        // The ranges of the whole group the files hold: [b, e) with its master and states.
-        struct Piece {
-            int64_t b = 0, e = 0;
-            Tensor m, s[2];
-        };
-        std::vector<Piece> pieces;
+        std::vector<Piece>& pieces = all[static_cast<size_t>(g)];
         for (size_t q = 0; q < files.size(); ++q) {
             const nlohmann::json& rg = file_ranges[q][static_cast<size_t>(g)];
             Piece p{rg[0].get<int64_t>(), rg[1].get<int64_t>(), {}, {}};
             if (p.e <= p.b) continue;
             p.m = files[q].tensor(fmt::format("master.{}", g));
             for (int i = 0; i < ns; ++i) p.s[i] = files[q].tensor(fmt::format("state{}.{}", i, g));
-            pieces.push_back(std::move(p));
-        }
-        if (!tp_) {
-            for (const Piece& p : pieces) engine_->set_state_range(g, p.b, p.m, p.s[0], p.s[1]);
-            continue;
-        }
-        // Tensor parallelism: this rank's stored elements, each looked up in the whole group.
-        std::sort(pieces.begin(), pieces.end(),
-                  [](const Piece& a, const Piece& b) { return a.b < b.b; });
-        for (const Piece& p : pieces) {
             ZS_CHECK_T(IoError, p.m.numel() == p.e - p.b,
                        "{}: group {}: a shard's range [{}, {}) holds {} elements", dir,
                        wl.group(g).name, p.b, p.e, p.m.numel());
+            pieces.push_back(std::move(p));
         }
+        if (!full_model_) {
+            for (const Piece& p : pieces) engine_->set_state_range(g, p.b, p.m, p.s[0], p.s[1]);
+        }
+        std::sort(pieces.begin(), pieces.end(),
+                  [](const Piece& x, const Piece& y) { return x.b < y.b; });
+    }
+    // Tensor or expert parallelism: each of this rank's stored elements looked up in the whole
+    // group holding it.
+    for (int g = 0; full_model_ && g < model_->layout().n_groups(); ++g) {
+        int wg = -1;
+        const Tensor idx = whole_index(g, wg);
         const zero::GroupShard& sh = engine_->shard(g);
         const int64_t n = sh.end - sh.begin;
-        if (n <= 0) continue;
-        const Tensor idx = tp_index(g);
+        if (n <= 0 || wg < 0) continue;
+        const std::vector<Piece>& pieces = all[static_cast<size_t>(wg)];
         auto buf = [&] {
-            return Tensor::empty({n}, DType::f32, core::Device::cpu(), core::MemCategory::buffers);
+            return Tensor::zeros({n}, DType::f32, core::Device::cpu(), core::MemCategory::buffers);
         };
         Tensor lm = buf(), ls[2];
         for (int i = 0; i < ns; ++i) ls[i] = buf();
         size_t at = 0;
         for (int64_t j = 0; j < n; ++j) {
             const int64_t f = idx.data<int64_t>()[sh.begin + j];
+            if (f < 0) continue;  // padding between parameters
             if (at >= pieces.size() || f < pieces[at].b || f >= pieces[at].e) {
                 auto it = std::upper_bound(pieces.begin(), pieces.end(), f,
                                            [](int64_t v, const Piece& p) { return v < p.b; });
                 ZS_CHECK_T(IoError, it != pieces.begin() && f < std::prev(it)->e,
-                           "{}: element {} of group {} is in no shard", dir, f, wl.group(g).name);
+                           "{}: element {} of group {} is in no shard", dir, f, wl.group(wg).name);
                 at = static_cast<size_t>(std::prev(it) - pieces.begin());
             }
             const Piece& p = pieces[at];
@@ -870,9 +924,8 @@ void Trainer::load_checkpoint(const std::string& path) {
 }
 
 void Trainer::export_hf(const std::string& dir, core::DType dtype) {
-    check_no_ep("the HF export");
     std::vector<io::NamedTensor> tensors;
-    for (int g = 0; g < model_->layout().n_groups(); ++g) {
+    for (int g = 0; g < whole_model().layout().n_groups(); ++g) {
         Tensor full = gather_whole_group(g, -1);
         if (world_.rank() != 0) continue;
         for (auto& [name, t] : models::export_hf_group(whole_model(), g, full))

@@ -129,19 +129,19 @@ private:
     // ep > 1: this rank's values of every group, each parameter cut (by name, tp_slice) from the
     // whole model's group holding it; `full_group(fg)` gives the whole model's group fg.
     void load_by_name(const std::function<core::Tensor(int)>& full_group);
-    // ep > 1: refuse what needs the whole model's groups gathered across ep (not implemented).
-    void check_no_ep(const char* what) const;
     std::unique_ptr<models::Transformer> full_model_;  // tp or ep > 1: the whole model's layout
     // Per parameter: ranges of its elements weighted 1 / (tensor-parallel ranks holding them).
     std::vector<std::vector<zero::Engine::NormWeight>> norm_weight_;
     // A group's values for this rank from the whole model's group values (tp_slice per param).
     core::Tensor local_group(int g, const core::Tensor& full) const;
-    // tp > 1: the index in the whole model's group g of each of this rank's group-g elements
-    // (i64 [local numel]; tp_slice of the whole group's element indices).
-    core::Tensor tp_index(int g) const;
     // The whole model's group g, master weights (state < 0) or optimizer state `state`, from every
     // rank: gathered over dp, then assembled over tp. Collective over the world.
     core::Tensor gather_whole_group(int g, int state);
+    // tp or ep > 1: the whole-model group holding this rank's group g (whole_group) and the
+    // index there of each element of it (i64 [local numel]; -1: padding), by parameter name.
+    core::Tensor whole_index(int g, int& whole_group) const;
+    // ep > 1: gather_whole_group, assembled over the world from every rank's parts.
+    core::Tensor gather_whole_group_ep(int fg, int state);
     // The model a checkpoint or an HF export describes: the whole one (tp > 1) or this rank's.
     const models::Transformer& whole_model() const { return full_model_ ? *full_model_ : *model_; }
     std::unique_ptr<models::Transformer> model_;
