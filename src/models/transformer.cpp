@@ -119,12 +119,12 @@ void Transformer::build_layout() {
             c.norm_bias ? layout_.add(g, name + ".bias", {C}, Init::zeros, 0, false) : kNoParam;
         return Norm(c.norm, c.norm_eps, w, b);
     };
-    auto group_mlp_params = [&](int g, const std::string& mp, int64_t up_rows) {
+    auto group_mlp_params = [&](int g, const std::string& mp, int64_t up_rows, int64_t ff = 0) {
         MlpParams m;
         m.up = layout_.add(g, mp + ".up.weight", {up_rows, C}, Init::normal);
         if (c.mlp_bias)
             m.up_bias = layout_.add(g, mp + ".up.bias", {up_rows}, Init::zeros, 0, false);
-        m.down = layout_.add(g, mp + ".down.weight", {C, FF}, Init::normal, proj_std);
+        m.down = layout_.add(g, mp + ".down.weight", {C, ff > 0 ? ff : FF}, Init::normal, proj_std);
         if (c.mlp_bias) m.down_bias = layout_.add(g, mp + ".down.bias", {C}, Init::zeros, 0, false);
         return m;
     };
@@ -161,6 +161,12 @@ void Transformer::build_layout() {
                 MoeParams mp;
                 mp.router =
                     layout_.add(g, pre + ".moe.router.weight", {c.moe.n_experts, C}, Init::normal);
+                if (c.moe.shared_intermediate > 0) {
+                    const int64_t fs = c.moe.shared_intermediate;
+                    mp.shared = group_mlp_params(g, pre + ".moe.shared", 2 * fs, fs);
+                    mp.shared_gate =
+                        layout_.add(g, pre + ".moe.shared_gate.weight", {1, C}, Init::normal);
+                }
                 if (ep_ == nullptr) {
                     for (int64_t e = 0; e < c.moe.n_experts; ++e) {
                         mp.experts.push_back(

@@ -117,6 +117,27 @@ TEST(ExpertParallelTraining, FiftyStepsEqualTheSingleRank) {
     for (const Case& c : cases) EXPECT_LE(worst_loss_error(s.mc, run, c, want), 1e-5) << c.str();
 }
 
+// Qwen2-MoE-shaped (a sigmoid-gated shared expert beside the routed ones, top-k probabilities not
+// renormalised): ep 2 and dp x ep 2 x 2 at ZeRO-3 give the single rank's losses over 50 steps.
+TEST(ExpertParallelTraining, Qwen2MoeFiftyStepsEqualTheSingleRank) {
+    MoeScratch s("qwen2_moe");
+    const models::ModelConfig mc = models::parse_hf_config(
+        R"({"model_type": "qwen2_moe", "vocab_size": 61, "hidden_size": 32,
+            "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
+            "intermediate_size": 40, "moe_intermediate_size": 16,
+            "shared_expert_intermediate_size": 24, "num_experts": 4, "num_experts_per_tok": 2,
+            "norm_topk_prob": false, "max_position_embeddings": 64,
+            "router_aux_loss_coef": 0.02, "output_router_logits": true})",
+        "test");
+    ASSERT_EQ(mc.moe.shared_intermediate, 24);
+    const RunOptions run = s.run(50);
+    const std::vector<StepStats> want = single_rank(mc, run);
+    ASSERT_EQ(want.size(), 50u);
+    for (const Case& c : {Case{2, 1, 2, 1}, Case{4, 1, 2, 3}}) {
+        EXPECT_LE(worst_loss_error(mc, run, c, want), 1e-5) << c.str();
+    }
+}
+
 // DeepSpeed's capacity rule drops assignments per rank, from that rank's own routing: with a
 // capacity factor small enough to drop, ep 2 keeps exactly the ep 1 run's assignments (same dp),
 // so the losses agree; they differ from the run without dropping (the drop is real).

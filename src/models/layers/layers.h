@@ -148,6 +148,10 @@ private:
 struct MoeParams {
     ParamId router = kNoParam;       // [E, C]
     std::vector<MlpParams> experts;  // SwiGLU experts: this rank's (all E without ep)
+    // Qwen2-MoE's shared expert (SwiGLU, moe.shared_intermediate) and its gate [1, C]; none when
+    // shared.up is kNoParam.
+    MlpParams shared;
+    ParamId shared_gate = kNoParam;
 };
 
 // Router statistics a step accumulates over all MoE layers, for the load-balancing loss
@@ -176,6 +180,9 @@ public:
         // (expert-major), the returned outputs [rows sent, C] f32.
         std::vector<int64_t> ep_recv;
         Tensor ep_y;
+        // Shared expert: its saved activations, output [N, C] f32 and gate logit [N, 1] f32.
+        Mlp::Saved shared;
+        Tensor shared_y, shared_logit;
     };
     Moe() = default;
     // Tensor parallelism (tp non-null, size > 1): `cfg` holds this rank's intermediate size; the
@@ -213,6 +220,8 @@ private:
     const ModelConfig* cfg_ = nullptr;
     MoeParams p_;
     std::vector<Mlp> experts_;
+    Mlp shared_;
+    bool has_shared_ = false;
     comm::Communicator* tp_ = nullptr;  // set when size > 1
     bool tp_first_ = true;              // tp rank 0 (or no tp): adds the router's dx, biases
     comm::Communicator* ep_ = nullptr;  // set when size > 1

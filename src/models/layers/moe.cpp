@@ -53,6 +53,13 @@ Moe::Moe(const ModelConfig& cfg, MoeParams p, comm::Communicator* tp, comm::Comm
     ZS_ASSERT(static_cast<int64_t>(p_.experts.size()) == cfg.moe.n_experts / P,
               "MoE layer given {} experts; this rank holds {} of {}", p_.experts.size(),
               cfg.moe.n_experts / P, cfg.moe.n_experts);
+    if (p_.shared.up != kNoParam) {
+        ZS_CHECK_T(ConfigError, tp_ == nullptr,
+                   "tensor parallelism with a shared expert (Qwen2-MoE) is not implemented");
+        has_shared_ = true;
+        shared_ = Mlp(MlpKind::swiglu, cfg.moe.shared_intermediate, p_.shared, ops::GeluKind::kTanh,
+                      true);
+    }
     for (const MlpParams& e : p_.experts) {
         experts_.emplace_back(MlpKind::swiglu, cfg.intermediate, e, ops::GeluKind::kTanh,
                               tp_first_);
@@ -127,9 +134,26 @@ void Moe::forward(const ParamBinding& p, Saved& s, const Tensor& residual, const
             experts_[static_cast<size_t>(e)].run(p, s.mlp[static_cast<size_t>(e)], ye, xe, 0.0f);
         }
     }
-    // Combine: residual += gate weight x expert output, per routed row, expert by expert.
+    // The shared expert (Qwen2-MoE) over every row, and its gate's logit.
+    if (has_shared_) {
+        ensure(s.shared_y, {N, C}, DType::f32, dev);
+        shared_.run(p, s.shared, s.shared_y, x, 0.0f);
+        ensure(s.shared_logit, {N, 1}, DType::f32, dev);
+        ops::linear_forward(s.shared_logit, x, p.w(p_.shared_gate));
+    }
+    // Combine: residual += gate weight x expert output, per routed row, expert by expert; then
+    // sigmoid(shared gate) x the shared expert's output.
     const Tensor residual_h = on_host(residual);
     float* res = residual_h.data<float>();
+    if (has_shared_) {
+        const Tensor ys_h = on_host(s.shared_y), gl_h = on_host(s.shared_logit);
+        const float* ys = ys_h.data<float>();
+        const float* gl = gl_h.data<float>();
+        for (int64_t n = 0; n < N; ++n) {
+            const float sg = 1.0f / (1.0f + std::exp(-gl[n]));
+            for (int64_t c = 0; c < C; ++c) res[n * C + c] += sg * ys[n * C + c];
+        }
+    }
     for (int64_t e = 0; e < E; ++e) {
         const auto& rows = s.rows[static_cast<size_t>(e)];
         auto ne = static_cast<int64_t>(rows.size());
@@ -214,6 +238,32 @@ void Moe::backward(const ParamBinding& p, const Saved& s, const Tensor& dx, cons
                 for (int64_t c = 0; c < C; ++c) dst[c] += de[static_cast<int64_t>(r) * C + c];
             }
         }
+    }
+    // The shared expert and its gate: d(out) = sigmoid(g) dres, d(g) = s (1 - s) dres . y.
+    if (has_shared_) {
+        const Tensor ys_h = on_host(s.shared_y), gl_h = on_host(s.shared_logit);
+        const float* ys = ys_h.data<float>();
+        const float* gl = gl_h.data<float>();
+        Tensor dsy = Tensor::empty({N, C}, DType::f32), dgl = Tensor::empty({N, 1}, DType::f32);
+        float* d = dsy.data<float>();
+        for (int64_t n = 0; n < N; ++n) {
+            const float sg = 1.0f / (1.0f + std::exp(-gl[n]));
+            double dot = 0;
+            for (int64_t c = 0; c < C; ++c) {
+                d[n * C + c] = sg * dr[n * C + c];
+                dot += static_cast<double>(dr[n * C + c]) * ys[n * C + c];
+            }
+            dgl.data<float>()[n] = static_cast<float>(dot * sg * (1.0f - sg));
+        }
+        Tensor dxs_sh = Tensor::empty({N, C}, ct, dev);
+        shared_.run_backward(p, s.shared, dxs_sh, dsy.to(ct).to(dev), x);
+        Tensor dxg = Tensor::empty({N, C}, ct, dev);
+        ops::linear_backward(dxg, p.g(p_.shared_gate), Tensor(), dgl.to(ct).to(dev), x,
+                             p.w(p_.shared_gate));
+        const Tensor a32 = on_host(dxs_sh.to(DType::f32)), b32 = on_host(dxg.to(DType::f32));
+        const float* a = a32.data<float>();
+        const float* b = b32.data<float>();
+        for (int64_t i = 0; i < N * C; ++i) dxa[i] += a[i] + b[i];
     }
     // Tensor parallelism: each rank's y is its share of the expert outputs, so its dot products
     // are partial sums of d(loss)/d(gate weight); summed, every rank holds the whole gradient
