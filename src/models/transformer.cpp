@@ -536,6 +536,17 @@ LossStats Transformer::forward_backward(const TrainBatch& batch, float ce_scale,
     aux_weight_ = aux_weight;
     LossStats out = run(batch, true, ce_scale, loss_scale, hooks, nullptr);
     aux_weight_ = 1.0;
+    if (cfg_.mlp == MlpKind::moe) {
+        expert_load_.resize(router_stats_.sel_count.size(), 0.0);
+        for (size_t e = 0; e < expert_load_.size(); ++e)
+            expert_load_[e] += router_stats_.sel_count[e];
+    }
+    return out;
+}
+
+std::vector<double> Transformer::take_expert_load() {
+    std::vector<double> out = std::move(expert_load_);
+    expert_load_.clear();
     return out;
 }
 

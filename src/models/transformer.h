@@ -146,6 +146,9 @@ public:
     int ep_size() const { return ep_size_; }
     // Bytes the MoE layers sent through all_to_all_v since the last call (then reset).
     int64_t take_a2a_bytes();
+    // MoE: assignments routed to each expert (over layers) by forward_backward since the last
+    // call (then reset); empty for dense models.
+    std::vector<double> take_expert_load();
     // The parameter the output projection reads (the token embedding when tied).
     ParamId lm_head_param() const { return lm_head_; }
     // Groups whose gradients the backward of group g writes (the head also writes the token
@@ -249,8 +252,9 @@ private:
     // The micro-batch begin_micro_batch set up.
     int64_t B_ = 0, T_ = 0;
     Tensor flat_ids_, flat_tgt_;
-    Tensor dres_;              // d(loss)/d(residual) carried down by backward_blocks
-    double aux_weight_ = 1.0;  // forward_backward's aux_weight, for backward_blocks
+    Tensor dres_;                      // d(loss)/d(residual) carried down by backward_blocks
+    double aux_weight_ = 1.0;          // forward_backward's aux_weight, for backward_blocks
+    std::vector<double> expert_load_;  // take_expert_load's counts
 };
 
 }  // namespace zs::models

@@ -267,6 +267,42 @@ TEST(ExpertParallelTraining, CheckpointsReshardAcrossEp) {
     }
 }
 
+// The step's MoE metrics: each expert's share of the routing sums to 1 and is the same at ep 1
+// and ep 2 (the routing is), and the all-to-all bytes a rank sends per step lie between the
+// counts alone, L x micro-batches x (ep - 1) x E/ep x 8, and every routed row crossing
+// (C f32 values four times: out, back, their gradients out and back), 0 without ep.
+TEST(ExpertParallelTraining, ExpertLoadAndAllToAllBytesPerStep) {
+    MoeScratch s("load");
+    const RunOptions run = s.run(3);
+    std::vector<std::vector<double>> loads[2];
+    int64_t bytes[2] = {0, 0};
+    for (int ep : {1, 2}) {
+        comm::run_local(2, [&](int rank, comm::Communicator& comm) {
+            Trainer t(s.mc, ep_config(2, 1, ep, 1), run, comm);
+            t.init_random();
+            const std::vector<StepStats> got = t.train();
+            if (rank != 0) return;
+            for (const StepStats& st : got) {
+                loads[ep - 1].push_back(st.expert_load);
+                double sum = 0;
+                for (double v : st.expert_load) sum += v;
+                EXPECT_NEAR(sum, 1.0, 1e-6);
+                bytes[ep - 1] = std::max(bytes[ep - 1], st.a2a_bytes);
+            }
+        });
+    }
+    ASSERT_EQ(loads[0].size(), 3u);
+    for (size_t i = 0; i < 3; ++i) {
+        ASSERT_EQ(loads[0][i].size(), 4u);
+        for (size_t e = 0; e < 4; ++e) EXPECT_NEAR(loads[0][i][e], loads[1][i][e], 1e-6);
+    }
+    EXPECT_EQ(bytes[0], 0);
+    const int64_t L = 2, micro = 2, E = 4, P = 2, N = 12, k = 2, C = 32;  // 2 micro-batches a rank
+    const int64_t counts = L * micro * (P - 1) * (E / P) * 8;
+    EXPECT_GT(bytes[1], counts);
+    EXPECT_LE(bytes[1], counts + L * micro * N * k * C * 4 * 4);
+}
+
 // Settings that cannot work are refused by name.
 TEST(ExpertParallelTraining, RefusesInconsistentSizes) {
     MoeScratch s("refuse");

@@ -451,6 +451,8 @@ StepStats Trainer::step(const std::vector<models::TrainBatch>& batches) {
     engine_->begin_step(static_cast<int>(accum));
     double loss_sum = 0;
     StepStats s;
+    model_->take_a2a_bytes();  // what evaluation sent belongs to no step
+    model_->take_expert_load();
     // DeepSpeed's gradient averaging over the W data-parallel ranks: by default the sum is divided
     // by W after the reduction (divided by gradient_predivide_factor before and multiplied by
     // predivide / W after); prescale_gradients divides by W before. The pre-reduction part is
@@ -476,6 +478,19 @@ StepStats Trainer::step(const std::vector<models::TrainBatch>& batches) {
         Timer em;
         engine_->end_micro_batch();
         s.grad_sync_s += em.seconds();
+    }
+    s.a2a_bytes = model_->take_a2a_bytes();
+    if (mcfg_.mlp == models::MlpKind::moe) {
+        // Every data-parallel rank's routing (tp ranks route alike: dp_ counts each token once).
+        const std::vector<double> load = model_->take_expert_load();
+        Tensor t = Tensor::zeros({static_cast<int64_t>(load.size())}, DType::f32,
+                                 core::Device::cpu(), core::MemCategory::buffers);
+        for (size_t e = 0; e < load.size(); ++e) t.data<float>()[e] = static_cast<float>(load[e]);
+        if (dp_->size() > 1) dp_->allreduce(t, comm::ReduceOp::sum).wait();
+        double total = 0;
+        for (size_t e = 0; e < load.size(); ++e) total += t.data<float>()[e];
+        for (size_t e = 0; e < load.size(); ++e)
+            s.expert_load.push_back(total > 0 ? t.data<float>()[e] / total : 0.0);
     }
     Timer phase;
     engine_->finish_grads();
@@ -576,7 +591,13 @@ std::vector<StepStats> Trainer::train() {
         ZS_CHECK_T(IoError, metrics->good(), "cannot write metrics to '{}'", run_.metrics_path);
         if (!jsonl && !exists) {
             *metrics << "step,loss,val_loss,lr,grad_norm,loss_scale,skipped,tokens,tokens_per_s,"
-                        "mfu,peak_bytes,elapsed_s\n";
+                        "mfu,peak_bytes,elapsed_s";
+            // MoE: the bytes this rank's all-to-alls sent and each expert's share of the routing.
+            if (mcfg_.mlp == models::MlpKind::moe) {
+                *metrics << ",a2a_bytes";
+                for (int64_t e = 0; e < mcfg_.moe.n_experts; ++e) *metrics << ",load_e" << e;
+            }
+            *metrics << "\n";
         }
     }
     std::vector<StepStats> out;
@@ -643,6 +664,11 @@ std::vector<StepStats> Trainer::train() {
                                         {"peak_bytes", peak},
                                         {"elapsed_s", el}};
                     if (!std::isnan(val)) j["val_loss"] = val;
+                    if (mcfg_.mlp == models::MlpKind::moe) {
+                        j["a2a_bytes"] = s.a2a_bytes;
+                        for (size_t e = 0; e < s.expert_load.size(); ++e)
+                            j[fmt::format("load_e{}", e)] = s.expert_load[e];
+                    }
                     if (cfg_.wall_clock_breakdown) {
                         j["forward_s"] = s.forward_s;
                         j["head_s"] = s.head_s;
@@ -654,10 +680,15 @@ std::vector<StepStats> Trainer::train() {
                     *metrics << j.dump() << "\n";
                 } else {
                     *metrics << fmt::format(
-                        "{},{:.6f},{},{:.6e},{:.6f},{},{},{},{:.1f},{:.4f},{},{:.2f}\n", s.step,
+                        "{},{:.6f},{},{:.6e},{:.6f},{},{},{},{:.1f},{:.4f},{},{:.2f}", s.step,
                         s.loss, std::isnan(val) ? std::string() : fmt::format("{:.6f}", val), s.lr,
                         s.grad_norm, s.loss_scale, s.skipped ? 1 : 0, tokens_seen_, s.tokens_per_s,
                         s.mfu, peak, el);
+                    if (mcfg_.mlp == models::MlpKind::moe) {
+                        *metrics << "," << s.a2a_bytes;
+                        for (double v : s.expert_load) *metrics << fmt::format(",{:.6f}", v);
+                    }
+                    *metrics << "\n";
                 }
                 metrics->flush();
             }
