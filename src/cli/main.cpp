@@ -63,6 +63,10 @@ int main(int argc, char** argv) {
     gn->add_option("--tp", gen.tp,
                    "Tensor-parallel ranks (run under zerospeed-run --num_procs N; rank 0 prints)")
         ->check(CLI::Range(1, 4096));
+    gn->add_option("--ep", gen.ep,
+                   "Expert-parallel ranks for MoE models (each holds experts / N of every layer; "
+                   "run under zerospeed-run --num_procs N; rank 0 prints)")
+        ->check(CLI::Range(1, 4096));
     gn->add_option("--stop", gen.stops, "Stop when this text appears (repeatable; not printed)");
     gn->add_flag("--chat", gen.chat, "Wrap the prompt in the model's chat template");
     gn->add_option("--logprobs", gen.logprobs,
