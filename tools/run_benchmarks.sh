@@ -4,7 +4,7 @@
 # section; docs/BENCHMARKS.md records the figures with these commands.
 #
 # Usage: tools/run_benchmarks.sh [BUILD] [section...]
-#   sections: ops optim tokenizer comm collectives mpi-configs train generate tp serve
+#   sections: ops optim tokenizer comm collectives mpi-configs train generate tp ep serve
 #   (default: all but collectives and mpi-configs)
 # Peers: the Python ones (torch, deepspeed, tiktoken, HF tokenizers, sentencepiece) come from the
 # reference venv, installed (once, cached) by tools/reference_venv.sh. llama.cpp's llama-server is
@@ -249,13 +249,19 @@ CONFIGS
         done
         rm -rf "$out/gpt2-random"
         ;;
+    ep)
+        # MoE expert parallelism: tokens/s of ep 2 vs ep 1 on two ranks, all-to-all bytes vs the
+        # formula (bench/train/ep_bench.sh).
+        note "ep: Mixtral-shaped training, 2 ranks, ep 2 vs ep 1"
+        "$root/bench/train/ep_bench.sh" "$build/bin" | tee "$out/ep.txt"
+        ;;
     serve)
         note "serve: zerospeed SplitFuse vs prefill-first${LLAMA_SERVER:+ vs llama.cpp ($LLAMA_SERVER)}"
         "$root/tools/bench_serve_peers.sh" --out "$out/serve" \
             ${LLAMA_SERVER:+--llama-server "$LLAMA_SERVER"} | tee "$out/serve.txt"
         ;;
     *)
-        echo "unknown section $s (ops optim tokenizer comm mpi-configs train generate tp serve)" >&2
+        echo "unknown section $s (ops optim tokenizer comm mpi-configs train generate tp ep serve)" >&2
         exit 2
         ;;
     esac
