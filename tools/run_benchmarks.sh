@@ -4,7 +4,7 @@
 # section; docs/BENCHMARKS.md records the figures with these commands.
 #
 # Usage: tools/run_benchmarks.sh [BUILD] [section...]
-#   sections: ops optim tokenizer comm collectives mpi-configs train generate tp pipeline serve sp
+#   sections: ops optim tokenizer comm collectives mpi-configs train generate tp ep pipeline serve sp
 #   (default: all but collectives, mpi-configs, pipeline and sp)
 # Peers: the Python ones (torch, deepspeed, tiktoken, HF tokenizers, sentencepiece) come from the
 # reference venv, installed (once, cached) by tools/reference_venv.sh. llama.cpp's llama-server is
@@ -274,6 +274,11 @@ CONFIGS
         echo "1 rank: $(tokens_per_s "$out/pp_1.csv") tokens/s" | tee -a "$out/pipeline.txt"
         "$bin" plan pipeline --stages 2 --micro-batches 8 --policy 1f1b --sweep \
             | tee -a "$out/pipeline.txt"
+    ep)
+        # MoE expert parallelism: tokens/s of ep 2 vs ep 1 on two ranks, all-to-all bytes vs the
+        # formula (bench/train/ep_bench.sh).
+        note "ep: Mixtral-shaped training, 2 ranks, ep 2 vs ep 1"
+        "$root/bench/train/ep_bench.sh" "$build/bin" | tee "$out/ep.txt"
         ;;
     serve)
         note "serve: zerospeed SplitFuse vs prefill-first${LLAMA_SERVER:+ vs llama.cpp ($LLAMA_SERVER)}"
@@ -286,7 +291,7 @@ CONFIGS
         "$build/bench/sp_memory_bench" "$out/sp_memory.svg" "$out/sp_memory.csv" 2048 | tee -a "$out/sp.txt"
         ;;
     *)
-        echo "unknown section $s (ops optim tokenizer comm mpi-configs train generate tp pipeline serve sp)" >&2
+        echo "unknown section $s (ops optim tokenizer comm mpi-configs train generate tp ep pipeline serve sp)" >&2
         exit 2
         ;;
     esac

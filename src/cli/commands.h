@@ -44,6 +44,7 @@ struct GenerateOptions {
     std::string dtype = "auto";  // compute dtype: auto, f32 or bf16 (model_loader.h)
     int logprobs = -1;  // >= 0: stdout is JSON Lines, one per token (id, text, logprob, top N)
     int tp = 1;         // tensor-parallel ranks (the world must be this many: zerospeed-run)
+    int ep = 1;         // expert-parallel ranks (MoE; the world must be this many; not with tp)
     bool ignore_eos = false;  // generate --max-tokens even past EOS (benchmarks; llama.cpp flag)
 };
 // Generate text from a prompt, streaming to stdout; throughput on stderr. With logprobs >= 0,
@@ -81,6 +82,7 @@ struct TrainOptions {
     int pp = 0;                     // --pp (0: pipeline.stages or 1)
     std::string pipeline_timeline;  // --pipeline-timeline: the last step's measured SVG
     int ring = 0;                   // --ring (0: ring_parallel_size or 1)
+    int ep = 0;                     // --ep (0: expert_parallel_size or 1)
     double lr = -1, weight_decay = -1, max_grad_norm = -1;
 };
 // Train on the ranks of `world` (one process, or an MPI job).

@@ -26,9 +26,21 @@ int run_generate(const GenerateOptions& o, comm::Communicator& world) {
     // Tensor parallelism: every rank runs this loop on its shard (the forwards' collectives keep
     // them in step; every rank gets the same logits); rank 0's sampled token is the one all
     // ranks take, and only rank 0 prints.
-    comm::Communicator* tp = inference_tp_group(o.tp, world, "generate");
+    // Expert parallelism likewise: every rank runs the same tokens, each with its experts.
+    ZS_CHECK_T(ConfigError, o.ep == 1 || o.tp == 1,
+               "generate: --ep {} with --tp {} is not implemented (use one of them)", o.ep, o.tp);
+    comm::Communicator* tp = o.ep > 1 ? nullptr : inference_tp_group(o.tp, world, "generate");
+    comm::Communicator* ep = nullptr;
+    if (o.ep > 1) {
+        ZS_CHECK_T(ConfigError, world.size() == o.ep,
+                   "generate --ep {}: running on {} rank(s); expert-parallel inference needs "
+                   "exactly {} (zerospeed-run --num_procs {} zerospeed generate ... --ep {})",
+                   o.ep, world.size(), o.ep, o.ep, o.ep);
+        ep = &world;
+    }
+    comm::Communicator* group = tp ? tp : ep;  // the ranks that must take rank 0's token
     const bool lead = world.rank() == 0;
-    LoadedModel lm = load_model(o.model, o.dtype, false, tp);
+    LoadedModel lm = load_model(o.model, o.dtype, false, tp, ep);
     const models::ModelConfig& c = lm.model->config();
     const io::Tokenizer& tok = *lm.tokenizer;
 
@@ -106,9 +118,9 @@ int run_generate(const GenerateOptions& o, comm::Communicator& world) {
     while (generated < o.max_tokens && kv.length() < ctx) {
         const infer::SampleResult sr = sampler.sample(logits.data<float>());
         int32_t next = sr.token;
-        if (tp) {
+        if (group) {
             Tensor t = Tensor::wrap(&next, {1}, DType::i32);
-            tp->broadcast(t, 0).wait();
+            group->broadcast(t, 0).wait();
         }
         if (std::find(stop_ids.begin(), stop_ids.end(), next) != stop_ids.end()) {
             reason = "eos";

@@ -63,6 +63,10 @@ int main(int argc, char** argv) {
     gn->add_option("--tp", gen.tp,
                    "Tensor-parallel ranks (run under zerospeed-run --num_procs N; rank 0 prints)")
         ->check(CLI::Range(1, 4096));
+    gn->add_option("--ep", gen.ep,
+                   "Expert-parallel ranks for MoE models (each holds experts / N of every layer; "
+                   "run under zerospeed-run --num_procs N; rank 0 prints)")
+        ->check(CLI::Range(1, 4096));
     gn->add_option("--stop", gen.stops, "Stop when this text appears (repeatable; not printed)");
     gn->add_flag("--chat", gen.chat, "Wrap the prompt in the model's chat template");
     gn->add_option("--logprobs", gen.logprobs,
@@ -195,6 +199,10 @@ int main(int argc, char** argv) {
                     "with --sp: USP, sp x ring ranks per sequence, each training on seq-len / "
                     "(sp x ring) tokens; seq-len divisible by 2 x sp x ring; ds_config "
                     "ring_parallel_size)")
+    trn->add_option("--ep", tr.ep,
+                    "Expert-parallel ranks for MoE models (DeepSpeed-MoE: each holds experts / ep "
+                    "of every layer, out of the data-parallel ranks; ds_config "
+                    "expert_parallel_size)")
         ->check(CLI::Range(1, 4096));
     // The Hugging Face Trainer's settings, for ds_config values written "auto".
     trn->add_option("--micro-batch", tr.micro_batch,

@@ -60,7 +60,7 @@ comm::Communicator* inference_tp_group(int tp, comm::Communicator& world, const 
 }
 
 LoadedModel load_model(const std::string& path, const std::string& dtype, bool weights_only,
-                       comm::Communicator* tp) {
+                       comm::Communicator* tp, comm::Communicator* ep) {
     Timer t;
     LoadedModel lm;
     lm.files = models::open_model(path);
@@ -80,6 +80,7 @@ LoadedModel load_model(const std::string& path, const std::string& dtype, bool w
     }
     models::RunConfig rc{ct};
     rc.tp = tp;
+    rc.ep = ep;
     lm.model = std::make_unique<models::Transformer>(lm.files.config, rc);
     lm.params = std::make_unique<models::DenseParams>(lm.model->layout(), ct, false);
     std::vector<std::string> unused =
@@ -108,6 +109,8 @@ LoadedModel load_model(const std::string& path, const std::string& dtype, bool w
              static_cast<double>(c.n_params()) / 1e6, to_string(ct),
              tp && tp->size() > 1
                  ? fmt::format(", tensor-parallel shard {} of {}", tp->rank(), tp->size())
+             : ep && ep->size() > 1
+                 ? fmt::format(", experts {} of {} expert-parallel shards", ep->rank(), ep->size())
                  : std::string(),
              t.seconds());
     return lm;

@@ -35,8 +35,10 @@ struct LoadedModel {
 // in bf16 on a CPU with AMX or AVX-512-BF16), f32 otherwise, as vLLM follows torch_dtype and
 // llama.cpp the file's type. The choice and why is logged. weights_only = false also loads the
 // tokenizer. `tp` (size > 1): the tensor-parallel group; the model holds this rank's shard.
+// `ep` (size > 1): the expert-parallel group (MoE models); the model holds E / ep experts of each
+// layer and exchanges routed rows over it (every rank runs the same tokens).
 LoadedModel load_model(const std::string& path, const std::string& dtype, bool weights_only,
-                       comm::Communicator* tp = nullptr);
+                       comm::Communicator* tp = nullptr, comm::Communicator* ep = nullptr);
 // generate/serve --tp N: the world must be exactly N ranks (inference runs no data parallelism);
 // the world when N > 1, else null. ConfigError naming the flag otherwise.
 comm::Communicator* inference_tp_group(int tp, comm::Communicator& world, const char* command);

@@ -195,8 +195,18 @@ int run_plot(const PlotOptions& o) {
     auto cols = read_metrics(o.metrics);
     ZS_CHECK_T(IoError, cols.count("loss"), "{}: no 'loss' values to plot", o.metrics);
     const double W = 900, H = 230;
+    // MoE runs: a fourth panel, each expert's share of the routed tokens per step (load_e<i>
+    // columns), where routing collapse shows as lines parting.
+    std::vector<Series> load;
+    static const char* const kColors[] = {"#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd",
+                                          "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"};
+    for (int e = 0; cols.count(fmt::format("load_e{}", e)); ++e) {
+        load.push_back(
+            {fmt::format("expert {}", e), kColors[e % 10], cols[fmt::format("load_e{}", e)]});
+    }
+    const int panels = load.empty() ? 3 : 4;
     std::string svg = fmt::format(
-        R"(<svg xmlns="http://www.w3.org/2000/svg" width="{}" height="{}">)", W, 3 * H + 40);
+        R"(<svg xmlns="http://www.w3.org/2000/svg" width="{}" height="{}">)", W, panels * H + 40);
     svg += R"(<rect width="100%" height="100%" fill="#fafafa"/>)";
     svg += svg_panel(
         {{"train loss", "#1f77b4", cols["loss"]}, {"validation loss", "#d62728", cols["val_loss"]}},
@@ -205,6 +215,10 @@ int run_plot(const PlotOptions& o) {
                      H + 30, W - 20, H - 30, false);
     svg += svg_panel({{"tokens/s", "#9467bd", cols["tokens_per_s"]}}, "throughput", "step", 10,
                      2 * H + 30, W - 20, H - 30, false);
+    if (!load.empty()) {
+        svg += svg_panel(load, "expert load (share of routed tokens)", "step", 10, 3 * H + 30,
+                         W - 20, H - 30, false);
+    }
     svg += "</svg>\n";
     io::write_file_atomic(o.output, svg);
     std::printf("wrote %s (%zu steps)\n", o.output.c_str(), cols["loss"].size());

@@ -103,6 +103,7 @@ int run_train(const TrainOptions& o, comm::Communicator& world) {
     if (o.sp > 0) autos.sp = o.sp;
     if (o.pp > 0) autos.pp = o.pp;
     if (o.ring > 0) autos.ring = o.ring;
+    if (o.ep > 0) autos.ep = o.ep;
     autos.hidden_size = mc.hidden_size;
     train::TrainConfig tc = train::load_ds_config(o.ds_config, world.size(), &autos);
     train::RunOptions run;
@@ -133,9 +134,10 @@ int run_train(const TrainOptions& o, comm::Communicator& world) {
             "x {} accumulation x {} data-parallel ranks = {} sequences of {} tokens per step",
             models::to_string(mc.arch), static_cast<double>(mc.n_params()) / 1e6, world.size(),
             tc.tensor_parallel_size > 1 || tc.sequence_parallel_size > 1 ||
-                    tc.ring_parallel_size > 1 || tc.pipeline.stages > 1
+                    tc.ring_parallel_size > 1 || tc.pipeline.stages > 1 ||
+                    tc.expert_parallel_size > 1
                 ? fmt::format(
-                      " ({} data-parallel{}{}{}{})", tc.world_size,
+                      " ({} data-parallel{}{}{}{}){}", tc.world_size,
                       tc.pipeline.stages > 1 ? fmt::format(" x {} pipeline", tc.pipeline.stages)
                                              : std::string(),
                       tc.sequence_parallel_size > 1
@@ -145,6 +147,10 @@ int run_train(const TrainOptions& o, comm::Communicator& world) {
                                                 : std::string(),
                       tc.tensor_parallel_size > 1
                           ? fmt::format(" x {} tensor-parallel", tc.tensor_parallel_size)
+                          : std::string(),
+                      tc.expert_parallel_size > 1
+                          ? fmt::format(", experts over {} expert-parallel",
+                                        tc.expert_parallel_size)
                           : std::string())
                 : std::string(),
             tc.zero.stage, train::to_string(tc.precision), tc.batch.train_micro_batch_size_per_gpu,

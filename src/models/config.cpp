@@ -260,6 +260,16 @@ constexpr const char* kUsedLlama[] = {"hidden_size",
 constexpr const char* kUsedSliding[] = {"sliding_window"};  // mistral, mixtral
 constexpr const char* kUsedQwen2[] = {"use_sliding_window", "sliding_window", "max_window_layers",
                                       "layer_types"};
+constexpr const char* kUsedQwen2Moe[] = {"num_experts",
+                                         "num_experts_per_tok",
+                                         "norm_topk_prob",
+                                         "moe_intermediate_size",
+                                         "shared_expert_intermediate_size",
+                                         "router_aux_loss_coef",
+                                         "output_router_logits",
+                                         "decoder_sparse_step",
+                                         "mlp_only_layers",
+                                         "qkv_bias"};
 constexpr const char* kUsedMixtral[] = {"num_local_experts", "num_experts_per_tok",
                                         "router_aux_loss_coef", "output_router_logits",
                                         "router_jitter_noise"};
@@ -290,9 +300,11 @@ bool used_by(const std::string& type, std::string_view key) {
         if (type == "mistral") return in(kUsedSliding, key);
         if (type == "mixtral") return in(kUsedSliding, key) || in(kUsedMixtral, key);
         if (type == "qwen2") return in(kUsedQwen2, key);
+        if (type == "qwen2_moe") return in(kUsedQwen2, key) || in(kUsedQwen2Moe, key);
         return false;
     }
-    return type == "llama" || type == "mistral" || type == "qwen2" || type == "mixtral";
+    return type == "llama" || type == "mistral" || type == "qwen2" || type == "mixtral" ||
+           type == "qwen2_moe";
 }
 
 const char* irrelevant_why(const std::string& type, std::string_view key) {
@@ -365,7 +377,11 @@ ModelConfig parse_gpt2(const Fields& f) {
 void parse_sliding_window(const Fields& f, ModelConfig& c, Arch arch) {
     const std::string type = c.model_type;
     if (type != "mistral" && type != "mixtral" && arch != Arch::qwen2) return;
-    int64_t window = f.has("sliding_window") ? f.positive("sliding_window") : 0;
+    // Qwen2-MoE's config writes 0 for "no window" (use_sliding_window false).
+    const bool zero = arch == Arch::qwen2 && f.has("sliding_window") &&
+                      f.raw().at("sliding_window").is_number_integer() &&
+                      f.raw().at("sliding_window").get<int64_t>() == 0;
+    int64_t window = f.has("sliding_window") && !zero ? f.positive("sliding_window") : 0;
     if (arch != Arch::qwen2) {
         c.sliding_window = window;
         return;
@@ -479,6 +495,35 @@ ModelConfig parse_llama_like(const Fields& f, Arch arch, const std::string& mode
                    "{}: num_experts_per_tok ({}) exceeds num_local_experts ({})", f.source(),
                    c.moe.top_k, c.moe.n_experts);
     }
+    if (model_type == "qwen2_moe") {
+        // Qwen2MoeSparseMoeBlock: softmax router, top-k (normalised with norm_topk_prob), routed
+        // experts of moe_intermediate_size, plus a sigmoid-gated shared expert.
+        c.mlp = MlpKind::moe;
+        c.qkv_bias = f.boolean("qkv_bias", true);
+        c.moe.n_experts = f.positive("num_experts");
+        c.moe.top_k = static_cast<int>(f.positive("num_experts_per_tok"));
+        c.moe.renormalize = f.boolean("norm_topk_prob", false);
+        c.moe.aux_loss_coef = static_cast<float>(f.number("router_aux_loss_coef", 0.001));
+        c.moe.output_router_logits = f.boolean("output_router_logits", false);
+        c.moe.dense_intermediate = c.intermediate;
+        c.intermediate = f.positive("moe_intermediate_size");
+        c.moe.shared_intermediate = f.positive("shared_expert_intermediate_size");
+        ZS_CHECK_T(ConfigError, c.moe.top_k <= c.moe.n_experts,
+                   "{}: num_experts_per_tok ({}) exceeds num_experts ({})", f.source(), c.moe.top_k,
+                   c.moe.n_experts);
+        const int64_t step = f.integer("decoder_sparse_step", 1);
+        ZS_CHECK_T(ConfigError, step == 1,
+                   "{}: 'decoder_sparse_step' = {} is not supported (dense MLP layers between MoE "
+                   "layers are not implemented); expected 1",
+                   f.source(), step);
+        if (f.has("mlp_only_layers")) {
+            const json& only = f.raw().at("mlp_only_layers");
+            ZS_CHECK_T(ConfigError, only.is_array() && only.empty(),
+                       "{}: 'mlp_only_layers' = {} is not supported (dense MLP layers are not "
+                       "implemented); expected []",
+                       f.source(), only.dump());
+        }
+    }
     c.bos_token_id = f.integer("bos_token_id", -1);
     c.eos_token_ids = f.int_list("eos_token_id");
     return c;
@@ -494,8 +539,10 @@ int64_t ModelConfig::n_params() const {
     int64_t dense = mlp == MlpKind::gelu
                         ? 2 * C * intermediate + (mlp_bias ? intermediate + C : 0)
                         : 3 * C * intermediate + (mlp_bias ? 2 * intermediate + C : 0);
-    int64_t ff =
-        mlp == MlpKind::moe ? moe.n_experts * 3 * C * intermediate + moe.n_experts * C : dense;
+    int64_t ff = mlp == MlpKind::moe
+                     ? moe.n_experts * 3 * C * intermediate + moe.n_experts * C +
+                           (moe.shared_intermediate > 0 ? 3 * C * moe.shared_intermediate + C : 0)
+                     : dense;
     n += n_layers * (2 * norm_p + attn + ff) + norm_p;
     if (!tied_embeddings) n += vocab_size * C;
     return n;
@@ -574,10 +621,12 @@ ModelConfig parse_hf_config(const std::string& text, const std::string& source) 
         c = parse_llama_like(f, Arch::qwen2, type);
     } else if (type == "mixtral") {
         c = parse_llama_like(f, Arch::mixtral, type);
+    } else if (type == "qwen2_moe") {
+        c = parse_llama_like(f, Arch::qwen2, type);
     } else {
         ZS_THROW(ConfigError,
                  "{}: model_type '{}' is not supported (supported: gpt2, llama, mistral, qwen2, "
-                 "mixtral)",
+                 "qwen2_moe, mixtral)",
                  source, type);
     }
     c.model_type = type;
@@ -701,9 +750,10 @@ std::string to_hf_config_json(const ModelConfig& c_in) {
         case Arch::llama:
         case Arch::qwen2:
         case Arch::mixtral:
-            j["architectures"] = {c.arch == Arch::llama   ? "LlamaForCausalLM"
-                                  : c.arch == Arch::qwen2 ? "Qwen2ForCausalLM"
-                                                          : "MixtralForCausalLM"};
+            j["architectures"] = {c.arch == Arch::llama         ? "LlamaForCausalLM"
+                                  : c.model_type == "qwen2_moe" ? "Qwen2MoeForCausalLM"
+                                  : c.arch == Arch::qwen2       ? "Qwen2ForCausalLM"
+                                                                : "MixtralForCausalLM"};
             j["hidden_size"] = c.hidden_size;
             j["num_hidden_layers"] = c.n_layers;
             j["num_attention_heads"] = c.n_heads;
@@ -751,6 +801,19 @@ std::string to_hf_config_json(const ModelConfig& c_in) {
             if (c.arch == Arch::llama) {
                 j["attention_bias"] = c.qkv_bias;
                 j["mlp_bias"] = c.mlp_bias;
+            }
+            if (c.model_type == "qwen2_moe") {
+                j["intermediate_size"] = c.moe.dense_intermediate;
+                j["moe_intermediate_size"] = c.intermediate;
+                j["shared_expert_intermediate_size"] = c.moe.shared_intermediate;
+                j["num_experts"] = c.moe.n_experts;
+                j["num_experts_per_tok"] = c.moe.top_k;
+                j["norm_topk_prob"] = c.moe.renormalize;
+                j["decoder_sparse_step"] = 1;
+                j["mlp_only_layers"] = json::array();
+                j["qkv_bias"] = c.qkv_bias;
+                j["router_aux_loss_coef"] = c.moe.aux_loss_coef;
+                j["output_router_logits"] = c.moe.output_router_logits;
             }
             if (c.arch == Arch::mixtral) {
                 j["num_local_experts"] = c.moe.n_experts;

@@ -38,6 +38,12 @@ struct MoeConfig {
     float train_aux_coef() const { return output_router_logits ? aux_loss_coef : 0.0f; }
     float capacity_factor = 0.0f;  // DeepSpeed-MoE: 0 = no capacity limit (Mixtral, no dropping)
     int64_t min_capacity = 4;      // DeepSpeed-MoE min_capacity
+    // Qwen2-MoE: a shared expert (SwiGLU of this intermediate size, 0: none) every token goes
+    // through, scaled by sigmoid(shared_expert_gate . x) and added to the routed experts' sum;
+    // ModelConfig::intermediate is then moe_intermediate_size, and this the dense
+    // intermediate_size (kept for export; no layer is dense: decoder_sparse_step 1).
+    int64_t shared_intermediate = 0;
+    int64_t dense_intermediate = 0;
 };
 
 struct ModelConfig {

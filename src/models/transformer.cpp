@@ -91,6 +91,16 @@ Transformer::Transformer(ModelConfig cfg, RunConfig run) : cfg_(std::move(cfg)),
             *sp_, run_.activation_checkpointing ? 1 : cfg_.n_layers,
             ring_ ? std::move(core_) : nullptr);
     }
+    if (run_.ep != nullptr && run_.ep->size() > 1) {
+        ep_ = run_.ep;
+        ep_size_ = ep_->size();
+        ZS_CHECK_T(ConfigError, cfg_.mlp == MlpKind::moe,
+                   "expert parallelism (ep = {}) needs a mixture-of-experts model; {} is dense",
+                   ep_size_, cfg_.model_type);
+        ZS_CHECK_T(ConfigError, cfg_.moe.n_experts % ep_size_ == 0,
+                   "expert parallelism: ep = {} must divide the {} experts (num_local_experts)",
+                   ep_size_, cfg_.moe.n_experts);
+    }
     build_layout();
     binding_.reset(layout_);
 }
@@ -116,6 +126,16 @@ void Transformer::build_layout() {
             c.norm_bias ? layout_.add(g, name + ".bias", {C}, Init::zeros, 0, false) : kNoParam;
         return Norm(c.norm, c.norm_eps, w, b);
     };
+    auto group_mlp_params = [&](int g, const std::string& mp, int64_t up_rows, int64_t ff = 0) {
+        MlpParams m;
+        m.up = layout_.add(g, mp + ".up.weight", {up_rows, C}, Init::normal);
+        if (c.mlp_bias)
+            m.up_bias = layout_.add(g, mp + ".up.bias", {up_rows}, Init::zeros, 0, false);
+        m.down = layout_.add(g, mp + ".down.weight", {C, ff > 0 ? ff : FF}, Init::normal, proj_std);
+        if (c.mlp_bias) m.down_bias = layout_.add(g, mp + ".down.bias", {C}, Init::zeros, 0, false);
+        return m;
+    };
+    std::vector<MoeParams> moe_params;  // expert parallelism: experts declared after the head
     for (int64_t l = 0; l < c.n_layers; ++l) {
         std::string pre = "blocks." + std::to_string(l);
         int g = static_cast<int>(l) + 1;
@@ -133,14 +153,7 @@ void Transformer::build_layout() {
         attn_.emplace_back(lcfg_, static_cast<int>(l), ap, rope_.get(), ao, out_bias);
         norm2_.push_back(norm(g, pre + ".ln2"));
         auto mlp_params = [&](const std::string& mp, int64_t up_rows) {
-            MlpParams m;
-            m.up = layout_.add(g, mp + ".up.weight", {up_rows, C}, Init::normal);
-            if (c.mlp_bias)
-                m.up_bias = layout_.add(g, mp + ".up.bias", {up_rows}, Init::zeros, 0, false);
-            m.down = layout_.add(g, mp + ".down.weight", {C, FF}, Init::normal, proj_std);
-            if (c.mlp_bias)
-                m.down_bias = layout_.add(g, mp + ".down.bias", {C}, Init::zeros, 0, false);
-            return m;
+            return group_mlp_params(g, mp, up_rows);
         };
         switch (c.mlp) {
             case MlpKind::gelu:
@@ -155,11 +168,21 @@ void Transformer::build_layout() {
                 MoeParams mp;
                 mp.router =
                     layout_.add(g, pre + ".moe.router.weight", {c.moe.n_experts, C}, Init::normal);
-                for (int64_t e = 0; e < c.moe.n_experts; ++e) {
-                    mp.experts.push_back(
-                        mlp_params(pre + ".moe.experts." + std::to_string(e), 2 * FF));
+                if (c.moe.shared_intermediate > 0) {
+                    const int64_t fs = c.moe.shared_intermediate;
+                    mp.shared = group_mlp_params(g, pre + ".moe.shared", 2 * fs, fs);
+                    mp.shared_gate =
+                        layout_.add(g, pre + ".moe.shared_gate.weight", {1, C}, Init::normal);
                 }
-                moe_.emplace_back(lcfg_, std::move(mp), tp_);
+                if (ep_ == nullptr) {
+                    for (int64_t e = 0; e < c.moe.n_experts; ++e) {
+                        mp.experts.push_back(
+                            mlp_params(pre + ".moe.experts." + std::to_string(e), 2 * FF));
+                    }
+                    moe_.emplace_back(lcfg_, std::move(mp), tp_);
+                } else {
+                    moe_params.push_back(std::move(mp));  // experts after the head group
+                }
                 break;
             }
         }
@@ -168,6 +191,27 @@ void Transformer::build_layout() {
     layout_.add_group("head");
     final_norm_ = norm(hg, "head.norm");
     lm_head_ = c.tied_embeddings ? wte_ : layout_.add(hg, "head.out.weight", {Vr, C}, Init::normal);
+    // Expert parallelism: each layer's local experts, a group each, with their global indices.
+    for (size_t l = 0; l < moe_params.size(); ++l) {
+        const std::string pre = "blocks." + std::to_string(l);
+        const int g = expert_group(static_cast<int64_t>(l));
+        layout_.add_group(pre + ".experts");
+        const int64_t El = c.moe.n_experts / ep_size_, e0 = int64_t{ep_->rank()} * El;
+        for (int64_t e = e0; e < e0 + El; ++e) {
+            moe_params[l].experts.push_back(
+                group_mlp_params(g, pre + ".moe.experts." + std::to_string(e), 2 * FF));
+        }
+        moe_.emplace_back(lcfg_, std::move(moe_params[l]), tp_, ep_);
+    }
+}
+
+int64_t Transformer::take_a2a_bytes() {
+    int64_t n = 0;
+    for (Moe& m : moe_) {
+        n += m.a2a_bytes();
+        m.reset_a2a_bytes();
+    }
+    return n;
 }
 
 std::vector<int> Transformer::grad_groups(int g) const {
@@ -357,8 +401,11 @@ void Transformer::forward_blocks(GroupRange r, GroupHooks& h) {
             embed_forward(flat_ids_, positions_, residuals_[0]);
         } else {
             const int64_t l = g - 1;
+            const int eg = expert_group(l);
+            if (eg >= 0) h.before_forward(eg);
             block_forward(l, state(l), residuals_[static_cast<size_t>(l)],
                           residuals_[static_cast<size_t>(l + 1)], B_, T_, stats);
+            if (eg >= 0) h.after_forward(eg);
         }
         h.after_forward(g);
     }
@@ -452,7 +499,7 @@ void Transformer::backward_blocks(GroupRange r, float loss_scale, GroupHooks& h)
     double aux_scale = 0;
     if (cfg_.mlp == MlpKind::moe && cfg_.moe.train_aux_coef() != 0.0f) {
         double rows = static_cast<double>(router_stats_.n_rows);
-        aux_scale = static_cast<double>(loss_scale) * cfg_.moe.train_aux_coef() *
+        aux_scale = static_cast<double>(loss_scale) * aux_weight_ * cfg_.moe.train_aux_coef() *
                     static_cast<double>(cfg_.moe.n_experts) / (rows * rows);
     }
     for (int g = r.end - 1; g >= r.begin; --g) {
@@ -466,6 +513,8 @@ void Transformer::backward_blocks(GroupRange r, float loss_scale, GroupHooks& h)
             if (wpe_ != kNoParam) ops::embedding_backward(binding_.g(wpe_), dres, positions_);
         } else {
             const int64_t l = g - 1;
+            const int eg = expert_group(l);
+            if (eg >= 0) h.before_backward(eg);
             const Tensor& in = residuals_[static_cast<size_t>(l)];
             if (run_.activation_checkpointing) {
                 // Re-run this block's forward to rebuild its activations (its output is
@@ -475,6 +524,7 @@ void Transformer::backward_blocks(GroupRange r, float loss_scale, GroupHooks& h)
                 block_forward(l, *scratch_, in, o, B_, T_, nullptr);
             }
             block_backward(l, state(l), in, dres, B_, T_, aux_scale);
+            if (eg >= 0) h.after_backward(eg);
         }
         h.after_backward(g);
     }
@@ -501,9 +551,23 @@ LossStats Transformer::run(const TrainBatch& batch, bool backward, float ce_scal
 }
 
 LossStats Transformer::forward_backward(const TrainBatch& batch, float ce_scale, float loss_scale,
-                                        GroupHooks* hooks) {
+                                        GroupHooks* hooks, double aux_weight) {
     ZS_CHECK_T(ShapeError, batch.targets.defined(), "forward_backward needs targets");
-    return run(batch, true, ce_scale, loss_scale, hooks, nullptr);
+    aux_weight_ = aux_weight;
+    LossStats out = run(batch, true, ce_scale, loss_scale, hooks, nullptr);
+    aux_weight_ = 1.0;
+    if (cfg_.mlp == MlpKind::moe) {
+        expert_load_.resize(router_stats_.sel_count.size(), 0.0);
+        for (size_t e = 0; e < expert_load_.size(); ++e)
+            expert_load_[e] += router_stats_.sel_count[e];
+    }
+    return out;
+}
+
+std::vector<double> Transformer::take_expert_load() {
+    std::vector<double> out = std::move(expert_load_);
+    expert_load_.clear();
+    return out;
 }
 
 LossStats Transformer::forward_loss(const TrainBatch& batch, GroupHooks* hooks) {

@@ -68,6 +68,15 @@ struct RunConfig {
     // them over every sequence-parallel rank. Needs the two chunks to split evenly (sp * T even)
     // and no sliding window. nullptr or size 1: none.
     comm::Communicator* ring = nullptr;
+    // Expert parallelism (DeepSpeed-MoE, MoE models only): this rank holds E / ep of each MoE
+    // layer's experts, [ep rank x E / ep, ...), and routed rows travel to their experts with
+    // all_to_all_v over this group (models::Moe). Each layer's local experts form a parameter
+    // group of their own, "blocks.l.experts" (expert_group(l), after the head group), so ZeRO
+    // can reduce and partition them over the ranks holding the same experts (expert data
+    // parallelism) and dense parameters over every data-parallel rank; their names keep the
+    // global expert index (blocks.l.moe.experts.e.*). Forward and backward call the expert
+    // group's hooks inside its block's. nullptr or size 1: none (experts in their block group).
+    comm::Communicator* ep = nullptr;
 };
 
 struct TrainBatch {
@@ -139,6 +148,16 @@ public:
     int embed_group() const { return 0; }
     int block_group(int64_t layer) const { return static_cast<int>(layer) + 1; }
     int head_group() const { return static_cast<int>(cfg_.n_layers) + 1; }
+    // Expert parallelism: the group of layer l's local experts (-1 without ep).
+    int expert_group(int64_t layer) const {
+        return ep_ ? static_cast<int>(cfg_.n_layers + 2 + layer) : -1;
+    }
+    int ep_size() const { return ep_size_; }
+    // Bytes the MoE layers sent through all_to_all_v since the last call (then reset).
+    int64_t take_a2a_bytes();
+    // MoE: assignments routed to each expert (over layers) by forward_backward since the last
+    // call (then reset); empty for dense models.
+    std::vector<double> take_expert_load();
     // The parameter the output projection reads (the token embedding when tied).
     ParamId lm_head_param() const { return lm_head_; }
     // Groups whose gradients the backward of group g writes (the head also writes the token
@@ -148,10 +167,12 @@ public:
     std::vector<int> grad_groups(int g) const;
 
     // One micro-batch: forward, loss and backward. Gradients (+=) of
-    //   loss_scale * (sum of token losses * ce_scale + aux_loss_coef * aux_loss)
-    // go into the bound gradients; ce_scale is typically 1 / (tokens in the whole step).
+    //   loss_scale * (sum of token losses * ce_scale + aux_weight * aux_loss_coef * aux_loss)
+    // go into the bound gradients; ce_scale is typically 1 / (tokens in the whole step) and
+    // aux_weight 1 / (micro-batches in it), so the step's gradient is that of the mean over
+    // micro-batches of (mean token loss + coef x aux loss), as transformers + DeepSpeed compute.
     LossStats forward_backward(const TrainBatch& batch, float ce_scale, float loss_scale = 1.0f,
-                               GroupHooks* hooks = nullptr);
+                               GroupHooks* hooks = nullptr, double aux_weight = 1.0);
     // Forward and loss only (evaluation).
     LossStats forward_loss(const TrainBatch& batch, GroupHooks* hooks = nullptr);
     // Full logits [B*T, V] f32 on the host for a batch (tests and tools; training never
@@ -219,6 +240,8 @@ private:
     std::unique_ptr<comm::Communicator> kv_group_;  // the kv_copies_ ranks sharing kv_head0_
     comm::Communicator* sp_ = nullptr;              // set when the sp group has > 1 rank
     comm::Communicator* ring_ = nullptr;            // set when the ring group has > 1 rank
+    comm::Communicator* ep_ = nullptr;              // set when the ep group has > 1 rank
+    int ep_size_ = 1;
     int64_t v0_ = 0, v1_ = 0;
     ParamLayout layout_;
     ParamBinding binding_;
@@ -239,7 +262,9 @@ private:
     // The micro-batch begin_micro_batch set up.
     int64_t B_ = 0, T_ = 0;
     Tensor flat_ids_, flat_tgt_;
-    Tensor dres_;  // d(loss)/d(residual) carried down by backward_blocks
+    Tensor dres_;                      // d(loss)/d(residual) carried down by backward_blocks
+    double aux_weight_ = 1.0;          // forward_backward's aux_weight, for backward_blocks
+    std::vector<double> expert_load_;  // take_expert_load's counts
 };
 
 }  // namespace zs::models

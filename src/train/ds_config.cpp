@@ -957,6 +957,27 @@ TrainConfig parse_ds_config(const std::string& json_text, const std::string& sou
                "ring attention {} x tensor parallelism {} does not divide the {} ranks",
                source, pp, sp, ring, tp, world_size);
     world_size /= tp * sp * ring * pp;
+    // Expert parallelism is carved out of the data-parallel ranks: it leaves the batch alone.
+    int ep = 1;
+    if (const auto t = j.find("expert_parallel_size"); t != j.end() && t->is_number_integer() &&
+                                                       t->get<int64_t>() >= 1 &&
+                                                       t->get<int64_t>() <= 4096) {
+        ep = static_cast<int>(t->get<int64_t>());
+    }
+    if (autos && autos->ep) {
+        ZS_CHECK_T(ConfigError, ep == 1 || ep == *autos->ep,
+                   "{}: expert_parallel_size {} and --ep {} disagree", source, ep, *autos->ep);
+        ep = *autos->ep;
+    }
+    ZS_CHECK_T(ConfigError, ep >= 1 && world_size % ep == 0,
+               "{}: expert parallelism {} (expert_parallel_size or --ep) does not divide the {} "
+               "data-parallel ranks (experts are sharded over ep of the data-parallel ranks)",
+               source, ep, world_size);
+    ZS_CHECK_T(ConfigError, ep == 1 || (sp == 1 && ring == 1),
+               "{}: expert_parallel_size {} with sequence_parallel_size {} / ring_parallel_size {} "
+               "is not implemented (the expert data-parallel group would have to span the "
+               "sequence-parallel ranks)",
+               source, ep, sp, ring);
     std::vector<std::string> resolved;
     if (autos) resolved = resolve_auto(j, *autos, world_size);
     Diagnostics diag;
@@ -967,6 +988,8 @@ TrainConfig parse_ds_config(const std::string& json_text, const std::string& sou
     c.tensor_parallel_size = tp;
     c.sequence_parallel_size = sp;
     c.ring_parallel_size = ring;
+    c.expert_parallel_size = ep;
+    root.get_int("expert_parallel_size", 1, 4096);
     if (std::optional<Section> t = root.get_section("tensor_parallel", false)) {
         t->get_int("autotp_size", 1, 4096);
     }

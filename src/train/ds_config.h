@@ -283,6 +283,12 @@ struct TrainConfig {
     // (Ulysses, fastest) x ring_parallel_size, the world dp x that x tp, and each rank trains on
     // its seq_len / (sp x ring) tokens: the u-th slice of its ring rank's two zig-zag chunks.
     int ring_parallel_size = 1;
+    // expert_parallel_size (zerospeed's key for what DeepSpeed sets as the MoE layer's ep_size)
+    // or --ep: expert parallelism carved out of the world_size data-parallel ranks (ep consecutive
+    // dp ranks share one copy of the experts, E / ep each; parallel/topology.h). ep must divide
+    // world_size (and the model's experts: checked with the model). The batch triple is
+    // unchanged: every dp rank still reads its own micro-batches.
+    int expert_parallel_size = 1;
 
     BatchConfig batch;
     ElasticityConfig elasticity;  // when enabled, `batch` is what it derived for world_size
@@ -330,6 +336,7 @@ struct AutoValues {
     std::optional<int> sp;                // --sp (sequence_parallel_size; must agree)
     std::optional<int> pp;                // --pp (pipeline.stages; must agree)
     std::optional<int> ring;              // --ring (ring_parallel_size; must agree)
+    std::optional<int> ep;                // --ep (expert_parallel_size; must agree)
 };
 
 // Parse `json_text` (the contents of `source`) for `world_size` data-parallel ranks. Throws

@@ -5,6 +5,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <map>
 
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
@@ -111,6 +112,7 @@ Trainer::Trainer(models::ModelConfig model, TrainConfig cfg, RunOptions run,
     sz.sp = sp;
     sz.ring = ring;
     sz.pp = pp;
+    sz.ep = cfg_.expert_parallel_size;
     topo_ = std::make_unique<parallel::Topology>(world_, sz);
     parallel::check_model(topo_->sizes(), {mcfg_.model_type, mcfg_.n_heads, mcfg_.n_kv_heads,
                                            mcfg_.moe.n_experts, mcfg_.n_layers});
@@ -131,6 +133,19 @@ Trainer::Trainer(models::ModelConfig model, TrainConfig cfg, RunOptions run,
                    "tp group, which is not implemented yet",
                    cfg_.source);
         full_model_ = std::make_unique<models::Transformer>(mcfg_, models::RunConfig{});
+    }
+    if (cfg_.expert_parallel_size > 1) {
+        // DeepSpeed-MoE: experts sharded over the ep group, their gradients reduced (and ZeRO
+        // partitioned) over the expert data-parallel group; dense parameters over dp_.
+        ZS_CHECK_T(ConfigError, mcfg_.mlp == models::MlpKind::moe,
+                   "{}: expert_parallel_size {} needs a mixture-of-experts model; {} is dense",
+                   cfg_.source, cfg_.expert_parallel_size, mcfg_.model_type);
+        ep_ = &topo_->group(parallel::Group::ep);
+        edp_ = &topo_->group(parallel::Group::edp);
+        rc.ep = ep_;
+        if (!full_model_) {
+            full_model_ = std::make_unique<models::Transformer>(mcfg_, models::RunConfig{});
+        }
     }
     model_ = std::make_unique<models::Transformer>(mcfg_, rc);
     if (pp > 1) setup_pipeline();
@@ -165,6 +180,12 @@ Trainer::Trainer(models::ModelConfig model, TrainConfig cfg, RunOptions run,
     // the topology's rank order) and refuses a size that does not divide dp.
     zc.hpz_partition_size = cfg_.zero.zero_hpz_partition_size;
     if (pp_) zc.owns = [this](int g) { return holds_group(g); };
+    if (ep_) {
+        const int first_expert_group = model_->expert_group(0);
+        zc.group_comm = [this, first_expert_group](int g) {
+            return g >= first_expert_group ? edp_ : nullptr;
+        };
+    }
     engine_ = std::make_unique<zero::Engine>(model_->layout(), model_->binding(), *dp_, zc,
                                              rc.compute_dtype, cfg_.optimizer.options(),
                                              [this](int g) { return model_->grad_groups(g); });
@@ -319,14 +340,19 @@ Tensor Trainer::local_group(int g, const Tensor& full) const {
     return out;
 }
 
-Tensor Trainer::tp_index(int g) const {
+Tensor Trainer::whole_index(int g, int& whole_group) const {
     const models::ParamLayout& fl = full_model_->layout();
     const models::ParamLayout& ll = model_->layout();
     Tensor out = Tensor::empty({ll.group(g).numel}, DType::i64, core::Device::cpu(),
                                core::MemCategory::buffers);
+    std::fill_n(out.data<int64_t>(), out.numel(), int64_t{-1});
+    whole_group = -1;
     for (models::ParamId id : ll.group(g).params) {
-        const models::ParamInfo& fp = fl.param(id);
         const models::ParamInfo& lp = ll.param(id);
+        const models::ParamInfo& fp = fl.param(fl.id(lp.name));
+        ZS_ASSERT(whole_group < 0 || whole_group == fp.group,
+                  "group {} maps into two whole-model groups", ll.group(g).name);
+        whole_group = fp.group;
         Tensor whole =
             Tensor::empty(fp.shape, DType::i64, core::Device::cpu(), core::MemCategory::buffers);
         int64_t* w = whole.data<int64_t>();
@@ -338,7 +364,57 @@ Tensor Trainer::tp_index(int g) const {
     return out;
 }
 
+Tensor Trainer::gather_whole_group_ep(int fg, int state) {
+    // This rank's groups holding parts of whole group fg (block l: its dense group and its
+    // experts' group), gathered over their data-parallel groups, with each element's index in
+    // fg; then every rank's, over the world (each tp and ep rank holds other parts; data-parallel
+    // replicas send the same values twice, harmlessly).
+    std::vector<Tensor> vals, idxs;
+    int64_t n = 0;
+    for (int g = 0; g < model_->layout().n_groups(); ++g) {
+        int wg = -1;
+        Tensor idx = whole_index(g, wg);
+        if (wg != fg) continue;
+        vals.push_back(engine_->gather_group(g, state).contiguous());
+        idxs.push_back(idx);
+        n += idx.numel();
+    }
+    const int R = world_.size();
+    auto i64 = [](int64_t k) {
+        return Tensor::empty({k}, DType::i64, core::Device::cpu(), core::MemCategory::buffers);
+    };
+    Tensor cnt = i64(1), cnts = i64(R);
+    cnt.data<int64_t>()[0] = n;
+    world_.allgather(cnts, cnt).wait();
+    const int64_t* c = cnts.data<int64_t>();
+    const int64_t nmax = *std::max_element(c, c + R);
+    Tensor v = Tensor::zeros({nmax}, DType::f32, core::Device::cpu(), core::MemCategory::buffers);
+    Tensor ix = i64(nmax);
+    std::fill_n(ix.data<int64_t>(), nmax, int64_t{-1});
+    int64_t at = 0;
+    for (size_t i = 0; i < vals.size(); ++i) {
+        const int64_t k = idxs[i].numel();
+        v.slice(0, at, at + k).copy_from(vals[i].slice(0, 0, k));
+        ix.slice(0, at, at + k).copy_from(idxs[i]);
+        at += k;
+    }
+    Tensor all_v =
+        Tensor::empty({R * nmax}, DType::f32, core::Device::cpu(), core::MemCategory::buffers);
+    Tensor all_i = i64(R * nmax);
+    world_.allgather(all_v, v).wait();
+    world_.allgather(all_i, ix).wait();
+    const int64_t nf = full_model_->layout().group(fg).numel;
+    Tensor whole = Tensor::zeros({nf}, DType::f32, core::Device::cpu(), core::MemCategory::buffers);
+    float* w = whole.data<float>();
+    for (int64_t j = 0; j < R * nmax; ++j) {
+        const int64_t f = all_i.data<int64_t>()[j];
+        if (f >= 0 && f < nf) w[f] = all_v.data<float>()[j];
+    }
+    return whole;
+}
+
 Tensor Trainer::gather_whole_group(int g, int state) {
+    if (ep_) return gather_whole_group_ep(g, state);
     Tensor local = engine_->gather_group(g, state);  // this rank's group, over dp
     if (!tp_) return local;
     const int T = tp_->size();
@@ -355,7 +431,8 @@ Tensor Trainer::gather_whole_group(int g, int state) {
         Tensor::zeros({nmax}, DType::f32, core::Device::cpu(), core::MemCategory::buffers);
     Tensor idx = Tensor::zeros({nmax}, DType::i64, core::Device::cpu(), core::MemCategory::buffers);
     vals.slice(0, 0, local.numel()).copy_from(local);
-    idx.slice(0, 0, local.numel()).copy_from(tp_index(g));
+    int wg = -1;
+    idx.slice(0, 0, local.numel()).copy_from(whole_index(g, wg));
     Tensor all_v =
         Tensor::empty({T * nmax}, DType::f32, core::Device::cpu(), core::MemCategory::buffers);
     Tensor all_i =
@@ -369,6 +446,7 @@ Tensor Trainer::gather_whole_group(int g, int state) {
         const float* v = all_v.data<float>() + r * nmax;
         const int64_t* ix = all_i.data<int64_t>() + r * nmax;
         for (int64_t j = 0; j < cnt[r]; ++j) {
+            if (ix[j] == -1) continue;  // padding between parameters
             ZS_CHECK(ix[j] >= 0 && ix[j] < nf, "group {}: tp rank {} element {} maps to {} of {}",
                      full_model_->layout().group(g).name, r, j, ix[j], nf);
             w[ix[j]] = v[j];  // replicated parameters: every rank holds the same values
@@ -381,8 +459,43 @@ Tensor Trainer::gather_whole_group(int g, int state) {
     return whole;
 }
 
+void Trainer::load_by_name(const std::function<Tensor(int)>& full_group) {
+    const models::ParamLayout& fl = full_model_->layout();
+    const models::ParamLayout& ll = model_->layout();
+    std::map<int, Tensor> cache;  // the whole model's groups, as needed
+    for (int g = 0; g < ll.n_groups(); ++g) {
+        Tensor out = Tensor::zeros({ll.group(g).numel}, DType::f32, core::Device::cpu(),
+                                   core::MemCategory::buffers);
+        for (models::ParamId id : ll.group(g).params) {
+            const models::ParamInfo& lp = ll.param(id);
+            const models::ParamInfo& fp = fl.param(fl.id(lp.name));
+            auto it = cache.find(fp.group);
+            if (it == cache.end()) it = cache.emplace(fp.group, full_group(fp.group)).first;
+            const Tensor whole =
+                it->second.slice(0, fp.offset, fp.offset + fp.numel()).view(fp.shape);
+            out.slice(0, lp.offset, lp.offset + lp.numel())
+                .view(lp.shape)
+                .copy_from(model_->tp_slice(id, whole));
+        }
+        engine_->load_group(g, out);
+    }
+}
+
 void Trainer::init_random() {
     if (!full_model_) return engine_->init_weights(run_.seed);
+    if (ep_) {
+        // Expert parallelism: each parameter from the whole model's initial values by name.
+        const models::ParamLayout& fl = full_model_->layout();
+        return load_by_name([&](int fg) {
+            Tensor full = Tensor::zeros({fl.group(fg).numel}, DType::f32, core::Device::cpu(),
+                                        core::MemCategory::buffers);
+            for (models::ParamId id : fl.group(fg).params) {
+                models::init_param_values(fl.param(id), id, run_.seed,
+                                          full.data<float>() + fl.param(id).offset);
+            }
+            return full;
+        });
+    }
     // Tensor parallelism: each rank's part of the whole model's initial values, so any tp starts
     // from the same weights.
     const models::ParamLayout& fl = full_model_->layout();
@@ -398,6 +511,9 @@ void Trainer::init_random() {
 }
 
 void Trainer::init_from(const models::WeightSource& src) {
+    if (ep_) {
+        return load_by_name([&](int fg) { return models::load_hf_group(*full_model_, fg, src); });
+    }
     for (int g = 0; g < model_->layout().n_groups(); ++g) {
         engine_->load_group(g, full_model_
                                    ? local_group(g, models::load_hf_group(*full_model_, g, src))
@@ -482,6 +598,8 @@ StepStats Trainer::step(const std::vector<models::TrainBatch>& batches) {
     engine_->begin_step(static_cast<int>(accum));
     double loss_sum = 0;
     StepStats s;
+    model_->take_a2a_bytes();  // what evaluation sent belongs to no step
+    model_->take_expert_load();
     // DeepSpeed's gradient averaging over the W data-parallel ranks: by default the sum is divided
     // by W after the reduction (divided by gradient_predivide_factor before and multiplied by
     // predivide / W after); prescale_gradients divides by W before. The pre-reduction part is
@@ -510,8 +628,11 @@ StepStats Trainer::step(const std::vector<models::TrainBatch>& batches) {
         if (pp_) break;
         const auto ce_scale =
             static_cast<float>(1.0 / (static_cast<double>(micro * T * accum) * pre));
-        models::LossStats st = model_->forward_backward(
-            batch, ce_scale, static_cast<float>(loss_scale), engine_.get());
+        // The load-balancing loss is per micro-batch (mean over this rank's tokens): weighted
+        // like the mean token loss, 1 / (accum x pre) of it per micro-batch.
+        models::LossStats st =
+            model_->forward_backward(batch, ce_scale, static_cast<float>(loss_scale), engine_.get(),
+                                     1.0 / (static_cast<double>(accum) * pre));
         loss_sum +=
             st.loss_sum + mcfg_.moe.train_aux_coef() * st.aux_loss * static_cast<double>(micro * T);
         s.forward_s += st.forward_s;
@@ -520,6 +641,19 @@ StepStats Trainer::step(const std::vector<models::TrainBatch>& batches) {
         Timer em;
         engine_->end_micro_batch();
         s.grad_sync_s += em.seconds();
+    }
+    s.a2a_bytes = model_->take_a2a_bytes();
+    if (mcfg_.mlp == models::MlpKind::moe) {
+        // Every data-parallel rank's routing (tp ranks route alike: dp_ counts each token once).
+        const std::vector<double> load = model_->take_expert_load();
+        Tensor t = Tensor::zeros({static_cast<int64_t>(load.size())}, DType::f32,
+                                 core::Device::cpu(), core::MemCategory::buffers);
+        for (size_t e = 0; e < load.size(); ++e) t.data<float>()[e] = static_cast<float>(load[e]);
+        if (dp_->size() > 1) dp_->allreduce(t, comm::ReduceOp::sum).wait();
+        double total = 0;
+        for (size_t e = 0; e < load.size(); ++e) total += t.data<float>()[e];
+        for (size_t e = 0; e < load.size(); ++e)
+            s.expert_load.push_back(total > 0 ? t.data<float>()[e] / total : 0.0);
     }
     Timer phase;
     engine_->finish_grads();
@@ -629,7 +763,13 @@ std::vector<StepStats> Trainer::train() {
         ZS_CHECK_T(IoError, metrics->good(), "cannot write metrics to '{}'", run_.metrics_path);
         if (!jsonl && !exists) {
             *metrics << "step,loss,val_loss,lr,grad_norm,loss_scale,skipped,tokens,tokens_per_s,"
-                        "mfu,peak_bytes,elapsed_s\n";
+                        "mfu,peak_bytes,elapsed_s";
+            // MoE: the bytes this rank's all-to-alls sent and each expert's share of the routing.
+            if (mcfg_.mlp == models::MlpKind::moe) {
+                *metrics << ",a2a_bytes";
+                for (int64_t e = 0; e < mcfg_.moe.n_experts; ++e) *metrics << ",load_e" << e;
+            }
+            *metrics << "\n";
         }
     }
     std::vector<StepStats> out;
@@ -696,6 +836,11 @@ std::vector<StepStats> Trainer::train() {
                                         {"peak_bytes", peak},
                                         {"elapsed_s", el}};
                     if (!std::isnan(val)) j["val_loss"] = val;
+                    if (mcfg_.mlp == models::MlpKind::moe) {
+                        j["a2a_bytes"] = s.a2a_bytes;
+                        for (size_t e = 0; e < s.expert_load.size(); ++e)
+                            j[fmt::format("load_e{}", e)] = s.expert_load[e];
+                    }
                     if (cfg_.wall_clock_breakdown) {
                         j["forward_s"] = s.forward_s;
                         j["head_s"] = s.head_s;
@@ -707,10 +852,15 @@ std::vector<StepStats> Trainer::train() {
                     *metrics << j.dump() << "\n";
                 } else {
                     *metrics << fmt::format(
-                        "{},{:.6f},{},{:.6e},{:.6f},{},{},{},{:.1f},{:.4f},{},{:.2f}\n", s.step,
+                        "{},{:.6f},{},{:.6e},{:.6f},{},{},{},{:.1f},{:.4f},{},{:.2f}", s.step,
                         s.loss, std::isnan(val) ? std::string() : fmt::format("{:.6f}", val), s.lr,
                         s.grad_norm, s.loss_scale, s.skipped ? 1 : 0, tokens_seen_, s.tokens_per_s,
                         s.mfu, peak, el);
+                    if (mcfg_.mlp == models::MlpKind::moe) {
+                        *metrics << "," << s.a2a_bytes;
+                        for (double v : s.expert_load) *metrics << fmt::format(",{:.6f}", v);
+                    }
+                    *metrics << "\n";
                 }
                 metrics->flush();
             }
@@ -731,17 +881,17 @@ std::vector<StepStats> Trainer::train() {
 // ------------------------------------------------------------------------------ checkpoints
 
 void Trainer::save_checkpoint() {
-    // A checkpoint holds the whole model's groups (the tensor-parallel-free layout) split into
-    // ranges, one file per data-parallel rank: the same at any tp, so it loads at any dp x tp.
-    // Without tensor parallelism each rank writes the elements it owns; with it, the groups are
-    // gathered whole and tp rank 0 of each data-parallel rank writes its dp share.
-    // Under pipeline parallelism each stage writes the groups it holds (empty ranges for the
-    // others; the tied embedding from the first stage only), so the files cover every group once
-    // and the checkpoint loads at any pp.
+    // A checkpoint holds the whole model's groups (the tensor- and expert-parallel-free layout)
+    // split into ranges, one file per data-parallel rank (and pipeline stage): the same at any
+    // tp, ep and pp, so it loads at any dp x pp x tp x ep. Without tensor or expert parallelism
+    // each rank writes the elements it owns; with them, the groups are gathered whole and tp rank
+    // 0 of each data-parallel rank writes its dp share. Under pipeline parallelism each stage
+    // writes the groups it holds (empty ranges for the others; the tied embedding from the first
+    // stage only), so the files cover every group once.
     const int r = world_.rank();
     const int pp = pp_ ? pp_->size() : 1, pr = pp_ ? pp_->rank() : 0;
-    const int W = tp_ ? dp_->size() * pp : world_.size();    // files
-    const int q = tp_ ? pr * dp_->size() + dp_->rank() : r;  // this rank's file
+    const int W = full_model_ ? dp_->size() * pp : world_.size();    // files
+    const int q = full_model_ ? pr * dp_->size() + dp_->rank() : r;  // this rank's file
     const bool writer = !tp_ || tp_->rank() == 0;
     const std::string tag = fmt::format("step-{}", steps_done_);
     const std::string final_dir = run_.save_dir + "/" + tag, tmp = final_dir + ".tmp";
@@ -753,14 +903,14 @@ void Trainer::save_checkpoint() {
     // Every rank writes the elements it owns: master weights and optimizer states per group.
     std::vector<io::NamedTensor> tensors;
     nlohmann::json ranges = nlohmann::json::array();
-    for (int g = 0; g < model_->layout().n_groups(); ++g) {
+    for (int g = 0; g < whole_model().layout().n_groups(); ++g) {
         const bool tied_copy = tied_ && pr == pp - 1 && g == model_->embed_group();
         if (!holds_group(g) || tied_copy) {
             const int64_t n = whole_model().layout().group(g).numel;
             ranges.push_back({n, n});
             continue;
         }
-        if (tp_) {
+        if (full_model_) {
             const auto [b, e] = parallel::shard_range(whole_model().layout().group(g).numel,
                                                       dp_->rank(), dp_->size());
             Tensor m = gather_whole_group(g, -1);
@@ -814,6 +964,7 @@ void Trainer::save_checkpoint() {
         m["sequence_parallel_size"] = cfg_.sequence_parallel_size;
         m["ring_parallel_size"] = cfg_.ring_parallel_size;
         m["pipeline_parallel_size"] = pp;
+        m["expert_parallel_size"] = ep_ ? ep_->size() : 1;
         m["tokenizer_source"] = run_.tokenizer_source;
         m["zero_stage"] = engine_->stage();
         m["optimizer_states"] = engine_->n_states();
@@ -908,50 +1059,55 @@ void Trainer::load_checkpoint(const std::string& path) {
             io::parse_json(files.back().metadata().at("ranges"), f + " (ranges)"));
     }
     const int ns = engine_->n_states();
+    // The ranges of each whole group the files hold: [b, e) with its master and states.
+    struct Piece {
+        int64_t b = 0, e = 0;
+        Tensor m, s[2];
+    };
+    std::vector<std::vector<Piece>> all(static_cast<size_t>(wl.n_groups()));
     for (int g = 0; g < wl.n_groups(); ++g) {
-        // The ranges of the whole group the files hold: [b, e) with its master and states.
-        struct Piece {
-            int64_t b = 0, e = 0;
-            Tensor m, s[2];
-        };
-        std::vector<Piece> pieces;
+        std::vector<Piece>& pieces = all[static_cast<size_t>(g)];
         for (size_t q = 0; q < files.size(); ++q) {
             const nlohmann::json& rg = file_ranges[q][static_cast<size_t>(g)];
             Piece p{rg[0].get<int64_t>(), rg[1].get<int64_t>(), {}, {}};
             if (p.e <= p.b) continue;
             p.m = files[q].tensor(fmt::format("master.{}", g));
             for (int i = 0; i < ns; ++i) p.s[i] = files[q].tensor(fmt::format("state{}.{}", i, g));
-            pieces.push_back(std::move(p));
-        }
-        if (!tp_) {
-            for (const Piece& p : pieces) engine_->set_state_range(g, p.b, p.m, p.s[0], p.s[1]);
-            continue;
-        }
-        // Tensor parallelism: this rank's stored elements, each looked up in the whole group.
-        std::sort(pieces.begin(), pieces.end(),
-                  [](const Piece& a, const Piece& b) { return a.b < b.b; });
-        for (const Piece& p : pieces) {
             ZS_CHECK_T(IoError, p.m.numel() == p.e - p.b,
                        "{}: group {}: a shard's range [{}, {}) holds {} elements", dir,
                        wl.group(g).name, p.b, p.e, p.m.numel());
+            pieces.push_back(std::move(p));
         }
+        if (!full_model_) {
+            for (const Piece& p : pieces) engine_->set_state_range(g, p.b, p.m, p.s[0], p.s[1]);
+        }
+        std::sort(pieces.begin(), pieces.end(),
+                  [](const Piece& x, const Piece& y) { return x.b < y.b; });
+    }
+    // Tensor or expert parallelism: each of this rank's stored elements looked up in the whole
+    // group holding it.
+    for (int g = 0; full_model_ && g < model_->layout().n_groups(); ++g) {
         const zero::GroupShard& sh = engine_->shard(g);
         const int64_t n = sh.end - sh.begin;
-        if (n <= 0) continue;
-        const Tensor idx = tp_index(g);
+        if (n <= 0) continue;  // none of it here (another pipeline stage's group)
+        int wg = -1;
+        const Tensor idx = whole_index(g, wg);
+        if (wg < 0) continue;
+        const std::vector<Piece>& pieces = all[static_cast<size_t>(wg)];
         auto buf = [&] {
-            return Tensor::empty({n}, DType::f32, core::Device::cpu(), core::MemCategory::buffers);
+            return Tensor::zeros({n}, DType::f32, core::Device::cpu(), core::MemCategory::buffers);
         };
         Tensor lm = buf(), ls[2];
         for (int i = 0; i < ns; ++i) ls[i] = buf();
         size_t at = 0;
         for (int64_t j = 0; j < n; ++j) {
             const int64_t f = idx.data<int64_t>()[sh.begin + j];
+            if (f < 0) continue;  // padding between parameters
             if (at >= pieces.size() || f < pieces[at].b || f >= pieces[at].e) {
                 auto it = std::upper_bound(pieces.begin(), pieces.end(), f,
                                            [](int64_t v, const Piece& p) { return v < p.b; });
                 ZS_CHECK_T(IoError, it != pieces.begin() && f < std::prev(it)->e,
-                           "{}: element {} of group {} is in no shard", dir, f, wl.group(g).name);
+                           "{}: element {} of group {} is in no shard", dir, f, wl.group(wg).name);
                 at = static_cast<size_t>(std::prev(it) - pieces.begin());
             }
             const Piece& p = pieces[at];
@@ -989,7 +1145,7 @@ void Trainer::export_hf(const std::string& dir, core::DType dtype) {
                "the checkpoint with pipeline.stages 1 (any world size) and export from there",
                dir);
     std::vector<io::NamedTensor> tensors;
-    for (int g = 0; g < model_->layout().n_groups(); ++g) {
+    for (int g = 0; g < whole_model().layout().n_groups(); ++g) {
         Tensor full = gather_whole_group(g, -1);
         if (world_.rank() != 0) continue;
         for (auto& [name, t] : models::export_hf_group(whole_model(), g, full))

@@ -75,6 +75,11 @@ struct StepStats {
     // activations or gradients), and the forwards it re-ran from a kept input.
     double pipe_bubble = 0;
     int pipe_recomputed = 0;
+    // MoE: each expert's share of the step's routed assignments (all layers, every data-parallel
+    // rank's tokens; sums to 1) — users watch it for routing collapse; and the bytes this rank
+    // sent through the expert-parallel all-to-alls (0 without ep).
+    std::vector<double> expert_load;
+    int64_t a2a_bytes = 0;
 };
 
 class Trainer {
@@ -146,17 +151,26 @@ private:
     void setup_pipeline();
     // Forward-only loss of one micro-batch through the pipeline (evaluation); collective over pp.
     models::LossStats pipeline_loss(const models::TrainBatch& batch);
-    std::unique_ptr<models::Transformer> full_model_;  // tp > 1: the whole model's layout
+    // Expert parallelism (null without): the ep group (experts sharded over it) and the expert
+    // data-parallel group (the ranks holding the same experts), ZeRO's for the expert groups.
+    comm::Communicator* ep_ = nullptr;
+    comm::Communicator* edp_ = nullptr;
+    // ep > 1: this rank's values of every group, each parameter cut (by name, tp_slice) from the
+    // whole model's group holding it; `full_group(fg)` gives the whole model's group fg.
+    void load_by_name(const std::function<core::Tensor(int)>& full_group);
+    std::unique_ptr<models::Transformer> full_model_;  // tp or ep > 1: the whole model's layout
     // Per parameter: ranges of its elements weighted 1 / (tensor-parallel ranks holding them).
     std::vector<std::vector<zero::Engine::NormWeight>> norm_weight_;
     // A group's values for this rank from the whole model's group values (tp_slice per param).
     core::Tensor local_group(int g, const core::Tensor& full) const;
-    // tp > 1: the index in the whole model's group g of each of this rank's group-g elements
-    // (i64 [local numel]; tp_slice of the whole group's element indices).
-    core::Tensor tp_index(int g) const;
     // The whole model's group g, master weights (state < 0) or optimizer state `state`, from every
     // rank: gathered over dp, then assembled over tp. Collective over the world.
     core::Tensor gather_whole_group(int g, int state);
+    // tp or ep > 1: the whole-model group holding this rank's group g (whole_group) and the
+    // index there of each element of it (i64 [local numel]; -1: padding), by parameter name.
+    core::Tensor whole_index(int g, int& whole_group) const;
+    // ep > 1: gather_whole_group, assembled over the world from every rank's parts.
+    core::Tensor gather_whole_group_ep(int fg, int state);
     // The model a checkpoint or an HF export describes: the whole one (tp > 1) or this rank's.
     const models::Transformer& whole_model() const { return full_model_ ? *full_model_ : *model_; }
     std::unique_ptr<models::Transformer> model_;

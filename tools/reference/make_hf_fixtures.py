@@ -25,6 +25,7 @@ from transformers import (
     MistralConfig,
     MixtralConfig,
     Qwen2Config,
+    Qwen2MoeConfig,
     AutoModelForCausalLM,
 )
 from transformers.core_model_loading import revert_weight_conversion
@@ -120,6 +121,33 @@ def configs() -> dict:
                 **common_llama,
             ),
             104,
+        ),
+        # Qwen2-MoE: routed experts (top-2 of 4, probabilities not renormalised) plus a shared
+        # expert of its own size behind a sigmoid gate, in every layer.
+        "qwen2_moe": (
+            Qwen2MoeConfig(
+                hidden_size=32,
+                num_attention_heads=4,
+                num_key_value_heads=2,
+                intermediate_size=40,
+                moe_intermediate_size=24,
+                shared_expert_intermediate_size=56,
+                num_experts=4,
+                num_experts_per_tok=2,
+                norm_topk_prob=False,
+                decoder_sparse_step=1,
+                mlp_only_layers=[],
+                router_aux_loss_coef=0.02,
+                output_router_logits=True,
+                rope_theta=10000.0,
+                rms_norm_eps=1e-6,
+                use_sliding_window=False,
+                tie_word_embeddings=False,
+                vocab_size=VOCAB,
+                num_hidden_layers=2,
+                max_position_embeddings=64,
+            ),
+            109,
         ),
         "qwen2": (
             Qwen2Config(
@@ -226,7 +254,8 @@ def naive_aux_loss(router_logits, config):
     (sums to top_k) and P_e the mean router probability of e over all L*N rows. Also returns the
     smallest gap between the k-th and (k+1)-th router probability (a near-tie would make top-k
     routing fragile in a reimplementation)."""
-    e, k = config.num_local_experts, config.num_experts_per_tok
+    e = getattr(config, "num_local_experts", None) or config.num_experts
+    k = config.num_experts_per_tok
     probs = torch.cat([torch.softmax(r.detach(), dim=-1) for r in router_logits], dim=0)
     top = torch.topk(probs, k + 1, dim=-1)
     counts = torch.zeros(e).scatter_add_(0, top.indices[:, :k].reshape(-1), torch.ones(probs.shape[0] * k))
@@ -275,7 +304,7 @@ def make(name: str, config, seed: int) -> None:
     ids = torch.randint(0, VOCAB, (BATCH, SEQ), generator=torch.Generator().manual_seed(INPUT_SEED))
     with torch.no_grad():
         ref_logits = built(ids).logits
-    is_moe = isinstance(config, MixtralConfig)
+    is_moe = isinstance(config, (MixtralConfig, Qwen2MoeConfig))
     router_gap = 0.0
 
     # Forward + loss + backward.
@@ -347,7 +376,7 @@ def make(name: str, config, seed: int) -> None:
         init_range=INIT_RANGE,
         perturb_1d=PERTURB_1D,
         loss=(
-            "ce_loss + router_aux_loss_coef * aux_loss (HF MixtralForCausalLM, output_router_logits=True)"
+            f"ce_loss + router_aux_loss_coef * aux_loss (HF {type(model).__name__}, output_router_logits=True)"
             if is_moe
             else "HF causal LM loss: mean CE over B*(T-1) shifted tokens"
         ),

@@ -147,7 +147,11 @@ private:
 
 struct MoeParams {
     ParamId router = kNoParam;       // [E, C]
-    std::vector<MlpParams> experts;  // SwiGLU experts
+    std::vector<MlpParams> experts;  // SwiGLU experts: this rank's (all E without ep)
+    // Qwen2-MoE's shared expert (SwiGLU, moe.shared_intermediate) and its gate [1, C]; none when
+    // shared.up is kNoParam.
+    MlpParams shared;
+    ParamId shared_gate = kNoParam;
 };
 
 // Router statistics a step accumulates over all MoE layers, for the load-balancing loss
@@ -167,16 +171,40 @@ public:
         Tensor logits, probs;                    // [N, E] f32
         Tensor weights, indices;                 // [N, k] f32 / i32
         std::vector<std::vector<int64_t>> rows;  // per expert: flat (token * k + slot) routed in
-        std::vector<Tensor> xe;                  // per expert: gathered inputs [Ne, C] ct
-        std::vector<Mlp::Saved> mlp;             // per expert
-        std::vector<Tensor> ye;  // per expert: outputs [Ne, C] f32 (before gate weight)
+        std::vector<Tensor> xe;                  // per local expert: gathered inputs [Ne, C] ct
+        std::vector<Mlp::Saved> mlp;             // per local expert
+        // Per expert (all E): outputs [Ne, C] f32 of the rows this rank routed (before gate
+        // weight); under expert parallelism views into `ep_y`, what the owners sent back.
+        std::vector<Tensor> ye;
+        // Expert parallelism: [E/ep, ep] rows this rank's experts received from each ep rank
+        // (expert-major), the returned outputs [rows sent, C] f32.
+        std::vector<int64_t> ep_recv;
+        Tensor ep_y;
+        // Shared expert: its saved activations, output [N, C] f32 and gate logit [N, 1] f32.
+        Mlp::Saved shared;
+        Tensor shared_y, shared_logit;
     };
     Moe() = default;
     // Tensor parallelism (tp non-null, size > 1): `cfg` holds this rank's intermediate size; the
     // router is replicated (every rank routes alike), each expert is split as the dense MLP
     // (gate|up rows column-, down columns row-parallel), so forward adds this rank's partial sum
     // of every expert's output, which the caller's all-reduce of the residual completes.
-    Moe(const ModelConfig& cfg, MoeParams p, comm::Communicator* tp = nullptr);
+    //
+    // Expert parallelism (ep non-null, size P > 1; DeepSpeed-MoE): `p.experts` holds this rank's
+    // E / P experts, [first, first + E / P) with first = ep rank x E / P. Routing (and the
+    // capacity drop) is decided on the rank that holds the tokens, exactly as without ep; the
+    // routed rows go to their experts' ranks with one all_to_all_v (counts first, then the rows,
+    // grouped by expert, no padding), each local expert runs once over every row it received,
+    // and the outputs come back with a second all_to_all_v and are combined, gate-weighted, in
+    // the original order. Backward mirrors it: the output gradients go out, the input
+    // gradients come back; the gate weights' and the router's gradients are computed where the
+    // tokens are, as without ep. Under tp as well, the ep group is this tp rank's peers.
+    Moe(const ModelConfig& cfg, MoeParams p, comm::Communicator* tp = nullptr,
+        comm::Communicator* ep = nullptr);
+    // Bytes this layer sent through all_to_all_v (payloads and counts, to other ranks) since
+    // construction or the last reset_a2a_bytes (the benchmarks' traffic figure).
+    int64_t a2a_bytes() const { return a2a_bytes_; }
+    void reset_a2a_bytes() { a2a_bytes_ = 0; }
     // residual += sum_j w_j * expert_{idx_j}(x); adds routing counts to `stats` when non-null.
     void forward(const ParamBinding& p, Saved& s, const Tensor& residual, const Tensor& x,
                  RouterStats* stats) const;
@@ -192,8 +220,19 @@ private:
     const ModelConfig* cfg_ = nullptr;
     MoeParams p_;
     std::vector<Mlp> experts_;
+    Mlp shared_;
+    bool has_shared_ = false;
     comm::Communicator* tp_ = nullptr;  // set when size > 1
     bool tp_first_ = true;              // tp rank 0 (or no tp): adds the router's dx, biases
+    comm::Communicator* ep_ = nullptr;  // set when size > 1
+    mutable int64_t a2a_bytes_ = 0;
+    // Expert parallelism: rows -> the owners' rows -> back (forward and backward alike).
+    // `send` [Ns, C] in send order (expert-major); returns [Nr, C] in source-major order.
+    void forward_ep(const ParamBinding& p, Saved& s, const Tensor& x) const;
+    // dys [rows sent, C] ct: the routed rows' output gradients; returns their input gradients.
+    Tensor backward_ep(const ParamBinding& p, const Saved& s, const Tensor& dys) const;
+    Tensor exchange(const Tensor& send, const std::vector<int64_t>& send_counts,
+                    const std::vector<int64_t>& recv_counts) const;
 };
 
 }  // namespace zs::models

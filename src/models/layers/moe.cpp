@@ -10,6 +10,11 @@
 // the normed residual, is the same all-reduced value everywhere); each expert holds its rows of
 // gate|up and columns of down (Megatron's MLP split), so the layer's output is a partial sum.
 //
+// Expert parallelism (DeepSpeed-MoE): this rank holds E / ep experts; routing and the drop
+// decision stay where the tokens are (so they are the ones without ep), the routed rows travel
+// to their experts' ranks and back with all_to_all_v (counts first, then rows; no padding), and
+// backward mirrors the exchange. See Moe's constructor comment.
+//
 // Devices: the router and the experts run on the input's device; routing (which rows go to which
 // expert), the gate-weighted scatter and the gate weights' gradient run on the host, over host
 // copies (on_host) that are the tensors themselves on the CPU.
@@ -35,11 +40,25 @@ double RouterStats::aux_loss(int64_t n_experts) const {
     return static_cast<double>(n_experts) * s;
 }
 
-Moe::Moe(const ModelConfig& cfg, MoeParams p, comm::Communicator* tp)
+Moe::Moe(const ModelConfig& cfg, MoeParams p, comm::Communicator* tp, comm::Communicator* ep)
     : cfg_(&cfg), p_(std::move(p)) {
     if (tp != nullptr && tp->size() > 1) {
         tp_ = tp;
         tp_first_ = tp->rank() == 0;
+    }
+    if (ep != nullptr && ep->size() > 1) ep_ = ep;
+    const int64_t P = ep_ ? ep_->size() : 1;
+    ZS_CHECK_T(ConfigError, cfg.moe.n_experts % P == 0,
+               "expert parallelism: ep = {} must divide the {} experts", P, cfg.moe.n_experts);
+    ZS_ASSERT(static_cast<int64_t>(p_.experts.size()) == cfg.moe.n_experts / P,
+              "MoE layer given {} experts; this rank holds {} of {}", p_.experts.size(),
+              cfg.moe.n_experts / P, cfg.moe.n_experts);
+    if (p_.shared.up != kNoParam) {
+        ZS_CHECK_T(ConfigError, tp_ == nullptr,
+                   "tensor parallelism with a shared expert (Qwen2-MoE) is not implemented");
+        has_shared_ = true;
+        shared_ = Mlp(MlpKind::swiglu, cfg.moe.shared_intermediate, p_.shared, ops::GeluKind::kTanh,
+                      true);
     }
     for (const MlpParams& e : p_.experts) {
         experts_.emplace_back(MlpKind::swiglu, cfg.intermediate, e, ops::GeluKind::kTanh,
@@ -89,30 +108,57 @@ void Moe::forward(const ParamBinding& p, Saved& s, const Tensor& residual, const
         stats->n_rows += N;
     }
 
-    s.xe.resize(static_cast<size_t>(E));
-    s.ye.resize(static_cast<size_t>(E));
-    s.mlp.resize(static_cast<size_t>(E));
     const Tensor weights = on_host(s.weights);
     const float* w = weights.data<float>();
+    s.ye.assign(static_cast<size_t>(E), Tensor());
+    const int64_t El = static_cast<int64_t>(experts_.size());
+    s.xe.resize(static_cast<size_t>(El));
+    s.mlp.resize(static_cast<size_t>(El));
+    if (ep_) {
+        forward_ep(p, s, x);
+    } else {
+        for (int64_t e = 0; e < E; ++e) {
+            const auto& rows = s.rows[static_cast<size_t>(e)];
+            auto ne = static_cast<int64_t>(rows.size());
+            Tensor& xe = s.xe[static_cast<size_t>(e)];
+            if (ne == 0) {
+                xe = Tensor();
+                continue;
+            }
+            ensure(xe, {ne, C}, ct, dev);
+            for (int64_t r = 0; r < ne; ++r) {
+                xe.select(0, r).copy_from(x.select(0, rows[static_cast<size_t>(r)] / k));
+            }
+            Tensor& ye = s.ye[static_cast<size_t>(e)];
+            ye = Tensor::empty({ne, C}, DType::f32, dev);
+            experts_[static_cast<size_t>(e)].run(p, s.mlp[static_cast<size_t>(e)], ye, xe, 0.0f);
+        }
+    }
+    // The shared expert (Qwen2-MoE) over every row, and its gate's logit.
+    if (has_shared_) {
+        ensure(s.shared_y, {N, C}, DType::f32, dev);
+        shared_.run(p, s.shared, s.shared_y, x, 0.0f);
+        ensure(s.shared_logit, {N, 1}, DType::f32, dev);
+        ops::linear_forward(s.shared_logit, x, p.w(p_.shared_gate));
+    }
+    // Combine: residual += gate weight x expert output, per routed row, expert by expert; then
+    // sigmoid(shared gate) x the shared expert's output.
     const Tensor residual_h = on_host(residual);
     float* res = residual_h.data<float>();
+    if (has_shared_) {
+        const Tensor ys_h = on_host(s.shared_y), gl_h = on_host(s.shared_logit);
+        const float* ys = ys_h.data<float>();
+        const float* gl = gl_h.data<float>();
+        for (int64_t n = 0; n < N; ++n) {
+            const float sg = 1.0f / (1.0f + std::exp(-gl[n]));
+            for (int64_t c = 0; c < C; ++c) res[n * C + c] += sg * ys[n * C + c];
+        }
+    }
     for (int64_t e = 0; e < E; ++e) {
         const auto& rows = s.rows[static_cast<size_t>(e)];
         auto ne = static_cast<int64_t>(rows.size());
-        Tensor& xe = s.xe[static_cast<size_t>(e)];
-        Tensor& ye = s.ye[static_cast<size_t>(e)];
-        if (ne == 0) {
-            xe = Tensor();
-            ye = Tensor();
-            continue;
-        }
-        ensure(xe, {ne, C}, ct, dev);
-        for (int64_t r = 0; r < ne; ++r) {
-            xe.select(0, r).copy_from(x.select(0, rows[static_cast<size_t>(r)] / k));
-        }
-        ensure(ye, {ne, C}, DType::f32, dev);
-        experts_[static_cast<size_t>(e)].run(p, s.mlp[static_cast<size_t>(e)], ye, xe, 0.0f);
-        const Tensor ye_h = on_host(ye);
+        if (ne == 0) continue;
+        const Tensor ye_h = on_host(s.ye[static_cast<size_t>(e)]);
         const float* y = ye_h.data<float>();
         for (int64_t r = 0; r < ne; ++r) {
             int64_t flat = rows[static_cast<size_t>(r)];
@@ -139,14 +185,23 @@ void Moe::backward(const ParamBinding& p, const Saved& s, const Tensor& dx, cons
     float* dw = dweights.data<float>();
     Tensor dxf = Tensor::zeros({N, C}, DType::f32);  // f32 accumulator over experts and router
     float* dxa = dxf.data<float>();
+    // The experts' output gradients (gate weight x dres) and the gate weights' gradient, where
+    // the tokens are: every routed row, expert-major.
+    std::vector<int64_t> off(static_cast<size_t>(E) + 1, 0);
+    for (int64_t e = 0; e < E; ++e) {
+        off[static_cast<size_t>(e) + 1] =
+            off[static_cast<size_t>(e)] +
+            static_cast<int64_t>(s.rows[static_cast<size_t>(e)].size());
+    }
+    const int64_t ns = off.back();
+    Tensor dys = Tensor::empty({ns, C}, DType::f32);
     for (int64_t e = 0; e < E; ++e) {
         const auto& rows = s.rows[static_cast<size_t>(e)];
         auto ne = static_cast<int64_t>(rows.size());
         if (ne == 0) continue;
         const Tensor ye_h = on_host(s.ye[static_cast<size_t>(e)]);
         const float* y = ye_h.data<float>();
-        Tensor dye = Tensor::empty({ne, C}, DType::f32);
-        float* dy = dye.data<float>();
+        float* dy = dys.data<float>() + off[static_cast<size_t>(e)] * C;
         for (int64_t r = 0; r < ne; ++r) {
             int64_t flat = rows[static_cast<size_t>(r)];
             const float* g = dr + (flat / k) * C;
@@ -157,16 +212,58 @@ void Moe::backward(const ParamBinding& p, const Saved& s, const Tensor& dx, cons
             }
             dw[flat] = static_cast<float>(dot);
         }
-        Tensor dxe = Tensor::empty({ne, C}, ct, dev);
-        experts_[static_cast<size_t>(e)].run_backward(p, s.mlp[static_cast<size_t>(e)], dxe,
-                                                      dye.to(ct).to(dev),
-                                                      s.xe[static_cast<size_t>(e)]);
-        Tensor dxe32 = on_host(dxe.to(DType::f32));
-        const float* d = dxe32.data<float>();
-        for (int64_t r = 0; r < ne; ++r) {
-            float* dst = dxa + (rows[static_cast<size_t>(r)] / k) * C;
-            for (int64_t c = 0; c < C; ++c) dst[c] += d[r * C + c];
+    }
+    // The experts' backward: the input gradient of every routed row, in the same order.
+    Tensor dxs;
+    if (ep_) {
+        dxs = backward_ep(p, s, dys.to(ct).to(dev));
+    } else {
+        dxs = Tensor::empty({ns, C}, ct, dev);
+        for (int64_t e = 0; e < E; ++e) {
+            const int64_t b = off[static_cast<size_t>(e)], en = off[static_cast<size_t>(e) + 1];
+            if (en == b) continue;
+            experts_[static_cast<size_t>(e)].run_backward(
+                p, s.mlp[static_cast<size_t>(e)], dxs.slice(0, b, en),
+                dys.slice(0, b, en).to(ct).to(dev), s.xe[static_cast<size_t>(e)]);
         }
+    }
+    if (ns > 0) {
+        const Tensor dx32 = on_host(dxs.to(DType::f32));
+        const float* d = dx32.data<float>();
+        for (int64_t e = 0; e < E; ++e) {
+            const auto& rows = s.rows[static_cast<size_t>(e)];
+            const float* de = d + off[static_cast<size_t>(e)] * C;
+            for (size_t r = 0; r < rows.size(); ++r) {
+                float* dst = dxa + (rows[r] / k) * C;
+                for (int64_t c = 0; c < C; ++c) dst[c] += de[static_cast<int64_t>(r) * C + c];
+            }
+        }
+    }
+    // The shared expert and its gate: d(out) = sigmoid(g) dres, d(g) = s (1 - s) dres . y.
+    if (has_shared_) {
+        const Tensor ys_h = on_host(s.shared_y), gl_h = on_host(s.shared_logit);
+        const float* ys = ys_h.data<float>();
+        const float* gl = gl_h.data<float>();
+        Tensor dsy = Tensor::empty({N, C}, DType::f32), dgl = Tensor::empty({N, 1}, DType::f32);
+        float* d = dsy.data<float>();
+        for (int64_t n = 0; n < N; ++n) {
+            const float sg = 1.0f / (1.0f + std::exp(-gl[n]));
+            double dot = 0;
+            for (int64_t c = 0; c < C; ++c) {
+                d[n * C + c] = sg * dr[n * C + c];
+                dot += static_cast<double>(dr[n * C + c]) * ys[n * C + c];
+            }
+            dgl.data<float>()[n] = static_cast<float>(dot * sg * (1.0f - sg));
+        }
+        Tensor dxs_sh = Tensor::empty({N, C}, ct, dev);
+        shared_.run_backward(p, s.shared, dxs_sh, dsy.to(ct).to(dev), x);
+        Tensor dxg = Tensor::empty({N, C}, ct, dev);
+        ops::linear_backward(dxg, p.g(p_.shared_gate), Tensor(), dgl.to(ct).to(dev), x,
+                             p.w(p_.shared_gate));
+        const Tensor a32 = on_host(dxs_sh.to(DType::f32)), b32 = on_host(dxg.to(DType::f32));
+        const float* a = a32.data<float>();
+        const float* b = b32.data<float>();
+        for (int64_t i = 0; i < N * C; ++i) dxa[i] += a[i] + b[i];
     }
     // Tensor parallelism: each rank's y is its share of the expert outputs, so its dot products
     // are partial sums of d(loss)/d(gate weight); summed, every rank holds the whole gradient
@@ -197,6 +294,164 @@ void Moe::backward(const ParamBinding& p, const Saved& s, const Tensor& dx, cons
         for (int64_t i = 0; i < N * C; ++i) dxa[i] += d[i];
     }
     dx.copy_from(dxf);
+}
+
+namespace {
+
+// Expert parallelism's two orders of the rows an owner receives: source-major, as
+// all_to_all_v delivers them (from rank 0 its rows for local expert 0, 1, ..., then rank 1...),
+// and expert-major (each local expert's rows contiguous, in source order), the order the expert
+// runs them in. counts[j * P + q]: rows of local expert j from rank q.
+struct EpBlocks {
+    int64_t P = 1, El = 0;
+    std::vector<int64_t> counts, src_off;  // [El * P]; offset of block (j, q) source-major
+    EpBlocks(const std::vector<int64_t>& c, int64_t p, int64_t el)
+        : P(p), El(el), counts(c), src_off(c.size()) {
+        int64_t at = 0;
+        for (int64_t q = 0; q < P; ++q) {
+            for (int64_t j = 0; j < El; ++j) {
+                src_off[static_cast<size_t>(j * P + q)] = at;
+                at += counts[static_cast<size_t>(j * P + q)];
+            }
+        }
+    }
+    int64_t expert_rows(int64_t j) const {
+        int64_t n = 0;
+        for (int64_t q = 0; q < P; ++q) n += counts[static_cast<size_t>(j * P + q)];
+        return n;
+    }
+    int64_t from(int64_t q) const {  // rows received from rank q
+        int64_t n = 0;
+        for (int64_t j = 0; j < El; ++j) n += counts[static_cast<size_t>(j * P + q)];
+        return n;
+    }
+    // Local expert j's rows: out of the source-major buffer, and back into it.
+    void gather(const Tensor& dst, const Tensor& source_major, int64_t j) const {
+        int64_t at = 0;
+        for (int64_t q = 0; q < P; ++q) {
+            const auto b = static_cast<size_t>(j * P + q);
+            if (counts[b] == 0) continue;
+            dst.slice(0, at, at + counts[b])
+                .copy_from(source_major.slice(0, src_off[b], src_off[b] + counts[b]));
+            at += counts[b];
+        }
+    }
+    void scatter(const Tensor& source_major, const Tensor& src, int64_t j) const {
+        int64_t at = 0;
+        for (int64_t q = 0; q < P; ++q) {
+            const auto b = static_cast<size_t>(j * P + q);
+            if (counts[b] == 0) continue;
+            source_major.slice(0, src_off[b], src_off[b] + counts[b])
+                .copy_from(src.slice(0, at, at + counts[b]));
+            at += counts[b];
+        }
+    }
+};
+
+}  // namespace
+
+Tensor Moe::exchange(const Tensor& send, const std::vector<int64_t>& send_counts,
+                     const std::vector<int64_t>& recv_counts) const {
+    const int64_t C = send.size(1);
+    int64_t nr = 0;
+    std::vector<int64_t> in(send_counts.size()), out(recv_counts.size());
+    for (size_t q = 0; q < send_counts.size(); ++q) {
+        in[q] = send_counts[q] * C;
+        out[q] = recv_counts[q] * C;
+        nr += recv_counts[q];
+        if (static_cast<int>(q) != ep_->rank()) {
+            a2a_bytes_ += in[q] * static_cast<int64_t>(core::dtype_size(send.dtype()));
+        }
+    }
+    Tensor recv = Tensor::empty({nr, C}, send.dtype(), send.device());
+    ep_->all_to_all_v(recv, out, send.contiguous(), in).wait();
+    return recv;
+}
+
+void Moe::forward_ep(const ParamBinding& p, Saved& s, const Tensor& x) const {
+    const int64_t C = x.size(1), E = cfg_->moe.n_experts;
+    const int k = cfg_->moe.top_k;
+    const int64_t P = ep_->size(), El = E / P;
+    const core::Device dev = x.device();
+    // Counts first: this rank's rows per expert (rank q's chunk: its experts' counts).
+    Tensor cnt = Tensor::empty({E}, DType::i64), rcnt = Tensor::empty({E}, DType::i64);
+    std::vector<int64_t> send_rows(static_cast<size_t>(P), 0);
+    int64_t ns = 0;
+    for (int64_t e = 0; e < E; ++e) {
+        const auto n = static_cast<int64_t>(s.rows[static_cast<size_t>(e)].size());
+        cnt.data<int64_t>()[e] = n;
+        send_rows[static_cast<size_t>(e / El)] += n;
+        ns += n;
+    }
+    ep_->all_to_all(rcnt, cnt).wait();
+    a2a_bytes_ += (P - 1) * El * static_cast<int64_t>(sizeof(int64_t));
+    s.ep_recv.assign(static_cast<size_t>(E), 0);
+    for (int64_t q = 0; q < P; ++q) {
+        for (int64_t j = 0; j < El; ++j) {
+            s.ep_recv[static_cast<size_t>(j * P + q)] = rcnt.data<int64_t>()[q * El + j];
+        }
+    }
+    const EpBlocks blocks(s.ep_recv, P, El);
+    std::vector<int64_t> recv_rows(static_cast<size_t>(P));
+    for (int64_t q = 0; q < P; ++q) recv_rows[static_cast<size_t>(q)] = blocks.from(q);
+    // Then the rows: each routed token's input, expert-major (so in destination rank order).
+    Tensor xs = Tensor::empty({ns, C}, x.dtype(), dev);
+    int64_t at = 0;
+    for (int64_t e = 0; e < E; ++e) {
+        for (int64_t flat : s.rows[static_cast<size_t>(e)]) {
+            xs.select(0, at++).copy_from(x.select(0, flat / k));
+        }
+    }
+    const Tensor xr = exchange(xs, send_rows, recv_rows);
+    // Each local expert once over every row it received (one GEMM per weight).
+    Tensor yr = Tensor::empty({xr.size(0), C}, DType::f32, dev);
+    for (int64_t j = 0; j < El; ++j) {
+        const int64_t ne = blocks.expert_rows(j);
+        Tensor& xe = s.xe[static_cast<size_t>(j)];
+        if (ne == 0) {
+            xe = Tensor();
+            continue;
+        }
+        ensure(xe, {ne, C}, x.dtype(), dev);
+        blocks.gather(xe, xr, j);
+        Tensor ye = Tensor::empty({ne, C}, DType::f32, dev);
+        experts_[static_cast<size_t>(j)].run(p, s.mlp[static_cast<size_t>(j)], ye, xe, 0.0f);
+        blocks.scatter(yr, ye, j);
+    }
+    // The outputs come back in send order: expert e's rows are one contiguous slice.
+    s.ep_y = exchange(yr, recv_rows, send_rows);
+    at = 0;
+    for (int64_t e = 0; e < E; ++e) {
+        const auto n = static_cast<int64_t>(s.rows[static_cast<size_t>(e)].size());
+        if (n > 0) s.ye[static_cast<size_t>(e)] = s.ep_y.slice(0, at, at + n);
+        at += n;
+    }
+}
+
+Tensor Moe::backward_ep(const ParamBinding& p, const Saved& s, const Tensor& dys) const {
+    const int64_t C = dys.size(1), E = cfg_->moe.n_experts;
+    const int64_t P = ep_->size(), El = E / P;
+    const core::Device dev = dys.device();
+    const EpBlocks blocks(s.ep_recv, P, El);
+    std::vector<int64_t> send_rows(static_cast<size_t>(P), 0), recv_rows(static_cast<size_t>(P));
+    for (int64_t e = 0; e < E; ++e) {
+        send_rows[static_cast<size_t>(e / El)] +=
+            static_cast<int64_t>(s.rows[static_cast<size_t>(e)].size());
+    }
+    for (int64_t q = 0; q < P; ++q) recv_rows[static_cast<size_t>(q)] = blocks.from(q);
+    const Tensor dyr = exchange(dys, send_rows, recv_rows);
+    Tensor dxr = Tensor::empty({dyr.size(0), C}, dys.dtype(), dev);
+    for (int64_t j = 0; j < El; ++j) {
+        const int64_t ne = blocks.expert_rows(j);
+        if (ne == 0) continue;
+        Tensor dye = Tensor::empty({ne, C}, dys.dtype(), dev);
+        blocks.gather(dye, dyr, j);
+        Tensor dxe = Tensor::empty({ne, C}, dys.dtype(), dev);
+        experts_[static_cast<size_t>(j)].run_backward(p, s.mlp[static_cast<size_t>(j)], dxe, dye,
+                                                      s.xe[static_cast<size_t>(j)]);
+        blocks.scatter(dxr, dxe, j);
+    }
+    return exchange(dxr, recv_rows, send_rows);
 }
 
 }  // namespace zs::models

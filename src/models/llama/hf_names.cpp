@@ -1,6 +1,8 @@
 // Llama-family Hugging Face names (Llama 2/3, Mistral, SmolLM, TinyLlama, Qwen2, Mixtral).
 // Our fused tensors: qkv = [q_proj; k_proj; v_proj] by rows, and each SwiGLU "up" =
-// [gate_proj; up_proj] (Mixtral experts: [w1; w3]; w2 is down).
+// [gate_proj; up_proj] (Mixtral experts: [w1; w3]; w2 is down). Qwen2-MoE: the router is
+// mlp.gate, experts mlp.experts.e.{gate,up,down}_proj, the shared expert mlp.shared_expert.* and
+// its gate mlp.shared_expert_gate.
 #include <cstdio>
 
 #include <fmt/format.h>
@@ -41,6 +43,26 @@ std::vector<HfPart> llama_hf_parts(const ModelConfig& cfg, const std::string& na
     }
     if (r == "mlp.down.weight") return {{h + "mlp.down_proj.weight"}};
     if (r == "mlp.down.bias") return {{h + "mlp.down_proj.bias"}};
+    if (cfg.model_type == "qwen2_moe") {
+        const int64_t fs = cfg.moe.shared_intermediate;
+        if (r == "moe.router.weight") return {{h + "mlp.gate.weight"}};
+        if (r == "moe.shared_gate.weight") return {{h + "mlp.shared_expert_gate.weight"}};
+        if (r == "moe.shared.up.weight") {
+            return {{h + "mlp.shared_expert.gate_proj.weight", 0, fs},
+                    {h + "mlp.shared_expert.up_proj.weight", fs, 2 * fs}};
+        }
+        if (r == "moe.shared.down.weight") return {{h + "mlp.shared_expert.down_proj.weight"}};
+        int e = -1;
+        char leaf[32] = {};
+        if (std::sscanf(r.c_str(), "moe.experts.%d.%31s", &e, leaf) == 2) {
+            std::string x = fmt::format("{}mlp.experts.{}.", h, e);
+            std::string l = leaf;
+            if (l == "up.weight")
+                return {{x + "gate_proj.weight", 0, ff}, {x + "up_proj.weight", ff, 2 * ff}};
+            if (l == "down.weight") return {{x + "down_proj.weight"}};
+        }
+        return {};
+    }
     if (r == "moe.router.weight") return {{h + "block_sparse_moe.gate.weight"}};
     int e = -1;
     char leaf[32] = {};

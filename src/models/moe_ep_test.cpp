@@ -1,0 +1,158 @@
+// models::Moe under expert parallelism against the same layer without it: two thread-ranks each
+// route their own tokens; at ep 1 each runs all E experts, at ep 2 each holds E/2 and the rows
+// travel with all_to_all_v. With a capacity factor that drops, the kept assignments on each rank
+// are those of ep 1 and those DeepSpeed's top2gating keeps (replayed here from the recorded
+// routing: cumsum locations, second choices after every first choice, capacity
+// ceil(k N / E x capacity_factor) at least min_capacity); the outputs, dx and the router's
+// gradient are ep 1's, and each expert's gradient is the sum of both ranks' ep-1 gradients.
+#include <cmath>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <fmt/format.h>
+#include <gtest/gtest.h>
+
+#include "comm/communicator.h"
+#include "models/layers/layers.h"
+
+namespace zs::models {
+namespace {
+
+constexpr int64_t kE = 4, kC = 16, kFF = 12, kN = 24;
+
+// Deterministic values from a parameter's global name, so ep 1 and ep 2 hold the same experts.
+float value(const std::string& name, int64_t i) {
+    uint64_t h = 1469598103934665603ull;
+    for (char ch : name) h = (h ^ static_cast<uint8_t>(ch)) * 1099511628211ull;
+    h ^= static_cast<uint64_t>(i) * 0x9E3779B97F4A7C15ull;
+    h ^= h >> 29;
+    h *= 0xBF58476D1CE4E5B9ull;
+    h ^= h >> 32;
+    return static_cast<float>(static_cast<double>(h % 20001) / 10000.0 - 1.0) * 0.3f;
+}
+
+struct Layer {
+    ParamLayout layout;
+    std::unique_ptr<DenseParams> params;
+    ParamBinding binding;
+    Moe moe;
+    std::vector<std::string> names;  // per ParamId
+};
+
+// The layer at `rank` of `ep` expert-parallel ranks (ep 1: every expert).
+std::unique_ptr<Layer> make_layer(const ModelConfig& cfg, comm::Communicator* ep) {
+    auto l = std::make_unique<Layer>();
+    l->layout.add_group("moe");
+    MoeParams p;
+    p.router = l->layout.add(0, "router", {kE, kC}, Init::zeros);
+    const int64_t P = ep ? ep->size() : 1, El = kE / P, e0 = ep ? ep->rank() * El : 0;
+    for (int64_t e = e0; e < e0 + El; ++e) {
+        MlpParams m;
+        m.up = l->layout.add(0, fmt::format("experts.{}.up", e), {2 * kFF, kC}, Init::zeros);
+        m.down = l->layout.add(0, fmt::format("experts.{}.down", e), {kC, kFF}, Init::zeros);
+        p.experts.push_back(m);
+    }
+    l->params = std::make_unique<DenseParams>(l->layout, DType::f32, true);
+    for (size_t id = 0; id < l->layout.params().size(); ++id) {
+        const ParamInfo& info = l->layout.param(static_cast<ParamId>(id));
+        Tensor w = l->params->weight(static_cast<ParamId>(id));
+        for (int64_t i = 0; i < info.numel(); ++i) w.data<float>()[i] = value(info.name, i);
+        l->names.push_back(info.name);
+    }
+    l->binding.reset(l->layout);
+    l->params->bind(l->binding);
+    l->moe = Moe(cfg, std::move(p), nullptr, ep);
+    return l;
+}
+
+struct Result {
+    std::vector<std::vector<int64_t>> rows;  // kept assignments per expert
+    std::vector<int32_t> indices;            // [N, k]
+    Tensor out, dx;
+    std::map<std::string, Tensor> grads;
+};
+
+Result run(const ModelConfig& cfg, comm::Communicator* ep, int rank) {
+    std::unique_ptr<Layer> l = make_layer(cfg, ep);
+    Tensor x = Tensor::empty({kN, kC}, DType::f32), dres = Tensor::empty({kN, kC}, DType::f32);
+    for (int64_t i = 0; i < kN * kC; ++i) {
+        x.data<float>()[i] = value(fmt::format("x{}", rank), i) * 4;
+        dres.data<float>()[i] = value(fmt::format("d{}", rank), i);
+    }
+    Result r;
+    r.out = Tensor::zeros({kN, kC}, DType::f32);
+    Moe::Saved s;
+    l->moe.forward(l->binding, s, r.out, x, nullptr);
+    r.rows = s.rows;
+    r.indices.assign(s.indices.data<int32_t>(), s.indices.data<int32_t>() + kN * cfg.moe.top_k);
+    l->params->zero_grads();
+    r.dx = Tensor::empty({kN, kC}, DType::f32);
+    l->moe.backward(l->binding, s, r.dx, dres, x, nullptr, 0.0);
+    for (size_t id = 0; id < l->names.size(); ++id)
+        r.grads[l->names[id]] = l->params->grad(static_cast<ParamId>(id)).clone();
+    return r;
+}
+
+double max_diff(const Tensor& a, const Tensor& b) {
+    double m = 0;
+    for (int64_t i = 0; i < a.numel(); ++i)
+        m = std::max(m, std::fabs(double(a.data<float>()[i]) - b.data<float>()[i]));
+    return m;
+}
+
+TEST(MoeExpertParallel, DropsOutputsAndGradientsEqualEpOne) {
+    ModelConfig cfg;
+    cfg.hidden_size = kC;
+    cfg.intermediate = kFF;
+    cfg.mlp = MlpKind::moe;
+    cfg.moe.n_experts = kE;
+    cfg.moe.top_k = 2;
+    cfg.moe.capacity_factor = 0.75f;  // 9 of the 12 average assignments per expert
+    cfg.moe.min_capacity = 2;
+    Result one[2], two[2];
+    comm::run_local(2, [&](int rank, comm::Communicator&) { one[rank] = run(cfg, nullptr, rank); });
+    comm::run_local(2, [&](int rank, comm::Communicator& c) { two[rank] = run(cfg, &c, rank); });
+    const int k = cfg.moe.top_k;
+    const auto cap = static_cast<int64_t>(
+        std::max<double>(std::ceil(static_cast<double>(k * kN) / kE * cfg.moe.capacity_factor),
+                         static_cast<double>(cfg.moe.min_capacity)));
+    int64_t dropped = 0;
+    for (int r = 0; r < 2; ++r) {
+        const std::string at = fmt::format("rank {}", r);
+        EXPECT_EQ(one[r].indices, two[r].indices) << at;
+        EXPECT_EQ(one[r].rows, two[r].rows) << at;
+        // DeepSpeed's top2gating on the recorded routing: locations1 = cumsum(mask1) - 1,
+        // locations2 = cumsum(mask2) - 1 + sum(mask1), kept where location < capacity.
+        std::vector<std::vector<int64_t>> want(kE);
+        std::vector<int64_t> first(kE, 0);
+        for (int64_t n = 0; n < kN; ++n) ++first[one[r].indices[n * k]];
+        for (int j = 0; j < k; ++j) {
+            std::vector<int64_t> seen(kE, 0);
+            for (int64_t n = 0; n < kN; ++n) {
+                const int32_t e = one[r].indices[n * k + j];
+                const int64_t loc = seen[e]++ + (j == 1 ? first[e] : 0);
+                if (loc < cap) want[e].push_back(n * k + j);
+            }
+        }
+        EXPECT_EQ(one[r].rows, want) << at;
+        for (const auto& v : want) dropped -= static_cast<int64_t>(v.size());
+        dropped += kN * k;
+        EXPECT_LT(max_diff(one[r].out, two[r].out), 1e-5) << at;
+        EXPECT_LT(max_diff(one[r].dx, two[r].dx), 1e-5) << at;
+        EXPECT_LT(max_diff(one[r].grads["router"], two[r].grads["router"]), 1e-5) << at;
+        // This rank's experts at ep 2 saw both ranks' rows: their gradient is the ep-1 sum.
+        for (const auto& [name, g] : two[r].grads) {
+            if (name == "router") continue;
+            Tensor sum = one[0].grads[name].clone();
+            for (int64_t i = 0; i < sum.numel(); ++i)
+                sum.data<float>()[i] += one[1].grads[name].data<float>()[i];
+            EXPECT_LT(max_diff(g, sum), 1e-5) << at << " " << name;
+        }
+    }
+    EXPECT_GT(dropped, 0);  // the capacity did drop assignments
+}
+
+}  // namespace
+}  // namespace zs::models
