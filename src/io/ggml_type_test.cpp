@@ -13,6 +13,7 @@
 #include "core/half.h"
 #include "io/gguf.h"
 #include "io/gguf_writer.h"
+#include "io/safetensors.h"
 #include "tests/test_util.h"
 
 namespace zs::io {
@@ -210,6 +211,33 @@ TEST(Dequantize, ThroughGgufTensorsWithShapeAndBf16Output) {
                 // bf16 keeps 8 bits of mantissa: relative error <= 2^-8.
                 EXPECT_NEAR(b.item({r, c}), want, std::fabs(want) / 256 + 1e-6 * p.scale)
                     << to_string(t);
+            }
+        }
+    }
+}
+
+// The decoders against llama.cpp's Python reference (gguf.quants): blocks it encoded from seeded
+// rows (Q8_0..Q5_1) or random blocks (K-quants), and its decoding of them
+// (tests/fixtures/quant, tools/reference/make_quant_fixture.py).
+TEST(Dequantize, MatchesTheGgufPackage) {
+    auto fx = SafetensorsFile::open(test::source_path("tests/fixtures/quant/blocks.safetensors"));
+    for (GgmlType t : {GgmlType::q8_0, GgmlType::q4_0, GgmlType::q4_1, GgmlType::q5_0,
+                       GgmlType::q5_1, GgmlType::q4_k, GgmlType::q5_k, GgmlType::q6_k}) {
+        const std::string key = core::to_string(*to_qtype(t));
+        const core::Tensor want = fx.tensor(key + ".dequant");  // f32 [R, K]
+        const auto blocks = fx.raw_bytes(key + ".blocks");      // u8 [R, row bytes]
+        const int64_t n = want.numel();
+        ASSERT_EQ(static_cast<int64_t>(blocks.size()),
+                  n / traits(t).block_size * traits(t).type_size)
+            << key;
+        std::vector<float> got(static_cast<size_t>(n));
+        dequantize(t, blocks.data(), got.data(), n);
+        const float* w = want.data<float>();
+        int bad = 0;
+        for (int64_t i = 0; i < n; ++i) {
+            // numpy groups the scale products differently for K-quants: a few ulps.
+            if (std::fabs(got[i] - w[i]) > 4e-7 * std::fabs(w[i]) + 1e-30f && ++bad < 4) {
+                ADD_FAILURE() << key << " element " << i << ": got " << got[i] << ", gguf " << w[i];
             }
         }
     }
