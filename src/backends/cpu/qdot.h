@@ -24,6 +24,8 @@ struct QActRow {
     const float* d;     // [K / 32]
     const int32_t* s0;  // [K / 32]
     const int32_t* s1;  // [K / 32]
+    const float* ds0;   // [K / 32] d * s0 (the offsets' factors, precomputed)
+    const float* ds1;   // [K / 32] d * s1
 };
 
 // res[r * m + i] = dot(weight row r, acts[i]) for rows r in [0, rows) starting at w (rows

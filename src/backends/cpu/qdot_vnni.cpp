@@ -53,13 +53,12 @@ struct Acc {
         const float d = a.d[c];
         const __m256 s = _mm256_set_m128(_mm_set1_ps(d * sc1), _mm_set1_ps(d * sc0));
         v = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), s, v);
-        off += d * (mn0 * static_cast<float>(a.s0[c]) + mn1 * static_cast<float>(a.s1[c]));
+        off += mn0 * a.ds0[c] + mn1 * a.ds1[c];
     }
     inline void add(__m256i u, const QActRow& a, int64_t c, float sc, float mn) {
         const __m256i p = _mm256_dpbusd_epi32(_mm256_setzero_si256(), u, load32(a.q + 32 * c));
-        const float d = a.d[c];
-        v = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(d * sc), v);
-        off += d * mn * static_cast<float>(a.s0[c] + a.s1[c]);
+        v = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(a.d[c] * sc), v);
+        off += mn * (a.ds0[c] + a.ds1[c]);
     }
     inline float sum() const {
         __m128 h = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));

@@ -220,6 +220,7 @@ void quant_gemv(const core::Tensor& out, const core::Tensor& x, const core::QTen
     std::vector<int8_t> q(static_cast<size_t>(M * K));
     std::vector<float> d(static_cast<size_t>(M * C));
     std::vector<int32_t> s0(static_cast<size_t>(M * C)), s1(static_cast<size_t>(M * C));
+    std::vector<float> ds0(static_cast<size_t>(M * C)), ds1(static_cast<size_t>(M * C));
     QActRow acts[kSkinnyMaxRows];
     dispatch_float(x.dtype(), [&](auto tx) {
         using TX = decltype(tx);
@@ -230,7 +231,12 @@ void quant_gemv(const core::Tensor& out, const core::Tensor& x, const core::QTen
             const auto o = static_cast<size_t>(m * C);
             quantize_q8_act(xf.data(), K, q.data() + m * K, d.data() + o, s0.data() + o,
                             s1.data() + o);
-            acts[m] = {q.data() + m * K, d.data() + o, s0.data() + o, s1.data() + o};
+            for (size_t c = o; c < o + static_cast<size_t>(C); ++c) {
+                ds0[c] = d[c] * static_cast<float>(s0[c]);
+                ds1[c] = d[c] * static_cast<float>(s1[c]);
+            }
+            acts[m] = {q.data() + m * K, d.data() + o,   s0.data() + o,
+                       s1.data() + o,    ds0.data() + o, ds1.data() + o};
         }
     });
     const QDotRowsFn fn =
