@@ -53,6 +53,7 @@ int run_generate(const GenerateOptions& opts, comm::Communicator& world);
 
 struct InfoOptions {
     std::string model;
+    bool tensors = false;  // --tensors: list a GGUF's tensors with their types and shapes
 };
 // Architecture, parameter count, memory per dtype.
 int run_info(const InfoOptions& opts);

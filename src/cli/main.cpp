@@ -270,6 +270,8 @@ int main(int argc, char** argv) {
     CLI::App* inf =
         app.add_subcommand("info", "Architecture, parameter count and memory of a model");
     inf->add_option("--model", info.model, "Model directory or .gguf")->required();
+    inf->add_flag("--tensors", info.tensors,
+                  "List each GGUF tensor with its storage type (F32, Q4_1, ...) and shape");
 
     try {
         app.parse(argc, argv);
