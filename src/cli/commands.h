@@ -90,6 +90,7 @@ struct ConvertOptions {
     std::string output;
     std::string dtype = "f32";  // --to gguf: the matrices' type; --to hf from a GGUF: f32/bf16
     std::string tokenizer;      // --to hf: tokenizer to include (default: the one training used)
+    std::string quantize;       // --to gguf: q8_0, q4_0, q4_1, q5_0, q5_1 (matrices); empty: none
 };
 int run_convert(const ConvertOptions& opts);
 

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cctype>
+#include <cmath>
 #include <cstring>
 
 #include <fmt/format.h>
@@ -142,7 +143,117 @@ void deq_q8_k(const uint8_t* b, float* y) {  // f32 d | int8 q[256] | int16 bsum
     for (int i = 0; i < 256; ++i) y[i] = d * static_cast<float>(q[i]);
 }
 
+// The encoders. quant.cpp is compiled with -ffp-contract=off: `x * id + 8.5f` must round twice,
+// as numpy and ggml's C do, not fuse into an FMA.
+void put_f16(uint8_t* p, float v) {
+    const uint16_t bits = f32_to_f16(v).bits;
+    std::memcpy(p, &bits, 2);
+}
+
+// The element of largest magnitude, with its sign (the first of equals, as numpy's argmax).
+float signed_absmax(const float* x) {
+    float amax = 0.0f, m = 0.0f;
+    for (int i = 0; i < 32; ++i) {
+        if (std::fabs(x[i]) > amax) {
+            amax = std::fabs(x[i]);
+            m = x[i];
+        }
+    }
+    return m;
+}
+
+void enc_q8_0(const float* x, uint8_t* b) {
+    float amax = 0.0f;
+    for (int i = 0; i < 32; ++i) amax = std::max(amax, std::fabs(x[i]));
+    const float d = amax / 127.0f;
+    const float id = d != 0.0f ? 1.0f / d : 0.0f;
+    put_f16(b, d);
+    for (int i = 0; i < 32; ++i)
+        b[2 + i] = static_cast<uint8_t>(static_cast<int8_t>(std::round(x[i] * id)));
+}
+
+// Symmetric 4/5-bit (q4_0: nmax 8, 4 bits; q5_0: nmax 16, 5 bits): d = max / -nmax.
+void enc_sym(const float* x, uint8_t* b, float nmax, int qmax, uint8_t* qs, uint8_t* qh) {
+    const float d = signed_absmax(x) / -nmax;
+    const float id = d != 0.0f ? 1.0f / d : 0.0f;
+    put_f16(b, d);
+    uint8_t q[32];
+    for (int i = 0; i < 32; ++i) {
+        const float v = std::trunc(x[i] * id + (nmax + 0.5f));
+        q[i] = static_cast<uint8_t>(std::min(static_cast<int>(v), qmax));
+    }
+    for (int i = 0; i < 16; ++i) qs[i] = static_cast<uint8_t>((q[i] & 0x0F) | (q[i + 16] << 4));
+    if (qh) {
+        uint32_t h = 0;
+        for (int i = 0; i < 32; ++i) h |= static_cast<uint32_t>(q[i] >> 4) << i;
+        std::memcpy(qh, &h, 4);
+    }
+}
+
+// Asymmetric (q4_1: 15 levels; q5_1: 31): d = (max - min) / levels, m = min.
+void enc_asym(const float* x, uint8_t* b, float levels, int qmax, uint8_t* qs, uint8_t* qh) {
+    float mx = x[0], mn = x[0];
+    for (int i = 1; i < 32; ++i) {
+        mx = std::max(mx, x[i]);
+        mn = std::min(mn, x[i]);
+    }
+    const float d = (mx - mn) / levels;
+    const float id = d != 0.0f ? 1.0f / d : 0.0f;
+    put_f16(b, d);
+    put_f16(b + 2, mn);
+    uint8_t q[32];
+    for (int i = 0; i < 32; ++i) {
+        const float v = std::trunc((x[i] - mn) * id + 0.5f);
+        q[i] = static_cast<uint8_t>(std::min(static_cast<int>(v), qmax));
+    }
+    for (int i = 0; i < 16; ++i) qs[i] = static_cast<uint8_t>((q[i] & 0x0F) | (q[i + 16] << 4));
+    if (qh) {
+        uint32_t h = 0;
+        for (int i = 0; i < 32; ++i) h |= static_cast<uint32_t>(q[i] >> 4) << i;
+        std::memcpy(qh, &h, 4);
+    }
+}
+
 }  // namespace
+
+bool can_quantize(QType t) {
+    return t == QType::q8_0 || t == QType::q4_0 || t == QType::q4_1 || t == QType::q5_0 ||
+           t == QType::q5_1;
+}
+
+void quantize(QType t, const float* src, void* dst, int64_t n) {
+    const QTypeTraits& tr = qtype_traits(t);
+    ZS_CHECK_T(NotSupported, can_quantize(t),
+               "quantizing to {} is not supported (q8_0, q4_0, q4_1, q5_0, q5_1)", tr.name);
+    ZS_ASSERT(n % tr.block_size == 0, "{} elements of {} are not whole blocks", n, tr.name);
+    auto* out = static_cast<uint8_t*>(dst);
+    for (int64_t blk = 0; blk < n / 32; ++blk) {
+        const float* x = src + 32 * blk;
+        uint8_t* b = out + blk * tr.block_bytes;
+        switch (t) {
+            case QType::q8_0:
+                enc_q8_0(x, b);
+                break;
+            case QType::q4_0:
+                enc_sym(x, b, 8.0f, 15, b + 2, nullptr);
+                break;
+            case QType::q5_0:
+                enc_sym(x, b, 16.0f, 31, b + 6, b + 2);
+                break;
+            case QType::q4_1:
+                enc_asym(x, b, 15.0f, 15, b + 4, nullptr);
+                break;
+            case QType::q5_1:
+                enc_asym(x, b, 31.0f, 31, b + 8, b + 4);
+                break;
+            case QType::q4_k:
+            case QType::q5_k:
+            case QType::q6_k:
+            case QType::q8_k:
+                break;
+        }
+    }
+}
 
 const QTypeTraits& qtype_traits(QType t) {
     static constexpr QTypeTraits kQ8_0{"q8_0", 32, 34}, kQ4_0{"q4_0", 32, 18},

@@ -52,6 +52,13 @@ inline int64_t qrow_bytes(QType t, int64_t k) {
     return k / tr.block_size * tr.block_bytes;
 }
 
+// Encode n elements (whole blocks) of src into dst, bit for bit as llama.cpp's reference
+// quantizers (ggml-quants.c quantize_row_*_ref, restated by the gguf package's gguf.quants) for
+// the types they define without an importance search: q8_0, q4_0, q4_1, q5_0, q5_1. NotSupported
+// for the others. Non-finite inputs give whatever the reference gives (no check).
+void quantize(QType t, const float* src, void* dst, int64_t n);
+bool can_quantize(QType t);
+
 // The reference decoder: n elements (whole blocks) from src (any alignment) into dst[0..n).
 void dequantize(QType t, const void* src, float* dst, int64_t n);
 

@@ -243,6 +243,26 @@ TEST(Dequantize, MatchesTheGgufPackage) {
     }
 }
 
+// The encoders, bit for bit against gguf.quants.quantize on the same rows (including an all-zero
+// row, a constant row and an outlier stretch).
+TEST(Quantize, BitIdenticalToTheGgufPackage) {
+    auto fx = SafetensorsFile::open(test::source_path("tests/fixtures/quant/blocks.safetensors"));
+    for (core::QType t : {core::QType::q8_0, core::QType::q4_0, core::QType::q4_1,
+                          core::QType::q5_0, core::QType::q5_1}) {
+        const std::string key = core::to_string(t);
+        const core::Tensor in = fx.tensor(key + ".input");  // f32 [R, K]
+        const auto want = fx.raw_bytes(key + ".blocks");
+        std::vector<uint8_t> got(want.size());
+        core::quantize(t, in.data<float>(), got.data(), in.numel());
+        size_t bad = 0;
+        for (size_t i = 0; i < got.size(); ++i) bad += got[i] != want[i];
+        EXPECT_EQ(bad, 0u) << key << ": bytes differ from gguf.quants";
+    }
+    std::vector<float> x(256, 1.0f);
+    std::vector<uint8_t> out(256);
+    EXPECT_THROW(core::quantize(core::QType::q4_k, x.data(), out.data(), 256), NotSupported);
+}
+
 TEST(GgmlType, TableMatchesBlockStructSizes) {
     // Sizes from the block structs: scale fields (f16 = 2 bytes) plus packed quants.
     EXPECT_EQ(traits(GgmlType::q4_0).type_size, 2 + 32 / 2);
