@@ -214,6 +214,19 @@ CONFIGS
             fi
             rm -f "$out/smollm2-$dt.gguf"
         done
+        # The Q4_1 file itself with its blocks kept quantized (--dtype auto; issue 19), the
+        # same prompt and runs, next to the f32 / bf16 lines above.
+        for t in 1 2; do
+            for rep in 1 2 3; do
+                echo "zerospeed q4_1 threads=$t run $rep: $(OMP_NUM_THREADS=$t "$bin" generate \
+                    --model "$gguf" --prompt "$prompt" --max-tokens 64 \
+                    --temperature 0 --dtype auto 2>&1 >/dev/null | tail -1)" | tee -a "$out/generate.txt"
+            done
+        done
+        if [ -n "${LLAMA_BENCH:-}" ]; then
+            "$LLAMA_BENCH" -m "$gguf" -t 1,2 -p 512 -n 0 -r 3 2>/dev/null | grep '^|' | tee -a "$out/generate.txt"
+            "$LLAMA_BENCH" -m "$gguf" -t 1,2 -p 0 -n 64 -d 512 -r 3 2>/dev/null | grep '^|' | tee -a "$out/generate.txt"
+        fi
         ;;
     tp)
         # Tensor parallelism on one host over the MPI transport: GPT-2 124M (12 heads; random

@@ -5,6 +5,7 @@
 //   same process (bench/stream.h); attention forward/backward in tokens/s.
 // Run: build/bench/ops_bench --benchmark_format=json (see docs/BENCHMARKS.md).
 #include <cmath>
+#include <cstring>
 #include <random>
 
 #include <benchmark/benchmark.h>
@@ -13,6 +14,7 @@
 #include <oneapi/dnnl/dnnl.hpp>
 
 #include "backends/register.h"
+#include "core/quant.h"
 #include "core/tensor.h"
 #include "ops/activation.h"
 #include "ops/attention.h"
@@ -111,6 +113,55 @@ void BM_decode_token(benchmark::State& st) {
         for (const Mat& m : mats) zs::ops::linear_forward(m.y, m.x, m.w);
         benchmark::DoNotOptimize(mats.back().y.data_ptr());
     }
+    st.counters["weight_GB/s"] =
+        benchmark::Counter(bytes * st.iterations() / 1e9, benchmark::Counter::kIsRate);
+    st.counters["tokens/s"] =
+        benchmark::Counter(static_cast<double>(st.iterations()), benchmark::Counter::kIsRate);
+}
+
+// BM_decode_token with block-quantized matrices (ops::quant_linear_forward): the same shapes, the
+// activations bf16 as in generation. Blocks are random bytes with every f16 scale field set to a
+// small normal value (timing does not depend on the codes). args: type (core::QType index).
+void BM_decode_token_quant(benchmark::State& st) {
+    const auto qt = static_cast<zs::core::QType>(st.range(0));
+    const zs::core::QTypeTraits& tr = zs::core::qtype_traits(qt);
+    struct Mat {
+        zs::core::QTensor w;
+        Tensor x, y;
+    };
+    std::vector<Mat> mats;
+    std::mt19937_64 g(11);
+    auto add = [&](int64_t n, int64_t k) {
+        k = (k + tr.block_size - 1) / tr.block_size * tr.block_size;  // K-quants: 576 -> 768
+        zs::core::QTensor w = zs::core::QTensor::empty(qt, n, k);
+        uint8_t* p = w.mutable_data();
+        for (size_t i = 0; i < w.nbytes(); ++i) p[i] = static_cast<uint8_t>(g());
+        const uint16_t h = 0x2000;  // f16 2^-7: a normal scale
+        for (int64_t b = 0; b < n * k / tr.block_size; ++b) {
+            uint8_t* blk = p + b * tr.block_bytes;
+            const int64_t at = qt == zs::core::QType::q6_k ? 208 : 0;
+            std::memcpy(blk + at, &h, 2);
+            if (qt == zs::core::QType::q4_1 || qt == zs::core::QType::q5_1 ||
+                qt == zs::core::QType::q4_k || qt == zs::core::QType::q5_k) {
+                std::memcpy(blk + 2, &h, 2);
+            }
+        }
+        mats.push_back({w, rnd({1, k}, DType::bf16, 3), Tensor::empty({1, n}, DType::bf16)});
+    };
+    for (int l = 0; l < 30; ++l) {
+        add(960, 576);
+        add(576, 576);
+        add(3072, 576);
+        add(576, 1536);
+    }
+    add(49152, 576);
+    double bytes = 0;
+    for (const Mat& m : mats) bytes += static_cast<double>(m.w.nbytes());
+    for (auto _ : st) {
+        for (const Mat& m : mats) zs::ops::quant_linear_forward(m.y, m.x, m.w);
+        benchmark::DoNotOptimize(mats.back().y.data_ptr());
+    }
+    st.SetLabel(zs::core::to_string(qt));
     st.counters["weight_GB/s"] =
         benchmark::Counter(bytes * st.iterations() / 1e9, benchmark::Counter::kIsRate);
     st.counters["tokens/s"] =
@@ -248,6 +299,9 @@ BENCHMARK(zs::bench::BM_stream_triad)->Name("BM_stream_triad")->UseRealTime();
 BENCHMARK(zs::bench::BM_stream_copy)->Name("BM_stream_copy")->UseRealTime();
 BENCHMARK(BM_decode_linear)->Apply(decode_args)->UseRealTime();
 BENCHMARK(BM_decode_token)->Arg(0)->Arg(1)->UseRealTime();
+BENCHMARK(BM_decode_token_quant)
+    ->DenseRange(0, 7)  // q8_0 q4_0 q4_1 q5_0 q5_1 q4_k q5_k q6_k
+    ->UseRealTime();
 BENCHMARK(BM_decode_linear_onednn)->Apply(decode_args)->UseRealTime();
 BENCHMARK(BM_matmul)->Apply(gemm_args)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_matmul_onednn_direct)->Apply(gemm_args)->Unit(benchmark::kMillisecond)->UseRealTime();

@@ -54,6 +54,7 @@ int run_generate(const GenerateOptions& opts, comm::Communicator& world);
 
 struct InfoOptions {
     std::string model;
+    bool tensors = false;  // --tensors: list a GGUF's tensors with their types and shapes
 };
 // Architecture, parameter count, memory per dtype.
 int run_info(const InfoOptions& opts);
@@ -94,6 +95,7 @@ struct ConvertOptions {
     std::string output;
     std::string dtype = "f32";  // --to gguf: the matrices' type; --to hf from a GGUF: f32/bf16
     std::string tokenizer;      // --to hf: tokenizer to include (default: the one training used)
+    std::string quantize;       // --to gguf: q8_0, q4_0, q4_1, q5_0, q5_1 (matrices); empty: none
 };
 int run_convert(const ConvertOptions& opts);
 

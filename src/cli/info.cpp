@@ -1,6 +1,10 @@
 // `zerospeed info`: what a model is and what it needs: architecture, shapes, parameter count,
-// weight memory per dtype and KV-cache bytes per token. Reads only config.json / GGUF metadata.
+// weight memory per dtype and KV-cache bytes per token; for a GGUF, its tensors' storage types
+// (each tensor with --tensors). Reads only config.json / GGUF metadata.
 #include <cstdio>
+#include <map>
+#include <string>
+#include <utility>
 
 #include "base/error.h"
 #include "cli/commands.h"
@@ -87,6 +91,30 @@ int run_info(const InfoOptions& o) {
                 static_cast<long long>(c.max_positions));
     std::printf("training (AdamW, fp32 master + bf16 compute, one rank): %s of model states\n",
                 core::format_bytes(18 * n).c_str());
+    if (mf.gguf) {
+        // The file's storage types: block-quantized matrices stay so under --dtype auto.
+        std::map<std::string, std::pair<int, uint64_t>> by_type;  // type -> (tensors, bytes)
+        uint64_t total = 0;
+        for (const io::GgufTensorInfo& t : mf.gguf->tensors()) {
+            auto& e = by_type[io::to_string(t.type)];
+            ++e.first;
+            e.second += t.nbytes;
+            total += t.nbytes;
+        }
+        std::printf("file tensors:     %zu, %s:", mf.gguf->tensors().size(),
+                    core::format_bytes(static_cast<int64_t>(total)).c_str());
+        for (const auto& [type, e] : by_type) {
+            std::printf(" %s x%d (%s)", type.c_str(), e.first,
+                        core::format_bytes(static_cast<int64_t>(e.second)).c_str());
+        }
+        std::printf("\n");
+        if (o.tensors) {
+            for (const io::GgufTensorInfo& t : mf.gguf->tensors()) {
+                std::printf("  %-32s %-6s %s\n", t.name.c_str(), io::to_string(t.type),
+                            t.shape().str().c_str());
+            }
+        }
+    }
     return 0;
 }
 

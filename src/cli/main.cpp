@@ -235,6 +235,9 @@ int main(int argc, char** argv) {
     cnv->add_option("--dtype", conv.dtype,
                     "--to gguf: type of the matrices (f32, f16, bf16); --to hf from a .gguf: type "
                     "of the weights (f32, bf16)");
+    cnv->add_option("--quantize", conv.quantize,
+                    "--to gguf: quantize the matrices to q8_0, q4_0, q4_1, q5_0 or q5_1 (blocks "
+                    "bit-identical to llama.cpp's reference quantizer; other tensors f32)");
     cnv->add_option("--tokenizer", conv.tokenizer,
                     "--to hf: the tokenizer to include (default: the model or tokenizer the "
                     "checkpoint was trained from)");
@@ -311,6 +314,8 @@ int main(int argc, char** argv) {
     CLI::App* inf =
         app.add_subcommand("info", "Architecture, parameter count and memory of a model");
     inf->add_option("--model", info.model, "Model directory or .gguf")->required();
+    inf->add_flag("--tensors", info.tensors,
+                  "List each GGUF tensor with its storage type (F32, Q4_1, ...) and shape");
 
     try {
         app.parse(argc, argv);

@@ -1,5 +1,6 @@
 #include "cli/model_loader.h"
 
+#include <algorithm>
 #include <filesystem>
 
 #include <nlohmann/json.hpp>
@@ -82,7 +83,29 @@ LoadedModel load_model(const std::string& path, const std::string& dtype, bool w
     rc.tp = tp;
     rc.ep = ep;
     lm.model = std::make_unique<models::Transformer>(lm.files.config, rc);
-    lm.params = std::make_unique<models::DenseParams>(lm.model->layout(), ct, false);
+    // --dtype auto keeps a quantized GGUF's matrices quantized (the linear layers read the blocks);
+    // an explicit f32 / bf16 dequantizes them, as before.
+    std::vector<core::QTensor> quantized;
+    if (dtype == "auto") quantized = models::load_quantized_weights(*lm.model, *lm.files.weights);
+    const auto n_quantized = std::count_if(quantized.begin(), quantized.end(),
+                                           [](const core::QTensor& q) { return q.defined(); });
+    if (n_quantized > 0) {
+        std::vector<models::ParamId> dense_too;  // the tied embedding's table is read by rows
+        const models::ParamId head = lm.model->lm_head_param();
+        if (lm.model->layout().param(head).group == lm.model->embed_group()) {
+            dense_too.push_back(head);
+        }
+        size_t bytes = 0;
+        for (const core::QTensor& q : quantized) bytes += q.defined() ? q.nbytes() : 0;
+        log_info(
+            "{} weight matrices kept block-quantized ({:.1f} MB; --dtype f32 or bf16 "
+            "dequantizes them)",
+            n_quantized, static_cast<double>(bytes) / 1e6);
+        lm.params = std::make_unique<models::DenseParams>(lm.model->layout(), ct,
+                                                          std::move(quantized), dense_too);
+    } else {
+        lm.params = std::make_unique<models::DenseParams>(lm.model->layout(), ct, false);
+    }
     std::vector<std::string> unused =
         models::load_hf_weights(*lm.model, *lm.params, *lm.files.weights);
     for (const std::string& n : unused) log_debug("{}: tensor '{}' is not used", path, n);

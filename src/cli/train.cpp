@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <optional>
 
 #include <nlohmann/json.hpp>
 #include <sys/resource.h>
@@ -16,6 +17,7 @@
 #include "cli/hf_export.h"
 #include "cli/svg.h"
 #include "core/backend.h"
+#include "core/quant.h"
 #include "io/atomic_file.h"
 #include "io/checksum.h"
 #include "io/gguf.h"
@@ -198,7 +200,8 @@ int run_train(const TrainOptions& o, comm::Communicator& world) {
 
 namespace {
 
-// GGUF -> GGUF with every quantized or float matrix stored as `dtype` (f32, f16 or bf16):
+// GGUF -> GGUF with every quantized or float matrix stored as `dtype` (f32, f16 or bf16), or,
+// with --quantize, quantized to that block type from its f32 values:
 // llama.cpp's layout (its Q/K row order) and metadata are kept, 1-D tensors (norms) stay f32 as
 // llama.cpp writes them, integer tensors are copied. This makes the same weights runnable at the
 // same precision by zerospeed and llama.cpp (bench/peers). The output is assembled in memory
@@ -220,6 +223,37 @@ int convert_gguf(const ConvertOptions& o) {
         ZS_THROW(ConfigError,
                  "convert: --dtype '{}' is not supported for --to gguf (f32, f16, bf16)", o.dtype);
     }
+    // --quantize: matrices (rows a multiple of 32) become blocks bit for bit as llama.cpp's
+    // reference quantizer writes them; llama.cpp's general.file_type MOSTLY_<TYPE>.
+    std::optional<core::QType> qt;
+    if (!o.quantize.empty()) {
+        qt = core::qtype_from_string(o.quantize);
+        ZS_CHECK_T(ConfigError, qt && core::can_quantize(*qt),
+                   "convert: --quantize '{}' is not supported (q8_0, q4_0, q4_1, q5_0, q5_1)",
+                   o.quantize);
+        switch (*qt) {
+            case core::QType::q4_0:
+                ftype = 2;
+                break;
+            case core::QType::q4_1:
+                ftype = 3;
+                break;
+            case core::QType::q8_0:
+                ftype = 7;
+                break;
+            case core::QType::q5_0:
+                ftype = 8;
+                break;
+            case core::QType::q5_1:
+                ftype = 9;
+                break;
+            case core::QType::q4_k:
+            case core::QType::q5_k:
+            case core::QType::q6_k:
+            case core::QType::q8_k:
+                break;
+        }
+    }
     io::GgufWriter w(in.alignment(), in.version());
     for (const io::GgufKv& kv : in.metadata()) {
         if (kv.key == "general.alignment") continue;  // the writer's constructor sets it
@@ -239,10 +273,19 @@ int convert_gguf(const ConvertOptions& o) {
             w.add_tensor(t.name, t.type, t.ne, std::vector<uint8_t>(raw.begin(), raw.end()));
             continue;
         }
-        w.add_tensor(t.name, in.tensor(t.name, matrix ? dt : core::DType::f32).contiguous());
+        if (qt && matrix && t.ne[0] % 32 == 0) {
+            const Tensor f = in.tensor(t.name, core::DType::f32).contiguous();
+            std::vector<uint8_t> blocks(
+                static_cast<size_t>(f.numel() / 32 * core::qtype_traits(*qt).block_bytes));
+            core::quantize(*qt, f.data<float>(), blocks.data(), f.numel());
+            w.add_tensor(t.name, io::to_ggml_type(*qt), t.ne, std::move(blocks));
+            continue;
+        }
+        w.add_tensor(t.name, in.tensor(t.name, matrix && !qt ? dt : core::DType::f32).contiguous());
     }
     w.save(o.output);
-    log_info("wrote {} ({} tensors, matrices as {})", o.output, in.tensors().size(), o.dtype);
+    log_info("wrote {} ({} tensors, matrices as {})", o.output, in.tensors().size(),
+             qt ? o.quantize : o.dtype);
     return 0;
 }
 

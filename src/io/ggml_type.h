@@ -11,8 +11,8 @@
 //   m
 //     nib(i) = low nibble of qs[i] for i < 16, high nibble of qs[i - 16] otherwise; hb(i) = bit i
 //     of qh.
-//   q4_k (256 el, 144 B), q6_k (256 el, 210 B): super-blocks of 8 x 32 / 16 x 16 sub-blocks with
-//     6-bit / 8-bit sub-scales; the exact bit layout is documented in ggml_type.cpp.
+//   q4_k, q5_k, q6_k, q8_k (256 el): super-blocks; their layouts and decoders live in
+//     core/quant.h, which the kernels share.
 // Other known types (k-quants, i-quants, ...) are recognised for validation (their sizes) but
 // cannot be dequantized: can_dequantize() says which can.
 #pragma once
@@ -20,6 +20,8 @@
 #include <cstddef>
 #include <cstdint>
 #include <optional>
+
+#include "core/quant.h"
 
 namespace zs::io {
 
@@ -73,6 +75,10 @@ std::optional<GgmlType> ggml_type_from_u32(uint32_t v);
 const GgmlTypeTraits& traits(GgmlType t);
 inline const char* to_string(GgmlType t) { return traits(t).name; }
 inline bool can_dequantize(GgmlType t) { return traits(t).can_dequantize; }
+
+// The block-quantized types the kernels compute with directly (core/quant.h), and back.
+std::optional<core::QType> to_qtype(GgmlType t);
+GgmlType to_ggml_type(core::QType t);
 
 // Decode n elements (n a multiple of the block size) from `src` (n / block_size * type_size
 // bytes, any alignment) into dst[0..n). The type must satisfy can_dequantize().

@@ -13,6 +13,7 @@
 #include "core/half.h"
 #include "io/gguf.h"
 #include "io/gguf_writer.h"
+#include "io/safetensors.h"
 #include "tests/test_util.h"
 
 namespace zs::io {
@@ -213,6 +214,53 @@ TEST(Dequantize, ThroughGgufTensorsWithShapeAndBf16Output) {
             }
         }
     }
+}
+
+// The decoders against llama.cpp's Python reference (gguf.quants): blocks it encoded from seeded
+// rows (Q8_0..Q5_1) or random blocks (K-quants), and its decoding of them
+// (tests/fixtures/quant, tools/reference/make_quant_fixture.py).
+TEST(Dequantize, MatchesTheGgufPackage) {
+    auto fx = SafetensorsFile::open(test::source_path("tests/fixtures/quant/blocks.safetensors"));
+    for (GgmlType t : {GgmlType::q8_0, GgmlType::q4_0, GgmlType::q4_1, GgmlType::q5_0,
+                       GgmlType::q5_1, GgmlType::q4_k, GgmlType::q5_k, GgmlType::q6_k}) {
+        const std::string key = core::to_string(*to_qtype(t));
+        const core::Tensor want = fx.tensor(key + ".dequant");  // f32 [R, K]
+        const auto blocks = fx.raw_bytes(key + ".blocks");      // u8 [R, row bytes]
+        const int64_t n = want.numel();
+        ASSERT_EQ(static_cast<int64_t>(blocks.size()),
+                  n / traits(t).block_size * traits(t).type_size)
+            << key;
+        std::vector<float> got(static_cast<size_t>(n));
+        dequantize(t, blocks.data(), got.data(), n);
+        const float* w = want.data<float>();
+        int bad = 0;
+        for (int64_t i = 0; i < n; ++i) {
+            // numpy groups the scale products differently for K-quants: a few ulps.
+            if (std::fabs(got[i] - w[i]) > 4e-7 * std::fabs(w[i]) + 1e-30f && ++bad < 4) {
+                ADD_FAILURE() << key << " element " << i << ": got " << got[i] << ", gguf " << w[i];
+            }
+        }
+    }
+}
+
+// The encoders, bit for bit against gguf.quants.quantize on the same rows (including an all-zero
+// row, a constant row and an outlier stretch).
+TEST(Quantize, BitIdenticalToTheGgufPackage) {
+    auto fx = SafetensorsFile::open(test::source_path("tests/fixtures/quant/blocks.safetensors"));
+    for (core::QType t : {core::QType::q8_0, core::QType::q4_0, core::QType::q4_1,
+                          core::QType::q5_0, core::QType::q5_1}) {
+        const std::string key = core::to_string(t);
+        const core::Tensor in = fx.tensor(key + ".input");  // f32 [R, K]
+        const auto want = fx.raw_bytes(key + ".blocks");
+        std::vector<uint8_t> got(want.size());
+        core::quantize(t, in.data<float>(), got.data(), in.numel());
+        size_t bad = 0;
+        for (size_t i = 0; i < got.size(); ++i) bad += got[i] != want[i];
+        EXPECT_EQ(bad, 0u) << key << ": bytes differ from gguf.quants";
+    }
+    std::vector<float> x(256, 1.0f);
+    std::vector<uint8_t> out(256);
+    EXPECT_THROW(core::quantize(core::QType::q4_k, x.data(), out.data(), 256), NotSupported);
 }
 
 TEST(GgmlType, TableMatchesBlockStructSizes) {

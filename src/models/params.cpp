@@ -48,6 +48,7 @@ void ParamBinding::reset(const ParamLayout& layout) {
     layout_ = &layout;
     w_.assign(layout.params().size(), Tensor());
     g_.assign(layout.params().size(), Tensor());
+    q_.assign(layout.params().size(), core::QTensor());
 }
 
 void ParamBinding::bind_group(int group, const Tensor& weights, const Tensor& grads) {
@@ -77,16 +78,67 @@ DenseParams::DenseParams(const ParamLayout& layout, DType dtype, bool with_grads
     }
 }
 
+DenseParams::DenseParams(const ParamLayout& layout, DType dtype,
+                         std::vector<core::QTensor> quantized,
+                         const std::vector<ParamId>& dense_too)
+    : layout_(layout), q_(std::move(quantized)) {
+    const auto n = layout.params().size();
+    ZS_ASSERT(q_.empty() || q_.size() == n, "{} quantized slots for {} parameters", q_.size(), n);
+    q_.resize(n);
+    own_.resize(n);
+    std::vector<bool> dense(n, true);
+    for (size_t i = 0; i < n; ++i) dense[i] = !q_[i].defined();
+    for (ParamId id : dense_too) dense[static_cast<size_t>(id)] = true;
+    for (int g = 0; g < layout.n_groups(); ++g) {
+        const GroupInfo& gi = layout.group(g);
+        const bool mixed = std::any_of(gi.params.begin(), gi.params.end(),
+                                       [&](ParamId id) { return !dense[static_cast<size_t>(id)]; });
+        g_.emplace_back();
+        if (!mixed) {
+            w_.push_back(
+                Tensor::zeros({gi.numel}, dtype, core::Device::cpu(), core::MemCategory::params));
+            continue;
+        }
+        w_.emplace_back();
+        for (ParamId id : gi.params) {
+            if (dense[static_cast<size_t>(id)]) {
+                own_[static_cast<size_t>(id)] = Tensor::zeros(
+                    layout.param(id).shape, dtype, core::Device::cpu(), core::MemCategory::params);
+            }
+        }
+    }
+}
+
 void DenseParams::bind(ParamBinding& binding) const {
     for (int g = 0; g < layout_.n_groups(); ++g) {
-        binding.bind_group(g, w_[static_cast<size_t>(g)], g_[static_cast<size_t>(g)]);
+        if (w_[static_cast<size_t>(g)].defined() || own_.empty()) {
+            binding.bind_group(g, w_[static_cast<size_t>(g)], g_[static_cast<size_t>(g)]);
+        } else {
+            for (ParamId id : layout_.group(g).params) {
+                binding.bind_param(id, own_[static_cast<size_t>(id)]);
+            }
+        }
+    }
+    for (size_t i = 0; i < layout_.params().size(); ++i) {
+        binding.bind_quantized(static_cast<ParamId>(i), quantized(static_cast<ParamId>(i)));
     }
 }
 
 Tensor DenseParams::weight(ParamId id) const {
     const ParamInfo& p = layout_.param(id);
-    return w_[static_cast<size_t>(p.group)].as_strided(p.shape, core::contiguous_strides(p.shape),
-                                                       p.offset);
+    const Tensor& flat = w_[static_cast<size_t>(p.group)];
+    if (!flat.defined()) return own_.empty() ? Tensor() : own_[static_cast<size_t>(id)];
+    return flat.as_strided(p.shape, core::contiguous_strides(p.shape), p.offset);
+}
+
+bool DenseParams::has_weight(ParamId id) const {
+    return w_[static_cast<size_t>(layout_.param(id).group)].defined() ||
+           (!own_.empty() && own_[static_cast<size_t>(id)].defined());
+}
+
+const core::QTensor& DenseParams::quantized(ParamId id) const {
+    static const core::QTensor kNone;
+    return q_.empty() ? kNone : q_[static_cast<size_t>(id)];
 }
 
 Tensor DenseParams::grad(ParamId id) const {

@@ -15,6 +15,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "core/quant.h"
 #include "core/tensor.h"
 
 namespace zs::models {
@@ -85,11 +86,18 @@ public:
     // Point every parameter of `group` into `weights` (and `grads`, if defined): flat [numel]
     // buffers laid out as the group declares. Either may be undefined to unbind.
     void bind_group(int group, const Tensor& weights, const Tensor& grads);
+    // Inference with block-quantized matrices: one parameter's dense view on its own, and its
+    // quantized matrix. A linear layer reads qw(id) when it is defined (ops::quant_linear_forward)
+    // and w(id) otherwise; the tied embedding has both (rows read from w, logits from qw).
+    void bind_param(ParamId id, const Tensor& weight) { w_[static_cast<size_t>(id)] = weight; }
+    void bind_quantized(ParamId id, const core::QTensor& w) { q_[static_cast<size_t>(id)] = w; }
+    const core::QTensor& qw(ParamId id) const { return q_[static_cast<size_t>(id)]; }
     const ParamLayout& layout() const { return *layout_; }
 
 private:
     const ParamLayout* layout_ = nullptr;
     std::vector<Tensor> w_, g_;
+    std::vector<core::QTensor> q_;
 };
 
 // Callbacks around each group's use, in execution order. ZeRO-3 gathers in before_*, releases
@@ -114,11 +122,20 @@ class DenseParams {
 public:
     DenseParams(const ParamLayout& layout, DType dtype, bool with_grads,
                 core::Device device = core::Device::cpu());
+    // Inference with block-quantized matrices: quantized[id] (one per parameter, or empty), when
+    // defined, is bound as that parameter's quantized weight and the parameter gets no dense
+    // storage, unless `dense_too` lists it (the tied embedding: a table read by rows). A group
+    // holding a quantized-only parameter keeps its dense parameters in separate tensors.
+    DenseParams(const ParamLayout& layout, DType dtype, std::vector<core::QTensor> quantized,
+                const std::vector<ParamId>& dense_too);
     void bind(ParamBinding& binding) const;
     const Tensor& group_weights(int g) const { return w_[static_cast<size_t>(g)]; }
     const Tensor& group_grads(int g) const { return g_[static_cast<size_t>(g)]; }
-    // View of one parameter.
+    // View of one parameter (undefined for a quantized-only one: has_weight() says).
     Tensor weight(ParamId id) const;
+    bool has_weight(ParamId id) const;
+    // The quantized matrix of a parameter (undefined when it is dense).
+    const core::QTensor& quantized(ParamId id) const;
     Tensor grad(ParamId id) const;
     void zero_grads() const;
     // Fill every parameter from its Init with a seeded generator (same seed → same weights).
@@ -128,6 +145,8 @@ public:
 private:
     const ParamLayout& layout_;
     std::vector<Tensor> w_, g_;
+    std::vector<Tensor> own_;       // [n_params]: per-parameter storage (mixed groups)
+    std::vector<core::QTensor> q_;  // [n_params] or empty
 };
 
 }  // namespace zs::models

@@ -4,6 +4,7 @@
 // gives the same 1,024 ids for the Austen slice, next-token top-1 agrees at >= 99% of positions,
 // and the per-token negative log-likelihood (perplexity) agrees within 0.5%. Figures are printed
 // for docs/BENCHMARKS.md.
+#include <algorithm>
 #include <cmath>
 #include <cstdlib>
 #include <filesystem>
@@ -93,6 +94,71 @@ TEST(SmolLM2, MatchesTransformersOnTheSameGguf) {
     EXPECT_GE(rate, 0.99);
     EXPECT_NEAR(ppl, ppl_want, 0.005 * ppl_want);
     EXPECT_LT(diff, 1e-2);
+}
+
+// Mean next-token NLL of rows [0, n) of logits [n, V] against ids[at + 1 ..], and the argmaxes.
+double mean_nll(const Tensor& logits, const std::vector<int32_t>& ids, int64_t at,
+                std::vector<int64_t>* top1) {
+    const int64_t n = logits.size(0), V = logits.size(1);
+    double nll = 0;
+    for (int64_t t = 0; t < n; ++t) {
+        const float* row = logits.data<float>() + t * V;
+        top1->push_back(std::max_element(row, row + V) - row);
+        double m = *std::max_element(row, row + V), z = 0;
+        for (int64_t v = 0; v < V; ++v) z += std::exp(static_cast<double>(row[v]) - m);
+        nll += m + std::log(z) - row[ids[static_cast<size_t>(at + t + 1)]];
+    }
+    return nll / static_cast<double>(n);
+}
+
+// The GGUF's Q4_1 / Q8_0 matrices kept quantized (issue 19) against the same model dequantized
+// to f32: decode-sized batches (16 tokens: the Q8-activation GEMV) and a prefill batch (256
+// tokens: dequantized tiles + GEMM).
+TEST(SmolLM2, QuantizedWeightsMatchTheDequantizedModel) {
+    std::string path = gguf_path();
+    ASSERT_TRUE(std::filesystem::exists(path)) << path << " missing: run tools/fetch_smollm2.sh";
+    ModelFiles mf = open_model(path);
+    auto fx = io::SafetensorsFile::open(
+        zs::test::source_path("tests/fixtures/smollm2/reference.safetensors"));
+    const io::Tokenizer tok = io::tokenizer_from_gguf(*mf.gguf);
+    auto text = fx.raw_bytes("text_utf8");
+    const std::vector<int32_t> ids =
+        tok.encode(std::string(reinterpret_cast<const char*>(text.data()), text.size()), false);
+    Transformer model(mf.config, RunConfig{});
+    DenseParams dense(model.layout(), DType::f32, false);
+    EXPECT_TRUE(load_hf_weights(model, dense, *mf.weights).empty());
+    std::vector<core::QTensor> q = load_quantized_weights(model, *mf.weights);
+    const auto nq = std::count_if(q.begin(), q.end(), [](const auto& w) { return w.defined(); });
+    EXPECT_EQ(nq, 4 * mf.config.n_layers + 1);  // qkv, out, up, down per block + tied output
+    EXPECT_EQ(q[static_cast<size_t>(model.lm_head_param())].type(), core::QType::q8_0);
+    DenseParams quant(model.layout(), DType::f32, std::move(q), {model.lm_head_param()});
+    EXPECT_TRUE(load_hf_weights(model, quant, *mf.weights).empty());
+
+    auto run = [&](const DenseParams& p, int64_t at, int64_t n) {
+        p.bind(model.binding());
+        std::vector<int32_t> w(ids.begin() + at, ids.begin() + at + n);
+        return model.forward_logits(Tensor::wrap(w.data(), {1, n}, DType::i32));
+    };
+    for (int64_t n : {16, 256}) {
+        double nll_d = 0, nll_q = 0;
+        std::vector<int64_t> top_d, top_q;
+        const int64_t windows = n == 16 ? 8 : 1;
+        for (int64_t w = 0; w < windows; ++w) {
+            nll_d += mean_nll(run(dense, w * n, n), ids, w * n, &top_d) / windows;
+            nll_q += mean_nll(run(quant, w * n, n), ids, w * n, &top_q) / windows;
+        }
+        int64_t agree = 0;
+        for (size_t i = 0; i < top_d.size(); ++i) agree += top_d[i] == top_q[i];
+        const double rate = static_cast<double>(agree) / static_cast<double>(top_d.size());
+        std::printf(
+            "quantized vs dequantized, %lld-token batches: top-1 agreement %.1f%%, mean NLL "
+            "%.4f vs %.4f (%+.2f%%)\n",
+            static_cast<long long>(n), 100 * rate, nll_q, nll_d, 100 * (nll_q - nll_d) / nll_d);
+        // Prefill multiplies the exactly dequantized weights; decode adds the Q8 rounding of the
+        // activations (llama.cpp's own arithmetic), a ~1e-2 relative perturbation per product.
+        EXPECT_NEAR(nll_q, nll_d, (n == 16 ? 0.01 : 1e-4) * nll_d) << n;
+        EXPECT_GE(rate, n == 16 ? 0.9 : 0.99) << n;
+    }
 }
 
 }  // namespace

@@ -1,6 +1,7 @@
 #include "models/sources.h"
 
 #include <cmath>
+#include <cstring>
 #include <filesystem>
 #include <set>
 
@@ -174,6 +175,32 @@ Tensor GgufSource::get(const std::string& name) const {
     if (name.find("q_proj") != std::string::npos) return io::unpermute_llama_qk(t, cfg_.n_heads);
     if (name.find("k_proj") != std::string::npos) return io::unpermute_llama_qk(t, cfg_.n_kv_heads);
     return t;
+}
+
+std::optional<core::QTensor> GgufSource::get_quantized(const std::string& name) const {
+    auto it = hf_to_gguf_.find(name);
+    if (it == hf_to_gguf_.end()) return std::nullopt;
+    const io::GgufTensorInfo* ti = file_->find_tensor(it->second);
+    const std::optional<core::QType> qt = io::to_qtype(ti->type);
+    if (!qt || *qt == core::QType::q8_k || ti->ne.size() != 2) return std::nullopt;
+    const int64_t rows = ti->ne[1], cols = ti->ne[0];
+    core::QTensor q = core::QTensor::empty(*qt, rows, cols);
+    const std::span<const uint8_t> bytes = file_->raw_bytes(it->second);
+    ZS_CHECK_T(IoError, bytes.size() == q.nbytes(), "{}: tensor '{}' holds {} bytes; {} expected",
+               file_->path(), it->second, bytes.size(), q.nbytes());
+    int64_t heads = 0;
+    if (name.find("q_proj") != std::string::npos) heads = cfg_.n_heads;
+    if (name.find("k_proj") != std::string::npos) heads = cfg_.n_kv_heads;
+    if (heads == 0) {
+        std::memcpy(q.mutable_data(), bytes.data(), bytes.size());
+        return q;
+    }
+    // Rows are whole blocks: the row permutation moves them as opaque bytes.
+    const Tensor raw =
+        Tensor::wrap(const_cast<uint8_t*>(bytes.data()), {rows, q.row_bytes()}, core::DType::i8);
+    const Tensor hf = io::unpermute_llama_qk(raw, heads);
+    std::memcpy(q.mutable_data(), hf.data_ptr(), q.nbytes());
+    return q;
 }
 
 std::vector<std::string> GgufSource::names() const {

@@ -39,6 +39,8 @@ public:
     Tensor get(const std::string& name) const override;
     std::vector<std::string> names() const override;
     std::string describe() const override;
+    // Q8_0 ... Q6_K tensors as their blocks (copied out of the mapping, Q/K rows unpermuted).
+    std::optional<core::QTensor> get_quantized(const std::string& name) const override;
     // Tensors of the file the model does not read (listed as warnings when a model is opened).
     std::vector<std::string> unused_tensors() const;
 

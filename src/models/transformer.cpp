@@ -445,7 +445,7 @@ LossStats Transformer::head_loss(bool backward, float ce_scale, float loss_scale
         Tensor logits = logits_out ? logits_out->slice(0, a, b)
                                    : Tensor::empty({b - a, Vr}, DType::f32, dev,
                                                    core::MemCategory::activations);
-        ops::linear_forward(logits, xf.slice(0, a, b), wout);
+        linear(binding_, lm_head_, logits, xf.slice(0, a, b));
         if (!flat_tgt_.defined()) continue;
         if (tp_) {
             out.n_tokens += parallel::vocab_cross_entropy(
@@ -698,7 +698,7 @@ Tensor Transformer::forward_tokens(const Tensor& ids, const Tensor& positions, K
     const int64_t V = cfg_.vocab_size;
     Tensor logits = Tensor::empty({M, V}, DType::f32, dev);
     if (!tp_) {
-        ops::linear_forward(logits, xf, binding_.w(lm_head_));
+        linear(binding_, lm_head_, logits, xf);
         return on_host(logits);
     }
     // Each rank's columns, padded to the largest shard, all-gathered and laid side by side.

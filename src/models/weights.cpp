@@ -1,6 +1,7 @@
 #include "models/weights.h"
 
 #include <algorithm>
+#include <cstring>
 #include <set>
 
 #include <fmt/format.h>
@@ -109,6 +110,10 @@ std::vector<std::string> load_hf_weights(const Transformer& model, const DensePa
     } else {
         for (size_t i = 0; i < infos.size(); ++i) {
             const ParamInfo& p = infos[i];
+            if (!params.has_weight(static_cast<ParamId>(i))) {  // quantized only
+                for (const HfPart& part : hf_parts(cfg, p.name)) used.insert(part.hf_name);
+                continue;
+            }
             fill_param(cfg, p, params.weight(static_cast<ParamId>(i)), src, &used);
         }
     }
@@ -117,6 +122,52 @@ std::vector<std::string> load_hf_weights(const Transformer& model, const DensePa
         if (!used.count(n)) unused.push_back(n);
     }
     return unused;
+}
+
+std::vector<core::QTensor> load_quantized_weights(const Transformer& model,
+                                                  const WeightSource& src) {
+    const ModelConfig& cfg = model.config();
+    const auto& infos = model.layout().params();
+    std::vector<core::QTensor> out(infos.size());
+    if (model.tp_size() > 1) return out;
+    auto is_linear = [&](ParamId id) {
+        const std::string& n = infos[static_cast<size_t>(id)].name;
+        auto ends = [&](const char* suffix) { return n.ends_with(suffix); };
+        return id == model.lm_head_param() ||
+               (n.starts_with("blocks.") && n.find(".moe.") == std::string::npos &&
+                (ends(".attn.qkv.weight") || ends(".attn.out.weight") || ends(".mlp.up.weight") ||
+                 ends(".mlp.down.weight")));
+    };
+    for (size_t i = 0; i < infos.size(); ++i) {
+        const auto id = static_cast<ParamId>(i);
+        const ParamInfo& p = infos[i];
+        if (!is_linear(id) || p.shape.ndim() != 2) continue;
+        std::vector<core::QTensor> parts;
+        bool ok = true;
+        for (const HfPart& part : hf_parts(cfg, p.name)) {
+            std::optional<core::QTensor> q = src.has(part.hf_name) && !part.transpose
+                                                 ? src.get_quantized(part.hf_name)
+                                                 : std::nullopt;
+            const int64_t rows = part.row_end >= 0 ? part.row_end - part.row_begin : p.shape[0];
+            ok = ok && q && q->cols() == p.shape[1] && q->rows() == rows &&
+                 (parts.empty() || q->type() == parts[0].type());
+            if (!ok) break;
+            parts.push_back(*q);
+        }
+        if (!ok || parts.empty()) continue;
+        if (parts.size() == 1) {
+            out[i] = parts[0];
+            continue;
+        }
+        core::QTensor w = core::QTensor::empty(parts[0].type(), p.shape[0], p.shape[1]);
+        size_t at = 0;
+        for (const core::QTensor& q : parts) {
+            std::memcpy(w.mutable_data() + at, q.data(), q.nbytes());
+            at += q.nbytes();
+        }
+        out[i] = w;
+    }
+    return out;
 }
 
 Tensor load_hf_group(const Transformer& model, int g, const WeightSource& src) {

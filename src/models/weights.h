@@ -7,6 +7,7 @@
 // by `zerospeed convert` loads in transformers.
 #pragma once
 
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -44,6 +45,12 @@ public:
     virtual std::vector<std::string> names() const = 0;
     // "model.safetensors", "SmolLM2.gguf": for error messages.
     virtual std::string describe() const = 0;
+    // The tensor as stored block-quantized rows [rows, cols] (HF row order), or nullopt when the
+    // source keeps it in another form (every float format).
+    virtual std::optional<core::QTensor> get_quantized(const std::string& name) const {
+        (void)name;
+        return std::nullopt;
+    }
 };
 
 // Fill every parameter of `params` (laid out by `model`) from `src`, converting dtypes. A missing
@@ -52,6 +59,14 @@ public:
 // Under tensor parallelism (model.tp_size() > 1) each parameter gets this rank's tp_slice.
 std::vector<std::string> load_hf_weights(const Transformer& model, const DenseParams& params,
                                          const WeightSource& src);
+
+// Inference on block-quantized weights: for each parameter a linear layer reads (the blocks'
+// qkv / out / up / down matrices and the output matrix, tied or not), the quantized matrix when
+// every HF part of it is stored quantized in `src` with one type and untransposed (parts stacked
+// by rows), else undefined. [n_params] (all undefined when `src` holds nothing quantized or the
+// model is tensor-parallel). Pass it to DenseParams; load_hf_weights then fills the rest.
+std::vector<core::QTensor> load_quantized_weights(const Transformer& model,
+                                                  const WeightSource& src);
 
 // Group g's values as one flat f32 tensor [numel(g)] in the layout's order (alignment gaps zero),
 // assembled from `src`: what each ZeRO rank keeps a shard of. Errors as load_hf_weights.

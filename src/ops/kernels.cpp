@@ -16,6 +16,10 @@ void Kernels::matmul(const Tensor&, const Tensor&, const Tensor&, const MatmulOp
     not_supported("matmul");
 }
 void Kernels::sum_rows(const Tensor&, const Tensor&, bool) { not_supported("sum_rows"); }
+void Kernels::quant_linear(const Tensor&, const Tensor&, const core::QTensor&, const Tensor&,
+                           float) {
+    not_supported("quant_linear");
+}
 void Kernels::layernorm_forward(const Tensor&, const Tensor&, const Tensor&, const Tensor&,
                                 const Tensor&, const Tensor&, float) {
     not_supported("layernorm_forward");

@@ -33,6 +33,9 @@ public:
     virtual void matmul(const Tensor& out, const Tensor& a, const Tensor& b,
                         const MatmulOptions& opts, const Tensor& bias);
     virtual void sum_rows(const Tensor& out, const Tensor& in, bool accumulate);
+    // ops::quant_linear_forward; out [M, N], x [M, K] with unit column strides.
+    virtual void quant_linear(const Tensor& out, const Tensor& x, const core::QTensor& w,
+                              const Tensor& bias, float beta);
 
     virtual void layernorm_forward(const Tensor& out, const Tensor& mean, const Tensor& rstd,
                                    const Tensor& x, const Tensor& w, const Tensor& b, float eps);

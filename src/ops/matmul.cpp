@@ -100,6 +100,37 @@ void linear_forward(const Tensor& out, const Tensor& x, const Tensor& w, const T
     matmul(as_2d(op, "out", out), as_2d(op, "x", x), w, {.trans_b = true}, bias);
 }
 
+void quant_linear_forward(const Tensor& out, const Tensor& x, const core::QTensor& w,
+                          const Tensor& bias, float beta) {
+    const char* op = "quant_linear_forward";
+    check::defined(op, "out", out);
+    check::defined(op, "x", x);
+    ZS_CHECK_T(ShapeError, w.defined(), "quant_linear_forward: 'w' is undefined");
+    ZS_CHECK_T(ShapeError, x.dim() >= 1 && x.size(-1) == w.cols(),
+               "quant_linear_forward: 'x' {} has {} input features; 'w' {} expects {}",
+               x.shape().str(), x.dim() ? x.size(-1) : 0, w.str(), w.cols());
+    ZS_CHECK_T(ShapeError, out.dim() == x.dim() && out.size(-1) == w.rows(),
+               "quant_linear_forward: 'out' {} must be 'x' {} with last dim {}", out.shape().str(),
+               x.shape().str(), w.rows());
+    ZS_CHECK_T(ShapeError,
+               core::is_floating(x.dtype()) && x.dtype() != core::DType::f16 &&
+                   core::is_floating(out.dtype()) && out.dtype() != core::DType::f16,
+               "quant_linear_forward: 'x' {} and 'out' {} must be f32 or bf16", x.str(), out.str());
+    ZS_CHECK_T(ShapeError, out.device() == x.device() && x.device() == w.device(),
+               "quant_linear_forward: 'out' {}, 'x' {} and 'w' {} must share a device", out.str(),
+               x.str(), w.str());
+    if (bias.defined()) {
+        ZS_CHECK_T(ShapeError, bias.dim() == 1 && bias.size(0) == w.rows() && bias.stride(0) == 1,
+                   "quant_linear_forward: 'bias' {} must be [{}] and contiguous", bias.str(),
+                   w.rows());
+    }
+    Tensor o = as_2d(op, "out", out), a = as_2d(op, "x", x);
+    ZS_CHECK_T(ShapeError, o.stride(1) == 1 && a.stride(1) == 1,
+               "quant_linear_forward: 'out' {} and 'x' {} need contiguous rows", out.str(),
+               x.str());
+    kernels_for(out.device()).quant_linear(o, a, w, bias, beta);
+}
+
 void linear_backward(const Tensor& dx, const Tensor& dw, const Tensor& dbias, const Tensor& dout,
                      const Tensor& x, const Tensor& w) {
     const char* op = "linear_backward";

@@ -9,6 +9,7 @@
 // leading dimension); batch strides are free. So views (slices, transposes) go in without copies.
 #pragma once
 
+#include "core/quant.h"
 #include "core/tensor.h"
 
 namespace zs::ops {
@@ -32,6 +33,15 @@ void linear_forward(const Tensor& out, const Tensor& x, const Tensor& w, const T
 //   dout [..., OC]; dx [..., IC]; dw [OC, IC] (f32 or w's dtype); dbias [OC] f32 (optional)
 void linear_backward(const Tensor& dx, const Tensor& dw, const Tensor& dbias, const Tensor& dout,
                      const Tensor& x, const Tensor& w);
+
+// The linear layer against a block-quantized weight (core/quant.h), forward only (inference):
+//   out = x @ w^T + beta * out (+ bias)
+//   x [..., IC] f32/bf16, w quantized [OC, IC], out [..., OC] f32/bf16, bias [OC] (optional)
+// The result is the exact product up to the activations' Q8 rounding on the decode path (few
+// rows: |error| <= sum_k |w_k| * step_k / 2, step_k = the activation block's scale) and up to the
+// dense matmul's rounding of the dequantized weights for larger batches (backends/cpu/qgemv.h).
+void quant_linear_forward(const Tensor& out, const Tensor& x, const core::QTensor& w,
+                          const Tensor& bias = {}, float beta = 0.0f);
 
 // out[j] (+)= sum_i in[i, j]: the bias gradient. in [..., N] -> out [N] f32.
 void sum_rows(const Tensor& out, const Tensor& in, bool accumulate);

@@ -35,6 +35,8 @@ public:
     void matmul(const Tensor& out, const Tensor& a, const Tensor& b, const ops::MatmulOptions& opts,
                 const Tensor& bias) override;
     void sum_rows(const Tensor& out, const Tensor& in, bool accumulate) override;
+    void quant_linear(const Tensor& out, const Tensor& x, const core::QTensor& w,
+                      const Tensor& bias, float beta) override;  // qgemv.cpp
 
     void layernorm_forward(const Tensor& out, const Tensor& mean, const Tensor& rstd,
                            const Tensor& x, const Tensor& w, const Tensor& b, float eps) override;

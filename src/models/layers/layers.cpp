@@ -38,6 +38,17 @@ const Tensor& opt_grad(const ParamBinding& p, ParamId id) {
 
 }  // namespace
 
+void linear(const ParamBinding& p, ParamId w, const Tensor& out, const Tensor& x,
+            const Tensor& bias, float beta) {
+    if (const core::QTensor& q = p.qw(w); q.defined()) {
+        ops::quant_linear_forward(out, x, q, bias, beta);
+    } else if (beta == 0.0f) {
+        ops::linear_forward(out, x, p.w(w), bias);
+    } else {
+        ops::matmul(out, x, p.w(w), {.trans_b = true, .beta = beta}, bias);
+    }
+}
+
 // ---------------------------------------------------------------------------------------- Norm
 
 void Norm::forward(const ParamBinding& p, const Tensor& out, const Tensor& mean, const Tensor& rstd,
@@ -85,7 +96,7 @@ void Attention::forward(const ParamBinding& p, Saved& s, const Tensor& residual,
     const int64_t N = B * T;
     DType ct = x.dtype();
     ensure(s.qkv, {N, cfg_->qkv_dim()}, ct, x.device());
-    ops::linear_forward(s.qkv, x, p.w(p_.wqkv), opt(p, p_.bqkv));
+    linear(p, p_.wqkv, s.qkv, x, opt(p, p_.bqkv));
     if (rope_) {
         int64_t W = cfg_->qkv_dim(), HS = cfg_->head_dim;
         ops::rope_forward(s.qkv.as_strided({N, cfg_->n_heads, HS}, {W, HS, 1}, 0), positions,
@@ -99,8 +110,7 @@ void Attention::forward(const ParamBinding& p, Saved& s, const Tensor& residual,
     core.forward(layer_, opts_, s.att.view({B, T, cfg_->n_heads, cfg_->head_dim}),
                  save ? s.lse : Tensor(), q_view(s.qkv, B, T), k_view(s.qkv, B, T),
                  v_view(s.qkv, B, T));
-    ops::matmul(residual, s.att, p.w(p_.wo), {.trans_b = true, .beta = 1.0f},
-                add_out_bias_ ? opt(p, p_.bo) : Tensor());
+    linear(p, p_.wo, residual, s.att, add_out_bias_ ? opt(p, p_.bo) : Tensor(), 1.0f);
 }
 
 void Attention::backward(const ParamBinding& p, const Saved& s, const Tensor& dx,
@@ -137,19 +147,18 @@ void Mlp::run(const ParamBinding& p, Saved& s, const Tensor& out, const Tensor& 
         case MlpKind::gelu:
             ensure(s.h, {N, ff_}, ct, x.device());
             ensure(s.a, {N, ff_}, ct, x.device());
-            ops::linear_forward(s.h, x, p.w(p_.up), opt(p, p_.up_bias));
+            linear(p, p_.up, s.h, x, opt(p, p_.up_bias));
             ops::gelu_forward(s.a, s.h, gelu_);
             break;
         case MlpKind::swiglu:
         case MlpKind::moe:
             ensure(s.h, {N, 2 * ff_}, ct, x.device());
             ensure(s.a, {N, ff_}, ct, x.device());
-            ops::linear_forward(s.h, x, p.w(p_.up), opt(p, p_.up_bias));
+            linear(p, p_.up, s.h, x, opt(p, p_.up_bias));
             ops::swiglu_forward(s.a, s.h.slice(1, 0, ff_), s.h.slice(1, ff_, 2 * ff_));
             break;
     }
-    ops::matmul(out, s.a, p.w(p_.down), {.trans_b = true, .beta = beta},
-                add_out_bias_ ? opt(p, p_.down_bias) : Tensor());
+    linear(p, p_.down, out, s.a, add_out_bias_ ? opt(p, p_.down_bias) : Tensor(), beta);
 }
 
 void Mlp::run_backward(const ParamBinding& p, const Saved& s, const Tensor& dx, const Tensor& dout,

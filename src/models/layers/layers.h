@@ -42,6 +42,12 @@ inline void store_from_host(const Tensor& dst, const Tensor& host) {
     if (!dst.device().is_cpu()) dst.copy_from(host);
 }
 
+// out = x @ w^T + beta * out (+ bias) for the weight bound to parameter `w`: its quantized matrix
+// (ops::quant_linear_forward) when one is bound, the dense weight otherwise.
+//   x [N, IC], out [N, OC], w [OC, IC], bias [OC] or undefined
+void linear(const ParamBinding& p, ParamId w, const Tensor& out, const Tensor& x,
+            const Tensor& bias = {}, float beta = 0.0f);
+
 class Norm {
 public:
     Norm() = default;

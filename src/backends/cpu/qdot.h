@@ -1,0 +1,42 @@
+// Dot products of block-quantized weight rows with Q8 activations: the inner loop of the
+// quantized GEMV (qgemv.cpp), one implementation per instruction set.
+//
+// Activations are quantized per 32 elements (llama.cpp's vec_dot quantizes them to Q8 the same
+// way): a ≈ d[c] * q[32c + l]; s0[c] / s1[c] are the sums of q over the two halves (l < 16,
+// l >= 16). Every weight type is read as 32-element chunks of unsigned codes u with, per
+// 16-element half h, a scale and an offset: w = sc_h * u + mn_h (q4_0: sc = d, mn = -8 d; q6_k:
+// the half's own scale, mn = -32 sc; ...). Then
+//   dot(w, a) = sum_c d[c] * (sc_0 <u, q>_0 + sc_1 <u, q>_1 + mn_0 s0[c] + mn_1 s1[c])
+// where <u, q> are exact int32 dot products (VNNI: vpdpbusd, unsigned x signed bytes).
+//
+// This header is included by translation units compiled for different instruction sets, so it
+// holds declarations only (no inline code that the linker could pick from the wrong one).
+#pragma once
+
+#include <cstdint>
+
+#include "core/quant.h"
+
+namespace zs::backends::cpu {
+
+struct QActRow {
+    const int8_t* q;    // [K]
+    const float* d;     // [K / 32]
+    const int32_t* s0;  // [K / 32]
+    const int32_t* s1;  // [K / 32]
+    const float* ds0;   // [K / 32] d * s0 (the offsets' factors, precomputed)
+    const float* ds1;   // [K / 32] d * s1
+};
+
+// res[r * m + i] = dot(weight row r, acts[i]) for rows r in [0, rows) starting at w (rows
+// `row_bytes` apart) with k elements each, and activation rows i in [0, m).
+using QDotRowsFn = void (*)(core::QType t, const uint8_t* w, int64_t row_bytes, int64_t rows,
+                            int64_t k, const QActRow* acts, int m, float* res);
+
+void qdot_rows_scalar(core::QType t, const uint8_t* w, int64_t row_bytes, int64_t rows, int64_t k,
+                      const QActRow* acts, int m, float* res);
+// AVX-512 VNNI (with BW and VL); call only where the CPU has them.
+void qdot_rows_vnni(core::QType t, const uint8_t* w, int64_t row_bytes, int64_t rows, int64_t k,
+                    const QActRow* acts, int m, float* res);
+
+}  // namespace zs::backends::cpu

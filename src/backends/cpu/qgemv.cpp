@@ -1,0 +1,309 @@
+// The quantized decode GEMV (qgemv.h): Q8 activations, the portable scalar dot products, the
+// run-time choice of kernel and the threaded loop over output rows.
+#include "backends/cpu/qgemv.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <string_view>
+#include <vector>
+
+#include "backends/cpu/cpu_kernels.h"
+#include "backends/cpu/gemv.h"
+#include "backends/cpu/parallel.h"
+#include "backends/cpu/qdot.h"
+#include "base/error.h"
+#include "core/half.h"
+
+namespace zs::backends::cpu {
+
+using core::QType;
+
+namespace {
+
+float f16_at(const uint8_t* p) {
+    uint16_t h;
+    std::memcpy(&h, p, 2);
+    return core::f16_to_f32(core::f16{h});
+}
+
+// Chunk j (32 elements) of block x as qdot.h reads it: codes u[32], per-half scale and offset.
+struct Chunk {
+    uint8_t u[32];
+    float sc[2], mn[2];
+};
+
+void set_uniform(Chunk& c, float sc, float mn) {
+    c.sc[0] = c.sc[1] = sc;
+    c.mn[0] = c.mn[1] = mn;
+}
+
+void nibbles(const uint8_t* qs, uint8_t* u) {
+    for (int i = 0; i < 16; ++i) {
+        u[i] = qs[i] & 0x0F;
+        u[i + 16] = static_cast<uint8_t>(qs[i] >> 4);
+    }
+}
+
+void high_bits(const uint8_t* qh, uint8_t* u) {
+    uint32_t h;
+    std::memcpy(&h, qh, 4);
+    for (int i = 0; i < 32; ++i) u[i] = static_cast<uint8_t>(u[i] | (((h >> i) & 1u) << 4));
+}
+
+void scale_min_k4(const uint8_t* s, int j, int* sc, int* mn) {
+    if (j < 4) {
+        *sc = s[j] & 63;
+        *mn = s[j + 4] & 63;
+    } else {
+        *sc = (s[j + 4] & 0x0F) | ((s[j - 4] >> 6) << 4);
+        *mn = (s[j + 4] >> 4) | ((s[j] >> 6) << 4);
+    }
+}
+
+void unpack(QType t, const uint8_t* x, int j, Chunk& c) {
+    switch (t) {
+        case QType::q8_0: {
+            const float d = f16_at(x);
+            for (int i = 0; i < 32; ++i) c.u[i] = static_cast<uint8_t>(x[2 + i] ^ 0x80);
+            return set_uniform(c, d, -128.0f * d);
+        }
+        case QType::q4_0: {
+            const float d = f16_at(x);
+            nibbles(x + 2, c.u);
+            return set_uniform(c, d, -8.0f * d);
+        }
+        case QType::q4_1:
+            nibbles(x + 4, c.u);
+            return set_uniform(c, f16_at(x), f16_at(x + 2));
+        case QType::q5_0: {
+            const float d = f16_at(x);
+            nibbles(x + 6, c.u);
+            high_bits(x + 2, c.u);
+            return set_uniform(c, d, -16.0f * d);
+        }
+        case QType::q5_1:
+            nibbles(x + 8, c.u);
+            high_bits(x + 4, c.u);
+            return set_uniform(c, f16_at(x), f16_at(x + 2));
+        case QType::q4_k:
+        case QType::q5_k: {
+            const bool five = t == QType::q5_k;
+            const uint8_t* q = x + (five ? 48 : 16) + 32 * (j / 2);
+            const int shift = 4 * (j % 2);
+            for (int l = 0; l < 32; ++l) {
+                int v = (q[l] >> shift) & 0x0F;
+                if (five) v |= ((x[16 + l] >> j) & 1) << 4;
+                c.u[l] = static_cast<uint8_t>(v);
+            }
+            int sc, mn;
+            scale_min_k4(x + 4, j, &sc, &mn);
+            return set_uniform(c, f16_at(x) * static_cast<float>(sc),
+                               -f16_at(x + 2) * static_cast<float>(mn));
+        }
+        case QType::q6_k: {
+            const int h = j / 4, k = j % 4;
+            const uint8_t* ql = x + 64 * h + 32 * (k % 2);
+            const uint8_t* qh = x + 128 + 32 * h;
+            for (int l = 0; l < 32; ++l) {
+                const int lo = (ql[l] >> (k < 2 ? 0 : 4)) & 0x0F;
+                const int hi = (qh[l] >> (2 * k)) & 3;
+                c.u[l] = static_cast<uint8_t>(lo | (hi << 4));
+            }
+            const auto* sc = reinterpret_cast<const int8_t*>(x + 192);
+            const float d = f16_at(x + 208);
+            for (int half = 0; half < 2; ++half) {
+                c.sc[half] = d * static_cast<float>(sc[8 * h + 2 * k + half]);
+                c.mn[half] = -32.0f * c.sc[half];
+            }
+            return;
+        }
+        case QType::q8_k: {
+            float d;
+            std::memcpy(&d, x, 4);
+            for (int i = 0; i < 32; ++i) c.u[i] = static_cast<uint8_t>(x[4 + 32 * j + i] ^ 0x80);
+            return set_uniform(c, d, -128.0f * d);
+        }
+    }
+}
+
+QuantKernel from_env() {
+    const char* e = std::getenv("ZS_QUANT_KERNEL");
+    if (e == nullptr || *e == '\0') return QuantKernel::best;
+    const std::string_view v(e);
+    if (v == "scalar") return QuantKernel::scalar;
+    if (v == "avx512_vnni") return QuantKernel::avx512_vnni;
+    ZS_THROW(ConfigError, "ZS_QUANT_KERNEL: '{}' is not a kernel (scalar or avx512_vnni)", v);
+}
+
+bool cpu_has_vnni() {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+           __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni");
+}
+
+}  // namespace
+
+void qdot_rows_scalar(QType t, const uint8_t* w, int64_t row_bytes, int64_t rows, int64_t k,
+                      const QActRow* acts, int m, float* res) {
+    const core::QTypeTraits& tr = core::qtype_traits(t);
+    const int64_t chunks = tr.block_size / 32;
+    for (int64_t r = 0; r < rows; ++r) {
+        for (int i = 0; i < m; ++i) res[r * m + i] = 0.0f;
+        const uint8_t* row = w + r * row_bytes;
+        for (int64_t c = 0; c < k / 32; ++c) {
+            Chunk ch;
+            unpack(t, row + (c / chunks) * tr.block_bytes, static_cast<int>(c % chunks), ch);
+            for (int i = 0; i < m; ++i) {
+                const QActRow& a = acts[i];
+                const int8_t* q = a.q + 32 * c;
+                int32_t p0 = 0, p1 = 0;
+                for (int l = 0; l < 16; ++l) p0 += ch.u[l] * q[l];
+                for (int l = 16; l < 32; ++l) p1 += ch.u[l] * q[l];
+                res[r * m + i] += a.d[c] * (ch.sc[0] * static_cast<float>(p0) +
+                                            ch.sc[1] * static_cast<float>(p1) +
+                                            ch.mn[0] * static_cast<float>(a.s0[c]) +
+                                            ch.mn[1] * static_cast<float>(a.s1[c]));
+            }
+        }
+    }
+}
+
+const char* to_string(QuantKernel k) {
+    switch (k) {
+        case QuantKernel::best:
+            return "best";
+        case QuantKernel::scalar:
+            return "scalar";
+        case QuantKernel::avx512_vnni:
+            return "avx512_vnni";
+    }
+    return "?";
+}
+
+QuantKernel resolve(QuantKernel k) {
+    static const bool vnni = cpu_has_vnni();
+    static const QuantKernel env = from_env();
+    if (k == QuantKernel::best) k = env;
+    if (k == QuantKernel::best) return vnni ? QuantKernel::avx512_vnni : QuantKernel::scalar;
+    ZS_CHECK_T(NotSupported, k != QuantKernel::avx512_vnni || vnni,
+               "the avx512_vnni quantized kernel needs AVX-512 VNNI, which this CPU lacks");
+    return k;
+}
+
+void quantize_q8_act(const float* x, int64_t n, int8_t* q, float* d, int32_t* s0, int32_t* s1) {
+    for (int64_t c = 0; c < n / 32; ++c) {
+        const float* xc = x + 32 * c;
+        float amax = 0.0f;
+        for (int l = 0; l < 32; ++l) amax = std::max(amax, std::fabs(xc[l]));
+        const float dc = amax / 127.0f;
+        const float id = dc != 0.0f ? 1.0f / dc : 0.0f;
+        int32_t a = 0, b = 0;
+        for (int l = 0; l < 32; ++l) {
+            const auto v = static_cast<int8_t>(std::lround(xc[l] * id));
+            q[32 * c + l] = v;
+            (l < 16 ? a : b) += v;
+        }
+        d[c] = dc;
+        s0[c] = a;
+        s1[c] = b;
+    }
+}
+
+void quant_gemv(const core::Tensor& out, const core::Tensor& x, const core::QTensor& w, float beta,
+                const core::Tensor& bias, QuantKernel kernel) {
+    const int64_t M = x.size(0), K = x.size(1), N = w.rows();
+    ZS_ASSERT(M <= kSkinnyMaxRows && K == w.cols() && K % 32 == 0);
+    const int64_t C = K / 32;
+    std::vector<float> xf(static_cast<size_t>(K));
+    std::vector<int8_t> q(static_cast<size_t>(M * K));
+    std::vector<float> d(static_cast<size_t>(M * C));
+    std::vector<int32_t> s0(static_cast<size_t>(M * C)), s1(static_cast<size_t>(M * C));
+    std::vector<float> ds0(static_cast<size_t>(M * C)), ds1(static_cast<size_t>(M * C));
+    QActRow acts[kSkinnyMaxRows];
+    dispatch_float(x.dtype(), [&](auto tx) {
+        using TX = decltype(tx);
+        const auto* X = static_cast<const TX*>(x.data_ptr());
+        for (int64_t m = 0; m < M; ++m) {
+            for (int64_t k = 0; k < K; ++k)
+                xf[static_cast<size_t>(k)] = to_f32(X[m * x.stride(0) + k]);
+            const auto o = static_cast<size_t>(m * C);
+            quantize_q8_act(xf.data(), K, q.data() + m * K, d.data() + o, s0.data() + o,
+                            s1.data() + o);
+            for (size_t c = o; c < o + static_cast<size_t>(C); ++c) {
+                ds0[c] = d[c] * static_cast<float>(s0[c]);
+                ds1[c] = d[c] * static_cast<float>(s1[c]);
+            }
+            acts[m] = {q.data() + m * K, d.data() + o,   s0.data() + o,
+                       s1.data() + o,    ds0.data() + o, ds1.data() + o};
+        }
+    });
+    const QDotRowsFn fn =
+        resolve(kernel) == QuantKernel::avx512_vnni ? qdot_rows_vnni : qdot_rows_scalar;
+    constexpr int64_t kRows = 16;  // output rows per task
+    const int64_t tasks = (N + kRows - 1) / kRows;
+    const int mi = static_cast<int>(M);
+    dispatch_float(out.dtype(), [&](auto to) {
+        using TO = decltype(to);
+        auto* O = static_cast<TO*>(out.data_ptr());
+        const int64_t ldo = out.stride(0);
+        const bool has_bias = bias.defined();
+        const bool bias_bf16 = has_bias && bias.dtype() == core::DType::bf16;
+#pragma omp parallel for schedule(static) if (N * K >= (1 << 16))
+        for (int64_t t = 0; t < tasks; ++t) {
+            const int64_t n0 = t * kRows, nn = std::min(kRows, N - n0);
+            float res[kRows * kSkinnyMaxRows];
+            fn(w.type(), w.row(n0), w.row_bytes(), nn, K, acts, mi, res);
+            for (int64_t j = 0; j < nn; ++j) {
+                float b = 0.0f;
+                if (has_bias) {
+                    b = bias_bf16
+                            ? core::bf16_to_f32(static_cast<const bf16*>(bias.data_ptr())[n0 + j])
+                            : static_cast<const float*>(bias.data_ptr())[n0 + j];
+                }
+                for (int64_t m = 0; m < M; ++m) {
+                    TO* o = O + m * ldo + n0 + j;
+                    float v = res[j * M + m] + b;
+                    if (beta != 0.0f) v += beta * to_f32(*o);
+                    *o = from_f32<TO>(v);
+                }
+            }
+        }
+    });
+}
+
+// Prefill: kTileRows weight rows at a time dequantized (in parallel, by row) to the activations'
+// dtype, then one dense GEMM per tile into its columns of out: the tile stays in cache-sized
+// pieces and no full-precision copy of the matrix exists.
+void CpuKernels::quant_linear(const Tensor& out, const Tensor& x, const core::QTensor& w,
+                              const Tensor& bias, float beta) {
+    const int64_t M = x.size(0), K = x.size(1), N = w.rows();
+    if (M <= kSkinnyMaxRows) return quant_gemv(out, x, w, beta, bias, QuantKernel::best);
+    constexpr int64_t kTileRows = 256;
+    Tensor tile = Tensor::empty({std::min(kTileRows, N), K}, x.dtype(), core::Device::cpu(),
+                                core::MemCategory::buffers);
+    std::vector<float> scratch;
+    for (int64_t n0 = 0; n0 < N; n0 += kTileRows) {
+        const int64_t nn = std::min(kTileRows, N - n0);
+        Tensor t = tile.slice(0, 0, nn);
+        dispatch_float(x.dtype(), [&](auto tx) {
+            using TX = decltype(tx);
+            auto* T = static_cast<TX*>(t.data_ptr());
+#pragma omp parallel
+            {
+                std::vector<float> row(static_cast<size_t>(K));
+#pragma omp for schedule(static)
+                for (int64_t r = 0; r < nn; ++r) {
+                    core::dequantize(w.type(), w.row(n0 + r), row.data(), K);
+                    for (int64_t k = 0; k < K; ++k)
+                        T[r * K + k] = from_f32<TX>(row[static_cast<size_t>(k)]);
+                }
+            }
+        });
+        matmul(out.slice(1, n0, n0 + nn), x, t, {.trans_b = true, .beta = beta},
+               bias.defined() ? bias.slice(0, n0, n0 + nn) : Tensor());
+    }
+}
+
+}  // namespace zs::backends::cpu

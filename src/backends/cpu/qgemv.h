@@ -1,0 +1,30 @@
+// Matmuls against block-quantized weights (core::QTensor): out = x @ w^T (+ beta out + bias).
+//
+// Decode (M <= kSkinnyMaxRows rows): the activation rows are quantized to Q8 per 32 elements once,
+// then every weight row is streamed exactly once, split across threads by output rows, and dotted
+// with all M rows in int8 (qdot.h). Prefill (more rows): tiles of weight rows are dequantized to
+// the activations' dtype and multiplied by the dense matmul (exact up to the GEMM's rounding).
+#pragma once
+
+#include <cstdint>
+
+#include "core/quant.h"
+#include "core/tensor.h"
+
+namespace zs::backends::cpu {
+
+// Which dot-product kernel the decode path uses. `best` resolves at run time: AVX-512 VNNI where
+// the CPU has it, the portable scalar loop otherwise; ZS_QUANT_KERNEL=scalar forces the latter.
+enum class QuantKernel { best, scalar, avx512_vnni };
+const char* to_string(QuantKernel k);
+QuantKernel resolve(QuantKernel k);
+
+// Quantize n (a multiple of 32) activations to the Q8 blocks qdot.h describes.
+void quantize_q8_act(const float* x, int64_t n, int8_t* q, float* d, int32_t* s0, int32_t* s1);
+
+// The skinny (decode) path: x [M, K] f32/bf16 rows (M <= kSkinnyMaxRows), out [M, N] f32/bf16
+// (row strides from the tensors), bias [N] optional.
+void quant_gemv(const core::Tensor& out, const core::Tensor& x, const core::QTensor& w, float beta,
+                const core::Tensor& bias, QuantKernel kernel);
+
+}  // namespace zs::backends::cpu

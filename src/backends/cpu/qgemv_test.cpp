@@ -1,0 +1,195 @@
+// The quantized linear (ops::quant_linear_forward, backends/cpu/qgemv.*) against a double-precision
+// dequantize-then-multiply reference, for every block type and both dot-product kernels (the
+// scalar fallback and AVX-512 VNNI, chosen by argument), decode (M <= 16) and prefill shapes.
+//
+// Tolerances. The decode path quantizes each 32-element activation block to int8 with step d_c,
+// so |a_k - d_c q_k| <= d_c / 2 and |out - exact| <= sum_k |w_k| d_c / 2 (+ f32 rounding): checked
+// against the exact product with that bound, and against the product with the Q8-rounded
+// activations (what the integer arithmetic computes) to 1e-5 of sum |w a|. Prefill dequantizes the
+// weights exactly and runs the f32 GEMM: 1e-5 of sum |w a|.
+#include "backends/cpu/qgemv.h"
+
+#include <cmath>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+#include "backends/cpu/gemv.h"
+#include "core/half.h"
+#include "core/quant.h"
+#include "ops/matmul.h"
+#include "tests/test_util.h"
+
+namespace zs::backends::cpu {
+namespace {
+
+using core::DType;
+using core::QTensor;
+using core::QType;
+using core::Tensor;
+
+void put_f16(uint8_t* p, float v) {
+    const core::f16 h = core::f32_to_f16(v);
+    std::memcpy(p, &h.bits, 2);
+}
+
+// Random blocks with finite scales (random bytes elsewhere: every code pattern appears).
+QTensor random_weights(test::Rng& rng, QType t, int64_t n, int64_t k) {
+    QTensor w = QTensor::empty(t, n, k);
+    uint8_t* p = w.mutable_data();
+    for (size_t i = 0; i < w.nbytes(); ++i) p[i] = static_cast<uint8_t>(rng.integer(0, 255));
+    const core::QTypeTraits& tr = core::qtype_traits(t);
+    for (int64_t b = 0; b < n * k / tr.block_size; ++b) {
+        uint8_t* x = p + b * tr.block_bytes;
+        const auto d = static_cast<float>(rng.uniform(0.002, 0.02));
+        const auto m = static_cast<float>(rng.uniform(-0.1, 0.1));
+        switch (t) {
+            case QType::q8_0:
+            case QType::q4_0:
+            case QType::q5_0:
+                put_f16(x, d);
+                break;
+            case QType::q4_1:
+            case QType::q5_1:
+                put_f16(x, d);
+                put_f16(x + 2, m);
+                break;
+            case QType::q4_k:
+            case QType::q5_k:
+                put_f16(x, d * 0.1f);
+                put_f16(x + 2, std::fabs(m) * 0.1f);
+                break;
+            case QType::q6_k:
+                put_f16(x + 208, d * 0.1f);
+                break;
+            case QType::q8_k:
+                std::memcpy(x, &d, 4);
+                break;
+        }
+    }
+    return w;
+}
+
+std::vector<float> dequantized(const QTensor& w) {
+    std::vector<float> v(static_cast<size_t>(w.rows() * w.cols()));
+    for (int64_t r = 0; r < w.rows(); ++r) {
+        core::dequantize(w.type(), w.row(r), v.data() + r * w.cols(), w.cols());
+    }
+    return v;
+}
+
+constexpr QType kAllTypes[] = {QType::q8_0, QType::q4_0, QType::q4_1, QType::q5_0, QType::q5_1,
+                               QType::q4_k, QType::q5_k, QType::q6_k, QType::q8_k};
+
+std::vector<QuantKernel> kernels() {
+    std::vector<QuantKernel> v{QuantKernel::scalar};
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512vl")) {
+        v.push_back(QuantKernel::avx512_vnni);
+    }
+    return v;
+}
+
+TEST(QuantGemv, EveryTypeAndKernelMatchesDequantizedReference) {
+    test::Rng rng(301);
+    const int64_t N = 37, K = 512;
+    for (QType t : kAllTypes) {
+        const QTensor w = random_weights(rng, t, N, K);
+        const std::vector<float> wf = dequantized(w);
+        for (int64_t M : {1, 3, 16}) {
+            Tensor x = test::random_tensor(rng, {M, K}, DType::f32);
+            Tensor bias = test::random_tensor(rng, {N}, DType::f32);
+            Tensor init = test::random_tensor(rng, {M, N}, DType::f32);
+            const float* X = x.data<float>();
+            // The Q8 activations the kernels compute with, dequantized.
+            std::vector<float> xq(static_cast<size_t>(M * K));
+            std::vector<float> step(static_cast<size_t>(M * K));
+            {
+                std::vector<int8_t> q(static_cast<size_t>(K));
+                std::vector<float> d(static_cast<size_t>(K / 32));
+                std::vector<int32_t> s0(d.size()), s1(d.size());
+                for (int64_t m = 0; m < M; ++m) {
+                    quantize_q8_act(X + m * K, K, q.data(), d.data(), s0.data(), s1.data());
+                    for (int64_t k = 0; k < K; ++k) {
+                        const float dc = d[static_cast<size_t>(k / 32)];
+                        xq[static_cast<size_t>(m * K + k)] = dc * q[static_cast<size_t>(k)];
+                        step[static_cast<size_t>(m * K + k)] = dc;
+                    }
+                }
+            }
+            for (QuantKernel kern : kernels()) {
+                Tensor out = init.clone();
+                quant_gemv(out, x, w, 1.0f, bias, kern);
+                for (int64_t m = 0; m < M; ++m) {
+                    for (int64_t n = 0; n < N; ++n) {
+                        double exact = init.data<float>()[m * N + n] + bias.data<float>()[n];
+                        double on_q8 = exact, mag = std::fabs(exact), bound = 0.0;
+                        for (int64_t k = 0; k < K; ++k) {
+                            const double wv = wf[static_cast<size_t>(n * K + k)];
+                            const auto i = static_cast<size_t>(m * K + k);
+                            exact += wv * X[m * K + k];
+                            on_q8 += wv * xq[i];
+                            mag += std::fabs(wv * X[m * K + k]);
+                            bound += std::fabs(wv) * step[i] / 2;
+                        }
+                        const double got = out.data<float>()[m * N + n];
+                        ASSERT_NEAR(got, on_q8, 1e-5 * mag + 1e-6)
+                            << to_string(t) << " " << to_string(kern) << " M=" << M << " m=" << m
+                            << " n=" << n;
+                        ASSERT_NEAR(got, exact, bound * 1.001 + 1e-5 * mag + 1e-6)
+                            << to_string(t) << " " << to_string(kern) << " M=" << M;
+                    }
+                }
+            }
+        }
+    }
+}
+
+// bf16 activations and output through the op API: prefill (M > 16, dequantized tiles + GEMM)
+// and decode against the same reference.
+TEST(QuantGemv, OpApiPrefillAndBf16) {
+    test::Rng rng(302);
+    const int64_t N = 300, K = 256;  // N > the prefill tile of 256 rows
+    for (QType t : {QType::q4_1, QType::q6_k, QType::q8_0}) {
+        const QTensor w = random_weights(rng, t, N, K);
+        const std::vector<float> wf = dequantized(w);
+        for (int64_t M : {2, 40}) {
+            for (DType dt : {DType::f32, DType::bf16}) {
+                Tensor x = test::random_tensor(rng, {M, K}, dt);
+                Tensor out = Tensor::empty({M, N}, dt);
+                ops::quant_linear_forward(out, x, w);
+                const Tensor xf = x.to(DType::f32), of = out.to(DType::f32);
+                for (int64_t m = 0; m < M; ++m) {
+                    for (int64_t n = 0; n < N; ++n) {
+                        double exact = 0.0, mag = 0.0, wabs = 0.0;
+                        for (int64_t k = 0; k < K; ++k) {
+                            const double wv = wf[static_cast<size_t>(n * K + k)];
+                            exact += wv * xf.data<float>()[m * K + k];
+                            mag += std::fabs(wv * xf.data<float>()[m * K + k]);
+                            wabs += std::fabs(wv);
+                        }
+                        // Q8 steps are at most max|x| / 127 (|x| <= 1); bf16 output and, for
+                        // prefill, bf16-rounded weights add 2^-8 relative each.
+                        double tol = 1e-5 * mag + 1e-6;
+                        if (M <= kSkinnyMaxRows) tol += wabs / 127.0 / 2;
+                        if (dt == DType::bf16) tol += std::fabs(exact) / 128.0 + mag / 256.0;
+                        ASSERT_NEAR(of.data<float>()[m * N + n], exact, tol)
+                            << to_string(t) << " M=" << M << " " << core::to_string(dt);
+                    }
+                }
+            }
+        }
+    }
+}
+
+TEST(QuantGemv, RejectsMismatchedShapes) {
+    test::Rng rng(303);
+    const QTensor w = random_weights(rng, QType::q4_0, 8, 64);
+    Tensor x = Tensor::zeros({1, 32}, DType::f32);
+    Tensor out = Tensor::empty({1, 8}, DType::f32);
+    EXPECT_THROW(ops::quant_linear_forward(out, x, w), ShapeError);
+    EXPECT_THROW(QTensor::empty(QType::q4_k, 2, 100), ShapeError);
+}
+
+}  // namespace
+}  // namespace zs::backends::cpu

@@ -1,0 +1,100 @@
+// Block-quantized weights: GGUF's quantization types kept in their file layout, and QTensor, the
+// [N, K] matrix of such rows that the linear kernels read directly (never widened at load).
+//
+// Why not more DType values: a Tensor is an element-strided view (select, transpose, as_strided,
+// item(), element sizes in every dtype switch of comm/io/optim); a block of 32 or 256 elements
+// packed into bytes has no element stride, and the only views a quantized matrix needs are whole
+// rows. So a QTensor is its own small type beside Tensor: rows of `row_bytes()` bytes in one
+// Buffer (accounted like any other), sliceable by rows, and nothing else.
+//
+// Block layouts (little-endian; f16 = IEEE half; K a multiple of the block size):
+//   q8_0 (32 el, 34 B): f16 d | i8 q[32]                         x = d * q
+//   q4_0 (32 el, 18 B): f16 d | u8 qs[16]                        x = d * (nib - 8)
+//   q4_1 (32 el, 20 B): f16 d | f16 m | u8 qs[16]                x = d * nib + m
+//   q5_0 (32 el, 22 B): f16 d | u32 qh | u8 qs[16]               x = d * (nib | hb << 4) - 16 d
+//   q5_1 (32 el, 24 B): f16 d | f16 m | u32 qh | u8 qs[16]       x = d * (nib | hb << 4) + m
+//     nib(i) = low nibble of qs[i] for i < 16, high nibble of qs[i - 16] after; hb(i) = bit i of qh
+//   q4_k (256 el, 144 B): f16 d | f16 dmin | u8 scales[12] | u8 qs[128]
+//   q5_k (256 el, 176 B): f16 d | f16 dmin | u8 scales[12] | u8 qh[32] | u8 qs[128]
+//     8 sub-blocks of 32 with 6-bit scale sc[j] and min mn[j]: x = d sc[j] q - dmin mn[j]
+//   q6_k (256 el, 210 B): u8 ql[128] | u8 qh[64] | i8 sc[16] | f16 d    x = d sc[j/16] (q - 32)
+//   q8_k (256 el, 292 B): f32 d | i8 q[256] | i16 bsums[16]      x = d * q (activations)
+// The bit-level details are in quant.cpp, next to the reference decoders.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "core/buffer.h"
+#include "core/shape.h"
+
+namespace zs::core {
+
+enum class QType : uint8_t { q8_0, q4_0, q4_1, q5_0, q5_1, q4_k, q5_k, q6_k, q8_k };
+inline constexpr int kNumQTypes = 9;
+
+struct QTypeTraits {
+    const char* name;    // "q4_1": our spelling (GGUF writes "Q4_1")
+    int64_t block_size;  // elements per block
+    int64_t block_bytes;
+};
+const QTypeTraits& qtype_traits(QType t);
+inline const char* to_string(QType t) { return qtype_traits(t).name; }
+// "q4_1" or "Q4_1"; nullopt for anything else.
+std::optional<QType> qtype_from_string(std::string_view s);
+// Bytes of a row of k elements (k a multiple of the block size).
+inline int64_t qrow_bytes(QType t, int64_t k) {
+    const QTypeTraits& tr = qtype_traits(t);
+    return k / tr.block_size * tr.block_bytes;
+}
+
+// Encode n elements (whole blocks) of src into dst, bit for bit as llama.cpp's reference
+// quantizers (ggml-quants.c quantize_row_*_ref, restated by the gguf package's gguf.quants) for
+// the types they define without an importance search: q8_0, q4_0, q4_1, q5_0, q5_1. NotSupported
+// for the others. Non-finite inputs give whatever the reference gives (no check).
+void quantize(QType t, const float* src, void* dst, int64_t n);
+bool can_quantize(QType t);
+
+// The reference decoder: n elements (whole blocks) from src (any alignment) into dst[0..n).
+void dequantize(QType t, const void* src, float* dst, int64_t n);
+
+// A matrix [rows, cols] of quantized rows, contiguous, rows `row_bytes()` apart. Cheap to copy
+// (shares the Buffer). An undefined QTensor (default) has no buffer.
+class QTensor {
+public:
+    QTensor() = default;
+    // Allocate rows x cols (cols a multiple of the block size; ShapeError otherwise).
+    static QTensor empty(QType type, int64_t rows, int64_t cols, Device device = Device::cpu(),
+                         MemCategory category = MemCategory::params);
+    // A view of `bytes` bytes of `buffer` at `byte_offset` (checked to fit).
+    static QTensor from_buffer(std::shared_ptr<Buffer> buffer, size_t byte_offset, QType type,
+                               int64_t rows, int64_t cols);
+
+    bool defined() const { return buf_ != nullptr; }
+    QType type() const { return type_; }
+    int64_t rows() const { return rows_; }
+    int64_t cols() const { return cols_; }
+    Shape shape() const { return {rows_, cols_}; }
+    int64_t row_bytes() const { return qrow_bytes(type_, cols_); }
+    size_t nbytes() const { return static_cast<size_t>(rows_ * row_bytes()); }
+    Device device() const { return buf_ ? buf_->device() : Device::cpu(); }
+    const uint8_t* data() const { return static_cast<const uint8_t*>(buf_->data()) + offset_; }
+    uint8_t* mutable_data() const { return static_cast<uint8_t*>(buf_->data()) + offset_; }
+    const uint8_t* row(int64_t r) const { return data() + r * row_bytes(); }
+    // Rows [begin, end): a view.
+    QTensor slice_rows(int64_t begin, int64_t end) const;
+    // "q4_1[576, 576] cpu"
+    std::string str() const;
+
+private:
+    std::shared_ptr<Buffer> buf_;
+    size_t offset_ = 0;
+    QType type_ = QType::q8_0;
+    int64_t rows_ = 0, cols_ = 0;
+};
+
+}  // namespace zs::core
