@@ -58,6 +58,9 @@ Engine::Engine(const models::ParamLayout& layout, models::ParamBinding& binding,
     ZS_CHECK_T(ConfigError, cfg_.stage >= 0 && cfg_.stage <= 3,
                "zero_optimization.stage must be 0, 1, 2 or 3 (got {})", cfg_.stage);
     const bool f32 = ct_ == DType::f32;
+    // Offloaded optimizer: master weights (unless they are the compute weights) and states live
+    // in the store, not here (setup_offload).
+    const bool off = cfg_.offload.optimizer != Tier::memory;
     for (int g = 0; g < layout.n_groups(); ++g) {
         comm::Communicator* gc = cfg_.group_comm ? cfg_.group_comm(g) : nullptr;
         group_comms_ = group_comms_ || (gc != nullptr && gc != &dp_);
@@ -89,12 +92,12 @@ Engine::Engine(const models::ParamLayout& layout, models::ParamBinding& binding,
             case 2:
                 gr->full_w = zeros(P, ct_, MemCategory::params);
                 gr->master = f32 ? gr->full_w.slice(0, s.begin, s.begin + S)
-                                 : zeros(S, DType::f32, MemCategory::optimizer);
+                                 : (off ? Tensor() : zeros(S, DType::f32, MemCategory::optimizer));
                 if (cfg_.stage == 1) gr->full_g = zeros(P, DType::f32, MemCategory::grads);
                 gr->shard_g = zeros(S, DType::f32, MemCategory::grads);
                 break;
             case 3:
-                gr->master = zeros(S, DType::f32, MemCategory::optimizer);
+                gr->master = off && !f32 ? Tensor() : zeros(S, DType::f32, MemCategory::optimizer);
                 gr->shard_w = f32 ? gr->master : zeros(S, ct_, MemCategory::params);
                 gr->shard_g = zeros(S, DType::f32, MemCategory::grads);
                 gr->persistent = P <= cfg_.persistence_threshold;
@@ -103,7 +106,7 @@ Engine::Engine(const models::ParamLayout& layout, models::ParamBinding& binding,
                 ZS_ASSERT(false);
         }
         gr->master_aliases_compute = f32;
-        for (int i = 0; i < optimizer_.n_states(); ++i) {
+        for (int i = 0; i < optimizer_.n_states() && !off; ++i) {
             gr->states[i] = zeros(gr->master.numel(), DType::f32, MemCategory::optimizer);
         }
         groups_.push_back(std::move(gr));
@@ -114,6 +117,180 @@ Engine::Engine(const models::ParamLayout& layout, models::ParamBinding& binding,
                "communicators (expert parameters) are not implemented");
     check_quantization();
     setup_hpz();
+    setup_offload();
+}
+
+// ------------------------------------------------------------------------------------ offload
+
+void Engine::setup_offload() {
+    const OffloadConfig& o = cfg_.offload;
+    if (o.optimizer == Tier::memory) return;
+    ZS_CHECK_T(ConfigError, cfg_.stage >= 1,
+               "zero_optimization.offload_optimizer: device \"{}\" needs ZeRO stage 1, 2 or 3 "
+               "(stage 0 keeps no optimizer partition to offload)",
+               to_string(o.optimizer));
+    ZS_CHECK_T(NotSupported, cfg_.device.is_cpu(),
+               "zero_optimization.offload_optimizer: the offloaded optimizer step runs on the CPU "
+               "only (the model is on {})",
+               cfg_.device.str());
+    ZS_CHECK_T(NotSupported, optimizer_.options().kind != optim::Kind::lamb,
+               "zero_optimization.offload_optimizer: LAMB's per-tensor trust ratios need whole "
+               "tensors in memory; offload is implemented for the element-wise optimizers");
+    ZS_CHECK_T(ConfigError, o.sub_group_size >= 1,
+               "zero_optimization.sub_group_size: expected >= 1 with offload, got {}",
+               o.sub_group_size);
+    ZS_CHECK_T(ConfigError, o.buffer_count >= 1,
+               "zero_optimization.offload_optimizer.buffer_count: expected >= 1, got {}",
+               o.buffer_count);
+    swap_master_ = ct_ != DType::f32;
+    subs_of_.resize(static_cast<size_t>(layout_.n_groups()));
+    size_t max_bytes = 0;
+    for (int g = 0; g < layout_.n_groups(); ++g) {
+        const int64_t S = shards_[static_cast<size_t>(g)].size;
+        for (int64_t a = 0; a < S; a += o.sub_group_size) {
+            subs_of_[static_cast<size_t>(g)].push_back(static_cast<int>(subs_.size()));
+            subs_.push_back({g, a, std::min(S, a + o.sub_group_size)});
+            max_bytes = std::max(max_bytes, record_bytes(subs_.back()));
+        }
+    }
+    if (offload_fields() == 0) {
+        if (rank_ == 0) {
+            log_info("zero: offload_optimizer: nothing to offload (f32 weights, {} keeps no state)",
+                     optim::to_string(optimizer_.options().kind));
+        }
+        return;
+    }
+    store_ = std::make_unique<SwapStore>(o.optimizer, o, rank_);
+    const size_t nbuf = std::min(static_cast<size_t>(o.buffer_count), subs_.size());
+    for (size_t i = 0; i < std::max<size_t>(nbuf, 1); ++i) {
+        slots_.emplace_back(max_bytes, o.pin_memory, MemCategory::optimizer);
+    }
+    // Every record starts as zeros (master weights are set by load_group / init_weights).
+    std::memset(slots_[0].data(), 0, slots_[0].capacity());
+    for (size_t i = 0; i < subs_.size(); ++i) {
+        store_->write(static_cast<int>(i), slots_[0], record_bytes(subs_[i])).wait();
+    }
+    if (rank_ == 0) {
+        int64_t total = 0;
+        for (const SubGroup& sg : subs_) total += static_cast<int64_t>(record_bytes(sg));
+        log_info(
+            "zero: offload_optimizer {}: {} per rank ({}{} state(s)) in {} sub-groups of <= {} "
+            "elements, {} buffers of {}{}{}",
+            to_string(o.optimizer), core::format_bytes(total),
+            swap_master_ ? "f32 master weights + " : "", optimizer_.n_states(), subs_.size(),
+            o.sub_group_size, slots_.size(), core::format_bytes(static_cast<int64_t>(max_bytes)),
+            o.optimizer == Tier::nvme ? ", files under " + store_->dir() : std::string(),
+            o.pipeline_read || o.pipeline_write ? "; pipelined" : "");
+    }
+}
+
+int Engine::offload_fields() const { return (swap_master_ ? 1 : 0) + optimizer_.n_states(); }
+
+size_t Engine::record_bytes(const SubGroup& sg) const {
+    return static_cast<size_t>(sg.b - sg.a) * sizeof(float) * static_cast<size_t>(offload_fields());
+}
+
+std::vector<Tensor> Engine::read_group(int g) const {
+    const int64_t S = shards_[static_cast<size_t>(g)].size;
+    std::vector<Tensor> fields;
+    for (int f = 0; f < offload_fields(); ++f) {
+        fields.push_back(
+            Tensor::empty({S}, DType::f32, core::Device::cpu(), MemCategory::optimizer));
+    }
+    for (int id : subs_of_[static_cast<size_t>(g)]) {
+        const SubGroup& sg = subs_[static_cast<size_t>(id)];
+        store_->read(id, slots_[0], record_bytes(sg)).wait();
+        const size_t n = static_cast<size_t>(sg.b - sg.a);
+        const auto* src = reinterpret_cast<const float*>(slots_[0].data());
+        for (size_t f = 0; f < fields.size(); ++f) {
+            std::memcpy(fields[f].data<float>() + sg.a, src + f * n, n * sizeof(float));
+        }
+    }
+    return fields;
+}
+
+void Engine::write_group(int g, const std::vector<Tensor>& fields) const {
+    for (int id : subs_of_[static_cast<size_t>(g)]) {
+        const SubGroup& sg = subs_[static_cast<size_t>(id)];
+        const size_t n = static_cast<size_t>(sg.b - sg.a);
+        auto* dst = reinterpret_cast<float*>(slots_[0].data());
+        for (size_t f = 0; f < fields.size(); ++f) {
+            std::memcpy(dst + f * n, fields[f].data<float>() + sg.a, n * sizeof(float));
+        }
+        store_->write(id, slots_[0], record_bytes(sg)).wait();
+    }
+}
+
+void Engine::page_in(int g) const {
+    if (!store_) return;
+    Group& gr = *groups_[static_cast<size_t>(g)];
+    std::vector<Tensor> fields = read_group(g);
+    size_t f = 0;
+    if (swap_master_) gr.master = fields[f++];
+    for (int i = 0; i < optimizer_.n_states(); ++i) gr.states[i] = fields[f++];
+}
+
+void Engine::page_out(int g, bool write) const {
+    if (!store_) return;
+    Group& gr = *groups_[static_cast<size_t>(g)];
+    if (write) {
+        std::vector<Tensor> fields;
+        if (swap_master_) fields.push_back(gr.master);
+        for (int i = 0; i < optimizer_.n_states(); ++i) fields.push_back(gr.states[i]);
+        write_group(g, fields);
+    }
+    if (swap_master_) gr.master = Tensor();
+    for (int i = 0; i < optimizer_.n_states(); ++i) gr.states[i] = Tensor();
+}
+
+void Engine::offload_step(float lr, int64_t step, float grad_scale) {
+    const size_t N = subs_.size(), B = slots_.size();
+    const bool ahead = cfg_.offload.pipeline_read && B >= 2;
+    std::vector<io::AioWork> reads(N), writes(B);  // writes: the last one from each buffer
+    std::vector<bool> issued(N, false);
+    auto read = [&](size_t i) {
+        writes[i % B].wait();  // the buffer's previous sub-group is stored
+        reads[i] = store_->read(static_cast<int>(i), slots_[i % B], record_bytes(subs_[i]));
+        issued[i] = true;
+    };
+    try {
+        for (size_t i = 0; i < N; ++i) {
+            if (!issued[i]) read(i);
+            // Deep Optimizer States: the next sub-group's read and the previous one's write are
+            // in flight while this one is updated.
+            if (ahead && i + 1 < N) read(i + 1);
+            reads[i].wait();
+            const SubGroup& sg = subs_[i];
+            auto* rec = reinterpret_cast<float*>(slots_[i % B].data());
+            const int64_t n = sg.b - sg.a;
+            float* master = swap_master_
+                                ? rec
+                                : groups_[static_cast<size_t>(sg.g)]->master.data<float>() + sg.a;
+            float* st = rec + (swap_master_ ? n : 0);
+            const int ns = optimizer_.n_states();
+            optimizer_.step(segments_of(sg.g, sg.a, sg.b, master, ns > 0 ? st : nullptr,
+                                        ns > 1 ? st + n : nullptr),
+                            lr, step, grad_scale);
+            writes[i % B] = store_->write(static_cast<int>(i), slots_[i % B], record_bytes(sg));
+            if (!cfg_.offload.pipeline_write) writes[i % B].wait();
+        }
+        for (io::AioWork& w : writes) w.wait();
+    } catch (...) {
+        // Nothing may still use the buffers; the first error is the one reported.
+        for (io::AioWork& w : reads) {
+            try {
+                w.wait();
+            } catch (const std::exception&) {
+            }
+        }
+        for (io::AioWork& w : writes) {
+            try {
+                w.wait();
+            } catch (const std::exception&) {
+            }
+        }
+        throw;
+    }
 }
 
 void Engine::setup_hpz() {
@@ -244,11 +421,13 @@ void Engine::load_group(int g, const Tensor& full) {
                "zero: group {} expects f32 [{}], got {}", layout_.group(g).name, s.numel,
                full.str());
     Tensor flat = full.contiguous().view({s.numel});
+    page_in(g);
     if (cfg_.stage == 0) {
         gr.master.slice(0, 0, s.numel).copy_from(flat);
     } else if (s.end > s.begin) {
         gr.master.slice(0, 0, s.end - s.begin).copy_from(flat.slice(0, s.begin, s.end));
     }
+    page_out(g, true);
     if (cfg_.stage <= 2) {
         if (!gr.master_aliases_compute || cfg_.stage > 0)
             gr.full_w.slice(0, 0, s.numel).copy_from(flat);
@@ -282,7 +461,9 @@ Tensor Engine::gather_group(int g, int state) {
     Group& gr = *groups_[static_cast<size_t>(g)];
     ZS_CHECK(state < optimizer_.n_states(), "gather_group: state {} of {}", state,
              optimizer_.n_states());
-    const Tensor& src = state < 0 ? gr.master : gr.states[state];
+    page_in(g);
+    const Tensor src = state < 0 ? gr.master : gr.states[state];
+    page_out(g, false);
     // On the CPU the clone (or the gathered buffer) is returned itself; elsewhere it is copied.
     if (cfg_.stage == 0 || s.world == 1)
         return src.slice(0, 0, s.numel).clone(MemCategory::buffers).to(core::Device::cpu());
@@ -294,11 +475,16 @@ Tensor Engine::gather_group(int g, int state) {
 
 Tensor Engine::master_shard(int g) const {
     const GroupShard& s = shards_[static_cast<size_t>(g)];
+    if (store_ && swap_master_) return read_group(g)[0].slice(0, 0, s.end - s.begin);
     return groups_[static_cast<size_t>(g)]->master.slice(0, 0, s.end - s.begin);
 }
 
 Tensor Engine::state_shard(int g, int i) const {
     const GroupShard& s = shards_[static_cast<size_t>(g)];
+    if (store_) {
+        return read_group(g)[static_cast<size_t>((swap_master_ ? 1 : 0) + i)].slice(
+            0, 0, s.end - s.begin);
+    }
     return groups_[static_cast<size_t>(g)]->states[i].slice(0, 0, s.end - s.begin);
 }
 
@@ -318,6 +504,7 @@ void Engine::set_state_range(int g, int64_t begin, const Tensor& master, const T
     int64_t lo = std::max(begin, s.begin), hi = std::min(begin + n, s.end);
     if (hi <= lo) return;
     const int64_t src = lo - begin, dst = lo - s.begin, len = hi - lo;
+    page_in(g);
     gr.master.slice(0, dst, dst + len).copy_from(master.view({n}).slice(0, src, src + len));
     const Tensor* st[2] = {&state0, &state1};
     for (int i = 0; i < optimizer_.n_states(); ++i) {
@@ -326,12 +513,19 @@ void Engine::set_state_range(int g, int64_t begin, const Tensor& master, const T
                    layout_.group(g).name);
         gr.states[i].slice(0, dst, dst + len).copy_from(st[i]->view({n}).slice(0, src, src + len));
     }
+    page_out(g, true);
 }
 
 void Engine::refresh_compute_weights() {
     for (int g = 0; g < layout_.n_groups(); ++g) {
         Group& gr = *groups_[static_cast<size_t>(g)];
         const GroupShard& s = shards_[static_cast<size_t>(g)];
+        page_in(g);
+        struct Drop {  // the paged-in copies go whatever happens below
+            const Engine& e;
+            int g;
+            ~Drop() { e.page_out(g, false); }
+        } drop{*this, g};
         switch (cfg_.stage) {
             case 0:
                 if (!gr.master_aliases_compute) gr.full_w.copy_from(gr.master);
@@ -598,36 +792,50 @@ std::vector<optim::Segment> Engine::segments() {
     ZS_ASSERT(cfg_.device.is_cpu(), "zero: optimizer segments on {}", cfg_.device.str());
     std::vector<optim::Segment> segs;
     for (int g = 0; g < layout_.n_groups(); ++g) {
-        const GroupShard& s = shards_[static_cast<size_t>(g)];
         Group& gr = *groups_[static_cast<size_t>(g)];
-        const float* grad = cfg_.stage == 0 ? gr.full_g.data<float>() : gr.shard_g.data<float>();
-        for (models::ParamId id : layout_.group(g).params) {
-            const models::ParamInfo& p = layout_.param(id);
-            int64_t lo = std::max(p.offset, s.begin), hi = std::min(p.offset + p.numel(), s.end);
-            if (hi <= lo) continue;
-            int64_t local = lo - s.begin;  // index into shard-sized buffers
-            optim::Segment seg{};
-            seg.master = gr.master.data<float>() + local;
-            seg.grad = grad + local;
-            seg.state0 = optimizer_.n_states() > 0 ? gr.states[0].data<float>() + local : nullptr;
-            seg.state1 = optimizer_.n_states() > 1 ? gr.states[1].data<float>() + local : nullptr;
-            seg.n = hi - lo;
-            seg.decay = cfg_.decay_all || p.weight_decay;
-            seg.param = id;
-            seg.compute = nullptr;
-            seg.compute_dtype = ct_;
-            if (!gr.master_aliases_compute) {
-                size_t es = core::dtype_size(ct_);
-                if (cfg_.stage <= 2) {
-                    seg.compute =
-                        static_cast<char*>(gr.full_w.data_ptr()) + static_cast<size_t>(lo) * es;
-                } else {
-                    seg.compute =
-                        static_cast<char*>(gr.shard_w.data_ptr()) + static_cast<size_t>(local) * es;
-                }
+        auto state = [&](int i) {
+            return optimizer_.n_states() > i ? gr.states[i].data<float>() : nullptr;
+        };
+        std::vector<optim::Segment> part =
+            segments_of(g, 0, gr.master.numel(), gr.master.data<float>(), state(0), state(1));
+        segs.insert(segs.end(), part.begin(), part.end());
+    }
+    return segs;
+}
+
+std::vector<optim::Segment> Engine::segments_of(int g, int64_t a, int64_t b, float* master,
+                                                float* state0, float* state1) {
+    const GroupShard& s = shards_[static_cast<size_t>(g)];
+    Group& gr = *groups_[static_cast<size_t>(g)];
+    const float* grad = cfg_.stage == 0 ? gr.full_g.data<float>() : gr.shard_g.data<float>();
+    std::vector<optim::Segment> segs;
+    for (models::ParamId id : layout_.group(g).params) {
+        const models::ParamInfo& p = layout_.param(id);
+        int64_t lo = std::max(p.offset, s.begin + a);
+        int64_t hi = std::min({p.offset + p.numel(), s.end, s.begin + b});
+        if (hi <= lo) continue;
+        int64_t local = lo - s.begin;  // index into shard-sized buffers
+        optim::Segment seg{};
+        seg.master = master + (local - a);
+        seg.grad = grad + local;
+        seg.state0 = state0 ? state0 + (local - a) : nullptr;
+        seg.state1 = state1 ? state1 + (local - a) : nullptr;
+        seg.n = hi - lo;
+        seg.decay = cfg_.decay_all || p.weight_decay;
+        seg.param = id;
+        seg.compute = nullptr;
+        seg.compute_dtype = ct_;
+        if (!gr.master_aliases_compute) {
+            size_t es = core::dtype_size(ct_);
+            if (cfg_.stage <= 2) {
+                seg.compute =
+                    static_cast<char*>(gr.full_w.data_ptr()) + static_cast<size_t>(lo) * es;
+            } else {
+                seg.compute =
+                    static_cast<char*>(gr.shard_w.data_ptr()) + static_cast<size_t>(local) * es;
             }
-            segs.push_back(seg);
         }
+        segs.push_back(seg);
     }
     return segs;
 }
@@ -754,7 +962,9 @@ void Engine::device_step(float lr, int64_t step, float grad_scale) {
 }
 
 void Engine::step(float lr, int64_t step, float grad_scale) {
-    if (!cfg_.device.is_cpu()) {
+    if (store_) {
+        offload_step(lr, step, grad_scale);
+    } else if (!cfg_.device.is_cpu()) {
         device_step(lr, step, grad_scale);
     } else if (optimizer_.options().kind == optim::Kind::lamb) {
         lamb_step(segments(), lr, step, grad_scale);

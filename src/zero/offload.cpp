@@ -1,0 +1,84 @@
+#include "zero/offload.h"
+
+#include <atomic>
+#include <cstring>
+#include <filesystem>
+#include <system_error>
+
+#include <unistd.h>
+
+#include "base/error.h"
+#include "base/log.h"
+
+namespace zs::zero {
+
+namespace fs = std::filesystem;
+
+const char* to_string(Tier t) {
+    switch (t) {
+        case Tier::memory:
+            return "memory";
+        case Tier::cpu:
+            return "cpu";
+        case Tier::nvme:
+            return "nvme";
+    }
+    return "?";
+}
+
+namespace {
+std::atomic<int> g_store_id{0};
+}
+
+SwapStore::SwapStore(Tier tier, const OffloadConfig& cfg, int rank)
+    : tier_(tier), pin_(cfg.pin_memory) {
+    ZS_CHECK(tier != Tier::memory, "SwapStore: the memory tier needs no store");
+    if (tier != Tier::nvme) return;
+    ZS_CHECK_T(ConfigError, !cfg.nvme_path.empty(),
+               "zero_optimization.offload_optimizer.nvme_path: required when device is \"nvme\"");
+    dir_ =
+        fmt::format("{}/zerospeed_swap/{}.{}.r{}", cfg.nvme_path, ::getpid(), g_store_id++, rank);
+    std::error_code ec;
+    fs::create_directories(dir_, ec);
+    ZS_CHECK_T(IoError, !ec, "{}: cannot create the swap directory (nvme_path): {}", dir_,
+               ec.message());
+    aio_ = std::make_unique<io::AsyncIo>(cfg.aio);
+}
+
+SwapStore::~SwapStore() {
+    aio_.reset();  // drains the requests in flight
+    if (!dir_.empty()) {
+        std::error_code ec;
+        fs::remove_all(dir_, ec);
+        if (ec) log_warn("zero: cannot remove the swap directory {}: {}", dir_, ec.message());
+    }
+}
+
+std::string SwapStore::path(int id) const { return fmt::format("{}/{}.swp", dir_, id); }
+
+io::AioWork SwapStore::write(int id, io::AlignedBuffer& buf, size_t n) {
+    if (aio_) return aio_->write(path(id), buf, n);
+    if (host_.size() <= static_cast<size_t>(id)) host_.resize(static_cast<size_t>(id) + 1);
+    io::AlignedBuffer& h = host_[static_cast<size_t>(id)];
+    if (h.capacity() < io::aio_padded(n)) {
+        h = io::AlignedBuffer(n, pin_, core::MemCategory::optimizer);
+    }
+    std::memcpy(h.data(), buf.data(), n);
+    host_written_ += static_cast<int64_t>(n);
+    return {};
+}
+
+io::AioWork SwapStore::read(int id, io::AlignedBuffer& buf, size_t n) {
+    if (aio_) return aio_->read(path(id), buf, n);
+    ZS_CHECK(
+        static_cast<size_t>(id) < host_.size() && host_[static_cast<size_t>(id)].capacity() >= n,
+        "zero: cpu tier record {} read before it was written", id);
+    std::memcpy(buf.data(), host_[static_cast<size_t>(id)].data(), n);
+    host_read_ += static_cast<int64_t>(n);
+    return {};
+}
+
+int64_t SwapStore::bytes_written() const { return aio_ ? aio_->bytes_written() : host_written_; }
+int64_t SwapStore::bytes_read() const { return aio_ ? aio_->bytes_read() : host_read_; }
+
+}  // namespace zs::zero
