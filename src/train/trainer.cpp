@@ -143,6 +143,19 @@ Trainer::Trainer(models::ModelConfig model, TrainConfig cfg, RunOptions run,
     // hpZ: the engine splits the dp group into sub-groups of consecutive dp ranks (one host under
     // the topology's rank order) and refuses a size that does not divide dp.
     zc.hpz_partition_size = cfg_.zero.zero_hpz_partition_size;
+    // ZeRO-Offload / ZeRO-Infinity: the optimizer's master weights and states on the cpu tier or
+    // in NVMe swap files, streamed per sub-group through the step (zero/offload.h).
+    const OffloadOptimizerConfig& oo = cfg_.zero.offload_optimizer;
+    zc.offload.optimizer = oo.device == OffloadDevice::nvme  ? zero::Tier::nvme
+                           : oo.device == OffloadDevice::cpu ? zero::Tier::cpu
+                                                             : zero::Tier::memory;
+    zc.offload.nvme_path = oo.nvme_path;
+    zc.offload.sub_group_size = cfg_.zero.sub_group_size;
+    zc.offload.buffer_count = oo.buffer_count;
+    zc.offload.pin_memory = oo.pin_memory;
+    zc.offload.pipeline_read = oo.pipeline_read;
+    zc.offload.pipeline_write = oo.pipeline_write;
+    zc.offload.aio = cfg_.aio;
     engine_ = std::make_unique<zero::Engine>(model_->layout(), model_->binding(), *dp_, zc,
                                              rc.compute_dtype, cfg_.optimizer.options(),
                                              [this](int g) { return model_->grad_groups(g); });
@@ -389,8 +402,11 @@ StepStats Trainer::step(const std::vector<models::TrainBatch>& batches) {
             log_debug("OneCycle momentum schedule: beta1 {} (zerospeed keeps the configured betas)",
                       b->beta1);
         }
+        const int64_t rd = engine_->offload_bytes_read(), wr = engine_->offload_bytes_written();
         engine_->step(static_cast<float>(s.lr), applied,
                       static_cast<float>(clip * post / loss_scale));
+        s.offload_read_bytes = engine_->offload_bytes_read() - rd;
+        s.offload_write_bytes = engine_->offload_bytes_written() - wr;
         ++steps_done_;
     } else {
         ++skipped_;
@@ -508,6 +524,14 @@ std::vector<StepStats> Trainer::train() {
                     "{:.1f} | other {:.1f} | total {:.1f}",
                     steps_done_, 1e3 * s.forward_s, 1e3 * s.head_s, 1e3 * s.backward_s,
                     1e3 * s.grad_sync_s, 1e3 * s.optimizer_s, 1e3 * other, 1e3 * s.seconds);
+                if (cfg_.zero.offload_optimizer.device != OffloadDevice::none) {
+                    log_info("step {} offload_optimizer: read {}, wrote {} ({}/s through the step)",
+                             steps_done_, core::format_bytes(s.offload_read_bytes),
+                             core::format_bytes(s.offload_write_bytes),
+                             core::format_bytes(static_cast<int64_t>(
+                                 static_cast<double>(s.offload_read_bytes + s.offload_write_bytes) /
+                                 std::max(s.optimizer_s, 1e-9))));
+                }
             }
             if (metrics) {
                 double el = total.seconds();
@@ -524,6 +548,11 @@ std::vector<StepStats> Trainer::train() {
                                         {"peak_bytes", peak},
                                         {"elapsed_s", el}};
                     if (!std::isnan(val)) j["val_loss"] = val;
+                    if (cfg_.zero.offload_optimizer.device != OffloadDevice::none) {
+                        // This rank's bytes from / to the offload tier in the optimizer step.
+                        j["offload_read_bytes"] = s.offload_read_bytes;
+                        j["offload_write_bytes"] = s.offload_write_bytes;
+                    }
                     if (cfg_.wall_clock_breakdown) {
                         j["forward_s"] = s.forward_s;
                         j["head_s"] = s.head_s;

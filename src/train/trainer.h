@@ -68,6 +68,9 @@ struct StepStats {
     // summed over micro-batches, the gradient reduction left after backward (finish_grads), the
     // norm + clipping + optimizer step, and the rest (data, loss allreduce).
     double forward_s = 0, head_s = 0, backward_s = 0, grad_sync_s = 0, optimizer_s = 0;
+    // Optimizer offload (offload_optimizer): this rank's bytes read from and written to the
+    // offload tier during the step (NVMe: data, padding and footers as transferred).
+    int64_t offload_read_bytes = 0, offload_write_bytes = 0;
 };
 
 class Trainer {
