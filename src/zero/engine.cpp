@@ -6,6 +6,7 @@
 #include "base/error.h"
 #include "base/log.h"
 #include "core/memory.h"
+#include "io/atomic_file.h"
 #include "ops/activation.h"
 #include "ops/adam.h"
 
@@ -272,6 +273,7 @@ void Engine::offload_step(float lr, int64_t step, float grad_scale) {
                                         ns > 1 ? st + n : nullptr),
                             lr, step, grad_scale);
             writes[i % B] = store_->write(static_cast<int>(i), slots_[i % B], record_bytes(sg));
+            io::fault_point("offload.write");  // ZS_FAULT=offload.write:N: SIGKILL mid-step
             if (!cfg_.offload.pipeline_write) writes[i % B].wait();
         }
         for (io::AioWork& w : writes) w.wait();

@@ -1,10 +1,13 @@
 #include "zero/offload.h"
 
 #include <atomic>
+#include <cerrno>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <system_error>
 
+#include <signal.h>
 #include <unistd.h>
 
 #include "base/error.h"
@@ -27,8 +30,31 @@ const char* to_string(Tier t) {
 }
 
 namespace {
+
 std::atomic<int> g_store_id{0};
+
+// Swap directories of this host's processes that no longer run (killed: their destructor never
+// ran) are removed; nothing ever reads them.
+void remove_stale(const std::string& root, const std::string& host) {
+    std::error_code ec;
+    for (const auto& e : fs::directory_iterator(root, ec)) {
+        const std::string name = e.path().filename().string();
+        if (!name.starts_with(host + ".")) continue;
+        const long pid = std::strtol(name.c_str() + host.size() + 1, nullptr, 10);
+        if (pid <= 0 || pid == ::getpid() || ::kill(static_cast<pid_t>(pid), 0) == 0 ||
+            errno != ESRCH) {
+            continue;
+        }
+        std::error_code rm;
+        fs::remove_all(e.path(), rm);
+        if (!rm) {
+            log_info("zero: removed the swap directory of a process that died: {}",
+                     e.path().string());
+        }
+    }
 }
+
+}  // namespace
 
 SwapStore::SwapStore(Tier tier, const OffloadConfig& cfg, int rank)
     : tier_(tier), pin_(cfg.pin_memory) {
@@ -36,8 +62,11 @@ SwapStore::SwapStore(Tier tier, const OffloadConfig& cfg, int rank)
     if (tier != Tier::nvme) return;
     ZS_CHECK_T(ConfigError, !cfg.nvme_path.empty(),
                "zero_optimization.offload_optimizer.nvme_path: required when device is \"nvme\"");
-    dir_ =
-        fmt::format("{}/zerospeed_swap/{}.{}.r{}", cfg.nvme_path, ::getpid(), g_store_id++, rank);
+    char host[256] = {};
+    ::gethostname(host, sizeof host - 1);
+    const std::string root = cfg.nvme_path + "/zerospeed_swap";
+    remove_stale(root, host);
+    dir_ = fmt::format("{}/{}.{}.{}.r{}", root, host, ::getpid(), g_store_id++, rank);
     std::error_code ec;
     fs::create_directories(dir_, ec);
     ZS_CHECK_T(IoError, !ec, "{}: cannot create the swap directory (nvme_path): {}", dir_,
