@@ -4,7 +4,7 @@
 # section; docs/BENCHMARKS.md records the figures with these commands.
 #
 # Usage: tools/run_benchmarks.sh [BUILD] [section...]
-#   sections: ops optim tokenizer comm collectives mpi-configs train generate tp serve
+#   sections: ops optim tokenizer comm collectives mpi-configs train generate tp serve offload
 #   (default: all but collectives and mpi-configs)
 # Peers: the Python ones (torch, deepspeed, tiktoken, HF tokenizers, sentencepiece) come from the
 # reference venv, installed (once, cached) by tools/reference_venv.sh. llama.cpp's llama-server is
@@ -249,13 +249,18 @@ CONFIGS
         done
         rm -rf "$out/gpt2-random"
         ;;
+    offload)
+        note "offload: ZeRO-Infinity optimizer offload to this disk (GPT-2 124M bf16 ZeRO-2) vs in memory, disk bandwidth by dd"
+        OMP_NUM_THREADS=${OMP_NUM_THREADS:-2} "$root/bench/train/offload_bench.sh" "$bin" "$(train_data)" \
+            "$out/offload" ${OFFLOAD_DIR:+"$OFFLOAD_DIR"} | tee "$out/offload.txt"
+        ;;
     serve)
         note "serve: zerospeed SplitFuse vs prefill-first${LLAMA_SERVER:+ vs llama.cpp ($LLAMA_SERVER)}"
         "$root/tools/bench_serve_peers.sh" --out "$out/serve" \
             ${LLAMA_SERVER:+--llama-server "$LLAMA_SERVER"} | tee "$out/serve.txt"
         ;;
     *)
-        echo "unknown section $s (ops optim tokenizer comm mpi-configs train generate tp serve)" >&2
+        echo "unknown section $s (ops optim tokenizer comm mpi-configs train generate tp serve offload)" >&2
         exit 2
         ;;
     esac
