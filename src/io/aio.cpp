@@ -51,7 +51,7 @@ AlignedBuffer::AlignedBuffer(size_t bytes, bool pin, core::MemCategory cat) : ca
         ZS_THROW(Error, "aio: cannot allocate an aligned buffer of {} bytes", capacity_);
     }
     data_ = static_cast<std::byte*>(p);
-    std::memset(data_, 0, capacity_);  // touch the pages (and give the padding a value)
+    // Not cleared: a write zeroes its padding, a read fills the whole padded size.
     cpu_tracker().on_alloc(cat_, static_cast<int64_t>(capacity_));
     if (pin) {
         if (::mlock(data_, capacity_) == 0) {

@@ -981,16 +981,22 @@ TrainConfig parse_ds_config(const std::string& json_text, const std::string& sou
                               fmt::format("gradients are accumulated in fp32, not {}",
                                           to_string(*c.grad_accum_dtype)));
     }
-    // offload_optimizer (cpu, nvme) is implemented (zero/offload.h); offload_param is not yet.
-    if (c.zero.offload_param.device == OffloadDevice::cpu) {
-        diag.notes.push_back(fmt::format(
-            "{}: zero_optimization.offload_param.device \"cpu\": on CPU ranks the parameters "
-            "already live in host memory; nothing is moved",
-            source));
-    } else if (c.zero.offload_param.device == OffloadDevice::nvme) {
-        root.note_unsupported("zero_optimization.offload_param",
-                              "device \"nvme\" (parameter offload) is not implemented yet: the "
-                              "parameters stay in memory (offload_optimizer is implemented)");
+    // offload_optimizer and offload_param (stage 3, 16-bit compute) are implemented
+    // (zero/offload.h). With fp32 compute the parameters are the f32 master weights, which
+    // offload_optimizer moves; offload_param then has nothing of its own to move.
+    if (c.zero.offload_param.device != OffloadDevice::none && c.zero.stage == 3 &&
+        c.precision == Precision::f32) {
+        if (c.zero.offload_param.device == OffloadDevice::cpu) {
+            diag.notes.push_back(fmt::format(
+                "{}: zero_optimization.offload_param.device \"cpu\" with fp32: the parameters "
+                "are the master weights, in host memory on CPU ranks; nothing is moved",
+                source));
+        } else {
+            root.note_unsupported("zero_optimization.offload_param",
+                                  "device \"nvme\" with fp32 compute: the parameters are the "
+                                  "f32 master weights and stay in memory (offload them with "
+                                  "offload_optimizer, or train in bf16/fp16)");
+        }
     }
     note_unsupported_sections(root);
     root.finish();

@@ -708,9 +708,9 @@ TEST(DsConfigElasticity, PropertiesHoldForRandomConfigs) {
 }
 
 TEST(DsConfigWarnings, SettingsAppliedDifferentlyAreStated) {
-    // Parameter offload to cpu: nothing to move on CPU ranks (a note); to nvme: not implemented
-    // (listed); optimizer offload is implemented (nothing said); reductions and accumulation in
-    // another dtype than fp32: listed with what happens instead.
+    // Parameter offload with fp32 compute: to cpu nothing to move (a note), to nvme listed (the
+    // parameters are the master weights); optimizer offload is implemented (nothing said);
+    // reductions and accumulation in another dtype than fp32: listed with what happens instead.
     TrainConfig c = parse(R"("zero_optimization": {"stage": 3,
         "offload_optimizer": {"device": "cpu"}, "offload_param": {"device": "nvme",
         "nvme_path": "/tmp/x"}}, "communication_data_type": "bf16",
@@ -721,8 +721,14 @@ TEST(DsConfigWarnings, SettingsAppliedDifferentlyAreStated) {
         parse(R"("zero_optimization": {"stage": 3, "offload_param": {"device": "cpu"}})");
     ASSERT_EQ(p.notes.size(), 1u);
     EXPECT_NE(p.notes[0].find("offload_param.device \"cpu\""), std::string::npos) << p.notes[0];
-    EXPECT_TRUE(
-        contains(c.unsupported, "ds.json: zero_optimization.offload_param: device \"nvme\""));
+    EXPECT_TRUE(contains(c.unsupported,
+                         "ds.json: zero_optimization.offload_param: device \"nvme\" with fp32"));
+    // With bf16 both offloads are implemented: nothing to say.
+    TrainConfig b = parse(R"("bf16": {"enabled": true}, "zero_optimization": {"stage": 3,
+        "offload_optimizer": {"device": "cpu"}, "offload_param": {"device": "nvme",
+        "nvme_path": "/tmp/x"}})");
+    EXPECT_TRUE(b.notes.empty());
+    EXPECT_FALSE(contains(b.unsupported, "offload"));
     EXPECT_TRUE(contains(c.unsupported, "communication_data_type: gradients are reduced in fp32"));
     EXPECT_TRUE(contains(c.unsupported, "grad_accum_dtype: gradients are accumulated in fp32"));
     // fp32 for both: nothing to say.

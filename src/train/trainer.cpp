@@ -156,6 +156,18 @@ Trainer::Trainer(models::ModelConfig model, TrainConfig cfg, RunOptions run,
     zc.offload.pipeline_read = oo.pipeline_read;
     zc.offload.pipeline_write = oo.pipeline_write;
     zc.offload.aio = cfg_.aio;
+    // offload_param: ZeRO-3 with 16-bit compute (ds_config.cpp lists the fp32 case).
+    const OffloadParamConfig& op = cfg_.zero.offload_param;
+    if (cfg_.zero.stage == 3 && rc.compute_dtype != DType::f32) {
+        zc.offload.param = op.device == OffloadDevice::nvme  ? zero::Tier::nvme
+                           : op.device == OffloadDevice::cpu ? zero::Tier::cpu
+                                                             : zero::Tier::memory;
+    }
+    zc.offload.param_nvme_path = op.nvme_path;
+    zc.offload.param_buffer_count = op.buffer_count;
+    zc.offload.param_buffer_size = op.buffer_size;
+    zc.offload.param_max_in_cpu = op.max_in_cpu;
+    zc.offload.param_pin_memory = op.pin_memory;
     engine_ = std::make_unique<zero::Engine>(model_->layout(), model_->binding(), *dp_, zc,
                                              rc.compute_dtype, cfg_.optimizer.options(),
                                              [this](int g) { return model_->grad_groups(g); });
@@ -548,7 +560,8 @@ std::vector<StepStats> Trainer::train() {
                                         {"peak_bytes", peak},
                                         {"elapsed_s", el}};
                     if (!std::isnan(val)) j["val_loss"] = val;
-                    if (cfg_.zero.offload_optimizer.device != OffloadDevice::none) {
+                    if (cfg_.zero.offload_optimizer.device != OffloadDevice::none ||
+                        cfg_.zero.offload_param.device != OffloadDevice::none) {
                         // This rank's bytes from / to the offload tier in the optimizer step.
                         j["offload_read_bytes"] = s.offload_read_bytes;
                         j["offload_write_bytes"] = s.offload_write_bytes;

@@ -159,7 +159,8 @@ TEST(Resume, BitExactAfterSaveAndReload) {
 }
 
 // ds_config offload_optimizer (cpu / nvme, zero/offload.h) through the trainer: 10 bf16 steps
-// with the optimizer's master weights and moments offloaded equal the in-memory run bit for bit;
+// with the optimizer's master weights and moments offloaded (at stage 3 the parameters' shards
+// too, offload_param) equal the in-memory run bit for bit;
 // 5 offloaded steps, a checkpoint and 5 more after a reload (offloaded or in memory) equal them
 // too; the JSONL metrics carry each step's offload bytes.
 TrainConfig offload_config(int stage, const std::string& device, const std::string& nvme) {
@@ -169,6 +170,11 @@ TrainConfig offload_config(int stage, const std::string& device, const std::stri
                                 device + R"(", "nvme_path": ")" + nvme +
                                 R"(", "buffer_count": 3, "pipeline_read": true,
         "pipeline_write": true})";
+    // Stage 3: the parameters too (every group's shard off memory).
+    if (stage == 3 && !device.empty()) {
+        off += R"(, "offload_param": {"device": ")" + device + R"(", "nvme_path": ")" + nvme +
+               R"(", "max_in_cpu": 0, "buffer_count": 2})";
+    }
     return parse_ds_config(R"({"train_batch_size": 4, "train_micro_batch_size_per_gpu": 2,
         "optimizer": {"type": "AdamW", "params": {"lr": 3e-3, "weight_decay": 0.1}},
         "gradient_clipping": 1.0, "bf16": {"enabled": true},

@@ -99,7 +99,11 @@ Engine::Engine(const models::ParamLayout& layout, models::ParamBinding& binding,
                 break;
             case 3:
                 gr->master = off && !f32 ? Tensor() : zeros(S, DType::f32, MemCategory::optimizer);
-                gr->shard_w = f32 ? gr->master : zeros(S, ct_, MemCategory::params);
+                // Offloaded parameters: the shard lives in the store (setup_offload).
+                gr->shard_w = f32 ? gr->master
+                              : cfg_.offload.param != Tier::memory
+                                  ? Tensor()
+                                  : zeros(S, ct_, MemCategory::params);
                 gr->shard_g = zeros(S, DType::f32, MemCategory::grads);
                 gr->persistent = P <= cfg_.persistence_threshold;
                 break;
@@ -125,6 +129,51 @@ Engine::Engine(const models::ParamLayout& layout, models::ParamBinding& binding,
 
 void Engine::setup_offload() {
     const OffloadConfig& o = cfg_.offload;
+    if (o.param != Tier::memory) {
+        ZS_CHECK_T(ConfigError, cfg_.stage == 3,
+                   "zero_optimization.offload_param: needs ZeRO stage 3 (stage {})", cfg_.stage);
+        ZS_CHECK_T(ConfigError, ct_ != DType::f32,
+                   "zero_optimization.offload_param: with f32 compute the parameters are the f32 "
+                   "master weights; offload them with offload_optimizer, or train in bf16/fp16");
+        ZS_CHECK_T(NotSupported, cfg_.device.is_cpu(),
+                   "zero_optimization.offload_param: CPU ranks only (the model is on {})",
+                   cfg_.device.str());
+        ZS_CHECK_T(ConfigError, o.param_buffer_count >= 1,
+                   "zero_optimization.offload_param.buffer_count: expected >= 1, got {}",
+                   o.param_buffer_count);
+        pstore_ = std::make_unique<SwapStore>(o.param, o, rank_, o.param_nvme_path,
+                                              o.param_pin_memory, "param");
+        param_off_.assign(static_cast<size_t>(layout_.n_groups()), 0);
+        pread_.resize(static_cast<size_t>(layout_.n_groups()));
+        int64_t in_cpu = 0, n_off = 0, bytes = 0;
+        for (int g = 0; g < layout_.n_groups(); ++g) {
+            const int64_t S = shards_[static_cast<size_t>(g)].size;
+            ZS_CHECK_T(ConfigError, S <= o.param_buffer_size,
+                       "zero_optimization.offload_param.buffer_size {} is smaller than group {}'s "
+                       "shard of {} elements",
+                       o.param_buffer_size, layout_.group(g).name, S);
+            Group& gr = *groups_[static_cast<size_t>(g)];
+            // nvme: the first groups up to max_in_cpu elements stay in memory.
+            if (o.param == Tier::nvme && in_cpu + S <= o.param_max_in_cpu) {
+                in_cpu += S;
+                gr.shard_w = Tensor::zeros({S}, ct_, cfg_.device, MemCategory::params);
+                continue;
+            }
+            param_off_[static_cast<size_t>(g)] = 1;
+            gr.shard_w = Tensor::zeros({S}, ct_, cfg_.device, MemCategory::params);
+            param_store(g, true);
+            ++n_off;
+            bytes += static_cast<int64_t>(param_bytes(g));
+        }
+        if (rank_ == 0) {
+            log_info(
+                "zero: offload_param {}: {} of {} groups' weight shards ({}) off memory{}, read "
+                "ahead {} groups along the execution order",
+                to_string(o.param), n_off, layout_.n_groups(), core::format_bytes(bytes),
+                o.param == Tier::nvme ? ", files under " + pstore_->dir() : std::string(),
+                o.param_buffer_count);
+        }
+    }
     if (o.optimizer == Tier::memory) return;
     ZS_CHECK_T(ConfigError, cfg_.stage >= 1,
                "zero_optimization.offload_optimizer: device \"{}\" needs ZeRO stage 1, 2 or 3 "
@@ -161,7 +210,8 @@ void Engine::setup_offload() {
         }
         return;
     }
-    store_ = std::make_unique<SwapStore>(o.optimizer, o, rank_);
+    store_ =
+        std::make_unique<SwapStore>(o.optimizer, o, rank_, o.nvme_path, o.pin_memory, "optimizer");
     const size_t nbuf = std::min(static_cast<size_t>(o.buffer_count), subs_.size());
     for (size_t i = 0; i < std::max<size_t>(nbuf, 1); ++i) {
         slots_.emplace_back(max_bytes, o.pin_memory, MemCategory::optimizer);
@@ -183,6 +233,46 @@ void Engine::setup_offload() {
             o.optimizer == Tier::nvme ? ", files under " + store_->dir() : std::string(),
             o.pipeline_read || o.pipeline_write ? "; pipelined" : "");
     }
+}
+
+size_t Engine::param_bytes(int g) const {
+    return static_cast<size_t>(shards_[static_cast<size_t>(g)].size) * core::dtype_size(ct_);
+}
+
+void Engine::param_read_ahead(int g) {
+    if (!param_offloaded(g)) return;
+    Group& gr = *groups_[static_cast<size_t>(g)];
+    ParamRead& pr = pread_[static_cast<size_t>(g)];
+    if (gr.shard_w.defined() || pr.pending) return;
+    pr.buf = io::AlignedBuffer(param_bytes(g), cfg_.offload.param_pin_memory, MemCategory::params);
+    pr.work = pstore_->read(g, pr.buf, param_bytes(g));
+    pr.pending = true;
+}
+
+void Engine::param_fetch(int g) {
+    if (!param_offloaded(g)) return;
+    Group& gr = *groups_[static_cast<size_t>(g)];
+    if (gr.shard_w.defined()) return;
+    param_read_ahead(g);
+    ParamRead& pr = pread_[static_cast<size_t>(g)];
+    pr.pending = false;
+    pr.work.wait();
+    gr.shard_w = Tensor::empty({shards_[static_cast<size_t>(g)].size}, ct_, cfg_.device,
+                               MemCategory::params);
+    std::memcpy(gr.shard_w.data_ptr(), pr.buf.data(), param_bytes(g));
+    pr.buf = io::AlignedBuffer();
+}
+
+void Engine::param_store(int g, bool write) {
+    if (!param_offloaded(g)) return;
+    Group& gr = *groups_[static_cast<size_t>(g)];
+    if (!gr.shard_w.defined()) return;
+    if (write) {
+        io::AlignedBuffer buf(param_bytes(g), cfg_.offload.param_pin_memory, MemCategory::params);
+        std::memcpy(buf.data(), gr.shard_w.data_ptr(), param_bytes(g));
+        pstore_->write(g, buf, param_bytes(g)).wait();
+    }
+    gr.shard_w = Tensor();
 }
 
 int Engine::offload_fields() const { return (swap_master_ ? 1 : 0) + optimizer_.n_states(); }
@@ -262,6 +352,10 @@ void Engine::offload_step(float lr, int64_t step, float grad_scale) {
             if (ahead && i + 1 < N) read(i + 1);
             reads[i].wait();
             const SubGroup& sg = subs_[i];
+            // Parameter offload: the group's compute shard is in memory while its sub-groups
+            // are updated (written back after its last one).
+            if (i > 0 && subs_[i - 1].g != sg.g) param_store(subs_[i - 1].g, true);
+            param_fetch(sg.g);
             auto* rec = reinterpret_cast<float*>(slots_[i % B].data());
             const int64_t n = sg.b - sg.a;
             float* master = swap_master_
@@ -277,6 +371,7 @@ void Engine::offload_step(float lr, int64_t step, float grad_scale) {
             if (!cfg_.offload.pipeline_write) writes[i % B].wait();
         }
         for (io::AioWork& w : writes) w.wait();
+        if (N > 0) param_store(subs_[N - 1].g, true);
     } catch (...) {
         // Nothing may still use the buffers; the first error is the one reported.
         for (io::AioWork& w : reads) {
@@ -435,7 +530,9 @@ void Engine::load_group(int g, const Tensor& full) {
             gr.full_w.slice(0, 0, s.numel).copy_from(flat);
     } else {
         if (!gr.master_aliases_compute && s.end > s.begin) {
+            param_fetch(g);
             gr.shard_w.slice(0, 0, s.end - s.begin).copy_from(flat.slice(0, s.begin, s.end));
+            param_store(g, true);
         }
         gr.gathered = false;
         gr.full_w = Tensor();
@@ -544,7 +641,11 @@ void Engine::refresh_compute_weights() {
                 break;
             }
             case 3:
-                if (!gr.master_aliases_compute) gr.shard_w.copy_from(gr.master);
+                if (!gr.master_aliases_compute) {
+                    param_fetch(g);
+                    gr.shard_w.copy_from(gr.master);
+                    param_store(g, true);
+                }
                 gr.sec_valid = false;
                 if (gr.full_w.defined()) {
                     wait_gather(g);
@@ -574,6 +675,8 @@ void Engine::launch_gather(int g, bool backward) {
     Group& gr = *groups_[static_cast<size_t>(g)];
     const GroupShard& s = shards_[static_cast<size_t>(g)];
     gr.full_w = Tensor::empty({s.padded}, ct_, cfg_.device, MemCategory::params);
+    // Offloaded parameters: the shard is read (ahead, by prefetch) before its gather.
+    if (!(backward && gr.sec_valid)) param_fetch(g);
     if (backward && gr.sec_valid) {
         // hpZ: the secondary shards of the sub-group, unquantized: the weights of the forward.
         gr.gather_work = hpz_->allgather(gr.full_w, gr.sec_w);
@@ -611,10 +714,23 @@ void Engine::wait_gather(int g) {
         gr.gather_recv = Tensor();
     }
     gr.gathered = true;
+    // Offloaded parameters: the shard is released once gathered (it is on the tier unchanged).
+    param_store(g, false);
 }
 
 void Engine::prefetch() {
     if (cfg_.stage != 3 || recording_) return;
+    if (pstore_) {
+        // Parameter offload: read the shards of the next groups of the recorded order ahead.
+        int64_t ahead = cfg_.offload.param_buffer_count;
+        for (size_t i = cursor_; i < trace_.size() && ahead > 0; ++i) {
+            const int g = trace_[i].g;
+            const Group& gr = *groups_[static_cast<size_t>(g)];
+            if (gr.gathered || gr.gather_pending || !param_offloaded(g)) continue;
+            param_read_ahead(g);
+            --ahead;
+        }
+    }
     int64_t budget = cfg_.prefetch_numel;
     for (size_t i = cursor_; i < trace_.size() && budget > 0; ++i) {
         const int g = trace_[i].g;
@@ -969,7 +1085,23 @@ void Engine::step(float lr, int64_t step, float grad_scale) {
     } else if (!cfg_.device.is_cpu()) {
         device_step(lr, step, grad_scale);
     } else if (optimizer_.options().kind == optim::Kind::lamb) {
+        ZS_CHECK_T(NotSupported, !pstore_,
+                   "zero_optimization.offload_param: LAMB needs every parameter in memory at once");
         lamb_step(segments(), lr, step, grad_scale);
+    } else if (pstore_) {
+        // Parameter offload: one group's shard in memory at a time (the update is element-wise,
+        // so group by group is the same arithmetic).
+        for (int g = 0; g < layout_.n_groups(); ++g) {
+            Group& gr = *groups_[static_cast<size_t>(g)];
+            param_fetch(g);
+            auto state = [&](int i) {
+                return optimizer_.n_states() > i ? gr.states[i].data<float>() : nullptr;
+            };
+            optimizer_.step(
+                segments_of(g, 0, gr.master.numel(), gr.master.data<float>(), state(0), state(1)),
+                lr, step, grad_scale);
+            param_store(g, true);
+        }
     } else {
         optimizer_.step(segments(), lr, step, grad_scale);
     }

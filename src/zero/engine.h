@@ -197,8 +197,12 @@ public:
     void refresh_compute_weights();
     // Optimizer offload: bytes read from / written to the store since construction (0 without
     // offload), and the store's directory (nvme; empty otherwise).
-    int64_t offload_bytes_read() const { return store_ ? store_->bytes_read() : 0; }
-    int64_t offload_bytes_written() const { return store_ ? store_->bytes_written() : 0; }
+    int64_t offload_bytes_read() const {
+        return (store_ ? store_->bytes_read() : 0) + (pstore_ ? pstore_->bytes_read() : 0);
+    }
+    int64_t offload_bytes_written() const {
+        return (store_ ? store_->bytes_written() : 0) + (pstore_ ? pstore_->bytes_written() : 0);
+    }
     std::string offload_dir() const { return store_ ? store_->dir() : std::string(); }
     const models::ParamLayout& layout() const { return layout_; }
 
@@ -247,6 +251,20 @@ private:
     void page_in(int g) const;
     void page_out(int g, bool write) const;
     void offload_step(float lr, int64_t step, float grad_scale);
+    // ---- parameter offload (stage 3) ----
+    bool param_offloaded(int g) const { return pstore_ && param_off_[static_cast<size_t>(g)] != 0; }
+    size_t param_bytes(int g) const;
+    void param_read_ahead(int g);         // issue the read of group g's shard (if not in flight)
+    void param_fetch(int g);              // gr.shard_w from the store (waits for the read)
+    void param_store(int g, bool write);  // write gr.shard_w back (when `write`), drop it
+    struct ParamRead {
+        io::AioWork work;
+        io::AlignedBuffer buf;
+        bool pending = false;
+    };
+    std::unique_ptr<SwapStore> pstore_;
+    std::vector<char> param_off_;
+    std::vector<ParamRead> pread_;
     std::unique_ptr<SwapStore> store_;
     std::vector<SubGroup> subs_;
     std::vector<std::vector<int>> subs_of_;  // per group: its sub-group ids

@@ -56,17 +56,18 @@ void remove_stale(const std::string& root, const std::string& host) {
 
 }  // namespace
 
-SwapStore::SwapStore(Tier tier, const OffloadConfig& cfg, int rank)
-    : tier_(tier), pin_(cfg.pin_memory) {
+SwapStore::SwapStore(Tier tier, const OffloadConfig& cfg, int rank, const std::string& nvme_path,
+                     bool pin, const std::string& what)
+    : tier_(tier), pin_(pin) {
     ZS_CHECK(tier != Tier::memory, "SwapStore: the memory tier needs no store");
     if (tier != Tier::nvme) return;
-    ZS_CHECK_T(ConfigError, !cfg.nvme_path.empty(),
-               "zero_optimization.offload_optimizer.nvme_path: required when device is \"nvme\"");
+    ZS_CHECK_T(ConfigError, !nvme_path.empty(),
+               "zero_optimization.offload_{}.nvme_path: required when device is \"nvme\"", what);
     char host[256] = {};
     ::gethostname(host, sizeof host - 1);
-    const std::string root = cfg.nvme_path + "/zerospeed_swap";
+    const std::string root = nvme_path + "/zerospeed_swap";
     remove_stale(root, host);
-    dir_ = fmt::format("{}/{}.{}.{}.r{}", root, host, ::getpid(), g_store_id++, rank);
+    dir_ = fmt::format("{}/{}.{}.{}.r{}.{}", root, host, ::getpid(), g_store_id++, rank, what);
     std::error_code ec;
     fs::create_directories(dir_, ec);
     ZS_CHECK_T(IoError, !ec, "{}: cannot create the swap directory (nvme_path): {}", dir_,

@@ -32,11 +32,24 @@ struct OffloadConfig {
     bool pipeline_read = false;   // read sub-group i+1 while i is updated
     bool pipeline_write = false;  // write sub-group i while i+1 is updated
     io::AioConfig aio;
+    // zero_optimization.offload_param (stage 3, 16-bit compute): each group's compute-weight
+    // shard lives on the tier, fetched before its gather (read ahead along the recorded
+    // execution order, up to param_buffer_count groups) and dropped after it; nvme keeps the
+    // first groups whose shards add up to at most param_max_in_cpu elements in memory.
+    Tier param = Tier::memory;
+    std::string param_nvme_path;
+    int64_t param_buffer_count = 5;
+    int64_t param_buffer_size = 100'000'000;  // elements: the largest group shard allowed
+    int64_t param_max_in_cpu = 1'000'000'000;
+    bool param_pin_memory = true;
 };
 
 class SwapStore {
 public:
-    SwapStore(Tier tier, const OffloadConfig& cfg, int rank);
+    // `nvme_path`, `pin` and the aio settings come from cfg; `what` names the store in errors
+    // and in its directory ("optimizer", "param").
+    SwapStore(Tier tier, const OffloadConfig& cfg, int rank, const std::string& nvme_path, bool pin,
+              const std::string& what);
     ~SwapStore();
     SwapStore(const SwapStore&) = delete;
     SwapStore& operator=(const SwapStore&) = delete;

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# offload_faults (RELIABILITY.md): SIGKILL inside an NVMe-offloaded optimizer step
+# offload_faults (RELIABILITY.md): SIGKILL inside an NVMe-offloaded (optimizer states and
+# parameters, ZeRO-3) optimizer step
 # (ZS_FAULT=offload.write:N, right after the N-th swap-file write is issued, in three different
 # steps), then --resume: training continues from the last checkpoint and every loss equals an
 # uninterrupted offloaded run bit for bit, which itself equals the in-memory run bit for bit. The
@@ -17,7 +18,8 @@ offload_config() {  # offload_config FILE DEVICE
  "aio": {"block_size": 65536, "queue_depth": 8},
  "zero_optimization": {"stage": 3, "sub_group_size": 4096,
    "offload_optimizer": {"device": "$2", "nvme_path": "$nvme", "buffer_count": 4,
-                         "pipeline_read": true, "pipeline_write": true}}}
+                         "pipeline_read": true, "pipeline_write": true},
+   "offload_param": {"device": "$2", "nvme_path": "$nvme", "max_in_cpu": 0}}}
 JSON
 }
 offload_config "$work/off.json" nvme
@@ -44,7 +46,7 @@ for fault in offload.write:5 offload.write:90 offload.write:200; do
     set -e
     [ $rc -eq 137 ] || { echo "expected SIGKILL (137) at $fault, got $rc"; cat "$work/kill.log"; exit 1; }
     stale=$(ls "$nvme/zerospeed_swap" | wc -l)
-    [ "$stale" -ge 1 ] || { echo "the killed run left no swap directory to clean"; exit 1; }
+    [ "$stale" -ge 2 ] || { echo "the killed run left no swap directory to clean"; exit 1; }
     if [ -f "$work/ckpt/latest" ]; then
         latest=$(cat "$work/ckpt/latest")
         resume=(--resume)
