@@ -7,7 +7,7 @@ pkgs=(
     build-essential cmake ninja-build pkg-config git
     libgtest-dev libgmock-dev libbenchmark-dev
     libdnnl-dev libopenblas-openmp-dev libfmt-dev nlohmann-json3-dev libcli11-dev
-    libcpp-httplib-dev libboost-dev libssl-dev libpcre2-dev libopenmpi-dev openmpi-bin
+    libcpp-httplib-dev libboost-dev libssl-dev libpcre2-dev liburing-dev libxxhash-dev libopenmpi-dev openmpi-bin
     clang-format libonnx-testdata iproute2 curl
     slurm-wlm munge
     python3 python3-venv python3-pip

@@ -4,8 +4,8 @@
 # section; docs/BENCHMARKS.md records the figures with these commands.
 #
 # Usage: tools/run_benchmarks.sh [BUILD] [section...]
-#   sections: ops optim tokenizer comm collectives mpi-configs train generate tp ep pipeline serve sp
-#   (default: all but collectives, mpi-configs, pipeline and sp)
+#   sections: ops optim tokenizer comm collectives mpi-configs train generate tp ep pipeline serve
+#   sp offload (default: all but collectives, mpi-configs, pipeline, sp and offload)
 # Peers: the Python ones (torch, deepspeed, tiktoken, HF tokenizers, sentencepiece) come from the
 # reference venv, installed (once, cached) by tools/reference_venv.sh. llama.cpp's llama-server is
 # used when LLAMA_SERVER names its binary (llama-bench from LLAMA_BENCH), llm.c's CPU trainer when LLMC_TRAIN names its
@@ -292,6 +292,10 @@ CONFIGS
         # formula (bench/train/ep_bench.sh).
         note "ep: Mixtral-shaped training, 2 ranks, ep 2 vs ep 1"
         "$root/bench/train/ep_bench.sh" "$build/bin" | tee "$out/ep.txt"
+    offload)
+        note "offload: ZeRO-Infinity optimizer offload to this disk (GPT-2 124M bf16 ZeRO-2) vs in memory, disk bandwidth by dd"
+        OMP_NUM_THREADS=${OMP_NUM_THREADS:-2} "$root/bench/train/offload_bench.sh" "$bin" "$(train_data)" \
+            "$out/offload" ${OFFLOAD_DIR:+"$OFFLOAD_DIR"} | tee "$out/offload.txt"
         ;;
     serve)
         note "serve: zerospeed SplitFuse vs prefill-first${LLAMA_SERVER:+ vs llama.cpp ($LLAMA_SERVER)}"
@@ -304,7 +308,7 @@ CONFIGS
         "$build/bench/sp_memory_bench" "$out/sp_memory.svg" "$out/sp_memory.csv" 2048 | tee -a "$out/sp.txt"
         ;;
     *)
-        echo "unknown section $s (ops optim tokenizer comm mpi-configs train generate tp ep pipeline serve sp)" >&2
+        echo "unknown section $s (ops optim tokenizer comm mpi-configs train generate tp ep pipeline serve sp offload)" >&2
         exit 2
         ;;
     esac

@@ -133,12 +133,15 @@ void adam_range(const Segment& s, int64_t i0, int64_t i1, const Options& o, floa
         _mm512_storeu_ps(p + i, pv);
     }
 #endif
+    // The tail rounds exactly as the vector body (the same fused multiply-adds), so an element's
+    // update does not depend on where a segment starts: the offloaded step, which cuts segments
+    // at sub-group boundaries, is bit for bit the in-memory one.
     for (; i < i1; ++i) {
-        float gv = g[i] * gs + l2 * p[i];
+        float gv = std::fma(l2, p[i], g[i] * gs);
         float pv = p[i] * decay_mul;
-        float mv = b1 * m[i] + (1 - b1) * gv;
-        float vv = b2 * v[i] + (1 - b2) * (gv * gv);
-        float den = std::sqrt(vv) * inv_sqrt_bc2 + eps;
+        float mv = std::fma(b1, m[i], (1 - b1) * gv);
+        float vv = std::fma(b2, v[i], (1 - b2) * (gv * gv));
+        float den = std::fma(std::sqrt(vv), inv_sqrt_bc2, eps);
         p[i] = pv - step_size * (mv / den);
         m[i] = mv;
         v[i] = vv;

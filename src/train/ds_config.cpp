@@ -561,6 +561,30 @@ CheckpointConfig parse_checkpoint(Section& root) {
     return c;
 }
 
+// runtime/swap_tensor/aio_config.py (DeepSpeed 0.19: intra_op_parallelism; older releases:
+// thread_count).
+io::AioConfig parse_aio(Section& root) {
+    io::AioConfig a;
+    std::optional<Section> s = root.get_section("aio", false);
+    if (!s) return a;
+    a.block_size = s->get_int("block_size", 4096, int64_t{1} << 30).value_or(a.block_size);
+    if (a.block_size % 4096 != 0) s->fail("block_size", "expected a multiple of 4096 (O_DIRECT)");
+    a.queue_depth = s->get_int("queue_depth", 1, 4096).value_or(a.queue_depth);
+    std::optional<int64_t> tc = s->get_int("thread_count", 1, 64);
+    std::optional<int64_t> iop = s->get_int("intra_op_parallelism", 1, 64);
+    if (tc && iop) s->fail("intra_op_parallelism", "given twice (also as 'thread_count')");
+    a.thread_count = tc ? *tc : iop.value_or(a.thread_count);
+    a.single_submit = s->get_bool("single_submit").value_or(a.single_submit);
+    a.overlap_events = s->get_bool("overlap_events").value_or(a.overlap_events);
+    if (s->get_bool("use_gds").value_or(false)) {
+        s->note_unsupported("use_gds",
+                            "GPUDirect Storage is not implemented (I/O goes through "
+                            "host buffers)");
+    }
+    s->finish();
+    return a;
+}
+
 void parse_data_types(Section& root, TrainConfig& c) {
     std::optional<Section> s = root.get_section("data_types", false);
     if (!s) return;
@@ -600,7 +624,6 @@ void note_unsupported_sections(Section& root) {
         {"autotuning", "not implemented"},
         {"comms_logger", "not implemented"},
         {"hybrid_engine", "not implemented"},
-        {"aio", "planned (NVMe offload)"},
         {"compile", "not implemented"},
         {"timers", "not implemented"},
         {"expert_parallel", "AutoEP is not implemented"},
@@ -1040,6 +1063,7 @@ TrainConfig parse_ds_config(const std::string& json_text, const std::string& sou
         c.seed = static_cast<uint64_t>(*seed);
     }
     c.checkpoint = parse_checkpoint(root);
+    c.aio = parse_aio(root);
     parse_data_types(root, c);
     c.csv_monitor = parse_monitor(root, "csv_monitor");
     c.tensorboard = parse_monitor(root, "tensorboard");
@@ -1068,20 +1092,21 @@ TrainConfig parse_ds_config(const std::string& json_text, const std::string& sou
                               fmt::format("gradients are accumulated in fp32, not {}",
                                           to_string(*c.grad_accum_dtype)));
     }
-    for (const auto* o : {&c.zero.offload_optimizer.device, &c.zero.offload_param.device}) {
-        const char* key = o == &c.zero.offload_optimizer.device
-                              ? "zero_optimization.offload_optimizer"
-                              : "zero_optimization.offload_param";
-        if (*o == OffloadDevice::cpu) {
+    // offload_optimizer and offload_param (stage 3, 16-bit compute) are implemented
+    // (zero/offload.h). With fp32 compute the parameters are the f32 master weights, which
+    // offload_optimizer moves; offload_param then has nothing of its own to move.
+    if (c.zero.offload_param.device != OffloadDevice::none && c.zero.stage == 3 &&
+        c.precision == Precision::f32) {
+        if (c.zero.offload_param.device == OffloadDevice::cpu) {
             diag.notes.push_back(fmt::format(
-                "{}: {}.device \"cpu\": on CPU ranks these states already live in host memory; "
-                "nothing is moved",
-                source, key));
-        } else if (*o == OffloadDevice::nvme) {
-            root.note_unsupported(key,
-                                  "device \"nvme\" (ZeRO-Infinity) is not implemented yet: "
-                                  "the states stay in host memory (zerospeed estimate "
-                                  "gives the bytes per rank)");
+                "{}: zero_optimization.offload_param.device \"cpu\" with fp32: the parameters "
+                "are the master weights, in host memory on CPU ranks; nothing is moved",
+                source));
+        } else {
+            root.note_unsupported("zero_optimization.offload_param",
+                                  "device \"nvme\" with fp32 compute: the parameters are the "
+                                  "f32 master weights and stay in memory (offload them with "
+                                  "offload_optimizer, or train in bf16/fp16)");
         }
     }
     note_unsupported_sections(root);

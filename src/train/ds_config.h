@@ -18,6 +18,7 @@
 #include <string>
 #include <vector>
 
+#include "io/aio.h"
 #include "optim/optimizer.h"
 
 namespace zs::train {
@@ -300,6 +301,9 @@ struct TrainConfig {
     Fp16Config fp16;
     Bf16Config bf16;
     ZeroConfig zero;
+    // "aio": the NVMe swap files' io_uring settings (io/aio.h; thread_count or its newer name
+    // intra_op_parallelism). use_gds true is listed as unsupported (no GPUDirect Storage).
+    io::AioConfig aio;
     ActivationCheckpointingConfig activation_checkpointing;
 
     std::optional<int64_t> steps_per_print;  // DeepSpeed: none (no periodic progress report)

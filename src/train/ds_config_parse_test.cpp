@@ -708,16 +708,27 @@ TEST(DsConfigElasticity, PropertiesHoldForRandomConfigs) {
 }
 
 TEST(DsConfigWarnings, SettingsAppliedDifferentlyAreStated) {
-    // Offload to cpu: nothing to move on CPU ranks (a note); nvme: not implemented (listed);
+    // Parameter offload with fp32 compute: to cpu nothing to move (a note), to nvme listed (the
+    // parameters are the master weights); optimizer offload is implemented (nothing said);
     // reductions and accumulation in another dtype than fp32: listed with what happens instead.
     TrainConfig c = parse(R"("zero_optimization": {"stage": 3,
         "offload_optimizer": {"device": "cpu"}, "offload_param": {"device": "nvme",
         "nvme_path": "/tmp/x"}}, "communication_data_type": "bf16",
         "data_types": {"grad_accum_dtype": "fp16"})");
-    ASSERT_EQ(c.notes.size(), 1u);
-    EXPECT_NE(c.notes[0].find("offload_optimizer.device \"cpu\""), std::string::npos) << c.notes[0];
-    EXPECT_TRUE(
-        contains(c.unsupported, "ds.json: zero_optimization.offload_param: device \"nvme\""));
+    EXPECT_TRUE(c.notes.empty());
+    EXPECT_FALSE(contains(c.unsupported, "zero_optimization.offload_optimizer"));
+    TrainConfig p =
+        parse(R"("zero_optimization": {"stage": 3, "offload_param": {"device": "cpu"}})");
+    ASSERT_EQ(p.notes.size(), 1u);
+    EXPECT_NE(p.notes[0].find("offload_param.device \"cpu\""), std::string::npos) << p.notes[0];
+    EXPECT_TRUE(contains(c.unsupported,
+                         "ds.json: zero_optimization.offload_param: device \"nvme\" with fp32"));
+    // With bf16 both offloads are implemented: nothing to say.
+    TrainConfig b = parse(R"("bf16": {"enabled": true}, "zero_optimization": {"stage": 3,
+        "offload_optimizer": {"device": "cpu"}, "offload_param": {"device": "nvme",
+        "nvme_path": "/tmp/x"}})");
+    EXPECT_TRUE(b.notes.empty());
+    EXPECT_FALSE(contains(b.unsupported, "offload"));
     EXPECT_TRUE(contains(c.unsupported, "communication_data_type: gradients are reduced in fp32"));
     EXPECT_TRUE(contains(c.unsupported, "grad_accum_dtype: gradients are accumulated in fp32"));
     // fp32 for both: nothing to say.
@@ -729,6 +740,48 @@ TEST(DsConfigWarnings, SettingsAppliedDifferentlyAreStated) {
 
 // Seeded mutations of the example configs (a leaf replaced by a value of another type, or a byte
 // of the text changed): each parse either succeeds or raises zs::Error; nothing else escapes.
+TEST(DsConfigAio, EveryKeyIsReadOrRefusedByName) {
+    // DeepSpeed's defaults when absent (runtime/swap_tensor/constants.py).
+    TrainConfig d = parse("");
+    EXPECT_EQ(d.aio.block_size, 1048576);
+    EXPECT_EQ(d.aio.queue_depth, 8);
+    EXPECT_EQ(d.aio.thread_count, 1);
+    EXPECT_FALSE(d.aio.single_submit);
+    EXPECT_TRUE(d.aio.overlap_events);
+    TrainConfig c = parse(R"("aio": {"block_size": 262144, "queue_depth": 32,
+        "intra_op_parallelism": 2, "single_submit": true, "overlap_events": false,
+        "use_gds": false})");
+    EXPECT_EQ(c.aio.block_size, 262144);
+    EXPECT_EQ(c.aio.queue_depth, 32);
+    EXPECT_EQ(c.aio.thread_count, 2);
+    EXPECT_TRUE(c.aio.single_submit);
+    EXPECT_FALSE(c.aio.overlap_events);
+    EXPECT_TRUE(c.unsupported.empty());
+    EXPECT_EQ(parse(R"("aio": {"thread_count": 3})").aio.thread_count, 3);  // the older name
+    EXPECT_TRUE(contains(parse(R"("aio": {"use_gds": true})").unsupported, "aio.use_gds"));
+    EXPECT_TRUE(contains(parse(R"("aio": {"queue_dept": 4})").warnings, "queue_depth"));
+    for (const char* bad : {R"("aio": {"block_size": 5000})", R"("aio": {"queue_depth": 0})",
+                            R"("aio": {"thread_count": 2, "intra_op_parallelism": 2})",
+                            R"("aio": {"single_submit": "yes"})"}) {
+        try {
+            parse(bad);
+            ADD_FAILURE() << "accepted " << bad;
+        } catch (const ConfigError& e) {
+            EXPECT_NE(std::string(e.what()).find("ds.json: aio."), std::string::npos) << e.what();
+        }
+    }
+    // offload_optimizer's knobs reach the config; fast_init is accepted with a warning.
+    TrainConfig o = parse(R"("zero_optimization": {"stage": 2, "sub_group_size": 1000,
+        "offload_optimizer": {"device": "nvme", "nvme_path": "/tmp/x", "buffer_count": 3,
+        "pin_memory": false, "pipeline_read": true, "fast_init": true}})");
+    EXPECT_EQ(o.zero.offload_optimizer.device, OffloadDevice::nvme);
+    EXPECT_EQ(o.zero.offload_optimizer.buffer_count, 3);
+    EXPECT_FALSE(o.zero.offload_optimizer.pin_memory);
+    EXPECT_TRUE(o.zero.offload_optimizer.pipeline_read);
+    EXPECT_EQ(o.zero.sub_group_size, 1000);
+    EXPECT_TRUE(contains(o.warnings, "fast_init: has no effect"));
+}
+
 TEST(DsConfigRobustness, MutatedConfigsRaiseOnlyZsErrors) {
     std::mt19937_64 rng(301);
     const nlohmann::json replacements[] = {"three",

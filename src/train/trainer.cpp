@@ -186,6 +186,31 @@ Trainer::Trainer(models::ModelConfig model, TrainConfig cfg, RunOptions run,
             return g >= first_expert_group ? edp_ : nullptr;
         };
     }
+    // ZeRO-Offload / ZeRO-Infinity: the optimizer's master weights and states on the cpu tier or
+    // in NVMe swap files, streamed per sub-group through the step (zero/offload.h).
+    const OffloadOptimizerConfig& oo = cfg_.zero.offload_optimizer;
+    zc.offload.optimizer = oo.device == OffloadDevice::nvme  ? zero::Tier::nvme
+                           : oo.device == OffloadDevice::cpu ? zero::Tier::cpu
+                                                             : zero::Tier::memory;
+    zc.offload.nvme_path = oo.nvme_path;
+    zc.offload.sub_group_size = cfg_.zero.sub_group_size;
+    zc.offload.buffer_count = oo.buffer_count;
+    zc.offload.pin_memory = oo.pin_memory;
+    zc.offload.pipeline_read = oo.pipeline_read;
+    zc.offload.pipeline_write = oo.pipeline_write;
+    zc.offload.aio = cfg_.aio;
+    // offload_param: ZeRO-3 with 16-bit compute (ds_config.cpp lists the fp32 case).
+    const OffloadParamConfig& op = cfg_.zero.offload_param;
+    if (cfg_.zero.stage == 3 && rc.compute_dtype != DType::f32) {
+        zc.offload.param = op.device == OffloadDevice::nvme  ? zero::Tier::nvme
+                           : op.device == OffloadDevice::cpu ? zero::Tier::cpu
+                                                             : zero::Tier::memory;
+    }
+    zc.offload.param_nvme_path = op.nvme_path;
+    zc.offload.param_buffer_count = op.buffer_count;
+    zc.offload.param_buffer_size = op.buffer_size;
+    zc.offload.param_max_in_cpu = op.max_in_cpu;
+    zc.offload.param_pin_memory = op.pin_memory;
     engine_ = std::make_unique<zero::Engine>(model_->layout(), model_->binding(), *dp_, zc,
                                              rc.compute_dtype, cfg_.optimizer.options(),
                                              [this](int g) { return model_->grad_groups(g); });
@@ -249,6 +274,12 @@ void Trainer::setup_pipeline() {
                "{}: {} pipeline stages x {} virtual stages need at least that many blocks; the "
                "model has {}",
                cfg_.source, P, V, L);
+    ZS_CHECK_T(ConfigError,
+               cfg_.zero.offload_optimizer.device == OffloadDevice::none &&
+                   cfg_.zero.offload_param.device == OffloadDevice::none,
+               "{}: offload_optimizer / offload_param under pipeline parallelism is not "
+               "implemented yet (pipeline.stages {})",
+               cfg_.source, P);
     ZS_CHECK_T(ConfigError, !cfg_.zero.stage3_gather_16bit_weights_on_model_save,
                "{}: stage3_gather_16bit_weights_on_model_save under pipeline parallelism is not "
                "implemented (resume the checkpoint at pipeline.stages 1 to export)",
@@ -691,8 +722,11 @@ StepStats Trainer::step(const std::vector<models::TrainBatch>& batches) {
             log_debug("OneCycle momentum schedule: beta1 {} (zerospeed keeps the configured betas)",
                       b->beta1);
         }
+        const int64_t rd = engine_->offload_bytes_read(), wr = engine_->offload_bytes_written();
         engine_->step(static_cast<float>(s.lr), applied,
                       static_cast<float>(clip * post / loss_scale));
+        s.offload_read_bytes = engine_->offload_bytes_read() - rd;
+        s.offload_write_bytes = engine_->offload_bytes_written() - wr;
         ++steps_done_;
     } else {
         ++skipped_;
@@ -820,6 +854,14 @@ std::vector<StepStats> Trainer::train() {
                     "{:.1f} | other {:.1f} | total {:.1f}",
                     steps_done_, 1e3 * s.forward_s, 1e3 * s.head_s, 1e3 * s.backward_s,
                     1e3 * s.grad_sync_s, 1e3 * s.optimizer_s, 1e3 * other, 1e3 * s.seconds);
+                if (cfg_.zero.offload_optimizer.device != OffloadDevice::none) {
+                    log_info("step {} offload_optimizer: read {}, wrote {} ({}/s through the step)",
+                             steps_done_, core::format_bytes(s.offload_read_bytes),
+                             core::format_bytes(s.offload_write_bytes),
+                             core::format_bytes(static_cast<int64_t>(
+                                 static_cast<double>(s.offload_read_bytes + s.offload_write_bytes) /
+                                 std::max(s.optimizer_s, 1e-9))));
+                }
             }
             if (metrics) {
                 double el = total.seconds();
@@ -840,6 +882,12 @@ std::vector<StepStats> Trainer::train() {
                         j["a2a_bytes"] = s.a2a_bytes;
                         for (size_t e = 0; e < s.expert_load.size(); ++e)
                             j[fmt::format("load_e{}", e)] = s.expert_load[e];
+                    }
+                    if (cfg_.zero.offload_optimizer.device != OffloadDevice::none ||
+                        cfg_.zero.offload_param.device != OffloadDevice::none) {
+                        // This rank's bytes from / to the offload tier in the optimizer step.
+                        j["offload_read_bytes"] = s.offload_read_bytes;
+                        j["offload_write_bytes"] = s.offload_write_bytes;
                     }
                     if (cfg_.wall_clock_breakdown) {
                         j["forward_s"] = s.forward_s;

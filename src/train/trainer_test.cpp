@@ -159,6 +159,91 @@ TEST(Resume, BitExactAfterSaveAndReload) {
         EXPECT_EQ(resumed[i], straight[5 + i]) << "step " << 6 + i;  // bitwise
 }
 
+// ds_config offload_optimizer (cpu / nvme, zero/offload.h) through the trainer: 10 bf16 steps
+// with the optimizer's master weights and moments offloaded (at stage 3 the parameters' shards
+// too, offload_param) equal the in-memory run bit for bit;
+// 5 offloaded steps, a checkpoint and 5 more after a reload (offloaded or in memory) equal them
+// too; the JSONL metrics carry each step's offload bytes.
+TrainConfig offload_config(int stage, const std::string& device, const std::string& nvme) {
+    std::string off = device.empty()
+                          ? ""
+                          : R"(, "sub_group_size": 300, "offload_optimizer": {"device": ")" +
+                                device + R"(", "nvme_path": ")" + nvme +
+                                R"(", "buffer_count": 3, "pipeline_read": true,
+        "pipeline_write": true})";
+    // Stage 3: the parameters too (every group's shard off memory).
+    if (stage == 3 && !device.empty()) {
+        off += R"(, "offload_param": {"device": ")" + device + R"(", "nvme_path": ")" + nvme +
+               R"(", "max_in_cpu": 0, "buffer_count": 2})";
+    }
+    return parse_ds_config(R"({"train_batch_size": 4, "train_micro_batch_size_per_gpu": 2,
+        "optimizer": {"type": "AdamW", "params": {"lr": 3e-3, "weight_decay": 0.1}},
+        "gradient_clipping": 1.0, "bf16": {"enabled": true},
+        "aio": {"block_size": 65536, "queue_depth": 4},
+        "zero_optimization": {"stage": )" +
+                               std::to_string(stage) + off + "}}",
+                           "offload", 1);
+}
+
+TEST(OffloadTraining, BitExactToInMemoryAndAcrossCheckpoints) {
+    Scratch s("offload");
+    auto comm = comm::make_self();
+    // Swap files on tmpfs where there is one (the same io_uring path, without the disk's latency).
+    const std::string nvme = fs::exists("/dev/shm")
+                                 ? "/dev/shm/zs_offload_trainer_" + std::to_string(getpid())
+                                 : s.root + "/nvme";
+    fs::create_directories(nvme);
+    struct Remove {
+        std::string p;
+        ~Remove() { fs::remove_all(p); }
+    } remove_nvme{nvme};
+    for (int stage : {1, 3}) {
+        std::vector<double> straight;
+        {
+            Trainer t(s.mc, offload_config(stage, "", ""), s.run(10), *comm);
+            t.init_random();
+            for (const StepStats& st : t.train()) straight.push_back(st.loss);
+        }
+        for (const std::string device : {"nvme", "cpu"}) {
+            SCOPED_TRACE(device + " stage " + std::to_string(stage));
+            fs::remove_all(s.root + "/ckpt");
+            RunOptions r = s.run(10);
+            r.metrics_path = s.root + "/m.jsonl";
+            r.save_interval = 5;
+            std::vector<double> off;
+            {
+                Trainer t(s.mc, offload_config(stage, device, nvme), r, *comm);
+                t.init_random();
+                for (const StepStats& st : t.train()) {
+                    off.push_back(st.loss);
+                    EXPECT_GT(st.offload_read_bytes, 0);
+                    EXPECT_EQ(st.offload_read_bytes, st.offload_write_bytes);
+                }
+            }
+            ASSERT_EQ(off.size(), straight.size());
+            for (size_t i = 0; i < off.size(); ++i) EXPECT_EQ(off[i], straight[i]) << i + 1;
+            std::ifstream m(r.metrics_path);
+            std::string line;
+            std::getline(m, line);
+            EXPECT_NE(line.find("\"offload_read_bytes\""), std::string::npos) << line;
+            // Resume from step 5, offloaded and in memory.
+            for (const std::string& resume_device : {device, std::string()}) {
+                Trainer t(s.mc, offload_config(stage, resume_device, nvme), s.run(10), *comm);
+                t.load_checkpoint(s.root + "/ckpt/step-5");
+                std::vector<double> resumed;
+                for (const StepStats& st : t.train()) resumed.push_back(st.loss);
+                ASSERT_EQ(resumed.size(), 5u);
+                for (size_t i = 0; i < 5; ++i)
+                    EXPECT_EQ(resumed[i], straight[5 + i]) << "resumed step " << 6 + i;
+            }
+            fs::remove(r.metrics_path);
+        }
+        // Nothing of the swap files outlives the trainers.
+        EXPECT_TRUE(!fs::exists(nvme + "/zerospeed_swap") ||
+                    fs::is_empty(nvme + "/zerospeed_swap"));
+    }
+}
+
 // wall_clock_breakdown: every step's phases are in the JSONL metrics, non-negative, and add up to
 // no more than the step's own wall time (each phase is timed once, none twice).
 TEST(Metrics, WallClockBreakdownAddsUp) {

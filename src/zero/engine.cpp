@@ -6,6 +6,7 @@
 #include "base/error.h"
 #include "base/log.h"
 #include "core/memory.h"
+#include "io/atomic_file.h"
 #include "ops/activation.h"
 #include "ops/adam.h"
 
@@ -59,6 +60,9 @@ Engine::Engine(const models::ParamLayout& layout, models::ParamBinding& binding,
     ZS_CHECK_T(ConfigError, cfg_.stage >= 0 && cfg_.stage <= 3,
                "zero_optimization.stage must be 0, 1, 2 or 3 (got {})", cfg_.stage);
     const bool f32 = ct_ == DType::f32;
+    // Offloaded optimizer: master weights (unless they are the compute weights) and states live
+    // in the store, not here (setup_offload).
+    const bool off = cfg_.offload.optimizer != Tier::memory;
     for (int g = 0; g < layout.n_groups(); ++g) {
         comm::Communicator* gc = cfg_.group_comm ? cfg_.group_comm(g) : nullptr;
         group_comms_ = group_comms_ || (gc != nullptr && gc != &dp_);
@@ -90,13 +94,17 @@ Engine::Engine(const models::ParamLayout& layout, models::ParamBinding& binding,
             case 2:
                 gr->full_w = zeros(P, ct_, MemCategory::params);
                 gr->master = f32 ? gr->full_w.slice(0, s.begin, s.begin + S)
-                                 : zeros(S, DType::f32, MemCategory::optimizer);
+                                 : (off ? Tensor() : zeros(S, DType::f32, MemCategory::optimizer));
                 if (cfg_.stage == 1) gr->full_g = zeros(P, DType::f32, MemCategory::grads);
                 gr->shard_g = zeros(S, DType::f32, MemCategory::grads);
                 break;
             case 3:
-                gr->master = zeros(S, DType::f32, MemCategory::optimizer);
-                gr->shard_w = f32 ? gr->master : zeros(S, ct_, MemCategory::params);
+                gr->master = off && !f32 ? Tensor() : zeros(S, DType::f32, MemCategory::optimizer);
+                // Offloaded parameters: the shard lives in the store (setup_offload).
+                gr->shard_w = f32 ? gr->master
+                              : cfg_.offload.param != Tier::memory
+                                  ? Tensor()
+                                  : zeros(S, ct_, MemCategory::params);
                 gr->shard_g = zeros(S, DType::f32, MemCategory::grads);
                 gr->persistent = P <= cfg_.persistence_threshold;
                 break;
@@ -104,7 +112,7 @@ Engine::Engine(const models::ParamLayout& layout, models::ParamBinding& binding,
                 ZS_ASSERT(false);
         }
         gr->master_aliases_compute = f32;
-        for (int i = 0; i < optimizer_.n_states(); ++i) {
+        for (int i = 0; i < optimizer_.n_states() && !off; ++i) {
             gr->states[i] = zeros(gr->master.numel(), DType::f32, MemCategory::optimizer);
         }
         groups_.push_back(std::move(gr));
@@ -115,6 +123,272 @@ Engine::Engine(const models::ParamLayout& layout, models::ParamBinding& binding,
                "communicators (expert parameters) are not implemented");
     check_quantization();
     setup_hpz();
+    setup_offload();
+}
+
+// ------------------------------------------------------------------------------------ offload
+
+void Engine::setup_offload() {
+    const OffloadConfig& o = cfg_.offload;
+    if (o.param != Tier::memory) {
+        ZS_CHECK_T(ConfigError, cfg_.stage == 3,
+                   "zero_optimization.offload_param: needs ZeRO stage 3 (stage {})", cfg_.stage);
+        ZS_CHECK_T(ConfigError, ct_ != DType::f32,
+                   "zero_optimization.offload_param: with f32 compute the parameters are the f32 "
+                   "master weights; offload them with offload_optimizer, or train in bf16/fp16");
+        ZS_CHECK_T(NotSupported, cfg_.device.is_cpu(),
+                   "zero_optimization.offload_param: CPU ranks only (the model is on {})",
+                   cfg_.device.str());
+        ZS_CHECK_T(ConfigError, o.param_buffer_count >= 1,
+                   "zero_optimization.offload_param.buffer_count: expected >= 1, got {}",
+                   o.param_buffer_count);
+        pstore_ = std::make_unique<SwapStore>(o.param, o, rank_, o.param_nvme_path,
+                                              o.param_pin_memory, "param");
+        param_off_.assign(static_cast<size_t>(layout_.n_groups()), 0);
+        pread_.resize(static_cast<size_t>(layout_.n_groups()));
+        int64_t in_cpu = 0, n_off = 0, bytes = 0;
+        for (int g = 0; g < layout_.n_groups(); ++g) {
+            const int64_t S = shards_[static_cast<size_t>(g)].size;
+            ZS_CHECK_T(ConfigError, S <= o.param_buffer_size,
+                       "zero_optimization.offload_param.buffer_size {} is smaller than group {}'s "
+                       "shard of {} elements",
+                       o.param_buffer_size, layout_.group(g).name, S);
+            Group& gr = *groups_[static_cast<size_t>(g)];
+            // nvme: the first groups up to max_in_cpu elements stay in memory.
+            if (o.param == Tier::nvme && in_cpu + S <= o.param_max_in_cpu) {
+                in_cpu += S;
+                gr.shard_w = Tensor::zeros({S}, ct_, cfg_.device, MemCategory::params);
+                continue;
+            }
+            param_off_[static_cast<size_t>(g)] = 1;
+            gr.shard_w = Tensor::zeros({S}, ct_, cfg_.device, MemCategory::params);
+            param_store(g, true);
+            ++n_off;
+            bytes += static_cast<int64_t>(param_bytes(g));
+        }
+        if (rank_ == 0) {
+            log_info(
+                "zero: offload_param {}: {} of {} groups' weight shards ({}) off memory{}, read "
+                "ahead {} groups along the execution order",
+                to_string(o.param), n_off, layout_.n_groups(), core::format_bytes(bytes),
+                o.param == Tier::nvme ? ", files under " + pstore_->dir() : std::string(),
+                o.param_buffer_count);
+        }
+    }
+    if (o.optimizer == Tier::memory) return;
+    ZS_CHECK_T(ConfigError, cfg_.stage >= 1,
+               "zero_optimization.offload_optimizer: device \"{}\" needs ZeRO stage 1, 2 or 3 "
+               "(stage 0 keeps no optimizer partition to offload)",
+               to_string(o.optimizer));
+    ZS_CHECK_T(NotSupported, cfg_.device.is_cpu(),
+               "zero_optimization.offload_optimizer: the offloaded optimizer step runs on the CPU "
+               "only (the model is on {})",
+               cfg_.device.str());
+    ZS_CHECK_T(NotSupported, optimizer_.options().kind != optim::Kind::lamb,
+               "zero_optimization.offload_optimizer: LAMB's per-tensor trust ratios need whole "
+               "tensors in memory; offload is implemented for the element-wise optimizers");
+    ZS_CHECK_T(ConfigError, o.sub_group_size >= 1,
+               "zero_optimization.sub_group_size: expected >= 1 with offload, got {}",
+               o.sub_group_size);
+    ZS_CHECK_T(ConfigError, o.buffer_count >= 1,
+               "zero_optimization.offload_optimizer.buffer_count: expected >= 1, got {}",
+               o.buffer_count);
+    swap_master_ = ct_ != DType::f32;
+    subs_of_.resize(static_cast<size_t>(layout_.n_groups()));
+    size_t max_bytes = 0;
+    for (int g = 0; g < layout_.n_groups(); ++g) {
+        const int64_t S = shards_[static_cast<size_t>(g)].size;
+        for (int64_t a = 0; a < S; a += o.sub_group_size) {
+            subs_of_[static_cast<size_t>(g)].push_back(static_cast<int>(subs_.size()));
+            subs_.push_back({g, a, std::min(S, a + o.sub_group_size)});
+            max_bytes = std::max(max_bytes, record_bytes(subs_.back()));
+        }
+    }
+    if (offload_fields() == 0) {
+        if (rank_ == 0) {
+            log_info("zero: offload_optimizer: nothing to offload (f32 weights, {} keeps no state)",
+                     optim::to_string(optimizer_.options().kind));
+        }
+        return;
+    }
+    store_ =
+        std::make_unique<SwapStore>(o.optimizer, o, rank_, o.nvme_path, o.pin_memory, "optimizer");
+    const size_t nbuf = std::min(static_cast<size_t>(o.buffer_count), subs_.size());
+    for (size_t i = 0; i < std::max<size_t>(nbuf, 1); ++i) {
+        slots_.emplace_back(max_bytes, o.pin_memory, MemCategory::optimizer);
+    }
+    // Every record starts as zeros (master weights are set by load_group / init_weights).
+    std::memset(slots_[0].data(), 0, slots_[0].capacity());
+    for (size_t i = 0; i < subs_.size(); ++i) {
+        store_->write(static_cast<int>(i), slots_[0], record_bytes(subs_[i])).wait();
+    }
+    if (rank_ == 0) {
+        int64_t total = 0;
+        for (const SubGroup& sg : subs_) total += static_cast<int64_t>(record_bytes(sg));
+        log_info(
+            "zero: offload_optimizer {}: {} per rank ({}{} state(s)) in {} sub-groups of <= {} "
+            "elements, {} buffers of {}{}{}",
+            to_string(o.optimizer), core::format_bytes(total),
+            swap_master_ ? "f32 master weights + " : "", optimizer_.n_states(), subs_.size(),
+            o.sub_group_size, slots_.size(), core::format_bytes(static_cast<int64_t>(max_bytes)),
+            o.optimizer == Tier::nvme ? ", files under " + store_->dir() : std::string(),
+            o.pipeline_read || o.pipeline_write ? "; pipelined" : "");
+    }
+}
+
+size_t Engine::param_bytes(int g) const {
+    return static_cast<size_t>(shards_[static_cast<size_t>(g)].size) * core::dtype_size(ct_);
+}
+
+void Engine::param_read_ahead(int g) {
+    if (!param_offloaded(g)) return;
+    Group& gr = *groups_[static_cast<size_t>(g)];
+    ParamRead& pr = pread_[static_cast<size_t>(g)];
+    if (gr.shard_w.defined() || pr.pending) return;
+    pr.buf = io::AlignedBuffer(param_bytes(g), cfg_.offload.param_pin_memory, MemCategory::params);
+    pr.work = pstore_->read(g, pr.buf, param_bytes(g));
+    pr.pending = true;
+}
+
+void Engine::param_fetch(int g) {
+    if (!param_offloaded(g)) return;
+    Group& gr = *groups_[static_cast<size_t>(g)];
+    if (gr.shard_w.defined()) return;
+    param_read_ahead(g);
+    ParamRead& pr = pread_[static_cast<size_t>(g)];
+    pr.pending = false;
+    pr.work.wait();
+    gr.shard_w = Tensor::empty({shards_[static_cast<size_t>(g)].size}, ct_, cfg_.device,
+                               MemCategory::params);
+    std::memcpy(gr.shard_w.data_ptr(), pr.buf.data(), param_bytes(g));
+    pr.buf = io::AlignedBuffer();
+}
+
+void Engine::param_store(int g, bool write) {
+    if (!param_offloaded(g)) return;
+    Group& gr = *groups_[static_cast<size_t>(g)];
+    if (!gr.shard_w.defined()) return;
+    if (write) {
+        io::AlignedBuffer buf(param_bytes(g), cfg_.offload.param_pin_memory, MemCategory::params);
+        std::memcpy(buf.data(), gr.shard_w.data_ptr(), param_bytes(g));
+        pstore_->write(g, buf, param_bytes(g)).wait();
+    }
+    gr.shard_w = Tensor();
+}
+
+int Engine::offload_fields() const { return (swap_master_ ? 1 : 0) + optimizer_.n_states(); }
+
+size_t Engine::record_bytes(const SubGroup& sg) const {
+    return static_cast<size_t>(sg.b - sg.a) * sizeof(float) * static_cast<size_t>(offload_fields());
+}
+
+std::vector<Tensor> Engine::read_group(int g) const {
+    const int64_t S = shards_[static_cast<size_t>(g)].size;
+    std::vector<Tensor> fields;
+    for (int f = 0; f < offload_fields(); ++f) {
+        fields.push_back(
+            Tensor::empty({S}, DType::f32, core::Device::cpu(), MemCategory::optimizer));
+    }
+    for (int id : subs_of_[static_cast<size_t>(g)]) {
+        const SubGroup& sg = subs_[static_cast<size_t>(id)];
+        store_->read(id, slots_[0], record_bytes(sg)).wait();
+        const size_t n = static_cast<size_t>(sg.b - sg.a);
+        const auto* src = reinterpret_cast<const float*>(slots_[0].data());
+        for (size_t f = 0; f < fields.size(); ++f) {
+            std::memcpy(fields[f].data<float>() + sg.a, src + f * n, n * sizeof(float));
+        }
+    }
+    return fields;
+}
+
+void Engine::write_group(int g, const std::vector<Tensor>& fields) const {
+    for (int id : subs_of_[static_cast<size_t>(g)]) {
+        const SubGroup& sg = subs_[static_cast<size_t>(id)];
+        const size_t n = static_cast<size_t>(sg.b - sg.a);
+        auto* dst = reinterpret_cast<float*>(slots_[0].data());
+        for (size_t f = 0; f < fields.size(); ++f) {
+            std::memcpy(dst + f * n, fields[f].data<float>() + sg.a, n * sizeof(float));
+        }
+        store_->write(id, slots_[0], record_bytes(sg)).wait();
+    }
+}
+
+void Engine::page_in(int g) const {
+    if (!store_) return;
+    Group& gr = *groups_[static_cast<size_t>(g)];
+    std::vector<Tensor> fields = read_group(g);
+    size_t f = 0;
+    if (swap_master_) gr.master = fields[f++];
+    for (int i = 0; i < optimizer_.n_states(); ++i) gr.states[i] = fields[f++];
+}
+
+void Engine::page_out(int g, bool write) const {
+    if (!store_) return;
+    Group& gr = *groups_[static_cast<size_t>(g)];
+    if (write) {
+        std::vector<Tensor> fields;
+        if (swap_master_) fields.push_back(gr.master);
+        for (int i = 0; i < optimizer_.n_states(); ++i) fields.push_back(gr.states[i]);
+        write_group(g, fields);
+    }
+    if (swap_master_) gr.master = Tensor();
+    for (int i = 0; i < optimizer_.n_states(); ++i) gr.states[i] = Tensor();
+}
+
+void Engine::offload_step(float lr, int64_t step, float grad_scale) {
+    const size_t N = subs_.size(), B = slots_.size();
+    const bool ahead = cfg_.offload.pipeline_read && B >= 2;
+    std::vector<io::AioWork> reads(N), writes(B);  // writes: the last one from each buffer
+    std::vector<bool> issued(N, false);
+    auto read = [&](size_t i) {
+        writes[i % B].wait();  // the buffer's previous sub-group is stored
+        reads[i] = store_->read(static_cast<int>(i), slots_[i % B], record_bytes(subs_[i]));
+        issued[i] = true;
+    };
+    try {
+        for (size_t i = 0; i < N; ++i) {
+            if (!issued[i]) read(i);
+            // Deep Optimizer States: the next sub-group's read and the previous one's write are
+            // in flight while this one is updated.
+            if (ahead && i + 1 < N) read(i + 1);
+            reads[i].wait();
+            const SubGroup& sg = subs_[i];
+            // Parameter offload: the group's compute shard is in memory while its sub-groups
+            // are updated (written back after its last one).
+            if (i > 0 && subs_[i - 1].g != sg.g) param_store(subs_[i - 1].g, true);
+            param_fetch(sg.g);
+            auto* rec = reinterpret_cast<float*>(slots_[i % B].data());
+            const int64_t n = sg.b - sg.a;
+            float* master = swap_master_
+                                ? rec
+                                : groups_[static_cast<size_t>(sg.g)]->master.data<float>() + sg.a;
+            float* st = rec + (swap_master_ ? n : 0);
+            const int ns = optimizer_.n_states();
+            optimizer_.step(segments_of(sg.g, sg.a, sg.b, master, ns > 0 ? st : nullptr,
+                                        ns > 1 ? st + n : nullptr),
+                            lr, step, grad_scale);
+            writes[i % B] = store_->write(static_cast<int>(i), slots_[i % B], record_bytes(sg));
+            io::fault_point("offload.write");  // ZS_FAULT=offload.write:N: SIGKILL mid-step
+            if (!cfg_.offload.pipeline_write) writes[i % B].wait();
+        }
+        for (io::AioWork& w : writes) w.wait();
+        if (N > 0) param_store(subs_[N - 1].g, true);
+    } catch (...) {
+        // Nothing may still use the buffers; the first error is the one reported.
+        for (io::AioWork& w : reads) {
+            try {
+                w.wait();
+            } catch (const std::exception&) {
+            }
+        }
+        for (io::AioWork& w : writes) {
+            try {
+                w.wait();
+            } catch (const std::exception&) {
+            }
+        }
+        throw;
+    }
 }
 
 void Engine::setup_hpz() {
@@ -246,17 +520,21 @@ void Engine::load_group(int g, const Tensor& full) {
                "zero: group {} expects f32 [{}], got {}", layout_.group(g).name, s.numel,
                full.str());
     Tensor flat = full.contiguous().view({s.numel});
+    page_in(g);
     if (cfg_.stage == 0) {
         gr.master.slice(0, 0, s.numel).copy_from(flat);
     } else if (s.end > s.begin) {
         gr.master.slice(0, 0, s.end - s.begin).copy_from(flat.slice(0, s.begin, s.end));
     }
+    page_out(g, true);
     if (cfg_.stage <= 2) {
         if (!gr.master_aliases_compute || cfg_.stage > 0)
             gr.full_w.slice(0, 0, s.numel).copy_from(flat);
     } else {
         if (!gr.master_aliases_compute && s.end > s.begin) {
+            param_fetch(g);
             gr.shard_w.slice(0, 0, s.end - s.begin).copy_from(flat.slice(0, s.begin, s.end));
+            param_store(g, true);
         }
         gr.gathered = false;
         gr.full_w = Tensor();
@@ -285,8 +563,10 @@ Tensor Engine::gather_group(int g, int state) {
     Group& gr = *groups_[static_cast<size_t>(g)];
     ZS_CHECK(state < optimizer_.n_states(), "gather_group: state {} of {}", state,
              optimizer_.n_states());
-    const Tensor& src = state < 0 ? gr.master : gr.states[state];
     if (s.numel == 0) return Tensor::zeros({0}, DType::f32, core::Device::cpu());
+    page_in(g);
+    const Tensor src = state < 0 ? gr.master : gr.states[state];
+    page_out(g, false);
     // On the CPU the clone (or the gathered buffer) is returned itself; elsewhere it is copied.
     if (cfg_.stage == 0 || s.world == 1)
         return src.slice(0, 0, s.numel).clone(MemCategory::buffers).to(core::Device::cpu());
@@ -298,11 +578,16 @@ Tensor Engine::gather_group(int g, int state) {
 
 Tensor Engine::master_shard(int g) const {
     const GroupShard& s = shards_[static_cast<size_t>(g)];
+    if (store_ && swap_master_) return read_group(g)[0].slice(0, 0, s.end - s.begin);
     return groups_[static_cast<size_t>(g)]->master.slice(0, 0, s.end - s.begin);
 }
 
 Tensor Engine::state_shard(int g, int i) const {
     const GroupShard& s = shards_[static_cast<size_t>(g)];
+    if (store_) {
+        return read_group(g)[static_cast<size_t>((swap_master_ ? 1 : 0) + i)].slice(
+            0, 0, s.end - s.begin);
+    }
     return groups_[static_cast<size_t>(g)]->states[i].slice(0, 0, s.end - s.begin);
 }
 
@@ -322,6 +607,7 @@ void Engine::set_state_range(int g, int64_t begin, const Tensor& master, const T
     int64_t lo = std::max(begin, s.begin), hi = std::min(begin + n, s.end);
     if (hi <= lo) return;
     const int64_t src = lo - begin, dst = lo - s.begin, len = hi - lo;
+    page_in(g);
     gr.master.slice(0, dst, dst + len).copy_from(master.view({n}).slice(0, src, src + len));
     const Tensor* st[2] = {&state0, &state1};
     for (int i = 0; i < optimizer_.n_states(); ++i) {
@@ -330,12 +616,19 @@ void Engine::set_state_range(int g, int64_t begin, const Tensor& master, const T
                    layout_.group(g).name);
         gr.states[i].slice(0, dst, dst + len).copy_from(st[i]->view({n}).slice(0, src, src + len));
     }
+    page_out(g, true);
 }
 
 void Engine::refresh_compute_weights() {
     for (int g = 0; g < layout_.n_groups(); ++g) {
         Group& gr = *groups_[static_cast<size_t>(g)];
         const GroupShard& s = shards_[static_cast<size_t>(g)];
+        page_in(g);
+        struct Drop {  // the paged-in copies go whatever happens below
+            const Engine& e;
+            int g;
+            ~Drop() { e.page_out(g, false); }
+        } drop{*this, g};
         switch (cfg_.stage) {
             case 0:
                 if (!gr.master_aliases_compute) gr.full_w.copy_from(gr.master);
@@ -352,7 +645,11 @@ void Engine::refresh_compute_weights() {
                 break;
             }
             case 3:
-                if (!gr.master_aliases_compute) gr.shard_w.copy_from(gr.master);
+                if (!gr.master_aliases_compute) {
+                    param_fetch(g);
+                    gr.shard_w.copy_from(gr.master);
+                    param_store(g, true);
+                }
                 gr.sec_valid = false;
                 if (gr.full_w.defined()) {
                     wait_gather(g);
@@ -383,6 +680,8 @@ void Engine::launch_gather(int g, bool backward) {
     Group& gr = *groups_[static_cast<size_t>(g)];
     const GroupShard& s = shards_[static_cast<size_t>(g)];
     gr.full_w = Tensor::empty({s.padded}, ct_, cfg_.device, MemCategory::params);
+    // Offloaded parameters: the shard is read (ahead, by prefetch) before its gather.
+    if (!(backward && gr.sec_valid)) param_fetch(g);
     if (backward && gr.sec_valid) {
         // hpZ: the secondary shards of the sub-group, unquantized: the weights of the forward.
         gr.gather_work = hpz_->allgather(gr.full_w, gr.sec_w);
@@ -420,10 +719,23 @@ void Engine::wait_gather(int g) {
         gr.gather_recv = Tensor();
     }
     gr.gathered = true;
+    // Offloaded parameters: the shard is released once gathered (it is on the tier unchanged).
+    param_store(g, false);
 }
 
 void Engine::prefetch() {
     if (cfg_.stage != 3 || recording_) return;
+    if (pstore_) {
+        // Parameter offload: read the shards of the next groups of the recorded order ahead.
+        int64_t ahead = cfg_.offload.param_buffer_count;
+        for (size_t i = cursor_; i < trace_.size() && ahead > 0; ++i) {
+            const int g = trace_[i].g;
+            const Group& gr = *groups_[static_cast<size_t>(g)];
+            if (gr.gathered || gr.gather_pending || !param_offloaded(g)) continue;
+            param_read_ahead(g);
+            --ahead;
+        }
+    }
     int64_t budget = cfg_.prefetch_numel;
     for (size_t i = cursor_; i < trace_.size() && budget > 0; ++i) {
         const int g = trace_[i].g;
@@ -611,36 +923,50 @@ std::vector<optim::Segment> Engine::segments() {
     ZS_ASSERT(cfg_.device.is_cpu(), "zero: optimizer segments on {}", cfg_.device.str());
     std::vector<optim::Segment> segs;
     for (int g = 0; g < layout_.n_groups(); ++g) {
-        const GroupShard& s = shards_[static_cast<size_t>(g)];
         Group& gr = *groups_[static_cast<size_t>(g)];
-        const float* grad = cfg_.stage == 0 ? gr.full_g.data<float>() : gr.shard_g.data<float>();
-        for (models::ParamId id : layout_.group(g).params) {
-            const models::ParamInfo& p = layout_.param(id);
-            int64_t lo = std::max(p.offset, s.begin), hi = std::min(p.offset + p.numel(), s.end);
-            if (hi <= lo) continue;
-            int64_t local = lo - s.begin;  // index into shard-sized buffers
-            optim::Segment seg{};
-            seg.master = gr.master.data<float>() + local;
-            seg.grad = grad + local;
-            seg.state0 = optimizer_.n_states() > 0 ? gr.states[0].data<float>() + local : nullptr;
-            seg.state1 = optimizer_.n_states() > 1 ? gr.states[1].data<float>() + local : nullptr;
-            seg.n = hi - lo;
-            seg.decay = cfg_.decay_all || p.weight_decay;
-            seg.param = id;
-            seg.compute = nullptr;
-            seg.compute_dtype = ct_;
-            if (!gr.master_aliases_compute) {
-                size_t es = core::dtype_size(ct_);
-                if (cfg_.stage <= 2) {
-                    seg.compute =
-                        static_cast<char*>(gr.full_w.data_ptr()) + static_cast<size_t>(lo) * es;
-                } else {
-                    seg.compute =
-                        static_cast<char*>(gr.shard_w.data_ptr()) + static_cast<size_t>(local) * es;
-                }
+        auto state = [&](int i) {
+            return optimizer_.n_states() > i ? gr.states[i].data<float>() : nullptr;
+        };
+        std::vector<optim::Segment> part =
+            segments_of(g, 0, gr.master.numel(), gr.master.data<float>(), state(0), state(1));
+        segs.insert(segs.end(), part.begin(), part.end());
+    }
+    return segs;
+}
+
+std::vector<optim::Segment> Engine::segments_of(int g, int64_t a, int64_t b, float* master,
+                                                float* state0, float* state1) {
+    const GroupShard& s = shards_[static_cast<size_t>(g)];
+    Group& gr = *groups_[static_cast<size_t>(g)];
+    const float* grad = cfg_.stage == 0 ? gr.full_g.data<float>() : gr.shard_g.data<float>();
+    std::vector<optim::Segment> segs;
+    for (models::ParamId id : layout_.group(g).params) {
+        const models::ParamInfo& p = layout_.param(id);
+        int64_t lo = std::max(p.offset, s.begin + a);
+        int64_t hi = std::min({p.offset + p.numel(), s.end, s.begin + b});
+        if (hi <= lo) continue;
+        int64_t local = lo - s.begin;  // index into shard-sized buffers
+        optim::Segment seg{};
+        seg.master = master + (local - a);
+        seg.grad = grad + local;
+        seg.state0 = state0 ? state0 + (local - a) : nullptr;
+        seg.state1 = state1 ? state1 + (local - a) : nullptr;
+        seg.n = hi - lo;
+        seg.decay = cfg_.decay_all || p.weight_decay;
+        seg.param = id;
+        seg.compute = nullptr;
+        seg.compute_dtype = ct_;
+        if (!gr.master_aliases_compute) {
+            size_t es = core::dtype_size(ct_);
+            if (cfg_.stage <= 2) {
+                seg.compute =
+                    static_cast<char*>(gr.full_w.data_ptr()) + static_cast<size_t>(lo) * es;
+            } else {
+                seg.compute =
+                    static_cast<char*>(gr.shard_w.data_ptr()) + static_cast<size_t>(local) * es;
             }
-            segs.push_back(seg);
         }
+        segs.push_back(seg);
     }
     return segs;
 }
@@ -767,10 +1093,28 @@ void Engine::device_step(float lr, int64_t step, float grad_scale) {
 }
 
 void Engine::step(float lr, int64_t step, float grad_scale) {
-    if (!cfg_.device.is_cpu()) {
+    if (store_) {
+        offload_step(lr, step, grad_scale);
+    } else if (!cfg_.device.is_cpu()) {
         device_step(lr, step, grad_scale);
     } else if (optimizer_.options().kind == optim::Kind::lamb) {
+        ZS_CHECK_T(NotSupported, !pstore_,
+                   "zero_optimization.offload_param: LAMB needs every parameter in memory at once");
         lamb_step(segments(), lr, step, grad_scale);
+    } else if (pstore_) {
+        // Parameter offload: one group's shard in memory at a time (the update is element-wise,
+        // so group by group is the same arithmetic).
+        for (int g = 0; g < layout_.n_groups(); ++g) {
+            Group& gr = *groups_[static_cast<size_t>(g)];
+            param_fetch(g);
+            auto state = [&](int i) {
+                return optimizer_.n_states() > i ? gr.states[i].data<float>() : nullptr;
+            };
+            optimizer_.step(
+                segments_of(g, 0, gr.master.numel(), gr.master.data<float>(), state(0), state(1)),
+                lr, step, grad_scale);
+            param_store(g, true);
+        }
     } else {
         optimizer_.step(segments(), lr, step, grad_scale);
     }

@@ -43,6 +43,7 @@
 #include "core/tensor.h"
 #include "models/params.h"
 #include "optim/optimizer.h"
+#include "zero/offload.h"
 #include "zero/quantize.h"
 
 namespace zs::zero {
@@ -102,6 +103,15 @@ struct Config {
     // hold has no storage here (a zero-element shard): its hooks are never called, load_group and
     // set_state_range ignore it, and it adds nothing to the gradient norm or the step.
     std::function<bool(int g)> owns;
+    // ZeRO-Offload / ZeRO-Infinity (zero/offload.h; ds_config offload_optimizer, aio), stages
+    // 1-3, CPU buffers, not LAMB: with offload.optimizer cpu or nvme, the f32 master weights
+    // (when they are not the f32 compute weights) and the optimizer states of this rank's shard
+    // live in a SwapStore, cut into sub-groups of at most sub_group_size elements of one group.
+    // step() streams them through buffer_count buffers: read sub-group i (and, pipeline_read,
+    // i + 1 ahead), update it, write it back (pipeline_write: in flight while the next one is
+    // updated). The update is the in-memory one element for element, so training is bit for bit
+    // the same.
+    OffloadConfig offload;
 };
 
 struct GroupShard {
@@ -195,6 +205,15 @@ public:
                          const Tensor& state1);
     // Rebuild the compute weights from the master weights (collective for stages 1-2).
     void refresh_compute_weights();
+    // Optimizer offload: bytes read from / written to the store since construction (0 without
+    // offload), and the store's directory (nvme; empty otherwise).
+    int64_t offload_bytes_read() const {
+        return (store_ ? store_->bytes_read() : 0) + (pstore_ ? pstore_->bytes_read() : 0);
+    }
+    int64_t offload_bytes_written() const {
+        return (store_ ? store_->bytes_written() : 0) + (pstore_ ? pstore_->bytes_written() : 0);
+    }
+    std::string offload_dir() const { return store_ ? store_->dir() : std::string(); }
     const models::ParamLayout& layout() const { return layout_; }
 
 private:
@@ -222,6 +241,45 @@ private:
     // host: the buffer itself on the CPU, else a copy.
     Tensor host_grads(int g) const;
     std::vector<optim::Segment> segments();
+    // The segments of group g's shard-local elements [a, b); master / state pointers address
+    // element a (compute and gradient pointers are the group's own).
+    std::vector<optim::Segment> segments_of(int g, int64_t a, int64_t b, float* master,
+                                            float* state0, float* state1);
+    // ---- optimizer offload ----
+    struct SubGroup {
+        int g = 0;
+        int64_t a = 0, b = 0;  // shard-local elements [a, b) of group g
+    };
+    void setup_offload();
+    int offload_fields() const;  // f32 fields per element in a record: master? + states
+    size_t record_bytes(const SubGroup& sg) const;
+    // Group g's records read into K = offload_fields() tensors [S] / written from them.
+    std::vector<Tensor> read_group(int g) const;
+    void write_group(int g, const std::vector<Tensor>& fields) const;
+    // Swap group g's master (when swapped) and states into gr.master / gr.states, and back out
+    // (written back when `write`).
+    void page_in(int g) const;
+    void page_out(int g, bool write) const;
+    void offload_step(float lr, int64_t step, float grad_scale);
+    // ---- parameter offload (stage 3) ----
+    bool param_offloaded(int g) const { return pstore_ && param_off_[static_cast<size_t>(g)] != 0; }
+    size_t param_bytes(int g) const;
+    void param_read_ahead(int g);         // issue the read of group g's shard (if not in flight)
+    void param_fetch(int g);              // gr.shard_w from the store (waits for the read)
+    void param_store(int g, bool write);  // write gr.shard_w back (when `write`), drop it
+    struct ParamRead {
+        io::AioWork work;
+        io::AlignedBuffer buf;
+        bool pending = false;
+    };
+    std::unique_ptr<SwapStore> pstore_;
+    std::vector<char> param_off_;
+    std::vector<ParamRead> pread_;
+    std::unique_ptr<SwapStore> store_;
+    std::vector<SubGroup> subs_;
+    std::vector<std::vector<int>> subs_of_;  // per group: its sub-group ids
+    mutable std::vector<io::AlignedBuffer> slots_;
+    bool swap_master_ = false;
     // The AdamW / Adam update of this rank's shard on a device (ops::adam_update per run).
     void device_step(float lr, int64_t step, float grad_scale);
     // LAMB: moments, the trust-ratio norms summed over the ranks sharing each parameter, update.
