@@ -199,6 +199,7 @@ int main(int argc, char** argv) {
                     "with --sp: USP, sp x ring ranks per sequence, each training on seq-len / "
                     "(sp x ring) tokens; seq-len divisible by 2 x sp x ring; ds_config "
                     "ring_parallel_size)")
+        ->check(CLI::Range(1, 4096));
     trn->add_option("--ep", tr.ep,
                     "Expert-parallel ranks for MoE models (DeepSpeed-MoE: each holds experts / ep "
                     "of every layer, out of the data-parallel ranks; ds_config "
