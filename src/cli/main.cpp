@@ -75,8 +75,8 @@ int main(int argc, char** argv) {
         ->check(CLI::Range(0, 20));
     gn->add_option("--system", gen.system, "System message (with --chat)");
     gn->add_option("--dtype", gen.dtype,
-                   "Compute dtype: auto (the checkpoint's, where this CPU runs it natively), f32 "
-                   "or bf16");
+                   "Compute dtype: auto (the checkpoint's, where this CPU runs it natively; a "
+                   "GGUF's quantized matrices stay quantized), f32 or bf16 (dequantized)");
 
     zs::cli::ServeOptions sv;
     CLI::App* srv = app.add_subcommand(
@@ -86,8 +86,8 @@ int main(int argc, char** argv) {
     srv->add_option("--host", sv.host, "Address to bind (default 127.0.0.1: this machine only)");
     srv->add_option("--port", sv.port, "Port (0: any free port)")->check(CLI::Range(0, 65535));
     srv->add_option("--dtype", sv.dtype,
-                    "Compute dtype: auto (the checkpoint's, where this CPU runs it natively), f32 "
-                    "or bf16");
+                    "Compute dtype: auto (the checkpoint's, where this CPU runs it natively; a "
+                    "GGUF's quantized matrices stay quantized), f32 or bf16 (dequantized)");
     srv->add_option("--api-key", sv.api_key, "Require 'Authorization: Bearer KEY' (not /health)");
     srv->add_option("--tp", sv.tp,
                     "Tensor-parallel ranks (run under zerospeed-run --num_procs N; rank 0 serves)")

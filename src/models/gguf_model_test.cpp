@@ -3,12 +3,13 @@
 // interleaved RoPE) with Llama-3.1's RoPE scaling as llama.cpp stores it (a rope_freqs.weight
 // tensor of per-dimension divisors) gives the logits of the same weights under a config.json with
 // the equivalent "llama3" rope_scaling, and exports that rope_scaling. Keys and tensors the model
-// does not use are listed.
+// does not use are listed. And (issue 19) a GGUF with Q8_0 matrices keeps them quantized.
 #include <cmath>
 #include <filesystem>
 
 #include <gtest/gtest.h>
 
+#include "core/quant.h"
 #include "io/gguf_writer.h"
 #include "io/test_files_test.h"
 #include "models/sources.h"
@@ -131,6 +132,89 @@ TEST(GgufModel, RopeFreqsAreAppliedAndExportAsLlama3Scaling) {
     ModelConfig odd = gg.config;
     odd.rope_freq_factors[0] = 3.0f;
     EXPECT_THROW(to_hf_config_json(odd), NotSupported);
+}
+
+// Issue 19: a GGUF whose ffn_down matrices are Q8_0 (the only ones of this tiny model with rows a
+// multiple of 32) keeps them quantized: the blocks' groups hold their other parameters densely on
+// their own (DenseParams' mixed groups), and the logits equal the dequantized model's: exactly up
+// to f32 rounding on a prefill batch, within the Q8 activation rounding on a decode-sized one.
+TEST(GgufModel, QuantizedMatricesStayQuantizedAndMatchTheDequantizedModel) {
+    const std::string dir = zs::test::source_path("tests/fixtures/hf/llama_tied_mqa");
+    ModelFiles hf = open_model(dir);
+    const ModelConfig& c = hf.config;
+    io::GgufWriter w(32, 3);
+    w.set("general.architecture", std::string("llama"));
+    w.set("llama.embedding_length", static_cast<uint32_t>(c.hidden_size));
+    w.set("llama.block_count", static_cast<uint32_t>(c.n_layers));
+    w.set("llama.feed_forward_length", static_cast<uint32_t>(c.intermediate));
+    w.set("llama.attention.head_count", static_cast<uint32_t>(c.n_heads));
+    w.set("llama.attention.head_count_kv", static_cast<uint32_t>(c.n_kv_heads));
+    w.set("llama.attention.key_length", static_cast<uint32_t>(c.head_dim));
+    w.set("llama.context_length", static_cast<uint32_t>(c.max_positions));
+    w.set("llama.attention.layer_norm_rms_epsilon", c.norm_eps);
+    w.set("llama.rope.freq_base", static_cast<float>(c.rope_theta));
+    const WeightSource& src = *hf.weights;
+    w.add_tensor("token_embd.weight", src.get("model.embed_tokens.weight").to(DType::f32));
+    w.add_tensor("output_norm.weight", src.get("model.norm.weight").to(DType::f32));
+    for (int64_t l = 0; l < c.n_layers; ++l) {
+        auto hfw = [&](const char* n) {
+            return src.get(fmt::format("model.layers.{}.{}", l, n)).to(DType::f32).contiguous();
+        };
+        auto put = [&](const char* n, const Tensor& t) {
+            w.add_tensor(fmt::format("blk.{}.{}", l, n), t);
+        };
+        put("attn_norm.weight", hfw("input_layernorm.weight"));
+        put("attn_q.weight", permute_qk(hfw("self_attn.q_proj.weight"), c.n_heads));
+        put("attn_k.weight", permute_qk(hfw("self_attn.k_proj.weight"), c.n_kv_heads));
+        put("attn_v.weight", hfw("self_attn.v_proj.weight"));
+        put("attn_output.weight", hfw("self_attn.o_proj.weight"));
+        put("ffn_norm.weight", hfw("post_attention_layernorm.weight"));
+        put("ffn_gate.weight", hfw("mlp.gate_proj.weight"));
+        put("ffn_up.weight", hfw("mlp.up_proj.weight"));
+        const Tensor down = hfw("mlp.down_proj.weight");  // [C, FF], FF = 64
+        ASSERT_EQ(down.size(1) % 32, 0);
+        std::vector<uint8_t> blocks(static_cast<size_t>(down.numel() / 32 * 34));
+        core::quantize(core::QType::q8_0, down.data<float>(), blocks.data(), down.numel());
+        w.add_tensor(fmt::format("blk.{}.ffn_down.weight", l), io::GgmlType::q8_0,
+                     {down.size(1), down.size(0)}, std::move(blocks));
+    }
+    zs::test::TempDir tmp;
+    const std::string path = tmp.file("tiny_q8.gguf");
+    w.save(path);
+
+    ModelFiles gg = open_model(path);
+    Transformer model(gg.config, RunConfig{});
+    DenseParams dense(model.layout(), DType::f32, false);
+    EXPECT_TRUE(load_hf_weights(model, dense, *gg.weights).empty());
+    std::vector<core::QTensor> q = load_quantized_weights(model, *gg.weights);
+    int n_quantized = 0;
+    for (size_t i = 0; i < q.size(); ++i) {
+        if (!q[i].defined()) continue;
+        ++n_quantized;
+        EXPECT_EQ(q[i].type(), core::QType::q8_0);
+        EXPECT_NE(model.layout().params()[i].name.find("mlp.down.weight"), std::string::npos);
+    }
+    EXPECT_EQ(n_quantized, c.n_layers);
+    DenseParams quant(model.layout(), DType::f32, std::move(q), {});
+    EXPECT_TRUE(load_hf_weights(model, quant, *gg.weights).empty());
+    for (int64_t i = 0; i < static_cast<int64_t>(model.layout().params().size()); ++i) {
+        EXPECT_EQ(quant.has_weight(static_cast<ParamId>(i)),
+                  !quant.quantized(static_cast<ParamId>(i)).defined());
+    }
+    zs::test::Rng rng(11);
+    for (int64_t T : {8, 40}) {  // decode-sized (Q8 GEMV), prefill (dequantized tiles + GEMM)
+        Tensor ids = Tensor::empty({1, T}, DType::i64);
+        for (int64_t i = 0; i < T; ++i) ids.data<int64_t>()[i] = rng.integer(0, c.vocab_size - 1);
+        dense.bind(model.binding());
+        const Tensor want = model.forward_logits(ids).clone();
+        quant.bind(model.binding());
+        const Tensor got = model.forward_logits(ids);
+        double scale = 0;
+        for (int64_t i = 0; i < want.numel(); ++i) {
+            scale = std::max(scale, std::fabs(static_cast<double>(want.data<float>()[i])));
+        }
+        EXPECT_LT(max_abs_diff(got, want), (T <= 16 ? 2e-2 : 1e-5) * scale) << "T=" << T;
+    }
 }
 
 }  // namespace
