@@ -150,10 +150,9 @@ int run_train(const TrainOptions& o, comm::Communicator& world) {
                       tc.tensor_parallel_size > 1
                           ? fmt::format(" x {} tensor-parallel", tc.tensor_parallel_size)
                           : std::string(),
-                      tc.expert_parallel_size > 1
-                          ? fmt::format(", experts over {} expert-parallel",
-                                        tc.expert_parallel_size)
-                          : std::string())
+                      tc.expert_parallel_size > 1 ? fmt::format(", experts over {} expert-parallel",
+                                                                tc.expert_parallel_size)
+                                                  : std::string())
                 : std::string(),
             tc.zero.stage, train::to_string(tc.precision), tc.batch.train_micro_batch_size_per_gpu,
             tc.batch.gradient_accumulation_steps, tc.world_size, tc.batch.train_batch_size,
