@@ -296,6 +296,10 @@ MemoryEstimate estimate_rank(const models::Transformer& model, const models::Tra
             }
         }
     }
+    // MoE: the step's expert-load statistics (train::StepStats::expert_load), E f32 all-reduced
+    // over the data-parallel group.
+    if (model.config().mlp == models::MlpKind::moe && W > 1)
+        e.comm.dp_allreduce += 2 * (W - 1) * model.config().moe.n_experts * 4 / W;
     // Activations at the rank's dimensions (the residual stream stays [N, C] on every rank).
     const models::ActivationBytes act = rank_activations(model, local, in.micro_batch, T);
     e.activations = act.saved;

@@ -110,7 +110,7 @@ void Moe::forward(const ParamBinding& p, Saved& s, const Tensor& residual, const
 
     const Tensor weights = on_host(s.weights);
     const float* w = weights.data<float>();
-    s.ye.assign(static_cast<size_t>(E), Tensor());
+    s.ye.resize(static_cast<size_t>(E));
     const int64_t El = static_cast<int64_t>(experts_.size());
     s.xe.resize(static_cast<size_t>(El));
     s.mlp.resize(static_cast<size_t>(El));
@@ -121,16 +121,17 @@ void Moe::forward(const ParamBinding& p, Saved& s, const Tensor& residual, const
             const auto& rows = s.rows[static_cast<size_t>(e)];
             auto ne = static_cast<int64_t>(rows.size());
             Tensor& xe = s.xe[static_cast<size_t>(e)];
+            Tensor& ye = s.ye[static_cast<size_t>(e)];
             if (ne == 0) {
                 xe = Tensor();
+                ye = Tensor();
                 continue;
             }
             ensure(xe, {ne, C}, ct, dev);
             for (int64_t r = 0; r < ne; ++r) {
                 xe.select(0, r).copy_from(x.select(0, rows[static_cast<size_t>(r)] / k));
             }
-            Tensor& ye = s.ye[static_cast<size_t>(e)];
-            ye = Tensor::empty({ne, C}, DType::f32, dev);
+            ensure(ye, {ne, C}, DType::f32, dev);
             experts_[static_cast<size_t>(e)].run(p, s.mlp[static_cast<size_t>(e)], ye, xe, 0.0f);
         }
     }
@@ -185,59 +186,60 @@ void Moe::backward(const ParamBinding& p, const Saved& s, const Tensor& dx, cons
     float* dw = dweights.data<float>();
     Tensor dxf = Tensor::zeros({N, C}, DType::f32);  // f32 accumulator over experts and router
     float* dxa = dxf.data<float>();
-    // The experts' output gradients (gate weight x dres) and the gate weights' gradient, where
-    // the tokens are: every routed row, expert-major.
-    std::vector<int64_t> off(static_cast<size_t>(E) + 1, 0);
-    for (int64_t e = 0; e < E; ++e) {
-        off[static_cast<size_t>(e) + 1] =
-            off[static_cast<size_t>(e)] +
-            static_cast<int64_t>(s.rows[static_cast<size_t>(e)].size());
-    }
-    const int64_t ns = off.back();
-    Tensor dys = Tensor::empty({ns, C}, DType::f32);
-    for (int64_t e = 0; e < E; ++e) {
+    // Expert e's output gradients (gate weight x dres) into dy [Ne, C] and the gate weights'
+    // gradient, where the tokens are.
+    auto output_grads = [&](int64_t e, float* dy) {
         const auto& rows = s.rows[static_cast<size_t>(e)];
-        auto ne = static_cast<int64_t>(rows.size());
-        if (ne == 0) continue;
+        if (rows.empty()) return;
         const Tensor ye_h = on_host(s.ye[static_cast<size_t>(e)]);
         const float* y = ye_h.data<float>();
-        float* dy = dys.data<float>() + off[static_cast<size_t>(e)] * C;
-        for (int64_t r = 0; r < ne; ++r) {
-            int64_t flat = rows[static_cast<size_t>(r)];
+        for (size_t r = 0; r < rows.size(); ++r) {
+            const int64_t flat = rows[r], ri = static_cast<int64_t>(r);
             const float* g = dr + (flat / k) * C;
             double dot = 0;
             for (int64_t c = 0; c < C; ++c) {
-                dy[r * C + c] = w[flat] * g[c];
-                dot += static_cast<double>(g[c]) * y[r * C + c];
+                dy[ri * C + c] = w[flat] * g[c];
+                dot += static_cast<double>(g[c]) * y[ri * C + c];
             }
             dw[flat] = static_cast<float>(dot);
         }
-    }
-    // The experts' backward: the input gradient of every routed row, in the same order.
-    Tensor dxs;
-    if (ep_) {
-        dxs = backward_ep(p, s, dys.to(ct).to(dev));
+    };
+    // Add expert e's input gradients dxe [Ne, C] (f32, host) into its tokens' rows of dx.
+    auto add_input_grads = [&](int64_t e, const float* d) {
+        const auto& rows = s.rows[static_cast<size_t>(e)];
+        for (size_t r = 0; r < rows.size(); ++r) {
+            float* dst = dxa + (rows[r] / k) * C;
+            for (int64_t c = 0; c < C; ++c) dst[c] += d[static_cast<int64_t>(r) * C + c];
+        }
+    };
+    if (!ep_) {
+        for (int64_t e = 0; e < E; ++e) {
+            auto ne = static_cast<int64_t>(s.rows[static_cast<size_t>(e)].size());
+            if (ne == 0) continue;
+            Tensor dye = Tensor::empty({ne, C}, DType::f32);
+            output_grads(e, dye.data<float>());
+            Tensor dxe = Tensor::empty({ne, C}, ct, dev);
+            experts_[static_cast<size_t>(e)].run_backward(p, s.mlp[static_cast<size_t>(e)], dxe,
+                                                          dye.to(ct).to(dev),
+                                                          s.xe[static_cast<size_t>(e)]);
+            const Tensor dxe32 = on_host(dxe.to(DType::f32));
+            add_input_grads(e, dxe32.data<float>());
+        }
     } else {
-        dxs = Tensor::empty({ns, C}, ct, dev);
+        // Expert parallelism: every routed row's output gradient (expert-major, the forward's
+        // send order) goes to its expert's rank and its input gradient comes back.
+        std::vector<int64_t> off(static_cast<size_t>(E) + 1, 0);
         for (int64_t e = 0; e < E; ++e) {
-            const int64_t b = off[static_cast<size_t>(e)], en = off[static_cast<size_t>(e) + 1];
-            if (en == b) continue;
-            experts_[static_cast<size_t>(e)].run_backward(
-                p, s.mlp[static_cast<size_t>(e)], dxs.slice(0, b, en),
-                dys.slice(0, b, en).to(ct).to(dev), s.xe[static_cast<size_t>(e)]);
+            off[static_cast<size_t>(e) + 1] =
+                off[static_cast<size_t>(e)] +
+                static_cast<int64_t>(s.rows[static_cast<size_t>(e)].size());
         }
-    }
-    if (ns > 0) {
-        const Tensor dx32 = on_host(dxs.to(DType::f32));
-        const float* d = dx32.data<float>();
-        for (int64_t e = 0; e < E; ++e) {
-            const auto& rows = s.rows[static_cast<size_t>(e)];
-            const float* de = d + off[static_cast<size_t>(e)] * C;
-            for (size_t r = 0; r < rows.size(); ++r) {
-                float* dst = dxa + (rows[r] / k) * C;
-                for (int64_t c = 0; c < C; ++c) dst[c] += de[static_cast<int64_t>(r) * C + c];
-            }
-        }
+        Tensor dys = Tensor::empty({off.back(), C}, DType::f32);
+        for (int64_t e = 0; e < E; ++e)
+            output_grads(e, dys.data<float>() + off[static_cast<size_t>(e)] * C);
+        const Tensor dx32 = on_host(backward_ep(p, s, dys.to(ct).to(dev)).to(DType::f32));
+        for (int64_t e = 0; e < E; ++e)
+            add_input_grads(e, dx32.data<float>() + off[static_cast<size_t>(e)] * C);
     }
     // The shared expert and its gate: d(out) = sigmoid(g) dres, d(g) = s (1 - s) dres . y.
     if (has_shared_) {
@@ -423,7 +425,7 @@ void Moe::forward_ep(const ParamBinding& p, Saved& s, const Tensor& x) const {
     at = 0;
     for (int64_t e = 0; e < E; ++e) {
         const auto n = static_cast<int64_t>(s.rows[static_cast<size_t>(e)].size());
-        if (n > 0) s.ye[static_cast<size_t>(e)] = s.ep_y.slice(0, at, at + n);
+        s.ye[static_cast<size_t>(e)] = n > 0 ? s.ep_y.slice(0, at, at + n) : Tensor();
         at += n;
     }
 }
