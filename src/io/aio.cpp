@@ -328,6 +328,7 @@ struct AsyncIo::Worker {
         const size_t padded = aio_padded(r.n);
         std::memset(r.data + r.n, 0, padded - r.n);
         AlignedBuffer fbuf(kAioAlign, false);
+        std::memset(fbuf.data(), 0, kAioAlign);  // the footer block's bytes after the fields
         const Footer f = make_footer(r.n, XXH3_64bits(r.data, r.n));
         std::memcpy(fbuf.data(), &f, sizeof f);
         const std::string tmp = r.path + ".tmp";

@@ -499,6 +499,14 @@ bool Engine::quantize_grads(int g) const {
 }
 
 Engine::~Engine() {
+    // Parameter reads issued ahead and never used: their buffers must outlive them.
+    for (ParamRead& pr : pread_) {
+        try {
+            if (pr.pending) pr.work.wait();
+        } catch (const std::exception& e) {
+            log_warn("zero: a parameter read ahead failed during shutdown: {}", e.what());
+        }
+    }
     // Complete what is in flight so no collective references freed buffers.
     for (auto& gr : groups_) {
         try {
