@@ -1036,10 +1036,11 @@ TEST(PipelineTraining, ThirtyStepsEqualTheSingleRank) {
                 double worst = 0;
                 for (size_t i = 0; i < got.size(); ++i) {
                     worst = std::max(worst, std::fabs(got[i].loss - w[i].loss) / w[i].loss);
-                    // Tensor parallelism sums each layer's output over ranks in another order;
-                    // by step 20 the gradient norm has drifted by ~3e-4 (the losses stay within
-                    // 1e-5), as it does at tp 2 without a pipeline.
-                    const double tol = l.tp > 1 ? 1e-3 : 1e-4;
+                    // Data and tensor parallelism sum gradients (and tp each layer's output)
+                    // over ranks in another order; by step 20, where this run's norm jumps, the
+                    // gradient norm has drifted by ~3e-4 (the losses stay within 1e-5), as it
+                    // does without a pipeline. Pure pp sums in the single rank's order.
+                    const double tol = l.world > l.pp ? 1e-3 : 1e-4;
                     EXPECT_NEAR(got[i].grad_norm, w[i].grad_norm, tol * w[i].grad_norm)
                         << at << " rank " << rank << " step " << i + 1;
                 }
