@@ -44,7 +44,7 @@ void report_pipeline(train::Trainer& trainer, const std::string& svg_path,
                      comm::Communicator& world) {
     const parallel::PipeTimeline tl = trainer.pipeline_timeline();
     const parallel::PipeSchedule& s = trainer.pipeline_schedule();
-    if (world.rank() != 0) return;
+    if (world.rank() != 0 || tl.spans.empty()) return;
     std::string per;
     for (int r = 0; r < s.stages; ++r) {
         per += fmt::format("{}{:.1f}%", r ? " " : "",

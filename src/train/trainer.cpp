@@ -316,7 +316,8 @@ void Trainer::setup_pipeline() {
 }
 
 parallel::PipeTimeline Trainer::pipeline_timeline() {
-    if (!pp_) return {};
+    // No step ran (every rank alike: --steps reached already): nothing to gather.
+    if (!pp_ || pipe_stats_.spans.empty()) return {};
     return parallel::gather_timeline(pipe_stats_, *pp_);
 }
 
