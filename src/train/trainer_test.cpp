@@ -1036,11 +1036,12 @@ TEST(PipelineTraining, ThirtyStepsEqualTheSingleRank) {
                 double worst = 0;
                 for (size_t i = 0; i < got.size(); ++i) {
                     worst = std::max(worst, std::fabs(got[i].loss - w[i].loss) / w[i].loss);
-                    // Data and tensor parallelism sum gradients (and tp each layer's output)
-                    // over ranks in another order; by step 20, where this run's norm jumps, the
-                    // gradient norm has drifted by ~3e-4 (the losses stay within 1e-5), as it
-                    // does without a pipeline. Pure pp sums in the single rank's order.
-                    const double tol = l.world > l.pp ? 1e-3 : 1e-4;
+                    // The squared gradient norm is summed per stage, then over the stages (and
+                    // dp / tp ranks sum gradients, tp each layer's output, in another order
+                    // too): by step 20, where this run's norm jumps, it has drifted by up to
+                    // 3e-4 (1.4e-4 at pure pp 4 in the sanitizer build) while the losses stay
+                    // within 1e-5 — the tp tests see the same.
+                    const double tol = 1e-3;
                     EXPECT_NEAR(got[i].grad_norm, w[i].grad_norm, tol * w[i].grad_norm)
                         << at << " rank " << rank << " step " << i + 1;
                 }
