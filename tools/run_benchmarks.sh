@@ -287,11 +287,13 @@ CONFIGS
         echo "1 rank: $(tokens_per_s "$out/pp_1.csv") tokens/s" | tee -a "$out/pipeline.txt"
         "$bin" plan pipeline --stages 2 --micro-batches 8 --policy 1f1b --sweep \
             | tee -a "$out/pipeline.txt"
+        ;;
     ep)
         # MoE expert parallelism: tokens/s of ep 2 vs ep 1 on two ranks, all-to-all bytes vs the
         # formula (bench/train/ep_bench.sh).
         note "ep: Mixtral-shaped training, 2 ranks, ep 2 vs ep 1"
         "$root/bench/train/ep_bench.sh" "$build/bin" | tee "$out/ep.txt"
+        ;;
     offload)
         note "offload: ZeRO-Infinity optimizer offload to this disk (GPT-2 124M bf16 ZeRO-2) vs in memory, disk bandwidth by dd"
         OMP_NUM_THREADS=${OMP_NUM_THREADS:-2} "$root/bench/train/offload_bench.sh" "$bin" "$(train_data)" \
