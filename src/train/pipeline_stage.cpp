@@ -93,7 +93,6 @@ void TransformerStage::begin_step(const std::vector<models::TrainBatch>& batches
     loss_ = {};
     inputs_.clear();
     live_ = {-1, -1};
-    recomputed_ = 0;
 }
 
 void TransformerStage::run_forward(int mb, int chunk) {
@@ -119,10 +118,7 @@ void TransformerStage::forward(int mb, int chunk, const core::Tensor& in, const 
 void TransformerStage::backward(int mb, int chunk, const core::Tensor& grad_out,
                                 const core::Tensor& grad_in) {
     const models::Transformer::GroupRange r = chunks_[static_cast<size_t>(chunk)];
-    if (live_ != std::make_pair(mb, chunk)) {
-        run_forward(mb, chunk);
-        ++recomputed_;
-    }
+    if (live_ != std::make_pair(mb, chunk)) run_forward(mb, chunk);
     if (last_piece(chunk)) {
         const models::LossStats st = model_.head_loss(true, ce_scale_, loss_scale_, hooks_);
         loss_.loss_sum += st.loss_sum;

@@ -66,8 +66,6 @@ public:
                   const core::Tensor& grad_in) override;
     void optimizer_step() override {}  // the trainer steps after run_schedule returns
 
-    int recomputed() const { return recomputed_; }  // forwards re-run this step
-
 private:
     void run_forward(int mb, int chunk);
     bool first_piece(int chunk) const { return chunk == 0 && rank_ == 0; }
@@ -83,7 +81,6 @@ private:
     models::LossStats loss_;
     std::map<std::pair<int, int>, core::Tensor> inputs_;  // (mb, chunk) -> received activation
     std::pair<int, int> live_{-1, -1};                    // whose activations the model holds
-    int recomputed_ = 0;
 };
 
 }  // namespace zs::train

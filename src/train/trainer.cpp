@@ -641,38 +641,32 @@ StepStats Trainer::step(const std::vector<models::TrainBatch>& batches) {
     // average over W is the mean over every token of the step, the unsharded loss.
     const double pre = cfg_.prescale_gradients ? W : cfg_.gradient_predivide_factor;
     const double post = cfg_.prescale_gradients ? 1.0 : cfg_.gradient_predivide_factor / W;
+    const auto ce_scale = static_cast<float>(1.0 / (static_cast<double>(micro * T * accum) * pre));
     if (pp_) {
         ZS_CHECK_T(ShapeError, micro * T == stage_->boundary_shape()[0],
                    "step: micro-batches of {} x {} tokens; the pipeline was set up for {} rows",
                    micro, T, stage_->boundary_shape()[0]);
-        stage_->begin_step(batches,
-                           static_cast<float>(1.0 / (static_cast<double>(micro * T * accum) * pre)),
-                           static_cast<float>(loss_scale));
+        stage_->begin_step(batches, ce_scale, static_cast<float>(loss_scale));
         Timer ph;
         parallel::run_schedule(pipe_schedule_, *pp_, *stage_, &pipe_stats_);
         s.forward_s += ph.seconds();  // the whole schedule: forwards, backwards and transfers
-        const double wall = pipe_stats_.end - pipe_stats_.start;
-        s.pipe_bubble = wall > 0 ? 1.0 - pipe_stats_.compute_s() / wall : 0.0;
-        s.pipe_recomputed = stage_->recomputed();
         loss_sum = stage_->loss().loss_sum;
-    }
-    for (const models::TrainBatch& batch : batches) {
-        if (pp_) break;
-        const auto ce_scale =
-            static_cast<float>(1.0 / (static_cast<double>(micro * T * accum) * pre));
-        // The load-balancing loss is per micro-batch (mean over this rank's tokens): weighted
-        // like the mean token loss, 1 / (accum x pre) of it per micro-batch.
-        models::LossStats st =
-            model_->forward_backward(batch, ce_scale, static_cast<float>(loss_scale), engine_.get(),
-                                     1.0 / (static_cast<double>(accum) * pre));
-        loss_sum +=
-            st.loss_sum + mcfg_.moe.train_aux_coef() * st.aux_loss * static_cast<double>(micro * T);
-        s.forward_s += st.forward_s;
-        s.head_s += st.head_s;
-        s.backward_s += st.backward_s;
-        Timer em;
-        engine_->end_micro_batch();
-        s.grad_sync_s += em.seconds();
+    } else {
+        for (const models::TrainBatch& batch : batches) {
+            // The load-balancing loss is per micro-batch (mean over this rank's tokens): weighted
+            // like the mean token loss, 1 / (accum x pre) of it per micro-batch.
+            models::LossStats st =
+                model_->forward_backward(batch, ce_scale, static_cast<float>(loss_scale),
+                                         engine_.get(), 1.0 / (static_cast<double>(accum) * pre));
+            loss_sum += st.loss_sum +
+                        mcfg_.moe.train_aux_coef() * st.aux_loss * static_cast<double>(micro * T);
+            s.forward_s += st.forward_s;
+            s.head_s += st.head_s;
+            s.backward_s += st.backward_s;
+            Timer em;
+            engine_->end_micro_batch();
+            s.grad_sync_s += em.seconds();
+        }
     }
     s.a2a_bytes = model_->take_a2a_bytes();
     if (mcfg_.mlp == models::MlpKind::moe) {

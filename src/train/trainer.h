@@ -71,10 +71,6 @@ struct StepStats {
     // summed over micro-batches, the gradient reduction left after backward (finish_grads), the
     // norm + clipping + optimizer step, and the rest (data, loss allreduce).
     double forward_s = 0, head_s = 0, backward_s = 0, grad_sync_s = 0, optimizer_s = 0;
-    // Pipeline parallelism: this rank's idle share of the schedule's wall time (waiting for
-    // activations or gradients), and the forwards it re-ran from a kept input.
-    double pipe_bubble = 0;
-    int pipe_recomputed = 0;
     // MoE: each expert's share of the step's routed assignments (all layers, every data-parallel
     // rank's tokens; sums to 1) — users watch it for routing collapse; and the bytes this rank
     // sent through the expert-parallel all-to-alls (0 without ep).
