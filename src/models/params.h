@@ -74,6 +74,8 @@ private:
     std::unordered_map<std::string, ParamId> by_name_;
 };
 
+class WeightGradQueue;
+
 // Views of every parameter's current weight and gradient. Rebound per group by their owner.
 class ParamBinding {
 public:
@@ -93,9 +95,15 @@ public:
     void bind_quantized(ParamId id, const core::QTensor& w) { q_[static_cast<size_t>(id)] = w; }
     const core::QTensor& qw(ParamId id) const { return q_[static_cast<size_t>(id)]; }
     const ParamLayout& layout() const { return *layout_; }
+    // The backward split (Zero Bubble's B and W): while a queue is set, the linear layers'
+    // backwards compute only their input gradients and leave their weight-gradient GEMMs in it
+    // (models/layers/layers.h); nullptr (the default) computes both at once.
+    void defer_weight_grads(WeightGradQueue* q) { deferred_ = q; }
+    WeightGradQueue* deferred_weight_grads() const { return deferred_; }
 
 private:
     const ParamLayout* layout_ = nullptr;
+    WeightGradQueue* deferred_ = nullptr;
     std::vector<Tensor> w_, g_;
     std::vector<core::QTensor> q_;
 };

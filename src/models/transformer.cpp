@@ -269,6 +269,12 @@ void Transformer::block_forward(int64_t l, BlockState& st, const Tensor& in, con
 void Transformer::block_backward(int64_t l, BlockState& st, const Tensor& in, const Tensor& dres,
                                  int64_t B, int64_t T, double aux_scale) {
     const int64_t N = B * T, C = cfg_.hidden_size;
+    // Replicated KV heads sum their rows' gradient right after the attention's backward, which
+    // needs the weight gradient there (weight_backward would have to sum them).
+    ZS_CHECK_T(NotSupported, !(kv_group_ && binding_.deferred_weight_grads()),
+               "deferred weight gradients with key/value heads replicated across tensor-parallel "
+               "ranks ({} kv heads, tp {}) are not implemented",
+               cfg_.n_kv_heads, tp_ ? tp_->size() : 1);
     const DType ct = run_.compute_dtype;
     const auto li = static_cast<size_t>(l);
     Tensor dxn = Tensor::empty({N, C}, ct, run_.device);
@@ -524,8 +530,21 @@ void Transformer::backward_blocks(GroupRange r, float loss_scale, GroupHooks& h)
                 block_forward(l, *scratch_, in, o, B_, T_, nullptr);
             }
             block_backward(l, state(l), in, dres, B_, T_, aux_scale);
+            // With the weight gradients deferred, the block's are complete only after W.
+            if (binding_.deferred_weight_grads() != nullptr) continue;
             if (eg >= 0) h.after_backward(eg);
         }
+        h.after_backward(g);
+    }
+}
+
+void Transformer::weight_backward(GroupRange r, WeightGradQueue& q, GroupHooks& h) {
+    check_range(r, "weight_backward");
+    q.run();
+    for (int g = r.end - 1; g >= r.begin; --g) {
+        if (g == embed_group()) continue;  // the lookup's gradient is complete after B
+        const int eg = expert_group(g - 1);
+        if (eg >= 0) h.after_backward(eg);
         h.after_backward(g);
     }
 }

@@ -204,6 +204,14 @@ public:
     // range's output and leaves the gradient of its input there (a stage that ends before the head
     // fills residual_grad() itself: the gradient received from the next stage).
     void backward_blocks(GroupRange r, float loss_scale, GroupHooks& h);
+    // The backward split in two (Zero Bubble's B and W; usable outside pipelines): with a queue
+    // set by defer_weight_grads(&q), backward_blocks computes only the input gradients (and the
+    // norms', the embedding's and the LM head's weight gradients, which cost little or, for the
+    // head, would hold the [tokens, vocabulary] logits gradient until W) and does not call the
+    // blocks' after_backward hooks; weight_backward(r, q, h) later runs the deferred GEMMs and
+    // then those hooks. The gradients are the fused backward's, bit for bit.
+    void defer_weight_grads(WeightGradQueue* q) { binding_.defer_weight_grads(q); }
+    void weight_backward(GroupRange r, WeightGradQueue& q, GroupHooks& h);
     // The residual stream entering block l ([B*T, C] f32; l = L: the head's input).
     Tensor& residual(int64_t l) { return residuals_[static_cast<size_t>(l)]; }
     Tensor& residual_grad();

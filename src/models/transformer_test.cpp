@@ -207,6 +207,66 @@ TEST(Transformer, TwoStageSplitEqualsWholeModel) {
     }
 }
 
+// The backward split (Zero Bubble's B and W): two micro-batches run as F0 B0 F1 B1 W0 W1, the
+// weight-gradient GEMMs deferred at B and run at W, give the fused backwards' gradients bit for
+// bit (the same GEMMs, each gradient accumulated in the same order), with and without activation
+// checkpointing and in bf16; before W the blocks' matrices have no gradient yet, and the blocks'
+// after_backward hooks run at W, not at B.
+TEST(Transformer, SplitBackwardIsBitIdentical) {
+    struct Recorder : GroupHooks {
+        std::vector<int> after;
+        void after_backward(int g) override { after.push_back(g); }
+    };
+    const RunConfig runs[] = {
+        {}, {.activation_checkpointing = true}, {.compute_dtype = DType::bf16}};
+    for (const char* json : {kGpt2, kLlama}) {
+        for (const RunConfig& run : runs) {
+            Model a = make(json, run), b = make(json, run);
+            const ModelConfig& c = a.model->config();
+            const TrainBatch b0 = batch(c, 2, 9, 3), b1 = batch(c, 2, 9, 4);
+            a.model->forward_backward(b0, 0.1f);
+            a.model->forward_backward(b1, 0.1f);
+            const int L = static_cast<int>(c.n_layers);
+            const Transformer::GroupRange all{0, L + 1};
+            Recorder h;
+            WeightGradQueue q0, q1;
+            for (auto [bt, q] : {std::pair{&b0, &q0}, std::pair{&b1, &q1}}) {
+                b.model->begin_micro_batch(*bt);
+                b.model->forward_blocks(all, h);
+                b.model->head_loss(true, 0.1f, 1.0f, h);
+                b.model->defer_weight_grads(q);
+                b.model->backward_blocks(all, 1.0f, h);
+                b.model->defer_weight_grads(nullptr);
+                EXPECT_GT(q->bytes(), 0);
+            }
+            // After both Bs: only the head and the embedding were handed over; a block's fused
+            // QKV matrix has no gradient yet.
+            EXPECT_EQ(h.after, (std::vector<int>{L + 1, 0, L + 1, 0})) << c.model_type;
+            const Tensor gq =
+                b.model->binding().g(b.model->layout().id("blocks.0.attn.qkv.weight"));
+            const Tensor gq_h = gq.to(core::Device::cpu()).to(DType::f32);
+            for (int64_t i = 0; i < gq_h.numel(); ++i) {
+                ASSERT_EQ(gq_h.data<float>()[i], 0.0f) << c.model_type << " element " << i;
+            }
+            b.model->weight_backward(all, q0, h);
+            b.model->weight_backward(all, q1, h);
+            EXPECT_TRUE(q0.empty() && q1.empty());
+            std::vector<int> want_after{L + 1, 0, L + 1, 0};
+            for (int k = 0; k < 2; ++k) {
+                for (int g = L; g >= 1; --g) want_after.push_back(g);
+            }
+            EXPECT_EQ(h.after, want_after) << c.model_type;
+            for (int g = 0; g < a.model->layout().n_groups(); ++g) {
+                const Tensor& ga = a.params->group_grads(g);
+                const Tensor& gb = b.params->group_grads(g);
+                EXPECT_EQ(std::memcmp(ga.data_ptr(), gb.data_ptr(), ga.nbytes()), 0)
+                    << c.model_type << " group " << g << " checkpointing "
+                    << run.activation_checkpointing << " " << core::to_string(run.compute_dtype);
+            }
+        }
+    }
+}
+
 TEST(Transformer, KvCacheDecodeEqualsFullForward) {
     for (const char* json : {kGpt2, kLlama, kQwen, kMixtral}) {
         Model s = make(json);

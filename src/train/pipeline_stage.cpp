@@ -1,6 +1,8 @@
 // The Transformer as a pipeline stage (pipeline_stage.h).
 #include "train/pipeline_stage.h"
 
+#include <algorithm>
+
 #include "base/error.h"
 
 namespace zs::train {
@@ -93,6 +95,8 @@ void TransformerStage::begin_step(const std::vector<models::TrainBatch>& batches
     loss_ = {};
     inputs_.clear();
     live_ = {-1, -1};
+    deferred_.clear();  // empty unless the last step failed midway
+    deferred_bytes_ = peak_deferred_bytes_ = 0;
 }
 
 void TransformerStage::run_forward(int mb, int chunk) {
@@ -117,16 +121,40 @@ void TransformerStage::forward(int mb, int chunk, const core::Tensor& in, const 
 
 void TransformerStage::backward(int mb, int chunk, const core::Tensor& grad_out,
                                 const core::Tensor& grad_in) {
+    run_backward(mb, chunk, grad_out, grad_in, nullptr);
+}
+
+void TransformerStage::backward_input(int mb, int chunk, const core::Tensor& grad_out,
+                                      const core::Tensor& grad_in) {
+    models::WeightGradQueue& q = deferred_[{mb, chunk}];
+    run_backward(mb, chunk, grad_out, grad_in, &q);
+    deferred_bytes_ += q.bytes();
+    peak_deferred_bytes_ = std::max(peak_deferred_bytes_, deferred_bytes_);
+}
+
+void TransformerStage::backward_weight(int mb, int chunk) {
+    auto it = deferred_.find({mb, chunk});
+    ZS_CHECK(it != deferred_.end(), "pipeline stage: W{}.{} before its B", mb, chunk);
+    deferred_bytes_ -= it->second.bytes();
+    model_.weight_backward(chunks_[static_cast<size_t>(chunk)], it->second, hooks_);
+    deferred_.erase(it);
+}
+
+void TransformerStage::run_backward(int mb, int chunk, const core::Tensor& grad_out,
+                                    const core::Tensor& grad_in, models::WeightGradQueue* q) {
     const models::Transformer::GroupRange r = chunks_[static_cast<size_t>(chunk)];
     if (live_ != std::make_pair(mb, chunk)) run_forward(mb, chunk);
     if (last_piece(chunk)) {
+        // The head's gradients are complete here (its weight gradient is never deferred).
         const models::LossStats st = model_.head_loss(true, ce_scale_, loss_scale_, hooks_);
         loss_.loss_sum += st.loss_sum;
         loss_.n_tokens += st.n_tokens;
     } else {
         model_.residual_grad().copy_from(grad_out);
     }
+    model_.defer_weight_grads(q);
     model_.backward_blocks(r, loss_scale_, hooks_);
+    model_.defer_weight_grads(nullptr);
     if (last_piece(chunk) && model_.config().tied_embeddings && r.begin > 0) {
         // The head wrote its share of the tied embedding's gradient: hand it to ZeRO.
         hooks_.before_backward(model_.embed_group());

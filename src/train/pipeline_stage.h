@@ -6,8 +6,10 @@
 // chunk's input (the received activation, [B*T, C] f32; nothing on virtual stage 0, which
 // re-reads its batch), and the backward of a micro-batch whose activations are no longer live
 // first re-runs the chunk's forward from it — DeepSpeed's activation checkpointing at stage
-// granularity. The backward is fused (input and weight gradients together): the Zero Bubble
-// schedules, which split it, are planning-only for the Transformer (`zerospeed plan pipeline`).
+// granularity. The Zero Bubble schedules split the backward: B (backward_input) runs it with the
+// blocks' weight-gradient GEMMs deferred into a WeightGradQueue per (micro-batch, chunk), which
+// keeps copies of their operands (models/layers/layers.h), and W (backward_weight) runs them and
+// hands the blocks' gradients to ZeRO. So W needs no live activations and no recompute.
 //
 // Tied embeddings: the last piece uses the embedding group as its output matrix, so the rank
 // holding it holds group 0 too; after the head's backward it runs group 0's backward hooks (no
@@ -64,10 +66,19 @@ public:
     void forward(int mb, int chunk, const core::Tensor& in, const core::Tensor& out) override;
     void backward(int mb, int chunk, const core::Tensor& grad_out,
                   const core::Tensor& grad_in) override;
+    void backward_input(int mb, int chunk, const core::Tensor& grad_out,
+                        const core::Tensor& grad_in) override;
+    void backward_weight(int mb, int chunk) override;
     void optimizer_step() override {}  // the trainer steps after run_schedule returns
+
+    // The most bytes the deferred weight gradients (Ws pending) held at once in this step.
+    int64_t peak_deferred_bytes() const { return peak_deferred_bytes_; }
 
 private:
     void run_forward(int mb, int chunk);
+    // The fused backward (q null) or B (q receives the deferred weight gradients).
+    void run_backward(int mb, int chunk, const core::Tensor& grad_out, const core::Tensor& grad_in,
+                      models::WeightGradQueue* q);
     bool first_piece(int chunk) const { return chunk == 0 && rank_ == 0; }
     bool last_piece(int chunk) const;
 
@@ -81,6 +92,8 @@ private:
     models::LossStats loss_;
     std::map<std::pair<int, int>, core::Tensor> inputs_;  // (mb, chunk) -> received activation
     std::pair<int, int> live_{-1, -1};                    // whose activations the model holds
+    std::map<std::pair<int, int>, models::WeightGradQueue> deferred_;  // B done, W not
+    int64_t deferred_bytes_ = 0, peak_deferred_bytes_ = 0;
 };
 
 }  // namespace zs::train

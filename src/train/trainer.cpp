@@ -263,13 +263,16 @@ void Trainer::setup_pipeline() {
                cfg_.source);
     const parallel::PipePolicy policy =
         parallel::parse_pipe_policy(cfg_.pipeline.schedule, cfg_.source + ": pipeline.schedule");
-    ZS_CHECK_T(ConfigError,
-               policy != parallel::PipePolicy::zb_h1 && policy != parallel::PipePolicy::zb_h2,
-               "{}: pipeline.schedule {}: training runs fused backwards (gpipe, 1f1b, "
-               "interleaved); the Zero Bubble schedules split each backward into its input- and "
-               "weight-gradient halves, which the Transformer does not expose yet (plan them with "
-               "`zerospeed plan pipeline`)",
-               cfg_.source, cfg_.pipeline.schedule);
+    const bool zb = policy == parallel::PipePolicy::zb_h1 || policy == parallel::PipePolicy::zb_h2;
+    // ZeRO-2 reduce-scatters (and drops) each micro-batch's gradient when its backward ends; the
+    // Zero Bubble schedules complete a block's weight gradient only at W, after later
+    // micro-batches' B have written into the same buffers.
+    ZS_CHECK_T(
+        ConfigError, !zb || cfg_.zero.stage <= 1,
+        "{}: pipeline.schedule {} defers weight gradients past later micro-batches' "
+        "backwards, which ZeRO stage {} reduces per micro-batch: use zero_optimization.stage "
+        "0 or 1 (DeepSpeed's pipelines allow ZeRO-1 at most), or schedule 1f1b",
+        cfg_.source, cfg_.pipeline.schedule, cfg_.zero.stage);
     ZS_CHECK_T(ConfigError, int64_t{P} * V <= L,
                "{}: {} pipeline stages x {} virtual stages need at least that many blocks; the "
                "model has {}",

@@ -956,9 +956,10 @@ TrainConfig pp_config(int world, int pp, int tp, int stage, const std::string& s
 
 // The issue's equivalence bar for pipeline parallelism: GPT-2 (tied embeddings, learned positions)
 // and a Llama-shaped model (GQA, untied head), 4 blocks, at pp 2 and 4 under each training
-// schedule (gpipe, 1f1b, interleaved over 2 virtual stages), dp 2 x pp 2 (ZeRO-1 and -2) and
-// (Llama) tp 2 x pp 2, four micro-batches per step: the losses equal the single-rank run's to
-// 1e-5 relative over 30 fp32 steps, the gradient norms to 1e-4, and the evaluation loss too.
+// schedule (gpipe, 1f1b, interleaved over 2 virtual stages, Zero Bubble H1 and H2), dp 2 x pp 2
+// (ZeRO-1 and -2; ZB with ZeRO-1) and (Llama) tp 2 x pp 2, four micro-batches per step: the losses
+// equal the single-rank run's to 1e-5 relative over 30 fp32 steps, the gradient norms to 1e-4, and
+// the evaluation loss too.
 TEST(PipelineTraining, ThirtyStepsEqualTheSingleRank) {
     Scratch s("pp");
     const char* models[] = {
@@ -976,10 +977,19 @@ TEST(PipelineTraining, ThirtyStepsEqualTheSingleRank) {
         const char* partition;
     };
     const Layout layouts[] = {
-        {2, 2, 1, 0, "1f1b", 1, "parameters"}, {4, 4, 1, 0, "1f1b", 1, "uniform"},
-        {2, 2, 1, 0, "gpipe", 1, "uniform"},   {2, 2, 1, 0, "interleaved", 2, "uniform"},
-        {4, 2, 1, 1, "1f1b", 1, "parameters"}, {4, 2, 1, 2, "1f1b", 1, "parameters"},
+        {2, 2, 1, 0, "1f1b", 1, "parameters"},
+        {4, 4, 1, 0, "1f1b", 1, "uniform"},
+        {2, 2, 1, 0, "gpipe", 1, "uniform"},
+        {2, 2, 1, 0, "interleaved", 2, "uniform"},
+        {4, 2, 1, 1, "1f1b", 1, "parameters"},
+        {4, 2, 1, 2, "1f1b", 1, "parameters"},
         {4, 2, 2, 0, "1f1b", 1, "parameters"},
+        // Zero Bubble: the backward split into B and W (the weight-gradient GEMMs deferred).
+        {2, 2, 1, 0, "zb-h1", 1, "parameters"},
+        {4, 4, 1, 0, "zb-h1", 1, "uniform"},
+        {4, 4, 1, 1, "zb-h2", 1, "uniform"},
+        {4, 2, 1, 1, "zb-h1", 1, "parameters"},
+        {4, 2, 2, 0, "zb-h2", 1, "parameters"},
     };
     for (const char* json : models) {
         const models::ModelConfig mc = models::parse_hf_config(json, "test");
@@ -1082,11 +1092,11 @@ TEST(PipelineTraining, UnsupportedLayoutsAreRefusedByName) {
             }
         });
     };
-    // 2 blocks cannot make 4 stages; a Zero Bubble schedule needs the split backward;
-    // interleaved needs the micro-batches to be a multiple of the stages.
+    // 2 blocks cannot make 4 stages; a Zero Bubble schedule defers weight gradients, which
+    // ZeRO-2 would reduce per micro-batch; interleaved needs enough blocks.
     refused(4, pp_config(4, 4, 1, 0, "1f1b", 1), s.mc, "pp = 4 exceeds llama's 2 layers");
     refused(2, pp_config(2, 2, 1, 0, "interleaved", 2), s.mc, "at least that many blocks");
-    refused(2, pp_config(2, 2, 1, 0, "zb-h1", 1), s.mc, "Zero Bubble");
+    refused(2, pp_config(2, 2, 1, 2, "zb-h1", 1), s.mc, "ZeRO stage 2");
     EXPECT_THROW(parse_ds_config(R"({"train_batch_size": 4, "pipeline": {"stages": 3}})", "pp", 4),
                  ConfigError);
     EXPECT_THROW(

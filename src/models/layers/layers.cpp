@@ -38,6 +38,34 @@ const Tensor& opt_grad(const ParamBinding& p, ParamId id) {
 
 }  // namespace
 
+void WeightGradQueue::push(const Tensor& dw, const Tensor& dbias, const Tensor& dout,
+                           const Tensor& x) {
+    Item it{dw, dbias, dout.clone(), dw.defined() ? x.clone() : Tensor()};
+    bytes_ += it.dout.nbytes() + (it.x.defined() ? it.x.nbytes() : 0);
+    items_.push_back(std::move(it));
+}
+
+void WeightGradQueue::run() {
+    for (const Item& it : items_) {
+        // The GEMM the fused backward runs (ops::linear_backward's dw += dout^T x).
+        if (it.dw.defined()) ops::matmul(it.dw, it.dout, it.x, {.trans_a = true, .beta = 1.0f});
+        if (it.dbias.defined()) ops::sum_rows(it.dbias, it.dout, true);
+    }
+    items_.clear();
+    bytes_ = 0;
+}
+
+void linear_backward(const ParamBinding& p, ParamId w, ParamId bias, const Tensor& dx,
+                     const Tensor& dout, const Tensor& x) {
+    WeightGradQueue* q = p.deferred_weight_grads();
+    if (q == nullptr) {
+        ops::linear_backward(dx, p.g(w), opt_grad(p, bias), dout, x, p.w(w));
+        return;
+    }
+    if (dx.defined()) ops::linear_backward(dx, Tensor(), Tensor(), dout, x, p.w(w));
+    q->push(p.g(w), opt_grad(p, bias), dout, x);
+}
+
 void linear(const ParamBinding& p, ParamId w, const Tensor& out, const Tensor& x,
             const Tensor& bias, float beta) {
     if (const core::QTensor& q = p.qw(w); q.defined()) {
@@ -121,7 +149,7 @@ void Attention::backward(const ParamBinding& p, const Saved& s, const Tensor& dx
     Tensor scratch;
     Tensor d = as_compute(dres, ct, scratch);
     Tensor datt = Tensor::empty({N, cfg_->q_dim()}, ct, x.device());
-    ops::linear_backward(datt, p.g(p_.wo), opt_grad(p, p_.bo), d, s.att, p.w(p_.wo));
+    linear_backward(p, p_.wo, p_.bo, datt, d, s.att);
     Tensor dqkv = Tensor::empty({N, cfg_->qkv_dim()}, ct, x.device());
     Shape heads{B, T, cfg_->n_heads, cfg_->head_dim};
     core.backward(layer_, opts_, q_view(dqkv, B, T), k_view(dqkv, B, T), v_view(dqkv, B, T),
@@ -134,7 +162,7 @@ void Attention::backward(const ParamBinding& p, const Saved& s, const Tensor& dx
         ops::rope_backward(dqkv.as_strided({N, cfg_->n_kv_heads, HS}, {W, HS, 1}, cfg_->q_dim()),
                            positions, *rope_);
     }
-    ops::linear_backward(dx, p.g(p_.wqkv), opt_grad(p, p_.bqkv), dqkv, x, p.w(p_.wqkv));
+    linear_backward(p, p_.wqkv, p_.bqkv, dx, dqkv, x);
 }
 
 // ----------------------------------------------------------------------------------------- Mlp
@@ -166,7 +194,7 @@ void Mlp::run_backward(const ParamBinding& p, const Saved& s, const Tensor& dx, 
     const int64_t N = x.size(0);
     DType ct = x.dtype();
     Tensor da = Tensor::empty({N, ff_}, ct, x.device());
-    ops::linear_backward(da, p.g(p_.down), opt_grad(p, p_.down_bias), dout, s.a, p.w(p_.down));
+    linear_backward(p, p_.down, p_.down_bias, da, dout, s.a);
     Tensor dh = Tensor::empty(s.h.shape(), ct, x.device());
     switch (kind_) {
         case MlpKind::gelu:
@@ -178,7 +206,7 @@ void Mlp::run_backward(const ParamBinding& p, const Saved& s, const Tensor& dx, 
                                  s.h.slice(1, 0, ff_), s.h.slice(1, ff_, 2 * ff_));
             break;
     }
-    ops::linear_backward(dx, p.g(p_.up), opt_grad(p, p_.up_bias), dh, x, p.w(p_.up));
+    linear_backward(p, p_.up, p_.up_bias, dx, dh, x);
 }
 
 void Mlp::forward(const ParamBinding& p, Saved& s, const Tensor& residual, const Tensor& x) const {

@@ -48,6 +48,33 @@ inline void store_from_host(const Tensor& dst, const Tensor& host) {
 void linear(const ParamBinding& p, ParamId w, const Tensor& out, const Tensor& x,
             const Tensor& bias = {}, float beta = 0.0f);
 
+// The weight-gradient halves a backward deferred (ParamBinding::defer_weight_grads): for each
+// linear layer, its gradient views and copies of the two operands, dw += dout^T x and
+// dbias += sum(dout), run later by run() in the order they were deferred (the fused backward's
+// order, so the sums are the same bits). Copies, because the layer's saved activations and the
+// residual gradient are rewritten by the next micro-batch before W runs: what W holds per
+// micro-batch is bytes() (Zero Bubble's memory cost, on top of the activations B needs).
+class WeightGradQueue {
+public:
+    void push(const Tensor& dw, const Tensor& dbias, const Tensor& dout, const Tensor& x);
+    void run();  // every deferred GEMM, then empty
+    bool empty() const { return items_.empty(); }
+    int64_t bytes() const { return bytes_; }
+
+private:
+    struct Item {
+        Tensor dw, dbias, dout, x;
+    };
+    std::vector<Item> items_;
+    int64_t bytes_ = 0;
+};
+
+// The linear layer's backward for the weight bound to `w` (and `bias`, kNoParam for none):
+// dx = dout @ w (skipped when dx is undefined); dw += dout^T @ x and dbias += sum(dout) now, or
+// deferred into p's WeightGradQueue when one is set.
+void linear_backward(const ParamBinding& p, ParamId w, ParamId bias, const Tensor& dx,
+                     const Tensor& dout, const Tensor& x);
+
 class Norm {
 public:
     Norm() = default;
