@@ -45,16 +45,27 @@ void report_pipeline(train::Trainer& trainer, const std::string& svg_path,
     const parallel::PipeTimeline tl = trainer.pipeline_timeline();
     const parallel::PipeSchedule& s = trainer.pipeline_schedule();
     if (world.rank() != 0 || tl.spans.empty()) return;
-    std::string per;
+    // The same schedule run on paper with the measured mean F, B and W: the idle time the
+    // schedule itself leaves, apart from transfers, uneven stages and the machine's noise.
+    const parallel::PipeCosts costs = parallel::mean_costs(tl);
+    const parallel::PipeTimeline sim = parallel::simulate(s, costs);
+    std::string per, per_sim;
     for (int r = 0; r < s.stages; ++r) {
-        per += fmt::format("{}{:.1f}%", r ? " " : "",
-                           100.0 * (1.0 - tl.busy[static_cast<size_t>(r)] / tl.makespan));
+        const auto u = static_cast<size_t>(r);
+        per += fmt::format("{}{:.1f}%", r ? " " : "", 100.0 * (1.0 - tl.busy[u] / tl.makespan));
+        per_sim +=
+            fmt::format("{}{:.1f}%", r ? " " : "", 100.0 * (1.0 - sim.busy[u] / sim.makespan));
     }
     log_info(
         "pipeline, last step measured: {} stages x {} micro-batches ({}), makespan {:.1f} ms, "
-        "idle per stage {} (theory (p-1)/(Vm+p-1) = {:.1f}% for equal stages)",
+        "idle per stage {}; simulated with the measured mean F {:.1f} ms, B {:.1f} ms, W {:.1f} "
+        "ms: {}{}",
         s.stages, s.micro_batches, parallel::to_string(s.policy), 1e3 * tl.makespan, per,
-        100.0 * parallel::pipe_theory_bubble(s.stages, s.micro_batches, s.chunks));
+        1e3 * costs.f, 1e3 * costs.b, 1e3 * costs.w, per_sim,
+        s.split_backward ? std::string()
+                         : fmt::format(" (theory (p-1)/(Vm+p-1) = {:.1f}% for equal stages)",
+                                       100.0 * parallel::pipe_theory_bubble(
+                                                   s.stages, s.micro_batches, s.chunks)));
     if (svg_path.empty()) return;
     parallel::PipeTimeline ms = tl;
     for (parallel::PipeSpan& sp : ms.spans) {

@@ -194,4 +194,35 @@ PipeTimeline gather_timeline(const PipeRunStats& mine, comm::Communicator& pp) {
     return tl;
 }
 
+PipeCosts mean_costs(const PipeTimeline& tl) {
+    double sum[3] = {0, 0, 0};
+    int64_t n[3] = {0, 0, 0};
+    for (const PipeSpan& sp : tl.spans) {
+        int k = -1;
+        switch (sp.instr.op) {
+            case PipeOp::forward:
+                k = 0;
+                break;
+            case PipeOp::backward:
+            case PipeOp::backward_input:
+                k = 1;
+                break;
+            case PipeOp::backward_weight:
+                k = 2;
+                break;
+            default:
+                break;
+        }
+        if (k < 0) continue;
+        sum[k] += sp.end - sp.start;
+        ++n[k];
+    }
+    PipeCosts c;
+    c.f = n[0] ? sum[0] / static_cast<double>(n[0]) : 0;
+    c.b = n[1] ? sum[1] / static_cast<double>(n[1]) : 0;
+    c.w = n[2] ? sum[2] / static_cast<double>(n[2]) : 0;
+    c.comm = 0;
+    return c;
+}
+
 }  // namespace zs::parallel

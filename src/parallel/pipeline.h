@@ -61,4 +61,9 @@ void run_schedule(const PipeSchedule& s, comm::Communicator& pp, PipeStage& stag
 // earliest start is 0, with busy time and makespan as simulate() reports them.
 PipeTimeline gather_timeline(const PipeRunStats& mine, comm::Communicator& pp);
 
+// The mean F, B and W of a measured timeline's spans (a fused backward counts as B, with W 0 when
+// there is no split one), comm 0: the costs to simulate the schedule with, or to place the Zero
+// Bubble schedules' Ws by.
+PipeCosts mean_costs(const PipeTimeline& tl);
+
 }  // namespace zs::parallel

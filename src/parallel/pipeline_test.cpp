@@ -189,6 +189,20 @@ TEST(PipelineRun, EveryPolicyGivesTheSequentialGradients) {
     }
 }
 
+// mean_costs recovers the costs a timeline was simulated with: split (ZB) and fused schedules.
+TEST(PipelineRun, MeanCostsOfASimulatedTimeline) {
+    const PipeCosts c{0.7, 1.3, 0.9, 0.05};
+    const PipeCosts zb = mean_costs(simulate(make_pipe_schedule(PipePolicy::zb_h1, 4, 8, 1, c), c));
+    EXPECT_NEAR(zb.f, c.f, 1e-12);
+    EXPECT_NEAR(zb.b, c.b, 1e-12);
+    EXPECT_NEAR(zb.w, c.w, 1e-12);
+    EXPECT_EQ(zb.comm, 0.0);
+    const PipeCosts fused = mean_costs(simulate(make_pipe_schedule(PipePolicy::gpipe, 3, 5), c));
+    EXPECT_NEAR(fused.f, c.f, 1e-12);
+    EXPECT_NEAR(fused.b, c.b + c.w, 1e-12);
+    EXPECT_EQ(fused.w, 0.0);
+}
+
 TEST(PipelineRun, WrongGroupSizeIsRefused) {
     const PipeSchedule s = make_pipe_schedule(PipePolicy::one_f_one_b, 3, 3);
     comm::run_local(2, [&](int rank, comm::Communicator& pp) {

@@ -318,6 +318,32 @@ void Trainer::setup_pipeline() {
     }
 }
 
+void Trainer::replan_pipeline() {
+    const parallel::PipeCosts m =
+        parallel::mean_costs(parallel::gather_timeline(pipe_stats_, *pp_));
+    // The mean over every pipeline (data- and tensor-parallel replicas each measured their own),
+    // then rank 0's bits everywhere: every replica must run the same schedule, since their
+    // gradient reductions pair up in its order.
+    Tensor c = Tensor::empty({3}, DType::f32, core::Device::cpu(), core::MemCategory::buffers);
+    float* cp = c.data<float>();
+    cp[0] = static_cast<float>(m.f);
+    cp[1] = static_cast<float>(m.b);
+    cp[2] = static_cast<float>(m.w);
+    world_.allreduce(c, comm::ReduceOp::sum).wait();
+    world_.broadcast(c, 0).wait();
+    if (!(cp[0] > 0 && cp[1] > 0 && cp[2] > 0)) return;  // keep the unit costs
+    const parallel::PipeCosts costs{cp[0] / cp[0], cp[1] / cp[0], cp[2] / cp[0], 0};
+    parallel::PipeSchedule next =
+        parallel::make_pipe_schedule(pipe_schedule_.policy, pipe_schedule_.stages,
+                                     pipe_schedule_.micro_batches, pipe_schedule_.chunks, costs);
+    parallel::validate(next);
+    pipe_schedule_ = std::move(next);
+    if (world_.rank() == 0) {
+        log_info("pipeline: {} Ws placed by the measured costs F:B:W = 1:{:.2f}:{:.2f}",
+                 parallel::to_string(pipe_schedule_.policy), costs.b, costs.w);
+    }
+}
+
 parallel::PipeTimeline Trainer::pipeline_timeline() {
     // No step ran (every rank alike: --steps reached already): nothing to gather.
     if (!pp_ || pipe_stats_.spans.empty()) return {};
@@ -654,6 +680,7 @@ StepStats Trainer::step(const std::vector<models::TrainBatch>& batches) {
         parallel::run_schedule(pipe_schedule_, *pp_, *stage_, &pipe_stats_);
         s.forward_s += ph.seconds();  // the whole schedule: forwards, backwards and transfers
         loss_sum = stage_->loss().loss_sum;
+        if (pipe_schedule_.split_backward && ++pipe_steps_ == 2) replan_pipeline();
     } else {
         for (const models::TrainBatch& batch : batches) {
             // The load-balancing loss is per micro-batch (mean over this rank's tokens): weighted

@@ -146,8 +146,13 @@ private:
     parallel::PipeRunStats pipe_stats_;  // the last step's
     std::unique_ptr<TransformerStage> stage_;
     std::unique_ptr<comm::Communicator> tied_;
+    int pipe_steps_ = 0;  // steps this trainer ran through the pipeline
     bool holds_group(int g) const;
     void setup_pipeline();
+    // The Zero Bubble schedules place their Ws by F/B/W costs: unit costs at first, then, after
+    // the second step (the first warms up), the mean costs measured over every stage, the same on
+    // every rank (collective over the world).
+    void replan_pipeline();
     // Forward-only loss of one micro-batch through the pipeline (evaluation); collective over pp.
     models::LossStats pipeline_loss(const models::TrainBatch& batch);
     // Expert parallelism (null without): the ep group (experts sharded over it) and the expert
