@@ -460,9 +460,11 @@ PipelineConfig parse_pipeline(Section& root, int pp) {
             c.partition = PipelineConfig::Partition::uniform;
         } else if (v == "flops") {
             c.partition = PipelineConfig::Partition::flops;
+        } else if (v == "time") {
+            c.partition = PipelineConfig::Partition::time;
         } else {
-            s->fail("partition", fmt::format("expected \"parameters\", \"uniform\" or "
-                                             "\"flops\", got "
+            s->fail("partition", fmt::format("expected \"parameters\", \"uniform\", \"flops\" "
+                                             "or \"time\", got "
                                              "\"{}\" (type:regex partitions are not implemented)",
                                              *part));
         }

@@ -240,7 +240,7 @@ struct PipelineConfig {
     // parameter counts, the embedding counted with the first stage and the head with the last) or
     // "uniform" (equal numbers of blocks), or zerospeed's "flops" (balance the estimated training
     // compute, the LM head and the stages' recompute included: train/pipeline_stage.h).
-    enum class Partition { parameters, uniform, flops } partition = Partition::parameters;
+    enum class Partition { parameters, uniform, flops, time } partition = Partition::parameters;
     std::string schedule = "1f1b";  // pipeline.schedule (zerospeed): gpipe, 1f1b, interleaved
     int virtual_stages = 1;         // pipeline.virtual_stages (zerospeed): chunks per rank
 };

@@ -2,13 +2,16 @@
 #include "train/pipeline_stage.h"
 
 #include <algorithm>
+#include <vector>
 
 #include "base/error.h"
+#include "base/timer.h"
+#include "models/params.h"
 
 namespace zs::train {
 
 StageCosts stage_costs(const models::ParamLayout& layout, const models::ModelConfig& cfg,
-                       int64_t seq_len, PipelineConfig::Partition method) {
+                       int64_t seq_len, PipelineConfig::Partition method, const StageTimes* times) {
     const int64_t L = cfg.n_layers;
     StageCosts c;
     c.block.assign(static_cast<size_t>(L), 1.0);
@@ -35,8 +38,62 @@ StageCosts stage_costs(const models::ParamLayout& layout, const models::ModelCon
             c.last = 3.0;
             break;
         }
+        case PipelineConfig::Partition::time: {
+            ZS_CHECK(times != nullptr, "stage_costs: the \"time\" partition needs measured times");
+            const double fb = times->forward + times->backward;
+            ZS_CHECK(fb > 0, "stage_costs: measured block time {} s", fb);
+            c.block.assign(static_cast<size_t>(L), fb);
+            c.head = times->head;
+            c.inner = (2.0 * times->forward + times->backward) / fb;
+            c.last = 1.0;
+            break;
+        }
     }
     return c;
+}
+
+StageTimes measure_stage_times(const models::ModelConfig& cfg, const models::RunConfig& run,
+                               int64_t micro, int64_t seq_len) {
+    models::ModelConfig one = cfg;
+    one.n_layers = 1;
+    models::RunConfig rc;
+    rc.compute_dtype = run.compute_dtype;
+    rc.logits_chunk = run.logits_chunk;
+    rc.device = run.device;
+    models::Transformer m(one, rc);
+    models::DenseParams params(m.layout(), rc.compute_dtype, true, rc.device);
+    params.init(1);
+    params.bind(m.binding());
+    models::TrainBatch b{core::Tensor::empty({micro, seq_len}, core::DType::i32),
+                         core::Tensor::empty({micro, seq_len}, core::DType::i32)};
+    for (int64_t i = 0; i < micro * seq_len; ++i) {
+        b.input_ids.data<int32_t>()[i] = static_cast<int32_t>((i * 7919) % cfg.vocab_size);
+        b.targets.data<int32_t>()[i] = static_cast<int32_t>((i * 104729 + 1) % cfg.vocab_size);
+    }
+    // The block's phases alone (not the embedding's): the pieces a pipeline stage runs.
+    models::GroupHooks none;
+    const models::Transformer::GroupRange embed{0, 1}, block{1, 2};
+    // One warm-up (allocations, caches), then the fastest of five: interference from other
+    // processes only ever adds time.
+    StageTimes t{1e300, 1e300, 1e300};
+    for (int k = 0; k < 6; ++k) {
+        m.begin_micro_batch(b);
+        m.forward_blocks(embed, none);
+        Timer ph;
+        m.forward_blocks(block, none);
+        const double f = ph.seconds();
+        ph.reset();
+        m.head_loss(true, 1.0f, 1.0f, none);
+        const double h = ph.seconds();
+        ph.reset();
+        m.backward_blocks(block, 1.0f, none);
+        const double bw = ph.seconds();
+        if (k == 0) continue;
+        t.forward = std::min(t.forward, f);
+        t.backward = std::min(t.backward, bw);
+        t.head = std::min(t.head, h);
+    }
+    return t;
 }
 
 std::vector<int64_t> partition_blocks(const StageCosts& c, int n) {

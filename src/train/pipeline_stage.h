@@ -42,8 +42,20 @@ struct StageCosts {
 // parameters + 2 T C for causal attention, a backward twice that; every piece but the last
 // re-runs its forward before each backward (4 forwards' worth), the last does not (3), and the
 // last also runs the LM head, 3 x 2 V C, tied or not; the embedding lookup costs nothing).
+// "time": `times` (required then) are one block's forward and backward and the head's forward
+// + backward measured on this machine (measure_stage_times); a non-last piece re-runs its
+// forwards, so its blocks cost (2 f + b) / (f + b) times theirs.
+struct StageTimes {
+    double forward = 0, backward = 0, head = 0;  // seconds per micro-batch
+};
 StageCosts stage_costs(const models::ParamLayout& layout, const models::ModelConfig& cfg,
-                       int64_t seq_len, PipelineConfig::Partition method);
+                       int64_t seq_len, PipelineConfig::Partition method,
+                       const StageTimes* times = nullptr);
+// pipeline.partition "time": a one-block copy of the model (random weights) trains a random
+// micro-batch of `micro` x `seq_len` tokens once to warm up, then five times; the fastest of
+// each phase. Per-rank: the caller agrees on one rank's figures.
+StageTimes measure_stage_times(const models::ModelConfig& cfg, const models::RunConfig& run,
+                               int64_t micro, int64_t seq_len);
 // The contiguous split of the blocks into n pieces minimising the most expensive piece: block
 // ranges [bounds[v], bounds[v + 1]), every piece non-empty (n <= blocks).
 std::vector<int64_t> partition_blocks(const StageCosts& c, int n);

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -291,8 +292,26 @@ void Trainer::setup_pipeline() {
         policy, P, static_cast<int>(cfg_.batch.gradient_accumulation_steps), V);
     parallel::validate(pipe_schedule_);
     pp_ = &topo_->group(parallel::Group::pp);
+    StageTimes times;
+    if (cfg_.pipeline.partition == PipelineConfig::Partition::time) {
+        // Measured here, then rank 0's figures everywhere: every rank must cut alike.
+        times = measure_stage_times(mcfg_, model_->run_config(),
+                                    cfg_.batch.train_micro_batch_size_per_gpu, run_.seq_len);
+        static_assert(sizeof(StageTimes) == 3 * sizeof(int64_t));
+        Tensor t = Tensor::empty({3}, DType::i64, core::Device::cpu(), core::MemCategory::buffers);
+        std::memcpy(t.data_ptr(), &times, sizeof times);
+        world_.broadcast(t, 0).wait();
+        std::memcpy(&times, t.data_ptr(), sizeof times);
+        if (world_.rank() == 0) {
+            log_info(
+                "pipeline.partition time: a block's forward {:.2f} ms, backward {:.2f} ms; "
+                "the head's {:.2f} ms (measured on rank 0)",
+                1e3 * times.forward, 1e3 * times.backward, 1e3 * times.head);
+        }
+    }
     const std::vector<int64_t> bounds = partition_blocks(
-        stage_costs(whole_model().layout(), mcfg_, run_.seq_len, cfg_.pipeline.partition), P * V);
+        stage_costs(whole_model().layout(), mcfg_, run_.seq_len, cfg_.pipeline.partition, &times),
+        P * V);
     chunks_.clear();
     for (int c = 0; c < V; ++c) {
         const int v = c * P + pp_->rank();

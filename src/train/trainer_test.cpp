@@ -13,6 +13,7 @@
 #include <fmt/format.h>
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
+#include <omp.h>
 
 #include "io/safetensors.h"
 #include "models/sources.h"
@@ -1183,6 +1184,64 @@ TEST(PipelinePartition, MinimisesTheLargestPieceAsBruteForce) {
     const auto flops =
         partition_blocks(stage_costs(m.layout(), mc, 64, PipelineConfig::Partition::flops), 2);
     EXPECT_LT(flops[2] - flops[1], 6) << "last stage blocks";
+}
+
+// pipeline.partition "time": the cost model from measured times (a non-last piece re-runs its
+// forwards: (2f + b) / (f + b) per block), and a real measurement on a model whose head dwarfs its
+// blocks (30000 x 32 vocabulary projection against 32-wide blocks) leaves the last of two stages
+// fewer blocks than "uniform"'s half; then a whole pp 2 run cut by time trains like one rank.
+TEST(PipelinePartition, TimeFollowsMeasuredCosts) {
+    const models::ModelConfig small = models::parse_hf_config(
+        R"({"model_type": "llama", "vocab_size": 61, "hidden_size": 32, "num_hidden_layers": 4,
+            "num_attention_heads": 4, "num_key_value_heads": 2, "intermediate_size": 40,
+            "max_position_embeddings": 64})",
+        "test");
+    models::Transformer m(small, models::RunConfig{});
+    const StageTimes t{1.0, 2.0, 0.5};
+    const StageCosts c = stage_costs(m.layout(), small, 16, PipelineConfig::Partition::time, &t);
+    ASSERT_EQ(c.block.size(), 4u);
+    EXPECT_DOUBLE_EQ(c.block[0], 3.0);
+    EXPECT_DOUBLE_EQ(c.inner, 4.0 / 3.0);
+    EXPECT_DOUBLE_EQ(c.last, 1.0);
+    EXPECT_DOUBLE_EQ(c.head, 0.5);
+    EXPECT_THROW(stage_costs(m.layout(), small, 16, PipelineConfig::Partition::time), Error);
+
+    const models::ModelConfig big_head = models::parse_hf_config(
+        R"({"model_type": "llama", "vocab_size": 30000, "hidden_size": 32, "num_hidden_layers": 6,
+            "num_attention_heads": 4, "num_key_value_heads": 2, "intermediate_size": 40,
+            "max_position_embeddings": 64, "tie_word_embeddings": false})",
+        "test");
+    // One thread: a descheduled thread of a parallel region on a shared machine costs every
+    // join a scheduler quantum, which the block (many small regions) suffers and the head (a few
+    // big GEMMs) does not.
+    const int threads = omp_get_max_threads();
+    omp_set_num_threads(1);
+    const StageTimes got = measure_stage_times(big_head, models::RunConfig{}, 1, 64);
+    omp_set_num_threads(threads);
+    EXPECT_GT(got.forward, 0);
+    EXPECT_GT(got.backward, 0);
+    // ~100x by FLOPs; timings on a shared machine are noisy, so only a clear margin is asked.
+    EXPECT_GT(got.head, 3 * (got.forward + got.backward)) << "the head dwarfs a block";
+    models::Transformer mb(big_head, models::RunConfig{});
+    const auto cut = partition_blocks(
+        stage_costs(mb.layout(), big_head, 64, PipelineConfig::Partition::time, &got), 2);
+    EXPECT_LT(cut[2] - cut[1], 3) << "last stage blocks (uniform: 3)";
+
+    Scratch s("pp_time");
+    RunOptions run = s.run(6);
+    run.save_dir.clear();
+    std::vector<StepStats> want;
+    {
+        auto comm = comm::make_self();
+        Trainer t1(small, pp_config(1, 1, 1, 0, "1f1b", 1), run, *comm);
+        t1.init_random();
+        want = t1.train();
+    }
+    comm::run_local(2, [&](int rank, comm::Communicator& cm) {
+        Trainer t2(small, pp_config(2, 2, 1, 0, "zb-h1", 1, "time"), run, cm);
+        t2.init_random();
+        expect_steps_match(t2.train(), want, 1e-3, fmt::format("time partition rank {}", rank));
+    });
 }
 
 }  // namespace
