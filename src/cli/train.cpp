@@ -17,6 +17,7 @@
 #include "cli/hf_export.h"
 #include "cli/svg.h"
 #include "core/backend.h"
+#include "core/memory.h"
 #include "core/quant.h"
 #include "io/atomic_file.h"
 #include "io/checksum.h"
@@ -43,8 +44,23 @@ namespace {
 void report_pipeline(train::Trainer& trainer, const std::string& svg_path,
                      comm::Communicator& world) {
     const parallel::PipeTimeline tl = trainer.pipeline_timeline();
+    const std::vector<train::Trainer::PipeHeld> held = trainer.pipeline_held();
     const parallel::PipeSchedule& s = trainer.pipeline_schedule();
     if (world.rank() != 0 || tl.spans.empty()) return;
+    std::string mem;
+    for (size_t r = 0; r < held.size(); ++r) {
+        const train::Trainer::PipeHeld& h = held[r];
+        mem += fmt::format("{}stage {}: inputs {} (formula {})", r ? "; " : "", r,
+                           core::format_bytes(h.measured.inputs),
+                           core::format_bytes(h.formula.inputs));
+        if (s.split_backward) {
+            mem += fmt::format(", deferred W {} (formula {}), both at once {}",
+                               core::format_bytes(h.measured.deferred),
+                               core::format_bytes(h.formula.deferred),
+                               core::format_bytes(h.measured.both));
+        }
+    }
+    log_info("pipeline, held beyond the live micro-batch at most: {}", mem);
     // The same schedule run on paper with the measured mean F, B and W: the idle time the
     // schedule itself leaves, apart from transfers, uneven stages and the machine's noise.
     const parallel::PipeCosts costs = parallel::mean_costs(tl);

@@ -599,6 +599,22 @@ Tensor Transformer::forward_logits(const Tensor& input_ids, GroupHooks* hooks) {
     return on_host(logits);
 }
 
+int64_t Transformer::deferred_weight_grad_bytes(GroupRange r, int64_t B, int64_t T) const {
+    check_range(r, "deferred_weight_grad_bytes");
+    ZS_CHECK_T(NotSupported, cfg_.mlp != MlpKind::moe,
+               "deferred weight gradients of mixture-of-experts blocks are not counted");
+    // This rank's widths (tensor parallelism): qkv [C -> QKV], out [q_dim -> C], up [C -> FF or
+    // 2 FF], down [FF -> C]; each keeps its input and its output gradient.
+    const ModelConfig& c = lcfg_;
+    const int64_t N = B * T, C = c.hidden_size, FF = c.intermediate;
+    const int64_t up = c.mlp == MlpKind::gelu ? FF : 2 * FF;
+    const int64_t per_block = N * ((C + c.qkv_dim()) + (c.q_dim() + C) + (C + up) + (FF + C)) *
+                              static_cast<int64_t>(core::dtype_size(run_.compute_dtype));
+    int64_t blocks = 0;
+    for (int g = r.begin; g < r.end; ++g) blocks += g == embed_group() ? 0 : 1;
+    return blocks * per_block;
+}
+
 ActivationBytes Transformer::activation_bytes(int64_t B, int64_t T) const {
     // Mirrors run() and the layers' allocations (dense MLP; MoE is approximated by its experts'
     // share of tokens, as routing is data-dependent).

@@ -212,6 +212,10 @@ public:
     // then those hooks. The gradients are the fused backward's, bit for bit.
     void defer_weight_grads(WeightGradQueue* q) { binding_.defer_weight_grads(q); }
     void weight_backward(GroupRange r, WeightGradQueue& q, GroupHooks& h);
+    // The bytes a micro-batch [B, T]'s deferred weight gradients of the groups in `r` hold (the
+    // queue's copies: each linear layer's input and output gradient in the compute dtype; dense
+    // blocks only).
+    int64_t deferred_weight_grad_bytes(GroupRange r, int64_t B, int64_t T) const;
     // The residual stream entering block l ([B*T, C] f32; l = L: the head's input).
     Tensor& residual(int64_t l) { return residuals_[static_cast<size_t>(l)]; }
     Tensor& residual_grad();

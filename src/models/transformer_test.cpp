@@ -237,7 +237,8 @@ TEST(Transformer, SplitBackwardIsBitIdentical) {
                 b.model->defer_weight_grads(q);
                 b.model->backward_blocks(all, 1.0f, h);
                 b.model->defer_weight_grads(nullptr);
-                EXPECT_GT(q->bytes(), 0);
+                EXPECT_EQ(q->bytes(), b.model->deferred_weight_grad_bytes(all, 2, 9))
+                    << c.model_type;
             }
             // After both Bs: only the head and the embedding were handed over; a block's fused
             // QKV matrix has no gradient yet.

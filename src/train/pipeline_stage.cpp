@@ -153,7 +153,14 @@ void TransformerStage::begin_step(const std::vector<models::TrainBatch>& batches
     inputs_.clear();
     live_ = {-1, -1};
     deferred_.clear();  // empty unless the last step failed midway
-    deferred_bytes_ = peak_deferred_bytes_ = 0;
+    now_ = peak_ = {};
+}
+
+void TransformerStage::held_changed() {
+    now_.both = now_.inputs + now_.deferred;
+    peak_.inputs = std::max(peak_.inputs, now_.inputs);
+    peak_.deferred = std::max(peak_.deferred, now_.deferred);
+    peak_.both = std::max(peak_.both, now_.both);
 }
 
 void TransformerStage::run_forward(int mb, int chunk) {
@@ -169,7 +176,11 @@ void TransformerStage::run_forward(int mb, int chunk) {
 
 void TransformerStage::forward(int mb, int chunk, const core::Tensor& in, const core::Tensor& out) {
     ZS_CHECK(batches_ != nullptr, "pipeline stage: begin_step first");
-    if (!first_piece(chunk)) inputs_[{mb, chunk}] = in;
+    if (!first_piece(chunk)) {
+        inputs_[{mb, chunk}] = in;
+        now_.inputs += static_cast<int64_t>(in.nbytes());
+        held_changed();
+    }
     run_forward(mb, chunk);
     if (out.defined()) {
         out.copy_from(model_.residual(chunks_[static_cast<size_t>(chunk)].end - 1));
@@ -185,14 +196,15 @@ void TransformerStage::backward_input(int mb, int chunk, const core::Tensor& gra
                                       const core::Tensor& grad_in) {
     models::WeightGradQueue& q = deferred_[{mb, chunk}];
     run_backward(mb, chunk, grad_out, grad_in, &q);
-    deferred_bytes_ += q.bytes();
-    peak_deferred_bytes_ = std::max(peak_deferred_bytes_, deferred_bytes_);
+    now_.deferred += q.bytes();
+    held_changed();
 }
 
 void TransformerStage::backward_weight(int mb, int chunk) {
     auto it = deferred_.find({mb, chunk});
     ZS_CHECK(it != deferred_.end(), "pipeline stage: W{}.{} before its B", mb, chunk);
-    deferred_bytes_ -= it->second.bytes();
+    now_.deferred -= it->second.bytes();
+    held_changed();
     model_.weight_backward(chunks_[static_cast<size_t>(chunk)], it->second, hooks_);
     deferred_.erase(it);
 }
@@ -218,7 +230,11 @@ void TransformerStage::run_backward(int mb, int chunk, const core::Tensor& grad_
         hooks_.after_backward(model_.embed_group());
     }
     if (grad_in.defined()) grad_in.copy_from(model_.residual_grad());
-    inputs_.erase({mb, chunk});
+    auto in = inputs_.find({mb, chunk});
+    if (in != inputs_.end()) {
+        now_.inputs -= static_cast<int64_t>(in->second.nbytes());
+        inputs_.erase(in);
+    }
     live_ = {-1, -1};  // backward consumed the activations
 }
 

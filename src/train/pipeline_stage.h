@@ -83,8 +83,14 @@ public:
     void backward_weight(int mb, int chunk) override;
     void optimizer_step() override {}  // the trainer steps after run_schedule returns
 
-    // The most bytes the deferred weight gradients (Ws pending) held at once in this step.
-    int64_t peak_deferred_bytes() const { return peak_deferred_bytes_; }
+    // What the schedule makes this stage hold beyond the live micro-batch's activations, at its
+    // most in the last step: the received activations kept for the re-run forward (F done, B not;
+    // none on virtual stage 0), the deferred weight gradients' operands (B done, W not), and the
+    // two together at one instant.
+    struct Held {
+        int64_t inputs = 0, deferred = 0, both = 0;
+    };
+    Held peak_held() const { return peak_; }
 
 private:
     void run_forward(int mb, int chunk);
@@ -105,7 +111,8 @@ private:
     std::map<std::pair<int, int>, core::Tensor> inputs_;  // (mb, chunk) -> received activation
     std::pair<int, int> live_{-1, -1};                    // whose activations the model holds
     std::map<std::pair<int, int>, models::WeightGradQueue> deferred_;  // B done, W not
-    int64_t deferred_bytes_ = 0, peak_deferred_bytes_ = 0;
+    Held now_, peak_;
+    void held_changed();
 };
 
 }  // namespace zs::train

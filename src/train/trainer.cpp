@@ -290,7 +290,7 @@ void Trainer::setup_pipeline() {
                cfg_.source);
     pipe_schedule_ = parallel::make_pipe_schedule(
         policy, P, static_cast<int>(cfg_.batch.gradient_accumulation_steps), V);
-    parallel::validate(pipe_schedule_);
+    pipe_check_ = parallel::validate(pipe_schedule_);
     pp_ = &topo_->group(parallel::Group::pp);
     StageTimes times;
     if (cfg_.pipeline.partition == PipelineConfig::Partition::time) {
@@ -355,12 +355,46 @@ void Trainer::replan_pipeline() {
     parallel::PipeSchedule next =
         parallel::make_pipe_schedule(pipe_schedule_.policy, pipe_schedule_.stages,
                                      pipe_schedule_.micro_batches, pipe_schedule_.chunks, costs);
-    parallel::validate(next);
+    pipe_check_ = parallel::validate(next);
     pipe_schedule_ = std::move(next);
     if (world_.rank() == 0) {
         log_info("pipeline: {} Ws placed by the measured costs F:B:W = 1:{:.2f}:{:.2f}",
                  parallel::to_string(pipe_schedule_.policy), costs.b, costs.w);
     }
+}
+
+std::vector<Trainer::PipeHeld> Trainer::pipeline_held() {
+    if (!pp_) return {};
+    const int P = pp_->size(), r = pp_->rank();
+    // (No step ran yet: the current schedule's counts, with nothing measured.)
+    const parallel::PipeCheck& check =
+        pipe_check_ran_.peak_held.empty() ? pipe_check_ : pipe_check_ran_;
+    PipeHeld mine;
+    mine.measured = stage_->peak_held();
+    const int64_t rows = stage_->boundary_shape()[0], hidden = stage_->boundary_shape()[1];
+    const bool stashes = !(r == 0 && chunks_.size() == 1);
+    mine.formula.inputs = stashes ? check.peak_held[static_cast<size_t>(r)] * rows * hidden * 4 : 0;
+    if (pipe_schedule_.split_backward) {
+        mine.formula.deferred =
+            check.peak_deferred_w[static_cast<size_t>(r)] *
+            model_->deferred_weight_grad_bytes(
+                chunks_.front(), cfg_.batch.train_micro_batch_size_per_gpu, run_.seq_len);
+    }
+    constexpr int64_t kCols = 6;
+    Tensor t = Tensor::empty({kCols}, DType::i64, core::Device::cpu(), core::MemCategory::buffers);
+    const int64_t v[kCols] = {mine.measured.inputs, mine.measured.deferred, mine.measured.both,
+                              mine.formula.inputs,  mine.formula.deferred,  mine.formula.both};
+    std::memcpy(t.data_ptr(), v, sizeof v);
+    Tensor all =
+        Tensor::empty({P * kCols}, DType::i64, core::Device::cpu(), core::MemCategory::buffers);
+    pp_->allgather(all, t).wait();
+    std::vector<PipeHeld> out(static_cast<size_t>(P));
+    const int64_t* a = all.data<int64_t>();
+    for (int q = 0; q < P; ++q) {
+        const int64_t* x = a + q * kCols;
+        out[static_cast<size_t>(q)] = {{x[0], x[1], x[2]}, {x[3], x[4], x[5]}};
+    }
+    return out;
 }
 
 parallel::PipeTimeline Trainer::pipeline_timeline() {
@@ -696,6 +730,7 @@ StepStats Trainer::step(const std::vector<models::TrainBatch>& batches) {
                    micro, T, stage_->boundary_shape()[0]);
         stage_->begin_step(batches, ce_scale, static_cast<float>(loss_scale));
         Timer ph;
+        pipe_check_ran_ = pipe_check_;
         parallel::run_schedule(pipe_schedule_, *pp_, *stage_, &pipe_stats_);
         s.forward_s += ph.seconds();  // the whole schedule: forwards, backwards and transfers
         loss_sum = stage_->loss().loss_sum;

@@ -28,11 +28,10 @@
 #include "train/loss_scaler.h"
 #include "train/lr_schedule.h"
 #include "train/monitor.h"
+#include "train/pipeline_stage.h"
 #include "zero/engine.h"
 
 namespace zs::train {
-
-class TransformerStage;
 
 // Run parameters that are not part of ds_config.json (CLI flags).
 struct RunOptions {
@@ -115,6 +114,16 @@ public:
     // the pp group; empty without a pipeline), and the schedule it ran.
     parallel::PipeTimeline pipeline_timeline();
     const parallel::PipeSchedule& pipeline_schedule() const { return pipe_schedule_; }
+    // What the schedule made each stage hold in the last step beyond its live micro-batch's
+    // activations (TransformerStage::Held), measured from the tensors kept, beside the formula:
+    // the schedule's peak counts (validate: activations with F done and B not — none kept on
+    // virtual stage 0 —, Ws pending) times a micro-batch's boundary activation (rows x hidden
+    // f32) and deferred weight-gradient bytes (Transformer::deferred_weight_grad_bytes). Per pp
+    // rank, collective over the pp group; empty without a pipeline.
+    struct PipeHeld {
+        TransformerStage::Held measured, formula;
+    };
+    std::vector<PipeHeld> pipeline_held();
     // Peak memory of this rank by category (core::memory_stats).
     std::string memory_report() const;
 
@@ -143,7 +152,8 @@ private:
     comm::Communicator* pp_ = nullptr;
     std::vector<models::Transformer::GroupRange> chunks_;
     parallel::PipeSchedule pipe_schedule_;
-    parallel::PipeRunStats pipe_stats_;  // the last step's
+    parallel::PipeCheck pipe_check_, pipe_check_ran_;  // its validation; the last step's schedule's
+    parallel::PipeRunStats pipe_stats_;                // the last step's
     std::unique_ptr<TransformerStage> stage_;
     std::unique_ptr<comm::Communicator> tied_;
     int pipe_steps_ = 0;  // steps this trainer ran through the pipeline

@@ -1032,6 +1032,57 @@ TEST(PipelineTraining, ThirtyStepsEqualTheSingleRank) {
     }
 }
 
+// Peak memory per stage per policy against the formula: what each stage held beyond its live
+// micro-batch (the received activations kept for the re-run forward, the deferred weight
+// gradients' operands), measured from the tensors it kept, equals the schedule's peak counts
+// times a micro-batch's sizes — and those counts are the closed forms: 1F1B and ZB-H1 keep
+// min(P - r, M) activations on rank r, GPipe M, ZB-H2 min(2 (P - r) - 1, M); ZB-H1 defers at most
+// r + 1 Ws, ZB-H2 2 r + 1. The deferred bytes are checked against the layers' widths by hand.
+TEST(PipelineTraining, HeldMemoryPerStageMatchesTheFormula) {
+    Scratch s("pp_mem");
+    const models::ModelConfig mc = models::parse_hf_config(
+        R"({"model_type": "llama", "vocab_size": 61, "hidden_size": 32, "num_hidden_layers": 4,
+            "num_attention_heads": 4, "num_key_value_heads": 2, "intermediate_size": 40,
+            "max_position_embeddings": 64, "tie_word_embeddings": false})",
+        "test");
+    RunOptions run = s.run(2);
+    run.save_dir.clear();
+    const int M = 4;  // pp_config: 4 micro-batches of 1 x seq_len
+    const int64_t rows = run.seq_len, C = 32;
+    // A block's copies per micro-batch (f32): qkv (32 in, 64 out: 4 q + 2 x 2 kv heads of 8),
+    // out (32, 32), up (32, 80: gate | up), down (40, 32).
+    const int64_t block_w = rows * ((32 + 64) + (32 + 32) + (32 + 80) + (40 + 32)) * 4;
+    for (const char* policy : {"1f1b", "gpipe", "zb-h1", "zb-h2"}) {
+        for (int P : {2, 4}) {
+            comm::run_local(P, [&](int r, comm::Communicator& c) {
+                Trainer t(mc, pp_config(P, P, 1, 0, policy, 1, "uniform"), run, c);
+                t.init_random();
+                t.train();
+                const std::vector<Trainer::PipeHeld> held = t.pipeline_held();
+                ASSERT_EQ(held.size(), static_cast<size_t>(P));
+                const Trainer::PipeHeld& h = held[static_cast<size_t>(r)];
+                const std::string at = fmt::format("{} P {} rank {}", policy, P, r);
+                const std::string pol = policy;
+                const int n = pol == "gpipe"   ? M
+                              : pol == "zb-h2" ? std::min(2 * (P - r) - 1, M)
+                                               : std::min(P - r, M);
+                EXPECT_EQ(h.formula.inputs, r == 0 ? 0 : n * rows * C * 4) << at;
+                EXPECT_EQ(h.measured.inputs, h.formula.inputs) << at;
+                const int blocks = 4 / P;
+                if (pol == "zb-h1" || pol == "zb-h2") {
+                    EXPECT_EQ(h.measured.deferred, h.formula.deferred) << at;
+                    const int w_bound = pol == "zb-h1" ? r + 1 : 2 * r + 1;
+                    EXPECT_GE(h.formula.deferred, blocks * block_w) << at;
+                    EXPECT_LE(h.formula.deferred, w_bound * blocks * block_w) << at;
+                    EXPECT_EQ(h.formula.deferred % (blocks * block_w), 0) << at;
+                } else {
+                    EXPECT_EQ(h.measured.deferred, 0) << at;
+                }
+            });
+        }
+    }
+}
+
 // A checkpoint saved at pp 2 (each stage writing its blocks) resumes at pp 1 and at pp 4 / dp 1
 // and continues exactly as the uninterrupted single-rank run; one saved at pp 1 resumes at pp 2.
 TEST(PipelineTraining, CheckpointsReshardAcrossStages) {
