@@ -265,28 +265,34 @@ CONFIGS
     pipeline)
         # Pipeline parallelism on one host: GPT-2 124M (12 blocks; the "flops" partition, which
         # counts the LM head and the stages' recompute), 8 micro-batches of 64 tokens, 2 stages
-        # (2 ranks x 1 thread): each schedule's measured idle time per stage against
-        # (p-1)/(m+p-1), tokens/s against one rank training the whole model with 1 thread (the
-        # same per-rank compute, so the ratio is the pipeline's speed-up), and the measured
-        # timelines. The per-stage F and B of the 1F1B run then drive `plan pipeline --sweep`.
-        note "pipeline: GPT-2 124M, pp 2 (2 ranks x 1 thread) gpipe/1f1b vs 1 rank x 1 thread, 8 micro-batches"
+        # (2 ranks x 1 thread): each schedule's measured idle time per stage against the same
+        # schedule simulated with the measured mean F/B/W (and (p-1)/(m+p-1) for the fused ones),
+        # what each stage held beyond its live micro-batch against the formula, tokens/s against
+        # one rank training the whole model with 1 thread (the same per-rank compute, so the ratio
+        # is the pipeline's speed-up), and the measured timelines. The mean F/B/W of the ZB-H1 run
+        # then drive `plan pipeline --sweep` for 1F1B and ZB-H1 at 2-64 stages.
+        note "pipeline: GPT-2 124M, pp 2 (2 ranks x 1 thread) gpipe/1f1b/zb-h1/zb-h2 vs 1 rank x 1 thread, 8 micro-batches"
         data=$(train_data)
-        for pol in gpipe 1f1b; do
+        for pol in gpipe 1f1b zb-h1 zb-h2; do
             python3 -c "import json,sys; c=json.load(open(sys.argv[1])); c['pipeline']['schedule']=sys.argv[2]; json.dump(c, open(sys.argv[3],'w'))" \
                 "$root/bench/train/ds_pp.json" $pol "$out/ds_pp_$pol.json"
             OMP_NUM_THREADS=1 "$build/bin/zerospeed-run" --num_procs 2 "$bin" train \
                 --model-config "$root/bench/train/gpt2_124m.json" --ds-config "$out/ds_pp_$pol.json" \
                 --data "$data" --seq-len 64 --steps 4 --eval-batches 1 --no-progress --pp 2 \
                 --metrics "$out/pp_$pol.csv" --pipeline-timeline "$out/pp_$pol.svg" 2>&1 \
-                | grep -o 'pipeline: .*\|pipeline, last step measured: .*' | tee -a "$out/pipeline.txt"
+                | grep -o 'pipeline: .*\|pipeline, .*' | tee "$out/pp_$pol.txt" >>"$out/pipeline.txt"
+            cat "$out/pp_$pol.txt"
             echo "pp 2 $pol: $(tokens_per_s "$out/pp_$pol.csv") tokens/s" | tee -a "$out/pipeline.txt"
         done
         OMP_NUM_THREADS=1 "$bin" train --model-config "$root/bench/train/gpt2_124m.json" \
             --ds-config "$root/bench/train/ds_pp.json" --data "$data" --seq-len 64 --steps 4 \
             --eval-batches 1 --no-progress --metrics "$out/pp_1.csv" >/dev/null 2>&1
         echo "1 rank: $(tokens_per_s "$out/pp_1.csv") tokens/s" | tee -a "$out/pipeline.txt"
-        "$bin" plan pipeline --stages 2 --micro-batches 8 --policy 1f1b --sweep \
-            | tee -a "$out/pipeline.txt"
+        read -r f b w < <(sed -n 's/.*measured mean F \([0-9.]*\) ms, B \([0-9.]*\) ms, W \([0-9.]*\) ms.*/\1 \2 \3/p' "$out/pp_zb-h1.txt" | tail -1)
+        for pol in 1f1b zb-h1; do
+            "$bin" plan pipeline --stages 2 --micro-batches 8 --policy $pol --f "$f" --b "$b" --w "$w" --sweep \
+                | tee -a "$out/pipeline.txt"
+        done
         ;;
     ep)
         # MoE expert parallelism: tokens/s of ep 2 vs ep 1 on two ranks, all-to-all bytes vs the
