@@ -311,7 +311,7 @@ CONFIGS
             ${LLAMA_SERVER:+--llama-server "$LLAMA_SERVER"} | tee "$out/serve.txt"
         ;;
     sp)
-        note "sp: sequence parallelism at T=8192 (sp 1, Ulysses 2, ring 2, dp 2) and peak activations per rank vs T"
+        note "sp: sequence parallelism at T=8192 (tokens/s of sp 1, Ulysses 2, ring 2, dp 2; attention bytes per step) and peak activations per rank vs T"
         "$root/bench/train/sp_bench.sh" "$build/bin" 8192 1 4 | tee "$out/sp.txt"
         "$build/bench/sp_memory_bench" "$out/sp_memory.svg" "$out/sp_memory.csv" 2048 | tee -a "$out/sp.txt"
         ;;

@@ -4,7 +4,9 @@
 # zig-zag chunks) and, for scale, two data-parallel ranks (dp 2: each its own whole sequences),
 # all at the same threads per rank, on a Llama-shaped model (hidden 256, 4 layers, 8 heads, 4 KV
 # heads, bf16, ZeRO-1) at a long sequence. Prints the median tokens/s of the steps after the
-# first two, and each against sp 1 and dp 2.
+# first two, and each against sp 1 and dp 2; then the bytes one rank sends per step for
+# attention under sp 2 and ring 2 at that length (`zerospeed estimate`: parallel::ulysses_volume and
+# parallel::ring_volume, which estimate_test holds to the bytes the cores hand their groups).
 #
 # Usage: bench/train/sp_bench.sh BIN_DIR [SEQ_LEN=4096] [THREADS_PER_RANK=4] [STEPS=6]
 # (BIN_DIR holds zerospeed and zerospeed-run, e.g. build/bin.) docs/BENCHMARKS.md has a run.
@@ -53,3 +55,15 @@ echo "  sp 1 (1 rank):    $sp1 tokens/s"
 echo "  sp 2 (2 ranks):   $sp2 tokens/s  ($(python3 -c "print(f'{$sp2 / $sp1:.2f}')") x sp 1, $(python3 -c "print(f'{$sp2 / $dp2:.2f}')") x dp 2)"
 echo "  ring 2 (2 ranks): $ring2 tokens/s  ($(python3 -c "print(f'{$ring2 / $sp1:.2f}')") x sp 1, $(python3 -c "print(f'{$ring2 / $dp2:.2f}')") x dp 2)"
 echo "  dp 2 (2 ranks):   $dp2 tokens/s"
+echo "attention bytes sent per rank per step at seq-len $T (zerospeed estimate):"
+for layout in "sequence_parallel_size sp" "ring_parallel_size ring"; do
+    set -- $layout
+    python3 - "$work/ds.json" "$1" > "$work/ds_$2.json" <<'PY'
+import json, sys
+c = json.load(open(sys.argv[1]))
+c[sys.argv[2]] = 2
+print(json.dumps(c))
+PY
+    "$bin" estimate --model-config "$work/model.json" --ds-config "$work/ds_$2.json" --ranks 2 \
+        --seq-len "$T" | grep -E "^ +$2 " || { echo "estimate failed for $2 2" >&2; exit 1; }
+done

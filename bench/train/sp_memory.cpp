@@ -84,6 +84,7 @@ int main(int argc, char** argv) {
     const Layout layouts[] = {{"sp 1", 1, 1, "#1f77b4"},
                               {"ring 2", 1, 2, "#ff7f0e"},
                               {"ring 4", 1, 4, "#2ca02c"},
+                              {"ulysses 4", 4, 1, "#9467bd"},
                               {"ulysses 2 x ring 2", 2, 2, "#d62728"}};
     std::vector<cli::SvgSeries> series;
     std::string csv = "layout,ulysses,ring,seq_len,tokens_per_rank,measured_bytes,estimate_bytes\n";

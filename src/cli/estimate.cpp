@@ -227,8 +227,9 @@ int run_estimate(const EstimateOptions& o) {
         line("tp-kv", e.comm.kv_ranks, what.c_str(), e.comm.tp_kv_allreduce);
     }
     if (e.comm.sp_all_to_all > 0) {
-        const std::string what = fmt::format(
-            "{} x {} layers x 4 all-to-alls of q, k, v and outputs (Ulysses)", accum, mc.n_layers);
+        const std::string what =
+            fmt::format("{} x {} layers x 4 all-to-alls of q, k, v, outputs (and dout) (Ulysses)",
+                        accum, mc.n_layers);
         line("sp", uly, what.c_str(), e.comm.sp_all_to_all);
     }
     if (e.comm.ring_send > 0) {

@@ -26,11 +26,8 @@ void LocalAttention::backward(int, const ops::AttentionOptions& opts, const Tens
     ops::attention_backward(dq, dk, dv, dout, q, k, v, out, lse, opts);
 }
 
-UlyssesAttention::UlyssesAttention(comm::Communicator& sp, int64_t n_slots,
-                                   std::unique_ptr<AttentionCore> inner)
-    : exchange_(sp),
-      inner_(inner ? std::move(inner) : std::make_unique<LocalAttention>()),
-      slots_(static_cast<size_t>(std::max<int64_t>(1, n_slots))) {}
+UlyssesAttention::UlyssesAttention(comm::Communicator& sp, std::unique_ptr<AttentionCore> inner)
+    : exchange_(sp), inner_(inner ? std::move(inner) : std::make_unique<LocalAttention>()) {}
 
 UlyssesAttention::Dims UlyssesAttention::dims(const Tensor& q, const Tensor& k) const {
     const int P = comm().size();
@@ -59,40 +56,34 @@ void UlyssesAttention::forward(int layer, const ops::AttentionOptions& opts, con
                                const Tensor& lse, const Tensor& q, const Tensor& k,
                                const Tensor& v) {
     const Dims d = dims(q, k);
-    Slot& s = slots_[static_cast<size_t>(layer) % slots_.size()];
-    s.layer = layer;
-    ensure(s.qkv, {d.B, d.T, d.NHl + 2 * d.NKVl, d.HS}, q.dtype(), q.device());
-    ensure(s.out, {d.B, d.T, d.NHl, d.HS}, out.dtype(), out.device());
+    const int64_t a = d.NHl, b = d.NHl + d.NKVl, c = d.NHl + 2 * d.NKVl;
     // Sequence shard of every head -> these heads of the whole sequence.
-    exchange_.seq_to_heads(s.qkv, {{q, 1}, {k, d.R}, {v, d.R}});
-    const Tensor qh = s.qkv.slice(2, 0, d.NHl), kh = s.qkv.slice(2, d.NHl, d.NHl + d.NKVl),
-                 vh = s.qkv.slice(2, d.NHl + d.NKVl, d.NHl + 2 * d.NKVl);
-    inner_->forward(layer, opts, s.out, lse.defined() ? lse.view({d.B, d.NHl, d.T}) : Tensor(), qh,
-                    kh, vh);
-    exchange_.heads_to_seq({{out, 1}}, s.out);
+    Tensor qkv = Tensor::empty({d.B, d.T, c, d.HS}, q.dtype(), q.device());
+    exchange_.seq_to_heads(qkv, {{q, 1}, {k, d.R}, {v, d.R}});
+    Tensor out_h = Tensor::empty({d.B, d.T, d.NHl, d.HS}, out.dtype(), out.device());
+    inner_->forward(layer, opts, out_h, lse.defined() ? lse.view({d.B, d.NHl, d.T}) : Tensor(),
+                    qkv.slice(2, 0, a), qkv.slice(2, a, b), qkv.slice(2, b, c));
+    qkv = Tensor();  // before the output's exchange buffer
+    exchange_.heads_to_seq({{out, 1}}, out_h);
 }
 
 void UlyssesAttention::backward(int layer, const ops::AttentionOptions& opts, const Tensor& dq,
                                 const Tensor& dk, const Tensor& dv, const Tensor& dout,
-                                const Tensor& q, const Tensor& k, const Tensor&, const Tensor&,
-                                const Tensor& lse) {
+                                const Tensor& q, const Tensor& k, const Tensor& v,
+                                const Tensor& out, const Tensor& lse) {
     const Dims d = dims(q, k);
-    const Slot& s = slots_[static_cast<size_t>(layer) % slots_.size()];
-    ZS_CHECK(s.layer == layer && s.qkv.defined() && s.qkv.size(1) == d.T,
-             "ulysses attention: backward of layer {} without its forward (the slot holds layer "
-             "{}): under activation checkpointing each block's forward must be recomputed right "
-             "before its backward",
-             layer, s.layer);
-    ensure(dout_h_, {d.B, d.T, d.NHl, d.HS}, dout.dtype(), dout.device(),
-           core::MemCategory::buffers);
-    ensure(dqkv_h_, s.qkv.shape(), dq.dtype(), dq.device(), core::MemCategory::buffers);
-    exchange_.seq_to_heads(dout_h_, {{dout, 1}});
-    const int64_t a = d.NHl, b = d.NHl + d.NKVl, c = d.NHl + 2 * d.NKVl;
-    inner_->backward(layer, opts, dqkv_h_.slice(2, 0, a), dqkv_h_.slice(2, a, b),
-                     dqkv_h_.slice(2, b, c), dout_h_, s.qkv.slice(2, 0, a), s.qkv.slice(2, a, b),
-                     s.qkv.slice(2, b, c), s.out, lse.view({d.B, d.NHl, d.T}));
+    const int64_t a = d.NHl, b = d.NHl + d.NKVl, c = d.NHl + 2 * d.NKVl, o = c + d.NHl,
+                  e = o + d.NHl;
+    // The forward's head shards again, with dout's, in one all-to-all: [q | k | v | out | dout].
+    Tensor h = Tensor::empty({d.B, d.T, e, d.HS}, q.dtype(), q.device());
+    exchange_.seq_to_heads(h, {{q, 1}, {k, d.R}, {v, d.R}, {out, 1}, {dout, 1}});
+    Tensor dqkv = Tensor::empty({d.B, d.T, c, d.HS}, dq.dtype(), dq.device());
+    inner_->backward(layer, opts, dqkv.slice(2, 0, a), dqkv.slice(2, a, b), dqkv.slice(2, b, c),
+                     h.slice(2, o, e), h.slice(2, 0, a), h.slice(2, a, b), h.slice(2, b, c),
+                     h.slice(2, c, o), lse.view({d.B, d.NHl, d.T}));
+    h = Tensor();  // before the gradients' exchange buffer
     // Back to the sequence shard; each repeated KV head's gradient is the sum of its copies'.
-    exchange_.heads_to_seq({{dq, 1}, {dk, d.R}, {dv, d.R}}, dqkv_h_);
+    exchange_.heads_to_seq({{dq, 1}, {dk, d.R}, {dv, d.R}}, dqkv);
 }
 
 void RingAttention::forward(int, const ops::AttentionOptions& opts, const Tensor& out,

@@ -83,19 +83,28 @@ public:
 // the copies on the way back. P must divide NH (the Transformer refuses a model where it does
 // not, naming both).
 //
-// State: per layer, the head-sharded q, k, v [B, T, NH/P + 2 NKV R/P, HS] and output
-// [B, T, NH/P, HS] that backward reuses (DeepSpeed keeps them too), in `n_slots` slots: one per
-// layer, or 1 under activation checkpointing, where each block's backward directly follows the
-// recomputed forward of the same block. lse keeps the caller's buffer [B, NH, Tl] f32, filled as
-// [B, NH/P, T] (the same size). Every call is collective over `sp`. Not thread-safe.
+// State: none between calls. The head-sharded q, k, v and output live only inside forward();
+// backward() exchanges the caller's sequence-sharded q, k, v and out again, with dout, in one
+// all-to-all, rather than keeping a head-sharded copy of every layer's q, k, v and output from
+// forward to backward as DeepSpeed does (the caller keeps the sequence-sharded ones anyway: the
+// output projection's backward reads the output): per layer no bytes saved beyond the local
+// core's, at the price of q, k, v and the output crossing the group once more
+// (parallel::ulysses_volume). Under activation checkpointing, or any other order of layers,
+// backward needs nothing from its forward. lse keeps the caller's buffer [B, NH, Tl] f32, filled
+// as [B, NH/P, T] (the same size). Every call is collective over `sp`. Not thread-safe.
+//
+// Memory inside a call (Transformer::activation_bytes counts it): forward, the head shards
+// [B, T, NH/P + 2 NKV R/P, HS] of q, k, v with one sequence's exchange chunks, then also the
+// output's [B, T, NH/P, HS]; backward, [q | k | v | out | dout] head shards with one sequence's
+// chunks, then with dq, dk, dv's head shards and the inner core's backward.
 //
 // The inner core (default LocalAttention) attends over the gathered T tokens; under USP it is a
 // RingAttention over the ring group, and the T = P*Tl tokens this Ulysses group gathers are then
 // its ring rank's two zig-zag chunks.
 class UlyssesAttention final : public AttentionCore {
 public:
-    UlyssesAttention(comm::Communicator& sp, int64_t n_slots,
-                     std::unique_ptr<AttentionCore> inner = nullptr);
+    explicit UlyssesAttention(comm::Communicator& sp,
+                              std::unique_ptr<AttentionCore> inner = nullptr);
     const char* name() const override { return "ulysses"; }
     void forward(int layer, const ops::AttentionOptions& opts, const Tensor& out, const Tensor& lse,
                  const Tensor& q, const Tensor& k, const Tensor& v) override;
@@ -106,11 +115,6 @@ public:
     comm::Communicator& comm() const { return exchange_.comm(); }
 
 private:
-    struct Slot {
-        int layer = -1;  // whose forward the tensors hold
-        Tensor qkv;      // [B, T, NH/P + 2 NKV R/P, HS]: q, k, v head shards of the whole sequence
-        Tensor out;      // [B, T, NH/P, HS]
-    };
     struct Dims {
         int64_t B, Tl, T, NH, NKV, HS, R, NHl, NKVl;
     };
@@ -118,8 +122,6 @@ private:
 
     parallel::UlyssesExchange exchange_;
     std::unique_ptr<AttentionCore> inner_;
-    std::vector<Slot> slots_;
-    Tensor dout_h_, dqkv_h_;  // backward scratch, reused: [B, T, NH/P, HS], like Slot::qkv
 };
 
 // Training under ring attention (parallel/ring.h): q, k, v hold this rank's two zig-zag chunks

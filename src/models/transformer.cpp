@@ -84,12 +84,8 @@ Transformer::Transformer(ModelConfig cfg, RunConfig run) : cfg_(std::move(cfg)),
         parallel::check_ulysses_heads(
             lcfg_.n_heads, lcfg_.n_kv_heads, sp_->size(),
             tp_ ? fmt::format("tensor-parallel rank {}'s", tp_rank_) : cfg_.model_type + "'s");
-        // One slot of head-sharded activations per layer; one under activation checkpointing,
-        // where backward_blocks re-runs each block's forward right before its backward. Under
-        // USP the ring core attends inside it.
-        core_ = std::make_unique<UlyssesAttention>(
-            *sp_, run_.activation_checkpointing ? 1 : cfg_.n_layers,
-            ring_ ? std::move(core_) : nullptr);
+        // Under USP the ring core attends inside it.
+        core_ = std::make_unique<UlyssesAttention>(*sp_, ring_ ? std::move(core_) : nullptr);
     }
     if (run_.ep != nullptr && run_.ep->size() > 1) {
         ep_ = run_.ep;
@@ -615,6 +611,24 @@ int64_t Transformer::deferred_weight_grad_bytes(GroupRange r, int64_t B, int64_t
     return blocks * per_block;
 }
 
+int64_t Transformer::attention_core_bytes(int64_t B, int64_t T) const {
+    const int64_t N = B * T, ct = static_cast<int64_t>(core::dtype_size(run_.compute_dtype));
+    // The local kernel's backward scratch: f32 per query row and per q element, over one call's
+    // queries (under ring attention one zig-zag chunk, half of them).
+    const int64_t rows = ring_ ? T / 2 : T;
+    const int64_t kernel =
+        B * cfg_.n_heads * rows * 4 + 2 * B * cfg_.n_heads * T * cfg_.head_dim * 4;
+    if (!sp_) return kernel;
+    // UlyssesAttention::backward: the head shards of q, k, v, output and dout (the rank's T
+    // tokens of every head in size, the repeated KV heads R times) with one sequence's exchange
+    // chunks; then with dq, dk, dv's head shards and the inner core's scratch; then, those freed,
+    // dq, dk, dv's with one sequence's chunks. Nothing is kept between calls.
+    const int64_t R = parallel::kv_repeat(cfg_.n_kv_heads, sp_->size());
+    const int64_t qkv_h = N * (cfg_.n_heads + 2 * cfg_.n_kv_heads * R) * cfg_.head_dim * ct;
+    const int64_t all_h = qkv_h + 2 * N * cfg_.q_dim() * ct;
+    return std::max({all_h + all_h / B, all_h + qkv_h + kernel, qkv_h + qkv_h / B});
+}
+
 ActivationBytes Transformer::activation_bytes(int64_t B, int64_t T) const {
     // Mirrors run() and the layers' allocations (dense MLP; MoE is approximated by its experts'
     // share of tokens, as routing is data-dependent).
@@ -638,27 +652,13 @@ ActivationBytes Transformer::activation_bytes(int64_t B, int64_t T) const {
     // temporaries (a compute-dtype copy of dres when ct is bf16; attention's kernel scratch).
     const int64_t dres_copy = ct != 4 ? N * C * ct : 0;
     const int64_t mlp = dres_copy + k_share * N * (cfg_.intermediate + ff_in) * ct;
-    // (The kernel's per-query-row f32 scratch covers one call's queries: under ring attention
-    // one zig-zag chunk, half of them.)
-    const int64_t rows = ring_ ? T / 2 : T;
-    const int64_t attn = dres_copy + N * cfg_.q_dim() * ct + N * cfg_.qkv_dim() * ct +
-                         B * cfg_.n_heads * rows * 4 + 2 * B * cfg_.n_heads * T * cfg_.head_dim * 4;
+    const int64_t attn =
+        dres_copy + N * cfg_.q_dim() * ct + N * cfg_.qkv_dim() * ct + attention_core_bytes(B, T);
     // Checkpointing re-runs the block into the one scratch BlockState (already in `saved`): only
     // the discarded output is extra.
     const int64_t recompute = run_.activation_checkpointing ? N * C * 4 : 0;
     const int64_t block_bwd = N * C * 4 + N * C * ct + std::max(mlp, attn) + recompute;
     a.transient = std::max(head, block_bwd);
-    if (sp_) {
-        // The Ulysses core's head-sharded q, k, v and output per slot (one per layer, or one
-        // under checkpointing), its backward scratch (dout and dq, dk, dv head shards) and the
-        // all-to-all's send and receive chunks, all kept across steps: the rank's T tokens of
-        // every head in size, with the repeated KV heads counted R times.
-        const int64_t R = parallel::kv_repeat(cfg_.n_kv_heads, sp_->size());
-        const int64_t qkv_h = N * (cfg_.n_heads + 2 * cfg_.n_kv_heads * R) * cfg_.head_dim * ct;
-        const int64_t out_h = N * cfg_.q_dim() * ct;
-        const int64_t slots = run_.activation_checkpointing ? 1 : L;
-        a.saved += slots * (qkv_h + out_h) + (out_h + qkv_h) + 2 * qkv_h;
-    }
     if (ring_) {
         // The ring core's buffers (parallel/ring.h), kept across steps. The block it attends
         // over holds sp T tokens of NH / sp query heads and NKV R / sp KV heads under Ulysses (T,

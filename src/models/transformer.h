@@ -182,6 +182,10 @@ public:
     // Activation memory of forward_backward on [B, T] (zerospeed estimate; tests hold the
     // measured peak to it).
     ActivationBytes activation_bytes(int64_t B, int64_t T) const;
+    // The attention core's part of one block's backward on [B, T] (activation_bytes' attention
+    // term beside the block's own dqkv, d(att)): the local kernel's scratch, and under Ulysses the
+    // head shards the core exchanges for the call.
+    int64_t attention_core_bytes(int64_t B, int64_t T) const;
 
     // ---- The step in pieces a pipeline stage can run (a stage is a range of groups) ----
     // forward_backward() is begin_micro_batch; forward_blocks(all); head_loss;

@@ -8,13 +8,15 @@
 //
 // The model: a Transformer per rank on its slice of every sequence (global positions: learned
 // for GPT-2, RoPE for Llama) gives, summed over the sp ranks, the whole model's loss and every
-// parameter's gradient (1e-5, f32), with and without activation checkpointing; also tp 2 x sp 2.
+// parameter's gradient (1e-5, f32), with and without activation checkpointing; also tp 2 x sp 2,
+// and ring attention alone (ring 2, 4) and under Ulysses (USP 2 x 2).
 // A counting communicator checks each layer's all-to-all bytes against the Ulysses formula
 // (parallel::ulysses_volume).
 #include "parallel/ulysses.h"
 
 #include <cmath>
 #include <memory>
+#include <utility>
 #include <vector>
 
 #include <fmt/format.h>
@@ -71,7 +73,8 @@ struct CoreErrors {
 };
 
 // The worst error over the ranks of the Ulysses core against LocalAttention on the whole sequence,
-// both in `dt`. Two layers exercise the per-layer slots (backward in reverse order).
+// both in `dt`. Two layers, backward in reverse order: the core keeps nothing between the passes,
+// each backward exchanges its own q, k, v and output again.
 CoreErrors core_errors(const CoreCase& c, DType dt) {
     const int64_t B = 2, Tl = 5, T = c.P * Tl, HS = 16, W = (c.NH + 2 * c.NKV) * HS;
     Rng rng(21);
@@ -87,7 +90,7 @@ CoreErrors core_errors(const CoreCase& c, DType dt) {
                    lse);
     std::vector<CoreErrors> errs(static_cast<size_t>(c.P));
     comm::run_local(c.P, [&](int r, comm::Communicator& g) {
-        UlyssesAttention core(g, 2);
+        UlyssesAttention core(g);
         auto mine = [&](const Tensor& t) { return t.slice(1, r * Tl, (r + 1) * Tl); };
         const Qkv x(mine(whole.fused).contiguous(), c.NH, c.NKV, HS);
         Tensor o[2], l[2];
@@ -214,12 +217,25 @@ struct ModelCase {
     const char* json;
     int tp = 1, sp = 2;
     bool ckpt = false;
+    int ring = 1;  // ring attention's degree; sp is then the Ulysses degree inside it (USP)
 };
 
-// Two micro-batches of [2, T] through the whole model and through tp x sp ranks (each its slice of
-// every sequence): per micro-batch the loss sums, and after both the gradients summed over the
-// sp ranks (each rank's tp slice), equal the whole model's to 1e-5; every layer moved
-// 2 * ulysses_volume bytes (3 forward halves with activation checkpointing: the recompute).
+// Rank (ulysses u, ring r)'s tokens of x [B, T]: ring rank r's zig-zag chunks r and 2R-1-r (of
+// 2R), then the u-th of U equal slices of those 2T/(2R) tokens (RunConfig::ring's layout).
+Tensor sp_slice(const Tensor& x, int U, int u, int R, int r) {
+    const int64_t B = x.size(0), c = x.size(1) / (2 * R), Tl = 2 * c / U;
+    const parallel::ZigzagChunks z = parallel::zigzag_chunks(r, R);
+    Tensor chunks = Tensor::empty({B, 2 * c}, x.dtype());
+    chunks.slice(1, 0, c).copy_from(x.slice(1, z.first * c, (z.first + 1) * c));
+    chunks.slice(1, c, 2 * c).copy_from(x.slice(1, z.second * c, (z.second + 1) * c));
+    return chunks.slice(1, u * Tl, (u + 1) * Tl).contiguous();
+}
+
+// Two micro-batches of [2, T] through the whole model and through tp x sp x ring ranks (each its
+// slice of every sequence): per micro-batch the loss sums, and after both the gradients summed
+// over the sequence-parallel ranks (each rank's tp slice), equal the whole model's to 1e-5; every
+// layer moved 2 * ulysses_volume bytes (3 forward halves with activation checkpointing: the
+// recompute) over the Ulysses group.
 void expect_model_matches(const ModelCase& mc) {
     const RunConfig run{.compute_dtype = DType::f32, .activation_checkpointing = mc.ckpt};
     const ModelConfig cfg = parse_hf_config(mc.json, "test");
@@ -234,7 +250,7 @@ void expect_model_matches(const ModelCase& mc) {
     }
     wp.bind(whole.binding());
     wp.zero_grads();
-    const int64_t B = 2, T = 16, Tl = T / mc.sp;
+    const int64_t B = 2, T = 16, Tl = T / (mc.sp * mc.ring);
     Rng rng(9);
     std::vector<TrainBatch> batches;
     std::vector<LossStats> want;
@@ -244,18 +260,21 @@ void expect_model_matches(const ModelCase& mc) {
         batches.back().targets.data<int32_t>()[5] = -100;
         want.push_back(whole.forward_backward(batches.back(), 0.1f, 2.0f));
     }
-    const int world = mc.tp * mc.sp;
-    const std::string at = fmt::format("{} tp {} sp {}{}", cfg.model_type, mc.tp, mc.sp,
-                                       mc.ckpt ? " with activation checkpointing" : "");
+    const int world = mc.tp * mc.sp * mc.ring;
+    const std::string at = fmt::format("{} tp {} sp {} ring {}{}", cfg.model_type, mc.tp, mc.sp,
+                                       mc.ring, mc.ckpt ? " with activation checkpointing" : "");
     comm::run_local(world, [&](int rank, comm::Communicator& w) {
         parallel::Sizes sz;
         sz.tp = mc.tp;
-        sz.sp = mc.sp;
+        sz.sp = mc.sp * mc.ring;
+        sz.ring = mc.ring;
         parallel::Topology topo(w, sz);
-        CountingComm sp(topo.group(parallel::Group::sp));
+        CountingComm sp(topo.group(parallel::Group::ulysses));
+        comm::Communicator& all_sp = topo.group(parallel::Group::sp);
         RunConfig rc = run;
         if (mc.tp > 1) rc.tp = &topo.group(parallel::Group::tp);
         rc.sp = &sp;
+        if (mc.ring > 1) rc.ring = &topo.group(parallel::Group::ring);
         Transformer m(cfg, rc);
         ASSERT_EQ(m.sp_size(), mc.sp);
         DenseParams p(m.layout(), DType::f32, true);
@@ -266,24 +285,23 @@ void expect_model_matches(const ModelCase& mc) {
         }
         p.bind(m.binding());
         p.zero_grads();
-        const int s = topo.coords().sp;
         for (size_t b = 0; b < batches.size(); ++b) {
             auto mine = [&](const Tensor& t) {
-                return t.slice(1, s * Tl, (s + 1) * Tl).contiguous();
+                return sp_slice(t, mc.sp, topo.coords().ulysses, mc.ring, topo.coords().ring);
             };
             const LossStats got = m.forward_backward(
                 {mine(batches[b].input_ids), mine(batches[b].targets)}, 0.1f, 2.0f);
             Tensor sums = Tensor::empty({2}, DType::f32);
             sums.data<float>()[0] = static_cast<float>(got.loss_sum);
             sums.data<float>()[1] = static_cast<float>(got.n_tokens);
-            sp.allreduce(sums, comm::ReduceOp::sum).wait();
+            all_sp.allreduce(sums, comm::ReduceOp::sum).wait();
             EXPECT_EQ(sums.data<float>()[1], static_cast<float>(want[b].n_tokens)) << at;
             EXPECT_NEAR(sums.data<float>()[0], want[b].loss_sum, 1e-5 * want[b].loss_sum) << at;
         }
         for (size_t i = 0; i < params.size(); ++i) {
             const auto id = static_cast<ParamId>(i);
             Tensor g = p.grad(id).contiguous();
-            sp.allreduce(g, comm::ReduceOp::sum).wait();
+            all_sp.allreduce(g, comm::ReduceOp::sum).wait();
             const Tensor ref = m.tp_slice(id, wp.grad(whole.layout().id(params[i].name)));
             EXPECT_LT(rel_err(g, ref), 1e-5) << at << " rank " << rank << " " << params[i].name;
         }
@@ -292,9 +310,12 @@ void expect_model_matches(const ModelCase& mc) {
         const ModelConfig& lc = m.local_config();
         const parallel::UlyssesVolume v =
             parallel::ulysses_volume(B, Tl, lc.n_heads, lc.n_kv_heads, lc.head_dim, mc.sp, 4);
-        const int64_t per_layer = v.forward + v.backward + (mc.ckpt ? v.forward : 0);
+        const int64_t per_layer =
+            mc.sp > 1 ? v.forward + v.backward + (mc.ckpt ? v.forward : 0) : 0;
         EXPECT_EQ(sp.a2a_bytes, 2 * lc.n_layers * per_layer) << at;
-        EXPECT_EQ(sp.a2a_calls, 2 * lc.n_layers * (mc.ckpt ? 6 : 4)) << at;
+        // Two each way per layer (forward: q, k, v then the output; backward: q, k, v, output
+        // and dout then dq, dk, dv), one per sequence.
+        EXPECT_EQ(sp.a2a_calls, mc.sp > 1 ? 2 * lc.n_layers * B * (mc.ckpt ? 6 : 4) : 0) << at;
     });
 }
 
@@ -307,6 +328,18 @@ TEST(UlyssesModel, LossAndGradientsEqualTheWholeModel) {
     // Llama's 4 heads and 2 KV heads at tp 2 x sp 2: tp gives each rank 2 query heads and one KV
     // head, sp repeats that KV head over its 2 ranks.
     expect_model_matches({kLlama, 2, 2, false});
+}
+
+// Ring attention and USP at the model level: ring 2, ring 4 and Ulysses 2 x ring 2, each rank on
+// its zig-zag slice of every sequence, give the whole model's losses and every parameter's
+// gradient to 1e-5 (f32), with and without activation checkpointing; Llama with GQA (RoPE at the
+// global positions) and GPT-2 (learned positions).
+TEST(UspModel, LossAndGradientsEqualTheWholeModel) {
+    for (const char* json : {kGpt2, kLlama}) {
+        for (auto [sp, ring] : {std::pair{1, 2}, {1, 4}, {2, 2}}) {
+            for (bool ckpt : {false, true}) expect_model_matches({json, 1, sp, ckpt, ring});
+        }
+    }
 }
 
 TEST(UlyssesModel, SequenceLongerThanThePositionsIsRefused) {

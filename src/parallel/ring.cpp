@@ -153,13 +153,27 @@ void RingAttention::backward(const ops::AttentionOptions& opts, const Tensor& dq
     acc_.fill(0.0);
     dkv_[0].fill(0.0);
     const Tensor lse_c = lse.view({2, d.B, d.NH, d.c});
-    int cur = 0, dcur = 0;
+    // The dK/dV accumulators travel one step behind their blocks, overlapped with compute: at
+    // step s the accumulator of the block held (what its earlier holders summed) arrives in
+    // dkv_[s % 2] while this rank attends its first query chunk; this rank's share is added and
+    // the sum posted on to the next rank, and that transfer runs during step s + 1's blocks. The
+    // other accumulator (the one sent at step s - 1) is free again when the recv into it is
+    // posted at step s + 1, so two suffice. Each sum is incoming + chunk 0's + chunk 1's share,
+    // in that order, on every rank: the same result as handing it on synchronously.
+    const int next = (r + 1) % R, prev = (r - 1 + R) % R;
+    comm::Work dsent[2], dreceived;
+    int cur = 0;
     for (int s = 0; s < R; ++s) {
         const int src = (r - s + R) % R;
+        Tensor& dacc = dkv_[s % 2];
         comm::Work sent, received;
         if (s + 1 < R) {
-            sent = ring_.send(kv_[cur], (r + 1) % R, kRingKvTag);
-            received = ring_.recv(kv_[1 - cur], (r - 1 + R) % R, kRingKvTag);
+            sent = ring_.send(kv_[cur], next, kRingKvTag);
+            received = ring_.recv(kv_[1 - cur], prev, kRingKvTag);
+        }
+        if (s > 0) {
+            dsent[s % 2].wait();  // posted at step s - 2 from this buffer
+            dreceived = ring_.recv(dacc, prev, kRingDkvTag);
         }
         for (int which = 0; which < 2; ++which) {
             const RingVisible vis = ring_visible(r, src, which, R);
@@ -172,26 +186,30 @@ void RingAttention::backward(const ops::AttentionOptions& opts, const Tensor& dq
                 kv_[cur].select(0, 0).slice(1, 0, n), kv_[cur].select(0, 1).slice(1, 0, n),
                 out.slice(1, q0, q0 + d.c), lse_c.select(0, which), {vis.causal, opts.scale, 0});
             accumulate(acc_.slice(1, q0, q0 + d.c), dq_part_);
-            accumulate(dkv_[dcur].select(0, 0).slice(1, 0, n), dkp);
-            accumulate(dkv_[dcur].select(0, 1).slice(1, 0, n), dvp);
+            dreceived.wait();
+            accumulate(dacc.select(0, 0).slice(1, 0, n), dkp);
+            accumulate(dacc.select(0, 1).slice(1, 0, n), dvp);
         }
+        dreceived.wait();  // also when this rank's queries see none of the block
+        // Hand this block's dK/dV on; after R hops each is back at its owner.
+        if (R > 1) dsent[s % 2] = ring_.send(dacc, next, kRingDkvTag);
         if (s + 1 < R) {
             sent.wait();
             received.wait();
             cur = 1 - cur;
         }
-        // Hand this block's dK/dV on with it; after R hops each is back at its owner.
-        if (R > 1) {
-            comm::Work dsent = ring_.send(dkv_[dcur], (r + 1) % R, kRingDkvTag);
-            comm::Work dreceived = ring_.recv(dkv_[1 - dcur], (r - 1 + R) % R, kRingDkvTag);
-            dsent.wait();
-            dreceived.wait();
-            dcur = 1 - dcur;
-        }
+    }
+    // This rank's own block's accumulator, from the last rank to add to it.
+    const int fin = R > 1 ? R % 2 : 0;
+    if (R > 1) {
+        dsent[fin].wait();
+        dreceived = ring_.recv(dkv_[fin], prev, kRingDkvTag);
+        dreceived.wait();
+        dsent[1 - fin].wait();
     }
     dq.copy_from(acc_);
-    dk.copy_from(dkv_[dcur].select(0, 0));
-    dv.copy_from(dkv_[dcur].select(0, 1));
+    dk.copy_from(dkv_[fin].select(0, 0));
+    dv.copy_from(dkv_[fin].select(0, 1));
 }
 
 }  // namespace zs::parallel

@@ -14,7 +14,10 @@
 // Backward: the K/V blocks go round again, with an f32 dK/dV accumulator travelling beside each;
 // given the final out and lse a block's share of dq, dk, dv is ops::attention_backward over that
 // block alone, so nothing is merged, only summed. After R hops each accumulator is back at its
-// owner (R - 1 K/V hops, R dK/dV hops).
+// owner (R - 1 K/V hops, R dK/dV hops). Both overlap compute: the next K/V block is posted before
+// the current one is attended, as forward, and a block's dK/dV runs one step behind it (its
+// incoming sum is received while the first query chunk is attended, and the sum with this
+// rank's share is sent on during the next step's blocks).
 //
 // Worked example, R = 2, T = 8, c = 2: rank 0 holds tokens 0, 1, 6, 7 (chunks 0, 3), rank 1
 // tokens 2, 3, 4, 5 (chunks 1, 2). Step 0, own block: rank 0's chunk 0 sees its chunk 0

@@ -5,6 +5,12 @@
 // formula against a count of what one rank hands to send.
 #include "parallel/ring.h"
 
+#include <chrono>
+#include <cstddef>
+#include <string>
+#include <thread>
+#include <vector>
+
 #include <fmt/format.h>
 #include <gtest/gtest.h>
 
@@ -75,7 +81,53 @@ Tensor heads(const Tensor& fused, int64_t off, int64_t H, int64_t HS) {
     return fused.as_strided({B, T, H, HS}, {T * W, W, HS, 1}, off);
 }
 
-void check_ring(int R, int64_t c, int64_t NH, int64_t NKV) {
+// Forwards to a ring group, logging each send/recv as it is posted ("send 31000", "recv 31001")
+// and, on a `slow` rank, sleeping before each post: the ranks drift apart.
+class PostLog final : public comm::Communicator {
+public:
+    PostLog(comm::Communicator& inner, bool slow) : inner_(inner), slow_(slow) {}
+    int rank() const override { return inner_.rank(); }
+    int size() const override { return inner_.size(); }
+    std::string name() const override { return inner_.name(); }
+    comm::Work allreduce(const Tensor& t, comm::ReduceOp op) override {
+        return inner_.allreduce(t, op);
+    }
+    comm::Work reduce_scatter(const Tensor& out, const Tensor& in, comm::ReduceOp op) override {
+        return inner_.reduce_scatter(out, in, op);
+    }
+    comm::Work allgather(const Tensor& out, const Tensor& in) override {
+        return inner_.allgather(out, in);
+    }
+    comm::Work broadcast(const Tensor& t, int root) override { return inner_.broadcast(t, root); }
+    comm::Work all_to_all(const Tensor& out, const Tensor& in) override {
+        return inner_.all_to_all(out, in);
+    }
+    comm::Work send(const Tensor& t, int peer, int tag) override {
+        post("send", tag);
+        return inner_.send(t, peer, tag);
+    }
+    comm::Work recv(const Tensor& t, int peer, int tag) override {
+        post("recv", tag);
+        return inner_.recv(t, peer, tag);
+    }
+    void barrier() override { inner_.barrier(); }
+    std::unique_ptr<comm::Communicator> split(int color, int key) override {
+        return inner_.split(color, key);
+    }
+    std::vector<std::string> posts;
+
+private:
+    void post(const char* op, int tag) {
+        if (slow_) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+        posts.push_back(fmt::format("{} {}", op, tag));
+    }
+    comm::Communicator& inner_;
+    bool slow_;
+};
+
+// With `log`: rank 0 posts late (PostLog), and backward's posts are checked against the
+// overlapped hand-off (below).
+void check_ring(int R, int64_t c, int64_t NH, int64_t NKV, bool log = false) {
     const int64_t B = 2, T = 2 * R * c, HS = 16, W = (NH + 2 * NKV) * HS;
     const std::string what = fmt::format("R {} c {} NH {} NKV {}", R, c, NH, NKV);
     Rng rng(static_cast<uint64_t>(100 + R));
@@ -95,7 +147,8 @@ void check_ring(int R, int64_t c, int64_t NH, int64_t NKV) {
     ops::attention_backward(dq, dk, dv, dout, q, k, v, out, lse, opts);
     const Tensor want_lse = zs::test::from_dtensor(want.lse, DType::f32);  // [B, NH, T]
 
-    comm::run_local(R, [&](int rank, comm::Communicator& ring) {
+    comm::run_local(R, [&](int rank, comm::Communicator& group) {
+        PostLog ring(group, log && rank == 0);
         RingAttention attn(ring);
         const Tensor mine = zigzag_rows(qkv, rank, R);
         const Tensor ql = heads(mine, 0, NH, HS), kl = heads(mine, NH * HS, NKV, HS),
@@ -119,7 +172,29 @@ void check_ring(int R, int64_t c, int64_t NH, int64_t NKV) {
         }
         Tensor gq = Tensor::empty({B, Tl, NH, HS}, DType::f32);
         Tensor gk = Tensor::empty({B, Tl, NKV, HS}, DType::f32), gv = gk.clone();
+        const size_t forward_posts = ring.posts.size();
         attn.backward(opts, gq, gk, gv, zigzag_rows(dout, rank, R), ql, kl, vl, o, l);
+        if (log) {
+            // Step s posts the next K/V block's transfer, then asks for the held block's dK/dV
+            // (s > 0) before attending it, and hands the sum on after; the last recv brings
+            // this rank's own block's dK/dV home. The synchronous hand-off would post each
+            // step's dK/dV send before its recv.
+            const std::string kv = ring.posts.at(0).substr(5);
+            const std::string dkv = std::to_string(std::stoi(kv) + 1);
+            std::vector<std::string> posts_want;
+            for (int s = 0; s < R; ++s) {
+                if (s + 1 < R) {
+                    posts_want.push_back("send " + kv);
+                    posts_want.push_back("recv " + kv);
+                }
+                if (s > 0) posts_want.push_back("recv " + dkv);
+                if (R > 1) posts_want.push_back("send " + dkv);
+            }
+            if (R > 1) posts_want.push_back("recv " + dkv);
+            const std::vector<std::string> got(
+                ring.posts.begin() + static_cast<std::ptrdiff_t>(forward_posts), ring.posts.end());
+            EXPECT_EQ(got, posts_want) << who;
+        }
         EXPECT_TRUE(zs::test::all_close(gq, ref::from_tensor(zigzag_rows(dq, rank, R)),
                                         {1e-5, 1e-4}, who + " dq"));
         EXPECT_TRUE(zs::test::all_close(gk, ref::from_tensor(zigzag_rows(dk, rank, R)),
@@ -135,6 +210,12 @@ TEST(Ring, AttentionMatchesTheUnshardedComputation) {
     check_ring(3, 7, 6, 2);   // odd ring
     check_ring(4, 9, 4, 1);   // multi-query
     check_ring(2, 40, 4, 4);  // chunks over a key tile (64)
+}
+
+// Backward hands each block's dK/dV on one step behind it, overlapped with the next step's
+// blocks, and the result stays the unsharded one when the ranks drift apart (rank 0 posts late).
+TEST(Ring, BackwardOverlapsTheDkvHandOffAndMatches) {
+    for (int R : {2, 3, 4}) check_ring(R, 5, 4, 2, true);
 }
 
 TEST(Ring, SlidingWindowIsRefusedByName) {

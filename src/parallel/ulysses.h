@@ -4,9 +4,15 @@
 // all-to-all, attend locally (causal over all T tokens, P times fewer heads), and trade back:
 //
 //   seq_to_heads  pieces x_i [B, Tl, H_i, HS] (q, k, v) -> full [B, T, Hc, HS]
-//                 ops::ulysses_pack_heads per piece, all_to_all, ops::ulysses_unpack_seq
+//                 per sequence b: ops::ulysses_pack_heads per piece into one chunk buffer,
+//                 all_to_all straight into full[b] (its token blocks are the ranks' chunks)
 //   heads_to_seq  full [B, T, Hc, HS] -> pieces x_i [B, Tl, H_i, HS] (=)
-//                 ops::ulysses_pack_seq, all_to_all, ops::ulysses_unpack_heads per piece
+//                 per sequence b: all_to_all straight from full[b], ops::ulysses_unpack_heads
+//                 per piece
+//
+// The only buffer is one sequence's chunks [P, 1, Tl, Hc, HS], allocated by the call and freed
+// when it returns: nothing is kept between calls, and at one sequence per micro-batch (long
+// context) it is the size of full for the duration of the exchange only.
 //
 // Hc = sum_i H_i * repeat_i / P: rank j's share of each piece, in piece order (ops/ulysses.h has
 // the layout and a worked example).
@@ -21,9 +27,10 @@
 //
 // Volume: an all-to-all of a buffer of M bytes per rank sends M (P - 1) / P to the other ranks.
 // Per layer and micro-batch one rank hands in, forward, B Tl HS (NH + 2 NKV repeat) bytes for
-// q, k, v and B Tl HS NH for the output; backward the same for dout and dq, dk, dv
-// (ulysses_volume). At fixed tokens per rank (T grows with P) that is constant in P: DeepSpeed's
-// "per-link volume constant in sp".
+// q, k, v and B Tl HS NH for the output; backward, as models::UlyssesAttention keeps no
+// head-sharded copy between the passes, q, k, v, the output and dout again (one all-to-all) and
+// dq, dk, dv back (ulysses_volume). At fixed tokens per rank (T grows with P) that is constant in
+// P: DeepSpeed's "per-link volume constant in sp".
 #pragma once
 
 #include <cstddef>
@@ -48,7 +55,7 @@ void check_ulysses_heads(int64_t n_heads, int64_t n_kv_heads, int sp, const std:
 // sequences of Tl tokens each (the buffers' sizes; (P - 1) / P of them leave the rank).
 struct UlyssesVolume {
     int64_t forward = 0;   // q, k, v to heads + the output back to the sequence shard
-    int64_t backward = 0;  // dout to heads + dq, dk, dv back
+    int64_t backward = 0;  // q, k, v, output and dout to heads + dq, dk, dv back
 };
 UlyssesVolume ulysses_volume(int64_t B, int64_t Tl, int64_t n_heads, int64_t n_kv_heads,
                              int64_t head_dim, int sp, size_t elem_bytes);
@@ -60,8 +67,8 @@ struct HeadPiece {
     int64_t repeat = 1;
 };
 
-// The exchange over one sp communicator, keeping its chunk buffers between calls. Every call is
-// collective over the group (all ranks, same shapes, same order). Not thread-safe.
+// The exchange over one sp communicator. Every call is collective over the group (all ranks,
+// same shapes, same order); B all-to-alls of one sequence each. Not thread-safe.
 class UlyssesExchange {
 public:
     explicit UlyssesExchange(comm::Communicator& sp) : sp_(sp) {}
@@ -69,21 +76,18 @@ public:
     UlyssesExchange& operator=(const UlyssesExchange&) = delete;
 
     comm::Communicator& comm() const { return sp_; }
-    // full [B, P*Tl, Hc, HS] (=): this rank's heads of every piece for the whole sequence.
+    // full [B, P*Tl, Hc, HS] (=, contiguous): this rank's heads of every piece for the whole
+    // sequence.
     void seq_to_heads(const Tensor& full, std::initializer_list<HeadPiece> pieces);
     // Each piece (=) from full [B, P*Tl, Hc, HS] of every rank: its tokens, all its heads.
     void heads_to_seq(std::initializer_list<HeadPiece> pieces, const Tensor& full);
 
 private:
-    struct Chunks {
-        Tensor send, recv;  // [P, B, Tl, Hc, HS]
-    };
-    // Views of the chunk buffers for full's shape, dtype and device (grown when too small, so the
-    // q/k/v and output exchanges of every layer reuse one allocation).
-    Chunks prepare(const Tensor& full, std::initializer_list<HeadPiece> pieces, const char* op);
+    // Checks the shapes; one sequence's chunk buffer [P, 1, Tl, Hc, HS] for full.
+    Tensor prepare(const Tensor& full, std::initializer_list<HeadPiece> pieces,
+                   const char* op) const;
 
     comm::Communicator& sp_;
-    Tensor send_buf_, recv_buf_;  // flat, the largest chunk buffer so far
 };
 
 }  // namespace zs::parallel

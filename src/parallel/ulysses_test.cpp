@@ -122,7 +122,8 @@ TEST(Ulysses, VolumeFormula) {
     const int64_t row = 2 * 8 * 16 * 4;
     const UlyssesVolume v2 = ulysses_volume(2, 8, 4, 2, 16, 2, 4);
     EXPECT_EQ(v2.forward, row * (4 + 2 * 2) + row * 4);
-    EXPECT_EQ(v2.backward, v2.forward);
+    // Backward: q, k, v, the output and dout to the head shards, dq, dk, dv back.
+    EXPECT_EQ(v2.backward, row * (4 + 2 * 2) + 2 * row * 4 + row * (4 + 2 * 2));
     const UlyssesVolume v4 = ulysses_volume(2, 8, 4, 2, 16, 4, 4);
     EXPECT_EQ(v4.forward, row * (4 + 2 * 2 * 2) + row * 4);
 }

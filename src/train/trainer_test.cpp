@@ -9,6 +9,7 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <utility>
 
 #include <fmt/format.h>
 #include <gtest/gtest.h>
@@ -561,38 +562,43 @@ TEST(RingParallelTraining, BadSizesAreRefusedByName) {
 // outputs in f32 and accumulates dK/dV in f32, but the kernel's bf16 inputs are attended in key
 // blocks other than the single rank's and the f32 sums run in another order, which moves a bf16
 // activation by a rounding now and then; as for Ulysses, the loss is held to 1e-2 relative over 10
-// steps (a mis-placed chunk moves these losses by several percent).
+// steps (a mis-placed chunk moves these losses by several percent), at ring 2 and at Ulysses 2 x
+// ring 2 (USP; the Ulysses exchange only copies bf16 values).
 TEST(RingParallelTraining, Bf16TracksTheSingleRank) {
     Scratch s("ring_bf16");
     RunOptions run = s.run(10);
     run.save_dir.clear();
     run.seq_len = 32;
-    auto config = [](int ring, int world) {
+    auto config = [](int sp, int ring, int world) {
         return parse_ds_config(
             fmt::format(R"({{"train_batch_size": 4, "train_micro_batch_size_per_gpu": 1,
                 "optimizer": {{"type": "AdamW", "params": {{"lr": 3e-3}}}},
-                "ring_parallel_size": {}, "bf16": {{"enabled": true}},
-                "zero_optimization": {{"stage": 2}}}})",
-                        ring),
+                "sequence_parallel_size": {}, "ring_parallel_size": {},
+                "bf16": {{"enabled": true}}, "zero_optimization": {{"stage": 2}}}})",
+                        sp, ring),
             "ring_bf16", world);
     };
     std::vector<StepStats> want;
     {
         auto comm = comm::make_self();
-        Trainer t(s.mc, config(1, 1), run, *comm);
+        Trainer t(s.mc, config(1, 1, 1), run, *comm);
         t.init_random();
         want = t.train();
     }
-    comm::run_local(2, [&](int rank, comm::Communicator& c) {
-        Trainer t(s.mc, config(2, 2), run, c);
-        t.init_random();
-        const std::vector<StepStats> got = t.train();
-        ASSERT_EQ(got.size(), want.size());
-        for (size_t i = 0; i < got.size(); ++i) {
-            EXPECT_NEAR(got[i].loss, want[i].loss, 1e-2 * want[i].loss)
-                << "rank " << rank << " step " << i + 1;
-        }
-    });
+    // Ring 2, and USP: Ulysses 2 x ring 2.
+    for (auto [sp, ring] : {std::pair{1, 2}, {2, 2}}) {
+        comm::run_local(sp * ring, [&](int rank, comm::Communicator& c) {
+            Trainer t(s.mc, config(sp, ring, sp * ring), run, c);
+            t.init_random();
+            const std::vector<StepStats> got = t.train();
+            ASSERT_EQ(got.size(), want.size());
+            for (size_t i = 0; i < got.size(); ++i) {
+                EXPECT_NEAR(got[i].loss, want[i].loss, 1e-2 * want[i].loss)
+                    << "ulysses " << sp << " x ring " << ring << " rank " << rank << " step "
+                    << i + 1;
+            }
+        });
+    }
 }
 
 // bf16 compute at sp 2 against the single bf16 rank. The Ulysses exchange only copies bf16 values

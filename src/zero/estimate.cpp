@@ -115,10 +115,8 @@ models::ActivationBytes rank_activations(const models::Transformer& model,
     const int64_t head =
         N * C * ct + stats + N * C * ct + N * 4 + chunk * V * 4 + (ct != 4 ? chunk * V * ct : 0);
     const int64_t dres_copy = ct != 4 ? N * C * ct : 0;
-    const int64_t q_rows = local.ring_size() > 1 ? T / 2 : T;  // as activation_bytes
     const int64_t attn = dres_copy + N * c.q_dim() * ct + N * c.qkv_dim() * ct +
-                         B * c.n_heads * q_rows * 4 + 2 * B * c.n_heads * T * c.head_dim * 4 +
-                         kv_copy;
+                         local.attention_core_bytes(B, T) + kv_copy;
     const int64_t ff_in = c.mlp == models::MlpKind::gelu ? FF : 2 * FF;
     int64_t mlp = dres_copy + N * (FF + ff_in) * ct;
     if (moe) {
@@ -418,7 +416,8 @@ comm::Work MirrorGroup::allgather(const core::Tensor& out, const core::Tensor& i
 }
 
 comm::Work MirrorGroup::all_to_all(const core::Tensor& out, const core::Tensor& in) {
-    out.copy_from(in);
+    comm::check_all_to_all(out, in, n_);  // as the real groups: same size, any shapes
+    out.view(in.shape()).copy_from(in);
     return {};
 }
 
