@@ -314,6 +314,7 @@ CONFIGS
         note "sp: sequence parallelism at T=8192 (tokens/s of sp 1, Ulysses 2, ring 2, dp 2; attention bytes per step) and peak activations per rank vs T"
         "$root/bench/train/sp_bench.sh" "$build/bin" 8192 1 4 | tee "$out/sp.txt"
         "$build/bench/sp_memory_bench" "$out/sp_memory.svg" "$out/sp_memory.csv" 2048 | tee -a "$out/sp.txt"
+        "$root/bench/train/sp_long_equivalence.sh" "$build/bin" "$root" 4096 8192 | tee -a "$out/sp.txt"
         ;;
     *)
         echo "unknown section $s (ops optim tokenizer comm mpi-configs train generate tp ep pipeline serve sp offload)" >&2
