@@ -165,6 +165,7 @@ struct ServeOptions {
     std::string api_key;
     std::string served_model_name;  // default: the directory or file name
     int tp = 1;  // tensor-parallel ranks: rank 0 serves, the others run its forwards
+    int ep = 1;  // expert-parallel ranks (MoE): rank 0 serves, the others run its forwards
     int64_t max_queued = 256;
     double request_timeout = 10;      // seconds for a whole request to arrive
     int64_t max_connections = 16384;  // open connections held at once

@@ -92,6 +92,10 @@ int main(int argc, char** argv) {
     srv->add_option("--tp", sv.tp,
                     "Tensor-parallel ranks (run under zerospeed-run --num_procs N; rank 0 serves)")
         ->check(CLI::Range(1, 4096));
+    srv->add_option("--ep", sv.ep,
+                    "Expert-parallel ranks for MoE models (each holds experts / N of every layer; "
+                    "run under zerospeed-run --num_procs N; rank 0 serves)")
+        ->check(CLI::Range(1, 4096));
     srv->add_option("--served-model-name", sv.served_model_name,
                     "Model id clients use (default: the directory or file name)");
     srv->add_option("--max-queued", sv.max_queued,
