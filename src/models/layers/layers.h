@@ -166,9 +166,13 @@ struct RouterStats {
     std::vector<double> sel_count;  // [E] tokens routed to each expert (over k and layers)
     std::vector<double> prob_sum;   // [E] sum of router probabilities
     int64_t n_rows = 0;             // tokens x layers
+    double z_sum = 0;               // sum over rows of logsumexp(router logits)^2
     void reset(int64_t n_experts);
     // Auxiliary loss E * sum_e (sel_count_e / n_rows) * (prob_sum_e / n_rows).
     double aux_loss(int64_t n_experts) const;
+    // ST-MoE router z-loss: z_sum / n_rows (HF SwitchTransformers' router_z_loss_func over every
+    // layer's logits at once).
+    double z_loss() const { return n_rows ? z_sum / static_cast<double>(n_rows) : 0.0; }
 };
 
 class Moe {
@@ -212,15 +216,19 @@ public:
     int64_t a2a_bytes() const { return a2a_bytes_; }
     void reset_a2a_bytes() { a2a_bytes_ = 0; }
     // residual += sum_j w_j * expert_{idx_j}(x); adds routing counts to `stats` when non-null.
+    // `training` picks MoeConfig::capacity_factor, else eval_capacity_factor (DeepSpeed's
+    // self.training).
     void forward(const ParamBinding& p, Saved& s, const Tensor& residual, const Tensor& x,
-                 RouterStats* stats) const;
+                 RouterStats* stats, bool training = true) const;
     // dx (=). `aux_scale` = d(total loss)/d(aux loss) * coefficient terms (see transformer.cpp):
     // dprobs[n, e] = aux_scale * sel_count_e; 0 disables the auxiliary gradient.
     // Under tensor parallelism dx is this rank's share (the caller all-reduces it, as after the
     // dense MLP): the experts' column-parallel part, plus the router's on tp rank 0 only. The
     // gate weights' gradient needs the whole expert outputs: it is all-reduced over tp here.
+    // `z_scale` = d(total loss)/d(z_sum): dlogits[n, e] += z_scale x 2 lse_n softmax_e.
     void backward(const ParamBinding& p, const Saved& s, const Tensor& dx, const Tensor& dres,
-                  const Tensor& x, const RouterStats* stats, double aux_scale) const;
+                  const Tensor& x, const RouterStats* stats, double aux_scale,
+                  double z_scale = 0.0) const;
 
 private:
     const ModelConfig* cfg_ = nullptr;

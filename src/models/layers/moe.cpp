@@ -4,7 +4,11 @@
 // DeepSpeed-MoE capacity: with capacity_factor > 0 each expert takes at most
 // max(min_capacity, ceil(k * N / E * capacity_factor)) assignments, first choices before second
 // choices and tokens in order (DeepSpeed's cumsum locations); the rest are dropped (their gate
-// contributes nothing). capacity_factor == 0 (Mixtral) drops nothing.
+// contributes nothing). capacity_factor == 0 (Mixtral) or drop_tokens false drops nothing;
+// evaluation and inference (forward's `training` false) use eval_capacity_factor instead.
+//
+// Router z-loss (ST-MoE): forward adds logsumexp(logits_n)^2 per row to RouterStats::z_sum;
+// backward adds its gradient to the router logits' (z_scale, set by the Transformer).
 //
 // Tensor parallelism: the router is replicated and routes identically on every rank (its input,
 // the normed residual, is the same all-reduced value everywhere); each expert holds its rows of
@@ -27,10 +31,23 @@
 
 namespace zs::models {
 
+namespace {
+
+double logsumexp(const float* v, int64_t n) {
+    double m = v[0];
+    for (int64_t i = 1; i < n; ++i) m = std::max(m, static_cast<double>(v[i]));
+    double sum = 0;
+    for (int64_t i = 0; i < n; ++i) sum += std::exp(static_cast<double>(v[i]) - m);
+    return m + std::log(sum);
+}
+
+}  // namespace
+
 void RouterStats::reset(int64_t n_experts) {
     sel_count.assign(static_cast<size_t>(n_experts), 0.0);
     prob_sum.assign(static_cast<size_t>(n_experts), 0.0);
     n_rows = 0;
+    z_sum = 0;
 }
 
 double RouterStats::aux_loss(int64_t n_experts) const {
@@ -67,7 +84,7 @@ Moe::Moe(const ModelConfig& cfg, MoeParams p, comm::Communicator* tp, comm::Comm
 }
 
 void Moe::forward(const ParamBinding& p, Saved& s, const Tensor& residual, const Tensor& x,
-                  RouterStats* stats) const {
+                  RouterStats* stats, bool training) const {
     const int64_t N = x.size(0), C = x.size(1), E = cfg_->moe.n_experts;
     const int k = cfg_->moe.top_k;
     DType ct = x.dtype();
@@ -84,12 +101,7 @@ void Moe::forward(const ParamBinding& p, Saved& s, const Tensor& residual, const
     const Tensor indices = on_host(s.indices);
     const int32_t* idx = indices.data<int32_t>();
     s.rows.assign(static_cast<size_t>(E), {});
-    int64_t cap = N * k;
-    if (cfg_->moe.capacity_factor > 0) {
-        cap = static_cast<int64_t>(std::ceil(static_cast<double>(k * N) / static_cast<double>(E) *
-                                             cfg_->moe.capacity_factor));
-        cap = std::max(cap, cfg_->moe.min_capacity);
-    }
+    const int64_t cap = cfg_->moe.capacity(N, training);
     for (int j = 0; j < k; ++j) {
         for (int64_t n = 0; n < N; ++n) {
             auto& r = s.rows[static_cast<size_t>(idx[n * k + j])];
@@ -106,6 +118,11 @@ void Moe::forward(const ParamBinding& p, Saved& s, const Tensor& residual, const
                 stats->sel_count[static_cast<size_t>(idx[n * k + j])] += 1.0;
         }
         stats->n_rows += N;
+        const Tensor logits = on_host(s.logits);
+        for (int64_t n = 0; n < N; ++n) {
+            const double z = logsumexp(logits.data<float>() + n * E, E);
+            stats->z_sum += z * z;
+        }
     }
 
     const Tensor weights = on_host(s.weights);
@@ -172,7 +189,8 @@ void Moe::forward(const ParamBinding& p, Saved& s, const Tensor& residual, const
 }
 
 void Moe::backward(const ParamBinding& p, const Saved& s, const Tensor& dx, const Tensor& dres,
-                   const Tensor& x, const RouterStats* stats, double aux_scale) const {
+                   const Tensor& x, const RouterStats* stats, double aux_scale,
+                   double z_scale) const {
     const int64_t N = x.size(0), C = x.size(1), E = cfg_->moe.n_experts;
     const int k = cfg_->moe.top_k;
     DType ct = x.dtype();
@@ -286,6 +304,20 @@ void Moe::backward(const ParamBinding& p, const Saved& s, const Tensor& dx, cons
     Tensor dlogits = Tensor::empty({N, E}, DType::f32, dev);
     ops::topk_router_backward(dlogits, dweights.to(dev), dprobs.defined() ? dprobs.to(dev) : dprobs,
                               s.probs, s.indices, {k, cfg_->moe.renormalize});
+    // Router z-loss: d(z_scale x lse_n^2)/d(logit_ne) = z_scale x 2 lse_n softmax(logits_n)_e.
+    if (z_scale != 0.0) {
+        const Tensor logits = on_host(s.logits);
+        const Tensor dl = on_host(dlogits);
+        for (int64_t n = 0; n < N; ++n) {
+            const float* lg = logits.data<float>() + n * E;
+            const double z = logsumexp(lg, E);
+            for (int64_t e = 0; e < E; ++e) {
+                dl.data<float>()[n * E + e] +=
+                    static_cast<float>(z_scale * 2.0 * z * std::exp(lg[e] - z));
+            }
+        }
+        store_from_host(dlogits, dl);
+    }
     // The router's dx is the same on every tp rank: one adds it, so the caller's all-reduce of
     // dx counts it once. Every rank accumulates the (identical) router weight gradient.
     Tensor dxr = tp_first_ ? Tensor::empty({N, C}, ct, dev) : Tensor();
