@@ -325,6 +325,38 @@ TEST(ExpertParallelTraining, ExpertLoadAndAllToAllBytesPerStep) {
     EXPECT_LE(bytes[1], counts + L * micro * N * k * C * 4 * 4);
 }
 
+// TED's duplicate-token elimination: under tp x ep = 2 x 2 each tp rank dispatches half of the
+// tokens its tp peer holds too, so at the first step (same weights, same routing as dp x ep =
+// 2 x 2 without tp) the two tp ranks' all-to-all payloads add up to the tp-1 rank's exactly, and
+// each moves about half of it; the counts (L x micro x (P - 1) x E/P x 8 bytes) are per rank as
+// before. (50-step equivalence of tp x ep: FiftyStepsEqualTheSingleRank.)
+TEST(ExpertParallelTraining, TedDispatchesEachTokenOnce) {
+    MoeScratch s("ted");
+    const RunOptions run = s.run(1);
+    int64_t one[2] = {0, 0}, ted[4] = {0, 0, 0, 0};
+    comm::run_local(2, [&](int rank, comm::Communicator& comm) {
+        Trainer t(s.mc, ep_config(2, 1, 2, 1), run, comm);
+        t.init_random();
+        one[rank] = t.train().at(0).a2a_bytes;
+    });
+    comm::run_local(4, [&](int rank, comm::Communicator& comm) {
+        Trainer t(s.mc, ep_config(4, 2, 2, 1), run, comm);
+        t.init_random();
+        ted[rank] = t.train().at(0).a2a_bytes;
+    });
+    const int64_t L = 2, micro = 2, E = 4, P = 2;  // 2 micro-batches a dp rank
+    const int64_t counts = L * micro * (P - 1) * (E / P) * 8;
+    for (int d = 0; d < 2; ++d) {  // dp rank d: world ranks 2d (tp 0) and 2d + 1 (tp 1)
+        const int64_t payload = one[d] - counts;
+        const int64_t a = ted[2 * d] - counts, b = ted[2 * d + 1] - counts;
+        EXPECT_GT(payload, 0);
+        EXPECT_EQ(a + b, payload) << "dp rank " << d;
+        EXPECT_GT(a, 0);
+        EXPECT_GT(b, 0);
+        EXPECT_LT(std::max(a, b), payload * 3 / 4) << "dp rank " << d;
+    }
+}
+
 // Settings that cannot work are refused by name.
 TEST(ExpertParallelTraining, RefusesInconsistentSizes) {
     MoeScratch s("refuse");

@@ -190,6 +190,8 @@ public:
         // (expert-major), the returned outputs [rows sent, C] f32.
         std::vector<int64_t> ep_recv;
         Tensor ep_y;
+        // TED (tp x ep): every tp rank's ep_recv, [tp][E / ep x ep].
+        std::vector<int64_t> ted_recv;
         // Shared expert: its saved activations, output [N, C] f32 and gate logit [N, 1] f32.
         Mlp::Saved shared;
         Tensor shared_y, shared_logit;
@@ -208,7 +210,13 @@ public:
     // and the outputs come back with a second all_to_all_v and are combined, gate-weighted, in
     // the original order. Backward mirrors it: the output gradients go out, the input
     // gradients come back; the gate weights' and the router's gradients are computed where the
-    // tokens are, as without ep. Under tp as well, the ep group is this tp rank's peers.
+    // tokens are, as without ep. Under tp as well, the ep group is this tp rank's peers, and
+    // dispatch follows DeepSpeed-TED's duplicate-token elimination: the tp ranks hold the same
+    // tokens and route them alike, and tp rank t dispatches only the t-th of tp slices of them;
+    // each owner all-gathers over tp what its tp peers received (every expert shard sees every
+    // row), runs its shard, and reduce-scatters the partial outputs back over tp before they
+    // return. Rank t then adds its slice's whole expert outputs and the caller's all-reduce over
+    // tp gathers the slices. The all-to-all payload per rank is 1/tp of dispatching every token.
     Moe(const ModelConfig& cfg, MoeParams p, comm::Communicator* tp = nullptr,
         comm::Communicator* ep = nullptr);
     // Bytes this layer sent through all_to_all_v (payloads and counts, to other ranks) since
@@ -245,6 +253,11 @@ private:
     void forward_ep(const ParamBinding& p, Saved& s, const Tensor& x) const;
     // dys [rows sent, C] ct: the routed rows' output gradients; returns their input gradients.
     Tensor backward_ep(const ParamBinding& p, const Saved& s, const Tensor& dys) const;
+    // TED over the tp group: every tp rank's rows [rows[u], C] gathered in rank order; and each
+    // rank's block of `blocks` (rank u's rows[u] rows, in rank order) summed over the tp ranks
+    // into [rows[tp rank], C] f32.
+    Tensor tp_allgather_rows(const Tensor& mine, const std::vector<int64_t>& rows) const;
+    Tensor tp_reduce_scatter_rows(const Tensor& blocks, const std::vector<int64_t>& rows) const;
     Tensor exchange(const Tensor& send, const std::vector<int64_t>& send_counts,
                     const std::vector<int64_t>& recv_counts) const;
 };
