@@ -690,6 +690,7 @@ Tensor Transformer::forward_tokens(const Tensor& ids, const Tensor& positions, K
         if (tp_) part.zero();
         if (cfg_.mlp == MlpKind::moe) {
             moe_[li].forward(binding_, moes, mlp_out, xn, nullptr, false);
+            if (routing_observer_) routing_observer_(l, on_host(moes.indices));
         } else {
             mlp_[li].forward(binding_, ms, mlp_out, xn);
         }

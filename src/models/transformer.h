@@ -16,6 +16,7 @@
 // seam.
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <utility>
 #include <vector>
@@ -180,6 +181,11 @@ public:
     // layers use capacity_factor in training, eval_capacity_factor in evaluation, as DeepSpeed's
     // gate does. forward_tokens (inference) always evaluates.
     void set_training(bool training) { training_ = training; }
+    // Inference routing hook (speculative MoE pre-scheduling, infer/expert_locality.h): called by
+    // forward_tokens after each MoE layer with the layer and its routing, [N, k] i32 on the
+    // host. Empty: none.
+    using RoutingObserver = std::function<void(int64_t layer, const Tensor& indices)>;
+    void set_routing_observer(RoutingObserver f) { routing_observer_ = std::move(f); }
     bool training() const { return training_; }
     // Full logits [B*T, V] f32 on the host for a batch (tests and tools; training never
     // materialises them).
@@ -268,7 +274,8 @@ private:
     // The micro-batch begin_micro_batch set up.
     int64_t B_ = 0, T_ = 0;
     Tensor flat_ids_, flat_tgt_;
-    Tensor dres_;                      // d(loss)/d(residual) carried down by backward_blocks
+    Tensor dres_;  // d(loss)/d(residual) carried down by backward_blocks
+    RoutingObserver routing_observer_;
     bool training_ = true;             // set_training: MoE capacity factor (train / eval)
     double aux_weight_ = 1.0;          // forward_backward's aux_weight, for backward_blocks
     std::vector<double> expert_load_;  // take_expert_load's counts
