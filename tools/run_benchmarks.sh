@@ -299,6 +299,8 @@ CONFIGS
         # formula (bench/train/ep_bench.sh).
         note "ep: Mixtral-shaped training, 2 ranks, ep 2 vs ep 1"
         "$root/bench/train/ep_bench.sh" "$build/bin" | tee "$out/ep.txt"
+        note "ep: speculative MoE, consecutive decode steps' expert locality and co-location bytes"
+        "$root/bench/train/expert_locality.sh" "$build/bin" | tee -a "$out/ep.txt"
         ;;
     offload)
         note "offload: ZeRO-Infinity optimizer offload to this disk (GPT-2 124M bf16 ZeRO-2) vs in memory, disk bandwidth by dd"

@@ -45,6 +45,7 @@ struct GenerateOptions {
     int logprobs = -1;  // >= 0: stdout is JSON Lines, one per token (id, text, logprob, top N)
     int tp = 1;         // tensor-parallel ranks (the world must be this many: zerospeed-run)
     int ep = 1;         // expert-parallel ranks (MoE; the world must be this many; not with tp)
+    int expert_locality = 0;  // > 0: report routing locality for that many ep ranks (MoE)
     bool ignore_eos = false;  // generate --max-tokens even past EOS (benchmarks; llama.cpp flag)
 };
 // Generate text from a prompt, streaming to stdout; throughput on stderr. With logprobs >= 0,
@@ -165,6 +166,7 @@ struct ServeOptions {
     std::string api_key;
     std::string served_model_name;  // default: the directory or file name
     int tp = 1;  // tensor-parallel ranks: rank 0 serves, the others run its forwards
+    int ep = 1;  // expert-parallel ranks (MoE): rank 0 serves, the others run its forwards
     int64_t max_queued = 256;
     double request_timeout = 10;      // seconds for a whole request to arrive
     int64_t max_connections = 16384;  // open connections held at once

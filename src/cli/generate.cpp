@@ -5,6 +5,7 @@
 // reports prompt and generation throughput.
 #include <cstdio>
 #include <filesystem>
+#include <memory>
 #include <optional>
 
 #include <nlohmann/json.hpp>
@@ -15,6 +16,7 @@
 #include "cli/commands.h"
 #include "cli/model_loader.h"
 #include "infer/chat_template.h"
+#include "infer/expert_locality.h"
 #include "infer/sampler.h"
 #include "infer/stop_filter.h"
 #include "io/tokenizer_stream.h"
@@ -90,6 +92,18 @@ int run_generate(const GenerateOptions& o, comm::Communicator& world) {
     Tensor pos = Tensor::empty({ctx}, DType::i32);
     for (int64_t i = 0; i < ctx; ++i) pos.data<int32_t>()[i] = static_cast<int32_t>(i);
 
+    std::unique_ptr<infer::ExpertLocality> locality;
+    if (o.expert_locality > 0) {
+        ZS_CHECK_T(ConfigError, c.moe.n_experts > 0,
+                   "--expert-locality: {} is not a mixture-of-experts model", o.model);
+        const DType ct = lm.model->run_config().compute_dtype;
+        locality = std::make_unique<infer::ExpertLocality>(
+            c.n_layers, c.moe.n_experts, c.moe.top_k, o.expert_locality,
+            c.hidden_size * static_cast<int64_t>(core::dtype_size(ct) + 4));
+        lm.model->set_routing_observer([&](int64_t layer, const Tensor& idx) {
+            locality->observe(layer, idx.data<int32_t>() + (idx.size(0) - 1) * idx.size(1));
+        });
+    }
     Timer t_prompt;
     Tensor logits = lm.model->forward_tokens(Tensor::wrap(ids.data(), {n_prompt}, DType::i32),
                                              pos.slice(0, 0, n_prompt), kv, {n_prompt - 1});
@@ -169,6 +183,7 @@ int run_generate(const GenerateOptions& o, comm::Communicator& world) {
                  static_cast<long long>(n_prompt), prompt_s,
                  static_cast<double>(n_prompt) / prompt_s, static_cast<long long>(generated), gen_s,
                  gen_s > 0 ? static_cast<double>(generated) / gen_s : 0.0, reason.c_str());
+    if (locality) std::fprintf(stderr, "%s\n", locality->report().c_str());
     return 0;
 }
 

@@ -67,6 +67,11 @@ int main(int argc, char** argv) {
                    "Expert-parallel ranks for MoE models (each holds experts / N of every layer; "
                    "run under zerospeed-run --num_procs N; rank 0 prints)")
         ->check(CLI::Range(1, 4096));
+    gn->add_option("--expert-locality", gen.expert_locality,
+                   "MoE: report how often consecutive steps route to the same experts and the "
+                   "all-to-all bytes co-locating each step with the last step's experts would "
+                   "save over N expert-parallel ranks (speculative MoE)")
+        ->check(CLI::Range(1, 4096));
     gn->add_option("--stop", gen.stops, "Stop when this text appears (repeatable; not printed)");
     gn->add_flag("--chat", gen.chat, "Wrap the prompt in the model's chat template");
     gn->add_option("--logprobs", gen.logprobs,
@@ -91,6 +96,10 @@ int main(int argc, char** argv) {
     srv->add_option("--api-key", sv.api_key, "Require 'Authorization: Bearer KEY' (not /health)");
     srv->add_option("--tp", sv.tp,
                     "Tensor-parallel ranks (run under zerospeed-run --num_procs N; rank 0 serves)")
+        ->check(CLI::Range(1, 4096));
+    srv->add_option("--ep", sv.ep,
+                    "Expert-parallel ranks for MoE models (each holds experts / N of every layer; "
+                    "run under zerospeed-run --num_procs N; rank 0 serves)")
         ->check(CLI::Range(1, 4096));
     srv->add_option("--served-model-name", sv.served_model_name,
                     "Model id clients use (default: the directory or file name)");

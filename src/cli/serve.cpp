@@ -65,14 +65,28 @@ int run_serve(const ServeOptions& o, comm::Communicator& world) {
     // Tensor parallelism: rank 0 runs the server, the scheduler and sampling; the other ranks run
     // each of its forwards on their shards (infer/tp_forward.h) until it stops. A rank that dies
     // ends the job (mpirun stops every rank), so the server never waits on a lost rank.
-    comm::Communicator* tp = inference_tp_group(o.tp, world, "serve");
+    // Expert parallelism (MoE models) likewise: every rank runs rank 0's ragged batches, each
+    // with its E / ep experts, the routed rows exchanged per MoE layer.
+    ZS_CHECK_T(ConfigError, o.ep == 1 || o.tp == 1,
+               "serve: --ep {} with --tp {} is not implemented (use one of them)", o.ep, o.tp);
+    comm::Communicator* tp = o.ep > 1 ? nullptr : inference_tp_group(o.tp, world, "serve");
+    comm::Communicator* ep = nullptr;
+    if (o.ep > 1) {
+        ZS_CHECK_T(ConfigError, world.size() == o.ep,
+                   "serve --ep {}: running on {} rank(s); expert-parallel serving needs exactly "
+                   "{} (zerospeed-run --num_procs {} zerospeed serve ... --ep {})",
+                   o.ep, world.size(), o.ep, o.ep, o.ep);
+        ep = &world;
+    }
+    comm::Communicator* followers = tp ? tp : ep;
     serve::block_shutdown_signals();
-    LoadedModel lm = load_model(o.model, o.dtype, false, tp);
-    if (tp && tp->rank() != 0) {
+    LoadedModel lm = load_model(o.model, o.dtype, false, tp, ep);
+    if (followers && followers->rank() != 0) {
         const int64_t n = infer::follow_forwards(
             *lm.model, engine_config(o.engine, to_string(lm.model->run_config().compute_dtype)),
-            *tp);
-        log_info("serve: tensor-parallel rank {} stopped after {} forwards", tp->rank(), n);
+            *followers);
+        log_info("serve: {}-parallel rank {} stopped after {} forwards", tp ? "tensor" : "expert",
+                 followers->rank(), n);
         return 0;
     }
     const models::ModelConfig& c = lm.model->config();
@@ -93,6 +107,7 @@ int run_serve(const ServeOptions& o, comm::Communicator& world) {
     serve::ServiceConfig sc;
     sc.engine = engine_config(o.engine, to_string(lm.model->run_config().compute_dtype));
     sc.engine.tp = tp;
+    sc.engine.ep = ep;
     serve::Metrics metrics;
     serve::Service service(*lm.model, tok, sc, metrics);
 

@@ -28,20 +28,30 @@ Engine::Engine(models::Transformer& model, const EngineConfig& cfg) : model_(mod
                "engine: tensor-parallel serving runs the engine on rank 0 of a model sharded "
                "over the same group (rank {}, model tp {}, group of {})",
                cfg_.tp ? cfg_.tp->rank() : 0, model.tp_size(), cfg_.tp ? cfg_.tp->size() : 1);
+    if (cfg_.ep && cfg_.ep->size() == 1) cfg_.ep = nullptr;
+    ZS_CHECK_T(ConfigError, !cfg_.ep || !cfg_.tp,
+               "engine: expert- and tensor-parallel serving together are not implemented");
+    ZS_CHECK_T(ConfigError,
+               !cfg_.ep || (cfg_.ep->rank() == 0 && model.ep_size() == cfg_.ep->size()),
+               "engine: expert-parallel serving runs the engine on rank 0 of a model whose "
+               "experts are sharded over the same group (rank {}, model ep {}, group of {})",
+               cfg_.ep ? cfg_.ep->rank() : 0, model.ep_size(), cfg_.ep ? cfg_.ep->size() : 1);
+    followers_ = cfg_.tp ? cfg_.tp : cfg_.ep;
     const KvCacheSpec spec = kv_cache_spec(model, cfg_);
     pool_ = std::make_unique<KvBlockPool>(spec);
-    if (cfg_.tp) tp_send_handshake(*cfg_.tp, spec);
+    if (followers_) tp_send_handshake(*followers_, spec);
     scheduler_ = std::make_unique<Scheduler>(cfg.scheduler, *pool_, shared_kv_window(mc));
     attn_ = std::make_unique<PagedKvAttention>(*pool_);
     for (int64_t e : mc.eos_token_ids) eos_ids_.push_back(static_cast<int32_t>(e));
 }
 
 Engine::~Engine() {
-    if (!cfg_.tp) return;
+    if (!followers_) return;
     try {
-        tp_send_stop(*cfg_.tp);
+        tp_send_stop(*followers_);
     } catch (const std::exception& e) {
-        log_error("engine: stopping the tensor-parallel ranks failed: {}", e.what());
+        log_error("engine: stopping the {}-parallel ranks failed: {}",
+                  cfg_.tp ? "tensor" : "expert", e.what());
     }
 }
 
@@ -204,12 +214,13 @@ std::vector<RequestOutput> Engine::step() {
         Tensor logits;
         Timer timer;
         try {
-            if (cfg_.tp) tp_send_forward(*cfg_.tp, ids, pos, attn_->batch(), logit_rows);
+            if (followers_) tp_send_forward(*followers_, ids, pos, attn_->batch(), logit_rows);
             logits = model_.forward_tokens(ids, pos, *attn_, logit_rows);
         } catch (const std::exception& ex) {
-            if (cfg_.tp) {
+            if (followers_) {
                 // The other ranks are inside this forward's collectives: no step can follow.
-                log_error("engine step failed under tensor parallelism: {}; stopping", ex.what());
+                log_error("engine step failed under {} parallelism: {}; stopping",
+                          cfg_.tp ? "tensor" : "expert", ex.what());
                 std::abort();
             }
             // The batch's KV state is now unknown: end its requests, keep the engine serving.

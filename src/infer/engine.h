@@ -44,6 +44,10 @@ struct EngineConfig {
     // sends every forward's inputs to the other ranks, which run infer::follow_forwards
     // (tp_forward.h). Null or size 1: none.
     comm::Communicator* tp = nullptr;
+    // Expert parallelism (the model's RunConfig::ep, MoE models): likewise rank 0 of the ep
+    // group sends every forward's inputs; every rank runs the whole ragged batch with its E / ep
+    // experts, the routed rows exchanged per MoE layer. Null or size 1: none. Not with tp.
+    comm::Communicator* ep = nullptr;
 };
 
 // The paged KV cache `model` needs under `cfg`: this rank's KV heads (tensor parallelism) and the
@@ -136,6 +140,8 @@ private:
     std::unique_ptr<PagedKvAttention> attn_;
     std::vector<int32_t> eos_ids_;
     std::vector<uint8_t> mask_;  // [V] allowed tokens of the sequence being sampled
+    // The ranks that run each forward beside this one (cfg_.tp or cfg_.ep), or null.
+    comm::Communicator* followers_ = nullptr;
     RequestId next_id_ = 1;
     StepStats last_;
     EngineCounters totals_;

@@ -6,6 +6,9 @@
 // handed out), holding this rank's KV heads. The forward's own collectives keep the ranks in
 // step, and every rank ends with the same logits.
 //
+// Expert-parallel serving (serve --ep N) uses the same messages over the ep group: every rank
+// runs the whole batch over its own cache of all KV heads, with its E / ep experts.
+//
 // Messages on the tp group: a header of 5 i64 {kind, N, S, R, B} (kind 1: forward, 0: stop),
 // sent to each rank, then, for a forward, one broadcast i64 payload: ids [N], positions [N], per
 // sequence {start, n_tokens, pos, n_blocks} [4 S], the block tables [B] and the logit rows [R]. The

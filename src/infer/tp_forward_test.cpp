@@ -5,6 +5,7 @@
 #include "infer/tp_forward.h"
 
 #include <map>
+#include <string>
 
 #include <gtest/gtest.h>
 
@@ -91,6 +92,92 @@ TEST(TensorParallelServing, EngineOverTwoRanksEqualsTheWholeModel) {
             ASSERT_NE(it, got.end()) << "request " << id;
             EXPECT_EQ(it->second, toks) << "request " << id;
         }
+    });
+}
+
+// Expert-parallel serving (serve --ep): rank 0's engine and follow_forwards on the other ranks,
+// each holding E / ep experts of every layer, give the tokens of the unsharded engine, with the
+// same concurrency, chunking, prefix reuse and preemption as above.
+const char* kMixtral = R"({"model_type": "mixtral", "vocab_size": 67, "hidden_size": 32,
+    "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
+    "intermediate_size": 24, "num_local_experts": 4, "num_experts_per_tok": 2,
+    "max_position_embeddings": 256, "rms_norm_eps": 1e-6})";
+
+void expect_ep_serving_equals_whole(int ep) {
+    const models::ModelConfig cfg = models::parse_hf_config(kMixtral, "test");
+    Transformer whole(cfg, models::RunConfig{});
+    models::DenseParams wp(whole.layout(), DType::f32, false);
+    wp.init(7);
+    for (int g = 0; g < whole.layout().n_groups(); ++g) {
+        const Tensor& w = wp.group_weights(g);
+        ops::scale(w, w, 12.0f);
+    }
+    wp.bind(whole.binding());
+    std::map<std::string, models::ParamId> by_name;
+    for (size_t i = 0; i < whole.layout().params().size(); ++i)
+        by_name[whole.layout().params()[i].name] = static_cast<models::ParamId>(i);
+    Rng rng(33);
+    std::vector<std::vector<int32_t>> prompts;
+    for (int i = 0; i < 7; ++i) prompts.push_back(random_prompt(rng, 5 + 9 * i, cfg.vocab_size));
+    prompts.push_back(prompts[3]);
+    EngineConfig ec;
+    ec.kv_blocks = 24;
+    ec.block_size = 4;
+    ec.kv_dtype = DType::f32;
+    ec.scheduler.max_batch_tokens = 16;
+    ec.scheduler.max_seqs = 8;
+    std::map<RequestId, std::vector<int32_t>> want;
+    {
+        Engine e(whole, ec);
+        want = run(e, prompts);
+    }
+    ASSERT_EQ(want.size(), prompts.size());
+    comm::run_local(ep, [&](int rank, comm::Communicator& g) {
+        models::RunConfig rc;
+        rc.ep = &g;
+        Transformer m(cfg, rc);
+        ASSERT_EQ(m.ep_size(), ep);
+        models::DenseParams p(m.layout(), DType::f32, false);
+        for (size_t i = 0; i < m.layout().params().size(); ++i) {
+            auto it = by_name.find(m.layout().params()[i].name);
+            ASSERT_NE(it, by_name.end()) << m.layout().params()[i].name;
+            p.weight(static_cast<models::ParamId>(i)).copy_from(wp.weight(it->second));
+        }
+        p.bind(m.binding());
+        if (rank != 0) {
+            EXPECT_GT(follow_forwards(m, ec, g), 0);
+            return;
+        }
+        EngineConfig eec = ec;
+        eec.ep = &g;
+        Engine e(m, eec);
+        const std::map<RequestId, std::vector<int32_t>> got = run(e, prompts);
+        EXPECT_GT(e.counters().n_preemptions, 0) << "the test means to preempt";
+        for (const auto& [id, toks] : want) {
+            auto it = got.find(id);
+            ASSERT_NE(it, got.end()) << "request " << id;
+            EXPECT_EQ(it->second, toks) << "ep " << ep << " request " << id;
+        }
+    });
+}
+
+TEST(ExpertParallelServing, EngineOverTwoRanksEqualsTheWholeModel) {
+    expect_ep_serving_equals_whole(2);
+}
+
+TEST(ExpertParallelServing, EngineOverFourRanksEqualsTheWholeModel) {
+    expect_ep_serving_equals_whole(4);
+}
+
+TEST(ExpertParallelServing, RefusesAModelShardedOverAnotherGroup) {
+    const models::ModelConfig cfg = models::parse_hf_config(kMixtral, "test");
+    Transformer whole(cfg, models::RunConfig{});
+    comm::run_local(2, [&](int rank, comm::Communicator& g) {
+        if (rank != 0) return;
+        EngineConfig ec;
+        ec.kv_blocks = 8;
+        ec.ep = &g;  // the model holds every expert: ep 1
+        EXPECT_THROW(Engine(whole, ec), ConfigError);
     });
 }
 

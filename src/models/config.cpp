@@ -18,6 +18,14 @@ namespace zs::models {
 
 using nlohmann::json;
 
+int64_t MoeConfig::capacity(int64_t n_tokens, bool training) const {
+    const double factor = training ? capacity_factor : eval_capacity_factor;
+    if (!drop_tokens || factor <= 0) return n_tokens * top_k;
+    const auto cap = static_cast<int64_t>(
+        std::ceil(static_cast<double>(top_k * n_tokens) / static_cast<double>(n_experts) * factor));
+    return std::max(cap, min_capacity);
+}
+
 const char* to_string(Arch a) {
     switch (a) {
         case Arch::gpt2:

@@ -36,8 +36,20 @@ struct MoeConfig {
     // only when this is set; so does zerospeed.
     bool output_router_logits = false;
     float train_aux_coef() const { return output_router_logits ? aux_loss_coef : 0.0f; }
-    float capacity_factor = 0.0f;  // DeepSpeed-MoE: 0 = no capacity limit (Mixtral, no dropping)
-    int64_t min_capacity = 4;      // DeepSpeed-MoE min_capacity
+    // DeepSpeed-MoE gating (deepspeed.moe.layer.MoE's arguments; ds_config "moe" section):
+    // expert capacity max(min_capacity, ceil(k N / E x factor)) assignments per expert, the
+    // factor capacity_factor in training and eval_capacity_factor in evaluation and inference
+    // (DeepSpeed's self.training); factor 0 or drop_tokens false: no limit (HF Mixtral drops
+    // nothing).
+    float capacity_factor = 0.0f;
+    float eval_capacity_factor = 0.0f;
+    int64_t min_capacity = 4;
+    bool drop_tokens = true;
+    // ST-MoE router z-loss weight: coef x mean over routed rows (tokens x layers) of
+    // logsumexp(router logits)^2, added to the training loss. 0: none.
+    float z_loss_coef = 0.0f;
+    // The capacity per expert for N tokens (N * top_k: no limit).
+    int64_t capacity(int64_t n_tokens, bool training) const;
     // Qwen2-MoE: a shared expert (SwiGLU of this intermediate size, 0: none) every token goes
     // through, scaled by sigmoid(shared_expert_gate . x) and added to the routed experts' sum;
     // ModelConfig::intermediate is then moe_intermediate_size, and this the dense

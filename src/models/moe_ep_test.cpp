@@ -102,6 +102,24 @@ double max_diff(const Tensor& a, const Tensor& b) {
     return m;
 }
 
+// DeepSpeed's top2gating on a recorded routing [N, k]: locations1 = cumsum(mask1) - 1,
+// locations2 = cumsum(mask2) - 1 + sum(mask1), kept where location < capacity.
+std::vector<std::vector<int64_t>> deepspeed_kept(const std::vector<int32_t>& indices, int k,
+                                                 int64_t cap) {
+    std::vector<std::vector<int64_t>> want(kE);
+    std::vector<int64_t> first(kE, 0);
+    for (int64_t n = 0; n < kN; ++n) ++first[indices[static_cast<size_t>(n * k)]];
+    for (int j = 0; j < k; ++j) {
+        std::vector<int64_t> seen(kE, 0);
+        for (int64_t n = 0; n < kN; ++n) {
+            const int32_t e = indices[static_cast<size_t>(n * k + j)];
+            const int64_t loc = seen[e]++ + (j == 1 ? first[e] : 0);
+            if (loc < cap) want[e].push_back(n * k + j);
+        }
+    }
+    return want;
+}
+
 TEST(MoeExpertParallel, DropsOutputsAndGradientsEqualEpOne) {
     ModelConfig cfg;
     cfg.hidden_size = kC;
@@ -123,19 +141,7 @@ TEST(MoeExpertParallel, DropsOutputsAndGradientsEqualEpOne) {
         const std::string at = fmt::format("rank {}", r);
         EXPECT_EQ(one[r].indices, two[r].indices) << at;
         EXPECT_EQ(one[r].rows, two[r].rows) << at;
-        // DeepSpeed's top2gating on the recorded routing: locations1 = cumsum(mask1) - 1,
-        // locations2 = cumsum(mask2) - 1 + sum(mask1), kept where location < capacity.
-        std::vector<std::vector<int64_t>> want(kE);
-        std::vector<int64_t> first(kE, 0);
-        for (int64_t n = 0; n < kN; ++n) ++first[one[r].indices[n * k]];
-        for (int j = 0; j < k; ++j) {
-            std::vector<int64_t> seen(kE, 0);
-            for (int64_t n = 0; n < kN; ++n) {
-                const int32_t e = one[r].indices[n * k + j];
-                const int64_t loc = seen[e]++ + (j == 1 ? first[e] : 0);
-                if (loc < cap) want[e].push_back(n * k + j);
-            }
-        }
+        const std::vector<std::vector<int64_t>> want = deepspeed_kept(one[r].indices, k, cap);
         EXPECT_EQ(one[r].rows, want) << at;
         for (const auto& v : want) dropped -= static_cast<int64_t>(v.size());
         dropped += kN * k;
@@ -152,6 +158,143 @@ TEST(MoeExpertParallel, DropsOutputsAndGradientsEqualEpOne) {
         }
     }
     EXPECT_GT(dropped, 0);  // the capacity did drop assignments
+}
+
+ModelConfig gating_config() {
+    ModelConfig cfg;
+    cfg.hidden_size = kC;
+    cfg.intermediate = kFF;
+    cfg.mlp = MlpKind::moe;
+    cfg.moe.n_experts = kE;
+    cfg.moe.top_k = 2;
+    cfg.moe.min_capacity = 2;
+    return cfg;
+}
+
+Tensor test_input(const std::string& name, float scale) {
+    Tensor t = Tensor::empty({kN, kC}, DType::f32);
+    for (int64_t i = 0; i < kN * kC; ++i) t.data<float>()[i] = value(name, i) * scale;
+    return t;
+}
+
+// Kept assignments per expert of one forward in training or evaluation mode.
+std::vector<std::vector<int64_t>> kept_rows(const ModelConfig& cfg, bool training,
+                                            std::vector<int32_t>* indices) {
+    std::unique_ptr<Layer> l = make_layer(cfg, nullptr);
+    Tensor out = Tensor::zeros({kN, kC}, DType::f32);
+    Moe::Saved s;
+    l->moe.forward(l->binding, s, out, test_input("x0", 4), nullptr, training);
+    if (indices) {
+        indices->assign(s.indices.data<int32_t>(), s.indices.data<int32_t>() + kN * cfg.moe.top_k);
+    }
+    return s.rows;
+}
+
+int64_t n_kept(const std::vector<std::vector<int64_t>>& rows) {
+    int64_t n = 0;
+    for (const auto& r : rows) n += static_cast<int64_t>(r.size());
+    return n;
+}
+
+// eval_capacity_factor applies when the layer evaluates (forward's training false, as
+// DeepSpeed's gate under model.eval()), capacity_factor when it trains; the assignments
+// evaluation keeps are those DeepSpeed's rule keeps at the eval capacity.
+TEST(MoeGating, EvalCapacityFactorDropsWhatDeepSpeedDrops) {
+    ModelConfig cfg = gating_config();
+    cfg.moe.capacity_factor = 2.0f;       // 24 per expert: nothing dropped in training
+    cfg.moe.eval_capacity_factor = 0.5f;  // 6 of the 12 average assignments per expert
+    const int k = cfg.moe.top_k;
+    std::vector<int32_t> indices;
+    const auto train_rows = kept_rows(cfg, true, &indices);
+    EXPECT_EQ(n_kept(train_rows), kN * k);
+    const auto eval_rows = kept_rows(cfg, false, nullptr);
+    const int64_t cap = std::max<int64_t>(
+        static_cast<int64_t>(std::ceil(static_cast<double>(k * kN) / kE * 0.5)), 2);
+    EXPECT_EQ(cfg.moe.capacity(kN, false), cap);
+    EXPECT_EQ(eval_rows, deepspeed_kept(indices, k, cap));
+    EXPECT_LT(n_kept(eval_rows), kN * k);  // the eval capacity did drop
+    // The other way round: the training factor drops, evaluation keeps everything.
+    std::swap(cfg.moe.capacity_factor, cfg.moe.eval_capacity_factor);
+    EXPECT_EQ(kept_rows(cfg, true, nullptr), deepspeed_kept(indices, k, cap));
+    EXPECT_EQ(n_kept(kept_rows(cfg, false, nullptr)), kN * k);
+}
+
+// drop_tokens false: no capacity limit whatever the factors (DeepSpeed: capacity = the largest
+// expert count).
+TEST(MoeGating, DropTokensFalseKeepsEveryAssignment) {
+    ModelConfig cfg = gating_config();
+    cfg.moe.capacity_factor = 0.25f;
+    cfg.moe.eval_capacity_factor = 0.25f;
+    EXPECT_LT(n_kept(kept_rows(cfg, true, nullptr)), kN * cfg.moe.top_k);
+    cfg.moe.drop_tokens = false;
+    EXPECT_EQ(n_kept(kept_rows(cfg, true, nullptr)), kN * cfg.moe.top_k);
+    EXPECT_EQ(n_kept(kept_rows(cfg, false, nullptr)), kN * cfg.moe.top_k);
+}
+
+// ST-MoE router z-loss: coef x mean over rows of logsumexp(x W_r^T)^2. The gradient backward
+// adds (the difference of backward with and without z_scale) against central finite differences
+// of coef x z_loss in the router weights and the input (z depends on the logits only, so a
+// perturbation that flips a routing choice does not disturb it).
+TEST(MoeGating, RouterZLossGradientMatchesFiniteDifferences) {
+    const ModelConfig cfg = gating_config();
+    const double coef = 0.3;
+    std::unique_ptr<Layer> l = make_layer(cfg, nullptr);
+    Tensor x = test_input("x0", 4), dres = test_input("d0", 1);
+    auto z_of = [&](const Tensor& xin) {
+        RouterStats st;
+        st.reset(kE);
+        Moe::Saved s;
+        Tensor out = Tensor::zeros({kN, kC}, DType::f32);
+        l->moe.forward(l->binding, s, out, xin, &st);
+        EXPECT_EQ(st.n_rows, kN);
+        return coef * st.z_loss();
+    };
+    // Analytic: backward with and without the z term, same dres.
+    auto grads = [&](double z_scale, Tensor& dx) {
+        RouterStats st;
+        st.reset(kE);
+        Moe::Saved s;
+        Tensor out = Tensor::zeros({kN, kC}, DType::f32);
+        l->moe.forward(l->binding, s, out, x, &st);
+        l->params->zero_grads();
+        dx = Tensor::empty({kN, kC}, DType::f32);
+        l->moe.backward(l->binding, s, dx, dres, x, &st, 0.0, z_scale);
+        return l->params->grad(ParamId{0}).clone();  // the router
+    };
+    Tensor dx0, dx1;
+    const Tensor g0 = grads(0.0, dx0);
+    const Tensor g1 = grads(coef / kN, dx1);
+    ASSERT_EQ(l->names[0], "router");
+    Tensor w = l->params->weight(ParamId{0});
+    const double eps = 1e-2;
+    double worst = 0, scale = 0;
+    for (int64_t i = 0; i < w.numel(); i += 3) {
+        float& wi = w.data<float>()[i];
+        const float keep = wi;
+        wi = keep + static_cast<float>(eps);
+        const double up = z_of(x);
+        wi = keep - static_cast<float>(eps);
+        const double down = z_of(x);
+        wi = keep;
+        const double fd = (up - down) / (2 * eps);
+        const double an = double(g1.data<float>()[i]) - g0.data<float>()[i];
+        worst = std::max(worst, std::fabs(fd - an));
+        scale = std::max(scale, std::fabs(fd));
+    }
+    EXPECT_GT(scale, 1e-3);  // the z-loss has a gradient to check
+    EXPECT_LT(worst, 2e-3 * scale + 1e-5) << "router weights, largest |fd| " << scale;
+    worst = scale = 0;
+    for (int64_t i = 0; i < x.numel(); i += 7) {
+        Tensor xp = x.clone(), xm = x.clone();
+        xp.data<float>()[i] += static_cast<float>(eps);
+        xm.data<float>()[i] -= static_cast<float>(eps);
+        const double fd = (z_of(xp) - z_of(xm)) / (2 * eps);
+        const double an = double(dx1.data<float>()[i]) - dx0.data<float>()[i];
+        worst = std::max(worst, std::fabs(fd - an));
+        scale = std::max(scale, std::fabs(fd));
+    }
+    EXPECT_GT(scale, 1e-4);
+    EXPECT_LT(worst, 2e-3 * scale + 1e-5) << "input, largest |fd| " << scale;
 }
 
 }  // namespace

@@ -255,7 +255,7 @@ void Transformer::block_forward(int64_t l, BlockState& st, const Tensor& in, con
     norm2_[li].forward(binding_, st.xn2, st.mean2, st.rstd2, st.r1);
     residual_into(out, st.r1);
     if (cfg_.mlp == MlpKind::moe) {
-        moe_[li].forward(binding_, st.moe, out, st.xn2, stats);
+        moe_[li].forward(binding_, st.moe, out, st.xn2, stats, training_);
     } else {
         mlp_[li].forward(binding_, st.mlp, out, st.xn2);
     }
@@ -263,7 +263,7 @@ void Transformer::block_forward(int64_t l, BlockState& st, const Tensor& in, con
 }
 
 void Transformer::block_backward(int64_t l, BlockState& st, const Tensor& in, const Tensor& dres,
-                                 int64_t B, int64_t T, double aux_scale) {
+                                 int64_t B, int64_t T, double aux_scale, double z_scale) {
     const int64_t N = B * T, C = cfg_.hidden_size;
     // Replicated KV heads sum their rows' gradient right after the attention's backward, which
     // needs the weight gradient there (weight_backward would have to sum them).
@@ -275,7 +275,7 @@ void Transformer::block_backward(int64_t l, BlockState& st, const Tensor& in, co
     const auto li = static_cast<size_t>(l);
     Tensor dxn = Tensor::empty({N, C}, ct, run_.device);
     if (cfg_.mlp == MlpKind::moe) {
-        moe_[li].backward(binding_, st.moe, dxn, dres, st.xn2, &router_stats_, aux_scale);
+        moe_[li].backward(binding_, st.moe, dxn, dres, st.xn2, &router_stats_, aux_scale, z_scale);
     } else {
         mlp_[li].backward(binding_, st.mlp, dxn, dres, st.xn2);
     }
@@ -469,7 +469,10 @@ LossStats Transformer::head_loss(bool backward, float ce_scale, float loss_scale
         const float* lp = losses_h.data<float>();
         for (int64_t i = 0; i < N; ++i) out.loss_sum += lp[i];
     }
-    if (cfg_.mlp == MlpKind::moe) out.aux_loss = router_stats_.aux_loss(cfg_.moe.n_experts);
+    if (cfg_.mlp == MlpKind::moe) {
+        out.aux_loss = router_stats_.aux_loss(cfg_.moe.n_experts);
+        out.z_loss = router_stats_.z_loss();
+    }
     if (!backward) {
         if (cfg_.tied_embeddings) h.after_forward(embed_group());
         h.after_forward(head_group());
@@ -504,6 +507,12 @@ void Transformer::backward_blocks(GroupRange r, float loss_scale, GroupHooks& h)
         aux_scale = static_cast<double>(loss_scale) * aux_weight_ * cfg_.moe.train_aux_coef() *
                     static_cast<double>(cfg_.moe.n_experts) / (rows * rows);
     }
+    // d(total)/d(z_sum) of loss_scale * z_coef * z_sum / n_rows.
+    double z_scale = 0;
+    if (cfg_.mlp == MlpKind::moe && cfg_.moe.z_loss_coef != 0.0f && router_stats_.n_rows > 0) {
+        z_scale = static_cast<double>(loss_scale) * aux_weight_ * cfg_.moe.z_loss_coef /
+                  static_cast<double>(router_stats_.n_rows);
+    }
     for (int g = r.end - 1; g >= r.begin; --g) {
         h.before_backward(g);
         if (g == embed_group()) {
@@ -525,7 +534,7 @@ void Transformer::backward_blocks(GroupRange r, float loss_scale, GroupHooks& h)
                     Tensor::empty({N, C}, DType::f32, run_.device, core::MemCategory::buffers);
                 block_forward(l, *scratch_, in, o, B_, T_, nullptr);
             }
-            block_backward(l, state(l), in, dres, B_, T_, aux_scale);
+            block_backward(l, state(l), in, dres, B_, T_, aux_scale, z_scale);
             // With the weight gradients deferred, the block's are complete only after W.
             if (binding_.deferred_weight_grads() != nullptr) continue;
             if (eg >= 0) h.after_backward(eg);
@@ -715,7 +724,8 @@ Tensor Transformer::forward_tokens(const Tensor& ids, const Tensor& positions, K
         const Tensor& mlp_out = tp_ ? part : r;
         if (tp_) part.zero();
         if (cfg_.mlp == MlpKind::moe) {
-            moe_[li].forward(binding_, moes, mlp_out, xn, nullptr);
+            moe_[li].forward(binding_, moes, mlp_out, xn, nullptr, false);
+            if (routing_observer_) routing_observer_(l, on_host(moes.indices));
         } else {
             mlp_[li].forward(binding_, ms, mlp_out, xn);
         }

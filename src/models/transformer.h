@@ -16,6 +16,7 @@
 // seam.
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <utility>
 #include <vector>
@@ -88,6 +89,7 @@ struct LossStats {
     double loss_sum = 0;   // sum of token losses (cross-entropy)
     int64_t n_tokens = 0;  // non-ignored targets
     double aux_loss = 0;   // MoE load-balancing loss (unweighted), 0 for dense models
+    double z_loss = 0;     // MoE router z-loss (unweighted, RouterStats::z_loss), 0 for dense
     // Wall-clock seconds per phase (wall_clock_breakdown): embedding + blocks forward; the head
     // (final norm, logits, loss and, in training, the head's backward, run chunk by chunk);
     // blocks + embedding backward. Hook waits (ZeRO-3 gathers) count in their phase.
@@ -175,6 +177,16 @@ public:
                                GroupHooks* hooks = nullptr, double aux_weight = 1.0);
     // Forward and loss only (evaluation).
     LossStats forward_loss(const TrainBatch& batch, GroupHooks* hooks = nullptr);
+    // Training or evaluation mode (torch's model.train() / eval(); training by default): MoE
+    // layers use capacity_factor in training, eval_capacity_factor in evaluation, as DeepSpeed's
+    // gate does. forward_tokens (inference) always evaluates.
+    void set_training(bool training) { training_ = training; }
+    // Inference routing hook (speculative MoE pre-scheduling, infer/expert_locality.h): called by
+    // forward_tokens after each MoE layer with the layer and its routing, [N, k] i32 on the
+    // host. Empty: none.
+    using RoutingObserver = std::function<void(int64_t layer, const Tensor& indices)>;
+    void set_routing_observer(RoutingObserver f) { routing_observer_ = std::move(f); }
+    bool training() const { return training_; }
     // Full logits [B*T, V] f32 on the host for a batch (tests and tools; training never
     // materialises them).
     Tensor forward_logits(const Tensor& input_ids, GroupHooks* hooks = nullptr);
@@ -236,7 +248,7 @@ private:
     void block_forward(int64_t l, BlockState& st, const Tensor& in, const Tensor& out, int64_t B,
                        int64_t T, RouterStats* stats);
     void block_backward(int64_t l, BlockState& st, const Tensor& in, const Tensor& dres, int64_t B,
-                        int64_t T, double aux_scale);
+                        int64_t T, double aux_scale, double z_scale);
     LossStats run(const TrainBatch& batch, bool backward, float ce_scale, float loss_scale,
                   GroupHooks* hooks, Tensor* logits_out);
     BlockState& state(int64_t l);
@@ -278,7 +290,9 @@ private:
     // The micro-batch begin_micro_batch set up.
     int64_t B_ = 0, T_ = 0;
     Tensor flat_ids_, flat_tgt_;
-    Tensor dres_;                      // d(loss)/d(residual) carried down by backward_blocks
+    Tensor dres_;  // d(loss)/d(residual) carried down by backward_blocks
+    RoutingObserver routing_observer_;
+    bool training_ = true;             // set_training: MoE capacity factor (train / eval)
     double aux_weight_ = 1.0;          // forward_backward's aux_weight, for backward_blocks
     std::vector<double> expert_load_;  // take_expert_load's counts
 };

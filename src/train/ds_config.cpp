@@ -509,6 +509,43 @@ ActivationCheckpointingConfig parse_activation_checkpointing(Section& root) {
 }
 
 // DtypeEnum's names (runtime/config.py).
+// zerospeed's "moe" section (MoeGatingConfig). DeepSpeed's other MoE(...) arguments are refused
+// by name where they would change the computation and pointed elsewhere where zerospeed has them.
+MoeGatingConfig parse_moe(Section& root) {
+    MoeGatingConfig m;
+    std::optional<Section> s = root.get_section("moe", false);
+    if (!s) return m;
+    m.given = true;
+    m.capacity_factor = s->get_number("capacity_factor", 0.0, kInf);
+    m.eval_capacity_factor = s->get_number("eval_capacity_factor", 0.0, kInf);
+    m.min_capacity = s->get_int("min_capacity", 0, kI64Max);
+    m.drop_tokens = s->get_bool("drop_tokens");
+    m.router_z_loss_coef = s->get_number("router_z_loss_coef", 0.0, kInf);
+    for (const char* key : {"use_rts", "top2_2nd_expert_sampling"}) {
+        if (s->get_bool(key).value_or(false)) {
+            s->fail(key,
+                    "true is not implemented: zerospeed keeps tokens in order and takes the "
+                    "second expert by probability (DeepSpeed with this false)");
+        }
+    }
+    if (const std::optional<std::string> p = s->get_string("noisy_gate_policy");
+        p && *p != "None") {
+        s->fail("noisy_gate_policy", fmt::format("\"{}\" is not implemented (only \"None\")", *p));
+    }
+    if (s->has("ep_size")) {
+        s->fail("ep_size", "use the top-level expert_parallel_size (or train --ep)");
+    }
+    for (const char* key : {"num_experts", "k", "use_residual"}) {
+        if (s->has(key)) {
+            s->fail(key,
+                    "comes from the model's config.json (num_local_experts / num_experts, "
+                    "num_experts_per_tok, shared_expert_intermediate_size)");
+        }
+    }
+    s->finish();
+    return m;
+}
+
 std::optional<DataType> parse_dtype(Section& s, const char* key) {
     std::optional<size_t> i =
         s.get_choice(key,
@@ -1044,6 +1081,7 @@ TrainConfig parse_ds_config(const std::string& json_text, const std::string& sou
                  source);
     }
     c.activation_checkpointing = parse_activation_checkpointing(root);
+    c.moe = parse_moe(root);
     c.pipeline = parse_pipeline(root, pp);
     c.steps_per_print = root.get_int("steps_per_print", 1, kI64Max);
     c.wall_clock_breakdown = root.get_bool("wall_clock_breakdown").value_or(false);

@@ -223,6 +223,17 @@ struct ZeroConfig {
     bool mics_hierarchical_params_gather = false;
 };
 
+// zerospeed's "moe" section: DeepSpeed passes these to deepspeed.moe.layer.MoE(...), not through
+// ds_config, so they have no DeepSpeed key. Absent: the model's own gating (HF Mixtral/Qwen2-MoE:
+// no capacity limit, no z-loss). The drop rule is DeepSpeed's with use_rts and
+// top2_2nd_expert_sampling false (tokens kept in order; true is refused by name).
+struct MoeGatingConfig {
+    bool given = false;  // a "moe" section was present
+    std::optional<double> capacity_factor, eval_capacity_factor, router_z_loss_coef;
+    std::optional<int64_t> min_capacity;
+    std::optional<bool> drop_tokens;
+};
+
 struct ActivationCheckpointingConfig {
     bool given = false;  // an "activation_checkpointing" section was present
     bool partition_activations = false;
@@ -305,6 +316,7 @@ struct TrainConfig {
     // intra_op_parallelism). use_gds true is listed as unsupported (no GPUDirect Storage).
     io::AioConfig aio;
     ActivationCheckpointingConfig activation_checkpointing;
+    MoeGatingConfig moe;
 
     std::optional<int64_t> steps_per_print;  // DeepSpeed: none (no periodic progress report)
     bool wall_clock_breakdown = false;

@@ -782,6 +782,46 @@ TEST(DsConfigAio, EveryKeyIsReadOrRefusedByName) {
     EXPECT_TRUE(contains(o.warnings, "fast_init: has no effect"));
 }
 
+TEST(DsConfigMoe, GatingKeysReadOrRefusedByName) {
+    EXPECT_FALSE(parse("").moe.given);
+    TrainConfig c = parse(R"("moe": {"capacity_factor": 1.25, "eval_capacity_factor": 2,
+        "min_capacity": 8, "drop_tokens": false, "router_z_loss_coef": 0.001, "use_rts": false,
+        "top2_2nd_expert_sampling": false, "noisy_gate_policy": "None"})");
+    EXPECT_TRUE(c.moe.given);
+    EXPECT_EQ(c.moe.capacity_factor, 1.25);
+    EXPECT_EQ(c.moe.eval_capacity_factor, 2.0);
+    EXPECT_EQ(c.moe.min_capacity, 8);
+    EXPECT_EQ(c.moe.drop_tokens, false);
+    EXPECT_EQ(c.moe.router_z_loss_coef, 0.001);
+    EXPECT_TRUE(c.warnings.empty());
+    // Absent keys stay unset: the model's own gating applies.
+    TrainConfig d = parse(R"("moe": {"router_z_loss_coef": 0.01})");
+    EXPECT_FALSE(d.moe.capacity_factor.has_value());
+    EXPECT_FALSE(d.moe.drop_tokens.has_value());
+    EXPECT_TRUE(contains(parse(R"("moe": {"capacity_factr": 1})").warnings, "capacity_factor"));
+    const std::pair<const char*, const char*> bad[] = {
+        {R"("moe": {"capacity_factor": -1})", "moe.capacity_factor"},
+        {R"("moe": {"eval_capacity_factor": "x"})", "moe.eval_capacity_factor"},
+        {R"("moe": {"min_capacity": -2})", "moe.min_capacity"},
+        {R"("moe": {"drop_tokens": 1.5})", "moe.drop_tokens"},
+        {R"("moe": {"router_z_loss_coef": -0.1})", "moe.router_z_loss_coef"},
+        {R"("moe": {"use_rts": true})", "moe.use_rts"},
+        {R"("moe": {"top2_2nd_expert_sampling": true})", "moe.top2_2nd_expert_sampling"},
+        {R"("moe": {"noisy_gate_policy": "RSample"})", "moe.noisy_gate_policy"},
+        {R"("moe": {"ep_size": 2})", "expert_parallel_size"},
+        {R"("moe": {"num_experts": 8})", "moe.num_experts"},
+        {R"("moe": 3)", "moe"},
+    };
+    for (const auto& [body, key] : bad) {
+        try {
+            parse(body);
+            ADD_FAILURE() << "accepted " << body;
+        } catch (const ConfigError& e) {
+            EXPECT_NE(std::string(e.what()).find(key), std::string::npos) << e.what();
+        }
+    }
+}
+
 TEST(DsConfigRobustness, MutatedConfigsRaiseOnlyZsErrors) {
     std::mt19937_64 rng(301);
     const nlohmann::json replacements[] = {"three",

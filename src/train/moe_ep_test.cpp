@@ -59,14 +59,15 @@ struct MoeScratch {
 };
 
 // 4 sequences per step in micro-batches of 1 (so every rank's routing sees the sequences a
-// single rank's micro-batches see), AdamW with clipping; `world` ranks = dp x tp.
-TrainConfig ep_config(int world, int tp, int ep, int stage) {
+// single rank's micro-batches see), AdamW with clipping; `world` ranks = dp x tp. `extra`: more
+// top-level keys (", \"moe\": {...}").
+TrainConfig ep_config(int world, int tp, int ep, int stage, const std::string& extra = "") {
     return parse_ds_config(
         R"({"train_batch_size": 4, "train_micro_batch_size_per_gpu": 1,
             "optimizer": {"type": "AdamW", "params": {"lr": 2e-3, "weight_decay": 0.01}},
             "gradient_clipping": 1.0, "tensor_parallel": {"autotp_size": )" +
             std::to_string(tp) + R"(}, "expert_parallel_size": )" + std::to_string(ep) +
-            R"(, "zero_optimization": {"stage": )" + std::to_string(stage) + "}}",
+            R"(, "zero_optimization": {"stage": )" + std::to_string(stage) + "}" + extra + "}",
         "ep", world);
 }
 
@@ -150,6 +151,47 @@ TEST(ExpertParallelTraining, CapacityDropsAreThoseOfEpOne) {
     expect_ep_run_matches(mc, run, {2, 1, 2, 1}, ep1);
     const std::vector<StepStats> no_drop = single_rank(s.mc, run);
     EXPECT_GT(std::fabs(no_drop[0].loss - ep1[0].loss), 1e-4);
+}
+
+// The ds_config "moe" section's router z-loss: it changes training (the losses differ from the
+// run without it from the first step: the reported loss includes coef x z) and its gradient
+// travels through expert parallelism like the rest (ep 2 equals ep 1 on the same dp); the
+// section is refused for a dense model.
+TEST(ExpertParallelTraining, RouterZLossFromTheMoeSection) {
+    MoeScratch s("zloss");
+    const RunOptions run = s.run(8);
+    const std::string moe = R"(, "moe": {"router_z_loss_coef": 0.05})";
+    std::vector<StepStats> ep1;
+    comm::run_local(2, [&](int rank, comm::Communicator& comm) {
+        Trainer t(s.mc, ep_config(2, 1, 1, 1, moe), run, comm);
+        EXPECT_EQ(t.model().config().moe.z_loss_coef, 0.05f);
+        t.init_random();
+        std::vector<StepStats> got = t.train();
+        if (rank == 0) ep1 = got;
+    });
+    ASSERT_EQ(ep1.size(), 8u);
+    comm::run_local(2, [&](int rank, comm::Communicator& comm) {
+        Trainer t(s.mc, ep_config(2, 1, 2, 1, moe), run, comm);
+        t.init_random();
+        expect_steps_match(t.train(), ep1, 1e-4, fmt::format("z-loss ep 2 rank {}", rank));
+    });
+    std::vector<StepStats> plain;
+    comm::run_local(2, [&](int rank, comm::Communicator& comm) {
+        Trainer t(s.mc, ep_config(2, 1, 1, 1), run, comm);
+        t.init_random();
+        std::vector<StepStats> got = t.train();
+        if (rank == 0) plain = got;
+    });
+    // Step 1 starts from the same weights: the loss differs by coef x z > 0 only.
+    EXPECT_GT(ep1[0].loss - plain[0].loss, 1e-6);
+    // Its gradient changed the updates: the gap moves (the z term shrinks as training lowers it).
+    EXPECT_GT(std::fabs((ep1[7].loss - plain[7].loss) - (ep1[0].loss - plain[0].loss)), 1e-4);
+    models::ModelConfig dense = models::parse_hf_config(
+        R"({"model_type": "llama", "vocab_size": 61, "hidden_size": 32, "num_hidden_layers": 1,
+            "num_attention_heads": 4, "intermediate_size": 24, "max_position_embeddings": 64})",
+        "test");
+    auto comm = comm::make_self();
+    EXPECT_THROW(Trainer(dense, ep_config(1, 1, 1, 0, moe), run, *comm), ConfigError);
 }
 
 // Memory per rank: the expert parameters and their AdamW states (master weights, m, v) of a rank
@@ -281,6 +323,38 @@ TEST(ExpertParallelTraining, ExpertLoadAndAllToAllBytesPerStep) {
     const int64_t counts = L * micro * (P - 1) * (E / P) * 8;
     EXPECT_GT(bytes[1], counts);
     EXPECT_LE(bytes[1], counts + L * micro * N * k * C * 4 * 4);
+}
+
+// TED's duplicate-token elimination: under tp x ep = 2 x 2 each tp rank dispatches half of the
+// tokens its tp peer holds too, so at the first step (same weights, same routing as dp x ep =
+// 2 x 2 without tp) the two tp ranks' all-to-all payloads add up to the tp-1 rank's exactly, and
+// each moves about half of it; the counts (L x micro x (P - 1) x E/P x 8 bytes) are per rank as
+// before. (50-step equivalence of tp x ep: FiftyStepsEqualTheSingleRank.)
+TEST(ExpertParallelTraining, TedDispatchesEachTokenOnce) {
+    MoeScratch s("ted");
+    const RunOptions run = s.run(1);
+    int64_t one[2] = {0, 0}, ted[4] = {0, 0, 0, 0};
+    comm::run_local(2, [&](int rank, comm::Communicator& comm) {
+        Trainer t(s.mc, ep_config(2, 1, 2, 1), run, comm);
+        t.init_random();
+        one[rank] = t.train().at(0).a2a_bytes;
+    });
+    comm::run_local(4, [&](int rank, comm::Communicator& comm) {
+        Trainer t(s.mc, ep_config(4, 2, 2, 1), run, comm);
+        t.init_random();
+        ted[rank] = t.train().at(0).a2a_bytes;
+    });
+    const int64_t L = 2, micro = 2, E = 4, P = 2;  // 2 micro-batches a dp rank
+    const int64_t counts = L * micro * (P - 1) * (E / P) * 8;
+    for (int d = 0; d < 2; ++d) {  // dp rank d: world ranks 2d (tp 0) and 2d + 1 (tp 1)
+        const int64_t payload = one[d] - counts;
+        const int64_t a = ted[2 * d] - counts, b = ted[2 * d + 1] - counts;
+        EXPECT_GT(payload, 0);
+        EXPECT_EQ(a + b, payload) << "dp rank " << d;
+        EXPECT_GT(a, 0);
+        EXPECT_GT(b, 0);
+        EXPECT_LT(std::max(a, b), payload * 3 / 4) << "dp rank " << d;
+    }
 }
 
 // Settings that cannot work are refused by name.

@@ -37,6 +37,20 @@ using core::Tensor;
 
 namespace {
 
+// The ds_config "moe" section onto the model's gating; refused for a dense model.
+void apply_moe_gating(const MoeGatingConfig& g, const std::string& source, models::MoeConfig& m) {
+    if (!g.given) return;
+    ZS_CHECK_T(ConfigError, m.n_experts > 0,
+               "{}: \"moe\" section given for a dense model (no experts in its config.json)",
+               source);
+    if (g.capacity_factor) m.capacity_factor = static_cast<float>(*g.capacity_factor);
+    if (g.eval_capacity_factor)
+        m.eval_capacity_factor = static_cast<float>(*g.eval_capacity_factor);
+    if (g.min_capacity) m.min_capacity = *g.min_capacity;
+    if (g.drop_tokens) m.drop_tokens = *g.drop_tokens;
+    if (g.router_z_loss_coef) m.z_loss_coef = static_cast<float>(*g.router_z_loss_coef);
+}
+
 DType compute_dtype(Precision p) {
     switch (p) {
         case Precision::bf16:
@@ -102,6 +116,7 @@ Trainer::Trainer(models::ModelConfig model, TrainConfig cfg, RunOptions run,
                "zig-zag chunks, each split evenly over the Ulysses ranks)",
                run_.seq_len, ring, ulysses, 2 * sp);
     if (cfg_.seed) run_.seed = *cfg_.seed;
+    apply_moe_gating(cfg_.moe, cfg_.source, mcfg_.moe);
     models::RunConfig rc;
     rc.compute_dtype = compute_dtype(cfg_.precision);
     rc.activation_checkpointing = cfg_.activation_checkpointing.given;
@@ -742,8 +757,9 @@ StepStats Trainer::step(const std::vector<models::TrainBatch>& batches) {
             models::LossStats st =
                 model_->forward_backward(batch, ce_scale, static_cast<float>(loss_scale),
                                          engine_.get(), 1.0 / (static_cast<double>(accum) * pre));
-            loss_sum += st.loss_sum +
-                        mcfg_.moe.train_aux_coef() * st.aux_loss * static_cast<double>(micro * T);
+            loss_sum += st.loss_sum + (mcfg_.moe.train_aux_coef() * st.aux_loss +
+                                       mcfg_.moe.z_loss_coef * st.z_loss) *
+                                          static_cast<double>(micro * T);
             s.forward_s += st.forward_s;
             s.head_s += st.head_s;
             s.backward_s += st.backward_s;
@@ -846,6 +862,18 @@ double Trainer::evaluate() {
     const int64_t micro = cfg_.batch.train_micro_batch_size_per_gpu;
     double sum = 0, count = 0;
     models::TrainBatch batch;
+    // Evaluation mode (MoE: eval_capacity_factor), back to training whatever happens.
+    struct EvalMode {
+        models::Transformer* m;
+        explicit EvalMode(models::Transformer* t) : m(t) {
+            if (m) m->set_training(false);
+        }
+        ~EvalMode() {
+            if (m) m->set_training(true);
+        }
+        EvalMode(const EvalMode&) = delete;
+        EvalMode& operator=(const EvalMode&) = delete;
+    } eval_mode(model_.get());
     for (int64_t j = 0; j < run_.eval_batches; ++j) {
         load_batch((j * W + r) * micro, micro, *val_ds_, nullptr, 0, batch);
         models::LossStats st =

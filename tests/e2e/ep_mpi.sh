@@ -5,7 +5,7 @@
 # in the ds_config on 4 ranks (one expert per rank, ZeRO-2) reproduces the single-process losses
 # to 1e-5 relative over 8 steps; a checkpoint saved at ep 2 on 4 ranks resumes on one process,
 # continuing with the single-process losses; `generate --ep 2` on the exported model gives the
-# single-process tokens at temperature 0.
+# single-process tokens at temperature 0, and `serve --ep 2` its text to concurrent completions.
 source "$(dirname "$0")/train_common.sh" "$1" "$2"
 cat > "$work/model.json" <<'JSON'
 {"model_type": "mixtral", "vocab_size": 512, "hidden_size": 64, "num_hidden_layers": 2,
@@ -70,3 +70,43 @@ for i, (a, b) in enumerate(zip(one[:-1], ep[:-1])):
     assert abs(a["logprob"] - b["logprob"]) <= 1e-4, f"token {i}: logprob {b['logprob']} vs {a['logprob']}"
 print(f"generate --ep 2: 20 tokens equal the single process ({one[-1]['text']!r})")
 PY
+# serve --ep 2: rank 0 runs the engine (continuous batching over the paged KV cache), rank 1 its
+# forwards with the other half of the experts; concurrent /v1/completions at temperature 0 give
+# the single process's text.
+prompts=("It is a truth universally" "Elizabeth said" "The sisters")
+for i in 0 1 2; do
+    OMP_NUM_THREADS=1 "$bin" generate --model "$work/hf" --prompt "${prompts[$i]}" --max-tokens 20 \
+        --temperature 0 --logprobs 0 --dtype f32 >"$work/one$i.jsonl" 2>"$work/one$i.err" ||
+        { cat "$work/one$i.err"; exit 1; }
+done
+port=$((20000 + RANDOM % 20000))
+OMP_NUM_THREADS=1 "$run" --num_procs 2 "$bin" serve --model "$work/hf" --port $port --dtype f32 \
+    --ep 2 >"$work/serve.log" 2>&1 &
+server=$!
+for _ in $(seq 1 150); do
+    curl -sf "http://127.0.0.1:$port/health" >/dev/null && break
+    kill -0 $server 2>/dev/null || { cat "$work/serve.log"; exit 1; }
+    sleep 0.2
+done
+rc=0
+python3 - "$port" "$work" "${prompts[@]}" <<'PY' || rc=$?
+import json, sys, threading, urllib.request
+port, work, prompts = sys.argv[1], sys.argv[2], sys.argv[3:]
+got = {}
+def ask(i):
+    body = json.dumps({"model": "hf", "prompt": prompts[i], "max_tokens": 20, "temperature": 0})
+    req = urllib.request.Request(f"http://127.0.0.1:{port}/v1/completions", body.encode(),
+                                 {"Content-Type": "application/json"})
+    got[i] = json.load(urllib.request.urlopen(req, timeout=120))["choices"][0]["text"]
+threads = [threading.Thread(target=ask, args=(i,)) for i in range(len(prompts))]
+for t in threads: t.start()
+for t in threads: t.join()
+for i in range(len(prompts)):
+    want = json.loads(open(f"{work}/one{i}.jsonl").readlines()[-1])["text"]
+    assert got.get(i) == want, f"prompt {i}: serve --ep 2 gave {got.get(i)!r}, one process {want!r}"
+print(f"serve --ep 2: {len(prompts)} concurrent completions equal the single process")
+PY
+kill -TERM $server 2>/dev/null
+wait $server || true
+[ $rc -eq 0 ] || { cat "$work/serve.log"; exit 1; }
+grep -q "experts 1 of 2 expert-parallel shards" "$work/serve.log" || { cat "$work/serve.log"; exit 1; }

@@ -193,9 +193,13 @@ struct RouterStats {
     std::vector<double> sel_count;  // [E] tokens routed to each expert (over k and layers)
     std::vector<double> prob_sum;   // [E] sum of router probabilities
     int64_t n_rows = 0;             // tokens x layers
+    double z_sum = 0;               // sum over rows of logsumexp(router logits)^2
     void reset(int64_t n_experts);
     // Auxiliary loss E * sum_e (sel_count_e / n_rows) * (prob_sum_e / n_rows).
     double aux_loss(int64_t n_experts) const;
+    // ST-MoE router z-loss: z_sum / n_rows (HF SwitchTransformers' router_z_loss_func over every
+    // layer's logits at once).
+    double z_loss() const { return n_rows ? z_sum / static_cast<double>(n_rows) : 0.0; }
 };
 
 class Moe {
@@ -213,6 +217,8 @@ public:
         // (expert-major), the returned outputs [rows sent, C] f32.
         std::vector<int64_t> ep_recv;
         Tensor ep_y;
+        // TED (tp x ep): every tp rank's ep_recv, [tp][E / ep x ep].
+        std::vector<int64_t> ted_recv;
         // Shared expert: its saved activations, output [N, C] f32 and gate logit [N, 1] f32.
         Mlp::Saved shared;
         Tensor shared_y, shared_logit;
@@ -231,7 +237,13 @@ public:
     // and the outputs come back with a second all_to_all_v and are combined, gate-weighted, in
     // the original order. Backward mirrors it: the output gradients go out, the input
     // gradients come back; the gate weights' and the router's gradients are computed where the
-    // tokens are, as without ep. Under tp as well, the ep group is this tp rank's peers.
+    // tokens are, as without ep. Under tp as well, the ep group is this tp rank's peers, and
+    // dispatch follows DeepSpeed-TED's duplicate-token elimination: the tp ranks hold the same
+    // tokens and route them alike, and tp rank t dispatches only the t-th of tp slices of them;
+    // each owner all-gathers over tp what its tp peers received (every expert shard sees every
+    // row), runs its shard, and reduce-scatters the partial outputs back over tp before they
+    // return. Rank t then adds its slice's whole expert outputs and the caller's all-reduce over
+    // tp gathers the slices. The all-to-all payload per rank is 1/tp of dispatching every token.
     Moe(const ModelConfig& cfg, MoeParams p, comm::Communicator* tp = nullptr,
         comm::Communicator* ep = nullptr);
     // Bytes this layer sent through all_to_all_v (payloads and counts, to other ranks) since
@@ -239,15 +251,19 @@ public:
     int64_t a2a_bytes() const { return a2a_bytes_; }
     void reset_a2a_bytes() { a2a_bytes_ = 0; }
     // residual += sum_j w_j * expert_{idx_j}(x); adds routing counts to `stats` when non-null.
+    // `training` picks MoeConfig::capacity_factor, else eval_capacity_factor (DeepSpeed's
+    // self.training).
     void forward(const ParamBinding& p, Saved& s, const Tensor& residual, const Tensor& x,
-                 RouterStats* stats) const;
+                 RouterStats* stats, bool training = true) const;
     // dx (=). `aux_scale` = d(total loss)/d(aux loss) * coefficient terms (see transformer.cpp):
     // dprobs[n, e] = aux_scale * sel_count_e; 0 disables the auxiliary gradient.
     // Under tensor parallelism dx is this rank's share (the caller all-reduces it, as after the
     // dense MLP): the experts' column-parallel part, plus the router's on tp rank 0 only. The
     // gate weights' gradient needs the whole expert outputs: it is all-reduced over tp here.
+    // `z_scale` = d(total loss)/d(z_sum): dlogits[n, e] += z_scale x 2 lse_n softmax_e.
     void backward(const ParamBinding& p, const Saved& s, const Tensor& dx, const Tensor& dres,
-                  const Tensor& x, const RouterStats* stats, double aux_scale) const;
+                  const Tensor& x, const RouterStats* stats, double aux_scale,
+                  double z_scale = 0.0) const;
 
 private:
     const ModelConfig* cfg_ = nullptr;
@@ -264,6 +280,11 @@ private:
     void forward_ep(const ParamBinding& p, Saved& s, const Tensor& x) const;
     // dys [rows sent, C] ct: the routed rows' output gradients; returns their input gradients.
     Tensor backward_ep(const ParamBinding& p, const Saved& s, const Tensor& dys) const;
+    // TED over the tp group: every tp rank's rows [rows[u], C] gathered in rank order; and each
+    // rank's block of `blocks` (rank u's rows[u] rows, in rank order) summed over the tp ranks
+    // into [rows[tp rank], C] f32.
+    Tensor tp_allgather_rows(const Tensor& mine, const std::vector<int64_t>& rows) const;
+    Tensor tp_reduce_scatter_rows(const Tensor& blocks, const std::vector<int64_t>& rows) const;
     Tensor exchange(const Tensor& send, const std::vector<int64_t>& send_counts,
                     const std::vector<int64_t>& recv_counts) const;
 };

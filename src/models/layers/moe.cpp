@@ -4,7 +4,11 @@
 // DeepSpeed-MoE capacity: with capacity_factor > 0 each expert takes at most
 // max(min_capacity, ceil(k * N / E * capacity_factor)) assignments, first choices before second
 // choices and tokens in order (DeepSpeed's cumsum locations); the rest are dropped (their gate
-// contributes nothing). capacity_factor == 0 (Mixtral) drops nothing.
+// contributes nothing). capacity_factor == 0 (Mixtral) or drop_tokens false drops nothing;
+// evaluation and inference (forward's `training` false) use eval_capacity_factor instead.
+//
+// Router z-loss (ST-MoE): forward adds logsumexp(logits_n)^2 per row to RouterStats::z_sum;
+// backward adds its gradient to the router logits' (z_scale, set by the Transformer).
 //
 // Tensor parallelism: the router is replicated and routes identically on every rank (its input,
 // the normed residual, is the same all-reduced value everywhere); each expert holds its rows of
@@ -27,10 +31,23 @@
 
 namespace zs::models {
 
+namespace {
+
+double logsumexp(const float* v, int64_t n) {
+    double m = v[0];
+    for (int64_t i = 1; i < n; ++i) m = std::max(m, static_cast<double>(v[i]));
+    double sum = 0;
+    for (int64_t i = 0; i < n; ++i) sum += std::exp(static_cast<double>(v[i]) - m);
+    return m + std::log(sum);
+}
+
+}  // namespace
+
 void RouterStats::reset(int64_t n_experts) {
     sel_count.assign(static_cast<size_t>(n_experts), 0.0);
     prob_sum.assign(static_cast<size_t>(n_experts), 0.0);
     n_rows = 0;
+    z_sum = 0;
 }
 
 double RouterStats::aux_loss(int64_t n_experts) const {
@@ -67,7 +84,7 @@ Moe::Moe(const ModelConfig& cfg, MoeParams p, comm::Communicator* tp, comm::Comm
 }
 
 void Moe::forward(const ParamBinding& p, Saved& s, const Tensor& residual, const Tensor& x,
-                  RouterStats* stats) const {
+                  RouterStats* stats, bool training) const {
     const int64_t N = x.size(0), C = x.size(1), E = cfg_->moe.n_experts;
     const int k = cfg_->moe.top_k;
     DType ct = x.dtype();
@@ -84,12 +101,7 @@ void Moe::forward(const ParamBinding& p, Saved& s, const Tensor& residual, const
     const Tensor indices = on_host(s.indices);
     const int32_t* idx = indices.data<int32_t>();
     s.rows.assign(static_cast<size_t>(E), {});
-    int64_t cap = N * k;
-    if (cfg_->moe.capacity_factor > 0) {
-        cap = static_cast<int64_t>(std::ceil(static_cast<double>(k * N) / static_cast<double>(E) *
-                                             cfg_->moe.capacity_factor));
-        cap = std::max(cap, cfg_->moe.min_capacity);
-    }
+    const int64_t cap = cfg_->moe.capacity(N, training);
     for (int j = 0; j < k; ++j) {
         for (int64_t n = 0; n < N; ++n) {
             auto& r = s.rows[static_cast<size_t>(idx[n * k + j])];
@@ -106,8 +118,22 @@ void Moe::forward(const ParamBinding& p, Saved& s, const Tensor& residual, const
                 stats->sel_count[static_cast<size_t>(idx[n * k + j])] += 1.0;
         }
         stats->n_rows += N;
+        const Tensor logits = on_host(s.logits);
+        for (int64_t n = 0; n < N; ++n) {
+            const double z = logsumexp(logits.data<float>() + n * E, E);
+            stats->z_sum += z * z;
+        }
     }
 
+    // TED: this tp rank dispatches (and combines) only its slice of the tokens, after the
+    // capacity decision over all of them.
+    if (ep_ && tp_) {
+        const int64_t T = tp_->size(), t = tp_->rank();
+        const int64_t lo = N * t / T, hi = N * (t + 1) / T;
+        for (auto& rows : s.rows) {
+            std::erase_if(rows, [&](int64_t flat) { return flat / k < lo || flat / k >= hi; });
+        }
+    }
     const Tensor weights = on_host(s.weights);
     const float* w = weights.data<float>();
     s.ye.resize(static_cast<size_t>(E));
@@ -172,7 +198,8 @@ void Moe::forward(const ParamBinding& p, Saved& s, const Tensor& residual, const
 }
 
 void Moe::backward(const ParamBinding& p, const Saved& s, const Tensor& dx, const Tensor& dres,
-                   const Tensor& x, const RouterStats* stats, double aux_scale) const {
+                   const Tensor& x, const RouterStats* stats, double aux_scale,
+                   double z_scale) const {
     const int64_t N = x.size(0), C = x.size(1), E = cfg_->moe.n_experts;
     const int k = cfg_->moe.top_k;
     DType ct = x.dtype();
@@ -286,6 +313,20 @@ void Moe::backward(const ParamBinding& p, const Saved& s, const Tensor& dx, cons
     Tensor dlogits = Tensor::empty({N, E}, DType::f32, dev);
     ops::topk_router_backward(dlogits, dweights.to(dev), dprobs.defined() ? dprobs.to(dev) : dprobs,
                               s.probs, s.indices, {k, cfg_->moe.renormalize});
+    // Router z-loss: d(z_scale x lse_n^2)/d(logit_ne) = z_scale x 2 lse_n softmax(logits_n)_e.
+    if (z_scale != 0.0) {
+        const Tensor logits = on_host(s.logits);
+        const Tensor dl = on_host(dlogits);
+        for (int64_t n = 0; n < N; ++n) {
+            const float* lg = logits.data<float>() + n * E;
+            const double z = logsumexp(lg, E);
+            for (int64_t e = 0; e < E; ++e) {
+                dl.data<float>()[n * E + e] +=
+                    static_cast<float>(z_scale * 2.0 * z * std::exp(lg[e] - z));
+            }
+        }
+        store_from_host(dlogits, dl);
+    }
     // The router's dx is the same on every tp rank: one adds it, so the caller's all-reduce of
     // dx counts it once. Every rank accumulates the (identical) router weight gradient.
     Tensor dxr = tp_first_ ? Tensor::empty({N, C}, ct, dev) : Tensor();
@@ -350,7 +391,84 @@ struct EpBlocks {
     }
 };
 
+// TED: the rows every tp rank received (EpBlocks each), laid out rank after rank, and each local
+// expert's rows over all of them (rank order, then each rank's expert-major order).
+struct TedBlocks {
+    std::vector<EpBlocks> ranks;
+    std::vector<int64_t> rows, off;  // per tp rank: rows received, offset in the gathered buffer
+    TedBlocks(const std::vector<int64_t>& all, int64_t T, int64_t P, int64_t El) {
+        const int64_t E = P * El;
+        int64_t at = 0;
+        for (int64_t u = 0; u < T; ++u) {
+            ranks.emplace_back(std::vector<int64_t>(all.begin() + u * E, all.begin() + (u + 1) * E),
+                               P, El);
+            int64_t n = 0;
+            for (int64_t q = 0; q < P; ++q) n += ranks.back().from(q);
+            rows.push_back(n);
+            off.push_back(at);
+            at += n;
+        }
+    }
+    int64_t expert_rows(int64_t j) const {
+        int64_t n = 0;
+        for (const EpBlocks& b : ranks) n += b.expert_rows(j);
+        return n;
+    }
+    void gather(const Tensor& dst, const Tensor& gathered, int64_t j) const {
+        int64_t at = 0;
+        for (size_t u = 0; u < ranks.size(); ++u) {
+            const int64_t n = ranks[u].expert_rows(j);
+            if (n > 0) {
+                ranks[u].gather(dst.slice(0, at, at + n),
+                                gathered.slice(0, off[u], off[u] + rows[u]), j);
+            }
+            at += n;
+        }
+    }
+    void scatter(const Tensor& gathered, const Tensor& src, int64_t j) const {
+        int64_t at = 0;
+        for (size_t u = 0; u < ranks.size(); ++u) {
+            const int64_t n = ranks[u].expert_rows(j);
+            if (n > 0) {
+                ranks[u].scatter(gathered.slice(0, off[u], off[u] + rows[u]),
+                                 src.slice(0, at, at + n), j);
+            }
+            at += n;
+        }
+    }
+};
+
 }  // namespace
+
+Tensor Moe::tp_allgather_rows(const Tensor& mine, const std::vector<int64_t>& rows) const {
+    const int64_t C = mine.size(1), T = tp_->size(), me = rows[static_cast<size_t>(tp_->rank())];
+    std::vector<int64_t> in(static_cast<size_t>(T), me * C), out(static_cast<size_t>(T));
+    int64_t total = 0;
+    for (int64_t u = 0; u < T; ++u) {
+        out[static_cast<size_t>(u)] = rows[static_cast<size_t>(u)] * C;
+        total += rows[static_cast<size_t>(u)];
+    }
+    Tensor send = Tensor::empty({T * me, C}, mine.dtype(), mine.device());
+    for (int64_t u = 0; u < T && me > 0; ++u) send.slice(0, u * me, (u + 1) * me).copy_from(mine);
+    Tensor recv = Tensor::empty({total, C}, mine.dtype(), mine.device());
+    tp_->all_to_all_v(recv, out, send, in).wait();
+    return recv;
+}
+
+Tensor Moe::tp_reduce_scatter_rows(const Tensor& blocks, const std::vector<int64_t>& rows) const {
+    const int64_t C = blocks.size(1), T = tp_->size(), me = rows[static_cast<size_t>(tp_->rank())];
+    std::vector<int64_t> in(static_cast<size_t>(T)), out(static_cast<size_t>(T), me * C);
+    for (int64_t u = 0; u < T; ++u) in[static_cast<size_t>(u)] = rows[static_cast<size_t>(u)] * C;
+    Tensor recv = Tensor::empty({T * me, C}, DType::f32, blocks.device());
+    tp_->all_to_all_v(recv, out, blocks.to(DType::f32).contiguous(), in).wait();
+    Tensor sum = Tensor::zeros({me, C}, DType::f32);
+    const Tensor h = on_host(recv);
+    for (int64_t u = 0; u < T; ++u) {
+        const float* src = h.data<float>() + u * me * C;
+        for (int64_t i = 0; i < me * C; ++i) sum.data<float>()[i] += src[i];
+    }
+    return sum.to(blocks.device());
+}
 
 Tensor Moe::exchange(const Tensor& send, const std::vector<int64_t>& send_counts,
                      const std::vector<int64_t>& recv_counts) const {
@@ -407,7 +525,32 @@ void Moe::forward_ep(const ParamBinding& p, Saved& s, const Tensor& x) const {
     const Tensor xr = exchange(xs, send_rows, recv_rows);
     // Each local expert once over every row it received (one GEMM per weight).
     Tensor yr = Tensor::empty({xr.size(0), C}, DType::f32, dev);
-    for (int64_t j = 0; j < El; ++j) {
+    if (tp_) {
+        // TED: every tp rank's received rows, each expert's shard over all of them.
+        const int64_t T = tp_->size();
+        Tensor mine = Tensor::empty({E}, DType::i64), all = Tensor::empty({T * E}, DType::i64);
+        for (int64_t i = 0; i < E; ++i) mine.data<int64_t>()[i] = s.ep_recv[static_cast<size_t>(i)];
+        tp_->allgather(all, mine).wait();
+        s.ted_recv.assign(all.data<int64_t>(), all.data<int64_t>() + T * E);
+        const TedBlocks tb(s.ted_recv, T, P, El);
+        const Tensor xg = tp_allgather_rows(xr, tb.rows);
+        Tensor yg = Tensor::empty({xg.size(0), C}, DType::f32, dev);
+        for (int64_t j = 0; j < El; ++j) {
+            const int64_t ne = tb.expert_rows(j);
+            Tensor& xe = s.xe[static_cast<size_t>(j)];
+            if (ne == 0) {
+                xe = Tensor();
+                continue;
+            }
+            ensure(xe, {ne, C}, x.dtype(), dev);
+            tb.gather(xe, xg, j);
+            Tensor ye = Tensor::empty({ne, C}, DType::f32, dev);
+            experts_[static_cast<size_t>(j)].run(p, s.mlp[static_cast<size_t>(j)], ye, xe, 0.0f);
+            tb.scatter(yg, ye, j);
+        }
+        yr = tp_reduce_scatter_rows(yg, tb.rows);
+    }
+    for (int64_t j = 0; j < El && !tp_; ++j) {
         const int64_t ne = blocks.expert_rows(j);
         Tensor& xe = s.xe[static_cast<size_t>(j)];
         if (ne == 0) {
@@ -443,7 +586,25 @@ Tensor Moe::backward_ep(const ParamBinding& p, const Saved& s, const Tensor& dys
     for (int64_t q = 0; q < P; ++q) recv_rows[static_cast<size_t>(q)] = blocks.from(q);
     const Tensor dyr = exchange(dys, send_rows, recv_rows);
     Tensor dxr = Tensor::empty({dyr.size(0), C}, dys.dtype(), dev);
-    for (int64_t j = 0; j < El; ++j) {
+    if (tp_) {
+        // TED: the output gradients of every tp rank's rows through this shard; the partial
+        // input gradients summed back over tp (in f32).
+        const TedBlocks tb(s.ted_recv, tp_->size(), P, El);
+        const Tensor dyg = tp_allgather_rows(dyr, tb.rows);
+        Tensor dxg = Tensor::zeros({dyg.size(0), C}, DType::f32, dev);
+        for (int64_t j = 0; j < El; ++j) {
+            const int64_t ne = tb.expert_rows(j);
+            if (ne == 0) continue;
+            Tensor dye = Tensor::empty({ne, C}, dys.dtype(), dev);
+            tb.gather(dye, dyg, j);
+            Tensor dxe = Tensor::empty({ne, C}, dys.dtype(), dev);
+            experts_[static_cast<size_t>(j)].run_backward(p, s.mlp[static_cast<size_t>(j)], dxe,
+                                                          dye, s.xe[static_cast<size_t>(j)]);
+            tb.scatter(dxg, dxe.to(DType::f32), j);
+        }
+        dxr = tp_reduce_scatter_rows(dxg, tb.rows).to(dys.dtype());
+    }
+    for (int64_t j = 0; j < El && !tp_; ++j) {
         const int64_t ne = blocks.expert_rows(j);
         if (ne == 0) continue;
         Tensor dye = Tensor::empty({ne, C}, dys.dtype(), dev);
