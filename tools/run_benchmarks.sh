@@ -4,8 +4,8 @@
 # section; docs/BENCHMARKS.md records the figures with these commands.
 #
 # Usage: tools/run_benchmarks.sh [BUILD] [section...]
-#   sections: ops optim tokenizer comm collectives mpi-configs train generate tp ep pipeline serve
-#   sp offload (default: all but collectives, mpi-configs, pipeline, sp and offload)
+#   sections: ops optim tokenizer comm collectives mpi-configs train generate quant tp ep pipeline
+#   serve sp offload (default: all but collectives, mpi-configs, quant, pipeline, sp and offload)
 # Peers: the Python ones (torch, deepspeed, tiktoken, HF tokenizers, sentencepiece) come from the
 # reference venv, installed (once, cached) by tools/reference_venv.sh. llama.cpp's llama-server is
 # used when LLAMA_SERVER names its binary (llama-bench from LLAMA_BENCH), llm.c's CPU trainer when LLMC_TRAIN names its
@@ -228,6 +228,58 @@ CONFIGS
             "$LLAMA_BENCH" -m "$gguf" -t 1,2 -p 0 -n 64 -d 512 -r 3 2>/dev/null | grep '^|' | tee -a "$out/generate.txt"
         fi
         ;;
+    quant)
+        # Issue 19: SmolLM2-135M in Q8_0, Q4_0, Q4_K_M and Q6_K (made from the Q4_1 file by
+        # llama-quantize, LLAMA_QUANTIZE or next to LLAMA_BENCH; without it Q8_0 and Q4_0 by our
+        # convert), decoded by zerospeed (weights repacked to interleaved16 at load, and with
+        # ZS_QUANT_REPACK=0 in the file layout) and llama-bench on the same file: 64 greedy tokens
+        # after a 557-token prompt vs llama-bench -p 0 -n 64 -d 512; prefill 557 vs -p 512. The
+        # roofline: GGUF bytes per token (SmolLM2 ties its head: every weight byte is read once
+        # per token) / STREAM triad of this run. With 576-column matrices (not a multiple of 256)
+        # llama-quantize falls back to q5_0 (Q4_K_M) and q8_0 (Q6_K) for most tensors.
+        note "quant: quantized decode / prefill, zerospeed vs ${LLAMA_BENCH:-llama-bench (LLAMA_BENCH unset: skipped)}"
+        gguf=$("$root/tools/fetch_smollm2.sh")
+        quantize=${LLAMA_QUANTIZE:-${LLAMA_BENCH:+$(dirname "$LLAMA_BENCH")/llama-quantize}}
+        reps=${QUANT_REPS:-3}
+        prompt=$(head -c 2500 "$root/data/corpora/austen.txt" | tail -c 2390)
+        declare -A triad
+        for t in 1 2; do
+            triad[$t]=$(OMP_NUM_THREADS=$t "$build/bench/ops_bench" --benchmark_filter=BM_stream_triad \
+                --benchmark_min_time=0.5 2>/dev/null | grep -o 'GB/s=[0-9.]*' | cut -d= -f2)
+            echo "triad threads=$t: ${triad[$t]} GB/s" | tee -a "$out/quant.txt"
+        done
+        for q in Q8_0 Q4_0 Q4_K_M Q6_K; do
+            f=$out/smollm2-$q.gguf
+            if [ -n "$quantize" ] && [ -x "$quantize" ]; then
+                "$quantize" --allow-requantize "$gguf" "$f" $q >/dev/null 2>&1
+            elif [ $q = Q8_0 ] || [ $q = Q4_0 ]; then
+                "$bin" convert --model "$gguf" --to gguf --quantize "${q,,}" --output "$f" >/dev/null 2>&1
+            else
+                echo "$q: no llama-quantize (LLAMA_QUANTIZE); skipped" | tee -a "$out/quant.txt"
+                continue
+            fi
+            bytes=$(stat -c %s "$f")
+            for t in 1 2; do
+                for layout in interleaved16 file; do
+                    for rep in $(seq "$reps"); do
+                        line=$( (if [ $layout = file ]; then export ZS_QUANT_REPACK=0; fi
+                            OMP_NUM_THREADS=$t "$bin" generate --model "$f" --prompt "$prompt" \
+                            --max-tokens 64 --temperature 0 --dtype auto 2>&1 >/dev/null | tail -1))
+                        dec=$(echo "$line" | sed -n 's/.*generated: .*(\([0-9.]*\) tokens\/s).*/\1/p')
+                        echo "zerospeed $q $layout threads=$t run $rep: $line | roofline $(awk -v d="$dec" \
+                            -v b="$bytes" -v g="${triad[$t]}" 'BEGIN { printf "%.2f", d * b / (g * 1e9) }')" \
+                            | tee -a "$out/quant.txt"
+                        if [ $layout = file ]; then break; fi  # one run: the before/after line
+                    done
+                done
+            done
+            if [ -n "${LLAMA_BENCH:-}" ]; then
+                "$LLAMA_BENCH" -m "$f" -t 1,2 -p 512 -n 0 -r "$reps" 2>/dev/null | grep '^|' | tee -a "$out/quant.txt"
+                "$LLAMA_BENCH" -m "$f" -t 1,2 -p 0 -n 64 -d 512 -r "$reps" 2>/dev/null | grep '^|' | tee -a "$out/quant.txt"
+            fi
+            rm -f "$f"
+        done
+        ;;
     tp)
         # Tensor parallelism on one host over the MPI transport: GPT-2 124M (12 heads; random
         # weights, --ignore-eos) decode and prefill at tp 2 (2 ranks x 1 thread) vs tp 1 (1 rank x
@@ -310,7 +362,7 @@ CONFIGS
         "$build/bench/sp_memory_bench" "$out/sp_memory.svg" "$out/sp_memory.csv" 2048 | tee -a "$out/sp.txt"
         ;;
     *)
-        echo "unknown section $s (ops optim tokenizer comm mpi-configs train generate tp ep pipeline serve sp offload)" >&2
+        echo "unknown section $s (ops optim tokenizer comm mpi-configs train generate quant tp ep pipeline serve sp offload)" >&2
         exit 2
         ;;
     esac
