@@ -358,13 +358,28 @@ void deinterleave_row(const QTensor& w, int64_t r, uint8_t* dst) {
         const uint8_t* unit = grp + b * ub;
         RowUnit ru{};
         get_header(t, unit, rr, ru);
+        const int bits = code_bits(t);
         for (int64_t c = 0; c < chunks; ++c) {
-            for (int l = 0; l < 32; ++l) {
-                const CodeAt a = code_at(t, rr, c, l);
-                int u = code_bits(t) == 8 ? unit[a.lo] : (unit[a.lo] >> a.lo_shift) & 0x0F;
-                if (code_bits(t) == 6) u |= ((unit[a.hi] >> a.hi_shift) & 3) << 4;
-                if (code_bits(t) == 5) u |= ((unit[a.hi] >> a.hi_shift) & 1) << 4;
-                ru.u[32 * c + l] = static_cast<uint8_t>(u);
+            const uint8_t* cb = unit + header_bytes(t) + c * chunk_bytes(t) + 4 * rr;
+            uint8_t* u = ru.u + 32 * c;
+            if (bits == 8) {
+                for (int k = 0; k < 8; ++k) std::memcpy(u + 4 * k, cb + 64 * k, 4);
+                continue;
+            }
+            for (int p = 0; p < 4; ++p) {
+                for (int i = 0; i < 4; ++i) {
+                    const int v = cb[64 * p + i];
+                    int lo = v & 0x0F, hi = v >> 4;
+                    if (bits == 5) {
+                        lo |= ((cb[256 + i] >> p) & 1) << 4;
+                        hi |= ((cb[256 + i] >> (4 + p)) & 1) << 4;
+                    } else if (bits == 6) {
+                        lo |= ((cb[256 + i] >> (2 * p)) & 3) << 4;
+                        hi |= ((cb[320 + i] >> (2 * p)) & 3) << 4;
+                    }
+                    u[4 * p + i] = static_cast<uint8_t>(lo);
+                    u[16 + 4 * p + i] = static_cast<uint8_t>(hi);
+                }
             }
         }
         join(t, ru, dst + b * bb);

@@ -210,6 +210,12 @@ void qdot_rows_vnni(QType t, const uint8_t* w, int64_t row_bytes, int64_t rows, 
 namespace {
 
 constexpr int kMB = 4;
+// Software prefetch distance in bytes: a thread's groups are consecutive in memory, so reading
+// past the group's end prefetches the next one (ZS_QPF at build time for experiments).
+#ifndef ZS_QPF
+#define ZS_QPF 4096
+#endif
+constexpr int64_t kAhead = ZS_QPF;
 
 inline __m512 f16x16(const uint8_t* p) {
     return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
@@ -283,9 +289,7 @@ void group32(const uint8_t* g, int64_t nb, const QActRow* a, __m512* acc) {
     constexpr int64_t kUnit = kHdr + 256 + 64 * (kBits - 4);
     for (int64_t b = 0; b < nb; ++b) {
         const uint8_t* u = g + b * kUnit;
-        if (b + 2 < nb) {
-            for (int64_t o = 0; o < kUnit; o += 64) _mm_prefetch(u + 2 * kUnit + o, _MM_HINT_T0);
-        }
+        for (int64_t o = 0; o < kUnit; o += 64) _mm_prefetch(u + kAhead + o, _MM_HINT_T0);
         const __m512 d = f16x16(u);
         __m512i s[8];
         chunk_codes<kBits>(u + kHdr, s);
@@ -310,7 +314,7 @@ void group_q4_k(const uint8_t* g, int64_t nb, const QActRow* a, __m512* acc) {
         const __m512 d = f16x16(u), dmin = f16x16(u + 32);
         for (int j = 0; j < 8; ++j) {
             const uint8_t* c = u + 320 + 256 * j;
-            for (int o = 0; o < 256; o += 64) _mm_prefetch(c + 2 * kUnit + o, _MM_HINT_T0);
+            for (int o = 0; o < 256; o += 64) _mm_prefetch(c + kAhead + o, _MM_HINT_T0);
             const __m512 sf = _mm512_mul_ps(d, u8x16(u + 64 + 16 * j));
             const __m512 mf = _mm512_mul_ps(dmin, u8x16(u + 192 + 16 * j));
             __m512i s[8];
@@ -334,7 +338,7 @@ void group_q6_k(const uint8_t* g, int64_t nb, const QActRow* a, __m512* acc) {
         const __m512 d = f16x16(u);
         for (int j = 0; j < 8; ++j) {
             const uint8_t* c = u + 288 + 384 * j;
-            for (int o = 0; o < 384; o += 64) _mm_prefetch(c + 2 * kUnit + o, _MM_HINT_T0);
+            for (int o = 0; o < 384; o += 64) _mm_prefetch(c + kAhead + o, _MM_HINT_T0);
             const __m512 sf0 = _mm512_mul_ps(d, i8x16(u + 32 + 16 * (2 * j)));
             const __m512 sf1 = _mm512_mul_ps(d, i8x16(u + 32 + 16 * (2 * j + 1)));
             __m512i s[8];
@@ -401,6 +405,31 @@ void qdot_group16_vnni(QType t, const uint8_t* g, int64_t k, const QActRow* acts
             _mm512_store_ps(tmp, acc[i]);
             for (int r = 0; r < 16; ++r) res[r * m + i0 + i] = tmp[r];
         }
+    }
+}
+
+}  // namespace zs::backends::cpu
+
+namespace zs::backends::cpu {
+
+void quantize_q8_act_avx512(const float* x, int64_t n, int8_t* q, float* d, int32_t* s0,
+                            int32_t* s1) {
+    const __m512 sign = _mm512_set1_ps(-0.0f);
+    for (int64_t c = 0; c < n / 32; ++c) {
+        const __m512 a = _mm512_loadu_ps(x + 32 * c), b = _mm512_loadu_ps(x + 32 * c + 16);
+        const float amax = _mm512_reduce_max_ps(
+            _mm512_max_ps(_mm512_andnot_ps(sign, a), _mm512_andnot_ps(sign, b)));
+        const float dc = amax / 127.0f;
+        const __m512 id = _mm512_set1_ps(dc != 0.0f ? 1.0f / dc : 0.0f);
+        const __m512i qa = _mm512_cvtps_epi32(_mm512_roundscale_ps(
+            _mm512_mul_ps(a, id), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+        const __m512i qb = _mm512_cvtps_epi32(_mm512_roundscale_ps(
+            _mm512_mul_ps(b, id), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(q + 32 * c), _mm512_cvtepi32_epi8(qa));
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(q + 32 * c + 16), _mm512_cvtepi32_epi8(qb));
+        d[c] = dc;
+        s0[c] = _mm512_reduce_add_epi32(qa);
+        s1[c] = _mm512_reduce_add_epi32(qb);
     }
 }
 

@@ -235,8 +235,8 @@ void quant_gemv(const core::Tensor& out, const core::Tensor& x, const core::QTen
                 for (int64_t k = 0; k < K; ++k)
                     xf[static_cast<size_t>(k)] = to_f32(X[m * x.stride(0) + k]);
                 const auto o = static_cast<size_t>(m * C);
-                quantize_q8_act(xf.data(), K, q.data() + m * K, d.data() + o, s0.data() + o,
-                                s1.data() + o);
+                (kern == QuantKernel::avx512_vnni ? quantize_q8_act_avx512 : quantize_q8_act)(
+                    xf.data(), K, q.data() + m * K, d.data() + o, s0.data() + o, s1.data() + o);
                 for (size_t c = o; c < o + static_cast<size_t>(C); ++c) {
                     ds0[c] = d[c] * static_cast<float>(s0[c]);
                     ds1[c] = d[c] * static_cast<float>(s1[c]);
@@ -299,13 +299,14 @@ void CpuKernels::quant_linear(const Tensor& out, const Tensor& x, const core::QT
                               const Tensor& bias, float beta) {
     const int64_t M = x.size(0), K = x.size(1), N = w.rows();
     if (M <= kSkinnyMaxRows) return quant_gemv(out, x, w, beta, bias, QuantKernel::best);
-    // Interleaved weights on a VNNI CPU: the same int8 kernel, 4 activation rows per pass over a
-    // group (an int8 GEMM; ZS_QUANT_PREFILL=dequant keeps the dequantized tiles instead).
-    static const bool dequant_prefill = [] {
+    // ZS_QUANT_PREFILL=int8, interleaved weights on a VNNI CPU: the decode kernel with every row
+    // Q8-quantized, 4 activation rows per pass over a group (an int8 GEMM). Off by default: on
+    // Zen 4 it measured slower than the dequantized tiles + bf16 GEMM (docs/BENCHMARKS.md).
+    static const bool int8_prefill = [] {
         const char* e = std::getenv("ZS_QUANT_PREFILL");
-        return e != nullptr && std::string_view(e) == "dequant";
+        return e != nullptr && std::string_view(e) == "int8";
     }();
-    if (w.layout() == core::QLayout::interleaved16 && !dequant_prefill &&
+    if (w.layout() == core::QLayout::interleaved16 && int8_prefill &&
         resolve(QuantKernel::best) == QuantKernel::avx512_vnni) {
         return quant_gemv(out, x, w, beta, bias, QuantKernel::avx512_vnni);
     }

@@ -10,12 +10,15 @@
 #include "backends/cpu/qgemv.h"
 
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
+#include <string_view>
 #include <vector>
 
 #include <gtest/gtest.h>
 
 #include "backends/cpu/gemv.h"
+#include "backends/cpu/qdot.h"
 #include "core/half.h"
 #include "core/quant.h"
 #include "ops/matmul.h"
@@ -129,7 +132,7 @@ TEST(QuantGemv, EveryTypeAndKernelMatchesDequantizedReference) {
     for (QType t : kAllTypes) {
         const QTensor w0 = random_weights(rng, t, N, K);
         const std::vector<float> wf = dequantized(w0);
-        for (int64_t M : {1, 3, 16}) {
+        for (int64_t M : {1, 3, 16, 21}) {  // 21: the int8 prefill (interleaved, VNNI only)
             Tensor x = test::random_tensor(rng, {M, K}, DType::f32);
             Tensor bias = test::random_tensor(rng, {N}, DType::f32);
             Tensor init = test::random_tensor(rng, {M, N}, DType::f32);
@@ -152,6 +155,10 @@ TEST(QuantGemv, EveryTypeAndKernelMatchesDequantizedReference) {
             }
             for (const QTensor& w : layouts(w0)) {
                 for (QuantKernel kern : kernels()) {
+                    if (M > kSkinnyMaxRows &&
+                        (w.layout() == core::QLayout::rows || kern != QuantKernel::avx512_vnni)) {
+                        continue;
+                    }
                     Tensor out = init.clone();
                     quant_gemv(out, x, w, 1.0f, bias, kern);
                     for (int64_t m = 0; m < M; ++m) {
@@ -189,8 +196,10 @@ TEST(QuantGemv, OpApiPrefillAndBf16) {
         const QTensor w0 = random_weights(rng, t, N, K);
         const std::vector<float> wf = dequantized(w0);
         for (const QTensor& w : layouts(w0)) {
-            // Interleaved on a VNNI CPU: prefill runs the int8 kernel too (Q8 activations).
-            const bool q8_prefill = w.layout() == core::QLayout::interleaved16 &&
+            // ZS_QUANT_PREFILL=int8, interleaved, VNNI CPU: prefill runs the int8 kernel too.
+            const char* pf = std::getenv("ZS_QUANT_PREFILL");
+            const bool q8_prefill = w.layout() == core::QLayout::interleaved16 && pf != nullptr &&
+                                    std::string_view(pf) == "int8" &&
                                     resolve(QuantKernel::best) == QuantKernel::avx512_vnni;
             for (int64_t M : {2, 40}) {
                 for (DType dt : {DType::f32, DType::bf16}) {
@@ -220,6 +229,26 @@ TEST(QuantGemv, OpApiPrefillAndBf16) {
             }
         }
     }
+}
+
+// The AVX-512 activation quantizer against the scalar one (random inputs: no exact ties, where
+// the two may round differently), zero blocks included.
+TEST(QuantGemv, VectorActivationQuantizerMatchesScalar) {
+    if (resolve(QuantKernel::best) != QuantKernel::avx512_vnni) GTEST_SKIP() << "no AVX-512 VNNI";
+    test::Rng rng(304);
+    const int64_t K = 1024;
+    Tensor x = test::random_tensor(rng, {K}, DType::f32);
+    float* X = x.data<float>();
+    for (int k = 64; k < 96; ++k) X[k] = 0.0f;
+    std::vector<int8_t> qa(K), qb(K);
+    std::vector<float> da(K / 32), db(K / 32);
+    std::vector<int32_t> a0(K / 32), a1(K / 32), b0(K / 32), b1(K / 32);
+    quantize_q8_act(X, K, qa.data(), da.data(), a0.data(), a1.data());
+    quantize_q8_act_avx512(X, K, qb.data(), db.data(), b0.data(), b1.data());
+    EXPECT_EQ(qa, qb);
+    EXPECT_EQ(da, db);
+    EXPECT_EQ(a0, b0);
+    EXPECT_EQ(a1, b1);
 }
 
 TEST(QuantGemv, RejectsMismatchedShapes) {
