@@ -232,14 +232,16 @@ CONFIGS
         # Issue 19: SmolLM2-135M in Q8_0, Q4_0, Q4_K_M and Q6_K (made from the Q4_1 file by
         # llama-quantize, LLAMA_QUANTIZE or next to LLAMA_BENCH; without it Q8_0 and Q4_0 by our
         # convert), decoded by zerospeed (weights repacked to interleaved16 at load, and with
-        # ZS_QUANT_REPACK=0 in the file layout) and llama-bench on the same file: 64 greedy tokens
-        # after a 557-token prompt vs llama-bench -p 0 -n 64 -d 512; prefill 557 vs -p 512. The
+        # ZS_QUANT_REPACK=0 in the file layout) and llama.cpp on the same file: 64 greedy tokens
+        # after a 557-token prompt, the same with llama-cli (LLAMA_CLI or next to LLAMA_BENCH),
+        # and llama-bench -p 512 / -p 0 -n 64 (-d 512 where the build has it). The
         # roofline: GGUF bytes per token (SmolLM2 ties its head: every weight byte is read once
         # per token) / STREAM triad of this run. With 576-column matrices (not a multiple of 256)
         # llama-quantize falls back to q5_0 (Q4_K_M) and q8_0 (Q6_K) for most tensors.
         note "quant: quantized decode / prefill, zerospeed vs ${LLAMA_BENCH:-llama-bench (LLAMA_BENCH unset: skipped)}"
         gguf=$("$root/tools/fetch_smollm2.sh")
         quantize=${LLAMA_QUANTIZE:-${LLAMA_BENCH:+$(dirname "$LLAMA_BENCH")/llama-quantize}}
+        cli=${LLAMA_CLI:-${LLAMA_BENCH:+$(dirname "$LLAMA_BENCH")/llama-cli}}
         reps=${QUANT_REPS:-3}
         prompt=$(head -c 2500 "$root/data/corpora/austen.txt" | tail -c 2390)
         declare -A triad
@@ -264,7 +266,7 @@ CONFIGS
                     for rep in $(seq "$reps"); do
                         line=$( (if [ $layout = file ]; then export ZS_QUANT_REPACK=0; fi
                             OMP_NUM_THREADS=$t "$bin" generate --model "$f" --prompt "$prompt" \
-                            --max-tokens 64 --temperature 0 --dtype auto 2>&1 >/dev/null | tail -1))
+                            --max-tokens 64 --temperature 0 --ignore-eos --dtype auto 2>&1 >/dev/null | tail -1))
                         dec=$(echo "$line" | sed -n 's/.*generated: .*(\([0-9.]*\) tokens\/s).*/\1/p')
                         echo "zerospeed $q $layout threads=$t run $rep: $line | roofline $(awk -v d="$dec" \
                             -v b="$bytes" -v g="${triad[$t]}" 'BEGIN { printf "%.2f", d * b / (g * 1e9) }')" \
@@ -275,7 +277,18 @@ CONFIGS
             done
             if [ -n "${LLAMA_BENCH:-}" ]; then
                 "$LLAMA_BENCH" -m "$f" -t 1,2 -p 512 -n 0 -r "$reps" 2>/dev/null | grep '^|' | tee -a "$out/quant.txt"
-                "$LLAMA_BENCH" -m "$f" -t 1,2 -p 0 -n 64 -d 512 -r "$reps" 2>/dev/null | grep '^|' | tee -a "$out/quant.txt"
+                depth=""  # builds before -d (n-depth) decode at an empty context
+                if "$LLAMA_BENCH" --help 2>&1 | grep -q -- '--n-depth'; then depth="-d 512"; fi
+                "$LLAMA_BENCH" -m "$f" -t 1,2 -p 0 -n 64 $depth -r "$reps" 2>/dev/null | grep '^|' | tee -a "$out/quant.txt"
+            fi
+            if [ -n "$cli" ] && [ -x "$cli" ]; then  # the same prompt and 64 tokens as ours
+                for t in 1 2; do
+                    for rep in $(seq "$reps"); do
+                        echo "llama-cli $q threads=$t run $rep: $("$cli" -m "$f" -p "$prompt" -n 64 -t $t \
+                            --temp 0 -no-cnv --ignore-eos </dev/null 2>&1 | grep 'eval time' \
+                            | sed 's/.*(//; s/)//' | tr '\n' ' ')" | tee -a "$out/quant.txt"
+                    done
+                done
             fi
             rm -f "$f"
         done
