@@ -238,14 +238,16 @@ CONFIGS
         # roofline: GGUF bytes per token (SmolLM2 ties its head: every weight byte is read once
         # per token) / STREAM triad of this run. With 576-column matrices (not a multiple of 256)
         # llama-quantize falls back to q5_0 (Q4_K_M) and q8_0 (Q6_K) for most tensors.
+        # QUANT_REPS (default 3) runs per line, QUANT_THREADS (default "1 2") thread counts.
         note "quant: quantized decode / prefill, zerospeed vs ${LLAMA_BENCH:-llama-bench (LLAMA_BENCH unset: skipped)}"
         gguf=$("$root/tools/fetch_smollm2.sh")
         quantize=${LLAMA_QUANTIZE:-${LLAMA_BENCH:+$(dirname "$LLAMA_BENCH")/llama-quantize}}
         cli=${LLAMA_CLI:-${LLAMA_BENCH:+$(dirname "$LLAMA_BENCH")/llama-cli}}
         reps=${QUANT_REPS:-3}
+        threads=${QUANT_THREADS:-1 2}  # QUANT_THREADS=1 where the cores are shared
         prompt=$(head -c 2500 "$root/data/corpora/austen.txt" | tail -c 2390)
         declare -A triad
-        for t in 1 2; do
+        for t in $threads; do
             triad[$t]=$(OMP_NUM_THREADS=$t "$build/bench/ops_bench" --benchmark_filter=BM_stream_triad \
                 --benchmark_min_time=0.5 2>/dev/null | grep -o 'GB/s=[0-9.]*' | cut -d= -f2)
             echo "triad threads=$t: ${triad[$t]} GB/s" | tee -a "$out/quant.txt"
@@ -261,7 +263,7 @@ CONFIGS
                 continue
             fi
             bytes=$(stat -c %s "$f")
-            for t in 1 2; do
+            for t in $threads; do
                 for layout in interleaved16 file; do
                     for rep in $(seq "$reps"); do
                         line=$( (if [ $layout = file ]; then export ZS_QUANT_REPACK=0; fi
@@ -276,13 +278,13 @@ CONFIGS
                 done
             done
             if [ -n "${LLAMA_BENCH:-}" ]; then
-                "$LLAMA_BENCH" -m "$f" -t 1,2 -p 512 -n 0 -r "$reps" 2>/dev/null | grep '^|' | tee -a "$out/quant.txt"
+                "$LLAMA_BENCH" -m "$f" -t "${threads// /,}" -p 512 -n 0 -r "$reps" 2>/dev/null | grep '^|' | tee -a "$out/quant.txt"
                 depth=""  # builds before -d (n-depth) decode at an empty context
                 if "$LLAMA_BENCH" --help 2>&1 | grep -q -- '--n-depth'; then depth="-d 512"; fi
-                "$LLAMA_BENCH" -m "$f" -t 1,2 -p 0 -n 64 $depth -r "$reps" 2>/dev/null | grep '^|' | tee -a "$out/quant.txt"
+                "$LLAMA_BENCH" -m "$f" -t "${threads// /,}" -p 0 -n 64 $depth -r "$reps" 2>/dev/null | grep '^|' | tee -a "$out/quant.txt"
             fi
             if [ -n "$cli" ] && [ -x "$cli" ]; then  # the same prompt and 64 tokens as ours
-                for t in 1 2; do
+                for t in $threads; do
                     for rep in $(seq "$reps"); do
                         echo "llama-cli $q threads=$t run $rep: $("$cli" -m "$f" -p "$prompt" -n 64 -t $t \
                             --temp 0 -no-cnv --ignore-eos </dev/null 2>&1 | grep 'eval time' \
