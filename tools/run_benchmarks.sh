@@ -187,9 +187,14 @@ CONFIGS
     generate)
         # SmolLM2-135M at the same precision on both sides: the Q4_1 GGUF re-typed to f32 and
         # bf16 by `zerospeed convert --to gguf`; a 557-token prompt, 64 greedy tokens, 1 and 2
-        # threads. llama-bench decodes its 64 tokens after 512 of context (-d 512), as ours do.
+        # threads. llama-bench decodes its 64 tokens after 512 of context (-d 512, where the build has
+        # it), as ours do.
         note "generate: zerospeed generate${LLAMA_BENCH:+ vs llama-bench ($LLAMA_BENCH)}, f32 and bf16"
         gguf=$("$root/tools/fetch_smollm2.sh")
+        depth=""  # llama-bench builds before -d (n-depth, 2025-03) decode at an empty context
+        if [ -n "${LLAMA_BENCH:-}" ] && "$LLAMA_BENCH" --help 2>&1 | grep -q -- '--n-depth'; then
+            depth="-d 512"
+        fi
         # The roofline's bandwidth: the STREAM triad at 1 and 2 threads, in this run.
         for t in 1 2; do
             echo "triad threads=$t: $(OMP_NUM_THREADS=$t "$build/bench/ops_bench" \
@@ -209,7 +214,7 @@ CONFIGS
             if [ -n "${LLAMA_BENCH:-}" ]; then  # prefill of 512; 64 decodes after 512 tokens
                 "$LLAMA_BENCH" -m "$out/smollm2-$dt.gguf" -t 1,2 -p 512 -n 0 -r 3 2>/dev/null \
                     | grep '^|' | tee -a "$out/generate.txt"
-                "$LLAMA_BENCH" -m "$out/smollm2-$dt.gguf" -t 1,2 -p 0 -n 64 -d 512 -r 3 2>/dev/null \
+                "$LLAMA_BENCH" -m "$out/smollm2-$dt.gguf" -t 1,2 -p 0 -n 64 $depth -r 3 2>/dev/null \
                     | grep '^|' | tee -a "$out/generate.txt"
             fi
             rm -f "$out/smollm2-$dt.gguf"
@@ -225,7 +230,7 @@ CONFIGS
         done
         if [ -n "${LLAMA_BENCH:-}" ]; then
             "$LLAMA_BENCH" -m "$gguf" -t 1,2 -p 512 -n 0 -r 3 2>/dev/null | grep '^|' | tee -a "$out/generate.txt"
-            "$LLAMA_BENCH" -m "$gguf" -t 1,2 -p 0 -n 64 -d 512 -r 3 2>/dev/null | grep '^|' | tee -a "$out/generate.txt"
+            "$LLAMA_BENCH" -m "$gguf" -t 1,2 -p 0 -n 64 $depth -r 3 2>/dev/null | grep '^|' | tee -a "$out/generate.txt"
         fi
         ;;
     quant)
