@@ -247,29 +247,30 @@ inline void chunk_codes(const uint8_t* c, __m512i* s) {
             s[p] = _mm512_and_si512(v, m4);
             s[p + 4] = _mm512_and_si512(_mm512_srli_epi16(v, 4), m4);
         }
+        // s | (h' & mask) in one vpternlogd (0xF8: a | (b & c)).
+        auto merge = [](__m512i a, __m512i b, __m512i m) {
+            return _mm512_ternarylogic_epi32(a, b, m, 0xF8);
+        };
         if constexpr (kBits == 5) {
             const __m512i m1 = _mm512_set1_epi8(0x10);
             const __m512i h = load64(c + 256);
-            s[0] = _mm512_or_si512(s[0], _mm512_and_si512(_mm512_slli_epi16(h, 4), m1));
-            s[1] = _mm512_or_si512(s[1], _mm512_and_si512(_mm512_slli_epi16(h, 3), m1));
-            s[2] = _mm512_or_si512(s[2], _mm512_and_si512(_mm512_slli_epi16(h, 2), m1));
-            s[3] = _mm512_or_si512(s[3], _mm512_and_si512(_mm512_slli_epi16(h, 1), m1));
-            s[4] = _mm512_or_si512(s[4], _mm512_and_si512(h, m1));
-            s[5] = _mm512_or_si512(s[5], _mm512_and_si512(_mm512_srli_epi16(h, 1), m1));
-            s[6] = _mm512_or_si512(s[6], _mm512_and_si512(_mm512_srli_epi16(h, 2), m1));
-            s[7] = _mm512_or_si512(s[7], _mm512_and_si512(_mm512_srli_epi16(h, 3), m1));
+            s[0] = merge(s[0], _mm512_slli_epi16(h, 4), m1);
+            s[1] = merge(s[1], _mm512_slli_epi16(h, 3), m1);
+            s[2] = merge(s[2], _mm512_slli_epi16(h, 2), m1);
+            s[3] = merge(s[3], _mm512_slli_epi16(h, 1), m1);
+            s[4] = merge(s[4], h, m1);
+            s[5] = merge(s[5], _mm512_srli_epi16(h, 1), m1);
+            s[6] = merge(s[6], _mm512_srli_epi16(h, 2), m1);
+            s[7] = merge(s[7], _mm512_srli_epi16(h, 3), m1);
         }
         if constexpr (kBits == 6) {
             const __m512i m2 = _mm512_set1_epi8(0x30);
             for (int half = 0; half < 2; ++half) {
                 const __m512i h = load64(c + 256 + 64 * half);
-                s[4 * half + 0] =
-                    _mm512_or_si512(s[4 * half + 0], _mm512_and_si512(_mm512_slli_epi16(h, 4), m2));
-                s[4 * half + 1] =
-                    _mm512_or_si512(s[4 * half + 1], _mm512_and_si512(_mm512_slli_epi16(h, 2), m2));
-                s[4 * half + 2] = _mm512_or_si512(s[4 * half + 2], _mm512_and_si512(h, m2));
-                s[4 * half + 3] =
-                    _mm512_or_si512(s[4 * half + 3], _mm512_and_si512(_mm512_srli_epi16(h, 2), m2));
+                s[4 * half + 0] = merge(s[4 * half + 0], _mm512_slli_epi16(h, 4), m2);
+                s[4 * half + 1] = merge(s[4 * half + 1], _mm512_slli_epi16(h, 2), m2);
+                s[4 * half + 2] = merge(s[4 * half + 2], h, m2);
+                s[4 * half + 3] = merge(s[4 * half + 3], _mm512_srli_epi16(h, 2), m2);
             }
         }
     }
