@@ -4,8 +4,8 @@
 # section; docs/BENCHMARKS.md records the figures with these commands.
 #
 # Usage: tools/run_benchmarks.sh [BUILD] [section...]
-#   sections: ops optim tokenizer comm collectives mpi-configs train generate tp ep pipeline serve
-#   sp offload (default: all but collectives, mpi-configs, pipeline, sp and offload)
+#   sections: ops optim tokenizer comm collectives mpi-configs train generate quant tp ep pipeline
+#   serve sp offload (default: all but collectives, mpi-configs, quant, pipeline, sp and offload)
 # Peers: the Python ones (torch, deepspeed, tiktoken, HF tokenizers, sentencepiece) come from the
 # reference venv, installed (once, cached) by tools/reference_venv.sh. llama.cpp's llama-server is
 # used when LLAMA_SERVER names its binary (llama-bench from LLAMA_BENCH), llm.c's CPU trainer when LLMC_TRAIN names its
@@ -187,9 +187,14 @@ CONFIGS
     generate)
         # SmolLM2-135M at the same precision on both sides: the Q4_1 GGUF re-typed to f32 and
         # bf16 by `zerospeed convert --to gguf`; a 557-token prompt, 64 greedy tokens, 1 and 2
-        # threads. llama-bench decodes its 64 tokens after 512 of context (-d 512), as ours do.
+        # threads. llama-bench decodes its 64 tokens after 512 of context (-d 512, where the build has
+        # it), as ours do.
         note "generate: zerospeed generate${LLAMA_BENCH:+ vs llama-bench ($LLAMA_BENCH)}, f32 and bf16"
         gguf=$("$root/tools/fetch_smollm2.sh")
+        depth=""  # llama-bench builds before -d (n-depth, 2025-03) decode at an empty context
+        if [ -n "${LLAMA_BENCH:-}" ] && "$LLAMA_BENCH" --help 2>&1 | grep -q -- '--n-depth'; then
+            depth="-d 512"
+        fi
         # The roofline's bandwidth: the STREAM triad at 1 and 2 threads, in this run.
         for t in 1 2; do
             echo "triad threads=$t: $(OMP_NUM_THREADS=$t "$build/bench/ops_bench" \
@@ -209,7 +214,7 @@ CONFIGS
             if [ -n "${LLAMA_BENCH:-}" ]; then  # prefill of 512; 64 decodes after 512 tokens
                 "$LLAMA_BENCH" -m "$out/smollm2-$dt.gguf" -t 1,2 -p 512 -n 0 -r 3 2>/dev/null \
                     | grep '^|' | tee -a "$out/generate.txt"
-                "$LLAMA_BENCH" -m "$out/smollm2-$dt.gguf" -t 1,2 -p 0 -n 64 -d 512 -r 3 2>/dev/null \
+                "$LLAMA_BENCH" -m "$out/smollm2-$dt.gguf" -t 1,2 -p 0 -n 64 $depth -r 3 2>/dev/null \
                     | grep '^|' | tee -a "$out/generate.txt"
             fi
             rm -f "$out/smollm2-$dt.gguf"
@@ -225,8 +230,75 @@ CONFIGS
         done
         if [ -n "${LLAMA_BENCH:-}" ]; then
             "$LLAMA_BENCH" -m "$gguf" -t 1,2 -p 512 -n 0 -r 3 2>/dev/null | grep '^|' | tee -a "$out/generate.txt"
-            "$LLAMA_BENCH" -m "$gguf" -t 1,2 -p 0 -n 64 -d 512 -r 3 2>/dev/null | grep '^|' | tee -a "$out/generate.txt"
+            "$LLAMA_BENCH" -m "$gguf" -t 1,2 -p 0 -n 64 $depth -r 3 2>/dev/null | grep '^|' | tee -a "$out/generate.txt"
         fi
+        ;;
+    quant)
+        # Issue 19: SmolLM2-135M in Q8_0, Q4_0, Q4_K_M and Q6_K (made from the Q4_1 file by
+        # llama-quantize, LLAMA_QUANTIZE or next to LLAMA_BENCH; without it Q8_0 and Q4_0 by our
+        # convert), decoded by zerospeed (weights repacked to interleaved16 at load, and with
+        # ZS_QUANT_REPACK=0 in the file layout) and llama.cpp on the same file: 64 greedy tokens
+        # after a 557-token prompt, the same with llama-cli (LLAMA_CLI or next to LLAMA_BENCH),
+        # and llama-bench -p 512 / -p 0 -n 64 (-d 512 where the build has it). The
+        # roofline: GGUF bytes per token (SmolLM2 ties its head: every weight byte is read once
+        # per token) / STREAM triad of this run. With 576-column matrices (not a multiple of 256)
+        # llama-quantize falls back to q5_0 (Q4_K_M) and q8_0 (Q6_K) for most tensors.
+        # QUANT_REPS (default 3) runs per line, QUANT_THREADS (default "1 2") thread counts.
+        note "quant: quantized decode / prefill, zerospeed vs ${LLAMA_BENCH:-llama-bench (LLAMA_BENCH unset: skipped)}"
+        gguf=$("$root/tools/fetch_smollm2.sh")
+        quantize=${LLAMA_QUANTIZE:-${LLAMA_BENCH:+$(dirname "$LLAMA_BENCH")/llama-quantize}}
+        cli=${LLAMA_CLI:-${LLAMA_BENCH:+$(dirname "$LLAMA_BENCH")/llama-cli}}
+        reps=${QUANT_REPS:-3}
+        threads=${QUANT_THREADS:-1 2}  # QUANT_THREADS=1 where the cores are shared
+        prompt=$(head -c 2500 "$root/data/corpora/austen.txt" | tail -c 2390)
+        declare -A triad
+        for t in $threads; do
+            triad[$t]=$(OMP_NUM_THREADS=$t "$build/bench/ops_bench" --benchmark_filter=BM_stream_triad \
+                --benchmark_min_time=0.5 2>/dev/null | grep -o 'GB/s=[0-9.]*' | cut -d= -f2)
+            echo "triad threads=$t: ${triad[$t]} GB/s" | tee -a "$out/quant.txt"
+        done
+        for q in Q8_0 Q4_0 Q4_K_M Q6_K; do
+            f=$out/smollm2-$q.gguf
+            if [ -n "$quantize" ] && [ -x "$quantize" ]; then
+                "$quantize" --allow-requantize "$gguf" "$f" $q >/dev/null 2>&1
+            elif [ $q = Q8_0 ] || [ $q = Q4_0 ]; then
+                "$bin" convert --model "$gguf" --to gguf --quantize "${q,,}" --output "$f" >/dev/null 2>&1
+            else
+                echo "$q: no llama-quantize (LLAMA_QUANTIZE); skipped" | tee -a "$out/quant.txt"
+                continue
+            fi
+            bytes=$(stat -c %s "$f")
+            for t in $threads; do
+                for layout in interleaved16 file; do
+                    for rep in $(seq "$reps"); do
+                        line=$( (if [ $layout = file ]; then export ZS_QUANT_REPACK=0; fi
+                            OMP_NUM_THREADS=$t "$bin" generate --model "$f" --prompt "$prompt" \
+                            --max-tokens 64 --temperature 0 --ignore-eos --dtype auto 2>&1 >/dev/null | tail -1))
+                        dec=$(echo "$line" | sed -n 's/.*generated: .*(\([0-9.]*\) tokens\/s).*/\1/p')
+                        echo "zerospeed $q $layout threads=$t run $rep: $line | roofline $(awk -v d="$dec" \
+                            -v b="$bytes" -v g="${triad[$t]}" 'BEGIN { printf "%.2f", d * b / (g * 1e9) }')" \
+                            | tee -a "$out/quant.txt"
+                        if [ $layout = file ]; then break; fi  # one run: the before/after line
+                    done
+                done
+            done
+            if [ -n "${LLAMA_BENCH:-}" ]; then
+                "$LLAMA_BENCH" -m "$f" -t "${threads// /,}" -p 512 -n 0 -r "$reps" 2>/dev/null | grep '^|' | tee -a "$out/quant.txt"
+                depth=""  # builds before -d (n-depth) decode at an empty context
+                if "$LLAMA_BENCH" --help 2>&1 | grep -q -- '--n-depth'; then depth="-d 512"; fi
+                "$LLAMA_BENCH" -m "$f" -t "${threads// /,}" -p 0 -n 64 $depth -r "$reps" 2>/dev/null | grep '^|' | tee -a "$out/quant.txt"
+            fi
+            if [ -n "$cli" ] && [ -x "$cli" ]; then  # the same prompt and 64 tokens as ours
+                for t in $threads; do
+                    for rep in $(seq "$reps"); do
+                        echo "llama-cli $q threads=$t run $rep: $("$cli" -m "$f" -p "$prompt" -n 64 -t $t \
+                            --temp 0 -no-cnv --ignore-eos </dev/null 2>&1 | grep 'eval time' \
+                            | sed 's/.*(//; s/)//' | tr '\n' ' ')" | tee -a "$out/quant.txt"
+                    done
+                done
+            fi
+            rm -f "$f"
+        done
         ;;
     tp)
         # Tensor parallelism on one host over the MPI transport: GPT-2 124M (12 heads; random
@@ -319,7 +391,7 @@ CONFIGS
         "$root/bench/train/sp_long_equivalence.sh" "$build/bin" "$root" 4096 8192 | tee -a "$out/sp.txt"
         ;;
     *)
-        echo "unknown section $s (ops optim tokenizer comm mpi-configs train generate tp ep pipeline serve sp offload)" >&2
+        echo "unknown section $s (ops optim tokenizer comm mpi-configs train generate quant tp ep pipeline serve sp offload)" >&2
         exit 2
         ;;
     esac

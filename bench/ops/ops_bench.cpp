@@ -121,7 +121,8 @@ void BM_decode_token(benchmark::State& st) {
 
 // BM_decode_token with block-quantized matrices (ops::quant_linear_forward): the same shapes, the
 // activations bf16 as in generation. Blocks are random bytes with every f16 scale field set to a
-// small normal value (timing does not depend on the codes). args: type (core::QType index).
+// small normal value (timing does not depend on the codes). args: type (core::QType index),
+// layout (0: the file's rows, 1: interleaved16 as loaded, for the types that have it).
 void BM_decode_token_quant(benchmark::State& st) {
     const auto qt = static_cast<zs::core::QType>(st.range(0));
     const zs::core::QTypeTraits& tr = zs::core::qtype_traits(qt);
@@ -146,6 +147,7 @@ void BM_decode_token_quant(benchmark::State& st) {
                 std::memcpy(blk + 2, &h, 2);
             }
         }
+        if (st.range(1) == 1) w = zs::core::interleave16(w);
         mats.push_back({w, rnd({1, k}, DType::bf16, 3), Tensor::empty({1, n}, DType::bf16)});
     };
     for (int l = 0; l < 30; ++l) {
@@ -161,7 +163,7 @@ void BM_decode_token_quant(benchmark::State& st) {
         for (const Mat& m : mats) zs::ops::quant_linear_forward(m.y, m.x, m.w);
         benchmark::DoNotOptimize(mats.back().y.data_ptr());
     }
-    st.SetLabel(zs::core::to_string(qt));
+    st.SetLabel(std::string(zs::core::to_string(qt)) + (st.range(1) == 1 ? " interleaved16" : ""));
     st.counters["weight_GB/s"] =
         benchmark::Counter(bytes * st.iterations() / 1e9, benchmark::Counter::kIsRate);
     st.counters["tokens/s"] =
@@ -300,7 +302,8 @@ BENCHMARK(zs::bench::BM_stream_copy)->Name("BM_stream_copy")->UseRealTime();
 BENCHMARK(BM_decode_linear)->Apply(decode_args)->UseRealTime();
 BENCHMARK(BM_decode_token)->Arg(0)->Arg(1)->UseRealTime();
 BENCHMARK(BM_decode_token_quant)
-    ->DenseRange(0, 7)  // q8_0 q4_0 q4_1 q5_0 q5_1 q4_k q5_k q6_k
+    ->ArgsProduct({{0, 1, 2, 3, 4, 5, 6, 7}, {0}})  // q8_0 q4_0 q4_1 q5_0 q5_1 q4_k q5_k q6_k
+    ->ArgsProduct({{0, 1, 2, 3, 4, 5, 7}, {1}})     // the interleaved types
     ->UseRealTime();
 BENCHMARK(BM_decode_linear_onednn)->Apply(decode_args)->UseRealTime();
 BENCHMARK(BM_matmul)->Apply(gemm_args)->Unit(benchmark::kMillisecond)->UseRealTime();

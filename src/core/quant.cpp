@@ -366,17 +366,43 @@ QTensor QTensor::from_buffer(std::shared_ptr<Buffer> buffer, size_t byte_offset,
     return t;
 }
 
+size_t QTensor::nbytes() const {
+    if (layout_ == QLayout::rows) return static_cast<size_t>(rows_ * row_bytes());
+    return static_cast<size_t>((rows_ + kInterleaveRows - 1) / kInterleaveRows *
+                               interleaved_group_bytes(type_, cols_));
+}
+
+const uint8_t* QTensor::row(int64_t r) const {
+    ZS_ASSERT(layout_ == QLayout::rows, "row() of interleaved {}", str());
+    return data() + r * row_bytes();
+}
+
+const uint8_t* QTensor::group(int64_t g) const {
+    ZS_ASSERT(layout_ == QLayout::interleaved16, "group() of {} (not interleaved)", str());
+    return data() + g * interleaved_group_bytes(type_, cols_);
+}
+
 QTensor QTensor::slice_rows(int64_t begin, int64_t end) const {
     ZS_CHECK_T(ShapeError, 0 <= begin && begin <= end && end <= rows_,
                "rows [{}, {}) of {} are out of range", begin, end, str());
     QTensor t = *this;
-    t.offset_ += static_cast<size_t>(begin * row_bytes());
+    if (layout_ == QLayout::rows) {
+        t.offset_ += static_cast<size_t>(begin * row_bytes());
+    } else {
+        ZS_CHECK_T(ShapeError,
+                   begin % kInterleaveRows == 0 && (end % kInterleaveRows == 0 || end == rows_),
+                   "rows [{}, {}) of interleaved {} do not start and end on groups of {}", begin,
+                   end, str(), kInterleaveRows);
+        t.offset_ +=
+            static_cast<size_t>(begin / kInterleaveRows * interleaved_group_bytes(type_, cols_));
+    }
     t.rows_ = end - begin;
     return t;
 }
 
 std::string QTensor::str() const {
-    return fmt::format("{}[{}, {}] {}", to_string(type_), rows_, cols_, device().str());
+    return fmt::format("{}[{}, {}]{} {}", to_string(type_), rows_, cols_,
+                       layout_ == QLayout::interleaved16 ? " interleaved16" : "", device().str());
 }
 
 }  // namespace zs::core

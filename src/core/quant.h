@@ -62,6 +62,16 @@ bool can_quantize(QType t);
 // The reference decoder: n elements (whole blocks) from src (any alignment) into dst[0..n).
 void dequantize(QType t, const void* src, float* dst, int64_t n);
 
+// How a QTensor's bytes are ordered. `rows`: the file's layout, rows `row_bytes()` apart.
+// `interleaved16`: repacked once at load for the decode kernels (quant_pack.cpp states the byte
+// order): the rows in groups of 16 (the last one padded with zero rows), each group's blocks
+// side by side so that one 64-byte load holds 4 codes of each of the 16 rows and one int8 dot
+// product instruction (vpdpbusd) advances all 16 rows. Scales and offsets are kept per block as
+// in the file (f16 / 6-bit / int8), so a group holds the same bytes per row as the file (q4_k:
+// 148 instead of 144 per 256 elements, its 6-bit scales unpacked to bytes).
+enum class QLayout : uint8_t { rows, interleaved16 };
+inline constexpr int64_t kInterleaveRows = 16;
+
 // A matrix [rows, cols] of quantized rows, contiguous, rows `row_bytes()` apart. Cheap to copy
 // (shares the Buffer). An undefined QTensor (default) has no buffer.
 class QTensor {
@@ -76,16 +86,20 @@ public:
 
     bool defined() const { return buf_ != nullptr; }
     QType type() const { return type_; }
+    QLayout layout() const { return layout_; }
     int64_t rows() const { return rows_; }
     int64_t cols() const { return cols_; }
     Shape shape() const { return {rows_, cols_}; }
     int64_t row_bytes() const { return qrow_bytes(type_, cols_); }
-    size_t nbytes() const { return static_cast<size_t>(rows_ * row_bytes()); }
+    size_t nbytes() const;
     Device device() const { return buf_ ? buf_->device() : Device::cpu(); }
     const uint8_t* data() const { return static_cast<const uint8_t*>(buf_->data()) + offset_; }
     uint8_t* mutable_data() const { return static_cast<uint8_t*>(buf_->data()) + offset_; }
-    const uint8_t* row(int64_t r) const { return data() + r * row_bytes(); }
-    // Rows [begin, end): a view.
+    // Row r of a `rows` layout (asserted).
+    const uint8_t* row(int64_t r) const;
+    // Group g (rows [16 g, 16 g + 16)) of an `interleaved16` layout (asserted).
+    const uint8_t* group(int64_t g) const;
+    // Rows [begin, end): a view (interleaved16: begin a multiple of 16, end too or rows()).
     QTensor slice_rows(int64_t begin, int64_t end) const;
     // "q4_1[576, 576] cpu"
     std::string str() const;
@@ -94,7 +108,18 @@ private:
     std::shared_ptr<Buffer> buf_;
     size_t offset_ = 0;
     QType type_ = QType::q8_0;
+    QLayout layout_ = QLayout::rows;
     int64_t rows_ = 0, cols_ = 0;
+    friend QTensor interleave16(const QTensor& w);
 };
+
+// The interleaved16 layout (quant_pack.cpp): for q8_0, q4_0, q4_1, q5_0, q5_1, q4_k and q6_k.
+bool can_interleave(QType t);
+// Bytes of one group of 16 rows of k elements.
+int64_t interleaved_group_bytes(QType t, int64_t k);
+// A new QTensor (own buffer, same device category) holding w (layout rows) interleaved.
+QTensor interleave16(const QTensor& w);
+// Row r of an interleaved16 tensor, restored bit for bit in the file layout (row_bytes() at dst).
+void deinterleave_row(const QTensor& w, int64_t r, uint8_t* dst);
 
 }  // namespace zs::core

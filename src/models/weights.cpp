@@ -1,8 +1,10 @@
 #include "models/weights.h"
 
 #include <algorithm>
+#include <cstdlib>
 #include <cstring>
 #include <set>
+#include <string_view>
 
 #include <fmt/format.h>
 
@@ -166,6 +168,14 @@ std::vector<core::QTensor> load_quantized_weights(const Transformer& model,
             at += q.nbytes();
         }
         out[i] = w;
+    }
+    // Repacked once for the decode kernels (core/quant.h, interleaved16); ZS_QUANT_REPACK=0
+    // keeps the file layout (to measure the difference).
+    const char* e = std::getenv("ZS_QUANT_REPACK");
+    if (e == nullptr || std::string_view(e) != "0") {
+        for (core::QTensor& q : out) {
+            if (q.defined() && core::can_interleave(q.type())) q = core::interleave16(q);
+        }
     }
     return out;
 }

@@ -35,6 +35,15 @@ using QDotRowsFn = void (*)(core::QType t, const uint8_t* w, int64_t row_bytes, 
 
 void qdot_rows_scalar(core::QType t, const uint8_t* w, int64_t row_bytes, int64_t rows, int64_t k,
                       const QActRow* acts, int m, float* res);
+// The same for the 16 rows of one group of an interleaved16 QTensor (core/quant_pack.cpp) at g:
+// res[r * m + i] for r < 16, any m (activation rows taken 4 at a time). The types
+// core::can_interleave accepts: q8_0, q4_0, q4_1, q5_0, q5_1, q4_k, q6_k.
+void qdot_group16_vnni(core::QType t, const uint8_t* g, int64_t k, const QActRow* acts, int m,
+                       float* res);
+// qgemv.h's quantize_q8_act with AVX-512 (ties round to even instead of away from zero, as
+// llama.cpp's vectorised quantize_row_q8_0 does).
+void quantize_q8_act_avx512(const float* x, int64_t n, int8_t* q, float* d, int32_t* s0,
+                            int32_t* s1);
 // AVX-512 VNNI (with BW and VL); call only where the CPU has them.
 void qdot_rows_vnni(core::QType t, const uint8_t* w, int64_t row_bytes, int64_t rows, int64_t k,
                     const QActRow* acts, int m, float* res);

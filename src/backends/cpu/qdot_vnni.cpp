@@ -198,4 +198,240 @@ void qdot_rows_vnni(QType t, const uint8_t* w, int64_t row_bytes, int64_t rows, 
     }
 }
 
+// ------------------------------------------------------------------ interleaved16 (16-row groups)
+//
+// One 64-byte slab holds 4 codes of each of the 16 rows (quant_pack.cpp); vpdpbusd against the 4
+// activation bytes broadcast to every lane advances 16 int32 row sums at once, so one chunk of 32
+// elements is 8 vpdpbusd for 16 rows, and the per-block scales are applied to 16 lanes by one FMA.
+// Integer offsets (q8_0: -128, q4_0: -8, q6_k: -32 per code) start the int32 chain as
+// offset * (sum of the activation codes), exact. Activation rows go 4 at a time (MB), each
+// loaded slab meeting all of them.
+
+namespace {
+
+constexpr int kMB = 4;
+// Software prefetch distance in bytes: a thread's groups are consecutive in memory, so reading
+// past the group's end prefetches the next one (ZS_QPF at build time for experiments).
+#ifndef ZS_QPF
+#define ZS_QPF 4096
+#endif
+constexpr int64_t kAhead = ZS_QPF;
+
+inline __m512 f16x16(const uint8_t* p) {
+    return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+}
+inline __m512i load64(const uint8_t* p) { return _mm512_loadu_si512(p); }
+inline __m512i bcast4(const int8_t* q) {
+    int32_t v;
+    std::memcpy(&v, q, 4);
+    return _mm512_set1_epi32(v);
+}
+inline __m512 u8x16(const uint8_t* p) {
+    return _mm512_cvtepi32_ps(
+        _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))));
+}
+inline __m512 i8x16(const uint8_t* p) {
+    return _mm512_cvtepi32_ps(
+        _mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))));
+}
+
+// 8 slabs of one chunk: s[k] pairs with activation bytes 4k..4k+3.
+template <int kBits>
+inline void chunk_codes(const uint8_t* c, __m512i* s) {
+    if constexpr (kBits == 8) {
+        for (int k = 0; k < 8; ++k) s[k] = load64(c + 64 * k);
+    } else {
+        const __m512i m4 = _mm512_set1_epi8(0x0F);
+        for (int p = 0; p < 4; ++p) {
+            const __m512i v = load64(c + 64 * p);
+            s[p] = _mm512_and_si512(v, m4);
+            s[p + 4] = _mm512_and_si512(_mm512_srli_epi16(v, 4), m4);
+        }
+        // s | (h' & mask) in one vpternlogd (0xF8: a | (b & c)).
+        auto merge = [](__m512i a, __m512i b, __m512i m) {
+            return _mm512_ternarylogic_epi32(a, b, m, 0xF8);
+        };
+        if constexpr (kBits == 5) {
+            const __m512i m1 = _mm512_set1_epi8(0x10);
+            const __m512i h = load64(c + 256);
+            s[0] = merge(s[0], _mm512_slli_epi16(h, 4), m1);
+            s[1] = merge(s[1], _mm512_slli_epi16(h, 3), m1);
+            s[2] = merge(s[2], _mm512_slli_epi16(h, 2), m1);
+            s[3] = merge(s[3], _mm512_slli_epi16(h, 1), m1);
+            s[4] = merge(s[4], h, m1);
+            s[5] = merge(s[5], _mm512_srli_epi16(h, 1), m1);
+            s[6] = merge(s[6], _mm512_srli_epi16(h, 2), m1);
+            s[7] = merge(s[7], _mm512_srli_epi16(h, 3), m1);
+        }
+        if constexpr (kBits == 6) {
+            const __m512i m2 = _mm512_set1_epi8(0x30);
+            for (int half = 0; half < 2; ++half) {
+                const __m512i h = load64(c + 256 + 64 * half);
+                s[4 * half + 0] = merge(s[4 * half + 0], _mm512_slli_epi16(h, 4), m2);
+                s[4 * half + 1] = merge(s[4 * half + 1], _mm512_slli_epi16(h, 2), m2);
+                s[4 * half + 2] = merge(s[4 * half + 2], h, m2);
+                s[4 * half + 3] = merge(s[4 * half + 3], _mm512_srli_epi16(h, 2), m2);
+            }
+        }
+    }
+}
+
+inline __m512i dot8(__m512i init, const __m512i* s, const int8_t* q, int k0, int k1) {
+    __m512i p = init;
+    for (int k = k0; k < k1; ++k) p = _mm512_dpbusd_epi32(p, s[k], bcast4(q + 4 * k));
+    return p;
+}
+
+// 32-element blocks: q8_0 (kOff -128), q4_0 (-8), q5_0 (-16), q4_1 and q5_1 (min m per block,
+// kOff 0).
+template <int kBits, int kOff, bool kMin, int kMBn>
+void group32(const uint8_t* g, int64_t nb, const QActRow* a, __m512* acc) {
+    constexpr int64_t kHdr = kMin ? 64 : 32;
+    constexpr int64_t kUnit = kHdr + 256 + 64 * (kBits - 4);
+    for (int64_t b = 0; b < nb; ++b) {
+        const uint8_t* u = g + b * kUnit;
+        for (int64_t o = 0; o < kUnit; o += 64) _mm_prefetch(u + kAhead + o, _MM_HINT_T0);
+        const __m512 d = f16x16(u);
+        __m512i s[8];
+        chunk_codes<kBits>(u + kHdr, s);
+        for (int i = 0; i < kMBn; ++i) {
+            const int32_t sum = a[i].s0[b] + a[i].s1[b];
+            const __m512i p = dot8(_mm512_set1_epi32(kOff * sum), s, a[i].q + 32 * b, 0, 8);
+            acc[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p),
+                                     _mm512_mul_ps(d, _mm512_set1_ps(a[i].d[b])), acc[i]);
+            if constexpr (kMin) {
+                acc[i] = _mm512_fmadd_ps(f16x16(u + 32), _mm512_set1_ps(a[i].ds0[b] + a[i].ds1[b]),
+                                         acc[i]);
+            }
+        }
+    }
+}
+
+template <int kMBn>
+void group_q4_k(const uint8_t* g, int64_t nb, const QActRow* a, __m512* acc) {
+    constexpr int64_t kUnit = 2368;
+    for (int64_t b = 0; b < nb; ++b) {
+        const uint8_t* u = g + b * kUnit;
+        const __m512 d = f16x16(u), dmin = f16x16(u + 32);
+        for (int j = 0; j < 8; ++j) {
+            const uint8_t* c = u + 320 + 256 * j;
+            for (int o = 0; o < 256; o += 64) _mm_prefetch(c + kAhead + o, _MM_HINT_T0);
+            const __m512 sf = _mm512_mul_ps(d, u8x16(u + 64 + 16 * j));
+            const __m512 mf = _mm512_mul_ps(dmin, u8x16(u + 192 + 16 * j));
+            __m512i s[8];
+            chunk_codes<4>(c, s);
+            const int64_t ch = 8 * b + j;
+            for (int i = 0; i < kMBn; ++i) {
+                const __m512i p = dot8(_mm512_setzero_si512(), s, a[i].q + 32 * ch, 0, 8);
+                acc[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p),
+                                         _mm512_mul_ps(sf, _mm512_set1_ps(a[i].d[ch])), acc[i]);
+                acc[i] = _mm512_fnmadd_ps(mf, _mm512_set1_ps(a[i].ds0[ch] + a[i].ds1[ch]), acc[i]);
+            }
+        }
+    }
+}
+
+template <int kMBn>
+void group_q6_k(const uint8_t* g, int64_t nb, const QActRow* a, __m512* acc) {
+    constexpr int64_t kUnit = 3360;
+    for (int64_t b = 0; b < nb; ++b) {
+        const uint8_t* u = g + b * kUnit;
+        const __m512 d = f16x16(u);
+        for (int j = 0; j < 8; ++j) {
+            const uint8_t* c = u + 288 + 384 * j;
+            for (int o = 0; o < 384; o += 64) _mm_prefetch(c + kAhead + o, _MM_HINT_T0);
+            const __m512 sf0 = _mm512_mul_ps(d, i8x16(u + 32 + 16 * (2 * j)));
+            const __m512 sf1 = _mm512_mul_ps(d, i8x16(u + 32 + 16 * (2 * j + 1)));
+            __m512i s[8];
+            chunk_codes<6>(c, s);
+            const int64_t ch = 8 * b + j;
+            for (int i = 0; i < kMBn; ++i) {
+                const int8_t* q = a[i].q + 32 * ch;
+                const __m512i p0 = dot8(_mm512_set1_epi32(-32 * a[i].s0[ch]), s, q, 0, 4);
+                const __m512i p1 = dot8(_mm512_set1_epi32(-32 * a[i].s1[ch]), s, q, 4, 8);
+                const __m512 t = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p0), sf0,
+                                                 _mm512_mul_ps(_mm512_cvtepi32_ps(p1), sf1));
+                acc[i] = _mm512_fmadd_ps(t, _mm512_set1_ps(a[i].d[ch]), acc[i]);
+            }
+        }
+    }
+}
+
+template <int kMBn>
+void group_any(QType t, const uint8_t* g, int64_t k, const QActRow* a, __m512* acc) {
+    switch (t) {
+        case QType::q8_0:
+            return group32<8, -128, false, kMBn>(g, k / 32, a, acc);
+        case QType::q4_0:
+            return group32<4, -8, false, kMBn>(g, k / 32, a, acc);
+        case QType::q4_1:
+            return group32<4, 0, true, kMBn>(g, k / 32, a, acc);
+        case QType::q5_0:
+            return group32<5, -16, false, kMBn>(g, k / 32, a, acc);
+        case QType::q5_1:
+            return group32<5, 0, true, kMBn>(g, k / 32, a, acc);
+        case QType::q4_k:
+            return group_q4_k<kMBn>(g, k / 256, a, acc);
+        case QType::q6_k:
+            return group_q6_k<kMBn>(g, k / 256, a, acc);
+        default:
+            return;
+    }
+}
+
+}  // namespace
+
+void qdot_group16_vnni(QType t, const uint8_t* g, int64_t k, const QActRow* acts, int m,
+                       float* res) {
+    for (int i0 = 0; i0 < m; i0 += kMB) {
+        const int mb = m - i0 < kMB ? m - i0 : kMB;
+        __m512 acc[kMB];
+        for (auto& v : acc) v = _mm512_setzero_ps();
+        switch (mb) {
+            case 1:
+                group_any<1>(t, g, k, acts + i0, acc);
+                break;
+            case 2:
+                group_any<2>(t, g, k, acts + i0, acc);
+                break;
+            case 3:
+                group_any<3>(t, g, k, acts + i0, acc);
+                break;
+            default:
+                group_any<4>(t, g, k, acts + i0, acc);
+                break;
+        }
+        alignas(64) float tmp[16];
+        for (int i = 0; i < mb; ++i) {
+            _mm512_store_ps(tmp, acc[i]);
+            for (int r = 0; r < 16; ++r) res[r * m + i0 + i] = tmp[r];
+        }
+    }
+}
+
+}  // namespace zs::backends::cpu
+
+namespace zs::backends::cpu {
+
+void quantize_q8_act_avx512(const float* x, int64_t n, int8_t* q, float* d, int32_t* s0,
+                            int32_t* s1) {
+    const __m512 sign = _mm512_set1_ps(-0.0f);
+    for (int64_t c = 0; c < n / 32; ++c) {
+        const __m512 a = _mm512_loadu_ps(x + 32 * c), b = _mm512_loadu_ps(x + 32 * c + 16);
+        const float amax = _mm512_reduce_max_ps(
+            _mm512_max_ps(_mm512_andnot_ps(sign, a), _mm512_andnot_ps(sign, b)));
+        const float dc = amax / 127.0f;
+        const __m512 id = _mm512_set1_ps(dc != 0.0f ? 1.0f / dc : 0.0f);
+        const __m512i qa = _mm512_cvtps_epi32(_mm512_roundscale_ps(
+            _mm512_mul_ps(a, id), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+        const __m512i qb = _mm512_cvtps_epi32(_mm512_roundscale_ps(
+            _mm512_mul_ps(b, id), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(q + 32 * c), _mm512_cvtepi32_epi8(qa));
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(q + 32 * c + 16), _mm512_cvtepi32_epi8(qb));
+        d[c] = dc;
+        s0[c] = _mm512_reduce_add_epi32(qa);
+        s1[c] = _mm512_reduce_add_epi32(qb);
+    }
+}
+
 }  // namespace zs::backends::cpu

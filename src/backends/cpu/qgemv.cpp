@@ -214,34 +214,40 @@ void quantize_q8_act(const float* x, int64_t n, int8_t* q, float* d, int32_t* s0
 void quant_gemv(const core::Tensor& out, const core::Tensor& x, const core::QTensor& w, float beta,
                 const core::Tensor& bias, QuantKernel kernel) {
     const int64_t M = x.size(0), K = x.size(1), N = w.rows();
-    ZS_ASSERT(M <= kSkinnyMaxRows && K == w.cols() && K % 32 == 0);
+    const bool grouped = w.layout() == core::QLayout::interleaved16;
+    const QuantKernel kern = resolve(kernel);
+    ZS_ASSERT((M <= kSkinnyMaxRows || (grouped && kern == QuantKernel::avx512_vnni)) &&
+              K == w.cols() && K % 32 == 0);
     const int64_t C = K / 32;
-    std::vector<float> xf(static_cast<size_t>(K));
     std::vector<int8_t> q(static_cast<size_t>(M * K));
     std::vector<float> d(static_cast<size_t>(M * C));
     std::vector<int32_t> s0(static_cast<size_t>(M * C)), s1(static_cast<size_t>(M * C));
     std::vector<float> ds0(static_cast<size_t>(M * C)), ds1(static_cast<size_t>(M * C));
-    QActRow acts[kSkinnyMaxRows];
+    std::vector<QActRow> acts(static_cast<size_t>(M));
     dispatch_float(x.dtype(), [&](auto tx) {
         using TX = decltype(tx);
         const auto* X = static_cast<const TX*>(x.data_ptr());
-        for (int64_t m = 0; m < M; ++m) {
-            for (int64_t k = 0; k < K; ++k)
-                xf[static_cast<size_t>(k)] = to_f32(X[m * x.stride(0) + k]);
-            const auto o = static_cast<size_t>(m * C);
-            quantize_q8_act(xf.data(), K, q.data() + m * K, d.data() + o, s0.data() + o,
-                            s1.data() + o);
-            for (size_t c = o; c < o + static_cast<size_t>(C); ++c) {
-                ds0[c] = d[c] * static_cast<float>(s0[c]);
-                ds1[c] = d[c] * static_cast<float>(s1[c]);
+#pragma omp parallel if (M > kSkinnyMaxRows)
+        {
+            std::vector<float> xf(static_cast<size_t>(K));
+#pragma omp for schedule(static)
+            for (int64_t m = 0; m < M; ++m) {
+                for (int64_t k = 0; k < K; ++k)
+                    xf[static_cast<size_t>(k)] = to_f32(X[m * x.stride(0) + k]);
+                const auto o = static_cast<size_t>(m * C);
+                (kern == QuantKernel::avx512_vnni ? quantize_q8_act_avx512 : quantize_q8_act)(
+                    xf.data(), K, q.data() + m * K, d.data() + o, s0.data() + o, s1.data() + o);
+                for (size_t c = o; c < o + static_cast<size_t>(C); ++c) {
+                    ds0[c] = d[c] * static_cast<float>(s0[c]);
+                    ds1[c] = d[c] * static_cast<float>(s1[c]);
+                }
+                acts[static_cast<size_t>(m)] = {q.data() + m * K, d.data() + o,   s0.data() + o,
+                                                s1.data() + o,    ds0.data() + o, ds1.data() + o};
             }
-            acts[m] = {q.data() + m * K, d.data() + o,   s0.data() + o,
-                       s1.data() + o,    ds0.data() + o, ds1.data() + o};
         }
     });
-    const QDotRowsFn fn =
-        resolve(kernel) == QuantKernel::avx512_vnni ? qdot_rows_vnni : qdot_rows_scalar;
-    constexpr int64_t kRows = 16;  // output rows per task
+    const QDotRowsFn fn = kern == QuantKernel::avx512_vnni ? qdot_rows_vnni : qdot_rows_scalar;
+    constexpr int64_t kRows = core::kInterleaveRows;  // output rows per task (one group)
     const int64_t tasks = (N + kRows - 1) / kRows;
     const int mi = static_cast<int>(M);
     dispatch_float(out.dtype(), [&](auto to) {
@@ -250,23 +256,36 @@ void quant_gemv(const core::Tensor& out, const core::Tensor& x, const core::QTen
         const int64_t ldo = out.stride(0);
         const bool has_bias = bias.defined();
         const bool bias_bf16 = has_bias && bias.dtype() == core::DType::bf16;
-#pragma omp parallel for schedule(static) if (N * K >= (1 << 16))
-        for (int64_t t = 0; t < tasks; ++t) {
-            const int64_t n0 = t * kRows, nn = std::min(kRows, N - n0);
-            float res[kRows * kSkinnyMaxRows];
-            fn(w.type(), w.row(n0), w.row_bytes(), nn, K, acts, mi, res);
-            for (int64_t j = 0; j < nn; ++j) {
-                float b = 0.0f;
-                if (has_bias) {
-                    b = bias_bf16
-                            ? core::bf16_to_f32(static_cast<const bf16*>(bias.data_ptr())[n0 + j])
-                            : static_cast<const float*>(bias.data_ptr())[n0 + j];
+#pragma omp parallel if (N * K >= (1 << 16))
+        {
+            std::vector<float> res(static_cast<size_t>(kRows * M));
+            std::vector<uint8_t> rows;  // the scalar kernel's file-layout copy of a group
+#pragma omp for schedule(static)
+            for (int64_t t = 0; t < tasks; ++t) {
+                const int64_t n0 = t * kRows, nn = std::min(kRows, N - n0);
+                if (!grouped) {
+                    fn(w.type(), w.row(n0), w.row_bytes(), nn, K, acts.data(), mi, res.data());
+                } else if (kern == QuantKernel::avx512_vnni) {
+                    qdot_group16_vnni(w.type(), w.group(t), K, acts.data(), mi, res.data());
+                } else {
+                    rows.resize(static_cast<size_t>(nn * w.row_bytes()));
+                    for (int64_t j = 0; j < nn; ++j)
+                        core::deinterleave_row(w, n0 + j, rows.data() + j * w.row_bytes());
+                    fn(w.type(), rows.data(), w.row_bytes(), nn, K, acts.data(), mi, res.data());
                 }
-                for (int64_t m = 0; m < M; ++m) {
-                    TO* o = O + m * ldo + n0 + j;
-                    float v = res[j * M + m] + b;
-                    if (beta != 0.0f) v += beta * to_f32(*o);
-                    *o = from_f32<TO>(v);
+                for (int64_t j = 0; j < nn; ++j) {
+                    float b = 0.0f;
+                    if (has_bias) {
+                        b = bias_bf16 ? core::bf16_to_f32(
+                                            static_cast<const bf16*>(bias.data_ptr())[n0 + j])
+                                      : static_cast<const float*>(bias.data_ptr())[n0 + j];
+                    }
+                    for (int64_t m = 0; m < M; ++m) {
+                        TO* o = O + m * ldo + n0 + j;
+                        float v = res[static_cast<size_t>(j * M + m)] + b;
+                        if (beta != 0.0f) v += beta * to_f32(*o);
+                        *o = from_f32<TO>(v);
+                    }
                 }
             }
         }
@@ -280,6 +299,17 @@ void CpuKernels::quant_linear(const Tensor& out, const Tensor& x, const core::QT
                               const Tensor& bias, float beta) {
     const int64_t M = x.size(0), K = x.size(1), N = w.rows();
     if (M <= kSkinnyMaxRows) return quant_gemv(out, x, w, beta, bias, QuantKernel::best);
+    // ZS_QUANT_PREFILL=int8, interleaved weights on a VNNI CPU: the decode kernel with every row
+    // Q8-quantized, 4 activation rows per pass over a group (an int8 GEMM). Off by default: on
+    // Zen 4 it measured slower than the dequantized tiles + bf16 GEMM (docs/BENCHMARKS.md).
+    static const bool int8_prefill = [] {
+        const char* e = std::getenv("ZS_QUANT_PREFILL");
+        return e != nullptr && std::string_view(e) == "int8";
+    }();
+    if (w.layout() == core::QLayout::interleaved16 && int8_prefill &&
+        resolve(QuantKernel::best) == QuantKernel::avx512_vnni) {
+        return quant_gemv(out, x, w, beta, bias, QuantKernel::avx512_vnni);
+    }
     constexpr int64_t kTileRows = 256;
     Tensor tile = Tensor::empty({std::min(kTileRows, N), K}, x.dtype(), core::Device::cpu(),
                                 core::MemCategory::buffers);
@@ -293,9 +323,16 @@ void CpuKernels::quant_linear(const Tensor& out, const Tensor& x, const core::QT
 #pragma omp parallel
             {
                 std::vector<float> row(static_cast<size_t>(K));
+                std::vector<uint8_t> file_row;
+                if (w.layout() == core::QLayout::interleaved16)
+                    file_row.resize(static_cast<size_t>(w.row_bytes()));
 #pragma omp for schedule(static)
                 for (int64_t r = 0; r < nn; ++r) {
-                    core::dequantize(w.type(), w.row(n0 + r), row.data(), K);
+                    const uint8_t* src = w.layout() == core::QLayout::rows ? w.row(n0 + r) : [&] {
+                        core::deinterleave_row(w, n0 + r, file_row.data());
+                        return static_cast<const uint8_t*>(file_row.data());
+                    }();
+                    core::dequantize(w.type(), src, row.data(), K);
                     for (int64_t k = 0; k < K; ++k)
                         T[r * K + k] = from_f32<TX>(row[static_cast<size_t>(k)]);
                 }

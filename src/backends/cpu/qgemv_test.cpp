@@ -10,11 +10,15 @@
 #include "backends/cpu/qgemv.h"
 
 #include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <string_view>
 #include <vector>
 
 #include <gtest/gtest.h>
 
 #include "backends/cpu/gemv.h"
+#include "backends/cpu/qdot.h"
 #include "core/half.h"
 #include "core/quant.h"
 #include "ops/matmul.h"
@@ -90,13 +94,45 @@ std::vector<QuantKernel> kernels() {
     return v;
 }
 
+// The file layout and, for the types that have one, the interleaved16 repacking (core/quant.h),
+// with N = 37 rows: two whole groups of 16 and a padded one.
+std::vector<QTensor> layouts(const QTensor& w) {
+    std::vector<QTensor> v{w};
+    if (core::can_interleave(w.type())) v.push_back(core::interleave16(w));
+    return v;
+}
+
+TEST(QuantGemv, InterleavedRoundTripsBitForBit) {
+    test::Rng rng(300);
+    for (QType t : kAllTypes) {
+        if (!core::can_interleave(t)) continue;
+        for (int64_t n : {1, 16, 37}) {
+            const QTensor w = random_weights(rng, t, n, 512);
+            const QTensor p = core::interleave16(w);
+            EXPECT_EQ(p.layout(), core::QLayout::interleaved16);
+            EXPECT_EQ(p.nbytes(),
+                      static_cast<size_t>((n + 15) / 16 * core::interleaved_group_bytes(t, 512)));
+            std::vector<uint8_t> row(static_cast<size_t>(w.row_bytes()));
+            for (int64_t r = 0; r < n; ++r) {
+                core::deinterleave_row(p, r, row.data());
+                ASSERT_EQ(std::memcmp(row.data(), w.row(r), row.size()), 0)
+                    << to_string(t) << " row " << r << " of " << n;
+            }
+        }
+    }
+    const QTensor w = core::interleave16(random_weights(rng, QType::q4_0, 40, 64));
+    EXPECT_EQ(w.slice_rows(16, 40).rows(), 24);
+    EXPECT_THROW((void)w.slice_rows(8, 16), ShapeError);
+    EXPECT_THROW((void)core::interleave16(random_weights(rng, QType::q5_k, 4, 256)), NotSupported);
+}
+
 TEST(QuantGemv, EveryTypeAndKernelMatchesDequantizedReference) {
     test::Rng rng(301);
     const int64_t N = 37, K = 512;
     for (QType t : kAllTypes) {
-        const QTensor w = random_weights(rng, t, N, K);
-        const std::vector<float> wf = dequantized(w);
-        for (int64_t M : {1, 3, 16}) {
+        const QTensor w0 = random_weights(rng, t, N, K);
+        const std::vector<float> wf = dequantized(w0);
+        for (int64_t M : {1, 3, 16, 21}) {  // 21: the int8 prefill (interleaved, VNNI only)
             Tensor x = test::random_tensor(rng, {M, K}, DType::f32);
             Tensor bias = test::random_tensor(rng, {N}, DType::f32);
             Tensor init = test::random_tensor(rng, {M, N}, DType::f32);
@@ -117,27 +153,33 @@ TEST(QuantGemv, EveryTypeAndKernelMatchesDequantizedReference) {
                     }
                 }
             }
-            for (QuantKernel kern : kernels()) {
-                Tensor out = init.clone();
-                quant_gemv(out, x, w, 1.0f, bias, kern);
-                for (int64_t m = 0; m < M; ++m) {
-                    for (int64_t n = 0; n < N; ++n) {
-                        double exact = init.data<float>()[m * N + n] + bias.data<float>()[n];
-                        double on_q8 = exact, mag = std::fabs(exact), bound = 0.0;
-                        for (int64_t k = 0; k < K; ++k) {
-                            const double wv = wf[static_cast<size_t>(n * K + k)];
-                            const auto i = static_cast<size_t>(m * K + k);
-                            exact += wv * X[m * K + k];
-                            on_q8 += wv * xq[i];
-                            mag += std::fabs(wv * X[m * K + k]);
-                            bound += std::fabs(wv) * step[i] / 2;
+            for (const QTensor& w : layouts(w0)) {
+                for (QuantKernel kern : kernels()) {
+                    if (M > kSkinnyMaxRows &&
+                        (w.layout() == core::QLayout::rows || kern != QuantKernel::avx512_vnni)) {
+                        continue;
+                    }
+                    Tensor out = init.clone();
+                    quant_gemv(out, x, w, 1.0f, bias, kern);
+                    for (int64_t m = 0; m < M; ++m) {
+                        for (int64_t n = 0; n < N; ++n) {
+                            double exact = init.data<float>()[m * N + n] + bias.data<float>()[n];
+                            double on_q8 = exact, mag = std::fabs(exact), bound = 0.0;
+                            for (int64_t k = 0; k < K; ++k) {
+                                const double wv = wf[static_cast<size_t>(n * K + k)];
+                                const auto i = static_cast<size_t>(m * K + k);
+                                exact += wv * X[m * K + k];
+                                on_q8 += wv * xq[i];
+                                mag += std::fabs(wv * X[m * K + k]);
+                                bound += std::fabs(wv) * step[i] / 2;
+                            }
+                            const double got = out.data<float>()[m * N + n];
+                            ASSERT_NEAR(got, on_q8, 1e-5 * mag + 1e-6)
+                                << w.str() << " " << to_string(kern) << " M=" << M << " m=" << m
+                                << " n=" << n;
+                            ASSERT_NEAR(got, exact, bound * 1.001 + 1e-5 * mag + 1e-6)
+                                << w.str() << " " << to_string(kern) << " M=" << M;
                         }
-                        const double got = out.data<float>()[m * N + n];
-                        ASSERT_NEAR(got, on_q8, 1e-5 * mag + 1e-6)
-                            << to_string(t) << " " << to_string(kern) << " M=" << M << " m=" << m
-                            << " n=" << n;
-                        ASSERT_NEAR(got, exact, bound * 1.001 + 1e-5 * mag + 1e-6)
-                            << to_string(t) << " " << to_string(kern) << " M=" << M;
                     }
                 }
             }
@@ -150,36 +192,63 @@ TEST(QuantGemv, EveryTypeAndKernelMatchesDequantizedReference) {
 TEST(QuantGemv, OpApiPrefillAndBf16) {
     test::Rng rng(302);
     const int64_t N = 300, K = 256;  // N > the prefill tile of 256 rows
-    for (QType t : {QType::q4_1, QType::q6_k, QType::q8_0}) {
-        const QTensor w = random_weights(rng, t, N, K);
-        const std::vector<float> wf = dequantized(w);
-        for (int64_t M : {2, 40}) {
-            for (DType dt : {DType::f32, DType::bf16}) {
-                Tensor x = test::random_tensor(rng, {M, K}, dt);
-                Tensor out = Tensor::empty({M, N}, dt);
-                ops::quant_linear_forward(out, x, w);
-                const Tensor xf = x.to(DType::f32), of = out.to(DType::f32);
-                for (int64_t m = 0; m < M; ++m) {
-                    for (int64_t n = 0; n < N; ++n) {
-                        double exact = 0.0, mag = 0.0, wabs = 0.0;
-                        for (int64_t k = 0; k < K; ++k) {
-                            const double wv = wf[static_cast<size_t>(n * K + k)];
-                            exact += wv * xf.data<float>()[m * K + k];
-                            mag += std::fabs(wv * xf.data<float>()[m * K + k]);
-                            wabs += std::fabs(wv);
+    for (QType t : {QType::q4_1, QType::q6_k, QType::q8_0, QType::q4_k, QType::q5_0}) {
+        const QTensor w0 = random_weights(rng, t, N, K);
+        const std::vector<float> wf = dequantized(w0);
+        for (const QTensor& w : layouts(w0)) {
+            // ZS_QUANT_PREFILL=int8, interleaved, VNNI CPU: prefill runs the int8 kernel too.
+            const char* pf = std::getenv("ZS_QUANT_PREFILL");
+            const bool q8_prefill = w.layout() == core::QLayout::interleaved16 && pf != nullptr &&
+                                    std::string_view(pf) == "int8" &&
+                                    resolve(QuantKernel::best) == QuantKernel::avx512_vnni;
+            for (int64_t M : {2, 40}) {
+                for (DType dt : {DType::f32, DType::bf16}) {
+                    Tensor x = test::random_tensor(rng, {M, K}, dt);
+                    Tensor out = Tensor::empty({M, N}, dt);
+                    ops::quant_linear_forward(out, x, w);
+                    const Tensor xf = x.to(DType::f32), of = out.to(DType::f32);
+                    for (int64_t m = 0; m < M; ++m) {
+                        for (int64_t n = 0; n < N; ++n) {
+                            double exact = 0.0, mag = 0.0, wabs = 0.0;
+                            for (int64_t k = 0; k < K; ++k) {
+                                const double wv = wf[static_cast<size_t>(n * K + k)];
+                                exact += wv * xf.data<float>()[m * K + k];
+                                mag += std::fabs(wv * xf.data<float>()[m * K + k]);
+                                wabs += std::fabs(wv);
+                            }
+                            // Q8 steps are at most max|x| / 127 (|x| <= 1); bf16 output and, for
+                            // prefill, bf16-rounded weights add 2^-8 relative each.
+                            double tol = 1e-5 * mag + 1e-6;
+                            if (M <= kSkinnyMaxRows || q8_prefill) tol += wabs / 127.0 / 2;
+                            if (dt == DType::bf16) tol += std::fabs(exact) / 128.0 + mag / 256.0;
+                            ASSERT_NEAR(of.data<float>()[m * N + n], exact, tol)
+                                << w.str() << " M=" << M << " " << core::to_string(dt);
                         }
-                        // Q8 steps are at most max|x| / 127 (|x| <= 1); bf16 output and, for
-                        // prefill, bf16-rounded weights add 2^-8 relative each.
-                        double tol = 1e-5 * mag + 1e-6;
-                        if (M <= kSkinnyMaxRows) tol += wabs / 127.0 / 2;
-                        if (dt == DType::bf16) tol += std::fabs(exact) / 128.0 + mag / 256.0;
-                        ASSERT_NEAR(of.data<float>()[m * N + n], exact, tol)
-                            << to_string(t) << " M=" << M << " " << core::to_string(dt);
                     }
                 }
             }
         }
     }
+}
+
+// The AVX-512 activation quantizer against the scalar one (random inputs: no exact ties, where
+// the two may round differently), zero blocks included.
+TEST(QuantGemv, VectorActivationQuantizerMatchesScalar) {
+    if (resolve(QuantKernel::best) != QuantKernel::avx512_vnni) GTEST_SKIP() << "no AVX-512 VNNI";
+    test::Rng rng(304);
+    const int64_t K = 1024;
+    Tensor x = test::random_tensor(rng, {K}, DType::f32);
+    float* X = x.data<float>();
+    for (int k = 64; k < 96; ++k) X[k] = 0.0f;
+    std::vector<int8_t> qa(K), qb(K);
+    std::vector<float> da(K / 32), db(K / 32);
+    std::vector<int32_t> a0(K / 32), a1(K / 32), b0(K / 32), b1(K / 32);
+    quantize_q8_act(X, K, qa.data(), da.data(), a0.data(), a1.data());
+    quantize_q8_act_avx512(X, K, qb.data(), db.data(), b0.data(), b1.data());
+    EXPECT_EQ(qa, qb);
+    EXPECT_EQ(da, db);
+    EXPECT_EQ(a0, b0);
+    EXPECT_EQ(a1, b1);
 }
 
 TEST(QuantGemv, RejectsMismatchedShapes) {
