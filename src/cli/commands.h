@@ -46,6 +46,17 @@ struct GenerateOptions {
     int tp = 1;         // tensor-parallel ranks (the world must be this many: zerospeed-run)
     int ep = 1;         // expert-parallel ranks (MoE; the world must be this many; not with tp)
     bool ignore_eos = false;  // generate --max-tokens even past EOS (benchmarks; llama.cpp flag)
+    // ZeRO-Inference (zero/inference.h): "nvme" or "cpu" streams the blocks' weights from that
+    // tier ("": all in memory); offload_path: the directory of the nvme weight files;
+    // memory_cap: the bytes the weights, buffers and KV cache may take (refused with the numbers
+    // otherwise; the read-ahead shrinks to fit); prefetch: blocks read ahead.
+    std::string offload_weights;
+    std::string offload_path;
+    std::string memory_cap;
+    int prefetch = 2;
+    // Sequences decoded in lockstep from the prompt (one weight pass serves all; rank 0 prints
+    // the first; the throughput counts all). > 1 needs greedy-or-seeded sampling, no --logprobs.
+    int batch = 1;
 };
 // Generate text from a prompt, streaming to stdout; throughput on stderr. With logprobs >= 0,
 // stdout is JSON Lines instead: {"id", "token", "logprob", "top": [{"id", "token", "logprob"}]}

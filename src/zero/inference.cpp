@@ -56,6 +56,21 @@ WeightStream::WeightStream(models::Transformer& model, const models::WeightSourc
                "--offload-weights: CPU models only (the model is on {})",
                model.run_config().device.str());
     mem_ = stream_memory(model, cfg_.prefetch);
+    if (cfg_.memory_cap > 0) {
+        const int64_t asked = cfg_.prefetch;
+        while (mem_.total() > cfg_.memory_cap && cfg_.prefetch > 1) {
+            mem_ = stream_memory(model, --cfg_.prefetch);
+        }
+        ZS_CHECK_T(ConfigError, mem_.total() <= cfg_.memory_cap,
+                   "--memory-cap {}: the embedding and head ({}) and 2 block buffers of {} need {} "
+                   "(weight streaming keeps at least the block in use and the next one)",
+                   core::format_bytes(cfg_.memory_cap), core::format_bytes(mem_.resident),
+                   core::format_bytes(mem_.largest_block), core::format_bytes(mem_.total()));
+        if (cfg_.prefetch < asked) {
+            log_info("zero-inference: read-ahead {} -> {} blocks to fit --memory-cap {}", asked,
+                     cfg_.prefetch, core::format_bytes(cfg_.memory_cap));
+        }
+    }
     OffloadConfig oc;
     oc.aio = cfg_.aio;
     store_ = std::make_unique<SwapStore>(cfg_.tier, oc, 0, cfg_.path, cfg_.pin, "weights");

@@ -40,6 +40,9 @@ struct StreamConfig {
     int64_t prefetch = 2;    // blocks read ahead (>= 1)
     bool pin = true;         // mlock the block buffers where allowed
     io::AioConfig aio;
+    // > 0: the bytes the resident groups and the buffers may take; the read-ahead shrinks
+    // (down to 1) until they fit, else ConfigError with the numbers, before anything is written.
+    int64_t memory_cap = 0;
 };
 
 // Bytes WeightStream holds for `model` (compute dtype from its RunConfig): the embedding and
