@@ -128,6 +128,11 @@ struct EstimateOptions {
     bool sweep = false;  // also a table over 1, 2, 4, ..., 1024 ranks at this tp
     int64_t seq_len = 1024;
     int64_t memory_per_rank = 0;  // bytes; 0 = this machine's RAM / ranks_per_node
+    // Offload tier advice (zero/tiers.h) for this per-rank cap ("" = none): the disk bandwidth
+    // (bytes/s; "" = measured with O_DIRECT under offload_path) and the compute rate (TFLOP/s;
+    // 0 = a bf16/f32 matmul measured here).
+    std::string memory_cap, disk_bw, offload_path;
+    double tflops = 0;
 };
 // Predicted per-rank memory and communication for every ZeRO stage.
 int run_estimate(const EstimateOptions& opts);

@@ -290,6 +290,17 @@ int main(int argc, char** argv) {
     esti->add_option("--seq-len", est.seq_len, "Tokens per sequence")->check(CLI::PositiveNumber);
     esti->add_option("--memory-per-rank", est.memory_per_rank,
                      "Bytes per rank for the largest-model answer");
+    esti->add_option("--memory-cap", est.memory_cap,
+                     "Offload advice: which tiers (none / optimizer cpu / optimizer nvme / params "
+                     "nvme) fit this per-rank memory (e.g. 8G), with predicted step times");
+    esti->add_option("--disk-bw", est.disk_bw,
+                     "Disk bandwidth for --memory-cap, bytes/s (e.g. 1.5G; default: measured with "
+                     "O_DIRECT under --offload-path)");
+    esti->add_option("--offload-path", est.offload_path,
+                     "Directory on the offload disk for the bandwidth probe (256 MiB, removed)");
+    esti->add_option("--tflops", est.tflops,
+                     "Compute rate for --memory-cap, TFLOP/s (default: a matmul measured here)")
+        ->check(CLI::PositiveNumber);
 
     zs::cli::PlanPipelineOptions ppl;
     CLI::App* plan = app.add_subcommand("plan", "Plan parallel training on paper");

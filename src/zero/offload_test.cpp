@@ -22,6 +22,7 @@
 #include "models/transformer.h"
 #include "tests/test_util.h"
 #include "zero/engine.h"
+#include "zero/tiers.h"
 
 namespace zs::zero {
 namespace {
@@ -425,6 +426,75 @@ TEST(Offload, RefusedConfigurationsAreNamed) {
               std::string::npos);
     EXPECT_NE(message([&] { make(2, optim::Kind::adamw, Tier::nvme, ""); }).find("nvme_path"),
               std::string::npos);
+}
+
+}  // namespace
+}  // namespace zs::zero
+
+namespace zs::zero {
+namespace {
+
+// Tier advice (zero/tiers.h) against its formulas, worked by hand for one estimate: stage 3, bf16,
+// Adam, 2 micro-batches, Ψ = 1000 shard elements (largest group 400), 2 buffers of sub-groups of
+// 100, 1 parameter buffer.
+TEST(OffloadTiers, AdviceFollowsTheFormulas) {
+    MemoryEstimate e;
+    e.params = 2000;     // 2 Ψ
+    e.grads = 4000;      // 4 Ψ
+    e.master = 4000;     // 4 Ψ
+    e.optimizer = 8000;  // 8 Ψ
+    e.activations = 500;
+    e.transient = 700;
+    e.peak = 19200;
+    TierInput in;
+    in.stage = 3;
+    in.micro_batches = 2;
+    in.shard_elems = 1000;
+    in.largest_group_shard = 400;
+    in.ct = 2;
+    in.n_states = 2;
+    in.sub_group_size = 100;
+    in.buffer_count = 2;
+    in.param_buffer_count = 1;
+    in.compute_s = 1.0;
+    in.disk_bw = 10000.0;  // bytes/s
+    in.memory_cap = 12000;
+    const TierAdvice a = advise_tiers(e, in);
+    ASSERT_EQ(a.options.size(), 3u);  // none, optimizer nvme, params nvme (no cpu tier on a CPU)
+    EXPECT_EQ(a.options[0].name, "none");
+    EXPECT_EQ(a.options[0].memory, 19200);
+    EXPECT_EQ(a.options[0].step_overlapped, 1.0);
+    // Optimizer (and gradients) on NVMe: peak - master - optimizer - grads + 2 buffers x 100 x
+    // 4 bytes x (3 record fields + 1 gradient field).
+    const int64_t opt_mem = 19200 - 4000 - 8000 - 4000 + 2 * 100 * 4 * 4;
+    EXPECT_EQ(a.options[1].name, "optimizer nvme");
+    EXPECT_EQ(a.options[1].memory, opt_mem);
+    // Records 3 x 4 x 1000 read and written; gradients 2 micro-batches x 4 x 1000 each way.
+    EXPECT_EQ(a.options[1].disk_read, 12000 + 8000);
+    EXPECT_EQ(a.options[1].disk_write, 12000 + 8000);
+    EXPECT_DOUBLE_EQ(a.options[1].step_overlapped, std::max(1.0, 40000.0 / 10000.0));
+    EXPECT_DOUBLE_EQ(a.options[1].step_serial, 1.0 + 40000.0 / 10000.0);
+    // Parameters too: - 2 Ψ + (1 + 1) x 2 x 400; read (2 x 2 + 1) x 2 Ψ more, write 2 Ψ more.
+    EXPECT_EQ(a.options[2].name, "params nvme");
+    EXPECT_EQ(a.options[2].memory, opt_mem - 2000 + 2 * 2 * 400);
+    EXPECT_EQ(a.options[2].disk_read, 20000 + 5 * 2000);
+    EXPECT_EQ(a.options[2].disk_write, 20000 + 2000);
+    // 19200 does not fit 12000, opt_mem = 6400 does: the advice is optimizer nvme; below
+    // it, the parameters too (6000).
+    EXPECT_EQ(a.advice, 1);
+    in.memory_cap = opt_mem - 1;
+    EXPECT_EQ(advise_tiers(e, in).advice, 2);
+    in.memory_cap = 100;
+    EXPECT_EQ(advise_tiers(e, in).advice, -1);
+    // Off the CPU the cpu tier is an option (same memory as nvme, no disk traffic).
+    in.cpu_device = false;
+    in.memory_cap = opt_mem;
+    const TierAdvice g = advise_tiers(e, in);
+    ASSERT_EQ(g.options.size(), 4u);
+    EXPECT_EQ(g.options[1].name, "optimizer cpu");
+    EXPECT_EQ(g.options[1].memory, opt_mem);
+    EXPECT_EQ(g.options[1].disk_read, 0);
+    EXPECT_EQ(g.advice, 1);
 }
 
 }  // namespace
