@@ -297,19 +297,37 @@ void Engine::grad_store(int g) {
     // One group's writes in flight at a time: they overlap the next group's backward.
     grad_drain();
     // The in-memory accumulation, element for element: zeros (begin_step) + the first shard,
-    // then the sum so far + each next one.
-    Tensor acc = grad_load(g);
+    // then the sum so far + each next one; in an aligned buffer that a group of one sub-group
+    // writes as it is.
+    const int64_t S = shards_[static_cast<size_t>(g)].size;
+    const std::vector<int>& ids = subs_of_[static_cast<size_t>(g)];
+    io::AlignedBuffer whole(static_cast<size_t>(S) * sizeof(float), cfg_.offload.pin_memory,
+                            MemCategory::grads);
+    Tensor acc = Tensor::wrap(whole.data(), {S}, DType::f32);
+    if (!gr.grad_stored) {
+        acc.zero();
+    } else if (ids.size() == 1) {
+        gstore_->read(ids[0], whole, static_cast<size_t>(S) * sizeof(float)).wait();
+    } else {
+        acc.copy_from(grad_load(g));
+    }
     ops::add(acc, acc, gr.reduce_out);
     gr.reduce_out = Tensor();
     const float* d = acc.data<float>();
     gr.grad_sq = grad_part(g, d, {});
     gr.grad_finite = grad_finite_part(g, d);
-    for (int id : subs_of_[static_cast<size_t>(g)]) {
-        const SubGroup& sg = subs_[static_cast<size_t>(id)];
-        const size_t n = static_cast<size_t>(sg.b - sg.a) * sizeof(float);
-        gbufs_.emplace_back(n, cfg_.offload.pin_memory, MemCategory::grads);
-        std::memcpy(gbufs_.back().data(), d + sg.a, n);
-        gwrites_.push_back(gstore_->write(id, gbufs_.back(), n));
+    if (ids.size() == 1) {
+        gbufs_.push_back(std::move(whole));
+        gwrites_.push_back(
+            gstore_->write(ids[0], gbufs_.back(), static_cast<size_t>(S) * sizeof(float)));
+    } else {
+        for (int id : ids) {
+            const SubGroup& sg = subs_[static_cast<size_t>(id)];
+            const size_t n = static_cast<size_t>(sg.b - sg.a) * sizeof(float);
+            gbufs_.emplace_back(n, cfg_.offload.pin_memory, MemCategory::grads);
+            std::memcpy(gbufs_.back().data(), d + sg.a, n);
+            gwrites_.push_back(gstore_->write(id, gbufs_.back(), n));
+        }
     }
     gr.grad_stored = true;
 }
@@ -976,13 +994,13 @@ void Engine::complete_reduce(int g) {
     } else {
         // Stages 2-3: accumulate this micro-batch's reduced shard (in memory, or in its records
         // on the tier); drop the full gradients.
+        gr.full_g = Tensor();  // the reduction is complete
+        bind(g);
         if (offload_grads_) {
             grad_store(g);
         } else {
             ops::add(gr.shard_g, gr.shard_g, gr.reduce_out);
         }
-        gr.full_g = Tensor();
-        bind(g);
     }
     gr.reduce_out = Tensor();
 }
