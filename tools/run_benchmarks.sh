@@ -5,7 +5,8 @@
 #
 # Usage: tools/run_benchmarks.sh [BUILD] [section...]
 #   sections: ops optim tokenizer comm collectives mpi-configs train generate quant tp ep pipeline
-#   serve sp offload (default: all but collectives, mpi-configs, quant, pipeline, sp and offload)
+#   serve sp offload infinity zero-inference (default: all but collectives, mpi-configs, quant,
+#   pipeline, sp, offload, infinity and zero-inference)
 # Peers: the Python ones (torch, deepspeed, tiktoken, HF tokenizers, sentencepiece) come from the
 # reference venv, installed (once, cached) by tools/reference_venv.sh. llama.cpp's llama-server is
 # used when LLAMA_SERVER names its binary (llama-bench from LLAMA_BENCH), llm.c's CPU trainer when LLMC_TRAIN names its
@@ -379,6 +380,16 @@ CONFIGS
         OMP_NUM_THREADS=${OMP_NUM_THREADS:-2} "$root/bench/train/offload_bench.sh" "$bin" "$(train_data)" \
             "$out/offload" ${OFFLOAD_DIR:+"$OFFLOAD_DIR"} | tee "$out/offload.txt"
         ;;
+    infinity)
+        note "infinity: ZeRO-Infinity (optimizer, gradients, parameters on NVMe) under a memory cgroup of MEM_CAP (8G); model INFINITY_MODEL (bench/offload/llama_3b.json); needs root and ~30 bytes/parameter of disk + MIN_FREE_GB"
+        "$root/bench/offload/infinity_cgroup.sh" "$bin" "$(train_data)" "$out/infinity" \
+            "${OFFLOAD_DIR:-$out/infinity/nvme}" ${INFINITY_MODEL:+"$INFINITY_MODEL"} | tee "$out/infinity.txt"
+        ;;
+    zero-inference)
+        note "zero-inference: SmolLM2-135M generate with block weights streamed from NVMe (batch 1/4/16) vs in memory and the dd direct read bound"
+        "$root/bench/offload/zero_inference.sh" "$bin" "$("$root/tools/fetch_smollm2.sh")" \
+            "$out/zero_inference" "${OFFLOAD_DIR:-$out/zero_inference/nvme}" | tee "$out/zero_inference.txt"
+        ;;
     serve)
         note "serve: zerospeed SplitFuse vs prefill-first${LLAMA_SERVER:+ vs llama.cpp ($LLAMA_SERVER)}"
         "$root/tools/bench_serve_peers.sh" --out "$out/serve" \
@@ -391,7 +402,7 @@ CONFIGS
         "$root/bench/train/sp_long_equivalence.sh" "$build/bin" "$root" 4096 8192 | tee -a "$out/sp.txt"
         ;;
     *)
-        echo "unknown section $s (ops optim tokenizer comm mpi-configs train generate quant tp ep pipeline serve sp offload)" >&2
+        echo "unknown section $s (ops optim tokenizer comm mpi-configs train generate quant tp ep pipeline serve sp offload infinity zero-inference)" >&2
         exit 2
         ;;
     esac

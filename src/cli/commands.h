@@ -47,6 +47,17 @@ struct GenerateOptions {
     int ep = 1;         // expert-parallel ranks (MoE; the world must be this many; not with tp)
     int expert_locality = 0;  // > 0: report routing locality for that many ep ranks (MoE)
     bool ignore_eos = false;  // generate --max-tokens even past EOS (benchmarks; llama.cpp flag)
+    // ZeRO-Inference (zero/inference.h): "nvme" or "cpu" streams the blocks' weights from that
+    // tier ("": all in memory); offload_path: the directory of the nvme weight files;
+    // memory_cap: the bytes the weights, buffers and KV cache may take (refused with the numbers
+    // otherwise; the read-ahead shrinks to fit); prefetch: blocks read ahead.
+    std::string offload_weights;
+    std::string offload_path;
+    std::string memory_cap;
+    int prefetch = 2;
+    // Sequences decoded in lockstep from the prompt (one weight pass serves all; rank 0 prints
+    // the first; the throughput counts all). > 1 needs greedy-or-seeded sampling, no --logprobs.
+    int batch = 1;
 };
 // Generate text from a prompt, streaming to stdout; throughput on stderr. With logprobs >= 0,
 // stdout is JSON Lines instead: {"id", "token", "logprob", "top": [{"id", "token", "logprob"}]}
@@ -118,6 +129,11 @@ struct EstimateOptions {
     bool sweep = false;  // also a table over 1, 2, 4, ..., 1024 ranks at this tp
     int64_t seq_len = 1024;
     int64_t memory_per_rank = 0;  // bytes; 0 = this machine's RAM / ranks_per_node
+    // Offload tier advice (zero/tiers.h) for this per-rank cap ("" = none): the disk bandwidth
+    // (bytes/s; "" = measured with O_DIRECT under offload_path) and the compute rate (TFLOP/s;
+    // 0 = a bf16/f32 matmul measured here).
+    std::string memory_cap, disk_bw, offload_path;
+    double tflops = 0;
 };
 // Predicted per-rank memory and communication for every ZeRO stage.
 int run_estimate(const EstimateOptions& opts);

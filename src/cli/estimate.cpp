@@ -7,16 +7,23 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <cstring>
+#include <filesystem>
 #include <string>
 
 #include <sys/sysinfo.h>
 
 #include "base/error.h"
+#include "base/timer.h"
 #include "cli/commands.h"
+#include "cli/model_loader.h"
 #include "core/memory.h"
+#include "io/aio.h"
 #include "models/sources.h"
+#include "ops/matmul.h"
 #include "parallel/topology.h"
 #include "train/ds_config.h"
+#include "zero/tiers.h"
 
 namespace zs::cli {
 
@@ -60,6 +67,40 @@ int n_optimizer_states(const train::TrainConfig& tc) {
             return tc.optimizer.momentum != 0.0 ? 1 : 0;
     }
     return 0;
+}
+
+// Direct-I/O bandwidth of the disk holding `dir`: 256 MiB written then read as one tensor file
+// through io::AsyncIo (O_DIRECT, the offload path's own I/O), bytes/s of the two together.
+double measure_disk_bw(const std::string& dir) {
+    ZS_CHECK_T(ConfigError, !dir.empty(),
+               "estimate --memory-cap: give --disk-bw (bytes/s) or --offload-path (a directory "
+               "on the offload disk, to measure it)");
+    const size_t n = size_t{256} << 20;
+    io::AlignedBuffer buf(n, false);
+    std::memset(buf.data(), 0x5a, n);
+    io::AsyncIo aio(io::AioConfig{});
+    const std::string path = dir + "/zerospeed_bw_probe.swp";
+    Timer t;
+    aio.write(path, buf, n).wait();
+    aio.read(path, buf, n).wait();
+    const double s = t.seconds();
+    std::filesystem::remove(path);
+    return 2.0 * static_cast<double>(n) / s;
+}
+
+// The matmul rate of this machine in the compute dtype, FLOP/s: a 1024^3 product, best of 3.
+double measure_flops(core::DType ct) {
+    const int64_t n = 1024;
+    Tensor a = Tensor::zeros({n, n}, ct), b = Tensor::zeros({n, n}, ct),
+           c = Tensor::zeros({n, n}, DType::f32);
+    ops::matmul(c, a, b);
+    double best = 1e30;
+    for (int i = 0; i < 3; ++i) {
+        Timer t;
+        ops::matmul(c, a, b);
+        best = std::min(best, t.seconds());
+    }
+    return 2.0 * static_cast<double>(n * n * n) / best;
 }
 
 }  // namespace
@@ -275,6 +316,62 @@ int run_estimate(const EstimateOptions& o) {
                                                        tc.zero.zero_hpz_partition_size);
         std::printf("  stage %d: %.2f B parameters (%.2f bytes per parameter per rank)\n", stage,
                     static_cast<double>(budget) / bpp * tp / 1e9, bpp / tp);
+    }
+    if (!o.memory_cap.empty()) {
+        // Offload tier advice at the configured stage (zero/tiers.h).
+        zero::TierInput ti;
+        ti.memory_cap = parse_memory_size(o.memory_cap, "--memory-cap");
+        ti.stage = tc.zero.stage;
+        ti.micro_batches = accum;
+        const int64_t zdp = static_cast<int64_t>(dp) * sp;
+        for (int g = 0; g < rank.model().layout().n_groups(); ++g) {
+            const int64_t shard = (rank.model().layout().group(g).numel + zdp - 1) / zdp;
+            ti.shard_elems += shard;
+            ti.largest_group_shard = std::max(ti.largest_group_shard, shard);
+        }
+        ti.ct = ct;
+        ti.n_states = n_states;
+        ti.sub_group_size = tc.zero.sub_group_size;
+        ti.buffer_count = tc.zero.offload_optimizer.buffer_count;
+        ti.param_buffer_count = tc.zero.offload_param.buffer_count;
+        ti.cpu_device = true;
+        ti.disk_bw = o.disk_bw.empty()
+                         ? measure_disk_bw(o.offload_path)
+                         : static_cast<double>(parse_memory_size(o.disk_bw, "--disk-bw"));
+        const double flops = o.tflops > 0 ? o.tflops * 1e12 : measure_flops(rc.compute_dtype);
+        // 6 flops per parameter per token (forward 2, backward 4), + 2 more under activation
+        // checkpointing (the forward re-run), over this rank's tokens of the step.
+        const double tokens = static_cast<double>(micro * accum * (o.seq_len / sp));
+        const double per_param = rc.activation_checkpointing ? 8.0 : 6.0;
+        ti.compute_s =
+            per_param * static_cast<double>(rank.model().config().n_params()) / tp * tokens / flops;
+        const zero::TierAdvice adv = zero::advise_tiers(e, ti);  // e: the configured stage
+        std::printf(
+            "\nOffload tiers for %s per rank at stage %d (disk %.2f GB/s direct I/O%s, compute "
+            "%.2f TFLOP/s%s -> %.2f s per step):\n",
+            bytes(ti.memory_cap).c_str(), ti.stage, ti.disk_bw / 1e9,
+            o.disk_bw.empty() ? " measured" : "", flops / 1e12, o.tflops > 0 ? "" : " measured",
+            ti.compute_s);
+        std::printf("  %-15s %12s %12s %12s %14s %14s\n", "tiers", "memory", "disk read",
+                    "disk write", "step (overlap)", "step (serial)");
+        for (size_t i = 0; i < adv.options.size(); ++i) {
+            const zero::TierOption& t = adv.options[i];
+            std::printf("  %-15s %12s %12s %12s %12.2f s %12.2f s %s\n", t.name.c_str(),
+                        bytes(t.memory).c_str(), bytes(t.disk_read).c_str(),
+                        bytes(t.disk_write).c_str(), t.step_overlapped, t.step_serial,
+                        static_cast<int>(i) == adv.advice ? "<- advice"
+                        : t.fits                          ? ""
+                                                          : "(does not fit)");
+        }
+        if (adv.advice < 0) {
+            std::printf(
+                "  nothing fits %s: fewer parameters per rank (more ranks, tp) or a "
+                "larger cap\n",
+                bytes(ti.memory_cap).c_str());
+        }
+        std::printf(
+            "  (the cpu tier is the rank's own memory on a CPU rank; step (overlap) = max(compute, "
+            "disk / bandwidth), the engine's pipelined reads and writes)\n");
     }
     return 0;
 }

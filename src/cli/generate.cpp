@@ -2,7 +2,10 @@
 // through the model's chat format), prefill it in one forward, then decode token by token with a
 // KV cache, streaming text to stdout as whole UTF-8 characters. Stops at EOS / end-of-turn
 // tokens, at any --stop string (not printed), or after --max-tokens. The last line, on stderr,
-// reports prompt and generation throughput.
+// reports prompt and generation throughput. --offload-weights streams the blocks' weights from
+// NVMe or the cpu tier (ZeRO-Inference, zero/inference.h); --batch decodes several sequences in
+// lockstep, one weight pass per step for all.
+#include <algorithm>
 #include <cstdio>
 #include <filesystem>
 #include <memory>
@@ -21,8 +24,98 @@
 #include "infer/stop_filter.h"
 #include "io/tokenizer_stream.h"
 #include "models/kv_cache.h"
+#include "zero/inference.h"
 
 namespace zs::cli {
+
+namespace {
+
+// ZeRO-Inference: the weight bytes per forward and the rate they were read at.
+void report_stream(const zero::WeightStream& ws, int64_t forwards, double seconds) {
+    const double gb = static_cast<double>(ws.bytes_read()) / 1e9;
+    std::fprintf(stderr,
+                 "offload-weights: %.3f GB of block weights per forward, %lld forwards, %.2f GB "
+                 "read in %.2f s (%.3f GB/s)\n",
+                 static_cast<double>(ws.memory().streamed) / 1e9, static_cast<long long>(forwards),
+                 gb, seconds, seconds > 0 ? gb / seconds : 0.0);
+}
+
+// --batch B: B copies of the prompt decoded in lockstep (each with its own sampler, seeded
+// seed + b), one forward of B tokens per step; sequence 0's text is printed; every sequence runs
+// to --max-tokens or its stop token (a finished one keeps decoding, unprinted, so the batch stays
+// in lockstep; its tokens are not counted).
+int generate_batch(const GenerateOptions& o, LoadedModel& lm, const infer::SamplingParams& sp,
+                   const std::vector<int32_t>& prompt, int64_t ctx,
+                   const std::vector<int32_t>& stop_ids) {
+    const int64_t B = o.batch, n = static_cast<int64_t>(prompt.size());
+    const int64_t V = lm.model->config().vocab_size;
+    zero::BatchKvCache kv(lm.model->local_config(), B, ctx, lm.model->run_config().compute_dtype);
+    std::vector<infer::Sampler> samplers;
+    for (int64_t b = 0; b < B; ++b) {
+        infer::SamplingParams p = sp;
+        p.seed = sp.seed + static_cast<uint64_t>(b);
+        samplers.emplace_back(p, V);
+        samplers.back().observe_prompt(prompt.data(), n);
+    }
+    std::vector<int32_t> ids, pos;
+    std::vector<int64_t> rows;
+    for (int64_t b = 0; b < B; ++b) {
+        ids.insert(ids.end(), prompt.begin(), prompt.end());
+        for (int64_t i = 0; i < n; ++i) pos.push_back(static_cast<int32_t>(i));
+        rows.push_back((b + 1) * n - 1);
+    }
+    io::StreamDecoder stream(*lm.tokenizer, true, true);
+    std::vector<bool> done(static_cast<size_t>(B), false);
+    int64_t generated = 0, forwards = 0;
+    Timer t;
+    double prompt_s = 0;
+    for (int64_t step = 0; step < o.max_tokens && kv.length() < ctx; ++step) {
+        const auto N = static_cast<int64_t>(ids.size());
+        Tensor logits = lm.model->forward_tokens(Tensor::wrap(ids.data(), {N}, DType::i32),
+                                                 Tensor::wrap(pos.data(), {N}, DType::i32), kv,
+                                                 rows, lm.stream.get());
+        kv.commit(N / B);
+        ++forwards;
+        if (step == 0) prompt_s = t.seconds();
+        const int32_t p = static_cast<int32_t>(kv.length());
+        ids.clear();
+        pos.clear();
+        rows.clear();
+        for (int64_t b = 0; b < B; ++b) {
+            const int32_t next =
+                samplers[static_cast<size_t>(b)].sample(logits.data<float>() + b * V).token;
+            if (!done[static_cast<size_t>(b)]) {
+                if (std::find(stop_ids.begin(), stop_ids.end(), next) != stop_ids.end()) {
+                    done[static_cast<size_t>(b)] = true;
+                } else {
+                    samplers[static_cast<size_t>(b)].observe_output(next);
+                    ++generated;
+                    if (b == 0) std::fputs(stream.push(next).c_str(), stdout);
+                }
+            }
+            ids.push_back(next);
+            pos.push_back(p);
+            rows.push_back(b);
+        }
+        std::fflush(stdout);
+        if (std::all_of(done.begin(), done.end(), [](bool d) { return d; })) break;
+    }
+    stream.drop_incomplete();
+    std::fputc('\n', stdout);
+    std::fflush(stdout);
+    const double s = t.seconds(), gen_s = s - prompt_s;
+    std::fprintf(stderr,
+                 "batch %lld: prompt %lld tokens x %lld in %.2f s | generated: %lld tokens in "
+                 "%.2f s (%.1f tokens/s, %lld forwards)\n",
+                 static_cast<long long>(B), static_cast<long long>(n), static_cast<long long>(B),
+                 prompt_s, static_cast<long long>(generated), gen_s,
+                 gen_s > 0 ? static_cast<double>(generated) / gen_s : 0.0,
+                 static_cast<long long>(forwards));
+    if (lm.stream) report_stream(*lm.stream, forwards, s);
+    return 0;
+}
+
+}  // namespace
 
 int run_generate(const GenerateOptions& o, comm::Communicator& world) {
     // Tensor parallelism: every rank runs this loop on its shard (the forwards' collectives keep
@@ -42,7 +135,24 @@ int run_generate(const GenerateOptions& o, comm::Communicator& world) {
     }
     comm::Communicator* group = tp ? tp : ep;  // the ranks that must take rank 0's token
     const bool lead = world.rank() == 0;
-    LoadedModel lm = load_model(o.model, o.dtype, false, tp, ep);
+    const bool offload = !o.offload_weights.empty();
+    ZS_CHECK_T(ConfigError, (!offload && o.batch == 1) || world.size() == 1,
+               "generate --offload-weights / --batch: one rank only (not with --tp / --ep)");
+    ZS_CHECK_T(ConfigError, o.batch == 1 || o.logprobs < 0,
+               "generate --batch {}: not with --logprobs (one sequence's tokens are printed)",
+               o.batch);
+    ZS_CHECK_T(ConfigError, offload || o.offload_path.empty(),
+               "--offload-path: only with --offload-weights nvme");
+    const int64_t cap = o.memory_cap.empty() ? 0 : parse_memory_size(o.memory_cap, "--memory-cap");
+    zero::StreamConfig sc;
+    if (offload) {
+        sc.tier = o.offload_weights == "cpu" ? zero::Tier::cpu : zero::Tier::nvme;
+        sc.path = o.offload_path;
+        sc.prefetch = o.prefetch;
+        sc.memory_cap = cap;
+    }
+    LoadedModel lm = load_model(o.model, o.dtype, false, tp, ep, offload ? &sc : nullptr);
+    models::GroupHooks* hooks = lm.stream.get();
     const models::ModelConfig& c = lm.model->config();
     const io::Tokenizer& tok = *lm.tokenizer;
 
@@ -83,6 +193,27 @@ int run_generate(const GenerateOptions& o, comm::Communicator& world) {
         for (int32_t e : lm.extra_stop_ids) stop_ids.push_back(e);
     }
 
+    if (cap > 0) {
+        // What this run holds of the model: the weights (or the stream's resident groups and
+        // buffers) and the KV cache of every sequence.
+        const models::ModelConfig& lc = lm.model->local_config();
+        const int64_t kv_bytes =
+            2 * lc.n_layers * ctx * lc.kv_dim() * o.batch *
+            static_cast<int64_t>(core::dtype_size(lm.model->run_config().compute_dtype));
+        const int64_t weights =
+            lm.stream
+                ? lm.stream->memory().total()
+                : static_cast<int64_t>(c.n_params()) *
+                      static_cast<int64_t>(core::dtype_size(lm.model->run_config().compute_dtype));
+        ZS_CHECK_T(ConfigError, weights + kv_bytes <= cap,
+                   "--memory-cap {}: the {} ({}) and the KV cache of {} x {} tokens ({}) need {}{}",
+                   core::format_bytes(cap),
+                   lm.stream ? "stream's resident weights and buffers" : "weights",
+                   core::format_bytes(weights), o.batch, ctx, core::format_bytes(kv_bytes),
+                   core::format_bytes(weights + kv_bytes),
+                   lm.stream ? "" : " (--offload-weights nvme streams the blocks from disk)");
+    }
+    if (o.batch > 1) return generate_batch(o, lm, sp, ids, ctx, stop_ids);
     models::ContiguousKvCache kv(lm.model->local_config(), ctx,
                                  lm.model->run_config().compute_dtype);
     infer::Sampler sampler(sp, c.vocab_size);
@@ -106,7 +237,7 @@ int run_generate(const GenerateOptions& o, comm::Communicator& world) {
     }
     Timer t_prompt;
     Tensor logits = lm.model->forward_tokens(Tensor::wrap(ids.data(), {n_prompt}, DType::i32),
-                                             pos.slice(0, 0, n_prompt), kv, {n_prompt - 1});
+                                             pos.slice(0, 0, n_prompt), kv, {n_prompt - 1}, hooks);
     kv.commit(n_prompt);
     double prompt_s = t_prompt.seconds();
 
@@ -157,7 +288,8 @@ int run_generate(const GenerateOptions& o, comm::Communicator& world) {
         }
         if (generated == o.max_tokens || kv.length() >= ctx) break;
         Tensor one = Tensor::wrap(&next, {1}, DType::i32);
-        logits = lm.model->forward_tokens(one, pos.slice(0, kv.length(), kv.length() + 1), kv, {0});
+        logits = lm.model->forward_tokens(one, pos.slice(0, kv.length(), kv.length() + 1), kv, {0},
+                                          hooks);
         kv.commit(1);
     }
     if (!stopped) {
@@ -184,6 +316,7 @@ int run_generate(const GenerateOptions& o, comm::Communicator& world) {
                  static_cast<double>(n_prompt) / prompt_s, static_cast<long long>(generated), gen_s,
                  gen_s > 0 ? static_cast<double>(generated) / gen_s : 0.0, reason.c_str());
     if (locality) std::fprintf(stderr, "%s\n", locality->report().c_str());
+    if (lm.stream) report_stream(*lm.stream, 1 + generated, t_prompt.seconds());
     return 0;
 }
 

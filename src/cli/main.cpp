@@ -82,6 +82,21 @@ int main(int argc, char** argv) {
     gn->add_option("--dtype", gen.dtype,
                    "Compute dtype: auto (the checkpoint's, where this CPU runs it natively; a "
                    "GGUF's quantized matrices stay quantized), f32 or bf16 (dequantized)");
+    gn->add_option("--offload-weights", gen.offload_weights,
+                   "ZeRO-Inference: stream the transformer blocks' weights from nvme (O_DIRECT "
+                   "files under --offload-path) or cpu, reading ahead --prefetch blocks")
+        ->check(CLI::IsMember({"nvme", "cpu"}));
+    gn->add_option("--offload-path", gen.offload_path,
+                   "Directory for the --offload-weights nvme files (removed at exit)");
+    gn->add_option("--memory-cap", gen.memory_cap,
+                   "Bytes the weights, stream buffers and KV cache may take, e.g. 4G (refused "
+                   "with the numbers when they do not fit)");
+    gn->add_option("--prefetch", gen.prefetch, "Blocks read ahead with --offload-weights")
+        ->check(CLI::Range(1, 1024));
+    gn->add_option("--batch", gen.batch,
+                   "Decode this many sequences from the prompt in lockstep (one weight pass per "
+                   "step serves all; prints the first)")
+        ->check(CLI::Range(1, 4096));
 
     zs::cli::ServeOptions sv;
     CLI::App* srv = app.add_subcommand(
@@ -284,6 +299,17 @@ int main(int argc, char** argv) {
     esti->add_option("--seq-len", est.seq_len, "Tokens per sequence")->check(CLI::PositiveNumber);
     esti->add_option("--memory-per-rank", est.memory_per_rank,
                      "Bytes per rank for the largest-model answer");
+    esti->add_option("--memory-cap", est.memory_cap,
+                     "Offload advice: which tiers (none / optimizer cpu / optimizer nvme / params "
+                     "nvme) fit this per-rank memory (e.g. 8G), with predicted step times");
+    esti->add_option("--disk-bw", est.disk_bw,
+                     "Disk bandwidth for --memory-cap, bytes/s (e.g. 1.5G; default: measured with "
+                     "O_DIRECT under --offload-path)");
+    esti->add_option("--offload-path", est.offload_path,
+                     "Directory on the offload disk for the bandwidth probe (256 MiB, removed)");
+    esti->add_option("--tflops", est.tflops,
+                     "Compute rate for --memory-cap, TFLOP/s (default: a matmul measured here)")
+        ->check(CLI::PositiveNumber);
 
     zs::cli::PlanPipelineOptions ppl;
     CLI::App* plan = app.add_subcommand("plan", "Plan parallel training on paper");

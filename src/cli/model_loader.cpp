@@ -60,8 +60,32 @@ comm::Communicator* inference_tp_group(int tp, comm::Communicator& world, const 
     return tp > 1 ? &world : nullptr;
 }
 
+int64_t parse_memory_size(const std::string& s, const char* flag) {
+    size_t used = 0;
+    double v = -1;
+    try {
+        v = std::stod(s, &used);
+    } catch (const std::exception&) {
+        used = 0;
+    }
+    std::string unit = s.substr(std::min(used, s.size()));
+    if (unit.ends_with("iB") || unit.ends_with("ib")) unit.resize(unit.size() - 2);
+    if (unit.size() == 2 && (unit[1] == 'B' || unit[1] == 'b')) unit.resize(1);
+    double mul = -1;
+    if (unit.empty() || unit == "B" || unit == "b") mul = 1;
+    if (unit == "K" || unit == "k") mul = 1024.0;
+    if (unit == "M" || unit == "m") mul = 1024.0 * 1024;
+    if (unit == "G" || unit == "g") mul = 1024.0 * 1024 * 1024;
+    if (unit == "T" || unit == "t") mul = 1024.0 * 1024 * 1024 * 1024;
+    ZS_CHECK_T(ConfigError, used > 0 && v > 0 && mul > 0,
+               "{}: '{}' is not a size (expected bytes or a number with K, M, G or T, e.g. 4G)",
+               flag, s);
+    return static_cast<int64_t>(v * mul);
+}
+
 LoadedModel load_model(const std::string& path, const std::string& dtype, bool weights_only,
-                       comm::Communicator* tp, comm::Communicator* ep) {
+                       comm::Communicator* tp, comm::Communicator* ep,
+                       const zero::StreamConfig* stream) {
     Timer t;
     LoadedModel lm;
     lm.files = models::open_model(path);
@@ -86,10 +110,14 @@ LoadedModel load_model(const std::string& path, const std::string& dtype, bool w
     // --dtype auto keeps a quantized GGUF's matrices quantized (the linear layers read the blocks);
     // an explicit f32 / bf16 dequantizes them, as before.
     std::vector<core::QTensor> quantized;
-    if (dtype == "auto") quantized = models::load_quantized_weights(*lm.model, *lm.files.weights);
+    if (dtype == "auto" && !stream) {
+        quantized = models::load_quantized_weights(*lm.model, *lm.files.weights);
+    }
     const auto n_quantized = std::count_if(quantized.begin(), quantized.end(),
                                            [](const core::QTensor& q) { return q.defined(); });
-    if (n_quantized > 0) {
+    if (stream) {
+        lm.stream = std::make_unique<zero::WeightStream>(*lm.model, *lm.files.weights, *stream);
+    } else if (n_quantized > 0) {
         std::vector<models::ParamId> dense_too;  // the tied embedding's table is read by rows
         const models::ParamId head = lm.model->lm_head_param();
         if (lm.model->layout().param(head).group == lm.model->embed_group()) {
@@ -106,10 +134,12 @@ LoadedModel load_model(const std::string& path, const std::string& dtype, bool w
     } else {
         lm.params = std::make_unique<models::DenseParams>(lm.model->layout(), ct, false);
     }
-    std::vector<std::string> unused =
-        models::load_hf_weights(*lm.model, *lm.params, *lm.files.weights);
-    for (const std::string& n : unused) log_debug("{}: tensor '{}' is not used", path, n);
-    lm.params->bind(lm.model->binding());
+    if (lm.params) {
+        std::vector<std::string> unused =
+            models::load_hf_weights(*lm.model, *lm.params, *lm.files.weights);
+        for (const std::string& n : unused) log_debug("{}: tensor '{}' is not used", path, n);
+        lm.params->bind(lm.model->binding());
+    }
     if (!weights_only) {
         if (lm.files.gguf) {
             lm.tokenizer = std::make_unique<io::Tokenizer>(io::tokenizer_from_gguf(*lm.files.gguf));

@@ -14,6 +14,7 @@
 #include "models/params.h"
 #include "models/sources.h"
 #include "models/transformer.h"
+#include "zero/inference.h"
 
 namespace zs::cli {
 
@@ -28,6 +29,9 @@ struct LoadedModel {
     std::optional<std::string> chat_template;   // tokenizer_config.json's, when present
     infer::SamplingParams generation_defaults;  // from generation_config.json (greedy without one)
     std::vector<int32_t> extra_stop_ids;        // generation_config.json eos_token_id
+    // --offload-weights: the blocks stream from the tier (params then holds nothing); pass it to
+    // forward_tokens as the hooks. Declared after model: destroyed first.
+    std::unique_ptr<zero::WeightStream> stream;
 };
 
 // dtype: "f32", "bf16" or "auto": the checkpoint's own precision where this CPU computes it
@@ -37,8 +41,15 @@ struct LoadedModel {
 // tokenizer. `tp` (size > 1): the tensor-parallel group; the model holds this rank's shard.
 // `ep` (size > 1): the expert-parallel group (MoE models); the model holds E / ep experts of each
 // layer and exchanges routed rows over it (every rank runs the same tokens).
+// `stream` (ZeRO-Inference, --offload-weights): the embedding and head load into memory and every
+// block goes to the tier one at a time (zero::WeightStream); quantized GGUF matrices are
+// dequantized to the compute dtype.
 LoadedModel load_model(const std::string& path, const std::string& dtype, bool weights_only,
-                       comm::Communicator* tp = nullptr, comm::Communicator* ep = nullptr);
+                       comm::Communicator* tp = nullptr, comm::Communicator* ep = nullptr,
+                       const zero::StreamConfig* stream = nullptr);
+// "4G", "512M", "1.5GiB", "1000000": bytes (K, M, G, T are powers of 1024, as cgroups and
+// docker read them). ConfigError naming `flag` otherwise.
+int64_t parse_memory_size(const std::string& s, const char* flag);
 // generate/serve --tp N: the world must be exactly N ranks (inference runs no data parallelism);
 // the world when N > 1, else null. ConfigError naming the flag otherwise.
 comm::Communicator* inference_tp_group(int tp, comm::Communicator& world, const char* command);

@@ -684,7 +684,11 @@ ActivationBytes Transformer::activation_bytes(int64_t B, int64_t T) const {
 }
 
 Tensor Transformer::forward_tokens(const Tensor& ids, const Tensor& positions, KvAttention& kv,
-                                   const std::vector<int64_t>& logit_rows) {
+                                   const std::vector<int64_t>& logit_rows, GroupHooks* hooks) {
+    ZS_CHECK_T(NotSupported, !hooks || cfg_.mlp != MlpKind::moe,
+               "weight streaming (group hooks) in inference is not implemented for MoE models");
+    GroupHooks none;
+    GroupHooks& h = hooks ? *hooks : none;
     // Under tensor parallelism the heads are this rank's (the KV cache is built from
     // local_config()), each output projection's partial sum is all-reduced before it joins the
     // residual, and the vocabulary-parallel logits are all-gathered so every rank samples alike.
@@ -697,7 +701,9 @@ Tensor Transformer::forward_tokens(const Tensor& ids, const Tensor& positions, K
     Tensor r = Tensor::empty({N, C}, DType::f32, dev, core::MemCategory::buffers);
     // The caller's ids and positions, on the model's device (no copy when already there).
     const Tensor ids_d = ids.to(dev), positions_d = positions.to(dev);
+    h.before_forward(embed_group());
     embed_forward(ids_d, positions_d, r);
+    h.after_forward(embed_group());
     Tensor xn = Tensor::empty({N, C}, ct, dev, core::MemCategory::buffers);
     // Training's attention blocks over the KV cache's core, as one flat batch (B = 1, T = N);
     // their buffers (qkv, att) are this forward's, reused by every layer.
@@ -715,6 +721,7 @@ Tensor Transformer::forward_tokens(const Tensor& ids, const Tensor& positions, K
     Moe::Saved moes;
     for (int64_t l = 0; l < cfg_.n_layers; ++l) {
         const auto li = static_cast<size_t>(l);
+        h.before_forward(block_group(l));
         norm1_[li].forward(binding_, xn, Tensor(), Tensor(), r);
         const Tensor& attn_out = tp_ ? part : r;
         if (tp_) part.zero();
@@ -730,6 +737,7 @@ Tensor Transformer::forward_tokens(const Tensor& ids, const Tensor& positions, K
             mlp_[li].forward(binding_, ms, mlp_out, xn);
         }
         if (tp_) reduce_into_residual();
+        h.after_forward(block_group(l));
     }
     auto M = static_cast<int64_t>(logit_rows.size());
     Tensor rows = Tensor::empty({M, C}, DType::f32, dev, core::MemCategory::buffers);
@@ -739,11 +747,15 @@ Tensor Transformer::forward_tokens(const Tensor& ids, const Tensor& positions, K
         rows.select(0, i).copy_from(r.select(0, src));
     }
     Tensor xf = Tensor::empty({M, C}, ct, dev, core::MemCategory::buffers);
+    h.before_forward(head_group());
+    if (cfg_.tied_embeddings) h.before_forward(embed_group());
     final_norm_.forward(binding_, xf, Tensor(), Tensor(), rows);
     const int64_t V = cfg_.vocab_size;
     Tensor logits = Tensor::empty({M, V}, DType::f32, dev);
     if (!tp_) {
         linear(binding_, lm_head_, logits, xf);
+        if (cfg_.tied_embeddings) h.after_forward(embed_group());
+        h.after_forward(head_group());
         return on_host(logits);
     }
     // Each rank's columns, padded to the largest shard, all-gathered and laid side by side.
@@ -756,6 +768,8 @@ Tensor Transformer::forward_tokens(const Tensor& ids, const Tensor& positions, K
         const auto [b, e] = parallel::shard_range(V, rk, tp_size_);
         if (e > b) logits.slice(1, b, e).copy_from(all.select(0, rk).slice(1, 0, e - b));
     }
+    if (cfg_.tied_embeddings) h.after_forward(embed_group());
+    h.after_forward(head_group());
     return on_host(logits);
 }
 

@@ -237,9 +237,12 @@ public:
     Tensor& residual_grad();
 
     // Inference over a flat batch: ids, positions [N] i32. Returns logits [M, V] f32, on the
-    // host, for the rows listed in `logit_rows` (e.g. the last token of each sequence).
+    // host, for the rows listed in `logit_rows` (e.g. the last token of each sequence). hooks
+    // (ZeRO-Inference's weight streaming): before_forward / after_forward around each group's
+    // use, in the order embed, blocks, head (with the embed group again when tied); MoE models
+    // are refused with hooks.
     Tensor forward_tokens(const Tensor& ids, const Tensor& positions, KvAttention& attn,
-                          const std::vector<int64_t>& logit_rows);
+                          const std::vector<int64_t>& logit_rows, GroupHooks* hooks = nullptr);
 
 private:
     struct BlockState;

@@ -724,6 +724,9 @@ StepStats Trainer::step(const std::vector<models::TrainBatch>& batches) {
     const int64_t micro = batches.front().input_ids.size(0), T = batches.front().input_ids.size(1);
     const int64_t T_all = T * (sp_ ? sp_->size() : 1);
     const double loss_scale = scaler_.scale();
+    // Offload traffic of the whole step: parameter and gradient records move during the
+    // micro-batches too.
+    const int64_t rd = engine_->offload_bytes_read(), wr = engine_->offload_bytes_written();
     engine_->begin_step(static_cast<int>(accum));
     double loss_sum = 0;
     StepStats s;
@@ -817,7 +820,6 @@ StepStats Trainer::step(const std::vector<models::TrainBatch>& batches) {
             log_debug("OneCycle momentum schedule: beta1 {} (zerospeed keeps the configured betas)",
                       b->beta1);
         }
-        const int64_t rd = engine_->offload_bytes_read(), wr = engine_->offload_bytes_written();
         engine_->step(static_cast<float>(s.lr), applied,
                       static_cast<float>(clip * post / loss_scale));
         s.offload_read_bytes = engine_->offload_bytes_read() - rd;

@@ -75,8 +75,10 @@ struct StepStats {
     // sent through the expert-parallel all-to-alls (0 without ep).
     std::vector<double> expert_load;
     int64_t a2a_bytes = 0;
-    // Optimizer offload (offload_optimizer): this rank's bytes read from and written to the
-    // offload tier during the step (NVMe: data, padding and footers as transferred).
+    // Offload (offload_optimizer / offload_param): this rank's bytes read from and written to
+    // the offload tiers during the step, its micro-batches included (optimizer records, gradient
+    // records at stages 2-3, parameter shards at stage 3; NVMe: data, padding and footers as
+    // transferred).
     int64_t offload_read_bytes = 0, offload_write_bytes = 0;
 };
 

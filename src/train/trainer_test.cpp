@@ -220,7 +220,15 @@ TEST(OffloadTraining, BitExactToInMemoryAndAcrossCheckpoints) {
                 for (const StepStats& st : t.train()) {
                     off.push_back(st.loss);
                     EXPECT_GT(st.offload_read_bytes, 0);
-                    EXPECT_EQ(st.offload_read_bytes, st.offload_write_bytes);
+                    // Stage 1: each optimizer record read and written once. Stage 3: the
+                    // gradient records too (written by each micro-batch, read by the next and
+                    // the step: as often as written), and the parameter shards, read for the
+                    // forward, the backward and the step, written by the step.
+                    if (stage == 1) {
+                        EXPECT_EQ(st.offload_read_bytes, st.offload_write_bytes);
+                    } else {
+                        EXPECT_GT(st.offload_read_bytes, st.offload_write_bytes);
+                    }
                 }
             }
             ASSERT_EQ(off.size(), straight.size());

@@ -37,6 +37,10 @@ struct Engine::Group {
     // an update until the next.
     Tensor sec_w;
     bool sec_valid = false;
+    // Gradient offload: whether this step's records are written, and what the last write held.
+    bool grad_stored = false;
+    double grad_sq = 0;
+    bool grad_finite = true;
 };
 
 namespace {
@@ -63,6 +67,8 @@ Engine::Engine(const models::ParamLayout& layout, models::ParamBinding& binding,
     // Offloaded optimizer: master weights (unless they are the compute weights) and states live
     // in the store, not here (setup_offload).
     const bool off = cfg_.offload.optimizer != Tier::memory;
+    // Gradient offload: stages 2-3 whenever there is an optimizer record (setup_offload).
+    offload_grads_ = off && cfg_.stage >= 2 && (!f32 || optimizer_.n_states() > 0);
     for (int g = 0; g < layout.n_groups(); ++g) {
         comm::Communicator* gc = cfg_.group_comm ? cfg_.group_comm(g) : nullptr;
         group_comms_ = group_comms_ || (gc != nullptr && gc != &dp_);
@@ -96,7 +102,7 @@ Engine::Engine(const models::ParamLayout& layout, models::ParamBinding& binding,
                 gr->master = f32 ? gr->full_w.slice(0, s.begin, s.begin + S)
                                  : (off ? Tensor() : zeros(S, DType::f32, MemCategory::optimizer));
                 if (cfg_.stage == 1) gr->full_g = zeros(P, DType::f32, MemCategory::grads);
-                gr->shard_g = zeros(S, DType::f32, MemCategory::grads);
+                if (!offload_grads_) gr->shard_g = zeros(S, DType::f32, MemCategory::grads);
                 break;
             case 3:
                 gr->master = off && !f32 ? Tensor() : zeros(S, DType::f32, MemCategory::optimizer);
@@ -105,7 +111,7 @@ Engine::Engine(const models::ParamLayout& layout, models::ParamBinding& binding,
                               : cfg_.offload.param != Tier::memory
                                   ? Tensor()
                                   : zeros(S, ct_, MemCategory::params);
-                gr->shard_g = zeros(S, DType::f32, MemCategory::grads);
+                if (!offload_grads_) gr->shard_g = zeros(S, DType::f32, MemCategory::grads);
                 gr->persistent = P <= cfg_.persistence_threshold;
                 break;
             default:
@@ -222,6 +228,18 @@ void Engine::setup_offload() {
     for (size_t i = 0; i < subs_.size(); ++i) {
         store_->write(static_cast<int>(i), slots_[0], record_bytes(subs_[i])).wait();
     }
+    if (offload_grads_) {
+        ZS_ASSERT(offload_fields() > 0);
+        gstore_ =
+            std::make_unique<SwapStore>(o.optimizer, o, rank_, o.nvme_path, o.pin_memory, "grad");
+        size_t max_grad = 0;
+        for (const SubGroup& sg : subs_) {
+            max_grad = std::max(max_grad, static_cast<size_t>(sg.b - sg.a) * sizeof(float));
+        }
+        for (size_t i = 0; i < slots_.size(); ++i) {
+            gslots_.emplace_back(max_grad, o.pin_memory, MemCategory::grads);
+        }
+    }
     if (rank_ == 0) {
         int64_t total = 0;
         for (const SubGroup& sg : subs_) total += static_cast<int64_t>(record_bytes(sg));
@@ -233,7 +251,85 @@ void Engine::setup_offload() {
             o.sub_group_size, slots_.size(), core::format_bytes(static_cast<int64_t>(max_bytes)),
             o.optimizer == Tier::nvme ? ", files under " + store_->dir() : std::string(),
             o.pipeline_read || o.pipeline_write ? "; pipelined" : "");
+        if (offload_grads_) {
+            log_info("zero: gradient offload {}: the reduced f32 gradient shards ({}) per rank{}",
+                     to_string(o.optimizer),
+                     core::format_bytes(static_cast<int64_t>(total / offload_fields())),
+                     o.optimizer == Tier::nvme ? ", files under " + gstore_->dir() : std::string());
+        }
     }
+}
+
+// --------------------------------------------------------------------------- gradient offload
+
+void Engine::grad_drain() {
+    // Every write is waited for, the first error rethrown after the others are done.
+    std::exception_ptr first;
+    for (io::AioWork& w : gwrites_) {
+        try {
+            w.wait();
+        } catch (...) {
+            if (!first) first = std::current_exception();
+        }
+    }
+    gwrites_.clear();
+    gbufs_.clear();
+    if (first) std::rethrow_exception(first);
+}
+
+Tensor Engine::grad_load(int g) const {
+    ZS_ASSERT(gwrites_.empty(), "zero: gradient records read while written");
+    const Group& gr = *groups_[static_cast<size_t>(g)];
+    const int64_t S = shards_[static_cast<size_t>(g)].size;
+    Tensor out = Tensor::zeros({S}, DType::f32, core::Device::cpu(), MemCategory::grads);
+    if (!gr.grad_stored) return out;
+    for (int id : subs_of_[static_cast<size_t>(g)]) {
+        const SubGroup& sg = subs_[static_cast<size_t>(id)];
+        const size_t n = static_cast<size_t>(sg.b - sg.a) * sizeof(float);
+        gstore_->read(id, gslots_[0], n).wait();
+        std::memcpy(out.data<float>() + sg.a, gslots_[0].data(), n);
+    }
+    return out;
+}
+
+void Engine::grad_store(int g) {
+    Group& gr = *groups_[static_cast<size_t>(g)];
+    // One group's writes in flight at a time: they overlap the next group's backward.
+    grad_drain();
+    // The in-memory accumulation, element for element: zeros (begin_step) + the first shard,
+    // then the sum so far + each next one; in an aligned buffer that a group of one sub-group
+    // writes as it is.
+    const int64_t S = shards_[static_cast<size_t>(g)].size;
+    const std::vector<int>& ids = subs_of_[static_cast<size_t>(g)];
+    io::AlignedBuffer whole(static_cast<size_t>(S) * sizeof(float), cfg_.offload.pin_memory,
+                            MemCategory::grads);
+    Tensor acc = Tensor::wrap(whole.data(), {S}, DType::f32);
+    if (!gr.grad_stored) {
+        acc.zero();
+    } else if (ids.size() == 1) {
+        gstore_->read(ids[0], whole, static_cast<size_t>(S) * sizeof(float)).wait();
+    } else {
+        acc.copy_from(grad_load(g));
+    }
+    ops::add(acc, acc, gr.reduce_out);
+    gr.reduce_out = Tensor();
+    const float* d = acc.data<float>();
+    gr.grad_sq = grad_part(g, d, {});
+    gr.grad_finite = grad_finite_part(g, d);
+    if (ids.size() == 1) {
+        gbufs_.push_back(std::move(whole));
+        gwrites_.push_back(
+            gstore_->write(ids[0], gbufs_.back(), static_cast<size_t>(S) * sizeof(float)));
+    } else {
+        for (int id : ids) {
+            const SubGroup& sg = subs_[static_cast<size_t>(id)];
+            const size_t n = static_cast<size_t>(sg.b - sg.a) * sizeof(float);
+            gbufs_.emplace_back(n, cfg_.offload.pin_memory, MemCategory::grads);
+            std::memcpy(gbufs_.back().data(), d + sg.a, n);
+            gwrites_.push_back(gstore_->write(id, gbufs_.back(), n));
+        }
+    }
+    gr.grad_stored = true;
 }
 
 size_t Engine::param_bytes(int g) const {
@@ -338,11 +434,20 @@ void Engine::page_out(int g, bool write) const {
 void Engine::offload_step(float lr, int64_t step, float grad_scale) {
     const size_t N = subs_.size(), B = slots_.size();
     const bool ahead = cfg_.offload.pipeline_read && B >= 2;
-    std::vector<io::AioWork> reads(N), writes(B);  // writes: the last one from each buffer
+    std::vector<io::AioWork> reads(N), greads(N), writes(B);  // writes: the last from each buffer
     std::vector<bool> issued(N, false);
     auto read = [&](size_t i) {
         writes[i % B].wait();  // the buffer's previous sub-group is stored
         reads[i] = store_->read(static_cast<int>(i), slots_[i % B], record_bytes(subs_[i]));
+        // Gradient offload: the sub-group's gradients come with it (zeros when none were
+        // written this step).
+        const SubGroup& sg = subs_[i];
+        const size_t gn = static_cast<size_t>(sg.b - sg.a) * sizeof(float);
+        if (gstore_ && groups_[static_cast<size_t>(sg.g)]->grad_stored) {
+            greads[i] = gstore_->read(static_cast<int>(i), gslots_[i % B], gn);
+        } else if (gstore_) {
+            std::memset(gslots_[i % B].data(), 0, gn);
+        }
         issued[i] = true;
     };
     try {
@@ -352,6 +457,7 @@ void Engine::offload_step(float lr, int64_t step, float grad_scale) {
             // in flight while this one is updated.
             if (ahead && i + 1 < N) read(i + 1);
             reads[i].wait();
+            greads[i].wait();
             const SubGroup& sg = subs_[i];
             // Parameter offload: the group's compute shard is in memory while its sub-groups
             // are updated (written back after its last one).
@@ -364,8 +470,10 @@ void Engine::offload_step(float lr, int64_t step, float grad_scale) {
                                 : groups_[static_cast<size_t>(sg.g)]->master.data<float>() + sg.a;
             float* st = rec + (swap_master_ ? n : 0);
             const int ns = optimizer_.n_states();
+            const float* grad =
+                gstore_ ? reinterpret_cast<const float*>(gslots_[i % B].data()) : nullptr;
             optimizer_.step(segments_of(sg.g, sg.a, sg.b, master, ns > 0 ? st : nullptr,
-                                        ns > 1 ? st + n : nullptr),
+                                        ns > 1 ? st + n : nullptr, grad),
                             lr, step, grad_scale);
             writes[i % B] = store_->write(static_cast<int>(i), slots_[i % B], record_bytes(sg));
             io::fault_point("offload.write");  // ZS_FAULT=offload.write:N: SIGKILL mid-step
@@ -375,6 +483,12 @@ void Engine::offload_step(float lr, int64_t step, float grad_scale) {
         if (N > 0) param_store(subs_[N - 1].g, true);
     } catch (...) {
         // Nothing may still use the buffers; the first error is the one reported.
+        for (io::AioWork& w : greads) {
+            try {
+                w.wait();
+            } catch (const std::exception&) {
+            }
+        }
         for (io::AioWork& w : reads) {
             try {
                 w.wait();
@@ -499,6 +613,12 @@ bool Engine::quantize_grads(int g) const {
 }
 
 Engine::~Engine() {
+    // Gradient writes in flight: their buffers must outlive them.
+    try {
+        grad_drain();
+    } catch (const std::exception& e) {
+        log_warn("zero: a gradient write failed during shutdown: {}", e.what());
+    }
     // Parameter reads issued ahead and never used: their buffers must outlive them.
     for (ParamRead& pr : pread_) {
         try {
@@ -872,10 +992,15 @@ void Engine::complete_reduce(int g) {
     if (cfg_.stage == 1) {
         gr.shard_g.copy_from(gr.reduce_out);
     } else {
-        // Stages 2-3: accumulate this micro-batch's reduced shard; drop the full gradients.
-        ops::add(gr.shard_g, gr.shard_g, gr.reduce_out);
-        gr.full_g = Tensor();
+        // Stages 2-3: accumulate this micro-batch's reduced shard (in memory, or in its records
+        // on the tier); drop the full gradients.
+        gr.full_g = Tensor();  // the reduction is complete
         bind(g);
+        if (offload_grads_) {
+            grad_store(g);
+        } else {
+            ops::add(gr.shard_g, gr.shard_g, gr.reduce_out);
+        }
     }
     gr.reduce_out = Tensor();
 }
@@ -906,6 +1031,9 @@ void Engine::begin_step(int n_micro) {
         gr->backwards = 0;
         if (gr->full_g.defined() && cfg_.stage <= 1) gr->full_g.zero();
         if (gr->shard_g.defined()) gr->shard_g.zero();
+        gr->grad_stored = false;
+        gr->grad_sq = 0;
+        gr->grad_finite = true;
     }
 }
 
@@ -914,14 +1042,20 @@ void Engine::end_micro_batch() { ++micro_; }
 void Engine::finish_grads() {
     for (int g = 0; g < layout_.n_groups(); ++g) complete_reduce(g);
     in_flight_.clear();
+    if (offload_grads_) grad_drain();
 }
 
 Tensor Engine::reduced_grads(int g) const {
+    ZS_CHECK_T(NotSupported, !offload_grads_,
+               "zero: the reduced gradients of group {} are on the offload tier (offload_optimizer "
+               "at stage {}), not in memory",
+               layout_.group(g).name, cfg_.stage);
     const Group& gr = *groups_[static_cast<size_t>(g)];
     return cfg_.stage == 0 ? gr.full_g : gr.shard_g;
 }
 
 Tensor Engine::host_grads(int g) const {
+    if (offload_grads_) return grad_load(g);
     const Group& gr = *groups_[static_cast<size_t>(g)];
     return (cfg_.stage == 0 ? gr.full_g : gr.shard_g).to(core::Device::cpu());
 }
@@ -943,10 +1077,14 @@ std::vector<optim::Segment> Engine::segments() {
 }
 
 std::vector<optim::Segment> Engine::segments_of(int g, int64_t a, int64_t b, float* master,
-                                                float* state0, float* state1) {
+                                                float* state0, float* state1,
+                                                const float* grad_ab) {
     const GroupShard& s = shards_[static_cast<size_t>(g)];
     Group& gr = *groups_[static_cast<size_t>(g)];
-    const float* grad = cfg_.stage == 0 ? gr.full_g.data<float>() : gr.shard_g.data<float>();
+    // grad addresses shard-local element 0 (grad_ab: element a).
+    const float* grad = grad_ab           ? grad_ab - a
+                        : cfg_.stage == 0 ? gr.full_g.data<float>()
+                                          : gr.shard_g.data<float>();
     std::vector<optim::Segment> segs;
     for (models::ParamId id : layout_.group(g).params) {
         const models::ParamInfo& p = layout_.param(id);
@@ -981,33 +1119,59 @@ std::vector<optim::Segment> Engine::segments_of(int g, int64_t a, int64_t b, flo
 
 double Engine::grad_sq_norm() { return grad_sq_norm({}); }
 
+double Engine::grad_part(int g, const float* grad,
+                         std::span<const std::vector<NormWeight>> weight) const {
+    const GroupShard& s = shards_[static_cast<size_t>(g)];
+    double part = 0;
+    for (models::ParamId id : layout_.group(g).params) {
+        const models::ParamInfo& p = layout_.param(id);
+        const int64_t lo = std::max(p.offset, s.begin);
+        const int64_t hi = std::min(p.offset + p.numel(), s.end);
+        auto add = [&](int64_t a, int64_t b, double w) {
+            if (b <= a) return;
+            optim::Segment seg{};
+            seg.grad = grad + (a - s.begin);
+            seg.n = b - a;
+            part += w * optim::sum_squares({&seg, 1});
+        };
+        if (weight.empty()) {
+            add(lo, hi, 1.0);
+            continue;
+        }
+        ZS_CHECK_T(ShapeError, static_cast<size_t>(id) < weight.size(),
+                   "grad_sq_norm: no weight for parameter {}", id);
+        for (const NormWeight& w : weight[static_cast<size_t>(id)]) {
+            add(std::max(lo, p.offset + w.begin), std::min(hi, p.offset + w.end), w.weight);
+        }
+    }
+    return part;
+}
+
+bool Engine::grad_finite_part(int g, const float* grad) const {
+    const GroupShard& s = shards_[static_cast<size_t>(g)];
+    std::vector<optim::Segment> segs;
+    for (models::ParamId id : layout_.group(g).params) {
+        const models::ParamInfo& p = layout_.param(id);
+        int64_t lo = std::max(p.offset, s.begin), hi = std::min(p.offset + p.numel(), s.end);
+        if (hi <= lo) continue;
+        optim::Segment seg{};
+        seg.grad = grad + (lo - s.begin);
+        seg.n = hi - lo;
+        segs.push_back(seg);
+    }
+    return optim::all_finite(segs);
+}
+
 double Engine::grad_sq_norm(std::span<const std::vector<NormWeight>> weight) {
     double local = 0;
     for (int g = 0; g < layout_.n_groups(); ++g) {
         const GroupShard& s = shards_[static_cast<size_t>(g)];
-        const Tensor grads = host_grads(g);
-        const float* grad = grads.data<float>();
         double part = 0;
-        for (models::ParamId id : layout_.group(g).params) {
-            const models::ParamInfo& p = layout_.param(id);
-            const int64_t lo = std::max(p.offset, s.begin);
-            const int64_t hi = std::min(p.offset + p.numel(), s.end);
-            auto add = [&](int64_t a, int64_t b, double w) {
-                if (b <= a) return;
-                optim::Segment seg{};
-                seg.grad = grad + (a - s.begin);
-                seg.n = b - a;
-                part += w * optim::sum_squares({&seg, 1});
-            };
-            if (weight.empty()) {
-                add(lo, hi, 1.0);
-                continue;
-            }
-            ZS_CHECK_T(ShapeError, static_cast<size_t>(id) < weight.size(),
-                       "grad_sq_norm: no weight for parameter {}", id);
-            for (const NormWeight& w : weight[static_cast<size_t>(id)]) {
-                add(std::max(lo, p.offset + w.begin), std::min(hi, p.offset + w.end), w.weight);
-            }
+        if (offload_grads_ && weight.empty()) {
+            part = groups_[static_cast<size_t>(g)]->grad_sq;  // taken when written
+        } else {
+            const Tensor grads = host_grads(g);
+            part = grad_part(g, grads.data<float>(), weight);
         }
         // Stage 0 with groups of their own communicators: every rank of group g's communicator
         // holds the same reduced gradients, and the sum below runs over the engine's ranks.
@@ -1022,23 +1186,14 @@ double Engine::grad_sq_norm(std::span<const std::vector<NormWeight>> weight) {
 
 bool Engine::grads_finite() {
     // The gradients of every parameter's owned part (padding excluded), on the host.
-    std::vector<Tensor> grads;
-    std::vector<optim::Segment> segs;
-    for (int g = 0; g < layout_.n_groups(); ++g) {
-        const GroupShard& s = shards_[static_cast<size_t>(g)];
-        grads.push_back(host_grads(g));
-        const float* grad = grads.back().data<float>();
-        for (models::ParamId id : layout_.group(g).params) {
-            const models::ParamInfo& p = layout_.param(id);
-            int64_t lo = std::max(p.offset, s.begin), hi = std::min(p.offset + p.numel(), s.end);
-            if (hi <= lo) continue;
-            optim::Segment seg{};
-            seg.grad = grad + (lo - s.begin);
-            seg.n = hi - lo;
-            segs.push_back(seg);
+    bool ok = true;
+    for (int g = 0; g < layout_.n_groups() && ok; ++g) {
+        if (offload_grads_) {
+            ok = groups_[static_cast<size_t>(g)]->grad_finite;  // taken when written
+        } else {
+            ok = grad_finite_part(g, host_grads(g).data<float>());
         }
     }
-    bool ok = optim::all_finite(segs);
     if (world_ == 1 || (cfg_.stage == 0 && !group_comms_)) return ok;
     Tensor t = Tensor::empty({1}, DType::f32, core::Device::cpu(), MemCategory::buffers);
     t.data<float>()[0] = ok ? 0.0f : 1.0f;

@@ -110,7 +110,13 @@ struct Config {
     // step() streams them through buffer_count buffers: read sub-group i (and, pipeline_read,
     // i + 1 ahead), update it, write it back (pipeline_write: in flight while the next one is
     // updated). The update is the in-memory one element for element, so training is bit for bit
-    // the same.
+    // the same. Gradient offload (stages 2-3, whenever the optimizer is offloaded, as DeepSpeed
+    // does): no f32 gradient shard is kept; each group's reduced shard is written to a second
+    // store of the same tier, one record per sub-group, as soon as its reduce-scatter completes
+    // (micro-batches after the first read it back, add, write), with one group's writes in
+    // flight behind the next group's backward; its sum of squares and finiteness are taken then,
+    // so the gradient norm reads nothing; step() reads each sub-group's gradients with its
+    // optimizer record.
     OffloadConfig offload;
 };
 
@@ -208,11 +214,15 @@ public:
     // Optimizer offload: bytes read from / written to the store since construction (0 without
     // offload), and the store's directory (nvme; empty otherwise).
     int64_t offload_bytes_read() const {
-        return (store_ ? store_->bytes_read() : 0) + (pstore_ ? pstore_->bytes_read() : 0);
+        return (store_ ? store_->bytes_read() : 0) + (pstore_ ? pstore_->bytes_read() : 0) +
+               (gstore_ ? gstore_->bytes_read() : 0);
     }
     int64_t offload_bytes_written() const {
-        return (store_ ? store_->bytes_written() : 0) + (pstore_ ? pstore_->bytes_written() : 0);
+        return (store_ ? store_->bytes_written() : 0) + (pstore_ ? pstore_->bytes_written() : 0) +
+               (gstore_ ? gstore_->bytes_written() : 0);
     }
+    // Gradient offload (Config::offload): whether the reduced gradient shards live on the tier.
+    bool grads_offloaded() const { return offload_grads_; }
     std::string offload_dir() const { return store_ ? store_->dir() : std::string(); }
     const models::ParamLayout& layout() const { return layout_; }
 
@@ -243,8 +253,15 @@ private:
     std::vector<optim::Segment> segments();
     // The segments of group g's shard-local elements [a, b); master / state pointers address
     // element a (compute and gradient pointers are the group's own).
+    // grad, when set, holds the gradients of shard-local elements [a, b) (offloaded gradients).
     std::vector<optim::Segment> segments_of(int g, int64_t a, int64_t b, float* master,
-                                            float* state0, float* state1);
+                                            float* state0, float* state1,
+                                            const float* grad = nullptr);
+    // Sum of squares of group g's owned gradients (grad: its shard-local buffer), each element's
+    // square weighted as grad_sq_norm's `weight` says (empty: 1); and whether all are finite.
+    double grad_part(int g, const float* grad,
+                     std::span<const std::vector<NormWeight>> weight) const;
+    bool grad_finite_part(int g, const float* grad) const;
     // ---- optimizer offload ----
     struct SubGroup {
         int g = 0;
@@ -261,7 +278,17 @@ private:
     void page_in(int g) const;
     void page_out(int g, bool write) const;
     void offload_step(float lr, int64_t step, float grad_scale);
-    // ---- parameter offload (stage 3) ----
+    // ---- gradient offload (stages 2-3 with the optimizer offloaded) ----
+    // Accumulate gr.reduce_out into group g's records (read back after the first micro-batch),
+    // write them (in flight until the next group's), cache the sum of squares and finiteness.
+    void grad_store(int g);
+    Tensor grad_load(int g) const;  // group g's reduced shard [S] (zeros when none this step)
+    void grad_drain();              // wait for the gradient writes in flight
+    bool offload_grads_ = false;
+    std::unique_ptr<SwapStore> gstore_;
+    std::vector<io::AlignedBuffer> gbufs_;  // the gradient writes in flight
+    std::vector<io::AioWork> gwrites_;
+    mutable std::vector<io::AlignedBuffer> gslots_;  // the step's gradient buffers, one per slot
     bool param_offloaded(int g) const { return pstore_ && param_off_[static_cast<size_t>(g)] != 0; }
     size_t param_bytes(int g) const;
     void param_read_ahead(int g);         // issue the read of group g's shard (if not in flight)

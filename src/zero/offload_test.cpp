@@ -17,10 +17,12 @@
 
 #include "base/error.h"
 #include "comm/communicator.h"
+#include "core/backend.h"
 #include "io/test_files_test.h"
 #include "models/transformer.h"
 #include "tests/test_util.h"
 #include "zero/engine.h"
+#include "zero/tiers.h"
 
 namespace zs::zero {
 namespace {
@@ -248,31 +250,90 @@ TEST(Offload, ParameterOffloadIsBitIdenticalToInMemoryTraining) {
     }
 }
 
-// Bytes per step: each step reads and writes every record once (padded to 4 KiB + a 4 KiB
-// footer on NVMe). Counted against the record sizes computed here from the shard sizes.
+// Bytes per step: each step reads and writes every optimizer record once (padded to 4 KiB + a
+// 4 KiB footer on NVMe); at stage 2 each micro-batch writes every gradient record (f32, one per
+// sub-group) and each one after the first, and the step, reads them back. Counted against the
+// record sizes computed here from the shard sizes.
 TEST(Offload, BytesPerStepAreTheRecordSizes) {
-    test::TempDir dir;
+    ShmDir dir;
     auto cfg = models::parse_hf_config(kLlama, "test");
     for (int64_t steps : {int64_t{1}, int64_t{3}}) {
         OffloadConfig off;
         off.optimizer = Tier::nvme;
-        off.nvme_path = dir.path();
+        off.nvme_path = dir.path;
         off.sub_group_size = 500;
         const TrainRun a = train(kLlama, 1, 2, DType::bf16, off, steps);
-        // Records: per group, ceil(S / 500) sub-groups of 3 f32 fields (master, m, v).
+        // Records: per group, ceil(S / 500) sub-groups of 3 f32 fields (master, m, v), and of
+        // one f32 field (the gradients).
         Transformer model(cfg, {});
-        int64_t per_pass = 0;
+        int64_t per_pass = 0, grad_pass = 0;
         for (int g = 0; g < model.layout().n_groups(); ++g) {
             const int64_t S = model.layout().group(g).numel;  // 1 rank: the shard is the group
             for (int64_t a0 = 0; a0 < S; a0 += 500) {
-                const size_t n = static_cast<size_t>(std::min<int64_t>(500, S - a0)) * 12;
-                per_pass += static_cast<int64_t>(io::aio_padded(n) + io::kAioAlign);
+                const size_t n = static_cast<size_t>(std::min<int64_t>(500, S - a0)) * 4;
+                per_pass += static_cast<int64_t>(io::aio_padded(3 * n) + io::kAioAlign);
+                grad_pass += static_cast<int64_t>(io::aio_padded(n) + io::kAioAlign);
             }
         }
         // Writes: the zero records at construction, init_weights' write-back, one per step.
         // Reads: init_weights' page-in and one per step (counted before the final gathers).
-        EXPECT_EQ(a.written, per_pass * (2 + steps));
-        EXPECT_EQ(a.read, per_pass * (1 + steps));
+        // Gradients: kGlobalSeqs micro-batches per step at 1 rank, each writing them; the
+        // micro-batches after the first and the step read them.
+        const int64_t accum = kGlobalSeqs / kMicro;
+        EXPECT_EQ(a.written, per_pass * (2 + steps) + grad_pass * accum * steps);
+        EXPECT_EQ(a.read, per_pass * (1 + steps) + grad_pass * accum * steps);
+    }
+}
+
+// Gradient offload (stages 2-3 with the optimizer offloaded): the engine keeps no f32 gradient
+// shard; what it holds of the grads category is the step's gradient buffers (buffer_count of
+// the largest sub-group) while the in-memory engine holds every group's shard, sum of S_g * 4.
+// The training itself is checked bit for bit by the tests above (stages 2-3 there offload the
+// gradients too).
+TEST(Offload, GradientShardsLiveOnTheTier) {
+    ShmDir dir;
+    auto cfg = models::parse_hf_config(kLlama, "test");
+    for (int stage : {1, 2, 3}) {
+        for (Tier tier : {Tier::memory, Tier::cpu, Tier::nvme}) {
+            // A fresh model: it holds the gradients an engine binds to it.
+            Transformer model(cfg, {});
+            comm::run_local(1, [&](int, comm::Communicator& c) {
+                const int64_t before = core::memory_stats().current_of(core::MemCategory::grads);
+                Config zc;
+                zc.stage = stage;
+                zc.offload.optimizer = tier;
+                zc.offload.nvme_path = dir.path;
+                zc.offload.sub_group_size = 700;
+                zc.offload.buffer_count = 3;
+                Engine eng(model.layout(), model.binding(), c, zc, DType::bf16, kAdamW,
+                           [&](int g) { return model.grad_groups(g); });
+                const int64_t held =
+                    core::memory_stats().current_of(core::MemCategory::grads) - before;
+                int64_t shards = 0, full = 0, max_sub = 0;
+                for (int g = 0; g < model.layout().n_groups(); ++g) {
+                    const int64_t S = model.layout().group(g).numel;
+                    shards += S * 4;
+                    full += S * 4;
+                    max_sub = std::max(max_sub, std::min<int64_t>(S, 700));
+                }
+                const bool off = tier != Tier::memory && stage >= 2;
+                EXPECT_EQ(eng.grads_offloaded(), off) << stage << " " << to_string(tier);
+                // Stage 1 keeps the full gradients and their reduced shard; stage 2 the shard.
+                const int64_t want =
+                    off ? 3 * static_cast<int64_t>(io::aio_padded(static_cast<size_t>(max_sub) * 4))
+                        : (stage == 1 ? full + shards : shards);
+                EXPECT_EQ(held, want) << "stage " << stage << " tier " << to_string(tier);
+                if (off) {
+                    std::string msg;
+                    try {
+                        eng.reduced_grads(0);
+                    } catch (const NotSupported& e) {
+                        msg = e.what();
+                    }
+                    EXPECT_NE(msg.find("on the offload tier"), std::string::npos) << msg;
+                }
+            });
+        }
     }
 }
 
@@ -365,6 +426,75 @@ TEST(Offload, RefusedConfigurationsAreNamed) {
               std::string::npos);
     EXPECT_NE(message([&] { make(2, optim::Kind::adamw, Tier::nvme, ""); }).find("nvme_path"),
               std::string::npos);
+}
+
+}  // namespace
+}  // namespace zs::zero
+
+namespace zs::zero {
+namespace {
+
+// Tier advice (zero/tiers.h) against its formulas, worked by hand for one estimate: stage 3, bf16,
+// Adam, 2 micro-batches, Ψ = 1000 shard elements (largest group 400), 2 buffers of sub-groups of
+// 100, 1 parameter buffer.
+TEST(OffloadTiers, AdviceFollowsTheFormulas) {
+    MemoryEstimate e;
+    e.params = 2000;     // 2 Ψ
+    e.grads = 4000;      // 4 Ψ
+    e.master = 4000;     // 4 Ψ
+    e.optimizer = 8000;  // 8 Ψ
+    e.activations = 500;
+    e.transient = 700;
+    e.peak = 19200;
+    TierInput in;
+    in.stage = 3;
+    in.micro_batches = 2;
+    in.shard_elems = 1000;
+    in.largest_group_shard = 400;
+    in.ct = 2;
+    in.n_states = 2;
+    in.sub_group_size = 100;
+    in.buffer_count = 2;
+    in.param_buffer_count = 1;
+    in.compute_s = 1.0;
+    in.disk_bw = 10000.0;  // bytes/s
+    in.memory_cap = 12000;
+    const TierAdvice a = advise_tiers(e, in);
+    ASSERT_EQ(a.options.size(), 3u);  // none, optimizer nvme, params nvme (no cpu tier on a CPU)
+    EXPECT_EQ(a.options[0].name, "none");
+    EXPECT_EQ(a.options[0].memory, 19200);
+    EXPECT_EQ(a.options[0].step_overlapped, 1.0);
+    // Optimizer (and gradients) on NVMe: peak - master - optimizer - grads + 2 buffers x 100 x
+    // 4 bytes x (3 record fields + 1 gradient field).
+    const int64_t opt_mem = 19200 - 4000 - 8000 - 4000 + 2 * 100 * 4 * 4;
+    EXPECT_EQ(a.options[1].name, "optimizer nvme");
+    EXPECT_EQ(a.options[1].memory, opt_mem);
+    // Records 3 x 4 x 1000 read and written; gradients 2 micro-batches x 4 x 1000 each way.
+    EXPECT_EQ(a.options[1].disk_read, 12000 + 8000);
+    EXPECT_EQ(a.options[1].disk_write, 12000 + 8000);
+    EXPECT_DOUBLE_EQ(a.options[1].step_overlapped, std::max(1.0, 40000.0 / 10000.0));
+    EXPECT_DOUBLE_EQ(a.options[1].step_serial, 1.0 + 40000.0 / 10000.0);
+    // Parameters too: - 2 Ψ + (1 + 1) x 2 x 400; read (2 x 2 + 1) x 2 Ψ more, write 2 Ψ more.
+    EXPECT_EQ(a.options[2].name, "params nvme");
+    EXPECT_EQ(a.options[2].memory, opt_mem - 2000 + 2 * 2 * 400);
+    EXPECT_EQ(a.options[2].disk_read, 20000 + 5 * 2000);
+    EXPECT_EQ(a.options[2].disk_write, 20000 + 2000);
+    // 19200 does not fit 12000, opt_mem = 6400 does: the advice is optimizer nvme; below
+    // it, the parameters too (6000).
+    EXPECT_EQ(a.advice, 1);
+    in.memory_cap = opt_mem - 1;
+    EXPECT_EQ(advise_tiers(e, in).advice, 2);
+    in.memory_cap = 100;
+    EXPECT_EQ(advise_tiers(e, in).advice, -1);
+    // Off the CPU the cpu tier is an option (same memory as nvme, no disk traffic).
+    in.cpu_device = false;
+    in.memory_cap = opt_mem;
+    const TierAdvice g = advise_tiers(e, in);
+    ASSERT_EQ(g.options.size(), 4u);
+    EXPECT_EQ(g.options[1].name, "optimizer cpu");
+    EXPECT_EQ(g.options[1].memory, opt_mem);
+    EXPECT_EQ(g.options[1].disk_read, 0);
+    EXPECT_EQ(g.advice, 1);
 }
 
 }  // namespace
