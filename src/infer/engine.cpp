@@ -15,9 +15,10 @@ namespace zs::infer {
 
 KvCacheSpec kv_cache_spec(const models::Transformer& model, const EngineConfig& cfg) {
     const models::ModelConfig& mc = model.local_config();  // this rank's KV heads
-    return cfg.kv_blocks > 0
-               ? KvCacheSpec::for_blocks(mc, cfg.kv_blocks, cfg.block_size, cfg.kv_dtype)
-               : KvCacheSpec::for_memory(mc, cfg.kv_cache_bytes, cfg.block_size, cfg.kv_dtype);
+    return cfg.kv_blocks > 0 ? KvCacheSpec::for_blocks(mc, cfg.kv_blocks, cfg.block_size,
+                                                       cfg.kv_dtype, cfg.kv_quant)
+                             : KvCacheSpec::for_memory(mc, cfg.kv_cache_bytes, cfg.block_size,
+                                                       cfg.kv_dtype, cfg.kv_quant);
 }
 
 Engine::Engine(models::Transformer& model, const EngineConfig& cfg) : model_(model), cfg_(cfg) {

@@ -32,10 +32,11 @@
 namespace zs::infer {
 
 struct EngineConfig {
-    int64_t kv_cache_bytes = int64_t{1} << 30;  // KV memory budget (used when kv_blocks == 0)
-    int64_t kv_blocks = 0;                      // explicit block count, overrides the budget
-    int64_t block_size = 16;                    // tokens per KV block
-    DType kv_dtype = DType::bf16;               // f32 or bf16
+    int64_t kv_cache_bytes = int64_t{1} << 30;   // KV memory budget (used when kv_blocks == 0)
+    int64_t kv_blocks = 0;                       // explicit block count, overrides the budget
+    int64_t block_size = 16;                     // tokens per KV block
+    DType kv_dtype = DType::bf16;                // f32 or bf16
+    ops::KvQuant kv_quant = ops::KvQuant::none;  // int8 / fp8 cache (then kv_dtype is ignored)
     SchedulerConfig scheduler;
     // Token bytes for response_format constraints (TokenIndex::from_tokenizer); null: requests
     // with a grammar are refused.
