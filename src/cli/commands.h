@@ -46,6 +46,7 @@ struct GenerateOptions {
     int tp = 1;         // tensor-parallel ranks (the world must be this many: zerospeed-run)
     int ep = 1;         // expert-parallel ranks (MoE; the world must be this many; not with tp)
     bool ignore_eos = false;  // generate --max-tokens even past EOS (benchmarks; llama.cpp flag)
+    std::string kv_cache_dtype = "auto";  // auto (compute dtype), f32, bf16, int8, fp8
 };
 // Generate text from a prompt, streaming to stdout; throughput on stderr. With logprobs >= 0,
 // stdout is JSON Lines instead: {"id", "token", "logprob", "top": [{"id", "token", "logprob"}]}

@@ -14,13 +14,56 @@
 #include "base/timer.h"
 #include "cli/commands.h"
 #include "cli/model_loader.h"
+#include "infer/block_pool.h"
 #include "infer/chat_template.h"
+#include "infer/paged_attention.h"
 #include "infer/sampler.h"
 #include "infer/stop_filter.h"
 #include "io/tokenizer_stream.h"
 #include "models/kv_cache.h"
 
 namespace zs::cli {
+
+namespace {
+
+// The cache generate decodes through: contiguous (f32/bf16) or paged (int8/fp8), with the
+// contiguous cache's length/commit interface.
+class GenerateKv {
+public:
+    GenerateKv(const models::Transformer& m, int64_t ctx, const infer::KvCacheDType& kd) {
+        if (kd.quant == ops::KvQuant::none) {
+            contiguous_ =
+                std::make_unique<models::ContiguousKvCache>(m.local_config(), ctx, kd.dtype);
+            return;
+        }
+        constexpr int64_t kBlock = 16;
+        const int64_t n = (ctx + kBlock - 1) / kBlock;
+        pool_ = std::make_unique<infer::KvBlockPool>(
+            infer::KvCacheSpec::for_blocks(m.local_config(), n, kBlock, kd.dtype, kd.quant));
+        table_ = *pool_->allocate(n);
+        paged_ = std::make_unique<infer::PagedKvAttention>(*pool_);
+    }
+    // The attention for a forward of n new tokens.
+    models::KvAttention& next(int64_t n) {
+        if (contiguous_) return *contiguous_;
+        paged_->set_batch({ops::SeqSlice{0, n, len_, table_}});
+        return *paged_;
+    }
+    void commit(int64_t n) {
+        if (contiguous_) contiguous_->commit(n);
+        len_ += n;
+    }
+    int64_t length() const { return len_; }
+
+private:
+    std::unique_ptr<models::ContiguousKvCache> contiguous_;
+    std::unique_ptr<infer::KvBlockPool> pool_;
+    std::vector<ops::BlockId> table_;
+    std::unique_ptr<infer::PagedKvAttention> paged_;
+    int64_t len_ = 0;
+};
+
+}  // namespace
 
 int run_generate(const GenerateOptions& o, comm::Communicator& world) {
     // Tensor parallelism: every rank runs this loop on its shard (the forwards' collectives keep
@@ -81,8 +124,11 @@ int run_generate(const GenerateOptions& o, comm::Communicator& world) {
         for (int32_t e : lm.extra_stop_ids) stop_ids.push_back(e);
     }
 
-    models::ContiguousKvCache kv(lm.model->local_config(), ctx,
-                                 lm.model->run_config().compute_dtype);
+    // --kv-cache-dtype: f32/bf16 in a contiguous cache; int8/fp8 in the serving engine's paged
+    // cache (one sequence, its blocks allocated up front), read in place by paged attention.
+    const infer::KvCacheDType kd = infer::parse_kv_cache_dtype(
+        o.kv_cache_dtype, lm.model->run_config().compute_dtype, "--kv-cache-dtype");
+    GenerateKv kv(*lm.model, ctx, kd);
     infer::Sampler sampler(sp, c.vocab_size);
     sampler.observe_prompt(ids.data(), n_prompt);
     io::StreamDecoder stream(tok, true, true);
@@ -91,8 +137,9 @@ int run_generate(const GenerateOptions& o, comm::Communicator& world) {
     for (int64_t i = 0; i < ctx; ++i) pos.data<int32_t>()[i] = static_cast<int32_t>(i);
 
     Timer t_prompt;
-    Tensor logits = lm.model->forward_tokens(Tensor::wrap(ids.data(), {n_prompt}, DType::i32),
-                                             pos.slice(0, 0, n_prompt), kv, {n_prompt - 1});
+    Tensor logits =
+        lm.model->forward_tokens(Tensor::wrap(ids.data(), {n_prompt}, DType::i32),
+                                 pos.slice(0, 0, n_prompt), kv.next(n_prompt), {n_prompt - 1});
     kv.commit(n_prompt);
     double prompt_s = t_prompt.seconds();
 
@@ -143,7 +190,8 @@ int run_generate(const GenerateOptions& o, comm::Communicator& world) {
         }
         if (generated == o.max_tokens || kv.length() >= ctx) break;
         Tensor one = Tensor::wrap(&next, {1}, DType::i32);
-        logits = lm.model->forward_tokens(one, pos.slice(0, kv.length(), kv.length() + 1), kv, {0});
+        logits = lm.model->forward_tokens(one, pos.slice(0, kv.length(), kv.length() + 1),
+                                          kv.next(1), {0});
         kv.commit(1);
     }
     if (!stopped) {
