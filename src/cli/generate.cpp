@@ -19,6 +19,7 @@
 #include "infer/paged_attention.h"
 #include "infer/sampler.h"
 #include "infer/stop_filter.h"
+#include "infer/thread_tuner.h"
 #include "io/tokenizer_stream.h"
 #include "models/kv_cache.h"
 
@@ -144,6 +145,10 @@ int run_generate(const GenerateOptions& o, comm::Communicator& world) {
     double prompt_s = t_prompt.seconds();
 
     Timer t_gen;
+    // Decode's thread count from its measured speed (infer/thread_tuner.h); not under tp/ep,
+    // whose ranks step together.
+    infer::ThreadTuner tuner;
+    const bool tune = group == nullptr && tuner.enabled();
     int64_t generated = 0;
     std::string reason = "length";
     bool stopped = false;
@@ -190,8 +195,11 @@ int run_generate(const GenerateOptions& o, comm::Communicator& world) {
         }
         if (generated == o.max_tokens || kv.length() >= ctx) break;
         Tensor one = Tensor::wrap(&next, {1}, DType::i32);
+        if (tune) tuner.begin_step();
+        Timer t_step;
         logits = lm.model->forward_tokens(one, pos.slice(0, kv.length(), kv.length() + 1),
                                           kv.next(1), {0});
+        if (tune) tuner.end_step(t_step.seconds());
         kv.commit(1);
     }
     if (!stopped) {

@@ -50,6 +50,7 @@ infer::EngineConfig engine_config(const ServeEngineOptions& o,
         "--kv-cache-dtype");
     ec.kv_dtype = kd.quant == ops::KvQuant::none ? kd.dtype : DType::bf16;
     ec.kv_quant = kd.quant;
+    ec.tune_threads = true;  // the engine's thread count follows its measured decode speed
     ec.scheduler.max_batch_tokens = o.max_batch_tokens;
     ec.scheduler.max_seqs = o.max_seqs;
     ec.scheduler.prefix_caching = !o.no_prefix_caching;

@@ -26,6 +26,7 @@
 #include "infer/paged_attention.h"
 #include "infer/scheduler.h"
 #include "infer/sequence.h"
+#include "infer/thread_tuner.h"
 #include "infer/token_index.h"
 #include "models/transformer.h"
 
@@ -37,6 +38,9 @@ struct EngineConfig {
     int64_t block_size = 16;                     // tokens per KV block
     DType kv_dtype = DType::bf16;                // f32 or bf16
     ops::KvQuant kv_quant = ops::KvQuant::none;  // int8 / fp8 cache (then kv_dtype is ignored)
+    // Choose the engine thread's OpenMP thread count from the measured time of decode-only steps
+    // (infer/thread_tuner.h): serve sets it; off by default (and under tp).
+    bool tune_threads = false;
     SchedulerConfig scheduler;
     // Token bytes for response_format constraints (TokenIndex::from_tokenizer); null: requests
     // with a grammar are refused.
@@ -135,6 +139,7 @@ private:
     std::unique_ptr<KvBlockPool> pool_;
     std::unique_ptr<Scheduler> scheduler_;
     std::unique_ptr<PagedKvAttention> attn_;
+    std::unique_ptr<ThreadTuner> tuner_;  // tune_threads
     std::vector<int32_t> eos_ids_;
     std::vector<uint8_t> mask_;  // [V] allowed tokens of the sequence being sampled
     RequestId next_id_ = 1;
