@@ -5,8 +5,8 @@
 #
 # Usage: tools/run_benchmarks.sh [BUILD] [section...]
 #   sections: ops optim tokenizer comm collectives mpi-configs train generate quant tp ep pipeline
-#   serve sp offload infinity zero-inference (default: all but collectives, mpi-configs, quant,
-#   pipeline, sp, offload, infinity and zero-inference)
+#   serve sp offload infinity zero-inference decode (default: all but collectives, mpi-configs,
+#   quant, pipeline, sp, offload, infinity, zero-inference and decode)
 # Peers: the Python ones (torch, deepspeed, tiktoken, HF tokenizers, sentencepiece) come from the
 # reference venv, installed (once, cached) by tools/reference_venv.sh. llama.cpp's llama-server is
 # used when LLAMA_SERVER names its binary (llama-bench from LLAMA_BENCH), llm.c's CPU trainer when LLMC_TRAIN names its
@@ -390,6 +390,53 @@ CONFIGS
         "$root/bench/offload/zero_inference.sh" "$bin" "$("$root/tools/fetch_smollm2.sh")" \
             "$out/zero_inference" "${OFFLOAD_DIR:-$out/zero_inference/nvme}" | tee "$out/zero_inference.txt"
         ;;
+    decode)
+        # Issue 19: decode on shared cores and the server's TPOT against generate, SmolLM2-135M
+        # Q4_1, same prompt (~250 tokens of Austen), 64 greedy tokens. (1) 2-thread decode quiet,
+        # then with one busy process (`yes`) on the machine, with the thread tuner and with it
+        # off (ZS_THREAD_TUNER=0: the fixed count); (2) serve's single-client p50 TPOT against
+        # generate's ms per token at 1 and 2 threads, interleaved.
+        note "decode: 2-thread decode quiet vs one busy process; serve TPOT vs generate"
+        gguf=$("$root/tools/fetch_smollm2.sh")
+        prompt=$(head -c 1000 "$root/data/corpora/austen.txt")
+        gen_tps() {  # env... : decode tokens/s of one generate run
+            env "$@" "$bin" generate --model "$gguf" --prompt "$prompt" --max-tokens 64 \
+                --temperature 0 --ignore-eos 2>&1 >/dev/null | tail -1 \
+                | sed -n 's/.*generated: [0-9]* tokens in [0-9.]* s (\([0-9.]*\) tokens\/s).*/\1/p'
+        }
+        for rep in 1 2 3; do
+            echo "quiet threads=2 run $rep: $(gen_tps OMP_NUM_THREADS=2) tokens/s" | tee -a "$out/decode.txt"
+        done
+        yes >/dev/null &
+        busy=$!
+        for rep in 1 2 3; do
+            echo "busy threads=2 run $rep: $(gen_tps OMP_NUM_THREADS=2) tokens/s" | tee -a "$out/decode.txt"
+            echo "busy threads=2 tuner off run $rep: $(gen_tps OMP_NUM_THREADS=2 ZS_THREAD_TUNER=0) tokens/s" \
+                | tee -a "$out/decode.txt"
+        done
+        kill "$busy"
+        awk '/^quiet threads=2 run/ {q += $5; nq++} /^busy threads=2 run/ {b += $5; nb++}
+            /tuner off/ {o += $7; no++}
+            END {if (nq && nb) printf "busy / quiet (2 threads): %.2f (tuner off: %.2f)\n", b / nb / (q / nq), o / no / (q / nq)}' \
+            "$out/decode.txt" | tee -a "$out/decode.txt"
+        for t in 1 2; do
+            OMP_NUM_THREADS=$t "$bin" serve --model "$gguf" --port 8321 --kv-cache-memory 256M \
+                >"$out/decode_serve_$t.log" 2>&1 &
+            srv=$!
+            for _ in $(seq 1 300); do curl -sf http://127.0.0.1:8321/v1/models >/dev/null 2>&1 && break; sleep 0.2; done
+            for rep in 1 2 3; do
+                tpot=$("$bin" bench serve --url http://127.0.0.1:8321 --clients 1 --requests 4 \
+                    --prompt-tokens 256 --output-tokens 64 --max-prompt-tokens 256 \
+                    --max-output-tokens 64 --text "$root/data/corpora/austen.txt" \
+                    --tokenizer "$gguf" | tail -1 | awk '{print $8 * 1000}')
+                tps=$(gen_tps OMP_NUM_THREADS=$t)
+                echo "threads=$t run $rep: serve p50 TPOT $tpot ms, generate $(awk -v x="$tps" 'BEGIN {printf "%.1f", 1000 / x}') ms/token" \
+                    | tee -a "$out/decode.txt"
+            done
+            kill "$srv"
+            wait "$srv" 2>/dev/null || true
+        done
+        ;;
     serve)
         note "serve: zerospeed SplitFuse vs prefill-first${LLAMA_SERVER:+ vs llama.cpp ($LLAMA_SERVER)}"
         "$root/tools/bench_serve_peers.sh" --out "$out/serve" \
@@ -402,7 +449,7 @@ CONFIGS
         "$root/bench/train/sp_long_equivalence.sh" "$build/bin" "$root" 4096 8192 | tee -a "$out/sp.txt"
         ;;
     *)
-        echo "unknown section $s (ops optim tokenizer comm mpi-configs train generate quant tp ep pipeline serve sp offload infinity zero-inference)" >&2
+        echo "unknown section $s (ops optim tokenizer comm mpi-configs train generate quant tp ep pipeline serve sp offload infinity zero-inference decode)" >&2
         exit 2
         ;;
     esac

@@ -58,11 +58,26 @@ struct GenerateOptions {
     // Sequences decoded in lockstep from the prompt (one weight pass serves all; rank 0 prints
     // the first; the throughput counts all). > 1 needs greedy-or-seeded sampling, no --logprobs.
     int batch = 1;
+    std::string kv_cache_dtype = "auto";  // auto (compute dtype), f32, bf16, int8, fp8
 };
 // Generate text from a prompt, streaming to stdout; throughput on stderr. With logprobs >= 0,
 // stdout is JSON Lines instead: {"id", "token", "logprob", "top": [{"id", "token", "logprob"}]}
 // per generated token, then {"text", "finish_reason", "prompt_tokens", "completion_tokens"}.
 int run_generate(const GenerateOptions& opts, comm::Communicator& world);
+
+struct PerplexityOptions {
+    std::string model;       // HF directory or .gguf
+    std::string file;        // text
+    int64_t ctx = 512;       // tokens per chunk (llama-perplexity's -c)
+    int64_t chunks = 0;      // at most this many chunks (0: all)
+    int64_t tail_bytes = 0;  // > 0: only the file's last N bytes (from a line start)
+    std::string dtype = "auto";
+    std::string kv_cache_dtype = "auto";
+    bool quiet = false;
+};
+// Perplexity over a text file as llama-perplexity computes it (chunks of ctx tokens from an
+// empty cache, BOS first, the second half of each scored).
+int run_perplexity(const PerplexityOptions& opts);
 
 struct InfoOptions {
     std::string model;
@@ -167,7 +182,7 @@ struct ServeEngineOptions {
     std::string kv_cache_memory = "1G";  // KV budget (bytes, or with K/M/G)
     int64_t kv_blocks = 0;               // explicit block count (overrides the budget)
     int64_t block_size = 16;
-    std::string kv_dtype;  // f32 / bf16; default: the compute dtype
+    std::string kv_dtype;  // --kv-cache-dtype: auto / f32 / bf16 / int8 / fp8; default: auto
     int64_t max_batch_tokens = 768;
     int64_t max_seqs = 64;
     std::string policy = "split_fuse";  // or prefill_first

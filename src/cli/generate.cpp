@@ -18,10 +18,13 @@
 #include "base/timer.h"
 #include "cli/commands.h"
 #include "cli/model_loader.h"
+#include "infer/block_pool.h"
 #include "infer/chat_template.h"
 #include "infer/expert_locality.h"
+#include "infer/paged_attention.h"
 #include "infer/sampler.h"
 #include "infer/stop_filter.h"
+#include "infer/thread_tuner.h"
 #include "io/tokenizer_stream.h"
 #include "models/kv_cache.h"
 #include "zero/inference.h"
@@ -115,6 +118,43 @@ int generate_batch(const GenerateOptions& o, LoadedModel& lm, const infer::Sampl
     return 0;
 }
 
+// The cache generate decodes through: contiguous (f32/bf16) or paged (int8/fp8), with the
+// contiguous cache's length/commit interface.
+class GenerateKv {
+public:
+    GenerateKv(const models::Transformer& m, int64_t ctx, const infer::KvCacheDType& kd) {
+        if (kd.quant == ops::KvQuant::none) {
+            contiguous_ =
+                std::make_unique<models::ContiguousKvCache>(m.local_config(), ctx, kd.dtype);
+            return;
+        }
+        constexpr int64_t kBlock = 16;
+        const int64_t n = (ctx + kBlock - 1) / kBlock;
+        pool_ = std::make_unique<infer::KvBlockPool>(
+            infer::KvCacheSpec::for_blocks(m.local_config(), n, kBlock, kd.dtype, kd.quant));
+        table_ = *pool_->allocate(n);
+        paged_ = std::make_unique<infer::PagedKvAttention>(*pool_);
+    }
+    // The attention for a forward of n new tokens.
+    models::KvAttention& next(int64_t n) {
+        if (contiguous_) return *contiguous_;
+        paged_->set_batch({ops::SeqSlice{0, n, len_, table_}});
+        return *paged_;
+    }
+    void commit(int64_t n) {
+        if (contiguous_) contiguous_->commit(n);
+        len_ += n;
+    }
+    int64_t length() const { return len_; }
+
+private:
+    std::unique_ptr<models::ContiguousKvCache> contiguous_;
+    std::unique_ptr<infer::KvBlockPool> pool_;
+    std::vector<ops::BlockId> table_;
+    std::unique_ptr<infer::PagedKvAttention> paged_;
+    int64_t len_ = 0;
+};
+
 }  // namespace
 
 int run_generate(const GenerateOptions& o, comm::Communicator& world) {
@@ -193,6 +233,14 @@ int run_generate(const GenerateOptions& o, comm::Communicator& world) {
         for (int32_t e : lm.extra_stop_ids) stop_ids.push_back(e);
     }
 
+    // --kv-cache-dtype: f32/bf16 in a contiguous cache; int8/fp8 in the serving engine's paged
+    // cache (one sequence, its blocks allocated up front), read in place by paged attention.
+    const infer::KvCacheDType kd = infer::parse_kv_cache_dtype(
+        o.kv_cache_dtype, lm.model->run_config().compute_dtype, "--kv-cache-dtype");
+    ZS_CHECK_T(ConfigError, o.batch == 1 || kd.quant == ops::KvQuant::none,
+               "--batch {} with --kv-cache-dtype {}: lockstep batches decode through a contiguous "
+               "f32/bf16 cache only",
+               o.batch, o.kv_cache_dtype);
     if (cap > 0) {
         // What this run holds of the model: the weights (or the stream's resident groups and
         // buffers) and the KV cache of every sequence.
@@ -214,8 +262,7 @@ int run_generate(const GenerateOptions& o, comm::Communicator& world) {
                    lm.stream ? "" : " (--offload-weights nvme streams the blocks from disk)");
     }
     if (o.batch > 1) return generate_batch(o, lm, sp, ids, ctx, stop_ids);
-    models::ContiguousKvCache kv(lm.model->local_config(), ctx,
-                                 lm.model->run_config().compute_dtype);
+    GenerateKv kv(*lm.model, ctx, kd);
     infer::Sampler sampler(sp, c.vocab_size);
     sampler.observe_prompt(ids.data(), n_prompt);
     io::StreamDecoder stream(tok, true, true);
@@ -237,11 +284,16 @@ int run_generate(const GenerateOptions& o, comm::Communicator& world) {
     }
     Timer t_prompt;
     Tensor logits = lm.model->forward_tokens(Tensor::wrap(ids.data(), {n_prompt}, DType::i32),
-                                             pos.slice(0, 0, n_prompt), kv, {n_prompt - 1}, hooks);
+                                             pos.slice(0, 0, n_prompt), kv.next(n_prompt),
+                                             {n_prompt - 1}, hooks);
     kv.commit(n_prompt);
     double prompt_s = t_prompt.seconds();
 
     Timer t_gen;
+    // Decode's thread count from its measured speed (infer/thread_tuner.h); not under tp/ep,
+    // whose ranks step together.
+    infer::ThreadTuner tuner;
+    const bool tune = group == nullptr && tuner.enabled();
     int64_t generated = 0;
     std::string reason = "length";
     bool stopped = false;
@@ -288,8 +340,11 @@ int run_generate(const GenerateOptions& o, comm::Communicator& world) {
         }
         if (generated == o.max_tokens || kv.length() >= ctx) break;
         Tensor one = Tensor::wrap(&next, {1}, DType::i32);
-        logits = lm.model->forward_tokens(one, pos.slice(0, kv.length(), kv.length() + 1), kv, {0},
-                                          hooks);
+        if (tune) tuner.begin_step();
+        Timer t_step;
+        logits = lm.model->forward_tokens(one, pos.slice(0, kv.length(), kv.length() + 1),
+                                          kv.next(1), {0}, hooks);
+        if (tune) tuner.end_step(t_step.seconds());
         kv.commit(1);
     }
     if (!stopped) {

@@ -79,6 +79,9 @@ int main(int argc, char** argv) {
                    "with the N most likely alternatives, then the whole text")
         ->check(CLI::Range(0, 20));
     gn->add_option("--system", gen.system, "System message (with --chat)");
+    gn->add_option("--kv-cache-dtype", gen.kv_cache_dtype,
+                   "KV cache dtype: auto (the compute dtype), bf16, f32, int8 or fp8 (E4M3; "
+                   "int8/fp8 keep one f16 scale per 32 values: 53% of bf16's bytes)");
     gn->add_option("--dtype", gen.dtype,
                    "Compute dtype: auto (the checkpoint's, where this CPU runs it natively; a "
                    "GGUF's quantized matrices stay quantized), f32 or bf16 (dequantized)");
@@ -97,6 +100,23 @@ int main(int argc, char** argv) {
                    "Decode this many sequences from the prompt in lockstep (one weight pass per "
                    "step serves all; prints the first)")
         ->check(CLI::Range(1, 4096));
+
+    zs::cli::PerplexityOptions ppl_opts;
+    CLI::App* pplx = app.add_subcommand(
+        "perplexity", "Perplexity over a text file, computed as llama.cpp's llama-perplexity");
+    pplx->add_option("--model", ppl_opts.model, "Model directory or .gguf")->required();
+    pplx->add_option("--file", ppl_opts.file, "Text file")->required();
+    pplx->add_option("--ctx", ppl_opts.ctx, "Tokens per chunk; the second half is scored")
+        ->check(CLI::Range(int64_t{4}, int64_t{1} << 20));
+    pplx->add_option("--chunks", ppl_opts.chunks, "At most this many chunks (0: all)")
+        ->check(CLI::NonNegativeNumber);
+    pplx->add_option("--tail-bytes", ppl_opts.tail_bytes,
+                     "Only the file's last N bytes, from a line start (a held-back slice)")
+        ->check(CLI::NonNegativeNumber);
+    pplx->add_option("--dtype", ppl_opts.dtype, "Compute dtype: auto, f32 or bf16 (as generate)");
+    pplx->add_option("--kv-cache-dtype", ppl_opts.kv_cache_dtype,
+                     "KV cache dtype: auto (the compute dtype), bf16, f32, int8 or fp8");
+    pplx->add_flag("--quiet", ppl_opts.quiet, "No running estimate per chunk");
 
     zs::cli::ServeOptions sv;
     CLI::App* srv = app.add_subcommand(
@@ -136,7 +156,9 @@ int main(int argc, char** argv) {
         ->check(CLI::NonNegativeNumber);
     srv->add_option("--block-size", sv.engine.block_size, "Tokens per KV block")
         ->check(CLI::Range(int64_t{1}, int64_t{1024}));
-    srv->add_option("--kv-dtype", sv.engine.kv_dtype, "KV dtype: f32 or bf16 (default: --dtype)");
+    srv->add_option("--kv-cache-dtype,--kv-dtype", sv.engine.kv_dtype,
+                    "KV cache dtype: auto (the compute dtype), bf16, f32, int8 or fp8 (E4M3; "
+                    "int8/fp8 keep one f16 scale per 32 values: 53% of bf16's bytes)");
     srv->add_option("--max-batch-tokens", sv.engine.max_batch_tokens,
                     "Token budget per forward (Dynamic SplitFuse)")
         ->check(CLI::Range(int64_t{1}, int64_t{1} << 20));
@@ -378,6 +400,7 @@ int main(int argc, char** argv) {
         std::unique_ptr<zs::comm::Communicator> self;
         zs::comm::Communicator& world = mpi ? mpi->world() : *(self = zs::comm::make_self());
         if (gn->parsed()) return zs::cli::run_generate(gen, world);
+        if (pplx->parsed()) return zs::cli::run_perplexity(ppl_opts);
         if (srv->parsed()) return zs::cli::run_serve(sv, world);
         if (bsv->parsed()) return zs::cli::run_bench_serve(bs);
         if (inf->parsed()) return zs::cli::run_info(info);

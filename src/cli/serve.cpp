@@ -45,8 +45,12 @@ infer::EngineConfig engine_config(const ServeEngineOptions& o,
     ec.kv_cache_bytes = parse_byte_size(o.kv_cache_memory, "--kv-cache-memory");
     ec.kv_blocks = o.kv_blocks;
     ec.block_size = o.block_size;
-    ec.kv_dtype =
-        parse_dtype_flag(o.kv_dtype.empty() ? kv_dtype_default : o.kv_dtype, "--kv-dtype");
+    const infer::KvCacheDType kd = infer::parse_kv_cache_dtype(
+        o.kv_dtype.empty() ? "auto" : o.kv_dtype, parse_dtype_flag(kv_dtype_default, "--dtype"),
+        "--kv-cache-dtype");
+    ec.kv_dtype = kd.quant == ops::KvQuant::none ? kd.dtype : DType::bf16;
+    ec.kv_quant = kd.quant;
+    ec.tune_threads = true;  // the engine's thread count follows its measured decode speed
     ec.scheduler.max_batch_tokens = o.max_batch_tokens;
     ec.scheduler.max_seqs = o.max_seqs;
     ec.scheduler.prefix_caching = !o.no_prefix_caching;

@@ -9,25 +9,38 @@
 namespace zs::infer {
 
 int64_t KvCacheSpec::block_bytes() const {
-    return 2 * n_layers * n_kv_heads * head_dim * block_size *
-           static_cast<int64_t>(core::dtype_size(dtype));
+    const int64_t row = quant == ops::KvQuant::none
+                            ? head_dim * static_cast<int64_t>(core::dtype_size(dtype))
+                            : head_dim + head_dim / ops::kKvQuantGroup * 2;
+    return 2 * n_layers * n_kv_heads * block_size * row;
+}
+
+KvCacheDType parse_kv_cache_dtype(const std::string& name, DType compute, const char* flag) {
+    if (name == "auto" || name.empty()) return {compute, ops::KvQuant::none};
+    if (name == "f32" || name == "float32") return {DType::f32, ops::KvQuant::none};
+    if (name == "bf16" || name == "bfloat16") return {DType::bf16, ops::KvQuant::none};
+    if (name == "int8") return {DType::i8, ops::KvQuant::int8};
+    if (name == "fp8" || name == "fp8_e4m3") return {DType::i8, ops::KvQuant::fp8_e4m3};
+    ZS_THROW(ConfigError, "{}: '{}' is not a KV cache dtype (auto, bf16, f32, int8 or fp8)", flag,
+             name);
 }
 
 KvCacheSpec KvCacheSpec::for_blocks(const models::ModelConfig& model, int64_t n_blocks,
-                                    int64_t block_size, DType dtype) {
+                                    int64_t block_size, DType dtype, ops::KvQuant quant) {
     KvCacheSpec s;
     s.n_layers = model.n_layers;
     s.n_kv_heads = model.n_kv_heads;
     s.head_dim = model.head_dim;
     s.block_size = block_size;
-    s.dtype = dtype;
+    s.dtype = quant == ops::KvQuant::none ? dtype : DType::i8;
     s.n_blocks = n_blocks;
+    s.quant = quant;
     return s;
 }
 
 KvCacheSpec KvCacheSpec::for_memory(const models::ModelConfig& model, int64_t memory_bytes,
-                                    int64_t block_size, DType dtype) {
-    KvCacheSpec s = for_blocks(model, 0, block_size, dtype);
+                                    int64_t block_size, DType dtype, ops::KvQuant quant) {
+    KvCacheSpec s = for_blocks(model, 0, block_size, dtype, quant);
     ZS_CHECK_T(ConfigError, block_size > 0, "kv block size must be > 0 (got {})", block_size);
     const int64_t per_block = s.block_bytes();
     ZS_CHECK_T(ConfigError, per_block > 0, "kv cache block of {} has no bytes", model.model_type);
@@ -39,8 +52,14 @@ KvCacheSpec KvCacheSpec::for_memory(const models::ModelConfig& model, int64_t me
 }
 
 KvBlockPool::KvBlockPool(const KvCacheSpec& spec) : spec_(spec) {
-    ZS_CHECK_T(ConfigError, spec.dtype == DType::f32 || spec.dtype == DType::bf16,
-               "kv cache dtype must be f32 or bf16 (got {})", core::to_string(spec.dtype));
+    ZS_CHECK_T(
+        ConfigError,
+        spec.quant != ops::KvQuant::none || spec.dtype == DType::f32 || spec.dtype == DType::bf16,
+        "kv cache dtype must be f32, bf16, int8 or fp8 (got {})", core::to_string(spec.dtype));
+    ZS_CHECK_T(ConfigError,
+               spec.quant == ops::KvQuant::none || spec.head_dim % ops::kKvQuantGroup == 0,
+               "a {} kv cache needs a head size that is a multiple of {} (got {})",
+               ops::to_string(spec.quant), ops::kKvQuantGroup, spec.head_dim);
     ZS_CHECK_T(ConfigError, spec.block_size > 0, "kv block size must be > 0 (got {})",
                spec.block_size);
     ZS_CHECK_T(ConfigError,
@@ -50,14 +69,42 @@ KvBlockPool::KvBlockPool(const KvCacheSpec& spec) : spec_(spec) {
                "kv cache geometry must be positive (layers {}, kv heads {}, head dim {})",
                spec.n_layers, spec.n_kv_heads, spec.head_dim);
     const core::Shape shape{spec.n_blocks, spec.block_size, spec.n_kv_heads, spec.head_dim};
+    const bool quant = spec.quant != ops::KvQuant::none;
+    const DType dt = quant ? DType::i8 : spec.dtype;
+    spec_.dtype = dt;
+    const core::Shape scale_shape{spec.n_blocks, spec.block_size, spec.n_kv_heads,
+                                  spec.head_dim / ops::kKvQuantGroup};
+    auto alloc = [](const core::Shape& s, DType t) {
+        return Tensor::empty(s, t, core::Device::cpu(), core::MemCategory::kv_cache);
+    };
     for (int64_t l = 0; l < spec.n_layers; ++l) {
-        k_.push_back(
-            Tensor::empty(shape, spec.dtype, core::Device::cpu(), core::MemCategory::kv_cache));
-        v_.push_back(
-            Tensor::empty(shape, spec.dtype, core::Device::cpu(), core::MemCategory::kv_cache));
+        k_.push_back(alloc(shape, dt));
+        v_.push_back(alloc(shape, dt));
+        if (quant) {
+            ks_.push_back(alloc(scale_shape, DType::f16));
+            vs_.push_back(alloc(scale_shape, DType::f16));
+        }
     }
     meta_.resize(static_cast<size_t>(spec.n_blocks));
     for (BlockId b = 0; b < static_cast<BlockId>(spec.n_blocks); ++b) push_back(b);
+}
+
+ops::PagedKvCache KvBlockPool::cache(int64_t layer) const {
+    const auto l = static_cast<size_t>(layer);
+    ops::PagedKvCache c{spec_.quant, k_[l], v_[l], {}, {}};
+    if (spec_.quant != ops::KvQuant::none) {
+        c.k_scale = ks_[l];
+        c.v_scale = vs_[l];
+    }
+    return c;
+}
+
+int64_t KvBlockPool::storage_bytes() const {
+    int64_t n = 0;
+    for (const auto* ts : {&k_, &v_, &ks_, &vs_}) {
+        for (const Tensor& t : *ts) n += static_cast<int64_t>(t.nbytes());
+    }
+    return n;
 }
 
 KvPoolStats KvBlockPool::stats() const {

@@ -13,6 +13,7 @@
 #include <cstdint>
 #include <optional>
 #include <span>
+#include <string>
 #include <unordered_map>
 #include <vector>
 
@@ -42,19 +43,34 @@ struct KvCacheSpec {
     int64_t n_kv_heads = 0;  // NKV
     int64_t head_dim = 0;    // HS
     int64_t block_size = 16;
-    DType dtype = DType::bf16;  // f32 or bf16
+    DType dtype = DType::bf16;  // f32 or bf16 (ignored when quant is set)
     int64_t n_blocks = 0;
+    // int8 / fp8: one byte per value plus an f16 scale per 32 (ops/paged_attention.h).
+    ops::KvQuant quant = ops::KvQuant::none;
 
-    // K and V bytes of one block over all layers: 2 * L * NKV * HS * block_size * dtype size.
+    // K and V bytes of one block over all layers: 2 * L * NKV * block_size * (HS * dtype size,
+    // or HS + 2 HS / 32 quantized).
     int64_t block_bytes() const;
+    // Bytes of one token's K and V over all layers (block_bytes / block_size).
+    int64_t token_bytes() const { return block_bytes() / block_size; }
 
     // The spec for `model` with as many blocks as fit in `memory_bytes` (e.g. --kv-cache-memory).
     // Throws ConfigError when the budget holds no block at all.
     static KvCacheSpec for_memory(const models::ModelConfig& model, int64_t memory_bytes,
-                                  int64_t block_size = 16, DType dtype = DType::bf16);
+                                  int64_t block_size = 16, DType dtype = DType::bf16,
+                                  ops::KvQuant quant = ops::KvQuant::none);
     static KvCacheSpec for_blocks(const models::ModelConfig& model, int64_t n_blocks,
-                                  int64_t block_size = 16, DType dtype = DType::bf16);
+                                  int64_t block_size = 16, DType dtype = DType::bf16,
+                                  ops::KvQuant quant = ops::KvQuant::none);
 };
+
+// --kv-cache-dtype: "f32", "bf16", "int8" or "fp8" (E4M3) as (dtype, quant); "auto" = `compute`
+// (the model's compute dtype). ConfigError naming `flag` and the choices otherwise.
+struct KvCacheDType {
+    DType dtype = DType::bf16;
+    ops::KvQuant quant = ops::KvQuant::none;
+};
+KvCacheDType parse_kv_cache_dtype(const std::string& name, DType compute, const char* flag);
 
 // Counters for metrics (gauges and totals since construction).
 struct KvPoolStats {
@@ -83,9 +99,13 @@ public:
     int64_t n_used() const { return spec_.n_blocks - n_free_; }
     KvPoolStats stats() const;
 
-    // [n_blocks, block_size, NKV, HS] storage of layer `layer`.
+    // [n_blocks, block_size, NKV, HS] storage of layer `layer` (i8 when quantized).
     const Tensor& k_cache(int64_t layer) const { return k_[static_cast<size_t>(layer)]; }
     const Tensor& v_cache(int64_t layer) const { return v_[static_cast<size_t>(layer)]; }
+    // Layer `layer` in any format, with its scales when quantized.
+    ops::PagedKvCache cache(int64_t layer) const;
+    // Bytes the pool allocated for K, V and scales (core::MemCategory::kv_cache).
+    int64_t storage_bytes() const;
 
     // n fresh blocks (refcount 1) from the front of the free list, evicting cached ones as
     // needed; std::nullopt (nothing taken) when fewer than n are free.
@@ -122,8 +142,9 @@ private:
     BlockId find(BlockHash hash, BlockHash parent, std::span<const int32_t> tokens) const;
 
     KvCacheSpec spec_;
-    std::vector<Tensor> k_, v_;  // per layer [n_blocks, block_size, NKV, HS]
-    std::vector<Meta> meta_;     // [n_blocks]
+    std::vector<Tensor> k_, v_;    // per layer [n_blocks, block_size, NKV, HS]
+    std::vector<Tensor> ks_, vs_;  // quantized: per layer [n_blocks, block_size, NKV, HS / 32] f16
+    std::vector<Meta> meta_;       // [n_blocks]
     BlockId head_ = -1, tail_ = -1;
     int64_t n_free_ = 0;
     int64_t n_used_peak_ = 0;

@@ -9,6 +9,8 @@
 #include <numeric>
 #include <random>
 #include <set>
+#include <string>
+#include <tuple>
 
 #include <gtest/gtest.h>
 
@@ -100,6 +102,52 @@ TEST(KvBlockPool, MemoryBudgetMapsToBlocks) {
     KvCacheSpec f16 = tiny_spec(2);
     f16.dtype = DType::f16;
     EXPECT_THROW(KvBlockPool{f16}, ConfigError);
+}
+
+// Quantized caches (int8, fp8): the bytes per token the allocator accounts against bf16's, and
+// how many 256-token sequences a fixed budget holds (allocating their blocks until the pool
+// refuses), for SmolLM2-135M's geometry (30 layers, 3 kv heads, head size 64). Expected from the
+// layout: a value takes 1 byte plus an f16 scale per 32 (1.0625 bytes) against bf16's 2, so the
+// bytes per token are 53.1% of bf16's and the sequences 2 / 1.0625 = 1.88x as many.
+TEST(KvBlockPool, QuantizedCacheHalvesBytesPerTokenAndNearlyDoublesSequences) {
+    models::ModelConfig mc;
+    mc.model_type = "llama";
+    mc.n_layers = 30;
+    mc.n_kv_heads = 3;
+    mc.head_dim = 64;
+    const int64_t budget = int64_t{256} << 20, bs = 16, seq_blocks = 256 / bs;
+    std::map<std::string, std::pair<double, int64_t>> got;  // bytes per token, sequences
+    for (auto [name, quant, dt] : {std::tuple{"bf16", ops::KvQuant::none, DType::bf16},
+                                   std::tuple{"int8", ops::KvQuant::int8, DType::bf16},
+                                   std::tuple{"fp8", ops::KvQuant::fp8_e4m3, DType::bf16}}) {
+        const KvCacheSpec s = KvCacheSpec::for_memory(mc, budget, bs, dt, quant);
+        const int64_t before = core::memory_stats().current_of(core::MemCategory::kv_cache);
+        KvBlockPool pool(s);
+        const int64_t bytes = core::memory_stats().current_of(core::MemCategory::kv_cache) - before;
+        EXPECT_EQ(bytes, pool.storage_bytes()) << name;
+        EXPECT_LE(bytes, budget) << name;
+        int64_t seqs = 0;
+        while (pool.allocate(seq_blocks)) ++seqs;
+        got[name] = {static_cast<double>(bytes) / static_cast<double>(s.n_blocks * bs), seqs};
+        const double per_value = quant == ops::KvQuant::none ? 2.0 : 1.0 + 2.0 / 32;
+        EXPECT_DOUBLE_EQ(got[name].first, 2.0 * 30 * 3 * 64 * per_value) << name;
+    }
+    for (const char* q : {"int8", "fp8"}) {
+        EXPECT_LE(got[q].first / got["bf16"].first, 0.54) << q;
+        const double ratio =
+            static_cast<double>(got[q].second) / static_cast<double>(got["bf16"].second);
+        EXPECT_GE(ratio, 1.85) << q << ": " << got[q].second << " vs " << got["bf16"].second;
+        EXPECT_LE(ratio, 2.0 / 1.0625 + 0.03) << q;
+    }
+    // Layout limits and the flag's spelling are refused by name.
+    models::ModelConfig odd = mc;
+    odd.head_dim = 40;
+    EXPECT_THROW(KvBlockPool(KvCacheSpec::for_blocks(odd, 2, bs, DType::bf16, ops::KvQuant::int8)),
+                 ConfigError);
+    EXPECT_THROW(parse_kv_cache_dtype("int4", DType::bf16, "--kv-cache-dtype"), ConfigError);
+    EXPECT_EQ(parse_kv_cache_dtype("auto", DType::f32, "--kv-cache-dtype").dtype, DType::f32);
+    EXPECT_EQ(parse_kv_cache_dtype("fp8", DType::f32, "--kv-cache-dtype").quant,
+              ops::KvQuant::fp8_e4m3);
 }
 
 TEST(KvBlockPool, PrefixHitsShareBlocksWithRefcounts) {

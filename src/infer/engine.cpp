@@ -5,6 +5,8 @@
 #include <cstdlib>
 #include <exception>
 
+#include <omp.h>
+
 #include "base/error.h"
 #include "base/log.h"
 #include "base/timer.h"
@@ -15,9 +17,10 @@ namespace zs::infer {
 
 KvCacheSpec kv_cache_spec(const models::Transformer& model, const EngineConfig& cfg) {
     const models::ModelConfig& mc = model.local_config();  // this rank's KV heads
-    return cfg.kv_blocks > 0
-               ? KvCacheSpec::for_blocks(mc, cfg.kv_blocks, cfg.block_size, cfg.kv_dtype)
-               : KvCacheSpec::for_memory(mc, cfg.kv_cache_bytes, cfg.block_size, cfg.kv_dtype);
+    return cfg.kv_blocks > 0 ? KvCacheSpec::for_blocks(mc, cfg.kv_blocks, cfg.block_size,
+                                                       cfg.kv_dtype, cfg.kv_quant)
+                             : KvCacheSpec::for_memory(mc, cfg.kv_cache_bytes, cfg.block_size,
+                                                       cfg.kv_dtype, cfg.kv_quant);
 }
 
 Engine::Engine(models::Transformer& model, const EngineConfig& cfg) : model_(model), cfg_(cfg) {
@@ -42,6 +45,7 @@ Engine::Engine(models::Transformer& model, const EngineConfig& cfg) : model_(mod
     if (followers_) tp_send_handshake(*followers_, spec);
     scheduler_ = std::make_unique<Scheduler>(cfg.scheduler, *pool_, shared_kv_window(mc));
     attn_ = std::make_unique<PagedKvAttention>(*pool_);
+    if (cfg_.tune_threads && !cfg_.tp) tuner_ = std::make_unique<ThreadTuner>();
     for (int64_t e : mc.eos_token_ids) eos_ids_.push_back(static_cast<int32_t>(e));
 }
 
@@ -212,6 +216,13 @@ std::vector<RequestOutput> Engine::step() {
         for (const PromptRow& pr : prompt_rows) logit_rows.push_back(pr.row);
         attn_->set_batch(std::move(slices));
         Tensor logits;
+        // Decode-only steps are comparable from one to the next: they drive the thread count.
+        const bool timed = tuner_ && b.n_prefill_tokens == 0;
+        if (timed) {
+            tuner_->begin_step();
+        } else if (tuner_) {
+            omp_set_num_threads(tuner_->threads());
+        }
         Timer timer;
         try {
             if (followers_) tp_send_forward(*followers_, ids, pos, attn_->batch(), logit_rows);
@@ -232,6 +243,7 @@ std::vector<RequestOutput> Engine::step() {
             return outputs;
         }
         last_.forward_seconds = timer.seconds();
+        if (timed) tuner_->end_step(last_.forward_seconds);
         scheduler_->commit(b);
         const int64_t V = model_.config().vocab_size;
         for (size_t i = 0; i < prompt_rows.size(); ++i) {

@@ -26,16 +26,21 @@
 #include "infer/paged_attention.h"
 #include "infer/scheduler.h"
 #include "infer/sequence.h"
+#include "infer/thread_tuner.h"
 #include "infer/token_index.h"
 #include "models/transformer.h"
 
 namespace zs::infer {
 
 struct EngineConfig {
-    int64_t kv_cache_bytes = int64_t{1} << 30;  // KV memory budget (used when kv_blocks == 0)
-    int64_t kv_blocks = 0;                      // explicit block count, overrides the budget
-    int64_t block_size = 16;                    // tokens per KV block
-    DType kv_dtype = DType::bf16;               // f32 or bf16
+    int64_t kv_cache_bytes = int64_t{1} << 30;   // KV memory budget (used when kv_blocks == 0)
+    int64_t kv_blocks = 0;                       // explicit block count, overrides the budget
+    int64_t block_size = 16;                     // tokens per KV block
+    DType kv_dtype = DType::bf16;                // f32 or bf16
+    ops::KvQuant kv_quant = ops::KvQuant::none;  // int8 / fp8 cache (then kv_dtype is ignored)
+    // Choose the engine thread's OpenMP thread count from the measured time of decode-only steps
+    // (infer/thread_tuner.h): serve sets it; off by default (and under tp).
+    bool tune_threads = false;
     SchedulerConfig scheduler;
     // Token bytes for response_format constraints (TokenIndex::from_tokenizer); null: requests
     // with a grammar are refused.
@@ -138,6 +143,7 @@ private:
     std::unique_ptr<KvBlockPool> pool_;
     std::unique_ptr<Scheduler> scheduler_;
     std::unique_ptr<PagedKvAttention> attn_;
+    std::unique_ptr<ThreadTuner> tuner_;  // tune_threads
     std::vector<int32_t> eos_ids_;
     std::vector<uint8_t> mask_;  // [V] allowed tokens of the sequence being sampled
     // The ranks that run each forward beside this one (cfg_.tp or cfg_.ep), or null.

@@ -23,10 +23,9 @@ void PagedKvAttention::attend(int layer, const ops::AttentionOptions& opts, cons
                "attend got {} rows, the batch layout has {}", q.dim() ? q.size(0) : 0, n_rows_);
     ZS_CHECK_T(ShapeError, layer >= 0 && layer < pool_.spec().n_layers, "layer {} outside [0, {})",
                layer, pool_.spec().n_layers);
-    const Tensor& kc = pool_.k_cache(layer);
-    const Tensor& vc = pool_.v_cache(layer);
-    ops::paged_kv_write(kc, vc, k, v, seqs_);
-    ops::paged_attention_forward(out, q, kc, vc, seqs_, opts);
+    const ops::PagedKvCache cache = pool_.cache(layer);
+    ops::paged_kv_write(cache, k, v, seqs_);
+    ops::paged_attention_forward(out, q, cache, seqs_, opts);
 }
 
 }  // namespace zs::infer

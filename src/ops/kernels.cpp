@@ -93,6 +93,14 @@ void Kernels::paged_attention_forward(const Tensor&, const Tensor&, const Tensor
                                       std::span<const SeqSlice>, const AttentionOptions&) {
     not_supported("paged_attention_forward");
 }
+void Kernels::paged_kv_write_quant(const PagedKvCache&, const Tensor&, const Tensor&,
+                                   std::span<const SeqSlice>) {
+    not_supported("paged_kv_write (quantized cache)");
+}
+void Kernels::paged_attention_forward_quant(const Tensor&, const Tensor&, const PagedKvCache&,
+                                            std::span<const SeqSlice>, const AttentionOptions&) {
+    not_supported("paged_attention_forward (quantized cache)");
+}
 void Kernels::embedding_forward(const Tensor&, const Tensor&, const Tensor&, bool) {
     not_supported("embedding_forward");
 }

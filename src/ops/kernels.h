@@ -79,6 +79,13 @@ public:
     virtual void paged_attention_forward(const Tensor& out, const Tensor& q, const Tensor& k_cache,
                                          const Tensor& v_cache, std::span<const SeqSlice> seqs,
                                          const AttentionOptions& opts);
+    // The same over a quantized cache (cache.quant != none), read in place.
+    virtual void paged_kv_write_quant(const PagedKvCache& cache, const Tensor& k, const Tensor& v,
+                                      std::span<const SeqSlice> seqs);
+    virtual void paged_attention_forward_quant(const Tensor& out, const Tensor& q,
+                                               const PagedKvCache& cache,
+                                               std::span<const SeqSlice> seqs,
+                                               const AttentionOptions& opts);
 
     // Ulysses sequence parallelism's layout moves around its all-to-alls (ops/ulysses.h).
     virtual void ulysses_pack_heads(const Tensor& send, const Tensor& x, int64_t at,

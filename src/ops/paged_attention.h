@@ -58,6 +58,29 @@ struct SeqSlice {
     std::span<const BlockId> blocks;  // block table, covering positions [0, pos + n_tokens)
 };
 
+// ---- Quantized caches (--kv-cache-dtype int8 / fp8) ----
+// K and V stored as one byte per value with one f16 scale per kKvQuantGroup consecutive values
+// of a head's row (HS a multiple of kKvQuantGroup):
+//   int8      x = d * q, q in [-127, 127], d = max|x| / 127 of the group (f16-rounded)
+//   fp8_e4m3  x = d * e4m3(q) (OCP E4M3FN: bias 7, max 448, no infinities), d = max|x| / 448
+// Values are rounded to nearest even after dividing by the f16-rounded d (so |q| never exceeds
+// the format's range). One token's K (or V) takes NKV * HS * (1 + 2 / 32) bytes: 53% of bf16.
+enum class KvQuant : uint8_t { none, int8, fp8_e4m3 };
+inline constexpr int64_t kKvQuantGroup = 32;
+const char* to_string(KvQuant q);
+
+// One layer's paged cache in any format. quant none: k, v f32 or bf16 and no scales; otherwise
+// k, v i8 [n_blocks, block_size, NKV, HS] (raw bytes for fp8) and k_scale, v_scale f16
+// [n_blocks, block_size, NKV, HS / kKvQuantGroup].
+struct PagedKvCache {
+    KvQuant quant = KvQuant::none;
+    Tensor k, v, k_scale, v_scale;
+};
+
+// Reference codecs (scalar, the kernels' contract): one group of kKvQuantGroup values.
+void kv_quantize_group(KvQuant q, const float* x, int8_t* dst, core::f16* scale);
+void kv_dequantize_group(KvQuant q, const int8_t* src, core::f16 scale, float* x);
+
 // Store k, v [N, NKV, HS] of every slice's rows into the caches at the slots of their positions
 // (converted to the cache dtype, round to nearest even). Rows outside every slice are not read.
 void paged_kv_write(const Tensor& k_cache, const Tensor& v_cache, const Tensor& k, const Tensor& v,
@@ -70,5 +93,13 @@ void paged_kv_write(const Tensor& k_cache, const Tensor& v_cache, const Tensor& 
 void paged_attention_forward(const Tensor& out, const Tensor& q, const Tensor& k_cache,
                              const Tensor& v_cache, std::span<const SeqSlice> seqs,
                              const AttentionOptions& opts = {});
+
+// The same ops over a cache in any format (quant none: the functions above). A quantized cache
+// is read in place: the kernel dequantizes the keys and values of each tile it works on, never a
+// full-precision copy of the cache.
+void paged_kv_write(const PagedKvCache& cache, const Tensor& k, const Tensor& v,
+                    std::span<const SeqSlice> seqs);
+void paged_attention_forward(const Tensor& out, const Tensor& q, const PagedKvCache& cache,
+                             std::span<const SeqSlice> seqs, const AttentionOptions& opts = {});
 
 }  // namespace zs::ops

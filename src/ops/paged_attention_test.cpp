@@ -9,11 +9,14 @@
 #include "ops/paged_attention.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <numeric>
+#include <tuple>
 
 #include <gtest/gtest.h>
 
+#include "core/half.h"
 #include "tests/test_util.h"
 
 namespace zs::ops {
@@ -234,6 +237,194 @@ TEST(PagedAttention, BadArgumentsAreRefused) {
     Tensor q3 = Tensor::zeros({2, 3, 4}, DType::f32), out3 = Tensor::empty({2, 3, 4}, DType::f32);
     EXPECT_THROW(paged_attention_forward(out3, q3, kc2, kc2, ok), ShapeError);
     EXPECT_THROW(paged_attention_forward(out, q, kc, vc.to(DType::bf16), ok), ShapeError);
+}
+
+// ---- Quantized caches (int8, fp8 E4M3) ----
+
+// A quantized cache in a random valid state: random bytes (fp8: finite codes) and f16 scales,
+// and the f32 cache the reference decoder (kv_dequantize_group) makes of it.
+struct QuantCache {
+    PagedKvCache cache;
+    Tensor k_deq, v_deq;  // f32 [n_blocks, bs, NKV, HS]
+};
+
+QuantCache random_quant_cache(Rng& rng, KvQuant quant, int64_t n_blocks, int64_t bs, int64_t NKV,
+                              int64_t HS) {
+    const Shape shape{n_blocks, bs, NKV, HS}, sshape{n_blocks, bs, NKV, HS / kKvQuantGroup};
+    QuantCache qc;
+    qc.cache.quant = quant;
+    qc.cache.k = Tensor::empty(shape, DType::i8);
+    qc.cache.v = Tensor::empty(shape, DType::i8);
+    qc.cache.k_scale = Tensor::empty(sshape, DType::f16);
+    qc.cache.v_scale = Tensor::empty(sshape, DType::f16);
+    qc.k_deq = Tensor::empty(shape, DType::f32);
+    qc.v_deq = Tensor::empty(shape, DType::f32);
+    for (auto [data, scale, deq] : {std::tuple{&qc.cache.k, &qc.cache.k_scale, &qc.k_deq},
+                                    std::tuple{&qc.cache.v, &qc.cache.v_scale, &qc.v_deq}}) {
+        auto* q = data->data<int8_t>();
+        auto* s = scale->data<core::f16>();
+        for (int64_t i = 0; i < data->numel(); ++i) {
+            int64_t b = static_cast<int64_t>(rng.uniform(0.0, 255.99));
+            if (quant == KvQuant::fp8_e4m3 && (b & 0x7f) == 0x7f) b &= 0xfe;  // not NaN
+            if (quant == KvQuant::int8 && b == 128) b = 129;                  // -128 unused
+            q[i] = static_cast<int8_t>(static_cast<uint8_t>(b));
+        }
+        const double hi = quant == KvQuant::int8 ? 1.0 / 127 : 1.0 / 448;
+        for (int64_t i = 0; i < scale->numel(); ++i)
+            s[i] = core::f32_to_f16(static_cast<float>(rng.uniform(0.1 * hi, 2.0 * hi)));
+        for (int64_t g = 0; g < scale->numel(); ++g)
+            kv_dequantize_group(quant, q + g * kKvQuantGroup, s[g],
+                                deq->data<float>() + g * kKvQuantGroup);
+    }
+    return qc;
+}
+
+// The kernel over a quantized cache against the double reference over the reference decoder's
+// values: ragged batches, GQA and MHA, windows, both formats, f32 and bf16 queries.
+TEST(PagedAttention, QuantizedCacheMatchesReferenceOnDequantizedValues) {
+    const std::vector<Case> cases = {
+        {4, 2, 32, 4, DType::i8, DType::f32, DType::f32},
+        {8, 2, 64, 16, DType::i8, DType::f32, DType::f32},  // SmolLM2-like
+        {2, 2, 128, 8, DType::i8, DType::bf16, DType::f32},
+        {8, 2, 64, 16, DType::i8, DType::f32, DType::f32, 21},
+        {40, 1, 32, 5, DType::i8, DType::f32, DType::bf16},
+    };
+    Rng rng(77);
+    for (KvQuant quant : {KvQuant::int8, KvQuant::fp8_e4m3}) {
+        for (const Case& c : cases) {
+            const Batch b = make_batch(rng, c.bs, c.window);
+            const QuantCache qc = random_quant_cache(rng, quant, b.n_blocks, c.bs, c.NKV, c.HS);
+            Tensor q = random_tensor(rng, {b.N, c.NH, c.HS}, c.q, -2.0, 2.0);
+            AttentionOptions o;
+            o.window = c.window;
+            ref::DTensor want =
+                ref::paged_attention(ref::from_tensor(q), ref::from_tensor(qc.k_deq),
+                                     ref::from_tensor(qc.v_deq), b.slices, o);
+            constexpr double kUntouched = 7.0;
+            for (int64_t i = b.gap * c.NH * c.HS; i < (b.gap + 1) * c.NH * c.HS; ++i)
+                want[i] = kUntouched;
+            Tensor out = from_dtensor(ref::DTensor(Shape{b.N, c.NH, c.HS}, kUntouched), c.out);
+            paged_attention_forward(out, q, qc.cache, b.slices, o);
+            const Tol tol = c.out == DType::bf16 ? Tol{1e-2, 1e-2} : Tol{2e-5, 1e-4};
+            EXPECT_TRUE(
+                all_close(out, want, tol, std::string(to_string(quant)) + " " + describe(c)));
+        }
+    }
+}
+
+// Every finite E4M3 code decodes to its OCP value (sign, 4-bit exponent with bias 7, 3-bit
+// mantissa, subnormals at exponent 0), encodes back to itself, and a value halfway between two
+// neighbours rounds to the one with the even mantissa; beyond 448 saturates.
+TEST(PagedAttention, Fp8CodecIsE4M3) {
+    auto value = [](int c) {
+        const int e = (c >> 3) & 15, m = c & 7;
+        const double mag =
+            e == 0 ? m / 8.0 * std::ldexp(1.0, -6) : (1 + m / 8.0) * std::ldexp(1.0, e - 7);
+        return (c & 0x80) ? -mag : mag;
+    };
+    const core::f16 one = core::f32_to_f16(1.0f);
+    for (int c = 0; c < 256; ++c) {
+        if ((c & 0x7f) == 0x7f) continue;  // NaN codes
+        int8_t q[kKvQuantGroup];
+        std::fill(q, q + kKvQuantGroup, static_cast<int8_t>(static_cast<uint8_t>(c)));
+        float x[kKvQuantGroup];
+        kv_dequantize_group(KvQuant::fp8_e4m3, q, one, x);
+        EXPECT_EQ(x[0], static_cast<float>(value(c))) << "code " << c;
+    }
+    // Encode with a group whose max is 448 (scale exactly 1): element 0 pins the scale.
+    for (int c = 0; c < 126; ++c) {
+        float x[kKvQuantGroup] = {448.0f};
+        x[1] = static_cast<float>(value(c));
+        x[2] = static_cast<float>((value(c) + value(c + 1)) / 2);  // halfway: even mantissa wins
+        x[3] = -static_cast<float>(value(c + 1));
+        int8_t q[kKvQuantGroup];
+        core::f16 d;
+        kv_quantize_group(KvQuant::fp8_e4m3, x, q, &d);
+        ASSERT_EQ(core::f16_to_f32(d), 1.0f);
+        EXPECT_EQ(static_cast<uint8_t>(q[1]), c);
+        EXPECT_EQ(static_cast<uint8_t>(q[2]), (c & 1) == 0 ? c : c + 1) << "code " << c;
+        EXPECT_EQ(static_cast<uint8_t>(q[3]), 0x80 | (c + 1));
+    }
+    float big[kKvQuantGroup] = {448.0f, 1e6f};
+    // 1e6 sets the scale; 448 then lies far below it.
+    int8_t q[kKvQuantGroup];
+    core::f16 d;
+    kv_quantize_group(KvQuant::fp8_e4m3, big, q, &d);
+    EXPECT_EQ(static_cast<uint8_t>(q[1]), 0x7e);  // 448 x d: the largest code
+}
+
+// The quantized write: each owned row lands at its slot as the reference quantizer encodes it
+// (bytes and scales bit-identical), nothing else changes; the decoded values are within half a
+// step of the inputs (int8: d / 2 with d = max|x| / 127 per group) or an E4M3 half-ulp (fp8).
+TEST(PagedAttention, QuantizedKvWriteMatchesReferenceQuantizer) {
+    Rng rng(23);
+    const int64_t NKV = 2, HS = 64, bs = 4, n_blocks = 8, W = 3 * NKV * HS;
+    std::vector<BlockId> t0 = {5, 2}, t1 = {kNoBlock, 7, 0};
+    std::vector<SeqSlice> slices = {{0, 3, 2, t0}, {4, 2, 8, t1}};
+    for (KvQuant quant : {KvQuant::int8, KvQuant::fp8_e4m3}) {
+        for (DType in : {DType::f32, DType::bf16}) {
+            Tensor fused = random_tensor(rng, {6, W}, in, -3.0, 3.0);
+            Tensor k = fused.as_strided({6, NKV, HS}, {W, HS, 1}, 0);
+            Tensor v = fused.as_strided({6, NKV, HS}, {W, HS, 1}, NKV * HS);
+            QuantCache qc = random_quant_cache(rng, quant, n_blocks, bs, NKV, HS);
+            Tensor k0 = qc.cache.k.clone(), ks0 = qc.cache.k_scale.clone();
+            paged_kv_write(qc.cache, k, v, slices);
+            Tensor kf = k.to(DType::f32).contiguous(), vf = v.to(DType::f32).contiguous();
+            std::vector<bool> written(static_cast<size_t>(n_blocks * bs), false);
+            for (const SeqSlice& s : slices) {
+                for (int64_t i = 0; i < s.n_tokens; ++i) {
+                    const int64_t p = s.pos + i;
+                    const int64_t slot = s.blocks[static_cast<size_t>(p / bs)] * bs + p % bs;
+                    written[static_cast<size_t>(slot)] = true;
+                    for (auto [src, data, scale] :
+                         {std::tuple{&kf, &qc.cache.k, &qc.cache.k_scale},
+                          std::tuple{&vf, &qc.cache.v, &qc.cache.v_scale}}) {
+                        for (int64_t g = 0; g < NKV * HS / kKvQuantGroup; ++g) {
+                            const float* x =
+                                src->data<float>() + (s.start + i) * NKV * HS + g * kKvQuantGroup;
+                            int8_t want[kKvQuantGroup];
+                            core::f16 wd;
+                            kv_quantize_group(quant, x, want, &wd);
+                            const int64_t at = slot * NKV * HS + g * kKvQuantGroup;
+                            const int8_t* got = data->data<int8_t>() + at;
+                            const core::f16 gd = scale->data<core::f16>()[at / kKvQuantGroup];
+                            EXPECT_EQ(gd.bits, wd.bits);
+                            EXPECT_EQ(std::memcmp(got, want, kKvQuantGroup), 0);
+                            // Independent bound on the decoded values.
+                            float amax = 0, dec[kKvQuantGroup];
+                            for (int64_t e = 0; e < kKvQuantGroup; ++e)
+                                amax = std::max(amax, std::fabs(x[e]));
+                            kv_dequantize_group(quant, got, gd, dec);
+                            for (int64_t e = 0; e < kKvQuantGroup; ++e) {
+                                const double bound =
+                                    quant == KvQuant::int8
+                                        ? 0.5 * amax / 127 * 1.001 + 1e-7
+                                        : std::max<double>(std::fabs(x[e]) / 16,
+                                                           amax / 448 * std::ldexp(1.0, -10)) *
+                                                  1.001 +
+                                              1e-7;
+                                EXPECT_LE(std::fabs(dec[e] - x[e]), bound)
+                                    << to_string(quant) << " x " << x[e] << " amax " << amax;
+                            }
+                        }
+                    }
+                }
+            }
+            // Slots no slice owns keep their bytes.
+            for (int64_t slot = 0; slot < n_blocks * bs; ++slot) {
+                if (written[static_cast<size_t>(slot)]) continue;
+                EXPECT_EQ(
+                    std::memcmp(qc.cache.k.data<int8_t>() + slot * NKV * HS,
+                                k0.data<int8_t>() + slot * NKV * HS, static_cast<size_t>(NKV * HS)),
+                    0);
+                EXPECT_EQ(std::memcmp(
+                              qc.cache.k_scale.data<core::f16>() + slot * NKV * HS / kKvQuantGroup,
+                              ks0.data<core::f16>() + slot * NKV * HS / kKvQuantGroup,
+                              static_cast<size_t>(NKV * HS / kKvQuantGroup) * 2),
+                          0);
+            }
+        }
+    }
 }
 
 }  // namespace

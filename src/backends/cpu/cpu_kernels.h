@@ -78,6 +78,12 @@ public:
     void paged_attention_forward(const Tensor& out, const Tensor& q, const Tensor& k_cache,
                                  const Tensor& v_cache, std::span<const ops::SeqSlice> seqs,
                                  const ops::AttentionOptions& opts) override;
+    void paged_kv_write_quant(const ops::PagedKvCache& cache, const Tensor& k, const Tensor& v,
+                              std::span<const ops::SeqSlice> seqs) override;
+    void paged_attention_forward_quant(const Tensor& out, const Tensor& q,
+                                       const ops::PagedKvCache& cache,
+                                       std::span<const ops::SeqSlice> seqs,
+                                       const ops::AttentionOptions& opts) override;
 
     void ulysses_pack_heads(const Tensor& send, const Tensor& x, int64_t at,
                             int64_t repeat) override;

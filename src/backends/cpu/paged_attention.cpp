@@ -15,6 +15,7 @@
 // composition, chunking and thread count (ops/paged_attention.h's contract).
 #include <algorithm>
 #include <cmath>
+#include <tuple>
 #include <type_traits>
 #include <vector>
 
@@ -139,10 +140,42 @@ void store_row(void* dst, core::DType dtype, const float* src, int64_t HS, float
     });
 }
 
+// One head's row of a quantized cache (HS values, one f16 scale per kKvQuantGroup) -> f32.
+// Vectorisable: int8 is a convert and a multiply; E4M3 is rebuilt bit by bit as an f32 (normal
+// codes shift the exponent and mantissa into place, subnormal ones are m * 2^-9).
+void dequant_row(float* dst, const int8_t* src, const core::f16* scale, ops::KvQuant quant,
+                 int64_t HS) {
+    constexpr int64_t G = ops::kKvQuantGroup;
+    for (int64_t g = 0; g < HS / G; ++g) {
+        const float d = core::f16_to_f32(scale[g]);
+        const int8_t* s = src + g * G;
+        float* o = dst + g * G;
+        if (quant == ops::KvQuant::int8) {
+            for (int64_t i = 0; i < G; ++i) o[i] = d * static_cast<float>(s[i]);
+        } else {
+            for (int64_t i = 0; i < G; ++i) {
+                const auto b = static_cast<uint32_t>(static_cast<uint8_t>(s[i]));
+                const uint32_t mag = b & 0x7fu;
+                const float normal = core::f32_from_bits((mag << 20) + (120u << 23));
+                const float sub = static_cast<float>(mag & 7u) * (1.0f / 512.0f);
+                const float v = (mag >> 3) != 0 ? normal : sub;
+                o[i] = d * ((b & 0x80u) != 0 ? -v : v);
+            }
+        }
+    }
+}
+
+// The quantized cache a task reads (null for a float cache).
+struct QuantView {
+    ops::KvQuant quant;
+    const int8_t *k, *v;
+    const core::f16 *ks, *vs;
+};
+
 template <class TC>
 void paged_forward_impl(const Tensor& out, const Tensor& q, const Tensor& k_cache,
                         const Tensor& v_cache, std::span<const SeqSlice> seqs,
-                        const ops::AttentionOptions& opts) {
+                        const ops::AttentionOptions& opts, const QuantView* qv = nullptr) {
     const int64_t bs = k_cache.size(1), NKV = k_cache.size(2), HS = k_cache.size(3);
     const int64_t NH = q.size(1), G = NH / NKV;
     const float scale = opts.scale != 0.0f ? opts.scale : 1.0f / std::sqrt(static_cast<float>(HS));
@@ -164,8 +197,9 @@ void paged_forward_impl(const Tensor& out, const Tensor& q, const Tensor& k_cach
             }
         }
     }
-    const auto* kc = static_cast<const TC*>(k_cache.data_ptr());
-    const auto* vc = static_cast<const TC*>(v_cache.data_ptr());
+    // A quantized cache: the tile's keys and values are dequantized into the task's scratch.
+    const auto* kc = qv ? nullptr : static_cast<const TC*>(k_cache.data_ptr());
+    const auto* vc = qv ? nullptr : static_cast<const TC*>(v_cache.data_ptr());
     const auto* qp = static_cast<const char*>(q.data_ptr());
     auto* op = static_cast<char*>(out.data_ptr());
     const size_t qe = q.element_size(), oe = out.element_size();
@@ -176,6 +210,7 @@ void paged_forward_impl(const Tensor& out, const Tensor& q, const Tensor& k_cach
         std::vector<float> qf(static_cast<size_t>(kMaxRows * HS)), acc(qf.size());
         std::vector<float> s(static_cast<size_t>(kMaxRows * kBk)), m(kMaxRows), l(kMaxRows);
         std::vector<const TC*> krow(kBk), vrow(kBk);
+        std::vector<TC> kdq(qv ? static_cast<size_t>(kBk * HS) : 0), vdq(kdq.size());
         const std::vector<TC> zero_row(static_cast<size_t>(HS));  // padding keys: never seen
 #pragma omp for schedule(dynamic)
         for (int64_t t = 0; t < n_tasks; ++t) {
@@ -210,6 +245,18 @@ void paged_forward_impl(const Tensor& out, const Tensor& q, const Tensor& k_cach
                     }
                     const BlockId b = sl.blocks[static_cast<size_t>(p / bs)];
                     const int64_t off = ((int64_t{b} * bs + p % bs) * NKV + task.kv_head) * HS;
+                    if constexpr (std::is_same_v<TC, float>) {
+                        if (qv) {
+                            float* kd = kdq.data() + j * HS;
+                            float* vd = vdq.data() + j * HS;
+                            const int64_t soff = off / ops::kKvQuantGroup;
+                            dequant_row(kd, qv->k + off, qv->ks + soff, qv->quant, HS);
+                            dequant_row(vd, qv->v + off, qv->vs + soff, qv->quant, HS);
+                            krow[static_cast<size_t>(j)] = kd;
+                            vrow[static_cast<size_t>(j)] = vd;
+                            continue;
+                        }
+                    }
                     krow[static_cast<size_t>(j)] = kc + off;
                     vrow[static_cast<size_t>(j)] = vc + off;
                 }
@@ -301,6 +348,48 @@ void CpuKernels::paged_attention_forward(const Tensor& out, const Tensor& q, con
     dispatch_float(k_cache.dtype(), [&](auto tc) {
         paged_forward_impl<decltype(tc)>(out, q, k_cache, v_cache, seqs, opts);
     });
+}
+
+void CpuKernels::paged_kv_write_quant(const ops::PagedKvCache& cache, const Tensor& k,
+                                      const Tensor& v, std::span<const SeqSlice> seqs) {
+    const int64_t bs = cache.k.size(1), NKV = cache.k.size(2), HS = cache.k.size(3);
+    constexpr int64_t G = ops::kKvQuantGroup;
+    auto* kc = static_cast<int8_t*>(cache.k.data_ptr());
+    auto* vc = static_cast<int8_t*>(cache.v.data_ptr());
+    auto* ks = static_cast<core::f16*>(cache.k_scale.data_ptr());
+    auto* vs = static_cast<core::f16*>(cache.v_scale.data_ptr());
+    std::vector<float> row(static_cast<size_t>(HS));
+    for (const SeqSlice& s : seqs) {
+        for (int64_t i = 0; i < s.n_tokens; ++i) {
+            const int64_t pos = s.pos + i, r = s.start + i;
+            const int64_t slot = int64_t{s.blocks[static_cast<size_t>(pos / bs)]} * bs + pos % bs;
+            for (int64_t h = 0; h < NKV; ++h) {
+                const int64_t dst = (slot * NKV + h) * HS;
+                for (auto [src, data, scale] : {std::tuple{&k, kc, ks}, std::tuple{&v, vc, vs}}) {
+                    load_row(row.data(),
+                             static_cast<const char*>(src->data_ptr()) +
+                                 static_cast<size_t>(r * src->stride(0) + h * src->stride(1)) *
+                                     src->element_size(),
+                             src->dtype(), HS, 1.0f);
+                    for (int64_t g = 0; g < HS / G; ++g) {
+                        ops::kv_quantize_group(cache.quant, row.data() + g * G, data + dst + g * G,
+                                               scale + dst / G + g);
+                    }
+                }
+            }
+        }
+    }
+}
+
+void CpuKernels::paged_attention_forward_quant(const Tensor& out, const Tensor& q,
+                                               const ops::PagedKvCache& cache,
+                                               std::span<const SeqSlice> seqs,
+                                               const ops::AttentionOptions& opts) {
+    const QuantView qv{cache.quant, static_cast<const int8_t*>(cache.k.data_ptr()),
+                       static_cast<const int8_t*>(cache.v.data_ptr()),
+                       static_cast<const core::f16*>(cache.k_scale.data_ptr()),
+                       static_cast<const core::f16*>(cache.v_scale.data_ptr())};
+    paged_forward_impl<float>(out, q, cache.k, cache.v, seqs, opts, &qv);
 }
 
 }  // namespace zs::backends::cpu
