@@ -2,6 +2,7 @@
 // OpenAI-compatible HTTP server, run until SIGTERM/SIGINT, then drain.
 #include <filesystem>
 
+#include <omp.h>
 #include <sys/resource.h>
 
 #include "base/error.h"
@@ -113,6 +114,13 @@ int run_serve(const ServeOptions& o, comm::Communicator& world) {
     sc.engine.tp = tp;
     sc.engine.ep = ep;
     serve::Metrics metrics;
+    // Loading ran OpenMP regions on this thread, so it owns a team; the engine runs on its own
+    // thread with a second team. With more OpenMP threads than CPUs libgomp stops spinning
+    // between regions and puts every worker to sleep on a futex after each one (its throttled
+    // spin), and decode — hundreds of short regions per token — pays a wake-up per region
+    // (2-thread serve decoded at a third of generate's speed). This thread runs no more
+    // regions: release its team before the engine starts.
+    omp_pause_resource_all(omp_pause_soft);
     serve::Service service(*lm.model, tok, sc, metrics);
 
     serve::ServerConfig cfg;
