@@ -70,6 +70,31 @@ void check_tables(const char* op, std::span<const SeqSlice> seqs, int64_t N, con
     }
 }
 
+// paged_attention_forward's checks of the query, the output and the options against cache
+// dimensions `c` (the dense and the quantized cache alike).
+void check_query(const char* op, const Tensor& out, const Tensor& q, const CacheDims& c,
+                 const AttentionOptions& opts) {
+    check::defined(op, "q", q);
+    check::ndim(op, "q", q, 3);
+    ZS_CHECK_T(ShapeError, c.nkv > 0 && q.size(1) % c.nkv == 0,
+               "{}: q must be [N, NH, HS] with NH a multiple of the cache's {} kv heads, got {}",
+               op, c.nkv, q.str());
+    check_rows(op, "q", q, q.size(1), c.hs);
+    check_rows(op, "out", out, q.size(1), c.hs);
+    check::same_shape(op, "out", out, "q", q);
+    ZS_CHECK_T(ShapeError, opts.causal && opts.window >= 0,
+               "{}: paged attention is causal with a window >= 0, got causal {} window {}", op,
+               opts.causal, opts.window);
+}
+
+// Its block tables: the earliest key read is the window start of the slice's first query.
+void check_read_tables(const char* op, std::span<const SeqSlice> seqs, int64_t N,
+                       const CacheDims& c, int64_t window) {
+    check_tables(op, seqs, N, c, [window](const SeqSlice& s) {
+        return window > 0 ? std::max<int64_t>(0, s.pos - window + 1) : int64_t{0};
+    });
+}
+
 // E4M3FN value of each non-negative finite code 0x00..0x7e (0x7f is NaN), increasing.
 const std::array<float, 127>& e4m3_values() {
     static const std::array<float, 127> table = [] {
@@ -187,22 +212,9 @@ void paged_attention_forward(const Tensor& out, const Tensor& q, const PagedKvCa
     const char* op = "paged_attention_forward";
     check_quant_cache(op, cache);
     const CacheDims c{cache.k.size(0), cache.k.size(1), cache.k.size(2), cache.k.size(3)};
-    check::defined(op, "q", q);
-    check::ndim(op, "q", q, 3);
-    ZS_CHECK_T(ShapeError, c.nkv > 0 && q.size(1) % c.nkv == 0,
-               "{}: q must be [N, NH, HS] with NH a multiple of the cache's {} kv heads, got {}",
-               op, c.nkv, q.str());
-    check_rows(op, "q", q, q.size(1), c.hs);
-    check_rows(op, "out", out, q.size(1), c.hs);
-    check::same_shape(op, "out", out, "q", q);
-    ZS_CHECK_T(ShapeError, opts.causal && opts.window >= 0,
-               "{}: paged attention is causal with a window >= 0, got causal {} window {}", op,
-               opts.causal, opts.window);
+    check_query(op, out, q, c, opts);
     check::same_device(op, {{"out", &out}, {"q", &q}, {"k_cache", &cache.k}});
-    const int64_t W = opts.window;
-    check_tables(op, seqs, q.size(0), c, [W](const SeqSlice& s) {
-        return W > 0 ? std::max<int64_t>(0, s.pos - W + 1) : int64_t{0};
-    });
+    check_read_tables(op, seqs, q.size(0), c, opts.window);
     if (seqs.empty() || q.numel() == 0) return;
     kernels_for(q.device()).paged_attention_forward_quant(out, q, cache, seqs, opts);
 }
@@ -225,24 +237,10 @@ void paged_attention_forward(const Tensor& out, const Tensor& q, const Tensor& k
                              const AttentionOptions& opts) {
     const char* op = "paged_attention_forward";
     const CacheDims c = check_caches(op, k_cache, v_cache);
-    check::defined(op, "q", q);
-    check::ndim(op, "q", q, 3);
-    ZS_CHECK_T(ShapeError, c.nkv > 0 && q.size(1) % c.nkv == 0,
-               "{}: q must be [N, NH, HS] with NH a multiple of the cache's {} kv heads, got {}",
-               op, c.nkv, q.str());
-    check_rows(op, "q", q, q.size(1), c.hs);
-    check_rows(op, "out", out, q.size(1), c.hs);
-    check::same_shape(op, "out", out, "q", q);
-    ZS_CHECK_T(ShapeError, opts.causal && opts.window >= 0,
-               "{}: paged attention is causal with a window >= 0, got causal {} window {}", op,
-               opts.causal, opts.window);
+    check_query(op, out, q, c, opts);
     check::same_device(op,
                        {{"out", &out}, {"q", &q}, {"k_cache", &k_cache}, {"v_cache", &v_cache}});
-    // The earliest key read is the window start of the slice's first query.
-    const int64_t W = opts.window;
-    check_tables(op, seqs, q.size(0), c, [W](const SeqSlice& s) {
-        return W > 0 ? std::max<int64_t>(0, s.pos - W + 1) : int64_t{0};
-    });
+    check_read_tables(op, seqs, q.size(0), c, opts.window);
     if (seqs.empty() || q.numel() == 0) return;
     kernels_for(q.device()).paged_attention_forward(out, q, k_cache, v_cache, seqs, opts);
 }
