@@ -122,4 +122,8 @@ QTensor interleave16(const QTensor& w);
 // Row r of an interleaved16 tensor, restored bit for bit in the file layout (row_bytes() at dst).
 void deinterleave_row(const QTensor& w, int64_t r, uint8_t* dst);
 
+// The 32 six-bit codes (0..63, before the -32 offset) of sub-block j (0..7) of one Q6_K block
+// `x` (210 bytes: ql, qh, scales, d), in element order: the kernels' shared unpacking.
+void q6_k_codes(const uint8_t* x, int j, uint8_t* out);
+
 }  // namespace zs::core

@@ -157,16 +157,7 @@ void split(QType t, const uint8_t* x, RowUnit& ru) {
         case QType::q6_k:
             std::memcpy(ru.f16s[0], x + 208, 2);
             std::memcpy(ru.sc, x + 192, 16);
-            for (int j = 0; j < 8; ++j) {
-                const int h = j / 4, k = j % 4;
-                const uint8_t* ql = x + 64 * h + 32 * (k % 2);
-                const uint8_t* qh = x + 128 + 32 * h;
-                for (int l = 0; l < 32; ++l) {
-                    const int lo = (ql[l] >> (k < 2 ? 0 : 4)) & 0x0F;
-                    const int hi = (qh[l] >> (2 * k)) & 3;
-                    ru.u[32 * j + l] = static_cast<uint8_t>(lo | (hi << 4));
-                }
-            }
+            for (int j = 0; j < 8; ++j) q6_k_codes(x, j, ru.u + 32 * j);
             return;
         default:
             ZS_ASSERT(false, "{} has no interleaved layout", to_string(t));
@@ -383,6 +374,17 @@ void deinterleave_row(const QTensor& w, int64_t r, uint8_t* dst) {
             }
         }
         join(t, ru, dst + b * bb);
+    }
+}
+
+void q6_k_codes(const uint8_t* x, int j, uint8_t* out) {
+    const int h = j / 4, k = j % 4;
+    const uint8_t* ql = x + 64 * h + 32 * (k % 2);
+    const uint8_t* qh = x + 128 + 32 * h;
+    for (int l = 0; l < 32; ++l) {
+        const int lo = (ql[l] >> (k < 2 ? 0 : 4)) & 0x0F;
+        const int hi = (qh[l] >> (2 * k)) & 3;
+        out[l] = static_cast<uint8_t>(lo | (hi << 4));
     }
 }
 

@@ -103,18 +103,11 @@ void unpack(QType t, const uint8_t* x, int j, Chunk& c) {
                                -f16_at(x + 2) * static_cast<float>(mn));
         }
         case QType::q6_k: {
-            const int h = j / 4, k = j % 4;
-            const uint8_t* ql = x + 64 * h + 32 * (k % 2);
-            const uint8_t* qh = x + 128 + 32 * h;
-            for (int l = 0; l < 32; ++l) {
-                const int lo = (ql[l] >> (k < 2 ? 0 : 4)) & 0x0F;
-                const int hi = (qh[l] >> (2 * k)) & 3;
-                c.u[l] = static_cast<uint8_t>(lo | (hi << 4));
-            }
+            core::q6_k_codes(x, j, c.u);
             const auto* sc = reinterpret_cast<const int8_t*>(x + 192);
             const float d = f16_at(x + 208);
             for (int half = 0; half < 2; ++half) {
-                c.sc[half] = d * static_cast<float>(sc[8 * h + 2 * k + half]);
+                c.sc[half] = d * static_cast<float>(sc[2 * j + half]);  // 8 (j / 4) + 2 (j % 4)
                 c.mn[half] = -32.0f * c.sc[half];
             }
             return;
