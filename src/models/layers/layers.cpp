@@ -39,8 +39,9 @@ const Tensor& opt_grad(const ParamBinding& p, ParamId id) {
 }  // namespace
 
 void WeightGradQueue::push(const Tensor& dw, const Tensor& dbias, const Tensor& dout,
-                           const Tensor& x) {
-    Item it{dw, dbias, dout.clone(), dw.defined() ? x.clone() : Tensor()};
+                           const Tensor& x, Operand dout_kind) {
+    Item it{dw, dbias, dout_kind == Operand::temporary ? dout : dout.clone(),
+            dw.defined() ? x.clone() : Tensor()};
     bytes_ += it.dout.nbytes() + (it.x.defined() ? it.x.nbytes() : 0);
     items_.push_back(std::move(it));
 }
@@ -56,14 +57,14 @@ void WeightGradQueue::run() {
 }
 
 void linear_backward(const ParamBinding& p, ParamId w, ParamId bias, const Tensor& dx,
-                     const Tensor& dout, const Tensor& x) {
+                     const Tensor& dout, const Tensor& x, Operand dout_kind) {
     WeightGradQueue* q = p.deferred_weight_grads();
     if (q == nullptr) {
         ops::linear_backward(dx, p.g(w), opt_grad(p, bias), dout, x, p.w(w));
         return;
     }
     if (dx.defined()) ops::linear_backward(dx, Tensor(), Tensor(), dout, x, p.w(w));
-    q->push(p.g(w), opt_grad(p, bias), dout, x);
+    q->push(p.g(w), opt_grad(p, bias), dout, x, dout_kind);
 }
 
 void linear(const ParamBinding& p, ParamId w, const Tensor& out, const Tensor& x,
@@ -162,7 +163,7 @@ void Attention::backward(const ParamBinding& p, const Saved& s, const Tensor& dx
         ops::rope_backward(dqkv.as_strided({N, cfg_->n_kv_heads, HS}, {W, HS, 1}, cfg_->q_dim()),
                            positions, *rope_);
     }
-    linear_backward(p, p_.wqkv, p_.bqkv, dx, dqkv, x);
+    linear_backward(p, p_.wqkv, p_.bqkv, dx, dqkv, x, Operand::temporary);
 }
 
 // ----------------------------------------------------------------------------------------- Mlp
@@ -206,7 +207,7 @@ void Mlp::run_backward(const ParamBinding& p, const Saved& s, const Tensor& dx, 
                                  s.h.slice(1, 0, ff_), s.h.slice(1, ff_, 2 * ff_));
             break;
     }
-    linear_backward(p, p_.up, p_.up_bias, dx, dh, x);
+    linear_backward(p, p_.up, p_.up_bias, dx, dh, x, Operand::temporary);
 }
 
 void Mlp::forward(const ParamBinding& p, Saved& s, const Tensor& residual, const Tensor& x) const {

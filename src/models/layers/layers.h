@@ -53,10 +53,13 @@ void linear(const ParamBinding& p, ParamId w, const Tensor& out, const Tensor& x
 // dbias += sum(dout), run later by run() in the order they were deferred (the fused backward's
 // order, so the sums are the same bits). Copies, because the layer's saved activations and the
 // residual gradient are rewritten by the next micro-batch before W runs: what W holds per
-// micro-batch is bytes() (Zero Bubble's memory cost, on top of the activations B needs).
+// micro-batch is bytes() (Zero Bubble's memory cost, on top of the activations B needs). An output
+// gradient the layer allocated for this call alone (Operand::temporary) is held, not copied.
+enum class Operand { reused, temporary };
 class WeightGradQueue {
 public:
-    void push(const Tensor& dw, const Tensor& dbias, const Tensor& dout, const Tensor& x);
+    void push(const Tensor& dw, const Tensor& dbias, const Tensor& dout, const Tensor& x,
+              Operand dout_kind = Operand::reused);
     void run();  // every deferred GEMM, then empty
     bool empty() const { return items_.empty(); }
     int64_t bytes() const { return bytes_; }
@@ -71,9 +74,9 @@ private:
 
 // The linear layer's backward for the weight bound to `w` (and `bias`, kNoParam for none):
 // dx = dout @ w (skipped when dx is undefined); dw += dout^T @ x and dbias += sum(dout) now, or
-// deferred into p's WeightGradQueue when one is set.
+// deferred into p's WeightGradQueue when one is set (dout_kind: whether the queue must copy dout).
 void linear_backward(const ParamBinding& p, ParamId w, ParamId bias, const Tensor& dx,
-                     const Tensor& dout, const Tensor& x);
+                     const Tensor& dout, const Tensor& x, Operand dout_kind = Operand::reused);
 
 class Norm {
 public:
