@@ -11,13 +11,7 @@ set -euo pipefail
 bin=$1/zerospeed
 steps=${2:-300}
 tokens=${3:-200}
-src=$(cd "$(dirname "$0")/../.." && pwd)
-work=$(mktemp -d /tmp/zs_locality.XXXXXX)
-trap 'rm -rf "$work"' EXIT
-head -c 1000000 "$src/data/corpora/austen.txt" > "$work/text.txt"
-"$bin" tokenizer train --input "$work/text.txt" --vocab-size 512 --output "$work/tok" >/dev/null 2>&1
-"$bin" data prepare --tokenizer "$work/tok" --input "$work/text.txt" --output "$work/data" \
-    --val-fraction 0.01 >/dev/null 2>&1
+source "$(dirname "$0")/../bench_common.sh" locality 1000000 0.01
 cat > "$work/model.json" <<'JSON'
 {"model_type": "mixtral", "vocab_size": 512, "hidden_size": 128, "num_hidden_layers": 4,
  "num_attention_heads": 4, "num_key_value_heads": 2, "intermediate_size": 256,

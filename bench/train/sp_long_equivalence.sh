@@ -8,15 +8,10 @@
 set -euo pipefail
 bin=$1/zerospeed
 run=$1/zerospeed-run
-src=$2
-shift 2
+shift 2  # SOURCE_DIR: kept for the callers; bench_common.sh finds the repository itself
 lengths=("$@")
 [ ${#lengths[@]} -gt 0 ] || lengths=(4096 8192)
-work=$(mktemp -d /tmp/zs_splong.XXXXXX)
-trap 'rm -rf "$work"' EXIT
-"$bin" tokenizer train --input "$src/data/corpora/austen.txt" --vocab-size 512 --output "$work/tok" >/dev/null 2>&1
-"$bin" data prepare --tokenizer "$work/tok" --input "$src/data/corpora/austen.txt" --output "$work/data" \
-    --val-fraction 0.02 >/dev/null 2>&1
+source "$(dirname "$0")/../bench_common.sh" splong all 0.02
 cat > "$work/ds.json" <<'JSON'
 {"train_batch_size": 1, "train_micro_batch_size_per_gpu": 1,
  "optimizer": {"type": "AdamW", "params": {"lr": 3e-3, "weight_decay": 0.1}},
