@@ -49,63 +49,20 @@ same_losses "$work/base.csv" "$work/rest.csv" "saved on 4 ranks at ep 2, resumed
 # shellcheck disable=SC2046
 OMP_NUM_THREADS=1 "$bin" $(train_args "$work/ds0.json" "$work/gen.csv" --steps 150 --export-hf "$work/hf") \
     >"$work/gen_train.log" 2>&1 || { cat "$work/gen_train.log"; exit 1; }
-gen() {  # gen OUT EP
-    local out=$1 ep=$2 launch=("$bin")
-    [ "$ep" -eq 1 ] || launch=("$run" --num_procs "$ep" "$bin")
-    OMP_NUM_THREADS=1 "${launch[@]}" generate --model "$work/hf" --prompt "It is a truth universally" \
-        --max-tokens 20 --temperature 0 --logprobs 0 --dtype f32 --ignore-eos --ep "$ep" >"$out.raw" 2>"$out.err" ||
-        { cat "$out.err"; exit 1; }
-    sed 's/^\[[0-9],[0-9]\]<stdout>://' "$out.raw" >"$out"
-}
-gen "$work/gen1.jsonl" 1
-gen "$work/gen2.jsonl" 2
+gen_json "$work/gen1.jsonl" "It is a truth universally" --ep 1 --ignore-eos
+gen_json "$work/gen2.jsonl" "It is a truth universally" --ep 2 --ignore-eos
 grep -q "expert-parallel shards" "$work/gen2.jsonl.err" || { cat "$work/gen2.jsonl.err"; exit 1; }
-python3 - "$work/gen1.jsonl" "$work/gen2.jsonl" <<'PY'
-import json, sys
-one = [json.loads(l) for l in open(sys.argv[1])]
-ep = [json.loads(l) for l in open(sys.argv[2])]
-assert len(one) == len(ep) == 21, (len(one), len(ep))
-for i, (a, b) in enumerate(zip(one[:-1], ep[:-1])):
-    assert a["id"] == b["id"], f"token {i}: ep 2 gave {b['id']}, one process {a['id']}"
-    assert abs(a["logprob"] - b["logprob"]) <= 1e-4, f"token {i}: logprob {b['logprob']} vs {a['logprob']}"
-print(f"generate --ep 2: 20 tokens equal the single process ({one[-1]['text']!r})")
-PY
+same_tokens "$work/gen1.jsonl" "$work/gen2.jsonl" "generate --ep 2"
 # serve --ep 2: rank 0 runs the engine (continuous batching over the paged KV cache), rank 1 its
 # forwards with the other half of the experts; concurrent /v1/completions at temperature 0 give
 # the single process's text.
 prompts=("It is a truth universally" "Elizabeth said" "The sisters")
 for i in 0 1 2; do
-    OMP_NUM_THREADS=1 "$bin" generate --model "$work/hf" --prompt "${prompts[$i]}" --max-tokens 20 \
-        --temperature 0 --logprobs 0 --dtype f32 >"$work/one$i.jsonl" 2>"$work/one$i.err" ||
-        { cat "$work/one$i.err"; exit 1; }
+    gen_json "$work/one$i.jsonl" "${prompts[$i]}" --ep 1
 done
-port=$((20000 + RANDOM % 20000))
-OMP_NUM_THREADS=1 "$run" --num_procs 2 "$bin" serve --model "$work/hf" --port $port --dtype f32 \
-    --ep 2 >"$work/serve.log" 2>&1 &
-server=$!
-for _ in $(seq 1 150); do
-    curl -sf "http://127.0.0.1:$port/health" >/dev/null && break
-    kill -0 $server 2>/dev/null || { cat "$work/serve.log"; exit 1; }
-    sleep 0.2
-done
+serve_start 2 --ep 2
 rc=0
-python3 - "$port" "$work" "${prompts[@]}" <<'PY' || rc=$?
-import json, sys, threading, urllib.request
-port, work, prompts = sys.argv[1], sys.argv[2], sys.argv[3:]
-got = {}
-def ask(i):
-    body = json.dumps({"model": "hf", "prompt": prompts[i], "max_tokens": 20, "temperature": 0})
-    req = urllib.request.Request(f"http://127.0.0.1:{port}/v1/completions", body.encode(),
-                                 {"Content-Type": "application/json"})
-    got[i] = json.load(urllib.request.urlopen(req, timeout=120))["choices"][0]["text"]
-threads = [threading.Thread(target=ask, args=(i,)) for i in range(len(prompts))]
-for t in threads: t.start()
-for t in threads: t.join()
-for i in range(len(prompts)):
-    want = json.loads(open(f"{work}/one{i}.jsonl").readlines()[-1])["text"]
-    assert got.get(i) == want, f"prompt {i}: serve --ep 2 gave {got.get(i)!r}, one process {want!r}"
-print(f"serve --ep 2: {len(prompts)} concurrent completions equal the single process")
-PY
+serve_same_text "serve --ep 2" "${prompts[@]}" || rc=$?
 kill -TERM $server 2>/dev/null
 wait $server || true
 [ $rc -eq 0 ] || { cat "$work/serve.log"; exit 1; }

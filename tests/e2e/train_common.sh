@@ -40,3 +40,60 @@ for s in sorted(got):
 print(f"{sys.argv[3]}: steps {min(got)}-{max(got)} match (last {got[max(got)]:.6f})")
 PY
 }
+# Inference across processes (ep_mpi, tp_infer_mpi):
+gen_json() {  # gen_json OUT PROMPT FLAG N [ARGS...]: 20 greedy tokens and logprobs, `generate FLAG N` on N ranks
+    local out=$1 prompt=$2 flag=$3 n=$4 launch=("$bin")
+    shift 4
+    [ "$n" -eq 1 ] || launch=("$run" --num_procs "$n" "$bin")
+    OMP_NUM_THREADS=1 "${launch[@]}" generate --model "$work/hf" --prompt "$prompt" --max-tokens 20 \
+        --temperature 0 --logprobs 0 --dtype f32 "$flag" "$n" "$@" >"$out.raw" 2>"$out.err" ||
+        { cat "$out.err"; exit 1; }
+    sed 's/^\[[0-9],[0-9]\]<stdout>://' "$out.raw" >"$out"
+}
+same_tokens() {  # same_tokens ONE.jsonl GOT.jsonl LABEL: the 20 token ids equal, logprobs to 1e-4
+    python3 - "$1" "$2" "$3" <<'PY'
+import json, sys
+one = [json.loads(l) for l in open(sys.argv[1])]
+got = [json.loads(l) for l in open(sys.argv[2])]
+assert len(one) == len(got) == 21, (len(one), len(got))
+for i, (a, b) in enumerate(zip(one[:-1], got[:-1])):
+    assert a["id"] == b["id"], f"{sys.argv[3]}: token {i} is {b['id']}, one process {a['id']}"
+    assert abs(a["logprob"] - b["logprob"]) <= 1e-4, f"token {i}: logprob {b['logprob']} vs {a['logprob']}"
+assert one[-1]["text"] == got[-1]["text"]
+print(f"{sys.argv[3]}: 20 tokens equal the single process ({one[-1]['text']!r})")
+PY
+}
+serve_start() {  # serve_start N FLAG...: `serve` on N ranks in the background; sets $port, $server
+    local n=$1
+    shift
+    port=$((20000 + RANDOM % 20000))
+    OMP_NUM_THREADS=1 "$run" --num_procs "$n" "$bin" serve --model "$work/hf" --port $port --dtype f32 \
+        "$@" >"$work/serve.log" 2>&1 &
+    server=$!
+    for _ in $(seq 1 150); do
+        curl -sf "http://127.0.0.1:$port/health" >/dev/null && return 0
+        kill -0 $server 2>/dev/null || { cat "$work/serve.log"; exit 1; }
+        sleep 0.2
+    done
+}
+serve_same_text() {  # serve_same_text LABEL PROMPT...: concurrent completions = $work/one<i>.jsonl's text
+    local label=$1
+    shift
+    python3 - "$port" "$work" "$label" "$@" <<'PY'
+import json, sys, threading, urllib.request
+port, work, label, prompts = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4:]
+got = {}
+def ask(i):
+    body = json.dumps({"model": "hf", "prompt": prompts[i], "max_tokens": 20, "temperature": 0})
+    req = urllib.request.Request(f"http://127.0.0.1:{port}/v1/completions", body.encode(),
+                                 {"Content-Type": "application/json"})
+    got[i] = json.load(urllib.request.urlopen(req, timeout=120))["choices"][0]["text"]
+threads = [threading.Thread(target=ask, args=(i,)) for i in range(len(prompts))]
+for t in threads: t.start()
+for t in threads: t.join()
+for i in range(len(prompts)):
+    want = json.loads(open(f"{work}/one{i}.jsonl").readlines()[-1])["text"]
+    assert got.get(i) == want, f"prompt {i}: {label} gave {got.get(i)!r}, one process {want!r}"
+print(f"{label}: {len(prompts)} concurrent completions equal the single process")
+PY
+}
