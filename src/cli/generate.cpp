@@ -193,6 +193,8 @@ int run_generate(const GenerateOptions& o, comm::Communicator& world) {
     }
     LoadedModel lm = load_model(o.model, o.dtype, false, tp, ep, offload ? &sc : nullptr);
     models::GroupHooks* hooks = lm.stream.get();
+    // Every ep rank runs the same tokens: each dispatches only its slice of them.
+    if (ep) lm.model->set_ep_replicated_inputs(true);
     const models::ModelConfig& c = lm.model->config();
     const io::Tokenizer& tok = *lm.tokenizer;
 

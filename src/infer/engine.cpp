@@ -40,6 +40,8 @@ Engine::Engine(models::Transformer& model, const EngineConfig& cfg) : model_(mod
                "experts are sharded over the same group (rank {}, model ep {}, group of {})",
                cfg_.ep ? cfg_.ep->rank() : 0, model.ep_size(), cfg_.ep ? cfg_.ep->size() : 1);
     followers_ = cfg_.tp ? cfg_.tp : cfg_.ep;
+    // Every ep rank runs this engine's batches: each dispatches only its slice of the rows.
+    if (cfg_.ep) model_.set_ep_replicated_inputs(true);
     const KvCacheSpec spec = kv_cache_spec(model, cfg_);
     pool_ = std::make_unique<KvBlockPool>(spec);
     if (followers_) tp_send_handshake(*followers_, spec);

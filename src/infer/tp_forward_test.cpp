@@ -6,6 +6,7 @@
 
 #include <map>
 #include <string>
+#include <vector>
 
 #include <gtest/gtest.h>
 
@@ -97,7 +98,10 @@ TEST(TensorParallelServing, EngineOverTwoRanksEqualsTheWholeModel) {
 
 // Expert-parallel serving (serve --ep): rank 0's engine and follow_forwards on the other ranks,
 // each holding E / ep experts of every layer, give the tokens of the unsharded engine, with the
-// same concurrency, chunking, prefix reuse and preemption as above.
+// same concurrency, chunking, prefix reuse and preemption as above. The batches (prompt chunks,
+// decode steps of 1..8 rows, the last sequence decoding alone) split unevenly over the ranks,
+// some of which get no rows, and each rank's experts run exactly the rows the unsharded model
+// routes to them: every routed row once over the group, not once per rank.
 const char* kMixtral = R"({"model_type": "mixtral", "vocab_size": 67, "hidden_size": 32,
     "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
     "intermediate_size": 24, "num_local_experts": 4, "num_experts_per_tok": 2,
@@ -127,11 +131,19 @@ void expect_ep_serving_equals_whole(int ep) {
     ec.scheduler.max_batch_tokens = 16;
     ec.scheduler.max_seqs = 8;
     std::map<RequestId, std::vector<int32_t>> want;
+    // The whole model's routing, counted per expert over every layer and forward (no capacity:
+    // every top-k choice is a row some expert runs).
+    std::vector<int64_t> routed(static_cast<size_t>(cfg.moe.n_experts), 0);
+    whole.set_routing_observer([&](int64_t, const Tensor& indices) {
+        for (int64_t i = 0; i < indices.numel(); ++i) ++routed[indices.data<int32_t>()[i]];
+    });
     {
         Engine e(whole, ec);
         want = run(e, prompts);
     }
+    whole.set_routing_observer({});
     ASSERT_EQ(want.size(), prompts.size());
+    std::vector<int64_t> ran(static_cast<size_t>(ep), 0);
     comm::run_local(ep, [&](int rank, comm::Communicator& g) {
         models::RunConfig rc;
         rc.ep = &g;
@@ -144,14 +156,23 @@ void expect_ep_serving_equals_whole(int ep) {
             p.weight(static_cast<models::ParamId>(i)).copy_from(wp.weight(it->second));
         }
         p.bind(m.binding());
+        // Every ep rank runs the same batch but dispatches only its slice of the rows: this
+        // rank's experts run the rows the whole model routes to them, each once.
+        const int64_t El = cfg.moe.n_experts / ep;
+        int64_t mine = 0;
+        for (int64_t e = rank * El; e < (rank + 1) * El; ++e) mine += routed[e];
         if (rank != 0) {
             EXPECT_GT(follow_forwards(m, ec, g), 0);
+            ran[static_cast<size_t>(rank)] = m.take_expert_rows();
+            EXPECT_EQ(ran[static_cast<size_t>(rank)], mine) << "ep " << ep << " rank " << rank;
             return;
         }
         EngineConfig eec = ec;
         eec.ep = &g;
         Engine e(m, eec);
         const std::map<RequestId, std::vector<int32_t>> got = run(e, prompts);
+        ran[0] = m.take_expert_rows();
+        EXPECT_EQ(ran[0], mine) << "ep " << ep << " rank 0";
         EXPECT_GT(e.counters().n_preemptions, 0) << "the test means to preempt";
         for (const auto& [id, toks] : want) {
             auto it = got.find(id);
@@ -159,6 +180,10 @@ void expect_ep_serving_equals_whole(int ep) {
             EXPECT_EQ(it->second, toks) << "ep " << ep << " request " << id;
         }
     });
+    int64_t total = 0, all = 0;
+    for (int64_t r : ran) total += r;
+    for (int64_t r : routed) all += r;
+    EXPECT_EQ(total, all) << "ep " << ep << ": the group's experts ran every routed row once";
 }
 
 TEST(ExpertParallelServing, EngineOverTwoRanksEqualsTheWholeModel) {

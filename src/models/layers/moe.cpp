@@ -23,6 +23,8 @@
 // expert), the gate-weighted scatter and the gate weights' gradient run on the host, over host
 // copies (on_host) that are the tensors themselves on the CPU.
 #include <cmath>
+#include <tuple>
+#include <utility>
 
 #include "base/error.h"
 #include "comm/communicator.h"
@@ -84,7 +86,7 @@ Moe::Moe(const ModelConfig& cfg, MoeParams p, comm::Communicator* tp, comm::Comm
 }
 
 void Moe::forward(const ParamBinding& p, Saved& s, const Tensor& residual, const Tensor& x,
-                  RouterStats* stats, bool training) const {
+                  RouterStats* stats, bool training, bool replicated_over_ep) const {
     const int64_t N = x.size(0), C = x.size(1), E = cfg_->moe.n_experts;
     const int k = cfg_->moe.top_k;
     DType ct = x.dtype();
@@ -125,13 +127,22 @@ void Moe::forward(const ParamBinding& p, Saved& s, const Tensor& residual, const
         }
     }
 
-    // TED: this tp rank dispatches (and combines) only its slice of the tokens, after the
-    // capacity decision over all of them.
+    // Replicated inputs (inference under ep): this ep rank dispatches, combines and runs the
+    // shared expert over only its rows [lo, hi) of the tokens (ragged: N * r / ep, possibly
+    // none), after the capacity decision over all of them; the slices are all-gathered at the
+    // end. TED: within that, this tp rank takes only its tp-th slice.
+    s.ep_sliced = ep_ && replicated_over_ep;
+    int64_t lo = 0, hi = N;
+    if (s.ep_sliced) std::tie(lo, hi) = ep_slice(N);
+    int64_t tlo = lo, thi = hi;
     if (ep_ && tp_) {
-        const int64_t T = tp_->size(), t = tp_->rank();
-        const int64_t lo = N * t / T, hi = N * (t + 1) / T;
+        const int64_t T = tp_->size(), t = tp_->rank(), n = hi - lo;
+        tlo = lo + n * t / T;
+        thi = lo + n * (t + 1) / T;
+    }
+    if (tlo > 0 || thi < N) {
         for (auto& rows : s.rows) {
-            std::erase_if(rows, [&](int64_t flat) { return flat / k < lo || flat / k >= hi; });
+            std::erase_if(rows, [&](int64_t flat) { return flat / k < tlo || flat / k >= thi; });
         }
     }
     const Tensor weights = on_host(s.weights);
@@ -159,26 +170,30 @@ void Moe::forward(const ParamBinding& p, Saved& s, const Tensor& residual, const
             }
             ensure(ye, {ne, C}, DType::f32, dev);
             experts_[static_cast<size_t>(e)].run(p, s.mlp[static_cast<size_t>(e)], ye, xe, 0.0f);
+            expert_rows_ += ne;
         }
     }
-    // The shared expert (Qwen2-MoE) over every row, and its gate's logit.
-    if (has_shared_) {
-        ensure(s.shared_y, {N, C}, DType::f32, dev);
-        shared_.run(p, s.shared, s.shared_y, x, 0.0f);
-        ensure(s.shared_logit, {N, 1}, DType::f32, dev);
-        ops::linear_forward(s.shared_logit, x, p.w(p_.shared_gate));
+    // The shared expert (Qwen2-MoE) over every row (of this rank's slice), and its gate's logit.
+    const int64_t ns = hi - lo;
+    if (has_shared_ && ns > 0) {
+        const Tensor xs = s.ep_sliced ? x.slice(0, lo, hi) : x;
+        ensure(s.shared_y, {ns, C}, DType::f32, dev);
+        shared_.run(p, s.shared, s.shared_y, xs, 0.0f);
+        ensure(s.shared_logit, {ns, 1}, DType::f32, dev);
+        ops::linear_forward(s.shared_logit, xs, p.w(p_.shared_gate));
     }
     // Combine: residual += gate weight x expert output, per routed row, expert by expert; then
     // sigmoid(shared gate) x the shared expert's output.
     const Tensor residual_h = on_host(residual);
     float* res = residual_h.data<float>();
-    if (has_shared_) {
+    if (has_shared_ && ns > 0) {
         const Tensor ys_h = on_host(s.shared_y), gl_h = on_host(s.shared_logit);
         const float* ys = ys_h.data<float>();
         const float* gl = gl_h.data<float>();
-        for (int64_t n = 0; n < N; ++n) {
-            const float sg = 1.0f / (1.0f + std::exp(-gl[n]));
-            for (int64_t c = 0; c < C; ++c) res[n * C + c] += sg * ys[n * C + c];
+        for (int64_t i = 0; i < ns; ++i) {
+            const float sg = 1.0f / (1.0f + std::exp(-gl[i]));
+            float* dst = res + (lo + i) * C;
+            for (int64_t c = 0; c < C; ++c) dst[c] += sg * ys[i * C + c];
         }
     }
     for (int64_t e = 0; e < E; ++e) {
@@ -194,12 +209,16 @@ void Moe::forward(const ParamBinding& p, Saved& s, const Tensor& residual, const
             for (int64_t c = 0; c < C; ++c) dst[c] += g * y[r * C + c];
         }
     }
+    if (s.ep_sliced) ep_allgather_slices(residual_h);
     store_from_host(residual, residual_h);
 }
 
 void Moe::backward(const ParamBinding& p, const Saved& s, const Tensor& dx, const Tensor& dres,
                    const Tensor& x, const RouterStats* stats, double aux_scale,
                    double z_scale) const {
+    ZS_ASSERT(!s.ep_sliced,
+              "MoE backward after a forward over inputs replicated across ep "
+              "(an inference-only forward)");
     const int64_t N = x.size(0), C = x.size(1), E = cfg_->moe.n_experts;
     const int k = cfg_->moe.top_k;
     DType ct = x.dtype();
@@ -440,6 +459,29 @@ struct TedBlocks {
 
 }  // namespace
 
+std::pair<int64_t, int64_t> Moe::ep_slice(int64_t n) const {
+    const int64_t P = ep_->size(), r = ep_->rank();
+    return {n * r / P, n * (r + 1) / P};
+}
+
+void Moe::ep_allgather_slices(const Tensor& whole) const {
+    ZS_ASSERT(whole.is_contiguous() && whole.dtype() == DType::f32, "MoE: residual not f32 rows");
+    const int64_t N = whole.size(0), C = whole.size(1), P = ep_->size();
+    const auto [lo, hi] = ep_slice(N);
+    const int64_t me = hi - lo;
+    // Rank q's slice arrives at its rows N q / P..: the out parts in rank order are the rows.
+    std::vector<int64_t> in(static_cast<size_t>(P), me * C), out(static_cast<size_t>(P));
+    for (int64_t q = 0; q < P; ++q) {
+        out[static_cast<size_t>(q)] = (N * (q + 1) / P - N * q / P) * C;
+    }
+    Tensor send = Tensor::empty({P * me, C}, DType::f32);
+    for (int64_t q = 0; q < P && me > 0; ++q) {
+        send.slice(0, q * me, (q + 1) * me).copy_from(whole.slice(0, lo, hi));
+    }
+    a2a_bytes_ += (P - 1) * me * C * static_cast<int64_t>(sizeof(float));
+    ep_->all_to_all_v(whole, out, send, in).wait();
+}
+
 Tensor Moe::tp_allgather_rows(const Tensor& mine, const std::vector<int64_t>& rows) const {
     const int64_t C = mine.size(1), T = tp_->size(), me = rows[static_cast<size_t>(tp_->rank())];
     std::vector<int64_t> in(static_cast<size_t>(T), me * C), out(static_cast<size_t>(T));
@@ -546,6 +588,7 @@ void Moe::forward_ep(const ParamBinding& p, Saved& s, const Tensor& x) const {
             tb.gather(xe, xg, j);
             Tensor ye = Tensor::empty({ne, C}, DType::f32, dev);
             experts_[static_cast<size_t>(j)].run(p, s.mlp[static_cast<size_t>(j)], ye, xe, 0.0f);
+            expert_rows_ += ne;
             tb.scatter(yg, ye, j);
         }
         yr = tp_reduce_scatter_rows(yg, tb.rows);
@@ -561,6 +604,7 @@ void Moe::forward_ep(const ParamBinding& p, Saved& s, const Tensor& x) const {
         blocks.gather(xe, xr, j);
         Tensor ye = Tensor::empty({ne, C}, DType::f32, dev);
         experts_[static_cast<size_t>(j)].run(p, s.mlp[static_cast<size_t>(j)], ye, xe, 0.0f);
+        expert_rows_ += ne;
         blocks.scatter(yr, ye, j);
     }
     // The outputs come back in send order: expert e's rows are one contiguous slice.
