@@ -156,8 +156,8 @@ void expect_ep_serving_equals_whole(int ep) {
             p.weight(static_cast<models::ParamId>(i)).copy_from(wp.weight(it->second));
         }
         p.bind(m.binding());
-        // Every ep rank runs the same batch but dispatches only its slice of the rows: this
-        // rank's experts run the rows the whole model routes to them, each once.
+        // Every ep rank runs the same batch, but its experts run only the rows the whole model
+        // routes to them, each once (not once per rank).
         const int64_t El = cfg.moe.n_experts / ep;
         int64_t mine = 0;
         for (int64_t e = rank * El; e < (rank + 1) * El; ++e) mine += routed[e];

@@ -303,12 +303,13 @@ TEST(MoeGating, RouterZLossGradientMatchesFiniteDifferences) {
 }
 
 // Inference under ep (serve / generate --ep): every ep rank holds the same N rows, and with
-// replicated_over_ep each dispatches only its slice [N r / ep, N (r + 1) / ep) — ragged, empty
-// for some ranks at N = 1 — then all-gathers the outputs. Every rank's output is the ep-1
-// layer's, and the rows each rank's experts ran are the assignments the ep-1 routing sends to
-// them (counted from its top-k indices, kept per DeepSpeed's rule when the eval capacity
-// drops): over the ranks, every routed row once. Without the flag (every rank dispatching the
-// whole batch) each rank's experts run ep times as many.
+// replicated_over_ep each runs its experts over the rows routed to them and the shared expert
+// over its slice [N r / ep, N (r + 1) / ep) — ragged, empty for some ranks at N = 1 and 3 —
+// then all-gathers the outputs. Every rank's output is the ep-1 layer's, and the rows each
+// rank's experts ran are the assignments the ep-1 routing sends to them (counted from its top-k
+// indices, kept per DeepSpeed's rule when the eval capacity drops): over the ranks, every routed
+// row once. Without the flag (every rank dispatching the whole batch) each rank's experts run
+// ep times as many.
 void expect_replicated_rows_once(const ModelConfig& cfg, int P, int64_t N) {
     const int k = cfg.moe.top_k;
     const std::string at = fmt::format("ep {} N {} shared {} eval capacity {}", P, N,

@@ -220,8 +220,9 @@ public:
         Tensor ep_y;
         // TED (tp x ep): every tp rank's ep_recv, [tp][E / ep x ep].
         std::vector<int64_t> ted_recv;
-        // The forward took inputs replicated across ep (inference): it ran this rank's slice.
-        bool ep_sliced = false;
+        // The forward took inputs replicated across ep (inference: forward_replicated); then
+        // ep_y holds the all-gathered blocks.
+        bool ep_replicated = false;
         // Shared expert: its saved activations, output [N, C] f32 and gate logit [N, 1] f32.
         Mlp::Saved shared;
         Tensor shared_y, shared_logit;
@@ -249,18 +250,21 @@ public:
     // tp gathers the slices. The all-to-all payload per rank is 1/tp of dispatching every token.
     //
     // Inputs replicated across ep (forward's `replicated_over_ep`: inference, where every ep rank
-    // runs the same batch) get the same duplicate-token elimination over ep: every rank routes
-    // all N rows (and decides the capacity drops over all of them), but ep rank r dispatches,
-    // combines and runs the shared expert over only rows [N r / ep, N (r + 1) / ep) (ragged,
-    // possibly none; under tp as well, this tp rank's tp-th slice of those), and the updated rows
-    // of `residual` are then all-gathered over ep (one all_to_all_v), so every rank ends with the
-    // whole output while the experts compute each routed row once over the group, not ep times.
-    // Such a forward has no backward. Training's ep ranks hold different tokens: it leaves the
-    // flag off.
+    // runs the same batch) need no dispatch: every rank routes all N rows alike (and decides the
+    // capacity drops over all of them), so each knows every expert's rows and holds their
+    // inputs. Each rank runs its E / ep experts over the rows routed to them (and the shared
+    // expert over its rows [N r / ep, N (r + 1) / ep), ragged, possibly none) and one all-gather
+    // over ep (blocks padded to the largest) hands every rank every expert's outputs, which it
+    // combines as ep 1 does. The experts compute each routed row once over the group, not ep
+    // times, with one collective per layer instead of the counts and the two all-to-alls.
+    // Under tp as well, each tp rank's expert shards do the same and the partial outputs are
+    // all-reduced over tp by the caller, as for the dense MLP. Such a forward has no backward.
+    // Training's ep ranks hold different tokens: it leaves the flag off.
     Moe(const ModelConfig& cfg, MoeParams p, comm::Communicator* tp = nullptr,
         comm::Communicator* ep = nullptr);
-    // Bytes this layer sent through all_to_all_v (payloads and counts, to other ranks) since
-    // construction or the last reset_a2a_bytes (the benchmarks' traffic figure).
+    // Bytes this layer sent through all_to_all_v (payloads and counts, to other ranks; with
+    // replicated inputs, its all-gather's) since construction or the last reset_a2a_bytes (the
+    // benchmarks' traffic figure).
     int64_t a2a_bytes() const { return a2a_bytes_; }
     void reset_a2a_bytes() { a2a_bytes_ = 0; }
     // Rows this rank's experts (or, under tp, expert shards) ran forward since construction or
@@ -295,10 +299,10 @@ private:
     comm::Communicator* ep_ = nullptr;  // set when size > 1
     mutable int64_t a2a_bytes_ = 0;
     mutable int64_t expert_rows_ = 0;
-    // Replicated inputs: this ep rank's rows [first, second) of n; and the all-gather of every
-    // rank's slice of `whole` [N, C] f32 (contiguous, on the host) in place.
-    std::pair<int64_t, int64_t> ep_slice(int64_t n) const;
-    void ep_allgather_slices(const Tensor& whole) const;
+    // Inputs replicated across ep: this rank's experts over the rows routed to them, gathered
+    // from its own copy of x, and the shared expert over its slice of the rows; then one
+    // all-gather of every rank's outputs, viewed as s.ye (all E) and s.shared_y.
+    void forward_replicated(const ParamBinding& p, Saved& s, const Tensor& x) const;
     // Expert parallelism: rows -> the owners' rows -> back (forward and backward alike).
     // `send` [Ns, C] in send order (expert-major); returns [Nr, C] in source-major order.
     void forward_ep(const ParamBinding& p, Saved& s, const Tensor& x) const;

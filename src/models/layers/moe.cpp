@@ -22,8 +22,8 @@
 // Devices: the router and the experts run on the input's device; routing (which rows go to which
 // expert), the gate-weighted scatter and the gate weights' gradient run on the host, over host
 // copies (on_host) that are the tensors themselves on the CPU.
+#include <algorithm>
 #include <cmath>
-#include <tuple>
 #include <utility>
 
 #include "base/error.h"
@@ -127,22 +127,15 @@ void Moe::forward(const ParamBinding& p, Saved& s, const Tensor& residual, const
         }
     }
 
-    // Replicated inputs (inference under ep): this ep rank dispatches, combines and runs the
-    // shared expert over only its rows [lo, hi) of the tokens (ragged: N * r / ep, possibly
-    // none), after the capacity decision over all of them; the slices are all-gathered at the
-    // end. TED: within that, this tp rank takes only its tp-th slice.
-    s.ep_sliced = ep_ && replicated_over_ep;
-    int64_t lo = 0, hi = N;
-    if (s.ep_sliced) std::tie(lo, hi) = ep_slice(N);
-    int64_t tlo = lo, thi = hi;
-    if (ep_ && tp_) {
-        const int64_t T = tp_->size(), t = tp_->rank(), n = hi - lo;
-        tlo = lo + n * t / T;
-        thi = lo + n * (t + 1) / T;
-    }
-    if (tlo > 0 || thi < N) {
+    // TED: this tp rank dispatches (and combines) only its slice of the tokens, after the
+    // capacity decision over all of them. Inputs replicated across ep (inference) need no
+    // dispatch at all: see forward_replicated.
+    s.ep_replicated = ep_ && replicated_over_ep;
+    if (ep_ && tp_ && !s.ep_replicated) {
+        const int64_t T = tp_->size(), t = tp_->rank();
+        const int64_t lo = N * t / T, hi = N * (t + 1) / T;
         for (auto& rows : s.rows) {
-            std::erase_if(rows, [&](int64_t flat) { return flat / k < tlo || flat / k >= thi; });
+            std::erase_if(rows, [&](int64_t flat) { return flat / k < lo || flat / k >= hi; });
         }
     }
     const Tensor weights = on_host(s.weights);
@@ -151,7 +144,9 @@ void Moe::forward(const ParamBinding& p, Saved& s, const Tensor& residual, const
     const int64_t El = static_cast<int64_t>(experts_.size());
     s.xe.resize(static_cast<size_t>(El));
     s.mlp.resize(static_cast<size_t>(El));
-    if (ep_) {
+    if (s.ep_replicated) {
+        forward_replicated(p, s, x);
+    } else if (ep_) {
         forward_ep(p, s, x);
     } else {
         for (int64_t e = 0; e < E; ++e) {
@@ -173,27 +168,27 @@ void Moe::forward(const ParamBinding& p, Saved& s, const Tensor& residual, const
             expert_rows_ += ne;
         }
     }
-    // The shared expert (Qwen2-MoE) over every row (of this rank's slice), and its gate's logit.
-    const int64_t ns = hi - lo;
-    if (has_shared_ && ns > 0) {
-        const Tensor xs = s.ep_sliced ? x.slice(0, lo, hi) : x;
-        ensure(s.shared_y, {ns, C}, DType::f32, dev);
-        shared_.run(p, s.shared, s.shared_y, xs, 0.0f);
-        ensure(s.shared_logit, {ns, 1}, DType::f32, dev);
-        ops::linear_forward(s.shared_logit, xs, p.w(p_.shared_gate));
+    // The shared expert (Qwen2-MoE) over every row (forward_replicated ran it), and its gate's
+    // logit.
+    if (has_shared_) {
+        if (!s.ep_replicated) {
+            ensure(s.shared_y, {N, C}, DType::f32, dev);
+            shared_.run(p, s.shared, s.shared_y, x, 0.0f);
+        }
+        ensure(s.shared_logit, {N, 1}, DType::f32, dev);
+        ops::linear_forward(s.shared_logit, x, p.w(p_.shared_gate));
     }
     // Combine: residual += gate weight x expert output, per routed row, expert by expert; then
     // sigmoid(shared gate) x the shared expert's output.
     const Tensor residual_h = on_host(residual);
     float* res = residual_h.data<float>();
-    if (has_shared_ && ns > 0) {
+    if (has_shared_) {
         const Tensor ys_h = on_host(s.shared_y), gl_h = on_host(s.shared_logit);
         const float* ys = ys_h.data<float>();
         const float* gl = gl_h.data<float>();
-        for (int64_t i = 0; i < ns; ++i) {
-            const float sg = 1.0f / (1.0f + std::exp(-gl[i]));
-            float* dst = res + (lo + i) * C;
-            for (int64_t c = 0; c < C; ++c) dst[c] += sg * ys[i * C + c];
+        for (int64_t n = 0; n < N; ++n) {
+            const float sg = 1.0f / (1.0f + std::exp(-gl[n]));
+            for (int64_t c = 0; c < C; ++c) res[n * C + c] += sg * ys[n * C + c];
         }
     }
     for (int64_t e = 0; e < E; ++e) {
@@ -209,14 +204,13 @@ void Moe::forward(const ParamBinding& p, Saved& s, const Tensor& residual, const
             for (int64_t c = 0; c < C; ++c) dst[c] += g * y[r * C + c];
         }
     }
-    if (s.ep_sliced) ep_allgather_slices(residual_h);
     store_from_host(residual, residual_h);
 }
 
 void Moe::backward(const ParamBinding& p, const Saved& s, const Tensor& dx, const Tensor& dres,
                    const Tensor& x, const RouterStats* stats, double aux_scale,
                    double z_scale) const {
-    ZS_ASSERT(!s.ep_sliced,
+    ZS_ASSERT(!s.ep_replicated,
               "MoE backward after a forward over inputs replicated across ep "
               "(an inference-only forward)");
     const int64_t N = x.size(0), C = x.size(1), E = cfg_->moe.n_experts;
@@ -459,27 +453,70 @@ struct TedBlocks {
 
 }  // namespace
 
-std::pair<int64_t, int64_t> Moe::ep_slice(int64_t n) const {
-    const int64_t P = ep_->size(), r = ep_->rank();
-    return {n * r / P, n * (r + 1) / P};
-}
-
-void Moe::ep_allgather_slices(const Tensor& whole) const {
-    ZS_ASSERT(whole.is_contiguous() && whole.dtype() == DType::f32, "MoE: residual not f32 rows");
-    const int64_t N = whole.size(0), C = whole.size(1), P = ep_->size();
-    const auto [lo, hi] = ep_slice(N);
-    const int64_t me = hi - lo;
-    // Rank q's slice arrives at its rows N q / P..: the out parts in rank order are the rows.
-    std::vector<int64_t> in(static_cast<size_t>(P), me * C), out(static_cast<size_t>(P));
-    for (int64_t q = 0; q < P; ++q) {
-        out[static_cast<size_t>(q)] = (N * (q + 1) / P - N * q / P) * C;
+void Moe::forward_replicated(const ParamBinding& p, Saved& s, const Tensor& x) const {
+    const int64_t N = x.size(0), C = x.size(1), E = cfg_->moe.n_experts;
+    const int k = cfg_->moe.top_k;
+    const int64_t P = ep_->size(), El = E / P, me = ep_->rank();
+    const core::Device dev = x.device();
+    // Every rank routed every row alike, so every rank knows every block's layout: rank q's
+    // experts' rows (expert by expert, each in s.rows order), then q's slice of the shared
+    // expert's rows [N q / P, N (q + 1) / P).
+    auto slice = [&](int64_t q) { return std::pair{N * q / P, N * (q + 1) / P}; };
+    std::vector<int64_t> block_rows(static_cast<size_t>(P), 0);
+    for (int64_t e = 0; e < E; ++e) {
+        block_rows[static_cast<size_t>(e / El)] +=
+            static_cast<int64_t>(s.rows[static_cast<size_t>(e)].size());
     }
-    Tensor send = Tensor::empty({P * me, C}, DType::f32);
-    for (int64_t q = 0; q < P && me > 0; ++q) {
-        send.slice(0, q * me, (q + 1) * me).copy_from(whole.slice(0, lo, hi));
+    const int64_t routed_mine = block_rows[static_cast<size_t>(me)];
+    if (has_shared_) {
+        for (int64_t q = 0; q < P; ++q) {
+            const auto [lo, hi] = slice(q);
+            block_rows[static_cast<size_t>(q)] += hi - lo;
+        }
     }
-    a2a_bytes_ += (P - 1) * me * C * static_cast<int64_t>(sizeof(float));
-    ep_->all_to_all_v(whole, out, send, in).wait();
+    const int64_t W = *std::max_element(block_rows.begin(), block_rows.end());
+    Tensor block = Tensor::empty({W, C}, DType::f32, dev);
+    int64_t at = 0;
+    for (int64_t j = 0; j < El; ++j) {
+        const auto& rows = s.rows[static_cast<size_t>(me * El + j)];
+        const auto ne = static_cast<int64_t>(rows.size());
+        Tensor& xe = s.xe[static_cast<size_t>(j)];
+        if (ne == 0) {
+            xe = Tensor();
+            continue;
+        }
+        ensure(xe, {ne, C}, x.dtype(), dev);
+        for (int64_t r = 0; r < ne; ++r) {
+            xe.select(0, r).copy_from(x.select(0, rows[static_cast<size_t>(r)] / k));
+        }
+        experts_[static_cast<size_t>(j)].run(p, s.mlp[static_cast<size_t>(j)],
+                                             block.slice(0, at, at + ne), xe, 0.0f);
+        expert_rows_ += ne;
+        at += ne;
+    }
+    ZS_ASSERT(at == routed_mine, "MoE: {} expert rows, {} routed", at, routed_mine);
+    if (has_shared_) {
+        const auto [lo, hi] = slice(me);
+        if (hi > lo)
+            shared_.run(p, s.shared, block.slice(0, at, at + hi - lo), x.slice(0, lo, hi), 0.0f);
+    }
+    // One all-gather (blocks padded to the largest) instead of the dispatch and return.
+    if (W == 0) return;
+    s.ep_y = Tensor::empty({P * W, C}, DType::f32, dev);
+    ep_->allgather(s.ep_y, block).wait();
+    a2a_bytes_ += (P - 1) * W * C * static_cast<int64_t>(sizeof(float));
+    at = 0;
+    for (int64_t e = 0; e < E; ++e) {
+        if (e % El == 0) at = (e / El) * W;
+        const auto n = static_cast<int64_t>(s.rows[static_cast<size_t>(e)].size());
+        s.ye[static_cast<size_t>(e)] = n > 0 ? s.ep_y.slice(0, at, at + n) : Tensor();
+        at += n;
+        if (has_shared_ && e % El == El - 1) {
+            const auto [lo, hi] = slice(e / El);
+            ensure(s.shared_y, {N, C}, DType::f32, dev);
+            if (hi > lo) s.shared_y.slice(0, lo, hi).copy_from(s.ep_y.slice(0, at, at + hi - lo));
+        }
+    }
 }
 
 Tensor Moe::tp_allgather_rows(const Tensor& mine, const std::vector<int64_t>& rows) const {
