@@ -17,7 +17,8 @@
 // Expert parallelism (DeepSpeed-MoE): this rank holds E / ep experts; routing and the drop
 // decision stay where the tokens are (so they are the ones without ep), the routed rows travel
 // to their experts' ranks and back with all_to_all_v (counts first, then rows; no padding), and
-// backward mirrors the exchange. See Moe's constructor comment.
+// backward mirrors the exchange. With inputs replicated across ep (inference) nothing travels
+// but one all-gather of the experts' outputs per layer. See Moe's constructor comment.
 //
 // Devices: the router and the experts run on the input's device; routing (which rows go to which
 // expert), the gate-weighted scatter and the gate weights' gradient run on the host, over host
