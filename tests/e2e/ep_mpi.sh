@@ -5,7 +5,8 @@
 # in the ds_config on 4 ranks (one expert per rank, ZeRO-2) reproduces the single-process losses
 # to 1e-5 relative over 8 steps; a checkpoint saved at ep 2 on 4 ranks resumes on one process,
 # continuing with the single-process losses; `generate --ep 2` on the exported model gives the
-# single-process tokens at temperature 0, and `serve --ep 2` its text to concurrent completions.
+# single-process tokens at temperature 0, and `serve --ep 2` its text to concurrent completions;
+# so do `generate` and `serve` with `--tp 2 --ep 2` on 4 ranks (DeepSpeed-TED inference).
 source "$(dirname "$0")/train_common.sh" "$1" "$2"
 cat > "$work/model.json" <<'JSON'
 {"model_type": "mixtral", "vocab_size": 512, "hidden_size": 64, "num_hidden_layers": 2,
@@ -49,27 +50,34 @@ same_losses "$work/base.csv" "$work/rest.csv" "saved on 4 ranks at ep 2, resumed
 # shellcheck disable=SC2046
 OMP_NUM_THREADS=1 "$bin" $(train_args "$work/ds0.json" "$work/gen.csv" --steps 150 --export-hf "$work/hf") \
     >"$work/gen_train.log" 2>&1 || { cat "$work/gen_train.log"; exit 1; }
-gen() {  # gen OUT EP
-    local out=$1 ep=$2 launch=("$bin")
-    [ "$ep" -eq 1 ] || launch=("$run" --num_procs "$ep" "$bin")
+gen() {  # gen OUT EP [TP]
+    local out=$1 ep=$2 tp=${3:-1} launch=("$bin")
+    [ $((ep * tp)) -eq 1 ] || launch=("$run" --num_procs $((ep * tp)) "$bin")
     OMP_NUM_THREADS=1 "${launch[@]}" generate --model "$work/hf" --prompt "It is a truth universally" \
-        --max-tokens 20 --temperature 0 --logprobs 0 --dtype f32 --ignore-eos --ep "$ep" >"$out.raw" 2>"$out.err" ||
-        { cat "$out.err"; exit 1; }
+        --max-tokens 20 --temperature 0 --logprobs 0 --dtype f32 --ignore-eos --ep "$ep" --tp "$tp" \
+        >"$out.raw" 2>"$out.err" || { cat "$out.err"; exit 1; }
     sed 's/^\[[0-9],[0-9]\]<stdout>://' "$out.raw" >"$out"
 }
 gen "$work/gen1.jsonl" 1
 gen "$work/gen2.jsonl" 2
+# DeepSpeed-TED inference: tp 2 x ep 2 on 4 ranks.
+gen "$work/gen4.jsonl" 2 2
 grep -q "expert-parallel shards" "$work/gen2.jsonl.err" || { cat "$work/gen2.jsonl.err"; exit 1; }
-python3 - "$work/gen1.jsonl" "$work/gen2.jsonl" <<'PY'
+grep -q "tensor-parallel shard 1 of 2, experts 1 of 2 expert-parallel shards" "$work/gen4.jsonl.err" ||
+    { cat "$work/gen4.jsonl.err"; exit 1; }
+for flags in "--ep 2:gen2" "--tp 2 --ep 2:gen4"; do
+    python3 - "$work/gen1.jsonl" "$work/${flags#*:}.jsonl" "${flags%:*}" <<'PY'
 import json, sys
 one = [json.loads(l) for l in open(sys.argv[1])]
 ep = [json.loads(l) for l in open(sys.argv[2])]
+flags = sys.argv[3]
 assert len(one) == len(ep) == 21, (len(one), len(ep))
 for i, (a, b) in enumerate(zip(one[:-1], ep[:-1])):
-    assert a["id"] == b["id"], f"token {i}: ep 2 gave {b['id']}, one process {a['id']}"
+    assert a["id"] == b["id"], f"token {i}: {flags} gave {b['id']}, one process {a['id']}"
     assert abs(a["logprob"] - b["logprob"]) <= 1e-4, f"token {i}: logprob {b['logprob']} vs {a['logprob']}"
-print(f"generate --ep 2: 20 tokens equal the single process ({one[-1]['text']!r})")
+print(f"generate {flags}: 20 tokens equal the single process ({one[-1]['text']!r})")
 PY
+done
 # serve --ep 2: rank 0 runs the engine (continuous batching over the paged KV cache), rank 1 its
 # forwards with the other half of the experts; concurrent /v1/completions at temperature 0 give
 # the single process's text.
@@ -79,19 +87,23 @@ for i in 0 1 2; do
         --temperature 0 --logprobs 0 --dtype f32 >"$work/one$i.jsonl" 2>"$work/one$i.err" ||
         { cat "$work/one$i.err"; exit 1; }
 done
-port=$((20000 + RANDOM % 20000))
-OMP_NUM_THREADS=1 "$run" --num_procs 2 "$bin" serve --model "$work/hf" --port $port --dtype f32 \
-    --ep 2 >"$work/serve.log" 2>&1 &
-server=$!
-for _ in $(seq 1 150); do
-    curl -sf "http://127.0.0.1:$port/health" >/dev/null && break
-    kill -0 $server 2>/dev/null || { cat "$work/serve.log"; exit 1; }
-    sleep 0.2
-done
-rc=0
-python3 - "$port" "$work" "${prompts[@]}" <<'PY' || rc=$?
+# serve --tp 2 --ep 2: the same with tensor-parallel experts on 4 ranks (TED).
+for np_flags in "2:--ep 2" "4:--tp 2 --ep 2"; do
+    np=${np_flags%%:*} flags=${np_flags#*:}
+    port=$((20000 + RANDOM % 20000))
+    # shellcheck disable=SC2086
+    OMP_NUM_THREADS=1 "$run" --num_procs "$np" "$bin" serve --model "$work/hf" --port $port --dtype f32 \
+        $flags >"$work/serve.log" 2>&1 &
+    server=$!
+    for _ in $(seq 1 150); do
+        curl -sf "http://127.0.0.1:$port/health" >/dev/null && break
+        kill -0 $server 2>/dev/null || { cat "$work/serve.log"; exit 1; }
+        sleep 0.2
+    done
+    rc=0
+    python3 - "$port" "$work" "$flags" "${prompts[@]}" <<'PY' || rc=$?
 import json, sys, threading, urllib.request
-port, work, prompts = sys.argv[1], sys.argv[2], sys.argv[3:]
+port, work, flags, prompts = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4:]
 got = {}
 def ask(i):
     body = json.dumps({"model": "hf", "prompt": prompts[i], "max_tokens": 20, "temperature": 0})
@@ -103,10 +115,11 @@ for t in threads: t.start()
 for t in threads: t.join()
 for i in range(len(prompts)):
     want = json.loads(open(f"{work}/one{i}.jsonl").readlines()[-1])["text"]
-    assert got.get(i) == want, f"prompt {i}: serve --ep 2 gave {got.get(i)!r}, one process {want!r}"
-print(f"serve --ep 2: {len(prompts)} concurrent completions equal the single process")
+    assert got.get(i) == want, f"prompt {i}: serve {flags} gave {got.get(i)!r}, one process {want!r}"
+print(f"serve {flags}: {len(prompts)} concurrent completions equal the single process")
 PY
-kill -TERM $server 2>/dev/null
-wait $server || true
-[ $rc -eq 0 ] || { cat "$work/serve.log"; exit 1; }
-grep -q "experts 1 of 2 expert-parallel shards" "$work/serve.log" || { cat "$work/serve.log"; exit 1; }
+    kill -TERM $server 2>/dev/null
+    wait $server || true
+    [ $rc -eq 0 ] || { cat "$work/serve.log"; exit 1; }
+    grep -q "experts 1 of 2 expert-parallel shards" "$work/serve.log" || { cat "$work/serve.log"; exit 1; }
+done
