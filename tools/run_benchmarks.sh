@@ -374,6 +374,8 @@ CONFIGS
         "$root/bench/train/ep_bench.sh" "$build/bin" | tee "$out/ep.txt"
         note "ep: speculative MoE, consecutive decode steps' expert locality and co-location bytes"
         "$root/bench/train/expert_locality.sh" "$build/bin" | tee -a "$out/ep.txt"
+        note "ep: generate/serve --ep 2, each expert row computed once vs every rank the whole batch"
+        "$root/bench/train/ep_infer_bench.sh" "$build/bin" | tee -a "$out/ep.txt"
         ;;
     offload)
         note "offload: ZeRO-Infinity optimizer offload to this disk (GPT-2 124M bf16 ZeRO-2) vs in memory, disk bandwidth by dd"

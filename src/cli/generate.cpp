@@ -161,19 +161,30 @@ int run_generate(const GenerateOptions& o, comm::Communicator& world) {
     // Tensor parallelism: every rank runs this loop on its shard (the forwards' collectives keep
     // them in step; every rank gets the same logits); rank 0's sampled token is the one all
     // ranks take, and only rank 0 prints.
-    // Expert parallelism likewise: every rank runs the same tokens, each with its experts.
-    ZS_CHECK_T(ConfigError, o.ep == 1 || o.tp == 1,
-               "generate: --ep {} with --tp {} is not implemented (use one of them)", o.ep, o.tp);
-    comm::Communicator* tp = o.ep > 1 ? nullptr : inference_tp_group(o.tp, world, "generate");
+    // Expert parallelism likewise: every rank runs the same tokens, each with its experts. Both
+    // (DeepSpeed-TED): tp groups of consecutive ranks, the ep group the same tp rank's peers.
+    comm::Communicator* tp = nullptr;
     comm::Communicator* ep = nullptr;
-    if (o.ep > 1) {
+    std::unique_ptr<comm::Communicator> tp_group, ep_group;
+    if (o.ep > 1 && o.tp > 1) {
+        ZS_CHECK_T(ConfigError, world.size() == o.tp * o.ep,
+                   "generate --tp {} --ep {}: running on {} rank(s); needs exactly {} "
+                   "(zerospeed-run --num_procs {} zerospeed generate ... --tp {} --ep {})",
+                   o.tp, o.ep, world.size(), o.tp * o.ep, o.tp * o.ep, o.tp, o.ep);
+        tp_group = world.split(world.rank() / o.tp, world.rank());
+        ep_group = world.split(world.rank() % o.tp, world.rank());
+        tp = tp_group.get();
+        ep = ep_group.get();
+    } else if (o.ep <= 1) {
+        tp = inference_tp_group(o.tp, world, "generate");
+    } else {
         ZS_CHECK_T(ConfigError, world.size() == o.ep,
                    "generate --ep {}: running on {} rank(s); expert-parallel inference needs "
                    "exactly {} (zerospeed-run --num_procs {} zerospeed generate ... --ep {})",
                    o.ep, world.size(), o.ep, o.ep, o.ep);
         ep = &world;
     }
-    comm::Communicator* group = tp ? tp : ep;  // the ranks that must take rank 0's token
+    comm::Communicator* group = tp || ep ? &world : nullptr;  // they must take rank 0's token
     const bool lead = world.rank() == 0;
     const bool offload = !o.offload_weights.empty();
     ZS_CHECK_T(ConfigError, (!offload && o.batch == 1) || world.size() == 1,
@@ -193,6 +204,8 @@ int run_generate(const GenerateOptions& o, comm::Communicator& world) {
     }
     LoadedModel lm = load_model(o.model, o.dtype, false, tp, ep, offload ? &sc : nullptr);
     models::GroupHooks* hooks = lm.stream.get();
+    // Every ep rank runs the same tokens: each dispatches only its slice of them.
+    if (ep) lm.model->set_ep_replicated_inputs(true);
     const models::ModelConfig& c = lm.model->config();
     const io::Tokenizer& tok = *lm.tokenizer;
 

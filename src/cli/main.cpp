@@ -65,7 +65,7 @@ int main(int argc, char** argv) {
         ->check(CLI::Range(1, 4096));
     gn->add_option("--ep", gen.ep,
                    "Expert-parallel ranks for MoE models (each holds experts / N of every layer; "
-                   "run under zerospeed-run --num_procs N; rank 0 prints)")
+                   "run under zerospeed-run --num_procs N, or T x N with --tp T; rank 0 prints)")
         ->check(CLI::Range(1, 4096));
     gn->add_option("--expert-locality", gen.expert_locality,
                    "MoE: report how often consecutive steps route to the same experts and the "
@@ -134,7 +134,7 @@ int main(int argc, char** argv) {
         ->check(CLI::Range(1, 4096));
     srv->add_option("--ep", sv.ep,
                     "Expert-parallel ranks for MoE models (each holds experts / N of every layer; "
-                    "run under zerospeed-run --num_procs N; rank 0 serves)")
+                    "run under zerospeed-run --num_procs N, or T x N with --tp T; rank 0 serves)")
         ->check(CLI::Range(1, 4096));
     srv->add_option("--served-model-name", sv.served_model_name,
                     "Model id clients use (default: the directory or file name)");

@@ -160,11 +160,12 @@ LoadedModel load_model(const std::string& path, const std::string& dtype, bool w
     const models::ModelConfig& c = lm.model->config();
     log_info("loaded {} ({}, {:.1f} M parameters, {}{}) in {:.1f} s", path, to_string(c.arch),
              static_cast<double>(c.n_params()) / 1e6, to_string(ct),
-             tp && tp->size() > 1
-                 ? fmt::format(", tensor-parallel shard {} of {}", tp->rank(), tp->size())
-             : ep && ep->size() > 1
-                 ? fmt::format(", experts {} of {} expert-parallel shards", ep->rank(), ep->size())
-                 : std::string(),
+             (tp && tp->size() > 1
+                  ? fmt::format(", tensor-parallel shard {} of {}", tp->rank(), tp->size())
+                  : std::string()) +
+                 (ep && ep->size() > 1 ? fmt::format(", experts {} of {} expert-parallel shards",
+                                                     ep->rank(), ep->size())
+                                       : std::string()),
              t.seconds());
     return lm;
 }

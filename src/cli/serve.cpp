@@ -1,6 +1,7 @@
 // `zerospeed serve`: load a model (HF directory or GGUF), start the engine thread and the
 // OpenAI-compatible HTTP server, run until SIGTERM/SIGINT, then drain.
 #include <filesystem>
+#include <memory>
 
 #include <omp.h>
 #include <sys/resource.h>
@@ -72,25 +73,40 @@ int run_serve(const ServeOptions& o, comm::Communicator& world) {
     // ends the job (mpirun stops every rank), so the server never waits on a lost rank.
     // Expert parallelism (MoE models) likewise: every rank runs rank 0's ragged batches, each
     // with its E / ep experts, the routed rows exchanged per MoE layer.
-    ZS_CHECK_T(ConfigError, o.ep == 1 || o.tp == 1,
-               "serve: --ep {} with --tp {} is not implemented (use one of them)", o.ep, o.tp);
-    comm::Communicator* tp = o.ep > 1 ? nullptr : inference_tp_group(o.tp, world, "serve");
+    // Both (DeepSpeed-TED): tp groups of consecutive ranks, the ep group the same tp rank's
+    // peers; every rank follows rank 0's forwards.
+    comm::Communicator* tp = nullptr;
     comm::Communicator* ep = nullptr;
-    if (o.ep > 1) {
+    std::unique_ptr<comm::Communicator> tp_group, ep_group;
+    if (o.ep > 1 && o.tp > 1) {
+        ZS_CHECK_T(ConfigError, world.size() == o.tp * o.ep,
+                   "serve --tp {} --ep {}: running on {} rank(s); needs exactly {} "
+                   "(zerospeed-run --num_procs {} zerospeed serve ... --tp {} --ep {})",
+                   o.tp, o.ep, world.size(), o.tp * o.ep, o.tp * o.ep, o.tp, o.ep);
+        tp_group = world.split(world.rank() / o.tp, world.rank());
+        ep_group = world.split(world.rank() % o.tp, world.rank());
+        tp = tp_group.get();
+        ep = ep_group.get();
+    } else if (o.ep <= 1) {
+        tp = inference_tp_group(o.tp, world, "serve");
+    } else {
         ZS_CHECK_T(ConfigError, world.size() == o.ep,
                    "serve --ep {}: running on {} rank(s); expert-parallel serving needs exactly "
                    "{} (zerospeed-run --num_procs {} zerospeed serve ... --ep {})",
                    o.ep, world.size(), o.ep, o.ep, o.ep);
         ep = &world;
     }
-    comm::Communicator* followers = tp ? tp : ep;
+    comm::Communicator* followers = tp && ep ? &world : tp ? tp : ep;
     serve::block_shutdown_signals();
     LoadedModel lm = load_model(o.model, o.dtype, false, tp, ep);
     if (followers && followers->rank() != 0) {
         const int64_t n = infer::follow_forwards(
             *lm.model, engine_config(o.engine, to_string(lm.model->run_config().compute_dtype)),
             *followers);
-        log_info("serve: {}-parallel rank {} stopped after {} forwards", tp ? "tensor" : "expert",
+        log_info("serve: {}-parallel rank {} stopped after {} forwards",
+                 tp && ep ? "tensor- and expert"
+                 : tp     ? "tensor"
+                          : "expert",
                  followers->rank(), n);
         return 0;
     }
@@ -113,6 +129,7 @@ int run_serve(const ServeOptions& o, comm::Communicator& world) {
     sc.engine = engine_config(o.engine, to_string(lm.model->run_config().compute_dtype));
     sc.engine.tp = tp;
     sc.engine.ep = ep;
+    if (tp && ep) sc.engine.tp_ep = &world;
     serve::Metrics metrics;
     // Loading ran OpenMP regions on this thread, so it owns a team; the engine runs on its own
     // thread with a second team. With more OpenMP threads than CPUs libgomp stops spinning

@@ -660,7 +660,9 @@ void ShmTransport::all_to_all_v(const void* in, const std::vector<int64_t>& in_b
     }
     const char* src = static_cast<const char*>(in);
     char* dst = static_cast<char*>(out);
-    std::memmove(dst + out_off[me], src + in_off[me], static_cast<size_t>(in_bytes[me]));
+    if (in_bytes[me] > 0) {  // (an empty part may have no storage)
+        std::memmove(dst + out_off[me], src + in_off[me], static_cast<size_t>(in_bytes[me]));
+    }
     // Then rounds of at most `per` bytes per pair, as many as the largest pair anywhere needs
     // (the same count on every rank: each derives it from the same table).
     const int64_t per = std::max<int64_t>(1, opt_.slot_bytes / size_);

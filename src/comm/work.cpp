@@ -104,7 +104,7 @@ Work Communicator::all_to_all_v(const Tensor& out, const std::vector<int64_t>& o
         for (int q = 0; q < n; ++q) {
             const int64_t s = in_counts[static_cast<size_t>(q)];
             const int64_t r = out_counts[static_cast<size_t>(q)];
-            if (q == me && pass == 0) {
+            if (q == me && pass == 0 && s > 0) {  // (an empty part may have no storage)
                 std::memcpy(
                     static_cast<char*>(out.data_ptr()) + static_cast<size_t>(out_off) * es,
                     static_cast<const char*>(in.data_ptr()) + static_cast<size_t>(in_off) * es,

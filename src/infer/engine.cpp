@@ -32,14 +32,20 @@ Engine::Engine(models::Transformer& model, const EngineConfig& cfg) : model_(mod
                "over the same group (rank {}, model tp {}, group of {})",
                cfg_.tp ? cfg_.tp->rank() : 0, model.tp_size(), cfg_.tp ? cfg_.tp->size() : 1);
     if (cfg_.ep && cfg_.ep->size() == 1) cfg_.ep = nullptr;
-    ZS_CHECK_T(ConfigError, !cfg_.ep || !cfg_.tp,
-               "engine: expert- and tensor-parallel serving together are not implemented");
+    ZS_CHECK_T(ConfigError,
+               !cfg_.ep || !cfg_.tp ||
+                   (cfg_.tp_ep && cfg_.tp_ep->rank() == 0 &&
+                    cfg_.tp_ep->size() == cfg_.tp->size() * cfg_.ep->size()),
+               "engine: expert- and tensor-parallel serving together runs the engine on rank 0 of "
+               "a group of tp x ep ranks (EngineConfig::tp_ep)");
     ZS_CHECK_T(ConfigError,
                !cfg_.ep || (cfg_.ep->rank() == 0 && model.ep_size() == cfg_.ep->size()),
                "engine: expert-parallel serving runs the engine on rank 0 of a model whose "
                "experts are sharded over the same group (rank {}, model ep {}, group of {})",
                cfg_.ep ? cfg_.ep->rank() : 0, model.ep_size(), cfg_.ep ? cfg_.ep->size() : 1);
-    followers_ = cfg_.tp ? cfg_.tp : cfg_.ep;
+    followers_ = cfg_.tp && cfg_.ep ? cfg_.tp_ep : cfg_.tp ? cfg_.tp : cfg_.ep;
+    // Every ep rank runs this engine's batches: each dispatches only its slice of the rows.
+    if (cfg_.ep) model_.set_ep_replicated_inputs(true);
     const KvCacheSpec spec = kv_cache_spec(model, cfg_);
     pool_ = std::make_unique<KvBlockPool>(spec);
     if (followers_) tp_send_handshake(*followers_, spec);

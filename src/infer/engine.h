@@ -51,8 +51,11 @@ struct EngineConfig {
     comm::Communicator* tp = nullptr;
     // Expert parallelism (the model's RunConfig::ep, MoE models): likewise rank 0 of the ep
     // group sends every forward's inputs; every rank runs the whole ragged batch with its E / ep
-    // experts, the routed rows exchanged per MoE layer. Null or size 1: none. Not with tp.
+    // experts (each routed row computed once over the group). Null or size 1: none.
     comm::Communicator* ep = nullptr;
+    // Both tp and ep (DeepSpeed-TED; the ep group the same tp rank's peers): every rank of this
+    // group (tp x ep of them; this engine its rank 0) runs each forward. Unused otherwise.
+    comm::Communicator* tp_ep = nullptr;
 };
 
 // The paged KV cache `model` needs under `cfg`: this rank's KV heads (tensor parallelism) and the

@@ -86,6 +86,8 @@ int64_t follow_forwards(models::Transformer& model, const EngineConfig& cfg,
     const KvCacheSpec spec = kv_cache_spec(model, cfg);
     KvBlockPool pool(spec);
     PagedKvAttention attn(pool);
+    // Expert parallelism: rank 0's batch runs on every rank; each dispatches only its slice.
+    if (model.ep_size() > 1) model.set_ep_replicated_inputs(true);
     Tensor header = i64_buffer(5);
     int64_t forwards = 0;
     for (bool first = true;; first = false) {

@@ -54,6 +54,11 @@ std::unique_ptr<Layer> make_layer(const ModelConfig& cfg, comm::Communicator* ep
         m.down = l->layout.add(0, fmt::format("experts.{}.down", e), {kC, kFF}, Init::zeros);
         p.experts.push_back(m);
     }
+    if (const int64_t sff = cfg.moe.shared_intermediate; sff > 0) {  // Qwen2-MoE
+        p.shared.up = l->layout.add(0, "shared.up", {2 * sff, kC}, Init::zeros);
+        p.shared.down = l->layout.add(0, "shared.down", {kC, sff}, Init::zeros);
+        p.shared_gate = l->layout.add(0, "shared_gate", {1, kC}, Init::zeros);
+    }
     l->params = std::make_unique<DenseParams>(l->layout, DType::f32, true);
     for (size_t id = 0; id < l->layout.params().size(); ++id) {
         const ParamInfo& info = l->layout.param(static_cast<ParamId>(id));
@@ -105,13 +110,13 @@ double max_diff(const Tensor& a, const Tensor& b) {
 // DeepSpeed's top2gating on a recorded routing [N, k]: locations1 = cumsum(mask1) - 1,
 // locations2 = cumsum(mask2) - 1 + sum(mask1), kept where location < capacity.
 std::vector<std::vector<int64_t>> deepspeed_kept(const std::vector<int32_t>& indices, int k,
-                                                 int64_t cap) {
+                                                 int64_t cap, int64_t N = kN) {
     std::vector<std::vector<int64_t>> want(kE);
     std::vector<int64_t> first(kE, 0);
-    for (int64_t n = 0; n < kN; ++n) ++first[indices[static_cast<size_t>(n * k)]];
+    for (int64_t n = 0; n < N; ++n) ++first[indices[static_cast<size_t>(n * k)]];
     for (int j = 0; j < k; ++j) {
         std::vector<int64_t> seen(kE, 0);
-        for (int64_t n = 0; n < kN; ++n) {
+        for (int64_t n = 0; n < N; ++n) {
             const int32_t e = indices[static_cast<size_t>(n * k + j)];
             const int64_t loc = seen[e]++ + (j == 1 ? first[e] : 0);
             if (loc < cap) want[e].push_back(n * k + j);
@@ -295,6 +300,79 @@ TEST(MoeGating, RouterZLossGradientMatchesFiniteDifferences) {
     }
     EXPECT_GT(scale, 1e-4);
     EXPECT_LT(worst, 2e-3 * scale + 1e-5) << "input, largest |fd| " << scale;
+}
+
+// Inference under ep (serve / generate --ep): every ep rank holds the same N rows, and with
+// replicated_over_ep each runs its experts over the rows routed to them and the shared expert
+// over its slice [N r / ep, N (r + 1) / ep) — ragged, empty for some ranks at N = 1 and 3 —
+// then all-gathers the outputs. Every rank's output is the ep-1 layer's, and the rows each
+// rank's experts ran are the assignments the ep-1 routing sends to them (counted from its top-k
+// indices, kept per DeepSpeed's rule when the eval capacity drops): over the ranks, every routed
+// row once. Without the flag (every rank dispatching the whole batch) each rank's experts run
+// ep times as many.
+void expect_replicated_rows_once(const ModelConfig& cfg, int P, int64_t N) {
+    const int k = cfg.moe.top_k;
+    const std::string at = fmt::format("ep {} N {} shared {} eval capacity {}", P, N,
+                                       cfg.moe.shared_intermediate, cfg.moe.eval_capacity_factor);
+    const Tensor x = test_input("x0", 4).slice(0, 0, N).clone();
+    const Tensor res0 = test_input("r0", 1).slice(0, 0, N).clone();
+    std::unique_ptr<Layer> one = make_layer(cfg, nullptr);
+    Tensor want = res0.clone();
+    Moe::Saved s1;
+    one->moe.forward(one->binding, s1, want, x, nullptr, false);
+    std::vector<int32_t> idx(s1.indices.data<int32_t>(), s1.indices.data<int32_t>() + N * k);
+    const int64_t cap = cfg.moe.capacity(N, false);
+    std::vector<int64_t> per_expert(kE, 0);
+    if (cap < N * k) {
+        const auto kept = deepspeed_kept(idx, k, cap, N);
+        for (int64_t e = 0; e < kE; ++e) per_expert[e] = static_cast<int64_t>(kept[e].size());
+    } else {
+        for (int32_t e : idx) ++per_expert[e];
+    }
+    int64_t routed = 0;
+    for (int64_t c : per_expert) routed += c;
+    EXPECT_EQ(one->moe.expert_rows(), routed) << at;
+    std::vector<int64_t> ran(static_cast<size_t>(P), 0);
+    comm::run_local(P, [&](int rank, comm::Communicator& c) {
+        std::unique_ptr<Layer> l = make_layer(cfg, &c);
+        Tensor out = res0.clone();
+        Moe::Saved s;
+        l->moe.forward(l->binding, s, out, x, nullptr, false, true);
+        const std::string here = fmt::format("{} rank {}", at, rank);
+        EXPECT_LT(max_diff(out, want), 1e-5) << here;
+        const int64_t El = kE / P;
+        int64_t mine = 0;
+        for (int64_t e = rank * El; e < (rank + 1) * El; ++e) mine += per_expert[e];
+        ran[static_cast<size_t>(rank)] = l->moe.expert_rows();
+        EXPECT_EQ(l->moe.expert_rows(), mine) << here;
+        // The same batch dispatched whole by every rank: right outputs, ep times the rows.
+        l->moe.reset_expert_rows();
+        Tensor whole = res0.clone();
+        l->moe.forward(l->binding, s, whole, x, nullptr, false, false);
+        EXPECT_LT(max_diff(whole, want), 1e-5) << here;
+        EXPECT_EQ(l->moe.expert_rows(), P * mine) << here;
+    });
+    int64_t sum = 0;
+    for (int64_t r : ran) sum += r;
+    EXPECT_EQ(sum, routed) << at;
+}
+
+TEST(MoeExpertParallel, ReplicatedInputsDispatchEachRoutedRowOnce) {
+    ModelConfig cfg = gating_config();
+    for (int P : {2, 4}) {
+        for (int64_t N : {1, 3, 5, 7, 24}) expect_replicated_rows_once(cfg, P, N);
+    }
+}
+
+TEST(MoeExpertParallel, ReplicatedInputsWithSharedExpertAndEvalDrops) {
+    ModelConfig cfg = gating_config();
+    cfg.moe.shared_intermediate = 8;  // Qwen2-MoE: the shared expert over each rank's slice
+    for (int P : {2, 4}) {
+        for (int64_t N : {1, 5, 24}) expect_replicated_rows_once(cfg, P, N);
+    }
+    cfg.moe.eval_capacity_factor = 0.5f;  // capacity over all 24 rows drops some
+    ASSERT_LT(cfg.moe.capacity(kN, false), kN * cfg.moe.top_k / kE);
+    for (int P : {2, 4}) expect_replicated_rows_once(cfg, P, kN);
 }
 
 }  // namespace

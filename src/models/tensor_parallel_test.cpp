@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <memory>
 #include <vector>
 
 #include <gtest/gtest.h>
@@ -315,6 +316,69 @@ TEST(TensorParallelModel, GreedyDecodingEqualsTheWholeModel) {
             });
         }
     }
+}
+
+// TED inference (tp x ep = 2 x 2 over 4 threads, the ep groups the same tp rank's peers) with
+// the inputs marked replicated across ep, as serving runs them: every rank holds the same
+// tokens, each runs its experts' tp shards over the rows routed to them and all-gathers the
+// outputs over ep before the tp all-reduce. Greedy decoding equals the whole model's, and each
+// rank's expert shards run exactly the rows the whole model routes to its experts.
+TEST(TensorParallelModel, TedDecodingWithReplicatedInputsEqualsTheWholeModel) {
+    const ModelConfig cfg = parse_hf_config(kMixtral, "test");
+    Transformer whole(cfg, RunConfig{});
+    DenseParams wp(whole.layout(), DType::f32, false);
+    wp.init(5);
+    wp.bind(whole.binding());
+    const std::vector<int32_t> prompt = {3, 17, 5, 40, 22, 9, 11};
+    auto decode = [&](Transformer& m) {
+        models::ContiguousKvCache kv(m.local_config(), 32, DType::f32);
+        std::vector<int32_t> toks = prompt;
+        int64_t done = 0;
+        const int64_t V = m.config().vocab_size;
+        while (toks.size() < prompt.size() + 12) {
+            const int64_t n = static_cast<int64_t>(toks.size()) - done;
+            Tensor ids = Tensor::empty({n}, DType::i32), pos = Tensor::empty({n}, DType::i32);
+            for (int64_t i = 0; i < n; ++i) {
+                ids.data<int32_t>()[i] = toks[static_cast<size_t>(done + i)];
+                pos.data<int32_t>()[i] = static_cast<int32_t>(done + i);
+            }
+            Tensor logits = m.forward_tokens(ids, pos, kv, {n - 1});
+            kv.commit(n);
+            done += n;
+            const float* l = logits.data<float>();
+            toks.push_back(static_cast<int32_t>(std::max_element(l, l + V) - l));
+        }
+        return toks;
+    };
+    std::vector<int64_t> routed(static_cast<size_t>(cfg.moe.n_experts), 0);
+    whole.set_routing_observer([&](int64_t, const Tensor& indices) {
+        for (int64_t i = 0; i < indices.numel(); ++i) ++routed[indices.data<int32_t>()[i]];
+    });
+    const std::vector<int32_t> want = decode(whole);
+    whole.set_routing_observer({});
+    comm::run_local(4, [&](int rank, comm::Communicator& world) {
+        const std::unique_ptr<comm::Communicator> tp = world.split(rank / 2, rank);
+        const std::unique_ptr<comm::Communicator> ep = world.split(rank % 2, rank);
+        RunConfig rc;
+        rc.tp = tp.get();
+        rc.ep = ep.get();
+        Transformer m(cfg, rc);
+        ASSERT_EQ(m.ep_size(), 2);
+        DenseParams p(m.layout(), DType::f32, false);
+        const auto& params = m.layout().params();
+        for (size_t i = 0; i < params.size(); ++i) {
+            p.weight(static_cast<ParamId>(i))
+                .copy_from(m.tp_slice(static_cast<ParamId>(i),
+                                      wp.weight(whole.layout().id(params[i].name))));
+        }
+        p.bind(m.binding());
+        m.set_ep_replicated_inputs(true);
+        EXPECT_EQ(decode(m), want) << "rank " << rank;
+        const int64_t El = cfg.moe.n_experts / 2, r = ep->rank();
+        int64_t mine = 0;
+        for (int64_t e = r * El; e < (r + 1) * El; ++e) mine += routed[static_cast<size_t>(e)];
+        EXPECT_EQ(m.take_expert_rows(), mine) << "rank " << rank;
+    });
 }
 
 TEST(TensorParallelModel, SizesThatDoNotDivideTheModelAreRefused) {

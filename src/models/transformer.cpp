@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
+#include <string_view>
 #include <tuple>
 
 #include <fmt/format.h>
@@ -206,6 +208,20 @@ int64_t Transformer::take_a2a_bytes() {
     for (Moe& m : moe_) {
         n += m.a2a_bytes();
         m.reset_a2a_bytes();
+    }
+    return n;
+}
+
+void Transformer::set_ep_replicated_inputs(bool on) {
+    const char* env = std::getenv("ZS_EP_SLICE");
+    ep_replicated_ = on && !(env != nullptr && std::string_view(env) == "0");
+}
+
+int64_t Transformer::take_expert_rows() {
+    int64_t n = 0;
+    for (Moe& m : moe_) {
+        n += m.expert_rows();
+        m.reset_expert_rows();
     }
     return n;
 }
@@ -731,7 +747,7 @@ Tensor Transformer::forward_tokens(const Tensor& ids, const Tensor& positions, K
         const Tensor& mlp_out = tp_ ? part : r;
         if (tp_) part.zero();
         if (cfg_.mlp == MlpKind::moe) {
-            moe_[li].forward(binding_, moes, mlp_out, xn, nullptr, false);
+            moe_[li].forward(binding_, moes, mlp_out, xn, nullptr, false, ep_replicated_);
             if (routing_observer_) routing_observer_(l, on_host(moes.indices));
         } else {
             mlp_[li].forward(binding_, ms, mlp_out, xn);

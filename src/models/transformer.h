@@ -155,8 +155,19 @@ public:
         return ep_ ? static_cast<int>(cfg_.n_layers + 2 + layer) : -1;
     }
     int ep_size() const { return ep_size_; }
+    // Expert-parallel inference (serve / generate --ep: every ep rank runs the same batch):
+    // forward_tokens' inputs are the same on every ep rank, so each MoE layer dispatches only
+    // this rank's 1/ep slice of the rows and all-gathers its outputs over ep (models::Moe), and
+    // the experts compute every routed row once over the group instead of ep times. The Engine
+    // and follow_forwards set it under ep; training (ranks with different tokens) never reads
+    // it. Off by default; no effect without ep. ZS_EP_SLICE=0 in the environment keeps it off
+    // (every rank dispatching the whole batch, as before: the benchmark's baseline).
+    void set_ep_replicated_inputs(bool on);
+    bool ep_replicated_inputs() const { return ep_replicated_; }
     // Bytes the MoE layers sent through all_to_all_v since the last call (then reset).
     int64_t take_a2a_bytes();
+    // Rows this rank's experts ran forward (over layers) since the last call (then reset).
+    int64_t take_expert_rows();
     // MoE: assignments routed to each expert (over layers) by forward_backward since the last
     // call (then reset); empty for dense models.
     std::vector<double> take_expert_load();
@@ -273,6 +284,7 @@ private:
     comm::Communicator* ring_ = nullptr;            // set when the ring group has > 1 rank
     comm::Communicator* ep_ = nullptr;              // set when the ep group has > 1 rank
     int ep_size_ = 1;
+    bool ep_replicated_ = false;  // set_ep_replicated_inputs
     int64_t v0_ = 0, v1_ = 0;
     ParamLayout layout_;
     ParamBinding binding_;

@@ -81,7 +81,8 @@ std::vector<std::string> load_hf_weights(const Transformer& model, const DensePa
         const Transformer whole(cfg, RunConfig{});
         for (size_t i = 0; i < infos.size(); ++i) {
             const auto id = static_cast<ParamId>(i);
-            const ParamInfo& wp = whole.layout().param(id);
+            // By name: under ep as well, this rank's layout holds only its experts.
+            const ParamInfo& wp = whole.layout().param(whole.layout().id(infos[i].name));
             const Tensor& w = params.weight(id);
             const Transformer::TpSelection sel = model.tp_selection(id);
             if (sel.dim < 0) {

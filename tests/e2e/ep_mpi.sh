@@ -5,7 +5,8 @@
 # in the ds_config on 4 ranks (one expert per rank, ZeRO-2) reproduces the single-process losses
 # to 1e-5 relative over 8 steps; a checkpoint saved at ep 2 on 4 ranks resumes on one process,
 # continuing with the single-process losses; `generate --ep 2` on the exported model gives the
-# single-process tokens at temperature 0, and `serve --ep 2` its text to concurrent completions.
+# single-process tokens at temperature 0, and `serve --ep 2` its text to concurrent completions;
+# so do `generate` and `serve` with `--tp 2 --ep 2` on 4 ranks (DeepSpeed-TED inference).
 source "$(dirname "$0")/train_common.sh" "$1" "$2"
 cat > "$work/model.json" <<'JSON'
 {"model_type": "mixtral", "vocab_size": 512, "hidden_size": 64, "num_hidden_layers": 2,
@@ -49,21 +50,31 @@ same_losses "$work/base.csv" "$work/rest.csv" "saved on 4 ranks at ep 2, resumed
 # shellcheck disable=SC2046
 OMP_NUM_THREADS=1 "$bin" $(train_args "$work/ds0.json" "$work/gen.csv" --steps 150 --export-hf "$work/hf") \
     >"$work/gen_train.log" 2>&1 || { cat "$work/gen_train.log"; exit 1; }
-gen_json "$work/gen1.jsonl" "It is a truth universally" --ep 1 --ignore-eos
-gen_json "$work/gen2.jsonl" "It is a truth universally" --ep 2 --ignore-eos
+gen_json "$work/gen1.jsonl" "It is a truth universally" 1 --ep 1 --ignore-eos
+gen_json "$work/gen2.jsonl" "It is a truth universally" 2 --ep 2 --ignore-eos
+# DeepSpeed-TED inference: tp 2 x ep 2 on 4 ranks.
+gen_json "$work/gen4.jsonl" "It is a truth universally" 4 --tp 2 --ep 2 --ignore-eos
 grep -q "expert-parallel shards" "$work/gen2.jsonl.err" || { cat "$work/gen2.jsonl.err"; exit 1; }
+grep -q "tensor-parallel shard 1 of 2, experts 1 of 2 expert-parallel shards" "$work/gen4.jsonl.err" ||
+    { cat "$work/gen4.jsonl.err"; exit 1; }
 same_tokens "$work/gen1.jsonl" "$work/gen2.jsonl" "generate --ep 2"
+same_tokens "$work/gen1.jsonl" "$work/gen4.jsonl" "generate --tp 2 --ep 2"
 # serve --ep 2: rank 0 runs the engine (continuous batching over the paged KV cache), rank 1 its
 # forwards with the other half of the experts; concurrent /v1/completions at temperature 0 give
 # the single process's text.
 prompts=("It is a truth universally" "Elizabeth said" "The sisters")
 for i in 0 1 2; do
-    gen_json "$work/one$i.jsonl" "${prompts[$i]}" --ep 1
+    gen_json "$work/one$i.jsonl" "${prompts[$i]}" 1 --ep 1
 done
-serve_start 2 --ep 2
-rc=0
-serve_same_text "serve --ep 2" "${prompts[@]}" || rc=$?
-kill -TERM $server 2>/dev/null
-wait $server || true
-[ $rc -eq 0 ] || { cat "$work/serve.log"; exit 1; }
-grep -q "experts 1 of 2 expert-parallel shards" "$work/serve.log" || { cat "$work/serve.log"; exit 1; }
+# serve --tp 2 --ep 2: the same with tensor-parallel experts on 4 ranks (TED).
+for np_flags in "2:--ep 2" "4:--tp 2 --ep 2"; do
+    np=${np_flags%%:*} flags=${np_flags#*:}
+    # shellcheck disable=SC2086
+    serve_start "$np" $flags
+    rc=0
+    serve_same_text "serve $flags" "${prompts[@]}" || rc=$?
+    kill -TERM $server 2>/dev/null
+    wait $server || true
+    [ $rc -eq 0 ] || { cat "$work/serve.log"; exit 1; }
+    grep -q "experts 1 of 2 expert-parallel shards" "$work/serve.log" || { cat "$work/serve.log"; exit 1; }
+done

@@ -10,9 +10,9 @@ ds_config 0 "$work/ds0.json"
     >"$work/train.log" 2>&1 || { cat "$work/train.log"; exit 1; }
 prompts=("It is a truth universally" "Elizabeth said" "The sisters")
 for i in 0 1 2; do
-    gen_json "$work/one$i.jsonl" "${prompts[$i]}" --tp 1
+    gen_json "$work/one$i.jsonl" "${prompts[$i]}" 1 --tp 1
 done
-gen_json "$work/tp.jsonl" "${prompts[0]}" --tp 2
+gen_json "$work/tp.jsonl" "${prompts[0]}" 2 --tp 2
 grep -q "tensor-parallel shard 1 of 2" "$work/tp.jsonl.err" || { cat "$work/tp.jsonl.err"; exit 1; }
 same_tokens "$work/one0.jsonl" "$work/tp.jsonl" "generate --tp 2"
 serve_start 2 --tp 2

@@ -41,12 +41,12 @@ print(f"{sys.argv[3]}: steps {min(got)}-{max(got)} match (last {got[max(got)]:.6
 PY
 }
 # Inference across processes (ep_mpi, tp_infer_mpi):
-gen_json() {  # gen_json OUT PROMPT FLAG N [ARGS...]: 20 greedy tokens and logprobs, `generate FLAG N` on N ranks
-    local out=$1 prompt=$2 flag=$3 n=$4 launch=("$bin")
-    shift 4
-    [ "$n" -eq 1 ] || launch=("$run" --num_procs "$n" "$bin")
+gen_json() {  # gen_json OUT PROMPT NP [ARGS...]: 20 greedy tokens and logprobs of `generate ARGS` on NP ranks
+    local out=$1 prompt=$2 np=$3 launch=("$bin")
+    shift 3
+    [ "$np" -eq 1 ] || launch=("$run" --num_procs "$np" "$bin")
     OMP_NUM_THREADS=1 "${launch[@]}" generate --model "$work/hf" --prompt "$prompt" --max-tokens 20 \
-        --temperature 0 --logprobs 0 --dtype f32 "$flag" "$n" "$@" >"$out.raw" 2>"$out.err" ||
+        --temperature 0 --logprobs 0 --dtype f32 "$@" >"$out.raw" 2>"$out.err" ||
         { cat "$out.err"; exit 1; }
     sed 's/^\[[0-9],[0-9]\]<stdout>://' "$out.raw" >"$out"
 }

@@ -12,6 +12,7 @@
 //   and re-runs forward before backward.
 #pragma once
 
+#include <utility>
 #include <vector>
 
 #include "models/attention_core.h"
@@ -222,6 +223,9 @@ public:
         Tensor ep_y;
         // TED (tp x ep): every tp rank's ep_recv, [tp][E / ep x ep].
         std::vector<int64_t> ted_recv;
+        // The forward took inputs replicated across ep (inference: forward_replicated); then
+        // ep_y holds the all-gathered blocks.
+        bool ep_replicated = false;
         // Shared expert: its saved activations, output [N, C] f32 and gate logit [N, 1] f32.
         Mlp::Saved shared;
         Tensor shared_y, shared_logit;
@@ -247,17 +251,36 @@ public:
     // row), runs its shard, and reduce-scatters the partial outputs back over tp before they
     // return. Rank t then adds its slice's whole expert outputs and the caller's all-reduce over
     // tp gathers the slices. The all-to-all payload per rank is 1/tp of dispatching every token.
+    //
+    // Inputs replicated across ep (forward's `replicated_over_ep`: inference, where every ep rank
+    // runs the same batch) need no dispatch: every rank routes all N rows alike (and decides the
+    // capacity drops over all of them), so each knows every expert's rows and holds their
+    // inputs. Each rank runs its E / ep experts over the rows routed to them (and the shared
+    // expert over its rows [N r / ep, N (r + 1) / ep), ragged, possibly none) and one all-gather
+    // over ep (blocks padded to the largest) hands every rank every expert's outputs, which it
+    // combines as ep 1 does. The experts compute each routed row once over the group, not ep
+    // times, with one collective per layer instead of the counts and the two all-to-alls.
+    // Under tp as well, each tp rank's expert shards do the same and the partial outputs are
+    // all-reduced over tp by the caller, as for the dense MLP. Such a forward has no backward.
+    // Training's ep ranks hold different tokens: it leaves the flag off.
     Moe(const ModelConfig& cfg, MoeParams p, comm::Communicator* tp = nullptr,
         comm::Communicator* ep = nullptr);
-    // Bytes this layer sent through all_to_all_v (payloads and counts, to other ranks) since
-    // construction or the last reset_a2a_bytes (the benchmarks' traffic figure).
+    // Bytes this layer sent through all_to_all_v (payloads and counts, to other ranks; with
+    // replicated inputs, its all-gather's) since construction or the last reset_a2a_bytes (the
+    // benchmarks' traffic figure).
     int64_t a2a_bytes() const { return a2a_bytes_; }
     void reset_a2a_bytes() { a2a_bytes_ = 0; }
+    // Rows this rank's experts (or, under tp, expert shards) ran forward since construction or
+    // the last reset_expert_rows: every assignment routed to them, from any rank.
+    int64_t expert_rows() const { return expert_rows_; }
+    void reset_expert_rows() { expert_rows_ = 0; }
     // residual += sum_j w_j * expert_{idx_j}(x); adds routing counts to `stats` when non-null.
     // `training` picks MoeConfig::capacity_factor, else eval_capacity_factor (DeepSpeed's
     // self.training).
+    // `replicated_over_ep`: x and residual are the same on every ep rank (see the constructor);
+    // no effect without ep.
     void forward(const ParamBinding& p, Saved& s, const Tensor& residual, const Tensor& x,
-                 RouterStats* stats, bool training = true) const;
+                 RouterStats* stats, bool training = true, bool replicated_over_ep = false) const;
     // dx (=). `aux_scale` = d(total loss)/d(aux loss) * coefficient terms (see transformer.cpp):
     // dprobs[n, e] = aux_scale * sel_count_e; 0 disables the auxiliary gradient.
     // Under tensor parallelism dx is this rank's share (the caller all-reduces it, as after the
@@ -278,6 +301,11 @@ private:
     bool tp_first_ = true;              // tp rank 0 (or no tp): adds the router's dx, biases
     comm::Communicator* ep_ = nullptr;  // set when size > 1
     mutable int64_t a2a_bytes_ = 0;
+    mutable int64_t expert_rows_ = 0;
+    // Inputs replicated across ep: this rank's experts over the rows routed to them, gathered
+    // from its own copy of x, and the shared expert over its slice of the rows; then one
+    // all-gather of every rank's outputs, viewed as s.ye (all E) and s.shared_y.
+    void forward_replicated(const ParamBinding& p, Saved& s, const Tensor& x) const;
     // Expert parallelism: rows -> the owners' rows -> back (forward and backward alike).
     // `send` [Ns, C] in send order (expert-major); returns [Nr, C] in source-major order.
     void forward_ep(const ParamBinding& p, Saved& s, const Tensor& x) const;

@@ -17,12 +17,15 @@
 // Expert parallelism (DeepSpeed-MoE): this rank holds E / ep experts; routing and the drop
 // decision stay where the tokens are (so they are the ones without ep), the routed rows travel
 // to their experts' ranks and back with all_to_all_v (counts first, then rows; no padding), and
-// backward mirrors the exchange. See Moe's constructor comment.
+// backward mirrors the exchange. With inputs replicated across ep (inference) nothing travels
+// but one all-gather of the experts' outputs per layer. See Moe's constructor comment.
 //
 // Devices: the router and the experts run on the input's device; routing (which rows go to which
 // expert), the gate-weighted scatter and the gate weights' gradient run on the host, over host
 // copies (on_host) that are the tensors themselves on the CPU.
+#include <algorithm>
 #include <cmath>
+#include <utility>
 
 #include "base/error.h"
 #include "comm/communicator.h"
@@ -84,7 +87,7 @@ Moe::Moe(const ModelConfig& cfg, MoeParams p, comm::Communicator* tp, comm::Comm
 }
 
 void Moe::forward(const ParamBinding& p, Saved& s, const Tensor& residual, const Tensor& x,
-                  RouterStats* stats, bool training) const {
+                  RouterStats* stats, bool training, bool replicated_over_ep) const {
     const int64_t N = x.size(0), C = x.size(1), E = cfg_->moe.n_experts;
     const int k = cfg_->moe.top_k;
     DType ct = x.dtype();
@@ -126,8 +129,10 @@ void Moe::forward(const ParamBinding& p, Saved& s, const Tensor& residual, const
     }
 
     // TED: this tp rank dispatches (and combines) only its slice of the tokens, after the
-    // capacity decision over all of them.
-    if (ep_ && tp_) {
+    // capacity decision over all of them. Inputs replicated across ep (inference) need no
+    // dispatch at all: see forward_replicated.
+    s.ep_replicated = ep_ && replicated_over_ep;
+    if (ep_ && tp_ && !s.ep_replicated) {
         const int64_t T = tp_->size(), t = tp_->rank();
         const int64_t lo = N * t / T, hi = N * (t + 1) / T;
         for (auto& rows : s.rows) {
@@ -140,7 +145,9 @@ void Moe::forward(const ParamBinding& p, Saved& s, const Tensor& residual, const
     const int64_t El = static_cast<int64_t>(experts_.size());
     s.xe.resize(static_cast<size_t>(El));
     s.mlp.resize(static_cast<size_t>(El));
-    if (ep_) {
+    if (s.ep_replicated) {
+        forward_replicated(p, s, x);
+    } else if (ep_) {
         forward_ep(p, s, x);
     } else {
         for (int64_t e = 0; e < E; ++e) {
@@ -159,12 +166,16 @@ void Moe::forward(const ParamBinding& p, Saved& s, const Tensor& residual, const
             }
             ensure(ye, {ne, C}, DType::f32, dev);
             experts_[static_cast<size_t>(e)].run(p, s.mlp[static_cast<size_t>(e)], ye, xe, 0.0f);
+            expert_rows_ += ne;
         }
     }
-    // The shared expert (Qwen2-MoE) over every row, and its gate's logit.
+    // The shared expert (Qwen2-MoE) over every row (forward_replicated ran it), and its gate's
+    // logit.
     if (has_shared_) {
-        ensure(s.shared_y, {N, C}, DType::f32, dev);
-        shared_.run(p, s.shared, s.shared_y, x, 0.0f);
+        if (!s.ep_replicated) {
+            ensure(s.shared_y, {N, C}, DType::f32, dev);
+            shared_.run(p, s.shared, s.shared_y, x, 0.0f);
+        }
         ensure(s.shared_logit, {N, 1}, DType::f32, dev);
         ops::linear_forward(s.shared_logit, x, p.w(p_.shared_gate));
     }
@@ -200,6 +211,9 @@ void Moe::forward(const ParamBinding& p, Saved& s, const Tensor& residual, const
 void Moe::backward(const ParamBinding& p, const Saved& s, const Tensor& dx, const Tensor& dres,
                    const Tensor& x, const RouterStats* stats, double aux_scale,
                    double z_scale) const {
+    ZS_ASSERT(!s.ep_replicated,
+              "MoE backward after a forward over inputs replicated across ep "
+              "(an inference-only forward)");
     const int64_t N = x.size(0), C = x.size(1), E = cfg_->moe.n_experts;
     const int k = cfg_->moe.top_k;
     DType ct = x.dtype();
@@ -440,6 +454,72 @@ struct TedBlocks {
 
 }  // namespace
 
+void Moe::forward_replicated(const ParamBinding& p, Saved& s, const Tensor& x) const {
+    const int64_t N = x.size(0), C = x.size(1), E = cfg_->moe.n_experts;
+    const int k = cfg_->moe.top_k;
+    const int64_t P = ep_->size(), El = E / P, me = ep_->rank();
+    const core::Device dev = x.device();
+    // Every rank routed every row alike, so every rank knows every block's layout: rank q's
+    // experts' rows (expert by expert, each in s.rows order), then q's slice of the shared
+    // expert's rows [N q / P, N (q + 1) / P).
+    auto slice = [&](int64_t q) { return std::pair{N * q / P, N * (q + 1) / P}; };
+    std::vector<int64_t> block_rows(static_cast<size_t>(P), 0);
+    for (int64_t e = 0; e < E; ++e) {
+        block_rows[static_cast<size_t>(e / El)] +=
+            static_cast<int64_t>(s.rows[static_cast<size_t>(e)].size());
+    }
+    const int64_t routed_mine = block_rows[static_cast<size_t>(me)];
+    if (has_shared_) {
+        for (int64_t q = 0; q < P; ++q) {
+            const auto [lo, hi] = slice(q);
+            block_rows[static_cast<size_t>(q)] += hi - lo;
+        }
+    }
+    const int64_t W = *std::max_element(block_rows.begin(), block_rows.end());
+    Tensor block = Tensor::empty({W, C}, DType::f32, dev);
+    int64_t at = 0;
+    for (int64_t j = 0; j < El; ++j) {
+        const auto& rows = s.rows[static_cast<size_t>(me * El + j)];
+        const auto ne = static_cast<int64_t>(rows.size());
+        Tensor& xe = s.xe[static_cast<size_t>(j)];
+        if (ne == 0) {
+            xe = Tensor();
+            continue;
+        }
+        ensure(xe, {ne, C}, x.dtype(), dev);
+        for (int64_t r = 0; r < ne; ++r) {
+            xe.select(0, r).copy_from(x.select(0, rows[static_cast<size_t>(r)] / k));
+        }
+        experts_[static_cast<size_t>(j)].run(p, s.mlp[static_cast<size_t>(j)],
+                                             block.slice(0, at, at + ne), xe, 0.0f);
+        expert_rows_ += ne;
+        at += ne;
+    }
+    ZS_ASSERT(at == routed_mine, "MoE: {} expert rows, {} routed", at, routed_mine);
+    if (has_shared_) {
+        const auto [lo, hi] = slice(me);
+        if (hi > lo)
+            shared_.run(p, s.shared, block.slice(0, at, at + hi - lo), x.slice(0, lo, hi), 0.0f);
+    }
+    // One all-gather (blocks padded to the largest) instead of the dispatch and return.
+    if (W == 0) return;
+    s.ep_y = Tensor::empty({P * W, C}, DType::f32, dev);
+    ep_->allgather(s.ep_y, block).wait();
+    a2a_bytes_ += (P - 1) * W * C * static_cast<int64_t>(sizeof(float));
+    at = 0;
+    for (int64_t e = 0; e < E; ++e) {
+        if (e % El == 0) at = (e / El) * W;
+        const auto n = static_cast<int64_t>(s.rows[static_cast<size_t>(e)].size());
+        s.ye[static_cast<size_t>(e)] = n > 0 ? s.ep_y.slice(0, at, at + n) : Tensor();
+        at += n;
+        if (has_shared_ && e % El == El - 1) {
+            const auto [lo, hi] = slice(e / El);
+            ensure(s.shared_y, {N, C}, DType::f32, dev);
+            if (hi > lo) s.shared_y.slice(0, lo, hi).copy_from(s.ep_y.slice(0, at, at + hi - lo));
+        }
+    }
+}
+
 Tensor Moe::tp_allgather_rows(const Tensor& mine, const std::vector<int64_t>& rows) const {
     const int64_t C = mine.size(1), T = tp_->size(), me = rows[static_cast<size_t>(tp_->rank())];
     std::vector<int64_t> in(static_cast<size_t>(T), me * C), out(static_cast<size_t>(T));
@@ -546,6 +626,7 @@ void Moe::forward_ep(const ParamBinding& p, Saved& s, const Tensor& x) const {
             tb.gather(xe, xg, j);
             Tensor ye = Tensor::empty({ne, C}, DType::f32, dev);
             experts_[static_cast<size_t>(j)].run(p, s.mlp[static_cast<size_t>(j)], ye, xe, 0.0f);
+            expert_rows_ += ne;
             tb.scatter(yg, ye, j);
         }
         yr = tp_reduce_scatter_rows(yg, tb.rows);
@@ -561,6 +642,7 @@ void Moe::forward_ep(const ParamBinding& p, Saved& s, const Tensor& x) const {
         blocks.gather(xe, xr, j);
         Tensor ye = Tensor::empty({ne, C}, DType::f32, dev);
         experts_[static_cast<size_t>(j)].run(p, s.mlp[static_cast<size_t>(j)], ye, xe, 0.0f);
+        expert_rows_ += ne;
         blocks.scatter(yr, ye, j);
     }
     // The outputs come back in send order: expert e's rows are one contiguous slice.
