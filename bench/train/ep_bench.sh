@@ -17,13 +17,7 @@ run=$1/zerospeed-run
 T=${2:-256}
 threads=${3:-1}
 steps=${4:-8}
-src=$(cd "$(dirname "$0")/../.." && pwd)
-work=$(mktemp -d /tmp/zs_epbench.XXXXXX)
-trap 'rm -rf "$work"' EXIT
-head -c 2000000 "$src/data/corpora/austen.txt" > "$work/text.txt"
-"$bin" tokenizer train --input "$work/text.txt" --vocab-size 512 --output "$work/tok" >/dev/null 2>&1
-"$bin" data prepare --tokenizer "$work/tok" --input "$work/text.txt" --output "$work/data" \
-    --val-fraction 0.01 >/dev/null 2>&1
+source "$(dirname "$0")/../bench_common.sh" epbench 2000000 0.01
 cat > "$work/model.json" <<JSON
 {"model_type": "mixtral", "vocab_size": 512, "hidden_size": 256, "num_hidden_layers": 4,
  "num_attention_heads": 8, "num_key_value_heads": 4, "intermediate_size": 512,

@@ -15,18 +15,13 @@ bin=$1/zerospeed
 run=$1/zerospeed-run
 reps=${2:-3}
 clients=${3:-8}
-src=$(cd "$(dirname "$0")/../.." && pwd)
-work=$(mktemp -d /tmp/zs_epinfer.XXXXXX)
+source "$(dirname "$0")/../bench_common.sh" epinfer 1000000 0.01
 srv=""
 cleanup() {
     [ -z "$srv" ] || kill "$srv" 2>/dev/null || true
     rm -rf "$work"
 }
 trap cleanup EXIT
-head -c 1000000 "$src/data/corpora/austen.txt" > "$work/text.txt"
-"$bin" tokenizer train --input "$work/text.txt" --vocab-size 512 --output "$work/tok" >/dev/null 2>&1
-"$bin" data prepare --tokenizer "$work/tok" --input "$work/text.txt" --output "$work/data" \
-    --val-fraction 0.01 >/dev/null 2>&1
 cat > "$work/model.json" <<'JSON'
 {"model_type": "mixtral", "vocab_size": 512, "hidden_size": 256, "num_hidden_layers": 4,
  "num_attention_heads": 8, "num_key_value_heads": 4, "intermediate_size": 512,
