@@ -12,6 +12,8 @@
 
 #include <cuda_runtime_api.h>
 
+#include "backends/cuda/quant_types.h"
+
 namespace zs::backends::cuda {
 
 enum class FloatType : unsigned char { f32, bf16 };
@@ -211,14 +213,12 @@ void launch_adam_update(cudaStream_t stream, float* master, float* m, float* v, 
 // Block-quantized weights [n, k] in their GGUF file layout (core/quant.h), rows `row_bytes`
 // apart, k a multiple of the block size. Alignment of `data`: q8_0 (34-byte blocks) 2 bytes,
 // q4_k (144-byte super-blocks) 4 bytes; q4_0, q4_1, q5_0, q5_1 and q6_k are read bytewise (any).
-enum class QuantType : unsigned char { q8_0, q4_0, q4_1, q5_0, q5_1, q4_k, q6_k };
+// QuantType and kQuantGemvMaxRows are in quant_types.h.
 struct QuantArg {
     const void* data = nullptr;
     int64_t row_bytes = 0;
     QuantType type = QuantType::q8_0;
 };
-// Most activation rows the decode GEMV takes in one pass (the host glue sends more to prefill).
-inline constexpr int64_t kQuantGemvMaxRows = 8;
 // out[m, :] = x[m, :] @ w^T + beta * out[m, :] (+ bias) for m < rows <= kQuantGemvMaxRows; out
 // is not read when beta == 0. bias [n] may be null.
 void launch_quant_gemv(cudaStream_t stream, const QuantArg& w, int64_t n, int64_t k,
