@@ -604,5 +604,63 @@ TEST_F(CudaDevice, QuantWeightsTravelInTheFileLayout) {
     }
 }
 
+// A quantized model placed on the device: a tiny Llama whose linears are block-quantized (every
+// type the kernels take, K-quants where a row holds 256 elements), its DenseParams built on cuda
+// (QTensor::to copies the blocks), against the same model on the CPU. 20 tokens run the prefill
+// path on both sides (dequantized weights, f32 GEMMs); the first 5 tokens alone run the CUDA GEMV,
+// whose logits equal the first 5 rows of the 20-token run (causal attention).
+TEST_F(CudaDevice, QuantizedTinyLlamaOnCudaMatchesCpu) {
+    const models::ModelConfig cfg = models::parse_hf_config(
+        R"({"model_type": "llama", "vocab_size": 53, "hidden_size": 32,
+            "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
+            "intermediate_size": 256, "max_position_embeddings": 32, "rms_norm_eps": 1e-6})",
+        "tiny llama");
+    const std::vector<std::pair<std::string, core::QType>> quantized = {
+        {"blocks.0.attn.qkv.weight", core::QType::q8_0},
+        {"blocks.0.attn.out.weight", core::QType::q4_0},
+        {"blocks.0.mlp.up.weight", core::QType::q5_1},
+        {"blocks.0.mlp.down.weight", core::QType::q4_k},
+        {"blocks.1.attn.qkv.weight", core::QType::q5_0},
+        {"blocks.1.attn.out.weight", core::QType::q4_1},
+        {"blocks.1.mlp.up.weight", core::QType::q8_0},
+        {"blocks.1.mlp.down.weight", core::QType::q6_k},
+        {"head.out.weight", core::QType::q8_0}};
+    Rng rng(1904);
+    Tensor ids = random_ints(rng, {1, 20}, DType::i64, 0, cfg.vocab_size - 1);
+    auto logits_on = [&](Device dev, const Tensor& tokens) {
+        models::Transformer model(cfg, {.device = dev});
+        std::vector<core::QTensor> q(model.layout().params().size());
+        Rng wr(77);  // the same blocks on both devices
+        for (const auto& [name, type] : quantized) {
+            const models::ParamInfo& p = model.layout().param(model.layout().id(name));
+            q[static_cast<size_t>(model.layout().id(name))] =
+                random_qweights(wr, type, p.shape[0], p.shape[1]);
+        }
+        models::DenseParams params(model.layout(), DType::f32, std::move(q), {}, dev);
+        params.init(1);
+        params.bind(model.binding());
+        for (const auto& [name, type] : quantized) {
+            EXPECT_EQ(params.quantized(model.layout().id(name)).device(), dev) << name;
+        }
+        return model.forward_logits(tokens).to(Device::cpu()).clone();
+    };
+    const Tensor cpu = logits_on(Device::cpu(), ids);
+    const Tensor gpu = logits_on(Device::cuda(), ids);
+    const Tensor gpu5 = logits_on(Device::cuda(), ids.slice(1, 0, 5).contiguous());
+    double scale = 0.0;
+    for (int64_t i = 0; i < cpu.numel(); ++i) {
+        scale = std::max(scale, std::fabs(static_cast<double>(cpu.data<float>()[i])));
+    }
+    ASSERT_GT(scale, 0.0);
+    // f32 rounding differences (cuBLAS's and the GEMV's summation orders against the CPU's),
+    // amplified by two layers of random weights: 1e-3 of the largest logit. A wrong block, scale
+    // or code is O(1) of it (the CPU's own Q8-activation decode differs by 5% here).
+    const Tol tol{1e-3 * scale, 0.0};
+    const DTensor want = ops::reference::from_tensor(cpu);
+    EXPECT_TRUE(all_close(gpu, want, tol, "prefill logits"));
+    EXPECT_TRUE(all_close(gpu5, ops::reference::from_tensor(cpu.slice(0, 0, 5)), tol,
+                          "decode (GEMV) logits"));
+}
+
 }  // namespace
 }  // namespace zs::backends::cuda
