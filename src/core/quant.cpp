@@ -6,10 +6,12 @@
 #include <cctype>
 #include <cmath>
 #include <cstring>
+#include <vector>
 
 #include <fmt/format.h>
 
 #include "base/error.h"
+#include "core/backend.h"
 #include "core/half.h"
 
 namespace zs::core {
@@ -397,6 +399,28 @@ QTensor QTensor::slice_rows(int64_t begin, int64_t end) const {
             static_cast<size_t>(begin / kInterleaveRows * interleaved_group_bytes(type_, cols_));
     }
     t.rows_ = end - begin;
+    return t;
+}
+
+QTensor QTensor::to(Device device) const {
+    ZS_CHECK_T(ShapeError, defined(), "QTensor::to({}): the tensor is undefined", device.str());
+    if (device == this->device()) return *this;
+    ZS_CHECK_T(NotSupported, device.is_cpu() || this->device().is_cpu(),
+               "QTensor::to: {} to {} (copies go through the host)", str(), device.str());
+    QTensor t = empty(type_, rows_, cols_, device, buf_->category());
+    if (device.is_cpu()) {  // from a device: always the rows layout there
+        backend(this->device()).copy_to_host(t.mutable_data(), data(), t.nbytes());
+        return t;
+    }
+    std::vector<uint8_t> file_rows;
+    const uint8_t* src = data();
+    if (layout_ == QLayout::interleaved16) {
+        file_rows.resize(static_cast<size_t>(rows_ * row_bytes()));
+        for (int64_t r = 0; r < rows_; ++r)
+            deinterleave_row(*this, r, file_rows.data() + r * row_bytes());
+        src = file_rows.data();
+    }
+    backend(device).copy_from_host(t.mutable_data(), src, t.nbytes());
     return t;
 }
 

@@ -101,6 +101,10 @@ public:
     const uint8_t* group(int64_t g) const;
     // Rows [begin, end): a view (interleaved16: begin a multiple of 16, end too or rows()).
     QTensor slice_rows(int64_t begin, int64_t end) const;
+    // A copy on `device` (this tensor itself when it is there already). Off the CPU the copy
+    // always has the `rows` layout (the file's): an interleaved16 tensor is restored row by row
+    // on the host first, as the device kernels read GGUF blocks.
+    QTensor to(Device device) const;
     // "q4_1[576, 576] cpu"
     std::string str() const;
 

@@ -80,11 +80,14 @@ DenseParams::DenseParams(const ParamLayout& layout, DType dtype, bool with_grads
 
 DenseParams::DenseParams(const ParamLayout& layout, DType dtype,
                          std::vector<core::QTensor> quantized,
-                         const std::vector<ParamId>& dense_too)
+                         const std::vector<ParamId>& dense_too, core::Device device)
     : layout_(layout), q_(std::move(quantized)) {
     const auto n = layout.params().size();
     ZS_ASSERT(q_.empty() || q_.size() == n, "{} quantized slots for {} parameters", q_.size(), n);
     q_.resize(n);
+    for (core::QTensor& q : q_) {
+        if (q.defined()) q = q.to(device);
+    }
     own_.resize(n);
     std::vector<bool> dense(n, true);
     for (size_t i = 0; i < n; ++i) dense[i] = !q_[i].defined();
@@ -95,15 +98,14 @@ DenseParams::DenseParams(const ParamLayout& layout, DType dtype,
                                        [&](ParamId id) { return !dense[static_cast<size_t>(id)]; });
         g_.emplace_back();
         if (!mixed) {
-            w_.push_back(
-                Tensor::zeros({gi.numel}, dtype, core::Device::cpu(), core::MemCategory::params));
+            w_.push_back(Tensor::zeros({gi.numel}, dtype, device, core::MemCategory::params));
             continue;
         }
         w_.emplace_back();
         for (ParamId id : gi.params) {
             if (dense[static_cast<size_t>(id)]) {
-                own_[static_cast<size_t>(id)] = Tensor::zeros(
-                    layout.param(id).shape, dtype, core::Device::cpu(), core::MemCategory::params);
+                own_[static_cast<size_t>(id)] =
+                    Tensor::zeros(layout.param(id).shape, dtype, device, core::MemCategory::params);
             }
         }
     }
@@ -175,6 +177,7 @@ void init_param_values(const ParamInfo& p, ParamId id, uint64_t seed, float* out
 void DenseParams::init(uint64_t seed) const {
     for (size_t i = 0; i < layout_.params().size(); ++i) {
         const ParamInfo& p = layout_.params()[i];
+        if (!has_weight(static_cast<ParamId>(i))) continue;  // quantized only
         Tensor f =
             Tensor::empty(p.shape, DType::f32, core::Device::cpu(), core::MemCategory::buffers);
         init_param_values(p, static_cast<ParamId>(i), seed, f.data<float>());

@@ -133,9 +133,11 @@ public:
     // Inference with block-quantized matrices: quantized[id] (one per parameter, or empty), when
     // defined, is bound as that parameter's quantized weight and the parameter gets no dense
     // storage, unless `dense_too` lists it (the tied embedding: a table read by rows). A group
-    // holding a quantized-only parameter keeps its dense parameters in separate tensors.
+    // holding a quantized-only parameter keeps its dense parameters in separate tensors. On a
+    // device other than the CPU the quantized matrices are copied there in their file layout
+    // (core::QTensor::to) and the dense storage is allocated there.
     DenseParams(const ParamLayout& layout, DType dtype, std::vector<core::QTensor> quantized,
-                const std::vector<ParamId>& dense_too);
+                const std::vector<ParamId>& dense_too, core::Device device = core::Device::cpu());
     void bind(ParamBinding& binding) const;
     const Tensor& group_weights(int g) const { return w_[static_cast<size_t>(g)]; }
     const Tensor& group_grads(int g) const { return g_[static_cast<size_t>(g)]; }
@@ -146,7 +148,8 @@ public:
     const core::QTensor& quantized(ParamId id) const;
     Tensor grad(ParamId id) const;
     void zero_grads() const;
-    // Fill every parameter from its Init with a seeded generator (same seed → same weights).
+    // Fill every parameter from its Init with a seeded generator (same seed → same weights);
+    // quantized-only parameters keep their blocks.
     void init(uint64_t seed) const;
     const ParamLayout& layout() const { return layout_; }
 

@@ -25,6 +25,10 @@ public:
     void matmul(const Tensor& out, const Tensor& a, const Tensor& b, const ops::MatmulOptions& opts,
                 const Tensor& bias) override;
     void sum_rows(const Tensor& out, const Tensor& in, bool accumulate) override;
+    // q8_0, q4_0, q4_1, q5_0, q5_1, q4_k, q6_k weights in the file layout (quant.cu); q5_k and
+    // q8_k: NotSupported.
+    void quant_linear(const Tensor& out, const Tensor& x, const core::QTensor& w,
+                      const Tensor& bias, float beta) override;
 
     void layernorm_forward(const Tensor& out, const Tensor& mean, const Tensor& rstd,
                            const Tensor& x, const Tensor& w, const Tensor& b, float eps) override;

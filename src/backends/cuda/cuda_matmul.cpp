@@ -10,13 +10,24 @@
 //
 // f32 x f32 -> bf16 has no cuBLAS kernel: it is computed into an f32 temporary and rounded once
 // in the epilogue, like the CPU path does.
+//
+// quant_linear (block-quantized weights in the file layout, quant.cu: q8_0, q4_0, q4_1, q5_0,
+// q5_1, q4_k, q6_k): up to kQuantGemvMaxRows activation rows take the GEMV that reads the blocks
+// directly. More rows (prefill) dequantize a slice of weight rows
+// into a scratch tile of the activations' dtype (bf16: tensor cores) and multiply it with the
+// cuBLAS path above, tile after tile on the one stream, so the scratch is reused and bounded
+// (kQuantTileBytes) and no full-precision copy of the matrix lives on the device. This costs one
+// write and one read of the tile per call; against a fused dequantize-in-shared-memory GEMM that
+// is small beside the M x N x K product once M is large enough to leave the GEMV.
 #include <algorithm>
+#include <cstdint>
 #include <mutex>
 #include <optional>
 #include <vector>
 
 #include "backends/cuda/cuda_kernels.h"
 #include "backends/cuda/launch.h"
+#include "core/quant.h"
 
 namespace zs::backends::cuda {
 
@@ -191,6 +202,90 @@ void CudaKernels::matmul(const Tensor& out, const Tensor& a, const Tensor& b,
         launch_matmul_epilogue(s, out_nd, &c_nd, 1.0f, bias_ptr, bias_type);
     } else if (bias_ptr != nullptr) {
         launch_matmul_epilogue(s, out_nd, &out_nd, 1.0f, bias_ptr, bias_type);
+    }
+}
+
+namespace {
+
+// Scratch budget of one prefill tile of dequantized weights.
+constexpr int64_t kQuantTileBytes = int64_t{32} << 20;
+
+QuantArg quant_arg(const core::QTensor& w) {
+    ZS_CHECK_T(NotSupported, w.layout() == core::QLayout::rows,
+               "quant_linear: the cuda kernels read the file layout; {} is repacked for the CPU "
+               "(QTensor::to(Device::cuda()) copies the rows layout)",
+               w.str());
+    QuantArg a;
+    a.data = w.data();
+    a.row_bytes = w.row_bytes();
+    size_t align = 1;
+    switch (w.type()) {
+        case core::QType::q8_0:
+            a.type = QuantType::q8_0;
+            align = 2;
+            break;
+        case core::QType::q4_k:
+            a.type = QuantType::q4_k;
+            align = 4;
+            break;
+        case core::QType::q4_0:
+            a.type = QuantType::q4_0;
+            break;
+        case core::QType::q4_1:
+            a.type = QuantType::q4_1;
+            break;
+        case core::QType::q5_0:
+            a.type = QuantType::q5_0;
+            break;
+        case core::QType::q5_1:
+            a.type = QuantType::q5_1;
+            break;
+        case core::QType::q6_k:
+            a.type = QuantType::q6_k;
+            break;
+        case core::QType::q5_k:
+        case core::QType::q8_k:
+            ZS_THROW(NotSupported,
+                     "quant_linear: the cuda backend has kernels for q8_0, q4_0, q4_1, q5_0, q5_1, "
+                     "q4_k and q6_k weights, not {} ({})",
+                     core::to_string(w.type()), w.str());
+    }
+    ZS_CHECK_T(NotSupported, reinterpret_cast<uintptr_t>(w.data()) % align == 0,
+               "quant_linear: {} starts at a device address that is not {}-byte aligned", w.str(),
+               align);
+    return a;
+}
+
+}  // namespace
+
+void CudaKernels::quant_linear(const Tensor& out, const Tensor& x, const core::QTensor& w,
+                               const Tensor& bias, float beta) {
+    const QuantArg qa = quant_arg(w);
+    const int64_t M = x.size(0), K = x.size(1), N = w.rows();
+    ZS_CHECK_T(ShapeError, K % core::qtype_traits(w.type()).block_size == 0,
+               "quant_linear: K = {} is not a multiple of {}'s block of {}", K,
+               core::to_string(w.type()), core::qtype_traits(w.type()).block_size);
+    if (M == 0 || N == 0) return;
+    const FloatType bias_type = bias.defined() ? float_type(bias.dtype()) : FloatType::f32;
+    if (M <= kQuantGemvMaxRows) {
+        const RowsArg xa{x.data_ptr(), x.stride(0), float_type(x.dtype())};
+        const RowsArg oa{out.data_ptr(), out.stride(0), float_type(out.dtype())};
+        launch_quant_gemv(stream(), qa, N, K, xa, M, oa, beta,
+                          bias.defined() ? bias.data_ptr() : nullptr, bias_type);
+        return;
+    }
+    const int64_t row_tile_bytes = std::max<int64_t>(K * static_cast<int64_t>(x.element_size()), 1);
+    int64_t tile_rows = std::min(N, std::max<int64_t>(kQuantTileBytes / row_tile_bytes, 1));
+    if (tile_rows >= 64 && tile_rows < N) tile_rows -= tile_rows % 64;
+    Tensor tile =
+        Tensor::empty({tile_rows, K}, x.dtype(), out.device(), core::MemCategory::buffers);
+    for (int64_t n0 = 0; n0 < N; n0 += tile_rows) {
+        const int64_t nn = std::min(tile_rows, N - n0);
+        QuantArg part = qa;
+        part.data = w.data() + n0 * w.row_bytes();
+        launch_quant_dequantize(stream(), part, nn, K, tile.data_ptr(), float_type(x.dtype()));
+        matmul(out.slice(1, n0, n0 + nn), x, tile.slice(0, 0, nn), {.trans_b = true, .beta = beta},
+               bias.defined() ? bias.slice(0, n0, n0 + nn) : Tensor());
     }
 }
 

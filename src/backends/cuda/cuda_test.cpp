@@ -6,17 +6,23 @@
 // The op tests (src/ops/*_test.cpp) check every cuda kernel against the double reference.
 // The device seams (issue 13): one training step of a tiny Llama on cuda against the CPU, the
 // AdamW / Adam segment kernel against optim::Optimizer, and the ZeRO engine's step on cuda.
+// Block-quantized linears (issue 19): the GEMV and prefill of q8_0, q4_0, q4_1, q5_0, q5_1, q4_k
+// and q6_k against a double-precision dequantize-then-multiply reference.
 #include <cmath>
 #include <cstring>
 #include <string>
 #include <vector>
 
 #include <cuda_runtime_api.h>
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 
 #include "backends/cuda/cuda_util.h"
+#include "backends/cuda/launch.h"
 #include "backends/register.h"
 #include "core/backend.h"
+#include "core/half.h"
+#include "core/quant.h"
 #include "models/config.h"
 #include "models/params.h"
 #include "models/transformer.h"
@@ -24,6 +30,7 @@
 #include "ops/embedding.h"
 #include "ops/kernels.h"
 #include "ops/loss.h"
+#include "ops/matmul.h"
 #include "ops/norm.h"
 #include "ops/rope.h"
 #include "optim/optimizer.h"
@@ -377,6 +384,282 @@ TEST_F(CudaDevice, ZeroEngineStepOnCudaMatchesCpu) {
         EXPECT_TRUE(all_close(master[1][g], ops::reference::from_tensor(master[0][g]),
                               Tol{1e-4, 1e-3}, "group " + std::to_string(g)));
     }
+}
+
+// ---- block-quantized linears (quant.cu, CudaKernels::quant_linear) ----
+constexpr core::QType kCudaQTypes[] = {core::QType::q8_0, core::QType::q4_0, core::QType::q4_1,
+                                       core::QType::q5_0, core::QType::q5_1, core::QType::q4_k,
+                                       core::QType::q6_k};
+
+bool is_k_quant(core::QType t) { return core::qtype_traits(t).block_size == 256; }
+
+// Every case goes through ops::quant_linear_forward (the registry's dispatch) with the weights in
+// their GGUF layout on the device, against a double-precision dequantize-then-multiply reference:
+// ref = sum_k double(core::dequantize(w))[n, k] * double(x)[m, k] (+ bias + beta * out0), with x,
+// bias and out0 read back at the precision they were stored in. Tolerance per element, with
+// S = sum_k |w x|: f32 accumulation 3e-5 S (q4_k's GEMV sums d sc q x and dmin mn x apart, whose
+// magnitudes can exceed |w x|); a bf16 prefill tile rounds each weight once (2^-9 relative):
+// 2^-8 S; a bf16 output rounds once: 2^-8 |ref|. A wrong block, scale or nibble is O(1) off.
+
+void put_f16(uint8_t* p, float v) {
+    const core::f16 h = core::f32_to_f16(v);
+    std::memcpy(p, &h.bits, 2);
+}
+
+// Random blocks (every code and packed-scale pattern) with finite, moderate f16 scales.
+core::QTensor random_qweights(Rng& rng, core::QType t, int64_t n, int64_t k) {
+    core::QTensor w = core::QTensor::empty(t, n, k);
+    uint8_t* p = w.mutable_data();
+    for (size_t i = 0; i < w.nbytes(); ++i) p[i] = static_cast<uint8_t>(rng.integer(0, 255));
+    const core::QTypeTraits& tr = core::qtype_traits(t);
+    for (int64_t b = 0; b < n * k / tr.block_size; ++b) {
+        uint8_t* x = p + b * tr.block_bytes;
+        const auto d = static_cast<float>(rng.uniform(-0.02, 0.02));
+        const auto m = static_cast<float>(rng.uniform(-0.1, 0.1));
+        switch (t) {
+            case core::QType::q8_0:
+            case core::QType::q4_0:
+            case core::QType::q5_0:
+                put_f16(x, d);
+                break;
+            case core::QType::q4_1:
+            case core::QType::q5_1:
+                put_f16(x, d);
+                put_f16(x + 2, m);
+                break;
+            case core::QType::q4_k:  // d, dmin (the 6-bit scales and mins stay random)
+            case core::QType::q5_k:
+                put_f16(x, std::fabs(d) * 0.1f);
+                put_f16(x + 2, std::fabs(m) * 0.1f);
+                break;
+            case core::QType::q6_k:  // d last (the int8 scales stay random)
+                put_f16(x + 208, d * 0.1f);
+                break;
+            case core::QType::q8_k:
+                std::memcpy(x, &d, 4);
+                break;
+        }
+    }
+    return w;
+}
+
+struct QuantCase {
+    core::QType type;
+    int64_t m, n, k;
+    DType dtype;  // x and out
+    bool bias = false;
+    float beta = 0.0f;
+    bool strided = false;  // x and out rows wider than the product
+};
+
+std::string describe(const QuantCase& c) {
+    return fmt::format("{} M={} N={} K={} {}{}{}{}", core::to_string(c.type), c.m, c.n, c.k,
+                       to_string(c.dtype), c.bias ? " bias" : "", c.beta != 0.0f ? " beta" : "",
+                       c.strided ? " strided" : "");
+}
+
+// Runs one case; `w` defaults to random blocks in the file layout (an interleaved16 one checks
+// that QTensor::to restores the file layout on the device).
+void check_quant_case(Rng& rng, const QuantCase& c, core::QTensor w = {}) {
+    if (!w.defined()) w = random_qweights(rng, c.type, c.n, c.k);
+    const int64_t pad = c.strided ? 5 : 0;
+    Tensor x_wide = random_tensor(rng, {c.m, c.k + pad}, c.dtype);
+    Tensor x = x_wide.slice(1, 0, c.k);
+    Tensor out_wide = random_tensor(rng, {c.m, c.n + pad}, c.dtype);
+    Tensor out0 = out_wide.slice(1, 0, c.n);
+    Tensor bias = c.bias ? random_tensor(rng, {c.n}, DType::f32) : Tensor();
+
+    Tensor d_out_wide = out_wide.to(Device::cuda());
+    Tensor d_out = d_out_wide.slice(1, 0, c.n);
+    Tensor d_x = x_wide.to(Device::cuda()).slice(1, 0, c.k);
+    ops::quant_linear_forward(d_out, d_x, w.to(Device::cuda()),
+                              c.bias ? bias.to(Device::cuda()) : Tensor(), c.beta);
+    DTensor got = ops::reference::from_tensor(d_out.to(Device::cpu()));
+
+    std::vector<float> wd(static_cast<size_t>(c.n * c.k));
+    std::vector<uint8_t> file_row(static_cast<size_t>(w.row_bytes()));
+    for (int64_t r = 0; r < c.n; ++r) {
+        const uint8_t* src = file_row.data();
+        if (w.layout() == core::QLayout::rows) {
+            src = w.row(r);
+        } else {
+            core::deinterleave_row(w, r, file_row.data());
+        }
+        core::dequantize(c.type, src, wd.data() + r * c.k, c.k);
+    }
+    const DTensor xd = ops::reference::from_tensor(x), od = ops::reference::from_tensor(out0);
+    const DTensor bd = c.bias ? ops::reference::from_tensor(bias) : DTensor();
+    const bool prefill = c.m > kQuantGemvMaxRows;
+    const double rel_s = prefill && c.dtype == DType::bf16 ? 1.0 / 256 : 3e-5;
+    const double rel_out = c.dtype == DType::bf16 ? 1.0 / 256 : 0.0;
+    int bad = 0;
+    for (int64_t m = 0; m < c.m; ++m) {
+        for (int64_t n = 0; n < c.n; ++n) {
+            double ref = 0.0, s = 0.0;
+            for (int64_t k = 0; k < c.k; ++k) {
+                const double p =
+                    static_cast<double>(wd[static_cast<size_t>(n * c.k + k)]) * xd[m * c.k + k];
+                ref += p;
+                s += std::fabs(p);
+            }
+            if (c.bias) ref += bd[n];
+            if (c.beta != 0.0f) ref += static_cast<double>(c.beta) * od[m * c.n + n];
+            const double g = got[m * c.n + n];
+            const double tol = rel_s * s + rel_out * std::fabs(ref) + 1e-6;
+            if (!(std::fabs(g - ref) <= tol) && bad++ < 3) {
+                ADD_FAILURE() << describe(c) << ": out[" << m << ", " << n << "] = " << g
+                              << ", reference " << ref << " (tolerance " << tol << ")";
+            }
+        }
+    }
+    // The padding columns of a strided output are not written.
+    if (c.strided) {
+        const DTensor wide = ops::reference::from_tensor(d_out_wide.to(Device::cpu()));
+        const DTensor wide0 = ops::reference::from_tensor(out_wide);
+        for (int64_t m = 0; m < c.m; ++m)
+            for (int64_t n = c.n; n < c.n + pad; ++n)
+                EXPECT_EQ(wide[m * (c.n + pad) + n], wide0[m * (c.n + pad) + n]) << describe(c);
+    }
+}
+
+// Q4_K / Q6_K rows are whole super-blocks: a K that is not a multiple of 256 is refused by name
+// before any kernel (no device needed); the 32-element types take any multiple of 32.
+TEST(CudaQuant, KQuantsRefuseARowLengthNotAMultipleOf256) {
+    for (core::QType t : {core::QType::q4_k, core::QType::q6_k}) {
+        try {
+            core::QTensor::empty(t, 3, 320);
+            FAIL() << "no throw";
+        } catch (const ShapeError& e) {
+            EXPECT_NE(
+                std::string(e.what()).find("must be a multiple of " +
+                                           std::string(core::to_string(t)) + "'s block of 256"),
+                std::string::npos)
+                << e.what();
+            EXPECT_NE(std::string(e.what()).find(core::to_string(t)), std::string::npos)
+                << e.what();
+        }
+    }
+    EXPECT_NO_THROW(core::QTensor::empty(core::QType::q8_0, 3, 96));
+    EXPECT_NO_THROW(core::QTensor::empty(core::QType::q4_1, 3, 96));
+}
+
+TEST_F(CudaDevice, QuantLinearMatchesTheDoubleReference) {
+    Rng rng(1901);
+    int idx = 0;
+    for (core::QType t : kCudaQTypes) {
+        // 32-element types: K = 1, 3 and 130 blocks (not multiples of 256); k-quants: whole
+        // super-blocks.
+        const std::vector<int64_t> ks = !is_k_quant(t) ? std::vector<int64_t>{32, 96, 4160}
+                                                       : std::vector<int64_t>{256, 768, 2304};
+        for (int64_t k : ks) {
+            for (int64_t m : {1, 3, 8, 9, 37}) {  // decode GEMV up to 8 rows, prefill above
+                for (int64_t n : {1, 7, 67}) {
+                    for (DType dt : {DType::f32, DType::bf16}) {
+                        ++idx;
+                        QuantCase c{
+                            t, m, n, k, dt, idx % 2 == 0, idx % 3 == 0 ? 1.0f : 0.0f, idx % 5 == 0};
+                        check_quant_case(rng, c);
+                    }
+                }
+            }
+        }
+    }
+}
+
+// Long rows (accumulation over 16384 elements) and a prefill that needs several scratch tiles
+// (600 rows of 16384 f32 = 39 MB against the 32 MB tile budget).
+TEST_F(CudaDevice, QuantLinearLongRowsAndSeveralPrefillTiles) {
+    Rng rng(1902);
+    for (core::QType t :
+         {core::QType::q8_0, core::QType::q4_1, core::QType::q4_k, core::QType::q6_k}) {
+        check_quant_case(rng, {t, 2, 33, 16384, DType::f32, true, 0.0f, false});
+        check_quant_case(rng, {t, 9, 600, 16384, DType::f32, true, 1.0f, false});
+        check_quant_case(rng, {t, 11, 600, 16384, DType::bf16, false, 0.0f, true});
+    }
+}
+
+// The CPU's interleaved16 repack arrives on the device in the file layout (QTensor::to), bit for
+// bit; other block types are refused naming the ones the backend has.
+TEST_F(CudaDevice, QuantWeightsTravelInTheFileLayout) {
+    Rng rng(1903);
+    for (core::QType t : kCudaQTypes) {
+        core::QTensor w = random_qweights(rng, t, 37, 512);
+        core::QTensor packed = core::interleave16(w);
+        core::QTensor back = packed.to(Device::cuda()).to(Device::cpu());
+        EXPECT_EQ(back.layout(), core::QLayout::rows);
+        ASSERT_EQ(back.nbytes(), w.nbytes());
+        EXPECT_EQ(std::memcmp(back.data(), w.data(), w.nbytes()), 0) << core::to_string(t);
+        check_quant_case(rng, {t, 3, 37, 512, DType::f32}, packed);
+        check_quant_case(rng, {t, 20, 37, 512, DType::bf16}, packed);
+    }
+    core::QTensor q5k = core::QTensor::empty(core::QType::q5_k, 4, 256);
+    std::memset(q5k.mutable_data(), 0, q5k.nbytes());
+    Tensor out = Tensor::empty({1, 4}, DType::f32, Device::cuda());
+    try {
+        ops::quant_linear_forward(out, Tensor::zeros({1, 256}, DType::f32, Device::cuda()),
+                                  q5k.to(Device::cuda()));
+        FAIL() << "no throw";
+    } catch (const NotSupported& e) {
+        EXPECT_NE(std::string(e.what()).find("not q5_k"), std::string::npos) << e.what();
+    }
+}
+
+// A quantized model placed on the device: a tiny Llama whose linears are block-quantized (every
+// type the kernels take, K-quants where a row holds 256 elements), its DenseParams built on cuda
+// (QTensor::to copies the blocks), against the same model on the CPU. 20 tokens run the prefill
+// path on both sides (dequantized weights, f32 GEMMs); the first 5 tokens alone run the CUDA GEMV,
+// whose logits equal the first 5 rows of the 20-token run (causal attention).
+TEST_F(CudaDevice, QuantizedTinyLlamaOnCudaMatchesCpu) {
+    const models::ModelConfig cfg = models::parse_hf_config(
+        R"({"model_type": "llama", "vocab_size": 53, "hidden_size": 32,
+            "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
+            "intermediate_size": 256, "max_position_embeddings": 32, "rms_norm_eps": 1e-6})",
+        "tiny llama");
+    const std::vector<std::pair<std::string, core::QType>> quantized = {
+        {"blocks.0.attn.qkv.weight", core::QType::q8_0},
+        {"blocks.0.attn.out.weight", core::QType::q4_0},
+        {"blocks.0.mlp.up.weight", core::QType::q5_1},
+        {"blocks.0.mlp.down.weight", core::QType::q4_k},
+        {"blocks.1.attn.qkv.weight", core::QType::q5_0},
+        {"blocks.1.attn.out.weight", core::QType::q4_1},
+        {"blocks.1.mlp.up.weight", core::QType::q8_0},
+        {"blocks.1.mlp.down.weight", core::QType::q6_k},
+        {"head.out.weight", core::QType::q8_0}};
+    Rng rng(1904);
+    Tensor ids = random_ints(rng, {1, 20}, DType::i64, 0, cfg.vocab_size - 1);
+    auto logits_on = [&](Device dev, const Tensor& tokens) {
+        models::Transformer model(cfg, {.device = dev});
+        std::vector<core::QTensor> q(model.layout().params().size());
+        Rng wr(77);  // the same blocks on both devices
+        for (const auto& [name, type] : quantized) {
+            const models::ParamInfo& p = model.layout().param(model.layout().id(name));
+            q[static_cast<size_t>(model.layout().id(name))] =
+                random_qweights(wr, type, p.shape[0], p.shape[1]);
+        }
+        models::DenseParams params(model.layout(), DType::f32, std::move(q), {}, dev);
+        params.init(1);
+        params.bind(model.binding());
+        for (const auto& [name, type] : quantized) {
+            EXPECT_EQ(params.quantized(model.layout().id(name)).device(), dev) << name;
+        }
+        return model.forward_logits(tokens).to(Device::cpu()).clone();
+    };
+    const Tensor cpu = logits_on(Device::cpu(), ids);
+    const Tensor gpu = logits_on(Device::cuda(), ids);
+    const Tensor gpu5 = logits_on(Device::cuda(), ids.slice(1, 0, 5).contiguous());
+    double scale = 0.0;
+    for (int64_t i = 0; i < cpu.numel(); ++i) {
+        scale = std::max(scale, std::fabs(static_cast<double>(cpu.data<float>()[i])));
+    }
+    ASSERT_GT(scale, 0.0);
+    // f32 rounding differences (cuBLAS's and the GEMV's summation orders against the CPU's),
+    // amplified by two layers of random weights: 1e-3 of the largest logit. A wrong block, scale
+    // or code is O(1) of it (the CPU's own Q8-activation decode differs by 5% here).
+    const Tol tol{1e-3 * scale, 0.0};
+    const DTensor want = ops::reference::from_tensor(cpu);
+    EXPECT_TRUE(all_close(gpu, want, tol, "prefill logits"));
+    EXPECT_TRUE(all_close(gpu5, ops::reference::from_tensor(cpu.slice(0, 0, 5)), tol,
+                          "decode (GEMV) logits"));
 }
 
 }  // namespace

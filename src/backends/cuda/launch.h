@@ -12,6 +12,8 @@
 
 #include <cuda_runtime_api.h>
 
+#include "backends/cuda/quant_types.h"
+
 namespace zs::backends::cuda {
 
 enum class FloatType : unsigned char { f32, bf16 };
@@ -206,6 +208,26 @@ struct AdamArgs {
 // none) receives the new master in compute_type.
 void launch_adam_update(cudaStream_t stream, float* master, float* m, float* v, void* compute,
                         FloatType compute_type, const float* grad, int64_t n, const AdamArgs& a);
+
+// ---- quant.cu ----
+// Block-quantized weights [n, k] in their GGUF file layout (core/quant.h), rows `row_bytes`
+// apart, k a multiple of the block size. Alignment of `data`: q8_0 (34-byte blocks) 2 bytes,
+// q4_k (144-byte super-blocks) 4 bytes; q4_0, q4_1, q5_0, q5_1 and q6_k are read bytewise (any).
+// QuantType and kQuantGemvMaxRows are in quant_types.h.
+struct QuantArg {
+    const void* data = nullptr;
+    int64_t row_bytes = 0;
+    QuantType type = QuantType::q8_0;
+};
+// out[m, :] = x[m, :] @ w^T + beta * out[m, :] (+ bias) for m < rows <= kQuantGemvMaxRows; out
+// is not read when beta == 0. bias [n] may be null.
+void launch_quant_gemv(cudaStream_t stream, const QuantArg& w, int64_t n, int64_t k,
+                       const RowsArg& x, int64_t rows, const RowsArg& out, float beta,
+                       const void* bias, FloatType bias_type);
+// dst [n, k] (contiguous, dst_type) = w's rows [0, n) dequantized exactly as core::dequantize
+// (then rounded once to bf16 for a bf16 dst).
+void launch_quant_dequantize(cudaStream_t stream, const QuantArg& w, int64_t n, int64_t k,
+                             void* dst, FloatType dst_type);
 
 // ---- probe (matmul.cu) ----
 // cudaSuccess when this build's kernels have an image the current device can run.
