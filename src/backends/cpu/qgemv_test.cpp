@@ -276,6 +276,21 @@ TEST(QuantGemv, FusedSwigluEqualsTheThreeOpsBitForBit) {
     EXPECT_THROW(ops::quant_swiglu_forward(out, x, up, down, h, a), ShapeError);
 }
 
+// Q4_0 / Q5_0 widened to Q8_0 (core::widen_to_q8_0, for fused matrices whose parts differ in
+// type) hold the same values: dequantized, bit for bit equal to the source's dequantization.
+TEST(QuantGemv, WidenedToQ8_0DequantizesIdentically) {
+    test::Rng rng(304);
+    for (QType t : {QType::q4_0, QType::q5_0, QType::q8_0}) {
+        const QTensor w = random_weights(rng, t, 5, 96);
+        const QTensor q8 = core::widen_to_q8_0(w);
+        EXPECT_EQ(q8.type(), QType::q8_0);
+        const std::vector<float> a = dequantized(w), b = dequantized(q8);
+        EXPECT_EQ(std::memcmp(a.data(), b.data(), a.size() * sizeof(float)), 0)
+            << core::to_string(t);
+    }
+    EXPECT_THROW((void)core::widen_to_q8_0(random_weights(rng, QType::q4_1, 2, 32)), NotSupported);
+}
+
 // The AVX-512 activation quantizer against the scalar one (random inputs: no exact ties, where
 // the two may round differently), zero blocks included.
 TEST(QuantGemv, VectorActivationQuantizerMatchesScalar) {
