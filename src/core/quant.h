@@ -126,6 +126,14 @@ QTensor interleave16(const QTensor& w);
 // Row r of an interleaved16 tensor, restored bit for bit in the file layout (row_bytes() at dst).
 void deinterleave_row(const QTensor& w, int64_t r, uint8_t* dst);
 
+// Q4_0 and Q5_0 blocks hold d (c - 8) and d (c - 16) with an f16 d: the same values are Q8_0
+// blocks with that d and int8 codes c - 8 / c - 16, exactly. widen_to_q8_0 rewrites a
+// rows-layout q4_0 / q5_0 / q8_0 tensor so (a new buffer; q8_0 is returned as is): a fused
+// matrix whose parts the file stores in different ones of these types (llama-quantize's Q4_K_M
+// keeps attn_v at q8_0 beside q5_0 attn_q / attn_k) stays quantized as one q8_0 matrix.
+bool widens_to_q8_0(QType t);
+QTensor widen_to_q8_0(const QTensor& w);
+
 // The 32 six-bit codes (0..63, before the -32 offset) of sub-block j (0..7) of one Q6_K block
 // `x` (210 bytes: ql, qh, scales, d), in element order: the kernels' shared unpacking.
 void q6_k_codes(const uint8_t* x, int j, uint8_t* out);

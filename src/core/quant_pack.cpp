@@ -288,6 +288,34 @@ void get_header(QType t, const uint8_t* unit, int64_t r, RowUnit& ru) {
 
 }  // namespace
 
+bool widens_to_q8_0(QType t) { return t == QType::q4_0 || t == QType::q5_0 || t == QType::q8_0; }
+
+QTensor widen_to_q8_0(const QTensor& w) {
+    ZS_CHECK_T(NotSupported, widens_to_q8_0(w.type()), "{}: {} does not widen to q8_0 exactly",
+               w.str(), to_string(w.type()));
+    ZS_ASSERT(w.layout() == QLayout::rows, "{} must be in the rows layout", w.str());
+    if (w.type() == QType::q8_0) return w;
+    QTensor out = QTensor::empty(QType::q8_0, w.rows(), w.cols(), w.device());
+    const bool five = w.type() == QType::q5_0;
+    const int64_t bb = qtype_traits(w.type()).block_bytes, blocks = w.rows() * w.cols() / 32;
+    const uint8_t* src = w.data();
+    uint8_t* dst = out.mutable_data();
+    for (int64_t b = 0; b < blocks; ++b) {
+        const uint8_t* x = src + b * bb;
+        uint8_t* y = dst + b * 34;
+        std::memcpy(y, x, 2);  // d
+        uint32_t qh = 0;
+        if (five) std::memcpy(&qh, x + 2, 4);
+        const uint8_t* qs = x + (five ? 6 : 2);
+        for (int i = 0; i < 32; ++i) {
+            int c = i < 16 ? qs[i] & 0x0F : qs[i - 16] >> 4;
+            if (five) c |= static_cast<int>((qh >> i) & 1u) << 4;
+            y[2 + i] = static_cast<uint8_t>(static_cast<int8_t>(c - (five ? 16 : 8)));
+        }
+    }
+    return out;
+}
+
 bool can_interleave(QType t) { return unit_bytes(t) != 0; }
 
 int64_t interleaved_group_bytes(QType t, int64_t k) {

@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 
 #include <gtest/gtest.h>
@@ -16,6 +17,19 @@
 #include "models/sources.h"
 #include "models/transformer.h"
 #include "tests/test_util.h"
+
+// Every OpenMP parallel region the process opens (the test links with
+// -Wl,--wrap=GOMP_parallel, tests/CMakeLists.txt): libgomp's entry point for `#pragma omp
+// parallel`, counted when its `if` clause held (GCC passes num_threads = 1 when it did not).
+namespace {
+long g_regions = 0;
+}
+extern "C" void __real_GOMP_parallel(void (*fn)(void*), void* data, unsigned n, unsigned flags);
+extern "C" void __wrap_GOMP_parallel(void (*fn)(void*), void* data, unsigned n, unsigned flags);
+extern "C" void __wrap_GOMP_parallel(void (*fn)(void*), void* data, unsigned n, unsigned flags) {
+    if (n != 1) ++g_regions;
+    __real_GOMP_parallel(fn, data, n, flags);
+}
 
 namespace zs::models {
 namespace {
@@ -159,6 +173,52 @@ TEST(SmolLM2, QuantizedWeightsMatchTheDequantizedModel) {
         EXPECT_NEAR(nll_q, nll_d, (n == 16 ? 0.01 : 1e-4) * nll_d) << n;
         EXPECT_GE(rate, n == 16 ? 0.9 : 0.99) << n;
     }
+}
+
+// Issue 19, decode's fork/joins: the quantized SwiGLU MLP of each block in one OpenMP region
+// (ops::quant_swiglu_forward) instead of two (gate|up GEMV, down GEMV; swiglu itself opens none
+// at decode sizes). The decode-sized forward with and without the fusion (ZS_DECODE_FUSE=0):
+// logits equal bit for bit, f32 and bf16 activations, and the fused forward opens exactly
+// n_layers regions fewer (counted at libgomp's entry). The dense model's forward is unchanged.
+TEST(SmolLM2, FusedDecodeMlpIsBitIdenticalWithOneRegionLessPerBlock) {
+    std::string path = gguf_path();
+    ASSERT_TRUE(std::filesystem::exists(path)) << path << " missing: run tools/fetch_smollm2.sh";
+    ModelFiles mf = open_model(path);
+    Transformer model(mf.config, RunConfig{});
+    std::vector<int32_t> ids = {504, 3458, 282, 260, 1345, 28, 31, 9};
+    auto run = [&](const DenseParams& p, int64_t n, bool fused, long* regions) {
+        setenv("ZS_DECODE_FUSE", fused ? "1" : "0", 1);
+        p.bind(model.binding());
+        const long before = g_regions;
+        Tensor logits = model.forward_logits(Tensor::wrap(ids.data(), {1, n}, DType::i32)).clone();
+        *regions = g_regions - before;
+        unsetenv("ZS_DECODE_FUSE");
+        return logits;
+    };
+    for (DType dt : {DType::f32, DType::bf16}) {
+        DenseParams quant(model.layout(), dt, load_quantized_weights(model, *mf.weights),
+                          {model.lm_head_param()});
+        EXPECT_TRUE(load_hf_weights(model, quant, *mf.weights).empty());
+        for (int64_t n : {1, 4}) {
+            long r_unfused = 0, r_fused = 0;
+            const Tensor want = run(quant, n, false, &r_unfused);
+            const Tensor got = run(quant, n, true, &r_fused);
+            ASSERT_EQ(got.nbytes(), want.nbytes());
+            EXPECT_EQ(std::memcmp(got.data_ptr(), want.data_ptr(), got.nbytes()), 0)
+                << core::to_string(dt) << " n=" << n;
+            EXPECT_EQ(r_unfused - r_fused, mf.config.n_layers) << core::to_string(dt) << " n=" << n;
+            std::printf("quantized %s, %lld-token forward: %ld OpenMP regions unfused, %ld fused\n",
+                        core::to_string(dt), static_cast<long long>(n), r_unfused, r_fused);
+        }
+    }
+    DenseParams dense(model.layout(), DType::f32, false);
+    EXPECT_TRUE(load_hf_weights(model, dense, *mf.weights).empty());
+    long r_unfused = 0, r_fused = 0;
+    const Tensor want = run(dense, 1, false, &r_unfused);
+    const Tensor got = run(dense, 1, true, &r_fused);
+    EXPECT_EQ(std::memcmp(got.data_ptr(), want.data_ptr(), got.nbytes()), 0);
+    EXPECT_EQ(r_unfused, r_fused);
+    std::printf("dense f32, 1-token forward: %ld OpenMP regions\n", r_fused);
 }
 
 }  // namespace

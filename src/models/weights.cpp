@@ -152,12 +152,21 @@ std::vector<core::QTensor> load_quantized_weights(const Transformer& model,
                                                  ? src.get_quantized(part.hf_name)
                                                  : std::nullopt;
             const int64_t rows = part.row_end >= 0 ? part.row_end - part.row_begin : p.shape[0];
-            ok = ok && q && q->cols() == p.shape[1] && q->rows() == rows &&
-                 (parts.empty() || q->type() == parts[0].type());
+            ok = ok && q && q->cols() == p.shape[1] && q->rows() == rows;
             if (!ok) break;
             parts.push_back(*q);
         }
         if (!ok || parts.empty()) continue;
+        // Parts of different types: one q8_0 matrix when each widens exactly, else dense.
+        const bool mixed = std::any_of(parts.begin(), parts.end(),
+                                       [&](const auto& q) { return q.type() != parts[0].type(); });
+        if (mixed) {
+            if (!std::all_of(parts.begin(), parts.end(),
+                             [](const auto& q) { return core::widens_to_q8_0(q.type()); })) {
+                continue;
+            }
+            for (core::QTensor& q : parts) q = core::widen_to_q8_0(q);
+        }
         if (parts.size() == 1) {
             out[i] = parts[0];
             continue;

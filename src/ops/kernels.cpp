@@ -20,6 +20,14 @@ void Kernels::quant_linear(const Tensor&, const Tensor&, const core::QTensor&, c
                            float) {
     not_supported("quant_linear");
 }
+void Kernels::quant_swiglu(const Tensor& out, const Tensor& x, const core::QTensor& w_gate_up,
+                           const core::QTensor& w_down, const Tensor& h, const Tensor& a,
+                           float beta) {
+    const int64_t F = w_down.cols();
+    quant_linear(h, x, w_gate_up, Tensor(), 0.0f);
+    swiglu_forward(a, h.slice(1, 0, F), h.slice(1, F, 2 * F));
+    quant_linear(out, a, w_down, Tensor(), beta);
+}
 void Kernels::layernorm_forward(const Tensor&, const Tensor&, const Tensor&, const Tensor&,
                                 const Tensor&, const Tensor&, float) {
     not_supported("layernorm_forward");

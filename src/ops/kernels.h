@@ -36,6 +36,10 @@ public:
     // ops::quant_linear_forward; out [M, N], x [M, K] with unit column strides.
     virtual void quant_linear(const Tensor& out, const Tensor& x, const core::QTensor& w,
                               const Tensor& bias, float beta);
+    // ops::quant_swiglu_forward; the default composes quant_linear, swiglu_forward, quant_linear.
+    virtual void quant_swiglu(const Tensor& out, const Tensor& x, const core::QTensor& w_gate_up,
+                              const core::QTensor& w_down, const Tensor& h, const Tensor& a,
+                              float beta);
 
     virtual void layernorm_forward(const Tensor& out, const Tensor& mean, const Tensor& rstd,
                                    const Tensor& x, const Tensor& w, const Tensor& b, float eps);

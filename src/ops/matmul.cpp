@@ -131,6 +131,51 @@ void quant_linear_forward(const Tensor& out, const Tensor& x, const core::QTenso
     kernels_for(out.device()).quant_linear(o, a, w, bias, beta);
 }
 
+void quant_swiglu_forward(const Tensor& out, const Tensor& x, const core::QTensor& w_gate_up,
+                          const core::QTensor& w_down, const Tensor& h, const Tensor& a,
+                          float beta) {
+    const char* op = "quant_swiglu_forward";
+    check::defined(op, "h", h);
+    check::defined(op, "a", a);
+    ZS_CHECK_T(ShapeError, w_gate_up.defined() && w_down.defined(),
+               "quant_swiglu_forward: 'w_gate_up' and 'w_down' must be defined");
+    const int64_t F = w_down.cols();
+    ZS_CHECK_T(ShapeError, w_gate_up.rows() == 2 * F && w_down.rows() == w_gate_up.cols(),
+               "quant_swiglu_forward: 'w_gate_up' {} must be [2F, C] and 'w_down' {} [C, F]",
+               w_gate_up.str(), w_down.str());
+    ZS_CHECK_T(ShapeError,
+               x.dim() == 2 && h.dim() == 2 && a.dim() == 2 && h.size(0) == x.size(0) &&
+                   a.size(0) == x.size(0) && h.size(1) == 2 * F && a.size(1) == F &&
+                   h.dtype() == x.dtype() && a.dtype() == x.dtype() && h.is_contiguous() &&
+                   a.is_contiguous(),
+               "quant_swiglu_forward: 'x' {}, 'h' {} and 'a' {} must be [N, C], [N, {}] and [N, "
+               "{}] contiguous in x's dtype",
+               x.str(), h.str(), a.str(), 2 * F, F);
+    // The two products' own checks (shapes, dtypes, devices, strides).
+    check::defined(op, "out", out);
+    check::defined(op, "x", x);
+    ZS_CHECK_T(ShapeError,
+               x.size(1) == w_gate_up.cols() && out.dim() == 2 && out.size(0) == x.size(0) &&
+                   out.size(1) == w_down.rows(),
+               "quant_swiglu_forward: 'x' {} and 'out' {} must be [N, {}]", x.str(), out.str(),
+               w_gate_up.cols());
+    ZS_CHECK_T(ShapeError,
+               core::is_floating(x.dtype()) && x.dtype() != core::DType::f16 &&
+                   core::is_floating(out.dtype()) && out.dtype() != core::DType::f16,
+               "quant_swiglu_forward: 'x' {} and 'out' {} must be f32 or bf16", x.str(), out.str());
+    ZS_CHECK_T(ShapeError,
+               out.device() == x.device() && x.device() == w_gate_up.device() &&
+                   x.device() == w_down.device() && h.device() == x.device() &&
+                   a.device() == x.device(),
+               "quant_swiglu_forward: 'out' {}, 'x' {}, 'h', 'a' and the weights must share a "
+               "device",
+               out.str(), x.str());
+    ZS_CHECK_T(ShapeError, out.stride(1) == 1 && x.stride(1) == 1,
+               "quant_swiglu_forward: 'out' {} and 'x' {} need contiguous rows", out.str(),
+               x.str());
+    kernels_for(out.device()).quant_swiglu(out, x, w_gate_up, w_down, h, a, beta);
+}
+
 void linear_backward(const Tensor& dx, const Tensor& dw, const Tensor& dbias, const Tensor& dout,
                      const Tensor& x, const Tensor& w) {
     const char* op = "linear_backward";

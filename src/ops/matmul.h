@@ -43,6 +43,17 @@ void linear_backward(const Tensor& dx, const Tensor& dw, const Tensor& dbias, co
 void quant_linear_forward(const Tensor& out, const Tensor& x, const core::QTensor& w,
                           const Tensor& bias = {}, float beta = 0.0f);
 
+// The SwiGLU MLP against quantized weights in one call (inference):
+//   h = x @ w_gate_up^T, a = silu(h[:, :F]) * h[:, F:], out = a @ w_down^T + beta * out
+//   x [N, C], w_gate_up quantized [2F, C] (gate rows, then up rows), w_down quantized [C, F],
+//   h [N, 2F] and a [N, F] in x's dtype (scratch, left holding the intermediates), out [N, C]
+// Bit for bit the result of quant_linear_forward, swiglu_forward and quant_linear_forward in
+// turn; on the CPU's decode path (few rows) all of it runs in one OpenMP region where the three
+// ops open two (docs/ARCHITECTURE.md, "Decode").
+void quant_swiglu_forward(const Tensor& out, const Tensor& x, const core::QTensor& w_gate_up,
+                          const core::QTensor& w_down, const Tensor& h, const Tensor& a,
+                          float beta = 0.0f);
+
 // out[j] (+)= sum_i in[i, j]: the bias gradient. in [..., N] -> out [N] f32.
 void sum_rows(const Tensor& out, const Tensor& in, bool accumulate);
 

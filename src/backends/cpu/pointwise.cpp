@@ -6,6 +6,7 @@
 
 #include "backends/cpu/cpu_kernels.h"
 #include "backends/cpu/parallel.h"
+#include "backends/cpu/qgemv.h"
 
 namespace zs::backends::cpu {
 
@@ -286,8 +287,30 @@ void CpuKernels::silu_backward(const Tensor& dx, const Tensor& dout, const Tenso
     binary(dx, dout, x, [](VecF g, VecF xv) { return g * silu_grad_v(xv); });
 }
 
+namespace {
+ZS_VINLINE VecF swiglu_v(VecF g, VecF u) { return silu_v(g) * u; }
+
+// binary()'s same-dtype loop for one row.
+template <class T>
+void swiglu_row_impl(const T* gate, const T* up, T* out, int64_t n) {
+    for_pairs(0, n, [&](int64_t c, int k) {
+        VecF g0, g1, u0, u1;
+        vload2(gate + c, g0, g1, k);
+        vload2(up + c, u0, u1, k);
+        vstore2(out + c, swiglu_v(g0, u0), swiglu_v(g1, u1), k);
+    });
+}
+}  // namespace
+
+void swiglu_row(const float* gate, const float* up, float* out, int64_t n) {
+    swiglu_row_impl(gate, up, out, n);
+}
+void swiglu_row(const bf16* gate, const bf16* up, bf16* out, int64_t n) {
+    swiglu_row_impl(gate, up, out, n);
+}
+
 void CpuKernels::swiglu_forward(const Tensor& out, const Tensor& gate, const Tensor& up) {
-    binary(out, gate, up, [](VecF g, VecF u) { return silu_v(g) * u; });
+    binary(out, gate, up, swiglu_v);
 }
 
 void CpuKernels::swiglu_backward(const Tensor& dgate, const Tensor& dup, const Tensor& dout,

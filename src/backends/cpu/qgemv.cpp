@@ -204,84 +204,158 @@ void quantize_q8_act(const float* x, int64_t n, int8_t* q, float* d, int32_t* s0
     }
 }
 
+namespace {
+
+// Q8 activations of M rows (qdot.h's QActRow views into the owned storage).
+struct QActs {
+    std::vector<int8_t> q;
+    std::vector<float> d, ds0, ds1;
+    std::vector<int32_t> s0, s1;
+    std::vector<QActRow> rows;
+    QActs(int64_t M, int64_t K)
+        : q(static_cast<size_t>(M * K)),
+          d(static_cast<size_t>(M * K / 32)),
+          ds0(d.size()),
+          ds1(d.size()),
+          s0(d.size()),
+          s1(d.size()),
+          rows(static_cast<size_t>(M)) {}
+    // Row m from x[K] (any float type), through the caller's f32 scratch xf[K].
+    template <class TX>
+    void set(int64_t m, const TX* x, QuantKernel kern, std::vector<float>& xf) {
+        const auto K = static_cast<int64_t>(xf.size()), C = K / 32;
+        for (int64_t k = 0; k < K; ++k) xf[static_cast<size_t>(k)] = to_f32(x[k]);
+        const auto o = static_cast<size_t>(m * C);
+        (kern == QuantKernel::avx512_vnni ? quantize_q8_act_avx512 : quantize_q8_act)(
+            xf.data(), K, q.data() + m * K, d.data() + o, s0.data() + o, s1.data() + o);
+        for (size_t c = o; c < o + static_cast<size_t>(C); ++c) {
+            ds0[c] = d[c] * static_cast<float>(s0[c]);
+            ds1[c] = d[c] * static_cast<float>(s1[c]);
+        }
+        rows[static_cast<size_t>(m)] = {q.data() + m * K, d.data() + o,   s0.data() + o,
+                                        s1.data() + o,    ds0.data() + o, ds1.data() + o};
+    }
+};
+
+// The GEMV's loop over 16-row output groups as an orphaned `omp for` (static schedule, implicit
+// barrier at its end): it splits across the enclosing team, or runs whole outside a region. Each
+// output row's value depends only on its own group, never on the thread count or team.
+template <class TO>
+void gemv_groups(TO* O, int64_t ldo, const core::QTensor& w, const QActs& a, float beta,
+                 const core::Tensor& bias, QuantKernel kern) {
+    const int64_t K = w.cols(), N = w.rows();
+    const auto mi = static_cast<int>(a.rows.size());
+    const int64_t M = mi;
+    const bool grouped = w.layout() == core::QLayout::interleaved16;
+    const QDotRowsFn fn = kern == QuantKernel::avx512_vnni ? qdot_rows_vnni : qdot_rows_scalar;
+    constexpr int64_t kRows = core::kInterleaveRows;  // output rows per task (one group)
+    const int64_t tasks = (N + kRows - 1) / kRows;
+    const bool has_bias = bias.defined();
+    const bool bias_bf16 = has_bias && bias.dtype() == core::DType::bf16;
+    std::vector<float> res(static_cast<size_t>(kRows * M));
+    std::vector<uint8_t> rows;  // the scalar kernel's file-layout copy of a group
+#pragma omp for schedule(static)
+    for (int64_t t = 0; t < tasks; ++t) {
+        const int64_t n0 = t * kRows, nn = std::min(kRows, N - n0);
+        if (!grouped) {
+            fn(w.type(), w.row(n0), w.row_bytes(), nn, K, a.rows.data(), mi, res.data());
+        } else if (kern == QuantKernel::avx512_vnni) {
+            qdot_group16_vnni(w.type(), w.group(t), K, a.rows.data(), mi, res.data());
+        } else {
+            rows.resize(static_cast<size_t>(nn * w.row_bytes()));
+            for (int64_t j = 0; j < nn; ++j)
+                core::deinterleave_row(w, n0 + j, rows.data() + j * w.row_bytes());
+            fn(w.type(), rows.data(), w.row_bytes(), nn, K, a.rows.data(), mi, res.data());
+        }
+        for (int64_t j = 0; j < nn; ++j) {
+            float b = 0.0f;
+            if (has_bias) {
+                b = bias_bf16 ? core::bf16_to_f32(static_cast<const bf16*>(bias.data_ptr())[n0 + j])
+                              : static_cast<const float*>(bias.data_ptr())[n0 + j];
+            }
+            for (int64_t m = 0; m < M; ++m) {
+                TO* o = O + m * ldo + n0 + j;
+                float v = res[static_cast<size_t>(j * M + m)] + b;
+                if (beta != 0.0f) v += beta * to_f32(*o);
+                *o = from_f32<TO>(v);
+            }
+        }
+    }
+}
+
+bool parallel_gemv(const core::QTensor& w) { return w.rows() * w.cols() >= (1 << 16); }
+
+}  // namespace
+
 void quant_gemv(const core::Tensor& out, const core::Tensor& x, const core::QTensor& w, float beta,
                 const core::Tensor& bias, QuantKernel kernel) {
-    const int64_t M = x.size(0), K = x.size(1), N = w.rows();
+    const int64_t M = x.size(0), K = x.size(1);
     const bool grouped = w.layout() == core::QLayout::interleaved16;
     const QuantKernel kern = resolve(kernel);
     ZS_ASSERT((M <= kSkinnyMaxRows || (grouped && kern == QuantKernel::avx512_vnni)) &&
               K == w.cols() && K % 32 == 0);
-    const int64_t C = K / 32;
-    std::vector<int8_t> q(static_cast<size_t>(M * K));
-    std::vector<float> d(static_cast<size_t>(M * C));
-    std::vector<int32_t> s0(static_cast<size_t>(M * C)), s1(static_cast<size_t>(M * C));
-    std::vector<float> ds0(static_cast<size_t>(M * C)), ds1(static_cast<size_t>(M * C));
-    std::vector<QActRow> acts(static_cast<size_t>(M));
+    QActs acts(M, K);
     dispatch_float(x.dtype(), [&](auto tx) {
         using TX = decltype(tx);
         const auto* X = static_cast<const TX*>(x.data_ptr());
-#pragma omp parallel if (M > kSkinnyMaxRows)
+        if (M <= kSkinnyMaxRows) {  // decode: not even a one-thread region
+            std::vector<float> xf(static_cast<size_t>(K));
+            for (int64_t m = 0; m < M; ++m) acts.set(m, X + m * x.stride(0), kern, xf);
+            return;
+        }
+#pragma omp parallel
         {
             std::vector<float> xf(static_cast<size_t>(K));
 #pragma omp for schedule(static)
-            for (int64_t m = 0; m < M; ++m) {
-                for (int64_t k = 0; k < K; ++k)
-                    xf[static_cast<size_t>(k)] = to_f32(X[m * x.stride(0) + k]);
-                const auto o = static_cast<size_t>(m * C);
-                (kern == QuantKernel::avx512_vnni ? quantize_q8_act_avx512 : quantize_q8_act)(
-                    xf.data(), K, q.data() + m * K, d.data() + o, s0.data() + o, s1.data() + o);
-                for (size_t c = o; c < o + static_cast<size_t>(C); ++c) {
-                    ds0[c] = d[c] * static_cast<float>(s0[c]);
-                    ds1[c] = d[c] * static_cast<float>(s1[c]);
-                }
-                acts[static_cast<size_t>(m)] = {q.data() + m * K, d.data() + o,   s0.data() + o,
-                                                s1.data() + o,    ds0.data() + o, ds1.data() + o};
-            }
+            for (int64_t m = 0; m < M; ++m) acts.set(m, X + m * x.stride(0), kern, xf);
         }
     });
-    const QDotRowsFn fn = kern == QuantKernel::avx512_vnni ? qdot_rows_vnni : qdot_rows_scalar;
-    constexpr int64_t kRows = core::kInterleaveRows;  // output rows per task (one group)
-    const int64_t tasks = (N + kRows - 1) / kRows;
-    const int mi = static_cast<int>(M);
     dispatch_float(out.dtype(), [&](auto to) {
         using TO = decltype(to);
-        auto* O = static_cast<TO*>(out.data_ptr());
-        const int64_t ldo = out.stride(0);
-        const bool has_bias = bias.defined();
-        const bool bias_bf16 = has_bias && bias.dtype() == core::DType::bf16;
-#pragma omp parallel if (N * K >= (1 << 16))
-        {
-            std::vector<float> res(static_cast<size_t>(kRows * M));
-            std::vector<uint8_t> rows;  // the scalar kernel's file-layout copy of a group
-#pragma omp for schedule(static)
-            for (int64_t t = 0; t < tasks; ++t) {
-                const int64_t n0 = t * kRows, nn = std::min(kRows, N - n0);
-                if (!grouped) {
-                    fn(w.type(), w.row(n0), w.row_bytes(), nn, K, acts.data(), mi, res.data());
-                } else if (kern == QuantKernel::avx512_vnni) {
-                    qdot_group16_vnni(w.type(), w.group(t), K, acts.data(), mi, res.data());
-                } else {
-                    rows.resize(static_cast<size_t>(nn * w.row_bytes()));
-                    for (int64_t j = 0; j < nn; ++j)
-                        core::deinterleave_row(w, n0 + j, rows.data() + j * w.row_bytes());
-                    fn(w.type(), rows.data(), w.row_bytes(), nn, K, acts.data(), mi, res.data());
+#pragma omp parallel if (parallel_gemv(w))
+        gemv_groups(static_cast<TO*>(out.data_ptr()), out.stride(0), w, acts, beta, bias, kern);
+    });
+}
+
+// The decode MLP in one region: the gate|up GEMV's groups split across the team (an implicit
+// barrier at the loop's end), then every thread computes the whole swiglu row and its Q8
+// quantization for itself (F values: cheaper than a second barrier, and identical on every
+// thread), then the down GEMV's groups. Each value is computed by the code the unfused ops run,
+// so the result is theirs bit for bit.
+void CpuKernels::quant_swiglu(const Tensor& out, const Tensor& x, const core::QTensor& w_gate_up,
+                              const core::QTensor& w_down, const Tensor& h, const Tensor& a,
+                              float beta) {
+    const int64_t M = x.size(0), K = x.size(1), F = w_down.cols();
+    if (M > kSkinnyMaxRows || F % 32 != 0) {
+        return Kernels::quant_swiglu(out, x, w_gate_up, w_down, h, a, beta);
+    }
+    const QuantKernel kern = resolve(QuantKernel::best);
+    QActs ax(M, K);
+    dispatch_float(x.dtype(), [&](auto tx) {
+        using TX = decltype(tx);
+        const auto* X = static_cast<const TX*>(x.data_ptr());
+        auto* H = static_cast<TX*>(h.data_ptr());  // [M, 2F]
+        auto* A = static_cast<TX*>(a.data_ptr());  // [M, F]
+        std::vector<float> xf(static_cast<size_t>(K));
+        for (int64_t m = 0; m < M; ++m) ax.set(m, X + m * x.stride(0), kern, xf);
+        dispatch_float(out.dtype(), [&](auto to) {
+            using TO = decltype(to);
+            auto* O = static_cast<TO*>(out.data_ptr());
+#pragma omp parallel if (parallel_gemv(w_gate_up) || parallel_gemv(w_down))
+            {
+                gemv_groups(H, 2 * F, w_gate_up, ax, 0.0f, Tensor(), kern);
+                const bool first = omp_get_thread_num() == 0;  // writes `a` for the caller
+                std::vector<TX> mine(first ? 0 : static_cast<size_t>(M * F));
+                TX* act = first ? A : mine.data();
+                std::vector<float> af(static_cast<size_t>(F));
+                QActs aa(M, F);
+                for (int64_t m = 0; m < M; ++m) {
+                    swiglu_row(H + m * 2 * F, H + m * 2 * F + F, act + m * F, F);
+                    aa.set(m, act + m * F, kern, af);
                 }
-                for (int64_t j = 0; j < nn; ++j) {
-                    float b = 0.0f;
-                    if (has_bias) {
-                        b = bias_bf16 ? core::bf16_to_f32(
-                                            static_cast<const bf16*>(bias.data_ptr())[n0 + j])
-                                      : static_cast<const float*>(bias.data_ptr())[n0 + j];
-                    }
-                    for (int64_t m = 0; m < M; ++m) {
-                        TO* o = O + m * ldo + n0 + j;
-                        float v = res[static_cast<size_t>(j * M + m)] + b;
-                        if (beta != 0.0f) v += beta * to_f32(*o);
-                        *o = from_f32<TO>(v);
-                    }
-                }
+                gemv_groups(O, out.stride(0), w_down, aa, beta, Tensor(), kern);
             }
-        }
+        });
     });
 }
 

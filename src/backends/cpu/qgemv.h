@@ -27,4 +27,8 @@ void quantize_q8_act(const float* x, int64_t n, int8_t* q, float* d, int32_t* s0
 void quant_gemv(const core::Tensor& out, const core::Tensor& x, const core::QTensor& w, float beta,
                 const core::Tensor& bias, QuantKernel kernel);
 
+// One row of swiglu_forward (pointwise.cpp), with its vectors and rounding: out = silu(gate) * up.
+void swiglu_row(const float* gate, const float* up, float* out, int64_t n);
+void swiglu_row(const core::bf16* gate, const core::bf16* up, core::bf16* out, int64_t n);
+
 }  // namespace zs::backends::cpu

@@ -12,6 +12,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
+#include <string>
 #include <string_view>
 #include <vector>
 
@@ -21,6 +22,7 @@
 #include "backends/cpu/qdot.h"
 #include "core/half.h"
 #include "core/quant.h"
+#include "ops/activation.h"
 #include "ops/matmul.h"
 #include "tests/test_util.h"
 
@@ -229,6 +231,64 @@ TEST(QuantGemv, OpApiPrefillAndBf16) {
             }
         }
     }
+}
+
+// The decode MLP in one region (ops::quant_swiglu_forward) against the three ops it fuses
+// (quant_linear_forward, swiglu_forward, quant_linear_forward): out, h and a equal bit for bit,
+// for each type and layout, f32 and bf16 activations, decode row counts and a prefill one (the
+// composition), with the residual accumulated (beta = 1) into an f32 out.
+TEST(QuantGemv, FusedSwigluEqualsTheThreeOpsBitForBit) {
+    test::Rng rng(303);
+    const int64_t C = 96, F = 160;  // C, F multiples of 32 (and of 256 for the K-quants below)
+    for (QType t : {QType::q8_0, QType::q4_0, QType::q4_1, QType::q5_0, QType::q4_k, QType::q6_k}) {
+        const bool kq = t == QType::q4_k || t == QType::q6_k;
+        const int64_t c = kq ? 256 : C, f = kq ? 512 : F;
+        const QTensor up0 = random_weights(rng, t, 2 * f, c), down0 = random_weights(rng, t, c, f);
+        const std::vector<QTensor> ups = layouts(up0), downs = layouts(down0);
+        for (size_t li = 0; li < ups.size(); ++li) {
+            for (int64_t M : {1, 3, 24}) {
+                for (DType dt : {DType::f32, DType::bf16}) {
+                    Tensor x = test::random_tensor(rng, {M, c}, dt);
+                    Tensor res0 = test::random_tensor(rng, {M, c}, DType::f32);
+                    Tensor h = Tensor::empty({M, 2 * f}, dt), a = Tensor::empty({M, f}, dt);
+                    Tensor want = res0.clone();
+                    ops::quant_linear_forward(h, x, ups[li]);
+                    ops::swiglu_forward(a, h.slice(1, 0, f), h.slice(1, f, 2 * f));
+                    ops::quant_linear_forward(want, a, downs[li], {}, 1.0f);
+                    Tensor got = res0.clone();
+                    Tensor h2 = Tensor::empty({M, 2 * f}, dt), a2 = Tensor::empty({M, f}, dt);
+                    ops::quant_swiglu_forward(got, x, ups[li], downs[li], h2, a2, 1.0f);
+                    const std::string what =
+                        ups[li].str() + " M=" + std::to_string(M) + " " + core::to_string(dt);
+                    EXPECT_EQ(std::memcmp(got.data_ptr(), want.data_ptr(), got.nbytes()), 0)
+                        << what;
+                    EXPECT_EQ(std::memcmp(h2.data_ptr(), h.data_ptr(), h.nbytes()), 0) << what;
+                    EXPECT_EQ(std::memcmp(a2.data_ptr(), a.data_ptr(), a.nbytes()), 0) << what;
+                }
+            }
+        }
+    }
+    // Mismatched matrices are refused, naming them.
+    const QTensor up = random_weights(rng, QType::q8_0, 2 * F, C);
+    const QTensor down = random_weights(rng, QType::q8_0, C, F + 32);
+    Tensor x = Tensor::empty({1, C}, DType::f32), out = Tensor::empty({1, C}, DType::f32);
+    Tensor h = Tensor::empty({1, 2 * F}, DType::f32), a = Tensor::empty({1, F}, DType::f32);
+    EXPECT_THROW(ops::quant_swiglu_forward(out, x, up, down, h, a), ShapeError);
+}
+
+// Q4_0 / Q5_0 widened to Q8_0 (core::widen_to_q8_0, for fused matrices whose parts differ in
+// type) hold the same values: dequantized, bit for bit equal to the source's dequantization.
+TEST(QuantGemv, WidenedToQ8_0DequantizesIdentically) {
+    test::Rng rng(304);
+    for (QType t : {QType::q4_0, QType::q5_0, QType::q8_0}) {
+        const QTensor w = random_weights(rng, t, 5, 96);
+        const QTensor q8 = core::widen_to_q8_0(w);
+        EXPECT_EQ(q8.type(), QType::q8_0);
+        const std::vector<float> a = dequantized(w), b = dequantized(q8);
+        EXPECT_EQ(std::memcmp(a.data(), b.data(), a.size() * sizeof(float)), 0)
+            << core::to_string(t);
+    }
+    EXPECT_THROW((void)core::widen_to_q8_0(random_weights(rng, QType::q4_1, 2, 32)), NotSupported);
 }
 
 // The AVX-512 activation quantizer against the scalar one (random inputs: no exact ties, where

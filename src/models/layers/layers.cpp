@@ -1,5 +1,8 @@
 #include "models/layers/layers.h"
 
+#include <cstdlib>
+#include <string_view>
+
 #include "base/error.h"
 #include "ops/activation.h"
 #include "ops/matmul.h"
@@ -168,6 +171,14 @@ void Attention::backward(const ParamBinding& p, const Saved& s, const Tensor& dx
 
 // ----------------------------------------------------------------------------------------- Mlp
 
+bool Mlp::fused_quant_swiglu(const ParamBinding& p) const {
+    // ZS_DECODE_FUSE=0: the three ops one by one (the A/B of docs/BENCHMARKS.md; same results).
+    const char* e = std::getenv("ZS_DECODE_FUSE");
+    if (e != nullptr && std::string_view(e) == "0") return false;
+    return p_.up_bias == kNoParam && (p_.down_bias == kNoParam || !add_out_bias_) &&
+           p.qw(p_.up).defined() && p.qw(p_.down).defined();
+}
+
 void Mlp::run(const ParamBinding& p, Saved& s, const Tensor& out, const Tensor& x,
               float beta) const {
     const int64_t N = x.size(0);
@@ -183,6 +194,10 @@ void Mlp::run(const ParamBinding& p, Saved& s, const Tensor& out, const Tensor& 
         case MlpKind::moe:
             ensure(s.h, {N, 2 * ff_}, ct, x.device());
             ensure(s.a, {N, ff_}, ct, x.device());
+            if (fused_quant_swiglu(p)) {
+                ops::quant_swiglu_forward(out, x, p.qw(p_.up), p.qw(p_.down), s.h, s.a, beta);
+                return;
+            }
             linear(p, p_.up, s.h, x, opt(p, p_.up_bias));
             ops::swiglu_forward(s.a, s.h.slice(1, 0, ff_), s.h.slice(1, ff_, 2 * ff_));
             break;

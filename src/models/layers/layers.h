@@ -170,6 +170,8 @@ public:
                   const Tensor& x) const;
     // Used by the MoE layer for one expert: out [M, C] (= or +=) from x [M, C].
     void run(const ParamBinding& p, Saved& s, const Tensor& out, const Tensor& x, float beta) const;
+    // Both matrices quantized, no biases, ZS_DECODE_FUSE not 0: ops::quant_swiglu_forward.
+    bool fused_quant_swiglu(const ParamBinding& p) const;
     // dx (=) from dout [M, C] ct.
     void run_backward(const ParamBinding& p, const Saved& s, const Tensor& dx, const Tensor& dout,
                       const Tensor& x) const;

@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# Quantized decode, zerospeed vs llama.cpp, alternating (ours, theirs, ours, theirs, ...) so both
+# see the same load on a shared machine: for each GGUF file and round, `zerospeed generate` and
+# `llama-cli` decode 64 greedy tokens after the same 557-token prompt (the context llama-bench's
+# `-p 0 -n 64 -d 512` measures, for llama.cpp builds without -d), and the STREAM triad
+# (ops_bench BM_stream_triad) is measured before every round. Prints one line per run and a
+# summary: medians, ours / llama.cpp, and the roofline fraction (decode tokens/s x GGUF bytes /
+# median triad bytes/s; SmolLM2 ties its head, so every weight byte is read once per token).
+#
+# Usage: bench/quant/decode_ab.sh BUILD LLAMA_CLI FILE.gguf...
+#   ROUNDS (default 3), THREADS (default 1), AB_FUSE=1 adds a ZS_DECODE_FUSE=0 run per round.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/../.." && pwd)
+build=$1 cli=$2
+shift 2
+rounds=${ROUNDS:-3} t=${THREADS:-1}
+prompt=$(head -c 2500 "$root/data/corpora/austen.txt" | tail -c 2390)
+ours() {  # decode tokens/s of one zerospeed run
+    OMP_NUM_THREADS=$t "$build/bin/zerospeed" generate --model "$1" --prompt "$prompt" \
+        --max-tokens 64 --temperature 0 --ignore-eos --dtype auto 2>&1 >/dev/null |
+        sed -n 's/.*generated: .*(\([0-9.]*\) tokens\/s).*/\1/p'
+}
+theirs() {  # decode tokens/s of one llama-cli run (its "eval time" line, not the prompt's)
+    "$cli" -m "$1" -p "$prompt" -n 64 -t "$t" --temp 0 -no-cnv --ignore-eos </dev/null 2>&1 |
+        grep -v 'prompt eval' | sed -n 's/.* eval time .*, *\([0-9.]*\) tokens per second.*/\1/p'
+}
+triad() {
+    OMP_NUM_THREADS=$t "$build/bench/ops_bench" --benchmark_filter=BM_stream_triad \
+        --benchmark_min_time=0.3 2>/dev/null | grep -o 'GB/s=[0-9.]*' | cut -d= -f2
+}
+log=$(mktemp)
+for r in $(seq "$rounds"); do
+    echo "round $r triad $(triad) GB/s" | tee -a "$log"
+    for f in "$@"; do
+        q=$(basename "$f" .gguf)
+        echo "round $r $q ours $(ours "$f")" | tee -a "$log"
+        echo "round $r $q llama $(theirs "$f")" | tee -a "$log"
+        if [ "${AB_FUSE:-0}" = 1 ]; then
+            echo "round $r $q unfused $(ZS_DECODE_FUSE=0 ours "$f")" | tee -a "$log"
+        fi
+    done
+done
+median() { sort -g | awk '{v[NR]=$1} END {print (NR % 2) ? v[(NR+1)/2] : (v[NR/2]+v[NR/2+1])/2}'; }
+tri=$(awk '$3=="triad" {print $4}' "$log" | median)
+echo "summary ($rounds rounds, $t thread(s), median triad $tri GB/s): file ours llama ratio roofline"
+for f in "$@"; do
+    q=$(basename "$f" .gguf)
+    o=$(awk -v q="$q" '$3==q && $4=="ours" {print $5}' "$log" | median)
+    l=$(awk -v q="$q" '$3==q && $4=="llama" {print $5}' "$log" | median)
+    extra=""
+    if [ "${AB_FUSE:-0}" = 1 ]; then
+        extra=" unfused $(awk -v q="$q" '$3==q && $4=="unfused" {print $5}' "$log" | median)"
+    fi
+    awk -v q="$q" -v o="$o" -v l="$l" -v b="$(stat -c %s "$f")" -v g="$tri" -v x="$extra" \
+        'BEGIN { printf "%s %.1f %.1f %.2fx %.2f%s\n", q, o, l, o / l, o * b / (g * 1e9), x }'
+done
+rm -f "$log"
