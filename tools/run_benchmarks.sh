@@ -4,9 +4,9 @@
 # section; docs/BENCHMARKS.md records the figures with these commands.
 #
 # Usage: tools/run_benchmarks.sh [BUILD] [section...]
-#   sections: ops optim tokenizer comm collectives mpi-configs train generate quant tp ep pipeline
-#   serve sp offload infinity zero-inference decode (default: all but collectives, mpi-configs,
-#   quant, pipeline, sp, offload, infinity, zero-inference and decode)
+#   sections: ops optim tokenizer comm collectives mpi-configs train generate quant perplexity tp ep
+#   pipeline serve sp offload infinity zero-inference decode (default: all but collectives,
+#   mpi-configs, quant, perplexity, pipeline, sp, offload, infinity, zero-inference and decode)
 # Peers: the Python ones (torch, deepspeed, tiktoken, HF tokenizers, sentencepiece) come from the
 # reference venv, installed (once, cached) by tools/reference_venv.sh. llama.cpp's llama-server is
 # used when LLAMA_SERVER names its binary (llama-bench from LLAMA_BENCH), llm.c's CPU trainer when LLMC_TRAIN names its
@@ -301,6 +301,64 @@ CONFIGS
             rm -f "$f"
         done
         ;;
+    perplexity)
+        # Issue 19's accuracy goal: zerospeed perplexity vs llama-perplexity (LLAMA_PERPLEXITY) on
+        # the same GGUF files and text: the last 40 kB of Austen (a held-back slice, from a line
+        # start), 4 chunks of 512, the second half of each scored. SmolLM2-135M's Q4_1 weights as
+        # f32 (the exact values), then Q8_0, Q4_0, Q4_K_M, Q6_K quantized from it by llama-quantize
+        # (LLAMA_QUANTIZE or next to LLAMA_PERPLEXITY) and by our convert (files compared byte for
+        # byte). zerospeed: --dtype auto (quantized weights, bf16 compute), the same with the
+        # int8 prefill (activations Q8-quantized, as llama.cpp's kernels do: ZS_QUANT_PREFILL=int8),
+        # and --dtype f32 --kv-cache-dtype f32 (weights dequantized, f32 compute).
+        if [ -z "${LLAMA_PERPLEXITY:-}" ]; then
+            note "perplexity: LLAMA_PERPLEXITY unset (llama.cpp's llama-perplexity); skipped"
+            continue
+        fi
+        note "perplexity: zerospeed perplexity vs $LLAMA_PERPLEXITY, same files and slice"
+        gguf=$("$root/tools/fetch_smollm2.sh")
+        quantize=${LLAMA_QUANTIZE:-$(dirname "$LLAMA_PERPLEXITY")/llama-quantize}
+        slice=$out/austen-tail40k.txt
+        python3 - "$root/data/corpora/austen.txt" "$slice" <<'PY'
+import sys
+t = open(sys.argv[1], "rb").read()
+at = len(t) - 40000
+nl = t.find(b"\n", at)
+open(sys.argv[2], "wb").write(t[at if nl < 0 else nl + 1:])
+PY
+        args=(--file "$root/data/corpora/austen.txt" --tail-bytes 40000 --ctx 512 --chunks 4 --quiet)
+        "$bin" convert --model "$gguf" --to gguf --dtype f32 --output "$out/smollm2-f32.gguf" 2>/dev/null
+        for q in f32 Q8_0 Q4_0 Q4_K_M Q6_K; do
+            f=$out/smollm2-$q.gguf
+            if [ $q != f32 ]; then
+                if [ -x "$quantize" ]; then
+                    "$quantize" "$out/smollm2-f32.gguf" "$f" $q >/dev/null 2>&1
+                    "$bin" convert --model "$out/smollm2-f32.gguf" --to gguf --quantize "${q,,}" \
+                        --output "$out/zs-$q.gguf" 2>/dev/null
+                    echo "$q: zerospeed convert vs llama-quantize: $(cmp -s "$f" "$out/zs-$q.gguf" \
+                        && echo byte-identical || echo differ)" | tee -a "$out/perplexity.txt"
+                    rm -f "$out/zs-$q.gguf"
+                else
+                    "$bin" convert --model "$out/smollm2-f32.gguf" --to gguf --quantize "${q,,}" \
+                        --output "$f" 2>/dev/null
+                fi
+            fi
+            echo "llama-perplexity $q: $("$LLAMA_PERPLEXITY" -m "$f" -f "$slice" -c 512 --chunks 4 \
+                -b 512 2>&1 | grep -o 'Final estimate: PPL = [0-9.]*')" | tee -a "$out/perplexity.txt"
+            if [ $q = f32 ]; then
+                echo "zerospeed $q f32: $("$bin" perplexity --model "$f" "${args[@]}" --dtype f32 \
+                    --kv-cache-dtype f32 2>/dev/null)" | tee -a "$out/perplexity.txt"
+            else
+                echo "zerospeed $q auto: $("$bin" perplexity --model "$f" "${args[@]}" 2>/dev/null)" \
+                    | tee -a "$out/perplexity.txt"
+                echo "zerospeed $q auto int8-prefill: $(ZS_QUANT_PREFILL=int8 "$bin" perplexity \
+                    --model "$f" "${args[@]}" 2>/dev/null)" | tee -a "$out/perplexity.txt"
+                echo "zerospeed $q f32: $("$bin" perplexity --model "$f" "${args[@]}" --dtype f32 \
+                    --kv-cache-dtype f32 2>/dev/null)" | tee -a "$out/perplexity.txt"
+                rm -f "$f"
+            fi
+        done
+        rm -f "$out/smollm2-f32.gguf"
+        ;;
     tp)
         # Tensor parallelism on one host over the MPI transport: GPT-2 124M (12 heads; random
         # weights, --ignore-eos) decode and prefill at tp 2 (2 ranks x 1 thread) vs tp 1 (1 rank x
@@ -451,7 +509,7 @@ CONFIGS
         "$root/bench/train/sp_long_equivalence.sh" "$build/bin" "$root" 4096 8192 | tee -a "$out/sp.txt"
         ;;
     *)
-        echo "unknown section $s (ops optim tokenizer comm mpi-configs train generate quant tp ep pipeline serve sp offload infinity zero-inference decode)" >&2
+        echo "unknown section $s (ops optim tokenizer comm mpi-configs train generate quant perplexity tp ep pipeline serve sp offload infinity zero-inference decode)" >&2
         exit 2
         ;;
     esac

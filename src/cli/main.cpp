@@ -283,8 +283,9 @@ int main(int argc, char** argv) {
                     "--to gguf: type of the matrices (f32, f16, bf16); --to hf from a .gguf: type "
                     "of the weights (f32, bf16)");
     cnv->add_option("--quantize", conv.quantize,
-                    "--to gguf: quantize the matrices to q8_0, q4_0, q4_1, q5_0 or q5_1 (blocks "
-                    "bit-identical to llama.cpp's reference quantizer; other tensors f32)");
+                    "--to gguf: quantize the matrices to q8_0, q4_0, q4_1, q5_0, q5_1 (blocks "
+                    "bit-identical to llama.cpp's reference quantizer), q4_k, q5_k, q6_k, or "
+                    "llama-quantize's q4_k_m / q5_k_m mixes (docs/CONFIG.md); other tensors f32");
     cnv->add_option("--tokenizer", conv.tokenizer,
                     "--to hf: the tokenizer to include (default: the model or tokenizer the "
                     "checkpoint was trained from)");

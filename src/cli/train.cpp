@@ -24,6 +24,7 @@
 #include "io/gguf.h"
 #include "io/gguf_writer.h"
 #include "io/json.h"
+#include "io/quant_scheme.h"
 #include "io/safetensors.h"
 #include "io/safetensors_writer.h"
 #include "io/token_dataset.h"
@@ -249,35 +250,22 @@ int convert_gguf(const ConvertOptions& o) {
         ZS_THROW(ConfigError,
                  "convert: --dtype '{}' is not supported for --to gguf (f32, f16, bf16)", o.dtype);
     }
-    // --quantize: matrices (rows a multiple of 32) become blocks bit for bit as llama.cpp's
-    // reference quantizer writes them; llama.cpp's general.file_type MOSTLY_<TYPE>.
-    std::optional<core::QType> qt;
+    // --quantize: matrices (rows a multiple of 32) become blocks, each in the type the scheme
+    // gives it (io/quant_scheme.h: llama-quantize's rules for the k-quants); the simple types bit
+    // for bit as llama.cpp's reference quantizer writes them; general.file_type MOSTLY_<TYPE>.
+    std::optional<io::QuantScheme> qs;
+    int n_layers = 0;
+    bool has_output = false;
     if (!o.quantize.empty()) {
-        qt = core::qtype_from_string(o.quantize);
-        ZS_CHECK_T(ConfigError, qt && core::can_quantize(*qt),
-                   "convert: --quantize '{}' is not supported (q8_0, q4_0, q4_1, q5_0, q5_1)",
+        qs = io::parse_quant_scheme(o.quantize);
+        ZS_CHECK_T(ConfigError, qs.has_value(),
+                   "convert: --quantize '{}' is not supported (q8_0, q4_0, q4_1, q5_0, q5_1, q4_k, "
+                   "q4_k_m, q5_k, q5_k_m, q6_k)",
                    o.quantize);
-        switch (*qt) {
-            case core::QType::q4_0:
-                ftype = 2;
-                break;
-            case core::QType::q4_1:
-                ftype = 3;
-                break;
-            case core::QType::q8_0:
-                ftype = 7;
-                break;
-            case core::QType::q5_0:
-                ftype = 8;
-                break;
-            case core::QType::q5_1:
-                ftype = 9;
-                break;
-            case core::QType::q4_k:
-            case core::QType::q5_k:
-            case core::QType::q6_k:
-            case core::QType::q8_k:
-                break;
+        ftype = qs->file_type;
+        for (const io::GgufTensorInfo& t : in.tensors()) {
+            n_layers += t.name.find("attn_v.weight") != std::string::npos;
+            has_output = has_output || t.name == "output.weight";
         }
     }
     io::GgufWriter w(in.alignment(), in.version());
@@ -299,19 +287,19 @@ int convert_gguf(const ConvertOptions& o) {
             w.add_tensor(t.name, t.type, t.ne, std::vector<uint8_t>(raw.begin(), raw.end()));
             continue;
         }
-        if (qt && matrix && t.ne[0] % 32 == 0) {
+        if (qs && matrix && t.ne[0] % 32 == 0) {
+            const core::QType qt = io::quant_type_for(*qs, t.name, t.ne[0], n_layers, has_output);
             const Tensor f = in.tensor(t.name, core::DType::f32).contiguous();
-            std::vector<uint8_t> blocks(
-                static_cast<size_t>(f.numel() / 32 * core::qtype_traits(*qt).block_bytes));
-            core::quantize(*qt, f.data<float>(), blocks.data(), f.numel());
-            w.add_tensor(t.name, io::to_ggml_type(*qt), t.ne, std::move(blocks));
+            std::vector<uint8_t> blocks(static_cast<size_t>(core::qrow_bytes(qt, f.numel())));
+            core::quantize(qt, f.data<float>(), blocks.data(), f.numel());
+            w.add_tensor(t.name, io::to_ggml_type(qt), t.ne, std::move(blocks));
             continue;
         }
-        w.add_tensor(t.name, in.tensor(t.name, matrix && !qt ? dt : core::DType::f32).contiguous());
+        w.add_tensor(t.name, in.tensor(t.name, matrix && !qs ? dt : core::DType::f32).contiguous());
     }
     w.save(o.output);
     log_info("wrote {} ({} tensors, matrices as {})", o.output, in.tensors().size(),
-             qt ? o.quantize : o.dtype);
+             qs ? o.quantize : o.dtype);
     return 0;
 }
 

@@ -216,21 +216,240 @@ void enc_asym(const float* x, uint8_t* b, float levels, int qmax, uint8_t* qs, u
     }
 }
 
+// The k-quant encoders (q4_k, q5_k, q6_k). gguf.quants has no quantizer for them, so they are
+// not bit-identical to a reference; they follow the method of llama.cpp's reference quantizers
+// (no importance matrix), restated here: each sub-block's scale (and min) is fitted by weighted
+// least squares on the rounded codes over a few stretched grids, then the sub-block scales are
+// themselves quantized to 6 (q4_k, q5_k) or 8 (q6_k) bits against the block's f16 scale, and the
+// codes are re-rounded on the grid those quantized scales give (so every code is the nearest
+// one of its sub-block's final grid, clamped to the code range).
+
+int round_int(float v) { return static_cast<int>(std::nearbyint(v)); }  // ties to even
+
+// Asymmetric sub-block fit: x[i] ~ scale * q[i] + lo with q in [0, nmax] and lo <= 0, weights w.
+// Starts from the min/max grid; then, for s = 0..nstep, the grid of nmax + rmin + rdelta s
+// steps over [min, max]: codes rounded on it, scale and lo refitted in closed form (the 2x2
+// normal equations; lo clamped to 0 with the scale refitted alone when the fit makes it
+// positive), kept when the weighted squared error drops. Returns the scale; *neg_lo = -lo.
+float fit_scale_min(const float* x, const float* w, int n, int nmax, float rmin, float rdelta,
+                    int nstep, uint8_t* q, float* neg_lo) {
+    float lo = x[0], hi = x[0], sw = w[0], swx = w[0] * x[0];
+    for (int i = 1; i < n; ++i) {
+        lo = std::min(lo, x[i]);
+        hi = std::max(hi, x[i]);
+        sw += w[i];
+        swx += w[i] * x[i];
+    }
+    lo = std::min(lo, 0.0f);
+    if (hi == lo) {
+        for (int i = 0; i < n; ++i) q[i] = 0;
+        *neg_lo = -lo;
+        return 0.0f;
+    }
+    float inv = static_cast<float>(nmax) / (hi - lo);
+    float scale = 1.0f / inv;
+    float best = 0.0f;
+    for (int i = 0; i < n; ++i) {
+        const int l = std::clamp(round_int(inv * (x[i] - lo)), 0, nmax);
+        q[i] = static_cast<uint8_t>(l);
+        const float e = scale * static_cast<float>(l) + lo - x[i];
+        best += w[i] * e * e;
+    }
+    uint8_t cand[32];
+    for (int s = 0; s <= nstep; ++s) {
+        inv = (rmin + rdelta * static_cast<float>(s) + static_cast<float>(nmax)) / (hi - lo);
+        float sl = 0.0f, sl2 = 0.0f, sxl = 0.0f;
+        for (int i = 0; i < n; ++i) {
+            const int l = std::clamp(round_int(inv * (x[i] - lo)), 0, nmax);
+            cand[i] = static_cast<uint8_t>(l);
+            const float fl = static_cast<float>(l);
+            sl += w[i] * fl;
+            sl2 += w[i] * fl * fl;
+            sxl += w[i] * fl * x[i];
+        }
+        const float det = sw * sl2 - sl * sl;
+        if (det <= 0.0f) continue;
+        float cs = (sw * sxl - swx * sl) / det;
+        float cm = (sl2 * swx - sl * sxl) / det;
+        if (cm > 0.0f) {
+            cm = 0.0f;
+            cs = sxl / sl2;
+        }
+        float err = 0.0f;
+        for (int i = 0; i < n; ++i) {
+            const float e = cs * static_cast<float>(cand[i]) + cm - x[i];
+            err += w[i] * e * e;
+        }
+        if (err < best) {
+            best = err;
+            scale = cs;
+            lo = cm;
+            std::memcpy(q, cand, static_cast<size_t>(n));
+        }
+    }
+    *neg_lo = -lo;
+    return scale;
+}
+
+// Symmetric sub-block fit: x[i] ~ scale * q[i], q in [-nmax, nmax - 1], weights x^2. The grid
+// through the element of largest magnitude (q = -nmax there), then the grids of nmax + 0.1 s
+// steps (s = -9..9, s != 0): the least-squares scale on each grid's codes, kept when it
+// explains more of x ((sum w x q)^2 / sum w q^2). Returns the scale (0 for an all-zero
+// sub-block).
+float fit_scale_sym(const float* x, int n, int nmax) {
+    float amax = 0.0f, mx = 0.0f;
+    for (int i = 0; i < n; ++i) {
+        if (std::fabs(x[i]) > amax) {
+            amax = std::fabs(x[i]);
+            mx = x[i];
+        }
+    }
+    if (amax < 1e-15f) return 0.0f;
+    float best_scale = 0.0f, best = -1.0f;
+    auto try_grid = [&](float steps) {
+        const float inv = -steps / mx;
+        float sxl = 0.0f, sl2 = 0.0f;
+        for (int i = 0; i < n; ++i) {
+            const float l = static_cast<float>(std::clamp(round_int(inv * x[i]), -nmax, nmax - 1));
+            const float w = x[i] * x[i];
+            sxl += w * x[i] * l;
+            sl2 += w * l * l;
+        }
+        if (sl2 > 0.0f && (best < 0.0f || sxl * sxl > best * sl2)) {
+            best_scale = sxl / sl2;
+            best = best_scale * sxl;
+        }
+    };
+    try_grid(static_cast<float>(nmax));
+    for (int s = -9; s <= 9; ++s) {
+        if (s != 0) try_grid(static_cast<float>(nmax) + 0.1f * static_cast<float>(s));
+    }
+    return best_scale;
+}
+
+// q4_k (nmax 15) and q5_k (nmax 31): 8 sub-blocks of 32, each fitted with weights
+// rms(sub-block) + |x|; the 8 scales and 8 mins quantized to 6 bits against d = max scale / 63
+// and dmin = max min / 63 (both f16), the codes re-rounded on the quantized grid.
+void enc_k_asym(const float* x, uint8_t* b, int nmax) {
+    const bool five = nmax == 31;
+    float scale[8], neg_lo[8], w[32];
+    uint8_t codes[256];
+    float max_scale = 0.0f, max_min = 0.0f;
+    for (int j = 0; j < 8; ++j) {
+        const float* xj = x + 32 * j;
+        float s2 = 0.0f;
+        for (int l = 0; l < 32; ++l) s2 += xj[l] * xj[l];
+        const float rms = std::sqrt(s2 / 32.0f);
+        for (int l = 0; l < 32; ++l) w[l] = rms + std::fabs(xj[l]);
+        scale[j] = five ? fit_scale_min(xj, w, 32, 31, -0.5f, 0.1f, 15, codes + 32 * j, &neg_lo[j])
+                        : fit_scale_min(xj, w, 32, 15, -1.0f, 0.1f, 20, codes + 32 * j, &neg_lo[j]);
+        max_scale = std::max(max_scale, scale[j]);
+        max_min = std::max(max_min, neg_lo[j]);
+    }
+    const float inv_scale = max_scale > 0.0f ? 63.0f / max_scale : 0.0f;
+    const float inv_min = max_min > 0.0f ? 63.0f / max_min : 0.0f;
+    uint8_t* s = b + 4;
+    std::memset(s, 0, 12);
+    int sc[8], mn[8];
+    for (int j = 0; j < 8; ++j) {
+        sc[j] = std::min(round_int(inv_scale * scale[j]), 63);
+        mn[j] = std::min(round_int(inv_min * neg_lo[j]), 63);
+        sc[j] = std::max(sc[j], 0);
+        mn[j] = std::max(mn[j], 0);
+        if (j < 4) {
+            s[j] = static_cast<uint8_t>(sc[j]);
+            s[j + 4] = static_cast<uint8_t>(mn[j]);
+        } else {
+            s[j + 4] = static_cast<uint8_t>((sc[j] & 0x0F) | ((mn[j] & 0x0F) << 4));
+            s[j - 4] |= static_cast<uint8_t>((sc[j] >> 4) << 6);
+            s[j] |= static_cast<uint8_t>((mn[j] >> 4) << 6);
+        }
+    }
+    put_f16(b, max_scale / 63.0f);
+    put_f16(b + 2, max_min / 63.0f);
+    const float d = load_f16(b), dmin = load_f16(b + 2);
+    for (int j = 0; j < 8; ++j) {
+        const float dj = d * static_cast<float>(sc[j]);
+        if (dj == 0.0f) continue;  // a zero scale: the fitted codes stand (they decode to -mj)
+        const float mj = dmin * static_cast<float>(mn[j]);
+        for (int l = 0; l < 32; ++l) {
+            codes[32 * j + l] =
+                static_cast<uint8_t>(std::clamp(round_int((x[32 * j + l] + mj) / dj), 0, nmax));
+        }
+    }
+    uint8_t* qs = b + (five ? 48 : 16);
+    for (int c = 0; c < 4; ++c) {
+        for (int l = 0; l < 32; ++l) {
+            qs[32 * c + l] = static_cast<uint8_t>((codes[64 * c + l] & 0x0F) |
+                                                  ((codes[64 * c + 32 + l] & 0x0F) << 4));
+        }
+    }
+    if (five) {
+        uint8_t* qh = b + 16;
+        for (int l = 0; l < 32; ++l) {
+            uint8_t h = 0;
+            for (int j = 0; j < 8; ++j) h |= static_cast<uint8_t>((codes[32 * j + l] >> 4) << j);
+            qh[l] = h;
+        }
+    }
+}
+
+// q6_k: 16 sub-blocks of 16 fitted symmetrically (codes -32..31); their scales quantized to
+// int8 against d = -(the scale of largest magnitude) / 128 (f16), so that scale becomes -128
+// (or 127 after the clamp); the codes re-rounded on the quantized grid.
+void enc_q6_k(const float* x, uint8_t* b) {
+    float scale[16];
+    float max_scale = 0.0f, max_abs = 0.0f;
+    for (int j = 0; j < 16; ++j) {
+        scale[j] = fit_scale_sym(x + 16 * j, 16, 32);
+        if (std::fabs(scale[j]) > max_abs) {
+            max_abs = std::fabs(scale[j]);
+            max_scale = scale[j];
+        }
+    }
+    std::memset(b, 0, 210);
+    if (max_abs < 1e-15f) return;  // an all-zero block: d = 0, every code 32 (decodes to 0)
+    const float inv = -128.0f / max_scale;
+    put_f16(b + 208, 1.0f / inv);
+    const float d = load_f16(b + 208);
+    auto* sc = reinterpret_cast<int8_t*>(b + 192);
+    uint8_t codes[256];
+    for (int j = 0; j < 16; ++j) {
+        sc[j] = static_cast<int8_t>(std::clamp(round_int(inv * scale[j]), -128, 127));
+        const float dj = d * static_cast<float>(sc[j]);
+        for (int l = 0; l < 16; ++l) {
+            const int q = dj == 0.0f ? 0 : std::clamp(round_int(x[16 * j + l] / dj), -32, 31);
+            codes[16 * j + l] = static_cast<uint8_t>(q + 32);
+        }
+    }
+    // The layout deq_q6_k reads: element 128 h + 32 k + l of half h.
+    uint8_t* ql = b;
+    uint8_t* qh = b + 128;
+    for (int h = 0; h < 2; ++h) {
+        for (int k = 0; k < 4; ++k) {
+            for (int l = 0; l < 32; ++l) {
+                const uint8_t q = codes[128 * h + 32 * k + l];
+                ql[64 * h + l + 32 * (k % 2)] |=
+                    static_cast<uint8_t>((q & 0x0F) << (k < 2 ? 0 : 4));
+                qh[32 * h + l] |= static_cast<uint8_t>((q >> 4) << (2 * k));
+            }
+        }
+    }
+}
+
 }  // namespace
 
-bool can_quantize(QType t) {
-    return t == QType::q8_0 || t == QType::q4_0 || t == QType::q4_1 || t == QType::q5_0 ||
-           t == QType::q5_1;
-}
+bool can_quantize(QType t) { return t != QType::q8_k; }
 
 void quantize(QType t, const float* src, void* dst, int64_t n) {
     const QTypeTraits& tr = qtype_traits(t);
     ZS_CHECK_T(NotSupported, can_quantize(t),
-               "quantizing to {} is not supported (q8_0, q4_0, q4_1, q5_0, q5_1)", tr.name);
+               "quantizing to {} is not supported (q8_0, q4_0, q4_1, q5_0, q5_1, q4_k, q5_k, q6_k)",
+               tr.name);
     ZS_ASSERT(n % tr.block_size == 0, "{} elements of {} are not whole blocks", n, tr.name);
     auto* out = static_cast<uint8_t*>(dst);
-    for (int64_t blk = 0; blk < n / 32; ++blk) {
-        const float* x = src + 32 * blk;
+    for (int64_t blk = 0; blk < n / tr.block_size; ++blk) {
+        const float* x = src + tr.block_size * blk;
         uint8_t* b = out + blk * tr.block_bytes;
         switch (t) {
             case QType::q8_0:
@@ -249,8 +468,14 @@ void quantize(QType t, const float* src, void* dst, int64_t n) {
                 enc_asym(x, b, 31.0f, 31, b + 8, b + 4);
                 break;
             case QType::q4_k:
+                enc_k_asym(x, b, 15);
+                break;
             case QType::q5_k:
+                enc_k_asym(x, b, 31);
+                break;
             case QType::q6_k:
+                enc_q6_k(x, b);
+                break;
             case QType::q8_k:
                 break;
         }

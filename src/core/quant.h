@@ -52,10 +52,12 @@ inline int64_t qrow_bytes(QType t, int64_t k) {
     return k / tr.block_size * tr.block_bytes;
 }
 
-// Encode n elements (whole blocks) of src into dst, bit for bit as llama.cpp's reference
-// quantizers (ggml-quants.c quantize_row_*_ref, restated by the gguf package's gguf.quants) for
-// the types they define without an importance search: q8_0, q4_0, q4_1, q5_0, q5_1. NotSupported
-// for the others. Non-finite inputs give whatever the reference gives (no check).
+// Encode n elements (whole blocks) of src into dst. q8_0, q4_0, q4_1, q5_0, q5_1: bit for bit as
+// llama.cpp's reference quantizers (ggml-quants.c quantize_row_*_ref, restated by the gguf
+// package's gguf.quants; tested against it). q4_k, q5_k, q6_k: llama.cpp's method without an
+// importance matrix (quant.cpp); no package to test bit identity against, but measured
+// byte-identical to llama-quantize's files (docs/BENCHMARKS.md). NotSupported for q8_k. Non-finite
+// inputs give whatever the reference gives (no check).
 void quantize(QType t, const float* src, void* dst, int64_t n);
 bool can_quantize(QType t);
 

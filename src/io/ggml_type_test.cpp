@@ -4,15 +4,18 @@
 // direction of the decoder), and expects x = f(d, m, scale, q) element by element, in double.
 #include "io/ggml_type.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <functional>
+#include <random>
 
 #include <gtest/gtest.h>
 
 #include "core/half.h"
 #include "io/gguf.h"
 #include "io/gguf_writer.h"
+#include "io/quant_scheme.h"
 #include "io/safetensors.h"
 #include "tests/test_util.h"
 
@@ -260,7 +263,195 @@ TEST(Quantize, BitIdenticalToTheGgufPackage) {
     }
     std::vector<float> x(256, 1.0f);
     std::vector<uint8_t> out(256);
-    EXPECT_THROW(core::quantize(core::QType::q4_k, x.data(), out.data(), 256), NotSupported);
+    EXPECT_THROW(core::quantize(core::QType::q8_k, x.data(), out.data(), 256), NotSupported);
+}
+
+// The k-quant encoders have no reference quantizer to match bit for bit (gguf.quants only decodes
+// them), so they are held to what an encoder must do. (1) Every code is the nearest one on its
+// sub-block's final grid (y = dj q - mj, q in the code range; dj, mj from the block's quantized
+// scales), found here by trying every code: |x - y| <= dj / 2 inside the grid's span, the
+// distance to the span's end outside it; a wrapped or unclamped code breaks this. (2) The
+// round-trip RMSE (our encoder, then the decoder checked against gguf above) is at most that of
+// a naive encoder written here: each sub-block's min/max grid, its scale and min rounded to 6
+// bits (q6_k: 8) against the block's largest. On Gaussian rows, on heavy-tailed rows with
+// outlier columns (as trained weights have), and on edge blocks (zeros, constants, all
+// positive, one huge outlier, f16-subnormal magnitudes) that must decode to finite values.
+struct KGrid {  // sub-block j's grid of a k-quant block
+    float d, m;
+    int qmin, qmax;
+};
+
+int kq_sub_size(core::QType t) { return t == core::QType::q6_k ? 16 : 32; }
+
+KGrid k_grid(core::QType t, const uint8_t* b, int j) {
+    auto f16at = [&](int off) {
+        uint16_t bits;
+        std::memcpy(&bits, b + off, 2);
+        return core::f16_to_f32(core::f16{bits});
+    };
+    if (t == core::QType::q6_k) {
+        const auto sc = static_cast<int8_t>(b[192 + j]);
+        return {f16at(208) * static_cast<float>(sc), 0.0f, -32, 31};
+    }
+    const uint8_t* s = b + 4;  // get_scale_min_k4, restated
+    const int sc = j < 4 ? s[j] & 63 : (s[j + 4] & 0x0F) | ((s[j - 4] >> 6) << 4);
+    const int mn = j < 4 ? s[j + 4] & 63 : (s[j + 4] >> 4) | ((s[j] >> 6) << 4);
+    return {f16at(0) * static_cast<float>(sc), f16at(2) * static_cast<float>(mn), 0,
+            t == core::QType::q4_k ? 15 : 31};
+}
+
+// The naive reference: one super-block of 256 encoded and decoded in floats.
+void naive_k(core::QType t, const float* x, float* y) {
+    const int n = kq_sub_size(t), subs = 256 / n;
+    const bool sym = t == core::QType::q6_k;
+    const int nmax = t == core::QType::q4_k ? 15 : 31;
+    std::vector<float> s(subs), m(subs);
+    float smax = 0.0f, mmax = 0.0f;
+    for (int j = 0; j < subs; ++j) {
+        float lo = 0.0f, hi = 0.0f, amax = 0.0f;
+        for (int l = 0; l < n; ++l) {
+            lo = std::min(lo, x[n * j + l]);
+            hi = std::max(hi, x[n * j + l]);
+            amax = std::max(amax, std::fabs(x[n * j + l]));
+        }
+        s[j] = sym ? amax / 31.0f : (hi - lo) / static_cast<float>(nmax);
+        m[j] = sym ? 0.0f : -lo;
+        smax = std::max(smax, s[j]);
+        mmax = std::max(mmax, m[j]);
+    }
+    const float levels = sym ? 127.0f : 63.0f;
+    const float d = core::f16_to_f32(core::f32_to_f16(smax / levels));
+    const float dmin = core::f16_to_f32(core::f32_to_f16(mmax / 63.0f));
+    for (int j = 0; j < subs; ++j) {
+        const float dj = d == 0.0f ? 0.0f : d * std::min(std::round(s[j] / d), levels);
+        const float mj = dmin == 0.0f ? 0.0f : dmin * std::min(std::round(m[j] / dmin), 63.0f);
+        for (int l = 0; l < n; ++l) {
+            float q = dj == 0.0f ? 0.0f : std::round((x[n * j + l] + mj) / dj);
+            q = sym ? std::clamp(q, -32.0f, 31.0f) : std::clamp(q, 0.0f, static_cast<float>(nmax));
+            y[n * j + l] = dj * q - mj;
+        }
+    }
+}
+
+struct KStats {
+    double ours = 0.0, naive = 0.0;  // sums of squared errors
+    int64_t not_nearest = 0, non_finite = 0;
+};
+
+KStats check_k_encoder(core::QType t, const std::vector<float>& x) {
+    const int64_t blocks = static_cast<int64_t>(x.size()) / 256;
+    const int64_t bb = core::qtype_traits(t).block_bytes;
+    std::vector<uint8_t> q(static_cast<size_t>(blocks * bb));
+    core::quantize(t, x.data(), q.data(), static_cast<int64_t>(x.size()));
+    std::vector<float> y(x.size()), yn(256);
+    core::dequantize(t, q.data(), y.data(), static_cast<int64_t>(x.size()));
+    KStats st;
+    const int n = kq_sub_size(t);
+    for (int64_t blk = 0; blk < blocks; ++blk) {
+        const float* xb = x.data() + 256 * blk;
+        const float* yb = y.data() + 256 * blk;
+        naive_k(t, xb, yn.data());
+        for (int j = 0; j < 256 / n; ++j) {
+            const KGrid g = k_grid(t, q.data() + blk * bb, j);
+            for (int l = 0; l < n; ++l) {
+                const float xi = xb[n * j + l], yi = yb[n * j + l];
+                if (!std::isfinite(yi)) ++st.non_finite;
+                float best = INFINITY;
+                for (int c = g.qmin; c <= g.qmax; ++c) {
+                    best = std::min(best, std::fabs(g.d * static_cast<float>(c) - g.m - xi));
+                }
+                if (std::fabs(yi - xi) > best * (1.0f + 1e-5f) + 1e-30f) ++st.not_nearest;
+                st.ours += static_cast<double>(yi - xi) * (yi - xi);
+                st.naive += static_cast<double>(yn[n * j + l] - xi) * (yn[n * j + l] - xi);
+            }
+        }
+    }
+    return st;
+}
+
+TEST(Quantize, KQuantsPickNearestCodesAndBeatANaiveEncoder) {
+    std::mt19937 rng(1907);
+    std::normal_distribution<float> normal(0.0f, 0.05f);
+    std::exponential_distribution<float> expo(40.0f);
+    std::uniform_real_distribution<float> unif(0.0f, 1.0f);
+    const int64_t k = 1536, rows = 24;
+    std::vector<float> gauss(k * rows), heavy(k * rows);
+    for (float& v : gauss) v = normal(rng);
+    std::vector<float> col_gain(k, 1.0f);
+    for (int i = 0; i < 12; ++i) col_gain[static_cast<size_t>(rng() % k)] = 12.0f;
+    for (int64_t r = 0; r < rows; ++r) {
+        const float row_gain = 0.5f + unif(rng);
+        for (int64_t c = 0; c < k; ++c) {  // Laplace, per-row and per-column gains
+            const float v = expo(rng) * (unif(rng) < 0.5f ? -1.0f : 1.0f);
+            heavy[static_cast<size_t>(r * k + c)] = v * row_gain * col_gain[static_cast<size_t>(c)];
+        }
+    }
+    std::vector<float> edge(256 * 7, 0.0f);  // block 0: zeros
+    for (int i = 0; i < 256; ++i) {
+        edge[256 + i] = 0.3f;                                  // a positive constant
+        edge[512 + i] = -0.7f;                                 // a negative constant
+        edge[768 + i] = 1.0f + 0.01f * static_cast<float>(i);  // all positive, min > 0
+        edge[1024 + i] = normal(rng);                          // ... with one huge outlier
+        edge[1280 + i] = 3e-7f * normal(rng);                  // f16-subnormal scales
+        edge[1536 + i] = i % 32 == 0 ? 0.0f : normal(rng) * static_cast<float>(i / 32 + 1);
+    }
+    edge[1024 + 77] = 40.0f;
+    for (core::QType t : {core::QType::q4_k, core::QType::q5_k, core::QType::q6_k}) {
+        const std::string key = core::to_string(t);
+        for (const auto& [name, data] :
+             {std::pair<const char*, const std::vector<float>*>{"gaussian", &gauss},
+              {"heavy-tailed", &heavy},
+              {"edge", &edge}}) {
+            const KStats st = check_k_encoder(t, *data);
+            EXPECT_EQ(st.not_nearest, 0) << key << " " << name << ": codes not the nearest";
+            EXPECT_EQ(st.non_finite, 0) << key << " " << name;
+            EXPECT_LE(st.ours, st.naive) << key << " " << name << ": squared error above naive";
+            const double n = static_cast<double>(data->size());
+            std::printf("%s %-12s rmse %.3e (naive %.3e)\n", key.c_str(), name,
+                        std::sqrt(st.ours / n), std::sqrt(st.naive / n));
+        }
+        // An all-zero block decodes to zeros exactly.
+        std::vector<uint8_t> b(static_cast<size_t>(core::qtype_traits(t).block_bytes));
+        std::vector<float> y(256);
+        core::quantize(t, edge.data(), b.data(), 256);
+        core::dequantize(t, b.data(), y.data(), 256);
+        for (int i = 0; i < 256; ++i) EXPECT_EQ(y[i], 0.0f) << key << " zero block, " << i;
+    }
+}
+
+// The per-tensor rule against llama-quantize's, restated for a 30-layer model: use_more_bits
+// picks layers 0-2, 26-29 and 5, 8, ..., 23 (i - 3 = 2 mod 3).
+TEST(QuantScheme, FollowsLlamaQuantizesMixAndFallbacks) {
+    using core::QType;
+    const auto m = parse_quant_scheme("Q4_K_M");
+    ASSERT_TRUE(m.has_value());
+    EXPECT_EQ(m->file_type, 15u);
+    EXPECT_FALSE(parse_quant_scheme("q3_k").has_value());
+    std::vector<int> more;
+    for (int i = 0; i < 30; ++i) {
+        const std::string v = "blk." + std::to_string(i) + ".attn_v.weight";
+        const std::string dn = "blk." + std::to_string(i) + ".ffn_down.weight";
+        const std::string q = "blk." + std::to_string(i) + ".attn_q.weight";
+        const QType tv = quant_type_for(*m, v, 512, 30, true);
+        EXPECT_EQ(quant_type_for(*m, dn, 512, 30, true), tv) << i;
+        EXPECT_EQ(quant_type_for(*m, q, 512, 30, true), QType::q4_k) << i;
+        if (tv == QType::q6_k) more.push_back(i);
+        // 576 columns: q6_k falls back to q8_0, q4_k to q5_0.
+        EXPECT_EQ(quant_type_for(*m, v, 576, 30, true),
+                  tv == QType::q6_k ? QType::q8_0 : QType::q5_0);
+    }
+    EXPECT_EQ(more, (std::vector<int>{0, 1, 2, 5, 8, 11, 14, 17, 20, 23, 26, 27, 28, 29}));
+    const auto p = parse_quant_scheme("q4_k");
+    EXPECT_EQ(quant_type_for(*p, "blk.0.attn_v.weight", 512, 30, true), QType::q4_k);
+    EXPECT_EQ(quant_type_for(*p, "blk.0.ffn_down.weight", 576, 30, true), QType::q5_0);
+    EXPECT_EQ(quant_type_for(*parse_quant_scheme("q5_k"), "x", 576, 30, true), QType::q5_1);
+    // The head: output.weight, or the token embedding where the model ties it.
+    EXPECT_EQ(quant_type_for(*p, "output.weight", 512, 30, true), QType::q6_k);
+    EXPECT_EQ(quant_type_for(*p, "token_embd.weight", 512, 30, true), QType::q4_k);
+    EXPECT_EQ(quant_type_for(*p, "token_embd.weight", 512, 30, false), QType::q6_k);
+    EXPECT_EQ(quant_type_for(*p, "token_embd.weight", 576, 30, false), QType::q8_0);
+    EXPECT_EQ(quant_type_for(*parse_quant_scheme("q4_0"), "output.weight", 576, 30, true),
+              QType::q4_0);
 }
 
 TEST(GgmlType, TableMatchesBlockStructSizes) {

@@ -3,7 +3,9 @@
 # Q8_0 / Q4_0 / Q4_1 blocks bit-identical to the gguf package's reference quantizer
 # (tools/reference/check_gguf_quantize.py); `zerospeed info` shows the types; generation keeps
 # the blocks quantized under --dtype auto and starts with the dequantized run's first token;
-# an unsupported type is refused naming --quantize.
+# --quantize q4_k_m writes llama-quantize's Q4_K_M mix (SmolLM2's 576-wide matrices fall back to
+# Q5_0 / Q8_0; ffn_down, 1536 wide, in Q4_K or, in 14 of 30 layers, Q6_K); an unsupported type is
+# refused naming --quantize.
 # Usage: quantize_gguf.sh <zerospeed binary> <repo root>
 set -euo pipefail
 bin=$1
@@ -30,8 +32,14 @@ for m in "$gguf" "$work/q8_0.gguf"; do
     [ "${q#"$d"}" != "$q" ] || { echo "FAIL: $m: quantized '$q' does not start with '$d'"; exit 1; }
     echo "ok   $(basename "$m"): quantized generation '${q//$'\n'/ }' starts with the dequantized '$d'"
 done
-if "$bin" convert --model "$gguf" --to gguf --quantize q4_k --output "$work/x.gguf" 2>"$work/err"; then
-    echo "FAIL: --quantize q4_k was accepted"; exit 1
+"$bin" convert --model "$gguf" --to gguf --quantize q4_k_m --output "$work/q4_k_m.gguf" 2>/dev/null
+"$bin" info --model "$work/q4_k_m.gguf" 2>/dev/null >"$work/info"
+for want in "Q4_K x16" "Q6_K x14" "Q5_0 x166" "Q8_0 x15"; do
+    grep -q "$want" "$work/info" || { echo "FAIL: q4_k_m info lacks '$want':"; cat "$work/info"; exit 1; }
+done
+echo "ok   q4_k_m: llama-quantize's Q4_K_M tensor types"
+if "$bin" convert --model "$gguf" --to gguf --quantize q3_k --output "$work/x.gguf" 2>"$work/err"; then
+    echo "FAIL: --quantize q3_k was accepted"; exit 1
 fi
-grep -q -- "--quantize 'q4_k'" "$work/err" || { echo "FAIL: the error does not name --quantize:"; cat "$work/err"; exit 1; }
+grep -q -- "--quantize 'q3_k'" "$work/err" || { echo "FAIL: the error does not name --quantize:"; cat "$work/err"; exit 1; }
 echo "quantize_gguf: ok"
