@@ -1026,7 +1026,8 @@ std::vector<StepStats> Trainer::train() {
             }
         }
         if (!run_.save_dir.empty() &&
-            ((run_.save_interval > 0 && steps_done_ % run_.save_interval == 0) || last)) {
+            ((run_.save_interval > 0 && steps_done_ % run_.save_interval == 0) ||
+             (last && run_.save_final))) {
             save_checkpoint();
         }
     }

@@ -17,10 +17,13 @@
 
 #include "base/error.h"
 #include "comm/communicator.h"
+#include "core/backend.h"
 #include "core/half.h"
 #include "models/transformer.h"
 #include "tests/test_util.h"
 #include "zero/engine.h"
+#include "zero/estimate.h"
+#include "zero/tiers.h"
 
 namespace zs::zero {
 namespace {
@@ -292,6 +295,55 @@ TEST(Bf16Master, OffloadedRecordsHoldBf16StatesAndGradients) {
         EXPECT_EQ(got.written, 2 * state_bytes + 4 * grad_bytes) << "bf16 states " << bs;
         // Read: the records by the step; gradients by micro-batches 2-4 and the step.
         EXPECT_EQ(got.read, state_bytes + 4 * grad_bytes) << "bf16 states " << bs;
+        // zerospeed estimate's tier advice (zero/tiers.h) predicts the same bytes per step.
+        TierInput ti;
+        ti.memory_cap = int64_t{1} << 40;
+        ti.stage = 2;
+        ti.micro_batches = 4;
+        ti.shard_elems = elems;
+        ti.largest_group_shard = elems;
+        ti.bf16_master = true;
+        ti.bf16_states = bs;
+        const TierAdvice adv = advise_tiers(MemoryEstimate{}, ti);
+        ASSERT_EQ(adv.options.size(), 2u);  // none, optimizer nvme (a CPU rank, stage 2)
+        EXPECT_EQ(adv.options[1].disk_read, got.read);
+        EXPECT_EQ(adv.options[1].disk_write, got.written - state_bytes);  // less construction's
+    }
+}
+
+// The model states an engine allocates (params, grads, optimizer categories) are estimate's bytes
+// per parameter (model_state_bytes_per_param with bf16 masters / states) within 2% (padding).
+TEST(Bf16Master, StateMemoryIsTheEstimatesBytesPerParameter) {
+    auto cfg = models::parse_hf_config(kLlama, "test");
+    for (int stage : {1, 2, 3}) {
+        for (bool bs : {false, true}) {
+            models::RunConfig rc;
+            rc.compute_dtype = DType::bf16;
+            Transformer model(cfg, rc);
+            int64_t n_params = 0;
+            for (const models::ParamInfo& p : model.layout().params()) n_params += p.numel();
+            auto states = [] {
+                const core::MemStats m = core::memory_stats();
+                return m.current_of(core::MemCategory::params) +
+                       m.current_of(core::MemCategory::grads) +
+                       m.current_of(core::MemCategory::optimizer);
+            };
+            const int64_t before = states();
+            int64_t held = 0;
+            comm::run_local(1, [&](int, comm::Communicator& c) {
+                Config zc;
+                zc.stage = stage;
+                zc.bf16_master = true;
+                zc.bf16_states = bs;
+                Engine eng(model.layout(), model.binding(), c, zc, DType::bf16, kAdamW,
+                           [&](int g) { return model.grad_groups(g); });
+                held = states() - before;
+            });
+            const double want = model_state_bytes_per_param(stage, 1, 2, 2, 1, true, bs) *
+                                static_cast<double>(n_params);
+            EXPECT_NEAR(static_cast<double>(held), want, 0.02 * want)
+                << "stage " << stage << " bf16 states " << bs;
+        }
     }
 }
 

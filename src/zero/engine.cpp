@@ -267,17 +267,20 @@ void Engine::setup_offload() {
         int64_t total = 0;
         for (const SubGroup& sg : subs_) total += static_cast<int64_t>(record_bytes(sg));
         log_info(
-            "zero: offload_optimizer {}: {} per rank ({}{} state(s)) in {} sub-groups of <= {} "
+            "zero: offload_optimizer {}: {} per rank ({}{} {} state(s)) in {} sub-groups of <= {} "
             "elements, {} buffers of {}{}{}",
             to_string(o.optimizer), core::format_bytes(total),
-            swap_master_ ? "f32 master weights + " : "", optimizer_.n_states(), subs_.size(),
-            o.sub_group_size, slots_.size(), core::format_bytes(static_cast<int64_t>(max_bytes)),
+            swap_master_ ? "f32 master weights + " : "", optimizer_.n_states(),
+            core::to_string(sdt_), subs_.size(), o.sub_group_size, slots_.size(),
+            core::format_bytes(static_cast<int64_t>(max_bytes)),
             o.optimizer == Tier::nvme ? ", files under " + store_->dir() : std::string(),
             o.pipeline_read || o.pipeline_write ? "; pipelined" : "");
         if (offload_grads_) {
-            log_info("zero: gradient offload {}: the reduced f32 gradient shards ({}) per rank{}",
-                     to_string(o.optimizer),
-                     core::format_bytes(static_cast<int64_t>(total / offload_fields())),
+            int64_t gbytes = 0;
+            for (const SubGroup& sg : subs_)
+                gbytes += (sg.b - sg.a) * static_cast<int64_t>(grad_es());
+            log_info("zero: gradient offload {}: the reduced {} gradient shards ({}) per rank{}",
+                     to_string(o.optimizer), bfm_ ? "bf16" : "f32", core::format_bytes(gbytes),
                      o.optimizer == Tier::nvme ? ", files under " + gstore_->dir() : std::string());
         }
     }
@@ -925,8 +928,8 @@ void Engine::refresh_compute_weights() {
     for (int g = 0; g < layout_.n_groups(); ++g) {
         Group& gr = *groups_[static_cast<size_t>(g)];
         const GroupShard& s = shards_[static_cast<size_t>(g)];
-        page_in(g);
-        struct Drop {  // the paged-in copies go whatever happens below
+        if (!bfm_) page_in(g);  // bf16 masters are the compute weights: no record needed
+        struct Drop {           // the paged-in copies go whatever happens below
             const Engine& e;
             int g;
             ~Drop() { e.page_out(g, false); }
