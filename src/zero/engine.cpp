@@ -6,6 +6,7 @@
 #include "base/error.h"
 #include "base/log.h"
 #include "core/half.h"
+#include "core/host_memory.h"
 #include "core/memory.h"
 #include "io/atomic_file.h"
 #include "ops/activation.h"
@@ -159,6 +160,11 @@ Engine::Engine(const models::ParamLayout& layout, models::ParamBinding& binding,
 
 void Engine::setup_offload() {
     const OffloadConfig& o = cfg_.offload;
+    // Offloaded runs: large host blocks go back to the system when freed, so resident memory
+    // follows what is in use (a memory cap sees the engine's tracked peak, not a high-water
+    // heap).
+    if (o.param != Tier::memory || o.optimizer != Tier::memory)
+        core::return_large_host_blocks(size_t{16} << 20);
     if (o.param != Tier::memory) {
         ZS_CHECK_T(ConfigError, cfg_.stage == 3,
                    "zero_optimization.offload_param: needs ZeRO stage 3 (stage {})", cfg_.stage);
