@@ -12,39 +12,51 @@
 #      step / max(compute, read / read bw + write / write bw), compute from an in-memory run of
 #      the same model when it fits (COMPUTE_REF=1), else from estimate's measured matmul rate;
 #      the cgroup's peak memory.
-# Disk guard: the swap files need about 18 bytes per parameter (f32 master + 2 moments, f32
-# gradients, bf16 weights) and the checkpoint 12 more; the script refuses to start when free space
-# after that would drop below MIN_FREE_GB (default 10), and a watcher kills the run when free
-# space falls below it while running.
+# BF16_MASTER=1 (default) adds bf16.bf16_master_weights_and_grads and bf16_optimizer_states: the
+# master weights are the bf16 compute weights, the moments and gradient records bf16.
+# Disk guard: the swap files need 8 bytes per parameter with BF16_MASTER=1 (bf16 m + v, bf16
+# gradients, bf16 weights; 18 without: f32 master + 2 moments, f32 gradients, bf16 weights) and
+# the checkpoint 6 more (12 without); the script refuses to start when free space after that
+# would drop below MIN_FREE_GB (default 10), and a watcher kills the run when free space falls
+# below it while running. Run A saves only at step STEPS (--no-final-save: never two checkpoints
+# on the disk at once); the save streams group by group, so it stays under the cap.
 # Usage: bench/offload/infinity_cgroup.sh BIN DATA OUT NVME_DIR [MODEL_CONFIG]
 #   MEM_CAP (8G), STEPS (3), SEQ (128), MIN_FREE_GB (10), SUB_GROUP (20000000), COMPUTE_REF (0/1),
-#   CKPT (1; 0: no checkpoint / resume check, whose save is not yet bounded by the cap)
+#   CKPT (1; 0: no checkpoint / resume check), BF16_MASTER (1)
 set -euo pipefail
 bin=$(realpath "$1") data=$2 out=$3 nvme=$4
 here=$(cd "$(dirname "$0")" && pwd)
 model=${5:-$here/llama_3b.json}
 cap=${MEM_CAP:-8G} steps=${STEPS:-3} seq=${SEQ:-128} min_free=${MIN_FREE_GB:-10}
 sub=${SUB_GROUP:-20000000}
+bf16m=${BF16_MASTER:-1}
+bf16keys=""
+bytes_per_param=30
+if [ "$bf16m" = 1 ]; then
+    bf16keys=', "bf16_master_weights_and_grads": true, "bf16_optimizer_states": true'
+    bytes_per_param=14
+fi
 mkdir -p "$out" "$nvme"
 free_gb() { df -BG --output=avail "$nvme" | tail -1 | tr -dc '0-9'; }
 
 cat >"$out/ds.json" <<JSON
 {"train_micro_batch_size_per_gpu": 1, "gradient_accumulation_steps": 1,
  "optimizer": {"type": "AdamW", "params": {"lr": 3e-4, "weight_decay": 0.0}},
- "bf16": {"enabled": true}, "wall_clock_breakdown": true, "steps_per_print": 1,
+ "bf16": {"enabled": true$bf16keys}, "wall_clock_breakdown": true, "steps_per_print": 1,
  "gradient_clipping": 1.0,
  "aio": {"block_size": 1048576, "queue_depth": 16, "thread_count": 1},
  "zero_optimization": {"stage": 3, "sub_group_size": $sub,
    "stage3_max_live_parameters": 200000000, "stage3_prefetch_bucket_size": 50000000,
    "offload_optimizer": {"device": "nvme", "nvme_path": "$nvme", "buffer_count": 4,
      "pipeline_read": true, "pipeline_write": true},
-   "offload_param": {"device": "nvme", "nvme_path": "$nvme", "max_in_cpu": 0, "buffer_count": 3}}}
+   "offload_param": {"device": "nvme", "nvme_path": "$nvme", "max_in_cpu": 0, "buffer_count": 3,
+     "buffer_size": 200000000}}}
 JSON
 
 # Parameters, from estimate's first line: "model: llama, 3267.50 M parameters; ..."
 mparams=$("$bin" estimate --model-config "$model" --ds-config "$out/ds.json" --seq-len "$seq" \
     | sed -n 's/^model: [a-z0-9]*, \([0-9.]*\) M parameters.*/\1/p')
-need_gb=$(awk -v m="$mparams" 'BEGIN{printf "%d", m * 1e6 * 30 / 1e9 + 1}')
+need_gb=$(awk -v m="$mparams" -v b="$bytes_per_param" 'BEGIN{printf "%d", m * 1e6 * b / 1e9 + 1}')
 echo "model: $mparams M parameters; swap files + checkpoint need ~${need_gb} GB; free $(free_gb) GB on $nvme"
 if [ $(($(free_gb) - need_gb)) -lt "$min_free" ]; then
     echo "infinity: refusing to start: $(free_gb) GB free - ${need_gb} GB needed < ${min_free} GB" \
@@ -116,10 +128,16 @@ capped() {  # capped LOG ARGS...: zerospeed train inside the cgroup
 }
 rm -rf "$out/ckpt"
 if [ "${CKPT:-1}" = 1 ]; then
+    t0=$(date +%s)
     capped "$out/a.log" --steps $((steps + 1)) --save "$out/ckpt" --save-interval "$steps" \
-        --metrics "$out/a.jsonl"
+        --no-final-save --metrics "$out/a.jsonl"
+    t1=$(date +%s)
     peak=$(cat "$peak_file")
-    capped "$out/b.log" --steps $((steps + 1)) --save "$out/ckpt" --resume --metrics "$out/b.jsonl"
+    echo "run A: $((t1 - t0)) s wall (start-up, $((steps + 1)) steps, the save at step $steps);" \
+        "checkpoint $(du -sb "$out/ckpt" | cut -f1) bytes; cgroup peak $peak bytes"
+    capped "$out/b.log" --steps $((steps + 1)) --save "$out/ckpt" --resume --no-final-save \
+        --metrics "$out/b.jsonl"
+    echo "run B: $(($(date +%s) - t1)) s wall (start-up, load + verify, 1 step)"
     peak=$(($(cat "$peak_file") > peak ? $(cat "$peak_file") : peak))
     rm -rf "$out/ckpt"
 else  # CKPT=0: no checkpoint (an offloaded save holds 12 bytes per parameter in memory)

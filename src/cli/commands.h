@@ -98,6 +98,7 @@ struct TrainOptions {
     std::string save;
     int64_t save_interval = 0;
     bool resume = false;
+    bool no_final_save = false;
     std::string metrics;
     uint64_t seed = 1234;
     std::string export_hf;

@@ -137,6 +137,8 @@ int run_estimate(const EstimateOptions& o) {
         in.sizes.ring = ring;
         in.stage = stage;
         in.n_states = n_states;
+        in.bf16_master = tc.bf16.bf16_master_weights_and_grads;
+        in.bf16_states = tc.bf16.bf16_optimizer_states;
         in.micro_batch = micro;
         in.seq_len = o.seq_len;
         in.grad_accum = accum;
@@ -312,8 +314,10 @@ int run_estimate(const EstimateOptions& o) {
         bytes(budget).c_str(), o.ranks, split.c_str(),
         tp > 1 ? " (a tensor-parallel rank holds 1/tp of it, replicated norms aside)" : "");
     for (int stage = 0; stage <= 3; ++stage) {
+        const bool bm = stage >= 1 && tc.bf16.bf16_master_weights_and_grads;
         double bpp = zero::model_state_bytes_per_param(stage, dp * sp, ct, n_states,
-                                                       tc.zero.zero_hpz_partition_size);
+                                                       tc.zero.zero_hpz_partition_size, bm,
+                                                       bm && tc.bf16.bf16_optimizer_states);
         std::printf("  stage %d: %.2f B parameters (%.2f bytes per parameter per rank)\n", stage,
                     static_cast<double>(budget) / bpp * tp / 1e9, bpp / tp);
     }
@@ -331,6 +335,8 @@ int run_estimate(const EstimateOptions& o) {
         }
         ti.ct = ct;
         ti.n_states = n_states;
+        ti.bf16_master = tc.bf16.bf16_master_weights_and_grads;
+        ti.bf16_states = tc.bf16.bf16_optimizer_states;
         ti.sub_group_size = tc.zero.sub_group_size;
         ti.buffer_count = tc.zero.offload_optimizer.buffer_count;
         ti.param_buffer_count = tc.zero.offload_param.buffer_count;

@@ -223,6 +223,8 @@ int main(int argc, char** argv) {
     trn->add_option("--save", tr.save, "Checkpoint directory");
     trn->add_option("--save-interval", tr.save_interval, "Save every N steps (0: at the end)");
     trn->add_flag("--resume", tr.resume, "Continue from the checkpoint in --save");
+    trn->add_flag("--no-final-save", tr.no_final_save,
+                  "Save only every --save-interval steps, not also after the last one");
     trn->add_option("--metrics", tr.metrics, "Write per-step metrics (.csv or .jsonl)");
     trn->add_option("--seed", tr.seed, "Seed (ds_config 'seed' wins)");
     trn->add_option("--export-hf", tr.export_hf, "Write an HF directory at the end");

@@ -145,6 +145,7 @@ int run_train(const TrainOptions& o, comm::Communicator& world) {
     run.save_dir = o.save;
     run.save_interval = o.save_interval;
     run.resume = o.resume;
+    run.save_final = !o.no_final_save;
     run.metrics_path = o.metrics;
     run.seed = o.seed;
     run.progress = !o.no_progress;

@@ -10,6 +10,7 @@
 
 #include "base/error.h"
 #include "base/log.h"
+#include "core/host_memory.h"
 
 namespace zs::core {
 
@@ -26,6 +27,13 @@ const char* to_string(DeviceType t) {
 std::string Device::str() const {
     return type == DeviceType::cpu ? std::string("cpu")
                                    : std::string(to_string(type)) + ":" + std::to_string(index);
+}
+
+void return_large_host_blocks(size_t threshold) {
+    // An explicit threshold also turns off glibc's dynamic one.
+    mallopt(M_MMAP_MAX, 1 << 20);
+    mallopt(M_MMAP_THRESHOLD, static_cast<int>(threshold));
+    mallopt(M_TRIM_THRESHOLD, static_cast<int>(threshold));
 }
 
 namespace {

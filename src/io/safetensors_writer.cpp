@@ -38,54 +38,81 @@ void check_inputs(const std::string& path, std::span<const NamedTensor> tensors,
 
 }  // namespace
 
-void save_safetensors(const std::string& path, std::span<const NamedTensor> tensors,
-                      const SafetensorsMetadata& metadata) {
-    check_inputs(path, tensors, metadata);
-
+void save_safetensors_streamed(const std::string& path, std::span<const TensorSpec> specs,
+                               const std::function<core::Tensor(size_t)>& produce,
+                               const SafetensorsMetadata& metadata) {
+    std::set<std::string_view> names;
+    for (const TensorSpec& sp : specs) {
+        ZS_CHECK_T(IoError, sp.name != "__metadata__",
+                   "{}: '__metadata__' is reserved and cannot name a tensor", path);
+        ZS_CHECK_T(IoError, is_valid_utf8(sp.name), "{}: a tensor name is not valid UTF-8", path);
+        ZS_CHECK_T(IoError, names.insert(sp.name).second, "{}: duplicate tensor name '{}'", path,
+                   sp.name);
+    }
+    for (const auto& [k, v] : metadata) {
+        ZS_CHECK_T(IoError, is_valid_utf8(k) && is_valid_utf8(v),
+                   "{}: metadata key or value is not valid UTF-8", path);
+    }
+    auto nbytes = [&](size_t i) {
+        return static_cast<uint64_t>(specs[i].shape.numel()) * core::dtype_size(specs[i].dtype);
+    };
     // Data layout: decreasing element size (stable), so every tensor stays aligned.
-    std::vector<size_t> order(tensors.size());
+    std::vector<size_t> order(specs.size());
     for (size_t i = 0; i < order.size(); ++i) order[i] = i;
     std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) {
-        return tensors[a].tensor.element_size() > tensors[b].tensor.element_size();
+        return core::dtype_size(specs[a].dtype) > core::dtype_size(specs[b].dtype);
     });
-    std::vector<uint64_t> begin(tensors.size());
+    std::vector<uint64_t> begin(specs.size());
     uint64_t offset = 0;
     for (size_t i : order) {
         begin[i] = offset;
-        offset += tensors[i].tensor.nbytes();
+        offset += nbytes(i);
     }
-
     nlohmann::ordered_json header = nlohmann::ordered_json::object();
     if (!metadata.empty()) {
         nlohmann::ordered_json m = nlohmann::ordered_json::object();
         for (const auto& [k, v] : metadata) m[k] = v;
         header["__metadata__"] = std::move(m);
     }
-    for (size_t i = 0; i < tensors.size(); ++i) {
-        const core::Tensor& t = tensors[i].tensor;
+    for (size_t i = 0; i < specs.size(); ++i) {
         nlohmann::ordered_json shape = nlohmann::ordered_json::array();
-        for (int64_t d : t.shape()) shape.push_back(d);
-        header[tensors[i].name] = {
-            {"dtype", to_string(to_safetensors_dtype(t.dtype()))},
+        for (int64_t d : specs[i].shape) shape.push_back(d);
+        header[specs[i].name] = {
+            {"dtype", to_string(to_safetensors_dtype(specs[i].dtype))},
             {"shape", std::move(shape)},
-            {"data_offsets", {begin[i], begin[i] + t.nbytes()}},
+            {"data_offsets", {begin[i], begin[i] + nbytes(i)}},
         };
     }
     std::string json = header.dump();
     json.append((8 - json.size() % 8) % 8, ' ');  // 8 + N stays a multiple of 8
-
     AtomicFile f(path);
     uint8_t n[8];
     put_le64(n, json.size());
     f.write(n, 8);
     f.write(json);
     for (size_t i : order) {
-        core::Tensor t = tensors[i].tensor;
+        core::Tensor t = produce(i);
+        ZS_CHECK_T(
+            IoError,
+            t.defined() && t.dtype() == specs[i].dtype && t.numel() == specs[i].shape.numel(),
+            "{}: tensor '{}' was declared {} [{} elements] but produced {}", path, specs[i].name,
+            core::to_string(specs[i].dtype), specs[i].shape.numel(),
+            t.defined() ? t.str() : std::string("undefined"));
         if (!t.device().is_cpu()) t = t.to(core::Device::cpu());
         if (!t.is_contiguous()) t = t.contiguous();
         if (t.nbytes() > 0) f.write(t.data_ptr(), t.nbytes());
     }
     f.commit();
+}
+
+void save_safetensors(const std::string& path, std::span<const NamedTensor> tensors,
+                      const SafetensorsMetadata& metadata) {
+    check_inputs(path, tensors, metadata);
+    std::vector<TensorSpec> specs;
+    for (const NamedTensor& nt : tensors)
+        specs.push_back({nt.name, nt.tensor.dtype(), nt.tensor.shape()});
+    save_safetensors_streamed(
+        path, specs, [&](size_t i) { return tensors[i].tensor; }, metadata);
 }
 
 std::vector<std::string> save_safetensors_sharded(const std::string& dir,

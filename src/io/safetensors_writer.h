@@ -16,6 +16,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <span>
 #include <string>
@@ -36,6 +37,19 @@ using SafetensorsMetadata = std::map<std::string, std::string>;
 // UTF-8, undefined tensors, or any write failure (naming the file).
 void save_safetensors(const std::string& path, std::span<const NamedTensor> tensors,
                       const SafetensorsMetadata& metadata = {});
+
+// Streaming: the same file from specs (name, dtype, shape) known up front, each tensor's data
+// asked of `produce(i)` once, in the file's data order (decreasing element size, stable), written
+// and dropped before the next is asked for: memory is one tensor at a time (checkpoints of
+// offloaded runs). A produced tensor of another dtype or element count is an IoError.
+struct TensorSpec {
+    std::string name;
+    core::DType dtype = core::DType::f32;
+    core::Shape shape;
+};
+void save_safetensors_streamed(const std::string& path, std::span<const TensorSpec> specs,
+                               const std::function<core::Tensor(size_t)>& produce,
+                               const SafetensorsMetadata& metadata = {});
 
 // Creates `dir` if needed. Returns the files written: the shards in order, then the index (when
 // there is more than one shard). `metadata` goes into every shard's "__metadata__".

@@ -424,10 +424,6 @@ Bf16Config parse_bf16(Section& root) {
     if (b.bf16_optimizer_states && !b.bf16_master_weights_and_grads) {
         s->fail("bf16_optimizer_states", "requires bf16_master_weights_and_grads: true");
     }
-    if (b.bf16_master_weights_and_grads) {
-        s->note_unsupported("bf16_master_weights_and_grads",
-                            "bf16 master weights are not implemented (fp32 masters are kept)");
-    }
     if (b.immediate_grad_update) {
         s->note_unsupported("immediate_grad_update", "planned");
     }

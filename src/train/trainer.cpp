@@ -227,6 +227,9 @@ Trainer::Trainer(models::ModelConfig model, TrainConfig cfg, RunOptions run,
     zc.offload.param_buffer_size = op.buffer_size;
     zc.offload.param_max_in_cpu = op.max_in_cpu;
     zc.offload.param_pin_memory = op.pin_memory;
+    // bf16 master weights, gradients and (optionally) optimizer states (zero/engine.h).
+    zc.bf16_master = cfg_.bf16.bf16_master_weights_and_grads;
+    zc.bf16_states = cfg_.bf16.bf16_optimizer_states;
     engine_ = std::make_unique<zero::Engine>(model_->layout(), model_->binding(), *dp_, zc,
                                              rc.compute_dtype, cfg_.optimizer.options(),
                                              [this](int g) { return model_->grad_groups(g); });
@@ -836,7 +839,8 @@ std::vector<StepStats> Trainer::train() {
             }
         }
         if (!run_.save_dir.empty() &&
-            ((run_.save_interval > 0 && steps_done_ % run_.save_interval == 0) || last)) {
+            ((run_.save_interval > 0 && steps_done_ % run_.save_interval == 0) ||
+             (last && run_.save_final))) {
             save_checkpoint();
         }
     }
@@ -870,8 +874,15 @@ void Trainer::save_checkpoint() {
         fs::create_directories(tmp);
     }
     world_.barrier();
-    // Every rank writes the elements it owns: master weights and optimizer states per group.
-    std::vector<io::NamedTensor> tensors;
+    // Every rank writes the elements it owns: master weights and optimizer states per group,
+    // streamed: each tensor is produced (read from the offload tier when it is there) as the
+    // file reaches it and dropped after, so the save holds one group's field at a time.
+    std::vector<io::TensorSpec> specs;
+    std::vector<std::function<Tensor()>> produce;
+    auto add = [&](std::string name, Tensor t) {
+        specs.push_back({std::move(name), t.dtype(), t.shape()});
+        produce.push_back([t] { return t; });
+    };
     nlohmann::json ranges = nlohmann::json::array();
     for (int g = 0; g < whole_model().layout().n_groups(); ++g) {
         const bool tied_copy = tied_ && pr == pp - 1 && g == model_->embed_group();
@@ -884,11 +895,10 @@ void Trainer::save_checkpoint() {
             const auto [b, e] = parallel::shard_range(whole_model().layout().group(g).numel,
                                                       dp_->rank(), dp_->size());
             Tensor m = gather_whole_group(g, -1);
-            if (writer) tensors.push_back({fmt::format("master.{}", g), m.slice(0, b, e).clone()});
+            if (writer) add(fmt::format("master.{}", g), m.slice(0, b, e).clone());
             for (int i = 0; i < engine_->n_states(); ++i) {
                 Tensor st = gather_whole_group(g, i);
-                if (writer)
-                    tensors.push_back({fmt::format("state{}.{}", i, g), st.slice(0, b, e).clone()});
+                if (writer) add(fmt::format("state{}.{}", i, g), st.slice(0, b, e).clone());
             }
             ranges.push_back({b, e});
             continue;
@@ -898,21 +908,28 @@ void Trainer::save_checkpoint() {
         int64_t off = engine_->stage() == 0 ? 0 : b - s.begin;
         // The engine's views, copied to the host when they live on a device.
         const core::Device host = core::Device::cpu();
-        tensors.push_back({fmt::format("master.{}", g),
-                           engine_->master_shard(g).slice(0, off, off + (e - b)).to(host)});
+        const int64_t len = e - b;
+        specs.push_back({fmt::format("master.{}", g), engine_->master_dtype(), {len}});
+        produce.push_back([this, g, off, len, host] {
+            return engine_->master_shard(g).slice(0, off, off + len).to(host);
+        });
         for (int i = 0; i < engine_->n_states(); ++i) {
-            tensors.push_back({fmt::format("state{}.{}", i, g),
-                               engine_->state_shard(g, i).slice(0, off, off + (e - b)).to(host)});
+            specs.push_back({fmt::format("state{}.{}", i, g), engine_->state_dtype(), {len}});
+            produce.push_back([this, g, i, off, len, host] {
+                return engine_->state_part(g, i, off, off + len).to(host);
+            });
         }
         ranges.push_back({b, e});
     }
     io::fault_point("ckpt.write");
     if (writer) {
         const std::string file = fmt::format("rank{:05d}-of-{:05d}.safetensors", q, W);
-        io::save_safetensors(tmp + "/" + file, tensors, {{"ranges", ranges.dump()}});
+        io::save_safetensors_streamed(tmp + "/" + file, specs,
+                                      [&](size_t i) { return produce[i](); },
+                                      {{"ranges", ranges.dump()}});
         io::fault_point("ckpt.write");
     }
-    tensors.clear();
+    produce.clear();
     world_.barrier();
     // stage3_gather_16bit_weights_on_model_save: the consolidated model in the training's 16-bit
     // dtype (bf16 or fp16; f32 for an f32 run), as DeepSpeed's save_16bit_model writes it, inside
@@ -1043,6 +1060,10 @@ void Trainer::load_checkpoint(const std::string& path) {
             if (p.e <= p.b) continue;
             p.m = files[q].tensor(fmt::format("master.{}", g));
             for (int i = 0; i < ns; ++i) p.s[i] = files[q].tensor(fmt::format("state{}.{}", i, g));
+            if (full_model_) {  // read element-wise below as f32 (bf16 masters / states)
+                p.m = p.m.to(DType::f32);
+                for (int i = 0; i < ns; ++i) p.s[i] = p.s[i].to(DType::f32);
+            }
             ZS_CHECK_T(IoError, p.m.numel() == p.e - p.b,
                        "{}: group {}: a shard's range [{}, {}) holds {} elements", dir,
                        wl.group(g).name, p.b, p.e, p.m.numel());

@@ -44,6 +44,7 @@ struct RunOptions {
     int64_t save_interval = 0;  // 0: save only at the end
     int keep_checkpoints = 2;
     bool resume = false;       // continue from save_dir/latest
+    bool save_final = true;    // also save after the last step (off: only every save_interval)
     std::string metrics_path;  // .csv or .jsonl (empty: none)
     uint64_t seed = 1234;
     bool progress = true;

@@ -5,6 +5,8 @@
 
 #include "base/error.h"
 #include "base/log.h"
+#include "core/half.h"
+#include "core/host_memory.h"
 #include "core/memory.h"
 #include "io/atomic_file.h"
 #include "ops/activation.h"
@@ -64,6 +66,26 @@ Engine::Engine(const models::ParamLayout& layout, models::ParamBinding& binding,
     ZS_CHECK_T(ConfigError, cfg_.stage >= 0 && cfg_.stage <= 3,
                "zero_optimization.stage must be 0, 1, 2 or 3 (got {})", cfg_.stage);
     const bool f32 = ct_ == DType::f32;
+    bfm_ = cfg_.bf16_master;
+    bfs_ = cfg_.bf16_states;
+    ZS_CHECK_T(ConfigError, !bfs_ || bfm_,
+               "bf16.bf16_optimizer_states requires bf16_master_weights_and_grads: true");
+    if (bfm_) {
+        ZS_CHECK_T(ConfigError, ct_ == DType::bf16,
+                   "bf16.bf16_master_weights_and_grads needs bf16 compute (bf16.enabled), not {}",
+                   core::to_string(ct_));
+        ZS_CHECK_T(ConfigError, cfg_.stage >= 1,
+                   "bf16.bf16_master_weights_and_grads needs ZeRO stage 1, 2 or 3 (stage {})",
+                   cfg_.stage);
+        ZS_CHECK_T(NotSupported, cfg_.device.is_cpu(),
+                   "bf16.bf16_master_weights_and_grads: the bf16-master update runs on the CPU "
+                   "only (the model is on {})",
+                   cfg_.device.str());
+        ZS_CHECK_T(NotSupported, optimizer_.options().kind != optim::Kind::lamb,
+                   "bf16.bf16_master_weights_and_grads: not with LAMB (its trust ratios need f32 "
+                   "master tensors); the element-wise optimizers are supported");
+    }
+    sdt_ = bfs_ ? DType::bf16 : DType::f32;
     // Offloaded optimizer: master weights (unless they are the compute weights) and states live
     // in the store, not here (setup_offload).
     const bool off = cfg_.offload.optimizer != Tier::memory;
@@ -118,8 +140,10 @@ Engine::Engine(const models::ParamLayout& layout, models::ParamBinding& binding,
                 ZS_ASSERT(false);
         }
         gr->master_aliases_compute = f32;
+        // bf16 masters are the compute weights' shard (compute_shard): no separate copy.
+        if (bfm_) gr->master = Tensor();
         for (int i = 0; i < optimizer_.n_states() && !off; ++i) {
-            gr->states[i] = zeros(gr->master.numel(), DType::f32, MemCategory::optimizer);
+            gr->states[i] = zeros(cfg_.stage == 0 ? P : S, sdt_, MemCategory::optimizer);
         }
         groups_.push_back(std::move(gr));
         bind(g);
@@ -136,6 +160,11 @@ Engine::Engine(const models::ParamLayout& layout, models::ParamBinding& binding,
 
 void Engine::setup_offload() {
     const OffloadConfig& o = cfg_.offload;
+    // Offloaded runs: large host blocks go back to the system when freed, so resident memory
+    // follows what is in use (a memory cap sees the engine's tracked peak, not a high-water
+    // heap).
+    if (o.param != Tier::memory || o.optimizer != Tier::memory)
+        core::return_large_host_blocks(size_t{16} << 20);
     if (o.param != Tier::memory) {
         ZS_CHECK_T(ConfigError, cfg_.stage == 3,
                    "zero_optimization.offload_param: needs ZeRO stage 3 (stage {})", cfg_.stage);
@@ -199,7 +228,7 @@ void Engine::setup_offload() {
     ZS_CHECK_T(ConfigError, o.buffer_count >= 1,
                "zero_optimization.offload_optimizer.buffer_count: expected >= 1, got {}",
                o.buffer_count);
-    swap_master_ = ct_ != DType::f32;
+    swap_master_ = ct_ != DType::f32 && !bfm_;
     subs_of_.resize(static_cast<size_t>(layout_.n_groups()));
     size_t max_bytes = 0;
     for (int g = 0; g < layout_.n_groups(); ++g) {
@@ -244,17 +273,20 @@ void Engine::setup_offload() {
         int64_t total = 0;
         for (const SubGroup& sg : subs_) total += static_cast<int64_t>(record_bytes(sg));
         log_info(
-            "zero: offload_optimizer {}: {} per rank ({}{} state(s)) in {} sub-groups of <= {} "
+            "zero: offload_optimizer {}: {} per rank ({}{} {} state(s)) in {} sub-groups of <= {} "
             "elements, {} buffers of {}{}{}",
             to_string(o.optimizer), core::format_bytes(total),
-            swap_master_ ? "f32 master weights + " : "", optimizer_.n_states(), subs_.size(),
-            o.sub_group_size, slots_.size(), core::format_bytes(static_cast<int64_t>(max_bytes)),
+            swap_master_ ? "f32 master weights + " : "", optimizer_.n_states(),
+            core::to_string(sdt_), subs_.size(), o.sub_group_size, slots_.size(),
+            core::format_bytes(static_cast<int64_t>(max_bytes)),
             o.optimizer == Tier::nvme ? ", files under " + store_->dir() : std::string(),
             o.pipeline_read || o.pipeline_write ? "; pipelined" : "");
         if (offload_grads_) {
-            log_info("zero: gradient offload {}: the reduced f32 gradient shards ({}) per rank{}",
-                     to_string(o.optimizer),
-                     core::format_bytes(static_cast<int64_t>(total / offload_fields())),
+            int64_t gbytes = 0;
+            for (const SubGroup& sg : subs_)
+                gbytes += (sg.b - sg.a) * static_cast<int64_t>(grad_es());
+            log_info("zero: gradient offload {}: the reduced {} gradient shards ({}) per rank{}",
+                     to_string(o.optimizer), bfm_ ? "bf16" : "f32", core::format_bytes(gbytes),
                      o.optimizer == Tier::nvme ? ", files under " + gstore_->dir() : std::string());
         }
     }
@@ -285,9 +317,14 @@ Tensor Engine::grad_load(int g) const {
     if (!gr.grad_stored) return out;
     for (int id : subs_of_[static_cast<size_t>(g)]) {
         const SubGroup& sg = subs_[static_cast<size_t>(id)];
-        const size_t n = static_cast<size_t>(sg.b - sg.a) * sizeof(float);
-        gstore_->read(id, gslots_[0], n).wait();
-        std::memcpy(out.data<float>() + sg.a, gslots_[0].data(), n);
+        const size_t n = static_cast<size_t>(sg.b - sg.a);
+        gstore_->read(id, gslots_[0], n * grad_es()).wait();
+        if (bfm_) {
+            core::convert_bf16_to_f32(out.data<float>() + sg.a,
+                                      reinterpret_cast<const core::bf16*>(gslots_[0].data()), n);
+        } else {
+            std::memcpy(out.data<float>() + sg.a, gslots_[0].data(), n * sizeof(float));
+        }
     }
     return out;
 }
@@ -306,17 +343,27 @@ void Engine::grad_store(int g) {
     Tensor acc = Tensor::wrap(whole.data(), {S}, DType::f32);
     if (!gr.grad_stored) {
         acc.zero();
-    } else if (ids.size() == 1) {
+    } else if (ids.size() == 1 && !bfm_) {
         gstore_->read(ids[0], whole, static_cast<size_t>(S) * sizeof(float)).wait();
     } else {
         acc.copy_from(grad_load(g));
     }
     ops::add(acc, acc, gr.reduce_out);
     gr.reduce_out = Tensor();
+    if (bfm_) round_bf16(acc.data<float>(), S);  // bf16 gradients
     const float* d = acc.data<float>();
     gr.grad_sq = grad_part(g, d, {});
     gr.grad_finite = grad_finite_part(g, d);
-    if (ids.size() == 1) {
+    if (bfm_) {
+        for (int id : ids) {
+            const SubGroup& sg = subs_[static_cast<size_t>(id)];
+            const size_t n = static_cast<size_t>(sg.b - sg.a);
+            gbufs_.emplace_back(n * grad_es(), cfg_.offload.pin_memory, MemCategory::grads);
+            core::convert_f32_to_bf16(reinterpret_cast<core::bf16*>(gbufs_.back().data()), d + sg.a,
+                                      n);
+            gwrites_.push_back(gstore_->write(id, gbufs_.back(), n * grad_es()));
+        }
+    } else if (ids.size() == 1) {
         gbufs_.push_back(std::move(whole));
         gwrites_.push_back(
             gstore_->write(ids[0], gbufs_.back(), static_cast<size_t>(S) * sizeof(float)));
@@ -375,23 +422,44 @@ void Engine::param_store(int g, bool write) {
 int Engine::offload_fields() const { return (swap_master_ ? 1 : 0) + optimizer_.n_states(); }
 
 size_t Engine::record_bytes(const SubGroup& sg) const {
-    return static_cast<size_t>(sg.b - sg.a) * sizeof(float) * static_cast<size_t>(offload_fields());
+    // [master f32 (swap_master_)][state 0][state 1], each state of state_es() bytes per element.
+    return static_cast<size_t>(sg.b - sg.a) *
+           ((swap_master_ ? sizeof(float) : 0) +
+            state_es() * static_cast<size_t>(optimizer_.n_states()));
 }
+
+namespace {
+
+// Field f of a record of n elements: its byte offset and element size.
+struct FieldAt {
+    size_t offset = 0, es = 4;
+};
+FieldAt field_at(int f, size_t n, bool swap_master, size_t state_es) {
+    if (swap_master) {
+        return f == 0 ? FieldAt{0, sizeof(float)}
+                      : FieldAt{n * sizeof(float) + static_cast<size_t>(f - 1) * n * state_es,
+                                state_es};
+    }
+    return {static_cast<size_t>(f) * n * state_es, state_es};
+}
+
+}  // namespace
 
 std::vector<Tensor> Engine::read_group(int g) const {
     const int64_t S = shards_[static_cast<size_t>(g)].size;
     std::vector<Tensor> fields;
     for (int f = 0; f < offload_fields(); ++f) {
-        fields.push_back(
-            Tensor::empty({S}, DType::f32, core::Device::cpu(), MemCategory::optimizer));
+        const DType t = swap_master_ && f == 0 ? DType::f32 : sdt_;
+        fields.push_back(Tensor::empty({S}, t, core::Device::cpu(), MemCategory::optimizer));
     }
     for (int id : subs_of_[static_cast<size_t>(g)]) {
         const SubGroup& sg = subs_[static_cast<size_t>(id)];
         store_->read(id, slots_[0], record_bytes(sg)).wait();
         const size_t n = static_cast<size_t>(sg.b - sg.a);
-        const auto* src = reinterpret_cast<const float*>(slots_[0].data());
         for (size_t f = 0; f < fields.size(); ++f) {
-            std::memcpy(fields[f].data<float>() + sg.a, src + f * n, n * sizeof(float));
+            const FieldAt at = field_at(static_cast<int>(f), n, swap_master_, state_es());
+            std::memcpy(bytes_of(fields[f]) + static_cast<size_t>(sg.a) * at.es,
+                        slots_[0].data() + at.offset, n * at.es);
         }
     }
     return fields;
@@ -401,11 +469,75 @@ void Engine::write_group(int g, const std::vector<Tensor>& fields) const {
     for (int id : subs_of_[static_cast<size_t>(g)]) {
         const SubGroup& sg = subs_[static_cast<size_t>(id)];
         const size_t n = static_cast<size_t>(sg.b - sg.a);
-        auto* dst = reinterpret_cast<float*>(slots_[0].data());
         for (size_t f = 0; f < fields.size(); ++f) {
-            std::memcpy(dst + f * n, fields[f].data<float>() + sg.a, n * sizeof(float));
+            const FieldAt at = field_at(static_cast<int>(f), n, swap_master_, state_es());
+            std::memcpy(slots_[0].data() + at.offset,
+                        bytes_of(fields[f]) + static_cast<size_t>(sg.a) * at.es, n * at.es);
         }
         store_->write(id, slots_[0], record_bytes(sg)).wait();
+    }
+}
+
+Tensor Engine::state_part(int g, int i, int64_t a, int64_t b) const {
+    const Group& gr = *groups_[static_cast<size_t>(g)];
+    if (!store_) return gr.states[i].slice(0, a, b);
+    return field_part(g, (swap_master_ ? 1 : 0) + i, a, b);
+}
+
+Tensor Engine::field_part(int g, int f, int64_t a, int64_t b) const {
+    const DType t = swap_master_ && f == 0 ? DType::f32 : sdt_;
+    Tensor out = Tensor::empty({b - a}, t, core::Device::cpu(), MemCategory::buffers);
+    for (int id : subs_of_[static_cast<size_t>(g)]) {
+        const SubGroup& sg = subs_[static_cast<size_t>(id)];
+        const int64_t lo = std::max(a, sg.a), hi = std::min(b, sg.b);
+        if (hi <= lo) continue;
+        store_->read(id, slots_[0], record_bytes(sg)).wait();
+        const FieldAt at = field_at(f, static_cast<size_t>(sg.b - sg.a), swap_master_, state_es());
+        std::memcpy(bytes_of(out) + static_cast<size_t>(lo - a) * at.es,
+                    slots_[0].data() + at.offset + static_cast<size_t>(lo - sg.a) * at.es,
+                    static_cast<size_t>(hi - lo) * at.es);
+    }
+    return out;
+}
+
+Tensor Engine::compute_shard(int g) const {
+    const Group& gr = *groups_[static_cast<size_t>(g)];
+    const GroupShard& s = shards_[static_cast<size_t>(g)];
+    if (cfg_.stage == 3) return gr.shard_w;
+    return gr.full_w.slice(0, s.begin, s.begin + s.size);
+}
+
+void Engine::round_bf16(float* p, int64_t n) {
+    for (int64_t i = 0; i < n; ++i) p[i] = core::bf16_to_f32(core::f32_to_bf16(p[i]));
+}
+
+void Engine::bf16_update(int g, int64_t a, int64_t b, void* st0, void* st1, const float* grad,
+                         float lr, int64_t step, float grad_scale) {
+    const size_t n = static_cast<size_t>(b - a);
+    Tensor cw = compute_shard(g);
+    ZS_ASSERT(cw.defined(), "zero: group {}'s compute shard is not in memory", g);
+    // The f32 master: the bf16 master (= compute weights) widened; the optimizer writes the
+    // compute copy back rounded to nearest even, which is the new bf16 master.
+    std::vector<float> master(n), s0, s1;
+    core::convert_bf16_to_f32(master.data(), static_cast<const core::bf16*>(cw.data_ptr()) + a, n);
+    auto* p0 = static_cast<float*>(st0);
+    auto* p1 = static_cast<float*>(st1);
+    if (bfs_) {
+        if (st0) {
+            s0.resize(n);
+            core::convert_bf16_to_f32(s0.data(), static_cast<const core::bf16*>(st0), n);
+            p0 = s0.data();
+        }
+        if (st1) {
+            s1.resize(n);
+            core::convert_bf16_to_f32(s1.data(), static_cast<const core::bf16*>(st1), n);
+            p1 = s1.data();
+        }
+    }
+    optimizer_.step(segments_of(g, a, b, master.data(), p0, p1, grad), lr, step, grad_scale);
+    if (bfs_) {
+        if (st0) core::convert_f32_to_bf16(static_cast<core::bf16*>(st0), s0.data(), n);
+        if (st1) core::convert_f32_to_bf16(static_cast<core::bf16*>(st1), s1.data(), n);
     }
 }
 
@@ -442,7 +574,7 @@ void Engine::offload_step(float lr, int64_t step, float grad_scale) {
         // Gradient offload: the sub-group's gradients come with it (zeros when none were
         // written this step).
         const SubGroup& sg = subs_[i];
-        const size_t gn = static_cast<size_t>(sg.b - sg.a) * sizeof(float);
+        const size_t gn = static_cast<size_t>(sg.b - sg.a) * grad_es();
         if (gstore_ && groups_[static_cast<size_t>(sg.g)]->grad_stored) {
             greads[i] = gstore_->read(static_cast<int>(i), gslots_[i % B], gn);
         } else if (gstore_) {
@@ -465,6 +597,25 @@ void Engine::offload_step(float lr, int64_t step, float grad_scale) {
             param_fetch(sg.g);
             auto* rec = reinterpret_cast<float*>(slots_[i % B].data());
             const int64_t n = sg.b - sg.a;
+            if (bfm_) {
+                // bf16 masters: the record holds the states only; bf16 gradient records widen.
+                std::vector<float> gw;
+                if (gstore_) {
+                    gw.resize(static_cast<size_t>(n));
+                    core::convert_bf16_to_f32(
+                        gw.data(), reinterpret_cast<const core::bf16*>(gslots_[i % B].data()),
+                        static_cast<size_t>(n));
+                }
+                const int ns = optimizer_.n_states();
+                std::byte* st = slots_[i % B].data();
+                bf16_update(sg.g, sg.a, sg.b, ns > 0 ? st : nullptr,
+                            ns > 1 ? st + static_cast<size_t>(n) * state_es() : nullptr,
+                            gstore_ ? gw.data() : nullptr, lr, step, grad_scale);
+                writes[i % B] = store_->write(static_cast<int>(i), slots_[i % B], record_bytes(sg));
+                io::fault_point("offload.write");
+                if (!cfg_.offload.pipeline_write) writes[i % B].wait();
+                continue;
+            }
             float* master = swap_master_
                                 ? rec
                                 : groups_[static_cast<size_t>(sg.g)]->master.data<float>() + sg.a;
@@ -648,13 +799,15 @@ void Engine::load_group(int g, const Tensor& full) {
                "zero: group {} expects f32 [{}], got {}", layout_.group(g).name, s.numel,
                full.str());
     Tensor flat = full.contiguous().view({s.numel});
-    page_in(g);
-    if (cfg_.stage == 0) {
-        gr.master.slice(0, 0, s.numel).copy_from(flat);
-    } else if (s.end > s.begin) {
-        gr.master.slice(0, 0, s.end - s.begin).copy_from(flat.slice(0, s.begin, s.end));
+    if (!bfm_) {  // bf16 masters are the compute weights, set below (no record touched)
+        page_in(g);
+        if (cfg_.stage == 0) {
+            gr.master.slice(0, 0, s.numel).copy_from(flat);
+        } else if (s.end > s.begin) {
+            gr.master.slice(0, 0, s.end - s.begin).copy_from(flat.slice(0, s.begin, s.end));
+        }
+        page_out(g, true);
     }
-    page_out(g, true);
     if (cfg_.stage <= 2) {
         if (!gr.master_aliases_compute || cfg_.stage > 0)
             gr.full_w.slice(0, 0, s.numel).copy_from(flat);
@@ -692,9 +845,17 @@ Tensor Engine::gather_group(int g, int state) {
     ZS_CHECK(state < optimizer_.n_states(), "gather_group: state {} of {}", state,
              optimizer_.n_states());
     if (s.numel == 0) return Tensor::zeros({0}, DType::f32, core::Device::cpu());
-    page_in(g);
-    const Tensor src = state < 0 ? gr.master : gr.states[state];
-    page_out(g, false);
+    Tensor src;
+    if (state < 0 && bfm_) {
+        param_fetch(g);
+        src = compute_shard(g).to(DType::f32);
+        param_store(g, false);
+    } else {
+        page_in(g);
+        src = state < 0 ? gr.master : gr.states[state];
+        page_out(g, false);
+        if (src.dtype() != DType::f32) src = src.to(DType::f32);  // bf16 states
+    }
     // On the CPU the clone (or the gathered buffer) is returned itself; elsewhere it is copied.
     if (cfg_.stage == 0 || s.world == 1)
         return src.slice(0, 0, s.numel).clone(MemCategory::buffers).to(core::Device::cpu());
@@ -706,7 +867,19 @@ Tensor Engine::gather_group(int g, int state) {
 
 Tensor Engine::master_shard(int g) const {
     const GroupShard& s = shards_[static_cast<size_t>(g)];
-    if (store_ && swap_master_) return read_group(g)[0].slice(0, 0, s.end - s.begin);
+    if (bfm_) {
+        // The bf16 compute shard (stage 3 with offloaded parameters: read from the tier).
+        if (param_offloaded(g) && !groups_[static_cast<size_t>(g)]->shard_w.defined()) {
+            Tensor out = Tensor::empty({s.size}, ct_, core::Device::cpu(), MemCategory::buffers);
+            io::AlignedBuffer buf(param_bytes(g), cfg_.offload.param_pin_memory,
+                                  MemCategory::buffers);
+            pstore_->read(g, buf, param_bytes(g)).wait();
+            std::memcpy(out.data_ptr(), buf.data(), param_bytes(g));
+            return out.slice(0, 0, s.end - s.begin);
+        }
+        return compute_shard(g).slice(0, 0, s.end - s.begin);
+    }
+    if (store_ && swap_master_) return field_part(g, 0, 0, s.end - s.begin);
     return groups_[static_cast<size_t>(g)]->master.slice(0, 0, s.end - s.begin);
 }
 
@@ -735,8 +908,18 @@ void Engine::set_state_range(int g, int64_t begin, const Tensor& master, const T
     int64_t lo = std::max(begin, s.begin), hi = std::min(begin + n, s.end);
     if (hi <= lo) return;
     const int64_t src = lo - begin, dst = lo - s.begin, len = hi - lo;
+    if (bfm_) {
+        // bf16 masters: into the compute weights (stages 1-2: this rank's shard of them; the
+        // rest comes with refresh_compute_weights' all-gather).
+        param_fetch(g);
+        compute_shard(g)
+            .slice(0, dst, dst + len)
+            .copy_from(master.view({n}).slice(0, src, src + len));
+        param_store(g, true);
+    }
     page_in(g);
-    gr.master.slice(0, dst, dst + len).copy_from(master.view({n}).slice(0, src, src + len));
+    if (!bfm_)
+        gr.master.slice(0, dst, dst + len).copy_from(master.view({n}).slice(0, src, src + len));
     const Tensor* st[2] = {&state0, &state1};
     for (int i = 0; i < optimizer_.n_states(); ++i) {
         ZS_CHECK_T(IoError, st[i]->defined() && st[i]->numel() == n,
@@ -751,8 +934,8 @@ void Engine::refresh_compute_weights() {
     for (int g = 0; g < layout_.n_groups(); ++g) {
         Group& gr = *groups_[static_cast<size_t>(g)];
         const GroupShard& s = shards_[static_cast<size_t>(g)];
-        page_in(g);
-        struct Drop {  // the paged-in copies go whatever happens below
+        if (!bfm_) page_in(g);  // bf16 masters are the compute weights: no record needed
+        struct Drop {           // the paged-in copies go whatever happens below
             const Engine& e;
             int g;
             ~Drop() { e.page_out(g, false); }
@@ -763,7 +946,7 @@ void Engine::refresh_compute_weights() {
                 break;
             case 1:
             case 2: {
-                if (!gr.master_aliases_compute)
+                if (!gr.master_aliases_compute && !bfm_)
                     gr.full_w.slice(0, s.begin, s.begin + s.size).copy_from(gr.master);
                 if (s.world > 1 && s.numel > 0) {
                     Tensor mine =
@@ -773,7 +956,7 @@ void Engine::refresh_compute_weights() {
                 break;
             }
             case 3:
-                if (!gr.master_aliases_compute) {
+                if (!gr.master_aliases_compute && !bfm_) {
                     param_fetch(g);
                     gr.shard_w.copy_from(gr.master);
                     param_store(g, true);
@@ -991,6 +1174,7 @@ void Engine::complete_reduce(int g) {
     }
     if (cfg_.stage == 1) {
         gr.shard_g.copy_from(gr.reduce_out);
+        if (bfm_) round_bf16(gr.shard_g.data<float>(), gr.shard_g.numel());
     } else {
         // Stages 2-3: accumulate this micro-batch's reduced shard (in memory, or in its records
         // on the tier); drop the full gradients.
@@ -1000,6 +1184,7 @@ void Engine::complete_reduce(int g) {
             grad_store(g);
         } else {
             ops::add(gr.shard_g, gr.shard_g, gr.reduce_out);
+            if (bfm_) round_bf16(gr.shard_g.data<float>(), gr.shard_g.numel());
         }
     }
     gr.reduce_out = Tensor();
@@ -1258,6 +1443,26 @@ void Engine::device_step(float lr, int64_t step, float grad_scale) {
 void Engine::step(float lr, int64_t step, float grad_scale) {
     if (store_) {
         offload_step(lr, step, grad_scale);
+    } else if (bfm_) {
+        // bf16 masters in memory: group by group (stage 3 with offloaded parameters: its shard
+        // fetched), in chunks of f32 scratch; element-wise, so the same arithmetic.
+        constexpr int64_t kChunk = 1 << 20;
+        for (int g = 0; g < layout_.n_groups(); ++g) {
+            Group& gr = *groups_[static_cast<size_t>(g)];
+            const int64_t S = shards_[static_cast<size_t>(g)].size;
+            param_fetch(g);
+            for (int64_t a = 0; a < S; a += kChunk) {
+                const int64_t b = std::min(S, a + kChunk);
+                auto state = [&](int i) -> void* {
+                    return optimizer_.n_states() > i
+                               ? static_cast<void*>(bytes_of(gr.states[i]) +
+                                                    static_cast<size_t>(a) * state_es())
+                               : nullptr;
+                };
+                bf16_update(g, a, b, state(0), state(1), nullptr, lr, step, grad_scale);
+            }
+            param_store(g, true);
+        }
     } else if (!cfg_.device.is_cpu()) {
         device_step(lr, step, grad_scale);
     } else if (optimizer_.options().kind == optim::Kind::lamb) {

@@ -118,6 +118,17 @@ struct Config {
     // so the gradient norm reads nothing; step() reads each sub-group's gradients with its
     // optimizer record.
     OffloadConfig offload;
+    // DeepSpeed's bf16.bf16_master_weights_and_grads (bf16 compute, stages 1-3, CPU, not LAMB):
+    // the master weights are the bf16 compute weights of this rank's shard (no f32 copy: a bf16
+    // master equals its bf16 compute copy bit for bit), and the reduced gradient shard holds bf16
+    // values (rounded to nearest even after every accumulation; in memory in f32 storage, on the
+    // offload tier as bf16). bf16_states (bf16.bf16_optimizer_states): the optimizer states are
+    // bf16 too. The update widens master, states and gradients to f32, runs the f32 optimizer
+    // and rounds master and states back to bf16, to nearest even (DeepSpeed's CPU Adam with
+    // bf16 parameters and states, via c10::BFloat16). Offloaded records then hold only the
+    // states: 2 bytes each with bf16_states, 4 without.
+    bool bf16_master = false;
+    bool bf16_states = false;
 };
 
 struct GroupShard {
@@ -201,6 +212,13 @@ public:
     Tensor master_shard(int g) const;
     Tensor state_shard(int g, int i) const;
     int n_states() const { return optimizer_.n_states(); }
+    // The dtypes master_shard / state_shard return (bf16 with Config::bf16_master / _states).
+    DType master_dtype() const { return bfm_ ? DType::bf16 : DType::f32; }
+    DType state_dtype() const { return sdt_; }
+    // Optimizer offload: this rank's owned elements [a, b) (shard-local) of group g's state i,
+    // read sub-group by sub-group from the tier (memory: one sub-group record at a time + the
+    // result); in memory, a view. For streaming checkpoint saves.
+    Tensor state_part(int g, int i, int64_t a, int64_t b) const;
     // The elements of group g this rank saves in a checkpoint: its shard (stages 1-3), or the
     // whole group on rank 0 only (stage 0, where every rank holds everything).
     std::pair<int64_t, int64_t> owned_range(int g) const;
@@ -278,6 +296,23 @@ private:
     void page_in(int g) const;
     void page_out(int g, bool write) const;
     void offload_step(float lr, int64_t step, float grad_scale);
+    // Field f (0: the f32 master when swapped, then the states) of group g's shard-local
+    // elements [a, b), read record by record.
+    Tensor field_part(int g, int f, int64_t a, int64_t b) const;
+    // ---- bf16 master weights (Config::bf16_master) ----
+    bool bfm_ = false, bfs_ = false;
+    DType sdt_ = DType::f32;  // optimizer state dtype
+    size_t state_es() const { return core::dtype_size(sdt_); }
+    size_t grad_es() const { return bfm_ ? 2 : sizeof(float); }  // offloaded gradient records
+    // Group g's bf16 compute weights of this rank's shard [S] (stage 3: fetched by the caller).
+    Tensor compute_shard(int g) const;
+    // The update of group g's shard-local elements [a, b): master widened from the bf16 compute
+    // weights, states (st0/st1 address element a, state_dtype()) widened when bf16, the f32
+    // optimizer, master and states rounded back.
+    void bf16_update(int g, int64_t a, int64_t b, void* st0, void* st1, const float* grad, float lr,
+                     int64_t step, float grad_scale);
+    // Round f32 values to bf16-representable ones (nearest even).
+    static void round_bf16(float* p, int64_t n);
     // ---- gradient offload (stages 2-3 with the optimizer offloaded) ----
     // Accumulate gr.reduce_out into group g's records (read back after the first micro-batch),
     // write them (in flight until the next group's), cache the sum of squares and finiteness.

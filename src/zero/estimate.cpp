@@ -180,7 +180,9 @@ MemoryEstimate estimate_rank(const models::Transformer& model, const models::Tra
     const int64_t T = in.seq_len / sz.sp;  // this rank's tokens of every sequence
     const int64_t ct = static_cast<int64_t>(core::dtype_size(model.run_config().compute_dtype));
     const int64_t A = in.grad_accum;
-    const bool alias = ct == 4;  // f32 compute: master weights are the compute weights
+    // f32 compute (or bf16 masters): the master weights are the compute weights.
+    const bool alias = ct == 4 || in.bf16_master;
+    const int64_t sb = in.bf16_states ? 2 : 4;  // bytes per optimizer state element
     const bool tied = model.config().tied_embeddings;
     const int64_t H = in.hpz_partition_size;
     ZS_CHECK_T(ConfigError, H >= 0 && (H <= 1 || W % H == 0),
@@ -210,27 +212,27 @@ MemoryEstimate estimate_rank(const models::Transformer& model, const models::Tra
                 e.params += P * ct;
                 e.grads += P * 4;
                 e.master += alias ? 0 : P * 4;
-                e.optimizer += in.n_states * P * 4;
+                e.optimizer += in.n_states * P * sb;
                 break;
             case 1:
                 e.params += P * ct;
                 e.grads += P * 4 + S * 4;  // full gradients + the reduced shard
                 e.master += alias ? 0 : S * 4;
-                e.optimizer += in.n_states * S * 4;
+                e.optimizer += in.n_states * S * sb;
                 break;
             case 2:
                 e.params += P * ct;
                 e.grads += S * 4;
                 e.master += alias ? 0 : S * 4;
-                e.optimizer += in.n_states * S * 4;
+                e.optimizer += in.n_states * S * sb;
                 break;
             default:
-                e.params += alias ? 0 : S * ct;  // f32: the shard is the master shard
+                e.params += ct == 4 ? 0 : S * ct;  // f32: the shard is the master shard
                 // hpZ: the secondary partition of a group that is released (not persistent).
                 if (H > 1 && !persistent) e.secondary += P / H * ct;
                 e.grads += S * 4;
-                e.master += S * 4;
-                e.optimizer += in.n_states * S * 4;
+                e.master += in.bf16_master ? 0 : S * 4;
+                e.optimizer += in.n_states * S * sb;
                 break;
         }
         // ZeRO's communication over the dp group, per rank and step (zero/engine.h); each
@@ -357,8 +359,10 @@ MemoryEstimate estimate_rank(const models::Transformer& model, const models::Tra
 
 }  // namespace
 
-double model_state_bytes_per_param(int stage, int world, int ct, int n_states, int64_t hpz) {
-    const double W = world, opt = 4.0 * n_states, master = ct == 4 ? 0.0 : 4.0;
+double model_state_bytes_per_param(int stage, int world, int ct, int n_states, int64_t hpz,
+                                   bool bf16_master, bool bf16_states) {
+    const double W = world, opt = (bf16_states ? 2.0 : 4.0) * n_states,
+                 master = ct == 4 || bf16_master ? 0.0 : 4.0;
     switch (stage) {
         case 0:
             return ct + 4 + master + opt;
@@ -367,7 +371,7 @@ double model_state_bytes_per_param(int stage, int world, int ct, int n_states, i
         case 2:
             return ct + (4 + master + opt) / W;
         default:
-            return (ct == 4 ? 0.0 : ct / W) + (4 + 4 + opt) / W +
+            return (ct == 4 ? 0.0 : ct / W) + (4 + (ct == 4 ? 4 : master) + opt) / W +
                    (hpz > 1 ? static_cast<double>(ct) / static_cast<double>(hpz) : 0.0);
     }
 }

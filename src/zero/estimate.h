@@ -47,6 +47,10 @@ struct EstimateInput {
     // (P / H compute-dtype elements per rank, counted in params) and backward gathers run over
     // them. 0 or 1: off; H must divide dp (ConfigError otherwise, at any stage).
     int64_t hpz_partition_size = 1;
+    // bf16.bf16_master_weights_and_grads (Config::bf16_master; bf16 compute, stages 1-3): no
+    // master copy (the bf16 compute weights are the masters); bf16_states: 2-byte states. The
+    // in-memory gradient shard keeps f32 storage (of bf16 values).
+    bool bf16_master = false, bf16_states = false;
 };
 
 // Bytes one rank sends per optimizer step, ring algorithms: an all-reduce of S bytes over n ranks
@@ -195,6 +199,8 @@ private:
 // Bytes of model states per parameter at a stage and data-parallel size (for "the largest model
 // that fits"): compute dtype bytes `ct`, Adam-style optimizer with n_states; at stage 3 with hpZ
 // over hpz > 1 ranks, plus the secondary partition's ct / hpz.
-double model_state_bytes_per_param(int stage, int world, int ct, int n_states, int64_t hpz = 1);
+// bf16_master / bf16_states as EstimateInput's.
+double model_state_bytes_per_param(int stage, int world, int ct, int n_states, int64_t hpz = 1,
+                                   bool bf16_master = false, bool bf16_states = false);
 
 }  // namespace zs::zero

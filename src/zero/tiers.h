@@ -8,14 +8,16 @@
 //                   host memory *is* the rank's memory, so it frees nothing (offered only off
 //                   the CPU)
 //   optimizer nvme  the same on NVMe: memory peak - master - optimizer (- grads at stages 2-3)
-//                   + the step's buffers: buffer_count sub-groups of (fields + 1) f32 each
+//                   + the step's buffers: buffer_count sub-groups of a record + an f32
+//                   gradient slot (+ bf16 masters: the f32 scratch of the update)
 //   params nvme     stage 3 only, with the optimizer on NVMe: the compute-weight shards too,
 //                   - params + (param_buffer_count + 1) x the largest group's shard
-// Disk bytes per step and rank, A micro-batches, Ψ this rank's shard elements, f the f32 fields
-// of an optimizer record (master when the compute dtype is not f32, + states), ct the compute
-// dtype's bytes:
-//   optimizer records   read f 4 Ψ, write f 4 Ψ
-//   gradient records    (stages 2-3) write A 4 Ψ, read A 4 Ψ (micro-batches after the first and
+// Disk bytes per step and rank, A micro-batches, Ψ this rank's shard elements, r the bytes per
+// element of an optimizer record (f32 master when the compute dtype is not f32 and the masters
+// are not bf16, + states of 4 bytes, 2 with bf16_states), g the gradient record's (4; 2 with
+// bf16 masters), ct the compute dtype's bytes:
+//   optimizer records   read r Ψ, write r Ψ
+//   gradient records    (stages 2-3) write A g Ψ, read A g Ψ (micro-batches after the first and
 //                       the step read them back)
 //   parameter shards    (params nvme) read (2 A + 1) ct Ψ (forward and backward gathers, the
 //                       step), write ct Ψ
@@ -47,6 +49,9 @@ struct TierInput {
     bool cpu_device = true;  // the rank computes on the CPU (cpu tier frees nothing)
     double compute_s = 0;    // measured or predicted compute per step, seconds
     double disk_bw = 0;      // bytes/s, direct I/O (0: unknown)
+    // bf16 master weights (no master field in the records, 2-byte gradient records) and bf16
+    // optimizer states (2-byte state fields): zero/engine.h's Config::bf16_master / _states.
+    bool bf16_master = false, bf16_states = false;
 };
 
 struct TierOption {
