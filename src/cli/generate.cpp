@@ -163,27 +163,9 @@ int run_generate(const GenerateOptions& o, comm::Communicator& world) {
     // ranks take, and only rank 0 prints.
     // Expert parallelism likewise: every rank runs the same tokens, each with its experts. Both
     // (DeepSpeed-TED): tp groups of consecutive ranks, the ep group the same tp rank's peers.
-    comm::Communicator* tp = nullptr;
-    comm::Communicator* ep = nullptr;
-    std::unique_ptr<comm::Communicator> tp_group, ep_group;
-    if (o.ep > 1 && o.tp > 1) {
-        ZS_CHECK_T(ConfigError, world.size() == o.tp * o.ep,
-                   "generate --tp {} --ep {}: running on {} rank(s); needs exactly {} "
-                   "(zerospeed-run --num_procs {} zerospeed generate ... --tp {} --ep {})",
-                   o.tp, o.ep, world.size(), o.tp * o.ep, o.tp * o.ep, o.tp, o.ep);
-        tp_group = world.split(world.rank() / o.tp, world.rank());
-        ep_group = world.split(world.rank() % o.tp, world.rank());
-        tp = tp_group.get();
-        ep = ep_group.get();
-    } else if (o.ep <= 1) {
-        tp = inference_tp_group(o.tp, world, "generate");
-    } else {
-        ZS_CHECK_T(ConfigError, world.size() == o.ep,
-                   "generate --ep {}: running on {} rank(s); expert-parallel inference needs "
-                   "exactly {} (zerospeed-run --num_procs {} zerospeed generate ... --ep {})",
-                   o.ep, world.size(), o.ep, o.ep, o.ep);
-        ep = &world;
-    }
+    const InferenceGroups groups = inference_groups(o.tp, o.ep, world, "generate");
+    comm::Communicator* tp = groups.tp;
+    comm::Communicator* ep = groups.ep;
     comm::Communicator* group = tp || ep ? &world : nullptr;  // they must take rank 0's token
     const bool lead = world.rank() == 0;
     const bool offload = !o.offload_weights.empty();

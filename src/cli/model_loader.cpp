@@ -51,13 +51,31 @@ void read_generation_config(const std::string& dir, LoadedModel& lm) {
 
 }  // namespace
 
-comm::Communicator* inference_tp_group(int tp, comm::Communicator& world, const char* command) {
+InferenceGroups inference_groups(int tp, int ep, comm::Communicator& world, const char* command) {
     ZS_CHECK_T(ConfigError, tp >= 1, "{} --tp: must be >= 1 (got {})", command, tp);
-    ZS_CHECK_T(ConfigError, world.size() == tp,
-               "{} --tp {}: running on {} rank(s); tensor-parallel inference needs exactly {} "
-               "(zerospeed-run --num_procs {} zerospeed {} ... --tp {})",
-               command, tp, world.size(), tp, tp, command, tp);
-    return tp > 1 ? &world : nullptr;
+    ZS_CHECK_T(ConfigError, ep >= 1, "{} --ep: must be >= 1 (got {})", command, ep);
+    const std::string flags = tp > 1 && ep > 1 ? fmt::format("--tp {} --ep {}", tp, ep)
+                              : ep > 1         ? fmt::format("--ep {}", ep)
+                                               : fmt::format("--tp {}", tp);
+    const char* what = tp > 1 && ep > 1 ? "tensor- and expert-parallel"
+                       : ep > 1         ? "expert-parallel"
+                                        : "tensor-parallel";
+    ZS_CHECK_T(ConfigError, world.size() == tp * ep,
+               "{} {}: running on {} rank(s); {} inference needs exactly {} "
+               "(zerospeed-run --num_procs {} zerospeed {} ... {})",
+               command, flags, world.size(), what, tp * ep, tp * ep, command, flags);
+    InferenceGroups g;
+    if (tp > 1 && ep > 1) {
+        g.owned_tp = world.split(world.rank() / tp, world.rank());
+        g.owned_ep = world.split(world.rank() % tp, world.rank());
+        g.tp = g.owned_tp.get();
+        g.ep = g.owned_ep.get();
+    } else if (tp > 1) {
+        g.tp = &world;
+    } else if (ep > 1) {
+        g.ep = &world;
+    }
+    return g;
 }
 
 int64_t parse_memory_size(const std::string& s, const char* flag) {

@@ -50,9 +50,16 @@ LoadedModel load_model(const std::string& path, const std::string& dtype, bool w
 // "4G", "512M", "1.5GiB", "1000000": bytes (K, M, G, T are powers of 1024, as cgroups and
 // docker read them). ConfigError naming `flag` otherwise.
 int64_t parse_memory_size(const std::string& s, const char* flag);
-// generate/serve --tp N: the world must be exactly N ranks (inference runs no data parallelism);
-// the world when N > 1, else null. ConfigError naming the flag otherwise.
-comm::Communicator* inference_tp_group(int tp, comm::Communicator& world, const char* command);
+// The groups of generate/serve --tp T --ep E: the world must be exactly T x E ranks (inference
+// runs no data parallelism). tp alone: the world; ep alone: the world; both (DeepSpeed-TED): tp
+// groups of consecutive ranks, each ep group the same tp rank's peers. Null where the degree is
+// 1. ConfigError naming the flags and the launch command otherwise.
+struct InferenceGroups {
+    comm::Communicator* tp = nullptr;
+    comm::Communicator* ep = nullptr;
+    std::unique_ptr<comm::Communicator> owned_tp, owned_ep;  // the split groups under TED
+};
+InferenceGroups inference_groups(int tp, int ep, comm::Communicator& world, const char* command);
 DType parse_dtype_flag(const std::string& s, const char* flag);
 
 }  // namespace zs::cli

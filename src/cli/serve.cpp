@@ -75,27 +75,9 @@ int run_serve(const ServeOptions& o, comm::Communicator& world) {
     // with its E / ep experts, the routed rows exchanged per MoE layer.
     // Both (DeepSpeed-TED): tp groups of consecutive ranks, the ep group the same tp rank's
     // peers; every rank follows rank 0's forwards.
-    comm::Communicator* tp = nullptr;
-    comm::Communicator* ep = nullptr;
-    std::unique_ptr<comm::Communicator> tp_group, ep_group;
-    if (o.ep > 1 && o.tp > 1) {
-        ZS_CHECK_T(ConfigError, world.size() == o.tp * o.ep,
-                   "serve --tp {} --ep {}: running on {} rank(s); needs exactly {} "
-                   "(zerospeed-run --num_procs {} zerospeed serve ... --tp {} --ep {})",
-                   o.tp, o.ep, world.size(), o.tp * o.ep, o.tp * o.ep, o.tp, o.ep);
-        tp_group = world.split(world.rank() / o.tp, world.rank());
-        ep_group = world.split(world.rank() % o.tp, world.rank());
-        tp = tp_group.get();
-        ep = ep_group.get();
-    } else if (o.ep <= 1) {
-        tp = inference_tp_group(o.tp, world, "serve");
-    } else {
-        ZS_CHECK_T(ConfigError, world.size() == o.ep,
-                   "serve --ep {}: running on {} rank(s); expert-parallel serving needs exactly "
-                   "{} (zerospeed-run --num_procs {} zerospeed serve ... --ep {})",
-                   o.ep, world.size(), o.ep, o.ep, o.ep);
-        ep = &world;
-    }
+    const InferenceGroups groups = inference_groups(o.tp, o.ep, world, "serve");
+    comm::Communicator* tp = groups.tp;
+    comm::Communicator* ep = groups.ep;
     comm::Communicator* followers = tp && ep ? &world : tp ? tp : ep;
     serve::block_shutdown_signals();
     LoadedModel lm = load_model(o.model, o.dtype, false, tp, ep);

@@ -19,16 +19,18 @@ void put_le64(uint8_t* p, uint64_t v) {
     for (int i = 0; i < 8; ++i) p[i] = static_cast<uint8_t>(v >> (8 * i));
 }
 
-void check_inputs(const std::string& path, std::span<const NamedTensor> tensors,
-                  const SafetensorsMetadata& metadata) {
+// The names a file may hold (unique, valid UTF-8, not the header's reserved key) and metadata
+// that is valid UTF-8; `name(i)` gives the i-th of `n` tensor names.
+template <typename NameOf>
+void check_names(const std::string& path, size_t n, NameOf name,
+                 const SafetensorsMetadata& metadata) {
     std::set<std::string_view> names;
-    for (const NamedTensor& nt : tensors) {
-        ZS_CHECK_T(IoError, nt.tensor.defined(), "{}: tensor '{}' is undefined", path, nt.name);
-        ZS_CHECK_T(IoError, nt.name != "__metadata__",
+    for (size_t i = 0; i < n; ++i) {
+        const std::string& nm = name(i);
+        ZS_CHECK_T(IoError, nm != "__metadata__",
                    "{}: '__metadata__' is reserved and cannot name a tensor", path);
-        ZS_CHECK_T(IoError, is_valid_utf8(nt.name), "{}: a tensor name is not valid UTF-8", path);
-        ZS_CHECK_T(IoError, names.insert(nt.name).second, "{}: duplicate tensor name '{}'", path,
-                   nt.name);
+        ZS_CHECK_T(IoError, is_valid_utf8(nm), "{}: a tensor name is not valid UTF-8", path);
+        ZS_CHECK_T(IoError, names.insert(nm).second, "{}: duplicate tensor name '{}'", path, nm);
     }
     for (const auto& [k, v] : metadata) {
         ZS_CHECK_T(IoError, is_valid_utf8(k) && is_valid_utf8(v),
@@ -36,23 +38,24 @@ void check_inputs(const std::string& path, std::span<const NamedTensor> tensors,
     }
 }
 
+void check_inputs(const std::string& path, std::span<const NamedTensor> tensors,
+                  const SafetensorsMetadata& metadata) {
+    for (const NamedTensor& nt : tensors) {
+        ZS_CHECK_T(IoError, nt.tensor.defined(), "{}: tensor '{}' is undefined", path, nt.name);
+    }
+    check_names(
+        path, tensors.size(), [&](size_t i) -> const std::string& { return tensors[i].name; },
+        metadata);
+}
+
 }  // namespace
 
 void save_safetensors_streamed(const std::string& path, std::span<const TensorSpec> specs,
                                const std::function<core::Tensor(size_t)>& produce,
                                const SafetensorsMetadata& metadata) {
-    std::set<std::string_view> names;
-    for (const TensorSpec& sp : specs) {
-        ZS_CHECK_T(IoError, sp.name != "__metadata__",
-                   "{}: '__metadata__' is reserved and cannot name a tensor", path);
-        ZS_CHECK_T(IoError, is_valid_utf8(sp.name), "{}: a tensor name is not valid UTF-8", path);
-        ZS_CHECK_T(IoError, names.insert(sp.name).second, "{}: duplicate tensor name '{}'", path,
-                   sp.name);
-    }
-    for (const auto& [k, v] : metadata) {
-        ZS_CHECK_T(IoError, is_valid_utf8(k) && is_valid_utf8(v),
-                   "{}: metadata key or value is not valid UTF-8", path);
-    }
+    check_names(
+        path, specs.size(), [&](size_t i) -> const std::string& { return specs[i].name; },
+        metadata);
     auto nbytes = [&](size_t i) {
         return static_cast<uint64_t>(specs[i].shape.numel()) * core::dtype_size(specs[i].dtype);
     };
