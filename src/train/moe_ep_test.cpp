@@ -24,38 +24,17 @@ namespace {
 namespace fs = std::filesystem;
 using core::Tensor;
 
-struct MoeScratch {
-    std::string root;
-    models::ModelConfig mc;
-    explicit MoeScratch(const std::string& name) {
-        root = (fs::temp_directory_path() / ("zs_moe_ep_" + name + "_" + std::to_string(getpid())))
-                   .string();
-        fs::remove_all(root);
-        zs::test::Rng rng(5);
-        std::vector<int32_t> toks(4000);
-        for (auto& x : toks) x = static_cast<int32_t>(rng.integer(0, 60));
-        io::TokenShardWriter w(root + "/data", 61, 0, "test", 1500);
-        w.append("train", toks.data(), 3500);
-        w.append("val", toks.data() + 3500, 500);
-        w.finish();
-        mc = models::parse_hf_config(
-            R"({"model_type": "mixtral", "vocab_size": 61, "hidden_size": 32,
-                "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
-                "intermediate_size": 24, "max_position_embeddings": 64, "num_local_experts": 4,
-                "num_experts_per_tok": 2, "router_aux_loss_coef": 0.02,
-                "output_router_logits": true})",
-            "test");
-    }
-    ~MoeScratch() { fs::remove_all(root); }
-    RunOptions run(int64_t steps) const {
-        RunOptions r;
-        r.data_dir = root + "/data";
-        r.seq_len = 12;
-        r.steps = steps;
-        r.eval_batches = 0;
-        r.progress = false;
-        return r;
-    }
+// A tiny Mixtral (4 experts, top-2, router aux loss) over 3500 training and 500 validation tokens;
+// runs at sequence 12 without evaluation.
+struct MoeScratch : TrainScratch {
+    explicit MoeScratch(const std::string& name)
+        : TrainScratch("moe_ep_" + name, R"({"model_type": "mixtral", "vocab_size": 61,
+            "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4,
+            "num_key_value_heads": 2, "intermediate_size": 24, "max_position_embeddings": 64,
+            "num_local_experts": 4, "num_experts_per_tok": 2, "router_aux_loss_coef": 0.02,
+            "output_router_logits": true})",
+                       5, 3500, 500) {}
+    RunOptions run(int64_t steps) const { return run_options(steps, 12, 0); }
 };
 
 // 4 sequences per step in micro-batches of 1 (so every rank's routing sees the sequences a

@@ -1,18 +1,76 @@
-// Comparisons the training tests share: a parallel run's steps against the single rank's, and
-// an exported HF model's tensors against a reference export.
+// What the training tests share: a scratch directory with a random token dataset and a tiny
+// model; comparisons of a parallel run's steps against the single rank's, and of an exported HF
+// model's tensors against a reference export.
 #pragma once
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
+#include <filesystem>
 #include <string>
 #include <vector>
 
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include "io/safetensors.h"
+#include "io/token_dataset.h"
+#include "models/config.h"
+#include "tests/test_util.h"
 #include "train/trainer.h"
 
 namespace zs::train {
+
+// A temporary directory (removed on destruction) holding `train_tokens` then `val_tokens` random
+// tokens below 61 (shards of 1500; end of text 0) under root/data, and the model `hf_config`.
+struct TrainScratch {
+    std::string root;
+    models::ModelConfig mc;
+    TrainScratch(const std::string& name, const std::string& hf_config, uint64_t seed,
+                 int64_t train_tokens, int64_t val_tokens) {
+        root = (std::filesystem::temp_directory_path() /
+                ("zs_" + name + "_" + std::to_string(getpid())))
+                   .string();
+        std::filesystem::remove_all(root);
+        zs::test::Rng rng(seed);
+        std::vector<int32_t> toks(static_cast<size_t>(train_tokens + val_tokens));
+        for (auto& x : toks) x = static_cast<int32_t>(rng.integer(0, 60));
+        io::TokenShardWriter w(root + "/data", 61, 0, "test", 1500);
+        w.append("train", toks.data(), train_tokens);
+        w.append("val", toks.data() + train_tokens, val_tokens);
+        w.finish();
+        mc = models::parse_hf_config(hf_config, name);
+    }
+    TrainScratch(const TrainScratch&) = delete;
+    TrainScratch& operator=(const TrainScratch&) = delete;
+    ~TrainScratch() { std::filesystem::remove_all(root); }
+    // `steps` steps over root/data, no progress line.
+    RunOptions run_options(int64_t steps, int64_t seq_len, int64_t eval_batches) const {
+        RunOptions r;
+        r.data_dir = root + "/data";
+        r.seq_len = seq_len;
+        r.steps = steps;
+        r.eval_batches = eval_batches;
+        r.progress = false;
+        return r;
+    }
+};
+
+// The trainer tests' tiny Llama (2 blocks, width 32, 4 query / 2 KV heads, vocabulary 61) over
+// 5000 training and 1000 validation tokens; runs at sequence 16 with 2 evaluation batches and
+// checkpoints under root/ckpt.
+struct Scratch : TrainScratch {
+    explicit Scratch(const std::string& name)
+        : TrainScratch("trainer_" + name, R"({"model_type": "llama", "vocab_size": 61,
+            "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4,
+            "num_key_value_heads": 2, "intermediate_size": 40, "max_position_embeddings": 64})",
+                       3, 5000, 1000) {}
+    RunOptions run(int64_t steps) const {
+        RunOptions r = run_options(steps, 16, 2);
+        r.save_dir = root + "/ckpt";
+        return r;
+    }
+};
 
 // Every step's loss within 1e-5 relative of `want`'s (the worst difference reported once) and
 // its gradient norm within `norm_tol` relative. `at` names the run (and rank) in messages.
