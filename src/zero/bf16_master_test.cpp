@@ -226,44 +226,40 @@ TEST(Bf16Master, OffloadedEqualsInMemoryBitForBit) {
          {Case{1, 2, true}, Case{1, 3, false}, Case{2, 3, true}, Case{2, 2, false}}) {
         const int world = k.world, stage = k.stage;
         const bool bs = k.bs;
-        {
-            {
-                SCOPED_TRACE(fmt::format("world {} stage {} bf16 states {}", world, stage, bs));
-                RunSetup su;
-                su.world = world;
-                su.stage = stage;
-                su.bf16_states = bs;
-                su.steps = 5;
-                const RunOut ref = train(su);
-                su.off.optimizer = Tier::nvme;
-                su.off.nvme_path = dir.path;
-                su.off.sub_group_size = 300;  // cuts parameters
-                su.off.buffer_count = 3;
-                su.off.pipeline_read = su.off.pipeline_write = true;
-                su.off.aio.block_size = 8192;
-                su.off.aio.queue_depth = 4;
-                if (stage == 3) {
-                    su.off.param = Tier::nvme;
-                    su.off.param_nvme_path = dir.path;
-                    su.off.param_max_in_cpu = 0;
-                    su.off.param_buffer_count = 2;
-                }
-                const RunOut got = train(su);
-                ASSERT_EQ(got.losses.size(), ref.losses.size());
-                for (size_t i = 0; i < ref.losses.size(); ++i)
-                    EXPECT_EQ(got.losses[i], ref.losses[i]) << "step " << i + 1;
-                ASSERT_EQ(got.state.size(), ref.state.size());
-                for (size_t i = 0; i < ref.state.size(); ++i) {
-                    ASSERT_EQ(got.state[i].size(), ref.state[i].size());
-                    EXPECT_EQ(std::memcmp(got.state[i].data(), ref.state[i].data(),
-                                          ref.state[i].size() * sizeof(float)),
-                              0)
-                        << "tensor " << i;
-                }
-                EXPECT_GT(got.read, 0);
-                EXPECT_GT(got.written, 0);
-            }
+        SCOPED_TRACE(fmt::format("world {} stage {} bf16 states {}", world, stage, bs));
+        RunSetup su;
+        su.world = world;
+        su.stage = stage;
+        su.bf16_states = bs;
+        su.steps = 5;
+        const RunOut ref = train(su);
+        su.off.optimizer = Tier::nvme;
+        su.off.nvme_path = dir.path;
+        su.off.sub_group_size = 300;  // cuts parameters
+        su.off.buffer_count = 3;
+        su.off.pipeline_read = su.off.pipeline_write = true;
+        su.off.aio.block_size = 8192;
+        su.off.aio.queue_depth = 4;
+        if (stage == 3) {
+            su.off.param = Tier::nvme;
+            su.off.param_nvme_path = dir.path;
+            su.off.param_max_in_cpu = 0;
+            su.off.param_buffer_count = 2;
         }
+        const RunOut got = train(su);
+        ASSERT_EQ(got.losses.size(), ref.losses.size());
+        for (size_t i = 0; i < ref.losses.size(); ++i)
+            EXPECT_EQ(got.losses[i], ref.losses[i]) << "step " << i + 1;
+        ASSERT_EQ(got.state.size(), ref.state.size());
+        for (size_t i = 0; i < ref.state.size(); ++i) {
+            ASSERT_EQ(got.state[i].size(), ref.state[i].size());
+            EXPECT_EQ(std::memcmp(got.state[i].data(), ref.state[i].data(),
+                                  ref.state[i].size() * sizeof(float)),
+                      0)
+                << "tensor " << i;
+        }
+        EXPECT_GT(got.read, 0);
+        EXPECT_GT(got.written, 0);
     }
 }
 
