@@ -238,22 +238,25 @@ int run_generate(const GenerateOptions& o, comm::Communicator& world) {
                o.batch, o.kv_cache_dtype);
     if (cap > 0) {
         // What this run holds of the model: the weights (or the stream's resident groups and
-        // buffers) and the KV cache of every sequence.
+        // buffers), the KV cache of every sequence and the f32 logits of every sequence's row.
         const models::ModelConfig& lc = lm.model->local_config();
         const int64_t kv_bytes =
             2 * lc.n_layers * ctx * lc.kv_dim() * o.batch *
             static_cast<int64_t>(core::dtype_size(lm.model->run_config().compute_dtype));
+        const int64_t logit_bytes = o.batch * c.vocab_size * 4;
         const int64_t weights =
             lm.stream
                 ? lm.stream->memory().total()
                 : static_cast<int64_t>(c.n_params()) *
                       static_cast<int64_t>(core::dtype_size(lm.model->run_config().compute_dtype));
-        ZS_CHECK_T(ConfigError, weights + kv_bytes <= cap,
-                   "--memory-cap {}: the {} ({}) and the KV cache of {} x {} tokens ({}) need {}{}",
+        const int64_t need = weights + kv_bytes + logit_bytes;
+        ZS_CHECK_T(ConfigError, need <= cap,
+                   "--memory-cap {}: the {} ({}), the KV cache of {} x {} tokens ({}) and the "
+                   "logits of {} row(s) ({}) need {}{}",
                    core::format_bytes(cap),
                    lm.stream ? "stream's resident weights and buffers" : "weights",
-                   core::format_bytes(weights), o.batch, ctx, core::format_bytes(kv_bytes),
-                   core::format_bytes(weights + kv_bytes),
+                   core::format_bytes(weights), o.batch, ctx, core::format_bytes(kv_bytes), o.batch,
+                   core::format_bytes(logit_bytes), core::format_bytes(need),
                    lm.stream ? "" : " (--offload-weights nvme streams the blocks from disk)");
     }
     if (o.batch > 1) return generate_batch(o, lm, sp, ids, ctx, stop_ids);

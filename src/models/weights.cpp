@@ -191,16 +191,23 @@ std::vector<core::QTensor> load_quantized_weights(const Transformer& model,
 }
 
 Tensor load_hf_group(const Transformer& model, int g, const WeightSource& src) {
+    Tensor full = Tensor::zeros({model.layout().group(g).numel}, DType::f32, core::Device::cpu(),
+                                core::MemCategory::buffers);
+    fill_hf_group(model, g, src, full);
+    return full;
+}
+
+void fill_hf_group(const Transformer& model, int g, const WeightSource& src, const Tensor& dst) {
     const GroupInfo& gi = model.layout().group(g);
-    Tensor full =
-        Tensor::zeros({gi.numel}, DType::f32, core::Device::cpu(), core::MemCategory::buffers);
+    ZS_CHECK(dst.numel() == gi.numel && dst.is_contiguous(),
+             "fill_hf_group: group {} holds {} elements, the destination is {}", g, gi.numel,
+             dst.str());
     for (ParamId id : gi.params) {
         const ParamInfo& p = model.layout().param(id);
         fill_param(model.config(), p,
-                   full.as_strided(p.shape, core::contiguous_strides(p.shape), p.offset), src,
+                   dst.as_strided(p.shape, core::contiguous_strides(p.shape), p.offset), src,
                    nullptr);
     }
-    return full;
 }
 
 std::vector<std::pair<std::string, Tensor>> export_hf_group(const Transformer& model, int g,

@@ -71,6 +71,9 @@ std::vector<core::QTensor> load_quantized_weights(const Transformer& model,
 // Group g's values as one flat f32 tensor [numel(g)] in the layout's order (alignment gaps zero),
 // assembled from `src`: what each ZeRO rank keeps a shard of. Errors as load_hf_weights.
 Tensor load_hf_group(const Transformer& model, int g, const WeightSource& src);
+// The same values written straight into `dst` [numel(g)] of any dtype (each parameter converted
+// once into its slice; the gaps untouched): no f32 copy of the group is made.
+void fill_hf_group(const Transformer& model, int g, const WeightSource& src, const Tensor& dst);
 // The HF-named tensors of one group given its full f32 values (export after a ZeRO gather).
 std::vector<std::pair<std::string, Tensor>> export_hf_group(const Transformer& model, int g,
                                                             const Tensor& full);

@@ -6,6 +6,7 @@
 
 #include "base/error.h"
 #include "base/log.h"
+#include "core/host_memory.h"
 
 namespace zs::zero {
 
@@ -55,6 +56,11 @@ WeightStream::WeightStream(models::Transformer& model, const models::WeightSourc
     ZS_CHECK_T(NotSupported, model.run_config().device.is_cpu(),
                "--offload-weights: CPU models only (the model is on {})",
                model.run_config().device.str());
+    // A memory cap must see what is in use: host blocks of 1 MiB and more (the embedding's, each
+    // block's conversion temporaries while the tier is filled) go back to the system when freed
+    // instead of staying in the heap (measured on SmolLM2-135M: 151 -> 79 MB resident after load;
+    // the stream's own buffers are pooled, so decoding maps nothing new per forward).
+    core::return_large_host_blocks(size_t{1} << 20);
     mem_ = stream_memory(model, cfg_.prefetch);
     if (cfg_.memory_cap > 0) {
         const int64_t asked = cfg_.prefetch;
@@ -81,8 +87,8 @@ WeightStream::WeightStream(models::Transformer& model, const models::WeightSourc
     io::AlignedBuffer staging;
     for (int g = 0; g < n; ++g) {
         const int64_t numel = model.layout().group(g).numel;
-        Tensor w = Tensor::empty({numel}, ct_, core::Device::cpu(), MemCategory::params);
-        w.copy_from(models::load_hf_group(model, g, src));
+        Tensor w = Tensor::zeros({numel}, ct_, core::Device::cpu(), MemCategory::params);
+        models::fill_hf_group(model, g, src, w);
         if (!streamed(g)) {
             resident_[static_cast<size_t>(g)] = w;
             model.binding().bind_group(g, w, Tensor());

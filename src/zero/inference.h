@@ -6,17 +6,17 @@
 //   zero::WeightStream ws(model, source, sc);  // embed + head bound in memory; blocks on the tier
 //   model.forward_tokens(ids, pos, kv, rows, &ws);
 //
-// At construction each block group is read from the weight source (models::load_hf_group, one
-// group at a time), converted to the compute dtype and written as one checksummed tensor file
-// (io::AsyncIo, O_DIRECT: the page cache holds nothing of it) under <path>/zerospeed_swap/, or
-// kept in a host buffer (cpu tier); the embedding and head groups stay in memory, bound. During a
+// At construction each block group is read from the weight source (models::fill_hf_group, one group
+// at a time, converted straight into the compute dtype) and written as one checksummed tensor file
+// (io::AsyncIo, O_DIRECT: the page cache holds nothing of it) under <path>/zerospeed_swap/, or kept
+// in a host buffer (cpu tier); the embedding and head groups stay in memory, bound. During a
 // forward, before_forward(block) waits for that block's read, binds its weights and issues the
 // reads of the next `prefetch` blocks (cyclically: the first blocks of the next forward are read
 // while the last ones and the head compute); after_forward unbinds it and frees its buffer. The
-// weights are the same bits as a dense load (load_hf_group, then the dtype conversion DenseParams
-// gets), so the logits are the in-memory ones bit for bit. Memory: the resident groups plus
-// prefetch + 1 block buffers (stream_memory). Batch is the lever: one weight pass serves every
-// token of the forward. The swap directory is removed by the destructor.
+// weights are the same bits as a dense load (each source tensor converted once to the compute
+// dtype, as DenseParams gets it), so the logits are the in-memory ones bit for bit. Memory: the
+// resident groups plus prefetch + 1 block buffers (stream_memory). Batch is the lever: one weight
+// pass serves every token of the forward. The swap directory is removed by the destructor.
 #pragma once
 
 #include <cstdint>
