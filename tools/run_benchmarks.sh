@@ -446,8 +446,9 @@ PY
             "${OFFLOAD_DIR:-$out/infinity/nvme}" ${INFINITY_MODEL:+"$INFINITY_MODEL"} | tee "$out/infinity.txt"
         ;;
     zero-inference)
-        note "zero-inference: SmolLM2-135M generate with block weights streamed from NVMe (batch 1/4/16) vs in memory and the dd direct read bound"
-        "$root/bench/offload/zero_inference.sh" "$bin" "$("$root/tools/fetch_smollm2.sh")" \
+        note "zero-inference: SmolLM2-135M (bf16) generate with block weights streamed from NVMe inside a memory cgroup below the weights (batch 1-256) vs the dd direct read bound and the bf16 matmul peak${LLAMA_CLI:+; llama-cli ($LLAMA_CLI, mmap) under the same cap}; needs root"
+        LLAMA_CLI=${LLAMA_CLI:-${LLAMA_BENCH:+$(dirname "$LLAMA_BENCH")/llama-cli}} \
+            "$root/bench/offload/zero_inference.sh" "$bin" "$("$root/tools/fetch_smollm2.sh")" \
             "$out/zero_inference" "${OFFLOAD_DIR:-$out/zero_inference/nvme}" | tee "$out/zero_inference.txt"
         ;;
     decode)
