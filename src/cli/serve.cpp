@@ -10,6 +10,8 @@
 #include "base/log.h"
 #include "cli/commands.h"
 #include "cli/model_loader.h"
+#include "core/backend.h"
+#include "infer/engine.h"
 #include "infer/tp_forward.h"
 #include "serve/server.h"
 
@@ -67,6 +69,46 @@ infer::EngineConfig engine_config(const ServeEngineOptions& o,
     return ec;
 }
 
+namespace {
+
+// --memory-cap: what the server holds of the model (the weights, or the stream's resident groups
+// and buffers) and its KV pool must fit; refused with the numbers otherwise.
+void check_memory_cap(int64_t cap, const models::Transformer& model, const infer::EngineConfig& ec,
+                      const zero::WeightStream* stream) {
+    const infer::KvCacheSpec kv = infer::kv_cache_spec(model, ec);
+    const int64_t kv_bytes = kv.n_blocks * kv.block_bytes();
+    // The weights as loaded (dense, quantized or streamed): the params category's bytes.
+    const int64_t weights = core::memory_stats().current_of(core::MemCategory::params);
+    ZS_CHECK_T(ConfigError, weights + kv_bytes <= cap,
+               "--memory-cap {}: the {} ({}) and the KV pool of {} blocks ({}; --kv-cache-memory "
+               "/ --kv-blocks) need {}{}",
+               core::format_bytes(cap),
+               stream ? "stream's resident weights and buffers" : "weights",
+               core::format_bytes(weights), kv.n_blocks, core::format_bytes(kv_bytes),
+               core::format_bytes(weights + kv_bytes),
+               stream ? "" : " (--offload-weights nvme streams the blocks from disk)");
+    log_info("serve: --memory-cap {}: weights {} + KV pool {} = {}", core::format_bytes(cap),
+             core::format_bytes(weights), core::format_bytes(kv_bytes),
+             core::format_bytes(weights + kv_bytes));
+}
+
+// ZeRO-Inference at exit: the weight bytes per engine step, the steps, the bytes read and the
+// peak memory (the engine's tracked peak and the process's resident peak).
+void report_stream(const zero::WeightStream& ws, int64_t steps) {
+    rusage ru{};
+    getrusage(RUSAGE_SELF, &ru);
+    const core::MemStats ms = core::memory_stats();
+    log_info(
+        "offload-weights: {:.3f} GB of block weights per engine step, {} steps, {:.2f} GB read; "
+        "memory: stream {} (resident {} + buffers {}), tracked peak {}, resident set peak {}",
+        static_cast<double>(ws.memory().streamed) / 1e9, steps,
+        static_cast<double>(ws.bytes_read()) / 1e9, core::format_bytes(ws.memory().total()),
+        core::format_bytes(ws.memory().resident), core::format_bytes(ws.memory().buffers),
+        core::format_bytes(ms.peak_total), core::format_bytes(int64_t{ru.ru_maxrss} * 1024));
+}
+
+}  // namespace
+
 int run_serve(const ServeOptions& o, comm::Communicator& world) {
     // Tensor parallelism: rank 0 runs the server, the scheduler and sampling; the other ranks run
     // each of its forwards on their shards (infer/tp_forward.h) until it stops. A rank that dies
@@ -97,8 +139,24 @@ int run_serve(const ServeOptions& o, comm::Communicator& world) {
         ep = &world;
     }
     comm::Communicator* followers = tp && ep ? &world : tp ? tp : ep;
+    // ZeRO-Inference: the blocks stream from the tier for every engine step (one weight pass
+    // for all the step's sequences); the engine passes the stream to each forward.
+    const bool offload = !o.offload_weights.empty();
+    ZS_CHECK_T(ConfigError, !offload || world.size() == 1,
+               "serve --offload-weights: one rank only (not with --tp / --ep: tensor- and "
+               "expert-parallel ranks stream no weights)");
+    ZS_CHECK_T(ConfigError, offload || o.offload_path.empty(),
+               "--offload-path: only with --offload-weights nvme");
+    const int64_t cap = o.memory_cap.empty() ? 0 : parse_memory_size(o.memory_cap, "--memory-cap");
+    zero::StreamConfig stream_cfg;
+    if (offload) {
+        stream_cfg.tier = o.offload_weights == "cpu" ? zero::Tier::cpu : zero::Tier::nvme;
+        stream_cfg.path = o.offload_path;
+        stream_cfg.prefetch = o.prefetch;
+        stream_cfg.memory_cap = cap;
+    }
     serve::block_shutdown_signals();
-    LoadedModel lm = load_model(o.model, o.dtype, false, tp, ep);
+    LoadedModel lm = load_model(o.model, o.dtype, false, tp, ep, offload ? &stream_cfg : nullptr);
     if (followers && followers->rank() != 0) {
         const int64_t n = infer::follow_forwards(
             *lm.model, engine_config(o.engine, to_string(lm.model->run_config().compute_dtype)),
@@ -130,6 +188,8 @@ int run_serve(const ServeOptions& o, comm::Communicator& world) {
     sc.engine.tp = tp;
     sc.engine.ep = ep;
     if (tp && ep) sc.engine.tp_ep = &world;
+    sc.engine.weight_hooks = lm.stream.get();
+    if (cap > 0) check_memory_cap(cap, *lm.model, sc.engine, lm.stream.get());
     serve::Metrics metrics;
     // Loading ran OpenMP regions on this thread, so it owns a team; the engine runs on its own
     // thread with a second team. With more OpenMP threads than CPUs libgomp stops spinning
@@ -189,6 +249,7 @@ int run_serve(const ServeOptions& o, comm::Communicator& world) {
         cfg.model_name, cfg.host, port, g.kv_blocks_total, sc.engine.block_size,
         infer::to_string(sc.engine.scheduler.policy), sc.engine.scheduler.max_batch_tokens);
     serve::serve_until_signal(server, o.shutdown_timeout);
+    if (lm.stream) report_stream(*lm.stream, service.gauges().steps);
     log_info("serve: stopped");
     return 0;
 }
