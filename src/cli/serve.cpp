@@ -99,12 +99,13 @@ void report_stream(const zero::WeightStream& ws, int64_t steps) {
     getrusage(RUSAGE_SELF, &ru);
     const core::MemStats ms = core::memory_stats();
     log_info(
-        "offload-weights: {:.3f} GB of block weights per engine step, {} steps, {:.2f} GB read; "
+        "offload-weights: {} ({} B) of block weights per engine step, {} steps, {} ({} B) read; "
         "memory: stream {} (resident {} + buffers {}), tracked peak {}, resident set peak {}",
-        static_cast<double>(ws.memory().streamed) / 1e9, steps,
-        static_cast<double>(ws.bytes_read()) / 1e9, core::format_bytes(ws.memory().total()),
-        core::format_bytes(ws.memory().resident), core::format_bytes(ws.memory().buffers),
-        core::format_bytes(ms.peak_total), core::format_bytes(int64_t{ru.ru_maxrss} * 1024));
+        core::format_bytes(ws.memory().streamed), ws.memory().streamed, steps,
+        core::format_bytes(ws.bytes_read()), ws.bytes_read(),
+        core::format_bytes(ws.memory().total()), core::format_bytes(ws.memory().resident),
+        core::format_bytes(ws.memory().buffers), core::format_bytes(ms.peak_total),
+        core::format_bytes(int64_t{ru.ru_maxrss} * 1024));
 }
 
 }  // namespace
@@ -117,6 +118,12 @@ int run_serve(const ServeOptions& o, comm::Communicator& world) {
     // with its E / ep experts, the routed rows exchanged per MoE layer.
     // Both (DeepSpeed-TED): tp groups of consecutive ranks, the ep group the same tp rank's
     // peers; every rank follows rank 0's forwards.
+    // ZeRO-Inference: the blocks stream from the tier for every engine step (one weight pass
+    // for all the step's sequences); the engine passes the stream to each forward.
+    const bool offload = !o.offload_weights.empty();
+    ZS_CHECK_T(ConfigError, !offload || (o.tp == 1 && o.ep == 1 && world.size() == 1),
+               "serve --offload-weights: one rank only, not with --tp / --ep (tensor- and "
+               "expert-parallel ranks stream no weights: not implemented)");
     comm::Communicator* tp = nullptr;
     comm::Communicator* ep = nullptr;
     std::unique_ptr<comm::Communicator> tp_group, ep_group;
@@ -139,12 +146,6 @@ int run_serve(const ServeOptions& o, comm::Communicator& world) {
         ep = &world;
     }
     comm::Communicator* followers = tp && ep ? &world : tp ? tp : ep;
-    // ZeRO-Inference: the blocks stream from the tier for every engine step (one weight pass
-    // for all the step's sequences); the engine passes the stream to each forward.
-    const bool offload = !o.offload_weights.empty();
-    ZS_CHECK_T(ConfigError, !offload || world.size() == 1,
-               "serve --offload-weights: one rank only (not with --tp / --ep: tensor- and "
-               "expert-parallel ranks stream no weights)");
     ZS_CHECK_T(ConfigError, offload || o.offload_path.empty(),
                "--offload-path: only with --offload-weights nvme");
     const int64_t cap = o.memory_cap.empty() ? 0 : parse_memory_size(o.memory_cap, "--memory-cap");
