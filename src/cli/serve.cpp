@@ -93,19 +93,21 @@ void check_memory_cap(int64_t cap, const models::Transformer& model, const infer
 }
 
 // ZeRO-Inference at exit: the weight bytes per engine step, the steps, the bytes read and the
-// peak memory (the engine's tracked peak and the process's resident peak).
-void report_stream(const zero::WeightStream& ws, int64_t steps) {
+// peak memory (the tracked peaks of serving and of loading, and the process's resident peak,
+// which counts the mapped model file's pages read while loading).
+void report_stream(const zero::WeightStream& ws, int64_t steps, int64_t load_peak) {
     rusage ru{};
     getrusage(RUSAGE_SELF, &ru);
     const core::MemStats ms = core::memory_stats();
     log_info(
         "offload-weights: {} ({} B) of block weights per engine step, {} steps, {} ({} B) read; "
-        "memory: stream {} (resident {} + buffers {}), tracked peak {}, resident set peak {}",
+        "memory: stream {} (resident {} + buffers {}), tracked peak serving {} (loading {}), "
+        "resident set peak {}",
         core::format_bytes(ws.memory().streamed), ws.memory().streamed, steps,
         core::format_bytes(ws.bytes_read()), ws.bytes_read(),
         core::format_bytes(ws.memory().total()), core::format_bytes(ws.memory().resident),
         core::format_bytes(ws.memory().buffers), core::format_bytes(ms.peak_total),
-        core::format_bytes(int64_t{ru.ru_maxrss} * 1024));
+        core::format_bytes(load_peak), core::format_bytes(int64_t{ru.ru_maxrss} * 1024));
 }
 
 }  // namespace
@@ -155,6 +157,15 @@ int run_serve(const ServeOptions& o, comm::Communicator& world) {
         stream_cfg.path = o.offload_path;
         stream_cfg.prefetch = o.prefetch;
         stream_cfg.memory_cap = cap;
+        if (cap > 0 && o.engine.kv_blocks == 0) {
+            // The KV pool takes at most its budget: the read-ahead shrinks to fit the rest.
+            const int64_t kv = parse_byte_size(o.engine.kv_cache_memory, "--kv-cache-memory");
+            ZS_CHECK_T(ConfigError, kv < cap,
+                       "--memory-cap {}: the KV pool's --kv-cache-memory {} leaves nothing for "
+                       "the weights",
+                       core::format_bytes(cap), core::format_bytes(kv));
+            stream_cfg.memory_cap = cap - kv;
+        }
     }
     serve::block_shutdown_signals();
     LoadedModel lm = load_model(o.model, o.dtype, false, tp, ep, offload ? &stream_cfg : nullptr);
@@ -200,6 +211,10 @@ int run_serve(const ServeOptions& o, comm::Communicator& world) {
     // regions: release its team before the engine starts.
     omp_pause_resource_all(omp_pause_soft);
     serve::Service service(*lm.model, tok, sc, metrics);
+    // The peak memory of serving (weights, KV pool, each step's activations) apart from loading's
+    // (a quantized GGUF's groups are dequantized one at a time on the way to the tier).
+    const int64_t load_peak = core::memory_stats().peak_total;
+    core::backend(core::Device::cpu()).memory().reset_peak();
 
     serve::ServerConfig cfg;
     cfg.host = o.host;
@@ -250,7 +265,7 @@ int run_serve(const ServeOptions& o, comm::Communicator& world) {
         cfg.model_name, cfg.host, port, g.kv_blocks_total, sc.engine.block_size,
         infer::to_string(sc.engine.scheduler.policy), sc.engine.scheduler.max_batch_tokens);
     serve::serve_until_signal(server, o.shutdown_timeout);
-    if (lm.stream) report_stream(*lm.stream, service.gauges().steps);
+    if (lm.stream) report_stream(*lm.stream, service.gauges().steps, load_peak);
     log_info("serve: stopped");
     return 0;
 }
