@@ -1,5 +1,7 @@
 // `zerospeed serve`: load a model (HF directory or GGUF), start the engine thread and the
-// OpenAI-compatible HTTP server, run until SIGTERM/SIGINT, then drain.
+// OpenAI-compatible HTTP server, run until SIGTERM/SIGINT, then drain. --offload-weights streams
+// the blocks' weights from NVMe or the cpu tier once per engine step (ZeRO-Inference,
+// zero/inference.h, through infer::EngineConfig::weight_hooks).
 #include <filesystem>
 #include <memory>
 
