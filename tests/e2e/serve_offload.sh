@@ -58,5 +58,8 @@ refused() {  # refused MESSAGE ARGS...: serve ARGS exits 1 naming MESSAGE
 refused "--offload-path: required with --offload-weights nvme" --offload-weights nvme
 refused "--offload-path: only with --offload-weights nvme" --offload-path "$work/nvme"
 refused "serve --offload-weights: one rank only, not with --tp / --ep" --offload-weights cpu --tp 2
+refused "--memory-cap 16.00 MiB: the KV pool's --kv-cache-memory 1.00 GiB leaves nothing" \
+    --offload-weights cpu --memory-cap 16M
 refused "--memory-cap 16.00 MiB: the stream's resident weights and buffers" --offload-weights cpu \
-    --memory-cap 16M
+    --memory-cap 16M --kv-blocks 100000
+refused "--memory-cap 16.00 MiB: the weights" --memory-cap 16M --kv-blocks 100000
