@@ -5,8 +5,9 @@
 #
 # Usage: tools/run_benchmarks.sh [BUILD] [section...]
 #   sections: ops optim tokenizer comm collectives mpi-configs train generate quant perplexity tp ep
-#   pipeline serve sp offload infinity zero-inference decode (default: all but collectives,
-#   mpi-configs, quant, perplexity, pipeline, sp, offload, infinity, zero-inference and decode)
+#   pipeline serve sp offload infinity zero-inference zero-inference-serve decode (default: all
+#   but collectives, mpi-configs, quant, perplexity, pipeline, sp, offload, infinity,
+#   zero-inference, zero-inference-serve and decode)
 # Peers: the Python ones (torch, deepspeed, tiktoken, HF tokenizers, sentencepiece) come from the
 # reference venv, installed (once, cached) by tools/reference_venv.sh. llama.cpp's llama-server is
 # used when LLAMA_SERVER names its binary (llama-bench from LLAMA_BENCH), llm.c's CPU trainer when LLMC_TRAIN names its
@@ -451,6 +452,12 @@ PY
             "$root/bench/offload/zero_inference.sh" "$bin" "$("$root/tools/fetch_smollm2.sh")" \
             "$out/zero_inference" "${OFFLOAD_DIR:-$out/zero_inference/nvme}" | tee "$out/zero_inference.txt"
         ;;
+    zero-inference-serve)
+        note "zero-inference-serve: SmolLM2-135M served with block weights streamed from NVMe once per engine step, 1/4/16 clients, vs in memory and the dd direct read bound"
+        "$root/bench/offload/zero_inference_serve.sh" "$bin" "$("$root/tools/fetch_smollm2.sh")" \
+            "$out/zero_inference_serve" "${OFFLOAD_DIR:-$out/zero_inference_serve/nvme}" |
+            tee "$out/zero_inference_serve.txt"
+        ;;
     decode)
         # Issue 19: decode on shared cores and the server's TPOT against generate, SmolLM2-135M
         # Q4_1, same prompt (~250 tokens of Austen), 64 greedy tokens. (1) 2-thread decode quiet,
@@ -510,7 +517,7 @@ PY
         "$root/bench/train/sp_long_equivalence.sh" "$build/bin" "$root" 4096 8192 | tee -a "$out/sp.txt"
         ;;
     *)
-        echo "unknown section $s (ops optim tokenizer comm mpi-configs train generate quant perplexity tp ep pipeline serve sp offload infinity zero-inference decode)" >&2
+        echo "unknown section $s (ops optim tokenizer comm mpi-configs train generate quant perplexity tp ep pipeline serve sp offload infinity zero-inference zero-inference-serve decode)" >&2
         exit 2
         ;;
     esac

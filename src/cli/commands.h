@@ -204,6 +204,13 @@ struct ServeOptions {
     int64_t max_connections = 16384;  // open connections held at once
     double shutdown_timeout = 30;
     ServeEngineOptions engine;
+    // ZeRO-Inference, as generate's (GenerateOptions): every engine step streams the blocks'
+    // weights once for all its sequences; memory_cap bounds the stream's resident groups and
+    // buffers plus the KV pool (--kv-cache-memory / --kv-blocks). One rank only.
+    std::string offload_weights;
+    std::string offload_path;
+    std::string memory_cap;
+    int prefetch = 2;
 };
 // Serve the model over an OpenAI-compatible HTTP API until SIGTERM/SIGINT.
 int run_serve(const ServeOptions& opts, comm::Communicator& world);

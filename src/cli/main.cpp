@@ -167,6 +167,18 @@ int main(int argc, char** argv) {
     srv->add_option("--policy", sv.engine.policy, "split_fuse (default) or prefill_first");
     srv->add_flag("--no-prefix-caching", sv.engine.no_prefix_caching,
                   "Do not reuse KV blocks of identical prompt prefixes");
+    srv->add_option("--offload-weights", sv.offload_weights,
+                    "ZeRO-Inference: stream the transformer blocks' weights from nvme (O_DIRECT "
+                    "files under --offload-path) or cpu once per engine step, for every sequence "
+                    "of the step, reading ahead --prefetch blocks")
+        ->check(CLI::IsMember({"nvme", "cpu"}));
+    srv->add_option("--offload-path", sv.offload_path,
+                    "Directory for the --offload-weights nvme files (removed at exit)");
+    srv->add_option("--memory-cap", sv.memory_cap,
+                    "Bytes the weights (or the stream's resident groups and buffers) and the KV "
+                    "pool may take, e.g. 4G (refused with the numbers when they do not fit)");
+    srv->add_option("--prefetch", sv.prefetch, "Blocks read ahead with --offload-weights")
+        ->check(CLI::Range(1, 1024));
 
     zs::cli::BenchServeOptions bs;
     CLI::App* bench = app.add_subcommand("bench", "Benchmarks against running services");

@@ -1,5 +1,7 @@
 // `zerospeed serve`: load a model (HF directory or GGUF), start the engine thread and the
-// OpenAI-compatible HTTP server, run until SIGTERM/SIGINT, then drain.
+// OpenAI-compatible HTTP server, run until SIGTERM/SIGINT, then drain. --offload-weights streams
+// the blocks' weights from NVMe or the cpu tier once per engine step (ZeRO-Inference,
+// zero/inference.h, through infer::EngineConfig::weight_hooks).
 #include <filesystem>
 #include <memory>
 
@@ -10,6 +12,8 @@
 #include "base/log.h"
 #include "cli/commands.h"
 #include "cli/model_loader.h"
+#include "core/backend.h"
+#include "infer/engine.h"
 #include "infer/tp_forward.h"
 #include "serve/server.h"
 
@@ -67,6 +71,49 @@ infer::EngineConfig engine_config(const ServeEngineOptions& o,
     return ec;
 }
 
+namespace {
+
+// --memory-cap: what the server holds of the model (the weights, or the stream's resident groups
+// and buffers) and its KV pool must fit; refused with the numbers otherwise.
+void check_memory_cap(int64_t cap, const models::Transformer& model, const infer::EngineConfig& ec,
+                      const zero::WeightStream* stream) {
+    const infer::KvCacheSpec kv = infer::kv_cache_spec(model, ec);
+    const int64_t kv_bytes = kv.n_blocks * kv.block_bytes();
+    // The weights as loaded (dense, quantized or streamed): the params category's bytes.
+    const int64_t weights = core::memory_stats().current_of(core::MemCategory::params);
+    ZS_CHECK_T(ConfigError, weights + kv_bytes <= cap,
+               "--memory-cap {}: the {} ({}) and the KV pool of {} blocks ({}; --kv-cache-memory "
+               "/ --kv-blocks) need {}{}",
+               core::format_bytes(cap),
+               stream ? "stream's resident weights and buffers" : "weights",
+               core::format_bytes(weights), kv.n_blocks, core::format_bytes(kv_bytes),
+               core::format_bytes(weights + kv_bytes),
+               stream ? "" : " (--offload-weights nvme streams the blocks from disk)");
+    log_info("serve: --memory-cap {}: weights {} + KV pool {} = {}", core::format_bytes(cap),
+             core::format_bytes(weights), core::format_bytes(kv_bytes),
+             core::format_bytes(weights + kv_bytes));
+}
+
+// ZeRO-Inference at exit: the weight bytes per engine step, the steps, the bytes read and the
+// peak memory (the tracked peaks of serving and of loading, and the process's resident peak,
+// which counts the mapped model file's pages read while loading).
+void report_stream(const zero::WeightStream& ws, int64_t steps, int64_t load_peak) {
+    rusage ru{};
+    getrusage(RUSAGE_SELF, &ru);
+    const core::MemStats ms = core::memory_stats();
+    log_info(
+        "offload-weights: {} ({} B) of block weights per engine step, {} steps, {} ({} B) read; "
+        "memory: stream {} (resident {} + buffers {}), tracked peak serving {} (loading {}), "
+        "resident set peak {}",
+        core::format_bytes(ws.memory().streamed), ws.memory().streamed, steps,
+        core::format_bytes(ws.bytes_read()), ws.bytes_read(),
+        core::format_bytes(ws.memory().total()), core::format_bytes(ws.memory().resident),
+        core::format_bytes(ws.memory().buffers), core::format_bytes(ms.peak_total),
+        core::format_bytes(load_peak), core::format_bytes(int64_t{ru.ru_maxrss} * 1024));
+}
+
+}  // namespace
+
 int run_serve(const ServeOptions& o, comm::Communicator& world) {
     // Tensor parallelism: rank 0 runs the server, the scheduler and sampling; the other ranks run
     // each of its forwards on their shards (infer/tp_forward.h) until it stops. A rank that dies
@@ -75,12 +122,37 @@ int run_serve(const ServeOptions& o, comm::Communicator& world) {
     // with its E / ep experts, the routed rows exchanged per MoE layer.
     // Both (DeepSpeed-TED): tp groups of consecutive ranks, the ep group the same tp rank's
     // peers; every rank follows rank 0's forwards.
+    // ZeRO-Inference: the blocks stream from the tier for every engine step (one weight pass
+    // for all the step's sequences); the engine passes the stream to each forward.
+    const bool offload = !o.offload_weights.empty();
+    ZS_CHECK_T(ConfigError, !offload || (o.tp == 1 && o.ep == 1 && world.size() == 1),
+               "serve --offload-weights: one rank only, not with --tp / --ep (tensor- and "
+               "expert-parallel ranks stream no weights: not implemented)");
     const InferenceGroups groups = inference_groups(o.tp, o.ep, world, "serve");
     comm::Communicator* tp = groups.tp;
     comm::Communicator* ep = groups.ep;
     comm::Communicator* followers = tp && ep ? &world : tp ? tp : ep;
+    ZS_CHECK_T(ConfigError, offload || o.offload_path.empty(),
+               "--offload-path: only with --offload-weights nvme");
+    const int64_t cap = o.memory_cap.empty() ? 0 : parse_memory_size(o.memory_cap, "--memory-cap");
+    zero::StreamConfig stream_cfg;
+    if (offload) {
+        stream_cfg.tier = o.offload_weights == "cpu" ? zero::Tier::cpu : zero::Tier::nvme;
+        stream_cfg.path = o.offload_path;
+        stream_cfg.prefetch = o.prefetch;
+        stream_cfg.memory_cap = cap;
+        if (cap > 0 && o.engine.kv_blocks == 0) {
+            // The KV pool takes at most its budget: the read-ahead shrinks to fit the rest.
+            const int64_t kv = parse_byte_size(o.engine.kv_cache_memory, "--kv-cache-memory");
+            ZS_CHECK_T(ConfigError, kv < cap,
+                       "--memory-cap {}: the KV pool's --kv-cache-memory {} leaves nothing for "
+                       "the weights",
+                       core::format_bytes(cap), core::format_bytes(kv));
+            stream_cfg.memory_cap = cap - kv;
+        }
+    }
     serve::block_shutdown_signals();
-    LoadedModel lm = load_model(o.model, o.dtype, false, tp, ep);
+    LoadedModel lm = load_model(o.model, o.dtype, false, tp, ep, offload ? &stream_cfg : nullptr);
     if (followers && followers->rank() != 0) {
         const int64_t n = infer::follow_forwards(
             *lm.model, engine_config(o.engine, to_string(lm.model->run_config().compute_dtype)),
@@ -112,6 +184,8 @@ int run_serve(const ServeOptions& o, comm::Communicator& world) {
     sc.engine.tp = tp;
     sc.engine.ep = ep;
     if (tp && ep) sc.engine.tp_ep = &world;
+    sc.engine.weight_hooks = lm.stream.get();
+    if (cap > 0) check_memory_cap(cap, *lm.model, sc.engine, lm.stream.get());
     serve::Metrics metrics;
     // Loading ran OpenMP regions on this thread, so it owns a team; the engine runs on its own
     // thread with a second team. With more OpenMP threads than CPUs libgomp stops spinning
@@ -121,6 +195,10 @@ int run_serve(const ServeOptions& o, comm::Communicator& world) {
     // regions: release its team before the engine starts.
     omp_pause_resource_all(omp_pause_soft);
     serve::Service service(*lm.model, tok, sc, metrics);
+    // The peak memory of serving (weights, KV pool, each step's activations) apart from loading's
+    // (a quantized GGUF's groups are dequantized one at a time on the way to the tier).
+    const int64_t load_peak = core::memory_stats().peak_total;
+    core::backend(core::Device::cpu()).memory().reset_peak();
 
     serve::ServerConfig cfg;
     cfg.host = o.host;
@@ -171,6 +249,7 @@ int run_serve(const ServeOptions& o, comm::Communicator& world) {
         cfg.model_name, cfg.host, port, g.kv_blocks_total, sc.engine.block_size,
         infer::to_string(sc.engine.scheduler.policy), sc.engine.scheduler.max_batch_tokens);
     serve::serve_until_signal(server, o.shutdown_timeout);
+    if (lm.stream) report_stream(*lm.stream, service.gauges().steps, load_peak);
     log_info("serve: stopped");
     return 0;
 }

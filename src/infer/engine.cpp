@@ -43,6 +43,9 @@ Engine::Engine(models::Transformer& model, const EngineConfig& cfg) : model_(mod
                "engine: expert-parallel serving runs the engine on rank 0 of a model whose "
                "experts are sharded over the same group (rank {}, model ep {}, group of {})",
                cfg_.ep ? cfg_.ep->rank() : 0, model.ep_size(), cfg_.ep ? cfg_.ep->size() : 1);
+    ZS_CHECK_T(ConfigError, !cfg_.weight_hooks || (!cfg_.tp && !cfg_.ep),
+               "engine: streamed weights (--offload-weights) with tensor- or expert-parallel "
+               "serving are not implemented");
     followers_ = cfg_.tp && cfg_.ep ? cfg_.tp_ep : cfg_.tp ? cfg_.tp : cfg_.ep;
     // Every ep rank runs this engine's batches: each dispatches only its slice of the rows.
     if (cfg_.ep) model_.set_ep_replicated_inputs(true);
@@ -232,7 +235,7 @@ std::vector<RequestOutput> Engine::step() {
         Timer timer;
         try {
             if (followers_) tp_send_forward(*followers_, ids, pos, attn_->batch(), logit_rows);
-            logits = model_.forward_tokens(ids, pos, *attn_, logit_rows);
+            logits = model_.forward_tokens(ids, pos, *attn_, logit_rows, cfg_.weight_hooks);
         } catch (const std::exception& ex) {
             if (followers_) {
                 // The other ranks are inside this forward's collectives: no step can follow.

@@ -56,6 +56,11 @@ struct EngineConfig {
     // Both tp and ep (DeepSpeed-TED; the ep group the same tp rank's peers): every rank of this
     // group (tp x ep of them; this engine its rank 0) runs each forward. Unused otherwise.
     comm::Communicator* tp_ep = nullptr;
+    // ZeRO-Inference (zero::WeightStream, `serve --offload-weights`): the group hooks every
+    // forward runs under, so each engine step (all its sequences' prefill chunks and decodes in
+    // one ragged batch) streams every block's weights once. Must outlive the engine; not with
+    // tp / ep (ConfigError). Null: the weights are bound in memory.
+    models::GroupHooks* weight_hooks = nullptr;
 };
 
 // The paged KV cache `model` needs under `cfg`: this rank's KV heads (tensor parallelism) and the

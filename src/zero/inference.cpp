@@ -152,6 +152,11 @@ void WeightStream::issue(int g) {
 
 void WeightStream::before_forward(int g) {
     if (!streamed(g)) return;
+    // Blocks still bound come from a forward that threw between the hooks (one block at a time
+    // is bound otherwise): release them, or their buffers would never come back.
+    for (int o = 0; o < static_cast<int>(slots_.size()); ++o) {
+        if (slots_[static_cast<size_t>(o)].bound) after_forward(o);
+    }
     Slot& s = slots_[static_cast<size_t>(g)];
     ZS_CHECK(s.buf >= 0 || !free_.empty(), "zero-inference: no free buffer for block group {}", g);
     issue(g);
@@ -160,6 +165,7 @@ void WeightStream::before_forward(int g) {
                                 Tensor::wrap(bufs_[static_cast<size_t>(s.buf)].data(),
                                              {model_.layout().group(g).numel}, ct_),
                                 Tensor());
+    s.bound = true;
     // Read ahead along the forward's order, cyclically (the next forward starts at block 0).
     const int first = model_.block_group(0), L = static_cast<int>(model_.config().n_layers);
     for (int64_t k = 1; k <= cfg_.prefetch && k < L; ++k) {
@@ -170,9 +176,11 @@ void WeightStream::before_forward(int g) {
 void WeightStream::after_forward(int g) {
     if (!streamed(g)) return;
     Slot& s = slots_[static_cast<size_t>(g)];
+    if (!s.bound) return;
     model_.binding().bind_group(g, Tensor(), Tensor());
     free_.push_back(s.buf);
     s.buf = -1;
+    s.bound = false;
 }
 
 BatchKvCache::BatchKvCache(const models::ModelConfig& cfg, int64_t batch, int64_t max_tokens,

@@ -66,6 +66,8 @@ public:
     WeightStream(const WeightStream&) = delete;
     WeightStream& operator=(const WeightStream&) = delete;
 
+    // A forward that threw between the two (the serving engine ends that batch's requests and
+    // goes on) leaves its block bound: the next before_forward releases it first.
     void before_forward(int g) override;
     void after_forward(int g) override;
 
@@ -88,7 +90,8 @@ private:
     std::vector<io::AlignedBuffer> bufs_;
     std::vector<int> free_;  // free buffer ids
     struct Slot {
-        int buf = -1;  // the buffer holding (or being read into) the group; -1: none
+        int buf = -1;        // the buffer holding (or being read into) the group; -1: none
+        bool bound = false;  // between before_forward and after_forward
         io::AioWork read;
     };
     std::vector<Slot> slots_;  // per group
