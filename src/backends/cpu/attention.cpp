@@ -363,8 +363,11 @@ void forward_impl(const Tensor& out, const Tensor& lse, const Tensor& q, const T
     };
 #pragma omp parallel
     {
-        std::vector<float> qt(kBq * HS), kt(kBk * HS), ktt(HS * kBk), vt(kBk * HS), s(kBq * kBk),
-            acc(kBq * HS), mrow(kBq), lrow(kBq);
+        // Decode tiles have at most kFewQueries rows and never use the K/V tile copies: a
+        // smaller scratch, zeroed once per call of every layer.
+        const int64_t rows = decode ? kFewQueries : kBq, tile = decode ? 0 : kBk * HS;
+        std::vector<float> qt(rows * HS), kt(tile), ktt(tile), vt(tile), s(rows * kBk),
+            acc(rows * HS), mrow(kBq), lrow(kBq);
 #pragma omp for schedule(dynamic, 1)
         for (int64_t item = 0; item < items; ++item) {
             const int64_t task = item / splits, split = item % splits;
