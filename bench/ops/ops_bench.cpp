@@ -296,11 +296,12 @@ void BM_attention(benchmark::State& st) {
 }
 
 // One decode token's attention over a bf16 KV cache of T positions, SmolLM2-135M's shape: 30
-// layers, 9 query heads over 3 kv heads of 64 dims. Each iteration reads the next 30 of 96
-// per-layer caches (41 MB at T = 600), so the K/V rows come from memory as in generation, where
-// the weights streamed between layers evict them. args: T. Counter: KV bytes read per second.
+// layers, 9 query heads over 3 kv heads of 64 dims. Each iteration reads the next 30 of C
+// per-layer caches: C = 96 (41 MB at T = 600) brings the K/V rows from memory as in generation,
+// where the weights streamed between layers evict them; C = 1 keeps them in cache (the kernel's
+// compute alone). args: T, C. Counter: KV bytes read per second.
 void BM_decode_attention(benchmark::State& st) {
-    const int64_t T = st.range(0), NH = 9, NKV = 3, HS = 64, kLayers = 30, kCaches = 96;
+    const int64_t T = st.range(0), NH = 9, NKV = 3, HS = 64, kLayers = 30, kCaches = st.range(1);
     std::vector<Tensor> ks, vs;
     for (int64_t c = 0; c < kCaches; ++c) {
         ks.push_back(rnd({1, T, NKV, HS}, DType::bf16, 2 * c + 1));
@@ -333,7 +334,7 @@ BENCHMARK(BM_decode_token_quant)
     ->ArgsProduct({{0, 1, 2, 3, 4, 5, 7}, {1}})     // the interleaved types
     ->UseRealTime();
 BENCHMARK(BM_decode_linear_onednn)->Apply(decode_args)->UseRealTime();
-BENCHMARK(BM_decode_attention)->Arg(600)->UseRealTime();
+BENCHMARK(BM_decode_attention)->Args({600, 96})->Args({600, 1})->UseRealTime();
 BENCHMARK(BM_matmul)->Apply(gemm_args)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_matmul_onednn_direct)->Apply(gemm_args)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_sgemm_openblas)

@@ -189,12 +189,13 @@ inline void prefetch_row(const T* p, int64_t HS) {
 // reduction each, which cost more than the products. NQ is a template argument so the 4 x NQ
 // accumulators stay in registers. Prefetches K rows kPrefetchKeys ahead and the V rows of this
 // block (values_few reads them next), all below `end` (the item's last key + 1).
-template <class T, int NQ>
+template <class T, int NQ, bool kFull>
 void scores_few(float* S, const float* Qt, const Heads<const T>& K, const Heads<const T>& V,
                 int64_t b, int64_t j0, int64_t nk, int64_t kh, int64_t HS, int64_t end) {
     int64_t j = 0;
     for (; j + 4 <= nk; j += 4) {
         const T* kr[4];
+#pragma GCC unroll 16
         for (int kk = 0; kk < 4; ++kk) {
             kr[kk] = K.row(b, j0 + j + kk, kh);
             prefetch_row(V.row(b, j0 + j + kk, kh), HS);
@@ -202,18 +203,24 @@ void scores_few(float* S, const float* Qt, const Heads<const T>& K, const Heads<
                 prefetch_row(K.row(b, j0 + j + kk + kPrefetchKeys, kh), HS);
         }
         VecF acc[NQ][4];
+#pragma GCC unroll 16
         for (int r = 0; r < NQ; ++r) {
+#pragma GCC unroll 16
             for (int kk = 0; kk < 4; ++kk) acc[r][kk] = vzero();
         }
         for (int64_t d = 0; d < HS; d += kLanes) {
-            const int m = lanes(d, HS);
+            const int m = kFull ? kLanes : lanes(d, HS);
             VecF kv[4];
+#pragma GCC unroll 16
             for (int kk = 0; kk < 4; ++kk) kv[kk] = vload(kr[kk] + d, m);
+#pragma GCC unroll 16
             for (int r = 0; r < NQ; ++r) {
                 const VecF qv = vload(Qt + r * HS + d, m);
+#pragma GCC unroll 16
                 for (int kk = 0; kk < 4; ++kk) acc[r][kk] = vfma(qv, kv[kk], acc[r][kk]);
             }
         }
+#pragma GCC unroll 16
         for (int r = 0; r < NQ; ++r) {
             vsum4(S + r * kBk + j, acc[r][0], acc[r][1], acc[r][2], acc[r][3]);
         }
@@ -222,12 +229,15 @@ void scores_few(float* S, const float* Qt, const Heads<const T>& K, const Heads<
         const T* kr = K.row(b, j0 + j, kh);
         prefetch_row(V.row(b, j0 + j, kh), HS);
         VecF acc[NQ];
+#pragma GCC unroll 16
         for (int r = 0; r < NQ; ++r) acc[r] = vzero();
         for (int64_t d = 0; d < HS; d += kLanes) {
-            const int m = lanes(d, HS);
+            const int m = kFull ? kLanes : lanes(d, HS);
             const VecF kv = vload(kr + d, m);
+#pragma GCC unroll 16
             for (int r = 0; r < NQ; ++r) acc[r] = vfma(vload(Qt + r * HS + d, m), kv, acc[r]);
         }
+#pragma GCC unroll 16
         for (int r = 0; r < NQ; ++r) S[r * kBk + j] = vsum(acc[r]);
     }
 }
@@ -235,35 +245,49 @@ void scores_few(float* S, const float* Qt, const Heads<const T>& K, const Heads<
 // Acc[r][d0, d0 + 16 NV) += sum_j P[r][j] * V[j0 + j][d0, ...) for r < NQ (the last vector
 // holding `tail` lanes): V rows read straight from the cache (converted in registers) once for
 // all rows, every accumulator in a register (NQ and NV are template arguments for that).
-template <class T, int NQ, int NV>
+template <class T, int NQ, int NV, bool kFull>
 void values_span(float* Acc, const float* P, const Heads<const T>& V, int64_t b, int64_t j0,
                  int64_t nk, int64_t kh, int64_t HS, int64_t d0, int tail) {
-    auto n_of = [&](int v) { return v == NV - 1 ? tail : kLanes; };
+    auto n_of = [&](int v) { return kFull || v < NV - 1 ? kLanes : tail; };
     VecF acc[NQ][NV];
+#pragma GCC unroll 16
     for (int r = 0; r < NQ; ++r) {
+#pragma GCC unroll 16
         for (int v = 0; v < NV; ++v) acc[r][v] = vload(Acc + r * HS + d0 + v * kLanes, n_of(v));
     }
-    for (int64_t j = 0; j < nk; ++j) {
-        // A key no row sees (causal mask) is skipped: its V row is never read, so P = 0
-        // cannot meet a non-finite value there.
-        bool seen = false;
-        for (int r = 0; r < NQ; ++r) seen = seen || P[r * kBk + j] != 0.0f;
-        if (!seen) continue;
+    // Keys no row sees (the causal mask's tail, a sliding window's head) are skipped: their V
+    // rows are never read, so P = 0 cannot meet a non-finite value there. The rows' visible
+    // ranges overlap, so the keys seen by any row are one range [jlo, jhi).
+    auto seen = [&](int64_t j) {
+        bool any = false;
+#pragma GCC unroll 16
+        for (int r = 0; r < NQ; ++r) any = any || P[r * kBk + j] != 0.0f;
+        return any;
+    };
+    int64_t jlo = 0, jhi = nk;
+    while (jlo < jhi && !seen(jlo)) ++jlo;
+    while (jhi > jlo && !seen(jhi - 1)) --jhi;
+    for (int64_t j = jlo; j < jhi; ++j) {
         const T* vr = V.row(b, j0 + j, kh) + d0;
         VecF vv[NV];
+#pragma GCC unroll 16
         for (int v = 0; v < NV; ++v) vv[v] = vload(vr + v * kLanes, n_of(v));
+#pragma GCC unroll 16
         for (int r = 0; r < NQ; ++r) {
             const VecF pv = vset(P[r * kBk + j]);  // 0 on masked keys
+#pragma GCC unroll 16
             for (int v = 0; v < NV; ++v) acc[r][v] = vfma(pv, vv[v], acc[r][v]);
         }
     }
+#pragma GCC unroll 16
     for (int r = 0; r < NQ; ++r) {
+#pragma GCC unroll 16
         for (int v = 0; v < NV; ++v) vstore(Acc + r * HS + d0 + v * kLanes, acc[r][v], n_of(v));
     }
 }
 
 // Acc[r] += sum_j P[r][j] * V[j0 + j] for r < NQ <= kFewQueries, 64 dims at a time.
-template <class T, int NQ>
+template <class T, int NQ, bool kFull>
 void values_few(float* Acc, const float* P, const Heads<const T>& V, int64_t b, int64_t j0,
                 int64_t nk, int64_t kh, int64_t HS) {
     constexpr int kVecs = 4;
@@ -273,35 +297,40 @@ void values_few(float* Acc, const float* P, const Heads<const T>& V, int64_t b, 
         const int tail = static_cast<int>(std::min<int64_t>(kLanes, left - (nv - 1) * kLanes));
         switch (nv) {
             case 1:
-                values_span<T, NQ, 1>(Acc, P, V, b, j0, nk, kh, HS, d0, tail);
+                values_span<T, NQ, 1, kFull>(Acc, P, V, b, j0, nk, kh, HS, d0, tail);
                 break;
             case 2:
-                values_span<T, NQ, 2>(Acc, P, V, b, j0, nk, kh, HS, d0, tail);
+                values_span<T, NQ, 2, kFull>(Acc, P, V, b, j0, nk, kh, HS, d0, tail);
                 break;
             case 3:
-                values_span<T, NQ, 3>(Acc, P, V, b, j0, nk, kh, HS, d0, tail);
+                values_span<T, NQ, 3, kFull>(Acc, P, V, b, j0, nk, kh, HS, d0, tail);
                 break;
             default:
-                values_span<T, NQ, 4>(Acc, P, V, b, j0, nk, kh, HS, d0, tail);
+                values_span<T, NQ, 4, kFull>(Acc, P, V, b, j0, nk, kh, HS, d0, tail);
                 break;
         }
     }
 }
 
-// fn(std::integral_constant<int, nq>{}) for 1 <= nq <= kFewQueries.
+// fn(std::integral_constant<int, nq>{}, std::bool_constant<full>{}) for 1 <= nq <= kFewQueries:
+// the kernels' accumulators stay in registers only when their count and the vector lengths
+// (full: HS a multiple of kLanes, no masked tail) are known at compile time.
 template <class Fn>
-void with_few(int64_t nq, Fn&& fn) {
+void with_few(int64_t nq, bool full, Fn&& fn) {
     static_assert(kFewQueries == 4);
-    switch (nq) {
-        case 1:
-            return fn(std::integral_constant<int, 1>{});
-        case 2:
-            return fn(std::integral_constant<int, 2>{});
-        case 3:
-            return fn(std::integral_constant<int, 3>{});
-        default:
-            return fn(std::integral_constant<int, 4>{});
-    }
+    auto go = [&](auto f) {
+        switch (nq) {
+            case 1:
+                return fn(std::integral_constant<int, 1>{}, f);
+            case 2:
+                return fn(std::integral_constant<int, 2>{}, f);
+            case 3:
+                return fn(std::integral_constant<int, 3>{}, f);
+            default:
+                return fn(std::integral_constant<int, 4>{}, f);
+        }
+    };
+    return full ? go(std::true_type{}) : go(std::false_type{});
 }
 
 template <class T, class TO>
@@ -391,9 +420,9 @@ void forward_impl(const Tensor& out, const Tensor& lse, const Tensor& q, const T
                     // Decode: a few queries. S by dot products straight from the K rows (no
                     // f32 copy, no transpose, which cost more than the products themselves);
                     // V is read in place below.
-                    with_few(nq, [&](auto n) {
-                        scores_few<T, decltype(n)::value>(s.data(), qt.data(), K, V, b, j0, nk, kh,
-                                                          HS, jend);
+                    with_few(nq, HS % kLanes == 0, [&](auto n, auto full) {
+                        scores_few<T, decltype(n)::value, decltype(full)::value>(
+                            s.data(), qt.data(), K, V, b, j0, nk, kh, HS, jend);
                     });
                 } else {
                     load_rows(kt.data(), K, b, j0, nk, kh, HS);
@@ -435,9 +464,9 @@ void forward_impl(const Tensor& out, const Tensor& lse, const Tensor& q, const T
                 }
                 // acc[r] += P[r][j] * V[j] for all r, j (P = 0 on masked keys).
                 if (few) {
-                    with_few(nq, [&](auto n) {
-                        values_few<T, decltype(n)::value>(acc.data(), s.data(), V, b, j0, nk, kh,
-                                                          HS);
+                    with_few(nq, HS % kLanes == 0, [&](auto n, auto full) {
+                        values_few<T, decltype(n)::value, decltype(full)::value>(
+                            acc.data(), s.data(), V, b, j0, nk, kh, HS);
                     });
                 } else {
                     rows_axpy(acc.data(), s.data(), kBk, 1, vt.data(), nq, nk, HS);
