@@ -299,11 +299,18 @@ void BM_attention(benchmark::State& st) {
 // layers, 9 query heads over 3 kv heads of 64 dims. Each iteration reads the next 30 of C
 // per-layer caches: C = 96 (41 MB at T = 600) brings the K/V rows from memory as in generation,
 // where the weights streamed between layers evict them; C = 1 keeps them in cache (the kernel's
-// compute alone). args: T, C. Counter: KV bytes read per second.
+// compute alone). args: T, C, layout (0: token-major [T, NKV, HS] buffers; 1: head-major
+// [NKV, T, HS] seen through a transposed view, as models::ContiguousKvCache keeps them on the
+// CPU). Counter: KV bytes read per second.
 void BM_decode_attention(benchmark::State& st) {
     const int64_t T = st.range(0), NH = 9, NKV = 3, HS = 64, kLayers = 30, kCaches = st.range(1);
     std::vector<Tensor> ks, vs;
     for (int64_t c = 0; c < kCaches; ++c) {
+        if (st.range(2) == 1) {  // head-major storage [1, NKV, T, HS], viewed as [1, T, NKV, HS]
+            ks.push_back(rnd({1, NKV, T, HS}, DType::bf16, 2 * c + 1).transpose(1, 2));
+            vs.push_back(rnd({1, NKV, T, HS}, DType::bf16, 2 * c + 2).transpose(1, 2));
+            continue;
+        }
         ks.push_back(rnd({1, T, NKV, HS}, DType::bf16, 2 * c + 1));
         vs.push_back(rnd({1, T, NKV, HS}, DType::bf16, 2 * c + 2));
     }
@@ -334,7 +341,11 @@ BENCHMARK(BM_decode_token_quant)
     ->ArgsProduct({{0, 1, 2, 3, 4, 5, 7}, {1}})     // the interleaved types
     ->UseRealTime();
 BENCHMARK(BM_decode_linear_onednn)->Apply(decode_args)->UseRealTime();
-BENCHMARK(BM_decode_attention)->Args({600, 96})->Args({600, 1})->UseRealTime();
+BENCHMARK(BM_decode_attention)
+    ->Args({600, 96, 0})
+    ->Args({600, 1, 0})
+    ->Args({600, 96, 1})
+    ->UseRealTime();
 BENCHMARK(BM_matmul)->Apply(gemm_args)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_matmul_onednn_direct)->Apply(gemm_args)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_sgemm_openblas)
