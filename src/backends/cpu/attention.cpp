@@ -172,8 +172,9 @@ void rows_axpy(float* C, const float* A, int64_t am, int64_t ak, const float* Br
 // Up to this many queries in a tile take the dot-product path for S (scores_few).
 constexpr int64_t kFewQueries = 4;
 // Decode reads every K and V row of the cache once per token from memory (the weights streamed
-// in between evict them): rows are prefetched this many keys ahead, since one kv head's rows are
-// n_kv_heads * HS elements apart and the hardware prefetchers stop at each page.
+// in between evict them): rows are prefetched this many keys ahead, since in a token-major cache
+// one kv head's rows are n_kv_heads * HS elements apart, which the hardware prefetchers follow
+// poorly (models::ContiguousKvCache is head-major on the CPU for the same reason).
 constexpr int64_t kPrefetchKeys = 32;
 
 template <class T>

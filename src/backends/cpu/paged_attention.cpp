@@ -55,7 +55,7 @@ struct Task {
 // accumulators stay in registers.
 template <int NQ, int NV, class TC>
 void values_span(float* Acc, const float* P, const TC* const* V, int64_t jlo, int64_t jhi,
-                 int64_t HS, int64_t d0, int /*lanes, always kLanes*/) {
+                 int64_t HS, int64_t d0) {
     VecF acc[NQ][NV];
 #pragma GCC unroll 4
     for (int r = 0; r < NQ; ++r) {
@@ -145,7 +145,7 @@ void values_rows(float* Acc, const float* P, const TC* const* V, int64_t nk, int
     while (jhi > jlo && !seen(jhi - 1)) --jhi;
     for (int64_t d0 = 0; d0 < HS; d0 += kVecs * kLanes) {
         if (kFull && HS - d0 >= kVecs * kLanes) {
-            values_span<NQ, kVecs>(Acc, P, V, jlo, jhi, HS, d0, kLanes);
+            values_span<NQ, kVecs>(Acc, P, V, jlo, jhi, HS, d0);
             continue;
         }
         const int nv = static_cast<int>(std::min<int64_t>(kVecs, (HS - d0 + kLanes - 1) / kLanes));
