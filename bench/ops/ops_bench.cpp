@@ -295,6 +295,41 @@ void BM_attention(benchmark::State& st) {
         benchmark::Counter(flops * st.iterations() / 1e9, benchmark::Counter::kIsRate);
 }
 
+// One decode token's attention over a bf16 KV cache of T positions, SmolLM2-135M's shape: 30
+// layers, 9 query heads over 3 kv heads of 64 dims. Each iteration reads the next 30 of C
+// per-layer caches: C = 96 (41 MB at T = 600) brings the K/V rows from memory as in generation,
+// where the weights streamed between layers evict them; C = 1 keeps them in cache (the kernel's
+// compute alone). args: T, C, layout (0: token-major [T, NKV, HS] buffers; 1: head-major
+// [NKV, T, HS] seen through a transposed view, as models::ContiguousKvCache keeps them on the
+// CPU). Counter: KV bytes read per second.
+void BM_decode_attention(benchmark::State& st) {
+    const int64_t T = st.range(0), NH = 9, NKV = 3, HS = 64, kLayers = 30, kCaches = st.range(1);
+    std::vector<Tensor> ks, vs;
+    for (int64_t c = 0; c < kCaches; ++c) {
+        if (st.range(2) == 1) {  // head-major storage [1, NKV, T, HS], viewed as [1, T, NKV, HS]
+            ks.push_back(rnd({1, NKV, T, HS}, DType::bf16, 2 * c + 1).transpose(1, 2));
+            vs.push_back(rnd({1, NKV, T, HS}, DType::bf16, 2 * c + 2).transpose(1, 2));
+            continue;
+        }
+        ks.push_back(rnd({1, T, NKV, HS}, DType::bf16, 2 * c + 1));
+        vs.push_back(rnd({1, T, NKV, HS}, DType::bf16, 2 * c + 2));
+    }
+    Tensor q = rnd({1, 1, NH, HS}, DType::bf16, 5), o = Tensor::empty({1, 1, NH, HS}, DType::bf16);
+    int64_t next = 0;
+    for (auto _ : st) {
+        for (int64_t l = 0; l < kLayers; ++l, next = (next + 1) % kCaches) {
+            zs::ops::attention_forward(o, Tensor(), q, ks[static_cast<size_t>(next)],
+                                       vs[static_cast<size_t>(next)]);
+        }
+        benchmark::DoNotOptimize(o.data_ptr());
+    }
+    const double bytes = 2.0 * kLayers * static_cast<double>(ks[0].nbytes());
+    st.counters["kv_GB/s"] =
+        benchmark::Counter(bytes * st.iterations() / 1e9, benchmark::Counter::kIsRate);
+    st.counters["tokens/s"] =
+        benchmark::Counter(static_cast<double>(st.iterations()), benchmark::Counter::kIsRate);
+}
+
 }  // namespace
 
 BENCHMARK(zs::bench::BM_stream_triad)->Name("BM_stream_triad")->UseRealTime();
@@ -306,6 +341,11 @@ BENCHMARK(BM_decode_token_quant)
     ->ArgsProduct({{0, 1, 2, 3, 4, 5, 7}, {1}})     // the interleaved types
     ->UseRealTime();
 BENCHMARK(BM_decode_linear_onednn)->Apply(decode_args)->UseRealTime();
+BENCHMARK(BM_decode_attention)
+    ->Args({600, 96, 0})
+    ->Args({600, 1, 0})
+    ->Args({600, 96, 1})
+    ->UseRealTime();
 BENCHMARK(BM_matmul)->Apply(gemm_args)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_matmul_onednn_direct)->Apply(gemm_args)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_sgemm_openblas)

@@ -8,15 +8,16 @@
 # median triad bytes/s; SmolLM2 ties its head, so every weight byte is read once per token).
 #
 # Usage: bench/quant/decode_ab.sh BUILD LLAMA_CLI FILE.gguf...
-#   ROUNDS (default 3), THREADS (default 1), AB_FUSE=1 adds a ZS_DECODE_FUSE=0 run per round.
+#   ROUNDS (default 3), THREADS (default 1), AB_FUSE=1 adds a ZS_DECODE_FUSE=0 run per round,
+#   BASE=OTHER_BUILD adds a run of OTHER_BUILD's zerospeed per round (before / after a change).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 build=$1 cli=$2
 shift 2
 rounds=${ROUNDS:-3} t=${THREADS:-1}
 prompt=$(head -c 2500 "$root/data/corpora/austen.txt" | tail -c 2390)
-ours() {  # decode tokens/s of one zerospeed run
-    OMP_NUM_THREADS=$t "$build/bin/zerospeed" generate --model "$1" --prompt "$prompt" \
+ours() {  # decode tokens/s of one zerospeed run (of $bin, default BUILD's)
+    OMP_NUM_THREADS=$t "${bin:-$build/bin/zerospeed}" generate --model "$1" --prompt "$prompt" \
         --max-tokens 64 --temperature 0 --ignore-eos --dtype auto 2>&1 >/dev/null |
         sed -n 's/.*generated: .*(\([0-9.]*\) tokens\/s).*/\1/p'
 }
@@ -38,6 +39,9 @@ for r in $(seq "$rounds"); do
         if [ "${AB_FUSE:-0}" = 1 ]; then
             echo "round $r $q unfused $(ZS_DECODE_FUSE=0 ours "$f")" | tee -a "$log"
         fi
+        if [ -n "${BASE:-}" ]; then
+            echo "round $r $q base $(bin=$BASE/bin/zerospeed ours "$f")" | tee -a "$log"
+        fi
     done
 done
 median() { sort -g | awk '{v[NR]=$1} END {print (NR % 2) ? v[(NR+1)/2] : (v[NR/2]+v[NR/2+1])/2}'; }
@@ -50,6 +54,10 @@ for f in "$@"; do
     extra=""
     if [ "${AB_FUSE:-0}" = 1 ]; then
         extra=" unfused $(awk -v q="$q" '$3==q && $4=="unfused" {print $5}' "$log" | median)"
+    fi
+    if [ -n "${BASE:-}" ]; then
+        b=$(awk -v q="$q" '$3==q && $4=="base" {print $5}' "$log" | median)
+        extra="$extra base $b ($(awk -v o="$o" -v b="$b" 'BEGIN { printf "%.2fx", o / b }'))"
     fi
     awk -v q="$q" -v o="$o" -v l="$l" -v b="$(stat -c %s "$f")" -v g="$tri" -v x="$extra" \
         'BEGIN { printf "%s %.1f %.1f %.2fx %.2f%s\n", q, o, l, o / l, o * b / (g * 1e9), x }'

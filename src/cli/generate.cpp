@@ -194,6 +194,7 @@ int run_generate(const GenerateOptions& o, comm::Communicator& world) {
     infer::SamplingParams sp = lm.generation_defaults;
     const bool jsonl = o.logprobs >= 0;
     if (jsonl) sp.top_logprobs = o.logprobs;
+    sp.logprobs = jsonl;  // nothing else reads them
     if (o.temperature >= 0) sp.temperature = o.temperature;
     if (o.top_k >= 0) sp.top_k = o.top_k;
     if (o.top_p >= 0) sp.top_p = o.top_p;

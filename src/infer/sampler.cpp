@@ -89,7 +89,7 @@ SampleResult Sampler::sample(const float* logits, const uint8_t* allowed) {
     const auto V = static_cast<size_t>(vocab_);
     SampleResult r;
     // Raw log-softmax normaliser, for reported log-probabilities.
-    const double log_z = log_normaliser(logits, V);
+    const double log_z = p_.logprobs ? log_normaliser(logits, V) : 0.0;
 
     std::copy(logits, logits + V, work_.begin());
     for (const auto& [t, bias] : p_.logit_bias) {
@@ -176,7 +176,7 @@ SampleResult Sampler::sample(const float* logits, const uint8_t* allowed) {
         (void)found;  // rounding may leave u just past the end: the last kept token is drawn
         r.token = idx_[pick];
     }
-    fill_logprobs(r, logits, V, log_z, p_.top_logprobs);
+    if (p_.logprobs) fill_logprobs(r, logits, V, log_z, p_.top_logprobs);
     return r;
 }
 

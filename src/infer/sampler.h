@@ -34,6 +34,9 @@ struct SamplingParams {
     float presence_penalty = 0.0f;    // [-2, 2]; generated tokens
     uint64_t seed = 0;
     int top_logprobs = 0;  // also return this many most likely tokens with their logprobs
+    // Fill SampleResult::logprob / top (a pass of exp over the vocabulary per token); `generate`
+    // without --logprobs turns it off (the token drawn is the same either way).
+    bool logprobs = true;
     std::vector<std::pair<int32_t, float>> logit_bias;  // (token, bias in [-100, 100])
     // response_format: output constrained to this grammar (json_grammar.h); null = free text.
     // Immutable and shared by every choice of a request; each sequence runs its own matcher.

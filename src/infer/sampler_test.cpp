@@ -184,6 +184,26 @@ TEST(Sampler, PenaltiesFollowTheirFormulas) {
     EXPECT_EQ(d.sample(l.data()).token, 0);
 }
 
+// Without logprobs the same tokens are drawn (greedy and seeded), and no logprob is reported.
+TEST(Sampler, LogprobsOffDrawsTheSameTokens) {
+    for (float temp : {0.0f, 1.3f}) {
+        SamplingParams sp;
+        sp.seed = 99;
+        sp.temperature = temp;
+        sp.top_logprobs = 2;
+        SamplingParams off = sp;
+        off.logprobs = false;
+        Sampler a(sp, 6), b(off, 6);
+        for (int i = 0; i < 100; ++i) {
+            SampleResult ra = a.sample(kLogits.data()), rb = b.sample(kLogits.data());
+            EXPECT_EQ(ra.token, rb.token);
+            EXPECT_EQ(ra.top.size(), 2u);
+            EXPECT_EQ(rb.logprob, 0.0f);
+            EXPECT_TRUE(rb.top.empty());
+        }
+    }
+}
+
 TEST(Sampler, SameSeedSameTokens) {
     SamplingParams sp;
     sp.seed = 1234;

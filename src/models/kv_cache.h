@@ -1,6 +1,8 @@
-// ContiguousKvCache: the simplest KvAttention, one contiguous [max_T, NKV, HS] K and V buffer per
-// layer for a single sequence. `zerospeed generate` and the model tests use it; the serving
-// engine (infer/) uses a paged cache instead.
+// ContiguousKvCache: the simplest KvAttention, one contiguous K and V buffer per layer for a
+// single sequence. `zerospeed generate` and the model tests use it; the serving engine (infer/)
+// uses a paged cache instead. On the CPU the buffers are head-major [NKV, max_T, HS], seen by the
+// attention as a [max_T, NKV, HS] view: decode reads each kv head's rows as one sequential run
+// (the token-major rows of one head are NKV * HS apart, which the prefetchers follow poorly).
 //
 // attend() appends the new tokens' k/v at positions [len, len + N) and attends the N queries to
 // keys [0, len + N) causally (bottom-right aligned), so one prefill call and then one call per
@@ -27,8 +29,12 @@ public:
     void clear() { len_ = 0; }
 
 private:
+    // [max_T, NKV, HS] of a layer's buffer (a transposed view when head-major).
+    Tensor by_token(const Tensor& t) const;
+
     int64_t max_, len_ = 0;
-    std::vector<Tensor> k_, v_;  // per layer [max_T, NKV, HS]
+    bool head_major_;
+    std::vector<Tensor> k_, v_;  // per layer [NKV, max_T, HS] (CPU) or [max_T, NKV, HS]
 };
 
 }  // namespace zs::models

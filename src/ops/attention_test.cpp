@@ -37,6 +37,10 @@ TEST(Attention, ForwardMatchesReference) {
         {1, 1, 150, 9, 3, 80, true},
         {1, 2, 100, 4, 2, 64, true},
         {2, 2, 70, 4, 2, 16, false},
+        // Decode, all kv heads in one pass over the cache (Tq = 1): MHA, groups of 2 and 4.
+        {1, 1, 200, 4, 4, 64, true},
+        {3, 1, 70, 4, 2, 32, true},
+        {1, 1, 300, 8, 2, 64, true},
         // Decode over a long cache with few tasks: key ranges split across threads and merged.
         {1, 1, 300, 2, 1, 64, true},
         {1, 2, 400, 4, 2, 80, true},

@@ -10,6 +10,7 @@
 // Tiles are converted to f32 on load (bf16 inputs), K is also kept transposed so S = Q K^T runs as
 // rank-1 updates over 16-key vectors.
 #include <cmath>
+#include <type_traits>
 #include <vector>
 
 #include "backends/cpu/cpu_kernels.h"
@@ -170,82 +171,167 @@ void rows_axpy(float* C, const float* A, int64_t am, int64_t ak, const float* Br
 
 // Up to this many queries in a tile take the dot-product path for S (scores_few).
 constexpr int64_t kFewQueries = 4;
+// Decode reads every K and V row of the cache once per token from memory (the weights streamed
+// in between evict them): rows are prefetched this many keys ahead, since in a token-major cache
+// one kv head's rows are n_kv_heads * HS elements apart, which the hardware prefetchers follow
+// poorly (models::ContiguousKvCache is head-major on the CPU for the same reason).
+constexpr int64_t kPrefetchKeys = 32;
 
-// S[r][j] = Qt[r] . K[j0 + j] for r < nq <= kFewQueries, j < nk: each K row is loaded once (and
+template <class T>
+inline void prefetch_row(const T* p, int64_t HS) {
+    const char* c = reinterpret_cast<const char*>(p);
+    for (int64_t o = 0; o < HS * static_cast<int64_t>(sizeof(T)); o += 64)
+        __builtin_prefetch(c + o, 0, 3);
+}
+
+// S[r][j] = Qt[r] . K[j0 + j] for r < NQ <= kFewQueries, j < nk: each K row is loaded once (and
 // converted from bf16 in registers) for all the tile's queries. Four keys at a time, so that the
 // horizontal sums of their accumulators share one shuffle tree (vsum4) instead of a full
-// reduction each, which cost more than the products.
-template <class T>
-void scores_few(float* S, const float* Qt, int64_t nq, const Heads<const T>& K, int64_t b,
-                int64_t j0, int64_t nk, int64_t kh, int64_t HS) {
+// reduction each, which cost more than the products. NQ is a template argument so the 4 x NQ
+// accumulators stay in registers. Prefetches K rows kPrefetchKeys ahead and the V rows of this
+// block (values_few reads them next), all below `end` (the item's last key + 1).
+template <class T, int NQ, bool kFull>
+void scores_few(float* S, const float* Qt, const Heads<const T>& K, const Heads<const T>& V,
+                int64_t b, int64_t j0, int64_t nk, int64_t kh, int64_t HS, int64_t end) {
     int64_t j = 0;
     for (; j + 4 <= nk; j += 4) {
         const T* kr[4];
-        for (int kk = 0; kk < 4; ++kk) kr[kk] = K.row(b, j0 + j + kk, kh);
-        VecF acc[kFewQueries][4];
-        for (int64_t r = 0; r < nq; ++r) {
+#pragma GCC unroll 16
+        for (int kk = 0; kk < 4; ++kk) {
+            kr[kk] = K.row(b, j0 + j + kk, kh);
+            prefetch_row(V.row(b, j0 + j + kk, kh), HS);
+            if (j0 + j + kk + kPrefetchKeys < end)
+                prefetch_row(K.row(b, j0 + j + kk + kPrefetchKeys, kh), HS);
+        }
+        VecF acc[NQ][4];
+#pragma GCC unroll 16
+        for (int r = 0; r < NQ; ++r) {
+#pragma GCC unroll 16
             for (int kk = 0; kk < 4; ++kk) acc[r][kk] = vzero();
         }
         for (int64_t d = 0; d < HS; d += kLanes) {
-            const int m = lanes(d, HS);
+            const int m = kFull ? kLanes : lanes(d, HS);
             VecF kv[4];
+#pragma GCC unroll 16
             for (int kk = 0; kk < 4; ++kk) kv[kk] = vload(kr[kk] + d, m);
-            for (int64_t r = 0; r < nq; ++r) {
+#pragma GCC unroll 16
+            for (int r = 0; r < NQ; ++r) {
                 const VecF qv = vload(Qt + r * HS + d, m);
+#pragma GCC unroll 16
                 for (int kk = 0; kk < 4; ++kk) acc[r][kk] = vfma(qv, kv[kk], acc[r][kk]);
             }
         }
-        for (int64_t r = 0; r < nq; ++r) {
+#pragma GCC unroll 16
+        for (int r = 0; r < NQ; ++r) {
             vsum4(S + r * kBk + j, acc[r][0], acc[r][1], acc[r][2], acc[r][3]);
         }
     }
     for (; j < nk; ++j) {
         const T* kr = K.row(b, j0 + j, kh);
-        VecF acc[kFewQueries] = {vzero(), vzero(), vzero(), vzero()};
+        prefetch_row(V.row(b, j0 + j, kh), HS);
+        VecF acc[NQ];
+#pragma GCC unroll 16
+        for (int r = 0; r < NQ; ++r) acc[r] = vzero();
         for (int64_t d = 0; d < HS; d += kLanes) {
-            const int m = lanes(d, HS);
+            const int m = kFull ? kLanes : lanes(d, HS);
             const VecF kv = vload(kr + d, m);
-            for (int64_t r = 0; r < nq; ++r) acc[r] = vfma(vload(Qt + r * HS + d, m), kv, acc[r]);
+#pragma GCC unroll 16
+            for (int r = 0; r < NQ; ++r) acc[r] = vfma(vload(Qt + r * HS + d, m), kv, acc[r]);
         }
-        for (int64_t r = 0; r < nq; ++r) S[r * kBk + j] = vsum(acc[r]);
+#pragma GCC unroll 16
+        for (int r = 0; r < NQ; ++r) S[r * kBk + j] = vsum(acc[r]);
     }
 }
 
-// Acc[r] += sum_j P[r][j] * V[j0 + j] for r < nq <= kFewQueries: V rows read straight from the
-// cache (converted in registers) once for all rows, with every row's accumulator for 64 dims held
-// in registers.
-template <class T>
-void values_few(float* Acc, const float* P, int64_t nq, const Heads<const T>& V, int64_t b,
-                int64_t j0, int64_t nk, int64_t kh, int64_t HS) {
-    constexpr int kVecs = 4;
-    for (int64_t d0 = 0; d0 < HS; d0 += kVecs * kLanes) {
-        const int nv = static_cast<int>(std::min<int64_t>(kVecs, (HS - d0 + kLanes - 1) / kLanes));
-        VecF acc[kFewQueries][kVecs];
-        for (int64_t r = 0; r < nq; ++r) {
-            for (int v = 0; v < nv; ++v) {
-                acc[r][v] = vload(Acc + r * HS + d0 + v * kLanes, lanes(d0 + v * kLanes, HS));
-            }
-        }
-        for (int64_t j = 0; j < nk; ++j) {
-            // A key no row sees (causal mask) is skipped: its V row is never read, so P = 0
-            // cannot meet a non-finite value there.
-            bool seen = false;
-            for (int64_t r = 0; r < nq; ++r) seen = seen || P[r * kBk + j] != 0.0f;
-            if (!seen) continue;
-            const T* vr = V.row(b, j0 + j, kh) + d0;
-            VecF vv[kVecs];
-            for (int v = 0; v < nv; ++v) vv[v] = vload(vr + v * kLanes, lanes(d0 + v * kLanes, HS));
-            for (int64_t r = 0; r < nq; ++r) {
-                const VecF pv = vset(P[r * kBk + j]);  // 0 on masked keys
-                for (int v = 0; v < nv; ++v) acc[r][v] = vfma(pv, vv[v], acc[r][v]);
-            }
-        }
-        for (int64_t r = 0; r < nq; ++r) {
-            for (int v = 0; v < nv; ++v) {
-                vstore(Acc + r * HS + d0 + v * kLanes, acc[r][v], lanes(d0 + v * kLanes, HS));
-            }
+// Acc[r][d0, d0 + 16 NV) += sum_j P[r][j] * V[j0 + j][d0, ...) for r < NQ (the last vector
+// holding `tail` lanes): V rows read straight from the cache (converted in registers) once for
+// all rows, every accumulator in a register (NQ and NV are template arguments for that).
+template <class T, int NQ, int NV, bool kFull>
+void values_span(float* Acc, const float* P, const Heads<const T>& V, int64_t b, int64_t j0,
+                 int64_t nk, int64_t kh, int64_t HS, int64_t d0, int tail) {
+    auto n_of = [&](int v) { return kFull || v < NV - 1 ? kLanes : tail; };
+    VecF acc[NQ][NV];
+#pragma GCC unroll 16
+    for (int r = 0; r < NQ; ++r) {
+#pragma GCC unroll 16
+        for (int v = 0; v < NV; ++v) acc[r][v] = vload(Acc + r * HS + d0 + v * kLanes, n_of(v));
+    }
+    // Keys no row sees (the causal mask's tail, a sliding window's head) are skipped: their V
+    // rows are never read, so P = 0 cannot meet a non-finite value there. The rows' visible
+    // ranges overlap, so the keys seen by any row are one range [jlo, jhi).
+    auto seen = [&](int64_t j) {
+        bool any = false;
+#pragma GCC unroll 16
+        for (int r = 0; r < NQ; ++r) any = any || P[r * kBk + j] != 0.0f;
+        return any;
+    };
+    int64_t jlo = 0, jhi = nk;
+    while (jlo < jhi && !seen(jlo)) ++jlo;
+    while (jhi > jlo && !seen(jhi - 1)) --jhi;
+    for (int64_t j = jlo; j < jhi; ++j) {
+        const T* vr = V.row(b, j0 + j, kh) + d0;
+        VecF vv[NV];
+#pragma GCC unroll 16
+        for (int v = 0; v < NV; ++v) vv[v] = vload(vr + v * kLanes, n_of(v));
+#pragma GCC unroll 16
+        for (int r = 0; r < NQ; ++r) {
+            const VecF pv = vset(P[r * kBk + j]);  // 0 on masked keys
+#pragma GCC unroll 16
+            for (int v = 0; v < NV; ++v) acc[r][v] = vfma(pv, vv[v], acc[r][v]);
         }
     }
+#pragma GCC unroll 16
+    for (int r = 0; r < NQ; ++r) {
+#pragma GCC unroll 16
+        for (int v = 0; v < NV; ++v) vstore(Acc + r * HS + d0 + v * kLanes, acc[r][v], n_of(v));
+    }
+}
+
+// Acc[r] += sum_j P[r][j] * V[j0 + j] for r < NQ <= kFewQueries, 64 dims at a time.
+template <class T, int NQ, bool kFull>
+void values_few(float* Acc, const float* P, const Heads<const T>& V, int64_t b, int64_t j0,
+                int64_t nk, int64_t kh, int64_t HS) {
+    constexpr int kVecs = 4;
+    for (int64_t d0 = 0; d0 < HS; d0 += kVecs * kLanes) {
+        const int64_t left = HS - d0;
+        const int nv = static_cast<int>(std::min<int64_t>(kVecs, (left + kLanes - 1) / kLanes));
+        const int tail = static_cast<int>(std::min<int64_t>(kLanes, left - (nv - 1) * kLanes));
+        switch (nv) {
+            case 1:
+                values_span<T, NQ, 1, kFull>(Acc, P, V, b, j0, nk, kh, HS, d0, tail);
+                break;
+            case 2:
+                values_span<T, NQ, 2, kFull>(Acc, P, V, b, j0, nk, kh, HS, d0, tail);
+                break;
+            case 3:
+                values_span<T, NQ, 3, kFull>(Acc, P, V, b, j0, nk, kh, HS, d0, tail);
+                break;
+            default:
+                values_span<T, NQ, 4, kFull>(Acc, P, V, b, j0, nk, kh, HS, d0, tail);
+                break;
+        }
+    }
+}
+
+// fn(std::integral_constant<int, nq>{}, std::bool_constant<full>{}) for 1 <= nq <= kFewQueries:
+// the kernels' accumulators stay in registers only when their count and the vector lengths
+// (full: HS a multiple of kLanes, no masked tail) are known at compile time.
+template <class Fn>
+void with_few(int64_t nq, bool full, Fn&& fn) {
+    static_assert(kFewQueries == 4);
+    auto go = [&](auto f) {
+        switch (nq) {
+            case 1:
+                return fn(std::integral_constant<int, 1>{}, f);
+            case 2:
+                return fn(std::integral_constant<int, 2>{}, f);
+            case 3:
+                return fn(std::integral_constant<int, 3>{}, f);
+            default:
+                return fn(std::integral_constant<int, 4>{}, f);
+        }
+    };
+    return full ? go(std::true_type{}) : go(std::false_type{});
 }
 
 template <class T, class TO>
@@ -307,8 +393,11 @@ void forward_impl(const Tensor& out, const Tensor& lse, const Tensor& q, const T
     };
 #pragma omp parallel
     {
-        std::vector<float> qt(kBq * HS), kt(kBk * HS), ktt(HS * kBk), vt(kBk * HS), s(kBq * kBk),
-            acc(kBq * HS), mrow(kBq), lrow(kBq);
+        // Decode tiles have at most kFewQueries rows and never use the K/V tile copies: a
+        // smaller scratch, zeroed once per call of every layer.
+        const int64_t rows = decode ? kFewQueries : kBq, tile = decode ? 0 : kBk * HS;
+        std::vector<float> qt(rows * HS), kt(tile), ktt(tile), vt(tile), s(rows * kBk),
+            acc(rows * HS), mrow(kBq), lrow(kBq);
 #pragma omp for schedule(dynamic, 1)
         for (int64_t item = 0; item < items; ++item) {
             const int64_t task = item / splits, split = item % splits;
@@ -332,7 +421,10 @@ void forward_impl(const Tensor& out, const Tensor& lse, const Tensor& q, const T
                     // Decode: a few queries. S by dot products straight from the K rows (no
                     // f32 copy, no transpose, which cost more than the products themselves);
                     // V is read in place below.
-                    scores_few(s.data(), qt.data(), nq, K, b, j0, nk, kh, HS);
+                    with_few(nq, HS % kLanes == 0, [&](auto n, auto full) {
+                        scores_few<T, decltype(n)::value, decltype(full)::value>(
+                            s.data(), qt.data(), K, V, b, j0, nk, kh, HS, jend);
+                    });
                 } else {
                     load_rows(kt.data(), K, b, j0, nk, kh, HS);
                     transpose_tile(ktt.data(), kt.data(), nk, HS);
@@ -353,7 +445,8 @@ void forward_impl(const Tensor& out, const Tensor& lse, const Tensor& q, const T
                     VecF mx =
                         vmax(vmax(vload(sr), vload(sr + 16)), vmax(vload(sr + 32), vload(sr + 48)));
                     float mnew = std::max(mrow[r], vhmax(mx));
-                    float corr = std::exp(mrow[r] - mnew);
+                    // exp(0) = 1 exactly: most blocks of a long decode leave the max alone.
+                    float corr = mnew == mrow[r] ? 1.0f : std::exp(mrow[r] - mnew);
                     VecF sum = vzero();
                     for (int64_t j = 0; j < kBk; j += kLanes) {
                         VecF p = vexp(vload(sr + j) - vset(mnew));
@@ -372,7 +465,10 @@ void forward_impl(const Tensor& out, const Tensor& lse, const Tensor& q, const T
                 }
                 // acc[r] += P[r][j] * V[j] for all r, j (P = 0 on masked keys).
                 if (few) {
-                    values_few(acc.data(), s.data(), nq, V, b, j0, nk, kh, HS);
+                    with_few(nq, HS % kLanes == 0, [&](auto n, auto full) {
+                        values_few<T, decltype(n)::value, decltype(full)::value>(
+                            acc.data(), s.data(), V, b, j0, nk, kh, HS);
+                    });
                 } else {
                     rows_axpy(acc.data(), s.data(), kBk, 1, vt.data(), nq, nk, HS);
                 }

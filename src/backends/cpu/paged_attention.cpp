@@ -51,44 +51,110 @@ struct Task {
 // S[r * kBk + j] = Q[r] . K[j] for NQ rows and keys j < nk (nk a multiple of 4). Each K row is
 // loaded once for the NQ rows; four keys' accumulators are summed by one vsum4 tree. A score's
 // arithmetic is the same for any NQ and any other rows.
-template <int NQ, class TC>
-void scores_rows(float* S, const float* Q, const TC* const* K, int64_t nk, int64_t HS) {
+// values_rows over dims [d0, d0 + NV kLanes) of keys [jlo, jhi), all vectors full: the
+// accumulators stay in registers.
+template <int NQ, int NV, class TC>
+void values_span(float* Acc, const float* P, const TC* const* V, int64_t jlo, int64_t jhi,
+                 int64_t HS, int64_t d0) {
+    VecF acc[NQ][NV];
+#pragma GCC unroll 4
+    for (int r = 0; r < NQ; ++r) {
+#pragma GCC unroll 4
+        for (int v = 0; v < NV; ++v) acc[r][v] = vload(Acc + r * HS + d0 + v * kLanes);
+    }
+    for (int64_t j = jlo; j < jhi; ++j) {
+        const TC* vr = V[j] + d0;
+        VecF vv[NV];
+#pragma GCC unroll 4
+        for (int v = 0; v < NV; ++v) vv[v] = vload(vr + v * kLanes);
+#pragma GCC unroll 4
+        for (int r = 0; r < NQ; ++r) {
+            const VecF pv = vset(P[r * kBk + j]);
+#pragma GCC unroll 4
+            for (int v = 0; v < NV; ++v) acc[r][v] = vfma(pv, vv[v], acc[r][v]);
+        }
+    }
+#pragma GCC unroll 4
+    for (int r = 0; r < NQ; ++r) {
+#pragma GCC unroll 4
+        for (int v = 0; v < NV; ++v) vstore(Acc + r * HS + d0 + v * kLanes, acc[r][v]);
+    }
+}
+
+// A cached row's cache lines towards L1 (a hint: never faults). K rows are prefetched this many
+// keys ahead and V rows while the scores of their keys are computed, since rows come one per
+// block-table lookup, n_kv_heads * HS apart, where the hardware prefetchers lose the stream.
+constexpr int64_t kPrefetchKeys = 16;
+template <class TC>
+inline void prefetch_row(const TC* p, int64_t HS) {
+    const char* c = reinterpret_cast<const char*>(p);
+    for (int64_t o = 0; o < HS * static_cast<int64_t>(sizeof(TC)); o += 64)
+        __builtin_prefetch(c + o, 0, 3);
+}
+
+// S[r * kBk + j] = Q[r] . K[j] for NQ rows and j < nk (a multiple of 4), four keys at a time
+// sharing one horizontal-sum tree. kFull: HS a multiple of kLanes (no masked tail), so that with
+// NQ the accumulators' count is known at compile time and they stay in registers.
+template <int NQ, bool kFull, class TC>
+void scores_rows(float* S, const float* Q, const TC* const* K, const TC* const* V, int64_t nk,
+                 int64_t HS) {
     for (int64_t j = 0; j < nk; j += 4) {
+#pragma GCC unroll 4
+        for (int kk = 0; kk < 4; ++kk) {
+            if (j + kk + kPrefetchKeys < nk) prefetch_row(K[j + kk + kPrefetchKeys], HS);
+            prefetch_row(V[j + kk], HS);
+        }
         VecF acc[NQ][4];
-        for (auto& row : acc) {
-            for (auto& a : row) a = vzero();
+#pragma GCC unroll 4
+        for (int r = 0; r < NQ; ++r) {
+#pragma GCC unroll 4
+            for (int kk = 0; kk < 4; ++kk) acc[r][kk] = vzero();
         }
         for (int64_t d = 0; d < HS; d += kLanes) {
-            const int m = lanes(d, HS);
+            const int m = kFull ? kLanes : lanes(d, HS);
             VecF kv[4];
+#pragma GCC unroll 4
             for (int kk = 0; kk < 4; ++kk) kv[kk] = vload(K[j + kk] + d, m);
+#pragma GCC unroll 4
             for (int r = 0; r < NQ; ++r) {
                 const VecF qv = vload(Q + r * HS + d, m);
+#pragma GCC unroll 4
                 for (int kk = 0; kk < 4; ++kk) acc[r][kk] = vfma(qv, kv[kk], acc[r][kk]);
             }
         }
+#pragma GCC unroll 4
         for (int r = 0; r < NQ; ++r)
             vsum4(S + r * kBk + j, acc[r][0], acc[r][1], acc[r][2], acc[r][3]);
     }
 }
 
 // Acc[r] += sum_j P[r * kBk + j] * V[j] for NQ rows, j < nk: each V row is loaded (and widened)
-// once for the NQ rows, with their accumulators for 64 dims in registers. A key no row sees is
-// skipped (P = 0 for all of them, so the sum is the same).
-template <int NQ, class TC>
+// once for the NQ rows, with their accumulators for 64 dims in registers. Keys no row sees are
+// skipped (P = 0 for all of them, so the sum is the same); they are a head and a tail of the
+// tile (window, causal mask), so the loop runs over the range between without a test per key.
+template <int NQ, bool kFull, class TC>
 void values_rows(float* Acc, const float* P, const TC* const* V, int64_t nk, int64_t HS) {
     constexpr int kVecs = 4;
+    auto seen = [&](int64_t j) {
+        bool any = false;
+        for (int r = 0; r < NQ; ++r) any = any || P[r * kBk + j] != 0.0f;
+        return any;
+    };
+    int64_t jlo = 0, jhi = nk;
+    while (jlo < jhi && !seen(jlo)) ++jlo;
+    while (jhi > jlo && !seen(jhi - 1)) --jhi;
     for (int64_t d0 = 0; d0 < HS; d0 += kVecs * kLanes) {
+        if (kFull && HS - d0 >= kVecs * kLanes) {
+            values_span<NQ, kVecs>(Acc, P, V, jlo, jhi, HS, d0);
+            continue;
+        }
         const int nv = static_cast<int>(std::min<int64_t>(kVecs, (HS - d0 + kLanes - 1) / kLanes));
         VecF acc[NQ][kVecs];
         for (int r = 0; r < NQ; ++r) {
             for (int v = 0; v < nv; ++v)
                 acc[r][v] = vload(Acc + r * HS + d0 + v * kLanes, lanes(d0 + v * kLanes, HS));
         }
-        for (int64_t j = 0; j < nk; ++j) {
-            bool seen = false;
-            for (int r = 0; r < NQ; ++r) seen = seen || P[r * kBk + j] != 0.0f;
-            if (!seen) continue;
+        for (int64_t j = jlo; j < jhi; ++j) {
             const TC* vr = V[j] + d0;
             VecF vv[kVecs];
             for (int v = 0; v < nv; ++v) vv[v] = vload(vr + v * kLanes, lanes(d0 + v * kLanes, HS));
@@ -262,8 +328,15 @@ void paged_forward_impl(const Tensor& out, const Tensor& q, const Tensor& k_cach
                 }
                 for (int64_t r0 = 0; r0 < rows; r0 += kRowGroup) {
                     dispatch_rows(rows - r0, [&](auto n) {
-                        scores_rows<decltype(n)::value>(s.data() + r0 * kBk, qf.data() + r0 * HS,
-                                                        krow.data(), nk4, HS);
+                        if (HS % kLanes == 0) {
+                            scores_rows<decltype(n)::value, true>(s.data() + r0 * kBk,
+                                                                  qf.data() + r0 * HS, krow.data(),
+                                                                  vrow.data(), nk4, HS);
+                        } else {
+                            scores_rows<decltype(n)::value, false>(s.data() + r0 * kBk,
+                                                                   qf.data() + r0 * HS, krow.data(),
+                                                                   vrow.data(), nk4, HS);
+                        }
                     });
                 }
                 for (int64_t r = 0; r < rows; ++r) {
@@ -281,7 +354,9 @@ void paged_forward_impl(const Tensor& out, const Tensor& q, const Tensor& k_cach
                     const VecF mx =
                         vmax(vmax(vload(sr), vload(sr + 16)), vmax(vload(sr + 32), vload(sr + 48)));
                     const float mnew = std::max(m[static_cast<size_t>(r)], vhmax(mx));
-                    const float corr = std::exp(m[static_cast<size_t>(r)] - mnew);  // 0 at first
+                    // 0 at first; exp(0) = 1 exactly, so no call while the max holds.
+                    const float mold = m[static_cast<size_t>(r)];
+                    const float corr = mold == mnew ? 1.0f : std::exp(mold - mnew);
                     VecF sum = vzero();
                     for (int64_t j = 0; j < kBk; j += kLanes) {
                         const VecF pj = vexp(vload(sr + j) - vset(mnew));
@@ -298,8 +373,13 @@ void paged_forward_impl(const Tensor& out, const Tensor& q, const Tensor& k_cach
                 }
                 for (int64_t r0 = 0; r0 < rows; r0 += kRowGroup) {
                     dispatch_rows(rows - r0, [&](auto n) {
-                        values_rows<decltype(n)::value>(acc.data() + r0 * HS, s.data() + r0 * kBk,
-                                                        vrow.data(), nk, HS);
+                        if (HS % kLanes == 0) {
+                            values_rows<decltype(n)::value, true>(
+                                acc.data() + r0 * HS, s.data() + r0 * kBk, vrow.data(), nk, HS);
+                        } else {
+                            values_rows<decltype(n)::value, false>(
+                                acc.data() + r0 * HS, s.data() + r0 * kBk, vrow.data(), nk, HS);
+                        }
                     });
                 }
             }

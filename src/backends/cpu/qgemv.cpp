@@ -254,18 +254,32 @@ void gemv_groups(TO* O, int64_t ldo, const core::QTensor& w, const QActs& a, flo
     const bool bias_bf16 = has_bias && bias.dtype() == core::DType::bf16;
     std::vector<float> res(static_cast<size_t>(kRows * M));
     std::vector<uint8_t> rows;  // the scalar kernel's file-layout copy of a group
+    // Group t at g0 + t * group_bytes (hoisted: QTensor::group is out of line and checked).
+    const uint8_t* g0 = grouped && tasks > 0 ? w.group(0) : nullptr;
+    const int64_t group_bytes = grouped ? core::interleaved_group_bytes(w.type(), K) : 0;
 #pragma omp for schedule(static)
     for (int64_t t = 0; t < tasks; ++t) {
         const int64_t n0 = t * kRows, nn = std::min(kRows, N - n0);
         if (!grouped) {
             fn(w.type(), w.row(n0), w.row_bytes(), nn, K, a.rows.data(), mi, res.data());
         } else if (kern == QuantKernel::avx512_vnni) {
-            qdot_group16_vnni(w.type(), w.group(t), K, a.rows.data(), mi, res.data());
+            qdot_group16_vnni(w.type(), g0 + t * group_bytes, K, a.rows.data(), mi, res.data());
         } else {
             rows.resize(static_cast<size_t>(nn * w.row_bytes()));
             for (int64_t j = 0; j < nn; ++j)
                 core::deinterleave_row(w, n0 + j, rows.data() + j * w.row_bytes());
             fn(w.type(), rows.data(), w.row_bytes(), nn, K, a.rows.data(), mi, res.data());
+        }
+        if (M == 1 && nn == kRows) {  // decode: the group's 16 outputs as one vector
+            static_assert(kRows == kLanes);
+            VecF v = vload(res.data());
+            if (has_bias) {
+                v = v + (bias_bf16 ? vload(static_cast<const bf16*>(bias.data_ptr()) + n0)
+                                   : vload(static_cast<const float*>(bias.data_ptr()) + n0));
+            }
+            if (beta != 0.0f) v = v + vset(beta) * vload(O + n0);
+            vstore(O + n0, v);
+            continue;
         }
         for (int64_t j = 0; j < nn; ++j) {
             float b = 0.0f;
