@@ -163,8 +163,17 @@ void Engine::setup_offload() {
     // Offloaded runs: large host blocks go back to the system when freed, so resident memory
     // follows what is in use (a memory cap sees the engine's tracked peak, not a high-water
     // heap).
-    if (o.param != Tier::memory || o.optimizer != Tier::memory)
-        core::return_large_host_blocks(size_t{16} << 20);
+    // The group-sized buffers that come and go group after group (gathered weights, full and
+    // reduced gradients) reuse freed blocks of their size, up to two of the largest of each kept,
+    // instead of being page-faulted in again each time.
+    if (o.param != Tier::memory || o.optimizer != Tier::memory) {
+        size_t wmax = 0, gmax = 0;
+        for (const GroupShard& s : shards_) {
+            wmax = std::max(wmax, static_cast<size_t>(s.padded) * core::dtype_size(ct_));
+            gmax = std::max(gmax, static_cast<size_t>(s.padded) * sizeof(float));
+        }
+        core::return_large_host_blocks(size_t{16} << 20, 2 * (wmax + gmax));
+    }
     if (o.param != Tier::memory) {
         ZS_CHECK_T(ConfigError, cfg_.stage == 3,
                    "zero_optimization.offload_param: needs ZeRO stage 3 (stage {})", cfg_.stage);
@@ -196,11 +205,13 @@ void Engine::setup_offload() {
                 continue;
             }
             param_off_[static_cast<size_t>(g)] = 1;
-            gr.shard_w = Tensor::zeros({S}, ct_, cfg_.device, MemCategory::params);
+            param_hold(g);
+            gr.shard_w.zero();
             param_store(g, true);
             ++n_off;
             bytes += static_cast<int64_t>(param_bytes(g));
         }
+        param_drain();
         if (rank_ == 0) {
             log_info(
                 "zero: offload_param {}: {} of {} groups' weight shards ({}) off memory{}, read "
@@ -268,6 +279,7 @@ void Engine::setup_offload() {
         for (size_t i = 0; i < slots_.size(); ++i) {
             gslots_.emplace_back(max_grad, o.pin_memory, MemCategory::grads);
         }
+        gbuf_bytes_ = max_grad / sizeof(float) * grad_es();
     }
     if (rank_ == 0) {
         int64_t total = 0;
@@ -305,6 +317,8 @@ void Engine::grad_drain() {
         }
     }
     gwrites_.clear();
+    // The buffers are reused by the next group's records.
+    for (io::AlignedBuffer& b : gbufs_) gfree_.push_back(std::move(b));
     gbufs_.clear();
     if (first) std::rethrow_exception(first);
 }
@@ -334,48 +348,42 @@ void Engine::grad_store(int g) {
     // One group's writes in flight at a time: they overlap the next group's backward.
     grad_drain();
     // The in-memory accumulation, element for element: zeros (begin_step) + the first shard,
-    // then the sum so far + each next one; in an aligned buffer that a group of one sub-group
-    // writes as it is.
+    // then the sum so far + each next one. The first is done in place in the reduce-scatter's
+    // output (0 + x: -0 becomes +0, as there).
     const int64_t S = shards_[static_cast<size_t>(g)].size;
     const std::vector<int>& ids = subs_of_[static_cast<size_t>(g)];
-    io::AlignedBuffer whole(static_cast<size_t>(S) * sizeof(float), cfg_.offload.pin_memory,
-                            MemCategory::grads);
-    Tensor acc = Tensor::wrap(whole.data(), {S}, DType::f32);
+    Tensor acc;
     if (!gr.grad_stored) {
-        acc.zero();
-    } else if (ids.size() == 1 && !bfm_) {
-        gstore_->read(ids[0], whole, static_cast<size_t>(S) * sizeof(float)).wait();
+        acc = gr.reduce_out;
+        float* p = acc.data<float>();
+        for (int64_t i = 0; i < S; ++i) p[i] = 0.0f + p[i];
     } else {
-        acc.copy_from(grad_load(g));
+        acc = grad_load(g);
+        ops::add(acc, acc, gr.reduce_out);
     }
-    ops::add(acc, acc, gr.reduce_out);
-    gr.reduce_out = Tensor();
-    if (bfm_) round_bf16(acc.data<float>(), S);  // bf16 gradients
-    const float* d = acc.data<float>();
+    float* d = acc.data<float>();
+    // Each sub-group's record from a reused buffer, written at once; bf16 gradients are rounded
+    // to nearest even by the conversion, and the rounded values widened back for the norm.
+    for (int id : ids) {
+        const SubGroup& sg = subs_[static_cast<size_t>(id)];
+        const size_t n = static_cast<size_t>(sg.b - sg.a);
+        if (gfree_.empty()) {
+            gfree_.emplace_back(gbuf_bytes_, cfg_.offload.pin_memory, MemCategory::grads);
+        }
+        gbufs_.push_back(std::move(gfree_.back()));
+        gfree_.pop_back();
+        std::byte* buf = gbufs_.back().data();
+        if (bfm_) {
+            core::convert_f32_to_bf16(reinterpret_cast<core::bf16*>(buf), d + sg.a, n);
+            core::convert_bf16_to_f32(d + sg.a, reinterpret_cast<const core::bf16*>(buf), n);
+        } else {
+            std::memcpy(buf, d + sg.a, n * sizeof(float));
+        }
+        gwrites_.push_back(gstore_->write(id, gbufs_.back(), n * grad_es()));
+    }
     gr.grad_sq = grad_part(g, d, {});
     gr.grad_finite = grad_finite_part(g, d);
-    if (bfm_) {
-        for (int id : ids) {
-            const SubGroup& sg = subs_[static_cast<size_t>(id)];
-            const size_t n = static_cast<size_t>(sg.b - sg.a);
-            gbufs_.emplace_back(n * grad_es(), cfg_.offload.pin_memory, MemCategory::grads);
-            core::convert_f32_to_bf16(reinterpret_cast<core::bf16*>(gbufs_.back().data()), d + sg.a,
-                                      n);
-            gwrites_.push_back(gstore_->write(id, gbufs_.back(), n * grad_es()));
-        }
-    } else if (ids.size() == 1) {
-        gbufs_.push_back(std::move(whole));
-        gwrites_.push_back(
-            gstore_->write(ids[0], gbufs_.back(), static_cast<size_t>(S) * sizeof(float)));
-    } else {
-        for (int id : ids) {
-            const SubGroup& sg = subs_[static_cast<size_t>(id)];
-            const size_t n = static_cast<size_t>(sg.b - sg.a) * sizeof(float);
-            gbufs_.emplace_back(n, cfg_.offload.pin_memory, MemCategory::grads);
-            std::memcpy(gbufs_.back().data(), d + sg.a, n);
-            gwrites_.push_back(gstore_->write(id, gbufs_.back(), n));
-        }
-    }
+    gr.reduce_out = Tensor();
     gr.grad_stored = true;
 }
 
@@ -383,12 +391,82 @@ size_t Engine::param_bytes(int g) const {
     return static_cast<size_t>(shards_[static_cast<size_t>(g)].size) * core::dtype_size(ct_);
 }
 
+io::AlignedBuffer Engine::param_buffer(int g) {
+    const size_t cap = io::aio_padded(param_bytes(g));
+    for (size_t i = 0; i < pfree_.size(); ++i) {
+        if (pfree_[i].capacity() != cap) continue;
+        io::AlignedBuffer b = std::move(pfree_[i]);
+        pfree_.erase(pfree_.begin() + static_cast<std::ptrdiff_t>(i));
+        return b;
+    }
+    return io::AlignedBuffer(param_bytes(g), cfg_.offload.param_pin_memory, MemCategory::params);
+}
+
+void Engine::param_recycle(io::AlignedBuffer&& buf) {
+    if (buf.capacity() == 0) return;
+    pfree_.push_back(std::move(buf));
+    // As many free buffers as reads run ahead, and one: the oldest others are freed.
+    const size_t keep =
+        static_cast<size_t>(std::max<int64_t>(1, cfg_.offload.param_buffer_count)) + 1;
+    if (pfree_.size() > keep) pfree_.erase(pfree_.begin());
+}
+
+void Engine::param_hold(int g) {
+    Group& gr = *groups_[static_cast<size_t>(g)];
+    ParamRead& pr = pread_[static_cast<size_t>(g)];
+    param_wait_write(g);
+    pr.buf = param_buffer(g);
+    gr.shard_w =
+        Tensor::wrap(pr.buf.data(), {shards_[static_cast<size_t>(g)].size}, ct_, cfg_.device);
+}
+
+void Engine::param_wait_write(int g) {
+    for (auto it = pwrites_.begin(); it != pwrites_.end(); ++it) {
+        if (it->g != g) continue;
+        ParamWrite w = std::move(*it);
+        pwrites_.erase(it);
+        w.work.wait();
+        param_recycle(std::move(w.buf));
+        return;
+    }
+}
+
+void Engine::param_drain() {
+    std::exception_ptr first;
+    while (!pwrites_.empty()) {
+        ParamWrite w = std::move(pwrites_.front());
+        pwrites_.pop_front();
+        try {
+            w.work.wait();
+            param_recycle(std::move(w.buf));
+        } catch (...) {
+            if (!first) first = std::current_exception();
+        }
+    }
+    if (first) std::rethrow_exception(first);
+}
+
+void Engine::param_prefetch_start() {
+    if (!pstore_ || recording_) return;
+    int64_t ahead = cfg_.offload.param_buffer_count;
+    for (size_t i = 0; i < trace_.size() && ahead > 0; ++i) {
+        const int g = trace_[i].g;
+        if (!param_offloaded(g) ||
+            (trace_[i].backward && groups_[static_cast<size_t>(g)]->sec_valid))
+            continue;
+        param_read_ahead(g);
+        --ahead;
+    }
+}
+
 void Engine::param_read_ahead(int g) {
     if (!param_offloaded(g)) return;
     Group& gr = *groups_[static_cast<size_t>(g)];
     ParamRead& pr = pread_[static_cast<size_t>(g)];
     if (gr.shard_w.defined() || pr.pending) return;
-    pr.buf = io::AlignedBuffer(param_bytes(g), cfg_.offload.param_pin_memory, MemCategory::params);
+    // Its write-back (the optimizer's) completes first: the file is renamed over when done.
+    param_wait_write(g);
+    pr.buf = param_buffer(g);
     pr.work = pstore_->read(g, pr.buf, param_bytes(g));
     pr.pending = true;
 }
@@ -401,22 +479,32 @@ void Engine::param_fetch(int g) {
     ParamRead& pr = pread_[static_cast<size_t>(g)];
     pr.pending = false;
     pr.work.wait();
-    gr.shard_w = Tensor::empty({shards_[static_cast<size_t>(g)].size}, ct_, cfg_.device,
-                               MemCategory::params);
-    std::memcpy(gr.shard_w.data_ptr(), pr.buf.data(), param_bytes(g));
-    pr.buf = io::AlignedBuffer();
+    // The shard is a view of the buffer read into, held until param_store.
+    gr.shard_w =
+        Tensor::wrap(pr.buf.data(), {shards_[static_cast<size_t>(g)].size}, ct_, cfg_.device);
 }
 
 void Engine::param_store(int g, bool write) {
     if (!param_offloaded(g)) return;
     Group& gr = *groups_[static_cast<size_t>(g)];
     if (!gr.shard_w.defined()) return;
-    if (write) {
-        io::AlignedBuffer buf(param_bytes(g), cfg_.offload.param_pin_memory, MemCategory::params);
-        std::memcpy(buf.data(), gr.shard_w.data_ptr(), param_bytes(g));
-        pstore_->write(g, buf, param_bytes(g)).wait();
-    }
     gr.shard_w = Tensor();
+    ParamRead& pr = pread_[static_cast<size_t>(g)];
+    if (!write) {
+        param_recycle(std::move(pr.buf));
+        return;
+    }
+    // Written from the buffer itself, in flight while the caller goes on (step() waits for all
+    // of them, a read of the group for its own); at most buffer_count writes in flight.
+    ParamWrite w{g, pstore_->write(g, pr.buf, param_bytes(g)), std::move(pr.buf)};
+    pwrites_.push_back(std::move(w));
+    while (pwrites_.size() >
+           static_cast<size_t>(std::max<int64_t>(1, cfg_.offload.param_buffer_count))) {
+        ParamWrite old = std::move(pwrites_.front());
+        pwrites_.pop_front();
+        old.work.wait();
+        param_recycle(std::move(old.buf));
+    }
 }
 
 int Engine::offload_fields() const { return (swap_master_ ? 1 : 0) + optimizer_.n_states(); }
@@ -518,7 +606,8 @@ void Engine::bf16_update(int g, int64_t a, int64_t b, void* st0, void* st1, cons
     ZS_ASSERT(cw.defined(), "zero: group {}'s compute shard is not in memory", g);
     // The f32 master: the bf16 master (= compute weights) widened; the optimizer writes the
     // compute copy back rounded to nearest even, which is the new bf16 master.
-    std::vector<float> master(n), s0, s1;
+    std::vector<float>&master = upd_master_, &s0 = upd_s0_, &s1 = upd_s1_;
+    master.resize(n);
     core::convert_bf16_to_f32(master.data(), static_cast<const core::bf16*>(cw.data_ptr()) + a, n);
     auto* p0 = static_cast<float*>(st0);
     auto* p1 = static_cast<float*>(st1);
@@ -594,12 +683,20 @@ void Engine::offload_step(float lr, int64_t step, float grad_scale) {
             // Parameter offload: the group's compute shard is in memory while its sub-groups
             // are updated (written back after its last one).
             if (i > 0 && subs_[i - 1].g != sg.g) param_store(subs_[i - 1].g, true);
-            param_fetch(sg.g);
+            if (i == 0 || subs_[i - 1].g != sg.g) {
+                param_fetch(sg.g);
+                // The next group's shard is read while this group's sub-groups are updated.
+                for (size_t k = i + 1; k < N; ++k) {
+                    if (subs_[k].g == sg.g) continue;
+                    param_read_ahead(subs_[k].g);
+                    break;
+                }
+            }
             auto* rec = reinterpret_cast<float*>(slots_[i % B].data());
             const int64_t n = sg.b - sg.a;
             if (bfm_) {
                 // bf16 masters: the record holds the states only; bf16 gradient records widen.
-                std::vector<float> gw;
+                std::vector<float>& gw = upd_grad_;
                 if (gstore_) {
                     gw.resize(static_cast<size_t>(n));
                     core::convert_bf16_to_f32(
@@ -769,6 +866,11 @@ Engine::~Engine() {
         grad_drain();
     } catch (const std::exception& e) {
         log_warn("zero: a gradient write failed during shutdown: {}", e.what());
+    }
+    try {
+        param_drain();
+    } catch (const std::exception& e) {
+        log_warn("zero: a parameter write failed during shutdown: {}", e.what());
     }
     // Parameter reads issued ahead and never used: their buffers must outlive them.
     for (ParamRead& pr : pread_) {
@@ -1505,6 +1607,12 @@ void Engine::step(float lr, int64_t step, float grad_scale) {
         }
     }
     recording_ = false;
+    // Parameter offload: the shards written back are on the tier (a failed write fails this
+    // step), and the next forward's first shards are read from now on.
+    if (pstore_) {
+        param_drain();
+        param_prefetch_start();
+    }
 }
 
 }  // namespace zs::zero

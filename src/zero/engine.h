@@ -323,20 +323,43 @@ private:
     std::unique_ptr<SwapStore> gstore_;
     std::vector<io::AlignedBuffer> gbufs_;  // the gradient writes in flight
     std::vector<io::AioWork> gwrites_;
+    std::vector<io::AlignedBuffer> gfree_;  // written gradient buffers, reused
+    size_t gbuf_bytes_ = 0;                 // their size: the largest gradient record
+    // bf16_update's f32 scratch (master, states, widened gradients), reused sub-group after
+    // sub-group.
+    std::vector<float> upd_master_, upd_s0_, upd_s1_, upd_grad_;
     mutable std::vector<io::AlignedBuffer> gslots_;  // the step's gradient buffers, one per slot
     bool param_offloaded(int g) const { return pstore_ && param_off_[static_cast<size_t>(g)] != 0; }
     size_t param_bytes(int g) const;
     void param_read_ahead(int g);         // issue the read of group g's shard (if not in flight)
     void param_fetch(int g);              // gr.shard_w from the store (waits for the read)
     void param_store(int g, bool write);  // write gr.shard_w back (when `write`), drop it
+    // Group g's shard buffer: read into (pending) and then held while gr.shard_w, a view of it,
+    // is in use.
     struct ParamRead {
         io::AioWork work;
         io::AlignedBuffer buf;
         bool pending = false;
     };
+    // A shard written back (param_store), its buffer busy until the write completes.
+    struct ParamWrite {
+        int g = 0;
+        io::AioWork work;
+        io::AlignedBuffer buf;
+    };
+    io::AlignedBuffer param_buffer(int g);        // a free buffer for group g's shard
+    void param_recycle(io::AlignedBuffer&& buf);  // back to the free buffers (bounded)
+    void param_hold(int g);        // gr.shard_w: an uninitialized view of a held buffer
+    void param_wait_write(int g);  // group g's write in flight (if any) completed
+    void param_drain();            // every parameter write completed, the first error rethrown
+    // The first param_buffer_count offloaded groups of the recorded order read ahead (the next
+    // forward's, issued at the end of step()).
+    void param_prefetch_start();
     std::unique_ptr<SwapStore> pstore_;
     std::vector<char> param_off_;
     std::vector<ParamRead> pread_;
+    std::deque<ParamWrite> pwrites_;
+    std::vector<io::AlignedBuffer> pfree_;
     std::unique_ptr<SwapStore> store_;
     std::vector<SubGroup> subs_;
     std::vector<std::vector<int>> subs_of_;  // per group: its sub-group ids
