@@ -1098,6 +1098,10 @@ void Engine::launch_gather(int g, bool backward) {
     if (backward && gr.sec_valid) {
         // hpZ: the secondary shards of the sub-group, unquantized: the weights of the forward.
         gr.gather_work = hpz_->allgather(gr.full_w, gr.sec_w);
+    } else if (s.world == 1) {
+        // One rank: the gathered weights are the shard (no collective and its staging copies).
+        gr.full_w.copy_from(gr.shard_w);
+        gr.gather_work = comm::Work();
     } else if (quantize_weights(g)) {
         // qwZ: this rank's shard as int8 codes + scales, one byte range; dequantized on arrival.
         const QuantFormat f{8, cfg_.quant_block};
@@ -1228,6 +1232,10 @@ void Engine::launch_reduce(int g) {
     }
     if (cfg_.stage == 0) {
         if (s.world > 1) gr.reduce_work = comm(g).allreduce(gr.full_g, comm::ReduceOp::sum);
+    } else if (s.world == 1) {
+        // One rank: the reduced shard is the gradient itself (a sum over one rank), not a copy.
+        gr.reduce_out = gr.full_g;
+        gr.reduce_work = comm::Work();
     } else if (quantize_grads(g)) {
         // qgZ: chunk j (rank j's shard) of this rank's gradients, quantized, goes to rank j.
         const QuantFormat f{cfg_.quantized_gradients_bits, cfg_.quant_block};
