@@ -5,6 +5,7 @@
 
 #include "base/error.h"
 #include "base/log.h"
+#include "base/timer.h"
 #include "core/half.h"
 #include "core/host_memory.h"
 #include "core/memory.h"
@@ -346,7 +347,10 @@ Tensor Engine::grad_load(int g) const {
 void Engine::grad_store(int g) {
     Group& gr = *groups_[static_cast<size_t>(g)];
     // One group's writes in flight at a time: they overlap the next group's backward.
+    Timer t;
     grad_drain();
+    times_.grad_write_wait_s += t.seconds();
+    t.reset();
     // The in-memory accumulation, element for element: zeros (begin_step) + the first shard,
     // then the sum so far + each next one. The first is done in place in the reduce-scatter's
     // output (0 + x: -0 becomes +0, as there).
@@ -385,6 +389,7 @@ void Engine::grad_store(int g) {
     gr.grad_finite = grad_finite_part(g, d);
     gr.reduce_out = Tensor();
     gr.grad_stored = true;
+    times_.grad_record_s += t.seconds();
 }
 
 size_t Engine::param_bytes(int g) const {
@@ -478,7 +483,9 @@ void Engine::param_fetch(int g) {
     param_read_ahead(g);
     ParamRead& pr = pread_[static_cast<size_t>(g)];
     pr.pending = false;
+    Timer t;
     pr.work.wait();
+    (in_step_ ? times_.step_param_wait_s : times_.param_wait_s) += t.seconds();
     // The shard is a view of the buffer read into, held until param_store.
     gr.shard_w =
         Tensor::wrap(pr.buf.data(), {shards_[static_cast<size_t>(g)].size}, ct_, cfg_.device);
@@ -502,7 +509,9 @@ void Engine::param_store(int g, bool write) {
            static_cast<size_t>(std::max<int64_t>(1, cfg_.offload.param_buffer_count))) {
         ParamWrite old = std::move(pwrites_.front());
         pwrites_.pop_front();
+        Timer t;
         old.work.wait();
+        (in_step_ ? times_.step_param_wait_s : times_.param_wait_s) += t.seconds();
         param_recycle(std::move(old.buf));
     }
 }
@@ -658,7 +667,9 @@ void Engine::offload_step(float lr, int64_t step, float grad_scale) {
     std::vector<io::AioWork> reads(N), greads(N), writes(B);  // writes: the last from each buffer
     std::vector<bool> issued(N, false);
     auto read = [&](size_t i) {
+        Timer t;
         writes[i % B].wait();  // the buffer's previous sub-group is stored
+        times_.step_write_wait_s += t.seconds();
         reads[i] = store_->read(static_cast<int>(i), slots_[i % B], record_bytes(subs_[i]));
         // Gradient offload: the sub-group's gradients come with it (zeros when none were
         // written this step).
@@ -677,8 +688,10 @@ void Engine::offload_step(float lr, int64_t step, float grad_scale) {
             // Deep Optimizer States: the next sub-group's read and the previous one's write are
             // in flight while this one is updated.
             if (ahead && i + 1 < N) read(i + 1);
+            Timer t;
             reads[i].wait();
             greads[i].wait();
+            times_.step_read_wait_s += t.seconds();
             const SubGroup& sg = subs_[i];
             // Parameter offload: the group's compute shard is in memory while its sub-groups
             // are updated (written back after its last one).
@@ -696,6 +709,7 @@ void Engine::offload_step(float lr, int64_t step, float grad_scale) {
             const int64_t n = sg.b - sg.a;
             if (bfm_) {
                 // bf16 masters: the record holds the states only; bf16 gradient records widen.
+                t.reset();
                 std::vector<float>& gw = upd_grad_;
                 if (gstore_) {
                     gw.resize(static_cast<size_t>(n));
@@ -708,11 +722,13 @@ void Engine::offload_step(float lr, int64_t step, float grad_scale) {
                 bf16_update(sg.g, sg.a, sg.b, ns > 0 ? st : nullptr,
                             ns > 1 ? st + static_cast<size_t>(n) * state_es() : nullptr,
                             gstore_ ? gw.data() : nullptr, lr, step, grad_scale);
+                times_.step_update_s += t.seconds();
                 writes[i % B] = store_->write(static_cast<int>(i), slots_[i % B], record_bytes(sg));
                 io::fault_point("offload.write");
                 if (!cfg_.offload.pipeline_write) writes[i % B].wait();
                 continue;
             }
+            t.reset();
             float* master = swap_master_
                                 ? rec
                                 : groups_[static_cast<size_t>(sg.g)]->master.data<float>() + sg.a;
@@ -723,11 +739,14 @@ void Engine::offload_step(float lr, int64_t step, float grad_scale) {
             optimizer_.step(segments_of(sg.g, sg.a, sg.b, master, ns > 0 ? st : nullptr,
                                         ns > 1 ? st + n : nullptr, grad),
                             lr, step, grad_scale);
+            times_.step_update_s += t.seconds();
             writes[i % B] = store_->write(static_cast<int>(i), slots_[i % B], record_bytes(sg));
             io::fault_point("offload.write");  // ZS_FAULT=offload.write:N: SIGKILL mid-step
             if (!cfg_.offload.pipeline_write) writes[i % B].wait();
         }
+        Timer t;
         for (io::AioWork& w : writes) w.wait();
+        times_.step_write_wait_s += t.seconds();
         if (N > 0) param_store(subs_[N - 1].g, true);
     } catch (...) {
         // Nothing may still use the buffers; the first error is the one reported.
@@ -1319,6 +1338,7 @@ void Engine::after_backward(int g) {
 // -------------------------------------------------------------------------------------- step
 
 void Engine::begin_step(int n_micro) {
+    times_ = OffloadTimes();
     n_micro_ = std::max(1, n_micro);
     micro_ = 0;
     cursor_ = 0;
@@ -1551,6 +1571,23 @@ void Engine::device_step(float lr, int64_t step, float grad_scale) {
 }
 
 void Engine::step(float lr, int64_t step, float grad_scale) {
+    in_step_ = true;
+    const int64_t rd0 = offload_bytes_read(), wr0 = offload_bytes_written();
+    step_body(lr, step, grad_scale);
+    // Parameter offload: the shards written back are on the tier (a failed write fails this
+    // step), and the next forward's first shards are read from now on.
+    if (pstore_) {
+        Timer t;
+        param_drain();
+        times_.step_param_wait_s += t.seconds();
+        param_prefetch_start();
+    }
+    in_step_ = false;
+    times_.step_read_bytes = offload_bytes_read() - rd0;
+    times_.step_write_bytes = offload_bytes_written() - wr0;
+}
+
+void Engine::step_body(float lr, int64_t step, float grad_scale) {
     if (store_) {
         offload_step(lr, step, grad_scale);
     } else if (bfm_) {
@@ -1615,12 +1652,6 @@ void Engine::step(float lr, int64_t step, float grad_scale) {
         }
     }
     recording_ = false;
-    // Parameter offload: the shards written back are on the tier (a failed write fails this
-    // step), and the next forward's first shards are read from now on.
-    if (pstore_) {
-        param_drain();
-        param_prefetch_start();
-    }
 }
 
 }  // namespace zs::zero

@@ -140,6 +140,20 @@ struct GroupShard {
     int rank = 0, world = 1;  // this rank in the group's data-parallel communicator, its size
 };
 
+// Where an offloaded step's time went on the engine's thread (seconds since begin_step): waits
+// for the tier and the work between them. The forward/backward side: parameter reads waited for
+// (parameters not yet read ahead), gradient writes waited for (one group's in flight behind the
+// next group's backward), the gradient records' accumulation, bf16 rounding and norm. The
+// optimizer side (step()): parameter reads and write-backs waited for, optimizer and gradient
+// record reads waited for, record writes waited for (a buffer's previous write, the end), and the
+// update itself (widening, the optimizer, rounding). Bytes: the tiers' counters
+// (offload_bytes_read / _written) at begin_step, at the start of step() and now give each side's.
+struct OffloadTimes {
+    double param_wait_s = 0, grad_write_wait_s = 0, grad_record_s = 0;
+    double step_param_wait_s = 0, step_read_wait_s = 0, step_write_wait_s = 0, step_update_s = 0;
+    int64_t step_read_bytes = 0, step_write_bytes = 0;  // moved by step() (the optimizer side)
+};
+
 class Engine final : public models::GroupHooks {
 public:
     // grad_groups(g): the groups whose gradients group g's backward writes
@@ -239,6 +253,8 @@ public:
         return (store_ ? store_->bytes_written() : 0) + (pstore_ ? pstore_->bytes_written() : 0) +
                (gstore_ ? gstore_->bytes_written() : 0);
     }
+    // Offload: this step's waits and work (OffloadTimes; zeros without offload).
+    const OffloadTimes& offload_times() const { return times_; }
     // Gradient offload (Config::offload): whether the reduced gradient shards live on the tier.
     bool grads_offloaded() const { return offload_grads_; }
     std::string offload_dir() const { return store_ ? store_->dir() : std::string(); }
@@ -296,6 +312,7 @@ private:
     void page_in(int g) const;
     void page_out(int g, bool write) const;
     void offload_step(float lr, int64_t step, float grad_scale);
+    void step_body(float lr, int64_t step, float grad_scale);  // step() less the offload tail
     // Field f (0: the f32 master when swapped, then the states) of group g's shard-local
     // elements [a, b), read record by record.
     Tensor field_part(int g, int f, int64_t a, int64_t b) const;
@@ -320,6 +337,8 @@ private:
     Tensor grad_load(int g) const;  // group g's reduced shard [S] (zeros when none this step)
     void grad_drain();              // wait for the gradient writes in flight
     bool offload_grads_ = false;
+    OffloadTimes times_;
+    bool in_step_ = false;  // step() runs (times go to its side)
     std::unique_ptr<SwapStore> gstore_;
     std::vector<io::AlignedBuffer> gbufs_;  // the gradient writes in flight
     std::vector<io::AioWork> gwrites_;
