@@ -1,6 +1,7 @@
 #include "zero/engine.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 
 #include "base/error.h"
@@ -354,20 +355,14 @@ void Engine::grad_store(int g) {
     // The in-memory accumulation, element for element: zeros (begin_step) + the first shard,
     // then the sum so far + each next one. The first is done in place in the reduce-scatter's
     // output (0 + x: -0 becomes +0, as there).
-    const int64_t S = shards_[static_cast<size_t>(g)].size;
     const std::vector<int>& ids = subs_of_[static_cast<size_t>(g)];
-    Tensor acc;
-    if (!gr.grad_stored) {
-        acc = gr.reduce_out;
-        float* p = acc.data<float>();
-        for (int64_t i = 0; i < S; ++i) p[i] = 0.0f + p[i];
-    } else {
-        acc = grad_load(g);
-        ops::add(acc, acc, gr.reduce_out);
-    }
+    const bool first = !gr.grad_stored;
+    Tensor acc = first ? gr.reduce_out : grad_load(g);
+    if (!first) ops::add(acc, acc, gr.reduce_out);
     float* d = acc.data<float>();
-    // Each sub-group's record from a reused buffer, written at once; bf16 gradients are rounded
-    // to nearest even by the conversion, and the rounded values widened back for the norm.
+    // Each sub-group's record from a reused buffer, written at once. In tiles that stay in
+    // cache: the first micro-batch's 0 + x, then the record (bf16 gradients: rounded to nearest
+    // even by the conversion, and the rounded values widened back for the norm).
     for (int id : ids) {
         const SubGroup& sg = subs_[static_cast<size_t>(id)];
         const size_t n = static_cast<size_t>(sg.b - sg.a);
@@ -377,16 +372,27 @@ void Engine::grad_store(int g) {
         gbufs_.push_back(std::move(gfree_.back()));
         gfree_.pop_back();
         std::byte* buf = gbufs_.back().data();
-        if (bfm_) {
-            core::convert_f32_to_bf16(reinterpret_cast<core::bf16*>(buf), d + sg.a, n);
-            core::convert_bf16_to_f32(d + sg.a, reinterpret_cast<const core::bf16*>(buf), n);
-        } else {
-            std::memcpy(buf, d + sg.a, n * sizeof(float));
+        constexpr size_t kTile = 4096;
+        for (size_t a = 0; a < n; a += kTile) {
+            const size_t m = std::min(kTile, n - a);
+            float* x = d + sg.a + static_cast<int64_t>(a);
+            if (first) {
+                for (size_t i = 0; i < m; ++i) x[i] = 0.0f + x[i];
+            }
+            if (bfm_) {
+                auto* h = reinterpret_cast<core::bf16*>(buf) + a;
+                core::convert_f32_to_bf16(h, x, m);
+                core::convert_bf16_to_f32(x, h, m);
+            } else {
+                std::memcpy(buf + a * sizeof(float), x, m * sizeof(float));
+            }
         }
         gwrites_.push_back(gstore_->write(id, gbufs_.back(), n * grad_es()));
     }
     gr.grad_sq = grad_part(g, d, {});
-    gr.grad_finite = grad_finite_part(g, d);
+    // The squares are summed in double, which no finite f32 values overflow: the sum is finite
+    // exactly when every gradient is.
+    gr.grad_finite = std::isfinite(gr.grad_sq);
     gr.reduce_out = Tensor();
     gr.grad_stored = true;
     times_.grad_record_s += t.seconds();
@@ -685,9 +691,14 @@ void Engine::offload_step(float lr, int64_t step, float grad_scale) {
     try {
         for (size_t i = 0; i < N; ++i) {
             if (!issued[i]) read(i);
-            // Deep Optimizer States: the next sub-group's read and the previous one's write are
-            // in flight while this one is updated.
-            if (ahead && i + 1 < N) read(i + 1);
+            // Deep Optimizer States: the next sub-groups' reads (as many as there are other
+            // buffers whose writes are done) and the previous ones' writes are in flight while
+            // this one is updated.
+            for (size_t k = i + 1; ahead && k < std::min(N, i + B); ++k) {
+                if (issued[k]) continue;
+                if (!writes[k % B].test()) break;
+                read(k);
+            }
             Timer t;
             reads[i].wait();
             greads[i].wait();
