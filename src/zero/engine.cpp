@@ -615,33 +615,46 @@ void Engine::round_bf16(float* p, int64_t n) {
 }
 
 void Engine::bf16_update(int g, int64_t a, int64_t b, void* st0, void* st1, const float* grad,
-                         float lr, int64_t step, float grad_scale) {
-    const size_t n = static_cast<size_t>(b - a);
+                         const core::bf16* grad16, float lr, int64_t step, float grad_scale) {
     Tensor cw = compute_shard(g);
     ZS_ASSERT(cw.defined(), "zero: group {}'s compute shard is not in memory", g);
-    // The f32 master: the bf16 master (= compute weights) widened; the optimizer writes the
-    // compute copy back rounded to nearest even, which is the new bf16 master.
-    std::vector<float>&master = upd_master_, &s0 = upd_s0_, &s1 = upd_s1_;
-    master.resize(n);
-    core::convert_bf16_to_f32(master.data(), static_cast<const core::bf16*>(cw.data_ptr()) + a, n);
-    auto* p0 = static_cast<float*>(st0);
-    auto* p1 = static_cast<float*>(st1);
+    // In tiles whose f32 copies stay in cache (the update is element-wise, so the same
+    // arithmetic): the f32 master is the bf16 master (= compute weights) widened; the optimizer
+    // writes the compute copy back rounded to nearest even, which is the new bf16 master.
+    constexpr int64_t kTile = int64_t{1} << 17;
+    const auto tile = static_cast<size_t>(std::min(kTile, b - a));
+    upd_master_.resize(tile);
     if (bfs_) {
-        if (st0) {
-            s0.resize(n);
-            core::convert_bf16_to_f32(s0.data(), static_cast<const core::bf16*>(st0), n);
-            p0 = s0.data();
-        }
-        if (st1) {
-            s1.resize(n);
-            core::convert_bf16_to_f32(s1.data(), static_cast<const core::bf16*>(st1), n);
-            p1 = s1.data();
-        }
+        upd_s0_.resize(tile);
+        upd_s1_.resize(tile);
     }
-    optimizer_.step(segments_of(g, a, b, master.data(), p0, p1, grad), lr, step, grad_scale);
-    if (bfs_) {
-        if (st0) core::convert_f32_to_bf16(static_cast<core::bf16*>(st0), s0.data(), n);
-        if (st1) core::convert_f32_to_bf16(static_cast<core::bf16*>(st1), s1.data(), n);
+    if (grad16) upd_grad_.resize(tile);
+    const auto* w = static_cast<const core::bf16*>(cw.data_ptr());
+    const size_t es = state_es();
+    for (int64_t t = a; t < b; t += kTile) {
+        const int64_t e = std::min(b, t + kTile);
+        const auto n = static_cast<size_t>(e - t), off = static_cast<size_t>(t - a);
+        core::convert_bf16_to_f32(upd_master_.data(), w + t, n);
+        void* q0 = st0 ? static_cast<std::byte*>(st0) + off * es : nullptr;
+        void* q1 = st1 ? static_cast<std::byte*>(st1) + off * es : nullptr;
+        auto* p0 = static_cast<float*>(q0);
+        auto* p1 = static_cast<float*>(q1);
+        if (bfs_ && q0) {
+            core::convert_bf16_to_f32(upd_s0_.data(), static_cast<const core::bf16*>(q0), n);
+            p0 = upd_s0_.data();
+        }
+        if (bfs_ && q1) {
+            core::convert_bf16_to_f32(upd_s1_.data(), static_cast<const core::bf16*>(q1), n);
+            p1 = upd_s1_.data();
+        }
+        const float* gt = grad ? grad + off : nullptr;
+        if (grad16) {
+            core::convert_bf16_to_f32(upd_grad_.data(), grad16 + off, n);
+            gt = upd_grad_.data();
+        }
+        optimizer_.step(segments_of(g, t, e, upd_master_.data(), p0, p1, gt), lr, step, grad_scale);
+        if (bfs_ && q0) core::convert_f32_to_bf16(static_cast<core::bf16*>(q0), p0, n);
+        if (bfs_ && q1) core::convert_f32_to_bf16(static_cast<core::bf16*>(q1), p1, n);
     }
 }
 
@@ -721,18 +734,13 @@ void Engine::offload_step(float lr, int64_t step, float grad_scale) {
             if (bfm_) {
                 // bf16 masters: the record holds the states only; bf16 gradient records widen.
                 t.reset();
-                std::vector<float>& gw = upd_grad_;
-                if (gstore_) {
-                    gw.resize(static_cast<size_t>(n));
-                    core::convert_bf16_to_f32(
-                        gw.data(), reinterpret_cast<const core::bf16*>(gslots_[i % B].data()),
-                        static_cast<size_t>(n));
-                }
                 const int ns = optimizer_.n_states();
                 std::byte* st = slots_[i % B].data();
-                bf16_update(sg.g, sg.a, sg.b, ns > 0 ? st : nullptr,
-                            ns > 1 ? st + static_cast<size_t>(n) * state_es() : nullptr,
-                            gstore_ ? gw.data() : nullptr, lr, step, grad_scale);
+                bf16_update(
+                    sg.g, sg.a, sg.b, ns > 0 ? st : nullptr,
+                    ns > 1 ? st + static_cast<size_t>(n) * state_es() : nullptr, nullptr,
+                    gstore_ ? reinterpret_cast<const core::bf16*>(gslots_[i % B].data()) : nullptr,
+                    lr, step, grad_scale);
                 times_.step_update_s += t.seconds();
                 writes[i % B] = store_->write(static_cast<int>(i), slots_[i % B], record_bytes(sg));
                 io::fault_point("offload.write");
@@ -1617,7 +1625,7 @@ void Engine::step_body(float lr, int64_t step, float grad_scale) {
                                                     static_cast<size_t>(a) * state_es())
                                : nullptr;
                 };
-                bf16_update(g, a, b, state(0), state(1), nullptr, lr, step, grad_scale);
+                bf16_update(g, a, b, state(0), state(1), nullptr, nullptr, lr, step, grad_scale);
             }
             param_store(g, true);
         }

@@ -40,6 +40,7 @@
 #include <vector>
 
 #include "comm/communicator.h"
+#include "core/half.h"
 #include "core/tensor.h"
 #include "models/params.h"
 #include "optim/optimizer.h"
@@ -326,8 +327,9 @@ private:
     // The update of group g's shard-local elements [a, b): master widened from the bf16 compute
     // weights, states (st0/st1 address element a, state_dtype()) widened when bf16, the f32
     // optimizer, master and states rounded back.
-    void bf16_update(int g, int64_t a, int64_t b, void* st0, void* st1, const float* grad, float lr,
-                     int64_t step, float grad_scale);
+    // grad16: bf16 gradients of [a, b) (an offloaded record), widened tile by tile.
+    void bf16_update(int g, int64_t a, int64_t b, void* st0, void* st1, const float* grad,
+                     const core::bf16* grad16, float lr, int64_t step, float grad_scale);
     // Round f32 values to bf16-representable ones (nearest even).
     static void round_bf16(float* p, int64_t n);
     // ---- gradient offload (stages 2-3 with the optimizer offloaded) ----
