@@ -4,6 +4,8 @@
 #include <cmath>
 #include <cstring>
 
+#include <omp.h>
+
 #include "base/error.h"
 #include "base/log.h"
 #include "base/timer.h"
@@ -620,42 +622,58 @@ void Engine::bf16_update(int g, int64_t a, int64_t b, void* st0, void* st1, cons
     ZS_ASSERT(cw.defined(), "zero: group {}'s compute shard is not in memory", g);
     // In tiles whose f32 copies stay in cache (the update is element-wise, so the same
     // arithmetic): the f32 master is the bf16 master (= compute weights) widened; the optimizer
-    // writes the compute copy back rounded to nearest even, which is the new bf16 master.
+    // writes the compute copy back rounded to nearest even, which is the new bf16 master. The
+    // tiles are split over the threads in one parallel region (the optimizer's own region inside
+    // runs on the calling thread): one join per call, not one per tile, which under a loaded
+    // machine each can cost a scheduler quantum.
     constexpr int64_t kTile = int64_t{1} << 17;
     const auto tile = static_cast<size_t>(std::min(kTile, b - a));
-    upd_master_.resize(tile);
+    const auto nt = static_cast<size_t>(std::max(1, omp_get_max_threads()));
+    upd_master_.resize(tile * nt);
     if (bfs_) {
-        upd_s0_.resize(tile);
-        upd_s1_.resize(tile);
+        upd_s0_.resize(tile * nt);
+        upd_s1_.resize(tile * nt);
     }
-    if (grad16) upd_grad_.resize(tile);
+    if (grad16) upd_grad_.resize(tile * nt);
     const auto* w = static_cast<const core::bf16*>(cw.data_ptr());
     const size_t es = state_es();
-    for (int64_t t = a; t < b; t += kTile) {
-        const int64_t e = std::min(b, t + kTile);
+    const int64_t tiles = (b - a + kTile - 1) / kTile;
+    std::exception_ptr error;
+#pragma omp parallel for schedule(static)
+    for (int64_t k = 0; k < tiles; ++k) {
+        const auto th = static_cast<size_t>(omp_get_thread_num());
+        const int64_t t = a + k * kTile, e = std::min(b, t + kTile);
         const auto n = static_cast<size_t>(e - t), off = static_cast<size_t>(t - a);
-        core::convert_bf16_to_f32(upd_master_.data(), w + t, n);
+        float* master = upd_master_.data() + th * tile;
+        core::convert_bf16_to_f32(master, w + t, n);
         void* q0 = st0 ? static_cast<std::byte*>(st0) + off * es : nullptr;
         void* q1 = st1 ? static_cast<std::byte*>(st1) + off * es : nullptr;
         auto* p0 = static_cast<float*>(q0);
         auto* p1 = static_cast<float*>(q1);
         if (bfs_ && q0) {
-            core::convert_bf16_to_f32(upd_s0_.data(), static_cast<const core::bf16*>(q0), n);
-            p0 = upd_s0_.data();
+            p0 = upd_s0_.data() + th * tile;
+            core::convert_bf16_to_f32(p0, static_cast<const core::bf16*>(q0), n);
         }
         if (bfs_ && q1) {
-            core::convert_bf16_to_f32(upd_s1_.data(), static_cast<const core::bf16*>(q1), n);
-            p1 = upd_s1_.data();
+            p1 = upd_s1_.data() + th * tile;
+            core::convert_bf16_to_f32(p1, static_cast<const core::bf16*>(q1), n);
         }
         const float* gt = grad ? grad + off : nullptr;
         if (grad16) {
-            core::convert_bf16_to_f32(upd_grad_.data(), grad16 + off, n);
-            gt = upd_grad_.data();
+            float* gw = upd_grad_.data() + th * tile;
+            core::convert_bf16_to_f32(gw, grad16 + off, n);
+            gt = gw;
         }
-        optimizer_.step(segments_of(g, t, e, upd_master_.data(), p0, p1, gt), lr, step, grad_scale);
+        try {
+            optimizer_.step(segments_of(g, t, e, master, p0, p1, gt), lr, step, grad_scale);
+        } catch (...) {
+#pragma omp critical(zs_bf16_update_error)
+            if (!error) error = std::current_exception();
+        }
         if (bfs_ && q0) core::convert_f32_to_bf16(static_cast<core::bf16*>(q0), p0, n);
         if (bfs_ && q1) core::convert_f32_to_bf16(static_cast<core::bf16*>(q1), p1, n);
     }
+    if (error) std::rethrow_exception(error);
 }
 
 void Engine::page_in(int g) const {
