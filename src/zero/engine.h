@@ -109,15 +109,15 @@ struct Config {
     // (when they are not the f32 compute weights) and the optimizer states of this rank's shard
     // live in a SwapStore, cut into sub-groups of at most sub_group_size elements of one group.
     // step() streams them through buffer_count buffers: read sub-group i (and, pipeline_read,
-    // i + 1 ahead), update it, write it back (pipeline_write: in flight while the next one is
-    // updated). The update is the in-memory one element for element, so training is bit for bit
-    // the same. Gradient offload (stages 2-3, whenever the optimizer is offloaded, as DeepSpeed
-    // does): no f32 gradient shard is kept; each group's reduced shard is written to a second
-    // store of the same tier, one record per sub-group, as soon as its reduce-scatter completes
-    // (micro-batches after the first read it back, add, write), with one group's writes in
-    // flight behind the next group's backward; its sum of squares and finiteness are taken then,
-    // so the gradient norm reads nothing; step() reads each sub-group's gradients with its
-    // optimizer record.
+    // the next ones into the buffers whose writes are done), update it, write it back
+    // (pipeline_write: in flight while the next one is updated). The update is the in-memory one
+    // element for element, so training is bit for bit the same. Gradient offload (stages 2-3,
+    // whenever the optimizer is offloaded, as DeepSpeed does): no f32 gradient shard is kept; each
+    // group's reduced shard is written to a second store of the same tier, one record per
+    // sub-group, as soon as its reduce-scatter completes (micro-batches after the first read it
+    // back, add, write), with one group's writes in flight behind the next group's backward; its
+    // sum of squares and finiteness are taken then, so the gradient norm reads nothing; step()
+    // reads each sub-group's gradients with its optimizer record.
     OffloadConfig offload;
     // DeepSpeed's bf16.bf16_master_weights_and_grads (bf16 compute, stages 1-3, CPU, not LAMB):
     // the master weights are the bf16 compute weights of this rank's shard (no f32 copy: a bf16
