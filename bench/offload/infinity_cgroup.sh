@@ -22,7 +22,11 @@
 # on the disk at once); the save streams group by group, so it stays under the cap.
 # Usage: bench/offload/infinity_cgroup.sh BIN DATA OUT NVME_DIR [MODEL_CONFIG]
 #   MEM_CAP (8G), STEPS (3), SEQ (128), MIN_FREE_GB (10), SUB_GROUP (20000000), COMPUTE_REF (0/1),
-#   CKPT (1; 0: no checkpoint / resume check), BF16_MASTER (1)
+#   CKPT (1; 0: no checkpoint / resume check), RESUME (= CKPT: RESUME=0 skips the checkpoint and
+#   run B, for a step-time measurement only), BF16_MASTER (1)
+# Per step it prints the step time against max(compute, disk bytes / dd bandwidth) as a ratio,
+# and each side's (forward+backward, optimizer step) time against its own bytes / dd bandwidth,
+# with the engine's waits (wall_clock_breakdown's offload line).
 set -euo pipefail
 bin=$(realpath "$1") data=$2 out=$3 nvme=$4
 here=$(cd "$(dirname "$0")" && pwd)
@@ -127,7 +131,8 @@ capped() {  # capped LOG ARGS...: zerospeed train inside the cgroup
         >"$log" 2>&1
 }
 rm -rf "$out/ckpt"
-if [ "${CKPT:-1}" = 1 ]; then
+ckpt=${CKPT:-${RESUME:-1}}
+if [ "$ckpt" = 1 ]; then
     t0=$(date +%s)
     capped "$out/a.log" --steps $((steps + 1)) --save "$out/ckpt" --save-interval "$steps" \
         --no-final-save --metrics "$out/a.jsonl"
@@ -154,10 +159,11 @@ if [ "${COMPUTE_REF:-0}" = 1 ]; then  # the same model in memory, uncapped: the 
         --steps $((steps + 1)) --metrics "$out/memory.jsonl" >"$out/memory.log" 2>&1
     ref=$out/memory.jsonl
 fi
-python3 - "$out" "$rbw" "$wbw" "$peak" "$steps" "$mparams" "$seq" "$tflops" "$ref" <<'PY'
+python3 - "$out" "$rbw" "$wbw" "$peak" "$steps" "$mparams" "$seq" "$tflops" "$ref" "$ckpt" <<'PY'
 import json, sys
 out, rbw, wbw, peak, steps = sys.argv[1], float(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
 mparams, seq, tflops, ref = float(sys.argv[6]), int(sys.argv[7]), float(sys.argv[8] or 0), sys.argv[9]
+ckpt = sys.argv[10] == "1"
 rows = lambda f: [json.loads(l) for l in open(f)]
 a, b = rows(f"{out}/a.jsonl"), rows(f"{out}/b.jsonl")
 if ref:
@@ -174,10 +180,25 @@ for r in a:
     print(f"step {r['step']}: loss {r['loss']!r} step {r['step_s']:.2f} s; disk read {rd / 1e9:.2f} GB, "
           f"wrote {wr / 1e9:.2f} GB = {io:.2f} s at dd speed; step / max(compute, io) = "
           f"{r['step_s'] / max(compute, io):.2f}; step / (compute + io) = {r['step_s'] / (compute + io):.2f}")
+    if "offload_step_read_bytes" in r and "optimizer_s" in r:
+        srd, swr = r["offload_step_read_bytes"], r["offload_step_write_bytes"]
+        fb = r["step_s"] - r["optimizer_s"]
+        fio, sio = (rd - srd) / rbw + (wr - swr) / wbw, srd / rbw + swr / wbw
+        print(f"  forward+backward {fb:.2f} s for {(rd - srd) / 1e9:.2f} GB read + {(wr - swr) / 1e9:.2f} GB "
+              f"written = {fio:.2f} s at dd speed ({fb / max(fio, 1e-9):.2f}x; waits: parameter reads "
+              f"{r.get('offload_param_wait_s', 0):.2f} s, gradient writes {r.get('offload_grad_write_wait_s', 0):.2f} s, "
+              f"gradient records {r.get('offload_grad_record_s', 0):.2f} s)")
+        print(f"  optimizer {r['optimizer_s']:.2f} s for {srd / 1e9:.2f} GB read + {swr / 1e9:.2f} GB written = "
+              f"{sio:.2f} s at dd speed ({r['optimizer_s'] / max(sio, 1e-9):.2f}x; waits: parameters "
+              f"{r.get('offload_step_param_wait_s', 0):.2f} s, record reads {r.get('offload_step_read_wait_s', 0):.2f} s, "
+              f"record writes {r.get('offload_step_write_wait_s', 0):.2f} s; update {r.get('offload_step_update_s', 0):.2f} s)")
 la = [r["loss"] for r in a]
 print(f"loss falls: {la[0]:.4f} -> {la[-1]:.4f}: {'yes' if la[-1] < la[0] else 'NO'}")
-want = [r for r in a if r["step"] == steps + 1][0]["loss"]
-got = [r for r in b if r["step"] == steps + 1][0]["loss"]
-print(f"resume from step {steps}: step {steps + 1} loss {got!r} vs uninterrupted {want!r}: "
-      f"{'bit-exact' if got == want else 'DIFFERENT'}")
+if ckpt:
+    want = [r for r in a if r["step"] == steps + 1][0]["loss"]
+    got = [r for r in b if r["step"] == steps + 1][0]["loss"]
+    print(f"resume from step {steps}: step {steps + 1} loss {got!r} vs uninterrupted {want!r}: "
+          f"{'bit-exact' if got == want else 'DIFFERENT'}")
+else:
+    print("resume: not checked (CKPT=0 / RESUME=0)")
 PY

@@ -1,9 +1,12 @@
 #include "core/backend.h"
 
 #include <array>
+#include <atomic>
 #include <cstdlib>
 #include <cstring>
+#include <deque>
 #include <limits>
+#include <mutex>
 
 #include <malloc.h>
 #include <sys/mman.h>
@@ -29,11 +32,61 @@ std::string Device::str() const {
                                    : std::string(to_string(type)) + ":" + std::to_string(index);
 }
 
-void return_large_host_blocks(size_t threshold) {
+namespace {
+
+// Freed large blocks kept for the next allocation of the same size (return_large_host_blocks).
+struct KeptBlocks {
+    struct Block {
+        void* p = nullptr;
+        size_t size = 0, align = 0;
+        bool pinned = false;
+    };
+    std::mutex mu;
+    std::atomic<size_t> threshold{std::numeric_limits<size_t>::max()};
+    size_t limit = 0, held = 0;
+    int64_t reuses = 0;
+    std::deque<Block> blocks;  // oldest first
+};
+
+KeptBlocks& kept() {
+    static KeptBlocks k;
+    return k;
+}
+
+void release_block(void* p, size_t size, bool pinned) {
+    if (pinned) munlock(p, size);
+    std::free(p);
+}
+
+}  // namespace
+
+void return_large_host_blocks(size_t threshold, size_t keep_bytes) {
     // An explicit threshold also turns off glibc's dynamic one.
     mallopt(M_MMAP_MAX, 1 << 20);
     mallopt(M_MMAP_THRESHOLD, static_cast<int>(threshold));
     mallopt(M_TRIM_THRESHOLD, static_cast<int>(threshold));
+    KeptBlocks& k = kept();
+    std::lock_guard<std::mutex> lock(k.mu);
+    k.threshold.store(keep_bytes > 0 ? threshold : std::numeric_limits<size_t>::max());
+    k.limit = keep_bytes;
+    while (k.held > k.limit) {
+        const KeptBlocks::Block b = k.blocks.front();
+        k.blocks.pop_front();
+        k.held -= b.size;
+        release_block(b.p, b.size, b.pinned);
+    }
+}
+
+size_t kept_host_bytes() {
+    KeptBlocks& k = kept();
+    std::lock_guard<std::mutex> lock(k.mu);
+    return k.held;
+}
+
+int64_t kept_host_reuses() {
+    KeptBlocks& k = kept();
+    std::lock_guard<std::mutex> lock(k.mu);
+    return k.reuses;
 }
 
 namespace {
@@ -58,6 +111,7 @@ public:
         size_t align = opts.huge_pages && bytes >= kHugePage ? kHugePage : kAlign;
         size_t size = (bytes + align - 1) / align * align;
         if (size == 0) size = align;
+        if (void* p = take_kept(size, align, opts.pinned)) return p;
         void* p = std::aligned_alloc(align, size);
         if (p == nullptr) {
             ZS_THROW(Error, "out of host memory: could not allocate {} bytes",
@@ -71,11 +125,46 @@ public:
     }
 
     void deallocate(void* p, size_t bytes, const AllocOptions& opts) override {
-        if (opts.pinned) {
-            size_t align = opts.huge_pages && bytes >= kHugePage ? kHugePage : kAlign;
-            munlock(p, (bytes + align - 1) / align * align);
+        const size_t align = opts.huge_pages && bytes >= kHugePage ? kHugePage : kAlign;
+        size_t size = (bytes + align - 1) / align * align;
+        if (size == 0) size = align;
+        if (keep(p, size, align, opts.pinned)) return;
+        release_block(p, size, opts.pinned);
+    }
+
+    // A kept block of exactly this size, alignment and pinning, or null.
+    static void* take_kept(size_t size, size_t align, bool pinned) {
+        KeptBlocks& k = kept();
+        if (size < k.threshold.load(std::memory_order_relaxed)) return nullptr;
+        std::lock_guard<std::mutex> lock(k.mu);
+        for (auto it = k.blocks.begin(); it != k.blocks.end(); ++it) {
+            if (it->size == size && it->align == align && it->pinned == pinned) {
+                void* p = it->p;
+                k.held -= size;
+                k.blocks.erase(it);
+                ++k.reuses;
+                return p;
+            }
         }
-        std::free(p);
+        return nullptr;
+    }
+
+    // Keep a freed block (return_large_host_blocks' keep_bytes), returning the oldest kept ones
+    // to the system when over the limit; false when it is not kept.
+    static bool keep(void* p, size_t size, size_t align, bool pinned) {
+        KeptBlocks& k = kept();
+        if (size < k.threshold.load(std::memory_order_relaxed)) return false;
+        std::lock_guard<std::mutex> lock(k.mu);
+        if (size > k.limit) return false;
+        while (k.held + size > k.limit) {
+            const KeptBlocks::Block b = k.blocks.front();
+            k.blocks.pop_front();
+            k.held -= b.size;
+            release_block(b.p, b.size, b.pinned);
+        }
+        k.blocks.push_back({p, size, align, pinned});
+        k.held += size;
+        return true;
     }
 
     void copy_from_host(void* dst, const void* src, size_t n) override { std::memcpy(dst, src, n); }

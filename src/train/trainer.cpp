@@ -640,6 +640,7 @@ StepStats Trainer::step(const std::vector<models::TrainBatch>& batches) {
                       static_cast<float>(clip * post / loss_scale));
         s.offload_read_bytes = engine_->offload_bytes_read() - rd;
         s.offload_write_bytes = engine_->offload_bytes_written() - wr;
+        s.offload_times = engine_->offload_times();
         ++steps_done_;
     } else {
         ++skipped_;
@@ -786,6 +787,18 @@ std::vector<StepStats> Trainer::train() {
                              core::format_bytes(static_cast<int64_t>(
                                  static_cast<double>(s.offload_read_bytes + s.offload_write_bytes) /
                                  std::max(s.optimizer_s, 1e-9))));
+                    const zero::OffloadTimes& ot = s.offload_times;
+                    log_info(
+                        "step {} offload (s) | forward+backward: {} read, {} written; parameter "
+                        "read wait {:.2f} | gradient write wait {:.2f} | gradient records {:.2f} "
+                        "| optimizer: {} read, {} written; parameter wait {:.2f} | record read "
+                        "wait {:.2f} | record write wait {:.2f} | update {:.2f}",
+                        steps_done_, core::format_bytes(s.offload_read_bytes - ot.step_read_bytes),
+                        core::format_bytes(s.offload_write_bytes - ot.step_write_bytes),
+                        ot.param_wait_s, ot.grad_write_wait_s, ot.grad_record_s,
+                        core::format_bytes(ot.step_read_bytes),
+                        core::format_bytes(ot.step_write_bytes), ot.step_param_wait_s,
+                        ot.step_read_wait_s, ot.step_write_wait_s, ot.step_update_s);
                 }
             }
             if (metrics) {
@@ -813,6 +826,18 @@ std::vector<StepStats> Trainer::train() {
                         // This rank's bytes from / to the offload tier in the optimizer step.
                         j["offload_read_bytes"] = s.offload_read_bytes;
                         j["offload_write_bytes"] = s.offload_write_bytes;
+                        const zero::OffloadTimes& ot = s.offload_times;
+                        j["offload_step_read_bytes"] = ot.step_read_bytes;
+                        j["offload_step_write_bytes"] = ot.step_write_bytes;
+                        if (cfg_.wall_clock_breakdown) {
+                            j["offload_param_wait_s"] = ot.param_wait_s;
+                            j["offload_grad_write_wait_s"] = ot.grad_write_wait_s;
+                            j["offload_grad_record_s"] = ot.grad_record_s;
+                            j["offload_step_param_wait_s"] = ot.step_param_wait_s;
+                            j["offload_step_read_wait_s"] = ot.step_read_wait_s;
+                            j["offload_step_write_wait_s"] = ot.step_write_wait_s;
+                            j["offload_step_update_s"] = ot.step_update_s;
+                        }
                     }
                     if (cfg_.wall_clock_breakdown) {
                         j["forward_s"] = s.forward_s;

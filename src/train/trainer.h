@@ -81,6 +81,9 @@ struct StepStats {
     // records at stages 2-3, parameter shards at stage 3; NVMe: data, padding and footers as
     // transferred).
     int64_t offload_read_bytes = 0, offload_write_bytes = 0;
+    // Offload: the engine's waits and work per side (forward/backward, optimizer step), and the
+    // step's share of the bytes (zero/engine.h OffloadTimes).
+    zero::OffloadTimes offload_times;
 };
 
 class Trainer {

@@ -16,6 +16,7 @@
 #include <gtest/gtest.h>
 
 #include "base/error.h"
+#include "base/timer.h"
 #include "comm/communicator.h"
 #include "core/backend.h"
 #include "core/half.h"
@@ -47,6 +48,8 @@ struct RunOut {
     int mismatches = 0;      // reference comparisons that failed (bf16 reference runs)
     int non_bf16_grads = 0;  // reduced gradients that are not bf16 values
     int64_t compared = 0;    // elements compared against the reference
+    OffloadTimes times;      // rank 0's last step
+    double step_s = 0;       // rank 0's last eng.step() wall time
 };
 
 struct RunSetup {
@@ -124,7 +127,12 @@ RunOut train(const RunSetup& su) {
                     grads.push_back(full);
                 }
             }
+            Timer st;
             eng.step(3e-2f, step + 1, clip);
+            if (r == 0) {
+                out.step_s = st.seconds();
+                out.times = eng.offload_times();
+            }
             Tensor l = Tensor::empty({1}, DType::f32);
             l.data<float>()[0] = static_cast<float>(loss_sum);
             c.allreduce(l, comm::ReduceOp::sum).wait();
@@ -304,6 +312,85 @@ TEST(Bf16Master, OffloadedRecordsHoldBf16StatesAndGradients) {
         ASSERT_EQ(adv.options.size(), 2u);  // none, optimizer nvme (a CPU rank, stage 2)
         EXPECT_EQ(adv.options[1].disk_read, got.read);
         EXPECT_EQ(adv.options[1].disk_write, got.written - state_bytes);  // less construction's
+    }
+}
+
+// ZeRO-Infinity's overlapped step (the benchmark's configuration: bf16 masters and states,
+// optimizer, gradients and parameters on NVMe): reads of the next sub-groups as far as the
+// buffers allow, parameter shards read ahead in the optimizer and for the next forward, written
+// back asynchronously; at one rank without collectives. Every step's loss and the final weights
+// and moments equal, bit for bit, the unpipelined run (one buffer, no read-ahead, one parameter
+// buffer) and the in-memory run, at 1 and 2 ranks.
+TEST(Bf16Master, OverlappedInfinityStepEqualsTheSerialOne) {
+    ShmDir dir;
+    for (int world : {1, 2}) {
+        RunSetup mem;
+        mem.world = world;
+        mem.stage = 3;
+        mem.bf16_states = true;
+        const RunOut want = train(mem);
+        for (bool overlap : {false, true}) {
+            RunSetup su = mem;
+            su.off.optimizer = su.off.param = Tier::nvme;
+            su.off.nvme_path = su.off.param_nvme_path = dir.path;
+            su.off.param_max_in_cpu = 0;
+            su.off.sub_group_size = 300;
+            su.off.buffer_count = overlap ? 4 : 1;
+            su.off.pipeline_read = su.off.pipeline_write = overlap;
+            su.off.param_buffer_count = overlap ? 3 : 1;
+            const RunOut got = train(su);
+            const std::string what = fmt::format("world {} overlap {}", world, overlap);
+            EXPECT_EQ(got.losses, want.losses) << what;
+            ASSERT_EQ(got.state.size(), want.state.size()) << what;
+            for (size_t i = 0; i < want.state.size(); ++i) {
+                ASSERT_EQ(got.state[i].size(), want.state[i].size()) << what;
+                EXPECT_EQ(std::memcmp(got.state[i].data(), want.state[i].data(),
+                                      want.state[i].size() * sizeof(float)),
+                          0)
+                    << what << " tensor " << i;
+            }
+        }
+    }
+}
+
+// The step's offload accounting (OffloadTimes), on the cpu tier where bytes are exact: step()
+// reads every state record (2 bf16 moments), gradient record (bf16) and parameter shard (bf16)
+// once, plus the next forward's first param_buffer_count shards read ahead, and writes the state
+// records and shards back. Its waits and update are each within the step's wall time.
+TEST(Bf16Master, OffloadStepAccountingFollowsTheRecords) {
+    for (int64_t ahead : {int64_t{1}, int64_t{3}}) {
+        RunSetup su;
+        su.stage = 3;
+        su.bf16_states = true;
+        su.steps = 2;
+        su.off.optimizer = su.off.param = Tier::cpu;
+        su.off.sub_group_size = 500;
+        su.off.buffer_count = 3;
+        su.off.pipeline_read = su.off.pipeline_write = true;
+        su.off.param_buffer_count = ahead;
+        const RunOut got = train(su);
+        auto cfg = models::parse_hf_config(kLlama, "test");
+        models::RunConfig rc;
+        rc.compute_dtype = DType::bf16;
+        Transformer model(cfg, rc);
+        const models::ParamLayout& lay = model.layout();
+        int64_t elems = 0, prefetched = 0;
+        for (int g = 0; g < lay.n_groups(); ++g) {
+            elems += lay.group(g).numel;
+            // The forward's order: embedding, blocks, head (one rank: the shard is the group).
+            if (g < ahead) prefetched += lay.group(g).numel * 2;
+        }
+        const OffloadTimes& t = got.times;
+        EXPECT_EQ(t.step_read_bytes, elems * 4 + elems * 2 + elems * 2 + prefetched) << ahead;
+        EXPECT_EQ(t.step_write_bytes, elems * 4 + elems * 2) << ahead;
+        for (double x :
+             {t.step_param_wait_s, t.step_read_wait_s, t.step_write_wait_s, t.step_update_s}) {
+            EXPECT_GE(x, 0.0);
+            EXPECT_LE(x, got.step_s);
+        }
+        EXPECT_LE(t.step_param_wait_s + t.step_read_wait_s + t.step_write_wait_s + t.step_update_s,
+                  got.step_s);
+        EXPECT_GT(t.step_update_s, 0.0);
     }
 }
 

@@ -1,10 +1,14 @@
 #include "zero/engine.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
+
+#include <omp.h>
 
 #include "base/error.h"
 #include "base/log.h"
+#include "base/timer.h"
 #include "core/half.h"
 #include "core/host_memory.h"
 #include "core/memory.h"
@@ -163,8 +167,17 @@ void Engine::setup_offload() {
     // Offloaded runs: large host blocks go back to the system when freed, so resident memory
     // follows what is in use (a memory cap sees the engine's tracked peak, not a high-water
     // heap).
-    if (o.param != Tier::memory || o.optimizer != Tier::memory)
-        core::return_large_host_blocks(size_t{16} << 20);
+    // The group-sized buffers that come and go group after group (gathered weights, full and
+    // reduced gradients) reuse freed blocks of their size, up to two of the largest of each kept,
+    // instead of being page-faulted in again each time.
+    if (o.param != Tier::memory || o.optimizer != Tier::memory) {
+        size_t wmax = 0, gmax = 0;
+        for (const GroupShard& s : shards_) {
+            wmax = std::max(wmax, static_cast<size_t>(s.padded) * core::dtype_size(ct_));
+            gmax = std::max(gmax, static_cast<size_t>(s.padded) * sizeof(float));
+        }
+        core::return_large_host_blocks(size_t{16} << 20, 2 * (wmax + gmax));
+    }
     if (o.param != Tier::memory) {
         ZS_CHECK_T(ConfigError, cfg_.stage == 3,
                    "zero_optimization.offload_param: needs ZeRO stage 3 (stage {})", cfg_.stage);
@@ -196,11 +209,13 @@ void Engine::setup_offload() {
                 continue;
             }
             param_off_[static_cast<size_t>(g)] = 1;
-            gr.shard_w = Tensor::zeros({S}, ct_, cfg_.device, MemCategory::params);
+            param_hold(g);
+            gr.shard_w.zero();
             param_store(g, true);
             ++n_off;
             bytes += static_cast<int64_t>(param_bytes(g));
         }
+        param_drain();
         if (rank_ == 0) {
             log_info(
                 "zero: offload_param {}: {} of {} groups' weight shards ({}) off memory{}, read "
@@ -268,6 +283,7 @@ void Engine::setup_offload() {
         for (size_t i = 0; i < slots_.size(); ++i) {
             gslots_.emplace_back(max_grad, o.pin_memory, MemCategory::grads);
         }
+        gbuf_bytes_ = max_grad / sizeof(float) * grad_es();
     }
     if (rank_ == 0) {
         int64_t total = 0;
@@ -305,6 +321,8 @@ void Engine::grad_drain() {
         }
     }
     gwrites_.clear();
+    // The buffers are reused by the next group's records.
+    for (io::AlignedBuffer& b : gbufs_) gfree_.push_back(std::move(b));
     gbufs_.clear();
     if (first) std::rethrow_exception(first);
 }
@@ -332,55 +350,126 @@ Tensor Engine::grad_load(int g) const {
 void Engine::grad_store(int g) {
     Group& gr = *groups_[static_cast<size_t>(g)];
     // One group's writes in flight at a time: they overlap the next group's backward.
+    Timer t;
     grad_drain();
+    times_.grad_write_wait_s += t.seconds();
+    t.reset();
     // The in-memory accumulation, element for element: zeros (begin_step) + the first shard,
-    // then the sum so far + each next one; in an aligned buffer that a group of one sub-group
-    // writes as it is.
-    const int64_t S = shards_[static_cast<size_t>(g)].size;
+    // then the sum so far + each next one. The first is done in place in the reduce-scatter's
+    // output (0 + x: -0 becomes +0, as there).
     const std::vector<int>& ids = subs_of_[static_cast<size_t>(g)];
-    io::AlignedBuffer whole(static_cast<size_t>(S) * sizeof(float), cfg_.offload.pin_memory,
-                            MemCategory::grads);
-    Tensor acc = Tensor::wrap(whole.data(), {S}, DType::f32);
-    if (!gr.grad_stored) {
-        acc.zero();
-    } else if (ids.size() == 1 && !bfm_) {
-        gstore_->read(ids[0], whole, static_cast<size_t>(S) * sizeof(float)).wait();
-    } else {
-        acc.copy_from(grad_load(g));
+    const bool first = !gr.grad_stored;
+    Tensor acc = first ? gr.reduce_out : grad_load(g);
+    if (!first) ops::add(acc, acc, gr.reduce_out);
+    float* d = acc.data<float>();
+    // Each sub-group's record from a reused buffer, written at once. In tiles that stay in
+    // cache: the first micro-batch's 0 + x, then the record (bf16 gradients: rounded to nearest
+    // even by the conversion, and the rounded values widened back for the norm).
+    for (int id : ids) {
+        const SubGroup& sg = subs_[static_cast<size_t>(id)];
+        const size_t n = static_cast<size_t>(sg.b - sg.a);
+        if (gfree_.empty()) {
+            gfree_.emplace_back(gbuf_bytes_, cfg_.offload.pin_memory, MemCategory::grads);
+        }
+        gbufs_.push_back(std::move(gfree_.back()));
+        gfree_.pop_back();
+        std::byte* buf = gbufs_.back().data();
+        constexpr size_t kTile = 4096;
+        for (size_t a = 0; a < n; a += kTile) {
+            const size_t m = std::min(kTile, n - a);
+            float* x = d + sg.a + static_cast<int64_t>(a);
+            if (first) {
+                for (size_t i = 0; i < m; ++i) x[i] = 0.0f + x[i];
+            }
+            if (bfm_) {
+                auto* h = reinterpret_cast<core::bf16*>(buf) + a;
+                core::convert_f32_to_bf16(h, x, m);
+                core::convert_bf16_to_f32(x, h, m);
+            } else {
+                std::memcpy(buf + a * sizeof(float), x, m * sizeof(float));
+            }
+        }
+        gwrites_.push_back(gstore_->write(id, gbufs_.back(), n * grad_es()));
     }
-    ops::add(acc, acc, gr.reduce_out);
-    gr.reduce_out = Tensor();
-    if (bfm_) round_bf16(acc.data<float>(), S);  // bf16 gradients
-    const float* d = acc.data<float>();
     gr.grad_sq = grad_part(g, d, {});
-    gr.grad_finite = grad_finite_part(g, d);
-    if (bfm_) {
-        for (int id : ids) {
-            const SubGroup& sg = subs_[static_cast<size_t>(id)];
-            const size_t n = static_cast<size_t>(sg.b - sg.a);
-            gbufs_.emplace_back(n * grad_es(), cfg_.offload.pin_memory, MemCategory::grads);
-            core::convert_f32_to_bf16(reinterpret_cast<core::bf16*>(gbufs_.back().data()), d + sg.a,
-                                      n);
-            gwrites_.push_back(gstore_->write(id, gbufs_.back(), n * grad_es()));
-        }
-    } else if (ids.size() == 1) {
-        gbufs_.push_back(std::move(whole));
-        gwrites_.push_back(
-            gstore_->write(ids[0], gbufs_.back(), static_cast<size_t>(S) * sizeof(float)));
-    } else {
-        for (int id : ids) {
-            const SubGroup& sg = subs_[static_cast<size_t>(id)];
-            const size_t n = static_cast<size_t>(sg.b - sg.a) * sizeof(float);
-            gbufs_.emplace_back(n, cfg_.offload.pin_memory, MemCategory::grads);
-            std::memcpy(gbufs_.back().data(), d + sg.a, n);
-            gwrites_.push_back(gstore_->write(id, gbufs_.back(), n));
-        }
-    }
+    // The squares are summed in double, which no finite f32 values overflow: the sum is finite
+    // exactly when every gradient is.
+    gr.grad_finite = std::isfinite(gr.grad_sq);
+    gr.reduce_out = Tensor();
     gr.grad_stored = true;
+    times_.grad_record_s += t.seconds();
 }
 
 size_t Engine::param_bytes(int g) const {
     return static_cast<size_t>(shards_[static_cast<size_t>(g)].size) * core::dtype_size(ct_);
+}
+
+io::AlignedBuffer Engine::param_buffer(int g) {
+    const size_t cap = io::aio_padded(param_bytes(g));
+    for (size_t i = 0; i < pfree_.size(); ++i) {
+        if (pfree_[i].capacity() != cap) continue;
+        io::AlignedBuffer b = std::move(pfree_[i]);
+        pfree_.erase(pfree_.begin() + static_cast<std::ptrdiff_t>(i));
+        return b;
+    }
+    return io::AlignedBuffer(param_bytes(g), cfg_.offload.param_pin_memory, MemCategory::params);
+}
+
+void Engine::param_recycle(io::AlignedBuffer&& buf) {
+    if (buf.capacity() == 0) return;
+    pfree_.push_back(std::move(buf));
+    // As many free buffers as reads run ahead, and one: the oldest others are freed.
+    const size_t keep =
+        static_cast<size_t>(std::max<int64_t>(1, cfg_.offload.param_buffer_count)) + 1;
+    if (pfree_.size() > keep) pfree_.erase(pfree_.begin());
+}
+
+void Engine::param_hold(int g) {
+    Group& gr = *groups_[static_cast<size_t>(g)];
+    ParamRead& pr = pread_[static_cast<size_t>(g)];
+    param_wait_write(g);
+    pr.buf = param_buffer(g);
+    gr.shard_w =
+        Tensor::wrap(pr.buf.data(), {shards_[static_cast<size_t>(g)].size}, ct_, cfg_.device);
+}
+
+void Engine::param_wait_write(int g) {
+    for (auto it = pwrites_.begin(); it != pwrites_.end(); ++it) {
+        if (it->g != g) continue;
+        ParamWrite w = std::move(*it);
+        pwrites_.erase(it);
+        w.work.wait();
+        param_recycle(std::move(w.buf));
+        return;
+    }
+}
+
+void Engine::param_drain() {
+    std::exception_ptr first;
+    while (!pwrites_.empty()) {
+        ParamWrite w = std::move(pwrites_.front());
+        pwrites_.pop_front();
+        try {
+            w.work.wait();
+            param_recycle(std::move(w.buf));
+        } catch (...) {
+            if (!first) first = std::current_exception();
+        }
+    }
+    if (first) std::rethrow_exception(first);
+}
+
+void Engine::param_prefetch_start() {
+    if (!pstore_ || recording_) return;
+    int64_t ahead = cfg_.offload.param_buffer_count;
+    for (size_t i = 0; i < trace_.size() && ahead > 0; ++i) {
+        const int g = trace_[i].g;
+        if (!param_offloaded(g) ||
+            (trace_[i].backward && groups_[static_cast<size_t>(g)]->sec_valid))
+            continue;
+        param_read_ahead(g);
+        --ahead;
+    }
 }
 
 void Engine::param_read_ahead(int g) {
@@ -388,7 +477,9 @@ void Engine::param_read_ahead(int g) {
     Group& gr = *groups_[static_cast<size_t>(g)];
     ParamRead& pr = pread_[static_cast<size_t>(g)];
     if (gr.shard_w.defined() || pr.pending) return;
-    pr.buf = io::AlignedBuffer(param_bytes(g), cfg_.offload.param_pin_memory, MemCategory::params);
+    // Its write-back (the optimizer's) completes first: the file is renamed over when done.
+    param_wait_write(g);
+    pr.buf = param_buffer(g);
     pr.work = pstore_->read(g, pr.buf, param_bytes(g));
     pr.pending = true;
 }
@@ -400,23 +491,37 @@ void Engine::param_fetch(int g) {
     param_read_ahead(g);
     ParamRead& pr = pread_[static_cast<size_t>(g)];
     pr.pending = false;
+    Timer t;
     pr.work.wait();
-    gr.shard_w = Tensor::empty({shards_[static_cast<size_t>(g)].size}, ct_, cfg_.device,
-                               MemCategory::params);
-    std::memcpy(gr.shard_w.data_ptr(), pr.buf.data(), param_bytes(g));
-    pr.buf = io::AlignedBuffer();
+    (in_step_ ? times_.step_param_wait_s : times_.param_wait_s) += t.seconds();
+    // The shard is a view of the buffer read into, held until param_store.
+    gr.shard_w =
+        Tensor::wrap(pr.buf.data(), {shards_[static_cast<size_t>(g)].size}, ct_, cfg_.device);
 }
 
 void Engine::param_store(int g, bool write) {
     if (!param_offloaded(g)) return;
     Group& gr = *groups_[static_cast<size_t>(g)];
     if (!gr.shard_w.defined()) return;
-    if (write) {
-        io::AlignedBuffer buf(param_bytes(g), cfg_.offload.param_pin_memory, MemCategory::params);
-        std::memcpy(buf.data(), gr.shard_w.data_ptr(), param_bytes(g));
-        pstore_->write(g, buf, param_bytes(g)).wait();
-    }
     gr.shard_w = Tensor();
+    ParamRead& pr = pread_[static_cast<size_t>(g)];
+    if (!write) {
+        param_recycle(std::move(pr.buf));
+        return;
+    }
+    // Written from the buffer itself, in flight while the caller goes on (step() waits for all
+    // of them, a read of the group for its own); at most buffer_count writes in flight.
+    ParamWrite w{g, pstore_->write(g, pr.buf, param_bytes(g)), std::move(pr.buf)};
+    pwrites_.push_back(std::move(w));
+    while (pwrites_.size() >
+           static_cast<size_t>(std::max<int64_t>(1, cfg_.offload.param_buffer_count))) {
+        ParamWrite old = std::move(pwrites_.front());
+        pwrites_.pop_front();
+        Timer t;
+        old.work.wait();
+        (in_step_ ? times_.step_param_wait_s : times_.param_wait_s) += t.seconds();
+        param_recycle(std::move(old.buf));
+    }
 }
 
 int Engine::offload_fields() const { return (swap_master_ ? 1 : 0) + optimizer_.n_states(); }
@@ -512,33 +617,63 @@ void Engine::round_bf16(float* p, int64_t n) {
 }
 
 void Engine::bf16_update(int g, int64_t a, int64_t b, void* st0, void* st1, const float* grad,
-                         float lr, int64_t step, float grad_scale) {
-    const size_t n = static_cast<size_t>(b - a);
+                         const core::bf16* grad16, float lr, int64_t step, float grad_scale) {
     Tensor cw = compute_shard(g);
     ZS_ASSERT(cw.defined(), "zero: group {}'s compute shard is not in memory", g);
-    // The f32 master: the bf16 master (= compute weights) widened; the optimizer writes the
-    // compute copy back rounded to nearest even, which is the new bf16 master.
-    std::vector<float> master(n), s0, s1;
-    core::convert_bf16_to_f32(master.data(), static_cast<const core::bf16*>(cw.data_ptr()) + a, n);
-    auto* p0 = static_cast<float*>(st0);
-    auto* p1 = static_cast<float*>(st1);
+    // In tiles whose f32 copies stay in cache (the update is element-wise, so the same
+    // arithmetic): the f32 master is the bf16 master (= compute weights) widened; the optimizer
+    // writes the compute copy back rounded to nearest even, which is the new bf16 master. The
+    // tiles are split over the threads in one parallel region (the optimizer's own region inside
+    // runs on the calling thread): one join per call, not one per tile, which under a loaded
+    // machine each can cost a scheduler quantum.
+    constexpr int64_t kTile = int64_t{1} << 17;
+    const auto tile = static_cast<size_t>(std::min(kTile, b - a));
+    const auto nt = static_cast<size_t>(std::max(1, omp_get_max_threads()));
+    upd_master_.resize(tile * nt);
     if (bfs_) {
-        if (st0) {
-            s0.resize(n);
-            core::convert_bf16_to_f32(s0.data(), static_cast<const core::bf16*>(st0), n);
-            p0 = s0.data();
-        }
-        if (st1) {
-            s1.resize(n);
-            core::convert_bf16_to_f32(s1.data(), static_cast<const core::bf16*>(st1), n);
-            p1 = s1.data();
-        }
+        upd_s0_.resize(tile * nt);
+        upd_s1_.resize(tile * nt);
     }
-    optimizer_.step(segments_of(g, a, b, master.data(), p0, p1, grad), lr, step, grad_scale);
-    if (bfs_) {
-        if (st0) core::convert_f32_to_bf16(static_cast<core::bf16*>(st0), s0.data(), n);
-        if (st1) core::convert_f32_to_bf16(static_cast<core::bf16*>(st1), s1.data(), n);
+    if (grad16) upd_grad_.resize(tile * nt);
+    const auto* w = static_cast<const core::bf16*>(cw.data_ptr());
+    const size_t es = state_es();
+    const int64_t tiles = (b - a + kTile - 1) / kTile;
+    std::exception_ptr error;
+#pragma omp parallel for schedule(static)
+    for (int64_t k = 0; k < tiles; ++k) {
+        const auto th = static_cast<size_t>(omp_get_thread_num());
+        const int64_t t = a + k * kTile, e = std::min(b, t + kTile);
+        const auto n = static_cast<size_t>(e - t), off = static_cast<size_t>(t - a);
+        float* master = upd_master_.data() + th * tile;
+        core::convert_bf16_to_f32(master, w + t, n);
+        void* q0 = st0 ? static_cast<std::byte*>(st0) + off * es : nullptr;
+        void* q1 = st1 ? static_cast<std::byte*>(st1) + off * es : nullptr;
+        auto* p0 = static_cast<float*>(q0);
+        auto* p1 = static_cast<float*>(q1);
+        if (bfs_ && q0) {
+            p0 = upd_s0_.data() + th * tile;
+            core::convert_bf16_to_f32(p0, static_cast<const core::bf16*>(q0), n);
+        }
+        if (bfs_ && q1) {
+            p1 = upd_s1_.data() + th * tile;
+            core::convert_bf16_to_f32(p1, static_cast<const core::bf16*>(q1), n);
+        }
+        const float* gt = grad ? grad + off : nullptr;
+        if (grad16) {
+            float* gw = upd_grad_.data() + th * tile;
+            core::convert_bf16_to_f32(gw, grad16 + off, n);
+            gt = gw;
+        }
+        try {
+            optimizer_.step(segments_of(g, t, e, master, p0, p1, gt), lr, step, grad_scale);
+        } catch (...) {
+#pragma omp critical(zs_bf16_update_error)
+            if (!error) error = std::current_exception();
+        }
+        if (bfs_ && q0) core::convert_f32_to_bf16(static_cast<core::bf16*>(q0), p0, n);
+        if (bfs_ && q1) core::convert_f32_to_bf16(static_cast<core::bf16*>(q1), p1, n);
     }
+    if (error) std::rethrow_exception(error);
 }
 
 void Engine::page_in(int g) const {
@@ -569,7 +704,9 @@ void Engine::offload_step(float lr, int64_t step, float grad_scale) {
     std::vector<io::AioWork> reads(N), greads(N), writes(B);  // writes: the last from each buffer
     std::vector<bool> issued(N, false);
     auto read = [&](size_t i) {
+        Timer t;
         writes[i % B].wait();  // the buffer's previous sub-group is stored
+        times_.step_write_wait_s += t.seconds();
         reads[i] = store_->read(static_cast<int>(i), slots_[i % B], record_bytes(subs_[i]));
         // Gradient offload: the sub-group's gradients come with it (zeros when none were
         // written this step).
@@ -585,37 +722,50 @@ void Engine::offload_step(float lr, int64_t step, float grad_scale) {
     try {
         for (size_t i = 0; i < N; ++i) {
             if (!issued[i]) read(i);
-            // Deep Optimizer States: the next sub-group's read and the previous one's write are
-            // in flight while this one is updated.
-            if (ahead && i + 1 < N) read(i + 1);
+            // Deep Optimizer States: the next sub-groups' reads (as many as there are other
+            // buffers whose writes are done) and the previous ones' writes are in flight while
+            // this one is updated.
+            for (size_t k = i + 1; ahead && k < std::min(N, i + B); ++k) {
+                if (issued[k]) continue;
+                if (!writes[k % B].test()) break;
+                read(k);
+            }
+            Timer t;
             reads[i].wait();
             greads[i].wait();
+            times_.step_read_wait_s += t.seconds();
             const SubGroup& sg = subs_[i];
             // Parameter offload: the group's compute shard is in memory while its sub-groups
             // are updated (written back after its last one).
             if (i > 0 && subs_[i - 1].g != sg.g) param_store(subs_[i - 1].g, true);
-            param_fetch(sg.g);
+            if (i == 0 || subs_[i - 1].g != sg.g) {
+                param_fetch(sg.g);
+                // The next group's shard is read while this group's sub-groups are updated.
+                for (size_t k = i + 1; k < N; ++k) {
+                    if (subs_[k].g == sg.g) continue;
+                    param_read_ahead(subs_[k].g);
+                    break;
+                }
+            }
             auto* rec = reinterpret_cast<float*>(slots_[i % B].data());
             const int64_t n = sg.b - sg.a;
             if (bfm_) {
                 // bf16 masters: the record holds the states only; bf16 gradient records widen.
-                std::vector<float> gw;
-                if (gstore_) {
-                    gw.resize(static_cast<size_t>(n));
-                    core::convert_bf16_to_f32(
-                        gw.data(), reinterpret_cast<const core::bf16*>(gslots_[i % B].data()),
-                        static_cast<size_t>(n));
-                }
+                t.reset();
                 const int ns = optimizer_.n_states();
                 std::byte* st = slots_[i % B].data();
-                bf16_update(sg.g, sg.a, sg.b, ns > 0 ? st : nullptr,
-                            ns > 1 ? st + static_cast<size_t>(n) * state_es() : nullptr,
-                            gstore_ ? gw.data() : nullptr, lr, step, grad_scale);
+                bf16_update(
+                    sg.g, sg.a, sg.b, ns > 0 ? st : nullptr,
+                    ns > 1 ? st + static_cast<size_t>(n) * state_es() : nullptr, nullptr,
+                    gstore_ ? reinterpret_cast<const core::bf16*>(gslots_[i % B].data()) : nullptr,
+                    lr, step, grad_scale);
+                times_.step_update_s += t.seconds();
                 writes[i % B] = store_->write(static_cast<int>(i), slots_[i % B], record_bytes(sg));
                 io::fault_point("offload.write");
                 if (!cfg_.offload.pipeline_write) writes[i % B].wait();
                 continue;
             }
+            t.reset();
             float* master = swap_master_
                                 ? rec
                                 : groups_[static_cast<size_t>(sg.g)]->master.data<float>() + sg.a;
@@ -626,11 +776,14 @@ void Engine::offload_step(float lr, int64_t step, float grad_scale) {
             optimizer_.step(segments_of(sg.g, sg.a, sg.b, master, ns > 0 ? st : nullptr,
                                         ns > 1 ? st + n : nullptr, grad),
                             lr, step, grad_scale);
+            times_.step_update_s += t.seconds();
             writes[i % B] = store_->write(static_cast<int>(i), slots_[i % B], record_bytes(sg));
             io::fault_point("offload.write");  // ZS_FAULT=offload.write:N: SIGKILL mid-step
             if (!cfg_.offload.pipeline_write) writes[i % B].wait();
         }
+        Timer t;
         for (io::AioWork& w : writes) w.wait();
+        times_.step_write_wait_s += t.seconds();
         if (N > 0) param_store(subs_[N - 1].g, true);
     } catch (...) {
         // Nothing may still use the buffers; the first error is the one reported.
@@ -769,6 +922,11 @@ Engine::~Engine() {
         grad_drain();
     } catch (const std::exception& e) {
         log_warn("zero: a gradient write failed during shutdown: {}", e.what());
+    }
+    try {
+        param_drain();
+    } catch (const std::exception& e) {
+        log_warn("zero: a parameter write failed during shutdown: {}", e.what());
     }
     // Parameter reads issued ahead and never used: their buffers must outlive them.
     for (ParamRead& pr : pread_) {
@@ -996,6 +1154,10 @@ void Engine::launch_gather(int g, bool backward) {
     if (backward && gr.sec_valid) {
         // hpZ: the secondary shards of the sub-group, unquantized: the weights of the forward.
         gr.gather_work = hpz_->allgather(gr.full_w, gr.sec_w);
+    } else if (s.world == 1) {
+        // One rank: the gathered weights are the shard (no collective and its staging copies).
+        gr.full_w.copy_from(gr.shard_w);
+        gr.gather_work = comm::Work();
     } else if (quantize_weights(g)) {
         // qwZ: this rank's shard as int8 codes + scales, one byte range; dequantized on arrival.
         const QuantFormat f{8, cfg_.quant_block};
@@ -1126,6 +1288,10 @@ void Engine::launch_reduce(int g) {
     }
     if (cfg_.stage == 0) {
         if (s.world > 1) gr.reduce_work = comm(g).allreduce(gr.full_g, comm::ReduceOp::sum);
+    } else if (s.world == 1) {
+        // One rank: the reduced shard is the gradient itself (a sum over one rank), not a copy.
+        gr.reduce_out = gr.full_g;
+        gr.reduce_work = comm::Work();
     } else if (quantize_grads(g)) {
         // qgZ: chunk j (rank j's shard) of this rank's gradients, quantized, goes to rank j.
         const QuantFormat f{cfg_.quantized_gradients_bits, cfg_.quant_block};
@@ -1209,6 +1375,7 @@ void Engine::after_backward(int g) {
 // -------------------------------------------------------------------------------------- step
 
 void Engine::begin_step(int n_micro) {
+    times_ = OffloadTimes();
     n_micro_ = std::max(1, n_micro);
     micro_ = 0;
     cursor_ = 0;
@@ -1441,6 +1608,23 @@ void Engine::device_step(float lr, int64_t step, float grad_scale) {
 }
 
 void Engine::step(float lr, int64_t step, float grad_scale) {
+    in_step_ = true;
+    const int64_t rd0 = offload_bytes_read(), wr0 = offload_bytes_written();
+    step_body(lr, step, grad_scale);
+    // Parameter offload: the shards written back are on the tier (a failed write fails this
+    // step), and the next forward's first shards are read from now on.
+    if (pstore_) {
+        Timer t;
+        param_drain();
+        times_.step_param_wait_s += t.seconds();
+        param_prefetch_start();
+    }
+    in_step_ = false;
+    times_.step_read_bytes = offload_bytes_read() - rd0;
+    times_.step_write_bytes = offload_bytes_written() - wr0;
+}
+
+void Engine::step_body(float lr, int64_t step, float grad_scale) {
     if (store_) {
         offload_step(lr, step, grad_scale);
     } else if (bfm_) {
@@ -1459,7 +1643,7 @@ void Engine::step(float lr, int64_t step, float grad_scale) {
                                                     static_cast<size_t>(a) * state_es())
                                : nullptr;
                 };
-                bf16_update(g, a, b, state(0), state(1), nullptr, lr, step, grad_scale);
+                bf16_update(g, a, b, state(0), state(1), nullptr, nullptr, lr, step, grad_scale);
             }
             param_store(g, true);
         }

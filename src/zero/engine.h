@@ -40,6 +40,7 @@
 #include <vector>
 
 #include "comm/communicator.h"
+#include "core/half.h"
 #include "core/tensor.h"
 #include "models/params.h"
 #include "optim/optimizer.h"
@@ -108,15 +109,15 @@ struct Config {
     // (when they are not the f32 compute weights) and the optimizer states of this rank's shard
     // live in a SwapStore, cut into sub-groups of at most sub_group_size elements of one group.
     // step() streams them through buffer_count buffers: read sub-group i (and, pipeline_read,
-    // i + 1 ahead), update it, write it back (pipeline_write: in flight while the next one is
-    // updated). The update is the in-memory one element for element, so training is bit for bit
-    // the same. Gradient offload (stages 2-3, whenever the optimizer is offloaded, as DeepSpeed
-    // does): no f32 gradient shard is kept; each group's reduced shard is written to a second
-    // store of the same tier, one record per sub-group, as soon as its reduce-scatter completes
-    // (micro-batches after the first read it back, add, write), with one group's writes in
-    // flight behind the next group's backward; its sum of squares and finiteness are taken then,
-    // so the gradient norm reads nothing; step() reads each sub-group's gradients with its
-    // optimizer record.
+    // the next ones into the buffers whose writes are done), update it, write it back
+    // (pipeline_write: in flight while the next one is updated). The update is the in-memory one
+    // element for element, so training is bit for bit the same. Gradient offload (stages 2-3,
+    // whenever the optimizer is offloaded, as DeepSpeed does): no f32 gradient shard is kept; each
+    // group's reduced shard is written to a second store of the same tier, one record per
+    // sub-group, as soon as its reduce-scatter completes (micro-batches after the first read it
+    // back, add, write), with one group's writes in flight behind the next group's backward; its
+    // sum of squares and finiteness are taken then, so the gradient norm reads nothing; step()
+    // reads each sub-group's gradients with its optimizer record.
     OffloadConfig offload;
     // DeepSpeed's bf16.bf16_master_weights_and_grads (bf16 compute, stages 1-3, CPU, not LAMB):
     // the master weights are the bf16 compute weights of this rank's shard (no f32 copy: a bf16
@@ -138,6 +139,20 @@ struct GroupShard {
     int64_t begin = 0;        // r * S_g
     int64_t end = 0;          // min(n_g, begin + S_g): elements of the group this rank owns
     int rank = 0, world = 1;  // this rank in the group's data-parallel communicator, its size
+};
+
+// Where an offloaded step's time went on the engine's thread (seconds since begin_step): waits
+// for the tier and the work between them. The forward/backward side: parameter reads waited for
+// (parameters not yet read ahead), gradient writes waited for (one group's in flight behind the
+// next group's backward), the gradient records' accumulation, bf16 rounding and norm. The
+// optimizer side (step()): parameter reads and write-backs waited for, optimizer and gradient
+// record reads waited for, record writes waited for (a buffer's previous write, the end), and the
+// update itself (widening, the optimizer, rounding). Bytes: the tiers' counters
+// (offload_bytes_read / _written) at begin_step, at the start of step() and now give each side's.
+struct OffloadTimes {
+    double param_wait_s = 0, grad_write_wait_s = 0, grad_record_s = 0;
+    double step_param_wait_s = 0, step_read_wait_s = 0, step_write_wait_s = 0, step_update_s = 0;
+    int64_t step_read_bytes = 0, step_write_bytes = 0;  // moved by step() (the optimizer side)
 };
 
 class Engine final : public models::GroupHooks {
@@ -239,6 +254,8 @@ public:
         return (store_ ? store_->bytes_written() : 0) + (pstore_ ? pstore_->bytes_written() : 0) +
                (gstore_ ? gstore_->bytes_written() : 0);
     }
+    // Offload: this step's waits and work (OffloadTimes; zeros without offload).
+    const OffloadTimes& offload_times() const { return times_; }
     // Gradient offload (Config::offload): whether the reduced gradient shards live on the tier.
     bool grads_offloaded() const { return offload_grads_; }
     std::string offload_dir() const { return store_ ? store_->dir() : std::string(); }
@@ -296,6 +313,7 @@ private:
     void page_in(int g) const;
     void page_out(int g, bool write) const;
     void offload_step(float lr, int64_t step, float grad_scale);
+    void step_body(float lr, int64_t step, float grad_scale);  // step() less the offload tail
     // Field f (0: the f32 master when swapped, then the states) of group g's shard-local
     // elements [a, b), read record by record.
     Tensor field_part(int g, int f, int64_t a, int64_t b) const;
@@ -309,8 +327,9 @@ private:
     // The update of group g's shard-local elements [a, b): master widened from the bf16 compute
     // weights, states (st0/st1 address element a, state_dtype()) widened when bf16, the f32
     // optimizer, master and states rounded back.
-    void bf16_update(int g, int64_t a, int64_t b, void* st0, void* st1, const float* grad, float lr,
-                     int64_t step, float grad_scale);
+    // grad16: bf16 gradients of [a, b) (an offloaded record), widened tile by tile.
+    void bf16_update(int g, int64_t a, int64_t b, void* st0, void* st1, const float* grad,
+                     const core::bf16* grad16, float lr, int64_t step, float grad_scale);
     // Round f32 values to bf16-representable ones (nearest even).
     static void round_bf16(float* p, int64_t n);
     // ---- gradient offload (stages 2-3 with the optimizer offloaded) ----
@@ -320,23 +339,48 @@ private:
     Tensor grad_load(int g) const;  // group g's reduced shard [S] (zeros when none this step)
     void grad_drain();              // wait for the gradient writes in flight
     bool offload_grads_ = false;
+    OffloadTimes times_;
+    bool in_step_ = false;  // step() runs (times go to its side)
     std::unique_ptr<SwapStore> gstore_;
     std::vector<io::AlignedBuffer> gbufs_;  // the gradient writes in flight
     std::vector<io::AioWork> gwrites_;
+    std::vector<io::AlignedBuffer> gfree_;  // written gradient buffers, reused
+    size_t gbuf_bytes_ = 0;                 // their size: the largest gradient record
+    // bf16_update's f32 scratch (master, states, widened gradients), reused sub-group after
+    // sub-group.
+    std::vector<float> upd_master_, upd_s0_, upd_s1_, upd_grad_;
     mutable std::vector<io::AlignedBuffer> gslots_;  // the step's gradient buffers, one per slot
     bool param_offloaded(int g) const { return pstore_ && param_off_[static_cast<size_t>(g)] != 0; }
     size_t param_bytes(int g) const;
     void param_read_ahead(int g);         // issue the read of group g's shard (if not in flight)
     void param_fetch(int g);              // gr.shard_w from the store (waits for the read)
     void param_store(int g, bool write);  // write gr.shard_w back (when `write`), drop it
+    // Group g's shard buffer: read into (pending) and then held while gr.shard_w, a view of it,
+    // is in use.
     struct ParamRead {
         io::AioWork work;
         io::AlignedBuffer buf;
         bool pending = false;
     };
+    // A shard written back (param_store), its buffer busy until the write completes.
+    struct ParamWrite {
+        int g = 0;
+        io::AioWork work;
+        io::AlignedBuffer buf;
+    };
+    io::AlignedBuffer param_buffer(int g);        // a free buffer for group g's shard
+    void param_recycle(io::AlignedBuffer&& buf);  // back to the free buffers (bounded)
+    void param_hold(int g);        // gr.shard_w: an uninitialized view of a held buffer
+    void param_wait_write(int g);  // group g's write in flight (if any) completed
+    void param_drain();            // every parameter write completed, the first error rethrown
+    // The first param_buffer_count offloaded groups of the recorded order read ahead (the next
+    // forward's, issued at the end of step()).
+    void param_prefetch_start();
     std::unique_ptr<SwapStore> pstore_;
     std::vector<char> param_off_;
     std::vector<ParamRead> pread_;
+    std::deque<ParamWrite> pwrites_;
+    std::vector<io::AlignedBuffer> pfree_;
     std::unique_ptr<SwapStore> store_;
     std::vector<SubGroup> subs_;
     std::vector<std::vector<int>> subs_of_;  // per group: its sub-group ids

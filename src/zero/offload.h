@@ -29,7 +29,7 @@ struct OffloadConfig {
     int64_t sub_group_size = 1'000'000'000;  // elements per optimizer sub-group
     int64_t buffer_count = 4;                // in-memory sub-group buffers of the step
     bool pin_memory = true;
-    bool pipeline_read = false;   // read sub-group i+1 while i is updated
+    bool pipeline_read = false;   // read sub-groups i+1.. (free buffers) while i is updated
     bool pipeline_write = false;  // write sub-group i while i+1 is updated
     io::AioConfig aio;
     // zero_optimization.offload_param (stage 3, 16-bit compute): each group's compute-weight
