@@ -5,8 +5,8 @@
 #   - in memory, uncapped (the reference speed and text),
 #   - with --offload-weights nvme (every block's weights read from O_DIRECT files for every
 #     forward) inside a memory cgroup of CAP (default 192M: below the bf16 weights) at batch 1, 4,
-#     16 and 64, and at batch 256 under CAP_LARGE (default 384M: the KV cache, logits and prefill
-#     activations of 256 sequences need it; the weights still stream),
+#     16 and 64, and at batch 256 and 512 under CAP_LARGE (default 1G: the KV cache, logits and
+#     activations of that many sequences need more than the weights; the weights still stream),
 #   - llama.cpp's llama-cli (when LLAMA_CLI names it) on the same bf16 file, mmap (its default),
 #     inside the same CAP cgroup, at batch 1,
 # against the disk's direct-I/O read bandwidth (dd, 1 GiB) and the bf16 matmul peak (`zerospeed
@@ -14,14 +14,14 @@
 # per forward x B tokens/s; the compute's, peak / (2 x parameters) tokens/s. Printed: measured /
 # disk bound, and achieved FLOP/s (2 x parameters x tokens/s) / peak.
 # Usage: bench/offload/zero_inference.sh BIN GGUF OUT NVME_DIR   (as root: the cgroups)
-#   CAP (192M), CAP_LARGE (384M), BATCHES ("1 4 16 64 256"), TOKENS (16), LLAMA_CLI
+#   CAP (192M), CAP_LARGE (1G), BATCHES ("1 4 16 64 256 512"), TOKENS (16), LLAMA_CLI
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 source "$here/../cgroup_common.sh"
 bin=$1 gguf=$2 out=$3 nvme=$4
 mkdir -p "$out" "$nvme"
-n=${TOKENS:-16} cap=${CAP:-192M} cap_large=${CAP_LARGE:-384M}
-batches=${BATCHES:-1 4 16 64 256}
+n=${TOKENS:-16} cap=${CAP:-192M} cap_large=${CAP_LARGE:-1G}
+batches=${BATCHES:-1 4 16 64 256 512}
 prompt="The history of the printing press"
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
 
