@@ -23,7 +23,8 @@
 # Usage: bench/offload/infinity_cgroup.sh BIN DATA OUT NVME_DIR [MODEL_CONFIG]
 #   MEM_CAP (8G), STEPS (3), SEQ (128), MIN_FREE_GB (10), SUB_GROUP (20000000), COMPUTE_REF (0/1),
 #   CKPT (1; 0: no checkpoint / resume check), RESUME (= CKPT: RESUME=0 skips the checkpoint and
-#   run B, for a step-time measurement only), BF16_MASTER (1)
+#   run B, for a step-time measurement only), BF16_MASTER (1), AIO_THREADS (aio.thread_count, 2:
+#   a sub-group's reads and the previous one's writes go through separate io_uring workers)
 # Per step it prints the step time against max(compute, disk bytes / dd bandwidth) as a ratio,
 # and each side's (forward+backward, optimizer step) time against its own bytes / dd bandwidth,
 # with the engine's waits (wall_clock_breakdown's offload line).
@@ -48,7 +49,7 @@ cat >"$out/ds.json" <<JSON
  "optimizer": {"type": "AdamW", "params": {"lr": 3e-4, "weight_decay": 0.0}},
  "bf16": {"enabled": true$bf16keys}, "wall_clock_breakdown": true, "steps_per_print": 1,
  "gradient_clipping": 1.0,
- "aio": {"block_size": 1048576, "queue_depth": 16, "thread_count": 1},
+ "aio": {"block_size": 1048576, "queue_depth": 16, "thread_count": ${AIO_THREADS:-2}},
  "zero_optimization": {"stage": 3, "sub_group_size": $sub,
    "stage3_max_live_parameters": 200000000, "stage3_prefetch_bucket_size": 50000000,
    "offload_optimizer": {"device": "nvme", "nvme_path": "$nvme", "buffer_count": 4,
