@@ -432,6 +432,42 @@ TEST(Resume, ReshardsAcrossStages) {
     for (size_t i = 0; i < rest.size(); ++i) EXPECT_NEAR(rest[i].loss, straight[4 + i], 1e-6);
 }
 
+// ZeRO-3 records the groups' execution order during the first step and fetches parameters ahead
+// along it. Evaluations between steps run forwards without a begin_step: they follow that order
+// from its start, so prefetch stays on after them (the first evaluation used to switch it off for
+// the rest of training), and the losses are a run's without evaluations bit for bit, at 1 and 2
+// ranks.
+TEST(Stage3Training, EvaluationsKeepThePrefetchOrder) {
+    Scratch s("eval_prefetch");
+    for (int world : {1, 2}) {
+        SCOPED_TRACE(std::to_string(world) + " rank(s)");
+        const TrainConfig cfg = parse_ds_config(
+            R"({"train_batch_size": 4, "train_micro_batch_size_per_gpu": 2,
+                "optimizer": {"type": "AdamW", "params": {"lr": 3e-3}}, "gradient_clipping": 1.0,
+                "zero_optimization": {"stage": 3, "stage3_param_persistence_threshold": 0}})",
+            "eval_prefetch", world);
+        std::vector<std::vector<double>> losses(2);
+        std::vector<int> prefetching(static_cast<size_t>(2 * world), -1);
+        for (int with_eval : {0, 1}) {
+            comm::run_local(world, [&](int rank, comm::Communicator& c) {
+                RunOptions r = s.run(6);
+                r.save_dir.clear();
+                r.eval_interval = with_eval ? 2 : 0;  // 0: once, after the last step
+                Trainer t(s.mc, cfg, r, c);
+                t.init_random();
+                std::vector<double> l;
+                for (const StepStats& st : t.train()) l.push_back(st.loss);
+                if (rank == 0) losses[static_cast<size_t>(with_eval)] = l;
+                prefetching[static_cast<size_t>(with_eval * world + rank)] =
+                    t.engine().prefetching() ? 1 : 0;
+            });
+        }
+        ASSERT_EQ(losses[0].size(), 6u);
+        EXPECT_EQ(losses[1], losses[0]);
+        for (int p : prefetching) EXPECT_EQ(p, 1);
+    }
+}
+
 TEST(Checkpoint, CorruptionAndIncompleteSavesAreRefused) {
     Scratch s("corrupt");
     auto comm = comm::make_self();

@@ -1229,6 +1229,11 @@ void Engine::acquire(int g, bool backward) {
         trace_.push_back({g, backward});
     } else if (cursor_ < trace_.size() && trace_[cursor_].g == g) {
         ++cursor_;
+    } else if (!trace_.empty() && trace_[0].g == g && trace_[0].backward == backward) {
+        // A new pass from the recorded order's start without a begin_step: an evaluation's
+        // forward (or the next one's). It follows the order's forward prefix; without this the
+        // first evaluation would switch prefetch off for the rest of training.
+        cursor_ = 1;
     } else {
         // The execution order changed (it should not): stop prefetching rather than guess.
         log_debug("zero: group {} out of the recorded order; prefetch disabled", g);

@@ -256,6 +256,9 @@ public:
     }
     // Offload: this step's waits and work (OffloadTimes; zeros without offload).
     const OffloadTimes& offload_times() const { return times_; }
+    // Stage 3: whether parameters are fetched ahead along the execution order recorded during
+    // the first step (false while recording, and after a pass left that order).
+    bool prefetching() const { return !recording_ && !trace_.empty(); }
     // Gradient offload (Config::offload): whether the reduced gradient shards live on the tier.
     bool grads_offloaded() const { return offload_grads_; }
     std::string offload_dir() const { return store_ ? store_->dir() : std::string(); }
