@@ -90,7 +90,9 @@ constexpr QType kAllTypes[] = {QType::q8_0, QType::q4_0, QType::q4_1, QType::q5_
 std::vector<QuantKernel> kernels() {
     std::vector<QuantKernel> v{QuantKernel::scalar};
     __builtin_cpu_init();
-    if (__builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512vl")) {
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+        __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl") &&
+        __builtin_cpu_supports("avx512vnni")) {
         v.push_back(QuantKernel::avx512_vnni);
     }
     return v;
