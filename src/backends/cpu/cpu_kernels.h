@@ -17,8 +17,11 @@ using core::Tensor;
 // whether OpenBLAS recognised this CPU (Debian's OpenBLAS falls back to slow generic kernels on
 // cores it does not know; then its route is not taken: OPENBLAS_CORETYPE=SkylakeX overrides).
 struct MatmulRoutes {
-    std::string onednn_isa;      // "avx512_core_amx (AMX bf16/int8)", ...
-    bool native_bf16 = false;    // AMX or AVX-512 BF16: bf16 GEMMs stay in bf16
+    std::string onednn_isa;    // "avx512_core_amx (AMX bf16/int8)", ...
+    bool native_bf16 = false;  // AMX or AVX-512 BF16: bf16 GEMMs stay in bf16
+    // oneDNN (2.x) runs 16-bit matmuls from avx512_core up (emulated below AVX-512 BF16); on an
+    // AVX2 CPU it has none, and every product with a 16-bit operand runs on f32 copies.
+    bool onednn_16bit = false;
     std::string openblas_core;   // openblas_get_corename(): "SkylakeX", "Prescott", ...
     bool openblas_used = false;  // f32 GEMMs with a row-major right operand go to OpenBLAS
 };

@@ -68,6 +68,8 @@ const MatmulRoutes& matmul_routes() {
         // Ice Lake server); matmul_bf16_via_f32 widens them instead.
         r.native_bf16 =
             isa == dnnl::cpu_isa::avx512_core_bf16 || isa == dnnl::cpu_isa::avx512_core_amx;
+        r.onednn_16bit = r.native_bf16 || isa == dnnl::cpu_isa::avx512_core ||
+                         isa == dnnl::cpu_isa::avx512_core_vnni;
         const char* core = openblas_get_corename();
         r.openblas_core = core ? core : "unknown";
         r.openblas_used = fast_openblas_core(r.openblas_core);
@@ -300,6 +302,28 @@ void CpuKernels::matmul(const Tensor& out, const Tensor& a, const Tensor& b,
         return;
     }
     if (matmul_bf16_via_f32(out, a, b, opts, bias)) return;
+    if (!matmul_routes().onednn_16bit) {
+        // No 16-bit matmul in oneDNN on this CPU (AVX2): the remaining shapes (few rows,
+        // batched, strided operands) on f32 copies of the 16-bit tensors, rounded once into a
+        // 16-bit output. bf16 / f16 products are exact in f32, accumulation is f32 either way.
+        auto narrow = [](const Tensor& t) {
+            return t.defined() && (t.dtype() == DType::bf16 || t.dtype() == DType::f16);
+        };
+        if (narrow(a) || narrow(b) || narrow(out) || narrow(bias)) {
+            auto wide = [&](const Tensor& t) {
+                return narrow(t) ? t.contiguous().to(DType::f32) : t;
+            };
+            Tensor o32 = out;
+            if (narrow(out)) {
+                o32 = opts.beta != 0.0f ? out.contiguous().to(DType::f32)
+                                        : Tensor::empty(out.shape(), DType::f32, out.device(),
+                                                        core::MemCategory::buffers);
+            }
+            matmul(o32, wide(a), wide(b), opts, wide(bias));
+            if (narrow(out)) out.copy_from(o32);
+            return;
+        }
+    }
     if (try_openblas(out, a, b, opts, bias)) return;
     core::Shape batch;
     for (int i = 0; i < out.dim() - 2; ++i) batch.push_back(out.size(i));
