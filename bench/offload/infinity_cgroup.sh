@@ -24,7 +24,9 @@
 #   MEM_CAP (8G), STEPS (3), SEQ (128), MIN_FREE_GB (10), SUB_GROUP (20000000), COMPUTE_REF (0/1),
 #   CKPT (1; 0: no checkpoint / resume check), RESUME (= CKPT: RESUME=0 skips the checkpoint and
 #   run B, for a step-time measurement only), BF16_MASTER (1), AIO_THREADS (aio.thread_count, 2:
-#   a sub-group's reads and the previous one's writes go through separate io_uring workers)
+#   a sub-group's reads and the previous one's writes go through separate io_uring workers),
+#   OFFLOAD_RATIO (offload_optimizer.ratio, 1.0: below 1 the first sub-groups' records and
+#   gradients stay in memory, DeepSpeed's partial offload)
 # Per step it prints the step time against max(compute, disk bytes / dd bandwidth) as a ratio,
 # and each side's (forward+backward, optimizer step) time against its own bytes / dd bandwidth,
 # with the engine's waits (wall_clock_breakdown's offload line).
@@ -53,7 +55,7 @@ cat >"$out/ds.json" <<JSON
  "zero_optimization": {"stage": 3, "sub_group_size": $sub,
    "stage3_max_live_parameters": 200000000, "stage3_prefetch_bucket_size": 50000000,
    "offload_optimizer": {"device": "nvme", "nvme_path": "$nvme", "buffer_count": 4,
-     "pipeline_read": true, "pipeline_write": true},
+     "pipeline_read": true, "pipeline_write": true, "ratio": ${OFFLOAD_RATIO:-1.0}},
    "offload_param": {"device": "nvme", "nvme_path": "$nvme", "max_in_cpu": 0, "buffer_count": 3,
      "buffer_size": 200000000}}}
 JSON

@@ -340,6 +340,7 @@ int run_estimate(const EstimateOptions& o) {
         ti.sub_group_size = tc.zero.sub_group_size;
         ti.buffer_count = tc.zero.offload_optimizer.buffer_count;
         ti.param_buffer_count = tc.zero.offload_param.buffer_count;
+        ti.ratio = tc.zero.offload_optimizer.ratio;
         ti.cpu_device = true;
         ti.disk_bw = o.disk_bw.empty()
                          ? measure_disk_bw(o.offload_path)
@@ -358,11 +359,11 @@ int run_estimate(const EstimateOptions& o) {
             bytes(ti.memory_cap).c_str(), ti.stage, ti.disk_bw / 1e9,
             o.disk_bw.empty() ? " measured" : "", flops / 1e12, o.tflops > 0 ? "" : " measured",
             ti.compute_s);
-        std::printf("  %-15s %12s %12s %12s %14s %14s\n", "tiers", "memory", "disk read",
+        std::printf("  %-27s %12s %12s %12s %14s %14s\n", "tiers", "memory", "disk read",
                     "disk write", "step (overlap)", "step (serial)");
         for (size_t i = 0; i < adv.options.size(); ++i) {
             const zero::TierOption& t = adv.options[i];
-            std::printf("  %-15s %12s %12s %12s %12.2f s %12.2f s %s\n", t.name.c_str(),
+            std::printf("  %-27s %12s %12s %12s %12.2f s %12.2f s %s\n", t.name.c_str(),
                         bytes(t.memory).c_str(), bytes(t.disk_read).c_str(),
                         bytes(t.disk_write).c_str(), t.step_overlapped, t.step_serial,
                         static_cast<int>(i) == adv.advice ? "<- advice"

@@ -59,7 +59,6 @@ void parse_offload_optimizer(Section& z, OffloadOptimizerConfig& o) {
     if (o.device == OffloadDevice::nvme && o.nvme_path.empty()) {
         s->fail("nvme_path", "required when device is \"nvme\"");
     }
-    if (o.ratio < 1.0) s->note_unsupported("ratio", "partial optimizer offload is not implemented");
     if (o.fast_init) {
         s->warn("fast_init", "has no effect: the swap files are written once at start either way");
     }

@@ -214,6 +214,7 @@ Trainer::Trainer(models::ModelConfig model, TrainConfig cfg, RunOptions run,
     zc.offload.pin_memory = oo.pin_memory;
     zc.offload.pipeline_read = oo.pipeline_read;
     zc.offload.pipeline_write = oo.pipeline_write;
+    zc.offload.optimizer_ratio = oo.ratio;
     zc.offload.aio = cfg_.aio;
     // offload_param: ZeRO-3 with 16-bit compute (ds_config.cpp lists the fp32 case).
     const OffloadParamConfig& op = cfg_.zero.offload_param;

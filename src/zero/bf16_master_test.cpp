@@ -320,7 +320,8 @@ TEST(Bf16Master, OffloadedRecordsHoldBf16StatesAndGradients) {
 // buffers allow, parameter shards read ahead in the optimizer and for the next forward, written
 // back asynchronously; at one rank without collectives. Every step's loss and the final weights
 // and moments equal, bit for bit, the unpipelined run (one buffer, no read-ahead, one parameter
-// buffer) and the in-memory run, at 1 and 2 ranks.
+// buffer) and the in-memory run, at 1 and 2 ranks; so does the overlapped run with
+// offload_optimizer.ratio 0.5 (half the sub-groups' records in memory).
 TEST(Bf16Master, OverlappedInfinityStepEqualsTheSerialOne) {
     ShmDir dir;
     for (int world : {1, 2}) {
@@ -329,7 +330,8 @@ TEST(Bf16Master, OverlappedInfinityStepEqualsTheSerialOne) {
         mem.stage = 3;
         mem.bf16_states = true;
         const RunOut want = train(mem);
-        for (bool overlap : {false, true}) {
+        // ratio 0.5: the first half of the sub-groups' records stay in memory (partial offload).
+        for (auto [overlap, ratio] : {std::pair{false, 1.0}, {true, 1.0}, {true, 0.5}}) {
             RunSetup su = mem;
             su.off.optimizer = su.off.param = Tier::nvme;
             su.off.nvme_path = su.off.param_nvme_path = dir.path;
@@ -338,8 +340,10 @@ TEST(Bf16Master, OverlappedInfinityStepEqualsTheSerialOne) {
             su.off.buffer_count = overlap ? 4 : 1;
             su.off.pipeline_read = su.off.pipeline_write = overlap;
             su.off.param_buffer_count = overlap ? 3 : 1;
+            su.off.optimizer_ratio = ratio;
             const RunOut got = train(su);
-            const std::string what = fmt::format("world {} overlap {}", world, overlap);
+            const std::string what =
+                fmt::format("world {} overlap {} ratio {}", world, overlap, ratio);
             EXPECT_EQ(got.losses, want.losses) << what;
             ASSERT_EQ(got.state.size(), want.state.size()) << what;
             for (size_t i = 0; i < want.state.size(); ++i) {

@@ -261,8 +261,23 @@ void Engine::setup_offload() {
         }
         return;
     }
+    // offload_optimizer.ratio (DeepSpeed's partial offload, stage 3): the first
+    // floor((1 - ratio) x n) sub-groups stay in memory (stage3.py's assignment), the rest go to
+    // the tier. Their records stream through the same step, so training is the same arithmetic.
+    ZS_CHECK_T(ConfigError, o.optimizer_ratio >= 0.0 && o.optimizer_ratio <= 1.0,
+               "zero_optimization.offload_optimizer.ratio: expected a number in [0, 1], got {}",
+               o.optimizer_ratio);
+    ZS_CHECK_T(ConfigError, o.optimizer_ratio == 1.0 || cfg_.stage == 3,
+               "zero_optimization.offload_optimizer.ratio: partial offload (ratio {} < 1) is "
+               "supported only with stage 3 (stage {})",
+               o.optimizer_ratio, cfg_.stage);
+    n_resident_ =
+        static_cast<int>(std::floor((1.0 - o.optimizer_ratio) * static_cast<double>(subs_.size())));
     store_ =
         std::make_unique<SwapStore>(o.optimizer, o, rank_, o.nvme_path, o.pin_memory, "optimizer");
+    if (n_resident_ > 0) {
+        mstore_ = std::make_unique<SwapStore>(Tier::cpu, o, rank_, "", false, "optimizer");
+    }
     const size_t nbuf = std::min(static_cast<size_t>(o.buffer_count), subs_.size());
     for (size_t i = 0; i < std::max<size_t>(nbuf, 1); ++i) {
         slots_.emplace_back(max_bytes, o.pin_memory, MemCategory::optimizer);
@@ -270,12 +285,17 @@ void Engine::setup_offload() {
     // Every record starts as zeros (master weights are set by load_group / init_weights).
     std::memset(slots_[0].data(), 0, slots_[0].capacity());
     for (size_t i = 0; i < subs_.size(); ++i) {
-        store_->write(static_cast<int>(i), slots_[0], record_bytes(subs_[i])).wait();
+        opt_store(static_cast<int>(i))
+            .write(static_cast<int>(i), slots_[0], record_bytes(subs_[i]))
+            .wait();
     }
     if (offload_grads_) {
         ZS_ASSERT(offload_fields() > 0);
         gstore_ =
             std::make_unique<SwapStore>(o.optimizer, o, rank_, o.nvme_path, o.pin_memory, "grad");
+        if (n_resident_ > 0) {
+            mgstore_ = std::make_unique<SwapStore>(Tier::cpu, o, rank_, "", false, "grad");
+        }
         size_t max_grad = 0;
         for (const SubGroup& sg : subs_) {
             max_grad = std::max(max_grad, static_cast<size_t>(sg.b - sg.a) * sizeof(float));
@@ -297,6 +317,19 @@ void Engine::setup_offload() {
             core::format_bytes(static_cast<int64_t>(max_bytes)),
             o.optimizer == Tier::nvme ? ", files under " + store_->dir() : std::string(),
             o.pipeline_read || o.pipeline_write ? "; pipelined" : "");
+        if (o.optimizer_ratio < 1.0) {
+            int64_t resident = 0;
+            for (int i = 0; i < n_resident_; ++i) {
+                const SubGroup& sg = subs_[static_cast<size_t>(i)];
+                resident += static_cast<int64_t>(record_bytes(sg)) +
+                            (offload_grads_ ? (sg.b - sg.a) * static_cast<int64_t>(grad_es()) : 0);
+            }
+            log_info(
+                "zero: offload_optimizer.ratio {}: the first {} of {} sub-groups stay in memory "
+                "({} with their gradients), {} on {}",
+                o.optimizer_ratio, n_resident_, subs_.size(), core::format_bytes(resident),
+                subs_.size() - static_cast<size_t>(n_resident_), to_string(o.optimizer));
+        }
         if (offload_grads_) {
             int64_t gbytes = 0;
             for (const SubGroup& sg : subs_)
@@ -336,7 +369,7 @@ Tensor Engine::grad_load(int g) const {
     for (int id : subs_of_[static_cast<size_t>(g)]) {
         const SubGroup& sg = subs_[static_cast<size_t>(id)];
         const size_t n = static_cast<size_t>(sg.b - sg.a);
-        gstore_->read(id, gslots_[0], n * grad_es()).wait();
+        grad_store_of(id).read(id, gslots_[0], n * grad_es()).wait();
         if (bfm_) {
             core::convert_bf16_to_f32(out.data<float>() + sg.a,
                                       reinterpret_cast<const core::bf16*>(gslots_[0].data()), n);
@@ -389,7 +422,7 @@ void Engine::grad_store(int g) {
                 std::memcpy(buf + a * sizeof(float), x, m * sizeof(float));
             }
         }
-        gwrites_.push_back(gstore_->write(id, gbufs_.back(), n * grad_es()));
+        gwrites_.push_back(grad_store_of(id).write(id, gbufs_.back(), n * grad_es()));
     }
     gr.grad_sq = grad_part(g, d, {});
     // The squares are summed in double, which no finite f32 values overflow: the sum is finite
@@ -559,7 +592,7 @@ std::vector<Tensor> Engine::read_group(int g) const {
     }
     for (int id : subs_of_[static_cast<size_t>(g)]) {
         const SubGroup& sg = subs_[static_cast<size_t>(id)];
-        store_->read(id, slots_[0], record_bytes(sg)).wait();
+        opt_store(id).read(id, slots_[0], record_bytes(sg)).wait();
         const size_t n = static_cast<size_t>(sg.b - sg.a);
         for (size_t f = 0; f < fields.size(); ++f) {
             const FieldAt at = field_at(static_cast<int>(f), n, swap_master_, state_es());
@@ -579,7 +612,7 @@ void Engine::write_group(int g, const std::vector<Tensor>& fields) const {
             std::memcpy(slots_[0].data() + at.offset,
                         bytes_of(fields[f]) + static_cast<size_t>(sg.a) * at.es, n * at.es);
         }
-        store_->write(id, slots_[0], record_bytes(sg)).wait();
+        opt_store(id).write(id, slots_[0], record_bytes(sg)).wait();
     }
 }
 
@@ -596,7 +629,7 @@ Tensor Engine::field_part(int g, int f, int64_t a, int64_t b) const {
         const SubGroup& sg = subs_[static_cast<size_t>(id)];
         const int64_t lo = std::max(a, sg.a), hi = std::min(b, sg.b);
         if (hi <= lo) continue;
-        store_->read(id, slots_[0], record_bytes(sg)).wait();
+        opt_store(id).read(id, slots_[0], record_bytes(sg)).wait();
         const FieldAt at = field_at(f, static_cast<size_t>(sg.b - sg.a), swap_master_, state_es());
         std::memcpy(bytes_of(out) + static_cast<size_t>(lo - a) * at.es,
                     slots_[0].data() + at.offset + static_cast<size_t>(lo - sg.a) * at.es,
@@ -707,13 +740,15 @@ void Engine::offload_step(float lr, int64_t step, float grad_scale) {
         Timer t;
         writes[i % B].wait();  // the buffer's previous sub-group is stored
         times_.step_write_wait_s += t.seconds();
-        reads[i] = store_->read(static_cast<int>(i), slots_[i % B], record_bytes(subs_[i]));
+        reads[i] = opt_store(static_cast<int>(i))
+                       .read(static_cast<int>(i), slots_[i % B], record_bytes(subs_[i]));
         // Gradient offload: the sub-group's gradients come with it (zeros when none were
         // written this step).
         const SubGroup& sg = subs_[i];
         const size_t gn = static_cast<size_t>(sg.b - sg.a) * grad_es();
         if (gstore_ && groups_[static_cast<size_t>(sg.g)]->grad_stored) {
-            greads[i] = gstore_->read(static_cast<int>(i), gslots_[i % B], gn);
+            greads[i] =
+                grad_store_of(static_cast<int>(i)).read(static_cast<int>(i), gslots_[i % B], gn);
         } else if (gstore_) {
             std::memset(gslots_[i % B].data(), 0, gn);
         }
@@ -760,7 +795,8 @@ void Engine::offload_step(float lr, int64_t step, float grad_scale) {
                     gstore_ ? reinterpret_cast<const core::bf16*>(gslots_[i % B].data()) : nullptr,
                     lr, step, grad_scale);
                 times_.step_update_s += t.seconds();
-                writes[i % B] = store_->write(static_cast<int>(i), slots_[i % B], record_bytes(sg));
+                writes[i % B] = opt_store(static_cast<int>(i))
+                                    .write(static_cast<int>(i), slots_[i % B], record_bytes(sg));
                 io::fault_point("offload.write");
                 if (!cfg_.offload.pipeline_write) writes[i % B].wait();
                 continue;
@@ -777,7 +813,8 @@ void Engine::offload_step(float lr, int64_t step, float grad_scale) {
                                         ns > 1 ? st + n : nullptr, grad),
                             lr, step, grad_scale);
             times_.step_update_s += t.seconds();
-            writes[i % B] = store_->write(static_cast<int>(i), slots_[i % B], record_bytes(sg));
+            writes[i % B] = opt_store(static_cast<int>(i))
+                                .write(static_cast<int>(i), slots_[i % B], record_bytes(sg));
             io::fault_point("offload.write");  // ZS_FAULT=offload.write:N: SIGKILL mid-step
             if (!cfg_.offload.pipeline_write) writes[i % B].wait();
         }

@@ -244,8 +244,9 @@ public:
                          const Tensor& state1);
     // Rebuild the compute weights from the master weights (collective for stages 1-2).
     void refresh_compute_weights();
-    // Optimizer offload: bytes read from / written to the store since construction (0 without
-    // offload), and the store's directory (nvme; empty otherwise).
+    // Optimizer offload: bytes read from / written to the tiers since construction (0 without
+    // offload; the sub-groups offload_optimizer.ratio keeps in memory not counted), and the
+    // store's directory (nvme; empty otherwise).
     int64_t offload_bytes_read() const {
         return (store_ ? store_->bytes_read() : 0) + (pstore_ ? pstore_->bytes_read() : 0) +
                (gstore_ ? gstore_->bytes_read() : 0);
@@ -261,6 +262,10 @@ public:
     bool prefetching() const { return !recording_ && !trace_.empty(); }
     // Gradient offload (Config::offload): whether the reduced gradient shards live on the tier.
     bool grads_offloaded() const { return offload_grads_; }
+    // offload_optimizer.ratio: how many of the optimizer sub-groups stay in memory (the first
+    // ones) and how many there are.
+    int resident_sub_groups() const { return n_resident_; }
+    int sub_groups() const { return static_cast<int>(subs_.size()); }
     std::string offload_dir() const { return store_ ? store_->dir() : std::string(); }
     const models::ParamLayout& layout() const { return layout_; }
 
@@ -385,6 +390,12 @@ private:
     std::deque<ParamWrite> pwrites_;
     std::vector<io::AlignedBuffer> pfree_;
     std::unique_ptr<SwapStore> store_;
+    // offload_optimizer.ratio < 1: sub-groups [0, n_resident_) keep their records (and, with
+    // gradient offload, their gradients) in host memory instead, in these cpu-tier stores.
+    std::unique_ptr<SwapStore> mstore_, mgstore_;
+    int n_resident_ = 0;
+    SwapStore& opt_store(int id) const { return id < n_resident_ ? *mstore_ : *store_; }
+    SwapStore& grad_store_of(int id) const { return id < n_resident_ ? *mgstore_ : *gstore_; }
     std::vector<SubGroup> subs_;
     std::vector<std::vector<int>> subs_of_;  // per group: its sub-group ids
     mutable std::vector<io::AlignedBuffer> slots_;

@@ -31,6 +31,11 @@ struct OffloadConfig {
     bool pin_memory = true;
     bool pipeline_read = false;   // read sub-groups i+1.. (free buffers) while i is updated
     bool pipeline_write = false;  // write sub-group i while i+1 is updated
+    // offload_optimizer.ratio (stage 3, DeepSpeed's partial offload): the share of the
+    // sub-groups on the tier. The first floor((1 - ratio) x n) sub-groups stay in the compute
+    // device's memory (on a CPU rank: host records, the cpu tier's machinery), as stage3.py
+    // assigns them; 1 offloads all.
+    double optimizer_ratio = 1.0;
     io::AioConfig aio;
     // zero_optimization.offload_param (stage 3, 16-bit compute): each group's compute-weight
     // shard lives on the tier, fetched before its gather (read ahead along the recorded

@@ -5,7 +5,9 @@
 // pipelined reads/writes on and off) give the same losses, final master weights and both Adam
 // moments bit for bit; the bytes moved per step match the record sizes; the swap directory is
 // removed; a full disk (a small tmpfs) fails the step with an IoError naming the file and errno
-// 28 and leaves no temporary file; and the configurations offload cannot serve are refused by name.
+// 28 and leaves no temporary file; offload_optimizer.ratio keeps the first sub-groups in memory
+// (same training, fewer bytes on the tier); and the configurations offload cannot serve are
+// refused by name.
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -285,6 +287,83 @@ TEST(Offload, BytesPerStepAreTheRecordSizes) {
     }
 }
 
+// offload_optimizer.ratio (DeepSpeed's partial offload, stage 3): the first floor((1 - ratio) x n)
+// sub-groups keep their records and gradients in memory, the rest go to the tier. Training is bit
+// for bit the in-memory run at 1 and 2 ranks, f32 and bf16 compute, and the tier moves exactly the
+// offloaded sub-groups' records (counted here from the shard sizes, as above): ratio 1 all of
+// them, 0 none. Below stage 3 a ratio < 1 is refused by name.
+TEST(Offload, PartialOptimizerOffloadKeepsTheFirstSubGroupsInMemory) {
+    ShmDir dir;
+    auto cfg = models::parse_hf_config(kLlama, "test");
+    for (int world : {1, 2}) {
+        for (DType ct : {DType::f32, DType::bf16}) {
+            const TrainRun ref = train(kLlama, world, 3, ct, OffloadConfig{});
+            {
+                const double ratio = ct == DType::f32 ? 0.5 : 0.3;
+                OffloadConfig off;
+                off.optimizer = Tier::nvme;
+                off.nvme_path = dir.path;
+                off.sub_group_size = 300;
+                off.buffer_count = 3;
+                off.pipeline_read = off.pipeline_write = true;
+                off.optimizer_ratio = ratio;
+                const TrainRun got = train(kLlama, world, 3, ct, off);
+                expect_same(ref, got,
+                            fmt::format("world {} {} ratio {}", world, core::to_string(ct), ratio));
+            }
+        }
+    }
+    // The bytes: one rank, bf16 compute (records of f32 master + m + v; f32 gradient records).
+    Transformer model(cfg, {});
+    std::vector<std::pair<int64_t, int64_t>> recs;  // per sub-group: record, gradient bytes
+    for (int g = 0; g < model.layout().n_groups(); ++g) {
+        const int64_t S = model.layout().group(g).numel;
+        for (int64_t a0 = 0; a0 < S; a0 += 500) {
+            const size_t n = static_cast<size_t>(std::min<int64_t>(500, S - a0)) * 4;
+            recs.emplace_back(static_cast<int64_t>(io::aio_padded(3 * n) + io::kAioAlign),
+                              static_cast<int64_t>(io::aio_padded(n) + io::kAioAlign));
+        }
+    }
+    const int64_t steps = 2, accum = kGlobalSeqs / kMicro, N = static_cast<int64_t>(recs.size());
+    for (double ratio : {1.0, 0.75, 0.5, 0.0}) {
+        OffloadConfig off;
+        off.optimizer = Tier::nvme;
+        off.nvme_path = dir.path;
+        off.sub_group_size = 500;
+        off.optimizer_ratio = ratio;
+        const TrainRun a = train(kLlama, 1, 3, DType::bf16, off, steps);
+        // DeepSpeed's rule (stage3.py): sub-group i is offloaded when i >= int((1 - ratio) * n).
+        const auto resident = static_cast<int64_t>((1.0 - ratio) * static_cast<double>(N));
+        int64_t per_pass = 0, grad_pass = 0;
+        for (int64_t i = resident; i < N; ++i) {
+            per_pass += recs[static_cast<size_t>(i)].first;
+            grad_pass += recs[static_cast<size_t>(i)].second;
+        }
+        EXPECT_EQ(a.written, per_pass * (2 + steps) + grad_pass * accum * steps) << ratio;
+        EXPECT_EQ(a.read, per_pass * (1 + steps) + grad_pass * accum * steps) << ratio;
+        if (ratio == 0.5) {
+            EXPECT_GT(a.written, 0);
+        }
+    }
+    std::string msg;
+    try {
+        comm::run_local(1, [&](int, comm::Communicator& c) {
+            Config zc;
+            zc.stage = 2;
+            zc.offload.optimizer = Tier::cpu;
+            zc.offload.optimizer_ratio = 0.5;
+            Engine eng(model.layout(), model.binding(), c, zc, DType::bf16, kAdamW,
+                       [&](int g) { return model.grad_groups(g); });
+        });
+    } catch (const ConfigError& e) {
+        msg = e.what();
+    }
+    EXPECT_NE(msg.find("offload_optimizer.ratio: partial offload (ratio 0.5 < 1) is supported only "
+                       "with stage 3 (stage 2)"),
+              std::string::npos)
+        << msg;
+}
+
 // Gradient offload (stages 2-3 with the optimizer offloaded): the engine keeps no f32 gradient
 // shard; what it holds of the grads category is the step's gradient buffers (buffer_count of
 // the largest sub-group) while the in-memory engine holds every group's shard, sum of S_g * 4.
@@ -460,28 +539,48 @@ TEST(OffloadTiers, AdviceFollowsTheFormulas) {
     in.disk_bw = 10000.0;  // bytes/s
     in.memory_cap = 12000;
     const TierAdvice a = advise_tiers(e, in);
-    ASSERT_EQ(a.options.size(), 3u);  // none, optimizer nvme, params nvme (no cpu tier on a CPU)
+    // none, optimizer nvme at the smallest ratio that fits, optimizer nvme, params nvme (no cpu
+    // tier on a CPU)
+    ASSERT_EQ(a.options.size(), 4u);
     EXPECT_EQ(a.options[0].name, "none");
     EXPECT_EQ(a.options[0].memory, 19200);
     EXPECT_EQ(a.options[0].step_overlapped, 1.0);
     // Optimizer (and gradients) on NVMe: peak - master - optimizer - grads + 2 buffers x 100 x
     // 4 bytes x (3 record fields + 1 gradient field).
     const int64_t opt_mem = 19200 - 4000 - 8000 - 4000 + 2 * 100 * 4 * 4;
-    EXPECT_EQ(a.options[1].name, "optimizer nvme");
-    EXPECT_EQ(a.options[1].memory, opt_mem);
+    EXPECT_EQ(a.options[2].name, "optimizer nvme");
+    EXPECT_EQ(a.options[2].memory, opt_mem);
     // Records 3 x 4 x 1000 read and written; gradients 2 micro-batches x 4 x 1000 each way.
-    EXPECT_EQ(a.options[1].disk_read, 12000 + 8000);
-    EXPECT_EQ(a.options[1].disk_write, 12000 + 8000);
-    EXPECT_DOUBLE_EQ(a.options[1].step_overlapped, std::max(1.0, 40000.0 / 10000.0));
-    EXPECT_DOUBLE_EQ(a.options[1].step_serial, 1.0 + 40000.0 / 10000.0);
+    EXPECT_EQ(a.options[2].disk_read, 12000 + 8000);
+    EXPECT_EQ(a.options[2].disk_write, 12000 + 8000);
+    EXPECT_DOUBLE_EQ(a.options[2].step_overlapped, std::max(1.0, 40000.0 / 10000.0));
+    EXPECT_DOUBLE_EQ(a.options[2].step_serial, 1.0 + 40000.0 / 10000.0);
+    // Partial offload: 12000 - 6400 = 5600 bytes of room hold 350 of the 1000 elements' records
+    // and gradient records (12 + 4 bytes each): ratio 0.65, 65% of the disk bytes.
+    EXPECT_EQ(a.options[1].name, "optimizer nvme, ratio 0.65");
+    EXPECT_EQ(a.options[1].memory, opt_mem + 350 * 16);
+    EXPECT_EQ(a.options[1].disk_read, 13000);
+    EXPECT_EQ(a.options[1].disk_write, 13000);
     // Parameters too: - 2 Ψ + (1 + 1) x 2 x 400; read (2 x 2 + 1) x 2 Ψ more, write 2 Ψ more.
-    EXPECT_EQ(a.options[2].name, "params nvme");
-    EXPECT_EQ(a.options[2].memory, opt_mem - 2000 + 2 * 2 * 400);
-    EXPECT_EQ(a.options[2].disk_read, 20000 + 5 * 2000);
-    EXPECT_EQ(a.options[2].disk_write, 20000 + 2000);
-    // 19200 does not fit 12000, opt_mem = 6400 does: the advice is optimizer nvme; below
-    // it, the parameters too (6000).
+    EXPECT_EQ(a.options[3].name, "params nvme");
+    EXPECT_EQ(a.options[3].memory, opt_mem - 2000 + 2 * 2 * 400);
+    EXPECT_EQ(a.options[3].disk_read, 20000 + 5 * 2000);
+    EXPECT_EQ(a.options[3].disk_write, 20000 + 2000);
+    // 19200 does not fit 12000, opt_mem + 5600 does: the advice is the partial offload; below
+    // opt_mem, the parameters too (6000).
     EXPECT_EQ(a.advice, 1);
+    // A configured ratio of 0.5 replaces the full offload's line and applies to params nvme's.
+    in.ratio = 0.5;
+    in.memory_cap = opt_mem + 500 * 16;
+    const TierAdvice h = advise_tiers(e, in);
+    ASSERT_EQ(h.options.size(), 3u);
+    EXPECT_EQ(h.options[1].name, "optimizer nvme, ratio 0.50");
+    EXPECT_EQ(h.options[1].memory, opt_mem + 500 * 16);
+    EXPECT_EQ(h.options[1].disk_read, 10000);
+    EXPECT_EQ(h.options[2].memory, opt_mem + 500 * 16 - 2000 + 2 * 2 * 400);
+    EXPECT_EQ(h.options[2].disk_write, 10000 + 2000);
+    EXPECT_EQ(h.advice, 1);
+    in.ratio = 1.0;
     in.memory_cap = opt_mem - 1;
     EXPECT_EQ(advise_tiers(e, in).advice, 2);
     in.memory_cap = 100;

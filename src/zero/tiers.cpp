@@ -1,6 +1,9 @@
 #include "zero/tiers.h"
 
 #include <algorithm>
+#include <cmath>
+
+#include <fmt/format.h>
 
 #include "base/error.h"
 
@@ -33,15 +36,43 @@ TierAdvice advise_tiers(const MemoryEstimate& e, const TierInput& in) {
                             (in.bf16_master ? sub * 4 * (2 + in.n_states) : 0);  // f32 scratch
     const int64_t opt_rw = rec * psi;
     const int64_t grad_rw = grads_off ? A * gb * psi : 0;
+    // offload_optimizer.ratio r (stage 3): the first (1 - r) of the sub-groups keep their records
+    // (and gradient records) in memory, the tier moves r of the bytes. By elements: the engine
+    // splits by sub-group count, which is this when the sub-groups are of one size.
+    const int64_t resident_per_elem = rec + (grads_off ? gb : 0);
+    auto resident = [&](double r) {
+        return static_cast<int64_t>(std::ceil((1.0 - r) * static_cast<double>(psi))) *
+               resident_per_elem;
+    };
+    auto share = [&](double r, int64_t bytes) {
+        return static_cast<int64_t>(std::llround(r * static_cast<double>(bytes)));
+    };
+    const double ratio = in.stage == 3 ? std::clamp(in.ratio, 0.0, 1.0) : 1.0;
     if (in.stage >= 1) {
         if (!in.cpu_device) finish({"optimizer cpu", opt_mem, 0, 0, 0, 0, false});
-        finish({"optimizer nvme", opt_mem, opt_rw + grad_rw, opt_rw + grad_rw, 0, 0, false});
+        // Stage 3: the smallest ratio (in steps of 0.05) whose memory fits the cap, when one
+        // below the configured ratio does: it moves fewer bytes than offloading more.
+        if (in.stage == 3 && psi > 0 && in.memory_cap > opt_mem) {
+            const double room = static_cast<double>(in.memory_cap - opt_mem) /
+                                static_cast<double>(psi * resident_per_elem);
+            double r = std::max(0.05, std::ceil((1.0 - room) / 0.05 - 1e-9) * 0.05);
+            while (r < ratio && opt_mem + resident(r) > in.memory_cap) r += 0.05;
+            if (r < ratio - 1e-9) {
+                finish({fmt::format("optimizer nvme, ratio {:.2f}", r), opt_mem + resident(r),
+                        share(r, opt_rw + grad_rw), share(r, opt_rw + grad_rw), 0, 0, false});
+            }
+        }
+        finish({ratio < 1.0 ? fmt::format("optimizer nvme, ratio {:.2f}", ratio) : "optimizer nvme",
+                opt_mem + resident(ratio), share(ratio, opt_rw + grad_rw),
+                share(ratio, opt_rw + grad_rw), 0, 0, false});
     }
     if (in.stage == 3 && in.ct != 4) {
         const int64_t p = in.ct * psi;
         finish({"params nvme",
-                opt_mem - e.params + (in.param_buffer_count + 1) * in.ct * in.largest_group_shard,
-                opt_rw + grad_rw + (2 * A + 1) * p, opt_rw + grad_rw + p, 0, 0, false});
+                opt_mem + resident(ratio) - e.params +
+                    (in.param_buffer_count + 1) * in.ct * in.largest_group_shard,
+                share(ratio, opt_rw + grad_rw) + (2 * A + 1) * p,
+                share(ratio, opt_rw + grad_rw) + p, 0, 0, false});
     }
     for (size_t i = 0; i < out.options.size(); ++i) {
         if (out.options[i].fits) {

@@ -10,8 +10,15 @@
 //   optimizer nvme  the same on NVMe: memory peak - master - optimizer (- grads at stages 2-3)
 //                   + the step's buffers: buffer_count sub-groups of a record + an f32
 //                   gradient slot (+ bf16 masters: the f32 scratch of the update)
-//   params nvme     stage 3 only, with the optimizer on NVMe: the compute-weight shards too,
-//                   - params + (param_buffer_count + 1) x the largest group's shard
+//   optimizer nvme, ratio r
+//                   stage 3 (offload_optimizer.ratio, DeepSpeed's partial offload): the first
+//                   (1 - r) of the shard keeps its records and gradient records in memory, the
+//                   disk moves r of the bytes. Listed before the full offload when a ratio below
+//                   the configured one fits the cap (the smallest, in steps of 0.05); the
+//                   configured ratio, when < 1, replaces the full offload's line.
+//   params nvme     stage 3 only, with the optimizer on NVMe (at the configured ratio): the
+//                   compute-weight shards too, - params + (param_buffer_count + 1) x the
+//                   largest group's shard
 // Disk bytes per step and rank, A micro-batches, Ψ this rank's shard elements, r the bytes per
 // element of an optimizer record (f32 master when the compute dtype is not f32 and the masters
 // are not bf16, + states of 4 bytes, 2 with bf16_states), g the gradient record's (4; 2 with
@@ -46,6 +53,7 @@ struct TierInput {
     int64_t sub_group_size = 1'000'000'000;
     int64_t buffer_count = 4;
     int64_t param_buffer_count = 5;
+    double ratio = 1.0;      // offload_optimizer.ratio (stage 3)
     bool cpu_device = true;  // the rank computes on the CPU (cpu tier frees nothing)
     double compute_s = 0;    // measured or predicted compute per step, seconds
     double disk_bw = 0;      // bytes/s, direct I/O (0: unknown)
@@ -55,7 +63,7 @@ struct TierInput {
 };
 
 struct TierOption {
-    std::string name;  // "none", "optimizer cpu", "optimizer nvme", "params nvme"
+    std::string name;  // "none", "optimizer cpu", "optimizer nvme[, ratio r]", "params nvme"
     int64_t memory = 0;
     int64_t disk_read = 0, disk_write = 0;  // per step and rank
     double step_overlapped = 0;             // max(compute, disk / bw)
@@ -63,8 +71,8 @@ struct TierOption {
     bool fits = false;
 };
 
-// Every option that applies (cpu only off the CPU; params nvme only at stage 3), in the order
-// above; `advice` is the index of the first that fits, -1 when none does.
+// Every option that applies (cpu only off the CPU; ratio and params nvme only at stage 3), in the
+// order above; `advice` is the index of the first that fits, -1 when none does.
 struct TierAdvice {
     std::vector<TierOption> options;
     int advice = -1;
