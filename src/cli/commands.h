@@ -10,6 +10,17 @@
 
 namespace zs::cli {
 
+// ZeRO-Inference (zero/inference.h) for generate and serve: weights "nvme" or "cpu" streams the
+// blocks' weights from that tier ("": all in memory); path: the directory of the nvme weight
+// files; memory_cap: the bytes the command may hold (see each command); prefetch: blocks read
+// ahead. One rank only.
+struct OffloadOptions {
+    std::string weights;
+    std::string path;
+    std::string memory_cap;
+    int prefetch = 2;
+};
+
 struct DoctorOptions {
     int size = 1024;
     bool brief = false;  // backends, CPU and matmul routes only: no checks, no timing
@@ -47,14 +58,9 @@ struct GenerateOptions {
     int ep = 1;         // expert-parallel ranks (MoE; the world must be this many; not with tp)
     int expert_locality = 0;  // > 0: report routing locality for that many ep ranks (MoE)
     bool ignore_eos = false;  // generate --max-tokens even past EOS (benchmarks; llama.cpp flag)
-    // ZeRO-Inference (zero/inference.h): "nvme" or "cpu" streams the blocks' weights from that
-    // tier ("": all in memory); offload_path: the directory of the nvme weight files;
-    // memory_cap: the bytes the weights, buffers and KV cache may take (refused with the numbers
-    // otherwise; the read-ahead shrinks to fit); prefetch: blocks read ahead.
-    std::string offload_weights;
-    std::string offload_path;
-    std::string memory_cap;
-    int prefetch = 2;
+    // ZeRO-Inference; offload.memory_cap: the bytes the weights, buffers and KV cache may take
+    // (refused with the numbers otherwise; the read-ahead shrinks to fit).
+    OffloadOptions offload;
     // Sequences decoded in lockstep from the prompt (one weight pass serves all; rank 0 prints
     // the first; the throughput counts all). > 1 needs greedy-or-seeded sampling, no --logprobs.
     int batch = 1;
@@ -204,13 +210,10 @@ struct ServeOptions {
     int64_t max_connections = 16384;  // open connections held at once
     double shutdown_timeout = 30;
     ServeEngineOptions engine;
-    // ZeRO-Inference, as generate's (GenerateOptions): every engine step streams the blocks'
-    // weights once for all its sequences; memory_cap bounds the stream's resident groups and
-    // buffers plus the KV pool (--kv-cache-memory / --kv-blocks). One rank only.
-    std::string offload_weights;
-    std::string offload_path;
-    std::string memory_cap;
-    int prefetch = 2;
+    // ZeRO-Inference: every engine step streams the blocks' weights once for all its sequences;
+    // offload.memory_cap bounds the stream's resident groups and buffers plus the KV pool
+    // (--kv-cache-memory / --kv-blocks).
+    OffloadOptions offload;
 };
 // Serve the model over an OpenAI-compatible HTTP API until SIGTERM/SIGINT.
 int run_serve(const ServeOptions& opts, comm::Communicator& world);

@@ -163,28 +163,21 @@ int run_generate(const GenerateOptions& o, comm::Communicator& world) {
     // ranks take, and only rank 0 prints.
     // Expert parallelism likewise: every rank runs the same tokens, each with its experts. Both
     // (DeepSpeed-TED): tp groups of consecutive ranks, the ep group the same tp rank's peers.
+    const int64_t cap =
+        o.offload.memory_cap.empty() ? 0 : parse_memory_size(o.offload.memory_cap, "--memory-cap");
+    const std::optional<zero::StreamConfig> sc =
+        offload_stream_config(o.offload, cap, o.tp, o.ep, world, "generate");
     const InferenceGroups groups = inference_groups(o.tp, o.ep, world, "generate");
     comm::Communicator* tp = groups.tp;
     comm::Communicator* ep = groups.ep;
     comm::Communicator* group = tp || ep ? &world : nullptr;  // they must take rank 0's token
     const bool lead = world.rank() == 0;
-    const bool offload = !o.offload_weights.empty();
-    ZS_CHECK_T(ConfigError, (!offload && o.batch == 1) || world.size() == 1,
-               "generate --offload-weights / --batch: one rank only (not with --tp / --ep)");
+    ZS_CHECK_T(ConfigError, o.batch == 1 || world.size() == 1,
+               "generate --batch: one rank only (not with --tp / --ep)");
     ZS_CHECK_T(ConfigError, o.batch == 1 || o.logprobs < 0,
                "generate --batch {}: not with --logprobs (one sequence's tokens are printed)",
                o.batch);
-    ZS_CHECK_T(ConfigError, offload || o.offload_path.empty(),
-               "--offload-path: only with --offload-weights nvme");
-    const int64_t cap = o.memory_cap.empty() ? 0 : parse_memory_size(o.memory_cap, "--memory-cap");
-    zero::StreamConfig sc;
-    if (offload) {
-        sc.tier = o.offload_weights == "cpu" ? zero::Tier::cpu : zero::Tier::nvme;
-        sc.path = o.offload_path;
-        sc.prefetch = o.prefetch;
-        sc.memory_cap = cap;
-    }
-    LoadedModel lm = load_model(o.model, o.dtype, false, tp, ep, offload ? &sc : nullptr);
+    LoadedModel lm = load_model(o.model, o.dtype, false, tp, ep, sc ? &*sc : nullptr);
     models::GroupHooks* hooks = lm.stream.get();
     // Every ep rank runs the same tokens: each dispatches only its slice of them.
     if (ep) lm.model->set_ep_replicated_inputs(true);

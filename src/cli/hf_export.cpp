@@ -2,8 +2,6 @@
 
 #include <filesystem>
 
-#include <nlohmann/json.hpp>
-
 #include "base/error.h"
 #include "base/log.h"
 #include "io/atomic_file.h"
@@ -27,27 +25,20 @@ int convert_gguf_to_hf(const ConvertOptions& o) {
     models::Transformer model(mc, models::RunConfig{});  // layout only: allocates no weights
     fs::create_directories(o.output);
     const int G = model.layout().n_groups();
-    nlohmann::json weight_map = nlohmann::json::object();
-    int64_t total = 0;
+    io::SafetensorsShardWriter writer(o.output, static_cast<size_t>(G));
     for (int g = 0; g < G; ++g) {  // one group in memory at a time
         const core::Tensor full = models::load_hf_group(model, g, *files.weights);
         std::vector<io::NamedTensor> tensors;
         for (auto& [name, t] : models::export_hf_group(model, g, full)) {
-            core::Tensor w = t.to(dt).contiguous();
-            total += static_cast<int64_t>(w.nbytes());
-            tensors.push_back({name, w});
+            tensors.push_back({name, t.to(dt).contiguous()});
         }
-        if (tensors.empty()) continue;
-        std::string file = fmt::format("model-{:05d}-of-{:05d}.safetensors", g + 1, G);
-        io::save_safetensors(o.output + "/" + file, tensors, {{"format", "pt"}});
-        for (const auto& t : tensors) weight_map[t.name] = file;
+        writer.write(static_cast<size_t>(g), tensors, {{"format", "pt"}});
     }
-    nlohmann::json index = {{"metadata", {{"total_size", total}}}, {"weight_map", weight_map}};
-    io::write_file_atomic(o.output + "/model.safetensors.index.json", index.dump(2) + "\n");
+    writer.finish();
     io::write_file_atomic(o.output + "/config.json", models::to_hf_config_json(mc));
     train::write_hf_extras(o.checkpoint, mc, o.output);
-    log_info("wrote {} ({} tensors, {}, {}) from {}", o.output, weight_map.size(), o.dtype,
-             core::format_bytes(total), o.checkpoint);
+    log_info("wrote {} ({} tensors, {}, {}) from {}", o.output, writer.n_tensors(), o.dtype,
+             core::format_bytes(static_cast<int64_t>(writer.total_bytes())), o.checkpoint);
     return 0;
 }
 

@@ -12,6 +12,23 @@
 #include "cli/commands.h"
 #include "comm/mpi.h"
 
+namespace {
+
+// generate's and serve's ZeRO-Inference flags; `weights_help` says when --offload-weights streams
+// the blocks, `cap_help` what --memory-cap bounds.
+void add_offload_options(CLI::App* cmd, zs::cli::OffloadOptions& o, const std::string& weights_help,
+                         const std::string& cap_help) {
+    cmd->add_option("--offload-weights", o.weights, weights_help)
+        ->check(CLI::IsMember({"nvme", "cpu"}));
+    cmd->add_option("--offload-path", o.path,
+                    "Directory for the --offload-weights nvme files (removed at exit)");
+    cmd->add_option("--memory-cap", o.memory_cap, cap_help);
+    cmd->add_option("--prefetch", o.prefetch, "Blocks read ahead with --offload-weights")
+        ->check(CLI::Range(1, 1024));
+}
+
+}  // namespace
+
 int main(int argc, char** argv) {
     CLI::App app{"zerospeed: DeepSpeed's training and serving system as one native C++ engine"};
     app.require_subcommand(1);
@@ -85,17 +102,12 @@ int main(int argc, char** argv) {
     gn->add_option("--dtype", gen.dtype,
                    "Compute dtype: auto (the checkpoint's, where this CPU runs it natively; a "
                    "GGUF's quantized matrices stay quantized), f32 or bf16 (dequantized)");
-    gn->add_option("--offload-weights", gen.offload_weights,
-                   "ZeRO-Inference: stream the transformer blocks' weights from nvme (O_DIRECT "
-                   "files under --offload-path) or cpu, reading ahead --prefetch blocks")
-        ->check(CLI::IsMember({"nvme", "cpu"}));
-    gn->add_option("--offload-path", gen.offload_path,
-                   "Directory for the --offload-weights nvme files (removed at exit)");
-    gn->add_option("--memory-cap", gen.memory_cap,
-                   "Bytes the weights, stream buffers and KV cache may take, e.g. 4G (refused "
-                   "with the numbers when they do not fit)");
-    gn->add_option("--prefetch", gen.prefetch, "Blocks read ahead with --offload-weights")
-        ->check(CLI::Range(1, 1024));
+    add_offload_options(gn, gen.offload,
+                        "ZeRO-Inference: stream the transformer blocks' weights from nvme "
+                        "(O_DIRECT files under --offload-path) or cpu, reading ahead --prefetch "
+                        "blocks",
+                        "Bytes the weights, stream buffers and KV cache may take, e.g. 4G "
+                        "(refused with the numbers when they do not fit)");
     gn->add_option("--batch", gen.batch,
                    "Decode this many sequences from the prompt in lockstep (one weight pass per "
                    "step serves all; prints the first)")
@@ -167,18 +179,13 @@ int main(int argc, char** argv) {
     srv->add_option("--policy", sv.engine.policy, "split_fuse (default) or prefill_first");
     srv->add_flag("--no-prefix-caching", sv.engine.no_prefix_caching,
                   "Do not reuse KV blocks of identical prompt prefixes");
-    srv->add_option("--offload-weights", sv.offload_weights,
-                    "ZeRO-Inference: stream the transformer blocks' weights from nvme (O_DIRECT "
-                    "files under --offload-path) or cpu once per engine step, for every sequence "
-                    "of the step, reading ahead --prefetch blocks")
-        ->check(CLI::IsMember({"nvme", "cpu"}));
-    srv->add_option("--offload-path", sv.offload_path,
-                    "Directory for the --offload-weights nvme files (removed at exit)");
-    srv->add_option("--memory-cap", sv.memory_cap,
-                    "Bytes the weights (or the stream's resident groups and buffers) and the KV "
-                    "pool may take, e.g. 4G (refused with the numbers when they do not fit)");
-    srv->add_option("--prefetch", sv.prefetch, "Blocks read ahead with --offload-weights")
-        ->check(CLI::Range(1, 1024));
+    add_offload_options(srv, sv.offload,
+                        "ZeRO-Inference: stream the transformer blocks' weights from nvme "
+                        "(O_DIRECT files under --offload-path) or cpu once per engine step, for "
+                        "every sequence of the step, reading ahead --prefetch blocks",
+                        "Bytes the weights (or the stream's resident groups and buffers) and the "
+                        "KV pool may take, e.g. 4G (refused with the numbers when they do not "
+                        "fit)");
 
     zs::cli::BenchServeOptions bs;
     CLI::App* bench = app.add_subcommand("bench", "Benchmarks against running services");

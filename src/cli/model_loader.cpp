@@ -78,6 +78,26 @@ InferenceGroups inference_groups(int tp, int ep, comm::Communicator& world, cons
     return g;
 }
 
+std::optional<zero::StreamConfig> offload_stream_config(const OffloadOptions& o, int64_t memory_cap,
+                                                        int tp, int ep,
+                                                        const comm::Communicator& world,
+                                                        const char* command) {
+    const bool offload = !o.weights.empty();
+    ZS_CHECK_T(ConfigError, !offload || (tp == 1 && ep == 1 && world.size() == 1),
+               "{} --offload-weights: one rank only, not with --tp / --ep (tensor- and "
+               "expert-parallel ranks stream no weights: not implemented)",
+               command);
+    ZS_CHECK_T(ConfigError, offload || o.path.empty(),
+               "--offload-path: only with --offload-weights nvme");
+    if (!offload) return std::nullopt;
+    zero::StreamConfig sc;
+    sc.tier = o.weights == "cpu" ? zero::Tier::cpu : zero::Tier::nvme;
+    sc.path = o.path;
+    sc.prefetch = o.prefetch;
+    sc.memory_cap = memory_cap;
+    return sc;
+}
+
 int64_t parse_memory_size(const std::string& s, const char* flag) {
     size_t used = 0;
     double v = -1;

@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "cli/commands.h"
 #include "comm/communicator.h"
 #include "infer/sampler.h"
 #include "io/tokenizer.h"
@@ -60,6 +61,14 @@ struct InferenceGroups {
     std::unique_ptr<comm::Communicator> owned_tp, owned_ep;  // the split groups under TED
 };
 InferenceGroups inference_groups(int tp, int ep, comm::Communicator& world, const char* command);
+// generate/serve --offload-weights and its flags: the WeightStream's settings, or nullopt without
+// --offload-weights; `memory_cap` bytes (0: none) as the stream's budget. ConfigError naming
+// `command` when --offload-path comes without --offload-weights, or when offloading would run on
+// more than one rank or with --tp / --ep (tensor- and expert-parallel ranks stream no weights).
+std::optional<zero::StreamConfig> offload_stream_config(const OffloadOptions& o, int64_t memory_cap,
+                                                        int tp, int ep,
+                                                        const comm::Communicator& world,
+                                                        const char* command);
 DType parse_dtype_flag(const std::string& s, const char* flag);
 
 }  // namespace zs::cli

@@ -124,23 +124,15 @@ int run_serve(const ServeOptions& o, comm::Communicator& world) {
     // peers; every rank follows rank 0's forwards.
     // ZeRO-Inference: the blocks stream from the tier for every engine step (one weight pass
     // for all the step's sequences); the engine passes the stream to each forward.
-    const bool offload = !o.offload_weights.empty();
-    ZS_CHECK_T(ConfigError, !offload || (o.tp == 1 && o.ep == 1 && world.size() == 1),
-               "serve --offload-weights: one rank only, not with --tp / --ep (tensor- and "
-               "expert-parallel ranks stream no weights: not implemented)");
+    const int64_t cap =
+        o.offload.memory_cap.empty() ? 0 : parse_memory_size(o.offload.memory_cap, "--memory-cap");
+    std::optional<zero::StreamConfig> stream_cfg =
+        offload_stream_config(o.offload, cap, o.tp, o.ep, world, "serve");
     const InferenceGroups groups = inference_groups(o.tp, o.ep, world, "serve");
     comm::Communicator* tp = groups.tp;
     comm::Communicator* ep = groups.ep;
     comm::Communicator* followers = tp && ep ? &world : tp ? tp : ep;
-    ZS_CHECK_T(ConfigError, offload || o.offload_path.empty(),
-               "--offload-path: only with --offload-weights nvme");
-    const int64_t cap = o.memory_cap.empty() ? 0 : parse_memory_size(o.memory_cap, "--memory-cap");
-    zero::StreamConfig stream_cfg;
-    if (offload) {
-        stream_cfg.tier = o.offload_weights == "cpu" ? zero::Tier::cpu : zero::Tier::nvme;
-        stream_cfg.path = o.offload_path;
-        stream_cfg.prefetch = o.prefetch;
-        stream_cfg.memory_cap = cap;
+    if (stream_cfg) {
         if (cap > 0 && o.engine.kv_blocks == 0) {
             // The KV pool takes at most its budget: the read-ahead shrinks to fit the rest.
             const int64_t kv = parse_byte_size(o.engine.kv_cache_memory, "--kv-cache-memory");
@@ -148,11 +140,12 @@ int run_serve(const ServeOptions& o, comm::Communicator& world) {
                        "--memory-cap {}: the KV pool's --kv-cache-memory {} leaves nothing for "
                        "the weights",
                        core::format_bytes(cap), core::format_bytes(kv));
-            stream_cfg.memory_cap = cap - kv;
+            stream_cfg->memory_cap = cap - kv;
         }
     }
     serve::block_shutdown_signals();
-    LoadedModel lm = load_model(o.model, o.dtype, false, tp, ep, offload ? &stream_cfg : nullptr);
+    LoadedModel lm =
+        load_model(o.model, o.dtype, false, tp, ep, stream_cfg ? &*stream_cfg : nullptr);
     if (followers && followers->rank() != 0) {
         const int64_t n = infer::follow_forwards(
             *lm.model, engine_config(o.engine, to_string(lm.model->run_config().compute_dtype)),

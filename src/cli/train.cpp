@@ -342,8 +342,7 @@ int run_convert(const ConvertOptions& o) {
     }
     fs::create_directories(o.output);
     const int G = model.layout().n_groups();
-    nlohmann::json weight_map = nlohmann::json::object();
-    int64_t total = 0;
+    io::SafetensorsShardWriter writer(o.output, static_cast<size_t>(G));
     for (int g = 0; g < G; ++g) {
         const int64_t n = model.layout().group(g).numel;
         Tensor full =
@@ -359,24 +358,18 @@ int run_convert(const ConvertOptions& o) {
         ZS_CHECK_T(IoError, covered == n, "{}: the shards cover {} of the {} elements of group {}",
                    dir, covered, n, model.layout().group(g).name);
         std::vector<io::NamedTensor> tensors;
-        for (auto& [name, t] : models::export_hf_group(model, g, full)) {
-            total += static_cast<int64_t>(t.nbytes());
+        for (auto& [name, t] : models::export_hf_group(model, g, full))
             tensors.push_back({name, t});
-        }
-        if (tensors.empty()) continue;
-        std::string file = fmt::format("model-{:05d}-of-{:05d}.safetensors", g + 1, G);
-        io::save_safetensors(o.output + "/" + file, tensors, {{"format", "pt"}});
-        for (const auto& t : tensors) weight_map[t.name] = file;
+        writer.write(static_cast<size_t>(g), tensors, {{"format", "pt"}});
     }
-    nlohmann::json index = {{"metadata", {{"total_size", total}}}, {"weight_map", weight_map}};
-    io::write_file_atomic(o.output + "/model.safetensors.index.json", index.dump(2) + "\n");
+    writer.finish();
     mc.torch_dtype = core::DType::f32;  // the master weights, as stored
     io::write_file_atomic(o.output + "/config.json", models::to_hf_config_json(mc));
     train::write_hf_extras(
         o.tokenizer.empty() ? m.value("tokenizer_source", std::string()) : o.tokenizer, mc,
         o.output);
-    log_info("wrote {} ({} tensors in {} shards, {}) from {}", o.output, weight_map.size(), G,
-             core::format_bytes(total), dir);
+    log_info("wrote {} ({} tensors in {} shards, {}) from {}", o.output, writer.n_tensors(), G,
+             core::format_bytes(static_cast<int64_t>(writer.total_bytes())), dir);
     return 0;
 }
 

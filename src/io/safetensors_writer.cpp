@@ -130,7 +130,7 @@ std::vector<std::string> save_safetensors_sharded(const std::string& dir,
 
     // Greedy split in the caller's order.
     std::vector<std::vector<NamedTensor>> shards;
-    uint64_t shard_bytes = 0, total = 0;
+    uint64_t shard_bytes = 0;
     for (const NamedTensor& nt : tensors) {
         uint64_t b = nt.tensor.nbytes();
         if (shards.empty() || (shard_bytes > 0 && shard_bytes + b > max_shard_bytes)) {
@@ -139,7 +139,6 @@ std::vector<std::string> save_safetensors_sharded(const std::string& dir,
         }
         shards.back().push_back(nt);
         shard_bytes += b;
-        total += b;
     }
     if (shards.empty()) shards.emplace_back();
 
@@ -150,20 +149,35 @@ std::vector<std::string> save_safetensors_sharded(const std::string& dir,
         written.push_back(path);
         return written;
     }
-    nlohmann::json weight_map = nlohmann::json::object();
-    for (size_t s = 0; s < shards.size(); ++s) {
-        std::string file = fmt::format("model-{:05d}-of-{:05d}.safetensors", s + 1, shards.size());
-        std::string path = dir + "/" + file;
-        save_safetensors(path, shards[s], metadata);
-        for (const NamedTensor& nt : shards[s]) weight_map[nt.name] = file;
-        written.push_back(path);
-    }
-    nlohmann::json index = {{"metadata", {{"total_size", total}}},
-                            {"weight_map", std::move(weight_map)}};
-    std::string index_path = dir + "/" + kSafetensorsIndexFile;
-    write_file_atomic(index_path, index.dump(2) + "\n");
-    written.push_back(index_path);
+    SafetensorsShardWriter writer(dir, shards.size());
+    for (size_t s = 0; s < shards.size(); ++s)
+        written.push_back(writer.write(s, shards[s], metadata));
+    written.push_back(writer.finish());
     return written;
+}
+
+std::string SafetensorsShardWriter::write(size_t i, std::span<const NamedTensor> tensors,
+                                          const SafetensorsMetadata& metadata) {
+    ZS_ASSERT(i < n_);
+    if (tensors.empty()) return "";
+    const std::string file = fmt::format("model-{:05d}-of-{:05d}.safetensors", i + 1, n_);
+    const std::string path = dir_ + "/" + file;
+    save_safetensors(path, tensors, metadata);
+    for (const NamedTensor& nt : tensors) {
+        weight_map_[nt.name] = file;
+        total_ += nt.tensor.nbytes();
+    }
+    return path;
+}
+
+std::string SafetensorsShardWriter::finish() const {
+    nlohmann::json weight_map = nlohmann::json::object();
+    for (const auto& [name, file] : weight_map_) weight_map[name] = file;
+    const nlohmann::json index = {{"metadata", {{"total_size", total_}}},
+                                  {"weight_map", std::move(weight_map)}};
+    const std::string path = dir_ + "/" + kSafetensorsIndexFile;
+    write_file_atomic(path, index.dump(2) + "\n");
+    return path;
 }
 
 }  // namespace zs::io

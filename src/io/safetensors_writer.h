@@ -58,6 +58,28 @@ std::vector<std::string> save_safetensors_sharded(const std::string& dir,
                                                   uint64_t max_shard_bytes,
                                                   const SafetensorsMetadata& metadata = {});
 
+// The sharded set written one shard at a time, for writers that hold one shard's tensors at a
+// time (a model exported group by group): write(i, ...) writes shard i of n as
+// <dir>/model-<i+1>-of-<n>.safetensors, finish() the index, last. `dir` must exist. Errors as
+// save_safetensors.
+class SafetensorsShardWriter {
+public:
+    SafetensorsShardWriter(std::string dir, size_t n_shards) : dir_(std::move(dir)), n_(n_shards) {}
+    // Writes shard `i` (< n_shards) and returns its path; no tensors: no file, "".
+    std::string write(size_t i, std::span<const NamedTensor> tensors,
+                      const SafetensorsMetadata& metadata = {});
+    // Writes the index of the shards written so far; returns its path.
+    std::string finish() const;
+    uint64_t total_bytes() const { return total_; }          // the shards' data bytes
+    size_t n_tensors() const { return weight_map_.size(); }  // distinct names written
+
+private:
+    std::string dir_;
+    size_t n_;
+    uint64_t total_ = 0;
+    std::map<std::string, std::string> weight_map_;  // tensor -> shard file
+};
+
 inline constexpr const char* kSafetensorsSingleFile = "model.safetensors";
 inline constexpr const char* kSafetensorsIndexFile = "model.safetensors.index.json";
 

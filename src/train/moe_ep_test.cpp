@@ -51,10 +51,7 @@ TrainConfig ep_config(int world, int tp, int ep, int stage, const std::string& e
 }
 
 std::vector<StepStats> single_rank(const models::ModelConfig& mc, const RunOptions& run) {
-    auto comm = comm::make_self();
-    Trainer t(mc, ep_config(1, 1, 1, 0), run, *comm);
-    t.init_random();
-    return t.train();
+    return train_single(mc, ep_config(1, 1, 1, 0), run);
 }
 
 struct Case {
@@ -69,12 +66,10 @@ struct Case {
 // `want`'s and its gradient norm within 1e-4.
 void expect_ep_run_matches(const models::ModelConfig& mc, const RunOptions& run, const Case& c,
                            const std::vector<StepStats>& want) {
-    comm::run_local(c.world, [&](int rank, comm::Communicator& comm) {
-        Trainer t(mc, ep_config(c.world, c.tp, c.ep, c.stage), run, comm);
-        EXPECT_EQ(t.model().ep_size(), c.ep) << c.str();
-        t.init_random();
-        expect_steps_match(t.train(), want, 1e-4, fmt::format("{} rank {}", c.str(), rank));
-    });
+    expect_ranks_match(
+        run_ranks(c.world, mc, ep_config(c.world, c.tp, c.ep, c.stage), run,
+                  [&](int, Trainer& t) { EXPECT_EQ(t.model().ep_size(), c.ep) << c.str(); }),
+        want, 1e-4, c.str());
 }
 
 // The issue's bar: ep 2 and 4, dp x ep = 2 x 2 at ZeRO 0-3 and tp x ep = 2 x 2, no token
@@ -119,13 +114,7 @@ TEST(ExpertParallelTraining, CapacityDropsAreThoseOfEpOne) {
     mc.moe.capacity_factor = 0.5f;
     mc.moe.min_capacity = 1;
     const RunOptions run = s.run(8);
-    std::vector<StepStats> ep1;
-    comm::run_local(2, [&](int rank, comm::Communicator& comm) {
-        Trainer t(mc, ep_config(2, 1, 1, 1), run, comm);
-        t.init_random();
-        std::vector<StepStats> got = t.train();
-        if (rank == 0) ep1 = got;
-    });
+    const std::vector<StepStats> ep1 = run_ranks(2, mc, ep_config(2, 1, 1, 1), run)[0];
     ASSERT_EQ(ep1.size(), 8u);
     expect_ep_run_matches(mc, run, {2, 1, 2, 1}, ep1);
     const std::vector<StepStats> no_drop = single_rank(s.mc, run);
@@ -140,27 +129,13 @@ TEST(ExpertParallelTraining, RouterZLossFromTheMoeSection) {
     MoeScratch s("zloss");
     const RunOptions run = s.run(8);
     const std::string moe = R"(, "moe": {"router_z_loss_coef": 0.05})";
-    std::vector<StepStats> ep1;
-    comm::run_local(2, [&](int rank, comm::Communicator& comm) {
-        Trainer t(s.mc, ep_config(2, 1, 1, 1, moe), run, comm);
-        EXPECT_EQ(t.model().config().moe.z_loss_coef, 0.05f);
-        t.init_random();
-        std::vector<StepStats> got = t.train();
-        if (rank == 0) ep1 = got;
-    });
+    const std::vector<StepStats> ep1 =
+        run_ranks(2, s.mc, ep_config(2, 1, 1, 1, moe), run,
+                  [](int, Trainer& t) { EXPECT_EQ(t.model().config().moe.z_loss_coef, 0.05f); })[0];
     ASSERT_EQ(ep1.size(), 8u);
-    comm::run_local(2, [&](int rank, comm::Communicator& comm) {
-        Trainer t(s.mc, ep_config(2, 1, 2, 1, moe), run, comm);
-        t.init_random();
-        expect_steps_match(t.train(), ep1, 1e-4, fmt::format("z-loss ep 2 rank {}", rank));
-    });
-    std::vector<StepStats> plain;
-    comm::run_local(2, [&](int rank, comm::Communicator& comm) {
-        Trainer t(s.mc, ep_config(2, 1, 1, 1), run, comm);
-        t.init_random();
-        std::vector<StepStats> got = t.train();
-        if (rank == 0) plain = got;
-    });
+    expect_ranks_match(run_ranks(2, s.mc, ep_config(2, 1, 2, 1, moe), run), ep1, 1e-4,
+                       "z-loss ep 2");
+    const std::vector<StepStats> plain = run_ranks(2, s.mc, ep_config(2, 1, 1, 1), run)[0];
     // Step 1 starts from the same weights: the loss differs by coef x z > 0 only.
     EXPECT_GT(ep1[0].loss - plain[0].loss, 1e-6);
     // Its gradient changed the updates: the gap moves (the z term shrinks as training lowers it).
@@ -226,15 +201,9 @@ TEST(ExpertParallelTraining, ExpertMemoryPerRankIsOneOverEp) {
 // equals the single rank's weights.
 TEST(ExpertParallelTraining, CheckpointsReshardAcrossEp) {
     MoeScratch s("ckpt");
-    RunOptions full = s.run(8);
-    const std::vector<StepStats> want = single_rank(s.mc, full);
-    {
-        auto comm = comm::make_self();
-        Trainer t(s.mc, ep_config(1, 1, 1, 0), full, *comm);
-        t.init_random();
-        t.train();
-        t.export_hf(s.root + "/hf_want");
-    }
+    const RunOptions full = s.run(8);
+    const std::vector<StepStats> want = train_single(
+        s.mc, ep_config(1, 1, 1, 0), full, [&](Trainer& t) { t.export_hf(s.root + "/hf_want"); });
     ASSERT_EQ(want.size(), 8u);
     const std::pair<Case, Case> cases[] = {
         {{4, 1, 2, 3}, {2, 1, 1, 1}}, {{4, 1, 2, 3}, {4, 1, 4, 2}}, {{2, 1, 1, 2}, {4, 2, 2, 0}}};
@@ -243,24 +212,11 @@ TEST(ExpertParallelTraining, CheckpointsReshardAcrossEp) {
         fs::remove_all(s.root + "/ckpt");
         RunOptions first = s.run(4);
         first.save_dir = s.root + "/ckpt";
-        comm::run_local(save.world, [&](int, comm::Communicator& c) {
-            Trainer t(s.mc, ep_config(save.world, save.tp, save.ep, save.stage), first, c);
-            t.init_random();
-            t.train();
-        });
+        run_ranks(save.world, s.mc, ep_config(save.world, save.tp, save.ep, save.stage), first);
         ASSERT_TRUE(fs::exists(s.root + "/ckpt/step-4/manifest.json")) << at;
-        comm::run_local(load.world, [&](int rank, comm::Communicator& c) {
-            Trainer t(s.mc, ep_config(load.world, load.tp, load.ep, load.stage), full, c);
-            t.load_checkpoint(s.root + "/ckpt");
-            EXPECT_EQ(t.steps_done(), 4) << at;
-            const std::vector<StepStats> rest = t.train();
-            ASSERT_EQ(rest.size(), 4u) << at;
-            for (size_t i = 0; i < rest.size(); ++i) {
-                EXPECT_NEAR(rest[i].loss, want[4 + i].loss, 1e-5 * want[4 + i].loss)
-                    << at << " rank " << rank << " step " << 5 + i;
-            }
-            if (load.ep > 1) t.export_hf(s.root + "/hf_got");
-        });
+        expect_resume_matches(load.world, s.mc, ep_config(load.world, load.tp, load.ep, load.stage),
+                              full, s.root + "/ckpt", 4, want,
+                              load.ep > 1 ? s.root + "/hf_got" : "", at);
         if (load.ep == 1) continue;
         expect_safetensors_close(s.root + "/hf_want/model.safetensors",
                                  s.root + "/hf_got/model.safetensors", 1e-5, at);
@@ -278,19 +234,14 @@ TEST(ExpertParallelTraining, ExpertLoadAndAllToAllBytesPerStep) {
     std::vector<std::vector<double>> loads[2];
     int64_t bytes[2] = {0, 0};
     for (int ep : {1, 2}) {
-        comm::run_local(2, [&](int rank, comm::Communicator& comm) {
-            Trainer t(s.mc, ep_config(2, 1, ep, 1), run, comm);
-            t.init_random();
-            const std::vector<StepStats> got = t.train();
-            if (rank != 0) return;
-            for (const StepStats& st : got) {
-                loads[ep - 1].push_back(st.expert_load);
-                double sum = 0;
-                for (double v : st.expert_load) sum += v;
-                EXPECT_NEAR(sum, 1.0, 1e-6);
-                bytes[ep - 1] = std::max(bytes[ep - 1], st.a2a_bytes);
-            }
-        });
+        const std::vector<StepStats> got = run_ranks(2, s.mc, ep_config(2, 1, ep, 1), run)[0];
+        for (const StepStats& st : got) {
+            loads[ep - 1].push_back(st.expert_load);
+            double sum = 0;
+            for (double v : st.expert_load) sum += v;
+            EXPECT_NEAR(sum, 1.0, 1e-6);
+            bytes[ep - 1] = std::max(bytes[ep - 1], st.a2a_bytes);
+        }
     }
     ASSERT_EQ(loads[0].size(), 3u);
     for (size_t i = 0; i < 3; ++i) {
@@ -312,17 +263,16 @@ TEST(ExpertParallelTraining, ExpertLoadAndAllToAllBytesPerStep) {
 TEST(ExpertParallelTraining, TedDispatchesEachTokenOnce) {
     MoeScratch s("ted");
     const RunOptions run = s.run(1);
-    int64_t one[2] = {0, 0}, ted[4] = {0, 0, 0, 0};
-    comm::run_local(2, [&](int rank, comm::Communicator& comm) {
-        Trainer t(s.mc, ep_config(2, 1, 2, 1), run, comm);
-        t.init_random();
-        one[rank] = t.train().at(0).a2a_bytes;
-    });
-    comm::run_local(4, [&](int rank, comm::Communicator& comm) {
-        Trainer t(s.mc, ep_config(4, 2, 2, 1), run, comm);
-        t.init_random();
-        ted[rank] = t.train().at(0).a2a_bytes;
-    });
+    // Each rank's all-to-all bytes in its one step at ep 2, and at tp x ep 2 x 2.
+    auto first_step_bytes = [&](int world, int tp) {
+        std::vector<int64_t> bytes;
+        for (const std::vector<StepStats>& steps :
+             run_ranks(world, s.mc, ep_config(world, tp, 2, 1), run)) {
+            bytes.push_back(steps.at(0).a2a_bytes);
+        }
+        return bytes;
+    };
+    const std::vector<int64_t> one = first_step_bytes(2, 1), ted = first_step_bytes(4, 2);
     const int64_t L = 2, micro = 2, E = 4, P = 2;  // 2 micro-batches a dp rank
     const int64_t counts = L * micro * (P - 1) * (E / P) * 8;
     for (int d = 0; d < 2; ++d) {  // dp rank d: world ranks 2d (tp 0) and 2d + 1 (tp 1)

@@ -24,142 +24,93 @@ namespace {
 namespace fs = std::filesystem;
 using core::Tensor;
 
-TrainConfig sp_config(int world, int sp, int tp, int stage, const char* precision = "") {
+// A sequence-parallel layout: `world` ranks, Ulysses `sp` x ring `ring` x tensor `tp`, the rest
+// data-parallel, at ZeRO `stage`.
+struct SpLayout {
+    int world, sp, ring, tp, stage;
+    std::string str() const {
+        return fmt::format("world {} (dp {} x ulysses {} x ring {} x tp {}) ZeRO-{}", world,
+                           world / (sp * ring * tp), sp, ring, tp, stage);
+    }
+};
+
+// The sequence-parallel tests' ds_config: 4 sequences per step in micro-batches of 1, AdamW
+// (weight decay 0.01) with clipping, Ulysses `sp` x ring `ring` x tensor `tp` ranks of `world`,
+// ZeRO `stage`; `extra`: more top-level keys (", \"bf16\": {...}").
+TrainConfig sp_config(int world, int sp, int tp, int stage, const char* extra = "", int ring = 1) {
     return parse_ds_config(
-        std::string(R"({"train_batch_size": 4, "train_micro_batch_size_per_gpu": 1,
-            "optimizer": {"type": "AdamW", "params": {"lr": 3e-3, "weight_decay": 0.01}},
-            "gradient_clipping": 0.5, "sequence_parallel_size": )") +
-            std::to_string(sp) + R"(, "tensor_parallel": {"autotp_size": )" + std::to_string(tp) +
-            R"(}, "zero_optimization": {"stage": )" + std::to_string(stage) + "}" + precision + "}",
+        fmt::format(R"({{"train_batch_size": 4, "train_micro_batch_size_per_gpu": 1,
+            "optimizer": {{"type": "AdamW", "params": {{"lr": 3e-3, "weight_decay": 0.01}}}},
+            "gradient_clipping": 0.5, "sequence_parallel_size": {}, "ring_parallel_size": {},
+            "tensor_parallel": {{"autotp_size": {}}}, "zero_optimization": {{"stage": {}}}{}}})",
+                    sp, ring, tp, stage, extra),
         "sp", world);
+}
+
+// The sequence-parallel tests' runs: `steps` steps over 32-token sequences, no checkpoints.
+RunOptions sp_run(const Scratch& s, int64_t steps) {
+    RunOptions run = s.run_unsaved(steps);
+    run.seq_len = 32;
+    return run;
+}
+
+// The equivalence bar of Ulysses and ring attention: the model `json` trained over thread-ranks
+// in each of `layouts`, each rank reading only its slice of every 32-token sequence, gives the
+// single-rank run's losses at the same ZeRO stage to 1e-5 relative over 20 fp32 steps, and its
+// gradient norms to 1e-4.
+void expect_layouts_equal_single_rank(const Scratch& s, const char* json,
+                                      std::initializer_list<SpLayout> layouts) {
+    const models::ModelConfig mc = models::parse_hf_config(json, "test");
+    const RunOptions run = sp_run(s, 20);
+    std::map<int, std::vector<StepStats>> want;  // by ZeRO stage
+    for (const SpLayout& l : layouts) {
+        if (want.count(l.stage)) continue;
+        want[l.stage] = train_single(mc, sp_config(1, 1, 1, l.stage), run);
+        ASSERT_EQ(want[l.stage].size(), 20u);
+    }
+    for (const SpLayout& l : layouts) {
+        const TrainConfig cfg = sp_config(l.world, l.sp, l.tp, l.stage, "", l.ring);
+        expect_ranks_match(run_ranks(l.world, mc, cfg, run), want[l.stage], 1e-4,
+                           mc.model_type + " " + l.str());
+    }
 }
 
 // The issue's equivalence bar for Ulysses sequence parallelism: a Llama-shaped model with GQA
 // (4 query heads, 2 KV heads: split at sp 2, each repeated on two ranks at sp 4) and GPT-2 (learned
 // positions, tied embeddings) at sp 2, sp 4, dp 2 x sp 2 under ZeRO-2 and ZeRO-3, and (Llama)
-// tp 2 x sp 2, each rank reading only its slice of every 32-token sequence: the losses equal the
-// single-rank run's at the same ZeRO stage to 1e-5 relative over 20 fp32 steps, the gradient
-// norms to 1e-4.
+// tp 2 x sp 2.
 TEST(SequenceParallelTraining, TwentyStepsEqualTheSingleRank) {
     Scratch s("sp");
-    const char* models[] = {
-        R"({"model_type": "llama", "vocab_size": 61, "hidden_size": 32, "num_hidden_layers": 2,
-            "num_attention_heads": 4, "num_key_value_heads": 2, "intermediate_size": 40,
-            "max_position_embeddings": 64})",
-        R"({"model_type": "gpt2", "vocab_size": 61, "n_embd": 32, "n_layer": 2, "n_head": 4,
-            "n_positions": 64})"};
-    RunOptions run = s.run(20);
-    run.save_dir.clear();
-    run.seq_len = 32;
-    struct Layout {
-        int world, sp, tp, stage;
-    };
-    const Layout layouts[] = {{2, 2, 1, 0}, {4, 4, 1, 1}, {4, 2, 1, 2}, {4, 2, 1, 3}, {4, 2, 2, 0}};
-    for (const char* json : models) {
-        const models::ModelConfig mc = models::parse_hf_config(json, "test");
-        std::map<int, std::vector<StepStats>> want;  // by ZeRO stage
-        for (const Layout& l : layouts) {
-            if (want.count(l.stage)) continue;
-            auto comm = comm::make_self();
-            Trainer t(mc, sp_config(1, 1, 1, l.stage), run, *comm);
-            t.init_random();
-            want[l.stage] = t.train();
-            ASSERT_EQ(want[l.stage].size(), 20u);
-        }
-        for (const Layout& l : layouts) {
-            if (l.tp > 1 && mc.arch == models::Arch::gpt2) continue;
-            const std::string at =
-                fmt::format("{} world {} (dp {} x sp {} x tp {}) ZeRO-{}", mc.model_type, l.world,
-                            l.world / (l.sp * l.tp), l.sp, l.tp, l.stage);
-            const std::vector<StepStats>& w = want[l.stage];
-            comm::run_local(l.world, [&](int rank, comm::Communicator& c) {
-                Trainer t(mc, sp_config(l.world, l.sp, l.tp, l.stage), run, c);
-                t.init_random();
-                expect_steps_match(t.train(), w, 1e-4, fmt::format("{} rank {}", at, rank));
-            });
-        }
-    }
+    expect_layouts_equal_single_rank(
+        s, kTinyLlama,
+        {{2, 2, 1, 1, 0}, {4, 4, 1, 1, 1}, {4, 2, 1, 1, 2}, {4, 2, 1, 1, 3}, {4, 2, 1, 2, 0}});
+    expect_layouts_equal_single_rank(
+        s, kTinyGpt2, {{2, 2, 1, 1, 0}, {4, 4, 1, 1, 1}, {4, 2, 1, 1, 2}, {4, 2, 1, 1, 3}});
 }
 
 // Ring attention and USP (ring_parallel_size, parallel/ring.h): each rank reads its ring rank's
 // two zig-zag chunks of every 32-token sequence (its Ulysses rank's slice of them under USP) at
-// their global positions. Losses equal the single rank's to 1e-5 relative over 20 fp32 steps and
-// gradient norms to 1e-4 at ring 2 and 4, Ulysses 2 x ring 2, dp 2 x ring 2 under ZeRO-2 and
-// tp 2 x ring 2; Llama with GQA (RoPE) and GPT-2 (learned positions).
+// their global positions: ring 2 and 4 and Ulysses 2 x ring 2, and (Llama) dp 2 x ring 2 under
+// ZeRO-2 and tp 2 x ring 2; Llama with GQA (RoPE) and GPT-2 (learned positions).
 TEST(RingParallelTraining, TwentyStepsEqualTheSingleRank) {
     Scratch s("ring");
-    const char* models[] = {
-        R"({"model_type": "llama", "vocab_size": 61, "hidden_size": 32, "num_hidden_layers": 2,
-            "num_attention_heads": 4, "num_key_value_heads": 2, "intermediate_size": 40,
-            "max_position_embeddings": 64})",
-        R"({"model_type": "gpt2", "vocab_size": 61, "n_embd": 32, "n_layer": 2, "n_head": 4,
-            "n_positions": 64})"};
-    RunOptions run = s.run(20);
-    run.save_dir.clear();
-    run.seq_len = 32;
-    struct Layout {
-        int world, sp, ring, tp, stage;
-    };
-    const Layout layouts[] = {
-        {2, 1, 2, 1, 0}, {4, 1, 4, 1, 0}, {4, 2, 2, 1, 0}, {4, 1, 2, 1, 2}, {4, 1, 2, 2, 0}};
-    auto config = [](const Layout& l, int world, int stage) {
-        return parse_ds_config(
-            fmt::format(R"({{"train_batch_size": 4, "train_micro_batch_size_per_gpu": 1,
-                "optimizer": {{"type": "AdamW", "params": {{"lr": 3e-3, "weight_decay": 0.01}}}},
-                "gradient_clipping": 0.5, "sequence_parallel_size": {}, "ring_parallel_size": {},
-                "tensor_parallel": {{"autotp_size": {}}}, "zero_optimization": {{"stage": {}}}}})",
-                        l.sp, l.ring, l.tp, stage),
-            "ring", world);
-    };
-    for (const char* json : models) {
-        const models::ModelConfig mc = models::parse_hf_config(json, "test");
-        std::map<int, std::vector<StepStats>> want;  // by ZeRO stage
-        for (const Layout& l : layouts) {
-            if (want.count(l.stage)) continue;
-            auto comm = comm::make_self();
-            Trainer t(mc, config({1, 1, 1, 1, l.stage}, 1, l.stage), run, *comm);
-            t.init_random();
-            want[l.stage] = t.train();
-        }
-        for (const Layout& l : layouts) {
-            if (mc.arch == models::Arch::gpt2 && (l.tp > 1 || l.world / (l.sp * l.ring) > 1)) {
-                continue;
-            }
-            const std::string at = fmt::format(
-                "{} world {} (dp {} x ulysses {} x ring {} x tp {}) "
-                "ZeRO-{}",
-                mc.model_type, l.world, l.world / (l.sp * l.ring * l.tp), l.sp, l.ring, l.tp,
-                l.stage);
-            const std::vector<StepStats>& w = want[l.stage];
-            comm::run_local(l.world, [&](int rank, comm::Communicator& c) {
-                Trainer t(mc, config(l, l.world, l.stage), run, c);
-                t.init_random();
-                expect_steps_match(t.train(), w, 1e-4, fmt::format("{} rank {}", at, rank));
-            });
-        }
-    }
+    expect_layouts_equal_single_rank(
+        s, kTinyLlama,
+        {{2, 1, 2, 1, 0}, {4, 1, 4, 1, 0}, {4, 2, 2, 1, 0}, {4, 1, 2, 1, 2}, {4, 1, 2, 2, 0}});
+    expect_layouts_equal_single_rank(s, kTinyGpt2,
+                                     {{2, 1, 2, 1, 0}, {4, 1, 4, 1, 0}, {4, 2, 2, 1, 0}});
 }
 
 // The ring's refusals name the keys: a sequence that does not cut into 2 x sp x ring chunks, and
 // a ring degree that does not divide the world.
 TEST(RingParallelTraining, BadSizesAreRefusedByName) {
     Scratch s("ring_bad");
-    RunOptions run = s.run(1);
-    run.save_dir.clear();
+    RunOptions run = s.run_unsaved(1);
     run.seq_len = 36;  // divisible by sp x ring = 4, not by 2 x 4
     const std::string json = R"({"train_batch_size": 2, "train_micro_batch_size_per_gpu": 1,
         "sequence_parallel_size": 2, "ring_parallel_size": 2})";
-    comm::run_local(4, [&](int, comm::Communicator& c) {
-        try {
-            Trainer t(s.mc, parse_ds_config(json, "ring.json", 4), run, c);
-            ADD_FAILURE() << "seq-len 36 accepted at ulysses 2 x ring 2";
-        } catch (const ConfigError& e) {
-            EXPECT_NE(std::string(e.what()).find("not divisible by 2 x ring_parallel_size 2 x "
-                                                 "sequence_parallel_size 2 = 8"),
-                      std::string::npos)
-                << e.what();
-        }
-    });
+    expect_refused(4, s.mc, parse_ds_config(json, "ring.json", 4), run,
+                   {"not divisible by 2 x ring_parallel_size 2 x sequence_parallel_size 2 = 8"});
     try {
         parse_ds_config(R"({"train_batch_size": 2, "ring_parallel_size": 4})", "ring.json", 6);
         ADD_FAILURE() << "ring 4 over 6 ranks accepted";
@@ -178,9 +129,7 @@ TEST(RingParallelTraining, BadSizesAreRefusedByName) {
 // ring 2 (USP; the Ulysses exchange only copies bf16 values).
 TEST(RingParallelTraining, Bf16TracksTheSingleRank) {
     Scratch s("ring_bf16");
-    RunOptions run = s.run(10);
-    run.save_dir.clear();
-    run.seq_len = 32;
+    const RunOptions run = sp_run(s, 10);
     auto config = [](int sp, int ring, int world) {
         return parse_ds_config(
             fmt::format(R"({{"train_batch_size": 4, "train_micro_batch_size_per_gpu": 1,
@@ -190,26 +139,15 @@ TEST(RingParallelTraining, Bf16TracksTheSingleRank) {
                         sp, ring),
             "ring_bf16", world);
     };
-    std::vector<StepStats> want;
-    {
-        auto comm = comm::make_self();
-        Trainer t(s.mc, config(1, 1, 1), run, *comm);
-        t.init_random();
-        want = t.train();
-    }
+    const std::vector<StepStats> want = train_single(s.mc, config(1, 1, 1), run);
     // Ring 2, and USP: Ulysses 2 x ring 2.
     for (auto [sp, ring] : {std::pair{1, 2}, {2, 2}}) {
-        comm::run_local(sp * ring, [&](int rank, comm::Communicator& c) {
-            Trainer t(s.mc, config(sp, ring, sp * ring), run, c);
-            t.init_random();
-            const std::vector<StepStats> got = t.train();
-            ASSERT_EQ(got.size(), want.size());
-            for (size_t i = 0; i < got.size(); ++i) {
-                EXPECT_NEAR(got[i].loss, want[i].loss, 1e-2 * want[i].loss)
-                    << "ulysses " << sp << " x ring " << ring << " rank " << rank << " step "
-                    << i + 1;
-            }
-        });
+        const std::vector<std::vector<StepStats>> got =
+            run_ranks(sp * ring, s.mc, config(sp, ring, sp * ring), run);
+        for (size_t r = 0; r < got.size(); ++r) {
+            expect_losses_near(got[r], want, 1e-2,
+                               fmt::format("ulysses {} x ring {} rank {}", sp, ring, r));
+        }
     }
 }
 
@@ -223,27 +161,14 @@ TEST(RingParallelTraining, Bf16TracksTheSingleRank) {
 // slice moves these losses by several percent).
 TEST(SequenceParallelTraining, Bf16TracksTheSingleRank) {
     Scratch s("sp_bf16");
-    RunOptions run = s.run(10);
-    run.save_dir.clear();
-    run.seq_len = 32;
+    const RunOptions run = sp_run(s, 10);
     const char* bf16 = R"(, "bf16": {"enabled": true})";
-    std::vector<StepStats> want;
-    {
-        auto comm = comm::make_self();
-        Trainer t(s.mc, sp_config(1, 1, 1, 2, bf16), run, *comm);
-        t.init_random();
-        want = t.train();
+    const std::vector<StepStats> want = train_single(s.mc, sp_config(1, 1, 1, 2, bf16), run);
+    const std::vector<std::vector<StepStats>> got =
+        run_ranks(2, s.mc, sp_config(2, 2, 1, 2, bf16), run);
+    for (size_t r = 0; r < got.size(); ++r) {
+        expect_losses_near(got[r], want, 1e-2, fmt::format("rank {}", r));
     }
-    comm::run_local(2, [&](int rank, comm::Communicator& c) {
-        Trainer t(s.mc, sp_config(2, 2, 1, 2, bf16), run, c);
-        t.init_random();
-        const std::vector<StepStats> got = t.train();
-        ASSERT_EQ(got.size(), want.size());
-        for (size_t i = 0; i < got.size(); ++i) {
-            EXPECT_NEAR(got[i].loss, want[i].loss, 1e-2 * want[i].loss)
-                << "rank " << rank << " step " << i + 1;
-        }
-    });
 }
 
 // DeepSpeedConfig divides the world by sequence_parallel_size before resolving the batch triple:
@@ -292,32 +217,13 @@ TEST(SequenceParallelTraining, LayoutsThatDoNotDivideAreRefusedNamingBoth) {
         parse_ds_config(R"({"train_batch_size": 4, "sequence_parallel_size": 2})", "sp", 4, &autos),
         ConfigError);
     Scratch s("sp_bad");
-    RunOptions run = s.run(1);
-    run.save_dir.clear();
+    RunOptions run = s.run_unsaved(1);
     // The sequence must split evenly: 30 tokens over 4 ranks.
     run.seq_len = 30;
-    comm::run_local(4, [&](int, comm::Communicator& c) {
-        try {
-            Trainer t(s.mc, sp_config(4, 4, 1, 0), run, c);
-            ADD_FAILURE() << "seq-len 30 at sp 4 accepted";
-        } catch (const ConfigError& e) {
-            const std::string m = e.what();
-            EXPECT_NE(m.find("--seq-len 30"), std::string::npos) << m;
-            EXPECT_NE(m.find("sequence_parallel_size 4"), std::string::npos) << m;
-        }
-    });
+    expect_refused(4, s.mc, sp_config(4, 4, 1, 0), run,
+                   {"--seq-len 30", "sequence_parallel_size 4"});
     // sp 3 does not divide the 4 heads (world 3: dp 1 x sp 3).
-    run.seq_len = 30;
-    comm::run_local(3, [&](int, comm::Communicator& c) {
-        try {
-            Trainer t(s.mc, sp_config(3, 3, 1, 0), run, c);
-            ADD_FAILURE() << "sp 3 over 4 heads accepted";
-        } catch (const ConfigError& e) {
-            const std::string m = e.what();
-            EXPECT_NE(m.find("sp = 1 x 3"), std::string::npos) << m;
-            EXPECT_NE(m.find("4 attention heads"), std::string::npos) << m;
-        }
-    });
+    expect_refused(3, s.mc, sp_config(3, 3, 1, 0), run, {"sp = 1 x 3", "4 attention heads"});
 }
 
 }  // namespace
@@ -345,34 +251,14 @@ TrainConfig tp_config(int world, int tp, int stage, int micro, const char* lr = 
 TEST(TensorParallelTraining, LossesEqualTheSingleRankRun) {
     Scratch s("tp");
     auto config = [](int stage, int world, int tp) { return tp_config(world, tp, stage, 2); };
-    RunOptions run = s.run(6);
-    run.save_dir.clear();
+    const RunOptions run = s.run_unsaved(6);
     for (int stage : {0, 2}) {
-        std::vector<StepStats> want;
-        {
-            auto comm = comm::make_self();
-            Trainer t(s.mc, config(stage, 1, 1), run, *comm);
-            t.init_random();
-            want = t.train();
-        }
+        const std::vector<StepStats> want = train_single(s.mc, config(stage, 1, 1), run);
         ASSERT_EQ(want.size(), 6u);
         // tp 4 over the model's 2 KV heads: each KV head replicated on 2 ranks.
         for (auto [world, tp] : {std::pair{2, 2}, std::pair{4, 2}, std::pair{4, 4}}) {
-            comm::run_local(world, [&](int rank, comm::Communicator& c) {
-                Trainer t(s.mc, config(stage, world, tp), run, c);
-                t.init_random();
-                const std::vector<StepStats> got = t.train();
-                ASSERT_EQ(got.size(), want.size());
-                for (size_t i = 0; i < got.size(); ++i) {
-                    const std::string at = "stage " + std::to_string(stage) + " world " +
-                                           std::to_string(world) + " tp " + std::to_string(tp) +
-                                           " rank " + std::to_string(rank) + " step " +
-                                           std::to_string(i + 1);
-                    EXPECT_NEAR(got[i].loss, want[i].loss, 1e-5 * want[i].loss) << at;
-                    EXPECT_NEAR(got[i].grad_norm, want[i].grad_norm, 1e-4 * want[i].grad_norm)
-                        << at;
-                }
-            });
+            expect_ranks_match(run_ranks(world, s.mc, config(stage, world, tp), run), want, 1e-4,
+                               fmt::format("stage {} world {} tp {}", stage, world, tp));
         }
     }
 }
@@ -383,42 +269,24 @@ TEST(TensorParallelTraining, LossesEqualTheSingleRankRun) {
 TEST(TensorParallelTraining, FiftyStepsOfEachFamilyEqualTheSingleRank) {
     Scratch s("tp50");
     const char* models[] = {
-        R"({"model_type": "gpt2", "vocab_size": 61, "n_embd": 32, "n_layer": 2, "n_head": 4,
-            "n_positions": 64})",
-        R"({"model_type": "llama", "vocab_size": 61, "hidden_size": 32, "num_hidden_layers": 2,
-            "num_attention_heads": 4, "num_key_value_heads": 2, "intermediate_size": 40,
-            "max_position_embeddings": 64})",
+        kTinyGpt2, kTinyLlama,
         R"({"model_type": "mixtral", "vocab_size": 61, "hidden_size": 32, "num_hidden_layers": 2,
             "num_attention_heads": 4, "num_key_value_heads": 2, "intermediate_size": 24,
             "max_position_embeddings": 64, "num_local_experts": 4, "num_experts_per_tok": 2,
             "router_aux_loss_coef": 0.02})"};
     auto config = [](int world, int tp) { return tp_config(world, tp, 1, 1, "2e-3", "1.0"); };
-    RunOptions run = s.run(50);
-    run.save_dir.clear();
+    RunOptions run = s.run_unsaved(50);
     run.seq_len = 12;
     for (const char* json : models) {
         const models::ModelConfig mc = models::parse_hf_config(json, "test");
-        std::vector<StepStats> want;
-        {
-            auto comm = comm::make_self();
-            Trainer t(mc, config(1, 1), run, *comm);
-            t.init_random();
-            want = t.train();
-        }
+        const std::vector<StepStats> want = train_single(mc, config(1, 1), run);
         ASSERT_EQ(want.size(), 50u);
         for (auto [world, tp] : {std::pair{2, 2}, std::pair{4, 4}, std::pair{4, 2}}) {
-            comm::run_local(world, [&](int rank, comm::Communicator& c) {
-                Trainer t(mc, config(world, tp), run, c);
-                t.init_random();
-                const std::vector<StepStats> got = t.train();
-                ASSERT_EQ(got.size(), want.size());
-                if (rank != 0) return;
-                double worst = 0;
-                for (size_t i = 0; i < got.size(); ++i) {
-                    worst = std::max(worst, std::fabs(got[i].loss - want[i].loss) / want[i].loss);
-                }
-                EXPECT_LE(worst, 1e-5) << mc.model_type << " world " << world << " tp " << tp;
-            });
+            const std::vector<std::vector<StepStats>> got =
+                run_ranks(world, mc, config(world, tp), run);
+            for (const std::vector<StepStats>& g : got) ASSERT_EQ(g.size(), want.size());
+            expect_losses_near(got[0], want, 1e-5,
+                               fmt::format("{} world {} tp {}", mc.model_type, world, tp));
         }
     }
 }
@@ -430,16 +298,9 @@ TEST(TensorParallelTraining, FiftyStepsOfEachFamilyEqualTheSingleRank) {
 TEST(TensorParallelTraining, CheckpointsReshardAcrossTpAndDp) {
     Scratch s("tp_ckpt");
     auto config = [](int stage, int world, int tp) { return tp_config(world, tp, stage, 1); };
-    std::vector<StepStats> want;
-    {
-        auto comm = comm::make_self();
-        RunOptions run = s.run(8);
-        run.save_dir.clear();
-        Trainer t(s.mc, config(0, 1, 1), run, *comm);
-        t.init_random();
-        want = t.train();
-        t.export_hf(s.root + "/hf_want");
-    }
+    const std::vector<StepStats> want =
+        train_single(s.mc, config(0, 1, 1), s.run_unsaved(8),
+                     [&](Trainer& t) { t.export_hf(s.root + "/hf_want"); });
     ASSERT_EQ(want.size(), 8u);
     struct Layout {
         int world, tp, stage;
@@ -451,24 +312,10 @@ TEST(TensorParallelTraining, CheckpointsReshardAcrossTpAndDp) {
                                std::to_string(save.tp) + ", loaded at world " +
                                std::to_string(load.world) + " tp " + std::to_string(load.tp);
         fs::remove_all(s.root + "/ckpt");
-        comm::run_local(save.world, [&](int, comm::Communicator& c) {
-            Trainer t(s.mc, config(save.stage, save.world, save.tp), s.run(4), c);
-            t.init_random();
-            t.train();
-        });
+        run_ranks(save.world, s.mc, config(save.stage, save.world, save.tp), s.run(4));
         ASSERT_TRUE(fs::exists(s.root + "/ckpt/step-4/manifest.json")) << at;
-        comm::run_local(load.world, [&](int rank, comm::Communicator& c) {
-            Trainer t(s.mc, config(load.stage, load.world, load.tp), s.run(8), c);
-            t.load_checkpoint(s.root + "/ckpt");
-            EXPECT_EQ(t.steps_done(), 4) << at;
-            const std::vector<StepStats> rest = t.train();
-            ASSERT_EQ(rest.size(), 4u) << at;
-            for (size_t i = 0; i < rest.size(); ++i) {
-                EXPECT_NEAR(rest[i].loss, want[4 + i].loss, 1e-5 * want[4 + i].loss)
-                    << at << " rank " << rank << " step " << 5 + i;
-            }
-            if (load.tp > 1) t.export_hf(s.root + "/hf_got");
-        });
+        expect_resume_matches(load.world, s.mc, config(load.stage, load.world, load.tp), s.run(8),
+                              s.root + "/ckpt", 4, want, load.tp > 1 ? s.root + "/hf_got" : "", at);
         if (load.tp == 1) continue;
         expect_safetensors_close(s.root + "/hf_want/model.safetensors",
                                  s.root + "/hf_got/model.safetensors", 1e-5, at);
@@ -481,8 +328,7 @@ TEST(TensorParallelTraining, TpThatDoesNotDivideTheRanksOrTheModelIsRefused) {
                      R"({"train_batch_size": 4, "tensor_parallel": {"autotp_size": 3}})", "tp", 4),
                  ConfigError);
     Scratch s("tp_bad");
-    RunOptions run = s.run(1);
-    run.save_dir.clear();
+    const RunOptions run = s.run_unsaved(1);
     // 4 ranks of tensor parallelism over 12 heads and 6 KV heads: 4 neither divides the KV
     // heads (split) nor is a multiple of them (replicated).
     const models::ModelConfig mc = models::parse_hf_config(
@@ -490,19 +336,11 @@ TEST(TensorParallelTraining, TpThatDoesNotDivideTheRanksOrTheModelIsRefused) {
             "num_attention_heads": 12, "num_key_value_heads": 6, "intermediate_size": 40,
             "max_position_embeddings": 64})",
         "test");
-    comm::run_local(4, [&](int, comm::Communicator& c) {
-        try {
-            Trainer t(
-                mc,
-                parse_ds_config(R"({"train_batch_size": 2, "train_micro_batch_size_per_gpu": 2,
-                          "tensor_parallel": {"autotp_size": 4}})",
-                                "tp", 4),
-                run, c);
-            ADD_FAILURE() << "tp 4 accepted";
-        } catch (const ConfigError& e) {
-            EXPECT_NE(std::string(e.what()).find("KV heads"), std::string::npos) << e.what();
-        }
-    });
+    expect_refused(4, mc,
+                   parse_ds_config(R"({"train_batch_size": 2, "train_micro_batch_size_per_gpu": 2,
+                       "tensor_parallel": {"autotp_size": 4}})",
+                                   "tp", 4),
+                   run, {"KV heads"});
 }
 
 // ZeRO++ hpZ from ds_config: zero_hpz_partition_size 2 on 4 thread-ranks at stage 3 (two
@@ -511,8 +349,7 @@ TEST(TensorParallelTraining, TpThatDoesNotDivideTheRanksOrTheModelIsRefused) {
 // does not divide the 4 data-parallel ranks and is refused naming the key.
 TEST(HpZTraining, DsConfigKeyReachesTheEngine) {
     Scratch s("hpz");
-    RunOptions run = s.run(4);
-    run.save_dir.clear();
+    const RunOptions run = s.run_unsaved(4);
     auto config = [](int hpz) {
         return parse_ds_config(
             R"({"train_batch_size": 8, "train_micro_batch_size_per_gpu": 1,
@@ -522,36 +359,20 @@ TEST(HpZTraining, DsConfigKeyReachesTheEngine) {
                 std::to_string(hpz) + "}}",
             "hpz", 4);
     };
-    std::vector<StepStats> want;
+    std::vector<StepStats> by_hpz[2];  // rank 0's steps at hpz 1 and 2
     for (int hpz : {1, 2}) {
-        comm::run_local(4, [&](int rank, comm::Communicator& c) {
-            Trainer t(s.mc, config(hpz), run, c);
+        by_hpz[hpz - 1] = run_ranks(4, s.mc, config(hpz), run, [&](int, Trainer& t) {
             EXPECT_EQ(t.engine().hpz_size(), hpz);
-            t.init_random();
-            const std::vector<StepStats> got = t.train();
-            if (rank != 0) return;
-            if (hpz == 1) {
-                want = got;
-                return;
-            }
-            ASSERT_EQ(got.size(), want.size());
-            for (size_t i = 0; i < got.size(); ++i) {
-                EXPECT_EQ(got[i].loss, want[i].loss) << "step " << i + 1;
-                EXPECT_EQ(got[i].grad_norm, want[i].grad_norm) << "step " << i + 1;
-            }
-        });
+        })[0];
     }
+    const std::vector<StepStats>&want = by_hpz[0], &got = by_hpz[1];
     ASSERT_EQ(want.size(), 4u);
-    comm::run_local(4, [&](int, comm::Communicator& c) {
-        try {
-            Trainer t(s.mc, config(3), run, c);
-            ADD_FAILURE() << "zero_hpz_partition_size 3 accepted on 4 ranks";
-        } catch (const ConfigError& e) {
-            EXPECT_NE(std::string(e.what()).find("zero_optimization.zero_hpz_partition_size 3"),
-                      std::string::npos)
-                << e.what();
-        }
-    });
+    ASSERT_EQ(got.size(), want.size());
+    for (size_t i = 0; i < got.size(); ++i) {
+        EXPECT_EQ(got[i].loss, want[i].loss) << "step " << i + 1;
+        EXPECT_EQ(got[i].grad_norm, want[i].grad_norm) << "step " << i + 1;
+    }
+    expect_refused(4, s.mc, config(3), run, {"zero_optimization.zero_hpz_partition_size 3"});
 }
 
 }  // namespace

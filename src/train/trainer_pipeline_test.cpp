@@ -46,8 +46,7 @@ TEST(PipelineTraining, ThirtyStepsEqualTheSingleRank) {
             "max_position_embeddings": 64, "tie_word_embeddings": false})",
         R"({"model_type": "gpt2", "vocab_size": 61, "n_embd": 32, "n_layer": 4, "n_head": 4,
             "n_positions": 64})"};
-    RunOptions run = s.run(30);
-    run.save_dir.clear();
+    RunOptions run = s.run_unsaved(30);
     struct Layout {
         int world, pp, tp, stage;
         const char* schedule;
@@ -88,23 +87,22 @@ TEST(PipelineTraining, ThirtyStepsEqualTheSingleRank) {
                 "{} world {} (dp {} x pp {} x tp {}) {} V {} {} ZeRO-{}", mc.model_type, l.world,
                 l.world / (l.pp * l.tp), l.pp, l.tp, l.schedule, l.V, l.partition, l.stage);
             const std::vector<StepStats>& w = want[l.stage];
-            comm::run_local(l.world, [&](int rank, comm::Communicator& c) {
-                Trainer t(mc, pp_config(l.world, l.pp, l.tp, l.stage, l.schedule, l.V, l.partition),
-                          run, c);
-                t.init_random();
-                // The squared gradient norm is summed per stage, then over the stages (and dp /
-                // tp ranks sum gradients, tp each layer's output, in another order too): by step
-                // 20, where this run's norm jumps, it has drifted by up to 3e-4 (1.4e-4 at pure
-                // pp 4 in the sanitizer build) while the losses stay within 1e-5 — the tp tests
-                // see the same.
-                expect_steps_match(t.train(), w, 1e-3, fmt::format("{} rank {}", at, rank));
-                // Evaluation reads eval_batches micro-batches per data-parallel rank: the same
-                // ones as the single rank when dp is 1.
-                const double ev = t.evaluate();
-                if (l.world == l.pp * l.tp) {
-                    EXPECT_NEAR(ev, want_eval[l.stage], 1e-5 * want_eval[l.stage]) << at;
-                }
-            });
+            const TrainConfig cfg =
+                pp_config(l.world, l.pp, l.tp, l.stage, l.schedule, l.V, l.partition);
+            const std::vector<std::vector<StepStats>> got =
+                run_ranks(l.world, mc, cfg, run, [&](int, Trainer& t) {
+                    // Evaluation reads eval_batches micro-batches per data-parallel rank: the
+                    // same ones as the single rank when dp is 1.
+                    const double ev = t.evaluate();
+                    if (l.world == l.pp * l.tp) {
+                        EXPECT_NEAR(ev, want_eval[l.stage], 1e-5 * want_eval[l.stage]) << at;
+                    }
+                });
+            // The squared gradient norm is summed per stage, then over the stages (and dp / tp
+            // ranks sum gradients, tp each layer's output, in another order too): by step 20,
+            // where this run's norm jumps, it has drifted by up to 3e-4 (1.4e-4 at pure pp 4 in
+            // the sanitizer build) while the losses stay within 1e-5 — the tp tests see the same.
+            expect_ranks_match(got, w, 1e-3, at);
         }
     }
 }
@@ -122,8 +120,7 @@ TEST(PipelineTraining, HeldMemoryPerStageMatchesTheFormula) {
             "num_attention_heads": 4, "num_key_value_heads": 2, "intermediate_size": 40,
             "max_position_embeddings": 64, "tie_word_embeddings": false})",
         "test");
-    RunOptions run = s.run(2);
-    run.save_dir.clear();
+    RunOptions run = s.run_unsaved(2);
     const int M = 4;  // pp_config: 4 micro-batches of 1 x seq_len
     const int64_t rows = run.seq_len, C = 32;
     // A block's copies per micro-batch (f32): qkv (32 in, 64 out: 4 q + 2 x 2 kv heads of 8),
@@ -131,31 +128,29 @@ TEST(PipelineTraining, HeldMemoryPerStageMatchesTheFormula) {
     const int64_t block_w = rows * ((32 + 64) + (32 + 32) + (32 + 80) + (40 + 32)) * 4;
     for (const char* policy : {"1f1b", "gpipe", "zb-h1", "zb-h2"}) {
         for (int P : {2, 4}) {
-            comm::run_local(P, [&](int r, comm::Communicator& c) {
-                Trainer t(mc, pp_config(P, P, 1, 0, policy, 1, "uniform"), run, c);
-                t.init_random();
-                t.train();
-                const std::vector<Trainer::PipeHeld> held = t.pipeline_held();
-                ASSERT_EQ(held.size(), static_cast<size_t>(P));
-                const Trainer::PipeHeld& h = held[static_cast<size_t>(r)];
-                const std::string at = fmt::format("{} P {} rank {}", policy, P, r);
-                const std::string pol = policy;
-                const int n = pol == "gpipe"   ? M
-                              : pol == "zb-h2" ? std::min(2 * (P - r) - 1, M)
-                                               : std::min(P - r, M);
-                EXPECT_EQ(h.formula.inputs, r == 0 ? 0 : n * rows * C * 4) << at;
-                EXPECT_EQ(h.measured.inputs, h.formula.inputs) << at;
-                const int blocks = 4 / P;
-                if (pol == "zb-h1" || pol == "zb-h2") {
-                    EXPECT_EQ(h.measured.deferred, h.formula.deferred) << at;
-                    const int w_bound = pol == "zb-h1" ? r + 1 : 2 * r + 1;
-                    EXPECT_GE(h.formula.deferred, blocks * block_w) << at;
-                    EXPECT_LE(h.formula.deferred, w_bound * blocks * block_w) << at;
-                    EXPECT_EQ(h.formula.deferred % (blocks * block_w), 0) << at;
-                } else {
-                    EXPECT_EQ(h.measured.deferred, 0) << at;
-                }
-            });
+            run_ranks(P, mc, pp_config(P, P, 1, 0, policy, 1, "uniform"), run,
+                      [&](int r, Trainer& t) {
+                          const std::vector<Trainer::PipeHeld> held = t.pipeline_held();
+                          ASSERT_EQ(held.size(), static_cast<size_t>(P));
+                          const Trainer::PipeHeld& h = held[static_cast<size_t>(r)];
+                          const std::string at = fmt::format("{} P {} rank {}", policy, P, r);
+                          const std::string pol = policy;
+                          const int n = pol == "gpipe"   ? M
+                                        : pol == "zb-h2" ? std::min(2 * (P - r) - 1, M)
+                                                         : std::min(P - r, M);
+                          EXPECT_EQ(h.formula.inputs, r == 0 ? 0 : n * rows * C * 4) << at;
+                          EXPECT_EQ(h.measured.inputs, h.formula.inputs) << at;
+                          const int blocks = 4 / P;
+                          if (pol == "zb-h1" || pol == "zb-h2") {
+                              EXPECT_EQ(h.measured.deferred, h.formula.deferred) << at;
+                              const int w_bound = pol == "zb-h1" ? r + 1 : 2 * r + 1;
+                              EXPECT_GE(h.formula.deferred, blocks * block_w) << at;
+                              EXPECT_LE(h.formula.deferred, w_bound * blocks * block_w) << at;
+                              EXPECT_EQ(h.formula.deferred % (blocks * block_w), 0) << at;
+                          } else {
+                              EXPECT_EQ(h.measured.deferred, 0) << at;
+                          }
+                      });
         }
     }
 }
@@ -168,24 +163,12 @@ TEST(PipelineTraining, CheckpointsReshardAcrossStages) {
         R"({"model_type": "gpt2", "vocab_size": 61, "n_embd": 32, "n_layer": 4, "n_head": 4,
             "n_positions": 64})",
         "test");
-    std::vector<StepStats> want;
-    {
-        RunOptions run = s.run(8);
-        run.save_dir.clear();
-        auto comm = comm::make_self();
-        Trainer t(mc, pp_config(1, 1, 1, 1, "1f1b", 1), run, *comm);
-        t.init_random();
-        want = t.train();
-    }
+    const std::vector<StepStats> want =
+        train_single(mc, pp_config(1, 1, 1, 1, "1f1b", 1), s.run_unsaved(8));
     RunOptions first = s.run(4);
-    comm::run_local(2, [&](int, comm::Communicator& c) {
-        Trainer t(mc, pp_config(2, 2, 1, 1, "1f1b", 1), first, c);
-        t.init_random();
-        t.train();
-        t.save_checkpoint();
-    });
-    RunOptions rest = s.run(8);
-    rest.save_dir.clear();
+    run_ranks(2, mc, pp_config(2, 2, 1, 1, "1f1b", 1), first,
+              [](int, Trainer& t) { t.save_checkpoint(); });
+    RunOptions rest = s.run_unsaved(8);
     auto check = [&](const std::vector<StepStats>& got, const std::string& at) {
         ASSERT_EQ(got.size(), 4u) << at;
         for (size_t i = 0; i < got.size(); ++i) {
@@ -208,24 +191,14 @@ TEST(PipelineTraining, CheckpointsReshardAcrossStages) {
 
 TEST(PipelineTraining, UnsupportedLayoutsAreRefusedByName) {
     Scratch s("pp_bad");
-    RunOptions run = s.run(1);
-    run.save_dir.clear();
-    auto refused = [&](int world, const TrainConfig& cfg, const models::ModelConfig& mc,
-                       const std::string& needle) {
-        comm::run_local(world, [&](int, comm::Communicator& c) {
-            try {
-                Trainer t(mc, cfg, run, c);
-                ADD_FAILURE() << "accepted; expected: " << needle;
-            } catch (const ConfigError& e) {
-                EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
-            }
-        });
-    };
+    RunOptions run = s.run_unsaved(1);
     // 2 blocks cannot make 4 stages; a Zero Bubble schedule defers weight gradients, which
     // ZeRO-2 would reduce per micro-batch; interleaved needs enough blocks.
-    refused(4, pp_config(4, 4, 1, 0, "1f1b", 1), s.mc, "pp = 4 exceeds llama's 2 layers");
-    refused(2, pp_config(2, 2, 1, 0, "interleaved", 2), s.mc, "at least that many blocks");
-    refused(2, pp_config(2, 2, 1, 2, "zb-h1", 1), s.mc, "ZeRO stage 2");
+    expect_refused(4, s.mc, pp_config(4, 4, 1, 0, "1f1b", 1), run,
+                   {"pp = 4 exceeds llama's 2 layers"});
+    expect_refused(2, s.mc, pp_config(2, 2, 1, 0, "interleaved", 2), run,
+                   {"at least that many blocks"});
+    expect_refused(2, s.mc, pp_config(2, 2, 1, 2, "zb-h1", 1), run, {"ZeRO stage 2"});
     EXPECT_THROW(parse_ds_config(R"({"train_batch_size": 4, "pipeline": {"stages": 3}})", "pp", 4),
                  ConfigError);
     EXPECT_THROW(
@@ -356,20 +329,10 @@ TEST(PipelinePartition, TimeFollowsMeasuredCosts) {
     EXPECT_LT(cut[2] - cut[1], 3) << "last stage blocks (uniform: 3)";
 
     Scratch s("pp_time");
-    RunOptions run = s.run(6);
-    run.save_dir.clear();
-    std::vector<StepStats> want;
-    {
-        auto comm = comm::make_self();
-        Trainer t1(small, pp_config(1, 1, 1, 0, "1f1b", 1), run, *comm);
-        t1.init_random();
-        want = t1.train();
-    }
-    comm::run_local(2, [&](int rank, comm::Communicator& cm) {
-        Trainer t2(small, pp_config(2, 2, 1, 0, "zb-h1", 1, "time"), run, cm);
-        t2.init_random();
-        expect_steps_match(t2.train(), want, 1e-3, fmt::format("time partition rank {}", rank));
-    });
+    RunOptions run = s.run_unsaved(6);
+    const std::vector<StepStats> want = train_single(small, pp_config(1, 1, 1, 0, "1f1b", 1), run);
+    expect_ranks_match(run_ranks(2, small, pp_config(2, 2, 1, 0, "zb-h1", 1, "time"), run), want,
+                       1e-3, "time partition");
 }
 
 }  // namespace

@@ -103,18 +103,9 @@ TrainConfig small_config(int stage) {
 TEST(Resume, BitExactAfterSaveAndReload) {
     Scratch s("resume");
     auto comm = comm::make_self();
-    std::vector<double> straight;
-    {
-        Trainer t(s.mc, small_config(2), s.run(10), *comm);
-        t.init_random();
-        for (const StepStats& st : t.train()) straight.push_back(st.loss);
-    }
+    const std::vector<StepStats> straight = train_single(s.mc, small_config(2), s.run(10));
     fs::remove_all(s.root + "/ckpt");
-    {
-        Trainer t(s.mc, small_config(2), s.run(5), *comm);
-        t.init_random();
-        t.train();  // saves step-5 at the end
-    }
+    train_single(s.mc, small_config(2), s.run(5));  // saves step-5 at the end
     std::vector<double> resumed;
     {
         Trainer t(s.mc, small_config(2), s.run(10), *comm);
@@ -124,7 +115,7 @@ TEST(Resume, BitExactAfterSaveAndReload) {
     }
     ASSERT_EQ(resumed.size(), 5u);
     for (size_t i = 0; i < 5; ++i)
-        EXPECT_EQ(resumed[i], straight[5 + i]) << "step " << 6 + i;  // bitwise
+        EXPECT_EQ(resumed[i], straight[5 + i].loss) << "step " << 6 + i;  // bitwise
 }
 
 // ds_config offload_optimizer (cpu / nvme, zero/offload.h) through the trainer: 10 bf16 steps
@@ -316,8 +307,7 @@ TEST(Metrics, WallClockBreakdownAddsUp) {
     auto comm = comm::make_self();
     TrainConfig cfg = small_config(2);
     cfg.wall_clock_breakdown = true;
-    RunOptions run = s.run(3);
-    run.save_dir.clear();
+    RunOptions run = s.run_unsaved(3);
     run.metrics_path = s.root + "/metrics.jsonl";
     Trainer t(s.mc, cfg, run, *comm);
     t.init_random();
@@ -351,8 +341,7 @@ TEST(Metrics, CsvMonitorWritesDeepSpeedsFiles) {
     cfg.csv_monitor.enabled = true;
     cfg.csv_monitor.output_path = s.root + "/csv";
     cfg.csv_monitor.job_name = "job";
-    RunOptions run = s.run(4);
-    run.save_dir.clear();
+    RunOptions run = s.run_unsaved(4);
     run.eval_interval = 2;
     Trainer t(s.mc, cfg, run, *comm);
     t.init_random();
@@ -413,23 +402,14 @@ TEST(Resume, ReshardsAcrossStages) {
     // Saved at stage 3, loaded at stage 1 (another partition layout): same next losses within
     // reduction-order noise (one rank: identical).
     Scratch s("reshard");
-    auto comm = comm::make_self();
-    std::vector<double> straight;
-    {
-        Trainer t(s.mc, small_config(3), s.run(8), *comm);
-        t.init_random();
-        for (const StepStats& st : t.train()) straight.push_back(st.loss);
-    }
+    const std::vector<StepStats> straight = train_single(s.mc, small_config(3), s.run(8));
     fs::remove_all(s.root + "/ckpt");
-    {
-        Trainer t(s.mc, small_config(3), s.run(4), *comm);
-        t.init_random();
-        t.train();
-    }
+    train_single(s.mc, small_config(3), s.run(4));
+    auto comm = comm::make_self();
     Trainer t(s.mc, small_config(1), s.run(8), *comm);
     t.load_checkpoint(s.root + "/ckpt");
     std::vector<StepStats> rest = t.train();
-    for (size_t i = 0; i < rest.size(); ++i) EXPECT_NEAR(rest[i].loss, straight[4 + i], 1e-6);
+    for (size_t i = 0; i < rest.size(); ++i) EXPECT_NEAR(rest[i].loss, straight[4 + i].loss, 1e-6);
 }
 
 // ZeRO-3 records the groups' execution order during the first step and fetches parameters ahead
@@ -449,18 +429,16 @@ TEST(Stage3Training, EvaluationsKeepThePrefetchOrder) {
         std::vector<std::vector<double>> losses(2);
         std::vector<int> prefetching(static_cast<size_t>(2 * world), -1);
         for (int with_eval : {0, 1}) {
-            comm::run_local(world, [&](int rank, comm::Communicator& c) {
-                RunOptions r = s.run(6);
-                r.save_dir.clear();
-                r.eval_interval = with_eval ? 2 : 0;  // 0: once, after the last step
-                Trainer t(s.mc, cfg, r, c);
-                t.init_random();
-                std::vector<double> l;
-                for (const StepStats& st : t.train()) l.push_back(st.loss);
-                if (rank == 0) losses[static_cast<size_t>(with_eval)] = l;
-                prefetching[static_cast<size_t>(with_eval * world + rank)] =
-                    t.engine().prefetching() ? 1 : 0;
-            });
+            RunOptions r = s.run_unsaved(6);
+            r.eval_interval = with_eval ? 2 : 0;  // 0: once, after the last step
+            const std::vector<std::vector<StepStats>> got =
+                run_ranks(world, s.mc, cfg, r, [&](int rank, Trainer& t) {
+                    prefetching[static_cast<size_t>(with_eval * world + rank)] =
+                        t.engine().prefetching() ? 1 : 0;
+                });
+            for (const StepStats& st : got[0]) {
+                losses[static_cast<size_t>(with_eval)].push_back(st.loss);
+            }
         }
         ASSERT_EQ(losses[0].size(), 6u);
         EXPECT_EQ(losses[1], losses[0]);

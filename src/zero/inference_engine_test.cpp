@@ -19,30 +19,13 @@
 #include "models/sources.h"
 #include "tests/test_util.h"
 #include "zero/inference.h"
+#include "zero/inference_test_util.h"
 
 namespace zs::zero {
 namespace {
 
 using core::DType;
 using models::Transformer;
-
-struct Model {
-    models::ModelFiles files;
-    std::unique_ptr<Transformer> model;
-    std::unique_ptr<models::DenseParams> params;
-};
-
-Model open(const std::string& name, DType ct, bool dense) {
-    Model m{models::open_model(zs::test::source_path("tests/fixtures/hf/" + name)), nullptr,
-            nullptr};
-    m.model = std::make_unique<Transformer>(m.files.config, models::RunConfig{ct});
-    if (dense) {
-        m.params = std::make_unique<models::DenseParams>(m.model->layout(), ct, false);
-        models::load_hf_weights(*m.model, *m.params, *m.files.weights);
-        m.params->bind(m.model->binding());
-    }
-    return m;
-}
 
 struct Served {
     std::map<infer::RequestId, std::vector<int32_t>> tokens;
@@ -103,16 +86,6 @@ Served serve(Transformer& model, WeightStream* ws) {
     return s;
 }
 
-// The bytes one read of block l takes on the tier (data, then on NVMe the O_DIRECT padding and
-// the checksum footer), from the layout.
-int64_t block_read_bytes(const Transformer& m, int l, Tier tier) {
-    const auto b =
-        static_cast<size_t>(m.layout().group(m.block_group(l)).numel *
-                            static_cast<int64_t>(core::dtype_size(m.run_config().compute_dtype)));
-    return tier == Tier::nvme ? static_cast<int64_t>(io::aio_padded(b) + io::kAioAlign)
-                              : static_cast<int64_t>(b);
-}
-
 TEST(ZeroInferenceServe, StreamedEngineStepsEqualInMemoryEngine) {
     test::TempDir disk;  // the real disk: O_DIRECT
     struct Case {
@@ -128,15 +101,11 @@ TEST(ZeroInferenceServe, StreamedEngineStepsEqualInMemoryEngine) {
     for (const Case& c : cases) {
         const std::string what = fmt::format("{} {} tier {} prefetch {}", c.name,
                                              core::to_string(c.ct), to_string(c.tier), c.prefetch);
-        Model ref = open(c.name, c.ct, true);
+        FixtureModel ref = open_fixture(c.name, c.ct, true);
         const Served want = serve(*ref.model, nullptr);
         ASSERT_GT(want.mixed_steps, 0) << what << ": no step mixed prompt chunks and decodes";
-        Model m = open(c.name, c.ct, false);
-        StreamConfig sc;
-        sc.tier = c.tier;
-        sc.path = disk.path();
-        sc.prefetch = c.prefetch;
-        WeightStream ws(*m.model, *m.files.weights, sc);
+        FixtureModel m = open_fixture(c.name, c.ct, false);
+        WeightStream ws(*m.model, *m.files.weights, stream_config(c.tier, disk.path(), c.prefetch));
         const Served got = serve(*m.model, &ws);
         EXPECT_EQ(got.tokens, want.tokens) << what;
         ASSERT_EQ(got.logprobs.size(), want.logprobs.size()) << what;
@@ -194,14 +163,10 @@ TEST(ZeroInferenceServe, ForwardThatThrowsLeavesTheStreamUsable) {
     for (Tier tier : {Tier::nvme, Tier::cpu}) {
         // Three blocks and two buffers: a block left bound would hold the buffer the next
         // forward's first block needs.
-        Model ref = open("gpt2_variants", DType::f32, true);
-        Model m = open("gpt2_variants", DType::f32, false);
+        FixtureModel ref = open_fixture("gpt2_variants", DType::f32, true);
+        FixtureModel m = open_fixture("gpt2_variants", DType::f32, false);
         ASSERT_EQ(m.model->config().n_layers, 3);
-        StreamConfig sc;
-        sc.tier = tier;
-        sc.path = disk.path();
-        sc.prefetch = 1;
-        WeightStream ws(*m.model, *m.files.weights, sc);
+        WeightStream ws(*m.model, *m.files.weights, stream_config(tier, disk.path(), 1));
         std::vector<int32_t> ids = {3, 14, 15, 92, 65, 35};  // < the vocabulary (97)
         std::vector<int32_t> pos = {0, 1, 2, 3, 4, 5};
         auto forward = [&](Transformer& t, models::KvAttention& kv, models::GroupHooks* h) {

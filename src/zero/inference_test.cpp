@@ -18,6 +18,7 @@
 #include "models/kv_cache.h"
 #include "models/sources.h"
 #include "tests/test_util.h"
+#include "zero/inference_test_util.h"
 
 namespace zs::zero {
 namespace {
@@ -75,24 +76,6 @@ Decoded decode(Transformer& model, const std::vector<std::vector<int32_t>>& prom
     return out;
 }
 
-struct Model {
-    models::ModelFiles files;
-    std::unique_ptr<Transformer> model;
-    std::unique_ptr<models::DenseParams> params;
-};
-
-Model open(const std::string& name, DType ct, bool dense) {
-    Model m{models::open_model(zs::test::source_path("tests/fixtures/hf/" + name)), nullptr,
-            nullptr};
-    m.model = std::make_unique<Transformer>(m.files.config, models::RunConfig{ct});
-    if (dense) {
-        m.params = std::make_unique<models::DenseParams>(m.model->layout(), ct, false);
-        models::load_hf_weights(*m.model, *m.params, *m.files.weights);
-        m.params->bind(m.model->binding());
-    }
-    return m;
-}
-
 std::vector<std::vector<int32_t>> prompts(int64_t B, int64_t vocab) {
     std::vector<std::vector<int32_t>> p;
     for (int64_t b = 0; b < B; ++b) {
@@ -136,7 +119,7 @@ TEST(ZeroInference, StreamedWeightsDecodeBitIdenticalToInMemory) {
                 const std::string what =
                     fmt::format("{} {} batch {} tier {} prefetch {}", name, core::to_string(ct), B,
                                 to_string(t.tier), t.prefetch);
-                Model ref = open(name, ct, true);
+                FixtureModel ref = open_fixture(name, ct, true);
                 const auto ps = prompts(B, ref.model->config().vocab_size);
                 const Decoded want = decode(*ref.model, ps, nullptr);
                 if (B > 1) {
@@ -148,11 +131,8 @@ TEST(ZeroInference, StreamedWeightsDecodeBitIdenticalToInMemory) {
                             << what << " sequence " << b;
                     }
                 }
-                Model m = open(name, ct, false);
-                StreamConfig sc;
-                sc.tier = t.tier;
-                sc.path = t.path;
-                sc.prefetch = t.prefetch;
+                FixtureModel m = open_fixture(name, ct, false);
+                const StreamConfig sc = stream_config(t.tier, t.path, t.prefetch);
                 const int64_t before = core::memory_stats().current_of(core::MemCategory::params);
                 std::string dir;
                 {
@@ -171,13 +151,7 @@ TEST(ZeroInference, StreamedWeightsDecodeBitIdenticalToInMemory) {
                     int64_t per_forward = 0, ahead = 0;
                     const int L = static_cast<int>(m.model->config().n_layers);
                     for (int l = 0; l < L; ++l) {
-                        const auto b = static_cast<size_t>(
-                            m.model->layout().group(m.model->block_group(l)).numel *
-                            static_cast<int64_t>(core::dtype_size(ct)));
-                        const int64_t on_tier =
-                            t.tier == Tier::nvme
-                                ? static_cast<int64_t>(io::aio_padded(b) + io::kAioAlign)
-                                : static_cast<int64_t>(b);
+                        const int64_t on_tier = block_read_bytes(*m.model, l, t.tier);
                         per_forward += on_tier;
                         if (l < std::min<int64_t>(sc.prefetch, L - 1)) ahead += on_tier;
                     }
@@ -194,7 +168,7 @@ TEST(ZeroInference, StreamedWeightsDecodeBitIdenticalToInMemory) {
 }
 
 TEST(ZeroInference, BadSettingsAreRefusedByName) {
-    Model m = open("llama", DType::f32, false);
+    FixtureModel m = open_fixture("llama", DType::f32, false);
     auto message = [&](StreamConfig sc) {
         try {
             WeightStream ws(*m.model, *m.files.weights, sc);

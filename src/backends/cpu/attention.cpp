@@ -177,13 +177,6 @@ constexpr int64_t kFewQueries = 4;
 // poorly (models::ContiguousKvCache is head-major on the CPU for the same reason).
 constexpr int64_t kPrefetchKeys = 32;
 
-template <class T>
-inline void prefetch_row(const T* p, int64_t HS) {
-    const char* c = reinterpret_cast<const char*>(p);
-    for (int64_t o = 0; o < HS * static_cast<int64_t>(sizeof(T)); o += 64)
-        __builtin_prefetch(c + o, 0, 3);
-}
-
 // S[r][j] = Qt[r] . K[j0 + j] for r < NQ <= kFewQueries, j < nk: each K row is loaded once (and
 // converted from bf16 in registers) for all the tile's queries. Four keys at a time, so that the
 // horizontal sums of their accumulators share one shuffle tree (vsum4) instead of a full

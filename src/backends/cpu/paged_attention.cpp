@@ -81,16 +81,10 @@ void values_span(float* Acc, const float* P, const TC* const* V, int64_t jlo, in
     }
 }
 
-// A cached row's cache lines towards L1 (a hint: never faults). K rows are prefetched this many
-// keys ahead and V rows while the scores of their keys are computed, since rows come one per
-// block-table lookup, n_kv_heads * HS apart, where the hardware prefetchers lose the stream.
+// K rows are prefetched (vec.h prefetch_row) this many keys ahead and V rows while the scores of
+// their keys are computed, since rows come one per block-table lookup, n_kv_heads * HS apart,
+// where the hardware prefetchers lose the stream.
 constexpr int64_t kPrefetchKeys = 16;
-template <class TC>
-inline void prefetch_row(const TC* p, int64_t HS) {
-    const char* c = reinterpret_cast<const char*>(p);
-    for (int64_t o = 0; o < HS * static_cast<int64_t>(sizeof(TC)); o += 64)
-        __builtin_prefetch(c + o, 0, 3);
-}
 
 // S[r * kBk + j] = Q[r] . K[j] for NQ rows and j < nk (a multiple of 4), four keys at a time
 // sharing one horizontal-sum tree. kFull: HS a multiple of kLanes (no masked tail), so that with

@@ -325,6 +325,15 @@ inline VecF vrcp_bf16(VecF x) { return vrcp(x); }
 
 #endif
 
+// Every cache line of the row p[0, n) towards L1 (a hint: never faults). The attention kernels
+// fetch KV cache rows ahead with it, where the hardware prefetchers lose the stream.
+template <class T>
+inline void prefetch_row(const T* p, int64_t n) {
+    const char* c = reinterpret_cast<const char*>(p);
+    for (int64_t o = 0; o < n * static_cast<int64_t>(sizeof(T)); o += 64)
+        __builtin_prefetch(c + o, 0, 3);
+}
+
 // Derived functions, identical on both paths. vmax/vmin with the constant first pass NaN through.
 // exp(x) for any x: exact 0 below -104 (so exp(-inf) = 0), inf above 89, NaN stays NaN.
 ZS_VINLINE VecF vexp(VecF x) { return vexp_clamped(vmin(vset(89.0f), vmax(vset(-104.0f), x))); }
