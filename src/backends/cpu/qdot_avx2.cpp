@@ -27,37 +27,44 @@ using core::QType;
 namespace {
 
 constexpr int kMB = 4;
+// The helpers are forced inline: out of line (GCC's choice for the dot loops) their vectors go
+// through memory on every call.
+#define ZS_AVX2_INLINE inline __attribute__((always_inline))
 // Software prefetch distance in bytes (qdot_vnni.cpp's): a thread's groups are consecutive in
-// memory, so reading past the group's end prefetches the next one.
-constexpr int64_t kAhead = 4096;
+// memory, so reading past the group's end prefetches the next one (ZS_QPF2 at build time for
+// experiments; 0: none).
+#ifndef ZS_QPF2
+#define ZS_QPF2 4096
+#endif
+constexpr int64_t kAhead = ZS_QPF2;
 
-inline __m256 f16x8(const uint8_t* p) {
+ZS_AVX2_INLINE __m256 f16x8(const uint8_t* p) {
     return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
 }
-inline __m256i load32(const uint8_t* p) {
+ZS_AVX2_INLINE __m256i load32(const uint8_t* p) {
     return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
 }
-inline __m256i bcast4(const int8_t* q) {
+ZS_AVX2_INLINE __m256i bcast4(const int8_t* q) {
     int32_t v;
     std::memcpy(&v, q, 4);
     return _mm256_set1_epi32(v);
 }
-inline __m256 u8x8(const uint8_t* p) {
+ZS_AVX2_INLINE __m256 u8x8(const uint8_t* p) {
     return _mm256_cvtepi32_ps(
         _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p))));
 }
-inline __m256 i8x8(const uint8_t* p) {
+ZS_AVX2_INLINE __m256 i8x8(const uint8_t* p) {
     return _mm256_cvtepi32_ps(
         _mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p))));
 }
-inline __m256i merge(__m256i s, __m256i h, __m256i m) {
+ZS_AVX2_INLINE __m256i merge(__m256i s, __m256i h, __m256i m) {
     return _mm256_or_si256(s, _mm256_and_si256(h, m));
 }
 
 // The 8 slabs of one chunk for rows [8 half, 8 half + 8): s[k] pairs with activation bytes
 // 4k..4k+3 (qdot_vnni.cpp's chunk_codes on one half of each slab).
 template <int kBits>
-inline void chunk_codes(const uint8_t* c, int half, __m256i* s) {
+ZS_AVX2_INLINE void chunk_codes(const uint8_t* c, int half, __m256i* s) {
     const int o = 32 * half;
     if constexpr (kBits == 8) {
         for (int k = 0; k < 8; ++k) s[k] = load32(c + 64 * k + o);
@@ -96,7 +103,7 @@ inline void chunk_codes(const uint8_t* c, int half, __m256i* s) {
 // init + sum over slabs [k0, k1) of <s[k], q[4k..4k+3]> per row (int32 lanes), unsigned codes of
 // kBits <= 6: int16 pair sums of kPer slabs added before each widening (see the header comment).
 template <int kBits>
-inline __m256i dot_u(__m256i init, const __m256i* s, const int8_t* q, int k0, int k1) {
+ZS_AVX2_INLINE __m256i dot_u(__m256i init, const __m256i* s, const int8_t* q, int k0, int k1) {
     constexpr int kPer = kBits == 4 ? 8 : kBits == 5 ? 4 : 2;
     const __m256i ones = _mm256_set1_epi16(1);
     __m256i acc = init;
@@ -111,7 +118,7 @@ inline __m256i dot_u(__m256i init, const __m256i* s, const int8_t* q, int k0, in
 }
 
 // Sum over the 8 slabs of <c, q> per row, c = s - 128 (q8_0's signed codes).
-inline __m256i dot_s8(const __m256i* s, const int8_t* q) {
+ZS_AVX2_INLINE __m256i dot_s8(const __m256i* s, const int8_t* q) {
     const __m256i ones = _mm256_set1_epi16(1), flip = _mm256_set1_epi8(static_cast<char>(0x80));
     __m256i acc = _mm256_setzero_si256();
     for (int k = 0; k < 8; ++k) {
@@ -131,7 +138,8 @@ void group32(const uint8_t* g, int64_t nb, const QActRow* a, __m256* acc) {
     constexpr int64_t kUnit = kHdr + 256 + 64 * (kBits - 4);
     for (int64_t b = 0; b < nb; ++b) {
         const uint8_t* u = g + b * kUnit;
-        for (int64_t o = 0; o < kUnit; o += 64) _mm_prefetch(u + kAhead + o, _MM_HINT_T0);
+        for (int64_t o = 0; o < kUnit; o += 64)
+            if (kAhead > 0) _mm_prefetch(u + kAhead + o, _MM_HINT_T0);
         for (int half = 0; half < 2; ++half) {
             const __m256 d = f16x8(u + 16 * half);
             __m256i s[8];
@@ -164,7 +172,8 @@ void group_q4_k(const uint8_t* g, int64_t nb, const QActRow* a, __m256* acc) {
         const uint8_t* u = g + b * kUnit;
         for (int j = 0; j < 8; ++j) {
             const uint8_t* c = u + 320 + 256 * j;
-            for (int o = 0; o < 256; o += 64) _mm_prefetch(c + kAhead + o, _MM_HINT_T0);
+            for (int o = 0; o < 256; o += 64)
+                if (kAhead > 0) _mm_prefetch(c + kAhead + o, _MM_HINT_T0);
             const int64_t ch = 8 * b + j;
             for (int half = 0; half < 2; ++half) {
                 const __m256 d = f16x8(u + 16 * half), dmin = f16x8(u + 32 + 16 * half);
@@ -191,7 +200,8 @@ void group_q6_k(const uint8_t* g, int64_t nb, const QActRow* a, __m256* acc) {
         const uint8_t* u = g + b * kUnit;
         for (int j = 0; j < 8; ++j) {
             const uint8_t* c = u + 288 + 384 * j;
-            for (int o = 0; o < 384; o += 64) _mm_prefetch(c + kAhead + o, _MM_HINT_T0);
+            for (int o = 0; o < 384; o += 64)
+                if (kAhead > 0) _mm_prefetch(c + kAhead + o, _MM_HINT_T0);
             const int64_t ch = 8 * b + j;
             for (int half = 0; half < 2; ++half) {
                 const __m256 d = f16x8(u + 16 * half);
