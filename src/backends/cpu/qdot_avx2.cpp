@@ -12,8 +12,10 @@
 // while that bound times the count stays below 2^15 (4-bit codes: 8 slabs, 5-bit: 4, 6-bit: 2).
 // q8_0's codes (stored + 128) are made signed again and multiplied with vpsignb's sign trick
 // (|c| * sign(c) q, a pair at most 2 * 128 * 127), so its offset needs no correction term. Every
-// int32 dot product is therefore exact and equal to the VNNI kernel's; the scales are applied by
-// the same float operations in the same order.
+// int32 dot product is therefore exact and, for the same Q8 activations, equal to the VNNI
+// kernel's; the scales are applied by the same float operations in the same order. (This path's
+// activations come from the scalar quantize_q8_act, ties away from zero, the VNNI path's from
+// quantize_q8_act_avx512, ties to even.)
 #include <cstring>
 
 #include <immintrin.h>
