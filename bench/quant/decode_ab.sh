@@ -8,6 +8,8 @@
 # median triad bytes/s; SmolLM2 ties its head, so every weight byte is read once per token).
 #
 # Usage: bench/quant/decode_ab.sh BUILD LLAMA_CLI FILE.gguf...
+#   LLAMA_CLI may be llama-bench (builds whose llama-cli lacks -no-cnv): then theirs is
+#   `llama-bench -p 0 -n 64 -d 512` (one repetition), the issue's own measure.
 #   ROUNDS (default 3), THREADS (default 1), AB_FUSE=1 adds a ZS_DECODE_FUSE=0 run per round,
 #   BASE=OTHER_BUILD adds a run of OTHER_BUILD's zerospeed per round (before / after a change).
 set -euo pipefail
@@ -22,6 +24,11 @@ ours() {  # decode tokens/s of one zerospeed run (of $bin, default BUILD's)
         sed -n 's/.*generated: .*(\([0-9.]*\) tokens\/s).*/\1/p'
 }
 theirs() {  # decode tokens/s of one llama-cli run (its "eval time" line, not the prompt's)
+    if [ "$(basename "$cli")" = llama-bench ]; then  # newer llama.cpp: llama-cli has no -no-cnv
+        "$cli" -m "$1" -p 0 -n 64 -d 512 -t "$t" -r 1 -o csv </dev/null 2>/dev/null | tail -1 |
+            awk -F, '{gsub(/"/, ""); print $(NF - 1)}'
+        return
+    fi
     "$cli" -m "$1" -p "$prompt" -n 64 -t "$t" --temp 0 -no-cnv --ignore-eos </dev/null 2>&1 |
         grep -v 'prompt eval' | sed -n 's/.* eval time .*, *\([0-9.]*\) tokens per second.*/\1/p'
 }

@@ -123,7 +123,10 @@ int generate_batch(const GenerateOptions& o, LoadedModel& lm, const infer::Sampl
 class GenerateKv {
 public:
     GenerateKv(const models::Transformer& m, int64_t ctx, const infer::KvCacheDType& kd) {
-        if (kd.quant == ops::KvQuant::none) {
+        // The contiguous cache hands its K/V to the dense attention, which takes them in the
+        // compute dtype only (a bf16 cache under f32 compute, on CPUs without native bf16, goes
+        // through the paged cache, whose attention reads any float cache).
+        if (kd.quant == ops::KvQuant::none && kd.dtype == m.run_config().compute_dtype) {
             contiguous_ =
                 std::make_unique<models::ContiguousKvCache>(m.local_config(), ctx, kd.dtype);
             return;
@@ -222,8 +225,9 @@ int run_generate(const GenerateOptions& o, comm::Communicator& world) {
         for (int32_t e : lm.extra_stop_ids) stop_ids.push_back(e);
     }
 
-    // --kv-cache-dtype: f32/bf16 in a contiguous cache; int8/fp8 in the serving engine's paged
-    // cache (one sequence, its blocks allocated up front), read in place by paged attention.
+    // --kv-cache-dtype: the compute dtype in a contiguous cache; int8/fp8 (and bf16 under f32
+    // compute) in the serving engine's paged cache (one sequence, its blocks allocated up front),
+    // read in place by paged attention.
     const infer::KvCacheDType kd = infer::parse_kv_cache_dtype(
         o.kv_cache_dtype, lm.model->run_config().compute_dtype, "--kv-cache-dtype");
     ZS_CHECK_T(ConfigError, o.batch == 1 || kd.quant == ops::KvQuant::none,

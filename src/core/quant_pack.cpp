@@ -24,11 +24,12 @@
 //   q5_1 (384 B):  d[16] @0, m[16] @32                   codes @64
 //   q4_k (2368 B): d[16] @0, dmin[16] @32, u8 sc[8][16] @64, u8 mn[8][16] @192, codes @320
 //   q6_k (3360 B): d[16] @0, i8 sc[16][16] @32 (one per 16 elements), codes @288 (384 per chunk)
+#include "core/quant_pack.h"
+
 #include <cstring>
 #include <vector>
 
 #include "base/error.h"
-#include "core/quant.h"
 
 namespace zs::core {
 
@@ -323,6 +324,48 @@ int64_t interleaved_group_bytes(QType t, int64_t k) {
     return k / unit_elems(t) * unit_bytes(t);
 }
 
+namespace {
+
+// Where interleave16 places its results while interleave16_all runs on this thread.
+struct Arena {
+    std::shared_ptr<Buffer> buf;
+    size_t at = 0;
+};
+thread_local Arena tl_arena;
+constexpr size_t kArenaAlign = 4096;
+
+size_t arena_size(size_t n) { return (n + kArenaAlign - 1) / kArenaAlign * kArenaAlign; }
+
+}  // namespace
+
+void interleave16_all(std::vector<QTensor>& ts, bool huge_pages) {
+    auto packs = [](const QTensor& t) {
+        return t.defined() && t.device().is_cpu() && t.layout() == QLayout::rows &&
+               can_interleave(t.type());
+    };
+    size_t total = 0;
+    for (const QTensor& t : ts) {
+        if (packs(t)) {
+            total += arena_size(static_cast<size_t>((t.rows() + R - 1) / R *
+                                                    interleaved_group_bytes(t.type(), t.cols())));
+        }
+    }
+    if (total == 0) return;
+    AllocOptions opts;
+    opts.huge_pages = huge_pages;
+    tl_arena = {Buffer::allocate(total, Device::cpu(), MemCategory::params, opts), 0};
+    try {
+        for (QTensor& t : ts) {
+            if (packs(t)) t = interleave16(t);
+        }
+    } catch (...) {
+        tl_arena = {};
+        throw;
+    }
+    ZS_ASSERT(tl_arena.at == total);
+    tl_arena = {};
+}
+
 QTensor interleave16(const QTensor& w) {
     ZS_CHECK_T(NotSupported, can_interleave(w.type()), "{}: no interleaved layout for {}", w.str(),
                to_string(w.type()));
@@ -332,8 +375,14 @@ QTensor interleave16(const QTensor& w) {
     const int64_t chunks = unit_elems(t) / 32, bb = qtype_traits(t).block_bytes;
     const int64_t groups = (w.rows() + R - 1) / R;
     QTensor out;
-    out.buf_ =
-        Buffer::allocate(static_cast<size_t>(groups * units * ub), w.device(), MemCategory::params);
+    const auto bytes = static_cast<size_t>(groups * units * ub);
+    if (tl_arena.buf && w.device().is_cpu() && tl_arena.at + bytes <= tl_arena.buf->size()) {
+        out.buf_ = tl_arena.buf;
+        out.offset_ = tl_arena.at;
+        tl_arena.at += arena_size(bytes);
+    } else {
+        out.buf_ = Buffer::allocate(bytes, w.device(), MemCategory::params);
+    }
     out.type_ = t;
     out.layout_ = QLayout::interleaved16;
     out.rows_ = w.rows();

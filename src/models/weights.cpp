@@ -9,6 +9,7 @@
 #include <fmt/format.h>
 
 #include "base/error.h"
+#include "core/quant_pack.h"
 #include "models/transformer.h"
 
 namespace zs::models {
@@ -179,13 +180,13 @@ std::vector<core::QTensor> load_quantized_weights(const Transformer& model,
         }
         out[i] = w;
     }
-    // Repacked once for the decode kernels (core/quant.h, interleaved16); ZS_QUANT_REPACK=0
-    // keeps the file layout (to measure the difference).
+    // Repacked once for the decode kernels (core/quant.h, interleaved16), into one buffer on
+    // transparent huge pages (core/quant_pack.h); ZS_QUANT_REPACK=0 keeps the file layout and
+    // ZS_QUANT_HUGE_PAGES=0 4 KiB pages (to measure the differences).
     const char* e = std::getenv("ZS_QUANT_REPACK");
     if (e == nullptr || std::string_view(e) != "0") {
-        for (core::QTensor& q : out) {
-            if (q.defined() && core::can_interleave(q.type())) q = core::interleave16(q);
-        }
+        const char* h = std::getenv("ZS_QUANT_HUGE_PAGES");
+        core::interleave16_all(out, h == nullptr || std::string_view(h) != "0");
     }
     return out;
 }

@@ -40,6 +40,10 @@ void qdot_rows_scalar(core::QType t, const uint8_t* w, int64_t row_bytes, int64_
 // core::can_interleave accepts: q8_0, q4_0, q4_1, q5_0, q5_1, q4_k, q6_k.
 void qdot_group16_vnni(core::QType t, const uint8_t* g, int64_t k, const QActRow* acts, int m,
                        float* res);
+// The same with AVX2 (qdot_avx2.cpp; call only where the CPU has AVX2, FMA and F16C), for the
+// same types.
+void qdot_group16_avx2(core::QType t, const uint8_t* g, int64_t k, const QActRow* acts, int m,
+                       float* res);
 // qgemv.h's quantize_q8_act with AVX-512 (ties round to even instead of away from zero, as
 // llama.cpp's vectorised quantize_row_q8_0 does).
 void quantize_q8_act_avx512(const float* x, int64_t n, int8_t* q, float* d, int32_t* s0,

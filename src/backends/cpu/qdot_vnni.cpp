@@ -1,5 +1,5 @@
 // qdot_rows_vnni: the quantized dot products with AVX-512 VNNI (qdot.h states the arithmetic).
-// Compiled with -mavx512f/bw/vl/vnni whatever the build targets and called only after a run-time
+// Compiled with -mavx512f/bw/dq/vl/vnni whatever the build targets and called only after a run-time
 // CPU check (qgemv.cpp), so it includes nothing with inline code shared with other units but the
 // intrinsics, and keeps its helpers in an anonymous namespace.
 //

@@ -127,7 +127,14 @@ QuantKernel from_env() {
     const std::string_view v(e);
     if (v == "scalar") return QuantKernel::scalar;
     if (v == "avx512_vnni") return QuantKernel::avx512_vnni;
-    ZS_THROW(ConfigError, "ZS_QUANT_KERNEL: '{}' is not a kernel (scalar or avx512_vnni)", v);
+    if (v == "avx2") return QuantKernel::avx2;
+    ZS_THROW(ConfigError, "ZS_QUANT_KERNEL: '{}' is not a kernel (scalar, avx2 or avx512_vnni)", v);
+}
+
+bool cpu_has_avx2() {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+           __builtin_cpu_supports("f16c");
 }
 
 bool cpu_has_vnni() {
@@ -172,17 +179,23 @@ const char* to_string(QuantKernel k) {
             return "scalar";
         case QuantKernel::avx512_vnni:
             return "avx512_vnni";
+        case QuantKernel::avx2:
+            return "avx2";
     }
     return "?";
 }
 
 QuantKernel resolve(QuantKernel k) {
-    static const bool vnni = cpu_has_vnni();
+    static const bool vnni = cpu_has_vnni(), avx2 = cpu_has_avx2();
     static const QuantKernel env = from_env();
     if (k == QuantKernel::best) k = env;
-    if (k == QuantKernel::best) return vnni ? QuantKernel::avx512_vnni : QuantKernel::scalar;
+    if (k == QuantKernel::best) {
+        return vnni ? QuantKernel::avx512_vnni : avx2 ? QuantKernel::avx2 : QuantKernel::scalar;
+    }
     ZS_CHECK_T(NotSupported, k != QuantKernel::avx512_vnni || vnni,
                "the avx512_vnni quantized kernel needs AVX-512 VNNI, which this CPU lacks");
+    ZS_CHECK_T(NotSupported, k != QuantKernel::avx2 || avx2,
+               "the avx2 quantized kernel needs AVX2, FMA and F16C, which this CPU lacks");
     return k;
 }
 
@@ -265,6 +278,8 @@ void gemv_groups(TO* O, int64_t ldo, const core::QTensor& w, const QActs& a, flo
             fn(w.type(), w.row(n0), w.row_bytes(), nn, K, a.rows.data(), mi, res.data());
         } else if (kern == QuantKernel::avx512_vnni) {
             qdot_group16_vnni(w.type(), g0 + t * group_bytes, K, a.rows.data(), mi, res.data());
+        } else if (kern == QuantKernel::avx2) {
+            qdot_group16_avx2(w.type(), g0 + t * group_bytes, K, a.rows.data(), mi, res.data());
         } else {
             rows.resize(static_cast<size_t>(nn * w.row_bytes()));
             for (int64_t j = 0; j < nn; ++j)

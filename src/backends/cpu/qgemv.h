@@ -14,8 +14,9 @@
 namespace zs::backends::cpu {
 
 // Which dot-product kernel the decode path uses. `best` resolves at run time: AVX-512 VNNI where
-// the CPU has it, the portable scalar loop otherwise; ZS_QUANT_KERNEL=scalar forces the latter.
-enum class QuantKernel { best, scalar, avx512_vnni };
+// the CPU has it, else AVX2 (interleaved weights; file-layout rows take the scalar loop), else the
+// portable scalar loop; ZS_QUANT_KERNEL=scalar|avx2|avx512_vnni forces one.
+enum class QuantKernel { best, scalar, avx512_vnni, avx2 };
 const char* to_string(QuantKernel k);
 QuantKernel resolve(QuantKernel k);
 

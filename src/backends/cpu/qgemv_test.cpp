@@ -95,6 +95,10 @@ std::vector<QuantKernel> kernels() {
         __builtin_cpu_supports("avx512vnni")) {
         v.push_back(QuantKernel::avx512_vnni);
     }
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+        __builtin_cpu_supports("f16c")) {
+        v.push_back(QuantKernel::avx2);
+    }
     return v;
 }
 
