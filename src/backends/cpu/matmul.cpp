@@ -216,7 +216,9 @@ bool CpuKernels::matmul_bf16_via_f32(const Tensor& out, const Tensor& a, const T
     if (out.dim() != 2 || a.dim() != 2 || b.dim() != 2) return false;
     if (a.stride(1) != 1 || b.stride(1) != 1) return false;  // rows convert as runs
     const int64_t M = out.size(0), N = out.size(1), K = opts.trans_a ? a.size(0) : a.size(1);
-    if (K == 0 || M < 16) return false;
+    // Few rows: oneDNN's emulated bf16 is cheaper than widening the weights, where it has one
+    // (AVX-512); on an AVX2 CPU there is no 16-bit oneDNN matmul, and blocks bound the copies.
+    if (K == 0 || (M < 16 && matmul_routes().onednn_16bit)) return false;
     constexpr int64_t kBudget = int64_t{4} << 20;  // f32 elements (16 MiB) per widened operand
     // A 2-D view with unit inner stride, widened into buf (rows in parallel).
     auto widen = [](const Tensor& t, Tensor& buf) -> Tensor {
