@@ -118,12 +118,12 @@ int generate_batch(const GenerateOptions& o, LoadedModel& lm, const infer::Sampl
     return 0;
 }
 
-// The cache generate decodes through: contiguous (f32/bf16) or paged (int8/fp8), with the
+// The cache generate decodes through: contiguous (f32/bf16) or paged (f16/int8/fp8), with the
 // contiguous cache's length/commit interface.
 class GenerateKv {
 public:
     GenerateKv(const models::Transformer& m, int64_t ctx, const infer::KvCacheDType& kd) {
-        if (kd.quant == ops::KvQuant::none) {
+        if (kd.quant == ops::KvQuant::none && kd.dtype != core::DType::f16) {
             contiguous_ =
                 std::make_unique<models::ContiguousKvCache>(m.local_config(), ctx, kd.dtype);
             return;
@@ -229,11 +229,12 @@ int run_generate(const GenerateOptions& o, comm::Communicator& world) {
         for (int32_t e : lm.extra_stop_ids) stop_ids.push_back(e);
     }
 
-    // --kv-cache-dtype: f32/bf16 in a contiguous cache; int8/fp8 in the serving engine's paged
+    // --kv-cache-dtype: f32/bf16 in a contiguous cache; f16/int8/fp8 in the serving engine's paged
     // cache (one sequence, its blocks allocated up front), read in place by paged attention.
     const infer::KvCacheDType kd = infer::parse_kv_cache_dtype(
         o.kv_cache_dtype, lm.model->run_config().compute_dtype, "--kv-cache-dtype");
-    ZS_CHECK_T(ConfigError, o.batch == 1 || kd.quant == ops::KvQuant::none,
+    ZS_CHECK_T(ConfigError,
+               o.batch == 1 || (kd.quant == ops::KvQuant::none && kd.dtype != core::DType::f16),
                "--batch {} with --kv-cache-dtype {}: lockstep batches decode through a contiguous "
                "f32/bf16 cache only",
                o.batch, o.kv_cache_dtype);
