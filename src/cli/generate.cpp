@@ -118,12 +118,18 @@ int generate_batch(const GenerateOptions& o, LoadedModel& lm, const infer::Sampl
     return 0;
 }
 
-// The cache generate decodes through: contiguous (f32/bf16) or paged (f16/int8/fp8), with the
-// contiguous cache's length/commit interface.
+// Whether `kd` is the contiguous cache's: the compute dtype itself (dense attention reads K/V of
+// the queries' dtype). Any other (f16, int8, fp8, or bf16 under f32 compute) goes paged.
+bool contiguous_kv(const infer::KvCacheDType& kd, core::DType compute) {
+    return kd.quant == ops::KvQuant::none && kd.dtype == compute;
+}
+
+// The cache generate decodes through: contiguous (the compute dtype) or paged (any other), with
+// the contiguous cache's length/commit interface.
 class GenerateKv {
 public:
     GenerateKv(const models::Transformer& m, int64_t ctx, const infer::KvCacheDType& kd) {
-        if (kd.quant == ops::KvQuant::none && kd.dtype != core::DType::f16) {
+        if (contiguous_kv(kd, m.run_config().compute_dtype)) {
             contiguous_ =
                 std::make_unique<models::ContiguousKvCache>(m.local_config(), ctx, kd.dtype);
             return;
@@ -229,14 +235,13 @@ int run_generate(const GenerateOptions& o, comm::Communicator& world) {
         for (int32_t e : lm.extra_stop_ids) stop_ids.push_back(e);
     }
 
-    // --kv-cache-dtype: f32/bf16 in a contiguous cache; f16/int8/fp8 in the serving engine's paged
-    // cache (one sequence, its blocks allocated up front), read in place by paged attention.
+    // --kv-cache-dtype: the compute dtype in a contiguous cache; any other in the serving engine's
+    // paged cache (one sequence, its blocks allocated up front), read in place by paged attention.
     const infer::KvCacheDType kd = infer::parse_kv_cache_dtype(
         o.kv_cache_dtype, lm.model->run_config().compute_dtype, "--kv-cache-dtype");
-    ZS_CHECK_T(ConfigError,
-               o.batch == 1 || (kd.quant == ops::KvQuant::none && kd.dtype != core::DType::f16),
+    ZS_CHECK_T(ConfigError, o.batch == 1 || contiguous_kv(kd, lm.model->run_config().compute_dtype),
                "--batch {} with --kv-cache-dtype {}: lockstep batches decode through a contiguous "
-               "f32/bf16 cache only",
+               "cache of the compute dtype only",
                o.batch, o.kv_cache_dtype);
     if (cap > 0) {
         // What this run holds of the model: the weights (or the stream's resident groups and
