@@ -310,6 +310,7 @@ CONFIGS
         # (LLAMA_QUANTIZE or next to LLAMA_PERPLEXITY) and by our convert (files compared byte for
         # byte). zerospeed: --dtype auto (quantized weights, bf16 compute), the same with the
         # int8 prefill (activations Q8-quantized, as llama.cpp's kernels do: ZS_QUANT_PREFILL=int8),
+        # llama.cpp's activation rounding (f32 compute, ZS_QUANT_ACT=ggml: Q8_0 / Q8_K blocks),
         # and --dtype f32 --kv-cache-dtype f32 (weights dequantized, f32 compute).
         if [ -z "${LLAMA_PERPLEXITY:-}" ]; then
             note "perplexity: LLAMA_PERPLEXITY unset (llama.cpp's llama-perplexity); skipped"
@@ -353,6 +354,9 @@ PY
                     | tee -a "$out/perplexity.txt"
                 echo "zerospeed $q auto int8-prefill: $(ZS_QUANT_PREFILL=int8 "$bin" perplexity \
                     --model "$f" "${args[@]}" 2>/dev/null)" | tee -a "$out/perplexity.txt"
+                echo "zerospeed $q ggml rounding: $(ZS_QUANT_COMPUTE=f32 ZS_QUANT_PREFILL=int8 \
+                    ZS_QUANT_ACT=ggml "$bin" perplexity --model "$f" "${args[@]}" 2>/dev/null)" \
+                    | tee -a "$out/perplexity.txt"
                 echo "zerospeed $q f32: $("$bin" perplexity --model "$f" "${args[@]}" --dtype f32 \
                     --kv-cache-dtype f32 2>/dev/null)" | tee -a "$out/perplexity.txt"
                 rm -f "$f"

@@ -118,15 +118,18 @@ int generate_batch(const GenerateOptions& o, LoadedModel& lm, const infer::Sampl
     return 0;
 }
 
-// The cache generate decodes through: contiguous (f32/bf16) or paged (int8/fp8), with the
-// contiguous cache's length/commit interface.
+// Whether `kd` is the contiguous cache's: the compute dtype itself (dense attention reads K/V of
+// the queries' dtype). Any other (f16, int8, fp8, or bf16 under f32 compute) goes paged.
+bool contiguous_kv(const infer::KvCacheDType& kd, core::DType compute) {
+    return kd.quant == ops::KvQuant::none && kd.dtype == compute;
+}
+
+// The cache generate decodes through: contiguous (the compute dtype) or paged (any other), with
+// the contiguous cache's length/commit interface.
 class GenerateKv {
 public:
     GenerateKv(const models::Transformer& m, int64_t ctx, const infer::KvCacheDType& kd) {
-        // The contiguous cache hands its K/V to the dense attention, which takes them in the
-        // compute dtype only (a bf16 cache under f32 compute, on CPUs without native bf16, goes
-        // through the paged cache, whose attention reads any float cache).
-        if (kd.quant == ops::KvQuant::none && kd.dtype == m.run_config().compute_dtype) {
+        if (contiguous_kv(kd, m.run_config().compute_dtype)) {
             contiguous_ =
                 std::make_unique<models::ContiguousKvCache>(m.local_config(), ctx, kd.dtype);
             return;
@@ -225,14 +228,13 @@ int run_generate(const GenerateOptions& o, comm::Communicator& world) {
         for (int32_t e : lm.extra_stop_ids) stop_ids.push_back(e);
     }
 
-    // --kv-cache-dtype: the compute dtype in a contiguous cache; int8/fp8 (and bf16 under f32
-    // compute) in the serving engine's paged cache (one sequence, its blocks allocated up front),
-    // read in place by paged attention.
+    // --kv-cache-dtype: the compute dtype in a contiguous cache; any other in the serving engine's
+    // paged cache (one sequence, its blocks allocated up front), read in place by paged attention.
     const infer::KvCacheDType kd = infer::parse_kv_cache_dtype(
         o.kv_cache_dtype, lm.model->run_config().compute_dtype, "--kv-cache-dtype");
-    ZS_CHECK_T(ConfigError, o.batch == 1 || kd.quant == ops::KvQuant::none,
+    ZS_CHECK_T(ConfigError, o.batch == 1 || contiguous_kv(kd, lm.model->run_config().compute_dtype),
                "--batch {} with --kv-cache-dtype {}: lockstep batches decode through a contiguous "
-               "f32/bf16 cache only",
+               "cache of the compute dtype only",
                o.batch, o.kv_cache_dtype);
     if (cap > 0) {
         // What this run holds of the model: the weights (or the stream's resident groups and

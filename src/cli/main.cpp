@@ -97,7 +97,7 @@ int main(int argc, char** argv) {
         ->check(CLI::Range(0, 20));
     gn->add_option("--system", gen.system, "System message (with --chat)");
     gn->add_option("--kv-cache-dtype", gen.kv_cache_dtype,
-                   "KV cache dtype: auto (the compute dtype), bf16, f32, int8 or fp8 (E4M3; "
+                   "KV cache dtype: auto (the compute dtype), bf16, f16, f32, int8 or fp8 (E4M3; "
                    "int8/fp8 keep one f16 scale per 32 values: 53% of bf16's bytes)");
     gn->add_option("--dtype", gen.dtype,
                    "Compute dtype: auto (the checkpoint's, where this CPU runs it natively; a "
@@ -127,7 +127,7 @@ int main(int argc, char** argv) {
         ->check(CLI::NonNegativeNumber);
     pplx->add_option("--dtype", ppl_opts.dtype, "Compute dtype: auto, f32 or bf16 (as generate)");
     pplx->add_option("--kv-cache-dtype", ppl_opts.kv_cache_dtype,
-                     "KV cache dtype: auto (the compute dtype), bf16, f32, int8 or fp8");
+                     "KV cache dtype: auto (the compute dtype), bf16, f16, f32, int8 or fp8");
     pplx->add_flag("--quiet", ppl_opts.quiet, "No running estimate per chunk");
 
     zs::cli::ServeOptions sv;
@@ -169,7 +169,7 @@ int main(int argc, char** argv) {
     srv->add_option("--block-size", sv.engine.block_size, "Tokens per KV block")
         ->check(CLI::Range(int64_t{1}, int64_t{1024}));
     srv->add_option("--kv-cache-dtype,--kv-dtype", sv.engine.kv_dtype,
-                    "KV cache dtype: auto (the compute dtype), bf16, f32, int8 or fp8 (E4M3; "
+                    "KV cache dtype: auto (the compute dtype), bf16, f16, f32, int8 or fp8 (E4M3; "
                     "int8/fp8 keep one f16 scale per 32 values: 53% of bf16's bytes)");
     srv->add_option("--max-batch-tokens", sv.engine.max_batch_tokens,
                     "Token budget per forward (Dynamic SplitFuse)")

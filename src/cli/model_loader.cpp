@@ -1,7 +1,9 @@
 #include "cli/model_loader.h"
 
 #include <algorithm>
+#include <cstdlib>
 #include <filesystem>
+#include <string_view>
 
 #include <nlohmann/json.hpp>
 
@@ -133,6 +135,13 @@ LoadedModel load_model(const std::string& path, const std::string& dtype, bool w
         const bool reduced = saved == DType::bf16 || saved == DType::f16;
         const bool native = backends::cpu::matmul_routes().native_bf16;
         ct = reduced && native ? DType::bf16 : DType::f32;
+        // ZS_QUANT_COMPUTE=f32: f32 activations over the quantized matrices (llama.cpp's), e.g.
+        // to reproduce its perplexities on a bf16-native CPU (docs/GENERATION.md).
+        if (const char* e = std::getenv("ZS_QUANT_COMPUTE"); e != nullptr && *e != '\0') {
+            ZS_CHECK_T(ConfigError, std::string_view(e) == "f32" || std::string_view(e) == "auto",
+                       "ZS_QUANT_COMPUTE: '{}' is not a compute dtype (auto or f32)", e);
+            if (std::string_view(e) == "f32") ct = DType::f32;
+        }
         log_info("compute dtype {}: the checkpoint is {}{}", to_string(ct),
                  reduced ? "reduced-precision" : "f32",
                  reduced ? (native ? " and this CPU computes bf16 natively"

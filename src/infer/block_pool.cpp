@@ -19,10 +19,12 @@ KvCacheDType parse_kv_cache_dtype(const std::string& name, DType compute, const 
     if (name == "auto" || name.empty()) return {compute, ops::KvQuant::none};
     if (name == "f32" || name == "float32") return {DType::f32, ops::KvQuant::none};
     if (name == "bf16" || name == "bfloat16") return {DType::bf16, ops::KvQuant::none};
+    if (name == "f16" || name == "float16" || name == "fp16")
+        return {DType::f16, ops::KvQuant::none};
     if (name == "int8") return {DType::i8, ops::KvQuant::int8};
     if (name == "fp8" || name == "fp8_e4m3") return {DType::i8, ops::KvQuant::fp8_e4m3};
-    ZS_THROW(ConfigError, "{}: '{}' is not a KV cache dtype (auto, bf16, f32, int8 or fp8)", flag,
-             name);
+    ZS_THROW(ConfigError, "{}: '{}' is not a KV cache dtype (auto, bf16, f16, f32, int8 or fp8)",
+             flag, name);
 }
 
 KvCacheSpec KvCacheSpec::for_blocks(const models::ModelConfig& model, int64_t n_blocks,
@@ -52,10 +54,11 @@ KvCacheSpec KvCacheSpec::for_memory(const models::ModelConfig& model, int64_t me
 }
 
 KvBlockPool::KvBlockPool(const KvCacheSpec& spec) : spec_(spec) {
-    ZS_CHECK_T(
-        ConfigError,
-        spec.quant != ops::KvQuant::none || spec.dtype == DType::f32 || spec.dtype == DType::bf16,
-        "kv cache dtype must be f32, bf16, int8 or fp8 (got {})", core::to_string(spec.dtype));
+    ZS_CHECK_T(ConfigError,
+               spec.quant != ops::KvQuant::none || spec.dtype == DType::f32 ||
+                   spec.dtype == DType::bf16 || spec.dtype == DType::f16,
+               "kv cache dtype must be f32, bf16, f16, int8 or fp8 (got {})",
+               core::to_string(spec.dtype));
     ZS_CHECK_T(ConfigError,
                spec.quant == ops::KvQuant::none || spec.head_dim % ops::kKvQuantGroup == 0,
                "a {} kv cache needs a head size that is a multiple of {} (got {})",

@@ -43,7 +43,7 @@ struct KvCacheSpec {
     int64_t n_kv_heads = 0;  // NKV
     int64_t head_dim = 0;    // HS
     int64_t block_size = 16;
-    DType dtype = DType::bf16;  // f32 or bf16 (ignored when quant is set)
+    DType dtype = DType::bf16;  // f32, bf16 or f16 (ignored when quant is set)
     int64_t n_blocks = 0;
     // int8 / fp8: one byte per value plus an f16 scale per 32 (ops/paged_attention.h).
     ops::KvQuant quant = ops::KvQuant::none;
@@ -64,8 +64,8 @@ struct KvCacheSpec {
                                   ops::KvQuant quant = ops::KvQuant::none);
 };
 
-// --kv-cache-dtype: "f32", "bf16", "int8" or "fp8" (E4M3) as (dtype, quant); "auto" = `compute`
-// (the model's compute dtype). ConfigError naming `flag` and the choices otherwise.
+// --kv-cache-dtype: "f32", "bf16", "f16", "int8" or "fp8" (E4M3) as (dtype, quant); "auto" =
+// `compute` (the model's compute dtype). ConfigError naming `flag` and the choices otherwise.
 struct KvCacheDType {
     DType dtype = DType::bf16;
     ops::KvQuant quant = ops::KvQuant::none;

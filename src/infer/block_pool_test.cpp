@@ -99,9 +99,9 @@ TEST(KvBlockPool, MemoryBudgetMapsToBlocks) {
               (int64_t{1} << 20) / (2 * 4 * 2 * 64 * 16 * 4));
     EXPECT_THROW(KvCacheSpec::for_memory(mc, 1000, 16, DType::bf16), ConfigError);
     EXPECT_THROW(KvBlockPool(tiny_spec(0)), ConfigError);
-    KvCacheSpec f16 = tiny_spec(2);
-    f16.dtype = DType::f16;
-    EXPECT_THROW(KvBlockPool{f16}, ConfigError);
+    KvCacheSpec ints = tiny_spec(2);
+    ints.dtype = DType::i32;
+    EXPECT_THROW(KvBlockPool{ints}, ConfigError);
 }
 
 // Quantized caches (int8, fp8): the bytes per token the allocator accounts against bf16's, and
@@ -118,6 +118,7 @@ TEST(KvBlockPool, QuantizedCacheHalvesBytesPerTokenAndNearlyDoublesSequences) {
     const int64_t budget = int64_t{256} << 20, bs = 16, seq_blocks = 256 / bs;
     std::map<std::string, std::pair<double, int64_t>> got;  // bytes per token, sequences
     for (auto [name, quant, dt] : {std::tuple{"bf16", ops::KvQuant::none, DType::bf16},
+                                   std::tuple{"f16", ops::KvQuant::none, DType::f16},
                                    std::tuple{"int8", ops::KvQuant::int8, DType::bf16},
                                    std::tuple{"fp8", ops::KvQuant::fp8_e4m3, DType::bf16}}) {
         const KvCacheSpec s = KvCacheSpec::for_memory(mc, budget, bs, dt, quant);
@@ -148,6 +149,9 @@ TEST(KvBlockPool, QuantizedCacheHalvesBytesPerTokenAndNearlyDoublesSequences) {
     EXPECT_EQ(parse_kv_cache_dtype("auto", DType::f32, "--kv-cache-dtype").dtype, DType::f32);
     EXPECT_EQ(parse_kv_cache_dtype("fp8", DType::f32, "--kv-cache-dtype").quant,
               ops::KvQuant::fp8_e4m3);
+    const KvCacheDType f16 = parse_kv_cache_dtype("f16", DType::bf16, "--kv-cache-dtype");
+    EXPECT_EQ(f16.dtype, DType::f16);
+    EXPECT_EQ(f16.quant, ops::KvQuant::none);
 }
 
 TEST(KvBlockPool, PrefixHitsShareBlocksWithRefcounts) {

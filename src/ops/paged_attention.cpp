@@ -28,7 +28,7 @@ CacheDims check_caches(const char* op, const Tensor& k_cache, const Tensor& v_ca
         if (quantized) {
             check::dtype(op, name, *t, {DType::i8});
         } else {
-            check::dtype(op, name, *t, {DType::f32, DType::bf16});
+            check::dtype(op, name, *t, {DType::f32, DType::bf16, DType::f16});
         }
         check::contiguous(op, name, *t);
     }

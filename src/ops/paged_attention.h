@@ -2,7 +2,7 @@
 // fixed-size blocks (vLLM's PagedAttention), and the write of new keys/values into it. The block
 // pool, the block tables and who owns which block live in infer/; these ops only read the tables.
 //
-//   k_cache, v_cache [n_blocks, block_size, NKV, HS]  f32 or bf16, contiguous, one dtype
+//   k_cache, v_cache [n_blocks, block_size, NKV, HS]  f32, bf16 or f16, contiguous, one dtype
 //   q, out           [N, NH, HS]                      f32 or bf16 (each its own), last dim
 //                                                     contiguous (q may be a view of a fused QKV)
 //   k, v             [N, NKV, HS]                     the N new tokens' keys and values

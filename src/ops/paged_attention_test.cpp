@@ -2,10 +2,10 @@
 // backend: ragged batches of cached histories, prompt chunks and decode tokens through shuffled
 // block tables; GQA, MQA, MHA and a kv group wider than one task's rows; head sizes that are and
 // are not multiples of 16; block sizes 1 to 32; histories over several key tiles; sliding windows
-// with the blocks below them freed (kNoBlock); f32 and bf16 caches, queries and outputs; q as a
-// view of a fused QKV projection; rows outside every slice left untouched. Also the KV write
-// (slots, rounding, nothing else touched), bit-identical outputs under any chunking, and the
-// argument checks.
+// with the blocks below them freed (kNoBlock); f32, bf16 and f16 caches, f32 and bf16 queries
+// and outputs; q as a view of a fused QKV projection; rows outside every slice left untouched. Also
+// the KV write (slots, rounding, nothing else touched), bit-identical outputs under any chunking,
+// and the argument checks.
 #include "ops/paged_attention.h"
 
 #include <algorithm>
@@ -95,10 +95,15 @@ TEST(PagedAttention, ForwardMatchesReference) {
         {8, 2, 64, 16, DType::bf16, DType::f32, DType::f32, 70},
         {3, 1, 8, 4, DType::f32, DType::f32, DType::f32, 6, 0.125f},
         {3, 1, 8, 4, DType::f32, DType::f32, DType::f32, 0, 1.0f},
+        // f16 caches (--kv-cache-dtype f16, CPU): SmolLM2-like, a tail, a window, bf16 queries.
+        {8, 2, 64, 16, DType::f16, DType::f32, DType::f32},
+        {2, 2, 20, 8, DType::f16, DType::bf16, DType::f32},
+        {4, 2, 16, 16, DType::f16, DType::f32, DType::bf16, 21},
     };
     Rng rng(301);
     for (core::Device dev : test_devices()) {
         for (const Case& c : cases) {
+            if (c.cache == DType::f16 && !dev.is_cpu()) continue;  // a CPU cache dtype
             const Batch b = make_batch(rng, c.bs, c.window);
             Tensor kc = random_tensor(rng, {b.n_blocks, c.bs, c.NKV, c.HS}, c.cache);
             Tensor vc = random_tensor(rng, {b.n_blocks, c.bs, c.NKV, c.HS}, c.cache);
@@ -170,7 +175,8 @@ TEST(PagedAttention, KvWriteStoresEachRowAtItsSlot) {
     // Rows: 3 of sequence 0 at positions 2..4, a row no slice owns, 2 of sequence 1 at 8, 9.
     std::vector<SeqSlice> slices = {{0, 3, 2, t0}, {4, 2, 8, t1}};
     for (core::Device dev : test_devices()) {
-        for (DType cache : {DType::f32, DType::bf16}) {
+        for (DType cache : {DType::f32, DType::bf16, DType::f16}) {
+            if (cache == DType::f16 && !dev.is_cpu()) continue;
             Tensor fused = random_tensor(rng, {6, W}, DType::f32);
             Tensor k = fused.as_strided({6, NKV, HS}, {W, HS, 1}, 0);
             Tensor v = fused.as_strided({6, NKV, HS}, {W, HS, 1}, NKV * HS);

@@ -3,9 +3,9 @@
 //
 // One task per (slice, kv head, tile of queries). A task's rows are (query, query head) pairs:
 // all the kv group's query heads for up to kMaxRows / G queries, so each K and V row fetched
-// through the block table (converted in registers from bf16) serves all of them (GQA). Keys are
-// walked in tiles of kBk at absolute positions (multiples of kBk); per tile the task gathers row
-// pointers through the block table, computes scores as dot products straight from the cached
+// through the block table (converted in registers from bf16 or f16) serves all of them (GQA). Keys
+// are walked in tiles of kBk at absolute positions (multiples of kBk); per tile the task gathers
+// row pointers through the block table, computes scores as dot products straight from the cached
 // rows (four keys at a time sharing one horizontal-sum tree), updates each row's running max m,
 // normaliser l and f32 accumulator (online softmax, vexp), and adds P V from the cached V rows.
 //
@@ -419,6 +419,10 @@ void CpuKernels::paged_kv_write(const Tensor& k_cache, const Tensor& v_cache, co
 void CpuKernels::paged_attention_forward(const Tensor& out, const Tensor& q, const Tensor& k_cache,
                                          const Tensor& v_cache, std::span<const SeqSlice> seqs,
                                          const ops::AttentionOptions& opts) {
+    if (k_cache.dtype() == core::DType::f16) {
+        paged_forward_impl<core::f16>(out, q, k_cache, v_cache, seqs, opts);
+        return;
+    }
     dispatch_float(k_cache.dtype(), [&](auto tc) {
         paged_forward_impl<decltype(tc)>(out, q, k_cache, v_cache, seqs, opts);
     });

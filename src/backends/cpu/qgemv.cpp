@@ -218,31 +218,78 @@ void quantize_q8_act(const float* x, int64_t n, int8_t* q, float* d, int32_t* s0
     }
 }
 
+void quantize_q8k_act(const float* x, int64_t n, int8_t* q, float* d, int32_t* s0, int32_t* s1) {
+    constexpr int64_t kBlock = 256, kChunks = kBlock / 32;
+    for (int64_t b = 0; b < n / kBlock; ++b) {
+        const float* xb = x + kBlock * b;
+        float amax = 0.0f;
+        for (int64_t l = 0; l < kBlock; ++l) amax = std::max(amax, std::fabs(xb[l]));
+        const float id = amax != 0.0f ? 127.0f / amax : 0.0f;
+        const float db = amax != 0.0f ? 1.0f / id : 0.0f;
+        for (int64_t c = 0; c < kChunks; ++c) {
+            int32_t a = 0, h = 0;
+            for (int l = 0; l < 32; ++l) {
+                const float v = std::nearbyint(xb[32 * c + l] * id);  // ties to even
+                const auto qv = static_cast<int8_t>(std::clamp(v, -127.0f, 127.0f));
+                q[kBlock * b + 32 * c + l] = qv;
+                (l < 16 ? a : h) += qv;
+            }
+            d[b * kChunks + c] = db;
+            s0[b * kChunks + c] = a;
+            s1[b * kChunks + c] = h;
+        }
+    }
+}
+
+QActFormat act_format() {
+    static const QActFormat f = [] {
+        const char* e = std::getenv("ZS_QUANT_ACT");
+        if (e == nullptr || *e == '\0' || std::string_view(e) == "q8") return QActFormat::q8;
+        if (std::string_view(e) == "ggml") return QActFormat::ggml;
+        ZS_THROW(ConfigError, "ZS_QUANT_ACT: '{}' is not an activation format (q8 or ggml)", e);
+    }();
+    return f;
+}
+
 namespace {
 
-// Q8 activations of M rows (qdot.h's QActRow views into the owned storage).
+bool is_k_quant(QType t) {
+    return t == QType::q4_k || t == QType::q5_k || t == QType::q6_k || t == QType::q8_k;
+}
+
+// Q8 activations of M rows (qdot.h's QActRow views into the owned storage), quantized for
+// weights of type `wt` in the format act_format() names.
 struct QActs {
     std::vector<int8_t> q;
     std::vector<float> d, ds0, ds1;
     std::vector<int32_t> s0, s1;
     std::vector<QActRow> rows;
-    QActs(int64_t M, int64_t K)
+    bool q8k = false, d16 = false;  // ggml: Q8_K blocks of 256 / f16-rounded Q8_0 scales
+    QActs(int64_t M, int64_t K, QType wt)
         : q(static_cast<size_t>(M * K)),
           d(static_cast<size_t>(M * K / 32)),
           ds0(d.size()),
           ds1(d.size()),
           s0(d.size()),
           s1(d.size()),
-          rows(static_cast<size_t>(M)) {}
+          rows(static_cast<size_t>(M)) {
+        if (act_format() == QActFormat::ggml) {
+            q8k = is_k_quant(wt) && K % 256 == 0;
+            d16 = !q8k;
+        }
+    }
     // Row m from x[K] (any float type), through the caller's f32 scratch xf[K].
     template <class TX>
     void set(int64_t m, const TX* x, QuantKernel kern, std::vector<float>& xf) {
         const auto K = static_cast<int64_t>(xf.size()), C = K / 32;
         for (int64_t k = 0; k < K; ++k) xf[static_cast<size_t>(k)] = to_f32(x[k]);
         const auto o = static_cast<size_t>(m * C);
-        (kern == QuantKernel::avx512_vnni ? quantize_q8_act_avx512 : quantize_q8_act)(
+        (q8k                                ? quantize_q8k_act
+         : kern == QuantKernel::avx512_vnni ? quantize_q8_act_avx512
+                                            : quantize_q8_act)(
             xf.data(), K, q.data() + m * K, d.data() + o, s0.data() + o, s1.data() + o);
         for (size_t c = o; c < o + static_cast<size_t>(C); ++c) {
+            if (d16) d[c] = core::f16_to_f32(core::f32_to_f16(d[c]));
             ds0[c] = d[c] * static_cast<float>(s0[c]);
             ds1[c] = d[c] * static_cast<float>(s1[c]);
         }
@@ -320,11 +367,9 @@ bool parallel_gemv(const core::QTensor& w) { return w.rows() * w.cols() >= (1 <<
 void quant_gemv(const core::Tensor& out, const core::Tensor& x, const core::QTensor& w, float beta,
                 const core::Tensor& bias, QuantKernel kernel) {
     const int64_t M = x.size(0), K = x.size(1);
-    const bool grouped = w.layout() == core::QLayout::interleaved16;
     const QuantKernel kern = resolve(kernel);
-    ZS_ASSERT((M <= kSkinnyMaxRows || (grouped && kern == QuantKernel::avx512_vnni)) &&
-              K == w.cols() && K % 32 == 0);
-    QActs acts(M, K);
+    ZS_ASSERT(K == w.cols() && K % 32 == 0);
+    QActs acts(M, K, w.type());
     dispatch_float(x.dtype(), [&](auto tx) {
         using TX = decltype(tx);
         const auto* X = static_cast<const TX*>(x.data_ptr());
@@ -360,7 +405,7 @@ void CpuKernels::quant_swiglu(const Tensor& out, const Tensor& x, const core::QT
         return Kernels::quant_swiglu(out, x, w_gate_up, w_down, h, a, beta);
     }
     const QuantKernel kern = resolve(QuantKernel::best);
-    QActs ax(M, K);
+    QActs ax(M, K, w_gate_up.type());
     dispatch_float(x.dtype(), [&](auto tx) {
         using TX = decltype(tx);
         const auto* X = static_cast<const TX*>(x.data_ptr());
@@ -378,7 +423,7 @@ void CpuKernels::quant_swiglu(const Tensor& out, const Tensor& x, const core::QT
                 std::vector<TX> mine(first ? 0 : static_cast<size_t>(M * F));
                 TX* act = first ? A : mine.data();
                 std::vector<float> af(static_cast<size_t>(F));
-                QActs aa(M, F);
+                QActs aa(M, F, w_down.type());
                 for (int64_t m = 0; m < M; ++m) {
                     swiglu_row(H + m * 2 * F, H + m * 2 * F + F, act + m * F, F);
                     aa.set(m, act + m * F, kern, af);
@@ -396,17 +441,15 @@ void CpuKernels::quant_linear(const Tensor& out, const Tensor& x, const core::QT
                               const Tensor& bias, float beta) {
     const int64_t M = x.size(0), K = x.size(1), N = w.rows();
     if (M <= kSkinnyMaxRows) return quant_gemv(out, x, w, beta, bias, QuantKernel::best);
-    // ZS_QUANT_PREFILL=int8, interleaved weights on a VNNI CPU: the decode kernel with every row
-    // Q8-quantized, 4 activation rows per pass over a group (an int8 GEMM). Off by default: on
-    // Zen 4 it measured slower than the dequantized tiles + bf16 GEMM (docs/BENCHMARKS.md).
+    // ZS_QUANT_PREFILL=int8: the decode kernel with every row Q8-quantized (interleaved weights
+    // on a VNNI CPU: 4 activation rows per pass over a group, an int8 GEMM; elsewhere the
+    // portable loop, slow, for its numerics: llama.cpp's). Off by default: on Zen 4 it measured
+    // slower than the dequantized tiles + bf16 GEMM (docs/BENCHMARKS.md).
     static const bool int8_prefill = [] {
         const char* e = std::getenv("ZS_QUANT_PREFILL");
         return e != nullptr && std::string_view(e) == "int8";
     }();
-    if (w.layout() == core::QLayout::interleaved16 && int8_prefill &&
-        resolve(QuantKernel::best) == QuantKernel::avx512_vnni) {
-        return quant_gemv(out, x, w, beta, bias, QuantKernel::avx512_vnni);
-    }
+    if (int8_prefill) return quant_gemv(out, x, w, beta, bias, QuantKernel::best);
     constexpr int64_t kTileRows = 256;
     Tensor tile = Tensor::empty({std::min(kTileRows, N), K}, x.dtype(), core::Device::cpu(),
                                 core::MemCategory::buffers);

@@ -22,6 +22,16 @@ QuantKernel resolve(QuantKernel k);
 
 // Quantize n (a multiple of 32) activations to the Q8 blocks qdot.h describes.
 void quantize_q8_act(const float* x, int64_t n, int8_t* q, float* d, int32_t* s0, int32_t* s1);
+// The same with llama.cpp's Q8_K blocking: n a multiple of 256, one scale per 256 values
+// (max|x| / 127, in f32) repeated in d for each of the block's eight 32-chunks; ties to even.
+void quantize_q8k_act(const float* x, int64_t n, int8_t* q, float* d, int32_t* s0, int32_t* s1);
+
+// How the int8 kernels quantize activation rows (ZS_QUANT_ACT). q8 (the default): per 32 values
+// with an f32 scale, the finer. ggml: llama.cpp's CPU rounding, to reproduce its results (e.g.
+// its perplexities): per 32 with the scale rounded to f16 (its Q8_0) against q8_0 / q4_* / q5_*
+// weights, per 256 (its Q8_K) against k-quant weights. ConfigError on another value.
+enum class QActFormat { q8, ggml };
+QActFormat act_format();
 
 // The skinny (decode) path: x [M, K] f32/bf16 rows (M <= kSkinnyMaxRows), out [M, N] f32/bf16
 // (row strides from the tensors), bias [N] optional.

@@ -140,7 +140,7 @@ TEST(QuantGemv, EveryTypeAndKernelMatchesDequantizedReference) {
     for (QType t : kAllTypes) {
         const QTensor w0 = random_weights(rng, t, N, K);
         const std::vector<float> wf = dequantized(w0);
-        for (int64_t M : {1, 3, 16, 21}) {  // 21: the int8 prefill (interleaved, VNNI only)
+        for (int64_t M : {1, 3, 16, 21}) {  // 21: the int8 prefill (ZS_QUANT_PREFILL=int8)
             Tensor x = test::random_tensor(rng, {M, K}, DType::f32);
             Tensor bias = test::random_tensor(rng, {N}, DType::f32);
             Tensor init = test::random_tensor(rng, {M, N}, DType::f32);
@@ -163,10 +163,6 @@ TEST(QuantGemv, EveryTypeAndKernelMatchesDequantizedReference) {
             }
             for (const QTensor& w : layouts(w0)) {
                 for (QuantKernel kern : kernels()) {
-                    if (M > kSkinnyMaxRows &&
-                        (w.layout() == core::QLayout::rows || kern != QuantKernel::avx512_vnni)) {
-                        continue;
-                    }
                     Tensor out = init.clone();
                     quant_gemv(out, x, w, 1.0f, bias, kern);
                     for (int64_t m = 0; m < M; ++m) {
@@ -315,6 +311,41 @@ TEST(QuantGemv, VectorActivationQuantizerMatchesScalar) {
     EXPECT_EQ(da, db);
     EXPECT_EQ(a0, b0);
     EXPECT_EQ(a1, b1);
+}
+
+// llama.cpp's Q8_K activation blocking (ZS_QUANT_ACT=ggml against k-quant weights), against a
+// double-precision model of it: one scale max|x| / 127 per 256 values, every code the nearest
+// integer to x / d (ties to even), in [-127, 127], and the chunk sums; zero blocks stay zero.
+TEST(QuantGemv, Q8KActivationsUseOneScalePer256) {
+    test::Rng rng(305);
+    const int64_t K = 768;
+    Tensor x = test::random_tensor(rng, {K}, DType::f32, -3.0, 3.0);
+    float* X = x.data<float>();
+    for (int k = 256; k < 512; ++k) X[k] = 0.0f;
+    X[600] = -9.0f;  // the block's extreme, negative
+    std::vector<int8_t> q(K);
+    std::vector<float> d(K / 32);
+    std::vector<int32_t> s0(K / 32), s1(K / 32);
+    quantize_q8k_act(X, K, q.data(), d.data(), s0.data(), s1.data());
+    for (int64_t b = 0; b < K / 256; ++b) {
+        double amax = 0.0;
+        for (int64_t l = 0; l < 256; ++l) amax = std::max(amax, std::fabs(double{X[256 * b + l]}));
+        for (int64_t c = 8 * b; c < 8 * b + 8; ++c) {
+            ASSERT_NEAR(d[static_cast<size_t>(c)], amax / 127.0, 1e-6 * amax) << "chunk " << c;
+            int32_t a = 0, h = 0;
+            for (int64_t l = 0; l < 32; ++l) {
+                const int64_t k = 32 * c + l;
+                const int v = q[static_cast<size_t>(k)];
+                const double want = amax == 0.0 ? 0.0 : double{X[k]} * 127.0 / amax;
+                ASSERT_LE(std::fabs(v - want), 0.5 + 1e-4) << "element " << k;
+                ASSERT_LE(std::abs(v), 127);
+                (l < 16 ? a : h) += v;
+            }
+            EXPECT_EQ(s0[static_cast<size_t>(c)], a);
+            EXPECT_EQ(s1[static_cast<size_t>(c)], h);
+        }
+    }
+    EXPECT_EQ(q[600], -127);
 }
 
 TEST(QuantGemv, RejectsMismatchedShapes) {

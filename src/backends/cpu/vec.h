@@ -15,6 +15,8 @@
 #if defined(__AVX512F__) && defined(__AVX512BW__)
 #include "base/simd.h"
 #define ZS_VEC_AVX512 1
+#elif defined(__F16C__)
+#include "base/simd.h"
 #endif
 
 namespace zs::backends::cpu {
@@ -45,6 +47,20 @@ inline VecF vload(const bf16* p, int n = kLanes) {
     __m256i h = n >= kLanes ? _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))
                             : _mm256_maskz_loadu_epi16(lane_mask(n), p);
     return {_mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16))};
+}
+// f16 (IEEE half: the f16 KV cache) through the F16C conversions; stores round to nearest even.
+inline VecF vload(const core::f16* p, int n = kLanes) {
+    __m256i h = n >= kLanes ? _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))
+                            : _mm256_maskz_loadu_epi16(lane_mask(n), p);
+    return {_mm512_cvtph_ps(h)};
+}
+inline void vstore(core::f16* p, VecF x, int n = kLanes) {
+    __m256i h = _mm512_cvtps_ph(x.v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    if (n >= kLanes) {
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), h);
+    } else {
+        _mm256_mask_storeu_epi16(p, lane_mask(n), h);
+    }
 }
 inline void vstore(float* p, VecF x, int n = kLanes) {
     if (n >= kLanes) {
@@ -227,6 +243,34 @@ inline VecF vload(const bf16* p, int n = kLanes) {
 }
 inline void vstore(float* p, VecF x, int n = kLanes) {
     for (int i = 0; i < n && i < kLanes; ++i) p[i] = x.v[i];
+}
+// f16 with F16C where the build has it (8 lanes per conversion), else core/half.h's scalar code.
+inline VecF vload(const core::f16* p, int n = kLanes) {
+    VecF r{};
+#ifdef __F16C__
+    if (n >= kLanes) {
+        _mm256_storeu_ps(r.v,
+                         _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))));
+        _mm256_storeu_ps(r.v + 8,
+                         _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 8))));
+        return r;
+    }
+#endif
+    for (int i = 0; i < n && i < kLanes; ++i) r.v[i] = core::f16_to_f32(p[i]);
+    return r;
+}
+inline void vstore(core::f16* p, VecF x, int n = kLanes) {
+#ifdef __F16C__
+    if (n >= kLanes) {
+        constexpr int kRne = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(p),
+                         _mm256_cvtps_ph(_mm256_loadu_ps(x.v), kRne));
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(p + 8),
+                         _mm256_cvtps_ph(_mm256_loadu_ps(x.v + 8), kRne));
+        return;
+    }
+#endif
+    for (int i = 0; i < n && i < kLanes; ++i) p[i] = core::f32_to_f16(x.v[i]);
 }
 inline void vstore(bf16* p, VecF x, int n = kLanes) {
     for (int i = 0; i < n && i < kLanes; ++i) p[i] = core::f32_to_bf16(x.v[i]);
