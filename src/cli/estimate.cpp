@@ -13,6 +13,7 @@
 
 #include <sys/sysinfo.h>
 
+#include "backends/cpu/cpu_kernels.h"
 #include "base/error.h"
 #include "base/timer.h"
 #include "cli/commands.h"
@@ -139,6 +140,7 @@ int run_estimate(const EstimateOptions& o) {
         in.n_states = n_states;
         in.bf16_master = tc.bf16.bf16_master_weights_and_grads;
         in.bf16_states = tc.bf16.bf16_optimizer_states;
+        in.widened_16bit_matmul = !backends::cpu::matmul_routes().native_bf16;
         in.micro_batch = micro;
         in.seq_len = o.seq_len;
         in.grad_accum = accum;

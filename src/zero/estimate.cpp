@@ -98,6 +98,37 @@ void check_estimable(const models::ModelConfig& cfg, int tp) {
 //   Replicated KV heads: a block's backward keeps an f32 copy of its KV head's gradient rows
 //        (kv_rows_numel) across the attention's backward (Transformer::block_backward).
 // The head and attention terms repeat activation_bytes' (the transient is their maximum).
+// The f32 copies one 16-bit product out [Mo, No] = op(a) [Mo, K] op(b) [K, No] makes on a CPU
+// without native bf16 (backends/cpu/matmul.cpp, matmul_bf16_via_f32): each 16-bit operand whole
+// up to 4 Mi elements, else blocks of max(16, 4 Mi / K) rows or columns; a 16-bit output block
+// computed in f32 and rounded once.
+int64_t widen_bytes(int64_t Mo, int64_t No, int64_t K, bool out16) {
+    constexpr int64_t kBudget = int64_t{4} << 20;
+    const int64_t blk = std::max<int64_t>(16, kBudget / std::max<int64_t>(K, 1));
+    const int64_t mb = Mo * K <= kBudget ? Mo : std::min(Mo, blk);
+    const int64_t nb = No * K <= kBudget ? No : std::min(No, blk);
+    return 4 * (mb * K + nb * K + (out16 ? mb * nb : 0));
+}
+
+// The largest of every linear layer's forward (y = x W^T), input gradient (dx = dy W) and weight
+// gradient (dW = dy^T x) products at the rank's dimensions: N tokens, the head on logits chunks.
+int64_t matmul_scratch(const models::ModelConfig& c, int64_t N, int64_t chunk) {
+    const int64_t C = c.hidden_size, FF = c.intermediate;
+    const int64_t ff_in = c.mlp == models::MlpKind::gelu ? FF : 2 * FF;
+    int64_t best = 0;
+    auto linear = [&](int64_t M, int64_t in, int64_t out) {
+        best = std::max({best, widen_bytes(M, out, in, true), widen_bytes(M, in, out, true),
+                         widen_bytes(out, in, M, true)});
+    };
+    linear(N, C, c.qkv_dim());
+    linear(N, c.q_dim(), C);
+    linear(N, C, ff_in);
+    linear(N, FF, C);
+    if (c.mlp == models::MlpKind::moe) linear(N, C, c.moe.n_experts);
+    linear(std::min(N, chunk), C, c.vocab_size);
+    return best;
+}
+
 models::ActivationBytes rank_activations(const models::Transformer& model,
                                          const models::Transformer& local, int64_t B, int64_t T) {
     models::ActivationBytes a = local.activation_bytes(B, T);
@@ -328,6 +359,13 @@ MemoryEstimate estimate_rank(const models::Transformer& model, const models::Tra
     }
     e.params += e.secondary;
     e.transient = act.transient + engine;
+    if (in.widened_16bit_matmul && ct != 4) {
+        const models::ModelConfig& lc = local.config();
+        const int64_t N = in.micro_batch * T;
+        e.matmul_scratch = matmul_scratch(
+            lc, N, std::min(N, std::max<int64_t>(1, local.run_config().logits_chunk)));
+        e.transient += e.matmul_scratch;
+    }
     e.peak = e.params + e.grads + e.master + e.optimizer + e.activations + e.transient;
     // Tensor parallelism: every micro-batch's all-reduces, 2 (tp - 1) / tp of each sent (ring).
     // Replicated KV heads: the kv group's, 2 (k - 1) / k of each over its k = kv_ranks ranks.
@@ -470,7 +508,7 @@ std::string MemoryEstimate::report() const {
         "master weights  {}\n"
         "optimizer       {}\n"
         "activations     {} (saved across the step)\n"
-        "transient       {} (largest extra set alive at once)\n"
+        "transient       {} (largest extra set alive at once{})\n"
         "peak per rank   {}\n"
         "comm per step   {} sent per rank (dp all-reduce {}, reduce-scatter {}, all-gather {}; "
         "tp all-reduce {} in {} calls{})\n",
@@ -479,8 +517,11 @@ std::string MemoryEstimate::report() const {
                : std::string(),
         b(params),
         secondary > 0 ? fmt::format(" (hpZ secondary partition {})", b(secondary)) : std::string(),
-        b(grads), b(master), b(optimizer), b(activations), b(transient), b(peak), b(comm.total()),
-        b(comm.dp_allreduce), b(comm.dp_reduce_scatter),
+        b(grads), b(master), b(optimizer), b(activations), b(transient),
+        matmul_scratch > 0
+            ? fmt::format("; with the f32 copies of 16-bit matmuls, {}", b(matmul_scratch))
+            : std::string(),
+        b(peak), b(comm.total()), b(comm.dp_allreduce), b(comm.dp_reduce_scatter),
         comm.hpz_allgather > 0 ? fmt::format("{}, hpZ all-gather over {} ranks {}",
                                              b(comm.dp_allgather), comm.hpz, b(comm.hpz_allgather))
                                : b(comm.dp_allgather),

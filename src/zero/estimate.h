@@ -51,6 +51,10 @@ struct EstimateInput {
     // master copy (the bf16 compute weights are the masters); bf16_states: 2-byte states. The
     // in-memory gradient shard keeps f32 storage (of bf16 values).
     bool bf16_master = false, bf16_states = false;
+    // The CPU backend runs 16-bit matmuls on f32 copies (no native bf16: backends::cpu::
+    // matmul_routes().native_bf16 false): the largest product's copies add to the transient
+    // (MemoryEstimate::matmul_scratch, an upper bound).
+    bool widened_16bit_matmul = false;
 };
 
 // Bytes one rank sends per optimizer step, ring algorithms: an all-reduce of S bytes over n ranks
@@ -98,7 +102,10 @@ struct MemoryEstimate {
     int64_t secondary = 0;    // hpZ's secondary weight partition (part of params)
     int64_t activations = 0;  // saved across the step
     int64_t transient = 0;    // largest extra set alive at once
-    int64_t peak = 0;         // all of the above
+    // Part of transient: the f32 copies of the largest 16-bit matmul
+    // (EstimateInput::widened_16bit_matmul; 0 otherwise).
+    int64_t matmul_scratch = 0;
+    int64_t peak = 0;  // all of the above
     CommEstimate comm;
     std::string report() const;
 };
