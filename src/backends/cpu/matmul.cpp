@@ -269,15 +269,16 @@ bool CpuKernels::matmul_bf16_via_f32(const Tensor& out, const Tensor& a, const T
 
 void CpuKernels::matmul(const Tensor& out, const Tensor& a, const Tensor& b,
                         const ops::MatmulOptions& opts, const Tensor& bias) {
-    if (a.dtype() == DType::f32 && out.dtype() == DType::bf16) {
-        // oneDNN has no f32 x f32 -> bf16 matmul: compute in f32, then round once.
-        Tensor tmp = opts.beta != 0.0f ? out.to(DType::f32).contiguous()
+    // An f32 product rounded once into a 16-bit out (beta reads out's values first).
+    auto via_f32_out = [&](const Tensor& a32, const Tensor& b32, const Tensor& bias32) {
+        Tensor tmp = opts.beta != 0.0f ? out.contiguous().to(DType::f32)
                                        : Tensor::empty(out.shape(), DType::f32, out.device(),
                                                        core::MemCategory::buffers);
-        matmul(tmp, a, b, opts, bias);
+        matmul(tmp, a32, b32, opts, bias32);
         out.copy_from(tmp);
-        return;
-    }
+    };
+    // oneDNN has no f32 x f32 -> bf16 matmul: compute in f32, then round once.
+    if (a.dtype() == DType::f32 && out.dtype() == DType::bf16) return via_f32_out(a, b, bias);
     // Decode-shaped products (a few rows against a row-major [N, K] weight, the linear layout):
     // a bandwidth-bound kernel that reads each weight row once.
     if (out.dim() == 2 && !opts.trans_a && opts.trans_b && out.size(0) <= kSkinnyMaxRows &&
@@ -315,15 +316,8 @@ void CpuKernels::matmul(const Tensor& out, const Tensor& a, const Tensor& b,
             auto wide = [&](const Tensor& t) {
                 return narrow(t) ? t.contiguous().to(DType::f32) : t;
             };
-            Tensor o32 = out;
-            if (narrow(out)) {
-                o32 = opts.beta != 0.0f ? out.contiguous().to(DType::f32)
-                                        : Tensor::empty(out.shape(), DType::f32, out.device(),
-                                                        core::MemCategory::buffers);
-            }
-            matmul(o32, wide(a), wide(b), opts, wide(bias));
-            if (narrow(out)) out.copy_from(o32);
-            return;
+            if (narrow(out)) return via_f32_out(wide(a), wide(b), wide(bias));
+            return matmul(out, wide(a), wide(b), opts, wide(bias));
         }
     }
     if (try_openblas(out, a, b, opts, bias)) return;
