@@ -81,54 +81,54 @@ void transpose_tile(float* dst, const float* src, int64_t n, int64_t HS) {
     }
 }
 
-// S[r][0..kBk) = sum_d A[r][d] * Bt[d][0..kBk) for r < rows. Four rows at a time share each
-// load of Bt (16 accumulators), so the loop is FMA-bound rather than load-bound.
-void tile_abt(float* S, const float* A, const float* Bt, int64_t rows, int64_t HS) {
-    static_assert(kBk == 4 * kLanes);
-    int64_t r = 0;
-    for (; r + 4 <= rows; r += 4) {
-        VecF c[4][4];
-        for (auto& row : c) {
-            for (auto& v : row) v = vzero();
-        }
-        const float* a0 = A + r * HS;
-        for (int64_t d = 0; d < HS; ++d) {
-            const float* bt = Bt + d * kBk;
-            VecF b0 = vload(bt), b1 = vload(bt + 16), b2 = vload(bt + 32), b3 = vload(bt + 48);
-            for (int i = 0; i < 4; ++i) {
-                VecF av = vset(a0[i * HS + d]);
-                c[i][0] = vfma(av, b0, c[i][0]);
-                c[i][1] = vfma(av, b1, c[i][1]);
-                c[i][2] = vfma(av, b2, c[i][2]);
-                c[i][3] = vfma(av, b3, c[i][3]);
-            }
-        }
-        for (int i = 0; i < 4; ++i) {
-            float* s = S + (r + i) * kBk;
-            for (int j = 0; j < 4; ++j) vstore(s + 16 * j, c[i][j]);
+// S[r][c0, c0 + 16 NV) = sum_d A[r][d] * Bt[d][c0, ...) for the R rows from r0: the R x NV
+// accumulators stay in registers and each load of Bt serves R rows, so the loop is FMA-bound
+// rather than load-bound.
+template <int R, int NV>
+void abt_block(float* S, const float* A, const float* Bt, int64_t r0, int64_t c0, int64_t HS) {
+    VecF c[R][NV];
+    for (auto& row : c) {
+        for (auto& v : row) v = vzero();
+    }
+    const float* a0 = A + r0 * HS;
+    for (int64_t d = 0; d < HS; ++d) {
+        const float* bt = Bt + d * kBk + c0;
+        VecF b[NV];
+        for (int j = 0; j < NV; ++j) b[j] = vload(bt + j * kLanes);
+        for (int i = 0; i < R; ++i) {
+            const VecF av = vset(a0[i * HS + d]);
+            for (int j = 0; j < NV; ++j) c[i][j] = vfma(av, b[j], c[i][j]);
         }
     }
+    for (int i = 0; i < R; ++i) {
+        float* s = S + (r0 + i) * kBk + c0;
+        for (int j = 0; j < NV; ++j) vstore(s + j * kLanes, c[i][j]);
+    }
+}
+
+// S[r][0..kBk) = sum_d A[r][d] * Bt[d][0..kBk) for r < rows. With 32 vector registers, four
+// rows by the whole tile width (16 accumulators); with AVX2's 16 (8 VecF), six rows by one
+// vector (12 ymm accumulators, 2 for Bt, 1 broadcast), where 4 x 4 spilled half its
+// accumulators (Zen 2, ops_bench attention: 6 x 1 ran fwd 15% and bwd 9% faster, 3 x 2 half
+// that). Every S element is the same chain of FMAs either way.
+void tile_abt(float* S, const float* A, const float* Bt, int64_t rows, int64_t HS) {
+    static_assert(kBk == 4 * kLanes);
+    constexpr int kRows = kVecRegs >= 32 ? 4 : 6, kVecs = kVecRegs >= 32 ? 4 : 1;
+    int64_t r = 0;
+    for (; r + kRows <= rows; r += kRows) {
+        for (int64_t c0 = 0; c0 < kBk; c0 += kVecs * kLanes)
+            abt_block<kRows, kVecs>(S, A, Bt, r, c0, HS);
+    }
     for (; r < rows; ++r) {
-        const float* a = A + r * HS;
-        VecF c0 = vzero(), c1 = vzero(), c2 = vzero(), c3 = vzero();
-        for (int64_t d = 0; d < HS; ++d) {
-            VecF av = vset(a[d]);
-            const float* bt = Bt + d * kBk;
-            c0 = vfma(av, vload(bt), c0);
-            c1 = vfma(av, vload(bt + 16), c1);
-            c2 = vfma(av, vload(bt + 32), c2);
-            c3 = vfma(av, vload(bt + 48), c3);
-        }
-        float* s = S + r * kBk;
-        vstore(s, c0);
-        vstore(s + 16, c1);
-        vstore(s + 32, c2);
-        vstore(s + 48, c3);
+        for (int64_t c0 = 0; c0 < kBk; c0 += kVecs * kLanes)
+            abt_block<1, kVecs>(S, A, Bt, r, c0, HS);
     }
 }
 
 // C[m][:] += sum_k A(m, k) * Brows[k][:], A(m, k) = A[m * am + k * ak]; rows of HS floats.
 // Rows are processed in blocks of R sharing each load of Brows[k] (R = 4 for HS <= 64, else 2).
+// NOTE: on AVX2 (8 VecF of registers) 4 x 4 spills, yet 6 x 1, 3 x 2, 2 x 2 and 2 x 4 blocks all
+// ran 5-20% slower in ops_bench's attention (Zen 2): fewer rows per B load cost more.
 template <int R, int NV>
 void rows_axpy_block(float* C, const float* A, int64_t am, int64_t ak, const float* Brows,
                      int64_t m0, int64_t K, int64_t HS, int64_t d0) {

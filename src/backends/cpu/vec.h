@@ -38,6 +38,8 @@ inline constexpr int kLanes = 16;
 struct VecF {
     __m512 v;
 };
+// How many VecF the register file holds (32 zmm): kernels size their register blocking by it.
+inline constexpr int kVecRegs = 32;
 
 inline __mmask16 lane_mask(int n) {
     return n >= 16 ? static_cast<__mmask16>(0xffff)
@@ -238,6 +240,8 @@ ZS_VINLINE VecF vrcp(VecF x) {
 struct VecF {
     __m256 lo, hi;
 };
+// 16 ymm registers hold 8 VecF: kernels blocked for 32 zmm shrink their tiles to this.
+inline constexpr int kVecRegs = 8;
 
 // kLaneMaskTable + 8 - k: the 8-lane mask of the first k lanes (0 <= k <= 8).
 alignas(64) inline constexpr int32_t kLaneMaskTable[16] = {-1, -1, -1, -1, -1, -1, -1, -1,
@@ -491,6 +495,8 @@ ZS_VINLINE VecF vrcp_bf16(VecF x) { return vrcp(x); }
 struct VecF {
     float v[kLanes];
 };
+// The AVX-512 path's blocking (the compiler keeps these arrays where it can).
+inline constexpr int kVecRegs = 32;
 
 inline VecF vload(const float* p, int n = kLanes) {
     VecF r{};
