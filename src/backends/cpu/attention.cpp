@@ -9,6 +9,7 @@
 //
 // Tiles are converted to f32 on load (bf16 inputs), K is also kept transposed so S = Q K^T runs as
 // rank-1 updates over 16-key vectors.
+#include <algorithm>
 #include <cmath>
 #include <type_traits>
 #include <vector>
@@ -196,22 +197,35 @@ void scores_few(float* S, const float* Qt, const Heads<const T>& K, const Heads<
             if (j0 + j + kk + kPrefetchKeys < end)
                 prefetch_row(K.row(b, j0 + j + kk + kPrefetchKeys, kh), HS);
         }
+        // kKeys of the four keys per pass over d, so that NQ x kKeys accumulators and kKeys K
+        // vectors fit the registers: all four with AVX-512's 32, two or one with AVX2's 16
+        // (4 x NQ spilled there). Each accumulator sees the same FMAs in the same order.
+        constexpr int kKeys = std::clamp(kVecRegs / (NQ + 1), 1, 4);
+        static_assert(4 % kKeys == 0);
         VecF acc[NQ][4];
-#pragma GCC unroll 16
-        for (int r = 0; r < NQ; ++r) {
-#pragma GCC unroll 16
-            for (int kk = 0; kk < 4; ++kk) acc[r][kk] = vzero();
-        }
-        for (int64_t d = 0; d < HS; d += kLanes) {
-            const int m = kFull ? kLanes : lanes(d, HS);
-            VecF kv[4];
-#pragma GCC unroll 16
-            for (int kk = 0; kk < 4; ++kk) kv[kk] = vload(kr[kk] + d, m);
+        for (int k0 = 0; k0 < 4; k0 += kKeys) {
+            VecF part[NQ][kKeys];
 #pragma GCC unroll 16
             for (int r = 0; r < NQ; ++r) {
-                const VecF qv = vload(Qt + r * HS + d, m);
 #pragma GCC unroll 16
-                for (int kk = 0; kk < 4; ++kk) acc[r][kk] = vfma(qv, kv[kk], acc[r][kk]);
+                for (int kk = 0; kk < kKeys; ++kk) part[r][kk] = vzero();
+            }
+            for (int64_t d = 0; d < HS; d += kLanes) {
+                const int m = kFull ? kLanes : lanes(d, HS);
+                VecF kv[kKeys];
+#pragma GCC unroll 16
+                for (int kk = 0; kk < kKeys; ++kk) kv[kk] = vload(kr[k0 + kk] + d, m);
+#pragma GCC unroll 16
+                for (int r = 0; r < NQ; ++r) {
+                    const VecF qv = vload(Qt + r * HS + d, m);
+#pragma GCC unroll 16
+                    for (int kk = 0; kk < kKeys; ++kk) part[r][kk] = vfma(qv, kv[kk], part[r][kk]);
+                }
+            }
+#pragma GCC unroll 16
+            for (int r = 0; r < NQ; ++r) {
+#pragma GCC unroll 16
+                for (int kk = 0; kk < kKeys; ++kk) acc[r][k0 + kk] = part[r][kk];
             }
         }
 #pragma GCC unroll 16
@@ -280,11 +294,12 @@ void values_span(float* Acc, const float* P, const Heads<const T>& V, int64_t b,
     }
 }
 
-// Acc[r] += sum_j P[r][j] * V[j0 + j] for r < NQ <= kFewQueries, 64 dims at a time.
+// Acc[r] += sum_j P[r][j] * V[j0 + j] for r < NQ <= kFewQueries, 64 dims at a time (fewer
+// where NQ x 4 accumulators and 4 V vectors would not fit the registers: AVX2).
 template <class T, int NQ, bool kFull>
 void values_few(float* Acc, const float* P, const Heads<const T>& V, int64_t b, int64_t j0,
                 int64_t nk, int64_t kh, int64_t HS) {
-    constexpr int kVecs = 4;
+    constexpr int kVecs = std::clamp(kVecRegs / (NQ + 1), 1, 4);
     for (int64_t d0 = 0; d0 < HS; d0 += kVecs * kLanes) {
         const int64_t left = HS - d0;
         const int nv = static_cast<int>(std::min<int64_t>(kVecs, (left + kLanes - 1) / kLanes));
