@@ -1,6 +1,6 @@
 // A 16-lane f32 vector for the CPU kernels: AVX-512 when the build targets it, else AVX2 + FMA
-// (two 8-lane halves, the same bits as AVX-512), else a portable loop (same results up to the
-// last ulp of exp). Loads and stores convert bf16 <-> f32 on
+// (two 8-lane halves: the same bits as AVX-512 except the reciprocals' last ulps), else a
+// portable loop (same results up to the last ulp of exp). Loads and stores convert bf16 <-> f32 on
 // the fly (stores round to nearest even, like core/half.h), and take a lane count for tails so
 // every row is processed without scalar epilogues or out-of-bounds reads.
 #pragma once
@@ -234,8 +234,9 @@ ZS_VINLINE VecF vrcp(VecF x) {
 #elif defined(ZS_VEC_AVX2)
 
 // AVX2 + FMA + F16C: the 16 lanes as two __m256 halves (lanes 0-7 in lo, 8-15 in hi), so every
-// kernel written for the 16-lane contract runs unchanged. Sums, maxima, exp and the bf16 pair
-// lane order follow the AVX-512 path exactly, so the two give the same bits. AVX2 has no masked
+// kernel written for the 16-lane contract runs unchanged. Sums, maxima, exp, exp2 and the bf16
+// pair lane order follow the AVX-512 path exactly, so the two give the same bits (vrcp starts
+// from a 12-bit estimate instead of 14, so its last ulps differ). AVX2 has no masked
 // 16-bit loads or stores: bf16/f16 tails go through a zeroed stack buffer.
 struct VecF {
     __m256 lo, hi;
