@@ -128,8 +128,9 @@ void tile_abt(float* S, const float* A, const float* Bt, int64_t rows, int64_t H
 
 // C[m][:] += sum_k A(m, k) * Brows[k][:], A(m, k) = A[m * am + k * ak]; rows of HS floats.
 // Rows are processed in blocks of R sharing each load of Brows[k] (R = 4 for HS <= 64, else 2).
-// NOTE: on AVX2 (8 VecF of registers) 4 x 4 spills, yet 6 x 1, 3 x 2, 2 x 2 and 2 x 4 blocks all
-// ran 5-20% slower in ops_bench's attention (Zen 2): fewer rows per B load cost more.
+// NOTE: on AVX2 (8 VecF of registers) 4 x 4 spills, yet 6 x 1, 4 x 1, 3 x 2, 2 x 2 and 2 x 4 all
+// ran 5-30% slower in ops_bench's attention (Zen 2): each (row, k) pays a scalar load and a zero
+// test, which 4 x 4 spreads over 32 FMAs (tile_abt has no such test, and there 6 x 1 wins).
 template <int R, int NV>
 void rows_axpy_block(float* C, const float* A, int64_t am, int64_t ak, const float* Brows,
                      int64_t m0, int64_t K, int64_t HS, int64_t d0) {
