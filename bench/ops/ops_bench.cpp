@@ -20,6 +20,7 @@
 #include "ops/attention.h"
 #include "ops/matmul.h"
 #include "ops/norm.h"
+#include "ops/paged_attention.h"
 #include "ops/reference/reference.h"
 #include "ops/softmax.h"
 #include "stream.h"
@@ -330,6 +331,32 @@ void BM_decode_attention(benchmark::State& st) {
         benchmark::Counter(static_cast<double>(st.iterations()), benchmark::Counter::kIsRate);
 }
 
+// The serving engine's decode attention: S sequences of T cached positions each decode one
+// token, over a bf16 paged cache (block size 16, SmolLM2-135M's 9 query / 3 kv heads of 64
+// dims), the sequences' blocks interleaved in the pool as a busy server leaves them. One layer
+// (C = 1 above: the kernel's compute with the rows in cache). args: T, S. Counter: KV bytes/s.
+void BM_paged_decode_attention(benchmark::State& st) {
+    const int64_t T = st.range(0), S = st.range(1), NH = 9, NKV = 3, HS = 64, kBlock = 16;
+    const int64_t per_seq = (T + 1 + kBlock - 1) / kBlock, n_blocks = per_seq * S;
+    Tensor kc = rnd({n_blocks, kBlock, NKV, HS}, DType::bf16, 1);
+    Tensor vc = rnd({n_blocks, kBlock, NKV, HS}, DType::bf16, 2);
+    std::vector<std::vector<zs::ops::BlockId>> tables(static_cast<size_t>(S));
+    std::vector<zs::ops::SeqSlice> seqs;
+    for (int64_t i = 0; i < S; ++i) {
+        for (int64_t b = 0; b < per_seq; ++b)
+            tables[static_cast<size_t>(i)].push_back(static_cast<zs::ops::BlockId>(b * S + i));
+        seqs.push_back({i, 1, T, tables[static_cast<size_t>(i)]});
+    }
+    Tensor q = rnd({S, NH, HS}, DType::bf16, 5), o = Tensor::empty({S, NH, HS}, DType::bf16);
+    for (auto _ : st) {
+        zs::ops::paged_attention_forward(o, q, kc, vc, seqs);
+        benchmark::DoNotOptimize(o.data_ptr());
+    }
+    const double bytes = 2.0 * static_cast<double>(S * (T + 1) * NKV * HS * 2);
+    st.counters["kv_GB/s"] =
+        benchmark::Counter(bytes * st.iterations() / 1e9, benchmark::Counter::kIsRate);
+}
+
 }  // namespace
 
 BENCHMARK(zs::bench::BM_stream_triad)->Name("BM_stream_triad")->UseRealTime();
@@ -346,6 +373,7 @@ BENCHMARK(BM_decode_attention)
     ->Args({600, 1, 0})
     ->Args({600, 96, 1})
     ->UseRealTime();
+BENCHMARK(BM_paged_decode_attention)->Args({600, 1})->Args({600, 8})->UseRealTime();
 BENCHMARK(BM_matmul)->Apply(gemm_args)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_matmul_onednn_direct)->Apply(gemm_args)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_sgemm_openblas)

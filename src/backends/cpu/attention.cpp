@@ -9,6 +9,7 @@
 //
 // Tiles are converted to f32 on load (bf16 inputs), K is also kept transposed so S = Q K^T runs as
 // rank-1 updates over 16-key vectors.
+#include <algorithm>
 #include <cmath>
 #include <type_traits>
 #include <vector>
@@ -81,54 +82,55 @@ void transpose_tile(float* dst, const float* src, int64_t n, int64_t HS) {
     }
 }
 
-// S[r][0..kBk) = sum_d A[r][d] * Bt[d][0..kBk) for r < rows. Four rows at a time share each
-// load of Bt (16 accumulators), so the loop is FMA-bound rather than load-bound.
-void tile_abt(float* S, const float* A, const float* Bt, int64_t rows, int64_t HS) {
-    static_assert(kBk == 4 * kLanes);
-    int64_t r = 0;
-    for (; r + 4 <= rows; r += 4) {
-        VecF c[4][4];
-        for (auto& row : c) {
-            for (auto& v : row) v = vzero();
-        }
-        const float* a0 = A + r * HS;
-        for (int64_t d = 0; d < HS; ++d) {
-            const float* bt = Bt + d * kBk;
-            VecF b0 = vload(bt), b1 = vload(bt + 16), b2 = vload(bt + 32), b3 = vload(bt + 48);
-            for (int i = 0; i < 4; ++i) {
-                VecF av = vset(a0[i * HS + d]);
-                c[i][0] = vfma(av, b0, c[i][0]);
-                c[i][1] = vfma(av, b1, c[i][1]);
-                c[i][2] = vfma(av, b2, c[i][2]);
-                c[i][3] = vfma(av, b3, c[i][3]);
-            }
-        }
-        for (int i = 0; i < 4; ++i) {
-            float* s = S + (r + i) * kBk;
-            for (int j = 0; j < 4; ++j) vstore(s + 16 * j, c[i][j]);
+// S[r][c0, c0 + 16 NV) = sum_d A[r][d] * Bt[d][c0, ...) for the R rows from r0: the R x NV
+// accumulators stay in registers and each load of Bt serves R rows, so the loop is FMA-bound
+// rather than load-bound.
+template <int R, int NV>
+void abt_block(float* S, const float* A, const float* Bt, int64_t r0, int64_t c0, int64_t HS) {
+    VecF c[R][NV];
+    for (auto& row : c) {
+        for (auto& v : row) v = vzero();
+    }
+    const float* a0 = A + r0 * HS;
+    for (int64_t d = 0; d < HS; ++d) {
+        const float* bt = Bt + d * kBk + c0;
+        VecF b[NV];
+        for (int j = 0; j < NV; ++j) b[j] = vload(bt + j * kLanes);
+        for (int i = 0; i < R; ++i) {
+            const VecF av = vset(a0[i * HS + d]);
+            for (int j = 0; j < NV; ++j) c[i][j] = vfma(av, b[j], c[i][j]);
         }
     }
+    for (int i = 0; i < R; ++i) {
+        float* s = S + (r0 + i) * kBk + c0;
+        for (int j = 0; j < NV; ++j) vstore(s + j * kLanes, c[i][j]);
+    }
+}
+
+// S[r][0..kBk) = sum_d A[r][d] * Bt[d][0..kBk) for r < rows. With 32 vector registers, four
+// rows by the whole tile width (16 accumulators); with AVX2's 16 (8 VecF), six rows by one
+// vector (12 ymm accumulators, 2 for Bt, 1 broadcast), where 4 x 4 spilled half its
+// accumulators (Zen 2, ops_bench attention: 6 x 1 ran fwd 15% and bwd 9% faster, 3 x 2 half
+// that). Every S element is the same chain of FMAs either way.
+void tile_abt(float* S, const float* A, const float* Bt, int64_t rows, int64_t HS) {
+    static_assert(kBk == 4 * kLanes);
+    constexpr int kRows = kVecRegs >= 32 ? 4 : 6, kVecs = kVecRegs >= 32 ? 4 : 1;
+    int64_t r = 0;
+    for (; r + kRows <= rows; r += kRows) {
+        for (int64_t c0 = 0; c0 < kBk; c0 += kVecs * kLanes)
+            abt_block<kRows, kVecs>(S, A, Bt, r, c0, HS);
+    }
     for (; r < rows; ++r) {
-        const float* a = A + r * HS;
-        VecF c0 = vzero(), c1 = vzero(), c2 = vzero(), c3 = vzero();
-        for (int64_t d = 0; d < HS; ++d) {
-            VecF av = vset(a[d]);
-            const float* bt = Bt + d * kBk;
-            c0 = vfma(av, vload(bt), c0);
-            c1 = vfma(av, vload(bt + 16), c1);
-            c2 = vfma(av, vload(bt + 32), c2);
-            c3 = vfma(av, vload(bt + 48), c3);
-        }
-        float* s = S + r * kBk;
-        vstore(s, c0);
-        vstore(s + 16, c1);
-        vstore(s + 32, c2);
-        vstore(s + 48, c3);
+        for (int64_t c0 = 0; c0 < kBk; c0 += kVecs * kLanes)
+            abt_block<1, kVecs>(S, A, Bt, r, c0, HS);
     }
 }
 
 // C[m][:] += sum_k A(m, k) * Brows[k][:], A(m, k) = A[m * am + k * ak]; rows of HS floats.
 // Rows are processed in blocks of R sharing each load of Brows[k] (R = 4 for HS <= 64, else 2).
+// NOTE: on AVX2 (8 VecF of registers) 4 x 4 spills, yet 6 x 1, 4 x 1, 3 x 2, 2 x 2 and 2 x 4 all
+// ran 5-30% slower in ops_bench's attention (Zen 2): each (row, k) pays a scalar load and a zero
+// test, which 4 x 4 spreads over 32 FMAs (tile_abt has no such test, and there 6 x 1 wins).
 template <int R, int NV>
 void rows_axpy_block(float* C, const float* A, int64_t am, int64_t ak, const float* Brows,
                      int64_t m0, int64_t K, int64_t HS, int64_t d0) {
@@ -196,22 +198,35 @@ void scores_few(float* S, const float* Qt, const Heads<const T>& K, const Heads<
             if (j0 + j + kk + kPrefetchKeys < end)
                 prefetch_row(K.row(b, j0 + j + kk + kPrefetchKeys, kh), HS);
         }
+        // kKeys of the four keys per pass over d, so that NQ x kKeys accumulators and kKeys K
+        // vectors fit the registers: all four with AVX-512's 32, two or one with AVX2's 16
+        // (4 x NQ spilled there). Each accumulator sees the same FMAs in the same order.
+        constexpr int kKeys = std::clamp(kVecRegs / (NQ + 1), 1, 4);
+        static_assert(4 % kKeys == 0);
         VecF acc[NQ][4];
-#pragma GCC unroll 16
-        for (int r = 0; r < NQ; ++r) {
-#pragma GCC unroll 16
-            for (int kk = 0; kk < 4; ++kk) acc[r][kk] = vzero();
-        }
-        for (int64_t d = 0; d < HS; d += kLanes) {
-            const int m = kFull ? kLanes : lanes(d, HS);
-            VecF kv[4];
-#pragma GCC unroll 16
-            for (int kk = 0; kk < 4; ++kk) kv[kk] = vload(kr[kk] + d, m);
+        for (int k0 = 0; k0 < 4; k0 += kKeys) {
+            VecF part[NQ][kKeys];
 #pragma GCC unroll 16
             for (int r = 0; r < NQ; ++r) {
-                const VecF qv = vload(Qt + r * HS + d, m);
 #pragma GCC unroll 16
-                for (int kk = 0; kk < 4; ++kk) acc[r][kk] = vfma(qv, kv[kk], acc[r][kk]);
+                for (int kk = 0; kk < kKeys; ++kk) part[r][kk] = vzero();
+            }
+            for (int64_t d = 0; d < HS; d += kLanes) {
+                const int m = kFull ? kLanes : lanes(d, HS);
+                VecF kv[kKeys];
+#pragma GCC unroll 16
+                for (int kk = 0; kk < kKeys; ++kk) kv[kk] = vload(kr[k0 + kk] + d, m);
+#pragma GCC unroll 16
+                for (int r = 0; r < NQ; ++r) {
+                    const VecF qv = vload(Qt + r * HS + d, m);
+#pragma GCC unroll 16
+                    for (int kk = 0; kk < kKeys; ++kk) part[r][kk] = vfma(qv, kv[kk], part[r][kk]);
+                }
+            }
+#pragma GCC unroll 16
+            for (int r = 0; r < NQ; ++r) {
+#pragma GCC unroll 16
+                for (int kk = 0; kk < kKeys; ++kk) acc[r][k0 + kk] = part[r][kk];
             }
         }
 #pragma GCC unroll 16
@@ -280,11 +295,12 @@ void values_span(float* Acc, const float* P, const Heads<const T>& V, int64_t b,
     }
 }
 
-// Acc[r] += sum_j P[r][j] * V[j0 + j] for r < NQ <= kFewQueries, 64 dims at a time.
+// Acc[r] += sum_j P[r][j] * V[j0 + j] for r < NQ <= kFewQueries, 64 dims at a time (fewer
+// where NQ x 4 accumulators and 4 V vectors would not fit the registers: AVX2).
 template <class T, int NQ, bool kFull>
 void values_few(float* Acc, const float* P, const Heads<const T>& V, int64_t b, int64_t j0,
                 int64_t nk, int64_t kh, int64_t HS) {
-    constexpr int kVecs = 4;
+    constexpr int kVecs = std::clamp(kVecRegs / (NQ + 1), 1, 4);
     for (int64_t d0 = 0; d0 < HS; d0 += kVecs * kLanes) {
         const int64_t left = HS - d0;
         const int nv = static_cast<int>(std::min<int64_t>(kVecs, (left + kLanes - 1) / kLanes));

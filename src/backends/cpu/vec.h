@@ -1,5 +1,6 @@
-// A 16-lane f32 vector for the CPU kernels: AVX-512 when the build targets it, a portable loop
-// otherwise (same results up to the last ulp of exp). Loads and stores convert bf16 <-> f32 on
+// A 16-lane f32 vector for the CPU kernels: AVX-512 when the build targets it, else AVX2 + FMA
+// (two 8-lane halves: the same bits as AVX-512 except the reciprocals' last ulps), else a
+// portable loop (same results up to the last ulp of exp). Loads and stores convert bf16 <-> f32 on
 // the fly (stores round to nearest even, like core/half.h), and take a lane count for tails so
 // every row is processed without scalar epilogues or out-of-bounds reads.
 #pragma once
@@ -15,6 +16,9 @@
 #if defined(__AVX512F__) && defined(__AVX512BW__)
 #include "base/simd.h"
 #define ZS_VEC_AVX512 1
+#elif defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
+#include "base/simd.h"
+#define ZS_VEC_AVX2 1
 #elif defined(__F16C__)
 #include "base/simd.h"
 #endif
@@ -34,6 +38,8 @@ inline constexpr int kLanes = 16;
 struct VecF {
     __m512 v;
 };
+// How many VecF the register file holds (32 zmm): kernels size their register blocking by it.
+inline constexpr int kVecRegs = 32;
 
 inline __mmask16 lane_mask(int n) {
     return n >= 16 ? static_cast<__mmask16>(0xffff)
@@ -225,11 +231,273 @@ ZS_VINLINE VecF vrcp(VecF x) {
     return {_mm512_fmadd_ps(r, _mm512_fnmadd_ps(x.v, r, _mm512_set1_ps(1.0f)), r)};
 }
 
+#elif defined(ZS_VEC_AVX2)
+
+// AVX2 + FMA + F16C: the 16 lanes as two __m256 halves (lanes 0-7 in lo, 8-15 in hi), so every
+// kernel written for the 16-lane contract runs unchanged. Sums, maxima, exp, exp2 and the bf16
+// pair lane order follow the AVX-512 path exactly, so the two give the same bits (vrcp starts
+// from a 12-bit estimate instead of 14, so its last ulps differ). AVX2 has no masked
+// 16-bit loads or stores: bf16/f16 tails go through a zeroed stack buffer.
+struct VecF {
+    __m256 lo, hi;
+};
+// 16 ymm registers hold 8 VecF: kernels blocked for 32 zmm shrink their tiles to this.
+inline constexpr int kVecRegs = 8;
+
+// kLaneMaskTable + 8 - k: the 8-lane mask of the first k lanes (0 <= k <= 8).
+alignas(64) inline constexpr int32_t kLaneMaskTable[16] = {-1, -1, -1, -1, -1, -1, -1, -1,
+                                                           0,  0,  0,  0,  0,  0,  0,  0};
+ZS_VINLINE __m256i half_mask(int k) {
+    k = std::min(std::max(k, 0), 8);
+    return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(kLaneMaskTable + 8 - k));
+}
+
+inline VecF vload(const float* p, int n = kLanes) {
+    if (n >= kLanes) return {_mm256_loadu_ps(p), _mm256_loadu_ps(p + 8)};
+    return {_mm256_maskload_ps(p, half_mask(n)), _mm256_maskload_ps(p + 8, half_mask(n - 8))};
+}
+inline void vstore(float* p, VecF x, int n = kLanes) {
+    if (n >= kLanes) {
+        _mm256_storeu_ps(p, x.lo);
+        _mm256_storeu_ps(p + 8, x.hi);
+    } else {
+        _mm256_maskstore_ps(p, half_mask(n), x.lo);
+        _mm256_maskstore_ps(p + 8, half_mask(n - 8), x.hi);
+    }
+}
+// 16 16-bit elements: all of them, or the first n with zeros after (never reads past p + n).
+ZS_VINLINE __m256i load_u16x16(const void* p, int n) {
+    if (n >= kLanes) return _mm256_loadu_si256(static_cast<const __m256i*>(p));
+    alignas(32) uint16_t buf[kLanes] = {};
+    std::memcpy(buf, p, static_cast<size_t>(std::max(n, 0)) * 2);
+    return _mm256_load_si256(reinterpret_cast<const __m256i*>(buf));
+}
+ZS_VINLINE void store_u16x16(void* p, __m256i h, int n) {
+    if (n >= kLanes) {
+        _mm256_storeu_si256(static_cast<__m256i*>(p), h);
+        return;
+    }
+    alignas(32) uint16_t buf[kLanes];
+    _mm256_store_si256(reinterpret_cast<__m256i*>(buf), h);
+    std::memcpy(p, buf, static_cast<size_t>(std::max(n, 0)) * 2);
+}
+inline VecF vload(const bf16* p, int n = kLanes) {
+    const __m256i h = load_u16x16(p, n);
+    return {_mm256_castsi256_ps(
+                _mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm256_castsi256_si128(h)), 16)),
+            _mm256_castsi256_ps(
+                _mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm256_extracti128_si256(h, 1)), 16))};
+}
+// f16 through F16C; stores round to nearest even (NaNs as vcvtps2ph: quiet, top payload kept).
+inline VecF vload(const core::f16* p, int n = kLanes) {
+    const __m256i h = load_u16x16(p, n);
+    return {_mm256_cvtph_ps(_mm256_castsi256_si128(h)),
+            _mm256_cvtph_ps(_mm256_extracti128_si256(h, 1))};
+}
+inline void vstore(core::f16* p, VecF x, int n = kLanes) {
+    constexpr int kRne = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
+    const __m256i h = _mm256_set_m128i(_mm256_cvtps_ph(x.hi, kRne), _mm256_cvtps_ph(x.lo, kRne));
+    store_u16x16(p, h, n);
+}
+// f32 bits with the bf16 round-to-nearest-even applied to the high half, without a NaN fix-up
+// (see the AVX-512 path).
+ZS_VINLINE __m256i bf16_round_bits_from_bf16(__m256 x) {
+    const __m256i u = _mm256_castps_si256(x);
+    const __m256i lsb = _mm256_and_si256(_mm256_srli_epi32(u, 16), _mm256_set1_epi32(1));
+    return _mm256_add_epi32(_mm256_add_epi32(u, _mm256_set1_epi32(0x7fff)), lsb);
+}
+// The same for any f32 (core/half.h's rule): a NaN keeps its sign and high payload and gets the
+// quiet bit.
+ZS_VINLINE __m256i bf16_round_bits(__m256 x) {
+    const __m256i quiet = _mm256_or_si256(_mm256_castps_si256(x), _mm256_set1_epi32(0x00400000));
+    return _mm256_castps_si256(_mm256_blendv_ps(_mm256_castsi256_ps(bf16_round_bits_from_bf16(x)),
+                                                _mm256_castsi256_ps(quiet),
+                                                _mm256_cmp_ps(x, x, _CMP_UNORD_Q)));
+}
+inline void vstore(bf16* p, VecF x, int n = kLanes) {
+    // packus works per 128-bit half: [lo0-3, hi0-3, lo4-7, hi4-7], put back in order.
+    const __m256i h = _mm256_packus_epi32(_mm256_srli_epi32(bf16_round_bits(x.lo), 16),
+                                          _mm256_srli_epi32(bf16_round_bits(x.hi), 16));
+    store_u16x16(p, _mm256_permute4x64_epi64(h, 0xd8), n);
+}
+
+// Pairs, in the AVX-512 path's lane order: f32 pairs are two consecutive vectors; bf16 pairs
+// are the even elements (a) and the odd ones (b) of a 64-byte block, widened by one shift or
+// one mask per half, and stored by merging the two rounded halves.
+inline void vload2(const float* p, VecF& a, VecF& b, int n = 2 * kLanes) {
+    a = vload(p, n);
+    b = n > kLanes ? vload(p + kLanes, n - kLanes) : VecF{_mm256_setzero_ps(), _mm256_setzero_ps()};
+}
+inline void vload2(const bf16* p, VecF& a, VecF& b, int n = 2 * kLanes) {
+    __m256i v0, v1;
+    if (n >= 2 * kLanes) {
+        v0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
+        v1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + kLanes));
+    } else {
+        alignas(32) uint16_t buf[2 * kLanes] = {};
+        std::memcpy(buf, p, static_cast<size_t>(std::max(n, 0)) * 2);
+        v0 = _mm256_load_si256(reinterpret_cast<const __m256i*>(buf));
+        v1 = _mm256_load_si256(reinterpret_cast<const __m256i*>(buf + kLanes));
+    }
+    const __m256i high = _mm256_set1_epi32(static_cast<int>(0xffff0000u));
+    a = {_mm256_castsi256_ps(_mm256_slli_epi32(v0, 16)),
+         _mm256_castsi256_ps(_mm256_slli_epi32(v1, 16))};
+    b = {_mm256_castsi256_ps(_mm256_and_si256(v0, high)),
+         _mm256_castsi256_ps(_mm256_and_si256(v1, high))};
+}
+inline void vstore2(float* p, VecF a, VecF b, int n = 2 * kLanes) {
+    vstore(p, a, n);
+    if (n > kLanes) vstore(p + kLanes, b, n - kLanes);
+}
+// Rounds without vstore's NaN fix-up, as the AVX-512 path does (see there why that is exact).
+inline void vstore2(bf16* p, VecF a, VecF b, int n = 2 * kLanes) {
+    const __m256i high = _mm256_set1_epi32(static_cast<int>(0xffff0000u));
+    const __m256i v0 = _mm256_or_si256(_mm256_srli_epi32(bf16_round_bits_from_bf16(a.lo), 16),
+                                       _mm256_and_si256(bf16_round_bits_from_bf16(b.lo), high));
+    const __m256i v1 = _mm256_or_si256(_mm256_srli_epi32(bf16_round_bits_from_bf16(a.hi), 16),
+                                       _mm256_and_si256(bf16_round_bits_from_bf16(b.hi), high));
+    if (n >= 2 * kLanes) {
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), v0);
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(p + kLanes), v1);
+        return;
+    }
+    alignas(32) uint16_t buf[2 * kLanes];
+    _mm256_store_si256(reinterpret_cast<__m256i*>(buf), v0);
+    _mm256_store_si256(reinterpret_cast<__m256i*>(buf + kLanes), v1);
+    std::memcpy(p, buf, static_cast<size_t>(std::max(n, 0)) * 2);
+}
+template <class T>
+inline void vprefetch2(const T* p) {
+    _mm_prefetch(reinterpret_cast<const char*>(p), _MM_HINT_T0);
+    if constexpr (sizeof(T) * 2 * kLanes > 64) {
+        _mm_prefetch(reinterpret_cast<const char*>(p) + 64, _MM_HINT_T0);
+    }
+}
+// Lanes >= n replaced by `fill` (so a masked tail does not disturb a max or a sum).
+inline VecF vmask_fill(VecF a, int n, float fill) {
+    const __m256 f = _mm256_set1_ps(fill);
+    return {_mm256_blendv_ps(f, a.lo, _mm256_castsi256_ps(half_mask(n))),
+            _mm256_blendv_ps(f, a.hi, _mm256_castsi256_ps(half_mask(n - 8)))};
+}
+// Lanes of a pair of T holding elements >= n replaced by `fill`.
+template <class T>
+inline void vfill2(VecF& a, VecF& b, int n, float fill) {
+    int na = std::is_same_v<T, bf16> ? (n + 1) / 2 : std::min(n, kLanes);
+    int nb = std::is_same_v<T, bf16> ? n / 2 : std::max(n - kLanes, 0);
+    a = vmask_fill(a, na, fill);
+    b = vmask_fill(b, nb, fill);
+}
+
+inline VecF vset(float a) { return {_mm256_set1_ps(a), _mm256_set1_ps(a)}; }
+inline VecF vzero() { return {_mm256_setzero_ps(), _mm256_setzero_ps()}; }
+inline VecF operator+(VecF a, VecF b) {
+    return {_mm256_add_ps(a.lo, b.lo), _mm256_add_ps(a.hi, b.hi)};
+}
+inline VecF operator-(VecF a, VecF b) {
+    return {_mm256_sub_ps(a.lo, b.lo), _mm256_sub_ps(a.hi, b.hi)};
+}
+inline VecF operator*(VecF a, VecF b) {
+    return {_mm256_mul_ps(a.lo, b.lo), _mm256_mul_ps(a.hi, b.hi)};
+}
+inline VecF operator/(VecF a, VecF b) {
+    return {_mm256_div_ps(a.lo, b.lo), _mm256_div_ps(a.hi, b.hi)};
+}
+inline VecF vfma(VecF a, VecF b, VecF c) {  // a*b+c
+    return {_mm256_fmadd_ps(a.lo, b.lo, c.lo), _mm256_fmadd_ps(a.hi, b.hi, c.hi)};
+}
+inline VecF vmax(VecF a, VecF b) { return {_mm256_max_ps(a.lo, b.lo), _mm256_max_ps(a.hi, b.hi)}; }
+inline VecF vmin(VecF a, VecF b) { return {_mm256_min_ps(a.lo, b.lo), _mm256_min_ps(a.hi, b.hi)}; }
+// GCC's _mm512_reduce_add_ps tree: lanes i + (i + 8), then i + (i + 4), then (0 + 2) + (1 + 3).
+inline float vsum(VecF a) {
+    const __m256 h = _mm256_add_ps(a.lo, a.hi);
+    const __m128 q = _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
+    const __m128 t = _mm_add_ps(q, _mm_movehl_ps(q, q));  // [q0 + q2, q1 + q3, ...]
+    return _mm_cvtss_f32(_mm_add_ss(t, _mm_movehdup_ps(t)));
+}
+inline float vhmax(VecF a) {
+    const __m256 h = _mm256_max_ps(a.lo, a.hi);
+    __m128 q = _mm_max_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
+    q = _mm_max_ps(q, _mm_movehl_ps(q, q));
+    return _mm_cvtss_f32(_mm_max_ss(q, _mm_movehdup_ps(q)));
+}
+// out[0..3] = the sums of a, b, c and d: the AVX-512 path's shuffle tree, on the 128-bit lanes
+// 0-1 (lo) and 2-3 (hi) separately until the last two adds.
+inline void vsum4(float* out, VecF a, VecF b, VecF c, VecF d) {
+    auto lanes4 = [](__m256 x, __m256 y, __m256 z, __m256 w) {
+        const __m256 xy = _mm256_add_ps(_mm256_unpacklo_ps(x, y), _mm256_unpackhi_ps(x, y));
+        const __m256 zw = _mm256_add_ps(_mm256_unpacklo_ps(z, w), _mm256_unpackhi_ps(z, w));
+        const __m256d xyd = _mm256_castps_pd(xy), zwd = _mm256_castps_pd(zw);
+        return _mm256_add_ps(_mm256_castpd_ps(_mm256_unpacklo_pd(xyd, zwd)),
+                             _mm256_castpd_ps(_mm256_unpackhi_pd(xyd, zwd)));
+    };
+    const __m256 h = _mm256_add_ps(lanes4(a.lo, b.lo, c.lo, d.lo), lanes4(a.hi, b.hi, c.hi, d.hi));
+    _mm_storeu_ps(out, _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1)));
+}
+
+// p * 2^k for integral k in [-152, 129] (as f32), rounded once like AVX-512's scalef: 2^k is
+// two normal factors 2^(k >> 1) and 2^(k - (k >> 1)), each built in the exponent field; the
+// first product is exact for p near 1, the second rounds (to a subnormal, 0 or inf as it must).
+ZS_VINLINE __m256 scale_pow2(__m256 p, __m256 k) {
+    const __m256i ki = _mm256_cvtps_epi32(k);
+    const __m256i k1 = _mm256_srai_epi32(ki, 1);
+    const __m256i k2 = _mm256_sub_epi32(ki, k1);
+    const __m256i bias = _mm256_set1_epi32(127);
+    const __m256 s1 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(k1, bias), 23));
+    const __m256 s2 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(k2, bias), 23));
+    return _mm256_mul_ps(_mm256_mul_ps(p, s1), s2);
+}
+
+// exp(x) for x in [-104, 89] or NaN: the AVX-512 path's reduction and polynomial, and its scalef
+// by 2^k as scale_pow2 (the same bits). A NaN makes r and so the result NaN whatever k becomes.
+ZS_VINLINE __m256 exp_clamped_half(__m256 x) {
+    const __m256 k = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
+                                     _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m256 r = _mm256_fnmadd_ps(k, _mm256_set1_ps(0.693145751953125f), x);
+    r = _mm256_fnmadd_ps(k, _mm256_set1_ps(1.428606765330187e-06f), r);
+    __m256 p = _mm256_set1_ps(0.00829028058797121f);
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(0.041897863149642944f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(0.1666763573884964f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(0.4999915063381195f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(0.9999997019767761f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
+    return scale_pow2(p, k);
+}
+ZS_VINLINE VecF vexp_clamped(VecF x) { return {exp_clamped_half(x.lo), exp_clamped_half(x.hi)}; }
+
+// 2^t for any t, as the AVX-512 path: t = k + f with |f| <= 1/2, its polynomial for 2^f, then
+// scale_pow2. t is first clamped to [-151, 129] (NaN passes), which changes no result: 2^t
+// rounds to 0 below -150 and overflows above 128 either way.
+ZS_VINLINE __m256 exp2_half(__m256 t) {
+    t = _mm256_min_ps(_mm256_set1_ps(129.0f), _mm256_max_ps(_mm256_set1_ps(-151.0f), t));
+    const __m256 k = _mm256_round_ps(t, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    const __m256 f = _mm256_sub_ps(t, k);
+    __m256 p = _mm256_set1_ps(0.001326467259787023f);
+    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(0.009671497158706188f));
+    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(0.05550733581185341f));
+    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(0.24022242426872253f));
+    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(0.6931470036506653f));
+    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(1.0f));
+    return scale_pow2(p, k);
+}
+ZS_VINLINE VecF vexp2(VecF t) { return {exp2_half(t.lo), exp2_half(t.hi)}; }
+
+// 1 / x for finite x != 0: the 12-bit estimate and one Newton step (within a few ulp of the
+// division, about a fifth of its cost). Not for 0 or inf.
+ZS_VINLINE __m256 rcp_half(__m256 x) {
+    const __m256 r = _mm256_rcp_ps(x);
+    return _mm256_fmadd_ps(r, _mm256_fnmadd_ps(x, r, _mm256_set1_ps(1.0f)), r);
+}
+ZS_VINLINE VecF vrcp(VecF x) { return {rcp_half(x.lo), rcp_half(x.hi)}; }
+// The estimate alone (12 bits) is too coarse for bf16's 8: the Newton step stays.
+ZS_VINLINE VecF vrcp_bf16(VecF x) { return vrcp(x); }
+
 #else  // portable fallback: the same operations over a plain array
 
 struct VecF {
     float v[kLanes];
 };
+// The AVX-512 path's blocking (the compiler keeps these arrays where it can).
+inline constexpr int kVecRegs = 32;
 
 inline VecF vload(const float* p, int n = kLanes) {
     VecF r{};

@@ -1,11 +1,15 @@
-// The CPU vector layer against scalar references: bf16 stores (single and paired) round exactly
-// like core::f32_to_bf16 including NaN payloads, ties and tails; pairs round-trip; vexp is within
-// its stated error of the double exp and exact at the edges.
+// The CPU vector layer (whichever path the build takes: AVX-512, AVX2 or portable) against scalar
+// references: bf16 and f16 stores (single and paired) round exactly like core::f32_to_bf16 and
+// core::f32_to_f16 including NaN payloads, ties and tails; masked tails read and write only n
+// lanes; pairs round-trip; sums follow the fixed addition trees; vexp is within its stated error
+// of the double exp, exact at the edges and rounds subnormal results once.
 #include "backends/cpu/vec.h"
 
+#include <algorithm>
 #include <bit>
 #include <cmath>
 #include <cstdint>
+#include <iterator>
 #include <limits>
 #include <random>
 #include <vector>
@@ -174,6 +178,161 @@ TEST(Vec, Exp2IsAccurateWithoutClamps) {
         "vexp2", [](VecF t) { return vexp2(t); }, [](double t) { return std::exp2(t); }, -125.0f,
         127.0f, 100000, 3e-7, -151.0f, 128.5f,
         {2.5f, -2.5f, 0.5f, -0.5f, 10.0f, -10.0f, 1.0f, -149.0f});
+}
+
+// Loads of n < kLanes elements read only those (the rest are 0); stores write only those.
+TEST(Vec, MaskedTailsLoadZerosAndStoreOnlyN) {
+    std::vector<float> x = tricky_floats(kLanes);
+    for (float& v : x) v = std::isnan(v) ? 1.5f : v;  // compared with ==
+    for (int n = 0; n <= kLanes; ++n) {
+        // Each source ends exactly at n, so a read past it would be a different value.
+        std::vector<float> src(x.begin(), x.begin() + n);
+        src.push_back(-3.0f);
+        std::vector<bf16> sb(static_cast<size_t>(n) + 1, bf16{0x4040});
+        std::vector<core::f16> sh(static_cast<size_t>(n) + 1, core::f16{0x4200});
+        for (int i = 0; i < n; ++i) {
+            sb[static_cast<size_t>(i)] = core::f32_to_bf16(x[static_cast<size_t>(i)]);
+            sh[static_cast<size_t>(i)] = core::f32_to_f16(x[static_cast<size_t>(i)]);
+        }
+        float got[kLanes], gotb[kLanes], goth[kLanes];
+        vstore(got, vload(src.data(), n));
+        vstore(gotb, vload(sb.data(), n));
+        vstore(goth, vload(sh.data(), n));
+        for (int i = 0; i < kLanes; ++i) {
+            const auto u = static_cast<size_t>(i);
+            ASSERT_EQ(got[i], i < n ? x[u] : 0.0f) << "f32 lane " << i << " n=" << n;
+            ASSERT_EQ(gotb[i], i < n ? core::bf16_to_f32(sb[u]) : 0.0f) << "bf16 lane " << i;
+            ASSERT_EQ(goth[i], i < n ? core::f16_to_f32(sh[u]) : 0.0f) << "f16 lane " << i;
+        }
+        std::vector<float> out(kLanes + 1, -7.0f);
+        std::vector<bf16> outb(kLanes + 1, bf16{0x1234});
+        std::vector<core::f16> outh(kLanes + 1, core::f16{0x1234});
+        const VecF v = vload(x.data());
+        vstore(out.data(), v, n);
+        vstore(outb.data(), v, n);
+        vstore(outh.data(), v, n);
+        for (int i = 0; i <= kLanes; ++i) {
+            const auto u = static_cast<size_t>(i);
+            ASSERT_EQ(out[u], i < n ? x[u] : -7.0f) << "f32 store lane " << i << " n=" << n;
+            ASSERT_EQ(outb[u].bits, i < n ? core::f32_to_bf16(x[u]).bits : 0x1234) << i;
+            ASSERT_EQ(outh[u].bits, i < n ? core::f32_to_f16(x[u]).bits : 0x1234) << i;
+        }
+        // Fill: lanes >= n take the fill value, f32 pairs likewise over 2 * kLanes.
+        float filled[kLanes];
+        vstore(filled, vmask_fill(v, n, -1.0f));
+        for (int i = 0; i < kLanes; ++i) {
+            ASSERT_EQ(filled[i], i < n ? x[static_cast<size_t>(i)] : -1.0f) << "fill " << i;
+        }
+        VecF a = v, b = v;
+        vfill2<float>(a, b, n + kLanes / 2, -1.0f);
+        float fa[kLanes], fb[kLanes];
+        vstore(fa, a);
+        vstore(fb, b);
+        for (int i = 0; i < kLanes; ++i) {
+            ASSERT_EQ(fa[i], i < n + kLanes / 2 ? x[static_cast<size_t>(i)] : -1.0f) << i;
+            ASSERT_EQ(fb[i], i + kLanes < n + kLanes / 2 ? x[static_cast<size_t>(i)] : -1.0f) << i;
+        }
+    }
+}
+
+// f16 stores round like core::f32_to_f16 (nearest even, subnormals, overflow, NaN payloads), and
+// every f16 bit pattern loads as core::f16_to_f32 gives it.
+TEST(Vec, F16RoundTripsLikeTheScalarConversion) {
+    std::vector<float> x = tricky_floats(16 * 64);
+    const uint32_t extra[] = {0x477fefff, 0x477ff000, 0x33000000, 0x33000001, 0x387fc000,
+                              0x38800000, 0x3f801000, 0x3f803000, 0xc77ff000, 0x33800000};
+    for (size_t i = 0; i < std::size(extra); ++i) x[32 + i] = std::bit_cast<float>(extra[i]);
+    for (size_t base = 0; base < x.size(); base += kLanes) {
+        core::f16 got[kLanes];
+        vstore(got, vload(x.data() + base));
+        for (int i = 0; i < kLanes; ++i) {
+            const float f = x[base + static_cast<size_t>(i)];
+            ASSERT_EQ(got[i].bits, core::f32_to_f16(f).bits)
+                << "f16 store of " << std::hex << std::bit_cast<uint32_t>(f);
+        }
+    }
+    for (uint32_t h0 = 0; h0 < 65536; h0 += kLanes) {
+        core::f16 in[kLanes];
+        for (int i = 0; i < kLanes; ++i) in[i] = core::f16{static_cast<uint16_t>(h0 + i)};
+        float got[kLanes];
+        vstore(got, vload(in));
+        for (int i = 0; i < kLanes; ++i) {
+            const float want = core::f16_to_f32(in[i]);
+            if (std::isnan(want)) {
+                ASSERT_TRUE(std::isnan(got[i])) << "f16 " << std::hex << in[i].bits;
+            } else {
+                ASSERT_EQ(std::bit_cast<uint32_t>(got[i]), std::bit_cast<uint32_t>(want))
+                    << "f16 " << std::hex << in[i].bits;
+            }
+        }
+    }
+}
+
+// The reductions use one fixed addition tree on every path (GCC's _mm512_reduce_add_ps for vsum,
+// vsum4's shuffle tree), written out here in scalar code; values of mixed magnitude make any other
+// order round differently.
+TEST(Vec, SumsFollowTheFixedTrees) {
+    std::mt19937 rng(301);
+    std::uniform_real_distribution<float> mant(-1.0f, 1.0f);
+    std::uniform_int_distribution<int> expo(-12, 12);
+    for (int trial = 0; trial < 2000; ++trial) {
+        float in[4][kLanes];
+        for (auto& row : in) {
+            for (float& v : row) v = std::ldexp(mant(rng), expo(rng));
+        }
+        auto tree = [](const float* a) {
+            float h[8], q[4];
+            for (int i = 0; i < 8; ++i) h[i] = a[i] + a[i + 8];
+            for (int i = 0; i < 4; ++i) q[i] = h[i] + h[i + 4];
+            return (q[0] + q[2]) + (q[1] + q[3]);
+        };
+        auto tree4 = [](const float* a) {
+            float p[4];
+            for (int l = 0; l < 4; ++l) {
+                p[l] = (a[4 * l] + a[4 * l + 2]) + (a[4 * l + 1] + a[4 * l + 3]);
+            }
+            return (p[0] + p[2]) + (p[1] + p[3]);
+        };
+        float got4[4];
+        vsum4(got4, vload(in[0]), vload(in[1]), vload(in[2]), vload(in[3]));
+        for (int v = 0; v < 4; ++v) {
+            ASSERT_EQ(vsum(vload(in[v])), tree(in[v])) << "vsum, trial " << trial;
+            ASSERT_EQ(got4[v], tree4(in[v])) << "vsum4 " << v << ", trial " << trial;
+            ASSERT_EQ(vhmax(vload(in[v])), *std::max_element(in[v], in[v] + kLanes));
+        }
+    }
+}
+
+// Results in f32's subnormal range round once, as a correctly scaled product does: within one
+// subnormal step of the double exp.
+TEST(Vec, ExpRoundsSubnormalResultsOnce) {
+    const double step = std::ldexp(1.0, -149);
+    for (int i = 0; i <= 20000; ++i) {
+        const float x = -87.5f - 16.4f * static_cast<float>(i) / 20000.0f;
+        float got[kLanes];
+        vstore(got, vexp(vset(x)));
+        ASSERT_LE(std::abs(static_cast<double>(got[0]) - std::exp(static_cast<double>(x))),
+                  step * 0.5 + std::exp(static_cast<double>(x)) * 2e-7)
+            << "vexp(" << x << ")";
+        const float t = -126.0f - 24.9f * static_cast<float>(i) / 20000.0f;
+        vstore(got, vexp2(vset(t)));
+        ASSERT_LE(std::abs(static_cast<double>(got[0]) - std::exp2(static_cast<double>(t))),
+                  step * 0.5 + std::exp2(static_cast<double>(t)) * 2e-7)
+            << "vexp2(" << t << ")";
+    }
+}
+
+// The reciprocal is within 3e-7 relative of the division, over many binades of both signs.
+TEST(Vec, ReciprocalIsNearTheDivision) {
+    for (int i = 0; i < 100000; ++i) {
+        const float x = std::ldexp(1.0f + static_cast<float>(i % 1000) / 1000.0f, i % 200 - 100) *
+                        (i % 2 ? -1.0f : 1.0f);
+        float got[kLanes];
+        vstore(got, vrcp(vset(x)));
+        ASSERT_NEAR(static_cast<double>(got[0]) * x, 1.0, 3e-7) << "vrcp(" << x << ")";
+        vstore(got, vrcp_bf16(vset(x)));
+        ASSERT_NEAR(static_cast<double>(got[0]) * x, 1.0, 1.0 / 16384) << "vrcp_bf16(" << x << ")";
+    }
 }
 
 }  // namespace
