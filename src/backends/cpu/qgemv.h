@@ -33,6 +33,19 @@ void quantize_q8k_act(const float* x, int64_t n, int8_t* q, float* d, int32_t* s
 enum class QActFormat { q8, ggml };
 QActFormat act_format();
 
+// How prefill (more than kSkinnyMaxRows rows) multiplies quantized weights. dequant: tiles of
+// weight rows dequantized to the activations' dtype, then the dense GEMM (exact up to its
+// rounding). int8: every activation row Q8-quantized (act_format(), as llama.cpp's CPU paths do)
+// and the int8 group kernels (qdot.h), an int8 GEMM. `best` resolves per CPU and weight layout
+// (resolve_prefill): int8 where the weights are interleaved16 and the CPU's int8 kernel is AVX2
+// (no AVX-512: oneDNN's f32 GEMM on dequantized tiles measured slower there, docs/BENCHMARKS.md);
+// dequant elsewhere (on Zen 4 the tiles + bf16 GEMM measured faster).
+// ZS_QUANT_PREFILL=int8|dequant forces one wherever it can run (int8 on file-layout weights
+// without VNNI takes the portable scalar loop).
+enum class QuantPrefill { best, dequant, int8 };
+const char* to_string(QuantPrefill p);
+QuantPrefill resolve_prefill(QuantPrefill p, const core::QTensor& w);
+
 // The skinny (decode) path: x [M, K] f32/bf16 rows (M <= kSkinnyMaxRows), out [M, N] f32/bf16
 // (row strides from the tensors), bias [N] optional.
 void quant_gemv(const core::Tensor& out, const core::Tensor& x, const core::QTensor& w, float beta,
