@@ -289,8 +289,7 @@ namespace {
 ZS_AVX2_INLINE __m256 round_away(__m256 p) {
     const __m256 sign = _mm256_set1_ps(-0.0f), half = _mm256_set1_ps(0.5f);
     const __m256 r = _mm256_round_ps(p, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    const __m256 tie =
-        _mm256_cmp_ps(_mm256_andnot_ps(sign, _mm256_sub_ps(p, r)), half, _CMP_EQ_OQ);
+    const __m256 tie = _mm256_cmp_ps(_mm256_andnot_ps(sign, _mm256_sub_ps(p, r)), half, _CMP_EQ_OQ);
     const __m256 away = _mm256_add_ps(p, _mm256_or_ps(half, _mm256_and_ps(sign, p)));
     return _mm256_blendv_ps(r, away, tie);
 }
@@ -326,7 +325,8 @@ void quantize_q8_act_avx2(const float* x, int64_t n, int8_t* q, float* d, int32_
         // permute restores element order.
         const __m256i p16 =
             _mm256_packs_epi16(_mm256_packs_epi32(qi[0], qi[1]), _mm256_packs_epi32(qi[2], qi[3]));
-        const __m256i p8 = _mm256_permutevar8x32_epi32(p16, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+        const __m256i p8 =
+            _mm256_permutevar8x32_epi32(p16, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
         _mm256_storeu_si256(reinterpret_cast<__m256i*>(q + 32 * c), p8);
         d[c] = dc;
         s0[c] = hsum_epi32(_mm256_add_epi32(qi[0], qi[1]));

@@ -287,8 +287,8 @@ struct QActs {
         (q8k                                ? quantize_q8k_act
          : kern == QuantKernel::avx512_vnni ? quantize_q8_act_avx512
          : kern == QuantKernel::avx2        ? quantize_q8_act_avx2
-                                            : quantize_q8_act)(
-            xf.data(), K, q.data() + m * K, d.data() + o, s0.data() + o, s1.data() + o);
+                                            : quantize_q8_act)(xf.data(), K, q.data() + m * K,
+                                                        d.data() + o, s0.data() + o, s1.data() + o);
         for (size_t c = o; c < o + static_cast<size_t>(C); ++c) {
             if (d16) d[c] = core::f16_to_f32(core::f32_to_f16(d[c]));
             ds0[c] = d[c] * static_cast<float>(s0[c]);
@@ -378,22 +378,27 @@ void quant_gemv(const core::Tensor& out, const core::Tensor& x, const core::QTen
     dispatch_float(x.dtype(), [&](auto tx) {
         using TX = decltype(tx);
         const auto* X = static_cast<const TX*>(x.data_ptr());
-        if (M <= kSkinnyMaxRows) {  // decode: not even a one-thread region
-            std::vector<float> xf(static_cast<size_t>(K));
-            for (int64_t m = 0; m < M; ++m) acts.set(m, X + m * x.stride(0), kern, xf);
-            return;
-        }
-#pragma omp parallel
-        {
-            std::vector<float> xf(static_cast<size_t>(K));
-#pragma omp for schedule(static)
-            for (int64_t m = 0; m < M; ++m) acts.set(m, X + m * x.stride(0), kern, xf);
-        }
-    });
-    dispatch_float(out.dtype(), [&](auto to) {
-        using TO = decltype(to);
+        dispatch_float(out.dtype(), [&](auto to) {
+            using TO = decltype(to);
+            auto* O = static_cast<TO*>(out.data_ptr());
+            if (M <= kSkinnyMaxRows) {  // decode: quantize outside any region
+                std::vector<float> xf(static_cast<size_t>(K));
+                for (int64_t m = 0; m < M; ++m) acts.set(m, X + m * x.stride(0), kern, xf);
 #pragma omp parallel if (parallel_gemv(w))
-        gemv_groups(static_cast<TO*>(out.data_ptr()), out.stride(0), w, acts, beta, bias, kern);
+                gemv_groups(O, out.stride(0), w, acts, beta, bias, kern);
+                return;
+            }
+            // Prefill: the rows' quantization and the groups in one region (one fork/join per
+            // product: on shared cores each join can wait a scheduler quantum); the quantizing
+            // loop's implicit barrier publishes every row before any group reads it.
+#pragma omp parallel
+            {
+                std::vector<float> xf(static_cast<size_t>(K));
+#pragma omp for schedule(static)
+                for (int64_t m = 0; m < M; ++m) acts.set(m, X + m * x.stride(0), kern, xf);
+                gemv_groups(O, out.stride(0), w, acts, beta, bias, kern);
+            }
+        });
     });
 }
 
@@ -467,7 +472,7 @@ QuantPrefill resolve_prefill(QuantPrefill p, const core::QTensor& w) {
     // on Zen 4 (VNNI, native bf16) the tiles + bf16 GEMM measured faster.
     const bool grouped = w.layout() == core::QLayout::interleaved16;
     return grouped && resolve(QuantKernel::best) == QuantKernel::avx2 ? QuantPrefill::int8
-                                                                       : QuantPrefill::dequant;
+                                                                      : QuantPrefill::dequant;
 }
 
 void CpuKernels::quant_linear(const Tensor& out, const Tensor& x, const core::QTensor& w,
