@@ -2,8 +2,9 @@
 //
 // Decode (M <= kSkinnyMaxRows rows): the activation rows are quantized to Q8 per 32 elements once,
 // then every weight row is streamed exactly once, split across threads by output rows, and dotted
-// with all M rows in int8 (qdot.h). Prefill (more rows): tiles of weight rows are dequantized to
-// the activations' dtype and multiplied by the dense matmul (exact up to the GEMM's rounding).
+// with all M rows in int8 (qdot.h). Prefill (more rows) takes one of two routes (QuantPrefill):
+// the same int8 kernels over all M rows (an int8 GEMM), or tiles of weight rows dequantized to the
+// activations' dtype and multiplied by the dense matmul (exact up to the GEMM's rounding).
 #pragma once
 
 #include <cstdint>
@@ -46,8 +47,8 @@ enum class QuantPrefill { best, dequant, int8 };
 const char* to_string(QuantPrefill p);
 QuantPrefill resolve_prefill(QuantPrefill p, const core::QTensor& w);
 
-// The skinny (decode) path: x [M, K] f32/bf16 rows (M <= kSkinnyMaxRows), out [M, N] f32/bf16
-// (row strides from the tensors), bias [N] optional.
+// The int8 path: x [M, K] f32/bf16 rows (decode, or any M for the int8 prefill route), out
+// [M, N] f32/bf16 (row strides from the tensors), bias [N] optional.
 void quant_gemv(const core::Tensor& out, const core::Tensor& x, const core::QTensor& w, float beta,
                 const core::Tensor& bias, QuantKernel kernel);
 
