@@ -208,8 +208,8 @@ TEST(GgufModel, QuantizedMatricesStayQuantizedAndMatchTheDequantizedModel) {
     for (int64_t i = 0; i < static_cast<int64_t>(model.layout().params().size()); ++i) {
         const core::QTensor& qw = quant.quantized(static_cast<ParamId>(i));
         if (qw.defined()) {
-            q8_prefill = backends::cpu::resolve_prefill(backends::cpu::QuantPrefill::best, qw) ==
-                         backends::cpu::QuantPrefill::int8;
+            q8_prefill |= backends::cpu::resolve_prefill(backends::cpu::QuantPrefill::best, qw) ==
+                          backends::cpu::QuantPrefill::int8;
         }
     }
     zs::test::Rng rng(11);

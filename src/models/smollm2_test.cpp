@@ -155,8 +155,8 @@ TEST(SmolLM2, QuantizedWeightsMatchTheDequantizedModel) {
     for (int64_t i = 0; i < static_cast<int64_t>(model.layout().params().size()); ++i) {
         const core::QTensor& qw = quant.quantized(static_cast<ParamId>(i));
         if (qw.defined() && static_cast<ParamId>(i) != model.lm_head_param()) {
-            q8_prefill = backends::cpu::resolve_prefill(backends::cpu::QuantPrefill::best, qw) ==
-                         backends::cpu::QuantPrefill::int8;
+            q8_prefill |= backends::cpu::resolve_prefill(backends::cpu::QuantPrefill::best, qw) ==
+                          backends::cpu::QuantPrefill::int8;
         }
     }
     auto run = [&](const DenseParams& p, int64_t at, int64_t n) {

@@ -467,12 +467,15 @@ QuantPrefill resolve_prefill(QuantPrefill p, const core::QTensor& w) {
     }();
     if (p == QuantPrefill::best) p = env;
     if (p != QuantPrefill::best) return p;
-    // NOTE(prefill): a rule per CPU, from ops_bench's BM_prefill_quant (docs/BENCHMARKS.md): on
-    // AVX2 without AVX-512 the int8 group kernel beats oneDNN's f32 GEMM on dequantized tiles;
-    // on Zen 4 (VNNI, native bf16) the tiles + bf16 GEMM measured faster.
+    // NOTE(prefill): a rule per CPU and type, from ops_bench's BM_prefill_quant
+    // (docs/BENCHMARKS.md). On AVX2 without AVX-512 the int8 group kernel matches oneDNN's f32
+    // GEMM on dequantized tiles for 4- to 6-bit codes on quiet cores and wins 2-4x on shared ones
+    // (one fork/join per product); q8_0's signed codes cost it twice the multiplies, and the
+    // exact tiles are 1.3x faster there. On Zen 4 (VNNI, native bf16) the tiles + bf16 GEMM
+    // measured faster.
     const bool grouped = w.layout() == core::QLayout::interleaved16;
-    return grouped && resolve(QuantKernel::best) == QuantKernel::avx2 ? QuantPrefill::int8
-                                                                      : QuantPrefill::dequant;
+    const bool avx2 = resolve(QuantKernel::best) == QuantKernel::avx2;
+    return grouped && avx2 && w.type() != QType::q8_0 ? QuantPrefill::int8 : QuantPrefill::dequant;
 }
 
 void CpuKernels::quant_linear(const Tensor& out, const Tensor& x, const core::QTensor& w,
@@ -482,20 +485,24 @@ void CpuKernels::quant_linear(const Tensor& out, const Tensor& x, const core::QT
 }
 
 // Prefill. int8: quant_gemv, whose group loop takes all M rows per 16-row group (4 activation
-// rows per pass over a group). dequant: kTileRows weight rows at a time dequantized (in parallel,
-// by row) to the activations' dtype, then one dense GEMM per tile into its columns of out: the
-// tile stays in cache-sized pieces and no full-precision copy of the matrix exists.
+// rows per pass over a group). dequant: a tile of weight rows at a time dequantized (in parallel,
+// by row) to the activations' dtype, then one dense GEMM per tile into its columns of out; no
+// full-precision copy of the matrix exists. A tile holds up to 4 MiB (at least 256 rows): each
+// tile costs two fork/joins (its dequantization, its GEMM), which on shared cores can each wait a
+// scheduler quantum, and larger tiles measured no slower on one quiet core (docs/BENCHMARKS.md).
 void CpuKernels::quant_prefill(const Tensor& out, const Tensor& x, const core::QTensor& w,
                                const Tensor& bias, float beta, QuantPrefill route) {
     const int64_t K = x.size(1), N = w.rows();
     if (resolve_prefill(route, w) == QuantPrefill::int8)
         return quant_gemv(out, x, w, beta, bias, QuantKernel::best);
-    constexpr int64_t kTileRows = 256;
-    Tensor tile = Tensor::empty({std::min(kTileRows, N), K}, x.dtype(), core::Device::cpu(),
+    constexpr int64_t kTileBytes = int64_t{4} << 20, kMinTileRows = 256;
+    const int64_t tile_rows = std::max(
+        kMinTileRows, kTileBytes / (K * static_cast<int64_t>(core::dtype_size(x.dtype()))));
+    Tensor tile = Tensor::empty({std::min(tile_rows, N), K}, x.dtype(), core::Device::cpu(),
                                 core::MemCategory::buffers);
     std::vector<float> scratch;
-    for (int64_t n0 = 0; n0 < N; n0 += kTileRows) {
-        const int64_t nn = std::min(kTileRows, N - n0);
+    for (int64_t n0 = 0; n0 < N; n0 += tile_rows) {
+        const int64_t nn = std::min(tile_rows, N - n0);
         Tensor t = tile.slice(0, 0, nn);
         dispatch_float(x.dtype(), [&](auto tx) {
             using TX = decltype(tx);

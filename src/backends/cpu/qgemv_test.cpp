@@ -198,7 +198,7 @@ TEST(QuantGemv, EveryTypeAndKernelMatchesDequantizedReference) {
 // and decode against the same reference.
 TEST(QuantGemv, OpApiPrefillAndBf16) {
     test::Rng rng(302);
-    const int64_t N = 300, K = 256;  // N > the prefill tile of 256 rows
+    const int64_t N = 300, K = 256;
     for (QType t : {QType::q4_1, QType::q6_k, QType::q8_0, QType::q4_k, QType::q5_0}) {
         const QTensor w0 = random_weights(rng, t, N, K);
         const std::vector<float> wf = dequantized(w0);
@@ -342,17 +342,27 @@ TEST(QuantGemv, Avx2ActivationQuantizerEqualsScalar) {
 }
 
 // Both prefill routes, chosen by argument, against the dequantize-then-multiply reference (f32
-// activations, interleaved weights, M with every 4-row tail), bias and beta included.
+// activations, interleaved weights, M with every 4-row tail), bias and beta included; and one
+// matrix of two dequantized tiles (K = 8192: 4 MiB of f32 rows is 128, so tiles of 256 rows).
 TEST(QuantGemv, PrefillRoutesMatchDequantizedReference) {
     test::Rng rng(307);
-    const int64_t N = 37, K = 512;
     CpuKernels kernels;
+    struct Case {
+        QType t;
+        int64_t N, K;
+        std::vector<int64_t> Ms;
+    };
+    std::vector<Case> cases;
     for (QType t : kAllTypes) {
-        if (!core::can_interleave(t)) continue;
-        const QTensor w0 = random_weights(rng, t, N, K);
+        if (core::can_interleave(t)) cases.push_back({t, 37, 512, {17, 18, 19, 20}});
+    }
+    cases.push_back({QType::q4_0, 300, 8192, {17}});
+    for (const Case& c : cases) {
+        const int64_t N = c.N, K = c.K;
+        const QTensor w0 = random_weights(rng, c.t, N, K);
         const std::vector<float> wf = dequantized(w0);
         const QTensor w = core::interleave16(w0);
-        for (int64_t M : {17, 18, 19, 20}) {
+        for (int64_t M : c.Ms) {
             Tensor x = test::random_tensor(rng, {M, K}, DType::f32);
             Tensor bias = test::random_tensor(rng, {N}, DType::f32);
             Tensor init = test::random_tensor(rng, {M, N}, DType::f32);
