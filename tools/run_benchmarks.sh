@@ -308,7 +308,8 @@ CONFIGS
         # start), 4 chunks of 512, the second half of each scored. SmolLM2-135M's Q4_1 weights as
         # f32 (the exact values), then Q8_0, Q4_0, Q4_K_M, Q6_K quantized from it by llama-quantize
         # (LLAMA_QUANTIZE or next to LLAMA_PERPLEXITY) and by our convert (files compared byte for
-        # byte). zerospeed: --dtype auto (quantized weights, bf16 compute), the same with the
+        # byte). zerospeed: --dtype auto (quantized weights, bf16 compute) with the dequantized-tile
+        # prefill (ZS_QUANT_PREFILL=dequant: the default route on AVX2-only CPUs is int8), with the
         # int8 prefill (activations Q8-quantized, as llama.cpp's kernels do: ZS_QUANT_PREFILL=int8),
         # llama.cpp's activation rounding (f32 compute, ZS_QUANT_ACT=ggml: Q8_0 / Q8_K blocks),
         # and --dtype f32 --kv-cache-dtype f32 (weights dequantized, f32 compute).
@@ -350,8 +351,8 @@ PY
                 echo "zerospeed $q f32: $("$bin" perplexity --model "$f" "${args[@]}" --dtype f32 \
                     --kv-cache-dtype f32 2>/dev/null)" | tee -a "$out/perplexity.txt"
             else
-                echo "zerospeed $q auto: $("$bin" perplexity --model "$f" "${args[@]}" 2>/dev/null)" \
-                    | tee -a "$out/perplexity.txt"
+                echo "zerospeed $q auto: $(ZS_QUANT_PREFILL=dequant "$bin" perplexity --model "$f" \
+                    "${args[@]}" 2>/dev/null)" | tee -a "$out/perplexity.txt"
                 echo "zerospeed $q auto int8-prefill: $(ZS_QUANT_PREFILL=int8 "$bin" perplexity \
                     --model "$f" "${args[@]}" 2>/dev/null)" | tee -a "$out/perplexity.txt"
                 echo "zerospeed $q ggml rounding: $(ZS_QUANT_COMPUTE=f32 ZS_QUANT_PREFILL=int8 \

@@ -13,6 +13,7 @@
 #include <omp.h>
 #include <oneapi/dnnl/dnnl.hpp>
 
+#include "backends/cpu/cpu_kernels.h"
 #include "backends/register.h"
 #include "core/quant.h"
 #include "core/tensor.h"
@@ -169,6 +170,86 @@ void BM_decode_token_quant(benchmark::State& st) {
         benchmark::Counter(bytes * st.iterations() / 1e9, benchmark::Counter::kIsRate);
     st.counters["tokens/s"] =
         benchmark::Counter(static_cast<double>(st.iterations()), benchmark::Counter::kIsRate);
+}
+
+// Prefill of M = 512 tokens through one SmolLM2-135M layer's quantized linears (q, k, v, o, gate,
+// up, down: N x K = 576x576, 192x576, 192x576, 576x576, 1536x576, 1536x576, 576x1536; K rounded
+// up to the block for K-quants), f32 activations (`--dtype auto` on a CPU without native bf16),
+// weights interleaved16 as loaded, by each prefill route (qgemv.h QuantPrefill). Checks one
+// product against a dequantize-then-multiply reference first. Reports GFLOP/s (2 M N K per
+// product) and layer-tokens/s. args: type (core::QType index), route (1 dequant, 2 int8), shape
+// (0..3: 576x576, 192x576, 1536x576, 576x1536 alone; 4: the whole layer).
+void BM_prefill_quant(benchmark::State& st) {
+    const auto qt = static_cast<zs::core::QType>(st.range(0));
+    const auto route = static_cast<zs::backends::cpu::QuantPrefill>(st.range(1));
+    const zs::core::QTypeTraits& tr = zs::core::qtype_traits(qt);
+    constexpr int64_t M = 512;
+    struct Mat {
+        zs::core::QTensor w;
+        Tensor x, y;
+    };
+    std::vector<Mat> mats;
+    std::mt19937_64 g(12);
+    auto add = [&](int64_t n, int64_t k) {
+        k = (k + tr.block_size - 1) / tr.block_size * tr.block_size;
+        zs::core::QTensor w = zs::core::QTensor::empty(qt, n, k);
+        uint8_t* p = w.mutable_data();
+        for (size_t i = 0; i < w.nbytes(); ++i) p[i] = static_cast<uint8_t>(g());
+        const uint16_t h = 0x2000;  // f16 2^-7: a normal scale
+        for (int64_t b = 0; b < n * k / tr.block_size; ++b) {
+            uint8_t* blk = p + b * tr.block_bytes;
+            std::memcpy(blk + (qt == zs::core::QType::q6_k ? 208 : 0), &h, 2);
+            if (qt == zs::core::QType::q4_1 || qt == zs::core::QType::q5_1 ||
+                qt == zs::core::QType::q4_k) {
+                std::memcpy(blk + 2, &h, 2);
+            }
+        }
+        mats.push_back({zs::core::interleave16(w), rnd({M, k}, DType::f32, 5),
+                        Tensor::empty({M, n}, DType::f32)});
+    };
+    const int64_t shapes[4][2] = {{576, 576}, {192, 576}, {1536, 576}, {576, 1536}};
+    const int layer[7] = {0, 1, 1, 0, 2, 2, 3};
+    if (st.range(2) < 4) {
+        add(shapes[st.range(2)][0], shapes[st.range(2)][1]);
+    } else {
+        for (int s : layer) add(shapes[s][0], shapes[s][1]);
+    }
+    zs::backends::cpu::CpuKernels kern;
+    {  // check: one product against the dequantized weights in double precision
+        const Mat& m = mats.front();
+        kern.quant_prefill(m.y, m.x, m.w, Tensor(), 0.0f, route);
+        const int64_t n = m.w.rows(), k = m.w.cols();
+        std::vector<uint8_t> row(static_cast<size_t>(m.w.row_bytes()));
+        std::vector<float> wf(static_cast<size_t>(k));
+        for (int64_t r = 0; r < n; r += 37) {
+            zs::core::deinterleave_row(m.w, r, row.data());
+            zs::core::dequantize(qt, row.data(), wf.data(), k);
+            for (int64_t i = 0; i < M; i += 101) {
+                double want = 0.0, mag = 0.0;
+                for (int64_t c = 0; c < k; ++c) {
+                    want += static_cast<double>(wf[static_cast<size_t>(c)]) *
+                            m.x.data<float>()[i * k + c];
+                    mag += std::fabs(wf[static_cast<size_t>(c)]);
+                }
+                // Q8 activations: at most half a step (max|x| / 127 <= 1 / 127) per element.
+                if (std::fabs(m.y.data<float>()[i * n + r] - want) > mag / 254.0 + 1e-3) {
+                    std::fprintf(stderr, "prefill self-check failed\n");
+                    std::abort();
+                }
+            }
+        }
+    }
+    double flops = 0;
+    for (const Mat& m : mats) flops += 2.0 * M * static_cast<double>(m.w.rows() * m.w.cols());
+    for (auto _ : st) {
+        for (const Mat& m : mats) kern.quant_prefill(m.y, m.x, m.w, Tensor(), 0.0f, route);
+        benchmark::DoNotOptimize(mats.back().y.data_ptr());
+    }
+    st.SetLabel(std::string(zs::core::to_string(qt)) + " " + zs::backends::cpu::to_string(route));
+    st.counters["GFLOP/s"] =
+        benchmark::Counter(flops * st.iterations() / 1e9, benchmark::Counter::kIsRate);
+    st.counters["tokens/s"] =
+        benchmark::Counter(static_cast<double>(M * st.iterations()), benchmark::Counter::kIsRate);
 }
 
 void BM_decode_linear_onednn(benchmark::State& st) {
@@ -366,6 +447,11 @@ BENCHMARK(BM_decode_token)->Arg(0)->Arg(1)->UseRealTime();
 BENCHMARK(BM_decode_token_quant)
     ->ArgsProduct({{0, 1, 2, 3, 4, 5, 6, 7}, {0}})  // q8_0 q4_0 q4_1 q5_0 q5_1 q4_k q5_k q6_k
     ->ArgsProduct({{0, 1, 2, 3, 4, 5, 7}, {1}})     // the interleaved types
+    ->UseRealTime();
+BENCHMARK(BM_prefill_quant)
+    ->ArgsProduct({{0, 1, 2, 3, 4, 5, 7}, {1, 2}, {4}})  // the interleaved types, whole layer
+    ->ArgsProduct({{0, 1, 5, 7}, {1, 2}, {0, 1, 2, 3}})  // Q8_0 Q4_0 Q4_K Q6_K by shape
+    ->Unit(benchmark::kMillisecond)
     ->UseRealTime();
 BENCHMARK(BM_decode_linear_onednn)->Apply(decode_args)->UseRealTime();
 BENCHMARK(BM_decode_attention)

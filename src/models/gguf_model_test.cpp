@@ -9,6 +9,7 @@
 
 #include <gtest/gtest.h>
 
+#include "backends/cpu/qgemv.h"
 #include "core/quant.h"
 #include "io/gguf_writer.h"
 #include "io/test_files_test.h"
@@ -201,8 +202,18 @@ TEST(GgufModel, QuantizedMatricesStayQuantizedAndMatchTheDequantizedModel) {
         EXPECT_EQ(quant.has_weight(static_cast<ParamId>(i)),
                   !quant.quantized(static_cast<ParamId>(i)).defined());
     }
+    // Prefill's route on this CPU (backends/cpu/qgemv.h): dequantized tiles + GEMM (exact up to
+    // f32 rounding) or the int8 kernels (Q8 activations, decode's bound).
+    bool q8_prefill = false;
+    for (int64_t i = 0; i < static_cast<int64_t>(model.layout().params().size()); ++i) {
+        const core::QTensor& qw = quant.quantized(static_cast<ParamId>(i));
+        if (qw.defined()) {
+            q8_prefill |= backends::cpu::resolve_prefill(backends::cpu::QuantPrefill::best, qw) ==
+                          backends::cpu::QuantPrefill::int8;
+        }
+    }
     zs::test::Rng rng(11);
-    for (int64_t T : {8, 40}) {  // decode-sized (Q8 GEMV), prefill (dequantized tiles + GEMM)
+    for (int64_t T : {8, 40}) {  // decode-sized (Q8 GEMV), prefill
         Tensor ids = Tensor::empty({1, T}, DType::i64);
         for (int64_t i = 0; i < T; ++i) ids.data<int64_t>()[i] = rng.integer(0, c.vocab_size - 1);
         dense.bind(model.binding());
@@ -213,7 +224,8 @@ TEST(GgufModel, QuantizedMatricesStayQuantizedAndMatchTheDequantizedModel) {
         for (int64_t i = 0; i < want.numel(); ++i) {
             scale = std::max(scale, std::fabs(static_cast<double>(want.data<float>()[i])));
         }
-        EXPECT_LT(max_abs_diff(got, want), (T <= 16 ? 2e-2 : 1e-5) * scale) << "T=" << T;
+        EXPECT_LT(max_abs_diff(got, want), (T <= 16 || q8_prefill ? 2e-2 : 1e-5) * scale)
+            << "T=" << T;
     }
 }
 

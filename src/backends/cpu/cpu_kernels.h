@@ -5,6 +5,7 @@
 #include <memory>
 #include <string>
 
+#include "backends/cpu/qgemv.h"
 #include "ops/kernels.h"
 
 namespace zs::backends::cpu {
@@ -40,6 +41,10 @@ public:
     void sum_rows(const Tensor& out, const Tensor& in, bool accumulate) override;
     void quant_linear(const Tensor& out, const Tensor& x, const core::QTensor& w,
                       const Tensor& bias, float beta) override;  // qgemv.cpp
+    // quant_linear for x with more than kSkinnyMaxRows rows, by the given route (qgemv.h's
+    // QuantPrefill; quant_linear passes `best`). Public for the benchmarks and tests.
+    void quant_prefill(const Tensor& out, const Tensor& x, const core::QTensor& w,
+                       const Tensor& bias, float beta, QuantPrefill route);  // qgemv.cpp
     void quant_swiglu(const Tensor& out, const Tensor& x, const core::QTensor& w_gate_up,
                       const core::QTensor& w_down, const Tensor& h, const Tensor& a,
                       float beta) override;  // qgemv.cpp

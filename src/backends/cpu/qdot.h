@@ -48,6 +48,9 @@ void qdot_group16_avx2(core::QType t, const uint8_t* g, int64_t k, const QActRow
 // llama.cpp's vectorised quantize_row_q8_0 does).
 void quantize_q8_act_avx512(const float* x, int64_t n, int8_t* q, float* d, int32_t* s0,
                             int32_t* s1);
+// qgemv.h's quantize_q8_act with AVX2 (qdot_avx2.cpp), bit for bit: ties round away from zero as
+// lround does. Call only where the CPU has AVX2.
+void quantize_q8_act_avx2(const float* x, int64_t n, int8_t* q, float* d, int32_t* s0, int32_t* s1);
 // AVX-512 VNNI (with BW and VL); call only where the CPU has them.
 void qdot_rows_vnni(core::QType t, const uint8_t* w, int64_t row_bytes, int64_t rows, int64_t k,
                     const QActRow* acts, int m, float* res);

@@ -279,3 +279,59 @@ void qdot_group16_avx2(QType t, const uint8_t* g, int64_t k, const QActRow* acts
 }
 
 }  // namespace zs::backends::cpu
+
+namespace zs::backends::cpu {
+
+namespace {
+
+// The nearest integer to p, ties away from zero (lround's rounding): the nearest-even rounding,
+// then at exact ties (|p - r| == 0.5, exact for |p| < 2^23) p + copysign(0.5, p), an integer.
+ZS_AVX2_INLINE __m256 round_away(__m256 p) {
+    const __m256 sign = _mm256_set1_ps(-0.0f), half = _mm256_set1_ps(0.5f);
+    const __m256 r = _mm256_round_ps(p, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    const __m256 tie = _mm256_cmp_ps(_mm256_andnot_ps(sign, _mm256_sub_ps(p, r)), half, _CMP_EQ_OQ);
+    const __m256 away = _mm256_add_ps(p, _mm256_or_ps(half, _mm256_and_ps(sign, p)));
+    return _mm256_blendv_ps(r, away, tie);
+}
+
+ZS_AVX2_INLINE int32_t hsum_epi32(__m256i v) {
+    __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, _MM_SHUFFLE(1, 0, 3, 2)));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, _MM_SHUFFLE(2, 3, 0, 1)));
+    return _mm_cvtsi128_si32(s);
+}
+
+}  // namespace
+
+void quantize_q8_act_avx2(const float* x, int64_t n, int8_t* q, float* d, int32_t* s0,
+                          int32_t* s1) {
+    const __m256 sign = _mm256_set1_ps(-0.0f);
+    for (int64_t c = 0; c < n / 32; ++c) {
+        __m256 v[4];
+        __m256 m = _mm256_setzero_ps();
+        for (int i = 0; i < 4; ++i) {
+            v[i] = _mm256_loadu_ps(x + 32 * c + 8 * i);
+            m = _mm256_max_ps(m, _mm256_andnot_ps(sign, v[i]));
+        }
+        __m128 h = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+        h = _mm_max_ps(h, _mm_movehl_ps(h, h));
+        h = _mm_max_ss(h, _mm_movehdup_ps(h));
+        const float amax = _mm_cvtss_f32(h);
+        const float dc = amax / 127.0f;  // the scalar quantize_q8_act's operations, in order
+        const __m256 id = _mm256_set1_ps(dc != 0.0f ? 1.0f / dc : 0.0f);
+        __m256i qi[4];
+        for (int i = 0; i < 4; ++i) qi[i] = _mm256_cvtps_epi32(round_away(_mm256_mul_ps(v[i], id)));
+        // int32 -> int8 (no saturation: |q| <= 127); packs interleave 128-bit lanes, the
+        // permute restores element order.
+        const __m256i p16 =
+            _mm256_packs_epi16(_mm256_packs_epi32(qi[0], qi[1]), _mm256_packs_epi32(qi[2], qi[3]));
+        const __m256i p8 =
+            _mm256_permutevar8x32_epi32(p16, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(q + 32 * c), p8);
+        d[c] = dc;
+        s0[c] = hsum_epi32(_mm256_add_epi32(qi[0], qi[1]));
+        s1[c] = hsum_epi32(_mm256_add_epi32(qi[2], qi[3]));
+    }
+}
+
+}  // namespace zs::backends::cpu

@@ -286,8 +286,9 @@ struct QActs {
         const auto o = static_cast<size_t>(m * C);
         (q8k                                ? quantize_q8k_act
          : kern == QuantKernel::avx512_vnni ? quantize_q8_act_avx512
-                                            : quantize_q8_act)(
-            xf.data(), K, q.data() + m * K, d.data() + o, s0.data() + o, s1.data() + o);
+         : kern == QuantKernel::avx2        ? quantize_q8_act_avx2
+                                            : quantize_q8_act)(xf.data(), K, q.data() + m * K,
+                                                        d.data() + o, s0.data() + o, s1.data() + o);
         for (size_t c = o; c < o + static_cast<size_t>(C); ++c) {
             if (d16) d[c] = core::f16_to_f32(core::f32_to_f16(d[c]));
             ds0[c] = d[c] * static_cast<float>(s0[c]);
@@ -344,17 +345,21 @@ void gemv_groups(TO* O, int64_t ldo, const core::QTensor& w, const QActs& a, flo
             vstore(O + n0, v);
             continue;
         }
-        for (int64_t j = 0; j < nn; ++j) {
-            float b = 0.0f;
-            if (has_bias) {
-                b = bias_bf16 ? core::bf16_to_f32(static_cast<const bf16*>(bias.data_ptr())[n0 + j])
-                              : static_cast<const float*>(bias.data_ptr())[n0 + j];
+        float b[kRows] = {};
+        if (has_bias) {
+            for (int64_t j = 0; j < nn; ++j) {
+                b[j] = bias_bf16
+                           ? core::bf16_to_f32(static_cast<const bf16*>(bias.data_ptr())[n0 + j])
+                           : static_cast<const float*>(bias.data_ptr())[n0 + j];
             }
-            for (int64_t m = 0; m < M; ++m) {
-                TO* o = O + m * ldo + n0 + j;
-                float v = res[static_cast<size_t>(j * M + m)] + b;
-                if (beta != 0.0f) v += beta * to_f32(*o);
-                *o = from_f32<TO>(v);
+        }
+        // Row by row of out (the prefill's M rows: one pass over each row's nn outputs).
+        for (int64_t m = 0; m < M; ++m) {
+            TO* o = O + m * ldo + n0;
+            for (int64_t j = 0; j < nn; ++j) {
+                float v = res[static_cast<size_t>(j * M + m)] + b[j];
+                if (beta != 0.0f) v += beta * to_f32(o[j]);
+                o[j] = from_f32<TO>(v);
             }
         }
     }
@@ -373,22 +378,27 @@ void quant_gemv(const core::Tensor& out, const core::Tensor& x, const core::QTen
     dispatch_float(x.dtype(), [&](auto tx) {
         using TX = decltype(tx);
         const auto* X = static_cast<const TX*>(x.data_ptr());
-        if (M <= kSkinnyMaxRows) {  // decode: not even a one-thread region
-            std::vector<float> xf(static_cast<size_t>(K));
-            for (int64_t m = 0; m < M; ++m) acts.set(m, X + m * x.stride(0), kern, xf);
-            return;
-        }
-#pragma omp parallel
-        {
-            std::vector<float> xf(static_cast<size_t>(K));
-#pragma omp for schedule(static)
-            for (int64_t m = 0; m < M; ++m) acts.set(m, X + m * x.stride(0), kern, xf);
-        }
-    });
-    dispatch_float(out.dtype(), [&](auto to) {
-        using TO = decltype(to);
+        dispatch_float(out.dtype(), [&](auto to) {
+            using TO = decltype(to);
+            auto* O = static_cast<TO*>(out.data_ptr());
+            if (M <= kSkinnyMaxRows) {  // decode: quantize outside any region
+                std::vector<float> xf(static_cast<size_t>(K));
+                for (int64_t m = 0; m < M; ++m) acts.set(m, X + m * x.stride(0), kern, xf);
 #pragma omp parallel if (parallel_gemv(w))
-        gemv_groups(static_cast<TO*>(out.data_ptr()), out.stride(0), w, acts, beta, bias, kern);
+                gemv_groups(O, out.stride(0), w, acts, beta, bias, kern);
+                return;
+            }
+            // Prefill: the rows' quantization and the groups in one region (one fork/join per
+            // product: on shared cores each join can wait a scheduler quantum); the quantizing
+            // loop's implicit barrier publishes every row before any group reads it.
+#pragma omp parallel
+            {
+                std::vector<float> xf(static_cast<size_t>(K));
+#pragma omp for schedule(static)
+                for (int64_t m = 0; m < M; ++m) acts.set(m, X + m * x.stride(0), kern, xf);
+                gemv_groups(O, out.stride(0), w, acts, beta, bias, kern);
+            }
+        });
     });
 }
 
@@ -434,28 +444,65 @@ void CpuKernels::quant_swiglu(const Tensor& out, const Tensor& x, const core::QT
     });
 }
 
-// Prefill: kTileRows weight rows at a time dequantized (in parallel, by row) to the activations'
-// dtype, then one dense GEMM per tile into its columns of out: the tile stays in cache-sized
-// pieces and no full-precision copy of the matrix exists.
+const char* to_string(QuantPrefill p) {
+    switch (p) {
+        case QuantPrefill::best:
+            return "best";
+        case QuantPrefill::dequant:
+            return "dequant";
+        case QuantPrefill::int8:
+            return "int8";
+    }
+    return "?";
+}
+
+QuantPrefill resolve_prefill(QuantPrefill p, const core::QTensor& w) {
+    static const QuantPrefill env = [] {
+        const char* e = std::getenv("ZS_QUANT_PREFILL");
+        if (e == nullptr || *e == '\0') return QuantPrefill::best;
+        const std::string_view v(e);
+        if (v == "int8") return QuantPrefill::int8;
+        if (v == "dequant") return QuantPrefill::dequant;
+        ZS_THROW(ConfigError, "ZS_QUANT_PREFILL: '{}' is not a prefill route (int8 or dequant)", v);
+    }();
+    if (p == QuantPrefill::best) p = env;
+    if (p != QuantPrefill::best) return p;
+    // NOTE(prefill): a rule per CPU and type, from ops_bench's BM_prefill_quant
+    // (docs/BENCHMARKS.md). On AVX2 without AVX-512 the int8 group kernel matches oneDNN's f32
+    // GEMM on dequantized tiles for 4- to 6-bit codes on quiet cores and wins 2-4x on shared ones
+    // (one fork/join per product); q8_0's signed codes cost it twice the multiplies, and the
+    // exact tiles are 1.3x faster there. On Zen 4 (VNNI, native bf16) the tiles + bf16 GEMM
+    // measured faster.
+    const bool grouped = w.layout() == core::QLayout::interleaved16;
+    const bool avx2 = resolve(QuantKernel::best) == QuantKernel::avx2;
+    return grouped && avx2 && w.type() != QType::q8_0 ? QuantPrefill::int8 : QuantPrefill::dequant;
+}
+
 void CpuKernels::quant_linear(const Tensor& out, const Tensor& x, const core::QTensor& w,
                               const Tensor& bias, float beta) {
-    const int64_t M = x.size(0), K = x.size(1), N = w.rows();
-    if (M <= kSkinnyMaxRows) return quant_gemv(out, x, w, beta, bias, QuantKernel::best);
-    // ZS_QUANT_PREFILL=int8: the decode kernel with every row Q8-quantized (interleaved weights
-    // on a VNNI CPU: 4 activation rows per pass over a group, an int8 GEMM; elsewhere the
-    // portable loop, slow, for its numerics: llama.cpp's). Off by default: on Zen 4 it measured
-    // slower than the dequantized tiles + bf16 GEMM (docs/BENCHMARKS.md).
-    static const bool int8_prefill = [] {
-        const char* e = std::getenv("ZS_QUANT_PREFILL");
-        return e != nullptr && std::string_view(e) == "int8";
-    }();
-    if (int8_prefill) return quant_gemv(out, x, w, beta, bias, QuantKernel::best);
-    constexpr int64_t kTileRows = 256;
-    Tensor tile = Tensor::empty({std::min(kTileRows, N), K}, x.dtype(), core::Device::cpu(),
+    if (x.size(0) <= kSkinnyMaxRows) return quant_gemv(out, x, w, beta, bias, QuantKernel::best);
+    quant_prefill(out, x, w, bias, beta, QuantPrefill::best);
+}
+
+// Prefill. int8: quant_gemv, whose group loop takes all M rows per 16-row group (4 activation
+// rows per pass over a group). dequant: a tile of weight rows at a time dequantized (in parallel,
+// by row) to the activations' dtype, then one dense GEMM per tile into its columns of out; no
+// full-precision copy of the matrix exists. A tile holds up to 4 MiB (at least 256 rows): each
+// tile costs two fork/joins (its dequantization, its GEMM), which on shared cores can each wait a
+// scheduler quantum, and larger tiles measured no slower on one quiet core (docs/BENCHMARKS.md).
+void CpuKernels::quant_prefill(const Tensor& out, const Tensor& x, const core::QTensor& w,
+                               const Tensor& bias, float beta, QuantPrefill route) {
+    const int64_t K = x.size(1), N = w.rows();
+    if (resolve_prefill(route, w) == QuantPrefill::int8)
+        return quant_gemv(out, x, w, beta, bias, QuantKernel::best);
+    constexpr int64_t kTileBytes = int64_t{4} << 20, kMinTileRows = 256;
+    const int64_t tile_rows = std::max(
+        kMinTileRows, kTileBytes / (K * static_cast<int64_t>(core::dtype_size(x.dtype()))));
+    Tensor tile = Tensor::empty({std::min(tile_rows, N), K}, x.dtype(), core::Device::cpu(),
                                 core::MemCategory::buffers);
     std::vector<float> scratch;
-    for (int64_t n0 = 0; n0 < N; n0 += kTileRows) {
-        const int64_t nn = std::min(kTileRows, N - n0);
+    for (int64_t n0 = 0; n0 < N; n0 += tile_rows) {
+        const int64_t nn = std::min(tile_rows, N - n0);
         Tensor t = tile.slice(0, 0, nn);
         dispatch_float(x.dtype(), [&](auto tx) {
             using TX = decltype(tx);

@@ -2,8 +2,9 @@
 //
 // Decode (M <= kSkinnyMaxRows rows): the activation rows are quantized to Q8 per 32 elements once,
 // then every weight row is streamed exactly once, split across threads by output rows, and dotted
-// with all M rows in int8 (qdot.h). Prefill (more rows): tiles of weight rows are dequantized to
-// the activations' dtype and multiplied by the dense matmul (exact up to the GEMM's rounding).
+// with all M rows in int8 (qdot.h). Prefill (more rows) takes one of two routes (QuantPrefill):
+// the same int8 kernels over all M rows (an int8 GEMM), or tiles of weight rows dequantized to the
+// activations' dtype and multiplied by the dense matmul (exact up to the GEMM's rounding).
 #pragma once
 
 #include <cstdint>
@@ -33,8 +34,22 @@ void quantize_q8k_act(const float* x, int64_t n, int8_t* q, float* d, int32_t* s
 enum class QActFormat { q8, ggml };
 QActFormat act_format();
 
-// The skinny (decode) path: x [M, K] f32/bf16 rows (M <= kSkinnyMaxRows), out [M, N] f32/bf16
-// (row strides from the tensors), bias [N] optional.
+// How prefill (more than kSkinnyMaxRows rows) multiplies quantized weights. dequant: tiles of
+// weight rows dequantized to the activations' dtype, then the dense GEMM (exact up to its
+// rounding). int8: every activation row Q8-quantized (act_format(), as llama.cpp's CPU paths do)
+// and the int8 group kernels (qdot.h), an int8 GEMM. `best` resolves per CPU and weight layout
+// (resolve_prefill): int8 where the weights are interleaved16 with 4- to 6-bit codes and the
+// CPU's int8 kernel is AVX2 (no AVX-512: as fast as oneDNN's f32 GEMM on dequantized tiles on
+// quiet cores, 2-4x faster on shared ones, docs/BENCHMARKS.md); dequant for q8_0 there (1.3x
+// faster) and elsewhere (on Zen 4 the tiles + bf16 GEMM measured faster).
+// ZS_QUANT_PREFILL=int8|dequant forces one wherever it can run (int8 on file-layout weights
+// without VNNI takes the portable scalar loop).
+enum class QuantPrefill { best, dequant, int8 };
+const char* to_string(QuantPrefill p);
+QuantPrefill resolve_prefill(QuantPrefill p, const core::QTensor& w);
+
+// The int8 path: x [M, K] f32/bf16 rows (decode, or any M for the int8 prefill route), out
+// [M, N] f32/bf16 (row strides from the tensors), bias [N] optional.
 void quant_gemv(const core::Tensor& out, const core::Tensor& x, const core::QTensor& w, float beta,
                 const core::Tensor& bias, QuantKernel kernel);
 

@@ -5,19 +5,21 @@
 // Tolerances. The decode path quantizes each 32-element activation block to int8 with step d_c,
 // so |a_k - d_c q_k| <= d_c / 2 and |out - exact| <= sum_k |w_k| d_c / 2 (+ f32 rounding): checked
 // against the exact product with that bound, and against the product with the Q8-rounded
-// activations (what the integer arithmetic computes) to 1e-5 of sum |w a|. Prefill dequantizes the
-// weights exactly and runs the f32 GEMM: 1e-5 of sum |w a|.
+// activations (what the integer arithmetic computes) to 1e-5 of sum |w a|. Prefill by dequantized
+// tiles dequantizes the weights exactly and runs the f32 GEMM: 1e-5 of sum |w a|; by the int8
+// route (QuantPrefill::int8, the default on AVX2-only CPUs) it carries the decode path's bound.
 #include "backends/cpu/qgemv.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
 #include <string>
-#include <string_view>
 #include <vector>
 
 #include <gtest/gtest.h>
 
+#include "backends/cpu/cpu_kernels.h"
 #include "backends/cpu/gemv.h"
 #include "backends/cpu/qdot.h"
 #include "core/half.h"
@@ -140,7 +142,8 @@ TEST(QuantGemv, EveryTypeAndKernelMatchesDequantizedReference) {
     for (QType t : kAllTypes) {
         const QTensor w0 = random_weights(rng, t, N, K);
         const std::vector<float> wf = dequantized(w0);
-        for (int64_t M : {1, 3, 16, 21}) {  // 21: the int8 prefill (ZS_QUANT_PREFILL=int8)
+        // 21, 18, 35: the int8 prefill's 4-row blocks with tails of 1, 2 and 3 rows.
+        for (int64_t M : {1, 3, 16, 21, 18, 35}) {
             Tensor x = test::random_tensor(rng, {M, K}, DType::f32);
             Tensor bias = test::random_tensor(rng, {N}, DType::f32);
             Tensor init = test::random_tensor(rng, {M, N}, DType::f32);
@@ -195,16 +198,13 @@ TEST(QuantGemv, EveryTypeAndKernelMatchesDequantizedReference) {
 // and decode against the same reference.
 TEST(QuantGemv, OpApiPrefillAndBf16) {
     test::Rng rng(302);
-    const int64_t N = 300, K = 256;  // N > the prefill tile of 256 rows
+    const int64_t N = 300, K = 256;
     for (QType t : {QType::q4_1, QType::q6_k, QType::q8_0, QType::q4_k, QType::q5_0}) {
         const QTensor w0 = random_weights(rng, t, N, K);
         const std::vector<float> wf = dequantized(w0);
         for (const QTensor& w : layouts(w0)) {
-            // ZS_QUANT_PREFILL=int8, interleaved, VNNI CPU: prefill runs the int8 kernel too.
-            const char* pf = std::getenv("ZS_QUANT_PREFILL");
-            const bool q8_prefill = w.layout() == core::QLayout::interleaved16 && pf != nullptr &&
-                                    std::string_view(pf) == "int8" &&
-                                    resolve(QuantKernel::best) == QuantKernel::avx512_vnni;
+            // The route the op API takes here (the int8 one: Q8 activations).
+            const bool q8_prefill = resolve_prefill(QuantPrefill::best, w) == QuantPrefill::int8;
             for (int64_t M : {2, 40}) {
                 for (DType dt : {DType::f32, DType::bf16}) {
                     Tensor x = test::random_tensor(rng, {M, K}, dt);
@@ -311,6 +311,85 @@ TEST(QuantGemv, VectorActivationQuantizerMatchesScalar) {
     EXPECT_EQ(da, db);
     EXPECT_EQ(a0, b0);
     EXPECT_EQ(a1, b1);
+}
+
+// The AVX2 activation quantizer against the scalar one bit for bit, exact ties included (the
+// scalar lround rounds them away from zero), and zero blocks.
+TEST(QuantGemv, Avx2ActivationQuantizerEqualsScalar) {
+    if (resolve(QuantKernel::best) != QuantKernel::avx2 &&
+        resolve(QuantKernel::best) != QuantKernel::avx512_vnni) {
+        GTEST_SKIP() << "no AVX2";
+    }
+    test::Rng rng(306);
+    const int64_t K = 1024;
+    Tensor x = test::random_tensor(rng, {K}, DType::f32);
+    float* X = x.data<float>();
+    for (int k = 64; k < 96; ++k) X[k] = 0.0f;
+    // Block 3: max 127, so x * (1 / (127 / 127)) = x: half-integers are exact ties.
+    for (int k = 96; k < 128; ++k) X[k] = static_cast<float>(k - 112) + 0.5f;
+    X[127] = 127.0f;
+    std::vector<int8_t> qa(K), qb(K);
+    std::vector<float> da(K / 32), db(K / 32);
+    std::vector<int32_t> a0(K / 32), a1(K / 32), b0(K / 32), b1(K / 32);
+    quantize_q8_act(X, K, qa.data(), da.data(), a0.data(), a1.data());
+    quantize_q8_act_avx2(X, K, qb.data(), db.data(), b0.data(), b1.data());
+    EXPECT_EQ(qa, qb);
+    EXPECT_EQ(da, db);
+    EXPECT_EQ(a0, b0);
+    EXPECT_EQ(a1, b1);
+    EXPECT_EQ(qb[96 + 16], 1);   // 0.5 -> 1
+    EXPECT_EQ(qb[96 + 15], -1);  // -0.5 -> -1
+}
+
+// Both prefill routes, chosen by argument, against the dequantize-then-multiply reference (f32
+// activations, interleaved weights, M with every 4-row tail), bias and beta included; and one
+// matrix of two dequantized tiles (K = 8192: 4 MiB of f32 rows is 128, so tiles of 256 rows).
+TEST(QuantGemv, PrefillRoutesMatchDequantizedReference) {
+    test::Rng rng(307);
+    CpuKernels kernels;
+    struct Case {
+        QType t;
+        int64_t N, K;
+        std::vector<int64_t> Ms;
+    };
+    std::vector<Case> cases;
+    for (QType t : kAllTypes) {
+        if (core::can_interleave(t)) cases.push_back({t, 37, 512, {17, 18, 19, 20}});
+    }
+    cases.push_back({QType::q4_0, 300, 8192, {17}});
+    for (const Case& c : cases) {
+        const int64_t N = c.N, K = c.K;
+        const QTensor w0 = random_weights(rng, c.t, N, K);
+        const std::vector<float> wf = dequantized(w0);
+        const QTensor w = core::interleave16(w0);
+        for (int64_t M : c.Ms) {
+            Tensor x = test::random_tensor(rng, {M, K}, DType::f32);
+            Tensor bias = test::random_tensor(rng, {N}, DType::f32);
+            Tensor init = test::random_tensor(rng, {M, N}, DType::f32);
+            for (QuantPrefill route : {QuantPrefill::dequant, QuantPrefill::int8}) {
+                Tensor out = init.clone();
+                kernels.quant_prefill(out, x, w, bias, 0.5f, route);
+                for (int64_t m = 0; m < M; ++m) {
+                    for (int64_t n = 0; n < N; ++n) {
+                        double exact = 0.5 * init.data<float>()[m * N + n] + bias.data<float>()[n];
+                        double mag = std::fabs(exact), amax = 0.0, wabs = 0.0;
+                        for (int64_t k = 0; k < K; ++k) {
+                            const double wv = wf[static_cast<size_t>(n * K + k)];
+                            const double xv = x.data<float>()[m * K + k];
+                            exact += wv * xv;
+                            mag += std::fabs(wv * xv);
+                            wabs += std::fabs(wv);
+                            amax = std::max(amax, std::fabs(xv));
+                        }
+                        double tol = 1e-5 * mag + 1e-6;
+                        if (route == QuantPrefill::int8) tol += wabs * amax / 127.0 / 2;
+                        ASSERT_NEAR(out.data<float>()[m * N + n], exact, tol)
+                            << w.str() << " " << to_string(route) << " M=" << M;
+                    }
+                }
+            }
+        }
+    }
 }
 
 // llama.cpp's Q8_K activation blocking (ZS_QUANT_ACT=ggml against k-quant weights), against a
