@@ -38,10 +38,10 @@ QActFormat act_format();
 // weight rows dequantized to the activations' dtype, then the dense GEMM (exact up to its
 // rounding). int8: every activation row Q8-quantized (act_format(), as llama.cpp's CPU paths do)
 // and the int8 group kernels (qdot.h), an int8 GEMM. `best` resolves per CPU and weight layout
-// (resolve_prefill): int8 where the weights are interleaved16 with 4- to 6-bit codes and the
-// CPU's int8 kernel is AVX2 (no AVX-512: as fast as oneDNN's f32 GEMM on dequantized tiles on
-// quiet cores, 2-4x faster on shared ones, docs/BENCHMARKS.md); dequant for q8_0 there (1.3x
-// faster) and elsewhere (on Zen 4 the tiles + bf16 GEMM measured faster).
+// (resolve_prefill): int8 where the weights are interleaved16 q4_0 / q4_1 / q5_0 / q5_1 and the
+// CPU's int8 kernel is AVX2 (no AVX-512: 1.11x oneDNN's f32 GEMM on dequantized tiles on quiet
+// cores, 2-4x on shared ones, docs/BENCHMARKS.md); dequant for q8_0 and the k-quants there
+// (as fast or faster, and exact) and elsewhere (on Zen 4 the tiles + bf16 GEMM measured faster).
 // ZS_QUANT_PREFILL=int8|dequant forces one wherever it can run (int8 on file-layout weights
 // without VNNI takes the portable scalar loop).
 enum class QuantPrefill { best, dequant, int8 };
