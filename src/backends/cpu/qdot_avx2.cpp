@@ -21,6 +21,7 @@
 #include <immintrin.h>
 
 #include "backends/cpu/qdot.h"
+#include "backends/cpu/qdot_group16.h"
 
 namespace zs::backends::cpu {
 
@@ -28,7 +29,6 @@ using core::QType;
 
 namespace {
 
-constexpr int kMB = 4;
 // The helpers are forced inline: out of line (GCC's choice for the dot loops) their vectors go
 // through memory on every call.
 #define ZS_AVX2_INLINE inline __attribute__((always_inline))
@@ -225,57 +225,34 @@ void group_q6_k(const uint8_t* g, int64_t nb, const QActRow* a, __m256* acc) {
     }
 }
 
-template <int kMBn>
-void group_any(QType t, const uint8_t* g, int64_t k, const QActRow* a, __m256* acc) {
-    switch (t) {
-        case QType::q8_0:
-            return group32<8, -128, false, kMBn>(g, k / 32, a, acc);
-        case QType::q4_0:
-            return group32<4, -8, false, kMBn>(g, k / 32, a, acc);
-        case QType::q4_1:
-            return group32<4, 0, true, kMBn>(g, k / 32, a, acc);
-        case QType::q5_0:
-            return group32<5, -16, false, kMBn>(g, k / 32, a, acc);
-        case QType::q5_1:
-            return group32<5, 0, true, kMBn>(g, k / 32, a, acc);
-        case QType::q4_k:
-            return group_q4_k<kMBn>(g, k / 256, a, acc);
-        case QType::q6_k:
-            return group_q6_k<kMBn>(g, k / 256, a, acc);
-        default:
-            return;
+// The kernel set shared code instantiates (qdot_group16.h): internal linkage, this file's ISA.
+struct Kernels {
+    using Acc = __m256;
+    static constexpr int kAccPerRow = 2;
+    template <int kBits, int kOff, bool kMin, int kMBn>
+    static void group32(const uint8_t* g, int64_t nb, const QActRow* a, Acc* acc) {
+        cpu::group32<kBits, kOff, kMin, kMBn>(g, nb, a, acc);
     }
-}
+    template <int kMBn>
+    static void group_q4_k(const uint8_t* g, int64_t nb, const QActRow* a, Acc* acc) {
+        cpu::group_q4_k<kMBn>(g, nb, a, acc);
+    }
+    template <int kMBn>
+    static void group_q6_k(const uint8_t* g, int64_t nb, const QActRow* a, Acc* acc) {
+        cpu::group_q6_k<kMBn>(g, nb, a, acc);
+    }
+    static Acc zero() { return _mm256_setzero_ps(); }
+    static void store16(const Acc* row, float* out16) {
+        _mm256_storeu_ps(out16, row[0]);
+        _mm256_storeu_ps(out16 + 8, row[1]);
+    }
+};
 
 }  // namespace
 
 void qdot_group16_avx2(QType t, const uint8_t* g, int64_t k, const QActRow* acts, int m,
                        float* res) {
-    for (int i0 = 0; i0 < m; i0 += kMB) {
-        const int mb = m - i0 < kMB ? m - i0 : kMB;
-        __m256 acc[2 * kMB];
-        for (auto& v : acc) v = _mm256_setzero_ps();
-        switch (mb) {
-            case 1:
-                group_any<1>(t, g, k, acts + i0, acc);
-                break;
-            case 2:
-                group_any<2>(t, g, k, acts + i0, acc);
-                break;
-            case 3:
-                group_any<3>(t, g, k, acts + i0, acc);
-                break;
-            default:
-                group_any<4>(t, g, k, acts + i0, acc);
-                break;
-        }
-        alignas(32) float tmp[16];
-        for (int i = 0; i < mb; ++i) {
-            _mm256_store_ps(tmp, acc[2 * i]);
-            _mm256_store_ps(tmp + 8, acc[2 * i + 1]);
-            for (int r = 0; r < 16; ++r) res[r * m + i0 + i] = tmp[r];
-        }
-    }
+    qdot_group16::rows<Kernels>(t, g, k, acts, m, res);
 }
 
 }  // namespace zs::backends::cpu

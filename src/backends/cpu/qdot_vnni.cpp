@@ -8,6 +8,7 @@
 // converted and scaled by d[c] * sc_h per lane into an f32 accumulator; the offsets mn_h meet the
 // activation half-sums in a scalar accumulator.
 #include "backends/cpu/qdot.h"
+#include "backends/cpu/qdot_group16.h"
 
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
@@ -209,7 +210,6 @@ void qdot_rows_vnni(QType t, const uint8_t* w, int64_t row_bytes, int64_t rows, 
 
 namespace {
 
-constexpr int kMB = 4;
 // Software prefetch distance in bytes: a thread's groups are consecutive in memory, so reading
 // past the group's end prefetches the next one (ZS_QPF at build time for experiments).
 #ifndef ZS_QPF
@@ -357,56 +357,31 @@ void group_q6_k(const uint8_t* g, int64_t nb, const QActRow* a, __m512* acc) {
     }
 }
 
-template <int kMBn>
-void group_any(QType t, const uint8_t* g, int64_t k, const QActRow* a, __m512* acc) {
-    switch (t) {
-        case QType::q8_0:
-            return group32<8, -128, false, kMBn>(g, k / 32, a, acc);
-        case QType::q4_0:
-            return group32<4, -8, false, kMBn>(g, k / 32, a, acc);
-        case QType::q4_1:
-            return group32<4, 0, true, kMBn>(g, k / 32, a, acc);
-        case QType::q5_0:
-            return group32<5, -16, false, kMBn>(g, k / 32, a, acc);
-        case QType::q5_1:
-            return group32<5, 0, true, kMBn>(g, k / 32, a, acc);
-        case QType::q4_k:
-            return group_q4_k<kMBn>(g, k / 256, a, acc);
-        case QType::q6_k:
-            return group_q6_k<kMBn>(g, k / 256, a, acc);
-        default:
-            return;
+// The kernel set shared code instantiates (qdot_group16.h): internal linkage, this file's ISA.
+struct Kernels {
+    using Acc = __m512;
+    static constexpr int kAccPerRow = 1;
+    template <int kBits, int kOff, bool kMin, int kMBn>
+    static void group32(const uint8_t* g, int64_t nb, const QActRow* a, Acc* acc) {
+        cpu::group32<kBits, kOff, kMin, kMBn>(g, nb, a, acc);
     }
-}
+    template <int kMBn>
+    static void group_q4_k(const uint8_t* g, int64_t nb, const QActRow* a, Acc* acc) {
+        cpu::group_q4_k<kMBn>(g, nb, a, acc);
+    }
+    template <int kMBn>
+    static void group_q6_k(const uint8_t* g, int64_t nb, const QActRow* a, Acc* acc) {
+        cpu::group_q6_k<kMBn>(g, nb, a, acc);
+    }
+    static Acc zero() { return _mm512_setzero_ps(); }
+    static void store16(const Acc* row, float* out16) { _mm512_storeu_ps(out16, row[0]); }
+};
 
 }  // namespace
 
 void qdot_group16_vnni(QType t, const uint8_t* g, int64_t k, const QActRow* acts, int m,
                        float* res) {
-    for (int i0 = 0; i0 < m; i0 += kMB) {
-        const int mb = m - i0 < kMB ? m - i0 : kMB;
-        __m512 acc[kMB];
-        for (auto& v : acc) v = _mm512_setzero_ps();
-        switch (mb) {
-            case 1:
-                group_any<1>(t, g, k, acts + i0, acc);
-                break;
-            case 2:
-                group_any<2>(t, g, k, acts + i0, acc);
-                break;
-            case 3:
-                group_any<3>(t, g, k, acts + i0, acc);
-                break;
-            default:
-                group_any<4>(t, g, k, acts + i0, acc);
-                break;
-        }
-        alignas(64) float tmp[16];
-        for (int i = 0; i < mb; ++i) {
-            _mm512_store_ps(tmp, acc[i]);
-            for (int r = 0; r < 16; ++r) res[r * m + i0 + i] = tmp[r];
-        }
-    }
+    qdot_group16::rows<Kernels>(t, g, k, acts, m, res);
 }
 
 }  // namespace zs::backends::cpu
