@@ -58,10 +58,6 @@ Heads<T> heads(const Tensor& x) {
     return {static_cast<T*>(x.data_ptr()), x.stride(0), x.stride(1), x.stride(2)};
 }
 
-inline int lanes(int64_t c, int64_t n) {
-    return static_cast<int>(std::min<int64_t>(kLanes, n - c));
-}
-
 // Copy rows [t0, t0 + n) of head h into f32 dst [n, HS] (optionally scaled).
 template <class T>
 void load_rows(float* dst, const Heads<const T>& src, int64_t b, int64_t t0, int64_t n, int64_t h,
@@ -198,41 +194,7 @@ void scores_few(float* S, const float* Qt, const Heads<const T>& K, const Heads<
             if (j0 + j + kk + kPrefetchKeys < end)
                 prefetch_row(K.row(b, j0 + j + kk + kPrefetchKeys, kh), HS);
         }
-        // kKeys of the four keys per pass over d, so that NQ x kKeys accumulators and kKeys K
-        // vectors fit the registers: all four with AVX-512's 32, two or one with AVX2's 16
-        // (4 x NQ spilled there). Each accumulator sees the same FMAs in the same order.
-        constexpr int kKeys = std::clamp(kVecRegs / (NQ + 1), 1, 4);
-        static_assert(4 % kKeys == 0);
-        VecF acc[NQ][4];
-        for (int k0 = 0; k0 < 4; k0 += kKeys) {
-            VecF part[NQ][kKeys];
-#pragma GCC unroll 16
-            for (int r = 0; r < NQ; ++r) {
-#pragma GCC unroll 16
-                for (int kk = 0; kk < kKeys; ++kk) part[r][kk] = vzero();
-            }
-            for (int64_t d = 0; d < HS; d += kLanes) {
-                const int m = kFull ? kLanes : lanes(d, HS);
-                VecF kv[kKeys];
-#pragma GCC unroll 16
-                for (int kk = 0; kk < kKeys; ++kk) kv[kk] = vload(kr[k0 + kk] + d, m);
-#pragma GCC unroll 16
-                for (int r = 0; r < NQ; ++r) {
-                    const VecF qv = vload(Qt + r * HS + d, m);
-#pragma GCC unroll 16
-                    for (int kk = 0; kk < kKeys; ++kk) part[r][kk] = vfma(qv, kv[kk], part[r][kk]);
-                }
-            }
-#pragma GCC unroll 16
-            for (int r = 0; r < NQ; ++r) {
-#pragma GCC unroll 16
-                for (int kk = 0; kk < kKeys; ++kk) acc[r][k0 + kk] = part[r][kk];
-            }
-        }
-#pragma GCC unroll 16
-        for (int r = 0; r < NQ; ++r) {
-            vsum4(S + r * kBk + j, acc[r][0], acc[r][1], acc[r][2], acc[r][3]);
-        }
+        dot4_keys<NQ, kFull>(S + j, kBk, Qt, kr, HS);
     }
     for (; j < nk; ++j) {
         const T* kr = K.row(b, j0 + j, kh);
@@ -300,7 +262,7 @@ void values_span(float* Acc, const float* P, const Heads<const T>& V, int64_t b,
 template <class T, int NQ, bool kFull>
 void values_few(float* Acc, const float* P, const Heads<const T>& V, int64_t b, int64_t j0,
                 int64_t nk, int64_t kh, int64_t HS) {
-    constexpr int kVecs = std::clamp(kVecRegs / (NQ + 1), 1, 4);
+    constexpr int kVecs = vecs_beside(NQ);
     for (int64_t d0 = 0; d0 < HS; d0 += kVecs * kLanes) {
         const int64_t left = HS - d0;
         const int nv = static_cast<int>(std::min<int64_t>(kVecs, (left + kLanes - 1) / kLanes));

@@ -13,10 +13,6 @@ namespace zs::backends::cpu {
 
 namespace {
 
-inline int lanes(int64_t c, int64_t C) {
-    return static_cast<int>(std::min<int64_t>(kLanes, C - c));
-}
-
 // One LayerNorm row with every operand of one dtype, loaded and stored in pairs (vec.h): returns
 // {mean, rstd}. The second pass, over the row already in L1, prefetches the next row (`next`):
 // the first pass of each row otherwise waits on DRAM with nothing else in flight.

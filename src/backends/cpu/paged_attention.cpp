@@ -37,10 +37,6 @@ constexpr int kRowGroup = 4;      // rows sharing each K/V row load in registers
 // decode step of a small batch costs less than the fork/join.
 constexpr int64_t kParallelMinWork = int64_t{1} << 16;
 
-inline int lanes(int64_t c, int64_t n) {
-    return static_cast<int>(std::min<int64_t>(kLanes, n - c));
-}
-
 struct Task {
     int64_t seq;      // slice index
     int64_t kv_head;  // kv head
@@ -98,40 +94,7 @@ void scores_rows(float* S, const float* Q, const TC* const* K, const TC* const* 
             if (j + kk + kPrefetchKeys < nk) prefetch_row(K[j + kk + kPrefetchKeys], HS);
             prefetch_row(V[j + kk], HS);
         }
-        // kKeys of the four keys per pass over d, so that NQ x kKeys accumulators and kKeys K
-        // vectors fit the registers (fewer than four only with AVX2's 16); each accumulator sees
-        // the same FMAs in the same order.
-        constexpr int kKeys = std::clamp(kVecRegs / (NQ + 1), 1, 4);
-        static_assert(4 % kKeys == 0);
-        VecF acc[NQ][4];
-        for (int k0 = 0; k0 < 4; k0 += kKeys) {
-            VecF part[NQ][kKeys];
-#pragma GCC unroll 4
-            for (int r = 0; r < NQ; ++r) {
-#pragma GCC unroll 4
-                for (int kk = 0; kk < kKeys; ++kk) part[r][kk] = vzero();
-            }
-            for (int64_t d = 0; d < HS; d += kLanes) {
-                const int m = kFull ? kLanes : lanes(d, HS);
-                VecF kv[kKeys];
-#pragma GCC unroll 4
-                for (int kk = 0; kk < kKeys; ++kk) kv[kk] = vload(K[j + k0 + kk] + d, m);
-#pragma GCC unroll 4
-                for (int r = 0; r < NQ; ++r) {
-                    const VecF qv = vload(Q + r * HS + d, m);
-#pragma GCC unroll 4
-                    for (int kk = 0; kk < kKeys; ++kk) part[r][kk] = vfma(qv, kv[kk], part[r][kk]);
-                }
-            }
-#pragma GCC unroll 4
-            for (int r = 0; r < NQ; ++r) {
-#pragma GCC unroll 4
-                for (int kk = 0; kk < kKeys; ++kk) acc[r][k0 + kk] = part[r][kk];
-            }
-        }
-#pragma GCC unroll 4
-        for (int r = 0; r < NQ; ++r)
-            vsum4(S + r * kBk + j, acc[r][0], acc[r][1], acc[r][2], acc[r][3]);
+        dot4_keys<NQ, kFull>(S + j, kBk, Q, K + j, HS);
     }
 }
 
@@ -141,7 +104,7 @@ void scores_rows(float* S, const float* Q, const TC* const* K, const TC* const* 
 // tile (window, causal mask), so the loop runs over the range between without a test per key.
 template <int NQ, bool kFull, class TC>
 void values_rows(float* Acc, const float* P, const TC* const* V, int64_t nk, int64_t HS) {
-    constexpr int kVecs = std::clamp(kVecRegs / (NQ + 1), 1, 4);  // 64 dims, fewer on AVX2
+    constexpr int kVecs = vecs_beside(NQ);  // 64 dims, fewer on AVX2
     auto seen = [&](int64_t j) {
         bool any = false;
         for (int r = 0; r < NQ; ++r) any = any || P[r * kBk + j] != 0.0f;

@@ -657,6 +657,54 @@ inline void prefetch_row(const T* p, int64_t n) {
         __builtin_prefetch(c + o, 0, 3);
 }
 
+// The lane count of the vector at element c of a row of n elements (kLanes but at the tail).
+inline int lanes(int64_t c, int64_t n) {
+    return static_cast<int>(std::min<int64_t>(kLanes, n - c));
+}
+
+// How many vectors per row (of at most 4) fit in the registers beside the accumulators of NQ rows
+// and one shared operand: all four with AVX-512's 32, fewer with AVX2's 16 (kVecRegs 8).
+constexpr int vecs_beside(int nq) { return std::clamp(kVecRegs / (nq + 1), 1, 4); }
+
+// S[r * ld + kk] = Q[r] . kr[kk][0, HS) for r < NQ and the four keys kk < 4 (the attention
+// kernels' scores, dense and paged): each K row is loaded (and converted) once for all NQ query
+// rows, and the four keys' horizontal sums share one shuffle tree (vsum4). vecs_beside(NQ) keys
+// per pass over HS keep the NQ x keys accumulators in registers; each accumulator sees the same
+// FMAs in the same order either way. kFull: HS a multiple of kLanes (no masked tail).
+template <int NQ, bool kFull, class TK>
+ZS_VINLINE void dot4_keys(float* S, int64_t ld, const float* Q, const TK* const* kr, int64_t HS) {
+    constexpr int kKeys = vecs_beside(NQ);
+    static_assert(4 % kKeys == 0);
+    VecF acc[NQ][4];
+    for (int k0 = 0; k0 < 4; k0 += kKeys) {
+        VecF part[NQ][kKeys];
+#pragma GCC unroll 16
+        for (int r = 0; r < NQ; ++r) {
+#pragma GCC unroll 16
+            for (int kk = 0; kk < kKeys; ++kk) part[r][kk] = vzero();
+        }
+        for (int64_t d = 0; d < HS; d += kLanes) {
+            const int m = kFull ? kLanes : lanes(d, HS);
+            VecF kv[kKeys];
+#pragma GCC unroll 16
+            for (int kk = 0; kk < kKeys; ++kk) kv[kk] = vload(kr[k0 + kk] + d, m);
+#pragma GCC unroll 16
+            for (int r = 0; r < NQ; ++r) {
+                const VecF qv = vload(Q + r * HS + d, m);
+#pragma GCC unroll 16
+                for (int kk = 0; kk < kKeys; ++kk) part[r][kk] = vfma(qv, kv[kk], part[r][kk]);
+            }
+        }
+#pragma GCC unroll 16
+        for (int r = 0; r < NQ; ++r) {
+#pragma GCC unroll 16
+            for (int kk = 0; kk < kKeys; ++kk) acc[r][k0 + kk] = part[r][kk];
+        }
+    }
+#pragma GCC unroll 16
+    for (int r = 0; r < NQ; ++r) vsum4(S + r * ld, acc[r][0], acc[r][1], acc[r][2], acc[r][3]);
+}
+
 // Derived functions, identical on both paths. vmax/vmin with the constant first pass NaN through.
 // exp(x) for any x: exact 0 below -104 (so exp(-inf) = 0), inf above 89, NaN stays NaN.
 ZS_VINLINE VecF vexp(VecF x) { return vexp_clamped(vmin(vset(89.0f), vmax(vset(-104.0f), x))); }
