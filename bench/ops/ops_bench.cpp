@@ -121,13 +121,32 @@ void BM_decode_token(benchmark::State& st) {
         benchmark::Counter(static_cast<double>(st.iterations()), benchmark::Counter::kIsRate);
 }
 
+// An n x k matrix of type qt (k rounded up to its block: K-quants 576 -> 768) of random bytes
+// with every f16 scale field set to a small normal value: timing does not depend on the codes.
+zs::core::QTensor random_qtensor(zs::core::QType qt, int64_t n, int64_t k, std::mt19937_64& g) {
+    const zs::core::QTypeTraits& tr = zs::core::qtype_traits(qt);
+    k = (k + tr.block_size - 1) / tr.block_size * tr.block_size;
+    zs::core::QTensor w = zs::core::QTensor::empty(qt, n, k);
+    uint8_t* p = w.mutable_data();
+    for (size_t i = 0; i < w.nbytes(); ++i) p[i] = static_cast<uint8_t>(g());
+    const uint16_t h = 0x2000;  // f16 2^-7: a normal scale
+    for (int64_t b = 0; b < n * k / tr.block_size; ++b) {
+        uint8_t* blk = p + b * tr.block_bytes;
+        std::memcpy(blk + (qt == zs::core::QType::q6_k ? 208 : 0), &h, 2);
+        if (qt == zs::core::QType::q4_1 || qt == zs::core::QType::q5_1 ||
+            qt == zs::core::QType::q4_k || qt == zs::core::QType::q5_k) {
+            std::memcpy(blk + 2, &h, 2);
+        }
+    }
+    return w;
+}
+
 // BM_decode_token with block-quantized matrices (ops::quant_linear_forward): the same shapes, the
 // activations bf16 as in generation. Blocks are random bytes with every f16 scale field set to a
 // small normal value (timing does not depend on the codes). args: type (core::QType index),
 // layout (0: the file's rows, 1: interleaved16 as loaded, for the types that have it).
 void BM_decode_token_quant(benchmark::State& st) {
     const auto qt = static_cast<zs::core::QType>(st.range(0));
-    const zs::core::QTypeTraits& tr = zs::core::qtype_traits(qt);
     struct Mat {
         zs::core::QTensor w;
         Tensor x, y;
@@ -135,22 +154,9 @@ void BM_decode_token_quant(benchmark::State& st) {
     std::vector<Mat> mats;
     std::mt19937_64 g(11);
     auto add = [&](int64_t n, int64_t k) {
-        k = (k + tr.block_size - 1) / tr.block_size * tr.block_size;  // K-quants: 576 -> 768
-        zs::core::QTensor w = zs::core::QTensor::empty(qt, n, k);
-        uint8_t* p = w.mutable_data();
-        for (size_t i = 0; i < w.nbytes(); ++i) p[i] = static_cast<uint8_t>(g());
-        const uint16_t h = 0x2000;  // f16 2^-7: a normal scale
-        for (int64_t b = 0; b < n * k / tr.block_size; ++b) {
-            uint8_t* blk = p + b * tr.block_bytes;
-            const int64_t at = qt == zs::core::QType::q6_k ? 208 : 0;
-            std::memcpy(blk + at, &h, 2);
-            if (qt == zs::core::QType::q4_1 || qt == zs::core::QType::q5_1 ||
-                qt == zs::core::QType::q4_k || qt == zs::core::QType::q5_k) {
-                std::memcpy(blk + 2, &h, 2);
-            }
-        }
+        zs::core::QTensor w = random_qtensor(qt, n, k, g);
         if (st.range(1) == 1) w = zs::core::interleave16(w);
-        mats.push_back({w, rnd({1, k}, DType::bf16, 3), Tensor::empty({1, n}, DType::bf16)});
+        mats.push_back({w, rnd({1, w.cols()}, DType::bf16, 3), Tensor::empty({1, n}, DType::bf16)});
     };
     for (int l = 0; l < 30; ++l) {
         add(960, 576);
@@ -182,7 +188,6 @@ void BM_decode_token_quant(benchmark::State& st) {
 void BM_prefill_quant(benchmark::State& st) {
     const auto qt = static_cast<zs::core::QType>(st.range(0));
     const auto route = static_cast<zs::backends::cpu::QuantPrefill>(st.range(1));
-    const zs::core::QTypeTraits& tr = zs::core::qtype_traits(qt);
     constexpr int64_t M = 512;
     struct Mat {
         zs::core::QTensor w;
@@ -191,19 +196,8 @@ void BM_prefill_quant(benchmark::State& st) {
     std::vector<Mat> mats;
     std::mt19937_64 g(12);
     auto add = [&](int64_t n, int64_t k) {
-        k = (k + tr.block_size - 1) / tr.block_size * tr.block_size;
-        zs::core::QTensor w = zs::core::QTensor::empty(qt, n, k);
-        uint8_t* p = w.mutable_data();
-        for (size_t i = 0; i < w.nbytes(); ++i) p[i] = static_cast<uint8_t>(g());
-        const uint16_t h = 0x2000;  // f16 2^-7: a normal scale
-        for (int64_t b = 0; b < n * k / tr.block_size; ++b) {
-            uint8_t* blk = p + b * tr.block_bytes;
-            std::memcpy(blk + (qt == zs::core::QType::q6_k ? 208 : 0), &h, 2);
-            if (qt == zs::core::QType::q4_1 || qt == zs::core::QType::q5_1 ||
-                qt == zs::core::QType::q4_k) {
-                std::memcpy(blk + 2, &h, 2);
-            }
-        }
+        const zs::core::QTensor w = random_qtensor(qt, n, k, g);
+        k = w.cols();
         mats.push_back({zs::core::interleave16(w), rnd({M, k}, DType::f32, 5),
                         Tensor::empty({M, n}, DType::f32)});
     };
