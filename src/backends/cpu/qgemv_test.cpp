@@ -293,6 +293,22 @@ TEST(QuantGemv, WidenedToQ8_0DequantizesIdentically) {
     EXPECT_THROW((void)core::widen_to_q8_0(random_weights(rng, QType::q4_1, 2, 32)), NotSupported);
 }
 
+// A vector activation quantizer's codes, scales and half-sums against the scalar one's, bit for
+// bit, over x[0, K); returns its codes.
+template <class Fn>
+std::vector<int8_t> expect_quantizer_equals_scalar(Fn quantize, const float* x, int64_t K) {
+    std::vector<int8_t> qa(K), qb(K);
+    std::vector<float> da(K / 32), db(K / 32);
+    std::vector<int32_t> a0(K / 32), a1(K / 32), b0(K / 32), b1(K / 32);
+    quantize_q8_act(x, K, qa.data(), da.data(), a0.data(), a1.data());
+    quantize(x, K, qb.data(), db.data(), b0.data(), b1.data());
+    EXPECT_EQ(qa, qb);
+    EXPECT_EQ(da, db);
+    EXPECT_EQ(a0, b0);
+    EXPECT_EQ(a1, b1);
+    return qb;
+}
+
 // The AVX-512 activation quantizer against the scalar one (random inputs: no exact ties, where
 // the two may round differently), zero blocks included.
 TEST(QuantGemv, VectorActivationQuantizerMatchesScalar) {
@@ -302,15 +318,7 @@ TEST(QuantGemv, VectorActivationQuantizerMatchesScalar) {
     Tensor x = test::random_tensor(rng, {K}, DType::f32);
     float* X = x.data<float>();
     for (int k = 64; k < 96; ++k) X[k] = 0.0f;
-    std::vector<int8_t> qa(K), qb(K);
-    std::vector<float> da(K / 32), db(K / 32);
-    std::vector<int32_t> a0(K / 32), a1(K / 32), b0(K / 32), b1(K / 32);
-    quantize_q8_act(X, K, qa.data(), da.data(), a0.data(), a1.data());
-    quantize_q8_act_avx512(X, K, qb.data(), db.data(), b0.data(), b1.data());
-    EXPECT_EQ(qa, qb);
-    EXPECT_EQ(da, db);
-    EXPECT_EQ(a0, b0);
-    EXPECT_EQ(a1, b1);
+    expect_quantizer_equals_scalar(quantize_q8_act_avx512, X, K);
 }
 
 // The AVX2 activation quantizer against the scalar one bit for bit, exact ties included (the
@@ -328,17 +336,9 @@ TEST(QuantGemv, Avx2ActivationQuantizerEqualsScalar) {
     // Block 3: max 127, so x * (1 / (127 / 127)) = x: half-integers are exact ties.
     for (int k = 96; k < 128; ++k) X[k] = static_cast<float>(k - 112) + 0.5f;
     X[127] = 127.0f;
-    std::vector<int8_t> qa(K), qb(K);
-    std::vector<float> da(K / 32), db(K / 32);
-    std::vector<int32_t> a0(K / 32), a1(K / 32), b0(K / 32), b1(K / 32);
-    quantize_q8_act(X, K, qa.data(), da.data(), a0.data(), a1.data());
-    quantize_q8_act_avx2(X, K, qb.data(), db.data(), b0.data(), b1.data());
-    EXPECT_EQ(qa, qb);
-    EXPECT_EQ(da, db);
-    EXPECT_EQ(a0, b0);
-    EXPECT_EQ(a1, b1);
-    EXPECT_EQ(qb[96 + 16], 1);   // 0.5 -> 1
-    EXPECT_EQ(qb[96 + 15], -1);  // -0.5 -> -1
+    const std::vector<int8_t> q = expect_quantizer_equals_scalar(quantize_q8_act_avx2, X, K);
+    EXPECT_EQ(q[96 + 16], 1);   // 0.5 -> 1
+    EXPECT_EQ(q[96 + 15], -1);  // -0.5 -> -1
 }
 
 // Both prefill routes, chosen by argument, against the dequantize-then-multiply reference (f32
