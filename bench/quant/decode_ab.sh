@@ -17,7 +17,8 @@ root=$(cd "$(dirname "$0")/../.." && pwd)
 build=$1 cli=$2
 shift 2
 rounds=${ROUNDS:-3} t=${THREADS:-1}
-prompt=$(head -c 2500 "$root/data/corpora/austen.txt" | tail -c 2390)
+. "$root/bench/quant/ab_lib.sh"
+prompt=$(ab_prompt "$root")
 ours() {  # decode tokens/s of one zerospeed run (of $bin, default BUILD's)
     OMP_NUM_THREADS=$t "${bin:-$build/bin/zerospeed}" generate --model "$1" --prompt "$prompt" \
         --max-tokens 64 --temperature 0 --ignore-eos --dtype auto 2>&1 >/dev/null |
@@ -25,8 +26,7 @@ ours() {  # decode tokens/s of one zerospeed run (of $bin, default BUILD's)
 }
 theirs() {  # decode tokens/s of one llama-cli run (its "eval time" line, not the prompt's)
     if [ "$(basename "$cli")" = llama-bench ]; then  # newer llama.cpp: llama-cli has no -no-cnv
-        "$cli" -m "$1" -p 0 -n 64 -d 512 -t "$t" -r 1 -o csv </dev/null 2>/dev/null | tail -1 |
-            awk -F, '{gsub(/"/, ""); print $(NF - 1)}'
+        llama_bench_ts "$cli" "$1" "$t" -p 0 -n 64 -d 512
         return
     fi
     "$cli" -m "$1" -p "$prompt" -n 64 -t "$t" --temp 0 -no-cnv --ignore-eos </dev/null 2>&1 |
@@ -51,19 +51,18 @@ for r in $(seq "$rounds"); do
         fi
     done
 done
-median() { sort -g | awk '{v[NR]=$1} END {print (NR % 2) ? v[(NR+1)/2] : (v[NR/2]+v[NR/2+1])/2}'; }
 tri=$(awk '$3=="triad" {print $4}' "$log" | median)
 echo "summary ($rounds rounds, $t thread(s), median triad $tri GB/s): file ours llama ratio roofline"
 for f in "$@"; do
     q=$(basename "$f" .gguf)
-    o=$(awk -v q="$q" '$3==q && $4=="ours" {print $5}' "$log" | median)
-    l=$(awk -v q="$q" '$3==q && $4=="llama" {print $5}' "$log" | median)
+    o=$(ab_col "$log" "$q" ours)
+    l=$(ab_col "$log" "$q" llama)
     extra=""
     if [ "${AB_FUSE:-0}" = 1 ]; then
-        extra=" unfused $(awk -v q="$q" '$3==q && $4=="unfused" {print $5}' "$log" | median)"
+        extra=" unfused $(ab_col "$log" "$q" unfused)"
     fi
     if [ -n "${BASE:-}" ]; then
-        b=$(awk -v q="$q" '$3==q && $4=="base" {print $5}' "$log" | median)
+        b=$(ab_col "$log" "$q" base)
         extra="$extra base $b ($(awk -v o="$o" -v b="$b" 'BEGIN { printf "%.2fx", o / b }'))"
     fi
     awk -v q="$q" -v o="$o" -v l="$l" -v b="$(stat -c %s "$f")" -v g="$tri" -v x="$extra" \

@@ -14,16 +14,14 @@ root=$(cd "$(dirname "$0")/../.." && pwd)
 build=$1 bench=$2
 shift 2
 rounds=${ROUNDS:-3} t=${THREADS:-2}
-prompt=$(head -c 2500 "$root/data/corpora/austen.txt" | tail -c 2390)
+. "$root/bench/quant/ab_lib.sh"
+prompt=$(ab_prompt "$root")
 ours() {  # prefill tokens/s of one zerospeed run (of $bin, default BUILD's)
     OMP_NUM_THREADS=$t "${bin:-$build/bin/zerospeed}" generate --model "$1" --prompt "$prompt" \
         --max-tokens 1 --temperature 0 --dtype auto 2>&1 >/dev/null |
         sed -n 's/.*prompt: .*(\([0-9.]*\) tokens\/s).*generated.*/\1/p'
 }
-theirs() {  # pp512 tokens/s of one llama-bench run (avg_ts, the csv's second-last column)
-    "$bench" -m "$1" -p 512 -n 0 -t "$t" -r 1 -o csv </dev/null 2>/dev/null | tail -1 |
-        awk -F, '{gsub(/"/, ""); print $(NF - 1)}'
-}
+theirs() { llama_bench_ts "$bench" "$1" "$t" -p 512 -n 0; }  # pp512 tokens/s
 log=$(mktemp)
 for r in $(seq "$rounds"); do
     for f in "$@"; do
@@ -39,11 +37,10 @@ for r in $(seq "$rounds"); do
         fi
     done
 done
-median() { sort -g | awk '{v[NR]=$1} END {print (NR % 2) ? v[(NR+1)/2] : (v[NR/2]+v[NR/2+1])/2}'; }
 echo "summary ($rounds rounds, $t thread(s)): file ours llama ratio [base (ours/base)]"
 for f in "$@"; do
     q=$(basename "$f" .gguf)
-    col() { awk -v q="$q" -v c="$1" '$3==q && $4==c {print $5}' "$log" | median; }
+    col() { ab_col "$log" "$q" "$1"; }
     o=$(col ours) l=$(col llama) extra=""
     if [ -n "${BASE:-}" ]; then
         b=$(col base)
