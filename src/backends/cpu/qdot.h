@@ -44,6 +44,12 @@ void qdot_group16_vnni(core::QType t, const uint8_t* g, int64_t k, const QActRow
 // same types.
 void qdot_group16_avx2(core::QType t, const uint8_t* g, int64_t k, const QActRow* acts, int m,
                        float* res);
+// Decode's form of qdot_group16_avx2: res[16 gi + r] for the n (1..4) groups at g[gi] and one
+// activation row, the groups' bytes read side by side (n memory streams at once: one core's
+// hardware prefetcher keeps more misses in flight over several streams than over one). Each value
+// equals qdot_group16_avx2's with m = 1, bit for bit.
+void qdot_groups16_streams_avx2(core::QType t, const uint8_t* const* g, int n, int64_t k,
+                                const QActRow& act, float* res);
 // qgemv.h's quantize_q8_act with AVX-512 (ties round to even instead of away from zero, as
 // llama.cpp's vectorised quantize_row_q8_0 does).
 void quantize_q8_act_avx512(const float* x, int64_t n, int8_t* q, float* d, int32_t* s0,

@@ -39,6 +39,12 @@ namespace {
 #define ZS_QPF2 4096
 #endif
 constexpr int64_t kAhead = ZS_QPF2;
+// The same for the decode kernels that read several groups side by side (several streams the
+// hardware prefetcher follows at once; software prefetch on top measured slower).
+#ifndef ZS_QPF_STREAMS
+#define ZS_QPF_STREAMS 512
+#endif
+constexpr int64_t kStreamAhead = ZS_QPF_STREAMS;
 
 ZS_AVX2_INLINE __m256 f16x8(const uint8_t* p) {
     return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
@@ -133,96 +139,130 @@ ZS_AVX2_INLINE __m256i dot_s8(const __m256i* s, const int8_t* q) {
 }
 
 // 32-element blocks: q8_0 (kOff -128), q4_0 (-8), q5_0 (-16), q4_1 and q5_1 (min m per block,
-// kOff 0). acc[2 i + half]: activation row i, weight rows [8 half, 8 half + 8).
+// kOff 0). acc[2 i + half]: activation row i, weight rows [8 half, 8 half + 8). block32 is block
+// b of the group at g, read ahead by kPf bytes; group32 runs it over the group's blocks.
+template <int kBits, bool kMin>
+constexpr int64_t unit32() {
+    return (kMin ? 64 : 32) + 256 + 64 * (kBits - 4);
+}
+template <int kBits, int kOff, bool kMin, int kMBn, int64_t kPf>
+ZS_AVX2_INLINE void block32(const uint8_t* g, int64_t b, const QActRow* a, __m256* acc) {
+    constexpr int64_t kHdr = kMin ? 64 : 32;
+    constexpr int64_t kUnit = unit32<kBits, kMin>();
+    const uint8_t* u = g + b * kUnit;
+    for (int64_t o = 0; o < kUnit; o += 64)
+        if (kPf > 0) _mm_prefetch(u + kPf + o, _MM_HINT_T0);
+    for (int half = 0; half < 2; ++half) {
+        const __m256 d = f16x8(u + 16 * half);
+        __m256i s[8];
+        chunk_codes<kBits>(u + kHdr, half, s);
+        for (int i = 0; i < kMBn; ++i) {
+            const int8_t* q = a[i].q + 32 * b;
+            __m256i p;
+            if constexpr (kBits == 8) {
+                p = dot_s8(s, q);
+            } else {
+                const int32_t sum = a[i].s0[b] + a[i].s1[b];
+                p = dot_u<kBits>(_mm256_set1_epi32(kOff * sum), s, q, 0, 8);
+            }
+            __m256& r = acc[2 * i + half];
+            r = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_mul_ps(d, _mm256_set1_ps(a[i].d[b])),
+                                r);
+            if constexpr (kMin) {
+                r = _mm256_fmadd_ps(f16x8(u + 32 + 16 * half),
+                                    _mm256_set1_ps(a[i].ds0[b] + a[i].ds1[b]), r);
+            }
+        }
+    }
+}
 template <int kBits, int kOff, bool kMin, int kMBn>
 void group32(const uint8_t* g, int64_t nb, const QActRow* a, __m256* acc) {
-    constexpr int64_t kHdr = kMin ? 64 : 32;
-    constexpr int64_t kUnit = kHdr + 256 + 64 * (kBits - 4);
-    for (int64_t b = 0; b < nb; ++b) {
-        const uint8_t* u = g + b * kUnit;
-        for (int64_t o = 0; o < kUnit; o += 64)
-            if (kAhead > 0) _mm_prefetch(u + kAhead + o, _MM_HINT_T0);
-        for (int half = 0; half < 2; ++half) {
-            const __m256 d = f16x8(u + 16 * half);
-            __m256i s[8];
-            chunk_codes<kBits>(u + kHdr, half, s);
-            for (int i = 0; i < kMBn; ++i) {
-                const int8_t* q = a[i].q + 32 * b;
-                __m256i p;
-                if constexpr (kBits == 8) {
-                    p = dot_s8(s, q);
-                } else {
-                    const int32_t sum = a[i].s0[b] + a[i].s1[b];
-                    p = dot_u<kBits>(_mm256_set1_epi32(kOff * sum), s, q, 0, 8);
-                }
-                __m256& r = acc[2 * i + half];
-                r = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p),
-                                    _mm256_mul_ps(d, _mm256_set1_ps(a[i].d[b])), r);
-                if constexpr (kMin) {
-                    r = _mm256_fmadd_ps(f16x8(u + 32 + 16 * half),
-                                        _mm256_set1_ps(a[i].ds0[b] + a[i].ds1[b]), r);
-                }
-            }
+    for (int64_t b = 0; b < nb; ++b) block32<kBits, kOff, kMin, kMBn, kAhead>(g, b, a, acc);
+}
+// kG groups side by side with one activation row (decode): block b of each group in turn, so the
+// thread reads kG memory streams at once (acc[2 gi + half]: group gi). Each group's accumulators
+// see group32<..., 1>'s operations in its order: the same sums.
+template <int kBits, int kOff, bool kMin, int kG>
+void group32_streams(const uint8_t* const* g, int64_t nb, const QActRow* a, __m256* acc) {
+    for (int64_t b = 0; b < nb; ++b)
+        for (int gi = 0; gi < kG; ++gi)
+            block32<kBits, kOff, kMin, 1, kStreamAhead>(g[gi], b, a, acc + 2 * gi);
+}
+
+// Chunk j of superblock b (256 elements: 8 chunks of 32) of a q4_k group.
+template <int kMBn, int64_t kPf>
+ZS_AVX2_INLINE void chunk_q4_k(const uint8_t* g, int64_t b, int j, const QActRow* a, __m256* acc) {
+    constexpr int64_t kUnit = 2368;
+    const uint8_t* u = g + b * kUnit;
+    const uint8_t* c = u + 320 + 256 * j;
+    for (int o = 0; o < 256; o += 64)
+        if (kPf > 0) _mm_prefetch(c + kPf + o, _MM_HINT_T0);
+    const int64_t ch = 8 * b + j;
+    for (int half = 0; half < 2; ++half) {
+        const __m256 d = f16x8(u + 16 * half), dmin = f16x8(u + 32 + 16 * half);
+        const __m256 sf = _mm256_mul_ps(d, u8x8(u + 64 + 16 * j + 8 * half));
+        const __m256 mf = _mm256_mul_ps(dmin, u8x8(u + 192 + 16 * j + 8 * half));
+        __m256i s[8];
+        chunk_codes<4>(c, half, s);
+        for (int i = 0; i < kMBn; ++i) {
+            const __m256i p = dot_u<4>(_mm256_setzero_si256(), s, a[i].q + 32 * ch, 0, 8);
+            __m256& r = acc[2 * i + half];
+            r = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p),
+                                _mm256_mul_ps(sf, _mm256_set1_ps(a[i].d[ch])), r);
+            r = _mm256_fnmadd_ps(mf, _mm256_set1_ps(a[i].ds0[ch] + a[i].ds1[ch]), r);
         }
     }
 }
-
 template <int kMBn>
 void group_q4_k(const uint8_t* g, int64_t nb, const QActRow* a, __m256* acc) {
-    constexpr int64_t kUnit = 2368;
-    for (int64_t b = 0; b < nb; ++b) {
-        const uint8_t* u = g + b * kUnit;
-        for (int j = 0; j < 8; ++j) {
-            const uint8_t* c = u + 320 + 256 * j;
-            for (int o = 0; o < 256; o += 64)
-                if (kAhead > 0) _mm_prefetch(c + kAhead + o, _MM_HINT_T0);
-            const int64_t ch = 8 * b + j;
-            for (int half = 0; half < 2; ++half) {
-                const __m256 d = f16x8(u + 16 * half), dmin = f16x8(u + 32 + 16 * half);
-                const __m256 sf = _mm256_mul_ps(d, u8x8(u + 64 + 16 * j + 8 * half));
-                const __m256 mf = _mm256_mul_ps(dmin, u8x8(u + 192 + 16 * j + 8 * half));
-                __m256i s[8];
-                chunk_codes<4>(c, half, s);
-                for (int i = 0; i < kMBn; ++i) {
-                    const __m256i p = dot_u<4>(_mm256_setzero_si256(), s, a[i].q + 32 * ch, 0, 8);
-                    __m256& r = acc[2 * i + half];
-                    r = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p),
-                                        _mm256_mul_ps(sf, _mm256_set1_ps(a[i].d[ch])), r);
-                    r = _mm256_fnmadd_ps(mf, _mm256_set1_ps(a[i].ds0[ch] + a[i].ds1[ch]), r);
-                }
-            }
+    for (int64_t b = 0; b < nb; ++b)
+        for (int j = 0; j < 8; ++j) chunk_q4_k<kMBn, kAhead>(g, b, j, a, acc);
+}
+template <int kG>
+void group_q4_k_streams(const uint8_t* const* g, int64_t nb, const QActRow* a, __m256* acc) {
+    for (int64_t b = 0; b < nb; ++b)
+        for (int j = 0; j < 8; ++j)
+            for (int gi = 0; gi < kG; ++gi)
+                chunk_q4_k<1, kStreamAhead>(g[gi], b, j, a, acc + 2 * gi);
+}
+
+// Chunk j of superblock b of a q6_k group.
+template <int kMBn, int64_t kPf>
+ZS_AVX2_INLINE void chunk_q6_k(const uint8_t* g, int64_t b, int j, const QActRow* a, __m256* acc) {
+    constexpr int64_t kUnit = 3360;
+    const uint8_t* u = g + b * kUnit;
+    const uint8_t* c = u + 288 + 384 * j;
+    for (int o = 0; o < 384; o += 64)
+        if (kPf > 0) _mm_prefetch(c + kPf + o, _MM_HINT_T0);
+    const int64_t ch = 8 * b + j;
+    for (int half = 0; half < 2; ++half) {
+        const __m256 d = f16x8(u + 16 * half);
+        const __m256 sf0 = _mm256_mul_ps(d, i8x8(u + 32 + 16 * (2 * j) + 8 * half));
+        const __m256 sf1 = _mm256_mul_ps(d, i8x8(u + 32 + 16 * (2 * j + 1) + 8 * half));
+        __m256i s[8];
+        chunk_codes<6>(c, half, s);
+        for (int i = 0; i < kMBn; ++i) {
+            const int8_t* q = a[i].q + 32 * ch;
+            const __m256i p0 = dot_u<6>(_mm256_set1_epi32(-32 * a[i].s0[ch]), s, q, 0, 4);
+            const __m256i p1 = dot_u<6>(_mm256_set1_epi32(-32 * a[i].s1[ch]), s, q, 4, 8);
+            const __m256 t = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p0), sf0,
+                                             _mm256_mul_ps(_mm256_cvtepi32_ps(p1), sf1));
+            __m256& r = acc[2 * i + half];
+            r = _mm256_fmadd_ps(t, _mm256_set1_ps(a[i].d[ch]), r);
         }
     }
 }
-
 template <int kMBn>
 void group_q6_k(const uint8_t* g, int64_t nb, const QActRow* a, __m256* acc) {
-    constexpr int64_t kUnit = 3360;
-    for (int64_t b = 0; b < nb; ++b) {
-        const uint8_t* u = g + b * kUnit;
-        for (int j = 0; j < 8; ++j) {
-            const uint8_t* c = u + 288 + 384 * j;
-            for (int o = 0; o < 384; o += 64)
-                if (kAhead > 0) _mm_prefetch(c + kAhead + o, _MM_HINT_T0);
-            const int64_t ch = 8 * b + j;
-            for (int half = 0; half < 2; ++half) {
-                const __m256 d = f16x8(u + 16 * half);
-                const __m256 sf0 = _mm256_mul_ps(d, i8x8(u + 32 + 16 * (2 * j) + 8 * half));
-                const __m256 sf1 = _mm256_mul_ps(d, i8x8(u + 32 + 16 * (2 * j + 1) + 8 * half));
-                __m256i s[8];
-                chunk_codes<6>(c, half, s);
-                for (int i = 0; i < kMBn; ++i) {
-                    const int8_t* q = a[i].q + 32 * ch;
-                    const __m256i p0 = dot_u<6>(_mm256_set1_epi32(-32 * a[i].s0[ch]), s, q, 0, 4);
-                    const __m256i p1 = dot_u<6>(_mm256_set1_epi32(-32 * a[i].s1[ch]), s, q, 4, 8);
-                    const __m256 t = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p0), sf0,
-                                                     _mm256_mul_ps(_mm256_cvtepi32_ps(p1), sf1));
-                    __m256& r = acc[2 * i + half];
-                    r = _mm256_fmadd_ps(t, _mm256_set1_ps(a[i].d[ch]), r);
-                }
-            }
-        }
-    }
+    for (int64_t b = 0; b < nb; ++b)
+        for (int j = 0; j < 8; ++j) chunk_q6_k<kMBn, kAhead>(g, b, j, a, acc);
+}
+template <int kG>
+void group_q6_k_streams(const uint8_t* const* g, int64_t nb, const QActRow* a, __m256* acc) {
+    for (int64_t b = 0; b < nb; ++b)
+        for (int j = 0; j < 8; ++j)
+            for (int gi = 0; gi < kG; ++gi)
+                chunk_q6_k<1, kStreamAhead>(g[gi], b, j, a, acc + 2 * gi);
 }
 
 // The kernel set shared code instantiates (qdot_group16.h): internal linkage, this file's ISA.
@@ -241,6 +281,20 @@ struct Kernels {
     static void group_q6_k(const uint8_t* g, int64_t nb, const QActRow* a, Acc* acc) {
         cpu::group_q6_k<kMBn>(g, nb, a, acc);
     }
+    template <int kBits, int kOff, bool kMin, int kG>
+    static void group32_streams(const uint8_t* const* g, int64_t nb, const QActRow* a, Acc* acc) {
+        cpu::group32_streams<kBits, kOff, kMin, kG>(g, nb, a, acc);
+    }
+    template <int kG>
+    static void group_q4_k_streams(const uint8_t* const* g, int64_t nb, const QActRow* a,
+                                   Acc* acc) {
+        cpu::group_q4_k_streams<kG>(g, nb, a, acc);
+    }
+    template <int kG>
+    static void group_q6_k_streams(const uint8_t* const* g, int64_t nb, const QActRow* a,
+                                   Acc* acc) {
+        cpu::group_q6_k_streams<kG>(g, nb, a, acc);
+    }
     static Acc zero() { return _mm256_setzero_ps(); }
     static void store16(const Acc* row, float* out16) {
         _mm256_storeu_ps(out16, row[0]);
@@ -253,6 +307,11 @@ struct Kernels {
 void qdot_group16_avx2(QType t, const uint8_t* g, int64_t k, const QActRow* acts, int m,
                        float* res) {
     qdot_group16::rows<Kernels>(t, g, k, acts, m, res);
+}
+
+void qdot_groups16_streams_avx2(QType t, const uint8_t* const* g, int n, int64_t k,
+                                const QActRow& act, float* res) {
+    qdot_group16::rows_streams<Kernels>(t, g, n, k, act, res);
 }
 
 }  // namespace zs::backends::cpu

@@ -11,7 +11,10 @@
 // that row's 16 sums):
 //   template <int kBits, int kOff, bool kMin, int kMBn> static void group32(g, nb, a, acc);
 //   template <int kMBn> static void group_q4_k(g, nb, a, acc), group_q6_k(g, nb, a, acc);
-//   static K::Acc zero();  static void store16(const K::Acc* row_acc, float* out16);
+//   template <int kBits, int kOff, bool kMin, int kG> static void group32_streams(g[kG], nb, a,
+//   acc); template <int kG> static void group_q4_k_streams(g[kG], nb, a, acc),
+//   group_q6_k_streams(...); static K::Acc zero();  static void store16(const K::Acc* row_acc,
+//   float* out16);
 #pragma once
 
 #include <cstdint>
@@ -75,6 +78,57 @@ inline void rows(core::QType t, const uint8_t* g, int64_t k, const QActRow* acts
             for (int r = 0; r < 16; ++r) res[r * m + i0 + i] = tmp[r];
         }
     }
+}
+
+// acc[K::kAccPerRow gi ..] += group gi's dot products with one activation row, the kG groups read
+// side by side (group_any's arithmetic per group).
+template <class K, int kG>
+inline void streams_any(core::QType t, const uint8_t* const* g, int64_t k, const QActRow* a,
+                        typename K::Acc* acc) {
+    using core::QType;
+    switch (t) {
+        case QType::q8_0:
+            return K::template group32_streams<8, -128, false, kG>(g, k / 32, a, acc);
+        case QType::q4_0:
+            return K::template group32_streams<4, -8, false, kG>(g, k / 32, a, acc);
+        case QType::q4_1:
+            return K::template group32_streams<4, 0, true, kG>(g, k / 32, a, acc);
+        case QType::q5_0:
+            return K::template group32_streams<5, -16, false, kG>(g, k / 32, a, acc);
+        case QType::q5_1:
+            return K::template group32_streams<5, 0, true, kG>(g, k / 32, a, acc);
+        case QType::q4_k:
+            return K::template group_q4_k_streams<kG>(g, k / 256, a, acc);
+        case QType::q6_k:
+            return K::template group_q6_k_streams<kG>(g, k / 256, a, acc);
+        default:
+            return;
+    }
+}
+
+// res[16 gi + r] = dot(row r of group gi, act) for gi < n (1 <= n <= kMaxStreams): rows(t, g[gi],
+// k, &act, 1, ...)'s values, bit for bit, with the n groups' bytes read as n streams at once.
+inline constexpr int kMaxStreams = 4;
+template <class K>
+inline void rows_streams(core::QType t, const uint8_t* const* g, int n, int64_t k,
+                         const QActRow& act, float* res) {
+    typename K::Acc acc[K::kAccPerRow * kMaxStreams];
+    for (auto& v : acc) v = K::zero();
+    switch (n) {
+        case 1:
+            streams_any<K, 1>(t, g, k, &act, acc);
+            break;
+        case 2:
+            streams_any<K, 2>(t, g, k, &act, acc);
+            break;
+        case 3:
+            streams_any<K, 3>(t, g, k, &act, acc);
+            break;
+        default:
+            streams_any<K, 4>(t, g, k, &act, acc);
+            break;
+    }
+    for (int gi = 0; gi < n; ++gi) K::store16(acc + K::kAccPerRow * gi, res + 16 * gi);
 }
 
 }  // namespace zs::backends::cpu::qdot_group16

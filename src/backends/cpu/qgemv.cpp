@@ -299,6 +299,13 @@ struct QActs {
     }
 };
 
+// How many groups one thread's decode GEMV reads side by side on AVX2 (qdot.h
+// qdot_groups16_streams_avx2; ZS_DECODE_STREAMS at build time for experiments, 1: one at a time).
+#ifndef ZS_DECODE_STREAMS
+#define ZS_DECODE_STREAMS 4
+#endif
+constexpr int kDecodeStreams = ZS_DECODE_STREAMS;
+
 // The GEMV's loop over 16-row output groups as an orphaned `omp for` (static schedule, implicit
 // barrier at its end): it splits across the enclosing team, or runs whole outside a region. Each
 // output row's value depends only on its own group, never on the thread count or team.
@@ -319,6 +326,63 @@ void gemv_groups(TO* O, int64_t ldo, const core::QTensor& w, const QActs& a, flo
     // Group t at g0 + t * group_bytes (hoisted: QTensor::group is out of line and checked).
     const uint8_t* g0 = grouped && tasks > 0 ? w.group(0) : nullptr;
     const int64_t group_bytes = grouped ? core::interleaved_group_bytes(w.type(), K) : 0;
+    // Group t's epilogue: its outputs from r (r[j * M + m]: output row n0 + j, activation row m).
+    auto finish = [&](int64_t t, const float* r) {
+        const int64_t n0 = t * kRows, nn = std::min(kRows, N - n0);
+        if (M == 1 && nn == kRows) {  // decode: the group's 16 outputs as one vector
+            static_assert(kRows == kLanes);
+            VecF v = vload(r);
+            if (has_bias) {
+                v = v + (bias_bf16 ? vload(static_cast<const bf16*>(bias.data_ptr()) + n0)
+                                   : vload(static_cast<const float*>(bias.data_ptr()) + n0));
+            }
+            if (beta != 0.0f) v = v + vset(beta) * vload(O + n0);
+            vstore(O + n0, v);
+            return;
+        }
+        float b[kRows] = {};
+        if (has_bias) {
+            for (int64_t j = 0; j < nn; ++j) {
+                b[j] = bias_bf16
+                           ? core::bf16_to_f32(static_cast<const bf16*>(bias.data_ptr())[n0 + j])
+                           : static_cast<const float*>(bias.data_ptr())[n0 + j];
+            }
+        }
+        // Row by row of out (the prefill's M rows: one pass over each row's nn outputs).
+        for (int64_t m = 0; m < M; ++m) {
+            TO* o = O + m * ldo + n0;
+            for (int64_t j = 0; j < nn; ++j) {
+                float v = r[static_cast<size_t>(j * M + m)] + b[j];
+                if (beta != 0.0f) v += beta * to_f32(o[j]);
+                o[j] = from_f32<TO>(v);
+            }
+        }
+    };
+    if (M == 1 && grouped && kern == QuantKernel::avx2 && kDecodeStreams > 1) {
+        // Decode on AVX2: this thread's share of the groups (a static split, as `omp for`'s) cut
+        // into kDecodeStreams runs read side by side, group i of every run together.
+        const int64_t nt = omp_get_num_threads(), me = omp_get_thread_num();
+        const int64_t t0 = tasks * me / nt, t1 = tasks * (me + 1) / nt;
+        const int64_t runs = std::min<int64_t>(kDecodeStreams, t1 - t0);
+        const int64_t len = runs > 0 ? (t1 - t0 + runs - 1) / runs : 0;
+        float rs[16 * kDecodeStreams];
+        for (int64_t i = 0; i < len; ++i) {
+            const uint8_t* gs[kDecodeStreams];
+            int64_t ts[kDecodeStreams];
+            int n = 0;
+            for (int64_t r = 0; r < runs; ++r) {
+                const int64_t t = t0 + r * len + i;
+                if (t < t1) {
+                    ts[n] = t;
+                    gs[n++] = g0 + t * group_bytes;
+                }
+            }
+            qdot_groups16_streams_avx2(w.type(), gs, n, K, a.rows[0], rs);
+            for (int j = 0; j < n; ++j) finish(ts[j], rs + 16 * j);
+        }
+#pragma omp barrier
+        return;
+    }
 #pragma omp for schedule(static)
     for (int64_t t = 0; t < tasks; ++t) {
         const int64_t n0 = t * kRows, nn = std::min(kRows, N - n0);
@@ -334,34 +398,7 @@ void gemv_groups(TO* O, int64_t ldo, const core::QTensor& w, const QActs& a, flo
                 core::deinterleave_row(w, n0 + j, rows.data() + j * w.row_bytes());
             fn(w.type(), rows.data(), w.row_bytes(), nn, K, a.rows.data(), mi, res.data());
         }
-        if (M == 1 && nn == kRows) {  // decode: the group's 16 outputs as one vector
-            static_assert(kRows == kLanes);
-            VecF v = vload(res.data());
-            if (has_bias) {
-                v = v + (bias_bf16 ? vload(static_cast<const bf16*>(bias.data_ptr()) + n0)
-                                   : vload(static_cast<const float*>(bias.data_ptr()) + n0));
-            }
-            if (beta != 0.0f) v = v + vset(beta) * vload(O + n0);
-            vstore(O + n0, v);
-            continue;
-        }
-        float b[kRows] = {};
-        if (has_bias) {
-            for (int64_t j = 0; j < nn; ++j) {
-                b[j] = bias_bf16
-                           ? core::bf16_to_f32(static_cast<const bf16*>(bias.data_ptr())[n0 + j])
-                           : static_cast<const float*>(bias.data_ptr())[n0 + j];
-            }
-        }
-        // Row by row of out (the prefill's M rows: one pass over each row's nn outputs).
-        for (int64_t m = 0; m < M; ++m) {
-            TO* o = O + m * ldo + n0;
-            for (int64_t j = 0; j < nn; ++j) {
-                float v = res[static_cast<size_t>(j * M + m)] + b[j];
-                if (beta != 0.0f) v += beta * to_f32(o[j]);
-                o[j] = from_f32<TO>(v);
-            }
-        }
+        finish(t, res.data());
     }
 }
 

@@ -341,6 +341,59 @@ TEST(QuantGemv, Avx2ActivationQuantizerEqualsScalar) {
     EXPECT_EQ(q[96 + 15], -1);  // -0.5 -> -1
 }
 
+// Decode on AVX2 reads up to four groups side by side (qdot_groups16_streams_avx2): every group's
+// 16 values equal the one-group kernel's (m = 1) bit for bit, for every interleaved type and 1-4
+// groups at once; and the whole GEMV over 9 groups and a padded one (each thread's share cut into
+// runs of unequal length) equals the GEMV that reads one group at a time.
+TEST(QuantGemv, Avx2DecodeStreamsEqualOneGroupAtATime) {
+    if (resolve(QuantKernel::best) != QuantKernel::avx2 &&
+        resolve(QuantKernel::best) != QuantKernel::avx512_vnni) {
+        GTEST_SKIP() << "no AVX2";
+    }
+    test::Rng rng(309);
+    const int64_t K = 512, G = 4;
+    Tensor x = test::random_tensor(rng, {K}, DType::f32);
+    std::vector<int8_t> q(static_cast<size_t>(K));
+    std::vector<float> d(K / 32), ds0(K / 32), ds1(K / 32);
+    std::vector<int32_t> s0(K / 32), s1(K / 32);
+    quantize_q8_act(x.data<float>(), K, q.data(), d.data(), s0.data(), s1.data());
+    for (size_t c = 0; c < d.size(); ++c) {
+        ds0[c] = d[c] * static_cast<float>(s0[c]);
+        ds1[c] = d[c] * static_cast<float>(s1[c]);
+    }
+    const QActRow act{q.data(), d.data(), s0.data(), s1.data(), ds0.data(), ds1.data()};
+    for (QType t : kAllTypes) {
+        if (!core::can_interleave(t)) continue;
+        const QTensor w = core::interleave16(random_weights(rng, t, 16 * G, K));
+        std::vector<float> one(16 * G);
+        for (int64_t g = 0; g < G; ++g) qdot_group16_avx2(t, w.group(g), K, &act, 1, &one[16 * g]);
+        for (int n = 1; n <= G; ++n) {
+            // Groups n-1, ..., 0: not in memory order.
+            std::vector<const uint8_t*> gs;
+            for (int i = n - 1; i >= 0; --i) gs.push_back(w.group(i));
+            std::vector<float> got(16 * G, -1.0f);
+            qdot_groups16_streams_avx2(t, gs.data(), n, K, act, got.data());
+            for (int i = 0; i < n; ++i) {
+                for (int r = 0; r < 16; ++r) {
+                    ASSERT_EQ(got[16 * i + r], one[16 * (n - 1 - i) + r])
+                        << to_string(t) << " n=" << n << " group " << n - 1 - i << " row " << r;
+                }
+            }
+        }
+        const QTensor big = core::interleave16(random_weights(rng, t, 16 * 9 + 5, K));
+        Tensor out = Tensor::empty({1, big.rows()}, DType::f32);
+        quant_gemv(out, x.view({1, K}), big, 0.0f, Tensor(), QuantKernel::avx2);
+        std::vector<float> ref(16);
+        for (int64_t g = 0; g < 10; ++g) {
+            qdot_group16_avx2(t, big.group(g), K, &act, 1, ref.data());
+            for (int64_t r = 0; r < 16 && 16 * g + r < big.rows(); ++r) {
+                ASSERT_EQ(out.data<float>()[16 * g + r], ref[static_cast<size_t>(r)])
+                    << to_string(t) << " row " << 16 * g + r;
+            }
+        }
+    }
+}
+
 // Both prefill routes, chosen by argument, against the dequantize-then-multiply reference (f32
 // activations, interleaved weights, M with every 4-row tail), bias and beta included; and one
 // matrix of two dequantized tiles (K = 8192: 4 MiB of f32 rows is 128, so tiles of 256 rows).
