@@ -35,9 +35,9 @@ using QDotRowsFn = void (*)(core::QType t, const uint8_t* w, int64_t row_bytes, 
 
 void qdot_rows_scalar(core::QType t, const uint8_t* w, int64_t row_bytes, int64_t rows, int64_t k,
                       const QActRow* acts, int m, float* res);
-// The same for the 16 rows of one group of an interleaved16 QTensor (core/quant_pack.cpp) at g:
-// res[r * m + i] for r < 16, any m (activation rows taken 4 at a time). The types
-// core::can_interleave accepts: q8_0, q4_0, q4_1, q5_0, q5_1, q4_k, q6_k.
+// The same for the 16 rows of one group of an interleaved16 QTensor (core/quant_pack.cpp) at g,
+// stored by activation row: res[16 i + r] for r < 16, any m (activation rows taken 4 at a time).
+// The types core::can_interleave accepts: q8_0, q4_0, q4_1, q5_0, q5_1, q4_k, q6_k.
 void qdot_group16_vnni(core::QType t, const uint8_t* g, int64_t k, const QActRow* acts, int m,
                        float* res);
 // The same with AVX2 (qdot_avx2.cpp; call only where the CPU has AVX2, FMA and F16C), for the

@@ -48,7 +48,7 @@ inline void group_any(core::QType t, const uint8_t* g, int64_t k, const QActRow*
     }
 }
 
-// res[r * m + i] = dot(group row r, acts[i]) for r < 16 and i < m, activation rows kMB at a time
+// res[16 i + r] = dot(group row r, acts[i]) for r < 16 and i < m, activation rows kMB at a time
 // (each loaded slab meets all of them).
 template <class K>
 inline void rows(core::QType t, const uint8_t* g, int64_t k, const QActRow* acts, int m,
@@ -72,11 +72,7 @@ inline void rows(core::QType t, const uint8_t* g, int64_t k, const QActRow* acts
                 group_any<K, 4>(t, g, k, acts + i0, acc);
                 break;
         }
-        alignas(64) float tmp[16];
-        for (int i = 0; i < mb; ++i) {
-            K::store16(acc + K::kAccPerRow * i, tmp);
-            for (int r = 0; r < 16; ++r) res[r * m + i0 + i] = tmp[r];
-        }
+        for (int i = 0; i < mb; ++i) K::store16(acc + K::kAccPerRow * i, res + 16 * (i0 + i));
     }
 }
 

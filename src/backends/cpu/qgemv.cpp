@@ -326,18 +326,25 @@ void gemv_groups(TO* O, int64_t ldo, const core::QTensor& w, const QActs& a, flo
     // Group t at g0 + t * group_bytes (hoisted: QTensor::group is out of line and checked).
     const uint8_t* g0 = grouped && tasks > 0 ? w.group(0) : nullptr;
     const int64_t group_bytes = grouped ? core::interleaved_group_bytes(w.type(), K) : 0;
-    // Group t's epilogue: its outputs from r (r[j * M + m]: output row n0 + j, activation row m).
-    auto finish = [&](int64_t t, const float* r) {
+    // Group t's epilogue: its outputs from r, the value of output row n0 + j for activation row m
+    // at r[j * sj + m * sm] (the group kernels store by activation row: sj 1, sm 16).
+    auto finish = [&](int64_t t, const float* r, int64_t sj, int64_t sm) {
         const int64_t n0 = t * kRows, nn = std::min(kRows, N - n0);
-        if (M == 1 && nn == kRows) {  // decode: the group's 16 outputs as one vector
+        if (sj == 1) {  // each activation row's outputs as one vector
             static_assert(kRows == kLanes);
-            VecF v = vload(r);
+            const int n = static_cast<int>(nn);
+            VecF bv = vzero();
             if (has_bias) {
-                v = v + (bias_bf16 ? vload(static_cast<const bf16*>(bias.data_ptr()) + n0)
-                                   : vload(static_cast<const float*>(bias.data_ptr()) + n0));
+                bv = bias_bf16 ? vload(static_cast<const bf16*>(bias.data_ptr()) + n0, n)
+                               : vload(static_cast<const float*>(bias.data_ptr()) + n0, n);
             }
-            if (beta != 0.0f) v = v + vset(beta) * vload(O + n0);
-            vstore(O + n0, v);
+            for (int64_t m = 0; m < M; ++m) {
+                TO* o = O + m * ldo + n0;
+                VecF v = vload(r + m * sm, n);
+                if (has_bias) v = v + bv;
+                if (beta != 0.0f) v = v + vset(beta) * vload(o, n);
+                vstore(o, v, n);
+            }
             return;
         }
         float b[kRows] = {};
@@ -352,7 +359,7 @@ void gemv_groups(TO* O, int64_t ldo, const core::QTensor& w, const QActs& a, flo
         for (int64_t m = 0; m < M; ++m) {
             TO* o = O + m * ldo + n0;
             for (int64_t j = 0; j < nn; ++j) {
-                float v = r[static_cast<size_t>(j * M + m)] + b[j];
+                float v = r[static_cast<size_t>(j * sj + m * sm)] + b[j];
                 if (beta != 0.0f) v += beta * to_f32(o[j]);
                 o[j] = from_f32<TO>(v);
             }
@@ -378,7 +385,7 @@ void gemv_groups(TO* O, int64_t ldo, const core::QTensor& w, const QActs& a, flo
                 }
             }
             qdot_groups16_streams_avx2(w.type(), gs, n, K, a.rows[0], rs);
-            for (int j = 0; j < n; ++j) finish(ts[j], rs + 16 * j);
+            for (int j = 0; j < n; ++j) finish(ts[j], rs + 16 * j, 1, 16);
         }
 #pragma omp barrier
         return;
@@ -386,19 +393,25 @@ void gemv_groups(TO* O, int64_t ldo, const core::QTensor& w, const QActs& a, flo
 #pragma omp for schedule(static)
     for (int64_t t = 0; t < tasks; ++t) {
         const int64_t n0 = t * kRows, nn = std::min(kRows, N - n0);
+        if (grouped && kern == QuantKernel::avx512_vnni) {
+            qdot_group16_vnni(w.type(), g0 + t * group_bytes, K, a.rows.data(), mi, res.data());
+            finish(t, res.data(), 1, kRows);
+            continue;
+        }
+        if (grouped && kern == QuantKernel::avx2) {
+            qdot_group16_avx2(w.type(), g0 + t * group_bytes, K, a.rows.data(), mi, res.data());
+            finish(t, res.data(), 1, kRows);
+            continue;
+        }
         if (!grouped) {
             fn(w.type(), w.row(n0), w.row_bytes(), nn, K, a.rows.data(), mi, res.data());
-        } else if (kern == QuantKernel::avx512_vnni) {
-            qdot_group16_vnni(w.type(), g0 + t * group_bytes, K, a.rows.data(), mi, res.data());
-        } else if (kern == QuantKernel::avx2) {
-            qdot_group16_avx2(w.type(), g0 + t * group_bytes, K, a.rows.data(), mi, res.data());
         } else {
             rows.resize(static_cast<size_t>(nn * w.row_bytes()));
             for (int64_t j = 0; j < nn; ++j)
                 core::deinterleave_row(w, n0 + j, rows.data() + j * w.row_bytes());
             fn(w.type(), rows.data(), w.row_bytes(), nn, K, a.rows.data(), mi, res.data());
         }
-        finish(t, res.data());
+        finish(t, res.data(), M, 1);
     }
 }
 
