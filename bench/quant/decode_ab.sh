@@ -11,7 +11,10 @@
 #   LLAMA_CLI may be llama-bench (builds whose llama-cli lacks -no-cnv): then theirs is
 #   `llama-bench -p 0 -n 64 -d 512` (one repetition), the issue's own measure.
 #   ROUNDS (default 3), THREADS (default 1), AB_FUSE=1 adds a ZS_DECODE_FUSE=0 run per round,
-#   BASE=OTHER_BUILD adds a run of OTHER_BUILD's zerospeed per round (before / after a change).
+#   BASE=OTHER_BUILD adds a run of OTHER_BUILD's zerospeed per round (before / after a change),
+#   KV=DTYPE passes --kv-cache-dtype DTYPE to zerospeed (default auto: the compute dtype, f32 on
+#   CPUs without native bf16; llama-bench's default cache is f16, so KV=bf16 reads the same KV
+#   bytes per token as llama.cpp).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 build=$1 cli=$2
@@ -21,7 +24,8 @@ rounds=${ROUNDS:-3} t=${THREADS:-1}
 prompt=$(ab_prompt "$root")
 ours() {  # decode tokens/s of one zerospeed run (of $bin, default BUILD's)
     OMP_NUM_THREADS=$t "${bin:-$build/bin/zerospeed}" generate --model "$1" --prompt "$prompt" \
-        --max-tokens 64 --temperature 0 --ignore-eos --dtype auto 2>&1 >/dev/null |
+        --max-tokens 64 --temperature 0 --ignore-eos --dtype auto --kv-cache-dtype "${KV:-auto}" \
+        2>&1 >/dev/null |
         sed -n 's/.*generated: .*(\([0-9.]*\) tokens\/s).*/\1/p'
 }
 theirs() {  # decode tokens/s of one llama-cli run (its "eval time" line, not the prompt's)
@@ -52,7 +56,8 @@ for r in $(seq "$rounds"); do
     done
 done
 tri=$(awk '$3=="triad" {print $4}' "$log" | median)
-echo "summary ($rounds rounds, $t thread(s), median triad $tri GB/s): file ours llama ratio roofline"
+echo "summary ($rounds rounds, $t thread(s), kv ${KV:-auto}, median triad $tri GB/s):" \
+    "file ours llama ratio roofline"
 for f in "$@"; do
     q=$(basename "$f" .gguf)
     o=$(ab_col "$log" "$q" ours)

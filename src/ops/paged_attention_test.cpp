@@ -15,6 +15,7 @@
 #include <tuple>
 
 #include <gtest/gtest.h>
+#include <omp.h>
 
 #include "core/half.h"
 #include "tests/test_util.h"
@@ -49,10 +50,10 @@ struct Batch {
 
 Batch make_batch(Rng& rng, int64_t bs, int64_t window) {
     std::vector<std::pair<int64_t, int64_t>> shape = {
-        {0, 7},  {2 * bs, 1},     {bs + 3, 2 * bs + 1},
-        {5, 1},  {3 * bs - 1, 1}, {1, bs},
-        {0, 1},  {150, 1},        {70, 40},
-        {200, 3}};
+        {0, 7},   {2 * bs, 1},     {bs + 3, 2 * bs + 1},
+        {5, 1},   {3 * bs - 1, 1}, {1, bs},
+        {0, 1},   {150, 1},        {70, 40},
+        {200, 3}, {600, 1},        {500, 20}};  // the last two: several key segments
     std::shuffle(shape.begin(), shape.end(), rng.gen());
     Batch b;
     for (auto [hist, n] : shape) b.n_blocks += (hist + n + bs - 1) / bs;
@@ -166,6 +167,46 @@ TEST(PagedAttention, ChunkingDoesNotChangeAnyBit) {
                               static_cast<size_t>(3 * NH * HS) * sizeof(float)),
                   0);
     }
+}
+
+// Long rows are cut into key segments that may run on different threads (the CPU kernel's work
+// items when there are few tasks): a 700-key decode row and a 40-token chunk at position 600 give
+// the same bits alone or beside other sequences, on 1, 2 or 3 threads.
+TEST(PagedAttention, KeySegmentsDoNotDependOnThreadsOrBatch) {
+    Rng rng(17);
+    const int64_t NH = 9, NKV = 3, HS = 64, bs = 16, n_blocks = 120;
+    std::vector<BlockId> ids(static_cast<size_t>(n_blocks));
+    std::iota(ids.begin(), ids.end(), 0);
+    std::shuffle(ids.begin(), ids.end(), rng.gen());
+    const std::vector<BlockId> ta(ids.begin(), ids.begin() + 45),
+        tb(ids.begin() + 45, ids.begin() + 90), tc(ids.begin() + 90, ids.begin() + 120);
+    Tensor kc = random_tensor(rng, {n_blocks, bs, NKV, HS}, DType::bf16);
+    Tensor vc = random_tensor(rng, {n_blocks, bs, NKV, HS}, DType::bf16);
+    Tensor q = random_tensor(rng, {43, NH, HS}, DType::f32, -3.0, 3.0);
+    const std::vector<SeqSlice> alone_a = {{0, 1, 700, ta}}, alone_b = {{1, 40, 600, tb}};
+    const std::vector<SeqSlice> all = {{0, 1, 700, ta}, {1, 40, 600, tb}, {41, 2, 300, tc}};
+    auto run = [&](const std::vector<SeqSlice>& seqs, int threads) {
+        Tensor o = Tensor::zeros({43, NH, HS}, DType::f32);
+        const int saved = omp_get_max_threads();
+        omp_set_num_threads(threads);
+        paged_attention_forward(o, q, kc, vc, seqs, AttentionOptions{});
+        omp_set_num_threads(saved);
+        return o;
+    };
+    const Tensor want = run(all, 1);
+    auto same_rows = [&](const Tensor& got, int64_t r0, int64_t r1) {
+        return std::memcmp(got.slice(0, r0, r1).data_ptr(), want.slice(0, r0, r1).data_ptr(),
+                           static_cast<size_t>((r1 - r0) * NH * HS) * sizeof(float)) == 0;
+    };
+    for (int threads : {1, 2, 3}) {
+        EXPECT_TRUE(same_rows(run(all, threads), 0, 43)) << threads << " threads";
+        EXPECT_TRUE(same_rows(run(alone_a, threads), 0, 1)) << threads << " threads";
+        EXPECT_TRUE(same_rows(run(alone_b, threads), 1, 41)) << threads << " threads";
+    }
+    // And against the double-precision reference.
+    ref::DTensor ref_out = ref::paged_attention(ref::from_tensor(q), ref::from_tensor(kc),
+                                                ref::from_tensor(vc), all, AttentionOptions{});
+    EXPECT_TRUE(all_close(want, ref_out, Tol{2e-5, 1e-4}, "segments"));
 }
 
 TEST(PagedAttention, KvWriteStoresEachRowAtItsSlot) {

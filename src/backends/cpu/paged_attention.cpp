@@ -33,6 +33,10 @@ using ops::SeqSlice;
 constexpr int64_t kMaxRows = 32;  // (query, head) rows per task
 constexpr int64_t kBk = 64;       // keys per tile (a multiple of 4 and of kLanes)
 constexpr int kRowGroup = 4;      // rows sharing each K/V row load in registers
+// Keys per segment (a multiple of kBk): see paged_forward_impl.
+constexpr int64_t kSegmentKeys = 256;
+// The most floats of segment partials a forward keeps (beyond it, tasks fold their own segments).
+constexpr int64_t kMaxPartialFloats = int64_t{4} << 20;
 // Below this many multiply-adds (query-key pairs x HS, twice) a forward runs on one thread: a
 // decode step of a small batch costs less than the fork/join.
 constexpr int64_t kParallelMinWork = int64_t{1} << 16;
@@ -241,34 +245,95 @@ void paged_forward_impl(const Tensor& out, const Tensor& q, const Tensor& k_cach
     const size_t qe = q.element_size(), oe = out.element_size();
     const auto n_tasks = static_cast<int64_t>(tasks.size());
 
-#pragma omp parallel if (n_tasks > 1 && work >= kParallelMinWork)
+    // Keys come in segments of kSegmentKeys at absolute positions, each with its own running max,
+    // normaliser and accumulator, folded in order into the task's (fold_segment): a long decode
+    // row is then several work items, so a few kv heads still keep every thread busy. The split
+    // depends only on the keys' positions, so results do not depend on the schedule below.
+    auto segments_of = [&](const Task& task) {
+        const SeqSlice& sl = seqs[static_cast<size_t>(task.seq)];
+        const int64_t p0 = sl.pos + task.q0, p1 = sl.pos + task.q0 + task.nq - 1;
+        const int64_t first_key = W > 0 ? std::max<int64_t>(0, p0 - W + 1) : 0;
+        return std::pair{first_key / kSegmentKeys, p1 / kSegmentKeys + 1};  // [s0, s1)
+    };
+    // Work items: whole tasks (their segments folded as they are computed), or, when there are
+    // few tasks for the threads, (task, segment) pairs whose partial results are folded after.
+    struct Item {
+        int64_t task, seg;  // seg -1: every segment of the task
+    };
+    std::vector<Item> items;
+    std::vector<int64_t> first_item(static_cast<size_t>(n_tasks) + 1, 0);
+    const int64_t threads = omp_get_max_threads();
+    bool split = false;
+    if (n_tasks < 4 * threads && threads > 1) {
+        int64_t n = 0;
+        for (const Task& t : tasks) {
+            const auto [s0, s1] = segments_of(t);
+            n += s1 - s0;
+        }
+        split = n > n_tasks && n * kMaxRows * HS <= kMaxPartialFloats;
+    }
+    for (int64_t t = 0; t < n_tasks; ++t) {
+        first_item[static_cast<size_t>(t)] = static_cast<int64_t>(items.size());
+        if (!split) {
+            items.push_back({t, -1});
+            continue;
+        }
+        const auto [s0, s1] = segments_of(tasks[static_cast<size_t>(t)]);
+        for (int64_t sg = s0; sg < s1; ++sg) items.push_back({t, sg});
+    }
+    first_item[static_cast<size_t>(n_tasks)] = static_cast<int64_t>(items.size());
+    const auto n_items = static_cast<int64_t>(items.size());
+    // Partial results of split items: [item][kMaxRows] max and normaliser, [item][kMaxRows][HS].
+    std::vector<float> part_m, part_l, part_acc;
+    if (split) {
+        part_m.resize(static_cast<size_t>(n_items * kMaxRows));
+        part_l.resize(part_m.size());
+        part_acc.resize(part_m.size() * static_cast<size_t>(HS));
+    }
+    // Every query sees at least its own key, so l > 0.
+    auto store = [&](const Task& task, const float* acc, const float* l) {
+        const SeqSlice& sl = seqs[static_cast<size_t>(task.seq)];
+        for (int64_t r = 0; r < task.nq * task.nh; ++r) {
+            const int64_t row = sl.start + task.q0 + r / task.nh;
+            const int64_t h = task.kv_head * G + task.h0 + r % task.nh;
+            store_row(op + static_cast<size_t>(row * out.stride(0) + h * out.stride(1)) * oe,
+                      out.dtype(), acc + r * HS, HS, 1.0f / l[r]);
+        }
+    };
+
+#pragma omp parallel if (n_items > 1 && work >= kParallelMinWork)
     {
-        std::vector<float> qf(static_cast<size_t>(kMaxRows * HS)), acc(qf.size());
-        std::vector<float> s(static_cast<size_t>(kMaxRows * kBk)), m(kMaxRows), l(kMaxRows);
+        std::vector<float> qf(static_cast<size_t>(kMaxRows * HS)), acc(qf.size()), acc2(qf.size());
+        std::vector<float> s(static_cast<size_t>(kMaxRows * kBk)), m(kMaxRows), l(kMaxRows),
+            m2(kMaxRows), l2(kMaxRows);
         std::vector<const TC*> krow(kBk), vrow(kBk);
         std::vector<TC> kdq(qv ? static_cast<size_t>(kBk * HS) : 0), vdq(kdq.size());
         const std::vector<TC> zero_row(static_cast<size_t>(HS));  // padding keys: never seen
-#pragma omp for schedule(dynamic)
-        for (int64_t t = 0; t < n_tasks; ++t) {
-            const Task& task = tasks[static_cast<size_t>(t)];
+        // The task's queries for the group's heads, pre-scaled, into qf.
+        auto load_queries = [&](const Task& task) {
             const SeqSlice& sl = seqs[static_cast<size_t>(task.seq)];
-            const int64_t rows = task.nq * task.nh;
-            auto pos_of = [&](int64_t r) { return sl.pos + task.q0 + r / task.nh; };
-            // The tile's queries for the group's heads, pre-scaled.
-            for (int64_t r = 0; r < rows; ++r) {
+            for (int64_t r = 0; r < task.nq * task.nh; ++r) {
                 const int64_t row = sl.start + task.q0 + r / task.nh;
                 const int64_t h = task.kv_head * G + task.h0 + r % task.nh;
                 load_row(qf.data() + r * HS,
                          qp + static_cast<size_t>(row * q.stride(0) + h * q.stride(1)) * qe,
                          q.dtype(), HS, scale);
             }
-            std::fill(m.begin(), m.end(), -INFINITY);
-            std::fill(l.begin(), l.end(), 0.0f);
-            std::fill(acc.begin(), acc.begin() + rows * HS, 0.0f);
+        };
+        // Segment sg of the task (its queries in qf): mo, lo, ao from scratch (max, normaliser,
+        // accumulator of each row over the segment's keys; -inf, 0, 0 where it sees none).
+        auto segment = [&](const Task& task, int64_t sg, float* mo, float* lo, float* ao) {
+            const SeqSlice& sl = seqs[static_cast<size_t>(task.seq)];
+            const int64_t rows = task.nq * task.nh;
+            auto pos_of = [&](int64_t r) { return sl.pos + task.q0 + r / task.nh; };
+            std::fill(mo, mo + rows, -INFINITY);
+            std::fill(lo, lo + rows, 0.0f);
+            std::fill(ao, ao + rows * HS, 0.0f);
             // Keys from the first query's window start to the last query's own position.
             const int64_t first_key = W > 0 ? std::max<int64_t>(0, pos_of(0) - W + 1) : 0;
-            const int64_t last_key = pos_of(rows - 1);
-            for (int64_t j0 = first_key / kBk * kBk; j0 <= last_key; j0 += kBk) {
+            const int64_t last_key = std::min(pos_of(rows - 1), (sg + 1) * kSegmentKeys - 1);
+            for (int64_t j0 = std::max(first_key / kBk * kBk, sg * kSegmentKeys); j0 <= last_key;
+                 j0 += kBk) {
                 const int64_t nk = std::min(kBk, last_key + 1 - j0), nk4 = (nk + 3) / 4 * 4;
                 // Row pointers through the block table; keys before first_key (their block may
                 // be freed) and the padding to a multiple of 4 read a zero row.
@@ -323,9 +388,9 @@ void paged_forward_impl(const Tensor& out, const Tensor& q, const Tensor& k_cach
                     std::fill(sr + visible, sr + kBk, -INFINITY);
                     const VecF mx =
                         vmax(vmax(vload(sr), vload(sr + 16)), vmax(vload(sr + 32), vload(sr + 48)));
-                    const float mnew = std::max(m[static_cast<size_t>(r)], vhmax(mx));
+                    const float mnew = std::max(mo[r], vhmax(mx));
                     // 0 at first; exp(0) = 1 exactly, so no call while the max holds.
-                    const float mold = m[static_cast<size_t>(r)];
+                    const float mold = mo[r];
                     const float corr = mold == mnew ? 1.0f : std::exp(mold - mnew);
                     VecF sum = vzero();
                     for (int64_t j = 0; j < kBk; j += kLanes) {
@@ -333,10 +398,10 @@ void paged_forward_impl(const Tensor& out, const Tensor& q, const Tensor& k_cach
                         vstore(sr + j, pj);
                         sum = sum + pj;
                     }
-                    l[static_cast<size_t>(r)] = l[static_cast<size_t>(r)] * corr + vsum(sum);
-                    m[static_cast<size_t>(r)] = mnew;
+                    lo[r] = lo[r] * corr + vsum(sum);
+                    mo[r] = mnew;
                     if (corr != 1.0f) {
-                        float* a = acc.data() + r * HS;
+                        float* a = ao + r * HS;
                         for (int64_t d = 0; d < HS; d += kLanes)
                             vstore(a + d, vload(a + d, lanes(d, HS)) * vset(corr), lanes(d, HS));
                     }
@@ -344,21 +409,71 @@ void paged_forward_impl(const Tensor& out, const Tensor& q, const Tensor& k_cach
                 for (int64_t r0 = 0; r0 < rows; r0 += kRowGroup) {
                     dispatch_rows(rows - r0, [&](auto n) {
                         if (HS % kLanes == 0) {
-                            values_rows<decltype(n)::value, true>(
-                                acc.data() + r0 * HS, s.data() + r0 * kBk, vrow.data(), nk, HS);
+                            values_rows<decltype(n)::value, true>(ao + r0 * HS, s.data() + r0 * kBk,
+                                                                  vrow.data(), nk, HS);
                         } else {
                             values_rows<decltype(n)::value, false>(
-                                acc.data() + r0 * HS, s.data() + r0 * kBk, vrow.data(), nk, HS);
+                                ao + r0 * HS, s.data() + r0 * kBk, vrow.data(), nk, HS);
                         }
                     });
                 }
             }
-            // Every query sees at least its own key, so l > 0.
+        };
+        // Folds a segment's (mo, lo, ao) into the running (m, l, acc) of the task's rows, in
+        // segment order: both rescaled to the larger max (one factor is exp(0) = 1 exactly).
+        auto fold_segment = [&](int64_t rows, const float* mo, const float* lo, const float* ao) {
             for (int64_t r = 0; r < rows; ++r) {
-                const int64_t row = sl.start + task.q0 + r / task.nh;
-                const int64_t h = task.kv_head * G + task.h0 + r % task.nh;
-                store_row(op + static_cast<size_t>(row * out.stride(0) + h * out.stride(1)) * oe,
-                          out.dtype(), acc.data() + r * HS, HS, 1.0f / l[static_cast<size_t>(r)]);
+                const auto ri = static_cast<size_t>(r);
+                if (mo[r] == -INFINITY) continue;  // no key of this segment for this row
+                float* a = acc.data() + r * HS;
+                const float* b = ao + r * HS;
+                const float mn = std::max(m[ri], mo[r]);
+                const float ca = m[ri] == -INFINITY ? 0.0f : std::exp(m[ri] - mn);
+                const float cb = std::exp(mo[r] - mn);
+                l[ri] = l[ri] * ca + lo[r] * cb;
+                m[ri] = mn;
+                for (int64_t d = 0; d < HS; d += kLanes) {
+                    const int n = lanes(d, HS);
+                    vstore(a + d, vfma(vload(b + d, n), vset(cb), vload(a + d, n) * vset(ca)), n);
+                }
+            }
+        };
+#pragma omp for schedule(dynamic)
+        for (int64_t it = 0; it < n_items; ++it) {
+            const Item& item = items[static_cast<size_t>(it)];
+            const Task& task = tasks[static_cast<size_t>(item.task)];
+            load_queries(task);
+            const int64_t rows = task.nq * task.nh;
+            if (item.seg >= 0) {  // one segment's partial, folded after the loop
+                const auto o = static_cast<size_t>(it * kMaxRows);
+                segment(task, item.seg, part_m.data() + o, part_l.data() + o,
+                        part_acc.data() + o * static_cast<size_t>(HS));
+                continue;
+            }
+            const auto [s0, s1] = segments_of(task);
+            segment(task, s0, m.data(), l.data(), acc.data());
+            for (int64_t sg = s0 + 1; sg < s1; ++sg) {
+                segment(task, sg, m2.data(), l2.data(), acc2.data());
+                fold_segment(rows, m2.data(), l2.data(), acc2.data());
+            }
+            store(task, acc.data(), l.data());
+        }
+        if (split) {
+#pragma omp for schedule(static)
+            for (int64_t t = 0; t < n_tasks; ++t) {
+                const Task& task = tasks[static_cast<size_t>(t)];
+                const int64_t rows = task.nq * task.nh;
+                const int64_t i0 = first_item[static_cast<size_t>(t)];
+                const auto o = static_cast<size_t>(i0 * kMaxRows);
+                std::copy_n(part_m.data() + o, rows, m.data());
+                std::copy_n(part_l.data() + o, rows, l.data());
+                std::copy_n(part_acc.data() + o * static_cast<size_t>(HS), rows * HS, acc.data());
+                for (int64_t i = i0 + 1; i < first_item[static_cast<size_t>(t) + 1]; ++i) {
+                    const auto oi = static_cast<size_t>(i * kMaxRows);
+                    fold_segment(rows, part_m.data() + oi, part_l.data() + oi,
+                                 part_acc.data() + oi * static_cast<size_t>(HS));
+                }
+                store(task, acc.data(), l.data());
             }
         }
     }
