@@ -295,6 +295,13 @@ struct Kernels {
                                    Acc* acc) {
         cpu::group_q6_k_streams<kG>(g, nb, a, acc);
     }
+    // Two activation rows per pass for 4- and 8-bit codes (with four, the 8 accumulators, 8 code
+    // vectors and the broadcasts spill out of the 16 registers: Zen 2, BM_prefill_quant q4_0 and
+    // q4_1 +13-16%, q8_0 and q4_k +3-4%), four for 5- and 6-bit ones (whose codes cost more to
+    // build: two rows per pass ran q5_1 5% and q6_k 17% slower).
+    static int rows_per_pass(QType t) {
+        return t == QType::q5_0 || t == QType::q5_1 || t == QType::q6_k ? 4 : 2;
+    }
     static Acc zero() { return _mm256_setzero_ps(); }
     static void store16(const Acc* row, float* out16) {
         _mm256_storeu_ps(out16, row[0]);

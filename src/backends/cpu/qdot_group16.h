@@ -48,15 +48,16 @@ inline void group_any(core::QType t, const uint8_t* g, int64_t k, const QActRow*
     }
 }
 
-// res[16 i + r] = dot(group row r, acts[i]) for r < 16 and i < m, activation rows kMB at a time
-// (each loaded slab meets all of them).
+// res[16 i + r] = dot(group row r, acts[i]) for r < 16 and i < m, activation rows
+// K::rows_per_pass(t) at a time (each loaded slab meets all of them; every row's sums are the same
+// whatever the count).
 template <class K>
 inline void rows(core::QType t, const uint8_t* g, int64_t k, const QActRow* acts, int m,
                  float* res) {
-    constexpr int kMB = 4;
-    for (int i0 = 0; i0 < m; i0 += kMB) {
-        const int mb = m - i0 < kMB ? m - i0 : kMB;
-        typename K::Acc acc[K::kAccPerRow * kMB];
+    const int per = K::rows_per_pass(t);  // 1..4
+    for (int i0 = 0; i0 < m; i0 += per) {
+        const int mb = m - i0 < per ? m - i0 : per;
+        typename K::Acc acc[K::kAccPerRow * 4];
         for (auto& v : acc) v = K::zero();
         switch (mb) {
             case 1:

@@ -373,6 +373,7 @@ struct Kernels {
     static void group_q6_k(const uint8_t* g, int64_t nb, const QActRow* a, Acc* acc) {
         cpu::group_q6_k<kMBn>(g, nb, a, acc);
     }
+    static int rows_per_pass(QType) { return 4; }
     static Acc zero() { return _mm512_setzero_ps(); }
     static void store16(const Acc* row, float* out16) { _mm512_storeu_ps(out16, row[0]); }
 };
