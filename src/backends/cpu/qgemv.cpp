@@ -519,10 +519,11 @@ QuantPrefill resolve_prefill(QuantPrefill p, const core::QTensor& w) {
     if (p != QuantPrefill::best) return p;
     // NOTE(prefill): a rule per CPU and type, from ops_bench's BM_prefill_quant and whole-model
     // prefills (docs/BENCHMARKS.md). On AVX2 without AVX-512 the int8 group kernel beats oneDNN's
-    // f32 GEMM on dequantized tiles for the 32-element 4- and 5-bit types (Q4_0: 1.11x quiet,
-    // 2-4x on shared cores: one fork/join per product); the k-quants measured the same or slower
-    // than the exact tiles (Q6_K 0.92x), and q8_0's signed codes cost it twice the multiplies
-    // (tiles 1.3x faster), so those keep the exact product. On Zen 4 (VNNI, native bf16) the
+    // f32 GEMM on dequantized tiles for the 32-element 4- and 5-bit types (Q4_0: 1.2x at one
+    // thread with two activation rows per pass, 2-4x on shared cores: one fork/join per product);
+    // the k-quants measured within 2-5% of the exact tiles (either way, by run), and q8_0's
+    // signed codes cost it twice the multiplies (tiles 1.3x faster), so those keep the exact
+    // product. On Zen 4 (VNNI, native bf16) the
     // tiles + bf16 GEMM measured faster.
     const bool grouped = w.layout() == core::QLayout::interleaved16;
     const bool avx2 = resolve(QuantKernel::best) == QuantKernel::avx2;
