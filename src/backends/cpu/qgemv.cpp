@@ -305,6 +305,7 @@ struct QActs {
 #define ZS_DECODE_STREAMS 4
 #endif
 constexpr int kDecodeStreams = ZS_DECODE_STREAMS;
+static_assert(kDecodeStreams >= 1 && kDecodeStreams <= 4, "qdot_groups16_streams_avx2 takes 1-4");
 
 // The GEMV's loop over 16-row output groups as an orphaned `omp for` (static schedule, implicit
 // barrier at its end): it splits across the enclosing team, or runs whole outside a region. Each
