@@ -312,7 +312,7 @@ CONFIGS
         # prefill (ZS_QUANT_PREFILL=dequant: the default route on AVX2-only CPUs is int8), with the
         # int8 prefill (activations Q8-quantized, as llama.cpp's kernels do: ZS_QUANT_PREFILL=int8),
         # llama.cpp's activation rounding (f32 compute, ZS_QUANT_ACT=ggml: Q8_0 / Q8_K blocks),
-        # and --dtype f32 --kv-cache-dtype f32 (weights dequantized, f32 compute).
+        # the same with llama.cpp's default f16 KV cache, and --dtype f32 --kv-cache-dtype f32 (weights dequantized, f32 compute).
         if [ -z "${LLAMA_PERPLEXITY:-}" ]; then
             note "perplexity: LLAMA_PERPLEXITY unset (llama.cpp's llama-perplexity); skipped"
             continue
@@ -358,6 +358,9 @@ PY
                 echo "zerospeed $q ggml rounding: $(ZS_QUANT_COMPUTE=f32 ZS_QUANT_PREFILL=int8 \
                     ZS_QUANT_ACT=ggml "$bin" perplexity --model "$f" "${args[@]}" 2>/dev/null)" \
                     | tee -a "$out/perplexity.txt"
+                echo "zerospeed $q ggml rounding, f16 cache: $(ZS_QUANT_COMPUTE=f32 \
+                    ZS_QUANT_PREFILL=int8 ZS_QUANT_ACT=ggml "$bin" perplexity --model "$f" \
+                    "${args[@]}" --kv-cache-dtype f16 2>/dev/null)" | tee -a "$out/perplexity.txt"
                 echo "zerospeed $q f32: $("$bin" perplexity --model "$f" "${args[@]}" --dtype f32 \
                     --kv-cache-dtype f32 2>/dev/null)" | tee -a "$out/perplexity.txt"
                 rm -f "$f"

@@ -218,6 +218,25 @@ void quantize_q8_act(const float* x, int64_t n, int8_t* q, float* d, int32_t* s0
     }
 }
 
+void quantize_q8_act_ggml(const float* x, int64_t n, int8_t* q, float* d, int32_t* s0,
+                          int32_t* s1) {
+    for (int64_t c = 0; c < n / 32; ++c) {
+        const float* xc = x + 32 * c;
+        float amax = 0.0f;
+        for (int l = 0; l < 32; ++l) amax = std::max(amax, std::fabs(xc[l]));
+        const float id = amax != 0.0f ? 127.0f / amax : 0.0f;
+        int32_t a = 0, b = 0;
+        for (int l = 0; l < 32; ++l) {
+            const auto v = static_cast<int8_t>(std::nearbyint(xc[l] * id));  // ties to even
+            q[32 * c + l] = v;
+            (l < 16 ? a : b) += v;
+        }
+        d[c] = amax / 127.0f;
+        s0[c] = a;
+        s1[c] = b;
+    }
+}
+
 void quantize_q8k_act(const float* x, int64_t n, int8_t* q, float* d, int32_t* s0, int32_t* s1) {
     constexpr int64_t kBlock = 256, kChunks = kBlock / 32;
     for (int64_t b = 0; b < n / kBlock; ++b) {
@@ -285,6 +304,7 @@ struct QActs {
         for (int64_t k = 0; k < K; ++k) xf[static_cast<size_t>(k)] = to_f32(x[k]);
         const auto o = static_cast<size_t>(m * C);
         (q8k                                ? quantize_q8k_act
+         : d16                              ? quantize_q8_act_ggml
          : kern == QuantKernel::avx512_vnni ? quantize_q8_act_avx512
          : kern == QuantKernel::avx2        ? quantize_q8_act_avx2
                                             : quantize_q8_act)(xf.data(), K, q.data() + m * K,

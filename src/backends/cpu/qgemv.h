@@ -23,6 +23,10 @@ QuantKernel resolve(QuantKernel k);
 
 // Quantize n (a multiple of 32) activations to the Q8 blocks qdot.h describes.
 void quantize_q8_act(const float* x, int64_t n, int8_t* q, float* d, int32_t* s0, int32_t* s1);
+// The same as llama.cpp's x86 quantize_row_q8_0 (AVX2 / AVX-512) rounds: the multiplier is
+// 127 / max|x| (not 1 / (max|x| / 127), which differs in the last bit for some maxima) and ties
+// go to even. d = max|x| / 127 (f32; the caller rounds it to f16 as llama.cpp stores it).
+void quantize_q8_act_ggml(const float* x, int64_t n, int8_t* q, float* d, int32_t* s0, int32_t* s1);
 // The same with llama.cpp's Q8_K blocking: n a multiple of 256, one scale per 256 values
 // (max|x| / 127, in f32) repeated in d for each of the block's eight 32-chunks; ties to even.
 void quantize_q8k_act(const float* x, int64_t n, int8_t* q, float* d, int32_t* s0, int32_t* s1);

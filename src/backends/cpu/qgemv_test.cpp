@@ -341,6 +341,47 @@ TEST(QuantGemv, Avx2ActivationQuantizerEqualsScalar) {
     EXPECT_EQ(q[96 + 15], -1);  // -0.5 -> -1
 }
 
+// ZS_QUANT_ACT=ggml's Q8_0 activations follow llama.cpp's x86 quantize_row_q8_0: multiplier
+// 127 / max|x| and ties to even, checked against that formula computed here in double (the
+// product x * (127 / max) of two floats, rounded once to float, is what the f32 code computes),
+// with a block whose exact ties round to even where the default quantizer rounds them away.
+TEST(QuantGemv, GgmlActivationsFollowLlamaCppRounding) {
+    test::Rng rng(310);
+    const int64_t K = 512;
+    Tensor x = test::random_tensor(rng, {K}, DType::f32, -3.0, 3.0);
+    float* X = x.data<float>();
+    for (int k = 64; k < 96; ++k) X[k] = 0.0f;
+    // Block 3: max 127, so the multiplier is 1: half-integers are exact ties.
+    for (int k = 96; k < 128; ++k) X[k] = static_cast<float>(k - 112) + 0.5f;
+    X[127] = 127.0f;
+    std::vector<int8_t> q(K);
+    std::vector<float> d(K / 32);
+    std::vector<int32_t> s0(K / 32), s1(K / 32);
+    quantize_q8_act_ggml(X, K, q.data(), d.data(), s0.data(), s1.data());
+    for (int64_t c = 0; c < K / 32; ++c) {
+        double amax = 0.0;
+        for (int l = 0; l < 32; ++l) amax = std::max(amax, std::fabs(double{X[32 * c + l]}));
+        const auto id = static_cast<float>(amax == 0.0 ? 0.0 : 127.0 / amax);
+        int32_t a = 0, b = 0;
+        for (int l = 0; l < 32; ++l) {
+            const auto p = static_cast<float>(double{X[32 * c + l]} * double{id});
+            const double r = std::round(p);
+            const double want = std::fabs(p - std::trunc(p)) == 0.5  // a tie: the even one
+                                    ? 2.0 * std::round(p / 2.0)
+                                    : r;
+            ASSERT_EQ(q[static_cast<size_t>(32 * c + l)], static_cast<int8_t>(want))
+                << "block " << c << " element " << l << " x " << X[32 * c + l];
+            (l < 16 ? a : b) += static_cast<int32_t>(want);
+        }
+        EXPECT_EQ(d[static_cast<size_t>(c)], static_cast<float>(amax / 127.0));
+        EXPECT_EQ(s0[static_cast<size_t>(c)], a);
+        EXPECT_EQ(s1[static_cast<size_t>(c)], b);
+    }
+    EXPECT_EQ(q[96 + 16], 0);  // 0.5 -> 0 (the default quantizer: 1)
+    EXPECT_EQ(q[96 + 18], 2);  // 2.5 -> 2
+    EXPECT_EQ(q[96 + 15], 0);  // -0.5 -> 0
+}
+
 // Decode on AVX2 reads up to four groups side by side (qdot_groups16_streams_avx2): every group's
 // 16 values equal the one-group kernel's (m = 1) bit for bit, for every interleaved type and 1-4
 // groups at once; and the whole GEMV over 9 groups and a padded one (each thread's share cut into
