@@ -113,6 +113,12 @@ void values_rows(float* Acc, const float* P, const TC* const* V, int64_t nk, int
     int64_t jlo = 0, jhi = nk;
     while (jlo < jhi && !seen(jlo)) ++jlo;
     while (jhi > jlo && !seen(jhi - 1)) --jhi;
+#ifdef ZS_VEC_AVX2
+    if constexpr (kFull) {  // the same FMAs per lane, blocked for AVX2's 16 registers
+        pv_rows_avx2<NQ>(Acc, HS, P, kBk, V, jlo, jhi);
+        return;
+    }
+#endif
     for (int64_t d0 = 0; d0 < HS; d0 += kVecs * kLanes) {
         if (kFull && HS - d0 >= kVecs * kLanes) {
             values_span<NQ, kVecs>(Acc, P, V, jlo, jhi, HS, d0);
