@@ -236,7 +236,8 @@ ZS_VINLINE VecF vrcp(VecF x) {
 // AVX2 + FMA + F16C: the 16 lanes as two __m256 halves (lanes 0-7 in lo, 8-15 in hi), so every
 // kernel written for the 16-lane contract runs unchanged. Sums, maxima, exp, exp2 and the bf16
 // pair lane order follow the AVX-512 path exactly, so the two give the same bits (vrcp starts
-// from a 12-bit estimate instead of 14, so its last ulps differ). AVX2 has no masked
+// from a 12-bit estimate instead of 14, so its last ulps differ; dot4_keys's decode scores sum
+// in their own order, see there). AVX2 has no masked
 // 16-bit loads or stores: bf16/f16 tails go through a zeroed stack buffer.
 struct VecF {
     __m256 lo, hi;
@@ -677,11 +678,13 @@ ZS_VINLINE __m256 load8(const core::f16* p) {
     return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
 }
 
-// S[r * ld + kk] = Q[r] . kr[kk][0, HS) for R <= 3 rows and four keys, HS a multiple of 16: one
+// S[r * ld + kk] = Q[r] . kr[kk][0, HS) for R <= 3 rows and four keys, HS a multiple of 8: one
 // 8-lane accumulator per (row, key), fed HS / 8 FMAs in order, so the 12 accumulators, the R
 // query vectors and the key vector being used fit AVX2's 16 registers (no spills), and each
 // row's four sums take one shuffle tree of 8-lane vectors. A score's arithmetic depends on
-// neither R nor the other rows (paged attention's bit-identity needs that).
+// neither R nor the other rows (paged attention's bit-identity needs that). One row alone (MHA)
+// has only four FMA chains: in cache its f32 scores ran ~5% slower than the VecF blocking, and
+// two chains per key (lo/hi halves, for every R) cost GQA's three rows 4% for no MHA gain.
 template <int R, class TK>
 ZS_VINLINE void dot4_rows_avx2(float* S, int64_t ld, const float* Q, const TK* const* kr,
                                int64_t HS) {
@@ -726,7 +729,7 @@ ZS_VINLINE void dot4_rows_avx2(float* S, int64_t ld, const float* Q, const TK* c
 
 // Acc[r][d0, d0 + 8 W) += sum_j P[r * ld + j] * V[j][d0, ...) for R rows and jlo <= j < jhi:
 // R x W accumulators, R broadcast weights and the V vector being used (R W + R + 1 <= 16).
-// Each lane sees the FMAs of the portable loop in the same order (bit-identical to it).
+// Each lane sees the same FMAs in the same order as in a loop over VecF (bit-identical to it).
 template <int R, int W, class TV>
 ZS_VINLINE void pv_span_avx2(float* Acc, int64_t HS, const float* P, int64_t ld, const TV* const* V,
                              int64_t jlo, int64_t jhi, int64_t d0) {
