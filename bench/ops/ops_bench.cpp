@@ -371,26 +371,28 @@ void BM_attention(benchmark::State& st) {
         benchmark::Counter(flops * st.iterations() / 1e9, benchmark::Counter::kIsRate);
 }
 
-// One decode token's attention over a bf16 KV cache of T positions, SmolLM2-135M's shape: 30
-// layers, 9 query heads over 3 kv heads of 64 dims. Each iteration reads the next 30 of C
-// per-layer caches: C = 96 (41 MB at T = 600) brings the K/V rows from memory as in generation,
+// One decode token's attention over a KV cache of T positions, SmolLM2-135M's shape: 30 layers,
+// 9 query heads over 3 kv heads of 64 dims. Each iteration reads the next 30 of C per-layer
+// caches: C = 96 (41 MB at T = 600 in bf16) brings the K/V rows from memory as in generation,
 // where the weights streamed between layers evict them; C = 1 keeps them in cache (the kernel's
 // compute alone). args: T, C, layout (0: token-major [T, NKV, HS] buffers; 1: head-major
 // [NKV, T, HS] seen through a transposed view, as models::ContiguousKvCache keeps them on the
-// CPU). Counter: KV bytes read per second.
+// CPU), dtype of the cache and the query (0: bf16, `--kv-cache-dtype bf16`; 1: f32, the f32
+// cache `generate` keeps by default). Counter: KV bytes read per second.
 void BM_decode_attention(benchmark::State& st) {
     const int64_t T = st.range(0), NH = 9, NKV = 3, HS = 64, kLayers = 30, kCaches = st.range(1);
+    const DType dt = st.range(3) == 1 ? DType::f32 : DType::bf16;
     std::vector<Tensor> ks, vs;
     for (int64_t c = 0; c < kCaches; ++c) {
         if (st.range(2) == 1) {  // head-major storage [1, NKV, T, HS], viewed as [1, T, NKV, HS]
-            ks.push_back(rnd({1, NKV, T, HS}, DType::bf16, 2 * c + 1).transpose(1, 2));
-            vs.push_back(rnd({1, NKV, T, HS}, DType::bf16, 2 * c + 2).transpose(1, 2));
+            ks.push_back(rnd({1, NKV, T, HS}, dt, 2 * c + 1).transpose(1, 2));
+            vs.push_back(rnd({1, NKV, T, HS}, dt, 2 * c + 2).transpose(1, 2));
             continue;
         }
-        ks.push_back(rnd({1, T, NKV, HS}, DType::bf16, 2 * c + 1));
-        vs.push_back(rnd({1, T, NKV, HS}, DType::bf16, 2 * c + 2));
+        ks.push_back(rnd({1, T, NKV, HS}, dt, 2 * c + 1));
+        vs.push_back(rnd({1, T, NKV, HS}, dt, 2 * c + 2));
     }
-    Tensor q = rnd({1, 1, NH, HS}, DType::bf16, 5), o = Tensor::empty({1, 1, NH, HS}, DType::bf16);
+    Tensor q = rnd({1, 1, NH, HS}, dt, 5), o = Tensor::empty({1, 1, NH, HS}, dt);
     int64_t next = 0;
     for (auto _ : st) {
         for (int64_t l = 0; l < kLayers; ++l, next = (next + 1) % kCaches) {
@@ -408,13 +410,19 @@ void BM_decode_attention(benchmark::State& st) {
 
 // The serving engine's decode attention: S sequences of T cached positions each decode one
 // token, over a bf16 paged cache (block size 16, SmolLM2-135M's 9 query / 3 kv heads of 64
-// dims), the sequences' blocks interleaved in the pool as a busy server leaves them. One layer
-// (C = 1 above: the kernel's compute with the rows in cache). args: T, S. Counter: KV bytes/s.
+// dims), the sequences' blocks interleaved in the pool as a busy server leaves them. args: T, S,
+// C: each iteration runs the next 30 of C per-layer pools as BM_decode_attention does (C = 1:
+// one layer, the rows in cache, the kernel's compute; C = 96: the rows from memory as in
+// `generate --kv-cache-dtype bf16`, which decodes through this kernel). Counter: KV bytes/s.
 void BM_paged_decode_attention(benchmark::State& st) {
     const int64_t T = st.range(0), S = st.range(1), NH = 9, NKV = 3, HS = 64, kBlock = 16;
+    const int64_t kCaches = st.range(2), kLayers = kCaches == 1 ? 1 : 30;
     const int64_t per_seq = (T + 1 + kBlock - 1) / kBlock, n_blocks = per_seq * S;
-    Tensor kc = rnd({n_blocks, kBlock, NKV, HS}, DType::bf16, 1);
-    Tensor vc = rnd({n_blocks, kBlock, NKV, HS}, DType::bf16, 2);
+    std::vector<Tensor> kcs, vcs;
+    for (int64_t c = 0; c < kCaches; ++c) {
+        kcs.push_back(rnd({n_blocks, kBlock, NKV, HS}, DType::bf16, 2 * c + 1));
+        vcs.push_back(rnd({n_blocks, kBlock, NKV, HS}, DType::bf16, 2 * c + 2));
+    }
     std::vector<std::vector<zs::ops::BlockId>> tables(static_cast<size_t>(S));
     std::vector<zs::ops::SeqSlice> seqs;
     for (int64_t i = 0; i < S; ++i) {
@@ -423,11 +431,15 @@ void BM_paged_decode_attention(benchmark::State& st) {
         seqs.push_back({i, 1, T, tables[static_cast<size_t>(i)]});
     }
     Tensor q = rnd({S, NH, HS}, DType::bf16, 5), o = Tensor::empty({S, NH, HS}, DType::bf16);
+    int64_t next = 0;
     for (auto _ : st) {
-        zs::ops::paged_attention_forward(o, q, kc, vc, seqs);
+        for (int64_t l = 0; l < kLayers; ++l, next = (next + 1) % kCaches) {
+            const auto c = static_cast<size_t>(next);
+            zs::ops::paged_attention_forward(o, q, kcs[c], vcs[c], seqs);
+        }
         benchmark::DoNotOptimize(o.data_ptr());
     }
-    const double bytes = 2.0 * static_cast<double>(S * (T + 1) * NKV * HS * 2);
+    const double bytes = 2.0 * static_cast<double>(kLayers * S * (T + 1) * NKV * HS * 2);
     st.counters["kv_GB/s"] =
         benchmark::Counter(bytes * st.iterations() / 1e9, benchmark::Counter::kIsRate);
 }
@@ -449,11 +461,18 @@ BENCHMARK(BM_prefill_quant)
     ->UseRealTime();
 BENCHMARK(BM_decode_linear_onednn)->Apply(decode_args)->UseRealTime();
 BENCHMARK(BM_decode_attention)
-    ->Args({600, 96, 0})
-    ->Args({600, 1, 0})
-    ->Args({600, 96, 1})
+    ->Args({600, 96, 0, 0})
+    ->Args({600, 1, 0, 0})
+    ->Args({600, 96, 1, 0})
+    ->Args({600, 1, 1, 0})
+    ->Args({600, 96, 1, 1})
+    ->Args({600, 1, 1, 1})
     ->UseRealTime();
-BENCHMARK(BM_paged_decode_attention)->Args({600, 1})->Args({600, 8})->UseRealTime();
+BENCHMARK(BM_paged_decode_attention)
+    ->Args({600, 1, 1})
+    ->Args({600, 8, 1})
+    ->Args({600, 1, 96})
+    ->UseRealTime();
 BENCHMARK(BM_matmul)->Apply(gemm_args)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_matmul_onednn_direct)->Apply(gemm_args)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_sgemm_openblas)

@@ -33,6 +33,8 @@ TEST(Attention, ForwardMatchesReference) {
         {2, 17, 40, 6, 2, 80, false},
         {1, 129, 129, 1, 1, 8, true},
         {1, 3, 150, 9, 3, 64, true},  // a few queries (decode) over several key blocks, GQA
+        {1, 4, 4, 9, 3, 64, true},    // a 4-token prompt: four queries of one head per tile
+        {1, 4, 90, 9, 3, 64, true},
         // Decode with the query heads of a kv head as one tile (group x queries <= 4).
         {1, 1, 150, 9, 3, 80, true},
         {1, 2, 100, 4, 2, 64, true},

@@ -213,6 +213,15 @@ void scores_few(float* S, const float* Qt, const Heads<const T>& K, const Heads<
     }
 }
 
+// Whether any of the NQ rows of P gives key j a weight (P[r][j] != 0).
+template <int NQ>
+bool seen_by_any(const float* P, int64_t j) {
+    bool any = false;
+#pragma GCC unroll 16
+    for (int r = 0; r < NQ; ++r) any = any || P[r * kBk + j] != 0.0f;
+    return any;
+}
+
 // Acc[r][d0, d0 + 16 NV) += sum_j P[r][j] * V[j0 + j][d0, ...) for r < NQ (the last vector
 // holding `tail` lanes): V rows read straight from the cache (converted in registers) once for
 // all rows, every accumulator in a register (NQ and NV are template arguments for that).
@@ -229,15 +238,9 @@ void values_span(float* Acc, const float* P, const Heads<const T>& V, int64_t b,
     // Keys no row sees (the causal mask's tail, a sliding window's head) are skipped: their V
     // rows are never read, so P = 0 cannot meet a non-finite value there. The rows' visible
     // ranges overlap, so the keys seen by any row are one range [jlo, jhi).
-    auto seen = [&](int64_t j) {
-        bool any = false;
-#pragma GCC unroll 16
-        for (int r = 0; r < NQ; ++r) any = any || P[r * kBk + j] != 0.0f;
-        return any;
-    };
     int64_t jlo = 0, jhi = nk;
-    while (jlo < jhi && !seen(jlo)) ++jlo;
-    while (jhi > jlo && !seen(jhi - 1)) --jhi;
+    while (jlo < jhi && !seen_by_any<NQ>(P, jlo)) ++jlo;
+    while (jhi > jlo && !seen_by_any<NQ>(P, jhi - 1)) --jhi;
     for (int64_t j = jlo; j < jhi; ++j) {
         const T* vr = V.row(b, j0 + j, kh) + d0;
         VecF vv[NV];
@@ -262,6 +265,19 @@ void values_span(float* Acc, const float* P, const Heads<const T>& V, int64_t b,
 template <class T, int NQ, bool kFull>
 void values_few(float* Acc, const float* P, const Heads<const T>& V, int64_t b, int64_t j0,
                 int64_t nk, int64_t kh, int64_t HS) {
+#ifdef ZS_VEC_AVX2
+    if constexpr (kFull) {
+        // vec.h pv_rows_avx2: the same FMAs per lane, blocked for AVX2's 16 registers, where
+        // values_span's 16-lane blocks spilled.
+        const T* rows[kBk];
+        for (int64_t j = 0; j < nk; ++j) rows[j] = V.row(b, j0 + j, kh);
+        int64_t jlo = 0, jhi = nk;
+        while (jlo < jhi && !seen_by_any<NQ>(P, jlo)) ++jlo;
+        while (jhi > jlo && !seen_by_any<NQ>(P, jhi - 1)) --jhi;
+        pv_rows_avx2<NQ>(Acc, HS, P, kBk, rows, jlo, jhi);
+        return;
+    }
+#endif
     constexpr int kVecs = vecs_beside(NQ);
     for (int64_t d0 = 0; d0 < HS; d0 += kVecs * kLanes) {
         const int64_t left = HS - d0;

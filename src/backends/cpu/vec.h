@@ -236,7 +236,8 @@ ZS_VINLINE VecF vrcp(VecF x) {
 // AVX2 + FMA + F16C: the 16 lanes as two __m256 halves (lanes 0-7 in lo, 8-15 in hi), so every
 // kernel written for the 16-lane contract runs unchanged. Sums, maxima, exp, exp2 and the bf16
 // pair lane order follow the AVX-512 path exactly, so the two give the same bits (vrcp starts
-// from a 12-bit estimate instead of 14, so its last ulps differ). AVX2 has no masked
+// from a 12-bit estimate instead of 14, so its last ulps differ; dot4_keys's decode scores sum
+// in their own order, see there). AVX2 has no masked
 // 16-bit loads or stores: bf16/f16 tails go through a zeroed stack buffer.
 struct VecF {
     __m256 lo, hi;
@@ -666,13 +667,134 @@ inline int lanes(int64_t c, int64_t n) {
 // and one shared operand: all four with AVX-512's 32, fewer with AVX2's 16 (kVecRegs 8).
 constexpr int vecs_beside(int nq) { return std::clamp(kVecRegs / (nq + 1), 1, 4); }
 
+#ifdef ZS_VEC_AVX2
+// 8 elements of T from p as f32 (no tail): the AVX2 decode kernels' 8-lane loads.
+ZS_VINLINE __m256 load8(const float* p) { return _mm256_loadu_ps(p); }
+ZS_VINLINE __m256 load8(const bf16* p) {
+    const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+}
+ZS_VINLINE __m256 load8(const core::f16* p) {
+    return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+}
+
+// S[r * ld + kk] = Q[r] . kr[kk][0, HS) for R <= 3 rows and four keys, HS a multiple of 8: one
+// 8-lane accumulator per (row, key), fed HS / 8 FMAs in order, so the 12 accumulators, the R
+// query vectors and the key vector being used fit AVX2's 16 registers (no spills), and each
+// row's four sums take one shuffle tree of 8-lane vectors. A score's arithmetic depends on
+// neither R nor the other rows (paged attention's bit-identity needs that). One row alone (MHA)
+// has only four FMA chains: in cache its f32 scores ran ~5% slower than the VecF blocking, and
+// two chains per key (lo/hi halves, for every R) cost GQA's three rows 4% for no MHA gain.
+template <int R, class TK>
+ZS_VINLINE void dot4_rows_avx2(float* S, int64_t ld, const float* Q, const TK* const* kr,
+                               int64_t HS) {
+    static_assert(R >= 1 && R <= 3);
+    __m256 acc[R][4];
+#pragma GCC unroll 16
+    for (int r = 0; r < R; ++r) {
+#pragma GCC unroll 16
+        for (int kk = 0; kk < 4; ++kk) acc[r][kk] = _mm256_setzero_ps();
+    }
+    for (int64_t d = 0; d < HS; d += 8) {
+        __m256 q[R];
+#pragma GCC unroll 16
+        for (int r = 0; r < R; ++r) {
+            q[r] = _mm256_loadu_ps(Q + r * HS + d);
+            // Held in a register: GCC would fold the load into each of the four keys' FMAs,
+            // and four loads of each query vector bound the loop by the load ports.
+            asm("" : "+x"(q[r]));
+        }
+#pragma GCC unroll 16
+        for (int kk = 0; kk < 4; ++kk) {
+            __m256 k = load8(kr[kk] + d);
+            asm("" : "+x"(k));  // f32: one load for the R rows, not one folded into each FMA
+#pragma GCC unroll 16
+            for (int r = 0; r < R; ++r) acc[r][kk] = _mm256_fmadd_ps(q[r], k, acc[r][kk]);
+        }
+    }
+#pragma GCC unroll 16
+    for (int r = 0; r < R; ++r) {
+        // vsum4's tree on one 8-lane vector per key.
+        const __m256 ab = _mm256_add_ps(_mm256_unpacklo_ps(acc[r][0], acc[r][1]),
+                                        _mm256_unpackhi_ps(acc[r][0], acc[r][1]));
+        const __m256 cd = _mm256_add_ps(_mm256_unpacklo_ps(acc[r][2], acc[r][3]),
+                                        _mm256_unpackhi_ps(acc[r][2], acc[r][3]));
+        const __m256d abd = _mm256_castps_pd(ab), cdd = _mm256_castps_pd(cd);
+        const __m256 h = _mm256_add_ps(_mm256_castpd_ps(_mm256_unpacklo_pd(abd, cdd)),
+                                       _mm256_castpd_ps(_mm256_unpackhi_pd(abd, cdd)));
+        _mm_storeu_ps(S + r * ld,
+                      _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1)));
+    }
+}
+
+// Acc[r][d0, d0 + 8 W) += sum_j P[r * ld + j] * V[j][d0, ...) for R rows and jlo <= j < jhi:
+// R x W accumulators, R broadcast weights and the V vector being used (R W + R + 1 <= 16).
+// Each lane sees the same FMAs in the same order as in a loop over VecF (bit-identical to it).
+template <int R, int W, class TV>
+ZS_VINLINE void pv_span_avx2(float* Acc, int64_t HS, const float* P, int64_t ld, const TV* const* V,
+                             int64_t jlo, int64_t jhi, int64_t d0) {
+    static_assert(R * W + R + 1 <= 16);
+    __m256 acc[R][W];
+#pragma GCC unroll 16
+    for (int r = 0; r < R; ++r) {
+#pragma GCC unroll 16
+        for (int w = 0; w < W; ++w) acc[r][w] = _mm256_loadu_ps(Acc + r * HS + d0 + 8 * w);
+    }
+    for (int64_t j = jlo; j < jhi; ++j) {
+        __m256 p[R];
+#pragma GCC unroll 16
+        for (int r = 0; r < R; ++r) p[r] = _mm256_broadcast_ss(P + r * ld + j);
+        const TV* vr = V[j] + d0;
+#pragma GCC unroll 16
+        for (int w = 0; w < W; ++w) {
+            __m256 v = load8(vr + 8 * w);
+            asm("" : "+x"(v));  // one load for the R rows (see dot4_rows_avx2)
+#pragma GCC unroll 16
+            for (int r = 0; r < R; ++r) acc[r][w] = _mm256_fmadd_ps(p[r], v, acc[r][w]);
+        }
+    }
+#pragma GCC unroll 16
+    for (int r = 0; r < R; ++r) {
+#pragma GCC unroll 16
+        for (int w = 0; w < W; ++w) _mm256_storeu_ps(Acc + r * HS + d0 + 8 * w, acc[r][w]);
+    }
+}
+
+// Acc[r][0, HS) += sum_j P[r * ld + j] * V[j][0, HS) for NQ <= 4 rows, jlo <= j < jhi, HS a
+// multiple of 8 (the attention kernels' P V on AVX2): the widest span whose accumulators fit the
+// registers, each V row loaded once per span for all rows.
+template <int NQ, class TV>
+ZS_VINLINE void pv_rows_avx2(float* Acc, int64_t HS, const float* P, int64_t ld, const TV* const* V,
+                             int64_t jlo, int64_t jhi) {
+    constexpr int kW = NQ == 1 ? 8 : NQ <= 3 ? 4 : 2;
+    int64_t d0 = 0;
+    for (; d0 + 8 * kW <= HS; d0 += 8 * kW) pv_span_avx2<NQ, kW>(Acc, HS, P, ld, V, jlo, jhi, d0);
+    for (; d0 < HS; d0 += 8) pv_span_avx2<NQ, 1>(Acc, HS, P, ld, V, jlo, jhi, d0);
+}
+#endif
+
 // S[r * ld + kk] = Q[r] . kr[kk][0, HS) for r < NQ and the four keys kk < 4 (the attention
 // kernels' scores, dense and paged): each K row is loaded (and converted) once for all NQ query
 // rows, and the four keys' horizontal sums share one shuffle tree (vsum4). vecs_beside(NQ) keys
 // per pass over HS keep the NQ x keys accumulators in registers; each accumulator sees the same
 // FMAs in the same order either way. kFull: HS a multiple of kLanes (no masked tail).
+// NOTE: on AVX2 with kFull this is dot4_rows_avx2 (rows in groups of at most 3), whose sums
+// differ from the AVX-512 path's in the last bits (8-lane accumulators, their own order):
+// 16-lane ones needed 24 ymm for three rows and four keys and spilled, and the scores ran at
+// about half the FMA rate (ops_bench BM_decode_attention, Zen 2).
 template <int NQ, bool kFull, class TK>
 ZS_VINLINE void dot4_keys(float* S, int64_t ld, const float* Q, const TK* const* kr, int64_t HS) {
+#ifdef ZS_VEC_AVX2
+    if constexpr (kFull) {
+        if constexpr (NQ <= 3) {
+            dot4_rows_avx2<NQ>(S, ld, Q, kr, HS);
+        } else {
+            dot4_rows_avx2<2>(S, ld, Q, kr, HS);
+            dot4_keys<NQ - 2, kFull>(S + 2 * ld, ld, Q + 2 * HS, kr, HS);
+        }
+        return;
+    }
+#endif
     constexpr int kKeys = vecs_beside(NQ);
     static_assert(4 % kKeys == 0);
     VecF acc[NQ][4];
