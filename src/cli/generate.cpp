@@ -118,10 +118,13 @@ int generate_batch(const GenerateOptions& o, LoadedModel& lm, const infer::Sampl
     return 0;
 }
 
-// Whether `kd` is the contiguous cache's: the compute dtype itself (dense attention reads K/V of
-// the queries' dtype). Any other (f16, int8, fp8, or bf16 under f32 compute) goes paged.
-bool contiguous_kv(const infer::KvCacheDType& kd, core::DType compute) {
-    return kd.quant == ops::KvQuant::none && kd.dtype == compute;
+// Whether `kd` is a contiguous cache's: the compute dtype itself, or bf16 under f32 compute on
+// the CPU (dense attention reads a bf16 cache with f32 queries there: half the bytes of f32 in
+// the head-major layout the CPU kernels stream best). Any other (f16, int8, fp8) goes paged.
+bool contiguous_kv(const infer::KvCacheDType& kd, core::DType compute, core::Device device) {
+    return kd.quant == ops::KvQuant::none &&
+           (kd.dtype == compute ||
+            (device.is_cpu() && compute == DType::f32 && kd.dtype == DType::bf16));
 }
 
 // The cache generate decodes through: contiguous (the compute dtype) or paged (any other), with
@@ -129,7 +132,7 @@ bool contiguous_kv(const infer::KvCacheDType& kd, core::DType compute) {
 class GenerateKv {
 public:
     GenerateKv(const models::Transformer& m, int64_t ctx, const infer::KvCacheDType& kd) {
-        if (contiguous_kv(kd, m.run_config().compute_dtype)) {
+        if (contiguous_kv(kd, m.run_config().compute_dtype, m.run_config().device)) {
             contiguous_ =
                 std::make_unique<models::ContiguousKvCache>(m.local_config(), ctx, kd.dtype);
             return;
@@ -232,7 +235,9 @@ int run_generate(const GenerateOptions& o, comm::Communicator& world) {
     // paged cache (one sequence, its blocks allocated up front), read in place by paged attention.
     const infer::KvCacheDType kd = infer::parse_kv_cache_dtype(
         o.kv_cache_dtype, lm.model->run_config().compute_dtype, "--kv-cache-dtype");
-    ZS_CHECK_T(ConfigError, o.batch == 1 || contiguous_kv(kd, lm.model->run_config().compute_dtype),
+    ZS_CHECK_T(ConfigError,
+               o.batch == 1 || (kd.quant == ops::KvQuant::none &&
+                                kd.dtype == lm.model->run_config().compute_dtype),
                "--batch {} with --kv-cache-dtype {}: lockstep batches decode through a contiguous "
                "cache of the compute dtype only",
                o.batch, o.kv_cache_dtype);
@@ -240,9 +245,13 @@ int run_generate(const GenerateOptions& o, comm::Communicator& world) {
         // What this run holds of the model: the weights (or the stream's resident groups and
         // buffers), the KV cache of every sequence and the f32 logits of every sequence's row.
         const models::ModelConfig& lc = lm.model->local_config();
-        const int64_t kv_bytes =
-            2 * lc.n_layers * ctx * lc.kv_dim() * o.batch *
-            static_cast<int64_t>(core::dtype_size(lm.model->run_config().compute_dtype));
+        // K and V per token: the cache dtype's bytes, or an int8 / fp8 code and its group's f16
+        // scale share.
+        const double per_value = kd.quant != ops::KvQuant::none
+                                     ? 1.0 + 2.0 / static_cast<double>(ops::kKvQuantGroup)
+                                     : static_cast<double>(core::dtype_size(kd.dtype));
+        const auto kv_bytes = static_cast<int64_t>(
+            static_cast<double>(2 * lc.n_layers * ctx * lc.kv_dim() * o.batch) * per_value);
         const int64_t logit_bytes = o.batch * c.vocab_size * 4;
         const int64_t weights =
             lm.stream

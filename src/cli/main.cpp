@@ -97,8 +97,9 @@ int main(int argc, char** argv) {
         ->check(CLI::Range(0, 20));
     gn->add_option("--system", gen.system, "System message (with --chat)");
     gn->add_option("--kv-cache-dtype", gen.kv_cache_dtype,
-                   "KV cache dtype: auto (the compute dtype), bf16, f16, f32, int8 or fp8 (E4M3; "
-                   "int8/fp8 keep one f16 scale per 32 values: 53% of bf16's bytes)");
+                   "KV cache dtype: auto (the compute dtype), bf16 (half f32's bytes, also under "
+                   "f32 compute), f16, f32, int8 or fp8 (E4M3; int8/fp8 keep one f16 scale per 32 "
+                   "values: 53% of bf16's bytes)");
     gn->add_option("--dtype", gen.dtype,
                    "Compute dtype: auto (the checkpoint's, where this CPU runs it natively; a "
                    "GGUF's quantized matrices stay quantized), f32 or bf16 (dequantized)");

@@ -14,15 +14,22 @@ struct Dims {
     int64_t b, tq, tk, nh, nkv, hs;
 };
 
-Dims check_qkv(const char* op, const Tensor& q, const Tensor& k, const Tensor& v) {
+// kv_cache: k and v may be bf16 under f32 q (attention_forward: a bf16 KV cache read by f32
+// queries); otherwise all three share q's dtype.
+Dims check_qkv(const char* op, const Tensor& q, const Tensor& k, const Tensor& v,
+               bool kv_cache = false) {
     for (auto [name, t] : {std::pair{"q", &q}, std::pair{"k", &k}, std::pair{"v", &v}}) {
         check::defined(op, name, *t);
         check::ndim(op, name, *t, 4);
         check::dtype(op, name, *t, {DType::f32, DType::bf16});
         check::last_dim_contiguous(op, name, *t);
     }
-    check::dtype(op, "k", k, {q.dtype()});
-    check::dtype(op, "v", v, {q.dtype()});
+    if (kv_cache && q.dtype() == DType::f32) {
+        check::dtype(op, "v", v, {k.dtype()});
+    } else {
+        check::dtype(op, "k", k, {q.dtype()});
+        check::dtype(op, "v", v, {q.dtype()});
+    }
     Dims d{q.size(0), q.size(1), k.size(1), q.size(2), k.size(2), q.size(3)};
     check::shape(op, "k", k, Shape{d.b, d.tk, d.nkv, d.hs});
     check::shape(op, "v", v, Shape{d.b, d.tk, d.nkv, d.hs});
@@ -55,7 +62,7 @@ void check_like(const char* op, const char* arg, const Tensor& t, const Shape& s
 void attention_forward(const Tensor& out, const Tensor& lse, const Tensor& q, const Tensor& k,
                        const Tensor& v, const AttentionOptions& opts) {
     const char* op = "attention_forward";
-    Dims d = check_qkv(op, q, k, v);
+    Dims d = check_qkv(op, q, k, v, /*kv_cache=*/true);
     check_options(op, opts);
     check_like(op, "out", out, q.shape());
     if (lse.defined()) check_lse(op, lse, d);

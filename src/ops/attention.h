@@ -2,7 +2,9 @@
 // softmax (flash-attention style): extra memory is O(T) per head (the log-sum-exp), never O(T^2).
 //
 //   q   [B, Tq, NH, HS]      f32 or bf16; any strides but the last dim contiguous, so q, k, v
-//   k,v [B, Tk, NKV, HS]     can be column views of one fused qkv projection [B, T, (NH+2NKV)*HS]
+//   k,v [B, Tk, NKV, HS]     can be column views of one fused qkv projection [B, T, (NH+2NKV)*HS];
+//                            q's dtype, or (forward, CPU) bf16 under f32 q: a bf16 KV cache read
+//                            by f32 queries (other devices refuse it: NotSupported)
 //   out [B, Tq, NH, HS]      out's dtype may differ from q's
 //   lse [B, NH, Tq] f32      log-sum-exp of the scaled scores per query row (saved for backward;
 //                            undefined at inference)

@@ -79,6 +79,48 @@ TEST(Attention, ForwardMatchesReference) {
     }
 }
 
+// A bf16 KV cache read by f32 queries (generate's --kv-cache-dtype bf16 under f32 compute, CPU):
+// against the reference on the same bf16 values, decode and prefill shapes, as a head-major cache
+// view; other devices refuse it, and backward keeps one dtype for q, k and v.
+TEST(Attention, Bf16CacheUnderF32Queries) {
+    Rng rng(303);
+    const std::vector<Case> cases = {
+        {1, 1, 600, 9, 3, 64, true}, {1, 4, 90, 9, 3, 64, true},       {2, 17, 40, 6, 2, 80, false},
+        {1, 1, 300, 2, 1, 64, true}, {1, 40, 200, 2, 2, 32, true, 33},
+    };
+    for (core::Device dev : test_devices()) {
+        for (const Case& c : cases) {
+            Tensor q = random_tensor(rng, {c.b, c.tq, c.nh, c.hs}, DType::f32, -2, 2);
+            // Head-major storage seen token-major, as models::ContiguousKvCache keeps it.
+            Tensor k =
+                random_tensor(rng, {c.b, c.nkv, c.tk, c.hs}, DType::bf16, -2, 2).transpose(1, 2);
+            Tensor v = random_tensor(rng, {c.b, c.nkv, c.tk, c.hs}, DType::bf16).transpose(1, 2);
+            AttentionOptions o{c.causal, 0.0f, c.window};
+            Tensor out = Tensor::empty({c.b, c.tq, c.nh, c.hs}, DType::f32, dev);
+            if (!dev.is_cpu()) {
+                EXPECT_THROW(attention_forward(out, Tensor(), q.to(dev), k.to(dev), v.to(dev), o),
+                             NotSupported);
+                continue;
+            }
+            auto want =
+                ref::attention(ref::from_tensor(q), ref::from_tensor(k), ref::from_tensor(v), o);
+            attention_forward(out, Tensor(), q, k, v, o);
+            EXPECT_TRUE(
+                all_close(out, want.out, {2e-5, 1e-4},
+                          fmt::format("tq{} tk{} nh{} nkv{} hs{}", c.tq, c.tk, c.nh, c.nkv, c.hs)));
+        }
+    }
+    Tensor q = Tensor::zeros({1, 2, 2, 16}, DType::f32),
+           k = Tensor::zeros({1, 2, 1, 16}, DType::bf16);
+    Tensor g = Tensor::zeros({1, 2, 2, 16}, DType::f32), lse = Tensor::zeros({1, 2, 2}, DType::f32);
+    Tensor dk = Tensor::zeros({1, 2, 1, 16}, DType::bf16);
+    EXPECT_THROW(attention_backward(g, dk, dk, g, q, k, k, g, lse), ShapeError);
+    // bf16 queries over an f32 cache: not a cache case.
+    EXPECT_THROW(
+        attention_forward(g, Tensor(), q.to(DType::bf16), k.to(DType::f32), k.to(DType::f32)),
+        ShapeError);
+}
+
 TEST(Attention, FusedQkvViews) {
     Rng rng(7);
     const int64_t B = 2, T = 19, NH = 4, NKV = 2, HS = 16, W = (NH + 2 * NKV) * HS;

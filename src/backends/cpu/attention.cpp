@@ -321,10 +321,12 @@ void with_few(int64_t nq, bool full, Fn&& fn) {
     return full ? go(std::true_type{}) : go(std::false_type{});
 }
 
-template <class T, class TO>
+// T: K and V's dtype, TQ: Q's (f32 queries over a bf16 cache: TQ float, T bf16), TO: out's.
+template <class T, class TO, class TQ = T>
 void forward_impl(const Tensor& out, const Tensor& lse, const Tensor& q, const Tensor& k,
                   const Tensor& v, const Geometry& g) {
-    Heads<const T> Q = heads<const T>(q), K = heads<const T>(k), V = heads<const T>(v);
+    Heads<const TQ> Q = heads<const TQ>(q);
+    Heads<const T> K = heads<const T>(k), V = heads<const T>(v);
     Heads<TO> O = heads<TO>(out);
     float* L = lse.defined() ? lse.data<float>() : nullptr;
     const int64_t HS = g.HS, nqb = (g.Tq + kBq - 1) / kBq;
@@ -622,6 +624,12 @@ void CpuKernels::attention_forward(const Tensor& out, const Tensor& lse, const T
                                    const Tensor& k, const Tensor& v,
                                    const ops::AttentionOptions& opts) {
     Geometry g = geometry(q, k, opts);
+    if (k.dtype() != q.dtype()) {  // a bf16 cache under f32 queries (ops/attention.h)
+        dispatch_float(out.dtype(), [&](auto to) {
+            forward_impl<bf16, decltype(to), float>(out, lse, q, k, v, g);
+        });
+        return;
+    }
     dispatch_float(q.dtype(), [&](auto tq) {
         dispatch_float(out.dtype(), [&](auto to) {
             forward_impl<decltype(tq), decltype(to)>(out, lse, q, k, v, g);

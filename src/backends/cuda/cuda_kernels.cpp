@@ -327,6 +327,9 @@ void CudaKernels::attention_forward(const Tensor& out, const Tensor& lse, const 
                                     const Tensor& k, const Tensor& v,
                                     const ops::AttentionOptions& opts) {
     const char* op = "attention_forward";
+    ZS_CHECK_T(NotSupported, k.dtype() == q.dtype(),
+               "{}: k/v in {} under {} queries (a bf16 KV cache read by f32 queries) is CPU-only",
+               op, core::to_string(k.dtype()), core::to_string(q.dtype()));
     AttnGeom g = geometry(op, q, k, opts);
     launch_attention_forward(stream(), g, heads_arg(op, out),
                              lse.defined() ? lse.data<float>() : nullptr, heads_arg(op, q),
