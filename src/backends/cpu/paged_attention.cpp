@@ -255,11 +255,20 @@ void paged_forward_impl(const Tensor& out, const Tensor& q, const Tensor& k_cach
     // normaliser and accumulator, folded in order into the task's (fold_segment): a long decode
     // row is then several work items, so a few kv heads still keep every thread busy. The split
     // depends only on the keys' positions, so results do not depend on the schedule below.
+    // The task's first key (its first query's window start) and the last (its last query's own
+    // position).
+    auto key_range = [&](const Task& task) {
+        const int64_t p0 = seqs[static_cast<size_t>(task.seq)].pos + task.q0;
+        return std::pair{W > 0 ? std::max<int64_t>(0, p0 - W + 1) : 0, p0 + task.nq - 1};
+    };
     auto segments_of = [&](const Task& task) {
-        const SeqSlice& sl = seqs[static_cast<size_t>(task.seq)];
-        const int64_t p0 = sl.pos + task.q0, p1 = sl.pos + task.q0 + task.nq - 1;
-        const int64_t first_key = W > 0 ? std::max<int64_t>(0, p0 - W + 1) : 0;
-        return std::pair{first_key / kSegmentKeys, p1 / kSegmentKeys + 1};  // [s0, s1)
+        const auto [first_key, last_key] = key_range(task);
+        return std::pair{first_key / kSegmentKeys, last_key / kSegmentKeys + 1};  // [s0, s1)
+    };
+    // Row r of a task: its row in q / out and its query head.
+    auto row_head = [&](const Task& task, int64_t r) {
+        return std::pair{seqs[static_cast<size_t>(task.seq)].start + task.q0 + r / task.nh,
+                         task.kv_head * G + task.h0 + r % task.nh};
     };
     // Work items: whole tasks (their segments folded as they are computed), or, when there are
     // few tasks for the threads, (task, segment) pairs whose partial results are folded after.
@@ -298,10 +307,8 @@ void paged_forward_impl(const Tensor& out, const Tensor& q, const Tensor& k_cach
     }
     // Every query sees at least its own key, so l > 0.
     auto store = [&](const Task& task, const float* acc, const float* l) {
-        const SeqSlice& sl = seqs[static_cast<size_t>(task.seq)];
         for (int64_t r = 0; r < task.nq * task.nh; ++r) {
-            const int64_t row = sl.start + task.q0 + r / task.nh;
-            const int64_t h = task.kv_head * G + task.h0 + r % task.nh;
+            const auto [row, h] = row_head(task, r);
             store_row(op + static_cast<size_t>(row * out.stride(0) + h * out.stride(1)) * oe,
                       out.dtype(), acc + r * HS, HS, 1.0f / l[r]);
         }
@@ -317,10 +324,8 @@ void paged_forward_impl(const Tensor& out, const Tensor& q, const Tensor& k_cach
         const std::vector<TC> zero_row(static_cast<size_t>(HS));  // padding keys: never seen
         // The task's queries for the group's heads, pre-scaled, into qf.
         auto load_queries = [&](const Task& task) {
-            const SeqSlice& sl = seqs[static_cast<size_t>(task.seq)];
             for (int64_t r = 0; r < task.nq * task.nh; ++r) {
-                const int64_t row = sl.start + task.q0 + r / task.nh;
-                const int64_t h = task.kv_head * G + task.h0 + r % task.nh;
+                const auto [row, h] = row_head(task, r);
                 load_row(qf.data() + r * HS,
                          qp + static_cast<size_t>(row * q.stride(0) + h * q.stride(1)) * qe,
                          q.dtype(), HS, scale);
@@ -335,9 +340,9 @@ void paged_forward_impl(const Tensor& out, const Tensor& q, const Tensor& k_cach
             std::fill(mo, mo + rows, -INFINITY);
             std::fill(lo, lo + rows, 0.0f);
             std::fill(ao, ao + rows * HS, 0.0f);
-            // Keys from the first query's window start to the last query's own position.
-            const int64_t first_key = W > 0 ? std::max<int64_t>(0, pos_of(0) - W + 1) : 0;
-            const int64_t last_key = std::min(pos_of(rows - 1), (sg + 1) * kSegmentKeys - 1);
+            // The task's keys within the segment.
+            const auto [first_key, task_last] = key_range(task);
+            const int64_t last_key = std::min(task_last, (sg + 1) * kSegmentKeys - 1);
             for (int64_t j0 = std::max(first_key / kBk * kBk, sg * kSegmentKeys); j0 <= last_key;
                  j0 += kBk) {
                 const int64_t nk = std::min(kBk, last_key + 1 - j0), nk4 = (nk + 3) / 4 * 4;
