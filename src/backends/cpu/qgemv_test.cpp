@@ -86,6 +86,21 @@ std::vector<float> dequantized(const QTensor& w) {
     return v;
 }
 
+// One activation row x[0, K) quantized by an activation quantizer (qgemv.h / qdot.h signature):
+// codes, scales and half-sums per 32 values.
+struct Q8Row {
+    std::vector<int8_t> q;
+    std::vector<float> d;
+    std::vector<int32_t> s0, s1;
+};
+template <class Fn>
+Q8Row quantized(Fn quantize, const float* x, int64_t K) {
+    Q8Row r{std::vector<int8_t>(static_cast<size_t>(K)), std::vector<float>(K / 32),
+            std::vector<int32_t>(K / 32), std::vector<int32_t>(K / 32)};
+    quantize(x, K, r.q.data(), r.d.data(), r.s0.data(), r.s1.data());
+    return r;
+}
+
 constexpr QType kAllTypes[] = {QType::q8_0, QType::q4_0, QType::q4_1, QType::q5_0, QType::q5_1,
                                QType::q4_k, QType::q5_k, QType::q6_k, QType::q8_k};
 
@@ -151,17 +166,12 @@ TEST(QuantGemv, EveryTypeAndKernelMatchesDequantizedReference) {
             // The Q8 activations the kernels compute with, dequantized.
             std::vector<float> xq(static_cast<size_t>(M * K));
             std::vector<float> step(static_cast<size_t>(M * K));
-            {
-                std::vector<int8_t> q(static_cast<size_t>(K));
-                std::vector<float> d(static_cast<size_t>(K / 32));
-                std::vector<int32_t> s0(d.size()), s1(d.size());
-                for (int64_t m = 0; m < M; ++m) {
-                    quantize_q8_act(X + m * K, K, q.data(), d.data(), s0.data(), s1.data());
-                    for (int64_t k = 0; k < K; ++k) {
-                        const float dc = d[static_cast<size_t>(k / 32)];
-                        xq[static_cast<size_t>(m * K + k)] = dc * q[static_cast<size_t>(k)];
-                        step[static_cast<size_t>(m * K + k)] = dc;
-                    }
+            for (int64_t m = 0; m < M; ++m) {
+                const Q8Row r = quantized(quantize_q8_act, X + m * K, K);
+                for (int64_t k = 0; k < K; ++k) {
+                    const float dc = r.d[static_cast<size_t>(k / 32)];
+                    xq[static_cast<size_t>(m * K + k)] = dc * r.q[static_cast<size_t>(k)];
+                    step[static_cast<size_t>(m * K + k)] = dc;
                 }
             }
             for (const QTensor& w : layouts(w0)) {
@@ -297,16 +307,12 @@ TEST(QuantGemv, WidenedToQ8_0DequantizesIdentically) {
 // bit, over x[0, K); returns its codes.
 template <class Fn>
 std::vector<int8_t> expect_quantizer_equals_scalar(Fn quantize, const float* x, int64_t K) {
-    std::vector<int8_t> qa(K), qb(K);
-    std::vector<float> da(K / 32), db(K / 32);
-    std::vector<int32_t> a0(K / 32), a1(K / 32), b0(K / 32), b1(K / 32);
-    quantize_q8_act(x, K, qa.data(), da.data(), a0.data(), a1.data());
-    quantize(x, K, qb.data(), db.data(), b0.data(), b1.data());
-    EXPECT_EQ(qa, qb);
-    EXPECT_EQ(da, db);
-    EXPECT_EQ(a0, b0);
-    EXPECT_EQ(a1, b1);
-    return qb;
+    const Q8Row a = quantized(quantize_q8_act, x, K), b = quantized(quantize, x, K);
+    EXPECT_EQ(a.q, b.q);
+    EXPECT_EQ(a.d, b.d);
+    EXPECT_EQ(a.s0, b.s0);
+    EXPECT_EQ(a.s1, b.s1);
+    return b.q;
 }
 
 // The AVX-512 activation quantizer against the scalar one (random inputs: no exact ties, where
@@ -354,10 +360,7 @@ TEST(QuantGemv, GgmlActivationsFollowLlamaCppRounding) {
     // Block 3: max 127, so the multiplier is 1: half-integers are exact ties.
     for (int k = 96; k < 128; ++k) X[k] = static_cast<float>(k - 112) + 0.5f;
     X[127] = 127.0f;
-    std::vector<int8_t> q(K);
-    std::vector<float> d(K / 32);
-    std::vector<int32_t> s0(K / 32), s1(K / 32);
-    quantize_q8_act_ggml(X, K, q.data(), d.data(), s0.data(), s1.data());
+    const auto [q, d, s0, s1] = quantized(quantize_q8_act_ggml, X, K);
     for (int64_t c = 0; c < K / 32; ++c) {
         double amax = 0.0;
         for (int l = 0; l < 32; ++l) amax = std::max(amax, std::fabs(double{X[32 * c + l]}));
@@ -394,10 +397,8 @@ TEST(QuantGemv, Avx2DecodeStreamsEqualOneGroupAtATime) {
     test::Rng rng(309);
     const int64_t K = 512, G = 4;
     Tensor x = test::random_tensor(rng, {K}, DType::f32);
-    std::vector<int8_t> q(static_cast<size_t>(K));
-    std::vector<float> d(K / 32), ds0(K / 32), ds1(K / 32);
-    std::vector<int32_t> s0(K / 32), s1(K / 32);
-    quantize_q8_act(x.data<float>(), K, q.data(), d.data(), s0.data(), s1.data());
+    const auto [q, d, s0, s1] = quantized(quantize_q8_act, x.data<float>(), K);
+    std::vector<float> ds0(K / 32), ds1(K / 32);
     for (size_t c = 0; c < d.size(); ++c) {
         ds0[c] = d[c] * static_cast<float>(s0[c]);
         ds1[c] = d[c] * static_cast<float>(s1[c]);
@@ -496,10 +497,7 @@ TEST(QuantGemv, Q8KActivationsUseOneScalePer256) {
     float* X = x.data<float>();
     for (int k = 256; k < 512; ++k) X[k] = 0.0f;
     X[600] = -9.0f;  // the block's extreme, negative
-    std::vector<int8_t> q(K);
-    std::vector<float> d(K / 32);
-    std::vector<int32_t> s0(K / 32), s1(K / 32);
-    quantize_q8k_act(X, K, q.data(), d.data(), s0.data(), s1.data());
+    const auto [q, d, s0, s1] = quantized(quantize_q8k_act, X, K);
     for (int64_t b = 0; b < K / 256; ++b) {
         double amax = 0.0;
         for (int64_t l = 0; l < 256; ++l) amax = std::max(amax, std::fabs(double{X[256 * b + l]}));
