@@ -3,6 +3,9 @@
 #if defined(__AVX512F__) && defined(__AVX512BW__)
 #include "base/simd.h"
 #define ZS_HALF_AVX512 1
+#elif defined(__AVX2__)
+#include "base/simd.h"
+#define ZS_HALF_AVX2 1
 #endif
 
 #include "base/error.h"
@@ -72,6 +75,25 @@ void convert_f32_to_bf16(bf16* dst, const float* src, size_t n) {
         _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + i),
                             _mm512_cvtepi32_epi16(_mm512_srli_epi32(r, 16)));
     }
+#elif defined(ZS_HALF_AVX2)
+    // The same rounding by 8 lanes (a KV-cache append's rows are 64 values: scalar stores to
+    // the cache's cold lines filled the store buffer and serialised their misses).
+    const __m256i abs_mask = _mm256_set1_epi32(0x7fffffff);
+    const __m256i inf = _mm256_set1_epi32(0x7f800000);
+    const __m256i bias = _mm256_set1_epi32(0x7fff);
+    const __m256i one = _mm256_set1_epi32(1);
+    const __m256i qbit = _mm256_set1_epi32(0x00400000);
+    for (; i + 8 <= n; i += 8) {
+        __m256i u = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(src + i));
+        __m256i nan = _mm256_cmpgt_epi32(_mm256_and_si256(u, abs_mask), inf);
+        __m256i lsb = _mm256_and_si256(_mm256_srli_epi32(u, 16), one);
+        __m256i rounded = _mm256_add_epi32(u, _mm256_add_epi32(bias, lsb));
+        __m256i r =
+            _mm256_srli_epi32(_mm256_blendv_epi8(rounded, _mm256_or_si256(u, qbit), nan), 16);
+        // Pack the eight 16-bit results (per-128-bit-lane pack, then the two lanes' halves).
+        __m256i p = _mm256_permute4x64_epi64(_mm256_packus_epi32(r, r), 0x08);
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + i), _mm256_castsi256_si128(p));
+    }
 #endif
     for (; i < n; ++i) dst[i] = f32_to_bf16(src[i]);
 }
@@ -82,6 +104,12 @@ void convert_bf16_to_f32(float* dst, const bf16* src, size_t n) {
     for (; i + 16 <= n; i += 16) {
         __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(src + i));
         _mm512_storeu_si512(dst + i, _mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+    }
+#elif defined(ZS_HALF_AVX2)
+    for (; i + 8 <= n; i += 8) {
+        __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(src + i));
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + i),
+                            _mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
     }
 #endif
     for (; i < n; ++i) dst[i] = bf16_to_f32(src[i]);

@@ -67,6 +67,26 @@ void fill_logprobs(SampleResult& r, const float* logits, size_t V, double log_z,
     }
 }
 
+// std::max_element's answer (the first of equal maxima; NaN never wins after element 0), in
+// two passes the compiler vectorises: the largest value by 16 independent lanes, then the first
+// index holding it.
+size_t argmax(const float* x, size_t n) {
+    if (n == 0 || std::isnan(x[0])) return 0;
+    constexpr size_t kLanes = 16;
+    float lane[kLanes];
+    std::fill(lane, lane + kLanes, x[0]);
+    size_t i = 0;
+    for (; i + kLanes <= n; i += kLanes) {
+        for (size_t j = 0; j < kLanes; ++j) lane[j] = x[i + j] > lane[j] ? x[i + j] : lane[j];
+    }
+    float m = x[0];
+    for (size_t j = 0; j < kLanes; ++j) m = lane[j] > m ? lane[j] : m;
+    for (; i < n; ++i) m = x[i] > m ? x[i] : m;
+    size_t k = 0;
+    while (x[k] != m) ++k;  // m is one of x's values
+    return k;
+}
+
 double log_normaliser(const float* logits, size_t V) {
     float mx = -INFINITY;
     for (size_t i = 0; i < V; ++i) mx = std::max(mx, logits[i]);
@@ -90,6 +110,17 @@ SampleResult Sampler::sample(const float* logits, const uint8_t* allowed) {
     SampleResult r;
     // Raw log-softmax normaliser, for reported log-probabilities.
     const double log_z = p_.logprobs ? log_normaliser(logits, V) : 0.0;
+    const bool plain =
+        p_.logit_bias.empty() && allowed == nullptr &&
+        (p_.repetition_penalty == 1.0f || seen_.empty()) &&
+        ((p_.frequency_penalty == 0.0f && p_.presence_penalty == 0.0f) || output_counts_.empty());
+    if (p_.temperature == 0.0f && plain) {
+        // Greedy on unmodified logits: the argmax read in place (no copy of the V logits, which
+        // the LM head's threads left in two cores' caches: ~0.1 ms of a 5 ms token).
+        r.token = static_cast<int32_t>(argmax(logits, V));
+        if (p_.logprobs) fill_logprobs(r, logits, V, log_z, p_.top_logprobs);
+        return r;
+    }
 
     std::copy(logits, logits + V, work_.begin());
     for (const auto& [t, bias] : p_.logit_bias) {
@@ -113,8 +144,7 @@ SampleResult Sampler::sample(const float* logits, const uint8_t* allowed) {
         }
     }
     if (p_.temperature == 0.0f) {
-        r.token =
-            static_cast<int32_t>(std::max_element(work_.begin(), work_.end()) - work_.begin());
+        r.token = static_cast<int32_t>(argmax(work_.data(), V));
     } else {
         // Candidates: all tokens, or the top_k by processed logit (ties: lower id first).
         std::iota(idx_.begin(), idx_.end(), 0);

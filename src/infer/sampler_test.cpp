@@ -3,7 +3,9 @@
 // penalties and seeds against their formulas.
 #include "infer/sampler.h"
 
+#include <algorithm>
 #include <cmath>
+#include <random>
 #include <set>
 
 #include <gtest/gtest.h>
@@ -96,6 +98,34 @@ TEST(Sampler, GreedyAndLogprobs) {
     EXPECT_EQ(r.top[1].first, 2);
     EXPECT_EQ(r.top[2].first, 3);
     EXPECT_NEAR(r.top[2].second, 2.0 - z, 1e-6);
+}
+
+// Greedy over a vocabulary longer than the argmax's lanes: std::max_element's answer (first of
+// equal maxima, NaN never chosen after element 0, -inf everywhere else) wherever the maximum sits,
+// with and without a modifier (the in-place fast path and the copy).
+TEST(Sampler, GreedyIsTheFirstMaximumAtAnyPosition) {
+    std::mt19937 g(5);
+    std::uniform_real_distribution<float> u(-4.0f, 4.0f);
+    for (int n : {1, 15, 16, 17, 100, 49152 + 7}) {
+        for (int trial = 0; trial < 20; ++trial) {
+            std::vector<float> l(static_cast<size_t>(n));
+            for (float& x : l) x = trial % 3 == 0 ? -INFINITY : u(g);
+            const auto at = static_cast<size_t>(g() % static_cast<unsigned>(n));
+            l[at] = 9.0f;
+            if (trial % 2 == 1) l[(at + static_cast<size_t>(n) / 2) % l.size()] = 9.0f;  // tie
+            if (n > 2 && trial % 4 == 1)
+                l[(at + 1) % l.size() == 0 ? 1 : (at + 1) % l.size()] = NAN;
+            const auto want =
+                static_cast<int32_t>(std::max_element(l.begin(), l.end()) - l.begin());
+            SamplingParams sp;
+            sp.temperature = 0;
+            EXPECT_EQ(Sampler(sp, n).sample(l.data()).token, want)
+                << "n " << n << " trial " << trial;
+            sp.logit_bias = {{0, 0.0f}};  // a modifier that changes nothing: the copying path
+            EXPECT_EQ(Sampler(sp, n).sample(l.data()).token, want)
+                << "n " << n << " trial " << trial;
+        }
+    }
 }
 
 TEST(Sampler, LogitBiasIsAddedBeforeSelectionNotToLogprobs) {
