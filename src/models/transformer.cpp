@@ -738,19 +738,20 @@ Tensor Transformer::forward_tokens(const Tensor& ids, const Tensor& positions, K
     for (int64_t l = 0; l < cfg_.n_layers; ++l) {
         const auto li = static_cast<size_t>(l);
         h.before_forward(block_group(l));
-        norm1_[li].forward(binding_, xn, Tensor(), Tensor(), r);
+        // Each block normalizes its own input (PreNorm): a decode's quantized products fold the
+        // RMSNorm into their region instead of running it serially between regions.
         const Tensor& attn_out = tp_ ? part : r;
         if (tp_) part.zero();
-        attn_[li].forward(binding_, as, attn_out, xn, 1, N, positions_d, kv);
+        attn_[li].forward(binding_, as, attn_out, xn, 1, N, positions_d, kv, {&norm1_[li], r});
         if (tp_) reduce_into_residual();
-        norm2_[li].forward(binding_, xn, Tensor(), Tensor(), r);
         const Tensor& mlp_out = tp_ ? part : r;
         if (tp_) part.zero();
         if (cfg_.mlp == MlpKind::moe) {
+            norm2_[li].forward(binding_, xn, Tensor(), Tensor(), r);
             moe_[li].forward(binding_, moes, mlp_out, xn, nullptr, false, ep_replicated_);
             if (routing_observer_) routing_observer_(l, on_host(moes.indices));
         } else {
-            mlp_[li].forward(binding_, ms, mlp_out, xn);
+            mlp_[li].forward(binding_, ms, mlp_out, xn, {&norm2_[li], r});
         }
         if (tp_) reduce_into_residual();
         h.after_forward(block_group(l));

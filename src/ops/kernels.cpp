@@ -28,6 +28,17 @@ void Kernels::quant_swiglu(const Tensor& out, const Tensor& x, const core::QTens
     swiglu_forward(a, h.slice(1, 0, F), h.slice(1, F, 2 * F));
     quant_linear(out, a, w_down, Tensor(), beta);
 }
+void Kernels::quant_norm_linear(const Tensor& out, const Tensor& x, const RmsNormFold& norm,
+                                const core::QTensor& w, const Tensor& bias, float beta) {
+    rmsnorm_forward(norm.normed, Tensor(), x, norm.weight, norm.eps);
+    quant_linear(out, norm.normed, w, bias, beta);
+}
+void Kernels::quant_norm_swiglu(const Tensor& out, const Tensor& x, const RmsNormFold& norm,
+                                const core::QTensor& w_gate_up, const core::QTensor& w_down,
+                                const Tensor& h, const Tensor& a, float beta) {
+    rmsnorm_forward(norm.normed, Tensor(), x, norm.weight, norm.eps);
+    quant_swiglu(out, norm.normed, w_gate_up, w_down, h, a, beta);
+}
 void Kernels::layernorm_forward(const Tensor&, const Tensor&, const Tensor&, const Tensor&,
                                 const Tensor&, const Tensor&, float) {
     not_supported("layernorm_forward");

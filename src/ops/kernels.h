@@ -40,6 +40,13 @@ public:
     virtual void quant_swiglu(const Tensor& out, const Tensor& x, const core::QTensor& w_gate_up,
                               const core::QTensor& w_down, const Tensor& h, const Tensor& a,
                               float beta);
+    // The RmsNormFold forms of both (ops/matmul.h); the defaults run rmsnorm_forward into
+    // norm.normed, then quant_linear / quant_swiglu on it.
+    virtual void quant_norm_linear(const Tensor& out, const Tensor& x, const RmsNormFold& norm,
+                                   const core::QTensor& w, const Tensor& bias, float beta);
+    virtual void quant_norm_swiglu(const Tensor& out, const Tensor& x, const RmsNormFold& norm,
+                                   const core::QTensor& w_gate_up, const core::QTensor& w_down,
+                                   const Tensor& h, const Tensor& a, float beta);
 
     virtual void layernorm_forward(const Tensor& out, const Tensor& mean, const Tensor& rstd,
                                    const Tensor& x, const Tensor& w, const Tensor& b, float eps);

@@ -1,5 +1,8 @@
 #include "ops/matmul.h"
 
+#include <cmath>
+#include <utility>
+
 #include "ops/kernels.h"
 #include "ops/layout.h"
 
@@ -100,8 +103,12 @@ void linear_forward(const Tensor& out, const Tensor& x, const Tensor& w, const T
     matmul(as_2d(op, "out", out), as_2d(op, "x", x), w, {.trans_b = true}, bias);
 }
 
-void quant_linear_forward(const Tensor& out, const Tensor& x, const core::QTensor& w,
-                          const Tensor& bias, float beta) {
+namespace {
+
+// quant_linear_forward's checks (an RmsNormFold's product too, with x its `normed`): the 2-D views
+// of out and x the kernels take.
+std::pair<Tensor, Tensor> checked_quant_linear(const Tensor& out, const Tensor& x,
+                                               const core::QTensor& w, const Tensor& bias) {
     const char* op = "quant_linear_forward";
     check::defined(op, "out", out);
     check::defined(op, "x", x);
@@ -128,12 +135,12 @@ void quant_linear_forward(const Tensor& out, const Tensor& x, const core::QTenso
     ZS_CHECK_T(ShapeError, o.stride(1) == 1 && a.stride(1) == 1,
                "quant_linear_forward: 'out' {} and 'x' {} need contiguous rows", out.str(),
                x.str());
-    kernels_for(out.device()).quant_linear(o, a, w, bias, beta);
+    return {o, a};
 }
 
-void quant_swiglu_forward(const Tensor& out, const Tensor& x, const core::QTensor& w_gate_up,
-                          const core::QTensor& w_down, const Tensor& h, const Tensor& a,
-                          float beta) {
+// quant_swiglu_forward's checks (an RmsNormFold's MLP too, with x its `normed`).
+void check_quant_swiglu(const Tensor& out, const Tensor& x, const core::QTensor& w_gate_up,
+                        const core::QTensor& w_down, const Tensor& h, const Tensor& a) {
     const char* op = "quant_swiglu_forward";
     check::defined(op, "h", h);
     check::defined(op, "a", a);
@@ -173,7 +180,62 @@ void quant_swiglu_forward(const Tensor& out, const Tensor& x, const core::QTenso
     ZS_CHECK_T(ShapeError, out.stride(1) == 1 && x.stride(1) == 1,
                "quant_swiglu_forward: 'out' {} and 'x' {} need contiguous rows", out.str(),
                x.str());
+}
+
+// The norm of an RmsNormFold: x [N, C] f32/bf16 with contiguous rows, weight [C] contiguous,
+// normed x's shape with contiguous rows, all on one device.
+void check_fold(const char* op, const Tensor& x, const RmsNormFold& norm) {
+    check::defined(op, "x", x);
+    check::defined(op, "norm.weight", norm.weight);
+    check::defined(op, "norm.normed", norm.normed);
+    ZS_CHECK_T(
+        ShapeError,
+        x.dim() == 2 && x.stride(1) == 1 && (x.dtype() == DType::f32 || x.dtype() == DType::bf16),
+        "{}: 'x' {} must be [N, C] f32 or bf16 with contiguous rows", op, x.str());
+    ZS_CHECK_T(ShapeError,
+               norm.weight.dim() == 1 && norm.weight.size(0) == x.size(1) &&
+                   norm.weight.is_contiguous() &&
+                   (norm.weight.dtype() == DType::f32 || norm.weight.dtype() == DType::bf16),
+               "{}: 'norm.weight' {} must be [{}] f32 or bf16, contiguous", op, norm.weight.str(),
+               x.size(1));
+    ZS_CHECK_T(ShapeError, norm.normed.shape() == x.shape() && norm.normed.stride(1) == 1,
+               "{}: 'norm.normed' {} must be x's shape {} with contiguous rows", op,
+               norm.normed.str(), x.shape().str());
+    ZS_CHECK_T(ShapeError, norm.eps >= 0.0f && std::isfinite(norm.eps),
+               "{}: 'norm.eps' {} must be finite and >= 0", op, norm.eps);
+    ZS_CHECK_T(ShapeError, norm.weight.device() == x.device() && norm.normed.device() == x.device(),
+               "{}: 'x' {}, 'norm.weight' {} and 'norm.normed' {} must share a device", op, x.str(),
+               norm.weight.str(), norm.normed.str());
+}
+
+}  // namespace
+
+void quant_linear_forward(const Tensor& out, const Tensor& x, const core::QTensor& w,
+                          const Tensor& bias, float beta) {
+    auto [o, a] = checked_quant_linear(out, x, w, bias);
+    kernels_for(out.device()).quant_linear(o, a, w, bias, beta);
+}
+
+void quant_linear_forward(const Tensor& out, const Tensor& x, const RmsNormFold& norm,
+                          const core::QTensor& w, const Tensor& bias, float beta) {
+    check_fold("quant_linear_forward", x, norm);
+    auto [o, a] = checked_quant_linear(out, norm.normed, w, bias);
+    kernels_for(out.device()).quant_norm_linear(o, x, norm, w, bias, beta);
+}
+
+void quant_swiglu_forward(const Tensor& out, const Tensor& x, const core::QTensor& w_gate_up,
+                          const core::QTensor& w_down, const Tensor& h, const Tensor& a,
+                          float beta) {
+    check_quant_swiglu(out, x, w_gate_up, w_down, h, a);
     kernels_for(out.device()).quant_swiglu(out, x, w_gate_up, w_down, h, a, beta);
+}
+
+void quant_swiglu_forward(const Tensor& out, const Tensor& x, const RmsNormFold& norm,
+                          const core::QTensor& w_gate_up, const core::QTensor& w_down,
+                          const Tensor& h, const Tensor& a, float beta) {
+    check_fold("quant_swiglu_forward", x, norm);
+    check_quant_swiglu(out, norm.normed, w_gate_up, w_down, h, a);
+    kernels_for(out.device()).quant_norm_swiglu(out, x, norm, w_gate_up, w_down, h, a, beta);
 }
 
 void linear_backward(const Tensor& dx, const Tensor& dw, const Tensor& dbias, const Tensor& dout,

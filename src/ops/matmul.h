@@ -43,6 +43,22 @@ void linear_backward(const Tensor& dx, const Tensor& dw, const Tensor& dbias, co
 void quant_linear_forward(const Tensor& out, const Tensor& x, const core::QTensor& w,
                           const Tensor& bias = {}, float beta = 0.0f);
 
+// An RMSNorm folded into a quantized product's input (decode): the product reads
+// rmsnorm(x) * weight (ops/norm.h rmsnorm_forward with `eps`), which it also leaves in `normed`
+// ([N, C], contiguous rows, the dtype the product's input would have) for later readers.
+struct RmsNormFold {
+    Tensor weight;  // [C] f32 or bf16
+    float eps = 0.0f;
+    Tensor normed;  // [N, C]
+};
+
+// quant_linear_forward on rmsnorm(x): x [N, C] f32/bf16. Bit for bit rmsnorm_forward(norm.normed,
+// {}, x, norm.weight, norm.eps) then quant_linear_forward(out, norm.normed, w, bias, beta); on the
+// CPU's decode path (few rows) every thread normalizes and quantizes the rows itself inside the
+// product's OpenMP region (no serial norm between regions).
+void quant_linear_forward(const Tensor& out, const Tensor& x, const RmsNormFold& norm,
+                          const core::QTensor& w, const Tensor& bias = {}, float beta = 0.0f);
+
 // The SwiGLU MLP against quantized weights in one call (inference):
 //   h = x @ w_gate_up^T, a = silu(h[:, :F]) * h[:, F:], out = a @ w_down^T + beta * out
 //   x [N, C], w_gate_up quantized [2F, C] (gate rows, then up rows), w_down quantized [C, F],
@@ -53,6 +69,11 @@ void quant_linear_forward(const Tensor& out, const Tensor& x, const core::QTenso
 void quant_swiglu_forward(const Tensor& out, const Tensor& x, const core::QTensor& w_gate_up,
                           const core::QTensor& w_down, const Tensor& h, const Tensor& a,
                           float beta = 0.0f);
+// The same MLP on rmsnorm(x) (RmsNormFold; h, a in norm.normed's dtype): bit for bit
+// rmsnorm_forward then quant_swiglu_forward, the norm inside the decode region on the CPU.
+void quant_swiglu_forward(const Tensor& out, const Tensor& x, const RmsNormFold& norm,
+                          const core::QTensor& w_gate_up, const core::QTensor& w_down,
+                          const Tensor& h, const Tensor& a, float beta = 0.0f);
 
 // out[j] (+)= sum_i in[i, j]: the bias gradient. in [..., N] -> out [N] f32.
 void sum_rows(const Tensor& out, const Tensor& in, bool accumulate);

@@ -47,7 +47,12 @@ public:
                        const Tensor& bias, float beta, QuantPrefill route);  // qgemv.cpp
     void quant_swiglu(const Tensor& out, const Tensor& x, const core::QTensor& w_gate_up,
                       const core::QTensor& w_down, const Tensor& h, const Tensor& a,
-                      float beta) override;  // qgemv.cpp
+                      float beta) override;
+    void quant_norm_linear(const Tensor& out, const Tensor& x, const ops::RmsNormFold& norm,
+                           const core::QTensor& w, const Tensor& bias, float beta) override;
+    void quant_norm_swiglu(const Tensor& out, const Tensor& x, const ops::RmsNormFold& norm,
+                           const core::QTensor& w_gate_up, const core::QTensor& w_down,
+                           const Tensor& h, const Tensor& a, float beta) override;  // qgemv.cpp
 
     void layernorm_forward(const Tensor& out, const Tensor& mean, const Tensor& rstd,
                            const Tensor& x, const Tensor& w, const Tensor& b, float eps) override;

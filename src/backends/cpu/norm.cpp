@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "backends/cpu/cpu_kernels.h"
+#include "backends/cpu/norm_row.h"
 #include "backends/cpu/parallel.h"
 
 namespace zs::backends::cpu {
@@ -49,27 +50,6 @@ std::pair<float, float> layernorm_row_pairs(T* orow, const T* xr, const T* next,
         vstore2(orow + c, vfma((a - vm) * vrs, w0, b0), vfma((b - vm) * vrs, w1, b1), n);
     });
     return {m, rs};
-}
-
-template <class T>
-float rmsnorm_row_pairs(T* orow, const T* xr, const T* next, const T* wp, int64_t C, float eps) {
-    VecF s0 = vzero(), s1 = vzero();
-    for_pairs(0, C, [&](int64_t c, int n) {
-        VecF a, b;
-        vload2(xr + c, a, b, n);
-        s0 = vfma(a, a, s0);
-        s1 = vfma(b, b, s1);
-    });
-    const float rs = 1.0f / std::sqrt(vsum(s0 + s1) / static_cast<float>(C) + eps);
-    const VecF vrs = vset(rs);
-    for_pairs(0, C, [&](int64_t c, int n) {
-        vprefetch2(next + c);
-        VecF a, b, w0, w1;
-        vload2(xr + c, a, b, n);
-        vload2(wp + c, w0, w1, n);
-        vstore2(orow + c, a * vrs * w0, b * vrs * w1, n);
-    });
-    return rs;
 }
 
 template <class TX, class TO, class TW>
@@ -175,21 +155,7 @@ void rmsnorm_fwd(const Tensor& out, const Tensor& rstd, const Tensor& x, const T
     for_rows(rx.n, C, [&](int64_t r) {
         const TX* xr = static_cast<const TX*>(x.data_ptr()) + r * rx.stride;
         TO* orow = static_cast<TO*>(out.data_ptr()) + r * ro.stride;
-        if constexpr (std::is_same_v<TX, TO> && std::is_same_v<TX, TW>) {
-            float rs = rmsnorm_row_pairs(orow, xr, xr + rx.stride, wp, C, eps);
-            if (rp) rp[r] = rs;
-            return;
-        }
-        VecF ss = vzero();
-        for (int64_t c = 0; c < C; c += kLanes) {
-            VecF v = vload(xr + c, lanes(c, C));
-            ss = vfma(v, v, ss);
-        }
-        float rs = 1.0f / std::sqrt(vsum(ss) / static_cast<float>(C) + eps);
-        for (int64_t c = 0; c < C; c += kLanes) {
-            int n = lanes(c, C);
-            vstore(orow + c, vload(xr + c, n) * vset(rs) * vload(wp + c, n), n);
-        }
+        const float rs = rmsnorm_row<TX, TO, TW>(orow, xr, xr + rx.stride, wp, C, eps);
         if (rp) rp[r] = rs;
     });
 }

@@ -11,6 +11,7 @@
 
 #include "backends/cpu/cpu_kernels.h"
 #include "backends/cpu/gemv.h"
+#include "backends/cpu/norm_row.h"
 #include "backends/cpu/parallel.h"
 #include "backends/cpu/qdot.h"
 #include "base/error.h"
@@ -445,10 +446,46 @@ void gemv_groups(TO* O, int64_t ldo, const core::QTensor& w, const QActs& a, flo
 
 bool parallel_gemv(const core::QTensor& w) { return w.rows() * w.cols() >= (1 << 16); }
 
+// dst[m] = rmsnorm(raw[m]) * norm.weight for m < M (dst rows ldd apart): rmsnorm_forward's row
+// code (norm_row.h), so the same bits as the unfused norm writing dst's dtype.
+template <class TX>
+void normalize_rows(TX* dst, int64_t ldd, const core::Tensor& raw, const ops::RmsNormFold& norm) {
+    const int64_t M = raw.size(0), C = raw.size(1), lds = raw.stride(0);
+    dispatch_float(raw.dtype(), [&](auto tr) {
+        using TR = decltype(tr);
+        const auto* R = static_cast<const TR*>(raw.data_ptr());
+        dispatch_float(norm.weight.dtype(), [&](auto tw) {
+            using TW = decltype(tw);
+            const auto* W = static_cast<const TW*>(norm.weight.data_ptr());
+            for (int64_t m = 0; m < M; ++m)
+                rmsnorm_row<TR, TX, TW>(dst + m * ldd, R + m * lds, R + (m + 1) * lds, W, C,
+                                        norm.eps);
+        });
+    });
+}
+
+// The rows a decode region quantizes when it folds a norm: thread 0 normalizes into the caller's
+// `normed` (x), the others into their own buffer (the same values: cheaper than a serial norm
+// and one more fork/join); returns the rows and their stride.
+template <class TX>
+std::pair<const TX*, int64_t> folded_rows(const core::Tensor& x, const core::Tensor& raw,
+                                          const ops::RmsNormFold& norm, std::vector<TX>& mine) {
+    const int64_t M = x.size(0), K = x.size(1);
+    if (omp_get_thread_num() == 0) {
+        auto* X = static_cast<TX*>(x.data_ptr());
+        normalize_rows(X, x.stride(0), raw, norm);
+        return {X, x.stride(0)};
+    }
+    mine.resize(static_cast<size_t>(M * K));
+    normalize_rows(mine.data(), K, raw, norm);
+    return {mine.data(), K};
+}
+
 }  // namespace
 
 void quant_gemv(const core::Tensor& out, const core::Tensor& x, const core::QTensor& w, float beta,
-                const core::Tensor& bias, QuantKernel kernel) {
+                const core::Tensor& bias, QuantKernel kernel, const ops::RmsNormFold* norm,
+                const core::Tensor& raw) {
     const int64_t M = x.size(0), K = x.size(1);
     const QuantKernel kern = resolve(kernel);
     ZS_ASSERT(K == w.cols() && K % 32 == 0);
@@ -459,6 +496,19 @@ void quant_gemv(const core::Tensor& out, const core::Tensor& x, const core::QTen
         dispatch_float(out.dtype(), [&](auto to) {
             using TO = decltype(to);
             auto* O = static_cast<TO*>(out.data_ptr());
+            if (norm != nullptr) {  // decode with the norm folded in: all of it in the region
+                ZS_ASSERT(M <= kSkinnyMaxRows);
+#pragma omp parallel if (parallel_gemv(w))
+                {
+                    std::vector<TX> mine;
+                    const auto [R, ld] = folded_rows<TX>(x, raw, *norm, mine);
+                    QActs own(M, K, w.type());
+                    std::vector<float> xf(static_cast<size_t>(K));
+                    for (int64_t m = 0; m < M; ++m) own.set(m, R + m * ld, kern, xf);
+                    gemv_groups(O, out.stride(0), w, own, beta, bias, kern, false);
+                }
+                return;
+            }
             if (M <= kSkinnyMaxRows) {  // decode: quantize outside any region
                 std::vector<float> xf(static_cast<size_t>(K));
                 for (int64_t m = 0; m < M; ++m) acts.set(m, X + m * x.stride(0), kern, xf);
@@ -480,33 +530,52 @@ void quant_gemv(const core::Tensor& out, const core::Tensor& x, const core::QTen
     });
 }
 
-// The decode MLP in one region: the gate|up GEMV's groups split across the team (an implicit
-// barrier at the loop's end), then every thread computes the whole swiglu row and its Q8
-// quantization for itself (F values: cheaper than a second barrier, and identical on every
-// thread), then the down GEMV's groups. Each value is computed by the code the unfused ops run,
-// so the result is theirs bit for bit.
-void CpuKernels::quant_swiglu(const Tensor& out, const Tensor& x, const core::QTensor& w_gate_up,
-                              const core::QTensor& w_down, const Tensor& h, const Tensor& a,
-                              float beta) {
+namespace {
+
+// Whether two row-major 2-D tensors' element ranges share bytes.
+bool overlaps(const Tensor& a, const Tensor& b) {
+    auto range = [](const Tensor& t) {
+        const auto* p = static_cast<const char*>(t.data_ptr());
+        const int64_t n = (t.size(0) - 1) * t.stride(0) + t.size(1);
+        return std::pair{p, p + n * static_cast<int64_t>(core::dtype_size(t.dtype()))};
+    };
+    const auto [a0, a1] = range(a);
+    const auto [b0, b1] = range(b);
+    return a0 < b1 && b0 < a1;
+}
+
+// CpuKernels::quant_swiglu's decode path (M <= kSkinnyMaxRows, F % 32 == 0), with the norm
+// folded in when `norm` is given (x = norm->normed, from raw).
+void swiglu_decode(const Tensor& out, const Tensor& x, const core::QTensor& w_gate_up,
+                   const core::QTensor& w_down, const Tensor& h, const Tensor& a, float beta,
+                   const ops::RmsNormFold* norm, const Tensor& raw) {
     const int64_t M = x.size(0), K = x.size(1), F = w_down.cols();
-    if (M > kSkinnyMaxRows || F % 32 != 0) {
-        return Kernels::quant_swiglu(out, x, w_gate_up, w_down, h, a, beta);
-    }
     const QuantKernel kern = resolve(QuantKernel::best);
-    QActs ax(M, K, w_gate_up.type());
     dispatch_float(x.dtype(), [&](auto tx) {
         using TX = decltype(tx);
         const auto* X = static_cast<const TX*>(x.data_ptr());
         auto* H = static_cast<TX*>(h.data_ptr());  // [M, 2F]
         auto* A = static_cast<TX*>(a.data_ptr());  // [M, F]
+        QActs ax(norm ? 0 : M, K, w_gate_up.type());
         std::vector<float> xf(static_cast<size_t>(K));
-        for (int64_t m = 0; m < M; ++m) ax.set(m, X + m * x.stride(0), kern, xf);
+        if (!norm) {
+            for (int64_t m = 0; m < M; ++m) ax.set(m, X + m * x.stride(0), kern, xf);
+        }
         dispatch_float(out.dtype(), [&](auto to) {
             using TO = decltype(to);
             auto* O = static_cast<TO*>(out.data_ptr());
 #pragma omp parallel if (parallel_gemv(w_gate_up) || parallel_gemv(w_down))
             {
-                gemv_groups(H, 2 * F, w_gate_up, ax, 0.0f, Tensor(), kern);
+                // With the norm folded: every thread's own rows and Q8 activations (the gate|up
+                // loop's barrier orders them before the down product writes into out = raw).
+                std::vector<TX> rows;
+                QActs own(norm ? M : 0, K, w_gate_up.type());
+                if (norm) {
+                    const auto [R, ld] = folded_rows<TX>(x, raw, *norm, rows);
+                    std::vector<float> rf(static_cast<size_t>(K));
+                    for (int64_t m = 0; m < M; ++m) own.set(m, R + m * ld, kern, rf);
+                }
+                gemv_groups(H, 2 * F, w_gate_up, norm ? own : ax, 0.0f, Tensor(), kern);
                 const bool first = omp_get_thread_num() == 0;  // writes `a` for the caller
                 std::vector<TX> mine(first ? 0 : static_cast<size_t>(M * F));
                 TX* act = first ? A : mine.data();
@@ -520,6 +589,44 @@ void CpuKernels::quant_swiglu(const Tensor& out, const Tensor& x, const core::QT
             }
         });
     });
+}
+
+}  // namespace
+
+// The decode MLP in one region: the gate|up GEMV's groups split across the team (an implicit
+// barrier at the loop's end), then every thread computes the whole swiglu row and its Q8
+// quantization for itself (F values: cheaper than a second barrier, and identical on every
+// thread), then the down GEMV's groups. Each value is computed by the code the unfused ops run,
+// so the result is theirs bit for bit.
+void CpuKernels::quant_swiglu(const Tensor& out, const Tensor& x, const core::QTensor& w_gate_up,
+                              const core::QTensor& w_down, const Tensor& h, const Tensor& a,
+                              float beta) {
+    if (x.size(0) > kSkinnyMaxRows || w_down.cols() % 32 != 0) {
+        return Kernels::quant_swiglu(out, x, w_gate_up, w_down, h, a, beta);
+    }
+    swiglu_decode(out, x, w_gate_up, w_down, h, a, beta, nullptr, Tensor());
+}
+
+// The same with the block's RMSNorm inside the region (ops::RmsNormFold): one serial norm less
+// between regions per block and token.
+void CpuKernels::quant_norm_swiglu(const Tensor& out, const Tensor& x, const ops::RmsNormFold& norm,
+                                   const core::QTensor& w_gate_up, const core::QTensor& w_down,
+                                   const Tensor& h, const Tensor& a, float beta) {
+    if (x.size(0) > kSkinnyMaxRows || w_down.cols() % 32 != 0 || overlaps(norm.normed, x) ||
+        overlaps(norm.normed, out)) {
+        return Kernels::quant_norm_swiglu(out, x, norm, w_gate_up, w_down, h, a, beta);
+    }
+    swiglu_decode(out, norm.normed, w_gate_up, w_down, h, a, beta, &norm, x);
+}
+
+void CpuKernels::quant_norm_linear(const Tensor& out, const Tensor& x, const ops::RmsNormFold& norm,
+                                   const core::QTensor& w, const Tensor& bias, float beta) {
+    // Folded where the decode GEMV runs and no thread's output can land in another's input.
+    if (x.size(0) > kSkinnyMaxRows || overlaps(out, x) || overlaps(norm.normed, x) ||
+        overlaps(norm.normed, out)) {
+        return Kernels::quant_norm_linear(out, x, norm, w, bias, beta);
+    }
+    quant_gemv(out, norm.normed, w, beta, bias, QuantKernel::best, &norm, x);
 }
 
 const char* to_string(QuantPrefill p) {

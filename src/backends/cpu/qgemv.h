@@ -11,6 +11,7 @@
 
 #include "core/quant.h"
 #include "core/tensor.h"
+#include "ops/matmul.h"
 
 namespace zs::backends::cpu {
 
@@ -53,9 +54,12 @@ const char* to_string(QuantPrefill p);
 QuantPrefill resolve_prefill(QuantPrefill p, const core::QTensor& w);
 
 // The int8 path: x [M, K] f32/bf16 rows (decode, or any M for the int8 prefill route), out
-// [M, N] f32/bf16 (row strides from the tensors), bias [N] optional.
+// [M, N] f32/bf16 (row strides from the tensors), bias [N] optional. With `norm` (decode only,
+// M <= kSkinnyMaxRows) x is rmsnorm(raw) * norm->weight, computed by every thread inside the
+// region (the first keeps it in x = norm->normed); raw [M, K] f32/bf16.
 void quant_gemv(const core::Tensor& out, const core::Tensor& x, const core::QTensor& w, float beta,
-                const core::Tensor& bias, QuantKernel kernel);
+                const core::Tensor& bias, QuantKernel kernel,
+                const ops::RmsNormFold* norm = nullptr, const core::Tensor& raw = {});
 
 // One row of swiglu_forward (pointwise.cpp), with its vectors and rounding: out = silu(gate) * up.
 void swiglu_row(const float* gate, const float* up, float* out, int64_t n);

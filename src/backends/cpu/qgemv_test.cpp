@@ -18,6 +18,7 @@
 #include <vector>
 
 #include <gtest/gtest.h>
+#include <omp.h>
 
 #include "backends/cpu/cpu_kernels.h"
 #include "backends/cpu/gemv.h"
@@ -26,6 +27,7 @@
 #include "core/quant.h"
 #include "ops/activation.h"
 #include "ops/matmul.h"
+#include "ops/norm.h"
 #include "tests/test_util.h"
 
 namespace zs::backends::cpu {
@@ -286,6 +288,82 @@ TEST(QuantGemv, FusedSwigluEqualsTheThreeOpsBitForBit) {
     Tensor x = Tensor::empty({1, C}, DType::f32), out = Tensor::empty({1, C}, DType::f32);
     Tensor h = Tensor::empty({1, 2 * F}, DType::f32), a = Tensor::empty({1, F}, DType::f32);
     EXPECT_THROW(ops::quant_swiglu_forward(out, x, up, down, h, a), ShapeError);
+}
+
+// An RMSNorm folded into the decode products (ops::RmsNormFold) against rmsnorm_forward then the
+// product: out, the normed rows (and the MLP's h and a) equal bit for bit, for 1 and 2 threads
+// (each thread normalizes for itself), f32 and bf16 normed rows, f32 and bf16 norm weights, decode
+// row counts and a prefill one (the composition); the MLP accumulates into its own raw input (the
+// residual stream, as the model runs it). Bad norm arguments are refused by name.
+TEST(QuantGemv, FoldedRmsNormEqualsNormThenProduct) {
+    test::Rng rng(305);
+    // Sizes at which the products split across threads (parallel_gemv: N * K >= 2^16).
+    const int64_t C = 96, F = 352, N = 704;
+    const int threads = omp_get_max_threads();
+    for (QType t : {QType::q8_0, QType::q4_0, QType::q4_k}) {
+        const bool kq = t == QType::q4_k;
+        const int64_t c = kq ? 256 : C, f = kq ? 512 : F;
+        const std::vector<QTensor> ws = layouts(random_weights(rng, t, N, c));
+        const std::vector<QTensor> ups = layouts(random_weights(rng, t, 2 * f, c));
+        const std::vector<QTensor> downs = layouts(random_weights(rng, t, c, f));
+        for (size_t li = 0; li < ws.size(); ++li) {
+            for (int nt : {1, 2}) {
+                omp_set_num_threads(nt);
+                for (int64_t M : {1, 3, 24}) {
+                    for (DType dt : {DType::f32, DType::bf16}) {
+                        for (DType wt : {DType::f32, DType::bf16}) {
+                            const std::string what = ws[li].str() + " M=" + std::to_string(M) +
+                                                     " " + core::to_string(dt) + " weight " +
+                                                     core::to_string(wt) + " threads " +
+                                                     std::to_string(nt);
+                            Tensor raw = test::random_tensor(rng, {M, c}, DType::f32);
+                            Tensor nw = test::random_tensor(rng, {c}, wt);
+                            Tensor xn = Tensor::empty({M, c}, dt), xn2 = Tensor::empty({M, c}, dt);
+                            Tensor bias = test::random_tensor(rng, {N}, DType::f32);
+                            Tensor want = Tensor::empty({M, N}, DType::f32);
+                            ops::rmsnorm_forward(xn, Tensor(), raw, nw, 1e-5f);
+                            ops::quant_linear_forward(want, xn, ws[li], bias);
+                            Tensor got = Tensor::empty({M, N}, DType::f32);
+                            ops::quant_linear_forward(got, raw, {nw, 1e-5f, xn2}, ws[li], bias);
+                            EXPECT_EQ(std::memcmp(got.data_ptr(), want.data_ptr(), got.nbytes()), 0)
+                                << "linear " << what;
+                            EXPECT_EQ(std::memcmp(xn2.data_ptr(), xn.data_ptr(), xn.nbytes()), 0)
+                                << "linear normed " << what;
+                            // The MLP: out is raw itself (beta = 1 onto the residual stream).
+                            Tensor h = Tensor::empty({M, 2 * f}, dt), a = Tensor::empty({M, f}, dt);
+                            Tensor res = raw.clone();
+                            ops::quant_swiglu_forward(res, xn, ups[li], downs[li], h, a, 1.0f);
+                            Tensor h2 = Tensor::empty({M, 2 * f}, dt),
+                                   a2 = Tensor::empty({M, f}, dt);
+                            Tensor res2 = raw.clone();
+                            ops::quant_swiglu_forward(res2, res2, {nw, 1e-5f, xn2}, ups[li],
+                                                      downs[li], h2, a2, 1.0f);
+                            EXPECT_EQ(std::memcmp(res2.data_ptr(), res.data_ptr(), res.nbytes()), 0)
+                                << "mlp " << what;
+                            EXPECT_EQ(std::memcmp(xn2.data_ptr(), xn.data_ptr(), xn.nbytes()), 0)
+                                << "mlp normed " << what;
+                            EXPECT_EQ(std::memcmp(a2.data_ptr(), a.data_ptr(), a.nbytes()), 0)
+                                << "mlp a " << what;
+                        }
+                    }
+                }
+            }
+        }
+    }
+    omp_set_num_threads(threads);
+    const QTensor w = random_weights(rng, QType::q8_0, N, C);
+    Tensor raw = Tensor::empty({1, C}, DType::f32), out = Tensor::empty({1, N}, DType::f32);
+    Tensor xn = Tensor::empty({1, C}, DType::f32);
+    EXPECT_THROW(
+        ops::quant_linear_forward(out, raw, {Tensor::empty({C + 1}, DType::f32), 1e-5f, xn}, w),
+        ShapeError);
+    EXPECT_THROW(ops::quant_linear_forward(
+                     out, raw,
+                     {Tensor::empty({C}, DType::f32), 1e-5f, Tensor::empty({2, C}, DType::f32)}, w),
+                 ShapeError);
+    EXPECT_THROW(
+        ops::quant_linear_forward(out, raw, {Tensor::empty({C}, DType::f32), -1.0f, xn}, w),
+        ShapeError);
 }
 
 // Q4_0 / Q5_0 widened to Q8_0 (core::widen_to_q8_0, for fused matrices whose parts differ in

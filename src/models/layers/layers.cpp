@@ -124,11 +124,18 @@ Tensor Attention::v_view(const Tensor& qkv, int64_t B, int64_t T) const {
 }
 
 void Attention::forward(const ParamBinding& p, Saved& s, const Tensor& residual, const Tensor& x,
-                        int64_t B, int64_t T, const Tensor& positions, AttentionCore& core) const {
+                        int64_t B, int64_t T, const Tensor& positions, AttentionCore& core,
+                        const PreNorm& pre) const {
     const int64_t N = B * T;
     DType ct = x.dtype();
     ensure(s.qkv, {N, cfg_->qkv_dim()}, ct, x.device());
-    linear(p, p_.wqkv, s.qkv, x, opt(p, p_.bqkv));
+    if (pre.norm && pre.norm->foldable() && p.qw(p_.wqkv).defined()) {
+        ops::quant_linear_forward(s.qkv, pre.raw, pre.norm->fold(p, x), p.qw(p_.wqkv),
+                                  opt(p, p_.bqkv));
+    } else {
+        if (pre.norm) pre.norm->forward(p, x, Tensor(), Tensor(), pre.raw);
+        linear(p, p_.wqkv, s.qkv, x, opt(p, p_.bqkv));
+    }
     if (rope_) {
         int64_t W = cfg_->qkv_dim(), HS = cfg_->head_dim;
         ops::rope_forward(s.qkv.as_strided({N, cfg_->n_heads, HS}, {W, HS, 1}, 0), positions,
@@ -179,10 +186,18 @@ bool Mlp::fused_quant_swiglu(const ParamBinding& p) const {
            p.qw(p_.up).defined() && p.qw(p_.down).defined();
 }
 
-void Mlp::run(const ParamBinding& p, Saved& s, const Tensor& out, const Tensor& x,
-              float beta) const {
+void Mlp::run(const ParamBinding& p, Saved& s, const Tensor& out, const Tensor& x, float beta,
+              const PreNorm& pre) const {
     const int64_t N = x.size(0);
     DType ct = x.dtype();
+    if (pre.norm && pre.norm->foldable() && kind_ != MlpKind::gelu && fused_quant_swiglu(p)) {
+        ensure(s.h, {N, 2 * ff_}, ct, x.device());
+        ensure(s.a, {N, ff_}, ct, x.device());
+        ops::quant_swiglu_forward(out, pre.raw, pre.norm->fold(p, x), p.qw(p_.up), p.qw(p_.down),
+                                  s.h, s.a, beta);
+        return;
+    }
+    if (pre.norm) pre.norm->forward(p, x, Tensor(), Tensor(), pre.raw);
     switch (kind_) {
         case MlpKind::gelu:
             ensure(s.h, {N, ff_}, ct, x.device());
@@ -225,8 +240,9 @@ void Mlp::run_backward(const ParamBinding& p, const Saved& s, const Tensor& dx, 
     linear_backward(p, p_.up, p_.up_bias, dx, dh, x, Operand::temporary);
 }
 
-void Mlp::forward(const ParamBinding& p, Saved& s, const Tensor& residual, const Tensor& x) const {
-    run(p, s, residual, x, 1.0f);
+void Mlp::forward(const ParamBinding& p, Saved& s, const Tensor& residual, const Tensor& x,
+                  const PreNorm& pre) const {
+    run(p, s, residual, x, 1.0f, pre);
 }
 
 void Mlp::backward(const ParamBinding& p, const Saved& s, const Tensor& dx, const Tensor& dres,

@@ -19,6 +19,7 @@
 #include "models/config.h"
 #include "models/params.h"
 #include "ops/attention.h"
+#include "ops/matmul.h"
 #include "ops/moe.h"
 #include "ops/rope.h"
 
@@ -90,11 +91,25 @@ public:
     void backward(const ParamBinding& p, const Tensor& dx, const Tensor& dout, const Tensor& x,
                   const Tensor& mean, const Tensor& rstd) const;
     NormKind kind() const { return kind_; }
+    // out = norm(x) folded into a quantized product (ops::RmsNormFold): RMSNorm only.
+    bool foldable() const { return kind_ == NormKind::rmsnorm; }
+    ops::RmsNormFold fold(const ParamBinding& p, const Tensor& out) const {
+        return {p.w(w_), eps_, out};
+    }
 
 private:
     NormKind kind_ = NormKind::rmsnorm;
     float eps_ = 1e-5f;
     ParamId w_ = kNoParam, b_ = kNoParam;
+};
+
+// A norm a block applies to its own input (inference): the block's `x` is then the buffer the
+// normed rows go to, from `raw` (the residual stream), and where the block's first product is
+// quantized and the norm an RMSNorm, the norm runs inside that product's region
+// (ops::RmsNormFold) instead of as an op of its own between regions.
+struct PreNorm {
+    const Norm* norm = nullptr;
+    Tensor raw;
 };
 
 struct AttentionParams {
@@ -122,8 +137,10 @@ public:
 
     // residual [N, C] f32 += attention(x [N, C] ct) over B sequences of T tokens, through `core`;
     // positions [N] i32 (RoPE). Inference passes one flat batch: B = 1, T = N.
+    // With `pre`, x is first filled from pre.raw by pre.norm (PreNorm).
     void forward(const ParamBinding& p, Saved& s, const Tensor& residual, const Tensor& x,
-                 int64_t B, int64_t T, const Tensor& positions, AttentionCore& core) const;
+                 int64_t B, int64_t T, const Tensor& positions, AttentionCore& core,
+                 const PreNorm& pre = {}) const;
     // dx [N, C] ct (=) from dres [N, C] f32, through the core forward ran on.
     void backward(const ParamBinding& p, const Saved& s, const Tensor& dx, const Tensor& dres,
                   const Tensor& x, int64_t B, int64_t T, const Tensor& positions,
@@ -163,13 +180,16 @@ public:
     Mlp(MlpKind kind, int64_t ff, MlpParams p, ops::GeluKind gelu = ops::GeluKind::kTanh,
         bool add_out_bias = true)
         : kind_(kind), ff_(ff), p_(p), gelu_(gelu), add_out_bias_(add_out_bias) {}
-    // residual [N, C] f32 += mlp(x [N, C] ct)
-    void forward(const ParamBinding& p, Saved& s, const Tensor& residual, const Tensor& x) const;
+    // residual [N, C] f32 += mlp(x [N, C] ct); with `pre`, x is first filled from pre.raw by
+    // pre.norm (PreNorm).
+    void forward(const ParamBinding& p, Saved& s, const Tensor& residual, const Tensor& x,
+                 const PreNorm& pre = {}) const;
     // dx [N, C] ct (=)
     void backward(const ParamBinding& p, const Saved& s, const Tensor& dx, const Tensor& dres,
                   const Tensor& x) const;
     // Used by the MoE layer for one expert: out [M, C] (= or +=) from x [M, C].
-    void run(const ParamBinding& p, Saved& s, const Tensor& out, const Tensor& x, float beta) const;
+    void run(const ParamBinding& p, Saved& s, const Tensor& out, const Tensor& x, float beta,
+             const PreNorm& pre = {}) const;
     // Both matrices quantized, no biases, ZS_DECODE_FUSE not 0: ops::quant_swiglu_forward.
     bool fused_quant_swiglu(const ParamBinding& p) const;
     // dx (=) from dout [M, C] ct.
