@@ -9,7 +9,8 @@
 #
 # Usage: bench/quant/decode_ab.sh BUILD LLAMA_CLI FILE.gguf...
 #   LLAMA_CLI may be llama-bench (builds whose llama-cli lacks -no-cnv): then theirs is
-#   `llama-bench -p 0 -n 64 -d 512` (one repetition), the issue's own measure.
+#   `llama-bench -p 0 -n 64 -d 512` (one repetition), the issue's own measure; `-` runs no
+#   llama.cpp (a before / after A/B with BASE alone: more rounds in the same time).
 #   ROUNDS (default 3), THREADS (default 1), AB_FUSE=1 adds a ZS_DECODE_FUSE=0 run per round,
 #   BASE=OTHER_BUILD adds a run of OTHER_BUILD's zerospeed per round (before / after a change),
 #   KV=DTYPE passes --kv-cache-dtype DTYPE to zerospeed (default auto: the compute dtype, f32 on
@@ -46,7 +47,9 @@ for r in $(seq "$rounds"); do
     for f in "$@"; do
         q=$(basename "$f" .gguf)
         echo "round $r $q ours $(ours "$f")" | tee -a "$log"
-        echo "round $r $q llama $(theirs "$f")" | tee -a "$log"
+        if [ "$cli" != - ]; then
+            echo "round $r $q llama $(theirs "$f")" | tee -a "$log"
+        fi
         if [ "${AB_FUSE:-0}" = 1 ]; then
             echo "round $r $q unfused $(ZS_DECODE_FUSE=0 ours "$f")" | tee -a "$log"
         fi
@@ -62,6 +65,7 @@ for f in "$@"; do
     q=$(basename "$f" .gguf)
     o=$(ab_col "$log" "$q" ours)
     l=$(ab_col "$log" "$q" llama)
+    [ "$cli" != - ] || l=none  # no llama.cpp runs: its columns read none
     extra=""
     if [ "${AB_FUSE:-0}" = 1 ]; then
         extra=" unfused $(ab_col "$log" "$q" unfused)"
@@ -71,6 +75,7 @@ for f in "$@"; do
         extra="$extra base $b ($(awk -v o="$o" -v b="$b" 'BEGIN { printf "%.2fx", o / b }'))"
     fi
     awk -v q="$q" -v o="$o" -v l="$l" -v b="$(stat -c %s "$f")" -v g="$tri" -v x="$extra" \
-        'BEGIN { printf "%s %.1f %.1f %.2fx %.2f%s\n", q, o, l, o / l, o * b / (g * 1e9), x }'
+        'BEGIN { r = l == "none" ? "none none" : sprintf("%.1f %.2fx", l, o / l)
+                 printf "%s %.1f %s %.2f%s\n", q, o, r, o * b / (g * 1e9), x }'
 done
 rm -f "$log"
