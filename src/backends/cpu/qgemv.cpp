@@ -612,8 +612,10 @@ void CpuKernels::quant_swiglu(const Tensor& out, const Tensor& x, const core::QT
 void CpuKernels::quant_norm_swiglu(const Tensor& out, const Tensor& x, const ops::RmsNormFold& norm,
                                    const core::QTensor& w_gate_up, const core::QTensor& w_down,
                                    const Tensor& h, const Tensor& a, float beta) {
+    // Folded where the decode path runs and no thread's writes can land in rows another thread
+    // is still normalizing from (out = x is fine: the gate|up barrier comes first).
     if (x.size(0) > kSkinnyMaxRows || w_down.cols() % 32 != 0 || overlaps(norm.normed, x) ||
-        overlaps(norm.normed, out)) {
+        overlaps(norm.normed, out) || overlaps(h, x) || overlaps(a, x)) {
         return Kernels::quant_norm_swiglu(out, x, norm, w_gate_up, w_down, h, a, beta);
     }
     swiglu_decode(out, norm.normed, w_gate_up, w_down, h, a, beta, &norm, x);
