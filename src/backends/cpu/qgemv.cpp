@@ -464,21 +464,28 @@ void normalize_rows(TX* dst, int64_t ldd, const core::Tensor& raw, const ops::Rm
     });
 }
 
-// The rows a decode region quantizes when it folds a norm: thread 0 normalizes into the caller's
-// `normed` (x), the others into their own buffer (the same values: cheaper than a serial norm
-// and one more fork/join); returns the rows and their stride.
+// The Q8 activations of a decode region that folds a norm, for the calling thread: thread 0
+// normalizes into the caller's `normed` (x), the others into a buffer of their own (the same
+// values: cheaper than a serial norm and one more fork/join), then each quantizes its rows.
 template <class TX>
-std::pair<const TX*, int64_t> folded_rows(const core::Tensor& x, const core::Tensor& raw,
-                                          const ops::RmsNormFold& norm, std::vector<TX>& mine) {
+QActs folded_acts(const core::Tensor& x, const core::Tensor& raw, const ops::RmsNormFold& norm,
+                  QType wt, QuantKernel kern) {
     const int64_t M = x.size(0), K = x.size(1);
+    std::vector<TX> mine;
+    const TX* R = static_cast<const TX*>(x.data_ptr());
+    int64_t ld = x.stride(0);
     if (omp_get_thread_num() == 0) {
-        auto* X = static_cast<TX*>(x.data_ptr());
-        normalize_rows(X, x.stride(0), raw, norm);
-        return {X, x.stride(0)};
+        normalize_rows(static_cast<TX*>(x.data_ptr()), ld, raw, norm);
+    } else {
+        mine.resize(static_cast<size_t>(M * K));
+        normalize_rows(mine.data(), K, raw, norm);
+        R = mine.data();
+        ld = K;
     }
-    mine.resize(static_cast<size_t>(M * K));
-    normalize_rows(mine.data(), K, raw, norm);
-    return {mine.data(), K};
+    QActs acts(M, K, wt);
+    std::vector<float> xf(static_cast<size_t>(K));
+    for (int64_t m = 0; m < M; ++m) acts.set(m, R + m * ld, kern, xf);
+    return acts;  // its row pointers point into its own buffers, which a move keeps
 }
 
 }  // namespace
@@ -489,7 +496,7 @@ void quant_gemv(const core::Tensor& out, const core::Tensor& x, const core::QTen
     const int64_t M = x.size(0), K = x.size(1);
     const QuantKernel kern = resolve(kernel);
     ZS_ASSERT(K == w.cols() && K % 32 == 0);
-    QActs acts(M, K, w.type());
+    QActs acts(norm ? 0 : M, K, w.type());  // folding: each thread quantizes its own
     dispatch_float(x.dtype(), [&](auto tx) {
         using TX = decltype(tx);
         const auto* X = static_cast<const TX*>(x.data_ptr());
@@ -500,11 +507,7 @@ void quant_gemv(const core::Tensor& out, const core::Tensor& x, const core::QTen
                 ZS_ASSERT(M <= kSkinnyMaxRows);
 #pragma omp parallel if (parallel_gemv(w))
                 {
-                    std::vector<TX> mine;
-                    const auto [R, ld] = folded_rows<TX>(x, raw, *norm, mine);
-                    QActs own(M, K, w.type());
-                    std::vector<float> xf(static_cast<size_t>(K));
-                    for (int64_t m = 0; m < M; ++m) own.set(m, R + m * ld, kern, xf);
+                    const QActs own = folded_acts<TX>(x, raw, *norm, w.type(), kern);
                     gemv_groups(O, out.stride(0), w, own, beta, bias, kern, false);
                 }
                 return;
@@ -568,13 +571,8 @@ void swiglu_decode(const Tensor& out, const Tensor& x, const core::QTensor& w_ga
             {
                 // With the norm folded: every thread's own rows and Q8 activations (the gate|up
                 // loop's barrier orders them before the down product writes into out = raw).
-                std::vector<TX> rows;
-                QActs own(norm ? M : 0, K, w_gate_up.type());
-                if (norm) {
-                    const auto [R, ld] = folded_rows<TX>(x, raw, *norm, rows);
-                    std::vector<float> rf(static_cast<size_t>(K));
-                    for (int64_t m = 0; m < M; ++m) own.set(m, R + m * ld, kern, rf);
-                }
+                const QActs own = norm ? folded_acts<TX>(x, raw, *norm, w_gate_up.type(), kern)
+                                       : QActs(0, K, w_gate_up.type());
                 gemv_groups(H, 2 * F, w_gate_up, norm ? own : ax, 0.0f, Tensor(), kern);
                 const bool first = omp_get_thread_num() == 0;  // writes `a` for the caller
                 std::vector<TX> mine(first ? 0 : static_cast<size_t>(M * F));

@@ -190,14 +190,9 @@ void Mlp::run(const ParamBinding& p, Saved& s, const Tensor& out, const Tensor& 
               const PreNorm& pre) const {
     const int64_t N = x.size(0);
     DType ct = x.dtype();
-    if (pre.norm && pre.norm->foldable() && kind_ != MlpKind::gelu && fused_quant_swiglu(p)) {
-        ensure(s.h, {N, 2 * ff_}, ct, x.device());
-        ensure(s.a, {N, ff_}, ct, x.device());
-        ops::quant_swiglu_forward(out, pre.raw, pre.norm->fold(p, x), p.qw(p_.up), p.qw(p_.down),
-                                  s.h, s.a, beta);
-        return;
-    }
-    if (pre.norm) pre.norm->forward(p, x, Tensor(), Tensor(), pre.raw);
+    const bool fused = kind_ != MlpKind::gelu && fused_quant_swiglu(p);
+    const bool fold = fused && pre.norm && pre.norm->foldable();  // the norm inside the MLP
+    if (pre.norm && !fold) pre.norm->forward(p, x, Tensor(), Tensor(), pre.raw);
     switch (kind_) {
         case MlpKind::gelu:
             ensure(s.h, {N, ff_}, ct, x.device());
@@ -209,7 +204,12 @@ void Mlp::run(const ParamBinding& p, Saved& s, const Tensor& out, const Tensor& 
         case MlpKind::moe:
             ensure(s.h, {N, 2 * ff_}, ct, x.device());
             ensure(s.a, {N, ff_}, ct, x.device());
-            if (fused_quant_swiglu(p)) {
+            if (fold) {
+                ops::quant_swiglu_forward(out, pre.raw, pre.norm->fold(p, x), p.qw(p_.up),
+                                          p.qw(p_.down), s.h, s.a, beta);
+                return;
+            }
+            if (fused) {
                 ops::quant_swiglu_forward(out, x, p.qw(p_.up), p.qw(p_.down), s.h, s.a, beta);
                 return;
             }
