@@ -409,19 +409,21 @@ void BM_decode_attention(benchmark::State& st) {
 }
 
 // The serving engine's decode attention: S sequences of T cached positions each decode one
-// token, over a bf16 paged cache (block size 16, SmolLM2-135M's 9 query / 3 kv heads of 64
+// token, over a paged cache (block size 16, SmolLM2-135M's 9 query / 3 kv heads of 64
 // dims), the sequences' blocks interleaved in the pool as a busy server leaves them. args: T, S,
 // C: each iteration runs the next 30 of C per-layer pools as BM_decode_attention does (C = 1:
 // one layer, the rows in cache, the kernel's compute; C = 96: the rows from memory as in
-// `generate --kv-cache-dtype bf16`, which decodes through this kernel). Counter: KV bytes/s.
+// `generate --kv-cache-dtype bf16`, which decodes through this kernel), D: 1 an f32 cache (the
+// server's default under f32 compute, as for a quantized GGUF), else bf16. Counter: KV bytes/s.
 void BM_paged_decode_attention(benchmark::State& st) {
     const int64_t T = st.range(0), S = st.range(1), NH = 9, NKV = 3, HS = 64, kBlock = 16;
     const int64_t kCaches = st.range(2), kLayers = kCaches == 1 ? 1 : 30;
+    const DType dt = st.range(3) == 1 ? DType::f32 : DType::bf16;
     const int64_t per_seq = (T + 1 + kBlock - 1) / kBlock, n_blocks = per_seq * S;
     std::vector<Tensor> kcs, vcs;
     for (int64_t c = 0; c < kCaches; ++c) {
-        kcs.push_back(rnd({n_blocks, kBlock, NKV, HS}, DType::bf16, 2 * c + 1));
-        vcs.push_back(rnd({n_blocks, kBlock, NKV, HS}, DType::bf16, 2 * c + 2));
+        kcs.push_back(rnd({n_blocks, kBlock, NKV, HS}, dt, 2 * c + 1));
+        vcs.push_back(rnd({n_blocks, kBlock, NKV, HS}, dt, 2 * c + 2));
     }
     std::vector<std::vector<zs::ops::BlockId>> tables(static_cast<size_t>(S));
     std::vector<zs::ops::SeqSlice> seqs;
@@ -430,7 +432,7 @@ void BM_paged_decode_attention(benchmark::State& st) {
             tables[static_cast<size_t>(i)].push_back(static_cast<zs::ops::BlockId>(b * S + i));
         seqs.push_back({i, 1, T, tables[static_cast<size_t>(i)]});
     }
-    Tensor q = rnd({S, NH, HS}, DType::bf16, 5), o = Tensor::empty({S, NH, HS}, DType::bf16);
+    Tensor q = rnd({S, NH, HS}, dt, 5), o = Tensor::empty({S, NH, HS}, dt);
     int64_t next = 0;
     for (auto _ : st) {
         for (int64_t l = 0; l < kLayers; ++l, next = (next + 1) % kCaches) {
@@ -439,7 +441,8 @@ void BM_paged_decode_attention(benchmark::State& st) {
         }
         benchmark::DoNotOptimize(o.data_ptr());
     }
-    const double bytes = 2.0 * static_cast<double>(kLayers * S * (T + 1) * NKV * HS * 2);
+    const double bytes =
+        2.0 * static_cast<double>(kLayers * S * (T + 1) * NKV * HS) * zs::core::dtype_size(dt);
     st.counters["kv_GB/s"] =
         benchmark::Counter(bytes * st.iterations() / 1e9, benchmark::Counter::kIsRate);
 }
@@ -467,11 +470,15 @@ BENCHMARK(BM_decode_attention)
     ->Args({600, 1, 1, 0})
     ->Args({600, 96, 1, 1})
     ->Args({600, 1, 1, 1})
+    ->Args({600, 96, 0, 1})
     ->UseRealTime();
 BENCHMARK(BM_paged_decode_attention)
-    ->Args({600, 1, 1})
-    ->Args({600, 8, 1})
-    ->Args({600, 1, 96})
+    ->Args({600, 1, 1, 0})
+    ->Args({600, 8, 1, 0})
+    ->Args({600, 1, 96, 0})
+    ->Args({600, 1, 1, 1})
+    ->Args({600, 1, 96, 1})
+    ->Args({300, 1, 96, 1})
     ->UseRealTime();
 BENCHMARK(BM_matmul)->Apply(gemm_args)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_matmul_onednn_direct)->Apply(gemm_args)->Unit(benchmark::kMillisecond)->UseRealTime();

@@ -84,7 +84,9 @@ TEST(PagedAttention, ForwardMatchesReference) {
         {3, 1, 8, 4, DType::f32, DType::f32, DType::f32},       // MQA
         {2, 2, 20, 8, DType::bf16, DType::bf16, DType::bf16},   // MHA, HS not a multiple of 16
         {8, 2, 64, 16, DType::bf16, DType::f32, DType::f32},    // SmolLM2-like
+        {9, 3, 64, 16, DType::f32, DType::f32, DType::f32},     // SmolLM2 as served (f32)
         {8, 2, 128, 16, DType::bf16, DType::bf16, DType::f32},  // Llama-like head size
+        {48, 3, 16, 4, DType::f32, DType::f32, DType::f32},     // kv heads 2 + 1 per task
         {40, 1, 8, 5, DType::f32, DType::f32, DType::bf16},     // group wider than a task
         {4, 4, 16, 1, DType::f32, DType::f32, DType::f32},      // one token per block
         {6, 2, 24, 32, DType::f32, DType::bf16, DType::f32},
@@ -335,6 +337,8 @@ TEST(PagedAttention, QuantizedCacheMatchesReferenceOnDequantizedValues) {
         {2, 2, 128, 8, DType::i8, DType::bf16, DType::f32},
         {8, 2, 64, 16, DType::i8, DType::f32, DType::f32, 21},
         {40, 1, 32, 5, DType::i8, DType::f32, DType::bf16},
+        {9, 3, 64, 16, DType::i8, DType::f32, DType::f32},  // a task's kv heads side by side
+        {48, 3, 32, 4, DType::i8, DType::f32, DType::f32},  // kv heads 2 + 1 per task
     };
     Rng rng(77);
     for (KvQuant quant : {KvQuant::int8, KvQuant::fp8_e4m3}) {
