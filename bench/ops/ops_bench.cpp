@@ -422,8 +422,8 @@ void BM_paged_decode_attention(benchmark::State& st) {
     const int64_t per_seq = (T + 1 + kBlock - 1) / kBlock, n_blocks = per_seq * S;
     std::vector<Tensor> kcs, vcs;
     for (int64_t c = 0; c < kCaches; ++c) {
-        kcs.push_back(rnd({n_blocks, kBlock, NKV, HS}, dt, 2 * c + 1));
-        vcs.push_back(rnd({n_blocks, kBlock, NKV, HS}, dt, 2 * c + 2));
+        kcs.push_back(rnd({n_blocks, NKV, kBlock, HS}, dt, 2 * c + 1));
+        vcs.push_back(rnd({n_blocks, NKV, kBlock, HS}, dt, 2 * c + 2));
     }
     std::vector<std::vector<zs::ops::BlockId>> tables(static_cast<size_t>(S));
     std::vector<zs::ops::SeqSlice> seqs;

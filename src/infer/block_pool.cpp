@@ -71,11 +71,11 @@ KvBlockPool::KvBlockPool(const KvCacheSpec& spec) : spec_(spec) {
     ZS_CHECK_T(ConfigError, spec.n_layers > 0 && spec.n_kv_heads > 0 && spec.head_dim > 0,
                "kv cache geometry must be positive (layers {}, kv heads {}, head dim {})",
                spec.n_layers, spec.n_kv_heads, spec.head_dim);
-    const core::Shape shape{spec.n_blocks, spec.block_size, spec.n_kv_heads, spec.head_dim};
+    const core::Shape shape{spec.n_blocks, spec.n_kv_heads, spec.block_size, spec.head_dim};
     const bool quant = spec.quant != ops::KvQuant::none;
     const DType dt = quant ? DType::i8 : spec.dtype;
     spec_.dtype = dt;
-    const core::Shape scale_shape{spec.n_blocks, spec.block_size, spec.n_kv_heads,
+    const core::Shape scale_shape{spec.n_blocks, spec.n_kv_heads, spec.block_size,
                                   spec.head_dim / ops::kKvQuantGroup};
     auto alloc = [](const core::Shape& s, DType t) {
         return Tensor::empty(s, t, core::Device::cpu(), core::MemCategory::kv_cache);

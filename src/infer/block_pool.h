@@ -86,7 +86,7 @@ struct KvPoolStats {
 
 class KvBlockPool {
 public:
-    // Allocates the storage: per layer K and V [n_blocks, block_size, NKV, HS] of spec.dtype,
+    // Allocates the storage: per layer K and V [n_blocks, NKV, block_size, HS] of spec.dtype,
     // accounted as MemCategory::kv_cache. Throws ConfigError on an invalid spec.
     explicit KvBlockPool(const KvCacheSpec& spec);
     KvBlockPool(const KvBlockPool&) = delete;
@@ -99,7 +99,7 @@ public:
     int64_t n_used() const { return spec_.n_blocks - n_free_; }
     KvPoolStats stats() const;
 
-    // [n_blocks, block_size, NKV, HS] storage of layer `layer` (i8 when quantized).
+    // [n_blocks, NKV, block_size, HS] storage of layer `layer` (i8 when quantized).
     const Tensor& k_cache(int64_t layer) const { return k_[static_cast<size_t>(layer)]; }
     const Tensor& v_cache(int64_t layer) const { return v_[static_cast<size_t>(layer)]; }
     // Layer `layer` in any format, with its scales when quantized.
@@ -142,8 +142,8 @@ private:
     BlockId find(BlockHash hash, BlockHash parent, std::span<const int32_t> tokens) const;
 
     KvCacheSpec spec_;
-    std::vector<Tensor> k_, v_;    // per layer [n_blocks, block_size, NKV, HS]
-    std::vector<Tensor> ks_, vs_;  // quantized: per layer [n_blocks, block_size, NKV, HS / 32] f16
+    std::vector<Tensor> k_, v_;    // per layer [n_blocks, NKV, block_size, HS]
+    std::vector<Tensor> ks_, vs_;  // quantized: per layer [n_blocks, NKV, block_size, HS / 32] f16
     std::vector<Meta> meta_;       // [n_blocks]
     BlockId head_ = -1, tail_ = -1;
     int64_t n_free_ = 0;

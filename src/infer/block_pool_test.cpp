@@ -78,7 +78,7 @@ TEST(KvBlockPool, StorageIsSizedAndAccountedAsKvCache) {
     const int64_t before = core::memory_stats().current_of(core::MemCategory::kv_cache);
     {
         KvBlockPool pool(s);
-        EXPECT_EQ(pool.k_cache(2).shape(), core::Shape({5, 16, 2, 8}));
+        EXPECT_EQ(pool.k_cache(2).shape(), core::Shape({5, 2, 16, 8}));
         EXPECT_EQ(pool.v_cache(0).dtype(), DType::bf16);
         const int64_t now = core::memory_stats().current_of(core::MemCategory::kv_cache);
         EXPECT_EQ(now - before, 5 * s.block_bytes());

@@ -110,7 +110,7 @@ void run_case(const Case& c, uint64_t seed) {
         for (int64_t p = 0; p < T; ++p) {
             kc.select(0, p).copy_from(pool.k_cache(layer)
                                           .select(0, s.blocks[static_cast<size_t>(p / bs)])
-                                          .select(0, p % bs));
+                                          .select(1, p % bs));
         }
         Tensor want_k = rounded(s.k, c.kv_dtype);
         EXPECT_TRUE(zs::test::all_close(kc, ops::reference::from_tensor(want_k), {0, 0}, "cache"));

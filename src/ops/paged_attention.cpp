@@ -34,7 +34,7 @@ CacheDims check_caches(const char* op, const Tensor& k_cache, const Tensor& v_ca
     }
     check::same_shape(op, "v_cache", v_cache, "k_cache", k_cache);
     check::dtype(op, "v_cache", v_cache, {k_cache.dtype()});
-    return {k_cache.size(0), k_cache.size(1), k_cache.size(2), k_cache.size(3)};
+    return {k_cache.size(0), k_cache.size(2), k_cache.size(1), k_cache.size(3)};
 }
 
 // A float [N, heads, HS] with a contiguous last dim.
@@ -194,7 +194,7 @@ void paged_kv_write(const PagedKvCache& cache, const Tensor& k, const Tensor& v,
     if (cache.quant == KvQuant::none) return paged_kv_write(cache.k, cache.v, k, v, seqs);
     const char* op = "paged_kv_write";
     check_quant_cache(op, cache);
-    const CacheDims c{cache.k.size(0), cache.k.size(1), cache.k.size(2), cache.k.size(3)};
+    const CacheDims c{cache.k.size(0), cache.k.size(2), cache.k.size(1), cache.k.size(3)};
     check_rows(op, "k", k, c.nkv, c.hs);
     check_rows(op, "v", v, c.nkv, c.hs);
     check::same_shape(op, "v", v, "k", k);
@@ -211,7 +211,7 @@ void paged_attention_forward(const Tensor& out, const Tensor& q, const PagedKvCa
     }
     const char* op = "paged_attention_forward";
     check_quant_cache(op, cache);
-    const CacheDims c{cache.k.size(0), cache.k.size(1), cache.k.size(2), cache.k.size(3)};
+    const CacheDims c{cache.k.size(0), cache.k.size(2), cache.k.size(1), cache.k.size(3)};
     check_query(op, out, q, c, opts);
     check::same_device(op, {{"out", &out}, {"q", &q}, {"k_cache", &cache.k}});
     check_read_tables(op, seqs, q.size(0), c, opts.window);

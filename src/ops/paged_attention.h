@@ -2,10 +2,13 @@
 // fixed-size blocks (vLLM's PagedAttention), and the write of new keys/values into it. The block
 // pool, the block tables and who owns which block live in infer/; these ops only read the tables.
 //
-//   k_cache, v_cache [n_blocks, block_size, NKV, HS]  f32, bf16 or f16, contiguous, one dtype
+//   k_cache, v_cache [n_blocks, NKV, block_size, HS]  f32, bf16 or f16, contiguous, one dtype
 //   q, out           [N, NH, HS]                      f32 or bf16 (each its own), last dim
 //                                                     contiguous (q may be a view of a fused QKV)
 //   k, v             [N, NKV, HS]                     the N new tokens' keys and values
+// A block is head-major: each kv head's block_size rows are one contiguous run, so decode reads
+// a head's keys as a few long streams (token-major rows put one head's HS values every NKV * HS,
+// which the CPU's prefetchers follow poorly: half the speed from memory on Zen 3).
 // A ragged batch is a flat list of N rows in which every sequence owns one contiguous run (a
 // prompt chunk or a single decode token), described by a SeqSlice with that sequence's block
 // table. Query head h reads kv head h / (NH / NKV).
@@ -70,8 +73,8 @@ inline constexpr int64_t kKvQuantGroup = 32;
 const char* to_string(KvQuant q);
 
 // One layer's paged cache in any format. quant none: k, v f32 or bf16 and no scales; otherwise
-// k, v i8 [n_blocks, block_size, NKV, HS] (raw bytes for fp8) and k_scale, v_scale f16
-// [n_blocks, block_size, NKV, HS / kKvQuantGroup].
+// k, v i8 [n_blocks, NKV, block_size, HS] (raw bytes for fp8) and k_scale, v_scale f16
+// [n_blocks, NKV, block_size, HS / kKvQuantGroup].
 struct PagedKvCache {
     KvQuant quant = KvQuant::none;
     Tensor k, v, k_scale, v_scale;

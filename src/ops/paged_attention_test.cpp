@@ -108,8 +108,8 @@ TEST(PagedAttention, ForwardMatchesReference) {
         for (const Case& c : cases) {
             if (c.cache == DType::f16 && !dev.is_cpu()) continue;  // a CPU cache dtype
             const Batch b = make_batch(rng, c.bs, c.window);
-            Tensor kc = random_tensor(rng, {b.n_blocks, c.bs, c.NKV, c.HS}, c.cache);
-            Tensor vc = random_tensor(rng, {b.n_blocks, c.bs, c.NKV, c.HS}, c.cache);
+            Tensor kc = random_tensor(rng, {b.n_blocks, c.NKV, c.bs, c.HS}, c.cache);
+            Tensor vc = random_tensor(rng, {b.n_blocks, c.NKV, c.bs, c.HS}, c.cache);
             // q as the model passes it: a strided view of the fused projection.
             const int64_t W = (c.NH + 2 * c.NKV) * c.HS;
             Tensor qkv = random_tensor(rng, {b.N, W}, c.q, -2.0, 2.0);
@@ -142,8 +142,8 @@ TEST(PagedAttention, ChunkingDoesNotChangeAnyBit) {
     std::shuffle(table.begin(), table.end(), rng.gen());
     std::vector<BlockId> other = {0, 1, 2, 3};
     for (core::Device dev : test_devices()) {
-        Tensor kc = random_tensor(rng, {n_blocks, bs, NKV, HS}, DType::bf16).to(dev);
-        Tensor vc = random_tensor(rng, {n_blocks, bs, NKV, HS}, DType::bf16).to(dev);
+        Tensor kc = random_tensor(rng, {n_blocks, NKV, bs, HS}, DType::bf16).to(dev);
+        Tensor vc = random_tensor(rng, {n_blocks, NKV, bs, HS}, DType::bf16).to(dev);
         Tensor q = random_tensor(rng, {T + 3, NH, HS}, DType::f32, -3.0, 3.0).to(dev);
         AttentionOptions o;
         o.window = 37;
@@ -182,8 +182,8 @@ TEST(PagedAttention, KeySegmentsDoNotDependOnThreadsOrBatch) {
     std::shuffle(ids.begin(), ids.end(), rng.gen());
     const std::vector<BlockId> ta(ids.begin(), ids.begin() + 45),
         tb(ids.begin() + 45, ids.begin() + 90), tc(ids.begin() + 90, ids.begin() + 120);
-    Tensor kc = random_tensor(rng, {n_blocks, bs, NKV, HS}, DType::bf16);
-    Tensor vc = random_tensor(rng, {n_blocks, bs, NKV, HS}, DType::bf16);
+    Tensor kc = random_tensor(rng, {n_blocks, NKV, bs, HS}, DType::bf16);
+    Tensor vc = random_tensor(rng, {n_blocks, NKV, bs, HS}, DType::bf16);
     Tensor q = random_tensor(rng, {43, NH, HS}, DType::f32, -3.0, 3.0);
     const std::vector<SeqSlice> alone_a = {{0, 1, 700, ta}}, alone_b = {{1, 40, 600, tb}};
     const std::vector<SeqSlice> all = {{0, 1, 700, ta}, {1, 40, 600, tb}, {41, 2, 300, tc}};
@@ -223,8 +223,8 @@ TEST(PagedAttention, KvWriteStoresEachRowAtItsSlot) {
             Tensor fused = random_tensor(rng, {6, W}, DType::f32);
             Tensor k = fused.as_strided({6, NKV, HS}, {W, HS, 1}, 0);
             Tensor v = fused.as_strided({6, NKV, HS}, {W, HS, 1}, NKV * HS);
-            Tensor kc0 = random_tensor(rng, {n_blocks, bs, NKV, HS}, cache);
-            Tensor vc0 = random_tensor(rng, {n_blocks, bs, NKV, HS}, cache);
+            Tensor kc0 = random_tensor(rng, {n_blocks, NKV, bs, HS}, cache);
+            Tensor vc0 = random_tensor(rng, {n_blocks, NKV, bs, HS}, cache);
             Tensor kc = kc0.to(dev), vc = vc0.to(dev);
             Tensor fd = fused.to(dev);
             paged_kv_write(kc, vc, fd.as_strided({6, NKV, HS}, {W, HS, 1}, 0),
@@ -236,10 +236,11 @@ TEST(PagedAttention, KvWriteStoresEachRowAtItsSlot) {
             for (const SeqSlice& s : slices) {
                 for (int64_t i = 0; i < s.n_tokens; ++i) {
                     const int64_t p = s.pos + i;
-                    const int64_t slot = s.blocks[static_cast<size_t>(p / bs)] * bs + p % bs;
-                    for (int64_t e = 0; e < NKV * HS; ++e) {
-                        want_k[slot * NKV * HS + e] = kr[(s.start + i) * NKV * HS + e];
-                        want_v[slot * NKV * HS + e] = vr[(s.start + i) * NKV * HS + e];
+                    const int64_t blk = s.blocks[static_cast<size_t>(p / bs)];
+                    for (int64_t e = 0; e < NKV * HS; ++e) {  // head-major [NKV, bs, HS] blocks
+                        const int64_t at = ((blk * NKV + e / HS) * bs + p % bs) * HS + e % HS;
+                        want_k[at] = kr[(s.start + i) * NKV * HS + e];
+                        want_v[at] = vr[(s.start + i) * NKV * HS + e];
                     }
                 }
             }
@@ -251,8 +252,8 @@ TEST(PagedAttention, KvWriteStoresEachRowAtItsSlot) {
 }
 
 TEST(PagedAttention, BadArgumentsAreRefused) {
-    Tensor kc = Tensor::zeros({4, 4, 1, 4}, DType::f32),
-           vc = Tensor::zeros({4, 4, 1, 4}, DType::f32);
+    Tensor kc = Tensor::zeros({4, 1, 4, 4}, DType::f32),
+           vc = Tensor::zeros({4, 1, 4, 4}, DType::f32);
     Tensor q = Tensor::zeros({2, 1, 4}, DType::f32), out = Tensor::empty({2, 1, 4}, DType::f32);
     std::vector<BlockId> one = {2};
     // Positions 3, 4 but the table covers [0, 4).
@@ -282,7 +283,7 @@ TEST(PagedAttention, BadArgumentsAreRefused) {
     // Not causal; query heads not a multiple of kv heads; caches of two dtypes.
     std::vector<SeqSlice> ok = {{0, 2, 0, one}};
     EXPECT_THROW(paged_attention_forward(out, q, kc, vc, ok, {.causal = false}), ShapeError);
-    Tensor kc2 = Tensor::zeros({4, 4, 2, 4}, DType::f32);
+    Tensor kc2 = Tensor::zeros({4, 2, 4, 4}, DType::f32);
     Tensor q3 = Tensor::zeros({2, 3, 4}, DType::f32), out3 = Tensor::empty({2, 3, 4}, DType::f32);
     EXPECT_THROW(paged_attention_forward(out3, q3, kc2, kc2, ok), ShapeError);
     EXPECT_THROW(paged_attention_forward(out, q, kc, vc.to(DType::bf16), ok), ShapeError);
@@ -294,12 +295,12 @@ TEST(PagedAttention, BadArgumentsAreRefused) {
 // and the f32 cache the reference decoder (kv_dequantize_group) makes of it.
 struct QuantCache {
     PagedKvCache cache;
-    Tensor k_deq, v_deq;  // f32 [n_blocks, bs, NKV, HS]
+    Tensor k_deq, v_deq;  // f32 [n_blocks, NKV, bs, HS]
 };
 
 QuantCache random_quant_cache(Rng& rng, KvQuant quant, int64_t n_blocks, int64_t bs, int64_t NKV,
                               int64_t HS) {
-    const Shape shape{n_blocks, bs, NKV, HS}, sshape{n_blocks, bs, NKV, HS / kKvQuantGroup};
+    const Shape shape{n_blocks, NKV, bs, HS}, sshape{n_blocks, NKV, bs, HS / kKvQuantGroup};
     QuantCache qc;
     qc.cache.quant = quant;
     qc.cache.k = Tensor::empty(shape, DType::i8);
@@ -425,8 +426,8 @@ TEST(PagedAttention, QuantizedKvWriteMatchesReferenceQuantizer) {
             for (const SeqSlice& s : slices) {
                 for (int64_t i = 0; i < s.n_tokens; ++i) {
                     const int64_t p = s.pos + i;
-                    const int64_t slot = s.blocks[static_cast<size_t>(p / bs)] * bs + p % bs;
-                    written[static_cast<size_t>(slot)] = true;
+                    const int64_t blk = s.blocks[static_cast<size_t>(p / bs)];
+                    written[static_cast<size_t>(blk * bs + p % bs)] = true;
                     for (auto [src, data, scale] :
                          {std::tuple{&kf, &qc.cache.k, &qc.cache.k_scale},
                           std::tuple{&vf, &qc.cache.v, &qc.cache.v_scale}}) {
@@ -436,7 +437,8 @@ TEST(PagedAttention, QuantizedKvWriteMatchesReferenceQuantizer) {
                             int8_t want[kKvQuantGroup];
                             core::f16 wd;
                             kv_quantize_group(quant, x, want, &wd);
-                            const int64_t at = slot * NKV * HS + g * kKvQuantGroup;
+                            const int64_t c = g * kKvQuantGroup;  // head c / HS, offset c % HS
+                            const int64_t at = ((blk * NKV + c / HS) * bs + p % bs) * HS + c % HS;
                             const int8_t* got = data->data<int8_t>() + at;
                             const core::f16 gd = scale->data<core::f16>()[at / kKvQuantGroup];
                             EXPECT_EQ(gd.bits, wd.bits);
@@ -464,15 +466,16 @@ TEST(PagedAttention, QuantizedKvWriteMatchesReferenceQuantizer) {
             // Slots no slice owns keep their bytes.
             for (int64_t slot = 0; slot < n_blocks * bs; ++slot) {
                 if (written[static_cast<size_t>(slot)]) continue;
-                EXPECT_EQ(
-                    std::memcmp(qc.cache.k.data<int8_t>() + slot * NKV * HS,
-                                k0.data<int8_t>() + slot * NKV * HS, static_cast<size_t>(NKV * HS)),
-                    0);
-                EXPECT_EQ(std::memcmp(
-                              qc.cache.k_scale.data<core::f16>() + slot * NKV * HS / kKvQuantGroup,
-                              ks0.data<core::f16>() + slot * NKV * HS / kKvQuantGroup,
-                              static_cast<size_t>(NKV * HS / kKvQuantGroup) * 2),
-                          0);
+                for (int64_t h = 0; h < NKV; ++h) {
+                    const int64_t at = ((slot / bs * NKV + h) * bs + slot % bs) * HS;
+                    EXPECT_EQ(std::memcmp(qc.cache.k.data<int8_t>() + at, k0.data<int8_t>() + at,
+                                          static_cast<size_t>(HS)),
+                              0);
+                    EXPECT_EQ(std::memcmp(qc.cache.k_scale.data<core::f16>() + at / kKvQuantGroup,
+                                          ks0.data<core::f16>() + at / kKvQuantGroup,
+                                          static_cast<size_t>(HS / kKvQuantGroup) * 2),
+                              0);
+                }
             }
         }
     }

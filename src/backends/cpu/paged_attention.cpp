@@ -4,7 +4,7 @@
 // One task per (slice, kv heads, tile of queries). A task's rows are (query, query head) pairs:
 // all the kv group's query heads for up to kMaxRows / G queries, so each K and V row fetched
 // through the block table (converted in registers from bf16 or f16) serves all of them (GQA); a
-// decode slice's task takes several kv heads, so it reads whole token rows of the cache. Keys
+// decode slice's task takes several kv heads (one pass per head over each tile). Keys
 // are walked in tiles of kBk at absolute positions (multiples of kBk); per tile the task gathers
 // row pointers through the block table, computes scores as dot products straight from the cached
 // rows (four keys at a time sharing one horizontal-sum tree), updates each row's running max m,
@@ -85,23 +85,21 @@ void values_span(float* Acc, const float* P, const TC* const* V, int64_t jlo, in
 }
 
 // K rows are prefetched (vec.h prefetch_row) this many keys ahead and V rows while the scores of
-// their keys are computed, since rows come one per block-table lookup, n_kv_heads * HS apart,
-// where the hardware prefetchers lose the stream.
+// their keys are computed, since a head's rows are one run per block (block_size * HS values),
+// the runs in block-table order, and the hardware prefetchers restart at each.
 constexpr int64_t kPrefetchKeys = 16;
 
 // S[r * kBk + j] = Q[r] . K[j] for NQ rows and j < nk (a multiple of 4), four keys at a time
 // sharing one horizontal-sum tree. kFull: HS a multiple of kLanes (no masked tail), so that with
 // NQ the accumulators' count is known at compile time and they stay in registers.
-// Prefetches pf values from each K and V row (a task's kv heads lie side by side in a token's
-// row, so the first head's pass fetches the others' too).
 template <int NQ, bool kFull, class TC>
 void scores_rows(float* S, const float* Q, const TC* const* K, const TC* const* V, int64_t nk,
-                 int64_t HS, int64_t pf) {
+                 int64_t HS) {
     for (int64_t j = 0; j < nk; j += 4) {
 #pragma GCC unroll 4
         for (int kk = 0; kk < 4; ++kk) {
-            if (j + kk + kPrefetchKeys < nk) prefetch_row(K[j + kk + kPrefetchKeys], pf);
-            prefetch_row(V[j + kk], pf);
+            if (j + kk + kPrefetchKeys < nk) prefetch_row(K[j + kk + kPrefetchKeys], HS);
+            prefetch_row(V[j + kk], HS);
         }
         dot4_keys<NQ, kFull>(S + j, kBk, Q, K + j, HS);
     }
@@ -227,15 +225,13 @@ template <class TC>
 void paged_forward_impl(const Tensor& out, const Tensor& q, const Tensor& k_cache,
                         const Tensor& v_cache, std::span<const SeqSlice> seqs,
                         const ops::AttentionOptions& opts, const QuantView* qv = nullptr) {
-    const int64_t bs = k_cache.size(1), NKV = k_cache.size(2), HS = k_cache.size(3);
+    const int64_t NKV = k_cache.size(1), bs = k_cache.size(2), HS = k_cache.size(3);
     const int64_t NH = q.size(1), G = NH / NKV;
     const float scale = opts.scale != 0.0f ? opts.scale : 1.0f / std::sqrt(static_cast<float>(HS));
     const int64_t W = opts.window;
     // Rows per task: every head of the group for as many queries as fit (a group wider than
-    // kMaxRows is cut into head ranges), and as many kv heads as the rows leave room for. A decode
-    // row then reads whole token rows of the cache ([block_size, NKV, HS]: its kv heads side by
-    // side) instead of one head's HS values every NKV * HS, which the hardware prefetchers do not
-    // follow: from memory, twice the speed on Zen 3.
+    // kMaxRows is cut into head ranges), and as many kv heads as the rows leave room for: a decode
+    // slice is one task per kv heads' worth of rows, whose key segments the threads share.
     const int64_t heads = std::min(G, kMaxRows), queries = kMaxRows / heads;
     std::vector<Task> tasks;
     int64_t work = 0;
@@ -377,9 +373,9 @@ void paged_forward_impl(const Tensor& out, const Tensor& q, const Tensor& k_cach
                         continue;
                     }
                     const BlockId b = sl.blocks[static_cast<size_t>(blk)];
-                    const int64_t off0 = ((int64_t{b} * bs + slot) * NKV + task.kv_head) * HS;
                     for (int64_t gi = 0; gi < task.ng; ++gi) {
-                        const int64_t off = off0 + gi * HS;
+                        const int64_t off =
+                            ((int64_t{b} * NKV + task.kv_head + gi) * bs + slot) * HS;
                         const auto at = static_cast<size_t>(gi * kBk + j);
                         if constexpr (std::is_same_v<TC, float>) {
                             if (qv) {
@@ -398,7 +394,7 @@ void paged_forward_impl(const Tensor& out, const Tensor& q, const Tensor& k_cach
                     }
                 }
                 // Each kv head's rows in groups of kRowGroup (a group never spans two kv heads:
-                // they read different keys). The first head's pass prefetches whole token rows.
+                // they read different keys).
                 auto head_groups = [&](auto&& f) {
                     for (int64_t gi = 0; gi < task.ng; ++gi) {
                         for (int64_t r0 = gi * per; r0 < (gi + 1) * per; r0 += kRowGroup) {
@@ -406,17 +402,15 @@ void paged_forward_impl(const Tensor& out, const Tensor& q, const Tensor& k_cach
                         }
                     }
                 };
-                const int64_t pf = qv ? HS : task.ng * HS;
                 head_groups([&](auto n, int64_t gi, int64_t r0) {
                     const TC* const* kr = krow.data() + gi * kBk;
                     const TC* const* vr = vrow.data() + gi * kBk;
-                    const int64_t pfl = gi == 0 ? pf : 0;
                     if (HS % kLanes == 0) {
-                        scores_rows<decltype(n)::value, true>(
-                            s.data() + r0 * kBk, qf.data() + r0 * HS, kr, vr, nk4, HS, pfl);
+                        scores_rows<decltype(n)::value, true>(s.data() + r0 * kBk,
+                                                              qf.data() + r0 * HS, kr, vr, nk4, HS);
                     } else {
                         scores_rows<decltype(n)::value, false>(
-                            s.data() + r0 * kBk, qf.data() + r0 * HS, kr, vr, nk4, HS, pfl);
+                            s.data() + r0 * kBk, qf.data() + r0 * HS, kr, vr, nk4, HS);
                     }
                 });
                 for (int64_t r = 0; r < rows; ++r) {
@@ -527,7 +521,7 @@ void paged_forward_impl(const Tensor& out, const Tensor& q, const Tensor& k_cach
 
 void CpuKernels::paged_kv_write(const Tensor& k_cache, const Tensor& v_cache, const Tensor& k,
                                 const Tensor& v, std::span<const SeqSlice> seqs) {
-    const int64_t bs = k_cache.size(1), NKV = k_cache.size(2), HS = k_cache.size(3);
+    const int64_t NKV = k_cache.size(1), bs = k_cache.size(2), HS = k_cache.size(3);
     const core::DType ct = k_cache.dtype();
     const size_t ce = core::dtype_size(ct), ke = k.element_size(), ve = v.element_size();
     auto* kc = static_cast<char*>(k_cache.data_ptr());
@@ -537,9 +531,9 @@ void CpuKernels::paged_kv_write(const Tensor& k_cache, const Tensor& v_cache, co
     for (const SeqSlice& s : seqs) {
         for (int64_t i = 0; i < s.n_tokens; ++i) {
             const int64_t pos = s.pos + i, row = s.start + i;
-            const int64_t slot = int64_t{s.blocks[static_cast<size_t>(pos / bs)]} * bs + pos % bs;
+            const int64_t blk = s.blocks[static_cast<size_t>(pos / bs)];
             for (int64_t h = 0; h < NKV; ++h) {
-                const auto dst = static_cast<size_t>((slot * NKV + h) * HS);
+                const auto dst = static_cast<size_t>(((blk * NKV + h) * bs + pos % bs) * HS);
                 core::convert(kc + dst * ce, ct,
                               kp + static_cast<size_t>(row * k.stride(0) + h * k.stride(1)) * ke,
                               k.dtype(), static_cast<size_t>(HS));
@@ -565,7 +559,7 @@ void CpuKernels::paged_attention_forward(const Tensor& out, const Tensor& q, con
 
 void CpuKernels::paged_kv_write_quant(const ops::PagedKvCache& cache, const Tensor& k,
                                       const Tensor& v, std::span<const SeqSlice> seqs) {
-    const int64_t bs = cache.k.size(1), NKV = cache.k.size(2), HS = cache.k.size(3);
+    const int64_t NKV = cache.k.size(1), bs = cache.k.size(2), HS = cache.k.size(3);
     constexpr int64_t G = ops::kKvQuantGroup;
     auto* kc = static_cast<int8_t*>(cache.k.data_ptr());
     auto* vc = static_cast<int8_t*>(cache.v.data_ptr());
@@ -575,9 +569,9 @@ void CpuKernels::paged_kv_write_quant(const ops::PagedKvCache& cache, const Tens
     for (const SeqSlice& s : seqs) {
         for (int64_t i = 0; i < s.n_tokens; ++i) {
             const int64_t pos = s.pos + i, r = s.start + i;
-            const int64_t slot = int64_t{s.blocks[static_cast<size_t>(pos / bs)]} * bs + pos % bs;
+            const int64_t blk = s.blocks[static_cast<size_t>(pos / bs)];
             for (int64_t h = 0; h < NKV; ++h) {
-                const int64_t dst = (slot * NKV + h) * HS;
+                const int64_t dst = ((blk * NKV + h) * bs + pos % bs) * HS;
                 for (auto [src, data, scale] : {std::tuple{&k, kc, ks}, std::tuple{&v, vc, vs}}) {
                     load_row(row.data(),
                              static_cast<const char*>(src->data_ptr()) +

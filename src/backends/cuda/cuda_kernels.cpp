@@ -362,8 +362,8 @@ PagedGeom paged_geometry(const char* op, const Tensor& k_cache, int64_t n_rows, 
     PagedGeom g;
     g.n_rows = n_rows;
     g.nh = nh;
-    g.block_size = k_cache.size(1);
-    g.nkv = k_cache.size(2);
+    g.block_size = k_cache.size(2);  // [n_blocks, NKV, block_size, HS]
+    g.nkv = k_cache.size(1);
     g.hs = k_cache.size(3);
     ZS_CHECK_T(NotSupported, g.hs <= kAttnMaxHeadSize,
                "{}: the cuda backend supports head sizes up to {} (got {})", op, kAttnMaxHeadSize,

@@ -147,7 +147,7 @@ struct PagedGeom {
     float scale = 0.0f;  // resolved (never 0)
     int64_t window = 0;  // sliding window in keys (0: none)
 };
-// caches [n_blocks, block_size, nkv, hs] contiguous, of cache_type. k, v, q, out are [N, H, HS]
+// caches [n_blocks, nkv, block_size, hs] contiguous, of cache_type. k, v, q, out are [N, H, HS]
 // as HeadsArg with sb = 0 (st the row stride, sh the head stride).
 void launch_paged_kv_write(cudaStream_t stream, const PagedGeom& g, const int64_t* layout,
                            void* k_cache, void* v_cache, FloatType cache_type, const HeadsArg& k,

@@ -35,10 +35,11 @@ __device__ __forceinline__ void store_any(void* p, FloatType t, int64_t i, float
     }
 }
 
-// Where position p of the sequence with block table `table` lives: the cache row index
-// (block * block_size + slot), times nkv * hs elements.
-__device__ __forceinline__ int64_t slot_of(const int64_t* table, int64_t p, int64_t bs) {
-    return table[p / bs] * bs + p % bs;
+// Where kv head h of position p of the sequence with block table `table` starts, in elements:
+// blocks are head-major [nkv, block_size, hs].
+__device__ __forceinline__ int64_t row_of(const int64_t* table, int64_t p, const PagedGeom& g,
+                                          int64_t h) {
+    return ((table[p / g.block_size] * g.nkv + h) * g.block_size + p % g.block_size) * g.hs;
 }
 
 template <class TC>
@@ -52,7 +53,7 @@ __global__ void paged_kv_write_kernel(PagedGeom g, const int64_t* layout, TC* kc
         if (s < 0) continue;  // a row no slice owns
         const int64_t* info = layout + g.n_rows + 3 * s;
         const int64_t p = info[1] + (row - info[0]);
-        const int64_t dst = (slot_of(layout + info[2], p, g.block_size) * g.nkv + h) * g.hs + d;
+        const int64_t dst = row_of(layout + info[2], p, g, h) + d;
         kc[dst] = from_f32<TC>(load_any(k.data, k.type, row * k.st + h * k.sh + d));
         vc[dst] = from_f32<TC>(load_any(v.data, v.type, row * v.st + h * v.sh + d));
     }
@@ -86,7 +87,7 @@ __global__ void __launch_bounds__(kThreads)
         const int64_t j = j0 + lane;
         float sc = -INFINITY;
         if (j <= p) {
-            const TC* kr = kc + (slot_of(table, j, g.block_size) * g.nkv + kh) * g.hs;
+            const TC* kr = kc + row_of(table, j, g, kh);
             float a = 0.0f;
             for (int64_t d = 0; d < g.hs; ++d) a = fmaf(qs[d], to_f32(kr[d]), a);
             sc = a;
@@ -101,7 +102,7 @@ __global__ void __launch_bounds__(kThreads)
         const int nj = static_cast<int>(min(int64_t{32}, p - j0 + 1));  // warp-uniform
         for (int jj = 0; jj < nj; ++jj) {
             const float pjj = __shfl_sync(kFullMask, pj, jj);
-            const TC* vr = vc + (slot_of(table, j0 + jj, g.block_size) * g.nkv + kh) * g.hs;
+            const TC* vr = vc + row_of(table, j0 + jj, g, kh);
 #pragma unroll
             for (int x = 0; x < NX; ++x) {
                 const int d = lane + 32 * x;

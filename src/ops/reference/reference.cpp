@@ -221,7 +221,7 @@ AttentionResult attention(const DTensor& q, const DTensor& k, const DTensor& v,
 DTensor paged_attention(const DTensor& q, const DTensor& k_cache, const DTensor& v_cache,
                         std::span<const SeqSlice> seqs, const AttentionOptions& opts) {
     const int64_t NH = q.shape[1], HS = q.shape[2];
-    const int64_t bs = k_cache.shape[1], NKV = k_cache.shape[2], row = NKV * HS;
+    const int64_t NKV = k_cache.shape[1], bs = k_cache.shape[2], row = NKV * HS;
     DTensor out(q.shape);
     for (const SeqSlice& s : seqs) {
         const int64_t T = s.pos + s.n_tokens;
@@ -230,9 +230,11 @@ DTensor paged_attention(const DTensor& q, const DTensor& k_cache, const DTensor&
         for (int64_t p = 0; p < T; ++p) {
             const BlockId b = s.blocks[static_cast<size_t>(p / bs)];
             if (b == kNoBlock) continue;
-            const int64_t src = (b * bs + p % bs) * row;
-            std::copy_n(k_cache.data.begin() + src, row, k.data.begin() + p * row);
-            std::copy_n(v_cache.data.begin() + src, row, v.data.begin() + p * row);
+            for (int64_t h = 0; h < NKV; ++h) {  // head-major blocks [NKV, bs, HS]
+                const int64_t src = ((b * NKV + h) * bs + p % bs) * HS;
+                std::copy_n(k_cache.data.begin() + src, HS, k.data.begin() + p * row + h * HS);
+                std::copy_n(v_cache.data.begin() + src, HS, v.data.begin() + p * row + h * HS);
+            }
         }
         std::copy_n(q.data.begin() + s.start * NH * HS, s.n_tokens * NH * HS, qs.data.begin());
         const DTensor o = attention(qs, k, v, opts).out;
