@@ -62,8 +62,8 @@ AttentionResult attention(const DTensor& q, const DTensor& k, const DTensor& v,
 
 // Paged attention (ops/paged_attention.h): each slice's queries q [N, NH, HS] against its
 // sequence's keys gathered through the block table from k_cache, v_cache [n_blocks, NKV,
-// block_size, HS], by attention() above. Rows outside every slice are 0; kNoBlock slots read as NaN, so
-// a result that used one shows it.
+// block_size, HS], by attention() above. Rows outside every slice are 0; kNoBlock slots read as
+// NaN, so a result that used one shows it.
 DTensor paged_attention(const DTensor& q, const DTensor& k_cache, const DTensor& v_cache,
                         std::span<const SeqSlice> seqs, const AttentionOptions& opts);
 
