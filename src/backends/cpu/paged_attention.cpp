@@ -234,12 +234,13 @@ void paged_forward_impl(const Tensor& out, const Tensor& q, const Tensor& k_cach
     // slice is one task per kv heads' worth of rows, whose key segments the threads share.
     const int64_t heads = std::min(G, kMaxRows), queries = kMaxRows / heads;
     std::vector<Task> tasks;
-    int64_t work = 0;
+    int64_t work = 0, max_ng = 1;
     for (size_t s = 0; s < seqs.size(); ++s) {
         const int64_t n = seqs[s].n_tokens;
         work += n * (seqs[s].pos + (n + 1) / 2) * NH * HS * 2;
         const int64_t ng =
             heads == G ? std::clamp<int64_t>(kMaxRows / (std::min(queries, n) * G), 1, NKV) : 1;
+        max_ng = std::max(max_ng, ng);
         for (int64_t g = 0; g < NKV; g += ng) {
             for (int64_t h0 = 0; h0 < G; h0 += heads) {
                 for (int64_t q0 = 0; q0 < n; q0 += queries) {
@@ -327,8 +328,8 @@ void paged_forward_impl(const Tensor& out, const Tensor& q, const Tensor& k_cach
         std::vector<float> s(static_cast<size_t>(kMaxRows * kBk)), m(kMaxRows), l(kMaxRows),
             m2(kMaxRows), l2(kMaxRows);
         // Row pointers of the tile's keys, kBk per kv head of the task.
-        std::vector<const TC*> krow(static_cast<size_t>(kBk * NKV)), vrow(krow.size());
-        std::vector<TC> kdq(qv ? static_cast<size_t>(kBk * NKV * HS) : 0), vdq(kdq.size());
+        std::vector<const TC*> krow(static_cast<size_t>(kBk * max_ng)), vrow(krow.size());
+        std::vector<TC> kdq(qv ? static_cast<size_t>(kBk * max_ng * HS) : 0), vdq(kdq.size());
         const std::vector<TC> zero_row(static_cast<size_t>(HS));  // padding keys: never seen
         // The task's queries for the group's heads, pre-scaled, into qf.
         auto load_queries = [&](const Task& task) {
