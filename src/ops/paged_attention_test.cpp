@@ -39,6 +39,12 @@ std::string describe(const Case& c) {
                        c.window, c.scale);
 }
 
+// Where kv head h of slot `slot` of block `block` starts in a cache [n_blocks, NKV, bs, HS]
+// (head-major blocks): the layout the write tests pin.
+int64_t cache_offset(int64_t block, int64_t h, int64_t slot, int64_t NKV, int64_t bs, int64_t HS) {
+    return ((block * NKV + h) * bs + slot) * HS;
+}
+
 // A ragged batch: sequences (cached history, new tokens) with shuffled block tables, one row left
 // outside every slice (`gap`). With a window, the blocks wholly below each slice's first key are
 // freed (kNoBlock), as the scheduler frees them.
@@ -238,7 +244,7 @@ TEST(PagedAttention, KvWriteStoresEachRowAtItsSlot) {
                     const int64_t p = s.pos + i;
                     const int64_t blk = s.blocks[static_cast<size_t>(p / bs)];
                     for (int64_t e = 0; e < NKV * HS; ++e) {  // head-major [NKV, bs, HS] blocks
-                        const int64_t at = ((blk * NKV + e / HS) * bs + p % bs) * HS + e % HS;
+                        const int64_t at = cache_offset(blk, e / HS, p % bs, NKV, bs, HS) + e % HS;
                         want_k[at] = kr[(s.start + i) * NKV * HS + e];
                         want_v[at] = vr[(s.start + i) * NKV * HS + e];
                     }
@@ -438,7 +444,8 @@ TEST(PagedAttention, QuantizedKvWriteMatchesReferenceQuantizer) {
                             core::f16 wd;
                             kv_quantize_group(quant, x, want, &wd);
                             const int64_t c = g * kKvQuantGroup;  // head c / HS, offset c % HS
-                            const int64_t at = ((blk * NKV + c / HS) * bs + p % bs) * HS + c % HS;
+                            const int64_t at =
+                                cache_offset(blk, c / HS, p % bs, NKV, bs, HS) + c % HS;
                             const int8_t* got = data->data<int8_t>() + at;
                             const core::f16 gd = scale->data<core::f16>()[at / kKvQuantGroup];
                             EXPECT_EQ(gd.bits, wd.bits);
@@ -467,7 +474,7 @@ TEST(PagedAttention, QuantizedKvWriteMatchesReferenceQuantizer) {
             for (int64_t slot = 0; slot < n_blocks * bs; ++slot) {
                 if (written[static_cast<size_t>(slot)]) continue;
                 for (int64_t h = 0; h < NKV; ++h) {
-                    const int64_t at = ((slot / bs * NKV + h) * bs + slot % bs) * HS;
+                    const int64_t at = cache_offset(slot / bs, h, slot % bs, NKV, bs, HS);
                     EXPECT_EQ(std::memcmp(qc.cache.k.data<int8_t>() + at, k0.data<int8_t>() + at,
                                           static_cast<size_t>(HS)),
                               0);
