@@ -93,8 +93,8 @@ constexpr int64_t kPrefetchKeys = 16;
 // sharing one horizontal-sum tree. kFull: HS a multiple of kLanes (no masked tail), so that with
 // NQ the accumulators' count is known at compile time and they stay in registers.
 template <int NQ, bool kFull, class TC>
-void scores_rows(float* S, const float* Q, const TC* const* K, const TC* const* V, int64_t nk,
-                 int64_t HS) {
+ZS_NOINLINE void scores_rows(float* S, const float* Q, const TC* const* K, const TC* const* V,
+                             int64_t nk, int64_t HS) {
     for (int64_t j = 0; j < nk; j += 4) {
 #pragma GCC unroll 4
         for (int kk = 0; kk < 4; ++kk) {
@@ -110,7 +110,8 @@ void scores_rows(float* S, const float* Q, const TC* const* K, const TC* const* 
 // skipped (P = 0 for all of them, so the sum is the same); they are a head and a tail of the
 // tile (window, causal mask), so the loop runs over the range between without a test per key.
 template <int NQ, bool kFull, class TC>
-void values_rows(float* Acc, const float* P, const TC* const* V, int64_t nk, int64_t HS) {
+ZS_NOINLINE void values_rows(float* Acc, const float* P, const TC* const* V, int64_t nk,
+                             int64_t HS) {
     constexpr int kVecs = vecs_beside(NQ);  // 64 dims, fewer on AVX2
     auto seen = [&](int64_t j) {
         bool any = false;
@@ -356,43 +357,47 @@ void paged_forward_impl(const Tensor& out, const Tensor& q, const Tensor& k_cach
                  j0 += kBk) {
                 const int64_t nk = std::min(kBk, last_key + 1 - j0), nk4 = (nk + 3) / 4 * 4;
                 // Row pointers through the block table; keys before first_key (their block may
-                // be freed) and the padding to a multiple of 4 read a zero row.
-                // Position p's block and slot advance with p: two divisions per key (bs is not
-                // a constant) cost a fifth of a decode's attention on Zen 2.
-                int64_t blk = j0 / bs, slot = j0 % bs;
-                for (int64_t j = 0; j < nk4; ++j, ++slot) {
-                    if (slot == bs) {
-                        slot = 0;
-                        ++blk;
-                    }
-                    const int64_t p = j0 + j;
-                    if (j >= nk || p < first_key) {
-                        for (int64_t gi = 0; gi < task.ng; ++gi) {
-                            krow[static_cast<size_t>(gi * kBk + j)] =
-                                vrow[static_cast<size_t>(gi * kBk + j)] = zero_row.data();
-                        }
-                        continue;
-                    }
-                    const BlockId b = sl.blocks[static_cast<size_t>(blk)];
+                // be freed) and the padding to a multiple of 4 read a zero row. One block's keys
+                // are a run of rows HS apart: the table is read and the offset computed once per
+                // block and kv head (per key, with the stores to the pointer arrays, the gather
+                // cost a fifth of a decode's attention in cache on Zen 3).
+                const int64_t jfirst = std::clamp<int64_t>(first_key - j0, 0, nk);
+                for (int64_t gi = 0; gi < task.ng; ++gi) {
+                    const TC** kr = krow.data() + gi * kBk;
+                    const TC** vr = vrow.data() + gi * kBk;
+                    for (int64_t j = 0; j < jfirst; ++j) kr[j] = vr[j] = zero_row.data();
+                    for (int64_t j = nk; j < nk4; ++j) kr[j] = vr[j] = zero_row.data();
+                }
+                int64_t blk = (j0 + jfirst) / bs, slot = (j0 + jfirst) % bs;
+                for (int64_t j = jfirst; j < nk; ++blk, slot = 0) {
+                    const int64_t run = std::min(bs - slot, nk - j);
+                    const int64_t b = sl.blocks[static_cast<size_t>(blk)];
                     for (int64_t gi = 0; gi < task.ng; ++gi) {
-                        const int64_t off =
-                            ((int64_t{b} * NKV + task.kv_head + gi) * bs + slot) * HS;
-                        const auto at = static_cast<size_t>(gi * kBk + j);
+                        const int64_t off = ((b * NKV + task.kv_head + gi) * bs + slot) * HS;
+                        const TC** kr = krow.data() + gi * kBk + j;
+                        const TC** vr = vrow.data() + gi * kBk + j;
                         if constexpr (std::is_same_v<TC, float>) {
                             if (qv) {
-                                float* kd = kdq.data() + at * static_cast<size_t>(HS);
-                                float* vd = vdq.data() + at * static_cast<size_t>(HS);
-                                const int64_t soff = off / ops::kKvQuantGroup;
-                                dequant_row(kd, qv->k + off, qv->ks + soff, qv->quant, HS);
-                                dequant_row(vd, qv->v + off, qv->vs + soff, qv->quant, HS);
-                                krow[at] = kd;
-                                vrow[at] = vd;
+                                float* kd = kdq.data() + (gi * kBk + j) * HS;
+                                float* vd = vdq.data() + (gi * kBk + j) * HS;
+                                for (int64_t i = 0; i < run; ++i) {
+                                    const int64_t o = off + i * HS, so = o / ops::kKvQuantGroup;
+                                    dequant_row(kd + i * HS, qv->k + o, qv->ks + so, qv->quant, HS);
+                                    dequant_row(vd + i * HS, qv->v + o, qv->vs + so, qv->quant, HS);
+                                    kr[i] = kd + i * HS;
+                                    vr[i] = vd + i * HS;
+                                }
                                 continue;
                             }
                         }
-                        krow[at] = kc + off;
-                        vrow[at] = vc + off;
+                        const TC* k = kc + off;
+                        const TC* v = vc + off;
+                        for (int64_t i = 0; i < run; ++i) {
+                            kr[i] = k + i * HS;
+                            vr[i] = v + i * HS;
+                        }
                     }
+                    j += run;
                 }
                 // Each kv head's rows in groups of kRowGroup (a group never spans two kv heads:
                 // they read different keys).

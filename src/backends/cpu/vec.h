@@ -32,6 +32,10 @@ inline constexpr int kLanes = 16;
 // The math helpers below are forced inline: the kernels call them twice per pair in unrolled
 // loops, where an out-of-line call spills every vector register (they are all caller-saved).
 #define ZS_VINLINE inline __attribute__((always_inline))
+// And a kernel's inner loop is kept out of line where the caller around it is large: inlined into
+// the paged attention's task body, AVX2's P V loop (all 16 ymm registers) spilled an accumulator
+// and ran each key through a store-to-load round trip (1.9x the dense kernel's time in cache).
+#define ZS_NOINLINE __attribute__((noinline))
 
 #ifdef ZS_VEC_AVX512
 
