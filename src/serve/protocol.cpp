@@ -496,6 +496,9 @@ GenRequest parse_request(Endpoint ep, const std::string& body, const ParseLimits
         r.seed_given = true;
     }
     s.top_logprobs = r.top_logprobs;
+    // The sampler's pass of exp over the vocabulary per token only where the response carries
+    // log-probabilities (always computing them cost ~0.2 ms of a 10 ms SmolLM2 token).
+    s.logprobs = r.logprobs;
     r.ignore_eos = b.boolean("ignore_eos").value_or(false);
     r.skip_special_tokens = b.boolean("skip_special_tokens").value_or(true);
     b.string("user");  // type-checked, otherwise unused

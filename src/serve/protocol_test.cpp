@@ -62,6 +62,37 @@ TEST(ProtocolResponseFormat, JsonObject) {
     }
 }
 
+// The sampler computes each token's log-probability (a pass over the vocabulary) exactly when
+// the response reports it: 'logprobs' on either endpoint (an integer on completions, a boolean
+// on chat), with top_logprobs alternatives where asked.
+TEST(ProtocolSampling, LogprobsOnlyWhenAsked) {
+    struct Case {
+        Endpoint ep;
+        std::string extra;
+        bool logprobs;
+        int top;
+    };
+    const Case cases[] = {
+        {Endpoint::completions, "", false, 0},
+        {Endpoint::completions, R"(, "logprobs": 0)", true, 0},
+        {Endpoint::completions, R"(, "logprobs": 3)", true, 3},
+        {Endpoint::chat, "", false, 0},
+        {Endpoint::chat, R"(, "logprobs": false)", false, 0},
+        {Endpoint::chat, R"(, "logprobs": true)", true, 0},
+        {Endpoint::chat, R"(, "logprobs": true, "top_logprobs": 2)", true, 2},
+    };
+    for (const Case& c : cases) {
+        const std::string body =
+            (c.ep == Endpoint::chat
+                 ? std::string(R"({"model": "m", "messages": [{"role": "user", "content": "hi"}])")
+                 : std::string(R"({"model": "m", "prompt": "p")")) +
+            c.extra + "}";
+        const GenRequest r = parse_request(c.ep, body, limits());
+        EXPECT_EQ(r.sampling.logprobs, c.logprobs) << body;
+        EXPECT_EQ(r.sampling.top_logprobs, c.top) << body;
+    }
+}
+
 TEST(ProtocolResponseFormat, JsonSchemaKeepsPropertyOrder) {
     const std::string rf = R"({"type": "json_schema", "json_schema": {"name": "person",
         "strict": true, "schema": {"type": "object", "properties": {"zeta": {"type": "integer"},
