@@ -16,6 +16,7 @@
 // composition, chunking and thread count (ops/paged_attention.h's contract).
 #include <algorithm>
 #include <cmath>
+#include <memory>
 #include <tuple>
 #include <type_traits>
 #include <vector>
@@ -232,25 +233,39 @@ void paged_forward_impl(const Tensor& out, const Tensor& q, const Tensor& k_cach
     const int64_t W = opts.window;
     // Rows per task: every head of the group for as many queries as fit (a group wider than
     // kMaxRows is cut into head ranges), and as many kv heads as the rows leave room for: a decode
-    // slice is one task per kv heads' worth of rows, whose key segments the threads share.
+    // batch is one task per kv heads' worth of rows. When there are few tasks for the threads,
+    // their key segments become the work items, and then each kv head is a task of its own, so
+    // the items are finer and the threads end together (SmolLM2's 3 kv heads at 300 keys: 15
+    // items rather than 5, which two threads split 3 : 2).
     const int64_t heads = std::min(G, kMaxRows), queries = kMaxRows / heads;
+    const int64_t threads = omp_get_max_threads();
     std::vector<Task> tasks;
     int64_t work = 0, max_ng = 1;
-    for (size_t s = 0; s < seqs.size(); ++s) {
-        const int64_t n = seqs[s].n_tokens;
-        work += n * (seqs[s].pos + (n + 1) / 2) * NH * HS * 2;
-        const int64_t ng =
-            heads == G ? std::clamp<int64_t>(kMaxRows / (std::min(queries, n) * G), 1, NKV) : 1;
-        max_ng = std::max(max_ng, ng);
-        for (int64_t g = 0; g < NKV; g += ng) {
-            for (int64_t h0 = 0; h0 < G; h0 += heads) {
-                for (int64_t q0 = 0; q0 < n; q0 += queries) {
-                    tasks.push_back({static_cast<int64_t>(s), g, std::min(ng, NKV - g), h0,
-                                     std::min(heads, G - h0), q0, std::min(queries, n - q0)});
+    auto make_tasks = [&](bool group_kv) {
+        tasks.clear();
+        work = 0;
+        max_ng = 1;
+        for (size_t s = 0; s < seqs.size(); ++s) {
+            const int64_t n = seqs[s].n_tokens;
+            work += n * (seqs[s].pos + (n + 1) / 2) * NH * HS * 2;
+            const int64_t ng =
+                group_kv && heads == G
+                    ? std::clamp<int64_t>(kMaxRows / (std::min(queries, n) * G), 1, NKV)
+                    : 1;
+            max_ng = std::max(max_ng, ng);
+            for (int64_t g = 0; g < NKV; g += ng) {
+                for (int64_t h0 = 0; h0 < G; h0 += heads) {
+                    for (int64_t q0 = 0; q0 < n; q0 += queries) {
+                        tasks.push_back({static_cast<int64_t>(s), g, std::min(ng, NKV - g), h0,
+                                         std::min(heads, G - h0), q0, std::min(queries, n - q0)});
+                    }
                 }
             }
         }
-    }
+    };
+    make_tasks(true);
+    const bool few = threads > 1 && static_cast<int64_t>(tasks.size()) < 4 * threads;
+    if (few && max_ng > 1) make_tasks(false);
     // A quantized cache: the tile's keys and values are dequantized into the task's scratch.
     const auto* kc = qv ? nullptr : static_cast<const TC*>(k_cache.data_ptr());
     const auto* vc = qv ? nullptr : static_cast<const TC*>(v_cache.data_ptr());
@@ -283,36 +298,44 @@ void paged_forward_impl(const Tensor& out, const Tensor& q, const Tensor& k_cach
     // few tasks for the threads, (task, segment) pairs whose partial results are folded after.
     struct Item {
         int64_t task, seg;  // seg -1: every segment of the task
+        int64_t row0;       // a split item's first row in the partial results
     };
     std::vector<Item> items;
     std::vector<int64_t> first_item(static_cast<size_t>(n_tasks) + 1, 0);
-    const int64_t threads = omp_get_max_threads();
     bool split = false;
-    if (n_tasks < 4 * threads && threads > 1) {
-        int64_t n = 0;
+    if (few) {
+        int64_t n = 0, rows = 0;  // segments, and their rows
         for (const Task& t : tasks) {
             const auto [s0, s1] = segments_of(t);
             n += s1 - s0;
+            rows += (s1 - s0) * t.ng * t.nq * t.nh;
         }
-        split = n > n_tasks && n * kMaxRows * HS <= kMaxPartialFloats;
+        split = n > n_tasks && rows * HS <= kMaxPartialFloats;
     }
+    int64_t part_rows = 0;
     for (int64_t t = 0; t < n_tasks; ++t) {
         first_item[static_cast<size_t>(t)] = static_cast<int64_t>(items.size());
         if (!split) {
-            items.push_back({t, -1});
+            items.push_back({t, -1, 0});
             continue;
         }
-        const auto [s0, s1] = segments_of(tasks[static_cast<size_t>(t)]);
-        for (int64_t sg = s0; sg < s1; ++sg) items.push_back({t, sg});
+        const Task& task = tasks[static_cast<size_t>(t)];
+        const auto [s0, s1] = segments_of(task);
+        for (int64_t sg = s0; sg < s1; ++sg) {
+            items.push_back({t, sg, part_rows});
+            part_rows += task.ng * task.nq * task.nh;
+        }
     }
     first_item[static_cast<size_t>(n_tasks)] = static_cast<int64_t>(items.size());
     const auto n_items = static_cast<int64_t>(items.size());
-    // Partial results of split items: [item][kMaxRows] max and normaliser, [item][kMaxRows][HS].
-    std::vector<float> part_m, part_l, part_acc;
+    // Partial results of split items, each item's rows from its row0: max and normaliser
+    // [part_rows], accumulator [part_rows][HS]. Every item writes all of its rows before the fold
+    // reads them, so they are not zeroed (a decode layer's would be tens of KB).
+    std::unique_ptr<float[]> part_m, part_l, part_acc;
     if (split) {
-        part_m.resize(static_cast<size_t>(n_items * kMaxRows));
-        part_l.resize(part_m.size());
-        part_acc.resize(part_m.size() * static_cast<size_t>(HS));
+        part_m.reset(new float[static_cast<size_t>(part_rows)]);
+        part_l.reset(new float[static_cast<size_t>(part_rows)]);
+        part_acc.reset(new float[static_cast<size_t>(part_rows * HS)]);
     }
     // Every query sees at least its own key, so l > 0.
     auto store = [&](const Task& task, const float* acc, const float* l) {
@@ -489,9 +512,9 @@ void paged_forward_impl(const Tensor& out, const Tensor& q, const Tensor& k_cach
             load_queries(task);
             const int64_t rows = task.ng * task.nq * task.nh;
             if (item.seg >= 0) {  // one segment's partial, folded after the loop
-                const auto o = static_cast<size_t>(it * kMaxRows);
-                segment(task, item.seg, part_m.data() + o, part_l.data() + o,
-                        part_acc.data() + o * static_cast<size_t>(HS));
+                const auto o = static_cast<size_t>(item.row0);
+                segment(task, item.seg, part_m.get() + o, part_l.get() + o,
+                        part_acc.get() + o * static_cast<size_t>(HS));
                 continue;
             }
             const auto [s0, s1] = segments_of(task);
@@ -508,14 +531,14 @@ void paged_forward_impl(const Tensor& out, const Tensor& q, const Tensor& k_cach
                 const Task& task = tasks[static_cast<size_t>(t)];
                 const int64_t rows = task.ng * task.nq * task.nh;
                 const int64_t i0 = first_item[static_cast<size_t>(t)];
-                const auto o = static_cast<size_t>(i0 * kMaxRows);
-                std::copy_n(part_m.data() + o, rows, m.data());
-                std::copy_n(part_l.data() + o, rows, l.data());
-                std::copy_n(part_acc.data() + o * static_cast<size_t>(HS), rows * HS, acc.data());
+                const auto o = static_cast<size_t>(items[static_cast<size_t>(i0)].row0);
+                std::copy_n(part_m.get() + o, rows, m.data());
+                std::copy_n(part_l.get() + o, rows, l.data());
+                std::copy_n(part_acc.get() + o * static_cast<size_t>(HS), rows * HS, acc.data());
                 for (int64_t i = i0 + 1; i < first_item[static_cast<size_t>(t) + 1]; ++i) {
-                    const auto oi = static_cast<size_t>(i * kMaxRows);
-                    fold_segment(rows, part_m.data() + oi, part_l.data() + oi,
-                                 part_acc.data() + oi * static_cast<size_t>(HS));
+                    const auto oi = static_cast<size_t>(items[static_cast<size_t>(i)].row0);
+                    fold_segment(rows, part_m.get() + oi, part_l.get() + oi,
+                                 part_acc.get() + oi * static_cast<size_t>(HS));
                 }
                 store(task, acc.data(), l.data());
             }
