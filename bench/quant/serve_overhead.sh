@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # How much of the server's time per output token lies outside its engine forward: `zerospeed
 # serve` (SmolLM2-135M Q4_1, as tools/run_benchmarks.sh's decode section) answers one client's
-# REQUESTS requests of 256 prompt / 128 output tokens; from its /metrics, the decode forwards'
-# time is zerospeed_forward_seconds_sum less the prefill forwards' (each request's first token:
-# its TTFT), per decode token; against the mean TPOT, the rest is scheduling, sampling, the
-# stream's write and waiting for a core (the HTTP thread and the client share the machine).
+# REQUESTS streamed requests of 256 prompt / 128 output tokens; from its /metrics, each engine
+# step's time (zerospeed_step_seconds: scheduling, the forward, sampling, handing the request its
+# token) less its forward's (zerospeed_forward_seconds) is the engine thread's own overhead per
+# step, printed beside the forward's time per step and the mean TPOT the server measured.
 #
 # Usage: bench/quant/serve_overhead.sh BUILD   (THREADS default 2, REQUESTS default 6,
 # PORT default 8330)
@@ -25,14 +25,13 @@ for _ in $(seq 1 300); do curl -sf "$url/v1/models" >/dev/null 2>&1 && break; sl
     --text "$root/data/corpora/austen.txt" --tokenizer "$gguf" >/dev/null
 curl -sf "$url/metrics" >"$metrics"
 awk '$1 == "zerospeed_forward_seconds_sum" {fs = $2}
-     $1 == "zerospeed_time_to_first_token_seconds_sum" {ts = $2}
-     $1 == "zerospeed_time_to_first_token_seconds_count" {tc = $2}
-     $1 == "zerospeed_generation_tokens_total" {gen = $2}
+     $1 == "zerospeed_step_seconds_sum" {ss = $2}
+     $1 == "zerospeed_step_seconds_count" {sc = $2}
      $1 == "zerospeed_time_per_output_token_seconds_sum" {ps = $2}
      $1 == "zerospeed_time_per_output_token_seconds_count" {pc = $2}
      END {
-         if (gen <= tc || pc == 0) { print "serve_overhead: no decode steps measured"; exit 1 }
-         d = (fs - ts) / (gen - tc) * 1000; t = ps / pc * 1000
-         printf "threads %s: %d decode tokens, forward %.2f ms per decode step, TPOT %.2f ms, outside the forward %.2f ms (%.0f%%)\n",
-             ENVIRON["THREADS"] == "" ? 2 : ENVIRON["THREADS"], gen - tc, d, t, t - d, (t - d) / t * 100
+         if (sc == 0 || pc == 0) { print "serve_overhead: no steps measured"; exit 1 }
+         o = (ss - fs) / sc * 1000; t = ps / pc * 1000
+         printf "threads %s: %d steps, outside the forward %.3f ms per step (%.1f%% of the steps), mean TPOT %.2f ms\n",
+             ENVIRON["THREADS"] == "" ? 2 : ENVIRON["THREADS"], sc, o, (ss - fs) / ss * 100, t
      }' "$metrics"

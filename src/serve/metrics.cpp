@@ -42,7 +42,8 @@ Metrics::Metrics()
       e2e_(latency_buckets()),
       batch_tokens_({1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 768, 1024, 2048, 4096}),
       batch_seqs_({1, 2, 4, 8, 16, 32, 64, 128, 256}),
-      forward_(latency_buckets()) {}
+      forward_(latency_buckets()),
+      step_(latency_buckets()) {}
 
 void Metrics::request_done(const std::string& route, int status) {
     std::lock_guard<std::mutex> lk(mu_);
@@ -59,11 +60,13 @@ void Metrics::choice_done(int64_t prompt_tokens, int64_t output_tokens, double t
     e2e_.observe(e2e);
 }
 
-void Metrics::step(int64_t batch_tokens, int64_t batch_seqs, double forward_seconds) {
+void Metrics::step(int64_t batch_tokens, int64_t batch_seqs, double forward_seconds,
+                   double step_seconds) {
     std::lock_guard<std::mutex> lk(mu_);
     batch_tokens_.observe(static_cast<double>(batch_tokens));
     batch_seqs_.observe(static_cast<double>(batch_seqs));
     forward_.observe(forward_seconds);
+    step_.observe(step_seconds);
 }
 
 void Metrics::set_gauges(const EngineGauges& g) {
@@ -117,6 +120,9 @@ std::string Metrics::render() const {
     s += batch_tokens_.render("zerospeed_batch_tokens", "Tokens per engine forward.");
     s += batch_seqs_.render("zerospeed_batch_size", "Sequences per engine forward.");
     s += forward_.render("zerospeed_forward_seconds", "Engine forward time.");
+    s += step_.render("zerospeed_step_seconds",
+                      "Engine step time: scheduling, the forward, sampling and handing each "
+                      "request its output.");
     return s;
 }
 

@@ -40,8 +40,10 @@ public:
     // One finished choice: its latencies in seconds (ttft < 0 when no token was produced).
     void choice_done(int64_t prompt_tokens, int64_t output_tokens, double ttft, double tpot,
                      double e2e);
-    // One engine step: tokens in the batch and sequences in it.
-    void step(int64_t batch_tokens, int64_t batch_seqs, double forward_seconds);
+    // One engine step: tokens in the batch and sequences in it, the forward's time and the whole
+    // step's (scheduling, forward, sampling, and handing each request its output).
+    void step(int64_t batch_tokens, int64_t batch_seqs, double forward_seconds,
+              double step_seconds);
     void set_gauges(const EngineGauges& g);
     void set_http_inflight(int64_t n);
     EngineGauges gauges() const;
@@ -51,7 +53,7 @@ private:
     mutable std::mutex mu_;
     std::map<std::pair<std::string, int>, int64_t> requests_;
     int64_t prompt_tokens_ = 0, generation_tokens_ = 0, http_inflight_ = 0;
-    Histogram ttft_, tpot_, e2e_, batch_tokens_, batch_seqs_, forward_;
+    Histogram ttft_, tpot_, e2e_, batch_tokens_, batch_seqs_, forward_, step_;
     EngineGauges g_;
 };
 

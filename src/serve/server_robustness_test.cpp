@@ -263,6 +263,17 @@ TEST(Serve, DisconnectSoakNoLeaks) {
               std::string::npos);
     EXPECT_NE(m.find("zerospeed_time_to_first_token_seconds_count"), std::string::npos);
     EXPECT_NE(m.find("zerospeed_kv_blocks_free 256"), std::string::npos) << m.substr(0, 2000);
+    // Every step's forward lies within the step: as many steps as forwards, no less time.
+    auto value = [&](const std::string& name) {
+        const size_t at = m.find("\n" + name + " ");
+        EXPECT_NE(at, std::string::npos) << name;
+        return at == std::string::npos ? -1.0 : std::stod(m.substr(at + name.size() + 2));
+    };
+    const double steps = value("zerospeed_step_seconds_count");
+    EXPECT_GT(steps, 0);
+    EXPECT_EQ(steps, value("zerospeed_forward_seconds_count"));
+    EXPECT_EQ(steps, value("zerospeed_engine_steps_total"));
+    EXPECT_GE(value("zerospeed_step_seconds_sum"), value("zerospeed_forward_seconds_sum"));
 }
 
 // serve_overload_reject: capacity 2 running + 2 queued, a burst of 24 → the excess get 429 with

@@ -170,6 +170,7 @@ void Service::loop() {
             continue;
         }
         std::vector<infer::RequestOutput> outs;
+        const Clock::time_point step_start = Clock::now();
         try {
             outs = engine_->step();
         } catch (const std::exception& e) {
@@ -180,8 +181,11 @@ void Service::loop() {
             continue;
         }
         const infer::StepStats& st = engine_->last_step();
-        if (st.n_tokens > 0) metrics_.step(st.n_tokens, st.n_seqs, st.forward_seconds);
         for (const infer::RequestOutput& o : outs) on_output(o);
+        if (st.n_tokens > 0) {
+            metrics_.step(st.n_tokens, st.n_seqs, st.forward_seconds,
+                          std::chrono::duration<double>(Clock::now() - step_start).count());
+        }
         publish_gauges();
     }
     // Shutdown: nothing may wait forever on a channel or a submit.
