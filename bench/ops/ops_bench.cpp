@@ -471,6 +471,7 @@ BENCHMARK(BM_decode_attention)
     ->Args({600, 96, 1, 1})
     ->Args({600, 1, 1, 1})
     ->Args({600, 96, 0, 1})
+    ->Args({300, 96, 1, 1})
     ->UseRealTime();
 BENCHMARK(BM_paged_decode_attention)
     ->Args({600, 1, 1, 0})
