@@ -295,13 +295,14 @@ void paged_forward_impl(const Tensor& out, const Tensor& q, const Tensor& k_cach
                          (task.kv_head + r / per) * G + task.h0 + w % task.nh};
     };
     // Work items: whole tasks (their segments folded as they are computed), or, when there are
-    // few tasks for the threads, (task, segment) pairs whose partial results are folded after.
+    // few tasks for the threads, runs of a task's consecutive segments, each segment's partial
+    // result kept apart and all of them folded in order after (so the sums do not depend on how
+    // the runs are cut). A task's segments are cut into ceil(2 threads / tasks) runs, as the dense
+    // kernel cuts its key range: items long enough to stream, about two per thread.
     struct Item {
-        int64_t task, seg;  // seg -1: every segment of the task
-        int64_t row0;       // a split item's first row in the partial results
+        int64_t task, seg0, seg1;  // segments [seg0, seg1); seg0 -1: every segment of the task
     };
     std::vector<Item> items;
-    std::vector<int64_t> first_item(static_cast<size_t>(n_tasks) + 1, 0);
     bool split = false;
     if (few) {
         int64_t n = 0, rows = 0;  // segments, and their rows
@@ -312,25 +313,27 @@ void paged_forward_impl(const Tensor& out, const Tensor& q, const Tensor& k_cach
         }
         split = n > n_tasks && rows * HS <= kMaxPartialFloats;
     }
+    // Split: task t's segment s0 + k keeps its partial at rows part_row0[t] + k * (its rows).
+    std::vector<int64_t> part_row0(static_cast<size_t>(n_tasks), 0);
     int64_t part_rows = 0;
+    const int64_t runs = (2 * threads + n_tasks - 1) / n_tasks;
     for (int64_t t = 0; t < n_tasks; ++t) {
-        first_item[static_cast<size_t>(t)] = static_cast<int64_t>(items.size());
         if (!split) {
-            items.push_back({t, -1, 0});
+            items.push_back({t, -1, -1});
             continue;
         }
         const Task& task = tasks[static_cast<size_t>(t)];
         const auto [s0, s1] = segments_of(task);
-        for (int64_t sg = s0; sg < s1; ++sg) {
-            items.push_back({t, sg, part_rows});
-            part_rows += task.ng * task.nq * task.nh;
-        }
+        const int64_t ns = s1 - s0, c = std::min(ns, runs);
+        for (int64_t k = 0; k < c; ++k)
+            items.push_back({t, s0 + ns * k / c, s0 + ns * (k + 1) / c});
+        part_row0[static_cast<size_t>(t)] = part_rows;
+        part_rows += ns * task.ng * task.nq * task.nh;
     }
-    first_item[static_cast<size_t>(n_tasks)] = static_cast<int64_t>(items.size());
     const auto n_items = static_cast<int64_t>(items.size());
-    // Partial results of split items, each item's rows from its row0: max and normaliser
-    // [part_rows], accumulator [part_rows][HS]. Every item writes all of its rows before the fold
-    // reads them, so they are not zeroed (a decode layer's would be tens of KB).
+    // Partial results of the split segments: max and normaliser [part_rows], accumulator
+    // [part_rows][HS]. Every segment writes all of its rows before the fold reads them, so they
+    // are not zeroed (a decode layer's would be tens of KB).
     std::unique_ptr<float[]> part_m, part_l, part_acc;
     if (split) {
         part_m.reset(new float[static_cast<size_t>(part_rows)]);
@@ -511,10 +514,14 @@ void paged_forward_impl(const Tensor& out, const Tensor& q, const Tensor& k_cach
             const Task& task = tasks[static_cast<size_t>(item.task)];
             load_queries(task);
             const int64_t rows = task.ng * task.nq * task.nh;
-            if (item.seg >= 0) {  // one segment's partial, folded after the loop
-                const auto o = static_cast<size_t>(item.row0);
-                segment(task, item.seg, part_m.get() + o, part_l.get() + o,
-                        part_acc.get() + o * static_cast<size_t>(HS));
+            if (item.seg0 >= 0) {  // these segments' partials, folded after the loop
+                const int64_t s0 = segments_of(task).first;
+                for (int64_t sg = item.seg0; sg < item.seg1; ++sg) {
+                    const auto o = static_cast<size_t>(part_row0[static_cast<size_t>(item.task)] +
+                                                       (sg - s0) * rows);
+                    segment(task, sg, part_m.get() + o, part_l.get() + o,
+                            part_acc.get() + o * static_cast<size_t>(HS));
+                }
                 continue;
             }
             const auto [s0, s1] = segments_of(task);
@@ -530,13 +537,13 @@ void paged_forward_impl(const Tensor& out, const Tensor& q, const Tensor& k_cach
             for (int64_t t = 0; t < n_tasks; ++t) {
                 const Task& task = tasks[static_cast<size_t>(t)];
                 const int64_t rows = task.ng * task.nq * task.nh;
-                const int64_t i0 = first_item[static_cast<size_t>(t)];
-                const auto o = static_cast<size_t>(items[static_cast<size_t>(i0)].row0);
+                const auto [s0, s1] = segments_of(task);
+                const auto o = static_cast<size_t>(part_row0[static_cast<size_t>(t)]);
                 std::copy_n(part_m.get() + o, rows, m.data());
                 std::copy_n(part_l.get() + o, rows, l.data());
                 std::copy_n(part_acc.get() + o * static_cast<size_t>(HS), rows * HS, acc.data());
-                for (int64_t i = i0 + 1; i < first_item[static_cast<size_t>(t) + 1]; ++i) {
-                    const auto oi = static_cast<size_t>(items[static_cast<size_t>(i)].row0);
+                for (int64_t k = 1; k < s1 - s0; ++k) {
+                    const auto oi = o + static_cast<size_t>(k * rows);
                     fold_segment(rows, part_m.get() + oi, part_l.get() + oi,
                                  part_acc.get() + oi * static_cast<size_t>(HS));
                 }
