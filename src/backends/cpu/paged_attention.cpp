@@ -240,11 +240,12 @@ void paged_forward_impl(const Tensor& out, const Tensor& q, const Tensor& k_cach
     const int64_t heads = std::min(G, kMaxRows), queries = kMaxRows / heads;
     const int64_t threads = omp_get_max_threads();
     std::vector<Task> tasks;
-    int64_t work = 0, max_ng = 1;
+    int64_t work = 0, max_ng = 1, max_rows = 1;
     auto make_tasks = [&](bool group_kv) {
         tasks.clear();
         work = 0;
         max_ng = 1;
+        max_rows = 1;
         for (size_t s = 0; s < seqs.size(); ++s) {
             const int64_t n = seqs[s].n_tokens;
             work += n * (seqs[s].pos + (n + 1) / 2) * NH * HS * 2;
@@ -258,6 +259,8 @@ void paged_forward_impl(const Tensor& out, const Tensor& q, const Tensor& k_cach
                     for (int64_t q0 = 0; q0 < n; q0 += queries) {
                         tasks.push_back({static_cast<int64_t>(s), g, std::min(ng, NKV - g), h0,
                                          std::min(heads, G - h0), q0, std::min(queries, n - q0)});
+                        const Task& t = tasks.back();
+                        max_rows = std::max(max_rows, t.ng * t.nq * t.nh);
                     }
                 }
             }
@@ -351,9 +354,11 @@ void paged_forward_impl(const Tensor& out, const Tensor& q, const Tensor& k_cach
 
 #pragma omp parallel if (n_items > 1 && work >= kParallelMinWork)
     {
-        std::vector<float> qf(static_cast<size_t>(kMaxRows * HS)), acc(qf.size()), acc2(qf.size());
-        std::vector<float> s(static_cast<size_t>(kMaxRows * kBk)), m(kMaxRows), l(kMaxRows),
-            m2(kMaxRows), l2(kMaxRows);
+        // Scratch for the most rows a task has (value-initialised per call and thread: sized by
+        // kMaxRows, a one-sequence decode zeroed 40 KB per layer and thread for its 3 rows).
+        const auto mr = static_cast<size_t>(max_rows);
+        std::vector<float> qf(mr * static_cast<size_t>(HS)), acc(qf.size()), acc2(qf.size());
+        std::vector<float> s(mr * static_cast<size_t>(kBk)), m(mr), l(mr), m2(mr), l2(mr);
         // Row pointers of the tile's keys, kBk per kv head of the task.
         std::vector<const TC*> krow(static_cast<size_t>(kBk * max_ng)), vrow(krow.size());
         std::vector<TC> kdq(qv ? static_cast<size_t>(kBk * max_ng * HS) : 0), vdq(kdq.size());
