@@ -15,15 +15,7 @@ for i in 0 1 2 3; do
 done
 serve_up() {  # serve_up FLAG...: train_common's serve_start, one process without mpirun (whose
     # SIGTERM would not let the server log its exit report)
-    port=$((20000 + RANDOM % 20000))
-    OMP_NUM_THREADS=1 "$bin" serve --model "$work/hf" --port $port --dtype f32 "$@" >"$work/serve.log" 2>&1 &
-    server=$!
-    for _ in $(seq 1 150); do
-        curl -sf "http://127.0.0.1:$port/health" >/dev/null && return 0
-        kill -0 $server 2>/dev/null || { cat "$work/serve.log"; exit 1; }
-        sleep 0.2
-    done
-    echo "serve did not start"; cat "$work/serve.log"; exit 1
+    serve_launch env OMP_NUM_THREADS=1 "$bin" serve --model "$work/hf" --dtype f32 "$@"
 }
 serve_stop() {  # SIGTERM, exit 0
     kill -TERM "$server"

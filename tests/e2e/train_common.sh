@@ -63,18 +63,28 @@ assert one[-1]["text"] == got[-1]["text"]
 print(f"{sys.argv[3]}: 20 tokens equal the single process ({one[-1]['text']!r})")
 PY
 }
-serve_start() {  # serve_start N FLAG...: `serve` on N ranks in the background; sets $port, $server
-    local n=$1
-    shift
-    port=$((20000 + RANDOM % 20000))
-    OMP_NUM_THREADS=1 "$run" --num_procs "$n" "$bin" serve --model "$work/hf" --port $port --dtype f32 \
-        "$@" >"$work/serve.log" 2>&1 &
+serve_launch() {  # serve_launch CMD...: CMD --port 0 in the background until /health answers;
+    # sets $port (the one the server bound and logged: no port drawn here can be taken by another
+    # process first) and $server.
+    "$@" --port 0 >"$work/serve.log" 2>&1 &
     server=$!
+    port=""
     for _ in $(seq 1 150); do
-        curl -sf "http://127.0.0.1:$port/health" >/dev/null && return 0
+        [ -n "$port" ] ||
+            port=$(sed -n 's|.* on http://127.0.0.1:\([0-9]*\).*|\1|p' "$work/serve.log" | head -1)
+        [ -n "$port" ] && curl -sf "http://127.0.0.1:$port/health" >/dev/null && return 0
         kill -0 $server 2>/dev/null || { cat "$work/serve.log"; exit 1; }
         sleep 0.2
     done
+    echo "serve did not start"
+    cat "$work/serve.log"
+    exit 1
+}
+serve_start() {  # serve_start N FLAG...: `serve` on N ranks in the background; sets $port, $server
+    local n=$1
+    shift
+    serve_launch env OMP_NUM_THREADS=1 "$run" --num_procs "$n" "$bin" serve --model "$work/hf" \
+        --dtype f32 "$@"
 }
 serve_same_text() {  # serve_same_text LABEL PROMPT...: concurrent completions = $work/one<i>.jsonl's text
     local label=$1
