@@ -33,12 +33,15 @@ metric() {  # metric NAME: its value on the running server's /metrics
 run_server() {  # run_server LABEL FLAGS...: serve, load it at each client count, stop it
     local label=$1
     shift
-    port=$((20000 + RANDOM % 20000))
-    OMP_NUM_THREADS=${OMP_NUM_THREADS:-2} "$bin" serve --model "$gguf" --dtype bf16 --port "$port" \
+    # --port 0: the server binds a free port and logs it (a drawn one may be taken meanwhile).
+    OMP_NUM_THREADS=${OMP_NUM_THREADS:-2} "$bin" serve --model "$gguf" --dtype bf16 --port 0 \
         --max-seqs 16 --kv-cache-memory 40M "$@" >"$out/$label.log" 2>&1 &
     local pid=$!
+    port=""
     for _ in $(seq 1 600); do
-        curl -sf "http://127.0.0.1:$port/health" >/dev/null && break
+        [ -n "$port" ] ||
+            port=$(sed -n 's|.* on http://127.0.0.1:\([0-9]*\).*|\1|p' "$out/$label.log" | head -1)
+        [ -n "$port" ] && curl -sf "http://127.0.0.1:$port/health" >/dev/null && break
         kill -0 $pid 2>/dev/null || { cat "$out/$label.log"; exit 1; }
         sleep 0.2
     done
