@@ -50,6 +50,7 @@ struct Task {
     int64_t kv_head, ng;  // kv heads [kv_head, kv_head + ng)
     int64_t h0, nh;       // query heads [h0, h0 + nh) of each kv head's group
     int64_t q0, nq;       // queries [q0, q0 + nq) of the slice
+    int64_t rows() const { return ng * nq * nh; }
 };
 
 // S[r * kBk + j] = Q[r] . K[j] for NQ rows and keys j < nk (nk a multiple of 4). Each K row is
@@ -240,15 +241,16 @@ void paged_forward_impl(const Tensor& out, const Tensor& q, const Tensor& k_cach
     const int64_t heads = std::min(G, kMaxRows), queries = kMaxRows / heads;
     const int64_t threads = omp_get_max_threads();
     std::vector<Task> tasks;
-    int64_t work = 0, max_ng = 1, max_rows = 1;
+    int64_t work = 0;  // multiply-adds: query-key pairs x HS, twice
+    for (const SeqSlice& sl : seqs)
+        work += sl.n_tokens * (sl.pos + (sl.n_tokens + 1) / 2) * NH * HS * 2;
+    int64_t max_ng = 1, max_rows = 1;
     auto make_tasks = [&](bool group_kv) {
         tasks.clear();
-        work = 0;
         max_ng = 1;
         max_rows = 1;
         for (size_t s = 0; s < seqs.size(); ++s) {
             const int64_t n = seqs[s].n_tokens;
-            work += n * (seqs[s].pos + (n + 1) / 2) * NH * HS * 2;
             const int64_t ng =
                 group_kv && heads == G
                     ? std::clamp<int64_t>(kMaxRows / (std::min(queries, n) * G), 1, NKV)
@@ -260,7 +262,7 @@ void paged_forward_impl(const Tensor& out, const Tensor& q, const Tensor& k_cach
                         tasks.push_back({static_cast<int64_t>(s), g, std::min(ng, NKV - g), h0,
                                          std::min(heads, G - h0), q0, std::min(queries, n - q0)});
                         const Task& t = tasks.back();
-                        max_rows = std::max(max_rows, t.ng * t.nq * t.nh);
+                        max_rows = std::max(max_rows, t.rows());
                     }
                 }
             }
@@ -312,7 +314,7 @@ void paged_forward_impl(const Tensor& out, const Tensor& q, const Tensor& k_cach
         for (const Task& t : tasks) {
             const auto [s0, s1] = segments_of(t);
             n += s1 - s0;
-            rows += (s1 - s0) * t.ng * t.nq * t.nh;
+            rows += (s1 - s0) * t.rows();
         }
         split = n > n_tasks && rows * HS <= kMaxPartialFloats;
     }
@@ -331,7 +333,7 @@ void paged_forward_impl(const Tensor& out, const Tensor& q, const Tensor& k_cach
         for (int64_t k = 0; k < c; ++k)
             items.push_back({t, s0 + ns * k / c, s0 + ns * (k + 1) / c});
         part_row0[static_cast<size_t>(t)] = part_rows;
-        part_rows += ns * task.ng * task.nq * task.nh;
+        part_rows += ns * task.rows();
     }
     const auto n_items = static_cast<int64_t>(items.size());
     // Partial results of the split segments: max and normaliser [part_rows], accumulator
@@ -345,7 +347,7 @@ void paged_forward_impl(const Tensor& out, const Tensor& q, const Tensor& k_cach
     }
     // Every query sees at least its own key, so l > 0.
     auto store = [&](const Task& task, const float* acc, const float* l) {
-        for (int64_t r = 0; r < task.ng * task.nq * task.nh; ++r) {
+        for (int64_t r = 0; r < task.rows(); ++r) {
             const auto [row, h] = row_head(task, r);
             store_row(op + static_cast<size_t>(row * out.stride(0) + h * out.stride(1)) * oe,
                       out.dtype(), acc + r * HS, HS, 1.0f / l[r]);
@@ -365,7 +367,7 @@ void paged_forward_impl(const Tensor& out, const Tensor& q, const Tensor& k_cach
         const std::vector<TC> zero_row(static_cast<size_t>(HS));  // padding keys: never seen
         // The task's queries for the group's heads, pre-scaled, into qf.
         auto load_queries = [&](const Task& task) {
-            for (int64_t r = 0; r < task.ng * task.nq * task.nh; ++r) {
+            for (int64_t r = 0; r < task.rows(); ++r) {
                 const auto [row, h] = row_head(task, r);
                 load_row(qf.data() + r * HS,
                          qp + static_cast<size_t>(row * q.stride(0) + h * q.stride(1)) * qe,
@@ -518,7 +520,7 @@ void paged_forward_impl(const Tensor& out, const Tensor& q, const Tensor& k_cach
             const Item& item = items[static_cast<size_t>(it)];
             const Task& task = tasks[static_cast<size_t>(item.task)];
             load_queries(task);
-            const int64_t rows = task.ng * task.nq * task.nh;
+            const int64_t rows = task.rows();
             if (item.seg0 >= 0) {  // these segments' partials, folded after the loop
                 const int64_t s0 = segments_of(task).first;
                 for (int64_t sg = item.seg0; sg < item.seg1; ++sg) {
@@ -541,7 +543,7 @@ void paged_forward_impl(const Tensor& out, const Tensor& q, const Tensor& k_cach
 #pragma omp for schedule(static)
             for (int64_t t = 0; t < n_tasks; ++t) {
                 const Task& task = tasks[static_cast<size_t>(t)];
-                const int64_t rows = task.ng * task.nq * task.nh;
+                const int64_t rows = task.rows();
                 const auto [s0, s1] = segments_of(task);
                 const auto o = static_cast<size_t>(part_row0[static_cast<size_t>(t)]);
                 std::copy_n(part_m.get() + o, rows, m.data());
