@@ -102,13 +102,14 @@ void BM_decode_token(benchmark::State& st) {
         mats.push_back(
             {rnd({n, k}, t, mats.size() + 7), rnd({1, k}, t, 3), Tensor::empty({1, n}, t)});
     };
-    for (int l = 0; l < 30; ++l) {
+    const bool in_cache = st.range(2) == 1;
+    for (int l = 0; l < (in_cache ? 1 : 30); ++l) {
         add(960, 576);
         add(576, 576);
         add(3072, 576);
         add(576, 1536);
     }
-    add(49152, 576);
+    if (!in_cache) add(49152, 576);
     double bytes = 0;
     for (const Mat& m : mats) bytes += static_cast<double>(m.w.nbytes());
     for (auto _ : st) {
@@ -144,7 +145,9 @@ zs::core::QTensor random_qtensor(zs::core::QType qt, int64_t n, int64_t k, std::
 // BM_decode_token with block-quantized matrices (ops::quant_linear_forward): the same shapes, the
 // activations bf16 as in generation. Blocks are random bytes with every f16 scale field set to a
 // small normal value (timing does not depend on the codes). args: type (core::QType index),
-// layout (0: the file's rows, 1: interleaved16 as loaded, for the types that have it).
+// layout (0: the file's rows, 1: interleaved16 as loaded, for the types that have it), size (0:
+// the whole token; 1: one layer's four matrices without the LM head, ~3 MB in cache: the kernel's
+// compute rather than the memory's speed).
 void BM_decode_token_quant(benchmark::State& st) {
     const auto qt = static_cast<zs::core::QType>(st.range(0));
     struct Mat {
@@ -158,13 +161,14 @@ void BM_decode_token_quant(benchmark::State& st) {
         if (st.range(1) == 1) w = zs::core::interleave16(w);
         mats.push_back({w, rnd({1, w.cols()}, DType::bf16, 3), Tensor::empty({1, n}, DType::bf16)});
     };
-    for (int l = 0; l < 30; ++l) {
+    const bool in_cache = st.range(2) == 1;
+    for (int l = 0; l < (in_cache ? 1 : 30); ++l) {
         add(960, 576);
         add(576, 576);
         add(3072, 576);
         add(576, 1536);
     }
-    add(49152, 576);
+    if (!in_cache) add(49152, 576);
     double bytes = 0;
     for (const Mat& m : mats) bytes += static_cast<double>(m.w.nbytes());
     for (auto _ : st) {
@@ -454,12 +458,12 @@ BENCHMARK(zs::bench::BM_stream_copy)->Name("BM_stream_copy")->UseRealTime();
 BENCHMARK(BM_decode_linear)->Apply(decode_args)->UseRealTime();
 BENCHMARK(BM_decode_token)->Arg(0)->Arg(1)->UseRealTime();
 BENCHMARK(BM_decode_token_quant)
-    ->ArgsProduct({{0, 1, 2, 3, 4, 5, 6, 7}, {0}})  // q8_0 q4_0 q4_1 q5_0 q5_1 q4_k q5_k q6_k
-    ->ArgsProduct({{0, 1, 2, 3, 4, 5, 7}, {1}})     // the interleaved types
+    ->ArgsProduct({{0, 1, 2, 3, 4, 5, 6, 7}, {0}, {0}})  // q8_0 q4_0 q4_1 q5_0 q5_1 q4_k q5_k q6_k
+    ->ArgsProduct({{0, 1, 2, 3, 4, 5, 6, 7}, {1}, {0, 1}})  // interleaved; 1: in cache
     ->UseRealTime();
 BENCHMARK(BM_prefill_quant)
-    ->ArgsProduct({{0, 1, 2, 3, 4, 5, 7}, {1, 2}, {4}})  // the interleaved types, whole layer
-    ->ArgsProduct({{0, 1, 5, 7}, {1, 2}, {0, 1, 2, 3}})  // Q8_0 Q4_0 Q4_K Q6_K by shape
+    ->ArgsProduct({{0, 1, 2, 3, 4, 5, 6, 7}, {1, 2}, {4}})  // the interleaved types, whole layer
+    ->ArgsProduct({{0, 1, 5, 7}, {1, 2}, {0, 1, 2, 3}})     // Q8_0 Q4_0 Q4_K Q6_K by shape
     ->Unit(benchmark::kMillisecond)
     ->UseRealTime();
 BENCHMARK(BM_decode_linear_onednn)->Apply(decode_args)->UseRealTime();

@@ -2,13 +2,13 @@
 //
 // Rows are taken 16 at a time (a group; the last one padded with zero rows). A group is its
 // units one after another, a unit being one block (32 elements: q8_0, q4_0, q4_1) or super-block
-// (256: q4_k, q6_k) of each of the 16 rows. A unit is a header of per-row scales, row-minor
+// (256: q4_k, q5_k, q6_k) of each of the 16 rows. A unit is a header of per-row scales, row-minor
 // (value[s][r] at (16 s + r) * size), then the codes of its 32-element chunks as 64-byte slabs in
 // which row r owns bytes [4 r, 4 r + 4):
 //   8-bit codes (q8_0, stored as q + 128): 8 slabs per chunk, slab k holds elements 4k..4k+3.
 //   4-bit codes: 4 slabs per chunk, slab p's byte i holds element 4p+i in its low nibble and
 //     16+4p+i in its high nibble.
-//   5-bit codes (q5_0, q5_1): the low 4 bits as 4-bit codes (256 bytes), then one slab of the
+//   5-bit codes (q5_0, q5_1, q5_k): the low 4 bits as 4-bit codes (256 bytes), then one slab of the
 //     high bits: bit p of byte i for element 4p+i, bit 4+p for element 16+4p+i.
 //   6-bit codes (q6_k): the low 4 bits as 4-bit codes (256 bytes), then two slabs of the high 2
 //     bits: the first for elements 0..15, the second for 16..31, bits 2p..2p+1 of byte i for
@@ -23,6 +23,7 @@
 //   q5_0 (352 B):  d[16] @0                              codes @32   (-16)
 //   q5_1 (384 B):  d[16] @0, m[16] @32                   codes @64
 //   q4_k (2368 B): d[16] @0, dmin[16] @32, u8 sc[8][16] @64, u8 mn[8][16] @192, codes @320
+//   q5_k (2880 B): q4_k's header, codes @320 (320 per chunk)
 //   q6_k (3360 B): d[16] @0, i8 sc[16][16] @32 (one per 16 elements), codes @288 (384 per chunk)
 #include "core/quant_pack.h"
 
@@ -53,6 +54,8 @@ int64_t unit_bytes(QType t) {
             return 384;
         case QType::q4_k:
             return 2368;
+        case QType::q5_k:
+            return 2880;
         case QType::q6_k:
             return 3360;
         default:
@@ -70,6 +73,7 @@ int64_t header_bytes(QType t) {
         case QType::q5_1:
             return 64;
         case QType::q4_k:
+        case QType::q5_k:
             return 320;
         case QType::q6_k:
             return 288;
@@ -87,6 +91,7 @@ int code_bits(QType t) {
             return 6;
         case QType::q5_0:
         case QType::q5_1:
+        case QType::q5_k:
             return 5;
         default:
             return 4;
@@ -109,7 +114,7 @@ void scale_min_k4(const uint8_t* s, int j, uint8_t* sc, uint8_t* mn) {
 struct RowUnit {
     uint8_t u[256];
     uint8_t f16s[2][2];  // d, m / dmin
-    uint8_t sc[16];      // q4_k: sc[8]; q6_k: sc[16]
+    uint8_t sc[16];      // q4_k, q5_k: sc[8]; q6_k: sc[16]
     uint8_t mn[8];
 };
 
@@ -145,16 +150,21 @@ void split(QType t, const uint8_t* x, RowUnit& ru) {
             return;
         }
         case QType::q4_k:
+        case QType::q5_k: {  // q5_k: bit 4 of element l of sub-block j is bit j of qh[l]
+            const bool five = t == QType::q5_k;
+            const uint8_t* qh = x + 16;
             std::memcpy(ru.f16s[0], x, 2);
             std::memcpy(ru.f16s[1], x + 2, 2);
             for (int j = 0; j < 8; ++j) {
                 scale_min_k4(x + 4, j, &ru.sc[j], &ru.mn[j]);
-                const uint8_t* q = x + 16 + 32 * (j / 2);
+                const uint8_t* q = x + (five ? 48 : 16) + 32 * (j / 2);
                 for (int l = 0; l < 32; ++l) {
-                    ru.u[32 * j + l] = static_cast<uint8_t>((q[l] >> (4 * (j % 2))) & 0x0F);
+                    const int hi = five ? ((qh[l] >> j) & 1) << 4 : 0;
+                    ru.u[32 * j + l] = static_cast<uint8_t>(((q[l] >> (4 * (j % 2))) & 0x0F) | hi);
                 }
             }
             return;
+        }
         case QType::q6_k:
             std::memcpy(ru.f16s[0], x + 208, 2);
             std::memcpy(ru.sc, x + 192, 16);
@@ -195,7 +205,9 @@ void join(QType t, const RowUnit& ru, uint8_t* x) {
             }
             return;
         }
-        case QType::q4_k: {
+        case QType::q4_k:
+        case QType::q5_k: {
+            const bool five = t == QType::q5_k;
             std::memcpy(x, ru.f16s[0], 2);
             std::memcpy(x + 2, ru.f16s[1], 2);
             uint8_t* s = x + 4;
@@ -205,9 +217,11 @@ void join(QType t, const RowUnit& ru, uint8_t* x) {
                 s[j + 8] = static_cast<uint8_t>((ru.sc[j + 4] & 0x0F) | (ru.mn[j + 4] & 0x0F) << 4);
             }
             for (int j = 0; j < 8; ++j) {
-                uint8_t* q = x + 16 + 32 * (j / 2);
+                uint8_t* q = x + (five ? 48 : 16) + 32 * (j / 2);
                 for (int l = 0; l < 32; ++l) {
-                    q[l] = static_cast<uint8_t>(q[l] | ru.u[32 * j + l] << (4 * (j % 2)));
+                    const int u = ru.u[32 * j + l];
+                    q[l] = static_cast<uint8_t>(q[l] | (u & 0x0F) << (4 * (j % 2)));
+                    if (five) x[16 + l] = static_cast<uint8_t>(x[16 + l] | (u >> 4) << j);
                 }
             }
             return;
@@ -259,9 +273,9 @@ CodeAt code_at(QType t, int64_t r, int64_t c, int l) {
 // Header field offsets of row r in a unit.
 void put_header(QType t, const RowUnit& ru, int64_t r, uint8_t* unit) {
     std::memcpy(unit + 2 * r, ru.f16s[0], 2);
-    if (t == QType::q4_1 || t == QType::q5_1 || t == QType::q4_k)
+    if (t == QType::q4_1 || t == QType::q5_1 || t == QType::q4_k || t == QType::q5_k)
         std::memcpy(unit + 32 + 2 * r, ru.f16s[1], 2);
-    if (t == QType::q4_k) {
+    if (t == QType::q4_k || t == QType::q5_k) {
         for (int j = 0; j < 8; ++j) {
             unit[64 + R * j + r] = ru.sc[j];
             unit[192 + R * j + r] = ru.mn[j];
@@ -274,9 +288,9 @@ void put_header(QType t, const RowUnit& ru, int64_t r, uint8_t* unit) {
 
 void get_header(QType t, const uint8_t* unit, int64_t r, RowUnit& ru) {
     std::memcpy(ru.f16s[0], unit + 2 * r, 2);
-    if (t == QType::q4_1 || t == QType::q5_1 || t == QType::q4_k)
+    if (t == QType::q4_1 || t == QType::q5_1 || t == QType::q4_k || t == QType::q5_k)
         std::memcpy(ru.f16s[1], unit + 32 + 2 * r, 2);
-    if (t == QType::q4_k) {
+    if (t == QType::q4_k || t == QType::q5_k) {
         for (int j = 0; j < 8; ++j) {
             ru.sc[j] = unit[64 + R * j + r];
             ru.mn[j] = unit[192 + R * j + r];

@@ -189,13 +189,14 @@ void group32_streams(const uint8_t* const* g, int64_t nb, const QActRow* a, __m2
             block32<kBits, kOff, kMin, 1, kStreamAhead>(g[gi], b, a, acc + 2 * gi);
 }
 
-// Chunk j of superblock b (256 elements: 8 chunks of 32) of a q4_k group.
-template <int kMBn, int64_t kPf>
-ZS_AVX2_INLINE void chunk_q4_k(const uint8_t* g, int64_t b, int j, const QActRow* a, __m256* acc) {
-    constexpr int64_t kUnit = 2368;
+// Chunk j of superblock b (256 elements: 8 chunks of 32) of a q4_k (kBits 4) or q5_k (5) group:
+// the same header, chunks of 4- or 5-bit codes.
+template <int kBits, int kMBn, int64_t kPf>
+ZS_AVX2_INLINE void chunk_qk(const uint8_t* g, int64_t b, int j, const QActRow* a, __m256* acc) {
+    constexpr int64_t kChunk = 256 + 64 * (kBits - 4), kUnit = 320 + 8 * kChunk;
     const uint8_t* u = g + b * kUnit;
-    const uint8_t* c = u + 320 + 256 * j;
-    for (int o = 0; o < 256; o += 64)
+    const uint8_t* c = u + 320 + kChunk * j;
+    for (int o = 0; o < kChunk; o += 64)
         if (kPf > 0) _mm_prefetch(c + kPf + o, _MM_HINT_T0);
     const int64_t ch = 8 * b + j;
     for (int half = 0; half < 2; ++half) {
@@ -203,9 +204,9 @@ ZS_AVX2_INLINE void chunk_q4_k(const uint8_t* g, int64_t b, int j, const QActRow
         const __m256 sf = _mm256_mul_ps(d, u8x8(u + 64 + 16 * j + 8 * half));
         const __m256 mf = _mm256_mul_ps(dmin, u8x8(u + 192 + 16 * j + 8 * half));
         __m256i s[8];
-        chunk_codes<4>(c, half, s);
+        chunk_codes<kBits>(c, half, s);
         for (int i = 0; i < kMBn; ++i) {
-            const __m256i p = dot_u<4>(_mm256_setzero_si256(), s, a[i].q + 32 * ch, 0, 8);
+            const __m256i p = dot_u<kBits>(_mm256_setzero_si256(), s, a[i].q + 32 * ch, 0, 8);
             __m256& r = acc[2 * i + half];
             r = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p),
                                 _mm256_mul_ps(sf, _mm256_set1_ps(a[i].d[ch])), r);
@@ -213,17 +214,17 @@ ZS_AVX2_INLINE void chunk_q4_k(const uint8_t* g, int64_t b, int j, const QActRow
         }
     }
 }
-template <int kMBn>
-void group_q4_k(const uint8_t* g, int64_t nb, const QActRow* a, __m256* acc) {
+template <int kBits, int kMBn>
+void group_qk(const uint8_t* g, int64_t nb, const QActRow* a, __m256* acc) {
     for (int64_t b = 0; b < nb; ++b)
-        for (int j = 0; j < 8; ++j) chunk_q4_k<kMBn, kAhead>(g, b, j, a, acc);
+        for (int j = 0; j < 8; ++j) chunk_qk<kBits, kMBn, kAhead>(g, b, j, a, acc);
 }
-template <int kG>
-void group_q4_k_streams(const uint8_t* const* g, int64_t nb, const QActRow* a, __m256* acc) {
+template <int kBits, int kG>
+void group_qk_streams(const uint8_t* const* g, int64_t nb, const QActRow* a, __m256* acc) {
     for (int64_t b = 0; b < nb; ++b)
         for (int j = 0; j < 8; ++j)
             for (int gi = 0; gi < kG; ++gi)
-                chunk_q4_k<1, kStreamAhead>(g[gi], b, j, a, acc + 2 * gi);
+                chunk_qk<kBits, 1, kStreamAhead>(g[gi], b, j, a, acc + 2 * gi);
 }
 
 // Chunk j of superblock b of a q6_k group.
@@ -275,7 +276,11 @@ struct Kernels {
     }
     template <int kMBn>
     static void group_q4_k(const uint8_t* g, int64_t nb, const QActRow* a, Acc* acc) {
-        cpu::group_q4_k<kMBn>(g, nb, a, acc);
+        cpu::group_qk<4, kMBn>(g, nb, a, acc);
+    }
+    template <int kMBn>
+    static void group_q5_k(const uint8_t* g, int64_t nb, const QActRow* a, Acc* acc) {
+        cpu::group_qk<5, kMBn>(g, nb, a, acc);
     }
     template <int kMBn>
     static void group_q6_k(const uint8_t* g, int64_t nb, const QActRow* a, Acc* acc) {
@@ -288,7 +293,12 @@ struct Kernels {
     template <int kG>
     static void group_q4_k_streams(const uint8_t* const* g, int64_t nb, const QActRow* a,
                                    Acc* acc) {
-        cpu::group_q4_k_streams<kG>(g, nb, a, acc);
+        cpu::group_qk_streams<4, kG>(g, nb, a, acc);
+    }
+    template <int kG>
+    static void group_q5_k_streams(const uint8_t* const* g, int64_t nb, const QActRow* a,
+                                   Acc* acc) {
+        cpu::group_qk_streams<5, kG>(g, nb, a, acc);
     }
     template <int kG>
     static void group_q6_k_streams(const uint8_t* const* g, int64_t nb, const QActRow* a,
@@ -300,7 +310,7 @@ struct Kernels {
     // q4_1 +13-16%, q8_0 and q4_k +3-4%), four for 5- and 6-bit ones (whose codes cost more to
     // build: two rows per pass ran q5_1 5% and q6_k 17% slower).
     static int rows_per_pass(QType t) {
-        return t == QType::q5_0 || t == QType::q5_1 || t == QType::q6_k ? 4 : 2;
+        return t == QType::q5_0 || t == QType::q5_1 || t == QType::q5_k || t == QType::q6_k ? 4 : 2;
     }
     static Acc zero() { return _mm256_setzero_ps(); }
     static void store16(const Acc* row, float* out16) {

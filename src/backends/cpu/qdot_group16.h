@@ -10,10 +10,11 @@
 // K provides, for its accumulator type K::Acc (K::kAccPerRow of them per activation row, holding
 // that row's 16 sums):
 //   template <int kBits, int kOff, bool kMin, int kMBn> static void group32(g, nb, a, acc);
-//   template <int kMBn> static void group_q4_k(g, nb, a, acc), group_q6_k(g, nb, a, acc);
+//   template <int kMBn> static void group_q4_k(g, nb, a, acc), group_q5_k(...), group_q6_k(...);
 //   template <int kBits, int kOff, bool kMin, int kG> static void group32_streams(g[kG], nb, a,
 //   acc); template <int kG> static void group_q4_k_streams(g[kG], nb, a, acc),
-//   group_q6_k_streams(...); static K::Acc zero();  static void store16(const K::Acc* row_acc,
+//   group_q5_k_streams(...), group_q6_k_streams(...) (needed only where rows_streams is used);
+//   static K::Acc zero();  static void store16(const K::Acc* row_acc,
 //   float* out16);
 #pragma once
 
@@ -41,6 +42,8 @@ inline void group_any(core::QType t, const uint8_t* g, int64_t k, const QActRow*
             return K::template group32<5, 0, true, kMBn>(g, k / 32, a, acc);
         case QType::q4_k:
             return K::template group_q4_k<kMBn>(g, k / 256, a, acc);
+        case QType::q5_k:
+            return K::template group_q5_k<kMBn>(g, k / 256, a, acc);
         case QType::q6_k:
             return K::template group_q6_k<kMBn>(g, k / 256, a, acc);
         default:
@@ -96,6 +99,8 @@ inline void streams_any(core::QType t, const uint8_t* const* g, int64_t k, const
             return K::template group32_streams<5, 0, true, kG>(g, k / 32, a, acc);
         case QType::q4_k:
             return K::template group_q4_k_streams<kG>(g, k / 256, a, acc);
+        case QType::q5_k:
+            return K::template group_q5_k_streams<kG>(g, k / 256, a, acc);
         case QType::q6_k:
             return K::template group_q6_k_streams<kG>(g, k / 256, a, acc);
         default:

@@ -307,19 +307,20 @@ void group32(const uint8_t* g, int64_t nb, const QActRow* a, __m512* acc) {
     }
 }
 
-template <int kMBn>
-void group_q4_k(const uint8_t* g, int64_t nb, const QActRow* a, __m512* acc) {
-    constexpr int64_t kUnit = 2368;
+// q4_k (kBits 4) and q5_k (5): the same header, chunks of 4- or 5-bit codes.
+template <int kBits, int kMBn>
+void group_qk(const uint8_t* g, int64_t nb, const QActRow* a, __m512* acc) {
+    constexpr int64_t kChunk = 256 + 64 * (kBits - 4), kUnit = 320 + 8 * kChunk;
     for (int64_t b = 0; b < nb; ++b) {
         const uint8_t* u = g + b * kUnit;
         const __m512 d = f16x16(u), dmin = f16x16(u + 32);
         for (int j = 0; j < 8; ++j) {
-            const uint8_t* c = u + 320 + 256 * j;
-            for (int o = 0; o < 256; o += 64) _mm_prefetch(c + kAhead + o, _MM_HINT_T0);
+            const uint8_t* c = u + 320 + kChunk * j;
+            for (int o = 0; o < kChunk; o += 64) _mm_prefetch(c + kAhead + o, _MM_HINT_T0);
             const __m512 sf = _mm512_mul_ps(d, u8x16(u + 64 + 16 * j));
             const __m512 mf = _mm512_mul_ps(dmin, u8x16(u + 192 + 16 * j));
             __m512i s[8];
-            chunk_codes<4>(c, s);
+            chunk_codes<kBits>(c, s);
             const int64_t ch = 8 * b + j;
             for (int i = 0; i < kMBn; ++i) {
                 const __m512i p = dot8(_mm512_setzero_si512(), s, a[i].q + 32 * ch, 0, 8);
@@ -367,7 +368,11 @@ struct Kernels {
     }
     template <int kMBn>
     static void group_q4_k(const uint8_t* g, int64_t nb, const QActRow* a, Acc* acc) {
-        cpu::group_q4_k<kMBn>(g, nb, a, acc);
+        cpu::group_qk<4, kMBn>(g, nb, a, acc);
+    }
+    template <int kMBn>
+    static void group_q5_k(const uint8_t* g, int64_t nb, const QActRow* a, Acc* acc) {
+        cpu::group_qk<5, kMBn>(g, nb, a, acc);
     }
     template <int kMBn>
     static void group_q6_k(const uint8_t* g, int64_t nb, const QActRow* a, Acc* acc) {

@@ -150,7 +150,7 @@ TEST(QuantGemv, InterleavedRoundTripsBitForBit) {
     const QTensor w = core::interleave16(random_weights(rng, QType::q4_0, 40, 64));
     EXPECT_EQ(w.slice_rows(16, 40).rows(), 24);
     EXPECT_THROW((void)w.slice_rows(8, 16), ShapeError);
-    EXPECT_THROW((void)core::interleave16(random_weights(rng, QType::q5_k, 4, 256)), NotSupported);
+    EXPECT_THROW((void)core::interleave16(random_weights(rng, QType::q8_k, 4, 256)), NotSupported);
 }
 
 TEST(QuantGemv, EveryTypeAndKernelMatchesDequantizedReference) {
@@ -211,7 +211,7 @@ TEST(QuantGemv, EveryTypeAndKernelMatchesDequantizedReference) {
 TEST(QuantGemv, OpApiPrefillAndBf16) {
     test::Rng rng(302);
     const int64_t N = 300, K = 256;
-    for (QType t : {QType::q4_1, QType::q6_k, QType::q8_0, QType::q4_k, QType::q5_0}) {
+    for (QType t : {QType::q4_1, QType::q6_k, QType::q8_0, QType::q4_k, QType::q5_0, QType::q5_k}) {
         const QTensor w0 = random_weights(rng, t, N, K);
         const std::vector<float> wf = dequantized(w0);
         for (const QTensor& w : layouts(w0)) {
@@ -254,8 +254,9 @@ TEST(QuantGemv, OpApiPrefillAndBf16) {
 TEST(QuantGemv, FusedSwigluEqualsTheThreeOpsBitForBit) {
     test::Rng rng(303);
     const int64_t C = 96, F = 160;  // C, F multiples of 32 (and of 256 for the K-quants below)
-    for (QType t : {QType::q8_0, QType::q4_0, QType::q4_1, QType::q5_0, QType::q4_k, QType::q6_k}) {
-        const bool kq = t == QType::q4_k || t == QType::q6_k;
+    for (QType t : {QType::q8_0, QType::q4_0, QType::q4_1, QType::q5_0, QType::q4_k, QType::q5_k,
+                    QType::q6_k}) {
+        const bool kq = t == QType::q4_k || t == QType::q5_k || t == QType::q6_k;
         const int64_t c = kq ? 256 : C, f = kq ? 512 : F;
         const QTensor up0 = random_weights(rng, t, 2 * f, c), down0 = random_weights(rng, t, c, f);
         const std::vector<QTensor> ups = layouts(up0), downs = layouts(down0);
