@@ -370,6 +370,56 @@ TEST(PagedAttention, QuantizedCacheMatchesReferenceOnDequantizedValues) {
     }
 }
 
+// The kernel's own decoding of each code (not only kv_dequantize_group's): 8 one-key sequences
+// whose V rows hold all 256 codes (fp8: the two NaN codes replaced). With one key the softmax
+// weight is exactly 1, so each output row is its V row as the kernel decoded it: equal, bit for
+// bit, to the reference decoder's values (a wrong subnormal, about 1e-5 of a group's largest
+// value, would hide inside the tolerance of the attention tests above).
+TEST(PagedAttention, QuantizedCacheKernelDecodesEveryCodeExactly) {
+    constexpr int64_t HS = 32, kSeqs = 8;
+    static_assert(HS * kSeqs == 256 && HS == kKvQuantGroup);
+    for (KvQuant quant : {KvQuant::int8, KvQuant::fp8_e4m3}) {
+        PagedKvCache cache;
+        cache.quant = quant;
+        cache.k = Tensor::zeros({kSeqs, 1, 1, HS}, DType::i8);
+        cache.v = Tensor::empty({kSeqs, 1, 1, HS}, DType::i8);
+        cache.k_scale = Tensor::empty({kSeqs, 1, 1, 1}, DType::f16);
+        cache.v_scale = Tensor::empty({kSeqs, 1, 1, 1}, DType::f16);
+        std::vector<std::vector<BlockId>> tables;
+        std::vector<SeqSlice> slices;
+        for (int64_t i = 0; i < kSeqs; ++i) {
+            for (int64_t j = 0; j < HS; ++j) {
+                int c = static_cast<int>(i * HS + j);
+                if (quant == KvQuant::fp8_e4m3 && (c & 0x7f) == 0x7f) c ^= 1;  // not NaN
+                cache.v.data<int8_t>()[i * HS + j] = static_cast<int8_t>(static_cast<uint8_t>(c));
+            }
+            cache.k_scale.data<core::f16>()[i] = core::f32_to_f16(1.0f);
+            cache.v_scale.data<core::f16>()[i] = core::f32_to_f16(0.75f + 0.125f * i);
+            tables.push_back({static_cast<BlockId>(kSeqs - 1 - i)});  // shuffled blocks
+        }
+        for (int64_t i = 0; i < kSeqs; ++i) slices.push_back({i, 1, 0, tables[i]});
+        // The V rows sit in block kSeqs - 1 - i: write them where sequence i reads them.
+        Tensor v = cache.v.clone(), vs = cache.v_scale.clone();
+        for (int64_t i = 0; i < kSeqs; ++i) {
+            std::memcpy(cache.v.data<int8_t>() + (kSeqs - 1 - i) * HS, v.data<int8_t>() + i * HS,
+                        HS);
+            cache.v_scale.data<core::f16>()[kSeqs - 1 - i] = vs.data<core::f16>()[i];
+        }
+        Rng rng(78);
+        Tensor q = random_tensor(rng, {kSeqs, 1, HS}, DType::f32, -1.0, 1.0);
+        Tensor out = Tensor::empty({kSeqs, 1, HS}, DType::f32);
+        paged_attention_forward(out, q, cache, slices, AttentionOptions{});
+        for (int64_t i = 0; i < kSeqs; ++i) {
+            float want[HS];
+            kv_dequantize_group(quant, v.data<int8_t>() + i * HS, vs.data<core::f16>()[i], want);
+            for (int64_t j = 0; j < HS; ++j) {
+                ASSERT_EQ(out.data<float>()[i * HS + j], want[j])
+                    << to_string(quant) << " code " << i * HS + j;
+            }
+        }
+    }
+}
+
 // Every finite E4M3 code decodes to its OCP value (sign, 4-bit exponent with bias 7, 3-bit
 // mantissa, subnormals at exponent 0), encodes back to itself, and a value halfway between two
 // neighbours rounds to the one with the even mantissa; beyond 448 saturates.

@@ -205,13 +205,17 @@ void dequant_row(float* dst, const int8_t* src, const core::f16* scale, ops::KvQ
         if (quant == ops::KvQuant::int8) {
             for (int64_t i = 0; i < G; ++i) o[i] = d * static_cast<float>(s[i]);
         } else {
+            // Branch-free (the selects as masks), so that it vectorises: with them written as
+            // conditionals GCC kept this loop scalar, and an E4M3 cache decoded at a quarter of
+            // the int8 one's speed (AVX2, Zen 3).
             for (int64_t i = 0; i < G; ++i) {
                 const auto b = static_cast<uint32_t>(static_cast<uint8_t>(s[i]));
                 const uint32_t mag = b & 0x7fu;
-                const float normal = core::f32_from_bits((mag << 20) + (120u << 23));
-                const float sub = static_cast<float>(mag & 7u) * (1.0f / 512.0f);
-                const float v = (mag >> 3) != 0 ? normal : sub;
-                o[i] = d * ((b & 0x80u) != 0 ? -v : v);
+                const uint32_t normal = (mag << 20) + (120u << 23);
+                const uint32_t sub = core::f32_bits(static_cast<float>(mag & 7u) * (1.0f / 512.0f));
+                const uint32_t is_normal = 0u - ((mag + 120u) >> 7);  // all ones iff mag >= 8
+                const uint32_t bits = (normal & is_normal) | (sub & ~is_normal) | (b & 0x80u) << 24;
+                o[i] = d * core::f32_from_bits(bits);
             }
         }
     }
