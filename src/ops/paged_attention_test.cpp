@@ -373,8 +373,8 @@ TEST(PagedAttention, QuantizedCacheMatchesReferenceOnDequantizedValues) {
 // The kernel's own decoding of each code (not only kv_dequantize_group's): 8 one-key sequences
 // whose V rows hold all 256 codes (fp8: the two NaN codes replaced). With one key the softmax
 // weight is exactly 1, so each output row is its V row as the kernel decoded it: equal, bit for
-// bit, to the reference decoder's values (a wrong subnormal, about 1e-5 of a group's largest
-// value, would hide inside the tolerance of the attention tests above).
+// bit, to the reference decoder's values (the attention tests above compare within a tolerance;
+// this pins every code, the signed zeros and the subnormals included).
 TEST(PagedAttention, QuantizedCacheKernelDecodesEveryCodeExactly) {
     constexpr int64_t HS = 32, kSeqs = 8;
     static_assert(HS * kSeqs == 256 && HS == kKvQuantGroup);
