@@ -15,6 +15,7 @@
 
 #include "backends/cpu/cpu_kernels.h"
 #include "backends/register.h"
+#include "core/half.h"
 #include "core/quant.h"
 #include "core/tensor.h"
 #include "ops/activation.h"
@@ -418,16 +419,43 @@ void BM_decode_attention(benchmark::State& st) {
 // C: each iteration runs the next 30 of C per-layer pools as BM_decode_attention does (C = 1:
 // one layer, the rows in cache, the kernel's compute; C = 96: the rows from memory as in
 // `generate --kv-cache-dtype bf16`, which decodes through this kernel), D: 1 an f32 cache (the
-// server's default under f32 compute, as for a quantized GGUF), else bf16. Counter: KV bytes/s.
+// server's default under f32 compute, as for a quantized GGUF), 2 int8 and 3 fp8 E4M3
+// (`--kv-cache-dtype int8|fp8`: a byte per value, an f16 scale per 32), else bf16. Counter: KV
+// bytes/s (the scales included).
 void BM_paged_decode_attention(benchmark::State& st) {
     const int64_t T = st.range(0), S = st.range(1), NH = 9, NKV = 3, HS = 64, kBlock = 16;
     const int64_t kCaches = st.range(2), kLayers = kCaches == 1 ? 1 : 30;
-    const DType dt = st.range(3) == 1 ? DType::f32 : DType::bf16;
+    const auto quant = st.range(3) == 2   ? zs::ops::KvQuant::int8
+                       : st.range(3) == 3 ? zs::ops::KvQuant::fp8_e4m3
+                                          : zs::ops::KvQuant::none;
+    // The query's dtype, and the cache's when not quantized (queries f32 as under f32 compute).
+    const DType dt = st.range(3) == 0 ? DType::bf16 : DType::f32;
     const int64_t per_seq = (T + 1 + kBlock - 1) / kBlock, n_blocks = per_seq * S;
-    std::vector<Tensor> kcs, vcs;
+    std::vector<zs::ops::PagedKvCache> caches;
+    std::mt19937_64 g(13);
     for (int64_t c = 0; c < kCaches; ++c) {
-        kcs.push_back(rnd({n_blocks, NKV, kBlock, HS}, dt, 2 * c + 1));
-        vcs.push_back(rnd({n_blocks, NKV, kBlock, HS}, dt, 2 * c + 2));
+        zs::ops::PagedKvCache pc;
+        pc.quant = quant;
+        if (quant == zs::ops::KvQuant::none) {
+            pc.k = rnd({n_blocks, NKV, kBlock, HS}, dt, 2 * c + 1);
+            pc.v = rnd({n_blocks, NKV, kBlock, HS}, dt, 2 * c + 2);
+        } else {  // random codes (fp8: finite) and scales near what real rows give
+            const zs::core::Shape sh{n_blocks, NKV, kBlock, HS},
+                ssh{n_blocks, NKV, kBlock, HS / zs::ops::kKvQuantGroup};
+            for (Tensor* t : {&pc.k, &pc.v}) {
+                *t = Tensor::empty(sh, DType::i8);
+                auto* b = t->data<int8_t>();
+                for (int64_t i = 0; i < t->numel(); ++i)
+                    b[i] = static_cast<int8_t>(static_cast<uint8_t>(g() % 256) & 0xf7);
+            }
+            for (Tensor* t : {&pc.k_scale, &pc.v_scale}) {
+                *t = Tensor::empty(ssh, DType::f16);
+                auto* b = t->data<zs::core::f16>();
+                for (int64_t i = 0; i < t->numel(); ++i)
+                    b[i] = zs::core::f32_to_f16(0.01f + 0.001f * static_cast<float>(g() % 16));
+            }
+        }
+        caches.push_back(std::move(pc));
     }
     std::vector<std::vector<zs::ops::BlockId>> tables(static_cast<size_t>(S));
     std::vector<zs::ops::SeqSlice> seqs;
@@ -440,13 +468,14 @@ void BM_paged_decode_attention(benchmark::State& st) {
     int64_t next = 0;
     for (auto _ : st) {
         for (int64_t l = 0; l < kLayers; ++l, next = (next + 1) % kCaches) {
-            const auto c = static_cast<size_t>(next);
-            zs::ops::paged_attention_forward(o, q, kcs[c], vcs[c], seqs);
+            zs::ops::paged_attention_forward(o, q, caches[static_cast<size_t>(next)], seqs);
         }
         benchmark::DoNotOptimize(o.data_ptr());
     }
-    const double bytes =
-        2.0 * static_cast<double>(kLayers * S * (T + 1) * NKV * HS) * zs::core::dtype_size(dt);
+    const double per_value = quant != zs::ops::KvQuant::none
+                                 ? 1.0 + 2.0 / zs::ops::kKvQuantGroup
+                                 : static_cast<double>(zs::core::dtype_size(dt));
+    const double bytes = 2.0 * static_cast<double>(kLayers * S * (T + 1) * NKV * HS) * per_value;
     st.counters["kv_GB/s"] =
         benchmark::Counter(bytes * st.iterations() / 1e9, benchmark::Counter::kIsRate);
 }
@@ -484,6 +513,9 @@ BENCHMARK(BM_paged_decode_attention)
     ->Args({600, 1, 1, 1})
     ->Args({600, 1, 96, 1})
     ->Args({300, 1, 96, 1})
+    ->Args({600, 1, 1, 2})
+    ->Args({600, 1, 1, 3})
+    ->Args({600, 1, 96, 2})
     ->UseRealTime();
 BENCHMARK(BM_matmul)->Apply(gemm_args)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_matmul_onednn_direct)->Apply(gemm_args)->Unit(benchmark::kMillisecond)->UseRealTime();

@@ -21,6 +21,10 @@
 #include <type_traits>
 #include <vector>
 
+#if defined(__AVX2__) && defined(__F16C__)
+#include <immintrin.h>
+#endif
+
 #include "backends/cpu/cpu_kernels.h"
 #include "backends/cpu/parallel.h"
 #include "core/half.h"
@@ -192,22 +196,49 @@ void store_row(void* dst, core::DType dtype, const float* src, int64_t HS, float
     });
 }
 
-// One head's row of a quantized cache (HS values, one f16 scale per kKvQuantGroup) -> f32.
-// Vectorisable: int8 is a convert and a multiply; E4M3 is rebuilt bit by bit as an f32 (normal
-// codes shift the exponent and mantissa into place, subnormal ones are m * 2^-9).
+// One head's row of a quantized cache (HS values, one f16 scale per kKvQuantGroup) -> f32:
+// int8 is a convert and a multiply; E4M3 is rebuilt bit by bit as an f32 (normal codes shift the
+// exponent and mantissa into place, subnormal ones are m * 2^-9), the sign or'ed in. With AVX2
+// eight values at a time and the scale by F16C (in cache on Zen 3 the compiler's loops and the
+// scalar f16 conversion decoded an int8 cache at 2.6 GB/s, fp8 at 1.6, against a bf16 cache's
+// 11.7 read directly); otherwise a loop the compiler vectorises (branch-free: written with
+// conditionals, GCC kept the E4M3 loop scalar).
 void dequant_row(float* dst, const int8_t* src, const core::f16* scale, ops::KvQuant quant,
                  int64_t HS) {
     constexpr int64_t G = ops::kKvQuantGroup;
+    static_assert(G % 8 == 0);
     for (int64_t g = 0; g < HS / G; ++g) {
-        const float d = core::f16_to_f32(scale[g]);
         const int8_t* s = src + g * G;
         float* o = dst + g * G;
+#if defined(__AVX2__) && defined(__F16C__)
+        const __m256 d = _mm256_set1_ps(_cvtsh_ss(scale[g].bits));
+        for (int64_t i = 0; i < G; i += 8) {
+            const __m128i b8 = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(s + i));
+            __m256 v;
+            if (quant == ops::KvQuant::int8) {
+                v = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(b8));
+            } else {
+                const __m256i b = _mm256_cvtepu8_epi32(b8);
+                const __m256i mag = _mm256_and_si256(b, _mm256_set1_epi32(0x7f));
+                const __m256i normal =
+                    _mm256_add_epi32(_mm256_slli_epi32(mag, 20), _mm256_set1_epi32(120 << 23));
+                const __m256 sub =
+                    _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_and_si256(mag, _mm256_set1_epi32(7))),
+                                  _mm256_set1_ps(1.0f / 512.0f));
+                const __m256 is_normal =
+                    _mm256_castsi256_ps(_mm256_cmpgt_epi32(mag, _mm256_set1_epi32(7)));
+                const __m256i sign =
+                    _mm256_slli_epi32(_mm256_and_si256(b, _mm256_set1_epi32(0x80)), 24);
+                v = _mm256_or_ps(_mm256_blendv_ps(sub, _mm256_castsi256_ps(normal), is_normal),
+                                 _mm256_castsi256_ps(sign));
+            }
+            _mm256_storeu_ps(o + i, _mm256_mul_ps(d, v));
+        }
+#else
+        const float d = core::f16_to_f32(scale[g]);
         if (quant == ops::KvQuant::int8) {
             for (int64_t i = 0; i < G; ++i) o[i] = d * static_cast<float>(s[i]);
         } else {
-            // Branch-free (the selects as masks), so that it vectorises: with them written as
-            // conditionals GCC kept this loop scalar, and an E4M3 cache decoded at a quarter of
-            // the int8 one's speed (AVX2, Zen 3).
             for (int64_t i = 0; i < G; ++i) {
                 const auto b = static_cast<uint32_t>(static_cast<uint8_t>(s[i]));
                 const uint32_t mag = b & 0x7fu;
@@ -218,6 +249,7 @@ void dequant_row(float* dst, const int8_t* src, const core::f16* scale, ops::KvQ
                 o[i] = d * core::f32_from_bits(bits);
             }
         }
+#endif
     }
 }
 
