@@ -183,6 +183,21 @@ void BM_decode_token_quant(benchmark::State& st) {
         benchmark::Counter(static_cast<double>(st.iterations()), benchmark::Counter::kIsRate);
 }
 
+// The load-time repack (core::interleave16) of one 3072 x 4096 matrix (a 7B model's FFN shape),
+// file bytes per second. args: type (core::QType index).
+void BM_interleave16(benchmark::State& st) {
+    const auto qt = static_cast<zs::core::QType>(st.range(0));
+    std::mt19937_64 g(14);
+    const zs::core::QTensor w = random_qtensor(qt, 3072, 4096, g);
+    for (auto _ : st) {
+        const zs::core::QTensor p = zs::core::interleave16(w);
+        benchmark::DoNotOptimize(p.data());
+    }
+    st.SetLabel(std::string(zs::core::to_string(qt)));
+    st.counters["file_GB/s"] = benchmark::Counter(
+        static_cast<double>(w.nbytes()) * st.iterations() / 1e9, benchmark::Counter::kIsRate);
+}
+
 // Prefill of M = 512 tokens through one SmolLM2-135M layer's quantized linears (q, k, v, o, gate,
 // up, down: N x K = 576x576, 192x576, 192x576, 576x576, 1536x576, 1536x576, 576x1536; K rounded
 // up to the block for K-quants), f32 activations (`--dtype auto` on a CPU without native bf16),
@@ -490,6 +505,7 @@ BENCHMARK(BM_decode_token_quant)
     ->ArgsProduct({{0, 1, 2, 3, 4, 5, 6, 7}, {0}, {0}})  // q8_0 q4_0 q4_1 q5_0 q5_1 q4_k q5_k q6_k
     ->ArgsProduct({{0, 1, 2, 3, 4, 5, 6, 7}, {1}, {0, 1}})  // interleaved; 1: in cache
     ->UseRealTime();
+BENCHMARK(BM_interleave16)->Arg(0)->Arg(5)->Arg(7)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_prefill_quant)
     ->ArgsProduct({{0, 1, 2, 3, 4, 5, 6, 7}, {1, 2}, {4}})  // the interleaved types, whole layer
     ->ArgsProduct({{0, 1, 5, 7}, {1, 2}, {0, 1, 2, 3}})     // Q8_0 Q4_0 Q4_K Q6_K by shape

@@ -245,29 +245,40 @@ void join(QType t, const RowUnit& ru, uint8_t* x) {
     }
 }
 
-// Where code l of chunk c of row r sits in a unit: byte offset and bit shift of the low part
-// (4 or 8 bits), and for 6-bit codes of the 2 high bits.
-struct CodeAt {
-    int64_t lo;
-    int lo_shift;
-    int64_t hi;
-    int hi_shift;
-};
-
-CodeAt code_at(QType t, int64_t r, int64_t c, int l) {
-    const int64_t base = header_bytes(t) + c * chunk_bytes(t) + 4 * r;
-    if (code_bits(t) == 8) return {base + 64 * (l / 4) + l % 4, 0, 0, 0};
-    const int half = l / 16, p = (l % 16) / 4, i = l % 4;
-    CodeAt a{base + 64 * p + i, 4 * half, 0, 0};
-    if (code_bits(t) == 6) {
-        a.hi = base + 256 + 64 * half + i;
-        a.hi_shift = 2 * p;
+// Row r's codes ru.u of each chunk into a unit's slabs (the layout above): every byte row r owns
+// is written whole (row r owns bytes [4 r, 4 r + 4) of every slab).
+void put_codes(QType t, const RowUnit& ru, int64_t r, uint8_t* unit) {
+    const int bits = code_bits(t);
+    const int64_t chunks = unit_elems(t) / 32;
+    for (int64_t c = 0; c < chunks; ++c) {
+        uint8_t* cb = unit + header_bytes(t) + c * chunk_bytes(t) + 4 * r;
+        const uint8_t* u = ru.u + 32 * c;
+        if (bits == 8) {
+            for (int k = 0; k < 8; ++k) std::memcpy(cb + 64 * k, u + 4 * k, 4);
+            continue;
+        }
+        for (int p = 0; p < 4; ++p) {
+            for (int i = 0; i < 4; ++i) {
+                cb[64 * p + i] =
+                    static_cast<uint8_t>((u[4 * p + i] & 0x0F) | (u[16 + 4 * p + i] & 0x0F) << 4);
+            }
+        }
+        for (int i = 0; i < 4 && bits == 5; ++i) {
+            int h = 0;
+            for (int p = 0; p < 4; ++p) {
+                h |= ((u[4 * p + i] >> 4) & 1) << p;
+                h |= ((u[16 + 4 * p + i] >> 4) & 1) << (4 + p);
+            }
+            cb[256 + i] = static_cast<uint8_t>(h);
+        }
+        for (int half = 0; half < 2 && bits == 6; ++half) {
+            for (int i = 0; i < 4; ++i) {
+                int h = 0;
+                for (int p = 0; p < 4; ++p) h |= ((u[16 * half + 4 * p + i] >> 4) & 3) << (2 * p);
+                cb[256 + 64 * half + i] = static_cast<uint8_t>(h);
+            }
+        }
     }
-    if (code_bits(t) == 5) {
-        a.hi = base + 256 + i;
-        a.hi_shift = p + 4 * half;
-    }
-    return a;
 }
 
 // Header field offsets of row r in a unit.
@@ -386,7 +397,7 @@ QTensor interleave16(const QTensor& w) {
     ZS_ASSERT(w.layout() == QLayout::rows, "{} is already interleaved", w.str());
     const QType t = w.type();
     const int64_t units = w.cols() / unit_elems(t), ub = unit_bytes(t);
-    const int64_t chunks = unit_elems(t) / 32, bb = qtype_traits(t).block_bytes;
+    const int64_t bb = qtype_traits(t).block_bytes;
     const int64_t groups = (w.rows() + R - 1) / R;
     QTensor out;
     const auto bytes = static_cast<size_t>(groups * units * ub);
@@ -402,8 +413,10 @@ QTensor interleave16(const QTensor& w) {
     out.rows_ = w.rows();
     out.cols_ = w.cols();
     uint8_t* dst = out.mutable_data();
-    std::memset(dst, 0, out.nbytes());
-    std::vector<uint8_t> zero(static_cast<size_t>(bb), 0);
+    const std::vector<uint8_t> zero(static_cast<size_t>(bb), 0);
+    // Groups in parallel, each writing only its own units and every byte of them (with a loop
+    // per code on one thread this ran at ~180 MB/s on Zen 3: 20 s and more for a 7B model).
+#pragma omp parallel for schedule(static) if (bytes >= (size_t{1} << 20))
     for (int64_t g = 0; g < groups; ++g) {
         for (int64_t b = 0; b < units; ++b) {
             uint8_t* unit = dst + (g * units + b) * ub;
@@ -412,17 +425,7 @@ QTensor interleave16(const QTensor& w) {
                 RowUnit ru{};
                 split(t, row < w.rows() ? w.row(row) + b * bb : zero.data(), ru);
                 put_header(t, ru, r, unit);
-                for (int64_t c = 0; c < chunks; ++c) {
-                    for (int l = 0; l < 32; ++l) {
-                        const int u = ru.u[32 * c + l];
-                        const CodeAt a = code_at(t, r, c, l);
-                        const int lo_mask = code_bits(t) == 8 ? 0xFF : 0x0F;
-                        unit[a.lo] = static_cast<uint8_t>(unit[a.lo] | (u & lo_mask) << a.lo_shift);
-                        if (code_bits(t) == 6 || code_bits(t) == 5) {
-                            unit[a.hi] = static_cast<uint8_t>(unit[a.hi] | (u >> 4) << a.hi_shift);
-                        }
-                    }
-                }
+                put_codes(t, ru, r, unit);
             }
         }
     }
