@@ -461,6 +461,79 @@ TEST(PagedAttention, Fp8CodecIsE4M3) {
     EXPECT_EQ(static_cast<uint8_t>(q[1]), 0x7e);  // 448 x d: the largest code
 }
 
+// The kernel's write encodes as the reference codec on the values where rounding is decided:
+// every E4M3 value up to 448, the midpoints between neighbours (ties: the even code), one f32 ulp
+// either side of each, and int8's integers and half-integers likewise. A group's first element is
+// 448 (fp8) or 127 (int8) times a power of two, so its scale is exact and each element x / d is the
+// value meant; rows of 32 such values go through paged_kv_write and are compared byte for byte.
+TEST(PagedAttention, QuantizedKvWriteRoundsEveryTieAsTheReference) {
+    for (KvQuant quant : {KvQuant::int8, KvQuant::fp8_e4m3}) {
+        const float qmax = quant == KvQuant::int8 ? 127.0f : 448.0f;
+        std::vector<float> vals;
+        if (quant == KvQuant::fp8_e4m3) {
+            std::vector<float> t;
+            for (int c = 0; c < 127; ++c) {
+                int8_t q[kKvQuantGroup];
+                std::fill(q, q + kKvQuantGroup, static_cast<int8_t>(c));
+                float x[kKvQuantGroup];
+                kv_dequantize_group(KvQuant::fp8_e4m3, q, core::f32_to_f16(1.0f), x);
+                t.push_back(x[0]);
+            }
+            for (size_t c = 0; c < t.size(); ++c) {
+                const float mid = c + 1 < t.size() ? (t[c] + t[c + 1]) / 2 : t[c];
+                for (float x : {t[c], mid}) {
+                    vals.push_back(x);
+                    vals.push_back(std::nextafter(x, 0.0f));
+                    vals.push_back(std::nextafter(x, 1e9f));
+                }
+            }
+        } else {
+            for (int i = 0; i <= 127; ++i) {
+                for (float x : {static_cast<float>(i), i + 0.5f}) {
+                    vals.push_back(x);
+                    vals.push_back(std::nextafter(x, 0.0f));
+                    vals.push_back(std::nextafter(x, 1e9f));
+                }
+            }
+        }
+        // Groups of 31 values behind the scale-setting element, alternately signed, times 2^-3.
+        constexpr float kScale = 0.125f;
+        const int64_t per = kKvQuantGroup - 1;
+        const int64_t groups = (static_cast<int64_t>(vals.size()) + per - 1) / per;
+        const int64_t HS = kKvQuantGroup, N = groups;
+        Tensor k = Tensor::empty({N, 1, HS}, DType::f32);
+        for (int64_t g = 0; g < groups; ++g) {
+            float* row = k.data<float>() + g * HS;
+            row[0] = qmax * kScale;
+            for (int64_t e = 1; e < HS; ++e) {
+                const auto at = static_cast<size_t>(g * per + e - 1);
+                const float x = at < vals.size() ? std::min(vals[at], qmax) : 0.0f;
+                row[e] = (e % 2 == 0 ? -x : x) * kScale;
+            }
+        }
+        std::vector<BlockId> table(static_cast<size_t>(N));
+        std::iota(table.begin(), table.end(), 0);
+        PagedKvCache cache;
+        cache.quant = quant;
+        cache.k = Tensor::zeros({N, 1, 1, HS}, DType::i8);
+        cache.v = Tensor::zeros({N, 1, 1, HS}, DType::i8);
+        cache.k_scale = Tensor::zeros({N, 1, 1, 1}, DType::f16);
+        cache.v_scale = Tensor::zeros({N, 1, 1, 1}, DType::f16);
+        const std::vector<SeqSlice> slices = {{0, N, 0, table}};
+        paged_kv_write(cache, k, k, slices);
+        for (int64_t g = 0; g < groups; ++g) {
+            int8_t want[kKvQuantGroup];
+            core::f16 wd;
+            kv_quantize_group(quant, k.data<float>() + g * HS, want, &wd);
+            ASSERT_EQ(cache.k_scale.data<core::f16>()[g].bits, wd.bits);
+            for (int64_t e = 0; e < HS; ++e) {
+                ASSERT_EQ(cache.k.data<int8_t>()[g * HS + e], want[e])
+                    << to_string(quant) << " value " << k.data<float>()[g * HS + e] / kScale;
+            }
+        }
+    }
+}
+
 // The quantized write: each owned row lands at its slot as the reference quantizer encodes it
 // (bytes and scales bit-identical), nothing else changes; the decoded values are within half a
 // step of the inputs (int8: d / 2 with d = max|x| / 127 per group) or an E4M3 half-ulp (fp8).
