@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <limits>
 #include <numeric>
 #include <tuple>
 
@@ -463,7 +464,8 @@ TEST(PagedAttention, Fp8CodecIsE4M3) {
 
 // The kernel's write encodes as the reference codec on the values where rounding is decided:
 // every E4M3 value up to 448, the midpoints between neighbours (ties: the even code), one f32 ulp
-// either side of each, and int8's integers and half-integers likewise. A group's first element is
+// either side of each, and int8's integers and half-integers likewise; and (fp8) a NaN and an
+// infinity in a row, coded as the reference codes them. A group's first element is
 // 448 (fp8) or 127 (int8) times a power of two, so its scale is exact and each element x / d is the
 // value meant; rows of 32 such values go through paged_kv_write and are compared byte for byte.
 TEST(PagedAttention, QuantizedKvWriteRoundsEveryTieAsTheReference) {
@@ -510,6 +512,10 @@ TEST(PagedAttention, QuantizedKvWriteRoundsEveryTieAsTheReference) {
                 const float x = at < vals.size() ? std::min(vals[at], qmax) : 0.0f;
                 row[e] = (e % 2 == 0 ? -x : x) * kScale;
             }
+        }
+        if (quant == KvQuant::fp8_e4m3) {  // a non-finite value codes as the reference codes it
+            k.data<float>()[5] = std::numeric_limits<float>::quiet_NaN();
+            k.data<float>()[HS + 7] = std::numeric_limits<float>::infinity();
         }
         std::vector<BlockId> table(static_cast<size_t>(N));
         std::iota(table.begin(), table.end(), 0);

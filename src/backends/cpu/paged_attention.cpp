@@ -259,6 +259,7 @@ void dequant_row(float* dst, const int8_t* src, const core::f16* scale, ops::KvQ
 // Subnormal codes (|v| < 2^-6) are m = round(|v| * 2^9), code 8 being 2^-6 itself; normal ones
 // round the f32 mantissa to 3 bits (a carry moves the exponent up, as it should).
 uint8_t e4m3_code_bits(float a) {
+    if (!(a > 0.0f)) return 0;  // zero, and NaN (a non-finite row) as the reference codec
     if (a >= 448.0f) return 0x7e;
     if (a < 0.015625f) return static_cast<uint8_t>(std::nearbyint(a * 512.0f));
     uint32_t u = core::f32_bits(a);
