@@ -89,6 +89,20 @@ void BM_decode_linear(benchmark::State& st) {
         static_cast<double>(w.nbytes()) * st.iterations() / 1e9, benchmark::Counter::kIsRate);
 }
 
+// add(n, k) for each matrix SmolLM2-135M reads per decoded token: 30 layers of fused qkv
+// 960 x 576, o 576 x 576, gate_up 3072 x 576 and down 576 x 1536, then the lm_head 49152 x 576;
+// one_layer: the first layer's four alone (a few MB, in cache).
+template <class F>
+void add_token_matrices(const F& add, bool one_layer) {
+    for (int l = 0; l < (one_layer ? 1 : 30); ++l) {
+        add(960, 576);
+        add(576, 576);
+        add(3072, 576);
+        add(576, 1536);
+    }
+    if (!one_layer) add(49152, 576);
+}
+
 // One decode token's worth of SmolLM2-135M's matrices, each read once per iteration as in
 // generation (30 layers of fused qkv 960 x 576, o 576 x 576, gate_up 3072 x 576, down 576 x 1536,
 // then the lm_head 49152 x 576): 540 MB in f32, so every weight comes from DRAM, and the cost of
@@ -103,14 +117,7 @@ void BM_decode_token(benchmark::State& st) {
         mats.push_back(
             {rnd({n, k}, t, mats.size() + 7), rnd({1, k}, t, 3), Tensor::empty({1, n}, t)});
     };
-    const bool in_cache = st.range(2) == 1;
-    for (int l = 0; l < (in_cache ? 1 : 30); ++l) {
-        add(960, 576);
-        add(576, 576);
-        add(3072, 576);
-        add(576, 1536);
-    }
-    if (!in_cache) add(49152, 576);
+    add_token_matrices(add, false);
     double bytes = 0;
     for (const Mat& m : mats) bytes += static_cast<double>(m.w.nbytes());
     for (auto _ : st) {
@@ -162,14 +169,7 @@ void BM_decode_token_quant(benchmark::State& st) {
         if (st.range(1) == 1) w = zs::core::interleave16(w);
         mats.push_back({w, rnd({1, w.cols()}, DType::bf16, 3), Tensor::empty({1, n}, DType::bf16)});
     };
-    const bool in_cache = st.range(2) == 1;
-    for (int l = 0; l < (in_cache ? 1 : 30); ++l) {
-        add(960, 576);
-        add(576, 576);
-        add(3072, 576);
-        add(576, 1536);
-    }
-    if (!in_cache) add(49152, 576);
+    add_token_matrices(add, st.range(2) == 1);
     double bytes = 0;
     for (const Mat& m : mats) bytes += static_cast<double>(m.w.nbytes());
     for (auto _ : st) {
