@@ -371,6 +371,17 @@ TEST(PagedAttention, QuantizedCacheMatchesReferenceOnDequantizedValues) {
     }
 }
 
+// A zeroed quantized cache of n_blocks one-slot blocks of one kv head of HS values.
+PagedKvCache one_slot_cache(KvQuant quant, int64_t n_blocks, int64_t HS) {
+    PagedKvCache cache;
+    cache.quant = quant;
+    cache.k = Tensor::zeros({n_blocks, 1, 1, HS}, DType::i8);
+    cache.v = Tensor::zeros({n_blocks, 1, 1, HS}, DType::i8);
+    cache.k_scale = Tensor::zeros({n_blocks, 1, 1, HS / kKvQuantGroup}, DType::f16);
+    cache.v_scale = Tensor::zeros({n_blocks, 1, 1, HS / kKvQuantGroup}, DType::f16);
+    return cache;
+}
+
 // The kernel's own decoding of each code (not only kv_dequantize_group's): 8 one-key sequences
 // whose V rows hold all 256 codes (fp8: the two NaN codes replaced). With one key the softmax
 // weight is exactly 1, so each output row is its V row as the kernel decoded it: equal, bit for
@@ -380,12 +391,7 @@ TEST(PagedAttention, QuantizedCacheKernelDecodesEveryCodeExactly) {
     constexpr int64_t HS = 32, kSeqs = 8;
     static_assert(HS * kSeqs == 256 && HS == kKvQuantGroup);
     for (KvQuant quant : {KvQuant::int8, KvQuant::fp8_e4m3}) {
-        PagedKvCache cache;
-        cache.quant = quant;
-        cache.k = Tensor::zeros({kSeqs, 1, 1, HS}, DType::i8);
-        cache.v = Tensor::empty({kSeqs, 1, 1, HS}, DType::i8);
-        cache.k_scale = Tensor::empty({kSeqs, 1, 1, 1}, DType::f16);
-        cache.v_scale = Tensor::empty({kSeqs, 1, 1, 1}, DType::f16);
+        PagedKvCache cache = one_slot_cache(quant, kSeqs, HS);
         std::vector<std::vector<BlockId>> tables;
         std::vector<SeqSlice> slices;
         for (int64_t i = 0; i < kSeqs; ++i) {
@@ -467,13 +473,13 @@ TEST(PagedAttention, Fp8CodecIsE4M3) {
 // either side of each, and int8's integers and half-integers likewise; and (fp8) a NaN and an
 // infinity in a row, coded as the reference codes them. A group's first element is
 // 448 (fp8) or 127 (int8) times a power of two, so its scale is exact and each element x / d is the
-// value meant; rows of 32 such values go through paged_kv_write and are compared byte for byte.
+// value meant; rows of 32 such values go through paged_kv_write and are compared byte for byte,
+// and each E4M3 code with a search of the code table (the codec computes it by bit arithmetic).
 TEST(PagedAttention, QuantizedKvWriteRoundsEveryTieAsTheReference) {
     for (KvQuant quant : {KvQuant::int8, KvQuant::fp8_e4m3}) {
         const float qmax = quant == KvQuant::int8 ? 127.0f : 448.0f;
-        std::vector<float> vals;
+        std::vector<float> vals, t;  // t: the E4M3 value of each finite code, increasing
         if (quant == KvQuant::fp8_e4m3) {
-            std::vector<float> t;
             for (int c = 0; c < 127; ++c) {
                 int8_t q[kKvQuantGroup];
                 std::fill(q, q + kKvQuantGroup, static_cast<int8_t>(c));
@@ -519,12 +525,7 @@ TEST(PagedAttention, QuantizedKvWriteRoundsEveryTieAsTheReference) {
         }
         std::vector<BlockId> table(static_cast<size_t>(N));
         std::iota(table.begin(), table.end(), 0);
-        PagedKvCache cache;
-        cache.quant = quant;
-        cache.k = Tensor::zeros({N, 1, 1, HS}, DType::i8);
-        cache.v = Tensor::zeros({N, 1, 1, HS}, DType::i8);
-        cache.k_scale = Tensor::zeros({N, 1, 1, 1}, DType::f16);
-        cache.v_scale = Tensor::zeros({N, 1, 1, 1}, DType::f16);
+        PagedKvCache cache = one_slot_cache(quant, N, HS);
         const std::vector<SeqSlice> slices = {{0, N, 0, table}};
         paged_kv_write(cache, k, k, slices);
         for (int64_t g = 0; g < groups; ++g) {
@@ -535,6 +536,22 @@ TEST(PagedAttention, QuantizedKvWriteRoundsEveryTieAsTheReference) {
             for (int64_t e = 0; e < HS; ++e) {
                 ASSERT_EQ(cache.k.data<int8_t>()[g * HS + e], want[e])
                     << to_string(quant) << " value " << k.data<float>()[g * HS + e] / kScale;
+            }
+            // And the codec's E4M3 rounding against a search of the code table: the nearest
+            // value, ties to the even code, 448 at most; a NaN codes as 0.
+            const float d = core::f16_to_f32(wd), inv = d > 0.0f ? 1.0f / d : 0.0f;
+            for (int64_t e = 0; e < HS && quant == KvQuant::fp8_e4m3; ++e) {
+                const float a = std::min(std::fabs(k.data<float>()[g * HS + e] * inv), 448.0f);
+                int code = 0;
+                if (a > 0.0f) {  // false for a NaN
+                    const auto hi = std::upper_bound(t.begin(), t.end(), a) - t.begin();
+                    const auto lo = std::min<std::ptrdiff_t>(hi, 126) - (hi <= 126 ? 1 : 0);
+                    const float dl = a - t[static_cast<size_t>(lo)];
+                    const float dh = lo < 126 ? t[static_cast<size_t>(lo) + 1] - a : dl + 1.0f;
+                    code = static_cast<int>(dl < dh || (dl == dh && lo % 2 == 0) ? lo : lo + 1);
+                }
+                EXPECT_EQ(static_cast<int>(static_cast<uint8_t>(want[e]) & 0x7f), code)
+                    << "value " << a;
             }
         }
     }

@@ -253,40 +253,6 @@ void dequant_row(float* dst, const int8_t* src, const core::f16* scale, ops::KvQ
     }
 }
 
-// ops::kv_quantize_group's encoding with the same arithmetic, but each E4M3 code by bit
-// arithmetic rather than its table search (a binary search per value made an fp8 cache's prefill
-// a quarter slower than int8's on Zen 3): nearest, ties to the even code, saturating at 448.
-// Subnormal codes (|v| < 2^-6) are m = round(|v| * 2^9), code 8 being 2^-6 itself; normal ones
-// round the f32 mantissa to 3 bits (a carry moves the exponent up, as it should).
-uint8_t e4m3_code_bits(float a) {
-    if (!(a > 0.0f)) return 0;  // zero, and NaN (a non-finite row) as the reference codec
-    if (a >= 448.0f) return 0x7e;
-    if (a < 0.015625f) return static_cast<uint8_t>(std::nearbyint(a * 512.0f));
-    uint32_t u = core::f32_bits(a);
-    u += 0x7ffffu + ((u >> 20) & 1u);
-    return static_cast<uint8_t>(((u >> 23) - 120u) << 3 | ((u >> 20) & 7u));
-}
-
-void quantize_group(ops::KvQuant q, const float* x, int8_t* dst, core::f16* scale) {
-    constexpr int64_t G = ops::kKvQuantGroup;
-    float amax = 0.0f;
-    for (int64_t i = 0; i < G; ++i) amax = std::max(amax, std::fabs(x[i]));
-    const float qmax = q == ops::KvQuant::int8 ? 127.0f : 448.0f;
-    *scale = core::f32_to_f16(amax / qmax);
-    const float d = core::f16_to_f32(*scale);
-    const float inv = d > 0.0f ? 1.0f / d : 0.0f;
-    for (int64_t i = 0; i < G; ++i) {
-        const float v = std::clamp(x[i] * inv, -qmax, qmax);
-        if (q == ops::KvQuant::int8) {
-            dst[i] = static_cast<int8_t>(std::nearbyint(v));
-        } else {
-            const uint8_t c = e4m3_code_bits(std::fabs(v));
-            dst[i] =
-                static_cast<int8_t>(static_cast<uint8_t>(std::signbit(v) && c ? 0x80u | c : c));
-        }
-    }
-}
-
 // The quantized cache a task reads (null for a float cache).
 struct QuantView {
     ops::KvQuant quant;
@@ -692,8 +658,8 @@ void CpuKernels::paged_kv_write_quant(const ops::PagedKvCache& cache, const Tens
                                      src->element_size(),
                              src->dtype(), HS, 1.0f);
                     for (int64_t g = 0; g < HS / G; ++g) {
-                        quantize_group(cache.quant, row.data() + g * G, data + dst + g * G,
-                                       scale + dst / G + g);
+                        ops::kv_quantize_group(cache.quant, row.data() + g * G, data + dst + g * G,
+                                               scale + dst / G + g);
                     }
                 }
             }
